@@ -1,0 +1,106 @@
+"""Parameters of the homomorphic encryption schemes, as they travel in a `FederationSpec`.
+
+These are wire models: every party checks a ciphertext against them before deserialising it.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class HEKind(StrEnum):
+    """Which additively homomorphic scheme protects the uploads."""
+
+    CKKS = "ckks"
+    PAILLIER = "paillier"
+    NONE = "none"  # plaintext sums: only for simulation and for strategies that need per-client updates
+
+
+class CKKSParams(BaseModel):
+    """TenSEAL CKKS context. The default is add-only: one data prime, no multiplications.
+
+    `[60, 60]` leaves no room to rescale after a multiplication, so a ciphertext cannot be multiplied by a
+    plaintext scalar; weights are applied by clients before encrypting (see DESIGN.md, Cryptography).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal[HEKind.CKKS] = HEKind.CKKS
+    poly_modulus_degree: Literal[4096, 8192, 16384, 32768] = 8192
+    coeff_mod_bit_sizes: tuple[int, ...] = (60, 60)
+    global_scale_bits: int = Field(default=40, ge=20, le=59)
+
+    @field_validator("coeff_mod_bit_sizes")
+    @classmethod
+    def _check_moduli(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) < 2:
+            raise ValueError(f"coeff_mod_bit_sizes needs at least two primes, got {list(value)}")
+        if any(not 20 <= bits <= 60 for bits in value):
+            raise ValueError(f"coeff_mod_bit_sizes entries must lie in [20, 60], got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> CKKSParams:
+        # Upper bounds on log2(q) for 128-bit security (HomomorphicEncryption.org standard, table 1).
+        max_bits = {4096: 109, 8192: 218, 16384: 438, 32768: 881}[self.poly_modulus_degree]
+        total = sum(self.coeff_mod_bit_sizes)
+        if total > max_bits:
+            raise ValueError(
+                f"coeff_mod_bit_sizes sum to {total} bits, above the {max_bits} bits that "
+                f"poly_modulus_degree={self.poly_modulus_degree} allows at 128-bit security"
+            )
+        return self
+
+    @property
+    def slots(self) -> int:
+        return self.poly_modulus_degree // 2
+
+
+class PaillierParams(BaseModel):
+    """Packed (BatchCrypt-style) Paillier: fixed-point slots packed into one big plaintext.
+
+    Each value is clipped to `[-clip, clip]` and quantised to `quant_bits` bits. Each slot keeps
+    `ceil(log2(max_clients))` extra bits so that a sum of up to `max_clients` encryptions never carries
+    into the next slot.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal[HEKind.PAILLIER] = HEKind.PAILLIER
+    key_bits: Literal[1024, 2048, 3072, 4096] = 2048
+    quant_bits: int = Field(default=16, ge=4, le=32)
+    clip: float = Field(default=1.0, gt=0.0, le=1e6)
+    max_clients: int = Field(default=64, ge=1, le=1 << 20)
+
+    @property
+    def headroom_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.max_clients))) if self.max_clients > 1 else 1
+
+    @property
+    def slot_bits(self) -> int:
+        return self.quant_bits + self.headroom_bits
+
+    @property
+    def slots(self) -> int:
+        # The packed plaintext must stay below n, whose top bit is key_bits - 1.
+        return (self.key_bits - 1) // self.slot_bits
+
+    @property
+    def step(self) -> float:
+        """Value of one quantisation step: the largest error a single encoded value can carry is step / 2."""
+        return self.clip / ((1 << (self.quant_bits - 1)) - 1)
+
+
+class PlainParams(BaseModel):
+    """No encryption. Allowed only where every party may legitimately see per-client updates."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal[HEKind.NONE] = HEKind.NONE
+
+
+HEParams = Annotated[CKKSParams | PaillierParams | PlainParams, Field(discriminator="kind")]

@@ -1,0 +1,249 @@
+"""FFA-LoRA maths shared by every tier: the frozen basis `A`, rank padding and the flat update vector.
+
+FFA-LoRA (Sun et al., 2024, arXiv:2403.12313) freezes LoRA's `A` at a random initialisation shared by all
+clients and trains only `B`. The update of a module is `dW = s * B A` with a fixed scaling `s`, so the
+mean of the clients' products equals the product of the mean `B` with `A`: aggregation is exact and
+linear, which is what additive homomorphic encryption computes.
+
+Nobody ever sends `A`: every party rebuilds `A_max` (`r_max` rows) from
+`(seed, basis_version, module name, shape)`. A client of rank `r` uses the first `r` rows, and its
+`dB` (`out x r`) is zero-padded to `out x r_max`, so mixed ranks still sum exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+BASIS_DOMAIN = b"fedlora/ffa-basis/v1"
+
+
+class LayoutError(ValueError):
+    """A tensor or vector does not match the federation's adapter layout."""
+
+
+def _basis_seed(seed: int, basis_version: int, module: str, shape: tuple[int, int]) -> list[int]:
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    if basis_version < 0:
+        raise ValueError(f"basis_version must be non-negative, got {basis_version}")
+    material = b"|".join(
+        [BASIS_DOMAIN, str(seed).encode(), str(basis_version).encode(), module.encode(), b"%dx%d" % shape]
+    )
+    digest = hashlib.sha256(material).digest()
+    return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 32, 4)]
+
+
+def frozen_basis(*, seed: int, basis_version: int, module: str, r_max: int, in_features: int) -> np.ndarray:
+    """`A_max` of one LoRA module: `r_max x in_features` float32, identical on every machine.
+
+    Entries are uniform in `[-1/sqrt(in_features), 1/sqrt(in_features)]`, the bound of peft's default
+    Kaiming-uniform init with `a = sqrt(5)`, so FFA-LoRA starts from the same distribution as LoRA.
+    NumPy's PCG64 stream and its `random()` doubles are platform-independent, which a digest pins in a test.
+    """
+    if r_max < 1:
+        raise ValueError(f"r_max must be at least 1, got {r_max}")
+    if in_features < 1:
+        raise ValueError(f"in_features must be at least 1, got {in_features}")
+    shape = (r_max, in_features)
+    rng = np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence(_basis_seed(seed, basis_version, module, shape)))
+    )
+    bound = 1.0 / np.sqrt(in_features)
+    return ((rng.random(shape) * 2.0 - 1.0) * bound).astype(np.float32)
+
+
+def rank_rows(a_max: np.ndarray, rank: int) -> np.ndarray:
+    """The first `rank` rows of `A_max`: the frozen `A` of a rank-`rank` client."""
+    if not 1 <= rank <= a_max.shape[0]:
+        raise ValueError(f"rank must lie in [1, {a_max.shape[0]}], got {rank}")
+    return a_max[:rank]
+
+
+def lora_scaling(*, alpha: float, r_max: int) -> float:
+    """The one scaling `s` of `dW = s * B A` used by every client whatever its rank.
+
+    peft scales by `alpha / r`; with mixed ranks that would give the same column of `B` a different
+    meaning on different clients. Fixing `s = alpha / r_max` keeps padded columns comparable, so the
+    padded sum is the sum of the clients' `dW`.
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    return alpha / r_max
+
+
+def client_lora_alpha(*, alpha: float, rank: int, r_max: int) -> float:
+    """The `lora_alpha` to give peft for a rank-`rank` client so that `lora_alpha / rank = alpha / r_max`."""
+    if not 1 <= rank <= r_max:
+        raise ValueError(f"rank must lie in [1, {r_max}], got {rank}")
+    return alpha * rank / r_max
+
+
+def pad_delta(delta_b: np.ndarray, r_max: int) -> np.ndarray:
+    """Zero-pad a rank-`r` delta `out x r` to `out x r_max` (columns beyond `r` are zero)."""
+    if delta_b.ndim != 2:
+        raise LayoutError(f"delta_b must be a 2-D matrix, got shape {delta_b.shape}")
+    out, rank = delta_b.shape
+    if rank > r_max:
+        raise LayoutError(f"delta_b has rank {rank}, above r_max={r_max}")
+    padded = np.zeros((out, r_max), dtype=delta_b.dtype)
+    padded[:, :rank] = delta_b
+    return padded
+
+
+def unpad_delta(delta_b: np.ndarray, rank: int) -> np.ndarray:
+    """The first `rank` columns of a padded `out x r_max` delta."""
+    if delta_b.ndim != 2 or not 1 <= rank <= delta_b.shape[1]:
+        raise LayoutError(f"cannot take rank {rank} of a matrix of shape {delta_b.shape}")
+    return delta_b[:, :rank]
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders `layer.2` before `layer.10`: the canonical module order."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(name) if part)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of the update vector: a LoRA module's padded `B` or a trained head parameter."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass(frozen=True)
+class AdapterLayout:
+    """The canonical order and shapes of everything a client uploads, as one flat vector.
+
+    LoRA `B` matrices come first in natural module order, each padded to `r_max` columns, then the
+    trained head parameters in natural order. Two parties agree on the vector iff their digests agree.
+    """
+
+    lora: tuple[Entry, ...]
+    head: tuple[Entry, ...]
+    r_max: int
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        lora_out_features: Mapping[str, int],
+        r_max: int,
+        head_shapes: Mapping[str, Sequence[int]] | None = None,
+    ) -> AdapterLayout:
+        if r_max < 1:
+            raise ValueError(f"r_max must be at least 1, got {r_max}")
+        if not lora_out_features:
+            raise ValueError("lora_out_features is empty: a layout needs at least one LoRA module")
+        lora = tuple(
+            Entry(name, (int(lora_out_features[name]), r_max))
+            for name in sorted(lora_out_features, key=natural_key)
+        )
+        heads = head_shapes or {}
+        head = tuple(
+            Entry(name, tuple(int(d) for d in heads[name])) for name in sorted(heads, key=natural_key)
+        )
+        return cls(lora=lora, head=head, r_max=r_max)
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        return self.lora + self.head
+
+    @property
+    def size(self) -> int:
+        return sum(entry.size for entry in self.entries)
+
+    @property
+    def digest(self) -> str:
+        text = ";".join(f"{e.name}:{'x'.join(map(str, e.shape))}" for e in self.entries)
+        return hashlib.sha256(f"r_max={self.r_max};{text}".encode()).hexdigest()
+
+    def flatten(
+        self, tensors: Mapping[str, np.ndarray], *, ranks: Mapping[str, int] | None = None
+    ) -> np.ndarray:
+        """One float32 vector from `{name: tensor}`. LoRA deltas of rank `< r_max` are zero-padded.
+
+        `ranks` is only a check: when given, each LoRA delta must have exactly that many columns.
+        """
+        missing = [e.name for e in self.entries if e.name not in tensors]
+        extra = sorted(set(tensors) - {e.name for e in self.entries})
+        if missing or extra:
+            raise LayoutError(f"tensors do not match the layout: missing {missing}, unexpected {extra}")
+        parts: list[np.ndarray] = []
+        for entry in self.lora:
+            value = np.asarray(tensors[entry.name], dtype=np.float32)
+            if value.ndim != 2 or value.shape[0] != entry.shape[0]:
+                raise LayoutError(f"{entry.name}: expected shape ({entry.shape[0]}, r), got {value.shape}")
+            if ranks is not None and value.shape[1] != ranks.get(entry.name, self.r_max):
+                raise LayoutError(
+                    f"{entry.name}: expected rank {ranks.get(entry.name)}, got {value.shape[1]}"
+                )
+            parts.append(pad_delta(value, self.r_max).ravel())
+        for entry in self.head:
+            value = np.asarray(tensors[entry.name], dtype=np.float32)
+            if value.shape != entry.shape:
+                raise LayoutError(f"{entry.name}: expected shape {entry.shape}, got {value.shape}")
+            parts.append(value.ravel())
+        return np.concatenate(parts)
+
+    def unflatten(self, vector: np.ndarray, *, rank: int | None = None) -> dict[str, np.ndarray]:
+        """Back to `{name: tensor}`; with `rank`, LoRA matrices are cut to their first `rank` columns."""
+        vector = np.asarray(vector)
+        if vector.shape != (self.size,):
+            raise LayoutError(f"vector has shape {vector.shape}, the layout needs ({self.size},)")
+        out: dict[str, np.ndarray] = {}
+        offset = 0
+        for entry in self.entries:
+            value = vector[offset : offset + entry.size].reshape(entry.shape)
+            offset += entry.size
+            if rank is not None and entry in self.lora:
+                value = unpad_delta(value, rank)
+            out[entry.name] = value.copy()
+        return out
+
+    def lora_column_mask(self, rank: int) -> np.ndarray:
+        """1 where a rank-`rank` client can contribute, 0 in padded LoRA columns; head entries are 1."""
+        if not 1 <= rank <= self.r_max:
+            raise ValueError(f"rank must lie in [1, {self.r_max}], got {rank}")
+        parts = []
+        for entry in self.lora:
+            mask = np.zeros(entry.shape, dtype=np.float32)
+            mask[:, :rank] = 1.0
+            parts.append(mask.ravel())
+        parts.extend(np.ones(entry.size, dtype=np.float32) for entry in self.head)
+        return np.concatenate(parts)
+
+
+def fedit_mismatch(
+    b_list: Sequence[np.ndarray], a_list: Sequence[np.ndarray], weights: Sequence[float] | None = None
+) -> np.ndarray:
+    """FedIT's aggregation error `mean(B_i) mean(A_i) - mean(B_i A_i)` (FFA-LoRA paper, section 3).
+
+    Zero when all `A_i` are equal, which is why freezing `A` makes the aggregate exact.
+    With two equally weighted clients it equals `-1/4 (B_1 - B_2)(A_1 - A_2)`.
+    """
+    if len(b_list) != len(a_list) or not b_list:
+        raise ValueError(
+            f"need as many B as A matrices and at least one, got {len(b_list)} and {len(a_list)}"
+        )
+    w = np.full(len(b_list), 1.0 / len(b_list)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(b_list),) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+        raise ValueError(f"weights must be {len(b_list)} non-negative numbers summing to 1, got {weights}")
+    b_mean = sum(wi * np.asarray(b, dtype=np.float64) for wi, b in zip(w, b_list, strict=True))
+    a_mean = sum(wi * np.asarray(a, dtype=np.float64) for wi, a in zip(w, a_list, strict=True))
+    product_mean = sum(
+        wi * (np.asarray(b, dtype=np.float64) @ np.asarray(a, dtype=np.float64))
+        for wi, b, a in zip(w, b_list, a_list, strict=True)
+    )
+    return np.asarray(b_mean @ a_mean - product_mean)

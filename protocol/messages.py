@@ -1,0 +1,382 @@
+"""Wire models: everything that crosses a process boundary between hospitals, edges, cloud and admins.
+
+Rules (STYLE.md): every message carries `protocol_version`; schemes, stages and statuses are enums;
+fields are never removed or repurposed and new ones are optional; every size is bounded.
+Bytes travel as base64 in JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from protocol.crypto.params import CKKSParams, HEKind, HEParams
+
+PROTOCOL_VERSION: Literal[1] = 1
+
+# Size limits. A CKKS upload costs ~32 bytes per parameter, so 512 MiB covers a 16 M-parameter adapter.
+MAX_CIPHERTEXT_BYTES = 512 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 512
+MAX_CLIENTS_PER_ROUND = 10_000
+MAX_TARGET_MODULES = 64
+MAX_R = 256
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", description="lower-case id")]
+Nonce = Annotated[str, Field(pattern=r"^[0-9a-f]{32,64}$", description="hex, at least 128 random bits")]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Ciphertext = Annotated[bytes, Field(min_length=1, max_length=MAX_CIPHERTEXT_BYTES)]
+Signature = Annotated[bytes, Field(max_length=MAX_SIGNATURE_BYTES)]
+
+
+class Message(BaseModel):
+    """Base of every wire model: strict about unknown fields, bytes as base64 in JSON."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64", use_enum_values=False
+    )
+
+    protocol_version: Literal[1] = PROTOCOL_VERSION
+
+
+class Strategy(StrEnum):
+    """How client updates combine (see cloud_server strategies)."""
+
+    FFA = "ffa"
+    FEDIT = "fedit"
+    FEDROT = "fedrot"
+    CLAIR = "clair"
+
+
+class NoiseMechanism(StrEnum):
+    GAUSSIAN = "gaussian"
+    LAPLACE = "laplace"
+    NONE = "none"
+
+
+class NoiseSchedule(StrEnum):
+    """Central noise over rounds: constant, or loose early and strict late (seed 001)."""
+
+    CONSTANT = "constant"
+    LOOSE_TO_STRICT = "loose_to_strict"
+
+
+class RoundState(StrEnum):
+    OPEN = "open"
+    COLLECTING = "collecting"
+    AGGREGATING = "aggregating"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class FederationState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    COMPLETED = "completed"
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable reasons for a 4xx/5xx, shared by every service."""
+
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    UNKNOWN_CLIENT = "unknown_client"
+    UNKNOWN_FEDERATION = "unknown_federation"
+    WRONG_ROUND = "wrong_round"
+    ROUND_CLOSED = "round_closed"
+    WRONG_BASIS = "wrong_basis"
+    BAD_CIPHERTEXT = "bad_ciphertext"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    DUPLICATE_UPLOAD = "duplicate_upload"
+    REPLAY = "replay"
+    BAD_SIGNATURE = "bad_signature"
+    TOO_FEW_CLIENTS = "too_few_clients"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    FEDERATION_NOT_ACTIVE = "federation_not_active"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    CONFLICT = "conflict"
+    INTERNAL = "internal"
+
+
+class LocalDPConfig(BaseModel):
+    """Example-level DP-SGD inside each hospital (Opacus)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    epsilon: float = Field(default=8.0, gt=0.0, le=100.0, description="target over all planned rounds")
+    delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0, le=1e3, description="per-example clip")
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+
+class CentralDPConfig(BaseModel):
+    """Client-level DP added by the cloud to the decrypted sum of clipped deltas."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mechanism: NoiseMechanism = NoiseMechanism.GAUSSIAN
+    noise_multiplier: float = Field(default=0.0, ge=0.0, le=100.0, description="z: std is z * clip_norm")
+    clip_norm: float = Field(
+        default=1.0, gt=0.0, le=1e6, description="C: each client's delta is clipped to it"
+    )
+    schedule: NoiseSchedule = NoiseSchedule.CONSTANT
+    epsilon_budget: float | None = Field(
+        default=None, gt=0.0, description="stop when the next round exceeds it"
+    )
+    delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+
+
+class TrainingConfig(BaseModel):
+    """Local optimisation settings a round plan hands to clients."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    learning_rate: float = Field(default=0.5, gt=0.0, le=100.0)
+    local_steps: int = Field(default=20, ge=1, le=100_000)
+    batch_size: int = Field(default=32, ge=1, le=65_536)
+    max_seq_length: int = Field(default=64, ge=8, le=4096)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+
+
+class FederationSpec(Message):
+    """What a federation is: model, adapter shape, encryption, privacy and round policy."""
+
+    federation_id: Identifier
+    base_model: str = Field(default="sentence-transformers/all-MiniLM-L6-v2", min_length=1, max_length=256)
+    num_labels: int = Field(default=2, ge=2, le=10_000)
+    target_modules: tuple[str, ...] = ("query", "value")
+    layers_to_transform: tuple[int, ...] | None = None
+    r_max: int = Field(default=8, ge=1, le=MAX_R)
+    lora_alpha: float = Field(default=8.0, gt=0.0, le=1e4)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    basis_version: int = Field(default=0, ge=0)
+    strategy: Strategy = Strategy.FFA
+    he: HEParams = Field(default_factory=CKKSParams)
+    local_dp: LocalDPConfig = Field(default_factory=LocalDPConfig)
+    central_dp: CentralDPConfig = Field(default_factory=CentralDPConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    rounds: int = Field(default=3, ge=1, le=100_000)
+    min_clients_per_edge: int = Field(default=2, ge=1, le=MAX_CLIENTS_PER_ROUND, description="k")
+    quorum: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="fraction of an edge's clients it waits for"
+    )
+    round_deadline_s: float = Field(default=600.0, gt=0.0, le=7 * 24 * 3600.0)
+    upload_deadline_s: float = Field(default=540.0, gt=0.0, le=7 * 24 * 3600.0)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _check_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or len(value) > MAX_TARGET_MODULES:
+            raise ValueError(f"target_modules needs 1 to {MAX_TARGET_MODULES} names, got {len(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"target_modules has duplicates: {list(value)}")
+        for name in value:
+            if not name or len(name) > 128 or not all(c.isalnum() or c in "._-" for c in name):
+                raise ValueError(f"target_modules entry {name!r} is not a module name")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> FederationSpec:
+        if self.upload_deadline_s > self.round_deadline_s:
+            raise ValueError(
+                f"upload_deadline_s ({self.upload_deadline_s}) must not exceed round_deadline_s "
+                f"({self.round_deadline_s}): edges need time to forward"
+            )
+        if self.strategy is Strategy.CLAIR and self.he.kind is not HEKind.NONE:
+            raise ValueError(
+                f"strategy 'clair' needs per-client plaintext updates, so he.kind must be 'none', got "
+                f"{self.he.kind.value!r}"
+            )
+        return self
+
+
+class RoundPlan(Message):
+    """What the cloud asks of clients in one round."""
+
+    federation_id: Identifier
+    round: int = Field(ge=0)
+    adapter_version: int = Field(ge=0, description="the global adapter clients start from")
+    basis_version: int = Field(ge=0)
+    deadline: datetime
+    client_ranks: dict[Identifier, Annotated[int, Field(ge=1, le=MAX_R)]] = Field(
+        max_length=MAX_CLIENTS_PER_ROUND
+    )
+    clip_norm: float = Field(gt=0.0, description="clients clip their padded delta to this L2 norm")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    local_dp: LocalDPConfig = Field(default_factory=LocalDPConfig)
+    layout_digest: Sha256Hex | None = Field(default=None, description="AdapterLayout.digest of the update")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+class ClientUpdate(Message):
+    """One hospital's encrypted, padded, clipped (and pre-weighted) delta for one round."""
+
+    federation_id: Identifier
+    round: int = Field(ge=0)
+    basis_version: int = Field(ge=0)
+    client_id: Identifier
+    rank: int = Field(ge=1, le=MAX_R)
+    weight: float = Field(gt=0.0, le=1e9, description="already applied by the client before encrypting")
+    num_examples: int = Field(ge=0)
+    nonce: Nonce
+    ciphertext: Ciphertext
+    local_epsilon: float | None = Field(
+        default=None, ge=0.0, description="example-level epsilon spent so far"
+    )
+    signature: Signature = b""
+
+    def signing_payload(self) -> bytes:
+        """The bytes a client signs: every field but the signature, the ciphertext by its digest."""
+        fields = self.model_dump(mode="json", exclude={"signature", "ciphertext"})
+        fields["ciphertext_sha256"] = _sha256(self.ciphertext)
+        return _canonical(fields)
+
+    @property
+    def ciphertext_sha256(self) -> str:
+        return _sha256(self.ciphertext)
+
+
+class Contribution(BaseModel):
+    """One line of an edge's manifest: who is inside a sum, without what they sent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: Identifier
+    weight: float = Field(gt=0.0)
+    num_examples: int = Field(ge=0)
+    rank: int = Field(ge=1, le=MAX_R)
+    nonce: Nonce
+    ciphertext_sha256: Sha256Hex
+    local_epsilon: float | None = Field(default=None, ge=0.0)
+
+
+class EdgeAggregate(Message):
+    """An edge's homomorphic sum for a round plus the manifest of who contributed."""
+
+    federation_id: Identifier
+    round: int = Field(ge=0)
+    basis_version: int = Field(ge=0)
+    edge_id: Identifier
+    ciphertext: Ciphertext
+    contributions: tuple[Contribution, ...] = Field(min_length=1, max_length=MAX_CLIENTS_PER_ROUND)
+    idempotency_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.-]{8,128}$")]
+    signature: Signature = b""
+
+    @model_validator(mode="after")
+    def _distinct_clients(self) -> EdgeAggregate:
+        ids = [c.client_id for c in self.contributions]
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"contributions name clients more than once: {dupes}")
+        return self
+
+    @property
+    def count(self) -> int:
+        return len(self.contributions)
+
+    @property
+    def total_weight(self) -> float:
+        return float(sum(c.weight for c in self.contributions))
+
+    def signing_payload(self) -> bytes:
+        fields = self.model_dump(mode="json", exclude={"signature", "ciphertext"})
+        fields["ciphertext_sha256"] = _sha256(self.ciphertext)
+        return _canonical(fields)
+
+
+class EdgeProgress(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edge_id: Identifier
+    expected_clients: int = Field(ge=0)
+    uploads_accepted: int = Field(ge=0)
+    uploads_refused: int = Field(default=0, ge=0)
+    forwarded: bool = False
+    bytes_received: int = Field(default=0, ge=0)
+
+
+class RoundStatus(Message):
+    """What admins see of a round."""
+
+    federation_id: Identifier
+    round: int = Field(ge=0)
+    state: RoundState
+    opened_at: datetime
+    closed_at: datetime | None = None
+    adapter_version_in: int = Field(ge=0)
+    adapter_version_out: int | None = Field(default=None, ge=0)
+    edges: tuple[EdgeProgress, ...] = ()
+    clients_contributed: int = Field(default=0, ge=0)
+    total_weight: float = Field(default=0.0, ge=0.0)
+    update_norm: float | None = Field(default=None, ge=0.0)
+    metrics: dict[str, float] = Field(default_factory=dict, max_length=256)
+    flagged: tuple[Identifier, ...] = ()
+    failure: str | None = Field(default=None, max_length=2000)
+
+
+class ClientRoundPrivacy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    round: int = Field(ge=0)
+    local_epsilon: float | None = Field(default=None, ge=0.0)
+    noise_multiplier: float | None = Field(default=None, ge=0.0)
+    sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    steps: int | None = Field(default=None, ge=0)
+
+
+class ClientPrivacy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: Identifier
+    local_epsilon: float | None = Field(default=None, ge=0.0, description="example-level, at `delta`")
+    local_budget: float | None = Field(default=None, gt=0.0)
+    rounds: tuple[ClientRoundPrivacy, ...] = ()
+
+
+class CentralRoundPrivacy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    round: int = Field(ge=0)
+    mechanism: NoiseMechanism
+    noise_multiplier: float = Field(ge=0.0)
+    clip_norm: float = Field(gt=0.0)
+    epsilon_after: float | None = Field(default=None, ge=0.0)
+
+
+class PrivacyReport(Message):
+    """The privacy ledger: example-level epsilon per client and client-level epsilon of the federation."""
+
+    federation_id: Identifier
+    delta: float = Field(gt=0.0, lt=1.0)
+    central_epsilon: float | None = Field(
+        default=None, ge=0.0, description="client-level, over rounds so far"
+    )
+    central_budget: float | None = Field(default=None, gt=0.0)
+    central_rounds: tuple[CentralRoundPrivacy, ...] = ()
+    clients: tuple[ClientPrivacy, ...] = ()
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+
+class ErrorBody(Message):
+    """The one error body every service returns with a 4xx or 5xx."""
+
+    code: ErrorCode
+    message: str = Field(max_length=4000)
+    field: str | None = Field(default=None, max_length=256)
+    detail: dict[str, Any] | None = None

@@ -1,0 +1,174 @@
+"""Wire models: round trips through JSON, bounds, enums and the signing payload."""
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from protocol.crypto.params import CKKSParams, HEKind, PaillierParams, PlainParams
+from protocol.messages import (
+    MAX_CIPHERTEXT_BYTES,
+    PROTOCOL_VERSION,
+    ClientUpdate,
+    Contribution,
+    EdgeAggregate,
+    ErrorBody,
+    ErrorCode,
+    FederationSpec,
+    PrivacyReport,
+    RoundPlan,
+    RoundState,
+    RoundStatus,
+    Strategy,
+)
+
+NONCE = "ab" * 16
+
+
+def _update(**overrides):
+    fields = dict(
+        federation_id="fed-1",
+        round=0,
+        basis_version=0,
+        client_id="hospital-a",
+        rank=4,
+        weight=1.0,
+        num_examples=120,
+        nonce=NONCE,
+        ciphertext=b"\x00\x01binary\xff",
+    )
+    return ClientUpdate(**{**fields, **overrides})
+
+
+def test_spec_defaults_follow_the_design():
+    spec = FederationSpec(federation_id="fed-1")
+    assert spec.protocol_version == PROTOCOL_VERSION
+    assert spec.strategy is Strategy.FFA
+    assert isinstance(spec.he, CKKSParams)
+    assert spec.he.poly_modulus_degree == 8192
+    assert spec.he.coeff_mod_bit_sizes == (60, 60)
+    assert spec.he.global_scale_bits == 40
+    assert spec.target_modules == ("query", "value")
+
+
+@pytest.mark.parametrize("he", [CKKSParams(), PaillierParams(key_bits=1024), PlainParams()])
+def test_spec_round_trips_every_scheme(he):
+    spec = FederationSpec(
+        federation_id="fed-1", he=he, strategy=Strategy.CLAIR if he.kind == "none" else "ffa"
+    )
+    back = FederationSpec.model_validate_json(spec.model_dump_json())
+    assert back == spec
+    assert back.he.kind is HEKind(he.kind)
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        (dict(federation_id="Fed With Spaces"), "federation_id"),
+        (dict(r_max=0), "r_max"),
+        (dict(target_modules=()), "target_modules needs 1"),
+        (dict(target_modules=("query", "query")), "duplicates"),
+        (dict(target_modules=("query; rm -rf",)), "is not a module name"),
+        (dict(upload_deadline_s=700, round_deadline_s=600), "upload_deadline_s (700.0) must not exceed"),
+        (dict(strategy="clair"), "strategy 'clair' needs per-client plaintext"),
+        (dict(strategy="fedavg"), "strategy"),
+        (dict(he={"kind": "ckks", "coeff_mod_bit_sizes": [60, 60, 60, 60]}), "128-bit security"),
+        (dict(he={"kind": "rsa"}), "kind"),
+        (dict(unknown_field=1), "unknown_field"),
+        (dict(protocol_version=2), "protocol_version"),
+    ],
+)
+def test_spec_refuses_bad_fields_and_names_them(fields, needle):
+    with pytest.raises(ValidationError) as err:
+        FederationSpec(**{"federation_id": "fed-1", **fields})
+    assert needle in str(err.value)
+
+
+def test_paillier_slot_arithmetic():
+    p = PaillierParams(key_bits=2048, quant_bits=16, max_clients=64)
+    # 6 bits of headroom for 64 summands, 22 bits per slot, 2047 // 22 = 93 slots (DESIGN.md's figure).
+    assert (p.headroom_bits, p.slot_bits, p.slots) == (6, 22, 93)
+    assert p.step == pytest.approx(1.0 / 32767)
+    assert PaillierParams(max_clients=65).headroom_bits == 7
+
+
+def test_client_update_bytes_travel_as_base64():
+    update = _update()
+    text = update.model_dump_json()
+    assert '"ciphertext":"AAFiaW5hcnn_"' in text  # URL-safe base64 of the bytes, computed by hand
+    assert ClientUpdate.model_validate_json(text) == update
+    # Standard base64 from other clients decodes to the same bytes.
+    assert ClientUpdate.model_validate_json(text.replace("AAFiaW5hcnn_", "AAFiaW5hcnn/")) == update
+
+
+def test_client_update_bounds():
+    with pytest.raises(ValidationError, match="nonce"):
+        _update(nonce="short")
+    with pytest.raises(ValidationError, match="weight"):
+        _update(weight=0)
+    with pytest.raises(ValidationError, match="ciphertext"):
+        _update(ciphertext=b"")
+    assert ClientUpdate.model_fields["ciphertext"].metadata[-1].max_length == MAX_CIPHERTEXT_BYTES
+
+
+def test_signing_payload_covers_every_field_but_the_signature():
+    update = _update()
+    payload = update.signing_payload()
+    assert update.model_copy(update={"signature": b"sig"}).signing_payload() == payload
+    for change in (dict(round=1), dict(weight=2.0), dict(ciphertext=b"other"), dict(nonce="cd" * 16)):
+        assert update.model_copy(update=change).signing_payload() != payload, change
+    assert b"ciphertext_sha256" in payload and b"binary" not in payload
+
+
+def _contribution(client_id):
+    return Contribution(
+        client_id=client_id, weight=1.0, num_examples=10, rank=4, nonce=NONCE, ciphertext_sha256="0" * 64
+    )
+
+
+def test_edge_aggregate_manifest():
+    agg = EdgeAggregate(
+        federation_id="fed-1",
+        round=3,
+        basis_version=0,
+        edge_id="edge-eu",
+        ciphertext=b"sum",
+        contributions=(_contribution("a"), _contribution("b")),
+        idempotency_key="fed-1:3:edge-eu",
+    )
+    assert agg.count == 2 and agg.total_weight == 2.0
+    with pytest.raises(ValidationError, match=r"more than once: \['a'\]"):
+        agg.model_copy(update={}).model_validate(
+            {**agg.model_dump(), "contributions": [_contribution("a").model_dump()] * 2}
+        )
+    with pytest.raises(ValidationError, match="contributions"):
+        EdgeAggregate.model_validate({**agg.model_dump(), "contributions": []})
+
+
+def test_round_models_use_enums():
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    plan = RoundPlan(
+        federation_id="fed-1",
+        round=0,
+        adapter_version=0,
+        basis_version=0,
+        deadline=now,
+        client_ranks={"a": 4, "b": 8},
+        clip_norm=1.0,
+    )
+    assert RoundPlan.model_validate_json(plan.model_dump_json()) == plan
+    status = RoundStatus(
+        federation_id="fed-1", round=0, state="collecting", opened_at=now, adapter_version_in=0
+    )
+    assert status.state is RoundState.COLLECTING
+    with pytest.raises(ValidationError, match="state"):
+        RoundStatus(federation_id="fed-1", round=0, state="done", opened_at=now, adapter_version_in=0)
+    with pytest.raises(ValidationError, match="client_ranks"):
+        RoundPlan.model_validate({**plan.model_dump(), "client_ranks": {"a": 0}})
+
+
+def test_privacy_report_and_error_body():
+    report = PrivacyReport(federation_id="fed-1", delta=1e-5, central_epsilon=1.5)
+    assert PrivacyReport.model_validate_json(report.model_dump_json()) == report
+    body = ErrorBody(code=ErrorCode.REPLAY, message="nonce already used", field="nonce")
+    assert body.model_dump(mode="json")["code"] == "replay"
