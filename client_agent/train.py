@@ -1,0 +1,281 @@
+"""Local training of FFA-LoRA's `B` and the head, with Opacus DP-SGD or without DP.
+
+DP-SGD (Abadi et al., 2016): Poisson sampling with rate `q`, per-example clipping to `max_grad_norm`,
+Gaussian noise of std `sigma * max_grad_norm`. `sigma` is derived once from the client's target
+`(epsilon, delta)` over *all* planned rounds (`steps_per_round * rounds` steps at rate `q`), and the
+accountant's history is carried from round to round, so the epsilon reported after round `t` is what the
+hospital has spent so far.
+
+Opacus' Poisson loader uses `q = 1 / number_of_batches`, so `q` is computed the same way here: deriving
+`sigma` from `batch_size / n` instead misses the target epsilon.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from opacus import PrivacyEngine
+from opacus.accountants.utils import get_noise_multiplier
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from tqdm.auto import tqdm
+
+from client_agent.model import FFAClassifier
+
+
+class TrainingError(ValueError):
+    """Local training cannot run as configured."""
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    """Example-level DP target of one hospital over the whole federation."""
+
+    epsilon: float
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    rounds: int = 1
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+    def __post_init__(self) -> None:
+        if not self.epsilon > 0:
+            raise TrainingError(f"epsilon must be positive, got {self.epsilon}")
+        if not 0 < self.delta < 1:
+            raise TrainingError(f"delta must lie in (0, 1), got {self.delta}")
+        if not self.max_grad_norm > 0:
+            raise TrainingError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+        if self.rounds < 1:
+            raise TrainingError(f"rounds must be at least 1, got {self.rounds}")
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    steps: int = 20
+    batch_size: int = 32
+    learning_rate: float = 0.5
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    seed: int = 0
+    threads: int = 1
+    eval_batch_size: int = 256
+    progress: bool = True
+    dp: DPSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise TrainingError(f"steps must be at least 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise TrainingError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise TrainingError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.threads < 1:
+            raise TrainingError(f"threads must be at least 1, got {self.threads}")
+
+
+@dataclass
+class PrivacyHistory:
+    """Opacus accountant history `(noise_multiplier, sample_rate, steps)`, carried across rounds."""
+
+    entries: list[tuple[float, float, int]] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return sum(entry[2] for entry in self.entries)
+
+
+@dataclass(frozen=True)
+class Features:
+    """Cached inputs of the trainable part of the model: hidden states at the split layer and masks."""
+
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    delta: np.ndarray
+    num_examples: int
+    steps: int
+    loss_before: float
+    loss_after: float
+    accuracy_before: float
+    accuracy_after: float
+    seconds: float
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+
+
+def encode(
+    model: FFAClassifier,
+    tokenizer: object,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    max_length: int,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Features:
+    """Tokenise and run the frozen prefix once: every later step starts from these hidden states."""
+    if len(texts) != len(labels):
+        raise TrainingError(f"got {len(texts)} texts but {len(labels)} labels")
+    if not texts:
+        raise TrainingError("no examples to encode")
+    hidden_parts, mask_parts = [], []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="encoding", unit="batch", disable=not progress, leave=False):
+        batch = tokenizer(  # type: ignore[operator]
+            list(texts[start : start + batch_size]),
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        mask = batch["attention_mask"]
+        hidden_parts.append(model.embed_frozen(batch["input_ids"], mask))
+        mask_parts.append(mask)
+    return Features(
+        hidden=torch.cat(hidden_parts), mask=torch.cat(mask_parts), labels=torch.as_tensor(list(labels))
+    )
+
+
+@torch.no_grad()
+def evaluate(model: FFAClassifier, features: Features, *, batch_size: int = 256) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy."""
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(features), batch_size):
+        sl = slice(start, start + batch_size)
+        logits = model.forward_from(features.hidden[sl], features.mask[sl])
+        total_loss += F.cross_entropy(logits, features.labels[sl], reduction="sum").item()
+        correct += int((logits.argmax(-1) == features.labels[sl]).sum())
+    return total_loss / len(features), correct / len(features)
+
+
+def sample_rate_for(num_examples: int, batch_size: int) -> float:
+    """Opacus' Poisson sampling rate for a loader of this size: one over the number of batches."""
+    return 1.0 / math.ceil(num_examples / batch_size)
+
+
+def noise_multiplier_for(dp: DPSettings, *, sample_rate: float, steps_per_round: int) -> float:
+    """`sigma` that spends exactly the target epsilon over every planned round."""
+    return float(
+        get_noise_multiplier(
+            target_epsilon=dp.epsilon,
+            target_delta=dp.delta,
+            sample_rate=sample_rate,
+            steps=steps_per_round * dp.rounds,
+            accountant=dp.accountant,
+        )
+    )
+
+
+def train_local(
+    model: FFAClassifier,
+    train: Features,
+    *,
+    global_vector: np.ndarray,
+    config: LocalConfig,
+    evaluation: Features | None = None,
+    history: PrivacyHistory | None = None,
+) -> LocalResult:
+    """One round of local training from the global adapter. Returns the padded delta and the figures.
+
+    `history` (DP only) is extended in place with this round's accounting.
+    """
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model.load_global(global_vector)
+    held_out = evaluation if evaluation is not None else train
+    loss_before, acc_before = evaluate(model, held_out, batch_size=config.eval_batch_size)
+    started = time.perf_counter()
+
+    dataset = TensorDataset(train.hidden, train.mask, train.labels)
+    params = model.trainable_parameters()
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.SGD(params, lr=config.learning_rate)
+        if config.optimizer == "sgd"
+        else torch.optim.Adam(params, lr=config.learning_rate)
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    epsilon = sigma = rate = None
+    if config.dp is None:
+        sampler = RandomSampler(dataset, replacement=True, num_samples=config.steps * config.batch_size)
+        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, generator=generator)
+        trained = model
+        _run_steps(trained, optimizer, loader, config)
+    else:
+        if history is None:
+            history = PrivacyHistory()
+        rate = sample_rate_for(len(train), config.batch_size)
+        sigma = noise_multiplier_for(config.dp, sample_rate=rate, steps_per_round=config.steps)
+        loader = DataLoader(dataset, batch_size=config.batch_size, generator=generator)
+        with warnings.catch_warnings():
+            # torchcsprng cannot be installed here, so Opacus warns about secure_mode on every call; and
+            # the first adapted layer's input is a cached tensor that needs no gradient, which torch notes.
+            warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+            warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
+            engine = PrivacyEngine(accountant=config.dp.accountant)
+            engine.accountant.history = list(history.entries)
+            model.train()
+            gs_model, dp_optimizer, dp_loader = engine.make_private(
+                module=model,
+                optimizer=optimizer,
+                data_loader=loader,
+                noise_multiplier=sigma,
+                max_grad_norm=config.dp.max_grad_norm,
+                poisson_sampling=True,
+                grad_sample_mode="hooks",
+            )
+            _run_steps(gs_model, dp_optimizer, dp_loader, config)
+        # Unhook so that the next round can wrap the same model again.
+        gs_model._close()
+        history.entries[:] = [(float(s), float(q), int(n)) for s, q, n in engine.accountant.history]
+        epsilon = float(engine.accountant.get_epsilon(delta=config.dp.delta))
+    seconds = time.perf_counter() - started
+    loss_after, acc_after = evaluate(model, held_out, batch_size=config.eval_batch_size)
+    return LocalResult(
+        delta=model.delta_from(global_vector),
+        num_examples=len(train),
+        steps=config.steps,
+        loss_before=loss_before,
+        loss_after=loss_after,
+        accuracy_before=acc_before,
+        accuracy_after=acc_after,
+        seconds=seconds,
+        epsilon=epsilon,
+        noise_multiplier=sigma,
+        sample_rate=rate,
+    )
+
+
+def _run_steps(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, config: LocalConfig
+) -> None:
+    model.train()
+    done = 0
+    bar = tqdm(total=config.steps, desc="training", unit="step", disable=not config.progress, leave=False)
+    while done < config.steps:
+        for hidden, mask, labels in loader:
+            optimizer.zero_grad(set_to_none=True)
+            # A Poisson batch may be empty; it is still a DP step (noise only), so it runs and is counted.
+            logits = model(hidden, mask)
+            loss = F.cross_entropy(logits, labels, reduction="sum") / max(1, labels.numel())
+            loss.backward()
+            optimizer.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            done += 1
+            bar.update(1)
+            if done >= config.steps:
+                break
+    bar.close()
+    model.eval()

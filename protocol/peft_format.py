@@ -1,0 +1,91 @@
+"""A global FFA-LoRA adapter as a standard PEFT adapter: `adapter_config.json` + `adapter_model.safetensors`.
+
+Built from the flat global vector and the public basis alone, so any tier can produce it without torch.
+The adapter has rank `r_max`: `A` is `A_max` rebuilt from the seed and `B` is the global padded `B`, with
+`lora_alpha = alpha` so that peft's scaling `lora_alpha / r_max` is the federation's fixed scaling.
+The classification head is not part of the encoder, so it goes in a file of its own beside the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from safetensors.numpy import save as save_safetensors
+
+from protocol.ffa import AdapterLayout, frozen_basis
+
+PEFT_PREFIX = "base_model.model."
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+HEAD_WEIGHTS = "fedlora_head.safetensors"
+HEAD_CONFIG = "fedlora_head.json"
+
+
+@dataclass(frozen=True)
+class AdapterFiles:
+    """File name -> bytes of an exported adapter directory."""
+
+    files: Mapping[str, bytes]
+
+
+def adapter_files(
+    *,
+    layout: AdapterLayout,
+    vector: np.ndarray,
+    in_features: Mapping[str, int],
+    seed: int,
+    basis_version: int,
+    alpha: float,
+    target_modules: Sequence[str],
+    layers_to_transform: Sequence[int] | None,
+    base_model: str,
+    head_info: Mapping[str, object],
+) -> AdapterFiles:
+    """The bytes of a PEFT adapter directory holding the global adapter `vector`.
+
+    `in_features` maps each LoRA module (canonical name, without peft's prefix) to the input width of
+    the linear layer it adapts, which fixes the shape of `A_max`.
+    """
+    tensors = layout.unflatten(np.asarray(vector, dtype=np.float32))
+    weights: dict[str, np.ndarray] = {}
+    for entry in layout.lora:
+        a_max = frozen_basis(
+            seed=seed,
+            basis_version=basis_version,
+            module=entry.name,
+            r_max=layout.r_max,
+            in_features=in_features[entry.name],
+        )
+        weights[f"{PEFT_PREFIX}{entry.name}.lora_A.weight"] = np.ascontiguousarray(a_max)
+        weights[f"{PEFT_PREFIX}{entry.name}.lora_B.weight"] = np.ascontiguousarray(tensors[entry.name])
+    config: dict[str, object] = {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": base_model,
+        "r": layout.r_max,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "target_modules": sorted(target_modules),
+        "layers_to_transform": list(layers_to_transform) if layers_to_transform is not None else None,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
+    head = {entry.name: np.ascontiguousarray(tensors[entry.name]) for entry in layout.head}
+    files = {
+        ADAPTER_CONFIG: json.dumps(config, indent=2, sort_keys=True).encode(),
+        ADAPTER_WEIGHTS: save_safetensors(weights, metadata={"format": "pt"}),
+    }
+    if head:
+        files[HEAD_WEIGHTS] = save_safetensors(head, metadata={"format": "pt"})
+        files[HEAD_CONFIG] = json.dumps(dict(head_info), indent=2, sort_keys=True).encode()
+    return AdapterFiles(files=files)
