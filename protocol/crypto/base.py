@@ -1,0 +1,268 @@
+"""`HEScheme`: the one seam between fedlora and its additively homomorphic encryption backends.
+
+A scheme is built from parameters and key material (see `protocol.crypto.factory`). Clients and edges hold
+a public-only scheme: they can `encrypt`, `add`, `serialize` and `deserialize`. The cloud holds the secret
+and can `decrypt`. The base class owns every check that does not depend on the backend (plaintext shape and
+range, key and length of operands, summand count, the envelope); backends implement the `_`-methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from protocol.crypto import envelope
+from protocol.crypto.errors import CiphertextError, CryptoError, MissingSecretKeyError, PackingError
+from protocol.crypto.params import CKKSParams, HEKind, PaillierParams, PlainParams
+
+PayloadT = TypeVar("PayloadT")
+AnyParams = CKKSParams | PaillierParams | PlainParams
+FloatArray = npt.NDArray[np.float64]
+
+_FINGERPRINT_DOMAIN = b"fedlora/he-key/v1\x00"
+
+
+def key_fingerprint(params: AnyParams, public_bytes: bytes) -> bytes:
+    """SHA-256 over the parameters and the public key: two schemes share it only if their ciphertexts mix."""
+    digest = hashlib.sha256(_FINGERPRINT_DOMAIN)
+    digest.update(params.model_dump_json().encode())
+    digest.update(b"\x00")
+    digest.update(public_bytes)
+    return digest.digest()
+
+
+@dataclass(eq=False)
+class EncryptedVector(Generic[PayloadT]):
+    """An encrypted vector of `length` values, the sum of `count` encryptions.
+
+    `payload` is the backend's representation (TenSEAL vectors, Paillier integers, a float array); only
+    the scheme that made it should touch it.
+    """
+
+    kind: HEKind
+    fingerprint: bytes
+    length: int
+    count: int
+    payload: PayloadT
+
+
+class HEScheme(ABC, Generic[PayloadT]):
+    """An additively homomorphic scheme bound to one key and one parameter set."""
+
+    kind: ClassVar[HEKind]
+    #: False only for the plaintext scheme, where anyone holding the public material can read a sum.
+    requires_secret_to_decrypt: ClassVar[bool] = True
+
+    # -- key material -------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def params(self) -> AnyParams: ...
+
+    @abstractmethod
+    def public_bytes(self) -> bytes:
+        """What clients and edges receive. Never contains secret material."""
+
+    @abstractmethod
+    def secret_bytes(self) -> bytes:
+        """The secret key (seal it with `keystore.seal_secret`). Raises `MissingSecretKeyError` if absent."""
+
+    @property
+    @abstractmethod
+    def has_secret_key(self) -> bool: ...
+
+    @cached_property
+    def fingerprint(self) -> bytes:
+        """32-byte SHA-256 of the parameters and public key; every ciphertext carries it."""
+        return key_fingerprint(self.params, self.public_bytes())
+
+    # -- capacity -----------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def slots(self) -> int:
+        """Values per ciphertext chunk."""
+
+    @property
+    @abstractmethod
+    def max_summands(self) -> int:
+        """Most encryptions one sum may hold before it could overflow."""
+
+    @property
+    @abstractmethod
+    def max_abs_value(self) -> float:
+        """Largest |value| `encrypt` accepts (`math.inf` when unbounded)."""
+
+    @abstractmethod
+    def error_bound(self, *, count: int, max_abs: float) -> float:
+        """Largest absolute error of any value of `decrypt` of a sum of `count` encryptions of vectors
+        whose values lie in `[-max_abs, max_abs]`."""
+
+    def precompute(self, length: int) -> None:
+        """Do now the data-independent work of encrypting a vector of `length` values (call it while the
+        client trains). The default does nothing."""
+
+    # -- operations ---------------------------------------------------------------------------------
+    def clip_vector(self, vector: npt.ArrayLike) -> FloatArray:
+        """Clamp values into `[-max_abs_value, max_abs_value]`; non-finite values still raise."""
+        x = self._as_plaintext(vector)
+        return np.clip(x, -self.max_abs_value, self.max_abs_value)
+
+    def encrypt(self, vector: npt.ArrayLike) -> EncryptedVector[PayloadT]:
+        """Encrypt a 1-D vector with the public key. Values outside `max_abs_value` raise `PackingError`."""
+        x = self._as_plaintext(vector)
+        limit = self.max_abs_value
+        if limit < math.inf:
+            outside = np.flatnonzero(np.abs(x) > limit)
+            if outside.size:
+                index = int(outside[0])
+                raise PackingError(
+                    f"value {index} is {x[index]!r}, outside [-{limit}, {limit}] ({outside.size} values are); "
+                    "clip it first (clip_vector)"
+                )
+        return EncryptedVector(self.kind, self.fingerprint, x.size, 1, self._encrypt(x))
+
+    def add(self, a: EncryptedVector[PayloadT], b: EncryptedVector[PayloadT]) -> EncryptedVector[PayloadT]:
+        """A new ciphertext of `a + b`; `a` and `b` are left as they are."""
+        count = self._check_addable(a, b)
+        return EncryptedVector(self.kind, self.fingerprint, a.length, count, self._add(a.payload, b.payload))
+
+    def add_into(self, acc: EncryptedVector[PayloadT], b: EncryptedVector[PayloadT]) -> None:
+        """`acc += b` in place: the edge's running sum, in memory constant in the number of clients.
+        Nothing is changed when the check fails."""
+        count = self._check_addable(acc, b)
+        self._add_into(acc.payload, b.payload)
+        acc.count = count
+
+    def sum(self, ciphertexts: Iterable[EncryptedVector[PayloadT]]) -> EncryptedVector[PayloadT]:
+        """Sum of one or more ciphertexts, as a new ciphertext."""
+        iterator = iter(ciphertexts)
+        first = next(iterator, None)
+        if first is None:
+            raise CryptoError("cannot sum an empty sequence of ciphertexts")
+        self._check_own(first)
+        acc = EncryptedVector(
+            self.kind, self.fingerprint, first.length, first.count, self._copy(first.payload)
+        )
+        for ciphertext in iterator:
+            self.add_into(acc, ciphertext)
+        return acc
+
+    def decrypt(self, ciphertext: EncryptedVector[PayloadT]) -> FloatArray:
+        """The plaintext sum, as float64. Needs the secret key (except for the plaintext scheme)."""
+        self._check_own(ciphertext)
+        if not self.has_secret_key:
+            raise MissingSecretKeyError(
+                f"this {self.kind.value} scheme (key {envelope.short_hex(self.fingerprint)}) holds only the "
+                "public key; decryption needs the secret key"
+            )
+        return self._decrypt(ciphertext)
+
+    # -- wire format --------------------------------------------------------------------------------
+    def serialize(self, ciphertext: EncryptedVector[PayloadT]) -> bytes:
+        self._check_own(ciphertext)
+        return envelope.encode(
+            kind=self.kind,
+            fingerprint=self.fingerprint,
+            length=ciphertext.length,
+            count=ciphertext.count,
+            chunks=self._dump_chunks(ciphertext.payload),
+        )
+
+    def deserialize(
+        self, data: bytes | bytearray | memoryview, *, expected_length: int | None = None
+    ) -> EncryptedVector[PayloadT]:
+        """Parse a serialised ciphertext. Every header field and chunk size is checked against this scheme
+        before the chunks reach the backend library; anything wrong raises `CiphertextError`."""
+        expect = envelope.Expectation(
+            kind=self.kind,
+            fingerprint=self.fingerprint,
+            slots=self.slots,
+            max_count=self.max_summands,
+            chunk_bytes=self._chunk_bytes,
+            expected_length=expected_length,
+        )
+        parsed = envelope.decode(data, expect)
+        try:
+            payload = self._load_chunks(parsed.chunks, parsed.length)
+        except CiphertextError:
+            raise
+        except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+            raise CiphertextError(
+                f"ciphertext chunks are not valid {self.kind.value} ciphertexts: {e}"
+            ) from e
+        return EncryptedVector(self.kind, self.fingerprint, parsed.length, parsed.count, payload)
+
+    # -- checks -------------------------------------------------------------------------------------
+    def _as_plaintext(self, vector: npt.ArrayLike) -> FloatArray:
+        x = np.asarray(vector)
+        if x.ndim != 1:
+            raise PackingError(f"can only encrypt a 1-D vector, got shape {x.shape}")
+        if not 1 <= x.size <= envelope.MAX_VECTOR_LENGTH:
+            raise PackingError(f"vector length must be 1 to {envelope.MAX_VECTOR_LENGTH}, got {x.size}")
+        if x.dtype.kind not in "iuf":
+            raise PackingError(f"can only encrypt real numbers, got dtype {x.dtype}")
+        x = x.astype(np.float64, copy=False)
+        bad = np.flatnonzero(~np.isfinite(x))
+        if bad.size:
+            index = int(bad[0])
+            raise PackingError(f"value {index} is {x[index]!r}: only finite values can be encrypted")
+        return x
+
+    def _check_own(self, ciphertext: EncryptedVector[PayloadT]) -> None:
+        if not isinstance(ciphertext, EncryptedVector):
+            raise CiphertextError(f"expected an EncryptedVector, got {type(ciphertext).__name__}")
+        if ciphertext.kind != self.kind:
+            raise CiphertextError(f"ciphertext is {ciphertext.kind.value}, this scheme is {self.kind.value}")
+        if ciphertext.fingerprint != self.fingerprint:
+            raise CiphertextError(
+                f"ciphertext was made for key fingerprint {envelope.short_hex(ciphertext.fingerprint)}, "
+                f"this scheme's is {envelope.short_hex(self.fingerprint)}"
+            )
+
+    def _check_addable(self, a: EncryptedVector[PayloadT], b: EncryptedVector[PayloadT]) -> int:
+        self._check_own(a)
+        self._check_own(b)
+        if a.length != b.length:
+            raise CiphertextError(f"cannot add ciphertexts of {a.length} and {b.length} values")
+        count = a.count + b.count
+        if count > self.max_summands:
+            raise CiphertextError(
+                f"adding would make a sum of {count} encryptions, this scheme allows at most "
+                f"{self.max_summands} before values overflow"
+            )
+        return count
+
+    # -- backend ------------------------------------------------------------------------------------
+    @abstractmethod
+    def _encrypt(self, x: FloatArray) -> PayloadT: ...
+
+    @abstractmethod
+    def _add(self, a: PayloadT, b: PayloadT) -> PayloadT: ...
+
+    @abstractmethod
+    def _add_into(self, acc: PayloadT, b: PayloadT) -> None: ...
+
+    @abstractmethod
+    def _copy(self, payload: PayloadT) -> PayloadT: ...
+
+    @abstractmethod
+    def _decrypt(self, ciphertext: EncryptedVector[PayloadT]) -> FloatArray: ...
+
+    @abstractmethod
+    def _dump_chunks(self, payload: PayloadT) -> Sequence[bytes]: ...
+
+    @abstractmethod
+    def _chunk_bytes(self, values: int) -> tuple[int, int]:
+        """(min, max) serialised size of a chunk holding `values` values."""
+
+    @abstractmethod
+    def _load_chunks(self, chunks: list[memoryview], length: int) -> PayloadT:
+        """Build a payload from chunks whose sizes the envelope already checked; raise `CiphertextError`
+        (or let a library error through, which `deserialize` wraps) on anything invalid."""

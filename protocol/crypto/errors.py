@@ -1,0 +1,32 @@
+"""Errors of the homomorphic encryption layer.
+
+Every error a peer can provoke with bytes it sends is a `CiphertextError`; library exceptions (TenSEAL's
+`RuntimeError`, `struct.error`, ...) never leave this package, they are chained under one of these.
+"""
+
+from __future__ import annotations
+
+
+class CryptoError(ValueError):
+    """Base class of every error raised by `protocol.crypto`."""
+
+
+class CiphertextError(CryptoError):
+    """A ciphertext is malformed, truncated, made for another key, scheme or parameters, has the wrong
+    length, or would overflow if added to."""
+
+
+class MissingSecretKeyError(CryptoError):
+    """Decryption (or export of the secret key) was asked of a scheme that holds only public material."""
+
+
+class KeyMaterialError(CryptoError):
+    """Public or secret key bytes are malformed or do not match the parameters."""
+
+
+class KeyStoreError(CryptoError):
+    """A sealed secret key cannot be opened: wrong key-encryption key, tampered or truncated bytes."""
+
+
+class PackingError(CryptoError):
+    """A plaintext cannot be encoded (outside the clip, not finite) or a decrypted sum does not decode."""

@@ -1,0 +1,88 @@
+"""The secret key at rest: sealed with AES-256-GCM under a 32-byte key-encryption key (KEK).
+
+Sealed layout: `b"FLKS" | version u8 | scheme u8 | fingerprint (32) | nonce (12) | AES-GCM(secret) + tag`.
+Everything before the nonce is the associated data, so a sealed key cannot be relabelled as another
+scheme's or another federation's without the tag failing. Where the KEK comes from (environment, file,
+KMS) is the services' business (`services.keys.load_kek`); this module does no I/O.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from protocol.crypto.base import AnyParams, HEScheme
+from protocol.crypto.envelope import FINGERPRINT_BYTES, SCHEME_CODES, SCHEMES_BY_CODE, short_hex
+from protocol.crypto.errors import KeyMaterialError, KeyStoreError
+from protocol.crypto.factory import scheme_from_secret
+
+KEK_BYTES = 32
+SEALED_MAGIC = b"FLKS"
+SEALED_VERSION = 1
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+_AAD = struct.Struct(f">4sBB{FINGERPRINT_BYTES}s")
+MIN_SALT_BYTES = 16
+# scrypt cost (RFC 7914): 2^15 x 8 x 128 bytes = 32 MiB and ~0.1 s per derivation here.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 1 << 15, 8, 1
+
+
+def seal_secret(scheme: HEScheme[Any], kek: bytes) -> bytes:
+    """The scheme's secret key, encrypted and bound to its scheme and fingerprint."""
+    aead = AESGCM(_check_kek(kek))
+    aad = _AAD.pack(SEALED_MAGIC, SEALED_VERSION, SCHEME_CODES[scheme.kind], scheme.fingerprint)
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    return aad + nonce + aead.encrypt(nonce, scheme.secret_bytes(), aad)
+
+
+def open_secret(params: AnyParams, sealed: bytes, kek: bytes) -> HEScheme[Any]:
+    """The scheme `seal_secret` sealed. Raises `KeyStoreError` on a wrong KEK, tampering or a mismatch."""
+    aead = AESGCM(_check_kek(kek))
+    if len(sealed) < _AAD.size + _NONCE_BYTES + _TAG_BYTES:
+        raise KeyStoreError(f"sealed key is truncated: {len(sealed)} bytes")
+    magic, version, code, fingerprint = _AAD.unpack_from(sealed)
+    if magic != SEALED_MAGIC or version != SEALED_VERSION:
+        raise KeyStoreError(f"not a sealed fedlora key (magic {magic!r}, version {version})")
+    kind = SCHEMES_BY_CODE.get(code)
+    if kind != params.kind:
+        named = kind.value if kind is not None else f"unknown scheme code {code}"
+        raise KeyStoreError(f"sealed key is for {named}, the parameters are for {params.kind.value}")
+    nonce = sealed[_AAD.size : _AAD.size + _NONCE_BYTES]
+    try:
+        secret = aead.decrypt(nonce, sealed[_AAD.size + _NONCE_BYTES :], sealed[: _AAD.size])
+    except InvalidTag as e:
+        raise KeyStoreError("wrong key-encryption key, or the sealed key was altered") from e
+    try:
+        scheme = scheme_from_secret(params, secret)
+    except KeyMaterialError as e:
+        raise KeyStoreError(f"sealed key does not fit the parameters: {e}") from e
+    if scheme.fingerprint != fingerprint:
+        raise KeyStoreError(
+            f"sealed key has fingerprint {short_hex(fingerprint)}, with these parameters it gives "
+            f"{short_hex(scheme.fingerprint)}: the parameters changed since it was sealed"
+        )
+    return scheme
+
+
+def derive_kek(passphrase: str, salt: bytes) -> bytes:
+    """A KEK from a passphrase with scrypt. Keep the salt (random, at least 16 bytes) with the sealed key."""
+    if not passphrase:
+        raise KeyStoreError("passphrase must not be empty")
+    if len(salt) < MIN_SALT_BYTES:
+        raise KeyStoreError(f"salt must be at least {MIN_SALT_BYTES} bytes, got {len(salt)}")
+    kdf = Scrypt(salt=salt, length=KEK_BYTES, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
+    return kdf.derive(passphrase.encode())
+
+
+def _check_kek(kek: bytes) -> bytes:
+    if not isinstance(kek, bytes | bytearray) or len(kek) != KEK_BYTES:
+        size = len(kek) if isinstance(kek, bytes | bytearray) else type(kek).__name__
+        raise KeyStoreError(f"key-encryption key must be {KEK_BYTES} bytes, got {size}")
+    if len(set(kek)) == 1:
+        raise KeyStoreError("key-encryption key is one byte repeated: a placeholder, not a key")
+    return bytes(kek)

@@ -1,0 +1,90 @@
+"""Fixed-point slot packing for packed Paillier (BatchCrypt: Zhang et al., USENIX ATC 2020, section 4).
+
+A value `x` in `[-clip, clip]` is quantised to `q = round(x / step)` with `step = clip / offset` and
+`offset = 2^(quant_bits - 1) - 1`, so `|q| <= offset`, then shifted to `u = q + offset` in `[0, 2 offset]`.
+`slots` such values of `slot_bits = quant_bits + headroom_bits` bits each are laid side by side in one
+integer, slot 0 in the lowest bits. Adding Paillier ciphertexts adds those integers, hence every slot:
+a sum of `count <= max_clients` encryptions holds `sum(q) + count * offset <= count * 2 offset`
+`< 2^slot_bits` per slot, and never carries into its neighbour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from protocol.crypto.errors import PackingError
+from protocol.crypto.params import PaillierParams
+
+UIntArray = npt.NDArray[np.uint64]
+IntArray = npt.NDArray[np.int64]
+_BLOCK_CHUNKS = 2048  # chunks per numpy pass: bounds the bit arrays at ~30 MB at the defaults
+
+
+def offset(params: PaillierParams) -> int:
+    return (1 << (params.quant_bits - 1)) - 1
+
+
+def quantise(x: npt.NDArray[np.float64], params: PaillierParams) -> IntArray:
+    """Nearest fixed-point integers; `x` must already lie in `[-clip, clip]`."""
+    limit = offset(params)
+    # The clip keeps |q| <= offset even where x / step rounds a hair above clip / step.
+    return np.clip(np.rint(x / params.step), -limit, limit).astype(np.int64)
+
+
+def dequantise(sums: IntArray, params: PaillierParams) -> npt.NDArray[np.float64]:
+    return sums.astype(np.float64) * params.step
+
+
+def packed_bytes(params: PaillierParams) -> int:
+    return (params.slots * params.slot_bits + 7) // 8
+
+
+def pack(q: IntArray, params: PaillierParams) -> list[int]:
+    """One integer per chunk of `params.slots` quantised values; the last chunk is padded with zeros."""
+    slots, bits = params.slots, params.slot_bits
+    n_chunks = -(-q.size // slots)
+    shifted = np.zeros(n_chunks * slots, dtype=np.uint64)
+    shifted[: q.size] = (q + offset(params)).astype(np.uint64)
+    shifts = np.arange(bits, dtype=np.uint64)
+    width = packed_bytes(params)
+    out: list[int] = []
+    for start in range(0, n_chunks, _BLOCK_CHUNKS):
+        block = shifted[start * slots : (start + _BLOCK_CHUNKS) * slots].reshape(-1, slots)
+        bit_rows = ((block[..., None] >> shifts) & np.uint64(1)).astype(np.uint8).reshape(len(block), -1)
+        raw = np.packbits(bit_rows, axis=1, bitorder="little").tobytes()
+        out.extend(int.from_bytes(raw[i : i + width], "little") for i in range(0, len(raw), width))
+    return out
+
+
+def unpack(packed: list[int], length: int, *, count: int, params: PaillierParams) -> IntArray:
+    """Per-value sums `sum(q)` of a decrypted sum of `count` encryptions.
+
+    Raises `PackingError` if a slot exceeds what `count` encryptions can produce or a padding slot or bit
+    is set: the ciphertext was not a sum of `count` honest encryptions under these parameters.
+    """
+    slots, bits = params.slots, params.slot_bits
+    used_bits = slots * bits
+    width = packed_bytes(params)
+    ceiling = count * 2 * offset(params)
+    shifts = np.arange(bits, dtype=np.uint64)
+    out = np.empty(len(packed) * slots, dtype=np.int64)
+    for start in range(0, len(packed), _BLOCK_CHUNKS):
+        block = packed[start : start + _BLOCK_CHUNKS]
+        for index, value in enumerate(block, start):
+            if value >> used_bits:
+                raise PackingError(f"decrypted chunk {index} has bits set above its {slots} slots")
+        raw = np.frombuffer(b"".join(v.to_bytes(width, "little") for v in block), dtype=np.uint8)
+        bit_rows = np.unpackbits(raw.reshape(len(block), width), axis=1, bitorder="little")[:, :used_bits]
+        values = (bit_rows.reshape(len(block), slots, bits).astype(np.uint64) << shifts).sum(axis=2)
+        out[start * slots : (start + len(block)) * slots] = values.reshape(-1).astype(np.int64)
+    over = np.flatnonzero(out[:length] > ceiling)
+    if over.size:
+        index = int(over[0])
+        raise PackingError(
+            f"decrypted value {index} is {out[index]}, above {ceiling}, the most {count} encryptions can "
+            "sum to: the sum has more summands than it claims, or overflowed"
+        )
+    if np.any(out[length:]):
+        raise PackingError("decrypted padding slots are not zero: the ciphertext was not packed by fedlora")
+    return out[:length] - count * offset(params)

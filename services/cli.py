@@ -1,0 +1,168 @@
+"""The `fedlora` command line: a thin layer on top of the tiers (it is the one place that knows them all).
+
+Every command imports what it needs inside its body, so `fedlora --help` stays fast and nothing below
+this module imports upward.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    name="fedlora",
+    help="Hierarchical secure aggregation for federated FFA-LoRA fine-tuning.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+spec_app = typer.Typer(
+    help="Federation specifications: write a default one, validate one.", no_args_is_help=True
+)
+app.add_typer(spec_app, name="spec")
+console = Console()
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@spec_app.command("init")
+def spec_init(
+    federation_id: Annotated[str, typer.Argument(help="lower-case id, e.g. 'oncology-eu'")],
+    out: Annotated[Path, typer.Option(help="where to write the YAML")] = Path("federation.yaml"),
+) -> None:
+    """Write a federation spec with the default settings, to edit and validate."""
+    import yaml
+
+    from protocol.messages import FederationSpec
+
+    spec = FederationSpec(federation_id=federation_id)
+    out.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    console.print(f"wrote {out}")
+
+
+@spec_app.command("validate")
+def spec_validate(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Check a federation spec (YAML or JSON) and print its summary; exit 1 naming each bad field."""
+    import yaml
+    from pydantic import ValidationError
+
+    from protocol.messages import FederationSpec
+
+    try:
+        spec = FederationSpec.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as e:
+        for error in e.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "(spec)"
+            console.print(f"[red]{path}: {where}: {error['msg']}[/red]")
+        raise typer.Exit(1) from e
+    table = Table(title=f"federation {spec.federation_id}", show_header=False)
+    table.add_row("model", spec.base_model)
+    table.add_row("adapter", f"FFA-LoRA r_max={spec.r_max} on {', '.join(spec.target_modules)}")
+    table.add_row("strategy", spec.strategy.value)
+    table.add_row("encryption", spec.he.kind.value)
+    local = spec.local_dp
+    table.add_row("local DP", f"epsilon {local.epsilon}, delta {local.delta}" if local.enabled else "off")
+    table.add_row("central DP", f"{spec.central_dp.mechanism.value}, z={spec.central_dp.noise_multiplier}")
+    table.add_row("rounds", str(spec.rounds))
+    table.add_row("k per edge", str(spec.min_clients_per_edge))
+    console.print(table)
+
+
+@app.command("train-local")
+def train_local(
+    data: Annotated[
+        Path | None,
+        typer.Option(help="the hospital's CSV or JSONL of (text, label); default: a bundled task"),
+    ] = None,
+    task: Annotated[str, typer.Option(help="bundled task when --data is not given")] = "rt_sentiment",
+    text_column: Annotated[str, typer.Option()] = "text",
+    label_column: Annotated[str, typer.Option()] = "label",
+    epsilon: Annotated[float, typer.Option(help="example-level DP target; 0 turns DP off")] = 8.0,
+    delta: Annotated[float, typer.Option()] = 1e-5,
+    max_grad_norm: Annotated[float, typer.Option(help="per-example clip")] = 1.0,
+    rounds: Annotated[int, typer.Option(help="rounds the budget is spread over")] = 1,
+    steps: Annotated[int, typer.Option(help="DP-SGD steps per round")] = 96,
+    batch_size: Annotated[int, typer.Option(help="expected (Poisson) batch size")] = 492,
+    learning_rate: Annotated[float, typer.Option()] = 2.0,
+    max_seq_length: Annotated[int, typer.Option()] = 32,
+    rank: Annotated[int, typer.Option()] = 1,
+    target_modules: Annotated[str, typer.Option(help="comma-separated")] = "value",
+    layers: Annotated[str, typer.Option(help="comma-separated layer indices; 'all' for every layer")] = "4,5",
+    max_examples: Annotated[int | None, typer.Option(help="cap the training examples (quick checks)")] = None,
+    deidentify: Annotated[bool, typer.Option(help="replace names, IDs, dates... before tokenising")] = True,
+    threads: Annotated[int, typer.Option()] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    report: Annotated[Path | None, typer.Option(help="write the run report as JSON here")] = None,
+) -> None:
+    """Train one hospital alone, as it would train in a federation, and report held-out accuracy and epsilon."""
+    import warnings
+
+    from client_agent.data import DataError
+    from client_agent.local_run import LocalRunConfig, run_local
+
+    warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+    config = LocalRunConfig(
+        task=None if data is not None else task,
+        data_file=data,
+        text_column=text_column,
+        label_column=label_column,
+        epsilon=epsilon if epsilon > 0 else None,
+        delta=delta,
+        max_grad_norm=max_grad_norm,
+        rounds=rounds,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_seq_length=max_seq_length,
+        rank=rank,
+        target_modules=_csv(target_modules),
+        layers_to_transform=None if layers == "all" else tuple(int(i) for i in _csv(layers)),
+        max_examples=max_examples,
+        deidentify=deidentify,
+        threads=threads,
+        seed=seed,
+    )
+    try:
+        result = run_local(config)
+    except DataError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+    table = Table(title=f"local FFA-LoRA on {result.data}")
+    for column in ("round", "held-out loss", "held-out accuracy", "epsilon", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row("before", "", f"{result.accuracy_before:.3f}", "", "")
+    for fig in result.rounds:
+        eps = f"{fig.epsilon:.2f}" if fig.epsilon is not None else "no DP"
+        table.add_row(str(fig.round), f"{fig.loss:.3f}", f"{fig.accuracy:.3f}", eps, f"{fig.seconds:.0f}")
+    console.print(table)
+    console.print(
+        f"{result.train_examples} training / {result.test_examples} held-out examples; majority class "
+        f"{result.majority_rate:.3f}; accuracy {result.accuracy_before:.3f} -> {result.accuracy_after:.3f}"
+    )
+    if result.epsilon is not None:
+        console.print(
+            f"DP-SGD: epsilon {result.epsilon:.3f} at delta {delta} (sigma {result.noise_multiplier:.3f}, "
+            f"q {result.sample_rate:.4f}); encoding {result.seconds_encoding:.0f} s, training "
+            f"{result.seconds_training:.0f} s"
+        )
+    if result.deid_counts:
+        replaced = ", ".join(f"{k} {v}" for k, v in sorted(result.deid_counts.items()))
+        console.print(f"de-identification replaced: {replaced}")
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(result.to_json())
+        console.print(f"report written to {report}")
+
+
+if __name__ == "__main__":
+    app()

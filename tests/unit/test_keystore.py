@@ -1,0 +1,156 @@
+"""Sealing the HE secret key at rest, and reading the key-encryption key from the environment."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from protocol.crypto import (
+    CKKSParams,
+    HEScheme,
+    KeyStoreError,
+    PaillierParams,
+    PlainParams,
+    derive_kek,
+    generate_scheme,
+    open_secret,
+    seal_secret,
+)
+from services.keys import KEK_ENV, KEK_FILE_ENV, KekError, load_kek
+
+KEK = bytes.fromhex("8f3b0c5e1d2a4f6b7c9e0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f")
+OTHER_KEK = bytes.fromhex("11" * 31 + "12")
+PARAMS = [CKKSParams(), PaillierParams(key_bits=1024), PlainParams()]
+
+
+@pytest.fixture(scope="module", params=PARAMS, ids=lambda p: p.kind.value)
+def scheme(request: pytest.FixtureRequest) -> HEScheme[Any]:
+    return generate_scheme(request.param)
+
+
+# -- seal / open -----------------------------------------------------------------------------------------
+def test_open_returns_a_scheme_that_decrypts_what_the_original_encrypted(scheme: HEScheme[Any]) -> None:
+    x = np.array([0.25, -0.5, 0.125])
+    sealed = seal_secret(scheme, KEK)
+
+    opened = open_secret(scheme.params, sealed, KEK)
+
+    assert opened.fingerprint == scheme.fingerprint and opened.has_secret_key
+    assert np.max(np.abs(opened.decrypt(scheme.encrypt(x)) - x)) <= scheme.error_bound(count=1, max_abs=0.5)
+
+
+def test_sealing_twice_uses_fresh_nonces_and_hides_the_secret(scheme: HEScheme[Any]) -> None:
+    first, second = seal_secret(scheme, KEK), seal_secret(scheme, KEK)
+
+    assert first != second
+    assert scheme.secret_bytes()[-64:] not in first
+
+
+def test_wrong_kek_is_refused(scheme: HEScheme[Any]) -> None:
+    with pytest.raises(KeyStoreError, match="wrong key-encryption key"):
+        open_secret(scheme.params, seal_secret(scheme, KEK), OTHER_KEK)
+
+
+@pytest.mark.parametrize("where", [0, 5, 6, 20, 38, 42, -20, -1])
+def test_any_tampered_byte_is_refused(scheme: HEScheme[Any], where: int) -> None:
+    sealed = bytearray(seal_secret(scheme, KEK))
+    sealed[where] ^= 0x01
+
+    with pytest.raises(KeyStoreError):
+        open_secret(scheme.params, bytes(sealed), KEK)
+
+
+@pytest.mark.parametrize("size", [0, 10, 60])
+def test_truncated_sealed_key_is_refused(scheme: HEScheme[Any], size: int) -> None:
+    with pytest.raises(KeyStoreError):
+        open_secret(scheme.params, seal_secret(scheme, KEK)[:size], KEK)
+
+
+def test_parameters_of_another_kind_are_refused() -> None:
+    sealed = seal_secret(generate_scheme(PlainParams()), KEK)
+    with pytest.raises(KeyStoreError, match="sealed key is for none"):
+        open_secret(PaillierParams(key_bits=1024), sealed, KEK)
+
+
+def test_changed_parameters_are_refused() -> None:
+    scheme = generate_scheme(PaillierParams(key_bits=1024, quant_bits=16))
+    with pytest.raises(KeyStoreError, match="parameters changed"):
+        open_secret(PaillierParams(key_bits=1024, quant_bits=12), seal_secret(scheme, KEK), KEK)
+
+
+@pytest.mark.parametrize("kek", [b"", b"short", bytes(32), b"\xff" * 32, bytes(33)])
+def test_unusable_keks_are_refused(kek: bytes) -> None:
+    scheme = generate_scheme(PlainParams())
+    with pytest.raises(KeyStoreError, match="key-encryption key"):
+        seal_secret(scheme, kek)
+
+
+def test_derive_kek_is_deterministic_per_salt() -> None:
+    salt, other_salt = b"s" * 15 + b"1", b"s" * 15 + b"2"
+
+    kek = derive_kek("correct horse battery staple", salt)
+
+    assert len(kek) == 32
+    assert kek == derive_kek("correct horse battery staple", salt)
+    assert kek != derive_kek("correct horse battery staple", other_salt)
+    with pytest.raises(KeyStoreError, match="salt"):
+        derive_kek("correct horse battery staple", b"short")
+    with pytest.raises(KeyStoreError, match="passphrase"):
+        derive_kek("", salt)
+
+
+# -- services.keys.load_kek ------------------------------------------------------------------------------
+@pytest.mark.parametrize("encode", [bytes.hex, lambda k: base64.b64encode(k).decode()], ids=["hex", "base64"])
+def test_load_kek_from_the_variable(encode: Any) -> None:
+    assert load_kek({KEK_ENV: encode(KEK)}) == KEK
+    assert load_kek({KEK_ENV: f"  {encode(KEK)}\n"}) == KEK
+
+
+@pytest.mark.parametrize("content", [KEK, KEK.hex().encode() + b"\n"], ids=["raw", "hex"])
+def test_load_kek_from_a_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "kek"
+    path.write_bytes(content)
+    assert load_kek({KEK_FILE_ENV: str(path)}) == KEK
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({}, KEK_ENV),
+        ({KEK_ENV: "changeme"}, KEK_ENV),
+        ({KEK_ENV: "CHANGEME"}, KEK_ENV),
+        ({KEK_ENV: ""}, KEK_ENV),
+        ({KEK_ENV: "00" * 32}, KEK_ENV),
+        ({KEK_ENV: base64.b64encode(bytes(32)).decode()}, KEK_ENV),
+        ({KEK_ENV: "ab" * 16}, KEK_ENV),
+        ({KEK_ENV: "zz" * 32}, KEK_ENV),
+        ({KEK_ENV: KEK.hex(), KEK_FILE_ENV: "/nonexistent"}, KEK_FILE_ENV),
+        ({KEK_FILE_ENV: "/nonexistent/kek"}, KEK_FILE_ENV),
+    ],
+    ids=[
+        "unset",
+        "changeme",
+        "CHANGEME",
+        "empty",
+        "zero-hex",
+        "zero-base64",
+        "short",
+        "not-hex",
+        "both",
+        "no-file",
+    ],
+)
+def test_load_kek_refuses_missing_and_placeholder_keys(environ: dict[str, str], names: str) -> None:
+    with pytest.raises(KekError, match=names):
+        load_kek(environ)
+
+
+def test_placeholder_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "kek"
+    path.write_text("changeme\n")
+    with pytest.raises(KekError, match=f"{KEK_FILE_ENV}.*placeholder"):
+        load_kek({KEK_FILE_ENV: str(path)})
