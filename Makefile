@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast lint format typecheck bench clean
+.PHONY: install demo test test-fast lint format typecheck bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$(TORCH_VERSION)') else f'torch was replaced: {v}')"
 	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/fedlora demo
 
 test: install
 	$(PY) -m pytest -q
@@ -43,6 +46,7 @@ typecheck: install
 
 bench: install
 	$(PY) bench/he_throughput.py
+	$(PY) bench/local_step.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

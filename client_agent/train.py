@@ -66,6 +66,9 @@ class LocalConfig:
     eval_batch_size: int = 256
     progress: bool = True
     dp: DPSettings | None = None
+    #: Without DP, the batch gradient is clipped to this norm (DP-SGD clips per example instead): the
+    #: learning rates that suit DP-SGD's clipped, averaged updates otherwise make B diverge.
+    max_grad_norm: float | None = 1.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -211,8 +214,7 @@ def train_local(
     if config.dp is None:
         sampler = RandomSampler(dataset, replacement=True, num_samples=config.steps * config.batch_size)
         loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, generator=generator)
-        trained = model
-        _run_steps(trained, optimizer, loader, config)
+        _run_steps(model, optimizer, loader, config, clip_norm=config.max_grad_norm)
     else:
         if history is None:
             history = PrivacyHistory()
@@ -259,7 +261,12 @@ def train_local(
 
 
 def _run_steps(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, config: LocalConfig
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    config: LocalConfig,
+    *,
+    clip_norm: float | None = None,
 ) -> None:
     model.train()
     done = 0
@@ -271,6 +278,8 @@ def _run_steps(
             logits = model(hidden, mask)
             loss = F.cross_entropy(logits, labels, reduction="sum") / max(1, labels.numel())
             loss.backward()
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
             optimizer.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
             done += 1
