@@ -24,12 +24,10 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 
-from protocol.ffa import AdapterLayout, client_lora_alpha, frozen_basis, natural_key
+from protocol.ffa import HEAD_BIAS, HEAD_WEIGHT, AdapterLayout, client_lora_alpha, frozen_basis, natural_key
 from protocol.messages import FederationSpec
 
 PEFT_PREFIX = "base_model.model."
-HEAD_WEIGHT = "head.weight"
-HEAD_BIAS = "head.bias"
 
 
 class ModelError(ValueError):

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 BASIS_DOMAIN = b"fedlora/ffa-basis/v1"
+# Names of the classification head's tensors in the update vector (after every LoRA `B`).
+HEAD_WEIGHT = "head.weight"
+HEAD_BIAS = "head.bias"
 
 
 class LayoutError(ValueError):

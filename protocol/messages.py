@@ -380,3 +380,78 @@ class ErrorBody(Message):
     message: str = Field(max_length=4000)
     field: str | None = Field(default=None, max_length=256)
     detail: dict[str, Any] | None = None
+
+
+# -- enrolment and federation info ---------------------------------------------------------------------
+PublicKey = Annotated[bytes, Field(min_length=32, max_length=32, description="Ed25519 raw public key")]
+Url = Annotated[str, Field(pattern=r"^https?://[^\s]{1,2000}$")]
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    EDGE = "edge"
+    CLIENT = "client"
+
+
+class FederationCreated(Message):
+    """Returned once when a federation is created: the enrolment tokens to hand out of band."""
+
+    federation_id: Identifier
+    he_fingerprint: Sha256Hex
+    edge_enrolment_token: str = Field(min_length=16, max_length=256)
+    client_enrolment_token: str = Field(min_length=16, max_length=256)
+
+
+class FederationInfo(Message):
+    spec: FederationSpec
+    state: FederationState
+    created_at: datetime
+    he_fingerprint: Sha256Hex
+    layout_size: int = Field(ge=1)
+    layout_digest: Sha256Hex
+    current_round: int | None = Field(default=None, ge=0)
+    adapter_version: int = Field(default=0, ge=0)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class EdgeEnrolment(Message):
+    edge_id: Identifier
+    url: Url
+    public_key: PublicKey
+
+
+class ClientEnrolment(Message):
+    client_id: Identifier
+    edge_id: Identifier
+    public_key: PublicKey
+    num_examples: int = Field(ge=1, le=10**9)
+    max_rank: int | None = Field(default=None, ge=1, le=MAX_R)
+
+
+class Enrolled(Message):
+    """Returned once at enrolment: the bearer token for later requests (the cloud keeps only its digest)."""
+
+    federation_id: Identifier
+    subject: Identifier
+    role: Role
+    api_token: str = Field(min_length=16, max_length=256)
+    edge_url: Url | None = None
+
+
+class EdgeInfo(Message):
+    edge_id: Identifier
+    url: Url
+    public_key: PublicKey
+    enrolled_at: datetime
+
+
+class ClientInfo(Message):
+    client_id: Identifier
+    edge_id: Identifier
+    public_key: PublicKey
+    num_examples: int = Field(ge=1)
+    rank: int = Field(ge=1, le=MAX_R)
+    enrolled_at: datetime
+    last_seen: datetime | None = None
+    local_epsilon: float | None = Field(default=None, ge=0.0)
+    rounds_contributed: int = Field(default=0, ge=0)
