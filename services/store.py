@@ -187,3 +187,10 @@ class MemoryStore(StateStore):
                 else:
                     self._set(key, value, None)
             return updates
+
+
+def open_store(url: str) -> StateStore:
+    """A store from its URL: `memory://` (embedded). Redis URLs arrive with the Redis store."""
+    if url == "memory://":
+        return MemoryStore()
+    raise StoreError(f"store_url {url!r} is not supported: use memory://")
