@@ -267,14 +267,181 @@ def simulate_command(
 
 
 @app.command("demo")
-def demo(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/demo")) -> None:
-    """Four hospitals, two edges, three rounds of FFA-LoRA with DP-SGD (epsilon 8) and CKKS on Rotten Tomatoes."""
-    from services.simulation import SimulationConfig
+def demo(
+    hospitals: Annotated[int, typer.Option()] = 4,
+    edges: Annotated[int, typer.Option()] = 2,
+    rounds: Annotated[int, typer.Option()] = 3,
+    epsilon: Annotated[float, typer.Option(help="each hospital's example-level budget; 0 = no DP")] = 8.0,
+    steps: Annotated[int, typer.Option(help="DP-SGD steps per hospital per round")] = 16,
+    out: Annotated[Path, typer.Option(help="run folder: adapter, logs, report")] = Path("runs/demo"),
+) -> None:
+    """A cloud, two edges and four hospitals as separate processes on loopback: FFA-LoRA, DP-SGD, CKKS."""
+    import asyncio
 
-    _run_simulation(
-        SimulationConfig(out_dir=out),
-        title="fedlora demo: 4 hospitals, 2 edges, CKKS, DP epsilon 8, Rotten Tomatoes (mild non-IID)",
+    from rich.live import Live
+
+    from services.launcher import DemoConfig, LaunchError, RoundView, run_demo
+
+    config = DemoConfig(
+        hospitals=hospitals, edges=edges, rounds=rounds, epsilon=epsilon, steps=steps, out_dir=out
     )
+    console.print(
+        f"[bold]fedlora demo[/bold]: cloud + {edges} edges + {hospitals} hospitals on loopback; "
+        f"{rounds} rounds of FFA-LoRA with DP-SGD (epsilon {epsilon}) and CKKS on Rotten Tomatoes "
+        f"({config.partition} label skew). Logs: {out / 'logs'}"
+    )
+
+    def render(views: list[RoundView], summary: dict[str, object]) -> Table:
+        table = Table(title=f"{summary.get('phase', '')} ({summary.get('elapsed_s', 0):.0f} s)")
+        for column in (
+            "round",
+            "state",
+            *[f"edge-{e + 1}" for e in range(edges)],
+            "max epsilon",
+            "held-out acc",
+            "s",
+        ):
+            table.add_column(column, justify="right", no_wrap=True)
+        if "accuracy_before" in summary:
+            table.add_row("start", "", *[""] * edges, "", f"{summary['accuracy_before']:.3f}", "")
+        for view in views:
+            cells = []
+            for e in range(edges):
+                progress = view.edges.get(f"edge-{e + 1}")
+                if progress is None:
+                    cells.append("")
+                else:
+                    mark = " fwd" if progress.forwarded else ""
+                    cells.append(f"{progress.uploads_accepted}/{progress.expected_clients}{mark}")
+            table.add_row(
+                str(view.round),
+                view.state,
+                *cells,
+                f"{view.max_epsilon:.2f}" if view.max_epsilon is not None else "",
+                f"{view.accuracy:.3f}" if view.accuracy is not None else "",
+                f"{view.seconds:.0f}" if view.seconds is not None else "",
+            )
+        return table
+
+    try:
+        with Live(render([], {}), console=console, refresh_per_second=2) as live:
+            report = asyncio.run(run_demo(config, on_update=lambda v, s: live.update(render(v, s))))
+    except LaunchError as e:
+        console.print(f"[red]demo failed: {e}[/red]")
+        raise typer.Exit(1) from e
+    console.print(
+        f"held-out accuracy {report['accuracy_before']:.3f} before -> {report['accuracy_after']:.3f} after "
+        f"{rounds} rounds (majority class {report['majority_rate']:.3f}) in {report['elapsed_s']:.0f} s"
+    )
+    console.print(f"final PEFT adapter: {report['adapter_dir']}")
+    console.print(f"run report: {out / 'report.json'}; every process stopped")
+
+
+cloud_app = typer.Typer(help="The cloud service.", no_args_is_help=True)
+edge_app = typer.Typer(help="A regional edge aggregator.", no_args_is_help=True)
+client_app = typer.Typer(help="A hospital's client agent.", no_args_is_help=True)
+app.add_typer(cloud_app, name="cloud")
+app.add_typer(edge_app, name="edge")
+app.add_typer(client_app, name="client")
+
+
+@cloud_app.command("serve")
+def cloud_serve() -> None:
+    """Run the cloud (settings from FEDLORA_* variables or the YAML file in FEDLORA_CONFIG)."""
+    from cloud_server.__main__ import run
+
+    run()
+
+
+@edge_app.command("serve")
+def edge_serve() -> None:
+    """Run an edge aggregator (settings from FEDLORA_* variables or FEDLORA_CONFIG)."""
+    from edge_aggregator.__main__ import run
+
+    run()
+
+
+@client_app.command("run")
+def client_run() -> None:
+    """Run a hospital's agent until the federation ends (settings from FEDLORA_* or FEDLORA_CONFIG)."""
+    from client_agent.__main__ import run
+
+    run()
+
+
+@app.command("status")
+def status(
+    cloud: Annotated[
+        str, typer.Option(envvar="FEDLORA_CLOUD_URL", help="the cloud's URL")
+    ] = "http://127.0.0.1:8700",
+    token: Annotated[str, typer.Option(envvar="FEDLORA_ADMIN_TOKEN", help="admin token")] = "",
+    federation: Annotated[str | None, typer.Option(help="one federation; default: all")] = None,
+) -> None:
+    """Federations, rounds and clients as tables, read from the cloud's admin API."""
+    import httpx
+
+    from protocol.messages import ClientInfo, FederationInfo, RoundStatus
+
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=cloud, headers=headers, timeout=30) as http:
+        try:
+            response = http.get("/federations")
+        except httpx.TransportError as e:
+            console.print(f"[red]cannot reach the cloud at {cloud}: {e}[/red]")
+            raise typer.Exit(1) from e
+        if response.status_code != 200:
+            console.print(f"[red]{response.status_code}: {response.text}[/red]")
+            raise typer.Exit(1)
+        infos = [FederationInfo.model_validate(f) for f in response.json()]
+        table = Table(title="federations")
+        for column in ("id", "state", "round", "adapter", "strategy", "encryption", "rounds"):
+            table.add_column(column)
+        for info in infos:
+            table.add_row(
+                info.spec.federation_id,
+                info.state.value,
+                str(info.current_round),
+                str(info.adapter_version),
+                info.spec.strategy.value,
+                info.spec.he.kind.value,
+                str(info.spec.rounds),
+            )
+        console.print(table)
+        for info in infos:
+            fid = info.spec.federation_id
+            if federation is not None and fid != federation:
+                continue
+            rounds = Table(title=f"{fid}: rounds")
+            for column in ("round", "state", "clients", "weight", "update norm", "adapter", "seconds"):
+                rounds.add_column(column, justify="right")
+            for raw in http.get(f"/federations/{fid}/rounds").json():
+                r = RoundStatus.model_validate(raw)
+                secs = (r.closed_at - r.opened_at).total_seconds() if r.closed_at else None
+                rounds.add_row(
+                    str(r.round),
+                    r.state.value,
+                    str(r.clients_contributed),
+                    f"{r.total_weight:g}",
+                    f"{r.update_norm:.4f}" if r.update_norm is not None else "",
+                    str(r.adapter_version_out) if r.adapter_version_out is not None else "",
+                    f"{secs:.0f}" if secs is not None else "",
+                )
+            console.print(rounds)
+            clients = Table(title=f"{fid}: clients")
+            for column in ("client", "edge", "rank", "examples", "rounds", "local epsilon", "last seen"):
+                clients.add_column(column)
+            for raw in http.get(f"/federations/{fid}/clients").json():
+                c = ClientInfo.model_validate(raw)
+                clients.add_row(
+                    c.client_id,
+                    c.edge_id,
+                    str(c.rank),
+                    str(c.num_examples),
+                    str(c.rounds_contributed),
+                    f"{c.local_epsilon:.2f}" if c.local_epsilon is not None else "",
+                    c.last_seen.isoformat(timespec="seconds") if c.last_seen else "",
+                )
+            console.print(clients)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ class Peer:
         """Send with retries; return the 2xx response, raise `PeerRefusedError` on a 4xx, `PeerUnavailableError` else."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts if retry else 1) | stop_after_delay(self._give_up_after_s),
-            wait=wait_exponential_jitter(initial=0.2, max=self._max_wait_s),
+            wait=wait_exponential_jitter(multiplier=0.2, max=self._max_wait_s),
             retry=retry_if_exception(_retryable),
             reraise=True,
         )

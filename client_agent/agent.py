@@ -1,0 +1,295 @@
+"""The hospital's agent: enrol, wait for a plan, train, clip, encrypt, sign, upload, repeat.
+
+Everything it must not forget lives in its state folder, so a restarted agent (or one whose cloud or edge
+restarted) carries on: the Ed25519 key, the API token, the last round it uploaded and its DP accountant
+history. Every network call retries with backoff; an upload the edge already holds (`duplicate_upload`
+after a lost answer) counts as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoTokenizer
+
+from client_agent.data import Dataset, Share, hospital_share, load_file
+from client_agent.deid import Deidentifier
+from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.train import (
+    DPSettings,
+    Features,
+    LocalConfig,
+    LocalResult,
+    PrivacyHistory,
+    encode,
+    train_local,
+)
+from protocol.crypto import HEScheme, scheme_from_public
+from protocol.messages import (
+    ClientEnrolment,
+    ClientUpdate,
+    Enrolled,
+    ErrorCode,
+    FederationInfo,
+    FederationSpec,
+    RoundPlan,
+)
+from services.http import Peer, PeerRefusedError
+from services.identity import SigningKey
+from services.settings import ClientSettings
+
+log = logging.getLogger("client_agent")
+
+FINISHED = (ErrorCode.FEDERATION_NOT_ACTIVE.value,)
+ALREADY_HELD = (ErrorCode.DUPLICATE_UPLOAD.value,)
+TOO_LATE = (ErrorCode.ROUND_CLOSED.value, ErrorCode.WRONG_ROUND.value)
+
+
+class AgentError(RuntimeError):
+    """The agent cannot go on (its data, the federation or its enrolment is unusable)."""
+
+
+def clip_l2(vector: np.ndarray, *, max_norm: float) -> np.ndarray:
+    """Scale `vector` down to L2 norm `max_norm` if it is longer: bounds each hospital's influence."""
+    norm = float(np.linalg.norm(vector))
+    return vector if norm <= max_norm else vector * (max_norm / norm)
+
+
+@dataclass
+class AgentState:
+    """What survives a restart, as JSON in the state folder."""
+
+    api_token: str | None = None
+    edge_url: str | None = None
+    last_round: int | None = None
+    privacy: list[tuple[float, float, int]] | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> AgentState:
+        if not path.exists():
+            return cls()
+        raw = json.loads(path.read_text())
+        raw["privacy"] = [tuple(entry) for entry in raw.get("privacy") or []]
+        return cls(**raw)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__))
+        tmp.replace(path)
+
+
+def load_hospital_data(settings: ClientSettings) -> Dataset:
+    if settings.data_file is not None:
+        return load_file(settings.data_file)
+    if settings.task is None or settings.partition is None:
+        raise AgentError("set FEDLORA_DATA_FILE, or FEDLORA_TASK with FEDLORA_PARTITION (e.g. 'mild:1/4')")
+    return hospital_share(
+        settings.task, Share.parse(settings.partition), max_train_examples=settings.max_train_examples
+    )
+
+
+class ClientAgent:
+    def __init__(self, settings: ClientSettings, *, model_path: Path | None = None) -> None:
+        self.settings = settings
+        self.state_dir = settings.state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.state_dir / "state.json"
+        self.state = AgentState.load(self.state_path)
+        self.key = SigningKey.load_or_create(self.state_dir / "signing-key.bin")
+        self.model_path = model_path or default_model_path()
+        self.fid = settings.federation_id
+
+    # -- setup -------------------------------------------------------------------------------------------
+    async def enrol(self, cloud: Peer, num_examples: int) -> None:
+        if self.state.api_token is not None:
+            cloud.set_token(self.state.api_token)
+            return
+        cloud.set_token(self.settings.enrolment_token.get_secret_value())
+        body = ClientEnrolment(
+            client_id=self.settings.client_id,
+            edge_id=self.settings.edge_id,
+            public_key=self.key.public_bytes,
+            num_examples=num_examples,
+        )
+        response = await cloud.request(
+            "POST", f"/federations/{self.fid}/clients", json=body.model_dump(mode="json")
+        )
+        enrolled = Enrolled.model_validate_json(response.content)
+        self.state.api_token, self.state.edge_url = enrolled.api_token, enrolled.edge_url
+        self.state.save(self.state_path)
+        cloud.set_token(enrolled.api_token)
+        log.info(
+            "enrolled", extra={"client_id": self.settings.client_id, "data": {"edge": self.settings.edge_id}}
+        )
+
+    async def federation(self, cloud: Peer) -> tuple[FederationSpec, HEScheme]:
+        info = FederationInfo.model_validate_json(
+            (await cloud.request("GET", f"/federations/{self.fid}")).content
+        )
+        public = (await cloud.request("GET", f"/federations/{self.fid}/public-context")).content
+        return info.spec, scheme_from_public(info.spec.he, public)
+
+    # -- one round ---------------------------------------------------------------------------------------
+    async def next_plan(self, cloud: Peer) -> RoundPlan | None:
+        """The next plan after the last round handled; None while there is none yet."""
+        params: dict[str, float | int] = {"wait": self.settings.poll_s * 10}
+        if self.state.last_round is not None:
+            params["after_round"] = self.state.last_round
+        response = await cloud.request("GET", f"/federations/{self.fid}/plan", params=params, timeout=600.0)
+        if response.status_code == 204:
+            return None
+        return RoundPlan.model_validate_json(response.content)
+
+    async def global_vector(self, cloud: Peer, version: int, size: int) -> np.ndarray:
+        raw = (await cloud.request("GET", f"/federations/{self.fid}/adapters/{version}/vector")).content
+        vector = np.frombuffer(raw, dtype="<f4")
+        if vector.shape != (size,):
+            raise AgentError(f"adapter version {version} has {vector.size} values, the model needs {size}")
+        return vector.astype(np.float32)
+
+    def make_update(
+        self,
+        plan: RoundPlan,
+        scheme: HEScheme,
+        delta: np.ndarray,
+        *,
+        num_examples: int,
+        epsilon: float | None,
+    ) -> ClientUpdate:
+        weight = 1.0  # uniform: each hospital's clipped delta counts once, so the sensitivity is C
+        contribution = scheme.clip_vector(weight * clip_l2(delta.astype(np.float64), max_norm=plan.clip_norm))
+        ciphertext = scheme.serialize(scheme.encrypt(contribution))
+        unsigned = ClientUpdate(
+            federation_id=self.fid,
+            round=plan.round,
+            basis_version=plan.basis_version,
+            client_id=self.settings.client_id,
+            rank=plan.client_ranks[self.settings.client_id],
+            weight=weight,
+            num_examples=num_examples,
+            nonce=secrets.token_hex(16),
+            ciphertext=ciphertext,
+            local_epsilon=epsilon,
+        )
+        return unsigned.model_copy(update={"signature": self.key.sign(unsigned.signing_payload())})
+
+    async def upload(self, edge: Peer, update: ClientUpdate) -> bool:
+        """True if the edge holds the update (now or from before a lost answer)."""
+        path = f"/federations/{self.fid}/rounds/{update.round}/uploads"
+        try:
+            await edge.request("POST", path, content=update.model_dump_json().encode(), headers=_JSON)
+        except PeerRefusedError as e:
+            if e.code in ALREADY_HELD:
+                return True
+            if e.code in TOO_LATE:
+                log.warning("upload too late", extra={"round": update.round, "code": e.code})
+                return False
+            raise
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    async def run(self, *, max_rounds: int | None = None) -> int:
+        """Take part until the federation ends (or `max_rounds` uploads). Returns the uploads made."""
+        dataset = load_hospital_data(self.settings)
+        texts, counts = Deidentifier().deidentify_many(dataset.texts)
+        log.info("data ready", extra={"data": {"examples": len(texts), "deidentified": dict(counts)}})
+        cloud = Peer(self.settings.cloud_url, give_up_after_s=3600.0)
+        uploads = 0
+        try:
+            await self.enrol(cloud, len(texts))
+            spec, scheme = await self.federation(cloud)
+            edge = Peer(self.state.edge_url or "", give_up_after_s=600.0)
+            model: FFAClassifier | None = None
+            features: Features | None = None
+            while max_rounds is None or uploads < max_rounds:
+                try:
+                    plan = await self.next_plan(cloud)
+                except PeerRefusedError as e:
+                    if e.code in FINISHED:
+                        log.info("federation ended", extra={"data": {"reason": e.message}})
+                        break
+                    raise
+                if plan is None:
+                    continue
+                rank = plan.client_ranks.get(self.settings.client_id)
+                if rank is None:
+                    self._done(plan.round)
+                    continue
+                if plan.basis_version != spec.basis_version:
+                    raise AgentError(
+                        f"plan uses basis {plan.basis_version}, this agent holds {spec.basis_version}"
+                    )
+                if model is None or model.rank != rank:
+                    model = self._build_model(spec, rank)
+                    tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+                    features = await asyncio.to_thread(
+                        encode,
+                        model,
+                        tokenizer,
+                        texts,
+                        dataset.labels,
+                        max_length=plan.training.max_seq_length,
+                    )
+                assert features is not None
+                start = await self.global_vector(cloud, plan.adapter_version, model.layout.size)
+                result = await asyncio.to_thread(self._train, model, features, start, plan, spec)
+                update = self.make_update(
+                    plan, scheme, result.delta, num_examples=len(texts), epsilon=result.epsilon
+                )
+                if await self.upload(edge, update):
+                    uploads += 1
+                    log.info(
+                        "uploaded",
+                        extra={
+                            "round": plan.round,
+                            "data": {"epsilon": result.epsilon, "bytes": len(update.ciphertext)},
+                        },
+                    )
+                self._done(plan.round)
+        finally:
+            await cloud.close()
+        return uploads
+
+    def _done(self, round_: int) -> None:
+        self.state.last_round = round_
+        self.state.save(self.state_path)
+
+    def _build_model(self, spec: FederationSpec, rank: int) -> FFAClassifier:
+        return FFAClassifier(load_encoder(self.model_path), AdapterSpec.from_federation(spec), rank=rank)
+
+    def _train(
+        self,
+        model: FFAClassifier,
+        features: Features,
+        start: np.ndarray,
+        plan: RoundPlan,
+        spec: FederationSpec,
+    ) -> LocalResult:
+        dp = plan.local_dp
+        history = PrivacyHistory(list(self.state.privacy or []))
+        config = LocalConfig(
+            steps=plan.training.local_steps,
+            batch_size=min(plan.training.batch_size, len(features)),
+            learning_rate=plan.training.learning_rate,
+            optimizer=plan.training.optimizer,
+            seed=plan.round,
+            threads=self.settings.threads,
+            progress=False,
+            dp=DPSettings(
+                epsilon=dp.epsilon, delta=dp.delta, max_grad_norm=dp.max_grad_norm, rounds=spec.rounds
+            )
+            if dp.enabled
+            else None,
+        )
+        result = train_local(model, features, global_vector=start, config=config, history=history)
+        self.state.privacy = list(history.entries)
+        return result
+
+
+_JSON = {"Content-Type": "application/json"}

@@ -1,0 +1,401 @@
+"""The demo launcher: a cloud, edges and hospitals as separate processes on loopback, and a live view.
+
+Like the CLI, this is the one layer that knows every tier, and it knows them only by module name
+(`python -m cloud_server`, `python -m edge_aggregator`, `python -m client_agent`) and over HTTP. It
+evaluates each global adapter version on the held-out set with the project's own inference, so the
+table shows what the federation learned round by round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from protocol.crypto.params import CKKSParams
+from protocol.messages import (
+    ClientInfo,
+    EdgeProgress,
+    FederationCreated,
+    FederationInfo,
+    FederationSpec,
+    LocalDPConfig,
+    RoundStatus,
+    TrainingConfig,
+)
+
+
+class LaunchError(RuntimeError):
+    """A process did not come up, or the federation did not finish in time."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    hospitals: int = 4
+    edges: int = 2
+    rounds: int = 3
+    task: str = "rt_sentiment"
+    partition: str = "mild"
+    max_train_examples: int = 8000
+    max_test_examples: int = 1000
+    epsilon: float = 8.0
+    steps: int = 16
+    batch_size: int = 256
+    learning_rate: float = 2.0
+    max_seq_length: int = 32
+    rank: int = 2
+    min_clients_per_edge: int = 2
+    timeout_s: float = 1800.0
+    out_dir: Path = Path("runs/demo")
+
+    def spec(self, federation_id: str) -> FederationSpec:
+        return FederationSpec(
+            federation_id=federation_id,
+            num_labels=2,
+            target_modules=("value",),
+            layers_to_transform=(4, 5),
+            r_max=self.rank,
+            lora_alpha=8.0,
+            he=CKKSParams(),
+            local_dp=LocalDPConfig(enabled=self.epsilon > 0, epsilon=max(self.epsilon, 1e-3)),
+            training=TrainingConfig(
+                learning_rate=self.learning_rate,
+                local_steps=self.steps,
+                batch_size=self.batch_size,
+                max_seq_length=self.max_seq_length,
+            ),
+            rounds=self.rounds,
+            min_clients_per_edge=self.min_clients_per_edge,
+            round_deadline_s=self.timeout_s,
+            upload_deadline_s=self.timeout_s * 0.9,
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 20) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Cluster:
+    """Every process the launcher started; `stop` ends them all, whatever happened."""
+
+    log_dir: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def start(self, name: str, module: str, env: dict[str, str]) -> Process:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        handle = log.open("wb")
+        popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", module],
+            env={**os.environ, **env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process = Process(name, popen, log)
+        self.processes.append(process)
+        return process
+
+    def check(self) -> None:
+        for process in self.processes:
+            if not process.alive() and process.popen.returncode not in (0, None):
+                raise LaunchError(f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for process in self.processes:
+            if process.alive():
+                os.killpg(process.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for process in self.processes:
+            try:
+                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.popen.pid, signal.SIGKILL)
+                process.popen.wait()
+
+
+async def wait_until(
+    predicate: Callable[[], Any], *, timeout_s: float, what: str, cluster: Cluster, interval_s: float = 0.25
+) -> Any:
+    """Poll `predicate` (sync or async) until it returns a truthy value; bounded, never a bare sleep-wait."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        cluster.check()
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise LaunchError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+@dataclass
+class RoundView:
+    round: int
+    state: str
+    edges: dict[str, EdgeProgress]
+    accuracy: float | None
+    max_epsilon: float | None
+    seconds: float | None
+
+
+class Evaluator:
+    """Held-out accuracy of a global adapter with the project's own inference (rank r_max)."""
+
+    def __init__(self, spec: FederationSpec, config: DemoConfig) -> None:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from client_agent.data import task_split
+        from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+        from client_agent.train import encode
+
+        hf_logging.set_verbosity_error()
+        _, test = task_split(config.task, max_test_examples=config.max_test_examples)
+        path = default_model_path()
+        self.model = FFAClassifier(load_encoder(path), AdapterSpec.from_federation(spec), rank=spec.r_max)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.features = encode(
+            self.model, tokenizer, test.texts, test.labels, max_length=config.max_seq_length
+        )
+        counts = np.bincount(test.label_array(), minlength=test.n_classes)
+        self.majority = float(counts.max() / counts.sum())
+
+    def accuracy(self, vector: np.ndarray) -> float:
+        from client_agent.train import evaluate
+
+        self.model.load_global(vector)
+        return evaluate(self.model, self.features)[1]
+
+
+async def run_demo(
+    config: DemoConfig,
+    *,
+    on_update: Callable[[list[RoundView], dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the whole federation; returns the run report (also written to `out_dir/report.json`)."""
+    import json
+
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    fid = "demo"
+    admin_token = secrets.token_urlsafe(32)
+    cloud_port = free_port()
+    cloud_url = f"http://127.0.0.1:{cloud_port}"
+    cluster = Cluster(out / "logs")
+    started = time.monotonic()
+    summary: dict[str, Any] = {"phase": "starting the cloud"}
+    views: dict[int, RoundView] = {}
+    evaluated: dict[int, float] = {}
+
+    def show() -> None:
+        if on_update is not None:
+            on_update([views[k] for k in sorted(views)], summary)
+
+    try:
+        cluster.start(
+            "cloud",
+            "cloud_server",
+            {
+                "FEDLORA_ADMIN_TOKEN": admin_token,
+                "FEDLORA_KEK": secrets.token_hex(32),
+                "FEDLORA_PORT": str(cloud_port),
+                "FEDLORA_STORE_URL": "memory://",
+            },
+        )
+        admin = httpx.AsyncClient(
+            base_url=cloud_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60
+        )
+
+        async def healthy(client: httpx.AsyncClient) -> bool:
+            try:
+                return (await client.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        show()
+        await wait_until(lambda: healthy(admin), timeout_s=120, what="the cloud", cluster=cluster)
+        spec = config.spec(fid)
+        created_response = await admin.post("/federations", json=spec.model_dump(mode="json"))
+        if created_response.status_code != 201:
+            raise LaunchError(f"creating the federation failed: {created_response.text}")
+        created = FederationCreated.model_validate_json(created_response.content)
+
+        summary["phase"] = "starting the edges"
+        show()
+        edge_urls: dict[str, str] = {}
+        for e in range(config.edges):
+            edge_id = f"edge-{e + 1}"
+            port = free_port()
+            edge_urls[edge_id] = f"http://127.0.0.1:{port}"
+            cluster.start(
+                edge_id,
+                "edge_aggregator",
+                {
+                    "FEDLORA_EDGE_ID": edge_id,
+                    "FEDLORA_FEDERATION_ID": fid,
+                    "FEDLORA_CLOUD_URL": cloud_url,
+                    "FEDLORA_PUBLIC_URL": edge_urls[edge_id],
+                    "FEDLORA_ENROLMENT_TOKEN": created.edge_enrolment_token,
+                    "FEDLORA_KEY_FILE": str(out / "state" / f"{edge_id}.key"),
+                    "FEDLORA_PORT": str(port),
+                    "FEDLORA_STORE_URL": "memory://",
+                },
+            )
+
+        async def count(path: str) -> int:
+            response = await admin.get(f"/federations/{fid}/{path}")
+            return len(response.json()) if response.status_code == 200 else 0
+
+        await wait_until(
+            lambda: _at_least(count("edges"), config.edges),
+            timeout_s=120,
+            what="the edges to enrol",
+            cluster=cluster,
+        )
+
+        summary["phase"] = "starting the hospitals (load data, de-identify, enrol)"
+        show()
+        for h in range(config.hospitals):
+            client_id = f"hospital-{chr(ord('a') + h)}"
+            cluster.start(
+                client_id,
+                "client_agent",
+                {
+                    "FEDLORA_CLIENT_ID": client_id,
+                    "FEDLORA_FEDERATION_ID": fid,
+                    "FEDLORA_EDGE_ID": f"edge-{h % config.edges + 1}",
+                    "FEDLORA_CLOUD_URL": cloud_url,
+                    "FEDLORA_ENROLMENT_TOKEN": created.client_enrolment_token,
+                    "FEDLORA_STATE_DIR": str(out / "state" / client_id),
+                    "FEDLORA_TASK": config.task,
+                    "FEDLORA_PARTITION": f"{config.partition}:{h + 1}/{config.hospitals}",
+                    "FEDLORA_MAX_TRAIN_EXAMPLES": str(config.max_train_examples),
+                    "FEDLORA_THREADS": "1",
+                },
+            )
+        await wait_until(
+            lambda: _at_least(count("clients"), config.hospitals),
+            timeout_s=300,
+            what="the hospitals to enrol",
+            cluster=cluster,
+        )
+        summary["phase"] = "encoding the held-out set for evaluation"
+        show()
+        evaluator = await asyncio.to_thread(Evaluator, spec, config)
+        zero = np.zeros(len(np.frombuffer(await _vector(admin, fid, 0), dtype="<f4")), dtype=np.float32)
+        summary["accuracy_before"] = evaluator.accuracy(zero)
+        summary["majority_rate"] = evaluator.majority
+
+        start = await admin.post(f"/federations/{fid}/start")
+        if start.status_code not in (200, 201):
+            raise LaunchError(f"starting the federation failed: {start.text}")
+        summary["phase"] = "training"
+        show()
+
+        async def finished() -> bool:
+            info = FederationInfo.model_validate_json((await admin.get(f"/federations/{fid}")).content)
+            rounds = [
+                RoundStatus.model_validate(r) for r in (await admin.get(f"/federations/{fid}/rounds")).json()
+            ]
+            clients = [
+                ClientInfo.model_validate(c) for c in (await admin.get(f"/federations/{fid}/clients")).json()
+            ]
+            epsilons = [c.local_epsilon for c in clients if c.local_epsilon is not None]
+            for status in rounds:
+                edges: dict[str, EdgeProgress] = {}
+                for edge_id, url in edge_urls.items():
+                    try:
+                        response = await admin.get(f"{url}/federations/{fid}/rounds/{status.round}")
+                        if response.status_code == 200:
+                            edges[edge_id] = EdgeProgress.model_validate_json(response.content)
+                    except httpx.TransportError:
+                        pass
+                for progress in status.edges:
+                    edges.setdefault(progress.edge_id, progress)
+                version = status.adapter_version_out
+                if version is not None and version not in evaluated:
+                    vector = np.frombuffer(await _vector(admin, fid, version), dtype="<f4").copy()
+                    evaluated[version] = await asyncio.to_thread(evaluator.accuracy, vector)
+                seconds = (status.closed_at - status.opened_at).total_seconds() if status.closed_at else None
+                views[status.round] = RoundView(
+                    status.round,
+                    status.state.value,
+                    edges,
+                    evaluated.get(version) if version is not None else None,
+                    max(epsilons) if epsilons and status.state.value == "closed" else None,
+                    seconds,
+                )
+            summary["state"] = info.state.value
+            summary["elapsed_s"] = time.monotonic() - started
+            show()
+            return info.state.value in ("completed", "stopped", "budget_exhausted")
+
+        await wait_until(
+            finished, timeout_s=config.timeout_s, what="the rounds", cluster=cluster, interval_s=1.0
+        )
+        info = FederationInfo.model_validate_json((await admin.get(f"/federations/{fid}")).content)
+        adapter_zip = await admin.get(f"/federations/{fid}/adapters/{info.adapter_version}")
+        adapter_dir = out / "adapter"
+        with zipfile.ZipFile(io.BytesIO(adapter_zip.content)) as archive:
+            archive.extractall(adapter_dir)
+        summary["accuracy_after"] = evaluated.get(info.adapter_version, summary["accuracy_before"])
+        summary["adapter_dir"] = str(adapter_dir)
+        summary["phase"] = "done"
+        report = {
+            "federation": info.model_dump(mode="json"),
+            "rounds": [r for r in (await admin.get(f"/federations/{fid}/rounds")).json()],
+            "clients": (await admin.get(f"/federations/{fid}/clients")).json(),
+            "accuracy_per_version": evaluated,
+            **{k: v for k, v in summary.items() if k != "phase"},
+        }
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        show()
+        await admin.aclose()
+        return report
+    finally:
+        cluster.stop()
+
+
+async def _at_least(awaitable: Any, n: int) -> bool:
+    return bool(await awaitable >= n)
+
+
+async def _vector(admin: httpx.AsyncClient, fid: str, version: int) -> bytes:
+    response = await admin.get(f"/federations/{fid}/adapters/{version}/vector")
+    if response.status_code != 200:
+        raise LaunchError(f"adapter version {version}: {response.status_code} {response.text[:200]}")
+    return response.content
