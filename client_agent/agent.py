@@ -47,7 +47,7 @@ from services.settings import ClientSettings
 log = logging.getLogger("client_agent")
 
 FINISHED = (ErrorCode.FEDERATION_NOT_ACTIVE.value,)
-ALREADY_HELD = (ErrorCode.DUPLICATE_UPLOAD.value,)
+ALREADY_HELD = (ErrorCode.DUPLICATE_UPLOAD.value, ErrorCode.REPLAY.value)
 TOO_LATE = (ErrorCode.ROUND_CLOSED.value, ErrorCode.WRONG_ROUND.value)
 
 
@@ -102,7 +102,7 @@ class ClientAgent:
         self.state_path = self.state_dir / "state.json"
         self.state = AgentState.load(self.state_path)
         self.key = SigningKey.load_or_create(self.state_dir / "signing-key.bin")
-        self.model_path = model_path or default_model_path()
+        self.model_path = model_path or settings.model_path or default_model_path()
         self.fid = settings.federation_id
 
     # -- setup -------------------------------------------------------------------------------------------

@@ -455,3 +455,24 @@ class ClientInfo(Message):
     last_seen: datetime | None = None
     local_epsilon: float | None = Field(default=None, ge=0.0)
     rounds_contributed: int = Field(default=0, ge=0)
+
+
+class AdapterVersion(Message):
+    """One version of the global adapter, as `GET /federations/{fid}/adapters` lists it."""
+
+    federation_id: Identifier
+    version: int = Field(ge=0)
+    round: int | None = Field(
+        default=None, ge=0, description="the round that produced it; None for version 0"
+    )
+    update_norm: float | None = Field(default=None, ge=0.0, description="L2 norm of the change it applied")
+    created_at: datetime
+
+
+class UploadAccepted(BaseModel):
+    """An edge's answer to an accepted `ClientUpdate` (202): it is in the round's sum, with `count` in all."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accepted: Literal[True] = True
+    count: int = Field(ge=1, description="contributions in this round's sum at the edge, this one included")

@@ -21,7 +21,7 @@ def fed_spec(fid: str) -> str:
 
 
 def fed_state(fid: str) -> str:
-    return f"cloud:{fid}:state"
+    return f"cloud:{fid}:state"  # json: state, current round, adapter version, enrolment token digests
 
 
 def fed_public(fid: str) -> str:
@@ -64,17 +64,56 @@ def fed_adapter(fid: str, version: int) -> str:
     return f"cloud:{fid}:adapter:{version}"  # float32 little-endian global vector
 
 
+def fed_adapter_meta(fid: str, version: int) -> str:
+    return f"cloud:{fid}:adapter:{version}:meta"  # json: the round that made it, its update norm
+
+
+def fed_subject_token(fid: str, role: str, subject: str) -> str:
+    return f"cloud:{fid}:token:{role}:{subject}"  # sha256 of the one live API token of an edge or client
+
+
+def fed_client_stats(fid: str, client_id: str) -> str:
+    return f"cloud:{fid}:client:{client_id}:stats"  # json: rounds contributed, last seen, local epsilon
+
+
+def fed_round_closing(fid: str, round_: int) -> str:
+    return f"cloud:{fid}:round:{round_}:closing"  # lease (SET NX + TTL) held while one process closes
+
+
+# A closing lease outlives any decryption; if its holder dies, the round is closed by the next tick after it.
+ROUND_CLOSE_LEASE_TTL_S = 120.0
+
+
 # -- edge ----------------------------------------------------------------------------------------------
 def edge_sum(eid: str, fid: str, round_: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:sum"
 
 
 def edge_manifest(eid: str, fid: str, round_: int) -> str:
-    return f"edge:{eid}:{fid}:round:{round_}:manifest"  # hash: client id -> Contribution json
+    # One JSON object {client id: Contribution}, not a hash: it is written in the same transaction as the
+    # sum and the nonce (`StateStore.transaction` works on plain keys).
+    return f"edge:{eid}:{fid}:round:{round_}:manifest"
 
 
 def edge_forwarded(eid: str, fid: str, round_: int) -> str:
-    return f"edge:{eid}:{fid}:round:{round_}:forwarded"
+    return f"edge:{eid}:{fid}:round:{round_}:forwarded"  # json: the forward's outcome, written once
+
+
+def edge_rounds_prefix(eid: str, fid: str) -> str:
+    """Prefix of every per-round edge key (for `scan`)."""
+    return f"edge:{eid}:{fid}:round:"
+
+
+def edge_plan(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:plan"  # RoundPlan json, as the edge adopted it
+
+
+def edge_closed(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:closed"  # json, SET NX: no upload joins the sum after it
+
+
+def edge_bytes(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:bytes"  # counter: ciphertext bytes accepted
 
 
 def edge_refused(eid: str, fid: str, round_: int) -> str:

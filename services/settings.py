@@ -108,6 +108,9 @@ class ClientSettings(ServiceSettings):
     cloud_url: str
     enrolment_token: Secret
     state_dir: Path = Path("client-state")
+    model_path: Path | None = Field(
+        default=None, description="base model folder; default: the bundled MiniLM"
+    )
     data_file: Path | None = None
     task: str | None = None
     partition: str | None = Field(default=None, description="e.g. 'mild:2/4' = mild split, hospital 2 of 4")

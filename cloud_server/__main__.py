@@ -1,0 +1,3 @@
+from cloud_server.server import run
+
+run()

@@ -1,0 +1,85 @@
+"""The cloud's FastAPI app: federations, enrolment, rounds and adapters over one state store.
+
+    app = create_app(CloudSettings())          # store from settings.store_url, KEK from the environment
+    app = create_app(settings, store=MemoryStore(), kek=kek, clock=fake_clock)   # tests
+
+The lifespan builds the store, the services and a deadline task that calls `RoundService.tick` every
+`deadline_check_s`; it also finishes, from the store, any round a previous process left half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from cloud_server.clock import Clock, utc_now
+from cloud_server.context import build_context
+from cloud_server.handlers import BodySizeLimit, install_error_handlers
+from cloud_server.rounds import RoundService
+from cloud_server.routes import TAGS, adapters, enrolment, federations, health, rounds
+from services.keys import load_kek
+from services.settings import CloudSettings
+from services.store import StateStore, open_store
+
+log = logging.getLogger("fedlora.cloud")
+
+
+async def deadline_loop(rounds: RoundService, clock: Clock, every_s: float) -> None:
+    """Tick now (recovery after a restart) and then every `every_s` seconds until cancelled."""
+    while True:
+        try:
+            await rounds.tick(clock())
+        except Exception:
+            log.exception("deadline check failed")
+        await asyncio.sleep(every_s)
+
+
+def create_app(
+    settings: CloudSettings,
+    *,
+    store: StateStore | None = None,
+    kek: bytes | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """The cloud app. A `store` passed in stays open after shutdown (its owner closes it)."""
+    now = clock or utc_now
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        the_store = open_store(settings.store_url) if store is None else store
+        try:
+            context = build_context(
+                settings, store=the_store, kek=kek if kek is not None else load_kek(), clock=now
+            )
+            app.state.cloud = context
+            task = asyncio.create_task(deadline_loop(context.rounds, now, settings.deadline_check_s))
+            log.info(
+                "cloud ready", extra={"data": {"store": settings.store_url if own_store else "injected"}}
+            )
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            if own_store:
+                await the_store.close()
+
+    app = FastAPI(
+        title="fedlora cloud",
+        summary="Federations, round plans, secure aggregation of edge sums and the global FFA-LoRA adapter",
+        version="0.1.0",
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for module in (health, federations, enrolment, rounds, adapters):
+        app.include_router(module.router)
+    return app

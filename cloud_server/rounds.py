@@ -1,0 +1,325 @@
+"""The round state machine: start, accept edge aggregates, close (or fail) rounds, publish the next plan.
+
+    open --first aggregate--> collecting --every expected edge, or deadline with >= 1--> aggregating
+         --> closed (adapter v+1 stored, next round opened or federation completed)
+         --> failed (deadline with no aggregate, or the sum did not decrypt; next round reopens from v)
+
+Only `open`, `closed` and `failed` are stored; `collecting` and `aggregating` are read from the stored
+aggregates and the closing lease. Everything that matters is in the store, so a restarted cloud's first
+`tick` finishes whatever round a previous process left (see `closing.py` for how a close happens once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from cloud_server.clock import Clock
+from cloud_server.closing import RoundCloser, with_progress
+from cloud_server.enrolment import EnrolmentService
+from cloud_server.errors import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnauthenticatedError,
+    UnprocessableError,
+)
+from cloud_server.federations import FederationService
+from cloud_server.manifests import check_manifest
+from cloud_server.plans import PlanBoard, open_round, wait_for
+from cloud_server.records import (
+    FINAL_ROUND_STATES,
+    FederationRecord,
+    StoredAggregate,
+    ciphertext_digest,
+    pack_aggregate,
+    unpack_aggregate,
+)
+from protocol.crypto import CiphertextError
+from protocol.messages import (
+    EdgeAggregate,
+    ErrorCode,
+    FederationState,
+    RoundPlan,
+    RoundState,
+    RoundStatus,
+)
+from services import keyspace
+from services.identity import IdentityError, verify
+from services.store import StateStore, Updates
+
+log = logging.getLogger("fedlora.cloud")
+
+
+def _headers(values: Mapping[str, bytes]) -> dict[str, StoredAggregate]:
+    return {edge_id: unpack_aggregate(value)[0] for edge_id, value in values.items()}
+
+
+class RoundService:
+    def __init__(
+        self,
+        store: StateStore,
+        federations: FederationService,
+        enrolment: EnrolmentService,
+        board: PlanBoard,
+        *,
+        clock: Clock,
+        long_poll_s: float,
+    ) -> None:
+        self._store = store
+        self._federations = federations
+        self._enrolment = enrolment
+        self._board = board
+        self._clock = clock
+        self._long_poll_s = long_poll_s
+        self._closer = RoundCloser(store, federations, enrolment, board)
+
+    # -- reading --------------------------------------------------------------------------------------
+    async def plan(self, fid: str, round_: int) -> RoundPlan:
+        raw = await self._store.get(keyspace.fed_round_plan(fid, round_))
+        if raw is None:
+            await self._federations.spec(fid)
+            raise NotFoundError(f"round {round_} of {fid!r} has not opened", field="round")
+        return RoundPlan.model_validate_json(raw)
+
+    async def _stored_status(self, fid: str, round_: int) -> RoundStatus:
+        raw = await self._store.get(keyspace.fed_round_status(fid, round_))
+        if raw is None:
+            await self._federations.spec(fid)
+            raise NotFoundError(f"round {round_} of {fid!r} has not opened", field="round")
+        return RoundStatus.model_validate_json(raw)
+
+    async def status(self, fid: str, round_: int) -> RoundStatus:
+        status = await self._stored_status(fid, round_)
+        if status.state in FINAL_ROUND_STATES:
+            return status
+        forwarded = _headers(await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_)))
+        if await self._store.get(keyspace.fed_round_closing(fid, round_)) is not None:
+            state = RoundState.AGGREGATING
+        else:
+            state = RoundState.COLLECTING if forwarded else RoundState.OPEN
+        return with_progress(status, forwarded).model_copy(update={"state": state})
+
+    async def statuses(self, fid: str, *, offset: int, limit: int) -> list[RoundStatus]:
+        """Newest first."""
+        current = (await self._federations.record(fid)).current_round
+        if current is None:
+            return []
+        newest = current - offset
+        return [await self.status(fid, n) for n in range(newest, max(newest - limit, -1), -1)]
+
+    async def current_plan(self, fid: str, after_round: int) -> RoundPlan | None:
+        """The current round's plan if its round is after `after_round` (None while paused). 410 once ended."""
+        record = await self._federations.require_running(fid)
+        if record.state is FederationState.PAUSED or record.current_round is None:
+            return None
+        if record.current_round <= after_round:
+            return None
+        return await self.plan(fid, record.current_round)
+
+    async def wait_for_plan(self, fid: str, after_round: int, *, wait_s: float) -> RoundPlan | None:
+        return await wait_for(
+            self._board,
+            fid,
+            lambda: self.current_plan(fid, after_round),
+            wait_s=min(wait_s, self._long_poll_s),
+        )
+
+    # -- start ----------------------------------------------------------------------------------------
+    async def start(self, fid: str) -> RoundPlan:
+        spec = await self._federations.spec(fid)
+        record = await self._federations.require_running(fid)
+        clients = await self._enrolment.clients(fid, with_stats=False)
+        now = self._clock()
+        plan, status = open_round(
+            spec,
+            round_=0,
+            adapter_version=record.adapter_version,
+            layout_digest=record.layout_digest,
+            clients=clients,
+            now=now,
+        )
+        record_key = keyspace.fed_state(fid)
+
+        def begin(current: dict[str, bytes | None]) -> Updates:
+            latest = FederationRecord.model_validate_json(current[record_key] or b"")
+            if latest.current_round is not None:
+                raise ConflictError(
+                    f"federation {fid!r} has already started; round {latest.current_round} is current",
+                    detail={"current_round": latest.current_round},
+                )
+            if latest.state is not FederationState.ACTIVE:
+                raise ConflictError(
+                    f"federation {fid!r} is {latest.state.value}", detail={"state": latest.state}
+                )
+            if not clients:
+                raise ConflictError(f"no client has enrolled in {fid!r} yet")
+            return {
+                record_key: latest.model_copy(update={"current_round": 0}).dump(),
+                keyspace.fed_round_plan(fid, 0): plan.model_dump_json().encode(),
+                keyspace.fed_round_status(fid, 0): status.model_dump_json().encode(),
+            }
+
+        await self._store.transaction(
+            [record_key, keyspace.fed_round_plan(fid, 0), keyspace.fed_round_status(fid, 0)], begin
+        )
+        self._board.publish(fid)
+        log.info("round opened", extra={"federation_id": fid, "round": 0, "data": {"clients": len(clients)}})
+        return plan
+
+    # -- aggregates -----------------------------------------------------------------------------------
+    async def receive(
+        self, fid: str, round_: int, agg: EdgeAggregate, *, edge_id: str
+    ) -> tuple[RoundStatus, bool]:
+        """Accept an edge's signed sum: (the round's status, whether this call stored it)."""
+        if agg.federation_id != fid:
+            raise UnprocessableError(
+                f"body is for federation {agg.federation_id!r}, path for {fid!r}", field="federation_id"
+            )
+        if agg.round != round_:
+            raise UnprocessableError(f"body is for round {agg.round}, path for round {round_}", field="round")
+        if agg.edge_id != edge_id:
+            raise ForbiddenError(
+                f"this token is edge {edge_id!r}'s; the aggregate names {agg.edge_id!r}", field="edge_id"
+            )
+        edge = await self._enrolment.edge(fid, edge_id)
+        if edge is None:
+            raise UnauthenticatedError(f"edge {edge_id!r} is not enrolled in {fid!r}")
+        try:
+            verify(edge.public_key, agg.signing_payload(), agg.signature)
+        except IdentityError as e:
+            raise UnauthenticatedError(
+                f"the aggregate's signature is not edge {edge_id!r}'s: {e}",
+                code=ErrorCode.BAD_SIGNATURE,
+                field="signature",
+            ) from e
+        key = keyspace.fed_round_aggregates(fid, round_)
+        existing = await self._store.hget(key, edge_id)
+        if existing is not None:
+            return await self._repeated(fid, round_, existing, agg), False
+
+        record = await self._federations.require_running(fid)
+        self._check_round(fid, record, round_)
+        if (await self._stored_status(fid, round_)).state in FINAL_ROUND_STATES:
+            raise ConflictError(
+                f"round {round_} of {fid!r} is over", code=ErrorCode.ROUND_CLOSED, field="round"
+            )
+        spec = await self._federations.spec(fid)
+        if agg.basis_version != spec.basis_version:
+            raise ConflictError(
+                f"basis_version {agg.basis_version}; the federation's is {spec.basis_version}",
+                code=ErrorCode.WRONG_BASIS,
+                field="basis_version",
+            )
+        plan = await self.plan(fid, round_)
+        clients = await self._enrolment.clients(fid, with_stats=False)
+        check_manifest(agg, plan=plan, clients=clients, min_clients=spec.min_clients_per_edge)
+        await self._check_ciphertext(fid, agg)
+
+        now = self._clock()
+        if not await self._store.hset_if_absent(key, edge_id, pack_aggregate(agg, received_at=now)):
+            # Another request of the same edge stored its aggregate between our check and here.
+            stored = await self._store.hget(key, edge_id)
+            return await self._repeated(fid, round_, stored or b"", agg), False
+        log.info(
+            "edge aggregate accepted",
+            extra={"federation_id": fid, "round": round_, "edge_id": edge_id, "data": {"clients": agg.count}},
+        )
+        try:
+            await self.advance(fid, now)
+        except Exception:
+            # The aggregate is stored: the deadline check closes the round once it can.
+            log.exception("closing the round failed", extra={"federation_id": fid, "round": round_})
+        return await self.status(fid, round_), True
+
+    @staticmethod
+    def _check_round(fid: str, record: FederationRecord, round_: int) -> None:
+        current = record.current_round
+        if current is None:
+            raise ConflictError(
+                f"federation {fid!r} has not started", code=ErrorCode.WRONG_ROUND, field="round"
+            )
+        if round_ > current:
+            raise ConflictError(
+                f"round {round_} has not opened; the current round is {current}",
+                code=ErrorCode.WRONG_ROUND,
+                field="round",
+                detail={"current_round": current},
+            )
+        if round_ < current:
+            raise ConflictError(
+                f"round {round_} is over; the current round is {current}",
+                code=ErrorCode.ROUND_CLOSED,
+                field="round",
+                detail={"current_round": current},
+            )
+
+    async def _check_ciphertext(self, fid: str, agg: EdgeAggregate) -> None:
+        scheme = await self._federations.public_scheme(fid)
+        layout, _ = await self._federations.layout(fid)
+        try:
+            parsed = await asyncio.to_thread(scheme.deserialize, agg.ciphertext, expected_length=layout.size)
+        except CiphertextError as e:
+            raise BadRequestError(str(e), code=ErrorCode.BAD_CIPHERTEXT, field="ciphertext") from e
+        # The count in the envelope is the edge's own bookkeeping, so this is a consistency check, not a proof;
+        # an edge may start its running sum from an encrypted zero, hence ">=".
+        if parsed.count < agg.count:
+            raise BadRequestError(
+                f"the ciphertext is a sum of {parsed.count} encryptions; the manifest names {agg.count} clients",
+                code=ErrorCode.BAD_CIPHERTEXT,
+                field="ciphertext",
+            )
+
+    async def _repeated(self, fid: str, round_: int, stored: bytes, agg: EdgeAggregate) -> RoundStatus:
+        header, _ = unpack_aggregate(stored)
+        if header.idempotency_key == agg.idempotency_key and header.ciphertext_sha256 == ciphertext_digest(
+            agg.ciphertext
+        ):
+            return await self.status(fid, round_)
+        raise ConflictError(
+            f"edge {agg.edge_id!r} already forwarded another aggregate for round {round_}",
+            code=ErrorCode.DUPLICATE_UPLOAD,
+            detail={"idempotency_key": header.idempotency_key},
+        )
+
+    # -- deadlines ------------------------------------------------------------------------------------
+    async def tick(self, now: datetime) -> None:
+        """The deadline check: move every active federation's round on if it can be (also after a restart)."""
+        for fid in await self._federations.ids():
+            try:
+                await self.advance(fid, now)
+            except Exception:
+                log.exception("deadline check failed", extra={"federation_id": fid})
+
+    async def advance(self, fid: str, now: datetime) -> None:
+        """Close the current round if every expected edge forwarded or its deadline passed; fail it if the
+        deadline passed with nothing forwarded."""
+        try:
+            record = await self._federations.record(fid)
+        except NotFoundError:
+            return
+        if record.state is not FederationState.ACTIVE or record.current_round is None:
+            return
+        round_ = record.current_round
+        status = await self._stored_status(fid, round_)
+        if status.state in FINAL_ROUND_STATES:
+            return
+        spec = await self._federations.spec(fid)
+        values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
+        expected = {e.edge_id for e in status.edges if e.expected_clients > 0}
+        deadline = status.opened_at + timedelta(seconds=spec.round_deadline_s)
+        if values and expected <= values.keys():
+            await self._closer.close(fid, round_, now, values, why="every expected edge forwarded")
+        elif now >= deadline:
+            if values:
+                await self._closer.close(fid, round_, now, values, why="round deadline passed")
+            else:
+                await self._closer.fail(
+                    fid,
+                    round_,
+                    now,
+                    reason=f"round deadline {deadline.isoformat()} passed with no edge aggregate",
+                )

@@ -1,0 +1,32 @@
+"""The cloud's HTTP routes, one router per area; handlers stay thin and call the services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.messages import ErrorBody
+
+_DESCRIPTIONS = {
+    400: "bad request (e.g. `bad_ciphertext`)",
+    401: "`unauthenticated` or `bad_signature`",
+    403: "`forbidden`: the token's role may not do this",
+    404: "`not_found` / `unknown_federation`",
+    409: "`conflict`, `wrong_round`, `round_closed`, `wrong_basis` or `duplicate_upload`",
+    410: "`federation_not_active`: the federation has ended",
+    413: "`payload_too_large`",
+    422: "`invalid_request` naming the field, `too_few_clients`, `unknown_client`",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with an `ErrorBody`."""
+    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+TAGS = [
+    {"name": "health", "description": "Liveness."},
+    {"name": "federations", "description": "Create federations and control their lifecycle (admin)."},
+    {"name": "enrolment", "description": "Edges and clients enrol with their enrolment tokens."},
+    {"name": "rounds", "description": "Round plans, edge aggregates and round status."},
+    {"name": "adapters", "description": "Global adapter versions: raw vectors and PEFT adapters."},
+]

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from cloud_server.auth import AdminDep, AdminOrClientDep, MemberDep
+from cloud_server.deps import AdaptersDep
+from cloud_server.routes import errors
+from protocol.messages import AdapterVersion
+
+router = APIRouter(prefix="/federations/{fid}/adapters", tags=["adapters"])
+
+Version = Annotated[int, Path(ge=0, description="adapter version")]
+
+
+@router.get("", summary="Adapter versions with their round and update norm", responses=errors(401, 403, 404))
+async def list_versions(fid: str, _: AdminDep, adapters: AdaptersDep) -> list[AdapterVersion]:
+    return await adapters.versions(fid)
+
+
+@router.get(
+    "/{version}/vector",
+    summary="The global adapter vector",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404)},
+)
+async def vector(fid: str, version: Version, _: MemberDep, adapters: AdaptersDep) -> Response:
+    """float32 little-endian, `FederationInfo.layout_size` values."""
+    return Response(await adapters.vector(fid, version), media_type="application/octet-stream")
+
+
+@router.get(
+    "/{version}",
+    summary="The global adapter as a PEFT adapter (zip)",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}, **errors(401, 403, 404)},
+)
+async def peft_adapter(fid: str, version: Version, _: AdminOrClientDep, adapters: AdaptersDep) -> Response:
+    """`adapter_config.json` + `adapter_model.safetensors` (loads with `peft.PeftModel.from_pretrained`) and
+    the classification head beside them."""
+    data = await adapters.peft_zip(fid, version)
+    headers = {"Content-Disposition": f'attachment; filename="{fid}-adapter-v{version}.zip"'}
+    return Response(data, media_type="application/zip", headers=headers)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from cloud_server.auth import AdminOrEdgeDep, ClientEnrolmentDep, EdgeEnrolmentDep
+from cloud_server.deps import EnrolmentDep
+from cloud_server.routes import errors
+from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, EdgeInfo, Enrolled, Identifier
+
+router = APIRouter(prefix="/federations/{fid}", tags=["enrolment"])
+
+
+@router.post(
+    "/edges",
+    status_code=201,
+    summary="Enrol an edge (edge enrolment token)",
+    responses={
+        200: {"description": "already enrolled with this key: a fresh token"},
+        **errors(401, 404, 409, 410, 422),
+    },
+)
+async def enrol_edge(
+    body: EdgeEnrolment, fid: EdgeEnrolmentDep, enrolment: EnrolmentDep, response: Response
+) -> Enrolled:
+    enrolled, created = await enrolment.enrol_edge(fid, body)
+    response.status_code = 201 if created else 200
+    return enrolled
+
+
+@router.get("/edges", summary="Enrolled edges", responses=errors(401, 403, 404))
+async def list_edges(fid: str, _: AdminOrEdgeDep, enrolment: EnrolmentDep) -> list[EdgeInfo]:
+    return await enrolment.edges(fid)
+
+
+@router.post(
+    "/clients",
+    status_code=201,
+    summary="Enrol a client (client enrolment token)",
+    responses={
+        200: {"description": "already enrolled with this key: a fresh token"},
+        **errors(401, 404, 409, 410, 422),
+    },
+)
+async def enrol_client(
+    body: ClientEnrolment, fid: ClientEnrolmentDep, enrolment: EnrolmentDep, response: Response
+) -> Enrolled:
+    """The client's rank is `min(max_rank or r_max, r_max)`; its edge must be enrolled (404 otherwise)."""
+    enrolled, created = await enrolment.enrol_client(fid, body)
+    response.status_code = 201 if created else 200
+    return enrolled
+
+
+@router.get("/clients", summary="Enrolled clients and their participation", responses=errors(401, 403, 404))
+async def list_clients(
+    fid: str,
+    _: AdminOrEdgeDep,
+    enrolment: EnrolmentDep,
+    edge_id: Annotated[Identifier | None, Query(description="only the clients of this edge")] = None,
+) -> list[ClientInfo]:
+    return list((await enrolment.clients(fid, edge_id=edge_id)).values())

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from cloud_server.auth import AdminDep, MemberDep
+from cloud_server.deps import FederationsDep
+from cloud_server.routes import errors
+from protocol.messages import FederationCreated, FederationInfo, FederationSpec
+
+router = APIRouter(prefix="/federations", tags=["federations"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a federation",
+    responses=errors(401, 403, 409, 413, 422),
+)
+async def create_federation(
+    spec: FederationSpec, _: AdminDep, federations: FederationsDep
+) -> FederationCreated:
+    """Generates the HE key pair (the secret sealed with the KEK before it is stored), derives the adapter
+    layout from the base model, stores adapter version 0 (zeros) and returns the enrolment tokens once."""
+    return await federations.create(spec)
+
+
+@router.get("", summary="List federations", responses=errors(401, 403))
+async def list_federations(_: AdminDep, federations: FederationsDep) -> list[FederationInfo]:
+    return await federations.list()
+
+
+@router.get("/{fid}", summary="A federation's spec and state", responses=errors(401, 403, 404))
+async def get_federation(fid: str, _: MemberDep, federations: FederationsDep) -> FederationInfo:
+    return await federations.info(fid)
+
+
+@router.get(
+    "/{fid}/public-context",
+    summary="The federation's public HE key",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404)},
+)
+async def public_context(fid: str, _: MemberDep, federations: FederationsDep) -> Response:
+    """`HEScheme.public_bytes()`: enough to encrypt and add, never to decrypt."""
+    return Response(await federations.public_bytes(fid), media_type="application/octet-stream")
+
+
+@router.post(
+    "/{fid}/pause", summary="Pause: no new plans are handed out", responses=errors(401, 403, 404, 409)
+)
+async def pause(fid: str, _: AdminDep, federations: FederationsDep) -> FederationInfo:
+    return await federations.pause(fid)
+
+
+@router.post("/{fid}/resume", summary="Resume a paused federation", responses=errors(401, 403, 404, 409))
+async def resume(fid: str, _: AdminDep, federations: FederationsDep) -> FederationInfo:
+    return await federations.resume(fid)
+
+
+@router.post("/{fid}/stop", summary="Stop for good", responses=errors(401, 403, 404, 409))
+async def stop(fid: str, _: AdminDep, federations: FederationsDep) -> FederationInfo:
+    return await federations.stop(fid)

@@ -1,0 +1,378 @@
+"""The edge's core, without HTTP: check uploads, add them into one running ciphertext, forward the sum.
+
+`EdgeAggregator.accept` runs docs/api.md's checks in the documented order and raises one `EdgeError`
+subclass per refusal code. Only an upload that passed every check reaches `RoundLedger.add`, the one
+store transaction that changes the sum, the manifest and the nonce marker together.
+
+A round closes here once (`RoundLedger.close`, SET NX) when `ceil(quorum * expected)` of its clients have
+uploaded, at its deadline, or when the cloud published a later round; it is then forwarded once, and only
+with at least `min_clients_per_edge` contributions. A forward the cloud could not take is retried by the
+next `tick`; the sum stays in the store until an outcome is recorded. Everything that matters lives in the
+store; the plan and roster held here are caches the edge refetches after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+from edge_aggregator.cloud_link import CloudLink, FederationNotActiveError
+from edge_aggregator.config import Clock, EdgeConfig, aware, quorum_target, utc_now
+from edge_aggregator.errors import (
+    BadCiphertextError,
+    BadSignatureError,
+    DuplicateUploadError,
+    FederationEndedError,
+    ForbiddenError,
+    InvalidRequestError,
+    ReplayError,
+    RoundClosedError,
+    SumFullError,
+    UnauthenticatedError,
+    UnknownFederationError,
+    WrongBasisError,
+    WrongRoundError,
+)
+from edge_aggregator.forwarder import Forwarder
+from edge_aggregator.ledger import CloseReason, Closure, ForwardStatus, Outcome, RoundLedger
+from protocol.crypto import CryptoError, EncryptedVector, HEScheme
+from protocol.messages import (
+    ClientInfo,
+    ClientUpdate,
+    EdgeProgress,
+    FederationState,
+    RoundPlan,
+)
+from services.http import PeerRefusedError, PeerUnavailableError
+from services.identity import IdentityError, SigningKey, verify
+from services.store import StateStore
+
+log = logging.getLogger("edge_aggregator")
+T = TypeVar("T")
+
+
+class EdgeAggregator:
+    """One edge serving one federation: uploads in, one signed `EdgeAggregate` per round out."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        store: StateStore,
+        link: CloudLink,
+        scheme: HEScheme[Any],
+        signing_key: SigningKey,
+        clock: Clock = utc_now,
+    ) -> None:
+        if scheme.has_secret_key:
+            raise ValueError("an edge must never hold the federation's secret key; give it the public scheme")
+        self.config = config
+        self._ledger = RoundLedger(store, edge_id=config.edge_id, federation_id=config.federation_id)
+        self._forwarder = Forwarder(config, ledger=self._ledger, link=link, signing_key=signing_key)
+        self._link = link
+        self._scheme = scheme
+        self._clock = clock
+        self._plan: RoundPlan | None = None
+        self._roster: dict[str, ClientInfo] = {}
+        self._roster_at: datetime | None = None
+        self._roster_fresh = False  # fetched after the current plan was adopted
+        self._ended: FederationState | None = None
+        self._plan_lock = asyncio.Lock()
+        self._roster_lock = asyncio.Lock()
+        self.wake = asyncio.Event()  # set when a round may be ready to forward; the ticker waits on it
+        # TenSEAL work runs off the event loop, one operation at a time.
+        self._crypto = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-he")
+
+    # -- state ------------------------------------------------------------------------------------------
+    @property
+    def plan(self) -> RoundPlan | None:
+        return self._plan
+
+    @property
+    def ended(self) -> FederationState | None:
+        return self._ended
+
+    @property
+    def ledger(self) -> RoundLedger:
+        return self._ledger
+
+    def expected_clients(self, plan: RoundPlan) -> set[str]:
+        """The plan's clients enrolled at this edge."""
+        eid = self.config.edge_id
+        return {c for c in plan.client_ranks if (i := self._roster.get(c)) is not None and i.edge_id == eid}
+
+    def mark_ended(self, state: FederationState | None) -> None:
+        if self._ended is None:
+            log.warning("federation has ended", extra={"data": {"state": state.value if state else None}})
+        self._ended = state or FederationState.STOPPED
+
+    async def close(self) -> None:
+        self._crypto.shutdown(wait=False, cancel_futures=True)
+
+    # -- uploads ----------------------------------------------------------------------------------------
+    async def accept(
+        self, update: ClientUpdate, *, federation_id: str | None = None, round_: int | None = None
+    ) -> int:
+        """Check `update` (against the request path's federation and round when given) and add it into its
+        round's sum. Returns the number of contributions after it. Raises an `EdgeError` on refusal."""
+        self._check_path(update, federation_id, round_)
+        client = await self._enrolled_client(update.client_id)
+        try:
+            verify(client.public_key, update.signing_payload(), update.signature)
+        except (IdentityError, ValueError) as e:
+            raise BadSignatureError(
+                f"signature of {update.client_id}'s upload does not verify with its enrolled key",
+                field="signature",
+            ) from e
+        plan = await self._open_plan_for(update.round)
+        if update.basis_version != plan.basis_version:
+            raise WrongBasisError(
+                f"upload uses basis version {update.basis_version}, round {plan.round} uses "
+                f"{plan.basis_version}",
+                field="basis_version",
+            )
+        if update.client_id not in plan.client_ranks:
+            raise ForbiddenError(f"client {update.client_id} is not in round {plan.round}'s plan")
+        if await self._ledger.nonce_seen(update.nonce):
+            raise ReplayError(f"nonce {update.nonce} was already used", field="nonce")
+        if update.client_id in await self._ledger.manifest(update.round):
+            raise DuplicateUploadError(f"client {update.client_id} is already in round {update.round}'s sum")
+        incoming = await self._parse(update.ciphertext)
+        count = await self._ledger.add(update, lambda stored: self._fold(stored, incoming))
+        if self._roster_fresh and count >= quorum_target(
+            self.config.spec.quorum, len(self.expected_clients(plan))
+        ):
+            self.wake.set()
+        return count
+
+    async def record_refusal(self, round_: int) -> None:
+        """Count a refused upload for the current round's progress (other rounds are only logged, so that
+        nobody can make the edge keep counters for arbitrary round numbers)."""
+        if self._plan is not None and round_ == self._plan.round:
+            await self._ledger.count_refusal(round_)
+
+    def _check_path(self, update: ClientUpdate, federation_id: str | None, round_: int | None) -> None:
+        if federation_id is not None and federation_id != update.federation_id:
+            raise InvalidRequestError(
+                f"path names federation {federation_id}, the body {update.federation_id}",
+                field="federation_id",
+            )
+        if round_ is not None and round_ != update.round:
+            raise InvalidRequestError(f"path names round {round_}, the body {update.round}", field="round")
+        if update.federation_id != self.config.federation_id:
+            raise UnknownFederationError(
+                f"this edge serves federation {self.config.federation_id}, not {update.federation_id}",
+                field="federation_id",
+            )
+
+    async def _enrolled_client(self, client_id: str) -> ClientInfo:
+        client = self._roster.get(client_id)
+        now = self._clock()
+        stale = (
+            self._roster_at is None or (now - self._roster_at).total_seconds() >= self.config.roster_refresh_s
+        )
+        if client is None and stale:
+            await self._refresh_roster_quickly()
+            client = self._roster.get(client_id)
+        if client is None or client.edge_id != self.config.edge_id:
+            raise UnauthenticatedError(
+                f"client {client_id} is not enrolled at edge {self.config.edge_id}", field="client_id"
+            )
+        return client
+
+    async def _open_plan_for(self, round_: int) -> RoundPlan:
+        if self._ended is not None:
+            raise FederationEndedError(f"federation {self.config.federation_id} is {self._ended.value}")
+        plan = self._plan
+        if plan is None or round_ > plan.round:
+            await self._refresh_plan_quickly()
+            plan = self._plan
+        if plan is None:
+            raise WrongRoundError("no round is open at this edge yet", field="round")
+        if round_ != plan.round:
+            if round_ < plan.round and await self._ledger.closure(round_) is not None:
+                raise RoundClosedError(f"round {round_} is closed at this edge", field="round")
+            raise WrongRoundError(
+                f"round {round_} is not open at this edge; the current round is {plan.round}", field="round"
+            )
+        closure = await self._ledger.closure(round_)
+        if closure is not None:
+            raise RoundClosedError(f"round {round_} closed at this edge ({closure.reason.value})")
+        if self._clock() >= aware(plan.deadline):
+            raise RoundClosedError(f"round {round_}'s upload deadline {plan.deadline.isoformat()} has passed")
+        return plan
+
+    async def _parse(self, data: bytes) -> EncryptedVector[Any]:
+        def parse() -> EncryptedVector[Any]:
+            vector = self._scheme.deserialize(data, expected_length=self.config.layout_size)
+            if vector.count != 1:
+                raise CryptoError(
+                    f"an upload is one encryption, this one claims to be a sum of {vector.count}"
+                )
+            return vector
+
+        try:
+            return await self._run_crypto(parse)
+        except CryptoError as e:
+            raise BadCiphertextError(str(e), field="ciphertext") from e
+
+    async def _fold(self, stored: bytes | None, incoming: EncryptedVector[Any]) -> bytes:
+        """The new running sum: `stored + incoming`, serialised (`incoming` itself if nothing is stored)."""
+
+        def fold() -> bytes:
+            if stored is None:
+                return self._scheme.serialize(incoming)
+            # Our own bytes: an error here is a corrupted store, not the client's fault (it surfaces as 500).
+            total = self._scheme.deserialize(stored, expected_length=self.config.layout_size)
+            try:
+                self._scheme.add_into(total, incoming)
+            except CryptoError as e:
+                raise SumFullError(f"cannot add this upload to the round's sum: {e}") from e
+            return self._scheme.serialize(total)
+
+        return await self._run_crypto(fold)
+
+    async def _run_crypto(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._crypto, fn)
+
+    # -- plans and roster -------------------------------------------------------------------------------
+    async def refresh_plan(self, wait_s: float = 0.0) -> bool:
+        """Ask the cloud for a plan later than the current one (long-polling `wait_s`); adopt it if any.
+        Raises what the link raises (`FederationNotActiveError` once the federation has ended)."""
+        after = self._plan.round if self._plan is not None else None
+        plan = await self._link.plan(after_round=after, wait_s=wait_s)
+        return plan is not None and await self.adopt(plan)
+
+    async def adopt(self, plan: RoundPlan) -> bool:
+        """Follow `plan` if it is later than the current one: store it, refresh the roster, close older rounds
+        still open here. Returns whether it was adopted."""
+        if plan.federation_id != self.config.federation_id:
+            log.warning("ignoring a plan of another federation", extra={"round": plan.round})
+            return False
+        async with self._plan_lock:
+            if self._plan is not None and plan.round <= self._plan.round:
+                return False
+            await self._ledger.save_plan(plan)
+            self._plan = plan
+            self._roster_fresh = False
+        await self._refresh_roster_quickly()
+        expected = self.expected_clients(plan)
+        log.info(
+            "following round plan",
+            extra={
+                "round": plan.round,
+                "edge_id": self.config.edge_id,
+                "data": {
+                    "expected_clients": len(expected),
+                    "quorum_target": quorum_target(self.config.spec.quorum, len(expected)),
+                    "deadline": plan.deadline.isoformat(),
+                },
+            },
+        )
+        for older in await self._ledger.unclosed():
+            if older < plan.round:
+                await self._close(older, CloseReason.SUPERSEDED, self._clock())
+        self.wake.set()
+        return True
+
+    async def refresh_roster(self) -> None:
+        async with self._roster_lock:
+            plan_round = self._plan.round if self._plan is not None else None
+            clients = await self._link.roster()
+            self._roster = {c.client_id: c for c in clients if c.edge_id == self.config.edge_id}
+            self._roster_at = self._clock()
+            current = self._plan.round if self._plan is not None else None
+            self._roster_fresh = plan_round == current
+
+    # `asyncio.timeout`, not `wait_for`: on 3.11 `wait_for` swallows a cancellation that arrives as the
+    # awaited call completes, which left background tasks running after shutdown.
+    async def _refresh_roster_quickly(self) -> None:
+        try:
+            async with asyncio.timeout(self.config.refresh_timeout_s):
+                await self.refresh_roster()
+        except (TimeoutError, PeerUnavailableError, PeerRefusedError) as e:
+            log.warning("could not refresh the roster", extra={"data": {"error": str(e)}})
+
+    async def _refresh_plan_quickly(self) -> None:
+        after = self._plan.round if self._plan is not None else None
+        try:
+            async with asyncio.timeout(self.config.refresh_timeout_s):
+                plan = await self._link.plan(after_round=after, wait_s=0.0)
+        except FederationNotActiveError as e:
+            self.mark_ended(e.state)
+            raise FederationEndedError(str(e)) from e
+        except (TimeoutError, PeerUnavailableError, PeerRefusedError) as e:
+            log.warning("could not refresh the plan", extra={"data": {"error": str(e)}})
+            return
+        if plan is not None:
+            await self.adopt(plan)
+
+    # -- forwarding -------------------------------------------------------------------------------------
+    async def tick(self, now: datetime | None = None) -> None:
+        """Close the current round if its quorum or deadline is reached; (re)try every pending forward."""
+        now = now or self._clock()
+        if self._plan is not None and not self._roster_fresh:
+            await self._refresh_roster_quickly()
+        tried = set()
+        if self._plan is not None and self._ended is None:
+            tried.add(self._plan.round)
+            await self.maybe_forward(self._plan.round, now=now)
+        for round_ in await self._ledger.pending():
+            if round_ not in tried:
+                await self._forwarder.deliver(round_, now)
+
+    async def maybe_forward(self, round_: int, *, now: datetime | None = None) -> Outcome | None:
+        """Close `round_` if it is due and forward it once. Returns the recorded outcome, or None while the
+        round is open or its forward is still pending."""
+        now = now or self._clock()
+        if await self._ledger.closure(round_) is None:
+            reason = await self._due(round_, now)
+            if reason is None:
+                return None
+            await self._close(round_, reason, now)
+        return await self._forwarder.deliver(round_, now)
+
+    async def _due(self, round_: int, now: datetime) -> CloseReason | None:
+        plan = self._plan
+        if plan is None or plan.round != round_:
+            return None
+        # Without a roster fetched for this plan, `expected` could be too small: wait for it or the deadline.
+        if self._roster_fresh:
+            target = quorum_target(self.config.spec.quorum, len(self.expected_clients(plan)))
+            if len(await self._ledger.manifest(round_)) >= target:
+                return CloseReason.QUORUM
+        if now >= aware(plan.deadline):
+            return CloseReason.DEADLINE
+        return None
+
+    async def _close(self, round_: int, reason: CloseReason, now: datetime) -> Closure:
+        closure, wrote = await self._ledger.close(round_, Closure(reason=reason, at=now))
+        if wrote:
+            count = len(await self._ledger.manifest(round_))
+            log.info(
+                "round closed to uploads",
+                extra={
+                    "round": round_,
+                    "edge_id": self.config.edge_id,
+                    "data": {"reason": reason.value, "count": count},
+                },
+            )
+        return closure
+
+    # -- progress ---------------------------------------------------------------------------------------
+    async def progress(self, round_: int) -> EdgeProgress:
+        plan = self._plan if self._plan is not None and self._plan.round == round_ else None
+        plan = plan or await self._ledger.plan(round_)
+        outcome = await self._ledger.outcome(round_)
+        return EdgeProgress(
+            edge_id=self.config.edge_id,
+            expected_clients=len(self.expected_clients(plan)) if plan is not None else 0,
+            uploads_accepted=len(await self._ledger.manifest(round_)),
+            uploads_refused=await self._ledger.refused(round_),
+            forwarded=outcome is not None and outcome.status is ForwardStatus.DELIVERED,
+            bytes_received=await self._ledger.bytes_received(round_),
+        )

@@ -1,0 +1,187 @@
+"""`CloudLink`: everything the edge asks of the cloud, behind one interface.
+
+`HttpCloudLink` speaks docs/api.md over `services.http.Peer` (timeouts, retries with backoff). Tests and
+embedded setups can give the edge any other implementation.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+
+import httpx
+from pydantic import TypeAdapter
+
+from protocol.messages import (
+    ClientInfo,
+    EdgeAggregate,
+    EdgeEnrolment,
+    Enrolled,
+    FederationInfo,
+    FederationState,
+    RoundPlan,
+)
+from services.http import Peer, PeerRefusedError, PeerUnavailableError
+
+log = logging.getLogger("edge_aggregator.cloud_link")
+
+_ROSTER = TypeAdapter(list[ClientInfo])
+# A long-poll's answer may take `wait_s`; the read timeout must outlast it by a margin.
+_LONG_POLL_MARGIN_S = 30.0
+
+
+class FederationNotActiveError(RuntimeError):
+    """The cloud answered 410: the federation has ended and will publish no more plans."""
+
+    def __init__(self, state: FederationState | None, message: str = "") -> None:
+        what = state.value if state is not None else "not active"
+        super().__init__(f"federation is {what}" + (f": {message}" if message else ""))
+        self.state = state
+
+
+class CloudLink(ABC):
+    """The edge's view of the cloud. Errors: `PeerUnavailableError` (try again later),
+    `PeerRefusedError` (the cloud said no), `FederationNotActiveError` (from `plan`)."""
+
+    @abstractmethod
+    async def enrol(self, enrolment: EdgeEnrolment) -> Enrolled:
+        """Register this edge (idempotent for the same key); later calls use the token it returns."""
+
+    @abstractmethod
+    async def federation(self) -> FederationInfo: ...
+
+    @abstractmethod
+    async def public_context(self) -> bytes:
+        """The federation's public HE material (`HEScheme.public_bytes()`)."""
+
+    @abstractmethod
+    async def plan(self, after_round: int | None, wait_s: float) -> RoundPlan | None:
+        """The current plan once its round is greater than `after_round` (any plan if None), waiting up to
+        `wait_s` seconds; None if none came in time."""
+
+    @abstractmethod
+    async def roster(self) -> list[ClientInfo]:
+        """The clients enrolled at this edge."""
+
+    @abstractmethod
+    async def forward(self, aggregate: EdgeAggregate) -> None:
+        """Deliver a signed aggregate. Returns once the cloud holds it (a repeat of a delivered aggregate
+        under the same idempotency key also returns)."""
+
+    async def close(self) -> None:
+        return None
+
+
+class HttpCloudLink(CloudLink):
+    """`CloudLink` over HTTP. Enrols with the edge enrolment token, then uses the API token it gets back;
+    if the cloud stops knowing that token (401, a cloud restarted on an empty store), it enrols again once
+    and repeats the request."""
+
+    def __init__(
+        self,
+        cloud_url: str,
+        *,
+        federation_id: str,
+        enrolment_token: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        attempts: int = 8,
+        give_up_after_s: float = 300.0,
+    ) -> None:
+        self._fid = federation_id
+        self._enrolment_token = enrolment_token
+        self._enrolment: EdgeEnrolment | None = None
+        self._peer = Peer(
+            cloud_url.rstrip("/"), attempts=attempts, give_up_after_s=give_up_after_s, transport=transport
+        )
+
+    async def enrol(self, enrolment: EdgeEnrolment) -> Enrolled:
+        response = await self._peer.request(
+            "POST",
+            f"/federations/{self._fid}/edges",
+            content=enrolment.model_dump_json().encode(),
+            headers={
+                "Authorization": f"Bearer {self._enrolment_token}",
+                "Content-Type": "application/json",
+            },
+        )
+        enrolled = Enrolled.model_validate_json(response.content)
+        self._peer.set_token(enrolled.api_token)
+        self._enrolment = enrolment
+        return enrolled
+
+    async def federation(self) -> FederationInfo:
+        response = await self._authorised(lambda: self._peer.request("GET", f"/federations/{self._fid}"))
+        return FederationInfo.model_validate_json(response.content)
+
+    async def public_context(self) -> bytes:
+        response = await self._authorised(
+            lambda: self._peer.request("GET", f"/federations/{self._fid}/public-context")
+        )
+        return response.content
+
+    async def plan(self, after_round: int | None, wait_s: float) -> RoundPlan | None:
+        params: dict[str, float | int] = {"wait": wait_s}
+        if after_round is not None:
+            params["after_round"] = after_round
+        try:
+            response = await self._authorised(
+                lambda: self._peer.request(
+                    "GET",
+                    f"/federations/{self._fid}/plan",
+                    params=params,
+                    timeout=wait_s + _LONG_POLL_MARGIN_S,
+                )
+            )
+        except PeerRefusedError as e:
+            if e.status != 410:
+                raise
+            raise FederationNotActiveError(await self._state_after_end(), e.message) from e
+        if response.status_code == 204 or not response.content:
+            return None
+        return RoundPlan.model_validate_json(response.content)
+
+    async def roster(self) -> list[ClientInfo]:
+        response = await self._authorised(
+            lambda: self._peer.request(
+                "GET", f"/federations/{self._fid}/clients", params={"edge_id": self._edge_id()}
+            )
+        )
+        return _ROSTER.validate_json(response.content)
+
+    async def forward(self, aggregate: EdgeAggregate) -> None:
+        # 202: taken; 200: the cloud already holds this very aggregate (same key and digest), counted once.
+        # A 409 means the cloud holds a *different* aggregate of ours for the round: that is not delivery.
+        await self._authorised(
+            lambda: self._peer.request(
+                "POST",
+                f"/federations/{self._fid}/rounds/{aggregate.round}/aggregates",
+                content=aggregate.model_dump_json().encode(),
+                headers={"Content-Type": "application/json", "Idempotency-Key": aggregate.idempotency_key},
+            )
+        )
+
+    async def close(self) -> None:
+        await self._peer.close()
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _edge_id(self) -> str:
+        if self._enrolment is None:
+            raise RuntimeError("HttpCloudLink.enrol must succeed before other calls")
+        return self._enrolment.edge_id
+
+    async def _authorised(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+        try:
+            return await call()
+        except PeerRefusedError as e:
+            if e.status != 401 or self._enrolment is None:
+                raise
+            log.warning("cloud no longer accepts this edge's token; enrolling again", extra={"code": e.code})
+            await self.enrol(self._enrolment)
+            return await call()
+
+    async def _state_after_end(self) -> FederationState | None:
+        try:
+            return (await self.federation()).state
+        except (PeerRefusedError, PeerUnavailableError, ValueError):
+            return None

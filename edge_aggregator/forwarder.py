@@ -1,0 +1,109 @@
+"""Forwarding a closed round: one signed `EdgeAggregate`, only with at least `min_clients_per_edge`
+contributions, and its outcome recorded once.
+
+The aggregate is deterministic (contributions sorted by client, Ed25519 signatures are deterministic), so a
+retry after a lost answer is byte-identical and the cloud counts it once by idempotency key and digest.
+A cloud that cannot be reached leaves the round pending (no outcome): the next tick tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from datetime import datetime
+from typing import Any
+
+from edge_aggregator.cloud_link import CloudLink
+from edge_aggregator.config import EdgeConfig
+from edge_aggregator.ledger import ForwardStatus, Outcome, RoundLedger
+from protocol.messages import Contribution, EdgeAggregate, ErrorCode, RoundPlan
+from services.http import PeerRefusedError, PeerUnavailableError
+from services.identity import SigningKey
+
+log = logging.getLogger("edge_aggregator")
+
+
+class Forwarder:
+    """Sends closed rounds to the cloud, one at a time."""
+
+    def __init__(
+        self, config: EdgeConfig, *, ledger: RoundLedger, link: CloudLink, signing_key: SigningKey
+    ) -> None:
+        self.config = config
+        self._ledger = ledger
+        self._link = link
+        self._key = signing_key
+        self._lock = asyncio.Lock()  # two triggers in one process never send at the same time
+
+    async def deliver(self, round_: int, now: datetime) -> Outcome | None:
+        """Forward closed `round_` unless it has an outcome already. Returns the outcome, or None if the
+        cloud could not be reached (the round stays pending)."""
+        async with self._lock:
+            return await self._deliver(round_, now)
+
+    async def _deliver(self, round_: int, now: datetime) -> Outcome | None:
+        done = await self._ledger.outcome(round_)
+        if done is not None:
+            return done
+        manifest = await self._ledger.manifest(round_)
+        plan = await self._ledger.plan(round_)
+        k = self.config.spec.min_clients_per_edge
+        ciphertext = await self._ledger.sum_bytes(round_)
+        extra: dict[str, Any] = {"round": round_, "edge_id": self.config.edge_id}
+        if len(manifest) < k or plan is None or ciphertext is None:
+            too_few = len(manifest) < k
+            detail = (
+                f"{len(manifest)} contributions, fewer than min_clients_per_edge={k}"
+                if too_few
+                else "the round's plan or sum is missing from the store"
+            )
+            code = ErrorCode.TOO_FEW_CLIENTS if too_few else ErrorCode.INTERNAL
+            log.warning("round not forwarded: " + detail, extra={**extra, "code": code.value})
+            return await self._ledger.record(
+                round_, Outcome(status=ForwardStatus.SKIPPED, count=len(manifest), at=now, detail=detail)
+            )
+        aggregate = self._signed(round_, plan, manifest, ciphertext)
+        digest = hashlib.sha256(ciphertext).hexdigest()
+        try:
+            await self._link.forward(aggregate)
+        except PeerUnavailableError as e:
+            log.warning(
+                "forward failed; the next tick retries it", extra={**extra, "data": {"error": str(e)}}
+            )
+            return None
+        except PeerRefusedError as e:
+            log.error(
+                "cloud refused the aggregate",
+                extra={**extra, "code": e.code, "status": e.status, "data": {"error": e.message}},
+            )
+            outcome = Outcome(status=ForwardStatus.REFUSED, count=aggregate.count, at=now, detail=str(e))
+            return await self._ledger.record(round_, outcome)
+        log.info(
+            "aggregate forwarded",
+            extra={
+                **extra,
+                "code": "forwarded",
+                "data": {"count": aggregate.count, "total_weight": aggregate.total_weight},
+            },
+        )
+        outcome = Outcome(
+            status=ForwardStatus.DELIVERED, count=aggregate.count, at=now, ciphertext_sha256=digest
+        )
+        return await self._ledger.record(round_, outcome)
+
+    def _signed(
+        self, round_: int, plan: RoundPlan, manifest: dict[str, Contribution], ciphertext: bytes
+    ) -> EdgeAggregate:
+        # Deterministic (contributions sorted, Ed25519 deterministic): a retried forward is byte-identical,
+        # so the cloud recognises it by idempotency key and digest.
+        unsigned = EdgeAggregate(
+            federation_id=self.config.federation_id,
+            round=round_,
+            basis_version=plan.basis_version,
+            edge_id=self.config.edge_id,
+            ciphertext=ciphertext,
+            contributions=tuple(manifest[c] for c in sorted(manifest)),
+            idempotency_key=self.config.idempotency_key(round_),
+        )
+        return unsigned.model_copy(update={"signature": self._key.sign(unsigned.signing_payload())})

@@ -1,0 +1,210 @@
+"""What the edge keeps of each round in the `StateStore`, and the one transaction that adds an upload.
+
+Per round (key names in `services.keyspace`):
+- `sum`: the running ciphertext, one serialised `EncryptedVector` however many clients contributed;
+- `manifest`: JSON `{client id: Contribution}`;
+- `plan`: the `RoundPlan` as the edge adopted it (basis version and expected clients survive a restart);
+- `closed`: a `Closure`, written once (SET NX); no upload joins the sum after it;
+- `forwarded`: the forward's `Outcome`, written once;
+- counters of refused uploads and accepted ciphertext bytes.
+Per nonce: a marker that outlives any round it could be replayed into.
+
+An upload changes `sum`, `manifest` and its nonce marker in one `StateStore.transaction` that also reads
+`closed`, so a refused upload never touches the sum and no upload lands after the round closed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from edge_aggregator.errors import DuplicateUploadError, ReplayError, RoundClosedError
+from protocol.messages import ClientUpdate, Contribution, RoundPlan
+from services import keyspace
+from services.store import StateStore
+
+_MANIFEST = TypeAdapter(dict[str, Contribution])
+
+#: `fold(stored_sum_or_None) -> new_sum_bytes`: adds the incoming ciphertext to the stored running sum.
+Fold = Callable[[bytes | None], Awaitable[bytes]]
+
+
+class CloseReason(StrEnum):
+    QUORUM = "quorum"
+    DEADLINE = "deadline"
+    SUPERSEDED = "superseded"  # the cloud published a later round before this one closed here
+
+
+class ForwardStatus(StrEnum):
+    DELIVERED = "delivered"
+    SKIPPED = "skipped"  # fewer than k contributions: never forwarded
+    REFUSED = "refused"  # the cloud answered 4xx
+
+
+class Closure(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: CloseReason
+    at: datetime
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: ForwardStatus
+    count: int = Field(ge=0)
+    at: datetime
+    detail: str = ""
+    ciphertext_sha256: str | None = None
+
+
+class RoundLedger:
+    """The edge's per-round state for one federation, in a `StateStore`."""
+
+    def __init__(self, store: StateStore, *, edge_id: str, federation_id: str) -> None:
+        self._store = store
+        self._eid = edge_id
+        self._fid = federation_id
+
+    # -- reads ------------------------------------------------------------------------------------------
+    async def plan(self, round_: int) -> RoundPlan | None:
+        raw = await self._store.get(keyspace.edge_plan(self._eid, self._fid, round_))
+        return RoundPlan.model_validate_json(raw) if raw is not None else None
+
+    async def manifest(self, round_: int) -> dict[str, Contribution]:
+        return _load_manifest(await self._store.get(keyspace.edge_manifest(self._eid, self._fid, round_)))
+
+    async def sum_bytes(self, round_: int) -> bytes | None:
+        return await self._store.get(keyspace.edge_sum(self._eid, self._fid, round_))
+
+    async def closure(self, round_: int) -> Closure | None:
+        raw = await self._store.get(keyspace.edge_closed(self._eid, self._fid, round_))
+        return Closure.model_validate_json(raw) if raw is not None else None
+
+    async def outcome(self, round_: int) -> Outcome | None:
+        raw = await self._store.get(keyspace.edge_forwarded(self._eid, self._fid, round_))
+        return Outcome.model_validate_json(raw) if raw is not None else None
+
+    async def nonce_seen(self, nonce: str) -> bool:
+        return await self._store.get(keyspace.edge_nonce(self._eid, self._fid, nonce)) is not None
+
+    async def refused(self, round_: int) -> int:
+        return int(await self._store.get(keyspace.edge_refused(self._eid, self._fid, round_)) or b"0")
+
+    async def bytes_received(self, round_: int) -> int:
+        return int(await self._store.get(keyspace.edge_bytes(self._eid, self._fid, round_)) or b"0")
+
+    async def pending(self) -> list[int]:
+        """Rounds closed here whose forward has no outcome yet (the cloud was unreachable)."""
+        closed = await self._rounds_with("closed")
+        done = set(await self._rounds_with("forwarded"))
+        return [r for r in closed if r not in done]
+
+    async def unclosed(self) -> list[int]:
+        """Rounds holding uploads that were never closed (say, the edge was down when the cloud moved on)."""
+        closed = set(await self._rounds_with("closed"))
+        return [r for r in await self._rounds_with("manifest") if r not in closed]
+
+    # -- writes -----------------------------------------------------------------------------------------
+    async def save_plan(self, plan: RoundPlan) -> None:
+        await self._store.set(
+            keyspace.edge_plan(self._eid, self._fid, plan.round),
+            plan.model_dump_json().encode(),
+            ttl_s=keyspace.EDGE_ROUND_TTL_S,
+        )
+
+    async def add(self, update: ClientUpdate, fold: Fold) -> int:
+        """Add `update` to its round's sum, manifest and nonces atomically; the number of contributions after.
+
+        Re-checks inside the transaction what the caller checked before (closed, replay, duplicate), since
+        another upload may have committed in between. Raises the matching `EdgeError`; nothing is written.
+        """
+        round_, cid = update.round, update.client_id
+        k_sum = keyspace.edge_sum(self._eid, self._fid, round_)
+        k_manifest = keyspace.edge_manifest(self._eid, self._fid, round_)
+        k_nonce = keyspace.edge_nonce(self._eid, self._fid, update.nonce)
+        k_closed = keyspace.edge_closed(self._eid, self._fid, round_)
+        nonce_record = json.dumps({"client_id": cid, "round": round_}).encode()
+        contribution = Contribution(
+            client_id=cid,
+            weight=update.weight,
+            num_examples=update.num_examples,
+            rank=update.rank,
+            nonce=update.nonce,
+            ciphertext_sha256=update.ciphertext_sha256,
+            local_epsilon=update.local_epsilon,
+        )
+        counted = 0
+
+        async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            nonlocal counted
+            if current[k_closed] is not None:
+                raise RoundClosedError(f"round {round_} closed at this edge while the upload was checked")
+            if current[k_nonce] is not None:
+                raise ReplayError(f"nonce {update.nonce} was already used", field="nonce")
+            manifest = _load_manifest(current[k_manifest])
+            if cid in manifest:
+                raise DuplicateUploadError(f"client {cid} is already in round {round_}'s sum")
+            new_sum = await fold(current[k_sum])
+            manifest[cid] = contribution
+            counted = len(manifest)
+            return {k_sum: new_sum, k_manifest: _MANIFEST.dump_json(manifest), k_nonce: nonce_record}
+
+        await self._store.transaction([k_sum, k_manifest, k_nonce, k_closed], compute)
+        # Transactions write without TTL; give the nonce marker its lifetime now (losing this only keeps it).
+        await self._store.set(k_nonce, nonce_record, ttl_s=keyspace.NONCE_TTL_S)
+        await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, round_), len(update.ciphertext))
+        return counted
+
+    async def close(self, round_: int, closure: Closure) -> tuple[Closure, bool]:
+        """Close the round to uploads (once). Returns the closure in force and whether this call wrote it."""
+        key = keyspace.edge_closed(self._eid, self._fid, round_)
+        wrote = await self._store.set_if_absent(
+            key, closure.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
+        )
+        if wrote:
+            return closure, True
+        existing = await self.closure(round_)
+        return (existing or closure), False
+
+    async def record(self, round_: int, outcome: Outcome) -> Outcome:
+        """Record the forward's outcome (once); returns the outcome in force."""
+        key = keyspace.edge_forwarded(self._eid, self._fid, round_)
+        if await self._store.set_if_absent(
+            key, outcome.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
+        ):
+            await self._retain(round_)
+            return outcome
+        return await self.outcome(round_) or outcome
+
+    async def count_refusal(self, round_: int) -> None:
+        await self._store.incr(keyspace.edge_refused(self._eid, self._fid, round_))
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    async def _retain(self, round_: int) -> None:
+        """Keep a finished round's sum, manifest and plan for audits for `EDGE_ROUND_TTL_S`, then forget."""
+        for key in (
+            keyspace.edge_sum(self._eid, self._fid, round_),
+            keyspace.edge_manifest(self._eid, self._fid, round_),
+            keyspace.edge_plan(self._eid, self._fid, round_),
+        ):
+            value = await self._store.get(key)
+            if value is not None:
+                await self._store.set(key, value, ttl_s=keyspace.EDGE_ROUND_TTL_S)
+
+    async def _rounds_with(self, suffix: str) -> list[int]:
+        prefix = keyspace.edge_rounds_prefix(self._eid, self._fid)
+        rounds = set()
+        for key in await self._store.scan(prefix):
+            number, _, rest = key[len(prefix) :].partition(":")
+            if rest == suffix and number.isdigit():
+                rounds.add(int(number))
+        return sorted(rounds)
+
+
+def _load_manifest(raw: bytes | None) -> dict[str, Contribution]:
+    return _MANIFEST.validate_json(raw) if raw is not None else {}

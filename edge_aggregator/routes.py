@@ -1,0 +1,91 @@
+"""The edge's HTTP routes (docs/api.md, "Edge"). They parse, call the core, log; nothing else."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edge_aggregator.deps import EdgeDep, RuntimeDep
+from edge_aggregator.errors import EdgeError, UnknownFederationError
+from edge_aggregator.http_errors import from_validation_error
+from protocol.messages import ClientUpdate, EdgeProgress, UploadAccepted
+
+log = logging.getLogger("edge_aggregator")
+router = APIRouter()
+
+RoundNumber = Annotated[int, Path(ge=0, le=2**62)]
+
+
+class EdgeHealth(BaseModel):
+    """`GET /healthz`: `status` is always "ok" while the process serves; the rest says how far it got."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: str = "ok"
+    edge_id: str
+    federation_id: str
+    enrolled: bool
+    ready: bool
+    round: int | None = None
+    federation_ended: str | None = None
+    last_error: str | None = None
+
+
+@router.get("/healthz", response_model=EdgeHealth)
+async def healthz(runtime: RuntimeDep) -> dict[str, Any]:
+    return runtime.health()
+
+
+@router.post(
+    "/federations/{federation_id}/rounds/{round_number}/uploads",
+    status_code=202,
+    response_model=UploadAccepted,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ClientUpdate.model_json_schema()}},
+        }
+    },
+)
+async def upload(
+    federation_id: str, round_number: RoundNumber, request: Request, edge: EdgeDep
+) -> UploadAccepted:
+    """Add one signed, encrypted `ClientUpdate` into the round's running sum."""
+    client_id: str | None = None
+    try:
+        body = await request.body()  # the size limit applies while this reads
+        try:
+            update = ClientUpdate.model_validate_json(body)
+        except ValidationError as e:
+            raise from_validation_error(e) from e
+        client_id = update.client_id
+        count = await edge.accept(update, federation_id=federation_id, round_=round_number)
+    except EdgeError as e:
+        log.warning(
+            "upload refused",
+            extra={
+                "round": round_number,
+                "client_id": client_id,
+                "code": e.code.value,
+                "status": e.status,
+                "data": {"reason": e.message},
+            },
+        )
+        await edge.record_refusal(round_number)
+        raise
+    log.info(
+        "upload accepted",
+        extra={"round": round_number, "client_id": client_id, "code": "accepted", "data": {"count": count}},
+    )
+    return UploadAccepted(count=count)
+
+
+@router.get("/federations/{federation_id}/rounds/{round_number}", response_model=EdgeProgress)
+async def progress(federation_id: str, round_number: RoundNumber, edge: EdgeDep) -> EdgeProgress:
+    """How far the round got at this edge: counts only, never client ids."""
+    if federation_id != edge.config.federation_id:
+        raise UnknownFederationError(f"this edge serves federation {edge.config.federation_id}")
+    return await edge.progress(round_number)

@@ -1,0 +1,267 @@
+"""Test harness: a cloud app run in-process (lifespan included), and a federation whose edges the test
+plays by hand with the real protocol: public-key CKKS encryption, homomorphic sums, Ed25519 signatures."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import numpy as np
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from cloud_server.app import create_app
+from cloud_server.context import CloudContext
+from protocol.crypto import HEScheme, scheme_from_public
+from protocol.messages import (
+    ClientEnrolment,
+    Contribution,
+    EdgeAggregate,
+    EdgeEnrolment,
+    Enrolled,
+    FederationCreated,
+    FederationSpec,
+    RoundPlan,
+    RoundStatus,
+)
+from services.identity import SigningKey
+from services.settings import CloudSettings
+from services.store import MemoryStore, StateStore
+
+ADMIN_TOKEN = "adm-q7Zr2LxW9pN4vK8sT1yB3mH6"
+KEK = bytes.fromhex("8f3b0c5e1d2a4f6b7c9e0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f")
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# One LoRA module (value of layer 5, 384 outputs) padded to r_max = 2, plus the 2 x 384 head and its bias.
+LAYOUT_SIZE = 384 * 2 + 2 * 384 + 2
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def post_model(
+    http: httpx.AsyncClient, url: str, body: BaseModel, *, token: str | None = None
+) -> httpx.Response:
+    """POST a wire model as JSON (bytes as base64), with this token or the client's default (admin)."""
+    headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
+    return await http.post(url, content=body.model_dump_json(), headers=headers)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def cloud_settings(**overrides: Any) -> CloudSettings:
+    values: dict[str, Any] = {"admin_token": ADMIN_TOKEN, "deadline_check_s": 60.0, "long_poll_s": 5.0}
+    return CloudSettings(**(values | overrides))
+
+
+def small_spec(fid: str = "fed-1", **overrides: Any) -> FederationSpec:
+    values: dict[str, Any] = {
+        "federation_id": fid,
+        "target_modules": ("value",),
+        "layers_to_transform": (5,),
+        "r_max": 2,
+        "min_clients_per_edge": 2,
+        "rounds": 2,
+        "round_deadline_s": 600.0,
+        "upload_deadline_s": 540.0,
+    }
+    return FederationSpec(**(values | overrides))
+
+
+@dataclass
+class Cloud:
+    app: FastAPI
+    http: httpx.AsyncClient
+    clock: FakeClock
+    store: StateStore
+
+    @property
+    def context(self) -> CloudContext:
+        context: CloudContext = self.app.state.cloud
+        return context
+
+    async def tick(self) -> None:
+        await self.context.rounds.tick(self.clock())
+
+    async def status(self, fid: str, round_: int) -> RoundStatus:
+        response = await self.http.get(f"/federations/{fid}/rounds/{round_}")
+        assert response.status_code == 200, response.text
+        return RoundStatus.model_validate_json(response.content)
+
+    async def vector(self, fid: str, version: int) -> np.ndarray:
+        response = await self.http.get(f"/federations/{fid}/adapters/{version}/vector")
+        assert response.status_code == 200, response.text
+        return np.frombuffer(response.content, dtype="<f4").astype(np.float64)
+
+
+@contextlib.asynccontextmanager
+async def running_cloud(
+    *,
+    store: StateStore | None = None,
+    clock: FakeClock | None = None,
+    kek: bytes = KEK,
+    **settings: Any,
+) -> AsyncIterator[Cloud]:
+    """A cloud app with its lifespan running, and an admin HTTP client bound to it in-process."""
+    the_store = store if store is not None else MemoryStore()
+    the_clock = clock or FakeClock()
+    app = create_app(cloud_settings(**settings), store=the_store, kek=kek, clock=the_clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cloud", headers=ADMIN) as http:
+            yield Cloud(app=app, http=http, clock=the_clock, store=the_store)
+
+
+@dataclass
+class Edge:
+    edge_id: str
+    key: SigningKey
+    token: str
+    clients: list[str]
+
+
+@dataclass
+class Federation:
+    """A federation created over the API with its edges and clients enrolled."""
+
+    spec: FederationSpec
+    created: FederationCreated
+    scheme: HEScheme[Any]
+    edges: dict[str, Edge]
+    client_tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fid(self) -> str:
+        return self.spec.federation_id
+
+    @classmethod
+    async def create(
+        cls,
+        http: httpx.AsyncClient,
+        spec: FederationSpec,
+        topology: Mapping[str, Sequence[str]] = {
+            "edge-1": ("client-a", "client-b"),
+            "edge-2": ("client-c", "client-d"),
+        },
+    ) -> Federation:
+        response = await http.post("/federations", json=spec.model_dump(mode="json"))
+        assert response.status_code == 201, response.text
+        created = FederationCreated.model_validate_json(response.content)
+        fid = spec.federation_id
+        edges: dict[str, Edge] = {}
+        client_tokens: dict[str, str] = {}
+        for edge_id, client_ids in topology.items():
+            key = SigningKey.generate()
+            body = EdgeEnrolment(
+                edge_id=edge_id, url=f"http://{edge_id}.test:8710", public_key=key.public_bytes
+            )
+            response = await post_model(
+                http, f"/federations/{fid}/edges", body, token=created.edge_enrolment_token
+            )
+            assert response.status_code == 201, response.text
+            edges[edge_id] = Edge(
+                edge_id, key, Enrolled.model_validate_json(response.content).api_token, list(client_ids)
+            )
+            for client_id in client_ids:
+                enrolment = ClientEnrolment(
+                    client_id=client_id,
+                    edge_id=edge_id,
+                    public_key=SigningKey.generate().public_bytes,
+                    num_examples=100,
+                )
+                response = await post_model(
+                    http, f"/federations/{fid}/clients", enrolment, token=created.client_enrolment_token
+                )
+                assert response.status_code == 201, response.text
+                client_tokens[client_id] = Enrolled.model_validate_json(response.content).api_token
+        as_edge = bearer(next(iter(edges.values())).token) if edges else None
+        response = await http.get(f"/federations/{fid}/public-context", headers=as_edge)
+        assert response.status_code == 200, response.text
+        scheme = scheme_from_public(spec.he, response.content)
+        return cls(spec=spec, created=created, scheme=scheme, edges=edges, client_tokens=client_tokens)
+
+    async def start(self, http: httpx.AsyncClient) -> RoundPlan:
+        response = await http.post(f"/federations/{self.fid}/start")
+        assert response.status_code == 200, response.text
+        return RoundPlan.model_validate_json(response.content)
+
+    def encrypt_sum(self, vectors: Sequence[np.ndarray]) -> bytes:
+        """What an edge forwards: the homomorphic sum of its clients' encrypted (pre-weighted) deltas."""
+        return self.scheme.serialize(self.scheme.sum(self.scheme.encrypt(v) for v in vectors))
+
+    def aggregate(
+        self,
+        edge_id: str,
+        round_: int,
+        deltas: Mapping[str, np.ndarray],
+        *,
+        weights: Mapping[str, float] | None = None,
+        ciphertext: bytes | None = None,
+        idempotency_key: str | None = None,
+        basis_version: int | None = None,
+        signer: SigningKey | None = None,
+        local_epsilon: float | None = 1.5,
+    ) -> EdgeAggregate:
+        """A signed `EdgeAggregate` of these clients' deltas, each multiplied by its weight before encryption."""
+        w = {cid: (weights or {}).get(cid, 1.0) for cid in deltas}
+        ciphertext = (
+            ciphertext if ciphertext is not None else self.encrypt_sum([w[c] * d for c, d in deltas.items()])
+        )
+        contributions = tuple(
+            Contribution(
+                client_id=cid,
+                weight=w[cid],
+                num_examples=100,
+                rank=self.spec.r_max,
+                nonce=secrets.token_hex(16),
+                ciphertext_sha256=hashlib.sha256(cid.encode()).hexdigest(),
+                local_epsilon=local_epsilon,
+            )
+            for cid in deltas
+        )
+        unsigned = EdgeAggregate(
+            federation_id=self.fid,
+            round=round_,
+            basis_version=self.spec.basis_version if basis_version is None else basis_version,
+            edge_id=edge_id,
+            ciphertext=ciphertext,
+            contributions=contributions,
+            idempotency_key=idempotency_key or f"{self.fid}:{round_}:{edge_id}",
+        )
+        key = signer or self.edges[edge_id].key
+        return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
+
+    async def post(
+        self, http: httpx.AsyncClient, aggregate: EdgeAggregate, *, token: str | None = None
+    ) -> httpx.Response:
+        url = f"/federations/{self.fid}/rounds/{aggregate.round}/aggregates"
+        return await post_model(http, url, aggregate, token=token or self.edges[aggregate.edge_id].token)
+
+    def deltas(self, rng: np.random.Generator, *, scale: float = 0.01) -> dict[str, dict[str, np.ndarray]]:
+        """Per edge, one random delta per client."""
+        return {
+            edge.edge_id: {cid: rng.normal(0.0, scale, LAYOUT_SIZE) for cid in edge.clients}
+            for edge in self.edges.values()
+        }
+
+
+def weighted_mean(deltas: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """The plaintext weighted mean, computed without the cloud's code."""
+    w = {cid: (weights or {}).get(cid, 1.0) for cid in deltas}
+    total = sum(w[cid] * deltas[cid] for cid in deltas)
+    return np.asarray(total) / sum(w.values())

@@ -1,0 +1,64 @@
+"""The adapter registry: raw vectors and PEFT adapter zips."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from safetensors.numpy import load as load_safetensors
+
+from protocol.ffa import frozen_basis
+from tests.cloud.harness import Federation, bearer, running_cloud, small_spec
+
+pytestmark = pytest.mark.anyio
+MODULE = "encoder.layer.5.attention.self.value"
+
+
+async def test_the_peft_zip_holds_the_global_b_and_the_shared_basis() -> None:
+    rng = np.random.default_rng(31)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng)
+        for edge_id in ("edge-1", "edge-2"):
+            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))).status_code == 202
+        vector = await cloud.vector(fed.fid, 1)
+
+        response = await cloud.http.get(
+            f"/federations/{fed.fid}/adapters/1", headers=bearer(fed.client_tokens["client-a"])
+        )
+
+        assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+        archive = zipfile.ZipFile(io.BytesIO(response.content))
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(archive.namelist())
+        config = json.loads(archive.read("adapter_config.json"))
+        assert config["base_model_name_or_path"] == fed.spec.base_model
+        assert (
+            config["r"] == 2
+            and config["target_modules"] == ["value"]
+            and config["layers_to_transform"] == [5]
+        )
+        weights = load_safetensors(archive.read("adapter_model.safetensors"))
+        # The B matrix is the first 384 x 2 block of the vector (the layout puts LoRA B before the head).
+        expected_b = vector[: 384 * 2].reshape(384, 2).astype(np.float32)
+        assert np.array_equal(weights[f"base_model.model.{MODULE}.lora_B.weight"], expected_b)
+        a_max = frozen_basis(seed=0, basis_version=0, module=MODULE, r_max=2, in_features=384)
+        assert np.array_equal(weights[f"base_model.model.{MODULE}.lora_A.weight"], a_max)
+
+
+async def test_vectors_and_versions_need_a_member_and_an_existing_version() -> None:
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        url = f"/federations/{fed.fid}/adapters"
+        edge = bearer(fed.edges["edge-1"].token)
+
+        assert (await cloud.http.get(f"{url}/0/vector", headers=edge)).status_code == 200
+        assert (await cloud.http.get(f"{url}/0/vector", headers={"Authorization": ""})).status_code == 401
+        assert (await cloud.http.get(f"{url}/0", headers=edge)).status_code == 403
+        assert (await cloud.http.get(url, headers=edge)).status_code == 403
+        missing = await cloud.http.get(f"{url}/5/vector")
+        assert missing.status_code == 404 and missing.json()["field"] == "version"
+        assert [v["version"] for v in (await cloud.http.get(url)).json()] == [0]

@@ -1,0 +1,83 @@
+"""Enrolment of edges and clients: tokens, keys, ranks and rosters."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, EdgeInfo, Enrolled, Role
+from services.identity import SigningKey
+from tests.cloud.harness import Federation, bearer, post_model, running_cloud, small_spec
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_an_edge_enrols_once_per_key_and_re_enrolment_revokes_the_old_token() -> None:
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(), topology={})
+        key = SigningKey.generate()
+        body = EdgeEnrolment(edge_id="edge-1", url="http://edge-1.test:8710", public_key=key.public_bytes)
+        url = "/federations/fed-1/edges"
+
+        first = await post_model(cloud.http, url, body, token=fed.created.edge_enrolment_token)
+        again = await post_model(cloud.http, url, body, token=fed.created.edge_enrolment_token)
+        hijack = body.model_copy(update={"public_key": SigningKey.generate().public_bytes})
+        conflict = await post_model(cloud.http, url, hijack, token=fed.created.edge_enrolment_token)
+
+        assert first.status_code == 201 and again.status_code == 200
+        old, new = (Enrolled.model_validate_json(r.content) for r in (first, again))
+        assert old.role is Role.EDGE and old.subject == "edge-1" and old.api_token != new.api_token
+        assert (await cloud.http.get(url, headers=bearer(old.api_token))).status_code == 401
+        listed = await cloud.http.get(url, headers=bearer(new.api_token))
+        assert [EdgeInfo.model_validate(e).public_key for e in listed.json()] == [key.public_bytes]
+        assert conflict.status_code == 409 and conflict.json()["field"] == "public_key"
+
+
+async def test_enrolment_needs_the_right_enrolment_token() -> None:
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(), topology={})
+        body = EdgeEnrolment(
+            edge_id="edge-1", url="http://edge-1.test", public_key=SigningKey.generate().public_bytes
+        )
+
+        for token in (fed.created.client_enrolment_token, "not-a-token-at-all-0123", None):
+            response = await post_model(cloud.http, "/federations/fed-1/edges", body, token=token)
+            assert response.status_code == 401 and response.json()["code"] == "unauthenticated", response.text
+        unknown = await post_model(
+            cloud.http, "/federations/nope/edges", body, token=fed.created.edge_enrolment_token
+        )
+        assert unknown.status_code == 404
+
+
+async def test_clients_enrol_at_an_enrolled_edge_with_a_capped_rank() -> None:
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(r_max=2), topology={"edge-1": ()})
+        url = "/federations/fed-1/clients"
+
+        def enrolment(cid: str, edge: str = "edge-1", max_rank: int | None = None) -> ClientEnrolment:
+            key = SigningKey.generate().public_bytes
+            return ClientEnrolment(
+                client_id=cid, edge_id=edge, public_key=key, num_examples=50, max_rank=max_rank
+            )
+
+        token = fed.created.client_enrolment_token
+        unknown_edge = await post_model(cloud.http, url, enrolment("client-z", edge="edge-9"), token=token)
+        assert unknown_edge.status_code == 404 and unknown_edge.json()["field"] == "edge_id"
+        for cid, max_rank in (("client-a", 1), ("client-b", None), ("client-c", 8)):
+            response = await post_model(cloud.http, url, enrolment(cid, max_rank=max_rank), token=token)
+            assert response.status_code == 201, response.text
+            assert Enrolled.model_validate_json(response.content).edge_url == "http://edge-1.test:8710"
+        wrong_role = await post_model(
+            cloud.http, url, enrolment("client-d"), token=fed.created.edge_enrolment_token
+        )
+        assert wrong_role.status_code == 401
+
+        listed = await cloud.http.get(
+            url, params={"edge_id": "edge-1"}, headers=bearer(fed.edges["edge-1"].token)
+        )
+        clients = [ClientInfo.model_validate(c) for c in listed.json()]
+        assert {c.client_id: c.rank for c in clients} == {"client-a": 1, "client-b": 2, "client-c": 2}
+        assert (await cloud.http.get(url, params={"edge_id": "edge-2"})).json() == []
+        client_token = Enrolled.model_validate_json(
+            (await post_model(cloud.http, url, enrolment("client-e"), token=token)).content
+        ).api_token
+        assert (await cloud.http.get(url, headers=bearer(client_token))).status_code == 403

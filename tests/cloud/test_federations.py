@@ -1,0 +1,169 @@
+"""Creating federations, their lifecycle, authentication, and the error contract of the API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from protocol.crypto import scheme_from_public
+from protocol.messages import FederationCreated, FederationInfo, FederationState
+from tests.cloud.harness import ADMIN_TOKEN, LAYOUT_SIZE, Federation, bearer, running_cloud, small_spec
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_create_returns_tokens_and_stores_a_sealed_key_and_a_zero_adapter() -> None:
+    async with running_cloud() as cloud:
+        response = await cloud.http.post("/federations", json=small_spec().model_dump(mode="json"))
+
+        assert response.status_code == 201, response.text
+        created = FederationCreated.model_validate_json(response.content)
+        assert created.edge_enrolment_token != created.client_enrolment_token
+        info = FederationInfo.model_validate_json((await cloud.http.get("/federations/fed-1")).content)
+        assert (
+            info.state is FederationState.ACTIVE and info.current_round is None and info.adapter_version == 0
+        )
+        assert info.layout_size == LAYOUT_SIZE and info.he_fingerprint == created.he_fingerprint
+        assert [f["spec"]["federation_id"] for f in (await cloud.http.get("/federations")).json()] == [
+            "fed-1"
+        ]
+        assert np.array_equal(await cloud.vector("fed-1", 0), np.zeros(LAYOUT_SIZE))
+        # The secret key is stored sealed: the public key is served, no stored value holds the raw secret.
+        public = (await cloud.http.get("/federations/fed-1/public-context")).content
+        scheme = scheme_from_public(small_spec().he, public)
+        assert not scheme.has_secret_key and scheme.fingerprint.hex() == created.he_fingerprint
+        secret = (await cloud.context.federations.secret_scheme("fed-1")).secret_bytes()
+        for key in await cloud.store.scan("cloud:fed-1:"):
+            value = await cloud.store.get(key)
+            assert value is None or secret[-64:] not in value, key
+
+
+async def test_a_second_federation_with_the_same_id_is_a_conflict() -> None:
+    async with running_cloud() as cloud:
+        body = small_spec().model_dump(mode="json")
+        assert (await cloud.http.post("/federations", json=body)).status_code == 201
+        again = await cloud.http.post("/federations", json=body)
+        assert again.status_code == 409 and again.json()["code"] == "conflict"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"federation_id": "<your-federation-id>"}, "federation_id"),
+        ({"r_max": 0}, "r_max"),
+        ({"central_dp": {"noise_multiplier": -1.0}}, "central_dp.noise_multiplier"),
+        ({"target_modules": ["no_such_module"]}, "target_modules"),
+        ({"strategy": "fedit"}, "strategy"),
+    ],
+)
+async def test_an_invalid_spec_is_refused_with_422_naming_the_field(change: dict, field: str) -> None:
+    async with running_cloud() as cloud:
+        body = small_spec().model_dump(mode="json") | change
+
+        response = await cloud.http.post("/federations", json=body)
+
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "invalid_request" and response.json()["field"] == field
+        assert (await cloud.http.get("/federations")).json() == []
+
+
+async def test_requests_without_a_valid_admin_token_are_refused() -> None:
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        body = small_spec("fed-2").model_dump(mode="json")
+
+        anonymous = await cloud.http.post("/federations", json=body, headers={"Authorization": ""})
+        wrong = await cloud.http.post("/federations", json=body, headers=bearer(ADMIN_TOKEN + "x"))
+        as_edge = await cloud.http.post("/federations", json=body, headers=bearer(fed.edges["edge-1"].token))
+        start_as_edge = await cloud.http.post(
+            f"/federations/{fed.fid}/start", headers=bearer(fed.edges["edge-1"].token)
+        )
+        list_as_client = await cloud.http.get(
+            f"/federations/{fed.fid}/rounds", headers=bearer(fed.client_tokens["client-a"])
+        )
+
+        for response in (anonymous, wrong, as_edge):
+            assert response.status_code == 401 and response.json()["code"] == "unauthenticated", response.text
+            assert response.headers["www-authenticate"] == "Bearer"
+        for response in (start_as_edge, list_as_client):
+            assert response.status_code == 403 and response.json()["code"] == "forbidden", response.text
+        # Members may read their federation, not others'.
+        own = await cloud.http.get(f"/federations/{fed.fid}", headers=bearer(fed.client_tokens["client-a"]))
+        assert own.status_code == 200
+        await Federation.create(cloud.http, small_spec("fed-2"), topology={})
+        other = await cloud.http.get("/federations/fed-2", headers=bearer(fed.client_tokens["client-a"]))
+        assert other.status_code == 401
+
+
+async def test_pause_resume_and_stop() -> None:
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        client = bearer(fed.client_tokens["client-a"])
+        plan_url = f"/federations/{fed.fid}/plan"
+
+        paused = await cloud.http.post(f"/federations/{fed.fid}/pause")
+        assert paused.status_code == 200 and paused.json()["state"] == "paused"
+        assert (await cloud.http.get(plan_url, params={"wait": 0.05}, headers=client)).status_code == 204
+        assert (await cloud.http.post(f"/federations/{fed.fid}/pause")).status_code == 409
+        assert (await cloud.http.post(f"/federations/{fed.fid}/resume")).json()["state"] == "active"
+        assert (await cloud.http.get(plan_url, headers=client)).json()["round"] == 0
+
+        stopped = await cloud.http.post(f"/federations/{fed.fid}/stop")
+
+        assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+        gone = await cloud.http.get(plan_url, headers=client)
+        assert gone.status_code == 410 and gone.json()["code"] == "federation_not_active"
+        assert "stopped" in gone.json()["message"] and gone.json()["detail"] == {"state": "stopped"}
+        assert (await cloud.status(fed.fid, 0)).failure == "federation stopped"
+        assert (await cloud.http.post(f"/federations/{fed.fid}/resume")).status_code == 409
+
+
+async def test_unknown_federations_routes_and_large_bodies_answer_with_an_error_body() -> None:
+    async with running_cloud(max_body_bytes=64 * 1024) as cloud:
+        unknown = await cloud.http.get("/federations/nope")
+        assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_federation"
+        no_route = await cloud.http.get("/nowhere")
+        assert no_route.status_code == 404 and no_route.json()["code"] == "not_found"
+        too_large = await cloud.http.post(
+            "/federations",
+            content=b"{" + b" " * (128 * 1024) + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert too_large.status_code == 413 and too_large.json()["code"] == "payload_too_large"
+
+        async def chunks():  # no Content-Length: the limit applies as the body streams in
+            for _ in range(4):
+                yield b" " * (32 * 1024)
+
+        streamed = await cloud.http.post(
+            "/federations", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert streamed.status_code == 413 and streamed.json()["code"] == "payload_too_large"
+        not_json = await cloud.http.post(
+            "/federations", content=b"{oops", headers={"Content-Type": "application/json"}
+        )
+        assert not_json.status_code == 422 and not_json.json()["code"] == "invalid_request"
+        assert (await cloud.http.get("/healthz", headers={})).json() == {"status": "ok"}
+
+
+async def test_openapi_documents_every_endpoint_with_tags() -> None:
+    async with running_cloud() as cloud:
+        schema = (await cloud.http.get("/openapi.json")).json()
+        assert {t["name"] for t in schema["tags"]} == {
+            "health",
+            "federations",
+            "enrolment",
+            "rounds",
+            "adapters",
+        }
+        paths = schema["paths"]
+        for path in (
+            "/federations",
+            "/federations/{fid}/plan",
+            "/federations/{fid}/rounds/{n}/aggregates",
+            "/federations/{fid}/adapters/{version}",
+        ):
+            assert path in paths
+        operations = [op for item in paths.values() for op in item.values()]
+        assert all(op.get("summary") and op.get("tags") for op in operations)

@@ -1,0 +1,45 @@
+"""Central DP: the decrypted mean gets noise of standard deviation z C / W per coordinate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cloud_server.aggregation import noise_multiplier
+from protocol.messages import CentralDPConfig, NoiseMechanism, NoiseSchedule
+from tests.cloud.harness import Federation, running_cloud, small_spec, weighted_mean
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("mechanism", [NoiseMechanism.GAUSSIAN, NoiseMechanism.LAPLACE])
+async def test_central_noise_has_the_standard_deviation_z_c_over_the_total_weight(
+    mechanism: NoiseMechanism,
+) -> None:
+    z, clip = 2.0, 0.5
+    rng = np.random.default_rng(21)
+    dp = CentralDPConfig(mechanism=mechanism, noise_multiplier=z, clip_norm=clip)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(central_dp=dp))
+        plan = await fed.start(cloud.http)
+        assert plan.clip_norm == clip
+        deltas = fed.deltas(rng)
+        for edge_id in ("edge-1", "edge-2"):
+            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))).status_code == 202
+
+        noise = await cloud.vector(fed.fid, 1) - weighted_mean(deltas["edge-1"] | deltas["edge-2"])
+
+        expected_std = z * clip / 4.0  # four clients of weight 1
+        assert np.std(noise) == pytest.approx(expected_std, rel=0.1)
+        assert abs(np.mean(noise)) < 4 * expected_std / np.sqrt(noise.size)
+        status = await cloud.status(fed.fid, 0)
+        assert status.metrics["noise_std"] == pytest.approx(expected_std)
+
+
+def test_the_loose_to_strict_schedule_ramps_the_multiplier_around_its_mean() -> None:
+    dp = CentralDPConfig(noise_multiplier=1.0, schedule=NoiseSchedule.LOOSE_TO_STRICT)
+    ramp = [noise_multiplier(dp, round_index=t, rounds=5) for t in range(5)]
+    assert ramp == pytest.approx([0.5, 0.75, 1.0, 1.25, 1.5])
+    assert noise_multiplier(CentralDPConfig(noise_multiplier=1.0), round_index=3, rounds=5) == 1.0
+    off = CentralDPConfig(noise_multiplier=1.0, mechanism=NoiseMechanism.NONE)
+    assert noise_multiplier(off, round_index=0, rounds=5) == 0.0

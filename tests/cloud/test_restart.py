@@ -1,0 +1,72 @@
+"""Nothing that matters lives only in process memory: a new cloud on the same store finishes a round."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from cloud_server.records import pack_aggregate
+from protocol.messages import FederationInfo, RoundState
+from services import keyspace
+from services.store import MemoryStore
+from tests.cloud.harness import FakeClock, Federation, running_cloud, small_spec, weighted_mean
+
+pytestmark = pytest.mark.anyio
+WRONG_KEK = bytes(range(32))
+
+
+async def test_a_restarted_cloud_closes_a_round_whose_aggregates_a_failed_process_stored() -> None:
+    rng = np.random.default_rng(41)
+    store, clock = MemoryStore(), FakeClock()
+    async with running_cloud(store=store, clock=clock) as first:
+        fed = await Federation.create(first.http, small_spec())
+        await fed.start(first.http)
+    deltas = fed.deltas(rng)
+
+    # A cloud started with the wrong key-encryption key accepts and stores both sums but cannot decrypt.
+    async with running_cloud(store=store, clock=clock, kek=WRONG_KEK) as broken:
+        for edge_id in ("edge-1", "edge-2"):
+            assert (
+                await fed.post(broken.http, fed.aggregate(edge_id, 0, deltas[edge_id]))
+            ).status_code == 202
+        assert (await broken.status(fed.fid, 0)).state is RoundState.COLLECTING
+        assert (await broken.store.get(keyspace.fed_round_closing(fed.fid, 0))) is None  # lease released
+
+    # The next cloud's first deadline check, at start-up, finishes the round from the store.
+    async with running_cloud(store=store, clock=clock) as restarted:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 10.0
+        while (await restarted.status(fed.fid, 0)).state is not RoundState.CLOSED:
+            assert loop.time() < give_up, "the restarted cloud never closed the round"
+            await asyncio.sleep(0.01)
+        expected = weighted_mean(deltas["edge-1"] | deltas["edge-2"])
+        assert np.max(np.abs(await restarted.vector(fed.fid, 1) - expected)) < 1e-6
+        info = FederationInfo.model_validate_json(
+            (await restarted.http.get(f"/federations/{fed.fid}")).content
+        )
+        assert info.current_round == 1 and info.adapter_version == 1
+
+
+async def test_concurrent_closers_commit_the_round_once() -> None:
+    rng = np.random.default_rng(42)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng)
+        # As if a process died right after storing both sums (HSETNX) and before closing the round.
+        for edge_id in ("edge-1", "edge-2"):
+            aggregate = fed.aggregate(edge_id, 0, deltas[edge_id])
+            value = pack_aggregate(aggregate, received_at=cloud.clock())
+            assert await cloud.store.hset_if_absent(keyspace.fed_round_aggregates(fed.fid, 0), edge_id, value)
+
+        await asyncio.gather(*(cloud.tick() for _ in range(4)))
+
+        info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
+        assert info.current_round == 1 and info.adapter_version == 1
+        assert await cloud.store.get(keyspace.fed_adapter(fed.fid, 2)) is None
+        clients = (await cloud.http.get(f"/federations/{fed.fid}/clients")).json()
+        assert {c["rounds_contributed"] for c in clients} == {1}
+        expected = weighted_mean(deltas["edge-1"] | deltas["edge-2"])
+        assert np.max(np.abs(await cloud.vector(fed.fid, 1) - expected)) < 1e-6

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol.crypto import CKKSParams, HEScheme, generate_scheme, scheme_from_public
+from protocol.messages import FederationSpec, FederationState
+from services.store import MemoryStore
+from tests.edge.cloud import InMemoryCloud
+from tests.edge.harness import FID, FakeClock, World, federation_info
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def secret_scheme() -> HEScheme[Any]:
+    """The cloud's key pair: only the tests decrypt, to check what the edge forwarded."""
+    return generate_scheme(CKKSParams())
+
+
+@pytest.fixture(scope="session")
+def client_scheme(secret_scheme: HEScheme[Any]) -> HEScheme[Any]:
+    """What a hospital holds: the public context only."""
+    return scheme_from_public(secret_scheme.params, secret_scheme.public_bytes())
+
+
+@pytest.fixture
+def make_world(
+    tmp_path: Path, secret_scheme: HEScheme[Any], client_scheme: HEScheme[Any]
+) -> Callable[..., World]:
+    """`make_world(clients=3, k=2, quorum=1.0)`: a cloud with round 0 open for `clients` hospitals."""
+
+    def build(*, clients: int = 3, k: int = 2, quorum: float = 1.0) -> World:
+        spec = FederationSpec(federation_id=FID, min_clients_per_edge=k, quorum=quorum)
+        cloud = InMemoryCloud(
+            federation_info(spec, secret_scheme, state=FederationState.ACTIVE), secret_scheme.public_bytes()
+        )
+        world = World(tmp_path, secret_scheme, client_scheme, spec, FakeClock(), MemoryStore(), cloud)
+        for index in range(clients):
+            world.enrol(f"hosp-{chr(ord('a') + index)}", seed=index)
+        cloud.set_plan(world.plan(0))
+        return world
+
+    return build
