@@ -93,7 +93,9 @@ def train_local(
     rounds: Annotated[int, typer.Option(help="rounds the budget is spread over")] = 1,
     steps: Annotated[int, typer.Option(help="DP-SGD steps per round")] = 96,
     batch_size: Annotated[int, typer.Option(help="expected (Poisson) batch size")] = 492,
-    learning_rate: Annotated[float, typer.Option()] = 2.0,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="default 2.0 with DP, 0.5 without (2.0 diverges late without DP)")
+    ] = None,
     max_seq_length: Annotated[int, typer.Option()] = 32,
     rank: Annotated[int, typer.Option()] = 1,
     target_modules: Annotated[str, typer.Option(help="comma-separated")] = "value",
@@ -123,7 +125,7 @@ def train_local(
         rounds=rounds,
         steps=steps,
         batch_size=batch_size,
-        learning_rate=learning_rate,
+        learning_rate=learning_rate if learning_rate is not None else (2.0 if epsilon > 0 else 0.5),
         max_seq_length=max_seq_length,
         rank=rank,
         target_modules=_csv(target_modules),

@@ -1,0 +1,144 @@
+"""The cloud and two edges as real uvicorn processes on loopback; the test plays four hospitals honestly.
+
+Expected values are computed here with numpy from the vectors the test itself encrypted.
+"""
+
+import secrets
+
+import httpx
+import numpy as np
+import pytest
+
+from protocol.crypto import scheme_from_public
+from protocol.messages import (
+    ClientEnrolment,
+    ClientUpdate,
+    Enrolled,
+    FederationCreated,
+    FederationInfo,
+    FederationSpec,
+    RoundPlan,
+    RoundStatus,
+)
+from services.identity import SigningKey
+from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
+
+FID = "e2e"
+
+
+def _spec():
+    return FederationSpec(
+        federation_id=FID,
+        target_modules=("value",),
+        layers_to_transform=(1,),
+        r_max=2,
+        rounds=1,
+        min_clients_per_edge=2,
+        round_deadline_s=20,
+        upload_deadline_s=15,
+    )
+
+
+def _enrol(cloud, token, client_id, edge_id):
+    key = SigningKey.generate()
+    body = ClientEnrolment(client_id=client_id, edge_id=edge_id, public_key=key.public_bytes, num_examples=10)
+    response = httpx.post(
+        f"{cloud.url}/federations/{FID}/clients",
+        json=body.model_dump(mode="json"),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201, response.text
+    return key, Enrolled.model_validate_json(response.content)
+
+
+def _update(key, client_id, plan, scheme, vector, nonce=None):
+    unsigned = ClientUpdate(
+        federation_id=FID,
+        round=plan.round,
+        basis_version=plan.basis_version,
+        client_id=client_id,
+        rank=plan.client_ranks.get(client_id, 1),
+        weight=1.0,
+        num_examples=10,
+        nonce=nonce or secrets.token_hex(16),
+        ciphertext=scheme.serialize(scheme.encrypt(vector)),
+    )
+    return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
+
+
+def _post(edge_url, update_or_body, *, round_=0):
+    content = (
+        update_or_body if isinstance(update_or_body, bytes) else update_or_body.model_dump_json().encode()
+    )
+    return httpx.post(
+        f"{edge_url}/federations/{FID}/rounds/{round_}/uploads",
+        content=content,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+
+
+@pytest.mark.slow
+def test_round_over_real_processes(cluster, tmp_path, tiny_model_dir):
+    cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
+    created = cloud.admin.post("/federations", json=_spec().model_dump(mode="json"))
+    assert created.status_code == 201, created.text
+    tokens = FederationCreated.model_validate_json(created.content)
+    edges = [
+        EdgeProcess(cluster, tmp_path, cloud, f"edge-{i}", tokens.edge_enrolment_token, FID) for i in (1, 2)
+    ]
+    poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 2, timeout_s=30, what="edges")
+    # edge-1 gets three hospitals, edge-2 only one: below k = 2, so edge-2 must never forward.
+    placement = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-1", "h-d": "edge-2"}
+    keys = {cid: _enrol(cloud, tokens.client_enrolment_token, cid, eid)[0] for cid, eid in placement.items()}
+    info = FederationInfo.model_validate_json(cloud.admin.get(f"/federations/{FID}").content)
+    public = cloud.admin.get(f"/federations/{FID}/public-context").content
+    scheme = scheme_from_public(info.spec.he, public)
+    assert cloud.admin.post(f"/federations/{FID}/start").status_code in (200, 201)
+    plan = RoundPlan.model_validate_json(cloud.admin.get(f"/federations/{FID}/plan").content)
+    poll(
+        lambda: all(httpx.get(f"{e.url}/healthz").json().get("round") == 0 for e in edges),
+        timeout_s=30,
+        what="edges to follow round 0",
+    )
+
+    rng = np.random.default_rng(7)
+    vectors = {cid: rng.normal(scale=0.05, size=info.layout_size) for cid in placement}
+    edge_url = {e.edge_id: e.url for e in edges}
+
+    # Refusals first: none of them may touch the sum.
+    first = _update(keys["h-a"], "h-a", plan, scheme, vectors["h-a"])
+    unsigned = first.model_copy(update={"signature": b""})
+    assert _post(edge_url["edge-1"], unsigned).json()["code"] in ("bad_signature", "unauthenticated")
+    stranger = _update(SigningKey.generate(), "h-z", plan, scheme, vectors["h-a"])
+    refused = _post(edge_url["edge-1"], stranger)
+    assert (refused.status_code, refused.json()["code"]) == (401, "unauthenticated")
+    garbage = first.model_copy(update={"ciphertext": b"\x00garbage" * 100})
+    garbage = garbage.model_copy(update={"signature": keys["h-a"].sign(garbage.signing_payload())})
+    refused = _post(edge_url["edge-1"], garbage)
+    assert (refused.status_code, refused.json()["code"]) == (400, "bad_ciphertext")
+    assert _post(edge_url["edge-1"], b"{not json").status_code == 422
+
+    # The honest uploads, then a replay of one of them.
+    for cid in ("h-a", "h-b", "h-c", "h-d"):
+        update = first if cid == "h-a" else _update(keys[cid], cid, plan, scheme, vectors[cid])
+        response = _post(edge_url[placement[cid]], update)
+        assert response.status_code == 202, response.text
+    replay = _post(edge_url["edge-1"], first)
+    assert replay.status_code == 409 and replay.json()["code"] in (
+        "replay",
+        "duplicate_upload",
+        "round_closed",
+    )
+
+    def closed():
+        status = RoundStatus.model_validate_json(cloud.admin.get(f"/federations/{FID}/rounds/0").content)
+        return status if status.state.value == "closed" else None
+
+    status = poll(closed, timeout_s=60, what="round 0 to close at its deadline", cluster=cluster)
+    assert status.clients_contributed == 3  # edge-2 held one hospital, below k, and forwarded nothing
+    new = np.frombuffer(cloud.admin.get(f"/federations/{FID}/adapters/1/vector").content, dtype="<f4")
+    expected = np.mean([vectors[c] for c in ("h-a", "h-b", "h-c")], axis=0)
+    np.testing.assert_allclose(new, expected, atol=1e-5)
+    progress = httpx.get(f"{edge_url['edge-2']}/federations/{FID}/rounds/0").json()
+    assert progress["forwarded"] is False and progress["uploads_accepted"] == 1
