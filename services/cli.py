@@ -331,6 +331,7 @@ def demo(
     except LaunchError as e:
         console.print(f"[red]demo failed: {e}[/red]")
         raise typer.Exit(1) from e
+    console.print()
     console.print(
         f"held-out accuracy {report['accuracy_before']:.3f} before -> {report['accuracy_after']:.3f} after "
         f"{rounds} rounds (majority class {report['majority_rate']:.3f}) in {report['elapsed_s']:.0f} s"

@@ -351,12 +351,17 @@ async def run_demo(
                     vector = np.frombuffer(await _vector(admin, fid, version), dtype="<f4").copy()
                     evaluated[version] = await asyncio.to_thread(evaluator.accuracy, vector)
                 seconds = (status.closed_at - status.opened_at).total_seconds() if status.closed_at else None
+                # Epsilon as first seen once the round closed: the clients' figure grows with later rounds.
+                previous = views.get(status.round)
+                epsilon = previous.max_epsilon if previous is not None else None
+                if epsilon is None and epsilons and status.state.value == "closed":
+                    epsilon = max(epsilons)
                 views[status.round] = RoundView(
                     status.round,
                     status.state.value,
                     edges,
                     evaluated.get(version) if version is not None else None,
-                    max(epsilons) if epsilons and status.state.value == "closed" else None,
+                    epsilon,
                     seconds,
                 )
             summary["state"] = info.state.value
