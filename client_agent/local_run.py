@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import AutoTokenizer
-from transformers.utils import logging as hf_logging
 
 from client_agent.data import Dataset, load_file, load_task, train_test_split
 from client_agent.deid import Deidentifier
@@ -111,12 +110,7 @@ def run_local(config: LocalRunConfig) -> LocalRunReport:
         train = train.subset(rng.permutation(len(train))[: config.max_examples])
 
     model_path = config.model_path or default_model_path()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the unused pooler weights are expected: we pool ourselves
-    try:
-        encoder = load_encoder(model_path)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    encoder = load_encoder(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     spec = AdapterSpec(
         num_labels=dataset.n_classes,

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from protocol.ffa import HEAD_BIAS, HEAD_WEIGHT, AdapterLayout, client_lora_alpha, frozen_basis, natural_key
 from protocol.messages import FederationSpec
@@ -71,15 +72,19 @@ def load_encoder(model_path: str | Path) -> PreTrainedModel:
     path = Path(model_path)
     if not (path / "config.json").is_file():
         raise ModelError(f"model_path {str(path)!r} has no config.json: not a Hugging Face model folder")
-    model = AutoModel.from_pretrained(
-        path,
-        local_files_only=True,
-        add_pooling_layer=False,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        attn_implementation="eager",
-    )
-    return model
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the checkpoint's pooler weights go unused on purpose: the head pools
+    try:
+        return AutoModel.from_pretrained(
+            path,
+            local_files_only=True,
+            add_pooling_layer=False,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            attn_implementation="eager",
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def encoder_from_config(config: PretrainedConfig, *, seed: int = 0) -> PreTrainedModel:

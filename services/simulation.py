@@ -24,7 +24,6 @@ from typing import Literal
 import numpy as np
 import torch
 from transformers import AutoTokenizer
-from transformers.utils import logging as hf_logging
 
 from client_agent.data import Dataset, client_class_counts, partition, plot_heatmap, task_split
 from client_agent.deid import Deidentifier
@@ -147,12 +146,7 @@ def simulate(
         title=f"{config.task}: {config.partition} split",
     )
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the unused pooler weights are expected: the head pools itself
-    try:
-        encoder = load_encoder(default_model_path())
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    encoder = load_encoder(default_model_path())
     tokenizer = AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
     spec = AdapterSpec(
         num_labels=train.n_classes,
