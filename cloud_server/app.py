@@ -15,12 +15,14 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud_server.clock import Clock, utc_now
 from cloud_server.context import build_context
-from cloud_server.handlers import BodySizeLimit, install_error_handlers
+from cloud_server.handlers import install_error_handlers
 from cloud_server.rounds import RoundService
 from cloud_server.routes import TAGS, adapters, enrolment, federations, health, rounds
+from services.asgi import BodySizeLimit
 from services.keys import load_kek
 from services.settings import CloudSettings
 from services.store import StateStore, open_store
@@ -79,7 +81,12 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=_too_large)
     for module in (health, federations, enrolment, rounds, adapters):
         app.include_router(module.router)
     return app
+
+
+def _too_large(message: str) -> Exception:
+    # The cloud's handlers map Starlette's HTTP exceptions to the ErrorBody (413 payload_too_large).
+    return StarletteHTTPException(413, message)

@@ -9,9 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud_server.errors import CloudError
 from protocol.messages import ErrorBody, ErrorCode
@@ -102,39 +100,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(Exception, _unexpected)
-
-
-class BodySizeLimit:
-    """413 `payload_too_large` as an `ErrorBody`, before a byte is read when `Content-Length` is over the
-    limit, and as soon as a streamed body grows past it.
-
-    (FastAPI's own `max_body_size` answers a declared oversize body with plain text, whatever the route's
-    handlers say, which would break the one-error-body contract.)
-    """
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            message = f"request body of {declared} bytes is over this service's limit of {self.max_bytes}"
-            await error_response(413, ErrorCode.PAYLOAD_TOO_LARGE, message)(scope, receive, send)
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # Raised inside the route's body read; `_http_error` turns it into the ErrorBody.
-                    raise StarletteHTTPException(413, f"over the limit of {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited, send)

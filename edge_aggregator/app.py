@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from edge_aggregator import http_errors
 from edge_aggregator.cloud_link import CloudLink, HttpCloudLink
 from edge_aggregator.config import Clock, utc_now
-from edge_aggregator.limits import BodySizeLimit
+from edge_aggregator.errors import PayloadTooLargeError
 from edge_aggregator.routes import router
 from edge_aggregator.runtime import PLAN_WAIT_S, EdgeRuntime
 from services import logs
+from services.asgi import BodySizeLimit
 from services.identity import SigningKey
 from services.settings import EdgeSettings, describe
 from services.store import StateStore, open_store
@@ -68,7 +69,7 @@ def create_app(
                 await the_store.close()
 
     app = FastAPI(title="fedlora edge aggregator", version="1", lifespan=lifespan)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=PayloadTooLargeError)
     http_errors.install(app)
     app.include_router(router)
     return app
