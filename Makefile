@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint format typecheck bench clean
+.PHONY: install redis-server demo test test-fast lint format typecheck bench clean
 
 install: $(STAMP)
 
@@ -23,13 +23,20 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$(TORCH_VERSION)') else f'torch was replaced: {v}')"
 	touch $(STAMP)
 
+# The tests start their own redis-server on a free loopback port; this only makes sure the program exists.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/sbin/redis-server || test -x /usr/bin/redis-server || { \
+	  echo "installing Debian's redis-server (the tests start and stop their own instance)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
 demo: install
 	$(VENV)/bin/fedlora demo
 
-test: install
+test: install redis-server
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: install redis-server
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install

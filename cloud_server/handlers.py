@@ -84,7 +84,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _store_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s: state store failed: %s", request.method, request.url.path, exc)
-    return error_response(503, ErrorCode.INTERNAL, f"state store unavailable: {exc}")
+    return error_response(
+        503, ErrorCode.STORE_UNAVAILABLE, f"state store unavailable: {exc}", headers={"Retry-After": "2"}
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge_aggregator.errors import EdgeError, InvalidRequestError, NotReadyError
 from protocol.messages import ErrorBody, ErrorCode
+from services.store import StoreError
 
 log = logging.getLogger("edge_aggregator")
 
@@ -60,6 +61,16 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=error.status_code, headers=error.headers)
 
 
+async def _store_error(request: Request, error: Exception) -> JSONResponse:
+    # An upload's sum, manifest and nonce move in one transaction: either none of it was written and the
+    # same upload may be sent again, or all of it was and the retry is answered `duplicate_upload`.
+    log.error("state store unavailable", extra={"data": {"path": request.url.path, "error": str(error)}})
+    body = ErrorBody(code=ErrorCode.STORE_UNAVAILABLE, message=f"state store unavailable: {error}"[:4000])
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=503, headers={"Retry-After": _RETRY_AFTER_S}
+    )
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log.error("unexpected error", exc_info=error, extra={"data": {"path": request.url.path}})
     body = ErrorBody(code=ErrorCode.INTERNAL, message="internal error; see the edge's log")
@@ -70,4 +81,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(EdgeError, _edge_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(Exception, _unexpected)

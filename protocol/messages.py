@@ -103,6 +103,7 @@ class ErrorCode(StrEnum):
     FEDERATION_NOT_ACTIVE = "federation_not_active"
     UNSUPPORTED_VERSION = "unsupported_version"
     CONFLICT = "conflict"
+    STORE_UNAVAILABLE = "store_unavailable"  # 503: the state store is down; retry, nothing was written
     INTERNAL = "internal"
 
 

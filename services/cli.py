@@ -348,19 +348,40 @@ app.add_typer(edge_app, name="edge")
 app.add_typer(client_app, name="client")
 
 
-@cloud_app.command("serve")
-def cloud_serve() -> None:
-    """Run the cloud (settings from FEDLORA_* variables or the YAML file in FEDLORA_CONFIG)."""
-    from cloud_server.__main__ import run
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="state store: redis://[:password@]host:port/db (survives restarts, shared by replicas) or "
+        "memory:// (lost at exit); default FEDLORA_STORE_URL, else memory://",
+    ),
+]
+PortOption = Annotated[int | None, typer.Option(help="port to listen on; default FEDLORA_PORT")]
 
+
+def _override(**values: object) -> None:
+    """Command-line options win over FEDLORA_* variables and the YAML file: the settings read them back."""
+    for name, value in values.items():
+        if value is not None:
+            os.environ[f"FEDLORA_{name.upper()}"] = str(value)
+
+
+@cloud_app.command("serve")
+def cloud_serve(store: StoreOption = None, port: PortOption = None) -> None:
+    """Run the cloud (settings from FEDLORA_* variables or the YAML file in FEDLORA_CONFIG)."""
+    from cloud_server.server import run
+
+    _override(store_url=store, port=port)
     run()
 
 
 @edge_app.command("serve")
-def edge_serve() -> None:
-    """Run an edge aggregator (settings from FEDLORA_* variables or FEDLORA_CONFIG)."""
-    from edge_aggregator.__main__ import run
+def edge_serve(store: StoreOption = None, port: PortOption = None) -> None:
+    """Run an edge aggregator (settings from FEDLORA_* variables or FEDLORA_CONFIG). Replicas of one edge
+    share its `--store` and key file; put them behind one load balancer."""
+    from edge_aggregator.app import run
 
+    _override(store_url=store, port=port)
     run()
 
 

@@ -120,5 +120,10 @@ class ClientSettings(ServiceSettings):
 
 
 def describe(settings: BaseSettings) -> dict[str, Any]:
-    """Settings for a log line, with secrets masked."""
-    return {k: ("***" if isinstance(v, SecretStr) else v) for k, v in settings.model_dump().items()}
+    """Settings for a log line, with secrets masked (a password inside `store_url` too)."""
+    from services.store import redacted_url
+
+    masked = {k: ("***" if isinstance(v, SecretStr) else v) for k, v in settings.model_dump().items()}
+    if isinstance(masked.get("store_url"), str):
+        masked["store_url"] = redacted_url(masked["store_url"])
+    return masked

@@ -1,17 +1,29 @@
 """`StateStore`: where the cloud and the edges keep everything that must survive a restart.
 
 Two implementations share one contract (tests/contract/test_store_contract.py): `MemoryStore`, embedded,
-for `fedlora demo` and single-process tests, and the Redis store (issue 5). Keys come from
-`services.keyspace` only. Every write that must happen once goes through `set_if_absent` or
-`transaction`, so a retried request never counts twice.
+for `fedlora demo` and single-process tests, and `RedisStore`, for services that must survive a crash and
+for several replicas of a service sharing one state. Keys come from `services.keyspace` only. Every write
+that must happen once goes through `set_if_absent` (`SET NX`) or `transaction` (WATCH/MULTI/EXEC), so a
+retried request never counts twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
+import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Updates = Mapping[str, bytes | None]  # key -> new value, None deletes
 TransactionFn = Callable[[dict[str, bytes | None]], Updates | Awaitable[Updates]]
@@ -69,6 +81,10 @@ class StateStore(ABC):
 
     async def close(self) -> None:
         return None
+
+    def describe(self) -> str:
+        """Where the state lives, fit for logs (no password)."""
+        return "memory://"
 
 
 class MemoryStore(StateStore):
@@ -189,8 +205,190 @@ class MemoryStore(StateStore):
             return updates
 
 
+class RedisStore(StateStore):
+    """The store in a Redis server (5 or newer), through `redis.asyncio`.
+
+    - once-only writes are `SET NX` (with `PX` for a TTL) and `HSETNX`;
+    - `transaction` is optimistic: WATCH the keys, read them, let `fn` compute, then MULTI/EXEC the writes;
+      EXEC fails if another client (another replica) changed a watched key, and the transaction starts
+      again with fresh values, up to `max_transaction_attempts` times;
+    - a lost connection is retried with exponential backoff for a few seconds (a Redis restart), then
+      raises `StoreError`, which the services answer with 503 `store_unavailable`.
+
+    Durability is the server's: run it with `appendonly yes` (docs in README, "Deployment"), or an update
+    acknowledged just before a Redis crash can be lost.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_transaction_attempts: int = 64,
+        connect_timeout_s: float = 2.0,
+        command_timeout_s: float = 10.0,
+        reconnect_attempts: int = 8,
+        max_connections: int = 32,
+    ) -> None:
+        self.url = url
+        self._max_attempts = max_transaction_attempts
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), reconnect_attempts)
+        # A blocking pool: a burst of requests waits for a free connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=command_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=command_timeout_s,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=30,
+        )
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose closes it
+
+    @contextlib.asynccontextmanager
+    async def _errors(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise StoreError(f"redis at {redacted_url(self.url)} unreachable during {what}: {e}") from e
+        except WatchError:
+            raise
+        except RedisError as e:
+            raise StoreError(f"redis refused {what}: {e}") from e
+
+    async def get(self, key: str) -> bytes | None:
+        async with self._errors(f"GET {key}"):
+            value: bytes | None = await self._redis.get(key)
+            return value
+
+    async def set(self, key: str, value: bytes, *, ttl_s: float | None = None) -> None:
+        _check_bytes(key, value)
+        async with self._errors(f"SET {key}"):
+            await self._redis.set(key, value, px=_millis(ttl_s))
+
+    async def set_if_absent(self, key: str, value: bytes, *, ttl_s: float | None = None) -> bool:
+        _check_bytes(key, value)
+        async with self._errors(f"SET NX {key}"):
+            return bool(await self._redis.set(key, value, px=_millis(ttl_s), nx=True))
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        async with self._errors("DEL"):
+            return int(await self._redis.delete(*keys))
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        async with self._errors(f"INCRBY {key}"):
+            return int(await self._redis.incrby(key, by))
+
+    async def hset(self, key: str, field: str, value: bytes) -> None:
+        _check_bytes(key, value)
+        async with self._errors(f"HSET {key}"):
+            await self._redis.hset(key, field, value)
+
+    async def hset_if_absent(self, key: str, field: str, value: bytes) -> bool:
+        _check_bytes(key, value)
+        async with self._errors(f"HSETNX {key}"):
+            return bool(await self._redis.hsetnx(key, field, value))
+
+    async def hget(self, key: str, field: str) -> bytes | None:
+        async with self._errors(f"HGET {key}"):
+            value: bytes | None = await self._redis.hget(key, field)
+            return value
+
+    async def hgetall(self, key: str) -> dict[str, bytes]:
+        async with self._errors(f"HGETALL {key}"):
+            raw: dict[bytes, bytes] = await self._redis.hgetall(key)
+            return {name.decode(): value for name, value in raw.items()}
+
+    async def scan(self, prefix: str) -> list[str]:
+        pattern = _glob_escape(prefix) + "*"
+        async with self._errors(f"SCAN {pattern}"):
+            keys = {key.decode() async for key in self._redis.scan_iter(match=pattern, count=1000)}
+            return sorted(keys)
+
+    async def transaction(self, keys: Sequence[str], fn: TransactionFn) -> Updates:
+        if not keys:
+            raise StoreError("a transaction needs at least one key")
+        for attempt in range(self._max_attempts):
+            try:
+                async with self._errors("a transaction"), self._redis.pipeline(transaction=True) as pipe:
+                    await pipe.watch(*keys)
+                    values = await pipe.mget(*keys)
+                    current: dict[str, bytes | None] = dict(zip(keys, values, strict=True))
+                    result = fn(current)
+                    updates = await result if inspect.isawaitable(result) else result
+                    unknown = set(updates) - set(keys)
+                    if unknown:
+                        raise StoreError(f"transaction wrote keys it did not read: {sorted(unknown)}")
+                    for key, value in updates.items():
+                        if value is not None:
+                            _check_bytes(key, value)
+                    if not updates:
+                        return updates
+                    pipe.multi()
+                    for key, value in updates.items():
+                        if value is None:
+                            pipe.delete(key)
+                        else:
+                            pipe.set(key, value)
+                    await pipe.execute()
+                    return updates
+            except WatchError:
+                # Another writer got in between: back off a little (jittered) and recompute.
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))  # noqa: S311
+        raise StoreError(
+            f"transaction on {list(keys)} did not commit after {self._max_attempts} attempts "
+            "(other writers kept changing the keys)"
+        )
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def describe(self) -> str:
+        return redacted_url(self.url)
+
+
+def _check_bytes(key: str, value: object) -> None:
+    if not isinstance(value, bytes | bytearray):
+        raise TypeError(f"store values are bytes, got {type(value).__name__} for key {key!r}")
+
+
+def _millis(ttl_s: float | None) -> int | None:
+    return None if ttl_s is None else max(1, round(ttl_s * 1000))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def redacted_url(url: str) -> str:
+    """`url` with any password replaced, for logs and health answers."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
 def open_store(url: str) -> StateStore:
-    """A store from its URL: `memory://` (embedded). Redis URLs arrive with the Redis store."""
+    """A store from its URL: `memory://` (embedded, lost at exit) or `redis://[:password@]host:port/db`
+    (also `rediss://` for TLS and `unix:///path/redis.sock`)."""
     if url == "memory://":
         return MemoryStore()
-    raise StoreError(f"store_url {url!r} is not supported: use memory://")
+    if urlsplit(url).scheme in REDIS_SCHEMES:
+        return RedisStore(url)
+    raise StoreError(
+        f"store_url {redacted_url(url)!r} is not supported: use memory:// or redis://host:port/db"
+    )

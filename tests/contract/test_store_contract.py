@@ -1,10 +1,12 @@
-"""The StateStore contract: every implementation runs this class (MemoryStore here; Redis with issue 5)."""
+"""The StateStore contract: every implementation runs this class, MemoryStore and RedisStore (a real
+`redis-server` started for the session)."""
 
 import asyncio
+import time
 
 import pytest
 
-from services.store import MemoryStore, StateStore, StoreError
+from services.store import MemoryStore, RedisStore, StateStore, StoreError, open_store, redacted_url
 
 
 class FakeClock:
@@ -16,9 +18,15 @@ class FakeClock:
 
 
 class StoreContract:
-    """Subclasses provide `make_store(clock)`; TTL tests that need a clock skip where it cannot be injected."""
+    """Subclasses provide `make_store(clock)` and `make_replica(store)` (a second handle on the same state,
+    as a second process would have); TTL tests that need a clock skip where it cannot be injected."""
+
+    clock_injectable = True
 
     def make_store(self, clock: FakeClock) -> StateStore:
+        raise NotImplementedError
+
+    def make_replica(self, store: StateStore) -> StateStore:
         raise NotImplementedError
 
     @pytest.fixture
@@ -52,6 +60,9 @@ class StoreContract:
         self.run(scenario())
 
     def test_ttl_expires(self, store, clock):
+        if not self.clock_injectable:
+            pytest.skip("this store keeps the server's time; see test_ttl_expires_in_real_time")
+
         async def scenario():
             await store.set("short", b"x", ttl_s=10)
             await store.set_if_absent("nonce", b"1", ttl_s=5)
@@ -137,7 +148,130 @@ class StoreContract:
         with pytest.raises(TypeError, match="bytes"):
             self.run(store.set("k", "text"))
 
+    def test_transaction_refuses_non_bytes_values(self, store):
+        async def scenario():
+            with pytest.raises(TypeError, match="bytes"):
+                await store.transaction(["a"], lambda values: {"a": 1})
+            assert await store.get("a") is None
+
+        self.run(scenario())
+
+    def test_async_transaction_function(self, store):
+        # The edge folds ciphertexts in a thread inside the transaction: `fn` may be a coroutine.
+        async def scenario():
+            async def fold(values):
+                await asyncio.sleep(0)
+                return {"sum": (values["sum"] or b"") + b"+"}
+
+            await asyncio.gather(*(store.transaction(["sum"], fold) for _ in range(10)))
+            assert await store.get("sum") == b"+" * 10
+
+        self.run(scenario())
+
+    def test_two_replicas_never_lose_an_update(self, store):
+        # Two handles on one state (two processes behind one Redis) racing on the same keys.
+        replica = self.make_replica(store)
+
+        async def bump(on, i):
+            def fn(values):
+                items = (values["list"] or b"").split(b",") if values["list"] else []
+                return {"list": b",".join([*items, str(i).encode()]), "n": str(len(items) + 1).encode()}
+
+            await on.transaction(["list", "n"], fn)
+
+        async def scenario():
+            await asyncio.gather(*(bump(store if i % 2 else replica, i) for i in range(40)))
+            items = sorted(int(x) for x in (await store.get("list")).split(b","))
+            assert items == list(range(40))
+            assert await replica.get("n") == b"40"
+            assert await replica.set_if_absent("once", b"a")
+            assert not await store.set_if_absent("once", b"b")
+
+        self.run(scenario())
+
 
 class TestMemoryStore(StoreContract):
     def make_store(self, clock):
         return MemoryStore(clock=clock)
+
+    def make_replica(self, store):
+        return store  # one process: the replica is the same object
+
+
+class TestRedisStore(StoreContract):
+    clock_injectable = False
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_url):
+        self.url = redis_url
+        self.opened: list[RedisStore] = []
+
+    def make_store(self, clock):
+        store = RedisStore(self.url)
+        self.opened.append(store)
+        return store
+
+    def make_replica(self, store):
+        return self.make_store(None)
+
+    def run(self, coro):
+        # Redis connections belong to the event loop that opened them: close them in the same loop.
+        async def scenario():
+            try:
+                return await coro
+            finally:
+                for store in self.opened:
+                    await store.close()
+
+        return asyncio.run(scenario())
+
+    def test_ttl_expires_in_real_time(self, store):
+        async def scenario():
+            await store.set("short", b"x", ttl_s=0.2)
+            assert await store.set_if_absent("nonce", b"1", ttl_s=0.2)
+            assert not await store.set_if_absent("nonce", b"2", ttl_s=0.2)
+            await store.set("forever", b"y")
+            deadline = time.monotonic() + 5
+            while await store.get("short") is not None:
+                assert time.monotonic() < deadline, "a 0.2 s TTL did not expire within 5 s"
+                await asyncio.sleep(0.05)
+            assert await store.set_if_absent("nonce", b"2", ttl_s=10)
+            assert await store.get("forever") == b"y"
+
+        self.run(scenario())
+
+    def test_scan_treats_glob_characters_literally(self, store):
+        async def scenario():
+            for key in ("a*b:1", "a*b:2", "axb:1", "a?b:1"):
+                await store.set(key, b"")
+            assert await store.scan("a*b:") == ["a*b:1", "a*b:2"]
+
+        self.run(scenario())
+
+    def test_unreachable_server_is_a_store_error(self):
+        from services.launcher import free_port
+
+        async def scenario():
+            store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", reconnect_attempts=1)
+            try:
+                assert not await store.ping()
+                with pytest.raises(StoreError, match="unreachable"):
+                    await store.get("k")
+            finally:
+                await store.close()
+
+        asyncio.run(scenario())
+
+
+def test_open_store_by_url():
+    assert isinstance(open_store("memory://"), MemoryStore)
+    assert isinstance(open_store("redis://127.0.0.1:6390/2"), RedisStore)
+    with pytest.raises(StoreError, match="memory:// or redis://"):
+        open_store("postgres://db")
+
+
+def test_redacted_url_hides_the_password():
+    assert redacted_url("redis://:s3cret@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert redacted_url("redis://ops:s3cret@cache/1") == "redis://ops:***@cache/1"
+    assert redacted_url("redis://cache:6379/0") == "redis://cache:6379/0"
+    assert "s3cret" not in RedisStore("redis://:s3cret@cache:6379/0").describe()
