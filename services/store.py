@@ -247,6 +247,8 @@ class RedisStore(StateStore):
 
     @contextlib.asynccontextmanager
     async def _errors(self, what: str) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
         try:
             yield
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
@@ -255,6 +257,10 @@ class RedisStore(StateStore):
             raise
         except RedisError as e:
             raise StoreError(f"redis refused {what}: {e}") from e
+        # redis-py can swallow a cancellation that lands while it returns a connection to its pool; the
+        # task would then run on after `cancel()` (a service that never stops). Give it back.
+        if task is not None and task.cancelling() > cancelling:
+            raise asyncio.CancelledError(f"cancelled during {what}")
 
     async def get(self, key: str) -> bytes | None:
         async with self._errors(f"GET {key}"):

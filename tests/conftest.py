@@ -2,6 +2,7 @@
 
 import pytest
 
+from services.store import MemoryStore, RedisStore
 from tests.redis_server import RedisServer
 
 
@@ -17,3 +18,22 @@ def redis_url(redis_server):
     """The session's Redis, emptied: each test starts from no keys."""
     redis_server.flush()
     return redis_server.url
+
+
+STORE_BACKENDS = ["memory", "redis"]
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+async def state_store(request):
+    """The state store the in-process cloud and edge tests run on: each test runs once per backend.
+
+    An async fixture (anyio), so that Redis connections open and close in the test's own event loop.
+    """
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    store = RedisStore(request.getfixturevalue("redis_url"))
+    try:
+        yield store
+    finally:
+        await store.close()

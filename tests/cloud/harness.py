@@ -109,6 +109,11 @@ class Cloud:
         return np.frombuffer(response.content, dtype="<f4").astype(np.float64)
 
 
+#: The store a `running_cloud()` without `store=` uses: tests/cloud/conftest.py sets it for every test
+#: from the `state_store` fixture (memory, then Redis).
+default_store: StateStore | None = None
+
+
 @contextlib.asynccontextmanager
 async def running_cloud(
     *,
@@ -118,7 +123,7 @@ async def running_cloud(
     **settings: Any,
 ) -> AsyncIterator[Cloud]:
     """A cloud app with its lifespan running, and an admin HTTP client bound to it in-process."""
-    the_store = store if store is not None else MemoryStore()
+    the_store = store if store is not None else (default_store or MemoryStore())
     the_clock = clock or FakeClock()
     app = create_app(cloud_settings(**settings), store=the_store, kek=kek, clock=the_clock)
     async with app.router.lifespan_context(app):

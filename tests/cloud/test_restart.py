@@ -10,16 +10,18 @@ import pytest
 from cloud_server.records import pack_aggregate
 from protocol.messages import FederationInfo, RoundState
 from services import keyspace
-from services.store import MemoryStore
+from services.store import StateStore
 from tests.cloud.harness import FakeClock, Federation, running_cloud, small_spec, weighted_mean
 
 pytestmark = pytest.mark.anyio
 WRONG_KEK = bytes(range(32))
 
 
-async def test_a_restarted_cloud_closes_a_round_whose_aggregates_a_failed_process_stored() -> None:
+async def test_a_restarted_cloud_closes_a_round_whose_aggregates_a_failed_process_stored(
+    state_store: StateStore,
+) -> None:
     rng = np.random.default_rng(41)
-    store, clock = MemoryStore(), FakeClock()
+    store, clock = state_store, FakeClock()
     async with running_cloud(store=store, clock=clock) as first:
         fed = await Federation.create(first.http, small_spec())
         await fed.start(first.http)

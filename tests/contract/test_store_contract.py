@@ -2,6 +2,7 @@
 `redis-server` started for the session)."""
 
 import asyncio
+import random
 import time
 
 import pytest
@@ -165,6 +166,31 @@ class StoreContract:
 
             await asyncio.gather(*(store.transaction(["sum"], fold) for _ in range(10)))
             assert await store.get("sum") == b"+" * 10
+
+        self.run(scenario())
+
+    def test_a_cancelled_task_stops(self, store):
+        # A service stops by cancelling its loops; a store call must never swallow that cancellation
+        # (redis-py can, when the cancel lands while it hands a connection back to its pool).
+        async def busy():
+            while True:
+                await store.get("k")
+                await store.set("k", b"v")
+                await store.transaction(["k"], lambda values: {"k": b"w"})
+                await asyncio.sleep(0)  # an uncontended in-process lock never yields to the loop
+
+        async def scenario():
+            rng = random.Random(5)
+            survivors = 0
+            for _ in range(150):
+                task = asyncio.create_task(busy())
+                await asyncio.sleep(rng.uniform(0, 0.003))
+                task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=2)
+                if not done:
+                    survivors += 1
+                    task.cancel()
+            assert survivors == 0, f"{survivors} of 150 cancelled tasks kept running"
 
         self.run(scenario())
 

@@ -8,7 +8,7 @@ import pytest
 
 from protocol.crypto import CKKSParams, HEScheme, generate_scheme, scheme_from_public
 from protocol.messages import FederationSpec, FederationState
-from services.store import MemoryStore
+from services.store import StateStore
 from tests.edge.cloud import InMemoryCloud
 from tests.edge.harness import FID, FakeClock, World, federation_info
 
@@ -32,7 +32,7 @@ def client_scheme(secret_scheme: HEScheme[Any]) -> HEScheme[Any]:
 
 @pytest.fixture
 def make_world(
-    tmp_path: Path, secret_scheme: HEScheme[Any], client_scheme: HEScheme[Any]
+    tmp_path: Path, secret_scheme: HEScheme[Any], client_scheme: HEScheme[Any], state_store: StateStore
 ) -> Callable[..., World]:
     """`make_world(clients=3, k=2, quorum=1.0)`: a cloud with round 0 open for `clients` hospitals."""
 
@@ -41,7 +41,7 @@ def make_world(
         cloud = InMemoryCloud(
             federation_info(spec, secret_scheme, state=FederationState.ACTIVE), secret_scheme.public_bytes()
         )
-        world = World(tmp_path, secret_scheme, client_scheme, spec, FakeClock(), MemoryStore(), cloud)
+        world = World(tmp_path, secret_scheme, client_scheme, spec, FakeClock(), state_store, cloud)
         for index in range(clients):
             world.enrol(f"hosp-{chr(ord('a') + index)}", seed=index)
         cloud.set_plan(world.plan(0))

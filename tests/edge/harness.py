@@ -32,7 +32,7 @@ from protocol.messages import (
 from services import keyspace
 from services.identity import SigningKey
 from services.settings import EdgeSettings
-from services.store import MemoryStore
+from services.store import StateStore
 
 FID = "fed-test"
 EID = "edge-north"
@@ -77,7 +77,7 @@ class World:
     public: HEScheme[Any]
     spec: FederationSpec
     clock: FakeClock
-    store: MemoryStore
+    store: StateStore
     cloud: Any  # tests.edge.cloud.InMemoryCloud
     hospitals: dict[str, Hospital] = field(default_factory=dict)
     settings_overrides: dict[str, Any] = field(default_factory=dict)
