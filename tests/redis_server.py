@@ -49,7 +49,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         log = (self.folder / "redis.log").open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - Debian's redis-server with our own arguments
+        self.process = subprocess.Popen(
             [
                 redis_binary(),
                 "--port",
