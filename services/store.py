@@ -264,8 +264,7 @@ class RedisStore(StateStore):
 
     async def get(self, key: str) -> bytes | None:
         async with self._errors(f"GET {key}"):
-            value: bytes | None = await self._redis.get(key)
-            return value
+            return _raw(await self._redis.get(key))
 
     async def set(self, key: str, value: bytes, *, ttl_s: float | None = None) -> None:
         _check_bytes(key, value)
@@ -299,18 +298,17 @@ class RedisStore(StateStore):
 
     async def hget(self, key: str, field: str) -> bytes | None:
         async with self._errors(f"HGET {key}"):
-            value: bytes | None = await self._redis.hget(key, field)
-            return value
+            return _raw(await self._redis.hget(key, field))
 
     async def hgetall(self, key: str) -> dict[str, bytes]:
         async with self._errors(f"HGETALL {key}"):
-            raw: dict[bytes, bytes] = await self._redis.hgetall(key)
-            return {name.decode(): value for name, value in raw.items()}
+            raw = await self._redis.hgetall(key)
+            return {_text(name): _raw(value) or b"" for name, value in raw.items()}
 
     async def scan(self, prefix: str) -> list[str]:
         pattern = _glob_escape(prefix) + "*"
         async with self._errors(f"SCAN {pattern}"):
-            keys = {key.decode() async for key in self._redis.scan_iter(match=pattern, count=1000)}
+            keys = {_text(key) async for key in self._redis.scan_iter(match=pattern, count=1000)}
             return sorted(keys)
 
     async def transaction(self, keys: Sequence[str], fn: TransactionFn) -> Updates:
@@ -321,7 +319,7 @@ class RedisStore(StateStore):
                 async with self._errors("a transaction"), self._redis.pipeline(transaction=True) as pipe:
                     await pipe.watch(*keys)
                     values = await pipe.mget(*keys)
-                    current: dict[str, bytes | None] = dict(zip(keys, values, strict=True))
+                    current = {key: _raw(value) for key, value in zip(keys, values, strict=True)}
                     result = fn(current)
                     updates = await result if inspect.isawaitable(result) else result
                     unknown = set(updates) - set(keys)
@@ -359,6 +357,15 @@ class RedisStore(StateStore):
 
     def describe(self) -> str:
         return redacted_url(self.url)
+
+
+def _raw(value: bytes | str | None) -> bytes | None:
+    """Redis answers bytes here (the client never decodes); the type says bytes or str."""
+    return value.encode() if isinstance(value, str) else value
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _check_bytes(key: str, value: object) -> None:
