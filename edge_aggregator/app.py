@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from edge_aggregator import http_errors
 from edge_aggregator.cloud_link import CloudLink, HttpCloudLink
 from edge_aggregator.config import Clock, utc_now
+from edge_aggregator.credentials import StoredToken
 from edge_aggregator.errors import PayloadTooLargeError
 from edge_aggregator.routes import router
 from edge_aggregator.runtime import PLAN_WAIT_S, EdgeRuntime
@@ -48,6 +49,7 @@ def create_app(
                 enrolment_token=settings.enrolment_token.get_secret_value(),
                 attempts=5,
                 give_up_after_s=60.0,
+                tokens=StoredToken(the_store, edge_id=settings.edge_id, federation_id=settings.federation_id),
             )
         runtime = EdgeRuntime(
             settings,

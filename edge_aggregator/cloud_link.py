@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import httpx
 from pydantic import TypeAdapter
@@ -20,6 +21,7 @@ from protocol.messages import (
     Enrolled,
     FederationInfo,
     FederationState,
+    Role,
     RoundPlan,
 )
 from services.http import Peer, PeerRefusedError, PeerUnavailableError
@@ -38,6 +40,14 @@ class FederationNotActiveError(RuntimeError):
         what = state.value if state is not None else "not active"
         super().__init__(f"federation is {what}" + (f": {message}" if message else ""))
         self.state = state
+
+
+class TokenShelf(Protocol):
+    """Where replicas of one edge share its live API token (`edge_aggregator.credentials.StoredToken`)."""
+
+    async def load(self) -> str | None: ...
+
+    async def save(self, token: str) -> None: ...
 
 
 class CloudLink(ABC):
@@ -76,7 +86,13 @@ class CloudLink(ABC):
 class HttpCloudLink(CloudLink):
     """`CloudLink` over HTTP. Enrols with the edge enrolment token, then uses the API token it gets back;
     if the cloud stops knowing that token (401, a cloud restarted on an empty store), it enrols again once
-    and repeats the request."""
+    and repeats the request.
+
+    Replicas of one edge share a `TokenShelf` in their store: the cloud keeps one live token per edge, so a
+    replica that enrols revokes the others' token. A replica therefore starts with the shelf's token if
+    there is one, and on a 401 first tries the shelf's token (another replica enrolled since) before it
+    enrols again itself.
+    """
 
     def __init__(
         self,
@@ -87,8 +103,10 @@ class HttpCloudLink(CloudLink):
         transport: httpx.AsyncBaseTransport | None = None,
         attempts: int = 8,
         give_up_after_s: float = 300.0,
+        tokens: TokenShelf | None = None,
     ) -> None:
         self._fid = federation_id
+        self._tokens = tokens
         self._enrolment_token = enrolment_token
         self._enrolment: EdgeEnrolment | None = None
         self._peer = Peer(
@@ -96,6 +114,18 @@ class HttpCloudLink(CloudLink):
         )
 
     async def enrol(self, enrolment: EdgeEnrolment) -> Enrolled:
+        shared = await self._tokens.load() if self._tokens is not None else None
+        if shared is not None:
+            # A replica (or this edge before a restart) enrolled already: use its token; a 401 later on
+            # makes this replica enrol for itself.
+            self._peer.set_token(shared)
+            self._enrolment = enrolment
+            return Enrolled(
+                federation_id=self._fid, subject=enrolment.edge_id, role=Role.EDGE, api_token=shared
+            )
+        return await self._enrol_anew(enrolment)
+
+    async def _enrol_anew(self, enrolment: EdgeEnrolment) -> Enrolled:
         response = await self._peer.request(
             "POST",
             f"/federations/{self._fid}/edges",
@@ -108,6 +138,8 @@ class HttpCloudLink(CloudLink):
         enrolled = Enrolled.model_validate_json(response.content)
         self._peer.set_token(enrolled.api_token)
         self._enrolment = enrolment
+        if self._tokens is not None:
+            await self._tokens.save(enrolled.api_token)
         return enrolled
 
     async def federation(self) -> FederationInfo:
@@ -176,9 +208,20 @@ class HttpCloudLink(CloudLink):
         except PeerRefusedError as e:
             if e.status != 401 or self._enrolment is None:
                 raise
-            log.warning("cloud no longer accepts this edge's token; enrolling again", extra={"code": e.code})
-            await self.enrol(self._enrolment)
-            return await call()
+        shared = await self._tokens.load() if self._tokens is not None else None
+        if shared is not None and shared != self._peer.token:
+            log.info("another replica of this edge enrolled again; using its token")
+            self._peer.set_token(shared)
+            try:
+                return await call()
+            except PeerRefusedError as e:
+                if e.status != 401:
+                    raise
+        log.warning(
+            "cloud no longer accepts this edge's token; enrolling again", extra={"code": "unauthenticated"}
+        )
+        await self._enrol_anew(self._enrolment)
+        return await call()
 
     async def _state_after_end(self) -> FederationState | None:
         try:

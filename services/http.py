@@ -76,6 +76,11 @@ class Peer:
     def set_token(self, token: str) -> None:
         self._client.headers["Authorization"] = f"Bearer {token}"
 
+    @property
+    def token(self) -> str | None:
+        value = self._client.headers.get("Authorization", "")
+        return value.removeprefix("Bearer ") if value.startswith("Bearer ") else None
+
     async def request(
         self,
         method: str,

@@ -120,5 +120,11 @@ def edge_refused(eid: str, fid: str, round_: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:refused"  # counter
 
 
+def edge_api_token(eid: str, fid: str) -> str:
+    # The edge's live API token at the cloud, shared by its replicas: a replica that enrolled again (which
+    # revokes the previous token) leaves the new one here for the others. A secret: protect the store.
+    return f"edge:{eid}:{fid}:api-token"
+
+
 def edge_nonce(eid: str, fid: str, nonce: str) -> str:
     return f"edge:{eid}:{fid}:nonce:{nonce}"

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from edge_aggregator.cloud_link import FederationNotActiveError, HttpCloudLink
+from edge_aggregator.credentials import StoredToken
 from protocol.crypto import HEScheme
 from protocol.messages import (
     ClientInfo,
@@ -27,6 +28,7 @@ from protocol.messages import (
 )
 from services.http import PeerRefusedError
 from services.identity import SigningKey
+from services.store import StateStore
 from tests.edge.harness import EID, FID, T0, federation_info
 
 pytestmark = pytest.mark.anyio
@@ -196,3 +198,44 @@ async def test_http_cloud_link_speaks_the_cloud_api(secret_scheme: HEScheme[Any]
     assert len(stub.held) == 1
     assert after_restart.state is FederationState.ACTIVE and len(stub.enrolments) == 2
     assert ended.value.state is FederationState.COMPLETED
+
+
+async def test_replicas_share_the_live_token_through_the_store(
+    secret_scheme: HEScheme[Any], state_store: StateStore
+) -> None:
+    # The cloud keeps one live token per edge: each enrolment revokes the previous one. Two replicas of
+    # the edge with a shelf in one store must both end up calling with the live token, without enrolling
+    # back and forth.
+    stub = StubCloud(secret_scheme)
+    transport = httpx.ASGITransport(app=stub.app())
+    shelf = StoredToken(state_store, edge_id=EID, federation_id=FID)
+    links = [
+        HttpCloudLink(
+            "http://cloud.test/",
+            federation_id=FID,
+            enrolment_token=ENROL_TOKEN,
+            transport=transport,
+            tokens=shelf,
+        )
+        for _ in range(2)
+    ]
+    enrolment = EdgeEnrolment(
+        edge_id=EID, url="http://edge.test:8710", public_key=SigningKey.generate().public_bytes
+    )
+    try:
+        first = await links[0].enrol(enrolment)
+        second = await links[1].enrol(enrolment)  # finds the first replica's token: no new enrolment
+        assert second.api_token == first.api_token and len(stub.enrolments) == 1
+        for _ in range(3):
+            for link in links:
+                assert (await link.federation()).state is FederationState.ACTIVE
+        assert len(stub.enrolments) == 1
+
+        stub.live_token = None  # the cloud forgot the token: one replica enrols again, the other follows
+        await links[1].federation()
+        await links[0].federation()
+        assert len(stub.enrolments) == 2
+        assert await shelf.load() == stub.live_token
+    finally:
+        for link in links:
+            await link.close()
