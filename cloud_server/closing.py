@@ -4,14 +4,15 @@ A round is closed by one store transaction that writes the new adapter, the clos
 stats, the next plan and the federation record together, and only if the round is still open: two closers
 (two requests, a request and the deadline check, or a restarted cloud) commit once. A lease (`SET NX` with
 a TTL) keeps a second closer from redoing the decryption while the first works; if the first dies, the
-lease lapses and the next deadline check finishes the round from the stored aggregates.
+lease lapses and the next deadline check finishes the round from the stored aggregates. The central noise
+comes from a seed written once per round (sealed under the KEK), so whichever closer commits, the global
+update is the same one: a crash never produces two differently-noised views of the same sum.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -101,6 +102,7 @@ class RoundCloser:
             )
             # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it.
             scheme = await self._federations.secret_scheme(fid)
+            seed = await self._federations.noise_seed(fid, round_)
             started = time.perf_counter()
             try:
                 result = await asyncio.to_thread(
@@ -111,7 +113,7 @@ class RoundCloser:
                     total_weight=sum(h.total_weight for h in headers.values()),
                     dp=spec.central_dp,
                     multiplier=multiplier,
-                    rng=np.random.default_rng(secrets.randbits(128)),
+                    rng=np.random.default_rng(seed),
                 )
             except KeyStoreError:
                 raise
@@ -149,9 +151,11 @@ class RoundCloser:
         record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
         next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]
         stats_keys = {c.client_id: keyspace.fed_client_stats(fid, c.client_id) for c in contributions}
+        seed_key = keyspace.fed_round_noise_seed(fid, round_)
         keys = [
             record_key,
             status_key,
+            seed_key,
             keyspace.fed_adapter(fid, v_out),
             keyspace.fed_adapter_meta(fid, v_out),
             *([] if completes else next_keys),
@@ -182,6 +186,7 @@ class RoundCloser:
             )
             updates: dict[str, bytes | None] = {
                 status_key: closed.model_dump_json().encode(),
+                seed_key: None,  # the noise is in the adapter now; nobody needs its seed again
                 keyspace.fed_adapter(fid, v_out): vector_bytes(result.vector),
                 keyspace.fed_adapter_meta(fid, v_out): version.model_dump_json().encode(),
             }

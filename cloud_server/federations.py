@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,15 @@ from cloud_server.clock import Clock
 from cloud_server.errors import ConflictError, NotActiveError, NotFoundError, UnprocessableError
 from cloud_server.plans import PlanBoard
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
-from protocol.crypto import HEScheme, generate_scheme, open_secret, scheme_from_public, seal_secret
+from protocol.crypto import (
+    HEScheme,
+    generate_scheme,
+    open_bytes,
+    open_secret,
+    scheme_from_public,
+    seal_bytes,
+    seal_secret,
+)
 from protocol.ffa import AdapterLayout
 from protocol.messages import (
     AdapterVersion,
@@ -182,6 +191,18 @@ class FederationService:
         if sealed is None:
             raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
         return await asyncio.to_thread(open_secret, spec.he, sealed, self._kek)
+
+    async def noise_seed(self, fid: str, round_: int) -> int:
+        """The seed of `round_`'s central noise: drawn once, kept sealed under the KEK (whoever reads the
+        store must not be able to subtract the noise from a published adapter), the same for every closer."""
+        key = keyspace.fed_round_noise_seed(fid, round_)
+        label = key.encode()
+        fresh = seal_bytes(secrets.token_bytes(32), self._kek, label=label)
+        await self._store.set_if_absent(key, fresh)
+        sealed = await self._store.get(key)
+        if sealed is None:
+            raise NotFoundError(f"the noise seed of round {round_} of {fid!r} vanished from the store")
+        return int.from_bytes(open_bytes(sealed, self._kek, label=label), "big")
 
     async def require_running(self, fid: str) -> FederationRecord:
         """The record, unless the federation has ended (410)."""

@@ -80,6 +80,13 @@ def fed_round_closing(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:closing"  # lease (SET NX + TTL) held while one process closes
 
 
+def fed_round_noise_seed(fid: str, round_: int) -> str:
+    # The seed of the round's central noise, sealed under the KEK and written once (SET NX) before the
+    # first decryption: a closer that dies and the one that finishes draw the same noise, so a restart
+    # never yields a second noisy view of the same sum. Deleted when the round commits.
+    return f"cloud:{fid}:round:{round_}:noise-seed"
+
+
 # A closing lease outlives any decryption; if its holder dies, the round is closed by the next tick after it.
 ROUND_CLOSE_LEASE_TTL_S = 120.0
 

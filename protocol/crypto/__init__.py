@@ -21,7 +21,7 @@ from protocol.crypto.errors import (
     PackingError,
 )
 from protocol.crypto.factory import generate_scheme, scheme_for, scheme_from_public, scheme_from_secret
-from protocol.crypto.keystore import derive_kek, open_secret, seal_secret
+from protocol.crypto.keystore import derive_kek, open_bytes, open_secret, seal_bytes, seal_secret
 from protocol.crypto.paillier import ObfuscatorPool, PaillierScheme
 from protocol.crypto.params import CKKSParams, HEKind, HEParams, PaillierParams, PlainParams
 from protocol.crypto.plain import PlainScheme
@@ -48,9 +48,11 @@ __all__ = [
     "derive_kek",
     "generate_scheme",
     "key_fingerprint",
+    "open_bytes",
     "open_secret",
     "scheme_for",
     "scheme_from_public",
     "scheme_from_secret",
+    "seal_bytes",
     "seal_secret",
 ]

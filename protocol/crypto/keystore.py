@@ -69,6 +69,38 @@ def open_secret(params: AnyParams, sealed: bytes, kek: bytes) -> HEScheme[Any]:
     return scheme
 
 
+_BLOB_MAGIC = b"FLSB"
+_BLOB_HEADER = struct.Struct(">4sB")
+
+
+def seal_bytes(data: bytes, kek: bytes, *, label: bytes) -> bytes:
+    """Any small secret (a round's noise seed) sealed under the KEK and bound to `label`, so it cannot be
+    moved to another federation or round: `b"FLSB" | version u8 | nonce (12) | AES-GCM(data) + tag`."""
+    aead = AESGCM(_check_kek(kek))
+    header = _BLOB_HEADER.pack(_BLOB_MAGIC, SEALED_VERSION)
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    return header + nonce + aead.encrypt(nonce, data, header + label)
+
+
+def open_bytes(sealed: bytes, kek: bytes, *, label: bytes) -> bytes:
+    """What `seal_bytes` sealed under the same label. Raises `KeyStoreError` otherwise."""
+    aead = AESGCM(_check_kek(kek))
+    if len(sealed) < _BLOB_HEADER.size + _NONCE_BYTES + _TAG_BYTES:
+        raise KeyStoreError(f"sealed value is truncated: {len(sealed)} bytes")
+    magic, version = _BLOB_HEADER.unpack_from(sealed)
+    if magic != _BLOB_MAGIC or version != SEALED_VERSION:
+        raise KeyStoreError(f"not a sealed fedlora value (magic {magic!r}, version {version})")
+    header = sealed[: _BLOB_HEADER.size]
+    nonce = sealed[_BLOB_HEADER.size : _BLOB_HEADER.size + _NONCE_BYTES]
+    try:
+        return aead.decrypt(nonce, sealed[_BLOB_HEADER.size + _NONCE_BYTES :], header + label)
+    except InvalidTag as e:
+        raise KeyStoreError(
+            f"wrong key-encryption key, or the value sealed for {label.decode(errors='replace')!r} was "
+            "altered or belongs elsewhere"
+        ) from e
+
+
 def derive_kek(passphrase: str, salt: bytes) -> bytes:
     """A KEK from a passphrase with scrypt. Keep the salt (random, at least 16 bytes) with the sealed key."""
     if not passphrase:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cloud_server.records import pack_aggregate
-from protocol.messages import FederationInfo, RoundState
+from protocol.messages import CentralDPConfig, FederationInfo, NoiseMechanism, RoundState
 from services import keyspace
 from services.store import StateStore
 from tests.cloud.harness import FakeClock, Federation, running_cloud, small_spec, weighted_mean
@@ -72,3 +72,42 @@ async def test_concurrent_closers_commit_the_round_once() -> None:
         assert {c["rounds_contributed"] for c in clients} == {1}
         expected = weighted_mean(deltas["edge-1"] | deltas["edge-2"])
         assert np.max(np.abs(await cloud.vector(fed.fid, 1) - expected)) < 1e-6
+
+
+async def test_a_closer_that_dies_after_decrypting_leaves_the_same_noisy_update_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Central noise on: without a per-round seed kept in the store, the second closer would draw other
+    # noise and the round's published update would depend on whether a process crashed.
+    import cloud_server.closing as closing
+
+    computed: list[np.ndarray] = []
+    real_aggregate = closing.aggregate
+
+    def dies_after_the_first_decryption(*args, **kwargs):
+        result = real_aggregate(*args, **kwargs)
+        computed.append(result.vector.copy())
+        if len(computed) == 1:
+            raise RuntimeError("the process died after decrypting, before committing")
+        return result
+
+    monkeypatch.setattr(closing, "aggregate", dies_after_the_first_decryption)
+    rng = np.random.default_rng(43)
+    dp = CentralDPConfig(mechanism=NoiseMechanism.GAUSSIAN, noise_multiplier=1.0, clip_norm=0.5)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(central_dp=dp))
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng)
+        for edge_id in ("edge-1", "edge-2"):
+            await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))
+        while (await cloud.status(fed.fid, 0)).state is not RoundState.CLOSED:
+            assert len(computed) < 5, "the round never closed"
+            await cloud.tick()
+        published = await cloud.vector(fed.fid, 1)
+        assert await cloud.store.get(keyspace.fed_round_noise_seed(fed.fid, 0)) is None  # spent
+
+    assert len(computed) == 2
+    np.testing.assert_array_equal(computed[0], computed[1])
+    np.testing.assert_array_equal(published, computed[1].astype(np.float64))
+    mean = weighted_mean(deltas["edge-1"] | deltas["edge-2"])
+    assert np.std(published - mean) > 0.01  # there is noise, and it is the same noise twice

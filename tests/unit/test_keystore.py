@@ -17,7 +17,9 @@ from protocol.crypto import (
     PlainParams,
     derive_kek,
     generate_scheme,
+    open_bytes,
     open_secret,
+    seal_bytes,
     seal_secret,
 )
 from services.keys import KEK_ENV, KEK_FILE_ENV, KekError, load_kek
@@ -87,6 +89,22 @@ def test_unusable_keks_are_refused(kek: bytes) -> None:
     scheme = generate_scheme(PlainParams())
     with pytest.raises(KeyStoreError, match="key-encryption key"):
         seal_secret(scheme, kek)
+
+
+def test_sealed_values_open_only_under_their_label_and_kek() -> None:
+    seed = bytes(range(32))
+    sealed = seal_bytes(seed, KEK, label=b"cloud:fed-1:round:3:noise-seed")
+    assert seed not in sealed and len(sealed) == 5 + 12 + 32 + 16
+    assert open_bytes(sealed, KEK, label=b"cloud:fed-1:round:3:noise-seed") == seed
+    with pytest.raises(KeyStoreError, match="round:4"):
+        open_bytes(sealed, KEK, label=b"cloud:fed-1:round:4:noise-seed")  # moved to another round
+    with pytest.raises(KeyStoreError, match="wrong key-encryption key"):
+        open_bytes(sealed, OTHER_KEK, label=b"cloud:fed-1:round:3:noise-seed")
+    flipped = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    with pytest.raises(KeyStoreError):
+        open_bytes(flipped, KEK, label=b"cloud:fed-1:round:3:noise-seed")
+    with pytest.raises(KeyStoreError, match="truncated"):
+        open_bytes(sealed[:20], KEK, label=b"x")
 
 
 def test_derive_kek_is_deterministic_per_salt() -> None:
