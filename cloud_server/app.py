@@ -60,9 +60,7 @@ def create_app(
             )
             app.state.cloud = context
             task = asyncio.create_task(deadline_loop(context.rounds, now, settings.deadline_check_s))
-            log.info(
-                "cloud ready", extra={"data": {"store": settings.store_url if own_store else "injected"}}
-            )
+            log.info("cloud ready", extra={"data": {"store": the_store.describe()}})
             try:
                 yield
             finally:

@@ -12,6 +12,7 @@ from edge_aggregator.deps import EdgeDep, RuntimeDep
 from edge_aggregator.errors import EdgeError, UnknownFederationError
 from edge_aggregator.http_errors import from_validation_error
 from protocol.messages import ClientUpdate, EdgeProgress, UploadAccepted
+from services.store import StoreError
 
 log = logging.getLogger("edge_aggregator")
 router = APIRouter()
@@ -37,6 +38,13 @@ class EdgeHealth(BaseModel):
 @router.get("/healthz", response_model=EdgeHealth)
 async def healthz(runtime: RuntimeDep) -> dict[str, Any]:
     return runtime.health()
+
+
+@router.get("/readyz", summary="Ready for uploads: enrolled, holding the key, and the state store answers")
+async def readyz(edge: EdgeDep, runtime: RuntimeDep) -> dict[str, str]:
+    if not await runtime.store_ok():
+        raise StoreError("the state store does not answer PING")
+    return {"status": "ready", "edge_id": edge.config.edge_id}
 
 
 @router.post(

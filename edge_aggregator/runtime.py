@@ -70,6 +70,9 @@ class EdgeRuntime:
         if self.aggregator is not None:
             await self.aggregator.close()
 
+    async def store_ok(self) -> bool:
+        return await self._store.ping()
+
     def health(self) -> dict[str, Any]:
         edge = self.aggregator
         plan = edge.plan if edge is not None else None

@@ -101,3 +101,10 @@ async def test_the_store_holds_one_sum_per_round_whatever_the_number_of_clients(
     assert sum(sizes.values()) < sum_bytes / 2
     expected = np.sum([h.vector for h in world.hospitals.values()], axis=0)
     np.testing.assert_allclose(await world.stored_sum(), expected, atol=ATOL)
+
+
+async def test_ready_once_enrolled_with_a_store_that_answers(make_world: Callable[..., World]) -> None:
+    world = make_world(clients=2, k=2)
+    async with running_edge(world) as edge:
+        ready = await edge.http.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "edge_id": EID}
