@@ -3,6 +3,7 @@
 import os
 import secrets
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from client_agent.model import default_model_path
-from services.launcher import Cluster, free_port
+from services.launcher import Cluster, Process, free_port
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -61,31 +62,76 @@ def cluster(tmp_path):
     running.stop()
 
 
-class CloudProcess:
+class Service:
+    """One service process of the cluster that a test may `kill` (SIGKILL) and `restart` with the same env."""
+
+    def __init__(self, cluster: Cluster, name: str, module: str, env: dict[str, str], url: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.module = module
+        self.env = env
+        self.url = url
+        self.killed: list[Process] = []  # earlier processes of this service, for their logs
+        self.process = self._start(name)
+
+    def _start(self, name: str) -> Process:
+        process = self.cluster.start(name, self.module, self.env)
+        poll(lambda: healthy(self.url), timeout_s=60, what=name, cluster=self.cluster)
+        return process
+
+    def kill(self) -> None:
+        """`kill -9` of the process group, as a crash. The cluster forgets the process, so its exit -9 is
+        not taken for a failure by `Cluster.check`."""
+        process = self.process
+        assert process.alive(), f"{self.name} had already exited:\n{process.tail()}"
+        os.killpg(process.popen.pid, signal.SIGKILL)
+        process.popen.wait(timeout=30)
+        self.cluster.processes.remove(process)
+        self.killed.append(process)
+
+    def restart(self) -> None:
+        """Start the module again with the same env (port, store, keys); returns once `/healthz` answers.
+        The new process logs to its own file, so the killed one's log stays readable."""
+        assert not self.process.alive(), f"{self.name} is still running; kill it first"
+        self.process = self._start(f"{self.name}.restart{len(self.killed)}")
+
+    def log_lines(self, process: Process | None = None) -> list[str]:
+        return (process or self.process).log.read_text(errors="replace").splitlines()
+
+
+class CloudProcess(Service):
     def __init__(
-        self, cluster: Cluster, tmp_path: Path, model_dir: Path, extra_env: dict[str, str] | None = None
+        self,
+        cluster: Cluster,
+        tmp_path: Path,
+        model_dir: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        store_url: str = "memory://",
     ):
         self.admin_token = secrets.token_urlsafe(32)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
+        env = {
             "FEDLORA_ADMIN_TOKEN": self.admin_token,
             "FEDLORA_KEK": secrets.token_hex(32),
             "FEDLORA_PORT": str(self.port),
-            "FEDLORA_STORE_URL": "memory://",
+            "FEDLORA_STORE_URL": store_url,
             "FEDLORA_MODEL_PATH": str(model_dir),
             "FEDLORA_DEADLINE_CHECK_S": "0.2",
             "FEDLORA_LOG_JSON": "true",
             **(extra_env or {}),
         }
-        self.process = cluster.start("cloud", "cloud_server", self.env)
-        poll(lambda: healthy(self.url), timeout_s=60, what="the cloud", cluster=cluster)
+        super().__init__(cluster, "cloud", "cloud_server", env, f"http://127.0.0.1:{self.port}")
         self.admin = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=30
         )
 
 
-class EdgeProcess:
+class EdgeProcess(Service):
+    """An edge. `name` (default: the edge id) names its log; replicas of one edge share `edge_id` and
+    `key_file` and differ in `name` and port. `cloud_url` defaults to the cloud's own (a proxy may stand
+    in between)."""
+
     def __init__(
         self,
         cluster: Cluster,
@@ -94,26 +140,26 @@ class EdgeProcess:
         edge_id: str,
         enrolment_token: str,
         fid: str,
+        *,
+        store_url: str = "memory://",
+        cloud_url: str | None = None,
+        name: str | None = None,
     ):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.edge_id = edge_id
-        self.process = cluster.start(
-            edge_id,
-            "edge_aggregator",
-            {
-                "FEDLORA_EDGE_ID": edge_id,
-                "FEDLORA_FEDERATION_ID": fid,
-                "FEDLORA_CLOUD_URL": cloud.url,
-                "FEDLORA_PUBLIC_URL": self.url,
-                "FEDLORA_ENROLMENT_TOKEN": enrolment_token,
-                "FEDLORA_KEY_FILE": str(tmp_path / f"{edge_id}.key"),
-                "FEDLORA_PORT": str(self.port),
-                "FEDLORA_STORE_URL": "memory://",
-                "FEDLORA_DEADLINE_CHECK_S": "0.2",
-            },
-        )
-        poll(lambda: healthy(self.url), timeout_s=60, what=edge_id, cluster=cluster)
+        url = f"http://127.0.0.1:{self.port}"
+        env = {
+            "FEDLORA_EDGE_ID": edge_id,
+            "FEDLORA_FEDERATION_ID": fid,
+            "FEDLORA_CLOUD_URL": cloud_url or cloud.url,
+            "FEDLORA_PUBLIC_URL": url,
+            "FEDLORA_ENROLMENT_TOKEN": enrolment_token,
+            "FEDLORA_KEY_FILE": str(tmp_path / f"{edge_id}.key"),
+            "FEDLORA_PORT": str(self.port),
+            "FEDLORA_STORE_URL": store_url,
+            "FEDLORA_DEADLINE_CHECK_S": "0.2",
+        }
+        super().__init__(cluster, name or edge_id, "edge_aggregator", env, url)
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -3,85 +3,21 @@
 Expected values are computed here with numpy from the vectors the test itself encrypted.
 """
 
-import secrets
-
 import httpx
 import numpy as np
 import pytest
 
 from protocol.crypto import scheme_from_public
-from protocol.messages import (
-    ClientEnrolment,
-    ClientUpdate,
-    Enrolled,
-    FederationCreated,
-    FederationInfo,
-    FederationSpec,
-    RoundPlan,
-    RoundStatus,
-)
+from protocol.messages import FederationCreated, FederationInfo, RoundPlan, RoundStatus
 from services.identity import SigningKey
 from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
-
-FID = "e2e"
-
-
-def _spec():
-    return FederationSpec(
-        federation_id=FID,
-        target_modules=("value",),
-        layers_to_transform=(1,),
-        r_max=2,
-        rounds=1,
-        min_clients_per_edge=2,
-        round_deadline_s=20,
-        upload_deadline_s=15,
-    )
-
-
-def _enrol(cloud, token, client_id, edge_id):
-    key = SigningKey.generate()
-    body = ClientEnrolment(client_id=client_id, edge_id=edge_id, public_key=key.public_bytes, num_examples=10)
-    response = httpx.post(
-        f"{cloud.url}/federations/{FID}/clients",
-        json=body.model_dump(mode="json"),
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    assert response.status_code == 201, response.text
-    return key, Enrolled.model_validate_json(response.content)
-
-
-def _update(key, client_id, plan, scheme, vector, nonce=None):
-    unsigned = ClientUpdate(
-        federation_id=FID,
-        round=plan.round,
-        basis_version=plan.basis_version,
-        client_id=client_id,
-        rank=plan.client_ranks.get(client_id, 1),
-        weight=1.0,
-        num_examples=10,
-        nonce=nonce or secrets.token_hex(16),
-        ciphertext=scheme.serialize(scheme.encrypt(vector)),
-    )
-    return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
-
-
-def _post(edge_url, update_or_body, *, round_=0):
-    content = (
-        update_or_body if isinstance(update_or_body, bytes) else update_or_body.model_dump_json().encode()
-    )
-    return httpx.post(
-        f"{edge_url}/federations/{FID}/rounds/{round_}/uploads",
-        content=content,
-        headers={"Content-Type": "application/json"},
-        timeout=30,
-    )
+from tests.e2e.helpers import FID, enrol, make_spec, post_upload, signed_update
 
 
 @pytest.mark.slow
 def test_round_over_real_processes(cluster, tmp_path, tiny_model_dir):
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
-    created = cloud.admin.post("/federations", json=_spec().model_dump(mode="json"))
+    created = cloud.admin.post("/federations", json=make_spec().model_dump(mode="json"))
     assert created.status_code == 201, created.text
     tokens = FederationCreated.model_validate_json(created.content)
     edges = [
@@ -90,7 +26,7 @@ def test_round_over_real_processes(cluster, tmp_path, tiny_model_dir):
     poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 2, timeout_s=30, what="edges")
     # edge-1 gets three hospitals, edge-2 only one: below k = 2, so edge-2 must never forward.
     placement = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-1", "h-d": "edge-2"}
-    keys = {cid: _enrol(cloud, tokens.client_enrolment_token, cid, eid)[0] for cid, eid in placement.items()}
+    keys = {cid: enrol(cloud, tokens.client_enrolment_token, cid, eid)[0] for cid, eid in placement.items()}
     info = FederationInfo.model_validate_json(cloud.admin.get(f"/federations/{FID}").content)
     public = cloud.admin.get(f"/federations/{FID}/public-context").content
     scheme = scheme_from_public(info.spec.he, public)
@@ -107,24 +43,24 @@ def test_round_over_real_processes(cluster, tmp_path, tiny_model_dir):
     edge_url = {e.edge_id: e.url for e in edges}
 
     # Refusals first: none of them may touch the sum.
-    first = _update(keys["h-a"], "h-a", plan, scheme, vectors["h-a"])
+    first = signed_update(keys["h-a"], "h-a", plan, scheme, vectors["h-a"])
     unsigned = first.model_copy(update={"signature": b""})
-    assert _post(edge_url["edge-1"], unsigned).json()["code"] in ("bad_signature", "unauthenticated")
-    stranger = _update(SigningKey.generate(), "h-z", plan, scheme, vectors["h-a"])
-    refused = _post(edge_url["edge-1"], stranger)
+    assert post_upload(edge_url["edge-1"], unsigned).json()["code"] in ("bad_signature", "unauthenticated")
+    stranger = signed_update(SigningKey.generate(), "h-z", plan, scheme, vectors["h-a"])
+    refused = post_upload(edge_url["edge-1"], stranger)
     assert (refused.status_code, refused.json()["code"]) == (401, "unauthenticated")
     garbage = first.model_copy(update={"ciphertext": b"\x00garbage" * 100})
     garbage = garbage.model_copy(update={"signature": keys["h-a"].sign(garbage.signing_payload())})
-    refused = _post(edge_url["edge-1"], garbage)
+    refused = post_upload(edge_url["edge-1"], garbage)
     assert (refused.status_code, refused.json()["code"]) == (400, "bad_ciphertext")
-    assert _post(edge_url["edge-1"], b"{not json").status_code == 422
+    assert post_upload(edge_url["edge-1"], b"{not json").status_code == 422
 
     # The honest uploads, then a replay of one of them.
     for cid in ("h-a", "h-b", "h-c", "h-d"):
-        update = first if cid == "h-a" else _update(keys[cid], cid, plan, scheme, vectors[cid])
-        response = _post(edge_url[placement[cid]], update)
+        update = first if cid == "h-a" else signed_update(keys[cid], cid, plan, scheme, vectors[cid])
+        response = post_upload(edge_url[placement[cid]], update)
         assert response.status_code == 202, response.text
-    replay = _post(edge_url["edge-1"], first)
+    replay = post_upload(edge_url["edge-1"], first)
     assert replay.status_code == 409 and replay.json()["code"] in (
         "replay",
         "duplicate_upload",
