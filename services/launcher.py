@@ -115,14 +115,15 @@ class Cluster:
     def start(self, name: str, module: str, env: dict[str, str]) -> Process:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
-        handle = log.open("wb")
-        popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", module],
-            env={**os.environ, **env},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The child gets its own copy of the file descriptor; ours is closed as soon as it has started.
+        with log.open("wb") as handle:
+            popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", module],
+                env={**os.environ, **env},
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         process = Process(name, popen, log)
         self.processes.append(process)
         return process
