@@ -113,8 +113,7 @@ class MemoryStore(StateStore):
         return self._values.get(key)
 
     def _set(self, key: str, value: bytes, ttl_s: float | None) -> None:
-        if not isinstance(value, bytes | bytearray):
-            raise TypeError(f"store values are bytes, got {type(value).__name__} for key {key!r}")
+        _check_bytes(key, value)
         self._values[key] = bytes(value)
         if ttl_s is None:
             self._expiry.pop(key, None)
@@ -193,9 +192,7 @@ class MemoryStore(StateStore):
             current = {key: self._get(key) for key in keys}
             result = fn(current)
             updates = await result if isinstance(result, Awaitable) else result
-            unknown = set(updates) - set(keys)
-            if unknown:
-                raise StoreError(f"transaction wrote keys it did not read: {sorted(unknown)}")
+            _check_updates(keys, updates)
             for key, value in updates.items():
                 if value is None:
                     self._values.pop(key, None)
@@ -322,12 +319,7 @@ class RedisStore(StateStore):
                     current = {key: _raw(value) for key, value in zip(keys, values, strict=True)}
                     result = fn(current)
                     updates = await result if inspect.isawaitable(result) else result
-                    unknown = set(updates) - set(keys)
-                    if unknown:
-                        raise StoreError(f"transaction wrote keys it did not read: {sorted(unknown)}")
-                    for key, value in updates.items():
-                        if value is not None:
-                            _check_bytes(key, value)
+                    _check_updates(keys, updates)
                     if not updates:
                         return updates
                     pipe.multi()
@@ -371,6 +363,16 @@ def _text(value: bytes | str) -> str:
 def _check_bytes(key: str, value: object) -> None:
     if not isinstance(value, bytes | bytearray):
         raise TypeError(f"store values are bytes, got {type(value).__name__} for key {key!r}")
+
+
+def _check_updates(keys: Sequence[str], updates: Updates) -> None:
+    """A transaction's writes, checked in full before any is applied."""
+    unknown = set(updates) - set(keys)
+    if unknown:
+        raise StoreError(f"transaction wrote keys it did not read: {sorted(unknown)}")
+    for key, value in updates.items():
+        if value is not None:
+            _check_bytes(key, value)
 
 
 def _millis(ttl_s: float | None) -> int | None:
