@@ -28,6 +28,9 @@ from client_agent.train import (
     LocalResult,
     PrivacyHistory,
     encode,
+    noise_multiplier_for,
+    projected_epsilon,
+    sample_rate_for,
     train_local,
 )
 from protocol.crypto import HEScheme, scheme_from_public
@@ -38,8 +41,10 @@ from protocol.messages import (
     ErrorCode,
     FederationInfo,
     FederationSpec,
+    LocalSpend,
     RoundPlan,
 )
+from protocol.noise import add_share, clip
 from services.http import Peer, PeerRefusedError
 from services.identity import SigningKey
 from services.settings import ClientSettings
@@ -55,10 +60,8 @@ class AgentError(RuntimeError):
     """The agent cannot go on (its data, the federation or its enrolment is unusable)."""
 
 
-def clip_l2(vector: np.ndarray, *, max_norm: float) -> np.ndarray:
-    """Scale `vector` down to L2 norm `max_norm` if it is longer: bounds each hospital's influence."""
-    norm = float(np.linalg.norm(vector))
-    return vector if norm <= max_norm else vector * (max_norm / norm)
+class LocalBudgetExhaustedError(AgentError):
+    """The next round would take this hospital past its own example-level privacy budget."""
 
 
 @dataclass
@@ -160,10 +163,19 @@ class ClientAgent:
         delta: np.ndarray,
         *,
         num_examples: int,
-        epsilon: float | None,
+        spend: LocalSpend | None,
+        rng: np.random.Generator | None = None,
     ) -> ClientUpdate:
-        weight = 1.0  # uniform: each hospital's clipped delta counts once, so the sensitivity is C
-        contribution = scheme.clip_vector(weight * clip_l2(delta.astype(np.float64), max_norm=plan.clip_norm))
+        """Clip, weight (at most 1, so one hospital moves the sum by at most `C`), add this hospital's share
+        of the round's noise when the plan asks for distributed DP, encrypt and sign."""
+        weight = plan.weight_for(num_examples)
+        clipped = clip(delta.astype(np.float64), max_norm=plan.clip_norm, ord=plan.clip_norm_ord)
+        contribution = scheme.clip_vector(weight * clipped)
+        share = plan.noise_share
+        if share is not None:
+            # Noise from the operating system's entropy: nobody, this process's logs included, knows it.
+            noise_rng = rng or np.random.default_rng(secrets.randbits(128))
+            contribution = add_share(contribution, share, scheme.params, rng=noise_rng)
         ciphertext = scheme.serialize(scheme.encrypt(contribution))
         unsigned = ClientUpdate(
             federation_id=self.fid,
@@ -175,7 +187,9 @@ class ClientAgent:
             num_examples=num_examples,
             nonce=secrets.token_hex(16),
             ciphertext=ciphertext,
-            local_epsilon=epsilon,
+            local_epsilon=spend.epsilon if spend is not None else None,
+            local_privacy=spend,
+            noise_share_std=share.std if share is not None else None,
         )
         return unsigned.model_copy(update={"signature": self.key.sign(unsigned.signing_payload())})
 
@@ -238,9 +252,16 @@ class ClientAgent:
                     )
                 assert features is not None
                 start = await self.global_vector(cloud, plan.adapter_version, model.layout.size)
-                result = await asyncio.to_thread(self._train, model, features, start, plan, spec)
+                try:
+                    result = await asyncio.to_thread(self._train, model, features, start, plan, spec)
+                except LocalBudgetExhaustedError as e:
+                    log.warning(
+                        "stopped: local privacy budget reached",
+                        extra={"round": plan.round, "data": {"why": str(e)}},
+                    )
+                    break
                 update = self.make_update(
-                    plan, scheme, result.delta, num_examples=len(texts), epsilon=result.epsilon
+                    plan, scheme, result.delta, num_examples=len(texts), spend=self._spend(plan, result)
                 )
                 if await self.upload(edge, update):
                     uploads += 1
@@ -260,6 +281,21 @@ class ClientAgent:
         self.state.last_round = round_
         self.state.save(self.state_path)
 
+    def _spend(self, plan: RoundPlan, result: LocalResult) -> LocalSpend | None:
+        if result.epsilon is None:
+            return None
+        return LocalSpend(
+            epsilon=result.epsilon,
+            delta=plan.local_dp.delta,
+            accountant=plan.local_dp.accountant,
+            history=tuple(self.state.privacy or ()),
+            budget=self._local_budget(plan),
+        )
+
+    def _local_budget(self, plan: RoundPlan) -> float:
+        own = self.settings.local_epsilon_budget
+        return min(plan.local_dp.epsilon, own) if own is not None else plan.local_dp.epsilon
+
     def _build_model(self, spec: FederationSpec, rank: int) -> FFAClassifier:
         return FFAClassifier(load_encoder(self.model_path), AdapterSpec.from_federation(spec), rank=rank)
 
@@ -273,19 +309,42 @@ class ClientAgent:
     ) -> LocalResult:
         dp = plan.local_dp
         history = PrivacyHistory(list(self.state.privacy or []))
+        budget = self._local_budget(plan)
+        settings = (
+            DPSettings(
+                epsilon=budget,
+                delta=dp.delta,
+                max_grad_norm=dp.max_grad_norm,
+                rounds=spec.rounds,
+                accountant=dp.accountant,
+            )
+            if dp.enabled
+            else None
+        )
+        batch_size = min(plan.training.batch_size, len(features))
+        if settings is not None:
+            rate = sample_rate_for(len(features), batch_size)
+            sigma = noise_multiplier_for(
+                settings, sample_rate=rate, steps_per_round=plan.training.local_steps
+            )
+            after = projected_epsilon(
+                history, settings, sample_rate=rate, noise_multiplier=sigma, steps=plan.training.local_steps
+            )
+            # Calibration lands on the budget to within Opacus' search tolerance, hence the 1% slack.
+            if after > budget * 1.01:
+                raise LocalBudgetExhaustedError(
+                    f"round {plan.round} would bring this hospital's example-level epsilon to {after:.3f}, above "
+                    f"its budget {budget:g} (spent {history.steps} DP-SGD steps so far; delta {dp.delta:g})"
+                )
         config = LocalConfig(
             steps=plan.training.local_steps,
-            batch_size=min(plan.training.batch_size, len(features)),
+            batch_size=batch_size,
             learning_rate=plan.training.learning_rate,
             optimizer=plan.training.optimizer,
             seed=plan.round,
             threads=self.settings.threads,
             progress=False,
-            dp=DPSettings(
-                epsilon=dp.epsilon, delta=dp.delta, max_grad_norm=dp.max_grad_norm, rounds=spec.rounds
-            )
-            if dp.enabled
-            else None,
+            dp=settings,
         )
         result = train_local(model, features, global_vector=start, config=config, history=history)
         self.state.privacy = list(history.entries)

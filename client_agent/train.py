@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from opacus import PrivacyEngine
+from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
@@ -180,6 +181,16 @@ def noise_multiplier_for(dp: DPSettings, *, sample_rate: float, steps_per_round:
             accountant=dp.accountant,
         )
     )
+
+
+def projected_epsilon(
+    history: PrivacyHistory, dp: DPSettings, *, sample_rate: float, noise_multiplier: float, steps: int
+) -> float:
+    """The epsilon Opacus' accountant would report after `steps` more steps at `(noise_multiplier,
+    sample_rate)`: asked before training, so that a hospital never runs past its budget."""
+    accountant = create_accountant(mechanism=dp.accountant)
+    accountant.history = [*history.entries, (noise_multiplier, sample_rate, steps)]
+    return float(accountant.get_epsilon(delta=dp.delta))
 
 
 def train_local(

@@ -1,10 +1,12 @@
-"""From the edges' ciphertext sums to the next global adapter: sum, decrypt the total only, average, noise.
+"""From the edges' ciphertext sums to the next global adapter: sum, decrypt the total only, noise, average.
 
 Each edge's ciphertext is already the sum of at least `k` clients' pre-weighted deltas; the cloud adds them
-homomorphically and decrypts only that global total. Dividing by the total weight gives the weighted mean
-delta. Central client-level DP (DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963): every client clips its
-delta to norm `C`, so one client moves the mean by at most `C / W`; Gaussian noise of standard deviation
-`z C / W` per coordinate is added to the mean (`z` the noise multiplier, `W` the total weight).
+homomorphically and decrypts only that global total. Central client-level DP (DP-FedAvg, McMahan et al.
+2018, arXiv:1710.06963): every client clips its delta to norm `C` and weights it by at most 1, so one client
+moves the sum by at most `C`; noise of standard deviation `z C` per coordinate goes on the sum (the cloud
+draws it, or the clients did in shares: see `protocol.noise`), and only then is the sum divided by the total
+weight `W` (post-processing; the participants and their weights are public to the cloud through the signed
+manifests).
 """
 
 from __future__ import annotations
@@ -17,42 +19,75 @@ from typing import Any
 import numpy as np
 
 from protocol.crypto import HEScheme
-from protocol.messages import CentralDPConfig, NoiseMechanism, NoiseSchedule
+from protocol.crypto.params import PaillierParams
+from protocol.messages import CentralDPConfig, NoiseMechanism
+from protocol.noise import draw
+
+
+@dataclass(frozen=True)
+class RoundNoise:
+    """The noise on one round's released sum, in the units of the deltas (standard deviations)."""
+
+    mechanism: NoiseMechanism
+    multiplier: float  # the schedule's z for the round
+    clip_norm: float
+    distributed: bool
+    client_std: float  # what the clients' shares add up to (0 without distributed noise)
+    cloud_std: float  # what the cloud adds: all of it, or the top-up for missing shares
+    shares_planned: int | None = None
+
+    @property
+    def target_std(self) -> float:
+        return self.multiplier * self.clip_norm
+
+    @property
+    def realised_std(self) -> float:
+        return math.hypot(self.client_std, self.cloud_std)
+
+    @property
+    def realised_multiplier(self) -> float:
+        """Noise on the released sum over `C`: a Gaussian's std, a Laplace distribution's scale."""
+        scale = (
+            self.realised_std / math.sqrt(2.0)
+            if self.mechanism is NoiseMechanism.LAPLACE
+            else self.realised_std
+        )
+        return scale / self.clip_norm
+
+    @property
+    def decryptor_multiplier(self) -> float:
+        """The noise the cloud saw in what it decrypted (it knows its own top-up)."""
+        return self.client_std / self.clip_norm
+
+
+def round_noise(
+    dp: CentralDPConfig, *, multiplier: float, share_stds: Sequence[float | None], shares_planned: int | None
+) -> RoundNoise:
+    """The noise a round carries: the cloud's draw, or the contributed shares plus a top-up to `z C`.
+
+    `share_stds` are the shares the contributions declare (None: the client added none).
+    """
+    if multiplier <= 0 or not dp.noisy:
+        return RoundNoise(NoiseMechanism.NONE, 0.0, dp.clip_norm, False, 0.0, 0.0)
+    target = multiplier * dp.clip_norm
+    if not dp.distributed:
+        # Laplace: scale `z C` against the L1 sensitivity `C` (Dwork et al. 2006), so its std is sqrt(2) z C.
+        std = target * math.sqrt(2.0) if dp.mechanism is NoiseMechanism.LAPLACE else target
+        return RoundNoise(dp.mechanism, multiplier, dp.clip_norm, False, 0.0, std)
+    client = math.sqrt(sum((s or 0.0) ** 2 for s in share_stds))
+    top_up = math.sqrt(max(0.0, target**2 - client**2))
+    # A top-up below one part in a million of the target is rounding in the shares' sizes, not a dropout.
+    if top_up <= 1e-6 * target:
+        top_up = 0.0
+    return RoundNoise(dp.mechanism, multiplier, dp.clip_norm, True, client, top_up, shares_planned)
 
 
 @dataclass(frozen=True)
 class Aggregated:
     vector: np.ndarray  # the new global adapter, float32
     update_norm: float  # L2 norm of what was added to the previous global adapter (noise included)
-    noise_std: float  # per-coordinate standard deviation of the central noise (0 without noise)
+    noise_std: float  # per-coordinate standard deviation of all the noise on the mean
     summands: int  # client encryptions inside the decrypted total
-
-
-def noise_multiplier(dp: CentralDPConfig, *, round_index: int, rounds: int) -> float:
-    """The `z` of one round. `loose_to_strict` (seed 001: loose early, strict late) ramps it linearly
-    from `z / 2` in the first round to `3 z / 2` in the last, so its mean over the rounds is `z`."""
-    if dp.mechanism is NoiseMechanism.NONE or dp.noise_multiplier == 0.0:
-        return 0.0
-    if dp.schedule is NoiseSchedule.CONSTANT or rounds <= 1:
-        return dp.noise_multiplier
-    progress = min(max(round_index, 0), rounds - 1) / (rounds - 1)
-    return dp.noise_multiplier * (0.5 + progress)
-
-
-def central_noise(
-    dp: CentralDPConfig, *, multiplier: float, total_weight: float, size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, float]:
-    """Noise for the mean update, and its per-coordinate standard deviation `multiplier * C / W`.
-
-    Laplace noise gets the same standard deviation (scale `std / sqrt(2)`), as `noise_multiplier`'s
-    description says: "std is z * clip_norm".
-    """
-    if multiplier <= 0.0 or dp.mechanism is NoiseMechanism.NONE:
-        return np.zeros(size), 0.0
-    std = multiplier * dp.clip_norm / total_weight
-    if dp.mechanism is NoiseMechanism.LAPLACE:
-        return rng.laplace(0.0, std / math.sqrt(2.0), size), std
-    return rng.normal(0.0, std, size), std
 
 
 def aggregate(
@@ -61,8 +96,7 @@ def aggregate(
     *,
     global_vector: np.ndarray,
     total_weight: float,
-    dp: CentralDPConfig,
-    multiplier: float,
+    noise: RoundNoise,
     rng: np.random.Generator,
 ) -> Aggregated:
     """The next global adapter from the edges' sums. Raises `CryptoError` if a sum does not decrypt."""
@@ -71,9 +105,17 @@ def aggregate(
     length = int(global_vector.size)
     parts = [scheme.deserialize(c, expected_length=length) for c in ciphertexts]
     total = scheme.sum(parts)
-    mean = scheme.decrypt(total) / total_weight
-    noise, std = central_noise(dp, multiplier=multiplier, total_weight=total_weight, size=length, rng=rng)
+    noisy_sum = scheme.decrypt(total)
+    if noise.cloud_std > 0:
+        params = scheme.params
+        # Under packed Paillier the top-up stays on the shares' lattice, so the sum's noise is Skellam.
+        skellam = noise.distributed and isinstance(params, PaillierParams)
+        mechanism = "skellam" if skellam else noise.mechanism.value
+        step = params.step if isinstance(params, PaillierParams) else None
+        noisy_sum = noisy_sum + draw(mechanism, std=noise.cloud_std, size=length, rng=rng, step=step)
     previous = global_vector.astype(np.float64)
-    vector = (previous + mean + noise).astype(np.float32)
+    vector = (previous + noisy_sum / total_weight).astype(np.float32)
     norm = float(np.linalg.norm(vector.astype(np.float64) - previous))
-    return Aggregated(vector=vector, update_norm=norm, noise_std=std, summands=total.count)
+    return Aggregated(
+        vector=vector, update_norm=norm, noise_std=noise.realised_std / total_weight, summands=total.count
+    )

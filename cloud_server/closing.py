@@ -19,11 +19,12 @@ from datetime import datetime
 
 import numpy as np
 
-from cloud_server.aggregation import Aggregated, aggregate, noise_multiplier
+from cloud_server.aggregation import Aggregated, RoundNoise, aggregate, round_noise
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService, vector_bytes, vector_from_bytes
 from cloud_server.plans import PlanBoard, open_round
+from cloud_server.privacy import Ledger, settle_round
 from cloud_server.records import (
     FINAL_ROUND_STATES,
     ClientStats,
@@ -32,7 +33,15 @@ from cloud_server.records import (
     unpack_aggregate,
 )
 from protocol.crypto import CryptoError, KeyStoreError
-from protocol.messages import AdapterVersion, EdgeProgress, FederationState, RoundState, RoundStatus
+from protocol.messages import (
+    AdapterVersion,
+    EdgeProgress,
+    FederationState,
+    RoundPlan,
+    RoundState,
+    RoundStatus,
+    schedule_multiplier,
+)
 from services import keyspace
 from services.store import StateStore, Updates
 
@@ -97,8 +106,17 @@ class RoundCloser:
                     f"adapter version {record.adapter_version} of {fid!r} is missing from the store"
                 )
             previous = vector_from_bytes(previous_raw, layout.size)
-            multiplier = noise_multiplier(
-                spec.central_dp, round_index=record.rounds_closed, rounds=spec.rounds
+            plan = RoundPlan.model_validate_json(
+                await self._store.get(keyspace.fed_round_plan(fid, round_)) or b""
+            )
+            contributions = [c for header in headers.values() for c in header.contributions]
+            noise = round_noise(
+                spec.central_dp,
+                multiplier=schedule_multiplier(
+                    spec.central_dp, round_index=record.rounds_closed, rounds=spec.rounds
+                ),
+                share_stds=[c.noise_share_std for c in contributions],
+                shares_planned=plan.noise_share.clients if plan.noise_share is not None else None,
             )
             # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it.
             scheme = await self._federations.secret_scheme(fid)
@@ -111,8 +129,7 @@ class RoundCloser:
                     [ciphertext for _, ciphertext in unpacked],
                     global_vector=previous,
                     total_weight=sum(h.total_weight for h in headers.values()),
-                    dp=spec.central_dp,
-                    multiplier=multiplier,
+                    noise=noise,
                     rng=np.random.default_rng(seed),
                 )
             except KeyStoreError:
@@ -124,10 +141,11 @@ class RoundCloser:
             metrics = {
                 "aggregation_s": time.perf_counter() - started,
                 "edges_forwarded": float(len(headers)),
-                "noise_multiplier": multiplier,
+                "noise_multiplier": noise.multiplier,
                 "noise_std": result.noise_std,
+                "realised_noise_multiplier": noise.realised_multiplier,
             }
-            await self._commit(fid, round_, now, record, headers, result, metrics, why=why)
+            await self._commit(fid, round_, now, record, headers, result, noise, metrics, why=why)
         finally:
             await self._store.delete(lease)
 
@@ -139,11 +157,14 @@ class RoundCloser:
         seen: FederationRecord,
         headers: Mapping[str, StoredAggregate],
         result: Aggregated,
+        noise: RoundNoise,
         metrics: dict[str, float],
         *,
         why: str,
     ) -> None:
         spec = await self._federations.spec(fid)
+        layout, _ = await self._federations.layout(fid)
+        total_weight = sum(h.total_weight for h in headers.values())
         clients = await self._enrolment.clients(fid, with_stats=False)
         v_in, v_out = seen.adapter_version, seen.adapter_version + 1
         completes = seen.rounds_closed + 1 >= spec.rounds
@@ -152,10 +173,12 @@ class RoundCloser:
         next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]
         stats_keys = {c.client_id: keyspace.fed_client_stats(fid, c.client_id) for c in contributions}
         seed_key = keyspace.fed_round_noise_seed(fid, round_)
+        ledger_key = keyspace.fed_privacy(fid)
         keys = [
             record_key,
             status_key,
             seed_key,
+            ledger_key,
             keyspace.fed_adapter(fid, v_out),
             keyspace.fed_adapter_meta(fid, v_out),
             *([] if completes else next_keys),
@@ -197,9 +220,31 @@ class RoundCloser:
                 updates[stats_keys[c.client_id]] = ClientStats(
                     rounds_contributed=old.rounds_contributed + 1, last_seen=now, local_epsilon=epsilon
                 ).dump()
+            raw_ledger = current[ledger_key]
+            ledger, epsilon, upcoming = settle_round(
+                spec,
+                Ledger.model_validate_json(raw_ledger) if raw_ledger else Ledger(),
+                round_=round_,
+                noise=noise,
+                contributions=contributions,
+                total_weight=total_weight,
+                layout_size=layout.size,
+                rounds_closed_after=record.rounds_closed + 1,
+            )
+            updates[ledger_key] = ledger.dump()
+            budget = spec.central_dp.epsilon_budget
             changes: dict[str, object] = {"adapter_version": v_out, "rounds_closed": record.rounds_closed + 1}
             if completes:
                 changes |= {"state": FederationState.COMPLETED, "reason": f"all {spec.rounds} rounds closed"}
+            elif budget is not None and upcoming is not None and upcoming > budget:
+                changes |= {
+                    "state": FederationState.BUDGET_EXHAUSTED,
+                    "reason": (
+                        f"the next round would bring the client-level epsilon to {upcoming:.4g}, above the "
+                        f"budget {budget:g} (spent {epsilon or 0.0:.4g} after {record.rounds_closed + 1} of "
+                        f"{spec.rounds} rounds, delta {spec.central_dp.delta:g})"
+                    ),
+                }
             else:
                 plan, opened = open_round(
                     spec,
@@ -208,16 +253,26 @@ class RoundCloser:
                     layout_digest=record.layout_digest,
                     clients=clients,
                     now=now,
+                    rounds_closed=record.rounds_closed + 1,
                 )
                 updates[next_keys[0]] = plan.model_dump_json().encode()
                 updates[next_keys[1]] = opened.model_dump_json().encode()
                 changes["current_round"] = round_ + 1
             updates[record_key] = record.model_copy(update=changes).dump()
+            outcome["epsilon"], outcome["reason"] = epsilon, changes.get("reason")
+            outcome["exhausted"] = changes.get("state") is FederationState.BUDGET_EXHAUSTED
             return updates
 
+        outcome: dict[str, object] = {}
         if not await self._store.transaction(keys, commit):
             return
         self._board.publish(fid)
+        if outcome.get("exhausted"):
+            log.warning(
+                "privacy budget exhausted: federation stopped: %s",
+                outcome["reason"],
+                extra={"federation_id": fid, "round": round_},
+            )
         log.info(
             "round closed (%s)",
             why,
@@ -228,6 +283,7 @@ class RoundCloser:
                     "adapter_version": v_out,
                     "clients": len(contributions),
                     "completed": completes,
+                    "central_epsilon": outcome.get("epsilon"),
                     **metrics,
                 },
             },
@@ -264,6 +320,7 @@ class RoundCloser:
                 layout_digest=record.layout_digest,
                 clients=clients,
                 now=now,
+                rounds_closed=record.rounds_closed,
             )
             return {
                 status_key: failed.model_dump_json().encode(),

@@ -18,6 +18,8 @@ import numpy as np
 from cloud_server.clock import Clock
 from cloud_server.errors import ConflictError, NotActiveError, NotFoundError, UnprocessableError
 from cloud_server.plans import PlanBoard
+from cloud_server.privacy import Ledger, check_budget
+from cloud_server.privacy import report as privacy_report
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
 from protocol.crypto import (
     HEScheme,
@@ -36,6 +38,7 @@ from protocol.messages import (
     FederationInfo,
     FederationSpec,
     FederationState,
+    PrivacyReport,
     RoundState,
     RoundStatus,
     Strategy,
@@ -86,6 +89,7 @@ class FederationService:
         if await self._store.get(keyspace.fed_spec(fid)) is not None:
             raise ConflictError(f"federation {fid!r} already exists", field="federation_id")
         layout = await self._compute_layout(spec)
+        check_budget(spec, layout_size=layout[0].size)
         scheme = await asyncio.to_thread(generate_scheme, spec.he)
         sealed = seal_secret(scheme, self._kek)
         edge_token, client_token = new_token(), new_token()
@@ -152,6 +156,22 @@ class FederationService:
     async def info(self, fid: str) -> FederationInfo:
         record = await self.record(fid)
         return record.info(await self.spec(fid))
+
+    async def privacy(self, fid: str) -> PrivacyReport:
+        """The privacy ledger of `fid` with every epsilon computed (the local ones in a thread: the
+        subsampled-Gaussian RDP takes a few milliseconds per history)."""
+        spec, record = await self.spec(fid), await self.record(fid)
+        raw = await self._store.get(keyspace.fed_privacy(fid))
+        ledger = Ledger.model_validate_json(raw) if raw else Ledger()
+        return await asyncio.to_thread(
+            privacy_report,
+            spec,
+            ledger,
+            layout_size=record.layout_size,
+            state=record.state,
+            reason=record.reason,
+            rounds_closed=record.rounds_closed,
+        )
 
     async def ids(self) -> list[str]:
         return sorted(await self._store.hgetall(keyspace.federations()))

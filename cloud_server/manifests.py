@@ -13,8 +13,15 @@ from protocol.messages import ClientInfo, EdgeAggregate, ErrorCode, RoundPlan
 
 
 def check_manifest(
-    aggregate: EdgeAggregate, *, plan: RoundPlan, clients: Mapping[str, ClientInfo], min_clients: int
+    aggregate: EdgeAggregate,
+    *,
+    plan: RoundPlan,
+    clients: Mapping[str, ClientInfo],
+    min_clients: int,
+    max_weight: float | None = None,
 ) -> None:
+    """Raise unless the manifest names at least `min_clients` distinct clients of this edge in the plan,
+    each at or below its planned rank and (with central DP) weighted by at most `max_weight`."""
     ids = [c.client_id for c in aggregate.contributions]
     if len(set(ids)) != len(ids):
         raise UnprocessableError("the manifest names a client more than once", field="contributions")
@@ -43,6 +50,12 @@ def check_manifest(
         planned_rank = plan.client_ranks.get(cid)
         if planned_rank is None:
             raise ForbiddenError(f"client {cid!r} is not in round {plan.round}'s plan", field=where)
+        if max_weight is not None and contribution.weight > max_weight:
+            raise UnprocessableError(
+                f"client {cid!r} weighs its delta by {contribution.weight}; with central DP a weight above "
+                f"{max_weight:g} would make one client move the sum by more than the clip norm",
+                field=f"contributions.{index}.weight",
+            )
         if contribution.rank > planned_rank:
             raise UnprocessableError(
                 f"client {cid!r} reports rank {contribution.rank}, above its planned rank {planned_rank}",

@@ -12,7 +12,17 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
-from protocol.messages import ClientInfo, EdgeProgress, FederationSpec, RoundPlan, RoundState, RoundStatus
+from protocol.messages import (
+    ClientInfo,
+    EdgeProgress,
+    FederationSpec,
+    NoiseMechanism,
+    RoundPlan,
+    RoundState,
+    RoundStatus,
+    schedule_multiplier,
+)
+from protocol.noise import share_for
 
 RECHECK_S = 1.0
 
@@ -61,8 +71,19 @@ def open_round(
     layout_digest: str,
     clients: Mapping[str, ClientInfo],
     now: datetime,
+    rounds_closed: int,
 ) -> tuple[RoundPlan, RoundStatus]:
-    """The plan and the initial status of a round that every enrolled client is asked to join."""
+    """The plan and the initial status of a round that every enrolled client is asked to join.
+
+    `rounds_closed` places the round on the noise schedule (a failed round does not move it on).
+    """
+    dp = spec.central_dp
+    multiplier = schedule_multiplier(dp, round_index=rounds_closed, rounds=spec.rounds)
+    share = (
+        share_for(dp, spec.he, multiplier=multiplier, planned_clients=len(clients))
+        if dp.distributed and multiplier > 0 and clients
+        else None
+    )
     plan = RoundPlan(
         federation_id=spec.federation_id,
         round=round_,
@@ -74,6 +95,10 @@ def open_round(
         training=spec.training,
         local_dp=spec.local_dp,
         layout_digest=layout_digest,
+        clip_norm_ord=1 if dp.mechanism is NoiseMechanism.LAPLACE else 2,
+        weighting=dp.weighting,
+        weight_cap=dp.weight_cap,
+        noise_share=share,
     )
     per_edge = Counter(info.edge_id for info in clients.values())
     status = RoundStatus(

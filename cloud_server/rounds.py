@@ -141,6 +141,7 @@ class RoundService:
             layout_digest=record.layout_digest,
             clients=clients,
             now=now,
+            rounds_closed=record.rounds_closed,
         )
         record_key = keyspace.fed_state(fid)
 
@@ -216,7 +217,13 @@ class RoundService:
             )
         plan = await self.plan(fid, round_)
         clients = await self._enrolment.clients(fid, with_stats=False)
-        check_manifest(agg, plan=plan, clients=clients, min_clients=spec.min_clients_per_edge)
+        check_manifest(
+            agg,
+            plan=plan,
+            clients=clients,
+            min_clients=spec.min_clients_per_edge,
+            max_weight=1.0 if spec.central_dp.noisy else None,
+        )
         await self._check_ciphertext(fid, agg)
 
         now = self._clock()

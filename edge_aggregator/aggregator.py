@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -137,6 +138,13 @@ class EdgeAggregator:
             )
         if update.client_id not in plan.client_ranks:
             raise ForbiddenError(f"client {update.client_id} is not in round {plan.round}'s plan")
+        share = plan.noise_share
+        if share is not None and not math.isclose(update.noise_share_std or 0.0, share.std, rel_tol=1e-9):
+            raise InvalidRequestError(
+                f"round {plan.round} asks each client for a noise share of std {share.std:.6g}; this upload "
+                f"declares {update.noise_share_std}",
+                field="noise_share_std",
+            )
         if await self._ledger.nonce_seen(update.nonce):
             raise ReplayError(f"nonce {update.nonce} was already used", field="nonce")
         if update.client_id in await self._ledger.manifest(update.round):

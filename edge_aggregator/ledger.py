@@ -137,6 +137,8 @@ class RoundLedger:
             nonce=update.nonce,
             ciphertext_sha256=update.ciphertext_sha256,
             local_epsilon=update.local_epsilon,
+            local_privacy=update.local_privacy,
+            noise_share_std=update.noise_share_std,
         )
         counted = 0
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from protocol.crypto.params import CKKSParams, HEKind, HEParams
+from protocol.crypto.params import CKKSParams, HEKind, HEParams, PaillierParams
 
 PROTOCOL_VERSION: Literal[1] = 1
 
@@ -56,6 +57,14 @@ class NoiseMechanism(StrEnum):
     GAUSSIAN = "gaussian"
     LAPLACE = "laplace"
     NONE = "none"
+
+
+class Weighting(StrEnum):
+    """How a hospital's clipped delta is weighted. Every weight is at most 1, so one hospital moves the
+    weighted sum by at most the clip norm `C`: the sensitivity the central noise is calibrated to."""
+
+    UNIFORM = "uniform"  # every hospital counts once
+    CAPPED_EXAMPLES = "capped_examples"  # min(examples, weight_cap) / weight_cap: small sites count less
 
 
 class NoiseSchedule(StrEnum):
@@ -120,12 +129,22 @@ class LocalDPConfig(BaseModel):
 
 
 class CentralDPConfig(BaseModel):
-    """Client-level DP added by the cloud to the decrypted sum of clipped deltas."""
+    """Client-level DP on the weighted sum of clipped deltas (DP-FedAvg, McMahan et al. 2018).
+
+    Adjacent federations differ in one hospital's whole contribution (its delta replaced by zero). Each
+    delta is clipped to `clip_norm` (L2 for Gaussian noise, L1 for Laplace) and weighted by at most 1, so
+    the sum moves by at most `C`. The noise on the sum is `N(0, (z C)^2)` (Gaussian) or `Laplace(z C)` per
+    coordinate, with `z` this round's multiplier from `schedule`. The cloud adds it after decrypting, or,
+    with `distributed`, every hospital adds its share before encrypting (Gaussian shares under CKKS,
+    Skellam shares under packed Paillier) and nobody ever sees a noise-free sum.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mechanism: NoiseMechanism = NoiseMechanism.GAUSSIAN
-    noise_multiplier: float = Field(default=0.0, ge=0.0, le=100.0, description="z: std is z * clip_norm")
+    noise_multiplier: float = Field(
+        default=0.0, ge=0.0, le=100.0, description="z: noise std (Gaussian) or scale (Laplace) over C"
+    )
     clip_norm: float = Field(
         default=1.0, gt=0.0, le=1e6, description="C: each client's delta is clipped to it"
     )
@@ -134,6 +153,46 @@ class CentralDPConfig(BaseModel):
         default=None, gt=0.0, description="stop when the next round exceeds it"
     )
     delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    accountant: Literal["rdp", "prv"] = Field(
+        default="rdp", description="prv: exact accounting (Gaussian mechanism only)"
+    )
+    weighting: Weighting = Weighting.UNIFORM
+    weight_cap: int = Field(
+        default=1000, ge=1, le=10**9, description="examples at which a hospital's weight reaches 1"
+    )
+    distributed: bool = Field(
+        default=False, description="hospitals add the noise in shares before encrypting"
+    )
+    dropout_margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="shares are sized for (1 - margin) of the planned clients, so that the decrypted sum "
+        "keeps its full noise when up to that fraction drops out",
+    )
+
+    @model_validator(mode="after")
+    def _check_noise(self) -> CentralDPConfig:
+        noisy = self.mechanism is not NoiseMechanism.NONE and self.noise_multiplier > 0
+        if self.epsilon_budget is not None and not noisy:
+            raise ValueError(
+                f"epsilon_budget {self.epsilon_budget} needs central noise: set noise_multiplier > 0 and a "
+                f"mechanism (got mechanism {self.mechanism.value!r}, noise_multiplier {self.noise_multiplier})"
+            )
+        if self.accountant == "prv" and self.mechanism is NoiseMechanism.LAPLACE:
+            raise ValueError("accountant 'prv' covers the Gaussian mechanism only; use 'rdp' for 'laplace'")
+        if self.distributed and not noisy:
+            raise ValueError("distributed needs noise: set noise_multiplier > 0 and mechanism 'gaussian'")
+        if self.distributed and self.mechanism is not NoiseMechanism.GAUSSIAN:
+            raise ValueError(
+                f"distributed noise is Gaussian (or Skellam under packed Paillier); mechanism "
+                f"{self.mechanism.value!r} cannot be split into shares"
+            )
+        return self
+
+    @property
+    def noisy(self) -> bool:
+        return self.mechanism is not NoiseMechanism.NONE and self.noise_multiplier > 0
 
 
 class TrainingConfig(BaseModel):
@@ -146,6 +205,31 @@ class TrainingConfig(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=65_536)
     max_seq_length: int = Field(default=64, ge=8, le=4096)
     optimizer: Literal["sgd", "adam"] = "sgd"
+
+
+SHARE_TAIL_SIGMAS = 8.0  # a share exceeds 8 std with probability ~1e-15 per coordinate
+
+
+def schedule_multiplier(dp: CentralDPConfig, *, round_index: int, rounds: int) -> float:
+    """The `z` of one round. `loose_to_strict` (seed 001: loose early, strict late) ramps it linearly
+    from `z / 2` in the first round to `3 z / 2` in the last, so its mean over the rounds is `z`."""
+    if not dp.noisy:
+        return 0.0
+    if dp.schedule is NoiseSchedule.CONSTANT or rounds <= 1:
+        return dp.noise_multiplier
+    progress = min(max(round_index, 0), rounds - 1) / (rounds - 1)
+    return dp.noise_multiplier * (0.5 + progress)
+
+
+def shares_for(dp: CentralDPConfig, planned_clients: int) -> int:
+    """How many shares make up the target noise: the planned clients less the dropout margin."""
+    return max(1, math.floor(planned_clients * (1.0 - dp.dropout_margin)))
+
+
+def max_share_std(dp: CentralDPConfig, *, min_clients: int) -> float:
+    """The largest share std any round can ask for (the strictest round, the fewest clients)."""
+    top = dp.noise_multiplier * (1.5 if dp.schedule is NoiseSchedule.LOOSE_TO_STRICT else 1.0)
+    return top * dp.clip_norm / math.sqrt(shares_for(dp, min_clients))
 
 
 class FederationSpec(Message):
@@ -192,12 +276,45 @@ class FederationSpec(Message):
                 f"upload_deadline_s ({self.upload_deadline_s}) must not exceed round_deadline_s "
                 f"({self.round_deadline_s}): edges need time to forward"
             )
+        if self.central_dp.distributed and self.he.kind is HEKind.NONE:
+            raise ValueError(
+                "central_dp.distributed protects only an encrypted sum: with he.kind 'none' the edge would see "
+                "each update with a fraction of the noise; choose 'ckks' or 'paillier'"
+            )
+        if self.central_dp.distributed and isinstance(self.he, PaillierParams):
+            # Every noisy coordinate must fit the fixed-point range, or packing would clip the noise.
+            needed = self.central_dp.clip_norm + SHARE_TAIL_SIGMAS * max_share_std(
+                self.central_dp, min_clients=self.min_clients_per_edge
+            )
+            if self.he.clip < needed:
+                raise ValueError(
+                    f"he.clip {self.he.clip} leaves no room for the Skellam noise shares: each coordinate "
+                    f"holds up to clip_norm + {SHARE_TAIL_SIGMAS:g} share std = {needed:.4g}; raise he.clip "
+                    "(or quant_bits with it to keep precision)"
+                )
         if self.strategy is Strategy.CLAIR and self.he.kind is not HEKind.NONE:
             raise ValueError(
                 f"strategy 'clair' needs per-client plaintext updates, so he.kind must be 'none', got "
                 f"{self.he.kind.value!r}"
             )
         return self
+
+
+class NoiseShare(BaseModel):
+    """One client's share of a round's distributed noise (Kairouz et al. 2021, distributed DP).
+
+    `gaussian` (CKKS): add N(0, std^2) to every coordinate of the weighted, clipped delta. `skellam`
+    (packed Paillier): add `step * (Poisson(lam) - Poisson(lam))` with `lam = (std / step)^2 / 2`, where
+    `step` is the Paillier quantisation step, so the shares stay on the integer lattice and their sum is
+    Skellam again (Agarwal et al. 2021). `clients` shares make the round's target std `z C`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mechanism: Literal["gaussian", "skellam"]
+    std: float = Field(gt=0.0, le=1e6, description="per coordinate, in the units of the delta")
+    clients: int = Field(ge=1, le=MAX_CLIENTS_PER_ROUND, description="shares sized for this many clients")
+    noise_multiplier: float = Field(gt=0.0, description="the round's z")
 
 
 class RoundPlan(Message):
@@ -215,6 +332,18 @@ class RoundPlan(Message):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     local_dp: LocalDPConfig = Field(default_factory=LocalDPConfig)
     layout_digest: Sha256Hex | None = Field(default=None, description="AdapterLayout.digest of the update")
+    clip_norm_ord: Literal[1, 2] = Field(default=2, description="2: L2 clip (Gaussian); 1: L1 clip (Laplace)")
+    weighting: Weighting = Weighting.UNIFORM
+    weight_cap: int = Field(default=1000, ge=1, le=10**9)
+    noise_share: NoiseShare | None = Field(
+        default=None, description="distributed DP: the noise each client adds before encrypting"
+    )
+
+    def weight_for(self, num_examples: int) -> float:
+        """The weight a client applies to its clipped delta: at most 1, so the sensitivity stays `C`."""
+        if self.weighting is Weighting.CAPPED_EXAMPLES:
+            return max(1, min(num_examples, self.weight_cap)) / self.weight_cap
+        return 1.0
 
 
 def _sha256(data: bytes) -> str:
@@ -223,6 +352,40 @@ def _sha256(data: bytes) -> str:
 
 def _canonical(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+MAX_PRIVACY_HISTORY = 10_000
+
+
+class LocalSpend(BaseModel):
+    """A hospital's example-level DP-SGD accounting so far: Opacus' history and the epsilon it gives.
+
+    The cloud's ledger recomputes the epsilon from `history` with its own accountant rather than trusting
+    `epsilon`; both are shown.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon: float = Field(ge=0.0, description="the hospital's own accountant, at `delta`")
+    delta: float = Field(gt=0.0, lt=1.0)
+    accountant: Literal["rdp", "prv"] = "rdp"
+    history: tuple[tuple[float, float, int], ...] = Field(
+        max_length=MAX_PRIVACY_HISTORY, description="(noise_multiplier, sample_rate, steps) of every step run"
+    )
+    budget: float | None = Field(default=None, gt=0.0, description="the hospital's own limit")
+
+    @field_validator("history")
+    @classmethod
+    def _check_history(
+        cls, value: tuple[tuple[float, float, int], ...]
+    ) -> tuple[tuple[float, float, int], ...]:
+        for index, (sigma, rate, steps) in enumerate(value):
+            if not (sigma > 0 and 0 < rate <= 1 and steps >= 0):
+                raise ValueError(
+                    f"history entry {index} is (noise_multiplier {sigma}, sample_rate {rate}, steps {steps}); "
+                    "needs noise_multiplier > 0, 0 < sample_rate <= 1, steps >= 0"
+                )
+        return value
 
 
 class ClientUpdate(Message):
@@ -239,6 +402,10 @@ class ClientUpdate(Message):
     ciphertext: Ciphertext
     local_epsilon: float | None = Field(
         default=None, ge=0.0, description="example-level epsilon spent so far"
+    )
+    local_privacy: LocalSpend | None = None
+    noise_share_std: float | None = Field(
+        default=None, ge=0.0, description="std of the distributed-noise share the client added"
     )
     signature: Signature = b""
 
@@ -265,6 +432,8 @@ class Contribution(BaseModel):
     nonce: Nonce
     ciphertext_sha256: Sha256Hex
     local_epsilon: float | None = Field(default=None, ge=0.0)
+    local_privacy: LocalSpend | None = None
+    noise_share_std: float | None = Field(default=None, ge=0.0)
 
 
 class EdgeAggregate(Message):
@@ -332,13 +501,18 @@ class RoundStatus(Message):
 
 
 class ClientRoundPrivacy(BaseModel):
+    """A hospital's example-level spend as of one round it contributed to."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     round: int = Field(ge=0)
-    local_epsilon: float | None = Field(default=None, ge=0.0)
-    noise_multiplier: float | None = Field(default=None, ge=0.0)
+    local_epsilon: float | None = Field(
+        default=None, ge=0.0, description="the ledger's, over all steps so far"
+    )
+    reported_epsilon: float | None = Field(default=None, ge=0.0, description="the hospital's own accountant")
+    noise_multiplier: float | None = Field(default=None, ge=0.0, description="DP-SGD sigma of that round")
     sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    steps: int | None = Field(default=None, ge=0)
+    steps: int | None = Field(default=None, ge=0, description="DP-SGD steps run so far")
 
 
 class ClientPrivacy(BaseModel):
@@ -348,16 +522,31 @@ class ClientPrivacy(BaseModel):
     local_epsilon: float | None = Field(default=None, ge=0.0, description="example-level, at `delta`")
     local_budget: float | None = Field(default=None, gt=0.0)
     rounds: tuple[ClientRoundPrivacy, ...] = ()
+    reported_epsilon: float | None = Field(default=None, ge=0.0)
+    local_delta: float | None = Field(default=None, gt=0.0, lt=1.0)
 
 
 class CentralRoundPrivacy(BaseModel):
+    """The client-level noise one closed round released, and the federation's epsilon after it."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     round: int = Field(ge=0)
     mechanism: NoiseMechanism
-    noise_multiplier: float = Field(ge=0.0)
+    noise_multiplier: float = Field(ge=0.0, description="the schedule's z for this round")
     clip_norm: float = Field(gt=0.0)
     epsilon_after: float | None = Field(default=None, ge=0.0)
+    realised_noise_multiplier: float | None = Field(
+        default=None, ge=0.0, description="noise std on the released sum over C, dropouts and top-up included"
+    )
+    decryptor_noise_multiplier: float | None = Field(
+        default=None, ge=0.0, description="what the cloud saw when it decrypted (distributed noise only)"
+    )
+    clients: int = Field(default=0, ge=0)
+    total_weight: float = Field(default=0.0, ge=0.0)
+    distributed: bool = False
+    shares_planned: int | None = Field(default=None, ge=0)
+    top_up_std: float | None = Field(default=None, ge=0.0, description="noise the cloud added for dropouts")
 
 
 class PrivacyReport(Message):
@@ -372,6 +561,15 @@ class PrivacyReport(Message):
     central_rounds: tuple[CentralRoundPrivacy, ...] = ()
     clients: tuple[ClientPrivacy, ...] = ()
     accountant: Literal["rdp", "prv"] = "rdp"
+    state: FederationState | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    next_round_epsilon: float | None = Field(
+        default=None, ge=0.0, description="central epsilon if the next planned round runs"
+    )
+    planned_epsilon: float | None = Field(
+        default=None, ge=0.0, description="central epsilon after every planned round"
+    )
+    local_accountant: Literal["rdp", "prv"] = "rdp"
 
 
 class ErrorBody(Message):

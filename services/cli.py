@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from protocol.messages import PrivacyReport
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -404,7 +407,7 @@ def status(
     """Federations, rounds and clients as tables, read from the cloud's admin API."""
     import httpx
 
-    from protocol.messages import ClientInfo, FederationInfo, RoundStatus
+    from protocol.messages import ClientInfo, FederationInfo, PrivacyReport, RoundStatus
 
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=cloud, headers=headers, timeout=30) as http:
@@ -466,6 +469,72 @@ def status(
                     c.last_seen.isoformat(timespec="seconds") if c.last_seen else "",
                 )
             console.print(clients)
+            response = http.get(f"/federations/{fid}/privacy")
+            if response.status_code == 200:
+                for part in privacy_tables(PrivacyReport.model_validate_json(response.content)):
+                    console.print(part)
+
+
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def privacy_tables(report: PrivacyReport) -> list[Table | str]:
+    """The privacy ledger as two tables (client-level per round, example-level per hospital) and a line."""
+    fid = report.federation_id
+    central = Table(
+        title=f"{fid}: client-level privacy per round (delta {report.delta:g}, {report.accountant})"
+    )
+    for column in ("round", "noise", "z", "realised z", "decryptor z", "clients", "top-up std", "epsilon"):
+        central.add_column(column, justify="right")
+    for r in report.central_rounds:
+        central.add_row(
+            str(r.round),
+            r.mechanism.value + (" (distributed)" if r.distributed else ""),
+            _num(r.noise_multiplier),
+            _num(r.realised_noise_multiplier),
+            _num(r.decryptor_noise_multiplier),
+            str(r.clients),
+            _num(r.top_up_std, ".3g"),
+            _num(r.epsilon_after) if r.epsilon_after is not None else "inf",
+        )
+    local = Table(title=f"{fid}: example-level privacy per hospital ({report.local_accountant})")
+    for column in (
+        "hospital",
+        "rounds",
+        "DP-SGD steps",
+        "sigma",
+        "q",
+        "epsilon (ledger)",
+        "reported",
+        "budget",
+    ):
+        local.add_column(column, justify="right")
+    for c in report.clients:
+        last = c.rounds[-1] if c.rounds else None
+        local.add_row(
+            c.client_id,
+            str(len(c.rounds)),
+            str(last.steps) if last and last.steps is not None else "",
+            _num(last.noise_multiplier if last else None),
+            _num(last.sample_rate if last else None, ".4f"),
+            _num(c.local_epsilon),
+            _num(c.reported_epsilon),
+            _num(c.local_budget, "g"),
+        )
+    if report.central_epsilon is None:
+        line = "client-level epsilon: no central noise, so no client-level guarantee"
+    else:
+        line = f"client-level epsilon {report.central_epsilon:.3f}"
+        if report.central_budget is not None:
+            line += f" of budget {report.central_budget:g}"
+    if report.next_round_epsilon is not None:
+        line += f"; next round would bring it to {report.next_round_epsilon:.3f}"
+    if report.planned_epsilon is not None:
+        line += f"; all planned rounds: {report.planned_epsilon:.3f}"
+    if report.state is not None and report.state.value == "budget_exhausted":
+        line += f"\n[yellow]stopped: {report.reason}[/yellow]"
+    return [central, local, line]
 
 
 if __name__ == "__main__":

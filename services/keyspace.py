@@ -76,6 +76,12 @@ def fed_client_stats(fid: str, client_id: str) -> str:
     return f"cloud:{fid}:client:{client_id}:stats"  # json: rounds contributed, last seen, local epsilon
 
 
+def fed_privacy(fid: str) -> str:
+    return (
+        f"cloud:{fid}:privacy"  # json: the privacy ledger, one entry per closed round (cloud_server.privacy)
+    )
+
+
 def fed_round_closing(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:closing"  # lease (SET NX + TTL) held while one process closes
 

@@ -117,6 +117,14 @@ class ClientSettings(ServiceSettings):
     max_train_examples: int | None = None
     threads: int = Field(default=1, ge=1, le=256)
     poll_s: float = Field(default=2.0, gt=0, le=300)
+    local_epsilon_budget: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=100.0,
+        description="this hospital's own example-level limit (at the federation's delta); it calibrates its "
+        "DP-SGD noise to the smaller of this and the federation's local_dp.epsilon, and stops training "
+        "before a round would take it past this",
+    )
 
 
 def describe(settings: BaseSettings) -> dict[str, Any]:

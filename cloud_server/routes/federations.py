@@ -5,7 +5,7 @@ from fastapi import APIRouter, Response
 from cloud_server.auth import AdminDep, MemberDep
 from cloud_server.deps import FederationsDep
 from cloud_server.routes import errors
-from protocol.messages import FederationCreated, FederationInfo, FederationSpec
+from protocol.messages import FederationCreated, FederationInfo, FederationSpec, PrivacyReport
 
 router = APIRouter(prefix="/federations", tags=["federations"])
 
@@ -43,6 +43,14 @@ async def get_federation(fid: str, _: MemberDep, federations: FederationsDep) ->
 async def public_context(fid: str, _: MemberDep, federations: FederationsDep) -> Response:
     """`HEScheme.public_bytes()`: enough to encrypt and add, never to decrypt."""
     return Response(await federations.public_bytes(fid), media_type="application/octet-stream")
+
+
+@router.get("/{fid}/privacy", summary="The privacy ledger", responses=errors(401, 403, 404))
+async def get_privacy(fid: str, _: AdminDep, federations: FederationsDep) -> PrivacyReport:
+    """Both DP layers: per closed round, the client-level noise released and the federation's epsilon
+    after it; per hospital and round, the example-level epsilon recomputed from its DP-SGD history beside
+    the one it reported; what the next round and the whole plan would spend."""
+    return await federations.privacy(fid)
 
 
 @router.post(

@@ -27,6 +27,7 @@ from protocol.messages import (
     Enrolled,
     FederationCreated,
     FederationSpec,
+    LocalSpend,
     RoundPlan,
     RoundStatus,
 )
@@ -221,6 +222,8 @@ class Federation:
         basis_version: int | None = None,
         signer: SigningKey | None = None,
         local_epsilon: float | None = 1.5,
+        local_privacy: Mapping[str, LocalSpend] | None = None,
+        noise_share_std: float | None = None,
     ) -> EdgeAggregate:
         """A signed `EdgeAggregate` of these clients' deltas, each multiplied by its weight before encryption."""
         w = {cid: (weights or {}).get(cid, 1.0) for cid in deltas}
@@ -236,6 +239,8 @@ class Federation:
                 nonce=secrets.token_hex(16),
                 ciphertext_sha256=hashlib.sha256(cid.encode()).hexdigest(),
                 local_epsilon=local_epsilon,
+                local_privacy=(local_privacy or {}).get(cid),
+                noise_share_std=noise_share_std,
             )
             for cid in deltas
         )

@@ -1,19 +1,20 @@
-"""Central DP: the decrypted mean gets noise of standard deviation z C / W per coordinate."""
+"""Central DP: the decrypted sum gets Gaussian noise of std z C (Laplace: scale z C) per coordinate, and
+the mean is the sum over the total weight W."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cloud_server.aggregation import noise_multiplier
 from protocol.messages import CentralDPConfig, NoiseMechanism, NoiseSchedule
+from protocol.messages import schedule_multiplier as noise_multiplier
 from tests.cloud.harness import Federation, running_cloud, small_spec, weighted_mean
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.mark.parametrize("mechanism", [NoiseMechanism.GAUSSIAN, NoiseMechanism.LAPLACE])
-async def test_central_noise_has_the_standard_deviation_z_c_over_the_total_weight(
+async def test_central_noise_on_the_mean_is_z_c_over_the_total_weight(
     mechanism: NoiseMechanism,
 ) -> None:
     z, clip = 2.0, 0.5
@@ -29,7 +30,8 @@ async def test_central_noise_has_the_standard_deviation_z_c_over_the_total_weigh
 
         noise = await cloud.vector(fed.fid, 1) - weighted_mean(deltas["edge-1"] | deltas["edge-2"])
 
-        expected_std = z * clip / 4.0  # four clients of weight 1
+        # Four clients of weight 1; a Laplace distribution of scale b has std sqrt(2) b.
+        expected_std = z * clip / 4.0 * (np.sqrt(2.0) if mechanism is NoiseMechanism.LAPLACE else 1.0)
         assert np.std(noise) == pytest.approx(expected_std, rel=0.1)
         assert abs(np.mean(noise)) < 4 * expected_std / np.sqrt(noise.size)
         status = await cloud.status(fed.fid, 0)

@@ -9,9 +9,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from client_agent.agent import AgentState, clip_l2
+from client_agent.agent import AgentState
 from client_agent.data import PartitionError, Share, partition
 from protocol.messages import FederationSpec
+from protocol.noise import clip
 from services.http import Peer, PeerRefusedError, PeerUnavailableError
 from services.identity import IdentityError, SigningKey, token_digest, verify
 from services.settings import CloudSettings, EdgeSettings
@@ -151,10 +152,11 @@ def test_shares_parse_and_split():
     assert [int((labels[p] == 0).mean() * 100) for p in parts] == [10, 90]
 
 
-def test_clip_l2_and_agent_state(tmp_path):
+def test_clip_l2_l1_and_agent_state(tmp_path):
     v = np.array([3.0, 4.0])
-    np.testing.assert_allclose(clip_l2(v, max_norm=1.0), [0.6, 0.8])
-    np.testing.assert_array_equal(clip_l2(v, max_norm=10.0), v)
+    np.testing.assert_allclose(clip(v, max_norm=1.0), [0.6, 0.8])
+    np.testing.assert_array_equal(clip(v, max_norm=10.0), v)
+    np.testing.assert_allclose(clip(v, max_norm=1.0, ord=1), [3 / 7, 4 / 7])
     state = AgentState(api_token="t" * 20, edge_url="http://e:1", last_round=3, privacy=[(1.1, 0.1, 20)])
     state.save(tmp_path / "s.json")
     assert AgentState.load(tmp_path / "s.json") == state

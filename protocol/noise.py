@@ -1,0 +1,103 @@
+"""Client-level DP noise: clipping, shares of distributed noise, and the draws themselves.
+
+Shared by the client (which clips, weights and, with distributed DP, adds its share before encrypting) and
+the cloud (which adds the central noise, or tops up the shares of clients that dropped out).
+
+Distributed noise (Kairouz, Liu, Steinke 2021, "The Distributed Discrete Gaussian Mechanism for Federated
+Learning with Secure Aggregation", arXiv:2102.06387): `n` clients each add independent noise of variance
+`(z C)^2 / n`, so the sum carries `N(0, (z C)^2)` and no party, the decrypting cloud included, ever sees a
+noise-free sum. Under CKKS the shares are Gaussian. Under packed Paillier the plaintexts are fixed-point
+integers, so the shares are Skellam, `Poisson(lam) - Poisson(lam)` steps, which sums to Skellam again
+(Agarwal, Kairouz, Liu 2021, "The Skellam Mechanism for Differentially Private Federated Learning",
+arXiv:2110.04995). If only `m < n` clients contribute, the sum holds `m / n` of the variance: the cloud
+tops it up to the target before it releases anything (`top_up_std`), and the ledger records that the
+cloud itself saw the smaller noise. A dropout margin sizes the shares for fewer clients, so that the
+decrypting cloud too sees the full noise while dropouts stay within the margin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from protocol.crypto.params import HEParams, PaillierParams
+from protocol.messages import CentralDPConfig, NoiseShare, shares_for
+
+
+class NoiseError(ValueError):
+    """Noise cannot be drawn or fitted as asked."""
+
+
+def clip(vector: np.ndarray, *, max_norm: float, ord: int = 2) -> np.ndarray:
+    """`vector` scaled down to norm `max_norm` (L2, or L1 for Laplace noise) if it is longer."""
+    norm = float(np.linalg.norm(vector, ord=ord))
+    return vector if norm <= max_norm else vector * (max_norm / norm)
+
+
+def share_for(dp: CentralDPConfig, he: HEParams, *, multiplier: float, planned_clients: int) -> NoiseShare:
+    """Each client's share of a round whose target noise std on the sum is `multiplier * C`."""
+    shares = shares_for(dp, planned_clients)
+    return NoiseShare(
+        mechanism="skellam" if isinstance(he, PaillierParams) else "gaussian",
+        std=multiplier * dp.clip_norm / math.sqrt(shares),
+        clients=shares,
+        noise_multiplier=multiplier,
+    )
+
+
+def skellam_lambda(std: float, step: float) -> float:
+    """`lam` of `Poisson(lam) - Poisson(lam)` (variance `2 lam` steps^2) with standard deviation `std`."""
+    return (std / step) ** 2 / 2.0
+
+
+def draw(
+    mechanism: str, *, std: float, size: int, rng: np.random.Generator, step: float | None = None
+) -> np.ndarray:
+    """`size` draws of zero-mean noise with standard deviation `std`: Gaussian, Laplace (scale
+    `std / sqrt(2)`), or Skellam on the lattice of `step` (exactly a multiple of `step`)."""
+    if std < 0 or not math.isfinite(std):
+        raise NoiseError(f"std must be finite and >= 0, got {std}")
+    if std == 0:
+        return np.zeros(size)
+    if mechanism == "gaussian":
+        return rng.normal(0.0, std, size)
+    if mechanism == "laplace":
+        return rng.laplace(0.0, std / math.sqrt(2.0), size)
+    if mechanism == "skellam":
+        if step is None or not step > 0:
+            raise NoiseError(f"skellam noise needs the quantisation step, got {step}")
+        lam = skellam_lambda(std, step)
+        return (rng.poisson(lam, size) - rng.poisson(lam, size)).astype(np.float64) * step
+    raise NoiseError(f"unknown noise mechanism {mechanism!r}")
+
+
+def add_share(
+    contribution: np.ndarray, share: NoiseShare, he: HEParams, *, rng: np.random.Generator
+) -> np.ndarray:
+    """The client's weighted, clipped delta with its noise share added, ready to encrypt.
+
+    Under packed Paillier every coordinate must stay inside `[-he.clip, he.clip]` (the spec reserves
+    `SHARE_TAIL_SIGMAS` share std for it); a draw outside is refused rather than silently clipped, since
+    clipping the noise would weaken it.
+    """
+    step = he.step if isinstance(he, PaillierParams) else None
+    noisy = contribution + draw(share.mechanism, std=share.std, size=contribution.size, rng=rng, step=step)
+    if isinstance(he, PaillierParams):
+        worst = float(np.max(np.abs(noisy))) if noisy.size else 0.0
+        if worst > he.clip:
+            raise NoiseError(
+                f"a noisy coordinate is {worst:.4g}, outside he.clip {he.clip}: the fixed-point range has "
+                "no room for this share"
+            )
+    return noisy
+
+
+def skellam_sensitivity(*, clip_norm: float, step: float, size: int) -> tuple[float, float]:
+    """(L1, L2) sensitivity of a sum of integer vectors `rint(x / step)` with `||x||_2 <= clip_norm`.
+
+    Rounding moves each of the `size` coordinates by at most 1/2, so `||q||_2 <= C / step + sqrt(size) / 2`;
+    an integer vector has `||q||_1 <= ||q||_2^2` and `||q||_1 <= sqrt(size) ||q||_2`.
+    """
+    l2 = clip_norm / step + math.sqrt(size) / 2.0
+    return min(l2 * l2, math.sqrt(size) * l2), l2
