@@ -22,15 +22,14 @@ from client_agent.data import Dataset, Share, hospital_share, load_file
 from client_agent.deid import Deidentifier
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.train import (
+    BudgetExhaustedError,
     DPSettings,
     Features,
     LocalConfig,
     LocalResult,
     PrivacyHistory,
+    check_budget,
     encode,
-    noise_multiplier_for,
-    projected_epsilon,
-    sample_rate_for,
     train_local,
 )
 from protocol.crypto import HEScheme, scheme_from_public
@@ -323,19 +322,16 @@ class ClientAgent:
         )
         batch_size = min(plan.training.batch_size, len(features))
         if settings is not None:
-            rate = sample_rate_for(len(features), batch_size)
-            sigma = noise_multiplier_for(
-                settings, sample_rate=rate, steps_per_round=plan.training.local_steps
-            )
-            after = projected_epsilon(
-                history, settings, sample_rate=rate, noise_multiplier=sigma, steps=plan.training.local_steps
-            )
-            # Calibration lands on the budget to within Opacus' search tolerance, hence the 1% slack.
-            if after > budget * 1.01:
-                raise LocalBudgetExhaustedError(
-                    f"round {plan.round} would bring this hospital's example-level epsilon to {after:.3f}, above "
-                    f"its budget {budget:g} (spent {history.steps} DP-SGD steps so far; delta {dp.delta:g})"
+            try:
+                check_budget(
+                    history,
+                    settings,
+                    num_examples=len(features),
+                    batch_size=batch_size,
+                    steps_per_round=plan.training.local_steps,
                 )
+            except BudgetExhaustedError as e:
+                raise LocalBudgetExhaustedError(f"round {plan.round}: {e}") from e
         config = LocalConfig(
             steps=plan.training.local_steps,
             batch_size=batch_size,

@@ -183,6 +183,10 @@ def noise_multiplier_for(dp: DPSettings, *, sample_rate: float, steps_per_round:
     )
 
 
+class BudgetExhaustedError(TrainingError):
+    """Another round would take the hospital past its example-level budget."""
+
+
 def projected_epsilon(
     history: PrivacyHistory, dp: DPSettings, *, sample_rate: float, noise_multiplier: float, steps: int
 ) -> float:
@@ -191,6 +195,24 @@ def projected_epsilon(
     accountant = create_accountant(mechanism=dp.accountant)
     accountant.history = [*history.entries, (noise_multiplier, sample_rate, steps)]
     return float(accountant.get_epsilon(delta=dp.delta))
+
+
+def check_budget(
+    history: PrivacyHistory, dp: DPSettings, *, num_examples: int, batch_size: int, steps_per_round: int
+) -> float:
+    """The epsilon after one more round as `train_local` would run it; raises `BudgetExhaustedError` if that
+    exceeds `dp.epsilon`. `sigma` spends the budget over `dp.rounds` rounds, so this refuses only rounds
+    beyond them (failed rounds that were retried, or a federation that runs longer than planned)."""
+    rate = sample_rate_for(num_examples, batch_size)
+    sigma = noise_multiplier_for(dp, sample_rate=rate, steps_per_round=steps_per_round)
+    after = projected_epsilon(history, dp, sample_rate=rate, noise_multiplier=sigma, steps=steps_per_round)
+    # Opacus' calibration lands within its search tolerance of the target, hence the 1% slack.
+    if after > dp.epsilon * 1.01:
+        raise BudgetExhaustedError(
+            f"one more round would bring the example-level epsilon to {after:.3f}, above the budget "
+            f"{dp.epsilon:g} (spent {history.steps} DP-SGD steps so far; delta {dp.delta:g})"
+        )
+    return after
 
 
 def train_local(

@@ -69,7 +69,7 @@ def _log_a_fractional(q: float, sigma: float, orders: np.ndarray) -> np.ndarray:
     # - the integrand is analytic in a strip of half-width pi s^2 around the real axis (the base of the
     #   power vanishes at Im z = pi s^2), where the trapezoid rule converges like exp(-2 pi d / h)
     #   (Trefethen & Weideman 2014, "The exponentially convergent trapezoidal rule", SIAM Review,
-    #   Theorem 5.1); h = min(s, s^2) / 4 puts that error near exp(-79).
+    #   Theorem 5.1); h = min(s, s^2) / 4 puts that error below exp(-70).
     step = min(sigma, sigma**2) / 4.0
     z = np.arange(-12.0 * sigma, float(orders.max()) + 12.0 * sigma + step, step)
     log_base = np.logaddexp(math.log1p(-q), math.log(q) + (2.0 * z - 1.0) / (2.0 * sigma**2))
@@ -96,19 +96,22 @@ def skellam_rdp(
     """RDP bound of the multi-dimensional Skellam mechanism; `variance` is that of the total noise.
 
     Agarwal, Kairouz, Liu 2021, "The Skellam Mechanism for Differentially Private Federated Learning"
-    (NeurIPS 2021, arXiv:2110.04995), Section 3, RDP of the multi-dimensional Skellam mechanism:
-    with noise Sk(lam, lam) = Poisson(lam) - Poisson(lam) per coordinate and integer order `a`,
+    (NeurIPS 2021, arXiv:2110.04995), Section 3, the RDP bound of the multi-dimensional Skellam
+    mechanism: with noise Sk(lam, lam) = Poisson(lam) - Poisson(lam) per coordinate, L1 and L2
+    sensitivities D1, D2 and an integer order `a > 1`,
     `eps(a) = a D2^2 / (4 lam) + min(((2a - 1) D2^2 + 6 D1) / (16 lam^2), 3 D1 / (4 lam))`.
-    Written with the variance `v = 2 lam`, as the authors' accounting code (google-research/federated,
-    distributed_dp/accounting_utils.py, whose sampler draws Poisson(v / 2)) does:
+    With the variance `v = 2 lam`, the form of the authors' accounting code (google-research/federated,
+    distributed_dp/accounting_utils.py `_skellam_rdp` at scale 1, whose sampler draws Poisson(v / 2)):
     `a D2^2 / (2v) + min(((2a - 1) D2^2 + 6 D1) / (4 v^2), 3 D1 / (2v))`; the first term is the
-    Gaussian mechanism's RDP at the same variance.
+    Gaussian mechanism's RDP at the same variance, the minimum the price of the integer noise.
     """
     # The bound holds at integer orders; Rényi divergence does not decrease with the order (van Erven &
     # Harremoës 2014, "Rényi Divergence and Kullback-Leibler Divergence", Theorem 3), so a fractional
     # order takes the bound of the next integer.
     a = np.ceil(orders)
-    d1, d2_squared, v = l1_sensitivity, l2_sensitivity**2, variance
+    # ||x||_2 <= ||x||_1, so an L1 bound is an L2 bound too; bounds of integer vectors below 1 (where
+    # ||q||_1 <= ||q||_2^2 is the smaller) can come in either order.
+    d1, d2_squared, v = l1_sensitivity, min(l1_sensitivity, l2_sensitivity) ** 2, variance
     discretisation = np.minimum(
         ((2.0 * a - 1.0) * d2_squared + 6.0 * d1) / (4.0 * v**2), 3.0 * d1 / (2.0 * v)
     )

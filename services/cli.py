@@ -278,9 +278,16 @@ def demo(
     rounds: Annotated[int, typer.Option()] = 3,
     epsilon: Annotated[float, typer.Option(help="each hospital's example-level budget; 0 = no DP")] = 8.0,
     steps: Annotated[int, typer.Option(help="DP-SGD steps per hospital per round")] = 16,
+    central_noise: Annotated[
+        float, typer.Option(help="client-level DP: z of the noise on each round's sum; 0 = off")
+    ] = 0.25,
+    distributed: Annotated[
+        bool, typer.Option(help="hospitals add the client-level noise in shares before encrypting")
+    ] = True,
     out: Annotated[Path, typer.Option(help="run folder: adapter, logs, report")] = Path("runs/demo"),
 ) -> None:
-    """A cloud, two edges and four hospitals as separate processes on loopback: FFA-LoRA, DP-SGD, CKKS."""
+    """A cloud, two edges and four hospitals as separate processes on loopback: FFA-LoRA, DP-SGD, CKKS,
+    client-level noise added in shares by the hospitals, and the privacy ledger at the end."""
     import asyncio
 
     from rich.live import Live
@@ -288,11 +295,23 @@ def demo(
     from services.launcher import DemoConfig, LaunchError, RoundView, run_demo
 
     config = DemoConfig(
-        hospitals=hospitals, edges=edges, rounds=rounds, epsilon=epsilon, steps=steps, out_dir=out
+        hospitals=hospitals,
+        edges=edges,
+        rounds=rounds,
+        epsilon=epsilon,
+        steps=steps,
+        central_noise=central_noise,
+        distributed=distributed,
+        out_dir=out,
+    )
+    noise = (
+        f"client-level noise z={central_noise} ({'shares added by the hospitals' if distributed else 'added by the cloud'})"
+        if central_noise > 0
+        else "no client-level noise"
     )
     console.print(
         f"[bold]fedlora demo[/bold]: cloud + {edges} edges + {hospitals} hospitals on loopback; "
-        f"{rounds} rounds of FFA-LoRA with DP-SGD (epsilon {epsilon}) and CKKS on Rotten Tomatoes "
+        f"{rounds} rounds of FFA-LoRA with DP-SGD (epsilon {epsilon}), {noise} and CKKS on Rotten Tomatoes "
         f"({config.partition} label skew). Logs: {out / 'logs'}"
     )
 
@@ -339,6 +358,10 @@ def demo(
         f"held-out accuracy {report['accuracy_before']:.3f} before -> {report['accuracy_after']:.3f} after "
         f"{rounds} rounds (majority class {report['majority_rate']:.3f}) in {report['elapsed_s']:.0f} s"
     )
+    from protocol.messages import PrivacyReport
+
+    for part in privacy_tables(PrivacyReport.model_validate(report["privacy"])):
+        console.print(part)
     console.print(f"final PEFT adapter: {report['adapter_dir']}")
     console.print(f"run report: {out / 'report.json'}; every process stopped")
 

@@ -18,10 +18,12 @@ from client_agent.model import (
     pool,
 )
 from client_agent.train import (
+    BudgetExhaustedError,
     DPSettings,
     LocalConfig,
     PrivacyHistory,
     TrainingError,
+    check_budget,
     encode,
     noise_multiplier_for,
     sample_rate_for,
@@ -168,6 +170,12 @@ def test_dp_training_reports_opacus_epsilon_and_accumulates(tokenizer):
     assert epsilons[-1] == pytest.approx(accountant.get_epsilon(delta=1e-5), rel=1e-9)
     assert epsilons[0] < epsilons[1] < epsilons[2] <= 4.0 * 1.01
     assert epsilons[2] == pytest.approx(4.0, rel=0.02)  # sigma was derived for exactly this budget
+    # The three planned rounds fit the budget; a fourth (say, after a failed round) does not.
+    after_one = PrivacyHistory([(result.noise_multiplier, rate, 6)])
+    fits = check_budget(after_one, dp, num_examples=96, batch_size=16, steps_per_round=6)
+    assert fits == pytest.approx(epsilons[1], rel=1e-6)
+    with pytest.raises(BudgetExhaustedError, match=r"above the budget 4 \(spent 18 DP-SGD steps"):
+        check_budget(history, dp, num_examples=96, batch_size=16, steps_per_round=6)
 
 
 def test_sample_rate_matches_opacus_loader():
