@@ -20,16 +20,6 @@ from __future__ import annotations
 from collections import defaultdict
 from functools import lru_cache
 
-from protocol.privacy import (
-    Accountant,
-    GaussianEvent,
-    LaplaceEvent,
-    PrivacyError,
-    PrivacyEvent,
-    RdpAccountant,
-    SkellamEvent,
-    make_accountant,
-)
 from pydantic import Field
 
 from cloud_server.aggregation import RoundNoise
@@ -50,6 +40,16 @@ from protocol.messages import (
     schedule_multiplier,
 )
 from protocol.noise import skellam_sensitivity
+from protocol.privacy import (
+    Accountant,
+    GaussianEvent,
+    LaplaceEvent,
+    PrivacyError,
+    PrivacyEvent,
+    RdpAccountant,
+    SkellamEvent,
+    make_accountant,
+)
 
 
 class RoundPrivacy(Record):
