@@ -27,7 +27,9 @@ TOLERANCE = 0.01
 def google_central(multipliers: list[float], mechanism: str, delta: float) -> float:
     accountant = dp_accounting.rdp.RdpAccountant()
     for z in multipliers:
-        event = dp_accounting.LaplaceDpEvent(z) if mechanism == "laplace" else dp_accounting.GaussianDpEvent(z)
+        event = (
+            dp_accounting.LaplaceDpEvent(z) if mechanism == "laplace" else dp_accounting.GaussianDpEvent(z)
+        )
         accountant.compose(event)
     return float(accountant.get_epsilon(delta))
 
