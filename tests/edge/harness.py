@@ -134,6 +134,7 @@ class World:
         ciphertext: bytes | None = None,
         signer: SigningKey | None = None,
         federation_id: str = FID,
+        noise_share_std: float | None = None,
     ) -> ClientUpdate:
         """A signed upload of the hospital's vector (or of the given ciphertext bytes)."""
         if ciphertext is None:
@@ -148,6 +149,7 @@ class World:
             num_examples=100,
             nonce=nonce or secrets.token_hex(16),
             ciphertext=ciphertext,
+            noise_share_std=noise_share_std,
         )
         key = signer or hospital.key
         return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from protocol.crypto import CKKSParams, generate_scheme
+from protocol.messages import NoiseShare
 from services.identity import SigningKey
 from tests.edge.harness import FID, LENGTH, World, running_edge
 
@@ -194,3 +195,23 @@ async def test_bad_path_parameters_are_invalid_requests(make_world: Callable[...
         missing = await edge.http.get("/nowhere")
     assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+
+
+async def test_with_distributed_noise_an_upload_must_declare_the_plans_share(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(clients=3)
+    share = NoiseShare(mechanism="gaussian", std=0.25, clients=3, noise_multiplier=0.5)
+    world.cloud.set_plan(world.plan(0).model_copy(update={"noise_share": share}))
+    a, b = world.hospitals["hosp-a"], world.hospitals["hosp-b"]
+
+    async with running_edge(world) as edge:
+        undeclared = await edge.upload(world.update(a))
+        smaller = await edge.upload(world.update(a, noise_share_std=0.1))
+        declared = await edge.upload(world.update(b, noise_share_std=0.25))
+
+    for refused in (undeclared, smaller):
+        assert refused.status_code == 422
+        assert (refused.json()["code"], refused.json()["field"]) == ("invalid_request", "noise_share_std")
+    assert declared.status_code == 202
+    np.testing.assert_allclose(await world.stored_sum(), b.vector, atol=ATOL)

@@ -1,0 +1,63 @@
+"""`fedlora status` and the demo print the ledger as tables a person can read."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from protocol.messages import (
+    CentralRoundPrivacy,
+    ClientPrivacy,
+    ClientRoundPrivacy,
+    FederationState,
+    NoiseMechanism,
+    PrivacyReport,
+)
+from services.cli import privacy_tables
+
+
+def test_the_tables_show_both_layers_and_why_a_federation_stopped() -> None:
+    report = PrivacyReport(
+        federation_id="onco",
+        delta=1e-5,
+        central_epsilon=7.077,
+        central_budget=8.0,
+        next_round_epsilon=9.01,
+        central_rounds=(
+            CentralRoundPrivacy(
+                round=0,
+                mechanism=NoiseMechanism.GAUSSIAN,
+                noise_multiplier=1.0,
+                clip_norm=1.0,
+                epsilon_after=4.5,
+                realised_noise_multiplier=1.0,
+                decryptor_noise_multiplier=0.707,
+                clients=2,
+                distributed=True,
+                top_up_std=0.707,
+            ),
+        ),
+        clients=(
+            ClientPrivacy(
+                client_id="hosp-a",
+                local_epsilon=3.21,
+                reported_epsilon=3.2,
+                local_budget=8.0,
+                rounds=(
+                    ClientRoundPrivacy(
+                        round=0, local_epsilon=3.21, noise_multiplier=0.9, sample_rate=0.04, steps=16
+                    ),
+                ),
+            ),
+        ),
+        state=FederationState.BUDGET_EXHAUSTED,
+        reason="the next round would bring the client-level epsilon to 9.01, above the budget 8",
+    )
+    console = Console(record=True, width=200)
+    for part in privacy_tables(report):
+        console.print(part)
+    text = console.export_text()
+
+    assert "gaussian (distributed)" in text and "0.707" in text and "4.500" in text
+    assert "hosp-a" in text and "3.210" in text and "3.200" in text
+    assert "client-level epsilon 7.077 of budget 8; next round would bring it to 9.010" in text
+    assert "stopped: the next round would bring the client-level epsilon to 9.01" in text
