@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from protocol.messages import PrivacyReport
+    from protocol.messages import FederationSpec, PrivacyReport
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -75,10 +75,48 @@ def spec_validate(path: Annotated[Path, typer.Argument(exists=True, dir_okay=Fal
     table.add_row("encryption", spec.he.kind.value)
     local = spec.local_dp
     table.add_row("local DP", f"epsilon {local.epsilon}, delta {local.delta}" if local.enabled else "off")
-    table.add_row("central DP", f"{spec.central_dp.mechanism.value}, z={spec.central_dp.noise_multiplier}")
+    table.add_row("central DP", _central_summary(spec))
     table.add_row("rounds", str(spec.rounds))
     table.add_row("k per edge", str(spec.min_clients_per_edge))
     console.print(table)
+
+
+def _central_summary(spec: FederationSpec) -> str:
+    """The client-level noise and what it spends over the planned rounds (the ledger's own accountant)."""
+    from cloud_server.privacy import planned_epsilon
+    from protocol.crypto.params import PaillierParams
+
+    dp = spec.central_dp
+    if not dp.noisy:
+        return "off (no client-level guarantee)"
+    size = 1
+    if dp.distributed and isinstance(spec.he, PaillierParams):
+        from client_agent.model import default_model_path
+        from services.model_layout import federation_layout
+
+        size = federation_layout(spec, default_model_path())[0].size  # Skellam's sensitivity needs it
+    where = "hospitals' shares" if dp.distributed else "cloud"
+    epsilon = planned_epsilon(spec, layout_size=size)
+    budget = ""
+    if dp.epsilon_budget is not None:
+        affordable = next(
+            (
+                k
+                for k in range(1, spec.rounds + 1)
+                if (planned_epsilon(spec, layout_size=size, rounds=k) or 0.0) > dp.epsilon_budget
+            ),
+            None,
+        )
+        stop = ""
+        if affordable == 1:
+            stop = ": the first round alone exceeds it, the cloud refuses this spec"
+        elif affordable is not None:
+            stop = f": stops with budget_exhausted after {affordable - 1} of {spec.rounds} rounds"
+        budget = f", budget {dp.epsilon_budget:g}{stop}"
+    return (
+        f"{dp.mechanism.value} z={dp.noise_multiplier} ({dp.schedule.value}, added by the {where}), "
+        f"C={dp.clip_norm}: epsilon {epsilon:.3g} after {spec.rounds} rounds at delta {dp.delta:g}{budget}"
+    )
 
 
 @app.command("train-local")
