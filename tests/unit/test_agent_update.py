@@ -1,0 +1,70 @@
+"""What a hospital uploads: its delta clipped, weighted at most 1, its noise share added, its DP history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from client_agent.agent import ClientAgent
+from protocol.crypto import CKKSParams, generate_scheme
+from protocol.messages import LocalSpend, NoiseShare, RoundPlan, Weighting
+from services.settings import ClientSettings
+
+
+@pytest.fixture(scope="module")
+def scheme():
+    return generate_scheme(CKKSParams())
+
+
+def agent(tmp_path) -> ClientAgent:
+    settings = ClientSettings(
+        client_id="hosp-a",
+        federation_id="onco",
+        edge_id="edge-1",
+        cloud_url="http://127.0.0.1:1",
+        enrolment_token="enrol-token-0123456789abcdef",
+        state_dir=tmp_path / "state",
+    )
+    return ClientAgent(settings, model_path=tmp_path)
+
+
+def plan(**overrides) -> RoundPlan:
+    values = {
+        "federation_id": "onco",
+        "round": 3,
+        "adapter_version": 3,
+        "basis_version": 0,
+        "deadline": datetime(2026, 1, 1, tzinfo=UTC),
+        "client_ranks": {"hosp-a": 2},
+        "clip_norm": 0.5,
+    }
+    return RoundPlan(**(values | overrides))
+
+
+def test_the_upload_is_the_clipped_weighted_delta_plus_the_noise_share(tmp_path, scheme) -> None:
+    delta = np.random.default_rng(0).normal(0, 1, 500)  # norm ~22, far above the clip
+    share = NoiseShare(mechanism="gaussian", std=0.2, clients=4, noise_multiplier=0.8)
+    the_plan = plan(noise_share=share, weighting=Weighting.CAPPED_EXAMPLES, weight_cap=400)
+    spend = LocalSpend(epsilon=2.5, delta=1e-5, history=((0.9, 0.04, 48),), budget=8.0)
+
+    update = agent(tmp_path).make_update(
+        the_plan, scheme, delta, num_examples=100, spend=spend, rng=np.random.default_rng(42)
+    )
+
+    weight = 100 / 400
+    expected = weight * delta * (0.5 / np.linalg.norm(delta)) + np.random.default_rng(42).normal(0, 0.2, 500)
+    decrypted = scheme.decrypt(scheme.deserialize(update.ciphertext, expected_length=500))
+    np.testing.assert_allclose(decrypted, expected, atol=1e-6)
+    assert update.weight == weight and update.noise_share_std == 0.2
+    assert update.local_privacy == spend and update.local_epsilon == 2.5
+    assert update.round == 3 and update.rank == 2
+
+
+def test_without_distributed_noise_nothing_is_added_and_a_short_delta_is_not_scaled(tmp_path, scheme) -> None:
+    delta = np.full(100, 0.01)  # norm 0.1, under the clip
+    update = agent(tmp_path).make_update(plan(), scheme, delta, num_examples=5, spend=None)
+    decrypted = scheme.decrypt(scheme.deserialize(update.ciphertext, expected_length=100))
+    np.testing.assert_allclose(decrypted, delta, atol=1e-6)
+    assert update.weight == 1.0 and update.noise_share_std is None and update.local_privacy is None
