@@ -551,7 +551,7 @@ def privacy_tables(report: PrivacyReport) -> list[Table | str]:
     for r in report.central_rounds:
         central.add_row(
             str(r.round),
-            r.mechanism.value + (" (distributed)" if r.distributed else ""),
+            r.mechanism.value + (" shares" if r.distributed else ""),
             _num(r.noise_multiplier),
             _num(r.realised_noise_multiplier),
             _num(r.decryptor_noise_multiplier),

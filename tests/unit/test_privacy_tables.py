@@ -57,7 +57,7 @@ def test_the_tables_show_both_layers_and_why_a_federation_stopped() -> None:
         console.print(part)
     text = console.export_text()
 
-    assert "gaussian (distributed)" in text and "0.707" in text and "4.500" in text
+    assert "gaussian shares" in text and "0.707" in text and "4.500" in text
     assert "hosp-a" in text and "3.210" in text and "3.200" in text
     assert "client-level epsilon 7.077 of budget 8; next round would bring it to 9.010" in text
     assert "stopped: the next round would bring the client-level epsilon to 9.01" in text
