@@ -118,6 +118,7 @@ class ClientAgent:
             edge_id=self.settings.edge_id,
             public_key=self.key.public_bytes,
             num_examples=num_examples,
+            max_rank=self.settings.max_rank,
         )
         response = await cloud.request(
             "POST", f"/federations/{self.fid}/clients", json=body.model_dump(mode="json")

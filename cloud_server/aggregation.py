@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from cloud_server.strategies import AggregationStrategy, RoundSum
 from protocol.crypto import HEScheme
 from protocol.crypto.params import PaillierParams
-from protocol.messages import CentralDPConfig, NoiseMechanism
+from protocol.ffa import AdapterLayout
+from protocol.messages import CentralDPConfig, Contribution, NoiseMechanism
 from protocol.noise import draw
 
 
@@ -95,11 +97,14 @@ def aggregate(
     ciphertexts: Sequence[bytes | memoryview],
     *,
     global_vector: np.ndarray,
-    total_weight: float,
+    contributions: Sequence[Contribution],
+    layout: AdapterLayout,
+    strategy: AggregationStrategy,
     noise: RoundNoise,
     rng: np.random.Generator,
 ) -> Aggregated:
     """The next global adapter from the edges' sums. Raises `CryptoError` if a sum does not decrypt."""
+    total_weight = float(sum(c.weight for c in contributions))
     if total_weight <= 0:
         raise ValueError(f"total weight must be positive, got {total_weight}")
     length = int(global_vector.size)
@@ -114,7 +119,7 @@ def aggregate(
         step = params.step if isinstance(params, PaillierParams) else None
         noisy_sum = noisy_sum + draw(mechanism, std=noise.cloud_std, size=length, rng=rng, step=step)
     previous = global_vector.astype(np.float64)
-    vector = (previous + noisy_sum / total_weight).astype(np.float32)
+    vector = strategy.next_global(previous, RoundSum(noisy_sum, contributions, layout)).astype(np.float32)
     norm = float(np.linalg.norm(vector.astype(np.float64) - previous))
     return Aggregated(
         vector=vector, update_norm=norm, noise_std=noise.realised_std / total_weight, summands=total.count

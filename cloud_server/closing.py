@@ -32,6 +32,7 @@ from cloud_server.records import (
     StoredAggregate,
     unpack_aggregate,
 )
+from cloud_server.strategies import strategy_for
 from protocol.crypto import CryptoError, KeyStoreError
 from protocol.messages import (
     AdapterVersion,
@@ -128,7 +129,9 @@ class RoundCloser:
                     scheme,
                     [ciphertext for _, ciphertext in unpacked],
                     global_vector=previous,
-                    total_weight=sum(h.total_weight for h in headers.values()),
+                    contributions=contributions,
+                    layout=layout,
+                    strategy=strategy_for(spec),
                     noise=noise,
                     rng=np.random.default_rng(seed),
                 )

@@ -13,6 +13,7 @@ from cloud_server.clock import Clock
 from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.federations import FederationService
 from cloud_server.records import ClientStats, TokenRecord
+from protocol.ffa import initial_rank
 from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, EdgeInfo, Enrolled, Role
 from services import keyspace
 from services.identity import new_token, token_digest
@@ -58,7 +59,9 @@ class EnrolmentService:
         edge = await self.edge(fid, request.edge_id)
         if edge is None:
             raise NotFoundError(f"edge {request.edge_id!r} is not enrolled in {fid!r}", field="edge_id")
-        rank = min(request.max_rank or spec.r_max, spec.r_max)
+        rank = initial_rank(
+            spec.rank_policy, num_examples=request.num_examples, r_max=spec.r_max, max_rank=request.max_rank
+        )
         info = ClientInfo(
             client_id=request.client_id,
             edge_id=request.edge_id,

@@ -21,6 +21,7 @@ from cloud_server.plans import PlanBoard
 from cloud_server.privacy import Ledger, check_budget
 from cloud_server.privacy import report as privacy_report
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
+from cloud_server.strategies import strategy_for
 from protocol.crypto import (
     HEScheme,
     generate_scheme,
@@ -41,7 +42,6 @@ from protocol.messages import (
     PrivacyReport,
     RoundState,
     RoundStatus,
-    Strategy,
 )
 from services import keyspace
 from services.identity import new_token, token_digest
@@ -81,11 +81,7 @@ class FederationService:
     # -- creation -------------------------------------------------------------------------------------
     async def create(self, spec: FederationSpec) -> FederationCreated:
         fid = spec.federation_id
-        if spec.strategy is not Strategy.FFA:
-            raise UnprocessableError(
-                f"strategy {spec.strategy.value!r} is not served by this cloud yet; use 'ffa'",
-                field="strategy",
-            )
+        strategy_for(spec)  # refuses a strategy this cloud cannot run
         if await self._store.get(keyspace.fed_spec(fid)) is not None:
             raise ConflictError(f"federation {fid!r} already exists", field="federation_id")
         layout = await self._compute_layout(spec)

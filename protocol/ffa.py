@@ -13,11 +13,14 @@ Nobody ever sends `A`: every party rebuilds `A_max` (`r_max` rows) from
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from protocol.messages import RankPolicy, RankPolicyKind
 
 BASIS_DOMAIN = b"fedlora/ffa-basis/v1"
 # Names of the classification head's tensors in the update vector (after every LoRA `B`).
@@ -250,3 +253,31 @@ def fedit_mismatch(
         for wi, b, a in zip(w, b_list, a_list, strict=True)
     )
     return np.asarray(b_mean @ a_mean - product_mean)
+
+
+def initial_rank(policy: RankPolicy, *, num_examples: int, r_max: int, max_rank: int | None = None) -> int:
+    """A client's rank at enrolment under `policy`, never above its own `max_rank` or `r_max`.
+
+    `data_size` (seed 001: the base rank follows the amount of local data): the largest power of two at
+    most `r_max * num_examples / examples_for_r_max`, at least `min_rank`. Powers of two keep the ranks
+    few and comparable across clients.
+    """
+    cap = min(max_rank or r_max, r_max)
+    if policy.kind is RankPolicyKind.FIXED:
+        return cap
+    share = r_max * num_examples / policy.examples_for_r_max
+    rank = 2 ** math.floor(math.log2(share)) if share >= 1 else 1
+    return max(1, min(cap, max(policy.min_rank, rank)))
+
+
+def column_weights(layout: AdapterLayout, contributions: Sequence[tuple[int, float]]) -> np.ndarray:
+    """Per coordinate, the total weight of the `(rank, weight)` contributions that can reach it.
+
+    Column `j` of every padded `B` receives updates only from clients of rank above `j`; head entries from
+    everyone. Dividing a sum by this vector (instead of the total weight) averages each column over the
+    clients that trained it. The ranks are public (the round plan), so this is post-processing.
+    """
+    total = np.zeros(layout.size)
+    for rank, weight in contributions:
+        total += weight * layout.lora_column_mask(rank)
+    return total

@@ -195,6 +195,23 @@ class CentralDPConfig(BaseModel):
         return self.mechanism is not NoiseMechanism.NONE and self.noise_multiplier > 0
 
 
+class RankPolicyKind(StrEnum):
+    FIXED = "fixed"  # every client at min(its max_rank, r_max)
+    DATA_SIZE = "data_size"  # seed 001's first stage: the initial rank grows with the client's data
+
+
+class RankPolicy(BaseModel):
+    """How the cloud assigns each client's LoRA rank (within its own `max_rank` and `r_max`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: RankPolicyKind = RankPolicyKind.FIXED
+    examples_for_r_max: int = Field(
+        default=5000, ge=1, le=10**9, description="data_size: a client with this many examples gets r_max"
+    )
+    min_rank: int = Field(default=1, ge=1, le=MAX_R)
+
+
 class TrainingConfig(BaseModel):
     """Local optimisation settings a round plan hands to clients."""
 
@@ -249,6 +266,12 @@ class FederationSpec(Message):
     local_dp: LocalDPConfig = Field(default_factory=LocalDPConfig)
     central_dp: CentralDPConfig = Field(default_factory=CentralDPConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    rank_policy: RankPolicy = Field(default_factory=RankPolicy)
+    normalize_rank_columns: bool = Field(
+        default=False,
+        description="divide each LoRA column by the weight of the clients whose rank reaches it, not by "
+        "the total weight, so that high-rank columns are not diluted by low-rank clients",
+    )
     rounds: int = Field(default=3, ge=1, le=100_000)
     min_clients_per_edge: int = Field(default=2, ge=1, le=MAX_CLIENTS_PER_ROUND, description="k")
     quorum: float = Field(

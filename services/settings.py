@@ -117,6 +117,9 @@ class ClientSettings(ServiceSettings):
     max_train_examples: int | None = None
     threads: int = Field(default=1, ge=1, le=256)
     poll_s: float = Field(default=2.0, gt=0, le=300)
+    max_rank: int | None = Field(
+        default=None, ge=1, le=256, description="the highest LoRA rank this hospital will train (compute cap)"
+    )
     local_epsilon_budget: float | None = Field(
         default=None,
         gt=0.0,

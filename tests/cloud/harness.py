@@ -164,6 +164,9 @@ class Federation:
             "edge-1": ("client-a", "client-b"),
             "edge-2": ("client-c", "client-d"),
         },
+        *,
+        max_ranks: Mapping[str, int] | None = None,
+        num_examples: Mapping[str, int] | None = None,
     ) -> Federation:
         response = await http.post("/federations", json=spec.model_dump(mode="json"))
         assert response.status_code == 201, response.text
@@ -188,7 +191,8 @@ class Federation:
                     client_id=client_id,
                     edge_id=edge_id,
                     public_key=SigningKey.generate().public_bytes,
-                    num_examples=100,
+                    num_examples=(num_examples or {}).get(client_id, 100),
+                    max_rank=(max_ranks or {}).get(client_id),
                 )
                 response = await post_model(
                     http, f"/federations/{fid}/clients", enrolment, token=created.client_enrolment_token
@@ -224,6 +228,7 @@ class Federation:
         local_epsilon: float | None = 1.5,
         local_privacy: Mapping[str, LocalSpend] | None = None,
         noise_share_std: float | None = None,
+        ranks: Mapping[str, int] | None = None,
     ) -> EdgeAggregate:
         """A signed `EdgeAggregate` of these clients' deltas, each multiplied by its weight before encryption."""
         w = {cid: (weights or {}).get(cid, 1.0) for cid in deltas}
@@ -235,7 +240,7 @@ class Federation:
                 client_id=cid,
                 weight=w[cid],
                 num_examples=100,
-                rank=self.spec.r_max,
+                rank=(ranks or {}).get(cid, self.spec.r_max),
                 nonce=secrets.token_hex(16),
                 ciphertext_sha256=hashlib.sha256(cid.encode()).hexdigest(),
                 local_epsilon=local_epsilon,

@@ -1,0 +1,94 @@
+"""Aggregation strategies over the API: mixed ranks aggregate exactly, rank columns, rank policies.
+
+Expected values are dense computations in the test: each client's `dW_i = dB_i A_i` with `A_i` the first
+`r_i` rows of the frozen basis, averaged with numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from protocol.ffa import frozen_basis
+from protocol.messages import ClientInfo, RankPolicy, RankPolicyKind, RoundPlan
+from tests.cloud.harness import Federation, running_cloud, small_spec
+
+pytestmark = pytest.mark.anyio
+RANKS = {"client-a": 1, "client-b": 2, "client-c": 1, "client-d": 2}
+
+
+async def mixed_rank_round(cloud, spec, rng):
+    """Round 0 with clients of ranks 1 and 2; returns the layout, the clients' B deltas and head deltas."""
+    fed = await Federation.create(cloud.http, spec, max_ranks=RANKS)
+    plan = await fed.start(cloud.http)
+    assert plan.client_ranks == RANKS
+    layout, in_features = await cloud.context.federations.layout(fed.fid)
+    (module,) = [entry.name for entry in layout.lora]
+    deltas, b_parts = {}, {}
+    for cid, rank in RANKS.items():
+        tensors = {e.name: rng.normal(0, 0.01, e.shape) for e in layout.head}
+        tensors[module] = b_parts[cid] = rng.normal(0, 0.01, (layout.lora[0].shape[0], rank))
+        deltas[cid] = layout.flatten(tensors).astype(np.float64)  # padded with zeros beyond the rank
+    for edge_id, edge in fed.edges.items():
+        body = fed.aggregate(edge_id, 0, {c: deltas[c] for c in edge.clients}, ranks=RANKS)
+        assert (await fed.post(cloud.http, body)).status_code == 202
+    new = layout.unflatten(await cloud.vector(fed.fid, 1))
+    basis = frozen_basis(
+        seed=spec.seed, basis_version=0, module=module, r_max=spec.r_max, in_features=in_features[module]
+    )
+    return new, module, b_parts, basis, deltas, layout
+
+
+async def test_mixed_ranks_aggregate_exactly() -> None:
+    spec = small_spec()
+    async with running_cloud() as cloud:
+        new, module, b_parts, basis, _, _ = await mixed_rank_round(cloud, spec, np.random.default_rng(1))
+
+    dense = np.mean([b @ basis[: b.shape[1]] for b in b_parts.values()], axis=0)  # mean of dB_i A_i
+    np.testing.assert_allclose(new[module] @ basis, dense, atol=1e-7)
+
+
+async def test_rank_columns_are_averaged_over_the_clients_that_reach_them() -> None:
+    spec = small_spec(normalize_rank_columns=True)
+    async with running_cloud() as cloud:
+        new, module, b_parts, _, deltas, layout = await mixed_rank_round(
+            cloud, spec, np.random.default_rng(2)
+        )
+
+    first = np.mean([b[:, 0] for b in b_parts.values()], axis=0)  # every client trains column 0
+    second = np.mean([b_parts[c][:, 1] for c in ("client-b", "client-d")], axis=0)  # only the rank-2 ones
+    np.testing.assert_allclose(new[module][:, 0], first, atol=1e-6)
+    np.testing.assert_allclose(new[module][:, 1], second, atol=1e-6)
+    head = layout.head[0].name
+    heads = [layout.unflatten(d)[head] for d in deltas.values()]
+    np.testing.assert_allclose(new[head], np.mean(heads, axis=0), atol=1e-6)  # the head: over everyone
+
+
+async def test_the_data_size_policy_gives_larger_sites_larger_ranks_within_their_own_cap() -> None:
+    policy = RankPolicy(kind=RankPolicyKind.DATA_SIZE, examples_for_r_max=4000)
+    examples = {"client-a": 300, "client-b": 1500, "client-c": 4000, "client-d": 9000}
+    async with running_cloud() as cloud:
+        fed = await Federation.create(
+            cloud.http,
+            small_spec(r_max=8, rank_policy=policy),
+            num_examples=examples,
+            max_ranks={"client-d": 4},
+        )
+        plan = RoundPlan.model_validate_json((await cloud.http.post(f"/federations/{fed.fid}/start")).content)
+        clients = [
+            ClientInfo.model_validate(c)
+            for c in (await cloud.http.get(f"/federations/{fed.fid}/clients")).json()
+        ]
+
+    # 8 * n / 4000 rounded down to a power of two: 0.6 -> 1, 3 -> 2, 8 -> 8, 18 -> 8 capped at d's own 4.
+    expected = {"client-a": 1, "client-b": 2, "client-c": 8, "client-d": 4}
+    assert plan.client_ranks == expected
+    assert {c.client_id: c.rank for c in clients} == expected
+
+
+async def test_a_strategy_this_cloud_cannot_run_is_refused_at_creation() -> None:
+    async with running_cloud() as cloud:
+        response = await cloud.http.post(
+            "/federations", json=small_spec(strategy="fedrot").model_dump(mode="json")
+        )
+    assert response.status_code == 422 and response.json()["field"] == "strategy"
