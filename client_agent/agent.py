@@ -9,6 +9,8 @@ after a lost answer) counts as done.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import logging
 import secrets
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
-from client_agent.data import Dataset, Share, hospital_share, load_file
+from client_agent.data import Dataset, Share, hospital_share, load_file, train_test_split
 from client_agent.deid import Deidentifier
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.train import (
@@ -84,6 +86,21 @@ class AgentState:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.__dict__))
         tmp.replace(path)
+
+
+def held_out_split(
+    dataset: Dataset, fraction: float | None, client_id: str
+) -> tuple[Dataset, Dataset | None]:
+    """(train, held out): the same stratified split every round (seeded by the client id), or no split."""
+    if fraction is None:
+        return dataset, None
+    seed = int.from_bytes(hashlib.sha256(client_id.encode()).digest()[:8], "little")
+    train, held_out = train_test_split(dataset, test_fraction=fraction, seed=seed)
+    if len(held_out) == 0 or len(train) == 0:
+        raise AgentError(
+            f"validation_fraction {fraction} of {len(dataset)} examples leaves an empty train or held-out part"
+        )
+    return train, held_out
 
 
 def load_hospital_data(settings: ClientSettings) -> Dataset:
@@ -191,6 +208,10 @@ class ClientAgent:
             local_privacy=spend,
             noise_share_std=share.std if share is not None else None,
         )
+        return self._sign(unsigned)
+
+    def _sign(self, update: ClientUpdate) -> ClientUpdate:
+        unsigned = update.model_copy(update={"signature": b""})
         return unsigned.model_copy(update={"signature": self.key.sign(unsigned.signing_payload())})
 
     async def upload(self, edge: Peer, update: ClientUpdate) -> bool:
@@ -212,6 +233,7 @@ class ClientAgent:
         """Take part until the federation ends (or `max_rounds` uploads). Returns the uploads made."""
         dataset = load_hospital_data(self.settings)
         texts, counts = Deidentifier().deidentify_many(dataset.texts)
+        clean = dataclasses.replace(dataset, texts=list(texts))
         log.info("data ready", extra={"data": {"examples": len(texts), "deidentified": dict(counts)}})
         cloud = Peer(self.settings.cloud_url, give_up_after_s=3600.0)
         uploads = 0
@@ -221,6 +243,7 @@ class ClientAgent:
             edge = Peer(self.state.edge_url or "", give_up_after_s=600.0)
             model: FFAClassifier | None = None
             features: Features | None = None
+            validation: Features | None = None
             while max_rounds is None or uploads < max_rounds:
                 try:
                     plan = await self.next_plan(cloud)
@@ -242,18 +265,18 @@ class ClientAgent:
                 if model is None or model.rank != rank:
                     model = self._build_model(spec, rank)
                     tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-                    features = await asyncio.to_thread(
-                        encode,
-                        model,
-                        tokenizer,
-                        texts,
-                        dataset.labels,
-                        max_length=plan.training.max_seq_length,
+                    train_part, held_out = held_out_split(
+                        clean, plan.validation_fraction, self.settings.client_id
+                    )
+                    features, validation = await asyncio.to_thread(
+                        self._encode, model, tokenizer, train_part, held_out, plan.training.max_seq_length
                     )
                 assert features is not None
                 start = await self.global_vector(cloud, plan.adapter_version, model.layout.size)
                 try:
-                    result = await asyncio.to_thread(self._train, model, features, start, plan, spec)
+                    result = await asyncio.to_thread(
+                        self._train, model, features, start, plan, spec, validation
+                    )
                 except LocalBudgetExhaustedError as e:
                     log.warning(
                         "stopped: local privacy budget reached",
@@ -261,8 +284,18 @@ class ClientAgent:
                     )
                     break
                 update = self.make_update(
-                    plan, scheme, result.delta, num_examples=len(texts), spend=self._spend(plan, result)
+                    plan, scheme, result.delta, num_examples=len(features), spend=self._spend(plan, result)
                 )
+                if validation is not None:
+                    # The loss of the round's *starting* adapter on data this hospital never trains on.
+                    update = self._sign(
+                        update.model_copy(
+                            update={
+                                "validation_loss": result.loss_before,
+                                "validation_examples": len(validation),
+                            }
+                        )
+                    )
                 if await self.upload(edge, update):
                     uploads += 1
                     log.info(
@@ -296,6 +329,15 @@ class ClientAgent:
         own = self.settings.local_epsilon_budget
         return min(plan.local_dp.epsilon, own) if own is not None else plan.local_dp.epsilon
 
+    @staticmethod
+    def _encode(
+        model: FFAClassifier, tokenizer: object, train: Dataset, held_out: Dataset | None, max_length: int
+    ) -> tuple[Features, Features | None]:
+        features = encode(model, tokenizer, train.texts, train.labels, max_length=max_length)
+        if held_out is None:
+            return features, None
+        return features, encode(model, tokenizer, held_out.texts, held_out.labels, max_length=max_length)
+
     def _build_model(self, spec: FederationSpec, rank: int) -> FFAClassifier:
         return FFAClassifier(load_encoder(self.model_path), AdapterSpec.from_federation(spec), rank=rank)
 
@@ -306,6 +348,7 @@ class ClientAgent:
         start: np.ndarray,
         plan: RoundPlan,
         spec: FederationSpec,
+        validation: Features | None = None,
     ) -> LocalResult:
         dp = plan.local_dp
         history = PrivacyHistory(list(self.state.privacy or []))
@@ -343,7 +386,9 @@ class ClientAgent:
             progress=False,
             dp=settings,
         )
-        result = train_local(model, features, global_vector=start, config=config, history=history)
+        result = train_local(
+            model, features, global_vector=start, config=config, history=history, evaluation=validation
+        )
         self.state.privacy = list(history.entries)
         return result
 

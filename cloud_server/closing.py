@@ -12,6 +12,7 @@ update is the same one: a crash never produces two differently-noised views of t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from datetime import datetime
 import numpy as np
 
 from cloud_server.aggregation import Aggregated, RoundNoise, aggregate, round_noise
+from cloud_server.convergence import converged, round_validation_loss
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService, vector_bytes, vector_from_bytes
@@ -177,11 +179,16 @@ class RoundCloser:
         stats_keys = {c.client_id: keyspace.fed_client_stats(fid, c.client_id) for c in contributions}
         seed_key = keyspace.fed_round_noise_seed(fid, round_)
         ledger_key = keyspace.fed_privacy(fid)
+        validation_key = keyspace.fed_validation(fid)
+        round_loss = round_validation_loss(contributions)
+        if round_loss is not None:
+            metrics["validation_loss"] = round_loss
         keys = [
             record_key,
             status_key,
             seed_key,
             ledger_key,
+            validation_key,
             keyspace.fed_adapter(fid, v_out),
             keyspace.fed_adapter_meta(fid, v_out),
             *([] if completes else next_keys),
@@ -237,8 +244,15 @@ class RoundCloser:
             updates[ledger_key] = ledger.dump()
             budget = spec.central_dp.epsilon_budget
             changes: dict[str, object] = {"adapter_version": v_out, "rounds_closed": record.rounds_closed + 1}
+            history = json.loads(current[validation_key] or b"[]")
+            if round_loss is not None:
+                history.append([round_, round_loss])
+                updates[validation_key] = json.dumps(history).encode()
+            settled = converged(history, spec.convergence) if spec.convergence is not None else None
             if completes:
                 changes |= {"state": FederationState.COMPLETED, "reason": f"all {spec.rounds} rounds closed"}
+            elif settled is not None:
+                changes |= {"state": FederationState.COMPLETED, "reason": settled}
             elif budget is not None and upcoming is not None and upcoming > budget:
                 changes |= {
                     "state": FederationState.BUDGET_EXHAUSTED,
@@ -262,6 +276,10 @@ class RoundCloser:
                 updates[next_keys[1]] = opened.model_dump_json().encode()
                 changes["current_round"] = round_ + 1
             updates[record_key] = record.model_copy(update=changes).dump()
+            if "state" in changes:  # the federation ends with this round: say why on the round too
+                updates[status_key] = (
+                    closed.model_copy(update={"stop_reason": changes["reason"]}).model_dump_json().encode()
+                )
             outcome["epsilon"], outcome["reason"] = epsilon, changes.get("reason")
             outcome["exhausted"] = changes.get("state") is FederationState.BUDGET_EXHAUSTED
             return updates

@@ -99,6 +99,7 @@ def open_round(
         weighting=dp.weighting,
         weight_cap=dp.weight_cap,
         noise_share=share,
+        validation_fraction=spec.convergence.validation_fraction if spec.convergence is not None else None,
     )
     per_edge = Counter(info.edge_id for info in clients.values())
     status = RoundStatus(

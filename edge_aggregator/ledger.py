@@ -139,6 +139,8 @@ class RoundLedger:
             local_epsilon=update.local_epsilon,
             local_privacy=update.local_privacy,
             noise_share_std=update.noise_share_std,
+            validation_loss=update.validation_loss,
+            validation_examples=update.validation_examples,
         )
         counted = 0
 

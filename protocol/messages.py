@@ -212,6 +212,18 @@ class RankPolicy(BaseModel):
     min_rank: int = Field(default=1, ge=1, le=MAX_R)
 
 
+class ConvergenceConfig(BaseModel):
+    """Stop when the federation's validation loss settles (seed 001: "when the global loss changes less than
+    a threshold"). Each hospital holds out `validation_fraction` of its data, never trains on it, and reports
+    the loss of the round's starting adapter on it; the cloud averages the losses by examples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_delta: float = Field(gt=0.0, le=1e3, description="a change below this counts as no progress")
+    patience: int = Field(default=2, ge=1, le=1000, description="rounds in a row without progress")
+    validation_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+
+
 class TrainingConfig(BaseModel):
     """Local optimisation settings a round plan hands to clients."""
 
@@ -267,6 +279,7 @@ class FederationSpec(Message):
     central_dp: CentralDPConfig = Field(default_factory=CentralDPConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     rank_policy: RankPolicy = Field(default_factory=RankPolicy)
+    convergence: ConvergenceConfig | None = None
     normalize_rank_columns: bool = Field(
         default=False,
         description="divide each LoRA column by the weight of the clients whose rank reaches it, not by "
@@ -361,6 +374,9 @@ class RoundPlan(Message):
     noise_share: NoiseShare | None = Field(
         default=None, description="distributed DP: the noise each client adds before encrypting"
     )
+    validation_fraction: float | None = Field(
+        default=None, gt=0.0, le=0.5, description="hold out this share of the data and report its loss"
+    )
 
     def weight_for(self, num_examples: int) -> float:
         """The weight a client applies to its clipped delta: at most 1, so the sensitivity stays `C`."""
@@ -430,6 +446,10 @@ class ClientUpdate(Message):
     noise_share_std: float | None = Field(
         default=None, ge=0.0, description="std of the distributed-noise share the client added"
     )
+    validation_loss: float | None = Field(
+        default=None, ge=0.0, le=1e6, description="loss of the round's starting adapter on held-out data"
+    )
+    validation_examples: int | None = Field(default=None, ge=1)
     signature: Signature = b""
 
     def signing_payload(self) -> bytes:
@@ -457,6 +477,8 @@ class Contribution(BaseModel):
     local_epsilon: float | None = Field(default=None, ge=0.0)
     local_privacy: LocalSpend | None = None
     noise_share_std: float | None = Field(default=None, ge=0.0)
+    validation_loss: float | None = Field(default=None, ge=0.0, le=1e6)
+    validation_examples: int | None = Field(default=None, ge=1)
 
 
 class EdgeAggregate(Message):
@@ -521,6 +543,9 @@ class RoundStatus(Message):
     metrics: dict[str, float] = Field(default_factory=dict, max_length=256)
     flagged: tuple[Identifier, ...] = ()
     failure: str | None = Field(default=None, max_length=2000)
+    stop_reason: str | None = Field(
+        default=None, max_length=2000, description="why the federation ended with this round"
+    )
 
 
 class ClientRoundPrivacy(BaseModel):

@@ -82,6 +82,10 @@ def fed_privacy(fid: str) -> str:
     )
 
 
+def fed_validation(fid: str) -> str:
+    return f"cloud:{fid}:validation"  # json: [[round, validation loss], ...] of the closed rounds
+
+
 def fed_round_closing(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:closing"  # lease (SET NX + TTL) held while one process closes
 

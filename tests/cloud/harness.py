@@ -229,6 +229,7 @@ class Federation:
         local_privacy: Mapping[str, LocalSpend] | None = None,
         noise_share_std: float | None = None,
         ranks: Mapping[str, int] | None = None,
+        validation: Mapping[str, tuple[float, int]] | None = None,
     ) -> EdgeAggregate:
         """A signed `EdgeAggregate` of these clients' deltas, each multiplied by its weight before encryption."""
         w = {cid: (weights or {}).get(cid, 1.0) for cid in deltas}
@@ -246,6 +247,8 @@ class Federation:
                 local_epsilon=local_epsilon,
                 local_privacy=(local_privacy or {}).get(cid),
                 noise_share_std=noise_share_std,
+                validation_loss=(validation or {}).get(cid, (None, None))[0],
+                validation_examples=(validation or {}).get(cid, (None, None))[1],
             )
             for cid in deltas
         )

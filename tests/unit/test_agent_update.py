@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from client_agent.agent import ClientAgent
+from client_agent.agent import ClientAgent, held_out_split
+from client_agent.data import Dataset
 from protocol.crypto import CKKSParams, generate_scheme
 from protocol.messages import LocalSpend, NoiseShare, RoundPlan, Weighting
 from services.settings import ClientSettings
@@ -68,3 +69,19 @@ def test_without_distributed_noise_nothing_is_added_and_a_short_delta_is_not_sca
     decrypted = scheme.decrypt(scheme.deserialize(update.ciphertext, expected_length=100))
     np.testing.assert_allclose(decrypted, delta, atol=1e-6)
     assert update.weight == 1.0 and update.noise_share_std is None and update.local_privacy is None
+
+
+def test_the_held_out_split_is_the_same_every_round_and_never_trained_on() -> None:
+    data = Dataset(
+        texts=[f"note {i}" for i in range(200)],
+        labels=[i % 2 for i in range(200)],
+        label_names=("a", "b"),
+        name="t",
+    )
+    train, held_out = held_out_split(data, 0.1, "hosp-a")
+    again_train, again_held_out = held_out_split(data, 0.1, "hosp-a")
+    assert held_out is not None and again_held_out is not None
+    assert held_out.texts == again_held_out.texts and train.texts == again_train.texts
+    assert len(held_out) == 20 and not set(held_out.texts) & set(train.texts)
+    assert sorted(held_out.labels) == [0] * 10 + [1] * 10  # stratified
+    assert held_out_split(data, None, "hosp-a") == (data, None)
