@@ -44,6 +44,7 @@ from protocol.messages import (
     FederationSpec,
     LocalSpend,
     RoundPlan,
+    Strategy,
 )
 from protocol.noise import add_share, clip
 from services.http import Peer, PeerRefusedError
@@ -389,6 +390,10 @@ class ClientAgent:
         result = train_local(
             model, features, global_vector=start, config=config, history=history, evaluation=validation
         )
+        if spec.strategy is Strategy.FEDROT:
+            # Rotate the trained factors toward the global ones before the delta is taken (B A unchanged).
+            model.align_to(start, round_index=plan.round)
+            result = dataclasses.replace(result, delta=model.delta_from(start))
         self.state.privacy = list(history.entries)
         return result
 

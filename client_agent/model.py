@@ -25,7 +25,16 @@ from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from protocol.ffa import HEAD_BIAS, HEAD_WEIGHT, AdapterLayout, client_lora_alpha, frozen_basis, natural_key
+from protocol.fedrot import align
+from protocol.ffa import (
+    A_SUFFIX,
+    HEAD_BIAS,
+    HEAD_WEIGHT,
+    AdapterLayout,
+    client_lora_alpha,
+    frozen_basis,
+    natural_key,
+)
 from protocol.messages import FederationSpec
 
 PEFT_PREFIX = "base_model.model."
@@ -53,6 +62,7 @@ class AdapterSpec:
     alpha: float = 8.0
     seed: int = 0
     basis_version: int = 0
+    train_a: bool = False  # FedIT / FedRot: `A` starts at the seeded basis and is trained too
 
     @classmethod
     def from_federation(cls, spec: FederationSpec) -> AdapterSpec:
@@ -64,6 +74,7 @@ class AdapterSpec:
             alpha=spec.lora_alpha,
             seed=spec.seed,
             basis_version=spec.basis_version,
+            train_a=spec.strategy.trains_a,
         )
 
 
@@ -154,6 +165,7 @@ class FFAClassifier(nn.Module):
             lora_out_features={name: layer.out_features for name, layer in self.lora_layers().items()},
             r_max=self.spec.r_max,
             head_shapes={HEAD_WEIGHT: tuple(self.head.weight.shape), HEAD_BIAS: tuple(self.head.bias.shape)},
+            lora_in_features=self.in_features() if self.spec.train_a else None,
         )
 
     def _install_frozen_basis(self) -> None:
@@ -168,7 +180,7 @@ class FFAClassifier(nn.Module):
                 )
                 lora_a = layer.lora_A["default"].weight
                 lora_a.copy_(torch.from_numpy(a_max[: self.rank]))
-                lora_a.requires_grad_(False)
+                lora_a.requires_grad_(self.spec.train_a)
                 layer.lora_B["default"].weight.zero_()
                 layer.lora_B["default"].weight.requires_grad_(True)
 
@@ -177,21 +189,27 @@ class FFAClassifier(nn.Module):
 
     # -- the global adapter as a flat vector ---------------------------------------------------------
     def state_tensors(self) -> dict[str, np.ndarray]:
-        """Current `B` (rank columns) of every module and the head, as numpy arrays."""
+        """Current `B` (rank columns) of every module, `A` (rank rows) when it trains, and the head."""
         out = {
             name: layer.lora_B["default"].weight.detach().cpu().numpy().copy()
             for name, layer in self.lora_layers().items()
         }
+        if self.spec.train_a:
+            for name, layer in self.lora_layers().items():
+                out[name + A_SUFFIX] = layer.lora_A["default"].weight.detach().cpu().numpy().copy()
         out[HEAD_WEIGHT] = self.head.weight.detach().cpu().numpy().copy()
         out[HEAD_BIAS] = self.head.bias.detach().cpu().numpy().copy()
         return out
 
     def load_global(self, vector: np.ndarray) -> None:
-        """Set `B` (the first `rank` columns of the global padded `B`) and the head from a global vector."""
+        """Set `B` (the first `rank` columns of the global padded `B`), `A` when it trains (its first `rank`
+        rows) and the head from a global vector."""
         tensors = self.layout.unflatten(vector, rank=self.rank)
         with torch.no_grad():
             for name, layer in self.lora_layers().items():
                 layer.lora_B["default"].weight.copy_(torch.from_numpy(tensors[name]))
+                if self.spec.train_a:
+                    layer.lora_A["default"].weight.copy_(torch.from_numpy(tensors[name + A_SUFFIX]))
             self.head.weight.copy_(torch.from_numpy(tensors[HEAD_WEIGHT]))
             self.head.bias.copy_(torch.from_numpy(tensors[HEAD_BIAS]))
 
@@ -202,6 +220,26 @@ class FFAClassifier(nn.Module):
         now = self.state_tensors()
         deltas: Mapping[str, np.ndarray] = {name: now[name] - start[name] for name in now}
         return layout.flatten(deltas)
+
+    def align_to(self, global_vector: np.ndarray, *, round_index: int, strength: float = 1.0) -> None:
+        """FedRot-LoRA: rotate each module's trained `(B, A)` toward the global factors in `global_vector`
+        (`protocol.fedrot.align`), leaving every `B A`, hence the model's function, unchanged."""
+        if not self.spec.train_a:
+            raise ModelError("align_to needs a model that trains A (strategy fedit or fedrot)")
+        start = self.layout.unflatten(global_vector, rank=self.rank)
+        with torch.no_grad():
+            for name, layer in self.lora_layers().items():
+                b_param, a_param = layer.lora_B["default"].weight, layer.lora_A["default"].weight
+                b, a = align(
+                    b_param.detach().cpu().numpy().astype(np.float64),
+                    a_param.detach().cpu().numpy().astype(np.float64),
+                    b_ref=start[name],
+                    a_ref=start[name + A_SUFFIX],
+                    round_index=round_index,
+                    strength=strength,
+                )
+                b_param.copy_(torch.from_numpy(b).to(b_param.dtype))
+                a_param.copy_(torch.from_numpy(a).to(a_param.dtype))
 
     # -- forward -------------------------------------------------------------------------------------
     def _bert(self) -> Any:

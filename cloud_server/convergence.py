@@ -8,6 +8,7 @@ rule).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from protocol.messages import Contribution, ConvergenceConfig
@@ -30,7 +31,7 @@ def converged(history: Sequence[tuple[int, float]], config: ConvergenceConfig) -
     if len(history) < config.patience + 1:
         return None
     recent = [loss for _, loss in history[-(config.patience + 1) :]]
-    changes = [abs(b - a) for a, b in zip(recent, recent[1:], strict=False)]
+    changes = [abs(b - a) for a, b in itertools.pairwise(recent)]
     if max(changes) >= config.min_delta:
         return None
     first, last = history[-(config.patience + 1)][0], history[-1][0]

@@ -104,7 +104,9 @@ class FederationService:
             keyspace.fed_public(fid): scheme.public_bytes(),
             keyspace.fed_secret(fid): sealed,
             keyspace.fed_state(fid): record.dump(),
-            keyspace.fed_adapter(fid, 0): vector_bytes(np.zeros(layout[0].size, dtype=np.float32)),
+            keyspace.fed_adapter(fid, 0): vector_bytes(
+                layout[0].initial_vector(seed=spec.seed, basis_version=spec.basis_version)
+            ),
             keyspace.fed_adapter_meta(fid, 0): v0.model_dump_json().encode(),
         }
 

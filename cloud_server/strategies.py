@@ -59,12 +59,9 @@ class AggregationStrategy(ABC):
         return previous + step
 
 
-class FFAStrategy(AggregationStrategy):
-    """FFA-LoRA (Sun et al. 2024): `A` frozen and shared, so the mean of the `B` deltas is the exact mean
-    of the clients' `dW = dB A`. Mixed ranks are exact too: a rank-`r` client's delta is zero beyond column
-    `r`. With `normalize_rank_columns`, column `j` is averaged over the clients whose rank reaches it."""
-
-    kind = Strategy.FFA
+class MeanStrategy(AggregationStrategy):
+    """The weighted mean of the deltas; with `normalize_rank_columns`, each LoRA column (of `B`) and row (of
+    `A`) is averaged over the clients whose rank reaches it."""
 
     def __init__(self, *, normalize_rank_columns: bool = False) -> None:
         self.normalize_rank_columns = normalize_rank_columns
@@ -75,10 +72,45 @@ class FFAStrategy(AggregationStrategy):
         return np.full(round_sum.layout.size, round_sum.total_weight)
 
 
+class FFAStrategy(MeanStrategy):
+    """FFA-LoRA (Sun et al. 2024): `A` frozen and shared, so the mean of the `B` deltas is the exact mean
+    of the clients' `dW = dB A`. Mixed ranks are exact too: a rank-`r` client's delta is zero beyond column
+    `r`."""
+
+    kind = Strategy.FFA
+
+
+class FedITStrategy(MeanStrategy):
+    """FedIT (Zhang et al. 2024): vanilla LoRA, `A` and `B` both trained and averaged separately. The product
+    of the means is not the mean of the products; the error, `mean(B_i) mean(A_i) - mean(B_i A_i)`, needs
+    per-client factors, so under encryption nobody can observe it (`protocol.ffa.fedit_mismatch` computes it
+    where they are visible, as in the simulation). The baseline the other strategies improve on."""
+
+    kind = Strategy.FEDIT
+
+
+class FedRotStrategy(MeanStrategy):
+    """FedRot-LoRA (Zhang, Kim, Cha, Vikalo 2026): both factors trained; before encrypting, each client
+    rotates its factors toward the broadcast global ones (`protocol.fedrot.align`: an orthogonal Procrustes
+    rotation that leaves its `B A` unchanged), so factor averaging interferes less. The cloud's rule stays a
+    plain mean, which is what lets it run under additive encryption."""
+
+    kind = Strategy.FEDROT
+
+
+_STRATEGIES: dict[Strategy, type[MeanStrategy]] = {
+    Strategy.FFA: FFAStrategy,
+    Strategy.FEDIT: FedITStrategy,
+    Strategy.FEDROT: FedRotStrategy,
+}
+
+
 def strategy_for(spec: FederationSpec) -> AggregationStrategy:
     """The strategy a federation aggregates with; 422 for one this cloud cannot run yet."""
-    if spec.strategy is Strategy.FFA:
-        return FFAStrategy(normalize_rank_columns=spec.normalize_rank_columns)
-    raise UnprocessableError(
-        f"strategy {spec.strategy.value!r} is not served by this cloud yet; use 'ffa'", field="strategy"
-    )
+    strategy = _STRATEGIES.get(spec.strategy)
+    if strategy is None:
+        raise UnprocessableError(
+            f"strategy {spec.strategy.value!r} is not served by this cloud yet; use 'ffa', 'fedit' or 'fedrot'",
+            field="strategy",
+        )
+    return strategy(normalize_rank_columns=spec.normalize_rank_columns)

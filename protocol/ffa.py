@@ -128,17 +128,22 @@ class Entry:
         return int(np.prod(self.shape))
 
 
+A_SUFFIX = ".lora_A"  # the layout entry of a module's `A`, for strategies that train it (FedIT, FedRot)
+
+
 @dataclass(frozen=True)
 class AdapterLayout:
     """The canonical order and shapes of everything a client uploads, as one flat vector.
 
-    LoRA `B` matrices come first in natural module order, each padded to `r_max` columns, then the
-    trained head parameters in natural order. Two parties agree on the vector iff their digests agree.
+    LoRA `B` matrices come first in natural module order, each padded to `r_max` columns; then, only for
+    strategies that train `A` too, each module's `A` (`"{module}.lora_A"`, padded to `r_max` rows); then
+    the trained head parameters in natural order. Two parties agree on the vector iff their digests agree.
     """
 
     lora: tuple[Entry, ...]
     head: tuple[Entry, ...]
     r_max: int
+    lora_a: tuple[Entry, ...] = ()
 
     @classmethod
     def build(
@@ -147,24 +152,35 @@ class AdapterLayout:
         lora_out_features: Mapping[str, int],
         r_max: int,
         head_shapes: Mapping[str, Sequence[int]] | None = None,
+        lora_in_features: Mapping[str, int] | None = None,
     ) -> AdapterLayout:
+        """With `lora_in_features` (module -> input width) the layout also carries every module's `A`."""
         if r_max < 1:
             raise ValueError(f"r_max must be at least 1, got {r_max}")
         if not lora_out_features:
             raise ValueError("lora_out_features is empty: a layout needs at least one LoRA module")
-        lora = tuple(
-            Entry(name, (int(lora_out_features[name]), r_max))
-            for name in sorted(lora_out_features, key=natural_key)
-        )
+        names = sorted(lora_out_features, key=natural_key)
+        lora = tuple(Entry(name, (int(lora_out_features[name]), r_max)) for name in names)
+        lora_a: tuple[Entry, ...] = ()
+        if lora_in_features is not None:
+            if set(lora_in_features) != set(names):
+                raise ValueError(
+                    f"lora_in_features names {sorted(lora_in_features)}, the modules are {names}"
+                )
+            lora_a = tuple(Entry(name + A_SUFFIX, (r_max, int(lora_in_features[name]))) for name in names)
         heads = head_shapes or {}
         head = tuple(
             Entry(name, tuple(int(d) for d in heads[name])) for name in sorted(heads, key=natural_key)
         )
-        return cls(lora=lora, head=head, r_max=r_max)
+        return cls(lora=lora, head=head, r_max=r_max, lora_a=lora_a)
+
+    @property
+    def trains_a(self) -> bool:
+        return bool(self.lora_a)
 
     @property
     def entries(self) -> tuple[Entry, ...]:
-        return self.lora + self.head
+        return self.lora + self.lora_a + self.head
 
     @property
     def size(self) -> int:
@@ -178,7 +194,8 @@ class AdapterLayout:
     def flatten(
         self, tensors: Mapping[str, np.ndarray], *, ranks: Mapping[str, int] | None = None
     ) -> np.ndarray:
-        """One float32 vector from `{name: tensor}`. LoRA deltas of rank `< r_max` are zero-padded.
+        """One float32 vector from `{name: tensor}`. LoRA factors of rank `< r_max` are zero-padded (`B`'s
+        columns, `A`'s rows).
 
         `ranks` is only a check: when given, each LoRA delta must have exactly that many columns.
         """
@@ -196,6 +213,11 @@ class AdapterLayout:
                     f"{entry.name}: expected rank {ranks.get(entry.name)}, got {value.shape[1]}"
                 )
             parts.append(pad_delta(value, self.r_max).ravel())
+        for entry in self.lora_a:
+            value = np.asarray(tensors[entry.name], dtype=np.float32)
+            if value.ndim != 2 or value.shape[1] != entry.shape[1]:
+                raise LayoutError(f"{entry.name}: expected shape (r, {entry.shape[1]}), got {value.shape}")
+            parts.append(pad_delta(value.T, self.r_max).T.ravel())
         for entry in self.head:
             value = np.asarray(tensors[entry.name], dtype=np.float32)
             if value.shape != entry.shape:
@@ -204,7 +226,8 @@ class AdapterLayout:
         return np.concatenate(parts)
 
     def unflatten(self, vector: np.ndarray, *, rank: int | None = None) -> dict[str, np.ndarray]:
-        """Back to `{name: tensor}`; with `rank`, LoRA matrices are cut to their first `rank` columns."""
+        """Back to `{name: tensor}`; with `rank`, `B` is cut to its first `rank` columns, `A` to its first
+        `rank` rows."""
         vector = np.asarray(vector)
         if vector.shape != (self.size,):
             raise LayoutError(f"vector has shape {vector.shape}, the layout needs ({self.size},)")
@@ -215,11 +238,14 @@ class AdapterLayout:
             offset += entry.size
             if rank is not None and entry in self.lora:
                 value = unpad_delta(value, rank)
+            elif rank is not None and entry in self.lora_a:
+                value = unpad_delta(value.T, rank).T
             out[entry.name] = value.copy()
         return out
 
     def lora_column_mask(self, rank: int) -> np.ndarray:
-        """1 where a rank-`rank` client can contribute, 0 in padded LoRA columns; head entries are 1."""
+        """1 where a rank-`rank` client can contribute, 0 in padded LoRA columns (of `B`) and rows (of
+        `A`); head entries are 1."""
         if not 1 <= rank <= self.r_max:
             raise ValueError(f"rank must lie in [1, {self.r_max}], got {rank}")
         parts = []
@@ -227,8 +253,27 @@ class AdapterLayout:
             mask = np.zeros(entry.shape, dtype=np.float32)
             mask[:, :rank] = 1.0
             parts.append(mask.ravel())
+        for entry in self.lora_a:
+            mask = np.zeros(entry.shape, dtype=np.float32)
+            mask[:rank, :] = 1.0
+            parts.append(mask.ravel())
         parts.extend(np.ones(entry.size, dtype=np.float32) for entry in self.head)
         return np.concatenate(parts)
+
+    def initial_vector(self, *, seed: int, basis_version: int) -> np.ndarray:
+        """Adapter version 0: `B` and the head zero and, when `A` is trained, `A` at the seeded basis
+        (LoRA's initialisation, Hu et al. 2021: `A` random, `B` zero, so the adapter starts as a no-op)."""
+        tensors: dict[str, np.ndarray] = {e.name: np.zeros(e.shape, dtype=np.float32) for e in self.entries}
+        for entry in self.lora_a:
+            module = entry.name.removesuffix(A_SUFFIX)
+            tensors[entry.name] = frozen_basis(
+                seed=seed,
+                basis_version=basis_version,
+                module=module,
+                r_max=self.r_max,
+                in_features=entry.shape[1],
+            )
+        return self.flatten(tensors)
 
 
 def fedit_mismatch(

@@ -52,6 +52,11 @@ class Strategy(StrEnum):
     FEDROT = "fedrot"
     CLAIR = "clair"
 
+    @property
+    def trains_a(self) -> bool:
+        """FedIT and FedRot train both LoRA factors, so `A` travels in the update beside `B`."""
+        return self in (Strategy.FEDIT, Strategy.FEDROT)
+
 
 class NoiseMechanism(StrEnum):
     GAUSSIAN = "gaussian"

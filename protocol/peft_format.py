@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from safetensors.numpy import save as save_safetensors
 
-from protocol.ffa import AdapterLayout, frozen_basis
+from protocol.ffa import A_SUFFIX, AdapterLayout, frozen_basis
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
@@ -52,13 +52,16 @@ def adapter_files(
     tensors = layout.unflatten(np.asarray(vector, dtype=np.float32))
     weights: dict[str, np.ndarray] = {}
     for entry in layout.lora:
-        a_max = frozen_basis(
-            seed=seed,
-            basis_version=basis_version,
-            module=entry.name,
-            r_max=layout.r_max,
-            in_features=in_features[entry.name],
-        )
+        if layout.trains_a:  # FedIT / FedRot: the global `A` is in the vector
+            a_max = tensors[entry.name + A_SUFFIX]
+        else:
+            a_max = frozen_basis(
+                seed=seed,
+                basis_version=basis_version,
+                module=entry.name,
+                r_max=layout.r_max,
+                in_features=in_features[entry.name],
+            )
         weights[f"{PEFT_PREFIX}{entry.name}.lora_A.weight"] = np.ascontiguousarray(a_max)
         weights[f"{PEFT_PREFIX}{entry.name}.lora_B.weight"] = np.ascontiguousarray(tensors[entry.name])
     config: dict[str, object] = {

@@ -322,6 +322,9 @@ def demo(
     distributed: Annotated[
         bool, typer.Option(help="hospitals add the client-level noise in shares before encrypting")
     ] = True,
+    strategy: Annotated[
+        str, typer.Option(help="ffa (A frozen, exact), fedit (A and B averaged) or fedrot (aligned first)")
+    ] = "ffa",
     out: Annotated[Path, typer.Option(help="run folder: adapter, logs, report")] = Path("runs/demo"),
 ) -> None:
     """A cloud, two edges and four hospitals as separate processes on loopback: FFA-LoRA, DP-SGD, CKKS,
@@ -330,7 +333,12 @@ def demo(
 
     from rich.live import Live
 
+    from protocol.messages import Strategy
     from services.launcher import DemoConfig, LaunchError, RoundView, run_demo
+
+    if strategy not in {s.value for s in Strategy}:
+        console.print(f"[red]--strategy must be one of {[s.value for s in Strategy]}, got {strategy!r}[/red]")
+        raise typer.Exit(2)
 
     config = DemoConfig(
         hospitals=hospitals,
@@ -340,6 +348,7 @@ def demo(
         steps=steps,
         central_noise=central_noise,
         distributed=distributed,
+        strategy=Strategy(strategy),
         out_dir=out,
     )
     noise = (
@@ -349,7 +358,7 @@ def demo(
     )
     console.print(
         f"[bold]fedlora demo[/bold]: cloud + {edges} edges + {hospitals} hospitals on loopback; "
-        f"{rounds} rounds of FFA-LoRA with DP-SGD (epsilon {epsilon}), {noise} and CKKS on Rotten Tomatoes "
+        f"{rounds} rounds of LoRA ({strategy}) with DP-SGD (epsilon {epsilon}), {noise} and CKKS on Rotten Tomatoes "
         f"({config.partition} label skew). Logs: {out / 'logs'}"
     )
 

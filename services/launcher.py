@@ -36,6 +36,7 @@ from protocol.messages import (
     FederationSpec,
     LocalDPConfig,
     RoundStatus,
+    Strategy,
     TrainingConfig,
 )
 
@@ -64,6 +65,7 @@ class DemoConfig:
     #: that leaves the model usable gives a weak client-level guarantee; the ledger says how weak.
     central_noise: float = 0.25
     distributed: bool = True  # the hospitals add the noise in shares, so nobody sees a noise-free sum
+    strategy: Strategy = Strategy.FFA
     timeout_s: float = 1800.0
     out_dir: Path = Path("runs/demo")
 
@@ -87,6 +89,7 @@ class DemoConfig:
                 max_seq_length=self.max_seq_length,
             ),
             rounds=self.rounds,
+            strategy=self.strategy,
             min_clients_per_edge=self.min_clients_per_edge,
             round_deadline_s=self.timeout_s,
             upload_deadline_s=self.timeout_s * 0.9,

@@ -56,5 +56,8 @@ def federation_layout(spec: FederationSpec, model_path: str | Path) -> tuple[Ada
         lora_out_features={name: layer.out_features for name, layer in targets.items()},
         r_max=spec.r_max,
         head_shapes={HEAD_WEIGHT: (spec.num_labels, hidden), HEAD_BIAS: (spec.num_labels,)},
+        lora_in_features={name: layer.in_features for name, layer in targets.items()}
+        if spec.strategy.trains_a
+        else None,
     )
     return layout, {name: layer.in_features for name, layer in targets.items()}

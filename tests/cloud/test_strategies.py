@@ -89,6 +89,32 @@ async def test_the_data_size_policy_gives_larger_sites_larger_ranks_within_their
 async def test_a_strategy_this_cloud_cannot_run_is_refused_at_creation() -> None:
     async with running_cloud() as cloud:
         response = await cloud.http.post(
-            "/federations", json=small_spec(strategy="fedrot").model_dump(mode="json")
+            "/federations", json=small_spec(strategy="clair", he={"kind": "none"}).model_dump(mode="json")
         )
     assert response.status_code == 422 and response.json()["field"] == "strategy"
+
+
+@pytest.mark.parametrize("strategy", ["fedit", "fedrot"])
+async def test_fedit_and_fedrot_start_from_the_seeded_a_and_average_both_factors(strategy: str) -> None:
+    rng = np.random.default_rng(5)
+    spec = small_spec(strategy=strategy)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec)
+        await fed.start(cloud.http)
+        layout, in_features = await cloud.context.federations.layout(fed.fid)
+        (module,) = [entry.name for entry in layout.lora]
+        v0 = await cloud.vector(fed.fid, 0)
+        deltas = {
+            cid: rng.normal(0, 0.01, layout.size) for edge in fed.edges.values() for cid in edge.clients
+        }
+        for edge_id, edge in fed.edges.items():
+            body = fed.aggregate(edge_id, 0, {c: deltas[c] for c in edge.clients})
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        v1 = await cloud.vector(fed.fid, 1)
+
+    assert layout.trains_a and [e.name for e in layout.lora_a] == [module + ".lora_A"]
+    a0 = layout.unflatten(v0)[module + ".lora_A"]
+    basis = frozen_basis(seed=0, basis_version=0, module=module, r_max=2, in_features=in_features[module])
+    np.testing.assert_allclose(a0, basis, atol=1e-7)  # LoRA's init: A random (seeded), B zero
+    assert not layout.unflatten(v0)[module].any()
+    np.testing.assert_allclose(v1, v0 + np.mean(list(deltas.values()), axis=0), atol=1e-6)

@@ -199,3 +199,55 @@ def test_exported_adapter_loads_in_peft_with_identical_logits(tokenizer, tmp_pat
     actual = loaded(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
     assert expected.abs().max() > 0.01  # a zero adapter would pass trivially
+
+
+SPEC_A = AdapterSpec(
+    num_labels=2, target_modules=("value",), layers_to_transform=(1, 2), r_max=4, alpha=4.0, train_a=True
+)
+
+
+def test_fedit_and_fedrot_models_train_and_ship_a_too(tokenizer):
+    model = FFAClassifier(tiny_encoder(tokenizer), SPEC_A, rank=2)
+    layout = model.layout
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable) and any("lora_B" in n for n in trainable)
+    # Version 0: A at the seeded basis, B and the head zero; loading it changes nothing in A.
+    v0 = layout.initial_vector(seed=0, basis_version=0)
+    model.load_global(v0)
+    name = "encoder.layer.2.attention.self.value"
+    expected_a = frozen_basis(seed=0, basis_version=0, module=name, r_max=4, in_features=32)
+    np.testing.assert_array_equal(model.state_tensors()[name + ".lora_A"], expected_a[:2])
+    assert not model.delta_from(v0).any()
+    with torch.no_grad():
+        model.lora_layers()[name].lora_A["default"].weight.add_(0.25)
+    delta = layout.unflatten(model.delta_from(v0))
+    np.testing.assert_allclose(delta[name + ".lora_A"][:2], 0.25, atol=1e-6)
+    np.testing.assert_array_equal(delta[name + ".lora_A"][2:], 0.0)  # rows beyond the client's rank
+
+
+def test_fedrot_alignment_keeps_the_function_and_moves_a_toward_the_global_factors(tokenizer):
+    model = FFAClassifier(tiny_encoder(tokenizer), SPEC_A, rank=2)
+    layout = model.layout
+    rng = np.random.default_rng(3)
+    global_vector = layout.initial_vector(seed=0, basis_version=0) + rng.normal(0, 0.1, layout.size).astype(
+        np.float32
+    )
+    model.load_global(global_vector)
+    # A client that ended in a rotated basis: same products B A, rotated factors.
+    angle = 0.7
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    with torch.no_grad():
+        for layer in model.lora_layers().values():
+            b, a = layer.lora_B["default"].weight, layer.lora_A["default"].weight
+            b.copy_(b @ torch.from_numpy(rotation.T).float())
+            a.copy_(torch.from_numpy(rotation).float() @ a)
+    batch = tokenizer(["good case", "awful case"], padding=True, return_tensors="pt")
+    before = model.logits(batch["input_ids"], batch["attention_mask"])
+    drift = np.abs(model.delta_from(global_vector)).max()
+
+    model.align_to(global_vector, round_index=1)  # odd round: align A
+
+    torch.testing.assert_close(
+        model.logits(batch["input_ids"], batch["attention_mask"]), before, atol=1e-5, rtol=1e-5
+    )
+    assert drift > 0.1 and np.abs(model.delta_from(global_vector)).max() < 1e-5  # back in the global basis
