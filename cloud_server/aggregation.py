@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cloud_server.strategies import AggregationStrategy, RoundSum
+from cloud_server.strategies import AggregationStrategy, EdgeRow, RoundSum, RowStrategy
 from protocol.crypto import HEScheme
 from protocol.crypto.params import PaillierParams
 from protocol.ffa import AdapterLayout
@@ -90,6 +90,7 @@ class Aggregated:
     update_norm: float  # L2 norm of what was added to the previous global adapter (noise included)
     noise_std: float  # per-coordinate standard deviation of all the noise on the mean
     summands: int  # client encryptions inside the decrypted total
+    flagged: tuple[str, ...] = ()  # edges a robust strategy judged contaminated
 
 
 def aggregate(
@@ -102,6 +103,7 @@ def aggregate(
     strategy: AggregationStrategy,
     noise: RoundNoise,
     rng: np.random.Generator,
+    rows: Sequence[tuple[str, float]] | None = None,
 ) -> Aggregated:
     """The next global adapter from the edges' sums. Raises `CryptoError` if a sum does not decrypt."""
     total_weight = float(sum(c.weight for c in contributions))
@@ -109,6 +111,8 @@ def aggregate(
         raise ValueError(f"total weight must be positive, got {total_weight}")
     length = int(global_vector.size)
     parts = [scheme.deserialize(c, expected_length=length) for c in ciphertexts]
+    if isinstance(strategy, RowStrategy):
+        return _by_rows(scheme, parts, global_vector=global_vector, rows=rows or [], strategy=strategy)
     total = scheme.sum(parts)
     noisy_sum = scheme.decrypt(total)
     if noise.cloud_std > 0:
@@ -123,4 +127,29 @@ def aggregate(
     norm = float(np.linalg.norm(vector.astype(np.float64) - previous))
     return Aggregated(
         vector=vector, update_norm=norm, noise_std=noise.realised_std / total_weight, summands=total.count
+    )
+
+
+def _by_rows(
+    scheme: HEScheme[Any],
+    parts: Sequence[Any],
+    *,
+    global_vector: np.ndarray,
+    rows: Sequence[tuple[str, float]],
+    strategy: RowStrategy,
+) -> Aggregated:
+    """A strategy over each edge's sum (plaintext federations only): `rows` names each part's edge and
+    total weight, in the order of `parts`."""
+    if len(rows) != len(parts):
+        raise ValueError(f"{len(parts)} edge sums but {len(rows)} rows")
+    previous = global_vector.astype(np.float64)
+    edge_rows = [
+        EdgeRow(edge_id, scheme.decrypt(part), weight)
+        for (edge_id, weight), part in zip(rows, parts, strict=True)
+    ]
+    vector, flagged = strategy.combine_rows(previous, edge_rows)
+    vector = vector.astype(np.float32)
+    norm = float(np.linalg.norm(vector.astype(np.float64) - previous))
+    return Aggregated(
+        vector=vector, update_norm=norm, noise_std=0.0, summands=sum(p.count for p in parts), flagged=flagged
     )

@@ -135,6 +135,7 @@ class RoundCloser:
                     layout=layout,
                     strategy=strategy_for(spec),
                     noise=noise,
+                    rows=[(h.edge_id, h.total_weight) for h, _ in unpacked],
                     rng=np.random.default_rng(seed),
                 )
             except KeyStoreError:
@@ -150,6 +151,12 @@ class RoundCloser:
                 "noise_std": result.noise_std,
                 "realised_noise_multiplier": noise.realised_multiplier,
             }
+            if result.flagged:
+                metrics["edges_flagged"] = float(len(result.flagged))
+                log.warning(
+                    "edges flagged as contaminated; their sums were left out",
+                    extra={"federation_id": fid, "round": round_, "data": {"edges": list(result.flagged)}},
+                )
             await self._commit(fid, round_, now, record, headers, result, noise, metrics, why=why)
         finally:
             await self._store.delete(lease)
@@ -211,6 +218,7 @@ class RoundCloser:
                     "closed_at": now,
                     "adapter_version_out": v_out,
                     "update_norm": result.update_norm,
+                    "flagged": result.flagged,
                     "metrics": metrics,
                 }
             )

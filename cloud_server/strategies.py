@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from cloud_server.errors import UnprocessableError
+from protocol.clair import decompose
 from protocol.ffa import AdapterLayout, column_weights
 from protocol.messages import Contribution, FederationSpec, Strategy
 
@@ -38,6 +38,7 @@ class AggregationStrategy(ABC):
     """One aggregation rule. Subclasses define the per-coordinate divisor and, if needed, the update rule."""
 
     kind: ClassVar[Strategy]
+    per_edge: ClassVar[bool] = False  # True: `combine_rows` over each edge's sum (RowStrategy)
 
     def next_global(self, previous: np.ndarray, round_sum: RoundSum) -> np.ndarray:
         """The next global vector (float64): `apply(previous, sum / divisor)`, coordinates that nobody
@@ -57,6 +58,52 @@ class AggregationStrategy(ABC):
     def apply(self, previous: np.ndarray, step: np.ndarray) -> np.ndarray:
         """The update rule: FedAvg's `previous + mean step`."""
         return previous + step
+
+
+@dataclass(frozen=True)
+class EdgeRow:
+    """One edge's plaintext sum (strategies that look at regions: federations without encryption only)."""
+
+    edge_id: str
+    vector: np.ndarray
+    weight: float
+
+
+class RowStrategy(AggregationStrategy):
+    """A strategy that needs each edge's sum on its own, not only the total."""
+
+    per_edge: ClassVar[bool] = True
+
+    @abstractmethod
+    def combine_rows(
+        self, previous: np.ndarray, rows: Sequence[EdgeRow]
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """The next global vector and the edges flagged as contaminated."""
+
+    def divisor(self, round_sum: RoundSum) -> np.ndarray:
+        return np.full(round_sum.layout.size, round_sum.total_weight)
+
+
+class ClairStrategy(RowStrategy):
+    """CLAIR (He, Chen, Feng 2026) over regional aggregates: each edge's mean update is a row; a low-rank
+    plus row-sparse decomposition (`protocol.clair`) recovers the shared subspace and flags rows that do
+    not fit it, and the global update is the weighted mean of the unflagged rows inside that subspace.
+    Per-row plaintext is needed, so the spec validator allows it only without encryption (every party may
+    then see updates) and without central noise (the rule is not a clipped sum). With a single edge there
+    is nothing to compare: its mean is applied."""
+
+    kind = Strategy.CLAIR
+
+    def combine_rows(
+        self, previous: np.ndarray, rows: Sequence[EdgeRow]
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        means = np.stack([row.vector / row.weight for row in rows])
+        weights = np.array([row.weight for row in rows])
+        if len(rows) < 2 or not np.any(means):
+            return previous + weights @ means / weights.sum(), ()
+        result = decompose(means)
+        flagged = tuple(rows[i].edge_id for i in result.flagged)
+        return previous + result.shared_update(weights), flagged
 
 
 class MeanStrategy(AggregationStrategy):
@@ -106,11 +153,7 @@ _STRATEGIES: dict[Strategy, type[MeanStrategy]] = {
 
 
 def strategy_for(spec: FederationSpec) -> AggregationStrategy:
-    """The strategy a federation aggregates with; 422 for one this cloud cannot run yet."""
-    strategy = _STRATEGIES.get(spec.strategy)
-    if strategy is None:
-        raise UnprocessableError(
-            f"strategy {spec.strategy.value!r} is not served by this cloud yet; use 'ffa', 'fedit' or 'fedrot'",
-            field="strategy",
-        )
-    return strategy(normalize_rank_columns=spec.normalize_rank_columns)
+    """The strategy a federation aggregates with (the spec's validator has refused impossible ones)."""
+    if spec.strategy is Strategy.CLAIR:
+        return ClairStrategy()
+    return _STRATEGIES[spec.strategy](normalize_rank_columns=spec.normalize_rank_columns)

@@ -135,7 +135,9 @@ def align(
     b_ref = _matrix("b_ref", b_ref)
     a_ref = _matrix("a_ref", a_ref)
     if b.shape[1] != a.shape[0]:
-        raise AlignmentError(f"rank mismatch: b has shape {b.shape} (rank {b.shape[1]}), a has shape {a.shape}")
+        raise AlignmentError(
+            f"rank mismatch: b has shape {b.shape} (rank {b.shape[1]}), a has shape {a.shape}"
+        )
     if b_ref.shape != b.shape:
         raise AlignmentError(f"b_ref must have the shape of b, {b.shape}, got {b_ref.shape}")
     if a_ref.shape != a.shape:
@@ -146,9 +148,6 @@ def align(
         raise AlignmentError(f"strength must lie in [0, 1], got {strength}")
     if round_index == 0:
         return b.copy(), a.copy()
-    if round_index % 2 == 1:
-        rotation = procrustes_rotation(a, a_ref)
-    else:
-        rotation = procrustes_rotation(b.T, b_ref.T)
-    rotation = soften(rotation, strength=strength)
+    source, reference = (a, a_ref) if round_index % 2 == 1 else (b.T, b_ref.T)
+    rotation = soften(procrustes_rotation(source, reference), strength=strength)
     return b @ rotation.T, rotation @ a

@@ -333,6 +333,11 @@ class FederationSpec(Message):
                     f"holds up to clip_norm + {SHARE_TAIL_SIGMAS:g} share std = {needed:.4g}; raise he.clip "
                     "(or quant_bits with it to keep precision)"
                 )
+        if self.strategy is Strategy.CLAIR and self.central_dp.noisy:
+            raise ValueError(
+                "strategy 'clair' aggregates with a robust decomposition, not a clipped sum, so central_dp's "
+                "noise would not bound one hospital's influence: set central_dp.noise_multiplier to 0"
+            )
         if self.strategy is Strategy.CLAIR and self.he.kind is not HEKind.NONE:
             raise ValueError(
                 f"strategy 'clair' needs per-client plaintext updates, so he.kind must be 'none', got "

@@ -86,12 +86,42 @@ async def test_the_data_size_policy_gives_larger_sites_larger_ranks_within_their
     assert {c.client_id: c.rank for c in clients} == expected
 
 
-async def test_a_strategy_this_cloud_cannot_run_is_refused_at_creation() -> None:
+async def test_clair_is_refused_under_encryption_or_with_central_noise() -> None:
     async with running_cloud() as cloud:
-        response = await cloud.http.post(
-            "/federations", json=small_spec(strategy="clair", he={"kind": "none"}).model_dump(mode="json")
-        )
-    assert response.status_code == 422 and response.json()["field"] == "strategy"
+        encrypted = small_spec().model_dump(mode="json") | {"strategy": "clair"}
+        noisy = small_spec(he={"kind": "none"}).model_dump(mode="json") | {
+            "strategy": "clair",
+            "central_dp": {"noise_multiplier": 1.0},
+        }
+        answers = [await cloud.http.post("/federations", json=body) for body in (encrypted, noisy)]
+    assert [a.status_code for a in answers] == [422, 422]
+    assert "per-client plaintext" in answers[0].json()["message"]
+    assert "not a clipped sum" in answers[1].json()["message"]
+
+
+async def test_clair_flags_the_contaminated_region_and_averages_the_others_in_the_shared_subspace() -> None:
+    rng = np.random.default_rng(12)
+    topology = {f"edge-{e}": (f"client-{e}a", f"client-{e}b") for e in range(1, 7)}
+    spec = small_spec(strategy="clair", he={"kind": "none"})
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec, topology)
+        await fed.start(cloud.http)
+        size = (await cloud.context.federations.layout(fed.fid))[0].size
+        basis = np.linalg.qr(rng.normal(size=(size, 2)))[0]  # the shared 2-D subspace
+        deltas: dict[str, dict[str, np.ndarray]] = {}
+        for edge_id, clients in topology.items():
+            deltas[edge_id] = {c: basis @ rng.normal(0, 0.05, 2) for c in clients}
+        deltas["edge-6"] = {c: rng.normal(0, 0.05, size) for c in topology["edge-6"]}  # off the subspace
+        for edge_id in topology:
+            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))).status_code == 202
+        status = await cloud.status(fed.fid, 0)
+        new = await cloud.vector(fed.fid, 1)
+
+    assert status.flagged == ("edge-6",) and status.metrics["edges_flagged"] == 1.0
+    benign = np.mean([d for e, ds in deltas.items() if e != "edge-6" for d in ds.values()], axis=0)
+    everyone = np.mean([d for ds in deltas.values() for d in ds.values()], axis=0)
+    assert np.linalg.norm(new - benign) < 1e-3 * np.linalg.norm(benign)
+    assert np.linalg.norm(everyone - benign) > 0.1 * np.linalg.norm(benign)  # what plain FedAvg would do
 
 
 @pytest.mark.parametrize("strategy", ["fedit", "fedrot"])
