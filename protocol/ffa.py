@@ -300,6 +300,35 @@ def fedit_mismatch(
     return np.asarray(b_mean @ a_mean - product_mean)
 
 
+@dataclass(frozen=True)
+class Rebased:
+    """A module's update `B A` re-expressed at a lower common rank (seed 001's convergence stage)."""
+
+    b: np.ndarray  # (out, rank): U_r S_r
+    a: np.ndarray  # (rank, in): V_r^T, orthonormal rows: the new basis to broadcast
+    singular_values: np.ndarray  # all of them, largest first
+    rank: int
+
+    @property
+    def truncation_error(self) -> float:
+        """`||B A - b a||_F`: by Eckart-Young, the root sum of squares of the discarded singular values."""
+        return float(np.sqrt(np.sum(self.singular_values[self.rank :] ** 2)))
+
+
+def rebase(b: np.ndarray, a: np.ndarray, *, rank: int) -> Rebased:
+    """The best rank-`rank` factorisation of `b @ a` (Eckart and Young 1936): SVD `B A = U S V^T`, new
+    `A = V_r^T` (orthonormal rows, the basis the cloud would broadcast as a new basis version) and new
+    `B = U_r S_r`, so `b a` is the closest rank-`rank` matrix to `B A` in Frobenius norm."""
+    b = np.asarray(b, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64)
+    if b.ndim != 2 or a.ndim != 2 or b.shape[1] != a.shape[0]:
+        raise LayoutError(f"b {b.shape} and a {a.shape} are not the factors of one product")
+    if not 1 <= rank <= min(b.shape[0], a.shape[1]):
+        raise LayoutError(f"rank must lie in [1, {min(b.shape[0], a.shape[1])}], got {rank}")
+    u, sigma, vt = np.linalg.svd(b @ a, full_matrices=False)
+    return Rebased(b=u[:, :rank] * sigma[:rank], a=vt[:rank], singular_values=sigma, rank=rank)
+
+
 def initial_rank(policy: RankPolicy, *, num_examples: int, r_max: int, max_rank: int | None = None) -> int:
     """A client's rank at enrolment under `policy`, never above its own `max_rank` or `r_max`.
 

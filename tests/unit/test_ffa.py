@@ -17,6 +17,7 @@ from protocol.ffa import (
     natural_key,
     pad_delta,
     rank_rows,
+    rebase,
     unpad_delta,
 )
 
@@ -180,3 +181,17 @@ def test_fedit_mismatch_vanishes_with_shared_a(n_clients, seed):
 def test_fedit_mismatch_validates_weights():
     with pytest.raises(ValueError, match="summing to 1"):
         fedit_mismatch([np.zeros((1, 1))] * 2, [np.zeros((1, 1))] * 2, [0.7, 0.7])
+
+
+def test_rebasing_keeps_the_best_lower_rank_product_and_its_error_is_the_discarded_singular_values():
+    rng = np.random.default_rng(8)
+    b, a = rng.normal(size=(48, 8)), rng.normal(size=(8, 32))
+    product = b @ a
+    for rank in (1, 3, 8):
+        rebased = rebase(b, a, rank=rank)
+        error = np.linalg.norm(product - rebased.b @ rebased.a)
+        sigma = np.linalg.svd(product, compute_uv=False)  # computed here, independently
+        assert error == pytest.approx(np.sqrt(np.sum(sigma[rank:] ** 2)), abs=1e-9)
+        assert rebased.truncation_error == pytest.approx(error, abs=1e-9)
+        np.testing.assert_allclose(rebased.a @ rebased.a.T, np.eye(rank), atol=1e-10)  # orthonormal basis
+    assert rebase(b, a, rank=8).truncation_error == pytest.approx(0.0, abs=1e-9)  # full rank: exact
