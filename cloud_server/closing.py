@@ -36,6 +36,7 @@ from cloud_server.records import (
 )
 from cloud_server.strategies import strategy_for
 from protocol.crypto import CryptoError, KeyStoreError
+from protocol.ffa import column_energy, grown_ranks
 from protocol.messages import (
     AdapterVersion,
     EdgeProgress,
@@ -157,7 +158,18 @@ class RoundCloser:
                     "edges flagged as contaminated; their sums were left out",
                     extra={"federation_id": fid, "round": round_, "data": {"edges": list(result.flagged)}},
                 )
-            await self._commit(fid, round_, now, record, headers, result, noise, metrics, why=why)
+            await self._commit(
+                fid,
+                round_,
+                now,
+                record,
+                headers,
+                result,
+                noise,
+                metrics,
+                update=result.vector.astype(np.float64) - previous,
+                why=why,
+            )
         finally:
             await self._store.delete(lease)
 
@@ -172,6 +184,7 @@ class RoundCloser:
         noise: RoundNoise,
         metrics: dict[str, float],
         *,
+        update: np.ndarray,
         why: str,
     ) -> None:
         spec = await self._federations.spec(fid)
@@ -187,6 +200,9 @@ class RoundCloser:
         seed_key = keyspace.fed_round_noise_seed(fid, round_)
         ledger_key = keyspace.fed_privacy(fid)
         validation_key = keyspace.fed_validation(fid)
+        ranks_key = keyspace.fed_ranks(fid)
+        growth = spec.rank_policy.grow_energy
+        energy = column_energy(layout, update) if growth else None
         round_loss = round_validation_loss(contributions)
         if round_loss is not None:
             metrics["validation_loss"] = round_loss
@@ -196,6 +212,7 @@ class RoundCloser:
             seed_key,
             ledger_key,
             validation_key,
+            ranks_key,
             keyspace.fed_adapter(fid, v_out),
             keyspace.fed_adapter_meta(fid, v_out),
             *([] if completes else next_keys),
@@ -271,12 +288,24 @@ class RoundCloser:
                     ),
                 }
             else:
+                planned = clients
+                if growth is not None and energy is not None:
+                    ranks = {cid: info.rank for cid, info in clients.items()}
+                    caps = {cid: info.max_rank or spec.r_max for cid, info in clients.items()}
+                    grown = grown_ranks(ranks, caps, energy=energy, threshold=growth)
+                    if grown != ranks:
+                        stored = json.loads(current[ranks_key] or b"{}")
+                        updates[ranks_key] = json.dumps(stored | grown, sort_keys=True).encode()
+                        planned = {
+                            cid: i.model_copy(update={"rank": grown[cid]}) for cid, i in clients.items()
+                        }
+                        outcome["grown"] = {cid: r for cid, r in grown.items() if r != ranks[cid]}
                 plan, opened = open_round(
                     spec,
                     round_=round_ + 1,
                     adapter_version=v_out,
                     layout_digest=record.layout_digest,
-                    clients=clients,
+                    clients=planned,
                     now=now,
                     rounds_closed=record.rounds_closed + 1,
                 )
@@ -296,6 +325,8 @@ class RoundCloser:
         if not await self._store.transaction(keys, commit):
             return
         self._board.publish(fid)
+        if outcome.get("grown"):
+            log.info("ranks grown", extra={"federation_id": fid, "round": round_, "data": outcome["grown"]})
         if outcome.get("exhausted"):
             log.warning(
                 "privacy budget exhausted: federation stopped: %s",

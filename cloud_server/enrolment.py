@@ -7,6 +7,7 @@ The cloud keeps only each token's SHA-256.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from cloud_server.clock import Clock
@@ -68,6 +69,7 @@ class EnrolmentService:
             public_key=request.public_key,
             num_examples=request.num_examples,
             rank=rank,
+            max_rank=min(request.max_rank or spec.r_max, spec.r_max),
             enrolled_at=self._clock(),
         )
         key = keyspace.fed_clients(fid)
@@ -125,6 +127,11 @@ class EnrolmentService:
         await self._federations.spec(fid)
         raw = await self._store.hgetall(keyspace.fed_clients(fid))
         clients = {cid: ClientInfo.model_validate_json(raw[cid]) for cid in sorted(raw)}
+        current = await self._store.get(keyspace.fed_ranks(fid))
+        if current is not None:  # ranks the policy has grown since enrolment
+            for cid, rank in json.loads(current).items():
+                if cid in clients:
+                    clients[cid] = clients[cid].model_copy(update={"rank": rank})
         if edge_id is not None:
             clients = {cid: c for cid, c in clients.items() if c.edge_id == edge_id}
         if with_stats:

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from protocol.clair import decompose
+from protocol.clair import ClairError, decompose
 from protocol.ffa import AdapterLayout, column_weights
 from protocol.messages import Contribution, FederationSpec, Strategy
 
@@ -84,13 +84,18 @@ class RowStrategy(AggregationStrategy):
         return np.full(round_sum.layout.size, round_sum.total_weight)
 
 
+# With two rows nothing can be told apart from disagreement; from three on a row can be the odd one out.
+MIN_CLAIR_ROWS = 3
+
+
 class ClairStrategy(RowStrategy):
     """CLAIR (He, Chen, Feng 2026) over regional aggregates: each edge's mean update is a row; a low-rank
     plus row-sparse decomposition (`protocol.clair`) recovers the shared subspace and flags rows that do
     not fit it, and the global update is the weighted mean of the unflagged rows inside that subspace.
     Per-row plaintext is needed, so the spec validator allows it only without encryption (every party may
-    then see updates) and without central noise (the rule is not a clipped sum). With a single edge there
-    is nothing to compare: its mean is applied."""
+    then see updates) and without central noise (the rule is not a clipped sum). With fewer than three edges
+    there is nothing to compare, and when every row is flagged there is no shared structure: then the plain
+    mean is applied and nothing is flagged."""
 
     kind = Strategy.CLAIR
 
@@ -99,11 +104,16 @@ class ClairStrategy(RowStrategy):
     ) -> tuple[np.ndarray, tuple[str, ...]]:
         means = np.stack([row.vector / row.weight for row in rows])
         weights = np.array([row.weight for row in rows])
-        if len(rows) < 2 or not np.any(means):
-            return previous + weights @ means / weights.sum(), ()
-        result = decompose(means)
-        flagged = tuple(rows[i].edge_id for i in result.flagged)
-        return previous + result.shared_update(weights), flagged
+        plain = previous + weights @ means / weights.sum()
+        if len(rows) < MIN_CLAIR_ROWS or not np.any(means):
+            return plain, ()
+        try:
+            result = decompose(means)
+            return previous + result.shared_update(weights), tuple(rows[i].edge_id for i in result.flagged)
+        except ClairError:
+            # Every row flagged: no shared structure to recover this round, so nothing is singled out and the
+            # plain mean (FedAvg) is applied rather than stalling the federation.
+            return plain, ()
 
 
 class MeanStrategy(AggregationStrategy):

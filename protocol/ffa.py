@@ -355,3 +355,29 @@ def column_weights(layout: AdapterLayout, contributions: Sequence[tuple[int, flo
     for rank, weight in contributions:
         total += weight * layout.lora_column_mask(rank)
     return total
+
+
+def column_energy(layout: AdapterLayout, update: np.ndarray) -> np.ndarray:
+    """Per LoRA column `j < r_max`, the squared norm of column `j` of every module's `B` in `update`:
+    how much of a round's global update each rank direction carried (public: the update is published)."""
+    energy = np.zeros(layout.r_max)
+    tensors = layout.unflatten(np.asarray(update, dtype=np.float64))
+    for entry in layout.lora:
+        energy += np.sum(tensors[entry.name] ** 2, axis=0)
+    return energy
+
+
+def grown_ranks(
+    ranks: Mapping[str, int], caps: Mapping[str, int], *, energy: np.ndarray, threshold: float
+) -> dict[str, int]:
+    """Seed 001's growth stage from a signal the cloud may see: a client of rank `r` below its cap doubles
+    its rank (up to the cap) when column `r - 1` of the global update carries at least `threshold` times
+    the mean energy of columns `0..r-1`, i.e. its highest direction is in full use."""
+    out = dict(ranks)
+    for cid, rank in ranks.items():
+        cap = caps.get(cid, rank)
+        used = energy[:rank]
+        mean = float(used.mean()) if used.size else 0.0
+        if rank < cap and mean > 0 and float(energy[rank - 1]) >= threshold * mean:
+            out[cid] = min(cap, 2 * rank)
+    return out

@@ -215,6 +215,13 @@ class RankPolicy(BaseModel):
         default=5000, ge=1, le=10**9, description="data_size: a client with this many examples gets r_max"
     )
     min_rank: int = Field(default=1, ge=1, le=MAX_R)
+    grow_energy: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=100.0,
+        description="seed 001's second stage: after each round, a client whose highest column of the global "
+        "update carries at least this multiple of its columns' mean energy doubles its rank (within its cap)",
+    )
 
 
 class ConvergenceConfig(BaseModel):
@@ -712,6 +719,7 @@ class ClientInfo(Message):
     last_seen: datetime | None = None
     local_epsilon: float | None = Field(default=None, ge=0.0)
     rounds_contributed: int = Field(default=0, ge=0)
+    max_rank: int | None = Field(default=None, ge=1, le=MAX_R, description="the client's own cap")
 
 
 class AdapterVersion(Message):

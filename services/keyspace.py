@@ -82,6 +82,10 @@ def fed_privacy(fid: str) -> str:
     )
 
 
+def fed_ranks(fid: str) -> str:
+    return f"cloud:{fid}:ranks"  # json: {client id: current rank} once the rank policy changed one
+
+
 def fed_validation(fid: str) -> str:
     return f"cloud:{fid}:validation"  # json: [[round, validation loss], ...] of the closed rounds
 

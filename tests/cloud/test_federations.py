@@ -53,7 +53,7 @@ async def test_a_second_federation_with_the_same_id_is_a_conflict() -> None:
         ({"r_max": 0}, "r_max"),
         ({"central_dp": {"noise_multiplier": -1.0}}, "central_dp.noise_multiplier"),
         ({"target_modules": ["no_such_module"]}, "target_modules"),
-        ({"strategy": "fedit"}, "strategy"),
+        ({"strategy": "fedavg"}, "strategy"),
     ],
 )
 async def test_an_invalid_spec_is_refused_with_422_naming_the_field(change: dict, field: str) -> None:

@@ -148,3 +148,40 @@ async def test_fedit_and_fedrot_start_from_the_seeded_a_and_average_both_factors
     np.testing.assert_allclose(a0, basis, atol=1e-7)  # LoRA's init: A random (seeded), B zero
     assert not layout.unflatten(v0)[module].any()
     np.testing.assert_allclose(v1, v0 + np.mean(list(deltas.values()), axis=0), atol=1e-6)
+
+
+async def test_ranks_grow_while_the_highest_column_of_the_global_update_is_in_full_use() -> None:
+    rng = np.random.default_rng(13)
+    policy = RankPolicy(kind=RankPolicyKind.DATA_SIZE, examples_for_r_max=4000, grow_energy=0.5)
+    spec = small_spec(r_max=4, rank_policy=policy, rounds=4)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec, max_ranks={"client-d": 1})  # 100 examples: rank 1
+        plan = await fed.start(cloud.http)
+        assert set(plan.client_ranks.values()) == {1}
+        layout, _ = await cloud.context.federations.layout(fed.fid)
+        (module,) = [entry.name for entry in layout.lora]
+
+        async def round_with(round_: int, columns: int) -> RoundPlan:
+            """Every client moves only the first `columns` columns of B (and the head)."""
+            deltas = {}
+            for cid in RANKS:
+                tensors = {e.name: rng.normal(0, 0.01, e.shape) for e in layout.head}
+                tensors[module] = np.zeros(layout.lora[0].shape)
+                tensors[module][:, :columns] = rng.normal(0, 0.01, (layout.lora[0].shape[0], columns))
+                deltas[cid] = layout.flatten(tensors).astype(np.float64)
+            for edge_id, edge in fed.edges.items():
+                body = fed.aggregate(
+                    edge_id, round_, {c: deltas[c] for c in edge.clients}, ranks=plan.client_ranks
+                )
+                assert (await fed.post(cloud.http, body)).status_code == 202
+            response = await cloud.http.get(f"/federations/{fed.fid}/plan")
+            return RoundPlan.model_validate_json(response.content)
+
+        plan = await round_with(0, columns=1)  # rank 1 fully used: double, but client-d is capped at 1
+        assert plan.client_ranks == {"client-a": 2, "client-b": 2, "client-c": 2, "client-d": 1}
+        plan = await round_with(1, columns=1)  # column 1 unused by everyone: no growth
+        assert plan.client_ranks == {"client-a": 2, "client-b": 2, "client-c": 2, "client-d": 1}
+        plan = await round_with(2, columns=2)  # both columns in use: 2 -> 4 (r_max)
+        assert plan.client_ranks == {"client-a": 4, "client-b": 4, "client-c": 4, "client-d": 1}
+        listed = (await cloud.http.get(f"/federations/{fed.fid}/clients")).json()
+        assert {c["client_id"]: c["rank"] for c in listed} == plan.client_ranks
