@@ -351,14 +351,16 @@ def demo(
         strategy=Strategy(strategy),
         out_dir=out,
     )
+    clair = strategy == Strategy.CLAIR.value
+    encryption = "no encryption (CLAIR reads each region's sum)" if clair else "CKKS"
     noise = (
         f"client-level noise z={central_noise} ({'shares added by the hospitals' if distributed else 'added by the cloud'})"
-        if central_noise > 0
+        if central_noise > 0 and not clair
         else "no client-level noise"
     )
     console.print(
         f"[bold]fedlora demo[/bold]: cloud + {edges} edges + {hospitals} hospitals on loopback; "
-        f"{rounds} rounds of LoRA ({strategy}) with DP-SGD (epsilon {epsilon}), {noise} and CKKS on Rotten Tomatoes "
+        f"{rounds} rounds of LoRA ({strategy}) with DP-SGD (epsilon {epsilon}), {noise} and {encryption} on Rotten Tomatoes "
         f"({config.partition} label skew). Logs: {out / 'logs'}"
     )
 

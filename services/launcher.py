@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from protocol.crypto.params import CKKSParams
+from protocol.crypto.params import CKKSParams, PlainParams
 from protocol.messages import (
     CentralDPConfig,
     ClientInfo,
@@ -77,10 +77,14 @@ class DemoConfig:
             layers_to_transform=(4, 5),
             r_max=self.rank,
             lora_alpha=8.0,
-            he=CKKSParams(),
+            # CLAIR needs each region's sum in the clear and no client-level noise (see FederationSpec).
+            he=PlainParams() if self.strategy is Strategy.CLAIR else CKKSParams(),
             local_dp=LocalDPConfig(enabled=self.epsilon > 0, epsilon=max(self.epsilon, 1e-3)),
             central_dp=CentralDPConfig(
-                noise_multiplier=self.central_noise, distributed=self.distributed and self.central_noise > 0
+                noise_multiplier=0.0 if self.strategy is Strategy.CLAIR else self.central_noise,
+                distributed=self.distributed
+                and self.central_noise > 0
+                and self.strategy is not Strategy.CLAIR,
             ),
             training=TrainingConfig(
                 learning_rate=self.learning_rate,
