@@ -69,7 +69,8 @@ class EdgeAggregator:
         signing_key: SigningKey,
         clock: Clock = utc_now,
     ) -> None:
-        if scheme.has_secret_key:
+        # A plaintext federation (allowed only where every party may see updates) has no secret to keep.
+        if scheme.has_secret_key and scheme.requires_secret_to_decrypt:
             raise ValueError("an edge must never hold the federation's secret key; give it the public scheme")
         self.config = config
         self._ledger = RoundLedger(store, edge_id=config.edge_id, federation_id=config.federation_id)

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from edge_aggregator.config import quorum_target
+from protocol.crypto import PlainParams, generate_scheme, scheme_from_public
+from protocol.messages import FederationSpec, FederationState
 from services.identity import verify
-from tests.edge.harness import EID, FID, World, running_edge, until
+from tests.edge.cloud import InMemoryCloud
+from tests.edge.harness import EID, FID, FakeClock, World, federation_info, running_edge, until
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +99,24 @@ def test_quorum_target_rounds_up_without_float_noise() -> None:
     assert quorum_target(0.5, 3) == 2
     assert quorum_target(1.0, 3) == 3
     assert quorum_target(0.1, 0) == 1
+
+
+async def test_an_edge_of_a_plaintext_federation_sums_and_forwards(tmp_path, state_store) -> None:
+    """Strategies that read regional sums (CLAIR) run without encryption: the edge must work with it."""
+    secret = generate_scheme(PlainParams())
+    public = scheme_from_public(secret.params, secret.public_bytes())
+    spec = FederationSpec(federation_id=FID, min_clients_per_edge=2, he=PlainParams(), strategy="clair")
+    cloud = InMemoryCloud(federation_info(spec, secret, state=FederationState.ACTIVE), secret.public_bytes())
+    world = World(tmp_path, secret, public, spec, FakeClock(), state_store, cloud)
+    for index in range(2):
+        world.enrol(f"hosp-{chr(ord('a') + index)}", seed=index)
+    cloud.set_plan(world.plan(0))
+    a, b = world.hospitals["hosp-a"], world.hospitals["hosp-b"]
+
+    async with running_edge(world) as edge:
+        assert (await edge.upload(world.update(a))).status_code == 202
+        assert (await edge.upload(world.update(b))).status_code == 202
+        await until(lambda: len(cloud.delivered) == 1, what="the forward")
+
+    forwarded = cloud.delivered[f"{FID}:0:{EID}"]
+    np.testing.assert_allclose(world.decrypt(forwarded.ciphertext), a.vector + b.vector, atol=1e-6)
