@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cloud_server.strategies import ClairStrategy, EdgeRow
+from protocol.clair import decompose
 from protocol.ffa import frozen_basis
 from protocol.messages import ClientInfo, RankPolicy, RankPolicyKind, RoundPlan
 from tests.cloud.harness import Federation, running_cloud, small_spec
@@ -185,3 +187,20 @@ async def test_ranks_grow_while_the_highest_column_of_the_global_update_is_in_fu
         assert plan.client_ranks == {"client-a": 4, "client-b": 4, "client-c": 4, "client-d": 1}
         listed = (await cloud.http.get(f"/federations/{fed.fid}/clients")).json()
         assert {c["client_id"]: c["rank"] for c in listed} == plan.client_ranks
+
+
+def test_clair_falls_back_to_the_plain_mean_when_it_cannot_tell_rows_apart() -> None:
+    rng = np.random.default_rng(14)
+    previous = np.zeros(50)
+    two = [EdgeRow("edge-1", rng.normal(size=50) * 2, 2.0), EdgeRow("edge-2", rng.normal(size=50), 1.0)]
+    vector, flagged = ClairStrategy().combine_rows(previous, two)
+    np.testing.assert_allclose(vector, (two[0].vector + two[1].vector) / 3.0)
+    assert flagged == ()
+    # Three rows as far from each other as from their common part: CLAIR flags all of them (checked
+    # below with protocol.clair directly), so the strategy applies the plain mean and singles nobody out.
+    common = rng.normal(size=5000)
+    rows = [EdgeRow(f"edge-{i}", common + rng.normal(size=5000), 1.0) for i in range(3)]
+    assert len(decompose(np.stack([r.vector for r in rows])).flagged) == 3
+    vector, flagged = ClairStrategy().combine_rows(np.zeros(5000), rows)
+    assert flagged == ()
+    np.testing.assert_allclose(vector, np.mean([r.vector for r in rows], axis=0))
