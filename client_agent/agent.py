@@ -182,10 +182,12 @@ class ClientAgent:
         *,
         num_examples: int,
         spend: LocalSpend | None,
+        validation: tuple[float, int] | None = None,
         rng: np.random.Generator | None = None,
     ) -> ClientUpdate:
         """Clip, weight (at most 1, so one hospital moves the sum by at most `C`), add this hospital's share
-        of the round's noise when the plan asks for distributed DP, encrypt and sign."""
+        of the round's noise when the plan asks for distributed DP, encrypt and sign. `validation` is the
+        round's starting adapter's (loss, examples) on the held-out split, when the plan asks for it."""
         weight = plan.weight_for(num_examples)
         clipped = clip(delta.astype(np.float64), max_norm=plan.clip_norm, ord=plan.clip_norm_ord)
         contribution = scheme.clip_vector(weight * clipped)
@@ -208,11 +210,9 @@ class ClientAgent:
             local_epsilon=spend.epsilon if spend is not None else None,
             local_privacy=spend,
             noise_share_std=share.std if share is not None else None,
+            validation_loss=validation[0] if validation is not None else None,
+            validation_examples=validation[1] if validation is not None else None,
         )
-        return self._sign(unsigned)
-
-    def _sign(self, update: ClientUpdate) -> ClientUpdate:
-        unsigned = update.model_copy(update={"signature": b""})
         return unsigned.model_copy(update={"signature": self.key.sign(unsigned.signing_payload())})
 
     async def upload(self, edge: Peer, update: ClientUpdate) -> bool:
@@ -284,19 +284,15 @@ class ClientAgent:
                         extra={"round": plan.round, "data": {"why": str(e)}},
                     )
                     break
+                # With a held-out split: the loss of the round's *starting* adapter on data never trained on.
                 update = self.make_update(
-                    plan, scheme, result.delta, num_examples=len(features), spend=self._spend(plan, result)
+                    plan,
+                    scheme,
+                    result.delta,
+                    num_examples=len(features),
+                    spend=self._spend(plan, result),
+                    validation=(result.loss_before, len(validation)) if validation is not None else None,
                 )
-                if validation is not None:
-                    # The loss of the round's *starting* adapter on data this hospital never trains on.
-                    update = self._sign(
-                        update.model_copy(
-                            update={
-                                "validation_loss": result.loss_before,
-                                "validation_examples": len(validation),
-                            }
-                        )
-                    )
                 if await self.upload(edge, update):
                     uploads += 1
                     log.info(

@@ -155,44 +155,50 @@ def settle_round(
     )
 
 
+def scheduled_event(spec: FederationSpec, *, round_index: int, layout_size: int) -> PrivacyEvent | None:
+    """The accountant's view of round `round_index` as planned: the schedule's noise, no dropouts."""
+    dp = spec.central_dp
+    return round_event(
+        spec,
+        layout_size=layout_size,
+        mechanism=dp.mechanism,
+        multiplier=schedule_multiplier(dp, round_index=round_index, rounds=spec.rounds),
+        distributed=dp.distributed,
+    )
+
+
 def next_epsilon(
     spec: FederationSpec, accountant: Accountant, *, rounds_closed: int, layout_size: int
 ) -> float:
     """The central epsilon if one more round runs with the schedule's noise (as planned, no dropouts)."""
-    dp = spec.central_dp
-    multiplier = schedule_multiplier(dp, round_index=rounds_closed, rounds=spec.rounds)
-    event = round_event(
-        spec,
-        layout_size=layout_size,
-        mechanism=dp.mechanism,
-        multiplier=multiplier,
-        distributed=dp.distributed,
-    )
+    event = scheduled_event(spec, round_index=rounds_closed, layout_size=layout_size)
     if event is None:
         return float("inf")
     projected = accountant.copy()
     projected.compose(event)
-    return projected.epsilon(delta=dp.delta)
+    return projected.epsilon(delta=spec.central_dp.delta)
+
+
+def planned_epsilons(spec: FederationSpec, *, layout_size: int, rounds: int | None = None) -> list[float]:
+    """The central epsilon after each of the first `rounds` (default: all planned) rounds as scheduled;
+    empty without noise."""
+    dp = spec.central_dp
+    if not dp.noisy:
+        return []
+    accountant = make_accountant(dp.accountant)
+    epsilons = []
+    for t in range(spec.rounds if rounds is None else rounds):
+        event = scheduled_event(spec, round_index=t, layout_size=layout_size)
+        if event is not None:
+            accountant.compose(event)
+        epsilons.append(accountant.epsilon(delta=dp.delta))
+    return epsilons
 
 
 def planned_epsilon(spec: FederationSpec, *, layout_size: int, rounds: int | None = None) -> float | None:
     """The central epsilon after `rounds` (default: all planned) rounds as scheduled; None without noise."""
-    dp = spec.central_dp
-    if not dp.noisy:
-        return None
-    accountant = make_accountant(dp.accountant)
-    for t in range(spec.rounds if rounds is None else rounds):
-        multiplier = schedule_multiplier(dp, round_index=t, rounds=spec.rounds)
-        event = round_event(
-            spec,
-            layout_size=layout_size,
-            mechanism=dp.mechanism,
-            multiplier=multiplier,
-            distributed=dp.distributed,
-        )
-        if event is not None:
-            accountant.compose(event)
-    return accountant.epsilon(delta=dp.delta)
+    epsilons = planned_epsilons(spec, layout_size=layout_size, rounds=rounds)
+    return epsilons[-1] if epsilons else None
 
 
 def check_budget(spec: FederationSpec, *, layout_size: int) -> None:

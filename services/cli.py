@@ -83,7 +83,7 @@ def spec_validate(path: Annotated[Path, typer.Argument(exists=True, dir_okay=Fal
 
 def _central_summary(spec: FederationSpec) -> str:
     """The client-level noise and what it spends over the planned rounds (the ledger's own accountant)."""
-    from cloud_server.privacy import planned_epsilon
+    from cloud_server.privacy import planned_epsilon, planned_epsilons
     from protocol.crypto.params import PaillierParams
 
     dp = spec.central_dp
@@ -99,14 +99,8 @@ def _central_summary(spec: FederationSpec) -> str:
     epsilon = planned_epsilon(spec, layout_size=size)
     budget = ""
     if dp.epsilon_budget is not None:
-        affordable = next(
-            (
-                k
-                for k in range(1, spec.rounds + 1)
-                if (planned_epsilon(spec, layout_size=size, rounds=k) or 0.0) > dp.epsilon_budget
-            ),
-            None,
-        )
+        epsilons = planned_epsilons(spec, layout_size=size)
+        affordable = next((k for k, e in enumerate(epsilons, start=1) if e > dp.epsilon_budget), None)
         stop = ""
         if affordable == 1:
             stop = ": the first round alone exceeds it, the cloud refuses this spec"
