@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server demo test test-fast lint format typecheck bench clean
+.PHONY: install redis-server chromium demo test test-fast lint format typecheck bench clean
 
 install: $(STAMP)
 
@@ -30,10 +30,18 @@ redis-server:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# Headless Chromium and its driver for tests/e2e/test_dashboard.py, from Debian (Selenium is pointed at
+# /usr/bin/chromedriver and never downloads a browser or a driver).
+chromium:
+	@{ test -x /usr/bin/chromium && test -x /usr/bin/chromedriver; } || { \
+	  echo "installing Debian's chromium and chromium-driver (the dashboard's browser test)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 demo: install
 	$(VENV)/bin/fedlora demo
 
-test: install redis-server
+test: install redis-server chromium
 	$(PY) -m pytest -q
 
 test-fast: install redis-server

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from client_agent.agent import AgentError, ClientAgent
 from services.logs import configure
+from services.metrics import serve
 from services.settings import ClientSettings
 
 
@@ -27,8 +28,15 @@ def run() -> None:
     import torch
 
     torch.set_num_threads(settings.threads)
+    agent = ClientAgent(settings)
+    if settings.metrics_port is not None:
+        serve(agent.metrics, host=settings.host, port=settings.metrics_port)
+        log.info(
+            "serving metrics",
+            extra={"data": {"url": f"http://{settings.host}:{settings.metrics_port}/metrics"}},
+        )
     try:
-        uploads = asyncio.run(ClientAgent(settings).run())
+        uploads = asyncio.run(agent.run())
     except AgentError as e:
         log.error(str(e))
         sys.exit(2)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from client_agent.train import (
     train_local,
 )
 from protocol.crypto import HEScheme, scheme_from_public
+from protocol.ffa import LayoutError, basis_from_bytes
 from protocol.messages import (
     ClientEnrolment,
     ClientUpdate,
@@ -45,10 +47,12 @@ from protocol.messages import (
     LocalSpend,
     RoundPlan,
     Strategy,
+    UploadAccepted,
 )
 from protocol.noise import add_share, clip
 from services.http import Peer, PeerRefusedError
 from services.identity import SigningKey
+from services.metrics import ClientMetrics
 from services.settings import ClientSettings
 
 log = logging.getLogger("client_agent")
@@ -115,8 +119,15 @@ def load_hospital_data(settings: ClientSettings) -> Dataset:
 
 
 class ClientAgent:
-    def __init__(self, settings: ClientSettings, *, model_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        model_path: Path | None = None,
+        metrics: ClientMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or ClientMetrics()  # served only when `settings.metrics_port` is set
         self.state_dir = settings.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.state_dir / "state.json"
@@ -174,6 +185,17 @@ class ClientAgent:
             raise AgentError(f"adapter version {version} has {vector.size} values, the model needs {size}")
         return vector.astype(np.float32)
 
+    async def basis(self, cloud: Peer, version: int, model: FFAClassifier) -> dict[str, np.ndarray]:
+        """A broadcast basis version, checked against this model's layout; a plan whose basis the cloud
+        does not serve (or that does not fit) is refused rather than trained on the wrong `A`."""
+        try:
+            raw = (await cloud.request("GET", f"/federations/{self.fid}/basis/{version}")).content
+            return basis_from_bytes(raw, model.layout, model.in_features())
+        except (PeerRefusedError, LayoutError) as e:
+            raise AgentError(
+                f"the plan uses basis version {version}, which this agent cannot get: {e}"
+            ) from e
+
     def make_update(
         self,
         plan: RoundPlan,
@@ -196,7 +218,9 @@ class ClientAgent:
             # Noise from the operating system's entropy: nobody, this process's logs included, knows it.
             noise_rng = rng or np.random.default_rng(secrets.randbits(128))
             contribution = add_share(contribution, share, scheme.params, rng=noise_rng)
-        ciphertext = scheme.serialize(scheme.encrypt(contribution))
+        with self.metrics.he_timer("encrypt", scheme.kind.value):
+            encrypted = scheme.encrypt(contribution)
+        ciphertext = scheme.serialize(encrypted)
         unsigned = ClientUpdate(
             federation_id=self.fid,
             round=plan.round,
@@ -218,15 +242,24 @@ class ClientAgent:
     async def upload(self, edge: Peer, update: ClientUpdate) -> bool:
         """True if the edge holds the update (now or from before a lost answer)."""
         path = f"/federations/{self.fid}/rounds/{update.round}/uploads"
+        body = update.model_dump_json().encode()
         try:
-            await edge.request("POST", path, content=update.model_dump_json().encode(), headers=_JSON)
+            response = await edge.request("POST", path, content=body, headers=_JSON)
         except PeerRefusedError as e:
+            self.metrics.sent(self.fid, len(body))  # the edge read it before it refused
             if e.code in ALREADY_HELD:
                 return True
             if e.code in TOO_LATE:
                 log.warning("upload too late", extra={"round": update.round, "code": e.code})
                 return False
             raise
+        self.metrics.sent(self.fid, len(body))
+        folded = UploadAccepted.model_validate_json(response.content).folded_into_round
+        if folded is not None:
+            log.info(
+                "upload arrived after its round closed; the edge folds it into a later round",
+                extra={"round": update.round, "data": {"folded_into_round": folded}},
+            )
         return True
 
     # -- the loop ----------------------------------------------------------------------------------------
@@ -245,6 +278,7 @@ class ClientAgent:
             model: FFAClassifier | None = None
             features: Features | None = None
             validation: Features | None = None
+            model_basis = spec.basis_version
             while max_rounds is None or uploads < max_rounds:
                 try:
                     plan = await self.next_plan(cloud)
@@ -259,12 +293,9 @@ class ClientAgent:
                 if rank is None:
                     self._done(plan.round)
                     continue
-                if plan.basis_version != spec.basis_version:
-                    raise AgentError(
-                        f"plan uses basis {plan.basis_version}, this agent holds {spec.basis_version}"
-                    )
                 if model is None or model.rank != rank:
                     model = self._build_model(spec, rank)
+                    model_basis = spec.basis_version
                     tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
                     train_part, held_out = held_out_split(
                         clean, plan.validation_fraction, self.settings.client_id
@@ -273,7 +304,13 @@ class ClientAgent:
                         self._encode, model, tokenizer, train_part, held_out, plan.training.max_seq_length
                     )
                 assert features is not None
+                if plan.basis_version != model_basis:
+                    # A re-based basis (seed 001's third stage): train on no basis the cloud does not serve.
+                    model.install_basis(await self.basis(cloud, plan.basis_version, model))
+                    model_basis = plan.basis_version
+                    log.info("switched to a broadcast basis", extra={"data": {"basis_version": model_basis}})
                 start = await self.global_vector(cloud, plan.adapter_version, model.layout.size)
+                started = time.perf_counter()
                 try:
                     result = await asyncio.to_thread(
                         self._train, model, features, start, plan, spec, validation
@@ -284,6 +321,9 @@ class ClientAgent:
                         extra={"round": plan.round, "data": {"why": str(e)}},
                     )
                     break
+                self.metrics.local_training.labels(self.fid).observe(time.perf_counter() - started)
+                if result.epsilon is not None:
+                    self.metrics.epsilon_spent.labels(self.fid, "example").set(result.epsilon)
                 # With a held-out split: the loss of the round's *starting* adapter on data never trained on.
                 update = self.make_update(
                     plan,

@@ -184,6 +184,23 @@ class FFAClassifier(nn.Module):
                 layer.lora_B["default"].weight.zero_()
                 layer.lora_B["default"].weight.requires_grad_(True)
 
+    def install_basis(self, bases: Mapping[str, np.ndarray]) -> None:
+        """Use a broadcast basis (a re-based basis version) instead of the seeded one: each module's frozen
+        `A` becomes the first `rank` rows of `bases[module]` (`r_max x in_features`)."""
+        if self.spec.train_a:
+            raise ModelError("a broadcast basis replaces a frozen A; this model trains A")
+        with torch.no_grad():
+            for name, layer in self.lora_layers().items():
+                a_max = bases.get(name)
+                if a_max is None or a_max.shape != (self.spec.r_max, layer.in_features):
+                    shape = None if a_max is None else a_max.shape
+                    raise ModelError(
+                        f"basis for {name} has shape {shape}, expected ({self.spec.r_max}, {layer.in_features})"
+                    )
+                layer.lora_A["default"].weight.copy_(
+                    torch.from_numpy(np.asarray(a_max[: self.rank], np.float32))
+                )
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

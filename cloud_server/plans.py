@@ -72,6 +72,7 @@ def open_round(
     clients: Mapping[str, ClientInfo],
     now: datetime,
     rounds_closed: int,
+    basis_version: int | None = None,
 ) -> tuple[RoundPlan, RoundStatus]:
     """The plan and the initial status of a round that every enrolled client is asked to join.
 
@@ -88,7 +89,7 @@ def open_round(
         federation_id=spec.federation_id,
         round=round_,
         adapter_version=adapter_version,
-        basis_version=spec.basis_version,
+        basis_version=spec.basis_version if basis_version is None else basis_version,
         deadline=now + timedelta(seconds=spec.upload_deadline_s),
         client_ranks={cid: info.rank for cid, info in sorted(clients.items())},
         clip_norm=spec.central_dp.clip_norm,

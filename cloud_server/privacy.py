@@ -66,6 +66,9 @@ class RoundPrivacy(Record):
     top_up_std: float | None = None
     clients: int = Field(ge=0)
     total_weight: float = Field(ge=0.0)
+    sensitivity: float = Field(
+        default=1.0, ge=1.0, description="clip norms one hospital could move the sum by (late uploads: > 1)"
+    )
     epsilon_after: float | None = Field(default=None, ge=0.0)
     local: dict[Identifier, LocalSpend] = Field(default_factory=dict)
 
@@ -134,8 +137,9 @@ def settle_round(
         distributed=noise.distributed,
         shares_planned=noise.shares_planned,
         top_up_std=noise.cloud_std if noise.distributed else None,
-        clients=len(contributions),
+        clients=len({c.client_id for c in contributions}),
         total_weight=total_weight,
+        sensitivity=noise.sensitivity,
         local={c.client_id: c.local_privacy for c in contributions if c.local_privacy is not None},
     )
     grown = Ledger(rounds=(*ledger.rounds, entry))
@@ -288,6 +292,7 @@ def report(
                 decryptor_noise_multiplier=e.decryptor_noise_multiplier,
                 clients=e.clients,
                 total_weight=e.total_weight,
+                sensitivity=e.sensitivity,
                 distributed=e.distributed,
                 shares_planned=e.shares_planned,
                 top_up_std=e.top_up_std,

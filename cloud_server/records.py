@@ -49,12 +49,18 @@ class FederationRecord(Record):
     current_round: int | None = Field(default=None, ge=0)
     adapter_version: int = Field(default=0, ge=0)
     rounds_closed: int = Field(default=0, ge=0, description="rounds that produced an adapter version")
+    basis_version: int | None = Field(
+        default=None, ge=0, description="the current basis after a re-basing; None: the spec's seeded one"
+    )
     edge_enrolment_digest: Sha256Hex
     client_enrolment_digest: Sha256Hex
 
     @property
     def ended(self) -> bool:
         return self.state in ENDED_STATES
+
+    def basis(self, spec: FederationSpec) -> int:
+        return spec.basis_version if self.basis_version is None else self.basis_version
 
     def info(self, spec: FederationSpec) -> FederationInfo:
         return FederationInfo(
@@ -85,6 +91,23 @@ class ClientStats(Record):
     local_epsilon: float | None = Field(default=None, ge=0.0)
 
 
+class StoredLate(Record):
+    """A late bucket of a stored aggregate, without its ciphertext (stored after the round's own)."""
+
+    origin_round: int = Field(ge=0)
+    ciphertext_sha256: Sha256Hex
+    ciphertext_bytes: int = Field(ge=1)
+    contributions: tuple[Contribution, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.contributions)
+
+    @property
+    def total_weight(self) -> float:
+        return float(sum(c.weight for c in self.contributions))
+
+
 class StoredAggregate(Record):
     """An accepted `EdgeAggregate` without its ciphertext (which follows it in the stored value).
 
@@ -100,10 +123,15 @@ class StoredAggregate(Record):
     contributions: tuple[Contribution, ...]
     signature: bytes
     received_at: datetime
+    late: tuple[StoredLate, ...] = ()
 
     @property
     def count(self) -> int:
         return len(self.contributions)
+
+    @property
+    def late_count(self) -> int:
+        return sum(bucket.count for bucket in self.late)
 
     @property
     def total_weight(self) -> float:
@@ -129,12 +157,37 @@ def pack_aggregate(aggregate: EdgeAggregate, *, received_at: datetime) -> bytes:
         contributions=aggregate.contributions,
         signature=aggregate.signature,
         received_at=received_at,
+        late=tuple(
+            StoredLate(
+                origin_round=bucket.origin_round,
+                ciphertext_sha256=ciphertext_digest(bucket.ciphertext),
+                ciphertext_bytes=len(bucket.ciphertext),
+                contributions=bucket.contributions,
+            )
+            for bucket in aggregate.late
+        ),
     ).dump()
-    return _HEADER_LENGTH.pack(len(header)) + header + aggregate.ciphertext
+    late = b"".join(bucket.ciphertext for bucket in aggregate.late)
+    return _HEADER_LENGTH.pack(len(header)) + header + aggregate.ciphertext + late
 
 
 def unpack_aggregate(value: bytes) -> tuple[StoredAggregate, memoryview]:
+    """The header and the round's own ciphertext (late buckets' ciphertexts: `unpack_late`)."""
     (length,) = _HEADER_LENGTH.unpack_from(value)
     start = _HEADER_LENGTH.size
     header = StoredAggregate.model_validate_json(value[start : start + length])
-    return header, memoryview(value)[start + length :]
+    body = start + length
+    return header, memoryview(value)[body : body + header.ciphertext_bytes]
+
+
+def unpack_late(value: bytes) -> list[tuple[StoredLate, memoryview]]:
+    """Each late bucket of a stored aggregate with its ciphertext, in the order the edge sent them."""
+    header, own = unpack_aggregate(value)
+    (length,) = _HEADER_LENGTH.unpack_from(value)
+    offset = _HEADER_LENGTH.size + length + len(own)
+    view = memoryview(value)
+    buckets = []
+    for bucket in header.late:
+        buckets.append((bucket, view[offset : offset + bucket.ciphertext_bytes]))
+        offset += bucket.ciphertext_bytes
+    return buckets

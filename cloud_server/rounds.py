@@ -28,7 +28,7 @@ from cloud_server.errors import (
     UnprocessableError,
 )
 from cloud_server.federations import FederationService
-from cloud_server.manifests import check_manifest
+from cloud_server.manifests import check_late, check_manifest
 from cloud_server.plans import PlanBoard, open_round, wait_for
 from cloud_server.records import (
     FINAL_ROUND_STATES,
@@ -38,10 +38,13 @@ from cloud_server.records import (
     pack_aggregate,
     unpack_aggregate,
 )
+from cloud_server.telemetry import CloudTelemetry
 from protocol.crypto import CiphertextError
 from protocol.messages import (
+    ClientInfo,
     EdgeAggregate,
     ErrorCode,
+    FederationSpec,
     FederationState,
     RoundPlan,
     RoundState,
@@ -68,6 +71,7 @@ class RoundService:
         *,
         clock: Clock,
         long_poll_s: float,
+        telemetry: CloudTelemetry,
     ) -> None:
         self._store = store
         self._federations = federations
@@ -75,7 +79,7 @@ class RoundService:
         self._board = board
         self._clock = clock
         self._long_poll_s = long_poll_s
-        self._closer = RoundCloser(store, federations, enrolment, board)
+        self._closer = RoundCloser(store, federations, enrolment, board, telemetry=telemetry)
 
     # -- reading --------------------------------------------------------------------------------------
     async def plan(self, fid: str, round_: int) -> RoundPlan:
@@ -209,13 +213,13 @@ class RoundService:
                 f"round {round_} of {fid!r} is over", code=ErrorCode.ROUND_CLOSED, field="round"
             )
         spec = await self._federations.spec(fid)
-        if agg.basis_version != spec.basis_version:
+        plan = await self.plan(fid, round_)
+        if agg.basis_version != plan.basis_version:
             raise ConflictError(
-                f"basis_version {agg.basis_version}; the federation's is {spec.basis_version}",
+                f"basis_version {agg.basis_version}; round {round_} uses {plan.basis_version}",
                 code=ErrorCode.WRONG_BASIS,
                 field="basis_version",
             )
-        plan = await self.plan(fid, round_)
         clients = await self._enrolment.clients(fid, with_stats=False)
         check_manifest(
             agg,
@@ -224,7 +228,13 @@ class RoundService:
             min_clients=spec.min_clients_per_edge,
             max_weight=1.0 if spec.central_dp.noisy else None,
         )
-        await self._check_ciphertext(fid, agg)
+        if agg.late:
+            await self._check_late(fid, agg, spec=spec, clients=clients)
+        await self._check_ciphertext(fid, agg.ciphertext, count=agg.count, field="ciphertext")
+        for index, bucket in enumerate(agg.late):
+            await self._check_ciphertext(
+                fid, bucket.ciphertext, count=bucket.count, field=f"late.{index}.ciphertext"
+            )
 
         now = self._clock()
         if not await self._store.hset_if_absent(key, edge_id, pack_aggregate(agg, received_at=now)):
@@ -264,20 +274,69 @@ class RoundService:
                 detail={"current_round": current},
             )
 
-    async def _check_ciphertext(self, fid: str, agg: EdgeAggregate) -> None:
+    async def _check_late(
+        self, fid: str, agg: EdgeAggregate, *, spec: FederationSpec, clients: Mapping[str, ClientInfo]
+    ) -> None:
+        """Late buckets: allowed, not too late, each manifest valid against its own round's plan, and no
+        client counted twice for one round (in that round's own sums and again late)."""
+        late = spec.late_uploads
+        plans = {}
+        for bucket in agg.late:
+            if late is not None and agg.round - bucket.origin_round <= late.max_staleness:
+                plans[bucket.origin_round] = await self.plan(fid, bucket.origin_round)
+        check_late(
+            agg,
+            plans=plans,
+            clients=clients,
+            min_clients=spec.min_clients_per_edge,
+            max_staleness=late.max_staleness if late is not None else None,
+            max_weight=1.0 if spec.central_dp.noisy else None,
+        )
+        for index, bucket in enumerate(agg.late):
+            if plans[bucket.origin_round].basis_version != agg.basis_version:
+                raise ConflictError(
+                    f"round {bucket.origin_round} used basis version {plans[bucket.origin_round].basis_version}, "
+                    f"round {agg.round} uses {agg.basis_version}: its late uploads cannot be added",
+                    code=ErrorCode.WRONG_BASIS,
+                    field=f"late.{index}.origin_round",
+                )
+            counted = await self._counted_for(fid, bucket.origin_round, before=agg.round)
+            twice = sorted(counted & {c.client_id for c in bucket.contributions})
+            if twice:
+                raise ConflictError(
+                    f"clients {twice} are already in round {bucket.origin_round}'s sums",
+                    code=ErrorCode.DUPLICATE_UPLOAD,
+                    field=f"late.{index}.contributions",
+                )
+
+    async def _counted_for(self, fid: str, origin: int, *, before: int) -> set[str]:
+        """Clients whose update for round `origin` is already inside a stored sum: that round's own, or a late
+        bucket of a round between it and `before`."""
+        counted: set[str] = set()
+        for round_ in range(origin, before):
+            values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
+            for header in _headers(values).values():
+                if round_ == origin:
+                    counted.update(c.client_id for c in header.contributions)
+                for bucket in header.late:
+                    if bucket.origin_round == origin:
+                        counted.update(c.client_id for c in bucket.contributions)
+        return counted
+
+    async def _check_ciphertext(self, fid: str, ciphertext: bytes, *, count: int, field: str) -> None:
         scheme = await self._federations.public_scheme(fid)
         layout, _ = await self._federations.layout(fid)
         try:
-            parsed = await asyncio.to_thread(scheme.deserialize, agg.ciphertext, expected_length=layout.size)
+            parsed = await asyncio.to_thread(scheme.deserialize, ciphertext, expected_length=layout.size)
         except CiphertextError as e:
-            raise BadRequestError(str(e), code=ErrorCode.BAD_CIPHERTEXT, field="ciphertext") from e
+            raise BadRequestError(str(e), code=ErrorCode.BAD_CIPHERTEXT, field=field) from e
         # The count in the envelope is the edge's own bookkeeping, so this is a consistency check, not a proof;
         # an edge may start its running sum from an encrypted zero, hence ">=".
-        if parsed.count < agg.count:
+        if parsed.count < count:
             raise BadRequestError(
-                f"the ciphertext is a sum of {parsed.count} encryptions; the manifest names {agg.count} clients",
+                f"the ciphertext is a sum of {parsed.count} encryptions; the manifest names {count} clients",
                 code=ErrorCode.BAD_CIPHERTEXT,
-                field="ciphertext",
+                field=field,
             )
 
     async def _repeated(self, fid: str, round_: int, stored: bytes, agg: EdgeAggregate) -> RoundStatus:

@@ -47,9 +47,11 @@ from protocol.messages import (
     EdgeProgress,
     FederationState,
     RoundPlan,
+    UploadAccepted,
 )
 from services.http import PeerRefusedError, PeerUnavailableError
 from services.identity import IdentityError, SigningKey, verify
+from services.metrics import EdgeMetrics
 from services.store import StateStore
 
 log = logging.getLogger("edge_aggregator")
@@ -68,13 +70,17 @@ class EdgeAggregator:
         scheme: HEScheme[Any],
         signing_key: SigningKey,
         clock: Clock = utc_now,
+        metrics: EdgeMetrics | None = None,
     ) -> None:
         # A plaintext federation (allowed only where every party may see updates) has no secret to keep.
         if scheme.has_secret_key and scheme.requires_secret_to_decrypt:
             raise ValueError("an edge must never hold the federation's secret key; give it the public scheme")
         self.config = config
         self._ledger = RoundLedger(store, edge_id=config.edge_id, federation_id=config.federation_id)
-        self._forwarder = Forwarder(config, ledger=self._ledger, link=link, signing_key=signing_key)
+        self._metrics = metrics or EdgeMetrics()  # a registry nobody serves, unless the app passes its own
+        self._forwarder = Forwarder(
+            config, ledger=self._ledger, link=link, signing_key=signing_key, metrics=self._metrics
+        )
         self._link = link
         self._scheme = scheme
         self._clock = clock
@@ -118,9 +124,10 @@ class EdgeAggregator:
     # -- uploads ----------------------------------------------------------------------------------------
     async def accept(
         self, update: ClientUpdate, *, federation_id: str | None = None, round_: int | None = None
-    ) -> int:
+    ) -> UploadAccepted:
         """Check `update` (against the request path's federation and round when given) and add it into its
-        round's sum. Returns the number of contributions after it. Raises an `EdgeError` on refusal."""
+        round's sum, or, when it is late and the federation takes late uploads, into the open round's bucket
+        for its round. Raises an `EdgeError` on refusal."""
         self._check_path(update, federation_id, round_)
         client = await self._enrolled_client(update.client_id)
         try:
@@ -130,13 +137,13 @@ class EdgeAggregator:
                 f"signature of {update.client_id}'s upload does not verify with its enrolled key",
                 field="signature",
             ) from e
-        plan = await self._open_plan_for(update.round)
-        if update.basis_version != plan.basis_version:
-            raise WrongBasisError(
-                f"upload uses basis version {update.basis_version}, round {plan.round} uses "
-                f"{plan.basis_version}",
-                field="basis_version",
-            )
+        plan, into = await self._plan_for_upload(update.round)
+        for basis in {plan.basis_version, into.basis_version if into is not None else plan.basis_version}:
+            if update.basis_version != basis:
+                raise WrongBasisError(
+                    f"upload uses basis version {update.basis_version}, round {plan.round} uses {basis}",
+                    field="basis_version",
+                )
         if update.client_id not in plan.client_ranks:
             raise ForbiddenError(f"client {update.client_id} is not in round {plan.round}'s plan")
         share = plan.noise_share
@@ -151,12 +158,17 @@ class EdgeAggregator:
         if update.client_id in await self._ledger.manifest(update.round):
             raise DuplicateUploadError(f"client {update.client_id} is already in round {update.round}'s sum")
         incoming = await self._parse(update.ciphertext)
+        if into is not None:
+            count = await self._ledger.add_late(
+                update, into=into.round, fold=lambda stored: self._fold(stored, incoming)
+            )
+            return UploadAccepted(count=count, folded_into_round=into.round)
         count = await self._ledger.add(update, lambda stored: self._fold(stored, incoming))
         if self._roster_fresh and count >= quorum_target(
             self.config.spec.quorum, len(self.expected_clients(plan))
         ):
             self.wake.set()
-        return count
+        return UploadAccepted(count=count)
 
     async def record_refusal(self, round_: int) -> None:
         """Count a refused upload for the current round's progress (other rounds are only logged, so that
@@ -193,7 +205,9 @@ class EdgeAggregator:
             )
         return client
 
-    async def _open_plan_for(self, round_: int) -> RoundPlan:
+    async def _plan_for_upload(self, round_: int) -> tuple[RoundPlan, RoundPlan | None]:
+        """The plan an upload for `round_` was made under and, for a late upload the federation takes, the
+        open round it joins (None for an upload in time)."""
         if self._ended is not None:
             raise FederationEndedError(f"federation {self.config.federation_id} is {self._ended.value}")
         plan = self._plan
@@ -203,17 +217,33 @@ class EdgeAggregator:
         if plan is None:
             raise WrongRoundError("no round is open at this edge yet", field="round")
         if round_ != plan.round:
+            late = self.config.spec.late_uploads
             if round_ < plan.round and await self._ledger.closure(round_) is not None:
-                raise RoundClosedError(f"round {round_} is closed at this edge", field="round")
+                if late is None or plan.round - round_ > late.max_staleness:
+                    limit = (
+                        "" if late is None else f" (late uploads are taken up to {late.max_staleness} late)"
+                    )
+                    raise RoundClosedError(f"round {round_} is closed at this edge{limit}", field="round")
+                origin = await self._ledger.plan(round_)
+                if origin is None:
+                    raise WrongRoundError(f"this edge no longer holds round {round_}'s plan", field="round")
+                await self._check_open(plan, late_for=round_)
+                return origin, plan
             raise WrongRoundError(
                 f"round {round_} is not open at this edge; the current round is {plan.round}", field="round"
             )
-        closure = await self._ledger.closure(round_)
+        await self._check_open(plan)
+        return plan, None
+
+    async def _check_open(self, plan: RoundPlan, *, late_for: int | None = None) -> None:
+        what = f"round {plan.round}" + (
+            f", which late uploads for round {late_for} join," if late_for else ""
+        )
+        closure = await self._ledger.closure(plan.round)
         if closure is not None:
-            raise RoundClosedError(f"round {round_} closed at this edge ({closure.reason.value})")
+            raise RoundClosedError(f"{what} closed at this edge ({closure.reason.value})")
         if self._clock() >= aware(plan.deadline):
-            raise RoundClosedError(f"round {round_}'s upload deadline {plan.deadline.isoformat()} has passed")
-        return plan
+            raise RoundClosedError(f"{what}'s upload deadline {plan.deadline.isoformat()} has passed")
 
     async def _parse(self, data: bytes) -> EncryptedVector[Any]:
         def parse() -> EncryptedVector[Any]:
@@ -238,7 +268,8 @@ class EdgeAggregator:
             # Our own bytes: an error here is a corrupted store, not the client's fault (it surfaces as 500).
             total = self._scheme.deserialize(stored, expected_length=self.config.layout_size)
             try:
-                self._scheme.add_into(total, incoming)
+                with self._metrics.he_timer("add", self._scheme.kind.value):
+                    self._scheme.add_into(total, incoming)
             except CryptoError as e:
                 raise SumFullError(f"cannot add this upload to the round's sum: {e}") from e
             return self._scheme.serialize(total)
@@ -384,4 +415,5 @@ class EdgeAggregator:
             uploads_refused=await self._ledger.refused(round_),
             forwarded=outcome is not None and outcome.status is ForwardStatus.DELIVERED,
             bytes_received=await self._ledger.bytes_received(round_),
+            late_accepted=sum(len(b) for b in (await self._ledger.late_buckets(round_)).values()),
         )

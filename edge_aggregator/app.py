@@ -19,6 +19,7 @@ from edge_aggregator.runtime import PLAN_WAIT_S, EdgeRuntime
 from services import logs
 from services.asgi import BodySizeLimit
 from services.identity import SigningKey
+from services.metrics import EdgeMetrics, HttpMetrics, routes_named
 from services.settings import EdgeSettings, describe
 from services.store import StateStore, open_store
 
@@ -35,6 +36,7 @@ def create_app(
 ) -> FastAPI:
     """The edge's FastAPI app. Store, signing key and cloud link are built in the lifespan unless given
     (a given store or link is left open at shutdown: its owner closes it)."""
+    metrics = EdgeMetrics()  # per app: tests build many in one process
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +60,7 @@ def create_app(
             signing_key=SigningKey.load_or_create(settings.key_file),
             clock=clock or utc_now,
             plan_wait_s=plan_wait_s,
+            metrics=metrics,
         )
         app.state.runtime = runtime
         await runtime.start()
@@ -74,6 +77,20 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=PayloadTooLargeError)
     http_errors.install(app)
     app.include_router(router)
+    app.state.metrics = metrics
+
+    async def own_federation(fid: str) -> bool:
+        return fid == settings.federation_id
+
+    # Outermost, so that it sees the body-size limit's refusals too.
+    app.add_middleware(
+        HttpMetrics,
+        metrics=metrics,
+        routes=router.routes,
+        uploads=routes_named(router.routes, "upload"),
+        federation_param="federation_id",
+        known_federation=own_federation,
+    )
     return app
 
 

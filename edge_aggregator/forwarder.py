@@ -17,9 +17,10 @@ from typing import Any
 from edge_aggregator.cloud_link import CloudLink
 from edge_aggregator.config import EdgeConfig
 from edge_aggregator.ledger import ForwardStatus, Outcome, RoundLedger
-from protocol.messages import Contribution, EdgeAggregate, ErrorCode, RoundPlan
+from protocol.messages import Contribution, EdgeAggregate, ErrorCode, LateSum, RoundPlan
 from services.http import PeerRefusedError, PeerUnavailableError
 from services.identity import SigningKey
+from services.metrics import Metrics
 
 log = logging.getLogger("edge_aggregator")
 
@@ -28,9 +29,16 @@ class Forwarder:
     """Sends closed rounds to the cloud, one at a time."""
 
     def __init__(
-        self, config: EdgeConfig, *, ledger: RoundLedger, link: CloudLink, signing_key: SigningKey
+        self,
+        config: EdgeConfig,
+        *,
+        ledger: RoundLedger,
+        link: CloudLink,
+        signing_key: SigningKey,
+        metrics: Metrics,
     ) -> None:
         self.config = config
+        self._metrics = metrics
         self._ledger = ledger
         self._link = link
         self._key = signing_key
@@ -60,10 +68,18 @@ class Forwarder:
             )
             code = ErrorCode.TOO_FEW_CLIENTS if too_few else ErrorCode.INTERNAL
             log.warning("round not forwarded: " + detail, extra={**extra, "code": code.value})
-            return await self._ledger.record(
-                round_, Outcome(status=ForwardStatus.SKIPPED, count=len(manifest), at=now, detail=detail)
+            late_left = sum(len(b) for b in (await self._ledger.late_buckets(round_)).values())
+            skipped = Outcome(
+                status=ForwardStatus.SKIPPED,
+                count=len(manifest),
+                at=now,
+                detail=detail,
+                late_dropped=late_left,
             )
-        aggregate = self._signed(round_, plan, manifest, ciphertext)
+            return await self._ledger.record(round_, skipped)
+        late, dropped = await self._late_sums(round_, k)
+        aggregate = self._signed(round_, plan, manifest, ciphertext, late)
+        late_count = sum(bucket.count for bucket in late)
         digest = hashlib.sha256(ciphertext).hexdigest()
         try:
             await self._link.forward(aggregate)
@@ -79,21 +95,57 @@ class Forwarder:
             )
             outcome = Outcome(status=ForwardStatus.REFUSED, count=aggregate.count, at=now, detail=str(e))
             return await self._ledger.record(round_, outcome)
+        # The body `HttpCloudLink` sent (serialised again: the link takes the model, not bytes).
+        self._metrics.sent(self.config.federation_id, len(aggregate.model_dump_json().encode()))
         log.info(
             "aggregate forwarded",
             extra={
                 **extra,
                 "code": "forwarded",
-                "data": {"count": aggregate.count, "total_weight": aggregate.total_weight},
+                "data": {
+                    "count": aggregate.count,
+                    "total_weight": aggregate.total_weight,
+                    "late_forwarded": late_count,
+                    "late_dropped": dropped,
+                },
             },
         )
         outcome = Outcome(
-            status=ForwardStatus.DELIVERED, count=aggregate.count, at=now, ciphertext_sha256=digest
+            status=ForwardStatus.DELIVERED,
+            count=aggregate.count,
+            at=now,
+            ciphertext_sha256=digest,
+            late_forwarded=late_count,
+            late_dropped=dropped,
         )
         return await self._ledger.record(round_, outcome)
 
+    async def _late_sums(self, round_: int, k: int) -> tuple[list[LateSum], int]:
+        """The round's buckets of late uploads that hold at least `k` (the rule every sum the cloud decrypts
+        obeys), oldest origin first, and how many late uploads the smaller buckets leave out."""
+        sums: list[LateSum] = []
+        dropped = 0
+        for origin, bucket in (await self._ledger.late_buckets(round_)).items():
+            ciphertext = await self._ledger.late_sum_bytes(round_, origin)
+            if len(bucket) < k or ciphertext is None:
+                dropped += len(bucket)
+                log.warning(
+                    f"late uploads for round {origin} not forwarded: {len(bucket)} of them, fewer than "
+                    f"min_clients_per_edge={k}",
+                    extra={"round": round_, "edge_id": self.config.edge_id, "code": "too_few_clients"},
+                )
+                continue
+            contributions = tuple(bucket[c] for c in sorted(bucket))
+            sums.append(LateSum(origin_round=origin, ciphertext=ciphertext, contributions=contributions))
+        return sums, dropped
+
     def _signed(
-        self, round_: int, plan: RoundPlan, manifest: dict[str, Contribution], ciphertext: bytes
+        self,
+        round_: int,
+        plan: RoundPlan,
+        manifest: dict[str, Contribution],
+        ciphertext: bytes,
+        late: list[LateSum],
     ) -> EdgeAggregate:
         # Deterministic (contributions sorted, Ed25519 deterministic): a retried forward is byte-identical,
         # so the cloud recognises it by idempotency key and digest.
@@ -105,5 +157,6 @@ class Forwarder:
             ciphertext=ciphertext,
             contributions=tuple(manifest[c] for c in sorted(manifest)),
             idempotency_key=self.config.idempotency_key(round_),
+            late=tuple(late),
         )
         return unsigned.model_copy(update={"signature": self._key.sign(unsigned.signing_payload())})

@@ -60,6 +60,8 @@ class Outcome(BaseModel):
     at: datetime
     detail: str = ""
     ciphertext_sha256: str | None = None
+    late_forwarded: int = Field(default=0, ge=0, description="late uploads sent along, in buckets of >= k")
+    late_dropped: int = Field(default=0, ge=0, description="late uploads in buckets smaller than k")
 
 
 class RoundLedger:
@@ -129,19 +131,7 @@ class RoundLedger:
         k_nonce = keyspace.edge_nonce(self._eid, self._fid, update.nonce)
         k_closed = keyspace.edge_closed(self._eid, self._fid, round_)
         nonce_record = json.dumps({"client_id": cid, "round": round_}).encode()
-        contribution = Contribution(
-            client_id=cid,
-            weight=update.weight,
-            num_examples=update.num_examples,
-            rank=update.rank,
-            nonce=update.nonce,
-            ciphertext_sha256=update.ciphertext_sha256,
-            local_epsilon=update.local_epsilon,
-            local_privacy=update.local_privacy,
-            noise_share_std=update.noise_share_std,
-            validation_loss=update.validation_loss,
-            validation_examples=update.validation_examples,
-        )
+        contribution = contribution_of(update)
         counted = 0
 
         async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
@@ -163,6 +153,55 @@ class RoundLedger:
         await self._store.set(k_nonce, nonce_record, ttl_s=keyspace.NONCE_TTL_S)
         await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, round_), len(update.ciphertext))
         return counted
+
+    async def add_late(self, update: ClientUpdate, *, into: int, fold: Fold) -> int:
+        """Add a late upload (made for `update.round`, closed here) to round `into`'s bucket for that round,
+        atomically with its nonce; the bucket's size after. Refused, with nothing written, once `into` has
+        closed, on a replayed nonce, or when the client is already in its round's sum or bucket."""
+        origin, cid = update.round, update.client_id
+        k_sum = keyspace.edge_late_sum(self._eid, self._fid, into, origin)
+        k_manifest = keyspace.edge_late_manifest(self._eid, self._fid, into, origin)
+        k_fresh = keyspace.edge_manifest(self._eid, self._fid, origin)
+        # The round's own sum and any bucket an earlier round carried: one update per client and round.
+        k_earlier = [
+            keyspace.edge_late_manifest(self._eid, self._fid, r, origin) for r in range(origin + 1, into)
+        ]
+        k_nonce = keyspace.edge_nonce(self._eid, self._fid, update.nonce)
+        k_closed = keyspace.edge_closed(self._eid, self._fid, into)
+        nonce_record = json.dumps({"client_id": cid, "round": origin, "folded_into": into}).encode()
+        counted = 0
+
+        async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            nonlocal counted
+            if current[k_closed] is not None:
+                raise RoundClosedError(f"round {into}, which late uploads join, closed at this edge")
+            if current[k_nonce] is not None:
+                raise ReplayError(f"nonce {update.nonce} was already used", field="nonce")
+            bucket = _load_manifest(current[k_manifest])
+            if any(cid in _load_manifest(current[k]) for k in (k_manifest, k_fresh, *k_earlier)):
+                raise DuplicateUploadError(f"client {cid} already has an upload for round {origin}")
+            new_sum = await fold(current[k_sum])
+            bucket[cid] = contribution_of(update)
+            counted = len(bucket)
+            return {k_sum: new_sum, k_manifest: _MANIFEST.dump_json(bucket), k_nonce: nonce_record}
+
+        await self._store.transaction([k_sum, k_manifest, k_fresh, *k_earlier, k_nonce, k_closed], compute)
+        await self._store.set(k_nonce, nonce_record, ttl_s=keyspace.NONCE_TTL_S)
+        await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, into), len(update.ciphertext))
+        return counted
+
+    async def late_buckets(self, round_: int) -> dict[int, dict[str, Contribution]]:
+        """Round `round_`'s buckets of late uploads: origin round -> manifest."""
+        prefix = keyspace.edge_late_prefix(self._eid, self._fid, round_)
+        buckets: dict[int, dict[str, Contribution]] = {}
+        for key in await self._store.scan(prefix):
+            origin, _, rest = key[len(prefix) :].partition(":")
+            if rest == "manifest" and origin.isdigit():
+                buckets[int(origin)] = _load_manifest(await self._store.get(key))
+        return dict(sorted(buckets.items()))
+
+    async def late_sum_bytes(self, round_: int, origin: int) -> bytes | None:
+        return await self._store.get(keyspace.edge_late_sum(self._eid, self._fid, round_, origin))
 
     async def close(self, round_: int, closure: Closure) -> tuple[Closure, bool]:
         """Close the round to uploads (once). Returns the closure in force and whether this call wrote it."""
@@ -191,10 +230,12 @@ class RoundLedger:
     # -- helpers ----------------------------------------------------------------------------------------
     async def _retain(self, round_: int) -> None:
         """Keep a finished round's sum, manifest and plan for audits for `EDGE_ROUND_TTL_S`, then forget."""
+        late = await self._store.scan(keyspace.edge_late_prefix(self._eid, self._fid, round_))
         for key in (
             keyspace.edge_sum(self._eid, self._fid, round_),
             keyspace.edge_manifest(self._eid, self._fid, round_),
             keyspace.edge_plan(self._eid, self._fid, round_),
+            *late,
         ):
             value = await self._store.get(key)
             if value is not None:
@@ -208,6 +249,23 @@ class RoundLedger:
             if rest == suffix and number.isdigit():
                 rounds.add(int(number))
         return sorted(rounds)
+
+
+def contribution_of(update: ClientUpdate) -> Contribution:
+    """The manifest line of an accepted upload: who, with which weight and rank, not what."""
+    return Contribution(
+        client_id=update.client_id,
+        weight=update.weight,
+        num_examples=update.num_examples,
+        rank=update.rank,
+        nonce=update.nonce,
+        ciphertext_sha256=update.ciphertext_sha256,
+        local_epsilon=update.local_epsilon,
+        local_privacy=update.local_privacy,
+        noise_share_std=update.noise_share_std,
+        validation_loss=update.validation_loss,
+        validation_examples=update.validation_examples,
+    )
 
 
 def _load_manifest(raw: bytes | None) -> dict[str, Contribution]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edge_aggregator.deps import EdgeDep, RuntimeDep
 from edge_aggregator.errors import EdgeError, UnknownFederationError
 from edge_aggregator.http_errors import from_validation_error
 from protocol.messages import ClientUpdate, EdgeProgress, UploadAccepted
+from services.metrics import CONTENT_TYPE
 from services.store import StoreError
 
 log = logging.getLogger("edge_aggregator")
@@ -47,10 +48,25 @@ async def readyz(edge: EdgeDep, runtime: RuntimeDep) -> dict[str, str]:
     return {"status": "ready", "edge_id": edge.config.edge_id}
 
 
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (no authentication, like /healthz)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "the Prometheus text format"}},
+    tags=["monitoring"],
+    include_in_schema=True,
+)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Uploads, bytes, HE timings and HTTP requests. Counts only: no client ids, no request paths (routes
+    appear as their templates)."""
+    return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE)
+
+
 @router.post(
     "/federations/{federation_id}/rounds/{round_number}/uploads",
     status_code=202,
     response_model=UploadAccepted,
+    response_model_exclude_none=True,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -70,7 +86,7 @@ async def upload(
         except ValidationError as e:
             raise from_validation_error(e) from e
         client_id = update.client_id
-        count = await edge.accept(update, federation_id=federation_id, round_=round_number)
+        accepted = await edge.accept(update, federation_id=federation_id, round_=round_number)
     except EdgeError as e:
         log.warning(
             "upload refused",
@@ -84,11 +100,17 @@ async def upload(
         )
         await edge.record_refusal(round_number)
         raise
+    late = accepted.folded_into_round
     log.info(
-        "upload accepted",
-        extra={"round": round_number, "client_id": client_id, "code": "accepted", "data": {"count": count}},
+        "upload accepted" if late is None else f"late upload accepted into round {late}'s bucket",
+        extra={
+            "round": round_number,
+            "client_id": client_id,
+            "code": "accepted",
+            "data": {"count": accepted.count, "folded_into_round": late},
+        },
     )
-    return UploadAccepted(count=count)
+    return accepted
 
 
 @router.get("/federations/{federation_id}/rounds/{round_number}", response_model=EdgeProgress)

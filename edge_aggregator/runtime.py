@@ -16,6 +16,7 @@ from edge_aggregator.config import Clock, EdgeConfig
 from protocol.crypto import HEScheme, KeyMaterialError, scheme_from_public
 from protocol.messages import EdgeEnrolment, FederationInfo
 from services.identity import SigningKey
+from services.metrics import EdgeMetrics
 from services.settings import EdgeSettings
 from services.store import StateStore
 
@@ -41,6 +42,7 @@ class EdgeRuntime:
         signing_key: SigningKey,
         clock: Clock,
         plan_wait_s: float = PLAN_WAIT_S,
+        metrics: EdgeMetrics,
     ) -> None:
         self.settings = settings
         self._store = store
@@ -48,6 +50,7 @@ class EdgeRuntime:
         self._key = signing_key
         self._clock = clock
         self._plan_wait_s = plan_wait_s
+        self.metrics = metrics
         # Built now so that a malformed public_url stops the process at start, not in a retry loop.
         self._enrolment = EdgeEnrolment(
             edge_id=settings.edge_id, url=settings.public_url, public_key=signing_key.public_bytes
@@ -110,6 +113,7 @@ class EdgeRuntime:
             scheme=scheme,
             signing_key=self._key,
             clock=self._clock,
+            metrics=self.metrics,
         )
         try:
             await edge.refresh_plan(wait_s=0.0)

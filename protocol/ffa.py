@@ -329,6 +329,91 @@ def rebase(b: np.ndarray, a: np.ndarray, *, rank: int) -> Rebased:
     return Rebased(b=u[:, :rank] * sigma[:rank], a=vt[:rank], singular_values=sigma, rank=rank)
 
 
+def seeded_bases(
+    layout: AdapterLayout, in_features: Mapping[str, int], *, seed: int, basis_version: int
+) -> dict[str, np.ndarray]:
+    """`A_max` of every LoRA module from the federation's seed: what every party rebuilds locally."""
+    return {
+        entry.name: frozen_basis(
+            seed=seed,
+            basis_version=basis_version,
+            module=entry.name,
+            r_max=layout.r_max,
+            in_features=int(in_features[entry.name]),
+        )
+        for entry in layout.lora
+    }
+
+
+def basis_bytes(layout: AdapterLayout, bases: Mapping[str, np.ndarray]) -> bytes:
+    """A basis on the wire: every module's `A_max` (`r_max x in_features`, row-major), float32
+    little-endian, modules in the layout's order."""
+    return b"".join(np.ascontiguousarray(bases[entry.name], dtype="<f4").tobytes() for entry in layout.lora)
+
+
+def basis_from_bytes(
+    raw: bytes, layout: AdapterLayout, in_features: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """The inverse of `basis_bytes`; raises `LayoutError` when the size does not fit the layout."""
+    values = np.frombuffer(raw, dtype="<f4")
+    expected = sum(layout.r_max * int(in_features[entry.name]) for entry in layout.lora)
+    if values.size != expected:
+        raise LayoutError(f"a basis for this layout holds {expected} values, got {values.size}")
+    out: dict[str, np.ndarray] = {}
+    offset = 0
+    for entry in layout.lora:
+        size = layout.r_max * int(in_features[entry.name])
+        out[entry.name] = values[offset : offset + size].reshape(layout.r_max, -1).astype(np.float32)
+        offset += size
+    return out
+
+
+@dataclass(frozen=True)
+class RebasedAdapter:
+    vector: np.ndarray  # float32: `B` of rank `rank` in the new basis (zero beyond), head unchanged
+    bases: dict[str, np.ndarray]  # the new `A_max` per module: first `rank` rows from the SVD
+    modules: dict[str, Rebased]
+
+    @property
+    def truncation_error(self) -> float:
+        """Over all modules, `sqrt(sum ||B A - b a||_F^2)` (the update with its LoRA scaling left out)."""
+        return float(np.sqrt(sum(m.truncation_error**2 for m in self.modules.values())))
+
+    @property
+    def kept_energy(self) -> float:
+        total = sum(float(np.sum(m.singular_values**2)) for m in self.modules.values())
+        kept = sum(float(np.sum(m.singular_values[: m.rank] ** 2)) for m in self.modules.values())
+        return kept / total if total > 0 else 1.0
+
+
+def rebase_adapter(
+    layout: AdapterLayout, vector: np.ndarray, bases: Mapping[str, np.ndarray], *, rank: int
+) -> RebasedAdapter:
+    """Seed 001's third stage on a whole adapter: each module's `B A_max` re-based to `rank` (`rebase`).
+
+    The new `A` rows are scaled to the old basis's mean row norm (and `B` inversely, so `b a` is unchanged):
+    a hospital's gradient on `B` then has the size it had, and the learning rate keeps its meaning. Rows
+    `rank..r_max-1` of each new `A_max` stay those of the old basis (used only if a rank grows again).
+    """
+    if layout.trains_a:
+        raise LayoutError("re-basing needs a frozen A (strategy 'ffa'); this layout trains A")
+    tensors = layout.unflatten(np.asarray(vector, dtype=np.float64))
+    new_bases: dict[str, np.ndarray] = {}
+    modules: dict[str, Rebased] = {}
+    for entry in layout.lora:
+        a_max = np.asarray(bases[entry.name], dtype=np.float64)
+        result = rebase(tensors[entry.name], a_max, rank=rank)
+        scale = float(np.mean(np.linalg.norm(a_max, axis=1))) or 1.0
+        b = np.zeros_like(tensors[entry.name])
+        b[:, :rank] = result.b / scale
+        a_new = a_max.copy()
+        a_new[:rank] = result.a * scale
+        tensors[entry.name] = b
+        new_bases[entry.name] = a_new.astype(np.float32)
+        modules[entry.name] = result
+    return RebasedAdapter(layout.flatten(tensors), new_bases, modules)
+
+
 def initial_rank(policy: RankPolicy, *, num_examples: int, r_max: int, max_rank: int | None = None) -> int:
     """A client's rank at enrolment under `policy`, never above its own `max_rank` or `r_max`.
 

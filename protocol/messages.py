@@ -222,6 +222,15 @@ class RankPolicy(BaseModel):
         description="seed 001's second stage: after each round, a client whose highest column of the global "
         "update carries at least this multiple of its columns' mean energy doubles its rank (within its cap)",
     )
+    rebase_rank: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_R,
+        description="seed 001's third stage: when the validation loss first settles (`convergence`), the cloud "
+        "re-bases the global adapter to this common rank by SVD of each module's B A (a new basis version whose "
+        "A rows it broadcasts), every client trains at it, and the federation goes on until the loss settles "
+        "again",
+    )
 
 
 class ConvergenceConfig(BaseModel):
@@ -234,6 +243,26 @@ class ConvergenceConfig(BaseModel):
     min_delta: float = Field(gt=0.0, le=1e3, description="a change below this counts as no progress")
     patience: int = Field(default=2, ge=1, le=1000, description="rounds in a row without progress")
     validation_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+
+
+class LateUploadConfig(BaseModel):
+    """Uploads that reach their edge after their round closed there (a slow hospital, a long network outage).
+
+    An upload for round `r - s` arriving while round `r` is open at the edge (`1 <= s <= max_staleness`) is
+    added into a separate running sum per origin round (a *bucket*), forwarded with round `r`'s aggregate
+    when it holds at least `min_clients_per_edge` uploads (the `k` rule, per bucket; a smaller bucket is
+    dropped and counted), decrypted by the cloud per staleness and weighted by `decay ** s` (Xie et al.
+    2019, FedAsync's polynomial/exponential staleness weights) after decryption: the add-only CKKS context
+    cannot multiply a ciphertext by a scalar, and packed Paillier only by an integer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_staleness: int = Field(default=1, ge=1, le=100, description="rounds an upload may be late by")
+    decay: float = Field(default=0.5, gt=0.0, le=1.0, description="a late update weighs decay ** staleness")
+
+    def factor(self, staleness: int) -> float:
+        return self.decay**staleness
 
 
 class TrainingConfig(BaseModel):
@@ -292,6 +321,9 @@ class FederationSpec(Message):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     rank_policy: RankPolicy = Field(default_factory=RankPolicy)
     convergence: ConvergenceConfig | None = None
+    late_uploads: LateUploadConfig | None = Field(
+        default=None, description="fold uploads that miss their round into a later one (default: refuse them)"
+    )
     normalize_rank_columns: bool = Field(
         default=False,
         description="divide each LoRA column by the weight of the clients whose rank reaches it, not by "
@@ -344,6 +376,27 @@ class FederationSpec(Message):
             raise ValueError(
                 "strategy 'clair' aggregates with a robust decomposition, not a clipped sum, so central_dp's "
                 "noise would not bound one hospital's influence: set central_dp.noise_multiplier to 0"
+            )
+        if self.late_uploads is not None and self.central_dp.distributed:
+            raise ValueError(
+                "late_uploads with central_dp.distributed: the cloud decrypts each late bucket on its own, and "
+                "a bucket holds only its few clients' noise shares, less than the noise the plan promises; "
+                "turn off central_dp.distributed (the cloud then adds the noise) or late_uploads"
+            )
+        if self.late_uploads is not None and self.strategy is Strategy.CLAIR:
+            raise ValueError(
+                "late_uploads with strategy 'clair': the robust decomposition works on each region's sum of "
+                "one round, and a late bucket is neither; set late_uploads to null"
+            )
+        rebase = self.rank_policy.rebase_rank
+        if rebase is not None and rebase > self.r_max:
+            raise ValueError(f"rank_policy.rebase_rank must be at most r_max={self.r_max}, got {rebase}")
+        if rebase is not None and self.convergence is None:
+            raise ValueError("rank_policy.rebase_rank re-bases at convergence: set `convergence` too")
+        if rebase is not None and self.strategy is not Strategy.FFA:
+            raise ValueError(
+                f"rank_policy.rebase_rank needs strategy 'ffa' (a frozen, shared A to re-base), got "
+                f"{self.strategy.value!r}"
             )
         if self.strategy is Strategy.CLAIR and self.he.kind is not HEKind.NONE:
             raise ValueError(
@@ -498,6 +551,25 @@ class Contribution(BaseModel):
     validation_examples: int | None = Field(default=None, ge=1)
 
 
+class LateSum(BaseModel):
+    """A bucket of late uploads inside an `EdgeAggregate`: the sum of at least `k` uploads made for
+    `origin_round`, which had closed at the edge before they arrived (`FederationSpec.late_uploads`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    origin_round: int = Field(ge=0)
+    ciphertext: Ciphertext
+    contributions: tuple[Contribution, ...] = Field(min_length=1, max_length=MAX_CLIENTS_PER_ROUND)
+
+    @property
+    def count(self) -> int:
+        return len(self.contributions)
+
+    @property
+    def total_weight(self) -> float:
+        return float(sum(c.weight for c in self.contributions))
+
+
 class EdgeAggregate(Message):
     """An edge's homomorphic sum for a round plus the manifest of who contributed."""
 
@@ -509,6 +581,9 @@ class EdgeAggregate(Message):
     contributions: tuple[Contribution, ...] = Field(min_length=1, max_length=MAX_CLIENTS_PER_ROUND)
     idempotency_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.-]{8,128}$")]
     signature: Signature = b""
+    late: tuple[LateSum, ...] = Field(
+        default=(), max_length=100, description="buckets of late uploads, one per origin round, oldest first"
+    )
 
     @model_validator(mode="after")
     def _distinct_clients(self) -> EdgeAggregate:
@@ -516,6 +591,17 @@ class EdgeAggregate(Message):
         if len(set(ids)) != len(ids):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             raise ValueError(f"contributions name clients more than once: {dupes}")
+        origins = [bucket.origin_round for bucket in self.late]
+        if len(set(origins)) != len(origins):
+            raise ValueError(f"late buckets name an origin round more than once: {origins}")
+        for bucket in self.late:
+            if bucket.origin_round >= self.round:
+                raise ValueError(
+                    f"a late bucket's origin_round must be before round {self.round}, got {bucket.origin_round}"
+                )
+            late_ids = [c.client_id for c in bucket.contributions]
+            if len(set(late_ids)) != len(late_ids):
+                raise ValueError(f"late bucket of round {bucket.origin_round} names a client more than once")
         return self
 
     @property
@@ -527,8 +613,16 @@ class EdgeAggregate(Message):
         return float(sum(c.weight for c in self.contributions))
 
     def signing_payload(self) -> bytes:
-        fields = self.model_dump(mode="json", exclude={"signature", "ciphertext"})
+        fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "late"})
         fields["ciphertext_sha256"] = _sha256(self.ciphertext)
+        if self.late:  # absent when empty, so aggregates signed before late buckets existed still verify
+            fields["late"] = [
+                {
+                    **bucket.model_dump(mode="json", exclude={"ciphertext"}),
+                    "ciphertext_sha256": _sha256(bucket.ciphertext),
+                }
+                for bucket in self.late
+            ]
         return _canonical(fields)
 
 
@@ -541,6 +635,21 @@ class EdgeProgress(BaseModel):
     uploads_refused: int = Field(default=0, ge=0)
     forwarded: bool = False
     bytes_received: int = Field(default=0, ge=0)
+    late_accepted: int = Field(default=0, ge=0, description="late uploads for earlier rounds, in buckets")
+
+
+class RebaseSummary(BaseModel):
+    """Seed 001's third stage, as a round's status reports it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    basis_version: int = Field(ge=0, description="the new basis, served at GET /federations/{fid}/basis/{v}")
+    adapter_version: int = Field(ge=0, description="the adapter in the new basis")
+    rank: int = Field(ge=1, le=MAX_R)
+    truncation_error: float = Field(
+        ge=0.0, description="Frobenius norm of what the common rank drops: sqrt of the discarded sigma^2"
+    )
+    kept_energy: float = Field(ge=0.0, le=1.0, description="share of sum sigma^2 the common rank keeps")
 
 
 class RoundStatus(Message):
@@ -559,6 +668,12 @@ class RoundStatus(Message):
     update_norm: float | None = Field(default=None, ge=0.0)
     metrics: dict[str, float] = Field(default_factory=dict, max_length=256)
     flagged: tuple[Identifier, ...] = ()
+    late_contributions: int = Field(
+        default=0, ge=0, description="uploads made for earlier rounds and folded into this one"
+    )
+    rebased: RebaseSummary | None = Field(
+        default=None, description="set when this round re-based the adapter"
+    )
     failure: str | None = Field(default=None, max_length=2000)
     stop_reason: str | None = Field(
         default=None, max_length=2000, description="why the federation ended with this round"
@@ -609,6 +724,12 @@ class CentralRoundPrivacy(BaseModel):
     )
     clients: int = Field(default=0, ge=0)
     total_weight: float = Field(default=0.0, ge=0.0)
+    sensitivity: float = Field(
+        default=1.0,
+        ge=1.0,
+        description="clip norms one hospital could move the released sum by: above 1 when a hospital's late "
+        "upload was released with its fresh one; the epsilon is that of noise_multiplier / sensitivity",
+    )
     distributed: bool = False
     shares_planned: int | None = Field(default=None, ge=0)
     top_up_std: float | None = Field(default=None, ge=0.0, description="noise the cloud added for dropouts")
@@ -722,6 +843,39 @@ class ClientInfo(Message):
     max_rank: int | None = Field(default=None, ge=1, le=MAX_R, description="the client's own cap")
 
 
+MAX_EVALUATION_METRICS = 32
+MetricName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$", description="lower-case snake case, e.g. `accuracy`")
+]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Metrics that are fractions: a value outside [0, 1] is a caller's mistake (a percentage, a count).
+FRACTION_METRICS = frozenset(
+    {"accuracy", "balanced_accuracy", "f1", "macro_f1", "precision", "recall", "auroc"}
+)
+
+
+class AdapterEvaluation(Message):
+    """How one global adapter version did on a held-out set (`PUT .../adapters/{version}/evaluation`)."""
+
+    metrics: dict[MetricName, FiniteFloat] = Field(
+        min_length=1, max_length=MAX_EVALUATION_METRICS, description="e.g. {accuracy: 0.81, loss: 0.43}"
+    )
+    examples: int = Field(ge=1, le=10**9, description="held-out examples evaluated")
+    dataset: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.:/+-]{0,127}$",
+        description="which held-out set, e.g. `rt_sentiment:test`",
+    )
+    evaluated_at: datetime | None = Field(default=None, description="set by the cloud when it stores it")
+
+    @field_validator("metrics")
+    @classmethod
+    def _fractions_in_unit_interval(cls, metrics: dict[str, float]) -> dict[str, float]:
+        for name, value in metrics.items():
+            if name in FRACTION_METRICS and not 0.0 <= value <= 1.0:
+                raise ValueError(f"metric `{name}` is a fraction and must lie in [0, 1], got {value}")
+        return metrics
+
+
 class AdapterVersion(Message):
     """One version of the global adapter, as `GET /federations/{fid}/adapters` lists it."""
 
@@ -732,6 +886,12 @@ class AdapterVersion(Message):
     )
     update_norm: float | None = Field(default=None, ge=0.0, description="L2 norm of the change it applied")
     created_at: datetime
+    basis_version: int | None = Field(
+        default=None, ge=0, description="the basis its A comes from; None: the federation's seeded one"
+    )
+    evaluation: AdapterEvaluation | None = Field(
+        default=None, description="the latest held-out evaluation recorded for this version"
+    )
 
 
 class UploadAccepted(BaseModel):
@@ -741,3 +901,9 @@ class UploadAccepted(BaseModel):
 
     accepted: Literal[True] = True
     count: int = Field(ge=1, description="contributions in this round's sum at the edge, this one included")
+    folded_into_round: int | None = Field(
+        default=None,
+        ge=0,
+        description="set for a late upload: the round whose aggregate carries it (`count` is then its "
+        "bucket's); it still needs min_clients_per_edge late uploads of its round to be used",
+    )

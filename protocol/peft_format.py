@@ -38,6 +38,7 @@ def adapter_files(
     in_features: Mapping[str, int],
     seed: int,
     basis_version: int,
+    bases: Mapping[str, np.ndarray] | None = None,
     alpha: float,
     target_modules: Sequence[str],
     layers_to_transform: Sequence[int] | None,
@@ -47,13 +48,16 @@ def adapter_files(
     """The bytes of a PEFT adapter directory holding the global adapter `vector`.
 
     `in_features` maps each LoRA module (canonical name, without peft's prefix) to the input width of
-    the linear layer it adapts, which fixes the shape of `A_max`.
+    the linear layer it adapts, which fixes the shape of `A_max`. `bases` (module -> `A_max`) replaces the
+    seeded basis for an adapter in a re-based basis version.
     """
     tensors = layout.unflatten(np.asarray(vector, dtype=np.float32))
     weights: dict[str, np.ndarray] = {}
     for entry in layout.lora:
         if layout.trains_a:  # FedIT / FedRot: the global `A` is in the vector
             a_max = tensors[entry.name + A_SUFFIX]
+        elif bases is not None:  # a re-based basis version (seed 001's third stage)
+            a_max = np.asarray(bases[entry.name], dtype=np.float32)
         else:
             a_max = frozen_basis(
                 seed=seed,

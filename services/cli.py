@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
+from services.status_view import privacy_tables
+
 if TYPE_CHECKING:
-    from protocol.messages import FederationSpec, PrivacyReport
+    from protocol.messages import FederationSpec
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -359,7 +361,10 @@ def demo(
     )
 
     def render(views: list[RoundView], summary: dict[str, object]) -> Table:
-        table = Table(title=f"{summary.get('phase', '')} ({summary.get('elapsed_s', 0):.0f} s)")
+        table = Table(
+            title=f"{summary.get('phase', '')} ({summary.get('elapsed_s', 0):.0f} s)",
+            caption=f"dashboard: {summary['dashboard']}" if "dashboard" in summary else None,
+        )
         for column in (
             "round",
             "state",
@@ -469,138 +474,53 @@ def status(
     ] = "http://127.0.0.1:8700",
     token: Annotated[str, typer.Option(envvar="FEDLORA_ADMIN_TOKEN", help="admin token")] = "",
     federation: Annotated[str | None, typer.Option(help="one federation; default: all")] = None,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", help="keep the tables on screen, read again every --interval; Ctrl-C ends"),
+    ] = False,
+    interval: Annotated[float, typer.Option(min=0.5, help="seconds between reads with --watch")] = 2.0,
 ) -> None:
-    """Federations, rounds and clients as tables, read from the cloud's admin API."""
+    """Federations, the current round per edge, rounds (with held-out accuracy), clients and privacy, read
+    from the cloud's admin API; once, or live with --watch."""
+    import asyncio
+
     import httpx
 
-    from protocol.messages import ClientInfo, FederationInfo, PrivacyReport, RoundStatus
+    from services.status_view import StatusError, fetch_status, status_tables
 
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=cloud, headers=headers, timeout=30) as http:
-        try:
-            response = http.get("/federations")
-        except httpx.TransportError as e:
-            console.print(f"[red]cannot reach the cloud at {cloud}: {e}[/red]")
-            raise typer.Exit(1) from e
-        if response.status_code != 200:
-            console.print(f"[red]{response.status_code}: {response.text}[/red]")
-            raise typer.Exit(1)
-        infos = [FederationInfo.model_validate(f) for f in response.json()]
-        table = Table(title="federations")
-        for column in ("id", "state", "round", "adapter", "strategy", "encryption", "rounds"):
-            table.add_column(column)
-        for info in infos:
-            table.add_row(
-                info.spec.federation_id,
-                info.state.value,
-                str(info.current_round),
-                str(info.adapter_version),
-                info.spec.strategy.value,
-                info.spec.he.kind.value,
-                str(info.spec.rounds),
-            )
-        console.print(table)
-        for info in infos:
-            fid = info.spec.federation_id
-            if federation is not None and fid != federation:
-                continue
-            rounds = Table(title=f"{fid}: rounds")
-            for column in ("round", "state", "clients", "weight", "update norm", "adapter", "seconds"):
-                rounds.add_column(column, justify="right")
-            for raw in http.get(f"/federations/{fid}/rounds").json():
-                r = RoundStatus.model_validate(raw)
-                secs = (r.closed_at - r.opened_at).total_seconds() if r.closed_at else None
-                rounds.add_row(
-                    str(r.round),
-                    r.state.value,
-                    str(r.clients_contributed),
-                    f"{r.total_weight:g}",
-                    f"{r.update_norm:.4f}" if r.update_norm is not None else "",
-                    str(r.adapter_version_out) if r.adapter_version_out is not None else "",
-                    f"{secs:.0f}" if secs is not None else "",
-                )
-            console.print(rounds)
-            clients = Table(title=f"{fid}: clients")
-            for column in ("client", "edge", "rank", "examples", "rounds", "local epsilon", "last seen"):
-                clients.add_column(column)
-            for raw in http.get(f"/federations/{fid}/clients").json():
-                c = ClientInfo.model_validate(raw)
-                clients.add_row(
-                    c.client_id,
-                    c.edge_id,
-                    str(c.rank),
-                    str(c.num_examples),
-                    str(c.rounds_contributed),
-                    f"{c.local_epsilon:.2f}" if c.local_epsilon is not None else "",
-                    c.last_seen.isoformat(timespec="seconds") if c.last_seen else "",
-                )
-            console.print(clients)
-            response = http.get(f"/federations/{fid}/privacy")
-            if response.status_code == 200:
-                for part in privacy_tables(PrivacyReport.model_validate_json(response.content)):
-                    console.print(part)
+    async def once(http: httpx.AsyncClient) -> None:
+        for part in status_tables(await fetch_status(http, federation=federation)):
+            console.print(part)
 
+    async def live(http: httpx.AsyncClient) -> None:
+        from datetime import UTC, datetime
 
-def _num(value: float | None, spec: str = ".3f") -> str:
-    return "" if value is None else format(value, spec)
+        from rich.console import Group
+        from rich.live import Live
 
+        shown: list[RenderableType] = []
+        with Live(Group(), console=console, auto_refresh=False) as view:
+            while True:
+                try:
+                    shown = status_tables(await fetch_status(http, federation=federation))
+                    line = f"[dim]read {datetime.now(UTC):%H:%M:%S} UTC from {cloud}; every {interval:g} s; Ctrl-C ends[/dim]"
+                except StatusError as e:  # keep the last tables on screen and say why they are stale
+                    line = f"[red]{e}[/red] [dim](retrying every {interval:g} s; Ctrl-C ends)[/dim]"
+                view.update(Group(*shown, line), refresh=True)
+                await asyncio.sleep(interval)  # the refresh period, not a wait for a condition
 
-def privacy_tables(report: PrivacyReport) -> list[Table | str]:
-    """The privacy ledger as two tables (client-level per round, example-level per hospital) and a line."""
-    fid = report.federation_id
-    central = Table(
-        title=f"{fid}: client-level privacy per round (delta {report.delta:g}, {report.accountant})"
-    )
-    for column in ("round", "noise", "z", "realised z", "decryptor z", "clients", "top-up std", "epsilon"):
-        central.add_column(column, justify="right")
-    for r in report.central_rounds:
-        central.add_row(
-            str(r.round),
-            r.mechanism.value + (" shares" if r.distributed else ""),
-            _num(r.noise_multiplier),
-            _num(r.realised_noise_multiplier),
-            _num(r.decryptor_noise_multiplier),
-            str(r.clients),
-            _num(r.top_up_std, ".3g"),
-            _num(r.epsilon_after) if r.epsilon_after is not None else "inf",
-        )
-    local = Table(title=f"{fid}: example-level privacy per hospital ({report.local_accountant})")
-    for column in (
-        "hospital",
-        "rounds",
-        "DP-SGD steps",
-        "sigma",
-        "q",
-        "epsilon (ledger)",
-        "reported",
-        "budget",
-    ):
-        local.add_column(column, justify="right")
-    for c in report.clients:
-        last = c.rounds[-1] if c.rounds else None
-        local.add_row(
-            c.client_id,
-            str(len(c.rounds)),
-            str(last.steps) if last and last.steps is not None else "",
-            _num(last.noise_multiplier if last else None),
-            _num(last.sample_rate if last else None, ".4f"),
-            _num(c.local_epsilon),
-            _num(c.reported_epsilon),
-            _num(c.local_budget, "g"),
-        )
-    if report.central_epsilon is None:
-        line = "client-level epsilon: no central noise, so no client-level guarantee"
-    else:
-        line = f"client-level epsilon {report.central_epsilon:.3f}"
-        if report.central_budget is not None:
-            line += f" of budget {report.central_budget:g}"
-    if report.next_round_epsilon is not None:
-        line += f"; next round would bring it to {report.next_round_epsilon:.3f}"
-    if report.planned_epsilon is not None:
-        line += f"; all planned rounds: {report.planned_epsilon:.3f}"
-    if report.state is not None and report.state.value == "budget_exhausted":
-        line += f"\n[yellow]stopped: {report.reason}[/yellow]"
-    return [central, local, line]
+    async def main() -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=cloud, headers=headers, timeout=30) as http:
+            await (live(http) if watch else once(http))
+
+    try:
+        asyncio.run(main())
+    except StatusError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt:
+        console.print("stopped watching")
 
 
 if __name__ == "__main__":

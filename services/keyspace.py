@@ -60,12 +60,22 @@ def fed_round_aggregates(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:aggregates"  # hash: edge id -> EdgeAggregate json (HSETNX)
 
 
+def fed_basis(fid: str, version: int) -> str:
+    """A re-based basis: every module's `A_max`, float32 (`protocol.ffa.basis_bytes`), written once."""
+    return f"cloud:{fid}:basis:{version}"
+
+
 def fed_adapter(fid: str, version: int) -> str:
     return f"cloud:{fid}:adapter:{version}"  # float32 little-endian global vector
 
 
 def fed_adapter_meta(fid: str, version: int) -> str:
     return f"cloud:{fid}:adapter:{version}:meta"  # json: the round that made it, its update norm
+
+
+def fed_adapter_evaluation(fid: str, version: int) -> str:
+    # AdapterEvaluation json, the latest recorded (admin PUT); beside the meta, which closing writes once.
+    return f"cloud:{fid}:adapter:{version}:evaluation"
 
 
 def fed_subject_token(fid: str, role: str, subject: str) -> str:
@@ -118,6 +128,19 @@ def edge_manifest(eid: str, fid: str, round_: int) -> str:
 
 def edge_forwarded(eid: str, fid: str, round_: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:forwarded"  # json: the forward's outcome, written once
+
+
+def edge_late_sum(eid: str, fid: str, round_: int, origin: int) -> str:
+    """The running sum of uploads made for round `origin` that arrived while `round_` was open here."""
+    return f"edge:{eid}:{fid}:round:{round_}:late:{origin}:sum"
+
+
+def edge_late_manifest(eid: str, fid: str, round_: int, origin: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:late:{origin}:manifest"
+
+
+def edge_late_prefix(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:late:"
 
 
 def edge_rounds_prefix(eid: str, fid: str) -> str:

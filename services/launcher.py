@@ -3,7 +3,8 @@
 Like the CLI, this is the one layer that knows every tier, and it knows them only by module name
 (`python -m cloud_server`, `python -m edge_aggregator`, `python -m client_agent`) and over HTTP. It
 evaluates each global adapter version on the held-out set with the project's own inference, so the
-table shows what the federation learned round by round.
+table shows what the federation learned round by round, and records each evaluation at the cloud
+(`PUT .../adapters/{version}/evaluation`) for `fedlora status` and the dashboard.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from protocol.crypto.params import CKKSParams, PlainParams
 from protocol.messages import (
+    AdapterEvaluation,
     CentralDPConfig,
     ClientInfo,
     EdgeProgress,
@@ -209,12 +211,20 @@ class Evaluator:
         )
         counts = np.bincount(test.label_array(), minlength=test.n_classes)
         self.majority = float(counts.max() / counts.sum())
+        self.dataset = f"{config.task}:test"
 
-    def accuracy(self, vector: np.ndarray) -> float:
+    def evaluate(self, vector: np.ndarray) -> AdapterEvaluation:
+        """Accuracy and mean cross-entropy on the held-out set, as the cloud records them per version."""
         from client_agent.train import evaluate
 
         self.model.load_global(vector)
-        return evaluate(self.model, self.features)[1]
+        loss, accuracy = evaluate(self.model, self.features)
+        return AdapterEvaluation(
+            metrics={"accuracy": accuracy, "loss": loss}, examples=len(self.features), dataset=self.dataset
+        )
+
+    def accuracy(self, vector: np.ndarray) -> float:
+        return self.evaluate(vector).metrics["accuracy"]
 
 
 async def run_demo(
@@ -264,6 +274,12 @@ async def run_demo(
 
         show()
         await wait_until(lambda: healthy(admin), timeout_s=120, what="the cloud", cluster=cluster)
+        # The dashboard of this run: the token in a file only its owner reads (loopback, one run only).
+        token_file = out / "admin-token"
+        token_file.touch(mode=0o600)
+        token_file.chmod(0o600)  # a file left by an earlier run keeps its mode through touch
+        token_file.write_text(admin_token)
+        summary["dashboard"] = f"{cloud_url}/dashboard (admin token in {token_file})"
         spec = config.spec(fid)
         created_response = await admin.post("/federations", json=spec.model_dump(mode="json"))
         if created_response.status_code != 201:
@@ -333,7 +349,9 @@ async def run_demo(
         show()
         evaluator = await asyncio.to_thread(Evaluator, spec, config)
         zero = np.zeros(len(np.frombuffer(await _vector(admin, fid, 0), dtype="<f4")), dtype=np.float32)
-        summary["accuracy_before"] = evaluator.accuracy(zero)
+        before = await asyncio.to_thread(evaluator.evaluate, zero)
+        await _record_evaluation(admin, fid, 0, before)
+        summary["accuracy_before"] = before.metrics["accuracy"]
         summary["majority_rate"] = evaluator.majority
 
         start = await admin.post(f"/federations/{fid}/start")
@@ -365,7 +383,9 @@ async def run_demo(
                 version = status.adapter_version_out
                 if version is not None and version not in evaluated:
                     vector = np.frombuffer(await _vector(admin, fid, version), dtype="<f4").copy()
-                    evaluated[version] = await asyncio.to_thread(evaluator.accuracy, vector)
+                    evaluation = await asyncio.to_thread(evaluator.evaluate, vector)
+                    await _record_evaluation(admin, fid, version, evaluation)  # for status and the dashboard
+                    evaluated[version] = evaluation.metrics["accuracy"]
                 seconds = (status.closed_at - status.opened_at).total_seconds() if status.closed_at else None
                 # Epsilon as first seen once the round closed: the clients' figure grows with later rounds.
                 previous = views.get(status.round)
@@ -401,6 +421,7 @@ async def run_demo(
             "rounds": [r for r in (await admin.get(f"/federations/{fid}/rounds")).json()],
             "clients": (await admin.get(f"/federations/{fid}/clients")).json(),
             "privacy": (await admin.get(f"/federations/{fid}/privacy")).json(),
+            "adapters": (await admin.get(f"/federations/{fid}/adapters")).json(),  # with their evaluations
             "accuracy_per_version": evaluated,
             **{k: v for k, v in summary.items() if k != "phase"},
         }
@@ -414,6 +435,20 @@ async def run_demo(
 
 async def _at_least(awaitable: Any, n: int) -> bool:
     return bool(await awaitable >= n)
+
+
+async def _record_evaluation(
+    admin: httpx.AsyncClient, fid: str, version: int, evaluation: AdapterEvaluation
+) -> None:
+    response = await admin.put(
+        f"/federations/{fid}/adapters/{version}/evaluation",
+        content=evaluation.model_dump_json(exclude_none=True),
+        headers={"Content-Type": "application/json"},
+    )
+    if response.status_code != 200:
+        raise LaunchError(
+            f"recording the evaluation of version {version}: {response.status_code} {response.text[:200]}"
+        )
 
 
 async def _vector(admin: httpx.AsyncClient, fid: str, version: int) -> bytes:

@@ -128,6 +128,12 @@ class ClientSettings(ServiceSettings):
         "DP-SGD noise to the smaller of this and the federation's local_dp.epsilon, and stops training "
         "before a round would take it past this",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="serve Prometheus metrics at http://{host}:{metrics_port}/metrics (off when unset)",
+    )
 
 
 def describe(settings: BaseSettings) -> dict[str, Any]:

@@ -28,5 +28,7 @@ TAGS = [
     {"name": "federations", "description": "Create federations and control their lifecycle (admin)."},
     {"name": "enrolment", "description": "Edges and clients enrol with their enrolment tokens."},
     {"name": "rounds", "description": "Round plans, edge aggregates and round status."},
-    {"name": "adapters", "description": "Global adapter versions: raw vectors and PEFT adapters."},
+    {"name": "adapters", "description": "Global adapter versions: raw vectors, PEFT adapters, evaluations."},
+    {"name": "dashboard", "description": "The operator dashboard (HTML; it asks for the admin token)."},
+    {"name": "monitoring", "description": "Prometheus metrics for scraping (no authentication)."},
 ]

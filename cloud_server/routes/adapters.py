@@ -7,16 +7,33 @@ from fastapi import APIRouter, Path, Response
 from cloud_server.auth import AdminDep, AdminOrClientDep, MemberDep
 from cloud_server.deps import AdaptersDep
 from cloud_server.routes import errors
-from protocol.messages import AdapterVersion
+from protocol.messages import AdapterEvaluation, AdapterVersion
 
 router = APIRouter(prefix="/federations/{fid}/adapters", tags=["adapters"])
 
 Version = Annotated[int, Path(ge=0, description="adapter version")]
 
 
-@router.get("", summary="Adapter versions with their round and update norm", responses=errors(401, 403, 404))
+@router.get(
+    "",
+    summary="Adapter versions with their round, update norm and evaluation",
+    responses=errors(401, 403, 404),
+)
 async def list_versions(fid: str, _: AdminDep, adapters: AdaptersDep) -> list[AdapterVersion]:
     return await adapters.versions(fid)
+
+
+@router.put(
+    "/{version}/evaluation",
+    summary="Record a held-out evaluation of an adapter version",
+    responses=errors(401, 403, 404, 422),
+)
+async def record_evaluation(
+    fid: str, version: Version, body: AdapterEvaluation, _: AdminDep, adapters: AdaptersDep
+) -> AdapterVersion:
+    """Replaces any earlier evaluation of this version; the cloud sets `evaluated_at`. Version `v` is the
+    adapter after round `v - 1` (version 0: before training), so the dashboard plots accuracy per round."""
+    return await adapters.record_evaluation(fid, version, body)
 
 
 @router.get(

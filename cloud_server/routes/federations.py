@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 
 from cloud_server.auth import AdminDep, MemberDep
-from cloud_server.deps import FederationsDep
+from cloud_server.deps import AdaptersDep, FederationsDep
 from cloud_server.routes import errors
 from protocol.messages import FederationCreated, FederationInfo, FederationSpec, PrivacyReport
 
@@ -43,6 +45,21 @@ async def get_federation(fid: str, _: MemberDep, federations: FederationsDep) ->
 async def public_context(fid: str, _: MemberDep, federations: FederationsDep) -> Response:
     """`HEScheme.public_bytes()`: enough to encrypt and add, never to decrypt."""
     return Response(await federations.public_bytes(fid), media_type="application/octet-stream")
+
+
+@router.get(
+    "/{fid}/basis/{version}",
+    summary="A basis version: every module's frozen A",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404)},
+)
+async def basis(
+    fid: str, version: Annotated[int, Path(ge=0)], _: MemberDep, adapters: AdaptersDep
+) -> Response:
+    """float32 little-endian: each LoRA module's `A_max` (`r_max x in_features`, row-major), modules in the
+    layout's order. The seeded basis is rebuilt from the seed; a re-based one (seed 001's third stage,
+    `RoundStatus.rebased`) is served as stored. A hospital fetches it when a plan names a basis it lacks."""
+    return Response(await adapters.basis(fid, version), media_type="application/octet-stream")
 
 
 @router.get("/{fid}/privacy", summary="The privacy ledger", responses=errors(401, 403, 404))

@@ -27,6 +27,7 @@ from protocol.messages import (
     Enrolled,
     FederationCreated,
     FederationSpec,
+    LateSum,
     LocalSpend,
     RoundPlan,
     RoundStatus,
@@ -230,27 +231,43 @@ class Federation:
         noise_share_std: float | None = None,
         ranks: Mapping[str, int] | None = None,
         validation: Mapping[str, tuple[float, int]] | None = None,
+        late: Mapping[int, Mapping[str, np.ndarray]] | None = None,
     ) -> EdgeAggregate:
-        """A signed `EdgeAggregate` of these clients' deltas, each multiplied by its weight before encryption."""
+        """A signed `EdgeAggregate` of these clients' deltas, each multiplied by its weight before encryption;
+        `late` adds buckets of late uploads (origin round -> the clients' deltas, weighted the same way)."""
         w = {cid: (weights or {}).get(cid, 1.0) for cid in deltas}
         ciphertext = (
             ciphertext if ciphertext is not None else self.encrypt_sum([w[c] * d for c, d in deltas.items()])
         )
-        contributions = tuple(
-            Contribution(
-                client_id=cid,
-                weight=w[cid],
-                num_examples=100,
-                rank=(ranks or {}).get(cid, self.spec.r_max),
-                nonce=secrets.token_hex(16),
-                ciphertext_sha256=hashlib.sha256(cid.encode()).hexdigest(),
-                local_epsilon=local_epsilon,
-                local_privacy=(local_privacy or {}).get(cid),
-                noise_share_std=noise_share_std,
-                validation_loss=(validation or {}).get(cid, (None, None))[0],
-                validation_examples=(validation or {}).get(cid, (None, None))[1],
+
+        def lines(ids: Sequence[str]) -> tuple[Contribution, ...]:
+            return tuple(
+                Contribution(
+                    client_id=cid,
+                    weight=(weights or {}).get(cid, 1.0),
+                    num_examples=100,
+                    rank=(ranks or {}).get(cid, self.spec.r_max),
+                    nonce=secrets.token_hex(16),
+                    ciphertext_sha256=hashlib.sha256(cid.encode()).hexdigest(),
+                    local_epsilon=local_epsilon,
+                    local_privacy=(local_privacy or {}).get(cid),
+                    noise_share_std=noise_share_std,
+                    validation_loss=(validation or {}).get(cid, (None, None))[0],
+                    validation_examples=(validation or {}).get(cid, (None, None))[1],
+                )
+                for cid in ids
             )
-            for cid in deltas
+
+        contributions = lines(list(deltas))
+        buckets = tuple(
+            LateSum(
+                origin_round=origin,
+                ciphertext=self.encrypt_sum(
+                    [(weights or {}).get(c, 1.0) * d for c, d in late_deltas.items()]
+                ),
+                contributions=lines(list(late_deltas)),
+            )
+            for origin, late_deltas in sorted((late or {}).items())
         )
         unsigned = EdgeAggregate(
             federation_id=self.fid,
@@ -260,6 +277,7 @@ class Federation:
             ciphertext=ciphertext,
             contributions=contributions,
             idempotency_key=idempotency_key or f"{self.fid}:{round_}:{edge_id}",
+            late=buckets,
         )
         key = signer or self.edges[edge_id].key
         return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})

@@ -34,10 +34,11 @@ def client_scheme(secret_scheme: HEScheme[Any]) -> HEScheme[Any]:
 def make_world(
     tmp_path: Path, secret_scheme: HEScheme[Any], client_scheme: HEScheme[Any], state_store: StateStore
 ) -> Callable[..., World]:
-    """`make_world(clients=3, k=2, quorum=1.0)`: a cloud with round 0 open for `clients` hospitals."""
+    """`make_world(clients=3, k=2, quorum=1.0, **spec_fields)`: a cloud with round 0 open for `clients`
+    hospitals."""
 
-    def build(*, clients: int = 3, k: int = 2, quorum: float = 1.0) -> World:
-        spec = FederationSpec(federation_id=FID, min_clients_per_edge=k, quorum=quorum)
+    def build(*, clients: int = 3, k: int = 2, quorum: float = 1.0, **spec_fields: Any) -> World:
+        spec = FederationSpec(federation_id=FID, min_clients_per_edge=k, quorum=quorum, **spec_fields)
         cloud = InMemoryCloud(
             federation_info(spec, secret_scheme, state=FederationState.ACTIVE), secret_scheme.public_bytes()
         )

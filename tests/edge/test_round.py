@@ -73,6 +73,7 @@ async def test_three_clients_are_forwarded_once_with_their_exact_sum(
         "uploads_refused": 1,
         "forwarded": True,
         "bytes_received": sum(len(u.ciphertext) for u in updates.values()),
+        "late_accepted": 0,
     }
 
 

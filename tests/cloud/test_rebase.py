@@ -1,0 +1,123 @@
+"""Seed 001's third stage: at the first convergence the cloud re-bases the global adapter to a common lower
+rank by SVD of each module's B A, broadcasts the new A rows as a new basis version, and goes on."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from safetensors.numpy import load as load_safetensors
+
+from protocol.ffa import basis_from_bytes, frozen_basis
+from protocol.messages import ConvergenceConfig, FederationInfo, FederationState, RankPolicy, RoundPlan
+from tests.cloud.harness import Federation, running_cloud, small_spec
+
+pytestmark = pytest.mark.anyio
+CLIENTS = ("client-a", "client-b", "client-c", "client-d")
+
+
+def losses(value: float) -> dict[str, tuple[float, int]]:
+    return dict.fromkeys(CLIENTS, (value, 10))
+
+
+async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_in_the_new_basis() -> None:
+    # Prepare: r_max 2, re-base to rank 1 once the loss moves less than 0.01 for one round.
+    rng = np.random.default_rng(8)
+    spec = small_spec(
+        rounds=10,
+        rank_policy=RankPolicy(rebase_rank=1),
+        convergence=ConvergenceConfig(min_delta=0.01, patience=1),
+    )
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec)
+        await fed.start(cloud.http)
+        layout, in_features = await cloud.context.federations.layout(fed.fid)
+
+        # Execute: rounds 0 and 1 settle the loss (0.70 -> 0.695).
+        for round_, loss in enumerate((0.70, 0.695)):
+            deltas = fed.deltas(rng, scale=0.1)
+            for edge_id in ("edge-1", "edge-2"):
+                body = fed.aggregate(edge_id, round_, deltas[edge_id], validation=losses(loss))
+                assert (await fed.post(cloud.http, body)).status_code == 202
+        status = await cloud.status(fed.fid, 1)
+        plan = RoundPlan.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}/plan")).content)
+        before = await cloud.vector(fed.fid, 2)
+        after = await cloud.vector(fed.fid, 3)
+        basis_raw = (await cloud.http.get(f"/federations/{fed.fid}/basis/1")).content
+        seeded_raw = (await cloud.http.get(f"/federations/{fed.fid}/basis/0")).content
+        missing = await cloud.http.get(f"/federations/{fed.fid}/basis/7")
+        zipped = (await cloud.http.get(f"/federations/{fed.fid}/adapters/3")).content
+        # Round 2 in the new basis: an aggregate still in basis 0 is refused, one in basis 1 is taken.
+        deltas = fed.deltas(rng)
+        ranks = dict.fromkeys(CLIENTS, 1)
+        stale = fed.aggregate("edge-1", 2, deltas["edge-1"], basis_version=0, ranks=ranks)
+        refused = await fed.post(cloud.http, stale)
+        for round_, loss in ((2, 0.60), (3, 0.598)):
+            deltas = fed.deltas(rng)
+            for edge_id in ("edge-1", "edge-2"):
+                body = fed.aggregate(
+                    edge_id, round_, deltas[edge_id], validation=losses(loss), ranks=ranks, basis_version=1
+                )
+                assert (await fed.post(cloud.http, body)).status_code == 202
+        info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
+
+    # Assert: the new B A is the best rank-1 approximation of the old one, module by module, and the
+    # truncation error is the discarded singular value (numpy's SVD, not the cloud's code).
+    old_t, new_t = layout.unflatten(before), layout.unflatten(after)
+    new_bases = basis_from_bytes(basis_raw, layout, in_features)
+    errors = []
+    for entry in layout.lora:
+        a0 = frozen_basis(
+            seed=spec.seed, basis_version=0, module=entry.name, r_max=2, in_features=in_features[entry.name]
+        ).astype(np.float64)
+        product = old_t[entry.name] @ a0
+        u, sigma, vt = np.linalg.svd(product)
+        best = sigma[0] * np.outer(u[:, 0], vt[0])
+        rebased = new_t[entry.name][:, :1] @ new_bases[entry.name][:1].astype(np.float64)
+        np.testing.assert_allclose(rebased, best, atol=1e-5)
+        assert np.all(new_t[entry.name][:, 1:] == 0)
+        assert np.linalg.norm(product - rebased) == pytest.approx(sigma[1], rel=1e-3)
+        errors.append(sigma[1])
+        np.testing.assert_array_equal(new_bases[entry.name][1:], a0[1:].astype(np.float32))
+    np.testing.assert_allclose(after[layout.size - 4 :], before[layout.size - 4 :])  # the head is unchanged
+    assert status.rebased is not None
+    assert (status.rebased.basis_version, status.rebased.adapter_version, status.rebased.rank) == (1, 3, 1)
+    assert status.rebased.truncation_error == pytest.approx(
+        float(np.sqrt(np.sum(np.square(errors)))), rel=1e-3
+    )
+    assert status.stop_reason is None
+    assert (plan.round, plan.basis_version, plan.adapter_version) == (2, 1, 3)
+    assert set(plan.client_ranks.values()) == {1}
+    assert seeded_raw == b"".join(
+        frozen_basis(seed=spec.seed, basis_version=0, module=e.name, r_max=2, in_features=in_features[e.name])
+        .astype("<f4")
+        .tobytes()
+        for e in layout.lora
+    )
+    assert missing.status_code == 404
+    with zipfile.ZipFile(io.BytesIO(zipped)) as archive:
+        weights = load_safetensors(archive.read("adapter_model.safetensors"))
+    exported = {k: v for k, v in weights.items() if k.endswith("lora_A.weight")}
+    assert len(exported) == len(layout.lora)
+    for name, value in exported.items():
+        module = next(e.name for e in layout.lora if name.endswith(f"{e.name}.lora_A.weight"))
+        np.testing.assert_array_equal(value, new_bases[module])
+    assert refused.status_code == 409 and refused.json()["code"] == "wrong_basis"
+    # The loss settles again in the new basis: this time the federation completes.
+    assert info.state is FederationState.COMPLETED and info.reason is not None and "converged" in info.reason
+
+
+def test_the_spec_refuses_a_rebase_rank_it_cannot_honour() -> None:
+    from pydantic import ValidationError
+
+    from protocol.messages import Strategy
+
+    convergence = ConvergenceConfig(min_delta=0.01)
+    with pytest.raises(ValidationError, match="rebase_rank must be at most r_max=2, got 4"):
+        small_spec(rank_policy=RankPolicy(rebase_rank=4), convergence=convergence)
+    with pytest.raises(ValidationError, match="set `convergence` too"):
+        small_spec(rank_policy=RankPolicy(rebase_rank=1))
+    with pytest.raises(ValidationError, match="needs strategy 'ffa'"):
+        small_spec(rank_policy=RankPolicy(rebase_rank=1), convergence=convergence, strategy=Strategy.FEDIT)
