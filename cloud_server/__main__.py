@@ -1,3 +1,6 @@
+"""`python -m cloud_server`: run the cloud service."""
+
 from cloud_server.server import run
 
-run()
+if __name__ == "__main__":
+    run()

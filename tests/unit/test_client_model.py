@@ -29,7 +29,7 @@ from client_agent.train import (
     sample_rate_for,
     train_local,
 )
-from protocol.ffa import frozen_basis, lora_scaling
+from protocol.ffa import LayoutError, basis_bytes, basis_from_bytes, frozen_basis, lora_scaling
 
 SPEC = AdapterSpec(
     num_labels=2, target_modules=("query", "value"), layers_to_transform=(1, 2), r_max=4, alpha=4.0
@@ -251,3 +251,23 @@ def test_fedrot_alignment_keeps_the_function_and_moves_a_toward_the_global_facto
         model.logits(batch["input_ids"], batch["attention_mask"]), before, atol=1e-5, rtol=1e-5
     )
     assert drift > 0.1 and np.abs(model.delta_from(global_vector)).max() < 1e-5  # back in the global basis
+
+
+def test_a_broadcast_basis_replaces_the_seeded_a_and_stays_frozen(tokenizer):
+    # Prepare: a re-based basis as the cloud serves it (bytes), with distinct rows per module.
+    model = FFAClassifier(tiny_encoder(tokenizer), SPEC, rank=2)
+    rng = np.random.default_rng(3)
+    bases = {name: rng.normal(size=(4, 32)).astype(np.float32) for name in model.lora_layers()}
+    wire = basis_bytes(model.layout, bases)
+
+    # Execute
+    model.install_basis(basis_from_bytes(wire, model.layout, model.in_features()))
+
+    # Assert: the first `rank` rows, still frozen; a basis of the wrong shape is refused.
+    for name, layer in model.lora_layers().items():
+        np.testing.assert_array_equal(layer.lora_A["default"].weight.detach().numpy(), bases[name][:2])
+        assert not layer.lora_A["default"].weight.requires_grad
+    with pytest.raises(ModelError, match=r"expected \(4, 32\)"):
+        model.install_basis({name: b[:, :16] for name, b in bases.items()})
+    with pytest.raises(LayoutError, match="holds 512 values, got 511"):
+        basis_from_bytes(wire[:-4], model.layout, model.in_features())

@@ -1,0 +1,148 @@
+"""`services.bootstrap` against a real cloud app (in-process, in-memory store): it creates the federation
+once, keeps the enrolment tokens where an edge and a hospital read them, and refuses what it cannot fix."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from protocol.messages import EdgeEnrolment
+from services.bootstrap import (
+    CLIENT_DIR,
+    CONFIG_FILE,
+    EDGE_DIR,
+    TOKEN_FILE,
+    BootstrapError,
+    BootstrapSettings,
+    Outcome,
+    bootstrap,
+)
+from services.identity import SigningKey
+from services.settings import CONFIG_ENV, EdgeSettings
+from services.store import MemoryStore
+from tests.cloud import harness
+
+
+def write_spec(path: Path, **overrides: object) -> Path:
+    spec = harness.small_spec("boot-1", **overrides)
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    return path
+
+
+def settings_for(tmp_path: Path, spec_file: Path, **overrides: object) -> BootstrapSettings:
+    values: dict[str, object] = {
+        "cloud_url": "http://cloud",
+        "admin_token": harness.ADMIN_TOKEN,
+        "spec_file": spec_file,
+        "out_dir": tmp_path / "out",
+        "wait_s": 5.0,
+    }
+    return BootstrapSettings(**(values | overrides))  # type: ignore[arg-type]
+
+
+async def _run_twice_then_enrol(tmp_path: Path) -> None:
+    spec_file = write_spec(tmp_path / "spec.yaml")
+    settings = settings_for(tmp_path, spec_file)
+    async with harness.running_cloud(store=MemoryStore()) as cloud:
+        transport = httpx.ASGITransport(app=cloud.app)
+        first = await bootstrap(settings, transport=transport)
+        assert first.outcome is Outcome.CREATED and first.federation_id == "boot-1"
+        files = {p: p.read_bytes() for p in sorted((tmp_path / "out").rglob("*")) if p.is_file()}
+        assert {p.relative_to(tmp_path / "out").as_posix() for p in files} == {
+            f"{folder}/{name}" for folder in (EDGE_DIR, CLIENT_DIR) for name in (TOKEN_FILE, CONFIG_FILE)
+        }
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
+
+        again = await bootstrap(settings, transport=transport)
+        assert again.outcome is Outcome.EXISTS
+        assert files == {p: p.read_bytes() for p in files}, "a second run must not touch the tokens"
+
+        # The edge token on disk is the one the cloud accepts, and the settings file gives it to an edge.
+        token = (first.edge_dir / TOKEN_FILE).read_text()
+        body = EdgeEnrolment(
+            edge_id="edge-north", url="http://edge-north:8710", public_key=SigningKey.generate().public_bytes
+        )
+        response = await cloud.http.post(
+            "/federations/boot-1/edges",
+            content=body.model_dump_json(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert response.status_code == 201, response.text
+    return None
+
+
+def test_creates_once_and_writes_tokens_that_enrol(tmp_path):
+    asyncio.run(_run_twice_then_enrol(tmp_path))
+
+
+def test_settings_file_feeds_the_edge_settings(tmp_path, monkeypatch):
+    async def scenario() -> Path:
+        async with harness.running_cloud(store=MemoryStore()) as cloud:
+            done = await bootstrap(
+                settings_for(tmp_path, write_spec(tmp_path / "spec.yaml")),
+                transport=httpx.ASGITransport(app=cloud.app),
+            )
+        return done.edge_dir
+
+    edge_dir = asyncio.run(scenario())
+    for name, value in {
+        "EDGE_ID": "edge-north",
+        "FEDERATION_ID": "boot-1",
+        "CLOUD_URL": "http://cloud:8700",
+        "PUBLIC_URL": "http://edge-north:8710",
+    }.items():
+        monkeypatch.setenv(f"FEDLORA_{name}", value)
+    monkeypatch.delenv("FEDLORA_ENROLMENT_TOKEN", raising=False)
+    monkeypatch.setenv(CONFIG_ENV, str(edge_dir / CONFIG_FILE))
+    settings = EdgeSettings()  # type: ignore[call-arg]
+    assert settings.enrolment_token.get_secret_value() == (edge_dir / TOKEN_FILE).read_text()
+
+
+async def _refusals(tmp_path: Path) -> None:
+    spec_file = write_spec(tmp_path / "spec.yaml")
+    async with harness.running_cloud(store=MemoryStore()) as cloud:
+        transport = httpx.ASGITransport(app=cloud.app)
+        await bootstrap(settings_for(tmp_path, spec_file), transport=transport)
+
+        # The same id with another spec: refused, the spec cannot change.
+        other = write_spec(tmp_path / "other.yaml", rounds=7)
+        with pytest.raises(BootstrapError, match="another spec"):
+            await bootstrap(settings_for(tmp_path, other), transport=transport)
+
+        # Tokens lost: nothing can bring them back, and it says so.
+        (tmp_path / "out" / CLIENT_DIR / TOKEN_FILE).unlink()
+        with pytest.raises(BootstrapError, match="gives them out once"):
+            await bootstrap(settings_for(tmp_path, spec_file), transport=transport)
+
+        # A wrong admin token: the cloud's 401 is reported, nothing written.
+        wrong = settings_for(
+            tmp_path, spec_file, admin_token="adm-Wr0ngTokenButLongEnough", out_dir=tmp_path / "x"
+        )
+        with pytest.raises(BootstrapError, match="401"):
+            await bootstrap(wrong, transport=transport)
+        assert not list((tmp_path / "x").rglob("*.yaml"))
+
+
+def test_refuses_a_changed_spec_lost_tokens_and_a_wrong_admin_token(tmp_path):
+    asyncio.run(_refusals(tmp_path))
+
+
+def test_refuses_an_invalid_spec_naming_the_field(tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("federation_id: boot-1\nr_max: 0\n")
+    with pytest.raises(BootstrapError, match="r_max"):
+        asyncio.run(bootstrap(settings_for(tmp_path, spec_file)))
+
+
+def test_gives_up_on_a_cloud_that_never_answers(tmp_path):
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    settings = settings_for(
+        tmp_path, write_spec(tmp_path / "spec.yaml"), cloud_url="http://127.0.0.1:1", wait_s=0.01
+    )
+    with pytest.raises(BootstrapError, match="not ready"):
+        asyncio.run(bootstrap(settings))

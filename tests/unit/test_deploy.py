@@ -1,0 +1,825 @@
+"""The deployment files in deploy/, checked without a container engine or a cluster.
+
+- every Kubernetes manifest against the Kubernetes JSON schemas that `kubernetes-validate` ships (strict:
+  an unknown field is an error), and compose.yaml against the Compose Specification's schema that
+  `check-jsonschema` vendors, with `jsonschema`; each validator is shown refusing a broken file;
+- the image: its entrypoint roles against the modules they run (`python -m MODULE` and its `run`), the
+  CPU torch installed first, and a wheel built from what it copies carrying every package file;
+- every `FEDLORA_*` variable a service gets (compose `environment`, Kubernetes `env` and `envFrom`) against
+  the settings class of that service, and every required setting provided;
+- the Redis configurations, loaded by a real `redis-server`.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import fnmatch
+import functools
+import importlib
+import importlib.metadata
+import importlib.resources
+import importlib.util
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import redis
+import typer.main
+import yaml
+from packaging.requirements import Requirement
+from pydantic import SecretStr, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings
+
+from client_agent.data.wheels import CACHE_ENV
+from protocol.messages import FederationSpec
+from services import bootstrap
+from services.cli import app as cli_app
+from services.keys import KEK_ENV, KEK_FILE_ENV, KekError, load_kek
+from services.launcher import free_port
+from services.settings import (
+    CONFIG_ENV,
+    ClientSettings,
+    CloudSettings,
+    EdgeSettings,
+    Secret,
+    ServiceSettings,
+)
+from tests.redis_server import redis_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+PREFIX = "FEDLORA_"
+#: The oldest Kubernetes release the manifests are written for, and the newest one the validator knows.
+K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
+
+ROLE_SETTINGS: dict[str, type[BaseSettings]] = {
+    "cloud": CloudSettings,
+    "edge": EdgeSettings,
+    "client": ClientSettings,
+    "bootstrap": bootstrap.BootstrapSettings,
+}
+#: Variables a service reads outside its settings class: the KEK (services/keys.py), the optional YAML
+#: settings file (every `ServiceSettings`), the client's data cache (client_agent/data/wheels.py).
+EXTRA_VARIABLES: dict[str, set[str]] = {
+    "cloud": {KEK_ENV, KEK_FILE_ENV, CONFIG_ENV},
+    "edge": {CONFIG_ENV},
+    "client": {CONFIG_ENV, CACHE_ENV},
+    "bootstrap": set(),
+}
+
+
+def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def field_name(variable: str) -> str:
+    return variable[len(PREFIX) :].lower()
+
+
+def is_secret_field(settings: type[BaseSettings], name: str) -> bool:
+    info = settings.model_fields.get(name)
+    return info is not None and info.annotation is SecretStr
+
+
+# -- the entrypoint ---------------------------------------------------------------------------------------
+ENTRYPOINT = DEPLOY / "entrypoint.sh"
+DOCKERFILE = DEPLOY / "Dockerfile"
+
+
+def entrypoint_roles() -> dict[str, str]:
+    """role -> module, from the `case` arms of deploy/entrypoint.sh (`cloud) module=cloud_server ;;`)."""
+    arms = re.findall(r"^\s*([a-z]+)\)\s*module=([\w.]+)\s*;;", ENTRYPOINT.read_text(), flags=re.M)
+    return dict(arms)
+
+
+def program_file(module: str) -> Path:
+    """The file `python -m module` runs, found without importing it (a package runs its __main__)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, f"no module {module}"
+    if spec.submodule_search_locations is not None:
+        main = importlib.util.find_spec(f"{module}.__main__")
+        assert main is not None and main.origin is not None, f"{module} is a package without __main__"
+        return Path(main.origin)
+    return Path(spec.origin)
+
+
+def test_entrypoint_roles_are_the_tiers():
+    assert entrypoint_roles() == {
+        "cloud": "cloud_server",
+        "edge": "edge_aggregator",
+        "client": "client_agent",
+        "bootstrap": "services.bootstrap",
+    }
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_SETTINGS))
+def test_entrypoint_module_has_a_run_that_it_calls(role):
+    module = entrypoint_roles()[role]
+    source = program_file(module)
+    tree = ast.parse(source.read_text())
+    program = module if source.name != "__main__.py" else f"{module}.__main__"
+    # Where `run` comes from: defined in the program, or imported into it.
+    origin: str | None = None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "run":
+            origin = program
+        elif isinstance(node, ast.ImportFrom) and any(alias.name == "run" for alias in node.names):
+            origin = node.module
+    assert origin is not None, f"{source} neither defines nor imports `run`"
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "run"
+    ]
+    assert calls, f"{source} never calls run()"
+    if origin == program:
+        # Importing it must not start a service: the call sits under `if __name__ == "__main__"`.
+        guarded = [
+            node
+            for node in tree.body
+            if isinstance(node, ast.If)
+            and "__main__" in ast.unparse(node.test)
+            and "run()" in ast.unparse(node)
+        ]
+        assert guarded, f"{source} calls run() at import time"
+    assert callable(getattr(importlib.import_module(origin), "run", None)), f"{origin}.run is not callable"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            result.append((word.upper(), rest.strip()))
+    return result
+
+
+def test_image_installs_cpu_torch_first_then_the_project_as_a_non_root_user():
+    runs = [args for word, args in dockerfile_instructions() if word == "RUN"]
+    torch_at = next(i for i, args in enumerate(runs) if "torch==2.13.0" in args)
+    project_at = next(i for i, args in enumerate(runs) if re.search(r"pip install \.(\s|$)", args))
+    assert torch_at < project_at
+    assert "--index-url https://download.pytorch.org/whl/cpu" in runs[torch_at]
+    assert "PIP_CONSTRAINT" in runs[project_at], "the project install must keep the pinned torch"
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    final_stage = instructions[last_from:]
+    user = [args for word, args in final_stage if word == "USER"]
+    assert user and not user[-1].startswith(("root", "0")), "the image must not run as root"
+    env = " ".join(args for word, args in final_stage if word == "ENV")
+    assert "HF_HUB_OFFLINE=1" in env and "TRANSFORMERS_OFFLINE=1" in env
+
+
+def test_image_exposes_the_default_ports():
+    exposed = {
+        int(port) for word, args in dockerfile_instructions() if word == "EXPOSE" for port in args.split()
+    }
+    ports = {CloudSettings.model_fields["port"].default, EdgeSettings.model_fields["port"].default}
+    assert exposed == ports
+
+
+def test_image_entrypoint_is_the_script():
+    instructions = dockerfile_instructions()
+    entry = json.loads(next(args for word, args in instructions if word == "ENTRYPOINT"))
+    copies = [args.split() for word, args in instructions if word == "COPY"]
+    script = next(parts for parts in copies if "deploy/entrypoint.sh" in parts)
+    assert script[-1] in (entry[0], f"/usr/local/bin/{entry[0]}")
+
+
+def test_image_copies_every_package_and_the_build_context_keeps_them():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {name.rstrip("*") for name in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    sources = set()
+    for word, args in dockerfile_instructions():
+        if word == "COPY" and "--from" not in args:
+            parts = [p for p in args.split() if not p.startswith("--")]
+            sources.update(p.rstrip("/") for p in parts[:-1])
+    assert packages <= sources, f"the Dockerfile does not copy {packages - sources}"
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for source in sources:
+        hits = [p for p in ignored if fnmatch.fnmatch(source, p.removeprefix("**/")) or source == p]
+        assert not hits, f".dockerignore drops {source}, which the Dockerfile copies ({hits})"
+    for must in (".venv", ".git", "runs", ".cache"):
+        assert must in ignored, f".dockerignore must exclude {must}"
+
+
+def _installed(requirement: str) -> bool:
+    wanted = Requirement(requirement)
+    try:
+        return wanted.specifier.contains(importlib.metadata.version(wanted.name), prereleases=True)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def test_what_the_image_copies_builds_a_wheel_with_every_package_file(tmp_path):
+    """`pip install .` in the image is not editable: a file the packages read (the dashboard page, ...)
+    reaches the image only if the wheel built from the copied sources carries it."""
+    context = tmp_path / "context"
+    context.mkdir()
+    copied: list[str] = []
+    for word, args in dockerfile_instructions():
+        parts = [p for p in args.split() if not p.startswith("--")]
+        if word == "COPY" and "--from" not in args and "deploy/entrypoint.sh" not in parts:
+            for source in parts[:-1]:
+                target = context / source
+                if (ROOT / source).is_dir():
+                    shutil.copytree(
+                        ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                    )
+                else:
+                    shutil.copy2(ROOT / source, target)
+                copied.append(source)
+    # The venv's own setuptools builds it, with no download, when it can build wheels by itself (70.1 on,
+    # without the `wheel` package); otherwise pip fetches [build-system]'s requirements.
+    no_isolation = ["--no-build-isolation"] if _installed("setuptools>=70.1") else []
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", *no_isolation, "-q", "-w", str(tmp_path), "."],
+        cwd=context,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("fedlora-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        in_wheel = set(archive.namelist())
+    packages = [source for source in copied if (ROOT / source).is_dir()]
+    expected = {
+        path.relative_to(context).as_posix()
+        for package in packages
+        for path in (context / package).rglob("*")
+        if path.is_file()
+    }
+    assert expected - in_wheel == set(), "files the image would lack (add them to package-data)"
+
+
+# -- Kubernetes ---------------------------------------------------------------------------------------------
+MANIFEST_FILES = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@functools.cache
+def k8s_objects() -> list[tuple[str, dict[str, Any]]]:
+    """Every object in deploy/k8s (parsed once; tests that change one change a deep copy)."""
+    return [
+        (f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc)
+        for path in MANIFEST_FILES
+        for doc in load_yaml_documents(path)
+    ]
+
+
+def k8s_applied() -> list[dict[str, Any]]:
+    """What `kubectl apply -k deploy/k8s` applies (not the example Secrets)."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [doc for name in kustomization["resources"] for doc in load_yaml_documents(K8S / name)]
+
+
+def k8s_find(kind: str, name: str) -> dict[str, Any] | None:
+    return next(
+        (doc for _, doc in k8s_objects() if doc["kind"] == kind and doc["metadata"]["name"] == name), None
+    )
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize(("where", "manifest"), k8s_objects(), ids=[name for name, _ in k8s_objects()])
+def test_k8s_manifest_matches_the_kubernetes_schema(where, manifest, version):
+    kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def _cloud_deployment() -> dict[str, Any]:
+    found = k8s_find("Deployment", "fedlora-cloud")
+    assert found is not None
+    return copy.deepcopy(found)
+
+
+def _typo_in_probe(doc: dict[str, Any]) -> None:
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbes"] = container.pop("readinessProbe")
+
+
+def _replicas_as_words(doc: dict[str, Any]) -> None:
+    doc["spec"]["replicas"] = "two"
+
+
+def _no_selector(doc: dict[str, Any]) -> None:
+    del doc["spec"]["selector"]
+
+
+def _port_out_of_type(doc: dict[str, Any]) -> None:
+    doc["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "eighty-seven-hundred"
+
+
+@pytest.mark.parametrize("breakage", [_typo_in_probe, _replicas_as_words, _no_selector, _port_out_of_type])
+def test_k8s_validator_refuses_a_broken_manifest(breakage):
+    manifest = _cloud_deployment()
+    kubernetes_validate.validate(manifest, K8S_VERSIONS[0], strict=True)  # the unbroken one passes
+    breakage(manifest)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(manifest, K8S_VERSIONS[0], strict=True)
+
+
+def test_kustomization_applies_every_manifest_but_the_example_secrets():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    assert listed == {p.name for p in MANIFEST_FILES} - {"secrets.example.yaml"}
+    assert all(doc["kind"] != "Secret" for doc in k8s_applied()), "real secrets are created with kubectl"
+    for doc in k8s_applied():
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == kustomization["namespace"]
+
+
+@dataclass
+class Workload:
+    """One container of a fedlora service, as the Kubernetes manifests or compose.yaml configure it."""
+
+    where: str
+    role: str
+    env: dict[str, str | None] = field(default_factory=dict)  # name -> literal value (None: from a Secret)
+    secret_env: set[str] = field(default_factory=set)
+    config_fields: set[str] = field(default_factory=set)  # provided by the FEDLORA_CONFIG file
+
+
+def _pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, doc in k8s_objects():
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
+            yield name, doc["spec"]["template"]["spec"]
+
+
+def _claim_templates(name: str) -> set[str]:
+    kind, _, object_name = name.partition(":")[2].partition("/")
+    doc = k8s_find(kind, object_name)
+    assert doc is not None
+    return {claim["metadata"]["name"] for claim in doc["spec"].get("volumeClaimTemplates", [])}
+
+
+def k8s_workloads() -> list[Workload]:
+    workloads = []
+    for name, pod in _pod_specs():
+        for container in pod["containers"]:
+            if not container["image"].startswith("fedlora"):
+                continue
+            workload = Workload(f"{name}/{container['name']}", container["args"][0])
+            for source in container.get("envFrom", []):
+                ref = source.get("configMapRef") or source.get("secretRef")
+                kind = "ConfigMap" if "configMapRef" in source else "Secret"
+                found = k8s_find(kind, ref["name"])
+                assert found is not None, f"{workload.where}: no {kind} {ref['name']}"
+                data = found.get("data") or found.get("stringData") or {}
+                for key, value in data.items():
+                    workload.env[key] = str(value) if kind == "ConfigMap" else None
+                    if kind == "Secret":
+                        workload.secret_env.add(key)
+            for item in container.get("env", []):
+                value = item.get("value")
+                if value is not None:
+                    for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", value):
+                        assert ref in workload.env, (
+                            f"{workload.where}: $({ref}) is not defined above {item['name']}"
+                        )
+                    workload.env[item["name"]] = value
+                else:
+                    workload.env[item["name"]] = None
+                    workload.secret_env.add(item["name"])
+            workloads.append(workload)
+    return workloads
+
+
+def test_k8s_references_resolve():
+    """Every ConfigMap, Secret and key a pod names exists (the Secrets in secrets.example.yaml)."""
+    for name, pod in _pod_specs():
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef") or item.get("valueFrom", {}).get(
+                    "configMapKeyRef"
+                )
+                if ref is not None:
+                    kind = "Secret" if "secretKeyRef" in item["valueFrom"] else "ConfigMap"
+                    found = k8s_find(kind, ref["name"])
+                    assert found is not None, f"{name}: no {kind} {ref['name']}"
+                    assert ref["key"] in (found.get("data") or found.get("stringData") or {})
+            mounts = {m["name"] for m in container.get("volumeMounts", [])}
+            assert mounts <= {v["name"] for v in pod.get("volumes", [])} | _claim_templates(name), name
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                found = k8s_find("Secret", volume["secret"]["secretName"])
+                assert found is not None, f"{name}: no Secret {volume['secret']['secretName']}"
+                for item in volume["secret"].get("items", []):
+                    assert item["key"] in found["stringData"], f"{name}: no key {item['key']}"
+            if "configMap" in volume:
+                assert k8s_find("ConfigMap", volume["configMap"]["name"]) is not None
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                assert k8s_find("PersistentVolumeClaim", claim) is not None, f"{name}: no claim {claim}"
+
+
+def test_k8s_example_secrets_are_placeholders_the_services_refuse():
+    secret = TypeAdapter(Secret)
+    for _, doc in k8s_objects():
+        if doc["kind"] != "Secret":
+            continue
+        for key, value in doc["stringData"].items():
+            assert value.startswith("<"), f"{doc['metadata']['name']}.{key} looks like a real value"
+            if key == "kek":
+                with pytest.raises(KekError):
+                    load_kek({KEK_ENV: value})
+            elif key != "edge.key":
+                with pytest.raises(ValidationError):
+                    secret.validate_python(value)
+
+
+def test_k8s_pods_run_non_root_with_limits_and_probes():
+    for name, pod in _pod_specs():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            resources = container["resources"]
+            assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}, name
+            writable_tmp = any(m["mountPath"] == "/tmp" for m in container.get("volumeMounts", []))
+            assert writable_tmp or container["name"] == "wait-for-edge", f"{name}: no writable /tmp"
+
+
+def _route_paths(module: str, attribute: str) -> set[str]:
+    router = getattr(importlib.import_module(module), attribute)
+    return {route.path for route in router.routes}
+
+
+def test_k8s_probes_hit_the_health_routes_on_the_service_port():
+    cloud_routes = _route_paths("cloud_server.routes.health", "router")
+    edge_routes = _route_paths("edge_aggregator.routes", "router")
+    assert {"/healthz", "/readyz"} <= cloud_routes and {"/healthz", "/readyz"} <= edge_routes
+    workloads = {w.where: w for w in k8s_workloads()}
+    for name, pod in _pod_specs():
+        for container in pod["containers"]:
+            workload = workloads.get(f"{name}/{container['name']}")
+            if workload is None or workload.role not in ("cloud", "edge"):
+                continue
+            port = int(
+                workload.env.get(f"{PREFIX}PORT") or ROLE_SETTINGS[workload.role].model_fields["port"].default
+            )
+            named = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+            for probe in ("readinessProbe", "livenessProbe"):
+                target = container[probe]["httpGet"]["port"]
+                assert named.get(target, target) == port, f"{name}: {probe} is not on port {port}"
+            service = k8s_find("Service", name.split("/")[-1])
+            assert service is not None, f"{name}: no Service of the same name"
+            assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"] and named["http"] == port
+
+
+# -- compose --------------------------------------------------------------------------------------------------
+COMPOSE = DEPLOY / "compose.yaml"
+
+
+def compose_schema() -> dict[str, Any]:
+    vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    schema: dict[str, Any] = json.loads((vendor / "compose-spec.json").read_text())
+    return schema
+
+
+def compose_validator() -> jsonschema.protocols.Validator:
+    schema = compose_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def test_compose_matches_the_compose_spec_schema():
+    errors = sorted(compose_validator().iter_errors(compose()), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+
+
+def _unknown_service_key(doc: dict[str, Any]) -> None:
+    doc["services"]["cloud"]["helthcheck"] = doc["services"]["cloud"].pop("healthcheck")
+
+
+def _bad_condition(doc: dict[str, Any]) -> None:
+    doc["services"]["cloud"]["depends_on"]["redis"]["condition"] = "service_ready"
+
+
+def _ports_not_a_list(doc: dict[str, Any]) -> None:
+    doc["services"]["cloud"]["ports"] = {"8700": 8700}
+
+
+@pytest.mark.parametrize("breakage", [_unknown_service_key, _bad_condition, _ports_not_a_list])
+def test_compose_schema_refuses_a_broken_file(breakage):
+    doc = compose()
+    breakage(doc)
+    assert list(compose_validator().iter_errors(doc)), f"{breakage.__name__} went through"
+
+
+def fedlora_services() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in compose()["services"].items() if "fedlora" in str(s.get("image", ""))}
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """container path -> source (volume name or host path)."""
+    result = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        result[target] = source
+    return result
+
+
+def placeheld(value: str) -> str:
+    """`value` with each `${NAME...}` replaced by `{NAME}`, as compose would put NAME's value there."""
+    return re.sub(r"\$\{(\w+)[^}]*\}", r"{\1}", value)
+
+
+def compose_workloads() -> list[Workload]:
+    services = fedlora_services()
+    boot = services["bootstrap"]
+    out_dir = boot["environment"][f"{PREFIX}OUT_DIR"]
+    # The settings files the bootstrap writes, by the volume they land in.
+    written = {
+        _mounts(boot)[f"{out_dir}/{folder}"]: f"{folder}/{bootstrap.CONFIG_FILE}"
+        for folder in (bootstrap.EDGE_DIR, bootstrap.CLIENT_DIR)
+    }
+    workloads = []
+    for name, service in services.items():
+        role = service["command"][0]
+        if role not in ROLE_SETTINGS:
+            continue
+        workload = Workload(f"compose:{name}", role)
+        for variable, value in service.get("environment", {}).items():
+            workload.env[variable] = str(value)
+        config = workload.env.get(CONFIG_ENV)
+        if config is not None:
+            folder, _, file_name = config.rpartition("/")
+            volume = _mounts(service).get(folder)
+            assert volume in written and written[volume].endswith(file_name), (
+                f"{name}: {CONFIG_ENV}={config} is not a file the bootstrap writes into a volume mounted there"
+            )
+            workload.config_fields = set(bootstrap.CONFIG_FIELDS)
+        workloads.append(workload)
+    return workloads
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
+def test_compose_secrets_come_only_from_the_environment():
+    env_example = {
+        line.split("=", 1)[0]
+        for line in (DEPLOY / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    referenced = {name for text in _strings(compose()) for name in re.findall(r"\$\{(\w+)", text)}
+    assert referenced == env_example, "deploy/.env.example must list exactly the variables compose.yaml reads"
+    for workload in compose_workloads():
+        settings = ROLE_SETTINGS[workload.role]
+        for variable, value in workload.env.items():
+            secret = variable in (KEK_ENV,) or is_secret_field(settings, field_name(variable))
+            if secret:
+                assert value is not None and re.fullmatch(r"\$\{\w+:\?[^}]+\}", value), (
+                    f"{workload.where}: {variable} must be `${{NAME:?message}}`, not a value in the file"
+                )
+            if variable == f"{PREFIX}STORE_URL":
+                password = urlsplit(placeheld(str(value))).password
+                assert password == "{REDIS_PASSWORD}", (
+                    f"{workload.where}: the Redis password must be a variable"
+                )
+    for line in (DEPLOY / ".env.example").read_text().splitlines():
+        name, _, value = line.partition("=")
+        if any(word in name for word in ("TOKEN", "KEK", "PASSWORD")):
+            assert value == "", f".env.example must leave {name} empty"
+
+
+def test_compose_health_checks_and_start_order():
+    services = compose()["services"]
+    for name, service in fedlora_services().items():
+        role = service["command"][0]
+        if role in ("cloud", "edge"):
+            port = int(service["environment"][f"{PREFIX}PORT"])
+            test = " ".join(service["healthcheck"]["test"])
+            assert f"http://127.0.0.1:{port}/readyz" in test, name
+            assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+        if role == "edge":
+            assert service["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
+        if role == "client":
+            edge_id = service["environment"][f"{PREFIX}EDGE_ID"]
+            edge = next(
+                n
+                for n, s in services.items()
+                if s.get("environment", {}).get(f"{PREFIX}EDGE_ID") == edge_id and s["command"][0] == "edge"
+            )
+            assert service["depends_on"][edge]["condition"] == "service_healthy", name
+    assert services["bootstrap"]["depends_on"]["cloud"]["condition"] == "service_healthy"
+
+
+def test_compose_services_keep_apart_in_redis():
+    stores = {}
+    for workload in compose_workloads():
+        url = workload.env.get(f"{PREFIX}STORE_URL")
+        if workload.role in ("cloud", "edge"):
+            assert url is not None and url.startswith("redis://"), (
+                f"{workload.where}: a deployment needs Redis"
+            )
+            parts = urlsplit(placeheld(url))
+            stores[workload.where] = (parts.hostname, parts.port, parts.path)
+    assert len(set(stores.values())) == len(stores), f"two services share a Redis db: {stores}"
+
+
+# -- FEDLORA_* variables against the settings classes ---------------------------------------------------------
+def all_workloads() -> list[Workload]:
+    return compose_workloads() + k8s_workloads()
+
+
+def setting_problems(workload: Workload) -> list[str]:
+    """What is wrong with a service's `FEDLORA_*` variables: names its settings class does not have,
+    required settings nobody provides, a KEK given twice or not at all, a server bound to loopback."""
+    settings = ROLE_SETTINGS[workload.role]
+    allowed = EXTRA_VARIABLES[workload.role]
+    problems = [
+        f"{variable} is not a field of {settings.__name__}"
+        for variable in workload.env
+        if variable.upper().startswith(PREFIX)
+        and variable.upper() not in allowed
+        and field_name(variable) not in settings.model_fields
+    ]
+    provided = {field_name(v) for v in workload.env if v.upper().startswith(PREFIX)} | workload.config_fields
+    required = {name for name, info in settings.model_fields.items() if info.is_required()}
+    problems += [
+        f"{settings.__name__} needs {name}, which nothing provides" for name in sorted(required - provided)
+    ]
+    if workload.role == "cloud" and len({KEK_ENV, KEK_FILE_ENV} & set(workload.env)) != 1:
+        problems.append(f"set exactly one of {KEK_ENV} and {KEK_FILE_ENV}")
+    if workload.role in ("cloud", "edge") and workload.env.get(f"{PREFIX}HOST") != "0.0.0.0":
+        problems.append(f"{PREFIX}HOST must be 0.0.0.0: in a container, loopback is reachable by no one")
+    return problems
+
+
+@pytest.mark.parametrize("workload", all_workloads(), ids=lambda w: w.where)
+def test_every_fedlora_variable_is_a_setting_and_every_required_setting_is_provided(workload):
+    assert not setting_problems(workload), f"{workload.where}: " + "; ".join(setting_problems(workload))
+
+
+def _misspelt(workload: Workload) -> None:
+    workload.env[f"{PREFIX}EDGE_IDENTIFIER"] = workload.env.pop(f"{PREFIX}EDGE_ID")
+
+
+def _cloud_url_missing(workload: Workload) -> None:
+    del workload.env[f"{PREFIX}CLOUD_URL"]
+
+
+def _token_missing(workload: Workload) -> None:
+    workload.env.pop(f"{PREFIX}ENROLMENT_TOKEN", None)
+    workload.config_fields.clear()
+
+
+def _loopback(workload: Workload) -> None:
+    workload.env[f"{PREFIX}HOST"] = "127.0.0.1"
+
+
+@pytest.mark.parametrize("source", ["compose", "k8s"])
+@pytest.mark.parametrize("breakage", [_misspelt, _cloud_url_missing, _token_missing, _loopback])
+def test_setting_check_finds_a_broken_edge(source, breakage):
+    workloads = compose_workloads() if source == "compose" else k8s_workloads()
+    edge = copy.deepcopy(next(w for w in workloads if w.role == "edge"))
+    assert not setting_problems(edge)
+    breakage(edge)
+    assert setting_problems(edge), f"{breakage.__name__} went unnoticed"
+
+
+def test_literal_settings_values_pass_validation():
+    """Each non-secret value written in the files is one its settings field accepts."""
+    for workload in all_workloads():
+        settings = ROLE_SETTINGS[workload.role]
+        for variable, value in workload.env.items():
+            name = field_name(variable)
+            if value is None or "${" in value or "$(" in value or name not in settings.model_fields:
+                continue
+            info = settings.model_fields[name]
+            annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+            TypeAdapter(annotation).validate_strings(value)
+
+
+def test_every_federation_id_is_the_spec_files():
+    spec = FederationSpec.model_validate(yaml.safe_load((DEPLOY / "federation.yaml").read_text()))
+    for workload in all_workloads():
+        fid = workload.env.get(f"{PREFIX}FEDERATION_ID")
+        if workload.role in ("edge", "client"):
+            assert fid == spec.federation_id, f"{workload.where}: {fid} is not {spec.federation_id}"
+
+
+def test_image_environment_is_settings():
+    for word, args in dockerfile_instructions():
+        if word == "ENV":
+            for variable in re.findall(r"(FEDLORA_\w+)=", args):
+                assert field_name(variable) in ServiceSettings.model_fields, variable
+
+
+def test_admin_shell_variables_are_the_cli_options():
+    """The `cloud-admin` service runs the CLI: its variables are the envvars of `fedlora status`."""
+    command = typer.main.get_command(cli_app)
+    status = command.commands["status"]
+    envvars = {p.envvar for p in status.params if p.envvar}
+    for name, service in fedlora_services().items():
+        if service["command"][0] == "fedlora":
+            assert set(service.get("environment", {})) <= envvars, name
+
+
+# -- Redis ---------------------------------------------------------------------------------------------------
+def _start_redis(conf: Path, folder: Path, password: str) -> tuple[subprocess.Popen[bytes], redis.Redis]:
+    port = free_port()
+    process = subprocess.Popen(
+        [redis_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + 20
+    while True:
+        if process.poll() is not None:
+            out = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            pytest.fail(f"redis-server refused {conf.name}:\n{out}")
+        try:
+            client.ping()
+            return process, client
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("redis-server did not answer within 20 s")
+            time.sleep(0.05)
+
+
+def _localised(text: str, folder: Path) -> str:
+    """The configuration with its `dir` and `include` pointing into `folder` (what the containers mount)."""
+    text = re.sub(r"^dir .*$", f"dir {folder}", text, flags=re.M)
+    return re.sub(r"^include .*/redis\.conf$", f"include {folder}/redis.conf", text, flags=re.M)
+
+
+def redis_configurations() -> dict[str, str]:
+    redis_map = k8s_find("ConfigMap", "fedlora-redis")
+    assert redis_map is not None
+    return {
+        "compose": (DEPLOY / "redis-compose.conf").read_text(),
+        "k8s": redis_map["data"]["redis.conf"],
+    }
+
+
+@pytest.mark.parametrize("which", ["compose", "k8s"])
+def test_redis_configuration_loads_with_the_durability_of_redis_conf(which, tmp_path):
+    (tmp_path / "redis.conf").write_text(_localised((DEPLOY / "redis.conf").read_text(), tmp_path))
+    conf = tmp_path / f"{which}.conf"
+    conf.write_text(_localised(redis_configurations()[which], tmp_path))
+    password = "pw-" + "x7Q2mN9rT4vB8kL1"
+    process, client = _start_redis(conf, tmp_path, password)
+    try:
+        settings = {key: client.config_get(key)[key] for key in ("appendonly", "appendfsync", "save")}
+        settings["maxmemory-policy"] = client.config_get("maxmemory-policy")["maxmemory-policy"]
+        assert settings == {
+            "appendonly": "yes",
+            "appendfsync": "always",
+            "save": "",
+            "maxmemory-policy": "noeviction",
+        }
+        # A connection without the password is refused (a raw socket: redis-py would retry for seconds).
+        port = client.connection_pool.connection_kwargs["port"]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as stranger:
+            stranger.sendall(b"PING\r\n")
+            assert stranger.recv(64).startswith(b"-NOAUTH")
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)
+    binds = re.findall(r"^bind (.*)$", redis_configurations()[which], flags=re.M)
+    assert binds and "127.0.0.1" not in binds[-1], f"{which}: Redis must listen beyond loopback"
