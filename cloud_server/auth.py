@@ -1,6 +1,7 @@
 """Who is calling: the bearer token resolved to a principal, and the role checks routes declare.
 
-- admin: `CloudSettings.admin_token`, compared in constant time;
+- admin: `CloudSettings.admin_token` (or, while a new one rolls out, `admin_token_previous`), compared in
+  constant time;
 - edge / client: an API token from enrolment, looked up by its SHA-256 in the path's federation;
 - enrolment: the federation's edge or client enrolment token (digests compared in constant time).
 
@@ -9,6 +10,7 @@ A missing, unknown or revoked token is 401 `unauthenticated`; a valid token of t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -20,6 +22,8 @@ from cloud_server.deps import ContextDep, FederationsDep
 from cloud_server.errors import ForbiddenError, UnauthenticatedError
 from protocol.messages import Role
 from services.identity import token_digest, tokens_equal
+
+log = logging.getLogger("fedlora.cloud")
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -47,6 +51,12 @@ TokenDep = Annotated[str, Depends(bearer_token)]
 
 async def principal(request: Request, token: TokenDep, context: ContextDep) -> Principal:
     if tokens_equal(token, context.settings.admin_token.get_secret_value()):
+        return Principal(Role.ADMIN, "admin")
+    previous = context.settings.admin_token_previous
+    if previous is not None and tokens_equal(token, previous.get_secret_value()):
+        log.warning(
+            "a call used the previous admin token; unset FEDLORA_ADMIN_TOKEN_PREVIOUS once rolled out"
+        )
         return Principal(Role.ADMIN, "admin")
     fid = request.path_params.get("fid")
     if fid is not None:

@@ -33,7 +33,7 @@ from cloud_server.convergence import converged, round_validation_loss
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService, vector_bytes, vector_from_bytes
-from cloud_server.plans import PlanBoard, open_round
+from cloud_server.plans import PlanBoard, ended, open_round
 from cloud_server.privacy import Ledger, settle_round
 from cloud_server.records import (
     FINAL_ROUND_STATES,
@@ -66,7 +66,7 @@ log = logging.getLogger("fedlora.cloud")
 
 
 def with_progress(status: RoundStatus, forwarded: Mapping[str, StoredAggregate]) -> RoundStatus:
-    """`status` with each edge's forwarded aggregate counted in."""
+    """`status` with each edge's forwarded aggregate counted in, and when the cloud accepted it."""
     edges = {e.edge_id: e for e in status.edges}
     for edge_id, header in forwarded.items():
         base = edges.get(edge_id) or EdgeProgress(edge_id=edge_id, expected_clients=0, uploads_accepted=0)
@@ -75,6 +75,8 @@ def with_progress(status: RoundStatus, forwarded: Mapping[str, StoredAggregate])
                 "uploads_accepted": header.count,
                 "forwarded": True,
                 "bytes_received": header.ciphertext_bytes,
+                "late_accepted": header.late_count,
+                "forwarded_at": header.received_at,
             }
         )
     return status.model_copy(
@@ -296,10 +298,8 @@ class RoundCloser:
                 or record.adapter_version != v_in
             ):
                 return {}  # someone else closed it
-            closed = with_progress(status, headers).model_copy(
+            closed = ended(with_progress(status, headers), RoundState.CLOSED, now).model_copy(
                 update={
-                    "state": RoundState.CLOSED,
-                    "closed_at": now,
                     "adapter_version_out": v_out,
                     "update_norm": result.update_norm,
                     "flagged": result.flagged,
@@ -496,8 +496,8 @@ class RoundCloser:
             status = RoundStatus.model_validate_json(current[status_key] or b"")
             if status.state in FINAL_ROUND_STATES or record.ended or record.current_round != round_:
                 return {}
-            failed = with_progress(status, forwarded or {}).model_copy(
-                update={"state": RoundState.FAILED, "closed_at": now, "failure": reason[:2000]}
+            failed = ended(with_progress(status, forwarded or {}), RoundState.FAILED, now).model_copy(
+                update={"failure": reason[:2000]}
             )
             # The next round reopens from the same adapter, so the federation does not stall.
             plan, opened = open_round(

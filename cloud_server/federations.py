@@ -17,7 +17,7 @@ import numpy as np
 
 from cloud_server.clock import Clock
 from cloud_server.errors import ConflictError, NotActiveError, NotFoundError, UnprocessableError
-from cloud_server.plans import PlanBoard
+from cloud_server.plans import PlanBoard, ended
 from cloud_server.privacy import Ledger, check_budget
 from cloud_server.privacy import report as privacy_report
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
@@ -34,6 +34,8 @@ from protocol.crypto import (
 from protocol.ffa import AdapterLayout
 from protocol.messages import (
     AdapterVersion,
+    EnrolmentTokenRotation,
+    EnrolmentTokens,
     ErrorCode,
     FederationCreated,
     FederationInfo,
@@ -233,6 +235,28 @@ class FederationService:
             )
         return record
 
+    async def rotate_enrolment_tokens(self, fid: str, rotation: EnrolmentTokenRotation) -> EnrolmentTokens:
+        """Fresh enrolment tokens for `rotation.roles`; the record keeps only their digests, so the old ones
+        stop working in the same write."""
+        await self.spec(fid)
+        tokens = {role: new_token() for role in set(rotation.roles)}
+        record_key = keyspace.fed_state(fid)
+
+        def change(current: dict[str, bytes | None]) -> Updates:
+            record = FederationRecord.model_validate_json(current[record_key] or b"")
+            update = {f"{role}_enrolment_digest": token_digest(token) for role, token in tokens.items()}
+            return {record_key: record.model_copy(update=update).dump()}
+
+        await self._store.transaction([record_key], change)
+        log.warning(
+            "enrolment tokens rotated", extra={"federation_id": fid, "data": {"roles": sorted(tokens)}}
+        )
+        return EnrolmentTokens(
+            federation_id=fid,
+            edge_enrolment_token=tokens.get("edge"),
+            client_enrolment_token=tokens.get("client"),
+        )
+
     # -- lifecycle ------------------------------------------------------------------------------------
     async def pause(self, fid: str) -> FederationInfo:
         return await self._transition(
@@ -279,8 +303,8 @@ class FederationService:
             ):
                 status = RoundStatus.model_validate_json(raw_status)
                 if status.state not in FINAL_ROUND_STATES:
-                    failed = status.model_copy(
-                        update={"state": RoundState.FAILED, "closed_at": now, "failure": "federation stopped"}
+                    failed = ended(status, RoundState.FAILED, now).model_copy(
+                        update={"failure": "federation stopped"}
                     )
                     updates[status_key] = failed.model_dump_json().encode()
             return updates

@@ -115,3 +115,10 @@ def open_round(
         ),
     )
     return plan, status
+
+
+def ended(status: RoundStatus, state: RoundState, now: datetime) -> RoundStatus:
+    """`status` closed or failed at `now`, with how long the round ran. Clamped at 0: `now` may come from
+    another process's clock than `opened_at`, and a negative duration would not validate when read back."""
+    duration = max(0.0, (now - status.opened_at).total_seconds())
+    return status.model_copy(update={"state": state, "closed_at": now, "duration_s": duration})

@@ -107,13 +107,14 @@ class RoundService:
             state = RoundState.COLLECTING if forwarded else RoundState.OPEN
         return with_progress(status, forwarded).model_copy(update={"state": state})
 
-    async def statuses(self, fid: str, *, offset: int, limit: int) -> list[RoundStatus]:
-        """Newest first."""
+    async def statuses(self, fid: str, *, offset: int, limit: int) -> tuple[list[RoundStatus], int]:
+        """A page of rounds, newest first, and how many rounds have opened so far (ids 0 to that - 1)."""
         current = (await self._federations.record(fid)).current_round
         if current is None:
-            return []
+            return [], 0
         newest = current - offset
-        return [await self.status(fid, n) for n in range(newest, max(newest - limit, -1), -1)]
+        page = [await self.status(fid, n) for n in range(newest, max(newest - limit, -1), -1)]
+        return page, current + 1
 
     async def current_plan(self, fid: str, after_round: int) -> RoundPlan | None:
         """The current round's plan if its round is after `after_round` (None while paused). 410 once ended."""

@@ -408,12 +408,14 @@ class EdgeAggregator:
         plan = self._plan if self._plan is not None and self._plan.round == round_ else None
         plan = plan or await self._ledger.plan(round_)
         outcome = await self._ledger.outcome(round_)
+        delivered = outcome if outcome is not None and outcome.status is ForwardStatus.DELIVERED else None
         return EdgeProgress(
             edge_id=self.config.edge_id,
             expected_clients=len(self.expected_clients(plan)) if plan is not None else 0,
             uploads_accepted=len(await self._ledger.manifest(round_)),
             uploads_refused=await self._ledger.refused(round_),
-            forwarded=outcome is not None and outcome.status is ForwardStatus.DELIVERED,
+            forwarded=delivered is not None,
             bytes_received=await self._ledger.bytes_received(round_),
             late_accepted=sum(len(b) for b in (await self._ledger.late_buckets(round_)).values()),
+            forwarded_at=delivered.at if delivered is not None else None,
         )

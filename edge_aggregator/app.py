@@ -14,7 +14,7 @@ from edge_aggregator.cloud_link import CloudLink, HttpCloudLink
 from edge_aggregator.config import Clock, utc_now
 from edge_aggregator.credentials import StoredToken
 from edge_aggregator.errors import PayloadTooLargeError
-from edge_aggregator.routes import router
+from edge_aggregator.routes import TAGS, install_openapi, router
 from edge_aggregator.runtime import PLAN_WAIT_S, EdgeRuntime
 from services import logs
 from services.asgi import BodySizeLimit
@@ -73,7 +73,15 @@ def create_app(
             if store is None:
                 await the_store.close()
 
-    app = FastAPI(title="fedlora edge aggregator", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="fedlora edge aggregator",
+        summary="Takes hospitals' encrypted uploads, sums them homomorphically and forwards one signed "
+        "aggregate per round to the cloud",
+        version="1",
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=PayloadTooLargeError)
     http_errors.install(app)
     app.include_router(router)

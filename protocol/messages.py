@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from protocol import examples as _examples
 from protocol.crypto.params import CKKSParams, HEKind, HEParams, PaillierParams
 
 PROTOCOL_VERSION: Literal[1] = 1
@@ -305,6 +306,10 @@ def max_share_std(dp: CentralDPConfig, *, min_clients: int) -> float:
 class FederationSpec(Message):
     """What a federation is: model, adapter shape, encryption, privacy and round policy."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [_examples.FEDERATION_SPEC, _examples.FEDERATION_SPEC_MINIMAL]}
+    )
+
     federation_id: Identifier
     base_model: str = Field(default="sentence-transformers/all-MiniLM-L6-v2", min_length=1, max_length=256)
     num_labels: int = Field(default=2, ge=2, le=10_000)
@@ -426,6 +431,8 @@ class NoiseShare(BaseModel):
 class RoundPlan(Message):
     """What the cloud asks of clients in one round."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ROUND_PLAN]})
+
     federation_id: Identifier
     round: int = Field(ge=0)
     adapter_version: int = Field(ge=0, description="the global adapter clients start from")
@@ -500,6 +507,8 @@ class LocalSpend(BaseModel):
 class ClientUpdate(Message):
     """One hospital's encrypted, padded, clipped (and pre-weighted) delta for one round."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.CLIENT_UPDATE]})
+
     federation_id: Identifier
     round: int = Field(ge=0)
     basis_version: int = Field(ge=0)
@@ -573,6 +582,8 @@ class LateSum(BaseModel):
 class EdgeAggregate(Message):
     """An edge's homomorphic sum for a round plus the manifest of who contributed."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.EDGE_AGGREGATE]})
+
     federation_id: Identifier
     round: int = Field(ge=0)
     basis_version: int = Field(ge=0)
@@ -627,7 +638,12 @@ class EdgeAggregate(Message):
 
 
 class EdgeProgress(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """One edge's part in a round: counts only, never client ids (the cloud's view in `RoundStatus.edges`,
+    the edge's own at its `GET /federations/{fid}/rounds/{n}`)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"examples": [_examples.EDGE_PROGRESS]}
+    )
 
     edge_id: Identifier
     expected_clients: int = Field(ge=0)
@@ -636,6 +652,11 @@ class EdgeProgress(BaseModel):
     forwarded: bool = False
     bytes_received: int = Field(default=0, ge=0)
     late_accepted: int = Field(default=0, ge=0, description="late uploads for earlier rounds, in buckets")
+    forwarded_at: datetime | None = Field(
+        default=None,
+        description="when the cloud accepted this edge's aggregate for the round (in the cloud's status); at "
+        "the edge's own endpoint, when the edge sent the aggregate the cloud accepted (by the edge's clock)",
+    )
 
 
 class RebaseSummary(BaseModel):
@@ -654,6 +675,10 @@ class RebaseSummary(BaseModel):
 
 class RoundStatus(Message):
     """What admins see of a round."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [_examples.ROUND_STATUS_CLOSED, _examples.ROUND_STATUS_COLLECTING]}
+    )
 
     federation_id: Identifier
     round: int = Field(ge=0)
@@ -677,6 +702,11 @@ class RoundStatus(Message):
     failure: str | None = Field(default=None, max_length=2000)
     stop_reason: str | None = Field(
         default=None, max_length=2000, description="why the federation ended with this round"
+    )
+    duration_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="closed_at - opened_at in seconds, set when the round closes or fails",
     )
 
 
@@ -738,6 +768,8 @@ class CentralRoundPrivacy(BaseModel):
 class PrivacyReport(Message):
     """The privacy ledger: example-level epsilon per client and client-level epsilon of the federation."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.PRIVACY_REPORT]})
+
     federation_id: Identifier
     delta: float = Field(gt=0.0, lt=1.0)
     central_epsilon: float | None = Field(
@@ -761,6 +793,10 @@ class PrivacyReport(Message):
 class ErrorBody(Message):
     """The one error body every service returns with a 4xx or 5xx."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [_examples.ERROR_WRONG_ROUND, _examples.ERROR_INVALID_REQUEST]}
+    )
+
     code: ErrorCode
     message: str = Field(max_length=4000)
     field: str | None = Field(default=None, max_length=256)
@@ -781,13 +817,40 @@ class Role(StrEnum):
 class FederationCreated(Message):
     """Returned once when a federation is created: the enrolment tokens to hand out of band."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.FEDERATION_CREATED]})
+
     federation_id: Identifier
     he_fingerprint: Sha256Hex
     edge_enrolment_token: str = Field(min_length=16, max_length=256)
     client_enrolment_token: str = Field(min_length=16, max_length=256)
 
 
+class EnrolmentTokenRotation(Message):
+    """Which enrolment tokens of a federation to replace (admin, after a leak or on a schedule)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"roles": ["client"]}, {"roles": ["edge", "client"]}]}
+    )
+
+    roles: tuple[Literal["edge", "client"], ...] = Field(
+        default=("edge", "client"), min_length=1, max_length=2
+    )
+
+
+class EnrolmentTokens(Message):
+    """The new enrolment tokens, returned once; the previous ones stop working at once. Edges and clients
+    already enrolled keep their API tokens."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ENROLMENT_TOKENS]})
+
+    federation_id: Identifier
+    edge_enrolment_token: str | None = Field(default=None, min_length=16, max_length=256)
+    client_enrolment_token: str | None = Field(default=None, min_length=16, max_length=256)
+
+
 class FederationInfo(Message):
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.FEDERATION_INFO]})
+
     spec: FederationSpec
     state: FederationState
     created_at: datetime
@@ -800,12 +863,16 @@ class FederationInfo(Message):
 
 
 class EdgeEnrolment(Message):
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.EDGE_ENROLMENT]})
+
     edge_id: Identifier
     url: Url
     public_key: PublicKey
 
 
 class ClientEnrolment(Message):
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.CLIENT_ENROLMENT]})
+
     client_id: Identifier
     edge_id: Identifier
     public_key: PublicKey
@@ -816,6 +883,8 @@ class ClientEnrolment(Message):
 class Enrolled(Message):
     """Returned once at enrolment: the bearer token for later requests (the cloud keeps only its digest)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ENROLLED]})
+
     federation_id: Identifier
     subject: Identifier
     role: Role
@@ -824,6 +893,8 @@ class Enrolled(Message):
 
 
 class EdgeInfo(Message):
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.EDGE_INFO]})
+
     edge_id: Identifier
     url: Url
     public_key: PublicKey
@@ -831,6 +902,8 @@ class EdgeInfo(Message):
 
 
 class ClientInfo(Message):
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.CLIENT_INFO]})
+
     client_id: Identifier
     edge_id: Identifier
     public_key: PublicKey
@@ -857,6 +930,8 @@ FRACTION_METRICS = frozenset(
 class AdapterEvaluation(Message):
     """How one global adapter version did on a held-out set (`PUT .../adapters/{version}/evaluation`)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ADAPTER_EVALUATION]})
+
     metrics: dict[MetricName, FiniteFloat] = Field(
         min_length=1, max_length=MAX_EVALUATION_METRICS, description="e.g. {accuracy: 0.81, loss: 0.43}"
     )
@@ -879,6 +954,8 @@ class AdapterEvaluation(Message):
 class AdapterVersion(Message):
     """One version of the global adapter, as `GET /federations/{fid}/adapters` lists it."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ADAPTER_VERSION]})
+
     federation_id: Identifier
     version: int = Field(ge=0)
     round: int | None = Field(
@@ -897,7 +974,11 @@ class AdapterVersion(Message):
 class UploadAccepted(BaseModel):
     """An edge's answer to an accepted `ClientUpdate` (202): it is in the round's sum, with `count` in all."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"examples": [_examples.UPLOAD_ACCEPTED, _examples.UPLOAD_ACCEPTED_LATE]},
+    )
 
     accepted: Literal[True] = True
     count: int = Field(ge=1, description="contributions in this round's sum at the edge, this one included")

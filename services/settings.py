@@ -83,6 +83,10 @@ class ServiceSettings(BaseSettings):
 class CloudSettings(ServiceSettings):
     port: int = Field(default=8700, ge=1, le=65535)
     admin_token: Secret
+    admin_token_previous: Secret | None = Field(
+        default=None,
+        description="accepted too while a new admin_token rolls out to every replica; unset it afterwards",
+    )
     model_path: Path | None = Field(
         default=None, description="base model folder; default: the bundled MiniLM"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.messages import ErrorBody
+from services.openapi import error_responses
 
 _DESCRIPTIONS = {
     400: "bad request (e.g. `bad_ciphertext`)",
@@ -15,12 +15,13 @@ _DESCRIPTIONS = {
     410: "`federation_not_active`: the federation has ended",
     413: "`payload_too_large`",
     422: "`invalid_request` naming the field, `too_few_clients`, `unknown_client`",
+    503: "`store_unavailable`: the state store did not answer; nothing was written, retry after `Retry-After`",
 }
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error statuses, all with an `ErrorBody`."""
-    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+    """OpenAPI `responses` for these error statuses, all with an `ErrorBody` and an example of one."""
+    return error_responses(_DESCRIPTIONS, *statuses)
 
 
 TAGS = [

@@ -9,7 +9,7 @@ from cloud_server.deps import AdaptersDep
 from cloud_server.routes import errors
 from protocol.messages import AdapterEvaluation, AdapterVersion
 
-router = APIRouter(prefix="/federations/{fid}/adapters", tags=["adapters"])
+router = APIRouter(prefix="/federations/{fid}/adapters", tags=["adapters"], responses=errors(503))
 
 Version = Annotated[int, Path(ge=0, description="adapter version")]
 
@@ -17,9 +17,11 @@ Version = Annotated[int, Path(ge=0, description="adapter version")]
 @router.get(
     "",
     summary="Adapter versions with their round, update norm and evaluation",
-    responses=errors(401, 403, 404),
+    responses=errors(401, 403, 404, 422),
 )
 async def list_versions(fid: str, _: AdminDep, adapters: AdaptersDep) -> list[AdapterVersion]:
+    """Oldest first: version 0 (zeros, before training), then one per closed round (a re-basing adds
+    another), each with the latest evaluation recorded for it."""
     return await adapters.versions(fid)
 
 
@@ -40,7 +42,7 @@ async def record_evaluation(
     "/{version}/vector",
     summary="The global adapter vector",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404)},
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404, 422)},
 )
 async def vector(fid: str, version: Version, _: MemberDep, adapters: AdaptersDep) -> Response:
     """float32 little-endian, `FederationInfo.layout_size` values."""
@@ -51,7 +53,7 @@ async def vector(fid: str, version: Version, _: MemberDep, adapters: AdaptersDep
     "/{version}",
     summary="The global adapter as a PEFT adapter (zip)",
     response_class=Response,
-    responses={200: {"content": {"application/zip": {}}}, **errors(401, 403, 404)},
+    responses={200: {"content": {"application/zip": {}}}, **errors(401, 403, 404, 422)},
 )
 async def peft_adapter(fid: str, version: Version, _: AdminOrClientDep, adapters: AdaptersDep) -> Response:
     """`adapter_config.json` + `adapter_model.safetensors` (loads with `peft.PeftModel.from_pretrained`) and

@@ -49,6 +49,9 @@ def dashboard_html() -> str:
     response_class=HTMLResponse,
 )
 async def dashboard() -> HTMLResponse:
+    """The page itself holds no data and needs no token; it asks for the admin token, keeps it in the
+    tab's `sessionStorage` and calls the admin API. Served with a Content-Security-Policy that runs only
+    its own inline script and style and lets it connect only to this origin."""
     html = dashboard_html()
     headers = {
         "Content-Security-Policy": content_security_policy(html),

@@ -9,7 +9,7 @@ from cloud_server.deps import EnrolmentDep
 from cloud_server.routes import errors
 from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, EdgeInfo, Enrolled, Identifier
 
-router = APIRouter(prefix="/federations/{fid}", tags=["enrolment"])
+router = APIRouter(prefix="/federations/{fid}", tags=["enrolment"], responses=errors(503))
 
 
 @router.post(
@@ -17,20 +17,24 @@ router = APIRouter(prefix="/federations/{fid}", tags=["enrolment"])
     status_code=201,
     summary="Enrol an edge (edge enrolment token)",
     responses={
-        200: {"description": "already enrolled with this key: a fresh token"},
+        200: {"description": "already enrolled with this key: a fresh token", "model": Enrolled},
         **errors(401, 404, 409, 410, 422),
     },
 )
 async def enrol_edge(
     body: EdgeEnrolment, fid: EdgeEnrolmentDep, enrolment: EnrolmentDep, response: Response
 ) -> Enrolled:
+    """With the federation's edge enrolment token. Registers the edge's URL and Ed25519 public key (every
+    aggregate it forwards must be signed with it) and returns its API token once; the cloud keeps only the
+    token's digest. The same edge id with another key is 409."""
     enrolled, created = await enrolment.enrol_edge(fid, body)
     response.status_code = 201 if created else 200
     return enrolled
 
 
-@router.get("/edges", summary="Enrolled edges", responses=errors(401, 403, 404))
+@router.get("/edges", summary="Enrolled edges", responses=errors(401, 403, 404, 422))
 async def list_edges(fid: str, _: AdminOrEdgeDep, enrolment: EnrolmentDep) -> list[EdgeInfo]:
+    """Each edge's URL, public key and enrolment time."""
     return await enrolment.edges(fid)
 
 
@@ -39,7 +43,7 @@ async def list_edges(fid: str, _: AdminOrEdgeDep, enrolment: EnrolmentDep) -> li
     status_code=201,
     summary="Enrol a client (client enrolment token)",
     responses={
-        200: {"description": "already enrolled with this key: a fresh token"},
+        200: {"description": "already enrolled with this key: a fresh token", "model": Enrolled},
         **errors(401, 404, 409, 410, 422),
     },
 )
@@ -52,11 +56,15 @@ async def enrol_client(
     return enrolled
 
 
-@router.get("/clients", summary="Enrolled clients and their participation", responses=errors(401, 403, 404))
+@router.get(
+    "/clients", summary="Enrolled clients and their participation", responses=errors(401, 403, 404, 422)
+)
 async def list_clients(
     fid: str,
     _: AdminOrEdgeDep,
     enrolment: EnrolmentDep,
     edge_id: Annotated[Identifier | None, Query(description="only the clients of this edge")] = None,
 ) -> list[ClientInfo]:
+    """Each hospital's edge, public key, current rank (a rank policy may grow it between rounds), rounds
+    contributed, last seen and example-level epsilon. Edges read it to learn their clients' keys."""
     return list((await enrolment.clients(fid, edge_id=edge_id)).values())

@@ -7,9 +7,16 @@ from fastapi import APIRouter, Path, Response
 from cloud_server.auth import AdminDep, MemberDep
 from cloud_server.deps import AdaptersDep, FederationsDep
 from cloud_server.routes import errors
-from protocol.messages import FederationCreated, FederationInfo, FederationSpec, PrivacyReport
+from protocol.messages import (
+    EnrolmentTokenRotation,
+    EnrolmentTokens,
+    FederationCreated,
+    FederationInfo,
+    FederationSpec,
+    PrivacyReport,
+)
 
-router = APIRouter(prefix="/federations", tags=["federations"])
+router = APIRouter(prefix="/federations", tags=["federations"], responses=errors(503))
 
 
 @router.post(
@@ -28,11 +35,14 @@ async def create_federation(
 
 @router.get("", summary="List federations", responses=errors(401, 403))
 async def list_federations(_: AdminDep, federations: FederationsDep) -> list[FederationInfo]:
+    """Every federation's spec, state, current round and adapter version (no tokens, no keys)."""
     return await federations.list()
 
 
-@router.get("/{fid}", summary="A federation's spec and state", responses=errors(401, 403, 404))
+@router.get("/{fid}", summary="A federation's spec and state", responses=errors(401, 403, 404, 422))
 async def get_federation(fid: str, _: MemberDep, federations: FederationsDep) -> FederationInfo:
+    """For the admin and the federation's own edges and clients: the spec they train under, the state
+    (with `reason` once ended), the HE key's fingerprint and the adapter layout's size and digest."""
     return await federations.info(fid)
 
 
@@ -40,7 +50,7 @@ async def get_federation(fid: str, _: MemberDep, federations: FederationsDep) ->
     "/{fid}/public-context",
     summary="The federation's public HE key",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404)},
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404, 422)},
 )
 async def public_context(fid: str, _: MemberDep, federations: FederationsDep) -> Response:
     """`HEScheme.public_bytes()`: enough to encrypt and add, never to decrypt."""
@@ -51,7 +61,7 @@ async def public_context(fid: str, _: MemberDep, federations: FederationsDep) ->
     "/{fid}/basis/{version}",
     summary="A basis version: every module's frozen A",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404)},
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404, 422)},
 )
 async def basis(
     fid: str, version: Annotated[int, Path(ge=0)], _: MemberDep, adapters: AdaptersDep
@@ -62,7 +72,7 @@ async def basis(
     return Response(await adapters.basis(fid, version), media_type="application/octet-stream")
 
 
-@router.get("/{fid}/privacy", summary="The privacy ledger", responses=errors(401, 403, 404))
+@router.get("/{fid}/privacy", summary="The privacy ledger", responses=errors(401, 403, 404, 422))
 async def get_privacy(fid: str, _: AdminDep, federations: FederationsDep) -> PrivacyReport:
     """Both DP layers: per closed round, the client-level noise released and the federation's epsilon
     after it; per hospital and round, the example-level epsilon recomputed from its DP-SGD history beside
@@ -71,17 +81,35 @@ async def get_privacy(fid: str, _: AdminDep, federations: FederationsDep) -> Pri
 
 
 @router.post(
-    "/{fid}/pause", summary="Pause: no new plans are handed out", responses=errors(401, 403, 404, 409)
+    "/{fid}/enrolment-tokens",
+    summary="Replace the edge and/or client enrolment tokens (the old ones stop working)",
+    responses=errors(401, 403, 404, 422),
+)
+async def rotate_enrolment_tokens(
+    fid: str, body: EnrolmentTokenRotation, _: AdminDep, federations: FederationsDep
+) -> EnrolmentTokens:
+    """Returned once, like at creation. Enrolled edges and clients keep their API tokens; only new
+    enrolments (and re-enrolments after a lost API token) need the new enrolment token."""
+    return await federations.rotate_enrolment_tokens(fid, body)
+
+
+@router.post(
+    "/{fid}/pause", summary="Pause: no new plans are handed out", responses=errors(401, 403, 404, 409, 422)
 )
 async def pause(fid: str, _: AdminDep, federations: FederationsDep) -> FederationInfo:
+    """Edges may still forward the current round's aggregates, but the round does not close and no plan
+    is handed out until the federation resumes; 409 unless it is active."""
     return await federations.pause(fid)
 
 
-@router.post("/{fid}/resume", summary="Resume a paused federation", responses=errors(401, 403, 404, 409))
+@router.post("/{fid}/resume", summary="Resume a paused federation", responses=errors(401, 403, 404, 409, 422))
 async def resume(fid: str, _: AdminDep, federations: FederationsDep) -> FederationInfo:
+    """Plans are handed out again; 409 unless the federation is paused."""
     return await federations.resume(fid)
 
 
-@router.post("/{fid}/stop", summary="Stop for good", responses=errors(401, 403, 404, 409))
+@router.post("/{fid}/stop", summary="Stop for good", responses=errors(401, 403, 404, 409, 422))
 async def stop(fid: str, _: AdminDep, federations: FederationsDep) -> FederationInfo:
+    """The federation's state becomes `stopped` and its open round `failed` ("federation stopped"); plan
+    requests are answered 410 from then on. 409 if it has already ended."""
     return await federations.stop(fid)

@@ -1,22 +1,52 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from cloud_server.auth import AdminDep, AdminOrEdgeDep, EdgeDep, MemberDep
 from cloud_server.deps import RoundsDep
 from cloud_server.routes import errors
 from protocol.messages import EdgeAggregate, RoundPlan, RoundStatus
 
-router = APIRouter(prefix="/federations/{fid}", tags=["rounds"])
+router = APIRouter(prefix="/federations/{fid}", tags=["rounds"], responses=errors(503))
 
 RoundId = Annotated[int, Path(ge=0, description="round id")]
 
+_PAGE_HEADERS = {
+    "X-Total-Count": {
+        "description": "rounds opened so far, whatever the page (round ids run from 0 to this - 1)",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Link": {
+        "description": "RFC 8288 links to the neighbouring pages, e.g. `</federations/f/rounds?offset=2&limit=2>; "
+        'rel="next"`: `rel="next"` while older rounds remain, `rel="prev"` when `offset` > 0; absent when '
+        "the page holds every round",
+        "schema": {"type": "string"},
+    },
+}
 
-@router.post("/start", summary="Open round 0", responses=errors(401, 403, 404, 409, 410))
+
+def page_links(request: Request, *, offset: int, limit: int, total: int) -> str | None:
+    """The `Link` header of a page: relative references (RFC 8288, section 3.1), so they stay right behind
+    a proxy that rewrites the host or terminates TLS."""
+    links = []
+    if offset + limit < total:
+        links.append((offset + limit, "next"))
+    if offset > 0:
+        links.append((max(0, offset - limit), "prev"))
+    path = request.url.path
+    return (
+        ", ".join(f'<{path}?{urlencode({"offset": o, "limit": limit})}>; rel="{rel}"' for o, rel in links)
+        or None
+    )
+
+
+@router.post("/start", summary="Open round 0", responses=errors(401, 403, 404, 409, 410, 422))
 async def start(fid: str, _: AdminDep, rounds: RoundsDep) -> RoundPlan:
-    """Round 0's plan asks every enrolled client to join; 409 if the federation has already started."""
+    """Round 0's plan asks every enrolled client to join; 409 if the federation has already started or no
+    client has enrolled yet."""
     return await rounds.start(fid)
 
 
@@ -26,7 +56,7 @@ async def start(fid: str, _: AdminDep, rounds: RoundsDep) -> RoundPlan:
     response_model=RoundPlan,
     responses={
         204: {"description": "no plan after `after_round` within `wait` seconds"},
-        **errors(401, 403, 404, 410),
+        **errors(401, 403, 404, 410, 422),
     },
 )
 async def plan(
@@ -36,6 +66,9 @@ async def plan(
     after_round: Annotated[int, Query(ge=-1, description="answer only with a round greater than this")] = -1,
     wait: Annotated[float, Query(ge=0, le=300, description="seconds to wait (capped by the cloud)")] = 0.0,
 ) -> RoundPlan | Response:
+    """Edges and clients poll this with the last round they saw: the answer comes as soon as a newer plan
+    is published (or 204 after `wait` seconds). Nothing while the federation is paused; 410 once it has
+    ended, with its state in `detail`."""
     found = await rounds.wait_for_plan(fid, after_round, wait_s=wait)
     return found if found is not None else Response(status_code=204)
 
@@ -45,29 +78,52 @@ async def plan(
     status_code=202,
     summary="An edge forwards its signed sum",
     responses={
-        200: {"description": "the same aggregate again: counted once"},
+        200: {"description": "the same aggregate again: counted once", "model": RoundStatus},
         **errors(400, 401, 403, 404, 409, 410, 413, 422),
     },
 )
 async def post_aggregate(
     fid: str, n: RoundId, body: EdgeAggregate, edge: EdgeDep, rounds: RoundsDep, response: Response
 ) -> RoundStatus:
+    """The cloud checks the edge's signature, the round and basis, the manifest (clients enrolled at this
+    edge, in the plan, at least `min_clients_per_edge`) and the ciphertext's header, then stores it. Once
+    every expected edge has forwarded (or at the round deadline) it decrypts only the total and closes the
+    round. Idempotent per `idempotency_key`: the same body again is answered 200 and counted once; another
+    body for the same edge and round is 409 `duplicate_upload`."""
     status, stored = await rounds.receive(fid, n, body, edge_id=edge.subject)
     response.status_code = 202 if stored else 200
     return status
 
 
-@router.get("/rounds", summary="Rounds, newest first", responses=errors(401, 403, 404))
+@router.get(
+    "/rounds",
+    summary="Rounds, newest first (paginated)",
+    responses={
+        200: {"description": "a page of rounds", "headers": _PAGE_HEADERS},
+        **errors(401, 403, 404, 422),
+    },
+)
 async def list_rounds(
     fid: str,
     _: AdminDep,
     rounds: RoundsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    request: Request,
+    response: Response,
+    offset: Annotated[int, Query(ge=0, description="rounds to skip, counting from the newest")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500, description="rounds in the page")] = 50,
 ) -> list[RoundStatus]:
-    return await rounds.statuses(fid, offset=offset, limit=limit)
+    """Each round's status with per-edge progress (uploads, bytes, when the cloud accepted the edge's
+    aggregate) and, once over, its duration. `X-Total-Count` says how many rounds have opened; `Link`
+    carries the next (older) and previous pages, so a client can follow `rel="next"` until it is absent."""
+    page, total = await rounds.statuses(fid, offset=offset, limit=limit)
+    response.headers["X-Total-Count"] = str(total)
+    if (links := page_links(request, offset=offset, limit=limit, total=total)) is not None:
+        response.headers["Link"] = links
+    return page
 
 
-@router.get("/rounds/{n}", summary="One round's status", responses=errors(401, 403, 404))
+@router.get("/rounds/{n}", summary="One round's status", responses=errors(401, 403, 404, 422))
 async def get_round(fid: str, n: RoundId, _: AdminOrEdgeDep, rounds: RoundsDep) -> RoundStatus:
+    """`open`, `collecting` (some edges forwarded) or `aggregating` (closing) while it runs, read from the
+    stored aggregates; `closed` or `failed` once over, with `closed_at` and `duration_s`."""
     return await rounds.status(fid, n)

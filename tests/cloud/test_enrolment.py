@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, EdgeInfo, Enrolled, Role
+from protocol.messages import (
+    ClientEnrolment,
+    ClientInfo,
+    EdgeEnrolment,
+    EdgeInfo,
+    Enrolled,
+    EnrolmentTokens,
+    Role,
+)
 from services.identity import SigningKey
-from tests.cloud.harness import Federation, bearer, post_model, running_cloud, small_spec
+from tests.cloud.harness import ADMIN_TOKEN, Federation, bearer, post_model, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +89,53 @@ async def test_clients_enrol_at_an_enrolled_edge_with_a_capped_rank() -> None:
             (await post_model(cloud.http, url, enrolment("client-e"), token=token)).content
         ).api_token
         assert (await cloud.http.get(url, headers=bearer(client_token))).status_code == 403
+
+
+async def test_rotating_the_edge_enrolment_token_revokes_it_and_keeps_enrolled_edges_working() -> None:
+    # Prepare: a federation with its two edges and four clients enrolled.
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        new_edge = EdgeEnrolment(
+            edge_id="edge-3", url="http://edge-3.test:8710", public_key=SigningKey.generate().public_bytes
+        )
+        url = f"/federations/{fed.fid}/edges"
+
+        # Execute: rotate the edge token only.
+        rotated = await cloud.http.post(f"/federations/{fed.fid}/enrolment-tokens", json={"roles": ["edge"]})
+        tokens = EnrolmentTokens.model_validate_json(rotated.content)
+        with_old = await post_model(cloud.http, url, new_edge, token=fed.created.edge_enrolment_token)
+        assert tokens.edge_enrolment_token is not None
+        with_new = await post_model(cloud.http, url, new_edge, token=tokens.edge_enrolment_token)
+        enrolled_edge = await cloud.http.get(url, headers=bearer(fed.edges["edge-1"].token))
+        client = ClientEnrolment(
+            client_id="client-z",
+            edge_id="edge-3",
+            public_key=SigningKey.generate().public_bytes,
+            num_examples=5,
+        )
+        client_url = f"/federations/{fed.fid}/clients"
+        client_still = await post_model(
+            cloud.http, client_url, client, token=fed.created.client_enrolment_token
+        )
+        as_edge = await cloud.http.post(
+            f"/federations/{fed.fid}/enrolment-tokens", json={}, headers=bearer(fed.edges["edge-1"].token)
+        )
+        empty = await cloud.http.post(f"/federations/{fed.fid}/enrolment-tokens", json={"roles": []})
+
+    # Assert
+    assert rotated.status_code == 200 and tokens.client_enrolment_token is None
+    assert tokens.edge_enrolment_token != fed.created.edge_enrolment_token
+    assert with_old.status_code == 401 and with_new.status_code == 201
+    assert enrolled_edge.status_code == 200  # an enrolled edge's API token is untouched
+    assert client_still.status_code == 201  # the client token was not rotated
+    assert as_edge.status_code == 403
+    assert empty.status_code == 422 and empty.json()["field"] == "roles"
+
+
+async def test_the_previous_admin_token_works_while_a_new_one_rolls_out() -> None:
+    new = "adm-new-Hq4zR8wLp2Vx6Tn9Kc3M"
+    async with running_cloud(admin_token=new, admin_token_previous=ADMIN_TOKEN) as cloud:
+        with_previous = await cloud.http.get("/federations")  # the harness client sends ADMIN_TOKEN
+        with_new = await cloud.http.get("/federations", headers=bearer(new))
+        unknown = await cloud.http.get("/federations", headers=bearer("adm-unknown-Zx8Qw3Er5Ty7Ui"))
+    assert (with_previous.status_code, with_new.status_code, unknown.status_code) == (200, 200, 401)
