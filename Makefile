@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium demo test test-fast lint format typecheck bench clean
+.PHONY: install redis-server chromium demo view test test-fast lint format typecheck bench clean
 
 install: $(STAMP)
 
@@ -23,10 +23,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$(TORCH_VERSION)') else f'torch was replaced: {v}')"
 	touch $(STAMP)
 
-# The tests start their own redis-server on a free loopback port; this only makes sure the program exists.
+# The tests and the demo start their own redis-server on a free loopback port; this only makes sure the
+# program exists.
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || test -x /usr/sbin/redis-server || test -x /usr/bin/redis-server || { \
-	  echo "installing Debian's redis-server (the tests start and stop their own instance)"; \
+	  echo "installing Debian's redis-server (the tests and the demo start and stop their own instance)"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
@@ -38,8 +39,13 @@ chromium:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-demo: install
+# The demo's cloud keeps its state in a redis-server under runs/demo/redis; `make view` serves it again
+# (dashboard and `fedlora status`) until Ctrl-C.
+demo: install redis-server
 	$(VENV)/bin/fedlora demo
+
+view: install redis-server
+	$(VENV)/bin/fedlora view runs/demo
 
 test: install redis-server chromium
 	$(PY) -m pytest -q

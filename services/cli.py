@@ -412,6 +412,70 @@ def demo(
         console.print(part)
     console.print(f"final PEFT adapter: {report['adapter_dir']}")
     console.print(f"run report: {out / 'report.json'}; every process stopped")
+    console.print(
+        f"the rounds, the ledger and the adapters stay in {out / 'redis'}: `fedlora view {out}` serves them"
+    )
+
+
+@app.command("view")
+def view(
+    run: Annotated[Path, typer.Argument(help="a run folder written by `fedlora demo`")] = Path("runs/demo"),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="the cloud's port on 127.0.0.1")] = 8700,
+) -> None:
+    """Serve a finished demo again: its redis-server on the run's data and a cloud on it (no edge, no
+    hospital), for the dashboard and `fedlora status`, until Ctrl-C."""
+    import signal
+
+    import httpx
+
+    from services.demo_run import RunFolderError
+    from services.demo_view import start_view
+    from services.launcher import LaunchError
+
+    # SIGTERM ends the view as Ctrl-C does: the cloud and redis-server are stopped, never left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        running = start_view(run, port=port)
+    except (RunFolderError, LaunchError) as e:
+        console.print(f"[red]view failed: {e}[/red]")
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt:
+        console.print("stopped while starting")
+        return
+    token_file = running.run.admin_token_file
+    try:
+        console.print(
+            f"[bold]fedlora view[/bold] {run}: its redis-server and a cloud on it; Ctrl-C stops both"
+        )
+        # soft_wrap: a line too long for the terminal still copies and pastes as one command
+        console.print(f"dashboard: {running.dashboard_url} (admin token in {token_file})", soft_wrap=True)
+        console.print(
+            f'status:    fedlora status --cloud {running.cloud_url} --token "$(cat {token_file})"',
+            soft_wrap=True,
+        )
+        console.print(
+            f"state:     {running.run.redis_dir} ({running.redis.url}); logs in {running.run.log_dir}",
+            soft_wrap=True,
+        )
+        try:
+            active = running.still_active()
+        except httpx.HTTPError as e:
+            console.print(f"[yellow]could not list the federations: {e}[/yellow]")
+            active = []
+        for fid in active:
+            console.print(
+                f"[yellow]federation {fid} is still active (its demo was interrupted): the cloud closes or "
+                "fails its open round once the round's deadline has passed[/yellow]"
+            )
+        running.serve()
+    except KeyboardInterrupt:
+        pass
+    except LaunchError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from e
+    finally:
+        running.stop()
+    console.print(f"stopped the cloud and redis-server; the state stays in {running.run.redis_dir}")
 
 
 cloud_app = typer.Typer(help="The cloud service.", no_args_is_help=True)

@@ -41,6 +41,8 @@ from protocol.messages import (
     Strategy,
     TrainingConfig,
 )
+from services.demo_run import DemoRunFolder
+from services.redis_process import RedisMissingError, RedisProcess, RedisProcessError, redis_binary
 
 
 class LaunchError(RuntimeError):
@@ -70,13 +72,16 @@ class DemoConfig:
     strategy: Strategy = Strategy.FFA
     timeout_s: float = 1800.0
     out_dir: Path = Path("runs/demo")
+    #: The base model for the cloud, the hospitals and the evaluation; None = the bundled MiniLM.
+    model_path: Path | None = None
+    layers: tuple[int, ...] = (4, 5)  # the layers the adapter is on (MiniLM's last two)
 
     def spec(self, federation_id: str) -> FederationSpec:
         return FederationSpec(
             federation_id=federation_id,
             num_labels=2,
             target_modules=("value",),
-            layers_to_transform=(4, 5),
+            layers_to_transform=self.layers,
             r_max=self.rank,
             lora_alpha=8.0,
             # CLAIR needs each region's sum in the clear and no client-level noise (see FederationSpec).
@@ -203,7 +208,7 @@ class Evaluator:
 
         hf_logging.set_verbosity_error()
         _, test = task_split(config.task, max_test_examples=config.max_test_examples)
-        path = default_model_path()
+        path = config.model_path or default_model_path()
         self.model = FFAClassifier(load_encoder(path), AdapterSpec.from_federation(spec), rank=spec.r_max)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.features = encode(
@@ -236,14 +241,26 @@ async def run_demo(
     import json
 
     out = config.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    fid = "demo"
+    try:
+        redis_binary()  # before anything is started or the previous run's state is replaced
+    except RedisMissingError as error:
+        raise LaunchError(f"{error}; the demo keeps its cloud's state in it for `fedlora view`") from error
     admin_token = secrets.token_urlsafe(32)
+    run = DemoRunFolder(out)
+    run.prepare(
+        admin_token=admin_token, kek_hex=secrets.token_hex(32), cloud_settings=_cloud_settings(config)
+    )
+    # The cloud's state (rounds, ledger, adapters, evaluations) outlives the run in redis/, for
+    # `fedlora view`. The edges keep theirs in memory: the cloud's rounds already hold each edge's
+    # progress, and nothing starts an edge again after the demo. `everysec`: a demo may lose the last
+    # second of writes if the machine itself goes down, and the hospitals' uploads are not slowed.
+    redis = RedisProcess(run.redis_dir, port=free_port(), appendfsync="everysec")
+    fid = "demo"
     cloud_port = free_port()
     cloud_url = f"http://127.0.0.1:{cloud_port}"
     cluster = Cluster(out / "logs")
     started = time.monotonic()
-    summary: dict[str, Any] = {"phase": "starting the cloud"}
+    summary: dict[str, Any] = {"phase": "starting Redis and the cloud"}
     views: dict[int, RoundView] = {}
     evaluated: dict[int, float] = {}
 
@@ -252,16 +269,11 @@ async def run_demo(
             on_update([views[k] for k in sorted(views)], summary)
 
     try:
-        cluster.start(
-            "cloud",
-            "cloud_server",
-            {
-                "FEDLORA_ADMIN_TOKEN": admin_token,
-                "FEDLORA_KEK": secrets.token_hex(32),
-                "FEDLORA_PORT": str(cloud_port),
-                "FEDLORA_STORE_URL": "memory://",
-            },
-        )
+        try:
+            await asyncio.to_thread(redis.start)
+        except RedisProcessError as error:
+            raise LaunchError(str(error)) from error
+        cluster.start("cloud", "cloud_server", run.cloud_env(port=cloud_port, store_url=redis.url))
         admin = httpx.AsyncClient(
             base_url=cloud_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60
         )
@@ -275,11 +287,7 @@ async def run_demo(
         show()
         await wait_until(lambda: healthy(admin), timeout_s=120, what="the cloud", cluster=cluster)
         # The dashboard of this run: the token in a file only its owner reads (loopback, one run only).
-        token_file = out / "admin-token"
-        token_file.touch(mode=0o600)
-        token_file.chmod(0o600)  # a file left by an earlier run keeps its mode through touch
-        token_file.write_text(admin_token)
-        summary["dashboard"] = f"{cloud_url}/dashboard (admin token in {token_file})"
+        summary["dashboard"] = f"{cloud_url}/dashboard (admin token in {run.admin_token_file})"
         spec = config.spec(fid)
         created_response = await admin.post("/federations", json=spec.model_dump(mode="json"))
         if created_response.status_code != 201:
@@ -337,6 +345,7 @@ async def run_demo(
                     "FEDLORA_PARTITION": f"{config.partition}:{h + 1}/{config.hospitals}",
                     "FEDLORA_MAX_TRAIN_EXAMPLES": str(config.max_train_examples),
                     "FEDLORA_THREADS": "1",
+                    **({"FEDLORA_MODEL_PATH": str(config.model_path)} if config.model_path else {}),
                 },
             )
         await wait_until(
@@ -415,6 +424,7 @@ async def run_demo(
             archive.extractall(adapter_dir)
         summary["accuracy_after"] = evaluated.get(info.adapter_version, summary["accuracy_before"])
         summary["adapter_dir"] = str(adapter_dir)
+        summary["view_command"] = f"fedlora view {out}"  # the rounds again, once every process has stopped
         summary["phase"] = "done"
         report = {
             "federation": info.model_dump(mode="json"),
@@ -431,6 +441,15 @@ async def run_demo(
         return report
     finally:
         cluster.stop()
+        await asyncio.to_thread(redis.stop)  # SHUTDOWN, once the cloud has stopped writing: a complete AOF
+
+
+def _cloud_settings(config: DemoConfig) -> dict[str, Any]:
+    """The cloud's settings besides its secrets, port and store, as `fedlora view` will read them again."""
+    settings: dict[str, Any] = {"host": "127.0.0.1", "log_json": True}
+    if config.model_path is not None:
+        settings["model_path"] = str(config.model_path.resolve())
+    return settings
 
 
 async def _at_least(awaitable: Any, n: int) -> bool:

@@ -1,0 +1,104 @@
+"""What a `fedlora demo` run folder keeps so that its cloud can be started again on the run's state.
+
+    runs/demo/
+      redis/        the cloud's Redis: its append-only file and redis.log
+      admin-token   the admin token (owner-only)
+      kek           the key-encryption key that seals the federation's HE secret, hex (owner-only)
+      cloud.yaml    the cloud's other settings (read through FEDLORA_CONFIG); the port and the store's
+                    address are chosen at each start, because the ports of the demo may be taken since
+      logs/ state/ adapter/ report.json   (the launcher's)
+
+`fedlora demo` writes it (`prepare`) and starts its cloud with `cloud_env`; `fedlora view` starts the
+same cloud again with the same call (`services.demo_view`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.keys import KEK_FILE_ENV
+from services.settings import CONFIG_ENV
+
+_SETTINGS_HEADER = (
+    "# The demo cloud's settings besides its secrets, port and store (fedlora view starts it again with\n"
+    "# them). The admin token is in admin-token, the KEK in kek, the state in redis-server on redis/.\n"
+)
+
+
+class RunFolderError(ValueError):
+    """The folder was not written by `fedlora demo` with a Redis store, or lacks one of its files."""
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read, whatever mode an earlier file had."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to a new file
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class DemoRunFolder:
+    root: Path
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.root / "redis"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.root / "admin-token"
+
+    @property
+    def kek_file(self) -> Path:
+        return self.root / "kek"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "cloud.yaml"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    def prepare(self, *, admin_token: str, kek_hex: str, cloud_settings: dict[str, Any]) -> None:
+        """A new run: an empty store (the previous run's is removed), fresh secrets, the cloud's settings."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.redis_dir.exists():
+            shutil.rmtree(self.redis_dir)
+        write_private(self.admin_token_file, admin_token)
+        write_private(self.kek_file, kek_hex)
+        self.settings_file.write_text(_SETTINGS_HEADER + yaml.safe_dump(cloud_settings, sort_keys=True))
+
+    def check(self) -> None:
+        """Raise `RunFolderError` naming what is missing, before anything is started on the folder."""
+        if not self.root.is_dir():
+            raise RunFolderError(f"{self.root} is not a folder; run `make demo` (or `fedlora demo`) first")
+        missing = [
+            p.name
+            for p in (self.redis_dir, self.admin_token_file, self.kek_file, self.settings_file)
+            if not p.exists()
+        ]
+        if missing:
+            raise RunFolderError(
+                f"{self.root} is not a demo run with a Redis store (no {', '.join(missing)}): demos run "
+                "before the cloud kept its state in Redis cannot be viewed; run `make demo` again"
+            )
+
+    def cloud_env(self, *, port: int, store_url: str) -> dict[str, str]:
+        """The cloud's environment: the settings file, the secrets from their files, port and store."""
+        return {
+            CONFIG_ENV: str(self.settings_file.resolve()),
+            "FEDLORA_ADMIN_TOKEN": self.admin_token_file.read_text().strip(),
+            KEK_FILE_ENV: str(self.kek_file.resolve()),
+            "FEDLORA_PORT": str(port),
+            "FEDLORA_STORE_URL": store_url,
+        }

@@ -1,0 +1,152 @@
+"""A `redis-server` this program starts and stops itself: loopback only, one data folder, AOF on.
+
+`fedlora demo` keeps its cloud's state in one (under the run folder), `fedlora view` starts it again on
+the same folder, and the tests start theirs the same way (`tests/redis_server.py`). `stop` sends
+SHUTDOWN, so Redis flushes the append-only file before it exits and the next start replays all of it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Literal, Self
+
+import redis
+
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+#: Where Debian's package puts the binary, for a PATH without /usr/sbin or /usr/bin.
+_KNOWN_PATHS = ("/usr/bin/redis-server", "/usr/sbin/redis-server")
+MISSING_HINT = (
+    "redis-server is not installed: `make redis-server` installs Debian's package redis-server "
+    "(or run `sudo apt-get install redis-server`)"
+)
+
+
+class RedisProcessError(RuntimeError):
+    """A redis-server this program manages could not be found, started or stopped."""
+
+
+class RedisMissingError(RedisProcessError):
+    """No `redis-server` binary on this machine."""
+
+
+def redis_binary() -> str:
+    """The path of `redis-server`; `RedisMissingError` naming the package when there is none."""
+    found = shutil.which("redis-server") or next((p for p in _KNOWN_PATHS if Path(p).is_file()), None)
+    if found is None:
+        raise RedisMissingError(MISSING_HINT)
+    return found
+
+
+class RedisProcess:
+    """One `redis-server` on 127.0.0.1:`port` with its data (AOF) and log (`redis.log`) in `folder`.
+
+    `start` again after `stop` (or a crash) reuses the folder, so Redis replays the AOF it left there.
+    `appendfsync` is Redis' own trade-off: `always` loses nothing an answer acknowledged, `everysec` up to
+    one second of writes if the machine (not the process) goes down.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        port: int,
+        appendfsync: Literal["always", "everysec", "no"] = "everysec",
+    ) -> None:
+        self.folder = folder
+        self.port = port
+        self.appendfsync = appendfsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "redis.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, *, timeout_s: float = START_TIMEOUT_S) -> Self:
+        """Start the server and return once it answers PING (bounded by `timeout_s`)."""
+        binary = redis_binary()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as handle:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(  # noqa: S603 - Debian's binary, arguments of our own
+                [
+                    binary,
+                    *("--port", str(self.port), "--bind", "127.0.0.1"),
+                    *("--dir", str(self.folder.resolve())),
+                    *("--appendonly", "yes", "--appendfsync", self.appendfsync),
+                    *("--save", ""),  # the AOF is the only persistence, as in deploy/redis.conf
+                    *("--maxmemory-policy", "noeviction"),
+                    *("--daemonize", "no"),
+                ],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
+            )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RedisProcessError(
+                        f"redis-server on port {self.port} exited with {self.process.returncode}:\n"
+                        f"{self.log_tail()}"
+                    )
+                try:
+                    if client.ping():
+                        return self
+                except redis.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    self._end(signal_first=True, timeout_s=STOP_TIMEOUT_S)
+                    raise RedisProcessError(
+                        f"redis-server on port {self.port} did not answer within {timeout_s:g} s:\n"
+                        f"{self.log_tail()}"
+                    )
+                time.sleep(0.05)  # the poll interval, bounded by the deadline above
+        finally:
+            client.close()
+
+    def stop(self, *, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SHUTDOWN (Redis flushes and fsyncs the AOF), then wait; SIGTERM, then SIGKILL, if it hangs."""
+        if not self.alive():
+            return
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2, socket_timeout=5)
+        try:
+            client.shutdown()  # redis-py returns once the server has closed the connection
+        except redis.RedisError:
+            pass  # it did not take the command; SIGTERM below asks for the same clean shutdown
+        finally:
+            client.close()
+        self._end(signal_first=False, timeout_s=timeout_s)
+
+    def _end(self, *, signal_first: bool, timeout_s: float) -> None:
+        assert self.process is not None  # only called on a started process
+        if signal_first:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if not signal_first:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.process.kill()
+        self.process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
