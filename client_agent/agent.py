@@ -78,6 +78,9 @@ class AgentState:
     edge_url: str | None = None
     last_round: int | None = None
     privacy: list[tuple[float, float, int]] | None = None
+    # The HE key fingerprint of the federation this state belongs to: a federation created again under
+    # the same id is another federation, and this state's privacy history is not its.
+    federation_fingerprint: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> AgentState:
@@ -160,10 +163,30 @@ class ClientAgent:
             "enrolled", extra={"client_id": self.settings.client_id, "data": {"edge": self.settings.edge_id}}
         )
 
-    async def federation(self, cloud: Peer) -> tuple[FederationSpec, HEScheme]:
-        info = FederationInfo.model_validate_json(
-            (await cloud.request("GET", f"/federations/{self.fid}")).content
-        )
+    async def federation(self, cloud: Peer, num_examples: int) -> tuple[FederationSpec, HEScheme]:
+        """The federation's spec and public key. A saved API token the cloud no longer knows (revoked by a
+        re-enrolment elsewhere, a cloud restored from an older backup) is replaced by enrolling again with
+        the same key; a state folder from another federation under this id is refused."""
+        try:
+            raw = (await cloud.request("GET", f"/federations/{self.fid}")).content
+        except PeerRefusedError as e:
+            if e.status != 401 or self.state.api_token is None:
+                raise
+            log.warning("the cloud refused the saved API token; enrolling again with the same key")
+            self.state.api_token = None
+            await self.enrol(cloud, num_examples)
+            raw = (await cloud.request("GET", f"/federations/{self.fid}")).content
+        info = FederationInfo.model_validate_json(raw)
+        held = self.state.federation_fingerprint
+        if held is not None and held != info.he_fingerprint:
+            raise AgentError(
+                f"the state folder {self.settings.state_dir} belongs to another federation named {self.fid!r} "
+                f"(HE key {held[:12]}..., the cloud's is {info.he_fingerprint[:12]}...): its privacy history "
+                "is not this federation's; give this agent a fresh FEDLORA_STATE_DIR"
+            )
+        if held is None:
+            self.state.federation_fingerprint = info.he_fingerprint
+            self.state.save(self.state_path)
         public = (await cloud.request("GET", f"/federations/{self.fid}/public-context")).content
         return info.spec, scheme_from_public(info.spec.he, public)
 
@@ -273,7 +296,7 @@ class ClientAgent:
         uploads = 0
         try:
             await self.enrol(cloud, len(texts))
-            spec, scheme = await self.federation(cloud)
+            spec, scheme = await self.federation(cloud, len(texts))
             edge = Peer(self.state.edge_url or "", give_up_after_s=600.0)
             model: FFAClassifier | None = None
             features: Features | None = None

@@ -72,8 +72,11 @@ class DemoRunFolder:
     def prepare(self, *, admin_token: str, kek_hex: str, cloud_settings: dict[str, Any]) -> None:
         """A new run: an empty store (the previous run's is removed), fresh secrets, the cloud's settings."""
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.redis_dir.exists():
-            shutil.rmtree(self.redis_dir)
+        # A new run is a new federation: the previous run's store and its edges' keys and hospitals' state
+        # (API tokens, privacy histories) belong to the old one.
+        for folder in (self.redis_dir, self.root / "state"):
+            if folder.exists():
+                shutil.rmtree(folder)
         write_private(self.admin_token_file, admin_token)
         write_private(self.kek_file, kek_hex)
         self.settings_file.write_text(_SETTINGS_HEADER + yaml.safe_dump(cloud_settings, sort_keys=True))

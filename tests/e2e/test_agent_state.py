@@ -1,0 +1,68 @@
+"""A hospital agent's saved state against a real cloud: a revoked API token is replaced by enrolling again
+with the same key; a state folder from another federation under the same id is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+
+from client_agent.agent import AgentError, ClientAgent
+from services.http import Peer
+from services.settings import ClientSettings
+from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
+from tests.e2e.helpers import FID, create_federation, make_spec
+
+
+def agent_for(cloud: CloudProcess, token: str, state_dir, model_dir) -> ClientAgent:
+    settings = ClientSettings(
+        client_id="h-a",
+        federation_id=FID,
+        edge_id="edge-1",
+        cloud_url=cloud.url,
+        enrolment_token=token,
+        state_dir=state_dir,
+        model_path=model_dir,
+    )
+    return ClientAgent(settings)
+
+
+@pytest.mark.slow
+def test_a_revoked_token_is_replaced_and_a_foreign_state_folder_is_refused(cluster, tmp_path, tiny_model_dir):
+    # Prepare: a real cloud and one edge; the hospital enrols once and saves its token.
+    cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
+    created = create_federation(cloud, make_spec())
+    EdgeProcess(cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID)
+    poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 1, timeout_s=30, what="edge")
+    state_dir = tmp_path / "hospital"
+    token = created.client_enrolment_token
+
+    async def first_contact(agent: ClientAgent) -> str:
+        peer = Peer(cloud.url, give_up_after_s=30.0)
+        try:
+            await agent.enrol(peer, 100)
+            spec, _ = await agent.federation(peer, 100)
+            return spec.federation_id
+        finally:
+            await peer.close()
+
+    agent = agent_for(cloud, token, state_dir, tiny_model_dir)
+    assert asyncio.run(first_contact(agent)) == FID
+    enrolled = agent.state.api_token
+
+    # Execute 1: the saved token no longer works (revoked elsewhere); the agent enrols again.
+    agent = agent_for(cloud, token, state_dir, tiny_model_dir)
+    agent.state.api_token = secrets.token_urlsafe(32)
+    assert asyncio.run(first_contact(agent)) == FID
+    reloaded = agent_for(cloud, token, state_dir, tiny_model_dir)
+
+    # Execute 2: the state folder says it belongs to a federation with another HE key.
+    reloaded.state.federation_fingerprint = "0" * 64
+    with pytest.raises(AgentError, match="belongs to another federation named"):
+        asyncio.run(first_contact(reloaded))
+
+    # Assert: a fresh token, saved, and the federation's key fingerprint remembered.
+    assert reloaded.state.api_token not in (None, enrolled)
+    info = cloud.admin.get(f"/federations/{FID}").json()
+    assert agent.state.federation_fingerprint == info["he_fingerprint"]
