@@ -218,7 +218,17 @@ def _run_simulation(config: object, *, title: str) -> None:
     for column in ("round", "hospital", "edge", "examples", "train acc", "epsilon", "upload MB", "s"):
         table.add_column(column, justify="right", no_wrap=True)
     rounds = Table(title="global adapter after each round (decrypted sum of the edges' sums)")
-    for column in ("round", "held-out acc", "loss", "max epsilon", "HE max error", "seconds"):
+    for column in (
+        "round",
+        "held-out acc",
+        "loss",
+        "max epsilon",
+        "central epsilon",
+        "mismatch",
+        "flagged",
+        "HE max error",
+        "seconds",
+    ):
         rounds.add_column(column, justify="right")
 
     def on_hospital(round_: int, row: HospitalRound) -> None:
@@ -236,11 +246,15 @@ def _run_simulation(config: object, *, title: str) -> None:
 
     def on_round(report: RoundReport) -> None:
         eps = f"{report.max_epsilon:.2f}" if report.max_epsilon is not None else "no DP"
+        central = f"{report.central_epsilon:.2f}" if report.central_epsilon is not None else "no noise"
         rounds.add_row(
             str(report.round),
             f"{report.accuracy:.3f}",
             f"{report.loss:.3f}",
             eps,
+            central,
+            f"{report.mismatch:.1e}",
+            ", ".join(report.flagged_hospitals) or "-",
             f"{report.he_max_abs_error:.1e}",
             f"{report.seconds:.0f}",
         )
@@ -277,32 +291,64 @@ def simulate_command(
     threads: Annotated[int, typer.Option()] = 2,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="run folder: adapter, heatmap, report")] = Path("runs/simulate"),
+    strategy: Annotated[
+        str, typer.Option(help="ffa, fedit, fedrot or clair (clair: --scheme none, no central noise)")
+    ] = "ffa",
+    central_noise: Annotated[
+        float, typer.Option(help="client-level DP: z of the noise on each round's sum; 0 = off")
+    ] = 0.0,
+    clip_norm: Annotated[
+        float, typer.Option(help="C: each hospital's delta is clipped to this L2 norm; 0 = no clip")
+    ] = 0.0,
+    contaminated: Annotated[int, typer.Option(help="hospitals (drawn by seed) that are contaminated")] = 0,
+    contamination: Annotated[
+        str, typer.Option(help="flip: train on flipped labels; random: upload Gaussian noise")
+    ] = "flip",
+    contamination_scale: Annotated[
+        float, typer.Option(help="a contaminated upload's norm, in multiples of its benign one")
+    ] = 1.0,
 ) -> None:
-    """Run a federation in one process (same model, DP and encryption code as the services, no HTTP)."""
-    from services.simulation import SimulationConfig
+    """Run a federation in one process (same model, DP, encryption and aggregation code as the services,
+    no HTTP)."""
+    from services.simulation import SimulationConfig, SimulationError
 
     if partition not in ("iid", "mild", "severe", "dirichlet"):
         raise typer.BadParameter(f"partition must be iid, mild, severe or dirichlet, got {partition!r}")
     if scheme not in ("ckks", "paillier", "none"):
         raise typer.BadParameter(f"scheme must be ckks, paillier or none, got {scheme!r}")
-    config = SimulationConfig(
-        task=task,
-        hospitals=hospitals,
-        edges=edges,
-        partition=partition,  # type: ignore[arg-type]
-        rounds=rounds,
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        epsilon=epsilon if epsilon > 0 else None,
-        scheme=scheme,  # type: ignore[arg-type]
-        rank=rank,
-        max_train_examples=max_train_examples,
-        threads=threads,
-        seed=seed,
-        out_dir=out,
+    if strategy not in ("ffa", "fedit", "fedrot", "clair"):
+        raise typer.BadParameter(f"strategy must be ffa, fedit, fedrot or clair, got {strategy!r}")
+    if contamination not in ("flip", "random"):
+        raise typer.BadParameter(f"contamination must be flip or random, got {contamination!r}")
+    try:
+        config = SimulationConfig(
+            task=task,
+            hospitals=hospitals,
+            edges=edges,
+            partition=partition,  # type: ignore[arg-type]
+            rounds=rounds,
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            epsilon=epsilon if epsilon > 0 else None,
+            scheme=scheme,  # type: ignore[arg-type]
+            rank=rank,
+            max_train_examples=max_train_examples,
+            threads=threads,
+            seed=seed,
+            out_dir=out,
+            strategy=strategy,  # type: ignore[arg-type]
+            central_noise=central_noise,
+            clip_norm=clip_norm if clip_norm > 0 else None,
+            contaminated=contaminated,
+            contamination=contamination,  # type: ignore[arg-type]
+            contamination_scale=contamination_scale,
+        )
+    except SimulationError as e:
+        raise typer.BadParameter(str(e)) from e
+    _run_simulation(
+        config, title=f"{hospitals} hospitals, {edges} edges, {strategy}, {scheme}, {task} ({partition})"
     )
-    _run_simulation(config, title=f"{hospitals} hospitals, {edges} edges, {scheme}, {task} ({partition})")
 
 
 @app.command("demo")
@@ -585,6 +631,61 @@ def status(
         raise typer.Exit(1) from e
     except KeyboardInterrupt:
         console.print("stopped watching")
+
+
+@app.command("experiment")
+def experiment(
+    name: Annotated[str | None, typer.Argument(help="an experiment's name (see --list)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="results folder; default runs/experiments/NAME (NAME-quick with --quick)"),
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="a tiny configuration (a smoke test)")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="list the experiments and exit")] = False,
+) -> None:
+    """Run a named experiment (tables, CSV, plots, config and models in its results folder)."""
+    from services.experiments import EXPERIMENTS, UnknownExperimentError, get_experiment
+
+    if list_:
+        table = Table(title="experiments")
+        table.add_column("name")
+        table.add_column("what it measures")
+        for key, spec in sorted(EXPERIMENTS.items()):
+            table.add_row(key, spec.description)
+        console.print(table)
+        return
+    if name is None:
+        console.print(f"[red]name an experiment; known: {', '.join(sorted(EXPERIMENTS))}[/red]")
+        raise typer.Exit(2)
+    try:
+        spec = get_experiment(name)
+    except UnknownExperimentError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+    import logging
+    import sys
+
+    from rich.markdown import Markdown
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # Plain-text lines from the experiments' loggers, for this run only, written through tqdm so they
+    # never tear its progress bars (the root logger and other loggers are left as they are).
+    logger = logging.getLogger("services.experiments")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    # A quick run never overwrites the full run's results.
+    folder = out if out is not None else Path("runs/experiments") / (f"{name}-quick" if quick else name)
+    try:
+        with logging_redirect_tqdm(loggers=[logger]):
+            results = spec.run(folder, quick=quick)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    console.print(Markdown(results.read_text()))
+    console.print(f"results in {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
 
 
 if __name__ == "__main__":

@@ -1,39 +1,92 @@
 """A whole federation in one process: hospitals train, encrypt and upload; edges add; the cloud decrypts the sum.
 
 This is a launcher, like the CLI: the one layer allowed to know every tier. It runs the same code paths as
-the services (FFA-LoRA model and DP-SGD from `client_agent`, `HEScheme` from `protocol.crypto`, the wire
-envelope bytes) without HTTP, so that experiments and the demo are fast and reproducible:
+the services (the model, DP-SGD and FedRot's alignment from `client_agent`, `HEScheme` from
+`protocol.crypto`, the wire envelope bytes, the cloud's `strategy_for`, `aggregate` and privacy ledger)
+without HTTP, so that experiments and the demo are fast and reproducible:
 
-1. the cloud generates the keys; hospitals and edges get the public material only;
-2. each hospital trains from the global adapter, encrypts its (uniformly weighted) delta and serialises it;
+1. the run is a `FederationSpec` (strategy, encryption, central DP), checked by the spec's own validator;
+   the cloud generates the keys; hospitals and edges get the public material only;
+2. each hospital trains from the global adapter (`A` too for fedit and fedrot; fedrot then rotates its
+   factors toward the global ones, as the agent does), clips its (uniformly weighted) delta to `C` when
+   one is set, encrypts and serialises it; `contaminated` hospitals flip their labels or send noise;
 3. each edge deserialises (checking the ciphertext against the federation's key) and adds it into one
    running sum, holding no secret;
-4. the cloud adds the edge sums, decrypts only the global sum, divides by the total weight and updates
-   the global `B` and head.
+4. the cloud closes the round as `cloud_server.closing` does: the round's noise (`round_noise`), the
+   strategy over the decrypted total (or over each edge's plaintext sum for clair), the ledger's epsilon.
+
+Only here are every hospital's plaintext factors visible, so each round also reports FedIT's aggregation
+mismatch `mean(B_i) mean(A_i) - mean(B_i A_i)`, which under encryption nobody can observe.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from transformers import AutoTokenizer
 
 from client_agent.data import Dataset, client_class_counts, partition, plot_heatmap, task_split
 from client_agent.deid import Deidentifier
 from client_agent.export import export_adapter
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
-from client_agent.train import DPSettings, LocalConfig, PrivacyHistory, encode, evaluate, train_local
-from protocol.crypto import generate_scheme, scheme_from_public
-from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
+from client_agent.train import (
+    DPSettings,
+    Features,
+    LocalConfig,
+    LocalResult,
+    PrivacyHistory,
+    encode,
+    evaluate,
+)
+from cloud_server.privacy import Ledger
+from cloud_server.strategies import strategy_for
+from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
+from protocol.crypto.params import CKKSParams, HEKind, PaillierParams, PlainParams
+from protocol.messages import (
+    CentralDPConfig,
+    Contribution,
+    FederationSpec,
+    LocalDPConfig,
+    Strategy,
+    TrainingConfig,
+)
+from services.simulation_rounds import (
+    ClosedRound,
+    Contamination,
+    EdgeSums,
+    Upload,
+    close_round,
+    contaminate,
+    contaminated_hospitals,
+    encrypted_upload,
+    factor_mismatch,
+    flipped,
+    frozen_factors,
+    local_update,
+)
+
+log = logging.getLogger("fedlora.simulation")
 
 Partitioning = Literal["iid", "mild", "severe", "dirichlet"]
+StrategyName = Literal["ffa", "fedit", "fedrot", "clair"]
+# The cloud draws each round's noise from (seed, round, this): a stream no hospital's training uses.
+NOISE_STREAM = 0x401CE
+WEIGHT = 1.0  # every hospital's weight: uniform weights keep the client-level sensitivity at `C`
+
+
+class SimulationError(ValueError):
+    """The simulation cannot run as configured."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +116,44 @@ class SimulationConfig:
     threads: int = 2
     deidentify: bool = True
     out_dir: Path = Path("runs/demo")
+    strategy: StrategyName = "ffa"
+    #: Client-level DP (DP-FedAvg): `z` of the Gaussian noise the cloud adds to each round's sum; needs
+    #: `clip_norm`.
+    central_noise: float = 0.0
+    #: `C`: every hospital's delta is clipped to this L2 norm before encrypting. None: no clip (no noise).
+    clip_norm: float | None = None
+    central_delta: float = 1e-5
+    #: How many hospitals (drawn from `seed`) are contaminated, and how: `flip` trains on flipped labels,
+    #: `random` uploads Gaussian noise with the norm of its benign delta; either is scaled by
+    #: `contamination_scale`.
+    contaminated: int = 0
+    contamination: Contamination = "flip"
+    contamination_scale: float = 1.0
+    #: The base model folder (default: all-MiniLM-L6-v2 from its PyPI package); tests pass a tiny one.
+    model_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.hospitals < 1:
+            raise SimulationError(f"hospitals must be at least 1, got {self.hospitals}")
+        if not 1 <= self.edges <= self.hospitals:
+            raise SimulationError(f"edges must lie in [1, hospitals={self.hospitals}], got {self.edges}")
+        if not 0 <= self.contaminated <= self.hospitals:
+            raise SimulationError(
+                f"contaminated must lie in [0, hospitals={self.hospitals}], got {self.contaminated}"
+            )
+        if not self.contamination_scale > 0:
+            raise SimulationError(f"contamination_scale must be positive, got {self.contamination_scale}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise SimulationError(f"clip_norm must be positive, got {self.clip_norm}")
+        if self.central_noise < 0:
+            raise SimulationError(f"central_noise must be non-negative, got {self.central_noise}")
+        if self.central_noise > 0 and self.clip_norm is None:
+            raise SimulationError(
+                f"central_noise {self.central_noise} is calibrated to the clip norm: set clip_norm too"
+            )
+        # The strategy, scheme and noise must make a federation the services would accept (the label count
+        # only sizes the head, so any will do here).
+        federation_spec(self, num_labels=2)
 
 
 @dataclass
@@ -74,6 +165,9 @@ class HospitalRound:
     epsilon: float | None
     upload_bytes: int
     seconds: float
+    encrypt_s: float = 0.0
+    contaminated: bool = False
+    delta_norm: float = 0.0  # L2 norm of what the hospital uploaded, before encryption
 
 
 @dataclass
@@ -85,6 +179,16 @@ class RoundReport:
     he_max_abs_error: float
     seconds: float
     hospitals: list[HospitalRound] = field(default_factory=list)
+    central_epsilon: float | None = None  # client-level, at `central_delta`, after this round (the ledger's)
+    noise_std: float = 0.0  # per coordinate, of the noise on the mean step
+    mismatch: float = 0.0  # FedIT's relative aggregation error (`services.simulation_rounds.factor_mismatch`)
+    flagged: list[str] = field(default_factory=list)  # edges the strategy judged contaminated
+    flagged_hospitals: list[str] = field(default_factory=list)  # the hospitals behind them
+    update_norm: float = 0.0  # L2 norm of the change to the global adapter
+    upload_bytes: int = 0  # all hospitals together
+    encrypt_s: float = 0.0  # all hospitals together
+    add_s: float = 0.0  # all edges together
+    decrypt_s: float = 0.0  # the cloud's decryption of the total (clair: its whole per-edge aggregation)
 
 
 @dataclass
@@ -99,6 +203,9 @@ class SimulationReport:
     adapter_dir: str = ""
     heatmap: str = ""
     config: dict[str, object] = field(default_factory=dict)
+    strategy: str = "ffa"
+    contaminated: list[str] = field(default_factory=list)
+    central_epsilon: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
@@ -117,13 +224,60 @@ def _he_params(name: str) -> CKKSParams | PaillierParams | PlainParams:
     return PlainParams()
 
 
+def _reason(error: ErrorDetails) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationSpec:
+    """The federation the run simulates, through the spec's own validator (which refuses, e.g., clair with
+    encryption or central noise)."""
+    try:
+        return FederationSpec(
+            federation_id="simulation",
+            num_labels=num_labels,
+            target_modules=config.target_modules,
+            layers_to_transform=config.layers_to_transform,
+            r_max=config.rank,
+            lora_alpha=config.alpha,
+            seed=config.seed,
+            strategy=Strategy(config.strategy),
+            he=_he_params(config.scheme),
+            local_dp=LocalDPConfig(
+                enabled=config.epsilon is not None,
+                epsilon=config.epsilon if config.epsilon is not None else LocalDPConfig().epsilon,
+                delta=config.delta,
+                max_grad_norm=config.max_grad_norm,
+            ),
+            central_dp=CentralDPConfig(
+                noise_multiplier=config.central_noise,
+                clip_norm=config.clip_norm if config.clip_norm is not None else CentralDPConfig().clip_norm,
+                delta=config.central_delta,
+            ),
+            training=TrainingConfig(
+                learning_rate=config.learning_rate,
+                local_steps=config.steps,
+                batch_size=config.batch_size,
+                max_seq_length=config.max_seq_length,
+            ),
+            rounds=config.rounds,
+            min_clients_per_edge=1,
+        )
+    except ValidationError as e:
+        reasons = "; ".join(_reason(error) for error in e.errors())
+        raise SimulationError(f"the simulated federation is not a valid FederationSpec: {reasons}") from e
+
+
 def simulate(
     config: SimulationConfig,
     *,
     on_hospital: Callable[[int, HospitalRound], None] | None = None,
     on_round: Callable[[RoundReport], None] | None = None,
+    on_global: Callable[[int, np.ndarray], None] | None = None,
     progress: bool = False,
 ) -> SimulationReport:
+    """Run the federation; `on_global(round, vector)` sees the global adapter after each round."""
     torch.set_num_threads(config.threads)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     train, test = task_split(
@@ -133,12 +287,13 @@ def simulate(
         max_train_examples=config.max_train_examples,
         max_test_examples=config.max_test_examples,
     )
+    spec = federation_spec(config, num_labels=train.n_classes)
     if config.deidentify:
         # Each hospital de-identifies its own texts before tokenising; the evaluation set goes the same way.
         train, test = _deidentified(train), _deidentified(test)
     kind = config.partition if config.partition != "dirichlet" else f"dirichlet-{config.dirichlet_alpha}"
     parts = partition(train.label_array(), kind=kind, n_clients=config.hospitals, seed=config.seed)
-    names = [f"hospital-{chr(ord('a') + i)}" for i in range(config.hospitals)]
+    names = _hospital_names(config.hospitals)
     heatmap = plot_heatmap(
         client_class_counts(parts, train.label_array(), train.n_classes),
         train.label_names,
@@ -146,39 +301,26 @@ def simulate(
         title=f"{config.task}: {config.partition} split",
     )
 
-    encoder = load_encoder(default_model_path())
-    tokenizer = AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
-    spec = AdapterSpec(
-        num_labels=train.n_classes,
-        target_modules=config.target_modules,
-        layers_to_transform=config.layers_to_transform,
-        r_max=config.rank,
-        alpha=config.alpha,
-        seed=config.seed,
-    )
+    model_path = config.model_path or default_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     # One model object stands in for every hospital's copy: each round starts with load_global.
-    model = FFAClassifier(encoder, spec, rank=config.rank)
+    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
     kwargs = dict(max_length=config.max_seq_length, progress=progress)
     train_features = encode(model, tokenizer, train.texts, train.labels, **kwargs)  # type: ignore[arg-type]
     test_features = encode(model, tokenizer, test.texts, test.labels, **kwargs)  # type: ignore[arg-type]
-
-    # Keys: the cloud holds the secret; hospitals and edges only ever see the public material.
-    params = _he_params(config.scheme)
-    cloud_scheme = generate_scheme(params)
-    public_scheme = scheme_from_public(params, cloud_scheme.public_bytes())
-
-    dp = (
-        DPSettings(
-            epsilon=config.epsilon,
-            delta=config.delta,
-            max_grad_norm=config.max_grad_norm,
-            rounds=config.rounds,
-        )
-        if config.epsilon is not None
-        else None
+    run = _Run(
+        config,
+        spec,
+        model,
+        names,
+        [_features(train_features, part) for part in parts],
+        contaminated_hospitals(names, config.contaminated, seed=config.seed),
+        num_labels=train.n_classes,
+        progress=progress,
     )
-    histories = {name: PrivacyHistory() for name in names}
-    global_vector = np.zeros(model.layout.size, dtype=np.float32)
+
+    # Adapter version 0 as the cloud makes it: B and the head zero, A (when trained) at the seeded basis.
+    global_vector = run.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     model.load_global(global_vector)
     _, accuracy_before = evaluate(model, test_features)
     counts = np.bincount(test.label_array(), minlength=test.n_classes)
@@ -191,87 +333,232 @@ def simulate(
         accuracy_after=accuracy_before,
         heatmap=str(heatmap),
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        strategy=config.strategy,
+        contaminated=list(run.contaminated),
     )
-
     for round_ in range(config.rounds):
         started = time.perf_counter()
-        edge_sums: dict[str, object] = {}
-        edge_weights: dict[str, float] = {}
-        plain_sum = np.zeros_like(global_vector, dtype=np.float64)
-        hospital_rows: list[HospitalRound] = []
-        for index, (name, part) in enumerate(zip(names, parts, strict=True)):
-            t0 = time.perf_counter()
-            local = LocalConfig(
-                steps=config.steps,
-                batch_size=min(config.batch_size, len(part)),
-                learning_rate=config.learning_rate,
-                seed=config.seed * 1000 + round_ * 100 + index,
-                threads=config.threads,
-                progress=progress,
-                dp=dp,
-            )
-            idx = torch.as_tensor(part)
-            own = type(train_features)(
-                train_features.hidden[idx], train_features.mask[idx], train_features.labels[idx]
-            )
-            result = train_local(
-                model, own, global_vector=global_vector, config=local, history=histories[name]
-            )
-            weight = 1.0  # uniform weights keep the client-level sensitivity bounded
-            # Packed Paillier encodes a bounded range: clamp to it (CKKS' range is far wider than any delta).
-            contribution = public_scheme.clip_vector(weight * result.delta.astype(np.float64))
-            public_scheme.precompute(len(contribution))
-            upload = public_scheme.serialize(public_scheme.encrypt(contribution))
-            plain_sum += contribution
-            # The edge: check the ciphertext against the federation's key, then add it into the running sum.
-            edge = f"edge-{index % config.edges + 1}"
-            incoming = public_scheme.deserialize(upload, expected_length=len(global_vector))
-            if edge in edge_sums:
-                public_scheme.add_into(edge_sums[edge], incoming)  # type: ignore[arg-type]
-            else:
-                edge_sums[edge] = incoming
-            edge_weights[edge] = edge_weights.get(edge, 0.0) + weight
-            row = HospitalRound(
-                name,
-                edge,
-                len(part),
-                result.accuracy_after,
-                result.epsilon,
-                len(upload),
-                time.perf_counter() - t0,
-            )
-            hospital_rows.append(row)
-            if on_hospital is not None:
-                on_hospital(round_, row)
-        # The cloud: the edges forward their sums; only the global sum is ever decrypted.
-        forwarded = [
-            cloud_scheme.deserialize(public_scheme.serialize(s), expected_length=len(global_vector))  # type: ignore[arg-type]
-            for s in edge_sums.values()
-        ]
-        total = cloud_scheme.sum(forwarded)
-        mean_delta = cloud_scheme.decrypt(total) / sum(edge_weights.values())
-        he_error = float(np.abs(mean_delta - plain_sum / sum(edge_weights.values())).max())
-        global_vector = (global_vector + mean_delta).astype(np.float32)
+        round_report, global_vector = run.round(round_, global_vector, on_hospital=on_hospital)
         model.load_global(global_vector)
-        loss, accuracy = evaluate(model, test_features)
-        epsilons = [r.epsilon for r in hospital_rows if r.epsilon is not None]
-        round_report = RoundReport(
-            round=round_,
-            accuracy=accuracy,
-            loss=loss,
-            max_epsilon=max(epsilons) if epsilons else None,
-            he_max_abs_error=he_error,
-            seconds=time.perf_counter() - started,
-            hospitals=hospital_rows,
+        round_report.loss, round_report.accuracy = evaluate(model, test_features)
+        round_report.seconds = time.perf_counter() - started
+        log.info(
+            "round closed",
+            extra={
+                "round": round_,
+                "data": {
+                    "accuracy": round_report.accuracy,
+                    "mismatch": round_report.mismatch,
+                    "central_epsilon": round_report.central_epsilon,
+                    "flagged": round_report.flagged_hospitals,
+                },
+            },
         )
         report.rounds.append(round_report)
-        report.accuracy_after = accuracy
+        report.accuracy_after = round_report.accuracy
+        report.central_epsilon = round_report.central_epsilon
+        if on_global is not None:
+            on_global(round_, global_vector.copy())
         if on_round is not None:
             on_round(round_report)
 
-    adapter_dir = export_adapter(
-        model, global_vector, config.out_dir / "adapter", base_model="sentence-transformers/all-MiniLM-L6-v2"
-    )
+    adapter_dir = export_adapter(model, global_vector, config.out_dir / "adapter", base_model=spec.base_model)
     report.adapter_dir = str(adapter_dir)
     (config.out_dir / "report.json").write_text(report.to_json())
     return report
+
+
+def _hospital_names(count: int) -> list[str]:
+    """`hospital-a`, `hospital-b`, ... up to 26 hospitals; `hospital-001`, ... beyond (client ids are
+    lower-case letters, digits and `_.-`)."""
+    if count <= 26:
+        return [f"hospital-{chr(ord('a') + i)}" for i in range(count)]
+    return [f"hospital-{i + 1:03d}" for i in range(count)]
+
+
+def _features(features: Features, part: np.ndarray) -> Features:
+    idx = torch.as_tensor(part)
+    return Features(features.hidden[idx], features.mask[idx], features.labels[idx])
+
+
+class _Run:
+    """The parties of one simulated federation: the hospitals' data and DP histories, the keys (the cloud
+    holds the secret; hospitals and edges only ever see the public material), the cloud's ledger."""
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        spec: FederationSpec,
+        model: FFAClassifier,
+        names: list[str],
+        features: list[Features],
+        contaminated: tuple[str, ...],
+        *,
+        num_labels: int,
+        progress: bool,
+    ) -> None:
+        self.config, self.spec, self.model = config, spec, model
+        self.layout = model.layout
+        self.names, self.features, self.contaminated = names, features, contaminated
+        self.num_labels, self.progress = num_labels, progress
+        self.histories = {name: PrivacyHistory() for name in names}
+        self.cloud_scheme = generate_scheme(spec.he)
+        self.public_scheme = scheme_from_public(spec.he, self.cloud_scheme.public_bytes())
+        # The same close over plaintext sums, to measure what the encryption changed.
+        self.plain_scheme = generate_scheme(PlainParams()) if spec.he.kind is not HEKind.NONE else None
+        self.strategy = strategy_for(spec)
+        self.ledger = Ledger()
+        self.dp = (
+            DPSettings(
+                epsilon=config.epsilon,
+                delta=config.delta,
+                max_grad_norm=config.max_grad_norm,
+                rounds=config.rounds,
+            )
+            if config.epsilon is not None
+            else None
+        )
+
+    def round(
+        self,
+        round_: int,
+        global_vector: np.ndarray,
+        *,
+        on_hospital: Callable[[int, HospitalRound], None] | None = None,
+    ) -> tuple[RoundReport, np.ndarray]:
+        """Every hospital trains and uploads, the edges add, the cloud closes: the round's report (without
+        the test figures) and the next global vector."""
+        edges = EdgeSums(self.public_scheme, self.layout.size)
+        plain = self.plain_scheme
+        plain_edges = EdgeSums(plain, self.layout.size) if plain is not None else None
+        contributions: list[Contribution] = []
+        uploaded: list[np.ndarray] = []  # each hospital's adapter as it enters the sum
+        rows: list[HospitalRound] = []
+        for index, name in enumerate(self.names):
+            started = time.perf_counter()
+            result, upload = self._hospital(round_, index, global_vector)
+            edge = f"edge-{index % self.config.edges + 1}"
+            edges.add(edge, upload.ciphertext, WEIGHT)
+            if plain_edges is not None and plain is not None:
+                plain_edges.add(edge, plain.serialize(plain.encrypt(upload.contribution)), WEIGHT)
+            uploaded.append(global_vector.astype(np.float64) + upload.contribution)
+            contributions.append(
+                Contribution(
+                    client_id=name,
+                    weight=WEIGHT,
+                    num_examples=result.num_examples,
+                    rank=self.config.rank,
+                    nonce=f"{round_:016x}{index:016x}",
+                    ciphertext_sha256=hashlib.sha256(upload.ciphertext).hexdigest(),
+                    local_epsilon=result.epsilon,
+                )
+            )
+            row = HospitalRound(
+                name,
+                edge,
+                result.num_examples,
+                result.accuracy_after,
+                result.epsilon,
+                len(upload.ciphertext),
+                time.perf_counter() - started,
+                encrypt_s=upload.encrypt_s,
+                contaminated=name in self.contaminated,
+                delta_norm=float(np.linalg.norm(upload.contribution)),
+            )
+            rows.append(row)
+            if on_hospital is not None:
+                on_hospital(round_, row)
+
+        frozen_a = None if self.layout.trains_a else frozen_factors(self.model)
+        mismatch = factor_mismatch(self.layout, uploaded, rank=self.config.rank, frozen_a=frozen_a)
+        # The cloud: the edges forward their sums; only the global sum (clair: each edge's plaintext sum)
+        # is ever decrypted.
+        ciphertexts, edge_rows = edges.forwarded()
+        closed = self._close(round_, self.cloud_scheme, ciphertexts, edge_rows, global_vector, contributions)
+        self.ledger = closed.ledger
+        he_error = 0.0
+        if plain_edges is not None and plain is not None:
+            # Same noise seed, so the two closes differ only by what the encryption did to the sums.
+            reference = self._close(
+                round_, plain, plain_edges.forwarded()[0], edge_rows, global_vector, contributions
+            )
+            he_error = float(
+                np.abs(closed.aggregated.vector.astype(np.float64) - reference.aggregated.vector).max()
+            )
+        aggregated = closed.aggregated
+        epsilons = [r.epsilon for r in rows if r.epsilon is not None]
+        flagged = set(aggregated.flagged)
+        report = RoundReport(
+            round=round_,
+            accuracy=0.0,
+            loss=0.0,
+            max_epsilon=max(epsilons) if epsilons else None,
+            he_max_abs_error=he_error,
+            seconds=0.0,
+            hospitals=rows,
+            central_epsilon=closed.central_epsilon,
+            noise_std=aggregated.noise_std,
+            mismatch=mismatch,
+            flagged=sorted(flagged),
+            flagged_hospitals=[r.hospital for r in rows if r.edge in flagged],
+            update_norm=aggregated.update_norm,
+            upload_bytes=sum(r.upload_bytes for r in rows),
+            encrypt_s=sum(r.encrypt_s for r in rows),
+            add_s=edges.add_s,
+            decrypt_s=aggregated.decrypt_s if aggregated.decrypt_s is not None else closed.seconds,
+        )
+        return report, aggregated.vector
+
+    def _hospital(self, round_: int, index: int, global_vector: np.ndarray) -> tuple[LocalResult, Upload]:
+        config, name = self.config, self.names[index]
+        own = self.features[index]
+        bad = name in self.contaminated
+        if bad and config.contamination == "flip":
+            own = flipped(own, num_labels=self.num_labels)
+        local = LocalConfig(
+            steps=config.steps,
+            batch_size=min(config.batch_size, len(own)),
+            learning_rate=config.learning_rate,
+            seed=config.seed * 1000 + round_ * 100 + index,
+            threads=config.threads,
+            progress=self.progress,
+            dp=self.dp,
+        )
+        result = local_update(
+            self.model,
+            own,
+            global_vector=global_vector,
+            config=local,
+            history=self.histories[name],
+            strategy=self.spec.strategy,
+            round_=round_,
+        )
+        delta = result.delta
+        if bad:
+            rng = np.random.default_rng([config.seed, round_, index])
+            delta = contaminate(delta, config.contamination, scale=config.contamination_scale, rng=rng)
+        upload = encrypted_upload(self.public_scheme, delta, weight=WEIGHT, clip_norm=config.clip_norm)
+        return result, upload
+
+    def _close(
+        self,
+        round_: int,
+        scheme: HEScheme[Any],
+        ciphertexts: list[bytes],
+        rows: list[tuple[str, float]],
+        global_vector: np.ndarray,
+        contributions: list[Contribution],
+    ) -> ClosedRound:
+        return close_round(
+            self.spec,
+            scheme,
+            ciphertexts,
+            rows=rows,
+            global_vector=global_vector,
+            contributions=contributions,
+            layout=self.layout,
+            strategy=self.strategy,
+            ledger=self.ledger,
+            round_=round_,
+            noise_seed=(self.config.seed, round_, NOISE_STREAM),
+        )

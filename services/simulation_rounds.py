@@ -1,0 +1,236 @@
+"""The pieces of one simulated round: a hospital's update and upload (training, FedRot's alignment, an
+optional contamination, clip, encrypt), the edges' running sums held in one process, the cloud's close
+without a store, and FedIT's aggregation mismatch.
+
+Everything that decides a number goes through the services' own code: `client_agent.train` and the model's
+`align_to` (as the agent's `_train`), `protocol.noise.clip` and `HEScheme` (as the agent's `make_update`),
+`cloud_server.aggregation` (noise and strategy), `cloud_server.privacy` (the ledger's epsilon),
+`protocol.ffa.fedit_mismatch`. What is here only wires them together the way the agent and
+`cloud_server.closing` do around HTTP and a store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from client_agent.model import FFAClassifier
+from client_agent.train import Features, LocalConfig, LocalResult, PrivacyHistory, train_local
+from cloud_server.aggregation import Aggregated, RoundNoise, aggregate, round_noise
+from cloud_server.privacy import Ledger, settle_round
+from cloud_server.strategies import AggregationStrategy
+from protocol.crypto import EncryptedVector, HEScheme
+from protocol.ffa import A_SUFFIX, AdapterLayout, fedit_mismatch
+from protocol.messages import Contribution, FederationSpec, Strategy, schedule_multiplier
+from protocol.noise import clip
+
+Contamination = Literal["flip", "random"]
+
+
+def flipped(features: Features, *, num_labels: int) -> Features:
+    """A label-flipping hospital's training set: every label `y` becomes `num_labels - 1 - y` (`1 - y` for
+    a binary task)."""
+    return Features(features.hidden, features.mask, (num_labels - 1) - features.labels)
+
+
+def random_update(delta: np.ndarray, *, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A random update in place of a trained one: Gaussian noise with `scale` times the norm of `delta`
+    (the hospital's own benign delta, so that norm alone does not give it away at `scale` 1)."""
+    noise = rng.standard_normal(delta.shape)
+    norm = float(np.linalg.norm(noise))
+    target = scale * float(np.linalg.norm(delta))
+    return (noise * (target / norm if norm > 0 else 0.0)).astype(delta.dtype)
+
+
+def contaminate(
+    delta: np.ndarray, kind: Contamination, *, scale: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A contaminated hospital's upload: its (label-flipped) delta scaled, or a `random_update`."""
+    return random_update(delta, scale=scale, rng=rng) if kind == "random" else delta * scale
+
+
+def contaminated_hospitals(names: Sequence[str], count: int, *, seed: int) -> tuple[str, ...]:
+    """Which `count` hospitals are contaminated, drawn from `seed` (in the hospitals' order)."""
+    if not 0 <= count <= len(names):
+        raise ValueError(f"contaminated must lie in [0, {len(names)}], got {count}")
+    chosen = np.random.default_rng([seed, 0xC0]).choice(len(names), size=count, replace=False)
+    return tuple(names[i] for i in sorted(int(i) for i in chosen))
+
+
+def frozen_factors(model: FFAClassifier) -> dict[str, np.ndarray]:
+    """Each LoRA module's current `A` (`rank x in_features`): the shared, frozen basis when the strategy
+    does not train it."""
+    return {
+        name: layer.lora_A["default"].weight.detach().cpu().numpy().copy()
+        for name, layer in model.lora_layers().items()
+    }
+
+
+def factor_mismatch(
+    layout: AdapterLayout,
+    vectors: Sequence[np.ndarray],
+    *,
+    rank: int,
+    frozen_a: Mapping[str, np.ndarray] | None = None,
+    weights: Sequence[float] | None = None,
+) -> float:
+    """FedIT's aggregation error over every LoRA module, relative: `||mean(B_i) mean(A_i) - mean(B_i A_i)||_F
+    / ||mean(B_i A_i)||_F` with the Frobenius norms taken over all modules together.
+
+    `vectors` are the hospitals' adapters as they enter the sum (the global vector plus each uploaded
+    delta); `A_i` comes from them when the layout trains `A`, else from `frozen_a`, the same for all, which
+    makes the error zero up to rounding (FFA-LoRA, Sun et al. 2024, section 3).
+    """
+    if not vectors:
+        raise ValueError("factor_mismatch needs at least one hospital's adapter")
+    if not layout.trains_a and frozen_a is None:
+        raise ValueError("the layout does not carry A: pass the frozen A as frozen_a")
+    w = np.full(len(vectors), 1.0) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    tensors = [layout.unflatten(v, rank=rank) for v in vectors]
+    error_sq = reference_sq = 0.0
+    for entry in layout.lora:
+        b_list = [np.asarray(t[entry.name], dtype=np.float64) for t in tensors]
+        a_list = (
+            [np.asarray(t[entry.name + A_SUFFIX], dtype=np.float64) for t in tensors]
+            if layout.trains_a
+            else [np.asarray(frozen_a[entry.name], dtype=np.float64)] * len(tensors)  # type: ignore[index]
+        )
+        error_sq += float(np.sum(fedit_mismatch(b_list, a_list, list(w)) ** 2))
+        product = sum(wi * (b @ a) for wi, b, a in zip(w, b_list, a_list, strict=True))
+        reference_sq += float(np.sum(np.asarray(product) ** 2))
+    return math.sqrt(error_sq / reference_sq) if reference_sq > 0 else 0.0
+
+
+def local_update(
+    model: FFAClassifier,
+    features: Features,
+    *,
+    global_vector: np.ndarray,
+    config: LocalConfig,
+    history: PrivacyHistory,
+    strategy: Strategy,
+    round_: int,
+) -> LocalResult:
+    """One hospital's round as the agent's `_train` runs it: local training, then for FedRot the rotation
+    of the trained factors toward the global ones (`B A` unchanged) before the delta is taken."""
+    result = train_local(model, features, global_vector=global_vector, config=config, history=history)
+    if strategy is Strategy.FEDROT:
+        model.align_to(global_vector, round_index=round_)
+        result = dataclasses.replace(result, delta=model.delta_from(global_vector))
+    return result
+
+
+@dataclass(frozen=True)
+class Upload:
+    contribution: np.ndarray  # float64: the clipped, weighted delta that was encrypted
+    ciphertext: bytes
+    encrypt_s: float
+
+
+def encrypted_upload(
+    scheme: HEScheme[Any], delta: np.ndarray, *, weight: float, clip_norm: float | None
+) -> Upload:
+    """As the agent's `make_update`: clip to `C` (the client-level sensitivity; None: no clip), weight,
+    clamp to the scheme's range (packed Paillier encodes a bounded one; CKKS' is far wider than any delta),
+    encrypt and serialise."""
+    clipped = delta.astype(np.float64)
+    if clip_norm is not None:
+        clipped = clip(clipped, max_norm=clip_norm)
+    contribution = scheme.clip_vector(weight * clipped)
+    scheme.precompute(len(contribution))
+    started = time.perf_counter()
+    encrypted = scheme.encrypt(contribution)
+    encrypt_s = time.perf_counter() - started
+    return Upload(contribution, scheme.serialize(encrypted), encrypt_s)
+
+
+@dataclass
+class EdgeSums:
+    """Every edge's running ciphertext sum, as the edges keep it: deserialise (checking the ciphertext
+    against the federation's key) and add, holding no secret."""
+
+    scheme: HEScheme[Any]
+    length: int
+    sums: dict[str, EncryptedVector[Any]] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    add_s: float = 0.0
+
+    def add(self, edge: str, upload: bytes, weight: float) -> None:
+        started = time.perf_counter()
+        incoming = self.scheme.deserialize(upload, expected_length=self.length)
+        if edge in self.sums:
+            self.scheme.add_into(self.sums[edge], incoming)
+        else:
+            self.sums[edge] = incoming
+        self.add_s += time.perf_counter() - started
+        self.weights[edge] = self.weights.get(edge, 0.0) + weight
+
+    def forwarded(self) -> tuple[list[bytes], list[tuple[str, float]]]:
+        """What the edges send the cloud: their serialised sums and, in the same order, (edge, weight)."""
+        edges = list(self.sums)
+        return [self.scheme.serialize(self.sums[e]) for e in edges], [(e, self.weights[e]) for e in edges]
+
+
+@dataclass(frozen=True)
+class ClosedRound:
+    aggregated: Aggregated
+    noise: RoundNoise
+    ledger: Ledger
+    central_epsilon: float | None
+    seconds: float  # the whole of `aggregate`: deserialise, add, decrypt, noise, strategy
+
+
+def close_round(
+    spec: FederationSpec,
+    scheme: HEScheme[Any],
+    ciphertexts: Sequence[bytes],
+    *,
+    rows: Sequence[tuple[str, float]],
+    global_vector: np.ndarray,
+    contributions: Sequence[Contribution],
+    layout: AdapterLayout,
+    strategy: AggregationStrategy,
+    ledger: Ledger,
+    round_: int,
+    noise_seed: Sequence[int],
+) -> ClosedRound:
+    """The cloud's close of round `round_` (the `round_`-th closed round, so also its place on the noise
+    schedule), as `cloud_server.closing` runs it: the round's noise, `aggregate`, then the ledger."""
+    dp = spec.central_dp
+    noise = round_noise(
+        dp,
+        multiplier=schedule_multiplier(dp, round_index=round_, rounds=spec.rounds),
+        share_stds=[c.noise_share_std for c in contributions],
+        shares_planned=None,
+    )
+    started = time.perf_counter()
+    result = aggregate(
+        scheme,
+        ciphertexts,
+        global_vector=global_vector,
+        contributions=contributions,
+        layout=layout,
+        strategy=strategy,
+        noise=noise,
+        rng=np.random.default_rng(list(noise_seed)),
+        rows=rows,
+    )
+    seconds = time.perf_counter() - started
+    ledger, epsilon, _ = settle_round(
+        spec,
+        ledger,
+        round_=round_,
+        noise=noise,
+        contributions=list(contributions),
+        total_weight=float(sum(c.weight for c in contributions)),
+        layout_size=layout.size,
+        rounds_closed_after=round_ + 1,
+    )
+    return ClosedRound(result, noise, ledger, epsilon, seconds)
