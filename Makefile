@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium demo view test test-fast lint format typecheck bench clean
+.PHONY: install redis-server chromium demo view test test-fast lint format typecheck bench experiments clean
 
 install: $(STAMP)
 
@@ -68,6 +68,11 @@ typecheck: install
 bench: install
 	$(PY) bench/he_throughput.py
 	$(PY) bench/local_step.py
+
+# Every registered experiment in turn (`fedlora experiment --list`), each into runs/experiments/NAME.
+experiments: install
+	@for name in $$(OMP_NUM_THREADS=1 $(PY) -c "from services.experiments import EXPERIMENTS; print(' '.join(EXPERIMENTS))"); do \
+	  echo "== experiment $$name"; OMP_NUM_THREADS=1 $(VENV)/bin/fedlora experiment $$name || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

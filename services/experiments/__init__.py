@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 class ExperimentRun(Protocol):
@@ -39,10 +39,71 @@ def _vit_baseline(out_dir: Path, *, quick: bool) -> Path:
     return run_vit_baseline(config, out_dir).files["markdown"]
 
 
+def _paper_table(name: Literal["privacy", "heterogeneity", "rank", "alpha"]) -> ExperimentRun:
+    """One of the FFA-LoRA paper's tables as simulated federations (`services.experiments.paper_tables`)."""
+
+    def run(out_dir: Path, *, quick: bool) -> Path:
+        from services.experiments.paper_tables import TableConfig, run_table
+
+        config = TableConfig.quick(name) if quick else TableConfig.default(name)
+        return run_table(config, out_dir).files["markdown"]
+
+    return run
+
+
+def _secagg(out_dir: Path, *, quick: bool) -> Path:
+    from services.experiments.secagg import SecAggConfig, run_secagg
+
+    config = SecAggConfig.quick() if quick else SecAggConfig()
+    return run_secagg(config, out_dir).files["markdown"]
+
+
+def _strategies(out_dir: Path, *, quick: bool) -> Path:
+    from services.experiments.strategies import StrategiesConfig, run_strategies
+
+    config = StrategiesConfig.quick() if quick else StrategiesConfig()
+    return run_strategies(config, out_dir).files["markdown"]
+
+
+def _clair(out_dir: Path, *, quick: bool) -> Path:
+    from services.experiments.robustness import ClairConfig, run_clair
+
+    config = ClairConfig.quick() if quick else ClairConfig()
+    return run_clair(config, out_dir).files["markdown"]
+
+
 EXPERIMENTS: dict[str, ExperimentSpec] = {
     "vit-baseline": ExperimentSpec(
         run=_vit_baseline,
         description="seed 004: FedAvg (full) vs FedLoRA on a small ViT, 5,000 MNIST digits, Dirichlet(0.5)",
+    ),
+    "privacy": ExperimentSpec(
+        run=_paper_table("privacy"),
+        description="FFA-LoRA Table 1: FFA-LoRA vs LoRA at example-level epsilon 1, 3, 6 and without DP",
+    ),
+    "heterogeneity": ExperimentSpec(
+        run=_paper_table("heterogeneity"),
+        description="FFA-LoRA Table 2: FFA-LoRA vs LoRA over IID, mild and severe label splits (epsilon 6)",
+    ),
+    "rank": ExperimentSpec(
+        run=_paper_table("rank"),
+        description="FFA-LoRA Table 4: FFA-LoRA vs LoRA at rank 2, 4, 8, 16 under epsilon 1",
+    ),
+    "alpha": ExperimentSpec(
+        run=_paper_table("alpha"),
+        description="FFA-LoRA Table 7: alpha 2 to 128 with lr * alpha fixed, FFA-LoRA vs LoRA (epsilon 6)",
+    ),
+    "secagg": ExperimentSpec(
+        run=_secagg,
+        description="secure aggregation cost: round seconds, bytes per upload; plaintext, CKKS, Paillier",
+    ),
+    "strategies": ExperimentSpec(
+        run=_strategies,
+        description="FedRot-LoRA vs FedIT vs FFA-LoRA, 3 and 10 hospitals: accuracy, FedIT's factor mismatch",
+    ),
+    "clair": ExperimentSpec(
+        run=_clair,
+        description="CLAIR vs 20-30% contaminated hospitals: precision, recall; accuracy vs FedAvg, local-only",
     ),
 }
 

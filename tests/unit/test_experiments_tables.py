@@ -1,0 +1,189 @@
+"""The FFA-LoRA paper's tables as experiments: the grid each expands to, the writers, the config's
+round trip, and one quick run of `privacy` end to end with the real MiniLM."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.experiments import EXPERIMENTS
+from services.experiments.paper_tables import (
+    EXPERIMENT_NAMES,
+    Row,
+    TableConfig,
+    TableConfigError,
+    expand,
+    simulation_config,
+)
+from services.experiments.paper_tables_report import (
+    CSV_COLUMNS,
+    plot_bars,
+    read_config,
+    table_markdown,
+    write_config,
+    write_csv,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _grid(config: TableConfig) -> list[tuple[str, float | None, str, int, float, str]]:
+    """(setting, epsilon, partition, rank, alpha, method) of every run the config makes."""
+    return [
+        (s.label, s.epsilon, s.partition, s.rank, s.alpha, sim.strategy)
+        for s in expand(config)
+        for sim in (simulation_config(config, s, m, out_dir=Path("x")) for m in config.methods)
+    ]
+
+
+def test_every_table_is_registered() -> None:
+    assert set(EXPERIMENT_NAMES) == {"privacy", "heterogeneity", "rank", "alpha"}
+    assert set(EXPERIMENT_NAMES) <= EXPERIMENTS.keys()
+
+
+def test_privacy_sweeps_epsilon_1_3_6_and_no_dp_for_both_methods() -> None:
+    config = TableConfig.default("privacy")
+    expected = [
+        (label, eps, "mild", 8, 8.0, method)
+        for label, eps in (("eps=1", 1.0), ("eps=3", 3.0), ("eps=6", 6.0), ("no DP", None))
+        for method in ("ffa", "fedit")
+    ]
+    assert _grid(config) == expected
+
+
+def test_heterogeneity_sweeps_iid_mild_severe_at_one_epsilon() -> None:
+    config = TableConfig.default("heterogeneity")
+    expected = [
+        (split, split, 6.0, method) for split in ("iid", "mild", "severe") for method in ("ffa", "fedit")
+    ]
+    assert [(g[0], g[2], g[1], g[5]) for g in _grid(config)] == expected
+
+
+def test_rank_sweeps_2_4_8_16_at_epsilon_1() -> None:
+    config = TableConfig.default("rank")
+    expected = [(f"r={r}", 1.0, r, method) for r in (2, 4, 8, 16) for method in ("ffa", "fedit")]
+    assert [(g[0], g[1], g[3], g[5]) for g in _grid(config)] == expected
+
+
+def test_alpha_scales_the_learning_rate_so_lr_times_alpha_is_fixed() -> None:
+    config = TableConfig.default("alpha")  # base: alpha 8, learning rate 2, so lr * alpha = 16
+    settings = expand(config)
+    assert [s.alpha for s in settings] == [2.0, 8.0, 32.0, 128.0]
+    assert [s.learning_rate for s in settings] == pytest.approx([8.0, 2.0, 0.5, 0.125])
+    sims = [simulation_config(config, s, "fedit", out_dir=Path("x")) for s in settings]
+    assert [(sim.alpha, sim.learning_rate) for sim in sims] == [
+        (2.0, 8.0),
+        (8.0, 2.0),
+        (32.0, 0.5),
+        (128.0, 0.125),
+    ]
+
+
+def test_every_run_shares_the_base_federation() -> None:
+    config = TableConfig.default("privacy")
+    sims = [
+        simulation_config(config, s, m, out_dir=Path("x")) for s in expand(config) for m in config.methods
+    ]
+    assert {
+        (sim.hospitals, sim.rounds, sim.seed, sim.max_seq_length, sim.layers_to_transform) for sim in sims
+    } == {(3, 2, 0, 32, (4, 5))}
+
+
+def test_a_bad_config_names_the_field() -> None:
+    with pytest.raises(TableConfigError, match="`methods`"):
+        TableConfig("privacy", methods=("fedavg",))  # type: ignore[arg-type]
+    with pytest.raises(TableConfigError, match="`epsilons`"):
+        TableConfig("privacy", epsilons=(0.0,))
+    with pytest.raises(TableConfigError, match="axis"):
+        TableConfig("rank", ranks=())
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_NAMES)
+@pytest.mark.parametrize("quick", [False, True])
+def test_config_json_round_trips(name: str, quick: bool, tmp_path: Path) -> None:
+    config = TableConfig.quick(name) if quick else TableConfig.default(name)  # type: ignore[arg-type]
+    path = write_config(config, tmp_path / "config.json", hospitals={"eps=1": {"hospital-a": 20}})
+    assert read_config(path) == config
+    assert json.loads(path.read_text())["experiment"] == name
+
+
+def test_quick_is_small_and_otherwise_the_full_run() -> None:
+    full, quick = TableConfig.default("privacy"), TableConfig.quick("privacy")
+    assert (quick.rounds, quick.steps, quick.max_train_examples) == (1, 2, 60)
+    assert expand(quick) == expand(full)
+    assert replace(quick, rounds=2, steps=8, batch_size=64, max_train_examples=1500) == replace(
+        full, max_test_examples=30, scheme="none"
+    )
+
+
+def _rows() -> list[Row]:
+    def row(setting: str, method: str, *accuracies: float) -> Row:
+        return Row(setting, method, 0.5, accuracies, 1.0, 0.0 if method == "ffa" else 0.1, 12.0)
+
+    return [
+        row("eps=1", "ffa", 0.6, 0.7),
+        row("eps=1", "fedit", 0.55, 0.6),
+        row("no DP", "ffa", 0.7, 0.8),
+        row("no DP", "fedit", 0.75, 0.85),
+    ]
+
+
+def test_the_table_has_a_row_per_setting_and_a_column_per_method() -> None:
+    table = table_markdown(_rows(), settings=["eps=1", "no DP"], methods=["ffa", "fedit"])
+    assert table.splitlines() == [
+        "| setting | FFA-LoRA | LoRA (FedIT) | FFA - LoRA |",
+        "| --- | --- | --- | --- |",
+        "| eps=1 | 70.0 | 60.0 | +10.0 |",
+        "| no DP | 80.0 | 85.0 | -5.0 |",
+    ]
+
+
+def test_a_missing_run_shows_a_dash() -> None:
+    table = table_markdown(_rows()[:1], settings=["eps=1"], methods=["ffa", "fedit"])
+    assert table.splitlines()[-1] == "| eps=1 | 70.0 | - | - |"
+
+
+def test_the_csv_has_a_line_per_round_of_every_run(tmp_path: Path) -> None:
+    path = write_csv("privacy", _rows(), tmp_path / "results.csv")
+    with path.open() as handle:
+        lines = list(csv.DictReader(handle))
+    assert tuple(lines[0]) == CSV_COLUMNS
+    assert len(lines) == 4 * 3  # round 0 and two rounds, for four runs
+    first = [line for line in lines if line["setting"] == "eps=1" and line["method"] == "fedit"]
+    assert [line["test_accuracy"] for line in first] == ["0.500000", "0.550000", "0.600000"]
+    assert {line["final_accuracy"] for line in first} == {"0.600000"}
+
+
+def test_the_bar_plot_is_a_png(tmp_path: Path) -> None:
+    path = plot_bars(
+        _rows(), tmp_path / "bars.png", settings=["eps=1", "no DP"], methods=["ffa", "fedit"], title="t"
+    )
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.slow
+def test_quick_privacy_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "privacy"
+    result = CliRunner().invoke(app, ["experiment", "privacy", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("results.md", "results.csv", "config.json", "final_accuracy.png", "accuracy_by_round.png"):
+        assert (out / name).is_file(), name
+    for name in ("final_accuracy.png", "accuracy_by_round.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    markdown = (out / "results.md").read_text()
+    table_rows = [
+        line.split(" | ")[0].removeprefix("| ") for line in markdown.splitlines() if line.startswith("| ")
+    ]
+    assert table_rows[:6] == ["setting", "---", "eps=1", "eps=3", "eps=6", "no DP"]
+    with (out / "results.csv").open() as handle:
+        lines = list(csv.DictReader(handle))
+    assert len(lines) == 4 * 2 * 2  # four settings, two methods, rounds 0 and 1
+    dp = [line for line in lines if line["setting"] == "eps=1" and line["round"] == "1"]
+    assert all(0 < float(line["epsilon"]) <= 1.0 + 1e-6 for line in dp)
+    assert read_config(out / "config.json") == TableConfig.quick("privacy")
