@@ -211,6 +211,25 @@ class SimulationReport:
         return json.dumps(asdict(self), indent=2, default=str)
 
 
+def prepared_data(config: SimulationConfig) -> tuple[FederationSpec, Dataset, Dataset, list[np.ndarray]]:
+    """The run's spec, its train and test sets (de-identified when asked) and each hospital's indices into
+    the train set: what every run of `config` (and a local-only baseline of it) starts from."""
+    train, test = task_split(
+        config.task,
+        seed=config.seed,
+        test_fraction=config.test_fraction,
+        max_train_examples=config.max_train_examples,
+        max_test_examples=config.max_test_examples,
+    )
+    spec = federation_spec(config, num_labels=train.n_classes)
+    if config.deidentify:
+        # Each hospital de-identifies its own texts before tokenising; the evaluation set goes the same way.
+        train, test = _deidentified(train), _deidentified(test)
+    kind = config.partition if config.partition != "dirichlet" else f"dirichlet-{config.dirichlet_alpha}"
+    parts = partition(train.label_array(), kind=kind, n_clients=config.hospitals, seed=config.seed)
+    return spec, train, test, list(parts)
+
+
 def _deidentified(dataset: Dataset) -> Dataset:
     texts, _ = Deidentifier().deidentify_many(dataset.texts)
     return Dataset(texts, dataset.labels, dataset.label_names, dataset.name, dataset.meta)
@@ -280,20 +299,8 @@ def simulate(
     """Run the federation; `on_global(round, vector)` sees the global adapter after each round."""
     torch.set_num_threads(config.threads)
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    train, test = task_split(
-        config.task,
-        seed=config.seed,
-        test_fraction=config.test_fraction,
-        max_train_examples=config.max_train_examples,
-        max_test_examples=config.max_test_examples,
-    )
-    spec = federation_spec(config, num_labels=train.n_classes)
-    if config.deidentify:
-        # Each hospital de-identifies its own texts before tokenising; the evaluation set goes the same way.
-        train, test = _deidentified(train), _deidentified(test)
-    kind = config.partition if config.partition != "dirichlet" else f"dirichlet-{config.dirichlet_alpha}"
-    parts = partition(train.label_array(), kind=kind, n_clients=config.hospitals, seed=config.seed)
-    names = _hospital_names(config.hospitals)
+    spec, train, test, parts = prepared_data(config)
+    names = hospital_names(config.hospitals)
     heatmap = plot_heatmap(
         client_class_counts(parts, train.label_array(), train.n_classes),
         train.label_names,
@@ -368,7 +375,7 @@ def simulate(
     return report
 
 
-def _hospital_names(count: int) -> list[str]:
+def hospital_names(count: int) -> list[str]:
     """`hospital-a`, `hospital-b`, ... up to 26 hospitals; `hospital-001`, ... beyond (client ids are
     lower-case letters, digits and `_.-`)."""
     if count <= 26:

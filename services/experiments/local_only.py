@@ -16,40 +16,15 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoTokenizer
 
-from client_agent.data import Dataset, partition, task_split
-from client_agent.deid import Deidentifier
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.train import Features, LocalConfig, encode, evaluate, train_local
-from services.simulation import SimulationConfig, federation_spec
-
-
-def _deidentified(dataset: Dataset) -> Dataset:
-    texts, _ = Deidentifier().deidentify_many(dataset.texts)
-    return Dataset(texts, dataset.labels, dataset.label_names, dataset.name, dataset.meta)
-
-
-def _names(count: int) -> list[str]:
-    # The simulation's hospital names (`services.simulation._hospital_names`).
-    if count <= 26:
-        return [f"hospital-{chr(ord('a') + i)}" for i in range(count)]
-    return [f"hospital-{i + 1:03d}" for i in range(count)]
+from services.simulation import SimulationConfig, hospital_names, prepared_data
 
 
 def local_only(config: SimulationConfig, *, exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
     """(hospital, test accuracy after training alone) for every hospital not in `exclude`."""
     torch.set_num_threads(config.threads)
-    train, test = task_split(
-        config.task,
-        seed=config.seed,
-        test_fraction=config.test_fraction,
-        max_train_examples=config.max_train_examples,
-        max_test_examples=config.max_test_examples,
-    )
-    spec = federation_spec(config, num_labels=train.n_classes)
-    if config.deidentify:
-        train, test = _deidentified(train), _deidentified(test)
-    kind = config.partition if config.partition != "dirichlet" else f"dirichlet-{config.dirichlet_alpha}"
-    parts = partition(train.label_array(), kind=kind, n_clients=config.hospitals, seed=config.seed)
+    spec, train, test, parts = prepared_data(config)
     model_path = config.model_path or default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
@@ -57,7 +32,7 @@ def local_only(config: SimulationConfig, *, exclude: Sequence[str] = ()) -> list
     test_features = encode(model, tokenizer, test.texts, test.labels, max_length=config.max_seq_length)
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     results = []
-    for index, (name, part) in enumerate(zip(_names(config.hospitals), parts, strict=True)):
+    for index, (name, part) in enumerate(zip(hospital_names(config.hospitals), parts, strict=True)):
         if name in exclude:
             continue
         idx = torch.as_tensor(part)
