@@ -94,8 +94,8 @@ class ClairStrategy(RowStrategy):
     not fit it, and the global update is the weighted mean of the unflagged rows inside that subspace.
     Per-row plaintext is needed, so the spec validator allows it only without encryption (every party may
     then see updates) and without central noise (the rule is not a clipped sum). With fewer than three edges
-    there is nothing to compare, and when every row is flagged there is no shared structure: then the plain
-    mean is applied and nothing is flagged."""
+    there is nothing to compare, and when the decomposition recovers no shared subspace there is no shared
+    structure: then the plain mean is applied and nothing is flagged."""
 
     kind = Strategy.CLAIR
 
@@ -111,8 +111,8 @@ class ClairStrategy(RowStrategy):
             result = decompose(means)
             return previous + result.shared_update(weights), tuple(rows[i].edge_id for i in result.flagged)
         except ClairError:
-            # Every row flagged: no shared structure to recover this round, so nothing is singled out and the
-            # plain mean (FedAvg) is applied rather than stalling the federation.
+            # No shared subspace: no structure to recover this round, so nothing is singled out and the plain
+            # mean (FedAvg) is applied rather than stalling the federation.
             return plain, ()
 
 

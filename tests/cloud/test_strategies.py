@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cloud_server.strategies import ClairStrategy, EdgeRow
-from protocol.clair import decompose
+from protocol.clair import ClairError, decompose
 from protocol.ffa import frozen_basis
 from protocol.messages import ClientInfo, RankPolicy, RankPolicyKind, RoundPlan
 from tests.cloud.harness import Federation, running_cloud, small_spec
@@ -196,11 +196,16 @@ def test_clair_falls_back_to_the_plain_mean_when_it_cannot_tell_rows_apart() -> 
     vector, flagged = ClairStrategy().combine_rows(previous, two)
     np.testing.assert_allclose(vector, (two[0].vector + two[1].vector) / 3.0)
     assert flagged == ()
-    # Three rows as far from each other as from their common part: CLAIR flags all of them (checked
-    # below with protocol.clair directly), so the strategy applies the plain mean and singles nobody out.
+    # Three rows as far from each other as from their common part: the shared subspace is all three
+    # (checked below with protocol.clair directly), so nobody is singled out and the mean inside it is the
+    # plain mean.
     common = rng.normal(size=5000)
     rows = [EdgeRow(f"edge-{i}", common + rng.normal(size=5000), 1.0) for i in range(3)]
-    assert len(decompose(np.stack([r.vector for r in rows])).flagged) == 3
+    assert decompose(np.stack([r.vector for r in rows])).subspace.shape == (5000, 3)
     vector, flagged = ClairStrategy().combine_rows(np.zeros(5000), rows)
     assert flagged == ()
     np.testing.assert_allclose(vector, np.mean([r.vector for r in rows], axis=0))
+    # Nothing shared at all (a tiny lam moves every row to the sparse part): no subspace, no shared update;
+    # the strategy catches this error and applies the plain mean.
+    with pytest.raises(ClairError, match="no shared subspace"):
+        decompose(np.stack([r.vector for r in rows]), lam=1e-3).shared_update()
