@@ -12,6 +12,7 @@ Opacus' Poisson loader uses `q = 1 / number_of_batches`, so `q` is computed the 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -170,8 +171,13 @@ def sample_rate_for(num_examples: int, batch_size: int) -> float:
     return 1.0 / math.ceil(num_examples / batch_size)
 
 
+@functools.lru_cache(maxsize=256)
 def noise_multiplier_for(dp: DPSettings, *, sample_rate: float, steps_per_round: int) -> float:
-    """`sigma` that spends exactly the target epsilon over every planned round."""
+    """`sigma` that spends exactly the target epsilon over every planned round.
+
+    Memoised: Opacus' search takes about two seconds, and a hospital asks twice a round (`check_budget`,
+    then `train_local`) with the same arguments; a simulation asks once per hospital per round.
+    """
     return float(
         get_noise_multiplier(
             target_epsilon=dp.epsilon,

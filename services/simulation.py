@@ -312,9 +312,8 @@ def simulate(
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     # One model object stands in for every hospital's copy: each round starts with load_global.
     model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
-    kwargs = dict(max_length=config.max_seq_length, progress=progress)
-    train_features = encode(model, tokenizer, train.texts, train.labels, **kwargs)  # type: ignore[arg-type]
-    test_features = encode(model, tokenizer, test.texts, test.labels, **kwargs)  # type: ignore[arg-type]
+    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length, progress=progress)
+    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length, progress=progress)
     run = _Run(
         config,
         spec,
@@ -373,6 +372,37 @@ def simulate(
     report.adapter_dir = str(adapter_dir)
     (config.out_dir / "report.json").write_text(report.to_json())
     return report
+
+
+# The frozen prefix's outputs of the last few data sets encoded in this process: an experiment runs many
+# federations over the same texts, and encoding them is a good part of a short run.
+_ENCODED: dict[tuple[str, int, int, str], Features] = {}
+_ENCODED_KEEP = 4
+
+
+def encoded(
+    model: FFAClassifier,
+    tokenizer: object,
+    model_path: Path,
+    dataset: Dataset,
+    max_length: int,
+    *,
+    progress: bool = False,
+) -> Features:
+    """`client_agent.train.encode` of `dataset`, memoised on what decides its output: the base model, the
+    layer the frozen prefix ends at, the sequence length and the texts and labels themselves."""
+    folder = Path(model_path).resolve()
+    # The weights' files by name, size and modification time: a folder rewritten in place is another model.
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
+    digest = hashlib.sha256(json.dumps([files, dataset.texts, dataset.labels]).encode()).hexdigest()
+    key = (str(folder), model.split_layer, max_length, digest)
+    if key not in _ENCODED:
+        if len(_ENCODED) >= _ENCODED_KEEP:
+            _ENCODED.pop(next(iter(_ENCODED)))
+        _ENCODED[key] = encode(
+            model, tokenizer, dataset.texts, dataset.labels, max_length=max_length, progress=progress
+        )
+    return _ENCODED[key]
 
 
 def hospital_names(count: int) -> list[str]:

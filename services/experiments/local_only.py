@@ -17,8 +17,8 @@ import torch
 from transformers import AutoTokenizer
 
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
-from client_agent.train import Features, LocalConfig, encode, evaluate, train_local
-from services.simulation import SimulationConfig, hospital_names, prepared_data
+from client_agent.train import Features, LocalConfig, evaluate, train_local
+from services.simulation import SimulationConfig, encoded, hospital_names, prepared_data
 
 
 def local_only(config: SimulationConfig, *, exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
@@ -28,8 +28,8 @@ def local_only(config: SimulationConfig, *, exclude: Sequence[str] = ()) -> list
     model_path = config.model_path or default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
-    train_features = encode(model, tokenizer, train.texts, train.labels, max_length=config.max_seq_length)
-    test_features = encode(model, tokenizer, test.texts, test.labels, max_length=config.max_seq_length)
+    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length)
+    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length)
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     results = []
     for index, (name, part) in enumerate(zip(hospital_names(config.hospitals), parts, strict=True)):

@@ -38,7 +38,7 @@ def _grid(config: TableConfig) -> list[tuple[str, float | None, str, int, float,
     return [
         (s.label, s.epsilon, s.partition, s.rank, s.alpha, sim.strategy)
         for s in expand(config)
-        for sim in (simulation_config(config, s, m, out_dir=Path("x")) for m in config.methods)
+        for sim in (simulation_config(config, s, m, seed=0, out_dir=Path("x")) for m in config.methods)
     ]
 
 
@@ -76,7 +76,7 @@ def test_alpha_scales_the_learning_rate_so_lr_times_alpha_is_fixed() -> None:
     settings = expand(config)
     assert [s.alpha for s in settings] == [2.0, 8.0, 32.0, 128.0]
     assert [s.learning_rate for s in settings] == pytest.approx([8.0, 2.0, 0.5, 0.125])
-    sims = [simulation_config(config, s, "fedit", out_dir=Path("x")) for s in settings]
+    sims = [simulation_config(config, s, "fedit", seed=0, out_dir=Path("x")) for s in settings]
     assert [(sim.alpha, sim.learning_rate) for sim in sims] == [
         (2.0, 8.0),
         (8.0, 2.0),
@@ -88,11 +88,16 @@ def test_alpha_scales_the_learning_rate_so_lr_times_alpha_is_fixed() -> None:
 def test_every_run_shares_the_base_federation() -> None:
     config = TableConfig.default("privacy")
     sims = [
-        simulation_config(config, s, m, out_dir=Path("x")) for s in expand(config) for m in config.methods
+        simulation_config(config, s, m, seed=seed, out_dir=Path("x"))
+        for s in expand(config)
+        for m in config.methods
+        for seed in config.seeds
     ]
-    assert {
-        (sim.hospitals, sim.rounds, sim.seed, sim.max_seq_length, sim.layers_to_transform) for sim in sims
-    } == {(3, 2, 0, 32, (4, 5))}
+    assert {(sim.hospitals, sim.rounds, sim.max_seq_length, sim.layers_to_transform) for sim in sims} == {
+        (3, 2, 32, (4, 5))
+    }
+    assert config.seeds == (0, 1, 2)
+    assert sorted({sim.seed for sim in sims}) == [0, 1, 2]
 
 
 def test_a_bad_config_names_the_field() -> None:
@@ -102,6 +107,10 @@ def test_a_bad_config_names_the_field() -> None:
         TableConfig("privacy", epsilons=(0.0,))
     with pytest.raises(TableConfigError, match="axis"):
         TableConfig("rank", ranks=())
+    with pytest.raises(TableConfigError, match="`seeds`"):
+        TableConfig("rank", seeds=(1, 1))
+    with pytest.raises(TableConfigError, match="`seeds`"):
+        TableConfig("rank", seeds=())
 
 
 @pytest.mark.parametrize("name", EXPERIMENT_NAMES)
@@ -115,11 +124,20 @@ def test_config_json_round_trips(name: str, quick: bool, tmp_path: Path) -> None
 
 def test_quick_is_small_and_otherwise_the_full_run() -> None:
     full, quick = TableConfig.default("privacy"), TableConfig.quick("privacy")
-    assert (quick.rounds, quick.steps, quick.max_train_examples) == (1, 2, 60)
+    assert (quick.rounds, quick.steps, quick.max_train_examples, quick.seeds) == (1, 2, 60, (0,))
     assert expand(quick) == expand(full)
     assert replace(quick, rounds=2, steps=8, batch_size=64, max_train_examples=1500) == replace(
-        full, max_test_examples=30, scheme="none"
+        full, max_test_examples=30, scheme="none", seeds=(0,)
     )
+
+
+def test_a_config_written_with_one_seed_reads_back_as_that_seed(tmp_path: Path) -> None:
+    path = write_config(TableConfig.default("rank"), tmp_path / "config.json", hospitals={})
+    written = json.loads(path.read_text())
+    del written["config"]["seeds"]
+    written["config"]["seed"] = 4
+    path.write_text(json.dumps(written))
+    assert read_config(path) == replace(TableConfig.default("rank"), seeds=(4,))
 
 
 def _rows() -> list[Row]:
@@ -142,6 +160,41 @@ def test_the_table_has_a_row_per_setting_and_a_column_per_method() -> None:
         "| eps=1 | 70.0 | 60.0 | +10.0 |",
         "| no DP | 80.0 | 85.0 | -5.0 |",
     ]
+
+
+def _seeded_rows() -> list[Row]:
+    """Three seeds of one setting: FFA-LoRA 0.70, 0.60, 0.65; LoRA 0.60, 0.62, 0.55."""
+    finals = {"ffa": (0.70, 0.60, 0.65), "fedit": (0.60, 0.62, 0.55)}
+    return [
+        Row("eps=1", method, 0.5, (0.55, final), 1.0, 0.0, 12.0, seed=seed)
+        for method, values in finals.items()
+        for seed, final in enumerate(values)
+    ]
+
+
+def test_several_seeds_give_the_mean_the_spread_and_the_paired_difference() -> None:
+    # By hand: FFA-LoRA mean 0.65, sample std 0.05; LoRA mean 0.59, std sqrt(((0.01)^2 + (0.03)^2 +
+    # (0.04)^2) / 2) = 0.0361; the gaps per seed +0.10, -0.02, +0.10: mean 0.06, std 0.0693, ahead in 2.
+    table = table_markdown(_seeded_rows(), settings=["eps=1"], methods=["ffa", "fedit"])
+    assert table.splitlines()[-1] == "| eps=1 | 65.0 ± 5.0 | 59.0 ± 3.6 | +6.0 ± 6.9 (ahead in 2/3) |"
+
+
+def test_the_csv_names_the_seed_of_every_line(tmp_path: Path) -> None:
+    path = write_csv("privacy", _seeded_rows(), tmp_path / "results.csv")
+    with path.open() as handle:
+        lines = list(csv.DictReader(handle))
+    assert [line["seed"] for line in lines if line["method"] == "ffa" and line["round"] == "2"] == [
+        "0",
+        "1",
+        "2",
+    ]
+
+
+def test_the_bar_plot_of_several_seeds_is_a_png(tmp_path: Path) -> None:
+    path = plot_bars(
+        _seeded_rows(), tmp_path / "bars.png", settings=["eps=1"], methods=["ffa", "fedit"], title="t"
+    )
+    assert path.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_a_missing_run_shows_a_dash() -> None:
