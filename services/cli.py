@@ -673,9 +673,11 @@ def experiment(
     logger = logging.getLogger("services.experiments")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    # Opacus configures the root logger when imported; propagating would print every line twice.
+    logger.propagate = False
     # A quick run never overwrites the full run's results.
     folder = out if out is not None else Path("runs/experiments") / (f"{name}-quick" if quick else name)
     try:
@@ -684,6 +686,7 @@ def experiment(
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
     console.print(Markdown(results.read_text()))
     console.print(f"results in {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
 

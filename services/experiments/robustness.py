@@ -82,14 +82,16 @@ def contaminated_count(hospitals: int, fraction: float) -> int:
 
 @dataclass(frozen=True)
 class ClairConfig:
-    """Ten hospitals; full batches (each hospital's whole share every step) at a modest lr, which is what
-    makes benign updates share CLAIR's low-rank subspace on a small model (a finding from building the
-    simulation: with small noisy batches honest updates scatter and CLAIR flags them). IID split for the
-    same reason; random updates at the benign norm (`contamination_scale` 1) so that size alone does not
-    give them away."""
+    """Ten hospitals of 150 snippets each; full batches (each hospital's whole share every step), so that
+    an honest update's spread comes from its data rather than from its batches. IID split: CLAIR's
+    shared subspace is a statement about hospitals that want the same adapter. Random updates at the
+    benign norm (`contamination_scale` 1), so that length alone does not give them away. 3 rounds of 4
+    steps at lr 4 fit the eight federations and the local-only runs into about 20 CPU minutes here."""
 
     simulation: SimSettings = field(
-        default_factory=lambda: SimSettings(steps=8, batch_size=512, learning_rate=0.5, partition="iid")
+        default_factory=lambda: SimSettings(
+            steps=4, batch_size=512, learning_rate=4.0, partition="iid", max_train_examples=1500
+        )
     )
     hospitals: int = 10
     fractions: tuple[float, ...] = FRACTIONS
@@ -108,7 +110,7 @@ class ClairConfig:
     @classmethod
     def quick(cls) -> ClairConfig:
         return cls(
-            simulation=SimSettings.quick(batch_size=512, learning_rate=0.5, partition="iid"),
+            simulation=SimSettings.quick(batch_size=512, learning_rate=4.0, partition="iid"),
             fractions=(0.2,),
             kinds=("random",),
         )
@@ -192,11 +194,13 @@ def run_clair(config: ClairConfig, out_dir: Path) -> ClairResult:
             )
     local: list[dict[str, Any]] = []
     if config.local_only:
+        # Every hospital trains alone once; each fraction's baseline is the mean over its benign ones.
+        cell = dict(hospitals=config.hospitals, edges=config.hospitals, scheme="none")
+        alone = local_only(config.simulation.simulation(out_dir / "runs" / "local", **cell))
         for fraction, bad in contaminated.items():
-            cell = dict(hospitals=config.hospitals, edges=config.hospitals, scheme="none")
-            sim_config = config.simulation.simulation(out_dir / "runs" / "local", **cell)
-            for hospital, accuracy in local_only(sim_config, exclude=bad):
-                local.append({"fraction": fraction, "hospital": hospital, "accuracy": accuracy})
+            for hospital, accuracy in alone:
+                if hospital not in bad:
+                    local.append({"fraction": fraction, "hospital": hospital, "accuracy": accuracy})
     summary = summarise(rows, local)
     result = ClairResult(config, rows, summary, local, {}, time.perf_counter() - started)
     result.files = write_outputs(result, out_dir, simulations)
