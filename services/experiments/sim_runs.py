@@ -48,6 +48,7 @@ class SimSettings:
     threads: int = 1
     deidentify: bool = True
     model_path: str | None = None  # None: all-MiniLM-L6-v2 from its PyPI package
+    layers_to_transform: tuple[int, ...] | None = None  # None: the simulation's default (4 and 5)
 
     def __post_init__(self) -> None:
         for name in ("rounds", "steps", "batch_size", "max_train_examples", "max_test_examples", "threads"):
@@ -70,12 +71,17 @@ class SimSettings:
         """The `SimulationConfig` of one cell of the grid: these settings, then the cell's own fields."""
         values: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         values["model_path"] = Path(self.model_path) if self.model_path is not None else None
+        if values["layers_to_transform"] is None:
+            del values["layers_to_transform"]
         values.update(cell)
         return SimulationConfig(out_dir=out_dir, **values)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SimSettings:
-        return cls(**values)
+        fields_ = dict(values)
+        if fields_.get("layers_to_transform") is not None:  # a JSON list
+            fields_["layers_to_transform"] = tuple(fields_["layers_to_transform"])
+        return cls(**fields_)
 
 
 @dataclass(frozen=True)
