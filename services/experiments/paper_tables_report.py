@@ -44,7 +44,8 @@ def write_outputs(result: TableResult, out_dir: Path) -> dict[str, Path]:
         out_dir / "final_accuracy.png",
         settings=settings,
         methods=list(config.methods),
-        title=f"{config.experiment}: final test accuracy after {config.rounds} round(s)",
+        title=f"{config.experiment}: final test accuracy after {config.rounds} round(s)"
+        + (f", mean of {len(config.seeds)} seeds" if len(config.seeds) > 1 else ""),
         majority=result.majority_rate,
     )
     files["curves"] = plot_accuracy(
