@@ -678,6 +678,10 @@ def experiment(
     logger.setLevel(logging.INFO)
     # Opacus configures the root logger when imported; propagating would print every line twice.
     logger.propagate = False
+    # Each federation loads the encoder again; transformers' bar for that says nothing a reader waits on.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     # A quick run never overwrites the full run's results.
     folder = out if out is not None else Path("runs/experiments") / (f"{name}-quick" if quick else name)
     try:

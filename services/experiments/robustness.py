@@ -227,7 +227,8 @@ def summarise(rows: Sequence[Mapping[str, Any]], local: Sequence[Mapping[str, An
                 "contamination": kind,
                 "fraction": fraction,
                 "contaminated": clair[0]["contaminated"] if clair else [],
-                "flagged_per_round": [",".join(r["flagged"]) or "none" for r in clair],
+                # Rounds apart by " / ", hospitals within a round by ", ".
+                "flagged_per_round": " / ".join(", ".join(r["flagged"]) or "none" for r in clair),
                 "precision": total.precision,
                 "recall": total.recall,
                 "clair_accuracy": clair[-1]["accuracy"] if clair else None,
@@ -300,14 +301,15 @@ def _number(value: float | None) -> float:
 
 def results_markdown(result: ClairResult) -> str:
     config, sim = result.config, result.config.simulation
+    layers = "4, 5" if sim.layers_to_transform is None else ", ".join(map(str, sim.layers_to_transform))
     return (
         "# CLAIR against contaminated hospitals\n\n"
         + markdown_table(result.summary, SUMMARY_COLUMNS)
         + f"\n{config.hospitals} hospitals, each its own edge (a CLAIR row), no encryption, no client-level "
         f"noise; {sim.partition} split of at most {sim.max_train_examples:,} Rotten Tomatoes snippets, "
         f"{sim.max_test_examples:,} test. {sim.rounds} round(s) of {sim.steps} local SGD step(s), batch "
-        f"{sim.batch_size} (a hospital's whole share when it holds fewer), lr {sim.learning_rate:g}, rank "
-        f"{sim.rank}, sequence {sim.max_seq_length}, DP-SGD "
+        f"{sim.batch_size} (a hospital's whole share when it holds fewer), lr {sim.learning_rate:g}, FFA-LoRA "
+        f"rank {sim.rank} on `value` of MiniLM's layer(s) {layers}, sequence {sim.max_seq_length}, DP-SGD "
         f"{'off' if sim.epsilon is None else f'epsilon {sim.epsilon:g}'}, seed {sim.seed}. Contaminated "
         "hospitals (drawn from the seed) train on flipped labels or upload Gaussian noise at their benign "
         f"update's norm times {config.contamination_scale:g}. Precision and recall pool CLAIR's flags over "

@@ -139,7 +139,7 @@ def test_clair_summary_pools_flags_and_averages_local_accuracy():
     assert summary["recall"] == pytest.approx(2 / 4)  # tp 2, fn 2
     assert summary["clair_accuracy"] == 0.7 and summary["fedavg_accuracy"] == 0.55
     assert summary["local_accuracy"] == pytest.approx(0.6)
-    assert summary["flagged_per_round"] == ["h-a", "h-a,h-c"]
+    assert summary["flagged_per_round"] == "h-a / h-a, h-c"
 
 
 def _counts(tp, fp, fn):
