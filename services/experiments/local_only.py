@@ -27,7 +27,10 @@ def local_only(config: SimulationConfig, *, exclude: Sequence[str] = ()) -> list
     spec, train, test, parts = prepared_data(config)
     model_path = config.model_path or default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transformers' deprecation notes on loading
+        encoder = load_encoder(model_path)
+    model = FFAClassifier(encoder, AdapterSpec.from_federation(spec), rank=config.rank)
     train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length)
     test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length)
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
@@ -45,6 +48,7 @@ def local_only(config: SimulationConfig, *, exclude: Sequence[str] = ()) -> list
                 learning_rate=config.learning_rate,
                 seed=config.seed * 1000 + round_ * 100 + index,
                 threads=config.threads,
+                progress=False,
             )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
