@@ -23,14 +23,18 @@ from services.simulation import SimulationConfig, encoded, hospital_names, prepa
 
 def local_only(config: SimulationConfig, *, exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
     """(hospital, test accuracy after training alone) for every hospital not in `exclude`."""
+    with warnings.catch_warnings():
+        # transformers warns on every pass through the encoder; the accuracies are what this returns.
+        warnings.simplefilter("ignore")
+        return _train_alone(config, exclude)
+
+
+def _train_alone(config: SimulationConfig, exclude: Sequence[str]) -> list[tuple[str, float]]:
     torch.set_num_threads(config.threads)
     spec, train, test, parts = prepared_data(config)
     model_path = config.model_path or default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # transformers' deprecation notes on loading
-        encoder = load_encoder(model_path)
-    model = FFAClassifier(encoder, AdapterSpec.from_federation(spec), rank=config.rank)
+    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
     train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length)
     test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length)
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
@@ -50,10 +54,7 @@ def local_only(config: SimulationConfig, *, exclude: Sequence[str] = ()) -> list
                 threads=config.threads,
                 progress=False,
             )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = train_local(model, own, global_vector=vector, config=local)
-            vector = vector + result.delta
+            vector = vector + train_local(model, own, global_vector=vector, config=local).delta
         model.load_global(vector)
         results.append((name, evaluate(model, test_features)[1]))
     return results
