@@ -16,7 +16,6 @@ recovered subspace. About two minutes on one thread: `.venv/bin/python bench/cla
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -26,15 +25,12 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoTokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder  # noqa: E402
-from client_agent.train import Features, LocalConfig, train_local  # noqa: E402
-from protocol.clair import DEFAULT_THRESHOLD, decompose  # noqa: E402
-from services.experiments.robustness import ClairConfig  # noqa: E402
-from services.simulation import encoded, hospital_names, prepared_data  # noqa: E402
-from services.simulation_rounds import flipped, random_update  # noqa: E402
+from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.train import Features, LocalConfig, train_local
+from protocol.clair import DEFAULT_THRESHOLD, decompose
+from services.experiments.robustness import ClairConfig
+from services.simulation import encoded, hospital_names, prepared_data
+from services.simulation_rounds import flipped, random_update
 
 CONTAMINATED = (2, 7)
 
@@ -96,7 +92,7 @@ def main() -> None:
         "share the subspace explains",
         "/ median",
     ):
-        table.add_column(column, justify="right")  # fmt: skip
+        table.add_column(column, justify="right")
     for i, name in enumerate(names):
         table.add_row(
             name,

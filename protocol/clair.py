@@ -219,14 +219,17 @@ def decompose(
     tiny = np.finfo(np.float64).tiny
     norms = np.linalg.norm(matrix, axis=1)
     scores = np.linalg.norm(sparse, axis=1) / (norms + tiny)
-    fit = _fit(matrix, _shared_subspace(low_rank, rank), norms)
+    shared = _shared_subspace(low_rank, rank)
+    fit = _fit(matrix, shared, norms)
     typical = float(np.median(fit))
     flagged = tuple(int(i) for i in np.flatnonzero(fit < threshold * typical)) if typical > 0 else ()
-    kept = np.setdiff1d(np.arange(matrix.shape[0]), np.asarray(flagged, dtype=np.int64))
+    if flagged:
+        kept = np.setdiff1d(np.arange(matrix.shape[0]), np.asarray(flagged, dtype=np.int64))
+        shared = _shared_subspace(low_rank[kept], rank)
     return ClairResult(
         low_rank=low_rank,
         sparse=sparse,
-        subspace=_shared_subspace(low_rank[kept], rank),
+        subspace=shared,
         scores=scores,
         fit=fit,
         flagged=flagged,

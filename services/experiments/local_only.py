@@ -11,7 +11,6 @@ average with), and its final adapter is evaluated on the federation's test set.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 
 import torch
 from transformers import AutoTokenizer
@@ -21,15 +20,15 @@ from client_agent.train import Features, LocalConfig, evaluate, train_local
 from services.simulation import SimulationConfig, encoded, hospital_names, prepared_data
 
 
-def local_only(config: SimulationConfig, *, exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
-    """(hospital, test accuracy after training alone) for every hospital not in `exclude`."""
+def local_only(config: SimulationConfig) -> list[tuple[str, float]]:
+    """(hospital, test accuracy after training alone) for every hospital of the federation."""
     with warnings.catch_warnings():
         # transformers warns on every pass through the encoder; the accuracies are what this returns.
         warnings.simplefilter("ignore")
-        return _train_alone(config, exclude)
+        return _train_alone(config)
 
 
-def _train_alone(config: SimulationConfig, exclude: Sequence[str]) -> list[tuple[str, float]]:
+def _train_alone(config: SimulationConfig) -> list[tuple[str, float]]:
     torch.set_num_threads(config.threads)
     spec, train, test, parts = prepared_data(config)
     model_path = config.model_path or default_model_path()
@@ -40,8 +39,6 @@ def _train_alone(config: SimulationConfig, exclude: Sequence[str]) -> list[tuple
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     results = []
     for index, (name, part) in enumerate(zip(hospital_names(config.hospitals), parts, strict=True)):
-        if name in exclude:
-            continue
         idx = torch.as_tensor(part)
         own = Features(train_features.hidden[idx], train_features.mask[idx], train_features.labels[idx])
         vector = start.copy()

@@ -13,8 +13,8 @@ LoRA as FedIT aggregates it (``fedit``: both factors trained and averaged separa
 through :func:`services.simulation.simulate`, so the numbers come from the services' own training,
 DP-SGD, CKKS encryption, aggregation strategies and ledger.
 
-The paper fine-tunes RoBERTa-large for many rounds on GLUE; these runs are sized so that each table takes
-about 5-10 minutes of CPU time (2 rounds of 8 local steps, 1,500 training and 400 test examples,
+The paper fine-tunes RoBERTa-large for many rounds on GLUE; these runs are sized so that each table's
+three seeds take 17-26 minutes of CPU time here (2 rounds of 8 local steps, 1,500 training and 400 test examples,
 sequences cut to 32 tokens, LoRA on the value projections of MiniLM's last two layers only; DP-SGD's noise
 calibration is a good part of it), so they reproduce the paper's comparisons in kind, not its numbers.
 Every setting runs once per seed in ``seeds`` (the seed draws the data split, the hospitals' shares and
@@ -137,7 +137,7 @@ class TableConfig:
 
     @classmethod
     def default(cls, experiment: Experiment) -> TableConfig:
-        """The full run: three seeds of every setting, each table about 20 minutes of one CPU thread."""
+        """The full run: three seeds of every setting, each table 17-26 minutes of one CPU thread here."""
         if experiment == "privacy":
             return cls(experiment)
         if experiment == "heterogeneity":

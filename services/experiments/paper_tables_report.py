@@ -128,26 +128,28 @@ class Cell:
         return statistics.stdev(self.finals) if len(self.finals) > 1 else None
 
 
+def _by_cell(rows: Sequence[Row]) -> dict[tuple[str, str], list[Row]]:
+    """(setting, method) -> its runs, ordered by seed."""
+    grouped: dict[tuple[str, str], list[Row]] = {}
+    for row in sorted(rows, key=lambda r: r.seed):
+        grouped.setdefault((row.setting, row.method), []).append(row)
+    return grouped
+
+
 def cells(rows: Sequence[Row]) -> dict[tuple[str, str], Cell]:
     """(setting, method) -> its runs' final accuracies, ordered by seed."""
-    grouped: dict[tuple[str, str], list[Row]] = {}
-    for row in rows:
-        grouped.setdefault((row.setting, row.method), []).append(row)
-    return {
-        key: Cell(tuple(r.final_accuracy for r in sorted(runs, key=lambda r: r.seed)))
-        for key, runs in grouped.items()
-    }
+    return {key: Cell(tuple(r.final_accuracy for r in runs)) for key, runs in _by_cell(rows).items()}
 
 
 def mean_curves(rows: Sequence[Row]) -> dict[tuple[str, str], list[float]]:
     """(setting, method) -> test accuracy by round (round 0 first), averaged over the seeds."""
-    grouped: dict[tuple[str, str], list[tuple[float, ...]]] = {}
-    for row in rows:
-        grouped.setdefault((row.setting, row.method), []).append((row.accuracy_before, *row.accuracies))
     # Every seed runs the same rounds, so the curves have one length.
     return {
-        key: [statistics.fmean(column) for column in zip(*curves, strict=True)]
-        for key, curves in grouped.items()
+        key: [
+            statistics.fmean(column)
+            for column in zip(*((r.accuracy_before, *r.accuracies) for r in runs), strict=True)
+        ]
+        for key, runs in _by_cell(rows).items()
     }
 
 

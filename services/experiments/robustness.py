@@ -82,12 +82,12 @@ def contaminated_count(hospitals: int, fraction: float) -> int:
 
 @dataclass(frozen=True)
 class ClairConfig:
-    """Ten hospitals of 180 snippets each; full batches (each hospital's whole share every step), so that
+    """Ten hospitals of 200 snippets each; full batches (each hospital's whole share every step), so that
     an honest update's spread comes from its data rather than from its batches. IID split: CLAIR's
     shared subspace is a statement about hospitals that want the same adapter. Random updates at the
     benign norm (`contamination_scale` 1), so that length alone does not give them away. LoRA on the
     last layer only and 3 rounds of 6 steps at lr 2 (4 steps at lr 4 swung between the classes and learnt
-    nothing) fit the eight federations and the local-only runs into about 20 CPU minutes here."""
+    nothing) fit the eight federations and the local-only runs into about 22 CPU minutes here."""
 
     simulation: SimSettings = field(
         default_factory=lambda: SimSettings(
