@@ -56,7 +56,7 @@ def updates() -> tuple[np.ndarray, np.ndarray]:
             steps=config.steps,
             batch_size=min(config.batch_size, len(own)),
             learning_rate=config.learning_rate,
-            seed=config.seed * 1000 + index,  # round 0's seed in the simulation
+            insecure_seed=config.seed * 1000 + index,  # round 0's seed in the simulation
             threads=1,
             progress=False,
         )

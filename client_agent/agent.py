@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import logging
 import secrets
@@ -21,9 +20,21 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
-from client_agent.data import Dataset, Share, hospital_share, load_file, train_test_split
+from client_agent.data import Dataset, Share, hospital_share, load_file
 from client_agent.deid import Deidentifier
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.releases import (
+    COUNT_ENTRY,
+    PublicCounts,
+    appended,
+    calibrate,
+    epsilon_of,
+    held_out_mask,
+    new_split_key,
+    noisy_count,
+    release_loss,
+    validation_entry,
+)
 from client_agent.train import (
     BudgetExhaustedError,
     DPSettings,
@@ -33,6 +44,7 @@ from client_agent.train import (
     PrivacyHistory,
     check_budget,
     encode,
+    example_losses,
     train_local,
 )
 from protocol.crypto import HEScheme, scheme_from_public
@@ -77,17 +89,26 @@ class AgentState:
     api_token: str | None = None
     edge_url: str | None = None
     last_round: int | None = None
+    #: Accountant history of the training part (the public count's release, then DP-SGD rounds).
     privacy: list[tuple[float, float, int]] | None = None
     # The HE key fingerprint of the federation this state belongs to: a federation created again under
     # the same id is another federation, and this state's privacy history is not its.
     federation_fingerprint: str | None = None
+    #: The example count as released once with noise (`client_agent.releases`); never drawn again.
+    public_examples: int | None = None
+    #: Hex key of the per-example held-out split (drawn from the operating system, never sent).
+    split_key: str | None = None
+    #: Accountant history of the held-out part (the public count's release, then noisy held-out losses).
+    held_out_privacy: list[tuple[float, float, int]] | None = None
 
     @classmethod
     def load(cls, path: Path) -> AgentState:
         if not path.exists():
             return cls()
         raw = json.loads(path.read_text())
-        raw["privacy"] = [tuple(entry) for entry in raw.get("privacy") or []]
+        for key in ("privacy", "held_out_privacy"):
+            if raw.get(key) is not None:
+                raw[key] = [tuple(entry) for entry in raw[key]]
         return cls(**raw)
 
     def save(self, path: Path) -> None:
@@ -96,19 +117,17 @@ class AgentState:
         tmp.replace(path)
 
 
-def held_out_split(
-    dataset: Dataset, fraction: float | None, client_id: str
-) -> tuple[Dataset, Dataset | None]:
-    """(train, held out): the same stratified split every round (seeded by the client id), or no split."""
+def held_out_split(dataset: Dataset, fraction: float | None, key: bytes) -> tuple[Dataset, Dataset | None]:
+    """(train, held out): each example held out on its own by a keyed hash (`releases.held_out_mask`), the
+    same every round; or no split."""
     if fraction is None:
         return dataset, None
-    seed = int.from_bytes(hashlib.sha256(client_id.encode()).digest()[:8], "little")
-    train, held_out = train_test_split(dataset, test_fraction=fraction, seed=seed)
-    if len(held_out) == 0 or len(train) == 0:
+    mask = held_out_mask(dataset.texts, dataset.labels, fraction=fraction, key=key)
+    if mask.all() or not mask.any():
         raise AgentError(
             f"validation_fraction {fraction} of {len(dataset)} examples leaves an empty train or held-out part"
         )
-    return train, held_out
+    return dataset.subset(np.flatnonzero(~mask)), dataset.subset(np.flatnonzero(mask))
 
 
 def load_hospital_data(settings: ClientSettings) -> Dataset:
@@ -292,15 +311,17 @@ class ClientAgent:
         texts, counts = Deidentifier().deidentify_many(dataset.texts)
         clean = dataclasses.replace(dataset, texts=list(texts))
         log.info("data ready", extra={"data": {"examples": len(texts), "deidentified": dict(counts)}})
+        released = self.public_count(len(texts))
         cloud = Peer(self.settings.cloud_url, give_up_after_s=3600.0)
         uploads = 0
         try:
-            await self.enrol(cloud, len(texts))
-            spec, scheme = await self.federation(cloud, len(texts))
+            await self.enrol(cloud, released)
+            spec, scheme = await self.federation(cloud, released)
             edge = Peer(self.state.edge_url or "", give_up_after_s=600.0)
             model: FFAClassifier | None = None
             features: Features | None = None
             validation: Features | None = None
+            public = PublicCounts.derive(released, None)
             model_basis = spec.basis_version
             while max_rounds is None or uploads < max_rounds:
                 try:
@@ -320,9 +341,8 @@ class ClientAgent:
                     model = self._build_model(spec, rank)
                     model_basis = spec.basis_version
                     tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-                    train_part, held_out = held_out_split(
-                        clean, plan.validation_fraction, self.settings.client_id
-                    )
+                    train_part, held_out = held_out_split(clean, plan.validation_fraction, self.split_key())
+                    public = PublicCounts.derive(released, plan.validation_fraction)
                     features, validation = await asyncio.to_thread(
                         self._encode, model, tokenizer, train_part, held_out, plan.training.max_seq_length
                     )
@@ -335,26 +355,35 @@ class ClientAgent:
                 start = await self.global_vector(cloud, plan.adapter_version, model.layout.size)
                 started = time.perf_counter()
                 try:
-                    result = await asyncio.to_thread(
-                        self._train, model, features, start, plan, spec, validation
+                    # With a held-out split: the loss of the round's *starting* adapter on data never trained
+                    # on, released with DP before training moves the model.
+                    loss = (
+                        await asyncio.to_thread(
+                            self._held_out_loss, model, validation, start, plan, spec, public
+                        )
+                        if validation is not None
+                        else None
                     )
+                    result = await asyncio.to_thread(self._train, model, features, start, plan, spec, public)
                 except LocalBudgetExhaustedError as e:
                     log.warning(
                         "stopped: local privacy budget reached",
                         extra={"round": plan.round, "data": {"why": str(e)}},
                     )
                     break
+                # Written before the upload: a crash after it must not drop these releases from the account.
+                self.state.save(self.state_path)
                 self.metrics.local_training.labels(self.fid).observe(time.perf_counter() - started)
-                if result.epsilon is not None:
-                    self.metrics.epsilon_spent.labels(self.fid, "example").set(result.epsilon)
-                # With a held-out split: the loss of the round's *starting* adapter on data never trained on.
+                spend = self._spend(plan, result)
+                if spend is not None:
+                    self.metrics.epsilon_spent.labels(self.fid, "example").set(spend.epsilon)
                 update = self.make_update(
                     plan,
                     scheme,
                     result.delta,
-                    num_examples=len(features),
-                    spend=self._spend(plan, result),
-                    validation=(result.loss_before, len(validation)) if validation is not None else None,
+                    num_examples=public.train,
+                    spend=spend,
+                    validation=(loss, public.held_out) if loss is not None and public.held_out else None,
                 )
                 if await self.upload(edge, update):
                     uploads += 1
@@ -362,7 +391,10 @@ class ClientAgent:
                         "uploaded",
                         extra={
                             "round": plan.round,
-                            "data": {"epsilon": result.epsilon, "bytes": len(update.ciphertext)},
+                            "data": {
+                                "epsilon": spend.epsilon if spend else None,
+                                "bytes": len(update.ciphertext),
+                            },
                         },
                     )
                 self._done(plan.round)
@@ -370,19 +402,48 @@ class ClientAgent:
             await cloud.close()
         return uploads
 
+    # -- what the hospital releases about its data (`client_agent.releases`) -----------------------------
+    def public_count(self, examples: int) -> int:
+        """The example count as released, drawn once with noise and charged to both parts' histories; the
+        state is saved before anything is sent."""
+        if self.state.public_examples is None:
+            self.state.public_examples = noisy_count(examples)
+            self.state.privacy = [COUNT_ENTRY, *(self.state.privacy or [])]
+            self.state.held_out_privacy = [COUNT_ENTRY, *(self.state.held_out_privacy or [])]
+            self.state.save(self.state_path)
+            log.info(
+                "example count released with noise",
+                extra={"data": {"examples": examples, "released": self.state.public_examples}},
+            )
+        return self.state.public_examples
+
+    def split_key(self) -> bytes:
+        if self.state.split_key is None:
+            self.state.split_key = new_split_key().hex()
+            self.state.save(self.state_path)
+        return bytes.fromhex(self.state.split_key)
+
     def _done(self, round_: int) -> None:
         self.state.last_round = round_
         self.state.save(self.state_path)
 
     def _spend(self, plan: RoundPlan, result: LocalResult) -> LocalSpend | None:
+        """Both parts' histories and the larger of their epsilons (parallel composition)."""
         if result.epsilon is None:
             return None
+        dp = plan.local_dp
+        held_out = tuple(self.state.held_out_privacy or ())
+        epsilon = max(
+            result.epsilon,
+            epsilon_of(held_out, delta=dp.delta, accountant=dp.accountant) if len(held_out) > 1 else 0.0,
+        )
         return LocalSpend(
-            epsilon=result.epsilon,
-            delta=plan.local_dp.delta,
-            accountant=plan.local_dp.accountant,
+            epsilon=epsilon,
+            delta=dp.delta,
+            accountant=dp.accountant,
             history=tuple(self.state.privacy or ()),
             budget=self._local_budget(plan),
+            held_out_history=held_out,
         )
 
     def _local_budget(self, plan: RoundPlan) -> float:
@@ -401,6 +462,60 @@ class ClientAgent:
     def _build_model(self, spec: FederationSpec, rank: int) -> FFAClassifier:
         return FFAClassifier(load_encoder(self.model_path), AdapterSpec.from_federation(spec), rank=rank)
 
+    def _dp_settings(self, plan: RoundPlan, spec: FederationSpec) -> DPSettings | None:
+        dp = plan.local_dp
+        if not dp.enabled:
+            return None
+        return DPSettings(
+            epsilon=self._local_budget(plan),
+            delta=dp.delta,
+            max_grad_norm=dp.max_grad_norm,
+            rounds=spec.rounds,
+            accountant=dp.accountant,
+            spent_before=(COUNT_ENTRY,),
+        )
+
+    def _held_out_loss(
+        self,
+        model: FFAClassifier,
+        validation: Features,
+        start: np.ndarray,
+        plan: RoundPlan,
+        spec: FederationSpec,
+        public: PublicCounts,
+    ) -> float | None:
+        """The starting adapter's held-out loss, released with noise calibrated so that the planned rounds
+        spend this hospital's budget on the held-out part; None (nothing released) once they have."""
+        dp = self._dp_settings(plan, spec)
+        if dp is None or spec.convergence is None or public.held_out is None:
+            return None
+        history = list(self.state.held_out_privacy or [COUNT_ENTRY])
+        sigma = calibrate(
+            epsilon=dp.epsilon,
+            delta=dp.delta,
+            accountant=dp.accountant,
+            fixed=dp.spent_before,
+            sample_rate=1.0,
+            steps=spec.rounds,
+        )
+        entry = validation_entry(sigma)
+        after = epsilon_of([*history, entry], delta=dp.delta, accountant=dp.accountant)
+        if after > dp.epsilon * 1.01:
+            log.warning(
+                "held-out loss not reported: its budget is spent",
+                extra={"round": plan.round, "data": {"epsilon_after": after, "budget": dp.epsilon}},
+            )
+            return None
+        model.load_global(start)
+        loss = release_loss(
+            example_losses(model, validation),
+            loss_clip=spec.convergence.loss_clip,
+            noise_multiplier=sigma,
+            public_count=public.held_out,
+        )
+        self.state.held_out_privacy = appended(history, entry)
+        return loss
+
     def _train(
         self,
         model: FFAClassifier,
@@ -408,29 +523,17 @@ class ClientAgent:
         start: np.ndarray,
         plan: RoundPlan,
         spec: FederationSpec,
-        validation: Features | None = None,
+        public: PublicCounts,
     ) -> LocalResult:
-        dp = plan.local_dp
-        history = PrivacyHistory(list(self.state.privacy or []))
-        budget = self._local_budget(plan)
-        settings = (
-            DPSettings(
-                epsilon=budget,
-                delta=dp.delta,
-                max_grad_norm=dp.max_grad_norm,
-                rounds=spec.rounds,
-                accountant=dp.accountant,
-            )
-            if dp.enabled
-            else None
-        )
-        batch_size = min(plan.training.batch_size, len(features))
+        history = PrivacyHistory(list(self.state.privacy or [COUNT_ENTRY]))
+        settings = self._dp_settings(plan, spec)
+        batch_size = min(plan.training.batch_size, public.train)
         if settings is not None:
             try:
                 check_budget(
                     history,
                     settings,
-                    num_examples=len(features),
+                    num_examples=public.train,
                     batch_size=batch_size,
                     steps_per_round=plan.training.local_steps,
                 )
@@ -441,13 +544,12 @@ class ClientAgent:
             batch_size=batch_size,
             learning_rate=plan.training.learning_rate,
             optimizer=plan.training.optimizer,
-            seed=plan.round,
             threads=self.settings.threads,
             progress=False,
             dp=settings,
         )
         result = train_local(
-            model, features, global_vector=start, config=config, history=history, evaluation=validation
+            model, features, global_vector=start, config=config, history=history, public_examples=public.train
         )
         if spec.strategy is Strategy.FEDROT:
             # Rotate the trained factors toward the global ones before the delta is taken (B A unchanged).

@@ -150,7 +150,6 @@ def run_local(config: LocalRunConfig) -> LocalRunReport:
         steps=config.steps,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        seed=config.seed,
         threads=config.threads,
         progress=config.progress,
         dp=dp,

@@ -2,18 +2,24 @@
 
 DP-SGD (Abadi et al., 2016): Poisson sampling with rate `q`, per-example clipping to `max_grad_norm`,
 Gaussian noise of std `sigma * max_grad_norm`. `sigma` is derived once from the client's target
-`(epsilon, delta)` over *all* planned rounds (`steps_per_round * rounds` steps at rate `q`), and the
-accountant's history is carried from round to round, so the epsilon reported after round `t` is what the
-hospital has spent so far.
+`(epsilon, delta)` over *all* planned rounds (`steps_per_round * rounds` steps at rate `q`, after what the
+history already holds at the start, such as the public count: `client_agent.releases`), and the history is
+carried from round to round, so the epsilon reported after round `t` is what the hospital has spent so far.
 
-Opacus' Poisson loader uses `q = 1 / number_of_batches`, so `q` is computed the same way here: deriving
-`sigma` from `batch_size / n` instead misses the target epsilon.
+`q` is one over the number of batches of the *public* example count (Opacus' convention), so the sample
+rate reveals no more about the data size than the public count does.
+
+Every random draw that protects privacy (the Poisson batch selection and the Gaussian noise) comes from a
+generator seeded from the operating system's entropy, passed to Opacus explicitly; nothing reads torch's
+global generator. `LocalConfig.insecure_seed` replaces that entropy with a seed for experiments and tests
+that must repeat a run: whoever knows the seed regenerates the noise and subtracts it, so the services never
+set it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
+import secrets
 import time
 import warnings
 from collections.abc import Sequence
@@ -23,13 +29,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from opacus import PrivacyEngine
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
+from opacus import GradSampleModule
+from opacus.data_loader import DPDataLoader
+from opacus.optimizers import DPOptimizer
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from client_agent.model import FFAClassifier
+from client_agent.releases import History, appended, calibrate, epsilon_of
 
 
 class TrainingError(ValueError):
@@ -45,6 +52,9 @@ class DPSettings:
     max_grad_norm: float = 1.0
     rounds: int = 1
     accountant: Literal["rdp", "prv"] = "rdp"
+    #: What the hospital released before its first round (its public count, `client_agent.releases`): the
+    #: calibration leaves room for it, and a history started afresh starts with it.
+    spent_before: History = ()
 
     def __post_init__(self) -> None:
         if not self.epsilon > 0:
@@ -63,7 +73,10 @@ class LocalConfig:
     batch_size: int = 32
     learning_rate: float = 0.5
     optimizer: Literal["sgd", "adam"] = "sgd"
-    seed: int = 0
+    #: Reproducible randomness for experiments and tests ONLY: the batch sampling and the DP-SGD noise are
+    #: drawn from this seed instead of the operating system's entropy, so whoever knows it can subtract the
+    #: noise. The hospital agent never sets it.
+    insecure_seed: int | None = None
     threads: int = 1
     eval_batch_size: int = 256
     progress: bool = True
@@ -166,26 +179,33 @@ def evaluate(model: FFAClassifier, features: Features, *, batch_size: int = 256)
     return total_loss / len(features), correct / len(features)
 
 
+@torch.no_grad()
+def example_losses(model: FFAClassifier, features: Features, *, batch_size: int = 256) -> np.ndarray:
+    """Each example's cross-entropy under the model as it is (float64, one per example)."""
+    parts = []
+    for start in range(0, len(features), batch_size):
+        sl = slice(start, start + batch_size)
+        logits = model.forward_from(features.hidden[sl], features.mask[sl])
+        parts.append(F.cross_entropy(logits, features.labels[sl], reduction="none").double().numpy())
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 def sample_rate_for(num_examples: int, batch_size: int) -> float:
-    """Opacus' Poisson sampling rate for a loader of this size: one over the number of batches."""
+    """Opacus' Poisson sampling rate for a loader of this size: one over the number of batches.
+
+    Give it the public example count: the rate is released in the accountant history."""
     return 1.0 / math.ceil(num_examples / batch_size)
 
 
-@functools.lru_cache(maxsize=256)
 def noise_multiplier_for(dp: DPSettings, *, sample_rate: float, steps_per_round: int) -> float:
-    """`sigma` that spends exactly the target epsilon over every planned round.
-
-    Memoised: Opacus' search takes about two seconds, and a hospital asks twice a round (`check_budget`,
-    then `train_local`) with the same arguments; a simulation asks once per hospital per round.
-    """
-    return float(
-        get_noise_multiplier(
-            target_epsilon=dp.epsilon,
-            target_delta=dp.delta,
-            sample_rate=sample_rate,
-            steps=steps_per_round * dp.rounds,
-            accountant=dp.accountant,
-        )
+    """`sigma` that spends exactly the target epsilon over every planned round, after `dp.spent_before`."""
+    return calibrate(
+        epsilon=dp.epsilon,
+        delta=dp.delta,
+        accountant=dp.accountant,
+        fixed=dp.spent_before,
+        sample_rate=sample_rate,
+        steps=steps_per_round * dp.rounds,
     )
 
 
@@ -198,27 +218,38 @@ def projected_epsilon(
 ) -> float:
     """The epsilon Opacus' accountant would report after `steps` more steps at `(noise_multiplier,
     sample_rate)`: asked before training, so that a hospital never runs past its budget."""
-    accountant = create_accountant(mechanism=dp.accountant)
-    accountant.history = [*history.entries, (noise_multiplier, sample_rate, steps)]
-    return float(accountant.get_epsilon(delta=dp.delta))
+    entry = (noise_multiplier, sample_rate, steps)
+    return epsilon_of([*history.entries, entry], delta=dp.delta, accountant=dp.accountant)
 
 
 def check_budget(
     history: PrivacyHistory, dp: DPSettings, *, num_examples: int, batch_size: int, steps_per_round: int
 ) -> float:
-    """The epsilon after one more round as `train_local` would run it; raises `BudgetExhaustedError` if that
-    exceeds `dp.epsilon`. `sigma` spends the budget over `dp.rounds` rounds, so this refuses only rounds
-    beyond them (failed rounds that were retried, or a federation that runs longer than planned)."""
+    """The epsilon after one more round as `train_local` would run it (`num_examples`: the public count);
+    raises `BudgetExhaustedError` if that exceeds `dp.epsilon`. `sigma` spends the budget over `dp.rounds`
+    rounds, so this refuses only rounds beyond them (failed rounds that were retried, or a federation that
+    runs longer than planned)."""
     rate = sample_rate_for(num_examples, batch_size)
     sigma = noise_multiplier_for(dp, sample_rate=rate, steps_per_round=steps_per_round)
     after = projected_epsilon(history, dp, sample_rate=rate, noise_multiplier=sigma, steps=steps_per_round)
-    # Opacus' calibration lands within its search tolerance of the target, hence the 1% slack.
+    # The calibration lands within its search tolerance of the target, hence the 1% slack.
     if after > dp.epsilon * 1.01:
         raise BudgetExhaustedError(
             f"one more round would bring the example-level epsilon to {after:.3f}, above the budget "
             f"{dp.epsilon:g} (spent {history.steps} DP-SGD steps so far; delta {dp.delta:g})"
         )
     return after
+
+
+def generators(insecure_seed: int | None) -> tuple[torch.Generator, torch.Generator]:
+    """(batch sampling, noise) generators: seeded from the operating system's entropy, or, for experiments
+    and tests that must repeat a run, from `insecure_seed`."""
+    seeds = (
+        (secrets.randbits(63), secrets.randbits(63))
+        if insecure_seed is None
+        else (insecure_seed, insecure_seed + 0x5EED)
+    )
+    return torch.Generator().manual_seed(seeds[0]), torch.Generator().manual_seed(seeds[1])
 
 
 def train_local(
@@ -229,13 +260,15 @@ def train_local(
     config: LocalConfig,
     evaluation: Features | None = None,
     history: PrivacyHistory | None = None,
+    public_examples: int | None = None,
 ) -> LocalResult:
     """One round of local training from the global adapter. Returns the padded delta and the figures.
 
-    `history` (DP only) is extended in place with this round's accounting.
+    `history` (DP only) is extended in place with this round's accounting. `public_examples` is the size of
+    the training part as the federation knows it (`client_agent.releases`): it sets the sample rate and the
+    expected batch. None: `len(train)`, for a run whose count is released nowhere (a local pre-flight).
     """
     torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
     model.load_global(global_vector)
     held_out = evaluation if evaluation is not None else train
     loss_before, acc_before = evaluate(model, held_out, batch_size=config.eval_batch_size)
@@ -248,40 +281,33 @@ def train_local(
         if config.optimizer == "sgd"
         else torch.optim.Adam(params, lr=config.learning_rate)
     )
-    generator = torch.Generator().manual_seed(config.seed)
+    sampling, noise = generators(config.insecure_seed)
     epsilon = sigma = rate = None
     if config.dp is None:
-        sampler = RandomSampler(dataset, replacement=True, num_samples=config.steps * config.batch_size)
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, generator=generator)
+        sampler = RandomSampler(
+            dataset, replacement=True, num_samples=config.steps * config.batch_size, generator=sampling
+        )
+        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler)
         _run_steps(model, optimizer, loader, config, clip_norm=config.max_grad_norm)
     else:
         if history is None:
-            history = PrivacyHistory()
-        rate = sample_rate_for(len(train), config.batch_size)
+            history = PrivacyHistory(list(config.dp.spent_before))
+        counted = public_examples if public_examples is not None else len(train)
+        rate = sample_rate_for(counted, config.batch_size)
         sigma = noise_multiplier_for(config.dp, sample_rate=rate, steps_per_round=config.steps)
-        loader = DataLoader(dataset, batch_size=config.batch_size, generator=generator)
-        with warnings.catch_warnings():
-            # torchcsprng cannot be installed here, so Opacus warns about secure_mode on every call; and
-            # the first adapted layer's input is a cached tensor that needs no gradient, which torch notes.
-            warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
-            warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
-            engine = PrivacyEngine(accountant=config.dp.accountant)
-            engine.accountant.history = list(history.entries)
-            model.train()
-            gs_model, dp_optimizer, dp_loader = engine.make_private(
-                module=model,
-                optimizer=optimizer,
-                data_loader=loader,
-                noise_multiplier=sigma,
-                max_grad_norm=config.dp.max_grad_norm,
-                poisson_sampling=True,
-                grad_sample_mode="hooks",
-            )
-            _run_steps(gs_model, dp_optimizer, dp_loader, config)
-        # Unhook so that the next round can wrap the same model again.
-        gs_model._close()
-        history.entries[:] = [(float(s), float(q), int(n)) for s, q, n in engine.accountant.history]
-        epsilon = float(engine.accountant.get_epsilon(delta=config.dp.delta))
+        _dp_steps(
+            model,
+            optimizer,
+            dataset,
+            config,
+            sample_rate=rate,
+            sigma=sigma,
+            expected_batch=counted * rate,
+            sampling=sampling,
+            noise=noise,
+        )
+        history.entries[:] = appended(history.entries, (sigma, rate, config.steps))
+        epsilon = epsilon_of(history.entries, delta=config.dp.delta, accountant=config.dp.accountant)
     seconds = time.perf_counter() - started
     loss_after, acc_after = evaluate(model, held_out, batch_size=config.eval_batch_size)
     return LocalResult(
@@ -297,6 +323,46 @@ def train_local(
         noise_multiplier=sigma,
         sample_rate=rate,
     )
+
+
+def _dp_steps(
+    model: FFAClassifier,
+    optimizer: torch.optim.Optimizer,
+    dataset: TensorDataset,
+    config: LocalConfig,
+    *,
+    sample_rate: float,
+    sigma: float,
+    expected_batch: float,
+    sampling: torch.Generator,
+    noise: torch.Generator,
+) -> None:
+    """`config.steps` DP-SGD steps with Opacus' parts wired by hand, so that both random sources are ours:
+    per-example gradients (hooks), a Poisson loader on `sampling`, clipping and Gaussian noise on `noise`.
+    The noisy sum is divided by the expected batch of the public count (Opacus' "mean" reduction)."""
+    assert config.dp is not None
+    with warnings.catch_warnings():
+        # torchcsprng cannot be installed here, so Opacus warns about secure_mode; and the first adapted
+        # layer's input is a cached tensor that needs no gradient, which torch notes.
+        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+        warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
+        model.train()
+        gs_model = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+        gs_model.forbid_grad_accumulation()
+        dp_optimizer = DPOptimizer(
+            optimizer,
+            noise_multiplier=sigma,
+            max_grad_norm=config.dp.max_grad_norm,
+            expected_batch_size=max(1, int(expected_batch)),
+            loss_reduction="mean",
+            generator=noise,
+        )
+        loader = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling)
+        try:
+            _run_steps(gs_model, dp_optimizer, loader, config)
+        finally:
+            # Unhook so that the next round can wrap the same model again.
+            gs_model._close()
 
 
 def _run_steps(

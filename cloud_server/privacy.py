@@ -7,9 +7,11 @@ in the same store transaction that publishes the round's adapter, so the ledger 
 disagree; the same transaction stops the federation (`budget_exhausted`) when the next round would take
 the epsilon past `central_dp.epsilon_budget`.
 
-Local (example-level) layer: each upload carries the hospital's DP-SGD history `(sigma, q, steps)` and the
-epsilon its own Opacus accountant gives; the ledger recomputes the epsilon from the history with its own
-RDP accountant instead of trusting the figure, and shows both.
+Local (example-level) layer: each upload carries the hospital's accountant histories `(sigma, q, steps)`,
+one for its training part (its noisy count, then DP-SGD) and one for its held-out part (its noisy count,
+then noisy held-out losses), and the epsilon its own Opacus accountant gives; the ledger recomputes the
+epsilon from the histories with its own RDP accountant instead of trusting the figure (the larger of the
+two parts: each example is in one of them), and shows both.
 
 Failed rounds release nothing and spend no central budget. A hospital's steps in a failed round show up in
 the history it sends with its next upload.
@@ -224,13 +226,21 @@ def check_budget(spec: FederationSpec, *, layout_size: int) -> None:
 
 
 @lru_cache(maxsize=4096)
-def local_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
-    """Example-level epsilon of a DP-SGD history, by the ledger's own RDP accountant."""
+def history_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    """Epsilon of one accountant history of Gaussian releases, by the ledger's own RDP accountant."""
     accountant = RdpAccountant()
     for sigma, rate, steps in history:
         if steps > 0:
             accountant.compose(GaussianEvent(noise_multiplier=sigma, sample_rate=rate, steps=steps))
     return accountant.epsilon(delta=delta)
+
+
+def local_epsilon(spend: LocalSpend) -> float:
+    """A hospital's example-level epsilon: the larger of its training part's and its held-out part's (an
+    example is in exactly one; parallel composition, McSherry 2009, "Privacy Integrated Queries", Thm 4)."""
+    return max(
+        history_epsilon(spend.history, spend.delta), history_epsilon(spend.held_out_history, spend.delta)
+    )
 
 
 def report(
@@ -257,7 +267,7 @@ def report(
             rows[cid].append(
                 ClientRoundPrivacy(
                     round=entry.round,
-                    local_epsilon=local_epsilon(spend.history, spend.delta),
+                    local_epsilon=local_epsilon(spend),
                     reported_epsilon=spend.epsilon,
                     noise_multiplier=last[0] if last else None,
                     sample_rate=last[1] if last else None,

@@ -237,13 +237,25 @@ class RankPolicy(BaseModel):
 class ConvergenceConfig(BaseModel):
     """Stop when the federation's validation loss settles (seed 001: "when the global loss changes less than
     a threshold"). Each hospital holds out `validation_fraction` of its data, never trains on it, and reports
-    the loss of the round's starting adapter on it; the cloud averages the losses by examples."""
+    the loss of the round's starting adapter on it; the cloud averages the losses by examples.
+
+    The held-out examples are patients too: each hospital releases their loss with DP (per-example losses
+    clipped to `loss_clip`, Gaussian noise on the sum, calibrated to its own example-level budget and charged
+    in its accountant history; `client_agent.releases`). The averaged loss is therefore noisy, and
+    `min_delta` should sit above that noise."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_delta: float = Field(gt=0.0, le=1e3, description="a change below this counts as no progress")
     patience: int = Field(default=2, ge=1, le=1000, description="rounds in a row without progress")
     validation_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+    loss_clip: float = Field(
+        default=3.0,
+        gt=0.0,
+        le=1e3,
+        description="each held-out example's loss is clipped to [0, loss_clip] before the noisy sum (its "
+        "sensitivity)",
+    )
 
 
 class LateUploadConfig(BaseModel):
@@ -473,11 +485,27 @@ def _canonical(payload: dict[str, Any]) -> bytes:
 MAX_PRIVACY_HISTORY = 10_000
 
 
-class LocalSpend(BaseModel):
-    """A hospital's example-level DP-SGD accounting so far: Opacus' history and the epsilon it gives.
+HistoryEntries = tuple[tuple[float, float, int], ...]
 
-    The cloud's ledger recomputes the epsilon from `history` with its own accountant rather than trusting
-    `epsilon`; both are shown.
+
+def _check_history(value: HistoryEntries) -> HistoryEntries:
+    for index, (sigma, rate, steps) in enumerate(value):
+        if not (0 < sigma < math.inf and 0 < rate <= 1 and steps >= 0):
+            raise ValueError(
+                f"history entry {index} is (noise_multiplier {sigma}, sample_rate {rate}, steps {steps}); "
+                "needs a finite noise_multiplier > 0, 0 < sample_rate <= 1, steps >= 0"
+            )
+    return value
+
+
+class LocalSpend(BaseModel):
+    """A hospital's example-level accounting so far: its accountant histories and the epsilon they give.
+
+    Adjacency: one example added to or removed from the hospital's data. Each example is either in the
+    training part (`history`: the public count's release, then DP-SGD) or held out (`held_out_history`: the
+    public count's release, then each round's noisy held-out loss); the hospital's epsilon is the larger of
+    the two (parallel composition). The cloud's ledger recomputes it from the histories with its own
+    accountant rather than trusting `epsilon`; both are shown.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -486,22 +514,17 @@ class LocalSpend(BaseModel):
     delta: float = Field(gt=0.0, lt=1.0)
     accountant: Literal["rdp", "prv"] = "rdp"
     history: tuple[tuple[float, float, int], ...] = Field(
-        max_length=MAX_PRIVACY_HISTORY, description="(noise_multiplier, sample_rate, steps) of every step run"
+        max_length=MAX_PRIVACY_HISTORY,
+        description="(noise_multiplier, sample_rate, steps) of every release on the training part",
     )
     budget: float | None = Field(default=None, gt=0.0, description="the hospital's own limit")
+    held_out_history: tuple[tuple[float, float, int], ...] = Field(
+        default=(),
+        max_length=MAX_PRIVACY_HISTORY,
+        description="(noise_multiplier, sample_rate, steps) of every release on the held-out part",
+    )
 
-    @field_validator("history")
-    @classmethod
-    def _check_history(
-        cls, value: tuple[tuple[float, float, int], ...]
-    ) -> tuple[tuple[float, float, int], ...]:
-        for index, (sigma, rate, steps) in enumerate(value):
-            if not (sigma > 0 and 0 < rate <= 1 and steps >= 0):
-                raise ValueError(
-                    f"history entry {index} is (noise_multiplier {sigma}, sample_rate {rate}, steps {steps}); "
-                    "needs noise_multiplier > 0, 0 < sample_rate <= 1, steps >= 0"
-                )
-        return value
+    _history = field_validator("history", "held_out_history")(_check_history)
 
 
 class ClientUpdate(Message):

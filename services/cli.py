@@ -307,6 +307,14 @@ def simulate_command(
     contamination_scale: Annotated[
         float, typer.Option(help="a contaminated upload's norm, in multiples of its benign one")
     ] = 1.0,
+    insecure_reproducible: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-reproducible",
+            help="draw DP noise, DP sampling and noisy counts from --seed so that a run repeats exactly; "
+            "INSECURE: whoever knows the seed can subtract the noise",
+        ),
+    ] = False,
 ) -> None:
     """Run a federation in one process (same model, DP, encryption and aggregation code as the services,
     no HTTP)."""
@@ -343,6 +351,7 @@ def simulate_command(
             contaminated=contaminated,
             contamination=contamination,  # type: ignore[arg-type]
             contamination_scale=contamination_scale,
+            insecure_reproducible=insecure_reproducible,
         )
     except SimulationError as e:
         raise typer.BadParameter(str(e)) from e

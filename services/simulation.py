@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,7 @@ from client_agent.data import Dataset, client_class_counts, partition, plot_heat
 from client_agent.deid import Deidentifier
 from client_agent.export import export_adapter
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.releases import COUNT_ENTRY, noisy_count, os_generator
 from client_agent.train import (
     DPSettings,
     Features,
@@ -131,6 +133,11 @@ class SimulationConfig:
     contamination_scale: float = 1.0
     #: The base model folder (default: all-MiniLM-L6-v2 from its PyPI package); tests pass a tiny one.
     model_path: Path | None = None
+    #: INSECURE, for experiments that must repeat exactly: the hospitals' DP-SGD noise and batch sampling,
+    #: their noisy example counts and the cloud's central noise are drawn from `seed` instead of the
+    #: operating system's entropy, so anyone who knows the seed can subtract the noise. The services have
+    #: no such switch.
+    insecure_reproducible: bool = False
 
     def __post_init__(self) -> None:
         if self.hospitals < 1:
@@ -299,6 +306,12 @@ def simulate(
     """Run the federation; `on_global(round, vector)` sees the global adapter after each round."""
     torch.set_num_threads(config.threads)
     config.out_dir.mkdir(parents=True, exist_ok=True)
+    if config.insecure_reproducible:
+        log.warning(
+            "insecure_reproducible: DP noise, DP sampling and the noisy counts come from seed %d; the privacy "
+            "figures do not hold against anyone who knows it",
+            config.seed,
+        )
     spec, train, test, parts = prepared_data(config)
     names = hospital_names(config.hospitals)
     heatmap = plot_heatmap(
@@ -438,7 +451,14 @@ class _Run:
         self.layout = model.layout
         self.names, self.features, self.contaminated = names, features, contaminated
         self.num_labels, self.progress = num_labels, progress
-        self.histories = {name: PrivacyHistory() for name in names}
+        # Each hospital releases its example count once, with noise, as the agent does; DP-SGD's sample rate,
+        # the batch and the manifest's `num_examples` come from it.
+        counts = np.random.default_rng([config.seed, 0xC0C0]) if config.insecure_reproducible else None
+        self.public = {
+            name: noisy_count(len(own), rng=counts or os_generator())
+            for name, own in zip(names, features, strict=True)
+        }
+        self.histories = {name: PrivacyHistory([COUNT_ENTRY]) for name in names}
         self.cloud_scheme = generate_scheme(spec.he)
         self.public_scheme = scheme_from_public(spec.he, self.cloud_scheme.public_bytes())
         # The same close over plaintext sums, to measure what the encryption changed.
@@ -451,6 +471,7 @@ class _Run:
                 delta=config.delta,
                 max_grad_norm=config.max_grad_norm,
                 rounds=config.rounds,
+                spent_before=(COUNT_ENTRY,),
             )
             if config.epsilon is not None
             else None
@@ -483,7 +504,7 @@ class _Run:
                 Contribution(
                     client_id=name,
                     weight=WEIGHT,
-                    num_examples=result.num_examples,
+                    num_examples=self.public[name],
                     rank=self.config.rank,
                     nonce=f"{round_:016x}{index:016x}",
                     ciphertext_sha256=hashlib.sha256(upload.ciphertext).hexdigest(),
@@ -511,13 +532,20 @@ class _Run:
         # The cloud: the edges forward their sums; only the global sum (clair: each edge's plaintext sum)
         # is ever decrypted.
         ciphertexts, edge_rows = edges.forwarded()
-        closed = self._close(round_, self.cloud_scheme, ciphertexts, edge_rows, global_vector, contributions)
+        noise_seed = (
+            (self.config.seed, round_, NOISE_STREAM)
+            if self.config.insecure_reproducible
+            else (secrets.randbits(128),)
+        )
+        closed = self._close(
+            round_, self.cloud_scheme, ciphertexts, edge_rows, global_vector, contributions, noise_seed
+        )
         self.ledger = closed.ledger
         he_error = 0.0
         if plain_edges is not None and plain is not None:
             # Same noise seed, so the two closes differ only by what the encryption did to the sums.
             reference = self._close(
-                round_, plain, plain_edges.forwarded()[0], edge_rows, global_vector, contributions
+                round_, plain, plain_edges.forwarded()[0], edge_rows, global_vector, contributions, noise_seed
             )
             he_error = float(
                 np.abs(closed.aggregated.vector.astype(np.float64) - reference.aggregated.vector).max()
@@ -552,11 +580,14 @@ class _Run:
         bad = name in self.contaminated
         if bad and config.contamination == "flip":
             own = flipped(own, num_labels=self.num_labels)
+        public = self.public[name]
         local = LocalConfig(
             steps=config.steps,
-            batch_size=min(config.batch_size, len(own)),
+            batch_size=min(config.batch_size, public),
             learning_rate=config.learning_rate,
-            seed=config.seed * 1000 + round_ * 100 + index,
+            insecure_seed=(config.seed * 1000 + round_ * 100 + index)
+            if config.insecure_reproducible
+            else None,
             threads=config.threads,
             progress=self.progress,
             dp=self.dp,
@@ -569,6 +600,7 @@ class _Run:
             history=self.histories[name],
             strategy=self.spec.strategy,
             round_=round_,
+            public_examples=public,
         )
         delta = result.delta
         if bad:
@@ -585,6 +617,7 @@ class _Run:
         rows: list[tuple[str, float]],
         global_vector: np.ndarray,
         contributions: list[Contribution],
+        noise_seed: tuple[int, ...],
     ) -> ClosedRound:
         return close_round(
             self.spec,
@@ -597,5 +630,5 @@ class _Run:
             strategy=self.strategy,
             ledger=self.ledger,
             round_=round_,
-            noise_seed=(self.config.seed, round_, NOISE_STREAM),
+            noise_seed=noise_seed,
         )

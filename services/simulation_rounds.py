@@ -117,10 +117,19 @@ def local_update(
     history: PrivacyHistory,
     strategy: Strategy,
     round_: int,
+    public_examples: int | None = None,
 ) -> LocalResult:
-    """One hospital's round as the agent's `_train` runs it: local training, then for FedRot the rotation
-    of the trained factors toward the global ones (`B A` unchanged) before the delta is taken."""
-    result = train_local(model, features, global_vector=global_vector, config=config, history=history)
+    """One hospital's round as the agent's `_train` runs it: local training (at the sample rate of its
+    public count), then for FedRot the rotation of the trained factors toward the global ones (`B A`
+    unchanged) before the delta is taken."""
+    result = train_local(
+        model,
+        features,
+        global_vector=global_vector,
+        config=config,
+        history=history,
+        public_examples=public_examples,
+    )
     if strategy is Strategy.FEDROT:
         model.align_to(global_vector, round_index=round_)
         result = dataclasses.replace(result, delta=model.delta_from(global_vector))

@@ -47,7 +47,8 @@ def _train_alone(config: SimulationConfig) -> list[tuple[str, float]]:
                 steps=config.steps,
                 batch_size=min(config.batch_size, len(own)),
                 learning_rate=config.learning_rate,
-                seed=config.seed * 1000 + round_ * 100 + index,
+                # An experiment repeats exactly; this baseline trains without DP, so the seed protects nothing.
+                insecure_seed=config.seed * 1000 + round_ * 100 + index,
                 threads=config.threads,
                 progress=False,
             )

@@ -238,6 +238,8 @@ def simulation_config(
         deidentify=config.deidentify,
         out_dir=out_dir,
         strategy=method,
+        # An experiment must repeat exactly (its config.json reruns it), so its noise comes from the seed.
+        insecure_reproducible=True,
         model_path=Path(config.model_path) if config.model_path is not None else None,
     )
 

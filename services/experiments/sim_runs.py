@@ -74,7 +74,8 @@ class SimSettings:
         if values["layers_to_transform"] is None:
             del values["layers_to_transform"]
         values.update(cell)
-        return SimulationConfig(out_dir=out_dir, **values)
+        # An experiment must repeat exactly (its config.json reruns it), so its noise comes from the seed.
+        return SimulationConfig(out_dir=out_dir, insecure_reproducible=True, **values)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SimSettings:

@@ -39,6 +39,7 @@ def _config(tmp_path, model_dir, **overrides):
         deidentify=False,
         model_path=model_dir,
         out_dir=tmp_path,
+        insecure_reproducible=True,  # the tests compare runs draw for draw
     )
     settings.update(overrides)
     return SimulationConfig(**settings)

@@ -71,17 +71,27 @@ def test_without_distributed_noise_nothing_is_added_and_a_short_delta_is_not_sca
     assert update.weight == 1.0 and update.noise_share_std is None and update.local_privacy is None
 
 
-def test_the_held_out_split_is_the_same_every_round_and_never_trained_on() -> None:
+def test_the_held_out_split_is_the_same_every_round_never_trained_on_and_decided_per_example() -> None:
     data = Dataset(
-        texts=[f"note {i}" for i in range(200)],
-        labels=[i % 2 for i in range(200)],
+        texts=[f"note {i}" for i in range(400)],
+        labels=[i % 2 for i in range(400)],
         label_names=("a", "b"),
         name="t",
     )
-    train, held_out = held_out_split(data, 0.1, "hosp-a")
-    again_train, again_held_out = held_out_split(data, 0.1, "hosp-a")
+    key = bytes(range(32))
+    train, held_out = held_out_split(data, 0.1, key)
+    again_train, again_held_out = held_out_split(data, 0.1, key)
     assert held_out is not None and again_held_out is not None
     assert held_out.texts == again_held_out.texts and train.texts == again_train.texts
-    assert len(held_out) == 20 and not set(held_out.texts) & set(train.texts)
-    assert sorted(held_out.labels) == [0] * 10 + [1] * 10  # stratified
-    assert held_out_split(data, None, "hosp-a") == (data, None)
+    assert not set(held_out.texts) & set(train.texts) and len(train) + len(held_out) == 400
+    assert 40 - 4 * 6 <= len(held_out) <= 40 + 4 * 6  # Binomial(400, 0.1): mean 40, std 6
+    # One example added moves no other example between the parts (what parallel composition needs).
+    grown = Dataset([*data.texts, "a new note"], [*data.labels, 1], ("a", "b"), "t")
+    grown_train, grown_held_out = held_out_split(grown, 0.1, key)
+    assert grown_held_out is not None
+    assert set(grown_train.texts) - {"a new note"} == set(train.texts)
+    assert set(grown_held_out.texts) - {"a new note"} == set(held_out.texts)
+    # Another hospital's key gives another split; no fraction, no split.
+    other = held_out_split(data, 0.1, bytes(32 * [7]))[1]
+    assert other is not None and other.texts != held_out.texts
+    assert held_out_split(data, None, key) == (data, None)
