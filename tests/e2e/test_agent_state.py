@@ -8,14 +8,16 @@ import secrets
 
 import pytest
 
-from client_agent.agent import AgentError, ClientAgent
+from client_agent.agent import AgentError, AgentState, ClientAgent
+from client_agent.releases import COUNT_ENTRY
+from protocol.messages import TrainingConfig
 from services.http import Peer
 from services.settings import ClientSettings
 from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
 from tests.e2e.helpers import FID, create_federation, make_spec
 
 
-def agent_for(cloud: CloudProcess, token: str, state_dir, model_dir) -> ClientAgent:
+def agent_for(cloud: CloudProcess, token: str, state_dir, model_dir, **extra) -> ClientAgent:
     settings = ClientSettings(
         client_id="h-a",
         federation_id=FID,
@@ -24,6 +26,7 @@ def agent_for(cloud: CloudProcess, token: str, state_dir, model_dir) -> ClientAg
         enrolment_token=token,
         state_dir=state_dir,
         model_path=model_dir,
+        **extra,
     )
     return ClientAgent(settings)
 
@@ -66,3 +69,43 @@ def test_a_revoked_token_is_replaced_and_a_foreign_state_folder_is_refused(clust
     assert reloaded.state.api_token not in (None, enrolled)
     info = cloud.admin.get(f"/federations/{FID}").json()
     assert agent.state.federation_fingerprint == info["he_fingerprint"]
+
+
+@pytest.mark.slow
+def test_the_privacy_history_is_saved_before_the_upload(cluster, tmp_path, tiny_model_dir):
+    # Prepare: a real cloud and edge; one hospital enrolled, the federation started.
+    cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
+    spec = make_spec(training=TrainingConfig(local_steps=3, batch_size=8, max_seq_length=16))
+    created = create_federation(cloud, spec)
+    EdgeProcess(cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID)
+    poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 1, timeout_s=30, what="edge")
+    notes = tmp_path / "notes.csv"
+    notes.write_text(
+        "text,label\n" + "".join(f"note {i} {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(40))
+    )
+    state_dir = tmp_path / "hospital"
+    agent = agent_for(cloud, created.client_enrolment_token, state_dir, tiny_model_dir, data_file=notes)
+
+    async def enrol() -> None:
+        peer = Peer(cloud.url, give_up_after_s=30.0)
+        try:
+            await agent.enrol(peer, agent.public_count(40))
+        finally:
+            await peer.close()
+
+    asyncio.run(enrol())
+    assert cloud.admin.post(f"/federations/{FID}/start").status_code in (200, 201)
+
+    # Execute: the hospital trains round 0, then dies before its upload leaves.
+    async def crash(edge, update):
+        raise RuntimeError("the hospital's process died here")
+
+    agent.upload = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="died here"):
+        asyncio.run(agent.run(max_rounds=1))
+
+    # Assert: the state folder already holds the round's DP-SGD steps beside the count's release.
+    saved = AgentState.load(state_dir / "state.json")
+    assert saved.privacy is not None and saved.privacy[0] == COUNT_ENTRY
+    assert sum(steps for _, rate, steps in saved.privacy if rate < 1.0) == 3
+    assert saved.last_round is None  # the round itself was not done
