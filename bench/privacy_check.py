@@ -4,7 +4,8 @@
 
 Client-level: Google's `dp_accounting` (RDP, and PLD for the exact figure) over the realised noise
 multipliers of the closed rounds. Example-level: Opacus' RDP accountant (what hospitals run) over each
-hospital's `(sigma, q, steps)`, with `dp_accounting`'s on integer orders beside it for reference (its
+hospital's histories of `(sigma, q, steps)` releases (its noisy count, DP-SGD, noisy held-out losses; the
+larger of the training and held-out parts), with `dp_accounting`'s on integer orders beside it for reference (its
 fractional-order series for the subsampled Gaussian overstates at large sampling rates in 0.6.0, and integer
 orders alone can only give a larger epsilon). Prints one row per figure with the relative difference and
 exits 1 if any differs by more than 1% from the reference it is checked against.
@@ -41,17 +42,29 @@ def google_central_exact(multipliers: list[float], delta: float) -> float:
     return float(accountant.get_epsilon(delta))
 
 
-def opacus_local(sigma: float, rate: float, steps: int, delta: float) -> float:
+History = list[tuple[float, float, int]]
+
+
+def opacus_local(history: History, delta: float) -> float:
     accountant = RDPAccountant()
-    accountant.history = [(sigma, rate, steps)]
-    return float(accountant.get_epsilon(delta=delta))
+    accountant.history = [tuple(entry) for entry in history if entry[2] > 0]
+    return float(accountant.get_epsilon(delta=delta)) if accountant.history else 0.0
 
 
-def google_local(sigma: float, rate: float, steps: int, delta: float) -> float:
+def google_local(history: History, delta: float) -> float:
     accountant = dp_accounting.rdp.RdpAccountant(orders=[float(a) for a in range(2, 257)])
-    event = dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(sigma))
-    accountant.compose(dp_accounting.SelfComposedDpEvent(event, steps))
+    for sigma, rate, steps in history:
+        event: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(sigma)
+        if rate < 1.0:
+            event = dp_accounting.PoissonSampledDpEvent(rate, event)
+        accountant.compose(dp_accounting.SelfComposedDpEvent(event, steps))
     return float(accountant.get_epsilon(delta))
+
+
+def both_parts(row: dict, delta: float, accountant) -> float:
+    """A hospital's epsilon: the larger of its training and held-out parts' (each example is in one)."""
+    parts = [row["history"], row.get("held_out_history") or []]
+    return max(accountant(part, delta) for part in parts if part)
 
 
 def main(path: Path) -> int:
@@ -80,11 +93,10 @@ def main(path: Path) -> int:
         )
     for client in privacy["clients"]:
         for row in client["rounds"]:
-            sigma, rate, steps = row["noise_multiplier"], row["sample_rate"], row["steps"]
             local_delta = client.get("local_delta") or delta
             ledger = row["local_epsilon"]
-            opacus = opacus_local(sigma, rate, steps, local_delta)
-            google = google_local(sigma, rate, steps, local_delta)
+            opacus = both_parts(row, local_delta, opacus_local)
+            google = both_parts(row, local_delta, google_local)
             diff = abs(ledger - opacus) / opacus
             worst = max(worst, diff)
             table.add_row(

@@ -272,6 +272,8 @@ def report(
                     noise_multiplier=last[0] if last else None,
                     sample_rate=last[1] if last else None,
                     steps=sum(n for _, _, n in spend.history),
+                    history=spend.history,
+                    held_out_history=spend.held_out_history,
                 )
             )
             latest[cid] = spend

@@ -745,7 +745,15 @@ class ClientRoundPrivacy(BaseModel):
     reported_epsilon: float | None = Field(default=None, ge=0.0, description="the hospital's own accountant")
     noise_multiplier: float | None = Field(default=None, ge=0.0, description="DP-SGD sigma of that round")
     sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    steps: int | None = Field(default=None, ge=0, description="DP-SGD steps run so far")
+    steps: int | None = Field(
+        default=None, ge=0, description="releases on the training part so far: DP-SGD steps and the count"
+    )
+    history: tuple[tuple[float, float, int], ...] = Field(
+        default=(), description="the training part's (noise_multiplier, sample_rate, steps) releases"
+    )
+    held_out_history: tuple[tuple[float, float, int], ...] = Field(
+        default=(), description="the held-out part's releases"
+    )
 
 
 class ClientPrivacy(BaseModel):
