@@ -432,11 +432,11 @@ class ClientAgent:
         if result.epsilon is None:
             return None
         dp = plan.local_dp
+        # The held-out part's history once it holds more than the count's release (which the training
+        # part's history carries too).
         held_out = tuple(self.state.held_out_privacy or ())
-        epsilon = max(
-            result.epsilon,
-            epsilon_of(held_out, delta=dp.delta, accountant=dp.accountant) if len(held_out) > 1 else 0.0,
-        )
+        held_out = held_out if len(held_out) > 1 else ()
+        epsilon = max(result.epsilon, epsilon_of(held_out, delta=dp.delta, accountant=dp.accountant))
         return LocalSpend(
             epsilon=epsilon,
             delta=dp.delta,

@@ -101,9 +101,13 @@ def test_hospital_agents_run_a_private_fedrot_federation_and_the_ledger_checks_o
     assert sorted(c.client_id for c in report.clients) == sorted(HOSPITALS)
     for client in report.clients:
         assert [r.round for r in client.rounds] == [0, 1]
-        for row in client.rounds:
+        for index, row in enumerate(client.rounds, start=1):
+            # The training part: the noisy count's release (std 10 examples, once), then DP-SGD rounds of 3
+            # steps; no held-out part without `convergence`.
+            (count, dp_sgd), sigma, rate = row.history, row.noise_multiplier, row.sample_rate
+            assert count == (10.0, 1.0, 1) and dp_sgd == (sigma, rate, 3 * index) and not row.held_out_history
             opacus = RDPAccountant()
-            opacus.history = [(row.noise_multiplier, row.sample_rate, row.steps)]
+            opacus.history = [(10.0, 1.0, 1), (sigma, rate, 3 * index)]
             assert row.local_epsilon == pytest.approx(opacus.get_epsilon(delta=1e-5), rel=0.01)
             assert row.reported_epsilon == pytest.approx(row.local_epsilon, rel=0.01)
         assert client.local_epsilon == pytest.approx(8.0, rel=0.02)  # the budget, spent over both rounds
