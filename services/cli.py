@@ -85,7 +85,7 @@ def spec_validate(path: Annotated[Path, typer.Argument(exists=True, dir_okay=Fal
 
 def _central_summary(spec: FederationSpec) -> str:
     """The client-level noise and what it spends over the planned rounds (the ledger's own accountant)."""
-    from cloud_server.privacy import planned_epsilon, planned_epsilons
+    from cloud_server.privacy_budget import planned_epsilon, planned_epsilons
     from protocol.crypto.params import PaillierParams
 
     dp = spec.central_dp
