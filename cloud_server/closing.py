@@ -158,9 +158,11 @@ class RoundCloser:
                 shares_planned=plan.noise_share.clients if plan.noise_share is not None else None,
             )
             # The budget is a cap: a round whose release would pass it is never decrypted.
-            raw_ledger = await self._store.get(keyspace.fed_privacy(fid))
-            ledger = Ledger.model_validate_json(raw_ledger) if raw_ledger else Ledger()
-            over = overspend(spec, ledger, round_=round_, noise=noise, layout_size=layout.size)
+            over = None
+            if spec.central_dp.epsilon_budget is not None:
+                raw_ledger = await self._store.get(keyspace.fed_privacy(fid))
+                ledger = Ledger.model_validate_json(raw_ledger) if raw_ledger else Ledger()
+                over = overspend(spec, ledger, round_=round_, noise=noise, layout_size=layout.size)
             if over is not None:
                 await self.fail(fid, round_, now, reason=over, forwarded=headers, exhausted=True)
                 return

@@ -165,13 +165,16 @@ class FederationService:
         spec, record = await self.spec(fid), await self.record(fid)
         raw = await self._store.get(keyspace.fed_privacy(fid))
         ledger = Ledger.model_validate_json(raw) if raw else Ledger()
-        # The projections are for the round now open, with the noise shares its plan asks for.
+        # The projections are for the round now open, with the noise shares its plan asks for; once the
+        # federation has ended, for the round that would have followed its last.
+        current = record.current_round
         plan_raw = (
-            await self._store.get(keyspace.fed_round_plan(fid, record.current_round))
-            if record.current_round is not None and not record.ended
+            await self._store.get(keyspace.fed_round_plan(fid, current))
+            if current is not None and not record.ended
             else None
         )
         plan = RoundPlan.model_validate_json(plan_raw) if plan_raw else None
+        next_round = current + 1 if current is not None and record.ended else current
         return await asyncio.to_thread(
             privacy_report,
             spec,
@@ -180,7 +183,7 @@ class FederationService:
             state=record.state,
             reason=record.reason,
             rounds_closed=record.rounds_closed,
-            next_round=record.current_round,
+            next_round=next_round,
             shares_planned=plan.noise_share.clients if plan is not None and plan.noise_share else None,
         )
 

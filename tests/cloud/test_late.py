@@ -205,3 +205,50 @@ async def test_with_late_uploads_the_budget_is_a_cap_the_ledger_never_passes() -
     assert info["state"] == "budget_exhausted"
     assert report.central_epsilon is not None and report.central_epsilon <= budget
     assert "late" in info["reason"]
+
+
+async def test_a_round_whose_late_uploads_would_pass_the_budget_is_not_decrypted() -> None:
+    # Prepare: late uploads up to two rounds late. After round 0 the projection of round 1 (round number 1:
+    # a hospital can be fresh and one round late, (1 + 0.5) C) fits the budget; round 1 then fails, and
+    # round 2 can hold a hospital fresh, one and two rounds late: (1 + 0.5 + 0.25) C, which does not fit.
+    z, delta = 2.0, 1e-5
+
+    def google(multipliers: list[float]) -> float:
+        accountant = rdp.RdpAccountant()
+        for m in multipliers:
+            accountant.compose(dp_event.GaussianDpEvent(m))
+        return float(accountant.get_epsilon(delta))
+
+    budget = (google([z, z / 1.5]) + google([z, z / 1.75])) / 2
+    rng = np.random.default_rng(9)
+    dp = CentralDPConfig(noise_multiplier=z, clip_norm=1.0, delta=delta, epsilon_budget=budget)
+    spec = small_spec(rounds=4, central_dp=dp, late_uploads=LateUploadConfig(max_staleness=2, decay=DECAY))
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec, TOPOLOGY)
+        await fed.start(cloud.http)
+        for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
+            assert (
+                await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas_for(rng, ids)))
+            ).status_code == 202
+        cloud.clock.advance(600)
+        await cloud.tick()  # round 1: no edge forwards, it fails and round 2 opens
+        assert (await cloud.status(fed.fid, 1)).state.value == "failed"
+
+        # Execute: client-c fresh in round 2 and late for rounds 1 and 0.
+        late = {0: deltas_for(rng, ("client-c", "client-d")), 1: deltas_for(rng, ("client-c", "client-d"))}
+        fresh = deltas_for(rng, ("client-a", "client-b", "client-c"))
+        assert (await fed.post(cloud.http, fed.aggregate("edge-1", 2, fresh, late=late))).status_code == 202
+        other = fed.aggregate("edge-2", 2, deltas_for(rng, ("client-e", "client-f")))
+        assert (await fed.post(cloud.http, other)).status_code == 202
+        info = (await cloud.http.get(f"/federations/{fed.fid}")).json()
+        status = await cloud.status(fed.fid, 2)
+        report = PrivacyReport.model_validate_json(
+            (await cloud.http.get(f"/federations/{fed.fid}/privacy")).content
+        )
+
+    # Assert: round 2 was never decrypted; the ledger holds round 0 alone, within the budget.
+    assert info["state"] == "budget_exhausted" and info["adapter_version"] == 1
+    assert status.state.value == "failed" and "not decrypted" in (status.failure or "")
+    assert f"{budget:g}" in info["reason"]
+    assert len(report.central_rounds) == 1
+    assert report.central_epsilon is not None and report.central_epsilon <= budget
