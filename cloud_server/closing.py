@@ -197,8 +197,8 @@ class RoundCloser:
                 "noise_multiplier": noise.multiplier,
                 "noise_std": result.noise_std,
                 "realised_noise_multiplier": noise.realised_multiplier,
+                "sensitivity": noise.sensitivity,
             }
-            metrics["sensitivity"] = noise.sensitivity
             if late:
                 metrics["late_contributions"] = float(sum(len(g.contributions) for g in late))
             if result.flagged:

@@ -17,7 +17,7 @@ from cloud_server.aggregation import round_noise
 from cloud_server.central_ledger import Ledger
 from cloud_server.privacy import report
 from cloud_server.privacy_budget import planned_epsilons, settle_round
-from protocol.crypto import CKKSParams
+from protocol.crypto import CKKSParams, PaillierParams
 from protocol.messages import (
     CentralDPConfig,
     Contribution,
@@ -147,3 +147,26 @@ def test_a_ledger_stored_before_the_decryptor_column_loads_and_falls_back_to_its
     assert figures.central_epsilon == pytest.approx(google([2.0 / reach]), rel=0.01)
     assert figures.decryptor_epsilon == pytest.approx(google([math.sqrt(2) / reach]), rel=0.01)
     assert figures.central_rounds[0].shares_arrived == 2
+
+
+def test_under_packed_paillier_the_decrypting_cloud_column_composes_the_arrived_skellam_shares() -> None:
+    # Prepare: Skellam shares on the Paillier lattice, 2 of 4 planned shares arrive, one hospital colludes.
+    he = PaillierParams(clip=16.0, quant_bits=20)
+    z, clip = 1.0, 0.5
+    dp = CentralDPConfig(
+        noise_multiplier=z, clip_norm=clip, distributed=True, delta=DELTA, colluding_clients=1
+    )
+    spec = FederationSpec(federation_id="f", rounds=2, he=he, central_dp=dp)
+    ledger = run_rounds(spec, shares=2, rounds=1, planned=4)
+
+    # Execute
+    figures = report(spec, ledger, layout_size=SIZE, rounds_closed=1)
+
+    # Assert: in quantisation steps (step = 16 / (2^19 - 1)), one upload reaches C / step + sqrt(d) / 2
+    # (Agarwal, Kairouz, Liu 2021); the cloud and the colluder know all but one share, of std z C / 2. The
+    # Skellam terms beyond the Gaussian one are negligible at this variance, so the epsilon is a
+    # Gaussian's at std / sensitivity (dp_accounting).
+    step = 16.0 / (2**19 - 1)
+    l2 = clip / step + math.sqrt(SIZE) / 2
+    assert figures.decryptor_epsilon == pytest.approx(google([(z * clip / 2 / step) / l2]), rel=0.01)
+    assert figures.central_epsilon == pytest.approx(google([(z * clip / step) / l2]), rel=0.01)
