@@ -3,7 +3,8 @@
 Each edge's ciphertext is already the sum of at least `k` clients' pre-weighted deltas; the cloud adds them
 homomorphically and decrypts only that global total. Central client-level DP (DP-FedAvg, McMahan et al.
 2018, arXiv:1710.06963): every client clips its delta to norm `C` and weights it by at most 1, so one client
-moves the sum by at most `C`; noise of standard deviation `z C` per coordinate goes on the sum (the cloud
+moves the sum by at most `C` plus what encoding its upload adds (`protocol.sensitivity`, which the ledger
+charges); noise of standard deviation `z C` per coordinate goes on the sum (the cloud
 draws it, or the clients did in shares: see `protocol.noise`), and only then is the sum divided by the total
 weight `W` (post-processing; the participants and their weights are public to the cloud through the signed
 manifests).
@@ -23,8 +24,9 @@ from cloud_server.strategies import AggregationStrategy, EdgeRow, RoundSum, RowS
 from protocol.crypto import HEScheme
 from protocol.crypto.params import PaillierParams
 from protocol.ffa import AdapterLayout
-from protocol.messages import CentralDPConfig, Contribution, NoiseMechanism
+from protocol.messages import Contribution, FederationSpec, NoiseMechanism
 from protocol.noise import draw
+from protocol.sensitivity import Upload, encoding_slack, norm_order, release_sensitivity
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,13 @@ class RoundNoise:
     client_std: float  # what the clients' shares add up to (0 without distributed noise)
     cloud_std: float  # what the cloud adds: all of it, or the top-up for missing shares
     shares_planned: int | None = None
-    # How many clip norms one hospital can move the released sum by: 1, or more when a late upload of
-    # a hospital is released together with its fresh one (`late_sensitivity`).
+    # How many clip norms one hospital can move the released sum by: one upload's reach with what its
+    # encoding adds (`protocol.sensitivity`), more when a late upload of a hospital is released with its
+    # fresh one.
     sensitivity: float = 1.0
+    encoding_slack: float = 0.0  # the clip norms encoding adds to one upload, inside `sensitivity`
+    shares_arrived: int = 0  # distributed noise: the shares inside the decrypted sum
+    share_std: float = 0.0  # the largest of them
 
     @property
     def target_std(self) -> float:
@@ -67,25 +73,73 @@ class RoundNoise:
 
 
 def round_noise(
-    dp: CentralDPConfig, *, multiplier: float, share_stds: Sequence[float | None], shares_planned: int | None
+    spec: FederationSpec,
+    *,
+    multiplier: float,
+    contributions: Sequence[Contribution],
+    layout_size: int,
+    shares_planned: int | None,
+    late: Sequence[LateGroup] = (),
 ) -> RoundNoise:
-    """The noise a round carries: the cloud's draw, or the contributed shares plus a top-up to `z C`.
+    """The noise a round carries: the cloud's draw, or the contributed shares plus a top-up to `z C`; and
+    how far one hospital can move the sum it goes on (`contributions` in time, `late` buckets).
 
-    `share_stds` are the shares the contributions declare (None: the client added none).
+    The shares are those the fresh contributions declare (`noise_share_std`; None: the client added none).
     """
+    dp = spec.central_dp
+    order = norm_order(dp.mechanism)
+    uploads = [
+        *(Upload(c.client_id, c.weight) for c in contributions),
+        *(Upload(c.client_id, c.weight, group.factor) for group in late for c in group.contributions),
+    ]
+    sensitivity = release_sensitivity(
+        uploads, he=spec.he, clip_norm=dp.clip_norm, size=layout_size, ord=order
+    )
+    slack = encoding_slack(spec.he, size=layout_size, ord=order) / dp.clip_norm
     if multiplier <= 0 or not dp.noisy:
-        return RoundNoise(NoiseMechanism.NONE, 0.0, dp.clip_norm, False, 0.0, 0.0)
+        return RoundNoise(
+            NoiseMechanism.NONE,
+            0.0,
+            dp.clip_norm,
+            False,
+            0.0,
+            0.0,
+            sensitivity=sensitivity,
+            encoding_slack=slack,
+        )
     target = multiplier * dp.clip_norm
     if not dp.distributed:
         # Laplace: scale `z C` against the L1 sensitivity `C` (Dwork et al. 2006), so its std is sqrt(2) z C.
         std = target * math.sqrt(2.0) if dp.mechanism is NoiseMechanism.LAPLACE else target
-        return RoundNoise(dp.mechanism, multiplier, dp.clip_norm, False, 0.0, std)
-    client = math.sqrt(sum((s or 0.0) ** 2 for s in share_stds))
+        return RoundNoise(
+            dp.mechanism,
+            multiplier,
+            dp.clip_norm,
+            False,
+            0.0,
+            std,
+            sensitivity=sensitivity,
+            encoding_slack=slack,
+        )
+    shares = [s for s in (c.noise_share_std for c in contributions) if s]
+    client = math.sqrt(sum(s * s for s in shares))
     top_up = math.sqrt(max(0.0, target**2 - client**2))
     # A top-up below one part in a million of the target is rounding in the shares' sizes, not a dropout.
     if top_up <= 1e-6 * target:
         top_up = 0.0
-    return RoundNoise(dp.mechanism, multiplier, dp.clip_norm, True, client, top_up, shares_planned)
+    return RoundNoise(
+        dp.mechanism,
+        multiplier,
+        dp.clip_norm,
+        True,
+        client,
+        top_up,
+        shares_planned,
+        shares_arrived=len(shares),
+        share_std=max(shares, default=0.0),
+        sensitivity=sensitivity,
+        encoding_slack=slack,
+    )
 
 
 @dataclass(frozen=True)
@@ -100,17 +154,6 @@ class LateGroup:
 
     def weighted(self) -> list[Contribution]:
         return [c.model_copy(update={"weight": c.weight * self.factor}) for c in self.contributions]
-
-
-def late_sensitivity(contributions: Sequence[Contribution], late: Sequence[LateGroup]) -> float:
-    """In clip norms, the most one hospital can move a sum that holds `contributions` and the `late` groups:
-    each upload is clipped to `C` and weighted by at most 1, so a hospital moves it by `C` times the sum of
-    its weights; a hospital both in time and late counts twice. At least 1 (the bound the ledger assumes
-    for one upload a hospital)."""
-    reach: dict[str, float] = {}
-    for c in [*contributions, *(c for group in late for c in group.weighted())]:
-        reach[c.client_id] = reach.get(c.client_id, 0.0) + min(c.weight, 1.0)
-    return max([1.0, *reach.values()])
 
 
 @dataclass(frozen=True)

@@ -16,25 +16,18 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
 
-from cloud_server.aggregation import (
-    Aggregated,
-    LateGroup,
-    RoundNoise,
-    aggregate,
-    late_sensitivity,
-    round_noise,
-)
+from cloud_server.aggregation import Aggregated, LateGroup, RoundNoise, aggregate, round_noise
+from cloud_server.central_ledger import Ledger
 from cloud_server.convergence import converged, round_validation_loss
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService, vector_bytes, vector_from_bytes
 from cloud_server.plans import PlanBoard, ended, open_round
-from cloud_server.privacy import Ledger, settle_round
+from cloud_server.privacy_budget import overspend, settle_round, stop_reason
 from cloud_server.records import (
     FINAL_ROUND_STATES,
     ClientStats,
@@ -58,6 +51,7 @@ from protocol.messages import (
     RoundState,
     RoundStatus,
     schedule_multiplier,
+    shares_for,
 )
 from services import keyspace
 from services.store import StateStore, Updates
@@ -154,15 +148,24 @@ class RoundCloser:
             contributions = [c for header in headers.values() for c in header.contributions]
             late = late_groups(spec, round_, values)
             noise = round_noise(
-                spec.central_dp,
+                spec,
                 multiplier=schedule_multiplier(
                     spec.central_dp, round_index=record.rounds_closed, rounds=spec.rounds
                 ),
-                share_stds=[c.noise_share_std for c in contributions],
+                contributions=contributions,
+                late=late,
+                layout_size=layout.size,
                 shares_planned=plan.noise_share.clients if plan.noise_share is not None else None,
             )
-            if late:
-                noise = replace(noise, sensitivity=late_sensitivity(contributions, late))
+            # The budget is a cap: a round whose release would pass it is never decrypted.
+            over = None
+            if spec.central_dp.epsilon_budget is not None:
+                raw_ledger = await self._store.get(keyspace.fed_privacy(fid))
+                ledger = Ledger.model_validate_json(raw_ledger) if raw_ledger else Ledger()
+                over = overspend(spec, ledger, round_=round_, noise=noise, layout_size=layout.size)
+            if over is not None:
+                await self.fail(fid, round_, now, reason=over, forwarded=headers, exhausted=True)
+                return
             # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it.
             scheme = await self._federations.secret_scheme(fid)
             seed = await self._federations.noise_seed(fid, round_)
@@ -194,10 +197,10 @@ class RoundCloser:
                 "noise_multiplier": noise.multiplier,
                 "noise_std": result.noise_std,
                 "realised_noise_multiplier": noise.realised_multiplier,
+                "sensitivity": noise.sensitivity,
             }
             if late:
                 metrics["late_contributions"] = float(sum(len(g.contributions) for g in late))
-                metrics["sensitivity"] = noise.sensitivity
             if result.flagged:
                 metrics["edges_flagged"] = float(len(result.flagged))
                 log.warning(
@@ -326,7 +329,7 @@ class RoundCloser:
                     rounds_contributed=old.rounds_contributed + 1, last_seen=now, local_epsilon=epsilon
                 ).dump()
             raw_ledger = current[ledger_key]
-            ledger, epsilon, upcoming = settle_round(
+            settled = settle_round(
                 spec,
                 Ledger.model_validate_json(raw_ledger) if raw_ledger else Ledger(),
                 round_=round_,
@@ -335,19 +338,20 @@ class RoundCloser:
                 total_weight=total_weight,
                 layout_size=layout.size,
                 rounds_closed_after=record.rounds_closed + 1,
+                shares_planned_next=shares_for(spec.central_dp, len(clients)) if clients else None,
             )
-            updates[ledger_key] = ledger.dump()
-            budget = spec.central_dp.epsilon_budget
+            updates[ledger_key] = settled.ledger.dump()
+            exhausted = stop_reason(spec, settled, rounds_closed=record.rounds_closed + 1)
             changes: dict[str, object] = {"adapter_version": v_out, "rounds_closed": record.rounds_closed + 1}
             history = json.loads(current[validation_key] or b"[]")
             if round_loss is not None:
                 history.append([round_, round_loss])
                 updates[validation_key] = json.dumps(history).encode()
-            settled = converged(history, spec.convergence) if spec.convergence is not None else None
+            converging = converged(history, spec.convergence) if spec.convergence is not None else None
             rebased: RebaseSummary | None = None
             if completes:
                 changes |= {"state": FederationState.COMPLETED, "reason": f"all {spec.rounds} rounds closed"}
-            elif settled is not None and rebase_rank is not None and bases is not None:
+            elif converging is not None and rebase_rank is not None and bases is not None:
                 new = rebase_adapter(layout, result.vector, bases, rank=rebase_rank)
                 v_new = v_out + 1
                 rebased = RebaseSummary(
@@ -396,17 +400,10 @@ class RoundCloser:
                     closed.model_copy(update={"rebased": rebased}).model_dump_json().encode()
                 )
                 outcome["rebased"] = rebased
-            elif settled is not None:
-                changes |= {"state": FederationState.COMPLETED, "reason": settled}
-            elif budget is not None and upcoming is not None and upcoming > budget:
-                changes |= {
-                    "state": FederationState.BUDGET_EXHAUSTED,
-                    "reason": (
-                        f"the next round would bring the client-level epsilon to {upcoming:.4g}, above the "
-                        f"budget {budget:g} (spent {epsilon or 0.0:.4g} after {record.rounds_closed + 1} of "
-                        f"{spec.rounds} rounds, delta {spec.central_dp.delta:g})"
-                    ),
-                }
+            elif converging is not None:
+                changes |= {"state": FederationState.COMPLETED, "reason": converging}
+            elif exhausted is not None:
+                changes |= {"state": FederationState.BUDGET_EXHAUSTED, "reason": exhausted}
             else:
                 planned = clients
                 if growth is not None and energy is not None:
@@ -438,7 +435,7 @@ class RoundCloser:
                 updates[status_key] = (
                     closed.model_copy(update={"stop_reason": changes["reason"]}).model_dump_json().encode()
                 )
-            outcome["epsilon"], outcome["reason"] = epsilon, changes.get("reason")
+            outcome["epsilon"], outcome["reason"] = settled.epsilon, changes.get("reason")
             outcome["exhausted"] = changes.get("state") is FederationState.BUDGET_EXHAUSTED
             return updates
 
@@ -484,8 +481,11 @@ class RoundCloser:
         *,
         reason: str,
         forwarded: Mapping[str, StoredAggregate] | None = None,
+        exhausted: bool = False,
     ) -> None:
-        """Mark `round_` failed and open the next round from the same adapter, unless it is already over."""
+        """Mark `round_` failed and open the next round from the same adapter, unless it is already over;
+        `exhausted`: the round would have passed the privacy budget, so the federation ends instead
+        (`budget_exhausted`, with `reason` on the record and the round), in the same transaction."""
         spec = await self._federations.spec(fid)
         clients = await self._enrolment.clients(fid, with_stats=False)
         record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
@@ -499,6 +499,14 @@ class RoundCloser:
             failed = ended(with_progress(status, forwarded or {}), RoundState.FAILED, now).model_copy(
                 update={"failure": reason[:2000]}
             )
+            if exhausted:
+                stop = {"state": FederationState.BUDGET_EXHAUSTED, "reason": reason[:2000]}
+                return {
+                    status_key: failed.model_copy(update={"stop_reason": reason[:2000]})
+                    .model_dump_json()
+                    .encode(),
+                    record_key: record.model_copy(update=stop).dump(),
+                }
             # The next round reopens from the same adapter, so the federation does not stall.
             plan, opened = open_round(
                 spec,
@@ -520,4 +528,5 @@ class RoundCloser:
         if await self._store.transaction([record_key, status_key, *next_keys], commit):
             self._board.publish(fid)
             await self._telemetry.round_ended(fid, round_)
-            log.warning("round failed: %s", reason, extra={"federation_id": fid, "round": round_})
+            what = "privacy budget exhausted: federation stopped" if exhausted else "round failed"
+            log.warning("%s: %s", what, reason, extra={"federation_id": fid, "round": round_})

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from cloud_server.central_ledger import Ledger
 from cloud_server.clock import Clock
 from cloud_server.errors import ConflictError, NotActiveError, NotFoundError, UnprocessableError
 from cloud_server.plans import PlanBoard, ended
-from cloud_server.privacy import Ledger, check_budget
 from cloud_server.privacy import report as privacy_report
+from cloud_server.privacy_budget import check_budget
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
 from cloud_server.strategies import strategy_for
 from protocol.crypto import (
@@ -42,6 +43,7 @@ from protocol.messages import (
     FederationSpec,
     FederationState,
     PrivacyReport,
+    RoundPlan,
     RoundState,
     RoundStatus,
 )
@@ -163,6 +165,16 @@ class FederationService:
         spec, record = await self.spec(fid), await self.record(fid)
         raw = await self._store.get(keyspace.fed_privacy(fid))
         ledger = Ledger.model_validate_json(raw) if raw else Ledger()
+        # The projections are for the round now open, with the noise shares its plan asks for; once the
+        # federation has ended, for the round that would have followed its last.
+        current = record.current_round
+        plan_raw = (
+            await self._store.get(keyspace.fed_round_plan(fid, current))
+            if current is not None and not record.ended
+            else None
+        )
+        plan = RoundPlan.model_validate_json(plan_raw) if plan_raw else None
+        next_round = current + 1 if current is not None and record.ended else current
         return await asyncio.to_thread(
             privacy_report,
             spec,
@@ -171,6 +183,8 @@ class FederationService:
             state=record.state,
             reason=record.reason,
             rounds_closed=record.rounds_closed,
+            next_round=next_round,
+            shares_planned=plan.noise_share.clients if plan is not None and plan.noise_share else None,
         )
 
     async def ids(self) -> list[str]:

@@ -329,6 +329,10 @@ PRIVACY_REPORT: dict[str, Any] = {
     "next_round_epsilon": 3.6,
     "planned_epsilon": 8.9,
     "local_accountant": "rdp",
+    "decryptor_epsilon": None,
+    "decryptor_unbounded": True,  # the cloud adds the noise itself: no guarantee against it
+    "colluding_clients": 0,
+    "budget_against": "public",
 }
 
 ERROR_WRONG_ROUND: dict[str, Any] = {

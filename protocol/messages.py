@@ -122,6 +122,9 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
+BudgetAgainst = Literal["public", "decrypting_cloud"]
+
+
 class LocalDPConfig(BaseModel):
     """Example-level DP-SGD inside each hospital (Opacus)."""
 
@@ -139,10 +142,13 @@ class CentralDPConfig(BaseModel):
 
     Adjacent federations differ in one hospital's whole contribution (its delta replaced by zero). Each
     delta is clipped to `clip_norm` (L2 for Gaussian noise, L1 for Laplace) and weighted by at most 1, so
-    the sum moves by at most `C`. The noise on the sum is `N(0, (z C)^2)` (Gaussian) or `Laplace(z C)` per
-    coordinate, with `z` this round's multiplier from `schedule`. The cloud adds it after decrypting, or,
-    with `distributed`, every hospital adds its share before encrypting (Gaussian shares under CKKS,
-    Skellam shares under packed Paillier) and nobody ever sees a noise-free sum.
+    the sum moves by at most `C` plus what encoding for encryption adds (`protocol.sensitivity`). The noise
+    on the sum is `N(0, (z C)^2)` (Gaussian) or `Laplace(z C)` per coordinate, with `z` this round's
+    multiplier from `schedule`. The cloud adds it after decrypting, or, with `distributed`, every hospital
+    adds its share before encrypting (Gaussian shares under CKKS, Skellam shares under packed Paillier) and
+    nobody ever sees a noise-free sum. The ledger keeps two columns: the public epsilon (the released
+    adapters) and the epsilon against the decrypting cloud with `colluding_clients` hospitals;
+    `budget_against` says which one `epsilon_budget` caps.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -176,6 +182,19 @@ class CentralDPConfig(BaseModel):
         description="shares are sized for (1 - margin) of the planned clients, so that the decrypted sum "
         "keeps its full noise when up to that fraction drops out",
     )
+    colluding_clients: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_CLIENTS_PER_ROUND,
+        description="the column against the decrypting cloud assumes it colludes with this many hospitals, "
+        "who know their own noise shares: only the other shares that arrived count",
+    )
+    budget_against: BudgetAgainst = Field(
+        default="public",
+        description="which epsilon `epsilon_budget` caps: 'public' (anyone who sees the released adapters) or "
+        "'decrypting_cloud' (the cloud that decrypts the sums, with `colluding_clients` hospitals; needs "
+        "`distributed`)",
+    )
 
     @model_validator(mode="after")
     def _check_noise(self) -> CentralDPConfig:
@@ -193,6 +212,12 @@ class CentralDPConfig(BaseModel):
             raise ValueError(
                 f"distributed noise is Gaussian (or Skellam under packed Paillier); mechanism "
                 f"{self.mechanism.value!r} cannot be split into shares"
+            )
+        if self.budget_against == "decrypting_cloud" and not self.distributed:
+            raise ValueError(
+                "budget_against 'decrypting_cloud' needs distributed noise: without it the cloud adds all "
+                "the noise itself and sees the noise-free sum, so against it there is no client-level "
+                "guarantee to budget; set distributed to true or budget_against to 'public'"
             )
         return self
 
@@ -389,6 +414,16 @@ class FederationSpec(Message):
                     f"holds up to clip_norm + {SHARE_TAIL_SIGMAS:g} share std = {needed:.4g}; raise he.clip "
                     "(or quant_bits with it to keep precision)"
                 )
+        if (
+            self.central_dp.accountant == "prv"
+            and self.central_dp.distributed
+            and isinstance(self.he, PaillierParams)
+        ):
+            raise ValueError(
+                "central_dp.accountant 'prv' with central_dp.distributed under he.kind 'paillier': the noise "
+                "shares are Skellam on the fixed-point lattice, which prv (Gaussian rounds only) cannot "
+                "account; use accountant 'rdp', or he.kind 'ckks' for Gaussian shares"
+            )
         if self.strategy is Strategy.CLAIR and self.central_dp.noisy:
             raise ValueError(
                 "strategy 'clair' aggregates with a robust decomposition, not a clipped sum, so central_dp's "
@@ -778,22 +813,47 @@ class CentralRoundPrivacy(BaseModel):
     clip_norm: float = Field(gt=0.0)
     epsilon_after: float | None = Field(default=None, ge=0.0)
     realised_noise_multiplier: float | None = Field(
-        default=None, ge=0.0, description="noise std on the released sum over C, dropouts and top-up included"
+        default=None,
+        ge=0.0,
+        description="noise std (Laplace: scale) on the released sum over C times sensitivity, dropouts and "
+        "top-up included: the multiplier the epsilon is computed from",
     )
     decryptor_noise_multiplier: float | None = Field(
-        default=None, ge=0.0, description="what the cloud saw when it decrypted (distributed noise only)"
+        default=None,
+        ge=0.0,
+        description="the same for what the cloud saw when it decrypted, all arrived shares (distributed noise "
+        "only)",
     )
     clients: int = Field(default=0, ge=0)
     total_weight: float = Field(default=0.0, ge=0.0)
     sensitivity: float = Field(
         default=1.0,
         ge=1.0,
-        description="clip norms one hospital could move the released sum by: above 1 when a hospital's late "
-        "upload was released with its fresh one; the epsilon is that of noise_multiplier / sensitivity",
+        description="clip norms one hospital could move the released sum by: one upload with what its "
+        "encoding adds (encoding_slack), more when a hospital's late upload was released with its fresh one; "
+        "the epsilon is that of noise_multiplier / sensitivity",
     )
     distributed: bool = False
     shares_planned: int | None = Field(default=None, ge=0)
     top_up_std: float | None = Field(default=None, ge=0.0, description="noise the cloud added for dropouts")
+    encoding_slack: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="clip norms the encryption's encoding can add to one upload (packed Paillier's rounding), "
+        "included in sensitivity",
+    )
+    shares_arrived: int | None = Field(
+        default=None, ge=0, description="distributed noise: the hospitals' shares inside the decrypted sum"
+    )
+    share_std: float | None = Field(
+        default=None, ge=0.0, description="distributed noise: the largest std any of those shares declared"
+    )
+    decryptor_epsilon_after: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="the epsilon against the decrypting cloud (and colluding_clients hospitals) after this "
+        "round; None when it is unbounded (see PrivacyReport.decryptor_unbounded)",
+    )
 
 
 class PrivacyReport(Message):
@@ -819,6 +879,22 @@ class PrivacyReport(Message):
         default=None, ge=0.0, description="central epsilon after every planned round"
     )
     local_accountant: Literal["rdp", "prv"] = "rdp"
+    decryptor_epsilon: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="client-level, against the cloud that decrypts the sums (and colluding_clients hospitals): "
+        "only the noise shares it did not add or know count; None when unbounded or before any round",
+    )
+    decryptor_unbounded: bool = Field(
+        default=False,
+        description="against the decrypting cloud there is no client-level guarantee: it added the noise itself "
+        "(no distributed noise), or in some round every share that arrived was known to the colluders",
+    )
+    decryptor_next_round_epsilon: float | None = Field(
+        default=None, ge=0.0, description="decryptor epsilon if the next round runs as planned (every share)"
+    )
+    colluding_clients: int = Field(default=0, ge=0, description="hospitals assumed to collude with the cloud")
+    budget_against: BudgetAgainst = Field(default="public", description="which epsilon the budget caps")
 
 
 class ErrorBody(Message):

@@ -91,13 +91,3 @@ def add_share(
                 "no room for this share"
             )
     return noisy
-
-
-def skellam_sensitivity(*, clip_norm: float, step: float, size: int) -> tuple[float, float]:
-    """(L1, L2) sensitivity of a sum of integer vectors `rint(x / step)` with `||x||_2 <= clip_norm`.
-
-    Rounding moves each of the `size` coordinates by at most 1/2, so `||q||_2 <= C / step + sqrt(size) / 2`;
-    an integer vector has `||q||_1 <= ||q||_2^2` and `||q||_1 <= sqrt(size) ||q||_2`.
-    """
-    l2 = clip_norm / step + math.sqrt(size) / 2.0
-    return min(l2 * l2, math.sqrt(size) * l2), l2

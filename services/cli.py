@@ -85,18 +85,18 @@ def spec_validate(path: Annotated[Path, typer.Argument(exists=True, dir_okay=Fal
 
 def _central_summary(spec: FederationSpec) -> str:
     """The client-level noise and what it spends over the planned rounds (the ledger's own accountant)."""
-    from cloud_server.privacy import planned_epsilon, planned_epsilons
-    from protocol.crypto.params import PaillierParams
+    from cloud_server.privacy_budget import planned_epsilon, planned_epsilons
 
     dp = spec.central_dp
     if not dp.noisy:
         return "off (no client-level guarantee)"
     size = 1
-    if dp.distributed and isinstance(spec.he, PaillierParams):
+    if spec.he.encoding_error > 0:
         from client_agent.model import default_model_path
         from services.model_layout import federation_layout
 
-        size = federation_layout(spec, default_model_path())[0].size  # Skellam's sensitivity needs it
+        # What encoding adds to the sensitivity grows with the adapter's size.
+        size = federation_layout(spec, default_model_path())[0].size
     where = "hospitals' shares" if dp.distributed else "cloud"
     epsilon = planned_epsilon(spec, layout_size=size)
     budget = ""
@@ -108,10 +108,12 @@ def _central_summary(spec: FederationSpec) -> str:
             stop = ": the first round alone exceeds it, the cloud refuses this spec"
         elif affordable is not None:
             stop = f": stops with budget_exhausted after {affordable - 1} of {spec.rounds} rounds"
-        budget = f", budget {dp.epsilon_budget:g}{stop}"
+        against = " against the decrypting cloud" if dp.budget_against == "decrypting_cloud" else ""
+        budget = f", budget {dp.epsilon_budget:g}{against}{stop}"
     return (
         f"{dp.mechanism.value} z={dp.noise_multiplier} ({dp.schedule.value}, added by the {where}), "
-        f"C={dp.clip_norm}: epsilon {epsilon:.3g} after {spec.rounds} rounds at delta {dp.delta:g}{budget}"
+        f"C={dp.clip_norm}: epsilon {epsilon:.3g} after {spec.rounds} rounds at delta {dp.delta:g}"
+        f"{' (late uploads counted at worst)' if spec.late_uploads is not None else ''}{budget}"
     )
 
 

@@ -23,7 +23,8 @@ import numpy as np
 from client_agent.model import FFAClassifier
 from client_agent.train import Features, LocalConfig, LocalResult, PrivacyHistory, train_local
 from cloud_server.aggregation import Aggregated, RoundNoise, aggregate, round_noise
-from cloud_server.privacy import Ledger, settle_round
+from cloud_server.central_ledger import Ledger
+from cloud_server.privacy_budget import settle_round
 from cloud_server.strategies import AggregationStrategy
 from protocol.crypto import EncryptedVector, HEScheme
 from protocol.ffa import A_SUFFIX, AdapterLayout, fedit_mismatch
@@ -214,9 +215,10 @@ def close_round(
     schedule), as `cloud_server.closing` runs it: the round's noise, `aggregate`, then the ledger."""
     dp = spec.central_dp
     noise = round_noise(
-        dp,
+        spec,
         multiplier=schedule_multiplier(dp, round_index=round_, rounds=spec.rounds),
-        share_stds=[c.noise_share_std for c in contributions],
+        contributions=contributions,
+        layout_size=layout.size,
         shares_planned=None,
     )
     started = time.perf_counter()
@@ -232,7 +234,7 @@ def close_round(
         rows=rows,
     )
     seconds = time.perf_counter() - started
-    ledger, epsilon, _ = settle_round(
+    settled = settle_round(
         spec,
         ledger,
         round_=round_,
@@ -242,4 +244,4 @@ def close_round(
         layout_size=layout.size,
         rounds_closed_after=round_ + 1,
     )
-    return ClosedRound(result, noise, ledger, epsilon, seconds)
+    return ClosedRound(result, noise, settled.ledger, settled.epsilon, seconds)

@@ -201,23 +201,40 @@ def clients_table(fed: FederationStatus) -> Table:
 
 
 def privacy_tables(report: PrivacyReport) -> list[Table | str]:
-    """The privacy ledger as two tables (client-level per round, example-level per hospital) and a line."""
+    """The privacy ledger as two tables (client-level per round, example-level per hospital) and a summary:
+    the client-level epsilon in two columns, public and against the cloud that decrypts the sums."""
     fid = report.federation_id
     central = Table(
         title=f"{fid}: client-level privacy per round (delta {report.delta:g}, {report.accountant})"
     )
-    for column in ("round", "noise", "z", "realised z", "decryptor z", "clients", "top-up std", "epsilon"):
+    for column in (
+        "round",
+        "noise",
+        "z",
+        "sensitivity",
+        "realised z",
+        "decryptor z",
+        "shares",
+        "clients",
+        "top-up std",
+        "epsilon",
+        "vs cloud",
+    ):
         central.add_column(column, justify="right")
     for r in report.central_rounds:
+        shares = f"{r.shares_arrived}/{r.shares_planned}" if r.shares_arrived is not None else ""
         central.add_row(
             str(r.round),
             r.mechanism.value + (" shares" if r.distributed else ""),
             _num(r.noise_multiplier),
+            _num(r.sensitivity, ".4f"),
             _num(r.realised_noise_multiplier),
             _num(r.decryptor_noise_multiplier),
+            shares,
             str(r.clients),
             _num(r.top_up_std, ".3g"),
             _num(r.epsilon_after) if r.epsilon_after is not None else "inf",
+            _num(r.decryptor_epsilon_after) if r.decryptor_epsilon_after is not None else "unbounded",
         )
     local = Table(title=f"{fid}: example-level privacy per hospital ({report.local_accountant})")
     for column in (
@@ -243,16 +260,35 @@ def privacy_tables(report: PrivacyReport) -> list[Table | str]:
             _num(c.reported_epsilon),
             _num(c.local_budget, "g"),
         )
+    return [central, local, _summary(report)]
+
+
+def _summary(report: PrivacyReport) -> str:
+    """What the client-level figures add up to, the budget beside the figure it caps, and why it stopped."""
+    budget = f" of budget {report.central_budget:g}" if report.central_budget is not None else ""
     if report.central_epsilon is None:
         line = "client-level epsilon: no central noise, so no client-level guarantee"
     else:
         line = f"client-level epsilon {report.central_epsilon:.3f}"
-        if report.central_budget is not None:
-            line += f" of budget {report.central_budget:g}"
+        if report.budget_against == "public":
+            line += budget
     if report.next_round_epsilon is not None:
         line += f"; next round would bring it to {report.next_round_epsilon:.3f}"
     if report.planned_epsilon is not None:
         line += f"; all planned rounds: {report.planned_epsilon:.3f}"
+    colluding = f" and {report.colluding_clients} colluding hospitals" if report.colluding_clients else ""
+    cloud = f"\nagainst the decrypting cloud{colluding}: "
+    if report.decryptor_unbounded:
+        cloud += "no client-level guarantee (it sees a sum without noise it does not know)"
+    elif report.decryptor_epsilon is None:
+        cloud += "no round yet"
+    else:
+        cloud += f"epsilon {report.decryptor_epsilon:.3f}"
+        if report.budget_against == "decrypting_cloud":
+            cloud += budget
+        if report.decryptor_next_round_epsilon is not None:
+            cloud += f"; next round as planned would bring it to {report.decryptor_next_round_epsilon:.3f}"
+    line += cloud
     if report.state is not None and report.state.value == "budget_exhausted":
         line += f"\n[yellow]stopped: {report.reason}[/yellow]"
-    return [central, local, line]
+    return line

@@ -144,8 +144,7 @@ class CKKSScheme(HEScheme[CKKSPayload]):
 
     def error_bound(self, *, count: int, max_abs: float) -> float:
         # Independent of max_abs within max_abs_value (module docstring); the argument keeps the contract.
-        growth = max(1.0, self._params.poly_modulus_degree / 8192)
-        return count * 2.0 ** (18 - self._params.global_scale_bits) * growth
+        return count * self._params.encoding_error
 
     # -- backend ------------------------------------------------------------------------------------
     def _encrypt(self, x: FloatArray) -> CKKSPayload:

@@ -149,10 +149,10 @@ class PaillierScheme(HEScheme[PaillierPayload]):
         return self._params.clip
 
     def error_bound(self, *, count: int, max_abs: float) -> float:
-        # Rounding to the nearest step loses at most step / 2 per summand; the rest is float64 rounding.
-        return count * (
-            self._params.step / 2 + 8 * np.finfo(np.float64).eps * max(max_abs, self._params.clip)
-        )
+        # Rounding to the nearest step loses at most step / 2 per summand; the rest is float64 rounding,
+        # which grows with the values when they lie beyond the clip.
+        beyond = max(0.0, max_abs - self._params.clip)
+        return count * (self._params.encoding_error + 8 * np.finfo(np.float64).eps * beyond)
 
     @property
     def pool(self) -> ObfuscatorPool:

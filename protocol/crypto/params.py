@@ -6,6 +6,7 @@ These are wire models: every party checks a ciphertext against them before deser
 from __future__ import annotations
 
 import math
+import sys
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -59,6 +60,13 @@ class CKKSParams(BaseModel):
     def slots(self) -> int:
         return self.poly_modulus_degree // 2
 
+    @property
+    def encoding_error(self) -> float:
+        """Most one coordinate of one fresh encryption can decrypt away from its value: the encoding's
+        rounding plus the encryption noise, `2^(18 - scale_bits)` per summand at N = 8192 (the bound
+        `CKKSScheme.error_bound` states; see `protocol.crypto.ckks`, Error), growing with N."""
+        return 2.0 ** (18 - self.global_scale_bits) * max(1.0, self.poly_modulus_degree / 8192)
+
 
 class PaillierParams(BaseModel):
     """Packed (BatchCrypt-style) Paillier: fixed-point slots packed into one big plaintext.
@@ -94,6 +102,12 @@ class PaillierParams(BaseModel):
         """Value of one quantisation step: the largest error a single encoded value can carry is step / 2."""
         return self.clip / ((1 << (self.quant_bits - 1)) - 1)
 
+    @property
+    def encoding_error(self) -> float:
+        """Most one value in `[-clip, clip]` moves when it is encoded: half a step of rounding to the
+        nearest step, plus float64 rounding of `x / step`."""
+        return self.step / 2 + 8 * sys.float_info.epsilon * self.clip
+
 
 class PlainParams(BaseModel):
     """No encryption. Allowed only where every party may legitimately see per-client updates."""
@@ -101,6 +115,11 @@ class PlainParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal[HEKind.NONE] = HEKind.NONE
+
+    @property
+    def encoding_error(self) -> float:
+        """Nothing: a float64 upload travels and decrypts bit for bit."""
+        return 0.0
 
 
 HEParams = Annotated[CKKSParams | PaillierParams | PlainParams, Field(discriminator="kind")]

@@ -82,12 +82,18 @@ async def test_a_hospital_in_time_and_late_doubles_its_reach_in_the_ledger() -> 
         response = await cloud.http.get(f"/federations/{fed.fid}/privacy")
         report = PrivacyReport.model_validate_json(response.content)
 
-    # Assert: round 0 at z, round 1 at z / 1.5, composed by Google's accountant.
+    # Assert: round 0 at z, round 1 at z / 1.5, composed by Google's accountant. CKKS's encoding may move
+    # each of an upload's d coordinates by 2^(18 - 40), so each upload reaches C (1 + sqrt(d) 2^-22).
+    reach = 1.0 + np.sqrt(LAYOUT_SIZE) * 2.0**-22
     first, second = report.central_rounds
-    assert (first.sensitivity, second.sensitivity) == (1.0, pytest.approx(1.0 + DECAY))
-    assert second.realised_noise_multiplier == pytest.approx(z / (1.0 + DECAY))
+    assert (first.sensitivity, second.sensitivity) == (
+        pytest.approx(reach),
+        pytest.approx((1.0 + DECAY) * reach),
+    )
+    assert second.realised_noise_multiplier == pytest.approx(z / ((1.0 + DECAY) * reach))
     accountant = rdp.RdpAccountant(orders=list(range(2, 257)))
-    accountant.compose(dp_event.GaussianDpEvent(z)).compose(dp_event.GaussianDpEvent(z / (1.0 + DECAY)))
+    accountant.compose(dp_event.GaussianDpEvent(z / reach))
+    accountant.compose(dp_event.GaussianDpEvent(z / ((1.0 + DECAY) * reach)))
     assert second.epsilon_after == pytest.approx(accountant.get_epsilon(delta), rel=0.01)
 
 
@@ -154,3 +160,95 @@ def test_the_spec_refuses_late_uploads_with_distributed_noise_or_clair() -> None
         )
     with pytest.raises(ValidationError, match="late_uploads with strategy 'clair'"):
         FederationSpec(federation_id="f-1", strategy=Strategy.CLAIR, he=PlainParams(), late_uploads=late)
+
+
+async def test_with_late_uploads_the_budget_is_a_cap_the_ledger_never_passes() -> None:
+    # Prepare: z = 2. Two rounds at sensitivity C spend 3.189 (dp_accounting), so a budget of 3.189 looks
+    # like it allows round 1; but round 1 can fold in a late upload of a hospital that is also fresh in
+    # it, which charges it at (1 + DECAY) C and would bring the spend to 4.199.
+    z, delta = 2.0, 1e-5
+
+    def google(multipliers: list[float]) -> float:
+        accountant = rdp.RdpAccountant()
+        for m in multipliers:
+            accountant.compose(dp_event.GaussianDpEvent(m))
+        return float(accountant.get_epsilon(delta))
+
+    budget = 3.189
+    assert google([z, z]) == pytest.approx(budget, abs=5e-4)
+    assert google([z, z / (1 + DECAY)]) == pytest.approx(4.199, abs=1e-3)
+    rng = np.random.default_rng(8)
+    dp = CentralDPConfig(noise_multiplier=z, clip_norm=1.0, delta=delta, epsilon_budget=budget)
+    spec = small_spec(rounds=3, central_dp=dp, late_uploads=LateUploadConfig(max_staleness=1, decay=DECAY))
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec, TOPOLOGY)
+        await fed.start(cloud.http)
+        for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
+            assert (
+                await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas_for(rng, ids)))
+            ).status_code == 202
+
+        # Execute: client-c late for round 0 and in time for round 1, if round 1 is still open.
+        fresh = deltas_for(rng, ("client-a", "client-b", "client-c"))
+        late = deltas_for(rng, ("client-c", "client-d"))
+        with_late = await fed.post(cloud.http, fed.aggregate("edge-1", 1, fresh, late={0: late}))
+        other = await fed.post(
+            cloud.http, fed.aggregate("edge-2", 1, deltas_for(rng, ("client-e", "client-f")))
+        )
+        info = (await cloud.http.get(f"/federations/{fed.fid}")).json()
+        report = PrivacyReport.model_validate_json(
+            (await cloud.http.get(f"/federations/{fed.fid}/privacy")).content
+        )
+
+    # Assert: the federation stopped within its budget, before the round that could have overspent it.
+    assert {with_late.status_code, other.status_code} <= {202, 410}
+    assert info["state"] == "budget_exhausted"
+    assert report.central_epsilon is not None and report.central_epsilon <= budget
+    assert "late" in info["reason"]
+
+
+async def test_a_round_whose_late_uploads_would_pass_the_budget_is_not_decrypted() -> None:
+    # Prepare: late uploads up to two rounds late. After round 0 the projection of round 1 (round number 1:
+    # a hospital can be fresh and one round late, (1 + 0.5) C) fits the budget; round 1 then fails, and
+    # round 2 can hold a hospital fresh, one and two rounds late: (1 + 0.5 + 0.25) C, which does not fit.
+    z, delta = 2.0, 1e-5
+
+    def google(multipliers: list[float]) -> float:
+        accountant = rdp.RdpAccountant()
+        for m in multipliers:
+            accountant.compose(dp_event.GaussianDpEvent(m))
+        return float(accountant.get_epsilon(delta))
+
+    budget = (google([z, z / 1.5]) + google([z, z / 1.75])) / 2
+    rng = np.random.default_rng(9)
+    dp = CentralDPConfig(noise_multiplier=z, clip_norm=1.0, delta=delta, epsilon_budget=budget)
+    spec = small_spec(rounds=4, central_dp=dp, late_uploads=LateUploadConfig(max_staleness=2, decay=DECAY))
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec, TOPOLOGY)
+        await fed.start(cloud.http)
+        for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
+            assert (
+                await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas_for(rng, ids)))
+            ).status_code == 202
+        cloud.clock.advance(600)
+        await cloud.tick()  # round 1: no edge forwards, it fails and round 2 opens
+        assert (await cloud.status(fed.fid, 1)).state.value == "failed"
+
+        # Execute: client-c fresh in round 2 and late for rounds 1 and 0.
+        late = {0: deltas_for(rng, ("client-c", "client-d")), 1: deltas_for(rng, ("client-c", "client-d"))}
+        fresh = deltas_for(rng, ("client-a", "client-b", "client-c"))
+        assert (await fed.post(cloud.http, fed.aggregate("edge-1", 2, fresh, late=late))).status_code == 202
+        other = fed.aggregate("edge-2", 2, deltas_for(rng, ("client-e", "client-f")))
+        assert (await fed.post(cloud.http, other)).status_code == 202
+        info = (await cloud.http.get(f"/federations/{fed.fid}")).json()
+        status = await cloud.status(fed.fid, 2)
+        report = PrivacyReport.model_validate_json(
+            (await cloud.http.get(f"/federations/{fed.fid}/privacy")).content
+        )
+
+    # Assert: round 2 was never decrypted; the ledger holds round 0 alone, within the budget.
+    assert info["state"] == "budget_exhausted" and info["adapter_version"] == 1
+    assert status.state.value == "failed" and "not decrypted" in (status.failure or "")
+    assert f"{budget:g}" in info["reason"]
+    assert len(report.central_rounds) == 1
+    assert report.central_epsilon is not None and report.central_epsilon <= budget

@@ -19,6 +19,7 @@ from protocol.messages import (
     FederationInfo,
     FederationState,
     LocalSpend,
+    NoiseMechanism,
     NoiseSchedule,
     PrivacyReport,
     RoundPlan,
@@ -28,6 +29,12 @@ from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_sp
 
 pytestmark = pytest.mark.anyio
 DELTA = 1e-5
+
+
+def ckks_reach(clip_norm: float) -> float:
+    """One upload's reach in clip norms under CKKS: encoding may move each of the d coordinates by
+    2^(18 - 40) (its error bound for one summand), so the L2 norm by sqrt(d) 2^-22."""
+    return 1.0 + math.sqrt(LAYOUT_SIZE) * 2.0**-22 / clip_norm
 
 
 def google_gaussian_epsilon(multipliers: list[float], delta: float = DELTA) -> float:
@@ -81,7 +88,7 @@ async def test_the_ledger_shows_both_layers_per_round_and_client_and_agrees_with
 
             assert [r.noise_multiplier for r in report.central_rounds] == pytest.approx(zs[: t + 1])
             for r, expected_z in zip(report.central_rounds, zs, strict=False):
-                assert r.realised_noise_multiplier == pytest.approx(expected_z)
+                assert r.realised_noise_multiplier == pytest.approx(expected_z / ckks_reach(1.0))
                 assert r.clients == 4 and not r.distributed
             assert report.central_epsilon == pytest.approx(google_gaussian_epsilon(zs[: t + 1]), rel=0.01)
             assert report.central_rounds[-1].epsilon_after == pytest.approx(report.central_epsilon)
@@ -202,8 +209,8 @@ async def test_with_distributed_noise_the_cloud_adds_nothing_when_every_share_ar
         assert np.max(np.abs(await cloud.vector(fed.fid, 1) - expected)) < 1e-5
         round_ = (await privacy(cloud, fed.fid)).central_rounds[0]
         assert round_.distributed and round_.shares_planned == 4 and round_.top_up_std == 0.0
-        assert round_.realised_noise_multiplier == pytest.approx(z)
-        assert round_.decryptor_noise_multiplier == pytest.approx(z)
+        assert round_.realised_noise_multiplier == pytest.approx(z / ckks_reach(clip))
+        assert round_.decryptor_noise_multiplier == pytest.approx(z / ckks_reach(clip))
         assert round_.epsilon_after == pytest.approx(google_gaussian_epsilon([z]), rel=0.01)
 
 
@@ -230,8 +237,8 @@ async def test_when_clients_drop_out_the_cloud_tops_the_noise_up_and_the_ledger_
         assert np.std(top_up) == pytest.approx(expected_top_up, rel=0.1)
         round_ = (await privacy(cloud, fed.fid)).central_rounds[0]
         assert round_.clients == 2 and round_.top_up_std == pytest.approx(expected_top_up)
-        assert round_.realised_noise_multiplier == pytest.approx(z)
-        assert round_.decryptor_noise_multiplier == pytest.approx(z * math.sqrt(2 / 4))
+        assert round_.realised_noise_multiplier == pytest.approx(z / ckks_reach(clip))
+        assert round_.decryptor_noise_multiplier == pytest.approx(z * math.sqrt(2 / 4) / ckks_reach(clip))
 
 
 async def test_skellam_shares_under_packed_paillier_are_accounted_with_their_rounding() -> None:
@@ -252,3 +259,163 @@ async def test_skellam_shares_under_packed_paillier_are_accounted_with_their_rou
         sensitivity = clip / he.step + math.sqrt(LAYOUT_SIZE) / 2
         assert epsilon == pytest.approx(google_gaussian_epsilon([steps_std / sensitivity]), rel=0.01)
         assert epsilon > google_gaussian_epsilon([z])
+
+
+async def test_laplace_noise_under_packed_paillier_is_charged_for_the_rounding_of_each_upload() -> None:
+    # Prepare: Laplace noise of scale z C against an L1 clip C, uploads encoded by packed Paillier.
+    rng = np.random.default_rng(12)
+    z = 2.0
+    he = PaillierParams(key_bits=1024)
+    dp = CentralDPConfig(mechanism=NoiseMechanism.LAPLACE, noise_multiplier=z, clip_norm=1.0, delta=DELTA)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(central_dp=dp, he=he, rounds=1))
+        await fed.start(cloud.http)
+
+        # Execute
+        await run_round(cloud, fed, 0, rng)
+        report = await privacy(cloud, fed.fid)
+
+    # Assert: rounding to the fixed-point step (clip / (2^15 - 1)) moves each of the d coordinates by up to
+    # half a step, so one upload's L1 norm reaches C + d step / 2; Laplace of scale b against an L1
+    # sensitivity D is (D / b)-DP (Dwork, McSherry, Nissim, Smith 2006), here below the RDP figure.
+    step = 1.0 / (2**15 - 1)
+    sensitivity = 1.0 + LAYOUT_SIZE * step / 2
+    assert report.central_rounds[0].sensitivity == pytest.approx(sensitivity, rel=1e-9)
+    assert report.central_epsilon == pytest.approx(sensitivity / z, rel=1e-9)
+    assert report.central_epsilon > 1.02 / z  # what the ledger charged before: 1 / z
+
+
+def share_counts_after_two_rounds(colluding: int) -> list[int]:
+    """Shares that count against the cloud and `colluding` hospitals: 4 then 2 arrive."""
+    return [4 - colluding, 2 - colluding]
+
+
+@pytest.mark.parametrize("colluding", [0, 1, 2])
+async def test_the_ledger_composes_what_the_decrypting_cloud_saw_beside_the_public_figure(
+    colluding: int,
+) -> None:
+    # Prepare: distributed Gaussian shares under CKKS, four hospitals; round 0 all four shares arrive,
+    # round 1 edge-2 never forwards (two shares arrive and the cloud tops up the rest).
+    rng = np.random.default_rng(13)
+    z, clip = 2.0, 0.5
+    dp = CentralDPConfig(
+        noise_multiplier=z, clip_norm=clip, distributed=True, delta=DELTA, colluding_clients=colluding
+    )
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(central_dp=dp, rounds=3))
+        plan = await fed.start(cloud.http)
+        assert plan.noise_share is not None
+        std = plan.noise_share.std
+
+        # Execute
+        deltas = fed.deltas(rng)
+        _, sums = noisy_sums(fed, plan, deltas, rng)
+        for edge_id in ("edge-1", "edge-2"):
+            body = fed.aggregate(edge_id, 0, deltas[edge_id], ciphertext=sums[edge_id], noise_share_std=std)
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        deltas = fed.deltas(rng)
+        _, sums = noisy_sums(fed, plan, deltas, rng)
+        body = fed.aggregate("edge-1", 1, deltas["edge-1"], ciphertext=sums["edge-1"], noise_share_std=std)
+        assert (await fed.post(cloud.http, body)).status_code == 202
+        cloud.clock.advance(600)
+        await cloud.tick()
+        report = await privacy(cloud, fed.fid)
+
+    # Assert: CKKS can move each coordinate of an upload by 2^-22, so one upload reaches
+    # C + sqrt(d) 2^-22 (in clip norms: `reach`). The public figure composes the full z every round; the
+    # cloud knows its own top-up and the colluders their own shares, so against them only the others'
+    # shares count: std z C sqrt(m / 4) for m shares (Kairouz, Liu, Steinke 2021).
+    reach = ckks_reach(clip)
+    assert report.central_epsilon == pytest.approx(google_gaussian_epsilon([z / reach] * 2), rel=0.01)
+    assert report.colluding_clients == colluding and report.budget_against == "public"
+    first, second = report.central_rounds
+    assert (first.shares_arrived, second.shares_arrived) == (4, 2)
+    assert first.share_std == pytest.approx(z * clip / 2) and second.share_std == pytest.approx(z * clip / 2)
+    counted = share_counts_after_two_rounds(colluding)
+    multipliers = [z * math.sqrt(m / 4) / reach for m in counted if m > 0]
+    assert first.decryptor_epsilon_after == pytest.approx(google_gaussian_epsilon(multipliers[:1]), rel=0.01)
+    if len(multipliers) == 2:
+        expected = google_gaussian_epsilon(multipliers)
+        assert not report.decryptor_unbounded
+        assert report.decryptor_epsilon == pytest.approx(expected, rel=0.01)
+        assert second.decryptor_epsilon_after == pytest.approx(expected, rel=0.01)
+        # Round 2 as planned: all four shares arrive, less the colluders'.
+        planned = z * math.sqrt((4 - colluding) / 4) / reach
+        assert report.decryptor_next_round_epsilon == pytest.approx(
+            google_gaussian_epsilon([*multipliers, planned]), rel=0.01
+        )
+        assert report.decryptor_epsilon > report.central_epsilon
+    else:
+        # The two colluders know both shares that arrived in round 1: the cloud saw a noise-free sum.
+        assert report.decryptor_unbounded
+        assert report.decryptor_epsilon is None and second.decryptor_epsilon_after is None
+        assert report.decryptor_next_round_epsilon is None
+
+
+async def test_without_distributed_noise_the_decrypting_cloud_gets_no_client_level_guarantee() -> None:
+    rng = np.random.default_rng(14)
+    dp = CentralDPConfig(noise_multiplier=1.0, delta=DELTA)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(central_dp=dp))
+        await fed.start(cloud.http)
+        await run_round(cloud, fed, 0, rng)
+        response = await cloud.http.get(f"/federations/{fed.fid}/privacy")
+
+    body = response.json()
+    assert body["central_epsilon"] > 0
+    assert body["decryptor_unbounded"] is True and body["decryptor_epsilon"] is None
+    assert body["central_rounds"][0]["decryptor_epsilon_after"] is None
+    assert "Infinity" not in response.text and "NaN" not in response.text
+
+
+async def test_a_budget_against_the_decrypting_cloud_stops_before_decrypting_a_round_short_of_shares() -> (
+    None
+):
+    # Prepare: the budget allows two rounds in which every share arrives, not one in which half of them
+    # are missing (the cloud's view of that round has z / sqrt(2)).
+    rng = np.random.default_rng(15)
+    z, clip = 2.0, 0.5
+    full, short = google_gaussian_epsilon([z, z]), google_gaussian_epsilon([z, z / math.sqrt(2)])
+    budget = (full + short) / 2
+    dp = CentralDPConfig(
+        noise_multiplier=z,
+        clip_norm=clip,
+        distributed=True,
+        delta=DELTA,
+        epsilon_budget=budget,
+        budget_against="decrypting_cloud",
+    )
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(central_dp=dp, rounds=3))
+        plan = await fed.start(cloud.http)
+        assert plan.noise_share is not None
+        std = plan.noise_share.std
+        deltas = fed.deltas(rng)
+        _, sums = noisy_sums(fed, plan, deltas, rng)
+        for edge_id in ("edge-1", "edge-2"):
+            body = fed.aggregate(edge_id, 0, deltas[edge_id], ciphertext=sums[edge_id], noise_share_std=std)
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
+        assert info.state is FederationState.ACTIVE and info.current_round == 1  # as planned, it fits
+
+        # Execute: only edge-1's two shares arrive in round 1.
+        deltas = fed.deltas(rng)
+        _, sums = noisy_sums(fed, plan, deltas, rng)
+        body = fed.aggregate("edge-1", 1, deltas["edge-1"], ciphertext=sums["edge-1"], noise_share_std=std)
+        assert (await fed.post(cloud.http, body)).status_code == 202
+        cloud.clock.advance(600)
+        await cloud.tick()
+
+        info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
+        status = await cloud.status(fed.fid, 1)
+        report = await privacy(cloud, fed.fid)
+        released = await cloud.http.get(f"/federations/{fed.fid}/adapters/2/vector")
+
+    # Assert: round 1 was never decrypted; the federation ended, saying both figures.
+    assert info.state is FederationState.BUDGET_EXHAUSTED and info.adapter_version == 1
+    assert status.state is RoundState.FAILED and status.failure == info.reason
+    assert "decrypting cloud" in (info.reason or "") and f"{budget:g}" in (info.reason or "")
+    assert released.status_code == 404
+    assert len(report.central_rounds) == 1
+    assert report.decryptor_epsilon is not None and report.decryptor_epsilon <= budget
+    assert report.budget_against == "decrypting_cloud"

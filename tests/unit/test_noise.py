@@ -16,7 +16,8 @@ from protocol.messages import (
     Weighting,
     schedule_multiplier,
 )
-from protocol.noise import NoiseError, add_share, clip, draw, share_for, skellam_sensitivity
+from protocol.noise import NoiseError, add_share, clip, draw, share_for
+from protocol.sensitivity import skellam_sensitivity
 
 N = 200_000  # draws per check: the sample std is then within ~0.5% of the true one (3 sigma)
 
@@ -76,11 +77,12 @@ def test_a_spec_without_room_for_skellam_shares_names_he_clip() -> None:
 
 def test_skellam_sensitivity_bounds_the_rounded_vector() -> None:
     rng = np.random.default_rng(3)
-    step, clip_norm, size = 0.01, 1.0, 400
-    l1, l2 = skellam_sensitivity(clip_norm=clip_norm, step=step, size=size)
+    he = PaillierParams(quant_bits=9, clip=2.55)  # step 0.01
+    clip_norm, size = 1.0, 400
+    l1, l2 = skellam_sensitivity(he, clip_norm=clip_norm, size=size)
     for _ in range(200):
         x = clip(rng.normal(0, 1, size), max_norm=clip_norm)
-        q = np.rint(x / step)
+        q = np.rint(x / he.step)
         assert np.linalg.norm(q) <= l2 and np.abs(q).sum() <= l1
 
 

@@ -1,0 +1,109 @@
+"""Client-level sensitivity: how far one hospital can move a sum the cloud decrypts and releases.
+
+A hospital clips its delta to `C` (L2 for Gaussian noise, L1 for Laplace) and weights it by `w <= 1`
+(DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963), but the cloud decrypts the *encoded* upload. Encoding
+moves each of the `d` coordinates by at most `e = HEParams.encoding_error`: packed Paillier rounds to the
+nearest fixed-point step (`e` is half a step, and the rounding is deterministic, so an adversary can make
+it lengthen every coordinate); CKKS's error is bounded by its scheme's bound for one summand; the
+plaintext scheme moves nothing. With `|r_i| <= e`, the triangle inequality gives
+`||w x + r||_1 <= w C + d e` and `||w x + r||_2 <= w C + sqrt(d) e`: that, not `C`, is the sensitivity of
+one upload. The Skellam mechanism under packed Paillier counts the same rounding in quantisation steps
+(Agarwal, Kairouz, Liu 2021, arXiv:2110.04995, Section 4).
+
+A late upload (`FederationSpec.late_uploads`) is decrypted in its bucket and multiplied by `decay ** s`
+afterwards, so its whole reach, rounding included, is scaled by that factor. A hospital can be in one
+release fresh and late once for each earlier round the spec allows, so its reach is the sum over its
+uploads of `factor * (min(w, 1) C + slack)`.
+
+Pure: no I/O, nothing imported from outside `protocol`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from protocol.crypto.params import HEParams, PaillierParams
+from protocol.messages import FederationSpec, LateUploadConfig, NoiseMechanism
+
+NormOrder = Literal[1, 2]
+
+
+def norm_order(mechanism: NoiseMechanism) -> NormOrder:
+    """The norm the clip and the sensitivity are measured in: L1 for Laplace noise, L2 otherwise."""
+    return 1 if mechanism is NoiseMechanism.LAPLACE else 2
+
+
+def encoding_error(he: HEParams) -> float:
+    """Most one coordinate of one upload moves when the scheme encodes it (`HEParams.encoding_error`: half
+    a step under packed Paillier, CKKS's bound for one summand, 0 in plaintext)."""
+    return he.encoding_error
+
+
+def encoding_slack(he: HEParams, *, size: int, ord: NormOrder) -> float:
+    """How much encoding can lengthen one upload of `size` coordinates, in the norm of order `ord`."""
+    return encoding_error(he) * (size if ord == 1 else math.sqrt(size))
+
+
+def upload_sensitivity(
+    he: HEParams, *, clip_norm: float, size: int, ord: NormOrder, weight: float = 1.0
+) -> float:
+    """How far one upload clipped to `clip_norm` and weighted by `weight` moves a decrypted sum, in the
+    units of the deltas: `min(weight, 1) C` plus the encoding's slack."""
+    return min(weight, 1.0) * clip_norm + encoding_slack(he, size=size, ord=ord)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One upload inside a release, as its manifest line says: whose, its weight, and `decay ** s` for an
+    upload `s` rounds late (1 for a fresh one)."""
+
+    client_id: str
+    weight: float
+    factor: float = 1.0
+
+
+def release_sensitivity(
+    uploads: Iterable[Upload], *, he: HEParams, clip_norm: float, size: int, ord: NormOrder
+) -> float:
+    """In clip norms, the most one hospital moves a release holding `uploads`: the largest sum over one
+    hospital's uploads of `factor * (min(weight, 1) C + slack) / C`. At least one full upload's reach, the
+    bound for a hospital that could have taken part at weight 1."""
+    single = upload_sensitivity(he, clip_norm=clip_norm, size=size, ord=ord)
+    slack = single - clip_norm
+    reach: dict[str, float] = {}
+    for u in uploads:
+        reach[u.client_id] = reach.get(u.client_id, 0.0) + u.factor * (min(u.weight, 1.0) * clip_norm + slack)
+    return max([single, *reach.values()]) / clip_norm
+
+
+def late_factor(late: LateUploadConfig | None, *, round_: int) -> float:
+    """The most weight one hospital's uploads can carry in round `round_`'s release: 1 for its fresh upload
+    plus `decay ** s` for each `1 <= s <= min(round_, max_staleness)` (an upload can only be late for a
+    round that exists, so round 0 has none)."""
+    if late is None:
+        return 1.0
+    return sum(late.factor(s) for s in range(min(max(round_, 0), late.max_staleness) + 1))
+
+
+def worst_sensitivity(spec: FederationSpec, *, size: int, round_: int) -> float:
+    """In clip norms, the most one hospital can move round `round_`'s release under `spec`: a fresh upload
+    and a late one for every earlier round `late_uploads` allows, each at weight 1, encoding included."""
+    dp = spec.central_dp
+    single = upload_sensitivity(spec.he, clip_norm=dp.clip_norm, size=size, ord=norm_order(dp.mechanism))
+    return single / dp.clip_norm * late_factor(spec.late_uploads, round_=round_)
+
+
+def lattice_sensitivities(*, l2: float, size: int) -> tuple[float, float]:
+    """(L1, L2) sensitivity of an integer vector with `size` coordinates and L2 norm at most `l2`: an integer
+    vector has `||q||_1 <= ||q||_2^2` (each `|q_i| <= q_i^2`) and `||q||_1 <= sqrt(size) ||q||_2`."""
+    return min(l2 * l2, math.sqrt(size) * l2), l2
+
+
+def skellam_sensitivity(he: PaillierParams, *, clip_norm: float, size: int) -> tuple[float, float]:
+    """(L1, L2) sensitivity, in quantisation steps, of one upload rounded to the Paillier lattice:
+    `||q||_2 <= (C + sqrt(d) e) / step`, about `C / step + sqrt(d) / 2`."""
+    reach = upload_sensitivity(he, clip_norm=clip_norm, size=size, ord=2)
+    return lattice_sensitivities(l2=reach / he.step, size=size)
