@@ -136,7 +136,15 @@ class Forwarder:
                 )
                 continue
             contributions = tuple(bucket[c] for c in sorted(bucket))
-            sums.append(LateSum(origin_round=origin, ciphertext=ciphertext, contributions=contributions))
+            origin_plan = await self._ledger.plan(origin)
+            sums.append(
+                LateSum(
+                    origin_round=origin,
+                    ciphertext=ciphertext,
+                    contributions=contributions,
+                    plan_sha256=origin_plan.sha256 if origin_plan is not None else None,
+                )
+            )
         return sums, dropped
 
     def _signed(
@@ -158,5 +166,6 @@ class Forwarder:
             contributions=tuple(manifest[c] for c in sorted(manifest)),
             idempotency_key=self.config.idempotency_key(round_),
             late=tuple(late),
+            plan_sha256=plan.sha256,
         )
         return unsigned.model_copy(update={"signature": self._key.sign(unsigned.signing_payload())})

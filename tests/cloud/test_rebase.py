@@ -39,7 +39,7 @@ async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_i
         for round_, loss in enumerate((0.70, 0.695)):
             deltas = fed.deltas(rng, scale=0.1)
             for edge_id in ("edge-1", "edge-2"):
-                body = fed.aggregate(edge_id, round_, deltas[edge_id], validation=losses(loss))
+                body = await fed.aggregate(cloud, edge_id, round_, deltas[edge_id], validation=losses(loss))
                 assert (await fed.post(cloud.http, body)).status_code == 202
         status = await cloud.status(fed.fid, 1)
         plan = RoundPlan.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}/plan")).content)
@@ -52,13 +52,19 @@ async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_i
         # Round 2 in the new basis: an aggregate still in basis 0 is refused, one in basis 1 is taken.
         deltas = fed.deltas(rng)
         ranks = dict.fromkeys(CLIENTS, 1)
-        stale = fed.aggregate("edge-1", 2, deltas["edge-1"], basis_version=0, ranks=ranks)
+        stale = await fed.aggregate(cloud, "edge-1", 2, deltas["edge-1"], basis_version=0, ranks=ranks)
         refused = await fed.post(cloud.http, stale)
         for round_, loss in ((2, 0.60), (3, 0.598)):
             deltas = fed.deltas(rng)
             for edge_id in ("edge-1", "edge-2"):
-                body = fed.aggregate(
-                    edge_id, round_, deltas[edge_id], validation=losses(loss), ranks=ranks, basis_version=1
+                body = await fed.aggregate(
+                    cloud,
+                    edge_id,
+                    round_,
+                    deltas[edge_id],
+                    validation=losses(loss),
+                    ranks=ranks,
+                    basis_version=1,
                 )
                 assert (await fed.post(cloud.http, body)).status_code == 202
         info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
