@@ -380,6 +380,18 @@ class ClientAgent:
             if e.code in TOO_LATE:
                 log.warning("upload too late", extra={"round": update.round, "code": e.code})
                 return False
+            if e.code == ErrorCode.PLAN_MISMATCH.value:
+                # Hospitals of this round were served different plans (or the edge holds another): this
+                # update stays out of every sum; the round is skipped like a refused plan.
+                log.error(
+                    "the edge holds another plan for this round than the one this hospital trained under",
+                    extra={
+                        "round": update.round,
+                        "code": e.code,
+                        "data": {"plan_sha256": update.plan_sha256},
+                    },
+                )
+                return False
             raise
         self.metrics.sent(self.fid, len(body))
         folded = UploadAccepted.model_validate_json(response.content).folded_into_round

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 
-from protocol.messages import LateUploadConfig, TrainingConfig
+from client_agent.agent import ClientAgent
+from protocol.messages import ClientInfo, LateUploadConfig, TrainingConfig
+from services.http import Peer
 from services.identity import SigningKey
-from tests.edge.harness import World, running_edge, until
+from services.settings import ClientSettings
+from tests.edge.harness import EID, FID, LENGTH, T0, World, running_edge, until
 
 pytestmark = pytest.mark.anyio
 
@@ -100,3 +106,51 @@ async def test_the_edge_follows_only_plans_signed_with_the_federations_key(
         adopted_real = await edge.core.adopt(world.plan(1))
 
     assert (adopted_forged, adopted_real) == (False, True)
+
+
+async def test_an_agent_served_another_plan_than_its_edge_skips_the_round_and_says_why(
+    make_world: Callable[..., World], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: a real hospital agent enrolled at this edge, and a crafted plan for round 0 that only it got.
+    world = make_world(clients=2)
+    settings = ClientSettings(
+        client_id="hosp-z",
+        federation_id=FID,
+        edge_id=EID,
+        cloud_url="https://cloud.example",
+        enrolment_token="enrol-token-0123456789abcdef",
+        state_dir=tmp_path / "hosp-z",
+    )
+    agent = ClientAgent(settings, model_path=tmp_path)
+    world.cloud.clients["hosp-z"] = ClientInfo(
+        client_id="hosp-z",
+        edge_id=EID,
+        public_key=agent.key.public_bytes,
+        num_examples=100,
+        rank=4,
+        enrolled_at=T0,
+    )
+    world.cloud.set_plan(world.plan(0, clients=["hosp-a", "hosp-b", "hosp-z"]))
+    crafted = world.plan(0, clients=["hosp-a", "hosp-b", "hosp-z"], training=TrainingConfig(batch_size=1))
+
+    async with running_edge(world) as edge:
+        peer = Peer("http://edge-north.test", transport=httpx.ASGITransport(app=edge.app), give_up_after_s=5)
+        try:
+            # Execute: the agent's own upload, made under the crafted plan, then under the edge's.
+            with caplog.at_level(logging.ERROR, logger="client_agent"):
+                under_crafted = await agent.upload(
+                    peer,
+                    agent.make_update(crafted, world.public, np.zeros(LENGTH), num_examples=100, spend=None),
+                )
+            honest_plan = edge.core.plan
+            assert honest_plan is not None
+            under_honest = await agent.upload(
+                peer,
+                agent.make_update(honest_plan, world.public, np.zeros(LENGTH), num_examples=100, spend=None),
+            )
+        finally:
+            await peer.close()
+
+    # Assert: the first is not held (the agent goes on to the next plan, it does not crash); the second is.
+    assert (under_crafted, under_honest) == (False, True)
+    assert any("another plan for this round" in record.getMessage() for record in caplog.records)
