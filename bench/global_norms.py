@@ -6,7 +6,7 @@ CKKS) through the simulation, which runs the tiers' own code, and prints each ro
 the central noise's random walk `z C sqrt(d) / W * sqrt(rounds)` (`d` values, total weight `W`). The
 hospital policy's `max_global_norm` default is sized from these figures (docs/operations.md).
 
-    .venv/bin/python bench/global_norms.py [--rounds 4] [--threads 1]
+    .venv/bin/python bench/global_norms.py [--rounds 6] [--threads 1]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from services.simulation import SimulationConfig, simulate
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     demo = DemoConfig()
