@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
 from client_agent.errors import InsecurePeerError, PlanRefusedError, SpecRefusedError
@@ -147,3 +148,51 @@ def test_the_demos_federations_pass_the_default_policy_or_opt_in() -> None:
     policy(**opted).check_spec(clair.spec("demo"), num_examples=examples)
 
     assert DemoConfig(epsilon=0.0).hospital_opt_ins() == {"FEDLORA_ALLOW_WITHOUT_LOCAL_DP": "true"}
+
+
+def test_the_single_example_inversion_works_on_a_batch_of_one_and_the_policy_refuses_that_plan() -> None:
+    # Prepare: the real model path on a tiny BERT with MiniLM's tokenizer; one training note, the head at
+    # zero as in round 0. The curious cloud knows the frozen base model, so an embedding names the note.
+    from transformers import AutoTokenizer, BertConfig
+
+    from client_agent.model import (
+        HEAD_WEIGHT,
+        AdapterSpec,
+        FFAClassifier,
+        default_model_path,
+        encoder_from_config,
+    )
+    from client_agent.train import LocalConfig, encode, train_local
+    from tests.unit.test_agent_update import plan
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    model = FFAClassifier(encoder_from_config(config, seed=0), AdapterSpec(num_labels=2, r_max=2), rank=2)
+    note = encode(model, tokenizer, ["patient 4471 relapsed after the second cycle"], [1], max_length=16)
+    embedding: list[np.ndarray] = []
+    hook = model.head.register_forward_hook(lambda _m, inputs, _o: embedding.append(inputs[0][0].numpy()))
+    with torch.no_grad():
+        model.forward_from(note.hidden, note.mask)
+    hook.remove()
+
+    # Execute: what the cloud's plan asks, batch size 1 and one step (no DP, to show what the update holds).
+    start = np.zeros(model.layout.size, dtype=np.float32)
+    one_step = LocalConfig(steps=1, batch_size=1, learning_rate=1.0, progress=False, max_grad_norm=None)
+    delta = train_local(model, note, global_vector=start, config=one_step).delta
+    rows = model.layout.unflatten(delta)[HEAD_WEIGHT]
+    curious = plan(training=TrainingConfig(batch_size=1, local_steps=1))
+
+    # Assert: each row of the head's delta is the note's embedding up to sign and scale (cosine 1)...
+    for row in rows:
+        cosine = abs(row @ embedding[0]) / (np.linalg.norm(row) * np.linalg.norm(embedding[0]))
+        assert cosine == pytest.approx(1.0, abs=1e-5)
+    # ...so the hospital's policy refuses that plan, whatever the federation signed.
+    with pytest.raises(PlanRefusedError) as refused:
+        policy().check_plan(curious, client_id="hosp-a", num_examples=5000)
+    assert (refused.value.field, refused.value.value, refused.value.limit) == ("training.batch_size", 1, 16)
