@@ -1,19 +1,26 @@
 """The hospital's agent: enrol, wait for a plan, train, clip, encrypt, sign, upload, repeat.
 
 Everything it must not forget lives in its state folder, so a restarted agent (or one whose cloud or edge
-restarted) carries on: the Ed25519 key, the API token, the last round it uploaded and its DP accountant
-history. Every network call retries with backoff; an upload the edge already holds (`duplicate_upload`
-after a lost answer) counts as done.
+restarted) carries on: the Ed25519 key, the API token, the last round it uploaded, its DP accountant
+history, and what it pinned at first contact (its edge's URL, the federation's HE key and plan key). Every
+network call retries with backoff; an upload the edge already holds (`duplicate_upload` after a lost answer)
+counts as done.
+
+It trusts nobody with its privacy (`client_agent.policy`): a spec its own policy refuses, or a peer other
+than the ones it pinned, stops it; a plan its policy refuses, that the federation did not sign, or whose
+adapter or basis is not the one the plan names, skips that round.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +29,15 @@ from transformers import AutoTokenizer
 
 from client_agent.data import Dataset, Share, hospital_share, load_file
 from client_agent.deid import Deidentifier
+from client_agent.errors import (
+    AgentError,
+    LocalBudgetExhaustedError,
+    PinMismatchError,
+    PlanRefusedError,
+    SpecRefusedError,
+)
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.policy import HospitalPolicy, check_digest, verify_plan
 from client_agent.releases import (
     COUNT_ENTRY,
     PublicCounts,
@@ -48,7 +63,7 @@ from client_agent.train import (
     train_local,
 )
 from protocol.crypto import HEScheme, scheme_from_public
-from protocol.ffa import LayoutError, basis_from_bytes
+from protocol.ffa import AdapterLayout, LayoutError, basis_from_bytes, basis_sha256, seeded_bases
 from protocol.messages import (
     ClientEnrolment,
     ClientUpdate,
@@ -74,12 +89,7 @@ ALREADY_HELD = (ErrorCode.DUPLICATE_UPLOAD.value, ErrorCode.REPLAY.value)
 TOO_LATE = (ErrorCode.ROUND_CLOSED.value, ErrorCode.WRONG_ROUND.value)
 
 
-class AgentError(RuntimeError):
-    """The agent cannot go on (its data, the federation or its enrolment is unusable)."""
-
-
-class LocalBudgetExhaustedError(AgentError):
-    """The next round would take this hospital past its own example-level privacy budget."""
+__all__ = ["AgentError", "AgentState", "ClientAgent", "LocalBudgetExhaustedError", "held_out_split"]
 
 
 @dataclass
@@ -91,9 +101,11 @@ class AgentState:
     last_round: int | None = None
     #: Accountant history of the training part (the public count's release, then DP-SGD rounds).
     privacy: list[tuple[float, float, int]] | None = None
-    # The HE key fingerprint of the federation this state belongs to: a federation created again under
-    # the same id is another federation, and this state's privacy history is not its.
+    # The HE key fingerprint of the federation this state belongs to, pinned at first contact: a federation
+    # created again under the same id is another federation, and this state's privacy history is not its.
     federation_fingerprint: str | None = None
+    # The federation's plan-signing key (hex), pinned at first contact unless the settings name it.
+    plan_public_key: str | None = None
     #: The example count as released once with noise (`client_agent.releases`); never drawn again.
     public_examples: int | None = None
     #: Hex key of the per-example held-out split (drawn from the operating system, never sent).
@@ -157,9 +169,12 @@ class ClientAgent:
         self.key = SigningKey.load_or_create(self.state_dir / "signing-key.bin")
         self.model_path = model_path or settings.model_path or default_model_path()
         self.fid = settings.federation_id
+        self.policy = HospitalPolicy.from_settings(settings)
 
     # -- setup -------------------------------------------------------------------------------------------
     async def enrol(self, cloud: Peer, num_examples: int) -> None:
+        """Enrol with this hospital's key, once (`num_examples`: its true count; the cloud gets the public,
+        noisy one)."""
         if self.state.api_token is not None:
             cloud.set_token(self.state.api_token)
             return
@@ -168,14 +183,25 @@ class ClientAgent:
             client_id=self.settings.client_id,
             edge_id=self.settings.edge_id,
             public_key=self.key.public_bytes,
-            num_examples=num_examples,
+            num_examples=self.public_count(num_examples),  # the cloud learns the noisy count only
             max_rank=self.settings.max_rank,
         )
         response = await cloud.request(
             "POST", f"/federations/{self.fid}/clients", json=body.model_dump(mode="json")
         )
         enrolled = Enrolled.model_validate_json(response.content)
-        self.state.api_token, self.state.edge_url = enrolled.api_token, enrolled.edge_url
+        edge_url = self.policy.check_peer_url(enrolled.edge_url, field="edge_url")
+        pinned = self.state.edge_url
+        if pinned is not None and pinned != edge_url:
+            raise PinMismatchError(
+                f"the cloud now sends this hospital to edge_url {edge_url!r}, not {pinned!r} that it enrolled "
+                "with: an upload there could reach an edge of the cloud's choosing; if the region really moved "
+                "its edge, remove edge_url from the state folder's state.json",
+                field="edge_url",
+                value=edge_url,
+                limit=pinned,
+            )
+        self.state.api_token, self.state.edge_url = enrolled.api_token, edge_url
         self.state.save(self.state_path)
         cloud.set_token(enrolled.api_token)
         log.info(
@@ -183,9 +209,11 @@ class ClientAgent:
         )
 
     async def federation(self, cloud: Peer, num_examples: int) -> tuple[FederationSpec, HEScheme]:
-        """The federation's spec and public key. A saved API token the cloud no longer knows (revoked by a
-        re-enrolment elsewhere, a cloud restored from an older backup) is replaced by enrolling again with
-        the same key; a state folder from another federation under this id is refused."""
+        """The federation's spec and public key, once the spec passes this hospital's policy. A saved API token
+        the cloud no longer knows (revoked by a re-enrolment elsewhere, a cloud restored from an older backup)
+        is replaced by enrolling again with the same key. The HE key and the plan key are pinned at first
+        contact: a federation that presents others later (a state folder from another federation under this
+        id, a public context that is not the federation's) is refused."""
         try:
             raw = (await cloud.request("GET", f"/federations/{self.fid}")).content
         except PeerRefusedError as e:
@@ -198,16 +226,54 @@ class ClientAgent:
         info = FederationInfo.model_validate_json(raw)
         held = self.state.federation_fingerprint
         if held is not None and held != info.he_fingerprint:
-            raise AgentError(
+            raise PinMismatchError(
                 f"the state folder {self.settings.state_dir} belongs to another federation named {self.fid!r} "
                 f"(HE key {held[:12]}..., the cloud's is {info.he_fingerprint[:12]}...): its privacy history "
-                "is not this federation's; give this agent a fresh FEDLORA_STATE_DIR"
+                "is not this federation's, and an update encrypted under another key is not for the "
+                "federation this hospital joined; give this agent a fresh FEDLORA_STATE_DIR",
+                field="he_fingerprint",
+                value=info.he_fingerprint,
+                limit=held,
             )
-        if held is None:
-            self.state.federation_fingerprint = info.he_fingerprint
-            self.state.save(self.state_path)
         public = (await cloud.request("GET", f"/federations/{self.fid}/public-context")).content
-        return info.spec, scheme_from_public(info.spec.he, public)
+        scheme = scheme_from_public(info.spec.he, public)
+        if scheme.fingerprint.hex() != info.he_fingerprint:
+            raise PinMismatchError(
+                f"the public context the cloud serves has fingerprint {scheme.fingerprint.hex()[:12]}..., not "
+                f"the federation's {info.he_fingerprint[:12]}...: this hospital encrypts under no other key",
+                field="public_context",
+                value=scheme.fingerprint.hex(),
+                limit=info.he_fingerprint,
+            )
+        plan_key = self._pin_plan_key(info)
+        self.policy.check_spec(info.spec, num_examples=num_examples)
+        if held is None or self.state.plan_public_key != plan_key:
+            self.state.federation_fingerprint = info.he_fingerprint
+            self.state.plan_public_key = plan_key
+            self.state.save(self.state_path)
+        return info.spec, scheme
+
+    def _pin_plan_key(self, info: FederationInfo) -> str:
+        """The key every plan must be signed with: the settings' if they name one, else the one pinned at first
+        contact; a federation that publishes another (or none) is refused."""
+        published = info.plan_public_key.hex() if info.plan_public_key is not None else None
+        trusted = self.settings.plan_public_key or self.state.plan_public_key
+        if published is None:
+            raise SpecRefusedError(
+                f"federation {self.fid!r} publishes no plan-signing key, so its plans cannot be checked",
+                field="plan_public_key",
+                value=None,
+                limit=trusted or "an Ed25519 public key",
+            )
+        if trusted is not None and trusted != published:
+            raise PinMismatchError(
+                f"federation {self.fid!r} now publishes plan key {published[:12]}..., not {trusted[:12]}... "
+                "that this hospital trusts",
+                field="plan_public_key",
+                value=published,
+                limit=trusted,
+            )
+        return published
 
     # -- one round ---------------------------------------------------------------------------------------
     async def next_plan(self, cloud: Peer) -> RoundPlan | None:
@@ -220,23 +286,64 @@ class ClientAgent:
             return None
         return RoundPlan.model_validate_json(response.content)
 
-    async def global_vector(self, cloud: Peer, version: int, size: int) -> np.ndarray:
+    def check_plan(self, plan: RoundPlan, *, num_examples: int) -> None:
+        """Raise `PlanRefusedError` unless the plan is signed with the federation's plan key and passes this
+        hospital's policy (`num_examples`: the examples it would train on)."""
+        trusted = self.settings.plan_public_key or self.state.plan_public_key
+        if trusted is None:
+            raise PlanRefusedError(
+                "no plan key is pinned yet", field="signature", value=None, limit="the federation's plan key"
+            )
+        verify_plan(plan, bytes.fromhex(trusted))
+        self.policy.check_plan(plan, client_id=self.settings.client_id, num_examples=num_examples)
+
+    async def global_vector(self, cloud: Peer, plan: RoundPlan, size: int) -> np.ndarray:
+        """The adapter the round starts from, once its bytes have the plan's digest and it is finite and
+        within the policy's norm; `PlanRefusedError` otherwise."""
+        version = plan.adapter_version
         raw = (await cloud.request("GET", f"/federations/{self.fid}/adapters/{version}/vector")).content
+        check_digest(plan, field="vector_sha256", actual=hashlib.sha256(raw).hexdigest())
         vector = np.frombuffer(raw, dtype="<f4")
         if vector.shape != (size,):
-            raise AgentError(f"adapter version {version} has {vector.size} values, the model needs {size}")
+            raise PlanRefusedError(
+                f"adapter version {version} has {vector.size} values, the model needs {size}",
+                field="vector",
+                value=vector.size,
+                limit=size,
+            )
+        self.policy.check_vector(vector, plan=plan)
         return vector.astype(np.float32)
 
-    async def basis(self, cloud: Peer, version: int, model: FFAClassifier) -> dict[str, np.ndarray]:
-        """A broadcast basis version, checked against this model's layout; a plan whose basis the cloud
-        does not serve (or that does not fit) is refused rather than trained on the wrong `A`."""
-        try:
-            raw = (await cloud.request("GET", f"/federations/{self.fid}/basis/{version}")).content
-            return basis_from_bytes(raw, model.layout, model.in_features())
-        except (PeerRefusedError, LayoutError) as e:
-            raise AgentError(
-                f"the plan uses basis version {version}, which this agent cannot get: {e}"
-            ) from e
+    async def basis(
+        self,
+        cloud: Peer,
+        plan: RoundPlan,
+        spec: FederationSpec,
+        *,
+        layout: AdapterLayout,
+        in_features: Mapping[str, int],
+    ) -> tuple[dict[str, np.ndarray], str]:
+        """Every module's `A_max` the plan trains on, with its digest, once that is the plan's `basis_sha256`:
+        the seeded basis this hospital rebuilds from the seed itself, or a re-based one the cloud broadcasts.
+        A basis the cloud does not serve, that does not fit this model or is not the plan's is refused rather
+        than trained on."""
+        version = plan.basis_version
+        if version == spec.basis_version:
+            bases = seeded_bases(layout, in_features, seed=spec.seed, basis_version=version)
+            digest = basis_sha256(layout, bases)
+        else:
+            try:
+                raw = (await cloud.request("GET", f"/federations/{self.fid}/basis/{version}")).content
+                bases = basis_from_bytes(raw, layout, in_features)
+            except (PeerRefusedError, LayoutError) as e:
+                raise PlanRefusedError(
+                    f"round {plan.round}'s plan uses basis version {version}, which this agent cannot get: {e}",
+                    field="basis_version",
+                    value=version,
+                ) from e
+            digest = hashlib.sha256(raw).hexdigest()
+        check_digest(plan, field="basis_sha256", actual=digest)
+        return bases, digest
 
     def make_update(
         self,
@@ -278,6 +385,7 @@ class ClientAgent:
             noise_share_std=share.std if share is not None else None,
             validation_loss=validation[0] if validation is not None else None,
             validation_examples=validation[1] if validation is not None else None,
+            plan_sha256=plan.sha256,
         )
         return unsigned.model_copy(update={"signature": self.key.sign(unsigned.signing_payload())})
 
@@ -294,6 +402,18 @@ class ClientAgent:
             if e.code in TOO_LATE:
                 log.warning("upload too late", extra={"round": update.round, "code": e.code})
                 return False
+            if e.code == ErrorCode.PLAN_MISMATCH.value:
+                # Hospitals of this round were served different plans (or the edge holds another): this
+                # update stays out of every sum; the round is skipped like a refused plan.
+                log.error(
+                    "the edge holds another plan for this round than the one this hospital trained under",
+                    extra={
+                        "round": update.round,
+                        "code": e.code,
+                        "data": {"plan_sha256": update.plan_sha256},
+                    },
+                )
+                return False
             raise
         self.metrics.sent(self.fid, len(body))
         folded = UploadAccepted.model_validate_json(response.content).folded_into_round
@@ -306,23 +426,29 @@ class ClientAgent:
 
     # -- the loop ----------------------------------------------------------------------------------------
     async def run(self, *, max_rounds: int | None = None) -> int:
-        """Take part until the federation ends (or `max_rounds` uploads). Returns the uploads made."""
+        """Take part until the federation ends (or `max_rounds` uploads). Returns the uploads made. Raises
+        `SpecRefusedError` (an `AgentError`) when this hospital's policy refuses the federation."""
+        for line in self.policy.warnings():
+            log.warning(line)
+        cloud_url = self.policy.check_peer_url(self.settings.cloud_url, field="cloud_url")
         dataset = load_hospital_data(self.settings)
         texts, counts = Deidentifier().deidentify_many(dataset.texts)
         clean = dataclasses.replace(dataset, texts=list(texts))
         log.info("data ready", extra={"data": {"examples": len(texts), "deidentified": dict(counts)}})
-        released = self.public_count(len(texts))
-        cloud = Peer(self.settings.cloud_url, give_up_after_s=3600.0)
+        cloud = Peer(cloud_url, give_up_after_s=3600.0)
         uploads = 0
         try:
-            await self.enrol(cloud, released)
-            spec, scheme = await self.federation(cloud, released)
-            edge = Peer(self.state.edge_url or "", give_up_after_s=600.0)
+            await self.enrol(cloud, len(texts))
+            spec, scheme = await self.federation(cloud, len(texts))
+            released = self.public_count(len(texts))
+            edge = Peer(
+                self.policy.check_peer_url(self.state.edge_url, field="edge_url"), give_up_after_s=600.0
+            )
             model: FFAClassifier | None = None
             features: Features | None = None
             validation: Features | None = None
             public = PublicCounts.derive(released, None)
-            model_basis = spec.basis_version
+            basis_digest: str | None = None  # of the basis installed in `model`; None: its seeded one
             while max_rounds is None or uploads < max_rounds:
                 try:
                     plan = await self.next_plan(cloud)
@@ -337,22 +463,37 @@ class ClientAgent:
                 if rank is None:
                     self._done(plan.round)
                     continue
-                if model is None or model.rank != rank:
-                    model = self._build_model(spec, rank)
-                    model_basis = spec.basis_version
-                    tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+                try:
                     train_part, held_out = held_out_split(clean, plan.validation_fraction, self.split_key())
+                    self.check_plan(plan, num_examples=len(train_part))
+                except PlanRefusedError as e:
+                    self._refused(plan, e)
+                    continue
+                if model is None or model.rank != rank:
+                    model, basis_digest = self._build_model(spec, rank), None
+                    tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
                     public = PublicCounts.derive(released, plan.validation_fraction)
                     features, validation = await asyncio.to_thread(
                         self._encode, model, tokenizer, train_part, held_out, plan.training.max_seq_length
                     )
                 assert features is not None
-                if plan.basis_version != model_basis:
-                    # A re-based basis (seed 001's third stage): train on no basis the cloud does not serve.
-                    model.install_basis(await self.basis(cloud, plan.basis_version, model))
-                    model_basis = plan.basis_version
-                    log.info("switched to a broadcast basis", extra={"data": {"basis_version": model_basis}})
-                start = await self.global_vector(cloud, plan.adapter_version, model.layout.size)
+                try:
+                    bases, digest = await self.basis(
+                        cloud, plan, spec, layout=model.layout, in_features=model.in_features()
+                    )
+                    start = await self.global_vector(cloud, plan, model.layout.size)
+                except PlanRefusedError as e:
+                    self._refused(plan, e)
+                    continue
+                if digest != basis_digest:
+                    if basis_digest is not None or plan.basis_version != spec.basis_version:
+                        # A re-based basis (seed 001's third stage), checked against the plan's digest.
+                        model.install_basis(bases)
+                        log.info(
+                            "switched to a broadcast basis",
+                            extra={"data": {"basis_version": plan.basis_version}},
+                        )
+                    basis_digest = digest
                 started = time.perf_counter()
                 try:
                     # With a held-out split: the loss of the round's *starting* adapter on data never trained
@@ -401,6 +542,19 @@ class ClientAgent:
         finally:
             await cloud.close()
         return uploads
+
+    def _refused(self, plan: RoundPlan, error: PlanRefusedError) -> None:
+        """Skip `plan`'s round: no training, no upload; the next plan is awaited as usual."""
+        log.warning(
+            "plan refused: %s",
+            error,
+            extra={
+                "round": plan.round,
+                "code": "plan_refused",
+                "data": {"field": error.field, "value": str(error.value), "limit": str(error.limit)},
+            },
+        )
+        self._done(plan.round)
 
     # -- what the hospital releases about its data (`client_agent.releases`) -----------------------------
     def public_count(self, examples: int) -> int:

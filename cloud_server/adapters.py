@@ -10,7 +10,7 @@ import zipfile
 from cloud_server.clock import Clock
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService, vector_from_bytes
-from protocol.ffa import basis_bytes, basis_from_bytes, seeded_bases
+from protocol.ffa import basis_from_bytes
 from protocol.messages import AdapterEvaluation, AdapterVersion
 from protocol.peft_format import adapter_files
 from services import keyspace
@@ -70,18 +70,7 @@ class AdapterService:
     async def basis(self, fid: str, version: int) -> bytes:
         """Every module's `A_max` of basis `version` (`protocol.ffa.basis_bytes`): a re-based basis as stored,
         or the federation's seeded one, rebuilt from the seed."""
-        stored = await self._store.get(keyspace.fed_basis(fid, version))
-        if stored is not None:
-            return stored
-        spec = await self._federations.spec(fid)
-        if version != spec.basis_version:
-            raise NotFoundError(f"federation {fid!r} has no basis version {version}", field="version")
-        layout, in_features = await self._federations.layout(fid)
-        return await asyncio.to_thread(
-            lambda: basis_bytes(
-                layout, seeded_bases(layout, in_features, seed=spec.seed, basis_version=spec.basis_version)
-            )
-        )
+        return await self._federations.basis_bytes(fid, version)
 
     async def peft_zip(self, fid: str, version: int) -> bytes:
         """A zip of the PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`, head)."""

@@ -25,8 +25,8 @@ from cloud_server.central_ledger import Ledger
 from cloud_server.convergence import converged, round_validation_loss
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
-from cloud_server.federations import FederationService, vector_bytes, vector_from_bytes
-from cloud_server.plans import PlanBoard, ended, open_round
+from cloud_server.federations import FederationService, vector_bytes, vector_from_bytes, vector_sha256
+from cloud_server.plans import PlanBoard, ended, open_round, signed
 from cloud_server.privacy_budget import overspend, settle_round, stop_reason
 from cloud_server.records import (
     FINAL_ROUND_STATES,
@@ -39,7 +39,7 @@ from cloud_server.records import (
 from cloud_server.strategies import strategy_for
 from cloud_server.telemetry import CloudTelemetry
 from protocol.crypto import CryptoError, KeyStoreError
-from protocol.ffa import basis_bytes, column_energy, grown_ranks, rebase_adapter, seeded_bases
+from protocol.ffa import basis_bytes, basis_sha256, column_energy, grown_ranks, rebase_adapter, seeded_bases
 from protocol.messages import (
     AdapterVersion,
     Contribution,
@@ -242,6 +242,9 @@ class RoundCloser:
         layout, in_features = await self._federations.layout(fid)
         clients = await self._enrolment.clients(fid, with_stats=False)
         v_in, v_out = seen.adapter_version, seen.adapter_version + 1
+        signer = await self._federations.plan_signer(fid)
+        basis_digest = await self._federations.basis_sha256(fid, seen.basis(spec))
+        out_bytes = vector_bytes(result.vector)
         # Seed 001's third stage happens once, at the first convergence, from the seeded basis.
         rebase_rank = spec.rank_policy.rebase_rank if seen.basis_version is None else None
         basis_next = spec.basis_version + 1
@@ -317,7 +320,7 @@ class RoundCloser:
             updates: dict[str, bytes | None] = {
                 status_key: closed.model_dump_json().encode(),
                 seed_key: None,  # the noise is in the adapter now; nobody needs its seed again
-                keyspace.fed_adapter(fid, v_out): vector_bytes(result.vector),
+                keyspace.fed_adapter(fid, v_out): out_bytes,
                 keyspace.fed_adapter_meta(fid, v_out): version.model_dump_json().encode(),
             }
             for c in contributions:  # a hospital in time and late counts both updates
@@ -361,8 +364,9 @@ class RoundCloser:
                     truncation_error=new.truncation_error,
                     kept_energy=new.kept_energy,
                 )
-                updates[rebase_keys[0]] = basis_bytes(layout, new.bases)
-                updates[rebase_keys[1]] = vector_bytes(new.vector)
+                new_basis, new_vector = basis_bytes(layout, new.bases), vector_bytes(new.vector)
+                updates[rebase_keys[0]] = new_basis
+                updates[rebase_keys[1]] = new_vector
                 updates[rebase_keys[2]] = (
                     AdapterVersion(
                         federation_id=fid,
@@ -388,8 +392,10 @@ class RoundCloser:
                     now=now,
                     rounds_closed=record.rounds_closed + 1,
                     basis_version=basis_next,
+                    vector_sha256=vector_sha256(new_vector),
+                    basis_sha256=basis_sha256(layout, new.bases),
                 )
-                updates[next_keys[0]] = plan.model_dump_json().encode()
+                updates[next_keys[0]] = signed(plan, signer).model_dump_json().encode()
                 updates[next_keys[1]] = opened.model_dump_json().encode()
                 changes |= {
                     "adapter_version": v_new,
@@ -426,8 +432,10 @@ class RoundCloser:
                     now=now,
                     rounds_closed=record.rounds_closed + 1,
                     basis_version=record.basis(spec),
+                    vector_sha256=vector_sha256(out_bytes),
+                    basis_sha256=basis_digest,
                 )
-                updates[next_keys[0]] = plan.model_dump_json().encode()
+                updates[next_keys[0]] = signed(plan, signer).model_dump_json().encode()
                 updates[next_keys[1]] = opened.model_dump_json().encode()
                 changes["current_round"] = round_ + 1
             updates[record_key] = record.model_copy(update=changes).dump()
@@ -490,12 +498,18 @@ class RoundCloser:
         clients = await self._enrolment.clients(fid, with_stats=False)
         record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
         next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]
+        seen = await self._federations.record(fid)
+        signer = await self._federations.plan_signer(fid)
+        vector_digest = await self._federations.adapter_sha256(fid, seen.adapter_version)
+        basis_digest = await self._federations.basis_sha256(fid, seen.basis(spec))
 
         def commit(current: dict[str, bytes | None]) -> Updates:
             record = FederationRecord.model_validate_json(current[record_key] or b"")
             status = RoundStatus.model_validate_json(current[status_key] or b"")
             if status.state in FINAL_ROUND_STATES or record.ended or record.current_round != round_:
                 return {}
+            if (record.adapter_version, record.basis(spec)) != (seen.adapter_version, seen.basis(spec)):
+                return {}  # the round was closed meanwhile (closing moves the adapter on)
             failed = ended(with_progress(status, forwarded or {}), RoundState.FAILED, now).model_copy(
                 update={"failure": reason[:2000]}
             )
@@ -517,10 +531,12 @@ class RoundCloser:
                 now=now,
                 rounds_closed=record.rounds_closed,
                 basis_version=record.basis(spec),
+                vector_sha256=vector_digest,
+                basis_sha256=basis_digest,
             )
             return {
                 status_key: failed.model_dump_json().encode(),
-                next_keys[0]: plan.model_dump_json().encode(),
+                next_keys[0]: signed(plan, signer).model_dump_json().encode(),
                 next_keys[1]: opened.model_dump_json().encode(),
                 record_key: record.model_copy(update={"current_round": round_ + 1}).dump(),
             }

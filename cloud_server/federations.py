@@ -8,6 +8,7 @@ the spec, so they are cached in memory and rebuilt after a restart.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from pathlib import Path
@@ -32,7 +33,7 @@ from protocol.crypto import (
     seal_bytes,
     seal_secret,
 )
-from protocol.ffa import AdapterLayout
+from protocol.ffa import AdapterLayout, basis_bytes, seeded_bases
 from protocol.messages import (
     AdapterVersion,
     EnrolmentTokenRotation,
@@ -48,7 +49,7 @@ from protocol.messages import (
     RoundStatus,
 )
 from services import keyspace
-from services.identity import new_token, token_digest
+from services.identity import SigningKey, new_token, token_digest
 from services.model_layout import LayoutError, federation_layout
 from services.store import StateStore, Updates
 
@@ -62,11 +63,20 @@ def vector_bytes(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
+def vector_sha256(data: bytes) -> str:
+    """The digest a round plan carries of the vector it starts from (`RoundPlan.vector_sha256`)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def vector_from_bytes(data: bytes, length: int) -> np.ndarray:
     vector = np.frombuffer(data, dtype="<f4")
     if vector.shape != (length,):
         raise ValueError(f"stored adapter has {vector.size} values, the layout needs {length}")
     return vector.astype(np.float32)
+
+
+def _plan_key_label(fid: str) -> bytes:
+    return keyspace.fed_plan_key(fid).encode()
 
 
 class FederationService:
@@ -81,6 +91,7 @@ class FederationService:
         self._specs: dict[str, FederationSpec] = {}
         self._layouts: dict[str, Layout] = {}
         self._public: dict[str, HEScheme[Any]] = {}
+        self._basis_digests: dict[tuple[str, int], str] = {}
 
     # -- creation -------------------------------------------------------------------------------------
     async def create(self, spec: FederationSpec) -> FederationCreated:
@@ -92,6 +103,10 @@ class FederationService:
         check_budget(spec, layout_size=layout[0].size)
         scheme = await asyncio.to_thread(generate_scheme, spec.he)
         sealed = seal_secret(scheme, self._kek)
+        # Plans are signed so that a hospital can tell the cloud's plan from anyone else's and its edge can
+        # compare what hospitals were served; the key is kept like the HE secret, sealed under the KEK.
+        plan_key = SigningKey.generate()
+        sealed_plan_key = seal_bytes(plan_key.private_bytes(), self._kek, label=_plan_key_label(fid))
         edge_token, client_token = new_token(), new_token()
         now = self._clock()
         record = FederationRecord(
@@ -101,12 +116,14 @@ class FederationService:
             layout_digest=layout[0].digest,
             edge_enrolment_digest=token_digest(edge_token),
             client_enrolment_digest=token_digest(client_token),
+            plan_public_key=plan_key.public_bytes,
         )
         v0 = AdapterVersion(federation_id=fid, version=0, created_at=now)
         writes = {
             keyspace.fed_spec(fid): spec.model_dump_json().encode(),
             keyspace.fed_public(fid): scheme.public_bytes(),
             keyspace.fed_secret(fid): sealed,
+            keyspace.fed_plan_key(fid): sealed_plan_key,
             keyspace.fed_state(fid): record.dump(),
             keyspace.fed_adapter(fid, 0): vector_bytes(
                 layout[0].initial_vector(seed=spec.seed, basis_version=spec.basis_version)
@@ -225,6 +242,46 @@ class FederationService:
         if sealed is None:
             raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
         return await asyncio.to_thread(open_secret, spec.he, sealed, self._kek)
+
+    async def plan_signer(self, fid: str) -> SigningKey | None:
+        """The federation's plan-signing key, opened with the KEK for one use and never cached; None for a
+        federation created before plans were signed (its plans stay unsigned, and hospitals refuse them)."""
+        sealed = await self._store.get(keyspace.fed_plan_key(fid))
+        if sealed is None:
+            return None
+        return SigningKey.from_bytes(open_bytes(sealed, self._kek, label=_plan_key_label(fid)))
+
+    async def basis_bytes(self, fid: str, version: int) -> bytes:
+        """Every module's `A_max` of basis `version` (`protocol.ffa.basis_bytes`): a re-based basis as stored,
+        or the federation's seeded one, rebuilt from the seed."""
+        stored = await self._store.get(keyspace.fed_basis(fid, version))
+        if stored is not None:
+            return stored
+        spec = await self.spec(fid)
+        if version != spec.basis_version:
+            raise NotFoundError(f"federation {fid!r} has no basis version {version}", field="version")
+        layout, in_features = await self.layout(fid)
+        return await asyncio.to_thread(
+            lambda: basis_bytes(
+                layout, seeded_bases(layout, in_features, seed=spec.seed, basis_version=spec.basis_version)
+            )
+        )
+
+    async def basis_sha256(self, fid: str, version: int) -> str:
+        """`RoundPlan.basis_sha256` of basis `version`: the digest of the bytes `basis_bytes` serves (a basis
+        version never changes once written, so it is computed once per process)."""
+        cached = self._basis_digests.get((fid, version))
+        if cached is None:
+            cached = hashlib.sha256(await self.basis_bytes(fid, version)).hexdigest()
+            self._basis_digests[(fid, version)] = cached
+        return cached
+
+    async def adapter_sha256(self, fid: str, version: int) -> str:
+        """`RoundPlan.vector_sha256` of adapter `version`: the digest of the bytes the cloud serves."""
+        raw = await self._store.get(keyspace.fed_adapter(fid, version))
+        if raw is None:
+            raise NotFoundError(f"adapter version {version} of {fid!r} is missing from the store")
+        return vector_sha256(raw)
 
     async def noise_seed(self, fid: str, round_: int) -> int:
         """The seed of `round_`'s central noise: drawn once, kept sealed under the KEK (whoever reads the

@@ -23,6 +23,7 @@ from protocol.messages import (
     schedule_multiplier,
 )
 from protocol.noise import share_for
+from services.identity import SigningKey
 
 RECHECK_S = 1.0
 
@@ -73,8 +74,13 @@ def open_round(
     now: datetime,
     rounds_closed: int,
     basis_version: int | None = None,
+    vector_sha256: str | None = None,
+    basis_sha256: str | None = None,
 ) -> tuple[RoundPlan, RoundStatus]:
-    """The plan and the initial status of a round that every enrolled client is asked to join.
+    """The plan (unsigned: see `signed`) and the initial status of a round that every enrolled client is
+    asked to join. `vector_sha256` and `basis_sha256` bind it to the bytes of the adapter it starts from and
+    of the basis it trains on, so that a hospital can check what it downloads and every hospital of an edge
+    can tell (through the plan's digest) that they were all served the same ones.
 
     `rounds_closed` places the round on the noise schedule (a failed round does not move it on).
     """
@@ -101,6 +107,8 @@ def open_round(
         weight_cap=dp.weight_cap,
         noise_share=share,
         validation_fraction=spec.convergence.validation_fraction if spec.convergence is not None else None,
+        vector_sha256=vector_sha256,
+        basis_sha256=basis_sha256,
     )
     per_edge = Counter(info.edge_id for info in clients.values())
     status = RoundStatus(
@@ -115,6 +123,14 @@ def open_round(
         ),
     )
     return plan, status
+
+
+def signed(plan: RoundPlan, key: SigningKey | None) -> RoundPlan:
+    """`plan` with the federation's signature (Ed25519 is deterministic: a transaction that retries signs
+    the same bytes); unchanged for a federation without a plan key (created before plans were signed)."""
+    if key is None:
+        return plan
+    return plan.model_copy(update={"signature": key.sign(plan.signing_payload())})
 
 
 def ended(status: RoundStatus, state: RoundState, now: datetime) -> RoundStatus:

@@ -54,6 +54,9 @@ class FederationRecord(Record):
     )
     edge_enrolment_digest: Sha256Hex
     client_enrolment_digest: Sha256Hex
+    plan_public_key: bytes | None = Field(
+        default=None, description="the plan-signing key's public half; None: created before plans were signed"
+    )
 
     @property
     def ended(self) -> bool:
@@ -73,6 +76,7 @@ class FederationRecord(Record):
             current_round=self.current_round,
             adapter_version=self.adapter_version,
             reason=self.reason,
+            plan_public_key=self.plan_public_key,
         )
 
 
@@ -98,6 +102,7 @@ class StoredLate(Record):
     ciphertext_sha256: Sha256Hex
     ciphertext_bytes: int = Field(ge=1)
     contributions: tuple[Contribution, ...]
+    plan_sha256: Sha256Hex | None = None
 
     @property
     def count(self) -> int:
@@ -124,6 +129,7 @@ class StoredAggregate(Record):
     signature: bytes
     received_at: datetime
     late: tuple[StoredLate, ...] = ()
+    plan_sha256: Sha256Hex | None = None
 
     @property
     def count(self) -> int:
@@ -157,12 +163,14 @@ def pack_aggregate(aggregate: EdgeAggregate, *, received_at: datetime) -> bytes:
         contributions=aggregate.contributions,
         signature=aggregate.signature,
         received_at=received_at,
+        plan_sha256=aggregate.plan_sha256,
         late=tuple(
             StoredLate(
                 origin_round=bucket.origin_round,
                 ciphertext_sha256=ciphertext_digest(bucket.ciphertext),
                 ciphertext_bytes=len(bucket.ciphertext),
                 contributions=bucket.contributions,
+                plan_sha256=bucket.plan_sha256,
             )
             for bucket in aggregate.late
         ),

@@ -29,7 +29,7 @@ from cloud_server.errors import (
 )
 from cloud_server.federations import FederationService
 from cloud_server.manifests import check_late, check_manifest
-from cloud_server.plans import PlanBoard, open_round, wait_for
+from cloud_server.plans import PlanBoard, open_round, signed, wait_for
 from cloud_server.records import (
     FINAL_ROUND_STATES,
     FederationRecord,
@@ -147,7 +147,10 @@ class RoundService:
             clients=clients,
             now=now,
             rounds_closed=record.rounds_closed,
+            vector_sha256=await self._federations.adapter_sha256(fid, record.adapter_version),
+            basis_sha256=await self._federations.basis_sha256(fid, record.basis(spec)),
         )
+        plan = signed(plan, await self._federations.plan_signer(fid))
         record_key = keyspace.fed_state(fid)
 
         def begin(current: dict[str, bytes | None]) -> Updates:
@@ -221,6 +224,7 @@ class RoundService:
                 code=ErrorCode.WRONG_BASIS,
                 field="basis_version",
             )
+        self._check_plan_digest(agg.plan_sha256, plan, field="plan_sha256", edge_id=edge_id)
         clients = await self._enrolment.clients(fid, with_stats=False)
         check_manifest(
             agg,
@@ -252,6 +256,27 @@ class RoundService:
             # The aggregate is stored: the deadline check closes the round once it can.
             log.exception("closing the round failed", extra={"federation_id": fid, "round": round_})
         return await self.status(fid, round_), True
+
+    @staticmethod
+    def _check_plan_digest(digest: str | None, plan: RoundPlan, *, field: str, edge_id: str) -> None:
+        """Refuse a sum made under another plan than the one stored for its round: its hospitals, or the
+        edge, were served a plan this cloud did not publish for them all."""
+        if digest == plan.sha256:
+            return
+        log.error(
+            "an edge aggregate was made under another plan than the stored one",
+            extra={
+                "round": plan.round,
+                "edge_id": edge_id,
+                "code": ErrorCode.PLAN_MISMATCH.value,
+                "data": {"field": field, "plan_sha256": digest, "stored": plan.sha256},
+            },
+        )
+        raise ConflictError(
+            f"{field} is {digest}; round {plan.round}'s stored plan has digest {plan.sha256}",
+            code=ErrorCode.PLAN_MISMATCH,
+            field=field,
+        )
 
     @staticmethod
     def _check_round(fid: str, record: FederationRecord, round_: int) -> None:
@@ -294,6 +319,12 @@ class RoundService:
             max_weight=1.0 if spec.central_dp.noisy else None,
         )
         for index, bucket in enumerate(agg.late):
+            self._check_plan_digest(
+                bucket.plan_sha256,
+                plans[bucket.origin_round],
+                field=f"late.{index}.plan_sha256",
+                edge_id=agg.edge_id,
+            )
             if plans[bucket.origin_round].basis_version != agg.basis_version:
                 raise ConflictError(
                     f"round {bucket.origin_round} used basis version {plans[bucket.origin_round].basis_version}, "

@@ -30,6 +30,7 @@ from edge_aggregator.errors import (
     FederationEndedError,
     ForbiddenError,
     InvalidRequestError,
+    PlanMismatchError,
     ReplayError,
     RoundClosedError,
     SumFullError,
@@ -144,6 +145,7 @@ class EdgeAggregator:
                     f"upload uses basis version {update.basis_version}, round {plan.round} uses {basis}",
                     field="basis_version",
                 )
+        self._check_plan_digest(update, plan)
         if update.client_id not in plan.client_ranks:
             raise ForbiddenError(f"client {update.client_id} is not in round {plan.round}'s plan")
         share = plan.noise_share
@@ -169,6 +171,26 @@ class EdgeAggregator:
         ):
             self.wake.set()
         return UploadAccepted(count=count)
+
+    def _check_plan_digest(self, update: ClientUpdate, plan: RoundPlan) -> None:
+        """The hospitals of a round compare plans here: each signs the digest of the plan it trained under,
+        and an upload under any other plan than the one this edge holds for its round is refused."""
+        if update.plan_sha256 == plan.sha256:
+            return
+        log.error(
+            "hospitals were served different plans: an upload names another plan than this edge's",
+            extra={
+                "round": plan.round,
+                "client_id": update.client_id,
+                "code": PlanMismatchError.code.value,
+                "data": {"plan_sha256": update.plan_sha256, "edge_plan_sha256": plan.sha256},
+            },
+        )
+        raise PlanMismatchError(
+            f"{update.client_id} trained under plan {update.plan_sha256}; round {plan.round}'s plan at this "
+            f"edge is {plan.sha256}",
+            field="plan_sha256",
+        )
 
     async def record_refusal(self, round_: int) -> None:
         """Count a refused upload for the current round's progress (other rounds are only logged, so that
@@ -293,6 +315,17 @@ class EdgeAggregator:
         if plan.federation_id != self.config.federation_id:
             log.warning("ignoring a plan of another federation", extra={"round": plan.round})
             return False
+        key = self.config.federation.plan_public_key
+        if key is not None:
+            try:
+                verify(key, plan.signing_payload(), plan.signature)
+            except IdentityError as e:
+                # Not the cloud's plan (or tampered with on the way): hospitals refuse it too.
+                log.error(
+                    "ignoring a plan that is not signed with the federation's plan key",
+                    extra={"round": plan.round, "data": {"error": str(e)}},
+                )
+                return False
         async with self._plan_lock:
             if self._plan is not None and plan.round <= self._plan.round:
                 return False

@@ -63,6 +63,14 @@ class WrongBasisError(EdgeError):
     status = 409
 
 
+class PlanMismatchError(EdgeError):
+    """The upload was made under another plan than the one this edge holds for its round: the cloud served
+    its hospitals different plans (or the hospital is not following the federation's)."""
+
+    code = ErrorCode.PLAN_MISMATCH
+    status = 409
+
+
 class ForbiddenError(EdgeError):
     code = ErrorCode.FORBIDDEN
     status = 403

@@ -127,6 +127,15 @@ class Forwarder:
         dropped = 0
         for origin, bucket in (await self._ledger.late_buckets(round_)).items():
             ciphertext = await self._ledger.late_sum_bytes(round_, origin)
+            origin_plan = await self._ledger.plan(origin)
+            if origin_plan is None:
+                # Without its plan the bucket cannot name it, and the cloud would refuse the whole aggregate.
+                dropped += len(bucket)
+                log.warning(
+                    f"late uploads for round {origin} not forwarded: this edge no longer holds that round's plan",
+                    extra={"round": round_, "edge_id": self.config.edge_id, "code": "internal"},
+                )
+                continue
             if len(bucket) < k or ciphertext is None:
                 dropped += len(bucket)
                 log.warning(
@@ -136,7 +145,14 @@ class Forwarder:
                 )
                 continue
             contributions = tuple(bucket[c] for c in sorted(bucket))
-            sums.append(LateSum(origin_round=origin, ciphertext=ciphertext, contributions=contributions))
+            sums.append(
+                LateSum(
+                    origin_round=origin,
+                    ciphertext=ciphertext,
+                    contributions=contributions,
+                    plan_sha256=origin_plan.sha256,
+                )
+            )
         return sums, dropped
 
     def _signed(
@@ -158,5 +174,6 @@ class Forwarder:
             contributions=tuple(manifest[c] for c in sorted(manifest)),
             idempotency_key=self.config.idempotency_key(round_),
             late=tuple(late),
+            plan_sha256=plan.sha256,
         )
         return unsigned.model_copy(update={"signature": self._key.sign(unsigned.signing_payload())})

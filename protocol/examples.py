@@ -23,6 +23,12 @@ CIPHERTEXT_SUM = "cGxhY2Vob2xkZXI6IGEgc2VyaWFsaXplZCBDS0tTIHN1bQ=="  # "placehol
 HE_FINGERPRINT = "a51916d1e41da7e1f3d811767615f957108e49bb7c2490024d6f5364d6eeaa8f"
 LAYOUT_DIGEST = "b193374c98185e72bd131e4e6f4495b48de9e055db33a1dd92386e2e85f045e2"
 EDGE_URL = "https://edge-north.example.org:8710"
+PUBLIC_KEY_PLANS = (
+    "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="  # bytes 64..95: the plan-signing key's shape
+)
+VECTOR_SHA256 = "3f0a9c1e5b7d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a"
+BASIS_SHA256 = "7c2e4a6b8d0f1e3c5a7b9d2f4e6a8c0b1d3f5e7a9c2b4d6f8e0a1c3b5d7f9e2a"
+PLAN_SHA256 = "d41f6a2c8e0b3d5f7a9c1e2b4d6f8a0c3e5b7d9f1a2c4e6b8d0f3a5c7e9b1d2f"
 
 FEDERATION_SPEC: dict[str, Any] = {
     "federation_id": FID,
@@ -73,6 +79,7 @@ FEDERATION_INFO: dict[str, Any] = {
     "layout_digest": LAYOUT_DIGEST,
     "current_round": 3,
     "adapter_version": 3,
+    "plan_public_key": PUBLIC_KEY_PLANS,
 }
 
 EDGE_ENROLMENT: dict[str, Any] = {"edge_id": "edge-north", "url": EDGE_URL, "public_key": PUBLIC_KEY_EDGE}
@@ -140,6 +147,9 @@ ROUND_PLAN: dict[str, Any] = {
     "clip_norm_ord": 2,
     "weighting": "uniform",
     "weight_cap": 1000,
+    "vector_sha256": VECTOR_SHA256,
+    "basis_sha256": BASIS_SHA256,
+    "signature": SIGNATURE,
 }
 
 LOCAL_SPEND: dict[str, Any] = {
@@ -165,6 +175,7 @@ CLIENT_UPDATE: dict[str, Any] = {
     "validation_loss": 0.52,
     "validation_examples": 120,
     "signature": SIGNATURE,
+    "plan_sha256": PLAN_SHA256,
 }
 
 EDGE_AGGREGATE: dict[str, Any] = {
@@ -199,6 +210,7 @@ EDGE_AGGREGATE: dict[str, Any] = {
     ],
     "idempotency_key": f"{FID}:3:edge-north",
     "signature": SIGNATURE,
+    "plan_sha256": PLAN_SHA256,
 }
 
 EDGE_PROGRESS: dict[str, Any] = {

@@ -351,6 +351,12 @@ def basis_bytes(layout: AdapterLayout, bases: Mapping[str, np.ndarray]) -> bytes
     return b"".join(np.ascontiguousarray(bases[entry.name], dtype="<f4").tobytes() for entry in layout.lora)
 
 
+def basis_sha256(layout: AdapterLayout, bases: Mapping[str, np.ndarray]) -> str:
+    """A basis' digest, as round plans carry it: SHA-256 of `basis_bytes`, the bytes the cloud serves at
+    `GET /federations/{fid}/basis/{version}`; a hospital computes the seeded one from the seed itself."""
+    return hashlib.sha256(basis_bytes(layout, bases)).hexdigest()
+
+
 def basis_from_bytes(
     raw: bytes, layout: AdapterLayout, in_features: Mapping[str, int]
 ) -> dict[str, np.ndarray]:

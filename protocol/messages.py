@@ -119,6 +119,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     CONFLICT = "conflict"
     STORE_UNAVAILABLE = "store_unavailable"  # 503: the state store is down; retry, nothing was written
+    PLAN_MISMATCH = "plan_mismatch"  # 409: trained under another plan than the one held for the round
     INTERNAL = "internal"
 
 
@@ -501,6 +502,30 @@ class RoundPlan(Message):
     validation_fraction: float | None = Field(
         default=None, gt=0.0, le=0.5, description="hold out this share of the data and report its loss"
     )
+    vector_sha256: Sha256Hex | None = Field(
+        default=None,
+        description="SHA-256 of the global adapter's bytes the round starts from (what "
+        "GET /federations/{fid}/adapters/{adapter_version}/vector serves)",
+    )
+    basis_sha256: Sha256Hex | None = Field(
+        default=None,
+        description="SHA-256 of the frozen basis the round trains on (`protocol.ffa.basis_sha256`: the bytes "
+        "GET /federations/{fid}/basis/{basis_version} serves)",
+    )
+    signature: Signature = Field(
+        default=b"", description="the cloud's Ed25519 signature of `signing_payload()` (FederationInfo's key)"
+    )
+
+    def signing_payload(self) -> bytes:
+        """The bytes the cloud signs: every field but the signature, as canonical JSON. Fields left None are
+        not in it, so a field added later leaves the digest of a plan that does not use it unchanged."""
+        return _canonical(self.model_dump(mode="json", exclude={"signature"}, exclude_none=True))
+
+    @property
+    def sha256(self) -> str:
+        """The plan's digest: hospitals put it in their uploads, edges in their aggregates, and whoever holds
+        another plan for the round refuses them (`plan_mismatch`)."""
+        return _sha256(self.signing_payload())
 
     def weight_for(self, num_examples: int) -> float:
         """The weight a client applies to its clipped delta: at most 1, so the sensitivity stays `C`."""
@@ -588,11 +613,16 @@ class ClientUpdate(Message):
     )
     validation_examples: int | None = Field(default=None, ge=1)
     signature: Signature = b""
+    plan_sha256: Sha256Hex | None = Field(
+        default=None, description="`RoundPlan.sha256` of the plan the client trained under (signed)"
+    )
 
     def signing_payload(self) -> bytes:
         """The bytes a client signs: every field but the signature, the ciphertext by its digest."""
         fields = self.model_dump(mode="json", exclude={"signature", "ciphertext"})
         fields["ciphertext_sha256"] = _sha256(self.ciphertext)
+        if fields["plan_sha256"] is None:  # absent when unset: uploads signed before it existed still verify
+            del fields["plan_sha256"]
         return _canonical(fields)
 
     @property
@@ -627,6 +657,9 @@ class LateSum(BaseModel):
     origin_round: int = Field(ge=0)
     ciphertext: Ciphertext
     contributions: tuple[Contribution, ...] = Field(min_length=1, max_length=MAX_CLIENTS_PER_ROUND)
+    plan_sha256: Sha256Hex | None = Field(
+        default=None, description="`RoundPlan.sha256` of the origin round's plan, as the edge holds it"
+    )
 
     @property
     def count(self) -> int:
@@ -652,6 +685,9 @@ class EdgeAggregate(Message):
     signature: Signature = b""
     late: tuple[LateSum, ...] = Field(
         default=(), max_length=100, description="buckets of late uploads, one per origin round, oldest first"
+    )
+    plan_sha256: Sha256Hex | None = Field(
+        default=None, description="`RoundPlan.sha256` of the round's plan, as the edge holds it (signed)"
     )
 
     @model_validator(mode="after")
@@ -684,10 +720,15 @@ class EdgeAggregate(Message):
     def signing_payload(self) -> bytes:
         fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "late"})
         fields["ciphertext_sha256"] = _sha256(self.ciphertext)
+        if fields["plan_sha256"] is None:  # absent when unset, like `late`
+            del fields["plan_sha256"]
         if self.late:  # absent when empty, so aggregates signed before late buckets existed still verify
             fields["late"] = [
                 {
-                    **bucket.model_dump(mode="json", exclude={"ciphertext"}),
+                    **bucket.model_dump(
+                        mode="json",
+                        exclude={"ciphertext"} | ({"plan_sha256"} if bucket.plan_sha256 is None else set()),
+                    ),
                     "ciphertext_sha256": _sha256(bucket.ciphertext),
                 }
                 for bucket in self.late
@@ -967,6 +1008,9 @@ class FederationInfo(Message):
     current_round: int | None = Field(default=None, ge=0)
     adapter_version: int = Field(default=0, ge=0)
     reason: str | None = Field(default=None, max_length=2000)
+    plan_public_key: PublicKey | None = Field(
+        default=None, description="the Ed25519 key every `RoundPlan` of this federation is signed with"
+    )
 
 
 class EdgeEnrolment(Message):

@@ -416,6 +416,11 @@ def demo(
         f"{rounds} rounds of LoRA ({strategy}) with DP-SGD (epsilon {epsilon}), {noise} and {encryption} on Rotten Tomatoes "
         f"({config.partition} label skew). Logs: {out / 'logs'}"
     )
+    for variable in config.hospital_opt_ins():
+        console.print(
+            f"[bold red]UNSAFE[/bold red]: the hospitals run with {variable}=true (their own policy refuses "
+            "this federation otherwise)"
+        )
 
     def render(views: list[RoundView], summary: dict[str, object]) -> Table:
         table = Table(

@@ -32,6 +32,11 @@ def fed_secret(fid: str) -> str:
     return f"cloud:{fid}:he:secret-sealed"
 
 
+def fed_plan_key(fid: str) -> str:
+    """The federation's plan-signing Ed25519 key, sealed under the KEK (like `fed_secret`)."""
+    return f"cloud:{fid}:plan-key-sealed"
+
+
 def fed_tokens(fid: str) -> str:
     return f"cloud:{fid}:tokens"  # hash: sha256(token) -> json {role, subject}
 

@@ -76,6 +76,17 @@ class DemoConfig:
     model_path: Path | None = None
     layers: tuple[int, ...] = (4, 5)  # the layers the adapter is on (MiniLM's last two)
 
+    def hospital_opt_ins(self) -> dict[str, str]:
+        """The unsafe options the demo's hospitals must opt into, as `FEDLORA_*` variables. A hospital's own
+        policy refuses a federation without encryption (CLAIR reads each region's sum in the clear) or
+        without DP-SGD (`epsilon` 0), so a demo of either says so to every hospital, which logs it loudly."""
+        opt_ins = {}
+        if self.strategy is Strategy.CLAIR:
+            opt_ins["FEDLORA_ALLOW_PLAINTEXT"] = "true"
+        if self.epsilon <= 0:
+            opt_ins["FEDLORA_ALLOW_WITHOUT_LOCAL_DP"] = "true"
+        return opt_ins
+
     def spec(self, federation_id: str) -> FederationSpec:
         return FederationSpec(
             federation_id=federation_id,
@@ -346,6 +357,7 @@ async def run_demo(
                     "FEDLORA_MAX_TRAIN_EXAMPLES": str(config.max_train_examples),
                     "FEDLORA_THREADS": "1",
                     **({"FEDLORA_MODEL_PATH": str(config.model_path)} if config.model_path else {}),
+                    **config.hospital_opt_ins(),
                 },
             )
         await wait_until(

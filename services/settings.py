@@ -121,16 +121,57 @@ class ClientSettings(ServiceSettings):
     max_train_examples: int | None = None
     threads: int = Field(default=1, ge=1, le=256)
     poll_s: float = Field(default=2.0, gt=0, le=300)
-    max_rank: int | None = Field(
-        default=None, ge=1, le=256, description="the highest LoRA rank this hospital will train (compute cap)"
+    max_rank: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="the highest LoRA rank this hospital will train (told to the cloud at enrolment); a plan "
+        "with a higher rank for it is refused",
     )
-    local_epsilon_budget: float | None = Field(
-        default=None,
+    # -- the hospital's own privacy policy (client_agent/policy.py): what it refuses whatever the cloud asks
+    local_epsilon_budget: float = Field(
+        default=10.0,
         gt=0.0,
         le=100.0,
-        description="this hospital's own example-level limit (at the federation's delta); it calibrates its "
-        "DP-SGD noise to the smaller of this and the federation's local_dp.epsilon, and stops training "
-        "before a round would take it past this",
+        description="this hospital's own example-level limit (at the federation's delta): a spec or plan whose "
+        "local_dp.epsilon is above it is refused, and training stops before a round would take it past it",
+    )
+    min_batch_size: int = Field(
+        default=16,
+        ge=2,
+        le=65_536,
+        description="the smallest DP-SGD batch it trains with (the plan's batch size, and its own examples): "
+        "a batch of one, run once, hands its gradient (one note's embedding) to whoever reads the update",
+    )
+    min_clients_per_edge: int = Field(
+        default=2,
+        ge=2,
+        le=10_000,
+        description="the smallest k (sums an edge may forward) it joins a federation with",
+    )
+    max_global_norm: float = Field(
+        default=1000.0,
+        gt=0.0,
+        le=1e9,
+        description="the largest L2 norm of a global adapter it starts a round from (a crafted one is refused)",
+    )
+    plan_public_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the federation's plan-signing key (hex), given out of band; unset: pinned at first contact",
+    )
+    allow_plaintext: bool = Field(
+        default=False,
+        description="UNSAFE: join a federation without encryption (he.kind 'none', CLAIR), where the edge "
+        "and the cloud see this hospital's update",
+    )
+    allow_without_local_dp: bool = Field(
+        default=False, description="UNSAFE: train without DP-SGD when the federation turns it off"
+    )
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="UNSAFE: talk plain http to a cloud or edge that is not on this machine (loopback http is "
+        "always allowed)",
     )
     metrics_port: int | None = Field(
         default=None,

@@ -11,7 +11,7 @@ _DESCRIPTIONS = {
     401: "`unauthenticated` or `bad_signature`",
     403: "`forbidden`: the token's role may not do this",
     404: "`not_found` / `unknown_federation`",
-    409: "`conflict`, `wrong_round`, `round_closed`, `wrong_basis` or `duplicate_upload`",
+    409: "`conflict`, `wrong_round`, `round_closed`, `wrong_basis`, `plan_mismatch` or `duplicate_upload`",
     410: "`federation_not_active`: the federation has ended",
     413: "`payload_too_large`",
     422: "`invalid_request` naming the field, `too_few_clients`, `unknown_client`",

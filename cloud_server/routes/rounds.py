@@ -67,7 +67,8 @@ async def plan(
     wait: Annotated[float, Query(ge=0, le=300, description="seconds to wait (capped by the cloud)")] = 0.0,
 ) -> RoundPlan | Response:
     """Edges and clients poll this with the last round they saw: the answer comes as soon as a newer plan
-    is published (or 204 after `wait` seconds). Nothing while the federation is paused; 410 once it has
+    is published (or 204 after `wait` seconds). Every plan is signed with the federation's plan key
+    (`FederationInfo.plan_public_key`) and names the SHA-256 of the adapter and basis bytes it starts from. Nothing while the federation is paused; 410 once it has
     ended, with its state in `detail`."""
     found = await rounds.wait_for_plan(fid, after_round, wait_s=wait)
     return found if found is not None else Response(status_code=204)
@@ -85,8 +86,9 @@ async def plan(
 async def post_aggregate(
     fid: str, n: RoundId, body: EdgeAggregate, edge: EdgeDep, rounds: RoundsDep, response: Response
 ) -> RoundStatus:
-    """The cloud checks the edge's signature, the round and basis, the manifest (clients enrolled at this
-    edge, in the plan, at least `min_clients_per_edge`) and the ciphertext's header, then stores it. Once
+    """The cloud checks the edge's signature, the round and basis, the plan digest (`plan_sha256`, and each
+    late bucket's, must be the stored plan's: 409 `plan_mismatch` otherwise), the manifest (clients enrolled
+    at this edge, in the plan, at least `min_clients_per_edge`) and the ciphertext's header, then stores it. Once
     every expected edge has forwarded (or at the round deadline) it decrypts only the total and closes the
     round. Idempotent per `idempotency_key`: the same body again is answered 200 and counted once; another
     body for the same edge and round is 409 `duplicate_upload`."""

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from cloud_server.app import create_app
 from cloud_server.context import CloudContext
+from cloud_server.errors import NotFoundError
 from protocol.crypto import HEScheme, scheme_from_public
 from protocol.messages import (
     ClientEnrolment,
@@ -215,8 +216,9 @@ class Federation:
         """What an edge forwards: the homomorphic sum of its clients' encrypted (pre-weighted) deltas."""
         return self.scheme.serialize(self.scheme.sum(self.scheme.encrypt(v) for v in vectors))
 
-    def aggregate(
+    async def aggregate(
         self,
+        cloud: Cloud,
         edge_id: str,
         round_: int,
         deltas: Mapping[str, np.ndarray],
@@ -232,9 +234,12 @@ class Federation:
         ranks: Mapping[str, int] | None = None,
         validation: Mapping[str, tuple[float, int]] | None = None,
         late: Mapping[int, Mapping[str, np.ndarray]] | None = None,
+        plan_sha256: str | None = None,
     ) -> EdgeAggregate:
         """A signed `EdgeAggregate` of these clients' deltas, each multiplied by its weight before encryption;
-        `late` adds buckets of late uploads (origin round -> the clients' deltas, weighted the same way)."""
+        `late` adds buckets of late uploads (origin round -> the clients' deltas, weighted the same way). Each
+        sum names the digest of its round's plan as `cloud` stored it (as an edge holding that plan does),
+        unless `plan_sha256` names another for the round's own sum."""
         w = {cid: (weights or {}).get(cid, 1.0) for cid in deltas}
         ciphertext = (
             ciphertext if ciphertext is not None else self.encrypt_sum([w[c] * d for c, d in deltas.items()])
@@ -260,14 +265,17 @@ class Federation:
 
         contributions = lines(list(deltas))
         buckets = tuple(
-            LateSum(
-                origin_round=origin,
-                ciphertext=self.encrypt_sum(
-                    [(weights or {}).get(c, 1.0) * d for c, d in late_deltas.items()]
-                ),
-                contributions=lines(list(late_deltas)),
-            )
-            for origin, late_deltas in sorted((late or {}).items())
+            [
+                LateSum(
+                    origin_round=origin,
+                    ciphertext=self.encrypt_sum(
+                        [(weights or {}).get(c, 1.0) * d for c, d in late_deltas.items()]
+                    ),
+                    contributions=lines(list(late_deltas)),
+                    plan_sha256=await stored_plan_sha256(cloud, self.fid, origin),
+                )
+                for origin, late_deltas in sorted((late or {}).items())
+            ]
         )
         unsigned = EdgeAggregate(
             federation_id=self.fid,
@@ -278,6 +286,7 @@ class Federation:
             contributions=contributions,
             idempotency_key=idempotency_key or f"{self.fid}:{round_}:{edge_id}",
             late=buckets,
+            plan_sha256=plan_sha256 or await stored_plan_sha256(cloud, self.fid, round_),
         )
         key = signer or self.edges[edge_id].key
         return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
@@ -294,6 +303,14 @@ class Federation:
             edge.edge_id: {cid: rng.normal(0.0, scale, LAYOUT_SIZE) for cid in edge.clients}
             for edge in self.edges.values()
         }
+
+
+async def stored_plan_sha256(cloud: Cloud, fid: str, round_: int) -> str | None:
+    """The digest of round `round_`'s plan as the cloud stored it (None before the round opened)."""
+    try:
+        return (await cloud.context.rounds.plan(fid, round_)).sha256
+    except NotFoundError:
+        return None
 
 
 def weighted_mean(deltas: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:

@@ -24,7 +24,9 @@ async def test_the_peft_zip_holds_the_global_b_and_the_shared_basis() -> None:
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
         for edge_id in ("edge-1", "edge-2"):
-            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))).status_code == 202
+            assert (
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas[edge_id]))
+            ).status_code == 202
         vector = await cloud.vector(fed.fid, 1)
 
         response = await cloud.http.get(

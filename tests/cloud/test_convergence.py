@@ -34,7 +34,7 @@ async def test_the_federation_completes_once_the_validation_loss_settles() -> No
         for round_, losses in enumerate(LOSSES):
             deltas = fed.deltas(rng)
             for edge_id in ("edge-1", "edge-2"):
-                body = fed.aggregate(edge_id, round_, deltas[edge_id], validation=losses)
+                body = await fed.aggregate(cloud, edge_id, round_, deltas[edge_id], validation=losses)
                 assert (await fed.post(cloud.http, body)).status_code == 202
             status = await cloud.status(fed.fid, round_)
             assert status.metrics["validation_loss"] == pytest.approx(weighted(losses))

@@ -20,7 +20,9 @@ async def test_at_the_deadline_the_round_closes_with_the_edges_that_forwarded() 
         fed = await Federation.create(cloud.http, small_spec(round_deadline_s=600.0))
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
-        assert (await fed.post(cloud.http, fed.aggregate("edge-1", 0, deltas["edge-1"]))).status_code == 202
+        assert (
+            await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"]))
+        ).status_code == 202
 
         cloud.clock.advance(599)
         await cloud.tick()
@@ -57,7 +59,8 @@ async def test_a_round_with_no_aggregate_at_its_deadline_fails_and_the_next_reop
         assert (await cloud.status(fed.fid, 1)).state is RoundState.OPEN
         # A late aggregate for the failed round is refused.
         late = await fed.post(
-            cloud.http, fed.aggregate("edge-1", 0, fed.deltas(np.random.default_rng(0))["edge-1"])
+            cloud.http,
+            await fed.aggregate(cloud, "edge-1", 0, fed.deltas(np.random.default_rng(0))["edge-1"]),
         )
         assert late.status_code == 409 and late.json()["code"] == "round_closed"
 

@@ -22,7 +22,9 @@ async def test_an_evaluation_is_stored_per_version_and_listed_with_it() -> None:
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
         for edge_id in ("edge-1", "edge-2"):
-            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))).status_code == 202
+            assert (
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas[edge_id]))
+            ).status_code == 202
         url = f"/federations/{fed.fid}/adapters"
 
         before = await cloud.http.put(f"{url}/0/evaluation", json=evaluation(0.5))

@@ -33,7 +33,7 @@ async def test_a_late_bucket_is_weighted_by_decay_to_the_staleness_after_decrypt
             "edge-2": deltas_for(rng, ("client-e", "client-f")),
         }
         for edge_id, d in r0.items():
-            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, d))).status_code == 202
+            assert (await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, d))).status_code == 202
         v1 = await cloud.vector(fed.fid, 1)
         r1 = {
             "edge-1": deltas_for(rng, ("client-a", "client-b")),
@@ -42,9 +42,11 @@ async def test_a_late_bucket_is_weighted_by_decay_to_the_staleness_after_decrypt
         late = deltas_for(rng, ("client-c", "client-d"))
 
         # Execute
-        with_late = fed.aggregate("edge-1", 1, r1["edge-1"], late={0: late})
+        with_late = await fed.aggregate(cloud, "edge-1", 1, r1["edge-1"], late={0: late})
         assert (await fed.post(cloud.http, with_late)).status_code == 202
-        assert (await fed.post(cloud.http, fed.aggregate("edge-2", 1, r1["edge-2"]))).status_code == 202
+        assert (
+            await fed.post(cloud.http, await fed.aggregate(cloud, "edge-2", 1, r1["edge-2"]))
+        ).status_code == 202
         v2 = await cloud.vector(fed.fid, 2)
         status = await cloud.status(fed.fid, 1)
 
@@ -68,16 +70,16 @@ async def test_a_hospital_in_time_and_late_doubles_its_reach_in_the_ledger() -> 
         await fed.start(cloud.http)
         for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
             assert (
-                await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas_for(rng, ids)))
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas_for(rng, ids)))
             ).status_code == 202
 
         # Execute
         fresh = deltas_for(rng, ("client-a", "client-b", "client-c"))
         late = deltas_for(rng, ("client-c", "client-d"))
         assert (
-            await fed.post(cloud.http, fed.aggregate("edge-1", 1, fresh, late={0: late}))
+            await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 1, fresh, late={0: late}))
         ).status_code == 202
-        other = fed.aggregate("edge-2", 1, deltas_for(rng, ("client-e", "client-f")))
+        other = await fed.aggregate(cloud, "edge-2", 1, deltas_for(rng, ("client-e", "client-f")))
         assert (await fed.post(cloud.http, other)).status_code == 202
         response = await cloud.http.get(f"/federations/{fed.fid}/privacy")
         report = PrivacyReport.model_validate_json(response.content)
@@ -113,27 +115,37 @@ async def test_late_buckets_are_refused_when_not_allowed_too_late_or_counted_twi
                 "edge-2": ("client-e", "client-f"),
             }.items():
                 assert (
-                    await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas_for(rng, ids)))
+                    await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas_for(rng, ids)))
                 ).status_code == 202
         fresh = deltas_for(rng, ("client-a", "client-b"))
 
         # Execute
         not_allowed = await off.post(
-            cloud.http, off.aggregate("edge-1", 1, fresh, late={0: deltas_for(rng, ("client-c", "client-d"))})
+            cloud.http,
+            await off.aggregate(
+                cloud, "edge-1", 1, fresh, late={0: deltas_for(rng, ("client-c", "client-d"))}
+            ),
         )
         twice = await on.post(
-            cloud.http, on.aggregate("edge-1", 1, fresh, late={0: deltas_for(rng, ("client-a", "client-c"))})
+            cloud.http,
+            await on.aggregate(
+                cloud, "edge-1", 1, fresh, late={0: deltas_for(rng, ("client-a", "client-c"))}
+            ),
         )
         too_few = await on.post(
-            cloud.http, on.aggregate("edge-1", 1, fresh, late={0: deltas_for(rng, ("client-c",))})
+            cloud.http,
+            await on.aggregate(cloud, "edge-1", 1, fresh, late={0: deltas_for(rng, ("client-c",))}),
         )
         # Close round 1 and open round 2; then a bucket of round 0 is two rounds late.
         for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
             assert (
-                await on.post(cloud.http, on.aggregate(edge_id, 1, deltas_for(rng, ids)))
+                await on.post(cloud.http, await on.aggregate(cloud, edge_id, 1, deltas_for(rng, ids)))
             ).status_code == 202
         too_late = await on.post(
-            cloud.http, on.aggregate("edge-1", 2, fresh, late={0: deltas_for(rng, ("client-c", "client-d"))})
+            cloud.http,
+            await on.aggregate(
+                cloud, "edge-1", 2, fresh, late={0: deltas_for(rng, ("client-c", "client-d"))}
+            ),
         )
 
     # Assert

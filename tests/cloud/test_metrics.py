@@ -47,16 +47,16 @@ async def test_a_closed_and_a_failed_round_show_in_the_cloud_metrics() -> None:
         cloud.clock.advance(42.0)
 
         # Execute: two refusals, the two aggregates that close round 0, a refusal after the close.
-        lonely = fed.aggregate("edge-1", 0, {"client-a": deltas["edge-1"]["client-a"]})
+        lonely = await fed.aggregate(cloud, "edge-1", 0, {"client-a": deltas["edge-1"]["client-a"]})
         too_few = await fed.post(cloud.http, lonely)
         stranger = await post_model(
             cloud.http, "/federations/nope/rounds/0/aggregates", lonely, token=fed.edges["edge-1"].token
         )
         accepted = [
-            await fed.post(cloud.http, fed.aggregate(e, 0, deltas[e], local_privacy=histories))
+            await fed.post(cloud.http, await fed.aggregate(cloud, e, 0, deltas[e], local_privacy=histories))
             for e in ("edge-1", "edge-2")
         ]
-        other_body = fed.aggregate("edge-1", 0, {k: 2 * v for k, v in deltas["edge-1"].items()})
+        other_body = await fed.aggregate(cloud, "edge-1", 0, {k: 2 * v for k, v in deltas["edge-1"].items()})
         duplicate = await fed.post(cloud.http, other_body)
         # Round 1 passes its deadline with nothing forwarded: it fails.
         cloud.clock.advance(spec.round_deadline_s + 1)

@@ -26,7 +26,9 @@ async def test_central_noise_on_the_mean_is_z_c_over_the_total_weight(
         assert plan.clip_norm == clip
         deltas = fed.deltas(rng)
         for edge_id in ("edge-1", "edge-2"):
-            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))).status_code == 202
+            assert (
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas[edge_id]))
+            ).status_code == 202
 
         noise = await cloud.vector(fed.fid, 1) - weighted_mean(deltas["edge-1"] | deltas["edge-2"])
 

@@ -64,7 +64,7 @@ async def privacy(cloud, fid: str) -> PrivacyReport:
 async def run_round(cloud, fed: Federation, round_: int, rng, *, histories=None, edges=("edge-1", "edge-2")):
     deltas = fed.deltas(rng)
     for edge_id in edges:
-        body = fed.aggregate(edge_id, round_, deltas[edge_id], local_privacy=histories)
+        body = await fed.aggregate(cloud, edge_id, round_, deltas[edge_id], local_privacy=histories)
         response = await fed.post(cloud.http, body)
         assert response.status_code == 202, response.text
     return deltas
@@ -144,7 +144,7 @@ async def test_a_federation_stops_with_budget_exhausted_when_the_next_round_woul
         # No round 2: clients are told the federation is over, edges' aggregates are refused.
         plan = await cloud.http.get(f"/federations/{fed.fid}/plan", params={"after_round": 1})
         assert plan.status_code == 410 and plan.json()["code"] == "federation_not_active"
-        late = await fed.post(cloud.http, fed.aggregate("edge-1", 2, fed.deltas(rng)["edge-1"]))
+        late = await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 2, fed.deltas(rng)["edge-1"]))
         assert late.status_code == 410 and late.json()["code"] == "federation_not_active"
 
 
@@ -168,7 +168,9 @@ async def test_with_central_dp_a_weight_above_one_is_refused() -> None:
         fed = await Federation.create(cloud.http, small_spec(central_dp=dp))
         await fed.start(cloud.http)
         deltas = fed.deltas(np.random.default_rng(0))["edge-1"]
-        response = await fed.post(cloud.http, fed.aggregate("edge-1", 0, deltas, weights={"client-a": 3.0}))
+        response = await fed.post(
+            cloud.http, await fed.aggregate(cloud, "edge-1", 0, deltas, weights={"client-a": 3.0})
+        )
         assert response.status_code == 422
         assert response.json()["field"] == "contributions.0.weight"
 
@@ -199,8 +201,8 @@ async def test_with_distributed_noise_the_cloud_adds_nothing_when_every_share_ar
         deltas = fed.deltas(rng)
         noisy, sums = noisy_sums(fed, plan, deltas, rng)
         for edge_id, edge_deltas in deltas.items():
-            body = fed.aggregate(
-                edge_id, 0, edge_deltas, ciphertext=sums[edge_id], noise_share_std=plan.noise_share.std
+            body = await fed.aggregate(
+                cloud, edge_id, 0, edge_deltas, ciphertext=sums[edge_id], noise_share_std=plan.noise_share.std
             )
             assert (await fed.post(cloud.http, body)).status_code == 202
 
@@ -224,8 +226,13 @@ async def test_when_clients_drop_out_the_cloud_tops_the_noise_up_and_the_ledger_
         assert plan.noise_share is not None
         deltas = fed.deltas(rng)
         noisy, sums = noisy_sums(fed, plan, deltas, rng)
-        body = fed.aggregate(
-            "edge-1", 0, deltas["edge-1"], ciphertext=sums["edge-1"], noise_share_std=plan.noise_share.std
+        body = await fed.aggregate(
+            cloud,
+            "edge-1",
+            0,
+            deltas["edge-1"],
+            ciphertext=sums["edge-1"],
+            noise_share_std=plan.noise_share.std,
         )
         assert (await fed.post(cloud.http, body)).status_code == 202
         cloud.clock.advance(600)

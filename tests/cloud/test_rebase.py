@@ -3,6 +3,7 @@ rank by SVD of each module's B A, broadcasts the new A rows as a new basis versi
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 
@@ -12,6 +13,7 @@ from safetensors.numpy import load as load_safetensors
 
 from protocol.ffa import basis_from_bytes, frozen_basis
 from protocol.messages import ConvergenceConfig, FederationInfo, FederationState, RankPolicy, RoundPlan
+from services.identity import verify
 from tests.cloud.harness import Federation, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
@@ -39,7 +41,7 @@ async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_i
         for round_, loss in enumerate((0.70, 0.695)):
             deltas = fed.deltas(rng, scale=0.1)
             for edge_id in ("edge-1", "edge-2"):
-                body = fed.aggregate(edge_id, round_, deltas[edge_id], validation=losses(loss))
+                body = await fed.aggregate(cloud, edge_id, round_, deltas[edge_id], validation=losses(loss))
                 assert (await fed.post(cloud.http, body)).status_code == 202
         status = await cloud.status(fed.fid, 1)
         plan = RoundPlan.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}/plan")).content)
@@ -52,13 +54,19 @@ async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_i
         # Round 2 in the new basis: an aggregate still in basis 0 is refused, one in basis 1 is taken.
         deltas = fed.deltas(rng)
         ranks = dict.fromkeys(CLIENTS, 1)
-        stale = fed.aggregate("edge-1", 2, deltas["edge-1"], basis_version=0, ranks=ranks)
+        stale = await fed.aggregate(cloud, "edge-1", 2, deltas["edge-1"], basis_version=0, ranks=ranks)
         refused = await fed.post(cloud.http, stale)
         for round_, loss in ((2, 0.60), (3, 0.598)):
             deltas = fed.deltas(rng)
             for edge_id in ("edge-1", "edge-2"):
-                body = fed.aggregate(
-                    edge_id, round_, deltas[edge_id], validation=losses(loss), ranks=ranks, basis_version=1
+                body = await fed.aggregate(
+                    cloud,
+                    edge_id,
+                    round_,
+                    deltas[edge_id],
+                    validation=losses(loss),
+                    ranks=ranks,
+                    basis_version=1,
                 )
                 assert (await fed.post(cloud.http, body)).status_code == 202
         info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
@@ -89,6 +97,11 @@ async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_i
     )
     assert status.stop_reason is None
     assert (plan.round, plan.basis_version, plan.adapter_version) == (2, 1, 3)
+    # The plan in the new basis names the bytes the cloud serves for it, signed with the federation's key.
+    assert plan.basis_sha256 == hashlib.sha256(basis_raw).hexdigest()
+    assert plan.vector_sha256 == hashlib.sha256(after.astype("<f4").tobytes()).hexdigest()
+    assert info.plan_public_key is not None
+    verify(info.plan_public_key, plan.signing_payload(), plan.signature)
     assert set(plan.client_ranks.values()) == {1}
     assert seeded_raw == b"".join(
         frozen_basis(seed=spec.seed, basis_version=0, module=e.name, r_max=2, in_features=in_features[e.name])

@@ -31,7 +31,7 @@ async def test_a_restarted_cloud_closes_a_round_whose_aggregates_a_failed_proces
     async with running_cloud(store=store, clock=clock, kek=WRONG_KEK) as broken:
         for edge_id in ("edge-1", "edge-2"):
             assert (
-                await fed.post(broken.http, fed.aggregate(edge_id, 0, deltas[edge_id]))
+                await fed.post(broken.http, await fed.aggregate(broken, edge_id, 0, deltas[edge_id]))
             ).status_code == 202
         assert (await broken.status(fed.fid, 0)).state is RoundState.COLLECTING
         assert (await broken.store.get(keyspace.fed_round_closing(fed.fid, 0))) is None  # lease released
@@ -59,7 +59,7 @@ async def test_concurrent_closers_commit_the_round_once() -> None:
         deltas = fed.deltas(rng)
         # As if a process died right after storing both sums (HSETNX) and before closing the round.
         for edge_id in ("edge-1", "edge-2"):
-            aggregate = fed.aggregate(edge_id, 0, deltas[edge_id])
+            aggregate = await fed.aggregate(cloud, edge_id, 0, deltas[edge_id])
             value = pack_aggregate(aggregate, received_at=cloud.clock())
             assert await cloud.store.hset_if_absent(keyspace.fed_round_aggregates(fed.fid, 0), edge_id, value)
 
@@ -99,7 +99,7 @@ async def test_a_closer_that_dies_after_decrypting_leaves_the_same_noisy_update_
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
         for edge_id in ("edge-1", "edge-2"):
-            await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))
+            await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas[edge_id]))
         while (await cloud.status(fed.fid, 0)).state is not RoundState.CLOSED:
             assert len(computed) < 5, "the round never closed"
             await cloud.tick()

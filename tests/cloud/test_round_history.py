@@ -26,10 +26,14 @@ async def test_each_edge_reports_when_the_cloud_accepted_its_aggregate_and_a_clo
 
         # Execute
         cloud.clock.advance(30)
-        assert (await fed.post(cloud.http, fed.aggregate("edge-1", 0, deltas["edge-1"]))).status_code == 202
+        assert (
+            await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"]))
+        ).status_code == 202
         collecting = await cloud.status(fed.fid, 0)
         cloud.clock.advance(45)
-        assert (await fed.post(cloud.http, fed.aggregate("edge-2", 0, deltas["edge-2"]))).status_code == 202
+        assert (
+            await fed.post(cloud.http, await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"]))
+        ).status_code == 202
         closed = await cloud.status(fed.fid, 0)
 
     # Assert
@@ -57,11 +61,13 @@ async def test_the_cloud_counts_the_late_uploads_an_edge_forwarded() -> None:
         fed = await Federation.create(cloud.http, spec, topology)
         await fed.start(cloud.http)
         for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
-            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas(*ids)))).status_code == 202
+            assert (
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas(*ids)))
+            ).status_code == 202
 
         # Execute
-        with_late = fed.aggregate(
-            "edge-1", 1, deltas("client-a", "client-b"), late={0: deltas("client-c", "client-d")}
+        with_late = await fed.aggregate(
+            cloud, "edge-1", 1, deltas("client-a", "client-b"), late={0: deltas("client-c", "client-d")}
         )
         assert (await fed.post(cloud.http, with_late)).status_code == 202
         status = await cloud.status(fed.fid, 1)

@@ -48,10 +48,14 @@ async def test_a_full_round_sets_the_global_adapter_to_the_weighted_mean_of_the_
         deltas = fed.deltas(rng)
         weights = {"client-a": 1.0, "client-b": 2.0, "client-c": 0.5, "client-d": 3.0}
 
-        first = await fed.post(cloud.http, fed.aggregate("edge-1", 0, deltas["edge-1"], weights=weights))
+        first = await fed.post(
+            cloud.http, await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"], weights=weights)
+        )
         assert first.status_code == 202, first.text
         assert first.json()["state"] == "collecting"
-        second = await fed.post(cloud.http, fed.aggregate("edge-2", 0, deltas["edge-2"], weights=weights))
+        second = await fed.post(
+            cloud.http, await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"], weights=weights)
+        )
         assert second.status_code == 202, second.text
 
         expected = weighted_mean(deltas["edge-1"] | deltas["edge-2"], weights)
@@ -84,17 +88,21 @@ async def test_the_same_aggregate_twice_counts_once_and_another_body_is_a_duplic
         fed = await Federation.create(cloud.http, small_spec())
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
-        aggregate = fed.aggregate("edge-1", 0, deltas["edge-1"])
+        aggregate = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
 
         assert (await fed.post(cloud.http, aggregate)).status_code == 202
         repeat = await fed.post(cloud.http, aggregate)
 
         assert repeat.status_code == 200 and repeat.json()["clients_contributed"] == 2
-        different_body = fed.aggregate("edge-1", 0, {k: v * 2 for k, v in deltas["edge-1"].items()})
+        different_body = await fed.aggregate(
+            cloud, "edge-1", 0, {k: v * 2 for k, v in deltas["edge-1"].items()}
+        )
         duplicate = await fed.post(cloud.http, different_body)
         assert duplicate.status_code == 409 and duplicate.json()["code"] == "duplicate_upload"
         # The round closes with the first body; a retry after the close is still answered 200.
-        assert (await fed.post(cloud.http, fed.aggregate("edge-2", 0, deltas["edge-2"]))).status_code == 202
+        assert (
+            await fed.post(cloud.http, await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"]))
+        ).status_code == 202
         expected = weighted_mean(deltas["edge-1"] | deltas["edge-2"])
         assert np.max(np.abs(await cloud.vector(fed.fid, 1) - expected)) < CKKS_TOLERANCE
         late_retry = await fed.post(cloud.http, aggregate)
@@ -109,13 +117,15 @@ async def test_a_sum_of_fewer_than_k_clients_is_refused_and_the_round_stays_open
         deltas = fed.deltas(rng)
         lonely = {"client-a": deltas["edge-1"]["client-a"]}
 
-        response = await fed.post(cloud.http, fed.aggregate("edge-1", 0, lonely))
+        response = await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 0, lonely))
 
         assert response.status_code == 422
         assert response.json()["code"] == "too_few_clients" and response.json()["field"] == "contributions"
         assert (await cloud.status(fed.fid, 0)).state is RoundState.OPEN
         # The refusal stored nothing: the edge can still forward its real sum.
-        assert (await fed.post(cloud.http, fed.aggregate("edge-1", 0, deltas["edge-1"]))).status_code == 202
+        assert (
+            await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"]))
+        ).status_code == 202
 
 
 async def test_bad_signatures_are_refused() -> None:
@@ -124,8 +134,8 @@ async def test_bad_signatures_are_refused() -> None:
         fed = await Federation.create(cloud.http, small_spec())
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
-        forged = fed.aggregate("edge-1", 0, deltas["edge-1"], signer=SigningKey.generate())
-        honest = fed.aggregate("edge-1", 0, deltas["edge-1"])
+        forged = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"], signer=SigningKey.generate())
+        honest = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
         tampered = honest.model_copy(update={"contributions": honest.contributions[::-1]})
 
         for body in (forged, tampered, honest.model_copy(update={"signature": b""})):
@@ -140,15 +150,16 @@ async def test_garbage_ciphertexts_are_refused_and_the_round_still_closes_correc
         fed = await Federation.create(cloud.http, small_spec())
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
-        garbage = fed.aggregate("edge-1", 0, deltas["edge-1"], ciphertext=rng.bytes(4096))
-        short = fed.aggregate(
+        garbage = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"], ciphertext=rng.bytes(4096))
+        short = await fed.aggregate(
+            cloud,
             "edge-1",
             0,
             deltas["edge-1"],
             ciphertext=fed.encrypt_sum([d[:-1] for d in deltas["edge-1"].values()]),
         )
-        single = fed.aggregate(
-            "edge-1", 0, deltas["edge-1"], ciphertext=fed.encrypt_sum([deltas["edge-1"]["client-a"]])
+        single = await fed.aggregate(
+            cloud, "edge-1", 0, deltas["edge-1"], ciphertext=fed.encrypt_sum([deltas["edge-1"]["client-a"]])
         )
 
         for body in (garbage, short, single):
@@ -157,7 +168,9 @@ async def test_garbage_ciphertexts_are_refused_and_the_round_still_closes_correc
             assert response.json()["field"] == "ciphertext"
 
         for edge_id in ("edge-1", "edge-2"):
-            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))).status_code == 202
+            assert (
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas[edge_id]))
+            ).status_code == 202
         expected = weighted_mean(deltas["edge-1"] | deltas["edge-2"])
         assert np.max(np.abs(await cloud.vector(fed.fid, 1) - expected)) < CKKS_TOLERANCE
 
@@ -171,28 +184,34 @@ async def test_manifest_round_and_basis_checks() -> None:
         d = deltas["edge-1"]
         cases = [
             (
-                fed.aggregate("edge-1", 0, {"client-a": d["client-a"], "client-x": d["client-b"]}),
+                await fed.aggregate(
+                    cloud, "edge-1", 0, {"client-a": d["client-a"], "client-x": d["client-b"]}
+                ),
                 422,
                 "unknown_client",
             ),
             (
-                fed.aggregate("edge-1", 0, {"client-a": d["client-a"], "client-c": d["client-b"]}),
+                await fed.aggregate(
+                    cloud, "edge-1", 0, {"client-a": d["client-a"], "client-c": d["client-b"]}
+                ),
                 422,
                 "unknown_client",
             ),
-            (fed.aggregate("edge-1", 1, d), 409, "wrong_round"),
-            (fed.aggregate("edge-1", 0, d, basis_version=3), 409, "wrong_basis"),
+            (await fed.aggregate(cloud, "edge-1", 1, d), 409, "wrong_round"),
+            (await fed.aggregate(cloud, "edge-1", 0, d, basis_version=3), 409, "wrong_basis"),
         ]
         for body, status, code in cases:
             response = await fed.post(cloud.http, body)
             assert (response.status_code, response.json()["code"]) == (status, code), response.text
         # An edge cannot forward as another edge, and a client cannot forward at all.
         as_other = await fed.post(
-            cloud.http, fed.aggregate("edge-2", 0, deltas["edge-2"]), token=fed.edges["edge-1"].token
+            cloud.http,
+            await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"]),
+            token=fed.edges["edge-1"].token,
         )
         assert as_other.status_code == 403
         as_client = await fed.post(
-            cloud.http, fed.aggregate("edge-1", 0, d), token=fed.client_tokens["client-a"]
+            cloud.http, await fed.aggregate(cloud, "edge-1", 0, d), token=fed.client_tokens["client-a"]
         )
         assert as_client.status_code == 403
 
@@ -206,7 +225,9 @@ async def test_after_the_last_round_the_federation_is_completed_and_plans_are_go
         for round_ in range(2):
             deltas = fed.deltas(rng)
             for edge_id in ("edge-1", "edge-2"):
-                response = await fed.post(cloud.http, fed.aggregate(edge_id, round_, deltas[edge_id]))
+                response = await fed.post(
+                    cloud.http, await fed.aggregate(cloud, edge_id, round_, deltas[edge_id])
+                )
                 assert response.status_code == 202, response.text
             expected += weighted_mean(deltas["edge-1"] | deltas["edge-2"])
 
@@ -218,7 +239,7 @@ async def test_after_the_last_round_the_federation_is_completed_and_plans_are_go
         )
         assert plan.status_code == 410
         assert plan.json()["code"] == "federation_not_active" and "completed" in plan.json()["message"]
-        late = await fed.post(cloud.http, fed.aggregate("edge-1", 2, fed.deltas(rng)["edge-1"]))
+        late = await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 2, fed.deltas(rng)["edge-1"]))
         assert late.status_code == 410
         rounds = (await cloud.http.get(f"/federations/{fed.fid}/rounds")).json()
         assert [r["round"] for r in rounds] == [1, 0] and {r["state"] for r in rounds} == {"closed"}
@@ -248,7 +269,9 @@ async def test_long_poll_times_out_with_204_and_wakes_up_when_the_next_plan_is_p
         )
         deltas = fed.deltas(rng)
         for edge_id in ("edge-1", "edge-2"):
-            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))).status_code == 202
+            assert (
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas[edge_id]))
+            ).status_code == 202
         woken = await asyncio.wait_for(waiting, timeout=5)
         assert woken.status_code == 200 and RoundPlan.model_validate_json(woken.content).round == 1
 

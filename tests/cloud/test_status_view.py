@@ -43,11 +43,13 @@ async def test_the_tables_show_progress_accuracy_validation_loss_and_epsilon() -
         }
         deltas = fed.deltas(rng)
         for edge_id in ("edge-1", "edge-2"):
-            body = fed.aggregate(edge_id, 0, deltas[edge_id], validation=validation)
+            body = await fed.aggregate(cloud, edge_id, 0, deltas[edge_id], validation=validation)
             assert (await fed.post(cloud.http, body)).status_code == 202
         # Round 1: only edge-1 so far.
         deltas = fed.deltas(rng)
-        assert (await fed.post(cloud.http, fed.aggregate("edge-1", 1, deltas["edge-1"]))).status_code == 202
+        assert (
+            await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 1, deltas["edge-1"]))
+        ).status_code == 202
         evaluation = {"metrics": {"accuracy": 0.75, "loss": 0.5}, "examples": 200, "dataset": "rt:test"}
         assert (
             await cloud.http.put(f"/federations/{fed.fid}/adapters/1/evaluation", json=evaluation)

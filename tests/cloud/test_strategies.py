@@ -32,7 +32,7 @@ async def mixed_rank_round(cloud, spec, rng):
         tensors[module] = b_parts[cid] = rng.normal(0, 0.01, (layout.lora[0].shape[0], rank))
         deltas[cid] = layout.flatten(tensors).astype(np.float64)  # padded with zeros beyond the rank
     for edge_id, edge in fed.edges.items():
-        body = fed.aggregate(edge_id, 0, {c: deltas[c] for c in edge.clients}, ranks=RANKS)
+        body = await fed.aggregate(cloud, edge_id, 0, {c: deltas[c] for c in edge.clients}, ranks=RANKS)
         assert (await fed.post(cloud.http, body)).status_code == 202
     new = layout.unflatten(await cloud.vector(fed.fid, 1))
     basis = frozen_basis(
@@ -115,7 +115,9 @@ async def test_clair_flags_the_contaminated_region_and_averages_the_others_in_th
             deltas[edge_id] = {c: basis @ rng.normal(0, 0.05, 2) for c in clients}
         deltas["edge-6"] = {c: rng.normal(0, 0.05, size) for c in topology["edge-6"]}  # off the subspace
         for edge_id in topology:
-            assert (await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas[edge_id]))).status_code == 202
+            assert (
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas[edge_id]))
+            ).status_code == 202
         status = await cloud.status(fed.fid, 0)
         new = await cloud.vector(fed.fid, 1)
 
@@ -140,7 +142,7 @@ async def test_fedit_and_fedrot_start_from_the_seeded_a_and_average_both_factors
             cid: rng.normal(0, 0.01, layout.size) for edge in fed.edges.values() for cid in edge.clients
         }
         for edge_id, edge in fed.edges.items():
-            body = fed.aggregate(edge_id, 0, {c: deltas[c] for c in edge.clients})
+            body = await fed.aggregate(cloud, edge_id, 0, {c: deltas[c] for c in edge.clients})
             assert (await fed.post(cloud.http, body)).status_code == 202
         v1 = await cloud.vector(fed.fid, 1)
 
@@ -172,8 +174,8 @@ async def test_ranks_grow_while_the_highest_column_of_the_global_update_is_in_fu
                 tensors[module][:, :columns] = rng.normal(0, 0.01, (layout.lora[0].shape[0], columns))
                 deltas[cid] = layout.flatten(tensors).astype(np.float64)
             for edge_id, edge in fed.edges.items():
-                body = fed.aggregate(
-                    edge_id, round_, {c: deltas[c] for c in edge.clients}, ranks=plan.client_ranks
+                body = await fed.aggregate(
+                    cloud, edge_id, round_, {c: deltas[c] for c in edge.clients}, ranks=plan.client_ranks
                 )
                 assert (await fed.post(cloud.http, body)).status_code == 202
             response = await cloud.http.get(f"/federations/{fed.fid}/plan")

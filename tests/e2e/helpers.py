@@ -71,6 +71,7 @@ def signed_update(key, client_id, plan, scheme, vector, nonce: str | None = None
         num_examples=10,
         nonce=nonce or secrets.token_hex(16),
         ciphertext=scheme.serialize(scheme.encrypt(vector)),
+        plan_sha256=plan.sha256,
     )
     return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
 

@@ -10,7 +10,7 @@ import pytest
 
 from client_agent.agent import AgentError, AgentState, ClientAgent
 from client_agent.releases import COUNT_ENTRY
-from protocol.messages import TrainingConfig
+from protocol.messages import FederationInfo, LocalDPConfig, TrainingConfig
 from services.http import Peer
 from services.settings import ClientSettings
 from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
@@ -65,10 +65,47 @@ def test_a_revoked_token_is_replaced_and_a_foreign_state_folder_is_refused(clust
     with pytest.raises(AgentError, match="belongs to another federation named"):
         asyncio.run(first_contact(reloaded))
 
-    # Assert: a fresh token, saved, and the federation's key fingerprint remembered.
+    # Assert: a fresh token, saved, and the federation's HE key and plan key pinned.
     assert reloaded.state.api_token not in (None, enrolled)
-    info = cloud.admin.get(f"/federations/{FID}").json()
-    assert agent.state.federation_fingerprint == info["he_fingerprint"]
+    info = FederationInfo.model_validate_json(cloud.admin.get(f"/federations/{FID}").content)
+    assert agent.state.federation_fingerprint == info.he_fingerprint
+    assert info.plan_public_key is not None and agent.state.plan_public_key == info.plan_public_key.hex()
+
+
+@pytest.mark.slow
+def test_a_hospital_whose_policy_refuses_the_federation_exits_non_zero_naming_the_field(
+    cluster, tmp_path, tiny_model_dir
+):
+    # Prepare: a federation asking for local epsilon 50, above the hospital's default budget of 10.
+    cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
+    created = create_federation(cloud, make_spec(local_dp=LocalDPConfig(epsilon=50.0)))
+    EdgeProcess(cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID)
+    poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 1, timeout_s=30, what="edge")
+    data = tmp_path / "notes.csv"
+    data.write_text("text,label\n" + "".join(f"note {i},{i % 2}\n" for i in range(40)))
+
+    # Execute: the real agent process.
+    hospital = cluster.start(
+        "h-a",
+        "client_agent",
+        {
+            "FEDLORA_CLIENT_ID": "h-a",
+            "FEDLORA_FEDERATION_ID": FID,
+            "FEDLORA_EDGE_ID": "edge-1",
+            "FEDLORA_CLOUD_URL": cloud.url,
+            "FEDLORA_ENROLMENT_TOKEN": created.client_enrolment_token,
+            "FEDLORA_STATE_DIR": str(tmp_path / "state"),
+            "FEDLORA_DATA_FILE": str(data),
+            "FEDLORA_MODEL_PATH": str(tiny_model_dir),
+        },
+    )
+    poll(lambda: not hospital.alive(), timeout_s=120, what="the hospital to stop")
+
+    # Assert: exit status 2, its log names the field, the value and the limit; it never trained.
+    assert hospital.popen.returncode == 2, hospital.tail()
+    log = hospital.log.read_text()
+    assert "local_dp.epsilon = 50 is above this hospital's local_epsilon_budget 10" in log
+    assert "uploaded" not in log
 
 
 @pytest.mark.slow
@@ -89,7 +126,7 @@ def test_the_privacy_history_is_saved_before_the_upload(cluster, tmp_path, tiny_
     async def enrol() -> None:
         peer = Peer(cloud.url, give_up_after_s=30.0)
         try:
-            await agent.enrol(peer, agent.public_count(40))
+            await agent.enrol(peer, 40)
         finally:
             await peer.close()
 

@@ -45,7 +45,7 @@ def test_hospital_agents_run_a_private_fedrot_federation_and_the_ledger_checks_o
         strategy="fedrot",
         rounds=2,
         central_dp=CentralDPConfig(noise_multiplier=1.0, distributed=True, delta=1e-5),
-        training=TrainingConfig(local_steps=3, batch_size=8, max_seq_length=16, learning_rate=0.5),
+        training=TrainingConfig(local_steps=3, batch_size=16, max_seq_length=16, learning_rate=0.5),
         round_deadline_s=240,
         upload_deadline_s=200,
     )

@@ -29,6 +29,7 @@ class InMemoryCloud(CloudLink):
         self.info = info
         self._public = public_context
         self._plan: RoundPlan | None = None
+        self.published: dict[int, RoundPlan] = {}  # every plan it served, by round
         self._changed = asyncio.Condition()
         self.clients: dict[str, ClientInfo] = {}
         self.enrolments: list[EdgeEnrolment] = []
@@ -40,12 +41,12 @@ class InMemoryCloud(CloudLink):
     # -- what a test does to the cloud --------------------------------------------------------------
     def set_plan(self, plan: RoundPlan) -> None:
         """The plan in force before any edge asks (set up only: it wakes no long-poll)."""
-        self._plan = plan
+        self._plan = self.published[plan.round] = plan
 
     async def publish(self, plan: RoundPlan, *, notify: bool = True) -> None:
         """Open a round. With `notify=False` a waiting long-poll does not see it (the edge must ask)."""
         async with self._changed:
-            self._plan = plan
+            self._plan = self.published[plan.round] = plan
             if notify:
                 self._changed.notify_all()
 
@@ -53,6 +54,11 @@ class InMemoryCloud(CloudLink):
         async with self._changed:
             self.ended = state
             self._changed.notify_all()
+
+    def plan_sha256(self, round_: int) -> str | None:
+        """The digest of the plan served for `round_` (what its hospitals sign into their uploads)."""
+        plan = self.published.get(round_)
+        return plan.sha256 if plan is not None else None
 
     def edge_public_key(self, edge_id: str) -> bytes:
         return next(e.public_key for e in reversed(self.enrolments) if e.edge_id == edge_id)

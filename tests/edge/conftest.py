@@ -8,6 +8,7 @@ import pytest
 
 from protocol.crypto import CKKSParams, HEScheme, generate_scheme, scheme_from_public
 from protocol.messages import FederationSpec, FederationState
+from services.identity import SigningKey
 from services.store import StateStore
 from tests.edge.cloud import InMemoryCloud
 from tests.edge.harness import FID, FakeClock, World, federation_info
@@ -39,10 +40,14 @@ def make_world(
 
     def build(*, clients: int = 3, k: int = 2, quorum: float = 1.0, **spec_fields: Any) -> World:
         spec = FederationSpec(federation_id=FID, min_clients_per_edge=k, quorum=quorum, **spec_fields)
+        plan_key = SigningKey.generate()
         cloud = InMemoryCloud(
-            federation_info(spec, secret_scheme, state=FederationState.ACTIVE), secret_scheme.public_bytes()
+            federation_info(spec, secret_scheme, state=FederationState.ACTIVE, plan_key=plan_key),
+            secret_scheme.public_bytes(),
         )
-        world = World(tmp_path, secret_scheme, client_scheme, spec, FakeClock(), state_store, cloud)
+        world = World(
+            tmp_path, secret_scheme, client_scheme, spec, FakeClock(), state_store, cloud, plan_key=plan_key
+        )
         for index in range(clients):
             world.enrol(f"hosp-{chr(ord('a') + index)}", seed=index)
         cloud.set_plan(world.plan(0))

@@ -81,6 +81,7 @@ class World:
     cloud: Any  # tests.edge.cloud.InMemoryCloud
     hospitals: dict[str, Hospital] = field(default_factory=dict)
     settings_overrides: dict[str, Any] = field(default_factory=dict)
+    plan_key: SigningKey = field(default_factory=SigningKey.generate)  # the cloud's plan-signing key
 
     @property
     def settings(self) -> EdgeSettings:
@@ -97,9 +98,12 @@ class World:
         values.update(self.settings_overrides)
         return EdgeSettings(**values)
 
-    def plan(self, round_: int = 0, *, clients: Sequence[str] | None = None, basis: int = 0) -> RoundPlan:
+    def plan(
+        self, round_: int = 0, *, clients: Sequence[str] | None = None, basis: int = 0, **fields: Any
+    ) -> RoundPlan:
+        """A plan signed with the cloud's plan key, as the cloud publishes it."""
         names = list(self.hospitals) if clients is None else list(clients)
-        return RoundPlan(
+        plan = RoundPlan(
             federation_id=FID,
             round=round_,
             adapter_version=round_,
@@ -107,7 +111,9 @@ class World:
             deadline=self.clock.now + timedelta(seconds=60),
             client_ranks=dict.fromkeys(names, 4),
             clip_norm=1.0,
+            **fields,
         )
+        return plan.model_copy(update={"signature": self.plan_key.sign(plan.signing_payload())})
 
     def enrol(self, client_id: str, *, edge_id: str = EID, seed: int | None = None) -> Hospital:
         rng = np.random.default_rng(seed if seed is not None else len(self.hospitals))
@@ -135,8 +141,10 @@ class World:
         signer: SigningKey | None = None,
         federation_id: str = FID,
         noise_share_std: float | None = None,
+        plan_sha256: str | None = None,
     ) -> ClientUpdate:
-        """A signed upload of the hospital's vector (or of the given ciphertext bytes)."""
+        """A signed upload of the hospital's vector (or of the given ciphertext bytes), made under the plan the
+        cloud published for `round_` unless `plan_sha256` names another."""
         if ciphertext is None:
             ciphertext = self.public.serialize(self.public.encrypt(hospital.vector))
         unsigned = ClientUpdate(
@@ -150,6 +158,7 @@ class World:
             nonce=nonce or secrets.token_hex(16),
             ciphertext=ciphertext,
             noise_share_std=noise_share_std,
+            plan_sha256=plan_sha256 or self.cloud.plan_sha256(round_),
         )
         key = signer or hospital.key
         return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
@@ -167,7 +176,9 @@ class World:
         return self.secret.decrypt(self.secret.deserialize(ciphertext))
 
 
-def federation_info(spec: FederationSpec, secret: HEScheme[Any], *, state: FederationState) -> FederationInfo:
+def federation_info(
+    spec: FederationSpec, secret: HEScheme[Any], *, state: FederationState, plan_key: SigningKey | None = None
+) -> FederationInfo:
     return FederationInfo(
         spec=spec,
         state=state,
@@ -175,6 +186,7 @@ def federation_info(spec: FederationSpec, secret: HEScheme[Any], *, state: Feder
         he_fingerprint=secret.fingerprint.hex(),
         layout_size=LENGTH,
         layout_digest="0" * 64,
+        plan_public_key=plan_key.public_bytes if plan_key is not None else None,
     )
 
 

@@ -202,7 +202,7 @@ async def test_with_distributed_noise_an_upload_must_declare_the_plans_share(
 ) -> None:
     world = make_world(clients=3)
     share = NoiseShare(mechanism="gaussian", std=0.25, clients=3, noise_multiplier=0.5)
-    world.cloud.set_plan(world.plan(0).model_copy(update={"noise_share": share}))
+    world.cloud.set_plan(world.plan(0, noise_share=share))
     a, b = world.hospitals["hosp-a"], world.hospitals["hosp-b"]
 
     async with running_edge(world) as edge:

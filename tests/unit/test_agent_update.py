@@ -61,6 +61,8 @@ def test_the_upload_is_the_clipped_weighted_delta_plus_the_noise_share(tmp_path,
     assert update.weight == weight and update.noise_share_std == 0.2
     assert update.local_privacy == spend and update.local_epsilon == 2.5
     assert update.round == 3 and update.rank == 2
+    # The plan it trained under travels inside the signed payload, for its edge to compare.
+    assert update.plan_sha256 == the_plan.sha256 and the_plan.sha256.encode() in update.signing_payload()
 
 
 def test_without_distributed_noise_nothing_is_added_and_a_short_delta_is_not_scaled(tmp_path, scheme) -> None:

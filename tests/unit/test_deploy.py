@@ -739,6 +739,25 @@ def test_every_federation_id_is_the_spec_files():
             assert fid == spec.federation_id, f"{workload.where}: {fid} is not {spec.federation_id}"
 
 
+def test_every_deployed_hospital_accepts_the_spec_files_federation_and_its_peers():
+    """A hospital refuses a federation its own policy forbids (k below 2, for one): the deployed ones must
+    accept the federation they are deployed for, and the URLs they are given."""
+    from client_agent.policy import HospitalPolicy
+
+    spec = FederationSpec.model_validate(yaml.safe_load((DEPLOY / "federation.yaml").read_text()))
+    hospitals = [w for w in all_workloads() if w.role == "client"]
+    assert hospitals
+    for workload in hospitals:
+        values: dict[str, Any] = {}
+        for name in HospitalPolicy.model_fields:
+            info = ClientSettings.model_fields[name]
+            raw = workload.env.get(f"{PREFIX}{name.upper()}")
+            values[name] = info.default if raw is None else TypeAdapter(info.annotation).validate_strings(raw)
+        policy = HospitalPolicy(**values)
+        policy.check_spec(spec, num_examples=1000)
+        policy.check_peer_url(workload.env[f"{PREFIX}CLOUD_URL"], field="cloud_url")
+
+
 def test_image_environment_is_settings():
     for word, args in dockerfile_instructions():
         if word == "ENV":

@@ -1,5 +1,6 @@
 """Wire models: round trips through JSON, bounds, enums and the signing payload."""
 
+import hashlib
 from datetime import UTC, datetime
 
 import pytest
@@ -118,6 +119,44 @@ def test_signing_payload_covers_every_field_but_the_signature():
     for change in (dict(round=1), dict(weight=2.0), dict(ciphertext=b"other"), dict(nonce="cd" * 16)):
         assert update.model_copy(update=change).signing_payload() != payload, change
     assert b"ciphertext_sha256" in payload and b"binary" not in payload
+    # The plan digest a hospital trained under is signed too; unset, it is absent (older uploads verify).
+    assert b"plan_sha256" not in payload
+    assert update.model_copy(update={"plan_sha256": "1" * 64}).signing_payload() != payload
+
+
+def test_a_plans_digest_covers_every_field_but_its_signature_and_survives_the_wire():
+    # Prepare: a plan as the cloud stores and serves it (JSON), with an aware deadline.
+    plan = RoundPlan(
+        federation_id="fed-1",
+        round=2,
+        adapter_version=2,
+        basis_version=0,
+        deadline=datetime(2026, 11, 23, 12, 30, 5, 123456, tzinfo=UTC),
+        client_ranks={"b": 8, "a": 4},
+        clip_norm=0.7,
+        vector_sha256="1" * 64,
+        basis_sha256="2" * 64,
+    )
+
+    # Execute
+    digest = plan.sha256
+    again = RoundPlan.model_validate_json(plan.model_dump_json())
+
+    # Assert: the digest is SHA-256 of the canonical payload, the same after the wire and with any signature,
+    # and another value of any field gives another digest.
+    assert digest == hashlib.sha256(plan.signing_payload()).hexdigest()
+    assert again.sha256 == digest and plan.model_copy(update={"signature": b"sig"}).sha256 == digest
+    for change in (
+        dict(round=3),
+        dict(clip_norm=0.71),
+        dict(client_ranks={"a": 4, "b": 4}),
+        dict(training=plan.training.model_copy(update={"batch_size": 1})),
+        dict(local_dp=plan.local_dp.model_copy(update={"epsilon": 50.0})),
+        dict(vector_sha256="3" * 64),
+        dict(basis_sha256="3" * 64),
+        dict(deadline=datetime(2026, 11, 23, 12, 30, 6, tzinfo=UTC)),
+    ):
+        assert plan.model_copy(update=change).sha256 != digest, change
 
 
 def _contribution(client_id):
