@@ -197,15 +197,15 @@ async def test_with_late_uploads_the_budget_is_a_cap_the_ledger_never_passes() -
         await fed.start(cloud.http)
         for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
             assert (
-                await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas_for(rng, ids)))
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas_for(rng, ids)))
             ).status_code == 202
 
         # Execute: client-c late for round 0 and in time for round 1, if round 1 is still open.
         fresh = deltas_for(rng, ("client-a", "client-b", "client-c"))
         late = deltas_for(rng, ("client-c", "client-d"))
-        with_late = await fed.post(cloud.http, fed.aggregate("edge-1", 1, fresh, late={0: late}))
+        with_late = await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 1, fresh, late={0: late}))
         other = await fed.post(
-            cloud.http, fed.aggregate("edge-2", 1, deltas_for(rng, ("client-e", "client-f")))
+            cloud.http, await fed.aggregate(cloud, "edge-2", 1, deltas_for(rng, ("client-e", "client-f")))
         )
         info = (await cloud.http.get(f"/federations/{fed.fid}")).json()
         report = PrivacyReport.model_validate_json(
@@ -240,7 +240,7 @@ async def test_a_round_whose_late_uploads_would_pass_the_budget_is_not_decrypted
         await fed.start(cloud.http)
         for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
             assert (
-                await fed.post(cloud.http, fed.aggregate(edge_id, 0, deltas_for(rng, ids)))
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas_for(rng, ids)))
             ).status_code == 202
         cloud.clock.advance(600)
         await cloud.tick()  # round 1: no edge forwards, it fails and round 2 opens
@@ -249,8 +249,10 @@ async def test_a_round_whose_late_uploads_would_pass_the_budget_is_not_decrypted
         # Execute: client-c fresh in round 2 and late for rounds 1 and 0.
         late = {0: deltas_for(rng, ("client-c", "client-d")), 1: deltas_for(rng, ("client-c", "client-d"))}
         fresh = deltas_for(rng, ("client-a", "client-b", "client-c"))
-        assert (await fed.post(cloud.http, fed.aggregate("edge-1", 2, fresh, late=late))).status_code == 202
-        other = fed.aggregate("edge-2", 2, deltas_for(rng, ("client-e", "client-f")))
+        assert (
+            await fed.post(cloud.http, await fed.aggregate(cloud, "edge-1", 2, fresh, late=late))
+        ).status_code == 202
+        other = await fed.aggregate(cloud, "edge-2", 2, deltas_for(rng, ("client-e", "client-f")))
         assert (await fed.post(cloud.http, other)).status_code == 202
         info = (await cloud.http.get(f"/federations/{fed.fid}")).json()
         status = await cloud.status(fed.fid, 2)

@@ -318,11 +318,15 @@ async def test_the_ledger_composes_what_the_decrypting_cloud_saw_beside_the_publ
         deltas = fed.deltas(rng)
         _, sums = noisy_sums(fed, plan, deltas, rng)
         for edge_id in ("edge-1", "edge-2"):
-            body = fed.aggregate(edge_id, 0, deltas[edge_id], ciphertext=sums[edge_id], noise_share_std=std)
+            body = await fed.aggregate(
+                cloud, edge_id, 0, deltas[edge_id], ciphertext=sums[edge_id], noise_share_std=std
+            )
             assert (await fed.post(cloud.http, body)).status_code == 202
         deltas = fed.deltas(rng)
         _, sums = noisy_sums(fed, plan, deltas, rng)
-        body = fed.aggregate("edge-1", 1, deltas["edge-1"], ciphertext=sums["edge-1"], noise_share_std=std)
+        body = await fed.aggregate(
+            cloud, "edge-1", 1, deltas["edge-1"], ciphertext=sums["edge-1"], noise_share_std=std
+        )
         assert (await fed.post(cloud.http, body)).status_code == 202
         cloud.clock.advance(600)
         await cloud.tick()
@@ -400,7 +404,9 @@ async def test_a_budget_against_the_decrypting_cloud_stops_before_decrypting_a_r
         deltas = fed.deltas(rng)
         _, sums = noisy_sums(fed, plan, deltas, rng)
         for edge_id in ("edge-1", "edge-2"):
-            body = fed.aggregate(edge_id, 0, deltas[edge_id], ciphertext=sums[edge_id], noise_share_std=std)
+            body = await fed.aggregate(
+                cloud, edge_id, 0, deltas[edge_id], ciphertext=sums[edge_id], noise_share_std=std
+            )
             assert (await fed.post(cloud.http, body)).status_code == 202
         info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
         assert info.state is FederationState.ACTIVE and info.current_round == 1  # as planned, it fits
@@ -408,7 +414,9 @@ async def test_a_budget_against_the_decrypting_cloud_stops_before_decrypting_a_r
         # Execute: only edge-1's two shares arrive in round 1.
         deltas = fed.deltas(rng)
         _, sums = noisy_sums(fed, plan, deltas, rng)
-        body = fed.aggregate("edge-1", 1, deltas["edge-1"], ciphertext=sums["edge-1"], noise_share_std=std)
+        body = await fed.aggregate(
+            cloud, "edge-1", 1, deltas["edge-1"], ciphertext=sums["edge-1"], noise_share_std=std
+        )
         assert (await fed.post(cloud.http, body)).status_code == 202
         cloud.clock.advance(600)
         await cloud.tick()
