@@ -112,7 +112,7 @@ def test_a_hospital_whose_policy_refuses_the_federation_exits_non_zero_naming_th
 def test_the_privacy_history_is_saved_before_the_upload(cluster, tmp_path, tiny_model_dir):
     # Prepare: a real cloud and edge; one hospital enrolled, the federation started.
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
-    spec = make_spec(training=TrainingConfig(local_steps=3, batch_size=8, max_seq_length=16))
+    spec = make_spec(training=TrainingConfig(local_steps=3, batch_size=16, max_seq_length=16))
     created = create_federation(cloud, spec)
     EdgeProcess(cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID)
     poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 1, timeout_s=30, what="edge")
