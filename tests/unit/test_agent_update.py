@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from client_agent.agent import ClientAgent, held_out_split
+from client_agent.agent import AgentState, ClientAgent, held_out_split
 from client_agent.data import Dataset
+from client_agent.releases import COUNT_ENTRY
 from protocol.crypto import CKKSParams, generate_scheme
 from protocol.messages import LocalSpend, NoiseShare, RoundPlan, Weighting
 from services.settings import ClientSettings
@@ -97,3 +98,23 @@ def test_the_held_out_split_is_the_same_every_round_never_trained_on_and_decided
     other = held_out_split(data, 0.1, bytes(32 * [7]))[1]
     assert other is not None and other.texts != held_out.texts
     assert held_out_split(data, None, key) == (data, None)
+
+
+def test_the_count_a_hospital_sends_is_drawn_once_with_noise_and_charged(tmp_path) -> None:
+    # Prepare: forty hospitals of 300 examples each.
+    counts = []
+    for index in range(40):
+        hospital = agent(tmp_path / str(index))
+
+        # Execute: the count is asked for twice, as enrolment and every round do.
+        first, again = hospital.public_count(300), hospital.public_count(300)
+
+        # Assert: the same draw both times, saved with its charge before anything is sent.
+        assert first == again
+        saved = AgentState.load(hospital.state_path)
+        assert saved.public_examples == first
+        assert saved.privacy == [COUNT_ENTRY] and saved.held_out_privacy == [COUNT_ENTRY]
+        counts.append(first)
+    # Std 10 around 300: 40 exact counts would happen with probability about 1e-56.
+    assert counts.count(300) < 10
+    assert np.std(counts) == pytest.approx(10.0, rel=0.5)  # 4.5 standard errors of a 40-draw std
