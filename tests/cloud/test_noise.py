@@ -34,7 +34,9 @@ async def test_central_noise_on_the_mean_is_z_c_over_the_total_weight(
 
         # Four clients of weight 1; a Laplace distribution of scale b has std sqrt(2) b.
         expected_std = z * clip / 4.0 * (np.sqrt(2.0) if mechanism is NoiseMechanism.LAPLACE else 1.0)
-        assert np.std(noise) == pytest.approx(expected_std, rel=0.1)
+        # The cloud's noise comes from the OS, so no seed: 1,538 draws give the std within 2.9% (Laplace,
+        # kurtosis 6) or 1.8% (Gaussian) one standard error; 15% is five of them.
+        assert np.std(noise) == pytest.approx(expected_std, rel=0.15)
         assert abs(np.mean(noise)) < 4 * expected_std / np.sqrt(noise.size)
         status = await cloud.status(fed.fid, 0)
         assert status.metrics["noise_std"] == pytest.approx(expected_std)
