@@ -39,14 +39,15 @@ from typing import Literal
 import numpy as np
 from opacus.accountants import create_accountant
 
+from protocol.messages import COUNT_ENTRY as COUNT_ENTRY  # re-exported: what a history starts with
+from protocol.messages import COUNT_NOISE_STD
+
 HistoryEntry = tuple[float, float, int]
 History = tuple[HistoryEntry, ...]
 
-#: Standard deviation, in examples, of the noise on the public count: a weight or a sample rate moves by a
-#: few percent for a hospital of a few hundred examples, and the release costs a small fraction of any
-#: budget worth having (RDP `alpha / (2 * 10^2)`).
-COUNT_NOISE_STD = 10.0
-COUNT_ENTRY: HistoryEntry = (COUNT_NOISE_STD, 1.0, 1)
+# The noise on the public count, in examples (`protocol.messages`, so that the ledger knows the entry): a
+# weight or a sample rate moves by a few percent for a hospital of a few hundred examples, and the release
+# costs a small fraction of any budget worth having (RDP `alpha / (2 * 10^2)`).
 SPLIT_KEY_BYTES = 32
 MAX_RELEASED_LOSS = 1e6  # the wire model's bound on `validation_loss`
 

@@ -26,6 +26,7 @@ from functools import lru_cache, partial
 from cloud_server.central_ledger import Column, Ledger, RoundPrivacy, current_entry, entry_event
 from cloud_server.privacy_budget import next_epsilon, planned_epsilon
 from protocol.messages import (
+    COUNT_ENTRY,
     CentralRoundPrivacy,
     ClientPrivacy,
     ClientRoundPrivacy,
@@ -100,7 +101,8 @@ def report(
                     reported_epsilon=spend.epsilon,
                     noise_multiplier=last[0] if last else None,
                     sample_rate=last[1] if last else None,
-                    steps=sum(n for _, _, n in spend.history),
+                    # DP-SGD's steps: the training part's history less the count's release.
+                    steps=sum(entry[2] for entry in spend.history if tuple(entry) != COUNT_ENTRY),
                     history=spend.history,
                     held_out_history=spend.held_out_history,
                 )

@@ -547,6 +547,11 @@ MAX_PRIVACY_HISTORY = 10_000
 
 HistoryEntries = tuple[tuple[float, float, int], ...]
 
+#: A hospital's example count is released once, as `n + N(0, COUNT_NOISE_STD^2)` (sensitivity 1), before it
+#: enrols; both its histories start with this entry (`client_agent.releases`).
+COUNT_NOISE_STD = 10.0
+COUNT_ENTRY: tuple[float, float, int] = (COUNT_NOISE_STD, 1.0, 1)
+
 
 def _check_history(value: HistoryEntries) -> HistoryEntries:
     for index, (sigma, rate, steps) in enumerate(value):
@@ -821,9 +826,7 @@ class ClientRoundPrivacy(BaseModel):
     reported_epsilon: float | None = Field(default=None, ge=0.0, description="the hospital's own accountant")
     noise_multiplier: float | None = Field(default=None, ge=0.0, description="DP-SGD sigma of that round")
     sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    steps: int | None = Field(
-        default=None, ge=0, description="releases on the training part so far: DP-SGD steps and the count"
-    )
+    steps: int | None = Field(default=None, ge=0, description="DP-SGD steps run so far")
     history: tuple[tuple[float, float, int], ...] = Field(
         default=(), description="the training part's (noise_multiplier, sample_rate, steps) releases"
     )
