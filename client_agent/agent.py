@@ -39,6 +39,7 @@ from client_agent.errors import (
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.policy import HospitalPolicy, check_digest, verify_plan
 from client_agent.releases import (
+    BUDGET_ROUNDING,
     COUNT_ENTRY,
     PublicCounts,
     appended,
@@ -112,6 +113,9 @@ class AgentState:
     split_key: str | None = None
     #: Accountant history of the held-out part (the public count's release, then noisy held-out losses).
     held_out_privacy: list[tuple[float, float, int]] | None = None
+    #: The held-out fraction of the first plan accepted (None: no split); every later plan must keep it.
+    validation_fraction: float | None = None
+    split_pinned: bool = False
 
     @classmethod
     def load(cls, path: Path) -> AgentState:
@@ -191,7 +195,7 @@ class ClientAgent:
         )
         enrolled = Enrolled.model_validate_json(response.content)
         edge_url = self.policy.check_peer_url(enrolled.edge_url, field="edge_url")
-        pinned = self.state.edge_url
+        pinned = self.settings.edge_url or self.state.edge_url
         if pinned is not None and pinned != edge_url:
             raise PinMismatchError(
                 f"the cloud now sends this hospital to edge_url {edge_url!r}, not {pinned!r} that it enrolled "
@@ -246,7 +250,9 @@ class ClientAgent:
                 limit=info.he_fingerprint,
             )
         plan_key = self._pin_plan_key(info)
-        self.policy.check_spec(info.spec, num_examples=num_examples)
+        # The policy sees the public count only: its answers are visible to the cloud (a refused plan leaves
+        # this hospital out of the round), so they must not depend on the exact one.
+        self.policy.check_spec(info.spec, num_examples=self.public_count(num_examples))
         if held is None or self.state.plan_public_key != plan_key:
             self.state.federation_fingerprint = info.he_fingerprint
             self.state.plan_public_key = plan_key
@@ -287,15 +293,55 @@ class ClientAgent:
         return RoundPlan.model_validate_json(response.content)
 
     def check_plan(self, plan: RoundPlan, *, num_examples: int) -> None:
-        """Raise `PlanRefusedError` unless the plan is signed with the federation's plan key and passes this
-        hospital's policy (`num_examples`: the examples it would train on)."""
+        """Raise `PlanRefusedError` unless the plan is signed with the federation's plan key, is for a round
+        after the last one handled, and passes this hospital's policy (`num_examples`: the public count of the
+        examples it would train on)."""
         trusted = self.settings.plan_public_key or self.state.plan_public_key
         if trusted is None:
             raise PlanRefusedError(
                 "no plan key is pinned yet", field="signature", value=None, limit="the federation's plan key"
             )
         verify_plan(plan, bytes.fromhex(trusted))
+        last = self.state.last_round
+        if last is not None and plan.round <= last:
+            raise PlanRefusedError(
+                f"round {plan.round} was handled already (last round {last}): a plan replayed would spend this "
+                "hospital's budget twice",
+                field="round",
+                value=plan.round,
+                limit=f"above {last}",
+            )
         self.policy.check_plan(plan, client_id=self.settings.client_id, num_examples=num_examples)
+
+    def accept_plan(
+        self, plan: RoundPlan, data: Dataset, released: int
+    ) -> tuple[Dataset, Dataset | None, PublicCounts]:
+        """The plan's training and held-out parts and their public counts, once the plan passes `check_plan`
+        on those counts. The first plan accepted pins the held-out fraction: an example must stay in the part
+        it was first put in for the ledger's larger-part rule (parallel composition) to hold, so a plan with
+        another fraction, or one that leaves a part empty, is refused."""
+        fraction = plan.validation_fraction
+        pinned = self.state.validation_fraction if self.state.split_pinned else fraction
+        if fraction != pinned:
+            raise PlanRefusedError(
+                f"validation_fraction {fraction} differs from {pinned}, which this hospital split its data by: "
+                "examples would move between its trained and held-out parts",
+                field="validation_fraction",
+                value=fraction,
+                limit=pinned,
+            )
+        try:
+            train, held_out = held_out_split(data, fraction, self.split_key())
+        except AgentError as e:
+            raise PlanRefusedError(
+                str(e), field="validation_fraction", value=fraction, limit="two non-empty parts"
+            ) from e
+        public = PublicCounts.derive(released, fraction)
+        self.check_plan(plan, num_examples=public.train)
+        if not self.state.split_pinned:
+            self.state.validation_fraction, self.state.split_pinned = fraction, True
+            self.state.save(self.state_path)
+        return train, held_out, public
 
     async def global_vector(self, cloud: Peer, plan: RoundPlan, size: int) -> np.ndarray:
         """The adapter the round starts from, once its bytes have the plan's digest and it is finite and
@@ -441,13 +487,11 @@ class ClientAgent:
             await self.enrol(cloud, len(texts))
             spec, scheme = await self.federation(cloud, len(texts))
             released = self.public_count(len(texts))
-            edge = Peer(
-                self.policy.check_peer_url(self.state.edge_url, field="edge_url"), give_up_after_s=600.0
-            )
+            edge_url = self.settings.edge_url or self.state.edge_url
+            edge = Peer(self.policy.check_peer_url(edge_url, field="edge_url"), give_up_after_s=600.0)
             model: FFAClassifier | None = None
             features: Features | None = None
             validation: Features | None = None
-            public = PublicCounts.derive(released, None)
             basis_digest: str | None = None  # of the basis installed in `model`; None: its seeded one
             while max_rounds is None or uploads < max_rounds:
                 try:
@@ -464,15 +508,13 @@ class ClientAgent:
                     self._done(plan.round)
                     continue
                 try:
-                    train_part, held_out = held_out_split(clean, plan.validation_fraction, self.split_key())
-                    self.check_plan(plan, num_examples=len(train_part))
+                    train_part, held_out, public = self.accept_plan(plan, clean, released)
                 except PlanRefusedError as e:
                     self._refused(plan, e)
                     continue
                 if model is None or model.rank != rank:
                     model, basis_digest = self._build_model(spec, rank), None
                     tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-                    public = PublicCounts.derive(released, plan.validation_fraction)
                     features, validation = await asyncio.to_thread(
                         self._encode, model, tokenizer, train_part, held_out, plan.training.max_seq_length
                     )
@@ -578,7 +620,9 @@ class ClientAgent:
         return bytes.fromhex(self.state.split_key)
 
     def _done(self, round_: int) -> None:
-        self.state.last_round = round_
+        self.state.last_round = max(
+            round_, self.state.last_round if self.state.last_round is not None else -1
+        )
         self.state.save(self.state_path)
 
     def _spend(self, plan: RoundPlan, result: LocalResult) -> LocalSpend | None:
@@ -654,7 +698,7 @@ class ClientAgent:
         )
         entry = validation_entry(sigma)
         after = epsilon_of([*history, entry], delta=dp.delta, accountant=dp.accountant)
-        if after > dp.epsilon * 1.01:
+        if after > dp.epsilon * (1.0 + BUDGET_ROUNDING):
             log.warning(
                 "held-out loss not reported: its budget is spent",
                 extra={"round": plan.round, "data": {"epsilon_after": after, "budget": dp.epsilon}},

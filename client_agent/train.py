@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from client_agent.model import FFAClassifier
-from client_agent.releases import History, appended, calibrate, epsilon_of
+from client_agent.releases import BUDGET_ROUNDING, History, appended, calibrate, epsilon_of
 
 
 class TrainingError(ValueError):
@@ -232,8 +232,9 @@ def check_budget(
     rate = sample_rate_for(num_examples, batch_size)
     sigma = noise_multiplier_for(dp, sample_rate=rate, steps_per_round=steps_per_round)
     after = projected_epsilon(history, dp, sample_rate=rate, noise_multiplier=sigma, steps=steps_per_round)
-    # The calibration lands within its search tolerance of the target, hence the 1% slack.
-    if after > dp.epsilon * 1.01:
+    # The calibration never lands above the target, so nothing but float rounding is allowed past it: a
+    # plan that changes steps, batch or rates between rounds is refused before it overspends.
+    if after > dp.epsilon * (1.0 + BUDGET_ROUNDING):
         raise BudgetExhaustedError(
             f"one more round would bring the example-level epsilon to {after:.3f}, above the budget "
             f"{dp.epsilon:g} (spent {history.steps} DP-SGD steps so far; delta {dp.delta:g})"

@@ -47,6 +47,9 @@ class RoundNoise:
     encoding_slack: float = 0.0  # the clip norms encoding adds to one upload, inside `sensitivity`
     shares_arrived: int = 0  # distributed noise: the shares inside the decrypted sum
     share_std: float = 0.0  # the largest of them
+    # The shares inside the smallest sum the cloud holds on its own (one edge's aggregate): what it could
+    # decrypt alone, so all the noise a curious cloud is sure to face.
+    smallest_sum_shares: int = 0
 
     @property
     def target_std(self) -> float:
@@ -80,11 +83,14 @@ def round_noise(
     layout_size: int,
     shares_planned: int | None,
     late: Sequence[LateGroup] = (),
+    sums: Sequence[Sequence[Contribution]] | None = None,
 ) -> RoundNoise:
     """The noise a round carries: the cloud's draw, or the contributed shares plus a top-up to `z C`; and
     how far one hospital can move the sum it goes on (`contributions` in time, `late` buckets).
 
     The shares are those the fresh contributions declare (`noise_share_std`; None: the client added none).
+    `sums` splits the contributions into the ciphertexts the cloud holds apart (each edge's aggregate; None:
+    one sum), since it can decrypt each on its own.
     """
     dp = spec.central_dp
     order = norm_order(dp.mechanism)
@@ -122,6 +128,8 @@ def round_noise(
             encoding_slack=slack,
         )
     shares = [s for s in (c.noise_share_std for c in contributions) if s]
+    parts = sums if sums is not None else [contributions]
+    smallest = min((sum(1 for c in part if c.noise_share_std) for part in parts), default=0)
     client = math.sqrt(sum(s * s for s in shares))
     top_up = math.sqrt(max(0.0, target**2 - client**2))
     # A top-up below one part in a million of the target is rounding in the shares' sizes, not a dropout.
@@ -137,6 +145,7 @@ def round_noise(
         shares_planned,
         shares_arrived=len(shares),
         share_std=max(shares, default=0.0),
+        smallest_sum_shares=smallest,
         sensitivity=sensitivity,
         encoding_slack=slack,
     )

@@ -5,12 +5,16 @@ distributed noise the contributed shares plus the cloud's top-up) and how far on
 sum (`sensitivity`, in clip norms: one upload with what its encoding adds, `protocol.sensitivity`, more
 when late uploads were folded in). An accountant reads each entry twice:
 
-- *public*: what anyone who sees the released adapters learns, against the noise on the released sum;
-- *against the decrypting cloud*: with distributed noise the cloud knows its own top-up, and hospitals
-  colluding with it (`central_dp.colluding_clients`) know their own shares, so only the other shares that
-  arrived count (Kairouz, Liu, Steinke 2021, arXiv:2102.06387, distributed DP's threat model). Without
-  distributed noise the cloud adds all the noise itself and sees the noise-free sum: against it there is
-  no client-level bound.
+- *public*: what anyone who sees the released adapters learns, a participating hospital included: with
+  distributed noise each hospital knows its own share, so the noise counted is the released noise less the
+  largest share (less `central_dp.colluding_clients` of them when more hospitals pool what they know);
+- *against the decrypting cloud*: with distributed noise the cloud knows its own top-up, holds each edge's
+  aggregate apart and can decrypt the smallest on its own, and hospitals colluding with it
+  (`central_dp.colluding_clients`) know their own shares; so only the shares inside the smallest edge sum,
+  less the colluders', count (Kairouz, Liu, Steinke 2021, arXiv:2102.06387, distributed DP's threat model).
+  Without distributed noise the cloud adds all the noise itself and sees the noise-free sum: against it
+  there is no client-level bound. Nor is there one against a cloud colluding with an edge, which can hand
+  it one hospital's upload: that hospital's own share is then all the client-level noise on it.
 
 Entries written before the ledger counted encoding or kept the shares are brought up to date on reading
 (`current_entry`), so a stored ledger of an older cloud is accounted the same way, never more leniently.
@@ -70,6 +74,8 @@ class RoundPrivacy(Record):
     # What the decrypting cloud saw (distributed noise); None in entries written before they were kept.
     shares_arrived: int | None = Field(default=None, ge=0)
     share_std: float | None = Field(default=None, ge=0.0)
+    # The shares in the smallest edge aggregate (what the cloud could decrypt alone); None in older entries.
+    smallest_sum_shares: int | None = Field(default=None, ge=0)
 
 
 class Ledger(Record):
@@ -126,31 +132,48 @@ def current_entry(spec: FederationSpec, entry: RoundPrivacy, *, layout_size: int
             "shares_arrived": entry.clients,
             "share_std": seen / math.sqrt(entry.clients) if entry.clients else 0.0,
         }
+    if entry.distributed and entry.smallest_sum_shares is None:
+        # Not recorded: the smallest sum an edge may forward holds `min_clients_per_edge` uploads.
+        arrived = entry.clients if entry.shares_arrived is None else entry.shares_arrived
+        update["smallest_sum_shares"] = min(arrived, spec.min_clients_per_edge)
     return entry.model_copy(update=update) if update else entry
 
 
 def decryptor_noise(entry: RoundPrivacy, *, colluding: int) -> float:
-    """In clip norms, the std of the noise on `entry`'s decrypted sum that neither the cloud nor `colluding`
-    hospitals know: the shares that arrived less the colluders' (at most the largest share each). 0 when
-    the cloud added the noise itself or the colluders know every share that arrived."""
+    """In clip norms, the std of the noise that neither the cloud nor `colluding` hospitals know in the
+    smallest sum the cloud can decrypt on its own (one edge's aggregate): its shares less the colluders'
+    (each at most the largest share). 0 when the cloud added the noise itself or the colluders know every
+    share of that sum."""
     if not entry.distributed or entry.decryptor_noise_multiplier is None:
         return 0.0
-    arrived = entry.shares_arrived or 0
-    if arrived - colluding <= 0:
+    smallest = entry.smallest_sum_shares if entry.smallest_sum_shares is not None else entry.shares_arrived
+    unknown = (smallest or 0) - colluding
+    if unknown <= 0:
         return 0.0
-    seen = entry.decryptor_noise_multiplier * entry.sensitivity
+    return math.sqrt(unknown) * (entry.share_std or 0.0) / entry.clip_norm
+
+
+def public_noise(entry: RoundPrivacy, *, colluding: int) -> float:
+    """In clip norms, the std of the noise on `entry`'s released sum that a participating hospital does not
+    know: all of it, less its own share with distributed noise (less `colluding` shares when that many
+    hospitals pool theirs); the cloud's top-up stays unknown to them."""
+    released = entry.realised_noise_multiplier * entry.sensitivity
+    if not entry.distributed:
+        return released
+    known = min(max(1, colluding), entry.shares_arrived or 0)
     share = (entry.share_std or 0.0) / entry.clip_norm
-    return math.sqrt(max(0.0, seen * seen - colluding * share * share))
+    return math.sqrt(max(0.0, released * released - known * share * share))
 
 
 def entry_event(
     spec: FederationSpec, entry: RoundPrivacy, *, layout_size: int, against: Column
 ) -> PrivacyEvent | None:
     """The accountant's view of one closed round (`current_entry` form), for the public or the decrypting cloud."""
+    colluding = spec.central_dp.colluding_clients
     noise = (
-        entry.realised_noise_multiplier * entry.sensitivity
+        public_noise(entry, colluding=colluding)
         if against == "public"
-        else decryptor_noise(entry, colluding=spec.central_dp.colluding_clients)
+        else decryptor_noise(entry, colluding=colluding)
     )
     return round_event(
         spec,
@@ -207,4 +230,5 @@ def entry_for(
         encoding_slack=noise.encoding_slack,
         shares_arrived=noise.shares_arrived if noise.distributed else None,
         share_std=noise.share_std if noise.distributed else None,
+        smallest_sum_shares=noise.smallest_sum_shares if noise.distributed else None,
     )

@@ -156,6 +156,7 @@ class RoundCloser:
                 late=late,
                 layout_size=layout.size,
                 shares_planned=plan.noise_share.clients if plan.noise_share is not None else None,
+                sums=[header.contributions for header in headers.values()],
             )
             # The budget is a cap: a round whose release would pass it is never decrypted.
             over = None
@@ -354,6 +355,9 @@ class RoundCloser:
             rebased: RebaseSummary | None = None
             if completes:
                 changes |= {"state": FederationState.COMPLETED, "reason": f"all {spec.rounds} rounds closed"}
+            elif exhausted is not None:
+                # Before re-basing: a re-based round is a round too, and one past the budget is not planned.
+                changes |= {"state": FederationState.BUDGET_EXHAUSTED, "reason": exhausted}
             elif converging is not None and rebase_rank is not None and bases is not None:
                 new = rebase_adapter(layout, result.vector, bases, rank=rebase_rank)
                 v_new = v_out + 1
@@ -408,8 +412,6 @@ class RoundCloser:
                 outcome["rebased"] = rebased
             elif converging is not None:
                 changes |= {"state": FederationState.COMPLETED, "reason": converging}
-            elif exhausted is not None:
-                changes |= {"state": FederationState.BUDGET_EXHAUSTED, "reason": exhausted}
             else:
                 planned = clients
                 if growth is not None and energy is not None:

@@ -6,6 +6,7 @@ enrolled at that edge and asked to join the round, never anything a single clien
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from cloud_server.errors import ForbiddenError, UnprocessableError
@@ -111,6 +112,16 @@ def check_contributions(
                 f"client {cid!r} weighs its delta by {contribution.weight}; with central DP a weight above "
                 f"{max_weight:g} would make one client move the sum by more than the clip norm",
                 field=f"{field}.{index}.weight",
+            )
+        share = plan.noise_share
+        if share is not None and not math.isclose(
+            contribution.noise_share_std or 0.0, share.std, rel_tol=1e-9
+        ):
+            # The ledger counts the shares the manifests declare: one the plan did not ask for would move it.
+            raise UnprocessableError(
+                f"client {cid!r} declares a noise share of std {contribution.noise_share_std}; round "
+                f"{plan.round}'s plan asks every client for {share.std:.6g}",
+                field=f"{field}.{index}.noise_share_std",
             )
         if contribution.rank > planned_rank:
             raise UnprocessableError(

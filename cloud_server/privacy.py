@@ -19,6 +19,7 @@ the history it sends with its next upload.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from functools import lru_cache, partial
@@ -108,17 +109,7 @@ def report(
                 )
             )
             latest[cid] = spend
-    clients = tuple(
-        ClientPrivacy(
-            client_id=cid,
-            local_epsilon=rows[cid][-1].local_epsilon,
-            reported_epsilon=latest[cid].epsilon,
-            local_budget=latest[cid].budget or spec.local_dp.epsilon,
-            local_delta=latest[cid].delta,
-            rounds=tuple(rows[cid]),
-        )
-        for cid in sorted(rows)
-    )
+    clients = tuple(_client(spec, cid, rows[cid], latest[cid]) for cid in sorted(rows))
     return PrivacyReport(
         federation_id=spec.federation_id,
         delta=dp.delta,
@@ -137,6 +128,25 @@ def report(
         decryptor_next_round_epsilon=decryptor_upcoming,
         colluding_clients=dp.colluding_clients,
         budget_against=dp.budget_against,
+    )
+
+
+def _client(
+    spec: FederationSpec, cid: str, rows: list[ClientRoundPrivacy], latest: LocalSpend
+) -> ClientPrivacy:
+    """A hospital's example-level figure: the largest any of its rounds showed. Spending never shrinks, so a
+    later history that accounts for less (a state folder restored from a backup, an edge that forwarded an
+    old line) does not lower it; it is flagged instead."""
+    epsilons = [r.local_epsilon for r in rows if r.local_epsilon is not None]
+    regressed = any(later < earlier for earlier, later in itertools.pairwise(epsilons))
+    return ClientPrivacy(
+        client_id=cid,
+        local_epsilon=max(epsilons) if epsilons else None,
+        reported_epsilon=latest.epsilon,
+        local_budget=latest.budget or spec.local_dp.epsilon,
+        local_delta=latest.delta,
+        rounds=tuple(rows),
+        history_regressed=regressed,
     )
 
 

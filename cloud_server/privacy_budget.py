@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from cloud_server.aggregation import RoundNoise
 from cloud_server.central_ledger import Column, Ledger, compose, entry_for, epsilon_of, round_event
 from cloud_server.errors import UnprocessableError
-from protocol.messages import Contribution, FederationSpec, schedule_multiplier
+from protocol.messages import Contribution, FederationSpec, schedule_multiplier, shares_for
 from protocol.privacy import Accountant, PrivacyError, PrivacyEvent, make_accountant
 from protocol.sensitivity import worst_sensitivity
 
@@ -92,18 +92,26 @@ def scheduled_event(
 ) -> PrivacyEvent | None:
     """The accountant's view of a round before it runs: the `round_index`-th closed round's scheduled noise,
     against the worst case round `round_number` allows (every late upload the spec accepts, at weight 1;
-    encoding included). Against the decrypting cloud, as planned: all `shares_planned` shares arrive (None:
-    unknown, every share counts), less the colluders'. None: no bound."""
+    encoding included). With distributed noise each of the `shares_planned` shares (None: unknown, the
+    fewest a round can plan, `shares_for(k)`) carries `1 / shares_planned` of the variance: the public
+    column counts the noise less what one hospital (or `colluding_clients`) knows; against the decrypting
+    cloud, the smallest sum it may hold alone, `min_clients_per_edge` shares, less the colluders'. None: no
+    bound."""
     dp = spec.central_dp
     noise = schedule_multiplier(dp, round_index=round_index, rounds=spec.rounds)
+    planned = shares_planned if shares_planned is not None else shares_for(dp, spec.min_clients_per_edge)
     if against == "decrypting_cloud":
         if not dp.distributed:
             return None
-        if shares_planned is not None:
-            counted = shares_planned - dp.colluding_clients
-            if counted <= 0:
-                return None
-            noise *= math.sqrt(counted / shares_planned)
+        counted = spec.min_clients_per_edge - dp.colluding_clients
+        if counted <= 0:
+            return None
+        noise *= math.sqrt(counted / planned)
+    elif dp.distributed:
+        known = min(max(1, dp.colluding_clients), planned)
+        noise *= math.sqrt(max(0.0, 1.0 - known / planned))
+        if noise <= 0:
+            return None
     return round_event(
         spec,
         layout_size=layout_size,

@@ -844,6 +844,11 @@ class ClientPrivacy(BaseModel):
     rounds: tuple[ClientRoundPrivacy, ...] = ()
     reported_epsilon: float | None = Field(default=None, ge=0.0)
     local_delta: float | None = Field(default=None, gt=0.0, lt=1.0)
+    history_regressed: bool = Field(
+        default=False,
+        description="a later round's history accounted for less than an earlier one's (a state folder "
+        "restored from a backup, a stale manifest line); local_epsilon keeps the largest",
+    )
 
 
 class CentralRoundPrivacy(BaseModel):
@@ -891,6 +896,12 @@ class CentralRoundPrivacy(BaseModel):
     )
     share_std: float | None = Field(
         default=None, ge=0.0, description="distributed noise: the largest std any of those shares declared"
+    )
+    smallest_sum_shares: int | None = Field(
+        default=None,
+        ge=0,
+        description="distributed noise: the shares inside the smallest edge aggregate, which the cloud could "
+        "decrypt on its own (what the column against it counts)",
     )
     decryptor_epsilon_after: float | None = Field(
         default=None,

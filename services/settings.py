@@ -160,6 +160,13 @@ class ClientSettings(ServiceSettings):
         pattern=r"^[0-9a-f]{64}$",
         description="the federation's plan-signing key (hex), given out of band; unset: pinned at first contact",
     )
+    edge_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="the URL of the edge this hospital's region runs, given out of band; the cloud's answer at "
+        "enrolment must name it (unset: pinned at first enrolment)",
+    )
     allow_plaintext: bool = Field(
         default=False,
         description="UNSAFE: join a federation without encryption (he.kind 'none', CLAIR), where the edge "

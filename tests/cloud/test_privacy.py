@@ -213,7 +213,9 @@ async def test_with_distributed_noise_the_cloud_adds_nothing_when_every_share_ar
         assert round_.distributed and round_.shares_planned == 4 and round_.top_up_std == 0.0
         assert round_.realised_noise_multiplier == pytest.approx(z / ckks_reach(clip))
         assert round_.decryptor_noise_multiplier == pytest.approx(z / ckks_reach(clip))
-        assert round_.epsilon_after == pytest.approx(google_gaussian_epsilon([z]), rel=0.01)
+        # Publicly, a participating hospital knows its own share: z sqrt(3 / 4) of the noise is unknown to it.
+        public = z * math.sqrt(3 / 4) / ckks_reach(clip)
+        assert round_.epsilon_after == pytest.approx(google_gaussian_epsilon([public]), rel=0.01)
 
 
 async def test_when_clients_drop_out_the_cloud_tops_the_noise_up_and_the_ledger_says_what_it_saw() -> None:
@@ -257,12 +259,18 @@ async def test_skellam_shares_under_packed_paillier_are_accounted_with_their_rou
         fed = await Federation.create(cloud.http, small_spec(central_dp=dp, he=he, rounds=1))
         plan = await fed.start(cloud.http)
         assert plan.noise_share is not None and plan.noise_share.mechanism == "skellam"
-        await run_round(cloud, fed, 0, rng)  # the shares' values do not change the ledger
+        deltas = fed.deltas(rng)  # the shares' values do not change the ledger, their declared std does
+        for edge_id in ("edge-1", "edge-2"):
+            body = await fed.aggregate(
+                cloud, edge_id, 0, deltas[edge_id], noise_share_std=plan.noise_share.std
+            )
+            assert (await fed.post(cloud.http, body)).status_code == 202
 
         epsilon = (await privacy(cloud, fed.fid)).central_epsilon
         # Rounding to the lattice can add sqrt(d) / 2 steps to the sensitivity (d coordinates); the Skellam
-        # terms beyond the Gaussian one are ~1e-8 here, so the epsilon is a Gaussian's at the reduced z.
-        steps_std = z * clip / he.step
+        # terms beyond the Gaussian one are ~1e-8 here, so the epsilon is a Gaussian's at the reduced z. A
+        # participating hospital knows its own share, one of four: sqrt(3 / 4) of the noise is unknown to it.
+        steps_std = z * clip / he.step * math.sqrt(3 / 4)
         sensitivity = clip / he.step + math.sqrt(LAYOUT_SIZE) / 2
         assert epsilon == pytest.approx(google_gaussian_epsilon([steps_std / sensitivity]), rel=0.01)
         assert epsilon > google_gaussian_epsilon([z])
@@ -290,11 +298,6 @@ async def test_laplace_noise_under_packed_paillier_is_charged_for_the_rounding_o
     assert report.central_rounds[0].sensitivity == pytest.approx(sensitivity, rel=1e-9)
     assert report.central_epsilon == pytest.approx(sensitivity / z, rel=1e-9)
     assert report.central_epsilon > 1.02 / z  # what the ledger charged before: 1 / z
-
-
-def share_counts_after_two_rounds(colluding: int) -> list[int]:
-    """Shares that count against the cloud and `colluding` hospitals: 4 then 2 arrive."""
-    return [4 - colluding, 2 - colluding]
 
 
 @pytest.mark.parametrize("colluding", [0, 1, 2])
@@ -333,31 +336,34 @@ async def test_the_ledger_composes_what_the_decrypting_cloud_saw_beside_the_publ
         report = await privacy(cloud, fed.fid)
 
     # Assert: CKKS can move each coordinate of an upload by 2^-22, so one upload reaches
-    # C + sqrt(d) 2^-22 (in clip norms: `reach`). The public figure composes the full z every round; the
-    # cloud knows its own top-up and the colluders their own shares, so against them only the others'
-    # shares count: std z C sqrt(m / 4) for m shares (Kairouz, Liu, Steinke 2021).
+    # C + sqrt(d) 2^-22 (in clip norms: `reach`). Each share is z C / 2 (four planned). Publicly, the
+    # released noise is the full z C (topped up in round 1), less what a participating hospital knows: its
+    # own share, or the colluders' (all of them that arrived at most). Against the cloud: it holds each
+    # edge's aggregate apart and can decrypt edge-1's alone, two shares, less the colluders' (Kairouz, Liu,
+    # Steinke 2021): z sqrt((2 - t) / 4) in both rounds.
     reach = ckks_reach(clip)
-    assert report.central_epsilon == pytest.approx(google_gaussian_epsilon([z / reach] * 2), rel=0.01)
+    known = [min(max(1, colluding), arrived) for arrived in (4, 2)]
+    public = [z * math.sqrt(1 - k / 4) / reach for k in known]
+    assert report.central_epsilon == pytest.approx(google_gaussian_epsilon(public), rel=0.01)
     assert report.colluding_clients == colluding and report.budget_against == "public"
     first, second = report.central_rounds
     assert (first.shares_arrived, second.shares_arrived) == (4, 2)
+    assert (first.smallest_sum_shares, second.smallest_sum_shares) == (2, 2)
     assert first.share_std == pytest.approx(z * clip / 2) and second.share_std == pytest.approx(z * clip / 2)
-    counted = share_counts_after_two_rounds(colluding)
-    multipliers = [z * math.sqrt(m / 4) / reach for m in counted if m > 0]
-    assert first.decryptor_epsilon_after == pytest.approx(google_gaussian_epsilon(multipliers[:1]), rel=0.01)
-    if len(multipliers) == 2:
-        expected = google_gaussian_epsilon(multipliers)
+    if colluding < 2:
+        seen = z * math.sqrt((2 - colluding) / 4) / reach
+        expected = google_gaussian_epsilon([seen, seen])
         assert not report.decryptor_unbounded
+        assert first.decryptor_epsilon_after == pytest.approx(google_gaussian_epsilon([seen]), rel=0.01)
         assert report.decryptor_epsilon == pytest.approx(expected, rel=0.01)
         assert second.decryptor_epsilon_after == pytest.approx(expected, rel=0.01)
-        # Round 2 as planned: all four shares arrive, less the colluders'.
-        planned = z * math.sqrt((4 - colluding) / 4) / reach
+        # Round 2 as planned: the smallest sum an edge may forward holds k = 2 of four shares.
         assert report.decryptor_next_round_epsilon == pytest.approx(
-            google_gaussian_epsilon([*multipliers, planned]), rel=0.01
+            google_gaussian_epsilon([seen, seen, seen]), rel=0.01
         )
         assert report.decryptor_epsilon > report.central_epsilon
     else:
-        # The two colluders know both shares that arrived in round 1: the cloud saw a noise-free sum.
+        # The two colluders know both shares of edge-1's sum: the cloud can see it without noise.
         assert report.decryptor_unbounded
         assert report.decryptor_epsilon is None and second.decryptor_epsilon_after is None
         assert report.decryptor_next_round_epsilon is None
@@ -379,15 +385,13 @@ async def test_without_distributed_noise_the_decrypting_cloud_gets_no_client_lev
     assert "Infinity" not in response.text and "NaN" not in response.text
 
 
-async def test_a_budget_against_the_decrypting_cloud_stops_before_decrypting_a_round_short_of_shares() -> (
-    None
-):
-    # Prepare: the budget allows two rounds in which every share arrives, not one in which half of them
-    # are missing (the cloud's view of that round has z / sqrt(2)).
+async def test_a_budget_against_the_decrypting_cloud_stops_the_federation_before_it_is_passed() -> None:
+    # Prepare: the cloud can decrypt one edge's sum alone (two of four shares of z C / 2: z / sqrt(2) per
+    # round); the budget allows two such rounds, not three.
     rng = np.random.default_rng(15)
     z, clip = 2.0, 0.5
-    full, short = google_gaussian_epsilon([z, z]), google_gaussian_epsilon([z, z / math.sqrt(2)])
-    budget = (full + short) / 2
+    seen = z / math.sqrt(2) / ckks_reach(clip)
+    budget = (google_gaussian_epsilon([seen] * 2) + google_gaussian_epsilon([seen] * 3)) / 2
     dp = CentralDPConfig(
         noise_multiplier=z,
         clip_norm=clip,
@@ -397,40 +401,27 @@ async def test_a_budget_against_the_decrypting_cloud_stops_before_decrypting_a_r
         budget_against="decrypting_cloud",
     )
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec(central_dp=dp, rounds=3))
+        fed = await Federation.create(cloud.http, small_spec(central_dp=dp, rounds=4))
         plan = await fed.start(cloud.http)
         assert plan.noise_share is not None
         std = plan.noise_share.std
-        deltas = fed.deltas(rng)
-        _, sums = noisy_sums(fed, plan, deltas, rng)
-        for edge_id in ("edge-1", "edge-2"):
-            body = await fed.aggregate(
-                cloud, edge_id, 0, deltas[edge_id], ciphertext=sums[edge_id], noise_share_std=std
-            )
-            assert (await fed.post(cloud.http, body)).status_code == 202
-        info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
-        assert info.state is FederationState.ACTIVE and info.current_round == 1  # as planned, it fits
 
-        # Execute: only edge-1's two shares arrive in round 1.
-        deltas = fed.deltas(rng)
-        _, sums = noisy_sums(fed, plan, deltas, rng)
-        body = await fed.aggregate(
-            cloud, "edge-1", 1, deltas["edge-1"], ciphertext=sums["edge-1"], noise_share_std=std
-        )
-        assert (await fed.post(cloud.http, body)).status_code == 202
-        cloud.clock.advance(600)
-        await cloud.tick()
-
+        # Execute: two rounds in which every share arrives.
+        for round_ in (0, 1):
+            deltas = fed.deltas(rng)
+            _, sums = noisy_sums(fed, plan, deltas, rng)
+            for edge_id in ("edge-1", "edge-2"):
+                body = await fed.aggregate(
+                    cloud, edge_id, round_, deltas[edge_id], ciphertext=sums[edge_id], noise_share_std=std
+                )
+                assert (await fed.post(cloud.http, body)).status_code == 202
         info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
-        status = await cloud.status(fed.fid, 1)
         report = await privacy(cloud, fed.fid)
-        released = await cloud.http.get(f"/federations/{fed.fid}/adapters/2/vector")
 
-    # Assert: round 1 was never decrypted; the federation ended, saying both figures.
-    assert info.state is FederationState.BUDGET_EXHAUSTED and info.adapter_version == 1
-    assert status.state is RoundState.FAILED and status.failure == info.reason
+    # Assert: the federation ended after round 1, naming the figure the budget caps, under the budget.
+    assert info.state is FederationState.BUDGET_EXHAUSTED and info.adapter_version == 2
     assert "decrypting cloud" in (info.reason or "") and f"{budget:g}" in (info.reason or "")
-    assert released.status_code == 404
-    assert len(report.central_rounds) == 1
+    assert len(report.central_rounds) == 2
+    assert report.decryptor_epsilon == pytest.approx(google_gaussian_epsilon([seen] * 2), rel=0.01)
     assert report.decryptor_epsilon is not None and report.decryptor_epsilon <= budget
     assert report.budget_against == "decrypting_cloud"

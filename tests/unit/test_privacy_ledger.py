@@ -99,7 +99,8 @@ def run_rounds(spec: FederationSpec, *, shares: int, rounds: int, planned: int) 
 def test_against_the_decrypting_cloud_only_the_shares_that_arrived_count(shares: int, colluding: int) -> None:
     # Prepare: z = 1 in 10 planned shares over 20 rounds; the cloud tops up what is missing, so the
     # released sum always carries z, but the cloud (and `colluding` hospitals, who know their own shares)
-    # saw only the other shares: std z C sqrt((m - t) / 10).
+    # saw only the other shares: std z C sqrt((m - t) / 10). The public column is against a participating
+    # hospital too, which knows its own share (or `colluding` pool theirs): std z C sqrt(1 - max(1, t) / 10).
     dp = CentralDPConfig(
         noise_multiplier=1.0, clip_norm=0.5, distributed=True, delta=DELTA, colluding_clients=colluding
     )
@@ -111,7 +112,9 @@ def test_against_the_decrypting_cloud_only_the_shares_that_arrived_count(shares:
 
     # Assert
     reach = ckks_reach(0.5)
-    assert figures.central_epsilon == pytest.approx(google([1.0 / reach] * 20), rel=0.01)
+    known = min(max(1, colluding), shares)
+    public = math.sqrt(1.0 - known / 10)
+    assert figures.central_epsilon == pytest.approx(google([public / reach] * 20), rel=0.01)
     counted = shares - colluding
     if counted <= 0:
         assert figures.decryptor_unbounded and figures.decryptor_epsilon is None
@@ -142,9 +145,11 @@ def test_a_ledger_stored_before_the_decryptor_column_loads_and_falls_back_to_its
 
     figures = report(spec, Ledger.model_validate_json(old), layout_size=SIZE, rounds_closed=1)
 
-    # The encoding slack the old entry lacked is added on reading: one upload's reach under CKKS.
+    # The encoding slack the old entry lacked is added on reading: one upload's reach under CKKS. Each share
+    # is 1 C: the public column leaves out the one a participating hospital knows, sqrt(4 - 1); against the
+    # cloud, the smallest sum it may hold alone is an edge's k = 2 shares (not recorded then), sqrt(2).
     reach = ckks_reach(0.5)
-    assert figures.central_epsilon == pytest.approx(google([2.0 / reach]), rel=0.01)
+    assert figures.central_epsilon == pytest.approx(google([math.sqrt(3) / reach]), rel=0.01)
     assert figures.decryptor_epsilon == pytest.approx(google([math.sqrt(2) / reach]), rel=0.01)
     assert figures.central_rounds[0].shares_arrived == 2
 
@@ -165,8 +170,10 @@ def test_under_packed_paillier_the_decrypting_cloud_column_composes_the_arrived_
     # Assert: in quantisation steps (step = 16 / (2^19 - 1)), one upload reaches C / step + sqrt(d) / 2
     # (Agarwal, Kairouz, Liu 2021); the cloud and the colluder know all but one share, of std z C / 2. The
     # Skellam terms beyond the Gaussian one are negligible at this variance, so the epsilon is a
-    # Gaussian's at std / sensitivity (dp_accounting).
+    # Gaussian's at std / sensitivity (dp_accounting). Publicly the released z C (topped up) less the one
+    # share the colluder knows: z C sqrt(3) / 2.
     step = 16.0 / (2**19 - 1)
     l2 = clip / step + math.sqrt(SIZE) / 2
     assert figures.decryptor_epsilon == pytest.approx(google([(z * clip / 2 / step) / l2]), rel=0.01)
-    assert figures.central_epsilon == pytest.approx(google([(z * clip / step) / l2]), rel=0.01)
+    public = z * clip * math.sqrt(3) / 2
+    assert figures.central_epsilon == pytest.approx(google([(public / step) / l2]), rel=0.01)
