@@ -44,12 +44,23 @@ def hospital(index: int, *, share_std: float | None = None) -> Contribution:
     )
 
 
-def closed(spec: FederationSpec, *, rounds: int, size: int, shares: int = 0, planned: int = 1) -> Ledger:
-    """`rounds` closed rounds of four hospitals (or `shares` of `planned` shares, with distributed noise)."""
+def closed(
+    spec: FederationSpec,
+    *,
+    rounds: int,
+    size: int,
+    shares: int = 0,
+    planned: int = 1,
+    per_edge: int | None = None,
+) -> Ledger:
+    """`rounds` closed rounds of four hospitals (or `shares` of `planned` shares, with distributed noise),
+    behind edges of `per_edge` hospitals each (None: one edge)."""
     dp, ledger = spec.central_dp, Ledger()
     count = shares or 4
     std = dp.noise_multiplier * dp.clip_norm / math.sqrt(planned) if dp.distributed else None
     people = [hospital(i, share_std=std) for i in range(count)]
+    step = per_edge or count
+    sums = [people[i : i + step] for i in range(0, count, step)]
     for t in range(rounds):
         noise = round_noise(
             spec,
@@ -57,6 +68,7 @@ def closed(spec: FederationSpec, *, rounds: int, size: int, shares: int = 0, pla
             contributions=people,
             layout_size=size,
             shares_planned=planned,
+            sums=sums,
         )
         ledger = settle_round(
             spec,
@@ -152,17 +164,28 @@ def late_table() -> Table:
 
 def decryptor_table() -> Table:
     table = Table(
-        title="z = 1, 10 planned shares, 20 rounds (CKKS, delta 1e-5): public and against the cloud"
+        title="z = 1, 10 planned shares, 20 rounds (CKKS, delta 1e-5): public (a participating hospital "
+        "included) and against the cloud, which can decrypt each edge's sum alone"
     )
-    for column in ("shares arrived", "colluding", "public epsilon", "against the decrypting cloud"):
+    for column in ("shares arrived", "hospitals per edge", "colluding", "public", "against the cloud"):
         table.add_column(column, justify="right")
-    for shares, colluding in ((10, 0), (7, 0), (4, 0), (1, 0), (10, 3), (4, 3)):
+    for shares, per_edge, colluding in (
+        (10, 10, 0),
+        (10, 5, 0),
+        (10, 2, 0),
+        (7, 7, 0),
+        (4, 4, 0),
+        (1, 1, 0),
+        (10, 10, 3),
+        (10, 5, 3),
+    ):
         dp = CentralDPConfig(noise_multiplier=1.0, distributed=True, colluding_clients=colluding)
-        spec = FederationSpec(federation_id="f", central_dp=dp, rounds=20)
-        ledger = closed(spec, rounds=20, size=2306, shares=shares, planned=10)
+        spec = FederationSpec(federation_id="f", central_dp=dp, rounds=20, min_clients_per_edge=1)
+        ledger = closed(spec, rounds=20, size=2306, shares=shares, planned=10, per_edge=per_edge)
         figures = report(spec, ledger, layout_size=2306, rounds_closed=20)
         cloud = "unbounded" if figures.decryptor_epsilon is None else f"{figures.decryptor_epsilon:.1f}"
-        table.add_row(str(shares), str(colluding), f"{figures.central_epsilon:.1f}", cloud)
+        public = "unbounded" if figures.central_epsilon is None else f"{figures.central_epsilon:.1f}"
+        table.add_row(str(shares), str(per_edge), str(colluding), public, cloud)
     return table
 
 
