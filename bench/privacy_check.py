@@ -3,8 +3,9 @@
     .venv/bin/python bench/privacy_check.py runs/demo/report.json
 
 Client-level: Google's `dp_accounting` (RDP, and PLD for the exact figure) over the realised noise
-multipliers of the closed rounds; against the decrypting cloud, over the multipliers of the shares that
-arrived less the colluders' (Gaussian shares). Example-level: Opacus' RDP accountant (what hospitals run)
+multipliers of the closed rounds, less the noise share a participating hospital knows (distributed noise);
+against the decrypting cloud, over the shares of each round's smallest edge sum less the colluders'
+(Gaussian shares). Example-level: Opacus' RDP accountant (what hospitals run)
 over each hospital's histories of `(sigma, q, steps)` releases (its noisy count, DP-SGD, noisy held-out
 losses; the larger of the training and held-out parts), with `dp_accounting`'s on integer orders beside it
 for reference (its
@@ -63,6 +64,18 @@ def google_local(history: History, delta: float) -> float:
     return float(accountant.get_epsilon(delta))
 
 
+def public_multiplier(row: dict, colluding: int) -> float:
+    """A round's multiplier against a participating hospital: the released noise less the shares it (or the
+    colluders) know."""
+    if not row.get("distributed"):
+        return row["realised_noise_multiplier"]
+    sensitivity = row["sensitivity"]
+    released = row["realised_noise_multiplier"] * sensitivity
+    known = min(max(1, colluding), row["shares_arrived"])
+    share = row["share_std"] / row["clip_norm"]
+    return max(released**2 - known * share**2, 0.0) ** 0.5 / sensitivity
+
+
 def both_parts(row: dict, delta: float, accountant) -> float:
     """A hospital's epsilon: the larger of its training and held-out parts' (each example is in one)."""
     parts = [row["history"], row.get("held_out_history") or []]
@@ -77,9 +90,10 @@ def main(path: Path) -> int:
     for column in ("figure", "ledger", "dp_accounting", "Opacus", "PLD (exact)", "max rel. diff"):
         table.add_column(column, justify="right")
     worst = 0.0
+    colluding = privacy.get("colluding_clients", 0)
     multipliers: list[float] = []
     for row in privacy["central_rounds"]:
-        multipliers.append(row["realised_noise_multiplier"])
+        multipliers.append(public_multiplier(row, colluding))
         ledger = row["epsilon_after"]
         google = google_central(multipliers, row["mechanism"], delta)
         exact = google_central_exact(multipliers, delta) if row["mechanism"] == "gaussian" else None
@@ -93,17 +107,14 @@ def main(path: Path) -> int:
             f"{exact:.3f}" if exact is not None else "",
             f"{diff:.2%}",
         )
-    # Against the decrypting cloud: only the arrived shares the cloud and the colluders do not know.
-    colluding = privacy.get("colluding_clients", 0)
+    # Against the decrypting cloud: the shares of the smallest edge sum, less the colluders'.
     seen: list[float] = []
     for row in privacy["central_rounds"]:
         ledger = row.get("decryptor_epsilon_after")
         if ledger is None or row["mechanism"] != "gaussian":
             break
-        sensitivity = row["sensitivity"]
-        variance = (row["decryptor_noise_multiplier"] * sensitivity) ** 2
-        variance -= colluding * (row["share_std"] / row["clip_norm"]) ** 2
-        seen.append(max(variance, 0.0) ** 0.5 / sensitivity)
+        unknown = max(0, row["smallest_sum_shares"] - colluding)
+        seen.append(unknown**0.5 * row["share_std"] / row["clip_norm"] / row["sensitivity"])
         google = google_central(seen, "gaussian", delta)
         diff = abs(ledger - google) / google
         worst = max(worst, diff)

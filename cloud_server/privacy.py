@@ -121,7 +121,14 @@ def report(
         state=state,
         reason=reason,
         next_round_epsilon=upcoming,
-        planned_epsilon=planned_epsilon(spec, layout_size=layout_size),
+        # With distributed noise, rounds as many shares as the last one planned (the fewest possible before).
+        planned_epsilon=planned_epsilon(
+            spec,
+            layout_size=layout_size,
+            shares_planned=next(
+                (e.shares_planned for e in reversed(ledger.rounds) if e.shares_planned), None
+            ),
+        ),
         local_accountant="rdp",
         decryptor_epsilon=decryptor.epsilon(delta=dp.delta) if decryptor is not None and rounds else None,
         decryptor_unbounded=decryptor is None,

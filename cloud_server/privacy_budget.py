@@ -149,28 +149,35 @@ def next_epsilon(
     return projected.epsilon(delta=spec.central_dp.delta)
 
 
-def planned_epsilons(spec: FederationSpec, *, layout_size: int, rounds: int | None = None) -> list[float]:
+def planned_epsilons(
+    spec: FederationSpec, *, layout_size: int, rounds: int | None = None, shares_planned: int | None = None
+) -> list[float]:
     """The public epsilon after each of the first `rounds` (default: all planned) rounds as scheduled;
     empty without noise. It assumes no round fails (round `t` is the `t`-th closed) and that every round
     reaches as far as the spec allows: every late upload `late_uploads` accepts, at weight 1, encoding
-    included; so a federation with late uploads is charged for them whether or not they come."""
+    included; so a federation with late uploads is charged for them whether or not they come. With
+    distributed noise, rounds of `shares_planned` shares (None: the fewest a round can plan)."""
     dp = spec.central_dp
     if not dp.noisy:
         return []
     accountant = make_accountant(dp.accountant)
     epsilons = []
     for t in range(spec.rounds if rounds is None else rounds):
-        event = scheduled_event(spec, round_index=t, round_number=t, layout_size=layout_size)
+        event = scheduled_event(
+            spec, round_index=t, round_number=t, layout_size=layout_size, shares_planned=shares_planned
+        )
         if event is not None:
             accountant.compose(event)
         epsilons.append(accountant.epsilon(delta=dp.delta))
     return epsilons
 
 
-def planned_epsilon(spec: FederationSpec, *, layout_size: int, rounds: int | None = None) -> float | None:
+def planned_epsilon(
+    spec: FederationSpec, *, layout_size: int, rounds: int | None = None, shares_planned: int | None = None
+) -> float | None:
     """The public epsilon after `rounds` (default: all planned) rounds as scheduled (`planned_epsilons`);
     None without noise."""
-    epsilons = planned_epsilons(spec, layout_size=layout_size, rounds=rounds)
+    epsilons = planned_epsilons(spec, layout_size=layout_size, rounds=rounds, shares_planned=shares_planned)
     return epsilons[-1] if epsilons else None
 
 
