@@ -12,7 +12,7 @@ from client_agent.data import Dataset
 from client_agent.releases import COUNT_ENTRY
 from protocol.crypto import CKKSParams, generate_scheme
 from protocol.messages import LocalSpend, NoiseShare, RoundPlan, Weighting
-from services.settings import ClientSettings
+from tests.hospitals import hospital_agent
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +21,7 @@ def scheme():
 
 
 def agent(tmp_path) -> ClientAgent:
-    settings = ClientSettings(
-        client_id="hosp-a",
-        federation_id="onco",
-        edge_id="edge-1",
-        cloud_url="http://127.0.0.1:1",
-        enrolment_token="enrol-token-0123456789abcdef",
-        state_dir=tmp_path / "state",
-    )
-    return ClientAgent(settings, model_path=tmp_path)
+    return hospital_agent(tmp_path)
 
 
 def plan(**overrides) -> RoundPlan:

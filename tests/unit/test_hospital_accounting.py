@@ -26,23 +26,16 @@ from client_agent.train import (
 from cloud_server.plans import signed
 from protocol.messages import LocalDPConfig, RoundPlan, TrainingConfig
 from services.identity import SigningKey
-from services.settings import ClientSettings
+from tests.hospitals import hospital_agent
 
 DELTA = 1e-5
 PLAN_KEY = SigningKey.generate()  # the federation's plan key: the curious cloud holds it
 
 
 def agent(tmp_path) -> ClientAgent:
-    settings = ClientSettings(
-        client_id="hosp-a",
-        federation_id="onco",
-        edge_id="edge-1",
-        cloud_url="https://cloud.example",
-        enrolment_token="enrol-token-0123456789abcdef",
-        state_dir=tmp_path / "state",
-        plan_public_key=PLAN_KEY.public_bytes.hex(),
+    return hospital_agent(
+        tmp_path, cloud_url="https://cloud.example", plan_public_key=PLAN_KEY.public_bytes.hex()
     )
-    return ClientAgent(settings, model_path=tmp_path)
 
 
 def plan(round_: int = 0, **overrides) -> RoundPlan:

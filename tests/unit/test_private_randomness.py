@@ -33,7 +33,7 @@ from protocol.messages import (
     RoundPlan,
     TrainingConfig,
 )
-from services.settings import ClientSettings
+from tests.hospitals import hospital_agent
 
 HIDDEN = 128
 ROUND = 3  # the public round number a seed used to come from
@@ -73,15 +73,7 @@ def plan_for(the_spec: FederationSpec) -> RoundPlan:
 
 
 def hospital(tmp_path, name: str, **settings) -> ClientAgent:
-    values = dict(
-        client_id="hosp-a",
-        federation_id="onco",
-        edge_id="edge-1",
-        cloud_url="http://127.0.0.1:1",
-        enrolment_token="enrol-token-0123456789abcdef",
-        state_dir=tmp_path / name,
-    )
-    return ClientAgent(ClientSettings(**(values | settings)), model_path=tmp_path)
+    return hospital_agent(tmp_path, state=name, **settings)
 
 
 def model_for(the_spec: FederationSpec, tokenizer) -> FFAClassifier:
