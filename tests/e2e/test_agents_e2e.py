@@ -97,9 +97,16 @@ def test_hospital_agents_run_a_private_fedrot_federation_and_the_ledger_checks_o
     for row in report.central_rounds:
         assert row.distributed and row.clients == 4 and row.top_up_std == 0.0
         assert row.realised_noise_multiplier == pytest.approx(1.0 / (1.0 + slack), rel=1e-9)
+    # Publicly, a participating hospital knows its own share (one of four): z sqrt(3 / 4) is unknown to it.
     google = dp_accounting.rdp.RdpAccountant()
-    google.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(1.0), 2))
+    public = math.sqrt(3 / 4) / (1.0 + slack)
+    google.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(public), 2))
     assert report.central_epsilon == pytest.approx(google.get_epsilon(1e-5), rel=0.01)
+    # Against the cloud, edge-1's sum alone: two of the four shares.
+    against_cloud = dp_accounting.rdp.RdpAccountant()
+    seen = math.sqrt(2 / 4) / (1.0 + slack)
+    against_cloud.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(seen), 2))
+    assert report.decryptor_epsilon == pytest.approx(against_cloud.get_epsilon(1e-5), rel=0.01)
     # Example-level: each hospital's two rounds, the ledger's figure against Opacus' accountant.
     assert sorted(c.client_id for c in report.clients) == sorted(HOSPITALS)
     for client in report.clients:
