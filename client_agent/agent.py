@@ -156,6 +156,22 @@ def load_hospital_data(settings: ClientSettings) -> Dataset:
     )
 
 
+@dataclass
+class _Session:
+    """What one run of the agent carries from round to round."""
+
+    spec: FederationSpec
+    scheme: HEScheme
+    cloud: Peer
+    edge: Peer
+    data: Dataset
+    released: int  # the public, noisy example count
+    model: FFAClassifier | None = None
+    features: Features | None = None
+    validation: Features | None = None
+    basis_digest: str | None = None  # of the basis installed in `model`; None: its seeded one
+
+
 class ClientAgent:
     def __init__(
         self,
@@ -484,15 +500,7 @@ class ClientAgent:
         cloud = Peer(cloud_url, give_up_after_s=3600.0)
         uploads = 0
         try:
-            await self.enrol(cloud, len(texts))
-            spec, scheme = await self.federation(cloud, len(texts))
-            released = self.public_count(len(texts))
-            edge_url = self.settings.edge_url or self.state.edge_url
-            edge = Peer(self.policy.check_peer_url(edge_url, field="edge_url"), give_up_after_s=600.0)
-            model: FFAClassifier | None = None
-            features: Features | None = None
-            validation: Features | None = None
-            basis_digest: str | None = None  # of the basis installed in `model`; None: its seeded one
+            session = await self._join(cloud, clean)
             while max_rounds is None or uploads < max_rounds:
                 try:
                     plan = await self.next_plan(cloud)
@@ -503,87 +511,110 @@ class ClientAgent:
                     raise
                 if plan is None:
                     continue
-                rank = plan.client_ranks.get(self.settings.client_id)
-                if rank is None:
-                    self._done(plan.round)
-                    continue
                 try:
-                    train_part, held_out, public = self.accept_plan(plan, clean, released)
+                    uploads += int(await self._round(session, plan))
                 except PlanRefusedError as e:
                     self._refused(plan, e)
                     continue
-                if model is None or model.rank != rank:
-                    model, basis_digest = self._build_model(spec, rank), None
-                    tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-                    features, validation = await asyncio.to_thread(
-                        self._encode, model, tokenizer, train_part, held_out, plan.training.max_seq_length
-                    )
-                assert features is not None
-                try:
-                    bases, digest = await self.basis(
-                        cloud, plan, spec, layout=model.layout, in_features=model.in_features()
-                    )
-                    start = await self.global_vector(cloud, plan, model.layout.size)
-                except PlanRefusedError as e:
-                    self._refused(plan, e)
-                    continue
-                if digest != basis_digest:
-                    if basis_digest is not None or plan.basis_version != spec.basis_version:
-                        # A re-based basis (seed 001's third stage), checked against the plan's digest.
-                        model.install_basis(bases)
-                        log.info(
-                            "switched to a broadcast basis",
-                            extra={"data": {"basis_version": plan.basis_version}},
-                        )
-                    basis_digest = digest
-                started = time.perf_counter()
-                try:
-                    # With a held-out split: the loss of the round's *starting* adapter on data never trained
-                    # on, released with DP before training moves the model.
-                    loss = (
-                        await asyncio.to_thread(
-                            self._held_out_loss, model, validation, start, plan, spec, public
-                        )
-                        if validation is not None
-                        else None
-                    )
-                    result = await asyncio.to_thread(self._train, model, features, start, plan, spec, public)
                 except LocalBudgetExhaustedError as e:
                     log.warning(
                         "stopped: local privacy budget reached",
                         extra={"round": plan.round, "data": {"why": str(e)}},
                     )
                     break
-                # Written before the upload: a crash after it must not drop these releases from the account.
-                self.state.save(self.state_path)
-                self.metrics.local_training.labels(self.fid).observe(time.perf_counter() - started)
-                spend = self._spend(plan, result)
-                if spend is not None:
-                    self.metrics.epsilon_spent.labels(self.fid, "example").set(spend.epsilon)
-                update = self.make_update(
-                    plan,
-                    scheme,
-                    result.delta,
-                    num_examples=public.train,
-                    spend=spend,
-                    validation=(loss, public.held_out) if loss is not None and public.held_out else None,
-                )
-                if await self.upload(edge, update):
-                    uploads += 1
-                    log.info(
-                        "uploaded",
-                        extra={
-                            "round": plan.round,
-                            "data": {
-                                "epsilon": spend.epsilon if spend else None,
-                                "bytes": len(update.ciphertext),
-                            },
-                        },
-                    )
                 self._done(plan.round)
         finally:
             await cloud.close()
         return uploads
+
+    async def _join(self, cloud: Peer, data: Dataset) -> _Session:
+        """Enrol (releasing the noisy count), check the federation against this hospital's policy and pin
+        its keys, and reach the edge: what every round then needs."""
+        await self.enrol(cloud, len(data))
+        spec, scheme = await self.federation(cloud, len(data))
+        edge_url = self.policy.check_peer_url(self.settings.edge_url or self.state.edge_url, field="edge_url")
+        return _Session(
+            spec=spec,
+            scheme=scheme,
+            cloud=cloud,
+            edge=Peer(edge_url, give_up_after_s=600.0),
+            data=data,
+            released=self.public_count(len(data)),
+        )
+
+    async def _round(self, session: _Session, plan: RoundPlan) -> bool:
+        """One round as `plan` asks it: check, train, release, upload. True if the edge holds the upload.
+        Raises `PlanRefusedError` (the round is skipped) or `LocalBudgetExhaustedError` (this hospital stops)."""
+        rank = plan.client_ranks.get(self.settings.client_id)
+        if rank is None:
+            return False
+        train_part, held_out, public = self.accept_plan(plan, session.data, session.released)
+        model = await self._model_for(session, plan, rank, train_part, held_out)
+        start = await self.global_vector(session.cloud, plan, model.layout.size)
+        assert session.features is not None
+        started = time.perf_counter()
+        # With a held-out split: the loss of the round's *starting* adapter on data never trained on,
+        # released with DP before training moves the model.
+        loss = (
+            await asyncio.to_thread(
+                self._held_out_loss, model, session.validation, start, plan, session.spec, public
+            )
+            if session.validation is not None
+            else None
+        )
+        result = await asyncio.to_thread(
+            self._train, model, session.features, start, plan, session.spec, public
+        )
+        # Written before the upload: a crash after it must not drop these releases from the account.
+        self.state.save(self.state_path)
+        self.metrics.local_training.labels(self.fid).observe(time.perf_counter() - started)
+        spend = self._spend(plan, result)
+        if spend is not None:
+            self.metrics.epsilon_spent.labels(self.fid, "example").set(spend.epsilon)
+        update = self.make_update(
+            plan,
+            session.scheme,
+            result.delta,
+            num_examples=public.train,
+            spend=spend,
+            validation=(loss, public.held_out) if loss is not None and public.held_out else None,
+        )
+        held = await self.upload(session.edge, update)
+        if held:
+            log.info(
+                "uploaded",
+                extra={
+                    "round": plan.round,
+                    "data": {"epsilon": spend.epsilon if spend else None, "bytes": len(update.ciphertext)},
+                },
+            )
+        return held
+
+    async def _model_for(
+        self, session: _Session, plan: RoundPlan, rank: int, train: Dataset, held_out: Dataset | None
+    ) -> FFAClassifier:
+        """The model at `rank` with the plan's basis installed, its inputs encoded once per model. A basis
+        that is not the plan's digest raises `PlanRefusedError`."""
+        model = session.model
+        if model is None or model.rank != rank:
+            model = session.model = self._build_model(session.spec, rank)
+            session.basis_digest = None
+            tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+            session.features, session.validation = await asyncio.to_thread(
+                self._encode, model, tokenizer, train, held_out, plan.training.max_seq_length
+            )
+        bases, digest = await self.basis(
+            session.cloud, plan, session.spec, layout=model.layout, in_features=model.in_features()
+        )
+        if digest != session.basis_digest:
+            if session.basis_digest is not None or plan.basis_version != session.spec.basis_version:
+                # A re-based basis (seed 001's third stage), checked against the plan's digest.
+                model.install_basis(bases)
+                log.info(
+                    "switched to a broadcast basis", extra={"data": {"basis_version": plan.basis_version}}
+                )
+            session.basis_digest = digest
+        return model
 
     def _refused(self, plan: RoundPlan, error: PlanRefusedError) -> None:
         """Skip `plan`'s round: no training, no upload; the next plan is awaited as usual."""
