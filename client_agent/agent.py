@@ -147,6 +147,8 @@ def held_out_split(dataset: Dataset, fraction: float | None, key: bytes) -> tupl
 
 
 def load_hospital_data(settings: ClientSettings) -> Dataset:
+    """The hospital's data: its file (labels as written, mapped to the federation's classes by
+    `labelled_for`) or its share of a bundled task (whose classes the task fixes)."""
     if settings.data_file is not None:
         return load_file(settings.data_file)
     if settings.task is None or settings.partition is None:
@@ -154,6 +156,23 @@ def load_hospital_data(settings: ClientSettings) -> Dataset:
     return hospital_share(
         settings.task, Share.parse(settings.partition), max_train_examples=settings.max_train_examples
     )
+
+
+def labelled_for(dataset: Dataset, spec: FederationSpec) -> Dataset:
+    """`dataset` with its labels mapped to the federation's classes by name (`spec.label_names`, or
+    `0 .. num_labels - 1`). The mapping depends on each record alone: a file's own class list (the distinct
+    labels its rows hold) would change every other record's label when one record is added or removed.
+    Raises `AgentError` naming any label the federation does not have."""
+    names = spec.label_names or tuple(str(i) for i in range(spec.num_labels))
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({dataset.label_names[label] for label in dataset.labels} - set(index))
+    if unknown:
+        raise AgentError(
+            f"the data holds labels {unknown[:10]} that federation {spec.federation_id!r} does not have; its "
+            f"classes are {list(names)[:10]} (spec.label_names, or 0 .. num_labels - 1)"
+        )
+    labels = [index[dataset.label_names[label]] for label in dataset.labels]
+    return Dataset(dataset.texts, labels, tuple(names), dataset.name, dataset.meta)
 
 
 @dataclass
@@ -186,7 +205,18 @@ class ClientAgent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.state_dir / "state.json"
         self.state = AgentState.load(self.state_path)
-        self.key = SigningKey.load_or_create(self.state_dir / "signing-key.bin")
+        key_path = self.state_dir / "signing-key.bin"
+        if key_path.exists() and not self.state_path.exists():
+            # The key says this hospital has taken part; without its state it would draw its count again
+            # and start its privacy histories from zero, on data that has already spent budget.
+            raise AgentError(
+                f"{self.state_dir} holds this hospital's key but not its state.json: its privacy history is "
+                "lost. Restore state.json from a backup; a fresh state folder is a new hospital (new key, new "
+                "client id) for a federation whose budget this data has not spent"
+            )
+        self.key = SigningKey.load_or_create(key_path)
+        if not self.state_path.exists():
+            self.state.save(self.state_path)
         self.model_path = model_path or settings.model_path or default_model_path()
         self.fid = settings.federation_id
         self.policy = HospitalPolicy.from_settings(settings)
@@ -532,6 +562,8 @@ class ClientAgent:
         its keys, and reach the edge: what every round then needs."""
         await self.enrol(cloud, len(data))
         spec, scheme = await self.federation(cloud, len(data))
+        if self.settings.data_file is not None:
+            data = labelled_for(data, spec)
         edge_url = self.policy.check_peer_url(self.settings.edge_url or self.state.edge_url, field="edge_url")
         return _Session(
             spec=spec,
@@ -777,14 +809,23 @@ class ClientAgent:
             progress=False,
             dp=settings,
         )
-        result = train_local(
-            model, features, global_vector=start, config=config, history=history, public_examples=public.train
-        )
+        try:
+            result = train_local(
+                model,
+                features,
+                global_vector=start,
+                config=config,
+                history=history,
+                public_examples=public.train,
+            )
+        finally:
+            # The steps that ran are spent even if training failed part-way.
+            self.state.privacy = list(history.entries)
+            self.state.save(self.state_path)
         if spec.strategy is Strategy.FEDROT:
             # Rotate the trained factors toward the global ones before the delta is taken (B A unchanged).
             model.align_to(start, round_index=plan.round)
             result = dataclasses.replace(result, delta=model.delta_from(start))
-        self.state.privacy = list(history.entries)
         return result
 
 

@@ -296,18 +296,24 @@ def train_local(
         counted = public_examples if public_examples is not None else len(train)
         rate = sample_rate_for(counted, config.batch_size)
         sigma = noise_multiplier_for(config.dp, sample_rate=rate, steps_per_round=config.steps)
-        _dp_steps(
-            model,
-            optimizer,
-            dataset,
-            config,
-            sample_rate=rate,
-            sigma=sigma,
-            expected_batch=counted * rate,
-            sampling=sampling,
-            noise=noise,
-        )
-        history.entries[:] = appended(history.entries, (sigma, rate, config.steps))
+        count = StepCount()
+        try:
+            _dp_steps(
+                model,
+                optimizer,
+                dataset,
+                config,
+                sample_rate=rate,
+                sigma=sigma,
+                expected_batch=counted * rate,
+                sampling=sampling,
+                noise=noise,
+                count=count,
+            )
+        finally:
+            # Every step that ran is spent, even if a later one failed.
+            if count.done:
+                history.entries[:] = appended(history.entries, (sigma, rate, count.done))
         epsilon = epsilon_of(history.entries, delta=config.dp.delta, accountant=config.dp.accountant)
     seconds = time.perf_counter() - started
     loss_after, acc_after = evaluate(model, held_out, batch_size=config.eval_batch_size)
@@ -337,6 +343,7 @@ def _dp_steps(
     expected_batch: float,
     sampling: torch.Generator,
     noise: torch.Generator,
+    count: StepCount,
 ) -> None:
     """`config.steps` DP-SGD steps with Opacus' parts wired by hand, so that both random sources are ours:
     per-example gradients (hooks), a Poisson loader on `sampling`, clipping and Gaussian noise on `noise`.
@@ -360,10 +367,17 @@ def _dp_steps(
         )
         loader = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling)
         try:
-            _run_steps(gs_model, dp_optimizer, loader, config)
+            _run_steps(gs_model, dp_optimizer, loader, config, count=count)
         finally:
             # Unhook so that the next round can wrap the same model again.
             gs_model._close()
+
+
+@dataclass
+class StepCount:
+    """Steps taken so far: read after a failure too, so that the history holds every step that ran."""
+
+    done: int = 0
 
 
 def _run_steps(
@@ -373,24 +387,32 @@ def _run_steps(
     config: LocalConfig,
     *,
     clip_norm: float | None = None,
+    count: StepCount | None = None,
 ) -> None:
     model.train()
-    done = 0
+    count = count if count is not None else StepCount()
+    params = [p for p in model.parameters() if p.requires_grad]
     bar = tqdm(total=config.steps, desc="training", unit="step", disable=not config.progress, leave=False)
-    while done < config.steps:
+    while count.done < config.steps:
         for hidden, mask, labels in loader:
             optimizer.zero_grad(set_to_none=True)
-            # A Poisson batch may be empty; it is still a DP step (noise only), so it runs and is counted.
-            logits = model(hidden, mask)
-            loss = F.cross_entropy(logits, labels, reduction="sum") / max(1, labels.numel())
-            loss.backward()
-            if clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-            optimizer.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            done += 1
+            if labels.numel() == 0:
+                # An empty Poisson batch is still a DP step: no example, only the noise. The encoder cannot
+                # run on zero rows, so the per-example gradients are set empty by hand.
+                for p in params:
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
+                optimizer.step()
+            else:
+                logits = model(hidden, mask)
+                loss = F.cross_entropy(logits, labels, reduction="sum") / labels.numel()
+                loss.backward()
+                if clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                optimizer.step()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            count.done += 1
             bar.update(1)
-            if done >= config.steps:
+            if count.done >= config.steps:
                 break
     bar.close()
     model.eval()

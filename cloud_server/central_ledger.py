@@ -76,6 +76,9 @@ class RoundPrivacy(Record):
     share_std: float | None = Field(default=None, ge=0.0)
     # The shares in the smallest edge aggregate (what the cloud could decrypt alone); None in older entries.
     smallest_sum_shares: int | None = Field(default=None, ge=0)
+    # False for a round that failed with edge sums in the cloud's hands: nothing was published, so the
+    # public column skips it, but the cloud holds sums it can decrypt, so the column against it counts it.
+    released: bool = True
 
 
 class Ledger(Record):
@@ -192,6 +195,8 @@ def compose(
     decrypting cloud) a sum without noise, which leaves the epsilon unbounded."""
     accountant = make_accountant(spec.central_dp.accountant)
     for entry in ledger.rounds:
+        if against == "public" and not entry.released:
+            continue
         event = entry_event(
             spec,
             current_entry(spec, entry, layout_size=layout_size),

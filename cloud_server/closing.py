@@ -21,7 +21,7 @@ from datetime import datetime
 import numpy as np
 
 from cloud_server.aggregation import Aggregated, LateGroup, RoundNoise, aggregate, round_noise
-from cloud_server.central_ledger import Ledger
+from cloud_server.central_ledger import Ledger, entry_for
 from cloud_server.convergence import converged, round_validation_loss
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
@@ -165,7 +165,7 @@ class RoundCloser:
                 ledger = Ledger.model_validate_json(raw_ledger) if raw_ledger else Ledger()
                 over = overspend(spec, ledger, round_=round_, noise=noise, layout_size=layout.size)
             if over is not None:
-                await self.fail(fid, round_, now, reason=over, forwarded=headers, exhausted=True)
+                await self.fail(fid, round_, now, reason=over, forwarded=headers, exhausted=True, held=noise)
                 return
             # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it.
             scheme = await self._federations.secret_scheme(fid)
@@ -189,7 +189,7 @@ class RoundCloser:
                 raise
             except CryptoError as e:
                 reason = f"the sum of {len(headers)} edge aggregates did not decrypt: {e}"
-                await self.fail(fid, round_, now, reason=reason, forwarded=headers)
+                await self.fail(fid, round_, now, reason=reason, forwarded=headers, held=noise)
                 return
             self._telemetry.decrypted(scheme.kind.value, result.decrypt_s)
             metrics = {
@@ -492,14 +492,18 @@ class RoundCloser:
         reason: str,
         forwarded: Mapping[str, StoredAggregate] | None = None,
         exhausted: bool = False,
+        held: RoundNoise | None = None,
     ) -> None:
         """Mark `round_` failed and open the next round from the same adapter, unless it is already over;
         `exhausted`: the round would have passed the privacy budget, so the federation ends instead
-        (`budget_exhausted`, with `reason` on the record and the round), in the same transaction."""
+        (`budget_exhausted`, with `reason` on the record and the round), in the same transaction. `held`:
+        the noise on the edge sums the cloud received; with distributed noise the ledger charges them to the
+        column against the decrypting cloud (it can decrypt them, released or not)."""
         spec = await self._federations.spec(fid)
         clients = await self._enrolment.clients(fid, with_stats=False)
         record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
         next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]
+        ledger_key = keyspace.fed_privacy(fid)
         seen = await self._federations.record(fid)
         signer = await self._federations.plan_signer(fid)
         vector_digest = await self._federations.adapter_sha256(fid, seen.adapter_version)
@@ -515,9 +519,15 @@ class RoundCloser:
             failed = ended(with_progress(status, forwarded or {}), RoundState.FAILED, now).model_copy(
                 update={"failure": reason[:2000]}
             )
+            charged: dict[str, bytes | None] = {}
+            if held is not None and held.distributed:
+                raw = current[ledger_key]
+                ledger = Ledger.model_validate_json(raw) if raw else Ledger()
+                entry = entry_for(round_, held, [], 0.0).model_copy(update={"released": False})
+                charged[ledger_key] = Ledger(rounds=(*ledger.rounds, entry)).dump()
             if exhausted:
                 stop = {"state": FederationState.BUDGET_EXHAUSTED, "reason": reason[:2000]}
-                return {
+                return charged | {
                     status_key: failed.model_copy(update={"stop_reason": reason[:2000]})
                     .model_dump_json()
                     .encode(),
@@ -536,14 +546,14 @@ class RoundCloser:
                 vector_sha256=vector_digest,
                 basis_sha256=basis_digest,
             )
-            return {
+            return charged | {
                 status_key: failed.model_dump_json().encode(),
                 next_keys[0]: signed(plan, signer).model_dump_json().encode(),
                 next_keys[1]: opened.model_dump_json().encode(),
                 record_key: record.model_copy(update={"current_round": round_ + 1}).dump(),
             }
 
-        if await self._store.transaction([record_key, status_key, *next_keys], commit):
+        if await self._store.transaction([record_key, status_key, ledger_key, *next_keys], commit):
             self._board.publish(fid)
             await self._telemetry.round_ended(fid, round_)
             what = "privacy budget exhausted: federation stopped" if exhausted else "round failed"

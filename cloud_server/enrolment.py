@@ -80,6 +80,14 @@ class EnrolmentService:
                 raise ConflictError(
                     f"client {request.client_id!r} is enrolled with another public key", field="public_key"
                 )
+            if existing.num_examples != request.num_examples:
+                # A hospital releases its noisy count once; another one means it drew again (its state folder
+                # was lost), a second release of its data the federation would not see charged.
+                raise ConflictError(
+                    f"client {request.client_id!r} enrolled with {existing.num_examples} examples, not "
+                    f"{request.num_examples}: a hospital's count is released once; restore its state folder",
+                    field="num_examples",
+                )
             updated = info.model_copy(update={"enrolled_at": existing.enrolled_at})
             await self._store.hset(key, request.client_id, updated.model_dump_json().encode())
         token = await self._issue_token(fid, Role.CLIENT, request.client_id)

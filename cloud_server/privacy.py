@@ -19,7 +19,6 @@ the history it sends with its next upload.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import defaultdict
 from functools import lru_cache, partial
@@ -91,7 +90,7 @@ def report(
                 ahead(decryptor, against="decrypting_cloud", shares_planned=shares_planned)
             )
     rows: dict[str, list[ClientRoundPrivacy]] = defaultdict(list)
-    latest: dict[str, LocalSpend] = {}
+    spends: dict[str, list[LocalSpend]] = defaultdict(list)
     for entry in ledger.rounds:
         for cid, spend in sorted(entry.local.items()):
             last = spend.history[-1] if spend.history else None
@@ -108,8 +107,14 @@ def report(
                     held_out_history=spend.held_out_history,
                 )
             )
-            latest[cid] = spend
-    clients = tuple(_client(spec, cid, rows[cid], latest[cid]) for cid in sorted(rows))
+            spends[cid].append(spend)
+    clients = tuple(_client(spec, cid, rows[cid], spends[cid]) for cid in sorted(rows))
+    # With distributed noise: rounds of as many shares as the last one planned (the fewest possible before).
+    planned = planned_epsilon(
+        spec,
+        layout_size=layout_size,
+        shares_planned=next((e.shares_planned for e in reversed(ledger.rounds) if e.shares_planned), None),
+    )
     return PrivacyReport(
         federation_id=spec.federation_id,
         delta=dp.delta,
@@ -121,14 +126,7 @@ def report(
         state=state,
         reason=reason,
         next_round_epsilon=upcoming,
-        # With distributed noise, rounds as many shares as the last one planned (the fewest possible before).
-        planned_epsilon=planned_epsilon(
-            spec,
-            layout_size=layout_size,
-            shares_planned=next(
-                (e.shares_planned for e in reversed(ledger.rounds) if e.shares_planned), None
-            ),
-        ),
+        planned_epsilon=_finite(planned) if planned is not None else None,
         local_accountant="rdp",
         decryptor_epsilon=decryptor.epsilon(delta=dp.delta) if decryptor is not None and rounds else None,
         decryptor_unbounded=decryptor is None,
@@ -138,22 +136,52 @@ def report(
     )
 
 
+History = tuple[tuple[float, float, int], ...]
+
+
+def extends(new: History, old: History) -> bool:
+    """Whether `new` is `old` with more releases after it (its last entry's steps may have grown, as
+    consecutive steps of one mechanism merge)."""
+    if not old:
+        return True
+    cut = len(old) - 1
+    if len(new) < len(old) or tuple(new[:cut]) != tuple(old[:cut]):
+        return False
+    return tuple(new[cut][:2]) == tuple(old[cut][:2]) and new[cut][2] >= old[cut][2]
+
+
+def composed(histories: list[History]) -> tuple[History, bool]:
+    """Everything a sequence of reported histories shows was released: a history that extends the one
+    before it replaces it; one that does not (a state folder lost or restored from a backup, a stale line)
+    adds to it, since both sets of releases happened. Also whether any did not extend."""
+    spent: list[History] = []
+    broken = False
+    for history in histories:
+        if spent and extends(history, spent[-1]):
+            spent[-1] = history
+        elif history:
+            broken = broken or bool(spent)
+            spent.append(history)
+    return tuple(entry for part in spent for entry in part), broken
+
+
 def _client(
-    spec: FederationSpec, cid: str, rows: list[ClientRoundPrivacy], latest: LocalSpend
+    spec: FederationSpec, cid: str, rows: list[ClientRoundPrivacy], spends: list[LocalSpend]
 ) -> ClientPrivacy:
-    """A hospital's example-level figure: the largest any of its rounds showed. Spending never shrinks, so a
-    later history that accounts for less (a state folder restored from a backup, an edge that forwarded an
-    old line) does not lower it; it is flagged instead."""
-    epsilons = [r.local_epsilon for r in rows if r.local_epsilon is not None]
-    regressed = any(later < earlier for earlier, later in itertools.pairwise(epsilons))
+    """A hospital's example-level figure over every round it reported: each part's histories composed
+    (`composed`), the larger part's epsilon. A history that does not extend the one before it is flagged
+    (`history_regressed`) and counted beside it, never instead of it."""
+    latest = spends[-1]
+    train, broken_train = composed([s.history for s in spends])
+    held_out, broken_held_out = composed([s.held_out_history for s in spends])
     return ClientPrivacy(
         client_id=cid,
-        local_epsilon=max(epsilons) if epsilons else None,
+        local_epsilon=max(history_epsilon(train, latest.delta), history_epsilon(held_out, latest.delta)),
         reported_epsilon=latest.epsilon,
         local_budget=latest.budget or spec.local_dp.epsilon,
         local_delta=latest.delta,
         rounds=tuple(rows),
-        history_regressed=regressed,
+        history_regressed=broken_train or broken_held_out,
     )
 
 
@@ -168,7 +196,8 @@ def _central_rounds(
     rounds = []
     for stored in ledger.rounds:
         entry = current_entry(spec, stored, layout_size=layout_size)
-        public = _composed(spec, public, entry, layout_size=layout_size, against="public")
+        if entry.released:
+            public = _composed(spec, public, entry, layout_size=layout_size, against="public")
         decryptor = _composed(spec, decryptor, entry, layout_size=layout_size, against="decrypting_cloud")
         fields = entry.model_dump(exclude={"local", "epsilon_after"})
         rounds.append(

@@ -101,7 +101,9 @@ def scheduled_event(
     noise = schedule_multiplier(dp, round_index=round_index, rounds=spec.rounds)
     planned = shares_planned if shares_planned is not None else shares_for(dp, spec.min_clients_per_edge)
     if against == "decrypting_cloud":
-        if not dp.distributed:
+        # The more shares a round plans, the smaller each is, and the cloud can decrypt an edge's sum of
+        # `k` of them alone: with the count unknown, nothing bounds it.
+        if not dp.distributed or shares_planned is None:
             return None
         counted = spec.min_clients_per_edge - dp.colluding_clients
         if counted <= 0:
@@ -160,15 +162,17 @@ def planned_epsilons(
     dp = spec.central_dp
     if not dp.noisy:
         return []
-    accountant = make_accountant(dp.accountant)
+    accountant: Accountant | None = make_accountant(dp.accountant)
     epsilons = []
     for t in range(spec.rounds if rounds is None else rounds):
         event = scheduled_event(
             spec, round_index=t, round_number=t, layout_size=layout_size, shares_planned=shares_planned
         )
-        if event is not None:
+        if event is None:
+            accountant = None  # a round no noise hides from the column: nothing bounds it any more
+        elif accountant is not None:
             accountant.compose(event)
-        epsilons.append(accountant.epsilon(delta=dp.delta))
+        epsilons.append(accountant.epsilon(delta=dp.delta) if accountant is not None else math.inf)
     return epsilons
 
 
@@ -182,9 +186,10 @@ def planned_epsilon(
 
 
 def check_budget(spec: FederationSpec, *, layout_size: int) -> None:
-    """Refuse a spec whose first round alone would spend more than its central budget. Against the decrypting
-    cloud the planned shares are not known before hospitals enrol; the public figure is a lower bound of
-    it (the cloud sees at most the released noise), so a spec refused here could never run a round."""
+    """Refuse a spec whose first round alone would spend more than its central budget, on the public figure
+    with the fewest shares a round can plan (the most a participating hospital can know). The shares are not
+    known before hospitals enrol, so the column against the decrypting cloud is checked when the federation
+    starts (`first_round_overspend`)."""
     budget = spec.central_dp.epsilon_budget
     if budget is None:
         return
@@ -197,8 +202,40 @@ def check_budget(spec: FederationSpec, *, layout_size: int) -> None:
             f"central_dp.epsilon_budget {budget} is below what the first round spends ({first:.4g}) with "
             f"noise_multiplier {spec.central_dp.noise_multiplier}: raise the noise or the budget",
             field="central_dp.epsilon_budget",
-            detail={"first_round_epsilon": first},
+            detail={"first_round_epsilon": first if math.isfinite(first) else None},
         )
+
+
+def first_round_overspend(
+    spec: FederationSpec, *, layout_size: int, shares_planned: int | None
+) -> str | None:
+    """Why a federation must not start: its first round, with the shares its plan asks for, could already
+    take the budgeted epsilon past the budget (the cloud holds every edge sum it receives, released or not,
+    so this is checked before any hospital trains). None when it may start."""
+    dp = spec.central_dp
+    budget = dp.epsilon_budget
+    if budget is None:
+        return None
+    event = scheduled_event(
+        spec,
+        round_index=0,
+        round_number=0,
+        layout_size=layout_size,
+        against=dp.budget_against,
+        shares_planned=shares_planned,
+    )
+    if event is None:
+        first = math.inf
+    else:
+        accountant = make_accountant(dp.accountant)
+        accountant.compose(event)
+        first = accountant.epsilon(delta=dp.delta)
+    if first <= budget:
+        return None
+    return (
+        f"the first round could bring {figure_name(spec, dp.budget_against)} to {_figure(first)} with "
+        f"{shares_planned} planned noise shares, above the budget {budget:g}: raise the noise or the budget"
+    )
 
 
 def figure_name(spec: FederationSpec, against: Column) -> str:

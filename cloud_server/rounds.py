@@ -30,6 +30,7 @@ from cloud_server.errors import (
 from cloud_server.federations import FederationService
 from cloud_server.manifests import check_late, check_manifest
 from cloud_server.plans import PlanBoard, open_round, signed, wait_for
+from cloud_server.privacy_budget import first_round_overspend
 from cloud_server.records import (
     FINAL_ROUND_STATES,
     FederationRecord,
@@ -150,6 +151,15 @@ class RoundService:
             vector_sha256=await self._federations.adapter_sha256(fid, record.adapter_version),
             basis_sha256=await self._federations.basis_sha256(fid, record.basis(spec)),
         )
+        # The cloud holds every edge sum it receives, released or not: a first round that could pass the
+        # budget must not be planned at all.
+        overspend = first_round_overspend(
+            spec,
+            layout_size=record.layout_size,
+            shares_planned=plan.noise_share.clients if plan.noise_share is not None else None,
+        )
+        if overspend is not None:
+            raise ConflictError(overspend, field="central_dp.epsilon_budget")
         plan = signed(plan, await self._federations.plan_signer(fid))
         record_key = keyspace.fed_state(fid)
 

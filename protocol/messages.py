@@ -351,6 +351,12 @@ class FederationSpec(Message):
     federation_id: Identifier
     base_model: str = Field(default="sentence-transformers/all-MiniLM-L6-v2", min_length=1, max_length=256)
     num_labels: int = Field(default=2, ge=2, le=10_000)
+    label_names: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="the classes in order (label i is label_names[i]); a hospital's data file maps its labels "
+        "by these names, never by which labels its rows happen to hold. None: the labels 0 .. num_labels - 1",
+    )
     target_modules: tuple[str, ...] = ("query", "value")
     layers_to_transform: tuple[int, ...] | None = None
     r_max: int = Field(default=8, ge=1, le=MAX_R)
@@ -394,6 +400,11 @@ class FederationSpec(Message):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> FederationSpec:
+        names = self.label_names
+        if names is not None and (len(names) != self.num_labels or len(set(names)) != len(names)):
+            raise ValueError(
+                f"label_names must name {self.num_labels} distinct classes (num_labels), got {list(names)}"
+            )
         if self.upload_deadline_s > self.round_deadline_s:
             raise ValueError(
                 f"upload_deadline_s ({self.upload_deadline_s}) must not exceed round_deadline_s "
@@ -846,8 +857,8 @@ class ClientPrivacy(BaseModel):
     local_delta: float | None = Field(default=None, gt=0.0, lt=1.0)
     history_regressed: bool = Field(
         default=False,
-        description="a later round's history accounted for less than an earlier one's (a state folder "
-        "restored from a backup, a stale manifest line); local_epsilon keeps the largest",
+        description="a later round's history did not extend an earlier one's (a state folder lost or restored "
+        "from a backup, a stale manifest line); local_epsilon composes both",
     )
 
 
@@ -902,6 +913,11 @@ class CentralRoundPrivacy(BaseModel):
         ge=0,
         description="distributed noise: the shares inside the smallest edge aggregate, which the cloud could "
         "decrypt on its own (what the column against it counts)",
+    )
+    released: bool = Field(
+        default=True,
+        description="false: the round failed with edge sums in the cloud's hands; nothing was published, but "
+        "the column against the decrypting cloud counts what it holds",
     )
     decryptor_epsilon_after: float | None = Field(
         default=None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import dp_accounting
 import numpy as np
 import pytest
 
@@ -206,11 +207,12 @@ async def test_the_column_against_the_cloud_holds_for_what_it_can_decrypt_alone(
 
 
 # -- 4. a hospital's history that goes backwards ----------------------------------------------------------
-async def test_a_hospitals_epsilon_never_falls_when_a_later_history_is_shorter() -> None:
+async def test_a_hospitals_histories_that_do_not_extend_each_other_compose() -> None:
     """The ledger recomputes a hospital's example-level epsilon from each round's manifest line. An honest
     edge forwards a shorter history after the hospital's state folder was restored from a backup (and a
     malicious one can write any history there). Round 0 reports 4,000 DP-SGD steps, round 1 a history of one
-    count release: the ledger keeps the larger figure and flags the regression (it showed the smaller)."""
+    count release: the ledger composes both (they both happened) and flags the history that did not extend
+    the one before (it showed the smaller)."""
     rng = np.random.default_rng(4)
     count = (10.0, 1.0, 1)
     long_history = (count, (0.8, 0.02, 4000))
@@ -234,7 +236,14 @@ async def test_a_hospitals_epsilon_never_falls_when_a_later_history_is_shorter()
     client = next(c for c in report.clients if c.client_id == "client-a")
     seen = [r.local_epsilon for r in client.rounds]
     assert seen[0] is not None and seen[1] is not None and seen[1] < seen[0]
-    assert client.local_epsilon == seen[0] and client.history_regressed
+    # Both sets of releases happened (the hospital drew its count again): they compose (dp_accounting).
+    both = dp_accounting.rdp.RdpAccountant()
+    count = dp_accounting.GaussianDpEvent(10.0)
+    both.compose(dp_accounting.SelfComposedDpEvent(count, 2))
+    sgd = dp_accounting.PoissonSampledDpEvent(0.02, dp_accounting.GaussianDpEvent(0.8))
+    both.compose(dp_accounting.SelfComposedDpEvent(sgd, 4000))
+    assert client.local_epsilon == pytest.approx(both.get_epsilon(DELTA), rel=0.01)
+    assert client.local_epsilon > seen[0] and client.history_regressed
 
 
 # -- 5. every hospital knows its own share of the released noise --------------------------------------------
