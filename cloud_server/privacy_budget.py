@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from cloud_server.aggregation import RoundNoise
 from cloud_server.central_ledger import Column, Ledger, compose, entry_for, epsilon_of, round_event
 from cloud_server.errors import UnprocessableError
-from protocol.messages import Contribution, FederationSpec, schedule_multiplier, shares_for
+from protocol.messages import Contribution, FederationSpec, schedule_multiplier
 from protocol.privacy import Accountant, PrivacyError, PrivacyEvent, make_accountant
 from protocol.sensitivity import worst_sensitivity
 
@@ -92,14 +92,18 @@ def scheduled_event(
 ) -> PrivacyEvent | None:
     """The accountant's view of a round before it runs: the `round_index`-th closed round's scheduled noise,
     against the worst case round `round_number` allows (every late upload the spec accepts, at weight 1;
-    encoding included). With distributed noise each of the `shares_planned` shares (None: unknown, the
-    fewest a round can plan, `shares_for(k)`) carries `1 / shares_planned` of the variance: the public
-    column counts the noise less what one hospital (or `colluding_clients`) knows; against the decrypting
-    cloud, the smallest sum it may hold alone, `min_clients_per_edge` shares, less the colluders'. None: no
-    bound."""
+    encoding included). With distributed noise each of the `shares_planned` shares carries
+    `1 / shares_planned` of the target variance, and a round releases at least the target (the cloud tops
+    up) or more (more shares arrived than planned, with a dropout margin). The public column counts what a
+    participating hospital (or `colluding_clients` of them) does not know, at the fewest shares a round
+    with another hospital in it can hold: `m = max(k, known + 1)`, so `(max(n', m) - known) / n'` of the
+    variance (unknown `n'`: the `m` that minimises it). Against the decrypting cloud, the smallest sum it
+    may hold alone, `k` shares, less the colluders' (unknown `n'`: unbounded). None: no bound."""
     dp = spec.central_dp
     noise = schedule_multiplier(dp, round_index=round_index, rounds=spec.rounds)
-    planned = shares_planned if shares_planned is not None else shares_for(dp, spec.min_clients_per_edge)
+    known = max(1, dp.colluding_clients)
+    fewest = max(spec.min_clients_per_edge, known + 1)
+    planned = shares_planned if shares_planned is not None else fewest
     if against == "decrypting_cloud":
         # The more shares a round plans, the smaller each is, and the cloud can decrypt an edge's sum of
         # `k` of them alone: with the count unknown, nothing bounds it.
@@ -110,10 +114,7 @@ def scheduled_event(
             return None
         noise *= math.sqrt(counted / planned)
     elif dp.distributed:
-        known = min(max(1, dp.colluding_clients), planned)
-        noise *= math.sqrt(max(0.0, 1.0 - known / planned))
-        if noise <= 0:
-            return None
+        noise *= math.sqrt((max(planned, fewest) - known) / planned)
     return round_event(
         spec,
         layout_size=layout_size,

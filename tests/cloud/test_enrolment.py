@@ -139,3 +139,22 @@ async def test_the_previous_admin_token_works_while_a_new_one_rolls_out() -> Non
         with_new = await cloud.http.get("/federations", headers=bearer(new))
         unknown = await cloud.http.get("/federations", headers=bearer("adm-unknown-Zx8Qw3Er5Ty7Ui"))
     assert (with_previous.status_code, with_new.status_code, unknown.status_code) == (200, 200, 401)
+
+
+async def test_a_client_re_enrolling_with_another_count_is_refused() -> None:
+    """A hospital releases its noisy example count once, at enrolment; a re-enrolment (same key) with
+    another count means it drew again (its state folder was lost): a second release nobody would charge."""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(), topology={"edge-1": ()})
+        url, token = "/federations/fed-1/clients", fed.created.client_enrolment_token
+        key = SigningKey.generate().public_bytes
+        first = ClientEnrolment(client_id="client-a", edge_id="edge-1", public_key=key, num_examples=412)
+
+        enrolled = await post_model(cloud.http, url, first, token=token)
+        same = await post_model(cloud.http, url, first, token=token)
+        redrawn = await post_model(
+            cloud.http, url, first.model_copy(update={"num_examples": 398}), token=token
+        )
+
+    assert enrolled.status_code == 201 and same.status_code == 200
+    assert redrawn.status_code == 409 and redrawn.json()["field"] == "num_examples"
