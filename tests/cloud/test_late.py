@@ -20,6 +20,21 @@ def deltas_for(rng: np.random.Generator, ids: tuple[str, ...]) -> dict[str, np.n
     return {cid: rng.normal(0.0, 0.01, LAYOUT_SIZE) for cid in ids}
 
 
+async def in_time(cloud, fed: Federation, round_: int, rng: np.random.Generator) -> None:
+    """Round `round_`'s sums, accepted: a and b at edge-1, e and f at edge-2 (c and d upload late, if at all)."""
+    for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
+        body = await fed.aggregate(cloud, edge_id, round_, deltas_for(rng, ids))
+        assert (await fed.post(cloud.http, body)).status_code == 202
+
+
+def google(multipliers: list[float], delta: float = 1e-5) -> float:
+    """Epsilon of Gaussian rounds of these multipliers, by dp_accounting's RDP accountant."""
+    accountant = rdp.RdpAccountant()
+    for m in multipliers:
+        accountant.compose(dp_event.GaussianDpEvent(m))
+    return float(accountant.get_epsilon(delta))
+
+
 async def test_a_late_bucket_is_weighted_by_decay_to_the_staleness_after_decryption() -> None:
     # Prepare: round 0 closes with a, b (edge-1) and e, f (edge-2); c and d upload for round 0 too late
     # and their bucket rides on edge-1's round-1 aggregate.
@@ -68,10 +83,7 @@ async def test_a_hospital_in_time_and_late_doubles_its_reach_in_the_ledger() -> 
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, spec, TOPOLOGY)
         await fed.start(cloud.http)
-        for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
-            assert (
-                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas_for(rng, ids)))
-            ).status_code == 202
+        await in_time(cloud, fed, 0, rng)
 
         # Execute
         fresh = deltas_for(rng, ("client-a", "client-b", "client-c"))
@@ -137,10 +149,7 @@ async def test_late_buckets_are_refused_when_not_allowed_too_late_or_counted_twi
             await on.aggregate(cloud, "edge-1", 1, fresh, late={0: deltas_for(rng, ("client-c",))}),
         )
         # Close round 1 and open round 2; then a bucket of round 0 is two rounds late.
-        for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
-            assert (
-                await on.post(cloud.http, await on.aggregate(cloud, edge_id, 1, deltas_for(rng, ids)))
-            ).status_code == 202
+        await in_time(cloud, on, 1, rng)
         too_late = await on.post(
             cloud.http,
             await on.aggregate(
@@ -180,12 +189,6 @@ async def test_with_late_uploads_the_budget_is_a_cap_the_ledger_never_passes() -
     # it, which charges it at (1 + DECAY) C and would bring the spend to 4.199.
     z, delta = 2.0, 1e-5
 
-    def google(multipliers: list[float]) -> float:
-        accountant = rdp.RdpAccountant()
-        for m in multipliers:
-            accountant.compose(dp_event.GaussianDpEvent(m))
-        return float(accountant.get_epsilon(delta))
-
     budget = 3.189
     assert google([z, z]) == pytest.approx(budget, abs=5e-4)
     assert google([z, z / (1 + DECAY)]) == pytest.approx(4.199, abs=1e-3)
@@ -195,10 +198,7 @@ async def test_with_late_uploads_the_budget_is_a_cap_the_ledger_never_passes() -
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, spec, TOPOLOGY)
         await fed.start(cloud.http)
-        for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
-            assert (
-                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas_for(rng, ids)))
-            ).status_code == 202
+        await in_time(cloud, fed, 0, rng)
 
         # Execute: client-c late for round 0 and in time for round 1, if round 1 is still open.
         fresh = deltas_for(rng, ("client-a", "client-b", "client-c"))
@@ -225,12 +225,6 @@ async def test_a_round_whose_late_uploads_would_pass_the_budget_is_not_decrypted
     # round 2 can hold a hospital fresh, one and two rounds late: (1 + 0.5 + 0.25) C, which does not fit.
     z, delta = 2.0, 1e-5
 
-    def google(multipliers: list[float]) -> float:
-        accountant = rdp.RdpAccountant()
-        for m in multipliers:
-            accountant.compose(dp_event.GaussianDpEvent(m))
-        return float(accountant.get_epsilon(delta))
-
     budget = (google([z, z / 1.5]) + google([z, z / 1.75])) / 2
     rng = np.random.default_rng(9)
     dp = CentralDPConfig(noise_multiplier=z, clip_norm=1.0, delta=delta, epsilon_budget=budget)
@@ -238,10 +232,7 @@ async def test_a_round_whose_late_uploads_would_pass_the_budget_is_not_decrypted
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, spec, TOPOLOGY)
         await fed.start(cloud.http)
-        for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
-            assert (
-                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas_for(rng, ids)))
-            ).status_code == 202
+        await in_time(cloud, fed, 0, rng)
         cloud.clock.advance(600)
         await cloud.tick()  # round 1: no edge forwards, it fails and round 2 opens
         assert (await cloud.status(fed.fid, 1)).state.value == "failed"

@@ -238,3 +238,12 @@ async def running_edge(
             if wait_for_round:
                 await until(lambda: edge.core.plan is not None, what="the edge to follow a plan")
             yield edge
+
+
+async def into_round_one(world: World, edge: Any) -> None:
+    """Round 0 closes at `edge` with hosp-a and hosp-b (forwarded once) and round 1 opens there."""
+    for cid in ("hosp-a", "hosp-b"):
+        assert (await edge.upload(world.update(world.hospitals[cid]))).status_code == 202
+    await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
+    await world.cloud.publish(world.plan(1))
+    await until(lambda: edge.core.plan is not None and edge.core.plan.round == 1, what="round 1")

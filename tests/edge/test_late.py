@@ -10,7 +10,7 @@ import pytest
 
 from protocol.messages import LateUploadConfig
 from services.identity import IdentityError, verify
-from tests.edge.harness import EID, World, running_edge, until
+from tests.edge.harness import EID, World, into_round_one, running_edge, until
 
 pytestmark = pytest.mark.anyio
 
@@ -26,11 +26,7 @@ async def test_late_uploads_are_bucketed_by_their_round_and_forwarded_with_the_n
     world = make_world(clients=5, k=2, quorum=0.4, late_uploads=LateUploadConfig(max_staleness=1, decay=0.5))
     h = world.hospitals
     async with running_edge(world) as edge:
-        for cid in ("hosp-a", "hosp-b"):
-            assert (await edge.upload(world.update(h[cid]))).status_code == 202
-        await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
-        await world.cloud.publish(world.plan(1))
-        await until(lambda: edge.core.plan is not None and edge.core.plan.round == 1, what="round 1")
+        await into_round_one(world, edge)
 
         # Execute
         late_c = await edge.upload(world.update(h["hosp-c"], round_=0))
@@ -78,11 +74,7 @@ async def test_a_bucket_below_k_is_dropped_and_uploads_too_late_are_refused(
     world = make_world(clients=4, k=2, quorum=0.5, late_uploads=LateUploadConfig(max_staleness=1))
     h = world.hospitals
     async with running_edge(world) as edge:
-        for cid in ("hosp-a", "hosp-b"):
-            assert (await edge.upload(world.update(h[cid]))).status_code == 202
-        await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
-        await world.cloud.publish(world.plan(1))
-        await until(lambda: edge.core.plan is not None and edge.core.plan.round == 1, what="round 1")
+        await into_round_one(world, edge)
 
         # Execute: c alone late for round 0 (a bucket of 1 < k); a and b in time for round 1.
         lone = await edge.upload(world.update(h["hosp-c"], round_=0))
@@ -108,11 +100,7 @@ async def test_without_late_uploads_an_upload_for_a_closed_round_is_refused(
     world = make_world(clients=3, k=2, quorum=0.6)
     h = world.hospitals
     async with running_edge(world) as edge:
-        for cid in ("hosp-a", "hosp-b"):
-            assert (await edge.upload(world.update(h[cid]))).status_code == 202
-        await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
-        await world.cloud.publish(world.plan(1))
-        await until(lambda: edge.core.plan is not None and edge.core.plan.round == 1, what="round 1")
+        await into_round_one(world, edge)
         late = await edge.upload(world.update(h["hosp-c"], round_=0))
 
     assert late.status_code == 409 and late.json()["code"] == "round_closed"

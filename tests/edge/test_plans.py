@@ -18,7 +18,7 @@ from protocol.messages import ClientInfo, LateUploadConfig, TrainingConfig
 from services.http import Peer
 from services.identity import SigningKey
 from services.settings import ClientSettings
-from tests.edge.harness import EID, FID, LENGTH, T0, World, running_edge, until
+from tests.edge.harness import EID, FID, LENGTH, T0, World, into_round_one, running_edge, until
 
 pytestmark = pytest.mark.anyio
 
@@ -71,11 +71,7 @@ async def test_the_forwarded_sums_carry_the_digests_of_their_plans_and_late_uplo
     world = make_world(clients=4, k=2, quorum=0.5, late_uploads=LateUploadConfig(max_staleness=1))
     h = world.hospitals
     async with running_edge(world) as edge:
-        for cid in ("hosp-a", "hosp-b"):
-            assert (await edge.upload(world.update(h[cid]))).status_code == 202
-        await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
-        await world.cloud.publish(world.plan(1))
-        await until(lambda: edge.core.plan is not None and edge.core.plan.round == 1, what="round 1")
+        await into_round_one(world, edge)
 
         # Execute
         late_c = await edge.upload(world.update(h["hosp-c"], round_=0))
