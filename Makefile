@@ -54,6 +54,7 @@ test-fast: install redis-server
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -71,7 +72,7 @@ bench: install
 
 # Every registered experiment in turn (`fedlora experiment --list`), each into runs/experiments/NAME.
 experiments: install
-	@for name in $$(OMP_NUM_THREADS=1 $(PY) -c "from services.experiments import EXPERIMENTS; print(' '.join(EXPERIMENTS))"); do \
+	@for name in $$(OMP_NUM_THREADS=1 $(PY) -c "from fedlora.experiments import EXPERIMENTS; print(' '.join(EXPERIMENTS))"); do \
 	  echo "== experiment $$name"; OMP_NUM_THREADS=1 $(VENV)/bin/fedlora experiment $$name || exit 1; done
 
 clean:

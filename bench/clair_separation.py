@@ -1,6 +1,6 @@
 """How CLAIR's flag rule separates honest from contaminated hospitals on real MiniLM updates.
 
-Ten hospitals of the `clair` experiment's federation (`services.experiments.robustness.ClairConfig`: IID,
+Ten hospitals of the `clair` experiment's federation (`fedlora.experiments.robustness.ClairConfig`: IID,
 200 snippets each, FFA-LoRA on MiniLM's last layer, 6 full-batch steps at lr 2) each train one round from
 adapter version 0, once on their own labels and once on flipped ones. The script prints, per hospital:
 
@@ -27,10 +27,10 @@ from transformers import AutoTokenizer
 
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.train import Features, LocalConfig, train_local
+from fedlora.experiments.robustness import ClairConfig
+from fedlora.simulation import encoded, hospital_names, prepared_data
+from fedlora.simulation_rounds import flipped, random_update
 from protocol.clair import DEFAULT_THRESHOLD, decompose
-from services.experiments.robustness import ClairConfig
-from services.simulation import encoded, hospital_names, prepared_data
-from services.simulation_rounds import flipped, random_update
 
 CONTAMINATED = (2, 7)
 

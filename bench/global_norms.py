@@ -1,6 +1,6 @@
 """How large an honest global adapter gets: the L2 norm after each round of the demo's federation.
 
-Runs the demo's federation (services/launcher.py `DemoConfig`: four hospitals behind two edges, FFA-LoRA
+Runs the demo's federation (fedlora/launcher.py `DemoConfig`: four hospitals behind two edges, FFA-LoRA
 rank 2 on `value` of MiniLM's last two layers, DP-SGD at epsilon 8, client-level noise z = 0.25 with C = 1,
 CKKS) through the simulation, which runs the tiers' own code, and prints each round's global norm beside
 the central noise's random walk `z C sqrt(d) / W * sqrt(rounds)` (`d` values, total weight `W`). The
@@ -22,8 +22,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-from services.launcher import DemoConfig
-from services.simulation import SimulationConfig, simulate
+from fedlora.launcher import DemoConfig
+from fedlora.simulation import SimulationConfig, simulate
 
 
 def main() -> None:

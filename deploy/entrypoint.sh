@@ -4,7 +4,7 @@
 #   cloud      python -m cloud_server      (port FEDLORA_PORT, default 8700)
 #   edge       python -m edge_aggregator   (port FEDLORA_PORT, default 8710)
 #   client     python -m client_agent      (a hospital's agent; serves nothing)
-#   bootstrap  python -m services.bootstrap (one-shot: create the federation, write its enrolment tokens)
+#   bootstrap  python -m fedlora.bootstrap (one-shot: create the federation, write its enrolment tokens)
 # Anything else runs as given, e.g. `fedlora status` or `fedlora spec validate /etc/fedlora/federation.yaml`.
 set -eu
 
@@ -13,7 +13,7 @@ case "$role" in
   cloud) module=cloud_server ;;
   edge) module=edge_aggregator ;;
   client) module=client_agent ;;
-  bootstrap) module=services.bootstrap ;;
+  bootstrap) module=fedlora.bootstrap ;;
   "")
     echo "usage: cloud | edge | client | bootstrap | COMMAND [ARGS...]" >&2
     exit 64

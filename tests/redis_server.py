@@ -14,9 +14,9 @@ from typing import Literal, Self
 import pytest
 import redis
 
-from services.launcher import free_port
-from services.redis_process import START_TIMEOUT_S, RedisMissingError, RedisProcess
-from services.redis_process import redis_binary as find_redis_binary
+from fedlora.launcher import free_port
+from fedlora.redis_process import START_TIMEOUT_S, RedisMissingError, RedisProcess
+from fedlora.redis_process import redis_binary as find_redis_binary
 
 
 def redis_binary() -> str:

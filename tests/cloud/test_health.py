@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.launcher import free_port
+from fedlora.launcher import free_port
 from services.store import RedisStore
 from tests.cloud.harness import post_model, running_cloud, small_spec
 

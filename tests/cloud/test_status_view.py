@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from fedlora.status_view import StatusError, fetch_status, status_tables
 from protocol.messages import CentralDPConfig
-from services.status_view import StatusError, fetch_status, status_tables
 from tests.cloud.harness import Federation, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio

@@ -275,7 +275,7 @@ class TestRedisStore(StoreContract):
         self.run(scenario())
 
     def test_unreachable_server_is_a_store_error(self):
-        from services.launcher import free_port
+        from fedlora.launcher import free_port
 
         async def scenario():
             store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", reconnect_attempts=1)

@@ -13,7 +13,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from client_agent.model import default_model_path
-from services.launcher import Cluster, Process, free_port
+from fedlora.launcher import Cluster, Process, free_port
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

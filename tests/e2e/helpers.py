@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from fedlora.launcher import Cluster
 from protocol.crypto import HEScheme, scheme_from_public
 from protocol.messages import (
     CentralDPConfig,
@@ -25,7 +26,6 @@ from protocol.messages import (
     RoundStatus,
 )
 from services.identity import SigningKey
-from services.launcher import Cluster
 from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
 
 FID = "e2e"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from fedlora.launcher import Cluster
 from protocol.messages import CentralDPConfig, PrivacyReport
-from services.launcher import Cluster
 from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
 from tests.e2e.helpers import FID, create_federation, make_spec, round_status, start_round
 
@@ -173,7 +173,7 @@ def test_status_watch_redraws_the_tables_until_interrupted(after_one_round, tmp_
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "status", "--watch", "--interval", "0.5"],
+            [sys.executable, "-m", "fedlora.cli", "status", "--watch", "--interval", "0.5"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.launcher import DemoConfig, free_port, run_demo
+from fedlora.launcher import DemoConfig, free_port, run_demo
 from tests.e2e.conftest import healthy, poll
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def redis_pids(folder: Path) -> list[int]:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "services.cli", *args]
+    return [sys.executable, "-m", "fedlora.cli", *args]
 
 
 def test_view_serves_the_rounds_of_a_finished_demo(tmp_path, tiny_model_dir) -> None:

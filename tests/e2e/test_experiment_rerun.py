@@ -13,10 +13,10 @@ from transformers import AutoTokenizer
 from client_agent.data import task_split
 from client_agent.model import AdapterSpec, FFAClassifier, load_encoder
 from client_agent.train import encode
-from services import simulation
-from services.experiments.paper_tables import TableConfig, run_table
-from services.experiments.paper_tables_report import read_config
-from services.simulation import SimulationConfig, encoded, federation_spec
+from fedlora import simulation
+from fedlora.experiments.paper_tables import TableConfig, run_table
+from fedlora.experiments.paper_tables_report import read_config
+from fedlora.simulation import SimulationConfig, encoded, federation_spec
 
 
 def _table(model_dir: Path) -> TableConfig:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant as GoogleRdpAccountant
 
-from services.simulation import SimulationConfig, SimulationError, simulate
+from fedlora.simulation import SimulationConfig, SimulationError, simulate
 
 B_SIZE = 2 * 32 * 2  # two modules' B
 A_SIZE = 2 * 2 * 32  # two modules' A, for the strategies that train it

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from services.simulation import SimulationConfig, simulate
+from fedlora.simulation import SimulationConfig, simulate
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from client_agent.errors import InsecurePeerError, PlanRefusedError, SpecRefusedError
 from client_agent.policy import HospitalPolicy, verify_plan
+from fedlora.launcher import DemoConfig
 from protocol.messages import FederationSpec, LocalDPConfig, Strategy, TrainingConfig
 from services.identity import SigningKey
-from services.launcher import DemoConfig
 from services.settings import ClientSettings
 
 REQUIRED = {

@@ -1,4 +1,4 @@
-"""`services.bootstrap` against a real cloud app (in-process, in-memory store): it creates the federation
+"""`fedlora.bootstrap` against a real cloud app (in-process, in-memory store): it creates the federation
 once, keeps the enrolment tokens where an edge and a hospital read them, and refuses what it cannot fix."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from protocol.messages import EdgeEnrolment
-from services.bootstrap import (
+from fedlora.bootstrap import (
     CLIENT_DIR,
     CONFIG_FILE,
     EDGE_DIR,
@@ -22,6 +21,7 @@ from services.bootstrap import (
     Outcome,
     bootstrap,
 )
+from protocol.messages import EdgeEnrolment
 from services.identity import SigningKey
 from services.settings import CONFIG_ENV, EdgeSettings
 from services.store import MemoryStore

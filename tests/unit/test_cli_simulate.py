@@ -3,7 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
+from fedlora.cli import app
 
 
 def _flat(text: str) -> str:

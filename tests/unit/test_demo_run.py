@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from services.demo_run import DemoRunFolder, RunFolderError
+from fedlora.demo_run import DemoRunFolder, RunFolderError
 from services.keys import load_kek
 from services.settings import CloudSettings
 

@@ -46,11 +46,11 @@ from pydantic import SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
 from client_agent.data.wheels import CACHE_ENV
+from fedlora import bootstrap
+from fedlora.cli import app as cli_app
+from fedlora.launcher import free_port
 from protocol.messages import FederationSpec
-from services import bootstrap
-from services.cli import app as cli_app
 from services.keys import KEK_ENV, KEK_FILE_ENV, KekError, load_kek
-from services.launcher import free_port
 from services.settings import (
     CONFIG_ENV,
     ClientSettings,
@@ -124,7 +124,7 @@ def test_entrypoint_roles_are_the_tiers():
         "cloud": "cloud_server",
         "edge": "edge_aggregator",
         "client": "client_agent",
-        "bootstrap": "services.bootstrap",
+        "bootstrap": "fedlora.bootstrap",
     }
 
 

@@ -10,23 +10,23 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from protocol.crypto import generate_scheme
-from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
-from services.cli import app
-from services.experiments import EXPERIMENTS
-from services.experiments.robustness import (
+from fedlora.cli import app
+from fedlora.experiments import EXPERIMENTS
+from fedlora.experiments.robustness import (
     ClairConfig,
     Detection,
     contaminated_count,
     detection,
     pooled,
 )
-from services.experiments.robustness import summarise as clair_summary
-from services.experiments.secagg import SecAggConfig, run_secagg
-from services.experiments.secagg import summarise as secagg_summary
-from services.experiments.sim_report import markdown_table, plot_bars, plot_lines, write_csv
-from services.experiments.sim_runs import SimSettings
-from services.experiments.strategies import StrategiesConfig
+from fedlora.experiments.robustness import summarise as clair_summary
+from fedlora.experiments.secagg import SecAggConfig, run_secagg
+from fedlora.experiments.secagg import summarise as secagg_summary
+from fedlora.experiments.sim_report import markdown_table, plot_bars, plot_lines, write_csv
+from fedlora.experiments.sim_runs import SimSettings
+from fedlora.experiments.strategies import StrategiesConfig
+from protocol.crypto import generate_scheme
+from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

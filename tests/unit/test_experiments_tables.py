@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
-from services.experiments import EXPERIMENTS
-from services.experiments.paper_tables import (
+from fedlora.cli import app
+from fedlora.experiments import EXPERIMENTS
+from fedlora.experiments.paper_tables import (
     EXPERIMENT_NAMES,
     Row,
     TableConfig,
@@ -21,7 +21,7 @@ from services.experiments.paper_tables import (
     expand,
     simulation_config,
 )
-from services.experiments.paper_tables_report import (
+from fedlora.experiments.paper_tables_report import (
     CSV_COLUMNS,
     plot_bars,
     read_config,

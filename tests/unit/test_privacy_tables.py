@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from fedlora.cli import privacy_tables
 from protocol.messages import (
     CentralRoundPrivacy,
     ClientPrivacy,
@@ -12,7 +13,6 @@ from protocol.messages import (
     NoiseMechanism,
     PrivacyReport,
 )
-from services.cli import privacy_tables
 
 
 def test_the_tables_show_both_layers_and_why_a_federation_stopped() -> None:

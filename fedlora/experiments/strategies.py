@@ -3,7 +3,7 @@ mismatch.
 
 Every cell runs the same data, seed and encryption (CKKS, as the services do); only the aggregation
 rule and the number of hospitals change. The mismatch `||mean(B_i) mean(A_i) - mean(B_i A_i)||_F /
-||mean(B_i A_i)||_F` is the simulation's (`services.simulation_rounds.factor_mismatch`): zero up to
+||mean(B_i A_i)||_F` is the simulation's (`fedlora.simulation_rounds.factor_mismatch`): zero up to
 rounding for FFA-LoRA, whose `A` is frozen and shared (Sun et al. 2024); FedRot-LoRA (Zhang et al. 2026)
 rotates each hospital's factors toward the global ones before uploading, from round 2 on, to shrink it.
 """
@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from services.experiments.sim_report import markdown_table, plot_lines, write_csv
-from services.experiments.sim_runs import SimRun, SimSettings, run_simulation, write_config
+from fedlora.experiments.sim_report import markdown_table, plot_lines, write_csv
+from fedlora.experiments.sim_runs import SimRun, SimSettings, run_simulation, write_config
 
 StrategyName = Literal["fedrot", "fedit", "ffa"]
 STRATEGIES: tuple[StrategyName, ...] = ("fedrot", "fedit", "ffa")
 CLIENTS: tuple[int, ...] = (3, 10)
-log = logging.getLogger("services.experiments.strategies")
+log = logging.getLogger("fedlora.experiments.strategies")
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedlora.experiments.sim_report import markdown_table, plot_bars, plot_lines, write_csv
+from fedlora.experiments.sim_runs import SimRun, SimSettings, run_simulation, write_config
 from protocol.crypto import generate_scheme, scheme_from_public
 from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
-from services.experiments.sim_report import markdown_table, plot_bars, plot_lines, write_csv
-from services.experiments.sim_runs import SimRun, SimSettings, run_simulation, write_config
 
 Scheme = Literal["none", "ckks", "paillier"]
 SCHEMES: tuple[Scheme, ...] = ("none", "ckks", "paillier")
-log = logging.getLogger("services.experiments.secagg")
+log = logging.getLogger("fedlora.experiments.secagg")
 
 
 @dataclass(frozen=True)

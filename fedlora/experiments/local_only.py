@@ -1,7 +1,7 @@
 """Local-only training: each hospital of a simulated federation trains alone, with the agent's own
 `train_local`, on the same share of the same data the simulation would give it.
 
-The data path is the simulation's (`services.simulation.simulate`): the seeded `task_split`, the
+The data path is the simulation's (`fedlora.simulation.simulate`): the seeded `task_split`, the
 de-identification, the seeded `partition`, MiniLM's frozen lower layers encoded once. A hospital starts
 from adapter version 0, runs `rounds` rounds of `steps` steps with the simulation's per-round seeds (its
 round `r` is seeded as the simulation's), keeps its own adapter between rounds (there is nobody to
@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.train import Features, LocalConfig, evaluate, train_local
-from services.simulation import SimulationConfig, encoded, hospital_names, prepared_data
+from fedlora.simulation import SimulationConfig, encoded, hospital_names, prepared_data
 
 
 def local_only(config: SimulationConfig) -> list[tuple[str, float]]:

@@ -12,10 +12,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.experiments.plots import plot_accuracy
+from fedlora.experiments.plots import plot_accuracy
 
 if TYPE_CHECKING:
-    from services.experiments.paper_tables import Row, TableConfig, TableResult
+    from fedlora.experiments.paper_tables import Row, TableConfig, TableResult
 
 CSV_COLUMNS = (
     "experiment",
@@ -32,7 +32,7 @@ CSV_COLUMNS = (
 
 
 def write_outputs(result: TableResult, out_dir: Path) -> dict[str, Path]:
-    from services.experiments.paper_tables import METHOD_LABELS, expand
+    from fedlora.experiments.paper_tables import METHOD_LABELS, expand
 
     config = result.config
     files = result.files
@@ -83,7 +83,7 @@ def write_config(config: TableConfig, path: Path, *, hospitals: dict[str, dict[s
 
 
 def read_config(path: Path) -> TableConfig:
-    from services.experiments.paper_tables import TableConfig
+    from fedlora.experiments.paper_tables import TableConfig
 
     return TableConfig.from_dict(json.loads(path.read_text())["config"])
 
@@ -176,7 +176,7 @@ def table_markdown(rows: Sequence[Row], *, settings: Sequence[str], methods: Seq
     """The paper's layout: one row per setting, one column of final test accuracy (%) per method (the mean
     over the seeds, ± their standard deviation when there are several), and the difference FFA-LoRA minus
     LoRA paired by seed when both ran (with several seeds, in how many FFA-LoRA was ahead)."""
-    from services.experiments.paper_tables import METHOD_LABELS
+    from fedlora.experiments.paper_tables import METHOD_LABELS
 
     by_cell = cells(rows)
     both = {"ffa", "fedit"} <= set(methods)
@@ -200,7 +200,7 @@ def table_markdown(rows: Sequence[Row], *, settings: Sequence[str], methods: Seq
 
 
 def results_markdown(result: TableResult) -> str:
-    from services.experiments.paper_tables import METHOD_LABELS, PAPER_TABLES, expand
+    from fedlora.experiments.paper_tables import METHOD_LABELS, PAPER_TABLES, expand
 
     config = result.config
     settings = expand(config)
@@ -271,7 +271,7 @@ def plot_bars(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from services.experiments.paper_tables import METHOD_LABELS
+    from fedlora.experiments.paper_tables import METHOD_LABELS
 
     by_cell = cells(rows)
     figure = Figure(figsize=(6.4, 4.0))

@@ -4,7 +4,7 @@ get from CLAIR, from FedAvg without a robust rule, and from training alone.
 CLAIR (He, Chen, Feng 2026) needs each hospital as its own row, so every federation here has one edge per
 hospital, no encryption and no client-level noise (the spec validator refuses anything else). The grid:
 20 and 30 percent of the hospitals contaminated, by flipped labels or by random updates
-(`services.simulation_rounds.contaminate`). Per cell:
+(`fedlora.simulation_rounds.contaminate`). Per cell:
 
 - `clair`: the simulation's flagged hospitals each round against its contaminated ones give precision
   (flagged that were contaminated) and recall (contaminated that were flagged), per round and pooled;
@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.experiments.sim_report import markdown_table, plot_bars, write_csv
-from services.experiments.sim_runs import SimSettings, run_simulation, write_config
-from services.simulation_rounds import Contamination
+from fedlora.experiments.sim_report import markdown_table, plot_bars, write_csv
+from fedlora.experiments.sim_runs import SimSettings, run_simulation, write_config
+from fedlora.simulation_rounds import Contamination
 
 FRACTIONS: tuple[float, ...] = (0.2, 0.3)
 KINDS: tuple[Contamination, ...] = ("flip", "random")
-log = logging.getLogger("services.experiments.robustness")
+log = logging.getLogger("fedlora.experiments.robustness")
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class ClairResult:
 
 
 def run_clair(config: ClairConfig, out_dir: Path) -> ClairResult:
-    from services.experiments.local_only import local_only
+    from fedlora.experiments.local_only import local_only
 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (the conventional name)
 
-from services.experiments.vit_data import Images
+from fedlora.experiments.vit_data import Images
 
 FLOAT32_BYTES = 4
 

@@ -8,7 +8,7 @@ file (`enrolment.yaml`: `enrolment_token: ...`) that an edge or a hospital's age
 tokens are on disk; it fails when the federation exists but the tokens are not (they cannot be fetched
 again: create a federation under a new id), or exists with another spec.
 
-`python -m services.bootstrap` (the image's `bootstrap` entrypoint), settings from `FEDLORA_*`:
+`python -m fedlora.bootstrap` (the image's `bootstrap` entrypoint), settings from `FEDLORA_*`:
 `FEDLORA_CLOUD_URL`, `FEDLORA_ADMIN_TOKEN`, `FEDLORA_SPEC_FILE`, `FEDLORA_OUT_DIR`.
 """
 

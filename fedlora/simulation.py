@@ -53,17 +53,7 @@ from client_agent.train import (
 )
 from cloud_server.privacy import Ledger
 from cloud_server.strategies import strategy_for
-from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
-from protocol.crypto.params import CKKSParams, HEKind, PaillierParams, PlainParams
-from protocol.messages import (
-    CentralDPConfig,
-    Contribution,
-    FederationSpec,
-    LocalDPConfig,
-    Strategy,
-    TrainingConfig,
-)
-from services.simulation_rounds import (
+from fedlora.simulation_rounds import (
     ClosedRound,
     Contamination,
     EdgeSums,
@@ -76,6 +66,16 @@ from services.simulation_rounds import (
     flipped,
     frozen_factors,
     local_update,
+)
+from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
+from protocol.crypto.params import CKKSParams, HEKind, PaillierParams, PlainParams
+from protocol.messages import (
+    CentralDPConfig,
+    Contribution,
+    FederationSpec,
+    LocalDPConfig,
+    Strategy,
+    TrainingConfig,
 )
 
 log = logging.getLogger("fedlora.simulation")
@@ -188,7 +188,7 @@ class RoundReport:
     hospitals: list[HospitalRound] = field(default_factory=list)
     central_epsilon: float | None = None  # client-level, at `central_delta`, after this round (the ledger's)
     noise_std: float = 0.0  # per coordinate, of the noise on the mean step
-    mismatch: float = 0.0  # FedIT's relative aggregation error (`services.simulation_rounds.factor_mismatch`)
+    mismatch: float = 0.0  # FedIT's relative aggregation error (`fedlora.simulation_rounds.factor_mismatch`)
     flagged: list[str] = field(default_factory=list)  # edges the strategy judged contaminated
     flagged_hospitals: list[str] = field(default_factory=list)  # the hospitals behind them
     update_norm: float = 0.0  # L2 norm of the change to the global adapter

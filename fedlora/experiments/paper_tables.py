@@ -10,7 +10,7 @@ Each experiment is one axis swept over a fixed base federation, every setting ru
 
 The methods are FFA-LoRA (``ffa``: ``A`` frozen at the seeded basis, only ``B`` trained and averaged) and
 LoRA as FedIT aggregates it (``fedit``: both factors trained and averaged separately). Every run goes
-through :func:`services.simulation.simulate`, so the numbers come from the services' own training,
+through :func:`fedlora.simulation.simulate`, so the numbers come from the services' own training,
 DP-SGD, CKKS encryption, aggregation strategies and ledger.
 
 The paper fine-tunes RoBERTa-large for many rounds on GLUE; these runs are sized so that each table's
@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from services.simulation import Partitioning, RoundReport, SimulationConfig, simulate
+from fedlora.simulation import Partitioning, RoundReport, SimulationConfig, simulate
 
 Experiment = Literal["privacy", "heterogeneity", "rank", "alpha"]
 Method = Literal["ffa", "fedit"]
@@ -276,7 +276,7 @@ def run_table(
     config: TableConfig, out_dir: Path, *, clock: Callable[[], float] = time.perf_counter
 ) -> TableResult:
     """Run every setting with every method and write the table's files into ``out_dir``."""
-    from services.experiments.paper_tables_report import write_outputs
+    from fedlora.experiments.paper_tables_report import write_outputs
 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = clock()

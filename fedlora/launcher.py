@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from fedlora.demo_run import DemoRunFolder
+from fedlora.redis_process import RedisMissingError, RedisProcess, RedisProcessError, redis_binary
 from protocol.crypto.params import CKKSParams, PlainParams
 from protocol.messages import (
     AdapterEvaluation,
@@ -41,8 +43,6 @@ from protocol.messages import (
     Strategy,
     TrainingConfig,
 )
-from services.demo_run import DemoRunFolder
-from services.redis_process import RedisMissingError, RedisProcess, RedisProcessError, redis_binary
 
 
 class LaunchError(RuntimeError):

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from services.status_view import privacy_tables
+from fedlora.status_view import privacy_tables
 
 if TYPE_CHECKING:
     from protocol.messages import FederationSpec
@@ -211,7 +211,7 @@ def _run_simulation(config: object, *, title: str) -> None:
 
     from rich.live import Live
 
-    from services.simulation import HospitalRound, RoundReport, SimulationConfig, simulate
+    from fedlora.simulation import HospitalRound, RoundReport, SimulationConfig, simulate
 
     assert isinstance(config, SimulationConfig)
     warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
@@ -320,7 +320,7 @@ def simulate_command(
 ) -> None:
     """Run a federation in one process (same model, DP, encryption and aggregation code as the services,
     no HTTP)."""
-    from services.simulation import SimulationConfig, SimulationError
+    from fedlora.simulation import SimulationConfig, SimulationError
 
     if partition not in ("iid", "mild", "severe", "dirichlet"):
         raise typer.BadParameter(f"partition must be iid, mild, severe or dirichlet, got {partition!r}")
@@ -386,8 +386,8 @@ def demo(
 
     from rich.live import Live
 
+    from fedlora.launcher import DemoConfig, LaunchError, RoundView, run_demo
     from protocol.messages import Strategy
-    from services.launcher import DemoConfig, LaunchError, RoundView, run_demo
 
     if strategy not in {s.value for s in Strategy}:
         console.print(f"[red]--strategy must be one of {[s.value for s in Strategy]}, got {strategy!r}[/red]")
@@ -490,9 +490,9 @@ def view(
 
     import httpx
 
-    from services.demo_run import RunFolderError
-    from services.demo_view import start_view
-    from services.launcher import LaunchError
+    from fedlora.demo_run import RunFolderError
+    from fedlora.demo_view import start_view
+    from fedlora.launcher import LaunchError
 
     # SIGTERM ends the view as Ctrl-C does: the cloud and redis-server are stopped, never left behind.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -612,7 +612,7 @@ def status(
 
     import httpx
 
-    from services.status_view import StatusError, fetch_status, status_tables
+    from fedlora.status_view import StatusError, fetch_status, status_tables
 
     async def once(http: httpx.AsyncClient) -> None:
         for part in status_tables(await fetch_status(http, federation=federation)):
@@ -660,7 +660,7 @@ def experiment(
     list_: Annotated[bool, typer.Option("--list", help="list the experiments and exit")] = False,
 ) -> None:
     """Run a named experiment (tables, CSV, plots, config and models in its results folder)."""
-    from services.experiments import EXPERIMENTS, UnknownExperimentError, get_experiment
+    from fedlora.experiments import EXPERIMENTS, UnknownExperimentError, get_experiment
 
     if list_:
         table = Table(title="experiments")
@@ -686,7 +686,7 @@ def experiment(
 
     # Plain-text lines from the experiments' loggers, for this run only, written through tqdm so they
     # never tear its progress bars (the root logger and other loggers are left as they are).
-    logger = logging.getLogger("services.experiments")
+    logger = logging.getLogger("fedlora.experiments")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     level, propagate = logger.level, logger.propagate

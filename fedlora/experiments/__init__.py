@@ -33,17 +33,17 @@ class UnknownExperimentError(KeyError):
 
 
 def _vit_baseline(out_dir: Path, *, quick: bool) -> Path:
-    from services.experiments.vit_baseline import ViTBaselineConfig, run_vit_baseline
+    from fedlora.experiments.vit_baseline import ViTBaselineConfig, run_vit_baseline
 
     config = ViTBaselineConfig.quick() if quick else ViTBaselineConfig()
     return run_vit_baseline(config, out_dir).files["markdown"]
 
 
 def _paper_table(name: Literal["privacy", "heterogeneity", "rank", "alpha"]) -> ExperimentRun:
-    """One of the FFA-LoRA paper's tables as simulated federations (`services.experiments.paper_tables`)."""
+    """One of the FFA-LoRA paper's tables as simulated federations (`fedlora.experiments.paper_tables`)."""
 
     def run(out_dir: Path, *, quick: bool) -> Path:
-        from services.experiments.paper_tables import TableConfig, run_table
+        from fedlora.experiments.paper_tables import TableConfig, run_table
 
         config = TableConfig.quick(name) if quick else TableConfig.default(name)
         return run_table(config, out_dir).files["markdown"]
@@ -52,21 +52,21 @@ def _paper_table(name: Literal["privacy", "heterogeneity", "rank", "alpha"]) -> 
 
 
 def _secagg(out_dir: Path, *, quick: bool) -> Path:
-    from services.experiments.secagg import SecAggConfig, run_secagg
+    from fedlora.experiments.secagg import SecAggConfig, run_secagg
 
     config = SecAggConfig.quick() if quick else SecAggConfig()
     return run_secagg(config, out_dir).files["markdown"]
 
 
 def _strategies(out_dir: Path, *, quick: bool) -> Path:
-    from services.experiments.strategies import StrategiesConfig, run_strategies
+    from fedlora.experiments.strategies import StrategiesConfig, run_strategies
 
     config = StrategiesConfig.quick() if quick else StrategiesConfig()
     return run_strategies(config, out_dir).files["markdown"]
 
 
 def _clair(out_dir: Path, *, quick: bool) -> Path:
-    from services.experiments.robustness import ClairConfig, run_clair
+    from fedlora.experiments.robustness import ClairConfig, run_clair
 
     config = ClairConfig.quick() if quick else ClairConfig()
     return run_clair(config, out_dir).files["markdown"]

@@ -9,7 +9,7 @@
       logs/ state/ adapter/ report.json   (the launcher's)
 
 `fedlora demo` writes it (`prepare`) and starts its cloud with `cloud_env`; `fedlora view` starts the
-same cloud again with the same call (`services.demo_view`).
+same cloud again with the same call (`fedlora.demo_view`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the simulation experiments share: the settings every federation of one experiment runs with, one
 simulated federation run and timed, and the config.json that records every setting and seed.
 
-Each experiment (`strategies`, `clair`, `secagg`) is a grid of `services.simulation.simulate` runs: the
+Each experiment (`strategies`, `clair`, `secagg`) is a grid of `fedlora.simulation.simulate` runs: the
 same `SimSettings` with a few fields changed per cell (strategy, clients, scheme, contamination). The
 simulation seeds the split, the partition, every hospital's batches and the contaminated hospitals from
 `SimSettings.seed`, so a rerun with the same config and thread count gives the same accuracies; the HE
@@ -22,9 +22,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from services.simulation import Partitioning, SimulationConfig, SimulationReport, simulate
+from fedlora.simulation import Partitioning, SimulationConfig, SimulationReport, simulate
 
-log = logging.getLogger("services.experiments.sim")
+log = logging.getLogger("fedlora.experiments.sim")
 
 
 @dataclass(frozen=True)

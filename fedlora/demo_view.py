@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 
+from fedlora.demo_run import DemoRunFolder
+from fedlora.launcher import Cluster, LaunchError, Process, free_port
+from fedlora.redis_process import RedisProcess, RedisProcessError
 from protocol.messages import FederationInfo, FederationState
-from services.demo_run import DemoRunFolder
-from services.launcher import Cluster, LaunchError, Process, free_port
-from services.redis_process import RedisProcess, RedisProcessError
 
 START_TIMEOUT_S = 120.0
 SUPERVISE_EVERY_S = 1.0

@@ -9,11 +9,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.experiments.plots import plot_accuracy
-from services.experiments.vit_model import ViT, count_parameters
+from fedlora.experiments.plots import plot_accuracy
+from fedlora.experiments.vit_model import ViT, count_parameters
 
 if TYPE_CHECKING:
-    from services.experiments.vit_baseline import BaselineResult
+    from fedlora.experiments.vit_baseline import BaselineResult
 
 
 def write_outputs(result: BaselineResult, out_dir: Path) -> None:
