@@ -212,7 +212,7 @@ class RedisStore(StateStore):
     - a lost connection is retried with exponential backoff for a few seconds (a Redis restart), then
       raises `StoreError`, which the services answer with 503 `store_unavailable`.
 
-    Durability is the server's: run it with `appendonly yes` (docs in README, "Deployment"), or an update
+    Durability is the server's: run it with `appendonly yes` (docs/operations.md, "Running on Redis by hand"), or an update
     acknowledged just before a Redis crash can be lost.
     """
 
