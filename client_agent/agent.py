@@ -63,6 +63,7 @@ from client_agent.train import (
     example_losses,
     train_local,
 )
+from client_agent.update import seal
 from protocol.crypto import HEScheme, scheme_from_public
 from protocol.ffa import AdapterLayout, LayoutError, basis_from_bytes, basis_sha256, seeded_bases
 from protocol.messages import (
@@ -77,7 +78,6 @@ from protocol.messages import (
     Strategy,
     UploadAccepted,
 )
-from protocol.noise import add_share, clip
 from services.http import Peer, PeerRefusedError
 from services.identity import SigningKey
 from services.metrics import ClientMetrics
@@ -448,20 +448,22 @@ class ClientAgent:
         validation: tuple[float, int] | None = None,
         rng: np.random.Generator | None = None,
     ) -> ClientUpdate:
-        """Clip, weight (at most 1, so one hospital moves the sum by at most `C`), add this hospital's share
-        of the round's noise when the plan asks for distributed DP, encrypt and sign. `validation` is the
-        round's starting adapter's (loss, examples) on the held-out split, when the plan asks for it."""
+        """Seal `delta` as the plan asks (`client_agent.update.seal`: clip, weight at most 1, add this
+        hospital's share of the round's noise when the plan asks for distributed DP, encrypt), then sign.
+        `validation` is the round's starting adapter's (loss, examples) on the held-out split, when the plan
+        asks for it."""
         weight = plan.weight_for(num_examples)
-        clipped = clip(delta.astype(np.float64), max_norm=plan.clip_norm, ord=plan.clip_norm_ord)
-        contribution = scheme.clip_vector(weight * clipped)
         share = plan.noise_share
-        if share is not None:
-            # Noise from the operating system's entropy: nobody, this process's logs included, knows it.
-            noise_rng = rng or np.random.default_rng(secrets.randbits(128))
-            contribution = add_share(contribution, share, scheme.params, rng=noise_rng)
-        with self.metrics.he_timer("encrypt", scheme.kind.value):
-            encrypted = scheme.encrypt(contribution)
-        ciphertext = scheme.serialize(encrypted)
+        sealed = seal(
+            scheme,
+            delta,
+            weight=weight,
+            clip_norm=plan.clip_norm,
+            clip_ord=plan.clip_norm_ord,
+            share=share,
+            rng=rng,
+        )
+        self.metrics.he_observed("encrypt", scheme.kind.value, sealed.encrypt_s)
         unsigned = ClientUpdate(
             federation_id=self.fid,
             round=plan.round,
@@ -471,7 +473,7 @@ class ClientAgent:
             weight=weight,
             num_examples=num_examples,
             nonce=secrets.token_hex(16),
-            ciphertext=ciphertext,
+            ciphertext=sealed.ciphertext,
             local_epsilon=spend.epsilon if spend is not None else None,
             local_privacy=spend,
             noise_share_std=share.std if share is not None else None,

@@ -17,6 +17,7 @@ from protocol.messages import (
     EdgeProgress,
     FederationSpec,
     NoiseMechanism,
+    NoiseShare,
     RoundPlan,
     RoundState,
     RoundStatus,
@@ -85,12 +86,7 @@ def open_round(
     `rounds_closed` places the round on the noise schedule (a failed round does not move it on).
     """
     dp = spec.central_dp
-    multiplier = schedule_multiplier(dp, round_index=rounds_closed, rounds=spec.rounds)
-    share = (
-        share_for(dp, spec.he, multiplier=multiplier, planned_clients=len(clients))
-        if dp.distributed and multiplier > 0 and clients
-        else None
-    )
+    share = planned_share(spec, rounds_closed=rounds_closed, clients=len(clients))
     plan = RoundPlan(
         federation_id=spec.federation_id,
         round=round_,
@@ -123,6 +119,16 @@ def open_round(
         ),
     )
     return plan, status
+
+
+def planned_share(spec: FederationSpec, *, rounds_closed: int, clients: int) -> NoiseShare | None:
+    """The noise share each of a round's `clients` adds before encrypting (None: the cloud adds all of the
+    round's noise, or it has none); `rounds_closed` places the round on the noise schedule."""
+    dp = spec.central_dp
+    multiplier = schedule_multiplier(dp, round_index=rounds_closed, rounds=spec.rounds)
+    if not dp.distributed or multiplier <= 0 or clients == 0:
+        return None
+    return share_for(dp, spec.he, multiplier=multiplier, planned_clients=clients)
 
 
 def signed(plan: RoundPlan, key: SigningKey | None) -> RoundPlan:

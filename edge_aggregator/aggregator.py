@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 from edge_aggregator.cloud_link import CloudLink, FederationNotActiveError
 from edge_aggregator.config import Clock, EdgeConfig, aware, quorum_target, utc_now
 from edge_aggregator.errors import (
-    BadCiphertextError,
     BadSignatureError,
     DuplicateUploadError,
     FederationEndedError,
@@ -33,15 +32,15 @@ from edge_aggregator.errors import (
     PlanMismatchError,
     ReplayError,
     RoundClosedError,
-    SumFullError,
     UnauthenticatedError,
     UnknownFederationError,
     WrongBasisError,
     WrongRoundError,
 )
+from edge_aggregator.fold import fold, parse_upload
 from edge_aggregator.forwarder import Forwarder
 from edge_aggregator.ledger import CloseReason, Closure, ForwardStatus, Outcome, RoundLedger
-from protocol.crypto import CryptoError, EncryptedVector, HEScheme
+from protocol.crypto import EncryptedVector, HEScheme
 from protocol.messages import (
     ClientInfo,
     ClientUpdate,
@@ -268,35 +267,22 @@ class EdgeAggregator:
             raise RoundClosedError(f"{what}'s upload deadline {plan.deadline.isoformat()} has passed")
 
     async def _parse(self, data: bytes) -> EncryptedVector[Any]:
-        def parse() -> EncryptedVector[Any]:
-            vector = self._scheme.deserialize(data, expected_length=self.config.layout_size)
-            if vector.count != 1:
-                raise CryptoError(
-                    f"an upload is one encryption, this one claims to be a sum of {vector.count}"
-                )
-            return vector
-
-        try:
-            return await self._run_crypto(parse)
-        except CryptoError as e:
-            raise BadCiphertextError(str(e), field="ciphertext") from e
+        return await self._run_crypto(
+            lambda: parse_upload(self._scheme, data, length=self.config.layout_size)
+        )
 
     async def _fold(self, stored: bytes | None, incoming: EncryptedVector[Any]) -> bytes:
-        """The new running sum: `stored + incoming`, serialised (`incoming` itself if nothing is stored)."""
-
-        def fold() -> bytes:
-            if stored is None:
-                return self._scheme.serialize(incoming)
-            # Our own bytes: an error here is a corrupted store, not the client's fault (it surfaces as 500).
-            total = self._scheme.deserialize(stored, expected_length=self.config.layout_size)
-            try:
-                with self._metrics.he_timer("add", self._scheme.kind.value):
-                    self._scheme.add_into(total, incoming)
-            except CryptoError as e:
-                raise SumFullError(f"cannot add this upload to the round's sum: {e}") from e
-            return self._scheme.serialize(total)
-
-        return await self._run_crypto(fold)
+        """The new running sum: `stored + incoming`, serialised (`edge_aggregator.fold.fold`)."""
+        kind = self._scheme.kind.value
+        return await self._run_crypto(
+            lambda: fold(
+                self._scheme,
+                stored,
+                incoming,
+                length=self.config.layout_size,
+                added=lambda seconds: self._metrics.he_observed("add", kind, seconds),
+            )
+        )
 
     async def _run_crypto(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._crypto, fn)

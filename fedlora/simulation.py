@@ -8,10 +8,11 @@ without HTTP, so that experiments and the demo are fast and reproducible:
 1. the run is a `FederationSpec` (strategy, encryption, central DP), checked by the spec's own validator;
    the cloud generates the keys; hospitals and edges get the public material only;
 2. each hospital trains from the global adapter (`A` too for fedit and fedrot; fedrot then rotates its
-   factors toward the global ones, as the agent does), clips its (uniformly weighted) delta to `C` when
-   one is set, encrypts and serialises it; `contaminated` hospitals flip their labels or send noise;
-3. each edge deserialises (checking the ciphertext against the federation's key) and adds it into one
-   running sum, holding no secret;
+   factors toward the global ones, as the agent does) and seals its delta with the agent's own
+   `client_agent.update.seal`: clipped to `C` when one is set, uniformly weighted, its share of the round's
+   noise added under distributed DP, encrypted; `contaminated` hospitals flip their labels or send noise;
+3. each edge reads and adds it into one running sum with the edge's own `edge_aggregator.fold`, holding no
+   secret;
 4. the cloud closes the round as `cloud_server.closing` does: the round's noise (`round_noise`), the
    strategy over the decrypted total (or over each edge's plaintext sum for clair), the ledger's epsilon.
 
@@ -51,17 +52,17 @@ from client_agent.train import (
     encode,
     evaluate,
 )
+from client_agent.update import Sealed, seal
+from cloud_server.plans import planned_share
 from cloud_server.privacy import Ledger
 from cloud_server.strategies import strategy_for
 from fedlora.simulation_rounds import (
     ClosedRound,
     Contamination,
     EdgeSums,
-    Upload,
     close_round,
     contaminate,
     contaminated_hospitals,
-    encrypted_upload,
     factor_mismatch,
     flipped,
     frozen_factors,
@@ -74,6 +75,7 @@ from protocol.messages import (
     Contribution,
     FederationSpec,
     LocalDPConfig,
+    NoiseShare,
     Strategy,
     TrainingConfig,
 )
@@ -84,6 +86,8 @@ Partitioning = Literal["iid", "mild", "severe", "dirichlet"]
 StrategyName = Literal["ffa", "fedit", "fedrot", "clair"]
 # The cloud draws each round's noise from (seed, round, this): a stream no hospital's training uses.
 NOISE_STREAM = 0x401CE
+# A hospital draws its noise share from (seed, round, hospital index, this).
+SHARE_STREAM = 0x5BA2E
 WEIGHT = 1.0  # every hospital's weight: uniform weights keep the client-level sensitivity at `C`
 
 
@@ -125,6 +129,9 @@ class SimulationConfig:
     #: `C`: every hospital's delta is clipped to this L2 norm before encrypting. None: no clip (no noise).
     clip_norm: float | None = None
     central_delta: float = 1e-5
+    #: Distributed DP: every hospital adds its share of the round's `central_noise` before encrypting, as
+    #: the agent does when its plan names a noise share, and the cloud only tops it up.
+    distributed_noise: bool = False
     #: How many hospitals (drawn from `seed`) are contaminated, and how: `flip` trains on flipped labels,
     #: `random` uploads Gaussian noise with the norm of its benign delta; either is scaled by
     #: `contamination_scale`.
@@ -280,6 +287,7 @@ def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationS
                 noise_multiplier=config.central_noise,
                 clip_norm=config.clip_norm if config.clip_norm is not None else CentralDPConfig().clip_norm,
                 delta=config.central_delta,
+                distributed=config.distributed_noise,
             ),
             training=TrainingConfig(
                 learning_rate=config.learning_rate,
@@ -490,27 +498,31 @@ class _Run:
         plain = self.plain_scheme
         plain_edges = EdgeSums(plain, self.layout.size) if plain is not None else None
         contributions: list[Contribution] = []
+        per_edge: dict[str, list[Contribution]] = {}
         uploaded: list[np.ndarray] = []  # each hospital's adapter as it enters the sum
         rows: list[HospitalRound] = []
+        # Every hospital is in every round's plan; round `round_` is the `round_`-th to close.
+        share = planned_share(self.spec, rounds_closed=round_, clients=len(self.names))
         for index, name in enumerate(self.names):
             started = time.perf_counter()
-            result, upload = self._hospital(round_, index, global_vector)
+            result, upload = self._hospital(round_, index, global_vector, share)
             edge = f"edge-{index % self.config.edges + 1}"
             edges.add(edge, upload.ciphertext, WEIGHT)
             if plain_edges is not None and plain is not None:
                 plain_edges.add(edge, plain.serialize(plain.encrypt(upload.contribution)), WEIGHT)
             uploaded.append(global_vector.astype(np.float64) + upload.contribution)
-            contributions.append(
-                Contribution(
-                    client_id=name,
-                    weight=WEIGHT,
-                    num_examples=self.public[name],
-                    rank=self.config.rank,
-                    nonce=f"{round_:016x}{index:016x}",
-                    ciphertext_sha256=hashlib.sha256(upload.ciphertext).hexdigest(),
-                    local_epsilon=result.epsilon,
-                )
+            contribution = Contribution(
+                client_id=name,
+                weight=WEIGHT,
+                num_examples=self.public[name],
+                rank=self.config.rank,
+                nonce=f"{round_:016x}{index:016x}",
+                ciphertext_sha256=hashlib.sha256(upload.ciphertext).hexdigest(),
+                local_epsilon=result.epsilon,
+                noise_share_std=share.std if share is not None else None,
             )
+            contributions.append(contribution)
+            per_edge.setdefault(edge, []).append(contribution)
             row = HospitalRound(
                 name,
                 edge,
@@ -537,15 +549,33 @@ class _Run:
             if self.config.insecure_reproducible
             else (secrets.randbits(128),)
         )
+        sums = [per_edge[edge] for edge, _ in edge_rows]
+        shares_planned = share.clients if share is not None else None
         closed = self._close(
-            round_, self.cloud_scheme, ciphertexts, edge_rows, global_vector, contributions, noise_seed
+            round_,
+            self.cloud_scheme,
+            ciphertexts,
+            edge_rows,
+            global_vector,
+            contributions,
+            noise_seed,
+            sums=sums,
+            shares_planned=shares_planned,
         )
         self.ledger = closed.ledger
         he_error = 0.0
         if plain_edges is not None and plain is not None:
             # Same noise seed, so the two closes differ only by what the encryption did to the sums.
             reference = self._close(
-                round_, plain, plain_edges.forwarded()[0], edge_rows, global_vector, contributions, noise_seed
+                round_,
+                plain,
+                plain_edges.forwarded()[0],
+                edge_rows,
+                global_vector,
+                contributions,
+                noise_seed,
+                sums=sums,
+                shares_planned=shares_planned,
             )
             he_error = float(
                 np.abs(closed.aggregated.vector.astype(np.float64) - reference.aggregated.vector).max()
@@ -574,7 +604,11 @@ class _Run:
         )
         return report, aggregated.vector
 
-    def _hospital(self, round_: int, index: int, global_vector: np.ndarray) -> tuple[LocalResult, Upload]:
+    def _hospital(
+        self, round_: int, index: int, global_vector: np.ndarray, share: NoiseShare | None
+    ) -> tuple[LocalResult, Sealed]:
+        """Hospital `index` trains from `global_vector` and seals its delta as the agent does (`share`: its
+        noise share, when the round asks for distributed DP)."""
         config, name = self.config, self.names[index]
         own = self.features[index]
         bad = name in self.contaminated
@@ -606,7 +640,21 @@ class _Run:
         if bad:
             rng = np.random.default_rng([config.seed, round_, index])
             delta = contaminate(delta, config.contamination, scale=config.contamination_scale, rng=rng)
-        upload = encrypted_upload(self.public_scheme, delta, weight=WEIGHT, clip_norm=config.clip_norm)
+        # The agent's `make_update` with the plan the cloud would send this federation (uniform weights).
+        share_rng = (
+            np.random.default_rng([config.seed, round_, index, SHARE_STREAM])
+            if config.insecure_reproducible
+            else None
+        )
+        self.public_scheme.precompute(len(delta))  # as a hospital could while it trains: not encryption time
+        upload = seal(
+            self.public_scheme,
+            delta,
+            weight=WEIGHT,
+            clip_norm=config.clip_norm,
+            share=share,
+            rng=share_rng,
+        )
         return result, upload
 
     def _close(
@@ -618,6 +666,9 @@ class _Run:
         global_vector: np.ndarray,
         contributions: list[Contribution],
         noise_seed: tuple[int, ...],
+        *,
+        sums: list[list[Contribution]],
+        shares_planned: int | None,
     ) -> ClosedRound:
         return close_round(
             self.spec,
@@ -631,4 +682,6 @@ class _Run:
             ledger=self.ledger,
             round_=round_,
             noise_seed=noise_seed,
+            shares_planned=shares_planned,
+            sums=sums,
         )

@@ -1,12 +1,12 @@
-"""The pieces of one simulated round: a hospital's update and upload (training, FedRot's alignment, an
-optional contamination, clip, encrypt), the edges' running sums held in one process, the cloud's close
-without a store, and FedIT's aggregation mismatch.
+"""The pieces of one simulated round: a hospital's training (FedRot's alignment included) and an optional
+contamination, the edges' running sums held in one process, the cloud's close without a store, and FedIT's
+aggregation mismatch.
 
 Everything that decides a number goes through the services' own code: `client_agent.train` and the model's
-`align_to` (as the agent's `_train`), `protocol.noise.clip` and `HEScheme` (as the agent's `make_update`),
-`cloud_server.aggregation` (noise and strategy), `cloud_server.privacy` (the ledger's epsilon),
-`protocol.ffa.fedit_mismatch`. What is here only wires them together the way the agent and
-`cloud_server.closing` do around HTTP and a store.
+`align_to` (as the agent's `_train`), `client_agent.update.seal` (the agent's `make_update`: clip, weight,
+noise share, encrypt), `edge_aggregator.fold` (the edge's running sum), `cloud_server.aggregation` (noise
+and strategy), `cloud_server.privacy` (the ledger's epsilon), `protocol.ffa.fedit_mismatch`. What is here
+only wires them together the way the agent and `cloud_server.closing` do around HTTP and a store.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from cloud_server.aggregation import Aggregated, RoundNoise, aggregate, round_no
 from cloud_server.central_ledger import Ledger
 from cloud_server.privacy_budget import settle_round
 from cloud_server.strategies import AggregationStrategy
-from protocol.crypto import EncryptedVector, HEScheme
+from edge_aggregator.fold import fold, parse_upload
+from protocol.crypto import HEScheme
 from protocol.ffa import A_SUFFIX, AdapterLayout, fedit_mismatch
 from protocol.messages import Contribution, FederationSpec, Strategy, schedule_multiplier
-from protocol.noise import clip
 
 Contamination = Literal["flip", "random"]
 
@@ -137,55 +137,29 @@ def local_update(
     return result
 
 
-@dataclass(frozen=True)
-class Upload:
-    contribution: np.ndarray  # float64: the clipped, weighted delta that was encrypted
-    ciphertext: bytes
-    encrypt_s: float
-
-
-def encrypted_upload(
-    scheme: HEScheme[Any], delta: np.ndarray, *, weight: float, clip_norm: float | None
-) -> Upload:
-    """As the agent's `make_update`: clip to `C` (the client-level sensitivity; None: no clip), weight,
-    clamp to the scheme's range (packed Paillier encodes a bounded one; CKKS' is far wider than any delta),
-    encrypt and serialise."""
-    clipped = delta.astype(np.float64)
-    if clip_norm is not None:
-        clipped = clip(clipped, max_norm=clip_norm)
-    contribution = scheme.clip_vector(weight * clipped)
-    scheme.precompute(len(contribution))
-    started = time.perf_counter()
-    encrypted = scheme.encrypt(contribution)
-    encrypt_s = time.perf_counter() - started
-    return Upload(contribution, scheme.serialize(encrypted), encrypt_s)
-
-
 @dataclass
 class EdgeSums:
-    """Every edge's running ciphertext sum, as the edges keep it: deserialise (checking the ciphertext
-    against the federation's key) and add, holding no secret."""
+    """Every edge's running ciphertext sum, as the edges keep it: each upload read and added by the edge's
+    own `parse_upload` and `fold` (checking the ciphertext against the federation's key, holding no
+    secret), the sum kept serialised as an edge's store keeps it."""
 
     scheme: HEScheme[Any]
     length: int
-    sums: dict[str, EncryptedVector[Any]] = field(default_factory=dict)
+    sums: dict[str, bytes] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
     add_s: float = 0.0
 
     def add(self, edge: str, upload: bytes, weight: float) -> None:
         started = time.perf_counter()
-        incoming = self.scheme.deserialize(upload, expected_length=self.length)
-        if edge in self.sums:
-            self.scheme.add_into(self.sums[edge], incoming)
-        else:
-            self.sums[edge] = incoming
+        incoming = parse_upload(self.scheme, upload, length=self.length)
+        self.sums[edge] = fold(self.scheme, self.sums.get(edge), incoming, length=self.length)
         self.add_s += time.perf_counter() - started
         self.weights[edge] = self.weights.get(edge, 0.0) + weight
 
     def forwarded(self) -> tuple[list[bytes], list[tuple[str, float]]]:
         """What the edges send the cloud: their serialised sums and, in the same order, (edge, weight)."""
         edges = list(self.sums)
-        return [self.scheme.serialize(self.sums[e]) for e in edges], [(e, self.weights[e]) for e in edges]
+        return [self.sums[e] for e in edges], [(e, self.weights[e]) for e in edges]
 
 
 @dataclass(frozen=True)
@@ -210,16 +184,21 @@ def close_round(
     ledger: Ledger,
     round_: int,
     noise_seed: Sequence[int],
+    shares_planned: int | None = None,
+    sums: Sequence[Sequence[Contribution]] | None = None,
 ) -> ClosedRound:
     """The cloud's close of round `round_` (the `round_`-th closed round, so also its place on the noise
-    schedule), as `cloud_server.closing` runs it: the round's noise, `aggregate`, then the ledger."""
+    schedule), as `cloud_server.closing` runs it: the round's noise (the hospitals' `shares_planned` noise
+    shares, if the round asked for them, topped up to the target; `sums`: the contributions inside each
+    edge's sum), `aggregate`, then the ledger."""
     dp = spec.central_dp
     noise = round_noise(
         spec,
         multiplier=schedule_multiplier(dp, round_index=round_, rounds=spec.rounds),
         contributions=contributions,
         layout_size=layout.size,
-        shares_planned=None,
+        shares_planned=shares_planned,
+        sums=sums,
     )
     started = time.perf_counter()
     result = aggregate(

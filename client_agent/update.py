@@ -1,0 +1,78 @@
+"""What a hospital encrypts, without a plan, a key or a network: its delta clipped, weighted, clamped to
+the scheme's range, its share of the round's noise added, then encrypted.
+
+`ClientAgent.make_update` seals its upload here and the one-process simulation (`fedlora.simulation`) seals
+each simulated hospital's upload here too, so that what the experiments measure is what the agent sends.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from protocol.crypto import HEScheme
+from protocol.messages import NoiseShare
+from protocol.noise import add_share, clip
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """One hospital's upload before it is signed."""
+
+    contribution: np.ndarray  # float64: what was encrypted (clipped, weighted, clamped, noise share added)
+    ciphertext: bytes
+    encrypt_s: float  # the encryption alone, for the `encrypt` timing
+
+
+def contribution(
+    scheme: HEScheme[Any],
+    delta: np.ndarray,
+    *,
+    weight: float,
+    clip_norm: float | None,
+    clip_ord: Literal[1, 2] = 2,
+    share: NoiseShare | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """`delta` clipped to norm `clip_norm` (L2, or L1 for Laplace noise), weighted (at most 1, so one hospital
+    moves the sum by at most `C`), clamped to the scheme's range (packed Paillier encodes a bounded one;
+    CKKS' is far wider than any delta), plus this hospital's noise `share` when the round asks for
+    distributed DP (Kairouz et al. 2021).
+
+    `clip_norm` None clips nothing: only a simulation's unclipped baseline asks for that, every plan names a
+    norm. The share's noise comes from the operating system's entropy unless `rng` is given (tests, and the
+    simulation's `insecure_reproducible` runs).
+    """
+    clipped = delta.astype(np.float64)
+    if clip_norm is not None:
+        clipped = clip(clipped, max_norm=clip_norm, ord=clip_ord)
+    weighted = scheme.clip_vector(weight * clipped)
+    if share is None:
+        return weighted
+    # Nobody, this process's logs included, knows the noise drawn from the operating system's entropy.
+    noise_rng = rng or np.random.default_rng(secrets.randbits(128))
+    return add_share(weighted, share, scheme.params, rng=noise_rng)
+
+
+def seal(
+    scheme: HEScheme[Any],
+    delta: np.ndarray,
+    *,
+    weight: float,
+    clip_norm: float | None,
+    clip_ord: Literal[1, 2] = 2,
+    share: NoiseShare | None = None,
+    rng: np.random.Generator | None = None,
+) -> Sealed:
+    """`contribution(...)` encrypted under the federation's public key and serialised."""
+    values = contribution(
+        scheme, delta, weight=weight, clip_norm=clip_norm, clip_ord=clip_ord, share=share, rng=rng
+    )
+    started = time.perf_counter()
+    encrypted = scheme.encrypt(values)
+    encrypt_s = time.perf_counter() - started
+    return Sealed(values, scheme.serialize(encrypted), encrypt_s)

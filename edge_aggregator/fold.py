@@ -1,0 +1,55 @@
+"""The edge's arithmetic, without a store or an event loop: read one upload's ciphertext, add it into a
+round's running sum.
+
+`EdgeAggregator` runs these on its crypto thread around its store transactions; the one-process simulation
+(`fedlora.simulation_rounds.EdgeSums`) runs them to hold its edges' sums, so that what the experiments
+measure is what an edge adds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge_aggregator.errors import BadCiphertextError, SumFullError
+from protocol.crypto import CryptoError, EncryptedVector, HEScheme
+
+
+def parse_upload(scheme: HEScheme[Any], data: bytes, *, length: int) -> EncryptedVector[Any]:
+    """One hospital's ciphertext, checked against the federation's key and the layout's `length`; raises
+    `BadCiphertextError` for anything else, a sum of several encryptions included."""
+    try:
+        vector = scheme.deserialize(data, expected_length=length)
+    except CryptoError as e:
+        raise BadCiphertextError(str(e), field="ciphertext") from e
+    if vector.count != 1:
+        raise BadCiphertextError(
+            f"an upload is one encryption, this one claims to be a sum of {vector.count}", field="ciphertext"
+        )
+    return vector
+
+
+def fold(
+    scheme: HEScheme[Any],
+    stored: bytes | None,
+    incoming: EncryptedVector[Any],
+    *,
+    length: int,
+    added: Callable[[float], None] | None = None,
+) -> bytes:
+    """The new running sum `stored + incoming`, serialised (`incoming` itself if nothing is stored yet).
+    `added(seconds)` hears how long the homomorphic addition took; raises `SumFullError` when the sum
+    cannot take another term."""
+    if stored is None:
+        return scheme.serialize(incoming)
+    # Our own bytes: an error here is a corrupted store, not the client's fault (it surfaces as 500).
+    total = scheme.deserialize(stored, expected_length=length)
+    started = time.perf_counter()
+    try:
+        scheme.add_into(total, incoming)
+    except CryptoError as e:
+        raise SumFullError(f"cannot add this upload to the round's sum: {e}") from e
+    if added is not None:
+        added(time.perf_counter() - started)
+    return scheme.serialize(total)
