@@ -302,6 +302,9 @@ def simulate_command(
     clip_norm: Annotated[
         float, typer.Option(help="C: each hospital's delta is clipped to this L2 norm; 0 = no clip")
     ] = 0.0,
+    distributed: Annotated[
+        bool, typer.Option(help="hospitals add the client-level noise in shares before encrypting")
+    ] = False,
     contaminated: Annotated[int, typer.Option(help="hospitals (drawn by seed) that are contaminated")] = 0,
     contamination: Annotated[
         str, typer.Option(help="flip: train on flipped labels; random: upload Gaussian noise")
@@ -350,6 +353,7 @@ def simulate_command(
             strategy=strategy,  # type: ignore[arg-type]
             central_noise=central_noise,
             clip_norm=clip_norm if clip_norm > 0 else None,
+            distributed_noise=distributed,
             contaminated=contaminated,
             contamination=contamination,  # type: ignore[arg-type]
             contamination_scale=contamination_scale,

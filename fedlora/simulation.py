@@ -141,8 +141,8 @@ class SimulationConfig:
     #: The base model folder (default: all-MiniLM-L6-v2 from its PyPI package); tests pass a tiny one.
     model_path: Path | None = None
     #: INSECURE, for experiments that must repeat exactly: the hospitals' DP-SGD noise and batch sampling,
-    #: their noisy example counts and the cloud's central noise are drawn from `seed` instead of the
-    #: operating system's entropy, so anyone who knows the seed can subtract the noise. The services have
+    #: their noisy example counts and noise shares and the cloud's central noise are drawn from `seed`
+    #: instead of the operating system's entropy, so anyone who knows the seed can subtract the noise. The services have
     #: no such switch.
     insecure_reproducible: bool = False
 
@@ -316,8 +316,8 @@ def simulate(
     config.out_dir.mkdir(parents=True, exist_ok=True)
     if config.insecure_reproducible:
         log.warning(
-            "insecure_reproducible: DP noise, DP sampling and the noisy counts come from seed %d; the privacy "
-            "figures do not hold against anyone who knows it",
+            "insecure_reproducible: DP noise and noise shares, DP sampling and the noisy counts come from seed "
+            "%d; the privacy figures do not hold against anyone who knows it",
             config.seed,
         )
     spec, train, test, parts = prepared_data(config)

@@ -20,6 +20,7 @@ def _flat(text: str) -> str:
             "noise_multiplier to 0",
         ),
         (["--central-noise", "1"], "set clip_norm too"),
+        (["--distributed", "--clip-norm", "1"], "distributed needs noise"),
         (["--contaminated", "9"], "contaminated must lie in [0, hospitals=4]"),
         (["--strategy", "fedavg"], "strategy must be ffa, fedit, fedrot or clair"),
         (["--contamination", "swap"], "contamination must be flip or random"),
