@@ -63,7 +63,7 @@ from client_agent.train import (
     example_losses,
     train_local,
 )
-from client_agent.update import seal
+from client_agent.update import contribution, seal
 from protocol.crypto import HEScheme, scheme_from_public
 from protocol.ffa import AdapterLayout, LayoutError, basis_from_bytes, basis_sha256, seeded_bases
 from protocol.messages import (
@@ -448,13 +448,14 @@ class ClientAgent:
         validation: tuple[float, int] | None = None,
         rng: np.random.Generator | None = None,
     ) -> ClientUpdate:
-        """Seal `delta` as the plan asks (`client_agent.update.seal`: clip, weight at most 1, add this
-        hospital's share of the round's noise when the plan asks for distributed DP, encrypt), then sign.
+        """`delta` as the plan asks it (`client_agent.update.contribution`: clipped, weighted at most 1, this
+        hospital's share of the round's noise added when the plan asks for distributed DP), encrypted and
+        signed.
         `validation` is the round's starting adapter's (loss, examples) on the held-out split, when the plan
         asks for it."""
         weight = plan.weight_for(num_examples)
         share = plan.noise_share
-        sealed = seal(
+        values = contribution(
             scheme,
             delta,
             weight=weight,
@@ -463,6 +464,7 @@ class ClientAgent:
             share=share,
             rng=rng,
         )
+        sealed = seal(scheme, values)
         self.metrics.he_observed("encrypt", scheme.kind.value, sealed.encrypt_s)
         unsigned = ClientUpdate(
             federation_id=self.fid,

@@ -58,20 +58,8 @@ def contribution(
     return add_share(weighted, share, scheme.params, rng=noise_rng)
 
 
-def seal(
-    scheme: HEScheme[Any],
-    delta: np.ndarray,
-    *,
-    weight: float,
-    clip_norm: float | None,
-    clip_ord: Literal[1, 2] = 2,
-    share: NoiseShare | None = None,
-    rng: np.random.Generator | None = None,
-) -> Sealed:
-    """`contribution(...)` encrypted under the federation's public key and serialised."""
-    values = contribution(
-        scheme, delta, weight=weight, clip_norm=clip_norm, clip_ord=clip_ord, share=share, rng=rng
-    )
+def seal(scheme: HEScheme[Any], values: np.ndarray) -> Sealed:
+    """A `contribution(...)` encrypted under the federation's public key and serialised."""
     started = time.perf_counter()
     encrypted = scheme.encrypt(values)
     encrypt_s = time.perf_counter() - started

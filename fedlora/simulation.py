@@ -9,8 +9,8 @@ without HTTP, so that experiments and the demo are fast and reproducible:
    the cloud generates the keys; hospitals and edges get the public material only;
 2. each hospital trains from the global adapter (`A` too for fedit and fedrot; fedrot then rotates its
    factors toward the global ones, as the agent does) and seals its delta with the agent's own
-   `client_agent.update.seal`: clipped to `C` when one is set, uniformly weighted, its share of the round's
-   noise added under distributed DP, encrypted; `contaminated` hospitals flip their labels or send noise;
+   `client_agent.update` (`contribution`, then `seal`): clipped to `C` when one is set, uniformly weighted,
+   its share of the round's noise added under distributed DP, encrypted; `contaminated` hospitals flip their labels or send noise;
 3. each edge reads and adds it into one running sum with the edge's own `edge_aggregator.fold`, holding no
    secret;
 4. the cloud closes the round as `cloud_server.closing` does: the round's noise (`round_noise`), the
@@ -52,7 +52,7 @@ from client_agent.train import (
     encode,
     evaluate,
 )
-from client_agent.update import Sealed, seal
+from client_agent.update import Sealed, contribution, seal
 from cloud_server.plans import planned_share
 from cloud_server.privacy import Ledger
 from cloud_server.strategies import strategy_for
@@ -549,34 +549,30 @@ class _Run:
             if self.config.insecure_reproducible
             else (secrets.randbits(128),)
         )
-        sums = [per_edge[edge] for edge, _ in edge_rows]
-        shares_planned = share.clients if share is not None else None
-        closed = self._close(
-            round_,
-            self.cloud_scheme,
-            ciphertexts,
-            edge_rows,
-            global_vector,
-            contributions,
-            noise_seed,
-            sums=sums,
-            shares_planned=shares_planned,
-        )
+
+        def close(scheme: HEScheme[Any], forwarded: list[bytes]) -> ClosedRound:
+            return close_round(
+                self.spec,
+                scheme,
+                forwarded,
+                rows=edge_rows,
+                global_vector=global_vector,
+                contributions=contributions,
+                layout=self.layout,
+                strategy=self.strategy,
+                ledger=self.ledger,
+                round_=round_,
+                noise_seed=noise_seed,
+                shares_planned=share.clients if share is not None else None,
+                sums=[per_edge[edge] for edge, _ in edge_rows],
+            )
+
+        closed = close(self.cloud_scheme, ciphertexts)
         self.ledger = closed.ledger
         he_error = 0.0
         if plain_edges is not None and plain is not None:
             # Same noise seed, so the two closes differ only by what the encryption did to the sums.
-            reference = self._close(
-                round_,
-                plain,
-                plain_edges.forwarded()[0],
-                edge_rows,
-                global_vector,
-                contributions,
-                noise_seed,
-                sums=sums,
-                shares_planned=shares_planned,
-            )
+            reference = close(plain, plain_edges.forwarded()[0])
             he_error = float(
                 np.abs(closed.aggregated.vector.astype(np.float64) - reference.aggregated.vector).max()
             )
@@ -646,42 +642,8 @@ class _Run:
             if config.insecure_reproducible
             else None
         )
-        self.public_scheme.precompute(len(delta))  # as a hospital could while it trains: not encryption time
-        upload = seal(
-            self.public_scheme,
-            delta,
-            weight=WEIGHT,
-            clip_norm=config.clip_norm,
-            share=share,
-            rng=share_rng,
+        values = contribution(
+            self.public_scheme, delta, weight=WEIGHT, clip_norm=config.clip_norm, share=share, rng=share_rng
         )
-        return result, upload
-
-    def _close(
-        self,
-        round_: int,
-        scheme: HEScheme[Any],
-        ciphertexts: list[bytes],
-        rows: list[tuple[str, float]],
-        global_vector: np.ndarray,
-        contributions: list[Contribution],
-        noise_seed: tuple[int, ...],
-        *,
-        sums: list[list[Contribution]],
-        shares_planned: int | None,
-    ) -> ClosedRound:
-        return close_round(
-            self.spec,
-            scheme,
-            ciphertexts,
-            rows=rows,
-            global_vector=global_vector,
-            contributions=contributions,
-            layout=self.layout,
-            strategy=self.strategy,
-            ledger=self.ledger,
-            round_=round_,
-            noise_seed=noise_seed,
-            shares_planned=shares_planned,
-            sums=sums,
-        )
+        self.public_scheme.precompute(len(values))  # as a hospital could while it trains: not encryption time
+        return result, seal(self.public_scheme, values)

@@ -3,7 +3,7 @@ contamination, the edges' running sums held in one process, the cloud's close wi
 aggregation mismatch.
 
 Everything that decides a number goes through the services' own code: `client_agent.train` and the model's
-`align_to` (as the agent's `_train`), `client_agent.update.seal` (the agent's `make_update`: clip, weight,
+`align_to` (as the agent's `_train`), `client_agent.update` (the agent's `make_update`: clip, weight,
 noise share, encrypt), `edge_aggregator.fold` (the edge's running sum), `cloud_server.aggregation` (noise
 and strategy), `cloud_server.privacy` (the ledger's epsilon), `protocol.ffa.fedit_mismatch`. What is here
 only wires them together the way the agent and `cloud_server.closing` do around HTTP and a store.
