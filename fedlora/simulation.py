@@ -52,7 +52,6 @@ from client_agent.train import (
     evaluate,
 )
 from cloud_server.privacy import Ledger
-from cloud_server.strategies import strategy_for
 from fedlora.simulation_rounds import (
     ClosedRound,
     Contamination,
@@ -77,6 +76,7 @@ from protocol.messages import (
     Strategy,
     TrainingConfig,
 )
+from protocol.strategies import strategy_for
 
 log = logging.getLogger("fedlora.simulation")
 
@@ -598,7 +598,7 @@ class _Run:
             global_vector=global_vector,
             config=local,
             history=self.histories[name],
-            strategy=self.spec.strategy,
+            strategy=self.strategy,
             round_=round_,
             public_examples=public,
         )
