@@ -19,17 +19,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
 from protocol.clair import ClairError, decompose
 from protocol.ffa import AdapterLayout, column_weights
-from protocol.messages import Strategy
-
-if TYPE_CHECKING:
-    # Type-only: `protocol.messages` reads the strategies' constraints in its validator.
-    from protocol.messages import Contribution, FederationSpec
+from protocol.messages import Contribution, FederationSpec, Strategy
 
 
 class AggregationError(ValueError):
