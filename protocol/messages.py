@@ -54,11 +54,6 @@ class Strategy(StrEnum):
     FEDROT = "fedrot"
     CLAIR = "clair"
 
-    @property
-    def trains_a(self) -> bool:
-        """FedIT and FedRot train both LoRA factors, so `A` travels in the update beside `B`."""
-        return self in (Strategy.FEDIT, Strategy.FEDROT)
-
 
 class NoiseMechanism(StrEnum):
     GAUSSIAN = "gaussian"
@@ -465,10 +460,10 @@ class FederationSpec(Message):
             raise ValueError(f"rank_policy.rebase_rank must be at most r_max={self.r_max}, got {rebase}")
         if rebase is not None and self.convergence is None:
             raise ValueError("rank_policy.rebase_rank re-bases at convergence: set `convergence` too")
-        if rebase is not None and self.strategy is not Strategy.FFA:
+        if rebase is not None and not rule.can_rebase:
+            able = " or ".join(repr(kind.value) for kind in Strategy if strategy_class(kind).can_rebase)
             raise ValueError(
-                f"rank_policy.rebase_rank needs strategy 'ffa' (a frozen, shared A to re-base), got "
-                f"{self.strategy.value!r}"
+                f"rank_policy.rebase_rank needs strategy {able} (a frozen, shared A to re-base), got {name!r}"
             )
         if rule.requires_plaintext and self.he.kind is not HEKind.NONE:
             raise ValueError(

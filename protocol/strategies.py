@@ -8,7 +8,8 @@ contributed, at which rank and with which weight.
 
 A strategy is also what the other parties ask about it: its client-side hook (`prepare_delta`, run by the
 agent and the simulation on each trained model) and its constraints on a federation (`requires_plaintext`,
-`allows_central_noise`, `allows_late_uploads`, read by `FederationSpec`'s validator). So adding a strategy
+`allows_central_noise`, `allows_late_uploads`, `can_rebase`, read by `FederationSpec`'s validator;
+`trains_a`, read where the adapter's layout and model are built). So adding a strategy
 is one class here and one entry in `_STRATEGIES`; nothing else branches on its name.
 
 Pure: no I/O, nothing imported from outside `protocol`.
@@ -65,6 +66,11 @@ class AggregationStrategy(ABC):
     allows_central_noise: ClassVar[bool] = True
     #: The rule can fold a late bucket (a sum of uploads for an earlier round) into a round.
     allows_late_uploads: ClassVar[bool] = True
+    #: Clients train both LoRA factors, so `A` travels in the update beside `B`.
+    trains_a: ClassVar[bool] = False
+    #: `A` is frozen and shared, so the cloud can re-base the adapter to a common rank
+    #: (`rank_policy.rebase_rank`).
+    can_rebase: ClassVar[bool] = False
 
     @classmethod
     def from_spec(cls, spec: FederationSpec) -> AggregationStrategy:
@@ -182,6 +188,7 @@ class FFAStrategy(MeanStrategy):
     `r`."""
 
     kind = Strategy.FFA
+    can_rebase = True
 
 
 class FedITStrategy(MeanStrategy):
@@ -191,6 +198,7 @@ class FedITStrategy(MeanStrategy):
     where they are visible, as in the simulation). The baseline the other strategies improve on."""
 
     kind = Strategy.FEDIT
+    trains_a = True
 
 
 class FedRotStrategy(MeanStrategy):
@@ -200,6 +208,7 @@ class FedRotStrategy(MeanStrategy):
     plain mean, which is what lets it run under additive encryption."""
 
     kind = Strategy.FEDROT
+    trains_a = True
 
     def prepare_delta(
         self, model: TrainedModel, delta: np.ndarray, *, global_vector: np.ndarray, round_index: int

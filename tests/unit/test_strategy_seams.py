@@ -11,7 +11,14 @@ import pytest
 from pydantic import ValidationError
 
 from protocol.crypto.params import CKKSParams, PlainParams
-from protocol.messages import CentralDPConfig, FederationSpec, LateUploadConfig, Strategy
+from protocol.messages import (
+    CentralDPConfig,
+    ConvergenceConfig,
+    FederationSpec,
+    LateUploadConfig,
+    RankPolicy,
+    Strategy,
+)
 from protocol.strategies import (
     AggregationStrategy,
     ClairStrategy,
@@ -112,3 +119,18 @@ def test_strategy_for_builds_the_spec_s_strategy_with_its_settings() -> None:
     spec = FederationSpec(federation_id="f", strategy=Strategy.FEDROT, normalize_rank_columns=True)
     strategy = strategy_for(spec)
     assert isinstance(strategy, FedRotStrategy) and strategy.normalize_rank_columns
+
+
+def test_the_validator_reads_can_rebase_from_the_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
+    fields = {"rank_policy": RankPolicy(rebase_rank=4), "convergence": ConvergenceConfig(min_delta=0.01)}
+    with pytest.raises(ValidationError, match=r"needs strategy 'ffa' .*got 'fedit'"):
+        FederationSpec(federation_id="f", strategy=Strategy.FEDIT, **fields)
+    monkeypatch.setattr(FedITStrategy, "can_rebase", True)
+    FederationSpec(federation_id="f", strategy=Strategy.FEDIT, **fields)
+    with pytest.raises(ValidationError, match=r"needs strategy 'ffa' or 'fedit' .*got 'fedrot'"):
+        FederationSpec(federation_id="f", strategy=Strategy.FEDROT, **fields)
+
+
+def test_fedit_and_fedrot_train_a_and_only_ffa_re_bases() -> None:
+    assert {kind for kind in Strategy if strategy_class(kind).trains_a} == {Strategy.FEDIT, Strategy.FEDROT}
+    assert {kind for kind in Strategy if strategy_class(kind).can_rebase} == {Strategy.FFA}
