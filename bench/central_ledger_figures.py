@@ -3,9 +3,9 @@ the budget projection, and the column against the decrypting cloud.
 
     PYTHONPATH=. .venv/bin/python bench/central_ledger_figures.py
 
-Every figure comes from the ledger's own functions (`cloud_server.privacy_budget`, `cloud_server.privacy`);
-`tests/unit/test_privacy_ledger.py` and `tests/cloud/test_privacy.py` check such figures against Google's
-`dp_accounting`. Prints three tables.
+Every figure comes from the ledger's own functions (`protocol.privacy_planning`,
+`cloud_server.privacy_budget`, `cloud_server.privacy`); `tests/unit/test_privacy_ledger.py` and
+`tests/cloud/test_privacy.py` check such figures against Google's `dp_accounting`. Prints three tables.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from cloud_server.aggregation import round_noise
 from cloud_server.central_ledger import Ledger
 from cloud_server.privacy import report
-from cloud_server.privacy_budget import next_epsilon, settle_round
+from cloud_server.privacy_budget import settle_round
+from protocol.aggregation import round_noise
 from protocol.crypto import PaillierParams
 from protocol.messages import (
     CentralDPConfig,
@@ -28,6 +28,7 @@ from protocol.messages import (
     NoiseMechanism,
 )
 from protocol.privacy import GaussianEvent, make_accountant
+from protocol.privacy_planning import next_epsilon
 
 SIZES = {"demo adapter": 2306, "MiniLM, both modules of 6 layers at r_max 8": 37_634}
 

@@ -75,9 +75,9 @@ from protocol.messages import (
     FederationSpec,
     LocalSpend,
     RoundPlan,
-    Strategy,
     UploadAccepted,
 )
+from protocol.strategies import strategy_for
 from services.http import Peer, PeerRefusedError
 from services.identity import SigningKey
 from services.metrics import ClientMetrics
@@ -826,11 +826,12 @@ class ClientAgent:
             # The steps that ran are spent even if training failed part-way.
             self.state.privacy = list(history.entries)
             self.state.save(self.state_path)
-        if spec.strategy is Strategy.FEDROT:
-            # Rotate the trained factors toward the global ones before the delta is taken (B A unchanged).
-            model.align_to(start, round_index=plan.round)
-            result = dataclasses.replace(result, delta=model.delta_from(start))
-        return result
+        # The strategy's client-side hook (FedRot: rotate the trained factors toward the global ones, B A
+        # unchanged) on the delta before it is clipped and encrypted.
+        delta = strategy_for(spec).prepare_delta(
+            model, result.delta, global_vector=start, round_index=plan.round
+        )
+        return dataclasses.replace(result, delta=delta)
 
 
 _JSON = {"Content-Type": "application/json"}

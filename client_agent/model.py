@@ -36,6 +36,7 @@ from protocol.ffa import (
     natural_key,
 )
 from protocol.messages import FederationSpec
+from protocol.strategies import strategy_class
 
 PEFT_PREFIX = "base_model.model."
 
@@ -74,7 +75,7 @@ class AdapterSpec:
             alpha=spec.lora_alpha,
             seed=spec.seed,
             basis_version=spec.basis_version,
-            train_a=spec.strategy.trains_a,
+            train_a=strategy_class(spec.strategy).trains_a,
         )
 
 

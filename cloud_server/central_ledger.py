@@ -26,9 +26,8 @@ import math
 
 from pydantic import Field
 
-from cloud_server.aggregation import RoundNoise
 from cloud_server.records import Record
-from protocol.crypto.params import PaillierParams
+from protocol.aggregation import RoundNoise
 from protocol.messages import (
     BudgetAgainst,
     Contribution,
@@ -37,15 +36,9 @@ from protocol.messages import (
     LocalSpend,
     NoiseMechanism,
 )
-from protocol.privacy import (
-    Accountant,
-    GaussianEvent,
-    LaplaceEvent,
-    PrivacyEvent,
-    SkellamEvent,
-    make_accountant,
-)
-from protocol.sensitivity import encoding_slack, late_factor, lattice_sensitivities, norm_order
+from protocol.privacy import Accountant, PrivacyEvent, make_accountant
+from protocol.privacy_planning import round_event
+from protocol.sensitivity import encoding_slack, late_factor, norm_order
 
 Column = BudgetAgainst  # "public": the released adapters; "decrypting_cloud": the cloud that decrypts
 
@@ -85,30 +78,6 @@ class Ledger(Record):
     """Every closed round of one federation, oldest first (one store value, updated in the commit)."""
 
     rounds: tuple[RoundPrivacy, ...] = ()
-
-
-def round_event(
-    spec: FederationSpec,
-    *,
-    layout_size: int,
-    mechanism: NoiseMechanism,
-    noise: float,
-    sensitivity: float,
-    distributed: bool,
-) -> PrivacyEvent | None:
-    """The accountant's view of a release carrying noise `noise * C` (a Gaussian's or Skellam's std, a
-    Laplace scale) that one hospital can move by `sensitivity * C`; None without noise (no bound)."""
-    if mechanism is NoiseMechanism.NONE or noise <= 0:
-        return None
-    if mechanism is NoiseMechanism.LAPLACE:
-        return LaplaceEvent(noise_multiplier=noise / sensitivity)
-    he, clip_norm = spec.he, spec.central_dp.clip_norm
-    if distributed and isinstance(he, PaillierParams):
-        # Skellam shares on the Paillier lattice: sensitivity and variance in quantisation steps. Late uploads
-        # are refused with distributed noise, so the reach is one integer vector's (`lattice_sensitivities`).
-        l1, l2 = lattice_sensitivities(l2=sensitivity * clip_norm / he.step, size=layout_size)
-        return SkellamEvent(variance=(noise * clip_norm / he.step) ** 2, l1_sensitivity=l1, l2_sensitivity=l2)
-    return GaussianEvent(noise_multiplier=noise / sensitivity)
 
 
 def current_entry(spec: FederationSpec, entry: RoundPrivacy, *, layout_size: int) -> RoundPrivacy:

@@ -20,7 +20,6 @@ from datetime import datetime
 
 import numpy as np
 
-from cloud_server.aggregation import Aggregated, LateGroup, RoundNoise, aggregate, round_noise
 from cloud_server.central_ledger import Ledger, entry_for
 from cloud_server.convergence import converged, round_validation_loss
 from cloud_server.enrolment import EnrolmentService
@@ -36,8 +35,8 @@ from cloud_server.records import (
     unpack_aggregate,
     unpack_late,
 )
-from cloud_server.strategies import strategy_for
 from cloud_server.telemetry import CloudTelemetry
+from protocol.aggregation import Aggregated, LateGroup, RoundNoise, aggregate, round_noise
 from protocol.crypto import CryptoError, KeyStoreError
 from protocol.ffa import basis_bytes, basis_sha256, column_energy, grown_ranks, rebase_adapter, seeded_bases
 from protocol.messages import (
@@ -53,6 +52,7 @@ from protocol.messages import (
     schedule_multiplier,
     shares_for,
 )
+from protocol.strategies import strategy_for
 from services import keyspace
 from services.store import StateStore, Updates
 

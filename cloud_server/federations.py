@@ -21,9 +21,7 @@ from cloud_server.clock import Clock
 from cloud_server.errors import ConflictError, NotActiveError, NotFoundError, UnprocessableError
 from cloud_server.plans import PlanBoard, ended
 from cloud_server.privacy import report as privacy_report
-from cloud_server.privacy_budget import check_budget
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
-from cloud_server.strategies import strategy_for
 from protocol.crypto import (
     HEScheme,
     generate_scheme,
@@ -48,6 +46,8 @@ from protocol.messages import (
     RoundState,
     RoundStatus,
 )
+from protocol.privacy_planning import BudgetError, check_budget
+from protocol.strategies import strategy_for
 from services import keyspace
 from services.identity import SigningKey, new_token, token_digest
 from services.model_layout import LayoutError, federation_layout
@@ -100,7 +100,10 @@ class FederationService:
         if await self._store.get(keyspace.fed_spec(fid)) is not None:
             raise ConflictError(f"federation {fid!r} already exists", field="federation_id")
         layout = await self._compute_layout(spec)
-        check_budget(spec, layout_size=layout[0].size)
+        try:
+            check_budget(spec, layout_size=layout[0].size)
+        except BudgetError as e:
+            raise UnprocessableError(str(e), field=e.field, detail=e.detail) from e
         scheme = await asyncio.to_thread(generate_scheme, spec.he)
         sealed = seal_secret(scheme, self._kek)
         # Plans are signed so that a hospital can tell the cloud's plan from anyone else's and its edge can

@@ -5,7 +5,7 @@ and how far one hospital could move it (`cloud_server.central_ledger`), composed
 accountant into two epsilons at `central_dp.delta`: the public one and the one against the cloud that
 decrypts the sums. The entry is written in the same store transaction that publishes the round's adapter,
 so the ledger and the adapters never disagree; `central_dp.epsilon_budget` caps one of the two
-(`cloud_server.privacy_budget`).
+(`cloud_server.privacy_budget`; the plan before any round: `protocol.privacy_planning`).
 
 Local (example-level) layer: each upload carries the hospital's accountant histories `(sigma, q, steps)`,
 one for its training part (its noisy count, then DP-SGD) and one for its held-out part (its noisy count,
@@ -24,7 +24,6 @@ from collections import defaultdict
 from functools import lru_cache, partial
 
 from cloud_server.central_ledger import Column, Ledger, RoundPrivacy, current_entry, entry_event
-from cloud_server.privacy_budget import next_epsilon, planned_epsilon
 from protocol.messages import (
     COUNT_ENTRY,
     CentralRoundPrivacy,
@@ -36,6 +35,7 @@ from protocol.messages import (
     PrivacyReport,
 )
 from protocol.privacy import Accountant, GaussianEvent, RdpAccountant, make_accountant
+from protocol.privacy_planning import next_epsilon, planned_epsilon
 
 __all__ = ["Ledger", "RoundPrivacy", "local_epsilon", "report"]
 

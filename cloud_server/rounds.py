@@ -30,7 +30,6 @@ from cloud_server.errors import (
 from cloud_server.federations import FederationService
 from cloud_server.manifests import check_late, check_manifest
 from cloud_server.plans import PlanBoard, open_round, signed, wait_for
-from cloud_server.privacy_budget import first_round_overspend
 from cloud_server.records import (
     FINAL_ROUND_STATES,
     FederationRecord,
@@ -51,6 +50,7 @@ from protocol.messages import (
     RoundState,
     RoundStatus,
 )
+from protocol.privacy_planning import first_round_overspend
 from services import keyspace
 from services.identity import IdentityError, verify
 from services.store import StateStore, Updates

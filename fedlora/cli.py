@@ -85,7 +85,7 @@ def spec_validate(path: Annotated[Path, typer.Argument(exists=True, dir_okay=Fal
 
 def _central_summary(spec: FederationSpec) -> str:
     """The client-level noise and what it spends over the planned rounds (the ledger's own accountant)."""
-    from cloud_server.privacy_budget import planned_epsilon, planned_epsilons
+    from protocol.privacy_planning import planned_epsilon, planned_epsilons
 
     dp = spec.central_dp
     if not dp.noisy:
@@ -392,6 +392,7 @@ def demo(
 
     from fedlora.launcher import DemoConfig, LaunchError, RoundView, run_demo
     from protocol.messages import Strategy
+    from protocol.strategies import strategy_class
 
     if strategy not in {s.value for s in Strategy}:
         console.print(f"[red]--strategy must be one of {[s.value for s in Strategy]}, got {strategy!r}[/red]")
@@ -408,11 +409,13 @@ def demo(
         strategy=Strategy(strategy),
         out_dir=out,
     )
-    clair = strategy == Strategy.CLAIR.value
-    encryption = "no encryption (CLAIR reads each region's sum)" if clair else "CKKS"
+    rule = strategy_class(config.strategy)
+    encryption = (
+        f"no encryption ({strategy.upper()} reads each region's sum)" if rule.requires_plaintext else "CKKS"
+    )
     noise = (
         f"client-level noise z={central_noise} ({'shares added by the hospitals' if distributed else 'added by the cloud'})"
-        if central_noise > 0 and not clair
+        if central_noise > 0 and rule.allows_central_noise
         else "no client-level noise"
     )
     console.print(

@@ -43,6 +43,7 @@ from protocol.messages import (
     Strategy,
     TrainingConfig,
 )
+from protocol.strategies import strategy_class
 
 
 class LaunchError(RuntimeError):
@@ -81,13 +82,15 @@ class DemoConfig:
         policy refuses a federation without encryption (CLAIR reads each region's sum in the clear) or
         without DP-SGD (`epsilon` 0), so a demo of either says so to every hospital, which logs it loudly."""
         opt_ins = {}
-        if self.strategy is Strategy.CLAIR:
+        if strategy_class(self.strategy).requires_plaintext:
             opt_ins["FEDLORA_ALLOW_PLAINTEXT"] = "true"
         if self.epsilon <= 0:
             opt_ins["FEDLORA_ALLOW_WITHOUT_LOCAL_DP"] = "true"
         return opt_ins
 
     def spec(self, federation_id: str) -> FederationSpec:
+        rule = strategy_class(self.strategy)
+        central_noise = self.central_noise if rule.allows_central_noise else 0.0
         return FederationSpec(
             federation_id=federation_id,
             num_labels=2,
@@ -95,14 +98,11 @@ class DemoConfig:
             layers_to_transform=self.layers,
             r_max=self.rank,
             lora_alpha=8.0,
-            # CLAIR needs each region's sum in the clear and no client-level noise (see FederationSpec).
-            he=PlainParams() if self.strategy is Strategy.CLAIR else CKKSParams(),
+            # A strategy may need each region's sum in the clear (CLAIR) or refuse client-level noise.
+            he=PlainParams() if rule.requires_plaintext else CKKSParams(),
             local_dp=LocalDPConfig(enabled=self.epsilon > 0, epsilon=max(self.epsilon, 1e-3)),
             central_dp=CentralDPConfig(
-                noise_multiplier=0.0 if self.strategy is Strategy.CLAIR else self.central_noise,
-                distributed=self.distributed
-                and self.central_noise > 0
-                and self.strategy is not Strategy.CLAIR,
+                noise_multiplier=central_noise, distributed=self.distributed and central_noise > 0
             ),
             training=TrainingConfig(
                 learning_rate=self.learning_rate,

@@ -55,7 +55,6 @@ from client_agent.train import (
 from client_agent.update import Sealed, contribution, seal
 from cloud_server.plans import planned_share
 from cloud_server.privacy import Ledger
-from cloud_server.strategies import strategy_for
 from fedlora.simulation_rounds import (
     ClosedRound,
     Contamination,
@@ -79,6 +78,7 @@ from protocol.messages import (
     Strategy,
     TrainingConfig,
 )
+from protocol.strategies import strategy_for
 
 log = logging.getLogger("fedlora.simulation")
 
@@ -628,7 +628,7 @@ class _Run:
             global_vector=global_vector,
             config=local,
             history=self.histories[name],
-            strategy=self.spec.strategy,
+            strategy=self.strategy,
             round_=round_,
             public_examples=public,
         )

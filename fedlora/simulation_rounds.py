@@ -3,10 +3,11 @@ contamination, the edges' running sums held in one process, the cloud's close wi
 aggregation mismatch.
 
 Everything that decides a number goes through the services' own code: `client_agent.train` and the model's
-`align_to` (as the agent's `_train`), `client_agent.update` (the agent's `make_update`: clip, weight,
-noise share, encrypt), `edge_aggregator.fold` (the edge's running sum), `cloud_server.aggregation` (noise
-and strategy), `cloud_server.privacy` (the ledger's epsilon), `protocol.ffa.fedit_mismatch`. What is here
-only wires them together the way the agent and `cloud_server.closing` do around HTTP and a store.
+`align_to` through the strategy's `prepare_delta` (as the agent's `_train`), `client_agent.update` (the
+agent's `make_update`: clip, weight, noise share, encrypt), `edge_aggregator.fold` (the edge's running
+sum), `protocol.aggregation` (noise and strategy), the cloud's ledger (`cloud_server.privacy_budget.
+settle_round`, the ledger's epsilon), `protocol.ffa.fedit_mismatch`. What is here only wires them together
+the way the agent and `cloud_server.closing` do around HTTP and a store.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ import numpy as np
 
 from client_agent.model import FFAClassifier
 from client_agent.train import Features, LocalConfig, LocalResult, PrivacyHistory, train_local
-from cloud_server.aggregation import Aggregated, RoundNoise, aggregate, round_noise
 from cloud_server.central_ledger import Ledger
 from cloud_server.privacy_budget import settle_round
-from cloud_server.strategies import AggregationStrategy
 from edge_aggregator.fold import fold, parse_upload
+from protocol.aggregation import Aggregated, RoundNoise, aggregate, round_noise
 from protocol.crypto import HEScheme
 from protocol.ffa import A_SUFFIX, AdapterLayout, fedit_mismatch
-from protocol.messages import Contribution, FederationSpec, Strategy, schedule_multiplier
+from protocol.messages import Contribution, FederationSpec, schedule_multiplier
+from protocol.strategies import AggregationStrategy
 
 Contamination = Literal["flip", "random"]
 
@@ -116,13 +117,13 @@ def local_update(
     global_vector: np.ndarray,
     config: LocalConfig,
     history: PrivacyHistory,
-    strategy: Strategy,
+    strategy: AggregationStrategy,
     round_: int,
     public_examples: int | None = None,
 ) -> LocalResult:
     """One hospital's round as the agent's `_train` runs it: local training (at the sample rate of its
-    public count), then for FedRot the rotation of the trained factors toward the global ones (`B A`
-    unchanged) before the delta is taken."""
+    public count), then the strategy's client-side hook on the delta (FedRot: the rotation of the trained
+    factors toward the global ones, `B A` unchanged)."""
     result = train_local(
         model,
         features,
@@ -131,10 +132,8 @@ def local_update(
         history=history,
         public_examples=public_examples,
     )
-    if strategy is Strategy.FEDROT:
-        model.align_to(global_vector, round_index=round_)
-        result = dataclasses.replace(result, delta=model.delta_from(global_vector))
-    return result
+    delta = strategy.prepare_delta(model, result.delta, global_vector=global_vector, round_index=round_)
+    return dataclasses.replace(result, delta=delta)
 
 
 @dataclass

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol import examples as _examples
-from protocol.crypto.params import CKKSParams, HEKind, HEParams, PaillierParams
+from protocol.crypto.params import CKKSParams, HEKind, HEParams
+from protocol.distributions import Distribution
 
 PROTOCOL_VERSION: Literal[1] = 1
 
@@ -46,17 +47,12 @@ class Message(BaseModel):
 
 
 class Strategy(StrEnum):
-    """How client updates combine (see cloud_server strategies)."""
+    """How client updates combine (`protocol.strategies`: the rule, its client-side hook, its constraints)."""
 
     FFA = "ffa"
     FEDIT = "fedit"
     FEDROT = "fedrot"
     CLAIR = "clair"
-
-    @property
-    def trains_a(self) -> bool:
-        """FedIT and FedRot train both LoRA factors, so `A` travels in the update beside `B`."""
-        return self in (Strategy.FEDIT, Strategy.FEDROT)
 
 
 class NoiseMechanism(StrEnum):
@@ -415,30 +411,37 @@ class FederationSpec(Message):
                 "central_dp.distributed protects only an encrypted sum: with he.kind 'none' the edge would see "
                 "each update with a fraction of the noise; choose 'ckks' or 'paillier'"
             )
-        if self.central_dp.distributed and isinstance(self.he, PaillierParams):
+        bound = self.he.value_bound
+        if self.central_dp.distributed and bound is not None:
             # Every noisy coordinate must fit the fixed-point range, or packing would clip the noise.
             needed = self.central_dp.clip_norm + SHARE_TAIL_SIGMAS * max_share_std(
                 self.central_dp, min_clients=self.min_clients_per_edge
             )
-            if self.he.clip < needed:
+            if bound < needed:
                 raise ValueError(
-                    f"he.clip {self.he.clip} leaves no room for the Skellam noise shares: each coordinate "
+                    f"he.clip {bound} leaves no room for the Skellam noise shares: each coordinate "
                     f"holds up to clip_norm + {SHARE_TAIL_SIGMAS:g} share std = {needed:.4g}; raise he.clip "
                     "(or quant_bits with it to keep precision)"
                 )
         if (
             self.central_dp.accountant == "prv"
             and self.central_dp.distributed
-            and isinstance(self.he, PaillierParams)
+            and self.he.noise_distribution(distributed=True) is Distribution.SKELLAM
         ):
             raise ValueError(
                 "central_dp.accountant 'prv' with central_dp.distributed under he.kind 'paillier': the noise "
                 "shares are Skellam on the fixed-point lattice, which prv (Gaussian rounds only) cannot "
                 "account; use accountant 'rdp', or he.kind 'ckks' for Gaussian shares"
             )
-        if self.strategy is Strategy.CLAIR and self.central_dp.noisy:
+        # The strategy states its own constraints; imported here because `protocol.strategies` is built on
+        # this module's models.
+        from protocol.strategies import strategy_class
+
+        rule = strategy_class(self.strategy)
+        name = self.strategy.value
+        if not rule.allows_central_noise and self.central_dp.noisy:
             raise ValueError(
-                "strategy 'clair' aggregates with a robust decomposition, not a clipped sum, so central_dp's "
+                f"strategy {name!r} aggregates with a robust decomposition, not a clipped sum, so central_dp's "
                 "noise would not bound one hospital's influence: set central_dp.noise_multiplier to 0"
             )
         if self.late_uploads is not None and self.central_dp.distributed:
@@ -447,24 +450,24 @@ class FederationSpec(Message):
                 "a bucket holds only its few clients' noise shares, less than the noise the plan promises; "
                 "turn off central_dp.distributed (the cloud then adds the noise) or late_uploads"
             )
-        if self.late_uploads is not None and self.strategy is Strategy.CLAIR:
+        if self.late_uploads is not None and not rule.allows_late_uploads:
             raise ValueError(
-                "late_uploads with strategy 'clair': the robust decomposition works on each region's sum of "
-                "one round, and a late bucket is neither; set late_uploads to null"
+                f"late_uploads with strategy {name!r}: the robust decomposition works on each region's sum "
+                "of one round, and a late bucket is neither; set late_uploads to null"
             )
         rebase = self.rank_policy.rebase_rank
         if rebase is not None and rebase > self.r_max:
             raise ValueError(f"rank_policy.rebase_rank must be at most r_max={self.r_max}, got {rebase}")
         if rebase is not None and self.convergence is None:
             raise ValueError("rank_policy.rebase_rank re-bases at convergence: set `convergence` too")
-        if rebase is not None and self.strategy is not Strategy.FFA:
+        if rebase is not None and not rule.can_rebase:
+            able = " or ".join(repr(kind.value) for kind in Strategy if strategy_class(kind).can_rebase)
             raise ValueError(
-                f"rank_policy.rebase_rank needs strategy 'ffa' (a frozen, shared A to re-base), got "
-                f"{self.strategy.value!r}"
+                f"rank_policy.rebase_rank needs strategy {able} (a frozen, shared A to re-base), got {name!r}"
             )
-        if self.strategy is Strategy.CLAIR and self.he.kind is not HEKind.NONE:
+        if rule.requires_plaintext and self.he.kind is not HEKind.NONE:
             raise ValueError(
-                f"strategy 'clair' needs per-client plaintext updates, so he.kind must be 'none', got "
+                f"strategy {name!r} needs per-client plaintext updates, so he.kind must be 'none', got "
                 f"{self.he.kind.value!r}"
             )
         return self
@@ -481,7 +484,7 @@ class NoiseShare(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mechanism: Literal["gaussian", "skellam"]
+    mechanism: Literal[Distribution.GAUSSIAN, Distribution.SKELLAM]
     std: float = Field(gt=0.0, le=1e6, description="per coordinate, in the units of the delta")
     clients: int = Field(ge=1, le=MAX_CLIENTS_PER_ROUND, description="shares sized for this many clients")
     noise_multiplier: float = Field(gt=0.0, description="the round's z")

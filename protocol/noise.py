@@ -21,8 +21,9 @@ import math
 
 import numpy as np
 
-from protocol.crypto.params import HEParams, PaillierParams
-from protocol.messages import CentralDPConfig, NoiseShare, shares_for
+from protocol.crypto.params import HEParams
+from protocol.distributions import Distribution
+from protocol.messages import CentralDPConfig, NoiseMechanism, NoiseShare, shares_for
 
 
 class NoiseError(ValueError):
@@ -38,12 +39,23 @@ def clip(vector: np.ndarray, *, max_norm: float, ord: int = 2) -> np.ndarray:
 def share_for(dp: CentralDPConfig, he: HEParams, *, multiplier: float, planned_clients: int) -> NoiseShare:
     """Each client's share of a round whose target noise std on the sum is `multiplier * C`."""
     shares = shares_for(dp, planned_clients)
+    distribution = distribution_for(dp.mechanism, he, distributed=True)
+    if distribution is Distribution.LAPLACE:
+        raise NoiseError("distributed noise cannot be Laplace: a sum of Laplace shares is not Laplace")
     return NoiseShare(
-        mechanism="skellam" if isinstance(he, PaillierParams) else "gaussian",
+        mechanism=distribution,
         std=multiplier * dp.clip_norm / math.sqrt(shares),
         clients=shares,
         noise_multiplier=multiplier,
     )
+
+
+def distribution_for(mechanism: NoiseMechanism, he: HEParams, *, distributed: bool) -> Distribution:
+    """What noise for `mechanism` is drawn from under `he`: the scheme's requirement if it has one
+    (`HEParams.noise_distribution`), else the mechanism's own distribution."""
+    if mechanism is NoiseMechanism.NONE:
+        raise NoiseError("mechanism 'none' draws no noise")
+    return he.noise_distribution(distributed=distributed) or Distribution(mechanism.value)
 
 
 def skellam_lambda(std: float, step: float) -> float:
@@ -52,7 +64,12 @@ def skellam_lambda(std: float, step: float) -> float:
 
 
 def draw(
-    mechanism: str, *, std: float, size: int, rng: np.random.Generator, step: float | None = None
+    distribution: Distribution,
+    *,
+    std: float,
+    size: int,
+    rng: np.random.Generator,
+    step: float | None = None,
 ) -> np.ndarray:
     """`size` draws of zero-mean noise with standard deviation `std`: Gaussian, Laplace (scale
     `std / sqrt(2)`), or Skellam on the lattice of `step` (exactly a multiple of `step`)."""
@@ -60,16 +77,17 @@ def draw(
         raise NoiseError(f"std must be finite and >= 0, got {std}")
     if std == 0:
         return np.zeros(size)
-    if mechanism == "gaussian":
-        return rng.normal(0.0, std, size)
-    if mechanism == "laplace":
-        return rng.laplace(0.0, std / math.sqrt(2.0), size)
-    if mechanism == "skellam":
-        if step is None or not step > 0:
-            raise NoiseError(f"skellam noise needs the quantisation step, got {step}")
-        lam = skellam_lambda(std, step)
-        return (rng.poisson(lam, size) - rng.poisson(lam, size)).astype(np.float64) * step
-    raise NoiseError(f"unknown noise mechanism {mechanism!r}")
+    match distribution:
+        case Distribution.GAUSSIAN:
+            return rng.normal(0.0, std, size)
+        case Distribution.LAPLACE:
+            return rng.laplace(0.0, std / math.sqrt(2.0), size)
+        case Distribution.SKELLAM:
+            if step is None or not step > 0:
+                raise NoiseError(f"skellam noise needs the quantisation step, got {step}")
+            lam = skellam_lambda(std, step)
+            return (rng.poisson(lam, size) - rng.poisson(lam, size)).astype(np.float64) * step
+    raise NoiseError(f"unknown noise distribution {distribution!r}")
 
 
 def add_share(
@@ -77,17 +95,18 @@ def add_share(
 ) -> np.ndarray:
     """The client's weighted, clipped delta with its noise share added, ready to encrypt.
 
-    Under packed Paillier every coordinate must stay inside `[-he.clip, he.clip]` (the spec reserves
-    `SHARE_TAIL_SIGMAS` share std for it); a draw outside is refused rather than silently clipped, since
-    clipping the noise would weaken it.
+    Under a bounded encoding (packed Paillier: `he.value_bound`) every coordinate must stay inside it (the
+    spec reserves `SHARE_TAIL_SIGMAS` share std for it); a draw outside is refused rather than silently
+    clipped, since clipping the noise would weaken it.
     """
-    step = he.step if isinstance(he, PaillierParams) else None
-    noisy = contribution + draw(share.mechanism, std=share.std, size=contribution.size, rng=rng, step=step)
-    if isinstance(he, PaillierParams):
+    noise = draw(share.mechanism, std=share.std, size=contribution.size, rng=rng, step=he.lattice_step)
+    noisy = contribution + noise
+    bound = he.value_bound
+    if bound is not None:
         worst = float(np.max(np.abs(noisy))) if noisy.size else 0.0
-        if worst > he.clip:
+        if worst > bound:
             raise NoiseError(
-                f"a noisy coordinate is {worst:.4g}, outside he.clip {he.clip}: the fixed-point range has "
+                f"a noisy coordinate is {worst:.4g}, outside he.clip {bound}: the fixed-point range has "
                 "no room for this share"
             )
     return noisy

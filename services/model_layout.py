@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel
 
 from protocol.ffa import HEAD_BIAS, HEAD_WEIGHT, AdapterLayout
 from protocol.messages import FederationSpec
+from protocol.strategies import strategy_class
 
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 
@@ -57,7 +58,7 @@ def federation_layout(spec: FederationSpec, model_path: str | Path) -> tuple[Ada
         r_max=spec.r_max,
         head_shapes={HEAD_WEIGHT: (spec.num_labels, hidden), HEAD_BIAS: (spec.num_labels,)},
         lora_in_features={name: layer.in_features for name, layer in targets.items()}
-        if spec.strategy.trains_a
+        if strategy_class(spec.strategy).trains_a
         else None,
     )
     return layout, {name: layer.in_features for name, layer in targets.items()}

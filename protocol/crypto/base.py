@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +62,22 @@ class HEScheme(ABC, Generic[PayloadT]):
     requires_secret_to_decrypt: ClassVar[bool] = True
 
     # -- key material -------------------------------------------------------------------------------
+    # Each backend takes its own parameter class (`factory.SCHEMES` pairs them by `kind`).
+    @classmethod
+    @abstractmethod
+    def generate(cls, params: Any) -> Self:
+        """A new key pair."""
+
+    @classmethod
+    @abstractmethod
+    def from_public(cls, params: Any, public_bytes: bytes) -> Self:
+        """The scheme from `public_bytes()`: encrypt, add and (de)serialise, never decrypt."""
+
+    @classmethod
+    @abstractmethod
+    def from_secret(cls, params: Any, secret_bytes: bytes) -> Self:
+        """The scheme from `secret_bytes()`, able to decrypt."""
+
     @property
     @abstractmethod
     def params(self) -> AnyParams: ...

@@ -1,4 +1,7 @@
-"""Build the `HEScheme` that a `FederationSpec`'s parameters call for."""
+"""Build the `HEScheme` that a `FederationSpec`'s parameters call for: a registry from `HEKind` to backend.
+
+Adding a scheme is its parameters in `params.py`, its backend class, and one entry in `SCHEMES`.
+"""
 
 from __future__ import annotations
 
@@ -7,49 +10,32 @@ from typing import Any
 from protocol.crypto.base import AnyParams, HEScheme
 from protocol.crypto.ckks import CKKSScheme
 from protocol.crypto.paillier import PaillierScheme
-from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
+from protocol.crypto.params import HEKind
 from protocol.crypto.plain import PlainScheme
+
+SCHEMES: dict[HEKind, type[HEScheme[Any]]] = {
+    scheme.kind: scheme for scheme in (CKKSScheme, PaillierScheme, PlainScheme)
+}
 
 
 def scheme_for(params: AnyParams) -> type[HEScheme[Any]]:
     """The backend class for these parameters."""
-    if isinstance(params, CKKSParams):
-        return CKKSScheme
-    if isinstance(params, PaillierParams):
-        return PaillierScheme
-    if isinstance(params, PlainParams):
-        return PlainScheme
-    raise TypeError(f"expected HE parameters, got {type(params).__name__}")
+    kind = getattr(params, "kind", None)
+    if not isinstance(kind, HEKind) or kind not in SCHEMES:
+        raise TypeError(f"expected HE parameters, got {type(params).__name__}")
+    return SCHEMES[kind]
 
 
 def generate_scheme(params: AnyParams) -> HEScheme[Any]:
     """A new key pair (the cloud does this once per federation)."""
-    if isinstance(params, CKKSParams):
-        return CKKSScheme.generate(params)
-    if isinstance(params, PaillierParams):
-        return PaillierScheme.generate(params)
-    return PlainScheme.generate(_plain(params))
+    return scheme_for(params).generate(params)
 
 
 def scheme_from_public(params: AnyParams, public_bytes: bytes) -> HEScheme[Any]:
     """What clients and edges hold: encrypt, add and (de)serialise, never decrypt."""
-    if isinstance(params, CKKSParams):
-        return CKKSScheme.from_public(params, public_bytes)
-    if isinstance(params, PaillierParams):
-        return PaillierScheme.from_public(params, public_bytes)
-    return PlainScheme.from_public(_plain(params), public_bytes)
+    return scheme_for(params).from_public(params, public_bytes)
 
 
 def scheme_from_secret(params: AnyParams, secret_bytes: bytes) -> HEScheme[Any]:
     """The cloud's scheme, from `HEScheme.secret_bytes()` (usually via `keystore.open_secret`)."""
-    if isinstance(params, CKKSParams):
-        return CKKSScheme.from_secret(params, secret_bytes)
-    if isinstance(params, PaillierParams):
-        return PaillierScheme.from_secret(params, secret_bytes)
-    return PlainScheme.from_secret(_plain(params), secret_bytes)
-
-
-def _plain(params: object) -> PlainParams:
-    if not isinstance(params, PlainParams):
-        raise TypeError(f"expected HE parameters, got {type(params).__name__}")
-    return params
+    return scheme_for(params).from_secret(params, secret_bytes)

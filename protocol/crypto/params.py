@@ -1,6 +1,8 @@
 """Parameters of the homomorphic encryption schemes, as they travel in a `FederationSpec`.
 
-These are wire models: every party checks a ciphertext against them before deserialising it.
+These are wire models: every party checks a ciphertext against them before deserialising it. Each also
+says what its encoding asks of DP noise (`lattice_step`, `value_bound`, `noise_distribution`), so the noise
+code reads the parameters instead of asking which scheme they belong to.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from protocol.distributions import Distribution
+
 
 class HEKind(StrEnum):
     """Which additively homomorphic scheme protects the uploads."""
@@ -21,7 +25,27 @@ class HEKind(StrEnum):
     NONE = "none"  # plaintext sums: only for simulation and for strategies that need per-client updates
 
 
-class CKKSParams(BaseModel):
+class SchemeParams(BaseModel):
+    """What every scheme's parameters tell the noise code. The defaults fit a scheme with real-valued
+    slots (CKKS, plaintext): noise of any distribution and any size goes in as drawn."""
+
+    @property
+    def lattice_step(self) -> float | None:
+        """Noise added before encryption must be a multiple of this (None: any real value)."""
+        return None
+
+    @property
+    def value_bound(self) -> float | None:
+        """Every coordinate, noise included, must lie in `[-value_bound, value_bound]` (None: no bound)."""
+        return None
+
+    def noise_distribution(self, *, distributed: bool) -> Distribution | None:
+        """The distribution the scheme requires of the noise (`distributed`: shares added before
+        encryption, and the cloud's top-up of them); None: the one the spec's mechanism names."""
+        return None
+
+
+class CKKSParams(SchemeParams):
     """TenSEAL CKKS context. The default is add-only: one data prime, no multiplications.
 
     `[60, 60]` leaves no room to rescale after a multiplication, so a ciphertext cannot be multiplied by a
@@ -68,7 +92,7 @@ class CKKSParams(BaseModel):
         return 2.0 ** (18 - self.global_scale_bits) * max(1.0, self.poly_modulus_degree / 8192)
 
 
-class PaillierParams(BaseModel):
+class PaillierParams(SchemeParams):
     """Packed (BatchCrypt-style) Paillier: fixed-point slots packed into one big plaintext.
 
     Each value is clipped to `[-clip, clip]` and quantised to `quant_bits` bits. Each slot keeps
@@ -108,8 +132,24 @@ class PaillierParams(BaseModel):
         nearest step, plus float64 rounding of `x / step`."""
         return self.step / 2 + 8 * sys.float_info.epsilon * self.clip
 
+    @property
+    def lattice_step(self) -> float | None:
+        """Shares are whole quantisation steps, so that they pack exactly."""
+        return self.step
 
-class PlainParams(BaseModel):
+    @property
+    def value_bound(self) -> float | None:
+        """The fixed-point range: packing would clip a coordinate outside it, and the noise with it."""
+        return self.clip
+
+    def noise_distribution(self, *, distributed: bool) -> Distribution | None:
+        """Distributed shares (and the cloud's top-up of them) are Skellam on the lattice, whose sum stays
+        on it and is Skellam again (Agarwal, Kairouz, Liu 2021, arXiv:2110.04995); noise the cloud adds
+        alone after decrypting may follow any distribution."""
+        return Distribution.SKELLAM if distributed else None
+
+
+class PlainParams(SchemeParams):
     """No encryption. Allowed only where every party may legitimately see per-client updates."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

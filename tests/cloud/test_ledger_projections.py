@@ -12,10 +12,10 @@ import math
 import numpy as np
 import pytest
 
-from cloud_server.aggregation import RoundNoise
 from cloud_server.central_ledger import Ledger, entry_for
 from cloud_server.privacy import report as privacy_report
 from cloud_server.records import unpack_aggregate
+from protocol.aggregation import RoundNoise
 from protocol.messages import CentralDPConfig, FederationSpec, NoiseMechanism, PrivacyReport
 from protocol.privacy import GaussianEvent, RdpAccountant
 from services import keyspace

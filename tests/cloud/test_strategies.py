@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cloud_server.strategies import ClairStrategy, EdgeRow
 from protocol.clair import ClairError, decompose
 from protocol.ffa import frozen_basis
 from protocol.messages import ClientInfo, RankPolicy, RankPolicyKind, RoundPlan
+from protocol.strategies import ClairStrategy, EdgeRow
 from tests.cloud.harness import Federation, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio

@@ -7,32 +7,34 @@ import math
 import numpy as np
 import pytest
 
-from protocol.crypto.params import CKKSParams, PaillierParams
+from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
+from protocol.distributions import Distribution
 from protocol.messages import (
     CentralDPConfig,
     FederationSpec,
+    NoiseMechanism,
     NoiseSchedule,
     RoundPlan,
     Weighting,
     schedule_multiplier,
 )
-from protocol.noise import NoiseError, add_share, clip, draw, share_for
+from protocol.noise import NoiseError, add_share, clip, distribution_for, draw, share_for
 from protocol.sensitivity import skellam_sensitivity
 
 N = 200_000  # draws per check: the sample std is then within ~0.5% of the true one (3 sigma)
 
 
-@pytest.mark.parametrize("mechanism", ["gaussian", "laplace", "skellam"])
-def test_many_draws_have_the_target_standard_deviation(mechanism: str) -> None:
+@pytest.mark.parametrize("mechanism", list(Distribution))
+def test_many_draws_have_the_target_standard_deviation(mechanism: Distribution) -> None:
     rng = np.random.default_rng(7)
     std, step = 0.3, 0.3 / 50
     noise = draw(mechanism, std=std, size=N, rng=rng, step=step)
     assert np.std(noise) == pytest.approx(std, rel=0.01)
     assert abs(np.mean(noise)) < 4 * std / math.sqrt(N)
-    if mechanism == "laplace":
+    if mechanism is Distribution.LAPLACE:
         # A Laplace distribution of scale b has mean absolute value b = std / sqrt(2).
         assert np.mean(np.abs(noise)) == pytest.approx(std / math.sqrt(2), rel=0.01)
-    if mechanism == "skellam":
+    if mechanism is Distribution.SKELLAM:
         assert np.allclose(noise / step, np.rint(noise / step))  # on the quantisation lattice
 
 
@@ -47,6 +49,51 @@ def test_the_shares_of_all_planned_clients_add_up_to_z_c(he) -> None:
     step = he.step if isinstance(he, PaillierParams) else None
     total = sum(draw(share.mechanism, std=share.std, size=N, rng=rng, step=step) for _ in range(5))
     assert np.std(total) == pytest.approx(1.5 * 0.5, rel=0.01)
+
+
+def test_each_scheme_says_what_noise_added_before_encryption_must_be() -> None:
+    # Packed Paillier with 6 quantisation bits and clip 3: the largest code is 2^5 - 1 = 31, a step 3 / 31.
+    paillier = PaillierParams(clip=3.0, quant_bits=6)
+    assert paillier.lattice_step == pytest.approx(3.0 / 31)
+    assert paillier.value_bound == 3.0
+    assert paillier.noise_distribution(distributed=True) is Distribution.SKELLAM
+    assert paillier.noise_distribution(distributed=False) is None  # the cloud's own draw, after decrypting
+    for real in (CKKSParams(), PlainParams()):
+        assert real.lattice_step is None and real.value_bound is None
+        assert real.noise_distribution(distributed=True) is None
+        assert real.noise_distribution(distributed=False) is None
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "he", "distributed", "expected"),
+    [
+        (NoiseMechanism.GAUSSIAN, CKKSParams(), True, Distribution.GAUSSIAN),
+        (NoiseMechanism.GAUSSIAN, PaillierParams(), True, Distribution.SKELLAM),
+        (NoiseMechanism.GAUSSIAN, PaillierParams(), False, Distribution.GAUSSIAN),
+        (NoiseMechanism.LAPLACE, PaillierParams(), False, Distribution.LAPLACE),
+        (NoiseMechanism.LAPLACE, PlainParams(), False, Distribution.LAPLACE),
+    ],
+)
+def test_the_drawn_distribution_is_the_schemes_requirement_or_the_mechanisms_own(
+    mechanism: NoiseMechanism, he, distributed: bool, expected: Distribution
+) -> None:
+    assert distribution_for(mechanism, he, distributed=distributed) is expected
+
+
+def test_mechanism_none_has_no_distribution() -> None:
+    with pytest.raises(NoiseError, match="mechanism 'none' draws no noise"):
+        distribution_for(NoiseMechanism.NONE, CKKSParams(), distributed=False)
+
+
+def test_the_distributions_keep_their_wire_values() -> None:
+    assert [d.value for d in Distribution] == ["gaussian", "laplace", "skellam"]
+    share = share_for(
+        CentralDPConfig(noise_multiplier=1.0, distributed=True),
+        PaillierParams(clip=64.0),
+        multiplier=1.0,
+        planned_clients=4,
+    )
+    assert '"mechanism":"skellam"' in share.model_dump_json()
 
 
 def test_a_dropout_margin_sizes_shares_for_fewer_clients() -> None:

@@ -13,10 +13,10 @@ import dp_accounting
 import pytest
 from dp_accounting import rdp
 
-from cloud_server.aggregation import round_noise
 from cloud_server.central_ledger import Ledger
 from cloud_server.privacy import report
-from cloud_server.privacy_budget import planned_epsilons, settle_round
+from cloud_server.privacy_budget import settle_round
+from protocol.aggregation import round_noise
 from protocol.crypto import CKKSParams, PaillierParams
 from protocol.messages import (
     CentralDPConfig,
@@ -25,6 +25,7 @@ from protocol.messages import (
     LateUploadConfig,
     schedule_multiplier,
 )
+from protocol.privacy_planning import planned_epsilons
 
 DELTA = 1e-5
 SIZE = 2306  # the demo's adapter

@@ -8,6 +8,9 @@ charges); noise of standard deviation `z C` per coordinate goes on the sum (the 
 draws it, or the clients did in shares: see `protocol.noise`), and only then is the sum divided by the total
 weight `W` (post-processing; the participants and their weights are public to the cloud through the signed
 manifests).
+
+Pure: no I/O, nothing imported from outside `protocol`. The cloud's `closing` reads the store, calls
+`round_noise` and `aggregate`, and commits what they return.
 """
 
 from __future__ import annotations
@@ -20,13 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from cloud_server.strategies import AggregationStrategy, EdgeRow, RoundSum, RowStrategy
 from protocol.crypto import HEScheme
-from protocol.crypto.params import PaillierParams
 from protocol.ffa import AdapterLayout
 from protocol.messages import Contribution, FederationSpec, NoiseMechanism
-from protocol.noise import draw
+from protocol.noise import distribution_for, draw
 from protocol.sensitivity import Upload, encoding_slack, norm_order, release_sensitivity
+from protocol.strategies import AggregationError, AggregationStrategy, EdgeRow, RoundSum, RowStrategy
 
 
 @dataclass(frozen=True)
@@ -189,16 +191,18 @@ def aggregate(
     late: Sequence[LateGroup] = (),
 ) -> Aggregated:
     """The next global adapter from the edges' sums and late buckets. Raises `CryptoError` if a sum does
-    not decrypt."""
+    not decrypt, `AggregationError` if the weights or the rows do not fit the sums."""
     contributions = [*contributions, *(c for group in late for c in group.weighted())]
     total_weight = float(sum(c.weight for c in contributions))
     if total_weight <= 0:
-        raise ValueError(f"total weight must be positive, got {total_weight}")
+        raise AggregationError(f"the contributions' total weight must be positive, got {total_weight}")
     length = int(global_vector.size)
     parts = [scheme.deserialize(c, expected_length=length) for c in ciphertexts]
     if isinstance(strategy, RowStrategy):
         if late:
-            raise ValueError(f"strategy {strategy.kind.value!r} cannot take late buckets")
+            raise AggregationError(
+                f"strategy {strategy.kind.value!r} cannot take late buckets, got {len(late)}"
+            )
         return _by_rows(scheme, parts, global_vector=global_vector, rows=rows or [], strategy=strategy)
     total = scheme.sum(parts)
     started = time.perf_counter()
@@ -213,11 +217,11 @@ def aggregate(
         summands += late_sum.count
     if noise.cloud_std > 0:
         params = scheme.params
-        # Under packed Paillier the top-up stays on the shares' lattice, so the sum's noise is Skellam.
-        skellam = noise.distributed and isinstance(params, PaillierParams)
-        mechanism = "skellam" if skellam else noise.mechanism.value
-        step = params.step if isinstance(params, PaillierParams) else None
-        noisy_sum = noisy_sum + draw(mechanism, std=noise.cloud_std, size=length, rng=rng, step=step)
+        # A top-up of shares follows the shares' distribution (under packed Paillier: Skellam on their lattice).
+        distribution = distribution_for(noise.mechanism, params, distributed=noise.distributed)
+        noisy_sum = noisy_sum + draw(
+            distribution, std=noise.cloud_std, size=length, rng=rng, step=params.lattice_step
+        )
     previous = global_vector.astype(np.float64)
     vector = strategy.next_global(previous, RoundSum(noisy_sum, contributions, layout)).astype(np.float32)
     norm = float(np.linalg.norm(vector.astype(np.float64) - previous))
@@ -241,7 +245,7 @@ def _by_rows(
     """A strategy over each edge's sum (plaintext federations only): `rows` names each part's edge and
     total weight, in the order of `parts`."""
     if len(rows) != len(parts):
-        raise ValueError(f"{len(parts)} edge sums but {len(rows)} rows")
+        raise AggregationError(f"rows must name each of the {len(parts)} edge sums, got {len(rows)} rows")
     previous = global_vector.astype(np.float64)
     edge_rows = [
         EdgeRow(edge_id, scheme.decrypt(part), weight)

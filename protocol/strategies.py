@@ -5,6 +5,14 @@ round's aggregation in fixed steps (the divisor of every coordinate, the mean st
 concrete strategies that fill in the steps. Under encryption the cloud only ever holds the *sum* of the
 clients' weighted deltas (noise included), so a strategy works on that sum and the public manifest: who
 contributed, at which rank and with which weight.
+
+A strategy is also what the other parties ask about it: its client-side hook (`prepare_delta`, run by the
+agent and the simulation on each trained model) and its constraints on a federation (`requires_plaintext`,
+`allows_central_noise`, `allows_late_uploads`, `can_rebase`, read by `FederationSpec`'s validator;
+`trains_a`, read where the adapter's layout and model are built). So adding a strategy
+is one class here and one entry in `_STRATEGIES`; nothing else branches on its name.
+
+Pure: no I/O, nothing imported from outside `protocol`.
 """
 
 from __future__ import annotations
@@ -12,13 +20,25 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 
 from protocol.clair import ClairError, decompose
 from protocol.ffa import AdapterLayout, column_weights
 from protocol.messages import Contribution, FederationSpec, Strategy
+
+
+class AggregationError(ValueError):
+    """A round's sum cannot be aggregated as given (shapes, weights or rows that do not fit)."""
+
+
+class TrainedModel(Protocol):
+    """What a strategy's client-side hook may ask of a hospital's trained model (`FFAClassifier`)."""
+
+    def align_to(self, global_vector: np.ndarray, *, round_index: int) -> None: ...
+
+    def delta_from(self, global_vector: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -35,16 +55,35 @@ class RoundSum:
 
 
 class AggregationStrategy(ABC):
-    """One aggregation rule. Subclasses define the per-coordinate divisor and, if needed, the update rule."""
+    """One aggregation rule. Subclasses define the per-coordinate divisor and, if needed, the update rule,
+    the client-side hook and the constraints a federation using them must meet."""
 
     kind: ClassVar[Strategy]
     per_edge: ClassVar[bool] = False  # True: `combine_rows` over each edge's sum (RowStrategy)
+    #: The rule reads each edge's sum in the clear: the spec must not encrypt (`he.kind` 'none').
+    requires_plaintext: ClassVar[bool] = False
+    #: The rule is a clipped sum, so central_dp's noise bounds one hospital's influence on it.
+    allows_central_noise: ClassVar[bool] = True
+    #: The rule can fold a late bucket (a sum of uploads for an earlier round) into a round.
+    allows_late_uploads: ClassVar[bool] = True
+    #: Clients train both LoRA factors, so `A` travels in the update beside `B`.
+    trains_a: ClassVar[bool] = False
+    #: `A` is frozen and shared, so the cloud can re-base the adapter to a common rank
+    #: (`rank_policy.rebase_rank`).
+    can_rebase: ClassVar[bool] = False
+
+    @classmethod
+    def from_spec(cls, spec: FederationSpec) -> AggregationStrategy:
+        """The strategy as the spec configures it (the default reads nothing from it)."""
+        return cls()
 
     def next_global(self, previous: np.ndarray, round_sum: RoundSum) -> np.ndarray:
         """The next global vector (float64): `apply(previous, sum / divisor)`, coordinates that nobody
         could reach (divisor 0) left unchanged."""
         if round_sum.noisy_sum.shape != previous.shape:
-            raise ValueError(f"the sum has shape {round_sum.noisy_sum.shape}, the adapter {previous.shape}")
+            raise AggregationError(
+                f"the sum has shape {round_sum.noisy_sum.shape}, the adapter {previous.shape}"
+            )
         divisor = self.divisor(round_sum)
         step = np.divide(
             round_sum.noisy_sum, divisor, out=np.zeros_like(round_sum.noisy_sum), where=divisor > 0
@@ -58,6 +97,13 @@ class AggregationStrategy(ABC):
     def apply(self, previous: np.ndarray, step: np.ndarray) -> np.ndarray:
         """The update rule: FedAvg's `previous + mean step`."""
         return previous + step
+
+    def prepare_delta(
+        self, model: TrainedModel, delta: np.ndarray, *, global_vector: np.ndarray, round_index: int
+    ) -> np.ndarray:
+        """The client-side hook: what a hospital uploads (before clipping and weighting) after training
+        `model` from `global_vector` to `delta`. The default uploads the delta as trained."""
+        return delta
 
 
 @dataclass(frozen=True)
@@ -98,6 +144,9 @@ class ClairStrategy(RowStrategy):
     structure: then the plain mean is applied and nothing is flagged."""
 
     kind = Strategy.CLAIR
+    requires_plaintext = True
+    allows_central_noise = False
+    allows_late_uploads = False
 
     def combine_rows(
         self, previous: np.ndarray, rows: Sequence[EdgeRow]
@@ -123,6 +172,10 @@ class MeanStrategy(AggregationStrategy):
     def __init__(self, *, normalize_rank_columns: bool = False) -> None:
         self.normalize_rank_columns = normalize_rank_columns
 
+    @classmethod
+    def from_spec(cls, spec: FederationSpec) -> AggregationStrategy:
+        return cls(normalize_rank_columns=spec.normalize_rank_columns)
+
     def divisor(self, round_sum: RoundSum) -> np.ndarray:
         if self.normalize_rank_columns:
             return column_weights(round_sum.layout, [(c.rank, c.weight) for c in round_sum.contributions])
@@ -135,6 +188,7 @@ class FFAStrategy(MeanStrategy):
     `r`."""
 
     kind = Strategy.FFA
+    can_rebase = True
 
 
 class FedITStrategy(MeanStrategy):
@@ -144,6 +198,7 @@ class FedITStrategy(MeanStrategy):
     where they are visible, as in the simulation). The baseline the other strategies improve on."""
 
     kind = Strategy.FEDIT
+    trains_a = True
 
 
 class FedRotStrategy(MeanStrategy):
@@ -153,17 +208,29 @@ class FedRotStrategy(MeanStrategy):
     plain mean, which is what lets it run under additive encryption."""
 
     kind = Strategy.FEDROT
+    trains_a = True
+
+    def prepare_delta(
+        self, model: TrainedModel, delta: np.ndarray, *, global_vector: np.ndarray, round_index: int
+    ) -> np.ndarray:
+        """Rotate the trained factors toward the global ones, then take the delta again (`B A` unchanged)."""
+        model.align_to(global_vector, round_index=round_index)
+        return model.delta_from(global_vector)
 
 
-_STRATEGIES: dict[Strategy, type[MeanStrategy]] = {
+_STRATEGIES: dict[Strategy, type[AggregationStrategy]] = {
     Strategy.FFA: FFAStrategy,
     Strategy.FEDIT: FedITStrategy,
     Strategy.FEDROT: FedRotStrategy,
+    Strategy.CLAIR: ClairStrategy,
 }
+
+
+def strategy_class(kind: Strategy) -> type[AggregationStrategy]:
+    """The class behind a spec's `strategy`: its rule, its client-side hook and its constraints."""
+    return _STRATEGIES[kind]
 
 
 def strategy_for(spec: FederationSpec) -> AggregationStrategy:
     """The strategy a federation aggregates with (the spec's validator has refused impossible ones)."""
-    if spec.strategy is Strategy.CLAIR:
-        return ClairStrategy()
-    return _STRATEGIES[spec.strategy](normalize_rank_columns=spec.normalize_rank_columns)
+    return _STRATEGIES[spec.strategy].from_spec(spec)
