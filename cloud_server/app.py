@@ -19,11 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud_server.clock import Clock, utc_now
 from cloud_server.context import build_context
-from cloud_server.errors import NotFoundError
-from cloud_server.handlers import install_error_handlers
+from cloud_server.errors import NotFoundError, internal_error, invalid_request
 from cloud_server.rounds import RoundService
 from cloud_server.routes import TAGS, adapters, dashboard, enrolment, federations, health, metrics, rounds
-from services.asgi import BodySizeLimit
+from services.asgi import BodySizeLimit, install_error_handlers
 from services.keys import load_kek
 from services.metrics import CloudMetrics, HttpMetrics, routes_named
 from services.settings import CloudSettings
@@ -85,7 +84,9 @@ def create_app(
         openapi_tags=TAGS,
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(
+        app, log=log, invalid_request=invalid_request, internal_error=internal_error, omit_nulls=True
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=_too_large)
     routers = [m.router for m in (health, federations, enrolment, rounds, adapters, dashboard, metrics)]
     for router in routers:
@@ -114,5 +115,6 @@ def create_app(
 
 
 def _too_large(message: str) -> Exception:
-    # The cloud's handlers map Starlette's HTTP exceptions to the ErrorBody (413 payload_too_large).
-    return StarletteHTTPException(413, message)
+    # An HTTP exception: FastAPI answers any other exception raised while it reads a body with a 400. The
+    # error handlers map a 413 to `payload_too_large`.
+    return StarletteHTTPException(413, f"request body is too large: {message}")

@@ -19,8 +19,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud_server.deps import ContextDep, FederationsDep
-from cloud_server.errors import ForbiddenError, UnauthenticatedError
+from cloud_server.errors import UnauthenticatedError
 from protocol.messages import Role
+from services.errors import ForbiddenError
 from services.identity import token_digest, tokens_equal
 
 log = logging.getLogger("fedlora.cloud")

@@ -18,7 +18,7 @@ import numpy as np
 
 from cloud_server.central_ledger import Ledger
 from cloud_server.clock import Clock
-from cloud_server.errors import ConflictError, NotActiveError, NotFoundError, UnprocessableError
+from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.plans import PlanBoard, ended
 from cloud_server.privacy import report as privacy_report
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
@@ -49,6 +49,7 @@ from protocol.messages import (
 from protocol.privacy_planning import BudgetError, check_budget
 from protocol.strategies import strategy_for
 from services import keyspace
+from services.errors import FederationEndedError, InvalidRequestError
 from services.identity import SigningKey, new_token, token_digest
 from services.model_layout import LayoutError, federation_layout
 from services.store import StateStore, Updates
@@ -103,7 +104,7 @@ class FederationService:
         try:
             check_budget(spec, layout_size=layout[0].size)
         except BudgetError as e:
-            raise UnprocessableError(str(e), field=e.field, detail=e.detail) from e
+            raise InvalidRequestError(str(e), field=e.field, detail=e.detail) from e
         scheme = await asyncio.to_thread(generate_scheme, spec.he)
         sealed = seal_secret(scheme, self._kek)
         # Plans are signed so that a hospital can tell the cloud's plan from anyone else's and its edge can
@@ -156,7 +157,7 @@ class FederationService:
         try:
             return await asyncio.to_thread(federation_layout, spec, self._model_path)
         except LayoutError as e:
-            raise UnprocessableError(str(e), field="target_modules") from e
+            raise InvalidRequestError(str(e), field="target_modules") from e
 
     # -- lookup ---------------------------------------------------------------------------------------
     async def spec(self, fid: str) -> FederationSpec:
@@ -302,7 +303,7 @@ class FederationService:
         """The record, unless the federation has ended (410)."""
         record = await self.record(fid)
         if record.ended:
-            raise NotActiveError(
+            raise FederationEndedError(
                 f"federation {fid!r} is {record.state.value}"
                 + (f": {record.reason}" if record.reason else ""),
                 detail={"state": record.state.value},

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from cloud_server.errors import ForbiddenError, UnprocessableError
 from protocol.messages import ClientInfo, Contribution, EdgeAggregate, ErrorCode, RoundPlan
+from services.errors import ForbiddenError, InvalidRequestError
 
 
 def check_manifest(
@@ -48,11 +48,11 @@ def check_late(
         field = f"late.{index}"
         staleness = aggregate.round - bucket.origin_round
         if max_staleness is None:
-            raise UnprocessableError(
+            raise InvalidRequestError(
                 "this federation does not take late uploads (late_uploads is not set)", field=field
             )
         if staleness > max_staleness:
-            raise UnprocessableError(
+            raise InvalidRequestError(
                 f"the bucket of round {bucket.origin_round} is {staleness} rounds late; this federation takes "
                 f"at most {max_staleness}",
                 field=f"{field}.origin_round",
@@ -81,9 +81,9 @@ def check_contributions(
     """The checks of `check_manifest` on one list of contributions; errors name `field`."""
     ids = [c.client_id for c in contributions]
     if len(set(ids)) != len(ids):
-        raise UnprocessableError("the manifest names a client more than once", field=field)
+        raise InvalidRequestError("the manifest names a client more than once", field=field)
     if len(ids) < min_clients:
-        raise UnprocessableError(
+        raise InvalidRequestError(
             f"the manifest names {len(ids)} clients; this federation accepts only sums of at least "
             f"{min_clients} (min_clients_per_edge)",
             code=ErrorCode.TOO_FEW_CLIENTS,
@@ -95,11 +95,11 @@ def check_contributions(
         where = f"{field}.{index}.client_id"
         info = clients.get(cid)
         if info is None:
-            raise UnprocessableError(
+            raise InvalidRequestError(
                 f"client {cid!r} is not enrolled", code=ErrorCode.UNKNOWN_CLIENT, field=where
             )
         if info.edge_id != edge_id:
-            raise UnprocessableError(
+            raise InvalidRequestError(
                 f"client {cid!r} is enrolled at edge {info.edge_id!r}, not {edge_id!r}",
                 code=ErrorCode.UNKNOWN_CLIENT,
                 field=where,
@@ -108,7 +108,7 @@ def check_contributions(
         if planned_rank is None:
             raise ForbiddenError(f"client {cid!r} is not in round {plan.round}'s plan", field=where)
         if max_weight is not None and contribution.weight > max_weight:
-            raise UnprocessableError(
+            raise InvalidRequestError(
                 f"client {cid!r} weighs its delta by {contribution.weight}; with central DP a weight above "
                 f"{max_weight:g} would make one client move the sum by more than the clip norm",
                 field=f"{field}.{index}.weight",
@@ -118,13 +118,13 @@ def check_contributions(
             contribution.noise_share_std or 0.0, share.std, rel_tol=1e-9
         ):
             # The ledger counts the shares the manifests declare: one the plan did not ask for would move it.
-            raise UnprocessableError(
+            raise InvalidRequestError(
                 f"client {cid!r} declares a noise share of std {contribution.noise_share_std}; round "
                 f"{plan.round}'s plan asks every client for {share.std:.6g}",
                 field=f"{field}.{index}.noise_share_std",
             )
         if contribution.rank > planned_rank:
-            raise UnprocessableError(
+            raise InvalidRequestError(
                 f"client {cid!r} reports rank {contribution.rank}, above its planned rank {planned_rank}",
                 field=f"{field}.{index}.rank",
             )

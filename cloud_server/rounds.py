@@ -19,14 +19,7 @@ from datetime import datetime, timedelta
 from cloud_server.clock import Clock
 from cloud_server.closing import RoundCloser, with_progress
 from cloud_server.enrolment import EnrolmentService
-from cloud_server.errors import (
-    BadRequestError,
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
-    UnauthenticatedError,
-    UnprocessableError,
-)
+from cloud_server.errors import BadRequestError, ConflictError, NotFoundError, UnauthenticatedError
 from cloud_server.federations import FederationService
 from cloud_server.manifests import check_late, check_manifest
 from cloud_server.plans import PlanBoard, open_round, signed, wait_for
@@ -52,6 +45,7 @@ from protocol.messages import (
 )
 from protocol.privacy_planning import first_round_overspend
 from services import keyspace
+from services.errors import ForbiddenError, InvalidRequestError
 from services.identity import IdentityError, verify
 from services.store import StateStore, Updates
 
@@ -195,11 +189,13 @@ class RoundService:
     ) -> tuple[RoundStatus, bool]:
         """Accept an edge's signed sum: (the round's status, whether this call stored it)."""
         if agg.federation_id != fid:
-            raise UnprocessableError(
+            raise InvalidRequestError(
                 f"body is for federation {agg.federation_id!r}, path for {fid!r}", field="federation_id"
             )
         if agg.round != round_:
-            raise UnprocessableError(f"body is for round {agg.round}, path for round {round_}", field="round")
+            raise InvalidRequestError(
+                f"body is for round {agg.round}, path for round {round_}", field="round"
+            )
         if agg.edge_id != edge_id:
             raise ForbiddenError(
                 f"this token is edge {edge_id!r}'s; the aggregate names {agg.edge_id!r}", field="edge_id"

@@ -1,6 +1,6 @@
 """The edge's core, without HTTP: check uploads, add them into one running ciphertext, forward the sum.
 
-`EdgeAggregator.accept` runs docs/api.md's checks in the documented order and raises one `EdgeError`
+`EdgeAggregator.accept` runs docs/api.md's checks in the documented order and raises one `ServiceError`
 subclass per refusal code. Only an upload that passed every check reaches `RoundLedger.add`, the one
 store transaction that changes the sum, the manifest and the nonce marker together.
 
@@ -26,9 +26,6 @@ from edge_aggregator.config import Clock, EdgeConfig, aware, quorum_target, utc_
 from edge_aggregator.errors import (
     BadSignatureError,
     DuplicateUploadError,
-    FederationEndedError,
-    ForbiddenError,
-    InvalidRequestError,
     PlanMismatchError,
     ReplayError,
     RoundClosedError,
@@ -49,6 +46,7 @@ from protocol.messages import (
     RoundPlan,
     UploadAccepted,
 )
+from services.errors import FederationEndedError, ForbiddenError, InvalidRequestError
 from services.http import PeerRefusedError, PeerUnavailableError
 from services.identity import IdentityError, SigningKey, verify
 from services.metrics import EdgeMetrics
@@ -127,7 +125,7 @@ class EdgeAggregator:
     ) -> UploadAccepted:
         """Check `update` (against the request path's federation and round when given) and add it into its
         round's sum, or, when it is late and the federation takes late uploads, into the open round's bucket
-        for its round. Raises an `EdgeError` on refusal."""
+        for its round. Raises a `ServiceError` on refusal."""
         self._check_path(update, federation_id, round_)
         client = await self._enrolled_client(update.client_id)
         try:
@@ -181,7 +179,7 @@ class EdgeAggregator:
             extra={
                 "round": plan.round,
                 "client_id": update.client_id,
-                "code": PlanMismatchError.code.value,
+                "code": PlanMismatchError.default_code.value,
                 "data": {"plan_sha256": update.plan_sha256, "edge_plan_sha256": plan.sha256},
             },
         )

@@ -9,15 +9,14 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from edge_aggregator import http_errors
 from edge_aggregator.cloud_link import CloudLink, HttpCloudLink
 from edge_aggregator.config import Clock, utc_now
 from edge_aggregator.credentials import StoredToken
-from edge_aggregator.errors import PayloadTooLargeError
+from edge_aggregator.errors import PayloadTooLargeError, internal_error, invalid_request
 from edge_aggregator.routes import TAGS, install_openapi, router
 from edge_aggregator.runtime import PLAN_WAIT_S, EdgeRuntime
 from services import logs
-from services.asgi import BodySizeLimit
+from services.asgi import BodySizeLimit, install_error_handlers
 from services.identity import SigningKey
 from services.metrics import EdgeMetrics, HttpMetrics, routes_named
 from services.settings import EdgeSettings, describe
@@ -83,7 +82,9 @@ def create_app(
     )
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=PayloadTooLargeError)
-    http_errors.install(app)
+    install_error_handlers(
+        app, log=log, invalid_request=invalid_request, internal_error=internal_error, omit_nulls=False
+    )
     app.include_router(router)
     app.state.metrics = metrics
 

@@ -1,112 +1,110 @@
-"""Why the edge refuses something: one exception class per `ErrorCode` it answers with.
+"""Why the edge refuses something: one `ServiceError` class per `ErrorCode` it answers with, and how it
+words a request that fails validation and a fault it did not foresee.
 
-Each carries its HTTP status; `http_errors` turns any of them into an `ErrorBody` in one place. The core
-(`aggregator`, `ledger`) raises them and never deals in HTTP otherwise.
+`services.asgi.install_error_handlers` turns them into an `ErrorBody`. The core (`aggregator`, `ledger`)
+raises them and never deals in HTTP otherwise. The refusals both services answer with
+(`InvalidRequestError`, `ForbiddenError`, `FederationEndedError`) are in `services.errors`.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
 
 from protocol.messages import ErrorCode
+from services.errors import InvalidRequestError, ServiceError
 
 
-class EdgeError(Exception):
-    """A request the edge refuses; `code` and `status` say why, `field` names the culprit when one does."""
-
-    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
-    status: ClassVar[int] = 500
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class PayloadTooLargeError(EdgeError):
-    code = ErrorCode.PAYLOAD_TOO_LARGE
+class PayloadTooLargeError(ServiceError):
     status = 413
+    default_code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
-class InvalidRequestError(EdgeError):
-    code = ErrorCode.INVALID_REQUEST
-    status = 422
-
-
-class UnknownFederationError(EdgeError):
-    code = ErrorCode.UNKNOWN_FEDERATION
+class UnknownFederationError(ServiceError):
     status = 404
+    default_code = ErrorCode.UNKNOWN_FEDERATION
 
 
-class UnauthenticatedError(EdgeError):
-    code = ErrorCode.UNAUTHENTICATED
+class UnauthenticatedError(ServiceError):
     status = 401
+    default_code = ErrorCode.UNAUTHENTICATED
 
 
-class BadSignatureError(EdgeError):
-    code = ErrorCode.BAD_SIGNATURE
+class BadSignatureError(ServiceError):
     status = 401
+    default_code = ErrorCode.BAD_SIGNATURE
 
 
-class WrongRoundError(EdgeError):
-    code = ErrorCode.WRONG_ROUND
+class WrongRoundError(ServiceError):
     status = 409
+    default_code = ErrorCode.WRONG_ROUND
 
 
-class RoundClosedError(EdgeError):
-    code = ErrorCode.ROUND_CLOSED
+class RoundClosedError(ServiceError):
     status = 409
+    default_code = ErrorCode.ROUND_CLOSED
 
 
-class WrongBasisError(EdgeError):
-    code = ErrorCode.WRONG_BASIS
+class WrongBasisError(ServiceError):
     status = 409
+    default_code = ErrorCode.WRONG_BASIS
 
 
-class PlanMismatchError(EdgeError):
+class PlanMismatchError(ServiceError):
     """The upload was made under another plan than the one this edge holds for its round: the cloud served
     its hospitals different plans (or the hospital is not following the federation's)."""
 
-    code = ErrorCode.PLAN_MISMATCH
     status = 409
+    default_code = ErrorCode.PLAN_MISMATCH
 
 
-class ForbiddenError(EdgeError):
-    code = ErrorCode.FORBIDDEN
-    status = 403
-
-
-class ReplayError(EdgeError):
-    code = ErrorCode.REPLAY
+class ReplayError(ServiceError):
     status = 409
+    default_code = ErrorCode.REPLAY
 
 
-class DuplicateUploadError(EdgeError):
-    code = ErrorCode.DUPLICATE_UPLOAD
+class DuplicateUploadError(ServiceError):
     status = 409
+    default_code = ErrorCode.DUPLICATE_UPLOAD
 
 
-class BadCiphertextError(EdgeError):
-    code = ErrorCode.BAD_CIPHERTEXT
+class BadCiphertextError(ServiceError):
     status = 400
+    default_code = ErrorCode.BAD_CIPHERTEXT
 
 
-class SumFullError(EdgeError):
+class SumFullError(ServiceError):
     """The round's sum already holds as many encryptions as the scheme can add without overflow."""
 
-    code = ErrorCode.CONFLICT
     status = 409
+    default_code = ErrorCode.CONFLICT
 
 
-class FederationEndedError(EdgeError):
-    """The cloud said the federation is over (stopped, completed, budget spent): no round will open."""
-
-    code = ErrorCode.FEDERATION_NOT_ACTIVE
-    status = 410
-
-
-class NotReadyError(EdgeError):
+class NotReadyError(ServiceError):
     """The edge has not enrolled with the cloud or fetched the federation's key yet (retry later)."""
 
-    code = ErrorCode.INTERNAL
     status = 503
+    default_code = ErrorCode.INTERNAL
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "2"}
+
+
+def invalid_request(errors: Sequence[Any]) -> InvalidRequestError:
+    """An `InvalidRequestError` naming the first failing field (never echoing the input: it may be huge)."""
+    if not errors:
+        return InvalidRequestError("request is not valid")
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    field = ".".join(loc) or None
+    more = f" ({len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    where = f"{field}: " if field else ""
+    return InvalidRequestError(f"{where}{first.get('msg', 'invalid')}{more}", field=field)
+
+
+def from_validation_error(error: ValidationError) -> InvalidRequestError:
+    return invalid_request(error.errors(include_input=False, include_url=False))
+
+
+def internal_error(exc: Exception) -> ServiceError:
+    return ServiceError("internal error; see the edge's log")

@@ -123,7 +123,7 @@ class RoundLedger:
         """Add `update` to its round's sum, manifest and nonces atomically; the number of contributions after.
 
         Re-checks inside the transaction what the caller checked before (closed, replay, duplicate), since
-        another upload may have committed in between. Raises the matching `EdgeError`; nothing is written.
+        another upload may have committed in between. Raises the matching `ServiceError`; nothing is written.
         """
         round_, cid = update.round, update.client_id
         k_sum = keyspace.edge_sum(self._eid, self._fid, round_)

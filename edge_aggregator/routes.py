@@ -9,10 +9,10 @@ from fastapi import APIRouter, FastAPI, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edge_aggregator.deps import EdgeDep, RuntimeDep
-from edge_aggregator.errors import EdgeError, UnknownFederationError
-from edge_aggregator.http_errors import from_validation_error
+from edge_aggregator.errors import UnknownFederationError, from_validation_error
 from protocol.examples import ERRORS_BY_STATUS
 from protocol.messages import ClientUpdate, EdgeProgress, UploadAccepted
+from services.errors import ServiceError
 from services.metrics import CONTENT_TYPE
 from services.openapi import error_responses
 from services.store import StoreError
@@ -179,7 +179,7 @@ async def upload(
             raise from_validation_error(e) from e
         client_id = update.client_id
         accepted = await edge.accept(update, federation_id=federation_id, round_=round_number)
-    except EdgeError as e:
+    except ServiceError as e:
         log.warning(
             "upload refused",
             extra={
