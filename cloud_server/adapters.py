@@ -7,13 +7,13 @@ import asyncio
 import io
 import zipfile
 
-from cloud_server.clock import Clock
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService, vector_from_bytes
 from protocol.ffa import basis_from_bytes
 from protocol.messages import AdapterEvaluation, AdapterVersion
 from protocol.peft_format import adapter_files
 from services import keyspace
+from services.clock import Clock
 from services.store import StateStore
 
 # What the exported head is: the mean-pooled, L2-normalised linear head the client agent trains.

@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloud_server.clock import Clock, utc_now
 from cloud_server.context import build_context
 from cloud_server.errors import NotFoundError, internal_error, invalid_request
 from cloud_server.rounds import RoundService
 from cloud_server.routes import TAGS, adapters, dashboard, enrolment, federations, health, metrics, rounds
 from services.asgi import BodySizeLimit, install_error_handlers
+from services.clock import Clock, utc_now
 from services.keys import load_kek
 from services.metrics import CloudMetrics, HttpMetrics, routes_named
 from services.settings import CloudSettings

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud_server.adapters import AdapterService
-from cloud_server.clock import Clock
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.federations import FederationService
 from cloud_server.plans import PlanBoard
 from cloud_server.rounds import RoundService
 from cloud_server.telemetry import CloudTelemetry
+from services.clock import Clock
 from services.metrics import CloudMetrics
 from services.settings import CloudSettings
 from services.store import StateStore

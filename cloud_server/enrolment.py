@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 
-from cloud_server.clock import Clock
 from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.federations import FederationService
 from cloud_server.records import ClientStats, TokenRecord
 from protocol.ffa import initial_rank
 from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, EdgeInfo, Enrolled, Role
 from services import keyspace
+from services.clock import Clock
 from services.identity import new_token, token_digest
 from services.store import StateStore
 

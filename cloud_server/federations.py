@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from cloud_server.central_ledger import Ledger
-from cloud_server.clock import Clock
 from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.plans import PlanBoard, ended
 from cloud_server.privacy import report as privacy_report
@@ -49,6 +48,7 @@ from protocol.messages import (
 from protocol.privacy_planning import BudgetError, check_budget
 from protocol.strategies import strategy_for
 from services import keyspace
+from services.clock import Clock
 from services.errors import FederationEndedError, InvalidRequestError
 from services.identity import SigningKey, new_token, token_digest
 from services.model_layout import LayoutError, federation_layout

@@ -16,7 +16,6 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from cloud_server.clock import Clock
 from cloud_server.closing import RoundCloser, with_progress
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import BadRequestError, ConflictError, NotFoundError, UnauthenticatedError
@@ -45,6 +44,7 @@ from protocol.messages import (
 )
 from protocol.privacy_planning import first_round_overspend
 from services import keyspace
+from services.clock import Clock
 from services.errors import ForbiddenError, InvalidRequestError
 from services.identity import IdentityError, verify
 from services.store import StateStore, Updates

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from edge_aggregator.cloud_link import CloudLink, FederationNotActiveError
-from edge_aggregator.config import Clock, EdgeConfig, aware, quorum_target, utc_now
+from edge_aggregator.config import EdgeConfig, aware, quorum_target
 from edge_aggregator.errors import (
     BadSignatureError,
     DuplicateUploadError,
@@ -46,6 +46,7 @@ from protocol.messages import (
     RoundPlan,
     UploadAccepted,
 )
+from services.clock import Clock, utc_now
 from services.errors import FederationEndedError, ForbiddenError, InvalidRequestError
 from services.http import PeerRefusedError, PeerUnavailableError
 from services.identity import IdentityError, SigningKey, verify

@@ -10,13 +10,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from edge_aggregator.cloud_link import CloudLink, HttpCloudLink
-from edge_aggregator.config import Clock, utc_now
 from edge_aggregator.credentials import StoredToken
 from edge_aggregator.errors import PayloadTooLargeError, internal_error, invalid_request
 from edge_aggregator.routes import TAGS, install_openapi, router
 from edge_aggregator.runtime import PLAN_WAIT_S, EdgeRuntime
 from services import logs
 from services.asgi import BodySizeLimit, install_error_handlers
+from services.clock import Clock, utc_now
 from services.identity import SigningKey
 from services.metrics import EdgeMetrics, HttpMetrics, routes_named
 from services.settings import EdgeSettings, describe

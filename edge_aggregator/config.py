@@ -1,19 +1,12 @@
-"""What an edge knows before its first upload, the clock it reads, and the quorum rule."""
+"""What an edge knows before its first upload, how it reads a wire time, and the quorum rule."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from protocol.messages import FederationInfo, FederationSpec
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def quorum_target(quorum: float, expected: int) -> int:

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 
 from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.cloud_link import CloudLink, FederationNotActiveError
-from edge_aggregator.config import Clock, EdgeConfig
+from edge_aggregator.config import EdgeConfig
 from protocol.crypto import HEScheme, KeyMaterialError, scheme_from_public
 from protocol.messages import EdgeEnrolment, FederationInfo
+from services.clock import Clock
 from services.identity import SigningKey
 from services.metrics import EdgeMetrics
 from services.settings import EdgeSettings

@@ -8,7 +8,6 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -36,6 +35,7 @@ from protocol.messages import (
 from services.identity import SigningKey
 from services.settings import CloudSettings
 from services.store import MemoryStore, StateStore
+from tests.clock import FakeClock
 
 ADMIN_TOKEN = "adm-q7Zr2LxW9pN4vK8sT1yB3mH6"
 KEK = bytes.fromhex("8f3b0c5e1d2a4f6b7c9e0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f")
@@ -54,17 +54,6 @@ async def post_model(
     """POST a wire model as JSON (bytes as base64), with this token or the client's default (admin)."""
     headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
     return await http.post(url, content=body.model_dump_json(), headers=headers)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def cloud_settings(**overrides: Any) -> CloudSettings:

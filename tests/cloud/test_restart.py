@@ -11,7 +11,8 @@ from cloud_server.records import pack_aggregate
 from protocol.messages import CentralDPConfig, FederationInfo, NoiseMechanism, RoundState
 from services import keyspace
 from services.store import StateStore
-from tests.cloud.harness import FakeClock, Federation, running_cloud, small_spec, weighted_mean
+from tests.clock import FakeClock
+from tests.cloud.harness import Federation, running_cloud, small_spec, weighted_mean
 
 pytestmark = pytest.mark.anyio
 WRONG_KEK = bytes(range(32))

@@ -8,14 +8,7 @@ import time
 import pytest
 
 from services.store import MemoryStore, RedisStore, StateStore, StoreError, open_store, redacted_url
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 class StoreContract:
@@ -67,10 +60,10 @@ class StoreContract:
         async def scenario():
             await store.set("short", b"x", ttl_s=10)
             await store.set_if_absent("nonce", b"1", ttl_s=5)
-            clock.now += 6
+            clock.advance(6)
             assert await store.get("short") == b"x"
             assert await store.set_if_absent("nonce", b"2", ttl_s=5)  # expired, so writable again
-            clock.now += 5
+            clock.advance(5)
             assert await store.get("short") is None
 
         self.run(scenario())
@@ -218,7 +211,7 @@ class StoreContract:
 
 class TestMemoryStore(StoreContract):
     def make_store(self, clock):
-        return MemoryStore(clock=clock)
+        return MemoryStore(clock=clock.seconds)
 
     def make_replica(self, store):
         return store  # one process: the replica is the same object

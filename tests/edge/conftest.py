@@ -10,8 +10,9 @@ from protocol.crypto import CKKSParams, HEScheme, generate_scheme, scheme_from_p
 from protocol.messages import FederationSpec, FederationState
 from services.identity import SigningKey
 from services.store import StateStore
+from tests.clock import FakeClock
 from tests.edge.cloud import InMemoryCloud
-from tests.edge.harness import FID, FakeClock, World, federation_info
+from tests.edge.harness import FID, World, federation_info
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +33,12 @@ from services import keyspace
 from services.identity import SigningKey
 from services.settings import EdgeSettings
 from services.store import StateStore
+from tests.clock import T0, FakeClock
 
 FID = "fed-test"
 EID = "edge-north"
 LENGTH = 1000
-T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 POLL_S = 10.0
-
-
-class FakeClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 async def until(predicate: Callable[[], bool], *, what: str, timeout_s: float = POLL_S) -> None:

@@ -29,7 +29,8 @@ from protocol.messages import (
 from services.http import PeerRefusedError
 from services.identity import SigningKey
 from services.store import StateStore
-from tests.edge.harness import EID, FID, T0, federation_info
+from tests.clock import T0
+from tests.edge.harness import EID, FID, federation_info
 
 pytestmark = pytest.mark.anyio
 ENROL_TOKEN = "edge-enrol-Vq3kZ8pLw2Rt6Yx9"

@@ -18,7 +18,8 @@ from protocol.messages import ClientInfo, LateUploadConfig, TrainingConfig
 from services.http import Peer
 from services.identity import SigningKey
 from services.settings import ClientSettings
-from tests.edge.harness import EID, FID, LENGTH, T0, World, into_round_one, running_edge, until
+from tests.clock import T0
+from tests.edge.harness import EID, FID, LENGTH, World, into_round_one, running_edge, until
 
 pytestmark = pytest.mark.anyio
 

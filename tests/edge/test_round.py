@@ -11,8 +11,9 @@ from edge_aggregator.config import quorum_target
 from protocol.crypto import PlainParams, generate_scheme, scheme_from_public
 from protocol.messages import FederationSpec, FederationState
 from services.identity import verify
+from tests.clock import FakeClock
 from tests.edge.cloud import InMemoryCloud
-from tests.edge.harness import EID, FID, FakeClock, World, federation_info, running_edge, until
+from tests.edge.harness import EID, FID, World, federation_info, running_edge, until
 
 pytestmark = pytest.mark.anyio
 

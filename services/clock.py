@@ -1,4 +1,4 @@
-"""Time as the cloud sees it: injected, so deadlines can be tested without waiting."""
+"""Time as the services see it: injected, so deadlines can be tested without waiting."""
 
 from __future__ import annotations
 
