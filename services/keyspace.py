@@ -49,10 +49,6 @@ def fed_clients(fid: str) -> str:
     return f"cloud:{fid}:clients"  # hash: client id -> ClientInfo json
 
 
-def fed_current_round(fid: str) -> str:
-    return f"cloud:{fid}:round"
-
-
 def fed_round_plan(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:plan"
 

@@ -222,19 +222,3 @@ def _read_modulus(params: PaillierParams, data: bytes, what: str) -> int:
     if params.slots * params.slot_bits >= n.bit_length():
         raise KeyMaterialError(f"{params.slots} slots of {params.slot_bits} bits do not fit under n")
     return n
-
-
-def naive_encrypt_sample(
-    scheme: PaillierScheme, values: Sequence[float]
-) -> list[phe_paillier.EncryptedNumber]:
-    """Benchmark baseline only: one phe ciphertext per value, as plain (unpacked) Paillier does it."""
-    return [scheme._public_key.encrypt(float(v)) for v in values]
-
-
-def naive_decrypt_sample(
-    scheme: PaillierScheme, numbers: Sequence[phe_paillier.EncryptedNumber]
-) -> list[float]:
-    """Benchmark baseline only: decrypt what `naive_encrypt_sample` made."""
-    if scheme._private_key is None:
-        raise MissingSecretKeyError("naive decryption needs the secret key")
-    return [float(scheme._private_key.decrypt(number)) for number in numbers]
