@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from client_agent.model import HEAD_BIAS, HEAD_WEIGHT, AdapterSpec, FFAClassifier, pool
+from client_agent.model import HEAD_BIAS, HEAD_WEIGHT, FFAClassifier, pool
 from protocol.peft_format import HEAD_CONFIG, HEAD_WEIGHTS, adapter_files
 
 
@@ -77,11 +77,3 @@ def load_exported(encoder: nn.Module, folder: str | Path) -> ExportedClassifier:
         head.weight.copy_(weights[HEAD_WEIGHT])
         head.bias.copy_(weights[HEAD_BIAS])
     return ExportedClassifier(peft_model, head)
-
-
-def global_model_at_rmax(encoder: nn.Module, spec: AdapterSpec, global_vector: np.ndarray) -> FFAClassifier:
-    """The project's own inference model for a global adapter: rank `r_max`, every column used."""
-    model = FFAClassifier(encoder, spec, rank=spec.r_max)  # type: ignore[arg-type]
-    model.load_global(global_vector)
-    model.eval()
-    return model

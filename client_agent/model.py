@@ -22,7 +22,7 @@ import peft
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from protocol.fedrot import align
@@ -97,15 +97,6 @@ def load_encoder(model_path: str | Path) -> PreTrainedModel:
         )
     finally:
         hf_logging.set_verbosity(verbosity)
-
-
-def encoder_from_config(config: PretrainedConfig, *, seed: int = 0) -> PreTrainedModel:
-    """A randomly initialised encoder (tests and offline checks), dropout off, seeded."""
-    config.hidden_dropout_prob = 0.0
-    config.attention_probs_dropout_prob = 0.0
-    config._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    return AutoModel.from_config(config, add_pooling_layer=False)
 
 
 class FFAClassifier(nn.Module):

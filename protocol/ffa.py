@@ -63,13 +63,6 @@ def frozen_basis(*, seed: int, basis_version: int, module: str, r_max: int, in_f
     return ((rng.random(shape) * 2.0 - 1.0) * bound).astype(np.float32)
 
 
-def rank_rows(a_max: np.ndarray, rank: int) -> np.ndarray:
-    """The first `rank` rows of `A_max`: the frozen `A` of a rank-`rank` client."""
-    if not 1 <= rank <= a_max.shape[0]:
-        raise ValueError(f"rank must lie in [1, {a_max.shape[0]}], got {rank}")
-    return a_max[:rank]
-
-
 def lora_scaling(*, alpha: float, r_max: int) -> float:
     """The one scaling `s` of `dW = s * B A` used by every client whatever its rank.
 

@@ -56,11 +56,6 @@ class Dataset:
     def label_array(self) -> np.ndarray:
         return np.asarray(self.labels, dtype=np.int64)
 
-    def label_counts(self) -> dict[str, int]:
-        """Rows per label name, in label order (zeros included)."""
-        counts = np.bincount(self.label_array(), minlength=self.n_classes)
-        return {name: int(n) for name, n in zip(self.label_names, counts, strict=True)}
-
     def subset(self, indices: Sequence[int] | np.ndarray, *, name: str | None = None) -> Dataset:
         """The rows at ``indices``, in that order, with their meta columns."""
         idx = [int(i) for i in indices]

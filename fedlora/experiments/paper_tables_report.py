@@ -82,12 +82,6 @@ def write_config(config: TableConfig, path: Path, *, hospitals: dict[str, dict[s
     return path
 
 
-def read_config(path: Path) -> TableConfig:
-    from fedlora.experiments.paper_tables import TableConfig
-
-    return TableConfig.from_dict(json.loads(path.read_text())["config"])
-
-
 def write_csv(experiment: str, rows: Sequence[Row], path: Path) -> Path:
     """One line per (setting, method, round): every number the table and the plots are drawn from."""
     with path.open("w", newline="") as handle:

@@ -302,16 +302,6 @@ def build_model(config: ViTBaselineConfig, method: Method, pretrained: dict[str,
     return model
 
 
-def load_model(config: ViTBaselineConfig, method: Method, path: Path) -> ViT:
-    """A saved ``fedavg.pt`` / ``fedlora.pt``, read with ``weights_only=True`` (nothing is unpickled)."""
-    state = torch.load(path, weights_only=True)
-    model = ViT(config.model)
-    if method == "fedlora":
-        inject_lora(model, r=config.lora_r, alpha=config.lora_alpha, train_head=config.train_head)
-    model.load_state_dict(state)
-    return model
-
-
 def _report_round(method: str, progress: tqdm, record: RoundRecord) -> None:
     progress.set_postfix(acc=f"{record.test_accuracy:.3f}", loss=f"{record.train_loss:.3f}")
     log.info(

@@ -2,6 +2,7 @@
 what a fresh encoding would (both on the tiny model)."""
 
 import csv
+import json
 import os
 import shutil
 import warnings
@@ -15,7 +16,6 @@ from client_agent.model import AdapterSpec, FFAClassifier, load_encoder
 from client_agent.train import encode
 from fedlora import simulation
 from fedlora.experiments.paper_tables import TableConfig, run_table
-from fedlora.experiments.paper_tables_report import read_config
 from fedlora.simulation import SimulationConfig, encoded, federation_spec
 
 
@@ -51,7 +51,8 @@ def test_a_table_rerun_from_its_config_json_gives_the_same_numbers(tiny_model_di
         warnings.simplefilter("ignore")
         run_table(_table(tiny_model_dir), first)
         simulation._ENCODED.clear()  # the rerun encodes the texts again, as a new process would
-        run_table(read_config(first / "config.json"), tmp_path / "second")
+        config = json.loads((first / "config.json").read_text())["config"]
+        run_table(TableConfig.from_dict(config), tmp_path / "second")
 
     numbers = _numbers(first / "results.csv")
     assert len(numbers) == 2 * 2 * 2 * 3  # settings x methods x seeds x (round 0 and two rounds)

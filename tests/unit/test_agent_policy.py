@@ -160,9 +160,9 @@ def test_the_single_example_inversion_works_on_a_batch_of_one_and_the_policy_ref
         AdapterSpec,
         FFAClassifier,
         default_model_path,
-        encoder_from_config,
     )
     from client_agent.train import LocalConfig, encode, train_local
+    from tests.models import encoder_from_config
     from tests.unit.test_agent_update import plan
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_path())

@@ -6,7 +6,7 @@ import torch
 from opacus.accountants import RDPAccountant
 from transformers import AutoTokenizer, BertConfig
 
-from client_agent.export import export_adapter, global_model_at_rmax, load_exported
+from client_agent.export import export_adapter, load_exported
 from client_agent.model import (
     HEAD_BIAS,
     HEAD_WEIGHT,
@@ -14,7 +14,6 @@ from client_agent.model import (
     FFAClassifier,
     ModelError,
     default_model_path,
-    encoder_from_config,
     pool,
 )
 from client_agent.train import (
@@ -30,6 +29,7 @@ from client_agent.train import (
     train_local,
 )
 from protocol.ffa import LayoutError, basis_bytes, basis_from_bytes, frozen_basis, lora_scaling
+from tests.models import encoder_from_config, global_model_at_rmax
 
 SPEC = AdapterSpec(
     num_labels=2, target_modules=("query", "value"), layers_to_transform=(1, 2), r_max=4, alpha=4.0

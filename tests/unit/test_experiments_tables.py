@@ -24,13 +24,17 @@ from fedlora.experiments.paper_tables import (
 from fedlora.experiments.paper_tables_report import (
     CSV_COLUMNS,
     plot_bars,
-    read_config,
     table_markdown,
     write_config,
     write_csv,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_config(path: Path) -> TableConfig:
+    """The configuration a run wrote into its `config.json`."""
+    return TableConfig.from_dict(json.loads(path.read_text())["config"])
 
 
 def _grid(config: TableConfig) -> list[tuple[str, float | None, str, int, float, str]]:

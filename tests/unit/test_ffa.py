@@ -16,7 +16,6 @@ from protocol.ffa import (
     lora_scaling,
     natural_key,
     pad_delta,
-    rank_rows,
     rebase,
     unpad_delta,
 )
@@ -54,13 +53,6 @@ def test_basis_is_uniform_with_kaiming_bound():
     # Uniform(-b, b) has mean 0 and std b / sqrt(3); 24,576 draws put both well inside these margins.
     assert abs(a.mean()) < 0.02 * bound
     assert a.std() == pytest.approx(bound / np.sqrt(3), rel=0.02)
-
-
-def test_rank_rows_are_a_prefix():
-    a = frozen_basis(seed=0, basis_version=0, module=MODULE, r_max=8, in_features=16)
-    np.testing.assert_array_equal(rank_rows(a, 3), a[:3])
-    with pytest.raises(ValueError, match="rank must lie in"):
-        rank_rows(a, 9)
 
 
 def test_scaling_is_rank_independent():

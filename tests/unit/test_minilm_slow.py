@@ -5,9 +5,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from client_agent.export import export_adapter, global_model_at_rmax, load_exported
+from client_agent.export import export_adapter, load_exported
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.train import DPSettings, LocalConfig, encode, train_local
+from tests.models import global_model_at_rmax
 
 pytestmark = pytest.mark.slow
 

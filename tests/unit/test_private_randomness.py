@@ -15,7 +15,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig
 
 from client_agent.agent import ClientAgent
-from client_agent.model import HEAD_BIAS, HEAD_WEIGHT, FFAClassifier, default_model_path, encoder_from_config
+from client_agent.model import HEAD_BIAS, HEAD_WEIGHT, FFAClassifier, default_model_path
 from client_agent.releases import PublicCounts
 from client_agent.train import (
     DPSettings,
@@ -34,6 +34,7 @@ from protocol.messages import (
     TrainingConfig,
 )
 from tests.hospitals import hospital_agent
+from tests.models import encoder_from_config
 
 HIDDEN = 128
 ROUND = 3  # the public round number a seed used to come from

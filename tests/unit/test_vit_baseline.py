@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from client_agent.data import dirichlet
 from fedlora.cli import app
 from fedlora.experiments import EXPERIMENTS, UnknownExperimentError, get_experiment
-from fedlora.experiments.vit_baseline import ViTBaselineConfig, build_model, load_model, run_vit_baseline
+from fedlora.experiments.vit_baseline import Method, ViTBaselineConfig, build_model, run_vit_baseline
 from fedlora.experiments.vit_data import Images, load_digits, split_index
 from fedlora.experiments.vit_federation import LocalTraining, evaluate, run_rounds, weighted_average
 from fedlora.experiments.vit_model import (
@@ -41,6 +41,16 @@ def digits() -> Images:
 def _images(n: int, seed: int) -> Images:
     g = torch.Generator().manual_seed(seed)
     return Images(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+def load_model(config: ViTBaselineConfig, method: Method, path: Path) -> ViT:
+    """A saved ``fedavg.pt`` / ``fedlora.pt``, read with ``weights_only=True`` (nothing is unpickled)."""
+    state = torch.load(path, weights_only=True)
+    model = ViT(config.model)
+    if method == "fedlora":
+        inject_lora(model, r=config.lora_r, alpha=config.lora_alpha, train_head=config.train_head)
+    model.load_state_dict(state)
+    return model
 
 
 def _lora_model(seed: int = 0) -> ViT:
