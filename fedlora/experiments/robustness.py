@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedlora.experiments.sim_report import markdown_table, plot_bars, write_csv
-from fedlora.experiments.sim_runs import SimSettings, run_simulation, write_config
+from fedlora.experiments.sim_report import markdown_table, plot_bars
+from fedlora.experiments.sim_runs import SimSettings, run_grid, write_outputs
 from fedlora.simulation_rounds import Contamination
 
 FRACTIONS: tuple[float, ...] = (0.2, 0.3)
@@ -168,12 +168,10 @@ def run_clair(config: ClairConfig, out_dir: Path) -> ClairResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    simulations: dict[str, dict[str, Any]] = {}
     contaminated: dict[float, list[str]] = {}
-    for label, cell in config.grid():
-        run = run_simulation(label, config.simulation.simulation(out_dir / "runs" / label, **cell))
-        simulations[label] = run.report.config
-        method, kind, percent = label.split("-")
+    runs = run_grid(config.simulation, config.grid(), out_dir)
+    for run in runs:
+        method, kind, percent = run.label.split("-")
         fraction = int(percent) / 100
         contaminated[fraction] = run.report.contaminated
         for r in run.report.rounds:
@@ -206,7 +204,15 @@ def run_clair(config: ClairConfig, out_dir: Path) -> ClairResult:
                     local.append({"fraction": fraction, "hospital": hospital, "accuracy": accuracy})
     summary = summarise(rows, local)
     result = ClairResult(config, rows, summary, local, {}, time.perf_counter() - started)
-    result.files = write_outputs(result, out_dir, simulations)
+    result.files = write_outputs(
+        out_dir,
+        experiment="clair",
+        config=config.to_dict(),
+        runs=runs,
+        tables={"results": rows, "summary": summary, "local_only": local},
+        figures=figures(result, out_dir),
+        markdown=results_markdown(result),
+    )
     return result
 
 
@@ -256,18 +262,9 @@ SUMMARY_COLUMNS = (
 )
 
 
-def write_outputs(
-    result: ClairResult, out_dir: Path, simulations: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Path]:
+def figures(result: ClairResult, out_dir: Path) -> dict[str, Path]:
     config, summary = result.config, result.summary
-    files = {
-        "config": write_config(
-            out_dir / "config.json", experiment="clair", config=config.to_dict(), runs=simulations
-        ),
-        "csv": write_csv(result.rows, out_dir / "results.csv"),
-        "summary_csv": write_csv(summary, out_dir / "summary.csv"),
-        "local_csv": write_csv(result.local, out_dir / "local_only.csv"),
-    }
+    files: dict[str, Path] = {}
     groups = [f"{s['contamination']} {round(s['fraction'] * 100)}%" for s in summary]
     files["accuracy_plot"] = plot_bars(
         groups,
@@ -290,8 +287,6 @@ def write_outputs(
         title="CLAIR's detection, pooled over rounds (missing bar: undefined)",
         ylabel="share",
     )
-    files["markdown"] = out_dir / "results.md"
-    files["markdown"].write_text(results_markdown(result))
     return files
 
 

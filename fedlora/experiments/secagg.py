@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fedlora.experiments.sim_report import markdown_table, plot_bars, plot_lines, write_csv
-from fedlora.experiments.sim_runs import SimRun, SimSettings, run_simulation, write_config
+from fedlora.experiments.sim_report import markdown_table, plot_bars, plot_lines
+from fedlora.experiments.sim_runs import SimRun, SimSettings, run_grid, write_outputs
 from protocol.crypto import generate_scheme, scheme_from_public
 from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
 
@@ -156,20 +156,23 @@ def cold_encrypt(scheme: Scheme, length: int, *, seed: int, repeats: int = 3) ->
 def run_secagg(config: SecAggConfig, out_dir: Path) -> SecAggResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    simulations: dict[str, dict[str, Any]] = {}
-    walls: dict[str, float] = {}
-    for label, cell in config.grid():
-        run = run_simulation(label, config.simulation.simulation(out_dir / "runs" / label, **cell))
-        rows.extend(round_rows(run, hospitals=config.hospitals))
-        simulations[label] = run.report.config
-        walls[label] = run.wall_s
+    runs = run_grid(config.simulation, config.grid(), out_dir)
+    rows = [row for run in runs for row in round_rows(run, hospitals=config.hospitals)]
+    walls = {run.label: run.wall_s for run in runs}
     summary = summarise(rows)
     for entry in summary:
         entry["run_wall_s"] = walls[entry["scheme"]]
         entry.update(cold_encrypt(entry["scheme"], entry["adapter_size"], seed=config.simulation.seed))
     result = SecAggResult(config, rows, summary, {}, time.perf_counter() - started)
-    result.files = write_outputs(result, out_dir, simulations)
+    result.files = write_outputs(
+        out_dir,
+        experiment="secagg",
+        config=config.to_dict(),
+        runs=runs,
+        tables={"results": rows, "summary": summary},
+        figures=figures(result, out_dir),
+        markdown=results_markdown(result),
+    )
     return result
 
 
@@ -200,17 +203,9 @@ ROUND_COLUMNS = (
 )
 
 
-def write_outputs(
-    result: SecAggResult, out_dir: Path, simulations: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Path]:
+def figures(result: SecAggResult, out_dir: Path) -> dict[str, Path]:
     config, rows, summary = result.config, result.rows, result.summary
-    files = {
-        "config": write_config(
-            out_dir / "config.json", experiment="secagg", config=config.to_dict(), runs=simulations
-        ),
-        "csv": write_csv(rows, out_dir / "results.csv"),
-        "summary_csv": write_csv(summary, out_dir / "summary.csv"),
-    }
+    files: dict[str, Path] = {}
     schemes = [s["scheme"] for s in summary]
     files["time_plot"] = plot_bars(
         schemes,
@@ -239,8 +234,6 @@ def write_outputs(
         xlabel="round",
         ylabel="test accuracy",
     )
-    files["markdown"] = out_dir / "results.md"
-    files["markdown"].write_text(results_markdown(result))
     return files
 
 

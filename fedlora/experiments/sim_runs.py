@@ -1,5 +1,6 @@
 """What the simulation experiments share: the settings every federation of one experiment runs with, one
-simulated federation run and timed, and the config.json that records every setting and seed.
+simulated federation run and timed, a grid of them, and the one writer of an experiment's outputs (the
+config.json that records every setting and seed, the CSVs, the figures, results.md).
 
 Each experiment (`strategies`, `clair`, `secagg`) is a grid of `fedlora.simulation.simulate` runs: the
 same `SimSettings` with a few fields changed per cell (strategy, clients, scheme, contamination). The
@@ -16,12 +17,13 @@ import logging
 import platform
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from fedlora.experiments.sim_report import Row, write_csv
 from fedlora.simulation import Partitioning, SimulationConfig, SimulationReport, simulate
 
 log = logging.getLogger("fedlora.experiments.sim")
@@ -109,6 +111,43 @@ def run_simulation(label: str, config: SimulationConfig) -> SimRun:
         label, report.accuracy_before, report.accuracy_after, len(report.rounds), wall,
     )  # fmt: skip
     return SimRun(label, report, sizes[0] if sizes else 0, wall)
+
+
+def run_grid(
+    settings: SimSettings, grid: Sequence[tuple[str, Mapping[str, Any]]], out_dir: Path
+) -> list[SimRun]:
+    """Every cell of an experiment's grid, in order, each run into `out_dir/runs/<label>`."""
+    return [
+        run_simulation(label, settings.simulation(out_dir / "runs" / label, **cell)) for label, cell in grid
+    ]
+
+
+def write_outputs(
+    out_dir: Path,
+    *,
+    experiment: str,
+    config: Mapping[str, Any],
+    runs: Sequence[SimRun],
+    tables: Mapping[str, Sequence[Row]],
+    figures: Mapping[str, Path],
+    markdown: str,
+) -> dict[str, Path]:
+    """An experiment's outputs in `out_dir`: config.json (`config` and every run's `SimulationConfig`),
+    one CSV a table (`tables` by file stem: `results`, `summary`, ...), the `figures` already drawn, and
+    results.md; the paths by name, `markdown` among them."""
+    files = {
+        "config": write_config(
+            out_dir / "config.json",
+            experiment=experiment,
+            config=config,
+            runs={run.label: run.report.config for run in runs},
+        )
+    }
+    files.update({stem: write_csv(rows, out_dir / f"{stem}.csv") for stem, rows in tables.items()})
+    files.update(figures)
+    files["markdown"] = out_dir / "results.md"
+    files["markdown"].write_text(markdown)
+    return files
 
 
 def write_config(

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fedlora.experiments.sim_report import markdown_table, plot_lines, write_csv
-from fedlora.experiments.sim_runs import SimRun, SimSettings, run_simulation, write_config
+from fedlora.experiments.sim_report import markdown_table, plot_lines
+from fedlora.experiments.sim_runs import SimRun, SimSettings, run_grid, write_outputs
 
 StrategyName = Literal["fedrot", "fedit", "ffa"]
 STRATEGIES: tuple[StrategyName, ...] = ("fedrot", "fedit", "ffa")
@@ -134,19 +134,27 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def run_strategies(config: StrategiesConfig, out_dir: Path) -> StrategiesResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    simulations: dict[str, dict[str, Any]] = {}
-    walls: dict[str, float] = {}
-    for label, cell in config.grid():
-        run = run_simulation(label, config.simulation.simulation(out_dir / "runs" / label, **cell))
-        rows.extend(round_rows(run, strategy=cell["strategy"], clients=cell["hospitals"]))
-        simulations[label] = run.report.config
-        walls[label] = run.wall_s
+    grid = config.grid()
+    runs = run_grid(config.simulation, grid, out_dir)
+    rows = [
+        row
+        for run, (_, cell) in zip(runs, grid, strict=True)
+        for row in round_rows(run, strategy=cell["strategy"], clients=cell["hospitals"])
+    ]
+    walls = {run.label: run.wall_s for run in runs}
     summary = summarise(rows)
     for entry in summary:
         entry["run_wall_s"] = walls[f"{entry['strategy']}-{entry['clients']}"]
     result = StrategiesResult(config, rows, summary, {}, time.perf_counter() - started)
-    result.files = write_outputs(result, out_dir, simulations)
+    result.files = write_outputs(
+        out_dir,
+        experiment="strategies",
+        config=config.to_dict(),
+        runs=runs,
+        tables={"results": rows, "summary": summary},
+        figures=figures(result, out_dir),
+        markdown=results_markdown(result),
+    )
     return result
 
 
@@ -161,17 +169,9 @@ SUMMARY_COLUMNS = (
 )
 
 
-def write_outputs(
-    result: StrategiesResult, out_dir: Path, simulations: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Path]:
+def figures(result: StrategiesResult, out_dir: Path) -> dict[str, Path]:
     config, rows = result.config, result.rows
-    files = {
-        "config": write_config(
-            out_dir / "config.json", experiment="strategies", config=config.to_dict(), runs=simulations
-        ),
-        "csv": write_csv(rows, out_dir / "results.csv"),
-        "summary_csv": write_csv(result.summary, out_dir / "summary.csv"),
-    }
+    files: dict[str, Path] = {}
     for clients in config.clients:
         mine = [r for r in rows if r["clients"] == clients]
         files[f"accuracy_{clients}"] = plot_lines(
@@ -199,8 +199,6 @@ def write_outputs(
         ylabel="relative mismatch (log scale)",
         log_y=True,
     )
-    files["markdown"] = out_dir / "results.md"
-    files["markdown"].write_text(results_markdown(result))
     return files
 
 
