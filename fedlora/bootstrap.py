@@ -27,7 +27,8 @@ import yaml
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from protocol.messages import FederationCreated, FederationInfo, FederationSpec
+from fedlora.specs import SpecError, load_spec
+from protocol.messages import FederationCreated, FederationInfo
 from services.settings import Secret
 
 log = logging.getLogger("fedlora.bootstrap")
@@ -70,20 +71,6 @@ class Bootstrapped:
     client_dir: Path
 
 
-def load_spec(path: Path) -> FederationSpec:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise BootstrapError(f"cannot read the spec file {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise BootstrapError(f"{path} is not YAML or JSON: {e}") from e
-    try:
-        return FederationSpec.model_validate(raw)
-    except ValidationError as e:
-        where = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(spec)'}: {err['msg']}" for err in e.errors())
-        raise BootstrapError(f"{path}: {where}") from e
-
-
 def _write_secret(path: Path, text: str) -> None:
     """Write `text` to `path` with mode 0600, atomically: a reader sees the whole file or none."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -118,7 +105,10 @@ async def _wait_ready(http: httpx.AsyncClient, wait_s: float) -> None:
 async def bootstrap(
     settings: BootstrapSettings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> Bootstrapped:
-    spec = load_spec(settings.spec_file)
+    try:
+        spec = load_spec(settings.spec_file)
+    except SpecError as e:
+        raise BootstrapError(str(e)) from e
     fid = spec.federation_id
     edge_dir, client_dir = settings.out_dir / EDGE_DIR, settings.out_dir / CLIENT_DIR
     for folder in (edge_dir, client_dir):  # before the cloud hands out tokens that could not be kept

@@ -58,17 +58,13 @@ def spec_init(
 @spec_app.command("validate")
 def spec_validate(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
     """Check a federation spec (YAML or JSON) and print its summary; exit 1 naming each bad field."""
-    import yaml
-    from pydantic import ValidationError
-
-    from protocol.messages import FederationSpec
+    from fedlora.specs import SpecError, load_spec
 
     try:
-        spec = FederationSpec.model_validate(yaml.safe_load(path.read_text()))
-    except ValidationError as e:
-        for error in e.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "(spec)"
-            console.print(f"[red]{path}: {where}: {error['msg']}[/red]")
+        spec = load_spec(path)
+    except SpecError as e:
+        for reason in e.reasons:
+            console.print(f"[red]{path}: {reason}[/red]")
         raise typer.Exit(1) from e
     table = Table(title=f"federation {spec.federation_id}", show_header=False)
     table.add_row("model", spec.base_model)

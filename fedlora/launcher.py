@@ -29,19 +29,16 @@ import numpy as np
 
 from fedlora.demo_run import DemoRunFolder
 from fedlora.redis_process import RedisMissingError, RedisProcess, RedisProcessError, redis_binary
-from protocol.crypto.params import CKKSParams, PlainParams
+from fedlora.specs import federation_spec
 from protocol.messages import (
     AdapterEvaluation,
-    CentralDPConfig,
     ClientInfo,
     EdgeProgress,
     FederationCreated,
     FederationInfo,
     FederationSpec,
-    LocalDPConfig,
     RoundStatus,
     Strategy,
-    TrainingConfig,
 )
 from protocol.strategies import strategy_class
 
@@ -91,25 +88,23 @@ class DemoConfig:
     def spec(self, federation_id: str) -> FederationSpec:
         rule = strategy_class(self.strategy)
         central_noise = self.central_noise if rule.allows_central_noise else 0.0
-        return FederationSpec(
+        return federation_spec(
             federation_id=federation_id,
             num_labels=2,
             target_modules=("value",),
             layers_to_transform=self.layers,
-            r_max=self.rank,
-            lora_alpha=8.0,
+            rank=self.rank,
+            alpha=8.0,
             # A strategy may need each region's sum in the clear (CLAIR) or refuse client-level noise.
-            he=PlainParams() if rule.requires_plaintext else CKKSParams(),
-            local_dp=LocalDPConfig(enabled=self.epsilon > 0, epsilon=max(self.epsilon, 1e-3)),
-            central_dp=CentralDPConfig(
-                noise_multiplier=central_noise, distributed=self.distributed and central_noise > 0
-            ),
-            training=TrainingConfig(
-                learning_rate=self.learning_rate,
-                local_steps=self.steps,
-                batch_size=self.batch_size,
-                max_seq_length=self.max_seq_length,
-            ),
+            scheme="none" if rule.requires_plaintext else "ckks",
+            epsilon=max(self.epsilon, 1e-3),
+            dp_sgd=self.epsilon > 0,
+            central_noise=central_noise,
+            distributed=self.distributed and central_noise > 0,
+            learning_rate=self.learning_rate,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            max_seq_length=self.max_seq_length,
             rounds=self.rounds,
             strategy=self.strategy,
             min_clients_per_edge=self.min_clients_per_edge,

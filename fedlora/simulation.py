@@ -34,8 +34,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 from transformers import AutoTokenizer
 
 from client_agent.data import Dataset, client_class_counts, partition, plot_heatmap, task_split
@@ -55,6 +53,7 @@ from client_agent.train import (
 from client_agent.update import Sealed, contribution, seal
 from cloud_server.plans import planned_share
 from cloud_server.privacy import Ledger
+from fedlora import specs
 from fedlora.simulation_rounds import (
     ClosedRound,
     Contamination,
@@ -68,16 +67,8 @@ from fedlora.simulation_rounds import (
     local_update,
 )
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
-from protocol.crypto.params import CKKSParams, HEKind, PaillierParams, PlainParams
-from protocol.messages import (
-    CentralDPConfig,
-    Contribution,
-    FederationSpec,
-    LocalDPConfig,
-    NoiseShare,
-    Strategy,
-    TrainingConfig,
-)
+from protocol.crypto.params import HEKind, PlainParams
+from protocol.messages import Contribution, FederationSpec, NoiseShare
 from protocol.strategies import strategy_for
 
 log = logging.getLogger("fedlora.simulation")
@@ -249,58 +240,36 @@ def _deidentified(dataset: Dataset) -> Dataset:
     return Dataset(texts, dataset.labels, dataset.label_names, dataset.name, dataset.meta)
 
 
-def _he_params(name: str) -> CKKSParams | PaillierParams | PlainParams:
-    if name == "ckks":
-        return CKKSParams()
-    if name == "paillier":
-        return PaillierParams()
-    return PlainParams()
-
-
-def _reason(error: ErrorDetails) -> str:
-    where = ".".join(str(part) for part in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
 def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationSpec:
     """The federation the run simulates, through the spec's own validator (which refuses, e.g., clair with
     encryption or central noise)."""
     try:
-        return FederationSpec(
+        return specs.federation_spec(
             federation_id="simulation",
             num_labels=num_labels,
             target_modules=config.target_modules,
             layers_to_transform=config.layers_to_transform,
-            r_max=config.rank,
-            lora_alpha=config.alpha,
+            rank=config.rank,
+            alpha=config.alpha,
             seed=config.seed,
-            strategy=Strategy(config.strategy),
-            he=_he_params(config.scheme),
-            local_dp=LocalDPConfig(
-                enabled=config.epsilon is not None,
-                epsilon=config.epsilon if config.epsilon is not None else LocalDPConfig().epsilon,
-                delta=config.delta,
-                max_grad_norm=config.max_grad_norm,
-            ),
-            central_dp=CentralDPConfig(
-                noise_multiplier=config.central_noise,
-                clip_norm=config.clip_norm if config.clip_norm is not None else CentralDPConfig().clip_norm,
-                delta=config.central_delta,
-                distributed=config.distributed_noise,
-            ),
-            training=TrainingConfig(
-                learning_rate=config.learning_rate,
-                local_steps=config.steps,
-                batch_size=config.batch_size,
-                max_seq_length=config.max_seq_length,
-            ),
+            strategy=config.strategy,
+            scheme=config.scheme,
+            epsilon=config.epsilon,
+            delta=config.delta,
+            max_grad_norm=config.max_grad_norm,
+            central_noise=config.central_noise,
+            clip_norm=config.clip_norm,
+            central_delta=config.central_delta,
+            distributed=config.distributed_noise,
+            learning_rate=config.learning_rate,
+            steps=config.steps,
+            batch_size=config.batch_size,
+            max_seq_length=config.max_seq_length,
             rounds=config.rounds,
             min_clients_per_edge=1,
         )
-    except ValidationError as e:
-        reasons = "; ".join(_reason(error) for error in e.errors())
-        raise SimulationError(f"the simulated federation is not a valid FederationSpec: {reasons}") from e
+    except specs.SpecError as e:
+        raise SimulationError(f"the simulated federation is not a valid FederationSpec: {e}") from e
 
 
 def simulate(

@@ -21,8 +21,8 @@ import numpy as np
 
 from fedlora.experiments.sim_report import markdown_table, plot_bars, plot_lines
 from fedlora.experiments.sim_runs import SimRun, SimSettings, run_grid, write_outputs
+from fedlora.specs import he_params
 from protocol.crypto import generate_scheme, scheme_from_public
-from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
 
 Scheme = Literal["none", "ckks", "paillier"]
 SCHEMES: tuple[Scheme, ...] = ("none", "ckks", "paillier")
@@ -125,17 +125,13 @@ def summarise(rows: Sequence[Mapping[str, Any]], *, baseline: str = "none") -> l
     return out
 
 
-def scheme_params(scheme: Scheme) -> CKKSParams | PaillierParams | PlainParams:
-    """The parameters the simulation gives each scheme (every default)."""
-    return {"ckks": CKKSParams, "paillier": PaillierParams, "none": PlainParams}[scheme]()
-
-
 def cold_encrypt(scheme: Scheme, length: int, *, seed: int, repeats: int = 3) -> dict[str, Any]:
     """One upload from a cold start, as a hospital without spare time would pay it: the data-independent
     `precompute` (Paillier's obfuscators `r^n mod n^2`; nothing for CKKS) and the encryption, each the
     median of `repeats`, and the serialised ciphertext's size. The simulation's `encrypt_s` leaves out
     `precompute`, which the agent runs while it trains."""
-    public = scheme_from_public(scheme_params(scheme), generate_scheme(scheme_params(scheme)).public_bytes())
+    params = he_params(scheme)  # what the simulation gives each scheme (every default)
+    public = scheme_from_public(params, generate_scheme(params).public_bytes())
     vector = public.clip_vector(np.random.default_rng(seed).normal(scale=0.01, size=length))
     precompute, encrypt, size = [], [], 0
     for _ in range(repeats):
