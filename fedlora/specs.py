@@ -87,11 +87,11 @@ def he_params(scheme: SchemeName) -> CKKSParams | PaillierParams | PlainParams:
 
 def federation_spec(**flat: Unpack[FlatSpec]) -> FederationSpec:
     """The `FederationSpec` these flat settings describe; `SpecError` if the spec's validator refuses it."""
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"he": he_params(flat["scheme"])} if "scheme" in flat else {}
     for name, value in flat.items():
         if name == "scheme":
-            values["he"] = he_params(value)
-        elif name == "epsilon":
+            continue
+        if name == "epsilon":
             local_dp = values.setdefault("local_dp", {})
             local_dp.setdefault("enabled", value is not None)
             if value is not None:
