@@ -205,13 +205,13 @@ def run_clair(config: ClairConfig, out_dir: Path) -> ClairResult:
     summary = summarise(rows, local)
     result = ClairResult(config, rows, summary, local, {}, time.perf_counter() - started)
     result.files = write_outputs(
+        result,
         out_dir,
         experiment="clair",
-        config=config.to_dict(),
         runs=runs,
-        tables={"results": rows, "summary": summary, "local_only": local},
-        figures=figures(result, out_dir),
-        markdown=results_markdown(result),
+        figures=figures,
+        markdown=results_markdown,
+        tables={"local_only": local},
     )
     return result
 

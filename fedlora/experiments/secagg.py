@@ -161,13 +161,7 @@ def run_secagg(config: SecAggConfig, out_dir: Path) -> SecAggResult:
         entry.update(cold_encrypt(entry["scheme"], entry["adapter_size"], seed=config.simulation.seed))
     result = SecAggResult(config, rows, summary, {}, time.perf_counter() - started)
     result.files = write_outputs(
-        out_dir,
-        experiment="secagg",
-        config=config.to_dict(),
-        runs=runs,
-        tables={"results": rows, "summary": summary},
-        figures=figures(result, out_dir),
-        markdown=results_markdown(result),
+        result, out_dir, experiment="secagg", runs=runs, figures=figures, markdown=results_markdown
     )
     return result
 

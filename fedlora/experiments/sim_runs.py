@@ -17,11 +17,11 @@ import logging
 import platform
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from fedlora.experiments.sim_report import Row, write_csv
 from fedlora.simulation import Partitioning, SimulationConfig, SimulationReport, simulate
@@ -122,31 +122,53 @@ def run_grid(
     ]
 
 
+class ExperimentConfig(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class GridResult(Protocol):
+    """What a grid experiment's result holds: its config, one row per run and round, one summary row per
+    cell (the files are filled in by `write_outputs`)."""
+
+    @property
+    def config(self) -> ExperimentConfig: ...
+
+    @property
+    def rows(self) -> Sequence[Row]: ...
+
+    @property
+    def summary(self) -> Sequence[Row]: ...
+
+
+R = TypeVar("R", bound=GridResult)
+
+
 def write_outputs(
+    result: R,
     out_dir: Path,
     *,
     experiment: str,
-    config: Mapping[str, Any],
     runs: Sequence[SimRun],
-    tables: Mapping[str, Sequence[Row]],
-    figures: Mapping[str, Path],
-    markdown: str,
+    figures: Callable[[R, Path], Mapping[str, Path]],
+    markdown: Callable[[R], str],
+    tables: Mapping[str, Sequence[Row]] | None = None,
 ) -> dict[str, Path]:
-    """An experiment's outputs in `out_dir`: config.json (`config` and every run's `SimulationConfig`),
-    one CSV a table (`tables` by file stem: `results`, `summary`, ...), the `figures` already drawn, and
+    """An experiment's outputs in `out_dir`: config.json (its config and every run's `SimulationConfig`),
+    results.csv and summary.csv (and one CSV for each of `tables`, by file stem), its `figures` and
     results.md; the paths by name, `markdown` among them."""
     files = {
         "config": write_config(
             out_dir / "config.json",
             experiment=experiment,
-            config=config,
+            config=result.config.to_dict(),
             runs={run.label: run.report.config for run in runs},
         )
     }
-    files.update({stem: write_csv(rows, out_dir / f"{stem}.csv") for stem, rows in tables.items()})
-    files.update(figures)
+    every_table = {"results": result.rows, "summary": result.summary, **(tables or {})}
+    files.update({stem: write_csv(rows, out_dir / f"{stem}.csv") for stem, rows in every_table.items()})
+    files.update(figures(result, out_dir))
     files["markdown"] = out_dir / "results.md"
-    files["markdown"].write_text(markdown)
+    files["markdown"].write_text(markdown(result))
     return files
 
 

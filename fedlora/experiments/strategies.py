@@ -147,13 +147,7 @@ def run_strategies(config: StrategiesConfig, out_dir: Path) -> StrategiesResult:
         entry["run_wall_s"] = walls[f"{entry['strategy']}-{entry['clients']}"]
     result = StrategiesResult(config, rows, summary, {}, time.perf_counter() - started)
     result.files = write_outputs(
-        out_dir,
-        experiment="strategies",
-        config=config.to_dict(),
-        runs=runs,
-        tables={"results": rows, "summary": summary},
-        figures=figures(result, out_dir),
-        markdown=results_markdown(result),
+        result, out_dir, experiment="strategies", runs=runs, figures=figures, markdown=results_markdown
     )
     return result
 
