@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
+from protocol.crypto.params import CKKSParams, HEParams, PaillierParams, PlainParams
 from protocol.messages import FederationSpec, Strategy
 
 SchemeName = Literal["ckks", "paillier", "none"]
@@ -81,8 +81,11 @@ _FIELDS: dict[str, tuple[str | None, str]] = {
 
 
 def he_params(scheme: SchemeName) -> CKKSParams | PaillierParams | PlainParams:
-    """A scheme's default parameters, by the name the CLI and the experiments use."""
-    return {"ckks": CKKSParams, "paillier": PaillierParams, "none": PlainParams}[scheme]()
+    """A scheme's default parameters, by its `HEKind` name (the one the CLI and the experiments use)."""
+    params: CKKSParams | PaillierParams | PlainParams = TypeAdapter(HEParams).validate_python(
+        {"kind": scheme}
+    )
+    return params
 
 
 def federation_spec(**flat: Unpack[FlatSpec]) -> FederationSpec:
