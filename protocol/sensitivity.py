@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from protocol.crypto.params import HEParams, PaillierParams
+from protocol.crypto.params import HEParams
 from protocol.messages import FederationSpec, LateUploadConfig, NoiseMechanism
 
 NormOrder = Literal[1, 2]
@@ -100,10 +100,3 @@ def lattice_sensitivities(*, l2: float, size: int) -> tuple[float, float]:
     """(L1, L2) sensitivity of an integer vector with `size` coordinates and L2 norm at most `l2`: an integer
     vector has `||q||_1 <= ||q||_2^2` (each `|q_i| <= q_i^2`) and `||q||_1 <= sqrt(size) ||q||_2`."""
     return min(l2 * l2, math.sqrt(size) * l2), l2
-
-
-def skellam_sensitivity(he: PaillierParams, *, clip_norm: float, size: int) -> tuple[float, float]:
-    """(L1, L2) sensitivity, in quantisation steps, of one upload rounded to the Paillier lattice:
-    `||q||_2 <= (C + sqrt(d) e) / step`, about `C / step + sqrt(d) / 2`."""
-    reach = upload_sensitivity(he, clip_norm=clip_norm, size=size, ord=2)
-    return lattice_sensitivities(l2=reach / he.step, size=size)

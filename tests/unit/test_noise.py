@@ -19,7 +19,7 @@ from protocol.messages import (
     schedule_multiplier,
 )
 from protocol.noise import NoiseError, add_share, clip, distribution_for, draw, share_for
-from protocol.sensitivity import skellam_sensitivity
+from protocol.sensitivity import lattice_sensitivities, upload_sensitivity
 
 N = 200_000  # draws per check: the sample std is then within ~0.5% of the true one (3 sigma)
 
@@ -126,7 +126,9 @@ def test_skellam_sensitivity_bounds_the_rounded_vector() -> None:
     rng = np.random.default_rng(3)
     he = PaillierParams(quant_bits=9, clip=2.55)  # step 0.01
     clip_norm, size = 1.0, 400
-    l1, l2 = skellam_sensitivity(he, clip_norm=clip_norm, size=size)
+    # One upload rounded to the Paillier lattice, in steps: ||q||_2 <= (C + sqrt(d) e) / step.
+    reach = upload_sensitivity(he, clip_norm=clip_norm, size=size, ord=2)
+    l1, l2 = lattice_sensitivities(l2=reach / he.step, size=size)
     for _ in range(200):
         x = clip(rng.normal(0, 1, size), max_norm=clip_norm)
         q = np.rint(x / he.step)

@@ -16,7 +16,7 @@ import pytest
 
 from protocol.crypto import CKKSParams, PaillierParams, PaillierScheme, PlainParams, generate_scheme
 from protocol.crypto.packing import dequantise, quantise
-from protocol.sensitivity import encoding_error, skellam_sensitivity, upload_sensitivity
+from protocol.sensitivity import encoding_error, lattice_sensitivities, upload_sensitivity
 
 # Just past half a step: np.rint rounds such a coordinate away from zero, by 0.5 - ETA steps.
 ETA = 1e-6
@@ -135,7 +135,8 @@ def test_skellam_sensitivities_in_steps_bound_the_rounded_integer_vector() -> No
     params = PaillierParams(quant_bits=8, clip=4.0)
     rng = np.random.default_rng(3)
     size, clip_norm = 400, 1.0
-    l1, l2 = skellam_sensitivity(params, clip_norm=clip_norm, size=size)
+    reach = upload_sensitivity(params, clip_norm=clip_norm, size=size, ord=2)
+    l1, l2 = lattice_sensitivities(l2=reach / params.step, size=size)
     # Hand-worked (Agarwal, Kairouz, Liu 2021): ||q||_2 <= C / step + sqrt(d) / 2, and an integer vector
     # has ||q||_1 <= min(||q||_2^2, sqrt(d) ||q||_2).
     assert l2 == pytest.approx(clip_norm / params.step + math.sqrt(size) / 2, rel=1e-9)
