@@ -12,6 +12,7 @@ aggregates and the closing lease. Everything that matters is in the store, so a 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -31,6 +32,14 @@ from cloud_server.records import (
     unpack_aggregate,
 )
 from cloud_server.telemetry import CloudTelemetry
+from protocol.acceptance import (
+    CountedTwiceError,
+    CountMismatchError,
+    ReplayedCiphertextError,
+    Sum,
+    check_count,
+    claim,
+)
 from protocol.crypto import CiphertextError
 from protocol.messages import (
     ClientInfo,
@@ -248,7 +257,7 @@ class RoundService:
             )
 
         now = self._clock()
-        if not await self._store.hset_if_absent(key, edge_id, pack_aggregate(agg, received_at=now)):
+        if not await self._store_once(fid, agg, pack_aggregate(agg, received_at=now)):
             # Another request of the same edge stored its aggregate between our check and here.
             stored = await self._store.hget(key, edge_id)
             return await self._repeated(fid, round_, stored or b"", agg), False
@@ -309,8 +318,8 @@ class RoundService:
     async def _check_late(
         self, fid: str, agg: EdgeAggregate, *, spec: FederationSpec, clients: Mapping[str, ClientInfo]
     ) -> None:
-        """Late buckets: allowed, not too late, each manifest valid against its own round's plan, and no
-        client counted twice for one round (in that round's own sums and again late)."""
+        """Late buckets: allowed, not too late, each manifest valid against its own round's plan and basis
+        (that no client counts twice for one round is claimed with the aggregate, in `_store_once`)."""
         late = spec.late_uploads
         plans = {}
         for bucket in agg.late:
@@ -338,28 +347,6 @@ class RoundService:
                     code=ErrorCode.WRONG_BASIS,
                     field=f"late.{index}.origin_round",
                 )
-            counted = await self._counted_for(fid, bucket.origin_round, before=agg.round)
-            twice = sorted(counted & {c.client_id for c in bucket.contributions})
-            if twice:
-                raise ConflictError(
-                    f"clients {twice} are already in round {bucket.origin_round}'s sums",
-                    code=ErrorCode.DUPLICATE_UPLOAD,
-                    field=f"late.{index}.contributions",
-                )
-
-    async def _counted_for(self, fid: str, origin: int, *, before: int) -> set[str]:
-        """Clients whose update for round `origin` is already inside a stored sum: that round's own, or a late
-        bucket of a round between it and `before`."""
-        counted: set[str] = set()
-        for round_ in range(origin, before):
-            values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
-            for header in _headers(values).values():
-                if round_ == origin:
-                    counted.update(c.client_id for c in header.contributions)
-                for bucket in header.late:
-                    if bucket.origin_round == origin:
-                        counted.update(c.client_id for c in bucket.contributions)
-        return counted
 
     async def _check_ciphertext(self, fid: str, ciphertext: bytes, *, count: int, field: str) -> None:
         scheme = await self._federations.public_scheme(fid)
@@ -368,14 +355,75 @@ class RoundService:
             parsed = await asyncio.to_thread(scheme.deserialize, ciphertext, expected_length=layout.size)
         except CiphertextError as e:
             raise BadRequestError(str(e), code=ErrorCode.BAD_CIPHERTEXT, field=field) from e
-        # The count in the envelope is the edge's own bookkeeping, so this is a consistency check, not a proof;
-        # an edge may start its running sum from an encrypted zero, hence ">=".
-        if parsed.count < count:
+        # The count in the envelope is the edge's own bookkeeping, so this is a consistency check, not a proof
+        # (protocol.acceptance says what it stops and what it does not).
+        try:
+            check_count(parsed.count, named=count, field=field)
+        except CountMismatchError as e:
             raise BadRequestError(
-                f"the ciphertext is a sum of {parsed.count} encryptions; the manifest names {count} clients",
-                code=ErrorCode.BAD_CIPHERTEXT,
-                field=field,
-            )
+                str(e), code=ErrorCode.BAD_CIPHERTEXT, field=e.field, detail=e.detail
+            ) from e
+
+    async def _store_once(self, fid: str, agg: EdgeAggregate, value: bytes) -> bool:
+        """Store `value` (the packed `agg`) unless its edge already forwarded for the round (False), in one
+        atomic step with its claims: each ciphertext's digest, and its hospitals for their rounds. A claim
+        taken before is 409 (`replay`, `duplicate_upload`) and nothing is written: the sum that took it first
+        stays whole."""
+        sums = [
+            Sum(
+                "ciphertext",
+                "contributions",
+                agg.round,
+                ciphertext_digest(agg.ciphertext),
+                tuple(c.client_id for c in agg.contributions),
+            ),
+            *(
+                Sum(
+                    f"late.{index}.ciphertext",
+                    f"late.{index}.contributions",
+                    bucket.origin_round,
+                    ciphertext_digest(bucket.ciphertext),
+                    tuple(c.client_id for c in bucket.contributions),
+                )
+                for index, bucket in enumerate(agg.late)
+            ),
+        ]
+        digest_keys = {s.ciphertext_sha256: keyspace.fed_ciphertext(fid, s.ciphertext_sha256) for s in sums}
+        counted_keys = {s.origin_round: keyspace.fed_round_counted(fid, s.origin_round) for s in sums}
+
+        def claims(current: dict[str, bytes | None]) -> Updates:
+            try:
+                claimed = claim(
+                    sums,
+                    edge_id=agg.edge_id,
+                    accepted={digest: current[key] is not None for digest, key in digest_keys.items()},
+                    counted={r: json.loads(current[key] or b"{}") for r, key in counted_keys.items()},
+                )
+            except ReplayedCiphertextError as e:
+                raise ConflictError(str(e), code=ErrorCode.REPLAY, field=e.field, detail=e.detail) from e
+            except CountedTwiceError as e:
+                raise ConflictError(
+                    str(e), code=ErrorCode.DUPLICATE_UPLOAD, field=e.field, detail=e.detail
+                ) from e
+            accepted_at = {"round": agg.round, "edge_id": agg.edge_id}
+            return {
+                **{
+                    digest_keys[digest]: json.dumps(accepted_at | {"field": field}).encode()
+                    for digest, field in claimed.digests.items()
+                },
+                **{
+                    counted_keys[r]: json.dumps(ids, sort_keys=True).encode()
+                    for r, ids in claimed.counted.items()
+                },
+            }
+
+        return await self._store.hset_if_absent_with(
+            keyspace.fed_round_aggregates(fid, agg.round),
+            agg.edge_id,
+            value,
+            keys=[*digest_keys.values(), *counted_keys.values()],
+            fn=claims,
+        )
 
     async def _repeated(self, fid: str, round_: int, stored: bytes, agg: EdgeAggregate) -> RoundStatus:
         header, _ = unpack_aggregate(stored)

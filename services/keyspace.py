@@ -61,6 +61,18 @@ def fed_round_aggregates(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:aggregates"  # hash: edge id -> EdgeAggregate json (HSETNX)
 
 
+def fed_ciphertext(fid: str, sha256: str) -> str:
+    # Written once with the aggregate that carried the ciphertext, never expires: a ciphertext is accepted
+    # once per federation, across rounds, late buckets and edges. Json: where it was accepted.
+    return f"cloud:{fid}:ciphertext:{sha256}"
+
+
+def fed_round_counted(fid: str, round_: int) -> str:
+    # Json {client id: edge id}: the hospitals whose update for `round_` is inside an accepted sum (that
+    # round's own or a later round's late bucket), written with the aggregate: one sum per hospital and round.
+    return f"cloud:{fid}:round:{round_}:counted"
+
+
 def fed_basis(fid: str, version: int) -> str:
     """A re-based basis: every module's `A_max`, float32 (`protocol.ffa.basis_bytes`), written once."""
     return f"cloud:{fid}:basis:{version}"

@@ -3,8 +3,9 @@
 Two implementations share one contract (tests/contract/test_store_contract.py): `MemoryStore`, embedded,
 for `fedlora demo` and single-process tests, and `RedisStore`, for services that must survive a crash and
 for several replicas of a service sharing one state. Keys come from `services.keyspace` only. Every write
-that must happen once goes through `set_if_absent` (`SET NX`) or `transaction` (WATCH/MULTI/EXEC), so a
-retried request never counts twice.
+that must happen once goes through `set_if_absent` (`SET NX`), `transaction` (WATCH/MULTI/EXEC) or
+`hset_if_absent_with` (a hash field and plain keys in one WATCH/MULTI/EXEC), so a retried request never
+counts twice.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ class StateStore(ABC):
         If another writer changed one of `keys` in between, the transaction retries with fresh values
         (Redis WATCH/MULTI). `fn` may raise to abort; nothing is written then. Returns what was written.
         """
+
+    @abstractmethod
+    async def hset_if_absent_with(
+        self, key: str, field: str, value: bytes, *, keys: Sequence[str], fn: TransactionFn
+    ) -> bool:
+        """`hset_if_absent(key, field, value)` and, in the same atomic step, the writes `fn` computes from
+        `keys` (as `transaction`): both or neither. False, with nothing written and `fn` not called, if the
+        field exists; `fn` may raise to abort. A write to the hash `key` in between retries it, as one to
+        `keys` does."""
 
     async def ping(self) -> bool:
         return True
@@ -189,17 +199,33 @@ class MemoryStore(StateStore):
 
     async def transaction(self, keys: Sequence[str], fn: TransactionFn) -> Updates:
         async with self._lock:
-            current = {key: self._get(key) for key in keys}
-            result = fn(current)
-            updates = await result if isinstance(result, Awaitable) else result
-            _check_updates(keys, updates)
-            for key, value in updates.items():
-                if value is None:
-                    self._values.pop(key, None)
-                    self._expiry.pop(key, None)
-                else:
-                    self._set(key, value, None)
-            return updates
+            return await self._apply(keys, fn)
+
+    async def hset_if_absent_with(
+        self, key: str, field: str, value: bytes, *, keys: Sequence[str], fn: TransactionFn
+    ) -> bool:
+        _check_bytes(key, value)
+        async with self._lock:
+            self._expire(key)
+            if field in self._hashes.get(key, {}):
+                return False
+            await self._apply(keys, fn)
+            self._hashes.setdefault(key, {})[field] = bytes(value)
+            return True
+
+    async def _apply(self, keys: Sequence[str], fn: TransactionFn) -> Updates:
+        """`fn`'s writes on `keys`, under the lock the caller holds."""
+        current = {key: self._get(key) for key in keys}
+        result = fn(current)
+        updates = await result if isinstance(result, Awaitable) else result
+        _check_updates(keys, updates)
+        for key, value in updates.items():
+            if value is None:
+                self._values.pop(key, None)
+                self._expiry.pop(key, None)
+            else:
+                self._set(key, value, None)
+        return updates
 
 
 class RedisStore(StateStore):
@@ -311,16 +337,33 @@ class RedisStore(StateStore):
     async def transaction(self, keys: Sequence[str], fn: TransactionFn) -> Updates:
         if not keys:
             raise StoreError("a transaction needs at least one key")
+        written = await self._watched(keys, fn, hash_field=None)
+        return written if written is not None else {}
+
+    async def hset_if_absent_with(
+        self, key: str, field: str, value: bytes, *, keys: Sequence[str], fn: TransactionFn
+    ) -> bool:
+        _check_bytes(key, value)
+        return await self._watched(keys, fn, hash_field=(key, field, value)) is not None
+
+    async def _watched(
+        self, keys: Sequence[str], fn: TransactionFn, *, hash_field: tuple[str, str, bytes] | None
+    ) -> Updates | None:
+        """WATCH `keys` (and the hash of `hash_field`), read, let `fn` compute, MULTI/EXEC the writes with
+        `HSET hash_field`; None, with nothing written, if that field exists."""
+        watched = [*keys, *([hash_field[0]] if hash_field else [])]
         for attempt in range(self._max_attempts):
             try:
                 async with self._errors("a transaction"), self._redis.pipeline(transaction=True) as pipe:
-                    await pipe.watch(*keys)
-                    values = await pipe.mget(*keys)
+                    await pipe.watch(*watched)
+                    if hash_field is not None and await pipe.hexists(hash_field[0], hash_field[1]):
+                        return None
+                    values = await pipe.mget(*keys) if keys else []
                     current = {key: _raw(value) for key, value in zip(keys, values, strict=True)}
                     result = fn(current)
                     updates = await result if inspect.isawaitable(result) else result
                     _check_updates(keys, updates)
-                    if not updates:
+                    if not updates and hash_field is None:
                         return updates
                     pipe.multi()
                     for key, value in updates.items():
@@ -328,13 +371,15 @@ class RedisStore(StateStore):
                             pipe.delete(key)
                         else:
                             pipe.set(key, value)
+                    if hash_field is not None:
+                        pipe.hset(*hash_field)
                     await pipe.execute()
                     return updates
             except WatchError:
                 # Another writer got in between: back off a little (jittered) and recompute.
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))  # noqa: S311
         raise StoreError(
-            f"transaction on {list(keys)} did not commit after {self._max_attempts} attempts "
+            f"transaction on {watched} did not commit after {self._max_attempts} attempts "
             "(other writers kept changing the keys)"
         )
 

@@ -88,10 +88,12 @@ async def post_aggregate(
 ) -> RoundStatus:
     """The cloud checks the edge's signature, the round and basis, the plan digest (`plan_sha256`, and each
     late bucket's, must be the stored plan's: 409 `plan_mismatch` otherwise), the manifest (clients enrolled
-    at this edge, in the plan, at least `min_clients_per_edge`) and the ciphertext's header, then stores it. Once
-    every expected edge has forwarded (or at the round deadline) it decrypts only the total and closes the
-    round. Idempotent per `idempotency_key`: the same body again is answered 200 and counted once; another
-    body for the same edge and round is 409 `duplicate_upload`."""
+    at this edge, in the plan, at least `min_clients_per_edge`) and the ciphertext's header, whose count must
+    be the manifest's (400 `bad_ciphertext`), then stores it, refusing a ciphertext it accepted before in any
+    round, bucket or edge (409 `replay`) and a client already in an accepted sum for the round (409
+    `duplicate_upload`). Once every expected edge has forwarded (or at the round deadline) it decrypts only
+    the total and closes the round. Idempotent per `idempotency_key`: the same body again is answered 200 and
+    counted once; another body for the same edge and round is 409 `duplicate_upload`."""
     status, stored = await rounds.receive(fid, n, body, edge_id=edge.subject)
     response.status_code = 202 if stored else 200
     return status

@@ -11,12 +11,14 @@ a cloud colluding with an edge can decrypt one upload.
 from __future__ import annotations
 
 import math
+import struct
 
 import dp_accounting
 import numpy as np
 import pytest
 
 from cloud_server.records import unpack_aggregate
+from protocol.crypto import envelope
 from protocol.messages import CentralDPConfig, LocalSpend, PrivacyReport
 from protocol.privacy import GaussianEvent, RdpAccountant
 from services import keyspace
@@ -96,8 +98,9 @@ async def test_an_edge_that_inflates_noise_share_std_is_refused() -> None:
 )
 async def test_an_edge_that_adds_one_hospitals_ciphertext_64_times_is_caught() -> None:
     """Central Gaussian noise added by the cloud (z = 1, C = 1), 2 edges x 2 hospitals, every manifest
-    weight 1. Edge-1 (malicious) forwards ct_a added to itself 64 times plus ct_b: the cloud accepts it
-    (`_check_ciphertext` allows a count above the manifest's), adds N(0, (z C)^2) and publishes. Anyone
+    weight 1. Edge-1 (malicious) forwards ct_a added to itself 64 times plus ct_b, its envelope's count
+    rewritten to the manifest's 2 (a count of 65 is refused, tests/adversarial): the cloud cannot tell, so
+    it accepts it, adds N(0, (z C)^2) and publishes. Anyone
     holding the adapter (the edge can GET it) recovers 64 x_a + N(0, (zC)^2): hospital a's reach on the
     release is 64 C, the ledger's sensitivity is 1 (plus CKKS slack)."""
     rng = np.random.default_rng(2)
@@ -108,9 +111,10 @@ async def test_an_edge_that_adds_one_hospitals_ciphertext_64_times_is_caught() -
         await fed.start(cloud.http)
         deltas = {cid: clipped(rng, clip) for cid in ("client-a", "client-b", "client-c", "client-d")}
         ct_a, ct_b = (fed.scheme.encrypt(deltas[c]) for c in ("client-a", "client-b"))  # as uploaded
-        tampered = fed.scheme.serialize(fed.scheme.sum([ct_a] * amplify + [ct_b]))
+        tampered = bytearray(fed.scheme.serialize(fed.scheme.sum([ct_a] * amplify + [ct_b])))
+        struct.pack_into(">I", tampered, envelope.HEADER_BYTES - 8, 2)  # the header's count, then chunks
         body = await fed.aggregate(
-            cloud, "edge-1", 0, {c: deltas[c] for c in ("client-a", "client-b")}, ciphertext=tampered
+            cloud, "edge-1", 0, {c: deltas[c] for c in ("client-a", "client-b")}, ciphertext=bytes(tampered)
         )
         response = await fed.post(cloud.http, body)
         if response.status_code != 202:

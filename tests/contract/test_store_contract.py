@@ -138,6 +138,34 @@ class StoreContract:
 
         self.run(scenario())
 
+    def test_hset_if_absent_with_writes_the_field_and_the_keys_together(self, store):
+        # The cloud accepts an edge's sum (a hash field) with the claims on its ciphertext digest and its
+        # hospitals (plain keys) in one step: two edges racing for one claim, both with a fresh field.
+        async def accept(edge, claim):
+            def fn(values):
+                if values[claim] is not None:
+                    raise ValueError(f"{claim} is taken")
+                return {claim: edge.encode(), "accepted": (values["accepted"] or b"") + edge.encode()}
+
+            return await store.hset_if_absent_with("sums", edge, b"sum", keys=[claim, "accepted"], fn=fn)
+
+        async def scenario():
+            answers = await asyncio.gather(
+                *(accept(f"e{i}", "digest") for i in range(8)), return_exceptions=True
+            )
+            assert [a for a in answers if a is True] == [True]
+            assert all(isinstance(a, ValueError) for a in answers if a is not True)
+            winner = (await store.get("digest") or b"").decode()
+            assert await store.hgetall("sums") == {winner: b"sum"}
+            assert await store.get("accepted") == winner.encode()
+            # The field exists: nothing written, `fn` not called.
+            assert not await store.hset_if_absent_with(
+                "sums", winner, b"again", keys=["other"], fn=lambda values: {"other": b"x"}
+            )
+            assert await store.hget("sums", winner) == b"sum" and await store.get("other") is None
+
+        self.run(scenario())
+
     def test_values_are_bytes(self, store):
         with pytest.raises(TypeError, match="bytes"):
             self.run(store.set("k", "text"))
@@ -243,6 +271,26 @@ class TestRedisStore(StoreContract):
                     await store.close()
 
         return asyncio.run(scenario())
+
+    def test_hset_if_absent_with_retries_after_a_write_to_the_hash(self, store):
+        # A second process writing to the hash while `fn` computes (one process cannot: the memory store's
+        # lock holds it off).
+        replica = self.make_replica(store)
+
+        async def scenario():
+            calls = []
+
+            async def fn(values):
+                calls.append(values["n"])
+                if len(calls) == 1:  # another writer (a second process) adds to the hash meanwhile
+                    await replica.hset("sums", "other", b"x")
+                return {"n": b"1"}
+
+            assert await store.hset_if_absent_with("sums", "mine", b"y", keys=["n"], fn=fn)
+            assert await store.hgetall("sums") == {"other": b"x", "mine": b"y"}
+            assert await store.get("n") == b"1" and len(calls) == 2  # recomputed once, after the write
+
+        self.run(scenario())
 
     def test_ttl_expires_in_real_time(self, store):
         async def scenario():

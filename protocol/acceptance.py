@@ -1,0 +1,105 @@
+"""What the cloud checks of an edge's sums beyond the signature and the manifest, decided without a store.
+
+The cloud cannot see inside a ciphertext, so it holds each edge to what it can check (issue 18, item 3):
+
+- a sum's envelope counts exactly as many encryptions as its manifest names hospitals (`check_count`): an
+  edge that adds one hospital's ciphertext to itself `m` times would weigh it `m` times in the mean;
+- a ciphertext is accepted once per federation, across rounds, late buckets and edges (`claim`): a sum the
+  cloud already decrypted, decrypted again under another weight or beside other sums, can be isolated;
+- a hospital's update for a round is in at most one accepted sum, whichever edge names it (`claim`).
+
+These check bytes and ids, not what a ciphertext holds: an edge that re-randomises a ciphertext (adds an
+encryption of zero) and rewrites its envelope's count passes them. Masking below the encryption is what makes
+such a sum worthless (docs/privacy.md, "What the cloud refuses").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class AcceptanceError(ValueError):
+    """An edge's sum the cloud must refuse; `field` names where in the aggregate, `detail` says more."""
+
+    def __init__(self, message: str, *, field: str, detail: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.detail = dict(detail or {})
+
+
+class CountMismatchError(AcceptanceError):
+    """The envelope counts another number of encryptions than the manifest names hospitals."""
+
+
+class ReplayedCiphertextError(AcceptanceError):
+    """The ciphertext was accepted before (or appears twice in one aggregate)."""
+
+
+class CountedTwiceError(AcceptanceError):
+    """A hospital named is already in an accepted sum for that round."""
+
+
+@dataclass(frozen=True)
+class Sum:
+    """One ciphertext of an edge aggregate: the round's own sum or a late bucket."""
+
+    field: str  # where it sits in the aggregate: "ciphertext" or "late.{i}.ciphertext"
+    contributions_field: str  # where its manifest sits: "contributions" or "late.{i}.contributions"
+    origin_round: int  # the round its hospitals trained for
+    ciphertext_sha256: str
+    client_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What accepting some sums writes: each ciphertext digest with the field it came in, and per round the
+    hospitals counted so far (client id -> edge id), those already counted included."""
+
+    digests: dict[str, str]
+    counted: dict[int, dict[str, str]]
+
+
+def check_count(envelope_count: int, *, named: int, field: str) -> None:
+    """Raise unless a ciphertext whose envelope says it sums `envelope_count` encryptions is one of `named`
+    hospitals' uploads each (an honest edge starts its sum from the first upload, so the two are equal)."""
+    if envelope_count != named:
+        raise CountMismatchError(
+            f"the ciphertext is a sum of {envelope_count} encryptions; its manifest names {named} clients",
+            field=field,
+            detail={"envelope_count": envelope_count, "manifest_count": named},
+        )
+
+
+def claim(
+    sums: Sequence[Sum],
+    *,
+    edge_id: str,
+    accepted: Mapping[str, bool],
+    counted: Mapping[int, Mapping[str, str]],
+) -> Claims:
+    """The claims of accepting `sums` from `edge_id`, given which digests were `accepted` before and who is
+    `counted` per round (missing rounds: nobody). Raises `ReplayedCiphertextError` for a digest accepted before
+    or repeated in `sums`, `CountedTwiceError` for a hospital already counted for its round."""
+    digests: dict[str, str] = {}
+    after = {round_: dict(ids) for round_, ids in counted.items()}
+    for part in sums:
+        digest = part.ciphertext_sha256
+        if accepted.get(digest) or digest in digests:
+            raise ReplayedCiphertextError(
+                f"this ciphertext (SHA-256 {digest}) was already accepted; a sum is counted once",
+                field=part.field,
+                detail={"ciphertext_sha256": digest},
+            )
+        digests[digest] = part.field
+        round_ids = after.setdefault(part.origin_round, {})
+        twice = sorted(set(part.client_ids) & round_ids.keys())
+        if twice:
+            raise CountedTwiceError(
+                f"clients {twice} are already in round {part.origin_round}'s sums; a client counts once per round",
+                field=part.contributions_field,
+                detail={"round": part.origin_round, "counted_at": {cid: round_ids[cid] for cid in twice}},
+            )
+        round_ids.update(dict.fromkeys(part.client_ids, edge_id))
+    return Claims(digests=digests, counted=after)

@@ -1,0 +1,6 @@
+# The attacks run against the in-process cloud on both stores, as the cloud's own tests do.
+from tests.cloud.conftest import (  # noqa: F401
+    _every_cloud_on_the_state_store,
+    anyio_backend,
+    pytest_generate_tests,
+)

@@ -1,0 +1,49 @@
+"""The cloud's pure acceptance checks (protocol/acceptance.py), with the expected claims written by hand."""
+
+import pytest
+
+from protocol.acceptance import (
+    CountedTwiceError,
+    CountMismatchError,
+    ReplayedCiphertextError,
+    Sum,
+    check_count,
+    claim,
+)
+
+OWN = Sum("ciphertext", "contributions", 3, "aa" * 32, ("a", "b"))
+LATE = Sum("late.0.ciphertext", "late.0.contributions", 2, "bb" * 32, ("c", "d"))
+
+
+def test_the_envelope_count_must_be_the_manifests() -> None:
+    check_count(2, named=2, field="ciphertext")
+    for envelope_count in (1, 3, 65):
+        with pytest.raises(CountMismatchError) as caught:
+            check_count(envelope_count, named=2, field="late.1.ciphertext")
+        assert caught.value.field == "late.1.ciphertext"
+        assert caught.value.detail == {"envelope_count": envelope_count, "manifest_count": 2}
+
+
+def test_claims_name_every_digest_and_add_the_hospitals_to_their_rounds() -> None:
+    claims = claim([OWN, LATE], edge_id="e2", accepted={"cc" * 32: True}, counted={2: {"x": "e1"}})
+
+    assert claims.digests == {"aa" * 32: "ciphertext", "bb" * 32: "late.0.ciphertext"}
+    assert claims.counted == {3: {"a": "e2", "b": "e2"}, 2: {"x": "e1", "c": "e2", "d": "e2"}}
+
+
+def test_a_digest_accepted_before_or_twice_in_one_aggregate_is_a_replay() -> None:
+    with pytest.raises(ReplayedCiphertextError) as before:
+        claim([OWN, LATE], edge_id="e1", accepted={"bb" * 32: True}, counted={})
+    same = Sum("late.0.ciphertext", "late.0.contributions", 2, OWN.ciphertext_sha256, ("c", "d"))
+    with pytest.raises(ReplayedCiphertextError) as inside:
+        claim([OWN, same], edge_id="e1", accepted={}, counted={})
+
+    assert before.value.field == inside.value.field == "late.0.ciphertext"
+
+
+def test_a_hospital_counted_for_the_round_at_another_edge_is_refused_by_name() -> None:
+    with pytest.raises(CountedTwiceError) as caught:
+        claim([OWN], edge_id="e2", accepted={}, counted={3: {"b": "e1", "z": "e1"}})
+
+    assert caught.value.field == "contributions"
+    assert caught.value.detail == {"round": 3, "counted_at": {"b": "e1"}}
