@@ -29,7 +29,7 @@ from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, l
 from client_agent.train import Features, LocalConfig, train_local
 from fedlora.experiments.robustness import ClairConfig
 from fedlora.simulation import encoded, hospital_names, prepared_data
-from fedlora.simulation_rounds import flipped, random_update
+from fedlora.simulation_rounds import flipped, random_update, training_seed
 from protocol.clair import DEFAULT_THRESHOLD, decompose
 
 CONTAMINATED = (2, 7)
@@ -56,7 +56,7 @@ def updates() -> tuple[np.ndarray, np.ndarray]:
             steps=config.steps,
             batch_size=min(config.batch_size, len(own)),
             learning_rate=config.learning_rate,
-            insecure_seed=config.seed * 1000 + index,  # round 0's seed in the simulation
+            insecure_seed=training_seed(config.seed, round_=0, hospital=index),  # the simulation's round 0
             threads=1,
             progress=False,
         )

@@ -789,7 +789,12 @@ class ClientAgent:
         plan: RoundPlan,
         spec: FederationSpec,
         public: PublicCounts,
+        *,
+        insecure_seed: int | None = None,
     ) -> LocalResult:
+        """Train `model` from `start` as `plan` asks, then apply the strategy's client-side hook to the delta.
+        `insecure_seed` (`LocalConfig.insecure_seed`) is for tests that repeat a simulated hospital's draws
+        exactly; the agent's rounds never pass it."""
         history = PrivacyHistory(list(self.state.privacy or [COUNT_ENTRY]))
         settings = self._dp_settings(plan, spec)
         batch_size = min(plan.training.batch_size, public.train)
@@ -809,6 +814,7 @@ class ClientAgent:
             batch_size=batch_size,
             learning_rate=plan.training.learning_rate,
             optimizer=plan.training.optimizer,
+            insecure_seed=insecure_seed,
             threads=self.settings.threads,
             progress=False,
             dp=settings,

@@ -65,6 +65,8 @@ from fedlora.simulation_rounds import (
     flipped,
     frozen_factors,
     local_update,
+    share_generator,
+    training_seed,
 )
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
 from protocol.crypto.params import HEKind, PlainParams
@@ -77,8 +79,6 @@ Partitioning = Literal["iid", "mild", "severe", "dirichlet"]
 StrategyName = Literal["ffa", "fedit", "fedrot", "clair"]
 # The cloud draws each round's noise from (seed, round, this): a stream no hospital's training uses.
 NOISE_STREAM = 0x401CE
-# A hospital draws its noise share from (seed, round, hospital index, this).
-SHARE_STREAM = 0x5BA2E
 WEIGHT = 1.0  # every hospital's weight: uniform weights keep the client-level sensitivity at `C`
 
 
@@ -584,7 +584,7 @@ class _Run:
             steps=config.steps,
             batch_size=min(config.batch_size, public),
             learning_rate=config.learning_rate,
-            insecure_seed=(config.seed * 1000 + round_ * 100 + index)
+            insecure_seed=training_seed(config.seed, round_=round_, hospital=index)
             if config.insecure_reproducible
             else None,
             threads=config.threads,
@@ -607,7 +607,7 @@ class _Run:
             delta = contaminate(delta, config.contamination, scale=config.contamination_scale, rng=rng)
         # The agent's `make_update` with the plan the cloud would send this federation (uniform weights).
         share_rng = (
-            np.random.default_rng([config.seed, round_, index, SHARE_STREAM])
+            share_generator(config.seed, round_=round_, hospital=index)
             if config.insecure_reproducible
             else None
         )

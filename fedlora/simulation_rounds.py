@@ -33,6 +33,20 @@ from protocol.messages import Contribution, FederationSpec, schedule_multiplier
 from protocol.strategies import AggregationStrategy
 
 Contamination = Literal["flip", "random"]
+# A hospital draws its noise share from (seed, round, hospital index, this).
+SHARE_STREAM = 0x5BA2E
+
+
+def training_seed(seed: int, *, round_: int, hospital: int) -> int:
+    """`LocalConfig.insecure_seed` of hospital number `hospital` in round `round_` of a run that must repeat
+    (the simulation's `insecure_reproducible`, its local-only baseline, tests that train as its hospitals)."""
+    return seed * 1000 + round_ * 100 + hospital
+
+
+def share_generator(seed: int, *, round_: int, hospital: int) -> np.random.Generator:
+    """The generator hospital number `hospital` draws its round-`round_` noise share from in a run that must
+    repeat (the `rng` of `client_agent.update.contribution`)."""
+    return np.random.default_rng([seed, round_, hospital, SHARE_STREAM])
 
 
 def flipped(features: Features, *, num_labels: int) -> Features:

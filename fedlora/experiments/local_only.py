@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.train import Features, LocalConfig, evaluate, train_local
 from fedlora.simulation import SimulationConfig, encoded, hospital_names, prepared_data
+from fedlora.simulation_rounds import training_seed
 
 
 def local_only(config: SimulationConfig) -> list[tuple[str, float]]:
@@ -48,7 +49,7 @@ def _train_alone(config: SimulationConfig) -> list[tuple[str, float]]:
                 batch_size=min(config.batch_size, len(own)),
                 learning_rate=config.learning_rate,
                 # An experiment repeats exactly; this baseline trains without DP, so the seed protects nothing.
-                insecure_seed=config.seed * 1000 + round_ * 100 + index,
+                insecure_seed=training_seed(config.seed, round_=round_, hospital=index),
                 threads=config.threads,
                 progress=False,
             )

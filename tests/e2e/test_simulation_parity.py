@@ -1,33 +1,50 @@
-"""The one-process simulation computes what the services compute: the same hospitals' deltas, sealed by the
-agent's `make_update`, summed by the edge's fold and closed by the in-process cloud (`tests.cloud.harness`),
-give the global vector the simulation gives.
+"""The one-process simulation computes what the services compute: the same hospitals, trained by the agent's
+own round (`ClientAgent._train`: local training, then the strategy's `prepare_delta`) and sealed by its
+`make_update`, uploaded to real `EdgeAggregator`s (their checks, their store, their running sum) that
+forward to the in-process cloud (`tests.cloud.harness`), give the global vectors the simulation gives, round
+after round.
 
-The simulation runs on the tiny encoder with `insecure_reproducible`, so its noise shares come from the seed;
-the services' hospitals are handed the same generators (`make_update(rng=...)`, as tests may), which makes
-the comparison exact up to CKKS' own rounding.
+The simulation runs on the tiny encoder with `insecure_reproducible`, so its hospitals' batches and noise
+shares come from the seed; the agents are handed the same draws through the one derivation both use
+(`fedlora.simulation_rounds.training_seed` and `share_generator`), which makes the comparison exact up to
+CKKS' own rounding. Every case runs at least two rounds, the later ones from the adapter the cloud published;
+FedRot runs three, since its alignment keeps the identity in round 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
-from client_agent.train import LocalResult
-from edge_aggregator.fold import fold, parse_upload
-from fedlora import simulation
-from fedlora.simulation import SHARE_STREAM, SimulationConfig, federation_spec, hospital_names, simulate
-from protocol.crypto import CKKSParams
-from protocol.messages import FederationSpec
+from client_agent.releases import PublicCounts
+from client_agent.train import Features, LocalResult
+from edge_aggregator.aggregator import EdgeAggregator
+from edge_aggregator.cloud_link import HttpCloudLink
+from edge_aggregator.config import EdgeConfig
+from edge_aggregator.ledger import ForwardStatus
+from fedlora import simulation, simulation_rounds
+from fedlora.simulation import SimulationConfig, federation_spec, hospital_names, simulate
+from fedlora.simulation_rounds import share_generator, training_seed
+from protocol.crypto import CKKSParams, scheme_from_public
+from protocol.messages import ClientEnrolment, EdgeEnrolment, FederationCreated, FederationSpec
+from services.identity import SigningKey
 from services.model_layout import federation_layout
-from tests.cloud.harness import Federation, running_cloud
+from services.store import MemoryStore
+from tests.cloud.harness import Cloud, post_model, running_cloud
 from tests.hospitals import hospital_agent
 
 CKKS_TOLERANCE = 1e-5  # four encrypted deltas summed, decrypted, averaged and stored as float32
 SEED = 3
+ROUNDS = 2
+CLOUD_URL = "http://cloud"
 
 
 def _config(tmp_path: Path, model_dir: Path, **overrides: object) -> SimulationConfig:
@@ -35,7 +52,7 @@ def _config(tmp_path: Path, model_dir: Path, **overrides: object) -> SimulationC
         "hospitals": 4,
         "edges": 2,
         "partition": "iid",
-        "rounds": 1,
+        "rounds": ROUNDS,
         "steps": 4,
         "batch_size": 16,
         "max_train_examples": 240,
@@ -57,72 +74,191 @@ def _config(tmp_path: Path, model_dir: Path, **overrides: object) -> SimulationC
     return SimulationConfig(**(values | overrides))  # type: ignore[arg-type]
 
 
-def _simulated(
-    config: SimulationConfig, monkeypatch: pytest.MonkeyPatch
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each hospital's trained delta (in the hospitals' order) and the global vector after round 0."""
-    deltas: list[np.ndarray] = []
-    trained = simulation.local_update
+@dataclass(frozen=True)
+class Hospital:
+    """What a simulated hospital holds before its first round: its encoded examples and released count."""
 
-    def recorded(*args: object, **kwargs: object) -> LocalResult:
+    features: Features
+    public_examples: int
+
+
+@dataclass(frozen=True)
+class Simulated:
+    hospitals: list[Hospital]  # in the hospitals' order
+    vectors: list[np.ndarray]  # the global vector after each round
+    delta_norms: list[float]  # of each delta the hospitals upload, before clipping
+    hooked: dict[int, float]  # per round, the most the strategy's `prepare_delta` moved a delta's coordinate
+
+
+def _simulated(config: SimulationConfig, monkeypatch: pytest.MonkeyPatch) -> Simulated:
+    """Run the simulation, noting each hospital's data and count as it trains in round 0, and what the
+    strategy's client-side hook did to every delta."""
+    hospitals: list[Hospital] = []
+    norms: list[float] = []
+    hooked: dict[int, float] = {}
+    raw: list[np.ndarray] = []
+    trained, prepared = simulation_rounds.train_local, simulation.local_update
+
+    def train_noted(*args: object, **kwargs: object) -> LocalResult:
         result = trained(*args, **kwargs)  # type: ignore[arg-type]
-        deltas.append(result.delta.copy())
+        raw.append(result.delta.copy())
         return result
 
-    monkeypatch.setattr(simulation, "local_update", recorded)
+    def prepared_noted(*args: object, **kwargs: object) -> LocalResult:
+        result = prepared(*args, **kwargs)  # type: ignore[arg-type]
+        round_ = int(kwargs["round_"])  # type: ignore[call-overload]
+        if round_ == 0:
+            hospitals.append(Hospital(args[1], kwargs["public_examples"]))  # type: ignore[arg-type]
+        norms.append(float(np.linalg.norm(result.delta)))
+        hooked[round_] = max(hooked.get(round_, 0.0), float(np.abs(result.delta - raw.pop()).max()))
+        return result
+
+    monkeypatch.setattr(simulation_rounds, "train_local", train_noted)
+    monkeypatch.setattr(simulation, "local_update", prepared_noted)
     vectors: list[np.ndarray] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         simulate(config, on_global=lambda _, vector: vectors.append(vector))
-    return deltas, vectors[0]
+    return Simulated(hospitals, vectors, norms, hooked)
+
+
+@contextlib.asynccontextmanager
+async def _edge(cloud: Cloud, created: FederationCreated, edge_id: str) -> AsyncIterator[EdgeAggregator]:
+    """A real edge core over a memory store, enrolled with the in-process cloud and talking to it over HTTP
+    (in-process) as `edge_aggregator.runtime` sets one up."""
+    fid = created.federation_id
+    link = HttpCloudLink(
+        CLOUD_URL,
+        federation_id=fid,
+        enrolment_token=created.edge_enrolment_token,
+        transport=httpx.ASGITransport(app=cloud.app),
+    )
+    key = SigningKey.generate()
+    await link.enrol(
+        EdgeEnrolment(edge_id=edge_id, url=f"http://{edge_id}.test:8710", public_key=key.public_bytes)
+    )
+    info = await link.federation()
+    scheme = scheme_from_public(info.spec.he, await link.public_context())
+    edge = EdgeAggregator(
+        EdgeConfig(edge_id=edge_id, federation=info),
+        store=MemoryStore(),
+        link=link,
+        scheme=scheme,
+        signing_key=key,
+        clock=cloud.clock,
+    )
+    try:
+        yield edge
+    finally:
+        await edge.close()
+        await link.close()
 
 
 async def _through_the_services(
-    spec: FederationSpec, deltas: list[np.ndarray], *, model_dir: Path, tmp_path: Path, edges: int
-) -> np.ndarray:
-    """Round 0 of `spec` with these deltas: each hospital's `ClientAgent.make_update` under the cloud's plan,
-    each edge's sum folded by the edge's own function and forwarded, the cloud's close."""
-    names = hospital_names(len(deltas))
+    spec: FederationSpec,
+    hospitals: Sequence[Hospital],
+    *,
+    rounds: int,
+    edges: int,
+    model_dir: Path,
+    tmp_path: Path,
+) -> list[np.ndarray]:
+    """`rounds` rounds of `spec`: each hospital's agent trains from the cloud's adapter (`_train`) and makes
+    its update (`make_update`), its edge's `EdgeAggregator` accepts it and forwards the round's sum once
+    every client is in, the cloud closes. Returns the global vector after each round."""
+    names = hospital_names(len(hospitals))
     edge_of = {name: f"edge-{index % edges + 1}" for index, name in enumerate(names)}
-    topology = {edge: tuple(n for n in names if edge_of[n] == edge) for edge in sorted(set(edge_of.values()))}
-    async with running_cloud(model_path=model_dir) as cloud:
-        fed = await Federation.create(cloud.http, spec, topology)
-        plan = await fed.start(cloud.http)
-        length = deltas[0].size
-        sums: dict[str, bytes] = {}
-        for index, (name, delta) in enumerate(zip(names, deltas, strict=True)):
-            agent = hospital_agent(
-                tmp_path, state=name, client_id=name, federation_id=fed.fid, edge_id=edge_of[name]
+    fid = spec.federation_id
+    async with running_cloud(model_path=model_dir) as cloud, contextlib.AsyncExitStack() as stack:
+        response = await cloud.http.post("/federations", json=spec.model_dump(mode="json"))
+        assert response.status_code == 201, response.text
+        created = FederationCreated.model_validate_json(response.content)
+        aggregators = {
+            edge: await stack.enter_async_context(_edge(cloud, created, edge))
+            for edge in sorted(set(edge_of.values()))
+        }
+        agents = [
+            hospital_agent(
+                tmp_path,
+                state=name,
+                model_path=model_dir,
+                client_id=name,
+                federation_id=fid,
+                edge_id=edge_of[name],
             )
-            update = agent.make_update(
-                plan,
-                fed.scheme,
-                delta,
-                num_examples=100,
-                spend=None,
-                rng=np.random.default_rng([SEED, 0, index, SHARE_STREAM]),
+            for name in names
+        ]
+        for agent, hospital in zip(agents, hospitals, strict=True):
+            enrolment = ClientEnrolment(
+                client_id=agent.settings.client_id,
+                edge_id=agent.settings.edge_id,
+                public_key=agent.key.public_bytes,
+                num_examples=hospital.public_examples,
             )
-            incoming = parse_upload(fed.scheme, update.ciphertext, length=length)
-            sums[edge_of[name]] = fold(fed.scheme, sums.get(edge_of[name]), incoming, length=length)
-        for edge, clients in topology.items():
-            aggregate = await fed.aggregate(
-                cloud,
-                edge,
-                0,
-                {cid: np.zeros(length) for cid in clients},
-                ciphertext=sums[edge],
-                local_epsilon=None,
-                noise_share_std=plan.noise_share.std if plan.noise_share is not None else None,
-            )
-            response = await fed.post(cloud.http, aggregate)
-            assert response.status_code == 202, response.text
-        return await cloud.vector(fed.fid, 1)
+            url = f"/federations/{fid}/clients"
+            response = await post_model(cloud.http, url, enrolment, token=created.client_enrolment_token)
+            assert response.status_code == 201, response.text
+        response = await cloud.http.post(f"/federations/{fid}/start")
+        assert response.status_code == 200, response.text
+        scheme = scheme_from_public(
+            spec.he, (await cloud.http.get(f"/federations/{fid}/public-context")).content
+        )
+        vectors = []
+        for round_ in range(rounds):
+            for edge in aggregators.values():
+                assert await edge.refresh_plan()
+            plan = aggregators[edge_of[names[0]]].plan
+            assert plan is not None and plan.round == round_
+            start = (await cloud.vector(fid, plan.adapter_version)).astype(np.float32)
+            for index, (agent, hospital) in enumerate(zip(agents, hospitals, strict=True)):
+                name = agent.settings.client_id
+                model = agent._build_model(spec, plan.client_ranks[name])
+                public = PublicCounts.derive(hospital.public_examples, plan.validation_fraction)
+                result = agent._train(
+                    model,
+                    hospital.features,
+                    start,
+                    plan,
+                    spec,
+                    public,
+                    insecure_seed=training_seed(spec.seed, round_=round_, hospital=index),
+                )
+                update = agent.make_update(
+                    plan,
+                    scheme,
+                    result.delta,
+                    num_examples=public.train,
+                    spend=None,
+                    rng=share_generator(spec.seed, round_=round_, hospital=index),
+                )
+                await aggregators[edge_of[name]].accept(update, federation_id=fid, round_=round_)
+            for edge in aggregators.values():
+                outcome = await edge.maybe_forward(round_)
+                assert outcome is not None and outcome.status is ForwardStatus.DELIVERED, outcome
+            vectors.append(await cloud.vector(fid, round_ + 1))
+        return vectors
 
 
 @pytest.mark.parametrize(
     ("strategy", "noise"),
-    [("ffa", {"central_noise": 0.5, "distributed_noise": True}), ("fedit", {})],
-    ids=["ffa-distributed-noise", "fedit-no-noise"],
+    [
+        ("ffa", {"central_noise": 0.5, "distributed_noise": True}),
+        ("fedit", {}),
+        # FedRot aligns A from round 1 and B from round 2 (round 0 keeps the identity), and a clipped update
+        # leaves little to align: three rounds, a clip norm over the deltas, longer steps.
+        (
+            "fedrot",
+            {
+                "central_noise": 0.5,
+                "distributed_noise": True,
+                "clip_norm": 0.5,
+                "learning_rate": 4.0,
+                "steps": 8,
+                "rounds": 3,
+            },
+        ),
+    ],
+    ids=["ffa-distributed-noise", "fedit-no-noise", "fedrot-distributed-noise"],
 )
 def test_the_simulation_and_the_services_give_the_same_global_vector(
     tiny_model_dir: Path,
@@ -131,23 +267,36 @@ def test_the_simulation_and_the_services_give_the_same_global_vector(
     strategy: str,
     noise: dict[str, object],
 ) -> None:
-    # Prepare: the simulation's run, and the deltas its hospitals trained.
+    # Prepare: the simulation's run, and the hospitals it trained.
     config = _config(tmp_path, tiny_model_dir, strategy=strategy, **noise)
-    deltas, simulated = _simulated(config, monkeypatch)
+    simulated = _simulated(config, monkeypatch)
     spec = federation_spec(config, num_labels=2)
-    assert isinstance(spec.he, CKKSParams) and len(deltas) == 4
-    assert min(float(np.linalg.norm(d)) for d in deltas) > config.clip_norm  # type: ignore[operator]
+    assert isinstance(spec.he, CKKSParams) and len(simulated.hospitals) == 4
+    if strategy == "fedrot":
+        # The alignment is the identity in round 0 only: the later rounds compare it.
+        assert simulated.hooked[0] == 0 and min(simulated.hooked[r] for r in (1, 2)) > 10 * CKKS_TOLERANCE
+    else:
+        assert min(simulated.delta_norms) > config.clip_norm  # type: ignore[operator]
 
-    # Execute: the same deltas through the agent, the edge and the cloud.
+    # Execute: the same hospitals through the agent, the edges and the cloud.
     served = asyncio.run(
-        _through_the_services(spec, deltas, model_dir=tiny_model_dir, tmp_path=tmp_path, edges=config.edges)
+        _through_the_services(
+            spec,
+            simulated.hospitals,
+            rounds=config.rounds,
+            edges=config.edges,
+            model_dir=tiny_model_dir,
+            tmp_path=tmp_path,
+        )
     )
 
-    # Assert: one global vector; the round moved it by far more than the tolerance.
-    assert served.shape == simulated.shape
-    np.testing.assert_allclose(served, simulated, rtol=0, atol=CKKS_TOLERANCE)
-    start = spec_start(spec, tiny_model_dir)
-    assert np.abs(simulated - start).max() > 100 * CKKS_TOLERANCE
+    # Assert: the same global vector after every round; each round moved it by far more than the tolerance.
+    previous = spec_start(spec, tiny_model_dir)
+    for round_, (vector, expected) in enumerate(zip(served, simulated.vectors, strict=True)):
+        assert vector.shape == expected.shape
+        np.testing.assert_allclose(vector, expected, rtol=0, atol=CKKS_TOLERANCE, err_msg=f"round {round_}")
+        assert np.abs(expected - previous).max() > 100 * CKKS_TOLERANCE
+        previous = expected
 
 
 def spec_start(spec: FederationSpec, model_dir: Path) -> np.ndarray:
