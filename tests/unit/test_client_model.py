@@ -135,7 +135,10 @@ def test_training_without_dp_learns_and_never_moves_a(tokenizer):
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     zero = np.zeros(model.layout.size, dtype=np.float32)
     result = train_local(
-        model, features, global_vector=zero, config=LocalConfig(steps=40, learning_rate=2.0, progress=False)
+        model,
+        features,
+        global_vector=zero,
+        config=LocalConfig(steps=40, learning_rate=2.0, progress=False, insecure_seed=0),
     )
     assert result.accuracy_before == 0.5  # zero head: every logit ties, argmax picks class 0
     assert result.accuracy_after == 1.0
