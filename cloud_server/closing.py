@@ -183,6 +183,7 @@ class RoundCloser:
                     noise=noise,
                     rows=[(h.edge_id, h.total_weight) for h, _ in unpacked],
                     rng=np.random.default_rng(seed),
+                    k=spec.min_clients_per_edge,
                     late=late,
                 )
             except KeyStoreError:
@@ -202,6 +203,8 @@ class RoundCloser:
             }
             if late:
                 metrics["late_contributions"] = float(sum(len(g.contributions) for g in late))
+            if result.held_back:
+                metrics["held_back_values"] = float(result.held_back)
             if result.flagged:
                 metrics["edges_flagged"] = float(len(result.flagged))
                 log.warning(
@@ -313,6 +316,7 @@ class RoundCloser:
                     "metrics": metrics,
                     "late_contributions": late_count,
                     "total_weight": total_weight,
+                    "published_rank": result.published_rank,
                 }
             )
             version = AdapterVersion(

@@ -24,6 +24,7 @@ from protocol.messages import (
     schedule_multiplier,
 )
 from protocol.noise import share_for
+from protocol.reach import published_rank
 from services.identity import SigningKey
 
 RECHECK_S = 1.0
@@ -83,7 +84,8 @@ def open_round(
     of the basis it trains on, so that a hospital can check what it downloads and every hospital of an edge
     can tell (through the plan's digest) that they were all served the same ones.
 
-    `rounds_closed` places the round on the noise schedule (a failed round does not move it on).
+    `rounds_closed` places the round on the noise schedule (a failed round does not move it on). The plan
+    says in advance which LoRA columns can be published: those below the k-th largest planned rank.
     """
     dp = spec.central_dp
     share = planned_share(spec, rounds_closed=rounds_closed, clients=len(clients))
@@ -105,6 +107,7 @@ def open_round(
         validation_fraction=spec.convergence.validation_fraction if spec.convergence is not None else None,
         vector_sha256=vector_sha256,
         basis_sha256=basis_sha256,
+        published_rank=published_rank((info.rank for info in clients.values()), k=spec.min_clients_per_edge),
     )
     per_edge = Counter(info.edge_id for info in clients.values())
     status = RoundStatus(

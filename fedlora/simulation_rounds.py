@@ -223,6 +223,7 @@ def close_round(
         strategy=strategy,
         noise=noise,
         rng=np.random.default_rng(list(noise_seed)),
+        k=spec.min_clients_per_edge,
         rows=rows,
     )
     seconds = time.perf_counter() - started

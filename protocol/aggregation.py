@@ -7,7 +7,9 @@ moves the sum by at most `C` plus what encoding its upload adds (`protocol.sensi
 charges); noise of standard deviation `z C` per coordinate goes on the sum (the cloud
 draws it, or the clients did in shares: see `protocol.noise`), and only then is the sum divided by the total
 weight `W` (post-processing; the participants and their weights are public to the cloud through the signed
-manifests).
+manifests). Coordinates that fewer than `k` of the round's hospitals reach (`protocol.reach`: mixed ranks)
+are then published unchanged from the previous adapter; releasing fewer coordinates of the same noisy sum
+is post-processing too, so the ledger's charge still holds.
 
 Pure: no I/O, nothing imported from outside `protocol`. The cloud's `closing` reads the store, calls
 `round_noise` and `aggregate`, and commits what they return.
@@ -15,6 +17,7 @@ Pure: no I/O, nothing imported from outside `protocol`. The cloud's `closing` re
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -27,6 +30,7 @@ from protocol.crypto import HEScheme
 from protocol.ffa import AdapterLayout
 from protocol.messages import Contribution, FederationSpec, NoiseMechanism
 from protocol.noise import distribution_for, draw
+from protocol.reach import Reach, reach
 from protocol.sensitivity import Upload, encoding_slack, norm_order, release_sensitivity
 from protocol.strategies import AggregationError, AggregationStrategy, EdgeRow, RoundSum, RowStrategy
 
@@ -175,6 +179,9 @@ class Aggregated:
     summands: int  # client encryptions inside the decrypted total
     flagged: tuple[str, ...] = ()  # edges a robust strategy judged contaminated
     decrypt_s: float | None = None  # seconds `decrypt` took on the on-time total (the HE metric)
+    # LoRA columns of B (rows of A) from this index on were held back: fewer than `k` hospitals reach them.
+    published_rank: int = 0
+    held_back: int = 0  # how many coordinates were held back
 
 
 def aggregate(
@@ -187,12 +194,15 @@ def aggregate(
     strategy: AggregationStrategy,
     noise: RoundNoise,
     rng: np.random.Generator,
+    k: int,
     rows: Sequence[tuple[str, float]] | None = None,
     late: Sequence[LateGroup] = (),
 ) -> Aggregated:
-    """The next global adapter from the edges' sums and late buckets. Raises `CryptoError` if a sum does
-    not decrypt, `AggregationError` if the weights or the rows do not fit the sums."""
+    """The next global adapter from the edges' sums and late buckets, with every coordinate that fewer than
+    `k` hospitals reach held back. Raises `CryptoError` if a sum does not decrypt, `AggregationError` if the
+    weights or the rows do not fit the sums."""
     contributions = [*contributions, *(c for group in late for c in group.weighted())]
+    reached = reach(layout, contributions, k=k)
     total_weight = float(sum(c.weight for c in contributions))
     if total_weight <= 0:
         raise AggregationError(f"the contributions' total weight must be positive, got {total_weight}")
@@ -203,7 +213,11 @@ def aggregate(
             raise AggregationError(
                 f"strategy {strategy.kind.value!r} cannot take late buckets, got {len(late)}"
             )
-        return _by_rows(scheme, parts, global_vector=global_vector, rows=rows or [], strategy=strategy)
+        return _held_back(
+            _by_rows(scheme, parts, global_vector=global_vector, rows=rows or [], strategy=strategy),
+            global_vector,
+            reached,
+        )
     total = scheme.sum(parts)
     started = time.perf_counter()
     noisy_sum = scheme.decrypt(total)
@@ -224,13 +238,27 @@ def aggregate(
         )
     previous = global_vector.astype(np.float64)
     vector = strategy.next_global(previous, RoundSum(noisy_sum, contributions, layout)).astype(np.float32)
-    norm = float(np.linalg.norm(vector.astype(np.float64) - previous))
-    return Aggregated(
+    result = Aggregated(
         vector=vector,
-        update_norm=norm,
+        update_norm=0.0,
         noise_std=noise.realised_std / total_weight,
         summands=summands,
         decrypt_s=decrypt_s,
+    )
+    return _held_back(result, global_vector, reached)
+
+
+def _held_back(result: Aggregated, global_vector: np.ndarray, reached: Reach) -> Aggregated:
+    """`result` with the coordinates `reached` holds back put back to the previous adapter's, and its update
+    norm taken over what is published."""
+    vector = np.where(reached.held, global_vector.astype(np.float32), result.vector)
+    norm = float(np.linalg.norm(vector.astype(np.float64) - global_vector.astype(np.float64)))
+    return dataclasses.replace(
+        result,
+        vector=vector,
+        update_norm=norm,
+        published_rank=reached.rank,
+        held_back=reached.held_back,
     )
 
 
@@ -252,8 +280,10 @@ def _by_rows(
         for (edge_id, weight), part in zip(rows, parts, strict=True)
     ]
     vector, flagged = strategy.combine_rows(previous, edge_rows)
-    vector = vector.astype(np.float32)
-    norm = float(np.linalg.norm(vector.astype(np.float64) - previous))
     return Aggregated(
-        vector=vector, update_norm=norm, noise_std=0.0, summands=sum(p.count for p in parts), flagged=flagged
+        vector=vector.astype(np.float32),
+        update_norm=0.0,
+        noise_std=0.0,
+        summands=sum(p.count for p in parts),
+        flagged=flagged,
     )

@@ -149,6 +149,7 @@ ROUND_PLAN: dict[str, Any] = {
     "weight_cap": 1000,
     "vector_sha256": VECTOR_SHA256,
     "basis_sha256": BASIS_SHA256,
+    "published_rank": 8,
     "signature": SIGNATURE,
 }
 
@@ -254,6 +255,7 @@ ROUND_STATUS_CLOSED: dict[str, Any] = {
     "clients_contributed": 4,
     "total_weight": 4.0,
     "update_norm": 0.137,
+    "published_rank": 8,
     "metrics": {
         "aggregation_s": 0.82,
         "edges_forwarded": 2.0,

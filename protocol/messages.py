@@ -526,6 +526,14 @@ class RoundPlan(Message):
         description="SHA-256 of the frozen basis the round trains on (`protocol.ffa.basis_sha256`: the bytes "
         "GET /federations/{fid}/basis/{basis_version} serves)",
     )
+    published_rank: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_R,
+        description="the k-th largest of client_ranks (k = min_clients_per_edge): only LoRA columns of B "
+        "(rows of A) below it can be published, since fewer than k hospitals reach the others; the round "
+        "holds back any more that fewer than k of the hospitals that do upload reach (`RoundStatus`)",
+    )
     signature: Signature = Field(
         default=b"", description="the cloud's Ed25519 signature of `signing_payload()` (FederationInfo's key)"
     )
@@ -816,6 +824,14 @@ class RoundStatus(Message):
     )
     rebased: RebaseSummary | None = Field(
         default=None, description="set when this round re-based the adapter"
+    )
+    published_rank: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_R,
+        description="set when the round closes: LoRA columns of B (rows of A) from this index on were "
+        "published unchanged from the previous adapter (held back), because fewer than min_clients_per_edge "
+        "of the round's hospitals (late buckets included) reach them; r_max: nothing held back",
     )
     failure: str | None = Field(default=None, max_length=2000)
     stop_reason: str | None = Field(
