@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from protocol.strategies import AggregationStrategy
-from tests.adversarial.test_cloud_acceptance import TOPOLOGY, deltas_for
+from tests.adversarial.test_cloud_acceptance import LATE, TOPOLOGY, deltas_for
 from tests.adversarial.test_rank_columns import RANKS, deltas_at
 from tests.cloud.harness import Federation, running_cloud, small_spec
 
@@ -104,3 +104,73 @@ async def test_a_sum_that_weighs_one_hospital_more_than_once_is_refused(forgery:
         response = await fed.post(cloud.http, body)
 
         assert response.status_code in (400, 409), (response.status_code, response.text)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 18 review: reach counts hospitals across sums the cloud decrypts separately "
+    "(on-time total, each late staleness group), so a column one hospital reaches in each is decrypted alone",
+)
+async def test_every_sum_the_cloud_decrypts_has_k_hospitals_on_each_published_column(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Property: on every coordinate, each sum the cloud decrypts holds at least `k` hospitals.
+
+    `aggregate` decrypts the round's on-time total and each late staleness group on its own (the comment
+    there says so), but `reach` counts the hospitals of all of them together. Round 1 below: on time, only
+    client-e's rank reaches column 1; in round 0's late bucket only client-d's does. Two hospitals reach
+    column 1, so nothing is held back (published rank 2), yet the cloud decrypted e's column 1 alone in
+    the on-time total and d's alone in the late one: a curious cloud reads both."""
+    ranks = {cid: 1 for cid in TOPOLOGY["edge-1"] + TOPOLOGY["edge-2"]} | {"client-d": 2, "client-e": 2}
+    spec = small_spec(rounds=3, late_uploads=LATE)
+    decrypted: list[np.ndarray] = []
+    rng = np.random.default_rng(61)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(
+            cloud.http, spec, TOPOLOGY, max_ranks={c: r for c, r in ranks.items() if r == 1}
+        )
+        plan = await fed.start(cloud.http)
+        assert plan.client_ranks == ranks
+        scheme_class = type(fed.scheme)
+        original = scheme_class.decrypt
+
+        def spy(self: Any, vector: Any) -> np.ndarray:
+            out = original(self, vector)
+            decrypted.append(np.array(out, dtype=np.float64))
+            return out
+
+        monkeypatch.setattr(scheme_class, "decrypt", spy)
+        layout, _ = await cloud.context.federations.layout(fed.fid)
+        (module,) = [entry.name for entry in layout.lora]
+        round0 = deltas_at(layout, rng, ranks)
+        for edge_id, ids in (("edge-1", ("client-a", "client-b")), ("edge-2", ("client-e", "client-f"))):
+            body = await fed.aggregate(cloud, edge_id, 0, {c: round0[c] for c in ids}, ranks=ranks)
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        round1 = deltas_at(layout, rng, ranks)
+        late = {0: {c: round0[c] for c in ("client-c", "client-d")}}
+        bodies = [
+            await fed.aggregate(
+                cloud, "edge-1", 1, {c: round1[c] for c in ("client-a", "client-b")}, ranks=ranks, late=late
+            ),
+            await fed.aggregate(
+                cloud, "edge-2", 1, {c: round1[c] for c in ("client-e", "client-f")}, ranks=ranks
+            ),
+        ]
+        decrypted.clear()
+        for body in bodies:
+            response = await fed.post(cloud.http, body)
+            assert response.status_code == 202, response.text
+        status = await cloud.status(fed.fid, 1)
+        assert status.state.value == "closed" and status.published_rank == 2
+
+    column = {
+        c: layout.unflatten(d)[module][:, 1]
+        for c, d in (("e", round1["client-e"]), ("d", round0["client-d"]))
+    }
+    alone = [
+        who
+        for total in decrypted
+        for who, mine in column.items()
+        if np.max(np.abs(layout.unflatten(total)[module][:, 1] - mine)) < CKKS_TOLERANCE
+    ]
+    assert not alone, f"the cloud decrypted column 1 of client(s) {alone} alone"
