@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from edge_aggregator.ledger import ForwardStatus
+from protocol.crypto import envelope
 from protocol.messages import EdgeAggregate
 from protocol.strategies import AggregationStrategy
 from services.http import PeerRefusedError
-from tests.adversarial.test_cloud_acceptance import LATE, TOPOLOGY, deltas_for
+from tests.adversarial.test_cloud_acceptance import LATE, TOPOLOGY, deltas_for, round_zero
 from tests.adversarial.test_rank_columns import RANKS, deltas_at
 from tests.cloud.harness import Federation, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
@@ -223,3 +224,60 @@ async def test_an_edge_whose_sum_names_a_hospital_counted_elsewhere_still_delive
     assert outcome is not None and outcome.status is ForwardStatus.DELIVERED, outcome
     (delivered,) = fake.delivered.values()
     assert [c.client_id for c in delivered.contributions] == ["hosp-b", "hosp-c"]
+
+
+def padded(fed: Federation, ciphertext: bytes) -> bytes:
+    """The same CKKS ciphertext in other bytes: each chunk (a TenSEAL protobuf) gets an unknown field
+    (number 127, varint 0) appended, which protobuf parsing skips. No key, no homomorphic operation, and the
+    envelope's count is left as it was."""
+    scheme = fed.scheme
+    expect = envelope.Expectation(
+        kind=scheme.kind,
+        fingerprint=scheme.fingerprint,
+        slots=scheme.slots,
+        max_count=scheme.max_summands,
+        chunk_bytes=scheme._chunk_bytes,
+        expected_length=None,
+    )
+    parsed = envelope.decode(ciphertext, expect)
+    return envelope.encode(
+        kind=parsed.kind,
+        fingerprint=parsed.fingerprint,
+        length=parsed.length,
+        count=parsed.count,
+        chunks=[bytes(chunk) + b"\xf8\x07\x00" for chunk in parsed.chunks],
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 18 review: the replay registry digests the raw bytes, so the same CKKS ciphertext in "
+    "non-canonical bytes (an unknown protobuf field per chunk) is accepted again",
+)
+async def test_a_ciphertext_in_other_bytes_is_still_a_replay() -> None:
+    """Property: a ciphertext the cloud accepted is not accepted again (test_cloud_acceptance's
+    "next-round" case), whatever bytes carry it.
+
+    Edge-1 forwards its round-0 sum of a and b, already decrypted, again as its round-1 sum, after
+    appending three bytes to each chunk that TenSEAL's protobuf parser ignores. The envelope's count is
+    untouched (2, as the manifest) and nothing is re-encrypted, so this is not the documented
+    re-randomisation hole: the registry keys on SHA-256 of the bytes (`ciphertext_digest`), not of what
+    they parse to. The cloud answers 202 and decrypts the same sum a second time."""
+    rng = np.random.default_rng(71)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(rounds=3, late_uploads=LATE), TOPOLOGY)
+        await fed.start(cloud.http)
+        old = await round_zero(cloud, fed, rng)
+        same = padded(fed, old.ciphertext)
+        assert same != old.ciphertext
+        parsed = fed.scheme.deserialize(same)
+        # The very same ciphertext: it parses with the same count and serialises back to the original bytes.
+        assert parsed.count == 2 and fed.scheme.serialize(parsed) == old.ciphertext
+        body = await fed.aggregate(
+            cloud, "edge-1", 1, deltas_for(rng, ("client-a", "client-b")), ciphertext=same
+        )
+
+        response = await fed.post(cloud.http, body)
+
+        assert response.status_code == 409, (response.status_code, response.text)
+        assert response.json()["code"] == "replay"
