@@ -9,6 +9,8 @@ failed before the cloud held such columns back.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -33,6 +35,23 @@ def deltas_at(layout, rng: np.random.Generator, ranks: dict[str, int]) -> dict[s
     return out
 
 
+async def capped_round(
+    cloud, spec, rng: np.random.Generator
+) -> tuple[Federation, Any, Any, str, dict[str, np.ndarray]]:
+    """Round 0 of `spec` with every hospital but client-d capped at rank 1, each edge forwarding its honest
+    sum: the federation, its plan, its layout, the LoRA module's name and the hospitals' deltas."""
+    fed = await Federation.create(cloud.http, spec, max_ranks={"client-a": 1, "client-b": 1, "client-c": 1})
+    plan = await fed.start(cloud.http)
+    assert plan.client_ranks == RANKS
+    layout, _ = await cloud.context.federations.layout(fed.fid)
+    (module,) = [entry.name for entry in layout.lora]
+    deltas = deltas_at(layout, rng, RANKS)
+    for edge_id, edge in fed.edges.items():
+        body = await fed.aggregate(cloud, edge_id, 0, {c: deltas[c] for c in edge.clients}, ranks=RANKS)
+        assert (await fed.post(cloud.http, body)).status_code == 202
+    return fed, plan, layout, module, deltas
+
+
 @pytest.mark.parametrize("normalize", [False, True], ids=["total-weight", "rank-columns"])
 async def test_a_column_only_one_hospital_reaches_is_not_published(normalize: bool) -> None:
     """Property: no published coordinate of the adapter is the sum of fewer than `k` hospitals.
@@ -45,17 +64,7 @@ async def test_a_column_only_one_hospital_reaches_is_not_published(normalize: bo
     rng = np.random.default_rng(41)
     spec = small_spec(normalize_rank_columns=normalize)
     async with running_cloud() as cloud:
-        fed = await Federation.create(
-            cloud.http, spec, max_ranks={"client-a": 1, "client-b": 1, "client-c": 1}
-        )
-        plan = await fed.start(cloud.http)
-        assert plan.client_ranks == RANKS
-        layout, _ = await cloud.context.federations.layout(fed.fid)
-        (module,) = [entry.name for entry in layout.lora]
-        deltas = deltas_at(layout, rng, RANKS)
-        for edge_id, edge in fed.edges.items():
-            body = await fed.aggregate(cloud, edge_id, 0, {c: deltas[c] for c in edge.clients}, ranks=RANKS)
-            assert (await fed.post(cloud.http, body)).status_code == 202
+        fed, plan, layout, module, deltas = await capped_round(cloud, spec, rng)
         before = layout.unflatten(await cloud.vector(fed.fid, 0))
         after = layout.unflatten(await cloud.vector(fed.fid, 1))
         status = await cloud.status(fed.fid, 0)

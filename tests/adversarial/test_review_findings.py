@@ -16,7 +16,7 @@ from protocol.messages import EdgeAggregate
 from protocol.strategies import AggregationStrategy
 from services.http import PeerRefusedError
 from tests.adversarial.test_cloud_acceptance import LATE, TOPOLOGY, deltas_for, round_zero
-from tests.adversarial.test_rank_columns import RANKS, deltas_at
+from tests.adversarial.test_rank_columns import capped_round, deltas_at
 from tests.cloud.harness import Federation, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import World, running_edge
@@ -52,17 +52,8 @@ async def test_the_cloud_never_decrypts_a_column_fewer_than_k_hospitals_reach(
     monkeypatch.setattr(AggregationStrategy, "next_global", spy)
     rng = np.random.default_rng(41)
     async with running_cloud() as cloud:
-        fed = await Federation.create(
-            cloud.http, small_spec(), max_ranks={"client-a": 1, "client-b": 1, "client-c": 1}
-        )
-        plan = await fed.start(cloud.http)
+        fed, plan, layout, module, deltas = await capped_round(cloud, small_spec(), rng)
         assert plan.published_rank == 1
-        layout, _ = await cloud.context.federations.layout(fed.fid)
-        (module,) = [entry.name for entry in layout.lora]
-        deltas = deltas_at(layout, rng, RANKS)
-        for edge_id, edge in fed.edges.items():
-            body = await fed.aggregate(cloud, edge_id, 0, {c: deltas[c] for c in edge.clients}, ranks=RANKS)
-            assert (await fed.post(cloud.http, body)).status_code == 202
         assert (await cloud.status(fed.fid, 0)).published_rank == 1
 
     (total,) = decrypted
