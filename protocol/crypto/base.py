@@ -191,12 +191,10 @@ class HEScheme(ABC, Generic[PayloadT]):
             chunks=self._dump_chunks(ciphertext.payload),
         )
 
-    def deserialize(
-        self, data: bytes | bytearray | memoryview, *, expected_length: int | None = None
-    ) -> EncryptedVector[PayloadT]:
-        """Parse a serialised ciphertext. Every header field and chunk size is checked against this scheme
-        before the chunks reach the backend library; anything wrong raises `CiphertextError`."""
-        expect = envelope.Expectation(
+    def expectation(self, expected_length: int | None = None) -> envelope.Expectation:
+        """What an envelope of this scheme must declare (kind, key fingerprint, slots, counts, chunk sizes)
+        and, when given, hold (`expected_length` values)."""
+        return envelope.Expectation(
             kind=self.kind,
             fingerprint=self.fingerprint,
             slots=self.slots,
@@ -204,7 +202,13 @@ class HEScheme(ABC, Generic[PayloadT]):
             chunk_bytes=self._chunk_bytes,
             expected_length=expected_length,
         )
-        parsed = envelope.decode(data, expect)
+
+    def deserialize(
+        self, data: bytes | bytearray | memoryview, *, expected_length: int | None = None
+    ) -> EncryptedVector[PayloadT]:
+        """Parse a serialised ciphertext. Every header field and chunk size is checked against this scheme
+        before the chunks reach the backend library; anything wrong raises `CiphertextError`."""
+        parsed = envelope.decode(data, self.expectation(expected_length))
         try:
             payload = self._load_chunks(parsed.chunks, parsed.length)
         except CiphertextError:

@@ -221,16 +221,7 @@ def padded(fed: Federation, ciphertext: bytes) -> bytes:
     """The same CKKS ciphertext in other bytes: each chunk (a TenSEAL protobuf) gets an unknown field
     (number 127, varint 0) appended, which protobuf parsing skips. No key, no homomorphic operation, and the
     envelope's count is left as it was."""
-    scheme = fed.scheme
-    expect = envelope.Expectation(
-        kind=scheme.kind,
-        fingerprint=scheme.fingerprint,
-        slots=scheme.slots,
-        max_count=scheme.max_summands,
-        chunk_bytes=scheme._chunk_bytes,
-        expected_length=None,
-    )
-    parsed = envelope.decode(ciphertext, expect)
+    parsed = envelope.decode(ciphertext, fed.scheme.expectation())
     return envelope.encode(
         kind=parsed.kind,
         fingerprint=parsed.fingerprint,
