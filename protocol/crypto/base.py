@@ -26,6 +26,7 @@ from protocol.crypto.params import CKKSParams, HEKind, PaillierParams, PlainPara
 PayloadT = TypeVar("PayloadT")
 AnyParams = CKKSParams | PaillierParams | PlainParams
 FloatArray = npt.NDArray[np.float64]
+UIntArray = npt.NDArray[np.uint64]
 
 _FINGERPRINT_DOMAIN = b"fedlora/he-key/v1\x00"
 
@@ -179,6 +180,69 @@ class HEScheme(ABC, Generic[PayloadT]):
                 "public key; decryption needs the secret key"
             )
         return self._decrypt(ciphertext)
+
+    # -- the exact ring masks live in ----------------------------------------------------------------
+    @property
+    def ring_bits(self) -> int | None:
+        """Bits of the exact ring `Z_(2^ring_bits)` that masked uploads live in (`protocol.secagg`), or None
+        where the scheme has none (CKKS is approximate: masks would not cancel)."""
+        return None
+
+    def residues(self, vector: npt.ArrayLike) -> UIntArray:
+        """`vector` encoded as ring residues, ready for masks: what `encrypt` would encrypt."""
+        bits = self._ring("encode residues")
+        x = self._as_plaintext(vector)
+        if np.any(np.abs(x) > self.max_abs_value):
+            raise PackingError(f"values must lie in [-{self.max_abs_value}, {self.max_abs_value}]; clip first")
+        out = self._residues(x)
+        assert int(out.max(initial=0)) < 1 << bits
+        return out
+
+    def encrypt_residues(self, residues: npt.NDArray[np.uint64]) -> EncryptedVector[PayloadT]:
+        """Encrypt ring residues (masked or not) as one summand."""
+        bits = self._ring("encrypt residues")
+        r = np.asarray(residues)
+        if r.ndim != 1 or r.dtype != np.uint64 or not 1 <= r.size <= envelope.MAX_VECTOR_LENGTH:
+            raise PackingError(
+                f"residues must be a 1-D uint64 vector of 1 to {envelope.MAX_VECTOR_LENGTH} values, got "
+                f"shape {r.shape} dtype {r.dtype}"
+            )
+        if int(r.max()) >> bits:
+            raise PackingError(f"residue {int(np.argmax(r >> np.uint64(bits) > 0))} is outside [0, 2^{bits})")
+        return EncryptedVector(self.kind, self.fingerprint, r.size, 1, self._encrypt_residues(r))
+
+    def decrypt_residues(self, ciphertext: EncryptedVector[PayloadT]) -> UIntArray:
+        """The sum of the residues in `ciphertext`, reduced into the ring (masks not yet removed)."""
+        self._ring("decrypt residues")
+        self._check_own(ciphertext)
+        if not self.has_secret_key:
+            raise MissingSecretKeyError(f"this {self.kind.value} scheme holds only the public key")
+        return self._decrypt_residues(ciphertext)
+
+    def decode_residues(self, residues: npt.NDArray[np.uint64], *, count: int) -> FloatArray:
+        """The values of a sum of `count` encodings, from its unmasked residues. Raises `PackingError` where
+        a value lies outside what `count` honest encodings can sum to (masks that did not cancel land
+        there)."""
+        self._ring("decode residues")
+        return self._decode_residues(np.asarray(residues, dtype=np.uint64), count)
+
+    def _ring(self, what: str) -> int:
+        bits = self.ring_bits
+        if bits is None:
+            raise CryptoError(f"cannot {what}: this {self.kind.value} scheme has no exact ring for masks")
+        return bits
+
+    def _residues(self, x: FloatArray) -> UIntArray:
+        raise CryptoError(f"{self.kind.value} has no exact ring")
+
+    def _encrypt_residues(self, residues: UIntArray) -> PayloadT:
+        raise CryptoError(f"{self.kind.value} has no exact ring")
+
+    def _decrypt_residues(self, ciphertext: EncryptedVector[PayloadT]) -> UIntArray:
+        raise CryptoError(f"{self.kind.value} has no exact ring")
+
+    def _decode_residues(self, residues: UIntArray, count: int) -> FloatArray:
+        raise CryptoError(f"{self.kind.value} has no exact ring")
 
     # -- wire format --------------------------------------------------------------------------------
     def serialize(self, ciphertext: EncryptedVector[PayloadT]) -> bytes:

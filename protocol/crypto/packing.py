@@ -42,10 +42,15 @@ def packed_bytes(params: PaillierParams) -> int:
 
 def pack(q: IntArray, params: PaillierParams) -> list[int]:
     """One integer per chunk of `params.slots` quantised values; the last chunk is padded with zeros."""
+    return pack_slots((q + offset(params)).astype(np.uint64), params)
+
+
+def pack_slots(values: UIntArray, params: PaillierParams) -> list[int]:
+    """Non-negative slot values (each below `2^slot_bits`) laid side by side, `params.slots` per integer."""
     slots, bits = params.slots, params.slot_bits
-    n_chunks = -(-q.size // slots)
+    n_chunks = -(-values.size // slots)
     shifted = np.zeros(n_chunks * slots, dtype=np.uint64)
-    shifted[: q.size] = (q + offset(params)).astype(np.uint64)
+    shifted[: values.size] = values
     shifts = np.arange(bits, dtype=np.uint64)
     width = packed_bytes(params)
     out: list[int] = []
@@ -57,18 +62,14 @@ def pack(q: IntArray, params: PaillierParams) -> list[int]:
     return out
 
 
-def unpack(packed: list[int], length: int, *, count: int, params: PaillierParams) -> IntArray:
-    """Per-value sums `sum(q)` of a decrypted sum of `count` encryptions.
-
-    Raises `PackingError` if a slot exceeds what `count` encryptions can produce or a padding slot or bit
-    is set: the ciphertext was not a sum of `count` honest encryptions under these parameters.
-    """
+def unpack_slots(packed: list[int], length: int, params: PaillierParams) -> UIntArray:
+    """The first `length` slot values of decrypted packed integers. Raises `PackingError` if a bit above
+    the last slot, or a padding slot, is set: the ciphertext was not packed by fedlora."""
     slots, bits = params.slots, params.slot_bits
     used_bits = slots * bits
     width = packed_bytes(params)
-    ceiling = count * 2 * offset(params)
     shifts = np.arange(bits, dtype=np.uint64)
-    out = np.empty(len(packed) * slots, dtype=np.int64)
+    out = np.empty(len(packed) * slots, dtype=np.uint64)
     for start in range(0, len(packed), _BLOCK_CHUNKS):
         block = packed[start : start + _BLOCK_CHUNKS]
         for index, value in enumerate(block, start):
@@ -77,14 +78,43 @@ def unpack(packed: list[int], length: int, *, count: int, params: PaillierParams
         raw = np.frombuffer(b"".join(v.to_bytes(width, "little") for v in block), dtype=np.uint8)
         bit_rows = np.unpackbits(raw.reshape(len(block), width), axis=1, bitorder="little")[:, :used_bits]
         values = (bit_rows.reshape(len(block), slots, bits).astype(np.uint64) << shifts).sum(axis=2)
-        out[start * slots : (start + len(block)) * slots] = values.reshape(-1).astype(np.int64)
-    over = np.flatnonzero(out[:length] > ceiling)
+        out[start * slots : (start + len(block)) * slots] = values.reshape(-1)
+    if np.any(out[length:]):
+        raise PackingError("decrypted padding slots are not zero: the ciphertext was not packed by fedlora")
+    return out[:length]
+
+
+def unpack(packed: list[int], length: int, *, count: int, params: PaillierParams) -> IntArray:
+    """Per-value sums `sum(q)` of a decrypted sum of `count` encryptions.
+
+    Raises `PackingError` if a slot exceeds what `count` encryptions can produce or a padding slot or bit
+    is set: the ciphertext was not a sum of `count` honest encryptions under these parameters.
+    """
+    return shifted_sums(unpack_slots(packed, length, params), count=count, params=params)
+
+
+def residues(q: IntArray, params: PaillierParams) -> UIntArray:
+    """Quantised values as ring residues `q + offset` in `[0, 2 offset]`, ready for masks (masking only)."""
+    return (q + offset(params)).astype(np.uint64)
+
+
+def ring_reduce(values: UIntArray, params: PaillierParams) -> UIntArray:
+    """Slot values reduced into the ring `Z_(2^ring_bits)`."""
+    return values & np.uint64((1 << params.ring_bits) - 1)
+
+
+def shifted_sums(values: UIntArray, *, count: int, params: PaillierParams) -> IntArray:
+    """`sum(q)` from per-value sums of `count` residues `q + offset`, after checking that each lies where
+    `count` honest values can reach: `[0, count * 2 offset]`. A masked sum whose masks did not cancel, or a
+    sum with more summands than it claims, lands above that (for masked sums, in at least half the ring).
+    """
+    ceiling = count * 2 * offset(params)
+    over = np.flatnonzero(values > ceiling)
     if over.size:
         index = int(over[0])
         raise PackingError(
-            f"decrypted value {index} is {out[index]}, above {ceiling}, the most {count} encryptions can "
-            "sum to: the sum has more summands than it claims, or overflowed"
+            f"decrypted value {index} is {int(values[index])}, above {ceiling}, the most {count} encryptions "
+            f"can sum to ({over.size} of {values.size} values are): the sum has more summands than it claims, "
+            "overflowed, or holds masks that did not cancel"
         )
-    if np.any(out[length:]):
-        raise PackingError("decrypted padding slots are not zero: the ciphertext was not packed by fedlora")
-    return out[:length] - count * offset(params)
+    return values.astype(np.int64) - count * offset(params)

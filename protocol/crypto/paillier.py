@@ -23,7 +23,7 @@ import numpy as np
 from phe import paillier as phe_paillier
 
 from protocol.crypto import packing
-from protocol.crypto.base import EncryptedVector, FloatArray, HEScheme
+from protocol.crypto.base import EncryptedVector, FloatArray, HEScheme, UIntArray
 from protocol.crypto.envelope import chunk_lengths
 from protocol.crypto.errors import CiphertextError, KeyMaterialError, MissingSecretKeyError
 from protocol.crypto.params import HEKind, PaillierParams
@@ -163,12 +163,37 @@ class PaillierScheme(HEScheme[PaillierPayload]):
         """Fill the pool with the obfuscators one vector of `length` values needs."""
         self._pool.fill(len(chunk_lengths(length, self.slots)))
 
+    @property
+    def ring_bits(self) -> int | None:
+        return self._params.ring_bits if self._params.masking else None
+
     # -- backend ------------------------------------------------------------------------------------
     def _encrypt(self, x: FloatArray) -> PaillierPayload:
-        plaintexts = packing.pack(packing.quantise(x, self._params), self._params)
+        return self._encrypt_packed(packing.pack_slots(self._residues(x), self._params))
+
+    def _residues(self, x: FloatArray) -> UIntArray:
+        return packing.residues(packing.quantise(x, self._params), self._params)
+
+    def _encrypt_residues(self, residues: UIntArray) -> PaillierPayload:
+        return self._encrypt_packed(packing.pack_slots(residues, self._params))
+
+    def _encrypt_packed(self, plaintexts: list[int]) -> PaillierPayload:
         obfuscators = self._pool.take(len(plaintexts))
         n, n_square = self._n, self._n_square
         return [(1 + n * m) * r % n_square for m, r in zip(plaintexts, obfuscators, strict=True)]
+
+    def _decrypt_residues(self, ciphertext: EncryptedVector[PaillierPayload]) -> UIntArray:
+        return packing.ring_reduce(self._decrypt_slots(ciphertext), self._params)
+
+    def _decode_residues(self, residues: UIntArray, count: int) -> FloatArray:
+        sums = packing.shifted_sums(residues, count=count, params=self._params)
+        return packing.dequantise(sums, self._params)
+
+    def _decrypt_slots(self, ciphertext: EncryptedVector[PaillierPayload]) -> UIntArray:
+        if self._private_key is None:  # HEScheme.decrypt checks this first; kept for direct callers
+            raise MissingSecretKeyError("this Paillier scheme holds only the public key n")
+        plaintexts = [self._private_key.raw_decrypt(int(c)) for c in ciphertext.payload]
+        return packing.unpack_slots(plaintexts, ciphertext.length, self._params)
 
     def _add(self, a: PaillierPayload, b: PaillierPayload) -> PaillierPayload:
         n_square = self._n_square
@@ -183,11 +208,10 @@ class PaillierScheme(HEScheme[PaillierPayload]):
         return list(payload)  # mpz values are never mutated in place
 
     def _decrypt(self, ciphertext: EncryptedVector[PaillierPayload]) -> FloatArray:
-        if self._private_key is None:  # HEScheme.decrypt checks this first; kept for direct callers
-            raise MissingSecretKeyError("this Paillier scheme holds only the public key n")
-        plaintexts = [self._private_key.raw_decrypt(int(c)) for c in ciphertext.payload]
-        sums = packing.unpack(plaintexts, ciphertext.length, count=ciphertext.count, params=self._params)
-        return packing.dequantise(sums, self._params)
+        slots = self._decrypt_slots(ciphertext)
+        if self._params.masking:  # unmasked residues of a masking federation: reduce into the ring first
+            slots = packing.ring_reduce(slots, self._params)
+        return self._decode_residues(slots, ciphertext.count)
 
     def _dump_chunks(self, payload: PaillierPayload) -> Sequence[bytes]:
         width = self._width

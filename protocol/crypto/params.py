@@ -107,13 +107,37 @@ class PaillierParams(SchemeParams):
     quant_bits: int = Field(default=16, ge=4, le=32)
     clip: float = Field(default=1.0, gt=0.0, le=1e6)
     max_clients: int = Field(default=64, ge=1, le=1 << 20)
+    #: Hospitals add pairwise and self masks to their values in the ring `Z_(2^ring_bits)` before
+    #: encrypting (`protocol.secagg`); a single upload, or any sum other than a whole cohort's, then
+    #: decrypts to uniform noise. Costs `headroom_bits + 1` bits per slot.
+    masking: bool = False
+
+    @model_validator(mode="after")
+    def _check_ring(self) -> PaillierParams:
+        if self.masking and self.slot_bits > 64:
+            raise ValueError(
+                f"masking needs slots of {self.slot_bits} bits at quant_bits={self.quant_bits} and "
+                f"max_clients={self.max_clients}, above the 64 this encoding holds; lower either"
+            )
+        return self
 
     @property
     def headroom_bits(self) -> int:
         return max(1, math.ceil(math.log2(self.max_clients))) if self.max_clients > 1 else 1
 
     @property
+    def ring_bits(self) -> int:
+        """Bits of the exact ring masked values live in: a whole sum of `max_clients` quantised values fits
+        (`quant_bits + headroom_bits`), plus one guard bit, so that values whose masks did not cancel land
+        outside the range a true sum can reach in at least half of the ring."""
+        return self.quant_bits + self.headroom_bits + 1
+
+    @property
     def slot_bits(self) -> int:
+        """Bits per packed slot: a sum of `max_clients` values (or, masked, of ring residues) never carries
+        into the next slot."""
+        if self.masking:
+            return self.ring_bits + self.headroom_bits
         return self.quant_bits + self.headroom_bits
 
     @property
