@@ -716,6 +716,11 @@ class EdgeAggregate(Message):
     plan_sha256: Sha256Hex | None = Field(
         default=None, description="`RoundPlan.sha256` of the round's plan, as the edge holds it (signed)"
     )
+    mask_correction: Ciphertext | None = Field(
+        default=None,
+        description="masking federations: the ring residues that remove the cohort's masks from the "
+        "decrypted sum (`protocol.secagg.residue_bytes`); absent otherwise",
+    )
 
     @model_validator(mode="after")
     def _distinct_clients(self) -> EdgeAggregate:
@@ -745,8 +750,10 @@ class EdgeAggregate(Message):
         return float(sum(c.weight for c in self.contributions))
 
     def signing_payload(self) -> bytes:
-        fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "late"})
+        fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "late", "mask_correction"})
         fields["ciphertext_sha256"] = _sha256(self.ciphertext)
+        if self.mask_correction is not None:  # absent when unset, so older signatures still verify
+            fields["mask_correction_sha256"] = _sha256(self.mask_correction)
         if fields["plan_sha256"] is None:  # absent when unset, like `late`
             del fields["plan_sha256"]
         if self.late:  # absent when empty, so aggregates signed before late buckets existed still verify

@@ -101,7 +101,9 @@ def run_cohort(
     consents = {c: clients[c].consent(survivor_set).signature for c in alive("consent") if c in masked}
     request = UnmaskRequest(survivor_set=survivor_set, consents=consents)
     answers = [clients[c].unmask(request) for c in alive("unmask") if c in consents]
-    fix = correction(public, senders=senders, survivors=survivor_set.survivors, answers=answers, length=length, bits=bits)
+    fix = correction(
+        public, senders=senders, survivors=survivor_set.survivors, answers=answers, length=length, bits=bits
+    )
     return CohortRun(public, clients, masked, survivor_set.survivors, fix)
 
 

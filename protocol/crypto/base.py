@@ -193,7 +193,9 @@ class HEScheme(ABC, Generic[PayloadT]):
         bits = self._ring("encode residues")
         x = self._as_plaintext(vector)
         if np.any(np.abs(x) > self.max_abs_value):
-            raise PackingError(f"values must lie in [-{self.max_abs_value}, {self.max_abs_value}]; clip first")
+            raise PackingError(
+                f"values must lie in [-{self.max_abs_value}, {self.max_abs_value}]; clip first"
+            )
         out = self._residues(x)
         assert int(out.max(initial=0)) < 1 << bits
         return out

@@ -16,7 +16,14 @@ even for an edge and the cloud that pool everything they hold.
 """
 
 from protocol.secagg.client import MaskingClient, Signer
-from protocol.secagg.cohort import Cohort, Verifier, degree_for, threshold_for
+from protocol.secagg.cohort import (
+    Cohort,
+    Verifier,
+    degree_for,
+    residue_bytes,
+    residues_from_bytes,
+    threshold_for,
+)
 from protocol.secagg.messages import (
     CohortId,
     Consent,
@@ -24,6 +31,8 @@ from protocol.secagg.messages import (
     KeyAdvert,
     Roster,
     ShareBundle,
+    Stage,
+    StageRequest,
     SurvivorSet,
     UnmaskRequest,
     UnmaskShares,
@@ -42,12 +51,16 @@ __all__ = [
     "SecAggError",
     "ShareBundle",
     "Signer",
+    "Stage",
+    "StageRequest",
     "SurvivorSet",
     "UnmaskRequest",
     "UnmaskShares",
     "Verifier",
     "correction",
     "degree_for",
+    "residue_bytes",
+    "residues_from_bytes",
     "route",
     "threshold_for",
 ]

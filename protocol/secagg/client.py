@@ -29,6 +29,8 @@ from protocol.secagg.messages import (
     KeyAdvert,
     Roster,
     ShareBundle,
+    Stage,
+    StageRequest,
     SurvivorSet,
     UnmaskRequest,
     UnmaskShares,
@@ -89,7 +91,8 @@ class MaskingClient:
             sealed[peer] = primitives.seal(
                 box, seed_share + key_share, cohort.box_associated(self.client_id, peer)
             )
-        return ShareBundle(cohort=self.cohort_id, client_id=self.client_id, sealed=sealed)
+        bundle = ShareBundle(cohort=self.cohort_id, client_id=self.client_id, sealed=sealed)
+        return bundle.model_copy(update={"signature": self._sign(bundle.signing_payload())})
 
     def _owns(self, advert: KeyAdvert) -> bool:
         """Whether `advert` carries this hospital's keys and commitment (the edge may not swap them)."""
@@ -173,9 +176,15 @@ class MaskingClient:
         survivors = set(survivor_set.survivors)
         seed_shares = {peer: shares[0] for peer, shares in self._held.items() if peer in survivors}
         key_shares = {peer: shares[1] for peer, shares in self._held.items() if peer not in survivors}
-        return UnmaskShares(
+        answer = UnmaskShares(
             cohort=self.cohort_id, client_id=self.client_id, seed_shares=seed_shares, key_shares=key_shares
         )
+        return answer.model_copy(update={"signature": self._sign(answer.signing_payload())})
+
+    def request(self, stage: Stage) -> StageRequest:
+        """A signed request for what `stage` produced."""
+        unsigned = StageRequest(cohort=self.cohort_id, client_id=self.client_id, stage=stage)
+        return unsigned.model_copy(update={"signature": self._sign(unsigned.signing_payload())})
 
     def _require_cohort(self) -> Cohort:
         if self._cohort is None:

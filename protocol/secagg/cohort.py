@@ -82,7 +82,9 @@ class Cohort:
         if len(ids) != len(set(ids)):
             raise SecAggError("the roster lists a hospital twice")
         if len(ids) < max(2, self.min_survivors):
-            raise SecAggError(f"the roster has {len(ids)} hospitals; a cohort needs at least {self.min_survivors}")
+            raise SecAggError(
+                f"the roster has {len(ids)} hospitals; a cohort needs at least {self.min_survivors}"
+            )
         keys = [k for a in self.roster.adverts for k in (a.share_key, a.mask_key)]
         if len(keys) != len(set(keys)):
             raise SecAggError("two adverts in the roster share a public key")
@@ -137,7 +139,9 @@ class Cohort:
 
     # -- masks --------------------------------------------------------------------------------------
     def seed_mask(self, seed: bytes, length: int, bits: int) -> UIntArray:
-        return primitives.expand(primitives.derive(seed, purpose=b"self-mask", context=self.context), length, bits)
+        return primitives.expand(
+            primitives.derive(seed, purpose=b"self-mask", context=self.context), length, bits
+        )
 
     def pair_mask(self, shared_secret: bytes, a: str, b: str, length: int, bits: int) -> UIntArray:
         low, high = sorted((a, b))
@@ -148,7 +152,9 @@ class Cohort:
 
     def share_box_key(self, shared_secret: bytes, sender: str, recipient: str) -> bytes:
         return primitives.derive(
-            shared_secret, purpose=b"share-box", context=self.context + f"\x00{sender}\x00{recipient}".encode()
+            shared_secret,
+            purpose=b"share-box",
+            context=self.context + f"\x00{sender}\x00{recipient}".encode(),
         )
 
     def box_associated(self, sender: str, recipient: str) -> bytes:
@@ -169,3 +175,23 @@ def ring_sum(vectors: Iterable[UIntArray], bits: int, length: int) -> UIntArray:
 
 def reduce(v: UIntArray, bits: int) -> UIntArray:
     return v if bits == 64 else v & np.uint64((1 << bits) - 1)
+
+
+def residue_bytes(values: UIntArray, bits: int) -> bytes:
+    """Residues of `Z_(2^bits)` on the wire: `ceil(bits / 8)` little-endian bytes each."""
+    width = (bits + 7) // 8
+    raw = np.ascontiguousarray(values, dtype="<u8").view(np.uint8).reshape(-1, 8)
+    return raw[:, :width].tobytes()
+
+
+def residues_from_bytes(data: bytes, *, bits: int, length: int) -> UIntArray:
+    """Inverse of `residue_bytes`; raises `SecAggError` on a wrong size or a value outside the ring."""
+    width = (bits + 7) // 8
+    if len(data) != width * length:
+        raise SecAggError(f"{length} residues of {bits} bits are {width * length} bytes, got {len(data)}")
+    wide = np.zeros((length, 8), dtype=np.uint8)
+    wide[:, :width] = np.frombuffer(data, dtype=np.uint8).reshape(length, width)
+    values = wide.view("<u8").reshape(length).astype(np.uint64)
+    if bits < 64 and np.any(values >> np.uint64(bits)):
+        raise SecAggError(f"a residue lies outside [0, 2^{bits})")
+    return values

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import json
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field
@@ -70,6 +72,10 @@ class ShareBundle(Message):
     cohort: CohortId
     client_id: Identifier
     sealed: dict[Identifier, Sealed] = Field(max_length=MAX_CLIENTS_PER_ROUND)  # neighbour -> its shares
+    signature: Signature = b""
+
+    def signing_payload(self) -> bytes:
+        return _signed_fields(b"fedlora/secagg/shares/v1", self)
 
 
 class Inbox(Message):
@@ -108,3 +114,34 @@ class UnmaskShares(Message):
     client_id: Identifier
     seed_shares: dict[Identifier, Share] = Field(max_length=MAX_CLIENTS_PER_ROUND)  # survivors' self masks
     key_shares: dict[Identifier, Share] = Field(max_length=MAX_CLIENTS_PER_ROUND)  # the dropped's mask keys
+    signature: Signature = b""
+
+    def signing_payload(self) -> bytes:
+        return _signed_fields(b"fedlora/secagg/unmask/v1", self)
+
+
+class Stage(StrEnum):
+    """What a hospital asks the edge for, once the stage before it closed."""
+
+    ROSTER = "roster"
+    INBOX = "inbox"
+    SURVIVORS = "survivors"
+    UNMASK_REQUEST = "unmask-request"
+
+
+class StageRequest(Message):
+    """A hospital's signed request for what a stage produced (only members of the round may read it)."""
+
+    cohort: CohortId
+    client_id: Identifier
+    stage: Stage
+    signature: Signature = b""
+
+    def signing_payload(self) -> bytes:
+        return _signed_fields(b"fedlora/secagg/request/v1", self)
+
+
+def _signed_fields(domain: bytes, message: Message) -> bytes:
+    """Canonical JSON of every field but the signature, under a domain tag."""
+    fields = message.model_dump(mode="json", exclude={"signature"})
+    return domain + b"\x00" + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()

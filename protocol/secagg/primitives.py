@@ -45,9 +45,9 @@ def new_seed() -> bytes:
 
 def derive(secret: bytes, *, purpose: bytes, context: bytes, length: int = KEY_BYTES) -> bytes:
     """HKDF-SHA256 of `secret`, bound to what it is for and to the cohort."""
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=_DOMAIN + purpose + b"\x00" + context).derive(
-        secret
-    )
+    return HKDF(
+        algorithm=hashes.SHA256(), length=length, salt=None, info=_DOMAIN + purpose + b"\x00" + context
+    ).derive(secret)
 
 
 def public_bytes(key: X25519PrivateKey) -> bytes:

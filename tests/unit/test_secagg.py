@@ -117,7 +117,9 @@ def test_a_roster_that_swaps_a_hospitals_own_keys_is_refused_by_that_hospital() 
     # replays h02's advert from another cohort instead, which h02 recognises as not its own.
     other_clients = hospitals.clients(cohort_id(round_=1), k=3)
     stale = other_clients["h02"].advertise()
-    bad = roster.model_copy(update={"adverts": [a if a.client_id != "h02" else stale for a in roster.adverts]})
+    bad = roster.model_copy(
+        update={"adverts": [a if a.client_id != "h02" else stale for a in roster.adverts]}
+    )
     with pytest.raises(SecAggError, match="another cohort"):
         clients["h00"].share(bad)
 
@@ -187,3 +189,19 @@ def test_a_survivor_list_below_k_is_refused() -> None:
         fresh["h00"].consent(SurvivorSet(cohort=cohort_id(round_=2), survivors=["h00"]))
     with pytest.raises(SecAggError, match="at least 3"):
         run.cohort.check_survivors(SurvivorSet(cohort=cohort_id(), survivors=["h00", "h01"]))
+
+
+def test_residues_travel_in_as_few_bytes_as_the_ring_needs() -> None:
+    from protocol.secagg import residue_bytes, residues_from_bytes
+
+    rng = np.random.default_rng(7)
+    for bits in (1, 8, 23, 33, 64):
+        high = (1 << bits) - 1
+        values = rng.integers(0, high, size=50, dtype=np.uint64, endpoint=True)
+        data = residue_bytes(values, bits)
+        assert len(data) == 50 * ((bits + 7) // 8)
+        assert residues_from_bytes(data, bits=bits, length=50).tolist() == values.tolist()
+    with pytest.raises(SecAggError, match="outside"):
+        residues_from_bytes(b"\xff" * 3, bits=23, length=1)
+    with pytest.raises(SecAggError, match="are 6 bytes, got 5"):
+        residues_from_bytes(b"\x00" * 5, bits=23, length=2)
