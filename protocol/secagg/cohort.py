@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -102,8 +101,8 @@ class Cohort:
         if degree >= n - 1:
             return {m: tuple(p for p in self.members if p != m) for m in self.members}
         digest = hashlib.sha256(b"".join(sorted(a.signing_payload() for a in self.roster.adverts))).digest()
-        ring = list(self.members)
-        random.Random(digest).shuffle(ring)  # public order, fixed by the roster: no secret, no choice
+        # A public order fixed by the roster (no secret in it, and nobody chooses it).
+        ring = sorted(self.members, key=lambda m: hashlib.sha256(digest + m.encode()).digest())
         out: dict[str, set[str]] = {m: set() for m in ring}
         for position, member in enumerate(ring):
             for step in range(1, degree // 2 + 1):

@@ -84,7 +84,7 @@ def correction(
             cohort,
             owner,
             seed_shares[owner],
-            lambda s: seed_commitment(s, cohort.context) == commitment,
+            lambda s, c=commitment: seed_commitment(s, cohort.context) == c,
             "self-mask seed",
         )
         total += cohort.seed_mask(seed, length, bits)
@@ -94,7 +94,7 @@ def correction(
             cohort,
             dropped,
             key_shares[dropped],
-            lambda s: primitives.public_bytes(primitives.mask_key(s, cohort.context)) == advertised,
+            lambda s, a=advertised: primitives.public_bytes(primitives.mask_key(s, cohort.context)) == a,
             "mask-key seed",
         )
         key = primitives.mask_key(seed, cohort.context)
