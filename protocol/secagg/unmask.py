@@ -79,23 +79,11 @@ def correction(
 
     total = np.zeros(length, dtype=np.uint64)
     for owner in sorted(alive):
-        commitment = cohort.adverts[owner].seed_commitment
-        seed = _rebuild(
-            cohort,
-            owner,
-            seed_shares[owner],
-            lambda s, c=commitment: seed_commitment(s, cohort.context) == c,
-            "self-mask seed",
-        )
+        seed = _rebuild(cohort, owner, seed_shares[owner], _commits_to(cohort, owner), "self-mask seed")
         total += cohort.seed_mask(seed, length, bits)
     for dropped in sorted(sent - alive):
-        advertised = cohort.adverts[dropped].mask_key
         seed = _rebuild(
-            cohort,
-            dropped,
-            key_shares[dropped],
-            lambda s, a=advertised: primitives.public_bytes(primitives.mask_key(s, cohort.context)) == a,
-            "mask-key seed",
+            cohort, dropped, key_shares[dropped], _derives_key_of(cohort, dropped), "mask-key seed"
         )
         key = primitives.mask_key(seed, cohort.context)
         for peer in cohort.neighbours[dropped]:
@@ -107,6 +95,18 @@ def correction(
             # The survivor added sign(peer, dropped) * mask; the dropped hospital's half never arrived.
             total = total + mask if pair_sign(peer, dropped) > 0 else total - mask
     return reduce(np.uint64(0) - total, bits)
+
+
+def _commits_to(cohort: Cohort, owner: str) -> Callable[[bytes], bool]:
+    """Whether a rebuilt self-mask seed is the one `owner` committed to in its advert."""
+    commitment = cohort.adverts[owner].seed_commitment
+    return lambda seed: seed_commitment(seed, cohort.context) == commitment
+
+
+def _derives_key_of(cohort: Cohort, owner: str) -> Callable[[bytes], bool]:
+    """Whether a rebuilt mask-key seed yields the mask key `owner` advertised."""
+    advertised = cohort.adverts[owner].mask_key
+    return lambda seed: primitives.public_bytes(primitives.mask_key(seed, cohort.context)) == advertised
 
 
 def _collect(
