@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from client_agent.errors import (
     PlanRefusedError,
     SpecRefusedError,
 )
+from client_agent.masking import COHORT_GRACE_S, CohortSession
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.policy import HospitalPolicy, check_digest, verify_plan
 from client_agent.releases import (
@@ -73,11 +75,13 @@ from protocol.messages import (
     ErrorCode,
     FederationInfo,
     FederationSpec,
+    IdentityKeys,
     LocalSpend,
     RoundPlan,
     UploadAccepted,
 )
 from protocol.strategies import strategy_for
+from services.clock import utc_now
 from services.http import Peer, PeerRefusedError
 from services.identity import SigningKey
 from services.metrics import ClientMetrics
@@ -447,6 +451,7 @@ class ClientAgent:
         spend: LocalSpend | None,
         validation: tuple[float, int] | None = None,
         rng: np.random.Generator | None = None,
+        cohort: CohortSession | None = None,
     ) -> ClientUpdate:
         """`delta` as the plan asks it (`client_agent.update.contribution`: clipped, weighted at most 1, this
         hospital's share of the round's noise added when the plan asks for distributed DP), encrypted and
@@ -464,7 +469,8 @@ class ClientAgent:
             share=share,
             rng=rng,
         )
-        sealed = seal(scheme, values)
+        # In a masking federation the values are masked in the scheme's ring before they are encrypted.
+        sealed = seal(scheme, values, encrypt=cohort.seal if cohort is not None else None)
         self.metrics.he_observed("encrypt", scheme.kind.value, sealed.encrypt_s)
         unsigned = ClientUpdate(
             federation_id=self.fid,
@@ -585,6 +591,7 @@ class ClientAgent:
         if rank is None:
             return False
         train_part, held_out, public = self.accept_plan(plan, session.data, session.released)
+        cohort = await self._cohort(session, plan) if session.scheme.ring_bits is not None else None
         model = await self._model_for(session, plan, rank, train_part, held_out)
         start = await self.global_vector(session.cloud, plan, model.layout.size)
         assert session.features is not None
@@ -614,8 +621,11 @@ class ClientAgent:
             num_examples=public.train,
             spend=spend,
             validation=(loss, public.held_out) if loss is not None and public.held_out else None,
+            cohort=cohort,
         )
         held = await self.upload(session.edge, update)
+        if held and cohort is not None:
+            await cohort.finish()
         if held:
             log.info(
                 "uploaded",
@@ -625,6 +635,26 @@ class ClientAgent:
                 },
             )
         return held
+
+    async def _cohort(self, session: _Session, plan: RoundPlan) -> CohortSession:
+        """This hospital's place in its edge's masking cohort for `plan`'s round, joined before training.
+        Raises `SecAggError` (the round is skipped) when the cohort is one this hospital must not join."""
+        response = await session.cloud.request(
+            "GET", f"/federations/{self.fid}/identity-keys", params={"edge_id": self.settings.edge_id}
+        )
+        cohort = CohortSession(
+            plan,
+            client_id=self.settings.client_id,
+            edge_id=self.settings.edge_id,
+            key=self.key,
+            identities=IdentityKeys.model_validate_json(response.content),
+            edge=session.edge,
+            min_survivors=session.spec.min_clients_per_edge,
+            # Until the round's upload deadline, and the edge's closing stages after it.
+            wait_s=max(0.0, (_aware(plan.deadline) - utc_now()).total_seconds()) + COHORT_GRACE_S,
+        )
+        await cohort.join()
+        return cohort
 
     async def _model_for(
         self, session: _Session, plan: RoundPlan, rank: int, train: Dataset, held_out: Dataset | None
@@ -841,3 +871,8 @@ class ClientAgent:
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+def _aware(moment: datetime) -> datetime:
+    """A wire time with its zone: naive ones are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

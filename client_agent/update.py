@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,9 +59,19 @@ def contribution(
     return add_share(weighted, share, scheme.params, rng=noise_rng)
 
 
-def seal(scheme: HEScheme[Any], values: np.ndarray) -> Sealed:
-    """A `contribution(...)` encrypted under the federation's public key and serialised."""
+def seal(
+    scheme: HEScheme[Any],
+    values: np.ndarray,
+    *,
+    encrypt: Callable[[HEScheme[Any], np.ndarray], bytes] | None = None,
+) -> Sealed:
+    """A `contribution(...)` encrypted under the federation's public key and serialised; `encrypt` (a
+    masking cohort's `seal`) masks the values in the scheme's ring first."""
     started = time.perf_counter()
-    encrypted = scheme.encrypt(values)
+    ciphertext = (encrypt or _encrypt)(scheme, values)
     encrypt_s = time.perf_counter() - started
-    return Sealed(values, scheme.serialize(encrypted), encrypt_s)
+    return Sealed(values, ciphertext, encrypt_s)
+
+
+def _encrypt(scheme: HEScheme[Any], values: np.ndarray) -> bytes:
+    return scheme.serialize(scheme.encrypt(values))

@@ -1123,6 +1123,14 @@ class ClientInfo(Message):
     max_rank: int | None = Field(default=None, ge=1, le=MAX_R, description="the client's own cap")
 
 
+class IdentityKeys(Message):
+    """The enrolled Ed25519 identity keys of one edge's hospitals: what a hospital checks its masking
+    cohort's adverts and survivor lists against (the cloud's registry is the cohort's PKI)."""
+
+    edge_id: Identifier
+    keys: dict[Identifier, PublicKey] = Field(max_length=MAX_CLIENTS_PER_ROUND)
+
+
 MAX_EVALUATION_METRICS = 32
 MetricName = Annotated[
     str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$", description="lower-case snake case, e.g. `accuracy`")

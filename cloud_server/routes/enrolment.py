@@ -4,10 +4,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from cloud_server.auth import AdminOrEdgeDep, ClientEnrolmentDep, EdgeEnrolmentDep
+from cloud_server.auth import AdminOrEdgeDep, ClientEnrolmentDep, EdgeEnrolmentDep, MemberDep
 from cloud_server.deps import EnrolmentDep
 from cloud_server.routes import errors
-from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, EdgeInfo, Enrolled, Identifier
+from protocol.messages import (
+    ClientEnrolment,
+    ClientInfo,
+    EdgeEnrolment,
+    EdgeInfo,
+    Enrolled,
+    Identifier,
+    IdentityKeys,
+    Role,
+)
+from services.errors import ForbiddenError
 
 router = APIRouter(prefix="/federations/{fid}", tags=["enrolment"], responses=errors(503))
 
@@ -68,3 +78,23 @@ async def list_clients(
     """Each hospital's edge, public key, current rank (a rank policy may grow it between rounds), rounds
     contributed, last seen and example-level epsilon. Edges read it to learn their clients' keys."""
     return list((await enrolment.clients(fid, edge_id=edge_id)).values())
+
+
+@router.get(
+    "/identity-keys",
+    summary="The identity keys of one edge's hospitals (its masking cohorts' PKI)",
+    responses=errors(401, 403, 404, 422),
+)
+async def identity_keys(
+    fid: str,
+    caller: MemberDep,
+    enrolment: EnrolmentDep,
+    edge_id: Annotated[Identifier, Query(description="the edge whose hospitals' keys to list")],
+) -> IdentityKeys:
+    """Each hospital's enrolled Ed25519 public key, for the hospitals enrolled at `edge_id`: a hospital
+    checks every advert and signature of its masking cohort against them, so that an edge cannot stand in
+    for a hospital. A hospital may read its own edge's only."""
+    clients = await enrolment.clients(fid, edge_id=edge_id, with_stats=False)
+    if caller.role is Role.CLIENT and caller.subject not in clients:
+        raise ForbiddenError(f"a hospital may read the identity keys of its own edge only, not {edge_id}'s")
+    return IdentityKeys(edge_id=edge_id, keys={cid: c.public_key for cid, c in clients.items()})

@@ -1,0 +1,154 @@
+"""A hospital's part in its edge's masking cohort, over HTTP (`protocol.secagg` does the cryptography).
+
+Before training: advertise keys, read the roster, send sealed shares, read the inbox (so the cohort is
+fixed before anyone's data is touched). After training: mask the encoded update and encrypt it (the
+upload itself goes the usual way), then sign the edge's survivor list and answer its unmask request.
+A hospital that cannot finish a stage in time drops out of the cohort, which the protocol tolerates; it
+never sends a share the rules of `MaskingClient` forbid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+from pydantic import BaseModel
+
+from protocol.crypto import HEScheme
+from protocol.messages import IdentityKeys, RoundPlan
+from protocol.secagg import (
+    CohortId,
+    Inbox,
+    MaskingClient,
+    Roster,
+    SecAggError,
+    Stage,
+    SurvivorSet,
+    UnmaskRequest,
+)
+from services.http import Peer, PeerRefusedError
+from services.identity import IdentityError, SigningKey, verify
+
+M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger("client_agent")
+_JSON = {"content-type": "application/json"}
+STAGE_PENDING = "stage_pending"
+#: How often a hospital asks for a stage that is still open.
+POLL_S = 0.5
+#: How long past its round's upload deadline a hospital waits for the edge's closing stages (survivors,
+#: unmask request): the edge's stage timeouts, a few times over.
+COHORT_GRACE_S = 180.0
+
+
+class CohortTimeoutError(SecAggError):
+    """A stage did not close before this hospital's wait for it ended: it drops out of the cohort."""
+
+
+class CohortSession:
+    """One hospital in one round's cohort at its edge."""
+
+    def __init__(
+        self,
+        plan: RoundPlan,
+        *,
+        client_id: str,
+        edge_id: str,
+        key: SigningKey,
+        identities: IdentityKeys,
+        edge: Peer,
+        min_survivors: int,
+        wait_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cohort_id = CohortId(federation_id=plan.federation_id, round=plan.round, edge_id=edge_id)
+        self._keys = identities.keys
+        self._client = MaskingClient(
+            self.cohort_id, client_id, sign=key.sign, verify=self._verify, min_survivors=min_survivors
+        )
+        self._edge = edge
+        self._wait_s = wait_s
+        self._clock = clock
+        self._inbox: Inbox | None = None
+        self._base = f"/federations/{plan.federation_id}/rounds/{plan.round}/masking"
+
+    def _verify(self, client_id: str, payload: bytes, signature: bytes) -> bool:
+        key = self._keys.get(client_id)
+        if key is None:
+            return False
+        try:
+            verify(key, payload, signature)
+        except IdentityError:
+            return False
+        return True
+
+    async def join(self) -> None:
+        """Advertise, share and collect this hospital's inbox; raises `SecAggError` if the cohort is one it
+        must not join (or does not form in time)."""
+        await self._post("adverts", self._client.advertise())
+        roster = await self._read(Stage.ROSTER, Roster)
+        await self._post("shares", self._client.share(roster))
+        self._inbox = await self._read(Stage.INBOX, Inbox)
+        log.info(
+            "joined the round's masking cohort",
+            extra={
+                "round": self.cohort_id.round,
+                "data": {"cohort": len(roster.adverts), "neighbours_sharing": len(self._inbox.sealed)},
+            },
+        )
+
+    def seal(self, scheme: HEScheme[Any], values: np.ndarray) -> bytes:
+        """`values` encoded in the scheme's ring, masked, encrypted and serialised."""
+        bits = scheme.ring_bits
+        if bits is None or self._inbox is None:
+            raise SecAggError("masking needs a scheme with an exact ring and a joined cohort")
+        masked = self._client.mask(self._inbox, scheme.residues(values), bits=bits)
+        return scheme.serialize(scheme.encrypt_residues(masked))
+
+    async def finish(self) -> None:
+        """Sign the edge's survivor list and reveal the shares it needs to unmask the survivors' sum."""
+        survivors = await self._read(Stage.SURVIVORS, SurvivorSet)
+        await self._post("consents", self._client.consent(survivors))
+        request = await self._read(Stage.UNMASK_REQUEST, UnmaskRequest)
+        answer = self._client.unmask(request)
+        await self._post("unmask-shares", answer)
+        log.info(
+            "answered the edge's unmask request",
+            extra={
+                "round": self.cohort_id.round,
+                "data": {
+                    "survivors": len(survivors.survivors),
+                    "self_mask_shares": len(answer.seed_shares),
+                    "mask_key_shares": len(answer.key_shares),
+                },
+            },
+        )
+
+    async def _post(self, what: str, message: BaseModel) -> None:
+        await self._edge.request(
+            "POST", f"{self._base}/{what}", content=message.model_dump_json().encode(), headers=_JSON
+        )
+
+    async def _read(self, stage: Stage, model: type[M]) -> M:
+        """What `stage` produced, asking again while the edge answers `stage_pending`, up to `wait_s`."""
+        body = self._client.request(stage).model_dump_json().encode()
+        deadline = self._clock() + self._wait_s
+        while True:
+            try:
+                response = await self._edge.request(
+                    "POST", f"{self._base}/{stage.value}", content=body, headers=_JSON
+                )
+            except PeerRefusedError as e:
+                if e.code != STAGE_PENDING:
+                    raise
+                if self._clock() >= deadline:
+                    raise CohortTimeoutError(
+                        f"the edge's {stage.value} stage for round {self.cohort_id.round} did not close "
+                        f"within {self._wait_s:.0f} s"
+                    ) from e
+                await asyncio.sleep(POLL_S)
+                continue
+            return model.model_validate_json(response.content)
