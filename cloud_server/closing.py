@@ -34,6 +34,7 @@ from cloud_server.records import (
     StoredAggregate,
     unpack_aggregate,
     unpack_late,
+    unpack_mask_correction,
 )
 from cloud_server.telemetry import CloudTelemetry
 from protocol.aggregation import Aggregated, LateGroup, RoundNoise, aggregate, round_noise
@@ -185,6 +186,7 @@ class RoundCloser:
                     rng=np.random.default_rng(seed),
                     k=spec.min_clients_per_edge,
                     late=late,
+                    corrections=[unpack_mask_correction(values[edge_id]) for edge_id in sorted(values)],
                 )
             except KeyStoreError:
                 raise

@@ -130,6 +130,7 @@ class StoredAggregate(Record):
     received_at: datetime
     late: tuple[StoredLate, ...] = ()
     plan_sha256: Sha256Hex | None = None
+    mask_correction_bytes: int = Field(default=0, ge=0)  # after the late buckets' ciphertexts
 
     @property
     def count(self) -> int:
@@ -164,6 +165,7 @@ def pack_aggregate(aggregate: EdgeAggregate, *, received_at: datetime) -> bytes:
         signature=aggregate.signature,
         received_at=received_at,
         plan_sha256=aggregate.plan_sha256,
+        mask_correction_bytes=len(aggregate.mask_correction or b""),
         late=tuple(
             StoredLate(
                 origin_round=bucket.origin_round,
@@ -176,7 +178,8 @@ def pack_aggregate(aggregate: EdgeAggregate, *, received_at: datetime) -> bytes:
         ),
     ).dump()
     late = b"".join(bucket.ciphertext for bucket in aggregate.late)
-    return _HEADER_LENGTH.pack(len(header)) + header + aggregate.ciphertext + late
+    correction = aggregate.mask_correction or b""
+    return _HEADER_LENGTH.pack(len(header)) + header + aggregate.ciphertext + late + correction
 
 
 def unpack_aggregate(value: bytes) -> tuple[StoredAggregate, memoryview]:
@@ -199,3 +202,11 @@ def unpack_late(value: bytes) -> list[tuple[StoredLate, memoryview]]:
         buckets.append((bucket, view[offset : offset + bucket.ciphertext_bytes]))
         offset += bucket.ciphertext_bytes
     return buckets
+
+
+def unpack_mask_correction(value: bytes) -> memoryview | None:
+    """A masking federation's stored aggregate: the residues that remove its cohort's masks (else None)."""
+    header, _ = unpack_aggregate(value)
+    if not header.mask_correction_bytes:
+        return None
+    return memoryview(value)[len(value) - header.mask_correction_bytes :]

@@ -52,6 +52,7 @@ from protocol.messages import (
     RoundStatus,
 )
 from protocol.privacy_planning import first_round_overspend
+from protocol.secagg import SecAggError, residues_from_bytes
 from services import keyspace
 from services.clock import Clock
 from services.errors import ForbiddenError, InvalidRequestError
@@ -251,6 +252,7 @@ class RoundService:
         if agg.late:
             await self._check_late(fid, agg, spec=spec, clients=clients)
         await self._check_ciphertext(fid, agg.ciphertext, count=agg.count, field="ciphertext")
+        await self._check_mask_correction(fid, agg)
         for index, bucket in enumerate(agg.late):
             await self._check_ciphertext(
                 fid, bucket.ciphertext, count=bucket.count, field=f"late.{index}.ciphertext"
@@ -362,6 +364,33 @@ class RoundService:
         except CountMismatchError as e:
             raise BadRequestError(
                 str(e), code=ErrorCode.BAD_CIPHERTEXT, field=e.field, detail=e.detail
+            ) from e
+
+    async def _check_mask_correction(self, fid: str, agg: EdgeAggregate) -> None:
+        """A masking federation's sum comes with the residues that remove its cohort's masks; any other
+        federation's comes without."""
+        scheme = await self._federations.public_scheme(fid)
+        bits = scheme.ring_bits
+        if bits is None:
+            if agg.mask_correction is not None:
+                raise BadRequestError(
+                    "this federation does not mask uploads; the aggregate carries a mask correction",
+                    code=ErrorCode.BAD_CIPHERTEXT,
+                    field="mask_correction",
+                )
+            return
+        if agg.mask_correction is None:
+            raise BadRequestError(
+                "this federation masks uploads: an aggregate needs the mask correction of its cohort",
+                code=ErrorCode.BAD_CIPHERTEXT,
+                field="mask_correction",
+            )
+        layout, _ = await self._federations.layout(fid)
+        try:
+            residues_from_bytes(agg.mask_correction, bits=bits, length=layout.size)
+        except SecAggError as e:
+            raise BadRequestError(
+                f"mask correction: {e}", code=ErrorCode.BAD_CIPHERTEXT, field="mask_correction"
             ) from e
 
     async def _store_once(self, fid: str, agg: EdgeAggregate, value: bytes) -> bool:

@@ -70,13 +70,18 @@ def spec_validate(path: Annotated[Path, typer.Argument(exists=True, dir_okay=Fal
     table.add_row("model", spec.base_model)
     table.add_row("adapter", f"FFA-LoRA r_max={spec.r_max} on {', '.join(spec.target_modules)}")
     table.add_row("strategy", spec.strategy.value)
-    table.add_row("encryption", spec.he.kind.value)
+    masked = getattr(spec.he, "masking", False)
+    table.add_row(
+        "encryption", spec.he.kind.value + (", masked below it (secure aggregation)" if masked else "")
+    )
     local = spec.local_dp
     table.add_row("local DP", f"epsilon {local.epsilon}, delta {local.delta}" if local.enabled else "off")
     table.add_row("central DP", _central_summary(spec))
     table.add_row("rounds", str(spec.rounds))
     table.add_row("k per edge", str(spec.min_clients_per_edge))
     console.print(table)
+    for note in spec.protection():
+        console.print(f"[yellow]not protected: {note}[/yellow]")
 
 
 def _central_summary(spec: FederationSpec) -> str:

@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from protocol.crypto import HEScheme
+from protocol.crypto import CryptoError, EncryptedVector, HEScheme, PackingError
 from protocol.ffa import AdapterLayout
 from protocol.messages import Contribution, FederationSpec, NoiseMechanism
 from protocol.noise import distribution_for, draw
 from protocol.reach import Reach, reach
+from protocol.secagg.cohort import residues_from_bytes, ring_sum
 from protocol.sensitivity import Upload, encoding_slack, norm_order, release_sensitivity
 from protocol.strategies import AggregationError, AggregationStrategy, EdgeRow, RoundSum, RowStrategy
 
@@ -197,6 +198,7 @@ def aggregate(
     k: int,
     rows: Sequence[tuple[str, float]] | None = None,
     late: Sequence[LateGroup] = (),
+    corrections: Sequence[bytes | memoryview | None] | None = None,
 ) -> Aggregated:
     """The next global adapter from the edges' sums and late buckets, with every coordinate that fewer than
     `k` hospitals reach held back. Raises `CryptoError` if a sum does not decrypt, `AggregationError` if the
@@ -220,7 +222,11 @@ def aggregate(
         )
     total = scheme.sum(parts)
     started = time.perf_counter()
-    noisy_sum = scheme.decrypt(total)
+    if scheme.ring_bits is None:
+        noisy_sum = scheme.decrypt(total)
+    else:
+        edges = [edge_id for edge_id, _ in rows] if rows else [str(i) for i in range(len(parts))]
+        noisy_sum = unmasked_sum(scheme, parts, corrections or [None] * len(parts), edges=edges)
     decrypt_s = time.perf_counter() - started
     summands = total.count
     # Each staleness is decrypted on its own (an add-only context cannot scale a ciphertext) and weighted
@@ -246,6 +252,55 @@ def aggregate(
         decrypt_s=decrypt_s,
     )
     return _held_back(result, global_vector, reached)
+
+
+class MaskedSumError(CryptoError):
+    """Some edges' sums decrypt, with their mask corrections, to values no honest cohort can sum to: their
+    masks did not cancel (a forged, replayed or partial sum, or a wrong correction). `edges` names them."""
+
+    def __init__(self, edges: Sequence[str]) -> None:
+        super().__init__(
+            f"the sums of edges {', '.join(edges)} do not unmask: their values lie outside what their "
+            "cohorts can sum to (masks that did not cancel)"
+        )
+        self.edges = tuple(edges)
+
+
+def unmasked_sum(
+    scheme: HEScheme[Any],
+    parts: Sequence[EncryptedVector[Any]],
+    corrections: Sequence[bytes | memoryview | None],
+    *,
+    edges: Sequence[str],
+) -> np.ndarray:
+    """The sum of masking cohorts' sums: decrypt the total's ring residues once, add every cohort's mask
+    correction, and decode with the range check. When the check fails, each sum is decrypted on its own
+    (each is a whole cohort's, so of at least `k` hospitals) to name the edges whose masks did not cancel:
+    `MaskedSumError`."""
+    bits = scheme.ring_bits
+    assert bits is not None
+    length = parts[0].length
+    fixes = []
+    for edge_id, correction in zip(edges, corrections, strict=True):
+        if correction is None:
+            raise MaskedSumError([edge_id])
+        fixes.append(residues_from_bytes(bytes(correction), bits=bits, length=length))
+    total = scheme.sum(parts)
+    try:
+        return scheme.decode_residues(
+            ring_sum([scheme.decrypt_residues(total), *fixes], bits, length), count=total.count
+        )
+    except PackingError:
+        pass
+    failed = []
+    for edge_id, part, fix in zip(edges, parts, fixes, strict=True):
+        try:
+            scheme.decode_residues(
+                ring_sum([scheme.decrypt_residues(part), fix], bits, length), count=part.count
+            )
+        except PackingError:
+            failed.append(edge_id)
+    raise MaskedSumError(failed or list(edges))
 
 
 def _held_back(result: Aggregated, global_vector: np.ndarray, reached: Reach) -> Aggregated:

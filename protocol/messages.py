@@ -470,7 +470,41 @@ class FederationSpec(Message):
                 f"strategy {name!r} needs per-client plaintext updates, so he.kind must be 'none', got "
                 f"{self.he.kind.value!r}"
             )
+        masking = getattr(self.he, "masking", False)
+        if masking and self.late_uploads is not None:
+            raise ValueError(
+                "late_uploads with he.masking: a late upload arrives after its round's masking cohort closed, "
+                "and alone it could only be unmasked alone; set late_uploads to null or he.masking to false"
+            )
+        if masking and self.he.max_clients < self.min_clients_per_edge:
+            raise ValueError(
+                f"he.max_clients={self.he.max_clients} is below min_clients_per_edge="
+                f"{self.min_clients_per_edge}: no cohort could be summed"
+            )
         return self
+
+    def protection(self) -> list[str]:
+        """What this federation's encryption does not protect against, one sentence each (empty: uploads are
+        masked below the encryption, so no edge, and no edge with the cloud, reads one hospital's update)."""
+        if self.he.kind is HEKind.NONE:
+            return [
+                "he.kind 'none': every edge and the cloud read each hospital's update in the clear; use it "
+                "only where every party may"
+            ]
+        if getattr(self.he, "masking", False):
+            return []
+        notes = [
+            "uploads are not masked: an edge colluding with the cloud can decrypt one hospital's upload, and "
+            "a malicious edge can forward one hospital's ciphertext as a sum (he.kind 'paillier' with "
+            "he.masking true closes both)"
+        ]
+        if self.he.kind is HEKind.CKKS:
+            notes.append(
+                "CKKS: ciphertexts cannot be checked to be honest encryptions, and a decryption of a crafted "
+                "one that the cloud publishes reveals its secret key to the edge that crafted it "
+                "(docs/security.md); trust every edge, or use he.kind 'paillier' with he.masking true"
+            )
+        return notes
 
 
 class NoiseShare(BaseModel):
