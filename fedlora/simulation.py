@@ -54,6 +54,7 @@ from client_agent.update import Sealed, contribution, seal
 from cloud_server.plans import planned_share
 from cloud_server.privacy import Ledger
 from fedlora import specs
+from fedlora.cohorts import InProcessCohort
 from fedlora.simulation_rounds import (
     ClosedRound,
     Contamination,
@@ -71,6 +72,7 @@ from fedlora.simulation_rounds import (
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
 from protocol.crypto.params import HEKind, PlainParams
 from protocol.messages import Contribution, FederationSpec, NoiseShare
+from protocol.secagg import CohortId
 from protocol.strategies import strategy_for
 
 log = logging.getLogger("fedlora.simulation")
@@ -105,6 +107,8 @@ class SimulationConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     scheme: Literal["ckks", "paillier", "none"] = "ckks"
+    #: paillier only: hospitals mask their uploads below the encryption in per-edge cohorts (protocol.secagg)
+    masking: bool = False
     target_modules: tuple[str, ...] = ("value",)
     layers_to_transform: tuple[int, ...] | None = (4, 5)
     rank: int = 2
@@ -254,6 +258,7 @@ def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationS
             seed=config.seed,
             strategy=config.strategy,
             scheme=config.scheme,
+            masking=config.masking,
             epsilon=config.epsilon,
             delta=config.delta,
             max_grad_norm=config.max_grad_norm,
@@ -472,10 +477,14 @@ class _Run:
         rows: list[HospitalRound] = []
         # Every hospital is in every round's plan; round `round_` is the `round_`-th to close.
         share = planned_share(self.spec, rounds_closed=round_, clients=len(self.names))
+        cohorts = self._cohorts(round_)
         for index, name in enumerate(self.names):
             started = time.perf_counter()
-            result, upload = self._hospital(round_, index, global_vector, share)
-            edge = f"edge-{index % self.config.edges + 1}"
+            edge = self._edge_of(index)
+            cohort = cohorts.get(edge)
+            result, upload = self._hospital(
+                round_, index, global_vector, share, encrypt=cohort.seal_for(name) if cohort else None
+            )
             edges.add(edge, upload.ciphertext, WEIGHT)
             if plain_edges is not None and plain is not None:
                 plain_edges.add(edge, plain.serialize(plain.encrypt(upload.contribution)), WEIGHT)
@@ -513,6 +522,17 @@ class _Run:
         # The cloud: the edges forward their sums; only the global sum (clair: each edge's plaintext sum)
         # is ever decrypted.
         ciphertexts, edge_rows = edges.forwarded()
+        bits = self.public_scheme.ring_bits
+        corrections = (
+            [
+                cohorts[edge].correction(
+                    [c.client_id for c in per_edge[edge]], bits=bits, length=self.layout.size
+                )
+                for edge, _ in edge_rows
+            ]
+            if bits is not None
+            else None
+        )
         noise_seed = (
             (self.config.seed, round_, NOISE_STREAM)
             if self.config.insecure_reproducible
@@ -534,6 +554,7 @@ class _Run:
                 noise_seed=noise_seed,
                 shares_planned=share.clients if share is not None else None,
                 sums=[per_edge[edge] for edge, _ in edge_rows],
+                corrections=corrections if scheme is self.cloud_scheme else None,
             )
 
         closed = close(self.cloud_scheme, ciphertexts)
@@ -569,11 +590,37 @@ class _Run:
         )
         return report, aggregated.vector
 
+    def _edge_of(self, index: int) -> str:
+        return f"edge-{index % self.config.edges + 1}"
+
+    def _cohorts(self, round_: int) -> dict[str, InProcessCohort]:
+        """A masking federation's cohorts for `round_`, one per edge, joined before anyone trains (none
+        for other federations)."""
+        if self.public_scheme.ring_bits is None:
+            return {}
+        members: dict[str, list[str]] = {}
+        for index, name in enumerate(self.names):
+            members.setdefault(self._edge_of(index), []).append(name)
+        return {
+            edge: InProcessCohort(
+                CohortId(federation_id=self.spec.federation_id, round=round_, edge_id=edge),
+                names,
+                min_survivors=self.spec.min_clients_per_edge,
+            )
+            for edge, names in members.items()
+        }
+
     def _hospital(
-        self, round_: int, index: int, global_vector: np.ndarray, share: NoiseShare | None
+        self,
+        round_: int,
+        index: int,
+        global_vector: np.ndarray,
+        share: NoiseShare | None,
+        *,
+        encrypt: Callable[[HEScheme[Any], np.ndarray], bytes] | None = None,
     ) -> tuple[LocalResult, Sealed]:
         """Hospital `index` trains from `global_vector` and seals its delta as the agent does (`share`: its
-        noise share, when the round asks for distributed DP)."""
+        noise share, when the round asks for distributed DP; `encrypt`: its masking cohort's, if any)."""
         config, name = self.config, self.names[index]
         own = self.features[index]
         bad = name in self.contaminated
@@ -615,4 +662,4 @@ class _Run:
             self.public_scheme, delta, weight=WEIGHT, clip_norm=config.clip_norm, share=share, rng=share_rng
         )
         self.public_scheme.precompute(len(values))  # as a hospital could while it trains: not encryption time
-        return result, seal(self.public_scheme, values)
+        return result, seal(self.public_scheme, values, encrypt=encrypt)

@@ -199,6 +199,7 @@ def close_round(
     noise_seed: Sequence[int],
     shares_planned: int | None = None,
     sums: Sequence[Sequence[Contribution]] | None = None,
+    corrections: Sequence[bytes] | None = None,
 ) -> ClosedRound:
     """The cloud's close of round `round_` (the `round_`-th closed round, so also its place on the noise
     schedule), as `cloud_server.closing` runs it: the round's noise (the hospitals' `shares_planned` noise
@@ -225,6 +226,7 @@ def close_round(
         rng=np.random.default_rng(list(noise_seed)),
         k=spec.min_clients_per_edge,
         rows=rows,
+        corrections=corrections,
     )
     seconds = time.perf_counter() - started
     settled = settle_round(

@@ -44,6 +44,7 @@ class FlatSpec(TypedDict, total=False):
     seed: int
     strategy: Strategy | str
     scheme: SchemeName
+    masking: bool  # packed Paillier only: mask uploads below the encryption (protocol.secagg)
     epsilon: float | None
     dp_sgd: bool
     delta: float
@@ -91,8 +92,13 @@ def he_params(scheme: SchemeName) -> CKKSParams | PaillierParams | PlainParams:
 def federation_spec(**flat: Unpack[FlatSpec]) -> FederationSpec:
     """The `FederationSpec` these flat settings describe; `SpecError` if the spec's validator refuses it."""
     values: dict[str, Any] = {"he": he_params(flat["scheme"])} if "scheme" in flat else {}
+    if flat.get("masking"):
+        he = values.get("he")
+        if not isinstance(he, PaillierParams):
+            raise SpecError(["masking needs scheme 'paillier' (an exact ring for the masks to cancel in)"])
+        values["he"] = he.model_copy(update={"masking": True})
     for name, value in flat.items():
-        if name == "scheme":
+        if name in ("scheme", "masking"):
             continue
         if name == "epsilon":
             local_dp = values.setdefault("local_dp", {})

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol import examples as _examples
-from protocol.crypto.params import CKKSParams, HEKind, HEParams
+from protocol.crypto.params import CKKSParams, HEKind, HEParams, PaillierParams
 from protocol.distributions import Distribution
 
 PROTOCOL_VERSION: Literal[1] = 1
@@ -470,13 +470,17 @@ class FederationSpec(Message):
                 f"strategy {name!r} needs per-client plaintext updates, so he.kind must be 'none', got "
                 f"{self.he.kind.value!r}"
             )
-        masking = getattr(self.he, "masking", False)
+        masking = isinstance(self.he, PaillierParams) and self.he.masking
         if masking and self.late_uploads is not None:
             raise ValueError(
                 "late_uploads with he.masking: a late upload arrives after its round's masking cohort closed, "
                 "and alone it could only be unmasked alone; set late_uploads to null or he.masking to false"
             )
-        if masking and self.he.max_clients < self.min_clients_per_edge:
+        if (
+            isinstance(self.he, PaillierParams)
+            and masking
+            and self.he.max_clients < self.min_clients_per_edge
+        ):
             raise ValueError(
                 f"he.max_clients={self.he.max_clients} is below min_clients_per_edge="
                 f"{self.min_clients_per_edge}: no cohort could be summed"
@@ -491,7 +495,7 @@ class FederationSpec(Message):
                 "he.kind 'none': every edge and the cloud read each hospital's update in the clear; use it "
                 "only where every party may"
             ]
-        if getattr(self.he, "masking", False):
+        if isinstance(self.he, PaillierParams) and self.he.masking:
             return []
         notes = [
             "uploads are not masked: an edge colluding with the cloud can decrypt one hospital's upload, and "
