@@ -289,6 +289,9 @@ def simulate_command(
     learning_rate: Annotated[float, typer.Option()] = 2.0,
     epsilon: Annotated[float, typer.Option(help="each hospital's example-level budget; 0 = no DP")] = 8.0,
     scheme: Annotated[str, typer.Option(help="ckks, paillier or none")] = "ckks",
+    masking: Annotated[
+        bool, typer.Option(help="paillier: hospitals mask their uploads below the encryption, per edge")
+    ] = False,
     rank: Annotated[int, typer.Option()] = 2,
     max_train_examples: Annotated[int, typer.Option()] = 8000,
     threads: Annotated[int, typer.Option()] = 2,
@@ -346,6 +349,7 @@ def simulate_command(
             learning_rate=learning_rate,
             epsilon=epsilon if epsilon > 0 else None,
             scheme=scheme,  # type: ignore[arg-type]
+            masking=masking,
             rank=rank,
             max_train_examples=max_train_examples,
             threads=threads,
