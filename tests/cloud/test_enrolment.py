@@ -11,6 +11,7 @@ from protocol.messages import (
     EdgeInfo,
     Enrolled,
     EnrolmentTokens,
+    IdentityKeys,
     Role,
 )
 from services.identity import SigningKey
@@ -158,3 +159,25 @@ async def test_a_client_re_enrolling_with_another_count_is_refused() -> None:
 
     assert enrolled.status_code == 201 and same.status_code == 200
     assert redrawn.status_code == 409 and redrawn.json()["field"] == "num_examples"
+
+
+async def test_a_hospital_reads_the_identity_keys_of_its_own_edges_hospitals_only() -> None:
+    """The masking cohort's PKI: a hospital gets each hospital of its own edge with the key it enrolled (the
+    same the admin's client list shows), and nothing of another edge's."""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        url = "/federations/fed-1/identity-keys"
+        own = await cloud.http.get(
+            url, params={"edge_id": "edge-1"}, headers=bearer(fed.client_tokens["client-a"])
+        )
+        other = await cloud.http.get(
+            url, params={"edge_id": "edge-2"}, headers=bearer(fed.client_tokens["client-a"])
+        )
+        listed = await cloud.http.get("/federations/fed-1/clients", headers=bearer(ADMIN_TOKEN))
+
+    assert own.status_code == 200, own.text
+    keys = IdentityKeys.model_validate_json(own.content)
+    enrolled = {c.client_id: c.public_key for c in (ClientInfo.model_validate(x) for x in listed.json())}
+    assert keys.edge_id == "edge-1"
+    assert keys.keys == {c: enrolled[c] for c in ("client-a", "client-b")}
+    assert other.status_code == 403 and other.json()["code"] == "forbidden"
