@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from cloud_server.closing import RoundCloser, with_progress
+from cloud_server.closing import RoundCloser
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import BadRequestError, ConflictError, NotFoundError, UnauthenticatedError
 from cloud_server.federations import FederationService
@@ -31,6 +31,7 @@ from cloud_server.records import (
     pack_aggregate,
     unpack_aggregate,
 )
+from cloud_server.round_outcome import with_progress
 from cloud_server.telemetry import CloudTelemetry
 from protocol.acceptance import (
     CountedTwiceError,
