@@ -7,6 +7,10 @@ a TTL) keeps a second closer from redoing the decryption while the first works; 
 lease lapses and the next deadline check finishes the round from the stored aggregates. The central noise
 comes from a seed written once per round (sealed under the KEK), so whichever closer commits, the global
 update is the same one: a crash never produces two differently-noised views of the same sum.
+
+`close` prepares a round (its noise, the budget check), decrypts it, and commits: what the commit writes is
+decided by `round_outcome` from plain values; the transaction here only reads the keys, checks the round is
+still its own, and lands the outcome on them (`CommitKeys`).
 """
 
 from __future__ import annotations
