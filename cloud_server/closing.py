@@ -42,7 +42,7 @@ from cloud_server.records import (
 )
 from cloud_server.round_outcome import Release, RoundOutcome, Stored, round_outcome, still_open, with_progress
 from cloud_server.telemetry import CloudTelemetry
-from protocol.aggregation import Aggregated, LateGroup, RoundNoise, aggregate, round_noise
+from protocol.aggregation import Aggregated, LateGroup, RoundNoise, aggregate, fold_in, round_noise
 from protocol.crypto import CryptoError, KeyStoreError
 from protocol.ffa import AdapterLayout, column_energy, seeded_bases
 from protocol.messages import (
@@ -78,6 +78,17 @@ def late_groups(spec: FederationSpec, round_: int, values: Mapping[str, bytes]) 
     ]
 
 
+def _log_left_out(fid: str, round_: int, left_out: list[LateGroup]) -> None:
+    log.warning(
+        "late uploads left out: decrypted on their own they would hold back columns the round publishes",
+        extra={
+            "federation_id": fid,
+            "round": round_,
+            "data": {str(g.staleness): [c.client_id for c in g.contributions] for g in left_out},
+        },
+    )
+
+
 @dataclass(frozen=True)
 class PreparedRound:
     """A round ready to decrypt: its edges' sums and late buckets, and the noise its release carries."""
@@ -88,7 +99,8 @@ class PreparedRound:
     headers: Mapping[str, StoredAggregate]
     ciphertexts: list[memoryview]  # each edge's sum, in the order of `headers`
     corrections: list[memoryview | None]  # each masking cohort's mask correction, in the same order
-    late: list[LateGroup]
+    late: list[LateGroup]  # the late groups folded in
+    late_left_out: int  # late uploads left out (`protocol.aggregation.fold_in`)
     noise: RoundNoise
     layout: AdapterLayout
     previous: np.ndarray  # the adapter the round builds on
@@ -265,13 +277,16 @@ class RoundCloser:
         plan = RoundPlan.model_validate_json(
             await self._store.get(keyspace.fed_round_plan(fid, round_)) or b""
         )
-        late = late_groups(spec, round_, values)
+        fresh = [c for header in headers.values() for c in header.contributions]
+        late, left_out = fold_in(fresh, late_groups(spec, round_, values), k=spec.min_clients_per_edge)
+        if left_out:
+            _log_left_out(fid, round_, left_out)
         noise = round_noise(
             spec,
             multiplier=schedule_multiplier(
                 spec.central_dp, round_index=record.rounds_closed, rounds=spec.rounds
             ),
-            contributions=[c for header in headers.values() for c in header.contributions],
+            contributions=fresh,
             late=late,
             layout_size=layout.size,
             shares_planned=plan.noise_share.clients if plan.noise_share is not None else None,
@@ -285,6 +300,7 @@ class RoundCloser:
             [ciphertext for _, ciphertext in unpacked],
             [unpack_mask_correction(values[edge_id]) for edge_id in sorted(values)],
             late,
+            sum(len(g.contributions) for g in left_out),
             noise,
             layout,
             previous,
@@ -343,6 +359,8 @@ class RoundCloser:
         }
         if prepared.late:
             metrics["late_contributions"] = float(sum(len(g.contributions) for g in prepared.late))
+        if prepared.late_left_out:
+            metrics["late_left_out"] = float(prepared.late_left_out)
         if result.held_back:
             metrics["held_back_values"] = float(result.held_back)
         if result.flagged:

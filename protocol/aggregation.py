@@ -8,8 +8,11 @@ charges); noise of standard deviation `z C` per coordinate goes on the sum (the 
 draws it, or the clients did in shares: see `protocol.noise`), and only then is the sum divided by the total
 weight `W` (post-processing; the participants and their weights are public to the cloud through the signed
 manifests). Coordinates that fewer than `k` of the round's hospitals reach (`protocol.reach`: mixed ranks)
-are then published unchanged from the previous adapter; releasing fewer coordinates of the same noisy sum
-is post-processing too, so the ledger's charge still holds.
+are then published unchanged from the previous adapter, counted per sum the cloud decrypts on its own (the
+on-time total, each late group); releasing fewer coordinates of the same noisy sum is post-processing too, so
+the ledger's charge still holds. The cloud leaves out a late group that would hold back a column of the
+on-time sum (`fold_in`) before it computes the round's noise, so what is left out is neither decrypted nor
+charged.
 
 Pure: no I/O, nothing imported from outside `protocol`. The cloud's `closing` reads the store, calls
 `round_noise` and `aggregate`, and commits what they return.
@@ -30,7 +33,7 @@ from protocol.crypto import CryptoError, EncryptedVector, HEScheme, PackingError
 from protocol.ffa import AdapterLayout
 from protocol.messages import Contribution, FederationSpec, NoiseMechanism
 from protocol.noise import distribution_for, draw
-from protocol.reach import Reach, reach
+from protocol.reach import Reach, fits, reach, sum_reach
 from protocol.secagg.cohort import residues_from_bytes, ring_sum
 from protocol.sensitivity import Upload, encoding_slack, norm_order, release_sensitivity
 from protocol.strategies import AggregationError, AggregationStrategy, EdgeRow, RoundSum, RowStrategy
@@ -172,6 +175,19 @@ class LateGroup:
         return [c.model_copy(update={"weight": c.weight * self.factor}) for c in self.contributions]
 
 
+def fold_in(
+    contributions: Sequence[Contribution], late: Sequence[LateGroup], *, k: int
+) -> tuple[list[LateGroup], list[LateGroup]]:
+    """The late groups to decrypt beside the on-time sum of `contributions`, and those left out of the round
+    because decrypting them would hold back a column the on-time sum publishes (`protocol.reach.fits`)."""
+    on_time = sum_reach(contributions, k=k)
+    kept: list[LateGroup] = []
+    left_out: list[LateGroup] = []
+    for group in late:
+        (kept if fits(sum_reach(group.contributions, k=k), on_time) else left_out).append(group)
+    return kept, left_out
+
+
 @dataclass(frozen=True)
 class Aggregated:
     vector: np.ndarray  # the new global adapter, float32
@@ -200,11 +216,11 @@ def aggregate(
     late: Sequence[LateGroup] = (),
     corrections: Sequence[bytes | memoryview | None] | None = None,
 ) -> Aggregated:
-    """The next global adapter from the edges' sums and late buckets, with every coordinate that fewer than
-    `k` hospitals reach held back. Raises `CryptoError` if a sum does not decrypt, `AggregationError` if the
+    """The next global adapter from the edges' sums and late buckets, with every coordinate held back that a
+    sum decrypted on its own (the on-time total, each late group) reaches with fewer than `k` hospitals. Raises `CryptoError` if a sum does not decrypt, `AggregationError` if the
     weights or the rows do not fit the sums."""
+    reached = reach(layout, contributions, k=k, late=[group.contributions for group in late])
     contributions = [*contributions, *(c for group in late for c in group.weighted())]
-    reached = reach(layout, contributions, k=k)
     total_weight = float(sum(c.weight for c in contributions))
     if total_weight <= 0:
         raise AggregationError(f"the contributions' total weight must be positive, got {total_weight}")
@@ -230,7 +246,7 @@ def aggregate(
     decrypt_s = time.perf_counter() - started
     summands = total.count
     # Each staleness is decrypted on its own (an add-only context cannot scale a ciphertext) and weighted
-    # in the clear; every bucket inside holds at least k uploads, like every sum the cloud decrypts.
+    # in the clear; every bucket inside holds at least k uploads, and `reach` counts the group on its own.
     for group in late:
         late_sum = scheme.sum([scheme.deserialize(c, expected_length=length) for c in group.ciphertexts])
         noisy_sum = noisy_sum + group.factor * scheme.decrypt(late_sum)

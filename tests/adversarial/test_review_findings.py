@@ -103,22 +103,28 @@ async def test_a_sum_that_weighs_one_hospital_more_than_once_is_refused(forgery:
         assert response.status_code in (400, 409), (response.status_code, response.text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 review: reach counts hospitals across sums the cloud decrypts separately "
-    "(on-time total, each late staleness group), so a column one hospital reaches in each is decrypted alone",
+@pytest.mark.parametrize(
+    ("rank_2", "published_rank", "folded_in"),
+    [(("client-d", "client-e"), 1, 2), (("client-d", "client-e", "client-f"), 2, 0)],
+    ids=["short-on-time", "short-late"],
 )
 async def test_every_sum_the_cloud_decrypts_has_k_hospitals_on_each_published_column(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, rank_2: tuple[str, ...], published_rank: int, folded_in: int
 ) -> None:
-    """Property: on every coordinate, each sum the cloud decrypts holds at least `k` hospitals.
+    """Property: on every published coordinate, each sum the cloud decrypts holds none or at least `k`
+    hospitals.
 
     `aggregate` decrypts the round's on-time total and each late staleness group on its own (the comment
-    there says so), but `reach` counts the hospitals of all of them together. Round 1 below: on time, only
-    client-e's rank reaches column 1; in round 0's late bucket only client-d's does. Two hospitals reach
-    column 1, so nothing is held back (published rank 2), yet the cloud decrypted e's column 1 alone in
-    the on-time total and d's alone in the late one: a curious cloud reads both."""
-    ranks = {cid: 1 for cid in TOPOLOGY["edge-1"] + TOPOLOGY["edge-2"]} | {"client-d": 2, "client-e": 2}
+    there says so), but `reach` counted the hospitals of all of them together. Round 1 below, short-on-time:
+    on time, only client-e's rank reaches column 1; in round 0's late bucket only client-d's does. Two
+    hospitals reach column 1, so nothing was held back (published rank 2), yet the cloud decrypted e's column
+    1 alone in the on-time total and d's alone in the late one: a curious cloud reads both. Now each decrypted
+    sum counts on its own: the on-time total reaches column 1 with e alone, so column 1 is held back
+    (published rank 1) and the late bucket, which holds back nothing more, is folded in. Short-late: client-f
+    reaches column 1 on time too, so the on-time total publishes it; the late bucket would reach it with d
+    alone, so it is left out of the round (never decrypted) rather than hold column 1 back for everyone.
+    (That a held-back column is still decrypted is the finding above.)"""
+    ranks = {cid: 1 for cid in TOPOLOGY["edge-1"] + TOPOLOGY["edge-2"]} | dict.fromkeys(rank_2, 2)
     spec = small_spec(rounds=3, late_uploads=LATE)
     decrypted: list[np.ndarray] = []
     rng = np.random.default_rng(61)
@@ -158,19 +164,23 @@ async def test_every_sum_the_cloud_decrypts_has_k_hospitals_on_each_published_co
             response = await fed.post(cloud.http, body)
             assert response.status_code == 202, response.text
         status = await cloud.status(fed.fid, 1)
-        assert status.state.value == "closed" and status.published_rank == 2
 
-    column = {
-        c: layout.unflatten(d)[module][:, 1]
-        for c, d in (("e", round1["client-e"]), ("d", round0["client-d"]))
-    }
+    uploads = {c: round1[c] for c in ("client-a", "client-b", "client-e", "client-f")}
+    uploads |= {f"{c} (late)": round0[c] for c in ("client-c", "client-d")}
     alone = [
-        who
+        (who, column)
         for total in decrypted
-        for who, mine in column.items()
-        if np.max(np.abs(layout.unflatten(total)[module][:, 1] - mine)) < CKKS_TOLERANCE
+        for column in range(status.published_rank)
+        for who, mine in uploads.items()
+        if np.max(
+            np.abs(layout.unflatten(total)[module][:, column] - layout.unflatten(mine)[module][:, column])
+        )
+        < CKKS_TOLERANCE
     ]
-    assert not alone, f"the cloud decrypted column 1 of client(s) {alone} alone"
+    assert not alone, f"the cloud decrypted (hospital, published column) {alone} alone"
+    assert status.state.value == "closed" and status.published_rank == published_rank
+    assert status.late_contributions == folded_in and len(decrypted) == 1 + (folded_in > 0)
+    assert status.metrics.get("late_left_out", 0.0) == 2 - folded_in
 
 
 @pytest.mark.xfail(
