@@ -252,7 +252,8 @@ class RoundCloser:
                 return
             decrypted = await self._decrypt(fid, prepared, now)
             if decrypted is not None:
-                await self._commit(fid, prepared, *decrypted, now=now, why=why)
+                release = await self._release(fid, prepared, *decrypted, now=now)
+                await self._commit(fid, release, why=why)
         finally:
             await self._store.delete(lease)
 
@@ -371,19 +372,9 @@ class RoundCloser:
             )
         return result, metrics
 
-    async def _commit(
-        self,
-        fid: str,
-        prepared: PreparedRound,
-        result: Aggregated,
-        metrics: dict[str, float],
-        *,
-        now: datetime,
-        why: str,
-    ) -> None:
+    async def _commit(self, fid: str, release: Release, *, why: str) -> None:
         """Write what `round_outcome` decides for the decrypted round, in one transaction and only if the round
         is still open on the adapter it was decrypted from; then wake the long-polls and log it."""
-        release = await self._release(fid, prepared, result, metrics, now=now)
         signer = await self._federations.plan_signer(fid)
         keys = commit_keys(fid, release)
         decided: list[RoundOutcome] = []
@@ -400,7 +391,7 @@ class RoundCloser:
         if not await self._store.transaction(keys.all, commit):
             return
         self._board.publish(fid)
-        await self._telemetry.round_ended(fid, prepared.round)
+        await self._telemetry.round_ended(fid, release.round)
         self._log_closed(fid, release, decided[0], why=why)
 
     async def _release(

@@ -288,30 +288,9 @@ def rebased(
 ) -> RoundOutcome:
     """`outcome` when the validation loss settled first: the adapter re-based to the common `rank` in a new
     basis (one more adapter version), every client capped at it, and the next round planned on both."""
-    spec, layout, now = release.spec, release.layout, release.now
-    new = rebase_adapter(layout, release.result.vector, bases, rank=rank)
-    basis_next, version_next = spec.basis_version + 1, release.version_out + 1
-    summary = RebaseSummary(
-        basis_version=basis_next,
-        adapter_version=version_next,
-        rank=rank,
-        truncation_error=new.truncation_error,
-        kept_energy=new.kept_energy,
-    )
-    vector = vector_bytes(new.vector)
-    rebase = Rebase(
-        summary=summary,
-        basis=basis_bytes(layout, new.bases),
-        vector=vector,
-        version=AdapterVersion(
-            federation_id=spec.federation_id,
-            version=version_next,
-            round=release.round,
-            update_norm=float(np.linalg.norm(new.vector.astype(np.float64) - release.result.vector)),
-            created_at=now,
-            basis_version=basis_next,
-        ),
-    )
+    spec = release.spec
+    rebase, new_bases = rebase_of(release, rank=rank, bases=bases)
+    basis_next, version_next = rebase.summary.basis_version, rebase.summary.adapter_version
     ranks = {cid: min(rank, info.max_rank or spec.r_max) for cid, info in release.clients.items()}
     clients = {cid: info.model_copy(update={"rank": ranks[cid]}) for cid, info in release.clients.items()}
     next_round = next_round_for(
@@ -320,12 +299,12 @@ def rebased(
         clients=clients,
         adapter_version=version_next,
         basis_version=basis_next,
-        vector_sha256=vector_sha256(vector),
-        basis_sha256=basis_sha256(layout, new.bases),
+        vector_sha256=vector_sha256(rebase.vector),
+        basis_sha256=basis_sha256(release.layout, new_bases),
     )
     return replace(
         outcome,
-        status=outcome.status.model_copy(update={"rebased": summary}),
+        status=outcome.status.model_copy(update={"rebased": rebase.summary}),
         record=outcome.record.model_copy(
             update={
                 "adapter_version": version_next,
@@ -338,6 +317,32 @@ def rebased(
         next_round=next_round,
         rebase=rebase,
     )
+
+
+def rebase_of(
+    release: Release, *, rank: int, bases: Mapping[str, np.ndarray]
+) -> tuple[Rebase, dict[str, np.ndarray]]:
+    """The round's adapter re-based to `rank` from the seeded `bases` (seed 001's third stage), published as
+    the version after the round's own in the next basis version; and the new bases."""
+    spec, layout = release.spec, release.layout
+    new = rebase_adapter(layout, release.result.vector, bases, rank=rank)
+    basis_next, version_next = spec.basis_version + 1, release.version_out + 1
+    summary = RebaseSummary(
+        basis_version=basis_next,
+        adapter_version=version_next,
+        rank=rank,
+        truncation_error=new.truncation_error,
+        kept_energy=new.kept_energy,
+    )
+    version = AdapterVersion(
+        federation_id=spec.federation_id,
+        version=version_next,
+        round=release.round,
+        update_norm=float(np.linalg.norm(new.vector.astype(np.float64) - release.result.vector)),
+        created_at=release.now,
+        basis_version=basis_next,
+    )
+    return Rebase(summary, basis_bytes(layout, new.bases), vector_bytes(new.vector), version), new.bases
 
 
 def goes_on(release: Release, stored: Stored, outcome: RoundOutcome) -> RoundOutcome:
