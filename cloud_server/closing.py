@@ -16,6 +16,7 @@ still its own, and lands the outcome on them (`CommitKeys`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -42,7 +43,15 @@ from cloud_server.records import (
 )
 from cloud_server.round_outcome import Release, RoundOutcome, Stored, round_outcome, still_open, with_progress
 from cloud_server.telemetry import CloudTelemetry
-from protocol.aggregation import Aggregated, LateGroup, RoundNoise, aggregate, fold_in, round_noise
+from protocol.aggregation import (
+    Aggregated,
+    LateGroup,
+    MaskedSumError,
+    RoundNoise,
+    aggregate,
+    fold_in,
+    round_noise,
+)
 from protocol.crypto import CryptoError, KeyStoreError
 from protocol.ffa import AdapterLayout, column_energy, seeded_bases
 from protocol.messages import (
@@ -247,12 +256,34 @@ class RoundCloser:
         ):
             return  # another closer is at work
         try:
-            prepared = await self._prepare(fid, round_, now, values)
-            if prepared is None:
-                return
-            decrypted = await self._decrypt(fid, prepared, now)
+            remaining: dict[str, bytes] = dict(values)
+            unmaskable: tuple[str, ...] = ()
+            while True:
+                prepared = await self._prepare(fid, round_, now, remaining)
+                if prepared is None:
+                    return
+                try:
+                    decrypted = await self._decrypt(fid, prepared, now)
+                except MaskedSumError as e:
+                    # Those edges' masks did not cancel (a forged or partial sum, a wrong correction): the
+                    # round closes from the other edges' sums, prepared again without them (noise, charge).
+                    log.warning(
+                        "edge sums that do not unmask were left out of the round",
+                        extra={"federation_id": fid, "round": round_, "data": {"edges": list(e.edges)}},
+                    )
+                    unmaskable += e.edges
+                    remaining = {edge: v for edge, v in remaining.items() if edge not in e.edges}
+                    if not remaining:
+                        await self.fail(fid, round_, now, reason=str(e), forwarded=prepared.headers)
+                        return
+                    continue
+                break
             if decrypted is not None:
-                release = await self._release(fid, prepared, *decrypted, now=now)
+                result, metrics = decrypted
+                if unmaskable:
+                    result = dataclasses.replace(result, flagged=(*result.flagged, *unmaskable))
+                    metrics["edges_flagged"] = float(len(result.flagged))
+                release = await self._release(fid, prepared, result, metrics, now=now)
                 await self._commit(fid, release, why=why)
         finally:
             await self._store.delete(lease)
@@ -343,7 +374,7 @@ class RoundCloser:
                 late=prepared.late,
                 corrections=prepared.corrections,
             )
-        except KeyStoreError:
+        except (KeyStoreError, MaskedSumError):
             raise
         except CryptoError as e:
             reason = f"the sum of {len(headers)} edge aggregates did not decrypt: {e}"
