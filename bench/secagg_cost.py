@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from bench_timing import cpu_seconds
 from rich.console import Console
 from rich.table import Table
 
@@ -62,17 +63,6 @@ SEED = 11
 K = 3  # the cohort's minimum survivors: no step's cost depends on it
 SEALED_BYTES = primitives.NONCE_BYTES + 2 * primitives.SEED_BYTES + 16  # one AES-GCM box of two shares
 SUMMED_UPLOADS = 8  # uploads deserialised and added per timing of the edge's sum
-
-
-def seconds(fn: Callable[[], Any], repeat: int = 1) -> float:
-    """Best CPU time of this process over `repeat` runs. Every step runs in one thread, so CPU time is its
-    wall time on an idle core; on a shared machine it leaves out the time other jobs hold the core."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return max(best, 1e-9)
 
 
 # -- the cohort ------------------------------------------------------------------------------------
@@ -151,7 +141,7 @@ def build_rig(n: int) -> CohortRig:
     roster, cohort, clients = closed_cohort(identities, cid, me)
     client = clients[me]
     # Advertising: a fresh hospital's X25519 keys and seeds, then the signed advert.
-    advertise = seconds(
+    advertise = cpu_seconds(
         lambda: MaskingClient(
             cid, me, sign=identities.keys[me].sign, verify=identities.verify, min_survivors=K
         ).advertise(),
@@ -163,7 +153,7 @@ def build_rig(n: int) -> CohortRig:
         nonlocal bundle
         bundle = client.share(roster)
 
-    share_s = seconds(share, repeat=2)
+    share_s = cpu_seconds(share, repeat=2)
     assert bundle is not None
     neighbours = cohort.neighbours[me]
     real = [bundle, *(clients[p].share(roster) for p in neighbours)]
@@ -180,14 +170,14 @@ def build_rig(n: int) -> CohortRig:
         for m in cohort.members
         if m not in sent
     ]
-    route_s = seconds(lambda: route(cohort, real + filler), repeat=3)
+    route_s = cpu_seconds(lambda: route(cohort, real + filler), repeat=3)
     # Consent and unmask with every hospital surviving: the others' consents are their real signatures.
     client.mask(inbox, np.zeros(1, dtype=np.uint64), bits=8)  # holds the neighbours' shares
     survivors = SurvivorSet(cohort=cid, survivors=list(cohort.members))
     payload = survivors.signing_payload()
     consents = {c: identities.keys[c].sign(payload) for c in cohort.members}
     request = UnmaskRequest(survivor_set=survivors, consents=consents)
-    consent_unmask = seconds(lambda: (client.consent(survivors), client.unmask(request)), repeat=3)
+    consent_unmask = cpu_seconds(lambda: (client.consent(survivors), client.unmask(request)), repeat=3)
     cost = HospitalCost(len(neighbours), cohort.threshold(me), advertise, share_s, consent_unmask, route_s)
     return CohortRig(cohort, client, inbox, identities, cost)
 
@@ -235,9 +225,9 @@ def correction_model(rig: CohortRig, *, length: int, bits: int, drop: set[str]) 
     alive_pairs = sum(1 for m in drop for p in cohort.neighbours[m] if p not in drop)
     survivors = len(cohort.members) - len(drop)
     return (
-        survivors * seconds(self_term, repeat=5)
-        + len(drop) * seconds(key_term, repeat=5)
-        + alive_pairs * seconds(pair_term, repeat=5)
+        survivors * cpu_seconds(self_term, repeat=5)
+        + len(drop) * cpu_seconds(key_term, repeat=5)
+        + alive_pairs * cpu_seconds(pair_term, repeat=5)
     )
 
 
@@ -253,7 +243,7 @@ def correction_measured(identities: Identities, *, length: int, bits: int, drop:
     consents = {m: clients[m].consent(survivors).signature for m in alive}
     request = UnmaskRequest(survivor_set=survivors, consents=consents)
     answers = [clients[m].unmask(request) for m in alive]
-    return seconds(
+    return cpu_seconds(
         lambda: correction(
             cohort, senders=cohort.members, survivors=alive, answers=answers, length=length, bits=bits
         ),
@@ -303,7 +293,7 @@ class PaillierRates:
 
 def paired(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[float, float]:
     """Best times of `a` and `b`, run in turns so that both meet the same load on a shared machine."""
-    times = [(seconds(a), seconds(b)) for _ in range(repeat)]
+    times = [(cpu_seconds(a), cpu_seconds(b)) for _ in range(repeat)]
     return min(t for t, _ in times), min(t for _, t in times)
 
 
@@ -527,7 +517,7 @@ def measure(
     bits = masked.scheme.ring_bits
     assert bits is not None
     residues = masked.scheme.residues(rng.uniform(-1.0, 1.0, length))
-    mask = seconds(lambda: rig.client.mask(rig.inbox, residues, bits=bits), repeat=5)
+    mask = cpu_seconds(lambda: rig.client.mask(rig.inbox, residues, bits=bits), repeat=5)
     drops = {d: dropped(rig.cohort.members, d) for d in dropouts}
     model = {d: correction_model(rig, length=length, bits=bits, drop=s) for d, s in drops.items()}
     real = n <= FULL_GRAPH_UP_TO
