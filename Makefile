@@ -68,6 +68,7 @@ typecheck: install
 
 bench: install
 	$(PY) bench/he_throughput.py
+	$(PY) bench/secagg_cost.py
 	$(PY) bench/local_step.py
 
 # Every registered experiment in turn (`fedlora experiment --list`), each into runs/experiments/NAME.

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from bench_timing import seconds
 from phe import paillier as phe_paillier
 from rich.console import Console
 from rich.table import Table
@@ -54,16 +54,6 @@ class Row:
     deserialize: float | None
     bytes_per_param: float
     notes: list[str] = field(default_factory=list)
-
-
-def seconds(fn: Callable[[], Any], repeat: int = 1) -> float:
-    """Best wall time of `repeat` runs (best-of filters out the other agents' bursts on a shared machine)."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return max(best, 1e-9)
 
 
 def plaintext_rows(x: np.ndarray, clients: list[int]) -> list[Row]:
