@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
-from protocol.crypto import CKKSParams, HEScheme, generate_scheme, scheme_from_public
+from protocol.crypto import CKKSParams, HEScheme, PaillierParams, generate_scheme, scheme_from_public
 from protocol.messages import FederationSpec, FederationState
 from services.identity import SigningKey
 from services.store import StateStore
 from tests.clock import FakeClock
 from tests.edge.cloud import InMemoryCloud
 from tests.edge.harness import FID, World, federation_info
+from tests.edge.masking_cohort import HOSPITALS, STAGE_S
 
 
 @pytest.fixture
@@ -51,6 +52,41 @@ def make_world(
         )
         for index in range(clients):
             world.enrol(f"hosp-{chr(ord('a') + index)}", seed=index)
+        cloud.set_plan(world.plan(0))
+        return world
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def masking_secret() -> HEScheme[Any]:
+    """A masking federation's key pair (packed Paillier with an exact ring; 1024 bits to keep tests quick)."""
+    return generate_scheme(PaillierParams(key_bits=1024, masking=True))
+
+
+@pytest.fixture
+def make_masking_world(
+    tmp_path: Path, masking_secret: HEScheme[Any], state_store: StateStore
+) -> Callable[..., World]:
+    """`make_masking_world(clients=10, k=3, quorum=1.0)`: round 0 open for `clients` hospitals of a masking
+    federation, the edge's `masking_stage_s` at `STAGE_S`."""
+
+    def build(*, clients: int = len(HOSPITALS), k: int = 3, quorum: float = 1.0) -> World:
+        spec = FederationSpec(
+            federation_id=FID, min_clients_per_edge=k, quorum=quorum, he=masking_secret.params
+        )
+        plan_key = SigningKey.generate()
+        public = scheme_from_public(masking_secret.params, masking_secret.public_bytes())
+        cloud = InMemoryCloud(
+            federation_info(spec, masking_secret, state=FederationState.ACTIVE, plan_key=plan_key),
+            masking_secret.public_bytes(),
+        )
+        world = World(
+            tmp_path, masking_secret, public, spec, FakeClock(), state_store, cloud, plan_key=plan_key
+        )
+        world.settings_overrides["masking_stage_s"] = STAGE_S
+        for index in range(clients):
+            world.enrol(f"hosp-{index:02d}", seed=index)
         cloud.set_plan(world.plan(0))
         return world
 
