@@ -22,21 +22,25 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from edge_aggregator.cloud_link import CloudLink, FederationNotActiveError
+from edge_aggregator.cohort_store import CohortFailure, CohortStore
 from edge_aggregator.config import EdgeConfig, aware, quorum_target
 from edge_aggregator.errors import (
     BadSignatureError,
     DuplicateUploadError,
+    MaskingOffError,
     PlanMismatchError,
     ReplayError,
     RoundClosedError,
     UnauthenticatedError,
     UnknownFederationError,
     WrongBasisError,
+    WrongCohortError,
     WrongRoundError,
 )
 from edge_aggregator.fold import fold, parse_upload
 from edge_aggregator.forwarder import Forwarder
 from edge_aggregator.ledger import CloseReason, Closure, ForwardStatus, Outcome, RoundLedger
+from edge_aggregator.masking import MaskingStages, Posted, Produced
 from protocol.crypto import EncryptedVector, HEScheme
 from protocol.messages import (
     ClientInfo,
@@ -46,6 +50,7 @@ from protocol.messages import (
     RoundPlan,
     UploadAccepted,
 )
+from protocol.secagg import CohortId, Consent, Stage, StageRequest
 from services.clock import Clock, utc_now
 from services.errors import FederationEndedError, ForbiddenError, InvalidRequestError
 from services.http import PeerRefusedError, PeerUnavailableError
@@ -93,6 +98,22 @@ class EdgeAggregator:
         self.wake = asyncio.Event()  # set when a round may be ready to forward; the ticker waits on it
         # TenSEAL work runs off the event loop, one operation at a time.
         self._crypto = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-he")
+        self._masking = self._masking_stages(config, store, scheme)
+
+    def _masking_stages(
+        self, config: EdgeConfig, store: StateStore, scheme: HEScheme[Any]
+    ) -> MaskingStages | None:
+        """The masking stage machine of a federation that masks below the encryption (None otherwise)."""
+        if not config.masking:
+            return None
+        if scheme.ring_bits is None:
+            raise ValueError(
+                f"federation {config.federation_id} masks, but its {scheme.kind.value} scheme has no ring"
+            )
+        cohorts = CohortStore(store, edge_id=config.edge_id, federation_id=config.federation_id)
+        return MaskingStages(
+            config, cohorts=cohorts, ledger=self._ledger, ring_bits=scheme.ring_bits, run=self._run_crypto
+        )
 
     # -- state ------------------------------------------------------------------------------------------
     @property
@@ -146,6 +167,8 @@ class EdgeAggregator:
         self._check_plan_digest(update, plan)
         if update.client_id not in plan.client_ranks:
             raise ForbiddenError(f"client {update.client_id} is not in round {plan.round}'s plan")
+        if self._masking is not None and into is None:
+            await self._masking.check_upload(plan.round, update.client_id)
         share = plan.noise_share
         if share is not None and not math.isclose(update.noise_share_std or 0.0, share.std, rel_tol=1e-9):
             raise InvalidRequestError(
@@ -164,11 +187,20 @@ class EdgeAggregator:
             )
             return UploadAccepted(count=count, folded_into_round=into.round)
         count = await self._ledger.add(update, lambda stored: self._fold(stored, incoming))
-        if self._roster_fresh and count >= quorum_target(
-            self.config.spec.quorum, len(self.expected_clients(plan))
-        ):
+        target = await self._quorum(plan)
+        if target is not None and count >= target:
             self.wake.set()
         return UploadAccepted(count=count)
+
+    async def _quorum(self, plan: RoundPlan) -> int | None:
+        """Uploads that close `plan`'s round early, None while the edge cannot tell who may upload: the
+        hospitals of the plan enrolled here, or in a masking federation those that shared their seeds."""
+        quorum = self.config.spec.quorum
+        if self._masking is not None:
+            uploaders = await self._masking.uploaders(plan.round)
+            return quorum_target(quorum, len(uploaders)) if uploaders is not None else None
+        # Without a roster fetched for this plan, `expected` could be too small: wait for it or the deadline.
+        return quorum_target(quorum, len(self.expected_clients(plan))) if self._roster_fresh else None
 
     def _check_plan_digest(self, update: ClientUpdate, plan: RoundPlan) -> None:
         """The hospitals of a round compare plans here: each signs the digest of the plan it trained under,
@@ -314,9 +346,16 @@ class EdgeAggregator:
         async with self._plan_lock:
             if self._plan is not None and plan.round <= self._plan.round:
                 return False
+            previous = self._plan
             await self._ledger.save_plan(plan)
             self._plan = plan
             self._roster_fresh = False
+        if self._masking is not None:
+            now = self._clock()
+            await self._masking.open(plan.round, now)
+            if previous is not None:
+                why = f"the cloud opened round {plan.round} before round {previous.round}'s cohort unmasked"
+                await self._masking.abandon(previous.round, now, why=why)
         await self._refresh_roster_quickly()
         expected = self.expected_clients(plan)
         log.info(
@@ -378,10 +417,11 @@ class EdgeAggregator:
         tried = set()
         if self._plan is not None and self._ended is None:
             tried.add(self._plan.round)
+            await self._advance_masking(self._plan.round, now)
             await self.maybe_forward(self._plan.round, now=now)
         for round_ in await self._ledger.pending():
             if round_ not in tried:
-                await self._forwarder.deliver(round_, now)
+                await self._deliver(round_, now)
 
     async def maybe_forward(self, round_: int, *, now: datetime | None = None) -> Outcome | None:
         """Close `round_` if it is due and forward it once. Returns the recorded outcome, or None while the
@@ -392,17 +432,35 @@ class EdgeAggregator:
             if reason is None:
                 return None
             await self._close(round_, reason, now)
-        return await self._forwarder.deliver(round_, now)
+        return await self._deliver(round_, now)
+
+    async def _deliver(self, round_: int, now: datetime) -> Outcome | None:
+        """Forward closed `round_` once; in a masking federation only once its cohort unmasked, with the
+        correction, and never when the cohort failed (the outcome says why)."""
+        correction = None
+        if self._masking is not None and await self._ledger.outcome(round_) is None:
+            await self._advance_masking(round_, now)
+            settled = await self._masking.settle(round_, now)
+            if settled is None:
+                return None
+            if isinstance(settled, CohortFailure):
+                given_up = Outcome(
+                    status=ForwardStatus.SKIPPED,
+                    count=len(await self._ledger.manifest(round_)),
+                    at=now,
+                    detail=f"masking cohort failed at its {settled.stage} stage: {settled.reason}",
+                )
+                return await self._ledger.record(round_, given_up)
+            correction = settled
+        return await self._forwarder.deliver(round_, now, mask_correction=correction)
 
     async def _due(self, round_: int, now: datetime) -> CloseReason | None:
         plan = self._plan
         if plan is None or plan.round != round_:
             return None
-        # Without a roster fetched for this plan, `expected` could be too small: wait for it or the deadline.
-        if self._roster_fresh:
-            target = quorum_target(self.config.spec.quorum, len(self.expected_clients(plan)))
-            if len(await self._ledger.manifest(round_)) >= target:
-                return CloseReason.QUORUM
+        target = await self._quorum(plan)
+        if target is not None and len(await self._ledger.manifest(round_)) >= target:
+            return CloseReason.QUORUM
         if now >= aware(plan.deadline):
             return CloseReason.DEADLINE
         return None
@@ -420,6 +478,92 @@ class EdgeAggregator:
                 },
             )
         return closure
+
+    # -- masking ----------------------------------------------------------------------------------------
+    async def masking_post(self, message: Posted, *, federation_id: str, round_: int) -> UploadAccepted:
+        """Keep a hospital's message for its masking stage (docs/api.md, "Masking stages"); `count` is how
+        many hospitals the stage holds one from. Raises a `ServiceError` on refusal."""
+        masking = self._require_masking()
+        payload = None if isinstance(message, Consent) else message.signing_payload()
+        client = await self._masking_member(message, payload, federation_id=federation_id, round_=round_)
+        count = await masking.accept(message, public_key=client.public_key)
+        if await self._advance_masking(round_):
+            self.wake.set()  # the ticker forwards the round (or gives it up)
+        return UploadAccepted(count=count)
+
+    async def masking_read(
+        self, request: StageRequest, *, stage: Stage, federation_id: str, round_: int
+    ) -> Produced:
+        """What masking stage `stage` produced, for a hospital of the round: `StagePendingError` while open."""
+        masking = self._require_masking()
+        if request.stage is not stage:
+            raise InvalidRequestError(
+                f"this path reads {stage.value}, the request asks for {request.stage.value}", field="stage"
+            )
+        await self._masking_member(
+            request, request.signing_payload(), federation_id=federation_id, round_=round_
+        )
+        await self._advance_masking(round_)
+        return await masking.read(request)
+
+    def _require_masking(self) -> MaskingStages:
+        if self._masking is None:
+            raise MaskingOffError(
+                f"federation {self.config.federation_id} does not mask below the encryption"
+            )
+        return self._masking
+
+    async def _masking_member(
+        self, message: Posted | StageRequest, payload: bytes | None, *, federation_id: str, round_: int
+    ) -> ClientInfo:
+        """The enrolled hospital that sent `message` for this edge's cohort of the current round `round_`,
+        in its plan; `payload` is what it signed (None: checked by its stage)."""
+        if federation_id != self.config.federation_id:
+            raise UnknownFederationError(
+                f"this edge serves federation {self.config.federation_id}, not {federation_id}",
+                field="federation_id",
+            )
+        ours = CohortId(federation_id=federation_id, round=round_, edge_id=self.config.edge_id)
+        cohort = message.cohort
+        if cohort != ours:
+            raise WrongCohortError(
+                f"the message is for cohort {cohort.federation_id}/{cohort.round}/{cohort.edge_id}; this path is "
+                f"{ours.federation_id}/{ours.round}/{ours.edge_id}",
+                field="cohort",
+            )
+        client = await self._enrolled_client(message.client_id)
+        if payload is not None:
+            try:
+                verify(client.public_key, payload, message.signature)
+            except (IdentityError, ValueError) as e:
+                raise BadSignatureError(
+                    f"signature of {message.client_id}'s message does not verify with its enrolled key",
+                    field="signature",
+                ) from e
+        if self._ended is not None:
+            raise FederationEndedError(f"federation {self.config.federation_id} is {self._ended.value}")
+        plan = self._plan
+        if plan is None or round_ > plan.round:
+            await self._refresh_plan_quickly()
+            plan = self._plan
+        if plan is None or plan.round != round_:
+            current = "none" if plan is None else str(plan.round)
+            raise WrongRoundError(
+                f"round {round_} is not this edge's current round ({current})", field="round"
+            )
+        if message.client_id not in plan.client_ranks:
+            raise ForbiddenError(f"client {message.client_id} is not in round {round_}'s plan")
+        return client
+
+    async def _advance_masking(self, round_: int, now: datetime | None = None) -> bool:
+        """Close the masking stages of `round_` that are due; whether the cohort settled (unmasked or
+        failed), so that the round can be forwarded or given up."""
+        if self._masking is None:
+            return False
+        plan = self._plan
+        current = plan is not None and plan.round == round_ and self._roster_fresh
+        expected = self.expected_clients(plan) if current and plan is not None else None
+        return await self._masking.advance(round_, now or self._clock(), expected=expected)
 
     # -- progress ---------------------------------------------------------------------------------------
     async def progress(self, round_: int) -> EdgeProgress:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from protocol.crypto import PaillierParams
 from protocol.messages import FederationInfo, FederationSpec
 
 
@@ -32,8 +33,12 @@ class EdgeConfig:
     roster_refresh_s: float = 2.0
     #: Longest a request waits for the cloud when it needs a fresher plan or roster.
     refresh_timeout_s: float = 5.0
+    #: Longest a masking stage waits for hospitals that have not posted (`edge_aggregator.masking`).
+    masking_stage_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if not self.masking_stage_s > 0:
+            raise ValueError(f"masking_stage_s must be positive, got {self.masking_stage_s}")
         key = self.idempotency_key(0)
         if len(key) < 8:
             raise ValueError(
@@ -48,6 +53,11 @@ class EdgeConfig:
     @property
     def spec(self) -> FederationSpec:
         return self.federation.spec
+
+    @property
+    def masking(self) -> bool:
+        """Whether hospitals mask below the encryption (`protocol.secagg`) and the edge runs the stages."""
+        return isinstance(self.spec.he, PaillierParams) and self.spec.he.masking
 
     @property
     def layout_size(self) -> int:

@@ -82,6 +82,54 @@ class SumFullError(ServiceError):
     default_code = ErrorCode.CONFLICT
 
 
+class MaskingOffError(ServiceError):
+    """The federation does not mask below the encryption: it has no masking stages."""
+
+    status = 404
+    default_code = ErrorCode.NOT_FOUND
+
+
+class WrongCohortError(ServiceError):
+    """A masking message names another cohort than this edge's for the path's round."""
+
+    status = 409
+    default_code = ErrorCode.WRONG_COHORT
+
+
+class NotInCohortError(ServiceError):
+    """The hospital is not among those the masking stage is for (it missed an earlier stage)."""
+
+    status = 403
+    default_code = ErrorCode.NOT_IN_COHORT
+
+
+class StagePendingError(ServiceError):
+    """The masking stage asked for (or the one a message answers) has not closed yet: ask again."""
+
+    status = 409
+    default_code = ErrorCode.STAGE_PENDING
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "2"}
+
+
+class StageClosedError(ServiceError):
+    status = 409
+    default_code = ErrorCode.STAGE_CLOSED
+
+
+class KeyInUseError(ServiceError):
+    """An advert names an X25519 key another hospital of the cohort advertised."""
+
+    status = 409
+    default_code = ErrorCode.CONFLICT
+
+
+class CohortFailedError(ServiceError):
+    """The round's masking cohort cannot unmask (too few hospitals, or shares that do not rebuild)."""
+
+    status = 409
+    default_code = ErrorCode.COHORT_FAILED
+
+
 class NotReadyError(ServiceError):
     """The edge has not enrolled with the cloud or fetched the federation's key yet (retry later)."""
 

@@ -44,13 +44,16 @@ class Forwarder:
         self._key = signing_key
         self._lock = asyncio.Lock()  # two triggers in one process never send at the same time
 
-    async def deliver(self, round_: int, now: datetime) -> Outcome | None:
-        """Forward closed `round_` unless it has an outcome already. Returns the outcome, or None if the
-        cloud could not be reached (the round stays pending)."""
+    async def deliver(
+        self, round_: int, now: datetime, *, mask_correction: bytes | None = None
+    ) -> Outcome | None:
+        """Forward closed `round_` unless it has an outcome already (with the residues that remove its
+        cohort's masks, in a masking federation). Returns the outcome, or None if the cloud could not be
+        reached (the round stays pending)."""
         async with self._lock:
-            return await self._deliver(round_, now)
+            return await self._deliver(round_, now, mask_correction)
 
-    async def _deliver(self, round_: int, now: datetime) -> Outcome | None:
+    async def _deliver(self, round_: int, now: datetime, mask_correction: bytes | None) -> Outcome | None:
         done = await self._ledger.outcome(round_)
         if done is not None:
             return done
@@ -78,7 +81,7 @@ class Forwarder:
             )
             return await self._ledger.record(round_, skipped)
         late, dropped = await self._late_sums(round_, k)
-        aggregate = self._signed(round_, plan, manifest, ciphertext, late)
+        aggregate = self._signed(round_, plan, manifest, ciphertext, late, mask_correction)
         late_count = sum(bucket.count for bucket in late)
         digest = hashlib.sha256(ciphertext).hexdigest()
         try:
@@ -162,6 +165,7 @@ class Forwarder:
         manifest: dict[str, Contribution],
         ciphertext: bytes,
         late: list[LateSum],
+        mask_correction: bytes | None,
     ) -> EdgeAggregate:
         # Deterministic (contributions sorted, Ed25519 deterministic): a retried forward is byte-identical,
         # so the cloud recognises it by idempotency key and digest.
@@ -175,5 +179,6 @@ class Forwarder:
             idempotency_key=self.config.idempotency_key(round_),
             late=tuple(late),
             plan_sha256=plan.sha256,
+            mask_correction=mask_correction,
         )
         return unsigned.model_copy(update={"signature": self._key.sign(unsigned.signing_payload())})

@@ -8,10 +8,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.deps import EdgeDep, RuntimeDep
 from edge_aggregator.errors import UnknownFederationError, from_validation_error
+from edge_aggregator.masking import Posted, Produced
 from protocol.examples import ERRORS_BY_STATUS
-from protocol.messages import ClientUpdate, EdgeProgress, UploadAccepted
+from protocol.messages import ClientUpdate, EdgeProgress, ErrorCode, UploadAccepted
+from protocol.secagg import (
+    Consent,
+    Inbox,
+    KeyAdvert,
+    Roster,
+    ShareBundle,
+    Stage,
+    StageRequest,
+    SurvivorSet,
+    UnmaskRequest,
+    UnmaskShares,
+)
 from services.errors import ServiceError
 from services.metrics import CONTENT_TYPE
 from services.openapi import error_responses
@@ -26,6 +40,11 @@ TAGS = [
     {"name": "health", "description": "Liveness and readiness."},
     {"name": "uploads", "description": "Hospitals upload their signed, encrypted updates."},
     {"name": "rounds", "description": "How far a round got at this edge (counts only)."},
+    {
+        "name": "masking",
+        "description": "Masking below the encryption (masking federations only): the stages of a round's "
+        "cohort, one signed message per hospital and stage, and what each closed stage produced.",
+    },
     {"name": "monitoring", "description": "Prometheus metrics for scraping (no authentication)."},
 ]
 _DESCRIPTIONS = {
@@ -54,11 +73,26 @@ _EXAMPLES = ERRORS_BY_STATUS | {
         "field": "federation_id",
     },
 }
+_MASKING_DESCRIPTIONS = _DESCRIPTIONS | {
+    401: "`unauthenticated` (client not enrolled at this edge) or `bad_signature` (not signed with its "
+    "enrolled key)",
+    403: "`forbidden` (not in this round's plan) or `not_in_cohort` (not in the stage: it missed an earlier one)",
+    404: "`unknown_federation`, or `not_found`: the federation does not mask",
+    409: "`wrong_cohort` (the body names another edge's cohort or round), `wrong_round`, `stage_pending` (the "
+    "stage it needs has not closed: retry after `Retry-After`), `stage_closed`, `cohort_failed` (nothing of "
+    "the round is forwarded), `duplicate_upload` (another message for the stage) or `conflict` (an X25519 key "
+    "another hospital advertised)",
+}
+_MASKING = "/federations/{federation_id}/rounds/{round_number}/masking"
 _COMPONENT_REF = "#/components/schemas/{model}"
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return error_responses(_DESCRIPTIONS, *statuses, examples=_EXAMPLES)
+
+
+def masking_errors() -> dict[int | str, dict[str, Any]]:
+    return error_responses(_MASKING_DESCRIPTIONS, 401, 403, 404, 409, 410, 413, 422, 503, examples=_EXAMPLES)
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -218,3 +252,178 @@ async def progress(federation_id: str, round_number: RoundNumber, edge: EdgeDep)
     if federation_id != edge.config.federation_id:
         raise UnknownFederationError(f"this edge serves federation {edge.config.federation_id}")
     return await edge.progress(round_number)
+
+
+# -- masking stages (docs/api.md, "Masking stages") -------------------------------------------------------
+@router.post(
+    f"{_MASKING}/adverts",
+    status_code=202,
+    summary="A hospital advertises its masking keys",
+    tags=["masking"],
+    response_model=UploadAccepted,
+    response_model_exclude_none=True,
+    responses=masking_errors(),
+)
+async def post_advert(
+    federation_id: str, round_number: RoundNumber, advert: KeyAdvert, edge: EdgeDep
+) -> UploadAccepted:
+    """A signed `KeyAdvert`: the hospital's two X25519 public keys and its seed commitment for the round's
+    cohort. The roster closes when every hospital of the plan enrolled here advertised, or
+    `masking_stage_s` after the round opened; `count` is how many adverts the edge holds."""
+    return await _posted("advert", advert, federation_id, round_number, edge)
+
+
+@router.post(
+    f"{_MASKING}/shares",
+    status_code=202,
+    summary="A hospital sends its sealed seed shares",
+    tags=["masking"],
+    response_model=UploadAccepted,
+    response_model_exclude_none=True,
+    responses=masking_errors(),
+)
+async def post_shares(
+    federation_id: str, round_number: RoundNumber, bundle: ShareBundle, edge: EdgeDep
+) -> UploadAccepted:
+    """A signed `ShareBundle` from a roster member: one sealed box per neighbour. Only hospitals whose
+    shares the edge holds when the stage closes get an inbox and may upload."""
+    return await _posted("shares", bundle, federation_id, round_number, edge)
+
+
+@router.post(
+    f"{_MASKING}/consents",
+    status_code=202,
+    summary="A survivor signs the survivor list",
+    tags=["masking"],
+    response_model=UploadAccepted,
+    response_model_exclude_none=True,
+    responses=masking_errors(),
+)
+async def post_consent(
+    federation_id: str, round_number: RoundNumber, consent: Consent, edge: EdgeDep
+) -> UploadAccepted:
+    """A `Consent`: the survivor's signature of the `SurvivorSet` this edge serves for the round (the
+    hospitals in its sum). The unmask request needs a majority of the roster's signatures."""
+    return await _posted("consent", consent, federation_id, round_number, edge)
+
+
+@router.post(
+    f"{_MASKING}/unmask-shares",
+    status_code=202,
+    summary="A survivor reveals the shares that unmask the sum",
+    tags=["masking"],
+    response_model=UploadAccepted,
+    response_model_exclude_none=True,
+    responses=masking_errors(),
+)
+async def post_unmask_shares(
+    federation_id: str, round_number: RoundNumber, answer: UnmaskShares, edge: EdgeDep
+) -> UploadAccepted:
+    """Signed `UnmaskShares`: for each neighbour, its self-mask share if it survived, its mask-key share if
+    it shared and dropped; any other share is refused (422). When every consenter answered, or at the
+    timeout, the edge computes the correction and forwards the round's sum with it."""
+    return await _posted("unmask shares", answer, federation_id, round_number, edge)
+
+
+@router.post(
+    f"{_MASKING}/roster",
+    summary="The cohort's roster, once the adverts closed",
+    tags=["masking"],
+    response_model=Roster,
+    responses=masking_errors(),
+)
+async def read_roster(
+    federation_id: str, round_number: RoundNumber, request: StageRequest, edge: EdgeDep
+) -> Produced:
+    """A signed `StageRequest` (stage `roster`) from a hospital of the round: the adverts the roster closed
+    with, sorted by client id; 409 `stage_pending` while it is open."""
+    return await _produced(Stage.ROSTER, request, federation_id, round_number, edge)
+
+
+@router.post(
+    f"{_MASKING}/inbox",
+    summary="The caller's inbox, once the shares closed",
+    tags=["masking"],
+    response_model=Inbox,
+    responses=masking_errors(),
+)
+async def read_inbox(
+    federation_id: str, round_number: RoundNumber, request: StageRequest, edge: EdgeDep
+) -> Produced:
+    """A signed `StageRequest` (stage `inbox`): the sealed shares the caller's neighbours addressed to it;
+    403 `not_in_cohort` for a hospital that sent no shares."""
+    return await _produced(Stage.INBOX, request, federation_id, round_number, edge)
+
+
+@router.post(
+    f"{_MASKING}/survivors",
+    summary="The survivor list, once the round closed to uploads",
+    tags=["masking"],
+    response_model=SurvivorSet,
+    responses=masking_errors(),
+)
+async def read_survivors(
+    federation_id: str, round_number: RoundNumber, request: StageRequest, edge: EdgeDep
+) -> Produced:
+    """A signed `StageRequest` (stage `survivors`): the hospitals whose masked uploads are in the round's
+    sum, for each survivor to sign (`consents`)."""
+    return await _produced(Stage.SURVIVORS, request, federation_id, round_number, edge)
+
+
+@router.post(
+    f"{_MASKING}/unmask-request",
+    summary="The unmask request, once the consents closed",
+    tags=["masking"],
+    response_model=UnmaskRequest,
+    responses=masking_errors(),
+)
+async def read_unmask_request(
+    federation_id: str, round_number: RoundNumber, request: StageRequest, edge: EdgeDep
+) -> Produced:
+    """A signed `StageRequest` (stage `unmask-request`): the survivor list with the signatures it
+    collected, for each survivor to check and answer (`unmask-shares`)."""
+    return await _produced(Stage.UNMASK_REQUEST, request, federation_id, round_number, edge)
+
+
+async def _posted(
+    what: str, message: Posted, federation_id: str, round_number: int, edge: EdgeAggregator
+) -> UploadAccepted:
+    try:
+        accepted = await edge.masking_post(message, federation_id=federation_id, round_=round_number)
+    except ServiceError as e:
+        _refused(f"masking {what} refused", e, round_number, message.client_id)
+        raise
+    log.info(
+        f"masking {what} accepted",
+        extra={
+            "round": round_number,
+            "client_id": message.client_id,
+            "code": "accepted",
+            "data": {"count": accepted.count},
+        },
+    )
+    return accepted
+
+
+async def _produced(
+    stage: Stage, request: StageRequest, federation_id: str, round_number: int, edge: EdgeAggregator
+) -> Produced:
+    try:
+        return await edge.masking_read(request, stage=stage, federation_id=federation_id, round_=round_number)
+    except ServiceError as e:
+        if e.code is not ErrorCode.STAGE_PENDING:  # hospitals poll: a pending stage is no event
+            _refused(f"masking {stage.value} refused", e, round_number, request.client_id)
+        raise
+
+
+def _refused(what: str, error: ServiceError, round_: int, client_id: str) -> None:
+    log.warning(
+        what,
+        extra={
+            "round": round_,
+            "client_id": client_id,
+            "code": error.code.value,
+            "status": error.status,
+            "data": {"reason": error.message},
+        },
+    )

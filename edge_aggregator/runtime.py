@@ -108,7 +108,11 @@ class EdgeRuntime:
             "fetch the federation's public key", lambda: self._public_scheme(info)
         )
         edge = EdgeAggregator(
-            EdgeConfig(edge_id=self.settings.edge_id, federation=info),
+            EdgeConfig(
+                edge_id=self.settings.edge_id,
+                federation=info,
+                masking_stage_s=self.settings.masking_stage_s,
+            ),
             store=self._store,
             link=self._link,
             scheme=scheme,

@@ -116,6 +116,11 @@ class ErrorCode(StrEnum):
     CONFLICT = "conflict"
     STORE_UNAVAILABLE = "store_unavailable"  # 503: the state store is down; retry, nothing was written
     PLAN_MISMATCH = "plan_mismatch"  # 409: trained under another plan than the one held for the round
+    WRONG_COHORT = "wrong_cohort"  # 409: a masking message for another edge's cohort or another round
+    NOT_IN_COHORT = "not_in_cohort"  # 403: the hospital is not in the masking stage it posts to or reads
+    STAGE_PENDING = "stage_pending"  # 409 + Retry-After: the masking stage asked for has not closed yet
+    STAGE_CLOSED = "stage_closed"  # 409: the masking stage posted to has closed
+    COHORT_FAILED = "cohort_failed"  # 409: the round's masking cohort failed; nothing of it is forwarded
     INTERNAL = "internal"
 
 

@@ -177,6 +177,43 @@ def edge_refused(eid: str, fid: str, round_: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:refused"  # counter
 
 
+# A masking cohort (edge_aggregator.cohort_store): one edge's hospitals in one round. Each key is written
+# with `EDGE_ROUND_TTL_S`, or given it once its stage closed (the lists, which transactions write).
+def edge_masking_opened(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:masking:opened"  # json, SET NX: when the adverts stage opened
+
+
+def edge_masking_message(eid: str, fid: str, round_: int, stage: str, client_id: str) -> str:
+    # One hospital's signed message for a stage (KeyAdvert, ShareBundle, Consent, UnmaskShares), written once.
+    return f"edge:{eid}:{fid}:round:{round_}:masking:{stage}:msg:{client_id}"
+
+
+def edge_masking_senders(eid: str, fid: str, round_: int, stage: str) -> str:
+    # Json list of the hospitals whose message for `stage` the edge holds, in the transaction that stores one.
+    return f"edge:{eid}:{fid}:round:{round_}:masking:{stage}:senders"
+
+
+def edge_masking_closed(eid: str, fid: str, round_: int, stage: str) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:masking:{stage}:closed"  # json, SET NX: no message after it
+
+
+def edge_masking_key_claim(eid: str, fid: str, round_: int, public_key_hex: str) -> str:
+    # Which hospital advertised this X25519 key: a key in two adverts would make every roster unusable.
+    return f"edge:{eid}:{fid}:round:{round_}:masking:key:{public_key_hex}"
+
+
+def edge_masking_correction(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:masking:correction"  # residue bytes, SET NX
+
+
+def edge_masking_failed(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:masking:failed"  # json, SET NX: why the cohort cannot unmask
+
+
+def edge_masking_prefix(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:masking:"
+
+
 def edge_api_token(eid: str, fid: str) -> str:
     # The edge's live API token at the cloud, shared by its replicas: a replica that enrolled again (which
     # revokes the previous token) leaves the new one here for the others. A secret: protect the store.

@@ -103,6 +103,12 @@ class EdgeSettings(ServiceSettings):
     enrolment_token: Secret
     key_file: Path = Path("edge-key.bin")
     deadline_check_s: float = Field(default=1.0, gt=0, le=60)
+    masking_stage_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="masking federations: longest each masking stage waits for hospitals that have not posted",
+    )
 
 
 class ClientSettings(ServiceSettings):

@@ -94,12 +94,12 @@ async def test_strangers_to_the_round_or_the_cohort_are_refused(
     make_masking_world: Callable[..., World],
 ) -> None:
     world = make_masking_world()
-    world.enrol("hosp-south", edge_id="edge-south")
+    south = world.enrol("hosp-south", edge_id="edge-south")
     world.enrol("hosp-late")  # enrolled here after the round's plan: not in it
 
     async with running_edge(world) as edge:
         cohort = HttpCohort(world, edge)
-        elsewhere = await cohort.post("adverts", stranger(world, "hosp-south").advertise())
+        elsewhere = await cohort.post("adverts", stranger(world, "hosp-south", key=south.key).advertise())
         not_planned = await cohort.post("adverts", stranger(world, "hosp-late").advertise())
         await cohort.advertise(HOSPITALS[:9])
         await cohort.timeout()  # hosp-09 missed the roster
