@@ -9,6 +9,10 @@ uploaded, at its deadline, or when the cloud published a later round; it is then
 with at least `min_clients_per_edge` contributions. A forward the cloud could not take is retried by the
 next `tick`; the sum stays in the store until an outcome is recorded. Everything that matters lives in the
 store; the plan and roster held here are caches the edge refetches after a restart.
+
+In a masking federation (`EdgeConfig.masking`) the round's hospitals form a cohort whose stages
+`edge_aggregator.masking` runs: only hospitals that shared their seeds may upload, the quorum counts them,
+and a closed round is forwarded only once its cohort unmasked, with the correction beside the sum.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ Posted = KeyAdvert | ShareBundle | Consent | UnmaskShares
 Produced = Roster | Inbox | SurvivorSet | UnmaskRequest
 #: Runs CPU-bound work off the event loop (the edge's crypto thread).
 Runner = Callable[[Callable[[], bytes]], Awaitable[bytes]]
+Step = Callable[[], Awaitable[bool]]
 
 
 class MaskingStages:
@@ -78,9 +79,8 @@ class MaskingStages:
         self._run = run
         self._k = config.spec.min_clients_per_edge
         self._stage = timedelta(seconds=config.masking_stage_s)
-        self._lock = (
-            asyncio.Lock()
-        )  # one stage transition at a time in this process (the store orders replicas)
+        # One stage transition at a time in this process (SET NX orders replicas).
+        self._lock = asyncio.Lock()
         # What a closed stage produced never changes: kept per round once read.
         self._rosters: dict[int, Cohort] = {}
         self._inboxes: dict[int, dict[str, Inbox]] = {}
@@ -188,54 +188,75 @@ class MaskingStages:
         async with self._lock:
             if await self._cohorts.failure(round_) is not None:
                 return True
-            stage = Collected.ADVERTS
-            try:
-                closed = await self._cohorts.closures(round_)
-                opened = await self._cohorts.open(round_, now)
-                if not await self._close_if_due(round_, stage, closed, now, since=opened, waiting=expected):
-                    return False
-                cohort = await self._roster(round_)
-                if len(cohort.members) < max(2, self._k):
-                    raise SecAggError(
-                        f"the roster closed with {len(cohort.members)} adverts; a cohort needs at least "
-                        f"{max(2, self._k)}"
-                    )
-                stage = Collected.SHARES
-                members = set(cohort.members)
-                since = closed[Collected.ADVERTS]
-                if not await self._close_if_due(round_, stage, closed, now, since=since, waiting=members):
-                    return False
-                senders = len(await self._all_inboxes(round_))
-                if senders < max(2, self._k):
-                    raise SecAggError(
-                        f"{senders} hospitals sent shares; a cohort needs at least {max(2, self._k)}"
-                    )
-                stage = Collected.CONSENTS
-                closure = await self._ledger.closure(round_)
-                if closure is None:
-                    return False
-                survivors = await self._survivors(round_)
-                cohort.check_survivors(survivors)
-                waiting = set(survivors.survivors)  # consents open when the round closes
-                if not await self._close_if_due(
-                    round_, stage, closed, now, since=closure.at, waiting=waiting
-                ):
-                    return False
-                request = await self._request(round_)
-                if len(request.consents) < cohort.majority():
-                    raise SecAggError(
-                        f"{len(request.consents)} survivors signed the survivor list; unmasking needs a "
-                        f"majority of the roster, {cohort.majority()}"
-                    )
-                stage = Collected.ANSWERS
-                since = closed[Collected.CONSENTS]
-                waiting = set(request.consents)
-                return await self._close_if_due(round_, stage, closed, now, since=since, waiting=waiting)
-            except SecAggError as e:
-                await self._fail(round_, stage, str(e), now)
-                return True
-            except CohortFailedError:
-                return True
+            closed = await self._cohorts.closures(round_)
+            steps: list[tuple[Collected, Step]] = [
+                (Collected.ADVERTS, lambda: self._close_adverts(round_, closed, now, expected)),
+                (Collected.SHARES, lambda: self._close_shares(round_, closed, now)),
+                (Collected.CONSENTS, lambda: self._close_consents(round_, closed, now)),
+                (Collected.ANSWERS, lambda: self._close_answers(round_, closed, now)),
+            ]
+            for stage, step in steps:
+                try:
+                    if not await step():
+                        return False
+                except SecAggError as e:
+                    await self._fail(round_, stage, str(e), now)
+                    return True
+                except CohortFailedError:
+                    return True
+            return True
+
+    # Each step closes its stage when due and checks what the stage produced; False while it stays open,
+    # `SecAggError` when the cohort cannot go on.
+    async def _close_adverts(
+        self, round_: int, closed: dict[Collected, datetime], now: datetime, expected: set[str] | None
+    ) -> bool:
+        opened = await self._cohorts.open(round_, now)
+        if not await self._close_if_due(
+            round_, Collected.ADVERTS, closed, now, since=opened, waiting=expected
+        ):
+            return False
+        members = len((await self._roster(round_)).members)
+        if members < max(2, self._k):
+            raise SecAggError(
+                f"the roster closed with {members} adverts; a cohort needs at least {max(2, self._k)}"
+            )
+        return True
+
+    async def _close_shares(self, round_: int, closed: dict[Collected, datetime], now: datetime) -> bool:
+        members = set((await self._roster(round_)).members)
+        since = closed[Collected.ADVERTS]
+        if not await self._close_if_due(round_, Collected.SHARES, closed, now, since=since, waiting=members):
+            return False
+        senders = len(await self._all_inboxes(round_))
+        if senders < max(2, self._k):
+            raise SecAggError(f"{senders} hospitals sent shares; a cohort needs at least {max(2, self._k)}")
+        return True
+
+    async def _close_consents(self, round_: int, closed: dict[Collected, datetime], now: datetime) -> bool:
+        closure = await self._ledger.closure(round_)  # consents open when the round closes to uploads
+        if closure is None:
+            return False
+        cohort = await self._roster(round_)
+        survivors = await self._survivors(round_)
+        cohort.check_survivors(survivors)
+        waiting = set(survivors.survivors)
+        if not await self._close_if_due(
+            round_, Collected.CONSENTS, closed, now, since=closure.at, waiting=waiting
+        ):
+            return False
+        signed = len((await self._request(round_)).consents)
+        if signed < cohort.majority():
+            raise SecAggError(
+                f"{signed} survivors signed the survivor list; unmasking needs a majority of the roster, "
+                f"{cohort.majority()}"
+            )
+        return True
+
+    async def _close_answers(self, round_: int, closed: dict[Collected, datetime], now: datetime) -> bool:
+        waiting = set((await self._request(round_)).consents)
+        since = closed[Collected.CONSENTS]
+        return await self._close_if_due(round_, Collected.ANSWERS, closed, now, since=since, waiting=waiting)
 
     async def settle(self, round_: int, now: datetime) -> bytes | CohortFailure | None:
         """The correction to forward with round `round_`'s sum (`residue_bytes`), the failure that stops
@@ -275,7 +296,9 @@ class MaskingStages:
     async def abandon(self, round_: int, now: datetime, *, why: str) -> None:
         """Fail round `round_`'s cohort unless it has unmasked (the cloud moved on without it)."""
         if await self._cohorts.correction(round_) is None and await self._cohorts.failure(round_) is None:
-            await self._fail(round_, Collected.ADVERTS, why, now)
+            closed = await self._cohorts.closures(round_)
+            stage = next((s for s in Collected if s not in closed), Collected.ANSWERS)
+            await self._fail(round_, stage, why, now)
 
     async def _close_if_due(
         self,
@@ -287,7 +310,7 @@ class MaskingStages:
         since: datetime,
         waiting: set[str] | None,
     ) -> bool:
-        """Close `stage` when everyone it `waiting` for posted, or `masking_stage_s` after `since` (when it
+        """Close `stage` when everyone in `waiting` posted, or `masking_stage_s` after `since` (when it
         opened). Returns whether it is closed."""
         if stage in closed:
             return True
