@@ -154,13 +154,7 @@ class EdgeAggregator:
         for its round. Raises a `ServiceError` on refusal."""
         self._check_path(update, federation_id, round_)
         client = await self._enrolled_client(update.client_id)
-        try:
-            verify(client.public_key, update.signing_payload(), update.signature)
-        except (IdentityError, ValueError) as e:
-            raise BadSignatureError(
-                f"signature of {update.client_id}'s upload does not verify with its enrolled key",
-                field="signature",
-            ) from e
+        _check_signature(client, update.signing_payload(), update.signature, what="upload")
         plan, into = await self._plan_for_upload(update.round)
         for basis in {plan.basis_version, into.basis_version if into is not None else plan.basis_version}:
             if update.basis_version != basis:
@@ -264,12 +258,7 @@ class EdgeAggregator:
     async def _plan_for_upload(self, round_: int) -> tuple[RoundPlan, RoundPlan | None]:
         """The plan an upload for `round_` was made under and, for a late upload the federation takes, the
         open round it joins (None for an upload in time)."""
-        if self._ended is not None:
-            raise FederationEndedError(f"federation {self.config.federation_id} is {self._ended.value}")
-        plan = self._plan
-        if plan is None or round_ > plan.round:
-            await self._refresh_plan_quickly()
-            plan = self._plan
+        plan = await self._plan_for(round_)
         if plan is None:
             raise WrongRoundError("no round is open at this edge yet", field="round")
         if round_ != plan.round:
@@ -290,6 +279,15 @@ class EdgeAggregator:
             )
         await self._check_open(plan)
         return plan, None
+
+    async def _plan_for(self, round_: int) -> RoundPlan | None:
+        """The current plan, asked of the cloud first when `round_` is past it (None before any plan);
+        `FederationEndedError` once the federation is over."""
+        if self._ended is not None:
+            raise FederationEndedError(f"federation {self.config.federation_id} is {self._ended.value}")
+        if self._plan is None or round_ > self._plan.round:
+            await self._refresh_plan_quickly()
+        return self._plan
 
     async def _check_open(self, plan: RoundPlan, *, late_for: int | None = None) -> None:
         what = f"round {plan.round}" + (
@@ -537,19 +535,8 @@ class EdgeAggregator:
             )
         client = await self._enrolled_client(message.client_id)
         if payload is not None:
-            try:
-                verify(client.public_key, payload, message.signature)
-            except (IdentityError, ValueError) as e:
-                raise BadSignatureError(
-                    f"signature of {message.client_id}'s message does not verify with its enrolled key",
-                    field="signature",
-                ) from e
-        if self._ended is not None:
-            raise FederationEndedError(f"federation {self.config.federation_id} is {self._ended.value}")
-        plan = self._plan
-        if plan is None or round_ > plan.round:
-            await self._refresh_plan_quickly()
-            plan = self._plan
+            _check_signature(client, payload, message.signature, what="message")
+        plan = await self._plan_for(round_)
         if plan is None or plan.round != round_:
             current = "none" if plan is None else str(plan.round)
             raise WrongRoundError(
@@ -585,3 +572,13 @@ class EdgeAggregator:
             late_accepted=sum(len(b) for b in (await self._ledger.late_buckets(round_)).values()),
             forwarded_at=delivered.at if delivered is not None else None,
         )
+
+
+def _check_signature(client: ClientInfo, payload: bytes, signature: bytes, *, what: str) -> None:
+    try:
+        verify(client.public_key, payload, signature)
+    except (IdentityError, ValueError) as e:
+        raise BadSignatureError(
+            f"signature of {client.client_id}'s {what} does not verify with its enrolled key",
+            field="signature",
+        ) from e
