@@ -211,6 +211,7 @@ def edge_masking_failed(eid: str, fid: str, round_: int) -> str:
 
 
 def edge_masking_prefix(eid: str, fid: str, round_: int) -> str:
+    """Prefix of every key of round `round_`'s masking cohort (for `scan`)."""
     return f"edge:{eid}:{fid}:round:{round_}:masking:"
 
 

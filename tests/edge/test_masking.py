@@ -186,8 +186,8 @@ async def test_every_masking_key_expires_like_the_rounds_other_keys(
         await cohort.unmask(HOSPITALS)
         await edge.core.tick()
         await until(lambda: len(world.cloud.delivered) == 1, what="the forward")
-        held = await world.store.scan(f"edge:{EID}:{FID}:round:0:masking:")
+        held = await world.store.scan(keyspace.edge_masking_prefix(EID, FID, 0))
 
     world.clock.advance(keyspace.EDGE_ROUND_TTL_S + 1)
     assert held, "the cohort's state lives in the store"
-    assert await world.store.scan(f"edge:{EID}:{FID}:round:0:masking:") == []
+    assert await world.store.scan(keyspace.edge_masking_prefix(EID, FID, 0)) == []
