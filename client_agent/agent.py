@@ -80,6 +80,7 @@ from protocol.messages import (
     RoundPlan,
     UploadAccepted,
 )
+from protocol.secagg import SecAggError
 from protocol.strategies import strategy_for
 from services.clock import utc_now
 from services.http import Peer, PeerRefusedError
@@ -591,7 +592,18 @@ class ClientAgent:
         if rank is None:
             return False
         train_part, held_out, public = self.accept_plan(plan, session.data, session.released)
-        cohort = await self._cohort(session, plan) if session.scheme.ring_bits is not None else None
+        cohort = None
+        if session.scheme.ring_bits is not None:
+            try:
+                cohort = await self._cohort(session, plan)
+            except (SecAggError, PeerRefusedError) as e:
+                # Too late for the cohort, or a cohort this hospital must not join: it sits this round out
+                # (the protocol tolerates it), its data untouched.
+                log.warning(
+                    "round skipped: could not join its masking cohort",
+                    extra={"round": plan.round, "code": "cohort_refused", "data": {"why": str(e)}},
+                )
+                return False
         model = await self._model_for(session, plan, rank, train_part, held_out)
         start = await self.global_vector(session.cloud, plan, model.layout.size)
         assert session.features is not None
@@ -625,7 +637,14 @@ class ClientAgent:
         )
         held = await self.upload(session.edge, update)
         if held and cohort is not None:
-            await cohort.finish()
+            try:
+                await cohort.finish()
+            except (SecAggError, PeerRefusedError) as e:
+                # The upload is held; without this hospital's answer the edge unmasks from its neighbours'.
+                log.warning(
+                    "left the masking cohort before unmasking",
+                    extra={"round": plan.round, "code": "cohort_left", "data": {"why": str(e)}},
+                )
         if held:
             log.info(
                 "uploaded",

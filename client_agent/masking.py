@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from protocol.crypto import HEScheme
-from protocol.messages import IdentityKeys, RoundPlan
+from protocol.messages import ErrorCode, IdentityKeys, RoundPlan
 from protocol.secagg import (
     CohortId,
     Inbox,
@@ -36,7 +36,6 @@ from services.identity import IdentityError, SigningKey, verify
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger("client_agent")
 _JSON = {"content-type": "application/json"}
-STAGE_PENDING = "stage_pending"
 #: How often a hospital asks for a stage that is still open.
 POLL_S = 0.5
 #: How long past its round's upload deadline a hospital waits for the edge's closing stages (survivors,
@@ -142,7 +141,7 @@ class CohortSession:
                     "POST", f"{self._base}/{stage.value}", content=body, headers=_JSON
                 )
             except PeerRefusedError as e:
-                if e.code != STAGE_PENDING:
+                if e.code != ErrorCode.STAGE_PENDING.value:
                     raise
                 if self._clock() >= deadline:
                     raise CohortTimeoutError(
