@@ -144,11 +144,12 @@ class EdgeProcess(Service):
         store_url: str = "memory://",
         cloud_url: str | None = None,
         name: str | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.port = free_port()
         self.edge_id = edge_id
         url = f"http://127.0.0.1:{self.port}"
-        env = {
+        settings = {
             "FEDLORA_EDGE_ID": edge_id,
             "FEDLORA_FEDERATION_ID": fid,
             "FEDLORA_CLOUD_URL": cloud_url or cloud.url,
@@ -158,8 +159,8 @@ class EdgeProcess(Service):
             "FEDLORA_PORT": str(self.port),
             "FEDLORA_STORE_URL": store_url,
             "FEDLORA_DEADLINE_CHECK_S": "0.2",
-        }
-        super().__init__(cluster, name or edge_id, "edge_aggregator", env, url)
+        } | (env or {})
+        super().__init__(cluster, name or edge_id, "edge_aggregator", settings, url)
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
