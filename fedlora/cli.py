@@ -389,8 +389,9 @@ def demo(
     ] = "ffa",
     out: Annotated[Path, typer.Option(help="run folder: adapter, logs, report")] = Path("runs/demo"),
 ) -> None:
-    """A cloud, two edges and four hospitals as separate processes on loopback: FFA-LoRA, DP-SGD, CKKS,
-    client-level noise added in shares by the hospitals, and the privacy ledger at the end."""
+    """A cloud, two edges and four hospitals as separate processes on loopback: FFA-LoRA, DP-SGD, packed
+    Paillier with the uploads masked below it (secure aggregation), client-level noise added in shares by
+    the hospitals, and the privacy ledger at the end."""
     import asyncio
 
     from rich.live import Live
@@ -416,7 +417,9 @@ def demo(
     )
     rule = strategy_class(config.strategy)
     encryption = (
-        f"no encryption ({strategy.upper()} reads each region's sum)" if rule.requires_plaintext else "CKKS"
+        f"no encryption ({strategy.upper()} reads each region's sum)"
+        if rule.requires_plaintext
+        else "packed Paillier, uploads masked below it"
     )
     noise = (
         f"client-level noise z={central_noise} ({'shares added by the hospitals' if distributed else 'added by the cloud'})"

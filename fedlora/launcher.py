@@ -95,8 +95,13 @@ class DemoConfig:
             layers_to_transform=self.layers,
             rank=self.rank,
             alpha=8.0,
-            # A strategy may need each region's sum in the clear (CLAIR) or refuse client-level noise.
-            scheme="none" if rule.requires_plaintext else "ckks",
+            # A strategy may need each region's sum in the clear (CLAIR) or refuse client-level noise; every
+            # other runs the default federation: packed Paillier with the uploads masked below it.
+            scheme="none" if rule.requires_plaintext else "paillier",
+            masking=not rule.requires_plaintext,
+            # Packed Paillier's range: a delta of norm up to C plus the hospitals' Skellam shares, 20 bits.
+            he_clip=4.0,
+            quant_bits=20,
             epsilon=max(self.epsilon, 1e-3),
             dp_sgd=self.epsilon > 0,
             central_noise=central_noise,

@@ -45,6 +45,8 @@ class FlatSpec(TypedDict, total=False):
     strategy: Strategy | str
     scheme: SchemeName
     masking: bool  # packed Paillier only: mask uploads below the encryption (protocol.secagg)
+    he_clip: float  # packed Paillier: the fixed-point range of each coordinate, noise shares included
+    quant_bits: int  # packed Paillier: bits per coordinate within that range
     epsilon: float | None
     dp_sgd: bool
     delta: float
@@ -78,6 +80,8 @@ _FIELDS: dict[str, tuple[str | None, str]] = {
     "steps": ("training", "local_steps"),
     "batch_size": ("training", "batch_size"),
     "max_seq_length": ("training", "max_seq_length"),
+    "he_clip": ("he", "clip"),
+    "quant_bits": ("he", "quant_bits"),
 }
 
 
@@ -91,15 +95,15 @@ def he_params(scheme: SchemeName) -> CKKSParams | PaillierParams | PlainParams:
 
 def federation_spec(**flat: Unpack[FlatSpec]) -> FederationSpec:
     """The `FederationSpec` these flat settings describe; `SpecError` if the spec's validator refuses it."""
-    values: dict[str, Any] = {"he": he_params(flat["scheme"])} if "scheme" in flat else {}
+    values: dict[str, Any] = {"he": {"kind": flat["scheme"]}} if "scheme" in flat else {}
     if flat.get("masking"):
-        he = values.get("he")
-        if not isinstance(he, PaillierParams):
+        if flat.get("scheme") != "paillier":
             raise SpecError(["masking needs scheme 'paillier' (an exact ring for the masks to cancel in)"])
-        values["he"] = he.model_copy(update={"masking": True})
+        values["he"]["masking"] = True
+    paillier = flat.get("scheme") == "paillier"
     for name, value in flat.items():
-        if name in ("scheme", "masking"):
-            continue
+        if name in ("scheme", "masking") or (name in ("he_clip", "quant_bits") and not paillier):
+            continue  # packed Paillier's encoding; other schemes have none
         if name == "epsilon":
             local_dp = values.setdefault("local_dp", {})
             local_dp.setdefault("enabled", value is not None)
