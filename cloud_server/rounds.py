@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from cloud_server.closing import RoundCloser
 from cloud_server.enrolment import EnrolmentService
@@ -41,7 +42,7 @@ from protocol.acceptance import (
     check_count,
     claim,
 )
-from protocol.crypto import CiphertextError
+from protocol.crypto import CiphertextError, EncryptedVector
 from protocol.messages import (
     ClientInfo,
     EdgeAggregate,
@@ -252,15 +253,17 @@ class RoundService:
         )
         if agg.late:
             await self._check_late(fid, agg, spec=spec, clients=clients)
-        await self._check_ciphertext(fid, agg.ciphertext, count=agg.count, field="ciphertext")
+        digests = [await self._check_ciphertext(fid, agg.ciphertext, count=agg.count, field="ciphertext")]
         await self._check_mask_correction(fid, agg)
         for index, bucket in enumerate(agg.late):
-            await self._check_ciphertext(
-                fid, bucket.ciphertext, count=bucket.count, field=f"late.{index}.ciphertext"
+            digests.append(
+                await self._check_ciphertext(
+                    fid, bucket.ciphertext, count=bucket.count, field=f"late.{index}.ciphertext"
+                )
             )
 
         now = self._clock()
-        if not await self._store_once(fid, agg, pack_aggregate(agg, received_at=now)):
+        if not await self._store_once(fid, agg, pack_aggregate(agg, received_at=now), digests):
             # Another request of the same edge stored its aggregate between our check and here.
             stored = await self._store.hget(key, edge_id)
             return await self._repeated(fid, round_, stored or b"", agg), False
@@ -351,11 +354,19 @@ class RoundService:
                     field=f"late.{index}.origin_round",
                 )
 
-    async def _check_ciphertext(self, fid: str, ciphertext: bytes, *, count: int, field: str) -> None:
+    async def _check_ciphertext(self, fid: str, ciphertext: bytes, *, count: int, field: str) -> str:
+        """Raise unless `ciphertext` parses under the federation's key and counts `count` encryptions; its
+        canonical digest: SHA-256 of what it parses to, serialised again, so that the same ciphertext in
+        other bytes (an unknown protobuf field in a CKKS chunk) is the same entry of the replay registry."""
         scheme = await self._federations.public_scheme(fid)
         layout, _ = await self._federations.layout(fid)
+
+        def canonical() -> tuple[EncryptedVector[Any], bytes]:
+            parsed = scheme.deserialize(ciphertext, expected_length=layout.size)
+            return parsed, scheme.serialize(parsed)
+
         try:
-            parsed = await asyncio.to_thread(scheme.deserialize, ciphertext, expected_length=layout.size)
+            parsed, again = await asyncio.to_thread(canonical)
         except CiphertextError as e:
             raise BadRequestError(str(e), code=ErrorCode.BAD_CIPHERTEXT, field=field) from e
         # The count in the envelope is the edge's own bookkeeping, so this is a consistency check, not a proof
@@ -366,6 +377,7 @@ class RoundService:
             raise BadRequestError(
                 str(e), code=ErrorCode.BAD_CIPHERTEXT, field=e.field, detail=e.detail
             ) from e
+        return ciphertext_digest(again)
 
     async def _check_mask_correction(self, fid: str, agg: EdgeAggregate) -> None:
         """A masking federation's sum comes with the residues that remove its cohort's masks; any other
@@ -394,17 +406,17 @@ class RoundService:
                 f"mask correction: {e}", code=ErrorCode.BAD_CIPHERTEXT, field="mask_correction"
             ) from e
 
-    async def _store_once(self, fid: str, agg: EdgeAggregate, value: bytes) -> bool:
+    async def _store_once(self, fid: str, agg: EdgeAggregate, value: bytes, digests: Sequence[str]) -> bool:
         """Store `value` (the packed `agg`) unless its edge already forwarded for the round (False), in one
-        atomic step with its claims: each ciphertext's digest, and its hospitals for their rounds. A claim
-        taken before is 409 (`replay`, `duplicate_upload`) and nothing is written: the sum that took it first
-        stays whole."""
+        atomic step with its claims: each ciphertext's canonical digest (`digests`: the round's own sum, then
+        each late bucket's), and its hospitals for their rounds. A claim taken before is 409 (`replay`,
+        `duplicate_upload`) and nothing is written: the sum that took it first stays whole."""
         sums = [
             Sum(
                 "ciphertext",
                 "contributions",
                 agg.round,
-                ciphertext_digest(agg.ciphertext),
+                digests[0],
                 tuple(c.client_id for c in agg.contributions),
             ),
             *(
@@ -412,7 +424,7 @@ class RoundService:
                     f"late.{index}.ciphertext",
                     f"late.{index}.contributions",
                     bucket.origin_round,
-                    ciphertext_digest(bucket.ciphertext),
+                    digests[1 + index],
                     tuple(c.client_id for c in bucket.contributions),
                 )
                 for index, bucket in enumerate(agg.late)

@@ -241,11 +241,6 @@ def padded(fed: Federation, ciphertext: bytes) -> bytes:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 review: the replay registry digests the raw bytes, so the same CKKS ciphertext in "
-    "non-canonical bytes (an unknown protobuf field per chunk) is accepted again",
-)
 async def test_a_ciphertext_in_other_bytes_is_still_a_replay() -> None:
     """Property: a ciphertext the cloud accepted is not accepted again (test_cloud_acceptance's
     "next-round" case), whatever bytes carry it.

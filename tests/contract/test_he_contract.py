@@ -206,6 +206,16 @@ class HESchemeContract(ABC):
             count=4, max_abs=self.bound
         )
 
+    def test_serialising_a_parsed_ciphertext_gives_its_bytes_back(self, public: HEScheme[Any]) -> None:
+        """The cloud's replay registry digests `serialize(deserialize(raw))`: the same bytes for a fresh
+        upload and for a sum, so an honest party's digest is the digest of what it sent."""
+        xs = _vectors(SEED, 2, public.slots + 3, self.bound)
+        upload = public.serialize(public.encrypt(xs[0]))
+        total = public.serialize(public.sum(public.encrypt(x) for x in xs))
+
+        for raw in (upload, total):
+            assert public.serialize(public.deserialize(raw, expected_length=len(xs[0]))) == raw
+
     @pytest.mark.parametrize(
         "corrupt",
         [
