@@ -80,6 +80,7 @@ from protocol.messages import (
     RoundPlan,
     UploadAccepted,
 )
+from protocol.reach import planned_hold
 from protocol.secagg import SecAggError
 from protocol.strategies import strategy_for
 from services.clock import utc_now
@@ -453,12 +454,21 @@ class ClientAgent:
         validation: tuple[float, int] | None = None,
         rng: np.random.Generator | None = None,
         cohort: CohortSession | None = None,
+        layout: AdapterLayout | None = None,
     ) -> ClientUpdate:
         """`delta` as the plan asks it (`client_agent.update.contribution`: clipped, weighted at most 1, this
         hospital's share of the round's noise added when the plan asks for distributed DP), encrypted and
         signed.
         `validation` is the round's starting adapter's (loss, examples) on the held-out split, when the plan
-        asks for it."""
+        asks for it.
+        The LoRA columns from the plan's `published_rank` on are zeroed first (`protocol.reach.planned_hold`
+        over `delta`'s `layout`, which a plan with a published rank requires), so the cloud never decrypts a
+        column fewer than `k` planned hospitals reach."""
+        if plan.published_rank is not None and layout is None:
+            raise ValueError(
+                f"round {plan.round}'s plan publishes rank {plan.published_rank}: make_update needs the "
+                "delta's layout to zero the columns it holds back"
+            )
         weight = plan.weight_for(num_examples)
         share = plan.noise_share
         values = contribution(
@@ -469,6 +479,7 @@ class ClientAgent:
             clip_ord=plan.clip_norm_ord,
             share=share,
             rng=rng,
+            held=planned_hold(layout, plan.published_rank) if layout is not None else None,
         )
         # In a masking federation the values are masked in the scheme's ring before they are encrypted.
         sealed = seal(scheme, values, encrypt=cohort.seal if cohort is not None else None)
@@ -490,7 +501,7 @@ class ClientAgent:
             validation_examples=validation[1] if validation is not None else None,
             plan_sha256=plan.sha256,
         )
-        return unsigned.model_copy(update={"signature": self.key.sign(unsigned.signing_payload())})
+        return unsigned.signed(self.key.sign)
 
     async def upload(self, edge: Peer, update: ClientUpdate) -> bool:
         """True if the edge holds the update (now or from before a lost answer)."""
@@ -634,6 +645,7 @@ class ClientAgent:
             spend=spend,
             validation=(loss, public.held_out) if loss is not None and public.held_out else None,
             cohort=cohort,
+            layout=model.layout,
         )
         held = await self.upload(session.edge, update)
         if held and cohort is not None:

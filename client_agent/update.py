@@ -38,8 +38,11 @@ def contribution(
     clip_ord: Literal[1, 2] = 2,
     share: NoiseShare | None = None,
     rng: np.random.Generator | None = None,
+    held: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`delta` clipped to norm `clip_norm` (L2, or L1 for Laplace noise), weighted (at most 1, so one hospital
+    """`delta`, zeroed where the plan holds coordinates back (`held`, from `protocol.reach.planned_hold`:
+    LoRA columns fewer than `k` planned hospitals reach, which the cloud must not decrypt one hospital's
+    value of), clipped to norm `clip_norm` (L2, or L1 for Laplace noise), weighted (at most 1, so one hospital
     moves the sum by at most `C`), clamped to the scheme's range (packed Paillier encodes a bounded one;
     CKKS' is far wider than any delta), plus this hospital's noise `share` when the round asks for
     distributed DP (Kairouz et al. 2021).
@@ -49,6 +52,9 @@ def contribution(
     simulation's `insecure_reproducible` runs).
     """
     clipped = delta.astype(np.float64)
+    if held is not None:
+        # Before clipping: zeroing only lowers the norm, and the clip norm is spent on what is published.
+        clipped[held] = 0.0
     if clip_norm is not None:
         clipped = clip(clipped, max_norm=clip_norm, ord=clip_ord)
     weighted = scheme.clip_vector(weight * clipped)

@@ -2,6 +2,8 @@
 
 The cloud decrypts only a total of sums whose signed manifests each name at least `k` distinct clients
 enrolled at that edge and asked to join the round, never anything a single client could be singled out in.
+Every line is signed by the client it names, for its federation and round (`Contribution.signing_payload`),
+so an edge cannot fill a manifest with clients that never uploaded to it.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from cloud_server.errors import BadRequestError
 from protocol.messages import ClientInfo, Contribution, EdgeAggregate, ErrorCode, RoundPlan
 from services.errors import ForbiddenError, InvalidRequestError
+from services.identity import IdentityError, verify
 
 
 def check_manifest(
@@ -78,7 +82,8 @@ def check_contributions(
     max_weight: float | None = None,
     field: str = "contributions",
 ) -> None:
-    """The checks of `check_manifest` on one list of contributions; errors name `field`."""
+    """The checks of `check_manifest` on one list of contributions, made for `plan`'s round; errors name
+    `field`."""
     ids = [c.client_id for c in contributions]
     if len(set(ids)) != len(ids):
         raise InvalidRequestError("the manifest names a client more than once", field=field)
@@ -104,6 +109,9 @@ def check_contributions(
                 code=ErrorCode.UNKNOWN_CLIENT,
                 field=where,
             )
+        check_line_signature(
+            contribution, info, federation_id=plan.federation_id, round_=plan.round, field=f"{field}.{index}"
+        )
         planned_rank = plan.client_ranks.get(cid)
         if planned_rank is None:
             raise ForbiddenError(f"client {cid!r} is not in round {plan.round}'s plan", field=where)
@@ -128,3 +136,21 @@ def check_contributions(
                 f"client {cid!r} reports rank {contribution.rank}, above its planned rank {planned_rank}",
                 field=f"{field}.{index}.rank",
             )
+
+
+def check_line_signature(
+    contribution: Contribution, client: ClientInfo, *, federation_id: str, round_: int, field: str
+) -> None:
+    """Raise 400 `bad_contribution_signature` unless `contribution` is signed by `client`'s enrolled key for
+    `round_` (the round it trained for); `detail` names the client, so an honest edge can forward without it."""
+    payload = contribution.signing_payload(federation_id=federation_id, round_=round_)
+    try:
+        verify(client.public_key, payload, contribution.signature)
+    except IdentityError as e:
+        raise BadRequestError(
+            f"the manifest line of client {client.client_id!r} for round {round_} is not signed by its enrolled "
+            f"key: {e}",
+            code=ErrorCode.BAD_CONTRIBUTION_SIGNATURE,
+            field=f"{field}.signature",
+            detail={"client_ids": [client.client_id], "round": round_},
+        ) from e

@@ -409,7 +409,8 @@ class RoundService:
     async def _store_once(self, fid: str, agg: EdgeAggregate, value: bytes, digests: Sequence[str]) -> bool:
         """Store `value` (the packed `agg`) unless its edge already forwarded for the round (False), in one
         atomic step with its claims: each ciphertext's canonical digest (`digests`: the round's own sum, then
-        each late bucket's), and its hospitals for their rounds. A claim taken before is 409 (`replay`,
+        each late bucket's), each hospital's upload digest (from its signed line), and its hospitals for their
+        rounds. A claim taken before is 409 (`replay`,
         `duplicate_upload`) and nothing is written: the sum that took it first stays whole."""
         sums = [
             Sum(
@@ -418,6 +419,7 @@ class RoundService:
                 agg.round,
                 digests[0],
                 tuple(c.client_id for c in agg.contributions),
+                tuple(c.ciphertext_sha256 for c in agg.contributions),
             ),
             *(
                 Sum(
@@ -426,11 +428,16 @@ class RoundService:
                     bucket.origin_round,
                     digests[1 + index],
                     tuple(c.client_id for c in bucket.contributions),
+                    tuple(c.ciphertext_sha256 for c in bucket.contributions),
                 )
                 for index, bucket in enumerate(agg.late)
             ),
         ]
-        digest_keys = {s.ciphertext_sha256: keyspace.fed_ciphertext(fid, s.ciphertext_sha256) for s in sums}
+        digest_keys = {
+            digest: keyspace.fed_ciphertext(fid, digest)
+            for s in sums
+            for digest in (s.ciphertext_sha256, *s.upload_sha256)
+        }
         counted_keys = {s.origin_round: keyspace.fed_round_counted(fid, s.origin_round) for s in sums}
 
         def claims(current: dict[str, bytes | None]) -> Updates:

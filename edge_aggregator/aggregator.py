@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -41,7 +41,7 @@ from edge_aggregator.errors import (
     WrongCohortError,
     WrongRoundError,
 )
-from edge_aggregator.fold import fold, parse_upload
+from edge_aggregator.fold import fold, parse_upload, sum_uploads
 from edge_aggregator.forwarder import Forwarder
 from edge_aggregator.ledger import CloseReason, Closure, ForwardStatus, Outcome, RoundLedger
 from edge_aggregator.masking import MaskingStages, Posted, Produced
@@ -87,7 +87,12 @@ class EdgeAggregator:
         self._ledger = RoundLedger(store, edge_id=config.edge_id, federation_id=config.federation_id)
         self._metrics = metrics or EdgeMetrics()  # a registry nobody serves, unless the app passes its own
         self._forwarder = Forwarder(
-            config, ledger=self._ledger, link=link, signing_key=signing_key, metrics=self._metrics
+            config,
+            ledger=self._ledger,
+            link=link,
+            signing_key=signing_key,
+            metrics=self._metrics,
+            resum=self._resum,
         )
         self._link = link
         self._scheme = scheme
@@ -155,6 +160,11 @@ class EdgeAggregator:
         self._check_path(update, federation_id, round_)
         client = await self._enrolled_client(update.client_id)
         _check_signature(client, update.signing_payload(), update.signature, what="upload")
+        # The cloud verifies the manifest line too: one it would refuse must not enter the sum.
+        line = update.manifest_line().signing_payload(federation_id=update.federation_id, round_=update.round)
+        _check_signature(
+            client, line, update.contribution_signature, what="manifest line", field="contribution_signature"
+        )
         plan, into = await self._plan_for_upload(update.round)
         for basis in {plan.basis_version, into.basis_version if into is not None else plan.basis_version}:
             if update.basis_version != basis:
@@ -315,6 +325,12 @@ class EdgeAggregator:
                 length=self.config.layout_size,
                 added=lambda seconds: self._metrics.he_observed("add", kind, seconds),
             )
+        )
+
+    async def _resum(self, uploads: Sequence[bytes]) -> bytes:
+        """The sum of some stored uploads again (`edge_aggregator.fold.sum_uploads`)."""
+        return await self._run_crypto(
+            lambda: sum_uploads(self._scheme, uploads, length=self.config.layout_size)
         )
 
     async def _run_crypto(self, fn: Callable[[], T]) -> T:
@@ -574,11 +590,12 @@ class EdgeAggregator:
         )
 
 
-def _check_signature(client: ClientInfo, payload: bytes, signature: bytes, *, what: str) -> None:
+def _check_signature(
+    client: ClientInfo, payload: bytes, signature: bytes, *, what: str, field: str = "signature"
+) -> None:
     try:
         verify(client.public_key, payload, signature)
     except (IdentityError, ValueError) as e:
         raise BadSignatureError(
-            f"signature of {client.client_id}'s {what} does not verify with its enrolled key",
-            field="signature",
+            f"signature of {client.client_id}'s {what} does not verify with its enrolled key", field=field
         ) from e

@@ -1,5 +1,5 @@
 """The edge's arithmetic, without a store or an event loop: read one upload's ciphertext, add it into a
-round's running sum.
+round's running sum, sum stored uploads again.
 
 `EdgeAggregator` runs these on its crypto thread around its store transactions; the one-process simulation
 (`fedlora.simulation_rounds.EdgeSums`) runs them to hold its edges' sums, so that what the experiments
@@ -9,7 +9,7 @@ measure is what an edge adds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from edge_aggregator.errors import BadCiphertextError, SumFullError
@@ -52,4 +52,15 @@ def fold(
         raise SumFullError(f"cannot add this upload to the round's sum: {e}") from e
     if added is not None:
         added(time.perf_counter() - started)
+    return scheme.serialize(total)
+
+
+def sum_uploads(scheme: HEScheme[Any], uploads: Sequence[bytes], *, length: int) -> bytes:
+    """The sum of `uploads` (the edge's own stored, already checked ciphertexts), serialised: a round's sum
+    rebuilt without the clients the cloud would not count in it."""
+    if not uploads:
+        raise ValueError("a sum needs at least one upload")
+    total = scheme.deserialize(uploads[0], expected_length=length)
+    for upload in uploads[1:]:
+        scheme.add_into(total, scheme.deserialize(upload, expected_length=length))
     return scheme.serialize(total)

@@ -3,7 +3,10 @@ contributions, and its outcome recorded once.
 
 The aggregate is deterministic (contributions sorted by client, Ed25519 signatures are deterministic), so a
 retry after a lost answer is byte-identical and the cloud counts it once by idempotency key and digest.
-A cloud that cannot be reached leaves the round pending (no outcome): the next tick tries again.
+A cloud that cannot be reached leaves the round pending (no outcome): the next tick tries again. A refusal
+that names clients the cloud will not count in this sum (counted at another edge, a replayed upload, a
+manifest line that does not verify with the key enrolled now) takes them out of it and forwards the others
+again, as long as the sum still holds `min_clients_per_edge` (not a masked sum: see `_deliver`).
 """
 
 from __future__ import annotations
@@ -16,13 +19,18 @@ from typing import Any
 
 from edge_aggregator.cloud_link import CloudLink
 from edge_aggregator.config import EdgeConfig
-from edge_aggregator.ledger import ForwardStatus, Outcome, RoundLedger
+from edge_aggregator.ledger import ForwardStatus, Outcome, Resum, RoundLedger
 from protocol.messages import Contribution, EdgeAggregate, ErrorCode, LateSum, RoundPlan
 from services.http import PeerRefusedError, PeerUnavailableError
 from services.identity import SigningKey
 from services.metrics import Metrics
 
 log = logging.getLogger("edge_aggregator")
+
+#: Refusals whose `detail.client_ids` names clients that the cloud refuses in this sum, not the sum itself.
+_NAMES_CLIENTS = frozenset(
+    {ErrorCode.DUPLICATE_UPLOAD.value, ErrorCode.REPLAY.value, ErrorCode.BAD_CONTRIBUTION_SIGNATURE.value}
+)
 
 
 class Forwarder:
@@ -36,12 +44,14 @@ class Forwarder:
         link: CloudLink,
         signing_key: SigningKey,
         metrics: Metrics,
+        resum: Resum,
     ) -> None:
         self.config = config
         self._metrics = metrics
         self._ledger = ledger
         self._link = link
         self._key = signing_key
+        self._resum = resum
         self._lock = asyncio.Lock()  # two triggers in one process never send at the same time
 
     async def deliver(
@@ -92,6 +102,11 @@ class Forwarder:
             )
             return None
         except PeerRefusedError as e:
+            # A masked sum cannot lose a hospital: its cohort's correction covers exactly the survivors it
+            # unmasked, and without one of them the rest no longer unmasks (the cohort would have to unmask
+            # again with that hospital counted as dropped).
+            if mask_correction is None and await self._take_out(round_, e):
+                return await self._deliver(round_, now, None)
             log.error(
                 "cloud refused the aggregate",
                 extra={**extra, "code": e.code, "status": e.status, "data": {"error": e.message}},
@@ -122,6 +137,29 @@ class Forwarder:
             late_dropped=dropped,
         )
         return await self._ledger.record(round_, outcome)
+
+    async def _take_out(self, round_: int, refusal: PeerRefusedError) -> bool:
+        """After `refusal`, take the clients it names out of the sum they are in (`detail.round`: the round
+        they trained for, this round's own sum or a late bucket); whether any was taken out (each retry
+        takes out at least one client, so the retries end)."""
+        named = refusal.detail.get("client_ids")
+        origin = refusal.detail.get("round", round_)
+        if refusal.code not in _NAMES_CLIENTS or not isinstance(named, list) or not isinstance(origin, int):
+            return False
+        taken = await self._ledger.exclude(
+            round_, [str(cid) for cid in named], origin=origin, resum=self._resum
+        )
+        if taken:
+            log.warning(
+                "clients taken out of a sum the cloud refused; forwarding the others again",
+                extra={
+                    "round": round_,
+                    "edge_id": self.config.edge_id,
+                    "code": refusal.code,
+                    "data": {"client_ids": taken, "origin_round": origin, "error": refusal.message},
+                },
+            )
+        return bool(taken)
 
     async def _late_sums(self, round_: int, k: int) -> tuple[list[LateSum], int]:
         """The round's buckets of late uploads that hold at least `k` (the rule every sum the cloud decrypts

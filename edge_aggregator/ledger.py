@@ -2,21 +2,23 @@
 
 Per round (key names in `services.keyspace`):
 - `sum`: the running ciphertext, one serialised `EncryptedVector` however many clients contributed;
-- `manifest`: JSON `{client id: Contribution}`;
+- `manifest`: JSON `{client id: Contribution}`, each line signed by its client;
+- `upload:{client id}`: each ciphertext added to the sum, until the forward has an outcome (the sum can then
+  be rebuilt without a client the cloud refuses it with, `exclude`);
 - `plan`: the `RoundPlan` as the edge adopted it (basis version and expected clients survive a restart);
 - `closed`: a `Closure`, written once (SET NX); no upload joins the sum after it;
 - `forwarded`: the forward's `Outcome`, written once;
 - counters of refused uploads and accepted ciphertext bytes.
 Per nonce: a marker that outlives any round it could be replayed into.
 
-An upload changes `sum`, `manifest` and its nonce marker in one `StateStore.transaction` that also reads
+An upload changes `sum`, `manifest`, its own ciphertext and its nonce marker in one `StateStore.transaction` that also reads
 `closed`, so a refused upload never touches the sum and no upload lands after the round closed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from enum import StrEnum
 
@@ -31,6 +33,8 @@ _MANIFEST = TypeAdapter(dict[str, Contribution])
 
 #: `fold(stored_sum_or_None) -> new_sum_bytes`: adds the incoming ciphertext to the stored running sum.
 Fold = Callable[[bytes | None], Awaitable[bytes]]
+#: `resum(uploads) -> sum_bytes`: the sum of some stored uploads, serialised.
+Resum = Callable[[Sequence[bytes]], Awaitable[bytes]]
 
 
 class CloseReason(StrEnum):
@@ -128,10 +132,11 @@ class RoundLedger:
         round_, cid = update.round, update.client_id
         k_sum = keyspace.edge_sum(self._eid, self._fid, round_)
         k_manifest = keyspace.edge_manifest(self._eid, self._fid, round_)
+        k_upload = keyspace.edge_upload(self._eid, self._fid, round_, cid)
         k_nonce = keyspace.edge_nonce(self._eid, self._fid, update.nonce)
         k_closed = keyspace.edge_closed(self._eid, self._fid, round_)
         nonce_record = json.dumps({"client_id": cid, "round": round_}).encode()
-        contribution = contribution_of(update)
+        contribution = update.manifest_line()
         counted = 0
 
         async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
@@ -146,9 +151,14 @@ class RoundLedger:
             new_sum = await fold(current[k_sum])
             manifest[cid] = contribution
             counted = len(manifest)
-            return {k_sum: new_sum, k_manifest: _MANIFEST.dump_json(manifest), k_nonce: nonce_record}
+            return {
+                k_sum: new_sum,
+                k_manifest: _MANIFEST.dump_json(manifest),
+                k_upload: update.ciphertext,
+                k_nonce: nonce_record,
+            }
 
-        await self._store.transaction([k_sum, k_manifest, k_nonce, k_closed], compute)
+        await self._store.transaction([k_sum, k_manifest, k_upload, k_nonce, k_closed], compute)
         # Transactions write without TTL; give the nonce marker its lifetime now (losing this only keeps it).
         await self._store.set(k_nonce, nonce_record, ttl_s=keyspace.NONCE_TTL_S)
         await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, round_), len(update.ciphertext))
@@ -161,6 +171,7 @@ class RoundLedger:
         origin, cid = update.round, update.client_id
         k_sum = keyspace.edge_late_sum(self._eid, self._fid, into, origin)
         k_manifest = keyspace.edge_late_manifest(self._eid, self._fid, into, origin)
+        k_upload = keyspace.edge_late_upload(self._eid, self._fid, into, origin, cid)
         k_fresh = keyspace.edge_manifest(self._eid, self._fid, origin)
         # The round's own sum and any bucket an earlier round carried: one update per client and round.
         k_earlier = [
@@ -181,11 +192,18 @@ class RoundLedger:
             if any(cid in _load_manifest(current[k]) for k in (k_manifest, k_fresh, *k_earlier)):
                 raise DuplicateUploadError(f"client {cid} already has an upload for round {origin}")
             new_sum = await fold(current[k_sum])
-            bucket[cid] = contribution_of(update)
+            bucket[cid] = update.manifest_line()
             counted = len(bucket)
-            return {k_sum: new_sum, k_manifest: _MANIFEST.dump_json(bucket), k_nonce: nonce_record}
+            return {
+                k_sum: new_sum,
+                k_manifest: _MANIFEST.dump_json(bucket),
+                k_upload: update.ciphertext,
+                k_nonce: nonce_record,
+            }
 
-        await self._store.transaction([k_sum, k_manifest, k_fresh, *k_earlier, k_nonce, k_closed], compute)
+        await self._store.transaction(
+            [k_sum, k_manifest, k_upload, k_fresh, *k_earlier, k_nonce, k_closed], compute
+        )
         await self._store.set(k_nonce, nonce_record, ttl_s=keyspace.NONCE_TTL_S)
         await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, into), len(update.ciphertext))
         return counted
@@ -202,6 +220,48 @@ class RoundLedger:
 
     async def late_sum_bytes(self, round_: int, origin: int) -> bytes | None:
         return await self._store.get(keyspace.edge_late_sum(self._eid, self._fid, round_, origin))
+
+    async def exclude(
+        self, round_: int, client_ids: Collection[str], *, origin: int, resum: Resum
+    ) -> list[str]:
+        """Take `client_ids` out of closed round `round_`'s sum (`origin` == `round_`) or out of its bucket of
+        late uploads for `origin`: the manifest without them and the sum rebuilt from the other clients'
+        stored uploads, in one transaction. The clients taken out (none when it holds none of them, or when
+        an upload to rebuild from is missing: the sum is then left as it is)."""
+        if origin == round_:
+            k_sum = keyspace.edge_sum(self._eid, self._fid, round_)
+            k_manifest = keyspace.edge_manifest(self._eid, self._fid, round_)
+
+            def k_upload(cid: str) -> str:
+                return keyspace.edge_upload(self._eid, self._fid, round_, cid)
+        else:
+            k_sum = keyspace.edge_late_sum(self._eid, self._fid, round_, origin)
+            k_manifest = keyspace.edge_late_manifest(self._eid, self._fid, round_, origin)
+
+            def k_upload(cid: str) -> str:
+                return keyspace.edge_late_upload(self._eid, self._fid, round_, origin, cid)
+
+        manifest = _load_manifest(await self._store.get(k_manifest))
+        keys = [k_sum, k_manifest, *(k_upload(cid) for cid in manifest)]
+        taken: list[str] = []
+
+        async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            taken.clear()
+            now = _load_manifest(current[k_manifest])
+            out = sorted(set(client_ids) & now.keys())
+            kept = sorted(now.keys() - set(out))
+            uploads = [current.get(k_upload(cid)) for cid in kept]
+            if not out or now.keys() != manifest.keys() or any(u is None for u in uploads):
+                return {}
+            taken.extend(out)
+            return {
+                k_sum: await resum([u for u in uploads if u is not None]) if kept else None,
+                k_manifest: _MANIFEST.dump_json({cid: now[cid] for cid in kept}),
+                **{k_upload(cid): None for cid in out},
+            }
+
+        await self._store.transaction(keys, compute)
+        return taken
 
     async def close(self, round_: int, closure: Closure) -> tuple[Closure, bool]:
         """Close the round to uploads (once). Returns the closure in force and whether this call wrote it."""
@@ -220,6 +280,7 @@ class RoundLedger:
         if await self._store.set_if_absent(
             key, outcome.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
         ):
+            await self._forget_uploads(round_)
             await self._retain(round_)
             return outcome
         return await self.outcome(round_) or outcome
@@ -241,6 +302,15 @@ class RoundLedger:
             if value is not None:
                 await self._store.set(key, value, ttl_s=keyspace.EDGE_ROUND_TTL_S)
 
+    async def _forget_uploads(self, round_: int) -> None:
+        """Drop the round's single uploads (its own and its late buckets'): with an outcome, the sum is final,
+        and the edge keeps no hospital's ciphertext longer than it needs it."""
+        late = keyspace.edge_late_prefix(self._eid, self._fid, round_)
+        keys = await self._store.scan(keyspace.edge_uploads_prefix(self._eid, self._fid, round_))
+        keys += [k for k in await self._store.scan(late) if ":upload:" in k[len(late) :]]
+        if keys:
+            await self._store.delete(*keys)
+
     async def _rounds_with(self, suffix: str) -> list[int]:
         prefix = keyspace.edge_rounds_prefix(self._eid, self._fid)
         rounds = set()
@@ -249,23 +319,6 @@ class RoundLedger:
             if rest == suffix and number.isdigit():
                 rounds.add(int(number))
         return sorted(rounds)
-
-
-def contribution_of(update: ClientUpdate) -> Contribution:
-    """The manifest line of an accepted upload: who, with which weight and rank, not what."""
-    return Contribution(
-        client_id=update.client_id,
-        weight=update.weight,
-        num_examples=update.num_examples,
-        rank=update.rank,
-        nonce=update.nonce,
-        ciphertext_sha256=update.ciphertext_sha256,
-        local_epsilon=update.local_epsilon,
-        local_privacy=update.local_privacy,
-        noise_share_std=update.noise_share_std,
-        validation_loss=update.validation_loss,
-        validation_examples=update.validation_examples,
-    )
 
 
 def _load_manifest(raw: bytes | None) -> dict[str, Contribution]:

@@ -72,6 +72,7 @@ from fedlora.simulation_rounds import (
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
 from protocol.crypto.params import HEKind, PlainParams
 from protocol.messages import Contribution, FederationSpec, NoiseShare
+from protocol.reach import planned_hold, published_rank
 from protocol.secagg import CohortId
 from protocol.strategies import strategy_for
 
@@ -446,6 +447,10 @@ class _Run:
         # The same close over plaintext sums, to measure what the encryption changed.
         self.plain_scheme = generate_scheme(PlainParams()) if spec.he.kind is not HEKind.NONE else None
         self.strategy = strategy_for(spec)
+        # Every hospital trains at `config.rank`, so the plan's published rank is that rank (with `k` of them).
+        self.held = planned_hold(
+            self.layout, published_rank([config.rank] * len(names), k=spec.min_clients_per_edge)
+        )
         self.ledger = Ledger()
         self.dp = (
             DPSettings(
@@ -659,7 +664,13 @@ class _Run:
             else None
         )
         values = contribution(
-            self.public_scheme, delta, weight=WEIGHT, clip_norm=config.clip_norm, share=share, rng=share_rng
+            self.public_scheme,
+            delta,
+            weight=WEIGHT,
+            clip_norm=config.clip_norm,
+            share=share,
+            rng=share_rng,
+            held=self.held,
         )
         self.public_scheme.precompute(len(values))  # as a hospital could while it trains: not encryption time
         return result, seal(self.public_scheme, values, encrypt=encrypt)

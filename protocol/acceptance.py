@@ -5,8 +5,13 @@ The cloud cannot see inside a ciphertext, so it holds each edge to what it can c
 - a sum's envelope counts exactly as many encryptions as its manifest names hospitals (`check_count`): an
   edge that adds one hospital's ciphertext to itself `m` times would weigh it `m` times in the mean;
 - a ciphertext is accepted once per federation, across rounds, late buckets and edges (`claim`): a sum the
-  cloud already decrypted, decrypted again under another weight or beside other sums, can be isolated;
+  cloud already decrypted, decrypted again under another weight or beside other sums, can be isolated. A
+  sum is known by its canonical digest (what it parses to, serialised again), and each hospital's upload
+  by the digest its signed manifest line names, so one upload is never counted in two accepted sums;
 - a hospital's update for a round is in at most one accepted sum, whichever edge names it (`claim`).
+
+A refusal that is one hospital's, not the sum's, names it in `detail["client_ids"]` (with the `round` it
+trained for), so an honest edge can forward its other hospitals without it.
 
 These check bytes and ids, not what a ciphertext holds: an edge that re-randomises a ciphertext (adds an
 encryption of zero) and rewrites its envelope's count passes them. Masking below the encryption is what makes
@@ -48,14 +53,18 @@ class Sum:
     field: str  # where it sits in the aggregate: "ciphertext" or "late.{i}.ciphertext"
     contributions_field: str  # where its manifest sits: "contributions" or "late.{i}.contributions"
     origin_round: int  # the round its hospitals trained for
-    ciphertext_sha256: str
+    ciphertext_sha256: str  # canonical: of the ciphertext serialised again from what it parses to
     client_ids: tuple[str, ...]
+    upload_sha256: tuple[
+        str, ...
+    ]  # each hospital's upload digest, from its signed line, in client_ids' order
 
 
 @dataclass(frozen=True)
 class Claims:
-    """What accepting some sums writes: each ciphertext digest with the field it came in, and per round the
-    hospitals counted so far (client id -> edge id), those already counted included."""
+    """What accepting some sums writes: each ciphertext digest (the sums' and their hospitals' uploads') with
+    the field it came in, and per round the hospitals counted so far (client id -> edge id), those already
+    counted included."""
 
     digests: dict[str, str]
     counted: dict[int, dict[str, str]]
@@ -93,13 +102,28 @@ def claim(
                 detail={"ciphertext_sha256": digest},
             )
         digests[digest] = part.field
+        for index, (cid, upload) in enumerate(zip(part.client_ids, part.upload_sha256, strict=True)):
+            if upload == digest:  # a sum of one upload (k = 1) is that upload: one ciphertext, claimed above
+                continue
+            if accepted.get(upload) or upload in digests:
+                raise ReplayedCiphertextError(
+                    f"client {cid}'s upload (SHA-256 {upload}) is already in an accepted sum; an upload is "
+                    "counted once",
+                    field=f"{part.contributions_field}.{index}.ciphertext_sha256",
+                    detail={"ciphertext_sha256": upload, "client_ids": [cid], "round": part.origin_round},
+                )
+            digests[upload] = f"{part.contributions_field}.{index}"
         round_ids = after.setdefault(part.origin_round, {})
         twice = sorted(set(part.client_ids) & round_ids.keys())
         if twice:
             raise CountedTwiceError(
                 f"clients {twice} are already in round {part.origin_round}'s sums; a client counts once per round",
                 field=part.contributions_field,
-                detail={"round": part.origin_round, "counted_at": {cid: round_ids[cid] for cid in twice}},
+                detail={
+                    "round": part.origin_round,
+                    "client_ids": twice,
+                    "counted_at": {cid: round_ids[cid] for cid in twice},
+                },
             )
         round_ids.update(dict.fromkeys(part.client_ids, edge_id))
     return Claims(digests=digests, counted=after)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -121,6 +122,8 @@ class ErrorCode(StrEnum):
     STAGE_PENDING = "stage_pending"  # 409 + Retry-After: the masking stage asked for has not closed yet
     STAGE_CLOSED = "stage_closed"  # 409: the masking stage posted to has closed
     COHORT_FAILED = "cohort_failed"  # 409: the round's masking cohort failed; nothing of it is forwarded
+    # 400: a manifest line is not signed by the client it names (detail: `client_ids`, `round`)
+    BAD_CONTRIBUTION_SIGNATURE = "bad_contribution_signature"
     INTERNAL = "internal"
 
 
@@ -686,10 +689,15 @@ class ClientUpdate(Message):
     plan_sha256: Sha256Hex | None = Field(
         default=None, description="`RoundPlan.sha256` of the plan the client trained under (signed)"
     )
+    contribution_signature: Signature = Field(
+        default=b"",
+        description="the client's Ed25519 signature of its manifest line (`Contribution.signing_payload`), "
+        "which the edge forwards in its manifest and the cloud verifies",
+    )
 
     def signing_payload(self) -> bytes:
-        """The bytes a client signs: every field but the signature, the ciphertext by its digest."""
-        fields = self.model_dump(mode="json", exclude={"signature", "ciphertext"})
+        """The bytes a client signs: every field but the signatures, the ciphertext by its digest."""
+        fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "contribution_signature"})
         fields["ciphertext_sha256"] = _sha256(self.ciphertext)
         if fields["plan_sha256"] is None:  # absent when unset: uploads signed before it existed still verify
             del fields["plan_sha256"]
@@ -699,11 +707,36 @@ class ClientUpdate(Message):
     def ciphertext_sha256(self) -> str:
         return _sha256(self.ciphertext)
 
+    def manifest_line(self) -> Contribution:
+        """The line an edge's manifest carries for this upload: who, with which weight and rank, not what;
+        signed with `contribution_signature`."""
+        return Contribution(
+            client_id=self.client_id,
+            weight=self.weight,
+            num_examples=self.num_examples,
+            rank=self.rank,
+            nonce=self.nonce,
+            ciphertext_sha256=self.ciphertext_sha256,
+            local_epsilon=self.local_epsilon,
+            local_privacy=self.local_privacy,
+            noise_share_std=self.noise_share_std,
+            validation_loss=self.validation_loss,
+            validation_examples=self.validation_examples,
+            signature=self.contribution_signature,
+        )
+
+    def signed(self, sign: Callable[[bytes], bytes]) -> ClientUpdate:
+        """This update signed by its client (`sign`: its Ed25519 key's): first its manifest line, for the
+        cloud, then the whole upload, for the edge."""
+        line = self.manifest_line().signing_payload(federation_id=self.federation_id, round_=self.round)
+        with_line = self.model_copy(update={"contribution_signature": sign(line)})
+        return with_line.model_copy(update={"signature": sign(with_line.signing_payload())})
+
 
 class Contribution(BaseModel):
-    """One line of an edge's manifest: who is inside a sum, without what they sent."""
+    """One line of an edge's manifest: who is inside a sum, without what they sent, signed by that client."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     client_id: Identifier
     weight: float = Field(gt=0.0)
@@ -716,6 +749,19 @@ class Contribution(BaseModel):
     noise_share_std: float | None = Field(default=None, ge=0.0)
     validation_loss: float | None = Field(default=None, ge=0.0, le=1e6)
     validation_examples: int | None = Field(default=None, ge=1)
+    signature: Signature = Field(
+        default=b"",
+        description="the client's Ed25519 signature of `signing_payload()` for the round its update was made "
+        "for: an edge cannot name a client that did not upload to it",
+    )
+
+    def signing_payload(self, *, federation_id: str, round_: int) -> bytes:
+        """The bytes the client signs: every field of the line but the signature (fields left None are not
+        in it), with the federation and the round it trained for (the origin round of a late upload), so a
+        line cannot be moved to another federation or round."""
+        fields = self.model_dump(mode="json", exclude={"signature"}, exclude_none=True)
+        context = {"federation_id": federation_id, "round": round_, "protocol_version": PROTOCOL_VERSION}
+        return _canonical({**fields, **context})
 
 
 class LateSum(BaseModel):

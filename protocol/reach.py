@@ -52,6 +52,25 @@ class Reach:
         return int(np.count_nonzero(self.held))
 
 
+def planned_hold(layout: AdapterLayout, published_rank: int | None) -> np.ndarray | None:
+    """Where a hospital zeroes its delta before encrypting under a plan that publishes `published_rank`
+    (`RoundPlan.published_rank`): True on the LoRA columns of `B` (rows of `A`) from that rank on, which
+    fewer than `k` planned hospitals reach. The cloud holds them back after decrypting anyway; zeroing them
+    first keeps a column one hospital reaches out of what the cloud decrypts too. None when the plan holds
+    nothing back in advance (no published rank, or `r_max` and above)."""
+    if published_rank is None or published_rank >= layout.r_max:
+        return None
+    if published_rank < 0:
+        raise ValueError(f"published_rank must be at least 0, got {published_rank}")
+    if published_rank == 0:
+        # Fewer than `k` hospitals planned: no LoRA coordinate is published; the head (the layout's last
+        # entries) is, should `k` upload after all.
+        held = np.ones(layout.size, dtype=bool)
+        held[layout.size - sum(entry.size for entry in layout.head) :] = False
+        return held
+    return layout.lora_column_mask(published_rank) == 0
+
+
 @dataclass(frozen=True)
 class SumReach:
     """How far the hospitals inside one sum the cloud decrypts on its own reach (ranks are nested)."""

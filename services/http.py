@@ -24,11 +24,14 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=60.0, write=60.0, pool=5.0)
 class PeerRefusedError(RuntimeError):
     """The peer answered with a 4xx (not 429): retrying the same request cannot help."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, detail: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.detail: dict[str, Any] = dict(detail or {})  # the body's machine-readable `detail`, if any
 
 
 class PeerUnavailableError(RuntimeError):
@@ -46,7 +49,13 @@ def _retryable(error: BaseException) -> bool:
 def _refusal(response: httpx.Response) -> PeerRefusedError:
     try:
         body = response.json()
-        return PeerRefusedError(response.status_code, str(body.get("code")), str(body.get("message")))
+        detail = body.get("detail")
+        return PeerRefusedError(
+            response.status_code,
+            str(body.get("code")),
+            str(body.get("message")),
+            detail=detail if isinstance(detail, dict) else None,
+        )
     except (ValueError, AttributeError):
         return PeerRefusedError(response.status_code, "unknown", response.text[:500])
 

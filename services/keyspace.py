@@ -139,6 +139,16 @@ def edge_manifest(eid: str, fid: str, round_: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:manifest"
 
 
+def edge_upload(eid: str, fid: str, round_: int, client_id: str) -> str:
+    # One hospital's ciphertext as it was added to the round's sum, kept until the forward has an outcome:
+    # the sum can be rebuilt without a hospital the cloud refuses it with (counted at another edge).
+    return f"edge:{eid}:{fid}:round:{round_}:upload:{client_id}"
+
+
+def edge_uploads_prefix(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:upload:"
+
+
 def edge_forwarded(eid: str, fid: str, round_: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:forwarded"  # json: the forward's outcome, written once
 
@@ -150,6 +160,10 @@ def edge_late_sum(eid: str, fid: str, round_: int, origin: int) -> str:
 
 def edge_late_manifest(eid: str, fid: str, round_: int, origin: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:late:{origin}:manifest"
+
+
+def edge_late_upload(eid: str, fid: str, round_: int, origin: int, client_id: str) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:late:{origin}:upload:{client_id}"
 
 
 def edge_late_prefix(eid: str, fid: str, round_: int) -> str:

@@ -2,8 +2,8 @@
 (issue 18, item 3: "the cloud accepts only what it can check").
 
 The cloud cannot see inside a ciphertext, so it holds each edge to what it can check: the envelope's count
-of encryptions is the manifest's, no ciphertext is accepted twice, and no hospital counts in two sums for
-one round. Each test states the property it checks; each failed before these checks.
+of encryptions is the manifest's, every manifest line is signed by the hospital it names, no ciphertext is
+accepted twice, and no hospital counts in two sums for one round. Each test states the property it checks; each failed before these checks.
 """
 
 from __future__ import annotations
@@ -163,8 +163,58 @@ async def test_a_hospital_counts_in_one_edge_sum_per_round() -> None:
 
         assert twice.status_code == 409, twice.text
         assert twice.json()["detail"]["counted_at"] == {"client-a": "edge-1"}
+        assert (twice.json()["detail"]["client_ids"], twice.json()["detail"]["round"]) == (["client-a"], 0)
         assert (twice.json()["code"], twice.json()["field"]) == ("duplicate_upload", "contributions")
         assert (await cloud.status(fed.fid, 0)).clients_contributed == 2
         honest = await fed.post(cloud.http, await fed.aggregate(cloud, "edge-2", 0, others))
         assert honest.status_code == 202, honest.text
         assert np.max(np.abs(await cloud.vector(fed.fid, 1) - weighted_mean(first | others))) < CKKS_TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("where", "tamper"),
+    [
+        ("contributions", "other-key"),
+        ("contributions", "other-round"),
+        ("contributions", "weight"),
+        ("late", "other-key"),
+        ("late", "other-round"),
+    ],
+)
+async def test_every_manifest_line_is_signed_by_its_hospital_for_its_round(where: str, tamper: str) -> None:
+    """Property: every line of an accepted manifest carries its hospital's signature over that line, for the
+    federation and the round the hospital trained for (a late bucket's origin round).
+
+    Edge-1 forwards round 1 with a and b, and a late bucket of round-0 uploads from c and d. One line (b's,
+    or d's in the bucket) is not what that hospital signed for that sum: signed with another key (it never
+    uploaded), its genuine line of another round (round 0 for the round's own sum, round 1 for the bucket),
+    or its genuine line with the weight changed. The cloud answers 400 `bad_contribution_signature` naming
+    the line, the hospital and its round, and counts nothing of the aggregate."""
+    rng = np.random.default_rng(34)
+    late = where == "late"
+    target, origin = ("client-d", 0) if late else ("client-b", 1)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(rounds=3, late_uploads=LATE), TOPOLOGY)
+        await fed.start(cloud.http)
+        await round_zero(cloud, fed, rng)
+        own, bucket = deltas_for(rng, ("client-a", "client-b")), deltas_for(rng, ("client-c", "client-d"))
+        forged = (target,) if tamper == "other-key" else ()
+        body = await fed.aggregate(cloud, "edge-1", 1, own, late={0: bucket}, forged=forged)
+        lines = body.late[0].contributions if late else body.contributions
+        if tamper == "other-round":
+            moved = await fed.aggregate(cloud, "edge-1", 1 - origin, {target: (bucket | own)[target]})
+            lines = (lines[0], moved.contributions[0])
+        elif tamper == "weight":
+            lines = (lines[0], lines[1].model_copy(update={"weight": 0.5}))
+        if late:
+            body = resigned(fed, body, late=(body.late[0].model_copy(update={"contributions": lines}),))
+        else:
+            body = resigned(fed, body, contributions=lines)
+
+        response = await fed.post(cloud.http, body)
+
+        field = "late.0.contributions.1.signature" if late else "contributions.1.signature"
+        assert response.status_code == 400, response.text
+        assert (response.json()["code"], response.json()["field"]) == ("bad_contribution_signature", field)
+        assert response.json()["detail"] == {"client_ids": [target], "round": origin}
+        assert (await cloud.status(fed.fid, 1)).clients_contributed == 0

@@ -26,11 +26,6 @@ pytestmark = pytest.mark.anyio
 CKKS_TOLERANCE = 1e-5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 review: held-back columns are still decrypted by the curious cloud "
-    "(reach is applied after decryption, hospitals above the published rank still upload them)",
-)
 async def test_the_cloud_never_decrypts_a_column_fewer_than_k_hospitals_reach(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -63,11 +58,6 @@ async def test_the_cloud_never_decrypts_a_column_fewer_than_k_hospitals_reach(
     assert np.max(np.abs(seen - d_column)) > 1e-3, "the cloud decrypted client-d's column 1 alone"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 review: count == manifest is met with honest counts by naming hospitals that never "
-    "uploaded (unsigned manifest lines), so m-fold weighting and single-hospital sums still pass",
-)
 @pytest.mark.parametrize("forgery", ["three-fold", "single-hospital"])
 async def test_a_sum_that_weighs_one_hospital_more_than_once_is_refused(forgery: str) -> None:
     """Property (the one `check_count` is there for): no hospital's encryption weighs more than once in a sum
@@ -85,8 +75,9 @@ async def test_a_sum_that_weighs_one_hospital_more_than_once_is_refused(forgery:
         fed = await Federation.create(cloud.http, small_spec(), TOPOLOGY)
         await fed.start(cloud.http)
         named = ("client-a", "client-b", "client-c", "client-d")
+        never_uploaded = ("client-c", "client-d")
         if forgery == "single-hospital":
-            named = ("client-a", "client-b")
+            named, never_uploaded = ("client-a", "client-b"), ("client-b",)
         deltas = deltas_for(rng, named)
         enc_a = fed.scheme.encrypt(deltas["client-a"])
         parts = [enc_a] * (len(named) - 1)
@@ -96,7 +87,8 @@ async def test_a_sum_that_weighs_one_hospital_more_than_once_is_refused(forgery:
             parts.append(enc_a)
         forged = fed.scheme.serialize(fed.scheme.sum(parts))
         assert fed.scheme.deserialize(forged).count == len(named)
-        body = await fed.aggregate(cloud, "edge-1", 0, deltas, ciphertext=forged)
+        # The hospitals that uploaded signed their lines; the edge writes the others' itself.
+        body = await fed.aggregate(cloud, "edge-1", 0, deltas, ciphertext=forged, forged=never_uploaded)
 
         response = await fed.post(cloud.http, body)
 
@@ -183,11 +175,6 @@ async def test_every_sum_the_cloud_decrypts_has_k_hospitals_on_each_published_co
     assert status.metrics.get("late_left_out", 0.0) == 2 - folded_in
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 review: after the cloud's new 409 duplicate_upload/replay the edge records the round "
-    "refused and never forwards again, losing every other hospital's accepted upload (docs say it re-forwards)",
-)
 async def test_an_edge_whose_sum_names_a_hospital_counted_elsewhere_still_delivers_the_others(
     make_world: Any,  # noqa: F811 (the edge tests' fixture, imported above)
 ) -> None:
@@ -207,8 +194,12 @@ async def test_an_edge_whose_sum_names_a_hospital_counted_elsewhere_still_delive
     async def cloud_counting_a_elsewhere(aggregate: EdgeAggregate) -> None:
         fake.attempts.append(aggregate)
         if any(c.client_id == "hosp-a" for c in aggregate.contributions):
+            # The real cloud's refusal names the hospitals in `detail` (protocol.acceptance.claim).
             raise PeerRefusedError(
-                409, "duplicate_upload", "clients ['hosp-a'] are already in round 0's sums"
+                409,
+                "duplicate_upload",
+                "clients ['hosp-a'] are already in round 0's sums",
+                detail={"round": 0, "client_ids": ["hosp-a"], "counted_at": {"hosp-a": "edge-south"}},
             )
         fake.attempts.pop()
         await honest_forward(aggregate)

@@ -1,12 +1,14 @@
-"""Test harness: a cloud app run in-process (lifespan included), and a federation whose edges the test
-plays by hand with the real protocol: public-key CKKS encryption, homomorphic sums, Ed25519 signatures."""
+"""Test harness: a cloud app run in-process (lifespan included), and a federation whose edges (and their
+hospitals) the test plays by hand with the real protocol: each hospital's update made as the agent makes it
+(`client_agent.update.contribution`), public-key CKKS encryption, homomorphic sums, Ed25519 signatures (the
+edges' on their aggregates, the hospitals' on their manifest lines)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from client_agent.update import contribution
 from cloud_server.app import create_app
 from cloud_server.context import CloudContext
 from cloud_server.errors import NotFoundError
@@ -32,6 +35,7 @@ from protocol.messages import (
     RoundPlan,
     RoundStatus,
 )
+from protocol.reach import planned_hold
 from services.identity import SigningKey
 from services.settings import CloudSettings
 from services.store import MemoryStore, StateStore
@@ -141,6 +145,7 @@ class Federation:
     scheme: HEScheme[Any]
     edges: dict[str, Edge]
     client_tokens: dict[str, str] = field(default_factory=dict)
+    client_keys: dict[str, SigningKey] = field(default_factory=dict)
 
     @property
     def fid(self) -> str:
@@ -165,6 +170,7 @@ class Federation:
         fid = spec.federation_id
         edges: dict[str, Edge] = {}
         client_tokens: dict[str, str] = {}
+        client_keys: dict[str, SigningKey] = {}
         for edge_id, client_ids in topology.items():
             key = SigningKey.generate()
             body = EdgeEnrolment(
@@ -178,10 +184,11 @@ class Federation:
                 edge_id, key, Enrolled.model_validate_json(response.content).api_token, list(client_ids)
             )
             for client_id in client_ids:
+                client_keys[client_id] = SigningKey.generate()
                 enrolment = ClientEnrolment(
                     client_id=client_id,
                     edge_id=edge_id,
-                    public_key=SigningKey.generate().public_bytes,
+                    public_key=client_keys[client_id].public_bytes,
                     num_examples=(num_examples or {}).get(client_id, 100),
                     max_rank=(max_ranks or {}).get(client_id),
                 )
@@ -194,7 +201,14 @@ class Federation:
         response = await http.get(f"/federations/{fid}/public-context", headers=as_edge)
         assert response.status_code == 200, response.text
         scheme = scheme_from_public(spec.he, response.content)
-        return cls(spec=spec, created=created, scheme=scheme, edges=edges, client_tokens=client_tokens)
+        return cls(
+            spec=spec,
+            created=created,
+            scheme=scheme,
+            edges=edges,
+            client_tokens=client_tokens,
+            client_keys=client_keys,
+        )
 
     async def start(self, http: httpx.AsyncClient) -> RoundPlan:
         response = await http.post(f"/federations/{self.fid}/start")
@@ -204,6 +218,21 @@ class Federation:
     def encrypt_sum(self, vectors: Sequence[np.ndarray]) -> bytes:
         """What an edge forwards: the homomorphic sum of its clients' encrypted (pre-weighted) deltas."""
         return self.scheme.serialize(self.scheme.sum(self.scheme.encrypt(v) for v in vectors))
+
+    async def uploads(
+        self, cloud: Cloud, round_: int, deltas: Mapping[str, np.ndarray], weights: Mapping[str, float]
+    ) -> dict[str, Any]:
+        """Each hospital's encrypted upload for `round_` as its agent makes it: its delta weighted, with the
+        columns the round's plan holds back zeroed (`protocol.reach.planned_hold`), then encrypted."""
+        plan = await stored_plan(cloud, self.fid, round_)
+        layout, _ = await cloud.context.federations.layout(self.fid)
+        held = planned_hold(layout, plan.published_rank) if plan is not None else None
+        return {
+            cid: self.scheme.encrypt(
+                contribution(self.scheme, delta, weight=weights.get(cid, 1.0), clip_norm=None, held=held)
+            )
+            for cid, delta in deltas.items()
+        }
 
     async def aggregate(
         self,
@@ -224,57 +253,63 @@ class Federation:
         validation: Mapping[str, tuple[float, int]] | None = None,
         late: Mapping[int, Mapping[str, np.ndarray]] | None = None,
         plan_sha256: str | None = None,
+        forged: Collection[str] = (),
     ) -> EdgeAggregate:
-        """A signed `EdgeAggregate` of these clients' deltas, each multiplied by its weight before encryption;
-        `late` adds buckets of late uploads (origin round -> the clients' deltas, weighted the same way). Each
-        sum names the digest of its round's plan as `cloud` stored it (as an edge holding that plan does),
-        unless `plan_sha256` names another for the round's own sum."""
-        w = {cid: (weights or {}).get(cid, 1.0) for cid in deltas}
-        ciphertext = (
-            ciphertext if ciphertext is not None else self.encrypt_sum([w[c] * d for c, d in deltas.items()])
-        )
+        """A signed `EdgeAggregate` of these clients' uploads (`uploads`: each delta weighted before
+        encryption); `late` adds buckets of late uploads (origin round -> the clients' deltas, weighted the
+        same way). Each client signs its manifest line, naming the digest of its upload, except the `forged`
+        ones: clients that never uploaded, whose lines the edge can only sign with a key of its own. Each sum
+        names the digest of its round's plan as `cloud` stored it (as an edge holding that plan does), unless
+        `plan_sha256` names another for the round's own sum."""
+        w = dict(weights or {})
 
-        def lines(ids: Sequence[str]) -> tuple[Contribution, ...]:
-            return tuple(
-                Contribution(
+        def lines(origin: int, uploads: Mapping[str, Any]) -> tuple[Contribution, ...]:
+            out = []
+            for cid, upload in uploads.items():
+                line = Contribution(
                     client_id=cid,
-                    weight=(weights or {}).get(cid, 1.0),
+                    weight=w.get(cid, 1.0),
                     num_examples=100,
                     rank=(ranks or {}).get(cid, self.spec.r_max),
                     nonce=secrets.token_hex(16),
-                    ciphertext_sha256=hashlib.sha256(cid.encode()).hexdigest(),
+                    ciphertext_sha256=hashlib.sha256(self.scheme.serialize(upload)).hexdigest(),
                     local_epsilon=local_epsilon,
                     local_privacy=(local_privacy or {}).get(cid),
                     noise_share_std=noise_share_std,
                     validation_loss=(validation or {}).get(cid, (None, None))[0],
                     validation_examples=(validation or {}).get(cid, (None, None))[1],
                 )
-                for cid in ids
-            )
+                # A client not enrolled has no key of its own either: the edge signs for it too.
+                key = self.client_keys.get(cid) if cid not in forged else None
+                key = key or SigningKey.generate()
+                payload = line.signing_payload(federation_id=self.fid, round_=origin)
+                out.append(line.model_copy(update={"signature": key.sign(payload)}))
+            return tuple(out)
 
-        contributions = lines(list(deltas))
-        buckets = tuple(
-            [
+        def total(uploads: Mapping[str, Any]) -> bytes:
+            return self.scheme.serialize(self.scheme.sum(uploads.values()))
+
+        own = await self.uploads(cloud, round_, deltas, w)
+        buckets = []
+        for origin, late_deltas in sorted((late or {}).items()):
+            bucket = await self.uploads(cloud, origin, late_deltas, w)
+            buckets.append(
                 LateSum(
                     origin_round=origin,
-                    ciphertext=self.encrypt_sum(
-                        [(weights or {}).get(c, 1.0) * d for c, d in late_deltas.items()]
-                    ),
-                    contributions=lines(list(late_deltas)),
+                    ciphertext=total(bucket),
+                    contributions=lines(origin, bucket),
                     plan_sha256=await stored_plan_sha256(cloud, self.fid, origin),
                 )
-                for origin, late_deltas in sorted((late or {}).items())
-            ]
-        )
+            )
         unsigned = EdgeAggregate(
             federation_id=self.fid,
             round=round_,
             basis_version=self.spec.basis_version if basis_version is None else basis_version,
             edge_id=edge_id,
-            ciphertext=ciphertext,
-            contributions=contributions,
+            ciphertext=ciphertext if ciphertext is not None else total(own),
+            contributions=lines(round_, own),
             idempotency_key=idempotency_key or f"{self.fid}:{round_}:{edge_id}",
-            late=buckets,
+            late=tuple(buckets),
             plan_sha256=plan_sha256 or await stored_plan_sha256(cloud, self.fid, round_),
         )
         key = signer or self.edges[edge_id].key
@@ -294,12 +329,18 @@ class Federation:
         }
 
 
-async def stored_plan_sha256(cloud: Cloud, fid: str, round_: int) -> str | None:
-    """The digest of round `round_`'s plan as the cloud stored it (None before the round opened)."""
+async def stored_plan(cloud: Cloud, fid: str, round_: int) -> RoundPlan | None:
+    """Round `round_`'s plan as the cloud stored it (None before the round opened)."""
     try:
-        return (await cloud.context.rounds.plan(fid, round_)).sha256
+        return await cloud.context.rounds.plan(fid, round_)
     except NotFoundError:
         return None
+
+
+async def stored_plan_sha256(cloud: Cloud, fid: str, round_: int) -> str | None:
+    """The digest of round `round_`'s plan as the cloud stored it (None before the round opened)."""
+    plan = await stored_plan(cloud, fid, round_)
+    return plan.sha256 if plan is not None else None
 
 
 def weighted_mean(deltas: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:

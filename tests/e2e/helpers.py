@@ -73,7 +73,7 @@ def signed_update(key, client_id, plan, scheme, vector, nonce: str | None = None
         ciphertext=scheme.serialize(scheme.encrypt(vector)),
         plan_sha256=plan.sha256,
     )
-    return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
+    return unsigned.signed(key.sign)
 
 
 def post_upload(edge_url, update_or_body, *, round_=0) -> httpx.Response:

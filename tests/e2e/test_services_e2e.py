@@ -50,7 +50,7 @@ def test_round_over_real_processes(cluster, tmp_path, tiny_model_dir):
     refused = post_upload(edge_url["edge-1"], stranger)
     assert (refused.status_code, refused.json()["code"]) == (401, "unauthenticated")
     garbage = first.model_copy(update={"ciphertext": b"\x00garbage" * 100})
-    garbage = garbage.model_copy(update={"signature": keys["h-a"].sign(garbage.signing_payload())})
+    garbage = garbage.signed(keys["h-a"].sign)
     refused = post_upload(edge_url["edge-1"], garbage)
     assert (refused.status_code, refused.json()["code"]) == (400, "bad_ciphertext")
     assert post_upload(edge_url["edge-1"], b"{not json").status_code == 422

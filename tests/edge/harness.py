@@ -149,8 +149,7 @@ class World:
             noise_share_std=noise_share_std,
             plan_sha256=plan_sha256 or self.cloud.plan_sha256(round_),
         )
-        key = signer or hospital.key
-        return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
+        return unsigned.signed((signer or hospital.key).sign)
 
     async def stored_sum(self, round_: int = 0) -> npt.NDArray[np.float64]:
         """Decrypt the edge's running sum straight from the store (only the test holds the secret)."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from edge_aggregator.ledger import ForwardStatus
 from services import keyspace
 from tests.edge.harness import EID, FID, World, running_edge, until
 
@@ -89,6 +90,9 @@ async def test_the_store_holds_one_sum_per_round_whatever_the_number_of_clients(
         for hospital in world.hospitals.values():
             assert (await edge.upload(world.update(hospital))).status_code == 202
         await until(lambda: len(world.cloud.delivered) == 1, what="the forward")
+        # The forward's outcome (awaited behind the forward in flight): each upload is kept until then.
+        outcome = await edge.core.maybe_forward(0)
+        assert outcome is not None and outcome.status is ForwardStatus.DELIVERED
 
     keys = await world.store.scan(f"edge:{EID}:")
     sizes = {key: len(await world.store.get(key) or b"") for key in keys}
@@ -96,7 +100,8 @@ async def test_the_store_holds_one_sum_per_round_whatever_the_number_of_clients(
     sum_bytes = sizes.pop(sum_key)
     assert [k for k in keys if k.endswith(":sum")] == [sum_key]
     assert len([k for k in keys if ":nonce:" in k]) == 12
-    # Nothing else comes near the size of a ciphertext: no client's upload is kept on its own.
+    # Nothing else comes near the size of a ciphertext: no client's upload is kept on its own once the round
+    # is forwarded.
     assert max(sizes.values()) < sum_bytes / 20, sizes
     assert sum(sizes.values()) < sum_bytes / 2
     expected = np.sum([h.vector for h in world.hospitals.values()], axis=0)

@@ -12,6 +12,7 @@ from client_agent.data import Dataset
 from client_agent.releases import COUNT_ENTRY
 from client_agent.update import contribution
 from protocol.crypto import CKKSParams, PaillierParams, generate_scheme
+from protocol.ffa import AdapterLayout
 from protocol.messages import LocalSpend, NoiseShare, RoundPlan, Weighting
 from tests.hospitals import hospital_agent
 
@@ -127,3 +128,28 @@ def test_a_contribution_clips_in_l1_for_laplace_clamps_to_the_scheme_and_none_cl
     np.testing.assert_allclose(l1, [0.5, -0.5, 0.0, 0.0])
     np.testing.assert_allclose(unclipped, delta)
     np.testing.assert_allclose(clamped, [1.0, -1.0, 0.0, 0.0])  # 4 / 5 * delta = (4, -4), clamped to 1
+
+
+def test_columns_the_plan_holds_back_are_zeroed_before_clipping_and_encrypting(tmp_path, scheme) -> None:
+    """The cloud must not decrypt a column fewer than `k` planned hospitals reach: a hospital zeroes the
+    columns of B from the plan's published rank on before anything else, so its clip norm is spent on what
+    is published and the rest encrypts to zero."""
+    # Prepare: one module with 3 outputs at r_max 2 (B row-major, column 1 at odd positions) and a head of 2.
+    layout = AdapterLayout.build(lora_out_features={"m": 3}, r_max=2, head_shapes={"head": (2,)})
+    delta = np.array([3.0, 10.0, 0.0, 10.0, 0.0, 10.0, 4.0, 0.0])
+    the_plan = plan(published_rank=1, clip_norm=2.5)
+
+    # Execute
+    update = agent(tmp_path).make_update(the_plan, scheme, delta, num_examples=5, spend=None, layout=layout)
+
+    # Assert: column 1 zeroed, then (3, 0, 0, 0, 0, 0, 4, 0) of norm 5 clipped to 2.5.
+    decrypted = scheme.decrypt(scheme.deserialize(update.ciphertext, expected_length=8))
+    np.testing.assert_allclose(decrypted, [1.5, 0, 0, 0, 0, 0, 2.0, 0], atol=1e-6)
+    unpublished = agent(tmp_path / "r2").make_update(
+        plan(published_rank=2, clip_norm=100.0), scheme, delta, num_examples=5, spend=None, layout=layout
+    )
+    np.testing.assert_allclose(
+        scheme.decrypt(scheme.deserialize(unpublished.ciphertext, expected_length=8)), delta, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="layout"):
+        agent(tmp_path / "none").make_update(the_plan, scheme, delta, num_examples=5, spend=None)

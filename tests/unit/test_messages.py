@@ -22,6 +22,7 @@ from protocol.messages import (
     RoundStatus,
     Strategy,
 )
+from services.identity import IdentityError, SigningKey, verify
 
 NONCE = "ab" * 16
 
@@ -122,6 +123,34 @@ def test_signing_payload_covers_every_field_but_the_signature():
     # The plan digest a hospital trained under is signed too; unset, it is absent (older uploads verify).
     assert b"plan_sha256" not in payload
     assert update.model_copy(update={"plan_sha256": "1" * 64}).signing_payload() != payload
+
+
+def test_a_hospital_signs_its_manifest_line_for_its_federation_and_round():
+    # Prepare
+    key = SigningKey.generate()
+    update = _update(noise_share_std=0.2).signed(key.sign)
+
+    # Execute: the line as an edge stores it, through JSON (bytes as base64), as the cloud reads it.
+    line = Contribution.model_validate_json(update.manifest_line().model_dump_json())
+
+    # Assert: the line's signature verifies for the upload's federation and round only, over every field.
+    payload = line.signing_payload(federation_id="fed-1", round_=0)
+    verify(key.public_bytes, payload, line.signature)
+    verify(key.public_bytes, update.signing_payload(), update.signature)
+    assert line.ciphertext_sha256 == hashlib.sha256(b"\x00\x01binary\xff").hexdigest()
+    assert b"signature" not in payload and b'"noise_share_std":0.2' in payload
+    for where in (dict(federation_id="fed-2", round_=0), dict(federation_id="fed-1", round_=1)):
+        with pytest.raises(IdentityError):
+            verify(key.public_bytes, line.signing_payload(**where), line.signature)
+    for change in (dict(weight=0.5), dict(rank=2), dict(num_examples=1), dict(ciphertext_sha256="1" * 64)):
+        with pytest.raises(IdentityError):
+            changed = line.model_copy(update=change)
+            verify(key.public_bytes, changed.signing_payload(federation_id="fed-1", round_=0), line.signature)
+    # The upload's own payload leaves the line's signature out (it is a signature by the same key).
+    assert (
+        update.model_copy(update={"contribution_signature": b""}).signing_payload()
+        == update.signing_payload()
+    )
 
 
 def test_a_plans_digest_covers_every_field_but_its_signature_and_survives_the_wire():

@@ -12,7 +12,7 @@ from protocol.crypto import generate_scheme
 from protocol.crypto.params import PlainParams
 from protocol.ffa import AdapterLayout
 from protocol.messages import Contribution, NoiseMechanism
-from protocol.reach import fits, published_rank, reach, sum_reach
+from protocol.reach import fits, planned_hold, published_rank, reach, sum_reach
 from protocol.strategies import FFAStrategy
 
 # One module with 3 outputs, r_max 2: B is 3 x 2 (row-major: columns alternate), then a head of 2.
@@ -127,6 +127,17 @@ def test_fold_in_keeps_the_late_groups_that_fit_and_leaves_out_the_others() -> N
     kept, left_out = fold_in(lines("a2 b2"), [fitting, short], k=2)
 
     assert kept == [fitting] and left_out == [short]
+
+
+def test_a_hospital_zeroes_what_its_plan_holds_back_in_advance() -> None:
+    """`planned_hold`: the columns of B (rows of A) from the plan's published rank on; nothing without a
+    published rank or at r_max; at published rank 0 every LoRA coordinate but never the head."""
+    assert planned_hold(LAYOUT, 1).tolist() == COLUMN_1 + NONE_HEAD
+    assert planned_hold(LAYOUT_A, 1).tolist() == COLUMN_1 + [False] * 4 + [True] * 4 + NONE_HEAD
+    assert planned_hold(LAYOUT, 0).tolist() == [True] * 6 + NONE_HEAD
+    assert planned_hold(LAYOUT, None) is None and planned_hold(LAYOUT, 2) is None
+    with pytest.raises(ValueError, match="published_rank"):
+        planned_hold(LAYOUT, -1)
 
 
 def test_fewer_than_k_hospitals_hold_back_everything_the_head_included() -> None:

@@ -76,7 +76,8 @@ def _flaky_app(failures: int, status: int):
     @app.get("/refuse")
     def refuse():
         calls["n"] += 1
-        return JSONResponse({"code": "replay", "message": "nonce already used"}, status_code=409)
+        body = {"code": "replay", "message": "nonce already used", "detail": {"client_ids": ["h-a"]}}
+        return JSONResponse(body, status_code=409)
 
     return app, calls
 
@@ -118,6 +119,7 @@ def test_peer_gives_up_and_does_not_retry_refusals():
     with pytest.raises(PeerRefusedError) as refused:
         asyncio.run(scenario("/refuse"))
     assert (refused.value.status, refused.value.code) == (409, "replay")
+    assert refused.value.detail == {"client_ids": ["h-a"]}  # what an edge needs to forward without h-a
     assert calls["n"] == 1
 
 
