@@ -230,6 +230,7 @@ async def _through_the_services(
                     num_examples=public.train,
                     spend=None,
                     rng=share_generator(spec.seed, round_=round_, hospital=index),
+                    layout=model.layout,
                 )
                 await aggregators[edge_of[name]].accept(update, federation_id=fid, round_=round_)
             for edge in aggregators.values():

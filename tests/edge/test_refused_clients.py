@@ -5,11 +5,12 @@ in and forwards the others again, as long as `k` still holds."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
-from edge_aggregator.ledger import ForwardStatus
+from edge_aggregator.ledger import ForwardStatus, Outcome
 from protocol.messages import EdgeAggregate, LateUploadConfig
 from services import keyspace
 from services.http import PeerRefusedError
@@ -42,6 +43,15 @@ def refusing(world: World, client_id: str, *, round_: int, code: str = "duplicat
 
     world.cloud.forward = forward  # type: ignore[method-assign]
     return seen
+
+
+async def everyone_past_the_deadline(world: World, edge: Any) -> Outcome | None:
+    """Every hospital uploads for round 0, the deadline passes, the edge ticks: round 0's outcome."""
+    for hospital in world.hospitals.values():
+        assert (await edge.upload(world.update(hospital))).status_code == 202
+    world.clock.advance(61)
+    await edge.core.tick()
+    return await edge.core.ledger.outcome(0)
 
 
 async def test_an_upload_whose_manifest_line_is_not_signed_by_its_hospital_is_refused(
@@ -105,11 +115,7 @@ async def test_a_sum_left_below_k_is_not_forwarded_again(make_world: Callable[..
     world = make_world(clients=2, k=2)
     seen = refusing(world, "hosp-a", round_=0, code="bad_contribution_signature")
     async with running_edge(world) as edge:
-        for hospital in world.hospitals.values():
-            assert (await edge.upload(world.update(hospital))).status_code == 202
-        world.clock.advance(61)
-        await edge.core.tick()
-        outcome = await edge.core.ledger.outcome(0)
+        outcome = await everyone_past_the_deadline(world, edge)
         manifest = await edge.core.ledger.manifest(0)
 
     assert outcome is not None and outcome.status is ForwardStatus.SKIPPED, outcome
@@ -132,11 +138,7 @@ async def test_a_refusal_that_names_no_hospital_of_the_sum_records_the_round_ref
 
     world.cloud.forward = refuse_all  # type: ignore[method-assign]
     async with running_edge(world) as edge:
-        for hospital in world.hospitals.values():
-            assert (await edge.upload(world.update(hospital))).status_code == 202
-        world.clock.advance(61)
-        await edge.core.tick()
-        outcome = await edge.core.ledger.outcome(0)
+        outcome = await everyone_past_the_deadline(world, edge)
 
     assert outcome is not None and outcome.status is ForwardStatus.REFUSED, outcome
     assert seen == [3]
