@@ -16,6 +16,7 @@ from services import keyspace
 from services.http import PeerRefusedError
 from services.identity import SigningKey
 from tests.edge.harness import EID, FID, World, into_round_one, running_edge
+from tests.edge.masking_cohort import HOSPITALS, HttpCohort
 
 pytestmark = pytest.mark.anyio
 
@@ -142,3 +143,26 @@ async def test_a_refusal_that_names_no_hospital_of_the_sum_records_the_round_ref
 
     assert outcome is not None and outcome.status is ForwardStatus.REFUSED, outcome
     assert seen == [3]
+
+
+async def test_a_masked_sum_is_not_rebuilt_without_a_hospital_the_cloud_names(
+    make_masking_world: Callable[..., World],
+) -> None:
+    """In a masking federation the cohort's correction covers exactly the survivors it unmasked: without one
+    of them the rest would not unmask. The edge records the round refused instead of forwarding a sum whose
+    masks no longer cancel."""
+    world = make_masking_world()
+    seen = refusing(world, "hosp-03", round_=0)
+    async with running_edge(world) as edge:
+        cohort = HttpCohort(world, edge)
+        await cohort.advertise(HOSPITALS)
+        await cohort.share(HOSPITALS)
+        await cohort.upload(HOSPITALS)
+        await edge.core.tick()
+        await cohort.consent(HOSPITALS)
+        await cohort.unmask(HOSPITALS)
+        await edge.core.tick()
+        outcome = await edge.core.ledger.outcome(0)
+
+    assert outcome is not None and outcome.status is ForwardStatus.REFUSED, outcome
+    assert seen == [len(HOSPITALS)] and not world.cloud.delivered
