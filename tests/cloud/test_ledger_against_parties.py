@@ -3,25 +3,26 @@ edge's manifest, a curious cloud that decrypts what it holds, a participating ho
 noise share, a hospital's history that goes backwards, and the round that re-bases.
 
 Each test asserts a promise of docs/privacy.md against the noise really measured in what the party can
-read; each failed on the code the review attacked. The two marked `xfail` are known holes that masking
-below the encryption (issue 18) closes: a malicious edge can sum one hospital's ciphertext many times, and
-a cloud colluding with an edge can decrypt one upload.
+read; each failed on the code the review attacked. Two were holes that only masking below the encryption
+(issue 18) closes: a malicious edge summing one hospital's ciphertext many times, and a cloud colluding with
+an edge decrypting one upload; the first runs here in a masking federation.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 
 import dp_accounting
 import numpy as np
 import pytest
 
 from cloud_server.records import unpack_aggregate
-from protocol.crypto import envelope
+from protocol.crypto import PaillierParams
 from protocol.messages import CentralDPConfig, LocalSpend, PrivacyReport
 from protocol.privacy import GaussianEvent, RdpAccountant
 from services import keyspace
+from tests.adversarial.test_cloud_acceptance import resigned
+from tests.adversarial.test_masking import cohort, forwarded
 from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
@@ -91,77 +92,56 @@ async def test_an_edge_that_inflates_noise_share_std_is_refused() -> None:
 
 
 # -- 2. the ciphertext is only a sum of "at least" the manifest's encryptions -----------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18: the cloud cannot tell what an edge's ciphertext holds; masking below the encryption "
-    "(double masking with dropout recovery) makes any sum but the whole cohort's decrypt to noise",
-)
 async def test_an_edge_that_adds_one_hospitals_ciphertext_64_times_is_caught() -> None:
     """Central Gaussian noise added by the cloud (z = 1, C = 1), 2 edges x 2 hospitals, every manifest
-    weight 1. Edge-1 (malicious) forwards ct_a added to itself 64 times plus ct_b, its envelope's count
-    rewritten to the manifest's 2 (a count of 65 is refused, tests/adversarial): the cloud cannot tell, so
-    it accepts it, adds N(0, (z C)^2) and publishes. Anyone
-    holding the adapter (the edge can GET it) recovers 64 x_a + N(0, (zC)^2): hospital a's reach on the
-    release is 64 C, the ledger's sensitivity is 1 (plus CKKS slack)."""
+    weight 1, in a masking federation (the default). Edge-1 (malicious) forwards client-a's masked upload
+    added to itself 64 times plus client-b's, its envelope's count rewritten to the manifest's 2, with its
+    cohort's real mask correction. Without masks (issue 18's reproduction under CKKS) the cloud cannot
+    tell, publishes, and anyone holding the adapter recovers 64 x_a + N(0, (zC)^2) against a ledger that
+    charged a sensitivity of 1. With masks, a's masks no longer cancel: the sum decrypts to values no two
+    honest uploads reach, the cloud names edge-1 and closes the round from edge-2's sum alone."""
     rng = np.random.default_rng(2)
     z, clip, amplify = 1.0, 1.0, 64
     dp = CentralDPConfig(noise_multiplier=z, clip_norm=clip, delta=DELTA)
+    he = PaillierParams(key_bits=1024, masking=True, clip=clip, max_clients=128)
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec(central_dp=dp))
+        fed = await Federation.create(cloud.http, small_spec(central_dp=dp, he=he))
         await fed.start(cloud.http)
         deltas = {cid: clipped(rng, clip) for cid in ("client-a", "client-b", "client-c", "client-d")}
-        ct_a, ct_b = (fed.scheme.encrypt(deltas[c]) for c in ("client-a", "client-b"))  # as uploaded
-        tampered = bytearray(fed.scheme.serialize(fed.scheme.sum([ct_a] * amplify + [ct_b])))
-        struct.pack_into(">I", tampered, envelope.HEADER_BYTES - 8, 2)  # the header's count, then chunks
-        body = await fed.aggregate(
-            cloud, "edge-1", 0, {c: deltas[c] for c in ("client-a", "client-b")}, ciphertext=bytes(tampered)
-        )
+        first = {c: deltas[c] for c in ("client-a", "client-b")}
+        run = cohort(fed, "edge-1", first)
+        honest_body = await forwarded(cloud, fed, "edge-1", deltas, run)
+        scheme = fed.scheme
+        ct_a, ct_b = (scheme.encrypt_residues(run.masked[c]) for c in ("client-a", "client-b"))
+        tampered = scheme.sum([ct_a] * amplify + [ct_b])
+        tampered.count = 2  # the header's count rewritten to the manifest's
+        body = resigned(fed, honest_body, ciphertext=scheme.serialize(tampered))
         response = await fed.post(cloud.http, body)
-        if response.status_code != 202:
-            return  # refused: the promise holds
-        honest = await fed.aggregate(cloud, "edge-2", 0, {c: deltas[c] for c in ("client-c", "client-d")})
+        second = {c: deltas[c] for c in ("client-c", "client-d")}
+        honest = await forwarded(cloud, fed, "edge-2", deltas, cohort(fed, "edge-2", second))
         assert (await fed.post(cloud.http, honest)).status_code == 202
+        status = await cloud.status(fed.fid, 0)
         released = await cloud.vector(fed.fid, 1)
-        report = await privacy(cloud, fed.fid)
 
-    # The edge knows the adapter and (as any observer of two adjacent worlds) the rest; what it reads of x_a:
+    # Refused at the door, or named and left out of the round: either way the promise holds...
+    assert response.status_code != 202 or status.flagged == ("edge-1",), status
+    # ...and what the edge reads of x_a from the adapter (as if its forgery had been published) is noise.
     estimate = (released * 4 - deltas["client-b"] - deltas["client-c"] - deltas["client-d"]) / amplify
     cosine = float(
         estimate @ deltas["client-a"] / (np.linalg.norm(estimate) * np.linalg.norm(deltas["client-a"]))
     )
-    ledger = report.central_rounds[0]
-    # Hospital a's delta is readable from the public adapter (an honest sum under this noise gives a cosine
-    # of about 1 / sqrt(1 + z^2 d) = 0.025); one hospital must move the release by at most the ledger's
-    # sensitivity, here 64 C against a recorded 1.
-    assert cosine < 0.5 and ledger.sensitivity >= amplify
+    assert cosine < 0.5
 
 
 # -- 3. the decrypting cloud holds every edge's sum --------------------------------------------------------
-@pytest.mark.parametrize(
-    ("view", "colluding"),
-    [
-        ("edge-sum", 0),
-        ("edge-sum", 1),
-        pytest.param(
-            "upload",
-            0,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 18: a cloud colluding with an edge decrypts one upload; only masking below the "
-                "encryption stops it (docs/privacy.md says there is no bound against that pair)",
-            ),
-        ),
-    ],
-    ids=["edge-sum", "edge-sum-1-colluder", "upload-from-edge"],
-)
-async def test_the_column_against_the_cloud_holds_for_what_it_can_decrypt_alone(
-    view: str, colluding: int
-) -> None:
+@pytest.mark.parametrize("colluding", [0, 1], ids=["edge-sum", "edge-sum-1-colluder"])
+async def test_the_column_against_the_cloud_holds_for_what_it_can_decrypt_alone(colluding: int) -> None:
     """Distributed Gaussian shares under CKKS, 2 edges x 2 hospitals, z = 2, C = 0.5, every share arrives.
     The cloud stores each edge's sum under its own key: decrypting edge-1's alone shows x_a + x_b under 2
     shares (1 if client-b colludes), std z C / sqrt(2) (z C / 2), and the column against it must count no
-    more (the review found it counted all four). An edge colluding with the cloud hands over client-a's
-    upload, which the cloud decrypts under client-a's own share alone, z C / 2."""
+    more (the review found it counted all four). Without masks, an edge colluding with the cloud could hand
+    over client-a's upload, under client-a's own share alone; with masks (the default federation) that
+    upload decrypts to noise (tests/adversarial/test_masking.py), so this column holds against the pair."""
     rng = np.random.default_rng(3)
     z, clip = 2.0, 0.5
     dp = CentralDPConfig(
@@ -186,21 +166,15 @@ async def test_the_column_against_the_cloud_holds_for_what_it_can_decrypt_alone(
             assert (await fed.post(cloud.http, body)).status_code == 202
         report = await privacy(cloud, fed.fid)
 
-        # What the curious cloud reads with what it holds: edge-1's stored sum, its own secret key; or the
-        # ciphertext of client-a's upload, as edge-1 received it.
+        # What the curious cloud reads with what it holds: edge-1's stored sum, its own secret key.
         stored = await cloud.store.hgetall(keyspace.fed_round_aggregates(fed.fid, 0))
         _, ciphertext = unpack_aggregate(stored["edge-1"])
-        if view == "upload":
-            ciphertext = fed.scheme.serialize(fed.scheme.encrypt(deltas["client-a"] + shares["client-a"]))
         secret = await cloud.context.federations.secret_scheme(fed.fid)
         opened = secret.decrypt(secret.deserialize(bytes(ciphertext), expected_length=LAYOUT_SIZE))
 
-    if view == "upload":
-        seen, expected = opened - deltas["client-a"], z / 2
-    else:
-        # With `colluding` = 1, client-b colludes and subtracts its share: client-a is left under its own.
-        known = deltas["client-a"] + deltas["client-b"] + (shares["client-b"] if colluding else 0.0)
-        seen, expected = opened - known, z * math.sqrt((2 - colluding) / 4)
+    # With `colluding` = 1, client-b colludes and subtracts its share: client-a is left under its own.
+    known = deltas["client-a"] + deltas["client-b"] + (shares["client-b"] if colluding else 0.0)
+    seen, expected = opened - known, z * math.sqrt((2 - colluding) / 4)
     # The noise really on what the cloud opened is the expected one (measured over 1,538 coordinates)...
     measured = float(np.std(seen)) / clip
     assert measured == pytest.approx(expected, rel=0.06)
