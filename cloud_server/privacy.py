@@ -24,6 +24,7 @@ from collections import defaultdict
 from functools import lru_cache, partial
 
 from cloud_server.central_ledger import Column, Ledger, RoundPrivacy, current_entry, entry_event
+from protocol.distributions import Distribution
 from protocol.messages import (
     COUNT_ENTRY,
     CentralRoundPrivacy,
@@ -32,8 +33,10 @@ from protocol.messages import (
     FederationSpec,
     FederationState,
     LocalSpend,
+    NoiseMechanism,
     PrivacyReport,
 )
+from protocol.noise import distribution_for
 from protocol.privacy import Accountant, GaussianEvent, RdpAccountant, make_accountant
 from protocol.privacy_planning import next_epsilon, planned_epsilon
 
@@ -203,11 +206,28 @@ def _central_rounds(
         rounds.append(
             CentralRoundPrivacy(
                 **fields,
+                **_lattice_fields(spec, entry, layout_size=layout_size),
                 epsilon_after=public.epsilon(delta=dp.delta) if public is not None else None,
                 decryptor_epsilon_after=decryptor.epsilon(delta=dp.delta) if decryptor is not None else None,
             )
         )
     return tuple(rounds), public, decryptor
+
+
+def _lattice_fields(spec: FederationSpec, entry: RoundPrivacy, *, layout_size: int) -> dict[str, object]:
+    """What a reader needs to recompute the round's epsilon itself: the distribution the accountant counts
+    (`protocol.privacy_planning.round_event`) and, for Skellam noise, the lattice and the coordinates in
+    which it counts the noise and the sensitivities."""
+    if entry.mechanism is NoiseMechanism.NONE:
+        return {}
+    distribution = distribution_for(entry.mechanism, spec.he, distributed=entry.distributed)
+    if distribution is not Distribution.SKELLAM:
+        return {"noise_distribution": distribution}
+    return {
+        "noise_distribution": distribution,
+        "lattice_step": spec.he.lattice_step,
+        "coordinates": layout_size,
+    }
 
 
 def _composed(

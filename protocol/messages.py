@@ -1040,6 +1040,24 @@ class CentralRoundPrivacy(BaseModel):
         description="the epsilon against the decrypting cloud (and colluding_clients hospitals) after this "
         "round; None when it is unbounded (see PrivacyReport.decryptor_unbounded)",
     )
+    noise_distribution: Distribution | None = Field(
+        default=None,
+        description="what the accountant counts the released noise as: the mechanism's own distribution, or "
+        "skellam for distributed shares under packed Paillier (Agarwal, Kairouz, Liu 2021), whose noise and "
+        "sensitivities it counts in lattice steps; None without noise",
+    )
+    lattice_step: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="skellam: the lattice's step in the deltas' units; noise std / lattice_step is the noise "
+        "in steps, sensitivity * clip_norm / lattice_step one hospital's L2 reach in steps",
+    )
+    coordinates: int | None = Field(
+        default=None,
+        ge=1,
+        description="skellam: coordinates of one upload; an integer vector's L1 norm is at most "
+        "sqrt(coordinates) times its L2 norm (and at most its square), which bounds the L1 reach",
+    )
 
 
 class PrivacyReport(Message):

@@ -16,6 +16,7 @@ from typing import Any
 
 from protocol.distributions import Distribution
 from protocol.messages import BudgetAgainst, FederationSpec, NoiseMechanism, schedule_multiplier
+from protocol.noise import distribution_for
 from protocol.privacy import (
     Accountant,
     GaussianEvent,
@@ -55,7 +56,7 @@ def round_event(
         return LaplaceEvent(noise_multiplier=noise / sensitivity)
     he, clip_norm = spec.he, spec.central_dp.clip_norm
     step = he.lattice_step
-    if he.noise_distribution(distributed=distributed) is Distribution.SKELLAM and step is not None:
+    if distribution_for(mechanism, he, distributed=distributed) is Distribution.SKELLAM and step is not None:
         # Skellam shares on the lattice: sensitivity and variance in lattice steps. Late uploads are refused
         # with distributed noise, so the reach is one integer vector's (`lattice_sensitivities`).
         l1, l2 = lattice_sensitivities(l2=sensitivity * clip_norm / step, size=layout_size)

@@ -15,20 +15,16 @@ from dp_accounting import rdp
 
 from cloud_server.central_ledger import Ledger
 from cloud_server.privacy import report
-from cloud_server.privacy_budget import settle_round
-from protocol.aggregation import round_noise
 from protocol.crypto import CKKSParams, PaillierParams
 from protocol.messages import (
     CentralDPConfig,
-    Contribution,
     FederationSpec,
     LateUploadConfig,
-    schedule_multiplier,
 )
 from protocol.privacy_planning import planned_epsilons
+from tests.ledger_rounds import SIZE, run_rounds
 
 DELTA = 1e-5
-SIZE = 2306  # the demo's adapter
 
 
 def google(multipliers: list[float], delta: float = DELTA) -> float:
@@ -41,18 +37,6 @@ def google(multipliers: list[float], delta: float = DELTA) -> float:
 def ckks_reach(clip_norm: float, size: int = SIZE) -> float:
     """One upload's reach in clip norms under CKKS: each coordinate may move by 2^(18 - 40) = 2^-22."""
     return 1.0 + math.sqrt(size) * 2.0**-22 / clip_norm
-
-
-def contribution(client_id: str, *, share_std: float | None = None) -> Contribution:
-    return Contribution(
-        client_id=client_id,
-        weight=1.0,
-        num_examples=100,
-        rank=2,
-        nonce="0" * 32,
-        ciphertext_sha256="0" * 64,
-        noise_share_std=share_std,
-    )
 
 
 def test_planned_epsilons_charge_each_round_with_the_late_uploads_it_could_fold_in() -> None:
@@ -70,30 +54,6 @@ def test_planned_epsilons_charge_each_round_with_the_late_uploads_it_could_fold_
     epsilons = planned_epsilons(spec, layout_size=SIZE)
 
     assert epsilons == pytest.approx([google(multipliers[: t + 1]) for t in range(4)], rel=0.01)
-
-
-def run_rounds(spec: FederationSpec, *, shares: int, rounds: int, planned: int) -> Ledger:
-    """`rounds` closed rounds in each of which `shares` of the `planned` hospitals' shares arrived."""
-    dp = spec.central_dp
-    ledger = Ledger()
-    for t in range(rounds):
-        z = schedule_multiplier(dp, round_index=t, rounds=spec.rounds)
-        std = z * dp.clip_norm / math.sqrt(planned)
-        contributions = [contribution(f"h-{i}", share_std=std) for i in range(shares)]
-        noise = round_noise(
-            spec, multiplier=z, contributions=contributions, layout_size=SIZE, shares_planned=planned
-        )
-        ledger = settle_round(
-            spec,
-            ledger,
-            round_=t,
-            noise=noise,
-            contributions=contributions,
-            total_weight=float(shares),
-            layout_size=SIZE,
-            rounds_closed_after=t + 1,
-        ).ledger
-    return ledger
 
 
 @pytest.mark.parametrize(("shares", "colluding"), [(10, 0), (7, 0), (4, 0), (1, 0), (7, 3), (4, 4)])
@@ -178,3 +138,29 @@ def test_under_packed_paillier_the_decrypting_cloud_column_composes_the_arrived_
     assert figures.decryptor_epsilon == pytest.approx(google([(z * clip / 2 / step) / l2]), rel=0.01)
     public = z * clip * math.sqrt(3) / 2
     assert figures.central_epsilon == pytest.approx(google([(public / step) / l2]), rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("he", "distributed", "distribution", "step"),
+    [
+        (PaillierParams(clip=16.0, quant_bits=20), True, "skellam", 16.0 / (2**19 - 1)),
+        (PaillierParams(clip=16.0, quant_bits=20), False, "gaussian", None),  # the cloud's own draw
+        (CKKSParams(), True, "gaussian", None),
+    ],
+)
+def test_each_round_says_which_distribution_it_was_counted_as_and_on_which_lattice(
+    he: PaillierParams | CKKSParams, distributed: bool, distribution: str, step: float | None
+) -> None:
+    # Prepare: one round of z = 1, four of four shares when the noise is distributed.
+    dp = CentralDPConfig(noise_multiplier=1.0, clip_norm=0.5, distributed=distributed, delta=DELTA)
+    spec = FederationSpec(federation_id="f", rounds=1, he=he, central_dp=dp)
+    ledger = run_rounds(spec, shares=4, rounds=1, planned=4)
+
+    # Execute
+    (row,) = report(spec, ledger, layout_size=SIZE, rounds_closed=1).central_rounds
+
+    # Assert: what a reader needs to recompute a Skellam round's epsilon on its own: the lattice's step
+    # (quantisation steps of 16 / (2^19 - 1)) and the coordinates that bound an integer vector's L1 norm.
+    assert row.noise_distribution == distribution
+    assert row.lattice_step == (pytest.approx(step) if step is not None else None)
+    assert row.coordinates == (SIZE if step is not None else None)
