@@ -203,10 +203,13 @@ def _central_rounds(
             public = _composed(spec, public, entry, layout_size=layout_size, against="public")
         decryptor = _composed(spec, decryptor, entry, layout_size=layout_size, against="decrypting_cloud")
         fields = entry.model_dump(exclude={"local", "epsilon_after"})
+        distribution, step, coordinates = _counted_as(spec, entry, layout_size=layout_size)
         rounds.append(
             CentralRoundPrivacy(
                 **fields,
-                **_lattice_fields(spec, entry, layout_size=layout_size),
+                noise_distribution=distribution,
+                lattice_step=step,
+                coordinates=coordinates,
                 epsilon_after=public.epsilon(delta=dp.delta) if public is not None else None,
                 decryptor_epsilon_after=decryptor.epsilon(delta=dp.delta) if decryptor is not None else None,
             )
@@ -214,20 +217,18 @@ def _central_rounds(
     return tuple(rounds), public, decryptor
 
 
-def _lattice_fields(spec: FederationSpec, entry: RoundPrivacy, *, layout_size: int) -> dict[str, object]:
+def _counted_as(
+    spec: FederationSpec, entry: RoundPrivacy, *, layout_size: int
+) -> tuple[Distribution | None, float | None, int | None]:
     """What a reader needs to recompute the round's epsilon itself: the distribution the accountant counts
-    (`protocol.privacy_planning.round_event`) and, for Skellam noise, the lattice and the coordinates in
-    which it counts the noise and the sensitivities."""
+    (`protocol.privacy_planning.round_event`) and, for Skellam noise, the lattice's step and the coordinates
+    in which it counts the noise and the sensitivities."""
     if entry.mechanism is NoiseMechanism.NONE:
-        return {}
+        return None, None, None
     distribution = distribution_for(entry.mechanism, spec.he, distributed=entry.distributed)
     if distribution is not Distribution.SKELLAM:
-        return {"noise_distribution": distribution}
-    return {
-        "noise_distribution": distribution,
-        "lattice_step": spec.he.lattice_step,
-        "coordinates": layout_size,
-    }
+        return distribution, None, None
+    return distribution, spec.he.lattice_step, layout_size
 
 
 def _composed(
