@@ -1,0 +1,173 @@
+"""Review of masking below the encryption (issue 18): attacks by an edge operator (alone, or pooling with
+the cloud) and by one enrolled hospital against `protocol.secagg`, the edge's stage machine and the
+hospital's `CohortSession`. Each test states the property it checks; a strict xfail names a defect still
+open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+
+import httpx
+import numpy as np
+import pytest
+
+from client_agent.masking import CohortSession
+from protocol.messages import IdentityKeys
+from protocol.secagg import (
+    Cohort,
+    CohortId,
+    MaskingClient,
+    Roster,
+    SecAggError,
+    ShareBundle,
+    Stage,
+    SurvivorSet,
+    UnmaskRequest,
+    route,
+)
+from services.http import Peer
+from tests.edge.conftest import make_masking_world, masking_secret  # noqa: F401 (fixtures)
+from tests.edge.harness import EID, World, running_edge
+from tests.edge.masking_cohort import HOSPITALS, K, HttpCohort
+from tests.secagg_cohort import Hospitals, cohort_id
+
+BITS = 23
+
+
+def joined(hospitals: Hospitals, cohort: CohortId) -> dict[str, MaskingClient]:
+    """Every hospital advertised, shared and masked a zero update in `cohort` (an honest edge routed)."""
+    clients = hospitals.clients(cohort, k=3)
+    roster = Roster(cohort=cohort, adverts=[clients[c].advertise() for c in sorted(clients)])
+    inboxes = route(Cohort(roster, 3), [client.share(roster) for client in clients.values()])
+    for cid, client in clients.items():
+        client.mask(inboxes[cid], np.zeros(4, dtype=np.uint64), bits=BITS)
+    return clients
+
+
+@pytest.mark.xfail(
+    strict=True, reason="MaskingClient.unmask counts consents signed over another cohort's survivor list"
+)
+def test_consents_from_another_cohort_do_not_make_a_majority() -> None:
+    """Property: a hospital answers an unmask request only with a majority of the roster's signatures over
+    *this* cohort's survivor list (docs/security.md: "a majority-signed list cannot exist twice").
+    Attack: the edge keeps round 0's consents and, in round 1, serves one hospital the same set of
+    survivors under round 0's cohort id with round 0's signatures, although nobody else signed in round 1.
+    Fails today: `MaskingClient.unmask` compared the list's members only, not its cohort, and answered."""
+    hospitals = Hospitals([f"h{i:02d}" for i in range(6)])
+    everyone = sorted(hospitals.ids)
+    round0 = joined(hospitals, cohort_id(round_=0))
+    list0 = SurvivorSet(cohort=cohort_id(round_=0), survivors=everyone)
+    old_consents = {c: round0[c].consent(list0).signature for c in everyone}
+
+    round1 = joined(hospitals, cohort_id(round_=1))
+    target = round1["h00"]
+    target.consent(SurvivorSet(cohort=cohort_id(round_=1), survivors=everyone))  # only h00 signs round 1's
+    replayed = UnmaskRequest(survivor_set=list0, consents=old_consents)
+    with pytest.raises(SecAggError, match="another cohort"):
+        target.unmask(replayed)
+
+
+def test_a_low_order_key_in_the_roster_makes_every_honest_hospital_refuse_it() -> None:
+    """Why the edge must refuse such an advert (next test): an enrolled hospital that advertises an
+    all-zero X25519 key makes every honest hospital refuse the roster (X25519 with it yields the all-zero
+    secret), so one hospital would stop its whole cohort at the adverts stage."""
+    hospitals = Hospitals([f"h{i:02d}" for i in range(4)])
+    cohort = cohort_id()
+    clients = hospitals.clients(cohort, k=3)
+    adverts = [clients[c].advertise() for c in sorted(clients)]
+    bad = adverts[-1].model_copy(update={"share_key": bytes(32), "signature": b""})
+    bad = bad.model_copy(update={"signature": hospitals.keys[bad.client_id].sign(bad.signing_payload())})
+    roster = Roster(cohort=cohort, adverts=[*adverts[:-1], bad])
+    for cid in ("h00", "h01", "h02"):
+        with pytest.raises(SecAggError, match="public key"):
+            clients[cid].share(roster)
+
+
+@pytest.mark.xfail(strict=True, reason="the edge accepts an advert with a low-order X25519 key")
+@pytest.mark.anyio
+async def test_the_edge_refuses_an_advert_whose_key_agrees_on_nothing(
+    make_masking_world: Callable[..., World],  # noqa: F811
+) -> None:
+    """Property: as above, at the edge: an advert whose share or mask key is a low-order X25519 point (the
+    all-zero key) is refused with 400 `invalid_request`, so it never reaches the roster.
+    Fails today: 202, and the roster the honest hospitals then refuse holds it."""
+    world = make_masking_world()
+    async with running_edge(world) as edge:
+        cohort = HttpCohort(world, edge)
+        honest = cohort.clients["hosp-00"].advertise()
+        for field in ("share_key", "mask_key"):
+            forged = honest.model_copy(update={field: bytes(32), "signature": b""})
+            forged = forged.model_copy(
+                update={"signature": world.hospitals["hosp-00"].key.sign(forged.signing_payload())}
+            )
+            response = await cohort.post("adverts", forged)
+            assert response.status_code == 400, response.text
+            assert response.json()["code"] == "invalid_request"
+            assert response.json()["field"] == field
+        assert (await cohort.post("adverts", honest)).status_code == 202
+
+
+@pytest.mark.xfail(
+    strict=True, reason="CohortSession.join does not open its inbox; seal raises after training"
+)
+@pytest.mark.anyio
+async def test_an_inbox_that_does_not_open_is_refused_when_joining_not_after_training(
+    make_masking_world: Callable[..., World],  # noqa: F811
+) -> None:
+    """Property: no malformed input stops a hospital. A hospital checks its inbox when it joins the cohort,
+    before training, where the agent sits the round out on `SecAggError`; a check only when it masks the
+    trained update raised out of `HospitalAgent._round` (which catches it around joining and finishing only)
+    and ended the agent's run, after it had spent the round's privacy budget on training.
+    Attack: one enrolled hospital (or the edge) sends sealed shares that do not open.
+    Fails today: `CohortSession.join` returned, and `seal` raised only after training."""
+    world = make_masking_world()
+    plan = world.cloud.published[0]
+    identities = IdentityKeys(edge_id=EID, keys={c: h.key.public_bytes for c, h in world.hospitals.items()})
+    honest, mallory = HOSPITALS[:9], HOSPITALS[9]
+
+    async with running_edge(world) as edge:
+        peer = Peer("http://edge-north.test", attempts=1, transport=httpx.ASGITransport(app=edge.app))
+        attacker = HttpCohort(world, edge)
+        sessions = {
+            cid: CohortSession(
+                plan,
+                client_id=cid,
+                edge_id=EID,
+                key=world.hospitals[cid].key,
+                identities=identities,
+                edge=peer,
+                min_survivors=K,
+                wait_s=30.0,
+            )
+            for cid in honest
+        }
+
+        async def junk_shares() -> None:
+            await attacker.advertise([mallory])
+            while (response := await attacker.read(mallory, Stage.ROSTER)).status_code != 200:
+                await asyncio.sleep(0.01)
+            roster = Roster.model_validate_json(response.content)
+            bundle = ShareBundle(
+                cohort=roster.cohort,
+                client_id=mallory,
+                sealed={
+                    a.client_id: secrets.token_bytes(60) for a in roster.adverts if a.client_id != mallory
+                },
+            )
+            bundle = bundle.model_copy(
+                update={"signature": world.hospitals[mallory].key.sign(bundle.signing_payload())}
+            )
+            assert (await attacker.post("shares", bundle)).status_code == 202
+
+        outcomes = await asyncio.gather(
+            junk_shares(), *(s.join() for s in sessions.values()), return_exceptions=True
+        )
+        await peer.close()
+
+    assert outcomes[0] is None
+    refused = [o for o in outcomes[1:] if isinstance(o, SecAggError)]
+    assert len(refused) == len(honest), outcomes
+    assert all("does not open" in str(o) for o in refused)
