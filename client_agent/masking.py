@@ -91,6 +91,9 @@ class CohortSession:
         roster = await self._read(Stage.ROSTER, Roster)
         await self._post("shares", self._client.share(roster))
         self._inbox = await self._read(Stage.INBOX, Inbox)
+        # Opened now, before any data is touched: an inbox that cannot be used makes this hospital sit the
+        # round out here, not after training.
+        self._client.receive(self._inbox)
         log.info(
             "joined the round's masking cohort",
             extra={

@@ -1,7 +1,6 @@
 """Review of masking below the encryption (issue 18): attacks by an edge operator (alone, or pooling with
 the cloud) and by one enrolled hospital against `protocol.secagg`, the edge's stage machine and the
-hospital's `CohortSession`. Each test states the property it checks; a strict xfail names a defect still
-open.
+hospital's `CohortSession`. Each test states the property it checks and what failed before its fix.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from protocol.secagg import (
 from services.http import Peer
 from tests.edge.conftest import make_masking_world, masking_secret  # noqa: F401 (fixtures)
 from tests.edge.harness import EID, World, running_edge
-from tests.edge.masking_cohort import HOSPITALS, K, HttpCohort
+from tests.edge.masking_cohort import HOSPITALS, HttpCohort, K
 from tests.secagg_cohort import Hospitals, cohort_id
 
 BITS = 23
@@ -47,15 +46,12 @@ def joined(hospitals: Hospitals, cohort: CohortId) -> dict[str, MaskingClient]:
     return clients
 
 
-@pytest.mark.xfail(
-    strict=True, reason="MaskingClient.unmask counts consents signed over another cohort's survivor list"
-)
 def test_consents_from_another_cohort_do_not_make_a_majority() -> None:
     """Property: a hospital answers an unmask request only with a majority of the roster's signatures over
     *this* cohort's survivor list (docs/security.md: "a majority-signed list cannot exist twice").
     Attack: the edge keeps round 0's consents and, in round 1, serves one hospital the same set of
     survivors under round 0's cohort id with round 0's signatures, although nobody else signed in round 1.
-    Fails today: `MaskingClient.unmask` compared the list's members only, not its cohort, and answered."""
+    Failed before the fix: `MaskingClient.unmask` compared the list's members only, not its cohort, and answered."""
     hospitals = Hospitals([f"h{i:02d}" for i in range(6)])
     everyone = sorted(hospitals.ids)
     round0 = joined(hospitals, cohort_id(round_=0))
@@ -86,14 +82,13 @@ def test_a_low_order_key_in_the_roster_makes_every_honest_hospital_refuse_it() -
             clients[cid].share(roster)
 
 
-@pytest.mark.xfail(strict=True, reason="the edge accepts an advert with a low-order X25519 key")
 @pytest.mark.anyio
 async def test_the_edge_refuses_an_advert_whose_key_agrees_on_nothing(
     make_masking_world: Callable[..., World],  # noqa: F811
 ) -> None:
     """Property: as above, at the edge: an advert whose share or mask key is a low-order X25519 point (the
-    all-zero key) is refused with 400 `invalid_request`, so it never reaches the roster.
-    Fails today: 202, and the roster the honest hospitals then refuse holds it."""
+    all-zero key) is refused with 422 `invalid_request`, so it never reaches the roster.
+    Failed before the fix: 202, and the roster the honest hospitals then refuse holds it."""
     world = make_masking_world()
     async with running_edge(world) as edge:
         cohort = HttpCohort(world, edge)
@@ -104,15 +99,12 @@ async def test_the_edge_refuses_an_advert_whose_key_agrees_on_nothing(
                 update={"signature": world.hospitals["hosp-00"].key.sign(forged.signing_payload())}
             )
             response = await cohort.post("adverts", forged)
-            assert response.status_code == 400, response.text
+            assert response.status_code == 422, response.text
             assert response.json()["code"] == "invalid_request"
             assert response.json()["field"] == field
         assert (await cohort.post("adverts", honest)).status_code == 202
 
 
-@pytest.mark.xfail(
-    strict=True, reason="CohortSession.join does not open its inbox; seal raises after training"
-)
 @pytest.mark.anyio
 async def test_an_inbox_that_does_not_open_is_refused_when_joining_not_after_training(
     make_masking_world: Callable[..., World],  # noqa: F811
@@ -122,7 +114,7 @@ async def test_an_inbox_that_does_not_open_is_refused_when_joining_not_after_tra
     trained update raised out of `HospitalAgent._round` (which catches it around joining and finishing only)
     and ended the agent's run, after it had spent the round's privacy budget on training.
     Attack: one enrolled hospital (or the edge) sends sealed shares that do not open.
-    Fails today: `CohortSession.join` returned, and `seal` raised only after training."""
+    Failed before the fix: `CohortSession.join` returned, and `seal` raised only after training."""
     world = make_masking_world()
     plan = world.cloud.published[0]
     identities = IdentityKeys(edge_id=EID, keys={c: h.key.public_bytes for c, h in world.hospitals.items()})
