@@ -25,6 +25,7 @@ from protocol.secagg import (
     Stage,
     SurvivorSet,
     UnmaskRequest,
+    correction,
     route,
 )
 from services.http import Peer
@@ -163,3 +164,41 @@ async def test_an_inbox_that_does_not_open_is_refused_when_joining_not_after_tra
     refused = [o for o in outcomes[1:] if isinstance(o, SecAggError)]
     assert len(refused) == len(honest), outcomes
     assert all("does not open" in str(o) for o in refused)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="correction() tries subsets of shares in lexicographic order: one bad share at a low holder index "
+    "is in every subset it tries, so one survivor's garbage stops any cohort above 12 hospitals",
+)
+def test_one_survivor_revealing_garbage_shares_does_not_stop_its_cohort() -> None:
+    """Property: no malformed input from one hospital stops a round's cohort while each seed still has `t`
+    good shares (`protocol.secagg.unmask` tries other subsets of shares when a rebuilt seed fails its
+    check). Attack: the survivor whose id sorts first (holder 1 of every other hospital's seeds) answers the
+    unmask request with random shares. Fails today: the bounded search (257 subsets, in lexicographic
+    order) never leaves holder 1 out in a cohort of 16, where C(14, 9) = 2002 subsets contain it, and
+    `correction` raises `SecAggError` ("does not rebuild")."""
+    hospitals = Hospitals([f"h{i:02d}" for i in range(16)])
+    cohort = cohort_id()
+    clients = hospitals.clients(cohort, k=3)
+    roster = Roster(cohort=cohort, adverts=[clients[c].advertise() for c in sorted(clients)])
+    public = Cohort(roster, 3)
+    inboxes = route(public, [client.share(roster) for client in clients.values()])
+    rng = np.random.default_rng(7)
+    x = {c: rng.integers(0, 1 << (BITS - 5), size=33, dtype=np.uint64) for c in clients}
+    masked = {c: clients[c].mask(inboxes[c], x[c], bits=BITS) for c in clients}
+    survivors = SurvivorSet(cohort=cohort, survivors=sorted(clients))
+    request = UnmaskRequest(
+        survivor_set=survivors, consents={c: clients[c].consent(survivors).signature for c in clients}
+    )
+    answers = [clients[c].unmask(request) for c in sorted(clients)]
+    liar = answers[0]
+    answers[0] = liar.model_copy(
+        update={"seed_shares": {owner: secrets.token_bytes(16) for owner in liar.seed_shares}}
+    )
+
+    fix = correction(
+        public, senders=sorted(clients), survivors=survivors.survivors, answers=answers, length=33, bits=BITS
+    )
+    total = (sum(masked.values()) + fix) & np.uint64((1 << BITS) - 1)
+    assert total.tolist() == ((sum(x.values())) & np.uint64((1 << BITS) - 1)).tolist()
