@@ -166,18 +166,13 @@ async def test_an_inbox_that_does_not_open_is_refused_when_joining_not_after_tra
     assert all("does not open" in str(o) for o in refused)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="correction() tries subsets of shares in lexicographic order: one bad share at a low holder index "
-    "is in every subset it tries, so one survivor's garbage stops any cohort above 12 hospitals",
-)
 def test_one_survivor_revealing_garbage_shares_does_not_stop_its_cohort() -> None:
     """Property: no malformed input from one hospital stops a round's cohort while each seed still has `t`
     good shares (`protocol.secagg.unmask` tries other subsets of shares when a rebuilt seed fails its
     check). Attack: the survivor whose id sorts first (holder 1 of every other hospital's seeds) answers the
-    unmask request with random shares. Fails today: the bounded search (257 subsets, in lexicographic
-    order) never leaves holder 1 out in a cohort of 16, where C(14, 9) = 2002 subsets contain it, and
-    `correction` raises `SecAggError` ("does not rebuild")."""
+    unmask request with random shares. Failed before the fix: the bounded search (257 subsets, in lexicographic
+    order) never left holder 1 out in a cohort of 16, where C(14, 9) = 2002 subsets contain it, and
+    `correction` raised `SecAggError` ("does not rebuild")."""
     hospitals = Hospitals([f"h{i:02d}" for i in range(16)])
     cohort = cohort_id()
     clients = hospitals.clients(cohort, k=3)
