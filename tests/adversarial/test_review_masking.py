@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from client_agent.masking import CohortSession
+from protocol.crypto import PaillierParams, packing
 from protocol.messages import IdentityKeys
 from protocol.secagg import (
     Cohort,
@@ -197,3 +198,19 @@ def test_one_survivor_revealing_garbage_shares_does_not_stop_its_cohort() -> Non
     )
     total = (sum(masked.values()) + fix) & np.uint64((1 << BITS) - 1)
     assert total.tolist() == ((sum(x.values())) & np.uint64((1 << BITS) - 1)).tolist()
+
+
+def test_one_hospital_can_weigh_up_to_count_times_its_clip_without_failing_the_range_check() -> None:
+    """What the range check does not bound (docs/security.md, "Out of scope", corrected by this review):
+    clipping is the hospital's own step, and under masks nobody sees one upload, so a hospital that
+    encodes a value beyond the clip passes as long as the cohort's sum stays within `count * 2 * offset`.
+    Here one of four hospitals contributes 3x the clip (the others 0) and the sum decodes to 3x the clip;
+    the docs used to say that clipping bounds such a hospital's influence."""
+    params = PaillierParams(key_bits=1024, masking=True, clip=0.1)
+    offset = packing.offset(params)
+    honest = [offset] * 3  # q = 0
+    liar = offset + 3 * offset  # q = 3 * offset, i.e. 3x the clip: no honest encoding reaches it
+    assert liar < 1 << params.ring_bits
+    total = np.array([sum(honest) + liar], dtype=np.uint64)
+    decoded = packing.dequantise(packing.shifted_sums(total, count=4, params=params), params)
+    assert decoded[0] == pytest.approx(3 * params.clip)
