@@ -30,6 +30,7 @@ from protocol.secagg import (
     route,
 )
 from services.http import Peer
+from tests.cloud.harness import Federation, running_cloud, small_spec
 from tests.edge.conftest import make_masking_world, masking_secret  # noqa: F401 (fixtures)
 from tests.edge.harness import EID, World, running_edge
 from tests.edge.masking_cohort import HOSPITALS, HttpCohort, K
@@ -214,3 +215,27 @@ def test_one_hospital_can_weigh_up_to_count_times_its_clip_without_failing_the_r
     total = np.array([sum(honest) + liar], dtype=np.uint64)
     decoded = packing.dequantise(packing.shifted_sums(total, count=4, params=params), params)
     assert decoded[0] == pytest.approx(3 * params.clip)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the plan's published rank counts ranks over the whole round, not per cohort: a column one "
+    "hospital of a cohort reaches is uploaded and sits alone in the cohort's sum",
+)
+@pytest.mark.anyio
+async def test_no_uploaded_column_is_reached_by_fewer_than_k_hospitals_of_a_cohort() -> None:
+    """Property: an edge with the cloud learns only sums of at least `k` hospitals, per coordinate
+    (issue 18, items 1 and 4). In a masking federation the edge holds its cohort's sum and the correction,
+    and the cloud the key: pooled, they read that sum (and the cloud decrypts it alone whenever another
+    edge's sum fails the range check and it attributes). So a column the plan lets hospitals upload must
+    be reached by `k` hospitals of every cohort, not only of the round.
+    Attack: k = 2; edge-1's hospitals have ranks 1 and 2, edge-2's 2 and 2. The plan publishes rank 2 (the
+    round's 2nd largest rank), so client-b uploads column 1 of `B`, the only hospital of edge-1 to reach
+    it: edge-1's unmasked sum holds client-b's column alone.
+    Fails today: `plan.published_rank` is 2; per cohort it is 1."""
+    async with running_cloud() as cloud:
+        spec = small_spec(he=PaillierParams(key_bits=1024, masking=True, clip=0.1), min_clients_per_edge=2)
+        fed = await Federation.create(cloud.http, spec, max_ranks={"client-a": 1})
+        plan = await fed.start(cloud.http)
+        assert plan.client_ranks == {"client-a": 1, "client-b": 2, "client-c": 2, "client-d": 2}
+        assert plan.published_rank == 1
