@@ -217,11 +217,6 @@ def test_one_hospital_can_weigh_up_to_count_times_its_clip_without_failing_the_r
     assert decoded[0] == pytest.approx(3 * params.clip)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the plan's published rank counts ranks over the whole round, not per cohort: a column one "
-    "hospital of a cohort reaches is uploaded and sits alone in the cohort's sum",
-)
 @pytest.mark.anyio
 async def test_no_uploaded_column_is_reached_by_fewer_than_k_hospitals_of_a_cohort() -> None:
     """Property: an edge with the cloud learns only sums of at least `k` hospitals, per coordinate
@@ -232,7 +227,7 @@ async def test_no_uploaded_column_is_reached_by_fewer_than_k_hospitals_of_a_coho
     Attack: k = 2; edge-1's hospitals have ranks 1 and 2, edge-2's 2 and 2. The plan publishes rank 2 (the
     round's 2nd largest rank), so client-b uploads column 1 of `B`, the only hospital of edge-1 to reach
     it: edge-1's unmasked sum holds client-b's column alone.
-    Fails today: `plan.published_rank` is 2; per cohort it is 1."""
+    Failed before the fix: `plan.published_rank` was 2; per cohort it is 1."""
     async with running_cloud() as cloud:
         spec = small_spec(he=PaillierParams(key_bits=1024, masking=True, clip=0.1), min_clients_per_edge=2)
         fed = await Federation.create(cloud.http, spec, max_ranks={"client-a": 1})
