@@ -234,3 +234,61 @@ async def test_no_uploaded_column_is_reached_by_fewer_than_k_hospitals_of_a_coho
         plan = await fed.start(cloud.http)
         assert plan.client_ranks == {"client-a": 1, "client-b": 2, "client-c": 2, "client-d": 2}
         assert plan.published_rank == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a hospital consents to any survivor list of k hospitals, even one in which a column is reached "
+    "by fewer than k of them",
+)
+@pytest.mark.anyio
+async def test_no_hospital_consents_to_survivors_that_leave_a_column_to_fewer_than_k(
+    make_masking_world: Callable[..., World],  # noqa: F811
+) -> None:
+    """Property: an edge with the cloud learns only sums of at least `k` hospitals, per coordinate. The
+    edge names the survivors, so it chooses who "dropped": leaving out the other high-rank hospitals of a
+    cohort isolates the columns one hospital reaches, in a sum of `k` or more that the cohort then unmasks.
+    A hospital signs (and answers) only a survivor list in which every column a survivor uploads under the
+    plan is reached by `k` survivors.
+    Attack: k = 3, hosp-00..02 have rank 4 (the cohort's published rank), the rest rank 1; hosp-01 and
+    hosp-02 "drop" before uploading (here they really do; a malicious edge would only say so). The eight
+    survivors are a majority and hold `k`, but columns 1 to 3 of `B` are hosp-00's alone.
+    Fails today: every survivor consents and answers, and the cohort's sum unmasks with hosp-00's columns
+    alone in it."""
+    world = make_masking_world()
+    ranks = {cid: 4 if cid in HOSPITALS[:3] else 1 for cid in HOSPITALS}
+    plan = world.plan(0).model_copy(update={"client_ranks": ranks, "published_rank": 4, "signature": b""})
+    plan = plan.model_copy(update={"signature": world.plan_key.sign(plan.signing_payload())})
+    world.cloud.set_plan(plan)
+    identities = IdentityKeys(edge_id=EID, keys={c: h.key.public_bytes for c, h in world.hospitals.items()})
+    survivors = [HOSPITALS[0], *HOSPITALS[3:]]
+
+    async with running_edge(world) as edge:
+        peer = Peer("http://edge-north.test", attempts=1, transport=httpx.ASGITransport(app=edge.app))
+        sessions = {
+            cid: CohortSession(
+                plan,
+                client_id=cid,
+                edge_id=EID,
+                key=world.hospitals[cid].key,
+                identities=identities,
+                edge=peer,
+                min_survivors=K,
+                wait_s=30.0,
+            )
+            for cid in HOSPITALS
+        }
+        await asyncio.gather(*(session.join() for session in sessions.values()))
+        for cid in survivors:
+            ciphertext = sessions[cid].seal(world.public, world.hospitals[cid].vector)
+            assert (
+                await edge.upload(world.update(world.hospitals[cid], ciphertext=ciphertext))
+            ).status_code == 202
+        world.clock.advance(60)
+        await edge.core.tick()
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(sessions[cid].finish(), 5.0) for cid in survivors), return_exceptions=True
+        )
+        await peer.close()
+
+    assert all(isinstance(o, SecAggError) and "reach" in str(o) for o in outcomes), outcomes
