@@ -236,11 +236,6 @@ async def test_no_uploaded_column_is_reached_by_fewer_than_k_hospitals_of_a_coho
         assert plan.published_rank == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a hospital consents to any survivor list of k hospitals, even one in which a column is reached "
-    "by fewer than k of them",
-)
 @pytest.mark.anyio
 async def test_no_hospital_consents_to_survivors_that_leave_a_column_to_fewer_than_k(
     make_masking_world: Callable[..., World],  # noqa: F811
@@ -253,8 +248,8 @@ async def test_no_hospital_consents_to_survivors_that_leave_a_column_to_fewer_th
     Attack: k = 3, hosp-00..02 have rank 4 (the cohort's published rank), the rest rank 1; hosp-01 and
     hosp-02 "drop" before uploading (here they really do; a malicious edge would only say so). The eight
     survivors are a majority and hold `k`, but columns 1 to 3 of `B` are hosp-00's alone.
-    Fails today: every survivor consents and answers, and the cohort's sum unmasks with hosp-00's columns
-    alone in it."""
+    Failed before the fix: every survivor consented and answered, and the cohort's sum unmasked with
+    hosp-00's columns alone in it."""
     world = make_masking_world()
     ranks = {cid: 4 if cid in HOSPITALS[:3] else 1 for cid in HOSPITALS}
     plan = world.plan(0).model_copy(update={"client_ranks": ranks, "published_rank": 4, "signature": b""})
