@@ -287,3 +287,28 @@ async def test_no_hospital_consents_to_survivors_that_leave_a_column_to_fewer_th
         await peer.close()
 
     assert all(isinstance(o, SecAggError) and "reach" in str(o) for o in outcomes), outcomes
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a hospital consents to a survivor list naming a neighbour whose shares never reached it",
+)
+def test_no_hospital_consents_to_survivors_whose_shares_it_never_received() -> None:
+    """Property: the survivor list a hospital signs counts only hospitals that must be in the sum for it to
+    unmask, so that `k` (per column, as the previous test checks) counts real summands. An honest edge
+    routes every sender's shares to every sender neighbour, and only senders upload, so every survivor
+    neighbour's shares reached each survivor. A malicious edge that withholds hospital D's shares from
+    everyone can list D as a survivor (D's rank then "reaches" a column) while leaving D's upload out of
+    the sum: no pairwise mask with D is in anyone's upload, so the sum of the others still unmasks.
+    Fails today: `MaskingClient.consent` signed a list naming h09, whose shares h00 never received."""
+    hospitals = Hospitals([f"h{i:02d}" for i in range(10)])
+    cohort = cohort_id()
+    clients = hospitals.clients(cohort, k=3)
+    roster = Roster(cohort=cohort, adverts=[clients[c].advertise() for c in sorted(clients)])
+    inboxes = route(Cohort(roster, 3), [client.share(roster) for client in clients.values()])
+    withheld = inboxes["h00"].model_copy(
+        update={"sealed": {s: box for s, box in inboxes["h00"].sealed.items() if s != "h09"}}
+    )
+    clients["h00"].mask(withheld, np.zeros(4, dtype=np.uint64), bits=BITS)
+    with pytest.raises(SecAggError, match="h09"):
+        clients["h00"].consent(SurvivorSet(cohort=cohort, survivors=sorted(clients)))
