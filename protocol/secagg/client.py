@@ -5,7 +5,7 @@ The rules that carry the guarantee (each raises `SecAggError` and the hospital s
   identity, its own advert unchanged;
 - it masks only with at least as many neighbours' shares as its own threshold (fewer would let the edge
   rebuild its masks from too few hospitals);
-- it signs one survivor list per cohort, and answers an unmask request only for a list that a majority
+- it signs one survivor list per cohort, naming no neighbour whose shares it did not receive, and answers an unmask request only for a list that a majority
   of the roster signed and that holds at least `k` hospitals, itself included;
 - for each neighbour it reveals the self-mask share (neighbour in the list) or the mask-key share
   (neighbour not in it), never both, and never for a list other than the one it signed.
@@ -156,6 +156,11 @@ class MaskingClient:
         cohort.check_survivors(survivor_set)
         if self.client_id not in survivor_set.survivors:
             raise SecAggError(f"the survivor list leaves out {self.client_id}, whose upload the edge holds")
+        # Only senders upload, and an honest edge routes every sender's shares to every sender neighbour: a
+        # listed neighbour whose shares never came is a name whose upload need not be in the sum.
+        unseen = (set(survivor_set.survivors) & set(cohort.neighbours[self.client_id])) - set(self._held)
+        if unseen:
+            raise SecAggError(f"the survivor list names neighbours whose shares never came: {sorted(unseen)}")
         if self._signed is not None and set(self._signed.survivors) != set(survivor_set.survivors):
             raise SecAggError(f"{self.client_id} already signed another survivor list for this cohort")
         self._signed = survivor_set

@@ -289,10 +289,6 @@ async def test_no_hospital_consents_to_survivors_that_leave_a_column_to_fewer_th
     assert all(isinstance(o, SecAggError) and "reach" in str(o) for o in outcomes), outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a hospital consents to a survivor list naming a neighbour whose shares never reached it",
-)
 def test_no_hospital_consents_to_survivors_whose_shares_it_never_received() -> None:
     """Property: the survivor list a hospital signs counts only hospitals that must be in the sum for it to
     unmask, so that `k` (per column, as the previous test checks) counts real summands. An honest edge
@@ -300,7 +296,7 @@ def test_no_hospital_consents_to_survivors_whose_shares_it_never_received() -> N
     neighbour's shares reached each survivor. A malicious edge that withholds hospital D's shares from
     everyone can list D as a survivor (D's rank then "reaches" a column) while leaving D's upload out of
     the sum: no pairwise mask with D is in anyone's upload, so the sum of the others still unmasks.
-    Fails today: `MaskingClient.consent` signed a list naming h09, whose shares h00 never received."""
+    Failed before the fix: `MaskingClient.consent` signed a list naming h09, whose shares h00 never received."""
     hospitals = Hospitals([f"h{i:02d}" for i in range(10)])
     cohort = cohort_id()
     clients = hospitals.clients(cohort, k=3)
