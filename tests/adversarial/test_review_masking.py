@@ -13,9 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from client_agent.masking import CohortSession
 from protocol.crypto import PaillierParams, packing
-from protocol.messages import IdentityKeys
 from protocol.secagg import (
     Cohort,
     CohortId,
@@ -32,8 +30,8 @@ from protocol.secagg import (
 from services.http import Peer
 from tests.cloud.harness import Federation, running_cloud, small_spec
 from tests.edge.conftest import make_masking_world, masking_secret  # noqa: F401 (fixtures)
-from tests.edge.harness import EID, World, running_edge
-from tests.edge.masking_cohort import HOSPITALS, HttpCohort, K
+from tests.edge.harness import World, running_edge
+from tests.edge.masking_cohort import HOSPITALS, HttpCohort, cohort_sessions, join_upload_close
 from tests.secagg_cohort import Hospitals, cohort_id
 
 BITS = 23
@@ -120,25 +118,12 @@ async def test_an_inbox_that_does_not_open_is_refused_when_joining_not_after_tra
     Failed before the fix: `CohortSession.join` returned, and `seal` raised only after training."""
     world = make_masking_world()
     plan = world.cloud.published[0]
-    identities = IdentityKeys(edge_id=EID, keys={c: h.key.public_bytes for c, h in world.hospitals.items()})
     honest, mallory = HOSPITALS[:9], HOSPITALS[9]
 
     async with running_edge(world) as edge:
         peer = Peer("http://edge-north.test", attempts=1, transport=httpx.ASGITransport(app=edge.app))
         attacker = HttpCohort(world, edge)
-        sessions = {
-            cid: CohortSession(
-                plan,
-                client_id=cid,
-                edge_id=EID,
-                key=world.hospitals[cid].key,
-                identities=identities,
-                edge=peer,
-                min_survivors=K,
-                wait_s=30.0,
-            )
-            for cid in honest
-        }
+        sessions = cohort_sessions(world, plan, peer, honest)
 
         async def junk_shares() -> None:
             await attacker.advertise([mallory])
@@ -255,32 +240,12 @@ async def test_no_hospital_consents_to_survivors_that_leave_a_column_to_fewer_th
     plan = world.plan(0).model_copy(update={"client_ranks": ranks, "published_rank": 4, "signature": b""})
     plan = plan.model_copy(update={"signature": world.plan_key.sign(plan.signing_payload())})
     world.cloud.set_plan(plan)
-    identities = IdentityKeys(edge_id=EID, keys={c: h.key.public_bytes for c, h in world.hospitals.items()})
     survivors = [HOSPITALS[0], *HOSPITALS[3:]]
 
     async with running_edge(world) as edge:
         peer = Peer("http://edge-north.test", attempts=1, transport=httpx.ASGITransport(app=edge.app))
-        sessions = {
-            cid: CohortSession(
-                plan,
-                client_id=cid,
-                edge_id=EID,
-                key=world.hospitals[cid].key,
-                identities=identities,
-                edge=peer,
-                min_survivors=K,
-                wait_s=30.0,
-            )
-            for cid in HOSPITALS
-        }
-        await asyncio.gather(*(session.join() for session in sessions.values()))
-        for cid in survivors:
-            ciphertext = sessions[cid].seal(world.public, world.hospitals[cid].vector)
-            assert (
-                await edge.upload(world.update(world.hospitals[cid], ciphertext=ciphertext))
-            ).status_code == 202
-        world.clock.advance(60)
-        await edge.core.tick()
+        sessions = cohort_sessions(world, plan, peer, HOSPITALS)
+        await join_upload_close(world, edge, sessions, survivors)
         outcomes = await asyncio.gather(
             *(asyncio.wait_for(sessions[cid].finish(), 5.0) for cid in survivors), return_exceptions=True
         )
