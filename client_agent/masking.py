@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from protocol.crypto import HEScheme
 from protocol.messages import ErrorCode, IdentityKeys, RoundPlan
+from protocol.reach import published_rank
 from protocol.secagg import (
     CohortId,
     Inbox,
@@ -68,6 +69,8 @@ class CohortSession:
         self._client = MaskingClient(
             self.cohort_id, client_id, sign=key.sign, verify=self._verify, min_survivors=min_survivors
         )
+        self._plan = plan
+        self._min_survivors = min_survivors
         self._edge = edge
         self._wait_s = wait_s
         self._clock = clock
@@ -91,6 +94,9 @@ class CohortSession:
         roster = await self._read(Stage.ROSTER, Roster)
         await self._post("shares", self._client.share(roster))
         self._inbox = await self._read(Stage.INBOX, Inbox)
+        # Opened now, before any data is touched: an inbox that cannot be used makes this hospital sit the
+        # round out here, not after training.
+        self._client.receive(self._inbox)
         log.info(
             "joined the round's masking cohort",
             extra={
@@ -110,6 +116,7 @@ class CohortSession:
     async def finish(self) -> None:
         """Sign the edge's survivor list and reveal the shares it needs to unmask the survivors' sum."""
         survivors = await self._read(Stage.SURVIVORS, SurvivorSet)
+        self._check_reach(survivors)
         await self._post("consents", self._client.consent(survivors))
         request = await self._read(Stage.UNMASK_REQUEST, UnmaskRequest)
         answer = self._client.unmask(request)
@@ -125,6 +132,22 @@ class CohortSession:
                 },
             },
         )
+
+    def _check_reach(self, survivor_set: SurvivorSet) -> None:
+        """Raise `SecAggError` unless every column a survivor uploads under the plan (below its rank and the
+        plan's published rank) is reached by `k` survivors: the edge names who dropped, and leaving out the
+        other high-rank hospitals would leave one hospital's columns alone in the sum the cohort unmasks."""
+        cap = self._plan.published_rank
+        uploaded = [
+            rank if cap is None else min(rank, cap)
+            for rank in (self._plan.client_ranks.get(s, 0) for s in survivor_set.survivors)
+        ]
+        reached = published_rank(uploaded, k=self._min_survivors)
+        if reached < max(uploaded, default=0):
+            raise SecAggError(
+                f"the survivor list reaches LoRA columns {reached} to {max(uploaded) - 1} with fewer than "
+                f"{self._min_survivors} of its hospitals"
+            )
 
     async def _post(self, what: str, message: BaseModel) -> None:
         await self._edge.request(

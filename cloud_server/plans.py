@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
+from protocol.crypto import PaillierParams
 from protocol.messages import (
     ClientInfo,
     EdgeProgress,
@@ -85,7 +86,8 @@ def open_round(
     can tell (through the plan's digest) that they were all served the same ones.
 
     `rounds_closed` places the round on the noise schedule (a failed round does not move it on). The plan
-    says in advance which LoRA columns can be published: those below the k-th largest planned rank.
+    says in advance which LoRA columns can be published: those below the k-th largest planned rank (of each
+    cohort, in a masking federation).
     """
     dp = spec.central_dp
     share = planned_share(spec, rounds_closed=rounds_closed, clients=len(clients))
@@ -107,7 +109,7 @@ def open_round(
         validation_fraction=spec.convergence.validation_fraction if spec.convergence is not None else None,
         vector_sha256=vector_sha256,
         basis_sha256=basis_sha256,
-        published_rank=published_rank((info.rank for info in clients.values()), k=spec.min_clients_per_edge),
+        published_rank=_published_rank(spec, clients),
     )
     per_edge = Counter(info.edge_id for info in clients.values())
     status = RoundStatus(
@@ -122,6 +124,19 @@ def open_round(
         ),
     )
     return plan, status
+
+
+def _published_rank(spec: FederationSpec, clients: Mapping[str, ClientInfo]) -> int:
+    """The rank below which every column is reached by `k` planned hospitals of each sum that can be read:
+    the round's in general; each cohort's in a masking federation, where an edge with the cloud reads its
+    cohort's sum (an edge with fewer than `k` hospitals forms no cohort and sums nothing)."""
+    k = spec.min_clients_per_edge
+    if not (isinstance(spec.he, PaillierParams) and spec.he.masking):
+        return published_rank((info.rank for info in clients.values()), k=k)
+    cohorts: dict[str, list[int]] = {}
+    for info in clients.values():
+        cohorts.setdefault(info.edge_id, []).append(info.rank)
+    return min((published_rank(ranks, k=k) for ranks in cohorts.values() if len(ranks) >= k), default=0)
 
 
 def planned_share(spec: FederationSpec, *, rounds_closed: int, clients: int) -> NoiseShare | None:

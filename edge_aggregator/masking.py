@@ -49,6 +49,7 @@ from protocol.secagg import (
     SurvivorSet,
     UnmaskRequest,
     UnmaskShares,
+    check_public_key,
     correction,
     residue_bytes,
     route,
@@ -110,6 +111,13 @@ class MaskingStages:
                     raise InvalidRequestError(
                         "an advert's share_key and mask_key must differ", field="mask_key"
                     )
+                for field in ("share_key", "mask_key"):
+                    try:
+                        check_public_key(getattr(message, field))
+                    except SecAggError as e:
+                        raise InvalidRequestError(
+                            f"{client_id}'s {field} agrees no secret with anyone: {e}", field=field
+                        ) from e
                 claims = [self._cohorts.key_claim(round_, k) for k in (message.share_key, message.mask_key)]
                 return await self._cohorts.put(round_, Collected.ADVERTS, client_id, body, claims=claims)
             case ShareBundle():

@@ -37,7 +37,7 @@ from protocol.secagg.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
-from protocol.secagg.primitives import SecAggError
+from protocol.secagg.primitives import SecAggError, check_public_key
 from protocol.secagg.unmask import correction, route
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "UnmaskRequest",
     "UnmaskShares",
     "Verifier",
+    "check_public_key",
     "correction",
     "degree_for",
     "residue_bytes",

@@ -5,7 +5,7 @@ The rules that carry the guarantee (each raises `SecAggError` and the hospital s
   identity, its own advert unchanged;
 - it masks only with at least as many neighbours' shares as its own threshold (fewer would let the edge
   rebuild its masks from too few hospitals);
-- it signs one survivor list per cohort, and answers an unmask request only for a list that a majority
+- it signs one survivor list per cohort, naming no neighbour whose shares it did not receive, and answers an unmask request only for a list that a majority
   of the roster signed and that holds at least `k` hospitals, itself included;
 - for each neighbour it reveals the self-mask share (neighbour in the list) or the mask-key share
   (neighbour not in it), never both, and never for a list other than the one it signed.
@@ -57,6 +57,9 @@ class MaskingClient:
         self._self_seed = primitives.new_seed()
         self._cohort: Cohort | None = None
         self._held: dict[str, tuple[bytes, bytes]] = {}  # sender -> (its self-seed share, its key-seed share)
+        self._pair_secrets: dict[
+            str, bytes
+        ] = {}  # sender -> the X25519 secret its pairwise mask derives from
         self._signed: SurvivorSet | None = None
 
     # -- stage 1 ------------------------------------------------------------------------------------
@@ -104,9 +107,9 @@ class MaskingClient:
         return (advert.share_key, advert.mask_key, advert.seed_commitment) == own
 
     # -- stage 3 ------------------------------------------------------------------------------------
-    def mask(self, inbox: Inbox, residues: UIntArray, *, bits: int) -> UIntArray:
-        """Open the neighbours' shares, keep them, and return `residues` plus the self mask and one
-        pairwise mask per neighbour whose shares arrived, in `Z_(2^bits)`."""
+    def receive(self, inbox: Inbox) -> None:
+        """Open the neighbours' shares and keep them; raises `SecAggError` for an inbox this hospital cannot
+        mask with (so that it can check one before it trains)."""
         cohort = self._require_cohort()
         if inbox.cohort != self.cohort_id or inbox.client_id != self.client_id:
             raise SecAggError("the inbox is addressed to another hospital or cohort")
@@ -119,8 +122,10 @@ class MaskingClient:
             raise SecAggError(
                 f"only {len(inbox.sealed)} neighbours' shares arrived; masking needs at least {threshold}"
             )
-        held = {}
+        own_key = primitives.mask_key(self._mask_seed, self._context)
+        held, pair_secrets = {}, {}
         for sender, sealed in inbox.sealed.items():
+            pair_secrets[sender] = primitives.agree(own_key, cohort.adverts[sender].mask_key)
             secret = primitives.agree(self._share_key, cohort.adverts[sender].share_key)
             box = cohort.share_box_key(secret, sender, self.client_id)
             opened = primitives.open_sealed(box, sealed, cohort.box_associated(sender, self.client_id))
@@ -128,13 +133,18 @@ class MaskingClient:
                 raise SecAggError(f"{sender}'s sealed shares are {len(opened)} bytes, not 32")
             held[sender] = (opened[: primitives.SEED_BYTES], opened[primitives.SEED_BYTES :])
         self._held = held
+        self._pair_secrets = pair_secrets
+
+    def mask(self, inbox: Inbox, residues: UIntArray, *, bits: int) -> UIntArray:
+        """`receive(inbox)`, then `residues` plus the self mask and one pairwise mask per neighbour whose
+        shares arrived, in `Z_(2^bits)`."""
+        self.receive(inbox)
+        cohort = self._require_cohort()
         x = np.asarray(residues, dtype=np.uint64)
         if x.ndim != 1 or (bits < 64 and int(x.max(initial=0)) >> bits):
             raise SecAggError(f"residues must be a 1-D vector in [0, 2^{bits})")
         masked = x + cohort.seed_mask(self._self_seed, x.size, bits)
-        own_key = primitives.mask_key(self._mask_seed, self._context)
-        for peer in sorted(held):
-            secret = primitives.agree(own_key, cohort.adverts[peer].mask_key)
+        for peer, secret in sorted(self._pair_secrets.items()):
             mask = cohort.pair_mask(secret, self.client_id, peer, x.size, bits)
             masked = masked + mask if pair_sign(self.client_id, peer) > 0 else masked - mask
         return reduce(masked, bits)
@@ -146,6 +156,11 @@ class MaskingClient:
         cohort.check_survivors(survivor_set)
         if self.client_id not in survivor_set.survivors:
             raise SecAggError(f"the survivor list leaves out {self.client_id}, whose upload the edge holds")
+        # Only senders upload, and an honest edge routes every sender's shares to every sender neighbour: a
+        # listed neighbour whose shares never came is a name whose upload need not be in the sum.
+        unseen = (set(survivor_set.survivors) & set(cohort.neighbours[self.client_id])) - set(self._held)
+        if unseen:
+            raise SecAggError(f"the survivor list names neighbours whose shares never came: {sorted(unseen)}")
         if self._signed is not None and set(self._signed.survivors) != set(survivor_set.survivors):
             raise SecAggError(f"{self.client_id} already signed another survivor list for this cohort")
         self._signed = survivor_set
@@ -160,6 +175,9 @@ class MaskingClient:
         """The shares the edge needs to remove the masks of the signed survivor list, and no others."""
         cohort = self._require_cohort()
         survivor_set = request.survivor_set
+        if survivor_set.cohort != self.cohort_id:
+            # Consents over another cohort's list (an earlier round's, say) sign a payload bound to it.
+            raise SecAggError("the unmask request carries the survivor list of another cohort")
         if self._signed is None or set(self._signed.survivors) != set(survivor_set.survivors):
             raise SecAggError(f"{self.client_id} answers only the survivor list it signed")
         payload = survivor_set.signing_payload()

@@ -67,6 +67,12 @@ def agree(private: X25519PrivateKey, peer_public: bytes) -> bytes:
         raise SecAggError(f"public key {peer_public.hex()[:16]}...: {e}") from e
 
 
+def check_public_key(public: bytes) -> None:
+    """Raise `SecAggError` unless `public` agrees a secret with others: X25519 with a low-order point gives
+    the all-zero secret whoever the peer is, so every hospital would refuse a roster holding it."""
+    agree(X25519PrivateKey.generate(), public)
+
+
 def expand(key: bytes, length: int, bits: int) -> npt.NDArray[np.uint64]:
     """`length` uniform residues in `Z_(2^bits)` from a 32-byte PRG key (AES-256-CTR keystream)."""
     if not 1 <= bits <= 64:

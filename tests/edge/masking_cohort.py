@@ -8,6 +8,7 @@ a stage's hospitals are whoever the test names, so that the others drop there.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
+from client_agent.masking import CohortSession
 from protocol.crypto import HEScheme
-from protocol.messages import EdgeAggregate
+from protocol.messages import EdgeAggregate, IdentityKeys, RoundPlan
 from protocol.secagg import (
     CohortId,
     Inbox,
@@ -29,6 +31,7 @@ from protocol.secagg import (
     UnmaskRequest,
     residues_from_bytes,
 )
+from services.http import Peer
 from services.identity import IdentityError, verify
 from tests.edge.harness import EID, FID, Edge, World
 
@@ -145,6 +148,41 @@ class HttpCohort:
             request = await self.read_ok(cid, Stage.UNMASK_REQUEST)
             response = await self.post("unmask-shares", self.clients[cid].unmask(request))
             assert response.status_code == 202, response.text
+
+
+def cohort_sessions(
+    world: World, plan: RoundPlan, edge: Peer, ids: Iterable[str]
+) -> dict[str, CohortSession]:
+    """The agent's `CohortSession` of each hospital in `ids`, talking to `edge`, checking its cohort against
+    the keys the cloud would serve."""
+    identities = IdentityKeys(edge_id=EID, keys={c: h.key.public_bytes for c, h in world.hospitals.items()})
+    return {
+        cid: CohortSession(
+            plan,
+            client_id=cid,
+            edge_id=EID,
+            key=world.hospitals[cid].key,
+            identities=identities,
+            edge=edge,
+            min_survivors=K,
+            wait_s=30.0,
+        )
+        for cid in ids
+    }
+
+
+async def join_upload_close(
+    world: World, edge: Edge, sessions: dict[str, CohortSession], uploaders: Iterable[str]
+) -> None:
+    """Every session joins its cohort (before "training"); each of `uploaders` masks, encrypts and uploads
+    its vector (the others drop before uploading); then the round's deadline passes and the edge closes it."""
+    await asyncio.gather(*(session.join() for session in sessions.values()))
+    for cid in uploaders:
+        ciphertext = sessions[cid].seal(world.public, world.hospitals[cid].vector)
+        response = await edge.upload(world.update(world.hospitals[cid], ciphertext=ciphertext))
+        assert response.status_code == 202, response.text
+    world.clock.advance(60)
+    await edge.core.tick()
 
 
 def unmasked_sum(secret: HEScheme[Any], aggregate: EdgeAggregate) -> npt.NDArray[np.float64]:

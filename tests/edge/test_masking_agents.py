@@ -11,12 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from client_agent.masking import CohortSession
 from protocol.crypto import PaillierParams
-from protocol.messages import IdentityKeys
 from services.http import Peer
 from tests.edge.harness import EID, FID, World, running_edge, until
-from tests.edge.masking_cohort import HOSPITALS, K, unmasked_sum
+from tests.edge.masking_cohort import HOSPITALS, cohort_sessions, join_upload_close, unmasked_sum
 
 pytestmark = pytest.mark.anyio
 
@@ -28,33 +26,14 @@ async def test_agents_cohort_sessions_run_a_cohort_with_one_dropping_after_shari
     # uploads, so the round closes at its deadline and the other nine are the survivors.
     world = make_masking_world()
     plan = world.cloud.published[0]
-    identities = IdentityKeys(edge_id=EID, keys={c: h.key.public_bytes for c, h in world.hospitals.items()})
     survivors = HOSPITALS[:9]
     expected = np.sum([world.hospitals[c].vector for c in survivors], axis=0)
 
     async with running_edge(world) as edge:
         peer = Peer("http://edge-north.test", attempts=1, transport=httpx.ASGITransport(app=edge.app))
-        sessions = {
-            cid: CohortSession(
-                plan,
-                client_id=cid,
-                edge_id=EID,
-                key=world.hospitals[cid].key,
-                identities=identities,
-                edge=peer,
-                min_survivors=K,
-                wait_s=30.0,
-            )
-            for cid in HOSPITALS
-        }
+        sessions = cohort_sessions(world, plan, peer, HOSPITALS)
         # Execute
-        await asyncio.gather(*(session.join() for session in sessions.values()))
-        for cid in survivors:
-            ciphertext = sessions[cid].seal(world.public, world.hospitals[cid].vector)
-            response = await edge.upload(world.update(world.hospitals[cid], ciphertext=ciphertext))
-            assert response.status_code == 202, response.text
-        world.clock.advance(60)
-        await edge.core.tick()
+        await join_upload_close(world, edge, sessions, survivors)
         await asyncio.gather(*(sessions[cid].finish() for cid in survivors))
         await until(lambda: len(world.cloud.delivered) == 1, what="the forward")
         await peer.close()
