@@ -19,7 +19,7 @@ from cloud_server.central_ledger import Ledger
 from cloud_server.privacy import report
 from cloud_server.privacy_budget import settle_round
 from protocol.aggregation import round_noise
-from protocol.crypto import PaillierParams
+from protocol.crypto import CKKSParams, PaillierParams
 from protocol.messages import (
     CentralDPConfig,
     Contribution,
@@ -131,6 +131,7 @@ def late_table() -> Table:
     late = LateUploadConfig(max_staleness=1, decay=0.5)
     spec = FederationSpec(
         federation_id="f",
+        he=CKKSParams(),  # late uploads: a federation that does not mask
         central_dp=CentralDPConfig(noise_multiplier=z, epsilon_budget=budget),
         late_uploads=late,
         rounds=3,
@@ -181,7 +182,9 @@ def decryptor_table() -> Table:
         (10, 5, 3),
     ):
         dp = CentralDPConfig(noise_multiplier=1.0, distributed=True, colluding_clients=colluding)
-        spec = FederationSpec(federation_id="f", central_dp=dp, rounds=20, min_clients_per_edge=1)
+        spec = FederationSpec(
+            federation_id="f", he=CKKSParams(), central_dp=dp, rounds=20, min_clients_per_edge=1
+        )
         ledger = closed(spec, rounds=20, size=2306, shares=shares, planned=10, per_edge=per_edge)
         figures = report(spec, ledger, layout_size=2306, rounds_closed=20)
         cloud = "unbounded" if figures.decryptor_epsilon is None else f"{figures.decryptor_epsilon:.1f}"

@@ -40,6 +40,7 @@ class HospitalPolicy(BaseModel):
     min_clients_per_edge: int
     max_global_norm: float
     allow_plaintext: bool = False
+    allow_unmasked: bool = False
     allow_without_local_dp: bool = False
     allow_insecure_http: bool = False
 
@@ -54,6 +55,11 @@ class HospitalPolicy(BaseModel):
             lines.append(
                 "UNSAFE: FEDLORA_ALLOW_PLAINTEXT is on: this hospital joins federations without encryption, "
                 "where its edge and the cloud read its update"
+            )
+        if self.allow_unmasked:
+            lines.append(
+                "UNSAFE: FEDLORA_ALLOW_UNMASKED is on: this hospital joins federations whose uploads are not "
+                "masked below the encryption, where an edge colluding with the cloud can decrypt its update"
             )
         if self.allow_without_local_dp:
             lines.append(
@@ -76,6 +82,15 @@ class HospitalPolicy(BaseModel):
                 field="he.kind",
                 value="none",
                 limit="ckks or paillier",
+            )
+        if spec.he.kind is not HEKind.NONE and spec.protection() and not self.allow_unmasked:
+            raise SpecRefusedError(
+                f"he.kind = '{spec.he.kind.value}' without masking: an edge colluding with the cloud could "
+                "decrypt this hospital's upload (docs/security.md). Masked federations are he.kind "
+                "'paillier' with he.masking true; FEDLORA_ALLOW_UNMASKED=true opts this hospital in anyway",
+                field="he.masking",
+                value=False,
+                limit=True,
             )
         if spec.min_clients_per_edge < self.min_clients_per_edge:
             raise SpecRefusedError(

@@ -368,7 +368,9 @@ class FederationSpec(Message):
     seed: int = Field(default=0, ge=0, lt=2**63)
     basis_version: int = Field(default=0, ge=0)
     strategy: Strategy = Strategy.FFA
-    he: HEParams = Field(default_factory=CKKSParams)
+    #: The default federation has the full guarantee of docs/security.md: packed Paillier with the uploads
+    #: masked below it, with room for a delta of norm 1 plus distributed noise shares at 20 bits a value.
+    he: HEParams = Field(default_factory=lambda: PaillierParams(masking=True, clip=4.0, quant_bits=20))
     local_dp: LocalDPConfig = Field(default_factory=LocalDPConfig)
     central_dp: CentralDPConfig = Field(default_factory=CentralDPConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -178,6 +178,12 @@ class ClientSettings(ServiceSettings):
         description="UNSAFE: join a federation without encryption (he.kind 'none', CLAIR), where the edge "
         "and the cloud see this hospital's update",
     )
+    allow_unmasked: bool = Field(
+        default=False,
+        description="UNSAFE: join an encrypted federation whose uploads are not masked below the encryption "
+        "(CKKS, or packed Paillier without he.masking), where an edge colluding with the cloud can decrypt "
+        "this hospital's update",
+    )
     allow_without_local_dp: bool = Field(
         default=False, description="UNSAFE: train without DP-SGD when the federation turns it off"
     )

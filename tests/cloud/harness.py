@@ -21,7 +21,7 @@ from client_agent.update import contribution
 from cloud_server.app import create_app
 from cloud_server.context import CloudContext
 from cloud_server.errors import NotFoundError
-from protocol.crypto import HEScheme, scheme_from_public
+from protocol.crypto import CKKSParams, HEScheme, scheme_from_public
 from protocol.messages import (
     ClientEnrolment,
     Contribution,
@@ -75,6 +75,9 @@ def small_spec(fid: str = "fed-1", **overrides: Any) -> FederationSpec:
         "rounds": 2,
         "round_deadline_s": 600.0,
         "upload_deadline_s": 540.0,
+        # Unmasked CKKS unless a test names a scheme: the masking tests build cohorts themselves
+        # (tests/adversarial/test_masking.py); the others forward plain homomorphic sums.
+        "he": CKKSParams(),
     }
     return FederationSpec(**(values | overrides))
 

@@ -23,7 +23,7 @@ from client_agent.agent import ClientAgent
 from client_agent.errors import InsecurePeerError, PinMismatchError, PlanRefusedError, SpecRefusedError
 from cloud_server.federations import vector_bytes
 from cloud_server.plans import signed
-from protocol.crypto import CKKSParams, generate_scheme
+from protocol.crypto import CKKSParams, PaillierParams, generate_scheme
 from protocol.crypto.params import PlainParams
 from protocol.messages import (
     EdgeEnrolment,
@@ -89,6 +89,8 @@ async def hospital(
             "cloud_url": "https://cloud.example",
             "enrolment_token": fed.created.client_enrolment_token,
             "state_dir": tmp_path / "hosp-a",
+            # small_spec federations are CKKS, without masking; the refusal has its own test.
+            "allow_unmasked": True,
         }
         agent = ClientAgent(ClientSettings(**(values | settings)), model_path=tmp_path)
         peer = Peer("https://cloud.example", transport=httpx.ASGITransport(app=cloud.app), give_up_after_s=5)
@@ -150,6 +152,25 @@ async def test_a_plaintext_federation_is_joined_only_by_a_hospital_that_opted_in
 
     assert spec.he.kind == "none"
     assert any("FEDLORA_ALLOW_PLAINTEXT" in line for line in site.agent.policy.warnings())
+
+
+async def test_a_federation_without_masking_is_joined_only_by_a_hospital_that_opted_in(
+    tmp_path: Path,
+) -> None:
+    """A hospital's floor: an encrypted federation whose uploads are not masked (CKKS here) lets an edge
+    colluding with the cloud decrypt its update, so the agent refuses it unless told otherwise, naming the
+    field; the default federation (masked Paillier) it joins."""
+    async with hospital(tmp_path / "ckks", small_spec(), allow_unmasked=False) as site:
+        await site.agent.enrol(site.peer, EXAMPLES)
+        with pytest.raises(SpecRefusedError) as refused:
+            await site.agent.federation(site.peer, EXAMPLES)
+    masked = small_spec(he=PaillierParams(key_bits=1024, masking=True))
+    async with hospital(tmp_path / "masked", masked, allow_unmasked=False) as site:
+        await site.agent.enrol(site.peer, EXAMPLES)
+        spec, _ = await site.agent.federation(site.peer, EXAMPLES)
+
+    assert refused.value.field == "he.masking" and "FEDLORA_ALLOW_UNMASKED" in str(refused.value)
+    assert spec.he.kind == "paillier"
 
 
 # -- the peers it pinned ---------------------------------------------------------------------------------

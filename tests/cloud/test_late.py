@@ -169,13 +169,14 @@ async def test_late_buckets_are_refused_when_not_allowed_too_late_or_counted_twi
 def test_the_spec_refuses_late_uploads_with_distributed_noise_or_clair() -> None:
     from pydantic import ValidationError
 
-    from protocol.crypto import PlainParams
+    from protocol.crypto import CKKSParams, PlainParams
     from protocol.messages import FederationSpec, Strategy
 
     late = LateUploadConfig()
     with pytest.raises(ValidationError, match=r"late_uploads with central_dp\.distributed"):
         FederationSpec(
             federation_id="f-1",
+            he=CKKSParams(),  # a federation that does not mask (masking refuses late uploads first)
             central_dp=CentralDPConfig(noise_multiplier=1.0, distributed=True),
             late_uploads=late,
         )

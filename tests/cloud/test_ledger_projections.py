@@ -16,6 +16,7 @@ from cloud_server.central_ledger import Ledger, entry_for
 from cloud_server.privacy import report as privacy_report
 from cloud_server.records import unpack_aggregate
 from protocol.aggregation import RoundNoise
+from protocol.crypto import CKKSParams
 from protocol.messages import CentralDPConfig, FederationSpec, NoiseMechanism, PrivacyReport
 from protocol.privacy import GaussianEvent, RdpAccountant
 from services import keyspace
@@ -81,6 +82,7 @@ def test_the_sums_of_a_failed_round_count_against_the_cloud_not_publicly() -> No
     z, clip = 2.0, 0.5
     spec = FederationSpec(
         federation_id="f",
+        he=CKKSParams(),  # Gaussian shares
         rounds=3,
         central_dp=CentralDPConfig(noise_multiplier=z, clip_norm=clip, distributed=True, delta=DELTA),
     )

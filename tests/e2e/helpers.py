@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from fedlora.launcher import Cluster
-from protocol.crypto import HEScheme, scheme_from_public
+from protocol.crypto import CKKSParams, HEScheme, scheme_from_public
 from protocol.messages import (
     CentralDPConfig,
     ClientEnrolment,
@@ -43,6 +43,7 @@ def make_spec(**overrides: Any) -> FederationSpec:
         "central_dp": CentralDPConfig(mechanism=NoiseMechanism.NONE, noise_multiplier=0.0),
         "round_deadline_s": 20,
         "upload_deadline_s": 15,
+        "he": CKKSParams(),  # unmasked unless a test names a scheme (tests/e2e/test_masking_e2e.py)
     }
     return FederationSpec(**{**fields, **overrides})
 

@@ -26,6 +26,7 @@ def agent_for(cloud: CloudProcess, token: str, state_dir, model_dir, **extra) ->
         enrolment_token=token,
         state_dir=state_dir,
         model_path=model_dir,
+        allow_unmasked=True,  # make_spec federations are CKKS, without masking
         **extra,
     )
     return ClientAgent(settings)
@@ -97,6 +98,7 @@ def test_a_hospital_whose_policy_refuses_the_federation_exits_non_zero_naming_th
             "FEDLORA_STATE_DIR": str(tmp_path / "state"),
             "FEDLORA_DATA_FILE": str(data),
             "FEDLORA_MODEL_PATH": str(tiny_model_dir),
+            "FEDLORA_ALLOW_UNMASKED": "true",  # a CKKS federation
         },
     )
     poll(lambda: not hospital.alive(), timeout_s=120, what="the hospital to stop")

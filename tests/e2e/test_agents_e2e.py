@@ -72,6 +72,7 @@ def test_hospital_agents_run_a_private_fedrot_federation_and_the_ledger_checks_o
                 "FEDLORA_MODEL_PATH": str(tiny_model_dir),
                 "FEDLORA_THREADS": "1",
                 "FEDLORA_POLL_S": "0.5",
+                "FEDLORA_ALLOW_UNMASKED": "true",  # a CKKS federation, for its Gaussian shares
             },
         )
     poll(

@@ -41,6 +41,8 @@ def make_world(
     hospitals."""
 
     def build(*, clients: int = 3, k: int = 2, quorum: float = 1.0, **spec_fields: Any) -> World:
+        # The session's key pair (CKKS) unless a test names another scheme; masking: make_masking_world.
+        spec_fields.setdefault("he", secret_scheme.params)
         spec = FederationSpec(federation_id=FID, min_clients_per_edge=k, quorum=quorum, **spec_fields)
         plan_key = SigningKey.generate()
         cloud = InMemoryCloud(

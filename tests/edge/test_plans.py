@@ -117,6 +117,7 @@ async def test_an_agent_served_another_plan_than_its_edge_skips_the_round_and_sa
         cloud_url="https://cloud.example",
         enrolment_token="enrol-token-0123456789abcdef",
         state_dir=tmp_path / "hosp-z",
+        allow_unmasked=True,  # the world's federation is CKKS
     )
     agent = ClientAgent(settings, model_path=tmp_path)
     world.cloud.clients["hosp-z"] = ClientInfo(

@@ -46,11 +46,17 @@ def test_spec_defaults_follow_the_design():
     spec = FederationSpec(federation_id="fed-1")
     assert spec.protocol_version == PROTOCOL_VERSION
     assert spec.strategy is Strategy.FFA
-    assert isinstance(spec.he, CKKSParams)
-    assert spec.he.poly_modulus_degree == 8192
-    assert spec.he.coeff_mod_bit_sizes == (60, 60)
-    assert spec.he.global_scale_bits == 40
+    # The default federation masks uploads below packed Paillier (docs/security.md): nothing to opt into.
+    assert isinstance(spec.he, PaillierParams)
+    assert spec.he.masking and spec.protection() == []
+    assert (spec.he.key_bits, spec.he.quant_bits, spec.he.clip) == (2048, 20, 4.0)
     assert spec.target_modules == ("query", "value")
+    ckks = CKKSParams()
+    assert (ckks.poly_modulus_degree, ckks.coeff_mod_bit_sizes, ckks.global_scale_bits) == (
+        8192,
+        (60, 60),
+        40,
+    )
 
 
 @pytest.mark.parametrize("he", [CKKSParams(), PaillierParams(key_bits=1024), PlainParams()])

@@ -44,6 +44,7 @@ def test_planned_epsilons_charge_each_round_with_the_late_uploads_it_could_fold_
     # (1 + 0.5) C; from round 2 on also two rounds late, (1 + 0.5 + 0.25) C.
     spec = FederationSpec(
         federation_id="f",
+        he=CKKSParams(),  # late uploads: a federation that does not mask
         rounds=4,
         central_dp=CentralDPConfig(noise_multiplier=2.0, delta=DELTA),
         late_uploads=LateUploadConfig(max_staleness=2, decay=0.5),
@@ -100,6 +101,7 @@ def test_a_ledger_stored_before_the_decryptor_column_loads_and_falls_back_to_its
     )
     spec = FederationSpec(
         federation_id="f",
+        he=CKKSParams(),  # the Gaussian shares of the stored round
         rounds=3,
         central_dp=CentralDPConfig(noise_multiplier=2.0, clip_norm=0.5, distributed=True, delta=DELTA),
     )

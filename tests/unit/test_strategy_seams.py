@@ -75,11 +75,11 @@ def test_the_validator_reads_allows_central_noise_from_the_strategy(monkeypatch:
 
 
 def test_the_validator_reads_allows_late_uploads_from_the_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
-    late = LateUploadConfig()
-    FederationSpec(federation_id="f", strategy=Strategy.FEDROT, late_uploads=late)
+    late, he = LateUploadConfig(), CKKSParams()  # late uploads: a federation that does not mask
+    FederationSpec(federation_id="f", strategy=Strategy.FEDROT, late_uploads=late, he=he)
     monkeypatch.setattr(FedRotStrategy, "allows_late_uploads", False)
     with pytest.raises(ValidationError, match="late_uploads with strategy 'fedrot'"):
-        FederationSpec(federation_id="f", strategy=Strategy.FEDROT, late_uploads=late)
+        FederationSpec(federation_id="f", strategy=Strategy.FEDROT, late_uploads=late, he=he)
 
 
 def test_clair_accepts_a_plaintext_spec_without_noise_or_late_uploads() -> None:
