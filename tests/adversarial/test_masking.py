@@ -18,7 +18,7 @@ from protocol.messages import EdgeAggregate, RoundState
 from protocol.secagg import residue_bytes
 from tests.adversarial.test_cloud_acceptance import deltas_for, resigned
 from tests.cloud.harness import LAYOUT_SIZE, Cloud, Federation, running_cloud, small_spec
-from tests.secagg_cohort import CohortRun, Hospitals, cohort_id, run_cohort
+from tests.secagg_cohort import CohortRun, Hospitals, SecAggError, cohort_id, run_cohort
 
 pytestmark = pytest.mark.anyio
 
@@ -182,3 +182,59 @@ async def test_an_edge_and_the_cloud_pooling_what_they_hold_see_one_upload_as_no
     assert 0.4 < float(np.mean(opened.astype(np.float64) / (1 << bits))) < 0.6
     with pytest.raises(PackingError, match="masks that did not cancel"):
         secret.decode_residues(opened, count=1)
+
+
+def test_an_edge_that_claims_a_hospital_dropped_after_its_upload_still_holds_noise() -> None:
+    """Property: an edge that received client-d's masked upload and then names d as dropped gets d's mask-key
+    seed (so it can strip d's pairwise masks) but never d's self-mask seed: every honest hospital signed the
+    list without d and answers no other. Pooled with the cloud's secret key, d's upload stays uniform noise.
+    """
+    from protocol.crypto import generate_scheme, scheme_from_public
+    from protocol.secagg import Cohort, Roster, SurvivorSet, UnmaskRequest, primitives, route
+    from protocol.secagg.cohort import pair_sign, reduce
+
+    secret = generate_scheme(MASKED)
+    scheme = scheme_from_public(MASKED, secret.public_bytes())
+    bits = MASKED.ring_bits
+    rng = np.random.default_rng(15)
+    ids = ["client-a", "client-b", "client-c", "client-d"]
+    deltas = {c: rng.normal(0.0, 0.01, 64) for c in ids}
+    hospitals = Hospitals(ids)
+    clients = hospitals.clients(cohort_id(), k=2)
+    roster = Roster(
+        cohort=cohort_id(),
+        adverts=sorted((c.advertise() for c in clients.values()), key=lambda a: a.client_id),
+    )
+    public = Cohort(roster, 2)
+    inboxes = route(public, [clients[c].share(roster) for c in ids])
+    uploads = {
+        c: scheme.encrypt_residues(clients[c].mask(inboxes[c], scheme.residues(deltas[c]), bits=bits))
+        for c in ids
+    }
+    # The edge holds all four uploads, and names d as dropped.
+    without_d = SurvivorSet(cohort=cohort_id(), survivors=ids[:3])
+    consents = {c: clients[c].consent(without_d).signature for c in ids[:3]}
+    answers = [clients[c].unmask(UnmaskRequest(survivor_set=without_d, consents=consents)) for c in ids[:3]]
+    # It rebuilds d's mask-key seed from the key shares, and strips every pairwise mask from d's upload.
+    shares = {public.holder_index("client-d", a.client_id): a.key_shares["client-d"] for a in answers}
+    seed = primitives.combine(shares, threshold=public.threshold("client-d"))
+    key = primitives.mask_key(seed, public.context)
+    assert primitives.public_bytes(key) == public.adverts["client-d"].mask_key  # it really has d's key
+    opened = secret.decrypt_residues(secret.deserialize(scheme.serialize(uploads["client-d"])))
+    for peer in ids[:3]:
+        mask = public.pair_mask(
+            primitives.agree(key, public.adverts[peer].mask_key), "client-d", peer, 64, bits
+        )
+        opened = reduce(opened - mask if pair_sign("client-d", peer) > 0 else opened + mask, bits)
+    # What is left is d's residues plus its self mask: uniform over the ring, nothing like d's values.
+    honest = scheme.residues(deltas["client-d"])
+    assert np.mean(opened == honest) < 0.05
+    with pytest.raises(PackingError, match="masks that did not cancel"):
+        secret.decode_residues(opened, count=1)
+    # And a second list that names d (to get its self-mask seed) is refused by every hospital that signed.
+    with_d = SurvivorSet(cohort=cohort_id(), survivors=ids)
+    for c in ids[:3]:
+        with pytest.raises(SecAggError, match="already signed another survivor list"):
+            clients[c].consent(with_d)
+        with pytest.raises(SecAggError, match="answers only the survivor list it signed"):
+            clients[c].unmask(UnmaskRequest(survivor_set=with_d, consents=consents))
