@@ -13,9 +13,18 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from protocol.crypto import PackingError, PaillierParams
+from protocol.crypto import PackingError, PaillierParams, generate_scheme, scheme_from_public
 from protocol.messages import EdgeAggregate, RoundState
-from protocol.secagg import residue_bytes
+from protocol.secagg import (
+    Cohort,
+    Roster,
+    SurvivorSet,
+    UnmaskRequest,
+    primitives,
+    residue_bytes,
+    route,
+)
+from protocol.secagg.cohort import pair_sign, reduce
 from tests.adversarial.test_cloud_acceptance import deltas_for, resigned
 from tests.cloud.harness import LAYOUT_SIZE, Cloud, Federation, running_cloud, small_spec
 from tests.secagg_cohort import CohortRun, Hospitals, SecAggError, cohort_id, run_cohort
@@ -189,9 +198,6 @@ def test_an_edge_that_claims_a_hospital_dropped_after_its_upload_still_holds_noi
     seed (so it can strip d's pairwise masks) but never d's self-mask seed: every honest hospital signed the
     list without d and answers no other. Pooled with the cloud's secret key, d's upload stays uniform noise.
     """
-    from protocol.crypto import generate_scheme, scheme_from_public
-    from protocol.secagg import Cohort, Roster, SurvivorSet, UnmaskRequest, primitives, route
-    from protocol.secagg.cohort import pair_sign, reduce
 
     secret = generate_scheme(MASKED)
     scheme = scheme_from_public(MASKED, secret.public_bytes())
