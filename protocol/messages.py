@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol import examples as _examples
-from protocol.crypto.params import CKKSParams, HEKind, HEParams, PaillierParams
+from protocol.crypto.params import HEKind, HEParams, PaillierParams
 from protocol.distributions import Distribution
 
 PROTOCOL_VERSION: Literal[1] = 1
