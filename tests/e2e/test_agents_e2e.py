@@ -38,6 +38,33 @@ def write_notes(path, n: int, seed: int) -> None:
             writer.writerow([f"{good if (i + seed) % 2 else bad} note {i}", (i + seed) % 2])
 
 
+def start_hospitals(
+    cluster, tmp_path, cloud: CloudProcess, token: str, hospitals: dict[str, str], model_dir, **env: str
+) -> None:
+    """One agent process per hospital (client id -> edge id), each with 40 notes of its own; `env` adds
+    `FEDLORA_*` settings (without the prefix)."""
+    for index, (client_id, edge_id) in enumerate(hospitals.items()):
+        data = tmp_path / f"{client_id}.csv"
+        write_notes(data, 40, seed=index)
+        cluster.start(
+            client_id,
+            "client_agent",
+            {
+                "FEDLORA_CLIENT_ID": client_id,
+                "FEDLORA_FEDERATION_ID": FID,
+                "FEDLORA_EDGE_ID": edge_id,
+                "FEDLORA_CLOUD_URL": cloud.url,
+                "FEDLORA_ENROLMENT_TOKEN": token,
+                "FEDLORA_STATE_DIR": str(tmp_path / "state" / client_id),
+                "FEDLORA_DATA_FILE": str(data),
+                "FEDLORA_MODEL_PATH": str(model_dir),
+                "FEDLORA_THREADS": "1",
+                "FEDLORA_POLL_S": "0.5",
+            }
+            | {f"FEDLORA_{name}": value for name, value in env.items()},
+        )
+
+
 def test_hospital_agents_run_a_private_fedrot_federation_and_the_ledger_checks_out(
     cluster, tmp_path, tiny_model_dir
 ) -> None:
@@ -55,26 +82,16 @@ def test_hospital_agents_run_a_private_fedrot_federation_and_the_ledger_checks_o
     tokens = FederationCreated.model_validate_json(response.content)
     for edge_id in ("edge-1", "edge-2"):
         EdgeProcess(cluster, tmp_path, cloud, edge_id, tokens.edge_enrolment_token, FID)
-    for index, (client_id, edge_id) in enumerate(HOSPITALS.items()):
-        data = tmp_path / f"{client_id}.csv"
-        write_notes(data, 40, seed=index)
-        cluster.start(
-            client_id,
-            "client_agent",
-            {
-                "FEDLORA_CLIENT_ID": client_id,
-                "FEDLORA_FEDERATION_ID": FID,
-                "FEDLORA_EDGE_ID": edge_id,
-                "FEDLORA_CLOUD_URL": cloud.url,
-                "FEDLORA_ENROLMENT_TOKEN": tokens.client_enrolment_token,
-                "FEDLORA_STATE_DIR": str(tmp_path / "state" / client_id),
-                "FEDLORA_DATA_FILE": str(data),
-                "FEDLORA_MODEL_PATH": str(tiny_model_dir),
-                "FEDLORA_THREADS": "1",
-                "FEDLORA_POLL_S": "0.5",
-                "FEDLORA_ALLOW_UNMASKED": "true",  # a CKKS federation, for its Gaussian shares
-            },
-        )
+    # A CKKS federation, for its Gaussian shares: the hospitals opt into one without masking.
+    start_hospitals(
+        cluster,
+        tmp_path,
+        cloud,
+        tokens.client_enrolment_token,
+        HOSPITALS,
+        tiny_model_dir,
+        ALLOW_UNMASKED="true",
+    )
     poll(
         lambda: len(cloud.admin.get(f"/federations/{FID}/clients").json()) == 4,
         timeout_s=180,

@@ -23,7 +23,7 @@ from protocol.messages import (
 )
 from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
 from tests.e2e.helpers import FID, adapter_vector, enrol, make_spec
-from tests.e2e.test_agents_e2e import write_notes
+from tests.e2e.test_agents_e2e import start_hospitals
 
 pytestmark = pytest.mark.slow
 HOSPITALS = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-2", "h-d": "edge-2", "h-e": "edge-2"}
@@ -61,25 +61,7 @@ def test_hospital_agents_run_a_masking_federation_with_one_planned_hospital_abse
         cluster=cluster,
     )
     enrol(cloud, tokens.client_enrolment_token, "h-x", "edge-1")  # planned, never runs
-    for index, (client_id, edge_id) in enumerate(HOSPITALS.items()):
-        data = tmp_path / f"{client_id}.csv"
-        write_notes(data, 40, seed=index)
-        cluster.start(
-            client_id,
-            "client_agent",
-            {
-                "FEDLORA_CLIENT_ID": client_id,
-                "FEDLORA_FEDERATION_ID": FID,
-                "FEDLORA_EDGE_ID": edge_id,
-                "FEDLORA_CLOUD_URL": cloud.url,
-                "FEDLORA_ENROLMENT_TOKEN": tokens.client_enrolment_token,
-                "FEDLORA_STATE_DIR": str(tmp_path / "state" / client_id),
-                "FEDLORA_DATA_FILE": str(data),
-                "FEDLORA_MODEL_PATH": str(tiny_model_dir),
-                "FEDLORA_THREADS": "1",
-                "FEDLORA_POLL_S": "0.5",
-            },
-        )
+    start_hospitals(cluster, tmp_path, cloud, tokens.client_enrolment_token, HOSPITALS, tiny_model_dir)
     poll(
         lambda: len(cloud.admin.get(f"/federations/{FID}/clients").json()) == 6,
         timeout_s=180,
