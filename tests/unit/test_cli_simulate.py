@@ -31,3 +31,25 @@ def test_simulate_refuses_settings_the_services_would_refuse(args, reason):
 
     assert result.exit_code == 2
     assert reason in _flat(result.output)
+
+
+def test_simulate_refuses_masking_without_paillier():
+    result = CliRunner().invoke(app, ["simulate", "--masking", "--scheme", "ckks"])
+    assert result.exit_code != 0
+    assert "masking needs scheme 'paillier'" in _flat(result.output)
+
+
+def test_spec_validate_says_what_a_federation_without_masking_leaves_unprotected(tmp_path):
+    """The default federation prints no warning; a CKKS one names both what an edge with the cloud can read
+    and the key-recovery risk of publishing decryptions of crafted ciphertexts."""
+    default, ckks = tmp_path / "default.yaml", tmp_path / "ckks.yaml"
+    default.write_text("federation_id: d1\n")
+    ckks.write_text("federation_id: c1\nhe:\n  kind: ckks\n")
+    masked = CliRunner().invoke(app, ["spec", "validate", str(default)])
+    unmasked = CliRunner().invoke(app, ["spec", "validate", str(ckks)])
+    assert masked.exit_code == 0 and "not protected" not in masked.output
+    assert "masked below it" in _flat(masked.output)
+    text = _flat(unmasked.output)
+    assert unmasked.exit_code == 0 and text.count("not protected:") == 2
+    assert "an edge colluding with the cloud can decrypt one hospital's upload" in text
+    assert "reveals its secret key" in text
