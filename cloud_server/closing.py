@@ -4,7 +4,10 @@ A round is closed by one store transaction that writes the new adapter, the clos
 stats, the next plan and the federation record together, and only if the round is still open: two closers
 (two requests, a request and the deadline check, or a restarted cloud) commit once. A lease (`SET NX` with
 a TTL) keeps a second closer from redoing the decryption while the first works; if the first dies, the
-lease lapses and the next deadline check finishes the round from the stored aggregates. The central noise
+lease lapses and the next deadline check finishes the round from the stored aggregates. Before anyone reads
+a round's aggregates to close or fail it, the round is sealed (`_seal`: one transaction that writes the seal
+and reads which sums the round holds); `receive` stores no sum into a sealed round (409), and the commit
+writes nothing unless the sums stored are exactly those it decrypted. The central noise
 comes from a seed written once per round (sealed under the KEK), so whichever closer commits, the global
 update is the same one: a crash never produces two differently-noised views of the same sum.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -96,6 +100,15 @@ def _log_left_out(fid: str, round_: int, left_out: list[LateGroup]) -> None:
             "data": {str(g.staleness): [c.client_id for c in g.contributions] for g in left_out},
         },
     )
+
+
+def stored_digests(values: Mapping[str, bytes]) -> dict[str, str]:
+    """Edge id -> sha256 of its stored aggregate value, as `keyspace.fed_round_aggregate_digests` holds it."""
+    return {edge_id: hashlib.sha256(values[edge_id]).hexdigest() for edge_id in sorted(values)}
+
+
+def read_digests(raw: bytes | None) -> dict[str, str]:
+    return {str(edge_id): str(digest) for edge_id, digest in json.loads(raw or b"{}").items()}
 
 
 @dataclass(frozen=True)
@@ -245,25 +258,55 @@ class RoundCloser:
         raw = await self._store.get(keyspace.fed_round_status(fid, round_))
         return raw is None or RoundStatus.model_validate_json(raw).state in FINAL_ROUND_STATES
 
-    async def close(
-        self, fid: str, round_: int, now: datetime, values: Mapping[str, bytes], *, why: str
-    ) -> None:
-        """Close `round_` with the stored aggregates `values` (edge id -> stored value), unless another
-        closer holds the lease or already closed it."""
+    async def _seal(self, fid: str, round_: int, now: datetime) -> dict[str, str] | None:
+        """Seal `round_`, so that no edge sum is stored into it from now on, and read in the same step which
+        sums it holds (edge id -> digest of the stored value); None if the round is over. Sealing a sealed
+        round reads it again."""
+        seal_key = keyspace.fed_round_sealed(fid, round_)
+        status_key = keyspace.fed_round_status(fid, round_)
+        digests_key = keyspace.fed_round_aggregate_digests(fid, round_)
+        held: list[dict[str, str] | None] = [None]
+
+        def seal(current: dict[str, bytes | None]) -> Updates:
+            raw = current[status_key]
+            if raw is None or RoundStatus.model_validate_json(raw).state in FINAL_ROUND_STATES:
+                held[0] = None
+                return {}
+            held[0] = read_digests(current[digests_key])
+            if current[seal_key] is not None:
+                return {}
+            return {seal_key: json.dumps({"sealed_at": now.isoformat()}).encode()}
+
+        await self._store.transaction([seal_key, status_key, digests_key], seal)
+        return held[0]
+
+    async def close(self, fid: str, round_: int, now: datetime, *, why: str) -> None:
+        """Seal `round_` and close it with the aggregates it holds, unless another closer holds the lease or
+        already closed it (a round sealed with no aggregate is left to `fail`)."""
         lease = keyspace.fed_round_closing(fid, round_)
         if not await self._store.set_if_absent(
             lease, now.isoformat().encode(), ttl_s=keyspace.ROUND_CLOSE_LEASE_TTL_S
         ):
             return  # another closer is at work
         try:
+            sealed = await self._seal(fid, round_, now)
+            if not sealed:
+                return
+            values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
+            if stored_digests(values) != sealed:
+                log.error(
+                    "round not closed: its stored aggregates differ from those recorded when it was sealed",
+                    extra={"federation_id": fid, "round": round_, "data": {"sealed": sorted(sealed)}},
+                )
+                return
             remaining: dict[str, bytes] = dict(values)
             unmaskable: tuple[str, ...] = ()
             while True:
-                prepared = await self._prepare(fid, round_, now, remaining)
+                prepared = await self._prepare(fid, round_, now, remaining, sealed)
                 if prepared is None:
                     return
                 try:
-                    decrypted = await self._decrypt(fid, prepared, now)
+                    decrypted = await self._decrypt(fid, prepared, now, sealed)
                 except MaskedSumError as e:
                     # Those edges' masks did not cancel (a forged or partial sum, a wrong correction): the
                     # round closes from the other edges' sums, prepared again without them (noise, charge).
@@ -274,7 +317,9 @@ class RoundCloser:
                     unmaskable += e.edges
                     remaining = {edge: v for edge, v in remaining.items() if edge not in e.edges}
                     if not remaining:
-                        await self.fail(fid, round_, now, reason=str(e), forwarded=prepared.headers)
+                        await self.fail(
+                            fid, round_, now, reason=str(e), forwarded=prepared.headers, sealed=sealed
+                        )
                         return
                     continue
                 break
@@ -284,12 +329,12 @@ class RoundCloser:
                     result = dataclasses.replace(result, flagged=(*result.flagged, *unmaskable))
                     metrics["edges_flagged"] = float(len(result.flagged))
                 release = await self._release(fid, prepared, result, metrics, now=now)
-                await self._commit(fid, release, why=why)
+                await self._commit(fid, release, sealed, why=why)
         finally:
             await self._store.delete(lease)
 
     async def _prepare(
-        self, fid: str, round_: int, now: datetime, values: Mapping[str, bytes]
+        self, fid: str, round_: int, now: datetime, values: Mapping[str, bytes], sealed: Mapping[str, str]
     ) -> PreparedRound | None:
         """What decrypting `round_` needs, with its noise; None, after failing the round if its release would
         pass the privacy budget, when it is not to be decrypted (or someone else closed it meanwhile)."""
@@ -344,12 +389,21 @@ class RoundCloser:
             ledger = Ledger.model_validate_json(raw_ledger) if raw_ledger else Ledger()
             over = overspend(spec, ledger, round_=round_, noise=noise, layout_size=layout.size)
         if over is not None:
-            await self.fail(fid, round_, now, reason=over, forwarded=headers, exhausted=True, held=noise)
+            await self.fail(
+                fid,
+                round_,
+                now,
+                reason=over,
+                forwarded=headers,
+                exhausted=True,
+                held=noise,
+                sealed=sealed,
+            )
             return None
         return prepared
 
     async def _decrypt(
-        self, fid: str, prepared: PreparedRound, now: datetime
+        self, fid: str, prepared: PreparedRound, now: datetime, sealed: Mapping[str, str]
     ) -> tuple[Aggregated, dict[str, float]] | None:
         """The round's next adapter and what decrypting it measured; None, after failing the round, when its
         sum does not decrypt."""
@@ -378,7 +432,7 @@ class RoundCloser:
             raise
         except CryptoError as e:
             reason = f"the sum of {len(headers)} edge aggregates did not decrypt: {e}"
-            await self.fail(fid, round_, now, reason=reason, forwarded=headers, held=noise)
+            await self.fail(fid, round_, now, reason=reason, forwarded=headers, held=noise, sealed=sealed)
             return None
         self._telemetry.decrypted(scheme.kind.value, result.decrypt_s)
         metrics = {
@@ -403,23 +457,40 @@ class RoundCloser:
             )
         return result, metrics
 
-    async def _commit(self, fid: str, release: Release, *, why: str) -> None:
+    async def _commit(self, fid: str, release: Release, sealed: Mapping[str, str], *, why: str) -> None:
         """Write what `round_outcome` decides for the decrypted round, in one transaction and only if the round
-        is still open on the adapter it was decrypted from; then wake the long-polls and log it."""
+        is still open on the adapter it was decrypted from and holds exactly the aggregates `sealed` (edge id
+        -> digest) it was decrypted from; then wake the long-polls and log it."""
         signer = await self._federations.plan_signer(fid)
         keys = commit_keys(fid, release)
+        digests_key = keyspace.fed_round_aggregate_digests(fid, release.round)
         decided: list[RoundOutcome] = []
+        stored: list[dict[str, str]] = []
 
         def commit(current: dict[str, bytes | None]) -> Updates:
+            stored[:] = []
             record = FederationRecord.model_validate_json(current[keys.record] or b"")
             status = RoundStatus.model_validate_json(current[keys.status] or b"")
             if not still_open(release, record, status):
                 return {}  # someone else closed it
+            held = read_digests(current[digests_key])
+            if held != sealed:
+                stored[:] = [held]
+                return {}
             outcome = round_outcome(release, keys.stored(current, record, status))
             decided[:] = [outcome]
             return keys.writes(outcome, signer)
 
-        if not await self._store.transaction(keys.all, commit):
+        if not await self._store.transaction([*keys.all, digests_key], commit):
+            if stored:
+                log.error(
+                    "round not committed: the aggregates it holds are not those it was decrypted from",
+                    extra={
+                        "federation_id": fid,
+                        "round": release.round,
+                        "data": {"decrypted": sorted(sealed), "stored": sorted(stored[0])},
+                    },
+                )
             return
         self._board.publish(fid)
         await self._telemetry.round_ended(fid, release.round)
@@ -497,15 +568,30 @@ class RoundCloser:
         forwarded: Mapping[str, StoredAggregate] | None = None,
         exhausted: bool = False,
         held: RoundNoise | None = None,
-    ) -> None:
-        """Mark `round_` failed and open the next round from the same adapter, unless it is already over;
+        sealed: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Mark `round_` failed and open the next round from the same adapter, unless it is already over, and
+        say whether this call failed it. `sealed`: the aggregates (edge id -> digest) the caller read after
+        sealing the round; None: the caller read none, so the round is sealed here and failed only if it
+        holds none (an edge sum stored before the seal is the closer's to count);
         `exhausted`: the round would have passed the privacy budget, so the federation ends instead
         (`budget_exhausted`, with `reason` on the record and the round), in the same transaction. `held`:
         the noise on the edge sums the cloud received; with distributed noise the ledger charges them to the
         column against the decrypting cloud (it can decrypt them, released or not)."""
+        if sealed is None:
+            sealed = await self._seal(fid, round_, now)
+            if sealed is None:
+                return False
+            if sealed:
+                log.info(
+                    "round not failed: an edge sum was stored before it was sealed",
+                    extra={"federation_id": fid, "round": round_, "data": {"edges": sorted(sealed)}},
+                )
+                return False
         spec = await self._federations.spec(fid)
         clients = await self._enrolment.clients(fid, with_stats=False)
         record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
+        digests_key = keyspace.fed_round_aggregate_digests(fid, round_)
         next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]
         ledger_key = keyspace.fed_privacy(fid)
         seen = await self._federations.record(fid)
@@ -520,6 +606,8 @@ class RoundCloser:
                 return {}
             if (record.adapter_version, record.basis(spec)) != (seen.adapter_version, seen.basis(spec)):
                 return {}  # the round was closed meanwhile (closing moves the adapter on)
+            if read_digests(current[digests_key]) != sealed:
+                return {}  # not the sums the failer read (the round is sealed: only a foreign write does it)
             failed = ended(with_progress(status, forwarded or {}), RoundState.FAILED, now).model_copy(
                 update={"failure": reason[:2000]}
             )
@@ -557,8 +645,12 @@ class RoundCloser:
                 record_key: record.model_copy(update={"current_round": round_ + 1}).dump(),
             }
 
-        if await self._store.transaction([record_key, status_key, ledger_key, *next_keys], commit):
-            self._board.publish(fid)
-            await self._telemetry.round_ended(fid, round_)
-            what = "privacy budget exhausted: federation stopped" if exhausted else "round failed"
-            log.warning("%s: %s", what, reason, extra={"federation_id": fid, "round": round_})
+        if not await self._store.transaction(
+            [record_key, status_key, ledger_key, digests_key, *next_keys], commit
+        ):
+            return False
+        self._board.publish(fid)
+        await self._telemetry.round_ended(fid, round_)
+        what = "privacy budget exhausted: federation stopped" if exhausted else "round failed"
+        log.warning("%s: %s", what, reason, extra={"federation_id": fid, "round": round_})
+        return True

@@ -5,7 +5,9 @@
          --> failed (deadline with no aggregate, or the sum did not decrypt; next round reopens from v)
 
 Only `open`, `closed` and `failed` are stored; `collecting` and `aggregating` are read from the stored
-aggregates and the closing lease. Everything that matters is in the store, so a restarted cloud's first
+aggregates, the round's seal and the closing lease. A round is sealed before its aggregates are read to close
+or fail it; from then on `receive` refuses a new sum for it (409 `round_closed`), so a 202 on an aggregate
+means it is in the sums the round closes with. Everything that matters is in the store, so a restarted cloud's first
 `tick` finishes whatever round a previous process left (see `closing.py` for how a close happens once).
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from cloud_server.closing import RoundCloser
+from cloud_server.closing import RoundCloser, read_digests, stored_digests
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import BadRequestError, ConflictError, NotFoundError, UnauthenticatedError
 from cloud_server.federations import FederationService
@@ -108,7 +110,7 @@ class RoundService:
         if status.state in FINAL_ROUND_STATES:
             return status
         forwarded = _headers(await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_)))
-        if await self._store.get(keyspace.fed_round_closing(fid, round_)) is not None:
+        if await self._store.get(keyspace.fed_round_sealed(fid, round_)) is not None:
             state = RoundState.AGGREGATING
         else:
             state = RoundState.COLLECTING if forwarded else RoundState.OPEN
@@ -234,6 +236,8 @@ class RoundService:
             raise ConflictError(
                 f"round {round_} of {fid!r} is over", code=ErrorCode.ROUND_CLOSED, field="round"
             )
+        if await self._store.get(keyspace.fed_round_sealed(fid, round_)) is not None:
+            raise self._sealed(fid, round_)
         spec = await self._federations.spec(fid)
         plan = await self.plan(fid, round_)
         if agg.basis_version != plan.basis_version:
@@ -277,6 +281,15 @@ class RoundService:
             # The aggregate is stored: the deadline check closes the round once it can.
             log.exception("closing the round failed", extra={"federation_id": fid, "round": round_})
         return await self.status(fid, round_), True
+
+    @staticmethod
+    def _sealed(fid: str, round_: int) -> ConflictError:
+        return ConflictError(
+            f"round {round_} of {fid!r} is being closed: its aggregates were sealed and it takes no more",
+            code=ErrorCode.ROUND_CLOSED,
+            field="round",
+            detail={"sealed": True},
+        )
 
     @staticmethod
     def _check_plan_digest(digest: str | None, plan: RoundPlan, *, field: str, edge_id: str) -> None:
@@ -409,9 +422,10 @@ class RoundService:
     async def _store_once(self, fid: str, agg: EdgeAggregate, value: bytes, digests: Sequence[str]) -> bool:
         """Store `value` (the packed `agg`) unless its edge already forwarded for the round (False), in one
         atomic step with its claims: each ciphertext's canonical digest (`digests`: the round's own sum, then
-        each late bucket's), each hospital's upload digest (from its signed line), and its hospitals for their
-        rounds. A claim taken before is 409 (`replay`,
-        `duplicate_upload`) and nothing is written: the sum that took it first stays whole."""
+        each late bucket's), each hospital's upload digest (from its signed line), its hospitals for their
+        rounds, and the value's digest among the round's (`keyspace.fed_round_aggregate_digests`). A claim
+        taken before is 409 (`replay`, `duplicate_upload`), and so is a round sealed for closing
+        (`round_closed`); nothing is written then: the sum that took it first stays whole."""
         sums = [
             Sum(
                 "ciphertext",
@@ -439,8 +453,13 @@ class RoundService:
             for digest in (s.ciphertext_sha256, *s.upload_sha256)
         }
         counted_keys = {s.origin_round: keyspace.fed_round_counted(fid, s.origin_round) for s in sums}
+        seal_key = keyspace.fed_round_sealed(fid, agg.round)
+        stored_key = keyspace.fed_round_aggregate_digests(fid, agg.round)
 
         def claims(current: dict[str, bytes | None]) -> Updates:
+            if current[seal_key] is not None:
+                raise self._sealed(fid, agg.round)
+            held = read_digests(current[stored_key]) | stored_digests({agg.edge_id: value})
             try:
                 claimed = claim(
                     sums,
@@ -464,13 +483,14 @@ class RoundService:
                     counted_keys[r]: json.dumps(ids, sort_keys=True).encode()
                     for r, ids in claimed.counted.items()
                 },
+                stored_key: json.dumps(held, sort_keys=True).encode(),
             }
 
         return await self._store.hset_if_absent_with(
             keyspace.fed_round_aggregates(fid, agg.round),
             agg.edge_id,
             value,
-            keys=[*digest_keys.values(), *counted_keys.values()],
+            keys=[*digest_keys.values(), *counted_keys.values(), seal_key, stored_key],
             fn=claims,
         )
 
@@ -509,18 +529,19 @@ class RoundService:
         if status.state in FINAL_ROUND_STATES:
             return
         spec = await self._federations.spec(fid)
-        values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
+        values = read_digests(await self._store.get(keyspace.fed_round_aggregate_digests(fid, round_)))
         expected = {e.edge_id for e in status.edges if e.expected_clients > 0}
         deadline = status.opened_at + timedelta(seconds=spec.round_deadline_s)
         if values and expected <= values.keys():
-            await self._closer.close(fid, round_, now, values, why="every expected edge forwarded")
+            await self._closer.close(fid, round_, now, why="every expected edge forwarded")
         elif now >= deadline:
             if values:
-                await self._closer.close(fid, round_, now, values, why="round deadline passed")
-            else:
-                await self._closer.fail(
-                    fid,
-                    round_,
-                    now,
-                    reason=f"round deadline {deadline.isoformat()} passed with no edge aggregate",
-                )
+                await self._closer.close(fid, round_, now, why="round deadline passed")
+            elif not await self._closer.fail(
+                fid,
+                round_,
+                now,
+                reason=f"round deadline {deadline.isoformat()} passed with no edge aggregate",
+            ):
+                # An edge sum was stored before the seal (or the round is over): close with what it holds.
+                await self._closer.close(fid, round_, now, why="round deadline passed")

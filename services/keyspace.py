@@ -117,6 +117,18 @@ def fed_round_closing(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:closing"  # lease (SET NX + TTL) held while one process closes
 
 
+def fed_round_sealed(fid: str, round_: int) -> str:
+    # Written once, before anyone reads the round's aggregates to close or fail it: from then on no edge sum
+    # is stored into the round (`receive` refuses it, 409), so what the closer reads is what it commits.
+    return f"cloud:{fid}:round:{round_}:sealed"
+
+
+def fed_round_aggregate_digests(fid: str, round_: int) -> str:
+    # Json {edge id: sha256 of its stored value in `fed_round_aggregates`}, written in the same atomic step
+    # as the value: a transaction reads which sums a round holds here (a hash cannot be read in one).
+    return f"cloud:{fid}:round:{round_}:aggregate-digests"
+
+
 def fed_round_noise_seed(fid: str, round_: int) -> str:
     # The seed of the round's central noise, sealed under the KEK and written once (SET NX) before the
     # first decryption: a closer that dies and the one that finishes draw the same noise, so a restart

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
 
+from cloud_server.closing import stored_digests
 from cloud_server.records import pack_aggregate
 from protocol.messages import CentralDPConfig, FederationInfo, NoiseMechanism, RoundState
 from services import keyspace
@@ -34,7 +36,9 @@ async def test_a_restarted_cloud_closes_a_round_whose_aggregates_a_failed_proces
             assert (
                 await fed.post(broken.http, await fed.aggregate(broken, edge_id, 0, deltas[edge_id]))
             ).status_code == 202
-        assert (await broken.status(fed.fid, 0)).state is RoundState.COLLECTING
+        # Sealed for closing (it takes no more sums), and still to be closed.
+        assert (await broken.status(fed.fid, 0)).state is RoundState.AGGREGATING
+        assert await broken.store.get(keyspace.fed_round_sealed(fed.fid, 0)) is not None
         assert (await broken.store.get(keyspace.fed_round_closing(fed.fid, 0))) is None  # lease released
 
     # The next cloud's first deadline check, at start-up, finishes the round from the store.
@@ -58,11 +62,17 @@ async def test_concurrent_closers_commit_the_round_once() -> None:
         fed = await Federation.create(cloud.http, small_spec())
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
-        # As if a process died right after storing both sums (HSETNX) and before closing the round.
+        # As if a process died right after storing both sums (HSETNX, with their digests) and before closing
+        # the round.
+        values = {}
         for edge_id in ("edge-1", "edge-2"):
             aggregate = await fed.aggregate(cloud, edge_id, 0, deltas[edge_id])
-            value = pack_aggregate(aggregate, received_at=cloud.clock())
-            assert await cloud.store.hset_if_absent(keyspace.fed_round_aggregates(fed.fid, 0), edge_id, value)
+            values[edge_id] = pack_aggregate(aggregate, received_at=cloud.clock())
+            assert await cloud.store.hset_if_absent(
+                keyspace.fed_round_aggregates(fed.fid, 0), edge_id, values[edge_id]
+            )
+        digests = json.dumps(stored_digests(values)).encode()
+        await cloud.store.set(keyspace.fed_round_aggregate_digests(fed.fid, 0), digests)
 
         await asyncio.gather(*(cloud.tick() for _ in range(4)))
 
