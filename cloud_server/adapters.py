@@ -39,6 +39,8 @@ class AdapterService:
         versions = []
         for version in range(latest + 1):
             found = await self._version(fid, version)
+            if found is not None and found.basis_version is None:
+                found = found.model_copy(update={"basis_version": await self.basis_of(fid, version)})
             if found is not None:
                 versions.append(found)
         return versions

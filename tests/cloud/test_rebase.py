@@ -16,6 +16,7 @@ from safetensors.numpy import load as load_safetensors
 from transformers import AutoModel
 
 from client_agent.model import default_model_path
+from fedlora.launcher import adapter_basis
 from protocol.ffa import basis_from_bytes, frozen_basis
 from protocol.messages import (
     AdapterVersion,
@@ -171,6 +172,8 @@ async def test_every_version_exports_the_basis_it_was_trained_in_and_peft_comput
         vectors = {v: await cloud.vector(fed.fid, v) for v in range(6)}
         zips = {v: (await cloud.http.get(f"/federations/{fed.fid}/adapters/{v}")).content for v in range(6)}
         served = {b: (await cloud.http.get(f"/federations/{fed.fid}/basis/{b}")).content for b in (0, 1)}
+        # The launcher's evaluator fetches the basis each version was trained in (None: the seeded one).
+        evaluator_bases = {v: await adapter_basis(cloud.http, fed.fid, v, seeded=0) for v in range(6)}
         # Versions stored before they recorded a basis (only the re-base's did) export the same adapter: the
         # basis of the nearest earlier version that records one, else the seeded basis.
         for version in (0, 1, 2, 4, 5):
@@ -205,6 +208,7 @@ async def test_every_version_exports_the_basis_it_was_trained_in_and_peft_comput
         errors[version] = worst
     assert all(error < 1e-5 for error in errors.values()), sorted(errors.items())
     assert {v.version: v.basis_version for v in listed} == trained_in
+    assert evaluator_bases == {0: None, 1: None, 2: None, 3: served[1], 4: served[1], 5: served[1]}
     for version, raw in legacy.items():
         with (
             zipfile.ZipFile(io.BytesIO(raw)) as archive,
