@@ -7,7 +7,10 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import peft
@@ -22,13 +25,14 @@ from protocol.messages import (
     AdapterVersion,
     ConvergenceConfig,
     FederationInfo,
+    FederationSpec,
     FederationState,
     RankPolicy,
     RoundPlan,
 )
 from services import keyspace
 from services.identity import verify
-from tests.cloud.harness import Federation, running_cloud, small_spec
+from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
 CLIENTS = ("client-a", "client-b", "client-c", "client-d")
@@ -38,25 +42,50 @@ def losses(value: float) -> dict[str, tuple[float, int]]:
     return dict.fromkeys(CLIENTS, (value, 10))
 
 
-async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_in_the_new_basis() -> None:
-    # Prepare: r_max 2, re-base to rank 1 once the loss moves less than 0.01 for one round.
-    rng = np.random.default_rng(8)
-    spec = small_spec(
+def rebasing_spec() -> FederationSpec:
+    """r_max 2, re-based to rank 1 once the loss moves less than 0.01 for one round."""
+    return small_spec(
         rounds=10,
         rank_policy=RankPolicy(rebase_rank=1),
         convergence=ConvergenceConfig(min_delta=0.01, patience=1),
     )
+
+
+@asynccontextmanager
+async def started(spec: FederationSpec) -> AsyncIterator[tuple[Cloud, Federation]]:
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, spec)
         await fed.start(cloud.http)
+        yield cloud, fed
+
+
+async def run_round(
+    cloud: Cloud,
+    fed: Federation,
+    rng: np.random.Generator,
+    round_: int,
+    loss: float,
+    *,
+    scale: float,
+    rebased: bool,
+) -> None:
+    """Both edges forward `round_` with every hospital reporting `loss`: in basis 1 at rank 1 once `rebased`."""
+    deltas = fed.deltas(rng, scale=scale)
+    extra: dict[str, Any] = {"ranks": dict.fromkeys(CLIENTS, 1), "basis_version": 1} if rebased else {}
+    for edge_id in ("edge-1", "edge-2"):
+        body = await fed.aggregate(cloud, edge_id, round_, deltas[edge_id], validation=losses(loss), **extra)
+        assert (await fed.post(cloud.http, body)).status_code == 202
+
+
+async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_in_the_new_basis() -> None:
+    # Prepare: r_max 2, re-based to rank 1 once the loss settles (rebasing_spec).
+    rng, spec = np.random.default_rng(8), rebasing_spec()
+    async with started(spec) as (cloud, fed):
         layout, in_features = await cloud.context.federations.layout(fed.fid)
 
         # Execute: rounds 0 and 1 settle the loss (0.70 -> 0.695).
         for round_, loss in enumerate((0.70, 0.695)):
-            deltas = fed.deltas(rng, scale=0.1)
-            for edge_id in ("edge-1", "edge-2"):
-                body = await fed.aggregate(cloud, edge_id, round_, deltas[edge_id], validation=losses(loss))
-                assert (await fed.post(cloud.http, body)).status_code == 202
+            await run_round(cloud, fed, rng, round_, loss, scale=0.1, rebased=False)
         status = await cloud.status(fed.fid, 1)
         plan = RoundPlan.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}/plan")).content)
         before = await cloud.vector(fed.fid, 2)
@@ -71,18 +100,7 @@ async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_i
         stale = await fed.aggregate(cloud, "edge-1", 2, deltas["edge-1"], basis_version=0, ranks=ranks)
         refused = await fed.post(cloud.http, stale)
         for round_, loss in ((2, 0.60), (3, 0.598)):
-            deltas = fed.deltas(rng)
-            for edge_id in ("edge-1", "edge-2"):
-                body = await fed.aggregate(
-                    cloud,
-                    edge_id,
-                    round_,
-                    deltas[edge_id],
-                    validation=losses(loss),
-                    ranks=ranks,
-                    basis_version=1,
-                )
-                assert (await fed.post(cloud.http, body)).status_code == 202
+            await run_round(cloud, fed, rng, round_, loss, scale=0.01, rebased=True)
         info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
 
     # Assert: the new B A is the best rank-1 approximation of the old one, module by module, and the
@@ -144,25 +162,11 @@ async def test_every_version_exports_the_basis_it_was_trained_in_and_peft_comput
     from the basis it was trained in: versions 0-2 in the seeded basis 0, 3 (the re-base) and the two rounds
     after it (4, 5) in the broadcast basis 1."""
     # Prepare: the same federation as above; it re-bases after round 1 and runs rounds 2 and 3 in basis 1.
-    rng = np.random.default_rng(8)
-    spec = small_spec(
-        rounds=10,
-        rank_policy=RankPolicy(rebase_rank=1),
-        convergence=ConvergenceConfig(min_delta=0.01, patience=1),
-    )
-    async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, spec)
-        await fed.start(cloud.http)
+    rng, spec = np.random.default_rng(8), rebasing_spec()
+    async with started(spec) as (cloud, fed):
         layout, in_features = await cloud.context.federations.layout(fed.fid)
-        rounds = ((0, 0.70, None), (1, 0.695, None), (2, 0.60, 1), (3, 0.598, 1))
-        for round_, loss, basis_version in rounds:
-            deltas = fed.deltas(rng, scale=0.1)
-            extra = {} if basis_version is None else {"ranks": dict.fromkeys(CLIENTS, 1), "basis_version": 1}
-            for edge_id in ("edge-1", "edge-2"):
-                body = await fed.aggregate(
-                    cloud, edge_id, round_, deltas[edge_id], validation=losses(loss), **extra
-                )
-                assert (await fed.post(cloud.http, body)).status_code == 202
+        for round_, loss in ((0, 0.70), (1, 0.695), (2, 0.60), (3, 0.598)):
+            await run_round(cloud, fed, rng, round_, loss, scale=0.1, rebased=round_ >= 2)
 
         # Execute: export every version through the endpoint, and read what the cloud holds for it.
         listed = [
