@@ -29,7 +29,9 @@ def export_adapter(
 ) -> Path:
     """Write the global adapter held in `global_vector` (padded to `r_max`) into `folder`.
 
-    `base_model` is written as `base_model_name_or_path`: a portable name, not this machine's path.
+    `base_model` is written as `base_model_name_or_path`: a portable name, not this machine's path. `A` is
+    the basis `model` holds: the seeded one, or the broadcast one it installed after a re-base, so
+    `global_vector` must be a version trained in that basis.
     """
     spec = model.spec
     files = adapter_files(
@@ -38,6 +40,7 @@ def export_adapter(
         in_features=model.in_features(),
         seed=spec.seed,
         basis_version=spec.basis_version,
+        bases=model.bases,
         alpha=spec.alpha,
         target_modules=spec.target_modules,
         layers_to_transform=spec.layers_to_transform,

@@ -136,6 +136,8 @@ class FFAClassifier(nn.Module):
         self.head = nn.Linear(hidden, spec.num_labels)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        # Each module's `A_max` when a broadcast basis replaced the seeded one; None: the seeded basis.
+        self.bases: dict[str, np.ndarray] | None = None
         self._install_frozen_basis()
 
     # -- structure -----------------------------------------------------------------------------------
@@ -189,9 +191,11 @@ class FFAClassifier(nn.Module):
                     raise ModelError(
                         f"basis for {name} has shape {shape}, expected ({self.spec.r_max}, {layer.in_features})"
                     )
+            for name, layer in self.lora_layers().items():
                 layer.lora_A["default"].weight.copy_(
-                    torch.from_numpy(np.asarray(a_max[: self.rank], np.float32))
+                    torch.from_numpy(np.asarray(bases[name][: self.rank], np.float32))
                 )
+        self.bases = {name: np.asarray(bases[name], np.float32).copy() for name in self.lora_layers()}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

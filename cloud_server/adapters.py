@@ -39,6 +39,8 @@ class AdapterService:
         versions = []
         for version in range(latest + 1):
             found = await self._version(fid, version)
+            if found is not None and found.basis_version is None:
+                found = found.model_copy(update={"basis_version": await self.basis_of(fid, version)})
             if found is not None:
                 versions.append(found)
         return versions
@@ -72,17 +74,29 @@ class AdapterService:
         or the federation's seeded one, rebuilt from the seed."""
         return await self._federations.basis_bytes(fid, version)
 
+    async def basis_of(self, fid: str, version: int) -> int:
+        """The basis version `version`'s `A` comes from: the one its `AdapterVersion` records.
+
+        A version stored before versions recorded it (only a re-base's did) takes the basis of the nearest
+        earlier version that records one, since a basis holds until the next re-base, which records its
+        own; with none, the federation's seeded basis.
+        """
+        for earlier in range(version, -1, -1):
+            meta = await self._version(fid, earlier)
+            if meta is not None and meta.basis_version is not None:
+                return meta.basis_version
+        return (await self._federations.spec(fid)).basis_version
+
     async def peft_zip(self, fid: str, version: int) -> bytes:
         """A zip of the PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`, head)."""
         raw = await self.vector(fid, version)
         spec = await self._federations.spec(fid)
         layout, in_features = await self._federations.layout(fid)
         vector = vector_from_bytes(raw, layout.size)
-        meta = await self._version(fid, version)
-        basis_version = meta.basis_version if meta is not None else None
+        basis_version = await self.basis_of(fid, version)
         bases = (
             basis_from_bytes(await self.basis(fid, basis_version), layout, in_features)
-            if basis_version is not None and basis_version != spec.basis_version
+            if basis_version != spec.basis_version
             else None
         )
 

@@ -122,7 +122,7 @@ class FederationService:
             client_enrolment_digest=token_digest(client_token),
             plan_public_key=plan_key.public_bytes,
         )
-        v0 = AdapterVersion(federation_id=fid, version=0, created_at=now)
+        v0 = AdapterVersion(federation_id=fid, version=0, created_at=now, basis_version=spec.basis_version)
         writes = {
             keyspace.fed_spec(fid): spec.model_dump_json().encode(),
             keyspace.fed_public(fid): scheme.public_bytes(),

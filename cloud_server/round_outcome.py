@@ -214,6 +214,7 @@ def round_outcome(release: Release, stored: Stored) -> RoundOutcome:
             round=release.round,
             update_norm=release.result.update_norm,
             created_at=now,
+            basis_version=record.basis(spec),  # the basis the round's plan trained in
         ),
         vector=vector_bytes(release.result.vector),
         stats=client_stats(release.contributions, stored.stats, now=now),

@@ -32,6 +32,7 @@ from fedlora.redis_process import RedisMissingError, RedisProcess, RedisProcessE
 from fedlora.specs import federation_spec
 from protocol.messages import (
     AdapterEvaluation,
+    AdapterVersion,
     ClientInfo,
     EdgeProgress,
     FederationCreated,
@@ -229,10 +230,22 @@ class Evaluator:
         self.majority = float(counts.max() / counts.sum())
         self.dataset = f"{config.task}:test"
 
-    def evaluate(self, vector: np.ndarray) -> AdapterEvaluation:
-        """Accuracy and mean cross-entropy on the held-out set, as the cloud records them per version."""
-        from client_agent.train import evaluate
+    def evaluate(self, vector: np.ndarray, *, basis: bytes | None = None) -> AdapterEvaluation:
+        """Accuracy and mean cross-entropy on the held-out set, as the cloud records them per version.
 
+        `basis` is the version's basis as `GET /federations/{fid}/basis/{v}` serves it, for a version
+        trained in a re-based basis; None: the seeded one this model was built with."""
+        from client_agent.train import evaluate
+        from protocol.ffa import basis_from_bytes, seeded_bases
+
+        layout, in_features = self.model.layout, self.model.in_features()
+        if basis is not None:
+            self.model.install_basis(basis_from_bytes(basis, layout, in_features))
+        elif self.model.bases is not None:  # back to the seeded basis after evaluating a re-based version
+            spec = self.model.spec
+            self.model.install_basis(
+                seeded_bases(layout, in_features, seed=spec.seed, basis_version=spec.basis_version)
+            )
         self.model.load_global(vector)
         loss, accuracy = evaluate(self.model, self.features)
         return AdapterEvaluation(
@@ -404,7 +417,8 @@ async def run_demo(
                 version = status.adapter_version_out
                 if version is not None and version not in evaluated:
                     vector = np.frombuffer(await _vector(admin, fid, version), dtype="<f4").copy()
-                    evaluation = await asyncio.to_thread(evaluator.evaluate, vector)
+                    basis = await adapter_basis(admin, fid, version, seeded=spec.basis_version)
+                    evaluation = await asyncio.to_thread(evaluator.evaluate, vector, basis=basis)
                     await _record_evaluation(admin, fid, version, evaluation)  # for status and the dashboard
                     evaluated[version] = evaluation.metrics["accuracy"]
                 seconds = (status.closed_at - status.opened_at).total_seconds() if status.closed_at else None
@@ -480,6 +494,23 @@ async def _record_evaluation(
         raise LaunchError(
             f"recording the evaluation of version {version}: {response.status_code} {response.text[:200]}"
         )
+
+
+async def adapter_basis(admin: httpx.AsyncClient, fid: str, version: int, *, seeded: int) -> bytes | None:
+    """The basis adapter `version` was trained in, as the cloud serves it; None for the seeded basis."""
+    response = await admin.get(f"/federations/{fid}/adapters")
+    if response.status_code != 200:
+        raise LaunchError(f"listing the adapter versions: {response.status_code} {response.text[:200]}")
+    listed = {v.version: v for v in map(AdapterVersion.model_validate, response.json())}
+    if version not in listed:
+        raise LaunchError(f"the cloud does not list adapter version {version}")
+    basis_version = listed[version].basis_version
+    if basis_version is None or basis_version == seeded:
+        return None
+    basis = await admin.get(f"/federations/{fid}/basis/{basis_version}")
+    if basis.status_code != 200:
+        raise LaunchError(f"basis version {basis_version}: {basis.status_code} {basis.text[:200]}")
+    return basis.content
 
 
 async def _vector(admin: httpx.AsyncClient, fid: str, version: int) -> bytes:

@@ -299,6 +299,7 @@ ADAPTER_VERSION: dict[str, Any] = {
     "round": 2,
     "update_norm": 0.137,
     "created_at": "2026-03-01T13:01:30Z",
+    "basis_version": 0,
     "evaluation": {**ADAPTER_EVALUATION, "evaluated_at": "2026-03-01T13:03:00Z"},
 }
 

@@ -1288,7 +1288,10 @@ class AdapterVersion(Message):
     update_norm: float | None = Field(default=None, ge=0.0, description="L2 norm of the change it applied")
     created_at: datetime
     basis_version: int | None = Field(
-        default=None, ge=0, description="the basis its A comes from; None: the federation's seeded one"
+        default=None,
+        ge=0,
+        description="the basis its A comes from (GET /federations/{fid}/basis/{v}); None only in a record "
+        "stored before every version recorded it, which the listing resolves",
     )
     evaluation: AdapterEvaluation | None = Field(
         default=None, description="the latest held-out evaluation recorded for this version"

@@ -3,6 +3,8 @@ for a global adapter (what an exported adapter must agree with)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from torch import nn
@@ -20,9 +22,18 @@ def encoder_from_config(config: PretrainedConfig, *, seed: int = 0) -> PreTraine
     return AutoModel.from_config(config, add_pooling_layer=False)
 
 
-def global_model_at_rmax(encoder: nn.Module, spec: AdapterSpec, global_vector: np.ndarray) -> FFAClassifier:
-    """The project's own inference model for a global adapter: rank `r_max`, every column used."""
+def global_model_at_rmax(
+    encoder: nn.Module,
+    spec: AdapterSpec,
+    global_vector: np.ndarray,
+    *,
+    bases: Mapping[str, np.ndarray] | None = None,
+) -> FFAClassifier:
+    """The project's own inference model for a global adapter: rank `r_max`, every column used, in the
+    seeded basis or in `bases` (module -> `A_max`) for a version trained in a re-based one."""
     model = FFAClassifier(encoder, spec, rank=spec.r_max)  # type: ignore[arg-type]
+    if bases is not None:
+        model.install_basis(bases)
     model.load_global(global_vector)
     model.eval()
     return model

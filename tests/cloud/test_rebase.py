@@ -5,16 +5,34 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import peft
 import pytest
 from safetensors.numpy import load as load_safetensors
+from transformers import AutoModel
 
+from client_agent.model import default_model_path
+from fedlora.launcher import adapter_basis
 from protocol.ffa import basis_from_bytes, frozen_basis
-from protocol.messages import ConvergenceConfig, FederationInfo, FederationState, RankPolicy, RoundPlan
+from protocol.messages import (
+    AdapterVersion,
+    ConvergenceConfig,
+    FederationInfo,
+    FederationSpec,
+    FederationState,
+    RankPolicy,
+    RoundPlan,
+)
+from services import keyspace
 from services.identity import verify
-from tests.cloud.harness import Federation, running_cloud, small_spec
+from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
 CLIENTS = ("client-a", "client-b", "client-c", "client-d")
@@ -24,25 +42,50 @@ def losses(value: float) -> dict[str, tuple[float, int]]:
     return dict.fromkeys(CLIENTS, (value, 10))
 
 
-async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_in_the_new_basis() -> None:
-    # Prepare: r_max 2, re-base to rank 1 once the loss moves less than 0.01 for one round.
-    rng = np.random.default_rng(8)
-    spec = small_spec(
+def rebasing_spec() -> FederationSpec:
+    """r_max 2, re-based to rank 1 once the loss moves less than 0.01 for one round."""
+    return small_spec(
         rounds=10,
         rank_policy=RankPolicy(rebase_rank=1),
         convergence=ConvergenceConfig(min_delta=0.01, patience=1),
     )
+
+
+@asynccontextmanager
+async def started(spec: FederationSpec) -> AsyncIterator[tuple[Cloud, Federation]]:
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, spec)
         await fed.start(cloud.http)
+        yield cloud, fed
+
+
+async def run_round(
+    cloud: Cloud,
+    fed: Federation,
+    rng: np.random.Generator,
+    round_: int,
+    loss: float,
+    *,
+    scale: float,
+    rebased: bool,
+) -> None:
+    """Both edges forward `round_` with every hospital reporting `loss`: in basis 1 at rank 1 once `rebased`."""
+    deltas = fed.deltas(rng, scale=scale)
+    extra: dict[str, Any] = {"ranks": dict.fromkeys(CLIENTS, 1), "basis_version": 1} if rebased else {}
+    for edge_id in ("edge-1", "edge-2"):
+        body = await fed.aggregate(cloud, edge_id, round_, deltas[edge_id], validation=losses(loss), **extra)
+        assert (await fed.post(cloud.http, body)).status_code == 202
+
+
+async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_in_the_new_basis() -> None:
+    # Prepare: r_max 2, re-based to rank 1 once the loss settles (rebasing_spec).
+    rng, spec = np.random.default_rng(8), rebasing_spec()
+    async with started(spec) as (cloud, fed):
         layout, in_features = await cloud.context.federations.layout(fed.fid)
 
         # Execute: rounds 0 and 1 settle the loss (0.70 -> 0.695).
         for round_, loss in enumerate((0.70, 0.695)):
-            deltas = fed.deltas(rng, scale=0.1)
-            for edge_id in ("edge-1", "edge-2"):
-                body = await fed.aggregate(cloud, edge_id, round_, deltas[edge_id], validation=losses(loss))
-                assert (await fed.post(cloud.http, body)).status_code == 202
+            await run_round(cloud, fed, rng, round_, loss, scale=0.1, rebased=False)
         status = await cloud.status(fed.fid, 1)
         plan = RoundPlan.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}/plan")).content)
         before = await cloud.vector(fed.fid, 2)
@@ -57,18 +100,7 @@ async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_i
         stale = await fed.aggregate(cloud, "edge-1", 2, deltas["edge-1"], basis_version=0, ranks=ranks)
         refused = await fed.post(cloud.http, stale)
         for round_, loss in ((2, 0.60), (3, 0.598)):
-            deltas = fed.deltas(rng)
-            for edge_id in ("edge-1", "edge-2"):
-                body = await fed.aggregate(
-                    cloud,
-                    edge_id,
-                    round_,
-                    deltas[edge_id],
-                    validation=losses(loss),
-                    ranks=ranks,
-                    basis_version=1,
-                )
-                assert (await fed.post(cloud.http, body)).status_code == 202
+            await run_round(cloud, fed, rng, round_, loss, scale=0.01, rebased=True)
         info = FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}")).content)
 
     # Assert: the new B A is the best rank-1 approximation of the old one, module by module, and the
@@ -120,6 +152,73 @@ async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_i
     assert refused.status_code == 409 and refused.json()["code"] == "wrong_basis"
     # The loss settles again in the new basis: this time the federation completes.
     assert info.state is FederationState.COMPLETED and info.reason is not None and "converged" in info.reason
+
+
+async def test_every_version_exports_the_basis_it_was_trained_in_and_peft_computes_the_cloud_s_delta_w(
+    tmp_path: Path,
+) -> None:
+    """Issue 19, item 7: each `AdapterVersion` records its basis, and the PEFT zip the cloud serves for it,
+    loaded by stock `peft`, gives `delta W = B A * alpha / r_max` with `B` from the version's vector and `A`
+    from the basis it was trained in: versions 0-2 in the seeded basis 0, 3 (the re-base) and the two rounds
+    after it (4, 5) in the broadcast basis 1."""
+    # Prepare: the same federation as above; it re-bases after round 1 and runs rounds 2 and 3 in basis 1.
+    rng, spec = np.random.default_rng(8), rebasing_spec()
+    async with started(spec) as (cloud, fed):
+        layout, in_features = await cloud.context.federations.layout(fed.fid)
+        for round_, loss in ((0, 0.70), (1, 0.695), (2, 0.60), (3, 0.598)):
+            await run_round(cloud, fed, rng, round_, loss, scale=0.1, rebased=round_ >= 2)
+
+        # Execute: export every version through the endpoint, and read what the cloud holds for it.
+        listed = [
+            AdapterVersion.model_validate(v)
+            for v in (await cloud.http.get(f"/federations/{fed.fid}/adapters")).json()
+        ]
+        vectors = {v: await cloud.vector(fed.fid, v) for v in range(6)}
+        zips = {v: (await cloud.http.get(f"/federations/{fed.fid}/adapters/{v}")).content for v in range(6)}
+        served = {b: (await cloud.http.get(f"/federations/{fed.fid}/basis/{b}")).content for b in (0, 1)}
+        # The launcher's evaluator fetches the basis each version was trained in (None: the seeded one).
+        evaluator_bases = {v: await adapter_basis(cloud.http, fed.fid, v, seeded=0) for v in range(6)}
+        # Versions stored before they recorded a basis (only the re-base's did) export the same adapter: the
+        # basis of the nearest earlier version that records one, else the seeded basis.
+        for version in (0, 1, 2, 4, 5):
+            key = keyspace.fed_adapter_meta(fed.fid, version)
+            stored = json.loads(await cloud.store.get(key) or b"{}")
+            await cloud.store.set(
+                key, json.dumps({k: v for k, v in stored.items() if k != "basis_version"}).encode()
+            )
+        legacy = {v: (await cloud.http.get(f"/federations/{fed.fid}/adapters/{v}")).content for v in range(6)}
+    bases = {b: basis_from_bytes(raw, layout, in_features) for b, raw in served.items()}
+    trained_in = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1}
+
+    # Assert: the listing names each version's basis, and stock peft's delta W is the cloud's B A * scale.
+    errors = {}
+    for version, raw in zips.items():
+        folder = tmp_path / f"v{version}"
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            archive.extractall(folder)
+        encoder = AutoModel.from_pretrained(default_model_path(), add_pooling_layer=False)
+        loaded = peft.PeftModel.from_pretrained(encoder, str(folder))
+        b_of = layout.unflatten(vectors[version])
+        worst = 0.0
+        for entry in layout.lora:
+            module = loaded.get_submodule(f"base_model.model.{entry.name}")
+            peft_delta = module.get_delta_weight("default").detach().double().numpy()
+            a_max = bases[trained_in[version]][entry.name].astype(np.float64)
+            expected = b_of[entry.name] @ a_max * (spec.lora_alpha / spec.r_max)
+            if not expected.any():  # version 0: B is zero, so peft's delta must be too
+                np.testing.assert_array_equal(peft_delta, 0.0)
+                continue
+            worst = max(worst, float(np.linalg.norm(peft_delta - expected) / np.linalg.norm(expected)))
+        errors[version] = worst
+    assert all(error < 1e-5 for error in errors.values()), sorted(errors.items())
+    assert {v.version: v.basis_version for v in listed} == trained_in
+    assert evaluator_bases == {0: None, 1: None, 2: None, 3: served[1], 4: served[1], 5: served[1]}
+    for version, raw in legacy.items():
+        with (
+            zipfile.ZipFile(io.BytesIO(raw)) as archive,
+            zipfile.ZipFile(io.BytesIO(zips[version])) as recorded,
+        ):
+            assert archive.read("adapter_model.safetensors") == recorded.read("adapter_model.safetensors")
 
 
 def test_the_spec_refuses_a_rebase_rank_it_cannot_honour() -> None:

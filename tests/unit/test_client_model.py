@@ -204,6 +204,30 @@ def test_exported_adapter_loads_in_peft_with_identical_logits(tokenizer, tmp_pat
     assert expected.abs().max() > 0.01  # a zero adapter would pass trivially
 
 
+def test_a_hospital_exports_the_broadcast_basis_it_installed_not_the_seeded_one(tokenizer, tmp_path):
+    """Issue 19, item 7: after a re-base the hospital's model holds the broadcast `A`; its export must ship
+    that `A`, so stock peft gives the logits of the project's inference model in the same basis."""
+    rng = np.random.default_rng(4)
+    model = FFAClassifier(tiny_encoder(tokenizer), SPEC, rank=2)
+    bases = {
+        name: rng.normal(size=(SPEC.r_max, width)).astype(np.float32)
+        for name, width in model.in_features().items()
+    }
+    model.install_basis(bases)
+    global_vector = rng.normal(scale=0.3, size=model.layout.size).astype(np.float32)
+    ours = global_model_at_rmax(tiny_encoder(tokenizer), SPEC, global_vector, bases=bases)
+    seeded = global_model_at_rmax(tiny_encoder(tokenizer), SPEC, global_vector)
+    folder = export_adapter(model, global_vector, tmp_path / "adapter", base_model="tiny-bert")
+    loaded = load_exported(tiny_encoder(tokenizer), folder)
+    batch = tokenizer(["a re-based adapter", "in its own basis"], padding=True, return_tensors="pt")
+    expected = ours.logits(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(
+        loaded(batch["input_ids"], batch["attention_mask"]), expected, rtol=1e-5, atol=1e-6
+    )
+    # The seeded basis gives other logits: the check above would catch an export that ignored the basis.
+    assert not torch.allclose(seeded.logits(batch["input_ids"], batch["attention_mask"]), expected, atol=1e-3)
+
+
 SPEC_A = AdapterSpec(
     num_labels=2, target_modules=("value",), layers_to_transform=(1, 2), r_max=4, alpha=4.0, train_a=True
 )
