@@ -32,7 +32,7 @@ from protocol.secagg import (
     UnmaskRequest,
 )
 from services.http import Peer, PeerRefusedError
-from services.identity import IdentityError, SigningKey, verify
+from services.identity import SigningKey, verifier
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger("client_agent")
@@ -65,9 +65,12 @@ class CohortSession:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cohort_id = CohortId(federation_id=plan.federation_id, round=plan.round, edge_id=edge_id)
-        self._keys = identities.keys
         self._client = MaskingClient(
-            self.cohort_id, client_id, sign=key.sign, verify=self._verify, min_survivors=min_survivors
+            self.cohort_id,
+            client_id,
+            sign=key.sign,
+            verify=verifier(identities.keys.get),
+            min_survivors=min_survivors,
         )
         self._plan = plan
         self._min_survivors = min_survivors
@@ -76,16 +79,6 @@ class CohortSession:
         self._clock = clock
         self._inbox: Inbox | None = None
         self._base = f"/federations/{plan.federation_id}/rounds/{plan.round}/masking"
-
-    def _verify(self, client_id: str, payload: bytes, signature: bytes) -> bool:
-        key = self._keys.get(client_id)
-        if key is None:
-            return False
-        try:
-            verify(key, payload, signature)
-        except IdentityError:
-            return False
-        return True
 
     async def join(self) -> None:
         """Advertise, share and collect this hospital's inbox; raises `SecAggError` if the cohort is one it

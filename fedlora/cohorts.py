@@ -25,17 +25,18 @@ from protocol.secagg import (
     residue_bytes,
     route,
 )
-from services.identity import IdentityError, SigningKey, verify
+from services.identity import SigningKey, verifier
 
 
 class InProcessCohort:
     """The cohort of `members` at one edge for one round, joined (adverts, roster, shares, inboxes)."""
 
     def __init__(self, cohort_id: CohortId, members: Sequence[str], *, min_survivors: int) -> None:
-        self._keys = {m: SigningKey.generate() for m in members}
+        keys = {m: SigningKey.generate() for m in members}
+        check = verifier({m: key.public_bytes for m, key in keys.items()}.get)
         self._clients = {
-            m: MaskingClient(cohort_id, m, sign=key.sign, verify=self._verify, min_survivors=min_survivors)
-            for m, key in self._keys.items()
+            m: MaskingClient(cohort_id, m, sign=key.sign, verify=check, min_survivors=min_survivors)
+            for m, key in keys.items()
         }
         self.cohort_id = cohort_id
         adverts = sorted((c.advertise() for c in self._clients.values()), key=lambda a: a.client_id)
@@ -43,16 +44,6 @@ class InProcessCohort:
         self._inboxes: dict[str, Inbox] = route(
             self._cohort, [c.share(self._cohort.roster) for c in self._clients.values()]
         )
-
-    def _verify(self, client_id: str, payload: bytes, signature: bytes) -> bool:
-        key = self._keys.get(client_id)
-        if key is None:
-            return False
-        try:
-            verify(key.public_bytes, payload, signature)
-        except IdentityError:
-            return False
-        return True
 
     def seal_for(self, member: str) -> Callable[[HEScheme[Any], np.ndarray], bytes]:
         """How `member` encrypts: its values in the scheme's ring, masked, encrypted, serialised."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -69,6 +70,23 @@ def verify(public_key: bytes, payload: bytes, signature: bytes) -> None:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, payload)
     except InvalidSignature as e:
         raise IdentityError("signature does not verify") from e
+
+
+def verifier(public_key_of: Callable[[str], bytes | None]) -> Callable[[str, bytes, bytes], bool]:
+    """`(client_id, payload, signature) -> bool` over enrolled keys (`public_key_of` answers None for an id it
+    does not know): what a masking cohort checks adverts and survivor lists with (`protocol.secagg.Verifier`)."""
+
+    def check(client_id: str, payload: bytes, signature: bytes) -> bool:
+        key = public_key_of(client_id)
+        if key is None:
+            return False
+        try:
+            verify(key, payload, signature)
+        except IdentityError:
+            return False
+        return True
+
+    return check
 
 
 def new_token() -> str:

@@ -23,7 +23,7 @@ from protocol.secagg import (
     correction,
     route,
 )
-from services.identity import IdentityError, SigningKey, verify
+from services.identity import SigningKey, verifier
 
 STAGES = ("advertise", "share", "upload", "consent", "unmask")
 
@@ -39,14 +39,11 @@ class Hospitals:
         self.keys = {c: SigningKey.generate() for c in self.ids}
 
     def verify(self, client_id: str, payload: bytes, signature: bytes) -> bool:
+        return verifier(self.public_key)(client_id, payload, signature)
+
+    def public_key(self, client_id: str) -> bytes | None:
         key = self.keys.get(client_id)
-        if key is None:
-            return False
-        try:
-            verify(key.public_bytes, payload, signature)
-        except IdentityError:
-            return False
-        return True
+        return key.public_bytes if key is not None else None
 
     def clients(self, cohort: CohortId, *, k: int) -> dict[str, MaskingClient]:
         return {

@@ -60,6 +60,7 @@ class MaskingClient:
         self._pair_secrets: dict[
             str, bytes
         ] = {}  # sender -> the X25519 secret its pairwise mask derives from
+        self._received: Inbox | None = None  # the inbox `_held` and `_pair_secrets` come from
         self._signed: SurvivorSet | None = None
 
     # -- stage 1 ------------------------------------------------------------------------------------
@@ -134,11 +135,13 @@ class MaskingClient:
             held[sender] = (opened[: primitives.SEED_BYTES], opened[primitives.SEED_BYTES :])
         self._held = held
         self._pair_secrets = pair_secrets
+        self._received = inbox
 
     def mask(self, inbox: Inbox, residues: UIntArray, *, bits: int) -> UIntArray:
         """`receive(inbox)`, then `residues` plus the self mask and one pairwise mask per neighbour whose
         shares arrived, in `Z_(2^bits)`."""
-        self.receive(inbox)
+        if inbox is not self._received:  # the agent opened it at join, before training
+            self.receive(inbox)
         cohort = self._require_cohort()
         x = np.asarray(residues, dtype=np.uint64)
         if x.ndim != 1 or (bits < 64 and int(x.max(initial=0)) >> bits):

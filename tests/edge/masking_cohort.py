@@ -32,7 +32,7 @@ from protocol.secagg import (
     residues_from_bytes,
 )
 from services.http import Peer
-from services.identity import IdentityError, verify
+from services.identity import verifier
 from tests.edge.harness import EID, FID, Edge, World
 
 STAGE_S = 10.0  # the edge's `masking_stage_s` in these tests
@@ -47,17 +47,11 @@ def masking_path(what: str, *, round_: int = 0, federation_id: str = FID) -> str
 def enrolled_verifier(world: World) -> Any:
     """What a hospital checks its peers' signatures with: the keys the cloud's roster would answer."""
 
-    def check(client_id: str, payload: bytes, signature: bytes) -> bool:
+    def public_key(client_id: str) -> bytes | None:
         hospital = world.hospitals.get(client_id)
-        if hospital is None:
-            return False
-        try:
-            verify(hospital.key.public_bytes, payload, signature)
-        except IdentityError:
-            return False
-        return True
+        return hospital.key.public_bytes if hospital is not None else None
 
-    return check
+    return verifier(public_key)
 
 
 @dataclass
