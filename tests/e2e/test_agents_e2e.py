@@ -65,6 +65,23 @@ def start_hospitals(
         )
 
 
+def run_to_the_end(cloud: CloudProcess, cluster, *, enrolled: int, timeout_s: float) -> FederationInfo:
+    """Once `enrolled` hospitals have enrolled, start the federation and wait until it is no longer active."""
+    poll(
+        lambda: len(cloud.admin.get(f"/federations/{FID}/clients").json()) == enrolled,
+        timeout_s=180,
+        what="the hospitals to enrol",
+        cluster=cluster,
+    )
+    assert cloud.admin.post(f"/federations/{FID}/start").status_code == 200
+
+    def finished() -> FederationInfo | None:
+        info = FederationInfo.model_validate_json(cloud.admin.get(f"/federations/{FID}").content)
+        return info if info.state is not FederationState.ACTIVE else None
+
+    return poll(finished, timeout_s=timeout_s, what="every round", cluster=cluster, interval_s=0.5)
+
+
 def test_hospital_agents_run_a_private_fedrot_federation_and_the_ledger_checks_out(
     cluster, tmp_path, tiny_model_dir
 ) -> None:
@@ -92,19 +109,7 @@ def test_hospital_agents_run_a_private_fedrot_federation_and_the_ledger_checks_o
         tiny_model_dir,
         ALLOW_UNMASKED="true",
     )
-    poll(
-        lambda: len(cloud.admin.get(f"/federations/{FID}/clients").json()) == 4,
-        timeout_s=180,
-        what="the hospitals to enrol",
-        cluster=cluster,
-    )
-    assert cloud.admin.post(f"/federations/{FID}/start").status_code == 200
-
-    def finished() -> FederationInfo | None:
-        info = FederationInfo.model_validate_json(cloud.admin.get(f"/federations/{FID}").content)
-        return info if info.state is not FederationState.ACTIVE else None
-
-    info = poll(finished, timeout_s=400, what="both rounds", cluster=cluster, interval_s=0.5)
+    info = run_to_the_end(cloud, cluster, enrolled=4, timeout_s=400)
     assert info.state is FederationState.COMPLETED and info.adapter_version == 2
 
     report = PrivacyReport.model_validate_json(cloud.admin.get(f"/federations/{FID}/privacy").content)

@@ -16,14 +16,13 @@ import pytest
 from protocol.crypto import PaillierParams
 from protocol.messages import (
     FederationCreated,
-    FederationInfo,
     FederationState,
     RoundStatus,
     TrainingConfig,
 )
 from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
 from tests.e2e.helpers import FID, adapter_vector, enrol, make_spec
-from tests.e2e.test_agents_e2e import start_hospitals
+from tests.e2e.test_agents_e2e import run_to_the_end, start_hospitals
 
 pytestmark = pytest.mark.slow
 HOSPITALS = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-2", "h-d": "edge-2", "h-e": "edge-2"}
@@ -62,19 +61,7 @@ def test_hospital_agents_run_a_masking_federation_with_one_planned_hospital_abse
     )
     enrol(cloud, tokens.client_enrolment_token, "h-x", "edge-1")  # planned, never runs
     start_hospitals(cluster, tmp_path, cloud, tokens.client_enrolment_token, HOSPITALS, tiny_model_dir)
-    poll(
-        lambda: len(cloud.admin.get(f"/federations/{FID}/clients").json()) == 6,
-        timeout_s=180,
-        what="the hospitals to enrol",
-        cluster=cluster,
-    )
-    assert cloud.admin.post(f"/federations/{FID}/start").status_code == 200
-
-    def finished() -> FederationInfo | None:
-        info = FederationInfo.model_validate_json(cloud.admin.get(f"/federations/{FID}").content)
-        return info if info.state is not FederationState.ACTIVE else None
-
-    info = poll(finished, timeout_s=500, what="both rounds", cluster=cluster, interval_s=0.5)
+    info = run_to_the_end(cloud, cluster, enrolled=6, timeout_s=500)
     assert info.state is FederationState.COMPLETED and info.adapter_version == 2
     for round_ in (0, 1):
         status = RoundStatus.model_validate_json(
