@@ -69,6 +69,9 @@ class RoundPrivacy(Record):
     share_std: float | None = Field(default=None, ge=0.0)
     # The shares in the smallest edge aggregate (what the cloud could decrypt alone); None in older entries.
     smallest_sum_shares: int | None = Field(default=None, ge=0)
+    # Per LoRA column, the noise's std on the published mean (`Aggregated.column_noise_std`); None in older
+    # entries and for rounds that published nothing.
+    column_noise_std: tuple[float, ...] | None = None
     # False for a round that failed with edge sums in the cloud's hands: nothing was published, so the
     # public column skips it, but the cloud holds sums it can decrypt, so the column against it counts it.
     released: bool = True
@@ -184,9 +187,15 @@ def epsilon_of(accountant: Accountant | None, delta: float) -> float:
 
 
 def entry_for(
-    round_: int, noise: RoundNoise, contributions: list[Contribution], total_weight: float
+    round_: int,
+    noise: RoundNoise,
+    contributions: list[Contribution],
+    total_weight: float,
+    *,
+    column_noise_std: tuple[float, ...] | None = None,
 ) -> RoundPrivacy:
-    """The ledger entry of a round released with `noise` from `contributions` (fresh and late)."""
+    """The ledger entry of a round released with `noise` from `contributions` (fresh and late), with the
+    noise it left on each published column of the adapter."""
     return RoundPrivacy(
         round=round_,
         mechanism=noise.mechanism,
@@ -205,4 +214,5 @@ def entry_for(
         shares_arrived=noise.shares_arrived if noise.distributed else None,
         share_std=noise.share_std if noise.distributed else None,
         smallest_sum_shares=noise.smallest_sum_shares if noise.distributed else None,
+        column_noise_std=column_noise_std,
     )

@@ -47,11 +47,12 @@ def settle_round(
     layout_size: int,
     rounds_closed_after: int,
     shares_planned_next: int | None = None,
+    column_noise_std: tuple[float, ...] | None = None,
 ) -> Settlement:
     """The ledger with `round_` added, and the epsilons after it and if the next round (round `round_ + 1`,
     with `shares_planned_next` noise shares) runs."""
     dp = spec.central_dp
-    entry = entry_for(round_, noise, contributions, total_weight)
+    entry = entry_for(round_, noise, contributions, total_weight, column_noise_std=column_noise_std)
     grown = Ledger(rounds=(*ledger.rounds, entry))
     public = compose(spec, grown, layout_size=layout_size)
     after = public.epsilon(delta=dp.delta) if public is not None else None

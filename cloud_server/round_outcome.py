@@ -200,6 +200,7 @@ def round_outcome(release: Release, stored: Stored) -> RoundOutcome:
         noise=release.noise,
         contributions=release.contributions,
         total_weight=release.total_weight,
+        column_noise_std=release.result.column_noise_std or None,
         layout_size=release.layout.size,
         rounds_closed_after=record.rounds_closed + 1,
         shares_planned_next=shares_for(spec.central_dp, len(release.clients)) if release.clients else None,
@@ -251,6 +252,7 @@ def closed_status(release: Release, status: RoundStatus) -> RoundStatus:
             "late_contributions": release.late_count,
             "total_weight": release.total_weight,
             "published_rank": result.published_rank,
+            "column_noise_std": result.column_noise_std or None,
         }
     )
 

@@ -192,13 +192,19 @@ def fold_in(
 class Aggregated:
     vector: np.ndarray  # the new global adapter, float32
     update_norm: float  # L2 norm of what was added to the previous global adapter (noise included)
-    noise_std: float  # per-coordinate standard deviation of all the noise on the mean
+    # The standard deviation of all the noise on a published coordinate of the mean, the largest of them:
+    # the noise on the sum over the coordinate's divisor, which differs by column with
+    # `normalize_rank_columns`.
+    noise_std: float
     summands: int  # client encryptions inside the decrypted total
     flagged: tuple[str, ...] = ()  # edges a robust strategy judged contaminated
     decrypt_s: float | None = None  # seconds `decrypt` took on the on-time total (the HE metric)
     # LoRA columns of B (rows of A) from this index on were held back: fewer than `k` hospitals reach them.
     published_rank: int = 0
     held_back: int = 0  # how many coordinates were held back
+    # Per LoRA column of B (row of A), the noise's standard deviation on it (0 where held back); () without
+    # central noise.
+    column_noise_std: tuple[float, ...] = ()
 
 
 def aggregate(
@@ -261,15 +267,36 @@ def aggregate(
             distribution, std=noise.cloud_std, size=length, rng=rng, step=params.lattice_step
         )
     previous = global_vector.astype(np.float64)
-    vector = strategy.next_global(previous, RoundSum(noisy_sum, contributions, layout)).astype(np.float32)
+    round_sum = RoundSum(noisy_sum, contributions, layout)
+    vector = strategy.next_global(previous, round_sum).astype(np.float32)
+    noise_std, by_column = noise_on_mean(
+        layout, strategy.divisor(round_sum), reached.held, std=noise.realised_std
+    )
     result = Aggregated(
         vector=vector,
         update_norm=0.0,
-        noise_std=noise.realised_std / total_weight,
+        noise_std=noise_std,
         summands=summands,
         decrypt_s=decrypt_s,
+        column_noise_std=by_column,
     )
     return _held_back(result, global_vector, reached)
+
+
+def noise_on_mean(
+    layout: AdapterLayout, divisor: np.ndarray, held: np.ndarray, *, std: float
+) -> tuple[float, tuple[float, ...]]:
+    """The standard deviation of the noise on the published mean, the largest over its coordinates and per
+    LoRA column, when noise of `std` per coordinate went on the sum and each coordinate was divided by
+    `divisor` (the strategy's: with `normalize_rank_columns` a high column's divisor is the weight of the
+    few hospitals reaching it, so its noise is larger). Held-back coordinates carry none of this round's
+    noise; () per column without noise."""
+    if std <= 0:
+        return 0.0, ()
+    on_mean = np.divide(std, divisor, out=np.zeros(layout.size), where=(divisor > 0) & ~held)
+    columns = layout.lora_columns()
+    by_column = tuple(float(on_mean[columns == j].max(initial=0.0)) for j in range(layout.r_max))
+    return float(on_mean.max(initial=0.0)), by_column
 
 
 def in_range(scheme: HEScheme[Any], values: np.ndarray, *, count: int) -> np.ndarray:

@@ -381,8 +381,10 @@ class FederationSpec(Message):
     )
     normalize_rank_columns: bool = Field(
         default=False,
-        description="divide each LoRA column by the weight of the clients whose rank reaches it, not by "
-        "the total weight, so that high-rank columns are not diluted by low-rank clients",
+        description="divide each LoRA column of B (row of A) by the weight of the clients whose rank reaches "
+        "it, not by the total weight, so that high-rank columns are not diluted by low-rank clients. With "
+        "mixed ranks the result is then not the weighted mean of the clients' B A (only the plain division "
+        "is), and the noise on a column is the sum's over that smaller weight (RoundStatus.column_noise_std)",
     )
     rounds: int = Field(default=3, ge=1, le=100_000)
     min_clients_per_edge: int = Field(default=2, ge=1, le=MAX_CLIENTS_PER_ROUND, description="k")
@@ -897,6 +899,14 @@ class RebaseSummary(BaseModel):
     kept_energy: float = Field(ge=0.0, le=1.0, description="share of sum sigma^2 the common rank keeps")
 
 
+COLUMN_NOISE_STD = (
+    "per LoRA column j of B (row j of A), the standard deviation of the client-level noise on it in the "
+    "published adapter: the noise on the sum over the column's divisor, the total weight or, with "
+    "normalize_rank_columns, the weight of the hospitals whose rank reaches column j; 0 for a column held "
+    "back. Column 0's is the head's too"
+)
+
+
 class RoundStatus(Message):
     """What admins see of a round."""
 
@@ -930,6 +940,12 @@ class RoundStatus(Message):
         description="set when the round closes: LoRA columns of B (rows of A) from this index on were "
         "published unchanged from the previous adapter (held back), because fewer than min_clients_per_edge "
         "of the round's hospitals (late buckets included) reach them; r_max: nothing held back",
+    )
+    column_noise_std: tuple[float, ...] | None = Field(
+        default=None,
+        max_length=MAX_R,
+        description=COLUMN_NOISE_STD + "; set when the round closes with client-level noise (metrics "
+        "noise_std is the largest over the published adapter)",
     )
     failure: str | None = Field(default=None, max_length=2000)
     stop_reason: str | None = Field(
@@ -1041,6 +1057,13 @@ class CentralRoundPrivacy(BaseModel):
         ge=0.0,
         description="the epsilon against the decrypting cloud (and colluding_clients hospitals) after this "
         "round; None when it is unbounded (see PrivacyReport.decryptor_unbounded)",
+    )
+    column_noise_std: tuple[float, ...] | None = Field(
+        default=None,
+        max_length=MAX_R,
+        description=COLUMN_NOISE_STD + " (None in entries written before it was recorded). Dividing by a "
+        "public weight is post-processing: on every column the noise over what one hospital can move it by "
+        "is at least realised_noise_multiplier, the multiplier the epsilon is computed from",
     )
     noise_distribution: Distribution | None = Field(
         default=None,

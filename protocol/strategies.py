@@ -167,7 +167,9 @@ class ClairStrategy(RowStrategy):
 
 class MeanStrategy(AggregationStrategy):
     """The weighted mean of the deltas; with `normalize_rank_columns`, each LoRA column (of `B`) and row (of
-    `A`) is averaged over the clients whose rank reaches it."""
+    `A`) is averaged over the clients whose rank reaches it instead, a different estimator: with mixed ranks
+    it scales the columns only high-rank clients reach by `W / W_j` against the weighted mean, and their
+    noise with them (`protocol.aggregation.noise_on_mean`)."""
 
     def __init__(self, *, normalize_rank_columns: bool = False) -> None:
         self.normalize_rank_columns = normalize_rank_columns
@@ -184,8 +186,9 @@ class MeanStrategy(AggregationStrategy):
 
 class FFAStrategy(MeanStrategy):
     """FFA-LoRA (Sun et al. 2024): `A` frozen and shared, so the mean of the `B` deltas is the exact mean
-    of the clients' `dW = dB A`. Mixed ranks are exact too: a rank-`r` client's delta is zero beyond column
-    `r`."""
+    of the clients' `dW = dB A`. Mixed ranks are exact too (a rank-`r` client's delta is zero beyond column
+    `r`) as long as every column is divided by the total weight; `normalize_rank_columns` gives up that
+    exactness for undiluted high-rank columns."""
 
     kind = Strategy.FFA
     can_rebase = True
