@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,12 @@ import numpy as np
 import peft
 import pytest
 from safetensors.numpy import load as load_safetensors
-from transformers import AutoModel
+from transformers import AutoConfig, PreTrainedModel
 
-from client_agent.model import default_model_path
+from client_agent.export import export_adapter
+from client_agent.model import AdapterSpec, FFAClassifier, default_model_path
 from fedlora.launcher import adapter_basis
-from protocol.ffa import basis_from_bytes, frozen_basis
+from protocol.ffa import AdapterLayout, basis_from_bytes, frozen_basis
 from protocol.messages import (
     AdapterVersion,
     ConvergenceConfig,
@@ -32,7 +33,8 @@ from protocol.messages import (
 )
 from services import keyspace
 from services.identity import verify
-from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec
+from tests.cloud.harness import Cloud, Federation, bearer, running_cloud, small_spec
+from tests.models import encoder_from_config
 
 pytestmark = pytest.mark.anyio
 CLIENTS = ("client-a", "client-b", "client-c", "client-d")
@@ -154,13 +156,53 @@ async def test_convergence_rebases_to_a_common_rank_and_the_federation_goes_on_i
     assert info.state is FederationState.COMPLETED and info.reason is not None and "converged" in info.reason
 
 
+def tiny_encoder() -> PreTrainedModel:
+    """MiniLM's architecture with a tiny vocabulary and feed-forward width, randomly initialised: its LoRA
+    modules have the shapes of the federation's layout, so stock peft loads every exported adapter onto it."""
+    config = AutoConfig.from_pretrained(default_model_path())
+    config.vocab_size, config.intermediate_size = 64, 32
+    return encoder_from_config(config)
+
+
+def peft_error(
+    folder: Path,
+    spec: FederationSpec,
+    layout: AdapterLayout,
+    vector: np.ndarray,
+    bases: Mapping[str, np.ndarray],
+) -> float:
+    """The largest relative difference, over the LoRA modules, between the `delta W` stock peft computes for
+    the adapter in `folder` and the cloud's `B A * alpha / r_max` (`B` from `vector`, `A` from `bases`); 0
+    for the zero adapter, whose peft `delta W` must be zero too."""
+    loaded = peft.PeftModel.from_pretrained(tiny_encoder(), str(folder))
+    b_of = layout.unflatten(vector)
+    worst = 0.0
+    for entry in layout.lora:
+        module = loaded.get_submodule(f"base_model.model.{entry.name}")
+        peft_delta = module.get_delta_weight("default").detach().double().numpy()
+        expected = b_of[entry.name] @ bases[entry.name].astype(np.float64) * (spec.lora_alpha / spec.r_max)
+        if not expected.any():  # version 0: B is zero
+            np.testing.assert_array_equal(peft_delta, 0.0)
+            continue
+        worst = max(worst, float(np.linalg.norm(peft_delta - expected) / np.linalg.norm(expected)))
+    return worst
+
+
+def unzipped(raw: bytes, folder: Path) -> Path:
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        archive.extractall(folder)
+    return folder
+
+
 async def test_every_version_exports_the_basis_it_was_trained_in_and_peft_computes_the_cloud_s_delta_w(
     tmp_path: Path,
 ) -> None:
-    """Issue 19, item 7: each `AdapterVersion` records its basis, and the PEFT zip the cloud serves for it,
-    loaded by stock `peft`, gives `delta W = B A * alpha / r_max` with `B` from the version's vector and `A`
-    from the basis it was trained in: versions 0-2 in the seeded basis 0, 3 (the re-base) and the two rounds
-    after it (4, 5) in the broadcast basis 1."""
+    """Issue 19, item 7: each `AdapterVersion` records its basis, and every export of every version, loaded by
+    stock `peft` on a randomly initialised encoder, gives `delta W = B A * alpha / r_max` with `B` from the
+    version's vector and `A` from the basis it was trained in: versions 0-2 in the seeded basis 0, 3 (the
+    re-base) and the two rounds after it (4, 5) in the broadcast basis 1. The exports are those hospitals
+    and admins use: the cloud's zip, fetched with the admin token and with a hospital's, and the hospital's
+    own `export_adapter` from its model in the basis its plan trained in (installed as the agent does)."""
     # Prepare: the same federation as above; it re-bases after round 1 and runs rounds 2 and 3 in basis 1.
     rng, spec = np.random.default_rng(8), rebasing_spec()
     async with started(spec) as (cloud, fed):
@@ -175,6 +217,12 @@ async def test_every_version_exports_the_basis_it_was_trained_in_and_peft_comput
         ]
         vectors = {v: await cloud.vector(fed.fid, v) for v in range(6)}
         zips = {v: (await cloud.http.get(f"/federations/{fed.fid}/adapters/{v}")).content for v in range(6)}
+        as_hospital = bearer(fed.client_tokens["client-a"])
+        hospital_zips = {}
+        for version in range(6):
+            response = await cloud.http.get(f"/federations/{fed.fid}/adapters/{version}", headers=as_hospital)
+            assert response.status_code == 200, response.text
+            hospital_zips[version] = response.content
         served = {b: (await cloud.http.get(f"/federations/{fed.fid}/basis/{b}")).content for b in (0, 1)}
         # The launcher's evaluator fetches the basis each version was trained in (None: the seeded one).
         evaluator_bases = {v: await adapter_basis(cloud.http, fed.fid, v, seeded=0) for v in range(6)}
@@ -189,28 +237,32 @@ async def test_every_version_exports_the_basis_it_was_trained_in_and_peft_comput
         legacy = {v: (await cloud.http.get(f"/federations/{fed.fid}/adapters/{v}")).content for v in range(6)}
     bases = {b: basis_from_bytes(raw, layout, in_features) for b, raw in served.items()}
     trained_in = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1}
+    # The hospital's own export: its model at the plan's rank (2, then 1 after the re-base), holding the
+    # seeded basis until a plan names basis 1, which the agent then fetches and installs.
+    exported = {}
+    for version, basis in trained_in.items():
+        model = FFAClassifier(tiny_encoder(), AdapterSpec.from_federation(spec), rank=2 - basis)
+        if basis:
+            model.install_basis(bases[basis])
+        folder = tmp_path / f"hospital-v{version}"
+        exported[version] = export_adapter(model, vectors[version], folder, base_model=spec.base_model)
 
-    # Assert: the listing names each version's basis, and stock peft's delta W is the cloud's B A * scale.
-    errors = {}
-    for version, raw in zips.items():
-        folder = tmp_path / f"v{version}"
-        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            archive.extractall(folder)
-        encoder = AutoModel.from_pretrained(default_model_path(), add_pooling_layer=False)
-        loaded = peft.PeftModel.from_pretrained(encoder, str(folder))
-        b_of = layout.unflatten(vectors[version])
-        worst = 0.0
-        for entry in layout.lora:
-            module = loaded.get_submodule(f"base_model.model.{entry.name}")
-            peft_delta = module.get_delta_weight("default").detach().double().numpy()
-            a_max = bases[trained_in[version]][entry.name].astype(np.float64)
-            expected = b_of[entry.name] @ a_max * (spec.lora_alpha / spec.r_max)
-            if not expected.any():  # version 0: B is zero, so peft's delta must be too
-                np.testing.assert_array_equal(peft_delta, 0.0)
-                continue
-            worst = max(worst, float(np.linalg.norm(peft_delta - expected) / np.linalg.norm(expected)))
-        errors[version] = worst
-    assert all(error < 1e-5 for error in errors.values()), sorted(errors.items())
+    # Assert: the listing names each version's basis, and stock peft's delta W is the cloud's B A * scale
+    # for every version and every export path.
+    errors = {
+        (path, v): peft_error(folder, spec, layout, vectors[v], bases[trained_in[v]])
+        for path, folders in (
+            ("admin", {v: unzipped(raw, tmp_path / f"admin-v{v}") for v, raw in zips.items()}),
+            ("hospital", {v: unzipped(raw, tmp_path / f"client-v{v}") for v, raw in hospital_zips.items()}),
+            ("hospital-export", exported),
+        )
+        for v, folder in folders.items()
+    }
+    assert len(errors) == 18 and all(error < 1e-5 for error in errors.values()), sorted(errors.items())
+    # The check tells the bases apart: the re-based versions' delta W in the seeded basis is another one.
+    assert all(
+        peft_error(tmp_path / f"admin-v{v}", spec, layout, vectors[v], bases[0]) > 0.5 for v in (3, 4, 5)
+    )
     assert {v.version: v.basis_version for v in listed} == trained_in
     assert evaluator_bases == {0: None, 1: None, 2: None, 3: served[1], 4: served[1], 5: served[1]}
     for version, raw in legacy.items():
