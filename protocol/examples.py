@@ -256,11 +256,13 @@ ROUND_STATUS_CLOSED: dict[str, Any] = {
     "total_weight": 4.0,
     "update_norm": 0.137,
     "published_rank": 8,
+    # z C / W on every column (z = C = 1, W = 4): without normalize_rank_columns all columns share W.
+    "column_noise_std": [0.25] * 8,
     "metrics": {
         "aggregation_s": 0.82,
         "edges_forwarded": 2.0,
         "noise_multiplier": 1.0,
-        "noise_std": 1.0,
+        "noise_std": 0.25,
         "realised_noise_multiplier": 1.0,
         "validation_loss": 0.52,
     },
@@ -318,6 +320,7 @@ PRIVACY_REPORT: dict[str, Any] = {
             "realised_noise_multiplier": 1.0,
             "clients": 4,
             "total_weight": 4.0,
+            "column_noise_std": [0.25] * 8,
         }
     ],
     "clients": [
