@@ -7,7 +7,8 @@ moves the sum by at most `C` plus what encoding its upload adds (`protocol.sensi
 charges); noise of standard deviation `z C` per coordinate goes on the sum (the cloud
 draws it, or the clients did in shares: see `protocol.noise`), and only then is the sum divided by the total
 weight `W` (post-processing; the participants and their weights are public to the cloud through the signed
-manifests). Coordinates that fewer than `k` of the round's hospitals reach (`protocol.reach`: mixed ranks)
+manifests), or with `normalize_rank_columns` each LoRA column by the weight of the hospitals reaching it, so
+the noise on the published mean differs by column (`noise_on_mean`). Coordinates that fewer than `k` of the round's hospitals reach (`protocol.reach`: mixed ranks)
 are then published unchanged from the previous adapter, counted per sum the cloud decrypts on its own (the
 on-time total, each late group); releasing fewer coordinates of the same noisy sum is post-processing too, so
 the ledger's charge still holds. The cloud leaves out a late group that would hold back a column of the
@@ -294,9 +295,13 @@ def noise_on_mean(
     if std <= 0:
         return 0.0, ()
     on_mean = np.divide(std, divisor, out=np.zeros(layout.size), where=(divisor > 0) & ~held)
-    columns = layout.lora_columns()
-    by_column = tuple(float(on_mean[columns == j].max(initial=0.0)) for j in range(layout.r_max))
-    return float(on_mean.max(initial=0.0)), by_column
+    tensors = layout.unflatten(on_mean)
+    by_column = np.zeros(layout.r_max)
+    for entry in layout.lora:  # B: out x r_max
+        by_column = np.maximum(by_column, tensors[entry.name].max(axis=0))
+    for entry in layout.lora_a:  # A: r_max x in
+        by_column = np.maximum(by_column, tensors[entry.name].max(axis=1))
+    return float(on_mean.max(initial=0.0)), tuple(float(x) for x in by_column)
 
 
 def in_range(scheme: HEScheme[Any], values: np.ndarray, *, count: int) -> np.ndarray:

@@ -253,14 +253,6 @@ class AdapterLayout:
         parts.extend(np.ones(entry.size, dtype=np.float32) for entry in self.head)
         return np.concatenate(parts)
 
-    def lora_columns(self) -> np.ndarray:
-        """Per coordinate, the LoRA column of `B` (row of `A`) it lies in, the rank direction it belongs to;
-        -1 for head entries."""
-        parts = [np.broadcast_to(np.arange(e.shape[1]), e.shape).ravel() for e in self.lora]
-        parts.extend(np.broadcast_to(np.arange(e.shape[0])[:, None], e.shape).ravel() for e in self.lora_a)
-        parts.extend(np.full(e.size, -1) for e in self.head)
-        return np.concatenate(parts)
-
     def initial_vector(self, *, seed: int, basis_version: int) -> np.ndarray:
         """Adapter version 0: `B` and the head zero and, when `A` is trained, `A` at the seeded basis
         (LoRA's initialisation, Hu et al. 2021: `A` random, `B` zero, so the adapter starts as a no-op)."""

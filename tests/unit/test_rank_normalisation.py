@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocol.aggregation import RoundNoise, aggregate
+from protocol.aggregation import RoundNoise, aggregate, noise_on_mean
 from protocol.crypto import generate_scheme
 from protocol.crypto.params import PlainParams
 from protocol.ffa import AdapterLayout
@@ -20,7 +20,7 @@ RANKS = {"a": 2, "b": 4, "c": 8}
 WEIGHTS = {"a": 1.0, "b": 0.5, "c": 0.25}
 OUT, IN, R_MAX = 6, 5, 8
 LAYOUT = AdapterLayout.build(lora_out_features={"m": OUT}, r_max=R_MAX, head_shapes={"head": (2,)})
-# B (3 x 2), then A (2 x 4) rows, then a head of 2: the order `lora_columns` must follow.
+# B (3 x 2), then A (2 x 4), then a head of 2.
 LAYOUT_A = AdapterLayout.build(
     lora_out_features={"m": 3}, r_max=2, head_shapes={"head": (2,)}, lora_in_features={"m": 4}
 )
@@ -88,10 +88,24 @@ def test_one_rank_for_all_makes_both_divisions_the_same() -> None:
     np.testing.assert_allclose(steps[0], steps[1], rtol=1e-6)
 
 
-def test_lora_columns_names_each_coordinate_s_rank_direction() -> None:
-    column_of_b = [0, 1] * 3  # B is 3 x 2, row-major
-    rows_of_a = [0] * 4 + [1] * 4  # A is 2 x 4
-    assert LAYOUT_A.lora_columns().tolist() == column_of_b + rows_of_a + [-1, -1]
+def test_each_row_of_a_and_column_of_b_reports_the_noise_of_its_own_divisor() -> None:
+    """Under `fedit`/`fedrot` row `j` of `A` is a coordinate of rank direction `j` too; the figure for a
+    direction is the largest over its coordinates, held-back ones (no noise this round) left out."""
+    divisors = {
+        "m": np.array([[2.0, 8.0]] * 3),  # B's columns 0 and 1
+        "m.lora_A": np.array([[4.0] * 4, [1.0] * 4]),  # A's rows 0 and 1
+        "head": np.array([2.0, 2.0]),
+    }
+    divisor = LAYOUT_A.flatten(divisors)
+    nothing_held = np.zeros(LAYOUT_A.size, dtype=bool)
+    a_row_1 = np.array([[0.0] * 4, [1.0] * 4])
+    row_1_held = LAYOUT_A.flatten({"m": np.zeros((3, 2)), "m.lora_A": a_row_1, "head": np.zeros(2)}) > 0
+
+    largest, by_column = noise_on_mean(LAYOUT_A, divisor, nothing_held, std=1.0)
+    # Column 0: B's 1/2 and A's 1/4; column 1: B's 1/8 and A's 1/1; the head 1/2.
+    assert largest == pytest.approx(1.0) and by_column == pytest.approx((0.5, 1.0))
+    largest, by_column = noise_on_mean(LAYOUT_A, divisor, row_1_held, std=1.0)
+    assert largest == pytest.approx(0.5) and by_column == pytest.approx((0.5, 0.125))
 
 
 @pytest.mark.parametrize(
