@@ -190,7 +190,9 @@ class RoundReport:
     seconds: float
     hospitals: list[HospitalRound] = field(default_factory=list)
     central_epsilon: float | None = None  # client-level, at `central_delta`, after this round (the ledger's)
-    noise_std: float = 0.0  # per coordinate, of the noise on the mean step
+    # The noise on the mean step, per coordinate: the largest (with `normalize_rank_columns` it differs by
+    # LoRA column, `Aggregated.column_noise_std`).
+    noise_std: float = 0.0
     mismatch: float = 0.0  # FedIT's relative aggregation error (`fedlora.simulation_rounds.factor_mismatch`)
     flagged: list[str] = field(default_factory=list)  # edges the strategy judged contaminated
     flagged_hospitals: list[str] = field(default_factory=list)  # the hospitals behind them
