@@ -12,8 +12,9 @@ from protocol.aggregation import RoundNoise, aggregate, noise_on_mean
 from protocol.crypto import generate_scheme
 from protocol.crypto.params import PlainParams
 from protocol.ffa import AdapterLayout
-from protocol.messages import Contribution, NoiseMechanism
+from protocol.messages import NoiseMechanism
 from protocol.strategies import FFAStrategy, RoundSum
+from tests.unit.test_reach import line
 
 # Issue 19's reproduction: ranks 2, 4 and 8 at weights 1, 0.5 and 0.25.
 RANKS = {"a": 2, "b": 4, "c": 8}
@@ -24,17 +25,6 @@ LAYOUT = AdapterLayout.build(lora_out_features={"m": OUT}, r_max=R_MAX, head_sha
 LAYOUT_A = AdapterLayout.build(
     lora_out_features={"m": 3}, r_max=2, head_shapes={"head": (2,)}, lora_in_features={"m": 4}
 )
-
-
-def line(client_id: str, rank: int, weight: float) -> Contribution:
-    return Contribution(
-        client_id=client_id,
-        weight=weight,
-        num_examples=10,
-        rank=rank,
-        nonce=client_id.encode().hex().ljust(32, "0")[:32],
-        ciphertext_sha256="0" * 64,
-    )
 
 
 def hospitals(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
