@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium demo view test test-fast lint format typecheck bench experiments clean
+.PHONY: install redis-server chromium fuse demo view test test-fast lint format typecheck bench experiments clean
 
 install: $(STAMP)
 
@@ -39,6 +39,15 @@ chromium:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# libfuse3 and fusermount3 for tests/volatile_disk.py, the FUSE disk that drops unsynced writes on a
+# simulated power loss (Redis durability tests). fuse3 brings libfuse3-3; the tests skip only where the
+# machine has no /dev/fuse.
+fuse:
+	@test -x /usr/bin/fusermount3 || { \
+	  echo "installing Debian's fuse3 (the power-loss disk of the Redis durability tests)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq fuse3 >/dev/null; }
+
 # The demo's cloud keeps its state in a redis-server under runs/demo/redis; `make view` serves it again
 # (dashboard and `fedlora status`) until Ctrl-C.
 demo: install redis-server
@@ -47,10 +56,10 @@ demo: install redis-server
 view: install redis-server
 	$(VENV)/bin/fedlora view runs/demo
 
-test: install redis-server chromium
+test: install redis-server chromium fuse
 	$(PY) -m pytest -q
 
-test-fast: install redis-server
+test-fast: install redis-server fuse
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install

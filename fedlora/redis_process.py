@@ -45,8 +45,9 @@ class RedisProcess:
     """One `redis-server` on 127.0.0.1:`port` with its data (AOF) and log (`redis.log`) in `folder`.
 
     `start` again after `stop` (or a crash) reuses the folder, so Redis replays the AOF it left there.
-    `appendfsync` is Redis' own trade-off: `always` loses nothing an answer acknowledged, `everysec` up to
-    one second of writes if the machine (not the process) goes down.
+    `appendfsync` is Redis' own trade-off: `always` fsyncs before it answers, so a power loss keeps every
+    write Redis acknowledged (`tests/e2e/test_power_loss.py`); `everysec` may lose the last second or two
+    of them, `no` everything the OS had not flushed on its own.
     """
 
     def __init__(

@@ -13,7 +13,8 @@ acknowledged, and that the decrypted global adapter equals the plain mean of the
 4. the answer to an edge's forward is lost after the cloud took the aggregate (a TCP proxy drops it): the
    edge retries and the cloud counts the aggregate once;
 5. Redis is `kill -9`ed mid-round (AOF, appendfsync always) and started again: uploads acknowledged before
-   the crash are in the sum, an upload refused with 503 during the outage was not written;
+   the crash are in the sum, an upload refused with 503 during the outage was not written (the page cache
+   survives a process crash, so this says nothing about fsync: `test_power_loss.py` does);
 6. two replicas of one edge behind one Redis take uploads of the same round: one sum, forwarded once.
 """
 
