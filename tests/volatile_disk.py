@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Self
 
 MOUNT_TIMEOUT_S = 20.0
+REPO_ROOT = Path(__file__).resolve().parents[1]
 READY = "ready"
 
 
@@ -215,26 +216,35 @@ class VolatileDisk:
         self.mountpoint = mountpoint
         self.process: subprocess.Popen[str] | None = None
 
+    @property
+    def log(self) -> Path:
+        return self.backing.with_name(f"{self.backing.name}.fuse.log")
+
     def mount(self, *, timeout_s: float = MOUNT_TIMEOUT_S) -> Self:
         reason = fuse_missing() or _package_missing()
         if reason is not None:
             raise VolatileDiskError(reason)
-        self.backing.mkdir(parents=True, exist_ok=True)
+        self.backing.mkdir(parents=True, exist_ok=True)  # before `log`, which lives beside it
         self.mountpoint.mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.volatile_disk", str(self.backing), str(self.mountpoint)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        # stdout carries only the ready line; libfuse's and mfusepy's messages go to `log`, which nobody
+        # has to drain while the file system serves.
+        with self.log.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tests.volatile_disk", str(self.backing), str(self.mountpoint)],
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+            )
         assert process.stdout is not None  # PIPE above
         ready, _, _ = select.select([process.stdout], [], [], timeout_s)
         line = process.stdout.readline().strip() if ready else ""
         if line != READY:
             process.kill()
-            output = line + (process.communicate(timeout=10)[0] or "")
-            raise VolatileDiskError(f"mounting {self.mountpoint} failed: {output.strip()}")
+            process.communicate(timeout=10)
+            said = self.log.read_text(errors="replace").strip()
+            raise VolatileDiskError(f"mounting {self.mountpoint} failed within {timeout_s:g} s: {said}")
         self.process = process
         return self
 
@@ -251,7 +261,7 @@ class VolatileDisk:
         if self.process is None:
             return
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        self.process.communicate(timeout=10)  # reaps it and closes the pipe
         self.process = None
         subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=True)
 
