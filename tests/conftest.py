@@ -1,9 +1,11 @@
-"""Fixtures shared by every test folder: a real `redis-server` for the whole session."""
+"""Fixtures shared by every test folder: a real `redis-server` for the whole session, and a disk that
+loses power (`volatile_disk`)."""
 
 import pytest
 
 from services.store import MemoryStore, RedisStore
 from tests.redis_server import RedisServer
+from tests.volatile_disk import VolatileDisk, fuse_missing
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +39,15 @@ async def state_store(request):
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+def volatile_disk(tmp_path):
+    """A FUSE disk mounted at `tmp_path/mnt` that drops unsynced writes on `power_cut`; skipped (with the
+    reason) only on a machine without /dev/fuse."""
+    reason = fuse_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    disk = VolatileDisk(tmp_path / "disk", tmp_path / "mnt").mount()
+    yield disk
+    disk.unmount()

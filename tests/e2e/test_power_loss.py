@@ -17,7 +17,6 @@ power loss.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from tests.e2e.helpers import (
     start_round,
 )
 from tests.redis_server import RedisServer
-from tests.volatile_disk import VolatileDisk, fuse_missing
+from tests.volatile_disk import VolatileDisk
 
 pytestmark = pytest.mark.slow
 
@@ -51,16 +50,6 @@ ACKNOWLEDGED = (
 )
 # Keys that may expire between the copy and the replay (leases, short-lived markers) are not compared.
 COMPARE_MIN_TTL_MS = 60_000
-
-
-@pytest.fixture
-def volatile_disk(tmp_path) -> Iterator[VolatileDisk]:
-    reason = fuse_missing()
-    if reason is not None:
-        pytest.skip(reason)
-    disk = VolatileDisk(tmp_path / "disk", tmp_path / "mnt").mount()
-    yield disk
-    disk.unmount()
 
 
 @dataclass
@@ -122,7 +111,7 @@ def acknowledge_then_lose_power(
     )
     fed.upload_accepted("h-c", edges["edge-2"])  # edge-2 waits for h-d
     held = round_status(cloud)
-    assert [(e.edge_id, e.forwarded) for e in held.edges] == [("edge-1", True), ("edge-2", False)], held
+    assert {e.edge_id: e.forwarded for e in held.edges} == {"edge-1": True, "edge-2": False}, held
 
     for service in (cloud, *edges.values()):
         service.kill()

@@ -4,27 +4,15 @@ what it acknowledged under `appendfsync always` and loses it under `no`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from tests.redis_server import RedisServer
-from tests.volatile_disk import VolatileDisk, fuse_missing
+from tests.volatile_disk import VolatileDisk
 
 
-@pytest.fixture
-def disk(tmp_path) -> Iterator[VolatileDisk]:
-    reason = fuse_missing()
-    if reason is not None:
-        pytest.skip(reason)
-    mounted = VolatileDisk(tmp_path / "disk", tmp_path / "mnt").mount()
-    yield mounted
-    mounted.unmount()
-
-
-def test_only_fsynced_data_survives_a_power_cut(disk):
-    root = disk.mountpoint
+def test_only_fsynced_data_survives_a_power_cut(volatile_disk):
+    root = volatile_disk.mountpoint
     (root / "never-synced").write_bytes(b"gone")
     with open(root / "synced", "wb") as handle:
         handle.write(b"kept")
@@ -47,7 +35,7 @@ def test_only_fsynced_data_survives_a_power_cut(disk):
     assert (root / "synced").read_bytes() == b"kept and not this"
     assert (root / "appended").read_bytes() == b"01"
 
-    disk.power_cut()
+    volatile_disk.power_cut()
 
     assert (root / "never-synced").read_bytes() == b""  # the file exists: metadata is durable at once
     assert (root / "synced").read_bytes() == b"kept"
@@ -74,10 +62,10 @@ def _keys_after_power_cut(disk: VolatileDisk, appendfsync) -> int:
         server.stop()
 
 
-def test_redis_with_appendfsync_always_keeps_acknowledged_writes(disk):
-    assert _keys_after_power_cut(disk, "always") == 50
+def test_redis_with_appendfsync_always_keeps_acknowledged_writes(volatile_disk):
+    assert _keys_after_power_cut(volatile_disk, "always") == 50
 
 
-def test_redis_without_fsync_loses_acknowledged_writes(disk):
+def test_redis_without_fsync_loses_acknowledged_writes(volatile_disk):
     """The control: the disk really drops what was not fsync'ed (a `kill -9` of Redis alone would not)."""
-    assert _keys_after_power_cut(disk, "no") == 0
+    assert _keys_after_power_cut(volatile_disk, "no") == 0
