@@ -6,8 +6,17 @@ import random
 import time
 
 import pytest
+import redis.asyncio as aioredis
 
-from services.store import MemoryStore, RedisStore, StateStore, StoreError, open_store, redacted_url
+from services.store import (
+    Expiring,
+    MemoryStore,
+    RedisStore,
+    StateStore,
+    StoreError,
+    open_store,
+    redacted_url,
+)
 from tests.clock import FakeClock
 
 
@@ -135,6 +144,57 @@ class StoreContract:
             with pytest.raises(StoreError, match="did not read"):
                 await store.transaction(["a"], lambda values: {"b": b"x"})
             assert await store.get("b") is None
+
+        self.run(scenario())
+
+    def test_transaction_writes_a_value_and_its_ttl_in_one_step(self, store, clock):
+        async def scenario():
+            await store.set("nonce", b"stale", ttl_s=100)
+
+            def fn(values):
+                return {"nonce": Expiring(b"used", ttl_s=5), "sum": b"s"}
+
+            written = await store.transaction(["nonce", "sum"], fn)
+            assert written == {"nonce": Expiring(b"used", ttl_s=5), "sum": b"s"}
+            assert await store.get("nonce") == b"used"
+            assert 4 < (await store.ttl_s("nonce") or 0) <= 5  # the new TTL, not the old one
+            assert await store.ttl_s("sum") is None
+            if self.clock_injectable:
+                clock.advance(6)
+                assert await store.get("nonce") is None
+                assert await store.get("sum") == b"s"
+
+        self.run(scenario())
+
+    def test_an_expiring_write_needs_a_positive_ttl(self):
+        with pytest.raises(ValueError, match="ttl_s must be positive, got 0"):
+            Expiring(b"x", ttl_s=0)
+
+    def test_expire_gives_existing_keys_a_ttl(self, store, clock):
+        async def scenario():
+            await store.set("sum", b"s")
+            await store.hset("sums", "edge-1", b"x")
+            assert await store.expire(["sum", "sums", "missing"], ttl_s=10) == 2
+            assert 9 < (await store.ttl_s("sum") or 0) <= 10
+            assert 9 < (await store.ttl_s("sums") or 0) <= 10
+            assert await store.ttl_s("missing") is None
+            assert await store.get("missing") is None
+            if self.clock_injectable:
+                clock.advance(11)
+                assert await store.get("sum") is None
+                assert await store.hgetall("sums") == {}
+                assert await store.scan("sum") == []
+
+        self.run(scenario())
+
+    def test_memory_use_grows_with_a_big_value(self, store):
+        async def scenario():
+            before = await store.memory_use()
+            await store.set("big", bytes(2_000_000))
+            after = await store.memory_use()
+            assert before.used_bytes > 0
+            assert after.used_bytes - before.used_bytes >= 1_900_000
+            assert after.max_bytes is None  # neither the memory store nor the test's Redis has a limit
 
         self.run(scenario())
 
@@ -289,6 +349,18 @@ class TestRedisStore(StoreContract):
             assert await store.hset_if_absent_with("sums", "mine", b"y", keys=["n"], fn=fn)
             assert await store.hgetall("sums") == {"other": b"x", "mine": b"y"}
             assert await store.get("n") == b"1" and len(calls) == 2  # recomputed once, after the write
+
+        self.run(scenario())
+
+    def test_a_transaction_sets_the_ttl_in_its_own_exec(self, store):
+        # PTTL read by a second client right after EXEC: no window in which the key lives without its TTL.
+        async def scenario():
+            raw = aioredis.Redis.from_url(self.url)
+            try:
+                await store.transaction(["nonce"], lambda values: {"nonce": Expiring(b"1", ttl_s=60)})
+                assert 59_000 < await raw.pttl("nonce") <= 60_000
+            finally:
+                await raw.aclose()
 
         self.run(scenario())
 
