@@ -7,7 +7,7 @@ import asyncio
 import io
 import zipfile
 
-from cloud_server.errors import NotFoundError
+from cloud_server.errors import NotFoundError, VersionPrunedError
 from cloud_server.federations import FederationService, vector_from_bytes
 from protocol.ffa import basis_from_bytes
 from protocol.messages import AdapterEvaluation, AdapterVersion
@@ -27,10 +27,17 @@ class AdapterService:
         self._clock = clock
 
     async def vector(self, fid: str, version: int) -> bytes:
-        """float32 little-endian, `layout_size` values."""
+        """float32 little-endian, `layout_size` values; `VersionPrunedError` for a version retention
+        deleted."""
         raw = await self._store.get(keyspace.fed_adapter(fid, version))
         if raw is None:
             await self._federations.spec(fid)
+            if await self._store.get(keyspace.fed_adapter_meta(fid, version)) is not None:
+                raise VersionPrunedError(
+                    f"adapter version {version} of {fid!r} was pruned: the cloud keeps the vectors of its last "
+                    "retain_versions versions (its meta stays in GET .../adapters)",
+                    field="version",
+                )
             raise NotFoundError(f"federation {fid!r} has no adapter version {version}", field="version")
         return raw
 

@@ -45,6 +45,7 @@ from cloud_server.records import (
     unpack_late,
     unpack_mask_correction,
 )
+from cloud_server.retention import Retention
 from cloud_server.round_outcome import Release, RoundOutcome, Stored, round_outcome, still_open, with_progress
 from cloud_server.telemetry import CloudTelemetry
 from protocol.aggregation import (
@@ -247,8 +248,10 @@ class RoundCloser:
         board: PlanBoard,
         *,
         telemetry: CloudTelemetry,
+        retention: Retention,
     ) -> None:
         self._telemetry = telemetry
+        self._retention = retention
         self._store = store
         self._federations = federations
         self._enrolment = enrolment
@@ -494,6 +497,9 @@ class RoundCloser:
             return
         self._board.publish(fid)
         await self._telemetry.round_ended(fid, release.round)
+        await self._retention.round_ended(
+            fid, release.round, adapter_version=decided[0].record.adapter_version
+        )
         self._log_closed(fid, release, decided[0], why=why)
 
     async def _release(
@@ -651,6 +657,7 @@ class RoundCloser:
             return False
         self._board.publish(fid)
         await self._telemetry.round_ended(fid, round_)
+        await self._retention.round_ended(fid, round_, adapter_version=seen.adapter_version)
         what = "privacy budget exhausted: federation stopped" if exhausted else "round failed"
         log.warning("%s: %s", what, reason, extra={"federation_id": fid, "round": round_})
         return True

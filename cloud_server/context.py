@@ -9,6 +9,7 @@ from cloud_server.adapters import AdapterService
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.federations import FederationService
 from cloud_server.plans import PlanBoard
+from cloud_server.retention import Retention, RetentionPolicy
 from cloud_server.rounds import RoundService
 from cloud_server.telemetry import CloudTelemetry
 from services.clock import Clock
@@ -52,6 +53,9 @@ def build_context(
         clock=clock,
         long_poll_s=settings.long_poll_s,
         telemetry=telemetry,
+        retention=Retention(
+            store, RetentionPolicy(round_s=settings.retain_round_s, versions=settings.retain_versions)
+        ),
     )
     return CloudContext(
         settings=settings,

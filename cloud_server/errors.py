@@ -38,6 +38,13 @@ class ConflictError(ServiceError):
     default_code = ErrorCode.CONFLICT
 
 
+class VersionPrunedError(ServiceError):
+    """An adapter version whose vector retention deleted (`cloud_server.retention`); its meta stays."""
+
+    status = 410
+    default_code = ErrorCode.VERSION_PRUNED
+
+
 def invalid_request(errors: Sequence[Any]) -> InvalidRequestError:
     """The first failing field and its message; `detail.errors` lists up to 20 failures by location and
     message only (the input may be a large or secret value)."""

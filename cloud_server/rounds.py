@@ -34,6 +34,7 @@ from cloud_server.records import (
     pack_aggregate,
     unpack_aggregate,
 )
+from cloud_server.retention import Retention
 from cloud_server.round_outcome import with_progress
 from cloud_server.telemetry import CloudTelemetry
 from protocol.acceptance import (
@@ -81,6 +82,7 @@ class RoundService:
         clock: Clock,
         long_poll_s: float,
         telemetry: CloudTelemetry,
+        retention: Retention,
     ) -> None:
         self._store = store
         self._federations = federations
@@ -88,7 +90,9 @@ class RoundService:
         self._board = board
         self._clock = clock
         self._long_poll_s = long_poll_s
-        self._closer = RoundCloser(store, federations, enrolment, board, telemetry=telemetry)
+        self._closer = RoundCloser(
+            store, federations, enrolment, board, telemetry=telemetry, retention=retention
+        )
 
     # -- reading --------------------------------------------------------------------------------------
     async def plan(self, fid: str, round_: int) -> RoundPlan:

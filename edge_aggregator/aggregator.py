@@ -84,7 +84,12 @@ class EdgeAggregator:
         if scheme.has_secret_key and scheme.requires_secret_to_decrypt:
             raise ValueError("an edge must never hold the federation's secret key; give it the public scheme")
         self.config = config
-        self._ledger = RoundLedger(store, edge_id=config.edge_id, federation_id=config.federation_id)
+        self._ledger = RoundLedger(
+            store,
+            edge_id=config.edge_id,
+            federation_id=config.federation_id,
+            retain_round_s=config.retain_round_s,
+        )
         self._metrics = metrics or EdgeMetrics()  # a registry nobody serves, unless the app passes its own
         self._forwarder = Forwarder(
             config,

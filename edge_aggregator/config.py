@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from protocol.crypto import PaillierParams
 from protocol.messages import FederationInfo, FederationSpec
+from services import keyspace
 
 
 def quorum_target(quorum: float, expected: int) -> int:
@@ -35,10 +36,14 @@ class EdgeConfig:
     refresh_timeout_s: float = 5.0
     #: Longest a masking stage waits for hospitals that have not posted (`edge_aggregator.masking`).
     masking_stage_s: float = 30.0
+    #: How long a round's sum, manifest and plan are kept once its forward has an outcome.
+    retain_round_s: float = keyspace.EDGE_ROUND_TTL_S
 
     def __post_init__(self) -> None:
         if not self.masking_stage_s > 0:
             raise ValueError(f"masking_stage_s must be positive, got {self.masking_stage_s}")
+        if not self.retain_round_s > 0:
+            raise ValueError(f"retain_round_s must be positive, got {self.retain_round_s}")
         key = self.idempotency_key(0)
         if len(key) < 8:
             raise ValueError(

@@ -9,10 +9,14 @@ Per round (key names in `services.keyspace`):
 - `closed`: a `Closure`, written once (SET NX); no upload joins the sum after it;
 - `forwarded`: the forward's `Outcome`, written once;
 - counters of refused uploads and accepted ciphertext bytes.
-Per nonce: a marker that outlives any round it could be replayed into.
+Per nonce: a marker that outlives any round it could be replayed into, written with its TTL.
 
-An upload changes `sum`, `manifest`, its own ciphertext and its nonce marker in one `StateStore.transaction` that also reads
-`closed`, so a refused upload never touches the sum and no upload lands after the round closed.
+An upload changes `sum`, `manifest`, its own ciphertext and its nonce marker (with its TTL) in one
+`StateStore.transaction` that also reads `closed`, so a refused upload never touches the sum, no upload lands
+after the round closed, and no crash leaves a marker that never expires.
+
+Once a round's forward has an outcome, its single uploads are deleted and its sum, manifest and late buckets
+expire `retain_round_s` seconds later (`EdgeSettings.retain_round_s`, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from edge_aggregator.errors import DuplicateUploadError, ReplayError, RoundClosedError
 from protocol.messages import ClientUpdate, Contribution, RoundPlan
 from services import keyspace
-from services.store import StateStore
+from services.store import Expiring, StateStore, Updates
 
 _MANIFEST = TypeAdapter(dict[str, Contribution])
 
@@ -71,10 +75,20 @@ class Outcome(BaseModel):
 class RoundLedger:
     """The edge's per-round state for one federation, in a `StateStore`."""
 
-    def __init__(self, store: StateStore, *, edge_id: str, federation_id: str) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        edge_id: str,
+        federation_id: str,
+        retain_round_s: float = keyspace.EDGE_ROUND_TTL_S,
+    ) -> None:
+        if not retain_round_s > 0:
+            raise ValueError(f"retain_round_s must be positive, got {retain_round_s}")
         self._store = store
         self._eid = edge_id
         self._fid = federation_id
+        self._retain_round_s = retain_round_s
 
     # -- reads ------------------------------------------------------------------------------------------
     async def plan(self, round_: int) -> RoundPlan | None:
@@ -135,11 +149,13 @@ class RoundLedger:
         k_upload = keyspace.edge_upload(self._eid, self._fid, round_, cid)
         k_nonce = keyspace.edge_nonce(self._eid, self._fid, update.nonce)
         k_closed = keyspace.edge_closed(self._eid, self._fid, round_)
-        nonce_record = json.dumps({"client_id": cid, "round": round_}).encode()
+        nonce_record = Expiring(
+            json.dumps({"client_id": cid, "round": round_}).encode(), ttl_s=keyspace.NONCE_TTL_S
+        )
         contribution = update.manifest_line()
         counted = 0
 
-        async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
+        async def compute(current: dict[str, bytes | None]) -> Updates:
             nonlocal counted
             if current[k_closed] is not None:
                 raise RoundClosedError(f"round {round_} closed at this edge while the upload was checked")
@@ -159,8 +175,6 @@ class RoundLedger:
             }
 
         await self._store.transaction([k_sum, k_manifest, k_upload, k_nonce, k_closed], compute)
-        # Transactions write without TTL; give the nonce marker its lifetime now (losing this only keeps it).
-        await self._store.set(k_nonce, nonce_record, ttl_s=keyspace.NONCE_TTL_S)
         await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, round_), len(update.ciphertext))
         return counted
 
@@ -179,10 +193,13 @@ class RoundLedger:
         ]
         k_nonce = keyspace.edge_nonce(self._eid, self._fid, update.nonce)
         k_closed = keyspace.edge_closed(self._eid, self._fid, into)
-        nonce_record = json.dumps({"client_id": cid, "round": origin, "folded_into": into}).encode()
+        nonce_record = Expiring(
+            json.dumps({"client_id": cid, "round": origin, "folded_into": into}).encode(),
+            ttl_s=keyspace.NONCE_TTL_S,
+        )
         counted = 0
 
-        async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
+        async def compute(current: dict[str, bytes | None]) -> Updates:
             nonlocal counted
             if current[k_closed] is not None:
                 raise RoundClosedError(f"round {into}, which late uploads join, closed at this edge")
@@ -204,7 +221,6 @@ class RoundLedger:
         await self._store.transaction(
             [k_sum, k_manifest, k_upload, k_fresh, *k_earlier, k_nonce, k_closed], compute
         )
-        await self._store.set(k_nonce, nonce_record, ttl_s=keyspace.NONCE_TTL_S)
         await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, into), len(update.ciphertext))
         return counted
 
@@ -290,17 +306,16 @@ class RoundLedger:
 
     # -- helpers ----------------------------------------------------------------------------------------
     async def _retain(self, round_: int) -> None:
-        """Keep a finished round's sum, manifest and plan for audits for `EDGE_ROUND_TTL_S`, then forget."""
+        """Keep a finished round's sum, manifest and late buckets for `retain_round_s` (audits, a retried
+        forward), then forget them. Its plan keeps `EDGE_ROUND_TTL_S`: small, and a later round's bucket of
+        late uploads made for this round names it."""
         late = await self._store.scan(keyspace.edge_late_prefix(self._eid, self._fid, round_))
-        for key in (
+        keys = [
             keyspace.edge_sum(self._eid, self._fid, round_),
             keyspace.edge_manifest(self._eid, self._fid, round_),
-            keyspace.edge_plan(self._eid, self._fid, round_),
             *late,
-        ):
-            value = await self._store.get(key)
-            if value is not None:
-                await self._store.set(key, value, ttl_s=keyspace.EDGE_ROUND_TTL_S)
+        ]
+        await self._store.expire(keys, ttl_s=self._retain_round_s)
 
     async def _forget_uploads(self, round_: int) -> None:
         """Drop the round's single uploads (its own and its late buckets'): with an outcome, the sum is final,

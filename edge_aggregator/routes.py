@@ -175,8 +175,9 @@ async def readyz(edge: EdgeDep, runtime: RuntimeDep) -> dict[str, str]:
     include_in_schema=True,
 )
 async def metrics(runtime: RuntimeDep) -> Response:
-    """Uploads, bytes, HE timings and HTTP requests. Counts only: no client ids, no request paths (routes
-    appear as their templates)."""
+    """Uploads, bytes, HE timings, the state store's memory use and HTTP requests. Counts only: no client
+    ids, no request paths (routes appear as their templates)."""
+    await runtime.sample_store()
     return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE)
 
 

@@ -77,6 +77,10 @@ class EdgeRuntime:
     async def store_ok(self) -> bool:
         return await self._store.ping()
 
+    async def sample_store(self) -> None:
+        """The store's memory use into the metrics, for a scrape."""
+        await self.metrics.sample_store(self._store)
+
     def health(self) -> dict[str, Any]:
         edge = self.aggregator
         plan = edge.plan if edge is not None else None
@@ -112,6 +116,7 @@ class EdgeRuntime:
                 edge_id=self.settings.edge_id,
                 federation=info,
                 masking_stage_s=self.settings.masking_stage_s,
+                retain_round_s=self.settings.retain_round_s,
             ),
             store=self._store,
             link=self._link,

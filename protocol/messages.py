@@ -113,6 +113,7 @@ class ErrorCode(StrEnum):
     TOO_FEW_CLIENTS = "too_few_clients"
     BUDGET_EXHAUSTED = "budget_exhausted"
     FEDERATION_NOT_ACTIVE = "federation_not_active"
+    VERSION_PRUNED = "version_pruned"  # 410: the adapter version's vector is past `retain_versions`
     UNSUPPORTED_VERSION = "unsupported_version"
     CONFLICT = "conflict"
     STORE_UNAVAILABLE = "store_unavailable"  # 503: the state store is down; retry, nothing was written

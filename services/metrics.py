@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.messages import ErrorCode
+from services.store import StateStore, StoreError
 
 log = logging.getLogger("services.metrics")
 
@@ -139,6 +140,31 @@ class ServiceMetrics(Metrics):
             ["service", "federation", "outcome", "reason"],
             registry=self.registry,
         )
+
+        self.store_used_memory = Gauge(
+            "fedlora_store_used_memory_bytes",
+            "Memory the state store's data takes (Redis: INFO used_memory; memory store: an estimate of its "
+            "keys and values), sampled at each scrape",
+            ["service"],
+            registry=self.registry,
+        )
+        self.store_max_memory = Gauge(
+            "fedlora_store_max_memory_bytes",
+            "The state store's memory limit (Redis maxmemory); 0 when it has none",
+            ["service"],
+            registry=self.registry,
+        )
+
+    async def sample_store(self, store: StateStore) -> None:
+        """Set the store's memory gauges from `store` now (a scrape calls it before `exposition`); a store
+        that does not answer leaves them as they were (its own health check reports it)."""
+        try:
+            use = await store.memory_use()
+        except StoreError:
+            log.warning("could not read the state store's memory use", exc_info=True)
+            return
+        self.store_used_memory.labels(self.service).set(use.used_bytes)
+        self.store_max_memory.labels(self.service).set(use.max_bytes or 0)
 
     def request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         labels = (self.service, method, route, str(status))

@@ -92,6 +92,18 @@ class CloudSettings(ServiceSettings):
     )
     long_poll_s: float = Field(default=25.0, gt=0, le=300)
     deadline_check_s: float = Field(default=1.0, gt=0, le=60)
+    retain_round_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds a finished round's edge sums (late buckets, mask corrections, digests) are kept "
+        "after it closed or failed; its status, plan and ledger entry are kept for good",
+    )
+    retain_versions: int = Field(
+        default=8,
+        ge=1,
+        description="adapter vectors kept: the last N versions (the current one always); an older one answers "
+        "410 version_pruned, its meta and evaluation stay",
+    )
 
 
 class EdgeSettings(ServiceSettings):
@@ -108,6 +120,12 @@ class EdgeSettings(ServiceSettings):
         gt=0,
         le=3600,
         description="masking federations: longest each masking stage waits for hospitals that have not posted",
+    )
+    retain_round_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds a round's sum, manifest, plan and late buckets are kept once its forward has an "
+        "outcome (its single uploads are deleted then)",
     )
 
 

@@ -5,7 +5,8 @@ for `fedlora demo` and single-process tests, and `RedisStore`, for services that
 for several replicas of a service sharing one state. Keys come from `services.keyspace` only. Every write
 that must happen once goes through `set_if_absent` (`SET NX`), `transaction` (WATCH/MULTI/EXEC) or
 `hset_if_absent_with` (a hash field and plain keys in one WATCH/MULTI/EXEC), so a retried request never
-counts twice.
+counts twice. A transaction writes a value that must expire as `Expiring(value, ttl_s)`: the value and its
+TTL land in the same step (Redis `SET ... PX` inside the MULTI), so no crash leaves it without its TTL.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -26,7 +28,29 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-Updates = Mapping[str, bytes | None]  # key -> new value, None deletes
+
+@dataclass(frozen=True)
+class Expiring:
+    """A transaction's write of `value` that the store forgets `ttl_s` seconds later."""
+
+    value: bytes
+    ttl_s: float
+
+    def __post_init__(self) -> None:
+        if not self.ttl_s > 0:
+            raise ValueError(f"ttl_s must be positive, got {self.ttl_s}")
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """What the store holds in memory: Redis's `used_memory` and `maxmemory` (None: no limit), or the
+    memory store's estimate of the bytes of its keys and values."""
+
+    used_bytes: int
+    max_bytes: int | None
+
+
+Updates = Mapping[str, bytes | Expiring | None]  # key -> new value (with a TTL: `Expiring`), None deletes
 TransactionFn = Callable[[dict[str, bytes | None]], Updates | Awaitable[Updates]]
 
 
@@ -85,6 +109,19 @@ class StateStore(ABC):
         `keys` (as `transaction`): both or neither. False, with nothing written and `fn` not called, if the
         field exists; `fn` may raise to abort. A write to the hash `key` in between retries it, as one to
         `keys` does."""
+
+    @abstractmethod
+    async def expire(self, keys: Sequence[str], *, ttl_s: float) -> int:
+        """Give each of `keys` that exists (a value or a hash) a TTL of `ttl_s` seconds, replacing any it had
+        (Redis `PEXPIRE`); how many exist."""
+
+    @abstractmethod
+    async def ttl_s(self, key: str) -> float | None:
+        """Seconds until `key` expires; None if it has no TTL or does not exist (Redis `PTTL`)."""
+
+    @abstractmethod
+    async def memory_use(self) -> MemoryUse:
+        """The memory the store's data takes now, and its limit (for the services' `/metrics`)."""
 
     async def ping(self) -> bool:
         return True
@@ -201,6 +238,31 @@ class MemoryStore(StateStore):
         async with self._lock:
             return await self._apply(keys, fn)
 
+    async def expire(self, keys: Sequence[str], *, ttl_s: float) -> int:
+        async with self._lock:
+            found = 0
+            for key in keys:
+                self._expire(key)
+                if key in self._values or key in self._hashes:
+                    self._expiry[key] = self._clock() + ttl_s
+                    found += 1
+            return found
+
+    async def ttl_s(self, key: str) -> float | None:
+        async with self._lock:
+            self._expire(key)
+            deadline = self._expiry.get(key)
+            return None if deadline is None else deadline - self._clock()
+
+    async def memory_use(self) -> MemoryUse:
+        """An estimate: the bytes of every key, field and value (Python's own overhead left out)."""
+        async with self._lock:
+            values = sum(len(k) + len(v) for k, v in self._values.items())
+            hashes = sum(
+                len(k) + sum(len(f) + len(v) for f, v in fields.items()) for k, fields in self._hashes.items()
+            )
+            return MemoryUse(used_bytes=values + hashes, max_bytes=None)
+
     async def hset_if_absent_with(
         self, key: str, field: str, value: bytes, *, keys: Sequence[str], fn: TransactionFn
     ) -> bool:
@@ -223,6 +285,8 @@ class MemoryStore(StateStore):
             if value is None:
                 self._values.pop(key, None)
                 self._expiry.pop(key, None)
+            elif isinstance(value, Expiring):
+                self._set(key, value.value, value.ttl_s)
             else:
                 self._set(key, value, None)
         return updates
@@ -369,6 +433,8 @@ class RedisStore(StateStore):
                     for key, value in updates.items():
                         if value is None:
                             pipe.delete(key)
+                        elif isinstance(value, Expiring):
+                            pipe.set(key, value.value, px=_millis(value.ttl_s))
                         else:
                             pipe.set(key, value)
                     if hash_field is not None:
@@ -382,6 +448,25 @@ class RedisStore(StateStore):
             f"transaction on {watched} did not commit after {self._max_attempts} attempts "
             "(other writers kept changing the keys)"
         )
+
+    async def expire(self, keys: Sequence[str], *, ttl_s: float) -> int:
+        if not keys:
+            return 0
+        async with self._errors("PEXPIRE"), self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.pexpire(key, _millis(ttl_s) or 1)
+            return sum(bool(found) for found in await pipe.execute())
+
+    async def ttl_s(self, key: str) -> float | None:
+        async with self._errors(f"PTTL {key}"):
+            millis = int(await self._redis.pttl(key))
+        return None if millis < 0 else millis / 1000  # -1: no TTL, -2: no key
+
+    async def memory_use(self) -> MemoryUse:
+        async with self._errors("INFO memory"):
+            info = await self._redis.info("memory")
+        limit = int(info.get("maxmemory", 0))
+        return MemoryUse(used_bytes=int(info["used_memory"]), max_bytes=limit or None)
 
     async def ping(self) -> bool:
         try:
@@ -417,7 +502,7 @@ def _check_updates(keys: Sequence[str], updates: Updates) -> None:
         raise StoreError(f"transaction wrote keys it did not read: {sorted(unknown)}")
     for key, value in updates.items():
         if value is not None:
-            _check_bytes(key, value)
+            _check_bytes(key, value.value if isinstance(value, Expiring) else value)
 
 
 def _millis(ttl_s: float | None) -> int | None:

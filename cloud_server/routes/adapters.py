@@ -42,10 +42,11 @@ async def record_evaluation(
     "/{version}/vector",
     summary="The global adapter vector",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404, 422)},
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404, 410, 422)},
 )
 async def vector(fid: str, version: Version, _: MemberDep, adapters: AdaptersDep) -> Response:
-    """float32 little-endian, `FederationInfo.layout_size` values."""
+    """float32 little-endian, `FederationInfo.layout_size` values; 410 `version_pruned` for a version older
+    than the last `retain_versions`."""
     return Response(await adapters.vector(fid, version), media_type="application/octet-stream")
 
 
@@ -53,7 +54,7 @@ async def vector(fid: str, version: Version, _: MemberDep, adapters: AdaptersDep
     "/{version}",
     summary="The global adapter as a PEFT adapter (zip)",
     response_class=Response,
-    responses={200: {"content": {"application/zip": {}}}, **errors(401, 403, 404, 422)},
+    responses={200: {"content": {"application/zip": {}}}, **errors(401, 403, 404, 410, 422)},
 )
 async def peft_adapter(fid: str, version: Version, _: AdminOrClientDep, adapters: AdaptersDep) -> Response:
     """`adapter_config.json` + `adapter_model.safetensors` (loads with `peft.PeftModel.from_pretrained`) and

@@ -16,8 +16,9 @@ router = APIRouter(tags=["monitoring"])
     include_in_schema=True,
 )
 async def metrics(context: ContextDep) -> Response:
-    """Rounds, uploads, bytes, HE timings, privacy spent, clients per edge and HTTP requests. Counts
-    only: no client ids, no request paths (routes appear as their templates). Keep it off the public
-    network, as /healthz."""
+    """Rounds, uploads, bytes, HE timings, privacy spent, clients per edge, the state store's memory use and
+    HTTP requests. Counts only: no client ids, no request paths (routes appear as their templates). Keep it
+    off the public network, as /healthz."""
     await context.telemetry.refresh_enrolment()
+    await context.metrics.sample_store(context.store)
     return Response(context.metrics.exposition(), media_type=CONTENT_TYPE)

@@ -63,7 +63,9 @@ async def test_keys_and_redis_memory_stop_growing_after_the_retention_window(
 ) -> None:
     # Prepare: a cloud that keeps a finished round's sums for 1 ms and the last 2 adapter vectors.
     rng = np.random.default_rng(19)
-    async with running_cloud(retain_round_s=WINDOW_S, retain_versions=KEEP_VERSIONS) as cloud:
+    async with running_cloud(
+        store=state_store, retain_round_s=WINDOW_S, retain_versions=KEEP_VERSIONS
+    ) as cloud:
         fed = await Federation.create(cloud.http, small_spec(rounds=ROUNDS + 1))
         await fed.start(cloud.http)
         one_round = await fed.aggregate(cloud, "edge-1", 0, fed.deltas(rng)["edge-1"])
@@ -92,10 +94,12 @@ async def test_keys_and_redis_memory_stop_growing_after_the_retention_window(
             assert await cloud.store.get(keyspace.fed_adapter_meta(fed.fid, round_)) is not None
 
 
-async def test_a_pruned_version_answers_410_version_pruned_and_the_kept_ones_are_served() -> None:
+async def test_a_pruned_version_answers_410_version_pruned_and_the_kept_ones_are_served(
+    state_store: StateStore,
+) -> None:
     # Prepare: 4 rounds closed with the last 2 versions kept.
     rng = np.random.default_rng(20)
-    async with running_cloud(retain_versions=KEEP_VERSIONS) as cloud:
+    async with running_cloud(store=state_store, retain_versions=KEEP_VERSIONS) as cloud:
         fed = await Federation.create(cloud.http, small_spec(rounds=5))
         await fed.start(cloud.http)
         for round_ in range(4):
@@ -132,8 +136,9 @@ def memory_gauge(text: str) -> dict[str, float]:
     }
 
 
-async def test_the_memory_gauge_grows_when_a_big_value_is_stored() -> None:
-    async with running_cloud() as cloud:
+async def test_the_memory_gauge_grows_when_a_big_value_is_stored(state_store: StateStore) -> None:
+    async with running_cloud(store=state_store) as cloud:
+        await cloud.store.set("cloud:test:small", b"x")
         before = memory_gauge((await cloud.http.get("/metrics")).text)
         await cloud.store.set("cloud:test:big", np.random.default_rng(3).bytes(4_000_000))
         after = memory_gauge((await cloud.http.get("/metrics")).text)
