@@ -12,7 +12,8 @@ _DESCRIPTIONS = {
     403: "`forbidden`: the token's role may not do this",
     404: "`not_found` / `unknown_federation`",
     409: "`conflict`, `wrong_round`, `round_closed`, `wrong_basis`, `plan_mismatch` or `duplicate_upload`",
-    410: "`federation_not_active`: the federation has ended",
+    410: "`federation_not_active`: the federation has ended; on an adapter version, `version_pruned`: its vector "
+    "is past the cloud's `retain_versions`",
     413: "`payload_too_large`",
     422: "`invalid_request` naming the field, `too_few_clients`, `unknown_client`",
     503: "`store_unavailable`: the state store did not answer; nothing was written, retry after `Retry-After`",
