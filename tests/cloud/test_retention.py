@@ -9,12 +9,12 @@ import asyncio
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 
 from protocol.messages import ErrorCode
 from services import keyspace
 from services.store import StateStore
 from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec
+from tests.metrics_text import store_memory
 
 pytestmark = pytest.mark.anyio
 ROUNDS = 12
@@ -127,21 +127,12 @@ async def test_a_pruned_version_answers_410_version_pruned_and_the_kept_ones_are
         assert unknown.status_code == 404
 
 
-def memory_gauge(text: str) -> dict[str, float]:
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith("fedlora_store_")
-    }
-
-
 async def test_the_memory_gauge_grows_when_a_big_value_is_stored(state_store: StateStore) -> None:
     async with running_cloud(store=state_store) as cloud:
         await cloud.store.set("cloud:test:small", b"x")
-        before = memory_gauge((await cloud.http.get("/metrics")).text)
+        before = store_memory((await cloud.http.get("/metrics")).text)
         await cloud.store.set("cloud:test:big", np.random.default_rng(3).bytes(4_000_000))
-        after = memory_gauge((await cloud.http.get("/metrics")).text)
+        after = store_memory((await cloud.http.get("/metrics")).text)
 
     assert before["fedlora_store_used_memory_bytes"] > 0
     assert after["fedlora_store_used_memory_bytes"] - before["fedlora_store_used_memory_bytes"] >= 3_900_000

@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 
 from services import keyspace
 from services.store import StoreError
 from tests.edge.harness import EID, FID, World, into_round_one, running_edge
+from tests.metrics_text import store_memory
 
 pytestmark = pytest.mark.anyio
 WINDOW_S = 30.0
@@ -80,18 +80,10 @@ async def test_the_edge_memory_gauge_grows_when_a_big_value_is_stored(
 ) -> None:
     world = make_world(clients=3, k=2)
 
-    def gauge(text: str) -> dict[str, float]:
-        return {
-            sample.name: sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name.startswith("fedlora_store_")
-        }
-
     async with running_edge(world) as edge:
-        before = gauge((await edge.http.get("/metrics")).text)
+        before = store_memory((await edge.http.get("/metrics")).text)
         await world.store.set(f"edge:{EID}:{FID}:test:big", bytes(3_000_000))
-        after = gauge((await edge.http.get("/metrics")).text)
+        after = store_memory((await edge.http.get("/metrics")).text)
 
     assert before["fedlora_store_used_memory_bytes"] > 0
     assert after["fedlora_store_used_memory_bytes"] - before["fedlora_store_used_memory_bytes"] >= 2_900_000
