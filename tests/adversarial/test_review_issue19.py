@@ -4,13 +4,15 @@ Redis (tests/adversarial/conftest.py)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from cloud_server.rounds import RoundService
-from protocol.messages import RoundState
+from protocol.messages import LateUploadConfig, RoundState
 from services import keyspace
-from tests.cloud.harness import Federation, running_cloud, small_spec
+from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
 
@@ -52,3 +54,59 @@ async def test_an_aggregate_racing_a_stop_is_not_acknowledged_into_the_round_the
     assert status.state is RoundState.FAILED
     # Either refused, or (if acknowledged) not left out of the round it was stored in.
     assert forward.status_code != 202 and stored == {}, (forward.status_code, sorted(stored), status.edges)
+
+
+LATE_TOPOLOGY = {"edge-1": ("client-a", "client-b", "client-c", "client-d"), "edge-2": ("client-e", "client-f")}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fold_in leaves a late group out at close after the cloud answered 202 for the aggregate carrying it",
+)
+async def test_a_late_bucket_the_cloud_acknowledged_is_not_left_out_of_the_round_it_was_stored_in() -> None:
+    """Property: no aggregate (nor any bucket in it) answered 202 by the cloud is left out of the round it
+    was stored in; the commit writes nothing unless what it decrypted is exactly what the round holds.
+
+    Round 0 closes with a, b (edge-1) and e, f (edge-2). c (rank 2) and d (rank 1, its cap) upload for round 0
+    too late; edge-1 forwards them as a late bucket beside a and b in round 1. `receive` checks the bucket
+    (two hospitals, k = 2, both in round 0's plan, which publishes rank 2) and answers 202, claiming c and d
+    as counted for round 0. At close, `fold_in` finds that the bucket on its own reaches column 1 with one
+    hospital and leaves it out ("late uploads left out"): the round commits without it, the adapter has
+    none of c's and d's updates, and c and d can never be counted for round 0 again."""
+    rng = np.random.default_rng(41)
+    spec = small_spec(rounds=3, late_uploads=LateUploadConfig(max_staleness=2, decay=0.5))
+    ranks = {"client-a": 2, "client-b": 2, "client-c": 2, "client-d": 1, "client-e": 2, "client-f": 2}
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec, LATE_TOPOLOGY, max_ranks={"client-d": 1})
+        plan = await fed.start(cloud.http)
+        assert plan.published_rank == 2
+        on_time = {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}
+        for edge_id, ids in on_time.items():
+            body = await fed.aggregate(
+                cloud, edge_id, 0, {c: rng.normal(0, 0.01, LAYOUT_SIZE) for c in ids}, ranks=ranks
+            )
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        assert (await cloud.status(fed.fid, 0)).state is RoundState.CLOSED
+        late = {c: rng.normal(0, 0.01, LAYOUT_SIZE) for c in ("client-c", "client-d")}
+        body = await fed.aggregate(
+            cloud,
+            "edge-1",
+            1,
+            {c: rng.normal(0, 0.01, LAYOUT_SIZE) for c in on_time["edge-1"]},
+            ranks=ranks,
+            late={0: late},
+        )
+        forward = await fed.post(cloud.http, body)
+        assert forward.status_code == 202, forward.text
+        body = await fed.aggregate(
+            cloud, "edge-2", 1, {c: rng.normal(0, 0.01, LAYOUT_SIZE) for c in on_time["edge-2"]}, ranks=ranks
+        )
+        assert (await fed.post(cloud.http, body)).status_code == 202
+        status = await cloud.status(fed.fid, 1)
+        counted = await cloud.store.get(keyspace.fed_round_counted(fed.fid, 0))
+
+    assert status.state is RoundState.CLOSED
+    # c and d are claimed as counted for round 0 (a later bucket naming them is `duplicate_upload`) ...
+    assert counted is not None and {"client-c", "client-d"} <= set(json.loads(counted))
+    # ... yet the two acknowledged late uploads are in the round (or the round was not committed without them).
+    assert status.late_contributions == 2, (status.late_contributions, status.metrics)
