@@ -56,7 +56,10 @@ async def test_an_aggregate_racing_a_stop_is_not_acknowledged_into_the_round_the
     assert forward.status_code != 202 and stored == {}, (forward.status_code, sorted(stored), status.edges)
 
 
-LATE_TOPOLOGY = {"edge-1": ("client-a", "client-b", "client-c", "client-d"), "edge-2": ("client-e", "client-f")}
+LATE_TOPOLOGY = {
+    "edge-1": ("client-a", "client-b", "client-c", "client-d"),
+    "edge-2": ("client-e", "client-f"),
+}
 
 
 @pytest.mark.xfail(
@@ -138,7 +141,9 @@ async def test_the_sums_a_stopped_round_holds_count_against_the_decrypting_cloud
         assert stop.status_code == 200, stop.text
         assert (await cloud.status(fed.fid, 0)).state is RoundState.FAILED
         held = await cloud.store.hgetall(keyspace.fed_round_aggregates(fed.fid, 0))
-        report = PrivacyReport.model_validate_json((await cloud.http.get(f"/federations/{fed.fid}/privacy")).content)
+        report = PrivacyReport.model_validate_json(
+            (await cloud.http.get(f"/federations/{fed.fid}/privacy")).content
+        )
 
     assert sorted(held) == ["edge-1"]  # the cloud keeps the sum it can decrypt
     assert [r.released for r in report.central_rounds] == [False], report.central_rounds
