@@ -75,6 +75,16 @@ class StateStore(ABC):
     async def delete(self, *keys: str) -> int: ...
 
     @abstractmethod
+    async def delete_if_equals(self, key: str, value: bytes) -> bool:
+        """Delete `key` only if it holds `value` (a lease's holder releasing it, never its successor's).
+        True if this call deleted it."""
+
+    @abstractmethod
+    async def expire_if_equals(self, key: str, value: bytes, *, ttl_s: float) -> bool:
+        """Give `key` a TTL of `ttl_s` from now, only if it holds `value` (a lease's holder renewing it).
+        True if this call did; False if the key is gone or holds another value."""
+
+    @abstractmethod
     async def incr(self, key: str, by: int = 1) -> int: ...
 
     @abstractmethod
@@ -193,6 +203,23 @@ class MemoryStore(StateStore):
                 self._expiry.pop(key, None)
                 removed += int(found)
             return removed
+
+    async def delete_if_equals(self, key: str, value: bytes) -> bool:
+        _check_bytes(key, value)
+        async with self._lock:
+            if self._get(key) != value:
+                return False
+            self._values.pop(key, None)
+            self._expiry.pop(key, None)
+            return True
+
+    async def expire_if_equals(self, key: str, value: bytes, *, ttl_s: float) -> bool:
+        _check_bytes(key, value)
+        async with self._lock:
+            if self._get(key) != value:
+                return False
+            self._expiry[key] = self._clock() + ttl_s
+            return True
 
     async def incr(self, key: str, by: int = 1) -> int:
         async with self._lock:
@@ -369,6 +396,16 @@ class RedisStore(StateStore):
         async with self._errors("DEL"):
             return int(await self._redis.delete(*keys))
 
+    async def delete_if_equals(self, key: str, value: bytes) -> bool:
+        _check_bytes(key, value)
+        async with self._errors(f"DEL {key} if it holds the value"):
+            return bool(await self._redis.eval(_DELETE_IF_EQUALS, 1, key, value))
+
+    async def expire_if_equals(self, key: str, value: bytes, *, ttl_s: float) -> bool:
+        _check_bytes(key, value)
+        async with self._errors(f"PEXPIRE {key} if it holds the value"):
+            return bool(await self._redis.eval(_EXPIRE_IF_EQUALS, 1, key, value, _millis(ttl_s) or 1))
+
     async def incr(self, key: str, by: int = 1) -> int:
         async with self._errors(f"INCRBY {key}"):
             return int(await self._redis.incrby(key, by))
@@ -479,6 +516,23 @@ class RedisStore(StateStore):
 
     def describe(self) -> str:
         return redacted_url(self.url)
+
+
+# Compare-and-delete and compare-and-expire: one script each, so the check and the write are one step on the
+# server. No `#!lua` line: DEL and PEXPIRE still run when Redis is at `maxmemory` (a shebang script would be
+# refused then), so a closer can release its lease when the store is full.
+_DELETE_IF_EQUALS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_EXPIRE_IF_EQUALS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 
 
 def _raw(value: bytes | str | None) -> bytes | None:

@@ -6,6 +6,7 @@ import random
 import time
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from services.store import (
@@ -74,6 +75,47 @@ class StoreContract:
             assert await store.set_if_absent("nonce", b"2", ttl_s=5)  # expired, so writable again
             clock.advance(5)
             assert await store.get("short") is None
+
+        self.run(scenario())
+
+    def test_delete_if_equals_deletes_only_its_own_value(self, store):
+        # A lease's holder releases it; a holder whose lease lapsed and was taken by another does not.
+        async def scenario():
+            assert await store.set_if_absent("lease", b"token-a", ttl_s=60)
+            assert not await store.delete_if_equals("lease", b"token-b")
+            assert await store.get("lease") == b"token-a"
+            assert await store.delete_if_equals("lease", b"token-a")
+            assert await store.get("lease") is None
+            assert not await store.delete_if_equals("lease", b"token-a")  # gone: nothing to delete
+
+        self.run(scenario())
+
+    def test_expire_if_equals_renews_only_its_own_value(self, store):
+        async def scenario():
+            assert await store.set_if_absent("lease", b"token-a", ttl_s=60)
+            assert not await store.expire_if_equals("lease", b"token-b", ttl_s=600)
+            assert await store.expire_if_equals("lease", b"token-a", ttl_s=600)
+            assert await store.get("lease") == b"token-a"
+            assert not await store.expire_if_equals("missing", b"token-a", ttl_s=600)
+            assert await store.get("missing") is None  # renewing creates nothing
+
+        self.run(scenario())
+
+    def test_expire_if_equals_extends_the_ttl(self, store, clock):
+        if not self.clock_injectable:
+            pytest.skip("this store keeps the server's time; see test_expire_if_equals_in_real_time")
+
+        async def scenario():
+            assert await store.set_if_absent("lease", b"token-a", ttl_s=10)
+            clock.advance(8)
+            assert await store.expire_if_equals("lease", b"token-a", ttl_s=10)
+            clock.advance(8)  # 16 s after it was taken, 8 s after the renewal
+            assert await store.get("lease") == b"token-a"
+            assert not await store.expire_if_equals("lease", b"token-b", ttl_s=10)
+            clock.advance(3)  # the other holder's renewal did not extend it
+            assert await store.get("lease") is None
+            assert not await store.expire_if_equals("lease", b"token-a", ttl_s=10)  # lapsed: not renewed
+            assert await store.set_if_absent("lease", b"token-b", ttl_s=10)
 
         self.run(scenario())
 
@@ -379,6 +421,46 @@ class TestRedisStore(StoreContract):
             assert await store.get("forever") == b"y"
 
         self.run(scenario())
+
+    def test_expire_if_equals_in_real_time(self, store):
+        async def scenario():
+            assert await store.set_if_absent("lease", b"token-a", ttl_s=0.2)
+            assert await store.expire_if_equals("lease", b"token-a", ttl_s=60)
+            assert await store.set_if_absent("other", b"token-a", ttl_s=0.2)
+            assert not await store.expire_if_equals("other", b"token-b", ttl_s=60)
+            deadline = time.monotonic() + 5
+            while await store.get("other") is not None:
+                assert time.monotonic() < deadline, "a 0.2 s TTL did not expire within 5 s"
+                await asyncio.sleep(0.05)
+            assert await store.get("lease") == b"token-a"  # renewed to 60 s: still there
+
+        self.run(scenario())
+
+    def test_compare_and_delete_works_when_redis_is_full(self, store, redis_server):
+        # `maxmemory` reached with `noeviction` refuses every write that adds data; a lease's holder must
+        # still release (and renew) it, or the round waits out the whole TTL.
+        client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+
+        policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+
+        async def scenario():
+            assert await store.set_if_absent("lease", b"token-a", ttl_s=60)
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", 1)
+            try:
+                with pytest.raises(StoreError, match="maxmemory"):
+                    await store.set("more", b"x")
+                assert await store.expire_if_equals("lease", b"token-a", ttl_s=60)
+                assert await store.delete_if_equals("lease", b"token-a")
+            finally:
+                client.config_set("maxmemory", 0)
+                client.config_set("maxmemory-policy", policy)
+            assert await store.get("lease") is None
+
+        try:
+            self.run(scenario())
+        finally:
+            client.close()
 
     def test_scan_treats_glob_characters_literally(self, store):
         async def scenario():
