@@ -31,6 +31,13 @@ from datetime import datetime
 import numpy as np
 
 from cloud_server.central_ledger import Ledger, entry_for
+from cloud_server.close_attempts import (
+    CloseFailures,
+    ClosePolicy,
+    close_failures,
+    describe_error,
+    record_failure,
+)
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService, vector_from_bytes
@@ -71,6 +78,7 @@ from protocol.messages import (
 from protocol.strategies import strategy_for
 from services import keyspace
 from services.identity import SigningKey
+from services.lease import Lease, Pause
 from services.store import StateStore, Updates
 
 log = logging.getLogger("fedlora.cloud")
@@ -249,9 +257,14 @@ class RoundCloser:
         *,
         telemetry: CloudTelemetry,
         retention: Retention,
+        policy: ClosePolicy,
+        pause: Pause = asyncio.sleep,
     ) -> None:
+        """`pause` waits between renewals of the closing lease (tests pass one they drive)."""
         self._telemetry = telemetry
         self._retention = retention
+        self._policy = policy
+        self._pause = pause
         self._store = store
         self._federations = federations
         self._enrolment = enrolment
@@ -284,60 +297,131 @@ class RoundCloser:
         return held[0]
 
     async def close(self, fid: str, round_: int, now: datetime, *, why: str) -> None:
-        """Seal `round_` and close it with the aggregates it holds, unless another closer holds the lease or
-        already closed it (a round sealed with no aggregate is left to `fail`)."""
-        lease = keyspace.fed_round_closing(fid, round_)
-        if not await self._store.set_if_absent(
-            lease, now.isoformat().encode(), ttl_s=keyspace.ROUND_CLOSE_LEASE_TTL_S
-        ):
+        """Seal `round_` and close it with the aggregates it holds, unless another closer holds the lease,
+        already closed it, or the last failed attempt's back-off has not passed (a round sealed with no
+        aggregate is left to `fail`). A failed attempt (crypto errors aside) is recorded and logged; the
+        last one allowed fails the round."""
+        failures = await close_failures(self._store, fid, round_)
+        if failures is not None and now < failures.retry_at(self._policy):
+            return  # backing off after a failed attempt
+        lease = await Lease.take(
+            self._store,
+            keyspace.fed_round_closing(fid, round_),
+            ttl_s=self._policy.lease_ttl_s,
+            pause=self._pause,
+        )
+        if lease is None:
             return  # another closer is at work
-        try:
-            sealed = await self._seal(fid, round_, now)
-            if not sealed:
+        async with lease.renewed():
+            if failures is not None and failures.attempts >= self._policy.max_attempts:
+                await self._give_up(fid, round_, now, failures, lease)  # a previous give-up did not land
                 return
-            values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
-            if stored_digests(values) != sealed:
-                log.error(
-                    "round not closed: its stored aggregates differ from those recorded when it was sealed",
-                    extra={"federation_id": fid, "round": round_, "data": {"sealed": sorted(sealed)}},
+            try:
+                await self._close(fid, round_, now, why=why, lease=lease)
+            except CryptoError:
+                raise  # a wrong KEK (`KeyStoreError`): not the round's fault, so not counted against it
+            except Exception as e:
+                failures = await record_failure(self._store, fid, round_, now, e)
+                log.warning(
+                    "closing the round failed (attempt %d of %d): %s",
+                    failures.attempts,
+                    self._policy.max_attempts,
+                    failures.last_error,
+                    exc_info=e,
+                    extra={"federation_id": fid, "round": round_},
                 )
+                if failures.attempts >= self._policy.max_attempts:
+                    await self._give_up(fid, round_, now, failures, lease)
+
+    async def _close(self, fid: str, round_: int, now: datetime, *, why: str, lease: Lease) -> None:
+        sealed = await self._seal(fid, round_, now)
+        if not sealed:
+            return
+        values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
+        if stored_digests(values) != sealed:
+            log.error(
+                "round not closed: its stored aggregates differ from those recorded when it was sealed",
+                extra={"federation_id": fid, "round": round_, "data": {"sealed": sorted(sealed)}},
+            )
+            return
+        remaining: dict[str, bytes] = dict(values)
+        unmaskable: tuple[str, ...] = ()
+        while True:
+            prepared = await self._prepare(fid, round_, now, remaining, sealed, lease)
+            if prepared is None:
                 return
-            remaining: dict[str, bytes] = dict(values)
-            unmaskable: tuple[str, ...] = ()
-            while True:
-                prepared = await self._prepare(fid, round_, now, remaining, sealed)
-                if prepared is None:
-                    return
-                try:
-                    decrypted = await self._decrypt(fid, prepared, now, sealed)
-                except MaskedSumError as e:
-                    # Those edges' masks did not cancel (a forged or partial sum, a wrong correction): the
-                    # round closes from the other edges' sums, prepared again without them (noise, charge).
-                    log.warning(
-                        "edge sums that do not unmask were left out of the round",
-                        extra={"federation_id": fid, "round": round_, "data": {"edges": list(e.edges)}},
+            try:
+                decrypted = await self._decrypt(fid, prepared, now, sealed, lease)
+            except MaskedSumError as e:
+                # Those edges' masks did not cancel (a forged or partial sum, a wrong correction): the
+                # round closes from the other edges' sums, prepared again without them (noise, charge).
+                log.warning(
+                    "edge sums that do not unmask were left out of the round",
+                    extra={"federation_id": fid, "round": round_, "data": {"edges": list(e.edges)}},
+                )
+                unmaskable += e.edges
+                remaining = {edge: v for edge, v in remaining.items() if edge not in e.edges}
+                if not remaining:
+                    await self.fail(
+                        fid,
+                        round_,
+                        now,
+                        reason=str(e),
+                        forwarded=prepared.headers,
+                        sealed=sealed,
+                        lease=lease,
                     )
-                    unmaskable += e.edges
-                    remaining = {edge: v for edge, v in remaining.items() if edge not in e.edges}
-                    if not remaining:
-                        await self.fail(
-                            fid, round_, now, reason=str(e), forwarded=prepared.headers, sealed=sealed
-                        )
-                        return
-                    continue
-                break
-            if decrypted is not None:
-                result, metrics = decrypted
-                if unmaskable:
-                    result = dataclasses.replace(result, flagged=(*result.flagged, *unmaskable))
-                    metrics["edges_flagged"] = float(len(result.flagged))
-                release = await self._release(fid, prepared, result, metrics, now=now)
-                await self._commit(fid, release, sealed, why=why)
-        finally:
-            await self._store.delete(lease)
+                    return
+                continue
+            break
+        if decrypted is not None:
+            result, metrics = decrypted
+            if unmaskable:
+                result = dataclasses.replace(result, flagged=(*result.flagged, *unmaskable))
+                metrics["edges_flagged"] = float(len(result.flagged))
+            release = await self._release(fid, prepared, result, metrics, now=now)
+            await self._commit(fid, release, sealed, why=why, lease=lease)
+
+    async def _give_up(
+        self, fid: str, round_: int, now: datetime, failures: CloseFailures, lease: Lease
+    ) -> None:
+        """Fail `round_` after its last allowed close attempt failed, with the sums it holds and, where they
+        can still be computed, the noise they carry (for the ledger's charge)."""
+        sealed = await self._seal(fid, round_, now)
+        if sealed is None:
+            return  # over meanwhile
+        values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
+        reason = f"closing the round failed {failures.attempts} times; the last error: {failures.last_error}"
+        try:
+            prepared = await self._prepare(fid, round_, now, values, sealed, lease)
+        except Exception as e:
+            log.error(
+                "the failing round's noise could not be computed: no ledger entry for the sums it holds: %s",
+                describe_error(e),
+                extra={"federation_id": fid, "round": round_},
+            )
+            await self.fail(fid, round_, now, reason=reason, sealed=sealed, lease=lease)
+            return
+        if prepared is not None:
+            await self.fail(
+                fid,
+                round_,
+                now,
+                reason=reason,
+                forwarded=prepared.headers,
+                held=prepared.noise,
+                sealed=sealed,
+                lease=lease,
+            )
 
     async def _prepare(
-        self, fid: str, round_: int, now: datetime, values: Mapping[str, bytes], sealed: Mapping[str, str]
+        self,
+        fid: str,
+        round_: int,
+        now: datetime,
+        values: Mapping[str, bytes],
+        sealed: Mapping[str, str],
+        lease: Lease,
     ) -> PreparedRound | None:
         """What decrypting `round_` needs, with its noise; None, after failing the round if its release would
         pass the privacy budget, when it is not to be decrypted (or someone else closed it meanwhile)."""
@@ -401,12 +485,13 @@ class RoundCloser:
                 exhausted=True,
                 held=noise,
                 sealed=sealed,
+                lease=lease,
             )
             return None
         return prepared
 
     async def _decrypt(
-        self, fid: str, prepared: PreparedRound, now: datetime, sealed: Mapping[str, str]
+        self, fid: str, prepared: PreparedRound, now: datetime, sealed: Mapping[str, str], lease: Lease
     ) -> tuple[Aggregated, dict[str, float]] | None:
         """The round's next adapter and what decrypting it measured; None, after failing the round, when its
         sum does not decrypt."""
@@ -435,7 +520,9 @@ class RoundCloser:
             raise
         except CryptoError as e:
             reason = f"the sum of {len(headers)} edge aggregates did not decrypt: {e}"
-            await self.fail(fid, round_, now, reason=reason, forwarded=headers, held=noise, sealed=sealed)
+            await self.fail(
+                fid, round_, now, reason=reason, forwarded=headers, held=noise, sealed=sealed, lease=lease
+            )
             return None
         self._telemetry.decrypted(scheme.kind.value, result.decrypt_s)
         metrics = {
@@ -460,18 +547,25 @@ class RoundCloser:
             )
         return result, metrics
 
-    async def _commit(self, fid: str, release: Release, sealed: Mapping[str, str], *, why: str) -> None:
-        """Write what `round_outcome` decides for the decrypted round, in one transaction and only if the round
-        is still open on the adapter it was decrypted from and holds exactly the aggregates `sealed` (edge id
-        -> digest) it was decrypted from; then wake the long-polls and log it."""
+    async def _commit(
+        self, fid: str, release: Release, sealed: Mapping[str, str], *, why: str, lease: Lease
+    ) -> None:
+        """Write what `round_outcome` decides for the decrypted round, in one transaction and only if this
+        closer still holds the `lease`, the round is still open on the adapter it was decrypted from and holds
+        exactly the aggregates `sealed` (edge id -> digest) it was decrypted from; then wake the long-polls
+        and log it."""
         signer = await self._federations.plan_signer(fid)
         keys = commit_keys(fid, release)
         digests_key = keyspace.fed_round_aggregate_digests(fid, release.round)
         decided: list[RoundOutcome] = []
         stored: list[dict[str, str]] = []
+        lost: list[bool] = []
 
         def commit(current: dict[str, bytes | None]) -> Updates:
-            stored[:] = []
+            stored[:], lost[:] = [], []
+            if not lease.holds(current):
+                lost[:] = [True]  # it lapsed while we decrypted: its next holder closes the round
+                return {}
             record = FederationRecord.model_validate_json(current[keys.record] or b"")
             status = RoundStatus.model_validate_json(current[keys.status] or b"")
             if not still_open(release, record, status):
@@ -484,7 +578,12 @@ class RoundCloser:
             decided[:] = [outcome]
             return keys.writes(outcome, signer)
 
-        if not await self._store.transaction([*keys.all, digests_key], commit):
+        if not await self._store.transaction([*keys.all, digests_key, lease.key], commit):
+            if lost:
+                log.error(
+                    "round not committed: its closing lease lapsed while it was decrypted",
+                    extra={"federation_id": fid, "round": release.round},
+                )
             if stored:
                 log.error(
                     "round not committed: the aggregates it holds are not those it was decrypted from",
@@ -575,6 +674,7 @@ class RoundCloser:
         exhausted: bool = False,
         held: RoundNoise | None = None,
         sealed: Mapping[str, str] | None = None,
+        lease: Lease | None = None,
     ) -> bool:
         """Mark `round_` failed and open the next round from the same adapter, unless it is already over, and
         say whether this call failed it. `sealed`: the aggregates (edge id -> digest) the caller read after
@@ -583,7 +683,8 @@ class RoundCloser:
         `exhausted`: the round would have passed the privacy budget, so the federation ends instead
         (`budget_exhausted`, with `reason` on the record and the round), in the same transaction. `held`:
         the noise on the edge sums the cloud received; with distributed noise the ledger charges them to the
-        column against the decrypting cloud (it can decrypt them, released or not)."""
+        column against the decrypting cloud (it can decrypt them, released or not). `lease`: the closing
+        lease the caller holds; nothing is written unless it still does."""
         if sealed is None:
             sealed = await self._seal(fid, round_, now)
             if sealed is None:
@@ -606,6 +707,8 @@ class RoundCloser:
         basis_digest = await self._federations.basis_sha256(fid, seen.basis(spec))
 
         def commit(current: dict[str, bytes | None]) -> Updates:
+            if lease is not None and not lease.holds(current):
+                return {}  # the caller's lease lapsed: its next holder ends the round
             record = FederationRecord.model_validate_json(current[record_key] or b"")
             status = RoundStatus.model_validate_json(current[status_key] or b"")
             if status.state in FINAL_ROUND_STATES or record.ended or record.current_round != round_:
@@ -651,8 +754,9 @@ class RoundCloser:
                 record_key: record.model_copy(update={"current_round": round_ + 1}).dump(),
             }
 
+        fence = [lease.key] if lease is not None else []
         if not await self._store.transaction(
-            [record_key, status_key, ledger_key, digests_key, *next_keys], commit
+            [record_key, status_key, ledger_key, digests_key, *next_keys, *fence], commit
         ):
             return False
         self._board.publish(fid)

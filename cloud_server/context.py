@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud_server.adapters import AdapterService
+from cloud_server.close_attempts import ClosePolicy
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.federations import FederationService
 from cloud_server.plans import PlanBoard
@@ -56,6 +57,7 @@ def build_context(
         retention=Retention(
             store, RetentionPolicy(round_s=settings.retain_round_s, versions=settings.retain_versions)
         ),
+        closing=ClosePolicy.from_settings(settings),
     )
     return CloudContext(
         settings=settings,

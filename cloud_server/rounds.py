@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from cloud_server.close_attempts import ClosePolicy, close_failures
 from cloud_server.closing import RoundCloser, read_digests, stored_digests
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import BadRequestError, ConflictError, NotFoundError, UnauthenticatedError
@@ -83,6 +84,7 @@ class RoundService:
         long_poll_s: float,
         telemetry: CloudTelemetry,
         retention: Retention,
+        closing: ClosePolicy,
     ) -> None:
         self._store = store
         self._federations = federations
@@ -91,7 +93,13 @@ class RoundService:
         self._clock = clock
         self._long_poll_s = long_poll_s
         self._closer = RoundCloser(
-            store, federations, enrolment, board, telemetry=telemetry, retention=retention
+            store,
+            federations,
+            enrolment,
+            board,
+            telemetry=telemetry,
+            retention=retention,
+            policy=closing,
         )
 
     # -- reading --------------------------------------------------------------------------------------
@@ -118,7 +126,11 @@ class RoundService:
             state = RoundState.AGGREGATING
         else:
             state = RoundState.COLLECTING if forwarded else RoundState.OPEN
-        return with_progress(status, forwarded).model_copy(update={"state": state})
+        update: dict[str, object] = {"state": state}
+        failures = await close_failures(self._store, fid, round_)
+        if failures is not None:  # closing it failed: retrying, after a back-off
+            update |= {"close_attempts": failures.attempts, "close_error": failures.last_error}
+        return with_progress(status, forwarded).model_copy(update=update)
 
     async def statuses(self, fid: str, *, offset: int, limit: int) -> tuple[list[RoundStatus], int]:
         """A page of rounds, newest first, and how many rounds have opened so far (ids 0 to that - 1)."""

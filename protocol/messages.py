@@ -952,6 +952,15 @@ class RoundStatus(Message):
     stop_reason: str | None = Field(
         default=None, max_length=2000, description="why the federation ended with this round"
     )
+    close_attempts: int = Field(
+        default=0,
+        ge=0,
+        description="failed attempts to close the round so far (crypto errors aside); it is retried with "
+        "back-off and failed after CloudSettings.close_max_attempts",
+    )
+    close_error: str | None = Field(
+        default=None, max_length=2000, description="the last failed close attempt's error"
+    )
     duration_s: float | None = Field(
         default=None,
         ge=0.0,

@@ -114,7 +114,15 @@ def fed_validation(fid: str) -> str:
 
 
 def fed_round_closing(fid: str, round_: int) -> str:
-    return f"cloud:{fid}:round:{round_}:closing"  # lease (SET NX + TTL) held while one process closes
+    # The closing lease (services.lease): a holder's random token, SET NX with a TTL, renewed while it
+    # decrypts, deleted only by its holder; the commit writes nothing unless the key still holds its token.
+    return f"cloud:{fid}:round:{round_}:closing"
+
+
+def fed_round_close_failures(fid: str, round_: int) -> str:
+    # Json `cloud_server.close_attempts.CloseFailures`: how many attempts to close the round failed, when the
+    # last did and with which error (the back-off, and the round's failure after the last allowed attempt).
+    return f"cloud:{fid}:round:{round_}:close-failures"
 
 
 def fed_round_sealed(fid: str, round_: int) -> str:
@@ -136,7 +144,8 @@ def fed_round_noise_seed(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:noise-seed"
 
 
-# A closing lease outlives any decryption; if its holder dies, the round is closed by the next tick after it.
+# The closing lease's default TTL (`CloudSettings.close_lease_ttl_s`): its holder renews it every third of it
+# while it works; if the holder dies, the round is closed by the next deadline check after it lapses.
 ROUND_CLOSE_LEASE_TTL_S = 120.0
 
 

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from protocol.messages import Identifier
+from services import keyspace
 
 CONFIG_ENV = "FEDLORA_CONFIG"
 MIN_SECRET_CHARS = 16
@@ -103,6 +104,28 @@ class CloudSettings(ServiceSettings):
         ge=1,
         description="adapter vectors kept: the last N versions (the current one always); an older one answers "
         "410 version_pruned, its meta and evaluation stay",
+    )
+    close_lease_ttl_s: float = Field(
+        default=keyspace.ROUND_CLOSE_LEASE_TTL_S,
+        ge=1.0,
+        le=3600.0,
+        description="TTL of the lease a replica holds while it closes a round (renewed every third of it); "
+        "a replica that dies holding it delays the round's close by at most this long",
+    )
+    close_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="failed attempts to close a round (crypto errors aside) after which the round is failed",
+    )
+    close_retry_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600.0,
+        description="back-off after the first failed close attempt; it doubles after each further one",
+    )
+    close_retry_max_s: float = Field(
+        default=300.0, gt=0, le=86_400.0, description="the longest back-off between two close attempts"
     )
 
 
