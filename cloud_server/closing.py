@@ -2,9 +2,15 @@
 
 A round is closed by one store transaction that writes the new adapter, the closed status, the clients'
 stats, the next plan and the federation record together, and only if the round is still open: two closers
-(two requests, a request and the deadline check, or a restarted cloud) commit once. A lease (`SET NX` with
-a TTL) keeps a second closer from redoing the decryption while the first works; if the first dies, the
-lease lapses and the next deadline check finishes the round from the stored aggregates. Before anyone reads
+(two requests, a request and the deadline check, or a restarted cloud) commit once. A fenced lease
+(`services.lease`: a token per holder, `SET NX` with `CloudSettings.close_lease_ttl_s`) keeps a second closer
+from redoing the decryption while the first works: the holder renews it every third of its TTL, releases it
+only if it still holds its own token, and its commit (or `fail`) writes nothing unless the lease still
+holds that token, so a closer that stalled past the TTL neither publishes nor frees its successor's lease.
+If the holder dies, the lease lapses and the next deadline check finishes the round from the stored
+aggregates. A close attempt that raises anything but a crypto error is counted in the store
+(`close_attempts`) and retried after a doubling back-off; after `close_max_attempts` the round is failed
+with the last error as its reason (a wrong KEK is not counted: it is not the round's fault). Before anyone reads
 a round's aggregates to close or fail it, the round is sealed (`_seal`: one transaction that writes the seal
 and reads which sums the round holds); `receive` stores no sum into a sealed round (409), and the commit
 writes nothing unless the sums stored are exactly those it decrypted. The central noise
