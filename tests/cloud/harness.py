@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import secrets
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from pydantic import BaseModel
 
 from client_agent.update import contribution
 from cloud_server.app import create_app
+from cloud_server.closing import stored_digests
 from cloud_server.context import CloudContext
 from cloud_server.errors import NotFoundError
+from cloud_server.records import pack_aggregate
 from protocol.crypto import CKKSParams, HEScheme, scheme_from_public
 from protocol.messages import (
     ClientEnrolment,
@@ -36,6 +39,7 @@ from protocol.messages import (
     RoundStatus,
 )
 from protocol.reach import planned_hold
+from services import keyspace
 from services.identity import SigningKey
 from services.settings import CloudSettings
 from services.store import MemoryStore, StateStore
@@ -323,6 +327,22 @@ class Federation:
     ) -> httpx.Response:
         url = f"/federations/{self.fid}/rounds/{aggregate.round}/aggregates"
         return await post_model(http, url, aggregate, token=token or self.edges[aggregate.edge_id].token)
+
+    async def store_sums(
+        self, cloud: Cloud, round_: int, deltas: Mapping[str, Mapping[str, np.ndarray]]
+    ) -> None:
+        """Each edge's sum of `deltas` (edge id -> its clients' deltas) stored as `receive` stores it (HSETNX,
+        with its digest among the round's) and no close attempted: as if the process that stored them died
+        before closing the round."""
+        values = {}
+        for edge_id, edge_deltas in deltas.items():
+            aggregate = await self.aggregate(cloud, edge_id, round_, edge_deltas)
+            values[edge_id] = pack_aggregate(aggregate, received_at=cloud.clock())
+            assert await cloud.store.hset_if_absent(
+                keyspace.fed_round_aggregates(self.fid, round_), edge_id, values[edge_id]
+            )
+        digests = json.dumps(stored_digests(values)).encode()
+        await cloud.store.set(keyspace.fed_round_aggregate_digests(self.fid, round_), digests)
 
     def deltas(self, rng: np.random.Generator, *, scale: float = 0.01) -> dict[str, dict[str, np.ndarray]]:
         """Per edge, one random delta per client."""

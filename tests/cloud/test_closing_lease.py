@@ -5,7 +5,6 @@ until the test lets it go, so that a closer can be made to outlive its lease wit
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import threading
@@ -17,9 +16,8 @@ import pytest
 
 from cloud_server import closing
 from cloud_server.close_attempts import ClosePolicy
-from cloud_server.closing import RoundCloser, stored_digests
+from cloud_server.closing import RoundCloser
 from cloud_server.plans import PlanBoard
-from cloud_server.records import pack_aggregate
 from protocol.messages import FederationInfo, RoundState
 from services import keyspace
 from services.store import MemoryStore, StateStore
@@ -173,16 +171,7 @@ async def test_the_closer_renews_its_lease_while_it_decrypts(
             fed = await Federation.create(cloud.http, small_spec())
             await fed.start(cloud.http)
             deltas = fed.deltas(rng)
-            # Both sums stored as `receive` stores them, so that the closer below is the first to close.
-            values = {}
-            for edge_id in ("edge-1", "edge-2"):
-                aggregate = await fed.aggregate(cloud, edge_id, 0, deltas[edge_id])
-                values[edge_id] = pack_aggregate(aggregate, received_at=clock())
-                assert await store.hset_if_absent(
-                    keyspace.fed_round_aggregates(fed.fid, 0), edge_id, values[edge_id]
-                )
-            digests = json.dumps(stored_digests(values)).encode()
-            await store.set(keyspace.fed_round_aggregate_digests(fed.fid, 0), digests)
+            await fed.store_sums(cloud, 0, deltas)  # so that the closer below is the first to close
             context = cloud.context
             closer = RoundCloser(
                 store,

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import numpy as np
 import pytest
 
-from cloud_server.closing import stored_digests
-from cloud_server.records import pack_aggregate
 from protocol.messages import CentralDPConfig, FederationInfo, NoiseMechanism, RoundState
 from services import keyspace
 from services.store import StateStore
@@ -62,17 +59,8 @@ async def test_concurrent_closers_commit_the_round_once() -> None:
         fed = await Federation.create(cloud.http, small_spec())
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
-        # As if a process died right after storing both sums (HSETNX, with their digests) and before closing
-        # the round.
-        values = {}
-        for edge_id in ("edge-1", "edge-2"):
-            aggregate = await fed.aggregate(cloud, edge_id, 0, deltas[edge_id])
-            values[edge_id] = pack_aggregate(aggregate, received_at=cloud.clock())
-            assert await cloud.store.hset_if_absent(
-                keyspace.fed_round_aggregates(fed.fid, 0), edge_id, values[edge_id]
-            )
-        digests = json.dumps(stored_digests(values)).encode()
-        await cloud.store.set(keyspace.fed_round_aggregate_digests(fed.fid, 0), digests)
+        # As if a process died right after storing both sums and before closing the round.
+        await fed.store_sums(cloud, 0, deltas)
 
         await asyncio.gather(*(cloud.tick() for _ in range(4)))
 
