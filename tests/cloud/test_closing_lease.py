@@ -21,7 +21,7 @@ from cloud_server.plans import PlanBoard
 from protocol.messages import FederationInfo, RoundState
 from services import keyspace
 from services.store import MemoryStore, StateStore
-from tests.clock import FakeClock
+from tests.clock import FakeClock, Turns
 from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec, weighted_mean
 
 pytestmark = pytest.mark.anyio
@@ -65,22 +65,6 @@ class CountedDecryptions:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         return self._real(*args, **kwargs)
-
-
-class Turns:
-    """A lease renewer's pause that returns when the test gives it its turn."""
-
-    def __init__(self) -> None:
-        self._waiting: asyncio.Queue[asyncio.Event] = asyncio.Queue()
-
-    async def pause(self, seconds: float) -> None:
-        turn = asyncio.Event()
-        await self._waiting.put(turn)
-        await turn.wait()
-
-    async def next(self) -> asyncio.Event:
-        """The renewer's next pause, once it is in it (so the renewal before it is done)."""
-        return await asyncio.wait_for(self._waiting.get(), BOUND_S)
 
 
 def store_on(state_store: StateStore, clock: FakeClock) -> StateStore:
