@@ -18,6 +18,7 @@ from cloud_server import closing
 from cloud_server.close_attempts import ClosePolicy
 from cloud_server.closing import RoundCloser
 from cloud_server.plans import PlanBoard
+from cloud_server.retention import Retention, RetentionPolicy
 from protocol.messages import FederationInfo, RoundState
 from services import keyspace
 from services.store import MemoryStore, StateStore
@@ -163,6 +164,7 @@ async def test_the_closer_renews_its_lease_while_it_decrypts(
                 context.enrolment,
                 PlanBoard(),
                 telemetry=context.telemetry,
+                retention=Retention(store, RetentionPolicy(round_s=3600.0, versions=8)),
                 policy=policy,
                 pause=turns.pause if on_memory else asyncio.sleep,
             )
