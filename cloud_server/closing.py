@@ -10,7 +10,8 @@ holds that token, so a closer that stalled past the TTL neither publishes nor fr
 If the holder dies, the lease lapses and the next deadline check finishes the round from the stored
 aggregates. A close attempt that raises anything but a crypto error is counted in the store
 (`close_attempts`) and retried after a doubling back-off; after `close_max_attempts` the round is failed
-with the last error as its reason (a wrong KEK is not counted: it is not the round's fault). Before anyone reads
+with the last error as its reason (a wrong KEK is not counted: it is not the round's fault); an attempt the
+store refuses to count (Redis full) keeps the lease for its back-off instead. Before anyone reads
 a round's aggregates to close or fail it, the round is sealed (`_seal`: one transaction that writes the seal
 and reads which sums the round holds); `receive` stores no sum into a sealed round (409), and the commit
 writes nothing unless the sums stored are exactly those it decrypted. The central noise
@@ -85,7 +86,7 @@ from protocol.strategies import strategy_for
 from services import keyspace
 from services.identity import SigningKey
 from services.lease import Lease, Pause
-from services.store import StateStore, Updates
+from services.store import StateStore, StoreError, Updates
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -327,17 +328,46 @@ class RoundCloser:
             except CryptoError:
                 raise  # a wrong KEK (`KeyStoreError`): not the round's fault, so not counted against it
             except Exception as e:
-                failures = await record_failure(self._store, fid, round_, now, e)
-                log.warning(
-                    "closing the round failed (attempt %d of %d): %s",
-                    failures.attempts,
-                    self._policy.max_attempts,
-                    failures.last_error,
-                    exc_info=e,
-                    extra={"federation_id": fid, "round": round_},
-                )
-                if failures.attempts >= self._policy.max_attempts:
-                    await self._give_up(fid, round_, now, failures, lease)
+                await self._attempt_failed(fid, round_, now, e, before=failures, lease=lease)
+
+    async def _attempt_failed(
+        self,
+        fid: str,
+        round_: int,
+        now: datetime,
+        error: Exception,
+        *,
+        before: CloseFailures | None,
+        lease: Lease,
+    ) -> None:
+        """Count a failed close attempt and log it; after the last one allowed, fail the round. If the store
+        refuses to count it (Redis at `maxmemory` takes no new data), back off by keeping the lease, whose
+        TTL it still sets, for the delay this attempt would have earned."""
+        where = {"federation_id": fid, "round": round_}
+        try:
+            failures = await record_failure(self._store, fid, round_, now, error)
+        except StoreError as refused:
+            delay_s = self._policy.delay_s((before.attempts if before else 0) + 1)
+            lease.keep_for(delay_s)
+            log.warning(
+                "closing the round failed: %s; the store refused to count the attempt (%s): no close for %s s",
+                describe_error(error),
+                refused,
+                delay_s,
+                exc_info=error,
+                extra=where,
+            )
+            return
+        log.warning(
+            "closing the round failed (attempt %d of %d): %s",
+            failures.attempts,
+            self._policy.max_attempts,
+            failures.last_error,
+            exc_info=error,
+            extra=where,
+        )
+        if failures.attempts >= self._policy.max_attempts:
+            await self._give_up(fid, round_, now, failures, lease)
 
     async def _close(self, fid: str, round_: int, now: datetime, *, why: str, lease: Lease) -> None:
         sealed = await self._seal(fid, round_, now)

@@ -37,6 +37,7 @@ class Lease:
         self.ttl_s = ttl_s
         self._pause = pause
         self.lost = False  # a renewal found the key gone or another holder's
+        self._keep_s: float | None = None
 
     @classmethod
     async def take(
@@ -55,9 +56,17 @@ class Lease:
         """Whether the values a transaction read show the key still holds this holder's token."""
         return current.get(self.key) == self.token
 
+    def keep_for(self, seconds: float) -> None:
+        """At exit, leave the lease to lapse `seconds` from then instead of releasing it: nobody takes it
+        meanwhile (a back-off that needs no new data in the store, which a full Redis still grants)."""
+        if seconds <= 0:
+            raise ValueError(f"seconds must be positive, got {seconds}")
+        self._keep_s = seconds
+
     @contextlib.asynccontextmanager
     async def renewed(self) -> AsyncIterator[Lease]:
-        """Renew the lease every `ttl_s / 3` while the body runs; stop renewing and release it on exit."""
+        """Renew the lease every `ttl_s / 3` while the body runs; stop renewing and release it on exit
+        (or give it the TTL `keep_for` set)."""
         renewal = asyncio.create_task(self._renew())
         try:
             yield self
@@ -83,7 +92,10 @@ class Lease:
 
     async def _release(self) -> None:
         try:
-            await self._store.delete_if_equals(self.key, self.token)
+            if self._keep_s is not None:
+                await self._store.expire_if_equals(self.key, self.token, ttl_s=self._keep_s)
+            else:
+                await self._store.delete_if_equals(self.key, self.token)
         except StoreError as e:
             # Not raised over whatever ended the work: the lease lapses at its TTL instead.
             log.warning("lease %s not released (it lapses in at most %s s): %s", self.key, self.ttl_s, e)

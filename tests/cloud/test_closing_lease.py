@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 
 from cloud_server import closing
 from cloud_server.close_attempts import ClosePolicy
@@ -24,6 +25,7 @@ from services import keyspace
 from services.store import MemoryStore, StateStore
 from tests.clock import FakeClock, Turns
 from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec, weighted_mean
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 BOUND_S = 30.0  # the longest any step here may take before the test gives up
@@ -263,3 +265,57 @@ async def test_a_close_that_keeps_failing_backs_off_and_fails_the_round_after_th
         assert await state_store.get(keyspace.fed_round_closing(fed.fid, 0)) is None
         await cloud.tick()
         assert decryptions.calls == 3  # over: never decrypted again
+
+
+async def test_a_close_that_a_full_redis_refuses_holds_the_lease_for_its_back_off(
+    state_store: StateStore, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis at `maxmemory` with `noeviction` (as the Kubernetes manifests run it) refuses the commit, and
+    the write that would count the failed attempt: the closer keeps the lease for the attempt's back-off (a
+    TTL, which a full Redis still sets) instead of releasing it, so the next deadline check does not decrypt
+    again at once; once the back-off has passed and memory is free, the round closes."""
+    if isinstance(state_store, MemoryStore):
+        pytest.skip("maxmemory is Redis's")
+    rng = np.random.default_rng(10)
+    held = HeldDecryptions(closing.aggregate)
+    monkeypatch.setattr(closing, "aggregate", held)
+    admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    policy = admin.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        async with running_cloud(store=state_store, close_retry_s=1.0) as cloud:
+            fed = await Federation.create(cloud.http, small_spec())
+            await fed.start(cloud.http)
+            deltas = fed.deltas(rng)
+            lease_key = keyspace.fed_round_closing(fed.fid, 0)
+            first_sum = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
+            assert (await fed.post(cloud.http, first_sum)).status_code == 202
+            last_sum = await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"])
+            first = asyncio.create_task(fed.post(cloud.http, last_sum))  # its request closes the round
+            go = await held.next()
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", 1)  # full: every write that adds data is refused
+            try:
+                go.set()
+                assert (await first).status_code == 202
+                assert await state_store.get(lease_key) is not None  # kept for the back-off
+                await cloud.tick()
+                assert held.none_waiting()  # not decrypted again
+            finally:
+                admin.config_set("maxmemory", 0)
+                admin.config_set("maxmemory-policy", policy)
+            assert (await cloud.status(fed.fid, 0)).state is RoundState.AGGREGATING
+
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + BOUND_S
+            while await state_store.get(lease_key) is not None:  # the 1 s back-off
+                assert loop.time() < give_up, "the kept lease never lapsed"
+                await asyncio.sleep(0.05)
+            closed = asyncio.create_task(cloud.tick())
+            (await held.next()).set()
+            await closed
+            assert (await cloud.status(fed.fid, 0)).state is RoundState.CLOSED
+            expected = weighted_mean(deltas["edge-1"] | deltas["edge-2"])
+            assert np.max(np.abs(await cloud.vector(fed.fid, 1) - expected)) < 1e-6
+    finally:
+        held.let_all_go()
+        admin.close()

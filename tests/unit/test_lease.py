@@ -59,3 +59,22 @@ def test_a_lapsed_holder_stops_renewing_and_leaves_its_successors_lease() -> Non
 def test_a_lease_needs_a_positive_ttl() -> None:
     with pytest.raises(ValueError, match="ttl_s must be positive, got 0"):
         asyncio.run(Lease.take(MemoryStore(), "lease", ttl_s=0))
+
+
+def test_a_kept_lease_lapses_after_the_time_it_was_kept_for() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock.seconds)
+
+    async def scenario() -> None:
+        lease = await Lease.take(store, "lease", ttl_s=30.0, pause=Turns().pause)
+        assert lease is not None
+        async with lease.renewed():
+            lease.keep_for(5.0)
+        clock.advance(4.9)
+        assert await store.get("lease") == lease.token  # not released: kept
+        clock.advance(0.1)
+        assert await store.get("lease") is None
+        with pytest.raises(ValueError, match="seconds must be positive, got 0"):
+            lease.keep_for(0)
+
+    asyncio.run(scenario())
