@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import redis
@@ -88,6 +89,20 @@ async def lapse(store: StateStore, key: str, clock: FakeClock) -> None:
             await asyncio.sleep(0.01)
 
 
+async def closing_by_request(
+    cloud: Cloud, rng: np.random.Generator
+) -> tuple[Federation, dict[str, dict[str, np.ndarray]], asyncio.Task[httpx.Response]]:
+    """A started federation whose two edges forward round 0's sums: edge-1's answered, edge-2's request
+    running, which closes the round (each edge's clients' deltas, and that request)."""
+    fed = await Federation.create(cloud.http, small_spec())
+    await fed.start(cloud.http)
+    deltas = fed.deltas(rng)
+    first_sum = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
+    assert (await fed.post(cloud.http, first_sum)).status_code == 202
+    last_sum = await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"])
+    return fed, deltas, asyncio.create_task(fed.post(cloud.http, last_sum))
+
+
 async def info(cloud: Cloud, fid: str) -> FederationInfo:
     return FederationInfo.model_validate_json((await cloud.http.get(f"/federations/{fid}")).content)
 
@@ -104,14 +119,8 @@ async def test_a_closer_that_outlives_its_lease_neither_commits_nor_releases_its
     monkeypatch.setattr(closing, "aggregate", held)
     try:
         async with running_cloud(store=store, clock=clock) as cloud:
-            fed = await Federation.create(cloud.http, small_spec())
-            await fed.start(cloud.http)
-            deltas = fed.deltas(rng)
+            fed, deltas, first = await closing_by_request(cloud, rng)
             lease_key = keyspace.fed_round_closing(fed.fid, 0)
-            first_sum = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
-            assert (await fed.post(cloud.http, first_sum)).status_code == 202
-            last_sum = await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"])
-            first = asyncio.create_task(fed.post(cloud.http, last_sum))  # its request closes the round
             go_first = await held.next()
             first_lease = await store.get(lease_key)
 
@@ -283,14 +292,8 @@ async def test_a_close_that_a_full_redis_refuses_holds_the_lease_for_its_back_of
     policy = admin.config_get("maxmemory-policy")["maxmemory-policy"]
     try:
         async with running_cloud(store=state_store, close_retry_s=1.0) as cloud:
-            fed = await Federation.create(cloud.http, small_spec())
-            await fed.start(cloud.http)
-            deltas = fed.deltas(rng)
+            fed, deltas, first = await closing_by_request(cloud, rng)
             lease_key = keyspace.fed_round_closing(fed.fid, 0)
-            first_sum = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
-            assert (await fed.post(cloud.http, first_sum)).status_code == 202
-            last_sum = await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"])
-            first = asyncio.create_task(fed.post(cloud.http, last_sum))  # its request closes the round
             go = await held.next()
             admin.config_set("maxmemory-policy", "noeviction")
             admin.config_set("maxmemory", 1)  # full: every write that adds data is refused
