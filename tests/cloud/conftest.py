@@ -24,7 +24,10 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(autouse=True)
 def _every_cloud_on_the_state_store(request):
-    if "state_store" in request.fixturenames:
+    # `pytest_generate_tests` parametrizes `state_store` without adding it to the fixtures the test
+    # requested (`request.fixturenames`); its callspec names it.
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "state_store" in callspec.params:
         harness.default_store = request.getfixturevalue("state_store")
     yield
     harness.default_store = None

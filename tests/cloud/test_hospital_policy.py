@@ -9,6 +9,7 @@ Tried as a curious cloud would, with the federation's own plan key: a plan with 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -74,12 +75,17 @@ class Site:
         return signed(RoundPlan.model_validate(plan.model_dump() | changes), key)
 
 
+_sites = itertools.count()
+
+
 @asynccontextmanager
 async def hospital(
     tmp_path: Path, spec: FederationSpec, *, edge_url: str = EDGE_URL, **settings: Any
 ) -> AsyncIterator[Site]:
     """A cloud with `spec` created, edge-1 enrolled at `edge_url`, and hospital hosp-a's agent (not yet
-    enrolled) whose HTTP calls reach the cloud app in-process."""
+    enrolled) whose HTTP calls reach the cloud app in-process. Every call gets a federation of its own
+    (the test's clouds share one store)."""
+    spec = spec.model_copy(update={"federation_id": f"{spec.federation_id}-{next(_sites)}"})
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, spec, topology={})
         values: dict[str, Any] = {
