@@ -450,30 +450,19 @@ class RoundCloser:
                 lease=lease,
             )
 
-    async def _prepare(
+    async def _noise(
         self,
         fid: str,
         round_: int,
-        now: datetime,
+        spec: FederationSpec,
+        record: FederationRecord,
         values: Mapping[str, bytes],
-        sealed: Mapping[str, str],
-        lease: Lease,
-    ) -> PreparedRound | None:
-        """What decrypting `round_` needs, with its noise; None, after failing the round if its release would
-        pass the privacy budget, when it is not to be decrypted (or someone else closed it meanwhile)."""
-        spec = await self._federations.spec(fid)
-        record = await self._federations.record(fid)
-        if record.current_round != round_ or await self._is_over(fid, round_):
-            return None  # closed by someone else between our look and the lease
-        unpacked = [unpack_aggregate(values[edge_id]) for edge_id in sorted(values)]
+    ) -> tuple[dict[str, StoredAggregate], list[LateGroup], list[LateGroup], RoundNoise]:
+        """The edge sums `values` holds (edge id -> header), the late buckets that count and those left out, and
+        the noise the round's release carries."""
+        unpacked = (unpack_aggregate(values[edge_id]) for edge_id in sorted(values))
         headers = {header.edge_id: header for header, _ in unpacked}
         layout, _ = await self._federations.layout(fid)
-        previous_raw = await self._store.get(keyspace.fed_adapter(fid, record.adapter_version))
-        if previous_raw is None:
-            raise NotFoundError(
-                f"adapter version {record.adapter_version} of {fid!r} is missing from the store"
-            )
-        previous = vector_from_bytes(previous_raw, layout.size)
         plan = RoundPlan.model_validate_json(
             await self._store.get(keyspace.fed_round_plan(fid, round_)) or b""
         )
@@ -492,6 +481,32 @@ class RoundCloser:
             shares_planned=plan.noise_share.clients if plan.noise_share is not None else None,
             sums=[header.contributions for header in headers.values()],
         )
+        return headers, late, left_out, noise
+
+    async def _prepare(
+        self,
+        fid: str,
+        round_: int,
+        now: datetime,
+        values: Mapping[str, bytes],
+        sealed: Mapping[str, str],
+        lease: Lease,
+    ) -> PreparedRound | None:
+        """What decrypting `round_` needs, with its noise; None, after failing the round if its release would
+        pass the privacy budget, when it is not to be decrypted (or someone else closed it meanwhile)."""
+        spec = await self._federations.spec(fid)
+        record = await self._federations.record(fid)
+        if record.current_round != round_ or await self._is_over(fid, round_):
+            return None  # closed by someone else between our look and the lease
+        unpacked = [unpack_aggregate(values[edge_id]) for edge_id in sorted(values)]
+        layout, _ = await self._federations.layout(fid)
+        previous_raw = await self._store.get(keyspace.fed_adapter(fid, record.adapter_version))
+        if previous_raw is None:
+            raise NotFoundError(
+                f"adapter version {record.adapter_version} of {fid!r} is missing from the store"
+            )
+        previous = vector_from_bytes(previous_raw, layout.size)
+        headers, late, left_out, noise = await self._noise(fid, round_, spec, record, values)
         prepared = PreparedRound(
             spec,
             round_,
@@ -518,7 +533,7 @@ class RoundCloser:
                 now,
                 reason=over,
                 forwarded=headers,
-                exhausted=True,
+                ends=FederationState.BUDGET_EXHAUSTED,
                 held=noise,
                 sealed=sealed,
                 lease=lease,
@@ -699,6 +714,35 @@ class RoundCloser:
             },
         )
 
+    async def stop(self, fid: str, now: datetime) -> bool:
+        """The admin's stop, for the federation's open round: the round is sealed, so that no edge sum is
+        stored into it from now on, and failed in the same transaction that stops the federation, with the
+        sums it holds shown as forwarded and their noise charged, unreleased, against the decrypting cloud
+        (it holds them). False when there was no open round to end this way: the caller changes the
+        federation's state alone."""
+        record = await self._federations.record(fid)
+        if record.ended or record.current_round is None:
+            return False
+        round_ = record.current_round
+        sealed = await self._seal(fid, round_, now)
+        if sealed is None:
+            return False
+        values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
+        if stored_digests(values) != sealed:
+            return False  # only a foreign write into a sealed round does this; the caller fails it plainly
+        spec = await self._federations.spec(fid)
+        headers, _, _, noise = await self._noise(fid, round_, spec, record, values)
+        return await self.fail(
+            fid,
+            round_,
+            now,
+            reason="federation stopped",
+            forwarded=headers,
+            ends=FederationState.STOPPED,
+            held=noise,
+            sealed=sealed,
+        )
+
     async def fail(
         self,
         fid: str,
@@ -707,7 +751,7 @@ class RoundCloser:
         *,
         reason: str,
         forwarded: Mapping[str, StoredAggregate] | None = None,
-        exhausted: bool = False,
+        ends: FederationState | None = None,
         held: RoundNoise | None = None,
         sealed: Mapping[str, str] | None = None,
         lease: Lease | None = None,
@@ -716,8 +760,9 @@ class RoundCloser:
         say whether this call failed it. `sealed`: the aggregates (edge id -> digest) the caller read after
         sealing the round; None: the caller read none, so the round is sealed here and failed only if it
         holds none (an edge sum stored before the seal is the closer's to count);
-        `exhausted`: the round would have passed the privacy budget, so the federation ends instead
-        (`budget_exhausted`, with `reason` on the record and the round), in the same transaction. `held`:
+        `ends`: the federation ends instead of opening a round, in the same transaction, in that state
+        (`budget_exhausted`: the round would have passed the privacy budget; `stopped`: by the admin), with
+        `reason` on the record and the round. `held`:
         the noise on the edge sums the cloud received; with distributed noise the ledger charges them to the
         column against the decrypting cloud (it can decrypt them, released or not). `lease`: the closing
         lease the caller holds; nothing is written unless it still does."""
@@ -762,8 +807,8 @@ class RoundCloser:
                 ledger = Ledger.model_validate_json(raw) if raw else Ledger()
                 entry = entry_for(round_, held, [], 0.0).model_copy(update={"released": False})
                 charged[ledger_key] = Ledger(rounds=(*ledger.rounds, entry)).dump()
-            if exhausted:
-                stop = {"state": FederationState.BUDGET_EXHAUSTED, "reason": reason[:2000]}
+            if ends is not None:
+                stop = {"state": ends, "reason": reason[:2000]}
                 return charged | {
                     status_key: failed.model_copy(update={"stop_reason": reason[:2000]})
                     .model_dump_json()
@@ -798,6 +843,9 @@ class RoundCloser:
         self._board.publish(fid)
         await self._telemetry.round_ended(fid, round_)
         await self._retention.round_ended(fid, round_, adapter_version=seen.adapter_version)
-        what = "privacy budget exhausted: federation stopped" if exhausted else "round failed"
+        what = {
+            None: "round failed",
+            FederationState.BUDGET_EXHAUSTED: "privacy budget exhausted: federation stopped",
+        }.get(ends, "federation stopped; its open round failed")
         log.warning("%s: %s", what, reason, extra={"federation_id": fid, "round": round_})
         return True

@@ -51,6 +51,7 @@ from protocol.messages import (
     ClientInfo,
     EdgeAggregate,
     ErrorCode,
+    FederationInfo,
     FederationSpec,
     FederationState,
     RoundPlan,
@@ -101,6 +102,19 @@ class RoundService:
             retention=retention,
             policy=closing,
         )
+
+    async def stop(self, fid: str) -> FederationInfo:
+        """Stop `fid` for good. Its open round is sealed first and failed with the sums it holds, in the
+        transaction that stops the federation (`RoundCloser.stop`); an edge forwarding meanwhile is refused
+        (409 `round_closed`), never acknowledged into the failed round. 409 if it has already ended."""
+        record = await self._federations.record(fid)
+        if record.state in (FederationState.ACTIVE, FederationState.PAUSED) and await self._closer.stop(
+            fid, self._clock()
+        ):
+            self._board.publish(fid)
+            log.info("federation stopped", extra={"federation_id": fid})
+            return await self._federations.info(fid)
+        return await self._federations.stop(fid)
 
     # -- reading --------------------------------------------------------------------------------------
     async def plan(self, fid: str, round_: int) -> RoundPlan:

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from cloud_server.auth import AdminDep, MemberDep
-from cloud_server.deps import AdaptersDep, FederationsDep
+from cloud_server.deps import AdaptersDep, FederationsDep, RoundsDep
 from cloud_server.routes import errors
 from protocol.messages import (
     EnrolmentTokenRotation,
@@ -109,7 +109,9 @@ async def resume(fid: str, _: AdminDep, federations: FederationsDep) -> Federati
 
 
 @router.post("/{fid}/stop", summary="Stop for good", responses=errors(401, 403, 404, 409, 422))
-async def stop(fid: str, _: AdminDep, federations: FederationsDep) -> FederationInfo:
-    """The federation's state becomes `stopped` and its open round `failed` ("federation stopped"); plan
-    requests are answered 410 from then on. 409 if it has already ended."""
-    return await federations.stop(fid)
+async def stop(fid: str, _: AdminDep, rounds: RoundsDep) -> FederationInfo:
+    """The federation's state becomes `stopped` and its open round `failed` ("federation stopped"): the round
+    is sealed first, so an edge sum arriving meanwhile is refused (409 `round_closed`), and the sums it holds
+    are shown as forwarded and, with distributed noise, charged unreleased against the decrypting cloud.
+    Plan requests are answered 410 from then on. 409 if it has already ended."""
+    return await rounds.stop(fid)

@@ -17,10 +17,6 @@ from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_sp
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stop fails the open round without sealing it: a forward racing it is stored and answered 202",
-)
 async def test_an_aggregate_racing_a_stop_is_not_acknowledged_into_the_round_the_stop_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -115,10 +111,6 @@ async def test_a_late_bucket_the_cloud_acknowledged_is_not_left_out_of_the_round
     assert status.late_contributions == 2, (status.late_contributions, status.metrics)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stop fails a round holding edge sums without charging them to the ledger against the decrypting cloud",
-)
 async def test_the_sums_a_stopped_round_holds_count_against_the_decrypting_cloud() -> None:
     """Property: privacy accounting holds against the decrypting cloud: every edge sum the cloud holds and can
     decrypt is in the ledger's column against it, released or not (as `fail(held=...)` does for a round that
@@ -149,10 +141,6 @@ async def test_the_sums_a_stopped_round_holds_count_against_the_decrypting_cloud
     assert [r.released for r in report.central_rounds] == [False], report.central_rounds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stopped round's failed status is written from the stored status without the sums it holds",
-)
 async def test_a_stopped_round_s_status_shows_the_aggregates_it_acknowledged() -> None:
     """Property: an aggregate answered 202 is in the round or in a visible record of why not: the status of
     a round that ends failed names the edges whose sums it holds (`fail` writes `with_progress(status,
