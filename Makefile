@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium fuse demo view test test-fast lint format typecheck bench experiments clean
+.PHONY: install redis-server chromium fuse faketime soak demo view test test-fast lint format typecheck bench experiments clean
 
 install: $(STAMP)
 
@@ -48,6 +48,14 @@ fuse:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq fuse3 >/dev/null; }
 
+# libfaketime for the soak test (tests/e2e/test_soak.py): the edges' processes run with their wall clocks a
+# few seconds off the cloud's.
+faketime:
+	@test -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 || { \
+	  echo "installing Debian's faketime (skewed clocks in the soak test)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq faketime >/dev/null; }
+
 # The demo's cloud keeps its state in a redis-server under runs/demo/redis; `make view` serves it again
 # (dashboard and `fedlora status`) until Ctrl-C.
 demo: install redis-server
@@ -56,11 +64,15 @@ demo: install redis-server
 view: install redis-server
 	$(VENV)/bin/fedlora view runs/demo
 
-test: install redis-server chromium fuse
+test: install redis-server chromium fuse faketime
 	$(PY) -m pytest -q
 
 test-fast: install redis-server fuse
 	$(PY) -m pytest -q -m "not slow"
+
+# The soak test at its full length (`make test` runs it at 120 rounds).
+soak: install redis-server faketime
+	FEDLORA_SOAK_ROUNDS=300 $(PY) -m pytest -q -s tests/e2e/test_soak.py
 
 lint: install
 	$(VENV)/bin/lint-imports --no-cache
