@@ -1,0 +1,220 @@
+"""A hospital moved to another edge mid-round, and enrolments racing each other (issue 19, items 2 and 6).
+
+A hospital is in at most one edge's aggregate per round: the cloud checks a round's manifests against the
+edge each hospital was enrolled at when the round opened, and a move asked for while a round is open in which
+the hospital could contribute through its old edge takes effect when that round ends. Every test runs on the
+memory store and on a real Redis (tests/cloud/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+import httpx
+import numpy as np
+import pytest
+
+from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, Enrolled, IdentityKeys
+from services.identity import SigningKey
+from tests.cloud.harness import (
+    LAYOUT_SIZE,
+    Cloud,
+    Federation,
+    bearer,
+    post_model,
+    running_cloud,
+    small_spec,
+    weighted_mean,
+)
+
+pytestmark = pytest.mark.anyio
+
+CKKS_TOLERANCE = 1e-5
+TOPOLOGY = {
+    "edge-1": ("client-a", "client-b", "client-c"),
+    "edge-2": ("client-d", "client-e"),
+}
+HOSPITALS = tuple(cid for ids in TOPOLOGY.values() for cid in ids)
+
+
+def deltas_for(rng: np.random.Generator, ids: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {cid: rng.normal(0.0, 0.01, LAYOUT_SIZE) for cid in ids}
+
+
+async def move(cloud: Cloud, fed: Federation, client_id: str, edge_id: str) -> Enrolled:
+    """Re-enrol `client_id` (same key, same count) at `edge_id`, as its agent does once pointed there."""
+    info = (await cloud.context.enrolment.clients(fed.fid, with_stats=False))[client_id]
+    body = ClientEnrolment(
+        client_id=client_id, edge_id=edge_id, public_key=info.public_key, num_examples=info.num_examples
+    )
+    url = f"/federations/{fed.fid}/clients"
+    response = await post_model(cloud.http, url, body, token=fed.created.client_enrolment_token)
+    assert response.status_code == 200, response.text
+    return Enrolled.model_validate_json(response.content)
+
+
+async def staggered(n: int, request: Awaitable[httpx.Response]) -> httpx.Response:
+    """`request` sent `n % 5` event-loop steps after the others of its batch (no time passes): requests from
+    different hosts do not arrive in lock-step, and a batch that does would hide a read-modify-write race."""
+    for _ in range(n % 5):
+        await asyncio.sleep(0)
+    return await request
+
+
+async def listed(cloud: Cloud, fed: Federation) -> dict[str, ClientInfo]:
+    response = await cloud.http.get(f"/federations/{fed.fid}/clients")
+    assert response.status_code == 200, response.text
+    return {c.client_id: c for c in (ClientInfo.model_validate(x) for x in response.json())}
+
+
+async def identity_keys(cloud: Cloud, fed: Federation, edge_id: str) -> set[str]:
+    response = await cloud.http.get(f"/federations/{fed.fid}/identity-keys", params={"edge_id": edge_id})
+    assert response.status_code == 200, response.text
+    return set(IdentityKeys.model_validate_json(response.content).keys)
+
+
+@pytest.mark.parametrize("first", ["old-edge-first", "new-edge-first"])
+async def test_a_hospital_moved_mid_round_counts_once_through_its_old_edge(first: str) -> None:
+    """Property: a hospital re-enrolled at another edge while a round is open is in that round through its
+    old edge only, and moves when the round ends; no other hospital of either edge is lost.
+
+    Round 0 is open with a, b and c at edge-1 and d and e at edge-2. Hospital a uploads to edge-1, then
+    re-enrols at edge-2 and uploads there again; both edges forward a sum naming a. On main the move took
+    effect at once: edge-1's sum (a, b, c) was refused as naming a client of another edge, so b and c were
+    lost; now it is accepted, edge-2's sum naming a is refused naming a (`client_counted_elsewhere` once
+    edge-1 counted it, `unknown_client` before), and edge-2's sum without a closes the round with every
+    hospital once. The record shows the move pending, and from round 1 on a is edge-2's."""
+    rng = np.random.default_rng(91)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(rounds=3), TOPOLOGY)
+        await fed.start(cloud.http)
+        old = deltas_for(rng, TOPOLOGY["edge-1"])
+        new = deltas_for(rng, ("client-a", *TOPOLOGY["edge-2"]))
+        old_sum = await fed.aggregate(cloud, "edge-1", 0, old)
+
+        enrolled = await move(cloud, fed, "client-a", "edge-2")
+        during = (await listed(cloud, fed))["client-a"]
+        keys_during = {e: await identity_keys(cloud, fed, e) for e in TOPOLOGY}
+        new_sum = await fed.aggregate(cloud, "edge-2", 0, new)
+        if first == "old-edge-first":
+            accepted = await fed.post(cloud.http, old_sum)
+            refused = await fed.post(cloud.http, new_sum)
+        else:
+            refused = await fed.post(cloud.http, new_sum)
+            accepted = await fed.post(cloud.http, old_sum)
+        without_a = {cid: new[cid] for cid in TOPOLOGY["edge-2"]}
+        honest = await fed.post(cloud.http, await fed.aggregate(cloud, "edge-2", 0, without_a))
+        status = await cloud.status(fed.fid, 0)
+        after = await listed(cloud, fed)
+        keys_after = {e: await identity_keys(cloud, fed, e) for e in TOPOLOGY}
+        next_status = await cloud.status(fed.fid, 1)
+        round_1 = await fed.post(
+            cloud.http, await fed.aggregate(cloud, "edge-2", 1, deltas_for(rng, ("client-a", "client-d")))
+        )
+        vector = await cloud.vector(fed.fid, 1)
+
+    assert enrolled.edge_url == "http://edge-2.test:8710"
+    assert (during.edge_id, during.moving_to, during.moving_after_round) == ("edge-1", "edge-2", 0)
+    assert keys_during == {"edge-1": {"client-a", "client-b", "client-c"}, "edge-2": {"client-d", "client-e"}}
+    assert accepted.status_code == 202, accepted.text
+    body = refused.json()
+    if first == "old-edge-first":
+        assert (refused.status_code, body["code"]) == (409, "client_counted_elsewhere"), refused.text
+        assert body["detail"]["counted_at"] == {"client-a": "edge-1"}
+    else:
+        assert (refused.status_code, body["code"]) == (422, "unknown_client"), refused.text
+    assert (body["detail"]["client_ids"], body["detail"]["round"]) == (["client-a"], 0)
+    assert honest.status_code == 202, honest.text
+    assert status.state.value == "closed"
+    assert status.clients_contributed == len(HOSPITALS)
+    assert {cid: c.rounds_contributed for cid, c in after.items()} == dict.fromkeys(HOSPITALS, 1)
+    assert np.max(np.abs(vector - weighted_mean(old | without_a))) < CKKS_TOLERANCE
+    assert (after["client-a"].edge_id, after["client-a"].moving_to) == ("edge-2", None)
+    assert keys_after == {"edge-1": {"client-b", "client-c"}, "edge-2": {"client-a", "client-d", "client-e"}}
+    assert {e.edge_id: e.expected_clients for e in next_status.edges} == {"edge-1": 2, "edge-2": 3}
+    assert round_1.status_code == 202, round_1.text
+
+
+async def test_a_hospital_moves_at_once_while_no_round_is_open() -> None:
+    """Property: a move waits only for a round the hospital could contribute to; before the federation
+    starts (no round open) it takes effect at once, and moving back cancels a pending move."""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(rounds=3), TOPOLOGY)
+        await move(cloud, fed, "client-a", "edge-2")
+        before = (await listed(cloud, fed))["client-a"]
+        await fed.start(cloud.http)
+        await move(cloud, fed, "client-a", "edge-1")
+        pending = (await listed(cloud, fed))["client-a"]
+        await move(cloud, fed, "client-a", "edge-2")
+        cancelled = (await listed(cloud, fed))["client-a"]
+
+    assert (before.edge_id, before.moving_to, before.moving_after_round) == ("edge-2", None, None)
+    assert (pending.edge_id, pending.moving_to, pending.moving_after_round) == ("edge-2", "edge-1", 0)
+    assert (cancelled.edge_id, cancelled.moving_to, cancelled.moving_after_round) == ("edge-2", None, None)
+
+
+async def test_concurrent_enrolments_lose_nothing() -> None:
+    """Property: enrolments and the tokens they issue are written in one transaction each, so concurrent
+    requests lose no write: of a hospital's (and an edge's) concurrent re-enrolments exactly one token stays
+    live, and the record the cloud keeps is the one that live token's request asked for.
+
+    On main the record and the token pointer were separate read-modify-writes: on Redis, the last record
+    written and the last token issued belonged to different requests, so the live token's hospital was
+    recorded at another edge than the one its answer named (and an edge at another URL)."""
+    edges = {f"edge-{n}": () for n in range(1, 5)}
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(rounds=3), edges)
+        fid = fed.fid
+        keys = {cid: SigningKey.generate().public_bytes for cid in ("client-a", "client-b", "client-c")}
+        requests = [
+            ClientEnrolment(client_id=cid, edge_id=f"edge-{1 + n % 4}", public_key=key, num_examples=100)
+            for n in range(12)
+            for cid, key in keys.items()
+        ]
+        url = f"/federations/{fid}/clients"
+        token = fed.created.client_enrolment_token
+        answers = await asyncio.gather(
+            *(staggered(n, post_model(cloud.http, url, r, token=token)) for n, r in enumerate(requests))
+        )
+        edge_key = fed.edges["edge-1"].key.public_bytes
+        edge_requests = [
+            EdgeEnrolment(edge_id="edge-1", url=f"http://edge-1-{n}.test:8710", public_key=edge_key)
+            for n in range(12)
+        ]
+        url, token = f"/federations/{fid}/edges", fed.created.edge_enrolment_token
+        edge_answers = await asyncio.gather(
+            *(staggered(n, post_model(cloud.http, url, r, token=token)) for n, r in enumerate(edge_requests))
+        )
+        live: dict[str, list[ClientEnrolment | EdgeEnrolment]] = {}
+        for request, answer in [
+            *zip(requests, answers, strict=True),
+            *zip(edge_requests, edge_answers, strict=True),
+        ]:
+            assert answer.status_code in (200, 201), answer.text
+            token = Enrolled.model_validate_json(answer.content).api_token
+            probe = await cloud.http.get(
+                f"/federations/{fid}/identity-keys?edge_id=edge-1", headers=bearer(token)
+            )
+            if probe.status_code != 401:  # a live token of the wrong edge is 403, a revoked one 401
+                subject = request.client_id if isinstance(request, ClientEnrolment) else request.edge_id
+                live.setdefault(subject, []).append(request)
+        clients = await listed(cloud, fed)
+        stored_edge = await cloud.context.enrolment.edge(fid, "edge-1")
+
+    assert {subject: len(won) for subject, won in live.items()} == {
+        "client-a": 1,
+        "client-b": 1,
+        "client-c": 1,
+        "edge-1": 1,
+    }
+    for cid in keys:
+        (won,) = live[cid]
+        assert isinstance(won, ClientEnrolment) and clients[cid].edge_id == won.edge_id, (
+            cid,
+            won,
+            clients[cid],
+        )
+    (edge_won,) = live["edge-1"]
+    assert stored_edge is not None and isinstance(edge_won, EdgeEnrolment)
+    assert stored_edge.url == edge_won.url
