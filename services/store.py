@@ -537,7 +537,8 @@ class RedisStore(StateStore):
         while another writer changes one of them before its EXEC, up to `max_transaction_attempts` times."""
         for tries in range(self._max_attempts):
             try:
-                async with self._errors("a transaction"), self._redis.pipeline(transaction=True) as pipe:
+                what = f"a transaction on {list(watched)}"
+                async with self._errors(what), self._redis.pipeline(transaction=True) as pipe:
                     await pipe.watch(*watched)
                     return await attempt(pipe)
             except WatchError:

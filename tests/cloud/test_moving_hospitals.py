@@ -9,14 +9,14 @@ memory store and on a real Redis (tests/cloud/conftest.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import AsyncIterator
 
-import httpx
 import numpy as np
 import pytest
 
 from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, Enrolled, IdentityKeys
-from services.identity import SigningKey
+from services.store import RedisStore, StateStore
 from tests.cloud.harness import (
     LAYOUT_SIZE,
     Cloud,
@@ -52,14 +52,6 @@ async def move(cloud: Cloud, fed: Federation, client_id: str, edge_id: str) -> E
     response = await post_model(cloud.http, url, body, token=fed.created.client_enrolment_token)
     assert response.status_code == 200, response.text
     return Enrolled.model_validate_json(response.content)
-
-
-async def staggered(n: int, request: Awaitable[httpx.Response]) -> httpx.Response:
-    """`request` sent `n % 5` event-loop steps after the others of its batch (no time passes): requests from
-    different hosts do not arrive in lock-step, and a batch that does would hide a read-modify-write race."""
-    for _ in range(n % 5):
-        await asyncio.sleep(0)
-    return await request
 
 
 async def listed(cloud: Cloud, fed: Federation) -> dict[str, ClientInfo]:
@@ -154,67 +146,90 @@ async def test_a_hospital_moves_at_once_while_no_round_is_open() -> None:
     assert (cancelled.edge_id, cancelled.moving_to, cancelled.moving_after_round) == ("edge-2", None, None)
 
 
-async def test_concurrent_enrolments_lose_nothing() -> None:
-    """Property: enrolments and the tokens they issue are written in one transaction each, so concurrent
-    requests lose no write: of a hospital's (and an edge's) concurrent re-enrolments exactly one token stays
-    live, and the record the cloud keeps is the one that live token's request asked for.
+class StallingRedisStore(RedisStore):
+    """A cloud replica's store that stalls (a GC pause, a slow link) right after its first write to the hash
+    `key`, until `resume` is set; it sets `stalled` when it does. Redis itself is real."""
 
-    On main the record and the token pointer were separate read-modify-writes: on Redis, the last record
-    written and the last token issued belonged to different requests, so the live token's hospital was
-    recorded at another edge than the one its answer named (and an edge at another URL)."""
-    edges = {f"edge-{n}": () for n in range(1, 5)}
-    async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec(rounds=3), edges)
-        fid = fed.fid
-        keys = {cid: SigningKey.generate().public_bytes for cid in ("client-a", "client-b", "client-c")}
-        requests = [
-            ClientEnrolment(client_id=cid, edge_id=f"edge-{1 + n % 4}", public_key=key, num_examples=100)
-            for n in range(12)
-            for cid, key in keys.items()
-        ]
-        url = f"/federations/{fid}/clients"
-        token = fed.created.client_enrolment_token
-        answers = await asyncio.gather(
-            *(staggered(n, post_model(cloud.http, url, r, token=token)) for n, r in enumerate(requests))
-        )
-        edge_key = fed.edges["edge-1"].key.public_bytes
-        edge_requests = [
-            EdgeEnrolment(edge_id="edge-1", url=f"http://edge-1-{n}.test:8710", public_key=edge_key)
-            for n in range(12)
-        ]
-        url, token = f"/federations/{fid}/edges", fed.created.edge_enrolment_token
-        edge_answers = await asyncio.gather(
-            *(staggered(n, post_model(cloud.http, url, r, token=token)) for n, r in enumerate(edge_requests))
-        )
-        live: dict[str, list[ClientEnrolment | EdgeEnrolment]] = {}
-        for request, answer in [
-            *zip(requests, answers, strict=True),
-            *zip(edge_requests, edge_answers, strict=True),
-        ]:
-            assert answer.status_code in (200, 201), answer.text
-            token = Enrolled.model_validate_json(answer.content).api_token
-            probe = await cloud.http.get(
-                f"/federations/{fid}/identity-keys?edge_id=edge-1", headers=bearer(token)
+    def __init__(self, url: str, *, key: str) -> None:
+        super().__init__(url)
+        self.key = key
+        self.stalled = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def _errors(self, what: str) -> AsyncIterator[None]:
+        async with super()._errors(what):
+            yield
+        writes = what.startswith(("HSET ", "a transaction"))  # HSET, or a transaction that may write it
+        if writes and self.key in what and not self.stalled.is_set():
+            self.stalled.set()
+            await self.resume.wait()
+
+
+@pytest.mark.parametrize("who", ["hospital", "edge"])
+async def test_concurrent_enrolments_lose_nothing(who: str, state_store: StateStore) -> None:
+    """Property: an enrolment and the token it issues are written in one transaction, so concurrent
+    re-enrolments lose no write: of two re-enrolments of one hospital (or edge) at two cloud replicas on one
+    Redis, exactly one token stays live, and the record the cloud keeps is the one its request asked for.
+
+    One replica stalls right after writing the record, and the other enrols the same hospital (edge) again
+    meanwhile. On main the record and the token's pointer were separate writes: the second request's record
+    and the first request's token were last, so the hospital holding the live token was recorded at another
+    edge than its answer named (the edge at another URL than the one it gave)."""
+    if not isinstance(state_store, RedisStore):
+        pytest.skip("two cloud replicas share one Redis server")
+    roster = "cloud:fed-1:clients" if who == "hospital" else "cloud:fed-1:edges"
+    stalling = StallingRedisStore(state_store.url, key=roster)
+    topology = {"edge-1": ("client-a",), "edge-2": (), "edge-3": ()}
+    try:
+        async with running_cloud(store=state_store) as near, running_cloud(store=stalling) as far:
+            fed = await Federation.create(near.http, small_spec(rounds=3), topology)
+            client = (await near.context.enrolment.clients(fed.fid, with_stats=False))["client-a"]
+            edge_key = fed.edges["edge-1"].key.public_bytes
+
+            def request(n: int) -> ClientEnrolment | EdgeEnrolment:
+                if who == "hospital":
+                    return ClientEnrolment(
+                        client_id="client-a",
+                        edge_id=f"edge-{n}",
+                        public_key=client.public_key,
+                        num_examples=100,
+                    )
+                return EdgeEnrolment(
+                    edge_id="edge-1", url=f"http://edge-1-{n}.test:8710", public_key=edge_key
+                )
+
+            async def enrol(cloud: Cloud, body: ClientEnrolment | EdgeEnrolment) -> str:
+                role = "clients" if who == "hospital" else "edges"
+                token = (
+                    fed.created.client_enrolment_token
+                    if who == "hospital"
+                    else fed.created.edge_enrolment_token
+                )
+                answer = await post_model(cloud.http, f"/federations/{fed.fid}/{role}", body, token=token)
+                assert answer.status_code == 200, answer.text
+                return Enrolled.model_validate_json(answer.content).api_token
+
+            first = asyncio.ensure_future(enrol(far, request(2)))
+            await asyncio.wait_for(stalling.stalled.wait(), timeout=30)
+            second = await enrol(near, request(3))
+            stalling.resume.set()
+            tokens = {2: await first, 3: second}
+            live = []
+            for n, token in tokens.items():
+                probe = await near.http.get(
+                    f"/federations/{fed.fid}/identity-keys?edge_id=edge-1", headers=bearer(token)
+                )
+                if probe.status_code != 401:  # a live token is 200 (or 403 for another edge's); revoked: 401
+                    live.append(n)
+            stored = (
+                (await near.context.enrolment.clients(fed.fid, with_stats=False))["client-a"].edge_id
+                if who == "hospital"
+                else (await near.context.enrolment.edge(fed.fid, "edge-1") or pytest.fail("no edge-1")).url
             )
-            if probe.status_code != 401:  # a live token of the wrong edge is 403, a revoked one 401
-                subject = request.client_id if isinstance(request, ClientEnrolment) else request.edge_id
-                live.setdefault(subject, []).append(request)
-        clients = await listed(cloud, fed)
-        stored_edge = await cloud.context.enrolment.edge(fid, "edge-1")
+    finally:
+        await stalling.close()
 
-    assert {subject: len(won) for subject, won in live.items()} == {
-        "client-a": 1,
-        "client-b": 1,
-        "client-c": 1,
-        "edge-1": 1,
-    }
-    for cid in keys:
-        (won,) = live[cid]
-        assert isinstance(won, ClientEnrolment) and clients[cid].edge_id == won.edge_id, (
-            cid,
-            won,
-            clients[cid],
-        )
-    (edge_won,) = live["edge-1"]
-    assert stored_edge is not None and isinstance(edge_won, EdgeEnrolment)
-    assert stored_edge.url == edge_won.url
+    (won,) = live
+    asked = request(won)
+    assert stored == (asked.edge_id if isinstance(asked, ClientEnrolment) else asked.url)
