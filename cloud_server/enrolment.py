@@ -139,7 +139,7 @@ class EnrolmentService:
         for _ in range(MAX_ROUND_RACES):
             round_ = (await self._federations.record(fid)).current_round
             try:
-                created = await self._write_client(fid, info, token, round_=round_)
+                created, kept = await self._write_client(fid, info, token, round_=round_)
                 break
             except _RoundMovedOnError:
                 continue  # a round closed meanwhile: decide again against the one open now
@@ -150,26 +150,33 @@ class EnrolmentService:
             extra={"federation_id": fid, "client_id": request.client_id, "edge_id": request.edge_id},
         )
         enrolled = Enrolled(
-            federation_id=fid, subject=request.client_id, role=Role.CLIENT, api_token=token, edge_url=edge.url
+            federation_id=fid,
+            subject=request.client_id,
+            role=Role.CLIENT,
+            api_token=token,
+            edge_url=edge.url,
+            moving_after_round=kept.moving_after_round,
         )
         return enrolled, created
 
-    async def _write_client(self, fid: str, info: ClientInfo, token: str, *, round_: int | None) -> bool:
+    async def _write_client(
+        self, fid: str, info: ClientInfo, token: str, *, round_: int | None
+    ) -> tuple[bool, ClientInfo]:
         """Store `info` (placed against round `round_`, the current one) with its token, in one transaction
-        with the federation's record and the round's status; whether the client is new."""
+        with the federation's record and the round's status: (whether the client is new, the record kept)."""
         cid = info.client_id
         planned = round_ is not None and cid in (await self._plan(fid, round_)).client_ranks
         client_field = (keyspace.fed_clients(fid), cid)
         state_key = keyspace.fed_state(fid)
         status_key = keyspace.fed_round_status(fid, round_) if round_ is not None else None
-        created: list[bool] = []
+        kept: list[tuple[bool, ClientInfo]] = []
 
         def write(read: dict[HashField, bytes | None], current: dict[str, bytes | None]) -> Writes:
             if FederationRecord.model_validate_json(current[state_key] or b"").current_round != round_:
                 raise _RoundMovedOnError
             raw = read[client_field]
             if raw is None:
-                created[:] = [True]
+                kept[:] = [(True, info)]
                 return self._with_token(
                     fid, Role.CLIENT, cid, token, {client_field: info.model_dump_json().encode()}
                 )
@@ -177,8 +184,8 @@ class EnrolmentService:
             check_same_hospital(existing, info)
             status = current[status_key] if status_key is not None else None
             open_for_it = planned and not _over(status)
-            created[:] = [False]
             new = placed(existing, info, round_=round_, open_for_it=open_for_it)
+            kept[:] = [(False, new)]
             return self._with_token(
                 fid, Role.CLIENT, cid, token, {client_field: new.model_dump_json().encode()}
             )
@@ -189,7 +196,7 @@ class EnrolmentService:
             keyspace.fed_subject_token(fid, "client", cid),
         ]
         await self._store.fields_transaction([client_field, self._token_field(fid, token)], write, keys=keys)
-        return created[0]
+        return kept[0]
 
     async def _plan(self, fid: str, round_: int) -> RoundPlan:
         raw = await self._store.get(keyspace.fed_round_plan(fid, round_))

@@ -1242,6 +1242,12 @@ class Enrolled(Message):
     role: Role
     api_token: str = Field(min_length=16, max_length=256)
     edge_url: Url | None = None
+    moving_after_round: int | None = Field(
+        default=None,
+        ge=0,
+        description="a hospital's move to `edge_url` waits for this open round to end: it is in that round "
+        "through its previous edge only, and uploads to `edge_url` from the next round on",
+    )
 
 
 class EdgeInfo(Message):
