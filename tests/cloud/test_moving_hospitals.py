@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, Enrolled, IdentityKeys
+from protocol.messages import (
+    ClientEnrolment,
+    ClientInfo,
+    EdgeEnrolment,
+    Enrolled,
+    IdentityKeys,
+    LateUploadConfig,
+)
 from services.store import RedisStore, StateStore
 from tests.cloud.harness import (
     LAYOUT_SIZE,
@@ -126,6 +133,38 @@ async def test_a_hospital_moved_mid_round_counts_once_through_its_old_edge(first
     assert keys_after == {"edge-1": {"client-b", "client-c"}, "edge-2": {"client-a", "client-d", "client-e"}}
     assert {e.edge_id: e.expected_clients for e in next_status.edges} == {"edge-1": 2, "edge-2": 3}
     assert round_1.status_code == 202, round_1.text
+
+
+async def test_a_late_upload_made_before_a_move_is_still_its_old_edges() -> None:
+    """Property: a late bucket is checked against the edge each hospital had in the round it trained for, so
+    an upload a hospital made at its old edge before moving still counts once, there, after the move.
+
+    Hospital a (edge-1) moves to edge-2 while round 0 is open; its round-0 upload reached edge-1 too late
+    for round 0's sum (b's too), and edge-1 forwards both in round 1 as round 0's late bucket, when a is
+    already edge-2's. On main the bucket was refused (a "enrolled at edge-2") with edge-1's whole round-1 sum."""
+    rng = np.random.default_rng(92)
+    topology = {
+        "edge-1": ("client-a", "client-b", "client-c", "client-f"),
+        "edge-2": ("client-d", "client-e"),
+    }
+    spec = small_spec(rounds=3, late_uploads=LateUploadConfig(max_staleness=1, decay=0.5))
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec, topology)
+        await fed.start(cloud.http)
+        await move(cloud, fed, "client-a", "edge-2")
+        for edge_id, ids in (("edge-1", ("client-c", "client-f")), ("edge-2", ("client-d", "client-e"))):
+            answer = await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas_for(rng, ids)))
+            assert answer.status_code == 202, answer.text
+        late = deltas_for(rng, ("client-a", "client-b"))
+        body = await fed.aggregate(
+            cloud, "edge-1", 1, deltas_for(rng, ("client-c", "client-f")), late={0: late}
+        )
+
+        answer = await fed.post(cloud.http, body)
+        after = await listed(cloud, fed)
+
+    assert answer.status_code == 202, answer.text
+    assert after["client-a"].edge_id == "edge-2"
 
 
 async def test_a_hospital_moves_at_once_while_no_round_is_open() -> None:
