@@ -332,12 +332,7 @@ class MemoryStore(StateStore):
                     self._hashes.get(key, {}).pop(name, None)
                 else:
                     self._hashes.setdefault(key, {})[name] = bytes(value)
-            for key, value in updates.items():
-                if value is None:
-                    self._values.pop(key, None)
-                    self._expiry.pop(key, None)
-                else:
-                    self._set(key, value, None)
+            self._write(updates)
 
     async def _apply(self, keys: Sequence[str], fn: TransactionFn) -> Updates:
         """`fn`'s writes on `keys`, under the lock the caller holds."""
@@ -345,6 +340,10 @@ class MemoryStore(StateStore):
         result = fn(current)
         updates = await result if isinstance(result, Awaitable) else result
         _check_updates(keys, updates)
+        self._write(updates)
+        return updates
+
+    def _write(self, updates: Updates) -> None:
         for key, value in updates.items():
             if value is None:
                 self._values.pop(key, None)
@@ -353,7 +352,6 @@ class MemoryStore(StateStore):
                 self._set(key, value.value, value.ttl_s)
             else:
                 self._set(key, value, None)
-        return updates
 
 
 class RedisStore(StateStore):

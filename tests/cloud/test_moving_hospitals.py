@@ -21,11 +21,10 @@ from protocol.messages import (
     EdgeEnrolment,
     Enrolled,
     IdentityKeys,
-    LateUploadConfig,
 )
 from services.store import RedisStore, StateStore
+from tests.adversarial.test_cloud_acceptance import CKKS_TOLERANCE, LATE, deltas_for
 from tests.cloud.harness import (
-    LAYOUT_SIZE,
     Cloud,
     Federation,
     bearer,
@@ -37,16 +36,11 @@ from tests.cloud.harness import (
 
 pytestmark = pytest.mark.anyio
 
-CKKS_TOLERANCE = 1e-5
 TOPOLOGY = {
     "edge-1": ("client-a", "client-b", "client-c"),
     "edge-2": ("client-d", "client-e"),
 }
 HOSPITALS = tuple(cid for ids in TOPOLOGY.values() for cid in ids)
-
-
-def deltas_for(rng: np.random.Generator, ids: tuple[str, ...]) -> dict[str, np.ndarray]:
-    return {cid: rng.normal(0.0, 0.01, LAYOUT_SIZE) for cid in ids}
 
 
 async def move(cloud: Cloud, fed: Federation, client_id: str, edge_id: str) -> Enrolled:
@@ -147,7 +141,7 @@ async def test_a_late_upload_made_before_a_move_is_still_its_old_edges() -> None
         "edge-1": ("client-a", "client-b", "client-c", "client-f"),
         "edge-2": ("client-d", "client-e"),
     }
-    spec = small_spec(rounds=3, late_uploads=LateUploadConfig(max_staleness=1, decay=0.5))
+    spec = small_spec(rounds=3, late_uploads=LATE)
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, spec, topology)
         await fed.start(cloud.http)
