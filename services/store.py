@@ -3,9 +3,10 @@
 Two implementations share one contract (tests/contract/test_store_contract.py): `MemoryStore`, embedded,
 for `fedlora demo` and single-process tests, and `RedisStore`, for services that must survive a crash and
 for several replicas of a service sharing one state. Keys come from `services.keyspace` only. Every write
-that must happen once goes through `set_if_absent` (`SET NX`), `transaction` (WATCH/MULTI/EXEC) or
-`hset_if_absent_with` (a hash field and plain keys in one WATCH/MULTI/EXEC), so a retried request never
-counts twice. A transaction writes a value that must expire as `Expiring(value, ttl_s)`: the value and its
+that must happen once goes through `set_if_absent` (`SET NX`), `transaction` (WATCH/MULTI/EXEC),
+`hset_if_absent_with` (a hash field and plain keys in one WATCH/MULTI/EXEC) or `fields_transaction` (a
+read-modify-write of hash fields and plain keys), so a retried request never counts twice and concurrent
+ones lose no write. A transaction writes a value that must expire as `Expiring(value, ttl_s)`: the value and its
 TTL land in the same step (Redis `SET ... PX` inside the MULTI), so no crash leaves it without its TTL.
 """
 
@@ -140,6 +141,8 @@ class StateStore(ABC):
     @abstractmethod
     async def memory_use(self) -> MemoryUse:
         """The memory the store's data takes now, and its limit (for the services' `/metrics`)."""
+
+    @abstractmethod
     async def fields_transaction(
         self, fields: Sequence[HashField], fn: FieldsTransactionFn, *, keys: Sequence[str] = ()
     ) -> None:
