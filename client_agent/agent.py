@@ -258,6 +258,15 @@ class ClientAgent:
                 limit=pinned,
             )
         self.state.api_token, self.state.edge_url = enrolled.api_token, edge_url
+        if enrolled.moving_after_round is not None:
+            # The cloud counts this hospital at its previous edge until that round is over: sit it out here
+            # (what it uploaded there before the move is counted there).
+            last = self.state.last_round
+            self.state.last_round = max(enrolled.moving_after_round, -1 if last is None else last)
+            log.info(
+                "moving to this edge after the open round",
+                extra={"round": enrolled.moving_after_round, "data": {"edge": self.settings.edge_id}},
+            )
         self.state.save(self.state_path)
         cloud.set_token(enrolled.api_token)
         log.info(

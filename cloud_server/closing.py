@@ -677,7 +677,8 @@ class RoundCloser:
             noise=prepared.noise,
             metrics=metrics,
             layout=layout,
-            clients=await self._enrolment.clients(fid, with_stats=False),
+            # As of the next round, which they are asked to join: moves that waited for this one are done.
+            clients=await self._enrolment.clients(fid, with_stats=False, round_=prepared.round + 1),
             basis_sha256=await self._federations.basis_sha256(fid, seen.basis(spec)),
             bases=(
                 seeded_bases(layout, in_features, seed=spec.seed, basis_version=spec.basis_version)
@@ -777,7 +778,7 @@ class RoundCloser:
                 )
                 return False
         spec = await self._federations.spec(fid)
-        clients = await self._enrolment.clients(fid, with_stats=False)
+        clients = await self._enrolment.clients(fid, with_stats=False, round_=round_ + 1)
         record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
         digests_key = keyspace.fed_round_aggregate_digests(fid, round_)
         next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]

@@ -12,15 +12,65 @@ import logging
 
 from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.federations import FederationService
-from cloud_server.records import ClientStats, TokenRecord
+from cloud_server.records import FINAL_ROUND_STATES, ClientStats, FederationRecord, TokenRecord
 from protocol.ffa import initial_rank
-from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, EdgeInfo, Enrolled, Role
+from protocol.messages import (
+    ClientEnrolment,
+    ClientInfo,
+    EdgeEnrolment,
+    EdgeInfo,
+    Enrolled,
+    Role,
+    RoundPlan,
+    RoundStatus,
+)
 from services import keyspace
 from services.clock import Clock
 from services.identity import new_token, token_digest
-from services.store import StateStore
+from services.store import FieldUpdates, HashField, StateStore, StoreError, Updates
 
 log = logging.getLogger("fedlora.cloud")
+
+Writes = tuple[FieldUpdates, Updates]
+# How often an enrolment decides again because a round closed between its read and its write.
+MAX_ROUND_RACES = 16
+
+
+class _RoundMovedOnError(Exception):
+    """The current round changed between an enrolment's read of it and its transaction."""
+
+
+def _over(status: bytes | None) -> bool:
+    return status is None or RoundStatus.model_validate_json(status).state in FINAL_ROUND_STATES
+
+
+def check_same_hospital(existing: ClientInfo, request: ClientInfo) -> None:
+    """Raise unless a re-enrolment is the enrolled hospital's: the same key, and the same noisy count."""
+    cid = existing.client_id
+    if existing.public_key != request.public_key:
+        raise ConflictError(f"client {cid!r} is enrolled with another public key", field="public_key")
+    if existing.num_examples != request.num_examples:
+        # A hospital releases its noisy count once; another one means it drew again (its state folder
+        # was lost), a second release of its data the federation would not see charged.
+        raise ConflictError(
+            f"client {cid!r} enrolled with {existing.num_examples} examples, not {request.num_examples}: a "
+            "hospital's count is released once; restore its state folder",
+            field="num_examples",
+        )
+
+
+def placed(existing: ClientInfo, request: ClientInfo, *, round_: int | None, open_for_it: bool) -> ClientInfo:
+    """The record a re-enrolment leaves: `request` (with the first enrolment's time) at the edge it names,
+    at once if no round the hospital was asked to join is open (`open_for_it`); otherwise at the edge it has
+    in round `round_`, moving after it, so that it is in that round through one edge only, the one whose
+    cohort and plan it was counted in when the round opened. Naming its current edge again cancels a move."""
+    now = existing.at_round(round_) if round_ is not None else existing
+    kept = request.model_copy(update={"enrolled_at": existing.enrolled_at})
+    if request.edge_id == now.edge_id or not open_for_it:
+        return kept
+    return kept.model_copy(
+        update={"edge_id": now.edge_id, "moving_to": request.edge_id, "moving_after_round": round_}
+    )
 
 
 class EnrolmentService:
@@ -36,25 +86,38 @@ class EnrolmentService:
         info = EdgeInfo(
             edge_id=request.edge_id, url=request.url, public_key=request.public_key, enrolled_at=self._clock()
         )
-        key = keyspace.fed_edges(fid)
-        created = await self._store.hset_if_absent(key, request.edge_id, info.model_dump_json().encode())
-        if not created:
-            existing = await self.edge(fid, request.edge_id)
-            if existing is None or existing.public_key != request.public_key:
+        token = new_token()
+        edge_field = (keyspace.fed_edges(fid), request.edge_id)
+        created: list[bool] = []
+
+        def write(read: dict[HashField, bytes | None], _: dict[str, bytes | None]) -> Writes:
+            raw = read[edge_field]
+            existing = EdgeInfo.model_validate_json(raw) if raw is not None else None
+            if existing is not None and existing.public_key != request.public_key:
                 raise ConflictError(
                     f"edge {request.edge_id!r} is enrolled with another public key", field="public_key"
                 )
-            if existing.url != request.url:
-                updated = existing.model_copy(update={"url": request.url})
-                await self._store.hset(key, request.edge_id, updated.model_dump_json().encode())
-        token = await self._issue_token(fid, Role.EDGE, request.edge_id)
+            created[:] = [existing is None]
+            kept = info if existing is None else existing.model_copy(update={"url": request.url})
+            return self._with_token(
+                fid, Role.EDGE, request.edge_id, token, {edge_field: kept.model_dump_json().encode()}
+            )
+
+        await self._store.fields_transaction(
+            [edge_field, self._token_field(fid, token)],
+            write,
+            keys=[keyspace.fed_subject_token(fid, Role.EDGE.value, request.edge_id)],
+        )
         log.info(
-            "edge enrolled" if created else "edge re-enrolled",
+            "edge enrolled" if created[0] else "edge re-enrolled",
             extra={"federation_id": fid, "edge_id": request.edge_id},
         )
-        return Enrolled(federation_id=fid, subject=request.edge_id, role=Role.EDGE, api_token=token), created
+        enrolled = Enrolled(federation_id=fid, subject=request.edge_id, role=Role.EDGE, api_token=token)
+        return enrolled, created[0]
 
     async def enrol_client(self, fid: str, request: ClientEnrolment) -> tuple[Enrolled, bool]:
+        """(the answer, whether the client is new). A re-enrolment at another edge while a round the hospital
+        was asked to join is open leaves the move pending until that round is over (`placed`)."""
         await self._federations.require_running(fid)
         spec = await self._federations.spec(fid)
         edge = await self.edge(fid, request.edge_id)
@@ -72,42 +135,85 @@ class EnrolmentService:
             max_rank=min(request.max_rank or spec.r_max, spec.r_max),
             enrolled_at=self._clock(),
         )
-        key = keyspace.fed_clients(fid)
-        created = await self._store.hset_if_absent(key, request.client_id, info.model_dump_json().encode())
-        if not created:
-            existing = (await self.clients(fid, with_stats=False)).get(request.client_id)
-            if existing is None or existing.public_key != request.public_key:
-                raise ConflictError(
-                    f"client {request.client_id!r} is enrolled with another public key", field="public_key"
-                )
-            if existing.num_examples != request.num_examples:
-                # A hospital releases its noisy count once; another one means it drew again (its state folder
-                # was lost), a second release of its data the federation would not see charged.
-                raise ConflictError(
-                    f"client {request.client_id!r} enrolled with {existing.num_examples} examples, not "
-                    f"{request.num_examples}: a hospital's count is released once; restore its state folder",
-                    field="num_examples",
-                )
-            updated = info.model_copy(update={"enrolled_at": existing.enrolled_at})
-            await self._store.hset(key, request.client_id, updated.model_dump_json().encode())
-        token = await self._issue_token(fid, Role.CLIENT, request.client_id)
+        token = new_token()
+        for _ in range(MAX_ROUND_RACES):
+            round_ = (await self._federations.record(fid)).current_round
+            try:
+                created, kept = await self._write_client(fid, info, token, round_=round_)
+                break
+            except _RoundMovedOnError:
+                continue  # a round closed meanwhile: decide again against the one open now
+        else:
+            raise StoreError(f"the rounds of {fid!r} moved on {MAX_ROUND_RACES} times during one enrolment")
         log.info(
             "client enrolled" if created else "client re-enrolled",
             extra={"federation_id": fid, "client_id": request.client_id, "edge_id": request.edge_id},
         )
         enrolled = Enrolled(
-            federation_id=fid, subject=request.client_id, role=Role.CLIENT, api_token=token, edge_url=edge.url
+            federation_id=fid,
+            subject=request.client_id,
+            role=Role.CLIENT,
+            api_token=token,
+            edge_url=edge.url,
+            moving_after_round=kept.moving_after_round,
         )
         return enrolled, created
 
-    async def _issue_token(self, fid: str, role: Role, subject: str) -> str:
-        token = new_token()
-        digest = token_digest(token)
-        record = TokenRecord(role=role, subject=subject)
-        await self._store.hset(keyspace.fed_tokens(fid), digest, record.dump())
-        # The subject's pointer decides which of its tokens is live: moving it revokes the previous one.
-        await self._store.set(keyspace.fed_subject_token(fid, role.value, subject), digest.encode())
-        return token
+    async def _write_client(
+        self, fid: str, info: ClientInfo, token: str, *, round_: int | None
+    ) -> tuple[bool, ClientInfo]:
+        """Store `info` (placed against round `round_`, the current one) with its token, in one transaction
+        with the federation's record and the round's status: (whether the client is new, the record kept)."""
+        cid = info.client_id
+        planned = round_ is not None and cid in (await self._plan(fid, round_)).client_ranks
+        client_field = (keyspace.fed_clients(fid), cid)
+        state_key = keyspace.fed_state(fid)
+        status_key = keyspace.fed_round_status(fid, round_) if round_ is not None else None
+        kept: list[tuple[bool, ClientInfo]] = []
+
+        def write(read: dict[HashField, bytes | None], current: dict[str, bytes | None]) -> Writes:
+            if FederationRecord.model_validate_json(current[state_key] or b"").current_round != round_:
+                raise _RoundMovedOnError
+            raw = read[client_field]
+            if raw is None:
+                kept[:] = [(True, info)]
+                return self._with_token(
+                    fid, Role.CLIENT, cid, token, {client_field: info.model_dump_json().encode()}
+                )
+            existing = ClientInfo.model_validate_json(raw)
+            check_same_hospital(existing, info)
+            status = current[status_key] if status_key is not None else None
+            open_for_it = planned and not _over(status)
+            new = placed(existing, info, round_=round_, open_for_it=open_for_it)
+            kept[:] = [(False, new)]
+            return self._with_token(
+                fid, Role.CLIENT, cid, token, {client_field: new.model_dump_json().encode()}
+            )
+
+        keys = [
+            state_key,
+            *([status_key] if status_key else []),
+            keyspace.fed_subject_token(fid, "client", cid),
+        ]
+        await self._store.fields_transaction([client_field, self._token_field(fid, token)], write, keys=keys)
+        return kept[0]
+
+    async def _plan(self, fid: str, round_: int) -> RoundPlan:
+        raw = await self._store.get(keyspace.fed_round_plan(fid, round_))
+        if raw is None:
+            raise StoreError(f"round {round_} of {fid!r} is current but has no plan")
+        return RoundPlan.model_validate_json(raw)
+
+    @staticmethod
+    def _token_field(fid: str, token: str) -> HashField:
+        return keyspace.fed_tokens(fid), token_digest(token)
+
+    def _with_token(self, fid: str, role: Role, subject: str, token: str, fields: FieldUpdates) -> Writes:
+        """`fields` with the writes that issue `token` to `subject`: its record under its digest, and the
+        subject's pointer, which decides which of its tokens is live (moving it revokes the previous one)."""
+        field = self._token_field(fid, token)
+        pointer = keyspace.fed_subject_token(fid, role.value, subject)
+        return {**fields, field: TokenRecord(role=role, subject=subject).dump()}, {pointer: field[1].encode()}
 
     async def token_subject(self, fid: str, digest: str) -> TokenRecord | None:
         """Who a live API token stands for, or None (unknown or revoked)."""
@@ -129,12 +235,17 @@ class EnrolmentService:
         return [EdgeInfo.model_validate_json(raw[eid]) for eid in sorted(raw)]
 
     async def clients(
-        self, fid: str, *, edge_id: str | None = None, with_stats: bool = True
+        self, fid: str, *, edge_id: str | None = None, with_stats: bool = True, round_: int | None = None
     ) -> dict[str, ClientInfo]:
-        """Enrolled clients by id (at `edge_id` only, if given), with their participation when `with_stats`."""
+        """Enrolled clients by id as of round `round_` (default: the current one; `ClientInfo.at_round`), at
+        `edge_id` only if given, with their participation when `with_stats`."""
         await self._federations.spec(fid)
+        if round_ is None:
+            round_ = (await self._federations.record(fid)).current_round
         raw = await self._store.hgetall(keyspace.fed_clients(fid))
         clients = {cid: ClientInfo.model_validate_json(raw[cid]) for cid in sorted(raw)}
+        if round_ is not None:
+            clients = {cid: info.at_round(round_) for cid, info in clients.items()}
         current = await self._store.get(keyspace.fed_ranks(fid))
         if current is not None:  # ranks the policy has grown since enrolment
             for cid, rank in json.loads(current).items():

@@ -1,7 +1,8 @@
 """The checks on an edge's manifest before its sum is accepted: who is inside it, and enough of them.
 
 The cloud decrypts only a total of sums whose signed manifests each name at least `k` distinct clients
-enrolled at that edge and asked to join the round, never anything a single client could be singled out in.
+enrolled at that edge for the round (a move asked for while a round is open takes effect after it:
+`ClientInfo.at_round`) and asked to join the round, never anything a single client could be singled out in.
 Every line is signed by the client it names, for its federation and round (`Contribution.signing_payload`),
 so an edge cannot fill a manifest with clients that never uploaded to it.
 """
@@ -83,7 +84,7 @@ def check_contributions(
     field: str = "contributions",
 ) -> None:
     """The checks of `check_manifest` on one list of contributions, made for `plan`'s round; errors name
-    `field`."""
+    `field`. `clients` are the records as of that round or an earlier one (each is read `at_round`)."""
     ids = [c.client_id for c in contributions]
     if len(set(ids)) != len(ids):
         raise InvalidRequestError("the manifest names a client more than once", field=field)
@@ -103,11 +104,18 @@ def check_contributions(
             raise InvalidRequestError(
                 f"client {cid!r} is not enrolled", code=ErrorCode.UNKNOWN_CLIENT, field=where
             )
-        if info.edge_id != edge_id:
+        at_round = info.at_round(plan.round)
+        if at_round.edge_id != edge_id:
+            moving = (
+                f" (its move to {at_round.moving_to!r} takes effect after round {at_round.moving_after_round})"
+                if at_round.moving_to is not None
+                else ""
+            )
             raise InvalidRequestError(
-                f"client {cid!r} is enrolled at edge {info.edge_id!r}, not {edge_id!r}",
+                f"client {cid!r} is edge {at_round.edge_id!r}'s in round {plan.round}, not {edge_id!r}'s{moving}",
                 code=ErrorCode.UNKNOWN_CLIENT,
                 field=where,
+                detail={"client_ids": [cid], "round": plan.round},
             )
         check_line_signature(
             contribution, info, federation_id=plan.federation_id, round_=plan.round, field=f"{field}.{index}"

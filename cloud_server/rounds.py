@@ -39,11 +39,13 @@ from cloud_server.retention import Retention
 from cloud_server.round_outcome import with_progress
 from cloud_server.telemetry import CloudTelemetry
 from protocol.acceptance import (
+    CountedElsewhereError,
     CountedTwiceError,
     CountMismatchError,
     ReplayedCiphertextError,
     Sum,
     check_count,
+    check_not_counted,
     claim,
 )
 from protocol.crypto import CiphertextError, EncryptedVector
@@ -67,6 +69,18 @@ from services.identity import IdentityError, verify
 from services.store import StateStore, Updates
 
 log = logging.getLogger("fedlora.cloud")
+
+
+def counted_twice(error: CountedTwiceError) -> ConflictError:
+    """409 for a hospital already counted for its round: `client_counted_elsewhere` where another edge
+    counted it (a masked or encrypted sum cannot drop one hospital, so the whole sum is refused and its edge
+    forwards again without it), `duplicate_upload` where this edge did."""
+    code = (
+        ErrorCode.CLIENT_COUNTED_ELSEWHERE
+        if isinstance(error, CountedElsewhereError)
+        else ErrorCode.DUPLICATE_UPLOAD
+    )
+    return ConflictError(str(error), code=code, field=error.field, detail=error.detail)
 
 
 def _headers(values: Mapping[str, bytes]) -> dict[str, StoredAggregate]:
@@ -176,7 +190,7 @@ class RoundService:
     async def start(self, fid: str) -> RoundPlan:
         spec = await self._federations.spec(fid)
         record = await self._federations.require_running(fid)
-        clients = await self._enrolment.clients(fid, with_stats=False)
+        clients = await self._enrolment.clients(fid, with_stats=False, round_=0)
         now = self._clock()
         plan, status = open_round(
             spec,
@@ -277,7 +291,10 @@ class RoundService:
                 field="basis_version",
             )
         self._check_plan_digest(agg.plan_sha256, plan, field="plan_sha256", edge_id=edge_id)
-        clients = await self._enrolment.clients(fid, with_stats=False)
+        await self._check_not_counted(fid, agg)
+        # As of the earliest round a sum is for: `check_contributions` reads each record at its sum's round.
+        earliest = min((round_, *(bucket.origin_round for bucket in agg.late)))
+        clients = await self._enrolment.clients(fid, with_stats=False, round_=earliest)
         check_manifest(
             agg,
             plan=plan,
@@ -311,6 +328,26 @@ class RoundService:
             # The aggregate is stored: the deadline check closes the round once it can.
             log.exception("closing the round failed", extra={"federation_id": fid, "round": round_})
         return await self.status(fid, round_), True
+
+    async def _check_not_counted(self, fid: str, agg: EdgeAggregate) -> None:
+        """Refuse early (409 `client_counted_elsewhere` or `duplicate_upload`) a sum naming a hospital already
+        counted for its round; `_store_once` checks it again atomically with the store."""
+        parts = [("contributions", agg.round, agg.contributions)]
+        parts += [
+            (f"late.{i}.contributions", b.origin_round, b.contributions) for i, b in enumerate(agg.late)
+        ]
+        for field, origin, contributions in parts:
+            counted = json.loads(await self._store.get(keyspace.fed_round_counted(fid, origin)) or b"{}")
+            try:
+                check_not_counted(
+                    tuple(c.client_id for c in contributions),
+                    origin_round=origin,
+                    edge_id=agg.edge_id,
+                    counted=counted,
+                    field=field,
+                )
+            except CountedTwiceError as e:
+                raise counted_twice(e) from e
 
     @staticmethod
     def _sealed(fid: str, round_: int) -> ConflictError:
@@ -500,9 +537,7 @@ class RoundService:
             except ReplayedCiphertextError as e:
                 raise ConflictError(str(e), code=ErrorCode.REPLAY, field=e.field, detail=e.detail) from e
             except CountedTwiceError as e:
-                raise ConflictError(
-                    str(e), code=ErrorCode.DUPLICATE_UPLOAD, field=e.field, detail=e.detail
-                ) from e
+                raise counted_twice(e) from e
             accepted_at = {"round": agg.round, "edge_id": agg.edge_id}
             return {
                 **{

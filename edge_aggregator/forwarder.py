@@ -27,9 +27,16 @@ from services.metrics import Metrics
 
 log = logging.getLogger("edge_aggregator")
 
-#: Refusals whose `detail.client_ids` names clients that the cloud refuses in this sum, not the sum itself.
+#: Refusals whose `detail.client_ids` names clients that the cloud refuses in this sum, not the sum itself
+#: (`unknown_client`: a hospital that is another edge's in that round, as one that moved mid-round is).
 _NAMES_CLIENTS = frozenset(
-    {ErrorCode.DUPLICATE_UPLOAD.value, ErrorCode.REPLAY.value, ErrorCode.BAD_CONTRIBUTION_SIGNATURE.value}
+    {
+        ErrorCode.DUPLICATE_UPLOAD.value,
+        ErrorCode.CLIENT_COUNTED_ELSEWHERE.value,
+        ErrorCode.UNKNOWN_CLIENT.value,
+        ErrorCode.REPLAY.value,
+        ErrorCode.BAD_CONTRIBUTION_SIGNATURE.value,
+    }
 )
 
 

@@ -8,7 +8,8 @@ The cloud cannot see inside a ciphertext, so it holds each edge to what it can c
   cloud already decrypted, decrypted again under another weight or beside other sums, can be isolated. A
   sum is known by its canonical digest (what it parses to, serialised again), and each hospital's upload
   by the digest its signed manifest line names, so one upload is never counted in two accepted sums;
-- a hospital's update for a round is in at most one accepted sum, whichever edge names it (`claim`).
+- a hospital's update for a round is in at most one accepted sum, whichever edge names it (`claim`); one
+  already counted under another edge is refused as such (`CountedElsewhereError`).
 
 A refusal that is one hospital's, not the sum's, names it in `detail["client_ids"]` (with the `round` it
 trained for), so an honest edge can forward its other hospitals without it.
@@ -44,6 +45,11 @@ class ReplayedCiphertextError(AcceptanceError):
 
 class CountedTwiceError(AcceptanceError):
     """A hospital named is already in an accepted sum for that round."""
+
+
+class CountedElsewhereError(CountedTwiceError):
+    """A hospital named is already in another edge's accepted sum for that round: a masked or encrypted sum
+    cannot drop one hospital, so the whole sum is refused and its edge forwards again without it."""
 
 
 @dataclass(frozen=True)
@@ -114,16 +120,36 @@ def claim(
                 )
             digests[upload] = f"{part.contributions_field}.{index}"
         round_ids = after.setdefault(part.origin_round, {})
-        twice = sorted(set(part.client_ids) & round_ids.keys())
-        if twice:
-            raise CountedTwiceError(
-                f"clients {twice} are already in round {part.origin_round}'s sums; a client counts once per round",
-                field=part.contributions_field,
-                detail={
-                    "round": part.origin_round,
-                    "client_ids": twice,
-                    "counted_at": {cid: round_ids[cid] for cid in twice},
-                },
-            )
+        check_not_counted(
+            part.client_ids,
+            origin_round=part.origin_round,
+            edge_id=edge_id,
+            counted=round_ids,
+            field=part.contributions_field,
+        )
         round_ids.update(dict.fromkeys(part.client_ids, edge_id))
     return Claims(digests=digests, counted=after)
+
+
+def check_not_counted(
+    client_ids: Sequence[str], *, origin_round: int, edge_id: str, counted: Mapping[str, str], field: str
+) -> None:
+    """Raise unless none of `client_ids` is `counted` (client id -> edge id) for `origin_round` yet:
+    `CountedElsewhereError` if every one named is another edge's, `CountedTwiceError` otherwise."""
+    twice = sorted(set(client_ids) & counted.keys())
+    if not twice:
+        return
+    counted_at = {cid: counted[cid] for cid in twice}
+    detail = {"round": origin_round, "client_ids": twice, "counted_at": counted_at}
+    if edge_id not in counted_at.values():
+        raise CountedElsewhereError(
+            f"clients {twice} are already in round {origin_round}'s sums through {sorted(set(counted_at.values()))}; "
+            "a client counts under one edge per round",
+            field=field,
+            detail=detail,
+        )
+    raise CountedTwiceError(
+        f"clients {twice} are already in round {origin_round}'s sums; a client counts once per round",
+        field=field,
+        detail=detail,
+    )

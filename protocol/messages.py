@@ -108,6 +108,9 @@ class ErrorCode(StrEnum):
     BAD_CIPHERTEXT = "bad_ciphertext"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     DUPLICATE_UPLOAD = "duplicate_upload"
+    # 409: a hospital the aggregate names is already in another edge's accepted sum for that round
+    # (detail: `client_ids`, `round`, `counted_at`)
+    CLIENT_COUNTED_ELSEWHERE = "client_counted_elsewhere"
     REPLAY = "replay"
     BAD_SIGNATURE = "bad_signature"
     TOO_FEW_CLIENTS = "too_few_clients"
@@ -1239,6 +1242,12 @@ class Enrolled(Message):
     role: Role
     api_token: str = Field(min_length=16, max_length=256)
     edge_url: Url | None = None
+    moving_after_round: int | None = Field(
+        default=None,
+        ge=0,
+        description="a hospital's move to `edge_url` waits for this open round to end: it is in that round "
+        "through its previous edge only, and uploads to `edge_url` from the next round on",
+    )
 
 
 class EdgeInfo(Message):
@@ -1263,6 +1272,29 @@ class ClientInfo(Message):
     local_epsilon: float | None = Field(default=None, ge=0.0)
     rounds_contributed: int = Field(default=0, ge=0)
     max_rank: int | None = Field(default=None, ge=1, le=MAX_R, description="the client's own cap")
+    moving_to: Identifier | None = Field(
+        default=None,
+        description="a move to this edge asked for while round `moving_after_round` was open: the hospital "
+        "contributes to that round through `edge_id`, and is this edge's from the next round on",
+    )
+    moving_after_round: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _a_move_names_its_round(self) -> ClientInfo:
+        if (self.moving_to is None) != (self.moving_after_round is None):
+            raise ValueError(
+                f"moving_to ({self.moving_to!r}) and moving_after_round ({self.moving_after_round!r}) are set "
+                "together or not at all"
+            )
+        return self
+
+    def at_round(self, round_: int) -> ClientInfo:
+        """This record as of round `round_`: a pending move is done once the round it waited for is over."""
+        if self.moving_to is None or self.moving_after_round is None or round_ <= self.moving_after_round:
+            return self
+        return self.model_copy(
+            update={"edge_id": self.moving_to, "moving_to": None, "moving_after_round": None}
+        )
 
 
 class IdentityKeys(Message):

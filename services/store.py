@@ -3,9 +3,10 @@
 Two implementations share one contract (tests/contract/test_store_contract.py): `MemoryStore`, embedded,
 for `fedlora demo` and single-process tests, and `RedisStore`, for services that must survive a crash and
 for several replicas of a service sharing one state. Keys come from `services.keyspace` only. Every write
-that must happen once goes through `set_if_absent` (`SET NX`), `transaction` (WATCH/MULTI/EXEC) or
-`hset_if_absent_with` (a hash field and plain keys in one WATCH/MULTI/EXEC), so a retried request never
-counts twice. A transaction writes a value that must expire as `Expiring(value, ttl_s)`: the value and its
+that must happen once goes through `set_if_absent` (`SET NX`), `transaction` (WATCH/MULTI/EXEC),
+`hset_if_absent_with` (a hash field and plain keys in one WATCH/MULTI/EXEC) or `fields_transaction` (a
+read-modify-write of hash fields and plain keys), so a retried request never counts twice and concurrent
+ones lose no write. A transaction writes a value that must expire as `Expiring(value, ttl_s)`: the value and its
 TTL land in the same step (Redis `SET ... PX` inside the MULTI), so no crash leaves it without its TTL.
 """
 
@@ -19,9 +20,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -52,6 +55,12 @@ class MemoryUse:
 
 Updates = Mapping[str, bytes | Expiring | None]  # key -> new value (with a TTL: `Expiring`), None deletes
 TransactionFn = Callable[[dict[str, bytes | None]], Updates | Awaitable[Updates]]
+T = TypeVar("T")
+HashField = tuple[str, str]  # (hash key, field)
+FieldUpdates = Mapping[HashField, bytes | None]  # hash field -> new value, None deletes the field
+FieldsTransactionFn = Callable[
+    [dict[HashField, bytes | None], dict[str, bytes | None]], tuple[FieldUpdates, Updates]
+]
 
 
 class StoreError(RuntimeError):
@@ -132,6 +141,15 @@ class StateStore(ABC):
     @abstractmethod
     async def memory_use(self) -> MemoryUse:
         """The memory the store's data takes now, and its limit (for the services' `/metrics`)."""
+
+    @abstractmethod
+    async def fields_transaction(
+        self, fields: Sequence[HashField], fn: FieldsTransactionFn, *, keys: Sequence[str] = ()
+    ) -> None:
+        """`transaction` over hash fields too: read the hash `fields` and the plain `keys`, let `fn` compute
+        the writes to both ((field writes, key writes); None deletes), apply them atomically. A write to any
+        of those hashes or keys in between retries it with fresh values; `fn` may raise to abort (nothing is
+        written), and may write only what it read."""
 
     async def ping(self) -> bool:
         return True
@@ -302,12 +320,33 @@ class MemoryStore(StateStore):
             self._hashes.setdefault(key, {})[field] = bytes(value)
             return True
 
+    async def fields_transaction(
+        self, fields: Sequence[HashField], fn: FieldsTransactionFn, *, keys: Sequence[str] = ()
+    ) -> None:
+        async with self._lock:
+            for key in {name for name, _ in fields}:
+                self._expire(key)
+            read = {(key, name): self._hashes.get(key, {}).get(name) for key, name in fields}
+            field_updates, updates = fn(read, {key: self._get(key) for key in keys})
+            _check_field_updates(fields, field_updates)
+            _check_updates(keys, updates)
+            for (key, name), value in field_updates.items():
+                if value is None:
+                    self._hashes.get(key, {}).pop(name, None)
+                else:
+                    self._hashes.setdefault(key, {})[name] = bytes(value)
+            self._write(updates)
+
     async def _apply(self, keys: Sequence[str], fn: TransactionFn) -> Updates:
         """`fn`'s writes on `keys`, under the lock the caller holds."""
         current = {key: self._get(key) for key in keys}
         result = fn(current)
         updates = await result if isinstance(result, Awaitable) else result
         _check_updates(keys, updates)
+        self._write(updates)
+        return updates
+
+    def _write(self, updates: Updates) -> None:
         for key, value in updates.items():
             if value is None:
                 self._values.pop(key, None)
@@ -316,7 +355,6 @@ class MemoryStore(StateStore):
                 self._set(key, value.value, value.ttl_s)
             else:
                 self._set(key, value, None)
-        return updates
 
 
 class RedisStore(StateStore):
@@ -452,37 +490,62 @@ class RedisStore(StateStore):
     ) -> Updates | None:
         """WATCH `keys` (and the hash of `hash_field`), read, let `fn` compute, MULTI/EXEC the writes with
         `HSET hash_field`; None, with nothing written, if that field exists."""
-        watched = [*keys, *([hash_field[0]] if hash_field else [])]
-        for attempt in range(self._max_attempts):
+
+        async def attempt(pipe: Pipeline) -> Updates | None:
+            if hash_field is not None and await pipe.hexists(hash_field[0], hash_field[1]):
+                return None
+            values = await pipe.mget(*keys) if keys else []
+            current = {key: _raw(value) for key, value in zip(keys, values, strict=True)}
+            result = fn(current)
+            updates = await result if inspect.isawaitable(result) else result
+            _check_updates(keys, updates)
+            if not updates and hash_field is None:
+                return updates
+            pipe.multi()
+            _queue_writes(pipe, updates)
+            if hash_field is not None:
+                pipe.hset(*hash_field)
+            await pipe.execute()
+            return updates
+
+        return await self._optimistic([*keys, *([hash_field[0]] if hash_field else [])], attempt)
+
+    async def fields_transaction(
+        self, fields: Sequence[HashField], fn: FieldsTransactionFn, *, keys: Sequence[str] = ()
+    ) -> None:
+        async def attempt(pipe: Pipeline) -> None:
+            read = {(key, name): _raw(await pipe.hget(key, name)) for key, name in fields}
+            values = await pipe.mget(*keys) if keys else []
+            field_updates, updates = fn(read, {k: _raw(v) for k, v in zip(keys, values, strict=True)})
+            _check_field_updates(fields, field_updates)
+            _check_updates(keys, updates)
+            pipe.multi()
+            for (key, name), value in field_updates.items():
+                if value is None:
+                    pipe.hdel(key, name)
+                else:
+                    pipe.hset(key, name, value)
+            _queue_writes(pipe, updates)
+            await pipe.execute()
+
+        watched = sorted({key for key, _ in fields} | set(keys))
+        if not watched:
+            raise StoreError("a transaction needs at least one key")
+        await self._optimistic(watched, attempt)
+
+    async def _optimistic(self, watched: Sequence[str], attempt: Callable[[Pipeline], Awaitable[T]]) -> T:
+        """`attempt` on a pipeline WATCHing `watched`, again with fresh values (after a short jittered back-off)
+        while another writer changes one of them before its EXEC, up to `max_transaction_attempts` times."""
+        for tries in range(self._max_attempts):
             try:
-                async with self._errors("a transaction"), self._redis.pipeline(transaction=True) as pipe:
+                what = f"a transaction on {list(watched)}"
+                async with self._errors(what), self._redis.pipeline(transaction=True) as pipe:
                     await pipe.watch(*watched)
-                    if hash_field is not None and await pipe.hexists(hash_field[0], hash_field[1]):
-                        return None
-                    values = await pipe.mget(*keys) if keys else []
-                    current = {key: _raw(value) for key, value in zip(keys, values, strict=True)}
-                    result = fn(current)
-                    updates = await result if inspect.isawaitable(result) else result
-                    _check_updates(keys, updates)
-                    if not updates and hash_field is None:
-                        return updates
-                    pipe.multi()
-                    for key, value in updates.items():
-                        if value is None:
-                            pipe.delete(key)
-                        elif isinstance(value, Expiring):
-                            pipe.set(key, value.value, px=_millis(value.ttl_s))
-                        else:
-                            pipe.set(key, value)
-                    if hash_field is not None:
-                        pipe.hset(*hash_field)
-                    await pipe.execute()
-                    return updates
+                    return await attempt(pipe)
             except WatchError:
-                # Another writer got in between: back off a little (jittered) and recompute.
-                await asyncio.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))  # noqa: S311
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.002 * 2**tries)))  # noqa: S311
         raise StoreError(
-            f"transaction on {watched} did not commit after {self._max_attempts} attempts "
+            f"transaction on {list(watched)} did not commit after {self._max_attempts} attempts "
             "(other writers kept changing the keys)"
         )
 
@@ -547,6 +610,25 @@ def _text(value: bytes | str) -> str:
 def _check_bytes(key: str, value: object) -> None:
     if not isinstance(value, bytes | bytearray):
         raise TypeError(f"store values are bytes, got {type(value).__name__} for key {key!r}")
+
+
+def _queue_writes(pipe: Pipeline, updates: Updates) -> None:
+    for key, value in updates.items():
+        if value is None:
+            pipe.delete(key)
+        elif isinstance(value, Expiring):
+            pipe.set(key, value.value, px=_millis(value.ttl_s))
+        else:
+            pipe.set(key, value)
+
+
+def _check_field_updates(fields: Sequence[HashField], updates: FieldUpdates) -> None:
+    unknown = set(updates) - set(fields)
+    if unknown:
+        raise StoreError(f"transaction wrote hash fields it did not read: {sorted(unknown)}")
+    for (key, name), value in updates.items():
+        if value is not None:
+            _check_bytes(f"{key} {name}", value)
 
 
 def _check_updates(keys: Sequence[str], updates: Updates) -> None:

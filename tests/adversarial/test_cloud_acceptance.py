@@ -140,8 +140,9 @@ async def test_a_hospital_counts_in_one_edge_sum_per_round() -> None:
 
     Hospital a uploads to edge-1, which forwards a + b; a then re-enrols at edge-2 (same key) and edge-2
     forwards a + e + f in the same round. The manifest check asked only "enrolled at this edge now", so
-    both counted: a's update twice in the mean. Now edge-2's sum is 409 `duplicate_upload` naming a, edge-1's
-    whole sum stays, and once edge-2 forwards without a the round closes with every hospital once."""
+    both counted: a's update twice in the mean. Now edge-2's sum is 409 `client_counted_elsewhere` naming a
+    (and edge-1, which counted it), edge-1's whole sum stays, and once edge-2 forwards without a the round
+    closes with every hospital once."""
     rng = np.random.default_rng(33)
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(), TOPOLOGY)
@@ -164,7 +165,7 @@ async def test_a_hospital_counts_in_one_edge_sum_per_round() -> None:
         assert twice.status_code == 409, twice.text
         assert twice.json()["detail"]["counted_at"] == {"client-a": "edge-1"}
         assert (twice.json()["detail"]["client_ids"], twice.json()["detail"]["round"]) == (["client-a"], 0)
-        assert (twice.json()["code"], twice.json()["field"]) == ("duplicate_upload", "contributions")
+        assert (twice.json()["code"], twice.json()["field"]) == ("client_counted_elsewhere", "contributions")
         assert (await cloud.status(fed.fid, 0)).clients_contributed == 2
         honest = await fed.post(cloud.http, await fed.aggregate(cloud, "edge-2", 0, others))
         assert honest.status_code == 202, honest.text

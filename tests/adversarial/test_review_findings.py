@@ -175,7 +175,9 @@ async def test_every_sum_the_cloud_decrypts_has_k_hospitals_on_each_published_co
     assert status.metrics.get("late_left_out", 0.0) == 2 - folded_in
 
 
+@pytest.mark.parametrize("code", ["duplicate_upload", "client_counted_elsewhere", "unknown_client"])
 async def test_an_edge_whose_sum_names_a_hospital_counted_elsewhere_still_delivers_the_others(
+    code: str,
     make_world: Any,  # noqa: F811 (the edge tests' fixture, imported above)
 ) -> None:
     """Property: an honest edge does not lose its other hospitals' accepted uploads when the cloud refuses its
@@ -186,7 +188,10 @@ async def test_an_edge_whose_sum_names_a_hospital_counted_elsewhere_still_delive
     and the new test in test_cloud_acceptance shows the cloud taking such a second forward; but the real
     edge (`edge_aggregator/forwarder.py`, `PeerRefusedError` branch) records the round REFUSED and stops,
     and its ledger holds only the running sum, so it cannot take hosp-a out: b's and c's uploads, answered
-    202 by the edge, are lost for the round."""
+    202 by the edge, are lost for the round. The cloud names such a hospital with `client_counted_elsewhere`
+    (another edge counted it for the round) or `unknown_client` (a hospital that moved: another edge's in
+    that round, tests/cloud/test_moving_hospitals.py) as well as `duplicate_upload`; the edge takes it out
+    for each."""
     world: World = make_world(clients=3, k=2)
     fake = world.cloud
     honest_forward = fake.forward
@@ -196,8 +201,8 @@ async def test_an_edge_whose_sum_names_a_hospital_counted_elsewhere_still_delive
         if any(c.client_id == "hosp-a" for c in aggregate.contributions):
             # The real cloud's refusal names the hospitals in `detail` (protocol.acceptance.claim).
             raise PeerRefusedError(
-                409,
-                "duplicate_upload",
+                422 if code == "unknown_client" else 409,
+                code,
                 "clients ['hosp-a'] are already in round 0's sums",
                 detail={"round": 0, "client_ids": ["hosp-a"], "counted_at": {"hosp-a": "edge-south"}},
             )

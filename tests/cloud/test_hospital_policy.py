@@ -227,6 +227,38 @@ async def test_a_re_enrolment_that_names_another_edge_is_refused(tmp_path: Path)
     )
 
 
+async def test_a_hospital_moved_mid_round_sits_that_round_out(
+    tmp_path: Path,
+) -> None:
+    """Property: a hospital whose agent re-enrols at another edge while a round it was asked to join is open
+    takes no plan for that round (the cloud counts it at its previous edge until the round ends: what it
+    uploaded there is counted there, and an upload at the new edge would be refused), and takes the next.
+
+    Before, the move took effect at once and the agent trained for the open round and uploaded it to its new
+    edge, which the round's other checks refuse."""
+    new_url = "https://edge-2.example:8710"
+    async with hospital(tmp_path, small_spec(rounds=3)) as site:
+        _, plan = await joined(site)
+        body = EdgeEnrolment(edge_id="edge-2", url=new_url, public_key=SigningKey.generate().public_bytes)
+        url = f"/federations/{site.fed.fid}/edges"
+        response = await post_model(site.cloud.http, url, body, token=site.fed.created.edge_enrolment_token)
+        assert response.status_code == 201, response.text
+        # The operator points the agent at edge-2 (settings and state.json), keeping the state folder.
+        settings = site.agent.settings.model_copy(
+            update={"edge_id": "edge-2", "edge_url": new_url, "poll_s": 0.05}
+        )
+        site.agent.state.api_token = site.agent.state.edge_url = None
+        site.agent.state.save(site.agent.state_path)
+        moved = ClientAgent(settings, model_path=tmp_path)
+
+        await moved.enrol(site.peer, EXAMPLES)
+        during = await moved.next_plan(site.peer)
+
+    assert plan.round == 0 and moved.state.last_round == 0
+    assert during is None
+    assert moved.state.edge_url == new_url
+
+
 async def test_another_he_key_is_refused(tmp_path: Path) -> None:
     async with hospital(tmp_path, small_spec()) as site:
         await site.agent.enrol(site.peer, EXAMPLES)

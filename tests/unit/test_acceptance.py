@@ -3,11 +3,13 @@
 import pytest
 
 from protocol.acceptance import (
+    CountedElsewhereError,
     CountedTwiceError,
     CountMismatchError,
     ReplayedCiphertextError,
     Sum,
     check_count,
+    check_not_counted,
     claim,
 )
 
@@ -51,11 +53,28 @@ def test_a_digest_accepted_before_or_twice_in_one_aggregate_is_a_replay() -> Non
 
 
 def test_a_hospital_counted_for_the_round_at_another_edge_is_refused_by_name() -> None:
-    with pytest.raises(CountedTwiceError) as caught:
+    with pytest.raises(CountedElsewhereError) as caught:
         claim([OWN], edge_id="e2", accepted={}, counted={3: {"b": "e1", "z": "e1"}})
 
     assert caught.value.field == "contributions"
     assert caught.value.detail == {"round": 3, "client_ids": ["b"], "counted_at": {"b": "e1"}}
+
+
+def test_a_hospital_this_edge_counted_for_the_round_is_counted_twice_not_elsewhere() -> None:
+    """`client_counted_elsewhere` tells an edge another edge holds the hospital; where this edge counted
+    one of them itself (a late bucket naming a hospital of its own sum), the refusal is `CountedTwiceError`."""
+    with pytest.raises(CountedTwiceError) as mixed:
+        check_not_counted(
+            ("a", "b"),
+            origin_round=2,
+            edge_id="e2",
+            counted={"a": "e2", "b": "e1"},
+            field="late.0.contributions",
+        )
+    check_not_counted(("a", "b"), origin_round=2, edge_id="e2", counted={"c": "e1"}, field="contributions")
+
+    assert not isinstance(mixed.value, CountedElsewhereError)
+    assert mixed.value.detail == {"round": 2, "client_ids": ["a", "b"], "counted_at": {"a": "e2", "b": "e1"}}
 
 
 def test_an_upload_already_in_an_accepted_sum_is_a_replay_naming_its_hospital() -> None:
