@@ -43,12 +43,13 @@ from edge_aggregator.errors import (
 )
 from edge_aggregator.fold import fold, parse_upload, sum_uploads
 from edge_aggregator.forwarder import Forwarder
-from edge_aggregator.ledger import CloseReason, Closure, ForwardStatus, Outcome, RoundLedger
+from edge_aggregator.ledger import CloseReason, Closure, Drop, ForwardStatus, Outcome, RoundLedger
 from edge_aggregator.masking import MaskingStages, Posted, Produced
 from protocol.crypto import EncryptedVector, HEScheme
 from protocol.messages import (
     ClientInfo,
     ClientUpdate,
+    DropReason,
     EdgeProgress,
     FederationState,
     RoundPlan,
@@ -98,6 +99,7 @@ class EdgeAggregator:
             signing_key=signing_key,
             metrics=self._metrics,
             resum=self._resum,
+            current_round=lambda: self._plan.round if self._plan is not None else None,
         )
         self._link = link
         self._scheme = scheme
@@ -467,13 +469,16 @@ class EdgeAggregator:
             if settled is None:
                 return None
             if isinstance(settled, CohortFailure):
+                count = len(await self._ledger.manifest(round_))
+                drop = Drop(round=round_, reason=DropReason.MASKING_FAILED, count=count) if count else None
                 given_up = Outcome(
                     status=ForwardStatus.SKIPPED,
-                    count=len(await self._ledger.manifest(round_)),
+                    count=count,
                     at=now,
                     detail=f"masking cohort failed at its {settled.stage} stage: {settled.reason}",
+                    dropped=(drop,) if drop is not None else (),
                 )
-                return await self._ledger.record(round_, given_up)
+                return await self._forwarder.record(round_, given_up)
             correction = settled
         return await self._forwarder.deliver(round_, now, mask_correction=correction)
 
@@ -592,6 +597,8 @@ class EdgeAggregator:
             bytes_received=await self._ledger.bytes_received(round_),
             late_accepted=sum(len(b) for b in (await self._ledger.late_buckets(round_)).values()),
             forwarded_at=delivered.at if delivered is not None else None,
+            uploads_dropped=await self._ledger.dropped(round_),
+            carried_into_round=outcome.carried_into if outcome is not None else None,
         )
 
 

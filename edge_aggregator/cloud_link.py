@@ -75,9 +75,10 @@ class CloudLink(ABC):
         """The clients enrolled at this edge."""
 
     @abstractmethod
-    async def forward(self, aggregate: EdgeAggregate) -> None:
+    async def forward(self, aggregate: EdgeAggregate, *, within_s: float | None = None) -> None:
         """Deliver a signed aggregate. Returns once the cloud holds it (a repeat of a delivered aggregate
-        under the same idempotency key also returns)."""
+        under the same idempotency key also returns). `within_s`: no new attempt after that many seconds
+        (the round's forward budget left; one attempt at least)."""
 
     async def close(self) -> None:
         return None
@@ -181,7 +182,7 @@ class HttpCloudLink(CloudLink):
         )
         return _ROSTER.validate_json(response.content)
 
-    async def forward(self, aggregate: EdgeAggregate) -> None:
+    async def forward(self, aggregate: EdgeAggregate, *, within_s: float | None = None) -> None:
         # 202: taken; 200: the cloud already holds this very aggregate (same key and digest), counted once.
         # A 409 means the cloud holds a *different* aggregate of ours for the round: that is not delivery.
         await self._authorised(
@@ -190,6 +191,7 @@ class HttpCloudLink(CloudLink):
                 f"/federations/{self._fid}/rounds/{aggregate.round}/aggregates",
                 content=aggregate.model_dump_json().encode(),
                 headers={"Content-Type": "application/json", "Idempotency-Key": aggregate.idempotency_key},
+                give_up_after_s=within_s,
             )
         )
 

@@ -7,6 +7,14 @@ A cloud that cannot be reached leaves the round pending (no outcome): the next t
 that names clients the cloud will not count in this sum (counted at another edge, a replayed upload, a
 manifest line that does not verify with the key enrolled now) takes them out of it and forwards the others
 again, as long as the sum still holds `min_clients_per_edge` (not a masked sum: see `_deliver`).
+
+What a 202 to a hospital promises (docs/api.md): its update reaches a model, or a visible record says why
+not. A forward retries for at most `FederationSpec.forward_budget_s` past the round's upload deadline, which
+the spec's deadline margin covers. A sum the cloud refuses as closed (the edge was down at its deadline, a
+superseded round, clocks that differ) and a late bucket smaller than `k` are carried into a later round's
+bucket for their round (`RoundLedger.carry`) while the federation takes late uploads and the sum is at most
+`late_uploads.max_staleness` late; whatever is given up is a `Drop` in the recorded outcome, counted in the
+store and in `fedlora_uploads_dropped_total{reason}`, logged, and shown in the round's status.
 """
 
 from __future__ import annotations
@@ -14,16 +22,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from edge_aggregator.cloud_link import CloudLink
-from edge_aggregator.config import EdgeConfig
-from edge_aggregator.ledger import ForwardStatus, Outcome, Resum, RoundLedger
-from protocol.messages import Contribution, EdgeAggregate, ErrorCode, LateSum, RoundPlan
+from edge_aggregator.config import EdgeConfig, aware
+from edge_aggregator.ledger import Drop, ForwardStatus, Outcome, Resum, RoundLedger
+from protocol.messages import Contribution, DropReason, EdgeAggregate, ErrorCode, LateSum, RoundPlan
 from services.http import PeerRefusedError, PeerUnavailableError
 from services.identity import SigningKey
-from services.metrics import Metrics
+from services.metrics import ServiceMetrics
 
 log = logging.getLogger("edge_aggregator")
 
@@ -50,8 +59,9 @@ class Forwarder:
         ledger: RoundLedger,
         link: CloudLink,
         signing_key: SigningKey,
-        metrics: Metrics,
+        metrics: ServiceMetrics,
         resum: Resum,
+        current_round: Callable[[], int | None],
     ) -> None:
         self.config = config
         self._metrics = metrics
@@ -59,6 +69,7 @@ class Forwarder:
         self._link = link
         self._key = signing_key
         self._resum = resum
+        self._current_round = current_round  # the round of the plan the edge follows now
         self._lock = asyncio.Lock()  # two triggers in one process never send at the same time
 
     async def deliver(
@@ -78,34 +89,16 @@ class Forwarder:
         plan = await self._ledger.plan(round_)
         k = self.config.spec.min_clients_per_edge
         ciphertext = await self._ledger.sum_bytes(round_)
-        extra: dict[str, Any] = {"round": round_, "edge_id": self.config.edge_id}
         if len(manifest) < k or plan is None or ciphertext is None:
-            too_few = len(manifest) < k
-            detail = (
-                f"{len(manifest)} contributions, fewer than min_clients_per_edge={k}"
-                if too_few
-                else "the round's plan or sum is missing from the store"
-            )
-            code = ErrorCode.TOO_FEW_CLIENTS if too_few else ErrorCode.INTERNAL
-            log.warning("round not forwarded: " + detail, extra={**extra, "code": code.value})
-            late_left = sum(len(b) for b in (await self._ledger.late_buckets(round_)).values())
-            skipped = Outcome(
-                status=ForwardStatus.SKIPPED,
-                count=len(manifest),
-                at=now,
-                detail=detail,
-                late_dropped=late_left,
-            )
-            return await self._ledger.record(round_, skipped)
-        late, dropped = await self._late_sums(round_, k)
+            return await self._skip(round_, now, manifest, plan is None or ciphertext is None)
+        late, late_drops = await self._late_sums(round_, plan, k)
         aggregate = self._signed(round_, plan, manifest, ciphertext, late, mask_correction)
-        late_count = sum(bucket.count for bucket in late)
-        digest = hashlib.sha256(ciphertext).hexdigest()
         try:
-            await self._link.forward(aggregate)
+            await self._link.forward(aggregate, within_s=self._budget_left(plan, now))
         except PeerUnavailableError as e:
             log.warning(
-                "forward failed; the next tick retries it", extra={**extra, "data": {"error": str(e)}}
+                "forward failed; the next tick retries it",
+                extra={"round": round_, "edge_id": self.config.edge_id, "data": {"error": str(e)}},
             )
             return None
         except PeerRefusedError as e:
@@ -114,18 +107,95 @@ class Forwarder:
             # again with that hospital counted as dropped).
             if mask_correction is None and await self._take_out(round_, e):
                 return await self._deliver(round_, now, None)
-            log.error(
-                "cloud refused the aggregate",
-                extra={**extra, "code": e.code, "status": e.status, "data": {"error": e.message}},
-            )
-            outcome = Outcome(status=ForwardStatus.REFUSED, count=aggregate.count, at=now, detail=str(e))
-            return await self._ledger.record(round_, outcome)
+            return await self._refused(round_, now, aggregate, e, late_drops)
+        return await self._delivered(round_, now, aggregate, late_drops)
+
+    def _budget_left(self, plan: RoundPlan, now: datetime) -> float:
+        """Seconds of the round's forward budget left (`FederationSpec.forward_budget_s` past its upload
+        deadline): the spec's deadline margin covers it, so a forward within it reaches the cloud before the
+        round closes there."""
+        ends = aware(plan.deadline) + timedelta(seconds=self.config.spec.forward_budget_s)
+        return max(0.0, (ends - now).total_seconds())
+
+    async def _skip(
+        self, round_: int, now: datetime, manifest: dict[str, Contribution], missing: bool
+    ) -> Outcome:
+        """Record a round that is not forwarded: fewer than k contributions, or its plan or sum is missing
+        from the store. Its late buckets are carried on (or dropped)."""
+        k = self.config.spec.min_clients_per_edge
+        if missing:
+            detail, reason = "the round's plan or sum is missing from the store", DropReason.PLAN_MISSING
+        else:
+            detail = f"{len(manifest)} contributions, fewer than min_clients_per_edge={k}"
+            reason = DropReason.TOO_FEW_CLIENTS
+        code = ErrorCode.INTERNAL if missing else ErrorCode.TOO_FEW_CLIENTS
+        log.warning(
+            "round not forwarded: " + detail,
+            extra={"round": round_, "edge_id": self.config.edge_id, "code": code.value},
+        )
+        drops = [Drop(round=round_, reason=reason, count=len(manifest))] if manifest else []
+        for origin, bucket in (await self._ledger.late_buckets(round_)).items():
+            if bucket:
+                drops += await self._carry_or_drop(round_, origin, len(bucket), DropReason.TOO_FEW_CLIENTS)
+        skipped = Outcome(
+            status=ForwardStatus.SKIPPED,
+            count=len(manifest),
+            at=now,
+            detail=detail,
+            late_dropped=sum(d.count for d in drops if d.round != round_),
+            dropped=tuple(drops),
+        )
+        return await self.record(round_, skipped)
+
+    async def _refused(
+        self,
+        round_: int,
+        now: datetime,
+        aggregate: EdgeAggregate,
+        refusal: PeerRefusedError,
+        late_drops: list[Drop],
+    ) -> Outcome:
+        """Record a refused aggregate. A round the cloud had closed is carried, its own sum and its late
+        buckets, into a later round's buckets while the federation takes late uploads; any other refusal
+        (or a sum too late to carry) drops them."""
+        extra = {"round": round_, "edge_id": self.config.edge_id}
+        log.error(
+            "cloud refused the aggregate",
+            extra={**extra, "code": refusal.code, "status": refusal.status, "data": {"error": refusal.message}},
+        )
+        closed = refusal.code == ErrorCode.ROUND_CLOSED.value
+        reason = DropReason.TOO_LATE if closed else DropReason.REFUSED
+        drops = list(late_drops)
+        carried_into = None
+        for origin, count in [(round_, aggregate.count), *((b.origin_round, b.count) for b in aggregate.late)]:
+            into = await self._carry(round_, origin) if closed else None
+            if into is None:
+                drops.append(Drop(round=origin, reason=reason, count=count))
+            elif origin == round_:
+                carried_into = into
+        outcome = Outcome(
+            status=ForwardStatus.CARRIED if carried_into is not None else ForwardStatus.REFUSED,
+            count=aggregate.count,
+            at=now,
+            detail=str(refusal),
+            carried_into=carried_into,
+            late_dropped=sum(d.count for d in drops if d.round != round_),
+            dropped=tuple(drops),
+        )
+        return await self.record(round_, outcome)
+
+    async def _delivered(
+        self, round_: int, now: datetime, aggregate: EdgeAggregate, late_drops: list[Drop]
+    ) -> Outcome:
         # The body `HttpCloudLink` sent (serialised again: the link takes the model, not bytes).
         self._metrics.sent(self.config.federation_id, len(aggregate.model_dump_json().encode()))
+        late_count = sum(bucket.count for bucket in aggregate.late)
+        dropped = sum(d.count for d in late_drops)
         log.info(
             "aggregate forwarded",
             extra={
-                **extra,
+                "round": round_,
+                "edge_id": self.config.edge_id,
                 "code": "forwarded",
                 "data": {
                     "count": aggregate.count,
@@ -139,11 +209,59 @@ class Forwarder:
             status=ForwardStatus.DELIVERED,
             count=aggregate.count,
             at=now,
-            ciphertext_sha256=digest,
+            ciphertext_sha256=hashlib.sha256(aggregate.ciphertext).hexdigest(),
             late_forwarded=late_count,
             late_dropped=dropped,
+            dropped=tuple(late_drops),
         )
-        return await self._ledger.record(round_, outcome)
+        return await self.record(round_, outcome)
+
+    async def record(self, round_: int, outcome: Outcome) -> Outcome:
+        """Record `outcome` once; the process that writes it counts and logs the uploads it drops."""
+        recorded, wrote = await self._ledger.record(round_, outcome)
+        if not wrote:
+            return recorded
+        for drop in outcome.dropped:
+            self._metrics.dropped(self.config.federation_id, drop.reason, drop.count)
+            log.warning(
+                f"{drop.count} acknowledged uploads for round {drop.round} reach no model: {drop.reason.value}",
+                extra={
+                    "round": drop.round,
+                    "edge_id": self.config.edge_id,
+                    "code": "uploads_dropped",
+                    "data": {"reason": drop.reason.value, "count": drop.count, "decided_in_round": round_},
+                },
+            )
+        if outcome.carried_into is not None:
+            log.warning(
+                f"the cloud had closed round {round_}: its sum joins round {outcome.carried_into} as late uploads",
+                extra={"round": round_, "edge_id": self.config.edge_id, "code": "carried"},
+            )
+        return recorded
+
+    async def _carry(self, round_: int, origin: int) -> int | None:
+        """Carry closed round `round_`'s sum for `origin` into the first later round, not before the one the
+        edge follows now, that is still open here and at most `max_staleness` after `origin`; that round, or
+        None when there is none (or the federation takes no late uploads)."""
+        late = self.config.spec.late_uploads
+        if late is None:
+            return None
+        into = max(round_ + 1, self._current_round() or 0)
+        while into - origin <= late.max_staleness:
+            if await self._ledger.carry(round_, origin=origin, into=into, resum=self._resum):
+                return into
+            into += 1
+        return None
+
+    async def _carry_or_drop(self, round_: int, origin: int, count: int, reason: DropReason) -> list[Drop]:
+        """Carry round `round_`'s bucket for `origin` on (`_carry`), or the drop that records it, for `reason`."""
+        if await self._carry(round_, origin) is not None:
+            return []
+        log.warning(
+            f"late uploads for round {origin} not forwarded with round {round_}: {reason.value}",
+            extra={"round": round_, "edge_id": self.config.edge_id, "code": reason.value},
+        )
+        return [Drop(round=origin, reason=reason, count=count)]
 
     async def _take_out(self, round_: int, refusal: PeerRefusedError) -> bool:
         """After `refusal`, take the clients it names out of the sum they are in (`detail.round`: the round
@@ -168,40 +286,36 @@ class Forwarder:
             )
         return bool(taken)
 
-    async def _late_sums(self, round_: int, k: int) -> tuple[list[LateSum], int]:
-        """The round's buckets of late uploads that hold at least `k` (the rule every sum the cloud decrypts
-        obeys), oldest origin first, and how many late uploads the smaller buckets leave out."""
+    async def _late_sums(self, round_: int, plan: RoundPlan, k: int) -> tuple[list[LateSum], list[Drop]]:
+        """The round's buckets of late uploads that go with its aggregate: those of at least `k` (the rule
+        every sum the cloud decrypts obeys) made in this round's basis, oldest origin first. A smaller bucket
+        is carried into the next round while it may still be late there; what is given up is a `Drop`.
+        Deterministic for a given store, so that a retried forward is byte-identical."""
         sums: list[LateSum] = []
-        dropped = 0
+        drops: list[Drop] = []
         for origin, bucket in (await self._ledger.late_buckets(round_)).items():
             ciphertext = await self._ledger.late_sum_bytes(round_, origin)
             origin_plan = await self._ledger.plan(origin)
-            if origin_plan is None:
+            if not bucket:
+                continue
+            if origin_plan is None or ciphertext is None:
                 # Without its plan the bucket cannot name it, and the cloud would refuse the whole aggregate.
-                dropped += len(bucket)
-                log.warning(
-                    f"late uploads for round {origin} not forwarded: this edge no longer holds that round's plan",
-                    extra={"round": round_, "edge_id": self.config.edge_id, "code": "internal"},
+                drops.append(Drop(round=origin, reason=DropReason.PLAN_MISSING, count=len(bucket)))
+            elif origin_plan.basis_version != plan.basis_version:
+                # The cloud refuses a whole aggregate whose late bucket trained in another basis.
+                drops.append(Drop(round=origin, reason=DropReason.BASIS_CHANGED, count=len(bucket)))
+            elif len(bucket) < k:
+                drops += await self._carry_or_drop(round_, origin, len(bucket), DropReason.TOO_FEW_CLIENTS)
+            else:
+                sums.append(
+                    LateSum(
+                        origin_round=origin,
+                        ciphertext=ciphertext,
+                        contributions=tuple(bucket[c] for c in sorted(bucket)),
+                        plan_sha256=origin_plan.sha256,
+                    )
                 )
-                continue
-            if len(bucket) < k or ciphertext is None:
-                dropped += len(bucket)
-                log.warning(
-                    f"late uploads for round {origin} not forwarded: {len(bucket)} of them, fewer than "
-                    f"min_clients_per_edge={k}",
-                    extra={"round": round_, "edge_id": self.config.edge_id, "code": "too_few_clients"},
-                )
-                continue
-            contributions = tuple(bucket[c] for c in sorted(bucket))
-            sums.append(
-                LateSum(
-                    origin_round=origin,
-                    ciphertext=ciphertext,
-                    contributions=contributions,
-                    plan_sha256=origin_plan.sha256,
-                )
-            )
-        return sums, dropped
+        return sums, drops
 
     def _signed(
         self,

@@ -8,7 +8,9 @@ Per round (key names in `services.keyspace`):
 - `plan`: the `RoundPlan` as the edge adopted it (basis version and expected clients survive a restart);
 - `closed`: a `Closure`, written once (SET NX); no upload joins the sum after it;
 - `forwarded`: the forward's `Outcome`, written once;
-- counters of refused uploads and accepted ciphertext bytes.
+- `late:{origin}:...`: a bucket of uploads made for an earlier round `origin`, the same three keys; late
+  uploads land there, and so does a sum the cloud refused as closed (`carry`);
+- counters of refused uploads, accepted ciphertext bytes, and uploads dropped by reason (`DropReason`).
 Per nonce: a marker that outlives any round it could be replayed into, written with its TTL.
 
 An upload changes `sum`, `manifest`, its own ciphertext and its nonce marker (with its TTL) in one
@@ -29,7 +31,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from edge_aggregator.errors import DuplicateUploadError, ReplayError, RoundClosedError
-from protocol.messages import ClientUpdate, Contribution, RoundPlan
+from protocol.messages import ClientUpdate, Contribution, DropReason, RoundPlan
 from services import keyspace
 from services.store import Expiring, StateStore, Updates
 
@@ -51,6 +53,7 @@ class ForwardStatus(StrEnum):
     DELIVERED = "delivered"
     SKIPPED = "skipped"  # fewer than k contributions: never forwarded
     REFUSED = "refused"  # the cloud answered 4xx
+    CARRIED = "carried"  # the cloud had closed the round: its sum joined a later round as a late bucket
 
 
 class Closure(BaseModel):
@@ -58,6 +61,16 @@ class Closure(BaseModel):
 
     reason: CloseReason
     at: datetime
+
+
+class Drop(BaseModel):
+    """Uploads made for `round` that reach no model, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    round: int = Field(ge=0)
+    reason: DropReason
+    count: int = Field(ge=1)
 
 
 class Outcome(BaseModel):
@@ -69,7 +82,9 @@ class Outcome(BaseModel):
     detail: str = ""
     ciphertext_sha256: str | None = None
     late_forwarded: int = Field(default=0, ge=0, description="late uploads sent along, in buckets of >= k")
-    late_dropped: int = Field(default=0, ge=0, description="late uploads in buckets smaller than k")
+    late_dropped: int = Field(default=0, ge=0, description="late uploads that reach no model")
+    carried_into: int | None = Field(default=None, ge=0, description="the round a CARRIED sum joined")
+    dropped: tuple[Drop, ...] = Field(default=(), description="uploads this outcome leaves out of every model")
 
 
 class RoundLedger:
@@ -115,6 +130,16 @@ class RoundLedger:
     async def refused(self, round_: int) -> int:
         return int(await self._store.get(keyspace.edge_refused(self._eid, self._fid, round_)) or b"0")
 
+    async def dropped(self, round_: int) -> dict[DropReason, int]:
+        """Uploads made for `round_` that this edge acknowledged and that reach no model, by reason."""
+        prefix = keyspace.edge_dropped_prefix(self._eid, self._fid, round_)
+        counts = {}
+        for key in await self._store.scan(prefix):
+            reason = key[len(prefix) :]
+            if reason in DropReason.__members__.values():
+                counts[DropReason(reason)] = int(await self._store.get(key) or b"0")
+        return counts
+
     async def bytes_received(self, round_: int) -> int:
         return int(await self._store.get(keyspace.edge_bytes(self._eid, self._fid, round_)) or b"0")
 
@@ -125,9 +150,11 @@ class RoundLedger:
         return [r for r in closed if r not in done]
 
     async def unclosed(self) -> list[int]:
-        """Rounds holding uploads that were never closed (say, the edge was down when the cloud moved on)."""
+        """Rounds holding uploads (their own or carried late ones) that were never closed (say, the edge was
+        down when the cloud moved on)."""
         closed = set(await self._rounds_with("closed"))
-        return [r for r in await self._rounds_with("manifest") if r not in closed]
+        holding = set(await self._rounds_with("manifest")) | set(await self._rounds_with("late"))
+        return sorted(r for r in holding if r not in closed)
 
     # -- writes -----------------------------------------------------------------------------------------
     async def save_plan(self, plan: RoundPlan) -> None:
@@ -244,19 +271,7 @@ class RoundLedger:
         late uploads for `origin`: the manifest without them and the sum rebuilt from the other clients'
         stored uploads, in one transaction. The clients taken out (none when it holds none of them, or when
         an upload to rebuild from is missing: the sum is then left as it is)."""
-        if origin == round_:
-            k_sum = keyspace.edge_sum(self._eid, self._fid, round_)
-            k_manifest = keyspace.edge_manifest(self._eid, self._fid, round_)
-
-            def k_upload(cid: str) -> str:
-                return keyspace.edge_upload(self._eid, self._fid, round_, cid)
-        else:
-            k_sum = keyspace.edge_late_sum(self._eid, self._fid, round_, origin)
-            k_manifest = keyspace.edge_late_manifest(self._eid, self._fid, round_, origin)
-
-            def k_upload(cid: str) -> str:
-                return keyspace.edge_late_upload(self._eid, self._fid, round_, origin, cid)
-
+        k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
         manifest = _load_manifest(await self._store.get(k_manifest))
         keys = [k_sum, k_manifest, *(k_upload(cid) for cid in manifest)]
         taken: list[str] = []
@@ -279,6 +294,36 @@ class RoundLedger:
         await self._store.transaction(keys, compute)
         return taken
 
+    async def carry(self, round_: int, *, origin: int, into: int, resum: Resum) -> bool:
+        """Add closed round `round_`'s sum of uploads made for `origin` (its own sum when `origin` == `round_`,
+        else its bucket for `origin`) into round `into`'s bucket for `origin`, with its manifest lines and
+        uploads, in one transaction. True once they are there (by this call or an earlier one), False when
+        `into` has closed (nothing written: try a later round)."""
+        k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
+        d_sum, d_manifest, d_upload = self._sum_keys(into, origin)
+        k_closed = keyspace.edge_closed(self._eid, self._fid, into)
+        source = _load_manifest(await self._store.get(k_manifest))
+        keys = [k_sum, k_manifest, d_sum, d_manifest, k_closed, *(k_upload(cid) for cid in source)]
+        placed = False
+
+        async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            nonlocal placed
+            moving, there = _load_manifest(current[k_manifest]), _load_manifest(current[d_manifest])
+            placed = moving.keys() <= there.keys()  # carried by an earlier call (or nothing to carry)
+            if placed or current[k_closed] is not None or moving.keys() != source.keys():
+                return {}
+            placed = True
+            parts = [part for part in (current[d_sum], current[k_sum]) if part is not None]
+            uploads = {d_upload(cid): current[k_upload(cid)] for cid in moving}
+            return {
+                d_sum: await resum(parts),
+                d_manifest: _MANIFEST.dump_json(there | moving),
+                **{key: value for key, value in uploads.items() if value is not None},
+            }
+
+        await self._store.transaction(keys, compute)
+        return placed
+
     async def close(self, round_: int, closure: Closure) -> tuple[Closure, bool]:
         """Close the round to uploads (once). Returns the closure in force and whether this call wrote it."""
         key = keyspace.edge_closed(self._eid, self._fid, round_)
@@ -290,21 +335,42 @@ class RoundLedger:
         existing = await self.closure(round_)
         return (existing or closure), False
 
-    async def record(self, round_: int, outcome: Outcome) -> Outcome:
-        """Record the forward's outcome (once); returns the outcome in force."""
+    async def record(self, round_: int, outcome: Outcome) -> tuple[Outcome, bool]:
+        """Record the forward's outcome (once) and count the uploads it drops; returns the outcome in force
+        and whether this call wrote it."""
         key = keyspace.edge_forwarded(self._eid, self._fid, round_)
         if await self._store.set_if_absent(
             key, outcome.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
         ):
+            for drop in outcome.dropped:
+                await self._store.incr(
+                    keyspace.edge_dropped(self._eid, self._fid, drop.round, drop.reason.value), drop.count
+                )
             await self._forget_uploads(round_)
             await self._retain(round_)
-            return outcome
-        return await self.outcome(round_) or outcome
+            return outcome, True
+        return await self.outcome(round_) or outcome, False
 
     async def count_refusal(self, round_: int) -> None:
         await self._store.incr(keyspace.edge_refused(self._eid, self._fid, round_))
 
     # -- helpers ----------------------------------------------------------------------------------------
+    def _sum_keys(self, round_: int, origin: int) -> tuple[str, str, Callable[[str], str]]:
+        """Sum, manifest and upload keys of round `round_`'s own sum (`origin` == `round_`) or of its bucket
+        of late uploads made for `origin`."""
+        eid, fid = self._eid, self._fid
+        if origin == round_:
+            return (
+                keyspace.edge_sum(eid, fid, round_),
+                keyspace.edge_manifest(eid, fid, round_),
+                lambda cid: keyspace.edge_upload(eid, fid, round_, cid),
+            )
+        return (
+            keyspace.edge_late_sum(eid, fid, round_, origin),
+            keyspace.edge_late_manifest(eid, fid, round_, origin),
+            lambda cid: keyspace.edge_late_upload(eid, fid, round_, origin, cid),
+        )
+
     async def _retain(self, round_: int) -> None:
         """Keep a finished round's sum, manifest and late buckets for `retain_round_s` (audits, a retried
         forward), then forget them. Its plan keeps `EDGE_ROUND_TTL_S`: small, and a later round's bucket of
@@ -331,7 +397,7 @@ class RoundLedger:
         rounds = set()
         for key in await self._store.scan(prefix):
             number, _, rest = key[len(prefix) :].partition(":")
-            if rest == suffix and number.isdigit():
+            if (rest == suffix or rest.startswith(suffix + ":")) and number.isdigit():
                 rounds.add(int(number))
         return sorted(rounds)
 

@@ -131,6 +131,28 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
+class DropReason(StrEnum):
+    """Why uploads a service acknowledged (202) did not reach the model: each is counted in
+    `fedlora_uploads_dropped_total{reason}`, logged, and shown in the round's status (docs/api.md)."""
+
+    TOO_FEW_CLIENTS = "too_few_clients"  # a sum (a round's own, or a late bucket past max_staleness) below k
+    TOO_LATE = "too_late"  # the cloud closed the round, and late uploads are off or the sum is past max_staleness
+    REFUSED = "refused"  # the cloud refused the edge's aggregate for another reason than a closed round
+    PLAN_MISSING = "plan_missing"  # the edge no longer holds the plan a late bucket was made under
+    BASIS_CHANGED = "basis_changed"  # a late bucket trained in another basis than the round it would join
+    MASKING_FAILED = "masking_failed"  # the round's masking cohort failed at the edge
+    LATE_LEFT_OUT = "late_left_out"  # cloud: a late group would hold back columns the round publishes
+    ROUND_FAILED = "round_failed"  # cloud: the round failed; the aggregates it held are not in any model
+
+
+#: The longest an edge keeps trying to forward a round after its upload deadline, unless the spec says
+#: otherwise (`FederationSpec.forward_budget_s`).
+FORWARD_BUDGET_S = 30.0
+#: The clock difference between the cloud and an edge that deadlines tolerate, unless the spec says otherwise
+#: (`FederationSpec.max_clock_skew_s`).
+MAX_CLOCK_SKEW_S = 5.0
+
+
 BudgetAgainst = Literal["public", "decrypting_cloud"]
 
 
@@ -397,6 +419,19 @@ class FederationSpec(Message):
     )
     round_deadline_s: float = Field(default=600.0, gt=0.0, le=7 * 24 * 3600.0)
     upload_deadline_s: float = Field(default=540.0, gt=0.0, le=7 * 24 * 3600.0)
+    forward_budget_s: float = Field(
+        default=FORWARD_BUDGET_S,
+        gt=0.0,
+        le=24 * 3600.0,
+        description="the longest an edge retries a round's forward after its upload deadline (later, a sum "
+        "the cloud refuses as closed is carried into a later round as a late bucket, or counted as dropped)",
+    )
+    max_clock_skew_s: float = Field(
+        default=MAX_CLOCK_SKEW_S,
+        gt=0.0,
+        le=3600.0,
+        description="the clock difference between the cloud and an edge the deadlines tolerate",
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -421,6 +456,14 @@ class FederationSpec(Message):
             raise ValueError(
                 f"upload_deadline_s ({self.upload_deadline_s}) must not exceed round_deadline_s "
                 f"({self.round_deadline_s}): edges need time to forward"
+            )
+        needed = self.forward_budget_s + self.max_clock_skew_s
+        if self.deadline_margin_s < needed:
+            raise ValueError(
+                f"round_deadline_s - upload_deadline_s ({self.round_deadline_s} - {self.upload_deadline_s} = "
+                f"{self.deadline_margin_s:g}) must cover forward_budget_s ({self.forward_budget_s}) + "
+                f"max_clock_skew_s ({self.max_clock_skew_s}) = {needed:g}: an edge that forwards at its "
+                "upload deadline must reach the cloud before the round closes there"
             )
         if self.central_dp.distributed and self.he.kind is HEKind.NONE:
             raise ValueError(
@@ -502,6 +545,12 @@ class FederationSpec(Message):
                 f"{self.min_clients_per_edge}: no cohort could be summed"
             )
         return self
+
+    @property
+    def deadline_margin_s(self) -> float:
+        """Seconds between a round's upload deadline (the edges close) and its round deadline (the cloud
+        closes): at least `forward_budget_s + max_clock_skew_s`."""
+        return self.round_deadline_s - self.upload_deadline_s
 
     def protection(self) -> list[str]:
         """What this federation's encryption does not protect against, one sentence each (empty: uploads are
@@ -887,6 +936,17 @@ class EdgeProgress(BaseModel):
         description="when the cloud accepted this edge's aggregate for the round (in the cloud's status); at "
         "the edge's own endpoint, when the edge sent the aggregate the cloud accepted (by the edge's clock)",
     )
+    uploads_dropped: dict[DropReason, int] = Field(
+        default_factory=dict,
+        description="at the edge's own endpoint: uploads made for this round that the edge acknowledged and "
+        "that will reach no model, by reason",
+    )
+    carried_into_round: int | None = Field(
+        default=None,
+        ge=0,
+        description="at the edge's own endpoint: the later round this round's sum joined as a late bucket "
+        "after the cloud refused it as closed",
+    )
 
 
 class RebaseSummary(BaseModel):
@@ -933,6 +993,11 @@ class RoundStatus(Message):
     flagged: tuple[Identifier, ...] = ()
     late_contributions: int = Field(
         default=0, ge=0, description="uploads made for earlier rounds and folded into this one"
+    )
+    uploads_dropped: dict[DropReason, int] = Field(
+        default_factory=dict,
+        description="uploads in the aggregates the cloud accepted for this round that reached no model, by "
+        "reason (what edges dropped is in each edge's own round status)",
     )
     rebased: RebaseSummary | None = Field(
         default=None, description="set when this round re-based the adapter"

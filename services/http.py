@@ -101,10 +101,13 @@ class Peer:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         retry: bool = True,
+        give_up_after_s: float | None = None,
     ) -> httpx.Response:
-        """Send with retries; return the 2xx response, raise `PeerRefusedError` on a 4xx, `PeerUnavailableError` else."""
+        """Send with retries (no new attempt after `give_up_after_s`, the peer's default if None); return the
+        2xx response, raise `PeerRefusedError` on a 4xx, `PeerUnavailableError` else."""
+        give_up = self._give_up_after_s if give_up_after_s is None else give_up_after_s
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts if retry else 1) | stop_after_delay(self._give_up_after_s),
+            stop=stop_after_attempt(self._attempts if retry else 1) | stop_after_delay(give_up),
             wait=wait_exponential_jitter(multiplier=0.2, max=self._max_wait_s),
             retry=retry_if_exception(_retryable),
             reraise=True,

@@ -212,6 +212,15 @@ def edge_refused(eid: str, fid: str, round_: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:refused"  # counter
 
 
+def edge_dropped(eid: str, fid: str, round_: int, reason: str) -> str:
+    """Counter: uploads made for `round_` that the edge acknowledged and that reach no model, for `reason`."""
+    return f"edge:{eid}:{fid}:round:{round_}:dropped:{reason}"
+
+
+def edge_dropped_prefix(eid: str, fid: str, round_: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:dropped:"
+
+
 # A masking cohort (edge_aggregator.cohort_store): one edge's hospitals in one round. Each key is written
 # with `EDGE_ROUND_TTL_S`, or given it once its stage closed (the lists, which transactions write).
 def edge_masking_opened(eid: str, fid: str, round_: int) -> str:

@@ -35,7 +35,7 @@ from prometheus_client import (
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from protocol.messages import ErrorCode
+from protocol.messages import DropReason, ErrorCode
 from services.store import StateStore, StoreError
 
 log = logging.getLogger("services.metrics")
@@ -140,7 +140,13 @@ class ServiceMetrics(Metrics):
             ["service", "federation", "outcome", "reason"],
             registry=self.registry,
         )
-
+        self.uploads_dropped = Counter(
+            "fedlora_uploads_dropped_total",
+            "Uploads acknowledged with a 2xx that reach no model (edge: hospital uploads it dropped; cloud: "
+            "hospital uploads in accepted aggregates it left out), by `DropReason`",
+            ["service", "federation", "reason"],
+            registry=self.registry,
+        )
         self.store_used_memory = Gauge(
             "fedlora_store_used_memory_bytes",
             "Memory the state store's data takes (Redis: INFO used_memory; memory store: an estimate of its "
@@ -175,6 +181,10 @@ class ServiceMetrics(Metrics):
         """Count an accepted upload, or one refused with error code `refused`."""
         outcome = "accepted" if refused is None else "refused"
         self.uploads.labels(self.service, federation, outcome, refused or "").inc()
+
+    def dropped(self, federation: str, reason: DropReason, count: int) -> None:
+        """Count `count` acknowledged uploads that reach no model, for `reason`."""
+        self.uploads_dropped.labels(self.service, federation, reason.value).inc(count)
 
 
 class EdgeMetrics(ServiceMetrics):

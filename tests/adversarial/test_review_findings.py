@@ -196,7 +196,7 @@ async def test_an_edge_whose_sum_names_a_hospital_counted_elsewhere_still_delive
     fake = world.cloud
     honest_forward = fake.forward
 
-    async def cloud_counting_a_elsewhere(aggregate: EdgeAggregate) -> None:
+    async def cloud_counting_a_elsewhere(aggregate: EdgeAggregate, *, within_s: float | None = None) -> None:
         fake.attempts.append(aggregate)
         if any(c.client_id == "hosp-a" for c in aggregate.contributions):
             # The real cloud's refusal names the hospitals in `detail` (protocol.acceptance.claim).
@@ -207,7 +207,7 @@ async def test_an_edge_whose_sum_names_a_hospital_counted_elsewhere_still_delive
                 detail={"round": 0, "client_ids": ["hosp-a"], "counted_at": {"hosp-a": "edge-south"}},
             )
         fake.attempts.pop()
-        await honest_forward(aggregate)
+        await honest_forward(aggregate, within_s=within_s)
 
     fake.forward = cloud_counting_a_elsewhere  # type: ignore[method-assign]
     async with running_edge(world) as edge:

@@ -43,6 +43,9 @@ def make_spec(**overrides: Any) -> FederationSpec:
         "central_dp": CentralDPConfig(mechanism=NoiseMechanism.NONE, noise_multiplier=0.0),
         "round_deadline_s": 20,
         "upload_deadline_s": 15,
+        # The 5 s between the deadlines must cover the edges' forward retries and the clocks' skew.
+        "forward_budget_s": 4.0,
+        "max_clock_skew_s": 1.0,
         "he": CKKSParams(),  # unmasked unless a test names a scheme (tests/e2e/test_masking_e2e.py)
     }
     return FederationSpec(**{**fields, **overrides})

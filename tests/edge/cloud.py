@@ -36,6 +36,8 @@ class InMemoryCloud(CloudLink):
         self.attempts: list[EdgeAggregate] = []
         self.delivered: dict[str, EdgeAggregate] = {}
         self.fail_forwards = 0
+        self.closed_rounds: set[int] = set()  # forwards for these are refused as the cloud refuses them
+        self.within: list[float | None] = []  # each forward's `within_s`
         self.ended: FederationState | None = None
 
     # -- what a test does to the cloud --------------------------------------------------------------
@@ -102,11 +104,14 @@ class InMemoryCloud(CloudLink):
         edge_id = self.enrolments[-1].edge_id
         return [c for c in self.clients.values() if c.edge_id == edge_id]
 
-    async def forward(self, aggregate: EdgeAggregate) -> None:
+    async def forward(self, aggregate: EdgeAggregate, *, within_s: float | None = None) -> None:
         self.attempts.append(aggregate)
+        self.within.append(within_s)
         if self.fail_forwards > 0:
             self.fail_forwards -= 1
             raise PeerUnavailableError("POST aggregates: connection refused (test)")
+        if aggregate.round in self.closed_rounds:
+            raise PeerRefusedError(409, "round_closed", f"round {aggregate.round} is over", detail={})
         held = self.delivered.get(aggregate.idempotency_key)
         if held is None:
             self.delivered[aggregate.idempotency_key] = aggregate

@@ -29,7 +29,7 @@ def refusing(world: World, client_id: str, *, round_: int, code: str = "duplicat
     seen: list[int] = []
     honest = world.cloud.forward
 
-    async def forward(aggregate: EdgeAggregate) -> None:
+    async def forward(aggregate: EdgeAggregate, *, within_s: float | None = None) -> None:
         sums = [(aggregate.round, aggregate.contributions)]
         sums += [(bucket.origin_round, bucket.contributions) for bucket in aggregate.late]
         seen.append(sum(len(lines) for _, lines in sums))
@@ -40,7 +40,7 @@ def refusing(world: World, client_id: str, *, round_: int, code: str = "duplicat
                 f"clients ['{client_id}'] are already in round {round_}'s sums",
                 detail={"round": round_, "client_ids": [client_id], "counted_at": {client_id: "edge-south"}},
             )
-        await honest(aggregate)
+        await honest(aggregate, within_s=within_s)
 
     world.cloud.forward = forward  # type: ignore[method-assign]
     return seen
@@ -131,7 +131,7 @@ async def test_a_refusal_that_names_no_hospital_of_the_sum_records_the_round_ref
     world = make_world(clients=3, k=2)
     seen: list[int] = []
 
-    async def refuse_all(aggregate: EdgeAggregate) -> None:
+    async def refuse_all(aggregate: EdgeAggregate, *, within_s: float | None = None) -> None:
         seen.append(aggregate.count)
         raise PeerRefusedError(
             409, "duplicate_upload", "clients ['hosp-z'] ...", detail={"round": 0, "client_ids": ["hosp-z"]}
