@@ -75,6 +75,7 @@ from protocol.crypto import CryptoError, KeyStoreError
 from protocol.ffa import AdapterLayout, column_energy, seeded_bases
 from protocol.messages import (
     Contribution,
+    DropReason,
     FederationSpec,
     FederationState,
     RoundPlan,
@@ -799,8 +800,12 @@ class RoundCloser:
                 return {}  # the round was closed meanwhile (closing moves the adapter on)
             if read_digests(current[digests_key]) != sealed:
                 return {}  # not the sums the failer read (the round is sealed: only a foreign write does it)
+            lost = sum(h.count + h.late_count for h in (forwarded or {}).values())
             failed = ended(with_progress(status, forwarded or {}), RoundState.FAILED, now).model_copy(
-                update={"failure": reason[:2000]}
+                update={
+                    "failure": reason[:2000],
+                    "uploads_dropped": {DropReason.ROUND_FAILED: lost} if lost else {},
+                }
             )
             charged: dict[str, bytes | None] = {}
             if held is not None and held.distributed:

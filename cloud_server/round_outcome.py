@@ -30,6 +30,7 @@ from protocol.messages import (
     AdapterVersion,
     ClientInfo,
     Contribution,
+    DropReason,
     EdgeProgress,
     FederationSpec,
     FederationState,
@@ -115,6 +116,18 @@ class Release:
     @property
     def late_count(self) -> int:
         return sum(len(group.contributions) for group in self.late)
+
+    @property
+    def dropped(self) -> dict[DropReason, int]:
+        """Uploads in the aggregates the round holds that its model leaves out, by reason."""
+        flagged = sum(
+            h.count + h.late_count for e, h in self.headers.items() if e in set(self.result.flagged)
+        )
+        counts = {
+            DropReason.LATE_LEFT_OUT: int(self.metrics.get("late_left_out", 0)),
+            DropReason.FLAGGED: flagged,
+        }
+        return {reason: n for reason, n in counts.items() if n > 0}
 
     @cached_property
     def metrics_out(self) -> dict[str, float]:
@@ -253,6 +266,7 @@ def closed_status(release: Release, status: RoundStatus) -> RoundStatus:
             "total_weight": release.total_weight,
             "published_rank": result.published_rank,
             "column_noise_std": result.column_noise_std or None,
+            "uploads_dropped": release.dropped,
         }
     )
 

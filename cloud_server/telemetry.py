@@ -39,14 +39,26 @@ class CloudTelemetry:
             self.metrics.he_observed("decrypt", scheme, seconds)
 
     async def round_ended(self, fid: str, round_: int) -> None:
-        """Count round `round_` of `fid`, just committed closed or failed; after a close, its duration and
-        the privacy spent as `GET /federations/{fid}/privacy` reports it."""
+        """Count round `round_` of `fid`, just committed closed or failed, and the uploads its status says
+        reach no model; after a close, its duration and the privacy spent as `GET /federations/{fid}/privacy`
+        reports it."""
         try:
             raw = await self._store.get(keyspace.fed_round_status(fid, round_))
             status = RoundStatus.model_validate_json(raw or b"")
             if status.state not in (RoundState.CLOSED, RoundState.FAILED):
                 return
             self.metrics.rounds.labels(fid, status.state.value).inc()
+            for reason, count in status.uploads_dropped.items():
+                self.metrics.dropped(fid, reason, count)
+                log.warning(
+                    f"{count} uploads in round {round_}'s aggregates reach no model: {reason.value}",
+                    extra={
+                        "federation_id": fid,
+                        "round": round_,
+                        "code": "uploads_dropped",
+                        "data": {"reason": reason.value, "count": count},
+                    },
+                )
             if status.state is RoundState.CLOSED and status.closed_at is not None:
                 seconds = (status.closed_at - status.opened_at).total_seconds()
                 self.metrics.round_duration.labels(fid).observe(max(seconds, 0.0))

@@ -24,7 +24,6 @@ import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from edge_aggregator.cloud_link import CloudLink
 from edge_aggregator.config import EdgeConfig, aware

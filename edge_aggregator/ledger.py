@@ -303,7 +303,8 @@ class RoundLedger:
         d_sum, d_manifest, d_upload = self._sum_keys(into, origin)
         k_closed = keyspace.edge_closed(self._eid, self._fid, into)
         source = _load_manifest(await self._store.get(k_manifest))
-        keys = [k_sum, k_manifest, d_sum, d_manifest, k_closed, *(k_upload(cid) for cid in source)]
+        keys = [k_sum, k_manifest, d_sum, d_manifest, k_closed]
+        keys += [key for cid in source for key in (k_upload(cid), d_upload(cid))]
         placed = False
 
         async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:

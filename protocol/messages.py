@@ -142,6 +142,7 @@ class DropReason(StrEnum):
     BASIS_CHANGED = "basis_changed"  # a late bucket trained in another basis than the round it would join
     MASKING_FAILED = "masking_failed"  # the round's masking cohort failed at the edge
     LATE_LEFT_OUT = "late_left_out"  # cloud: a late group would hold back columns the round publishes
+    FLAGGED = "flagged"  # cloud: the robust strategy flagged the edge's sum as contaminated and left it out
     ROUND_FAILED = "round_failed"  # cloud: the round failed; the aggregates it held are not in any model
 
 

@@ -9,6 +9,7 @@ from dp_accounting import dp_event, rdp
 
 from protocol.messages import CentralDPConfig, LateUploadConfig, NoiseMechanism, PrivacyReport
 from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_spec
+from tests.cloud.test_metrics import parse
 
 pytestmark = pytest.mark.anyio
 
@@ -25,6 +26,17 @@ async def in_time(cloud, fed: Federation, round_: int, rng: np.random.Generator)
     for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-e", "client-f")}.items():
         body = await fed.aggregate(cloud, edge_id, round_, deltas_for(rng, ids))
         assert (await fed.post(cloud.http, body)).status_code == 202
+
+
+def by_reason(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> dict[str, float]:
+    """The samples of `name` with these labels, by their `reason`."""
+    return {
+        dict(sample_labels)["reason"]: v
+        for (n, sample_labels), v in samples.items()
+        if n == name and labels.items() <= dict(sample_labels).items()
+    }
 
 
 def google(multipliers: list[float], delta: float = 1e-5) -> float:
@@ -251,10 +263,15 @@ async def test_a_round_whose_late_uploads_would_pass_the_budget_is_not_decrypted
         report = PrivacyReport.model_validate_json(
             (await cloud.http.get(f"/federations/{fed.fid}/privacy")).content
         )
+        metrics = (await cloud.http.get("/metrics", headers={"Authorization": ""})).text
 
     # Assert: round 2 was never decrypted; the ledger holds round 0 alone, within the budget.
     assert info["state"] == "budget_exhausted" and info["adapter_version"] == 1
     assert status.state.value == "failed" and "not decrypted" in (status.failure or "")
+    # The two aggregates were acknowledged (202) and reach no model: 3 + 4 late at edge-1, 2 at edge-2.
+    assert status.uploads_dropped == {"round_failed": 9}
+    dropped = by_reason(parse(metrics), "fedlora_uploads_dropped_total", service="cloud", federation=fed.fid)
+    assert dropped == {"round_failed": 9.0}
     assert f"{budget:g}" in info["reason"]
     assert len(report.central_rounds) == 1
     assert report.central_epsilon is not None and report.central_epsilon <= budget

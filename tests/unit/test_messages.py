@@ -78,6 +78,17 @@ def test_spec_round_trips_every_scheme(he):
         (dict(target_modules=("query", "query")), "duplicates"),
         (dict(target_modules=("query; rm -rf",)), "is not a module name"),
         (dict(upload_deadline_s=700, round_deadline_s=600), "upload_deadline_s (700.0) must not exceed"),
+        (
+            dict(upload_deadline_s=600, round_deadline_s=600),
+            "round_deadline_s - upload_deadline_s (600.0 - 600.0 = 0) must cover forward_budget_s (30.0) + "
+            "max_clock_skew_s (5.0) = 35",
+        ),
+        (
+            dict(upload_deadline_s=50, round_deadline_s=60, forward_budget_s=8, max_clock_skew_s=3),
+            "(60.0 - 50.0 = 10) must cover forward_budget_s (8.0) + max_clock_skew_s (3.0) = 11",
+        ),
+        (dict(forward_budget_s=0), "forward_budget_s"),
+        (dict(max_clock_skew_s=0), "max_clock_skew_s"),
         (dict(strategy="clair"), "strategy 'clair' needs per-client plaintext"),
         (dict(strategy="fedavg"), "strategy"),
         (dict(he={"kind": "ckks", "coeff_mod_bit_sizes": [60, 60, 60, 60]}), "128-bit security"),
@@ -90,6 +101,26 @@ def test_spec_refuses_bad_fields_and_names_them(fields, needle):
     with pytest.raises(ValidationError) as err:
         FederationSpec(**{"federation_id": "fed-1", **fields})
     assert needle in str(err.value)
+
+
+def test_the_deadline_margin_covers_the_forward_budget_and_the_clock_skew():
+    """The margin between the edges' upload deadline and the cloud's round deadline, and the two parts it
+    must cover, are named values of the spec (the clock-skew alert compares with half the margin)."""
+    default = FederationSpec(federation_id="fed-1")
+    tight = FederationSpec(
+        federation_id="fed-1",
+        upload_deadline_s=50,
+        round_deadline_s=61,
+        forward_budget_s=8,
+        max_clock_skew_s=3,
+    )
+
+    assert (default.deadline_margin_s, default.forward_budget_s, default.max_clock_skew_s) == (
+        60.0,
+        30.0,
+        5.0,
+    )
+    assert tight.deadline_margin_s == 11.0
 
 
 def test_paillier_slot_arithmetic():
