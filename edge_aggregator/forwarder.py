@@ -160,13 +160,21 @@ class Forwarder:
         extra = {"round": round_, "edge_id": self.config.edge_id}
         log.error(
             "cloud refused the aggregate",
-            extra={**extra, "code": refusal.code, "status": refusal.status, "data": {"error": refusal.message}},
+            extra={
+                **extra,
+                "code": refusal.code,
+                "status": refusal.status,
+                "data": {"error": refusal.message},
+            },
         )
         closed = refusal.code == ErrorCode.ROUND_CLOSED.value
         reason = DropReason.TOO_LATE if closed else DropReason.REFUSED
         drops = list(late_drops)
         carried_into = None
-        for origin, count in [(round_, aggregate.count), *((b.origin_round, b.count) for b in aggregate.late)]:
+        for origin, count in [
+            (round_, aggregate.count),
+            *((b.origin_round, b.count) for b in aggregate.late),
+        ]:
             into = await self._carry(round_, origin) if closed else None
             if into is None:
                 drops.append(Drop(round=origin, reason=reason, count=count))

@@ -84,7 +84,9 @@ class Outcome(BaseModel):
     late_forwarded: int = Field(default=0, ge=0, description="late uploads sent along, in buckets of >= k")
     late_dropped: int = Field(default=0, ge=0, description="late uploads that reach no model")
     carried_into: int | None = Field(default=None, ge=0, description="the round a CARRIED sum joined")
-    dropped: tuple[Drop, ...] = Field(default=(), description="uploads this outcome leaves out of every model")
+    dropped: tuple[Drop, ...] = Field(
+        default=(), description="uploads this outcome leaves out of every model"
+    )
 
 
 class RoundLedger:

@@ -136,7 +136,9 @@ class DropReason(StrEnum):
     `fedlora_uploads_dropped_total{reason}`, logged, and shown in the round's status (docs/api.md)."""
 
     TOO_FEW_CLIENTS = "too_few_clients"  # a sum (a round's own, or a late bucket past max_staleness) below k
-    TOO_LATE = "too_late"  # the cloud closed the round, and late uploads are off or the sum is past max_staleness
+    TOO_LATE = (
+        "too_late"  # the cloud closed the round, and late uploads are off or the sum is past max_staleness
+    )
     REFUSED = "refused"  # the cloud refused the edge's aggregate for another reason than a closed round
     PLAN_MISSING = "plan_missing"  # the edge no longer holds the plan a late bucket was made under
     BASIS_CHANGED = "basis_changed"  # a late bucket trained in another basis than the round it would join
