@@ -43,7 +43,9 @@ async def test_a_round_with_no_aggregate_at_its_deadline_fails_and_the_next_reop
     None
 ):
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec(round_deadline_s=60.0, upload_deadline_s=30.0))
+        fed = await Federation.create(
+            cloud.http, small_spec(round_deadline_s=60.0, upload_deadline_s=30.0, forward_budget_s=20.0)
+        )
         await fed.start(cloud.http)
 
         cloud.clock.advance(61)
@@ -67,7 +69,9 @@ async def test_a_round_with_no_aggregate_at_its_deadline_fails_and_the_next_reop
 
 async def test_the_background_deadline_check_fails_an_expired_round() -> None:
     async with running_cloud(deadline_check_s=0.02) as cloud:
-        fed = await Federation.create(cloud.http, small_spec(round_deadline_s=60.0, upload_deadline_s=30.0))
+        fed = await Federation.create(
+            cloud.http, small_spec(round_deadline_s=60.0, upload_deadline_s=30.0, forward_budget_s=20.0)
+        )
         await fed.start(cloud.http)
         cloud.clock.advance(3600)
 

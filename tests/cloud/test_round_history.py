@@ -83,7 +83,8 @@ async def test_the_round_listing_is_paginated_with_a_total_count_and_links_to_fo
     # Prepare: two rounds fail at their 60 s deadline, so round 2 is open: three rounds in all.
     async with running_cloud() as cloud:
         fed = await Federation.create(
-            cloud.http, small_spec(rounds=5, round_deadline_s=60.0, upload_deadline_s=30.0)
+            cloud.http,
+            small_spec(rounds=5, round_deadline_s=60.0, upload_deadline_s=30.0, forward_budget_s=20.0),
         )
         await fed.start(cloud.http)
         for _ in range(2):

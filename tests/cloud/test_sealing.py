@@ -27,7 +27,9 @@ async def test_an_aggregate_arriving_while_its_round_fails_is_refused_not_left_o
     arrives while the failure is written is refused (409 `round_closed`) rather than acknowledged and
     left out of a failed round."""
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec(round_deadline_s=60.0, upload_deadline_s=30.0))
+        fed = await Federation.create(
+            cloud.http, small_spec(round_deadline_s=60.0, upload_deadline_s=30.0, forward_budget_s=20.0)
+        )
         await fed.start(cloud.http)
         body = await fed.aggregate(cloud, "edge-1", 0, fed.deltas(np.random.default_rng(5))["edge-1"])
         sealed, proceed = asyncio.Event(), asyncio.Event()
@@ -61,7 +63,9 @@ async def test_an_aggregate_stored_before_a_failing_round_is_sealed_closes_it_in
     The round is not failed: it closes with that sum."""
     rng = np.random.default_rng(6)
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec(round_deadline_s=60.0, upload_deadline_s=30.0))
+        fed = await Federation.create(
+            cloud.http, small_spec(round_deadline_s=60.0, upload_deadline_s=30.0, forward_budget_s=20.0)
+        )
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
         body = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])

@@ -76,6 +76,8 @@ async def test_three_clients_are_forwarded_once_with_their_exact_sum(
         "bytes_received": sum(len(u.ciphertext) for u in updates.values()),
         "late_accepted": 0,
         "forwarded_at": "2026-11-22T12:00:00Z",  # T0: the clock stood still, the third upload forwarded
+        "uploads_dropped": {},
+        "carried_into_round": None,
     }
 
 
