@@ -9,13 +9,20 @@ cloud_server/rounds.py)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
-from protocol.messages import LateUploadConfig
+from edge_aggregator.aggregator import EdgeAggregator
+from edge_aggregator.cloud_link import HttpCloudLink
+from edge_aggregator.config import EdgeConfig
+from protocol.messages import ClientUpdate, EdgeEnrolment, LateUploadConfig, RoundState
+from services.store import StateStore
+from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_spec
 from tests.edge.harness import FID, World, into_round_one, running_edge, until
 from tests.edge.test_metrics import parse, value
 
@@ -205,3 +212,83 @@ async def test_a_forward_retries_no_longer_than_the_forward_budget(make_world: C
 
     assert world.cloud.within == [15.0, 0.0]
     assert world.spec.deadline_margin_s >= world.spec.forward_budget_s + world.spec.max_clock_skew_s
+
+
+async def test_with_the_real_cloud_a_sum_forwarded_after_the_round_closed_is_in_the_next_model(
+    state_store: StateStore,
+) -> None:
+    """The real cloud (in-process, on the test's store) closes round 0 at its deadline with edge-2's sum
+    while edge-1, holding client-a's and client-b's uploads, has not forwarded yet. Edge-1's forward then
+    gets 409 `round_closed`; the edge carries the sum into round 1, whose aggregate the cloud accepts and
+    folds in: round 1's model holds both hospitals' round-0 updates as late contributions."""
+    # Prepare: edges edge-1 (client-a, client-b) and edge-2 (client-c, client-d); late uploads on.
+    rng = np.random.default_rng(11)
+    spec = small_spec(rounds=3, late_uploads=LATE)
+    async with running_cloud(store=state_store) as cloud:
+        fed = await Federation.create(cloud.http, spec)
+        await fed.start(cloud.http)
+        key = fed.edges["edge-1"].key
+        link = HttpCloudLink(
+            "http://cloud",
+            federation_id=fed.fid,
+            enrolment_token=fed.created.edge_enrolment_token,
+            transport=httpx.ASGITransport(app=cloud.app),
+            attempts=1,
+        )
+        enrolment = EdgeEnrolment(
+            edge_id="edge-1", url="http://edge-1.test:8710", public_key=key.public_bytes
+        )
+        await link.enrol(enrolment)
+        edge = EdgeAggregator(
+            EdgeConfig(edge_id="edge-1", federation=await link.federation()),
+            store=state_store,
+            link=link,
+            scheme=fed.scheme,
+            signing_key=key,
+            clock=cloud.clock,
+        )
+        await edge.refresh_plan()
+
+        async def upload(round_: int) -> None:
+            plan = await cloud.context.rounds.plan(fed.fid, round_)
+            deltas = {cid: rng.normal(0.0, 0.01, LAYOUT_SIZE) for cid in ("client-a", "client-b")}
+            for cid, encrypted in (await fed.uploads(cloud, round_, deltas, {})).items():
+                update = ClientUpdate(
+                    federation_id=fed.fid,
+                    round=round_,
+                    basis_version=plan.basis_version,
+                    client_id=cid,
+                    rank=plan.client_ranks[cid],
+                    weight=1.0,
+                    num_examples=100,
+                    nonce=secrets.token_hex(16),
+                    ciphertext=fed.scheme.serialize(encrypted),
+                    noise_share_std=plan.noise_share.std if plan.noise_share is not None else None,
+                    plan_sha256=plan.sha256,
+                ).signed(fed.client_keys[cid].sign)
+                await edge.accept(update)
+
+        await upload(0)
+        other = {cid: rng.normal(0.0, 0.01, LAYOUT_SIZE) for cid in ("client-c", "client-d")}
+        assert (await fed.post(cloud.http, await fed.aggregate(cloud, "edge-2", 0, other))).status_code == 202
+        cloud.clock.advance(spec.round_deadline_s + 1)
+        await cloud.tick()  # round 0 closes with edge-2's sum alone
+        closed_0 = await cloud.status(fed.fid, 0)
+
+        # Execute: edge-1 forwards round 0 late, then follows round 1.
+        await edge.tick()
+        outcome_0 = await edge.ledger.outcome(0)
+        assert await edge.refresh_plan()
+        await upload(1)
+        await edge.tick()
+        other = {cid: rng.normal(0.0, 0.01, LAYOUT_SIZE) for cid in ("client-c", "client-d")}
+        assert (await fed.post(cloud.http, await fed.aggregate(cloud, "edge-2", 1, other))).status_code == 202
+        status_1 = await cloud.status(fed.fid, 1)
+        await edge.close()
+        await link.close()
+
+    # Assert
+    assert closed_0.state is RoundState.CLOSED and closed_0.clients_contributed == 2
+    assert outcome_0 is not None and outcome_0.status.value == "carried" and outcome_0.carried_into == 1
+    assert status_1.state is RoundState.CLOSED
+    assert status_1.late_contributions == 2 and status_1.clients_contributed == 4
