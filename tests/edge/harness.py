@@ -235,3 +235,14 @@ async def into_round_one(world: World, edge: Any) -> None:
     await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
     await world.cloud.publish(world.plan(1))
     await until(lambda: edge.core.plan is not None and edge.core.plan.round == 1, what="round 1")
+
+
+async def alone_late_through_round_one(world: World, edge: Any) -> httpx.Response:
+    """Round 0 closes with hosp-a and hosp-b; once round 1 opened, hosp-c uploads alone for round 0 (a late
+    bucket of one); round 1 closes with hosp-a and hosp-b and is forwarded. hosp-c's answer."""
+    await into_round_one(world, edge)
+    lone = await edge.upload(world.update(world.hospitals["hosp-c"], round_=0))
+    for cid in ("hosp-a", "hosp-b"):
+        assert (await edge.upload(world.update(world.hospitals[cid], round_=1))).status_code == 202
+    await until(lambda: len(world.cloud.attempts) == 2, what="round 1's forward")
+    return lone

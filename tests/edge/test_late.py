@@ -10,7 +10,16 @@ import pytest
 
 from protocol.messages import LateUploadConfig
 from services.identity import IdentityError, verify
-from tests.edge.harness import EID, World, into_round_one, running_edge, until
+from tests.edge.harness import (
+    EID,
+    FID,
+    World,
+    alone_late_through_round_one,
+    into_round_one,
+    running_edge,
+    until,
+)
+from tests.edge.test_metrics import parse, value
 
 pytestmark = pytest.mark.anyio
 
@@ -74,21 +83,22 @@ async def test_a_bucket_below_k_is_dropped_and_uploads_too_late_are_refused(
     world = make_world(clients=4, k=2, quorum=0.5, late_uploads=LateUploadConfig(max_staleness=1))
     h = world.hospitals
     async with running_edge(world) as edge:
-        await into_round_one(world, edge)
-
         # Execute: c alone late for round 0 (a bucket of 1 < k); a and b in time for round 1.
-        lone = await edge.upload(world.update(h["hosp-c"], round_=0))
-        for cid in ("hosp-a", "hosp-b"):
-            assert (await edge.upload(world.update(h[cid], round_=1))).status_code == 202
-        await until(lambda: len(world.cloud.attempts) == 2, what="round 1's forward")
+        lone = await alone_late_through_round_one(world, edge)
+        await edge.core.tick()  # neither forwards again nor counts again
         outcome = await edge.core.ledger.outcome(1)
+        progress_0 = await edge.progress(0)
+        metrics = (await edge.http.get("/metrics")).text
         await world.cloud.publish(world.plan(2))
         await until(lambda: edge.core.plan is not None and edge.core.plan.round == 2, what="round 2")
         too_late = await edge.upload(world.update(h["hosp-d"], round_=0))  # 2 rounds late
 
-    # Assert
+    # Assert: c's bucket cannot be carried past max_staleness: counted as dropped for round 0, once.
     assert lone.status_code == 202
     assert world.cloud.attempts[1].late == ()
+    assert progress_0.get("uploads_dropped") == {"too_few_clients": 1}
+    labels = {"service": "edge", "federation": FID, "reason": "too_few_clients"}
+    assert value(parse(metrics), "fedlora_uploads_dropped_total", **labels) == 1.0
     assert outcome is not None and (outcome.late_forwarded, outcome.late_dropped) == (0, 1)
     assert too_late.status_code == 409 and too_late.json()["code"] == "round_closed"
     assert "up to 1 late" in too_late.json()["message"]
