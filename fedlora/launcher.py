@@ -31,6 +31,8 @@ from fedlora.demo_run import DemoRunFolder
 from fedlora.redis_process import RedisMissingError, RedisProcess, RedisProcessError, redis_binary
 from fedlora.specs import federation_spec
 from protocol.messages import (
+    FORWARD_BUDGET_S,
+    MAX_CLOCK_SKEW_S,
     AdapterEvaluation,
     AdapterVersion,
     ClientInfo,
@@ -115,7 +117,8 @@ class DemoConfig:
             strategy=self.strategy,
             min_clients_per_edge=self.min_clients_per_edge,
             round_deadline_s=self.timeout_s,
-            upload_deadline_s=self.timeout_s * 0.9,
+            # The edges close a tenth of the round earlier, and never less than the spec's deadline margin.
+            upload_deadline_s=self.timeout_s - max(0.1 * self.timeout_s, FORWARD_BUDGET_S + MAX_CLOCK_SKEW_S),
         )
 
 
