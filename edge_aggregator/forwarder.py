@@ -89,7 +89,7 @@ class Forwarder:
         k = self.config.spec.min_clients_per_edge
         ciphertext = await self._ledger.sum_bytes(round_)
         if len(manifest) < k or plan is None or ciphertext is None:
-            return await self._skip(round_, now, manifest, plan is None or ciphertext is None)
+            return await self._skip(round_, now, manifest, missing=len(manifest) >= k)
         late, late_drops = await self._late_sums(round_, plan, k)
         aggregate = self._signed(round_, plan, manifest, ciphertext, late, mask_correction)
         try:
@@ -117,10 +117,10 @@ class Forwarder:
         return max(0.0, (ends - now).total_seconds())
 
     async def _skip(
-        self, round_: int, now: datetime, manifest: dict[str, Contribution], missing: bool
+        self, round_: int, now: datetime, manifest: dict[str, Contribution], *, missing: bool
     ) -> Outcome:
-        """Record a round that is not forwarded: fewer than k contributions, or its plan or sum is missing
-        from the store. Its late buckets are carried on (or dropped)."""
+        """Record a round that is not forwarded: fewer than k contributions, or (`missing`) at least k but
+        its plan or sum is missing from the store. Its late buckets are carried on (or dropped)."""
         k = self.config.spec.min_clients_per_edge
         if missing:
             detail, reason = "the round's plan or sum is missing from the store", DropReason.PLAN_MISSING
@@ -157,15 +157,10 @@ class Forwarder:
         """Record a refused aggregate. A round the cloud had closed is carried, its own sum and its late
         buckets, into a later round's buckets while the federation takes late uploads; any other refusal
         (or a sum too late to carry) drops them."""
-        extra = {"round": round_, "edge_id": self.config.edge_id}
+        where = {"round": round_, "edge_id": self.config.edge_id, "code": refusal.code}
         log.error(
             "cloud refused the aggregate",
-            extra={
-                **extra,
-                "code": refusal.code,
-                "status": refusal.status,
-                "data": {"error": refusal.message},
-            },
+            extra={**where, "status": refusal.status, "data": {"error": refusal.message}},
         )
         closed = refusal.code == ErrorCode.ROUND_CLOSED.value
         reason = DropReason.TOO_LATE if closed else DropReason.REFUSED

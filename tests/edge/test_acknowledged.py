@@ -169,6 +169,26 @@ async def test_a_late_bucket_below_k_is_carried_until_it_reaches_k(make_world: C
     assert progress_0["uploads_dropped"] == {}
 
 
+async def test_a_round_below_k_at_its_deadline_counts_its_uploads_as_dropped(
+    make_world: Callable[..., World],
+) -> None:
+    """k = 2 and only hosp-a uploads: the edge never forwards the round, and says so for hosp-a's upload."""
+    world = make_world(clients=3, k=2, quorum=1.0)
+    async with running_edge(world) as edge:
+        assert (await edge.upload(world.update(world.hospitals["hosp-a"]))).status_code == 202
+        world.clock.advance(61)
+        await edge.core.tick()
+        outcome = await edge.core.ledger.outcome(0)
+        progress = await edge.progress(0)
+        metrics = (await edge.http.get("/metrics")).text
+
+    assert outcome is not None and outcome.status.value == "skipped"
+    assert outcome.detail == "1 contributions, fewer than min_clients_per_edge=2"
+    assert progress.get("uploads_dropped") == {"too_few_clients": 1}
+    assert dropped_metric(metrics, "too_few_clients") == 1.0
+    assert world.cloud.attempts == []
+
+
 async def test_a_forward_retries_no_longer_than_the_forward_budget(make_world: Callable[..., World]) -> None:
     """The link is told how long it may retry: the spec's forward budget past the upload deadline, less
     the time already past it; the spec's deadline margin covers that budget plus the allowed clock skew."""
