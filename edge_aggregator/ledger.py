@@ -346,9 +346,9 @@ class RoundLedger:
             key, outcome.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
         ):
             for drop in outcome.dropped:
-                await self._store.incr(
-                    keyspace.edge_dropped(self._eid, self._fid, drop.round, drop.reason.value), drop.count
-                )
+                counter = keyspace.edge_dropped(self._eid, self._fid, drop.round, drop.reason.value)
+                await self._store.incr(counter, drop.count)
+                await self._store.expire([counter], ttl_s=keyspace.EDGE_ROUND_TTL_S)  # as long as the plan
             await self._forget_uploads(round_)
             await self._retain(round_)
             return outcome, True
