@@ -123,6 +123,27 @@ def test_peer_gives_up_and_does_not_retry_refusals():
     assert calls["n"] == 1
 
 
+def test_peer_makes_no_new_attempt_past_the_time_it_is_given():
+    """An edge's forward retries only within the round's forward budget (`give_up_after_s`): with none of
+    it left, one attempt; without a limit, every attempt the peer allows."""
+    app, calls = _flaky_app(failures=10, status=503)
+
+    async def scenario(give_up_after_s):
+        peer = _peer(app, attempts=3)
+        try:
+            await peer.request("GET", "/thing", give_up_after_s=give_up_after_s)
+        finally:
+            await peer.close()
+
+    with pytest.raises(PeerUnavailableError):
+        asyncio.run(scenario(0.0))
+    assert calls["n"] == 1
+    calls["n"] = 0
+    with pytest.raises(PeerUnavailableError):
+        asyncio.run(scenario(None))
+    assert calls["n"] == 3
+
+
 def test_federation_layout_matches_the_client_model():
     from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
     from services.model_layout import LayoutError, federation_layout
