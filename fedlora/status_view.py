@@ -5,6 +5,7 @@ modes and a test can draw a snapshot of a real cloud.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from protocol.messages import (
         AdapterVersion,
         ClientInfo,
+        DropReason,
         FederationInfo,
         PrivacyReport,
         RoundStatus,
@@ -178,9 +180,14 @@ def rounds_table(fed: FederationStatus) -> Table:
             _num(evaluation.metrics.get("accuracy")) if evaluation is not None else "",
             _num(r.metrics.get("validation_loss"), ".4f"),
             _num(seconds, ".0f"),
-            "; ".join(filter(None, (r.stop_reason, r.failure))),
+            "; ".join(filter(None, (r.stop_reason, r.failure, _dropped(r.uploads_dropped)))),
         )
     return table
+
+
+def _dropped(counts: Mapping[DropReason, int]) -> str:
+    """The uploads a round's aggregates held that reach no model, by reason ("2 dropped: round_failed")."""
+    return ", ".join(f"{n} dropped: {reason.value}" for reason, n in sorted(counts.items()))
 
 
 def clients_table(fed: FederationStatus) -> Table:

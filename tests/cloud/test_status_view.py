@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from fedlora.status_view import StatusError, fetch_status, status_tables
-from protocol.messages import CentralDPConfig
+from fedlora.status_view import FederationStatus, StatusError, fetch_status, rounds_table, status_tables
+from protocol import examples
+from protocol.messages import CentralDPConfig, FederationInfo, RoundStatus
 from tests.cloud.harness import Federation, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
@@ -88,3 +89,26 @@ async def test_one_federation_or_a_clear_error() -> None:
     assert [f.spec.federation_id for f in one.federations] == ["fed-1", "fed-2"]
     assert [d.info.spec.federation_id for d in one.details] == ["fed-2"]
     assert "fed-2: no round yet" in text_of(status_tables(one))
+
+
+def test_a_round_s_dropped_uploads_show_in_its_row() -> None:
+    """A failed round whose aggregates held four uploads says so beside its failure."""
+    failed = RoundStatus.model_validate(
+        {
+            **examples.ROUND_STATUS_CLOSED,
+            "state": "failed",
+            "failure": "not decrypted",
+            "uploads_dropped": {"round_failed": 4},
+        }
+    )
+    snapshot = FederationStatus(
+        info=FederationInfo.model_validate(examples.FEDERATION_INFO),
+        rounds=(failed,),
+        clients=(),
+        versions=(),
+        privacy=None,
+    )
+
+    text = text_of([rounds_table(snapshot)])
+
+    assert "not decrypted; 4 dropped: round_failed" in text
