@@ -48,7 +48,7 @@ from cloud_server.close_attempts import (
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService, vector_from_bytes
-from cloud_server.plans import PlanBoard, ended, open_round, signed
+from cloud_server.plans import PlanBoard, failed_status, open_round, signed
 from cloud_server.privacy_budget import overspend
 from cloud_server.records import (
     FINAL_ROUND_STATES,
@@ -60,7 +60,7 @@ from cloud_server.records import (
     unpack_mask_correction,
 )
 from cloud_server.retention import Retention
-from cloud_server.round_outcome import Release, RoundOutcome, Stored, round_outcome, still_open, with_progress
+from cloud_server.round_outcome import Release, RoundOutcome, Stored, round_outcome, still_open
 from cloud_server.telemetry import CloudTelemetry
 from protocol.aggregation import (
     Aggregated,
@@ -75,11 +75,9 @@ from protocol.crypto import CryptoError, KeyStoreError
 from protocol.ffa import AdapterLayout, column_energy, seeded_bases
 from protocol.messages import (
     Contribution,
-    DropReason,
     FederationSpec,
     FederationState,
     RoundPlan,
-    RoundState,
     RoundStatus,
     schedule_multiplier,
 )
@@ -800,13 +798,7 @@ class RoundCloser:
                 return {}  # the round was closed meanwhile (closing moves the adapter on)
             if read_digests(current[digests_key]) != sealed:
                 return {}  # not the sums the failer read (the round is sealed: only a foreign write does it)
-            lost = sum(h.count + h.late_count for h in (forwarded or {}).values())
-            failed = ended(with_progress(status, forwarded or {}), RoundState.FAILED, now).model_copy(
-                update={
-                    "failure": reason[:2000],
-                    "uploads_dropped": {DropReason.ROUND_FAILED: lost} if lost else {},
-                }
-            )
+            failed = failed_status(status, forwarded or {}, now, reason=reason)
             charged: dict[str, bytes | None] = {}
             if held is not None and held.distributed:
                 raw = current[ledger_key]

@@ -12,9 +12,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
+from cloud_server.records import StoredAggregate
 from protocol.crypto import PaillierParams
 from protocol.messages import (
     ClientInfo,
+    DropReason,
     EdgeProgress,
     FederationSpec,
     NoiseMechanism,
@@ -162,3 +164,40 @@ def ended(status: RoundStatus, state: RoundState, now: datetime) -> RoundStatus:
     another process's clock than `opened_at`, and a negative duration would not validate when read back."""
     duration = max(0.0, (now - status.opened_at).total_seconds())
     return status.model_copy(update={"state": state, "closed_at": now, "duration_s": duration})
+
+
+def with_progress(status: RoundStatus, forwarded: Mapping[str, StoredAggregate]) -> RoundStatus:
+    """`status` with each edge's forwarded aggregate counted in, and when the cloud accepted it."""
+    edges = {e.edge_id: e for e in status.edges}
+    for edge_id, header in forwarded.items():
+        base = edges.get(edge_id) or EdgeProgress(edge_id=edge_id, expected_clients=0, uploads_accepted=0)
+        edges[edge_id] = base.model_copy(
+            update={
+                "uploads_accepted": header.count,
+                "forwarded": True,
+                "bytes_received": header.ciphertext_bytes,
+                "late_accepted": header.late_count,
+                "forwarded_at": header.received_at,
+            }
+        )
+    return status.model_copy(
+        update={
+            "edges": tuple(edges[k] for k in sorted(edges)),
+            "clients_contributed": sum(h.count for h in forwarded.values()),
+            "total_weight": sum(h.total_weight for h in forwarded.values()),
+        }
+    )
+
+
+def failed_status(
+    status: RoundStatus, forwarded: Mapping[str, StoredAggregate], now: datetime, *, reason: str
+) -> RoundStatus:
+    """`status` failed at `now` for `reason`, with the aggregates it held counted in and every upload in them
+    counted as dropped (`round_failed`): they reach no model."""
+    lost = sum(header.count + header.late_count for header in forwarded.values())
+    return ended(with_progress(status, forwarded), RoundState.FAILED, now).model_copy(
+        update={
+            "failure": reason[:2000],
+            "uploads_dropped": {DropReason.ROUND_FAILED: lost} if lost else {},
+        }
+    )

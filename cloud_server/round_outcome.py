@@ -21,7 +21,7 @@ import numpy as np
 from cloud_server.central_ledger import Ledger
 from cloud_server.convergence import converged, round_validation_loss
 from cloud_server.federations import vector_bytes, vector_sha256
-from cloud_server.plans import ended, open_round
+from cloud_server.plans import ended, open_round, with_progress
 from cloud_server.privacy_budget import settle_round, stop_reason
 from cloud_server.records import FINAL_ROUND_STATES, ClientStats, FederationRecord, StoredAggregate
 from protocol.aggregation import Aggregated, LateGroup, RoundNoise
@@ -31,7 +31,6 @@ from protocol.messages import (
     ClientInfo,
     Contribution,
     DropReason,
-    EdgeProgress,
     FederationSpec,
     FederationState,
     RebaseSummary,
@@ -42,29 +41,6 @@ from protocol.messages import (
 )
 
 History = tuple[tuple[int, float], ...]  # (round, validation loss), oldest first
-
-
-def with_progress(status: RoundStatus, forwarded: Mapping[str, StoredAggregate]) -> RoundStatus:
-    """`status` with each edge's forwarded aggregate counted in, and when the cloud accepted it."""
-    edges = {e.edge_id: e for e in status.edges}
-    for edge_id, header in forwarded.items():
-        base = edges.get(edge_id) or EdgeProgress(edge_id=edge_id, expected_clients=0, uploads_accepted=0)
-        edges[edge_id] = base.model_copy(
-            update={
-                "uploads_accepted": header.count,
-                "forwarded": True,
-                "bytes_received": header.ciphertext_bytes,
-                "late_accepted": header.late_count,
-                "forwarded_at": header.received_at,
-            }
-        )
-    return status.model_copy(
-        update={
-            "edges": tuple(edges[k] for k in sorted(edges)),
-            "clients_contributed": sum(h.count for h in forwarded.values()),
-            "total_weight": sum(h.total_weight for h in forwarded.values()),
-        }
-    )
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import BadRequestError, ConflictError, NotFoundError, UnauthenticatedError
 from cloud_server.federations import FederationService
 from cloud_server.manifests import check_late, check_manifest
-from cloud_server.plans import PlanBoard, open_round, signed, wait_for
+from cloud_server.plans import PlanBoard, open_round, signed, wait_for, with_progress
 from cloud_server.records import (
     FINAL_ROUND_STATES,
     FederationRecord,
@@ -36,7 +36,6 @@ from cloud_server.records import (
     unpack_aggregate,
 )
 from cloud_server.retention import Retention
-from cloud_server.round_outcome import with_progress
 from cloud_server.telemetry import CloudTelemetry
 from protocol.acceptance import (
     CountedElsewhereError,

@@ -147,8 +147,8 @@ async def test_a_stopped_round_s_status_shows_the_aggregates_it_acknowledged() -
     forwarded)`; a round closed or still open shows them too).
 
     edge-1 forwards (202, the open round's status says `forwarded: True`); the admin stops the federation.
-    `_transition` writes `ended(status, FAILED)` from the stored status, which never held the progress: the
-    failed round now says edge-1 did not forward, though its sum is stored in it."""
+    The failed round still says edge-1 forwarded, and counts the two uploads in its sum as dropped
+    (`round_failed`): they reach no model."""
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec())
         await fed.start(cloud.http)
@@ -162,3 +162,4 @@ async def test_a_stopped_round_s_status_shows_the_aggregates_it_acknowledged() -
 
     assert after.state is RoundState.FAILED and sorted(held) == ["edge-1"]
     assert {e.edge_id: e.forwarded for e in after.edges} == {"edge-1": True, "edge-2": False}, after.edges
+    assert after.uploads_dropped == {"round_failed": 2}  # edge-1's two hospitals reach no model
