@@ -503,8 +503,31 @@ class ClientAgent:
         )
         return unsigned.signed(self.key.sign)
 
-    async def upload(self, edge: Peer, update: ClientUpdate) -> bool:
-        """True if the edge holds the update (now or from before a lost answer)."""
+    async def upload(self, edge: Peer, update: ClientUpdate, *, deadline: datetime | None = None) -> bool:
+        """True if the edge holds the update (now or from before a lost answer).
+
+        An edge that answers `round_not_open_yet` is behind the plan this hospital holds (it is fetching
+        it): the upload is sent again after `poll_s`, then twice as long each time (at most ten `poll_s`),
+        until `deadline` (the plan's upload deadline), and only then given up as too late."""
+        pause = self.settings.poll_s
+        while True:
+            try:
+                return await self._upload_once(edge, update)
+            except PeerRefusedError as e:
+                if e.code != ErrorCode.ROUND_NOT_OPEN_YET.value:
+                    raise
+                left = (_aware(deadline) - utc_now()).total_seconds() if deadline is not None else 0.0
+                if left <= 0:
+                    log.warning("upload too late", extra={"round": update.round, "code": e.code})
+                    return False
+                log.info(
+                    "the edge has not opened the round yet; uploading again",
+                    extra={"round": update.round, "code": e.code, "data": {"in_s": min(pause, left)}},
+                )
+                await asyncio.sleep(min(pause, left))
+                pause = min(2 * pause, 10 * self.settings.poll_s)
+
+    async def _upload_once(self, edge: Peer, update: ClientUpdate) -> bool:
         path = f"/federations/{self.fid}/rounds/{update.round}/uploads"
         body = update.model_dump_json().encode()
         try:
@@ -647,7 +670,7 @@ class ClientAgent:
             cohort=cohort,
             layout=model.layout,
         )
-        held = await self.upload(session.edge, update)
+        held = await self.upload(session.edge, update, deadline=plan.deadline)
         if held and cohort is not None:
             try:
                 await cohort.finish()

@@ -16,7 +16,7 @@ from cloud_server.records import ClientStats, TokenRecord
 from protocol.ffa import initial_rank
 from protocol.messages import ClientEnrolment, ClientInfo, EdgeEnrolment, EdgeInfo, Enrolled, Role
 from services import keyspace
-from services.clock import Clock
+from services.clock import TimeSource
 from services.identity import new_token, token_digest
 from services.store import StateStore
 
@@ -24,7 +24,7 @@ log = logging.getLogger("fedlora.cloud")
 
 
 class EnrolmentService:
-    def __init__(self, store: StateStore, federations: FederationService, *, clock: Clock) -> None:
+    def __init__(self, store: StateStore, federations: FederationService, *, clock: TimeSource) -> None:
         self._store = store
         self._federations = federations
         self._clock = clock
@@ -34,7 +34,10 @@ class EnrolmentService:
         """(the answer, whether the edge is new)."""
         await self._federations.require_running(fid)
         info = EdgeInfo(
-            edge_id=request.edge_id, url=request.url, public_key=request.public_key, enrolled_at=self._clock()
+            edge_id=request.edge_id,
+            url=request.url,
+            public_key=request.public_key,
+            enrolled_at=await self._clock(),
         )
         key = keyspace.fed_edges(fid)
         created = await self._store.hset_if_absent(key, request.edge_id, info.model_dump_json().encode())
@@ -70,7 +73,7 @@ class EnrolmentService:
             num_examples=request.num_examples,
             rank=rank,
             max_rank=min(request.max_rank or spec.r_max, spec.r_max),
-            enrolled_at=self._clock(),
+            enrolled_at=await self._clock(),
         )
         key = keyspace.fed_clients(fid)
         created = await self._store.hset_if_absent(key, request.client_id, info.model_dump_json().encode())

@@ -60,7 +60,7 @@ from protocol.messages import (
 from protocol.privacy_planning import first_round_overspend
 from protocol.secagg import SecAggError, residues_from_bytes
 from services import keyspace
-from services.clock import Clock
+from services.clock import TimeSource
 from services.errors import ForbiddenError, InvalidRequestError
 from services.identity import IdentityError, verify
 from services.store import StateStore, Updates
@@ -80,7 +80,7 @@ class RoundService:
         enrolment: EnrolmentService,
         board: PlanBoard,
         *,
-        clock: Clock,
+        clock: TimeSource,
         long_poll_s: float,
         telemetry: CloudTelemetry,
         retention: Retention,
@@ -163,7 +163,7 @@ class RoundService:
         spec = await self._federations.spec(fid)
         record = await self._federations.require_running(fid)
         clients = await self._enrolment.clients(fid, with_stats=False)
-        now = self._clock()
+        now = await self._clock()
         plan, status = open_round(
             spec,
             round_=0,
@@ -282,7 +282,7 @@ class RoundService:
                 )
             )
 
-        now = self._clock()
+        now = await self._clock()
         if not await self._store_once(fid, agg, pack_aggregate(agg, received_at=now), digests):
             # Another request of the same edge stored its aggregate between our check and here.
             stored = await self._store.hget(key, edge_id)

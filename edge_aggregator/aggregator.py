@@ -35,6 +35,7 @@ from edge_aggregator.errors import (
     PlanMismatchError,
     ReplayError,
     RoundClosedError,
+    RoundNotOpenYetError,
     UnauthenticatedError,
     UnknownFederationError,
     WrongBasisError,
@@ -274,8 +275,15 @@ class EdgeAggregator:
         """The plan an upload for `round_` was made under and, for a late upload the federation takes, the
         open round it joins (None for an upload in time)."""
         plan = await self._plan_for(round_)
-        if plan is None:
-            raise WrongRoundError("no round is open at this edge yet", field="round")
+        if plan is None or round_ > plan.round:
+            # `_plan_for` asked the cloud for the plan just now and got none newer: the hospital, which
+            # holds round `round_`'s plan, is ahead of this edge, not late. It tries again.
+            current = "no round" if plan is None else f"round {plan.round}"
+            raise RoundNotOpenYetError(
+                f"round {round_} is not open at this edge yet (it follows {current}); retry shortly",
+                field="round",
+                detail={"round": round_, "current_round": plan.round if plan is not None else None},
+            )
         if round_ != plan.round:
             late = self.config.spec.late_uploads
             if round_ < plan.round and await self._ledger.closure(round_) is not None:

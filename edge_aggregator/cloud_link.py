@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Protocol
 
 import httpx
 from pydantic import TypeAdapter
 
 from protocol.messages import (
+    CLOUD_ANSWERED_AT_HEADER,
+    CLOUD_RECEIVED_AT_HEADER,
     ClientInfo,
     EdgeAggregate,
     EdgeEnrolment,
@@ -24,6 +27,7 @@ from protocol.messages import (
     Role,
     RoundPlan,
 )
+from services.clock import OffsetClock, clock_offset_s
 from services.http import Peer, PeerRefusedError, PeerUnavailableError
 
 log = logging.getLogger("edge_aggregator.cloud_link")
@@ -31,6 +35,8 @@ log = logging.getLogger("edge_aggregator.cloud_link")
 _ROSTER = TypeAdapter(list[ClientInfo])
 # A long-poll's answer may take `wait_s`; the read timeout must outlast it by a margin.
 _LONG_POLL_MARGIN_S = 30.0
+# A measured clock offset that moves by this much since it was last logged is logged again.
+_OFFSET_LOG_STEP_S = 1.0
 
 
 class FederationNotActiveError(RuntimeError):
@@ -92,6 +98,11 @@ class HttpCloudLink(CloudLink):
     replica that enrols revokes the others' token. A replica therefore starts with the shelf's token if
     there is one, and on a 401 first tries the shelf's token (another replica enrolled since) before it
     enrols again itself.
+
+    With a `clock`, every plan poll measures the offset of the cloud's time to `clock.local` from the
+    cloud's two time stamps and the poll's own (`services.clock.clock_offset_s`), stores it in `clock`
+    (which then reads the cloud's time: the edge's deadlines run on it) and reports the last one to the
+    cloud with the next poll.
     """
 
     def __init__(
@@ -104,9 +115,12 @@ class HttpCloudLink(CloudLink):
         attempts: int = 8,
         give_up_after_s: float = 300.0,
         tokens: TokenShelf | None = None,
+        clock: OffsetClock | None = None,
     ) -> None:
         self._fid = federation_id
         self._tokens = tokens
+        self._clock = clock
+        self._logged_offset_s: float | None = None
         self._enrolment_token = enrolment_token
         self._enrolment: EdgeEnrolment | None = None
         self._peer = Peer(
@@ -156,15 +170,20 @@ class HttpCloudLink(CloudLink):
         params: dict[str, float | int] = {"wait": wait_s}
         if after_round is not None:
             params["after_round"] = after_round
-        try:
-            response = await self._authorised(
-                lambda: self._peer.request(
-                    "GET",
-                    f"/federations/{self._fid}/plan",
-                    params=params,
-                    timeout=wait_s + _LONG_POLL_MARGIN_S,
-                )
+
+        async def poll() -> httpx.Response:
+            if self._clock is not None and self._clock.offset_s is not None:
+                params["clock_offset_s"] = self._clock.offset_s
+            sent = self._clock.local() if self._clock is not None else None
+            response = await self._peer.request(
+                "GET", f"/federations/{self._fid}/plan", params=params, timeout=wait_s + _LONG_POLL_MARGIN_S
             )
+            if sent is not None:
+                self._measure(response, sent)
+            return response
+
+        try:
+            response = await self._authorised(poll)
         except PeerRefusedError as e:
             if e.status != 410:
                 raise
@@ -222,6 +241,29 @@ class HttpCloudLink(CloudLink):
         )
         await self._enrol_anew(self._enrolment)
         return await call()
+
+    def _measure(self, response: httpx.Response, sent: datetime) -> None:
+        """Take the offset of the cloud's time to ours from a plan poll's answer (sent at `sent`)."""
+        assert self._clock is not None
+        received = self._clock.local()
+        try:
+            peer_received = datetime.fromisoformat(response.headers[CLOUD_RECEIVED_AT_HEADER])
+            peer_answered = datetime.fromisoformat(response.headers[CLOUD_ANSWERED_AT_HEADER])
+        except (KeyError, ValueError):
+            return  # a cloud that does not stamp its answers: the offset stays as it was
+        offset = clock_offset_s(
+            sent=sent, received=received, peer_received=peer_received, peer_answered=peer_answered
+        )
+        self._clock.measured(offset)
+        last = self._logged_offset_s
+        if last is None or abs(offset - last) >= _OFFSET_LOG_STEP_S:
+            self._logged_offset_s = offset
+            log.info(
+                "clock offset to the cloud measured",
+                extra={
+                    "data": {"offset_s": round(offset, 3), "round_trip_s": (received - sent).total_seconds()}
+                },
+            )
 
     async def _state_after_end(self) -> FederationState | None:
         try:

@@ -128,7 +128,7 @@ async def running_cloud(
     """A cloud app with its lifespan running, and an admin HTTP client bound to it in-process."""
     the_store = store if store is not None else (default_store or MemoryStore())
     the_clock = clock or FakeClock()
-    app = create_app(cloud_settings(**settings), store=the_store, kek=kek, clock=the_clock)
+    app = create_app(cloud_settings(**settings), store=the_store, kek=kek, time=the_clock.time)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cloud", headers=ADMIN) as http:

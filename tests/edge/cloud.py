@@ -36,6 +36,7 @@ class InMemoryCloud(CloudLink):
         self.attempts: list[EdgeAggregate] = []
         self.delivered: dict[str, EdgeAggregate] = {}
         self.fail_forwards = 0
+        self.fail_plans = 0  # plan polls to answer with a connection error (a cloud the edge cannot reach)
         self.ended: FederationState | None = None
 
     # -- what a test does to the cloud --------------------------------------------------------------
@@ -80,6 +81,9 @@ class InMemoryCloud(CloudLink):
         return self._public
 
     async def plan(self, after_round: int | None, wait_s: float) -> RoundPlan | None:
+        if self.fail_plans > 0:
+            self.fail_plans -= 1
+            raise PeerUnavailableError("GET plan: connection refused (test)")
         loop = asyncio.get_running_loop()
         until = loop.time() + wait_s
         async with self._changed:

@@ -1,0 +1,52 @@
+"""An upload for a round the cloud has opened but this edge has not fetched yet is the hospital being
+ahead of its edge, not late: the edge answers a retryable 409 `round_not_open_yet` (with `Retry-After`),
+asking the cloud for the plan before it answers, and the hospital's agent sends the upload again within its
+upload deadline instead of skipping the round (issue 19)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from services.clock import utc_now
+from services.http import Peer
+from tests.edge.harness import World, running_edge
+from tests.hospitals import hospital_agent
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_an_upload_ahead_of_the_edges_plan_is_retryable_and_the_agents_retry_lands(
+    make_world: Callable[..., World], tmp_path
+) -> None:
+    # Prepare: the edge follows round 0; the cloud opens round 1 and serves its plan to the hospitals, but
+    # the edge's next plan poll does not get through (a cloud it cannot reach for a moment).
+    world = make_world(clients=3)
+    a, b = world.hospitals["hosp-a"], world.hospitals["hosp-b"]
+    agent = hospital_agent(tmp_path, federation_id=world.spec.federation_id, poll_s=0.01)
+    async with running_edge(world) as edge:
+        await world.cloud.publish(world.plan(1), notify=False)
+        world.cloud.fail_plans = 1
+        peer = Peer("http://edge-north.test", transport=httpx.ASGITransport(app=edge.app), give_up_after_s=5)
+        try:
+            # Execute: a hospital's upload for round 1 straight away, then the agent's (the edge's plan poll
+            # fails once more before the agent's second try gets through).
+            ahead = await edge.upload(world.update(a, round_=1))
+            world.cloud.fail_plans = 1
+            held = await agent.upload(
+                peer, world.update(b, round_=1), deadline=utc_now() + timedelta(seconds=60)
+            )
+        finally:
+            await peer.close()
+        progress = await edge.progress(1)
+
+    # Assert: the first is told to come back (not that it is too late); the agent's retry is in the sum.
+    assert ahead.status_code == 409
+    assert ahead.json()["code"] == "round_not_open_yet"
+    assert ahead.headers["Retry-After"] == "2"
+    assert held is True
+    assert progress["uploads_accepted"] == 1
+    assert edge.core.plan is not None and edge.core.plan.round == 1
