@@ -5,6 +5,7 @@ upload deadline instead of skipping the round (issue 19)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -50,3 +51,27 @@ async def test_an_upload_ahead_of_the_edges_plan_is_retryable_and_the_agents_ret
     assert held is True
     assert progress["uploads_accepted"] == 1
     assert edge.core.plan is not None and edge.core.plan.round == 1
+
+
+async def test_the_agent_stops_retrying_at_its_upload_deadline(
+    make_world: Callable[..., World], tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: round 1 is opened at the cloud, but the edge cannot fetch its plan at all.
+    world = make_world(clients=3)
+    agent = hospital_agent(tmp_path, federation_id=world.spec.federation_id, poll_s=0.01)
+    async with running_edge(world) as edge:
+        await world.cloud.publish(world.plan(1), notify=False)
+        world.cloud.fail_plans = 1_000
+        peer = Peer("http://edge-north.test", transport=httpx.ASGITransport(app=edge.app), give_up_after_s=5)
+        try:
+            # Execute: the agent's upload, its deadline already passed.
+            with caplog.at_level(logging.WARNING, logger="client_agent"):
+                held = await agent.upload(
+                    peer, world.update(world.hospitals["hosp-a"], round_=1), deadline=utc_now()
+                )
+        finally:
+            await peer.close()
+
+    # Assert: given up as too late after the one refusal, not retried past the deadline.
+    assert held is False
+    assert [r.getMessage() for r in caplog.records if r.name == "client_agent"] == ["upload too late"]
