@@ -79,7 +79,8 @@ _MASKING_DESCRIPTIONS = _DESCRIPTIONS | {
     "enrolled key)",
     403: "`forbidden` (not in this round's plan) or `not_in_cohort` (not in the stage: it missed an earlier one)",
     404: "`unknown_federation`, or `not_found`: the federation does not mask",
-    409: "`wrong_cohort` (the body names another edge's cohort or round), `wrong_round`, `stage_pending` (the "
+    409: "`wrong_cohort` (the body names another edge's cohort or round), `round_not_open_yet` (a round after "
+    "this edge's plan, which it is fetching: retry after `Retry-After`), `wrong_round`, `stage_pending` (the "
     "stage it needs has not closed: retry after `Retry-After`), `stage_closed`, `cohort_failed` (nothing of "
     "the round is forwarded), `duplicate_upload` (another message for the stage) or `conflict` (an X25519 key "
     "another hospital advertised)",
