@@ -172,14 +172,15 @@ class HttpCloudLink(CloudLink):
             params["after_round"] = after_round
 
         async def poll() -> httpx.Response:
-            if self._clock is not None and self._clock.offset_s is not None:
-                params["clock_offset_s"] = self._clock.offset_s
-            sent = self._clock.local() if self._clock is not None else None
+            clock = self._clock
+            if clock is not None and clock.offset_s is not None:
+                params["clock_offset_s"] = clock.offset_s
+            sent = clock.local() if clock is not None else None
             response = await self._peer.request(
                 "GET", f"/federations/{self._fid}/plan", params=params, timeout=wait_s + _LONG_POLL_MARGIN_S
             )
-            if sent is not None:
-                self._measure(response, sent)
+            if clock is not None and sent is not None:
+                self._measure(clock, response, sent)
             return response
 
         try:
@@ -242,10 +243,9 @@ class HttpCloudLink(CloudLink):
         await self._enrol_anew(self._enrolment)
         return await call()
 
-    def _measure(self, response: httpx.Response, sent: datetime) -> None:
-        """Take the offset of the cloud's time to ours from a plan poll's answer (sent at `sent`)."""
-        assert self._clock is not None
-        received = self._clock.local()
+    def _measure(self, clock: OffsetClock, response: httpx.Response, sent: datetime) -> None:
+        """Take the offset of the cloud's time to `clock`'s from a plan poll's answer (sent at `sent`)."""
+        received = clock.local()
         try:
             peer_received = datetime.fromisoformat(response.headers[CLOUD_RECEIVED_AT_HEADER])
             peer_answered = datetime.fromisoformat(response.headers[CLOUD_ANSWERED_AT_HEADER])
@@ -254,7 +254,7 @@ class HttpCloudLink(CloudLink):
         offset = clock_offset_s(
             sent=sent, received=received, peer_received=peer_received, peer_answered=peer_answered
         )
-        self._clock.measured(offset)
+        clock.measured(offset)
         last = self._logged_offset_s
         if last is None or abs(offset - last) >= _OFFSET_LOG_STEP_S:
             self._logged_offset_s = offset
