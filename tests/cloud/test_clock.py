@@ -5,8 +5,10 @@ cloud shows per edge (admin view, gauge) and flags when it exceeds half the dead
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import numpy as np
@@ -18,7 +20,7 @@ from protocol.messages import ClientUpdate, EdgeInfo, RoundState
 from services.clock import utc_now
 from services.store import StateStore
 from tests.clock import FakeClock
-from tests.cloud.harness import LAYOUT_SIZE, Federation, edge_core, running_cloud, small_spec
+from tests.cloud.harness import LAYOUT_SIZE, Cloud, Federation, edge_core, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
 
@@ -42,6 +44,22 @@ def upload(fed: Federation, edge: EdgeAggregator, client_id: str) -> ClientUpdat
         plan_sha256=plan.sha256,
     )
     return unsigned.signed(fed.client_keys[client_id].sign)
+
+
+@contextlib.asynccontextmanager
+async def skewed_edge(
+    store: StateStore, skew_s: float
+) -> AsyncIterator[tuple[Cloud, Federation, EdgeAggregator, FakeClock]]:
+    """A cloud whose time (standing for its store's clock) stands still at T0 with a federation's round 0
+    open, and edge-1's core on its own clock (the last item) `skew_s` seconds off the cloud's."""
+    cloud_clock = FakeClock()
+    edge_clock = FakeClock(cloud_clock.now + timedelta(seconds=skew_s))
+    async with running_cloud(store=store, clock=cloud_clock) as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        key = fed.edges["edge-1"].key
+        async with edge_core(cloud, fed.created, "edge-1", key=key, clock=edge_clock) as edge:
+            await fed.start(cloud.http)
+            yield cloud, fed, edge, edge_clock
 
 
 @ON_REDIS
@@ -86,31 +104,24 @@ async def test_an_edge_with_a_skewed_clock_checks_the_upload_deadline_in_the_clo
 ) -> None:
     # Prepare: the cloud's time stands still at T0 (its store's clock); the edge's own clock is `skew_s`
     # seconds off it. The edge follows round 0, whose upload deadline is T0 + 540 s in the cloud's time.
-    cloud_clock = FakeClock()
-    edge_clock = FakeClock(cloud_clock.now + timedelta(seconds=skew_s))
-    async with running_cloud(store=state_store, clock=cloud_clock) as cloud:
-        fed = await Federation.create(cloud.http, small_spec())
-        async with edge_core(
-            cloud, fed.created, "edge-1", key=fed.edges["edge-1"].key, clock=edge_clock
-        ) as edge:
-            await fed.start(cloud.http)
-            assert await edge.refresh_plan()
-            assert edge.plan is not None
-            deadline = edge.plan.deadline
+    async with skewed_edge(state_store, skew_s) as (cloud, fed, edge, edge_clock):
+        assert await edge.refresh_plan()
+        assert edge.plan is not None
+        deadline = edge.plan.deadline
 
-            # Execute: one upload 2 s before the deadline, one 2 s after it, both in the cloud's time.
-            for clock in (cloud_clock, edge_clock):
-                clock.advance(fed.spec.upload_deadline_s - 2)
-            in_time = await edge.accept(upload(fed, edge, "client-a"), federation_id=fed.fid, round_=0)
-            for clock in (cloud_clock, edge_clock):
-                clock.advance(4)
-            with pytest.raises(RoundClosedError) as late:
-                await edge.accept(upload(fed, edge, "client-b"), federation_id=fed.fid, round_=0)
+        # Execute: one upload 2 s before the deadline, one 2 s after it, both in the cloud's time.
+        for clock in (cloud.clock, edge_clock):
+            clock.advance(fed.spec.upload_deadline_s - 2)
+        in_time = await edge.accept(upload(fed, edge, "client-a"), federation_id=fed.fid, round_=0)
+        for clock in (cloud.clock, edge_clock):
+            clock.advance(4)
+        with pytest.raises(RoundClosedError) as late:
+            await edge.accept(upload(fed, edge, "client-b"), federation_id=fed.fid, round_=0)
 
     # Assert: the edge measured the offset exactly (an in-process cloud answers at once) and took the first
     # upload, which its own clock alone would have refused (edge ahead), and refused the second, which its
     # own clock alone would have taken (edge behind).
-    assert edge_clock.now - timedelta(seconds=skew_s) == cloud_clock.now == deadline + timedelta(seconds=2)
+    assert edge_clock.now - timedelta(seconds=skew_s) == cloud.clock.now == deadline + timedelta(seconds=2)
     assert in_time.accepted and in_time.count == 1
     assert "deadline" in str(late.value)
 
@@ -128,27 +139,20 @@ async def test_an_edges_skew_shows_in_the_admin_view_and_metrics_and_alerts_past
 ) -> None:
     # Prepare: round deadline 600 s, upload deadline 540 s: a margin of 60 s, an alert past 30 s of offset.
     # The edge's clock is `skew_s` seconds off the cloud's (the offset is the cloud's time less the edge's).
-    cloud_clock = FakeClock()
-    edge_clock = FakeClock(cloud_clock.now + timedelta(seconds=skew_s))
-    async with running_cloud(store=state_store, clock=cloud_clock) as cloud:
-        fed = await Federation.create(cloud.http, small_spec())
-        async with edge_core(
-            cloud, fed.created, "edge-1", key=fed.edges["edge-1"].key, clock=edge_clock
-        ) as edge:
-            await fed.start(cloud.http)
-            # Execute: a first poll measures the offset, the next one reports it.
-            with caplog.at_level(logging.WARNING, logger="fedlora.cloud"):
-                await edge.refresh_plan()
-                await edge.refresh_plan()
-            edges = await _edges(cloud.http, fed.fid)
-            metrics = (await cloud.http.get("/metrics")).text
+    async with skewed_edge(state_store, skew_s) as (cloud, fed, edge, _):
+        # Execute: a first poll measures the offset, the next one reports it.
+        with caplog.at_level(logging.WARNING, logger="fedlora.cloud"):
+            await edge.refresh_plan()
+            await edge.refresh_plan()
+        edges = await _edges(cloud.http, fed.fid)
+        metrics = (await cloud.http.get("/metrics")).text
 
     # Assert
     reported = edges["edge-1"].clock
     assert reported is not None
     assert reported.offset_s == -skew_s
     assert reported.alert is alert
-    assert reported.reported_at == cloud_clock.now
+    assert reported.reported_at == cloud.clock.now
     assert edges["edge-2"].clock is None  # it never polled
     labels = f'{{edge="edge-1",federation="{fed.fid}"}}'
     assert f"fedlora_edge_clock_offset_seconds{labels} {-skew_s}" in metrics

@@ -37,6 +37,7 @@ class InMemoryCloud(CloudLink):
         self.delivered: dict[str, EdgeAggregate] = {}
         self.fail_forwards = 0
         self.fail_plans = 0  # plan polls to answer with a connection error (a cloud the edge cannot reach)
+        self.polls_waiting = 0  # long-polls parked until a plan is published
         self.ended: FederationState | None = None
 
     # -- what a test does to the cloud --------------------------------------------------------------
@@ -96,11 +97,14 @@ class InMemoryCloud(CloudLink):
                 remaining = until - loop.time()
                 if remaining <= 0:
                     return None
+                self.polls_waiting += 1
                 try:
                     async with asyncio.timeout(remaining):
                         await self._changed.wait()
                 except TimeoutError:
                     return None
+                finally:
+                    self.polls_waiting -= 1
 
     async def roster(self) -> list[ClientInfo]:
         edge_id = self.enrolments[-1].edge_id

@@ -55,6 +55,7 @@ async def test_agents_join_a_round_their_edge_has_not_fetched_yet_once_it_has(
     # the edge's next plan poll does not get through (a cloud it cannot reach for a moment).
     world = make_masking_world()
     async with running_edge(world) as edge:
+        await until(lambda: world.cloud.polls_waiting > 0, what="the edge's long-poll")
         plan = world.plan(1)
         await world.cloud.publish(plan, notify=False)
         world.cloud.fail_plans = 1
