@@ -16,8 +16,6 @@ import httpx
 from pydantic import TypeAdapter
 
 from protocol.messages import (
-    CLOUD_ANSWERED_AT_HEADER,
-    CLOUD_RECEIVED_AT_HEADER,
     ClientInfo,
     EdgeAggregate,
     EdgeEnrolment,
@@ -27,7 +25,7 @@ from protocol.messages import (
     Role,
     RoundPlan,
 )
-from services.clock import OffsetClock, clock_offset_s
+from services.clock import OffsetClock, cloud_offset_s
 from services.http import Peer, PeerRefusedError, PeerUnavailableError
 
 log = logging.getLogger("edge_aggregator.cloud_link")
@@ -35,8 +33,6 @@ log = logging.getLogger("edge_aggregator.cloud_link")
 _ROSTER = TypeAdapter(list[ClientInfo])
 # A long-poll's answer may take `wait_s`; the read timeout must outlast it by a margin.
 _LONG_POLL_MARGIN_S = 30.0
-# A measured clock offset that moves by this much since it was last logged is logged again.
-_OFFSET_LOG_STEP_S = 1.0
 
 
 class FederationNotActiveError(RuntimeError):
@@ -120,7 +116,6 @@ class HttpCloudLink(CloudLink):
         self._fid = federation_id
         self._tokens = tokens
         self._clock = clock
-        self._logged_offset_s: float | None = None
         self._enrolment_token = enrolment_token
         self._enrolment: EdgeEnrolment | None = None
         self._peer = Peer(
@@ -243,21 +238,12 @@ class HttpCloudLink(CloudLink):
         await self._enrol_anew(self._enrolment)
         return await call()
 
-    def _measure(self, clock: OffsetClock, response: httpx.Response, sent: datetime) -> None:
+    @staticmethod
+    def _measure(clock: OffsetClock, response: httpx.Response, sent: datetime) -> None:
         """Take the offset of the cloud's time to `clock`'s from a plan poll's answer (sent at `sent`)."""
         received = clock.local()
-        try:
-            peer_received = datetime.fromisoformat(response.headers[CLOUD_RECEIVED_AT_HEADER])
-            peer_answered = datetime.fromisoformat(response.headers[CLOUD_ANSWERED_AT_HEADER])
-        except (KeyError, ValueError):
-            return  # a cloud that does not stamp its answers: the offset stays as it was
-        offset = clock_offset_s(
-            sent=sent, received=received, peer_received=peer_received, peer_answered=peer_answered
-        )
-        clock.measured(offset)
-        last = self._logged_offset_s
-        if last is None or abs(offset - last) >= _OFFSET_LOG_STEP_S:
-            self._logged_offset_s = offset
+        offset = cloud_offset_s(response.headers, sent=sent, received=received)
+        if offset is not None and clock.measured(offset):
             log.info(
                 "clock offset to the cloud measured",
                 extra={

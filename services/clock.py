@@ -9,9 +9,11 @@ measures to the cloud's time whenever it polls for a plan (`OffsetClock`, `clock
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+
+from protocol.messages import CLOUD_ANSWERED_AT_HEADER, CLOUD_RECEIVED_AT_HEADER
 
 if TYPE_CHECKING:
     from services.store import StateStore
@@ -41,17 +43,40 @@ def clock_offset_s(
     return ((peer_received - sent) + (peer_answered - received)).total_seconds() / 2
 
 
+def cloud_offset_s(headers: Mapping[str, str], *, sent: datetime, received: datetime) -> float | None:
+    """The offset of the cloud's time to ours from its answer to a plan poll we `sent` and `received`
+    (`clock_offset_s` of the answer's two time stamps); None from a cloud that does not stamp its answers."""
+    try:
+        peer_received = datetime.fromisoformat(headers[CLOUD_RECEIVED_AT_HEADER])
+        peer_answered = datetime.fromisoformat(headers[CLOUD_ANSWERED_AT_HEADER])
+    except (KeyError, ValueError):
+        return None
+    return clock_offset_s(
+        sent=sent, received=received, peer_received=peer_received, peer_answered=peer_answered
+    )
+
+
 class OffsetClock:
-    """A process's clock corrected by its last measured offset to another's (an edge's to the cloud's):
-    calling it reads the other clock's time as well as this process can tell. Until a first measurement
-    the offset is zero and `offset_s` None."""
+    """A process's clock corrected by its last measured offset to another's (an edge's or a hospital's to
+    the cloud's): calling it reads the other clock's time as well as this process can tell. Until a first
+    measurement the offset is zero and `offset_s` None."""
+
+    #: A measurement that moved by this much since the last one worth a log line is worth one again.
+    LOG_STEP_S = 1.0
 
     def __init__(self, local: Clock = utc_now) -> None:
         self.local = local
         self.offset_s: float | None = None
+        self._noted_s: float | None = None
 
     def __call__(self) -> datetime:
         return self.local() + timedelta(seconds=self.offset_s or 0.0)
 
-    def measured(self, offset_s: float) -> None:
+    def measured(self, offset_s: float) -> bool:
+        """Take a new measurement. True if it is the first, or moved by `LOG_STEP_S` or more since the last
+        one this returned True for: the caller logs it then, and not on every poll."""
         self.offset_s = offset_s
+        if self._noted_s is not None and abs(offset_s - self._noted_s) < self.LOG_STEP_S:
+            return False
+        self._noted_s = offset_s
+        return True

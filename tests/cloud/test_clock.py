@@ -11,6 +11,7 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import httpx
 import numpy as np
 import pytest
 
@@ -18,9 +19,11 @@ from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.errors import RoundClosedError
 from protocol.messages import ClientUpdate, EdgeInfo, RoundState
 from services.clock import utc_now
+from services.http import Peer
 from services.store import StateStore
 from tests.clock import FakeClock
 from tests.cloud.harness import LAYOUT_SIZE, Cloud, Federation, edge_core, running_cloud, small_spec
+from tests.hospitals import hospital_agent
 
 pytestmark = pytest.mark.anyio
 
@@ -159,3 +162,25 @@ async def test_an_edges_skew_shows_in_the_admin_view_and_metrics_and_alerts_past
     assert f"fedlora_edge_clock_skew_alert{labels} {float(alert)}" in metrics
     warned = [r for r in caplog.records if r.getMessage().startswith("edge clock offset exceeds")]
     assert len(warned) == int(alert)
+
+
+@ON_REDIS
+async def test_a_hospital_checks_deadlines_in_the_clouds_time_too(state_store: StateStore, tmp_path) -> None:
+    # Prepare: the cloud's time stands at T0, weeks away from the hospital's own (real) clock.
+    async with running_cloud(store=state_store) as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        agent = hospital_agent(tmp_path, federation_id=fed.fid, client_id="client-a", edge_id="edge-1")
+        transport = httpx.ASGITransport(app=cloud.app)
+        peer = Peer("http://cloud", token=fed.client_tokens["client-a"], transport=transport)
+        try:
+            # Execute: the agent polls for the plan as it does between rounds.
+            plan = await agent.next_plan(peer)
+        finally:
+            await peer.close()
+
+    # Assert: its clock now reads the cloud's time (to the in-process round trip), by which the plan's upload
+    # deadline is minutes away, not weeks past.
+    assert plan is not None
+    assert abs((agent.cloud_time() - cloud.clock.now).total_seconds()) < 5
+    assert plan.deadline - agent.cloud_time() > timedelta(seconds=fed.spec.upload_deadline_s - 5)

@@ -30,6 +30,14 @@ def test_an_offset_clock_reads_the_peers_time_once_measured() -> None:
     local = FakeClock()
     clock = OffsetClock(local)
     assert clock() == T0 and clock.offset_s is None  # nothing measured: its own time
-    clock.measured(-4.5)
+    assert clock.measured(-4.5)  # the first: worth a log line
     local.advance(60)
     assert clock() == T0 + timedelta(seconds=55.5)
+
+
+def test_an_offset_clock_says_which_measurements_are_worth_a_log_line() -> None:
+    clock = OffsetClock(FakeClock())
+    noted = [clock.measured(offset) for offset in (2.0, 2.4, 2.9, 3.1, 3.0, 1.9)]
+    # 2.0 first; 2.4 and 2.9 within 1 s of it; 3.1 is 1.1 away; 3.0 within 1 s of 3.1; 1.9 is 1.2 away.
+    assert noted == [True, False, False, True, False, True]
+    assert clock.offset_s == 1.9  # every measurement is taken, noted or not
