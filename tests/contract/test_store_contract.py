@@ -430,6 +430,7 @@ class TestRedisStore(StoreContract):
                 assert 59_000 < await raw.pttl("nonce") <= 60_000
             finally:
                 await raw.aclose()
+
     def test_time_is_the_server_clock(self, store):
         # The test's redis-server runs on this machine: its clock is this process's, to the scheduling noise.
         async def scenario():
