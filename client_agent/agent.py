@@ -83,7 +83,7 @@ from protocol.messages import (
 from protocol.reach import planned_hold
 from protocol.secagg import SecAggError
 from protocol.strategies import strategy_for
-from services.clock import utc_now
+from services.clock import OffsetClock, cloud_offset_s
 from services.http import Peer, PeerRefusedError
 from services.identity import SigningKey
 from services.metrics import ClientMetrics
@@ -226,6 +226,8 @@ class ClientAgent:
         self.model_path = model_path or settings.model_path or default_model_path()
         self.fid = settings.federation_id
         self.policy = HospitalPolicy.from_settings(settings)
+        # Deadlines come from the cloud: checked in its time, measured on every plan poll.
+        self.cloud_time = OffsetClock()
 
     # -- setup -------------------------------------------------------------------------------------------
     async def enrol(self, cloud: Peer, num_examples: int) -> None:
@@ -348,7 +350,12 @@ class ClientAgent:
         params: dict[str, float | int] = {"wait": self.settings.poll_s * 10}
         if self.state.last_round is not None:
             params["after_round"] = self.state.last_round
+        sent = self.cloud_time.local()
         response = await cloud.request("GET", f"/federations/{self.fid}/plan", params=params, timeout=600.0)
+        received = self.cloud_time.local()
+        offset = cloud_offset_s(response.headers, sent=sent, received=received)
+        if offset is not None and self.cloud_time.measured(offset):
+            log.info("clock offset to the cloud measured", extra={"data": {"offset_s": round(offset, 3)}})
         if response.status_code == 204:
             return None
         return RoundPlan.model_validate_json(response.content)
@@ -512,8 +519,31 @@ class ClientAgent:
         )
         return unsigned.signed(self.key.sign)
 
-    async def upload(self, edge: Peer, update: ClientUpdate) -> bool:
-        """True if the edge holds the update (now or from before a lost answer)."""
+    async def upload(self, edge: Peer, update: ClientUpdate, *, deadline: datetime | None = None) -> bool:
+        """True if the edge holds the update (now or from before a lost answer).
+
+        An edge that answers `round_not_open_yet` is behind the plan this hospital holds (it is fetching
+        it): the upload is sent again after `poll_s`, then twice as long each time (at most ten `poll_s`),
+        until `deadline` (the plan's upload deadline, in the cloud's time), and only then given up as too late."""
+        pause = self.settings.poll_s
+        while True:
+            try:
+                return await self._upload_once(edge, update)
+            except PeerRefusedError as e:
+                if e.code != ErrorCode.ROUND_NOT_OPEN_YET.value:
+                    raise
+                left = (_aware(deadline) - self.cloud_time()).total_seconds() if deadline is not None else 0.0
+                if left <= 0:
+                    log.warning("upload too late", extra={"round": update.round, "code": e.code})
+                    return False
+                log.info(
+                    "the edge has not opened the round yet; uploading again",
+                    extra={"round": update.round, "code": e.code, "data": {"in_s": min(pause, left)}},
+                )
+                await asyncio.sleep(min(pause, left))
+                pause = min(2 * pause, 10 * self.settings.poll_s)
+
+    async def _upload_once(self, edge: Peer, update: ClientUpdate) -> bool:
         path = f"/federations/{self.fid}/rounds/{update.round}/uploads"
         body = update.model_dump_json().encode()
         try:
@@ -656,7 +686,7 @@ class ClientAgent:
             cohort=cohort,
             layout=model.layout,
         )
-        held = await self.upload(session.edge, update)
+        held = await self.upload(session.edge, update, deadline=plan.deadline)
         if held and cohort is not None:
             try:
                 await cohort.finish()
@@ -691,7 +721,7 @@ class ClientAgent:
             edge=session.edge,
             min_survivors=session.spec.min_clients_per_edge,
             # Until the round's upload deadline, and the edge's closing stages after it.
-            wait_s=max(0.0, (_aware(plan.deadline) - utc_now()).total_seconds()) + COHORT_GRACE_S,
+            wait_s=max(0.0, (_aware(plan.deadline) - self.cloud_time()).total_seconds()) + COHORT_GRACE_S,
         )
         await cohort.join()
         return cohort

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 from pydantic import BaseModel
 
@@ -37,8 +38,9 @@ from services.identity import SigningKey, verifier
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger("client_agent")
 _JSON = {"content-type": "application/json"}
-#: How often a hospital asks for a stage that is still open.
+#: How often a hospital asks for a stage that is still open (or a round its edge has not opened yet).
 POLL_S = 0.5
+_NOT_YET = (ErrorCode.STAGE_PENDING.value, ErrorCode.ROUND_NOT_OPEN_YET.value)
 #: How long past its round's upload deadline a hospital waits for the edge's closing stages (survivors,
 #: unmask request): the edge's stage timeouts, a few times over.
 COHORT_GRACE_S = 180.0
@@ -143,27 +145,27 @@ class CohortSession:
             )
 
     async def _post(self, what: str, message: BaseModel) -> None:
-        await self._edge.request(
-            "POST", f"{self._base}/{what}", content=message.model_dump_json().encode(), headers=_JSON
-        )
+        await self._asking_again(what, message.model_dump_json().encode())
 
     async def _read(self, stage: Stage, model: type[M]) -> M:
-        """What `stage` produced, asking again while the edge answers `stage_pending`, up to `wait_s`."""
+        """What `stage` produced."""
         body = self._client.request(stage).model_dump_json().encode()
+        return model.model_validate_json((await self._asking_again(stage.value, body)).content)
+
+    async def _asking_again(self, what: str, body: bytes) -> httpx.Response:
+        """POST `body` to the round's `what`, again while the edge answers that what it needs is not there
+        yet, up to `wait_s`: `stage_pending` (the stage has not closed), `round_not_open_yet` (the edge has
+        not fetched this round's plan yet: the hospital is ahead of it, not late)."""
         deadline = self._clock() + self._wait_s
         while True:
             try:
-                response = await self._edge.request(
-                    "POST", f"{self._base}/{stage.value}", content=body, headers=_JSON
-                )
+                return await self._edge.request("POST", f"{self._base}/{what}", content=body, headers=_JSON)
             except PeerRefusedError as e:
-                if e.code != ErrorCode.STAGE_PENDING.value:
+                if e.code not in _NOT_YET:
                     raise
                 if self._clock() >= deadline:
                     raise CohortTimeoutError(
-                        f"the edge's {stage.value} stage for round {self.cohort_id.round} did not close "
-                        f"within {self._wait_s:.0f} s"
+                        f"the edge's {what} for round {self.cohort_id.round} was still {e.code} after "
+                        f"{self._wait_s:.0f} s"
                     ) from e
                 await asyncio.sleep(POLL_S)
-                continue
-            return model.model_validate_json(response.content)

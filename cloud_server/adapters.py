@@ -13,7 +13,7 @@ from protocol.ffa import basis_from_bytes
 from protocol.messages import AdapterEvaluation, AdapterVersion
 from protocol.peft_format import adapter_files
 from services import keyspace
-from services.clock import Clock
+from services.clock import TimeSource
 from services.store import StateStore
 
 # What the exported head is: the mean-pooled, L2-normalised linear head the client agent trains.
@@ -21,7 +21,7 @@ HEAD_INFO = {"pooling": "mean", "normalize": True}
 
 
 class AdapterService:
-    def __init__(self, store: StateStore, federations: FederationService, *, clock: Clock) -> None:
+    def __init__(self, store: StateStore, federations: FederationService, *, clock: TimeSource) -> None:
         self._store = store
         self._federations = federations
         self._clock = clock
@@ -60,7 +60,7 @@ class AdapterService:
         if raw is None:
             await self._federations.spec(fid)  # an unknown federation is `unknown_federation`
             raise NotFoundError(f"federation {fid!r} has no adapter version {version}", field="version")
-        stamped = evaluation.model_copy(update={"evaluated_at": self._clock()})
+        stamped = evaluation.model_copy(update={"evaluated_at": await self._clock()})
         # The version's meta is written once by the round that made it; the evaluation lives beside it.
         key = keyspace.fed_adapter_evaluation(fid, version)
         await self._store.set(key, stamped.model_dump_json().encode())

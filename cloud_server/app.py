@@ -1,10 +1,14 @@
 """The cloud's FastAPI app: federations, enrolment, rounds and adapters over one state store.
 
     app = create_app(CloudSettings())          # store from settings.store_url, KEK from the environment
-    app = create_app(settings, store=MemoryStore(), kek=kek, clock=fake_clock)   # tests
+    app = create_app(settings, store=MemoryStore(), kek=kek, time=fake_clock.time)   # tests
 
 The lifespan builds the store, the services and a deadline task that calls `RoundService.tick` every
 `deadline_check_s`; it also finishes, from the store, any round a previous process left half done.
+
+Every replica opens rounds and checks deadlines on one time, the store's clock (`services.clock.store_time`,
+Redis `TIME`), never on its own: `clock`, the replica's own clock, is only compared with it at start-up
+and the difference logged.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from cloud_server.errors import NotFoundError, internal_error, invalid_request
 from cloud_server.rounds import RoundService
 from cloud_server.routes import TAGS, adapters, dashboard, enrolment, federations, health, metrics, rounds
 from services.asgi import BodySizeLimit, install_error_handlers
-from services.clock import Clock, utc_now
+from services.clock import Clock, TimeSource, store_time, utc_now
 from services.keys import load_kek
 from services.metrics import CloudMetrics, HttpMetrics, routes_named
 from services.settings import CloudSettings
@@ -31,11 +35,11 @@ from services.store import StateStore, open_store
 log = logging.getLogger("fedlora.cloud")
 
 
-async def deadline_loop(rounds: RoundService, clock: Clock, every_s: float) -> None:
+async def deadline_loop(rounds: RoundService, time: TimeSource, every_s: float) -> None:
     """Tick now (recovery after a restart) and then every `every_s` seconds until cancelled."""
     while True:
         try:
-            await rounds.tick(clock())
+            await rounds.tick(await time())
         except Exception:
             log.exception("deadline check failed")
         await asyncio.sleep(every_s)
@@ -47,26 +51,32 @@ def create_app(
     store: StateStore | None = None,
     kek: bytes | None = None,
     clock: Clock | None = None,
+    time: TimeSource | None = None,
 ) -> FastAPI:
-    """The cloud app. A `store` passed in stays open after shutdown (its owner closes it)."""
-    now = clock or utc_now
+    """The cloud app. A `store` passed in stays open after shutdown (its owner closes it). Deadlines run
+    on `time` (the store's clock unless a test gives its own); `clock` is this process's own clock."""
+    own_clock = clock or utc_now
     app_metrics = CloudMetrics()  # per app: tests build many in one process
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store = store is None
         the_store = open_store(settings.store_url) if store is None else store
+        shared = time or store_time(the_store)
         try:
             context = build_context(
                 settings,
                 store=the_store,
                 kek=kek if kek is not None else load_kek(),
-                clock=now,
+                clock=shared,
                 metrics=app_metrics,
             )
             app.state.cloud = context
-            task = asyncio.create_task(deadline_loop(context.rounds, now, settings.deadline_check_s))
-            log.info("cloud ready", extra={"data": {"store": the_store.describe()}})
+            task = asyncio.create_task(deadline_loop(context.rounds, shared, settings.deadline_check_s))
+            log.info(
+                "cloud ready",
+                extra={"data": {"store": the_store.describe(), **await _own_offset(shared, own_clock)}},
+            )
             try:
                 yield
             finally:
@@ -112,6 +122,15 @@ def create_app(
         known_federation=known_federation,
     )
     return app
+
+
+async def _own_offset(shared: TimeSource, own: Clock) -> dict[str, float]:
+    """How far this replica's own clock is behind the shared time (for the log: nothing runs on it)."""
+    try:
+        return {"clock_offset_s": round((await shared() - own()).total_seconds(), 3)}
+    except Exception:  # the store may be down at start-up: the deadline loop retries on its own
+        log.warning("could not read the store's clock", exc_info=True)
+        return {}
 
 
 def _too_large(message: str) -> Exception:

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from cloud_server.adapters import AdapterService
 from cloud_server.close_attempts import ClosePolicy
+from cloud_server.edge_clocks import EdgeClocks
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.federations import FederationService
 from cloud_server.plans import PlanBoard
 from cloud_server.retention import Retention, RetentionPolicy
 from cloud_server.rounds import RoundService
 from cloud_server.telemetry import CloudTelemetry
-from services.clock import Clock
+from services.clock import TimeSource
 from services.metrics import CloudMetrics
 from services.settings import CloudSettings
 from services.store import StateStore
@@ -23,9 +24,10 @@ from services.store import StateStore
 class CloudContext:
     settings: CloudSettings
     store: StateStore
-    clock: Clock
+    clock: TimeSource  # the shared time deadlines run on (the store's clock; a test's fake)
     federations: FederationService
     enrolment: EnrolmentService
+    edge_clocks: EdgeClocks
     rounds: RoundService
     adapters: AdapterService
     metrics: CloudMetrics
@@ -39,13 +41,14 @@ def default_model_path() -> Path:
 
 
 def build_context(
-    settings: CloudSettings, *, store: StateStore, kek: bytes, clock: Clock, metrics: CloudMetrics
+    settings: CloudSettings, *, store: StateStore, kek: bytes, clock: TimeSource, metrics: CloudMetrics
 ) -> CloudContext:
     board = PlanBoard()
     model_path = settings.model_path or default_model_path()
     federations = FederationService(store, kek=kek, clock=clock, model_path=model_path, board=board)
     enrolment = EnrolmentService(store, federations, clock=clock)
-    telemetry = CloudTelemetry(store, federations, enrolment, metrics)
+    edge_clocks = EdgeClocks(store, federations, clock=clock)
+    telemetry = CloudTelemetry(store, federations, enrolment, edge_clocks, metrics)
     rounds = RoundService(
         store,
         federations,
@@ -65,6 +68,7 @@ def build_context(
         clock=clock,
         federations=federations,
         enrolment=enrolment,
+        edge_clocks=edge_clocks,
         rounds=rounds,
         adapters=AdapterService(store, federations, clock=clock),
         metrics=metrics,

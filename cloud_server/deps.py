@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from cloud_server.adapters import AdapterService
 from cloud_server.context import CloudContext
+from cloud_server.edge_clocks import EdgeClocks
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.federations import FederationService
 from cloud_server.rounds import RoundService
@@ -37,7 +38,12 @@ def _adapters(context: ContextDep) -> AdapterService:
     return context.adapters
 
 
+def _edge_clocks(context: ContextDep) -> EdgeClocks:
+    return context.edge_clocks
+
+
 FederationsDep = Annotated[FederationService, Depends(_federations)]
 EnrolmentDep = Annotated[EnrolmentService, Depends(_enrolment)]
 RoundsDep = Annotated[RoundService, Depends(_rounds)]
 AdaptersDep = Annotated[AdapterService, Depends(_adapters)]
+EdgeClocksDep = Annotated[EdgeClocks, Depends(_edge_clocks)]

@@ -25,7 +25,7 @@ from protocol.messages import (
     RoundStatus,
 )
 from services import keyspace
-from services.clock import Clock
+from services.clock import TimeSource
 from services.identity import new_token, token_digest
 from services.store import FieldUpdates, HashField, StateStore, StoreError, Updates
 
@@ -74,7 +74,7 @@ def placed(existing: ClientInfo, request: ClientInfo, *, round_: int | None, ope
 
 
 class EnrolmentService:
-    def __init__(self, store: StateStore, federations: FederationService, *, clock: Clock) -> None:
+    def __init__(self, store: StateStore, federations: FederationService, *, clock: TimeSource) -> None:
         self._store = store
         self._federations = federations
         self._clock = clock
@@ -84,7 +84,10 @@ class EnrolmentService:
         """(the answer, whether the edge is new)."""
         await self._federations.require_running(fid)
         info = EdgeInfo(
-            edge_id=request.edge_id, url=request.url, public_key=request.public_key, enrolled_at=self._clock()
+            edge_id=request.edge_id,
+            url=request.url,
+            public_key=request.public_key,
+            enrolled_at=await self._clock(),
         )
         token = new_token()
         edge_field = (keyspace.fed_edges(fid), request.edge_id)
@@ -133,7 +136,7 @@ class EnrolmentService:
             num_examples=request.num_examples,
             rank=rank,
             max_rank=min(request.max_rank or spec.r_max, spec.r_max),
-            enrolled_at=self._clock(),
+            enrolled_at=await self._clock(),
         )
         token = new_token()
         for _ in range(MAX_ROUND_RACES):

@@ -48,7 +48,7 @@ from protocol.messages import (
 from protocol.privacy_planning import BudgetError, check_budget
 from protocol.strategies import strategy_for
 from services import keyspace
-from services.clock import Clock
+from services.clock import TimeSource
 from services.errors import FederationEndedError, InvalidRequestError
 from services.identity import SigningKey, new_token, token_digest
 from services.model_layout import LayoutError, federation_layout
@@ -82,7 +82,7 @@ def _plan_key_label(fid: str) -> bytes:
 
 class FederationService:
     def __init__(
-        self, store: StateStore, *, kek: bytes, clock: Clock, model_path: str | Path, board: PlanBoard
+        self, store: StateStore, *, kek: bytes, clock: TimeSource, model_path: str | Path, board: PlanBoard
     ) -> None:
         self._store = store
         self._kek = kek
@@ -112,7 +112,7 @@ class FederationService:
         plan_key = SigningKey.generate()
         sealed_plan_key = seal_bytes(plan_key.private_bytes(), self._kek, label=_plan_key_label(fid))
         edge_token, client_token = new_token(), new_token()
-        now = self._clock()
+        now = await self._clock()
         record = FederationRecord(
             created_at=now,
             he_fingerprint=scheme.fingerprint.hex(),
@@ -353,7 +353,7 @@ class FederationService:
         current_round = (await self.record(fid)).current_round
         record_key = keyspace.fed_state(fid)
         status_key = keyspace.fed_round_status(fid, current_round) if current_round is not None else None
-        now = self._clock()
+        now = await self._clock()
 
         def change(current: dict[str, bytes | None]) -> Updates:
             raw = current[record_key]

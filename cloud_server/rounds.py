@@ -62,7 +62,7 @@ from protocol.messages import (
 from protocol.privacy_planning import first_round_overspend
 from protocol.secagg import SecAggError, residues_from_bytes
 from services import keyspace
-from services.clock import Clock
+from services.clock import TimeSource
 from services.errors import ForbiddenError, InvalidRequestError
 from services.identity import IdentityError, verify
 from services.store import StateStore, Updates
@@ -94,7 +94,7 @@ class RoundService:
         enrolment: EnrolmentService,
         board: PlanBoard,
         *,
-        clock: Clock,
+        clock: TimeSource,
         long_poll_s: float,
         telemetry: CloudTelemetry,
         retention: Retention,
@@ -121,9 +121,8 @@ class RoundService:
         transaction that stops the federation (`RoundCloser.stop`); an edge forwarding meanwhile is refused
         (409 `round_closed`), never acknowledged into the failed round. 409 if it has already ended."""
         record = await self._federations.record(fid)
-        if record.state in (FederationState.ACTIVE, FederationState.PAUSED) and await self._closer.stop(
-            fid, self._clock()
-        ):
+        running = record.state in (FederationState.ACTIVE, FederationState.PAUSED)
+        if running and await self._closer.stop(fid, await self._clock()):
             self._board.publish(fid)
             log.info("federation stopped", extra={"federation_id": fid})
             return await self._federations.info(fid)
@@ -190,7 +189,7 @@ class RoundService:
         spec = await self._federations.spec(fid)
         record = await self._federations.require_running(fid)
         clients = await self._enrolment.clients(fid, with_stats=False, round_=0)
-        now = self._clock()
+        now = await self._clock()
         plan, status = open_round(
             spec,
             round_=0,
@@ -312,7 +311,7 @@ class RoundService:
                 )
             )
 
-        now = self._clock()
+        now = await self._clock()
         if not await self._store_once(fid, agg, pack_aggregate(agg, received_at=now), digests):
             # Another request of the same edge stored its aggregate between our check and here.
             stored = await self._store.hget(key, edge_id)

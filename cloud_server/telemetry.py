@@ -1,4 +1,5 @@
-"""The cloud's Prometheus metrics that need its state: round outcomes, privacy spent, clients per edge.
+"""The cloud's Prometheus metrics that need its state: round outcomes, privacy spent, clients per edge,
+the edges' clock offsets.
 
 Everything here reads what the round's one store transaction wrote, after it committed, so a metric never
 tells of a round that did not happen; and nothing here may fail a round or a scrape (errors are logged).
@@ -9,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from cloud_server.edge_clocks import EdgeClocks
 from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import NotFoundError
 from cloud_server.federations import FederationService
-from protocol.messages import RoundState, RoundStatus
+from protocol.messages import EdgeClock, RoundState, RoundStatus
 from services import keyspace
 from services.metrics import CloudMetrics
 from services.store import StateStore
@@ -26,11 +28,13 @@ class CloudTelemetry:
         store: StateStore,
         federations: FederationService,
         enrolment: EnrolmentService,
+        edge_clocks: EdgeClocks,
         metrics: CloudMetrics,
     ) -> None:
         self._store = store
         self._federations = federations
         self._enrolment = enrolment
+        self._edge_clocks = edge_clocks
         self.metrics = metrics
 
     def decrypted(self, scheme: str, seconds: float | None) -> None:
@@ -75,9 +79,11 @@ class CloudTelemetry:
             self.metrics.epsilon_spent.labels(fid, "example").set(max(local))
 
     async def refresh_enrolment(self) -> None:
-        """Set `fedlora_clients_per_edge` from the store (every enrolled edge, with 0 clients too)."""
+        """Set `fedlora_clients_per_edge` (every enrolled edge, with 0 clients too) and the edges' clock
+        offsets and skew alerts from the store, so that every replica reports the same."""
         try:
             counts: dict[tuple[str, str], int] = {}
+            clocks: dict[tuple[str, str], EdgeClock] = {}
             for fid in await self._federations.ids():
                 try:
                     edges = await self._enrolment.edges(fid)
@@ -87,9 +93,16 @@ class CloudTelemetry:
                 per_edge = Counter(c.edge_id for c in clients.values())
                 for edge_id in {e.edge_id for e in edges} | per_edge.keys():
                     counts[fid, edge_id] = per_edge[edge_id]
+                for edge_id, clock in (await self._edge_clocks.offsets(fid)).items():
+                    clocks[fid, edge_id] = clock
         except Exception:
             log.warning("could not read the enrolment for the metrics", exc_info=True)
             return
         self.metrics.clients_per_edge.clear()
         for (fid, edge_id), count in counts.items():
             self.metrics.clients_per_edge.labels(fid, edge_id).set(count)
+        self.metrics.edge_clock_offset.clear()
+        self.metrics.edge_clock_alert.clear()
+        for (fid, edge_id), clock in clocks.items():
+            self.metrics.edge_clock_offset.labels(fid, edge_id).set(clock.offset_s)
+            self.metrics.edge_clock_alert.labels(fid, edge_id).set(int(clock.alert))

@@ -35,6 +35,7 @@ from edge_aggregator.errors import (
     PlanMismatchError,
     ReplayError,
     RoundClosedError,
+    RoundNotOpenYetError,
     UnauthenticatedError,
     UnknownFederationError,
     WrongBasisError,
@@ -275,9 +276,7 @@ class EdgeAggregator:
     async def _plan_for_upload(self, round_: int) -> tuple[RoundPlan, RoundPlan | None]:
         """The plan an upload for `round_` was made under and, for a late upload the federation takes, the
         open round it joins (None for an upload in time)."""
-        plan = await self._plan_for(round_)
-        if plan is None:
-            raise WrongRoundError("no round is open at this edge yet", field="round")
+        plan = await self._opened_plan(round_)
         if round_ != plan.round:
             late = self.config.spec.late_uploads
             if round_ < plan.round and await self._ledger.closure(round_) is not None:
@@ -296,6 +295,20 @@ class EdgeAggregator:
             )
         await self._check_open(plan)
         return plan, None
+
+    async def _opened_plan(self, round_: int) -> RoundPlan:
+        """The current plan, once it is at `round_` or later. Before that, `_plan_for` asked the cloud for
+        the plan just now and got none newer: the hospital, which holds round `round_`'s plan, is ahead of
+        this edge, not late (`RoundNotOpenYetError`: it tries again)."""
+        plan = await self._plan_for(round_)
+        if plan is None or round_ > plan.round:
+            current = "no round" if plan is None else f"round {plan.round}"
+            raise RoundNotOpenYetError(
+                f"round {round_} is not open at this edge yet (it follows {current}); retry shortly",
+                field="round",
+                detail={"round": round_, "current_round": plan.round if plan is not None else None},
+            )
+        return plan
 
     async def _plan_for(self, round_: int) -> RoundPlan | None:
         """The current plan, asked of the cloud first when `round_` is past it (None before any plan);
@@ -562,11 +575,10 @@ class EdgeAggregator:
         client = await self._enrolled_client(message.client_id)
         if payload is not None:
             _check_signature(client, payload, message.signature, what="message")
-        plan = await self._plan_for(round_)
-        if plan is None or plan.round != round_:
-            current = "none" if plan is None else str(plan.round)
+        plan = await self._opened_plan(round_)
+        if plan.round != round_:
             raise WrongRoundError(
-                f"round {round_} is not this edge's current round ({current})", field="round"
+                f"round {round_} is not this edge's current round ({plan.round})", field="round"
             )
         if message.client_id not in plan.client_ranks:
             raise ForbiddenError(f"client {message.client_id} is not in round {round_}'s plan")

@@ -16,7 +16,7 @@ from edge_aggregator.routes import TAGS, install_openapi, router
 from edge_aggregator.runtime import PLAN_WAIT_S, EdgeRuntime
 from services import logs
 from services.asgi import BodySizeLimit, install_error_handlers
-from services.clock import Clock, utc_now
+from services.clock import Clock, OffsetClock, utc_now
 from services.identity import SigningKey
 from services.metrics import EdgeMetrics, HttpMetrics, routes_named
 from services.settings import EdgeSettings, describe
@@ -34,12 +34,15 @@ def create_app(
     plan_wait_s: float = PLAN_WAIT_S,
 ) -> FastAPI:
     """The edge's FastAPI app. Store, signing key and cloud link are built in the lifespan unless given
-    (a given store or link is left open at shutdown: its owner closes it)."""
+    (a given store or link is left open at shutdown: its owner closes it). The edge runs on `clock` (this
+    process's) corrected by the offset to the cloud's time that the link it builds measures on each plan
+    poll: the cloud sets the deadlines, so the edge checks them in the cloud's time."""
     metrics = EdgeMetrics()  # per app: tests build many in one process
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_store = store if store is not None else open_store(settings.store_url)
+        cloud_time = OffsetClock(clock or utc_now)
         the_link = link
         if the_link is None:
             # Fewer attempts per call than Peer's default: every caller here tries again on its own
@@ -51,13 +54,14 @@ def create_app(
                 attempts=5,
                 give_up_after_s=60.0,
                 tokens=StoredToken(the_store, edge_id=settings.edge_id, federation_id=settings.federation_id),
+                clock=cloud_time,
             )
         runtime = EdgeRuntime(
             settings,
             store=the_store,
             link=the_link,
             signing_key=SigningKey.load_or_create(settings.key_file),
-            clock=clock or utc_now,
+            clock=cloud_time,
             plan_wait_s=plan_wait_s,
             metrics=metrics,
         )

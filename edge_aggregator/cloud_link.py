@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Protocol
 
 import httpx
@@ -24,6 +25,7 @@ from protocol.messages import (
     Role,
     RoundPlan,
 )
+from services.clock import OffsetClock, cloud_offset_s
 from services.http import Peer, PeerRefusedError, PeerUnavailableError
 
 log = logging.getLogger("edge_aggregator.cloud_link")
@@ -93,6 +95,11 @@ class HttpCloudLink(CloudLink):
     replica that enrols revokes the others' token. A replica therefore starts with the shelf's token if
     there is one, and on a 401 first tries the shelf's token (another replica enrolled since) before it
     enrols again itself.
+
+    With a `clock`, every plan poll measures the offset of the cloud's time to `clock.local` from the
+    cloud's two time stamps and the poll's own (`services.clock.clock_offset_s`), stores it in `clock`
+    (which then reads the cloud's time: the edge's deadlines run on it) and reports the last one to the
+    cloud with the next poll.
     """
 
     def __init__(
@@ -105,9 +112,11 @@ class HttpCloudLink(CloudLink):
         attempts: int = 8,
         give_up_after_s: float = 300.0,
         tokens: TokenShelf | None = None,
+        clock: OffsetClock | None = None,
     ) -> None:
         self._fid = federation_id
         self._tokens = tokens
+        self._clock = clock
         self._enrolment_token = enrolment_token
         self._enrolment: EdgeEnrolment | None = None
         self._peer = Peer(
@@ -157,15 +166,21 @@ class HttpCloudLink(CloudLink):
         params: dict[str, float | int] = {"wait": wait_s}
         if after_round is not None:
             params["after_round"] = after_round
-        try:
-            response = await self._authorised(
-                lambda: self._peer.request(
-                    "GET",
-                    f"/federations/{self._fid}/plan",
-                    params=params,
-                    timeout=wait_s + _LONG_POLL_MARGIN_S,
-                )
+
+        async def poll() -> httpx.Response:
+            clock = self._clock
+            if clock is not None and clock.offset_s is not None:
+                params["clock_offset_s"] = clock.offset_s
+            sent = clock.local() if clock is not None else None
+            response = await self._peer.request(
+                "GET", f"/federations/{self._fid}/plan", params=params, timeout=wait_s + _LONG_POLL_MARGIN_S
             )
+            if clock is not None and sent is not None:
+                self._measure(clock, response, sent)
+            return response
+
+        try:
+            response = await self._authorised(poll)
         except PeerRefusedError as e:
             if e.status != 410:
                 raise
@@ -224,6 +239,19 @@ class HttpCloudLink(CloudLink):
         )
         await self._enrol_anew(self._enrolment)
         return await call()
+
+    @staticmethod
+    def _measure(clock: OffsetClock, response: httpx.Response, sent: datetime) -> None:
+        """Take the offset of the cloud's time to `clock`'s from a plan poll's answer (sent at `sent`)."""
+        received = clock.local()
+        offset = cloud_offset_s(response.headers, sent=sent, received=received)
+        if offset is not None and clock.measured(offset):
+            log.info(
+                "clock offset to the cloud measured",
+                extra={
+                    "data": {"offset_s": round(offset, 3), "round_trip_s": (received - sent).total_seconds()}
+                },
+            )
 
     async def _state_after_end(self) -> FederationState | None:
         try:

@@ -42,6 +42,15 @@ class WrongRoundError(ServiceError):
     default_code = ErrorCode.WRONG_ROUND
 
 
+class RoundNotOpenYetError(ServiceError):
+    """An upload for a round after this edge's plan: the cloud has opened it (the hospital holds its plan)
+    but the edge could not fetch that plan yet. The edge asked the cloud for it before answering; retry."""
+
+    status = 409
+    default_code = ErrorCode.ROUND_NOT_OPEN_YET
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "2"}
+
+
 class RoundClosedError(ServiceError):
     status = 409
     default_code = ErrorCode.ROUND_CLOSED

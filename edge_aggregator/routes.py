@@ -52,8 +52,9 @@ _DESCRIPTIONS = {
     401: "`unauthenticated` (client not enrolled at this edge) or `bad_signature`",
     403: "`forbidden`: the client is not in this round's plan",
     404: "`unknown_federation`: this edge serves another federation",
-    409: "`wrong_round`, `round_closed`, `wrong_basis`, `plan_mismatch` (made under another plan than this "
-    "edge's for the round), `replay`, `duplicate_upload` or `conflict` (sum full)",
+    409: "`round_not_open_yet` (a round after this edge's plan, which it is fetching: retry after "
+    "`Retry-After`), `wrong_round`, `round_closed`, `wrong_basis`, `plan_mismatch` (made under another plan "
+    "than this edge's for the round), `replay`, `duplicate_upload` or `conflict` (sum full)",
     410: "`federation_not_active`: the federation has ended",
     413: "`payload_too_large`",
     422: "`invalid_request` naming the field (also: path and body disagree)",
@@ -78,7 +79,8 @@ _MASKING_DESCRIPTIONS = _DESCRIPTIONS | {
     "enrolled key)",
     403: "`forbidden` (not in this round's plan) or `not_in_cohort` (not in the stage: it missed an earlier one)",
     404: "`unknown_federation`, or `not_found`: the federation does not mask",
-    409: "`wrong_cohort` (the body names another edge's cohort or round), `wrong_round`, `stage_pending` (the "
+    409: "`wrong_cohort` (the body names another edge's cohort or round), `round_not_open_yet` (a round after "
+    "this edge's plan, which it is fetching: retry after `Retry-After`), `wrong_round`, `stage_pending` (the "
     "stage it needs has not closed: retry after `Retry-After`), `stage_closed`, `cohort_failed` (nothing of "
     "the round is forwarded), `duplicate_upload` (another message for the stage) or `conflict` (an X25519 key "
     "another hospital advertised)",

@@ -103,6 +103,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_CLIENT = "unknown_client"
     UNKNOWN_FEDERATION = "unknown_federation"
     WRONG_ROUND = "wrong_round"
+    # 409 + Retry-After: an upload for a round after the edge's plan (the edge is fetching it); retry
+    ROUND_NOT_OPEN_YET = "round_not_open_yet"
     ROUND_CLOSED = "round_closed"
     WRONG_BASIS = "wrong_basis"
     BAD_CIPHERTEXT = "bad_ciphertext"
@@ -1318,6 +1320,22 @@ class Enrolled(Message):
     )
 
 
+#: Headers of the cloud's answer to a plan poll: its time (ISO 8601, UTC) when the poll arrived and when it
+#: answered, from which an edge measures the offset of its clock to the cloud's (`services.clock`).
+CLOUD_RECEIVED_AT_HEADER = "X-Cloud-Received-At"
+CLOUD_ANSWERED_AT_HEADER = "X-Cloud-Answered-At"
+
+
+class EdgeClock(Message):
+    """An edge's clock as it last reported it on a plan poll: how far the cloud's time is ahead of the
+    edge's (`offset_s`, negative when the edge runs ahead), and whether that is more than half the
+    federation's deadline margin (`round_deadline_s - upload_deadline_s`), the skew it can absorb."""
+
+    offset_s: float
+    reported_at: datetime = Field(description="the cloud's time when the edge reported it")
+    alert: bool = Field(description="|offset_s| exceeds half the deadline margin")
+
+
 class EdgeInfo(Message):
     model_config = ConfigDict(json_schema_extra={"examples": [_examples.EDGE_INFO]})
 
@@ -1325,6 +1343,7 @@ class EdgeInfo(Message):
     url: Url
     public_key: PublicKey
     enrolled_at: datetime
+    clock: EdgeClock | None = Field(default=None, description="its last reported clock offset (admin view)")
 
 
 class ClientInfo(Message):

@@ -45,6 +45,10 @@ def fed_edges(fid: str) -> str:
     return f"cloud:{fid}:edges"  # hash: edge id -> EdgeInfo json
 
 
+def fed_edge_clocks(fid: str) -> str:
+    return f"cloud:{fid}:edge_clocks"  # hash: edge id -> EdgeClock json (the offset it last reported)
+
+
 def fed_clients(fid: str) -> str:
     return f"cloud:{fid}:clients"  # hash: client id -> ClientInfo json
 

@@ -214,6 +214,18 @@ class CloudMetrics(ServiceMetrics):
             ["federation", "edge"],
             registry=self.registry,
         )
+        self.edge_clock_offset = Gauge(
+            "fedlora_edge_clock_offset_seconds",
+            "The cloud's time less each edge's clock, as the edge last measured it on a plan poll",
+            ["federation", "edge"],
+            registry=self.registry,
+        )
+        self.edge_clock_alert = Gauge(
+            "fedlora_edge_clock_skew_alert",
+            "1 while an edge's clock offset exceeds half the deadline margin (round less upload deadline)",
+            ["federation", "edge"],
+            registry=self.registry,
+        )
         self.epsilon_spent = _epsilon_gauge(self.registry)
 
 

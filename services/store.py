@@ -20,6 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -151,6 +152,11 @@ class StateStore(ABC):
         of those hashes or keys in between retries it with fresh values; `fn` may raise to abort (nothing is
         written), and may write only what it read."""
 
+    @abstractmethod
+    async def time(self) -> datetime:
+        """The store's clock (UTC): the one "now" that every process sharing the store reads, whatever its
+        own clock says. Deadlines are opened and checked on it (`services.clock.store_time`)."""
+
     async def ping(self) -> bool:
         return True
 
@@ -166,10 +172,11 @@ class MemoryStore(StateStore):
     """In-process store: one asyncio lock makes every operation and transaction atomic.
 
     Good for one process (the demo's services each have their own). Lost when the process exits: use
-    the Redis store for anything that must survive a restart.
+    the Redis store for anything that must survive a restart. `clock` counts seconds since the epoch: TTLs
+    run on it and `time()` reads it.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._values: dict[str, bytes] = {}
         self._hashes: dict[str, dict[str, bytes]] = {}
         self._expiry: dict[str, float] = {}
@@ -194,6 +201,9 @@ class MemoryStore(StateStore):
             self._expiry.pop(key, None)
         else:
             self._expiry[key] = self._clock() + ttl_s
+
+    async def time(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     async def get(self, key: str) -> bytes | None:
         async with self._lock:
@@ -413,6 +423,12 @@ class RedisStore(StateStore):
         # task would then run on after `cancel()` (a service that never stops). Give it back.
         if task is not None and task.cancelling() > cancelling:
             raise asyncio.CancelledError(f"cancelled during {what}")
+
+    async def time(self) -> datetime:
+        # Redis `TIME`: seconds and microseconds of the server's clock, the same for every replica.
+        async with self._errors("TIME"):
+            seconds, micros = await self._redis.time()
+        return datetime.fromtimestamp(int(seconds) + int(micros) / 1e6, UTC)
 
     async def get(self, key: str) -> bytes | None:
         async with self._errors(f"GET {key}"):

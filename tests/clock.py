@@ -18,6 +18,10 @@ class FakeClock:
     def __call__(self) -> datetime:
         return self.now
 
+    async def time(self) -> datetime:
+        """The same time as a `services.clock.TimeSource`: what a store's `time()` would read."""
+        return self.now
+
     def seconds(self) -> float:
         return self.now.timestamp()
 

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from cloud_server.auth import AdminOrEdgeDep, ClientEnrolmentDep, EdgeEnrolmentDep, MemberDep
-from cloud_server.deps import EnrolmentDep
+from cloud_server.deps import EdgeClocksDep, EnrolmentDep
 from cloud_server.routes import errors
 from protocol.messages import (
     ClientEnrolment,
@@ -43,9 +43,12 @@ async def enrol_edge(
 
 
 @router.get("/edges", summary="Enrolled edges", responses=errors(401, 403, 404, 422))
-async def list_edges(fid: str, _: AdminOrEdgeDep, enrolment: EnrolmentDep) -> list[EdgeInfo]:
-    """Each edge's URL, public key and enrolment time."""
-    return await enrolment.edges(fid)
+async def list_edges(
+    fid: str, _: AdminOrEdgeDep, enrolment: EnrolmentDep, clocks: EdgeClocksDep
+) -> list[EdgeInfo]:
+    """Each edge's URL, public key and enrolment time, and the clock offset it last reported on a plan poll
+    (`clock`, with `alert` set while it exceeds half the deadline margin)."""
+    return await clocks.annotate(fid, await enrolment.edges(fid))
 
 
 @router.post(

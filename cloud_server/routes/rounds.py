@@ -6,13 +6,32 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from cloud_server.auth import AdminDep, AdminOrEdgeDep, EdgeDep, MemberDep
-from cloud_server.deps import RoundsDep
+from cloud_server.deps import ContextDep, RoundsDep
 from cloud_server.routes import errors
-from protocol.messages import EdgeAggregate, RoundPlan, RoundStatus
+from protocol.messages import (
+    CLOUD_ANSWERED_AT_HEADER,
+    CLOUD_RECEIVED_AT_HEADER,
+    EdgeAggregate,
+    Role,
+    RoundPlan,
+    RoundStatus,
+)
 
 router = APIRouter(prefix="/federations/{fid}", tags=["rounds"], responses=errors(503))
 
 RoundId = Annotated[int, Path(ge=0, description="round id")]
+
+_TIME_HEADERS = {
+    CLOUD_RECEIVED_AT_HEADER: {
+        "description": "the cloud's time (ISO 8601, UTC) when the poll arrived",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    CLOUD_ANSWERED_AT_HEADER: {
+        "description": "the cloud's time when it answered: with the poll's own send and receive times, the "
+        "caller's clock offset is ((received_at - sent) + (answered_at - received)) / 2",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+}
 
 _PAGE_HEADERS = {
     "X-Total-Count": {
@@ -55,23 +74,44 @@ async def start(fid: str, _: AdminDep, rounds: RoundsDep) -> RoundPlan:
     summary="The current round plan (long-poll)",
     response_model=RoundPlan,
     responses={
-        204: {"description": "no plan after `after_round` within `wait` seconds"},
+        200: {"description": "the current plan", "headers": _TIME_HEADERS},
+        204: {"description": "no plan after `after_round` within `wait` seconds", "headers": _TIME_HEADERS},
         **errors(401, 403, 404, 410, 422),
     },
 )
 async def plan(
     fid: str,
-    _: MemberDep,
+    who: MemberDep,
     rounds: RoundsDep,
+    context: ContextDep,
+    response: Response,
     after_round: Annotated[int, Query(ge=-1, description="answer only with a round greater than this")] = -1,
     wait: Annotated[float, Query(ge=0, le=300, description="seconds to wait (capped by the cloud)")] = 0.0,
+    clock_offset_s: Annotated[
+        float | None,
+        Query(
+            ge=-86400,
+            le=86400,
+            description="an edge's last measured offset of the cloud's time to its own clock, in seconds",
+        ),
+    ] = None,
 ) -> RoundPlan | Response:
     """Edges and clients poll this with the last round they saw: the answer comes as soon as a newer plan
     is published (or 204 after `wait` seconds). Every plan is signed with the federation's plan key
-    (`FederationInfo.plan_public_key`) and names the SHA-256 of the adapter and basis bytes it starts from. Nothing while the federation is paused; 410 once it has
-    ended, with its state in `detail`."""
+    (`FederationInfo.plan_public_key`) and names the SHA-256 of the adapter and basis bytes it starts from.
+    Nothing while the federation is paused; 410 once it has ended, with its state in `detail`.
+
+    Every answer carries the cloud's time when the poll arrived and when it was answered (the deadlines'
+    clock), from which the caller measures its clock's offset; an edge reports its last measured offset in
+    `clock_offset_s` (kept for `GET /edges` and the `fedlora_edge_clock_offset_seconds` gauge)."""
+    received_at = await context.clock()
+    if clock_offset_s is not None and who.role is Role.EDGE:
+        await context.edge_clocks.report(fid, who.subject, clock_offset_s)
     found = await rounds.wait_for_plan(fid, after_round, wait_s=wait)
-    return found if found is not None else Response(status_code=204)
+    answer = response if found is not None else Response(status_code=204)
+    answer.headers[CLOUD_RECEIVED_AT_HEADER] = received_at.isoformat()
+    answer.headers[CLOUD_ANSWERED_AT_HEADER] = (await context.clock()).isoformat()
+    return found if found is not None else answer
 
 
 @router.post(

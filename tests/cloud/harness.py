@@ -24,6 +24,9 @@ from cloud_server.closing import stored_digests
 from cloud_server.context import CloudContext
 from cloud_server.errors import NotFoundError
 from cloud_server.records import pack_aggregate
+from edge_aggregator.aggregator import EdgeAggregator
+from edge_aggregator.cloud_link import HttpCloudLink
+from edge_aggregator.config import EdgeConfig
 from protocol.crypto import CKKSParams, HEScheme, scheme_from_public
 from protocol.messages import (
     ClientEnrolment,
@@ -40,6 +43,7 @@ from protocol.messages import (
 )
 from protocol.reach import planned_hold
 from services import keyspace
+from services.clock import Clock, OffsetClock
 from services.identity import SigningKey
 from services.settings import CloudSettings
 from services.store import MemoryStore, StateStore
@@ -122,17 +126,64 @@ async def running_cloud(
     *,
     store: StateStore | None = None,
     clock: FakeClock | None = None,
+    own_clock: Clock | None = None,
     kek: bytes = KEK,
     **settings: Any,
 ) -> AsyncIterator[Cloud]:
-    """A cloud app with its lifespan running, and an admin HTTP client bound to it in-process."""
+    """A cloud app with its lifespan running, and an admin HTTP client bound to it in-process. Its deadlines
+    run on `clock` (standing in for the store's clock); with `own_clock` instead, on the store's own clock,
+    as in production, with `own_clock` as the replica's process clock (`clock` is then only `Cloud.clock`)."""
     the_store = store if store is not None else (default_store or MemoryStore())
     the_clock = clock or FakeClock()
-    app = create_app(cloud_settings(**settings), store=the_store, kek=kek, clock=the_clock)
+    time = None if own_clock is not None else the_clock.time
+    app = create_app(cloud_settings(**settings), store=the_store, kek=kek, clock=own_clock, time=time)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cloud", headers=ADMIN) as http:
             yield Cloud(app=app, http=http, clock=the_clock, store=the_store)
+
+
+@contextlib.asynccontextmanager
+async def edge_core(
+    cloud: Cloud,
+    created: FederationCreated,
+    edge_id: str,
+    *,
+    key: SigningKey | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[EdgeAggregator]:
+    """A real edge core over a memory store, enrolled with the in-process cloud (with `key`, a fresh one if
+    None) and talking to it over HTTP (in-process) as `edge_aggregator.app` sets one up: on `clock` (the
+    cloud's fake clock if None) corrected by the offset to the cloud's time that its link measures on every
+    plan poll."""
+    fid = created.federation_id
+    cloud_time = OffsetClock(clock or cloud.clock)
+    link = HttpCloudLink(
+        "http://cloud",
+        federation_id=fid,
+        enrolment_token=created.edge_enrolment_token,
+        transport=httpx.ASGITransport(app=cloud.app),
+        clock=cloud_time,
+    )
+    key = key or SigningKey.generate()
+    await link.enrol(
+        EdgeEnrolment(edge_id=edge_id, url=f"http://{edge_id}.test:8710", public_key=key.public_bytes)
+    )
+    info = await link.federation()
+    scheme = scheme_from_public(info.spec.he, await link.public_context())
+    edge = EdgeAggregator(
+        EdgeConfig(edge_id=edge_id, federation=info),
+        store=MemoryStore(),
+        link=link,
+        scheme=scheme,
+        signing_key=key,
+        clock=cloud_time,
+    )
+    try:
+        yield edge
+    finally:
+        await edge.close()
+        await link.close()
 
 
 @dataclass

@@ -4,6 +4,7 @@
 import asyncio
 import random
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -60,6 +61,31 @@ class StoreContract:
             assert await store.set_if_absent("round:1:client:a", b"first")
             assert not await store.set_if_absent("round:1:client:a", b"second")
             assert await store.get("round:1:client:a") == b"first"
+
+        self.run(scenario())
+
+    def test_time_is_one_clock_for_every_handle(self, store):
+        """`time()` is the store's clock, aware and in UTC, and a second handle on the same state (another
+        replica) reads the same clock, not its own."""
+        replica = self.make_replica(store)
+
+        async def scenario():
+            first = await store.time()
+            other = await replica.time()
+            again = await store.time()
+            assert first.tzinfo is not None and first.utcoffset() == timedelta(0)
+            assert first <= other <= again
+
+        self.run(scenario())
+
+    def test_time_follows_the_store_clock(self, store, clock):
+        if not self.clock_injectable:
+            pytest.skip("this store keeps the server's time; see test_time_is_the_server_clock")
+
+        async def scenario():
+            assert await store.time() == clock.now
+            clock.advance(90.5)
+            assert await store.time() == clock.now
 
         self.run(scenario())
 
@@ -455,6 +481,14 @@ class TestRedisStore(StoreContract):
                 assert 59_000 < await raw.pttl("nonce") <= 60_000
             finally:
                 await raw.aclose()
+
+    def test_time_is_the_server_clock(self, store):
+        # The test's redis-server runs on this machine: its clock is this process's, to the scheduling noise.
+        async def scenario():
+            before = datetime.now(UTC)
+            read = await store.time()
+            after = datetime.now(UTC)
+            assert before - timedelta(seconds=1) <= read <= after + timedelta(seconds=1)
 
         self.run(scenario())
 

@@ -136,7 +136,7 @@ def test_the_privacy_history_is_saved_before_the_upload(cluster, tmp_path, tiny_
     assert cloud.admin.post(f"/federations/{FID}/start").status_code in (200, 201)
 
     # Execute: the hospital trains round 0, then dies before its upload leaves.
-    async def crash(edge, update):
+    async def crash(edge, update, *, deadline=None):
         raise RuntimeError("the hospital's process died here")
 
     agent.upload = crash  # type: ignore[method-assign]

@@ -16,35 +16,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from client_agent.releases import PublicCounts
 from client_agent.train import Features, LocalResult
-from edge_aggregator.aggregator import EdgeAggregator
-from edge_aggregator.cloud_link import HttpCloudLink
-from edge_aggregator.config import EdgeConfig
 from edge_aggregator.ledger import ForwardStatus
 from fedlora import simulation, simulation_rounds
 from fedlora.simulation import SimulationConfig, federation_spec, hospital_names, simulate
 from fedlora.simulation_rounds import share_generator, training_seed
 from protocol.crypto import CKKSParams, scheme_from_public
-from protocol.messages import ClientEnrolment, EdgeEnrolment, FederationCreated, FederationSpec
-from services.identity import SigningKey
+from protocol.messages import ClientEnrolment, FederationCreated, FederationSpec
 from services.model_layout import federation_layout
-from services.store import MemoryStore
-from tests.cloud.harness import Cloud, post_model, running_cloud
+from tests.cloud.harness import edge_core, post_model, running_cloud
 from tests.hospitals import hospital_agent
 
 CKKS_TOLERANCE = 1e-5  # four encrypted deltas summed, decrypted, averaged and stored as float32
 SEED = 3
 ROUNDS = 2
-CLOUD_URL = "http://cloud"
 
 
 def _config(tmp_path: Path, model_dir: Path, **overrides: object) -> SimulationConfig:
@@ -122,38 +115,6 @@ def _simulated(config: SimulationConfig, monkeypatch: pytest.MonkeyPatch) -> Sim
     return Simulated(hospitals, vectors, norms, hooked)
 
 
-@contextlib.asynccontextmanager
-async def _edge(cloud: Cloud, created: FederationCreated, edge_id: str) -> AsyncIterator[EdgeAggregator]:
-    """A real edge core over a memory store, enrolled with the in-process cloud and talking to it over HTTP
-    (in-process) as `edge_aggregator.runtime` sets one up."""
-    fid = created.federation_id
-    link = HttpCloudLink(
-        CLOUD_URL,
-        federation_id=fid,
-        enrolment_token=created.edge_enrolment_token,
-        transport=httpx.ASGITransport(app=cloud.app),
-    )
-    key = SigningKey.generate()
-    await link.enrol(
-        EdgeEnrolment(edge_id=edge_id, url=f"http://{edge_id}.test:8710", public_key=key.public_bytes)
-    )
-    info = await link.federation()
-    scheme = scheme_from_public(info.spec.he, await link.public_context())
-    edge = EdgeAggregator(
-        EdgeConfig(edge_id=edge_id, federation=info),
-        store=MemoryStore(),
-        link=link,
-        scheme=scheme,
-        signing_key=key,
-        clock=cloud.clock,
-    )
-    try:
-        yield edge
-    finally:
-        await edge.close()
-        await link.close()
-
-
 async def _through_the_services(
     spec: FederationSpec,
     hospitals: Sequence[Hospital],
@@ -174,7 +135,7 @@ async def _through_the_services(
         assert response.status_code == 201, response.text
         created = FederationCreated.model_validate_json(response.content)
         aggregators = {
-            edge: await stack.enter_async_context(_edge(cloud, created, edge))
+            edge: await stack.enter_async_context(edge_core(cloud, created, edge))
             for edge in sorted(set(edge_of.values()))
         }
         agents = [

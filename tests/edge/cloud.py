@@ -38,6 +38,8 @@ class InMemoryCloud(CloudLink):
         self.fail_forwards = 0
         self.closed_rounds: set[int] = set()  # forwards for these are refused as the cloud refuses them
         self.within: list[float | None] = []  # each forward's `within_s`
+        self.fail_plans = 0  # plan polls to answer with a connection error (a cloud the edge cannot reach)
+        self.polls_waiting = 0  # long-polls parked until a plan is published
         self.ended: FederationState | None = None
 
     # -- what a test does to the cloud --------------------------------------------------------------
@@ -82,6 +84,9 @@ class InMemoryCloud(CloudLink):
         return self._public
 
     async def plan(self, after_round: int | None, wait_s: float) -> RoundPlan | None:
+        if self.fail_plans > 0:
+            self.fail_plans -= 1
+            raise PeerUnavailableError("GET plan: connection refused (test)")
         loop = asyncio.get_running_loop()
         until = loop.time() + wait_s
         async with self._changed:
@@ -94,11 +99,14 @@ class InMemoryCloud(CloudLink):
                 remaining = until - loop.time()
                 if remaining <= 0:
                     return None
+                self.polls_waiting += 1
                 try:
                     async with asyncio.timeout(remaining):
                         await self._changed.wait()
                 except TimeoutError:
                     return None
+                finally:
+                    self.polls_waiting -= 1
 
     async def roster(self) -> list[ClientInfo]:
         edge_id = self.enrolments[-1].edge_id

@@ -77,7 +77,7 @@ async def test_messages_for_another_cohort_or_round_are_refused(
         cohort = HttpCohort(world, edge)
         wrong_edge = await cohort.post("adverts", other_edge.advertise())
         path_disagrees = await cohort.post("adverts", next_round.advertise())  # path says round 0
-        not_current = await cohort.post("adverts", next_round.advertise(), round_=1)
+        ahead = await cohort.post("adverts", next_round.advertise(), round_=1)  # the cloud opened no round 1
         other_federation = await edge.http.post(
             masking_path("adverts", federation_id="fed-other"),
             content=cohort.clients["hosp-00"].advertise().model_dump_json(),
@@ -86,7 +86,7 @@ async def test_messages_for_another_cohort_or_round_are_refused(
 
     assert code(wrong_edge) == (409, "wrong_cohort")
     assert code(path_disagrees) == (409, "wrong_cohort")
-    assert code(not_current) == (409, "wrong_round")
+    assert code(ahead) == (409, "round_not_open_yet")
     assert code(other_federation) == (404, "unknown_federation")
 
 
