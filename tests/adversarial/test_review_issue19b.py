@@ -1,0 +1,185 @@
+"""Review 19b of issue 19: each test reproduces a promise of the issue's fix that does not hold (strict xfail
+until it does). Run on the memory store and a real Redis (tests/adversarial/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import httpx
+import numpy as np
+import pytest
+
+from edge_aggregator.cloud_link import HttpCloudLink
+from edge_aggregator.ledger import ForwardStatus
+from protocol.messages import EdgeAggregate
+from services.http import PeerRefusedError
+from protocol.messages import ClientEnrolment, EdgeEnrolment, LateUploadConfig, RoundState
+from services.clock import OffsetClock
+from services.identity import SigningKey
+from tests.clock import FakeClock
+from tests.cloud.harness import LAYOUT_SIZE, Federation, post_model, running_cloud, small_spec
+from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
+from tests.edge.harness import World, running_edge
+
+pytestmark = pytest.mark.anyio
+
+
+MOVE_TOPOLOGY = {
+    "edge-1": ("client-a", "client-b", "client-c", "client-x"),
+    "edge-2": ("client-d", "client-e"),
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a re-enrolment at the hospital's current edge erases its move history (`placed` keeps no past "
+    "edge), so the old edge's late bucket for a round the hospital was in through it is refused",
+)
+async def test_a_late_bucket_from_the_edge_a_hospital_left_is_taken_after_it_re_enrols() -> None:
+    """Property: a hospital is in exactly one edge's aggregate per round, and moving waits until no round is
+    open for it; so a sum for round r is checked against the edge the hospital had in round r.
+
+    c asks to move edge-1 -> edge-2 while round 1 (c in its plan) is open: the move is pending after round
+    1. c's round-1 upload reaches edge-1 late (after edge-1 forwarded), and edge-1 acknowledges it into a
+    late bucket for round 1 (with x's). Round 1 closes; in round 2 c is edge-2's and re-enrols there (its
+    agent restarted, a new token): `placed` returns the request as is, dropping `moving_after_round`, so
+    `at_round(1)` now says edge-2. edge-1's round-2 aggregate carrying the round-1 bucket of c and x (both
+    uploaded to edge-1 for round 1, where the cloud placed them) is refused 422 `unknown_client`: with it
+    a and b's on-time round-2 sum is refused too."""
+    rng = np.random.default_rng(7)
+    spec = small_spec(rounds=4, late_uploads=LateUploadConfig(max_staleness=2, decay=0.5))
+
+    def d() -> np.ndarray:
+        return rng.normal(0, 0.01, LAYOUT_SIZE)
+
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec, MOVE_TOPOLOGY)
+        await fed.start(cloud.http)
+
+        async def enrol_c(edge_id: str) -> httpx.Response:
+            body = ClientEnrolment(
+                client_id="client-c",
+                edge_id=edge_id,
+                public_key=fed.client_keys["client-c"].public_bytes,
+                num_examples=100,
+            )
+            return await post_model(
+                cloud.http, f"/federations/{fed.fid}/clients", body, token=fed.created.client_enrolment_token
+            )
+
+        for r in (0,):
+            for edge_id, ids in MOVE_TOPOLOGY.items():
+                body = await fed.aggregate(cloud, edge_id, r, {c: d() for c in ids})
+                assert (await fed.post(cloud.http, body)).status_code == 202
+        assert (await cloud.status(fed.fid, 0)).state is RoundState.CLOSED
+        # Round 1 is open, c is in its plan at edge-1: the move waits until round 1 is over.
+        moved = await enrol_c("edge-2")
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["moving_after_round"] == 1
+        for edge_id, ids in {"edge-1": ("client-a", "client-b"), "edge-2": ("client-d", "client-e")}.items():
+            body = await fed.aggregate(cloud, edge_id, 1, {c: d() for c in ids})
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        assert (await cloud.status(fed.fid, 1)).state is RoundState.CLOSED
+        # Round 2: c is edge-2's now, and re-enrols there (a restarted agent).
+        again = await enrol_c("edge-2")
+        assert again.status_code == 200, again.text
+        # edge-1 forwards a and b for round 2 with c's and x's late round-1 uploads, which it acknowledged.
+        body = await fed.aggregate(
+            cloud,
+            "edge-1",
+            2,
+            {"client-a": d(), "client-b": d()},
+            late={1: {"client-c": d(), "client-x": d()}},
+        )
+        forward = await fed.post(cloud.http, body)
+
+    assert forward.status_code == 202, forward.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the cloud answers 422 to a plan poll reporting clock_offset_s beyond +-86400 s, so an edge whose "
+    "clock is more than a day off can poll only once",
+)
+async def test_an_edge_with_a_clock_days_off_keeps_polling_for_plans() -> None:
+    """Property: edges check deadlines in cloud time, measured on plan polls; the skew is reported and
+    alerted, not a reason to cut the edge off.
+
+    An edge whose clock reads two days behind the cloud's (an RTC reset at boot) polls for the plan: the
+    first poll measures an offset of +172800 s and takes the plan. Every later poll reports that offset in
+    `clock_offset_s`, which the route bounds to +-86400: 422 on every poll, so the edge never sees another
+    plan, and the cloud records no skew and raises no alert for it."""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        local = FakeClock(cloud.clock.now - timedelta(days=2))
+        link = HttpCloudLink(
+            "http://cloud",
+            federation_id=fed.fid,
+            enrolment_token=fed.created.edge_enrolment_token,
+            transport=httpx.ASGITransport(app=cloud.app),
+            clock=OffsetClock(local),
+            attempts=1,
+        )
+        key = SigningKey.generate()
+        try:
+            await link.enrol(EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes))
+            first = await link.plan(None, 0.0)
+            assert first is not None and first.round == 0
+            errors = []
+            try:
+                await link.plan(None, 0.0)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+            edges = (await cloud.http.get(f"/federations/{fed.fid}/edges")).json()
+        finally:
+            await link.close()
+
+    assert errors == [], errors
+    assert any(e["edge_id"] == "edge-3" and e.get("clock") for e in edges), edges
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Forwarder._take_out (ledger.exclude) takes refused hospitals out of a sum without a Drop: their "
+    "acknowledged uploads reach no model and no drop count",
+)
+async def test_a_hospital_taken_out_of_a_refused_sum_is_counted_as_dropped(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    """Property: a 202 means "in the model, or in an explicit visible record of why not": every acknowledged
+    upload that reaches no model is in the round's `uploads_dropped` (and `fedlora_uploads_dropped_total`).
+
+    Three hospitals upload to the edge for round 0 (202 each). The cloud refuses the sum naming hosp-c
+    (422 `unknown_client`, detail.client_ids: a hospital that is another edge's in that round, as the cloud
+    says of one whose move history it holds differently, see the test above). The edge takes c out, forwards
+    a and b (delivered), and records nothing for c: the round's `uploads_dropped` is empty, though c's
+    acknowledged upload is in no model. (With two hospitals and k = 2 the round is skipped with one drop
+    counted for two acknowledged uploads.)"""
+    world = make_world(clients=3, k=2)
+    honest = world.cloud.forward
+
+    async def forward(aggregate: EdgeAggregate, *, within_s: float | None = None) -> None:
+        if any(c.client_id == "hosp-c" for c in aggregate.contributions):
+            raise PeerRefusedError(
+                422,
+                "unknown_client",
+                "client 'hosp-c' is edge 'edge-south''s in round 0, not 'edge-north''s",
+                detail={"round": 0, "client_ids": ["hosp-c"]},
+            )
+        await honest(aggregate, within_s=within_s)
+
+    world.cloud.forward = forward  # type: ignore[method-assign]
+    async with running_edge(world) as edge:
+        for hospital in world.hospitals.values():
+            assert (await edge.upload(world.update(hospital))).status_code == 202
+        world.clock.advance(61)
+        await edge.core.tick()
+        outcome = await edge.core.ledger.outcome(0)
+        progress = await edge.progress(0)
+
+    assert outcome is not None and outcome.status is ForwardStatus.DELIVERED, outcome
+    assert outcome.count == 2
+    # 3 acknowledged, 2 in the forwarded sum: the third must be counted somewhere.
+    assert sum(progress["uploads_dropped"].values()) == 1, progress
