@@ -232,3 +232,59 @@ async def test_the_last_round_s_refused_sum_is_counted_as_dropped_when_the_feder
         dropped,
         dropped_1,
     )
+
+
+class _SlowAnswers(httpx.ASGITransport):
+    """The cloud in-process, with the way back from it taking `delay_s` of the edge's clock when set."""
+
+    def __init__(self, app, local: FakeClock) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(app=app)
+        self.local = local
+        self.delay_s = 0.0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        self.local.advance(self.delay_s)
+        return response
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="HttpCloudLink takes every plan poll's offset as is: one poll whose answer is slow on the way back "
+    "moves the edge's cloud time by half the delay, far past max_clock_skew_s",
+)
+async def test_one_slow_plan_poll_does_not_move_the_edge_s_cloud_time() -> None:
+    """Property: edges check deadlines in cloud time, to within the skew the spec allows
+    (`max_clock_skew_s`, 5 s by default).
+
+    The edge's clock agrees with the cloud's exactly. A first plan poll answers at once: offset 0. A second
+    one's answer takes 40 s to come back (a congested link, a paused process): the on-wire offset of that
+    one exchange is -20 s, and the link replaces the exact measurement with it (no round-trip filter, as
+    NTP's minimum-delay choice would do). From then on the edge's deadlines run 20 s off the cloud's: it
+    takes uploads 20 s past its upload deadline and forwards past the forward budget the margin covers."""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        local = FakeClock(cloud.clock.now)
+        transport = _SlowAnswers(cloud.app, local)
+        edge_time = OffsetClock(local)
+        link = HttpCloudLink(
+            "http://cloud",
+            federation_id=fed.fid,
+            enrolment_token=fed.created.edge_enrolment_token,
+            transport=transport,
+            clock=edge_time,
+        )
+        key = SigningKey.generate()
+        try:
+            await link.enrol(EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes))
+            await link.plan(None, 0.0)
+            assert edge_time.offset_s == 0.0
+            transport.delay_s = 40.0
+            await link.plan(None, 0.0)
+            cloud.clock.advance(40.0)  # the cloud's time went on as the edge's did
+            error_s = (edge_time() - cloud.clock.now).total_seconds()
+        finally:
+            await link.close()
+
+    assert abs(error_s) <= small_spec().max_clock_skew_s, error_s
