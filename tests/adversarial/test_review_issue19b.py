@@ -342,3 +342,48 @@ async def test_an_edge_sum_that_does_not_unmask_is_counted_as_dropped() -> None:
     assert status.state is RoundState.CLOSED, status.failure
     assert status.flagged == ("edge-1",)
     assert sum(status.uploads_dropped.values()) == 4, (status.uploads_dropped, status.edges)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RoundCloser.close re-raises CryptoError uncounted: with a wrong KEK the round is re-read and "
+    "re-tried on every deadline check, with no back-off, no attempt count and nothing in its status",
+)
+async def test_a_close_that_keeps_failing_on_the_key_backs_off_and_shows_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Property: a round whose close keeps failing is retried with back-off and bounded (failed with a
+    reason after `close_max_attempts`, or at least counted and shown); nothing loops forever.
+
+    A federation created by a cloud with one KEK is served by a replica started with another (a
+    misconfigured rollout). Both edges forward (202). Every close attempt raises `KeyStoreError` when it
+    unwraps the secret key, after sealing the round and reading every edge sum: `close` re-raises it
+    without recording a failure, so each deadline check (every `deadline_check_s`) takes the lease, reads
+    all sums again and fails again, forever; the round's status says `aggregating` with `close_attempts` 0
+    and no `close_error`."""
+    from cloud_server.federations import FederationService
+
+    async with running_cloud() as first:
+        store = first.store
+        fed = await Federation.create(first.http, small_spec())
+        await fed.start(first.http)
+        clock = first.clock
+    attempts: list[int] = []
+    real = FederationService.secret_scheme
+
+    async def counted(self, fid):  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        return await real(self, fid)
+
+    monkeypatch.setattr(FederationService, "secret_scheme", counted)
+    async with running_cloud(store=store, clock=clock, kek=bytes(32)) as cloud:
+        for edge_id, deltas in fed.deltas(np.random.default_rng(5)).items():
+            body = await fed.aggregate(cloud, edge_id, 0, deltas)
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        for _ in range(30):
+            cloud.clock.advance(1.0)
+            await cloud.tick()
+        status = await cloud.status(fed.fid, 0)
+
+    assert status.close_attempts > 0 or status.state is RoundState.FAILED, (len(attempts), status.state)
+    assert len(attempts) <= 5, len(attempts)
