@@ -1,14 +1,17 @@
 """Bounded close attempts: a round whose close keeps failing is retried with back-off, then failed.
 
-A close that raises anything but a crypto error (the store refusing writes at `maxmemory`, a bug) is one
-failed attempt, recorded in the store (`keyspace.fed_round_close_failures`), so that a restarted cloud
-counts on from it. The next attempt waits `retry_s * 2**(n - 1)` seconds after the n-th failure (at most
-`retry_max_s`); after `max_attempts` failures the round is failed with the last error as its reason.
+A close that raises (the store refusing writes at `maxmemory`, a bug) is one failed attempt, recorded in the
+store (`keyspace.fed_round_close_failures`), so that a restarted cloud counts on from it. The next attempt
+waits `retry_s * 2**(n - 1)` seconds after the n-th failure (at most `retry_max_s`); after `max_attempts`
+failures the round is failed with the last error as its reason. A failure to unwrap the federation's key
+(a replica started with the wrong KEK) is counted and shown in the round's status too, but never fails the
+round, and only the replica that failed backs off (`KeyBackoff`, in its memory): it is that replica's fault,
+not the round's, and a replica with the right key closes the round at its next check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,12 +51,42 @@ class CloseFailures(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    attempts: int = Field(ge=1)
+    attempts: int = Field(ge=0)  # failures counted against the round
+    key_failures: int = Field(default=0, ge=0)  # the federation's key did not unwrap: the replica's fault
     last_at: datetime
     last_error: str = Field(max_length=MAX_ERROR_CHARS)
 
+    @property
+    def tries(self) -> int:
+        """Every failed attempt, whatever failed it (the round's status shows this)."""
+        return self.attempts + self.key_failures
+
     def retry_at(self, policy: ClosePolicy) -> datetime:
+        """When any replica may try again: the back-off doubles with each failure counted against the round."""
+        if self.attempts == 0:
+            return self.last_at
         return self.last_at + timedelta(seconds=policy.delay_s(self.attempts))
+
+
+@dataclass
+class KeyBackoff:
+    """One replica's back-off after its own failures to unwrap a federation's key, per round."""
+
+    policy: ClosePolicy
+    _failures: dict[tuple[str, int], tuple[int, datetime]] = field(default_factory=dict)
+
+    def waiting(self, fid: str, round_: int, now: datetime) -> bool:
+        failed = self._failures.get((fid, round_))
+        return failed is not None and now < failed[1] + timedelta(seconds=self.policy.delay_s(failed[0]))
+
+    def failed(self, fid: str, round_: int, now: datetime) -> float:
+        """Count one more failure; the seconds until this replica tries again."""
+        count = self._failures.get((fid, round_), (0, now))[0] + 1
+        self._failures[(fid, round_)] = (count, now)
+        return self.policy.delay_s(count)
+
+    def forget(self, fid: str, round_: int) -> None:
+        self._failures.pop((fid, round_), None)
 
 
 def describe_error(error: BaseException) -> str:
@@ -66,20 +99,30 @@ async def close_failures(store: StateStore, fid: str, round_: int) -> CloseFailu
 
 
 async def record_failure(
-    store: StateStore, fid: str, round_: int, now: datetime, error: BaseException
+    store: StateStore, fid: str, round_: int, now: datetime, error: BaseException, *, of_key: bool = False
 ) -> CloseFailures:
-    """Count one more failed attempt to close `round_`, with `error` as the last."""
-    key = keyspace.fed_round_close_failures(fid, round_)
+    """Count one more failed attempt to close `round_`, with `error` as the last; `of_key`: the federation's
+    key did not unwrap, which is not counted against the round."""
+    failures_key = keyspace.fed_round_close_failures(fid, round_)
     recorded: list[CloseFailures] = []
 
     def count(current: dict[str, bytes | None]) -> Updates:
-        raw = current[key]
-        before = CloseFailures.model_validate_json(raw) if raw else None
-        failures = CloseFailures(
-            attempts=(before.attempts if before else 0) + 1, last_at=now, last_error=describe_error(error)
+        raw = current[failures_key]
+        before = (
+            CloseFailures.model_validate_json(raw)
+            if raw
+            else CloseFailures(attempts=0, last_at=now, last_error="")
+        )
+        failures = before.model_copy(
+            update={
+                "attempts": before.attempts + (0 if of_key else 1),
+                "key_failures": before.key_failures + (1 if of_key else 0),
+                "last_at": now,
+                "last_error": describe_error(error),
+            }
         )
         recorded[:] = [failures]
-        return {key: failures.model_dump_json().encode()}
+        return {failures_key: failures.model_dump_json().encode()}
 
-    await store.transaction([key], count)
+    await store.transaction([failures_key], count)
     return recorded[0]

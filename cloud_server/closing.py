@@ -41,6 +41,7 @@ from cloud_server.central_ledger import Ledger, entry_for
 from cloud_server.close_attempts import (
     CloseFailures,
     ClosePolicy,
+    KeyBackoff,
     close_failures,
     describe_error,
     record_failure,
@@ -271,6 +272,7 @@ class RoundCloser:
         self._retention = retention
         self._policy = policy
         self._pause = pause
+        self._key_backoff = KeyBackoff(policy)
         self._store = store
         self._federations = federations
         self._enrolment = enrolment
@@ -307,6 +309,8 @@ class RoundCloser:
         already closed it, or the last failed attempt's back-off has not passed (a round sealed with no
         aggregate is left to `fail`). A failed attempt (crypto errors aside) is recorded and logged; the
         last one allowed fails the round."""
+        if self._key_backoff.waiting(fid, round_, now):
+            return  # this replica could not unwrap the key: backing off
         failures = await close_failures(self._store, fid, round_)
         if failures is not None and now < failures.retry_at(self._policy):
             return  # backing off after a failed attempt
@@ -324,8 +328,10 @@ class RoundCloser:
                 return
             try:
                 await self._close(fid, round_, now, why=why, lease=lease)
-            except CryptoError:
-                raise  # a wrong KEK (`KeyStoreError`): not the round's fault, so not counted against it
+            except CryptoError as e:
+                # A wrong KEK (`KeyStoreError`): backed off and shown, but not the round's fault, so never
+                # counted towards failing it.
+                await self._attempt_failed(fid, round_, now, e, before=failures, lease=lease, of_key=True)
             except Exception as e:
                 await self._attempt_failed(fid, round_, now, e, before=failures, lease=lease)
 
@@ -338,15 +344,17 @@ class RoundCloser:
         *,
         before: CloseFailures | None,
         lease: Lease,
+        of_key: bool = False,
     ) -> None:
-        """Count a failed close attempt and log it; after the last one allowed, fail the round. If the store
+        """Count a failed close attempt and log it; after the last one allowed, fail the round (`of_key`: the
+        federation's key did not unwrap on this replica: backed off, never failing the round). If the store
         refuses to count it (Redis at `maxmemory` takes no new data), back off by keeping the lease, whose
         TTL it still sets, for the delay this attempt would have earned."""
         where = {"federation_id": fid, "round": round_}
         try:
-            failures = await record_failure(self._store, fid, round_, now, error)
+            failures = await record_failure(self._store, fid, round_, now, error, of_key=of_key)
         except StoreError as refused:
-            delay_s = self._policy.delay_s((before.attempts if before else 0) + 1)
+            delay_s = self._policy.delay_s((before.tries if before else 0) + 1)
             lease.keep_for(delay_s)
             log.warning(
                 "closing the round failed: %s; the store refused to count the attempt (%s): no close for %s s",
@@ -354,6 +362,15 @@ class RoundCloser:
                 refused,
                 delay_s,
                 exc_info=error,
+                extra=where,
+            )
+            return
+        if of_key:
+            log.error(
+                "closing the round failed: this cloud cannot unwrap the federation's key (is FEDLORA_KEK the one "
+                "it was created with?); it tries again in %s s: %s",
+                self._key_backoff.failed(fid, round_, now),
+                failures.last_error,
                 extra=where,
             )
             return

@@ -155,7 +155,7 @@ class RoundService:
         update: dict[str, object] = {"state": state}
         failures = await close_failures(self._store, fid, round_)
         if failures is not None:  # closing it failed: retrying, after a back-off
-            update |= {"close_attempts": failures.attempts, "close_error": failures.last_error}
+            update |= {"close_attempts": failures.tries, "close_error": failures.last_error}
         return with_progress(status, forwarded).model_copy(update=update)
 
     async def statuses(self, fid: str, *, offset: int, limit: int) -> tuple[list[RoundStatus], int]:
