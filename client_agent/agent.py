@@ -83,7 +83,7 @@ from protocol.messages import (
 from protocol.reach import planned_hold
 from protocol.secagg import SecAggError
 from protocol.strategies import strategy_for
-from services.clock import OffsetClock, cloud_offset_s
+from services.clock import OffsetClock, cloud_sample
 from services.http import Peer, PeerRefusedError
 from services.identity import SigningKey
 from services.metrics import ClientMetrics
@@ -352,10 +352,10 @@ class ClientAgent:
             params["after_round"] = self.state.last_round
         sent = self.cloud_time.local()
         response = await cloud.request("GET", f"/federations/{self.fid}/plan", params=params, timeout=600.0)
-        received = self.cloud_time.local()
-        offset = cloud_offset_s(response.headers, sent=sent, received=received)
-        if offset is not None and self.cloud_time.measured(offset):
-            log.info("clock offset to the cloud measured", extra={"data": {"offset_s": round(offset, 3)}})
+        sample = cloud_sample(response.headers, sent=sent, received=self.cloud_time.local())
+        if sample is not None and self.cloud_time.measured(sample):
+            offset = round(self.cloud_time.offset_s or 0.0, 3)
+            log.info("clock offset to the cloud measured", extra={"data": {"offset_s": offset}})
         if response.status_code == 204:
             return None
         return RoundPlan.model_validate_json(response.content)

@@ -25,7 +25,7 @@ from protocol.messages import (
     Role,
     RoundPlan,
 )
-from services.clock import OffsetClock, cloud_offset_s
+from services.clock import OffsetClock, cloud_sample
 from services.http import Peer, PeerRefusedError, PeerUnavailableError
 
 log = logging.getLogger("edge_aggregator.cloud_link")
@@ -97,9 +97,9 @@ class HttpCloudLink(CloudLink):
     enrols again itself.
 
     With a `clock`, every plan poll measures the offset of the cloud's time to `clock.local` from the
-    cloud's two time stamps and the poll's own (`services.clock.clock_offset_s`), stores it in `clock`
-    (which then reads the cloud's time: the edge's deadlines run on it) and reports the last one to the
-    cloud with the next poll.
+    cloud's two time stamps and the poll's own (`services.clock.OffsetSample`), gives it to `clock` (which
+    then reads the cloud's time, its offset filtered for slow answers: the edge's deadlines run on it) and
+    reports the offset in use to the cloud with the next poll.
     """
 
     def __init__(
@@ -243,14 +243,11 @@ class HttpCloudLink(CloudLink):
     @staticmethod
     def _measure(clock: OffsetClock, response: httpx.Response, sent: datetime) -> None:
         """Take the offset of the cloud's time to `clock`'s from a plan poll's answer (sent at `sent`)."""
-        received = clock.local()
-        offset = cloud_offset_s(response.headers, sent=sent, received=received)
-        if offset is not None and clock.measured(offset):
+        sample = cloud_sample(response.headers, sent=sent, received=clock.local())
+        if sample is not None and clock.measured(sample):
             log.info(
                 "clock offset to the cloud measured",
-                extra={
-                    "data": {"offset_s": round(offset, 3), "round_trip_s": (received - sent).total_seconds()}
-                },
+                extra={"data": {"offset_s": round(clock.offset_s or 0.0, 3), "error_s": clock.error_s}},
             )
 
     async def _state_after_end(self) -> FederationState | None:

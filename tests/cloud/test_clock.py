@@ -18,7 +18,7 @@ import pytest
 from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.errors import RoundClosedError
 from protocol.messages import ClientUpdate, EdgeInfo, RoundState
-from services.clock import utc_now
+from services.clock import OffsetClock, utc_now
 from services.http import Peer
 from services.store import StateStore
 from tests.clock import FakeClock
@@ -184,3 +184,66 @@ async def test_a_hospital_checks_deadlines_in_the_clouds_time_too(state_store: S
     assert plan is not None
     assert abs((agent.cloud_time() - cloud.clock.now).total_seconds()) < 5
     assert plan.deadline - agent.cloud_time() > timedelta(seconds=fed.spec.upload_deadline_s - 5)
+
+
+async def test_the_plan_route_takes_any_finite_clock_offset_and_refuses_nan_and_infinities() -> None:
+    # Prepare: edge-1 polls with its API token; a clock offset of 30 years is still a clock's offset.
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        as_edge = {"Authorization": f"Bearer {fed.edges['edge-1'].token}"}
+
+        # Execute
+        async def poll(offset: str) -> httpx.Response:
+            params = {"wait": 0, "clock_offset_s": offset}
+            return await cloud.http.get(f"/federations/{fed.fid}/plan", params=params, headers=as_edge)
+
+        refused = {offset: await poll(offset) for offset in ("nan", "inf", "-inf")}
+        taken = await poll("-946080000")
+        edges = await _edges(cloud.http, fed.fid)
+
+    # Assert: refused ones named by field; the huge one recorded and alerted on.
+    for offset, response in refused.items():
+        assert response.status_code == 422, (offset, response.text)
+        assert response.json()["code"] == "invalid_request" and response.json()["field"] == "clock_offset_s"
+    assert taken.status_code == 200, taken.text
+    reported = edges["edge-1"].clock
+    assert reported is not None and reported.offset_s == -946080000.0 and reported.alert
+
+
+class _SlowWayBack(httpx.ASGITransport):
+    """The cloud in-process, the answer taking `delay_s` of the caller's clock to come back when set."""
+
+    def __init__(self, app, local: FakeClock) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(app=app)
+        self.local = local
+        self.delay_s = 0.0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        self.local.advance(self.delay_s)
+        return response
+
+
+async def test_one_slow_plan_poll_does_not_move_a_hospitals_cloud_time(tmp_path) -> None:
+    # Prepare: the hospital's clock agrees with the cloud's; its agent's first poll answers at once.
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        agent = hospital_agent(tmp_path, federation_id=fed.fid, client_id="client-a", edge_id="edge-1")
+        local = FakeClock(cloud.clock.now)
+        agent.cloud_time = OffsetClock(local)
+        transport = _SlowWayBack(cloud.app, local)
+        peer = Peer("http://cloud", token=fed.client_tokens["client-a"], transport=transport)
+        try:
+            await agent.next_plan(peer)
+            # Execute: the next poll's answer takes 40 s to come back (on the wire: an offset of -20 s).
+            transport.delay_s = 40.0
+            await agent.next_plan(peer)
+            cloud.clock.advance(40.0)  # the cloud's time went on as the hospital's did
+        finally:
+            await peer.close()
+
+    # Assert: the exact first measurement stays in use.
+    assert agent.cloud_time.offset_s == 0.0
+    assert agent.cloud_time() == cloud.clock.now
