@@ -24,7 +24,7 @@ from services.clock import OffsetClock
 from services.http import PeerRefusedError
 from services.identity import SigningKey
 from tests.clock import FakeClock
-from tests.cloud.harness import LAYOUT_SIZE, Federation, post_model, running_cloud, small_spec
+from tests.cloud.harness import LAYOUT_SIZE, Federation, SlowAnswers, post_model, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import World, running_edge
 
@@ -239,20 +239,6 @@ async def test_the_last_round_s_refused_sum_is_counted_as_dropped_when_the_feder
     )
 
 
-class _SlowAnswers(httpx.ASGITransport):
-    """The cloud in-process, with the way back from it taking `delay_s` of the edge's clock when set."""
-
-    def __init__(self, app, local: FakeClock) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(app=app)
-        self.local = local
-        self.delay_s = 0.0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await super().handle_async_request(request)
-        self.local.advance(self.delay_s)
-        return response
-
-
 async def test_one_slow_plan_poll_does_not_move_the_edge_s_cloud_time() -> None:
     """Property: edges check deadlines in cloud time, to within the skew the spec allows
     (`max_clock_skew_s`, 5 s by default).
@@ -267,7 +253,7 @@ async def test_one_slow_plan_poll_does_not_move_the_edge_s_cloud_time() -> None:
         fed = await Federation.create(cloud.http, small_spec())
         await fed.start(cloud.http)
         local = FakeClock(cloud.clock.now)
-        transport = _SlowAnswers(cloud.app, local)
+        transport = SlowAnswers(cloud.app, local)
         edge_time = OffsetClock(local)
         link = HttpCloudLink(
             "http://cloud",

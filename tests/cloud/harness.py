@@ -143,6 +143,21 @@ async def running_cloud(
             yield Cloud(app=app, http=http, clock=the_clock, store=the_store)
 
 
+class SlowAnswers(httpx.ASGITransport):
+    """The cloud in-process, with the way back from it taking `delay_s` of the caller's clock (`local`)
+    when set: a congested link, or a paused process, as a poll's round trip sees it."""
+
+    def __init__(self, app: FastAPI, local: FakeClock) -> None:
+        super().__init__(app=app)
+        self.local = local
+        self.delay_s = 0.0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        self.local.advance(self.delay_s)
+        return response
+
+
 @contextlib.asynccontextmanager
 async def edge_core(
     cloud: Cloud,

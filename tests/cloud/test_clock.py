@@ -22,7 +22,15 @@ from services.clock import OffsetClock, utc_now
 from services.http import Peer
 from services.store import StateStore
 from tests.clock import FakeClock
-from tests.cloud.harness import LAYOUT_SIZE, Cloud, Federation, edge_core, running_cloud, small_spec
+from tests.cloud.harness import (
+    LAYOUT_SIZE,
+    Cloud,
+    Federation,
+    SlowAnswers,
+    edge_core,
+    running_cloud,
+    small_spec,
+)
 from tests.hospitals import hospital_agent
 
 pytestmark = pytest.mark.anyio
@@ -211,20 +219,6 @@ async def test_the_plan_route_takes_any_finite_clock_offset_and_refuses_nan_and_
     assert reported is not None and reported.offset_s == -946080000.0 and reported.alert
 
 
-class _SlowWayBack(httpx.ASGITransport):
-    """The cloud in-process, the answer taking `delay_s` of the caller's clock to come back when set."""
-
-    def __init__(self, app, local: FakeClock) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(app=app)
-        self.local = local
-        self.delay_s = 0.0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await super().handle_async_request(request)
-        self.local.advance(self.delay_s)
-        return response
-
-
 async def test_one_slow_plan_poll_does_not_move_a_hospitals_cloud_time(tmp_path) -> None:
     # Prepare: the hospital's clock agrees with the cloud's; its agent's first poll answers at once.
     async with running_cloud() as cloud:
@@ -233,7 +227,7 @@ async def test_one_slow_plan_poll_does_not_move_a_hospitals_cloud_time(tmp_path)
         agent = hospital_agent(tmp_path, federation_id=fed.fid, client_id="client-a", edge_id="edge-1")
         local = FakeClock(cloud.clock.now)
         agent.cloud_time = OffsetClock(local)
-        transport = _SlowWayBack(cloud.app, local)
+        transport = SlowAnswers(cloud.app, local)
         peer = Peer("http://cloud", token=fed.client_tokens["client-a"], transport=transport)
         try:
             await agent.next_plan(peer)
