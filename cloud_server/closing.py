@@ -414,14 +414,10 @@ class RoundCloser:
                 unmaskable += e.edges
                 remaining = {edge: v for edge, v in remaining.items() if edge not in e.edges}
                 if not remaining:
+                    # Every sum the round holds shows as forwarded, and its uploads as dropped.
+                    every = {edge: unpack_aggregate(v)[0] for edge, v in values.items()}
                     await self.fail(
-                        fid,
-                        round_,
-                        now,
-                        reason=str(e),
-                        forwarded=prepared.headers,
-                        sealed=sealed,
-                        lease=lease,
+                        fid, round_, now, reason=str(e), forwarded=every, sealed=sealed, lease=lease
                     )
                     return
                 continue
@@ -432,6 +428,9 @@ class RoundCloser:
                 result = dataclasses.replace(result, flagged=(*result.flagged, *unmaskable))
                 metrics["edges_flagged"] = float(len(result.flagged))
             release = await self._release(fid, prepared, result, metrics, now=now)
+            # Left out of the model, but held and counted: shown forwarded, their uploads dropped.
+            left_out = {edge: unpack_aggregate(values[edge])[0] for edge in unmaskable}
+            release = dataclasses.replace(release, unmaskable=left_out)
             await self._commit(fid, release, sealed, why=why, lease=lease)
 
     async def _give_up(

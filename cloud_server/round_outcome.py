@@ -12,7 +12,7 @@ grown, next round) is tested without a store (tests/cloud/test_round_outcome.py)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 
@@ -61,6 +61,8 @@ class Release:
     basis_sha256: str  # the digest of the basis the round trained on
     bases: Mapping[str, np.ndarray] | None  # the seeded basis, while the federation may still re-base
     energy: np.ndarray | None  # each LoRA column's share of the update, when ranks may grow
+    # The aggregates the round holds whose sums did not unmask, left out of `headers` and of the model.
+    unmaskable: Mapping[str, StoredAggregate] = field(default_factory=dict)
 
     @property
     def version_out(self) -> int:
@@ -102,6 +104,7 @@ class Release:
         counts = {
             DropReason.LATE_LEFT_OUT: int(self.metrics.get("late_left_out", 0)),
             DropReason.FLAGGED: flagged,
+            DropReason.MASKING_FAILED: sum(h.count + h.late_count for h in self.unmaskable.values()),
         }
         return {reason: n for reason, n in counts.items() if n > 0}
 
@@ -232,7 +235,9 @@ def round_outcome(release: Release, stored: Stored) -> RoundOutcome:
 def closed_status(release: Release, status: RoundStatus) -> RoundStatus:
     """The round's status closed at `release.now`, with what its release published."""
     result = release.result
-    return ended(with_progress(status, release.headers), RoundState.CLOSED, release.now).model_copy(
+    # Every aggregate the round holds shows as forwarded, those left out too (`uploads_dropped` says why).
+    forwarded = {**release.headers, **release.unmaskable}
+    return ended(with_progress(status, forwarded), RoundState.CLOSED, release.now).model_copy(
         update={
             "adapter_version_out": release.version_out,
             "update_norm": result.update_norm,
@@ -240,6 +245,7 @@ def closed_status(release: Release, status: RoundStatus) -> RoundStatus:
             "metrics": release.metrics_out,
             "late_contributions": release.late_count,
             "total_weight": release.total_weight,
+            "clients_contributed": sum(h.count for h in release.headers.values()),
             "published_rank": result.published_rank,
             "column_noise_std": result.column_noise_std or None,
             "uploads_dropped": release.dropped,

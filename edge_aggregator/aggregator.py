@@ -101,6 +101,7 @@ class EdgeAggregator:
             metrics=self._metrics,
             resum=self._resum,
             current_round=lambda: self._plan.round if self._plan is not None else None,
+            ended=lambda: self._ended is not None,
         )
         self._link = link
         self._scheme = scheme
@@ -460,6 +461,18 @@ class EdgeAggregator:
         for round_ in await self._ledger.pending():
             if round_ not in tried:
                 await self._deliver(round_, now)
+        if self._ended is not None:
+            await self._give_up_held(self._ended, now)
+
+    async def _give_up_held(self, state: FederationState, now: datetime) -> None:
+        """Once the federation has ended no round opens any more: every round that still holds uploads and
+        was never closed here (the last one, or one a refused sum was carried into) is closed and its
+        uploads counted dropped (`federation_ended`), so that none of them is left uncounted. A closed
+        round whose forward is pending keeps being tried: the cloud may have counted it."""
+        why = f"the federation ended ({state.value}) before this round was forwarded"
+        for round_ in await self._ledger.unclosed():
+            await self._close(round_, CloseReason.FEDERATION_ENDED, now)
+            await self._forwarder.give_up(round_, now, why=why)
 
     async def maybe_forward(self, round_: int, *, now: datetime | None = None) -> Outcome | None:
         """Close `round_` if it is due and forward it once. Returns the recorded outcome, or None while the

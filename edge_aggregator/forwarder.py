@@ -5,15 +5,17 @@ The aggregate is deterministic (contributions sorted by client, Ed25519 signatur
 retry after a lost answer is byte-identical and the cloud counts it once by idempotency key and digest.
 A cloud that cannot be reached leaves the round pending (no outcome): the next tick tries again. A refusal
 that names clients the cloud will not count in this sum (counted at another edge, a replayed upload, a
-manifest line that does not verify with the key enrolled now) takes them out of it and forwards the others
-again, as long as the sum still holds `min_clients_per_edge` (not a masked sum: see `_deliver`).
+manifest line that does not verify with the key enrolled now) takes them out of it, counted as dropped
+(`client_refused`), and forwards the others again, as long as the sum still holds `min_clients_per_edge`
+(not a masked sum: see `_deliver`).
 
 What a 202 to a hospital promises (docs/api.md): its update reaches a model, or a visible record says why
 not. A forward retries for at most `FederationSpec.forward_budget_s` past the round's upload deadline, which
 the spec's deadline margin covers. A sum the cloud refuses as closed (the edge was down at its deadline, a
 superseded round, clocks that differ) and a late bucket smaller than `k` are carried into a later round's
 bucket for their round (`RoundLedger.carry`) while the federation takes late uploads and the sum is at most
-`late_uploads.max_staleness` late; whatever is given up is a `Drop` in the recorded outcome, counted in the
+`late_uploads.max_staleness` late, and until the federation ends (no round opens after that: what the edge
+still holds is given up, `give_up`); whatever is given up is a `Drop` in the recorded outcome, counted in the
 store and in `fedlora_uploads_dropped_total{reason}`, logged, and shown in the round's status.
 """
 
@@ -61,6 +63,7 @@ class Forwarder:
         metrics: ServiceMetrics,
         resum: Resum,
         current_round: Callable[[], int | None],
+        ended: Callable[[], bool],
     ) -> None:
         self.config = config
         self._metrics = metrics
@@ -69,6 +72,7 @@ class Forwarder:
         self._key = signing_key
         self._resum = resum
         self._current_round = current_round  # the round of the plan the edge follows now
+        self._ended = ended  # whether the cloud said the federation ended: no later round will open
         self._lock = asyncio.Lock()  # two triggers in one process never send at the same time
 
     async def deliver(
@@ -145,6 +149,29 @@ class Forwarder:
             dropped=tuple(drops),
         )
         return await self.record(round_, skipped)
+
+    async def give_up(self, round_: int, now: datetime, *, why: str) -> Outcome:
+        """Record round `round_`, never forwarded, as given up because the federation ended (`why`): its own
+        uploads and its late buckets (carried sums among them) are counted dropped, `federation_ended`. A
+        round with an outcome already keeps it."""
+        async with self._lock:
+            done = await self._ledger.outcome(round_)
+            if done is not None:
+                return done
+            manifest = await self._ledger.manifest(round_)
+            held = {round_: len(manifest)}
+            held |= {origin: len(b) for origin, b in (await self._ledger.late_buckets(round_)).items()}
+            reason = DropReason.FEDERATION_ENDED
+            drops = tuple(Drop(round=origin, reason=reason, count=n) for origin, n in held.items() if n)
+            given_up = Outcome(
+                status=ForwardStatus.SKIPPED,
+                count=len(manifest),
+                at=now,
+                detail=f"not forwarded: {why}",
+                late_dropped=sum(d.count for d in drops if d.round != round_),
+                dropped=drops,
+            )
+            return await self.record(round_, given_up)
 
     async def _refused(
         self,
@@ -244,9 +271,9 @@ class Forwarder:
     async def _carry(self, round_: int, origin: int) -> int | None:
         """Carry closed round `round_`'s sum for `origin` into the first later round, not before the one the
         edge follows now, that is still open here and at most `max_staleness` after `origin`; that round, or
-        None when there is none (or the federation takes no late uploads)."""
+        None when there is none (or the federation takes no late uploads, or has ended)."""
         late = self.config.spec.late_uploads
-        if late is None:
+        if late is None or self._ended():
             return None
         into = max(round_ + 1, self._current_round() or 0)
         while into - origin <= late.max_staleness:
@@ -273,17 +300,29 @@ class Forwarder:
         origin = refusal.detail.get("round", round_)
         if refusal.code not in _NAMES_CLIENTS or not isinstance(named, list) or not isinstance(origin, int):
             return False
+        reason = DropReason.CLIENT_REFUSED
         taken = await self._ledger.exclude(
-            round_, [str(cid) for cid in named], origin=origin, resum=self._resum
+            round_, [str(cid) for cid in named], origin=origin, resum=self._resum, reason=reason
         )
         if taken:
+            # `exclude` counted them in the store with the exclusion; the process that took them out counts
+            # them in the metric and logs them.
+            self._metrics.dropped(self.config.federation_id, reason, len(taken))
             log.warning(
-                "clients taken out of a sum the cloud refused; forwarding the others again",
+                f"{len(taken)} acknowledged uploads for round {origin} reach no model: {reason.value}; "
+                "forwarding the others again",
                 extra={
-                    "round": round_,
+                    "round": origin,
                     "edge_id": self.config.edge_id,
-                    "code": refusal.code,
-                    "data": {"client_ids": taken, "origin_round": origin, "error": refusal.message},
+                    "code": "uploads_dropped",
+                    "data": {
+                        "reason": reason.value,
+                        "count": len(taken),
+                        "decided_in_round": round_,
+                        "client_ids": taken,
+                        "refusal": refusal.code,
+                        "error": refusal.message,
+                    },
                 },
             )
         return bool(taken)

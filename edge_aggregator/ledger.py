@@ -47,6 +47,7 @@ class CloseReason(StrEnum):
     QUORUM = "quorum"
     DEADLINE = "deadline"
     SUPERSEDED = "superseded"  # the cloud published a later round before this one closed here
+    FEDERATION_ENDED = "federation_ended"  # the federation ended before this round closed here
 
 
 class ForwardStatus(StrEnum):
@@ -267,18 +268,21 @@ class RoundLedger:
         return await self._store.get(keyspace.edge_late_sum(self._eid, self._fid, round_, origin))
 
     async def exclude(
-        self, round_: int, client_ids: Collection[str], *, origin: int, resum: Resum
+        self, round_: int, client_ids: Collection[str], *, origin: int, resum: Resum, reason: DropReason
     ) -> list[str]:
         """Take `client_ids` out of closed round `round_`'s sum (`origin` == `round_`) or out of its bucket of
-        late uploads for `origin`: the manifest without them and the sum rebuilt from the other clients'
-        stored uploads, in one transaction. The clients taken out (none when it holds none of them, or when
-        an upload to rebuild from is missing: the sum is then left as it is)."""
+        late uploads for `origin`: the manifest without them, the sum rebuilt from the other clients' stored
+        uploads, and those taken out counted as dropped for `reason` (under `origin`), in one transaction, so
+        that an acknowledged upload is never out of the sum without being counted. The clients taken out (none
+        when it holds none of them, or when an upload to rebuild from is missing: the sum is then left as it
+        is)."""
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
+        k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
         manifest = _load_manifest(await self._store.get(k_manifest))
-        keys = [k_sum, k_manifest, *(k_upload(cid) for cid in manifest)]
+        keys = [k_sum, k_manifest, k_dropped, *(k_upload(cid) for cid in manifest)]
         taken: list[str] = []
 
-        async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
+        async def compute(current: dict[str, bytes | None]) -> Updates:
             taken.clear()
             now = _load_manifest(current[k_manifest])
             out = sorted(set(client_ids) & now.keys())
@@ -287,9 +291,11 @@ class RoundLedger:
             if not out or now.keys() != manifest.keys() or any(u is None for u in uploads):
                 return {}
             taken.extend(out)
+            dropped = int(current[k_dropped] or b"0") + len(out)
             return {
                 k_sum: await resum([u for u in uploads if u is not None]) if kept else None,
                 k_manifest: _MANIFEST.dump_json({cid: now[cid] for cid in kept}),
+                k_dropped: Expiring(str(dropped).encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S),
                 **{k_upload(cid): None for cid in out},
             }
 

@@ -142,9 +142,11 @@ class DropReason(StrEnum):
         "too_late"  # the cloud closed the round, and late uploads are off or the sum is past max_staleness
     )
     REFUSED = "refused"  # the cloud refused the edge's aggregate for another reason than a closed round
+    CLIENT_REFUSED = "client_refused"  # the cloud refused a hospital in the edge's sum; the others went on
     PLAN_MISSING = "plan_missing"  # the edge no longer holds the plan a late bucket was made under
     BASIS_CHANGED = "basis_changed"  # a late bucket trained in another basis than the round it would join
-    MASKING_FAILED = "masking_failed"  # the round's masking cohort failed at the edge
+    MASKING_FAILED = "masking_failed"  # the edge's masking cohort failed, or its sum did not unmask (cloud)
+    FEDERATION_ENDED = "federation_ended"  # the edge still held them when the federation ended
     LATE_LEFT_OUT = "late_left_out"  # cloud: a late group would hold back columns the round publishes
     FLAGGED = "flagged"  # cloud: the robust strategy flagged the edge's sum as contaminated and left it out
     ROUND_FAILED = "round_failed"  # cloud: the round failed; the aggregates it held are not in any model

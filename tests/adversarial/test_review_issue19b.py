@@ -14,6 +14,7 @@ from edge_aggregator.cloud_link import HttpCloudLink
 from edge_aggregator.ledger import ForwardStatus
 from protocol.messages import (
     ClientEnrolment,
+    DropReason,
     EdgeAggregate,
     EdgeEnrolment,
     FederationState,
@@ -26,7 +27,7 @@ from services.identity import SigningKey
 from tests.clock import FakeClock
 from tests.cloud.harness import LAYOUT_SIZE, Federation, SlowAnswers, post_model, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
-from tests.edge.harness import World, running_edge
+from tests.edge.harness import World, running_edge, until
 
 pytestmark = pytest.mark.anyio
 
@@ -154,11 +155,6 @@ async def test_an_edge_with_a_clock_days_off_keeps_polling_for_plans() -> None:
     assert clocks[0]["offset_s"] == 172800.0 and clocks[0]["alert"] is True, clocks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Forwarder._take_out (ledger.exclude) takes refused hospitals out of a sum without a Drop: their "
-    "acknowledged uploads reach no model and no drop count",
-)
 async def test_a_hospital_taken_out_of_a_refused_sum_is_counted_as_dropped(
     make_world: Callable[..., World],  # noqa: F811
 ) -> None:
@@ -167,10 +163,10 @@ async def test_a_hospital_taken_out_of_a_refused_sum_is_counted_as_dropped(
 
     Three hospitals upload to the edge for round 0 (202 each). The cloud refuses the sum naming hosp-c
     (422 `unknown_client`, detail.client_ids: a hospital that is another edge's in that round, as the cloud
-    says of one whose move history it holds differently, see the test above). The edge takes c out, forwards
-    a and b (delivered), and records nothing for c: the round's `uploads_dropped` is empty, though c's
-    acknowledged upload is in no model. (With two hospitals and k = 2 the round is skipped with one drop
-    counted for two acknowledged uploads.)"""
+    says of one whose move history it holds differently, see the test above). The edge takes c out and
+    forwards a and b (delivered); `RoundLedger.exclude` counts c as dropped (`client_refused`) in the same
+    transaction that takes it out of the sum, so the round's `uploads_dropped` shows the one acknowledged
+    upload that is in no model."""
     world = make_world(clients=3, k=2)
     honest = world.cloud.forward
 
@@ -197,13 +193,9 @@ async def test_a_hospital_taken_out_of_a_refused_sum_is_counted_as_dropped(
     assert outcome.count == 2
     # 3 acknowledged, 2 in the forwarded sum: the third must be counted somewhere.
     assert sum(progress["uploads_dropped"].values()) == 1, progress
+    assert progress["uploads_dropped"] == {DropReason.CLIENT_REFUSED.value: 1}, progress
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sum the cloud refuses as closed in the federation's last round is carried into a round that "
-    "never opens (Forwarder._carry does not know the last round; nothing drops it when the federation ends)",
-)
 async def test_the_last_round_s_refused_sum_is_counted_as_dropped_when_the_federation_ends(
     make_world: Callable[..., World],  # noqa: F811
 ) -> None:
@@ -212,9 +204,10 @@ async def test_the_last_round_s_refused_sum_is_counted_as_dropped_when_the_feder
 
     rounds = 1 with late uploads on: hosp-a and hosp-b upload for round 0, the federation's only round
     (202 each); the cloud closes it before this edge forwards (409 `round_closed`). The edge carries the sum
-    "into round 1" (`Forwarder._carry` succeeds for any round not closed at the edge), records the outcome
-    CARRIED with no drop, and the federation completes: round 1 never opens, the two acknowledged uploads
-    are in no model, and neither round 0's nor round 1's `uploads_dropped` counts them."""
+    into round 1's bucket for round 0 (outcome CARRIED), and the federation completes: round 1 never opens.
+    Once the edge learns the federation ended (its plan poll answers 410), it closes every round that still
+    holds uploads and counts them dropped (`federation_ended`): the two acknowledged uploads are in round
+    0's `uploads_dropped`."""
     world = make_world(clients=3, k=2, quorum=1.0, rounds=1, late_uploads=LateUploadConfig(max_staleness=1))
     async with running_edge(world) as edge:
         for cid in ("hosp-a", "hosp-b"):
@@ -224,6 +217,7 @@ async def test_the_last_round_s_refused_sum_is_counted_as_dropped_when_the_feder
         await edge.core.tick()
         outcome = await edge.core.ledger.outcome(0)
         await world.cloud.end(FederationState.COMPLETED)
+        await until(lambda: edge.core.ended is not None, what="the edge to learn the federation ended")
         world.clock.advance(3600)
         for _ in range(3):
             await edge.core.tick()
@@ -237,6 +231,7 @@ async def test_the_last_round_s_refused_sum_is_counted_as_dropped_when_the_feder
         dropped,
         dropped_1,
     )
+    assert dropped == {DropReason.FEDERATION_ENDED: 2}, dropped
 
 
 async def test_one_slow_plan_poll_does_not_move_the_edge_s_cloud_time() -> None:
@@ -279,20 +274,14 @@ async def test_one_slow_plan_poll_does_not_move_the_edge_s_cloud_time() -> None:
     assert abs(error_s) <= small_spec().max_clock_skew_s, error_s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after MaskedSumError the closer prepares the round again from the other edges' sums only, so "
-    "`Release.dropped` (over `headers`) no longer sees the unmaskable edge: its uploads are not counted",
-)
 async def test_an_edge_sum_that_does_not_unmask_is_counted_as_dropped() -> None:
-    """Property: an aggregate the cloud answered 202 is in the model or in the round's `uploads_dropped`
-    (flagged: "the robust strategy flagged the edge's sum ... and left it out").
+    """Property: an aggregate the cloud answered 202 is in the model or in the round's `uploads_dropped`.
 
     Masking federation, two cohorts of four. edge-1 forwards its honest cohort's sum with a crafted chunk
     added (the count kept at four): the cloud answers 202. At close the sum does not unmask
-    (`MaskedSumError`); the closer drops edge-1 from `remaining`, prepares again from edge-2 alone, and
-    adds edge-1 to `flagged`. The round closes with `flagged == ("edge-1",)`, but `uploads_dropped` counts
-    nothing for edge-1's four acknowledged uploads, and the status shows edge-1 as not forwarded."""
+    (`MaskedSumError`); the closer leaves edge-1 out, prepares again from edge-2 alone, and adds edge-1 to
+    `flagged`. The round closes with `flagged == ("edge-1",)`, edge-1's four acknowledged uploads counted
+    in `uploads_dropped` (`masking_failed`), and edge-1 shown as forwarded."""
     from tests.adversarial.test_cloud_acceptance import deltas_for, resigned
     from tests.adversarial.test_masking import MASKED, TOPOLOGY, cohort, forwarded, masked_spec
 
@@ -320,7 +309,9 @@ async def test_an_edge_sum_that_does_not_unmask_is_counted_as_dropped() -> None:
 
     assert status.state is RoundState.CLOSED, status.failure
     assert status.flagged == ("edge-1",)
-    assert sum(status.uploads_dropped.values()) == 4, (status.uploads_dropped, status.edges)
+    assert status.uploads_dropped == {DropReason.MASKING_FAILED: 4}, (status.uploads_dropped, status.edges)
+    assert {e.edge_id for e in status.edges if e.forwarded} == {"edge-1", "edge-2"}, status.edges
+    assert status.clients_contributed == 4, status.clients_contributed
 
 
 async def test_a_close_that_keeps_failing_on_the_key_backs_off_and_shows_why(

@@ -20,7 +20,7 @@ import pytest
 from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.cloud_link import HttpCloudLink
 from edge_aggregator.config import EdgeConfig
-from protocol.messages import ClientUpdate, EdgeEnrolment, LateUploadConfig, RoundState
+from protocol.messages import ClientUpdate, EdgeEnrolment, FederationState, LateUploadConfig, RoundState
 from services.store import StateStore
 from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_spec
 from tests.edge.harness import FID, World, alone_late_through_round_one, running_edge, until
@@ -102,6 +102,30 @@ async def test_without_late_uploads_a_sum_the_cloud_refused_as_closed_is_counted
     assert dropped_metric(metrics, "too_late") == 2.0
     assert outcome is not None and outcome.status.value == "refused"
     assert len([a for a in world.cloud.attempts if a.round == 0]) == 1
+
+
+async def test_uploads_held_when_the_federation_is_stopped_are_counted_as_dropped(
+    make_world: Callable[..., World],
+) -> None:
+    """The admin stops the federation while round 0 is open here with hosp-a and hosp-b in it (quorum 1.0 of
+    3: not closed): once the edge learns it (its plan poll answers 410) it closes the round and counts both
+    acknowledged uploads as dropped (`federation_ended`), once, and forwards nothing."""
+    world = make_world(clients=3, k=2, quorum=1.0)
+    async with running_edge(world) as edge:
+        for cid in ("hosp-a", "hosp-b"):
+            assert (await edge.upload(world.update(world.hospitals[cid]))).status_code == 202
+        await world.cloud.end(FederationState.STOPPED)
+        await until(lambda: edge.core.ended is not None, what="the edge to learn the federation ended")
+        await edge.core.tick()
+        await edge.core.tick()  # a second tick counts nothing again
+        outcome = await edge.core.ledger.outcome(0)
+        progress = await edge.progress(0)
+        metrics = (await edge.http.get("/metrics")).text
+
+    assert progress.get("uploads_dropped") == {"federation_ended": 2}, progress
+    assert dropped_metric(metrics, "federation_ended") == 2.0
+    assert outcome is not None and outcome.status.value == "skipped", outcome
+    assert world.cloud.attempts == []
 
 
 @pytest.mark.parametrize("late", [LATE, None], ids=["late-uploads", "no-late-uploads"])
