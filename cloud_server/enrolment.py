@@ -19,7 +19,9 @@ from protocol.messages import (
     ClientInfo,
     EdgeEnrolment,
     EdgeInfo,
+    EdgeStint,
     Enrolled,
+    FederationSpec,
     Role,
     RoundPlan,
     RoundStatus,
@@ -59,17 +61,40 @@ def check_same_hospital(existing: ClientInfo, request: ClientInfo) -> None:
         )
 
 
-def placed(existing: ClientInfo, request: ClientInfo, *, round_: int | None, open_for_it: bool) -> ClientInfo:
+def oldest_sum_round(spec: FederationSpec, round_: int) -> int:
+    """The oldest round a sum the cloud takes while round `round_` is current may be for: `round_` itself,
+    or with late uploads on a late bucket up to `late_uploads.max_staleness` rounds old."""
+    return round_ - (spec.late_uploads.max_staleness if spec.late_uploads is not None else 0)
+
+
+def placed(
+    existing: ClientInfo, request: ClientInfo, *, round_: int | None, planned: bool, open_: bool, since: int
+) -> ClientInfo:
     """The record a re-enrolment leaves: `request` (with the first enrolment's time) at the edge it names,
-    at once if no round the hospital was asked to join is open (`open_for_it`); otherwise at the edge it has
-    in round `round_`, moving after it, so that it is in that round through one edge only, the one whose
-    cohort and plan it was counted in when the round opened. Naming its current edge again cancels a move."""
+    at once unless round `round_` is open (`open_`) and the hospital was asked to join it (`planned`);
+    then at the edge it has in round `round_`, moving after it, so that it is in that round through one
+    edge only, the one whose cohort and plan it was counted in when the round opened. Naming its current
+    edge again cancels a move.
+
+    The edges it had before are kept (`edges_before`) for every round from `since` on, the oldest a sum or
+    late bucket may still be for (`oldest_sum_round`), so that such a sum is checked against the edge the
+    hospital had in its round however often it moved or re-enrolled since; a move at once ends the stint at
+    the old edge with the last round it may have been counted in there (`round_` if planned, else the one
+    before)."""
     now = existing.at_round(round_) if round_ is not None else existing
-    kept = request.model_copy(update={"enrolled_at": existing.enrolled_at})
-    if request.edge_id == now.edge_id or not open_for_it:
+    before = [stint for stint in now.edges_before if stint.through_round >= since]
+    kept = request.model_copy(update={"enrolled_at": existing.enrolled_at, "edges_before": before})
+    if request.edge_id == now.edge_id or round_ is None:
         return kept
+    if planned and open_:
+        return kept.model_copy(
+            update={"edge_id": now.edge_id, "moving_to": request.edge_id, "moving_after_round": round_}
+        )
+    through = round_ if planned else round_ - 1
+    if through < since or (before and through <= before[-1].through_round):
+        return kept  # no round the old edge may still send a sum for has the hospital there
     return kept.model_copy(
-        update={"edge_id": now.edge_id, "moving_to": request.edge_id, "moving_after_round": round_}
+        update={"edges_before": [*before, EdgeStint(edge_id=now.edge_id, through_round=through)]}
     )
 
 
@@ -142,7 +167,8 @@ class EnrolmentService:
         for _ in range(MAX_ROUND_RACES):
             round_ = (await self._federations.record(fid)).current_round
             try:
-                created, kept = await self._write_client(fid, info, token, round_=round_)
+                since = oldest_sum_round(spec, round_) if round_ is not None else 0
+                created, kept = await self._write_client(fid, info, token, round_=round_, since=since)
                 break
             except _RoundMovedOnError:
                 continue  # a round closed meanwhile: decide again against the one open now
@@ -163,10 +189,11 @@ class EnrolmentService:
         return enrolled, created
 
     async def _write_client(
-        self, fid: str, info: ClientInfo, token: str, *, round_: int | None
+        self, fid: str, info: ClientInfo, token: str, *, round_: int | None, since: int
     ) -> tuple[bool, ClientInfo]:
-        """Store `info` (placed against round `round_`, the current one) with its token, in one transaction
-        with the federation's record and the round's status: (whether the client is new, the record kept)."""
+        """Store `info` (placed against round `round_`, the current one, remembering its edges back to round
+        `since`) with its token, in one transaction with the federation's record and the round's status:
+        (whether the client is new, the record kept)."""
         cid = info.client_id
         planned = round_ is not None and cid in (await self._plan(fid, round_)).client_ranks
         client_field = (keyspace.fed_clients(fid), cid)
@@ -186,8 +213,7 @@ class EnrolmentService:
             existing = ClientInfo.model_validate_json(raw)
             check_same_hospital(existing, info)
             status = current[status_key] if status_key is not None else None
-            open_for_it = planned and not _over(status)
-            new = placed(existing, info, round_=round_, open_for_it=open_for_it)
+            new = placed(existing, info, round_=round_, planned=planned, open_=not _over(status), since=since)
             kept[:] = [(False, new)]
             return self._with_token(
                 fid, Role.CLIENT, cid, token, {client_field: new.model_dump_json().encode()}

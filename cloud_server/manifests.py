@@ -84,7 +84,7 @@ def check_contributions(
     field: str = "contributions",
 ) -> None:
     """The checks of `check_manifest` on one list of contributions, made for `plan`'s round; errors name
-    `field`. `clients` are the records as of that round or an earlier one (each is read `at_round`)."""
+    `field`. `clients` are the records as of that round or a later one (each is read `at_round`)."""
     ids = [c.client_id for c in contributions]
     if len(set(ids)) != len(ids):
         raise InvalidRequestError("the manifest names a client more than once", field=field)

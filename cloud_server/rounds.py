@@ -290,9 +290,9 @@ class RoundService:
             )
         self._check_plan_digest(agg.plan_sha256, plan, field="plan_sha256", edge_id=edge_id)
         await self._check_not_counted(fid, agg)
-        # As of the earliest round a sum is for: `check_contributions` reads each record at its sum's round.
-        earliest = min((round_, *(bucket.origin_round for bucket in agg.late)))
-        clients = await self._enrolment.clients(fid, with_stats=False, round_=earliest)
+        # As of this round: `check_contributions` reads each record at its sum's round, a late bucket's from
+        # the edges the hospital had before (`ClientInfo.edges_before`).
+        clients = await self._enrolment.clients(fid, with_stats=False, round_=round_)
         check_manifest(
             agg,
             plan=plan,

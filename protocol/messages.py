@@ -8,6 +8,7 @@ Bytes travel as base64 in JSON.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -321,6 +322,9 @@ class ConvergenceConfig(BaseModel):
     )
 
 
+MAX_STALENESS = 100
+
+
 class LateUploadConfig(BaseModel):
     """Uploads that reach their edge after their round closed there (a slow hospital, a long network outage).
 
@@ -334,7 +338,9 @@ class LateUploadConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_staleness: int = Field(default=1, ge=1, le=100, description="rounds an upload may be late by")
+    max_staleness: int = Field(
+        default=1, ge=1, le=MAX_STALENESS, description="rounds an upload may be late by"
+    )
     decay: float = Field(default=0.5, gt=0.0, le=1.0, description="a late update weighs decay ** staleness")
 
     def factor(self, staleness: int) -> float:
@@ -1348,6 +1354,16 @@ class EdgeInfo(Message):
     clock: EdgeClock | None = Field(default=None, description="its last reported clock offset (admin view)")
 
 
+class EdgeStint(BaseModel):
+    """An edge a hospital had before its current one: it was `edge_id`'s in each round after the stint
+    before this one, up to and including `through_round`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edge_id: Identifier
+    through_round: int = Field(ge=0)
+
+
 class ClientInfo(Message):
     model_config = ConfigDict(json_schema_extra={"examples": [_examples.CLIENT_INFO]})
 
@@ -1367,6 +1383,12 @@ class ClientInfo(Message):
         "contributes to that round through `edge_id`, and is this edge's from the next round on",
     )
     moving_after_round: int | None = Field(default=None, ge=0)
+    edges_before: list[EdgeStint] = Field(
+        default_factory=list,
+        max_length=MAX_STALENESS + 1,
+        description="the edges it had before `edge_id`, oldest first, kept back to the oldest round a sum "
+        "or late bucket may still be for (`late_uploads.max_staleness` rounds before the current one)",
+    )
 
     @model_validator(mode="after")
     def _a_move_names_its_round(self) -> ClientInfo:
@@ -1375,14 +1397,43 @@ class ClientInfo(Message):
                 f"moving_to ({self.moving_to!r}) and moving_after_round ({self.moving_after_round!r}) are set "
                 "together or not at all"
             )
+        ends = [stint.through_round for stint in self.edges_before]
+        if self.moving_after_round is not None:
+            ends.append(self.moving_after_round)
+        if any(later <= earlier for earlier, later in itertools.pairwise(ends)):
+            raise ValueError(
+                f"edges_before and moving_after_round end in rounds {ends}: each stint ends after the one "
+                "before it"
+            )
         return self
 
+    def stints(self) -> list[EdgeStint]:
+        """Every edge this record knows the hospital had before its last one, the pending move's included:
+        the last edge is `moving_to` if a move is pending, else `edge_id`."""
+        if self.moving_to is None or self.moving_after_round is None:
+            return list(self.edges_before)
+        return [*self.edges_before, EdgeStint(edge_id=self.edge_id, through_round=self.moving_after_round)]
+
     def at_round(self, round_: int) -> ClientInfo:
-        """This record as of round `round_`: a pending move is done once the round it waited for is over."""
-        if self.moving_to is None or self.moving_after_round is None or round_ <= self.moving_after_round:
-            return self
+        """This record as of round `round_`: at the edge it had in that round, with the move that ended its
+        stint there as `moving_to` and the stints before in `edges_before`. A pending move is done once the
+        round it waited for is over. Read from the stored record: the view of a round before a move does
+        not know the edges after the next one."""
+        stints = self.stints()
+        last = self.moving_to or self.edge_id
+        for index, stint in enumerate(stints):
+            if round_ <= stint.through_round:
+                following = stints[index + 1].edge_id if index + 1 < len(stints) else last
+                return self.model_copy(
+                    update={
+                        "edge_id": stint.edge_id,
+                        "moving_to": following,
+                        "moving_after_round": stint.through_round,
+                        "edges_before": stints[:index],
+                    }
+                )
         return self.model_copy(
-            update={"edge_id": self.moving_to, "moving_to": None, "moving_after_round": None}
+            update={"edge_id": last, "moving_to": None, "moving_after_round": None, "edges_before": stints}
         )
 
 

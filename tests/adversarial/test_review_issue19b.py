@@ -39,26 +39,21 @@ MOVE_TOPOLOGY = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClientInfo keeps one step of move history: a re-enrolment at the hospital's current edge erases "
-    "it, a second move overwrites it, so the old edge's late bucket for a round the hospital was in through "
-    "it is refused (422 unknown_client)",
-)
 @pytest.mark.parametrize("then", ["re-enrols at edge-2", "moves on to edge-3"])
 async def test_a_late_bucket_from_the_edge_a_hospital_left_is_taken_after_it_re_enrols(then: str) -> None:
     """Property: a hospital is in exactly one edge's aggregate per round, and moving waits until no round is
-    open for it; so a sum for round r is checked against the edge the hospital had in round r.
+    open for it; so a sum for round r is checked against the edge the hospital had in round r, however
+    often it re-enrolled or moved since (the cloud keeps the edges it had back to the oldest round a late
+    bucket may come from, `ClientInfo.edges_before`).
 
     c asks to move edge-1 -> edge-2 while round 1 (c in its plan) is open: the move is pending after round
     1. c's round-1 upload reaches edge-1 late (after edge-1 forwarded), and edge-1 acknowledges it into a
     late bucket for round 1 (with x's). Round 1 closes; in round 2 c is edge-2's and re-enrols there (its
-    agent restarted, a new token): `placed` returns the request as is, dropping `moving_after_round`, so
-    `at_round(1)` now says edge-2. Or, with no re-enrolment, c moves on to edge-3 in round 2 (two moves in
-    a row): `placed` writes edge_id edge-2, moving to edge-3 after round 2, so `at_round(1)` says edge-2
-    again. edge-1's round-2 aggregate carrying the round-1 bucket of c and x (both
-    uploaded to edge-1 for round 1, where the cloud placed them) is refused 422 `unknown_client`: with it
-    a and b's on-time round-2 sum is refused too."""
+    agent restarted, a new token), or moves on to edge-3 (two moves in a row). Either way the cloud still
+    knows c was edge-1's in round 1, and takes edge-1's round-2 aggregate carrying the round-1 bucket of c
+    and x (both uploaded to edge-1 for round 1, where the cloud placed them) with a and b's on-time sum.
+    (Before, `placed` kept one step of move history and wrote over it, and the sum was refused 422
+    `unknown_client`.)"""
     rng = np.random.default_rng(7)
     spec = small_spec(rounds=4, late_uploads=LateUploadConfig(max_staleness=2, decay=0.5))
 
