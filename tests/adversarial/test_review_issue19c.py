@@ -1,0 +1,58 @@
+"""Review 19c of issue 19: each test reproduces a promise of the fixes (reviews 19 and 19b) that does not
+hold (strict xfail until it does). Run on the memory store and a real Redis (tests/adversarial/conftest.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from cloud_server.closing import RoundCloser
+from protocol.messages import FederationState, RoundState
+from tests.cloud.harness import Federation, running_cloud, small_spec
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.xfail(strict=True, reason="review 19c: a stop racing a close's commit fails the next round unsealed")
+async def test_a_stop_racing_a_close_seals_the_round_it_fails_and_counts_its_sums(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Property: stopping a federation seals its open round and fails it with the sums it holds shown
+    forwarded and their uploads counted dropped; no 202 is left out of a model uncounted.
+
+    Round 0 holds edge-1's sum; the admin stops the federation while the deadline check closes round 0 (the
+    close commits between `RoundCloser.stop`'s read of the record and `fail`'s transaction, as when the stop
+    arrives while the close decrypts). Round 1 opens and edge-1 forwards its round-1 sum at once (202).
+    `fail` then finds `current_round` moved on and returns False, and `RoundService.stop` falls back to
+    `FederationService.stop`, which marks round 1 failed in a plain transaction: not sealed, its stored sum
+    neither shown forwarded nor counted in `uploads_dropped`."""
+    async with running_cloud() as cloud:
+        spec = small_spec(rounds=3)
+        fed = await Federation.create(cloud.http, spec)
+        await fed.start(cloud.http)
+        deltas = fed.deltas(np.random.default_rng(3))
+        body = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
+        assert (await fed.post(cloud.http, body)).status_code == 202
+        real_fail = RoundCloser.fail
+        forwards = []
+
+        async def close_meanwhile(self, fid, round_, now, **kw):  # type: ignore[no-untyped-def]
+            if kw.get("ends") is FederationState.STOPPED and not forwards:
+                cloud.clock.advance(spec.round_deadline_s + 1)
+                await cloud.tick()  # round 0 closes; round 1 opens
+                assert (await cloud.status(fed.fid, 0)).state is RoundState.CLOSED
+                late = await fed.aggregate(cloud, "edge-1", 1, deltas["edge-1"])
+                forwards.append(await fed.post(cloud.http, late))
+            return await real_fail(self, fid, round_, now, **kw)
+
+        monkeypatch.setattr(RoundCloser, "fail", close_meanwhile)
+        stop = await cloud.http.post(f"/federations/{fed.fid}/stop")
+        assert stop.status_code == 200, stop.text
+        assert forwards and forwards[0].status_code == 202, forwards
+        status = await cloud.status(fed.fid, 1)
+
+    assert status.state is RoundState.FAILED, status.state
+    assert sum(status.uploads_dropped.values()) == 2, (status.uploads_dropped, status.edges)
+    assert [e.edge_id for e in status.edges if e.forwarded] == ["edge-1"], status.edges
