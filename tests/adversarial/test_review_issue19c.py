@@ -56,3 +56,28 @@ async def test_a_stop_racing_a_close_seals_the_round_it_fails_and_counts_its_sum
     assert status.state is RoundState.FAILED, status.state
     assert sum(status.uploads_dropped.values()) == 2, (status.uploads_dropped, status.edges)
     assert [e.edge_id for e in status.edges if e.forwarded] == ["edge-1"], status.edges
+
+
+@pytest.mark.xfail(strict=True, reason="review 19c: stop needs the plan-signing key, a wrong-KEK replica 500s")
+async def test_a_replica_whose_kek_does_not_unwrap_the_keys_can_stop_a_federation() -> None:
+    """Property: a wrong-KEK replica backs off and shows the failure; the admin's stop ends the federation
+    (it seals and fails the open round; no plan is signed, so no key is needed).
+
+    A federation created by a cloud with one KEK is served by a replica with another (a misconfigured
+    rollout, the case `KeyBackoff` exists for). The admin stops the federation there: `RoundCloser.stop`
+    seals the open round and calls `fail(ends=STOPPED)`, which opens the plan-signing key with the KEK
+    before its transaction, although a stop signs no plan: `KeyStoreError`, a 500, the federation still
+    active and its round sealed (no edge can forward into it), not failed."""
+    async with running_cloud() as first:
+        store, clock = first.store, first.clock
+        fed = await Federation.create(first.http, small_spec())
+        await fed.start(first.http)
+    async with running_cloud(store=store, clock=clock, kek=bytes(range(32))) as cloud:
+        try:
+            stop: object = (await cloud.http.post(f"/federations/{fed.fid}/stop")).status_code
+        except Exception as e:  # the in-process transport raises what a server answers 500 for
+            stop = repr(e)[:200]
+        status = await cloud.status(fed.fid, 0)
+
+    assert stop == 200, (stop, status.state)
+    assert status.state is RoundState.FAILED, status.state
