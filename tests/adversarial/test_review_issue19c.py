@@ -132,3 +132,42 @@ async def test_an_edge_follows_a_step_of_its_own_clock_at_its_next_polls() -> No
             await link.close()
 
     assert all(abs(e) <= small_spec().max_clock_skew_s for e, _ in errors), errors
+
+
+@pytest.mark.xfail(strict=True, reason="review 19c: a deadline fail on a wrong-KEK replica raises every tick, unshown")
+async def test_a_round_failing_at_its_deadline_on_a_wrong_kek_replica_shows_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Property: a wrong-KEK replica backs off and shows the failure in the round's status
+    (`close_attempts`, `close_error`); nothing loops on every deadline check unseen.
+
+    A federation created with one KEK is served by a replica with another. No edge forwards; the round's
+    deadline passes. Each deadline check calls `RoundCloser.fail`, which seals the round and then opens the
+    plan-signing key (to sign the next round's plan): `KeyStoreError`, raised out of `advance` and logged
+    by `tick`, on every check with no back-off. The round stays open (sealed), its status says
+    `close_attempts` 0 and no `close_error`: the back-off and the status added for a close failing on the
+    key (review 19b) do not cover the fail path."""
+    from cloud_server.federations import FederationService
+
+    async with running_cloud() as first:
+        store, clock = first.store, first.clock
+        spec = small_spec()
+        fed = await Federation.create(first.http, spec)
+        await fed.start(first.http)
+    opened: list[int] = []
+    real = FederationService.plan_signer
+
+    async def counted(self, fid):  # type: ignore[no-untyped-def]
+        opened.append(1)
+        return await real(self, fid)
+
+    monkeypatch.setattr(FederationService, "plan_signer", counted)
+    async with running_cloud(store=store, clock=clock, kek=bytes(range(32))) as cloud:
+        cloud.clock.advance(spec.round_deadline_s + 1)
+        for _ in range(30):
+            cloud.clock.advance(1.0)
+            await cloud.tick()
+        status = await cloud.status(fed.fid, 0)
+
+    assert status.close_attempts > 0 or status.state is RoundState.FAILED, (len(opened), status.state)
+    assert len(opened) <= 5, (len(opened), status.close_attempts, status.close_error)
