@@ -3,6 +3,8 @@ hold (strict xfail until it does). Run on the memory store and a real Redis (tes
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 import numpy as np
 import pytest
@@ -204,3 +206,59 @@ async def test_a_retried_forward_of_a_counted_sum_is_recognised_after_the_retent
         retry = await fed.post(cloud.http, bodies["edge-2"])
 
     assert retry.status_code in (200, 202), (retry.status_code, retry.text[:300])
+
+
+@pytest.mark.xfail(strict=True, reason="review 19c: an answer with inconsistent stamps is taken as an exact sample")
+async def test_an_answer_whose_stamps_outlast_its_round_trip_does_not_move_the_edge_s_cloud_time() -> None:
+    """Property: an edge's cloud time cannot be moved by slow or forged answers beyond the error bound
+    (`OffsetClock.error_s`); the filter keeps a fine measurement against coarser ones.
+
+    The edge's clock agrees with the cloud's; a first plan poll measures offset 0 to 25 ms. A second
+    answer carries time stamps that cannot be true of it (replayed from a cached long poll, or forged on the
+    path): the cloud claims to have held it 20 s while the edge waited 50 ms, stamped 120 s in the past.
+    Its round trip, (50 ms - 20 s), is negative; `OffsetSample.measure` floors it at zero, so the sample
+    looks exact (error 0), beats the genuine one, and the edge's cloud time moves by 120 s while reporting
+    an error of 0."""
+    from protocol.messages import CLOUD_ANSWERED_AT_HEADER, CLOUD_RECEIVED_AT_HEADER
+
+    class Forged(SlowAnswers):
+        forge = False
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            sent = self.local()
+            response = await super().handle_async_request(request)
+            if self.forge:
+                back = timedelta(seconds=-120.0)
+                response.headers[CLOUD_RECEIVED_AT_HEADER] = (sent + back - timedelta(seconds=10)).isoformat()
+                response.headers[CLOUD_ANSWERED_AT_HEADER] = (self.local() + back + timedelta(seconds=10)).isoformat()
+            return response
+
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        local = FakeClock(cloud.clock.now)
+        transport = Forged(cloud.app, local)
+        transport.delay_s = 0.05
+        edge_time = OffsetClock(local)
+        link = HttpCloudLink(
+            "http://cloud",
+            federation_id=fed.fid,
+            enrolment_token=fed.created.edge_enrolment_token,
+            transport=transport,
+            clock=edge_time,
+        )
+        key = SigningKey.generate()
+        try:
+            await link.enrol(
+                EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes)
+            )
+            await link.plan(None, 0.0)
+            assert edge_time.error_s == 0.025, edge_time.error_s
+            transport.forge = True
+            await link.plan(None, 0.0)
+            cloud.clock.advance(0.1)  # the cloud's time went on as the edge's did
+            error_s = (edge_time() - cloud.clock.now).total_seconds()
+        finally:
+            await link.close()
+
+    assert abs(error_s) <= 0.025 + 0.1, (error_s, edge_time.offset_s, edge_time.error_s)
