@@ -20,7 +20,9 @@ from tests.cloud.harness import Federation, SlowAnswers, running_cloud, small_sp
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.xfail(strict=True, reason="review 19c: a stop racing a close's commit fails the next round unsealed")
+@pytest.mark.xfail(
+    strict=True, reason="review 19c: a stop racing a close's commit fails the next round unsealed"
+)
 async def test_a_stop_racing_a_close_seals_the_round_it_fails_and_counts_its_sums(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -63,7 +65,9 @@ async def test_a_stop_racing_a_close_seals_the_round_it_fails_and_counts_its_sum
     assert [e.edge_id for e in status.edges if e.forwarded] == ["edge-1"], status.edges
 
 
-@pytest.mark.xfail(strict=True, reason="review 19c: stop needs the plan-signing key, a wrong-KEK replica 500s")
+@pytest.mark.xfail(
+    strict=True, reason="review 19c: stop needs the plan-signing key, a wrong-KEK replica 500s"
+)
 async def test_a_replica_whose_kek_does_not_unwrap_the_keys_can_stop_a_federation() -> None:
     """Property: a wrong-KEK replica backs off and shows the failure; the admin's stop ends the federation
     (it seals and fails the open round; no plan is signed, so no key is needed).
@@ -136,7 +140,9 @@ async def test_an_edge_follows_a_step_of_its_own_clock_at_its_next_polls() -> No
     assert all(abs(e) <= small_spec().max_clock_skew_s for e, _ in errors), errors
 
 
-@pytest.mark.xfail(strict=True, reason="review 19c: a deadline fail on a wrong-KEK replica raises every tick, unshown")
+@pytest.mark.xfail(
+    strict=True, reason="review 19c: a deadline fail on a wrong-KEK replica raises every tick, unshown"
+)
 async def test_a_round_failing_at_its_deadline_on_a_wrong_kek_replica_shows_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -175,8 +181,9 @@ async def test_a_round_failing_at_its_deadline_on_a_wrong_kek_replica_shows_why(
     assert len(opened) <= 5, (len(opened), status.close_attempts, status.close_error)
 
 
-
-@pytest.mark.xfail(strict=True, reason="review 19c: a retried forward after retention is refused round_closed")
+@pytest.mark.xfail(
+    strict=True, reason="review 19c: a retried forward after retention is refused round_closed"
+)
 async def test_a_retried_forward_of_a_counted_sum_is_recognised_after_the_retention_window() -> None:
     """Property: an upload answered 202 is in a model or counted dropped, exactly once; a retried forward
     is byte-identical so that the cloud "counts it once by idempotency key and digest" (forwarder.py).
@@ -208,7 +215,9 @@ async def test_a_retried_forward_of_a_counted_sum_is_recognised_after_the_retent
     assert retry.status_code in (200, 202), (retry.status_code, retry.text[:300])
 
 
-@pytest.mark.xfail(strict=True, reason="review 19c: an answer with inconsistent stamps is taken as an exact sample")
+@pytest.mark.xfail(
+    strict=True, reason="review 19c: an answer with inconsistent stamps is taken as an exact sample"
+)
 async def test_an_answer_whose_stamps_outlast_its_round_trip_does_not_move_the_edge_s_cloud_time() -> None:
     """Property: an edge's cloud time cannot be moved by slow or forged answers beyond the error bound
     (`OffsetClock.error_s`); the filter keeps a fine measurement against coarser ones.
@@ -230,7 +239,9 @@ async def test_an_answer_whose_stamps_outlast_its_round_trip_does_not_move_the_e
             if self.forge:
                 back = timedelta(seconds=-120.0)
                 response.headers[CLOUD_RECEIVED_AT_HEADER] = (sent + back - timedelta(seconds=10)).isoformat()
-                response.headers[CLOUD_ANSWERED_AT_HEADER] = (self.local() + back + timedelta(seconds=10)).isoformat()
+                response.headers[CLOUD_ANSWERED_AT_HEADER] = (
+                    self.local() + back + timedelta(seconds=10)
+                ).isoformat()
             return response
 
     async with running_cloud() as cloud:
