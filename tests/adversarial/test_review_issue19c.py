@@ -3,6 +3,9 @@ hold (strict xfail until it does). Run on the memory store and a real Redis (tes
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -11,11 +14,14 @@ import pytest
 
 from cloud_server.closing import RoundCloser
 from edge_aggregator.cloud_link import HttpCloudLink
-from protocol.messages import EdgeEnrolment, FederationState, RoundState
+from edge_aggregator.ledger import ForwardStatus
+from protocol.messages import DropReason, EdgeEnrolment, FederationState, RoundState
 from services.clock import OffsetClock
 from services.identity import SigningKey
 from tests.clock import FakeClock
 from tests.cloud.harness import Federation, SlowAnswers, running_cloud, small_spec
+from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
+from tests.edge.harness import World, running_edge
 
 pytestmark = pytest.mark.anyio
 
@@ -197,8 +203,6 @@ async def test_a_retried_forward_of_a_counted_sum_is_recognised_after_the_retent
     refused as a replay and the hospitals counted `client_refused`: uploads in round 0's model counted
     dropped. The cloud keeps what it needs to recognise the retry (the round's `counted` hospitals and
     ciphertext markers are never pruned) but does not use it."""
-    import asyncio
-
     async with running_cloud(retain_round_s=0.2) as cloud:
         fed = await Federation.create(cloud.http, small_spec(rounds=3))
         await fed.start(cloud.http)
@@ -273,3 +277,39 @@ async def test_an_answer_whose_stamps_outlast_its_round_trip_does_not_move_the_e
             await link.close()
 
     assert abs(error_s) <= 0.025 + 0.1, (error_s, edge_time.offset_s, edge_time.error_s)
+
+
+@pytest.mark.xfail(strict=True, reason="review 19c: an outcome is recorded before its drops are counted")
+async def test_an_edge_killed_while_recording_a_drop_counts_it_after_its_restart(
+    make_world: Callable[..., World],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Property: every upload answered 202 is in a model or counted dropped, exactly once, across
+    restarts.
+
+    hosp-a uploads for round 0 (202); the round closes with one upload, fewer than k = 2, and is skipped.
+    `RoundLedger.record` writes the outcome (`set_if_absent`) and only then, in separate store calls,
+    increments the round's drop counters. The edge process is killed between the two (here: the first
+    `incr` never happens). After the restart the round has its outcome, so nothing records it again: the
+    acknowledged upload reaches no model and `uploads_dropped` says nothing of it."""
+    world = make_world(clients=3, k=2)
+    async with running_edge(world) as edge:
+        assert (await edge.upload(world.update(world.hospitals["hosp-a"]))).status_code == 202
+        real = world.store.incr
+
+        async def killed(*args: object, **kwargs: object) -> int:
+            raise asyncio.CancelledError("edge process killed")
+
+        monkeypatch.setattr(world.store, "incr", killed)
+        world.clock.advance(61)
+        with contextlib.suppress(asyncio.CancelledError):
+            await edge.core.tick()
+        monkeypatch.setattr(world.store, "incr", real)
+    async with running_edge(world) as edge:
+        world.clock.advance(1)
+        await edge.core.tick()
+        outcome = await edge.core.ledger.outcome(0)
+        dropped = dict(await edge.core.ledger.dropped(0))
+
+    assert outcome is not None and outcome.status is ForwardStatus.SKIPPED, outcome
+    assert dropped == {DropReason.TOO_FEW_CLIENTS: 1}, (dropped, outcome.dropped)
