@@ -190,6 +190,12 @@ def _soak(cluster, tmp_path, tiny_model_dir, server, rng, np_rng) -> None:
         log.dropped[round_] = {eid: _edge_dropped(edge, round_, cluster) for eid, edge in edges.items()}
         _check_round(cloud, status, log)
         memory[round_] = kept_bytes(server.port, range(3))
+        if (round_ + 1) % 25 == 0:
+            print(
+                f"soak: round {round_} done at {time.monotonic() - began:.0f} s; "
+                f"{sum(len(v) for v in log.acknowledged.values())} uploads acknowledged; kills: {len(log.kills)}",
+                flush=True,
+            )
     elapsed = time.monotonic() - began
 
     # Assert: besides each round's own checks, the run crashed services, and what Redis keeps past the
