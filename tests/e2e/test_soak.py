@@ -125,6 +125,7 @@ def largest_keys(port: int, dbs: range, n: int = 15) -> list[tuple[int, int, str
     return sorted(sizes, reverse=True)[:n]
 
 
+@pytest.mark.timeout(180 + 8 * ROUNDS)
 @pytest.mark.skipif(
     not LIBFAKETIME.exists(), reason="libfaketime is missing: `make test` installs `faketime`"
 )
