@@ -4,12 +4,14 @@ Two kinds of clock. A `Clock` is a process's own (`utc_now`, or a test's). A `Ti
 that deadlines are opened and checked on: the cloud's replicas read it from their shared store
 (`store_time`, Redis `TIME`), so a replica whose own clock is off neither opens a round late nor closes
 one early. An edge has no access to that store: it reads its own clock corrected by the offset it
-measures to the cloud's time whenever it polls for a plan, filtered for slow answers (`OffsetClock`,
-`OffsetSample`).
+measures to the cloud's time whenever it polls for a plan, filtered for slow answers and followed across a
+step of either clock (`OffsetClock`, `OffsetSample`); an answer whose stamps cannot be true is refused
+(`ImpossibleStampsError`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -21,8 +23,23 @@ from protocol.messages import CLOUD_ANSWERED_AT_HEADER, CLOUD_RECEIVED_AT_HEADER
 if TYPE_CHECKING:
     from services.store import StateStore
 
+log = logging.getLogger("services.clock")
+
 Clock = Callable[[], datetime]
 TimeSource = Callable[[], Awaitable[datetime]]
+
+#: How far two readings of the same moment may disagree for reasons other than a wrong clock: the stamps'
+#: microsecond resolution and the jitter of reading a clock.
+STAMP_TOLERANCE_S = 0.001
+#: The most two clocks' rates may differ by, as a fraction: NTP's bound on the frequency error it corrects
+#: (MAXFREQ, 500 ppm, RFC 5905 appendix A). Over a long poll's wait the peer's clock and ours may count
+#: that much apart.
+MAX_RATE_ERROR = 500e-6
+
+
+class ImpossibleStampsError(ValueError):
+    """A request's time stamps that cannot all be true: the peer says it held the request longer than it was
+    away from us. Replayed (a cached answer's stamps) or forged; no offset can be read from it."""
 
 
 def utc_now() -> datetime:
@@ -57,25 +74,50 @@ class OffsetSample:
 
         With a peer that answers at once the offset is the peer's time less the midpoint of `sent` and
         `received`; the peer's two stamps keep a long-poll's wait out of both. The offset is exact when the
-        two directions take equal time. The round trip is floored at zero: clocks that tick at slightly
-        different rates can make it come out a little negative."""
+        two directions take equal time.
+
+        The peer's wait cannot outlast our send-to-receive time: raises `ImpossibleStampsError` if it does
+        by more than the clocks' rates and resolution allow (`STAMP_TOLERANCE_S` plus `MAX_RATE_ERROR` of
+        the wait). Floored at zero, such a sample would pass for an exact one and win the filter. Within that
+        tolerance the round trip is floored at zero."""
         offset = ((peer_received - sent) + (peer_answered - received)).total_seconds() / 2
-        round_trip = ((received - sent) - (peer_answered - peer_received)).total_seconds()
+        ours_s = (received - sent).total_seconds()
+        wait_s = (peer_answered - peer_received).total_seconds()
+        round_trip = ours_s - wait_s
+        if round_trip < -(STAMP_TOLERANCE_S + MAX_RATE_ERROR * abs(wait_s)):
+            raise ImpossibleStampsError(
+                f"`peer_answered` - `peer_received` must not exceed `received` - `sent` ({ours_s:g} s), "
+                f"got {wait_s:g} s"
+            )
         return cls(offset_s=offset, round_trip_s=max(0.0, round_trip))
+
+    def agrees_with(self, other: OffsetSample) -> bool:
+        """Whether both samples can be right: their offsets differ by no more than their error bounds
+        together (and `STAMP_TOLERANCE_S`). Two that cannot were taken on either side of a step of one of
+        the clocks."""
+        return abs(self.offset_s - other.offset_s) <= self.error_s + other.error_s + STAMP_TOLERANCE_S
 
 
 def cloud_sample(headers: Mapping[str, str], *, sent: datetime, received: datetime) -> OffsetSample | None:
     """The sample of the cloud's time to ours from its answer to a plan poll we `sent` and `received`
     (`OffsetSample.measure` with the answer's two time stamps); None from a cloud that does not stamp its
-    answers."""
+    answers, and from an answer whose stamps cannot be true (`ImpossibleStampsError`): logged here, once
+    for each such answer, for the edge and the hospital alike."""
     try:
         peer_received = datetime.fromisoformat(headers[CLOUD_RECEIVED_AT_HEADER])
         peer_answered = datetime.fromisoformat(headers[CLOUD_ANSWERED_AT_HEADER])
     except (KeyError, ValueError):
         return None
-    return OffsetSample.measure(
-        sent=sent, received=received, peer_received=peer_received, peer_answered=peer_answered
-    )
+    try:
+        return OffsetSample.measure(
+            sent=sent, received=received, peer_received=peer_received, peer_answered=peer_answered
+        )
+    except ImpossibleStampsError as e:
+        log.warning(
+            "clock sample refused: the cloud's time stamps cannot be true of its answer",
+            extra={"code": "clock_sample_refused", "data": {"why": str(e)}},
+        )
+        return None
 
 
 class OffsetClock:
@@ -89,7 +131,18 @@ class OffsetClock:
     synchronization: the Network Time Protocol", 1991). A sample good to no better than `max_error_s` (half
     its round trip) replaces the offset in use only when that came from a sample no better: a first
     measurement is taken however coarse (a clock days off needs it), but once a fine one is in use a run of
-    slow answers keeps it, even after it has left the window, until a fine sample comes again."""
+    slow answers keeps it, even after it has left the window, until a fine sample comes again.
+
+    A step of either clock (an NTP daemon correcting it) must be followed at once, not once the samples
+    from before it have left the window. A new sample that cannot agree with the one in use (their offsets
+    differ by more than both error bounds, `OffsetSample.agrees_with`) says one clock stepped between them:
+    the clock drops every older sample and uses the new one, however coarse. It does so at the first such
+    sample, without NTP's wait for more (its popcorn spike suppressor and step-out, RFC 5905 sections 10
+    and 11.3). NTP judges a sample by the statistical jitter of the ones before it, so a far one may be
+    noise; an honest answer's offset is never off by more than its error bound, so a sample beyond it is a
+    step, not a spike, and waiting would leave every deadline off by the step until the next poll. Only a
+    forger on the path can send a single far sample, and one could as well send two: a one-off is followed
+    for one poll and undone by the next honest answer."""
 
     #: A measurement that moved by this much since the last one worth a log line is worth one again.
     LOG_STEP_S = 1.0
@@ -121,10 +174,13 @@ class OffsetClock:
     def measured(self, sample: OffsetSample) -> bool:
         """Take a new sample. True if the offset in use is the first, or moved by `LOG_STEP_S` or more since
         the last one this returned True for: the caller logs it then, and not on every poll."""
+        in_use = self._in_use
+        stepped = in_use is not None and not sample.agrees_with(in_use)
+        if stepped:
+            self._samples.clear()
         self._samples.append(sample)
         best = min(self._samples, key=lambda s: s.round_trip_s)
-        in_use = self._in_use
-        if in_use is None or best.error_s <= max(self.max_error_s, in_use.error_s):
+        if in_use is None or stepped or best.error_s <= max(self.max_error_s, in_use.error_s):
             in_use = self._in_use = best
         offset = in_use.offset_s
         if self._noted_s is not None and abs(offset - self._noted_s) < self.LOG_STEP_S:

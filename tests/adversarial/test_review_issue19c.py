@@ -98,17 +98,18 @@ async def test_a_replica_whose_kek_does_not_unwrap_the_keys_can_stop_a_federatio
     assert status.state is RoundState.FAILED, status.state
 
 
-@pytest.mark.xfail(strict=True, reason="review 19c: a stepped local clock is followed only after 8 polls")
 async def test_an_edge_follows_a_step_of_its_own_clock_at_its_next_polls() -> None:
     """Property: an edge's cloud time stays within the error bound it reports (`OffsetClock.error_s`, at
     most the spec's `max_clock_skew_s`); a genuine clock step is followed.
 
     The edge's clock agrees with the cloud's; it polls for the plan every 25 s (`long_poll_s`), answers
     coming back in 50 ms. Then its host's NTP daemon steps the local clock back by 30 s (a genuine step:
-    every later sample measures +30 s, each good to 50-100 ms). `OffsetClock` keeps the offset of the
-    sample with the smallest round trip among the last eight, and the pre-step samples came back a little
-    faster (50 ms against 100 ms): for up to seven more polls (about three minutes of deadlines; the test checks three) the edge's
-    cloud time is 30 s off while it reports an error of 25 ms."""
+    every later sample measures +30 s, each good to 50-100 ms). The pre-step samples came back a little
+    faster (50 ms against 100 ms), so the smallest round trip among the last eight would keep the old
+    offset for up to seven more polls, 30 s off while reporting an error of 25 ms. The first post-step
+    sample cannot agree with the offset in use (30 s apart, bounds 25 + 50 ms): `OffsetClock` takes it as
+    a step and drops the older samples, so from that poll on (the test checks three) the edge's cloud
+    time is right."""
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec())
         await fed.start(cloud.http)
@@ -219,9 +220,6 @@ async def test_a_retried_forward_of_a_counted_sum_is_recognised_after_the_retent
     assert retry.status_code in (200, 202), (retry.status_code, retry.text[:300])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 19c: an answer with inconsistent stamps is taken as an exact sample"
-)
 async def test_an_answer_whose_stamps_outlast_its_round_trip_does_not_move_the_edge_s_cloud_time() -> None:
     """Property: an edge's cloud time cannot be moved by slow or forged answers beyond the error bound
     (`OffsetClock.error_s`); the filter keeps a fine measurement against coarser ones.
@@ -229,9 +227,9 @@ async def test_an_answer_whose_stamps_outlast_its_round_trip_does_not_move_the_e
     The edge's clock agrees with the cloud's; a first plan poll measures offset 0 to 25 ms. A second
     answer carries time stamps that cannot be true of it (replayed from a cached long poll, or forged on the
     path): the cloud claims to have held it 20 s while the edge waited 50 ms, stamped 120 s in the past.
-    Its round trip, (50 ms - 20 s), is negative; `OffsetSample.measure` floors it at zero, so the sample
-    looks exact (error 0), beats the genuine one, and the edge's cloud time moves by 120 s while reporting
-    an error of 0."""
+    Its round trip, (50 ms - 20 s), is negative; floored at zero, the sample would look exact (error 0),
+    beat the genuine one and move the edge's cloud time by 120 s. `OffsetSample.measure` refuses it
+    (`ImpossibleStampsError`; `cloud_sample` logs it and gives no sample), so the genuine offset stays."""
     from protocol.messages import CLOUD_ANSWERED_AT_HEADER, CLOUD_RECEIVED_AT_HEADER
 
     class Forged(SlowAnswers):
