@@ -600,11 +600,10 @@ class RoundService:
         elif now >= deadline:
             if values:
                 await self._closer.close(fid, round_, now, why="round deadline passed")
-            elif not await self._closer.fail(
-                fid,
-                round_,
-                now,
-                reason=f"round deadline {deadline.isoformat()} passed with no edge aggregate",
-            ):
-                # An edge sum was stored before the seal (or the round is over): close with what it holds.
-                await self._closer.close(fid, round_, now, why="round deadline passed")
+            else:
+                await self._closer.expire(
+                    fid,
+                    round_,
+                    now,
+                    reason=f"round deadline {deadline.isoformat()} passed with no edge aggregate",
+                )
