@@ -118,8 +118,9 @@ class RoundService:
 
     async def stop(self, fid: str) -> FederationInfo:
         """Stop `fid` for good. Its open round is sealed first and failed with the sums it holds, in the
-        transaction that stops the federation (`RoundCloser.stop`); an edge forwarding meanwhile is refused
-        (409 `round_closed`), never acknowledged into the failed round. 409 if it has already ended."""
+        transaction that stops the federation (`RoundCloser.stop`; if that round closes meanwhile, the one
+        opened after it); an edge forwarding meanwhile is refused (409 `round_closed`), never acknowledged
+        into the failed round. 409 if it has already ended."""
         record = await self._federations.record(fid)
         running = record.state in (FederationState.ACTIVE, FederationState.PAUSED)
         if running and await self._closer.stop(fid, await self._clock()):
