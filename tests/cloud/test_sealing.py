@@ -15,7 +15,7 @@ from cloud_server.federations import FederationService
 from cloud_server.rounds import RoundService
 from protocol.messages import RoundState
 from services import keyspace
-from tests.cloud.harness import Federation, running_cloud, small_spec, weighted_mean
+from tests.cloud.harness import Federation, one_sum_in, running_cloud, small_spec, weighted_mean
 
 pytestmark = pytest.mark.anyio
 
@@ -160,10 +160,7 @@ async def test_changing_a_federation_s_state_alone_never_fails_an_unsealed_round
     written without the seal and the sums shows it neither forwarded nor counted dropped. Round 0 holds
     edge-1's sum, unsealed; the fallback stops the federation and leaves round 0 as it was."""
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec())
-        await fed.start(cloud.http)
-        body = await fed.aggregate(cloud, "edge-1", 0, fed.deltas(np.random.default_rng(8))["edge-1"])
-        assert (await fed.post(cloud.http, body)).status_code == 202
+        fed = await one_sum_in(cloud, np.random.default_rng(8))
         before = await cloud.status(fed.fid, 0)
         info = await cloud.context.federations.stop(fed.fid)
         after = await cloud.status(fed.fid, 0)
