@@ -4,9 +4,10 @@ A close that raises (the store refusing writes at `maxmemory`, a bug) is one fai
 store (`keyspace.fed_round_close_failures`), so that a restarted cloud counts on from it. The next attempt
 waits `retry_s * 2**(n - 1)` seconds after the n-th failure (at most `retry_max_s`); after `max_attempts`
 failures the round is failed with the last error as its reason. A failure to unwrap the federation's key
-(a replica started with the wrong KEK) is counted and shown in the round's status too, but never fails the
-round, and only the replica that failed backs off (`KeyBackoff`, in its memory): it is that replica's fault,
-not the round's, and a replica with the right key closes the round at its next check.
+(a replica started with the wrong KEK), closing a round or failing it at its deadline (which signs the next
+round's plan), is counted and shown in the round's status too, but never fails the round, and only the
+replica that failed backs off (`KeyBackoff`, in its memory): it is that replica's fault, not the round's, and
+a replica with the right key closes the round at its next check.
 """
 
 from __future__ import annotations

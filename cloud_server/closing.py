@@ -31,7 +31,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -366,13 +366,7 @@ class RoundCloser:
             )
             return
         if of_key:
-            log.error(
-                "closing the round failed: this cloud cannot unwrap the federation's key (is FEDLORA_KEK the one "
-                "it was created with?); it tries again in %s s: %s",
-                self._key_backoff.failed(fid, round_, now),
-                failures.last_error,
-                extra=where,
-            )
+            self._key_failed(fid, round_, now, failures.last_error, "closing")
             return
         log.warning(
             "closing the round failed (attempt %d of %d): %s",
@@ -384,6 +378,35 @@ class RoundCloser:
         )
         if failures.attempts >= self._policy.max_attempts:
             await self._give_up(fid, round_, now, failures, lease)
+
+    def _key_failed(self, fid: str, round_: int, now: datetime, error: str, doing: str) -> None:
+        """Back this replica off `round_` after the federation's key did not unwrap, and say so."""
+        log.error(
+            "%s the round failed: this cloud cannot unwrap the federation's key (is FEDLORA_KEK the one it "
+            "was created with?); it tries again in %s s: %s",
+            doing,
+            self._key_backoff.failed(fid, round_, now),
+            error,
+            extra={"federation_id": fid, "round": round_},
+        )
+
+    async def expire(self, fid: str, round_: int, now: datetime, *, reason: str) -> None:
+        """`round_`'s deadline passed with no edge sum: fail it and open the next round (`fail`), or close it if
+        an edge sum was stored before its seal. A replica whose KEK does not unwrap the plan-signing key backs
+        off as a close does (`KeyBackoff`) and counts the failure in the round's status (`close_attempts`,
+        `close_error`), never against the round."""
+        if self._key_backoff.waiting(fid, round_, now):
+            return
+        try:
+            failed = await self.fail(fid, round_, now, reason=reason)
+        except CryptoError as e:
+            try:
+                await record_failure(self._store, fid, round_, now, e, of_key=True)
+            finally:
+                self._key_failed(fid, round_, now, describe_error(e), "failing")
+            return
+        if not failed:
+            await self.close(fid, round_, now, why="round deadline passed")
 
     async def _close(self, fid: str, round_: int, now: datetime, *, why: str, lease: Lease) -> None:
         sealed = await self._seal(fid, round_, now)
@@ -734,30 +757,69 @@ class RoundCloser:
         """The admin's stop, for the federation's open round: the round is sealed, so that no edge sum is
         stored into it from now on, and failed in the same transaction that stops the federation, with the
         sums it holds shown as forwarded and their noise charged, unreleased, against the decrypting cloud
-        (it holds them). False when there was no open round to end this way: the caller changes the
-        federation's state alone."""
-        record = await self._federations.record(fid)
-        if record.ended or record.current_round is None:
-            return False
-        round_ = record.current_round
-        sealed = await self._seal(fid, round_, now)
-        if sealed is None:
-            return False
-        values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
-        if stored_digests(values) != sealed:
-            return False  # only a foreign write into a sealed round does this; the caller fails it plainly
-        spec = await self._federations.spec(fid)
-        headers, _, _, noise = await self._noise(fid, round_, spec, record, values)
-        return await self.fail(
-            fid,
-            round_,
-            now,
-            reason="federation stopped",
-            forwarded=headers,
-            ends=FederationState.STOPPED,
-            held=noise,
-            sealed=sealed,
-        )
+        (it holds them). A round that closes or fails meanwhile (the deadline check got there first) is
+        left to its closer and the stop goes on to the round opened after it, sealed and failed the same way.
+        False when there was no open round to end this way: the caller changes the federation's state
+        alone."""
+        tried: int | None = None
+        while True:
+            record = await self._federations.record(fid)
+            if record.ended or record.current_round is None or record.current_round == tried:
+                return False
+            round_ = tried = record.current_round
+            sealed = await self._seal(fid, round_, now)
+            if sealed is None:
+                continue  # over meanwhile: go on to the round opened after it, if any
+            values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
+            if stored_digests(values) != sealed:
+                return (
+                    False  # only a foreign write into a sealed round does this; the caller fails it plainly
+                )
+            spec = await self._federations.spec(fid)
+            headers, _, _, noise = await self._noise(fid, round_, spec, record, values)
+            if await self.fail(
+                fid,
+                round_,
+                now,
+                reason="federation stopped",
+                forwarded=headers,
+                ends=FederationState.STOPPED,
+                held=noise,
+                sealed=sealed,
+            ):
+                return True
+
+    async def _reopening(
+        self, fid: str, round_: int, spec: FederationSpec, seen: FederationRecord, now: datetime
+    ) -> Callable[[FederationRecord], dict[str, bytes | None]]:
+        """The writes that open the round after a failed `round_` from the adapter `seen` names, given the
+        federation record the failing transaction read: its plan is signed with the federation's key, opened
+        here with the KEK (`KeyStoreError` if this replica's KEK does not unwrap it)."""
+        clients = await self._enrolment.clients(fid, with_stats=False, round_=round_ + 1)
+        signer = await self._federations.plan_signer(fid)
+        vector_digest = await self._federations.adapter_sha256(fid, seen.adapter_version)
+        basis_digest = await self._federations.basis_sha256(fid, seen.basis(spec))
+
+        def reopen(record: FederationRecord) -> dict[str, bytes | None]:
+            plan, opened = open_round(
+                spec,
+                round_=round_ + 1,
+                adapter_version=record.adapter_version,
+                layout_digest=record.layout_digest,
+                clients=clients,
+                now=now,
+                rounds_closed=record.rounds_closed,
+                basis_version=record.basis(spec),
+                vector_sha256=vector_digest,
+                basis_sha256=basis_digest,
+            )
+            return {
+                keyspace.fed_round_plan(fid, round_ + 1): signed(plan, signer).model_dump_json().encode(),
+                keyspace.fed_round_status(fid, round_ + 1): opened.model_dump_json().encode(),
+                keyspace.fed_state(fid): record.model_copy(update={"current_round": round_ + 1}).dump(),
+            }
+
+        return reopen
 
     async def fail(
         self,
@@ -793,15 +855,13 @@ class RoundCloser:
                 )
                 return False
         spec = await self._federations.spec(fid)
-        clients = await self._enrolment.clients(fid, with_stats=False, round_=round_ + 1)
         record_key, status_key = keyspace.fed_state(fid), keyspace.fed_round_status(fid, round_)
         digests_key = keyspace.fed_round_aggregate_digests(fid, round_)
         next_keys = [keyspace.fed_round_plan(fid, round_ + 1), keyspace.fed_round_status(fid, round_ + 1)]
         ledger_key = keyspace.fed_privacy(fid)
         seen = await self._federations.record(fid)
-        signer = await self._federations.plan_signer(fid)
-        vector_digest = await self._federations.adapter_sha256(fid, seen.adapter_version)
-        basis_digest = await self._federations.basis_sha256(fid, seen.basis(spec))
+        # An ending opens no round, so it signs no plan and needs no key (a wrong-KEK replica can stop).
+        reopen = None if ends is not None else await self._reopening(fid, round_, spec, seen, now)
 
         def commit(current: dict[str, bytes | None]) -> Updates:
             if lease is not None and not lease.holds(current):
@@ -821,7 +881,7 @@ class RoundCloser:
                 ledger = Ledger.model_validate_json(raw) if raw else Ledger()
                 entry = entry_for(round_, held, [], 0.0).model_copy(update={"released": False})
                 charged[ledger_key] = Ledger(rounds=(*ledger.rounds, entry)).dump()
-            if ends is not None:
+            if reopen is None:
                 stop = {"state": ends, "reason": reason[:2000]}
                 return charged | {
                     status_key: failed.model_copy(update={"stop_reason": reason[:2000]})
@@ -830,24 +890,7 @@ class RoundCloser:
                     record_key: record.model_copy(update=stop).dump(),
                 }
             # The next round reopens from the same adapter, so the federation does not stall.
-            plan, opened = open_round(
-                spec,
-                round_=round_ + 1,
-                adapter_version=record.adapter_version,
-                layout_digest=record.layout_digest,
-                clients=clients,
-                now=now,
-                rounds_closed=record.rounds_closed,
-                basis_version=record.basis(spec),
-                vector_sha256=vector_digest,
-                basis_sha256=basis_digest,
-            )
-            return charged | {
-                status_key: failed.model_dump_json().encode(),
-                next_keys[0]: signed(plan, signer).model_dump_json().encode(),
-                next_keys[1]: opened.model_dump_json().encode(),
-                record_key: record.model_copy(update={"current_round": round_ + 1}).dump(),
-            }
+            return charged | {status_key: failed.model_dump_json().encode(), **reopen(record)}
 
         fence = [lease.key] if lease is not None else []
         if not await self._store.transaction(

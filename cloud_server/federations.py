@@ -353,6 +353,7 @@ class FederationService:
         current_round = (await self.record(fid)).current_round
         record_key = keyspace.fed_state(fid)
         status_key = keyspace.fed_round_status(fid, current_round) if current_round is not None else None
+        seal_key = keyspace.fed_round_sealed(fid, current_round) if current_round is not None else None
         now = await self._clock()
 
         def change(current: dict[str, bytes | None]) -> Updates:
@@ -368,12 +369,16 @@ class FederationService:
             updates: dict[str, bytes | None] = {
                 record_key: record.model_copy(update={"state": target, "reason": reason}).dump()
             }
-            # A stopped federation's open round will never close: say so in its status.
+            # A stopped federation's open round will never close: say so in its status, if it is sealed (only
+            # a foreign write into it keeps `RoundCloser.stop` from failing it with its sums). An unsealed
+            # round is never failed here: an edge sum stored into it would be acknowledged and never counted.
             raw_status = current[status_key] if status_key is not None else None
             if (
                 target is FederationState.STOPPED
                 and status_key
                 and raw_status
+                and seal_key
+                and current[seal_key] is not None
                 and record.current_round == current_round
             ):
                 status = RoundStatus.model_validate_json(raw_status)
@@ -384,7 +389,7 @@ class FederationService:
                     updates[status_key] = failed.model_dump_json().encode()
             return updates
 
-        keys = [record_key] + ([status_key] if status_key else [])
+        keys = [record_key] + ([status_key] if status_key else []) + ([seal_key] if seal_key else [])
         await self._store.transaction(keys, change)
         self._board.publish(fid)
         log.info("federation %s", target.value, extra={"federation_id": fid})

@@ -118,8 +118,9 @@ class RoundService:
 
     async def stop(self, fid: str) -> FederationInfo:
         """Stop `fid` for good. Its open round is sealed first and failed with the sums it holds, in the
-        transaction that stops the federation (`RoundCloser.stop`); an edge forwarding meanwhile is refused
-        (409 `round_closed`), never acknowledged into the failed round. 409 if it has already ended."""
+        transaction that stops the federation (`RoundCloser.stop`; if that round closes meanwhile, the one
+        opened after it); an edge forwarding meanwhile is refused (409 `round_closed`), never acknowledged
+        into the failed round. 409 if it has already ended."""
         record = await self._federations.record(fid)
         running = record.state in (FederationState.ACTIVE, FederationState.PAUSED)
         if running and await self._closer.stop(fid, await self._clock()):
@@ -600,11 +601,10 @@ class RoundService:
         elif now >= deadline:
             if values:
                 await self._closer.close(fid, round_, now, why="round deadline passed")
-            elif not await self._closer.fail(
-                fid,
-                round_,
-                now,
-                reason=f"round deadline {deadline.isoformat()} passed with no edge aggregate",
-            ):
-                # An edge sum was stored before the seal (or the round is over): close with what it holds.
-                await self._closer.close(fid, round_, now, why="round deadline passed")
+            else:
+                await self._closer.expire(
+                    fid,
+                    round_,
+                    now,
+                    reason=f"round deadline {deadline.isoformat()} passed with no edge aggregate",
+                )

@@ -13,7 +13,7 @@ import pytest
 from cloud_server.rounds import RoundService
 from protocol.messages import CentralDPConfig, DropReason, LateUploadConfig, PrivacyReport, RoundState
 from services import keyspace
-from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_spec
+from tests.cloud.harness import LAYOUT_SIZE, Federation, one_sum_in, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
 
@@ -150,10 +150,7 @@ async def test_a_stopped_round_s_status_shows_the_aggregates_it_acknowledged() -
     The failed round still says edge-1 forwarded, and counts the two uploads in its sum as dropped
     (`round_failed`): they reach no model."""
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec())
-        await fed.start(cloud.http)
-        body = await fed.aggregate(cloud, "edge-1", 0, fed.deltas(np.random.default_rng(61))["edge-1"])
-        assert (await fed.post(cloud.http, body)).status_code == 202
+        fed = await one_sum_in(cloud, np.random.default_rng(61))
         before = await cloud.status(fed.fid, 0)
         assert {e.edge_id: e.forwarded for e in before.edges} == {"edge-1": True, "edge-2": False}
         assert (await cloud.http.post(f"/federations/{fed.fid}/stop")).status_code == 200

@@ -26,9 +26,6 @@ from tests.edge.harness import World, running_edge
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 19c: a stop racing a close's commit fails the next round unsealed"
-)
 async def test_a_stop_racing_a_close_seals_the_round_it_fails_and_counts_its_sums(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -38,9 +35,10 @@ async def test_a_stop_racing_a_close_seals_the_round_it_fails_and_counts_its_sum
     Round 0 holds edge-1's sum; the admin stops the federation while the deadline check closes round 0 (the
     close commits between `RoundCloser.stop`'s read of the record and `fail`'s transaction, as when the stop
     arrives while the close decrypts). Round 1 opens and edge-1 forwards its round-1 sum at once (202).
-    `fail` then finds `current_round` moved on and returns False, and `RoundService.stop` falls back to
-    `FederationService.stop`, which marks round 1 failed in a plain transaction: not sealed, its stored sum
-    neither shown forwarded nor counted in `uploads_dropped`."""
+    `fail` finds `current_round` moved on and returns False; `RoundCloser.stop` goes on to round 1, seals it
+    and fails it with edge-1's sum shown forwarded and its uploads counted dropped. (It used to fall back to
+    `FederationService.stop`, which failed round 1 unsealed, its sum uncounted; that fallback now fails
+    only a sealed round.)"""
     async with running_cloud() as cloud:
         spec = small_spec(rounds=3)
         fed = await Federation.create(cloud.http, spec)
@@ -71,18 +69,15 @@ async def test_a_stop_racing_a_close_seals_the_round_it_fails_and_counts_its_sum
     assert [e.edge_id for e in status.edges if e.forwarded] == ["edge-1"], status.edges
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 19c: stop needs the plan-signing key, a wrong-KEK replica 500s"
-)
 async def test_a_replica_whose_kek_does_not_unwrap_the_keys_can_stop_a_federation() -> None:
     """Property: a wrong-KEK replica backs off and shows the failure; the admin's stop ends the federation
     (it seals and fails the open round; no plan is signed, so no key is needed).
 
     A federation created by a cloud with one KEK is served by a replica with another (a misconfigured
     rollout, the case `KeyBackoff` exists for). The admin stops the federation there: `RoundCloser.stop`
-    seals the open round and calls `fail(ends=STOPPED)`, which opens the plan-signing key with the KEK
-    before its transaction, although a stop signs no plan: `KeyStoreError`, a 500, the federation still
-    active and its round sealed (no edge can forward into it), not failed."""
+    seals the open round and calls `fail(ends=STOPPED)`, which opens the plan-signing key only to open a
+    next round (`RoundCloser._reopening`), so the stop answers 200 and the round is failed. (`fail` used to
+    open the key first: `KeyStoreError`, a 500, the federation still active, its round sealed, not failed.)"""
     async with running_cloud() as first:
         store, clock = first.store, first.clock
         fed = await Federation.create(first.http, small_spec())
@@ -147,9 +142,6 @@ async def test_an_edge_follows_a_step_of_its_own_clock_at_its_next_polls() -> No
     assert all(abs(e) <= small_spec().max_clock_skew_s for e, _ in errors), errors
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review 19c: a deadline fail on a wrong-KEK replica raises every tick, unshown"
-)
 async def test_a_round_failing_at_its_deadline_on_a_wrong_kek_replica_shows_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -157,11 +149,11 @@ async def test_a_round_failing_at_its_deadline_on_a_wrong_kek_replica_shows_why(
     (`close_attempts`, `close_error`); nothing loops on every deadline check unseen.
 
     A federation created with one KEK is served by a replica with another. No edge forwards; the round's
-    deadline passes. Each deadline check calls `RoundCloser.fail`, which seals the round and then opens the
-    plan-signing key (to sign the next round's plan): `KeyStoreError`, raised out of `advance` and logged
-    by `tick`, on every check with no back-off. The round stays open (sealed), its status says
-    `close_attempts` 0 and no `close_error`: the back-off and the status added for a close failing on the
-    key (review 19b) do not cover the fail path."""
+    deadline passes. The deadline check calls `RoundCloser.expire`, whose `fail` seals the round and opens
+    the plan-signing key (to sign the next round's plan): `KeyStoreError`. It is recorded like a close
+    failing on the key (`record_failure(..., of_key=True)`: the round's `close_attempts` and `close_error`)
+    and this replica backs off (`KeyBackoff`), so 30 checks open the key at most five times. (It used to
+    raise out of `advance` on every check, unbacked-off, the status showing nothing.)"""
     from cloud_server.federations import FederationService
 
     async with running_cloud() as first:

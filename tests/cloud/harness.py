@@ -418,6 +418,15 @@ class Federation:
         }
 
 
+async def one_sum_in(cloud: Cloud, rng: np.random.Generator) -> Federation:
+    """A started `small_spec` federation whose round 0 holds edge-1's sum (answered 202), still unsealed."""
+    fed = await Federation.create(cloud.http, small_spec())
+    await fed.start(cloud.http)
+    body = await fed.aggregate(cloud, "edge-1", 0, fed.deltas(rng)["edge-1"])
+    assert (await fed.post(cloud.http, body)).status_code == 202
+    return fed
+
+
 async def stored_plan(cloud: Cloud, fid: str, round_: int) -> RoundPlan | None:
     """Round `round_`'s plan as the cloud stored it (None before the round opened)."""
     try:

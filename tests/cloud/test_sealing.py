@@ -15,7 +15,7 @@ from cloud_server.federations import FederationService
 from cloud_server.rounds import RoundService
 from protocol.messages import RoundState
 from services import keyspace
-from tests.cloud.harness import Federation, running_cloud, small_spec, weighted_mean
+from tests.cloud.harness import Federation, one_sum_in, running_cloud, small_spec, weighted_mean
 
 pytestmark = pytest.mark.anyio
 
@@ -152,3 +152,19 @@ async def test_a_round_whose_stored_aggregates_changed_after_decrypting_is_not_c
         assert (await cloud.status(fed.fid, 0)).state is RoundState.CLOSED
         expected = weighted_mean(deltas["edge-1"] | deltas["edge-2"])
         assert np.max(np.abs(await cloud.vector(fed.fid, 1) - expected)) < 1e-6
+
+
+async def test_changing_a_federation_s_state_alone_never_fails_an_unsealed_round() -> None:
+    """`FederationService.stop` (the stop's fallback, which changes the federation's state alone) fails an
+    open round only if it is sealed: an unsealed round may hold a sum answered 202, and a failed status
+    written without the seal and the sums shows it neither forwarded nor counted dropped. Round 0 holds
+    edge-1's sum, unsealed; the fallback stops the federation and leaves round 0 as it was."""
+    async with running_cloud() as cloud:
+        fed = await one_sum_in(cloud, np.random.default_rng(8))
+        before = await cloud.status(fed.fid, 0)
+        info = await cloud.context.federations.stop(fed.fid)
+        after = await cloud.status(fed.fid, 0)
+
+    assert info.state.value == "stopped", info
+    assert after.state is before.state is RoundState.COLLECTING, (before.state, after.state)
+    assert after.failure is None, after.failure
