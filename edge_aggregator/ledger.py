@@ -345,16 +345,30 @@ class RoundLedger:
         return (existing or closure), False
 
     async def record(self, round_: int, outcome: Outcome) -> tuple[Outcome, bool]:
-        """Record the forward's outcome (once) and count the uploads it drops; returns the outcome in force
-        and whether this call wrote it."""
+        """Record the forward's outcome (once) and count the uploads it drops, in one transaction, so that a
+        process killed in between leaves both or neither; returns the outcome in force and whether this call
+        wrote it."""
         key = keyspace.edge_forwarded(self._eid, self._fid, round_)
-        if await self._store.set_if_absent(
-            key, outcome.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
-        ):
-            for drop in outcome.dropped:
-                counter = keyspace.edge_dropped(self._eid, self._fid, drop.round, drop.reason.value)
-                await self._store.incr(counter, drop.count)
-                await self._store.expire([counter], ttl_s=keyspace.EDGE_ROUND_TTL_S)  # as long as the plan
+        counters: dict[str, int] = {}
+        for drop in outcome.dropped:
+            counter = keyspace.edge_dropped(self._eid, self._fid, drop.round, drop.reason.value)
+            counters[counter] = counters.get(counter, 0) + drop.count
+
+        def once(current: dict[str, bytes | None]) -> Updates:
+            if current[key] is not None:
+                return {}
+            # The counters live as long as the plan.
+            return {
+                key: Expiring(outcome.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S),
+                **{
+                    counter: Expiring(
+                        str(int(current[counter] or b"0") + count).encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
+                    )
+                    for counter, count in counters.items()
+                },
+            }
+
+        if await self._store.transaction([key, *counters], once):
             await self._forget_uploads(round_)
             await self._retain(round_)
             return outcome, True

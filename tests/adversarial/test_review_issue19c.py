@@ -269,7 +269,6 @@ async def test_an_answer_whose_stamps_outlast_its_round_trip_does_not_move_the_e
     assert abs(error_s) <= 0.025 + 0.1, (error_s, edge_time.offset_s, edge_time.error_s)
 
 
-@pytest.mark.xfail(strict=True, reason="review 19c: an outcome is recorded before its drops are counted")
 async def test_an_edge_killed_while_recording_a_drop_counts_it_after_its_restart(
     make_world: Callable[..., World],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -278,10 +277,10 @@ async def test_an_edge_killed_while_recording_a_drop_counts_it_after_its_restart
     restarts.
 
     hosp-a uploads for round 0 (202); the round closes with one upload, fewer than k = 2, and is skipped.
-    `RoundLedger.record` writes the outcome (`set_if_absent`) and only then, in separate store calls,
-    increments the round's drop counters. The edge process is killed between the two (here: the first
-    `incr` never happens). After the restart the round has its outcome, so nothing records it again: the
-    acknowledged upload reaches no model and `uploads_dropped` says nothing of it."""
+    `RoundLedger.record` writes the outcome and the round's drop counters in one transaction, so an edge
+    process killed while recording it (here: any `incr` of the store raises) leaves both or neither: after
+    the restart the round has its outcome and `uploads_dropped` counts the acknowledged upload that reaches
+    no model. (Review 19c found the outcome written first and the counters in separate calls after it.)"""
     world = make_world(clients=3, k=2)
     async with running_edge(world) as edge:
         assert (await edge.upload(world.update(world.hospitals["hosp-a"]))).status_code == 202
