@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Mapping
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from protocol.messages import (
     Contribution,
@@ -146,6 +147,26 @@ class StoredAggregate(Record):
 
 
 _HEADER_LENGTH = struct.Struct(">I")
+
+
+class ForwardMark(Record):
+    """What the cloud keeps for good of an edge sum a round took (`keyspace.fed_round_forwards`): enough to
+    know the same forward again, as a repeat inside the retention window is known from the stored sum."""
+
+    idempotency_key: str
+    ciphertext_sha256: Sha256Hex
+
+
+_FORWARDS = TypeAdapter(dict[str, ForwardMark])
+
+
+def read_forwards(raw: bytes | None) -> dict[str, ForwardMark]:
+    """Edge id -> the mark of the sum it forwarded, as `keyspace.fed_round_forwards` holds them."""
+    return _FORWARDS.validate_json(raw) if raw is not None else {}
+
+
+def dump_forwards(forwards: Mapping[str, ForwardMark]) -> bytes:
+    return _FORWARDS.dump_json(dict(sorted(forwards.items())))
 
 
 def ciphertext_digest(ciphertext: bytes) -> str:

@@ -7,7 +7,9 @@ that keeps them all fills up. Adapter vectors older than the last `retain_versio
 (the current version is always among those kept; a re-based basis, `fed_basis`, is never deleted); such a
 version answers 410 `version_pruned`. The small records are the audit trail and are never pruned: round
 statuses and plans, the privacy ledger, client stats, adapter metas and evaluations, which hospitals each
-round counted, each round's failed close attempts, and the ciphertext markers that refuse a sum twice. docs/operations.md, "Retention".
+round counted, each round's failed close attempts, the marks of the edge sums each round took (by which a
+retried forward is known after its sum expired) and the ciphertext markers that refuse a sum twice.
+docs/operations.md, "Retention".
 """
 
 from __future__ import annotations

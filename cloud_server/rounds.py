@@ -30,9 +30,12 @@ from cloud_server.plans import PlanBoard, open_round, signed, wait_for, with_pro
 from cloud_server.records import (
     FINAL_ROUND_STATES,
     FederationRecord,
+    ForwardMark,
     StoredAggregate,
     ciphertext_digest,
+    dump_forwards,
     pack_aggregate,
+    read_forwards,
     unpack_aggregate,
 )
 from cloud_server.retention import Retention
@@ -84,6 +87,12 @@ def counted_twice(error: CountedTwiceError) -> ConflictError:
 
 def _headers(values: Mapping[str, bytes]) -> dict[str, StoredAggregate]:
     return {edge_id: unpack_aggregate(value)[0] for edge_id, value in values.items()}
+
+
+def _mark(value: bytes) -> ForwardMark:
+    """The mark of a stored aggregate value (`keyspace.fed_round_forwards`)."""
+    header, _ = unpack_aggregate(value)
+    return ForwardMark(idempotency_key=header.idempotency_key, ciphertext_sha256=header.ciphertext_sha256)
 
 
 class RoundService:
@@ -271,7 +280,12 @@ class RoundService:
         key = keyspace.fed_round_aggregates(fid, round_)
         existing = await self._store.hget(key, edge_id)
         if existing is not None:
-            return await self._repeated(fid, round_, existing, agg), False
+            return await self._repeated(fid, round_, _mark(existing), agg), False
+        # The sum may have been taken and have expired since (retention): its mark is kept for good, so a
+        # retried forward whose answer was lost is known as the same sum, in a stopped federation too.
+        held = read_forwards(await self._store.get(keyspace.fed_round_forwards(fid, round_))).get(edge_id)
+        if held is not None:
+            return await self._repeated(fid, round_, held, agg), False
 
         record = await self._federations.require_running(fid)
         self._check_round(fid, record, round_)
@@ -316,7 +330,7 @@ class RoundService:
         if not await self._store_once(fid, agg, pack_aggregate(agg, received_at=now), digests):
             # Another request of the same edge stored its aggregate between our check and here.
             stored = await self._store.hget(key, edge_id)
-            return await self._repeated(fid, round_, stored or b"", agg), False
+            return await self._repeated(fid, round_, _mark(stored or b""), agg), False
         log.info(
             "edge aggregate accepted",
             extra={"federation_id": fid, "round": round_, "edge_id": edge_id, "data": {"clients": agg.count}},
@@ -489,9 +503,10 @@ class RoundService:
         """Store `value` (the packed `agg`) unless its edge already forwarded for the round (False), in one
         atomic step with its claims: each ciphertext's canonical digest (`digests`: the round's own sum, then
         each late bucket's), each hospital's upload digest (from its signed line), its hospitals for their
-        rounds, and the value's digest among the round's (`keyspace.fed_round_aggregate_digests`). A claim
-        taken before is 409 (`replay`, `duplicate_upload`), and so is a round sealed for closing
-        (`round_closed`); nothing is written then: the sum that took it first stays whole."""
+        rounds, the value's digest among the round's (`keyspace.fed_round_aggregate_digests`) and its mark
+        among the round's forwards (`keyspace.fed_round_forwards`). A claim taken before is 409 (`replay`,
+        `duplicate_upload`), and so is a round sealed for closing (`round_closed`); nothing is written then:
+        the sum that took it first stays whole."""
         sums = [
             Sum(
                 "ciphertext",
@@ -521,6 +536,10 @@ class RoundService:
         counted_keys = {s.origin_round: keyspace.fed_round_counted(fid, s.origin_round) for s in sums}
         seal_key = keyspace.fed_round_sealed(fid, agg.round)
         stored_key = keyspace.fed_round_aggregate_digests(fid, agg.round)
+        forwards_key = keyspace.fed_round_forwards(fid, agg.round)
+        mark = ForwardMark(
+            idempotency_key=agg.idempotency_key, ciphertext_sha256=ciphertext_digest(agg.ciphertext)
+        )
 
         def claims(current: dict[str, bytes | None]) -> Updates:
             if current[seal_key] is not None:
@@ -548,26 +567,29 @@ class RoundService:
                     for r, ids in claimed.counted.items()
                 },
                 stored_key: json.dumps(held, sort_keys=True).encode(),
+                forwards_key: dump_forwards(read_forwards(current[forwards_key]) | {agg.edge_id: mark}),
             }
 
         return await self._store.hset_if_absent_with(
             keyspace.fed_round_aggregates(fid, agg.round),
             agg.edge_id,
             value,
-            keys=[*digest_keys.values(), *counted_keys.values(), seal_key, stored_key],
+            keys=[*digest_keys.values(), *counted_keys.values(), seal_key, stored_key, forwards_key],
             fn=claims,
         )
 
-    async def _repeated(self, fid: str, round_: int, stored: bytes, agg: EdgeAggregate) -> RoundStatus:
-        header, _ = unpack_aggregate(stored)
-        if header.idempotency_key == agg.idempotency_key and header.ciphertext_sha256 == ciphertext_digest(
+    async def _repeated(self, fid: str, round_: int, held: ForwardMark, agg: EdgeAggregate) -> RoundStatus:
+        """The answer to a sum of an edge whose sum for the round the cloud holds or held (`held`): the same
+        sum again (idempotency key and ciphertext digest) is taken, counted once, with the round's status
+        (whatever the round or the federation became since); another is 409 `duplicate_upload`."""
+        if held.idempotency_key == agg.idempotency_key and held.ciphertext_sha256 == ciphertext_digest(
             agg.ciphertext
         ):
             return await self.status(fid, round_)
         raise ConflictError(
             f"edge {agg.edge_id!r} already forwarded another aggregate for round {round_}",
             code=ErrorCode.DUPLICATE_UPLOAD,
-            detail={"idempotency_key": header.idempotency_key},
+            detail={"idempotency_key": held.idempotency_key},
         )
 
     # -- deadlines ------------------------------------------------------------------------------------

@@ -141,6 +141,13 @@ def fed_round_aggregate_digests(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:aggregate-digests"
 
 
+def fed_round_forwards(fid: str, round_: int) -> str:
+    # Json {edge id: `records.ForwardMark`}: each edge sum the round took, by idempotency key and ciphertext
+    # digest, written in the same atomic step as the sum and never pruned (audit trail), so that the cloud
+    # knows a retried forward of a sum it counted after the sum itself expired.
+    return f"cloud:{fid}:round:{round_}:forwards"
+
+
 def fed_round_noise_seed(fid: str, round_: int) -> str:
     # The seed of the round's central noise, sealed under the KEK and written once (SET NX) before the
     # first decryption: a closer that dies and the one that finishes draw the same noise, so a restart

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from protocol.messages import ErrorCode
+from cloud_server.retention import round_bulky_keys
+from protocol.messages import ErrorCode, RoundState
 from services import keyspace
 from services.store import StateStore
 from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec
@@ -143,3 +144,39 @@ async def test_the_memory_gauge_grows_when_a_big_value_is_stored(state_store: St
     assert after["fedlora_store_used_memory_bytes"] - before["fedlora_store_used_memory_bytes"] >= 3_900_000
     # No limit on the memory store nor on the test's Redis: 0 says "none".
     assert after["fedlora_store_max_memory_bytes"] == 0
+
+
+async def test_a_forward_retried_after_a_stop_and_the_window_is_answered_as_taken(
+    state_store: StateStore,
+) -> None:
+    """A sum the cloud held when the federation stopped is in the failed round (counted `round_failed`
+    there); its edge, which never got the 202, retries after the window expired the sum. The identical
+    retry is answered 200 with the failed round's status, so that the edge records it delivered and does
+    not count the same uploads dropped `refused` as well; another sum of the same edge is 409
+    `duplicate_upload`, as inside the window. Expiry is done here as retention does it, by deleting the
+    round's bulky keys."""
+    # Prepare: edge-1 forwards round 0 (202), then the admin stops the federation and the window passes.
+    rng = np.random.default_rng(37)
+    async with running_cloud(store=state_store) as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng)["edge-1"]
+        body = await fed.aggregate(cloud, "edge-1", 0, deltas)
+        assert (await fed.post(cloud.http, body)).status_code == 202
+        assert (await cloud.http.post(f"/federations/{fed.fid}/stop")).status_code == 200
+        await cloud.store.delete(*round_bulky_keys(fed.fid, 0))
+
+        # Execute
+        retry = await fed.post(cloud.http, body)
+        other = await fed.post(
+            cloud.http, await fed.aggregate(cloud, "edge-1", 0, {h: 2 * d for h, d in deltas.items()})
+        )
+        status = await cloud.status(fed.fid, 0)
+
+    # Assert
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["state"] == RoundState.FAILED.value
+    assert other.status_code == 409, other.text
+    assert other.json()["code"] == ErrorCode.DUPLICATE_UPLOAD.value
+    assert status.state is RoundState.FAILED
+    assert [e.edge_id for e in status.edges if e.forwarded] == ["edge-1"]
