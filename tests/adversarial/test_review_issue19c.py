@@ -1,5 +1,6 @@
-"""Review 19c of issue 19: each test reproduces a promise of the fixes (reviews 19 and 19b) that does not
-hold (strict xfail until it does). Run on the memory store and a real Redis (tests/adversarial/conftest.py)."""
+"""Review 19c of issue 19: each test reproduced a promise of the fixes made after reviews 19 and 19b that did
+not hold when the review ran; all seven hold now. Run on the memory store and a real Redis
+(tests/adversarial/conftest.py)."""
 
 from __future__ import annotations
 
