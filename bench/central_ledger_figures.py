@@ -177,13 +177,13 @@ def decryptor_table() -> Table:
         (10, 2, 0),
         (7, 7, 0),
         (4, 4, 0),
-        (1, 1, 0),
+        (2, 2, 0),
         (10, 10, 3),
         (10, 5, 3),
     ):
         dp = CentralDPConfig(noise_multiplier=1.0, distributed=True, colluding_clients=colluding)
         spec = FederationSpec(
-            federation_id="f", he=CKKSParams(), central_dp=dp, rounds=20, min_clients_per_edge=1
+            federation_id="f", he=CKKSParams(), central_dp=dp, rounds=20, min_clients_per_edge=2
         )
         ledger = closed(spec, rounds=20, size=2306, shares=shares, planned=10, per_edge=per_edge)
         figures = report(spec, ledger, layout_size=2306, rounds_closed=20)

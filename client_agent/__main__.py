@@ -10,6 +10,7 @@ import warnings
 from pydantic import ValidationError
 
 from client_agent.agent import AgentError, ClientAgent
+from client_agent.data import DataError
 from services.logs import configure
 from services.metrics import serve
 from services.settings import ClientSettings
@@ -39,6 +40,11 @@ def run() -> None:
         uploads = asyncio.run(agent.run())
     except AgentError as e:
         log.error(str(e))
+        sys.exit(2)
+    except DataError as e:
+        # One structured line in the agent's log, no traceback: the message names the file, line and field,
+        # never a value from it. Fix the file and start the agent again.
+        log.error("data error", extra={"code": "data_error", "data": e.facts()})
         sys.exit(2)
     log.info("agent finished", extra={"data": {"uploads": uploads}})
 

@@ -87,6 +87,7 @@ from services.clock import OffsetClock, cloud_sample
 from services.http import Peer, PeerRefusedError
 from services.identity import SigningKey
 from services.metrics import ClientMetrics
+from services.secret_files import write_secret
 from services.settings import ClientSettings
 
 log = logging.getLogger("client_agent")
@@ -134,9 +135,8 @@ class AgentState:
         return cls(**raw)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__))
-        tmp.replace(path)
+        """Atomically, with mode 0600 from creation: the state holds the hospital's API token."""
+        write_secret(path, json.dumps(self.__dict__))
 
 
 def held_out_split(dataset: Dataset, fraction: float | None, key: bytes) -> tuple[Dataset, Dataset | None]:
@@ -168,13 +168,14 @@ def labelled_for(dataset: Dataset, spec: FederationSpec) -> Dataset:
     """`dataset` with its labels mapped to the federation's classes by name (`spec.label_names`, or
     `0 .. num_labels - 1`). The mapping depends on each record alone: a file's own class list (the distinct
     labels its rows hold) would change every other record's label when one record is added or removed.
-    Raises `AgentError` naming any label the federation does not have."""
+    Raises `AgentError` counting the labels the federation does not have (never naming them: a label read
+    from the hospital's file is its data)."""
     names = spec.label_names or tuple(str(i) for i in range(spec.num_labels))
     index = {name: i for i, name in enumerate(names)}
     unknown = sorted({dataset.label_names[label] for label in dataset.labels} - set(index))
     if unknown:
         raise AgentError(
-            f"the data holds labels {unknown[:10]} that federation {spec.federation_id!r} does not have; its "
+            f"the data holds {len(unknown)} labels that federation {spec.federation_id!r} does not have; its "
             f"classes are {list(names)[:10]} (spec.label_names, or 0 .. num_labels - 1)"
         )
     labels = [index[dataset.label_names[label]] for label in dataset.labels]

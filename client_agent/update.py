@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from client_agent.errors import PlanRefusedError
 from protocol.crypto import HEScheme
 from protocol.messages import NoiseShare
 from protocol.noise import add_share, clip
@@ -50,7 +51,18 @@ def contribution(
     `clip_norm` None clips nothing: only a simulation's unclipped baseline asks for that, every plan names a
     norm. The share's noise comes from the operating system's entropy unless `rng` is given (tests, and the
     simulation's `insecure_reproducible` runs).
+
+    A delta with a NaN or inf (training that diverged) raises `PlanRefusedError` on field `delta`: the
+    round is skipped rather than a NaN clipped, clamped and encrypted (where it crashed the encoder).
     """
+    bad = int(delta.size - np.isfinite(delta).sum())
+    if bad:
+        raise PlanRefusedError(
+            f"the trained delta has {bad} non-finite values: nothing is uploaded this round",
+            field="delta",
+            value=f"{bad} non-finite",
+            limit="0",
+        )
     clipped = delta.astype(np.float64)
     if held is not None:
         # Before clipping: zeroing only lowers the norm, and the clip norm is spent on what is published.

@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedlora.specs import SpecError, load_spec
 from protocol.messages import FederationCreated, FederationInfo
+from services.secret_files import write_secret
 from services.settings import Secret
 
 log = logging.getLogger("fedlora.bootstrap")
@@ -69,16 +70,6 @@ class Bootstrapped:
     outcome: Outcome
     edge_dir: Path
     client_dir: Path
-
-
-def _write_secret(path: Path, text: str) -> None:
-    """Write `text` to `path` with mode 0600, atomically: a reader sees the whole file or none."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    tmp.replace(path)
 
 
 def _has_tokens(folder: Path) -> bool:
@@ -128,8 +119,8 @@ async def bootstrap(
                 (edge_dir, created.edge_enrolment_token),
                 (client_dir, created.client_enrolment_token),
             ):
-                _write_secret(folder / TOKEN_FILE, token)  # no newline: it becomes a header value
-                _write_secret(folder / CONFIG_FILE, yaml.safe_dump({"enrolment_token": token}))
+                write_secret(folder / TOKEN_FILE, token)  # no newline: it becomes a header value
+                write_secret(folder / CONFIG_FILE, yaml.safe_dump({"enrolment_token": token}))
             log.info("federation created", extra={"federation_id": fid})
             return Bootstrapped(fid, Outcome.CREATED, edge_dir, client_dir)
         if response.status_code != 409:

@@ -142,12 +142,31 @@ def train_local(
     layers: Annotated[str, typer.Option(help="comma-separated layer indices; 'all' for every layer")] = "4,5",
     max_examples: Annotated[int | None, typer.Option(help="cap the training examples (quick checks)")] = None,
     deidentify: Annotated[bool, typer.Option(help="replace names, IDs, dates... before tokenising")] = True,
+    raw_text_confirmed: Annotated[
+        bool,
+        typer.Option(
+            "--i-understand-raw-text-stays-local",
+            help="required with --no-deidentify: the model trains on the raw, identifying text",
+        ),
+    ] = False,
     threads: Annotated[int, typer.Option()] = 2,
     seed: Annotated[int, typer.Option()] = 0,
     report: Annotated[Path | None, typer.Option(help="write the run report as JSON here")] = None,
 ) -> None:
     """Train one hospital alone, as it would train in a federation, and report held-out accuracy and epsilon."""
+    import logging
     import warnings
+
+    if not deidentify:
+        if not raw_text_confirmed:
+            console.print(
+                "[red]--no-deidentify trains on the raw text, names, IDs and dates included: add "
+                "--i-understand-raw-text-stays-local to confirm[/red]"
+            )
+            raise typer.Exit(2)
+        logging.getLogger("fedlora.train_local").warning(
+            "de-identification is off: training on raw text (--no-deidentify, confirmed)"
+        )
 
     from client_agent.data import DataError
     from client_agent.local_run import LocalRunConfig, run_local
@@ -179,7 +198,7 @@ def train_local(
         result = run_local(config)
     except DataError as e:
         console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from e
+        raise typer.Exit(2) from None
     table = Table(title=f"local FFA-LoRA on {result.data}")
     for column in ("round", "held-out loss", "held-out accuracy", "epsilon", "seconds"):
         table.add_column(column, justify="right")

@@ -274,7 +274,9 @@ def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationS
             batch_size=config.batch_size,
             max_seq_length=config.max_seq_length,
             rounds=config.rounds,
-            min_clients_per_edge=1,
+            # k = 2, the least any spec allows: an edge of the run with one hospital still sums it (the
+            # simulation forwards every edge's sum), as the experiments with one hospital per edge ask.
+            min_clients_per_edge=2,
         )
     except specs.SpecError as e:
         raise SimulationError(f"the simulated federation is not a valid FederationSpec: {e}") from e

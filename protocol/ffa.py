@@ -353,11 +353,17 @@ def basis_sha256(layout: AdapterLayout, bases: Mapping[str, np.ndarray]) -> str:
 def basis_from_bytes(
     raw: bytes, layout: AdapterLayout, in_features: Mapping[str, int]
 ) -> dict[str, np.ndarray]:
-    """The inverse of `basis_bytes`; raises `LayoutError` when the size does not fit the layout."""
+    """The inverse of `basis_bytes`; raises `LayoutError` when the size does not fit the layout or a value
+    is not finite (a NaN or inf row of `A` would turn every forward pass into NaN)."""
+    if len(raw) % 4:
+        raise LayoutError(f"basis: {len(raw)} bytes is not a whole number of float32 values")
     values = np.frombuffer(raw, dtype="<f4")
     expected = sum(layout.r_max * int(in_features[entry.name]) for entry in layout.lora)
     if values.size != expected:
-        raise LayoutError(f"a basis for this layout holds {expected} values, got {values.size}")
+        raise LayoutError(f"basis: a basis for this layout holds {expected} values, got {values.size}")
+    bad = int(values.size - np.isfinite(values).sum())
+    if bad:
+        raise LayoutError(f"basis: {bad} of its {values.size} values are not finite")
     out: dict[str, np.ndarray] = {}
     offset = 0
     for entry in layout.lora:

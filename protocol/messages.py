@@ -426,7 +426,12 @@ class FederationSpec(Message):
         "is), and the noise on a column is the sum's over that smaller weight (RoundStatus.column_noise_std)",
     )
     rounds: int = Field(default=3, ge=1, le=100_000)
-    min_clients_per_edge: int = Field(default=2, ge=1, le=MAX_CLIENTS_PER_ROUND, description="k")
+    min_clients_per_edge: int = Field(
+        default=2,
+        ge=2,
+        le=MAX_CLIENTS_PER_ROUND,
+        description="k: at least 2, so that no sum an edge forwards or the cloud decrypts is one hospital's update",
+    )
     quorum: float = Field(
         default=1.0, gt=0.0, le=1.0, description="fraction of an edge's clients it waits for"
     )

@@ -17,6 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from services.secret_files import write_secret
+
 PUBLIC_KEY_BYTES = 32
 
 
@@ -47,8 +49,7 @@ class SigningKey:
             return cls.from_bytes(path.read_bytes())
         key = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_bytes(key.private_bytes())
+        write_secret(path, key.private_bytes())
         return key
 
     def private_bytes(self) -> bytes:

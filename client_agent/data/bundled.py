@@ -91,7 +91,9 @@ def _parse_drug_reviews(data: bytes, where: str) -> list[Record]:
                 try:
                     sentiment = sentiment_from_rating(row["rating"])
                 except ValueError as e:
-                    raise DataError(str(e), path=f"{where}/{name}", line=line, field="rating") from e
+                    raise DataError(
+                        "not a rating from 1 to 10", path=f"{where}/{name}", line=line, field="rating"
+                    ) from e
                 condition = html.unescape(row["condition"]).strip()
                 # Scraping artefacts of the original data set, not conditions.
                 if "</span>" in condition:
@@ -115,7 +117,7 @@ def _parse_rotten_tomatoes(data: bytes, where: str) -> list[Record]:
         if category == "plot":  # plot synopses, not reviews
             continue
         if category not in ("fresh", "rotten"):
-            raise DataError("unknown category", path=where, line=line, field="category", value=category)
+            raise DataError("unknown category", path=where, line=line, field="category")
         records.append(
             {"text": html.unescape(row["text"]).strip(), "label": category, "movie": row["movie_name"]}
         )

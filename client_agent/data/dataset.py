@@ -38,7 +38,6 @@ class Dataset:
                     f"label index out of range 0..{n_classes - 1}",
                     path=self.name,
                     field=f"labels[{row}]",
-                    value=label,
                 )
         for column, values in self.meta.items():
             if len(values) != len(self.texts):
@@ -76,7 +75,7 @@ def train_test_split(ds: Dataset, *, test_fraction: float, seed: int) -> tuple[D
     exactly (ties go to the lower class index). Rows keep their original order within each part.
     """
     if not 0.0 < test_fraction < 1.0:
-        raise DataError("must lie strictly between 0 and 1", field="test_fraction", value=test_fraction)
+        raise DataError(f"must lie strictly between 0 and 1, got {test_fraction}", field="test_fraction")
     labels = ds.label_array()
     counts = np.bincount(labels, minlength=ds.n_classes)
     quotas = _largest_remainder(counts * test_fraction, total=round(len(ds) * test_fraction))

@@ -1,7 +1,7 @@
 """Load a hospital's own labelled texts from CSV/TSV or JSON Lines, validating every row.
 
 Every problem raises :class:`DataError` naming the file, the 1-based physical line, the field and the
-value, and nothing is returned until the whole file is valid: a half-loaded file is never trained on.
+reason (never a value: a row is raw patient text), and nothing is returned until the whole file is valid: a half-loaded file is never trained on.
 """
 
 from __future__ import annotations
@@ -77,8 +77,7 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise DataError(
-            f"not valid UTF-8 (byte {data[e.start : e.end]!r} at offset {e.start}); "
-            "re-export the file as UTF-8",
+            f"not valid UTF-8 (at byte offset {e.start}); re-export the file as UTF-8",
             path=path,
             line=line,
         ) from e
@@ -119,13 +118,9 @@ def _jsonl_rows(text: str, *, path: Path, columns: Sequence[str]) -> Iterator[_R
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(
-                f"malformed JSON: {e.msg} at column {e.colno}", path=path, line=line_no, value=line
-            ) from e
+            raise DataError(f"malformed JSON: {e.msg} at column {e.colno}", path=path, line=line_no) from e
         if not isinstance(record, dict):
-            raise DataError(
-                f"expected a JSON object, got {type(record).__name__}", path=path, line=line_no, value=line
-            )
+            raise DataError(f"expected a JSON object, got {type(record).__name__}", path=path, line=line_no)
         values: dict[str, str] = {}
         for column in columns:
             if column not in record:
@@ -143,7 +138,6 @@ def _json_scalar(value: object, *, path: Path, line: int, field: str) -> str:
         path=path,
         line=line,
         field=field,
-        value=value,
     )
 
 
@@ -170,15 +164,13 @@ def _build(
         raise DataError("no data rows", path=path)
     for row in rows:
         if not row.text.strip():
-            raise DataError(
-                "empty or whitespace-only text", path=path, line=row.line, field=text_column, value=row.text
-            )
+            raise DataError("empty or whitespace-only text", path=path, line=row.line, field=text_column)
         if not row.label:
-            raise DataError("empty label", path=path, line=row.line, field=label_column, value=row.label)
+            raise DataError("empty label", path=path, line=row.line, field=label_column)
     names = tuple(label_names) if label_names is not None else _infer_label_names(row.label for row in rows)
     index = {label: i for i, label in enumerate(names)}
     if len(index) != len(names):
-        raise DataError("duplicate label names", field="label_names", value=names)
+        raise DataError("duplicate label names", field="label_names")
     for row in rows:
         if row.label not in index:
             raise DataError(
@@ -186,7 +178,6 @@ def _build(
                 path=path,
                 line=row.line,
                 field=label_column,
-                value=row.label,
             )
     return Dataset(
         texts=[row.text for row in rows],

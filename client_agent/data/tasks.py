@@ -67,11 +67,11 @@ def drug_condition(cache_dir: str | Path | None = None, *, top_k: int = DEFAULT_
     (or with a scraping artefact in its place) never count.
     """
     if top_k < 2:
-        raise DataError("must be at least 2", field="top_k", value=top_k)
+        raise DataError(f"must be at least 2, got {top_k}", field="top_k")
     records = load_records(DRUG_REVIEWS, cache_dir)
     counts = Counter(r["condition"] for r in records if r["condition"])
     if top_k > len(counts):
-        raise DataError(f"only {len(counts)} conditions exist", field="top_k", value=top_k)
+        raise DataError(f"{top_k} asked, only {len(counts)} conditions exist", field="top_k")
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     label_names = tuple(condition for condition, _ in ranked[:top_k])
     index = {condition: i for i, condition in enumerate(label_names)}
@@ -99,5 +99,5 @@ def load_task(name: str, cache_dir: str | Path | None = None) -> Dataset:
     """The data set of the task called ``name`` (one of :data:`TASKS`)."""
     task = TASKS.get(name)
     if task is None:
-        raise DataError(f"unknown task; expected one of {sorted(TASKS)}", field="task", value=name)
+        raise DataError(f"unknown task {name!r}; expected one of {sorted(TASKS)}", field="task")
     return task.build(cache_dir)

@@ -140,17 +140,13 @@ def test_loader_errors_name_file_line_and_field(
     assert f"line {line}" in str(error)
 
 
-def test_unknown_label_message_shows_the_value(tmp_path: Path) -> None:
+def test_unknown_label_message_names_the_place_not_the_value(tmp_path: Path) -> None:
     path = write(tmp_path / "d.csv", "text,label\nok,pos\nbad,maybe\n")
 
     with pytest.raises(DataError) as info:
         load_file(path, label_names=["pos", "neg"])
 
-    assert info.value.value == "maybe"
-    assert (
-        str(info.value)
-        == f"{path}, line 3: field 'label' = 'maybe': unknown label; expected one of ['pos', 'neg']"
-    )
+    assert str(info.value) == f"{path}, line 3: field 'label': unknown label; expected one of ['pos', 'neg']"
 
 
 def test_bad_encoding_reports_the_line(tmp_path: Path) -> None:
@@ -160,7 +156,7 @@ def test_bad_encoding_reports_the_line(tmp_path: Path) -> None:
         load_file(path)
 
     assert info.value.line == 4
-    assert "b'\\xe9'" in str(info.value)
+    assert "offset" in str(info.value)
 
 
 @pytest.mark.parametrize(
