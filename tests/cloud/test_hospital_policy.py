@@ -126,7 +126,6 @@ async def joined(site: Site) -> tuple[FederationSpec, RoundPlan]:
         ({"local_dp": LocalDPConfig(epsilon=50.0)}, "local_dp.epsilon"),  # budget 10
         ({"local_dp": LocalDPConfig(delta=0.05)}, "local_dp.delta"),  # 1/n = 0.01
         ({"strategy": Strategy.CLAIR, "he": PlainParams()}, "he.kind"),
-        ({"min_clients_per_edge": 1}, "min_clients_per_edge"),
         ({"training": TrainingConfig(batch_size=8)}, "training.batch_size"),  # floor 16
     ],
     ids=[
@@ -134,7 +133,6 @@ async def joined(site: Site) -> tuple[FederationSpec, RoundPlan]:
         "epsilon-over-budget",
         "delta-over-1/n",
         "no-encryption",
-        "k-below-2",
         "batch-below-floor",
     ],
 )
@@ -148,6 +146,17 @@ async def test_a_spec_the_policy_refuses_stops_the_agent_naming_the_field(
 
     assert refused.value.field == field
     assert field in str(refused.value)
+
+
+async def test_a_spec_whose_k_is_below_the_hospital_s_floor_stops_the_agent(tmp_path: Path) -> None:
+    """The hospital's own floor on `k` (FEDLORA_MIN_CLIENTS_PER_EDGE), above the spec validator's 2: a
+    federation of k = 2 is refused by a hospital whose floor is 3, naming the field."""
+    async with hospital(tmp_path, small_spec(min_clients_per_edge=2), min_clients_per_edge=3) as site:
+        await site.agent.enrol(site.peer, EXAMPLES)
+        with pytest.raises(SpecRefusedError) as refused:
+            await site.agent.federation(site.peer, EXAMPLES)
+
+    assert (refused.value.field, refused.value.value, refused.value.limit) == ("min_clients_per_edge", 2, 3)
 
 
 async def test_a_plaintext_federation_is_joined_only_by_a_hospital_that_opted_in(tmp_path: Path) -> None:
