@@ -15,6 +15,8 @@ A refusal names the field, the value and the limit. A spec that fails stops the 
 from __future__ import annotations
 
 import ipaddress
+import math
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -75,6 +77,7 @@ class HospitalPolicy(BaseModel):
     # -- the federation ------------------------------------------------------------------------------
     def check_spec(self, spec: FederationSpec, *, num_examples: int) -> None:
         """Raise `SpecRefusedError` unless this hospital may join `spec` with `num_examples` examples."""
+        check_finite(spec, where="the spec", error=SpecRefusedError)
         if spec.he.kind is HEKind.NONE and not self.allow_plaintext:
             raise SpecRefusedError(
                 "he.kind = 'none': the federation does not encrypt updates, so the edge and the cloud would "
@@ -109,6 +112,7 @@ class HospitalPolicy(BaseModel):
     def check_plan(self, plan: RoundPlan, *, client_id: str, num_examples: int) -> None:
         """Raise `PlanRefusedError` unless this hospital may train round `plan.round` as planned."""
         where = f"round {plan.round}'s plan"
+        check_finite(plan, where=where, error=PlanRefusedError)
         rank = plan.client_ranks.get(client_id)
         if rank is not None and rank > self.max_rank:
             raise PlanRefusedError(
@@ -210,6 +214,27 @@ class HospitalPolicy(BaseModel):
             value=url,
             limit="https, or http to a loopback host",
         )
+
+
+def check_finite(
+    model: BaseModel, *, where: str, error: type[PlanRefusedError] | type[SpecRefusedError]
+) -> None:
+    """Raise `error` naming the first float field of `model` (dotted, nested models and lists included) that
+    is NaN or infinite: JSON's `Infinity` parses, and an infinite clip norm clips nothing."""
+    for field, value in _floats(model.model_dump(mode="python"), ""):
+        if not math.isfinite(value):
+            raise error(f"{where}: {field} = {value} is not finite", field=field, value=value, limit="finite")
+
+
+def _floats(value: object, path: str) -> Iterator[tuple[str, float]]:
+    if isinstance(value, float):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _floats(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _floats(item, f"{path}[{i}]")
 
 
 def _loopback(host: str | None) -> bool:

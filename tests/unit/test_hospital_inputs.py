@@ -1,7 +1,7 @@
 """The hospital side against its own data and what the network sends it (issue 20, item 6): a data error names
 the file, line, field and reason but never a value read from the file (raw patient text, not yet
 de-identified), and the agent logs it as one JSON line and exits 2 without a traceback; a basis with a
-non-finite value is refused, and a non-finite trained delta skips the round before encryption; the state holding the API token and the signing key are created 0600; k is at
+non-finite value is refused, as is a plan with a non-finite field, and a non-finite trained delta skips the round before encryption; the state holding the API token and the signing key are created 0600; k is at
 least 2 in every spec; `train-local --no-deidentify` needs an explicit confirmation and is logged."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,22 @@ from client_agent.update import contribution
 from fedlora.cli import app
 from protocol.crypto import PaillierParams, generate_scheme
 from protocol.ffa import AdapterLayout, LayoutError, basis_bytes, basis_from_bytes, seeded_bases
-from protocol.messages import FederationSpec
+from protocol.messages import FederationSpec, RoundPlan
 from services.settings import ClientSettings
 from tests.hospitals import ENROLMENT_TOKEN, hospital_agent
+from tests.unit.test_agent_policy import policy
 
 SECRET = "Jane Roe MRN 4471"  # what must never leave the file through an error message
 ROOT = Path(__file__).resolve().parents[2]
+PLAN = RoundPlan(
+    federation_id="onco",
+    round=3,
+    adapter_version=3,
+    basis_version=0,
+    deadline=datetime(2026, 1, 1, tzinfo=UTC),
+    client_ranks={"hosp-a": 2},
+    clip_norm=0.5,
+)
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -189,3 +200,19 @@ def test_a_non_finite_delta_skips_the_round_instead_of_reaching_the_encryption(b
         contribution(scheme, delta, weight=1.0, clip_norm=0.5)
 
     assert (info.value.field, info.value.value) == ("delta", "1 non-finite")
+
+
+def test_a_plan_field_that_is_not_finite_is_refused_naming_it() -> None:
+    """JSON's `Infinity` parses into a plan's `clip_norm` (bounded below only); the hospital refuses it
+    before training, naming the field: an infinite clip norm clips nothing."""
+    wire = PLAN.model_dump_json()
+    assert '"clip_norm":0.5' in wire
+    hostile = RoundPlan.model_validate_json(wire.replace('"clip_norm":0.5', '"clip_norm":Infinity'))
+    hospital = policy()
+    hospital.check_plan(PLAN, client_id="hosp-a", num_examples=400)
+
+    with pytest.raises(PlanRefusedError) as info:
+        hospital.check_plan(hostile, client_id="hosp-a", num_examples=400)
+
+    assert (info.value.field, info.value.value) == ("clip_norm", float("inf"))
+    assert "clip_norm = inf is not finite" in str(info.value)
