@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +30,11 @@ from protocol.messages import FederationSpec, RoundPlan
 from services.settings import ClientSettings
 from tests.hospitals import ENROLMENT_TOKEN, hospital_agent
 from tests.unit.test_agent_policy import policy
+from tests.unit.test_agent_update import plan
 
 SECRET = "Jane Roe MRN 4471"  # what must never leave the file through an error message
 ROOT = Path(__file__).resolve().parents[2]
-PLAN = RoundPlan(
-    federation_id="onco",
-    round=3,
-    adapter_version=3,
-    basis_version=0,
-    deadline=datetime(2026, 1, 1, tzinfo=UTC),
-    client_ranks={"hosp-a": 2},
-    clip_norm=0.5,
-)
+PLAN = plan()  # round 3 of onco, clip_norm 0.5
 
 
 def write(path: Path, content: str | bytes) -> Path:
