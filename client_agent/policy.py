@@ -34,7 +34,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost
 class HospitalPolicy(BaseModel):
     """The limits (their defaults and meaning: `ClientSettings`) and what they refuse."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     local_epsilon_budget: float
     min_batch_size: int

@@ -50,7 +50,7 @@ class ClosePolicy:
 class CloseFailures(BaseModel):
     """A round's failed close attempts so far, as stored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     attempts: int = Field(ge=0)  # failures counted against the round
     key_failures: int = Field(default=0, ge=0)  # the federation's key did not unwrap: the replica's fault

@@ -21,6 +21,7 @@ from protocol.messages import (
     EdgeInfo,
     EdgeStint,
     Enrolled,
+    ErrorCode,
     FederationSpec,
     Role,
     RoundPlan,
@@ -163,6 +164,7 @@ class EnrolmentService:
             max_rank=min(request.max_rank or spec.r_max, spec.r_max),
             enrolled_at=await self._clock(),
         )
+        await self._require_room(fid, spec, request.client_id)
         token = new_token()
         for _ in range(MAX_ROUND_RACES):
             round_ = (await self._federations.record(fid)).current_round
@@ -187,6 +189,22 @@ class EnrolmentService:
             moving_after_round=kept.moving_after_round,
         )
         return enrolled, created
+
+    async def _require_room(self, fid: str, spec: FederationSpec, client_id: str) -> None:
+        """Refuse a new hospital once the federation holds `spec.max_clients` (a re-enrolment passes).
+        Counted before the write: enrolments racing at the cap can pass it together, and `open_round` plans
+        at most `max_clients` of them, so a plan is always built."""
+        if await self._store.hget(keyspace.fed_clients(fid), client_id) is not None:
+            return
+        enrolled = len(await self._store.hgetall(keyspace.fed_clients(fid)))
+        if enrolled >= spec.max_clients:
+            raise ConflictError(
+                f"{fid!r} holds {enrolled} hospitals, its max_clients {spec.max_clients}: "
+                f"{client_id!r} cannot enrol",
+                code=ErrorCode.FEDERATION_FULL,
+                field="client_id",
+                detail={"max_clients": spec.max_clients},
+            )
 
     async def _write_client(
         self, fid: str, info: ClientInfo, token: str, *, round_: int | None, since: int

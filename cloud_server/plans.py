@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
@@ -29,6 +30,8 @@ from protocol.messages import (
 from protocol.noise import share_for
 from protocol.reach import published_rank
 from services.identity import SigningKey
+
+log = logging.getLogger("fedlora.cloud")
 
 RECHECK_S = 1.0
 
@@ -91,6 +94,16 @@ def open_round(
     says in advance which LoRA columns can be published: those below the k-th largest planned rank (of each
     cohort, in a masking federation).
     """
+    if len(clients) > spec.max_clients:  # enrolments that raced past the cap: plan the first max_clients
+        log.warning(
+            "more hospitals enrolled than max_clients; planning the first by id",
+            extra={
+                "federation_id": spec.federation_id,
+                "enrolled": len(clients),
+                "max_clients": spec.max_clients,
+            },
+        )
+        clients = dict(sorted(clients.items())[: spec.max_clients])
     dp = spec.central_dp
     share = planned_share(spec, rounds_closed=rounds_closed, clients=len(clients))
     plan = RoundPlan(

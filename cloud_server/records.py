@@ -32,7 +32,9 @@ FINAL_ROUND_STATES = frozenset({RoundState.CLOSED, RoundState.FAILED})
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     def dump(self) -> bytes:
         return self.model_dump_json().encode()

@@ -39,7 +39,7 @@ class Collected(StrEnum):
 
 
 class Moment(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     at: datetime
 
@@ -47,7 +47,7 @@ class Moment(BaseModel):
 class CohortFailure(BaseModel):
     """Why a cohort cannot unmask, and at which stage: nothing of its round is forwarded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     stage: str
     reason: str

@@ -58,7 +58,7 @@ class ForwardStatus(StrEnum):
 
 
 class Closure(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     reason: CloseReason
     at: datetime
@@ -67,7 +67,7 @@ class Closure(BaseModel):
 class Drop(BaseModel):
     """Uploads made for `round` that reach no model, and why."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     round: int = Field(ge=0)
     reason: DropReason
@@ -75,7 +75,7 @@ class Drop(BaseModel):
 
 
 class Outcome(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     status: ForwardStatus
     count: int = Field(ge=0)

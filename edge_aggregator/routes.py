@@ -121,6 +121,7 @@ class EdgeHealth(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {

@@ -44,7 +44,7 @@ _POLL_S = 1.0
 
 
 class BootstrapSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True, allow_inf_nan=False)
 
     cloud_url: str
     admin_token: Secret

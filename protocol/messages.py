@@ -30,6 +30,19 @@ MAX_SIGNATURE_BYTES = 512
 MAX_CLIENTS_PER_ROUND = 10_000
 MAX_TARGET_MODULES = 64
 MAX_R = 256
+#: The range of an upload's weight. An agent applies `RoundPlan.weight_for`, in [1 / MAX_WEIGHT_CAP, 1] (at
+#: most 1 under central DP, which the cloud checks); without central DP a weight may be larger, up to
+#: MAX_WEIGHT. The floor keeps dividing a sum by its total weight finite (a weight of 1e-300 made an all-inf
+#: adapter); the ceiling keeps a sum of MAX_CLIENTS_PER_ROUND weights far from overflowing.
+MAX_WEIGHT = 1e6
+MAX_WEIGHT_CAP = 10**6
+MIN_WEIGHT = 1.0 / MAX_WEIGHT_CAP
+#: The largest epsilon a hospital or a budget may state. exp(epsilon) overflows a double past ~709, so an
+#: epsilon beyond 10^4 bounds nothing; the cap keeps every sum and comparison of epsilons finite.
+MAX_EPSILON = 1e4
+#: The largest noise multiplier (sigma) an accountant history may carry: beyond it an RDP term is below
+#: 1e-12 (alpha / (2 sigma^2)), so a larger sigma spends nothing more and is refused rather than kept.
+MAX_NOISE_MULTIPLIER = 1e6
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", description="lower-case id")]
 Nonce = Annotated[str, Field(pattern=r"^[0-9a-f]{32,64}$", description="hex, at least 128 random bits")]
@@ -42,7 +55,12 @@ class Message(BaseModel):
     """Base of every wire model: strict about unknown fields, bytes as base64 in JSON."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64", use_enum_values=False
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+        use_enum_values=False,
     )
 
     protocol_version: Literal[1] = PROTOCOL_VERSION
@@ -122,6 +140,9 @@ class ErrorCode(StrEnum):
     VERSION_PRUNED = "version_pruned"  # 410: the adapter version's vector is past `retain_versions`
     UNSUPPORTED_VERSION = "unsupported_version"
     CONFLICT = "conflict"
+    # 409: the federation holds `FederationSpec.max_clients` hospitals; a new one cannot enrol
+    # (detail: `max_clients`)
+    FEDERATION_FULL = "federation_full"
     STORE_UNAVAILABLE = "store_unavailable"  # 503: the state store is down; retry, nothing was written
     PLAN_MISMATCH = "plan_mismatch"  # 409: trained under another plan than the one held for the round
     WRONG_COHORT = "wrong_cohort"  # 409: a masking message for another edge's cohort or another round
@@ -167,7 +188,7 @@ BudgetAgainst = Literal["public", "decrypting_cloud"]
 class LocalDPConfig(BaseModel):
     """Example-level DP-SGD inside each hospital (Opacus)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = True
     epsilon: float = Field(default=8.0, gt=0.0, le=100.0, description="target over all planned rounds")
@@ -190,7 +211,7 @@ class CentralDPConfig(BaseModel):
     `budget_against` says which one `epsilon_budget` caps.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     mechanism: NoiseMechanism = NoiseMechanism.GAUSSIAN
     noise_multiplier: float = Field(
@@ -201,7 +222,10 @@ class CentralDPConfig(BaseModel):
     )
     schedule: NoiseSchedule = NoiseSchedule.CONSTANT
     epsilon_budget: float | None = Field(
-        default=None, gt=0.0, description="stop when the next round exceeds it"
+        default=None,
+        gt=0.0,
+        le=MAX_EPSILON,
+        description="stop when the next round exceeds it (at most MAX_EPSILON)",
     )
     delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
     accountant: Literal["rdp", "prv"] = Field(
@@ -209,7 +233,11 @@ class CentralDPConfig(BaseModel):
     )
     weighting: Weighting = Weighting.UNIFORM
     weight_cap: int = Field(
-        default=1000, ge=1, le=10**9, description="examples at which a hospital's weight reaches 1"
+        default=1000,
+        ge=1,
+        le=MAX_WEIGHT_CAP,
+        description="examples at which a hospital's weight reaches 1; at most MAX_WEIGHT_CAP, so that a weight "
+        "is never below MIN_WEIGHT",
     )
     distributed: bool = Field(
         default=False, description="hospitals add the noise in shares before encrypting"
@@ -273,7 +301,7 @@ class RankPolicyKind(StrEnum):
 class RankPolicy(BaseModel):
     """How the cloud assigns each client's LoRA rank (within its own `max_rank` and `r_max`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: RankPolicyKind = RankPolicyKind.FIXED
     examples_for_r_max: int = Field(
@@ -308,7 +336,7 @@ class ConvergenceConfig(BaseModel):
     in its accountant history; `client_agent.releases`). The averaged loss is therefore noisy, and
     `min_delta` should sit above that noise."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     min_delta: float = Field(gt=0.0, le=1e3, description="a change below this counts as no progress")
     patience: int = Field(default=2, ge=1, le=1000, description="rounds in a row without progress")
@@ -336,7 +364,7 @@ class LateUploadConfig(BaseModel):
     cannot multiply a ciphertext by a scalar, and packed Paillier only by an integer.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_staleness: int = Field(
         default=1, ge=1, le=MAX_STALENESS, description="rounds an upload may be late by"
@@ -350,7 +378,7 @@ class LateUploadConfig(BaseModel):
 class TrainingConfig(BaseModel):
     """Local optimisation settings a round plan hands to clients."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     learning_rate: float = Field(default=0.5, gt=0.0, le=100.0)
     local_steps: int = Field(default=20, ge=1, le=100_000)
@@ -431,6 +459,13 @@ class FederationSpec(Message):
         ge=2,
         le=MAX_CLIENTS_PER_ROUND,
         description="k: at least 2, so that no sum an edge forwards or the cloud decrypts is one hospital's update",
+    )
+    max_clients: int = Field(
+        default=MAX_CLIENTS_PER_ROUND,
+        ge=2,
+        le=MAX_CLIENTS_PER_ROUND,
+        description="hospitals the federation enrols at most (a new one past it is refused, 409 "
+        "federation_full); at most MAX_CLIENTS_PER_ROUND, the size a round plan holds",
     )
     quorum: float = Field(
         default=1.0, gt=0.0, le=1.0, description="fraction of an edge's clients it waits for"
@@ -603,7 +638,7 @@ class NoiseShare(BaseModel):
     Skellam again (Agarwal et al. 2021). `clients` shares make the round's target std `z C`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     mechanism: Literal[Distribution.GAUSSIAN, Distribution.SKELLAM]
     std: float = Field(gt=0.0, le=1e6, description="per coordinate, in the units of the delta")
@@ -630,7 +665,7 @@ class RoundPlan(Message):
     layout_digest: Sha256Hex | None = Field(default=None, description="AdapterLayout.digest of the update")
     clip_norm_ord: Literal[1, 2] = Field(default=2, description="2: L2 clip (Gaussian); 1: L1 clip (Laplace)")
     weighting: Weighting = Weighting.UNIFORM
-    weight_cap: int = Field(default=1000, ge=1, le=10**9)
+    weight_cap: int = Field(default=1000, ge=1, le=MAX_WEIGHT_CAP)
     noise_share: NoiseShare | None = Field(
         default=None, description="distributed DP: the noise each client adds before encrypting"
     )
@@ -686,6 +721,8 @@ def _canonical(payload: dict[str, Any]) -> bytes:
 
 
 MAX_PRIVACY_HISTORY = 10_000
+#: Steps of one history entry: a billion DP-SGD steps is far beyond any hospital's training.
+MAX_HISTORY_STEPS = 10**9
 
 
 HistoryEntries = tuple[tuple[float, float, int], ...]
@@ -698,10 +735,11 @@ COUNT_ENTRY: tuple[float, float, int] = (COUNT_NOISE_STD, 1.0, 1)
 
 def _check_history(value: HistoryEntries) -> HistoryEntries:
     for index, (sigma, rate, steps) in enumerate(value):
-        if not (0 < sigma < math.inf and 0 < rate <= 1 and steps >= 0):
+        if not (0 < sigma <= MAX_NOISE_MULTIPLIER and 0 < rate <= 1 and 0 <= steps <= MAX_HISTORY_STEPS):
             raise ValueError(
                 f"history entry {index} is (noise_multiplier {sigma}, sample_rate {rate}, steps {steps}); "
-                "needs a finite noise_multiplier > 0, 0 < sample_rate <= 1, steps >= 0"
+                f"needs 0 < noise_multiplier <= {MAX_NOISE_MULTIPLIER:g}, 0 < sample_rate <= 1, "
+                f"0 <= steps <= {MAX_HISTORY_STEPS}"
             )
     return value
 
@@ -716,16 +754,18 @@ class LocalSpend(BaseModel):
     accountant rather than trusting `epsilon`; both are shown.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    epsilon: float = Field(ge=0.0, description="the hospital's own accountant, at `delta`")
+    epsilon: float = Field(
+        ge=0.0, le=MAX_EPSILON, description="the hospital's own accountant, at `delta` (at most MAX_EPSILON)"
+    )
     delta: float = Field(gt=0.0, lt=1.0)
     accountant: Literal["rdp", "prv"] = "rdp"
     history: tuple[tuple[float, float, int], ...] = Field(
         max_length=MAX_PRIVACY_HISTORY,
         description="(noise_multiplier, sample_rate, steps) of every release on the training part",
     )
-    budget: float | None = Field(default=None, gt=0.0, description="the hospital's own limit")
+    budget: float | None = Field(default=None, gt=0.0, le=MAX_EPSILON, description="the hospital's own limit")
     held_out_history: tuple[tuple[float, float, int], ...] = Field(
         default=(),
         max_length=MAX_PRIVACY_HISTORY,
@@ -745,12 +785,17 @@ class ClientUpdate(Message):
     basis_version: int = Field(ge=0)
     client_id: Identifier
     rank: int = Field(ge=1, le=MAX_R)
-    weight: float = Field(gt=0.0, le=1e9, description="already applied by the client before encrypting")
+    weight: float = Field(
+        ge=MIN_WEIGHT,
+        le=MAX_WEIGHT,
+        description="already applied by the client before encrypting (`RoundPlan.weight_for`); in "
+        "[MIN_WEIGHT, MAX_WEIGHT] = [1e-6, 1e6]",
+    )
     num_examples: int = Field(ge=0)
     nonce: Nonce
     ciphertext: Ciphertext
     local_epsilon: float | None = Field(
-        default=None, ge=0.0, description="example-level epsilon spent so far"
+        default=None, ge=0.0, le=MAX_EPSILON, description="example-level epsilon spent so far"
     )
     local_privacy: LocalSpend | None = None
     noise_share_std: float | None = Field(
@@ -811,15 +856,17 @@ class ClientUpdate(Message):
 class Contribution(BaseModel):
     """One line of an edge's manifest: who is inside a sum, without what they sent, signed by that client."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     client_id: Identifier
-    weight: float = Field(gt=0.0)
+    weight: float = Field(ge=MIN_WEIGHT, le=MAX_WEIGHT, description="the upload's weight, in [1e-6, 1e6]")
     num_examples: int = Field(ge=0)
     rank: int = Field(ge=1, le=MAX_R)
     nonce: Nonce
     ciphertext_sha256: Sha256Hex
-    local_epsilon: float | None = Field(default=None, ge=0.0)
+    local_epsilon: float | None = Field(default=None, ge=0.0, le=MAX_EPSILON)
     local_privacy: LocalSpend | None = None
     noise_share_std: float | None = Field(default=None, ge=0.0)
     validation_loss: float | None = Field(default=None, ge=0.0, le=1e6)
@@ -843,7 +890,9 @@ class LateSum(BaseModel):
     """A bucket of late uploads inside an `EdgeAggregate`: the sum of at least `k` uploads made for
     `origin_round`, which had closed at the edge before they arrived (`FederationSpec.late_uploads`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     origin_round: int = Field(ge=0)
     ciphertext: Ciphertext
@@ -939,7 +988,10 @@ class EdgeProgress(BaseModel):
     the edge's own at its `GET /federations/{fid}/rounds/{n}`)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_extra={"examples": [_examples.EDGE_PROGRESS]}
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [_examples.EDGE_PROGRESS]},
     )
 
     edge_id: Identifier
@@ -970,7 +1022,7 @@ class EdgeProgress(BaseModel):
 class RebaseSummary(BaseModel):
     """Seed 001's third stage, as a round's status reports it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     basis_version: int = Field(ge=0, description="the new basis, served at GET /federations/{fid}/basis/{v}")
     adapter_version: int = Field(ge=0, description="the adapter in the new basis")
@@ -1057,7 +1109,7 @@ class RoundStatus(Message):
 class ClientRoundPrivacy(BaseModel):
     """A hospital's example-level spend as of one round it contributed to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     round: int = Field(ge=0)
     local_epsilon: float | None = Field(
@@ -1076,7 +1128,7 @@ class ClientRoundPrivacy(BaseModel):
 
 
 class ClientPrivacy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     client_id: Identifier
     local_epsilon: float | None = Field(default=None, ge=0.0, description="example-level, at `delta`")
@@ -1094,7 +1146,7 @@ class ClientPrivacy(BaseModel):
 class CentralRoundPrivacy(BaseModel):
     """The client-level noise one closed round released, and the federation's epsilon after it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     round: int = Field(ge=0)
     mechanism: NoiseMechanism
@@ -1363,7 +1415,7 @@ class EdgeStint(BaseModel):
     """An edge a hospital had before its current one: it was `edge_id`'s in each round after the stint
     before this one, up to and including `through_round`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     edge_id: Identifier
     through_round: int = Field(ge=0)
@@ -1514,6 +1566,7 @@ class UploadAccepted(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        allow_inf_nan=False,
         json_schema_extra={"examples": [_examples.UPLOAD_ACCEPTED, _examples.UPLOAD_ACCEPTED_LATE]},
     )
 

@@ -54,7 +54,7 @@ Secret = Annotated[SecretStr, AfterValidator(_real_secret)]
 class ServiceSettings(BaseSettings):
     """What every service shares."""
 
-    model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True, allow_inf_nan=False)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=1, le=65535)

@@ -29,6 +29,8 @@ class SchemeParams(BaseModel):
     """What every scheme's parameters tell the noise code. The defaults fit a scheme with real-valued
     slots (CKKS, plaintext): noise of any distribution and any size goes in as drawn."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
     @property
     def lattice_step(self) -> float | None:
         """Noise added before encryption must be a multiple of this (None: any real value)."""
@@ -52,7 +54,7 @@ class CKKSParams(SchemeParams):
     plaintext scalar; weights are applied by clients before encrypting (see DESIGN.md, Cryptography).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal[HEKind.CKKS] = HEKind.CKKS
     poly_modulus_degree: Literal[4096, 8192, 16384, 32768] = 8192
@@ -100,7 +102,7 @@ class PaillierParams(SchemeParams):
     into the next slot.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal[HEKind.PAILLIER] = HEKind.PAILLIER
     key_bits: Literal[1024, 2048, 3072, 4096] = 2048
@@ -176,7 +178,7 @@ class PaillierParams(SchemeParams):
 class PlainParams(SchemeParams):
     """No encryption. Allowed only where every party may legitimately see per-client updates."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal[HEKind.NONE] = HEKind.NONE
 
