@@ -100,7 +100,7 @@ def report(
             rows[cid].append(
                 ClientRoundPrivacy(
                     round=entry.round,
-                    local_epsilon=local_epsilon(spend),
+                    local_epsilon=_finite(local_epsilon(spend)),
                     reported_epsilon=spend.epsilon,
                     noise_multiplier=last[0] if last else None,
                     sample_rate=last[1] if last else None,
@@ -121,7 +121,7 @@ def report(
     return PrivacyReport(
         federation_id=spec.federation_id,
         delta=dp.delta,
-        central_epsilon=public.epsilon(delta=dp.delta) if public is not None and rounds else None,
+        central_epsilon=_finite(public.epsilon(delta=dp.delta)) if public is not None and rounds else None,
         central_budget=dp.epsilon_budget,
         central_rounds=tuple(rounds),
         clients=clients,
@@ -131,7 +131,9 @@ def report(
         next_round_epsilon=upcoming,
         planned_epsilon=_finite(planned) if planned is not None else None,
         local_accountant="rdp",
-        decryptor_epsilon=decryptor.epsilon(delta=dp.delta) if decryptor is not None and rounds else None,
+        decryptor_epsilon=(
+            _finite(decryptor.epsilon(delta=dp.delta)) if decryptor is not None and rounds else None
+        ),
         decryptor_unbounded=decryptor is None,
         decryptor_next_round_epsilon=decryptor_upcoming,
         colluding_clients=dp.colluding_clients,
@@ -179,7 +181,9 @@ def _client(
     held_out, broken_held_out = composed([s.held_out_history for s in spends])
     return ClientPrivacy(
         client_id=cid,
-        local_epsilon=max(history_epsilon(train, latest.delta), history_epsilon(held_out, latest.delta)),
+        local_epsilon=_finite(
+            max(history_epsilon(train, latest.delta), history_epsilon(held_out, latest.delta))
+        ),
         reported_epsilon=latest.epsilon,
         local_budget=latest.budget or spec.local_dp.epsilon,
         local_delta=latest.delta,
@@ -210,8 +214,10 @@ def _central_rounds(
                 noise_distribution=distribution,
                 lattice_step=step,
                 coordinates=coordinates,
-                epsilon_after=public.epsilon(delta=dp.delta) if public is not None else None,
-                decryptor_epsilon_after=decryptor.epsilon(delta=dp.delta) if decryptor is not None else None,
+                epsilon_after=_finite(public.epsilon(delta=dp.delta)) if public is not None else None,
+                decryptor_epsilon_after=(
+                    _finite(decryptor.epsilon(delta=dp.delta)) if decryptor is not None else None
+                ),
             )
         )
     return tuple(rounds), public, decryptor
@@ -250,4 +256,5 @@ def _composed(
 
 
 def _finite(epsilon: float) -> float | None:
+    """An epsilon as the report shows it: None when nothing bounds it (the models refuse non-finite floats)."""
     return epsilon if math.isfinite(epsilon) else None

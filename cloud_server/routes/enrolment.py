@@ -63,7 +63,8 @@ async def list_edges(
 async def enrol_client(
     body: ClientEnrolment, fid: ClientEnrolmentDep, enrolment: EnrolmentDep, response: Response
 ) -> Enrolled:
-    """The client's rank is `min(max_rank or r_max, r_max)`; its edge must be enrolled (404 otherwise)."""
+    """The client's rank is `min(max_rank or r_max, r_max)`; its edge must be enrolled (404 otherwise). A new
+    client when the federation holds `max_clients` is refused (409 `federation_full`)."""
     enrolled, created = await enrolment.enrol_client(fid, body)
     response.status_code = 201 if created else 200
     return enrolled
