@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -187,26 +188,19 @@ async def test_enrolling_past_the_cap_is_refused_and_start_works_at_the_cap() ->
     close/fail aborted, so the federation was stuck.)"""
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(max_clients=4))
-        extra = ClientEnrolment(
-            client_id="client-e",
-            edge_id="edge-1",
-            public_key=SigningKey.generate().public_bytes,
-            num_examples=100,
-        )
         url = f"/federations/{fed.fid}/clients"
-        full = await post_model(cloud.http, url, extra, token=fed.created.client_enrolment_token)
+
+        async def enrol(cid: str, key: SigningKey) -> httpx.Response:
+            body = ClientEnrolment(
+                client_id=cid, edge_id="edge-1", public_key=key.public_bytes, num_examples=100
+            )
+            return await post_model(cloud.http, url, body, token=fed.created.client_enrolment_token)
+
+        full = await enrol("client-e", SigningKey.generate())
         assert full.status_code == 409, full.text
         assert full.json()["code"] == ErrorCode.FEDERATION_FULL.value
         assert full.json()["detail"] == {"max_clients": 4}
-        again = ClientEnrolment(
-            client_id="client-a",
-            edge_id="edge-1",
-            public_key=fed.client_keys["client-a"].public_bytes,
-            num_examples=100,
-        )
-        assert (
-            await post_model(cloud.http, url, again, token=fed.created.client_enrolment_token)
-        ).status_code == 200
+        assert (await enrol("client-a", fed.client_keys["client-a"])).status_code == 200
         plan = await fed.start(cloud.http)
     assert sorted(plan.client_ranks) == ["client-a", "client-b", "client-c", "client-d"]
 
