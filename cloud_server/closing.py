@@ -56,6 +56,7 @@ from cloud_server.records import (
     ClientStats,
     FederationRecord,
     StoredAggregate,
+    readable_aggregates,
     unpack_aggregate,
     unpack_late,
     unpack_mask_correction,
@@ -419,6 +420,15 @@ class RoundCloser:
                 extra={"federation_id": fid, "round": round_, "data": {"sealed": sorted(sealed)}},
             )
             return
+        readable, unreadable = await self._quarantined(fid, round_, values)
+        if unreadable:
+            # A sealed sum cannot be left out unnoticed: the round fails, the readable sums shown forwarded.
+            reason = (
+                f"stored edge sums that do not read back were quarantined: {', '.join(sorted(unreadable))}"
+            )
+            headers = {edge: unpack_aggregate(v)[0] for edge, v in readable.items()}
+            await self.fail(fid, round_, now, reason=reason, forwarded=headers, sealed=sealed, lease=lease)
+            return
         remaining: dict[str, bytes] = dict(values)
         unmaskable: tuple[str, ...] = ()
         while True:
@@ -455,6 +465,30 @@ class RoundCloser:
             left_out = {edge: unpack_aggregate(values[edge])[0] for edge in unmaskable}
             release = dataclasses.replace(release, unmaskable=left_out)
             await self._commit(fid, release, sealed, why=why, lease=lease)
+
+    async def _quarantined(
+        self, fid: str, round_: int, values: Mapping[str, bytes]
+    ) -> tuple[dict[str, bytes], dict[str, str]]:
+        """`readable_aggregates(values)`, each unreadable value copied to its quarantine key
+        (`keyspace.fed_quarantine`) and logged with the key it came from and why it does not read back."""
+        readable, unreadable = readable_aggregates(values)
+        for edge_id, why in sorted(unreadable.items()):
+            target = keyspace.fed_quarantine(fid, f"round:{round_}:aggregate:{edge_id}")
+            await self._store.set(target, values[edge_id])
+            log.error(
+                "a stored edge sum does not read back: quarantined",
+                extra={
+                    "federation_id": fid,
+                    "round": round_,
+                    "data": {
+                        "key": keyspace.fed_round_aggregates(fid, round_),
+                        "edge_id": edge_id,
+                        "quarantine": target,
+                        "error": why,
+                    },
+                },
+            )
+        return readable, unreadable
 
     async def _give_up(
         self, fid: str, round_: int, now: datetime, failures: CloseFailures, lease: Lease
@@ -776,7 +810,8 @@ class RoundCloser:
                     False  # only a foreign write into a sealed round does this; the caller fails it plainly
                 )
             spec = await self._federations.spec(fid)
-            headers, _, _, noise = await self._noise(fid, round_, spec, record, values)
+            readable, _ = await self._quarantined(fid, round_, values)
+            headers, _, _, noise = await self._noise(fid, round_, spec, record, readable)
             if await self.fail(
                 fid,
                 round_,

@@ -214,6 +214,21 @@ def unpack_aggregate(value: bytes) -> tuple[StoredAggregate, memoryview]:
     return header, memoryview(value)[body : body + header.ciphertext_bytes]
 
 
+def readable_aggregates(values: Mapping[str, bytes]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """(the stored aggregates, edge id -> value, whose header reads back; edge id -> why each other does
+    not): a record written before a bound existed, or altered in the store, must not raise for its round."""
+    readable: dict[str, bytes] = {}
+    unreadable: dict[str, str] = {}
+    for edge_id, value in values.items():
+        try:
+            unpack_aggregate(value)
+        except (ValueError, struct.error) as e:  # pydantic's ValidationError is a ValueError
+            unreadable[edge_id] = f"{type(e).__name__}: {e}"
+        else:
+            readable[edge_id] = value
+    return readable, unreadable
+
+
 def unpack_late(value: bytes) -> list[tuple[StoredLate, memoryview]]:
     """Each late bucket of a stored aggregate with its ciphertext, in the order the edge sent them."""
     header, own = unpack_aggregate(value)

@@ -36,6 +36,7 @@ from cloud_server.records import (
     dump_forwards,
     pack_aggregate,
     read_forwards,
+    readable_aggregates,
     unpack_aggregate,
 )
 from cloud_server.retention import Retention
@@ -86,7 +87,9 @@ def counted_twice(error: CountedTwiceError) -> ConflictError:
 
 
 def _headers(values: Mapping[str, bytes]) -> dict[str, StoredAggregate]:
-    return {edge_id: unpack_aggregate(value)[0] for edge_id, value in values.items()}
+    """The headers of the stored sums that read back; the closer quarantines the others and fails the round."""
+    readable, _ = readable_aggregates(values)
+    return {edge_id: unpack_aggregate(value)[0] for edge_id, value in readable.items()}
 
 
 def _mark(value: bytes) -> ForwardMark:

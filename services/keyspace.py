@@ -135,6 +135,12 @@ def fed_round_sealed(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:sealed"
 
 
+def fed_quarantine(fid: str, what: str) -> str:
+    # A stored record that no longer validates, moved aside (`what` says which: `round:N:aggregate:EDGE`)
+    # so that the round it belongs to can end; logged with the key it came from and the validation error.
+    return f"cloud:{fid}:quarantine:{what}"
+
+
 def fed_round_aggregate_digests(fid: str, round_: int) -> str:
     # Json {edge id: sha256 of its stored value in `fed_round_aggregates`}, written in the same atomic step
     # as the value: a transaction reads which sums a round holds here (a hash cannot be read in one).

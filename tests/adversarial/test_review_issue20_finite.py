@@ -4,11 +4,13 @@ real Redis (tests/adversarial/conftest.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import json
 import math
 import pkgutil
+import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +30,9 @@ from protocol.messages import (
     EdgeAggregate,
     ErrorCode,
     LocalSpend,
+    RoundState,
 )
+from services import keyspace
 from services.identity import SigningKey
 from tests.cloud.harness import Federation, post_model, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
@@ -248,3 +252,43 @@ def test_an_upload_cannot_carry_an_unbounded_weight() -> None:
     for weight in (math.inf, 1e-300, 1e7):
         with pytest.raises(ValidationError, match="weight"):
             ClientUpdate(**fields, weight=weight)
+
+
+async def test_a_stored_aggregate_that_does_not_read_back_is_quarantined_and_the_round_fails_cleanly() -> (
+    None
+):
+    """Property: a stored edge sum whose header does not validate (here the `null` weight that an `Infinity`
+    became when it was stored) never raises a 5xx: the round's status still answers, the value is copied to
+    a quarantine key and logged, the round fails with a reason naming the edge, and the next round opens.
+
+    (Unpacking it raised in the round's status and in every tick's close, so the round never ended.)"""
+    async with running_cloud() as cloud:
+        spec = small_spec()
+        fed = await Federation.create(cloud.http, spec)
+        await fed.start(cloud.http)
+        deltas = fed.deltas(np.random.default_rng(7))
+        body = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
+        assert (await fed.post(cloud.http, body)).status_code == 202
+        key = keyspace.fed_round_aggregates(fed.fid, 0)
+        value = await cloud.store.hget(key, "edge-1")
+        assert value is not None
+        (length,) = struct.unpack_from(">I", value)
+        header = value[4 : 4 + length].replace(b'"weight":1.0', b'"weight":null', 1)
+        corrupt = struct.pack(">I", len(header)) + header + value[4 + length :]
+        await cloud.store.hset(key, "edge-1", corrupt)
+        digests_key = keyspace.fed_round_aggregate_digests(fed.fid, 0)
+        digests = json.loads(await cloud.store.get(digests_key) or b"{}")
+        digests["edge-1"] = hashlib.sha256(corrupt).hexdigest()
+        await cloud.store.set(digests_key, json.dumps(digests).encode())
+
+        collecting = await cloud.http.get(f"/federations/{fed.fid}/rounds/0")
+        assert collecting.status_code == 200, collecting.text
+        cloud.clock.advance(spec.round_deadline_s + 1)
+        await cloud.tick()
+        status = await cloud.status(fed.fid, 0)
+        quarantined = await cloud.store.get(keyspace.fed_quarantine(fed.fid, "round:0:aggregate:edge-1"))
+        next_round = await cloud.status(fed.fid, 1)
+    assert status.state is RoundState.FAILED, status
+    assert status.failure is not None and "edge-1" in status.failure, status.failure
+    assert quarantined == corrupt
+    assert next_round.state is RoundState.OPEN
