@@ -470,11 +470,13 @@ class RoundCloser:
         self, fid: str, round_: int, values: Mapping[str, bytes]
     ) -> tuple[dict[str, bytes], dict[str, str]]:
         """`readable_aggregates(values)`, each unreadable value copied to its quarantine key
-        (`keyspace.fed_quarantine`) and logged with the key it came from and why it does not read back."""
+        (`keyspace.fed_quarantine`, for the retention window) and logged with the key it came from and why it
+        does not read back."""
         readable, unreadable = readable_aggregates(values)
         for edge_id, why in sorted(unreadable.items()):
             target = keyspace.fed_quarantine(fid, f"round:{round_}:aggregate:{edge_id}")
-            await self._store.set(target, values[edge_id])
+            # Kept as long as the round's own sums (`RetentionPolicy.round_s`), for the operator to inspect.
+            await self._store.set(target, values[edge_id], ttl_s=self._retention.policy.round_s)
             log.error(
                 "a stored edge sum does not read back: quarantined",
                 extra={
