@@ -220,7 +220,8 @@ def check_finite(
     model: BaseModel, *, where: str, error: type[PlanRefusedError] | type[SpecRefusedError]
 ) -> None:
     """Raise `error` naming the first float field of `model` (dotted, nested models and lists included) that
-    is NaN or infinite: JSON's `Infinity` parses, and an infinite clip norm clips nothing."""
+    is NaN or infinite (an infinite clip norm clips nothing); the models refuse them when parsed, and this
+    check holds for a model built without validation."""
     for field, value in _floats(model.model_dump(mode="python"), ""):
         if not math.isfinite(value):
             raise error(f"{where}: {field} = {value} is not finite", field=field, value=value, limit="finite")

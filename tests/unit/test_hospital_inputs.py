@@ -195,11 +195,16 @@ def test_a_non_finite_delta_skips_the_round_instead_of_reaching_the_encryption(b
 
 
 def test_a_plan_field_that_is_not_finite_is_refused_naming_it() -> None:
-    """JSON's `Infinity` parses into a plan's `clip_norm` (bounded below only); the hospital refuses it
-    before training, naming the field: an infinite clip norm clips nothing."""
+    """JSON's `Infinity` in a plan's `clip_norm` (bounded below only) is refused when the plan is parsed,
+    naming the field (every model refuses non-finite floats, issue 20); a plan that holds one anyway (built
+    without validation) is refused by the hospital before training, naming the field: an infinite clip norm
+    clips nothing."""
     wire = PLAN.model_dump_json()
     assert '"clip_norm":0.5' in wire
-    hostile = RoundPlan.model_validate_json(wire.replace('"clip_norm":0.5', '"clip_norm":Infinity'))
+    with pytest.raises(ValidationError) as parsed:
+        RoundPlan.model_validate_json(wire.replace('"clip_norm":0.5', '"clip_norm":Infinity'))
+    assert parsed.value.errors()[0]["loc"] == ("clip_norm",)
+    hostile = PLAN.model_copy(update={"clip_norm": float("inf")})
     hospital = policy()
     hospital.check_plan(PLAN, client_id="hosp-a", num_examples=400)
 
