@@ -25,7 +25,15 @@ from services.clock import OffsetClock
 from services.http import PeerRefusedError
 from services.identity import SigningKey
 from tests.clock import FakeClock
-from tests.cloud.harness import LAYOUT_SIZE, Federation, SlowAnswers, post_model, running_cloud, small_spec
+from tests.cloud.harness import (
+    LAYOUT_SIZE,
+    Federation,
+    SlowAnswers,
+    edge_link,
+    post_model,
+    running_cloud,
+    small_spec,
+)
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import World, running_edge, until
 
@@ -244,14 +252,7 @@ async def test_one_slow_plan_poll_does_not_move_the_edge_s_cloud_time() -> None:
         await fed.start(cloud.http)
         local = FakeClock(cloud.clock.now)
         transport = SlowAnswers(cloud.app, local)
-        edge_time = OffsetClock(local)
-        link = HttpCloudLink(
-            "http://cloud",
-            federation_id=fed.fid,
-            enrolment_token=fed.created.edge_enrolment_token,
-            transport=transport,
-            clock=edge_time,
-        )
+        link, edge_time = edge_link(fed, transport, local)
         key = SigningKey.generate()
         try:
             await link.enrol(

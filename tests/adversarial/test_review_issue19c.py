@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 
 from cloud_server.closing import RoundCloser
-from edge_aggregator.cloud_link import HttpCloudLink
 from edge_aggregator.ledger import ForwardStatus
 from protocol.messages import DropReason, EdgeEnrolment, FederationState, RoundState
-from services.clock import OffsetClock
 from services.identity import SigningKey
 from tests.clock import FakeClock
-from tests.cloud.harness import Federation, SlowAnswers, running_cloud, small_spec
+from tests.cloud.harness import Federation, SlowAnswers, edge_link, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import World, running_edge
 
@@ -111,14 +109,7 @@ async def test_an_edge_follows_a_step_of_its_own_clock_at_its_next_polls() -> No
         await fed.start(cloud.http)
         local = FakeClock(cloud.clock.now)
         transport = SlowAnswers(cloud.app, local)
-        edge_time = OffsetClock(local)
-        link = HttpCloudLink(
-            "http://cloud",
-            federation_id=fed.fid,
-            enrolment_token=fed.created.edge_enrolment_token,
-            transport=transport,
-            clock=edge_time,
-        )
+        link, edge_time = edge_link(fed, transport, local)
         key = SigningKey.generate()
         errors: list[tuple[float, float | None]] = []
         try:
@@ -242,14 +233,7 @@ async def test_an_answer_whose_stamps_outlast_its_round_trip_does_not_move_the_e
         local = FakeClock(cloud.clock.now)
         transport = Forged(cloud.app, local)
         transport.delay_s = 0.05
-        edge_time = OffsetClock(local)
-        link = HttpCloudLink(
-            "http://cloud",
-            federation_id=fed.fid,
-            enrolment_token=fed.created.edge_enrolment_token,
-            transport=transport,
-            clock=edge_time,
-        )
+        link, edge_time = edge_link(fed, transport, local)
         key = SigningKey.generate()
         try:
             await link.enrol(

@@ -158,6 +158,22 @@ class SlowAnswers(httpx.ASGITransport):
         return response
 
 
+def edge_link(
+    fed: Federation, transport: httpx.AsyncBaseTransport, local: Clock
+) -> tuple[HttpCloudLink, OffsetClock]:
+    """An edge's link to `fed`'s in-process cloud over `transport`, and the edge's clock: `local` corrected by
+    the offset to the cloud's time the link measures on every plan poll."""
+    edge_time = OffsetClock(local)
+    link = HttpCloudLink(
+        "http://cloud",
+        federation_id=fed.fid,
+        enrolment_token=fed.created.edge_enrolment_token,
+        transport=transport,
+        clock=edge_time,
+    )
+    return link, edge_time
+
+
 @contextlib.asynccontextmanager
 async def edge_core(
     cloud: Cloud,
