@@ -86,9 +86,6 @@ class KeyBackoff:
         self._failures[(fid, round_)] = (count, now)
         return self.policy.delay_s(count)
 
-    def forget(self, fid: str, round_: int) -> None:
-        self._failures.pop((fid, round_), None)
-
 
 def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
