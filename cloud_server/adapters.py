@@ -15,6 +15,7 @@ from protocol.peft_format import adapter_files
 from services import keyspace
 from services.clock import TimeSource
 from services.store import StateStore
+from services.stored_records import read_record
 
 # What the exported head is: the mean-pooled, L2-normalised linear head the client agent trains.
 HEAD_INFO = {"pooling": "mean", "normalize": True}
@@ -56,25 +57,23 @@ class AdapterService:
         self, fid: str, version: int, evaluation: AdapterEvaluation
     ) -> AdapterVersion:
         """Store `evaluation` for `version` (replacing an earlier one), stamped with the cloud's clock."""
-        raw = await self._store.get(keyspace.fed_adapter_meta(fid, version))
-        if raw is None:
+        meta = await read_record(self._store, keyspace.fed_adapter_meta(fid, version), AdapterVersion)
+        if meta is None:
             await self._federations.spec(fid)  # an unknown federation is `unknown_federation`
             raise NotFoundError(f"federation {fid!r} has no adapter version {version}", field="version")
         stamped = evaluation.model_copy(update={"evaluated_at": await self._clock()})
         # The version's meta is written once by the round that made it; the evaluation lives beside it.
         key = keyspace.fed_adapter_evaluation(fid, version)
         await self._store.set(key, stamped.model_dump_json().encode())
-        return AdapterVersion.model_validate_json(raw).model_copy(update={"evaluation": stamped})
+        return meta.model_copy(update={"evaluation": stamped})
 
     async def _version(self, fid: str, version: int) -> AdapterVersion | None:
-        raw = await self._store.get(keyspace.fed_adapter_meta(fid, version))
-        if raw is None:
+        meta = await read_record(self._store, keyspace.fed_adapter_meta(fid, version), AdapterVersion)
+        if meta is None:
             return None
-        meta = AdapterVersion.model_validate_json(raw)
-        evaluation = await self._store.get(keyspace.fed_adapter_evaluation(fid, version))
-        if evaluation is None:
-            return meta
-        return meta.model_copy(update={"evaluation": AdapterEvaluation.model_validate_json(evaluation)})
+        key = keyspace.fed_adapter_evaluation(fid, version)
+        evaluation = await read_record(self._store, key, AdapterEvaluation)
+        return meta if evaluation is None else meta.model_copy(update={"evaluation": evaluation})
 
     async def basis(self, fid: str, version: int) -> bytes:
         """Every module's `A_max` of basis `version` (`protocol.ffa.basis_bytes`): a re-based basis as stored,

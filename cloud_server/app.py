@@ -63,6 +63,7 @@ def create_app(
         own_store = store is None
         the_store = open_store(settings.store_url) if store is None else store
         shared = time or store_time(the_store)
+        app.state.store = the_store  # the error handlers quarantine a record that does not read back
         try:
             context = build_context(
                 settings,

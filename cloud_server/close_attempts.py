@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services import keyspace
 from services.settings import CloudSettings
 from services.store import StateStore, Updates
+from services.stored_records import parse_record, read_record
 
 MAX_ERROR_CHARS = 1000
 
@@ -92,8 +93,7 @@ def describe_error(error: BaseException) -> str:
 
 
 async def close_failures(store: StateStore, fid: str, round_: int) -> CloseFailures | None:
-    raw = await store.get(keyspace.fed_round_close_failures(fid, round_))
-    return CloseFailures.model_validate_json(raw) if raw else None
+    return await read_record(store, keyspace.fed_round_close_failures(fid, round_), CloseFailures)
 
 
 async def record_failure(
@@ -107,7 +107,7 @@ async def record_failure(
     def count(current: dict[str, bytes | None]) -> Updates:
         raw = current[failures_key]
         before = (
-            CloseFailures.model_validate_json(raw)
+            parse_record(raw, key=failures_key, reader=CloseFailures)
             if raw
             else CloseFailures(attempts=0, last_at=now, last_error="")
         )

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,10 @@ from cloud_server.federations import FederationService, vector_from_bytes
 from cloud_server.plans import PlanBoard, failed_status, open_round, signed
 from cloud_server.privacy_budget import overspend
 from cloud_server.records import (
+    DIGESTS,
     FINAL_ROUND_STATES,
+    RANKS,
+    VALIDATION,
     ClientStats,
     FederationRecord,
     StoredAggregate,
@@ -88,6 +92,7 @@ from services import keyspace
 from services.identity import SigningKey
 from services.lease import Lease, Pause
 from services.store import StateStore, StoreError, Updates
+from services.stored_records import parse_record, read_record
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -124,8 +129,9 @@ def stored_digests(values: Mapping[str, bytes]) -> dict[str, str]:
     return {edge_id: hashlib.sha256(values[edge_id]).hexdigest() for edge_id in sorted(values)}
 
 
-def read_digests(raw: bytes | None) -> dict[str, str]:
-    return {str(edge_id): str(digest) for edge_id, digest in json.loads(raw or b"{}").items()}
+def read_digests(raw: bytes | None, *, key: str) -> dict[str, str]:
+    """Edge id -> digest, as `keyspace.fed_round_aggregate_digests` (`key`) holds them."""
+    return parse_record(raw, key=key, reader=DIGESTS) if raw is not None else {}
 
 
 @dataclass(frozen=True)
@@ -201,17 +207,23 @@ class CommitKeys:
         self, current: Mapping[str, bytes | None], record: FederationRecord, status: RoundStatus
     ) -> Stored:
         """The state the commit read (`record` and `status` already parsed)."""
-        raw_ledger = current[keyspace.fed_privacy(self.fid)]
-        stats = {cid: current[self.stats(cid)] for cid in self.contributors}
+
+        def read(key: str, reader: Any, empty: Any) -> Any:
+            raw = current[key]
+            return parse_record(raw, key=key, reader=reader) if raw else empty
+
+        ledger_key, validation_key = keyspace.fed_privacy(self.fid), keyspace.fed_validation(self.fid)
         return Stored(
             record=record,
             status=status,
-            ledger=Ledger.model_validate_json(raw_ledger) if raw_ledger else Ledger(),
-            validation=tuple(
-                tuple(pair) for pair in json.loads(current[keyspace.fed_validation(self.fid)] or b"[]")
-            ),
-            ranks=json.loads(current[keyspace.fed_ranks(self.fid)] or b"{}"),
-            stats={cid: ClientStats.model_validate_json(raw) for cid, raw in stats.items() if raw},
+            ledger=read(ledger_key, Ledger, Ledger()),
+            validation=tuple(tuple(pair) for pair in read(validation_key, VALIDATION, [])),
+            ranks=read(keyspace.fed_ranks(self.fid), RANKS, {}),
+            stats={
+                cid: stats
+                for cid in self.contributors
+                if (stats := read(self.stats(cid), ClientStats, None)) is not None
+            },
         )
 
     def writes(self, outcome: RoundOutcome, signer: SigningKey | None) -> Updates:
@@ -280,8 +292,8 @@ class RoundCloser:
         self._board = board
 
     async def _is_over(self, fid: str, round_: int) -> bool:
-        raw = await self._store.get(keyspace.fed_round_status(fid, round_))
-        return raw is None or RoundStatus.model_validate_json(raw).state in FINAL_ROUND_STATES
+        status = await read_record(self._store, keyspace.fed_round_status(fid, round_), RoundStatus)
+        return status is None or status.state in FINAL_ROUND_STATES
 
     async def _seal(self, fid: str, round_: int, now: datetime) -> dict[str, str] | None:
         """Seal `round_`, so that no edge sum is stored into it from now on, and read in the same step which
@@ -294,10 +306,13 @@ class RoundCloser:
 
         def seal(current: dict[str, bytes | None]) -> Updates:
             raw = current[status_key]
-            if raw is None or RoundStatus.model_validate_json(raw).state in FINAL_ROUND_STATES:
+            if (
+                raw is None
+                or parse_record(raw, key=status_key, reader=RoundStatus).state in FINAL_ROUND_STATES
+            ):
                 held[0] = None
                 return {}
-            held[0] = read_digests(current[digests_key])
+            held[0] = read_digests(current[digests_key], key=digests_key)
             if current[seal_key] is not None:
                 return {}
             return {seal_key: json.dumps({"sealed_at": now.isoformat()}).encode()}
@@ -414,13 +429,7 @@ class RoundCloser:
         if not sealed:
             return
         values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
-        if stored_digests(values) != sealed:
-            log.error(
-                "round not closed: its stored aggregates differ from those recorded when it was sealed",
-                extra={"federation_id": fid, "round": round_, "data": {"sealed": sorted(sealed)}},
-            )
-            return
-        readable, unreadable = await self._quarantined(fid, round_, values)
+        readable, unreadable = await self._quarantined(fid, round_, values, sealed)
         if unreadable:
             # A sealed sum cannot be left out unnoticed: the round fails, the readable sums shown forwarded.
             reason = (
@@ -467,13 +476,19 @@ class RoundCloser:
             await self._commit(fid, release, sealed, why=why, lease=lease)
 
     async def _quarantined(
-        self, fid: str, round_: int, values: Mapping[str, bytes]
+        self, fid: str, round_: int, values: Mapping[str, bytes], sealed: Mapping[str, str]
     ) -> tuple[dict[str, bytes], dict[str, str]]:
-        """`readable_aggregates(values)`, each unreadable value copied to its quarantine key
+        """`readable_aggregates(values, sealed)`, each unreadable value copied to its quarantine key
         (`keyspace.fed_quarantine`, for the retention window) and logged with the key it came from and why it
-        does not read back."""
-        readable, unreadable = readable_aggregates(values)
+        does not read back (a value that is not the one recorded when the round was sealed included)."""
+        readable, unreadable = readable_aggregates(values, sealed)
         for edge_id, why in sorted(unreadable.items()):
+            if edge_id not in values:
+                log.error(
+                    "a stored edge sum recorded when the round was sealed is gone",
+                    extra={"federation_id": fid, "round": round_, "data": {"edge_id": edge_id}},
+                )
+                continue
             target = keyspace.fed_quarantine(fid, f"round:{round_}:aggregate:{edge_id}")
             # Kept as long as the round's own sums (`RetentionPolicy.round_s`), for the operator to inspect.
             await self._store.set(target, values[edge_id], ttl_s=self._retention.policy.round_s)
@@ -537,9 +552,8 @@ class RoundCloser:
         unpacked = (unpack_aggregate(values[edge_id]) for edge_id in sorted(values))
         headers = {header.edge_id: header for header, _ in unpacked}
         layout, _ = await self._federations.layout(fid)
-        plan = RoundPlan.model_validate_json(
-            await self._store.get(keyspace.fed_round_plan(fid, round_)) or b""
-        )
+        plan_key = keyspace.fed_round_plan(fid, round_)
+        plan = parse_record(await self._store.get(plan_key) or b"", key=plan_key, reader=RoundPlan)
         fresh = [c for header in headers.values() for c in header.contributions]
         late, left_out = fold_in(fresh, late_groups(spec, round_, values), k=spec.min_clients_per_edge)
         if left_out:
@@ -597,8 +611,7 @@ class RoundCloser:
         # The budget is a cap: a round whose release would pass it is never decrypted.
         over = None
         if spec.central_dp.epsilon_budget is not None:
-            raw_ledger = await self._store.get(keyspace.fed_privacy(fid))
-            ledger = Ledger.model_validate_json(raw_ledger) if raw_ledger else Ledger()
+            ledger = await read_record(self._store, keyspace.fed_privacy(fid), Ledger) or Ledger()
             over = overspend(spec, ledger, round_=round_, noise=noise, layout_size=layout.size)
         if over is not None:
             await self.fail(
@@ -691,11 +704,11 @@ class RoundCloser:
             if not lease.holds(current):
                 lost[:] = [True]  # it lapsed while we decrypted: its next holder closes the round
                 return {}
-            record = FederationRecord.model_validate_json(current[keys.record] or b"")
-            status = RoundStatus.model_validate_json(current[keys.status] or b"")
+            record = parse_record(current[keys.record] or b"", key=keys.record, reader=FederationRecord)
+            status = parse_record(current[keys.status] or b"", key=keys.status, reader=RoundStatus)
             if not still_open(release, record, status):
                 return {}  # someone else closed it
-            held = read_digests(current[digests_key])
+            held = read_digests(current[digests_key], key=digests_key)
             if held != sealed:
                 stored[:] = [held]
                 return {}
@@ -807,12 +820,8 @@ class RoundCloser:
             if sealed is None:
                 continue  # over meanwhile: go on to the round opened after it, if any
             values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
-            if stored_digests(values) != sealed:
-                return (
-                    False  # only a foreign write into a sealed round does this; the caller fails it plainly
-                )
             spec = await self._federations.spec(fid)
-            readable, _ = await self._quarantined(fid, round_, values)
+            readable, _ = await self._quarantined(fid, round_, values, sealed)
             headers, _, _, noise = await self._noise(fid, round_, spec, record, readable)
             if await self.fail(
                 fid,
@@ -903,19 +912,19 @@ class RoundCloser:
         def commit(current: dict[str, bytes | None]) -> Updates:
             if lease is not None and not lease.holds(current):
                 return {}  # the caller's lease lapsed: its next holder ends the round
-            record = FederationRecord.model_validate_json(current[record_key] or b"")
-            status = RoundStatus.model_validate_json(current[status_key] or b"")
+            record = parse_record(current[record_key] or b"", key=record_key, reader=FederationRecord)
+            status = parse_record(current[status_key] or b"", key=status_key, reader=RoundStatus)
             if status.state in FINAL_ROUND_STATES or record.ended or record.current_round != round_:
                 return {}
             if (record.adapter_version, record.basis(spec)) != (seen.adapter_version, seen.basis(spec)):
                 return {}  # the round was closed meanwhile (closing moves the adapter on)
-            if read_digests(current[digests_key]) != sealed:
+            if read_digests(current[digests_key], key=digests_key) != sealed:
                 return {}  # not the sums the failer read (the round is sealed: only a foreign write does it)
             failed = failed_status(status, forwarded or {}, now, reason=reason)
             charged: dict[str, bytes | None] = {}
             if held is not None and held.distributed:
                 raw = current[ledger_key]
-                ledger = Ledger.model_validate_json(raw) if raw else Ledger()
+                ledger = parse_record(raw, key=ledger_key, reader=Ledger) if raw else Ledger()
                 entry = entry_for(round_, held, [], 0.0).model_copy(update={"released": False})
                 charged[ledger_key] = Ledger(rounds=(*ledger.rounds, entry)).dump()
             if reopen is None:

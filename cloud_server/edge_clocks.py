@@ -12,6 +12,7 @@ from protocol.messages import EdgeClock, EdgeInfo, FederationSpec
 from services import keyspace
 from services.clock import TimeSource
 from services.store import StateStore
+from services.stored_records import read_hash_records
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -47,8 +48,8 @@ class EdgeClocks:
         return reported
 
     async def offsets(self, fid: str) -> dict[str, EdgeClock]:
-        raw = await self._store.hgetall(keyspace.fed_edge_clocks(fid))
-        return {edge_id: EdgeClock.model_validate_json(value) for edge_id, value in raw.items()}
+        # A clock that does not read back is quarantined and shown as unknown: it annotates, never decides.
+        return await read_hash_records(self._store, keyspace.fed_edge_clocks(fid), EdgeClock, skip=True)
 
     async def annotate(self, fid: str, edges: list[EdgeInfo]) -> list[EdgeInfo]:
         """`edges` with the clock each last reported."""

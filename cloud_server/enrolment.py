@@ -7,12 +7,11 @@ The cloud keeps only each token's SHA-256.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.federations import FederationService
-from cloud_server.records import FINAL_ROUND_STATES, ClientStats, FederationRecord, TokenRecord
+from cloud_server.records import FINAL_ROUND_STATES, RANKS, ClientStats, FederationRecord, TokenRecord
 from protocol.ffa import initial_rank
 from protocol.messages import (
     ClientEnrolment,
@@ -31,6 +30,7 @@ from services import keyspace
 from services.clock import TimeSource
 from services.identity import new_token, token_digest
 from services.store import FieldUpdates, HashField, StateStore, StoreError, Updates
+from services.stored_records import read_hash_record, read_hash_records, read_record
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -264,22 +264,21 @@ class EnrolmentService:
 
     async def token_subject(self, fid: str, digest: str) -> TokenRecord | None:
         """Who a live API token stands for, or None (unknown or revoked)."""
-        raw = await self._store.hget(keyspace.fed_tokens(fid), digest)
-        if raw is None:
+        record = await read_hash_record(self._store, keyspace.fed_tokens(fid), digest, TokenRecord)
+        if record is None:
             return None
-        record = TokenRecord.model_validate_json(raw)
         live = await self._store.get(keyspace.fed_subject_token(fid, record.role.value, record.subject))
         return record if live == digest.encode() else None
 
     # -- rosters --------------------------------------------------------------------------------------
     async def edge(self, fid: str, edge_id: str) -> EdgeInfo | None:
-        raw = await self._store.hget(keyspace.fed_edges(fid), edge_id)
-        return EdgeInfo.model_validate_json(raw) if raw is not None else None
+        return await read_hash_record(self._store, keyspace.fed_edges(fid), edge_id, EdgeInfo)
 
     async def edges(self, fid: str) -> list[EdgeInfo]:
         await self._federations.spec(fid)
-        raw = await self._store.hgetall(keyspace.fed_edges(fid))
-        return [EdgeInfo.model_validate_json(raw[eid]) for eid in sorted(raw)]
+        # A list: an entry that does not read back is quarantined and left out, the others still show.
+        edges = await read_hash_records(self._store, keyspace.fed_edges(fid), EdgeInfo, skip=True)
+        return list(edges.values())
 
     async def clients(
         self, fid: str, *, edge_id: str | None = None, with_stats: bool = True, round_: int | None = None
@@ -289,21 +288,19 @@ class EnrolmentService:
         await self._federations.spec(fid)
         if round_ is None:
             round_ = (await self._federations.record(fid)).current_round
-        raw = await self._store.hgetall(keyspace.fed_clients(fid))
-        clients = {cid: ClientInfo.model_validate_json(raw[cid]) for cid in sorted(raw)}
+        clients = await read_hash_records(self._store, keyspace.fed_clients(fid), ClientInfo, skip=True)
         if round_ is not None:
             clients = {cid: info.at_round(round_) for cid, info in clients.items()}
-        current = await self._store.get(keyspace.fed_ranks(fid))
+        current = await read_record(self._store, keyspace.fed_ranks(fid), RANKS)
         if current is not None:  # ranks the policy has grown since enrolment
-            for cid, rank in json.loads(current).items():
+            for cid, rank in current.items():
                 if cid in clients:
                     clients[cid] = clients[cid].model_copy(update={"rank": rank})
         if edge_id is not None:
             clients = {cid: c for cid, c in clients.items() if c.edge_id == edge_id}
         if with_stats:
             for cid, client in clients.items():
-                stats_raw = await self._store.get(keyspace.fed_client_stats(fid, cid))
-                if stats_raw is not None:
-                    stats = ClientStats.model_validate_json(stats_raw)
+                stats = await read_record(self._store, keyspace.fed_client_stats(fid, cid), ClientStats)
+                if stats is not None:
                     clients[cid] = client.model_copy(update=stats.model_dump())
         return clients

@@ -53,6 +53,7 @@ from services.errors import FederationEndedError, InvalidRequestError
 from services.identity import SigningKey, new_token, token_digest
 from services.model_layout import LayoutError, federation_layout
 from services.store import StateStore, Updates
+from services.stored_records import parse_record, read_record
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -164,17 +165,17 @@ class FederationService:
         cached = self._specs.get(fid)
         if cached is not None:
             return cached
-        raw = await self._store.get(keyspace.fed_spec(fid))
-        if raw is None:
+        spec = await read_record(self._store, keyspace.fed_spec(fid), FederationSpec)
+        if spec is None:
             raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
-        spec = self._specs[fid] = FederationSpec.model_validate_json(raw)
+        self._specs[fid] = spec
         return spec
 
     async def record(self, fid: str) -> FederationRecord:
-        raw = await self._store.get(keyspace.fed_state(fid))
-        if raw is None:
+        record = await read_record(self._store, keyspace.fed_state(fid), FederationRecord)
+        if record is None:
             raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
-        return FederationRecord.model_validate_json(raw)
+        return record
 
     async def info(self, fid: str) -> FederationInfo:
         record = await self.record(fid)
@@ -184,17 +185,15 @@ class FederationService:
         """The privacy ledger of `fid` with every epsilon computed (the local ones in a thread: the
         subsampled-Gaussian RDP takes a few milliseconds per history)."""
         spec, record = await self.spec(fid), await self.record(fid)
-        raw = await self._store.get(keyspace.fed_privacy(fid))
-        ledger = Ledger.model_validate_json(raw) if raw else Ledger()
+        ledger = await read_record(self._store, keyspace.fed_privacy(fid), Ledger) or Ledger()
         # The projections are for the round now open, with the noise shares its plan asks for; once the
         # federation has ended, for the round that would have followed its last.
         current = record.current_round
-        plan_raw = (
-            await self._store.get(keyspace.fed_round_plan(fid, current))
+        plan = (
+            await read_record(self._store, keyspace.fed_round_plan(fid, current), RoundPlan)
             if current is not None and not record.ended
             else None
         )
-        plan = RoundPlan.model_validate_json(plan_raw) if plan_raw else None
         next_round = current + 1 if current is not None and record.ended else current
         return await asyncio.to_thread(
             privacy_report,
@@ -318,7 +317,7 @@ class FederationService:
         record_key = keyspace.fed_state(fid)
 
         def change(current: dict[str, bytes | None]) -> Updates:
-            record = FederationRecord.model_validate_json(current[record_key] or b"")
+            record = parse_record(current[record_key] or b"", key=record_key, reader=FederationRecord)
             update = {f"{role}_enrolment_digest": token_digest(token) for role, token in tokens.items()}
             return {record_key: record.model_copy(update=update).dump()}
 
@@ -360,7 +359,7 @@ class FederationService:
             raw = current[record_key]
             if raw is None:
                 raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
-            record = FederationRecord.model_validate_json(raw)
+            record = parse_record(raw, key=record_key, reader=FederationRecord)
             if record.state not in allowed:
                 raise ConflictError(
                     f"federation {fid!r} is {record.state.value}; cannot make it {target.value}",
@@ -381,7 +380,7 @@ class FederationService:
                 and current[seal_key] is not None
                 and record.current_round == current_round
             ):
-                status = RoundStatus.model_validate_json(raw_status)
+                status = parse_record(raw_status, key=status_key, reader=RoundStatus)
                 if status.state not in FINAL_ROUND_STATES:
                     failed = ended(status, RoundState.FAILED, now).model_copy(
                         update={"failure": "federation stopped"}

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Mapping
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError
 
 from protocol.messages import (
     Contribution,
@@ -24,6 +24,7 @@ from protocol.messages import (
     RoundState,
     Sha256Hex,
 )
+from services.stored_records import describe, parse_record
 
 ENDED_STATES = frozenset(
     {FederationState.COMPLETED, FederationState.STOPPED, FederationState.BUDGET_EXHAUSTED}
@@ -160,18 +161,25 @@ class ForwardMark(Record):
 
 
 _FORWARDS = TypeAdapter(dict[str, ForwardMark])
+#: The plain JSON records beside the models, each read back through `services.stored_records`:
+#: `fed_round_aggregate_digests` (edge id -> sha256), `fed_round_counted` (client id -> edge id),
+#: `fed_ranks` (client id -> rank) and `fed_validation` ([round, loss], ...).
+DIGESTS = TypeAdapter(dict[str, Sha256Hex])
+COUNTED = TypeAdapter(dict[str, Identifier])
+RANKS = TypeAdapter(dict[str, int])
+VALIDATION = TypeAdapter(list[tuple[int, FiniteFloat]])
 
 
-def read_forwards(raw: bytes | None) -> dict[str, ForwardMark]:
+def read_forwards(raw: bytes | None, *, key: str) -> dict[str, ForwardMark]:
     """Edge id -> the mark of the sum it forwarded, as `keyspace.fed_round_forwards` holds them."""
-    return _FORWARDS.validate_json(raw) if raw is not None else {}
+    return parse_record(raw, key=key, reader=_FORWARDS) if raw is not None else {}
 
 
 def dump_forwards(forwards: Mapping[str, ForwardMark]) -> bytes:
     return _FORWARDS.dump_json(dict(sorted(forwards.items())))
 
 
-def ciphertext_digest(ciphertext: bytes) -> str:
+def ciphertext_digest(ciphertext: bytes | memoryview) -> str:
     return hashlib.sha256(ciphertext).hexdigest()
 
 
@@ -214,19 +222,45 @@ def unpack_aggregate(value: bytes) -> tuple[StoredAggregate, memoryview]:
     return header, memoryview(value)[body : body + header.ciphertext_bytes]
 
 
-def readable_aggregates(values: Mapping[str, bytes]) -> tuple[dict[str, bytes], dict[str, str]]:
-    """(the stored aggregates, edge id -> value, whose header reads back; edge id -> why each other does
-    not): a record written before a bound existed, or altered in the store, must not raise for its round."""
+def readable_aggregates(
+    values: Mapping[str, bytes], sealed: Mapping[str, str] | None = None
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """(the stored aggregates, edge id -> value, that read back; edge id -> why each other does not): a
+    record written before a bound existed, or altered in the store, must not raise for its round, nor stall
+    it. A value reads back when it is the one recorded when the round was sealed (`sealed`: edge id ->
+    sha256 of the value), its header parses, and each ciphertext it holds has the digest its header names.
+    An edge in `sealed` with no value is unreadable too. Without `sealed` (a status shown, not a round
+    closed), only the header is read."""
     readable: dict[str, bytes] = {}
-    unreadable: dict[str, str] = {}
+    unreadable = {edge_id: "no stored value" for edge_id in sorted((sealed or {}).keys() - values.keys())}
     for edge_id, value in values.items():
         try:
-            unpack_aggregate(value)
+            if sealed is None:
+                unpack_aggregate(value)
+            else:
+                check_stored(value, digest=sealed.get(edge_id))
         except (ValueError, struct.error) as e:  # pydantic's ValidationError is a ValueError
-            unreadable[edge_id] = f"{type(e).__name__}: {e}"
+            unreadable[edge_id] = (
+                describe(e) if isinstance(e, ValidationError) else f"{type(e).__name__}: {e}"
+            )
         else:
             readable[edge_id] = value
     return readable, unreadable
+
+
+def check_stored(value: bytes, *, digest: str | None) -> None:
+    """Raise `ValueError` unless `value` hashes to `digest` (the digest recorded with it; None: none was)
+    and its ciphertexts hash to what its header names."""
+    if digest is None:
+        raise ValueError("not recorded in the round's aggregate digests")
+    if hashlib.sha256(value).hexdigest() != digest:
+        raise ValueError("its sha256 is not the one recorded in the round's aggregate digests")
+    header, own = unpack_aggregate(value)
+    if ciphertext_digest(own) != header.ciphertext_sha256:
+        raise ValueError("its ciphertext's sha256 is not the one its header names")
+    for index, (bucket, ciphertext) in enumerate(unpack_late(value)):
+        if ciphertext_digest(ciphertext) != bucket.ciphertext_sha256:
+            raise ValueError(f"late bucket {index}'s ciphertext sha256 is not the one its header names")
 
 
 def unpack_late(value: bytes) -> list[tuple[StoredLate, memoryview]]:

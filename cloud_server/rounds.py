@@ -28,6 +28,7 @@ from cloud_server.federations import FederationService
 from cloud_server.manifests import check_late, check_manifest
 from cloud_server.plans import PlanBoard, open_round, signed, wait_for, with_progress
 from cloud_server.records import (
+    COUNTED,
     FINAL_ROUND_STATES,
     FederationRecord,
     ForwardMark,
@@ -70,6 +71,7 @@ from services.clock import TimeSource
 from services.errors import ForbiddenError, InvalidRequestError
 from services.identity import IdentityError, verify
 from services.store import StateStore, Updates
+from services.stored_records import parse_record, read_record, report
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -143,18 +145,18 @@ class RoundService:
 
     # -- reading --------------------------------------------------------------------------------------
     async def plan(self, fid: str, round_: int) -> RoundPlan:
-        raw = await self._store.get(keyspace.fed_round_plan(fid, round_))
-        if raw is None:
+        plan = await read_record(self._store, keyspace.fed_round_plan(fid, round_), RoundPlan)
+        if plan is None:
             await self._federations.spec(fid)
             raise NotFoundError(f"round {round_} of {fid!r} has not opened", field="round")
-        return RoundPlan.model_validate_json(raw)
+        return plan
 
     async def _stored_status(self, fid: str, round_: int) -> RoundStatus:
-        raw = await self._store.get(keyspace.fed_round_status(fid, round_))
-        if raw is None:
+        status = await read_record(self._store, keyspace.fed_round_status(fid, round_), RoundStatus)
+        if status is None:
             await self._federations.spec(fid)
             raise NotFoundError(f"round {round_} of {fid!r} has not opened", field="round")
-        return RoundStatus.model_validate_json(raw)
+        return status
 
     async def status(self, fid: str, round_: int) -> RoundStatus:
         status = await self._stored_status(fid, round_)
@@ -227,7 +229,7 @@ class RoundService:
         record_key = keyspace.fed_state(fid)
 
         def begin(current: dict[str, bytes | None]) -> Updates:
-            latest = FederationRecord.model_validate_json(current[record_key] or b"")
+            latest = parse_record(current[record_key] or b"", key=record_key, reader=FederationRecord)
             if latest.current_round is not None:
                 raise ConflictError(
                     f"federation {fid!r} has already started; round {latest.current_round} is current",
@@ -286,7 +288,8 @@ class RoundService:
             return await self._repeated(fid, round_, _mark(existing), agg), False
         # The sum may have been taken and have expired since (retention): its mark is kept for good, so a
         # retried forward whose answer was lost is known as the same sum, in a stopped federation too.
-        held = read_forwards(await self._store.get(keyspace.fed_round_forwards(fid, round_))).get(edge_id)
+        forwards_key = keyspace.fed_round_forwards(fid, round_)
+        held = read_forwards(await self._store.get(forwards_key), key=forwards_key).get(edge_id)
         if held is not None:
             return await self._repeated(fid, round_, held, agg), False
 
@@ -353,7 +356,7 @@ class RoundService:
             (f"late.{i}.contributions", b.origin_round, b.contributions) for i, b in enumerate(agg.late)
         ]
         for field, origin, contributions in parts:
-            counted = json.loads(await self._store.get(keyspace.fed_round_counted(fid, origin)) or b"{}")
+            counted = await read_record(self._store, keyspace.fed_round_counted(fid, origin), COUNTED) or {}
             try:
                 check_not_counted(
                     tuple(c.client_id for c in contributions),
@@ -547,13 +550,17 @@ class RoundService:
         def claims(current: dict[str, bytes | None]) -> Updates:
             if current[seal_key] is not None:
                 raise self._sealed(fid, agg.round)
-            held = read_digests(current[stored_key]) | stored_digests({agg.edge_id: value})
+            held = read_digests(current[stored_key], key=stored_key) | stored_digests({agg.edge_id: value})
+            counted: dict[int, dict[str, str]] = {}
+            for r, key in counted_keys.items():
+                raw = current[key]
+                counted[r] = parse_record(raw, key=key, reader=COUNTED) if raw else {}
             try:
                 claimed = claim(
                     sums,
                     edge_id=agg.edge_id,
                     accepted={digest: current[key] is not None for digest, key in digest_keys.items()},
-                    counted={r: json.loads(current[key] or b"{}") for r, key in counted_keys.items()},
+                    counted=counted,
                 )
             except ReplayedCiphertextError as e:
                 raise ConflictError(str(e), code=ErrorCode.REPLAY, field=e.field, detail=e.detail) from e
@@ -570,7 +577,9 @@ class RoundService:
                     for r, ids in claimed.counted.items()
                 },
                 stored_key: json.dumps(held, sort_keys=True).encode(),
-                forwards_key: dump_forwards(read_forwards(current[forwards_key]) | {agg.edge_id: mark}),
+                forwards_key: dump_forwards(
+                    read_forwards(current[forwards_key], key=forwards_key) | {agg.edge_id: mark}
+                ),
             }
 
         return await self._store.hset_if_absent_with(
@@ -601,8 +610,10 @@ class RoundService:
         for fid in await self._federations.ids():
             try:
                 await self.advance(fid, now)
-            except Exception:
-                log.exception("deadline check failed", extra={"federation_id": fid})
+            except Exception as e:
+                extra = {"federation_id": fid}
+                if not await report(self._store, e, what="the deadline check", extra=extra):
+                    log.exception("deadline check failed", extra=extra)
 
     async def advance(self, fid: str, now: datetime) -> None:
         """Close the current round if every expected edge forwarded or its deadline passed; fail it if the
@@ -618,7 +629,8 @@ class RoundService:
         if status.state in FINAL_ROUND_STATES:
             return
         spec = await self._federations.spec(fid)
-        values = read_digests(await self._store.get(keyspace.fed_round_aggregate_digests(fid, round_)))
+        digests_key = keyspace.fed_round_aggregate_digests(fid, round_)
+        values = read_digests(await self._store.get(digests_key), key=digests_key)
         expected = {e.edge_id for e in status.edges if e.expected_clients > 0}
         deadline = status.opened_at + timedelta(seconds=spec.round_deadline_s)
         if values and expected <= values.keys():

@@ -79,8 +79,9 @@ class CloudTelemetry:
             self.metrics.epsilon_spent.labels(fid, "example").set(max(local))
 
     async def refresh_enrolment(self) -> None:
-        """Set `fedlora_clients_per_edge` (every enrolled edge, with 0 clients too) and the edges' clock
-        offsets and skew alerts from the store, so that every replica reports the same."""
+        """Set `fedlora_clients_per_edge` (every enrolled edge, with 0 clients too), the edges' clock
+        offsets and skew alerts, and the records held in quarantine from the store, so that every replica
+        reports the same (a roster entry that does not read back is quarantined, and counted, as it is read)."""
         try:
             counts: dict[tuple[str, str], int] = {}
             clocks: dict[tuple[str, str], EdgeClock] = {}
@@ -98,6 +99,8 @@ class CloudTelemetry:
         except Exception:
             log.warning("could not read the enrolment for the metrics", exc_info=True)
             return
+        finally:
+            await self._count_quarantined()
         self.metrics.clients_per_edge.clear()
         for (fid, edge_id), count in counts.items():
             self.metrics.clients_per_edge.labels(fid, edge_id).set(count)
@@ -106,3 +109,17 @@ class CloudTelemetry:
         for (fid, edge_id), clock in clocks.items():
             self.metrics.edge_clock_offset.labels(fid, edge_id).set(clock.offset_s)
             self.metrics.edge_clock_alert.labels(fid, edge_id).set(int(clock.alert))
+
+    async def _count_quarantined(self) -> None:
+        """Set `fedlora_records_quarantined`: the records of each federation held under its quarantine prefix."""
+        try:
+            counts = {
+                fid: len(await self._store.scan(keyspace.fed_quarantine_prefix(fid)))
+                for fid in await self._federations.ids()
+            }
+        except Exception:
+            log.warning("could not count the quarantined records for the metrics", exc_info=True)
+            return
+        self.metrics.records_quarantined.clear()
+        for fid, count in counts.items():
+            self.metrics.records_quarantined.labels(fid).set(count)

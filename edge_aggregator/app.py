@@ -42,6 +42,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_store = store if store is not None else open_store(settings.store_url)
+        app.state.store = the_store  # the error handlers quarantine a record that does not read back
         cloud_time = OffsetClock(clock or utc_now)
         the_link = link
         if the_link is None:

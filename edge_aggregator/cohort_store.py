@@ -15,16 +15,22 @@ other keys):
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from edge_aggregator.errors import DuplicateUploadError, KeyInUseError, StageClosedError
+from protocol.messages import Identifier
 from services import keyspace
 from services.store import StateStore
+from services.stored_records import StoredRecordError, parse_record, read_record
+
+M = TypeVar("M", bound=BaseModel)
 
 TTL_S = keyspace.EDGE_ROUND_TTL_S
 
@@ -68,8 +74,8 @@ class CohortStore:
         key = keyspace.edge_masking_opened(self._eid, self._fid, round_)
         if await self._store.set_if_absent(key, Moment(at=now).model_dump_json().encode(), ttl_s=TTL_S):
             return now
-        raw = await self._store.get(key)
-        return Moment.model_validate_json(raw).at if raw is not None else now
+        opened = await read_record(self._store, key, Moment)
+        return opened.at if opened is not None else now
 
     async def close(self, round_: int, stage: Collected, now: datetime) -> datetime:
         """Close `stage` to messages (once); when it closed."""
@@ -84,8 +90,9 @@ class CohortStore:
         return closed if closed is not None else now
 
     async def closed(self, round_: int, stage: Collected) -> datetime | None:
-        raw = await self._store.get(keyspace.edge_masking_closed(self._eid, self._fid, round_, stage.value))
-        return Moment.model_validate_json(raw).at if raw is not None else None
+        key = keyspace.edge_masking_closed(self._eid, self._fid, round_, stage.value)
+        closed = await read_record(self._store, key, Moment)
+        return closed.at if closed is not None else None
 
     async def closures(self, round_: int) -> dict[Collected, datetime]:
         found = {stage: await self.closed(round_, stage) for stage in Collected}
@@ -107,7 +114,7 @@ class CohortStore:
 
         def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
             nonlocal counted
-            senders = _names(current[k_senders])
+            senders = _names(current[k_senders], key=k_senders)
             counted = len(senders)
             held = current[k_message]
             if held is not None:
@@ -137,19 +144,19 @@ class CohortStore:
 
     async def senders(self, round_: int, stage: Collected) -> list[str]:
         """The hospitals whose message for `stage` the edge holds, sorted."""
-        return _names(
-            await self._store.get(keyspace.edge_masking_senders(self._eid, self._fid, round_, stage.value))
-        )
+        key = keyspace.edge_masking_senders(self._eid, self._fid, round_, stage.value)
+        return await read_record(self._store, key, _NAMES) or []
 
-    async def messages(self, round_: int, stage: Collected) -> dict[str, bytes]:
-        """Every message held for `stage`, by hospital (final once the stage closed)."""
+    async def messages(self, round_: int, stage: Collected, reader: type[M]) -> dict[str, M]:
+        """Every message held for `stage`, by hospital, parsed by `reader` (final once the stage closed). One
+        that does not read back is quarantined and left out: its hospital counts as a dropout of the stage."""
         out = {}
         for client_id in await self.senders(round_, stage):
-            raw = await self._store.get(
-                keyspace.edge_masking_message(self._eid, self._fid, round_, stage.value, client_id)
-            )
-            if raw is not None:
-                out[client_id] = raw
+            key = keyspace.edge_masking_message(self._eid, self._fid, round_, stage.value, client_id)
+            with contextlib.suppress(StoredRecordError):
+                message = await read_record(self._store, key, reader)
+                if message is not None:
+                    out[client_id] = message
         return out
 
     # -- outcome ------------------------------------------------------------------------------------
@@ -162,8 +169,9 @@ class CohortStore:
         return await self.failure(round_) or failure
 
     async def failure(self, round_: int) -> CohortFailure | None:
-        raw = await self._store.get(keyspace.edge_masking_failed(self._eid, self._fid, round_))
-        return CohortFailure.model_validate_json(raw) if raw is not None else None
+        return await read_record(
+            self._store, keyspace.edge_masking_failed(self._eid, self._fid, round_), CohortFailure
+        )
 
     async def save_correction(self, round_: int, data: bytes) -> bytes:
         """Keep the correction (once); the one in force."""
@@ -175,5 +183,8 @@ class CohortStore:
         return await self._store.get(keyspace.edge_masking_correction(self._eid, self._fid, round_))
 
 
-def _names(raw: bytes | None) -> list[str]:
-    return [str(name) for name in json.loads(raw)] if raw is not None else []
+_NAMES = TypeAdapter(list[Identifier])
+
+
+def _names(raw: bytes | None, *, key: str) -> list[str]:
+    return parse_record(raw, key=key, reader=_NAMES) if raw is not None else []

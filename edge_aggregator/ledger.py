@@ -17,6 +17,11 @@ An upload changes `sum`, `manifest`, its own ciphertext and its nonce marker (wi
 `StateStore.transaction` that also reads `closed`, so a refused upload never touches the sum, no upload lands
 after the round closed, and no crash leaves a marker that never expires.
 
+A manifest that does not read back (altered in the store, or written before a bound existed) is moved with
+its sum to the quarantine keys (`keyspace.quarantine_of`), logged, and the stored uploads it covered counted
+as dropped (`record_quarantined`); the round then goes on from an empty sum, so one bad record neither fails
+every later upload nor keeps the round from closing (issue 20, item 1).
+
 Once a round's forward has an outcome, its single uploads are deleted and its sum, manifest and late buckets
 expire `retain_round_s` seconds later (`EdgeSettings.retain_round_s`, docs/operations.md).
 """
@@ -24,18 +29,24 @@ expire `retain_round_s` seconds later (`EdgeSettings.retain_round_s`, docs/opera
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter
 
 from edge_aggregator.errors import DuplicateUploadError, ReplayError, RoundClosedError
-from protocol.messages import ClientUpdate, Contribution, DropReason, RoundPlan
+from protocol.messages import ClientUpdate, Contribution, DropReason, ErrorCode, RoundPlan
 from services import keyspace
 from services.store import Expiring, StateStore, Updates
+from services.stored_records import QUARANTINE_TTL_S, StoredRecordError, parse_record, read_record
 
+log = logging.getLogger("fedlora.edge")
 _MANIFEST = TypeAdapter(dict[str, Contribution])
+_COUNT = TypeAdapter(NonNegativeInt)
+T = TypeVar("T")
 
 #: `fold(stored_sum_or_None) -> new_sum_bytes`: adds the incoming ciphertext to the stored running sum.
 Fold = Callable[[bytes | None], Awaitable[bytes]]
@@ -110,28 +121,25 @@ class RoundLedger:
 
     # -- reads ------------------------------------------------------------------------------------------
     async def plan(self, round_: int) -> RoundPlan | None:
-        raw = await self._store.get(keyspace.edge_plan(self._eid, self._fid, round_))
-        return RoundPlan.model_validate_json(raw) if raw is not None else None
+        return await read_record(self._store, keyspace.edge_plan(self._eid, self._fid, round_), RoundPlan)
 
     async def manifest(self, round_: int) -> dict[str, Contribution]:
-        return _load_manifest(await self._store.get(keyspace.edge_manifest(self._eid, self._fid, round_)))
+        return await self._manifest(round_, round_)
 
     async def sum_bytes(self, round_: int) -> bytes | None:
         return await self._store.get(keyspace.edge_sum(self._eid, self._fid, round_))
 
     async def closure(self, round_: int) -> Closure | None:
-        raw = await self._store.get(keyspace.edge_closed(self._eid, self._fid, round_))
-        return Closure.model_validate_json(raw) if raw is not None else None
+        return await read_record(self._store, keyspace.edge_closed(self._eid, self._fid, round_), Closure)
 
     async def outcome(self, round_: int) -> Outcome | None:
-        raw = await self._store.get(keyspace.edge_forwarded(self._eid, self._fid, round_))
-        return Outcome.model_validate_json(raw) if raw is not None else None
+        return await read_record(self._store, keyspace.edge_forwarded(self._eid, self._fid, round_), Outcome)
 
     async def nonce_seen(self, nonce: str) -> bool:
         return await self._store.get(keyspace.edge_nonce(self._eid, self._fid, nonce)) is not None
 
     async def refused(self, round_: int) -> int:
-        return int(await self._store.get(keyspace.edge_refused(self._eid, self._fid, round_)) or b"0")
+        return await self._count(keyspace.edge_refused(self._eid, self._fid, round_))
 
     async def dropped(self, round_: int) -> dict[DropReason, int]:
         """Uploads made for `round_` that this edge acknowledged and that reach no model, by reason."""
@@ -140,11 +148,11 @@ class RoundLedger:
         for key in await self._store.scan(prefix):
             reason = key[len(prefix) :]
             if reason in DropReason.__members__.values():
-                counts[DropReason(reason)] = int(await self._store.get(key) or b"0")
+                counts[DropReason(reason)] = await self._count(key)
         return counts
 
     async def bytes_received(self, round_: int) -> int:
-        return int(await self._store.get(keyspace.edge_bytes(self._eid, self._fid, round_)) or b"0")
+        return await self._count(keyspace.edge_bytes(self._eid, self._fid, round_))
 
     async def pending(self) -> list[int]:
         """Rounds closed here whose forward has no outcome yet (the cloud was unreachable)."""
@@ -191,7 +199,7 @@ class RoundLedger:
                 raise RoundClosedError(f"round {round_} closed at this edge while the upload was checked")
             if current[k_nonce] is not None:
                 raise ReplayError(f"nonce {update.nonce} was already used", field="nonce")
-            manifest = _load_manifest(current[k_manifest])
+            manifest = _load_manifest(current[k_manifest], key=k_manifest)
             if cid in manifest:
                 raise DuplicateUploadError(f"client {cid} is already in round {round_}'s sum")
             new_sum = await fold(current[k_sum])
@@ -204,7 +212,9 @@ class RoundLedger:
                 k_nonce: nonce_record,
             }
 
-        await self._store.transaction([k_sum, k_manifest, k_upload, k_nonce, k_closed], compute)
+        await self._healing(
+            lambda: self._store.transaction([k_sum, k_manifest, k_upload, k_nonce, k_closed], compute)
+        )
         await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, round_), len(update.ciphertext))
         return counted
 
@@ -235,8 +245,8 @@ class RoundLedger:
                 raise RoundClosedError(f"round {into}, which late uploads join, closed at this edge")
             if current[k_nonce] is not None:
                 raise ReplayError(f"nonce {update.nonce} was already used", field="nonce")
-            bucket = _load_manifest(current[k_manifest])
-            if any(cid in _load_manifest(current[k]) for k in (k_manifest, k_fresh, *k_earlier)):
+            bucket = _load_manifest(current[k_manifest], key=k_manifest)
+            if any(cid in _load_manifest(current[k], key=k) for k in (k_manifest, k_fresh, *k_earlier)):
                 raise DuplicateUploadError(f"client {cid} already has an upload for round {origin}")
             new_sum = await fold(current[k_sum])
             bucket[cid] = update.manifest_line()
@@ -248,9 +258,8 @@ class RoundLedger:
                 k_nonce: nonce_record,
             }
 
-        await self._store.transaction(
-            [k_sum, k_manifest, k_upload, k_fresh, *k_earlier, k_nonce, k_closed], compute
-        )
+        keys = [k_sum, k_manifest, k_upload, k_fresh, *k_earlier, k_nonce, k_closed]
+        await self._healing(lambda: self._store.transaction(keys, compute))
         await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, into), len(update.ciphertext))
         return counted
 
@@ -261,7 +270,7 @@ class RoundLedger:
         for key in await self._store.scan(prefix):
             origin, _, rest = key[len(prefix) :].partition(":")
             if rest == "manifest" and origin.isdigit():
-                buckets[int(origin)] = _load_manifest(await self._store.get(key))
+                buckets[int(origin)] = await self._manifest(round_, int(origin))
         return dict(sorted(buckets.items()))
 
     async def late_sum_bytes(self, round_: int, origin: int) -> bytes | None:
@@ -278,13 +287,13 @@ class RoundLedger:
         is)."""
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
         k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
-        manifest = _load_manifest(await self._store.get(k_manifest))
+        manifest = await self._manifest(round_, origin)
         keys = [k_sum, k_manifest, k_dropped, *(k_upload(cid) for cid in manifest)]
         taken: list[str] = []
 
         async def compute(current: dict[str, bytes | None]) -> Updates:
             taken.clear()
-            now = _load_manifest(current[k_manifest])
+            now = _load_manifest(current[k_manifest], key=k_manifest)
             out = sorted(set(client_ids) & now.keys())
             kept = sorted(now.keys() - set(out))
             uploads = [current.get(k_upload(cid)) for cid in kept]
@@ -299,7 +308,7 @@ class RoundLedger:
                 **{k_upload(cid): None for cid in out},
             }
 
-        await self._store.transaction(keys, compute)
+        await self._healing(lambda: self._store.transaction(keys, compute))
         return taken
 
     async def carry(self, round_: int, *, origin: int, into: int, resum: Resum) -> bool:
@@ -310,14 +319,16 @@ class RoundLedger:
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
         d_sum, d_manifest, d_upload = self._sum_keys(into, origin)
         k_closed = keyspace.edge_closed(self._eid, self._fid, into)
-        source = _load_manifest(await self._store.get(k_manifest))
+        source = await self._manifest(round_, origin)
+        await self._manifest(into, origin)  # the bucket it joins, quarantined first if it does not read back
         keys = [k_sum, k_manifest, d_sum, d_manifest, k_closed]
         keys += [key for cid in source for key in (k_upload(cid), d_upload(cid))]
         placed = False
 
         async def compute(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
             nonlocal placed
-            moving, there = _load_manifest(current[k_manifest]), _load_manifest(current[d_manifest])
+            moving = _load_manifest(current[k_manifest], key=k_manifest)
+            there = _load_manifest(current[d_manifest], key=d_manifest)
             placed = moving.keys() <= there.keys()  # carried by an earlier call (or nothing to carry)
             if placed or current[k_closed] is not None or moving.keys() != source.keys():
                 return {}
@@ -330,7 +341,7 @@ class RoundLedger:
                 **{key: value for key, value in uploads.items() if value is not None},
             }
 
-        await self._store.transaction(keys, compute)
+        await self._healing(lambda: self._store.transaction(keys, compute))
         return placed
 
     async def close(self, round_: int, closure: Closure) -> tuple[Closure, bool]:
@@ -378,6 +389,94 @@ class RoundLedger:
         await self._store.incr(keyspace.edge_refused(self._eid, self._fid, round_))
 
     # -- helpers ----------------------------------------------------------------------------------------
+    async def _count(self, key: str) -> int:
+        """A counter's value; one that does not read back is quarantined and read as 0 (it only reports)."""
+        try:
+            return await read_record(self._store, key, _COUNT) or 0
+        except StoredRecordError:
+            return 0
+
+    async def _manifest(self, round_: int, origin: int) -> dict[str, Contribution]:
+        """Round `round_`'s manifest (`origin` == `round_`) or its bucket's for `origin`; quarantined with its
+        sum, and read as empty, if it does not read back."""
+        _, k_manifest, _ = self._sum_keys(round_, origin)
+        try:
+            return _load_manifest(await self._store.get(k_manifest), key=k_manifest)
+        except StoredRecordError as e:
+            await self._quarantine_sum(round_, origin, e)
+            return {}
+
+    async def _healing(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()`, a transaction that reads manifests; once more after quarantining a manifest it found
+        unreadable (a second unreadable one raises `StoredRecordError`: 409 `stored_record_corrupt`)."""
+        try:
+            return await attempt()
+        except StoredRecordError as e:
+            where = self._sum_of(e.key)
+            if where is None:
+                raise
+            await self._quarantine_sum(*where, e)
+            return await attempt()
+
+    def _sum_of(self, manifest_key: str) -> tuple[int, int] | None:
+        """(round, origin) of a manifest key (`edge_manifest`, `edge_late_manifest`); None for another key."""
+        rest = manifest_key.removeprefix(keyspace.edge_rounds_prefix(self._eid, self._fid))
+        match rest.split(":"):
+            case [round_, "manifest"] if round_.isdigit():
+                return int(round_), int(round_)
+            case [round_, "late", origin, "manifest"] if round_.isdigit() and origin.isdigit():
+                return int(round_), int(origin)
+        return None
+
+    async def _quarantine_sum(self, round_: int, origin: int, error: StoredRecordError) -> None:
+        """Move an unreadable manifest and its sum to their quarantine keys, delete the stored uploads they
+        covered and count them dropped (`record_quarantined`), in one transaction; log it (keys and reason,
+        no values). Nothing happens if the manifest was rewritten meanwhile (another replica moved it)."""
+        k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
+        q_sum, q_manifest = keyspace.quarantine_of(k_sum), keyspace.quarantine_of(k_manifest)
+        reason = DropReason.RECORD_QUARANTINED
+        k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
+        uploads = await self._store.scan(k_upload(""))
+        moved: list[int] = []
+
+        def move(current: dict[str, bytes | None]) -> Updates:
+            moved.clear()
+            if current[k_manifest] != error.raw:
+                return {}
+            held = [key for key in uploads if current[key] is not None]
+            moved.append(len(held))
+            updates: dict[str, bytes | Expiring | None] = {
+                k_manifest: None,
+                k_sum: None,
+                q_manifest: Expiring(error.raw, ttl_s=QUARANTINE_TTL_S),
+                **dict.fromkeys(held),
+            }
+            if current[k_sum] is not None:
+                updates[q_sum] = Expiring(current[k_sum] or b"", ttl_s=QUARANTINE_TTL_S)
+            if held:
+                dropped = int(current[k_dropped] or b"0") + len(held)
+                updates[k_dropped] = Expiring(str(dropped).encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S)
+            return updates
+
+        await self._store.transaction([k_sum, k_manifest, k_dropped, q_sum, q_manifest, *uploads], move)
+        if moved:
+            log.error(
+                "a stored manifest does not read back: quarantined with its sum; the round goes on without it",
+                extra={
+                    "federation_id": self._fid,
+                    "round": round_,
+                    "edge_id": self._eid,
+                    "code": ErrorCode.STORED_RECORD_CORRUPT.value,
+                    "data": {
+                        "key": k_manifest,
+                        "quarantine": q_manifest,
+                        "error": error.reason,
+                        "uploads_dropped": moved[0],
+                        "drop_reason": reason.value,
+                    },
+                },
+            )
+
     def _sum_keys(self, round_: int, origin: int) -> tuple[str, str, Callable[[str], str]]:
         """Sum, manifest and upload keys of round `round_`'s own sum (`origin` == `round_`) or of its bucket
         of late uploads made for `origin`."""
@@ -425,5 +524,5 @@ class RoundLedger:
         return sorted(rounds)
 
 
-def _load_manifest(raw: bytes | None) -> dict[str, Contribution]:
-    return _MANIFEST.validate_json(raw) if raw is not None else {}
+def _load_manifest(raw: bytes | None, *, key: str) -> dict[str, Contribution]:
+    return parse_record(raw, key=key, reader=_MANIFEST) if raw is not None else {}

@@ -278,10 +278,7 @@ class MaskingStages:
         request = await self._request(round_)
         cohort = await self._roster(round_)
         senders = await self._cohorts.senders(round_, Collected.SHARES)
-        answers = [
-            UnmaskShares.model_validate_json(raw)
-            for raw in (await self._cohorts.messages(round_, Collected.ANSWERS)).values()
-        ]
+        answers = list((await self._cohorts.messages(round_, Collected.ANSWERS, UnmaskShares)).values())
         length, bits = self.config.layout_size, self._bits
         try:
             data = await self._run(
@@ -364,10 +361,7 @@ class MaskingStages:
             return cached
         if await self._cohorts.closed(round_, Collected.ADVERTS) is None:
             raise StagePendingError(f"round {round_}'s roster is not closed yet")
-        adverts = [
-            KeyAdvert.model_validate_json(raw)
-            for raw in (await self._cohorts.messages(round_, Collected.ADVERTS)).values()
-        ]
+        adverts = list((await self._cohorts.messages(round_, Collected.ADVERTS, KeyAdvert)).values())
         roster = Roster(cohort=self.cohort_id(round_), adverts=sorted(adverts, key=lambda a: a.client_id))
         cohort = self._rosters[round_] = Cohort(roster, self._k)
         return cohort
@@ -379,10 +373,7 @@ class MaskingStages:
         cohort = await self._roster(round_)
         if await self._cohorts.closed(round_, Collected.SHARES) is None:
             raise StagePendingError(f"round {round_}'s shares are still being collected")
-        bundles = [
-            ShareBundle.model_validate_json(raw)
-            for raw in (await self._cohorts.messages(round_, Collected.SHARES)).values()
-        ]
+        bundles = list((await self._cohorts.messages(round_, Collected.SHARES, ShareBundle)).values())
         inboxes = self._inboxes[round_] = route(cohort, bundles)
         return inboxes
 
@@ -398,10 +389,8 @@ class MaskingStages:
             return cached
         if await self._cohorts.closed(round_, Collected.CONSENTS) is None:
             raise StagePendingError(f"round {round_}'s consents are still being collected")
-        consents = {
-            client_id: Consent.model_validate_json(raw).signature
-            for client_id, raw in (await self._cohorts.messages(round_, Collected.CONSENTS)).items()
-        }
+        held = await self._cohorts.messages(round_, Collected.CONSENTS, Consent)
+        consents = {client_id: consent.signature for client_id, consent in held.items()}
         request = UnmaskRequest(survivor_set=await self._survivors(round_), consents=consents)
         self._requests[round_] = request
         return request

@@ -20,6 +20,7 @@ from services.identity import SigningKey
 from services.metrics import EdgeMetrics
 from services.settings import EdgeSettings
 from services.store import StateStore
+from services.stored_records import report
 
 log = logging.getLogger("edge_aggregator")
 T = TypeVar("T")
@@ -197,5 +198,6 @@ class EdgeRuntime:
                 await edge.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("deadline check failed")
+            except Exception as e:
+                if not await report(self._store, e, what="the deadline check", extra={}):
+                    log.exception("deadline check failed")

@@ -152,6 +152,9 @@ class ErrorCode(StrEnum):
     COHORT_FAILED = "cohort_failed"  # 409: the round's masking cohort failed; nothing of it is forwarded
     # 400: a manifest line is not signed by the client it names (detail: `client_ids`, `round`)
     BAD_CONTRIBUTION_SIGNATURE = "bad_contribution_signature"
+    # 409: a record the service stored does not read back (altered in the store, or written before a bound
+    # existed); it was copied to a quarantine key and logged (detail: `key`)
+    STORED_RECORD_CORRUPT = "stored_record_corrupt"
     INTERNAL = "internal"
 
 
@@ -172,6 +175,8 @@ class DropReason(StrEnum):
     LATE_LEFT_OUT = "late_left_out"  # cloud: a late group would hold back columns the round publishes
     FLAGGED = "flagged"  # cloud: the robust strategy flagged the edge's sum as contaminated and left it out
     ROUND_FAILED = "round_failed"  # cloud: the round failed; the aggregates it held are not in any model
+    # edge: the round's stored manifest did not read back; it and the sum were quarantined
+    RECORD_QUARANTINED = "record_quarantined"
 
 
 #: The longest an edge keeps trying to forward a round after its upload deadline, unless the spec says

@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.messages import ErrorBody, ErrorCode
 from services.errors import ServiceError
-from services.store import StoreError
+from services.store import StateStore, StoreError
+from services.stored_records import StoredRecordError, quarantine
 
 log = logging.getLogger("services.asgi")
 
@@ -47,6 +48,7 @@ def install_error_handlers(
     it as `null` (the edge's); clients read both the same.
     """
     answers = _ErrorAnswers(log, invalid_request, internal_error, omit_nulls)
+    app.add_exception_handler(StoredRecordError, answers.stored_record_error)
     app.add_exception_handler(ServiceError, answers.service_error)
     app.add_exception_handler(RequestValidationError, answers.validation_error)
     app.add_exception_handler(StarletteHTTPException, answers.http_error)
@@ -68,6 +70,15 @@ class _ErrorAnswers:
             self.log.error(
                 "%s %s: %s", request.method, request.url.path, exc.message, extra={"code": exc.code}
             )
+        return self._refusal(exc)
+
+    async def stored_record_error(self, request: Request, exc: Exception) -> JSONResponse:
+        """409 `stored_record_corrupt`, the record copied to its quarantine key first (a read inside a
+        transaction cannot write; the app's lifespan puts its store on `app.state.store`)."""
+        assert isinstance(exc, StoredRecordError)
+        store = getattr(request.app.state, "store", None)
+        if isinstance(store, StateStore):
+            await quarantine(store, exc)
         return self._refusal(exc)
 
     async def validation_error(self, request: Request, exc: Exception) -> JSONResponse:

@@ -141,6 +141,11 @@ def fed_quarantine(fid: str, what: str) -> str:
     return f"cloud:{fid}:quarantine:{what}"
 
 
+def fed_quarantine_prefix(fid: str) -> str:
+    """Prefix of every quarantined record of the federation (`fed_quarantine`, `quarantine_of`)."""
+    return f"cloud:{fid}:quarantine:"
+
+
 def fed_round_aggregate_digests(fid: str, round_: int) -> str:
     # Json {edge id: sha256 of its stored value in `fed_round_aggregates`}, written in the same atomic step
     # as the value: a transaction reads which sums a round holds here (a hash cannot be read in one).
@@ -274,6 +279,18 @@ def edge_masking_failed(eid: str, fid: str, round_: int) -> str:
 def edge_masking_prefix(eid: str, fid: str, round_: int) -> str:
     """Prefix of every key of round `round_`'s masking cohort (for `scan`)."""
     return f"edge:{eid}:{fid}:round:{round_}:masking:"
+
+
+def quarantine_of(key: str, field: str | None = None) -> str:
+    """Where a stored record (a plain key, or a hash's `field`) that no longer reads back is copied for the
+    operator to inspect: beside its own keys, under `quarantine:` (`cloud:{fid}:quarantine:...`,
+    `edge:{eid}:{fid}:quarantine:...`), out of every prefix the services scan."""
+    head = 3 if key.startswith("edge:") else 2
+    parts = key.split(":", head)
+    if len(parts) <= head:
+        return f"{key}:quarantine" + (f":{field}" if field is not None else "")
+    name = parts[head] + (f":{field}" if field is not None else "")
+    return ":".join([*parts[:head], "quarantine", name])
 
 
 def edge_api_token(eid: str, fid: str) -> str:

@@ -226,6 +226,13 @@ class CloudMetrics(ServiceMetrics):
             ["federation", "edge"],
             registry=self.registry,
         )
+        self.records_quarantined = Gauge(
+            "fedlora_records_quarantined",
+            "Stored records that did not read back and were copied to a quarantine key, held now (read from "
+            "the state store at every scrape)",
+            ["federation"],
+            registry=self.registry,
+        )
         self.epsilon_spent = _epsilon_gauge(self.registry)
 
 

@@ -13,3 +13,12 @@ def store_memory(text: str) -> dict[str, float]:
         for sample in family.samples
         if sample.name.startswith("fedlora_store_")
     }
+
+
+def metric_value(text: str, name: str, labels: dict[str, str]) -> float | None:
+    """The value of the sample `name` with `labels` in a `/metrics` answer; None if it has none."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
