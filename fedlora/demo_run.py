@@ -14,7 +14,6 @@ same cloud again with the same call (`fedlora.demo_view`).
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 
 from services.keys import KEK_FILE_ENV
+from services.secret_files import write_secret
 from services.settings import CONFIG_ENV
 
 _SETTINGS_HEADER = (
@@ -33,16 +33,6 @@ _SETTINGS_HEADER = (
 
 class RunFolderError(ValueError):
     """The folder was not written by `fedlora demo` with a Redis store, or lacks one of its files."""
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to a file only its owner can read, whatever mode an earlier file had."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to a new file
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -77,8 +67,8 @@ class DemoRunFolder:
         for folder in (self.redis_dir, self.root / "state"):
             if folder.exists():
                 shutil.rmtree(folder)
-        write_private(self.admin_token_file, admin_token)
-        write_private(self.kek_file, kek_hex)
+        write_secret(self.admin_token_file, admin_token)
+        write_secret(self.kek_file, kek_hex)
         self.settings_file.write_text(_SETTINGS_HEADER + yaml.safe_dump(cloud_settings, sort_keys=True))
 
     def check(self) -> None:

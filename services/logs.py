@@ -35,7 +35,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(service: str, *, level: str = "INFO", json_lines: bool = True) -> logging.Logger:
-    """Route the root logger to stderr; JSON lines for services, plain text for people."""
+    """Route the root logger, and Python warnings, to stderr; JSON lines for services, plain text for people."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonFormatter(service))
@@ -46,4 +46,7 @@ def configure(service: str, *, level: str = "INFO", json_lines: bool = True) -> 
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Python warnings (a library's `warnings.warn`: Opacus and torch on an empty Poisson batch, say) go
+    # through the same handler, as JSON lines, instead of to stderr as bare text outside the logs.
+    logging.captureWarnings(True)
     return logging.getLogger(service)

@@ -2,20 +2,27 @@
 attacker with store access (or a bug) would, a record that does not parse or a value that is not the one
 recorded, then drives the route or the tick that reads it: a corrupt record is quarantined, logged and
 skipped or refused with 409 `stored_record_corrupt`, and a round that cannot proceed fails with a reason.
-Run on the memory store and a real Redis (tests/adversarial/conftest.py)."""
+Run on the memory store and a real Redis (tests/adversarial/conftest.py). At the end, what was left of
+item 6: Python warnings in the JSON logs, and the demo's secrets written 0600 from creation."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_aggregator.ledger import RoundLedger
+from fedlora.demo_run import DemoRunFolder
 from protocol.messages import DropReason, ErrorCode, RoundState
 from services import keyspace
 from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec
@@ -236,3 +243,50 @@ async def test_a_tick_over_a_record_that_does_not_read_back_raises_no_raw_parse_
     assert quarantined == b"{"
     raw_errors = [r for r in caplog.records if r.exc_info and "ValidationError" in repr(r.exc_info[1])]
     assert raw_errors == []
+
+
+# -- issue 20, item 6: what is left ------------------------------------------------------------------------
+def test_a_python_warning_in_a_service_is_a_json_log_line() -> None:
+    """Property: once a service has set up its logs, a library's `warnings.warn` (Opacus and torch warn on
+    an empty Poisson batch) is written as one JSON line with the others, never as bare text on stderr.
+
+    (Warnings went to stderr outside the JSON logs.)"""
+    script = (
+        "import warnings\n"
+        "from services.logs import configure\n"
+        "configure('client:hosp-a')\n"
+        "warnings.warn('the batch is empty', UserWarning, stacklevel=1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        timeout=60,
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # every line is JSON
+    assert any("the batch is empty" in line["msg"] for line in lines), done.stderr
+    assert all(line["service"] == "client:hosp-a" for line in lines)
+
+
+def test_the_demo_writes_its_secrets_0600_from_creation_and_never_through_a_planted_link(
+    tmp_path: Path,
+) -> None:
+    """Property: the demo's admin token and KEK files are created 0600 (`services.secret_files`), and a
+    symbolic link planted where one goes is replaced, never written through.
+
+    (`write_private` opened the path, so a planted link sent the secret to the file it pointed at.)"""
+    folder = DemoRunFolder(tmp_path / "run")
+    folder.root.mkdir()
+    elsewhere = tmp_path / "readable-by-all"
+    elsewhere.write_text("")
+    elsewhere.chmod(0o644)
+    folder.admin_token_file.symlink_to(elsewhere)
+    folder.prepare(admin_token="a" * 43, kek_hex="0" * 64, cloud_settings={})
+    assert elsewhere.read_text() == ""
+    assert not folder.admin_token_file.is_symlink()
+    assert folder.admin_token_file.read_text() == "a" * 43
+    for secret in (folder.admin_token_file, folder.kek_file):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
