@@ -71,7 +71,7 @@ from services.clock import TimeSource
 from services.errors import ForbiddenError, InvalidRequestError
 from services.identity import IdentityError, verify
 from services.store import StateStore, Updates
-from services.stored_records import parse_record, read_record, report
+from services.stored_records import StoredRecordError, parse_record, read_record, report
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -92,6 +92,11 @@ def _headers(values: Mapping[str, bytes]) -> dict[str, StoredAggregate]:
     """The headers of the stored sums that read back; the closer quarantines the others and fails the round."""
     readable, _ = readable_aggregates(values)
     return {edge_id: unpack_aggregate(value)[0] for edge_id, value in readable.items()}
+
+
+def _digests_key(key: str) -> bool:
+    """Whether `key` is a round's `fed_round_aggregate_digests`."""
+    return key.startswith("cloud:") and key.endswith(":aggregate-digests")
 
 
 def _mark(value: bytes) -> ForwardMark:
@@ -614,6 +619,10 @@ class RoundService:
                 extra = {"federation_id": fid}
                 if not await report(self._store, e, what="the deadline check", extra=extra):
                     log.exception("deadline check failed", extra=extra)
+                elif isinstance(e, StoredRecordError) and _digests_key(e.key):
+                    # Quarantined: without it the round holds no recorded sum, so the next check fails it
+                    # (every stored sum is then unrecorded: quarantined, named in the failure) or closes it.
+                    await self._store.delete(e.key)
 
     async def advance(self, fid: str, now: datetime) -> None:
         """Close the current round if every expected edge forwarded or its deadline passed; fail it if the
