@@ -4,7 +4,6 @@ real Redis (tests/adversarial/conftest.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import json
@@ -34,7 +33,15 @@ from protocol.messages import (
 )
 from services import keyspace
 from services.identity import SigningKey
-from tests.cloud.harness import Federation, post_model, running_cloud, small_spec
+from tests.cloud.harness import (
+    Federation,
+    one_sum_in,
+    past_deadline_with_edge_1_quarantined,
+    post_model,
+    replace_stored_sum,
+    running_cloud,
+    small_spec,
+)
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import FID, World, running_edge, until
 
@@ -263,31 +270,17 @@ async def test_a_stored_aggregate_that_does_not_read_back_is_quarantined_and_the
 
     (Unpacking it raised in the round's status and in every tick's close, so the round never ended.)"""
     async with running_cloud() as cloud:
-        spec = small_spec()
-        fed = await Federation.create(cloud.http, spec)
-        await fed.start(cloud.http)
-        deltas = fed.deltas(np.random.default_rng(7))
-        body = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
-        assert (await fed.post(cloud.http, body)).status_code == 202
-        key = keyspace.fed_round_aggregates(fed.fid, 0)
-        value = await cloud.store.hget(key, "edge-1")
+        fed = await one_sum_in(cloud, np.random.default_rng(7))
+        value = await cloud.store.hget(keyspace.fed_round_aggregates(fed.fid, 0), "edge-1")
         assert value is not None
         (length,) = struct.unpack_from(">I", value)
         header = value[4 : 4 + length].replace(b'"weight":1.0', b'"weight":null', 1)
         corrupt = struct.pack(">I", len(header)) + header + value[4 + length :]
-        await cloud.store.hset(key, "edge-1", corrupt)
-        digests_key = keyspace.fed_round_aggregate_digests(fed.fid, 0)
-        digests = json.loads(await cloud.store.get(digests_key) or b"{}")
-        digests["edge-1"] = hashlib.sha256(corrupt).hexdigest()
-        await cloud.store.set(digests_key, json.dumps(digests).encode())
+        await replace_stored_sum(cloud, fed.fid, corrupt, recorded=True)
 
         collecting = await cloud.http.get(f"/federations/{fed.fid}/rounds/0")
         assert collecting.status_code == 200, collecting.text
-        cloud.clock.advance(spec.round_deadline_s + 1)
-        await cloud.tick()
-        status = await cloud.status(fed.fid, 0)
-        quarantined = await cloud.store.get(keyspace.fed_quarantine(fed.fid, "round:0:aggregate:edge-1"))
-        next_round = await cloud.status(fed.fid, 1)
+        status, quarantined, next_round = await past_deadline_with_edge_1_quarantined(cloud, fed)
     assert status.state is RoundState.FAILED, status
     assert status.failure is not None and "edge-1" in status.failure, status.failure
     assert quarantined == corrupt

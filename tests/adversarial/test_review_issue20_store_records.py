@@ -7,7 +7,6 @@ item 6: Python warnings in the JSON logs, and the demo's secrets written 0600 fr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,15 @@ from edge_aggregator.ledger import RoundLedger
 from fedlora.demo_run import DemoRunFolder
 from protocol.messages import DropReason, ErrorCode, RoundState
 from services import keyspace
-from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec
+from tests.cloud.harness import (
+    Cloud,
+    Federation,
+    one_sum_in,
+    past_deadline_with_edge_1_quarantined,
+    replace_stored_sum,
+    running_cloud,
+    small_spec,
+)
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import EID, FID, World, running_edge, until
 from tests.metrics_text import metric_value
@@ -90,27 +97,12 @@ async def test_a_stored_sum_whose_digest_does_not_match_fails_its_round_cleanly(
 
     (A value differing from its recorded digest stalled the round: every tick logged and returned.)"""
     async with running_cloud() as cloud:
-        spec = small_spec()
-        fed = await Federation.create(cloud.http, spec)
-        await fed.start(cloud.http)
-        body = await fed.aggregate(cloud, "edge-1", 0, fed.deltas(np.random.default_rng(11))["edge-1"])
-        assert (await fed.post(cloud.http, body)).status_code == 202
-        key = keyspace.fed_round_aggregates(fed.fid, 0)
-        value = await cloud.store.hget(key, "edge-1")
+        fed = await one_sum_in(cloud, np.random.default_rng(11))
+        value = await cloud.store.hget(keyspace.fed_round_aggregates(fed.fid, 0), "edge-1")
         assert value is not None
         altered = _flip_last_byte(value)
-        await cloud.store.hset(key, "edge-1", altered)
-        if digests_rewritten:
-            digests_key = keyspace.fed_round_aggregate_digests(fed.fid, 0)
-            digests = json.loads(await cloud.store.get(digests_key) or b"{}")
-            digests["edge-1"] = hashlib.sha256(altered).hexdigest()
-            await cloud.store.set(digests_key, json.dumps(digests).encode())
-
-        cloud.clock.advance(spec.round_deadline_s + 1)
-        await cloud.tick()
-        status = await cloud.status(fed.fid, 0)
-        quarantined = await cloud.store.get(keyspace.fed_quarantine(fed.fid, "round:0:aggregate:edge-1"))
-        next_round = await cloud.status(fed.fid, 1)
+        await replace_stored_sum(cloud, fed.fid, altered, recorded=digests_rewritten)
+        status, quarantined, next_round = await past_deadline_with_edge_1_quarantined(cloud, fed)
     assert status.state is RoundState.FAILED, status
     assert status.failure is not None and "edge-1" in status.failure, status.failure
     assert quarantined == altered

@@ -443,6 +443,29 @@ async def one_sum_in(cloud: Cloud, rng: np.random.Generator) -> Federation:
     return fed
 
 
+async def replace_stored_sum(cloud: Cloud, fid: str, value: bytes, *, recorded: bool) -> None:
+    """Write `value` over edge-1's stored sum for round 0, as an attacker with store access (or a bug)
+    would; `recorded`: its digest replaces edge-1's in the round's aggregate digests too."""
+    await cloud.store.hset(keyspace.fed_round_aggregates(fid, 0), "edge-1", value)
+    if recorded:
+        digests_key = keyspace.fed_round_aggregate_digests(fid, 0)
+        digests = json.loads(await cloud.store.get(digests_key) or b"{}")
+        digests["edge-1"] = hashlib.sha256(value).hexdigest()
+        await cloud.store.set(digests_key, json.dumps(digests).encode())
+
+
+async def past_deadline_with_edge_1_quarantined(
+    cloud: Cloud, fed: Federation
+) -> tuple[RoundStatus, bytes | None, RoundStatus]:
+    """One deadline check past round 0's deadline: round 0's status, the quarantined copy of edge-1's sum
+    (None if there is none) and round 1's status."""
+    cloud.clock.advance(fed.spec.round_deadline_s + 1)
+    await cloud.tick()
+    status = await cloud.status(fed.fid, 0)
+    quarantined = await cloud.store.get(keyspace.fed_quarantine(fed.fid, "round:0:aggregate:edge-1"))
+    return status, quarantined, await cloud.status(fed.fid, 1)
+
+
 async def stored_plan(cloud: Cloud, fid: str, round_: int) -> RoundPlan | None:
     """Round `round_`'s plan as the cloud stored it (None before the round opened)."""
     try:
