@@ -98,7 +98,7 @@ class AdapterService:
         raw = await self.vector(fid, version)
         spec = await self._federations.spec(fid)
         layout, in_features = await self._federations.layout(fid)
-        vector = vector_from_bytes(raw, layout.size)
+        vector = vector_from_bytes(raw, layout.size, key=keyspace.fed_adapter(fid, version))
         basis_version = await self.basis_of(fid, version)
         bases = (
             basis_from_bytes(await self.basis(fid, basis_version), layout, in_features)

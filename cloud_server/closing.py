@@ -588,12 +588,13 @@ class RoundCloser:
             return None  # closed by someone else between our look and the lease
         unpacked = [unpack_aggregate(values[edge_id]) for edge_id in sorted(values)]
         layout, _ = await self._federations.layout(fid)
-        previous_raw = await self._store.get(keyspace.fed_adapter(fid, record.adapter_version))
+        previous_key = keyspace.fed_adapter(fid, record.adapter_version)
+        previous_raw = await self._store.get(previous_key)
         if previous_raw is None:
             raise NotFoundError(
                 f"adapter version {record.adapter_version} of {fid!r} is missing from the store"
             )
-        previous = vector_from_bytes(previous_raw, layout.size)
+        previous = vector_from_bytes(previous_raw, layout.size, key=previous_key)
         headers, late, left_out, noise = await self._noise(fid, round_, spec, record, values)
         prepared = PreparedRound(
             spec,

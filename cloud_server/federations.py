@@ -53,7 +53,7 @@ from services.errors import FederationEndedError, InvalidRequestError
 from services.identity import SigningKey, new_token, token_digest
 from services.model_layout import LayoutError, federation_layout
 from services.store import StateStore, Updates
-from services.stored_records import parse_record, read_record
+from services.stored_records import StoredRecordError, parse_record, read_record
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -70,10 +70,13 @@ def vector_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def vector_from_bytes(data: bytes, length: int) -> np.ndarray:
+def vector_from_bytes(data: bytes, length: int, *, key: str) -> np.ndarray:
+    """The adapter vector stored at `key`; `StoredRecordError` unless it is `length` finite float32 values."""
+    if len(data) != 4 * length:
+        raise StoredRecordError(key, f"{len(data)} bytes, the layout needs {4 * length}", raw=data)
     vector = np.frombuffer(data, dtype="<f4")
-    if vector.shape != (length,):
-        raise ValueError(f"stored adapter has {vector.size} values, the layout needs {length}")
+    if not np.isfinite(vector).all():
+        raise StoredRecordError(key, "non-finite values", raw=data)
     return vector.astype(np.float32)
 
 

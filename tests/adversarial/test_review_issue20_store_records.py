@@ -133,6 +133,7 @@ CORRUPTIONS = {
     "client_stats": Corruption(
         lambda fid: keyspace.fed_client_stats(fid, "client-a"), "/federations/{fid}/clients"
     ),
+    "adapter_vector": Corruption(lambda fid: keyspace.fed_adapter(fid, 0), "/federations/{fid}/adapters/0"),
     "adapter_meta": Corruption(
         lambda fid: keyspace.fed_adapter_meta(fid, 0), "/federations/{fid}/adapters/0"
     ),
