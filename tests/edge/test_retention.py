@@ -4,6 +4,7 @@ uploads not at all), and `/metrics` reports the store's memory use."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -12,7 +13,7 @@ import redis.asyncio as aioredis
 
 from services import keyspace
 from services.store import StoreError
-from tests.edge.harness import EID, FID, World, into_round_one, running_edge
+from tests.edge.harness import EID, FID, POLL_S, World, into_round_one, running_edge
 from tests.metrics_text import store_memory
 
 pytestmark = pytest.mark.anyio
@@ -55,14 +56,19 @@ async def test_an_acknowledged_round_is_kept_for_the_retention_window_only(
 ) -> None:
     world = make_world(clients=2, k=2)
     world.settings_overrides["retain_round_s"] = WINDOW_S
-    async with running_edge(world) as edge:
-        await into_round_one(world, edge)  # round 0 forwarded, the cloud acknowledged it
-
     store = world.store
     kept = [
         keyspace.edge_sum(EID, FID, 0),
         keyspace.edge_manifest(EID, FID, 0),
     ]
+    async with running_edge(world) as edge:
+        await into_round_one(world, edge)  # round 0 forwarded, the cloud acknowledged it
+        # The edge writes the outcome, then sets the retention TTLs: wait for it to finish before stopping it.
+        give_up = asyncio.get_running_loop().time() + POLL_S
+        while await store.ttl_s(kept[0]) is None:
+            assert asyncio.get_running_loop().time() < give_up, "the acknowledged round's sum never got a TTL"
+            await asyncio.sleep(0.002)
+
     for key in kept:
         assert await store.get(key) is not None, key
         assert 0 < (await store.ttl_s(key) or 0) <= WINDOW_S, key
