@@ -1,0 +1,252 @@
+"""Schemathesis against the cloud and the edge, each served by uvicorn on loopback (a thread of this process):
+every operation of each OpenAPI document, stateless (examples, coverage and fuzzing phases) and stateful
+(schemathesis' state machine over the links it infers), with valid tokens and a federation that has run a
+round, must show no server error and no conformance failure: undocumented statuses, responses that break
+their schema or headers, schema-valid requests refused, schema-invalid ones accepted.
+
+The data the fuzzing runs against is made first by `federation_world`, a scripted round over the same two
+HTTP APIs: create a federation, enrol the edge and two hospitals (`enrol_hospitals`), start, upload two
+signed CKKS updates to the edge, and read the round closed at the cloud.
+
+Deterministic: a fixed seed, schemathesis' deterministic generation and no example database.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+import uvicorn
+from fastapi import FastAPI
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import events
+from schemathesis.schemas import BaseSchema
+
+from cloud_server.app import create_app as create_cloud
+from edge_aggregator.app import create_app as create_edge
+from fedlora.launcher import free_port
+from protocol.crypto import scheme_from_public
+from protocol.messages import EdgeEnrolment, Enrolled, FederationCreated, RoundPlan
+from services.identity import SigningKey
+from services.settings import EdgeSettings
+from services.store import MemoryStore
+from tests.cloud.harness import ADMIN, ADMIN_TOKEN, KEK, bearer, cloud_settings
+from tests.e2e.helpers import FID, enrol, make_spec, signed_update
+
+EDGE_ID = "edge-north"
+HOSPITALS = ("hospital-a", "hospital-b")
+SEED = 20
+# Per operation and phase; the whole module stays well under a minute and a half on two cores.
+MAX_EXAMPLES = 12
+STATEFUL_STEPS = 6
+POLL_S = 60.0
+
+
+def wait_for(predicate: Callable[[], Any], *, what: str, timeout_s: float = POLL_S) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+@contextmanager
+def served(app: FastAPI, port: int) -> Iterator[str]:
+    """`app` served by uvicorn on 127.0.0.1:`port` (lifespan included) until the block ends."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), what=f"uvicorn on port {port}")
+        assert server.started, f"uvicorn on port {port} did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=POLL_S)
+
+
+@dataclass(frozen=True)
+class World:
+    cloud_url: str
+    edge_url: str
+    created: FederationCreated
+    parties: Parties
+
+
+@dataclass(frozen=True)
+class Parties:
+    hospitals: Mapping[str, tuple[SigningKey, str]]  # client id -> its key and API token
+    probe_edge_token: str  # an edge-role token for the fuzzing (its own edge, with no hospitals)
+
+
+def enrol_parties(cloud_url: str, created: FederationCreated) -> Parties:
+    """The hospitals enrolled at `EDGE_ID`, and a second edge the fuzzing uses as its edge credential: the
+    one place that knows how parties enrol (change it when enrolment changes)."""
+    cloud = SimpleNamespace(url=cloud_url)
+    hospitals = {}
+    for client_id in HOSPITALS:
+        key, answer = enrol(cloud, created.client_enrolment_token, client_id, EDGE_ID)
+        hospitals[client_id] = (key, answer.api_token)
+    probe = EdgeEnrolment(
+        edge_id="edge-probe", url="http://127.0.0.1:9/", public_key=SigningKey.generate().public_bytes
+    )
+    response = httpx.post(
+        f"{cloud_url}/federations/{FID}/edges",
+        content=probe.model_dump_json(),
+        headers={**bearer(created.edge_enrolment_token), "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return Parties(hospitals, Enrolled.model_validate_json(response.content).api_token)
+
+
+def run_one_round(world_cloud: httpx.Client, edge_url: str, hospitals: Mapping[str, SigningKey]) -> None:
+    """Start the federation and close round 0: each hospital uploads a signed CKKS update to the edge, the
+    edge forwards the sum, the cloud closes the round."""
+    started = world_cloud.post(f"/federations/{FID}/start")
+    assert started.status_code == 200, started.text
+    plan = RoundPlan.model_validate_json(started.content)
+    wait_for(
+        lambda: httpx.get(f"{edge_url}/healthz", timeout=10).json().get("round") == 0,
+        what="the edge to follow round 0",
+    )
+    info = world_cloud.get(f"/federations/{FID}").json()
+    scheme = scheme_from_public(
+        make_spec().he, world_cloud.get(f"/federations/{FID}/public-context").content
+    )
+    rng = np.random.default_rng(SEED)
+    for client_id, key in hospitals.items():
+        update = signed_update(key, client_id, plan, scheme, rng.normal(0, 0.01, info["layout_size"]))
+        answer = httpx.post(
+            f"{edge_url}/federations/{FID}/rounds/0/uploads",
+            content=update.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert answer.status_code == 202, answer.text
+    wait_for(
+        lambda: world_cloud.get(f"/federations/{FID}/rounds/0").json()["state"] == "closed",
+        what="round 0 to close at the cloud",
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The cloud and one edge served on loopback, a federation created over the API, the edge and two
+    hospitals enrolled, and round 0 run to its close."""
+    tmp = tmp_path_factory.mktemp("fuzz")
+    cloud_app = create_cloud(cloud_settings(deadline_check_s=1.0), store=MemoryStore(), kek=KEK)
+    with served(cloud_app, free_port()) as cloud_url, httpx.Client(
+        base_url=cloud_url, headers=ADMIN, timeout=30
+    ) as admin:
+        spec = make_spec(rounds=3, round_deadline_s=600, upload_deadline_s=590)
+        response = admin.post("/federations", json=spec.model_dump(mode="json"))
+        assert response.status_code == 201, response.text
+        created = FederationCreated.model_validate_json(response.content)
+        edge_port = free_port()
+        edge_settings = EdgeSettings(
+            edge_id=EDGE_ID,
+            federation_id=FID,
+            cloud_url=cloud_url,
+            public_url=f"http://127.0.0.1:{edge_port}",
+            enrolment_token=created.edge_enrolment_token,
+            key_file=tmp / "edge.key",
+            deadline_check_s=1.0,
+        )
+        with served(create_edge(edge_settings, store=MemoryStore()), edge_port) as edge_url:
+            wait_for(
+                lambda: httpx.get(f"{edge_url}/healthz", timeout=10).json().get("ready"),
+                what="the edge to enrol",
+            )
+            parties = enrol_parties(cloud_url, created)
+            run_one_round(admin, edge_url, {cid: key for cid, (key, _) in parties.hospitals.items()})
+            yield World(cloud_url, edge_url, created, parties)
+
+
+def fuzz_config(tokens: Mapping[tuple[str, str], str], *, parameters: Mapping[str, Any]) -> SchemathesisConfig:
+    """Schemathesis' settings: the admin's token unless `tokens` names another for an operation (method,
+    path), the federation's ids for the path parameters, a fixed seed and deterministic generation."""
+    operations = [
+        {"include-method": method, "include-path": path, "headers": bearer(token)}
+        for (method, path), token in tokens.items()
+    ]
+    return SchemathesisConfig.from_dict(
+        {
+            "seed": SEED,
+            "headers": bearer(ADMIN_TOKEN),
+            "parameters": dict(parameters),
+            "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
+            "operations": operations,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def cloud_schema(world: World) -> BaseSchema:
+    created = world.created
+    tokens = {
+        ("POST", "/federations/{fid}/edges"): created.edge_enrolment_token,
+        ("POST", "/federations/{fid}/clients"): created.client_enrolment_token,
+        ("POST", "/federations/{fid}/rounds/{n}/aggregates"): world.parties.probe_edge_token,
+    }
+    config = fuzz_config(tokens, parameters={"fid": FID})
+    return schemathesis.openapi.from_url(f"{world.cloud_url}/openapi.json", config=config)
+
+
+@pytest.fixture(scope="module")
+def edge_schema(world: World) -> BaseSchema:
+    config = fuzz_config({}, parameters={"federation_id": FID})
+    return schemathesis.openapi.from_url(f"{world.edge_url}/openapi.json", config=config)
+
+
+@dataclass
+class Run:
+    cases: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def fuzz(schema: BaseSchema) -> Run:
+    """Every phase the configuration enables (examples, coverage, fuzzing, stateful), as `st run` runs
+    them; each failed check kept once, with the request that reproduces it."""
+    run = Run()
+    seen = set()
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, events.FatalError):
+            raise AssertionError(f"schemathesis could not run: {event.exception!r}")
+        if isinstance(event, events.NonFatalError):
+            run.failures.append(f"{event.label}: error {event.value!r}")
+        if isinstance(event, events.ScenarioFinished):
+            run.cases += len(event.recorder.cases)
+            for checks in event.recorder.checks.values():
+                for check in checks:
+                    info = check.failure_info
+                    if info is None or (event.recorder.label, info.failure.code) in seen:
+                        continue
+                    seen.add((event.recorder.label, info.failure.code))
+                    run.failures.append(
+                        f"{event.recorder.label} {info.failure.code} {info.failure.title}: "
+                        f"{info.failure.message}\n    {info.code_sample}"
+                    )
+    return run
+
+
+def test_the_cloud_answers_every_operation_as_its_document_says(cloud_schema: BaseSchema) -> None:
+    run = fuzz(cloud_schema)
+    assert run.failures == [], "\n".join([f"{len(run.failures)} failures in {run.cases} cases", *run.failures])
+
+
+def test_the_edge_answers_every_operation_as_its_document_says(edge_schema: BaseSchema) -> None:
+    run = fuzz(edge_schema)
+    assert run.failures == [], "\n".join([f"{len(run.failures)} failures in {run.cases} cases", *run.failures])
