@@ -29,6 +29,7 @@ from services.asgi import BodySizeLimit, install_error_handlers
 from services.clock import Clock, TimeSource, store_time, utc_now
 from services.keys import load_kek
 from services.metrics import CloudMetrics, HttpMetrics, routes_named
+from services.openapi import document_unreadable_bodies
 from services.settings import CloudSettings
 from services.store import StateStore, open_store
 
@@ -98,6 +99,7 @@ def create_app(
     install_error_handlers(
         app, log=log, invalid_request=invalid_request, internal_error=internal_error, omit_nulls=True
     )
+    document_unreadable_bodies(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=_too_large)
     routers = [m.router for m in (health, federations, enrolment, rounds, adapters, dashboard, metrics)]
     for router in routers:

@@ -246,18 +246,16 @@ class EdgeAggregator:
             await self._ledger.count_refusal(round_)
 
     def _check_path(self, update: ClientUpdate, federation_id: str | None, round_: int | None) -> None:
-        if federation_id is not None and federation_id != update.federation_id:
-            raise InvalidRequestError(
-                f"path names federation {federation_id}, the body {update.federation_id}",
-                field="federation_id",
-            )
+        # As the masking routes answer a body for another cohort: a federation this edge does not serve
+        # (in the path or the body) is 404, a body for another round than its path's is 409.
+        for named in (update.federation_id, federation_id):
+            if named is not None and named != self.config.federation_id:
+                raise UnknownFederationError(
+                    f"this edge serves federation {self.config.federation_id}, not {named}",
+                    field="federation_id",
+                )
         if round_ is not None and round_ != update.round:
-            raise InvalidRequestError(f"path names round {round_}, the body {update.round}", field="round")
-        if update.federation_id != self.config.federation_id:
-            raise UnknownFederationError(
-                f"this edge serves federation {self.config.federation_id}, not {update.federation_id}",
-                field="federation_id",
-            )
+            raise WrongRoundError(f"path names round {round_}, the body {update.round}", field="round")
 
     async def _enrolled_client(self, client_id: str) -> ClientInfo:
         client = self._roster.get(client_id)

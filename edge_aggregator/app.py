@@ -19,6 +19,7 @@ from services.asgi import BodySizeLimit, install_error_handlers
 from services.clock import Clock, OffsetClock, utc_now
 from services.identity import SigningKey
 from services.metrics import EdgeMetrics, HttpMetrics, routes_named
+from services.openapi import document_unreadable_bodies
 from services.settings import EdgeSettings, describe
 from services.store import StateStore, open_store
 
@@ -86,6 +87,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_openapi(app)
+    document_unreadable_bodies(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=PayloadTooLargeError)
     install_error_handlers(
         app, log=log, invalid_request=invalid_request, internal_error=internal_error, omit_nulls=False

@@ -51,13 +51,13 @@ _DESCRIPTIONS = {
     400: "`bad_ciphertext`: not a ciphertext of the federation's key and layout",
     401: "`unauthenticated` (client not enrolled at this edge) or `bad_signature`",
     403: "`forbidden`: the client is not in this round's plan",
-    404: "`unknown_federation`: this edge serves another federation",
+    404: "`unknown_federation`: this edge serves another federation (named in the path or the body)",
     409: "`round_not_open_yet` (a round after this edge's plan, which it is fetching: retry after "
-    "`Retry-After`), `wrong_round`, `round_closed`, `wrong_basis`, `plan_mismatch` (made under another plan "
+    "`Retry-After`), `wrong_round` (also: the body names another round than the path), `round_closed`, `wrong_basis`, `plan_mismatch` (made under another plan "
     "than this edge's for the round), `replay`, `duplicate_upload` or `conflict` (sum full)",
     410: "`federation_not_active`: the federation has ended",
     413: "`payload_too_large`",
-    422: "`invalid_request` naming the field (also: path and body disagree)",
+    422: "`invalid_request` naming the field",
     503: "not ready (not enrolled or without the key yet) or `store_unavailable`; retry after `Retry-After`",
 }
 # The edge's own words where they differ from the cloud's.

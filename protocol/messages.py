@@ -16,11 +16,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from protocol import examples as _examples
 from protocol.crypto.params import HEKind, HEParams, PaillierParams
 from protocol.distributions import Distribution
+from protocol.wire_schema import Base64, close_pattern_maps
 
 PROTOCOL_VERSION: Literal[1] = 1
 
@@ -47,8 +50,8 @@ MAX_NOISE_MULTIPLIER = 1e6
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", description="lower-case id")]
 Nonce = Annotated[str, Field(pattern=r"^[0-9a-f]{32,64}$", description="hex, at least 128 random bits")]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-Ciphertext = Annotated[bytes, Field(min_length=1, max_length=MAX_CIPHERTEXT_BYTES)]
-Signature = Annotated[bytes, Field(max_length=MAX_SIGNATURE_BYTES)]
+Ciphertext = Annotated[bytes, Base64(min_bytes=1, max_bytes=MAX_CIPHERTEXT_BYTES)]
+Signature = Annotated[bytes, Base64(min_bytes=0, max_bytes=MAX_SIGNATURE_BYTES)]
 
 
 class Message(BaseModel):
@@ -64,6 +67,15 @@ class Message(BaseModel):
     )
 
     protocol_version: Literal[1] = PROTOCOL_VERSION
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """Every map with a key pattern says that other keys are refused (`close_pattern_maps`)."""
+        json_schema = handler(core_schema)
+        close_pattern_maps(handler.resolve_ref_schema(json_schema))
+        return json_schema
 
 
 class Strategy(StrEnum):
@@ -730,23 +742,17 @@ MAX_PRIVACY_HISTORY = 10_000
 MAX_HISTORY_STEPS = 10**9
 
 
-HistoryEntries = tuple[tuple[float, float, int], ...]
+#: One release: (noise_multiplier, sample_rate, steps), each bounded in the schema as in the validator.
+HistoryEntry = tuple[
+    Annotated[float, Field(gt=0.0, le=MAX_NOISE_MULTIPLIER)],
+    Annotated[float, Field(gt=0.0, le=1.0)],
+    Annotated[int, Field(ge=0, le=MAX_HISTORY_STEPS)],
+]
 
 #: A hospital's example count is released once, as `n + N(0, COUNT_NOISE_STD^2)` (sensitivity 1), before it
 #: enrols; both its histories start with this entry (`client_agent.releases`).
 COUNT_NOISE_STD = 10.0
 COUNT_ENTRY: tuple[float, float, int] = (COUNT_NOISE_STD, 1.0, 1)
-
-
-def _check_history(value: HistoryEntries) -> HistoryEntries:
-    for index, (sigma, rate, steps) in enumerate(value):
-        if not (0 < sigma <= MAX_NOISE_MULTIPLIER and 0 < rate <= 1 and 0 <= steps <= MAX_HISTORY_STEPS):
-            raise ValueError(
-                f"history entry {index} is (noise_multiplier {sigma}, sample_rate {rate}, steps {steps}); "
-                f"needs 0 < noise_multiplier <= {MAX_NOISE_MULTIPLIER:g}, 0 < sample_rate <= 1, "
-                f"0 <= steps <= {MAX_HISTORY_STEPS}"
-            )
-    return value
 
 
 class LocalSpend(BaseModel):
@@ -766,18 +772,16 @@ class LocalSpend(BaseModel):
     )
     delta: float = Field(gt=0.0, lt=1.0)
     accountant: Literal["rdp", "prv"] = "rdp"
-    history: tuple[tuple[float, float, int], ...] = Field(
+    history: tuple[HistoryEntry, ...] = Field(
         max_length=MAX_PRIVACY_HISTORY,
         description="(noise_multiplier, sample_rate, steps) of every release on the training part",
     )
     budget: float | None = Field(default=None, gt=0.0, le=MAX_EPSILON, description="the hospital's own limit")
-    held_out_history: tuple[tuple[float, float, int], ...] = Field(
+    held_out_history: tuple[HistoryEntry, ...] = Field(
         default=(),
         max_length=MAX_PRIVACY_HISTORY,
         description="(noise_multiplier, sample_rate, steps) of every release on the held-out part",
     )
-
-    _history = field_validator("history", "held_out_history")(_check_history)
 
 
 class ClientUpdate(Message):
@@ -1293,7 +1297,7 @@ class ErrorBody(Message):
 
 
 # -- enrolment and federation info ---------------------------------------------------------------------
-PublicKey = Annotated[bytes, Field(min_length=32, max_length=32, description="Ed25519 raw public key")]
+PublicKey = Annotated[bytes, Base64(min_bytes=32, max_bytes=32, description="Ed25519 raw public key")]
 Url = Annotated[str, Field(pattern=r"^https?://[^\s]{1,2000}$")]
 
 
@@ -1511,7 +1515,8 @@ MAX_EVALUATION_METRICS = 32
 MetricName = Annotated[
     str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$", description="lower-case snake case, e.g. `accuracy`")
 ]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a boolean is not a number (the schema says a number).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 # Metrics that are fractions: a value outside [0, 1] is a caller's mistake (a percentage, a count).
 FRACTION_METRICS = frozenset(
     {"accuracy", "balanced_accuracy", "f1", "macro_f1", "precision", "recall", "auroc"}
@@ -1524,7 +1529,15 @@ class AdapterEvaluation(Message):
     model_config = ConfigDict(json_schema_extra={"examples": [_examples.ADAPTER_EVALUATION]})
 
     metrics: dict[MetricName, FiniteFloat] = Field(
-        min_length=1, max_length=MAX_EVALUATION_METRICS, description="e.g. {accuracy: 0.81, loss: 0.43}"
+        min_length=1,
+        max_length=MAX_EVALUATION_METRICS,
+        description="e.g. {accuracy: 0.81, loss: 0.43}",
+        # The schema states the fractions' range that `_fractions_in_unit_interval` checks.
+        json_schema_extra={
+            "properties": {
+                name: {"type": "number", "minimum": 0.0, "maximum": 1.0} for name in sorted(FRACTION_METRICS)
+            }
+        },
     )
     examples: int = Field(ge=1, le=10**9, description="held-out examples evaluated")
     dataset: str = Field(
@@ -1532,6 +1545,14 @@ class AdapterEvaluation(Message):
         description="which held-out set, e.g. `rt_sentiment:test`",
     )
     evaluated_at: datetime | None = Field(default=None, description="set by the cloud when it stores it")
+
+    @field_validator("evaluated_at", mode="before")
+    @classmethod
+    def _time_as_text(cls, value: Any) -> Any:
+        # Pydantic takes a number for seconds since the epoch; the schema says a date-time string.
+        if isinstance(value, int | float):
+            raise ValueError(f"must be an ISO 8601 date-time string, got the number {value!r}")
+        return value
 
     @field_validator("metrics")
     @classmethod

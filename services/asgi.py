@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.messages import ErrorBody, ErrorCode
@@ -88,7 +89,10 @@ class _ErrorAnswers:
     async def http_error(self, request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
-        return self._answer(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return self._answer(exc.status_code, code, str(exc.detail), headers=headers)
 
     async def store_error(self, request: Request, exc: Exception) -> JSONResponse:
         # A write that moves several keys does so in one transaction: either none of it was written and
@@ -131,6 +135,19 @@ class _ErrorAnswers:
             content=body.model_dump(mode="json", exclude_none=self.omit_nulls),
             headers=dict(headers) if headers else None,
         )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (for a 405's `Allow`). Starlette's own 405 names
+    the methods of the first route whose path matches only: `/federations`, two routes (GET and POST),
+    answered `Allow: POST`."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        # A method no route serves: a route whose path matches answers PARTIAL.
+        match, _ = route.matches({**request.scope, "method": "\x00"})
+        if match is Match.PARTIAL:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 class BodySizeLimit:

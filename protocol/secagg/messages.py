@@ -21,11 +21,12 @@ from typing import Annotated
 from pydantic import Field
 
 from protocol.messages import MAX_CLIENTS_PER_ROUND, Identifier, Message, Signature
+from protocol.wire_schema import Base64
 
-PublicKey = Annotated[bytes, Field(min_length=32, max_length=32)]
-Digest = Annotated[bytes, Field(min_length=32, max_length=32)]
-Share = Annotated[bytes, Field(min_length=16, max_length=16)]
-Sealed = Annotated[bytes, Field(min_length=28, max_length=256)]
+PublicKey = Annotated[bytes, Base64(min_bytes=32, max_bytes=32, description="X25519 raw public key")]
+Digest = Annotated[bytes, Base64(min_bytes=32, max_bytes=32)]
+Share = Annotated[bytes, Base64(min_bytes=16, max_bytes=16)]
+Sealed = Annotated[bytes, Base64(min_bytes=28, max_bytes=256)]
 
 
 class CohortId(Message):
