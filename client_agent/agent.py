@@ -67,7 +67,14 @@ from client_agent.train import (
 )
 from client_agent.update import contribution, seal
 from protocol.crypto import HEScheme, scheme_from_public
-from protocol.ffa import AdapterLayout, LayoutError, basis_from_bytes, basis_sha256, seeded_bases
+from protocol.ffa import (
+    AdapterLayout,
+    LayoutError,
+    basis_from_bytes,
+    basis_sha256,
+    seeded_bases,
+    vector_from_wire,
+)
 from protocol.messages import (
     ClientEnrolment,
     ClientUpdate,
@@ -418,16 +425,14 @@ class ClientAgent:
         version = plan.adapter_version
         raw = (await cloud.request("GET", f"/federations/{self.fid}/adapters/{version}/vector")).content
         check_digest(plan, field="vector_sha256", actual=hashlib.sha256(raw).hexdigest())
-        vector = np.frombuffer(raw, dtype="<f4")
-        if vector.shape != (size,):
+        try:
+            vector = vector_from_wire(raw, size)
+        except LayoutError as e:
             raise PlanRefusedError(
-                f"adapter version {version} has {vector.size} values, the model needs {size}",
-                field="vector",
-                value=vector.size,
-                limit=size,
-            )
+                f"adapter version {version}: {e}", field="vector", value=len(raw), limit=4 * size
+            ) from e
         self.policy.check_vector(vector, plan=plan)
-        return vector.astype(np.float32)
+        return vector
 
     async def basis(
         self,

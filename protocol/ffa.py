@@ -350,6 +350,18 @@ def basis_sha256(layout: AdapterLayout, bases: Mapping[str, np.ndarray]) -> str:
     return hashlib.sha256(basis_bytes(layout, bases)).hexdigest()
 
 
+def vector_from_wire(raw: bytes, length: int) -> np.ndarray:
+    """An adapter vector as the cloud serves it (float32 little-endian, `GET .../adapters/{v}/vector`), as
+    float32 values; raises `LayoutError` unless it holds exactly `length` values. (The cloud reads its own
+    stored copy with `cloud_server.federations.vector_from_bytes`, which quarantines a bad record.)"""
+    if len(raw) % 4:
+        raise LayoutError(f"adapter vector: {len(raw)} bytes is not a whole number of float32 values")
+    vector = np.frombuffer(raw, dtype="<f4")
+    if vector.shape != (length,):
+        raise LayoutError(f"adapter vector: the layout holds {length} values, got {vector.size}")
+    return vector.astype(np.float32)
+
+
 def basis_from_bytes(
     raw: bytes, layout: AdapterLayout, in_features: Mapping[str, int]
 ) -> dict[str, np.ndarray]:

@@ -1298,7 +1298,9 @@ class ErrorBody(Message):
 
 # -- enrolment and federation info ---------------------------------------------------------------------
 PublicKey = Annotated[bytes, Base64(min_bytes=32, max_bytes=32, description="Ed25519 raw public key")]
-Url = Annotated[str, Field(pattern=r"^https?://[^\s]{1,2000}$")]
+# Printable ASCII, spelled out: `\s` differs between regex dialects (Python's takes U+0085 as a space,
+# ECMAScript's does not), so a document using it meant one thing to the cloud and another to its clients.
+Url = Annotated[str, Field(pattern=r"^https?://[!-~]{1,2000}$")]
 
 
 class Role(StrEnum):

@@ -116,6 +116,11 @@ def combine(shares: dict[int, bytes], *, threshold: int) -> bytes:
     """The secret from shares keyed by holder index (1-based); uses the `threshold` lowest indices."""
     if len(shares) < threshold:
         raise SecAggError(f"{len(shares)} shares cannot rebuild a secret split with threshold {threshold}")
+    for index, share in shares.items():
+        if index < 1 or len(share) != SEED_BYTES:
+            raise SecAggError(
+                f"a share is {SEED_BYTES} bytes for a holder index from 1, got {len(share)} bytes for {index}"
+            )
     chosen = sorted(shares.items())[:threshold]
     if threshold == 1:
         return chosen[0][1]
