@@ -47,6 +47,8 @@ MAX_EPSILON = 1e4
 #: 1e-12 (alpha / (2 sigma^2)), so a larger sigma spends nothing more and is refused rather than kept.
 MAX_NOISE_MULTIPLIER = 1e6
 
+#: A module name as PEFT matches it (`query`, `attention.self.value`): ASCII, as the schema states it.
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", description="lower-case id")]
 Nonce = Annotated[str, Field(pattern=r"^[0-9a-f]{32,64}$", description="hex, at least 128 random bits")]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -445,7 +447,12 @@ class FederationSpec(Message):
         description="the classes in order (label i is label_names[i]); a hospital's data file maps its labels "
         "by these names, never by which labels its rows happen to hold. None: the labels 0 .. num_labels - 1",
     )
-    target_modules: tuple[str, ...] = ("query", "value")
+    target_modules: tuple[ModuleName, ...] = Field(
+        default=("query", "value"),
+        min_length=1,
+        max_length=MAX_TARGET_MODULES,
+        json_schema_extra={"uniqueItems": True},  # `_check_targets` refuses duplicates
+    )
     layers_to_transform: tuple[int, ...] | None = None
     r_max: int = Field(default=8, ge=1, le=MAX_R)
     lora_alpha: float = Field(default=8.0, gt=0.0, le=1e4)
@@ -506,13 +513,8 @@ class FederationSpec(Message):
     @field_validator("target_modules")
     @classmethod
     def _check_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value or len(value) > MAX_TARGET_MODULES:
-            raise ValueError(f"target_modules needs 1 to {MAX_TARGET_MODULES} names, got {len(value)}")
         if len(set(value)) != len(value):
             raise ValueError(f"target_modules has duplicates: {list(value)}")
-        for name in value:
-            if not name or len(name) > 128 or not all(c.isalnum() or c in "._-" for c in name):
-                raise ValueError(f"target_modules entry {name!r} is not a module name")
         return value
 
     @model_validator(mode="after")

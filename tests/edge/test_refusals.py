@@ -122,8 +122,8 @@ async def test_each_check_answers_with_its_code(make_world: Callable[..., World]
         "unsigned": (unsigned, 0, FID, 401, "bad_signature"),
         "tampered after signing": (tampered, 0, FID, 401, "bad_signature"),
         "future round": (world.update(a, round_=3), 3, FID, 409, "round_not_open_yet"),
-        "path round differs": (world.update(a), 1, FID, 422, "invalid_request"),
-        "path federation differs": (world.update(a), 0, "fed-other", 422, "invalid_request"),
+        "path round differs": (world.update(a), 1, FID, 409, "wrong_round"),
+        "path federation differs": (world.update(a), 0, "fed-other", 404, "unknown_federation"),
         "other federation": (
             world.update(a, federation_id="fed-other"),
             0,

@@ -74,9 +74,9 @@ def test_spec_round_trips_every_scheme(he):
     [
         (dict(federation_id="Fed With Spaces"), "federation_id"),
         (dict(r_max=0), "r_max"),
-        (dict(target_modules=()), "target_modules needs 1"),
+        (dict(target_modules=()), "at least 1 item"),
         (dict(target_modules=("query", "query")), "duplicates"),
-        (dict(target_modules=("query; rm -rf",)), "is not a module name"),
+        (dict(target_modules=("query; rm -rf",)), "should match pattern"),
         (dict(upload_deadline_s=700, round_deadline_s=600), "upload_deadline_s (700.0) must not exceed"),
         (
             dict(upload_deadline_s=600, round_deadline_s=600),
@@ -147,7 +147,7 @@ def test_client_update_bounds():
         _update(weight=0)
     with pytest.raises(ValidationError, match="ciphertext"):
         _update(ciphertext=b"")
-    assert ClientUpdate.model_fields["ciphertext"].metadata[-1].max_length == MAX_CIPHERTEXT_BYTES
+    assert ClientUpdate.model_fields["ciphertext"].metadata[-1].max_bytes == MAX_CIPHERTEXT_BYTES
 
 
 def test_signing_payload_covers_every_field_but_the_signature():
