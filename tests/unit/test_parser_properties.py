@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from cloud_server.manifests import check_contributions, check_line_signature
+from protocol import examples
 from protocol.crypto import (
     CiphertextError,
     CKKSParams,
@@ -47,6 +48,7 @@ from protocol.ffa import (
     vector_from_wire,
 )
 from protocol.messages import (
+    AdapterEvaluation,
     ClientEnrolment,
     ClientInfo,
     ClientUpdate,
@@ -54,7 +56,6 @@ from protocol.messages import (
     EdgeAggregate,
     EdgeEnrolment,
     FederationSpec,
-    LocalSpend,
     RoundPlan,
 )
 from protocol.secagg import primitives
@@ -177,61 +178,22 @@ def test_an_envelope_round_trips(length: int, count: int, fingerprint: bytes, ch
 
 # -- wire models: uploads, aggregates and their manifests, plans, specs, enrolments, masking ----------------
 def valid_messages() -> dict[str, BaseModel]:
-    key = SigningKey.from_bytes(bytes(range(32)))
-    line = Contribution(
-        client_id="hospital-a",
-        weight=1.0,
-        num_examples=100,
-        rank=2,
-        nonce=NONCE,
-        ciphertext_sha256="ab" * 32,
-        local_privacy=LocalSpend(epsilon=1.5, delta=1e-5, history=((10.0, 1.0, 1), (1.1, 0.02, 50))),
-    )
-    line = line.model_copy(
-        update={"signature": key.sign(line.signing_payload(federation_id="fed-1", round_=3))}
-    )
-    update = ClientUpdate(
-        federation_id="fed-1",
-        round=3,
-        basis_version=0,
-        client_id="hospital-a",
-        rank=2,
-        weight=1.0,
-        num_examples=100,
-        nonce=NONCE,
-        ciphertext=b"\x01\x02\x03",
-        plan_sha256="cd" * 32,
-    ).signed(key.sign)
-    aggregate = EdgeAggregate(
-        federation_id="fed-1",
-        round=3,
-        basis_version=0,
-        edge_id="edge-1",
-        ciphertext=b"\x04\x05",
-        contributions=(line,),
-        idempotency_key="fed-1:3:edge-1",
-        plan_sha256="cd" * 32,
-    )
+    """The documents' own examples (`protocol.examples`) of what peers send, and the masking messages."""
+    from_examples = {
+        ClientUpdate: examples.CLIENT_UPDATE,
+        EdgeAggregate: examples.EDGE_AGGREGATE,
+        RoundPlan: examples.ROUND_PLAN,
+        FederationSpec: examples.FEDERATION_SPEC,
+        EdgeEnrolment: examples.EDGE_ENROLMENT,
+        ClientEnrolment: examples.CLIENT_ENROLMENT,
+        AdapterEvaluation: examples.ADAPTER_EVALUATION,
+    }
+    messages = {
+        model.__name__: model.model_validate_json(json.dumps(example))
+        for model, example in from_examples.items()
+    }
     cohort = CohortId(federation_id="fed-1", round=3, edge_id="edge-1")
-    return {
-        "ClientUpdate": update,
-        "EdgeAggregate": aggregate.model_copy(update={"signature": key.sign(aggregate.signing_payload())}),
-        "RoundPlan": RoundPlan(
-            federation_id="fed-1",
-            round=3,
-            adapter_version=3,
-            basis_version=0,
-            deadline=T0,
-            client_ranks={"hospital-a": 2, "hospital-b": 2},
-            clip_norm=1.0,
-        ),
-        "FederationSpec": FederationSpec(federation_id="fed-1", target_modules=("value",), r_max=2),
-        "EdgeEnrolment": EdgeEnrolment(
-            edge_id="edge-1", url="https://edge-1.test", public_key=key.public_bytes
-        ),
-        "ClientEnrolment": ClientEnrolment(
-            client_id="hospital-a", edge_id="edge-1", public_key=key.public_bytes, num_examples=100
-        ),
+    return messages | {
         "KeyAdvert": KeyAdvert(
             cohort=cohort,
             client_id="hospital-a",
@@ -297,7 +259,9 @@ def test_json_values_of_any_type_in_any_field_are_refused_with_a_validation_erro
 # -- the cloud's manifest checks ----------------------------------------------------------------------------
 @PROPERTIES
 @given(
-    client_ids=st.lists(st.sampled_from(["hospital-a", "hospital-b", "hospital-z"]), min_size=1, max_size=4),
+    client_ids=st.lists(
+        st.sampled_from(["hospital-north-1", "hospital-north-2", "hospital-nowhere"]), min_size=1, max_size=4
+    ),
     weight=st.floats(1e-6, 1e6),
     rank=st.integers(1, 256),
     signature=st.binary(max_size=80),
@@ -310,13 +274,13 @@ def test_a_manifest_is_refused_with_a_service_error_or_passes(
     clients = {
         cid: ClientInfo(
             client_id=cid,
-            edge_id="edge-1",
+            edge_id="edge-north",
             public_key=bytes(range(32)),
             num_examples=100,
             rank=2,
             enrolled_at=T0,
         )
-        for cid in ("hospital-a", "hospital-b")
+        for cid in ("hospital-north-1", "hospital-north-2")
     }
     lines = tuple(
         Contribution(
@@ -332,7 +296,7 @@ def test_a_manifest_is_refused_with_a_service_error_or_passes(
     )
     only(
         ServiceError,
-        lambda: check_contributions(lines, edge_id="edge-1", plan=plan, clients=clients, min_clients=2),
+        lambda: check_contributions(lines, edge_id="edge-north", plan=plan, clients=clients, min_clients=2),
     )
     for index, line in enumerate(lines):
         if line.client_id in clients:
@@ -341,8 +305,8 @@ def test_a_manifest_is_refused_with_a_service_error_or_passes(
                 lambda line=line, index=index: check_line_signature(
                     line,
                     clients[line.client_id],
-                    federation_id="fed-1",
-                    round_=3,
+                    federation_id=plan.federation_id,
+                    round_=plan.round,
                     field=f"contributions.{index}",
                 ),
             )
