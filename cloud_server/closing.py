@@ -77,7 +77,7 @@ from protocol.aggregation import (
     fold_in,
     round_noise,
 )
-from protocol.crypto import CryptoError, KeyStoreError
+from protocol.crypto import CryptoError, KeyBindingError, KeyStoreError
 from protocol.ffa import AdapterLayout, column_energy, seeded_bases
 from protocol.messages import (
     Contribution,
@@ -635,8 +635,27 @@ class RoundCloser:
         """The round's next adapter and what decrypting it measured; None, after failing the round, when its
         sum does not decrypt."""
         spec, round_, headers, noise = prepared.spec, prepared.round, prepared.headers, prepared.noise
-        # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it.
-        scheme = await self._federations.secret_scheme(fid)
+        # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it. Key
+        # material that is not the federation's (`KeyBindingError`: a sealed key of another federation, a
+        # public key swapped in the store) never decrypts: the round fails and the federation stops, with the
+        # reason, instead of a close retried for ever.
+        try:
+            scheme = await self._federations.secret_scheme(fid)
+        except KeyBindingError as e:
+            reason = f"the federation's key material in the store is not its own: {e}"
+            log.error("round failed and federation stopped: %s", reason, extra={"federation_id": fid})
+            await self.fail(
+                fid,
+                round_,
+                now,
+                reason=reason,
+                forwarded=headers,
+                ends=FederationState.STOPPED,
+                held=noise,
+                sealed=sealed,
+                lease=lease,
+            )
+            return None
         seed = await self._federations.noise_seed(fid, round_)
         started = time.perf_counter()
         try:
