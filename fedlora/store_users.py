@@ -26,10 +26,9 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import Field, TypeAdapter, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol.messages import Identifier
 from services import keyspace
@@ -183,25 +182,23 @@ class StoreUsersSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True)
 
     out_dir: Path = Field(description="where the ACL file and the tiers' password folders go")
-    edge_ids: Annotated[tuple[Identifier, ...], NoDecode] = Field(
-        default=(), description="the edges sharing this Redis, comma-separated (each gets its own user)"
+    edge_ids: str = Field(
+        default="",
+        pattern=r"^[a-z0-9_.,-]*$",
+        description="the edges sharing this Redis, comma-separated ids (each gets its own user)",
     )
     rotate: bool = Field(default=False, description="give every user a new password, keeping the previous")
     retire: bool = Field(default=False, description="drop the previous passwords kept by a rotation")
-
-    @field_validator("edge_ids", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
 
 
 def run() -> None:
     try:
         settings = StoreUsersSettings()  # type: ignore[call-arg]  # pydantic-settings reads the environment
         credentials = issue_store_users(
-            settings.out_dir, settings.edge_ids, rotate=settings.rotate, retire=settings.retire
+            settings.out_dir,
+            [eid for eid in settings.edge_ids.split(",") if eid],
+            rotate=settings.rotate,
+            retire=settings.retire,
         )
     except (ValidationError, StoreUsersError) as e:
         sys.exit(f"store-users: {e}")
