@@ -39,6 +39,7 @@ ACL_FILE = Path("redis") / "users.acl"
 PASSWORD_FILE = "store-password"  # noqa: S105 - a file name, not a secret
 PREVIOUS_FILE = "store-password.previous"
 ADMIN_USER = "fedlora-admin"
+DEFAULT_USER_LINE = "user default reset off ~* &* +@all"
 CLOUD_USER = "fedlora-cloud"
 
 
@@ -88,8 +89,10 @@ class StoreCredentials:
 
     def acl_text(self) -> str:
         users = [self.admin, self.cloud, *(self.edges[eid] for eid in sorted(self.edges))]
-        # Redis' own default user, which any connection is before AUTH: off, no password, no key, no command.
-        return "\n".join(["user default reset off", *(u.acl_line() for u in users)]) + "\n"
+        # Redis' own default user: off and without a password, so no connection is ever it (one that has not
+        # logged in gets NOAUTH). Its grants are for Redis alone: 7.0 replays an AOF's MULTI/EXEC as the
+        # default user, and a default user without them would drop every transaction at a restart.
+        return "\n".join([DEFAULT_USER_LINE, *(u.acl_line() for u in users)]) + "\n"
 
 
 def issue_store_users(
