@@ -69,10 +69,14 @@ class RedisProcess:
 
     def admin_client(self, **options: Any) -> redis.Redis:
         """A client as the operator's ACL user when the server runs with `acl`, else Redis' default user."""
-        login = {}
-        if self.acl is not None:
-            login = {"username": self.acl.admin.name, "password": self.acl.admin.password}
-        return redis.Redis(host="127.0.0.1", port=self.port, **login, **options)
+        admin = self.acl.admin if self.acl is not None else None
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            username=admin.name if admin is not None else None,
+            password=admin.password if admin is not None else None,
+            **options,
+        )
 
     @property
     def log(self) -> Path:
