@@ -615,19 +615,35 @@ class RoundCloser:
             ledger = await read_record(self._store, keyspace.fed_privacy(fid), Ledger) or Ledger()
             over = overspend(spec, ledger, round_=round_, noise=noise, layout_size=layout.size)
         if over is not None:
-            await self.fail(
-                fid,
-                round_,
-                now,
-                reason=over,
-                forwarded=headers,
-                ends=FederationState.BUDGET_EXHAUSTED,
-                held=noise,
-                sealed=sealed,
-                lease=lease,
+            await self._fail_unreleased(
+                prepared, now, sealed, lease, reason=over, ends=FederationState.BUDGET_EXHAUSTED
             )
             return None
         return prepared
+
+    async def _fail_unreleased(
+        self,
+        prepared: PreparedRound,
+        now: datetime,
+        sealed: Mapping[str, str],
+        lease: Lease,
+        *,
+        reason: str,
+        ends: FederationState | None = None,
+    ) -> None:
+        """Fail `prepared`'s round with `reason`, nothing released from its sums (shown forwarded, their noise
+        held), and end the federation in `ends` if given (`fail`)."""
+        await self.fail(
+            prepared.spec.federation_id,
+            prepared.round,
+            now,
+            reason=reason,
+            forwarded=prepared.headers,
+            ends=ends,
+            held=prepared.noise,
+            sealed=sealed,
+            lease=lease,
+        )
 
     async def _decrypt(
         self, fid: str, prepared: PreparedRound, now: datetime, sealed: Mapping[str, str], lease: Lease
@@ -644,16 +660,8 @@ class RoundCloser:
         except KeyBindingError as e:
             reason = f"the federation's key material in the store is not its own: {e}"
             log.error("round failed and federation stopped: %s", reason, extra={"federation_id": fid})
-            await self.fail(
-                fid,
-                round_,
-                now,
-                reason=reason,
-                forwarded=headers,
-                ends=FederationState.STOPPED,
-                held=noise,
-                sealed=sealed,
-                lease=lease,
+            await self._fail_unreleased(
+                prepared, now, sealed, lease, reason=reason, ends=FederationState.STOPPED
             )
             return None
         seed = await self._federations.noise_seed(fid, round_)
@@ -678,9 +686,7 @@ class RoundCloser:
             raise
         except CryptoError as e:
             reason = f"the sum of {len(headers)} edge aggregates did not decrypt: {e}"
-            await self.fail(
-                fid, round_, now, reason=reason, forwarded=headers, held=noise, sealed=sealed, lease=lease
-            )
+            await self._fail_unreleased(prepared, now, sealed, lease, reason=reason)
             return None
         self._telemetry.decrypted(scheme.kind.value, result.decrypt_s)
         metrics = {
