@@ -287,7 +287,7 @@ class ClientAgent:
         """The federation's spec and public key, once the spec passes this hospital's policy. A saved API token
         the cloud no longer knows (revoked by a re-enrolment elsewhere, a cloud restored from an older backup)
         is replaced by enrolling again with the same key. The HE key and the plan key are pinned at first
-        contact: a federation that presents others later (a state folder from another federation under this
+        contact unless the settings name them (`he_fingerprint`, `plan_public_key`): a federation that presents others later (a state folder from another federation under this
         id, a public context that is not the federation's) is refused."""
         try:
             raw = (await cloud.request("GET", f"/federations/{self.fid}")).content
@@ -300,6 +300,16 @@ class ClientAgent:
             raw = (await cloud.request("GET", f"/federations/{self.fid}")).content
         info = FederationInfo.model_validate_json(raw)
         held = self.state.federation_fingerprint
+        given = self.settings.he_fingerprint
+        if given is not None and given != info.he_fingerprint:
+            raise PinMismatchError(
+                f"federation {self.fid!r} presents HE key {info.he_fingerprint[:12]}..., not the "
+                f"{given[:12]}... this hospital was given (FEDLORA_HE_FINGERPRINT): its key was swapped, and "
+                "this hospital encrypts under no other key",
+                field="he_fingerprint",
+                value=info.he_fingerprint,
+                limit=given,
+            )
         if held is not None and held != info.he_fingerprint:
             raise PinMismatchError(
                 f"the state folder {self.settings.state_dir} belongs to another federation named {self.fid!r} "

@@ -62,7 +62,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store = store is None
-        the_store = open_store(settings.store_url) if store is None else store
+        the_store = (
+            open_store(
+                settings.store_url, username=settings.store_username, password=settings.store_password()
+            )
+            if store is None
+            else store
+        )
         shared = time or store_time(the_store)
         app.state.store = the_store  # the error handlers quarantine a record that does not read back
         try:

@@ -77,7 +77,7 @@ from protocol.aggregation import (
     fold_in,
     round_noise,
 )
-from protocol.crypto import CryptoError, KeyStoreError
+from protocol.crypto import CryptoError, KeyBindingError, KeyStoreError
 from protocol.ffa import AdapterLayout, column_energy, seeded_bases
 from protocol.messages import (
     Contribution,
@@ -615,19 +615,35 @@ class RoundCloser:
             ledger = await read_record(self._store, keyspace.fed_privacy(fid), Ledger) or Ledger()
             over = overspend(spec, ledger, round_=round_, noise=noise, layout_size=layout.size)
         if over is not None:
-            await self.fail(
-                fid,
-                round_,
-                now,
-                reason=over,
-                forwarded=headers,
-                ends=FederationState.BUDGET_EXHAUSTED,
-                held=noise,
-                sealed=sealed,
-                lease=lease,
+            await self._fail_unreleased(
+                prepared, now, sealed, lease, reason=over, ends=FederationState.BUDGET_EXHAUSTED
             )
             return None
         return prepared
+
+    async def _fail_unreleased(
+        self,
+        prepared: PreparedRound,
+        now: datetime,
+        sealed: Mapping[str, str],
+        lease: Lease,
+        *,
+        reason: str,
+        ends: FederationState | None = None,
+    ) -> None:
+        """Fail `prepared`'s round with `reason`, nothing released from its sums (shown forwarded, their noise
+        held), and end the federation in `ends` if given (`fail`)."""
+        await self.fail(
+            prepared.spec.federation_id,
+            prepared.round,
+            now,
+            reason=reason,
+            forwarded=prepared.headers,
+            ends=ends,
+            held=prepared.noise,
+            sealed=sealed,
+            lease=lease,
+        )
 
     async def _decrypt(
         self, fid: str, prepared: PreparedRound, now: datetime, sealed: Mapping[str, str], lease: Lease
@@ -635,8 +651,19 @@ class RoundCloser:
         """The round's next adapter and what decrypting it measured; None, after failing the round, when its
         sum does not decrypt."""
         spec, round_, headers, noise = prepared.spec, prepared.round, prepared.headers, prepared.noise
-        # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it.
-        scheme = await self._federations.secret_scheme(fid)
+        # A wrong KEK raises `KeyStoreError` here: not the round's fault, so it is not failed for it. Key
+        # material that is not the federation's (`KeyBindingError`: a sealed key of another federation, a
+        # public key swapped in the store) never decrypts: the round fails and the federation stops, with the
+        # reason, instead of a close retried for ever.
+        try:
+            scheme = await self._federations.secret_scheme(fid)
+        except KeyBindingError as e:
+            reason = f"the federation's key material in the store is not its own: {e}"
+            log.error("round failed and federation stopped: %s", reason, extra={"federation_id": fid})
+            await self._fail_unreleased(
+                prepared, now, sealed, lease, reason=reason, ends=FederationState.STOPPED
+            )
+            return None
         seed = await self._federations.noise_seed(fid, round_)
         started = time.perf_counter()
         try:
@@ -659,9 +686,7 @@ class RoundCloser:
             raise
         except CryptoError as e:
             reason = f"the sum of {len(headers)} edge aggregates did not decrypt: {e}"
-            await self.fail(
-                fid, round_, now, reason=reason, forwarded=headers, held=noise, sealed=sealed, lease=lease
-            )
+            await self._fail_unreleased(prepared, now, sealed, lease, reason=reason)
             return None
         self._telemetry.decrypted(scheme.kind.value, result.decrypt_s)
         metrics = {

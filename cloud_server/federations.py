@@ -23,7 +23,9 @@ from cloud_server.privacy import report as privacy_report
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
 from protocol.crypto import (
     HEScheme,
+    KeyBindingError,
     generate_scheme,
+    key_fingerprint,
     open_bytes,
     open_secret,
     scheme_from_public,
@@ -110,7 +112,7 @@ class FederationService:
         except BudgetError as e:
             raise InvalidRequestError(str(e), field=e.field, detail=e.detail) from e
         scheme = await asyncio.to_thread(generate_scheme, spec.he)
-        sealed = seal_secret(scheme, self._kek)
+        sealed = seal_secret(scheme, self._kek, federation_id=fid)
         # Plans are signed so that a hospital can tell the cloud's plan from anyone else's and its edge can
         # compare what hospitals were served; the key is kept like the HE secret, sealed under the KEK.
         plan_key = SigningKey.generate()
@@ -242,12 +244,22 @@ class FederationService:
         return cached
 
     async def secret_scheme(self, fid: str) -> HEScheme[Any]:
-        """The federation's secret scheme, opened with the KEK for one use and never cached."""
-        spec = await self.spec(fid)
+        """The federation's secret scheme, opened with the KEK for one use and never cached, and only beside
+        the public key the cloud serves (the one hospitals encrypt under) and the fingerprint of its record:
+        `KeyBindingError` when the sealed key belongs to another federation or either was swapped."""
+        spec, record = await self.spec(fid), await self.record(fid)
         sealed = await self._store.get(keyspace.fed_secret(fid))
         if sealed is None:
             raise NotFoundError(f"no federation {fid!r}", code=ErrorCode.UNKNOWN_FEDERATION, field="fid")
-        return await asyncio.to_thread(open_secret, spec.he, sealed, self._kek)
+        served = key_fingerprint(spec.he, await self.public_bytes(fid))
+        if served.hex() != record.he_fingerprint:
+            raise KeyBindingError(
+                f"the public key in the store has fingerprint {served.hex()[:12]}..., the federation's record "
+                f"{record.he_fingerprint[:12]}...: the public key was swapped in the store"
+            )
+        return await asyncio.to_thread(
+            lambda: open_secret(spec.he, sealed, self._kek, federation_id=fid, fingerprint=served)
+        )
 
     async def plan_signer(self, fid: str) -> SigningKey | None:
         """The federation's plan-signing key, opened with the KEK for one use and never cached; None for a

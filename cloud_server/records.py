@@ -11,7 +11,7 @@ import struct
 from collections.abc import Mapping
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError, field_validator
 
 from protocol.messages import (
     Contribution,
@@ -85,10 +85,21 @@ class FederationRecord(Record):
 
 
 class TokenRecord(Record):
-    """What an API token (stored by its SHA-256) stands for."""
+    """What an API token (stored by its SHA-256) stands for: an edge or a client, never the admin, whose
+    credential lives in the settings only (a record with the admin role, written by whoever can write the
+    store, must not become one)."""
 
     role: Role
     subject: Identifier
+
+    @field_validator("role")
+    @classmethod
+    def _not_admin(cls, role: Role) -> Role:
+        if role is Role.ADMIN:
+            raise ValueError(
+                "a stored token record cannot carry the role 'admin': admin calls use the admin token"
+            )
+        return role
 
 
 class ClientStats(Record):

@@ -42,7 +42,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        the_store = store if store is not None else open_store(settings.store_url)
+        the_store = (
+            store
+            if store is not None
+            else open_store(
+                settings.store_url, username=settings.store_username, password=settings.store_password()
+            )
+        )
         app.state.store = the_store  # the error handlers quarantine a record that does not read back
         cloud_time = OffsetClock(clock or utc_now)
         the_link = link

@@ -4,7 +4,8 @@
 folder under `FEDLORA_OUT_DIR` (files mode 0600), twice over: the bare token (`enrolment-token`, for
 `kubectl create secret --from-file` or a hand-over to a regional operator or a hospital) and a settings
 file (`enrolment.yaml`: `enrolment_token: ...`) that an edge or a hospital's agent reads through
-`FEDLORA_CONFIG`. Run again, it changes nothing when the federation exists with the same spec and both
+`FEDLORA_CONFIG`; the hospitals' file also carries the federation's HE key fingerprint (`he_fingerprint`), so
+that an agent refuses a key swapped in the cloud's store before its first contact. Run again, it changes nothing when the federation exists with the same spec and both
 tokens are on disk; it fails when the federation exists but the tokens are not (they cannot be fetched
 again: create a federation under a new id), or exists with another spec.
 
@@ -115,12 +116,12 @@ async def bootstrap(
         response = await http.post("/federations", json=spec.model_dump(mode="json"))
         if response.status_code == 201:
             created = FederationCreated.model_validate_json(response.content)
-            for folder, token in (
-                (edge_dir, created.edge_enrolment_token),
-                (client_dir, created.client_enrolment_token),
+            for folder, token, pins in (
+                (edge_dir, created.edge_enrolment_token, {}),
+                (client_dir, created.client_enrolment_token, {"he_fingerprint": created.he_fingerprint}),
             ):
                 write_secret(folder / TOKEN_FILE, token)  # no newline: it becomes a header value
-                write_secret(folder / CONFIG_FILE, yaml.safe_dump({"enrolment_token": token}))
+                write_secret(folder / CONFIG_FILE, yaml.safe_dump({"enrolment_token": token, **pins}))
             log.info("federation created", extra={"federation_id": fid})
             return Bootstrapped(fid, Outcome.CREATED, edge_dir, client_dir)
         if response.status_code != 409:

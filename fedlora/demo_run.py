@@ -2,6 +2,7 @@
 
     runs/demo/
       redis/        the cloud's Redis: its append-only file and redis.log
+      store-users/  its ACL users (`fedlora.store_users`): the ACL file, the cloud's and the admin's passwords
       admin-token   the admin token (owner-only)
       kek           the key-encryption key that seals the federation's HE secret, hex (owner-only)
       cloud.yaml    the cloud's other settings (read through FEDLORA_CONFIG); the port and the store's
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from fedlora.store_users import ACL_FILE, CLOUD_USER, PASSWORD_FILE, StoreCredentials, issue_store_users
 from services.keys import KEK_FILE_ENV
 from services.secret_files import write_secret
 from services.settings import CONFIG_ENV
@@ -44,6 +46,15 @@ class DemoRunFolder:
         return self.root / "redis"
 
     @property
+    def store_users_dir(self) -> Path:
+        return self.root / "store-users"
+
+    def store_users(self) -> StoreCredentials:
+        """The run's Redis users (the cloud's, confined to `cloud:` keys, and the admin's that stops Redis):
+        issued by the first call of a run, read back by the next ones."""
+        return issue_store_users(self.store_users_dir, ())
+
+    @property
     def admin_token_file(self) -> Path:
         return self.root / "admin-token"
 
@@ -64,7 +75,7 @@ class DemoRunFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         # A new run is a new federation: the previous run's store and its edges' keys and hospitals' state
         # (API tokens, privacy histories) belong to the old one.
-        for folder in (self.redis_dir, self.root / "state"):
+        for folder in (self.redis_dir, self.store_users_dir, self.root / "state"):
             if folder.exists():
                 shutil.rmtree(folder)
         write_secret(self.admin_token_file, admin_token)
@@ -76,8 +87,14 @@ class DemoRunFolder:
         if not self.root.is_dir():
             raise RunFolderError(f"{self.root} is not a folder; run `make demo` (or `fedlora demo`) first")
         missing = [
-            p.name
-            for p in (self.redis_dir, self.admin_token_file, self.kek_file, self.settings_file)
+            str(p.relative_to(self.root))
+            for p in (
+                self.redis_dir,
+                self.store_users_dir / ACL_FILE,
+                self.admin_token_file,
+                self.kek_file,
+                self.settings_file,
+            )
             if not p.exists()
         ]
         if missing:
@@ -94,4 +111,6 @@ class DemoRunFolder:
             KEK_FILE_ENV: str(self.kek_file.resolve()),
             "FEDLORA_PORT": str(port),
             "FEDLORA_STORE_URL": store_url,
+            "FEDLORA_STORE_USERNAME": CLOUD_USER,
+            "FEDLORA_STORE_PASSWORD_FILE": str((self.store_users_dir / "cloud" / PASSWORD_FILE).resolve()),
         }

@@ -11,9 +11,11 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import redis
+
+from fedlora.store_users import StoreCredentials
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -42,12 +44,13 @@ def redis_binary() -> str:
 
 
 class RedisProcess:
-    """One `redis-server` on 127.0.0.1:`port` with its data (AOF) and log (`redis.log`) in `folder`.
+    """One `redis-server` on 127.0.0.1:`port` with its data (AOF) and log (`redis.log`) in `folder`, with the
+    ACL users of `acl` (`fedlora.store_users`) when given: it is then stopped as their admin user.
 
-    `start` again after `stop` (or a crash) reuses the folder, so Redis replays the AOF it left there.
-    `appendfsync` is Redis' own trade-off: `always` fsyncs before it answers, so a power loss keeps every
-    write Redis acknowledged (`tests/e2e/test_power_loss.py`); `everysec` may lose the last second or two
-    of them, `no` everything the OS had not flushed on its own.
+        `start` again after `stop` (or a crash) reuses the folder, so Redis replays the AOF it left there.
+        `appendfsync` is Redis' own trade-off: `always` fsyncs before it answers, so a power loss keeps every
+        write Redis acknowledged (`tests/e2e/test_power_loss.py`); `everysec` may lose the last second or two
+        of them, `no` everything the OS had not flushed on its own.
     """
 
     def __init__(
@@ -56,11 +59,24 @@ class RedisProcess:
         *,
         port: int,
         appendfsync: Literal["always", "everysec", "no"] = "everysec",
+        acl: StoreCredentials | None = None,
     ) -> None:
         self.folder = folder
         self.port = port
         self.appendfsync = appendfsync
+        self.acl = acl
         self.process: subprocess.Popen[bytes] | None = None
+
+    def admin_client(self, **options: Any) -> redis.Redis:
+        """A client as the operator's ACL user when the server runs with `acl`, else Redis' default user."""
+        admin = self.acl.admin if self.acl is not None else None
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            username=admin.name if admin is not None else None,
+            password=admin.password if admin is not None else None,
+            **options,
+        )
 
     @property
     def log(self) -> Path:
@@ -87,12 +103,14 @@ class RedisProcess:
                     *("--save", ""),  # the AOF is the only persistence, as in deploy/redis.conf
                     *("--maxmemory-policy", "noeviction"),
                     *("--daemonize", "no"),
+                    # The tiers' users, each confined to its keys, and the default user off.
+                    *(("--aclfile", str(self.acl.acl_file.resolve())) if self.acl is not None else ()),
                 ],
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
             )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        client = self.admin_client(socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         try:
             while True:
@@ -120,7 +138,7 @@ class RedisProcess:
         """SHUTDOWN (Redis flushes and fsyncs the AOF), then wait; SIGTERM, then SIGKILL, if it hangs."""
         if not self.alive():
             return
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2, socket_timeout=5)
+        client = self.admin_client(socket_connect_timeout=2, socket_timeout=5)
         try:
             client.shutdown()  # redis-py returns once the server has closed the connection
         except redis.RedisError:

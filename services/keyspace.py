@@ -1,6 +1,8 @@
 """Every state-store key and TTL in one place (as arq keeps its Redis keys), so no two modules disagree.
 
-Cloud keys start with `cloud:`, edge keys with `edge:{edge_id}:`; both then name the federation.
+Cloud keys start with `cloud:`, edge keys with `edge:{edge_id}:`; both then name the federation. The tiers'
+Redis users are confined to these prefixes (`fedlora.store_users`): a key of a tier outside its prefix is
+refused by Redis (NOPERM). Nothing uses pub/sub channels.
 """
 
 from __future__ import annotations
@@ -9,6 +11,15 @@ from __future__ import annotations
 NONCE_TTL_S = 7 * 24 * 3600
 # An edge forgets a round's sum and manifest this long after forwarding it (kept for audits and retries).
 EDGE_ROUND_TTL_S = 30 * 24 * 3600
+
+
+#: The prefix of every cloud key: the cloud's Redis user may touch these and nothing else.
+CLOUD_PREFIX = "cloud:"
+
+
+def edge_prefix(eid: str) -> str:
+    """The prefix of every key of edge `eid` (its replicas share them): its Redis user's only keys."""
+    return f"edge:{eid}:"
 
 
 # -- cloud ---------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,9 +59,41 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=1, le=65535)
     store_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
+    store_username: Identifier | None = Field(
+        default=None,
+        description="the Redis ACL user of this service (`fedlora.store_users` issues one per tier, limited to "
+        "the tier's keys); unset: the URL's, or Redis' default user",
+    )
+    store_password_file: Path | None = Field(
+        default=None,
+        description="the file (0600) holding `store_username`'s password, as the bootstrap wrote it",
+    )
     log_level: str = "INFO"
     log_json: bool = True
     max_body_bytes: int = Field(default=600 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _store_login_complete(self) -> Self:
+        if (self.store_username is None) != (self.store_password_file is None):
+            raise ValueError(
+                "store_username and store_password_file go together: set both (a Redis ACL user) or neither, "
+                f"got store_username={self.store_username!r}, store_password_file={self.store_password_file!r}"
+            )
+        return self
+
+    def store_password(self) -> str | None:
+        """The Redis password read from `store_password_file` (None without one)."""
+        if self.store_password_file is None:
+            return None
+        try:
+            password = self.store_password_file.read_text().strip()
+        except OSError as e:
+            raise ValueError(
+                f"store_password_file {str(self.store_password_file)!r} cannot be read: {e}"
+            ) from e
+        if not password:
+            raise ValueError(f"store_password_file {str(self.store_password_file)!r} is empty")
+        return password
 
     @classmethod
     def settings_customise_sources(
@@ -206,6 +238,13 @@ class ClientSettings(ServiceSettings):
         default=None,
         pattern=r"^[0-9a-f]{64}$",
         description="the federation's plan-signing key (hex), given out of band; unset: pinned at first contact",
+    )
+    he_fingerprint: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the federation's HE key fingerprint (hex, `FederationCreated.he_fingerprint`), given out "
+        "of band beside the enrolment token; unset: pinned at first contact. A federation that presents another "
+        "key is refused",
     )
     edge_url: str | None = Field(
         default=None,

@@ -390,6 +390,8 @@ class RedisStore(StateStore):
         command_timeout_s: float = 10.0,
         reconnect_attempts: int = 8,
         max_connections: int = 32,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.url = url
         self._max_attempts = max_transaction_attempts
@@ -404,6 +406,9 @@ class RedisStore(StateStore):
             retry=retry,
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             health_check_interval=30,
+            # An ACL user of the service's tier (`fedlora.store_users`); a URL that names one wins.
+            **({"username": username} if username is not None else {}),
+            **({"password": password} if password is not None else {}),
         )
         self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose closes it
 
@@ -597,6 +602,17 @@ class RedisStore(StateStore):
         return redacted_url(self.url)
 
 
+#: Every command `RedisStore` sends (with the connection's own: AUTH, HELLO, SELECT; redis-py shrugs off a refused CLIENT SETINFO), the
+#: whole of what a service's Redis ACL user may run (`fedlora.store_users`); scripts run these under the
+#: caller's user too. A new command here is a new grant to every tier's user.
+REDIS_COMMANDS = (
+    *("get", "set", "mget", "del", "incrby", "pexpire", "pttl", "scan"),
+    *("hget", "hset", "hsetnx", "hgetall", "hexists", "hdel"),
+    *("watch", "unwatch", "multi", "exec", "discard", "eval", "evalsha"),
+    *("time", "info", "ping", "echo", "auth", "hello", "select", "quit", "reset"),
+)
+
+
 # Compare-and-delete and compare-and-expire: one script each, so the check and the write are one step on the
 # server. No `#!lua` line: DEL and PEXPIRE still run when Redis is at `maxmemory` (a shebang script would be
 # refused then), so a closer can release its lease when the store is full.
@@ -679,13 +695,13 @@ def redacted_url(url: str) -> str:
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-def open_store(url: str) -> StateStore:
+def open_store(url: str, *, username: str | None = None, password: str | None = None) -> StateStore:
     """A store from its URL: `memory://` (embedded, lost at exit) or `redis://[:password@]host:port/db`
-    (also `rediss://` for TLS and `unix:///path/redis.sock`)."""
+    (also `rediss://` for TLS and `unix:///path/redis.sock`), logged in as the ACL user `username` if given."""
     if url == "memory://":
         return MemoryStore()
     if urlsplit(url).scheme in REDIS_SCHEMES:
-        return RedisStore(url)
+        return RedisStore(url, username=username, password=password)
     raise StoreError(
         f"store_url {redacted_url(url)!r} is not supported: use memory:// or redis://host:port/db"
     )

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Literal, Self
 
 import pytest
-import redis
 
 from fedlora.launcher import free_port
 from fedlora.redis_process import START_TIMEOUT_S, RedisMissingError, RedisProcess
 from fedlora.redis_process import redis_binary as find_redis_binary
+from fedlora.store_users import StoreCredentials
 
 
 def redis_binary() -> str:
@@ -35,8 +35,9 @@ class RedisServer(RedisProcess):
         *,
         port: int | None = None,
         appendfsync: Literal["always", "everysec", "no"] = "always",
+        acl: StoreCredentials | None = None,
     ) -> None:
-        super().__init__(folder, port=port or free_port(), appendfsync=appendfsync)
+        super().__init__(folder, port=port or free_port(), appendfsync=appendfsync, acl=acl)
 
     def start(self, *, timeout_s: float = START_TIMEOUT_S) -> Self:
         redis_binary()  # a missing binary fails the test with the hint
@@ -49,7 +50,7 @@ class RedisServer(RedisProcess):
             self.process.wait(timeout=10)
 
     def flush(self) -> None:
-        client = redis.Redis(host="127.0.0.1", port=self.port)
+        client = self.admin_client()
         try:
             client.flushall()
         finally:

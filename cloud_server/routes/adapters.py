@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from cloud_server.auth import AdminDep, AdminOrClientDep, MemberDep
+from cloud_server.auth import AdminDep, AdminOrClientDep
 from cloud_server.deps import AdaptersDep
 from cloud_server.routes import errors
 from protocol.messages import AdapterEvaluation, AdapterVersion
@@ -44,9 +44,9 @@ async def record_evaluation(
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404, 410, 422)},
 )
-async def vector(fid: str, version: Version, _: MemberDep, adapters: AdaptersDep) -> Response:
+async def vector(fid: str, version: Version, _: AdminOrClientDep, adapters: AdaptersDep) -> Response:
     """float32 little-endian, `FederationInfo.layout_size` values; 410 `version_pruned` for a version older
-    than the last `retain_versions`."""
+    than the last `retain_versions`. Not for edges (403): an edge sums ciphertexts and needs no model."""
     return Response(await adapters.vector(fid, version), media_type="application/octet-stream")
 
 

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from cloud_server.auth import AdminOrEdgeDep, ClientEnrolmentDep, EdgeEnrolmentDep, MemberDep
+from cloud_server.auth import AdminOrEdgeDep, ClientEnrolmentDep, EdgeEnrolmentDep, MemberDep, Principal
 from cloud_server.deps import EdgeClocksDep, EnrolmentDep
 from cloud_server.routes import errors
 from protocol.messages import (
@@ -75,13 +75,25 @@ async def enrol_client(
 )
 async def list_clients(
     fid: str,
-    _: AdminOrEdgeDep,
+    caller: AdminOrEdgeDep,
     enrolment: EnrolmentDep,
-    edge_id: Annotated[Identifier | None, Query(description="only the clients of this edge")] = None,
+    edge_id: Annotated[
+        Identifier | None, Query(description="only the clients of this edge (an edge: its own, the default)")
+    ] = None,
 ) -> list[ClientInfo]:
     """Each hospital's edge, public key, current rank (a rank policy may grow it between rounds), rounds
-    contributed, last seen and example-level epsilon. Edges read it to learn their clients' keys."""
+    contributed, last seen and example-level epsilon. Edges read it to learn their clients' keys: an edge
+    sees its own hospitals only (403 for another edge's)."""
+    if caller.role is Role.EDGE:
+        edge_id = _own_edge(caller, edge_id)
     return list((await enrolment.clients(fid, edge_id=edge_id)).values())
+
+
+def _own_edge(caller: Principal, edge_id: str | None) -> str:
+    """The edge a calling edge may ask about: its own (also when it names none)."""
+    if edge_id is not None and edge_id != caller.subject:
+        raise ForbiddenError(f"an edge may read its own hospitals only, not {edge_id}'s", field="edge_id")
+    return caller.subject
 
 
 @router.get(
@@ -97,7 +109,9 @@ async def identity_keys(
 ) -> IdentityKeys:
     """Each hospital's enrolled Ed25519 public key, for the hospitals enrolled at `edge_id`: a hospital
     checks every advert and signature of its masking cohort against them, so that an edge cannot stand in
-    for a hospital. A hospital may read its own edge's only."""
+    for a hospital. A hospital may read its own edge's only, an edge its own."""
+    if caller.role is Role.EDGE:
+        _own_edge(caller, edge_id)
     clients = await enrolment.clients(fid, edge_id=edge_id, with_stats=False)
     if caller.role is Role.CLIENT and caller.subject not in clients:
         raise ForbiddenError(f"a hospital may read the identity keys of its own edge only, not {edge_id}'s")

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from cloud_server.auth import AdminDep, MemberDep
+from cloud_server.auth import AdminDep, AdminOrClientDep, MemberDep
 from cloud_server.deps import AdaptersDep, FederationsDep, RoundsDep
 from cloud_server.routes import errors
 from protocol.messages import (
@@ -64,11 +64,11 @@ async def public_context(fid: str, _: MemberDep, federations: FederationsDep) ->
     responses={200: {"content": {"application/octet-stream": {}}}, **errors(401, 403, 404, 422)},
 )
 async def basis(
-    fid: str, version: Annotated[int, Path(ge=0)], _: MemberDep, adapters: AdaptersDep
+    fid: str, version: Annotated[int, Path(ge=0)], _: AdminOrClientDep, adapters: AdaptersDep
 ) -> Response:
     """float32 little-endian: each LoRA module's `A_max` (`r_max x in_features`, row-major), modules in the
     layout's order. The seeded basis is rebuilt from the seed; a re-based one (seed 001's third stage,
-    `RoundStatus.rebased`) is served as stored. A hospital fetches it when a plan names a basis it lacks."""
+    `RoundStatus.rebased`) is served as stored. A hospital fetches it when a plan names a basis it lacks; an edge needs none (403)."""
     return Response(await adapters.basis(fid, version), media_type="application/octet-stream")
 
 

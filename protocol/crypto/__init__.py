@@ -15,6 +15,7 @@ from protocol.crypto.ckks import CKKSScheme
 from protocol.crypto.errors import (
     CiphertextError,
     CryptoError,
+    KeyBindingError,
     KeyMaterialError,
     KeyStoreError,
     MissingSecretKeyError,
@@ -36,6 +37,7 @@ __all__ = [
     "HEKind",
     "HEParams",
     "HEScheme",
+    "KeyBindingError",
     "KeyMaterialError",
     "KeyStoreError",
     "MissingSecretKeyError",

@@ -28,5 +28,10 @@ class KeyStoreError(CryptoError):
     """A sealed secret key cannot be opened: wrong key-encryption key, tampered or truncated bytes."""
 
 
+class KeyBindingError(KeyStoreError):
+    """A sealed secret key was asked for under another federation, or beside another public key, than the
+    ones it was sealed for: the store holds key material that is not the federation's."""
+
+
 class PackingError(CryptoError):
     """A plaintext cannot be encoded (outside the clip, not finite) or a decrypted sum does not decode."""

@@ -51,13 +51,15 @@ async def test_the_peft_zip_holds_the_global_b_and_the_shared_basis() -> None:
         assert np.array_equal(weights[f"base_model.model.{MODULE}.lora_A.weight"], a_max)
 
 
-async def test_vectors_and_versions_need_a_member_and_an_existing_version() -> None:
+async def test_vectors_and_versions_need_an_admin_or_a_client_and_an_existing_version() -> None:
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec())
         url = f"/federations/{fed.fid}/adapters"
         edge = bearer(fed.edges["edge-1"].token)
+        client = bearer(fed.client_tokens["client-a"])
 
-        assert (await cloud.http.get(f"{url}/0/vector", headers=edge)).status_code == 200
+        assert (await cloud.http.get(f"{url}/0/vector", headers=client)).status_code == 200
+        assert (await cloud.http.get(f"{url}/0/vector", headers=edge)).status_code == 403
         assert (await cloud.http.get(f"{url}/0/vector", headers={"Authorization": ""})).status_code == 401
         assert (await cloud.http.get(f"{url}/0", headers=edge)).status_code == 403
         assert (await cloud.http.get(url, headers=edge)).status_code == 403

@@ -23,7 +23,7 @@ from fedlora.bootstrap import (
 )
 from protocol.messages import EdgeEnrolment
 from services.identity import SigningKey
-from services.settings import CONFIG_ENV, EdgeSettings
+from services.settings import CONFIG_ENV, ClientSettings, EdgeSettings
 from services.store import MemoryStore
 from tests.cloud import harness
 
@@ -76,6 +76,15 @@ async def _run_twice_then_enrol(tmp_path: Path) -> None:
     return None
 
 
+def configured(monkeypatch: pytest.MonkeyPatch, folder: Path, **variables: str) -> None:
+    """A service's environment: `FEDLORA_` + each of `variables`, and the settings file the bootstrap wrote
+    into `folder` as `FEDLORA_CONFIG` (no enrolment token in the environment: it comes from the file)."""
+    for name, value in variables.items():
+        monkeypatch.setenv(f"FEDLORA_{name}", value)
+    monkeypatch.delenv("FEDLORA_ENROLMENT_TOKEN", raising=False)
+    monkeypatch.setenv(CONFIG_ENV, str(folder / CONFIG_FILE))
+
+
 def test_creates_once_and_writes_tokens_that_enrol(tmp_path):
     asyncio.run(_run_twice_then_enrol(tmp_path))
 
@@ -90,17 +99,42 @@ def test_settings_file_feeds_the_edge_settings(tmp_path, monkeypatch):
         return done.edge_dir
 
     edge_dir = asyncio.run(scenario())
-    for name, value in {
-        "EDGE_ID": "edge-north",
-        "FEDERATION_ID": "boot-1",
-        "CLOUD_URL": "http://cloud:8700",
-        "PUBLIC_URL": "http://edge-north:8710",
-    }.items():
-        monkeypatch.setenv(f"FEDLORA_{name}", value)
-    monkeypatch.delenv("FEDLORA_ENROLMENT_TOKEN", raising=False)
-    monkeypatch.setenv(CONFIG_ENV, str(edge_dir / CONFIG_FILE))
+    configured(
+        monkeypatch,
+        edge_dir,
+        EDGE_ID="edge-north",
+        FEDERATION_ID="boot-1",
+        CLOUD_URL="http://cloud:8700",
+        PUBLIC_URL="http://edge-north:8710",
+    )
     settings = EdgeSettings()  # type: ignore[call-arg]
     assert settings.enrolment_token.get_secret_value() == (edge_dir / TOKEN_FILE).read_text()
+
+
+def test_the_hospitals_settings_file_pins_the_federations_he_key(tmp_path, monkeypatch):
+    """A hospital's agent reads the federation's HE key fingerprint from the file the bootstrap wrote from the
+    cloud's answer at creation, so a key swapped in the store later is refused even at first contact."""
+
+    async def scenario() -> tuple[Path, str]:
+        async with harness.running_cloud(store=MemoryStore()) as cloud:
+            done = await bootstrap(
+                settings_for(tmp_path, write_spec(tmp_path / "spec.yaml")),
+                transport=httpx.ASGITransport(app=cloud.app),
+            )
+            info = await cloud.context.federations.info(done.federation_id)
+        return done.client_dir, info.he_fingerprint
+
+    client_dir, fingerprint = asyncio.run(scenario())
+    configured(
+        monkeypatch,
+        client_dir,
+        CLIENT_ID="hosp-a",
+        FEDERATION_ID="boot-1",
+        EDGE_ID="edge-north",
+        CLOUD_URL="x",
+    )
+    settings = ClientSettings()  # type: ignore[call-arg]
+    assert settings.he_fingerprint == fingerprint
 
 
 async def _refusals(tmp_path: Path) -> None:

@@ -25,11 +25,12 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
     # Execute
     run.prepare(admin_token=token, kek_hex=kek, cloud_settings={"host": "127.0.0.1", "long_poll_s": 5.0})
     run.redis_dir.mkdir()  # what the redis-server of the new run creates
+    users = run.store_users()
     env = run.cloud_env(port=8799, store_url="redis://127.0.0.1:6390/0")
 
     # Assert: a new run starts from an empty store, the secrets are owner-only, the settings load back.
     assert list(run.redis_dir.iterdir()) == []
-    for secret in (run.admin_token_file, run.kek_file):
+    for secret in (run.admin_token_file, run.kek_file, users.cloud.password_file, users.admin.password_file):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     run.check()
     for name in list(os.environ):
@@ -45,6 +46,9 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
         5.0,
     )
     assert load_kek() == bytes.fromhex(kek)
+    # The cloud logs in to Redis as its own ACL user, the one the run's ACL file confines to `cloud:` keys.
+    assert (settings.store_username, settings.store_password()) == (users.cloud.name, users.cloud.password)
+    assert run.store_users() == users  # `fedlora view` gets the same users back
 
 
 def test_check_names_what_a_folder_lacks(tmp_path) -> None:
@@ -52,5 +56,7 @@ def test_check_names_what_a_folder_lacks(tmp_path) -> None:
         DemoRunFolder(tmp_path / "missing").check()
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "report.json").write_text("{}")
-    with pytest.raises(RunFolderError, match=r"no redis, admin-token, kek, cloud\.yaml"):
+    with pytest.raises(
+        RunFolderError, match=r"no redis, store-users/redis/users\.acl, admin-token, kek, cloud\.yaml"
+    ):
         DemoRunFolder(tmp_path / "old").check()

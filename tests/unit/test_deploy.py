@@ -46,7 +46,7 @@ from pydantic import SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
 from client_agent.data.wheels import CACHE_ENV
-from fedlora import bootstrap
+from fedlora import bootstrap, store_users
 from fedlora.cli import app as cli_app
 from fedlora.launcher import free_port
 from protocol.messages import FederationSpec
@@ -73,6 +73,7 @@ ROLE_SETTINGS: dict[str, type[BaseSettings]] = {
     "edge": EdgeSettings,
     "client": ClientSettings,
     "bootstrap": bootstrap.BootstrapSettings,
+    "store-users": store_users.StoreUsersSettings,
 }
 #: Variables a service reads outside its settings class: the KEK (services/keys.py), the optional YAML
 #: settings file (every `ServiceSettings`), the client's data cache (client_agent/data/wheels.py).
@@ -81,6 +82,7 @@ EXTRA_VARIABLES: dict[str, set[str]] = {
     "edge": {CONFIG_ENV},
     "client": {CONFIG_ENV, CACHE_ENV},
     "bootstrap": set(),
+    "store-users": set(),
 }
 
 
@@ -104,7 +106,7 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 
 def entrypoint_roles() -> dict[str, str]:
     """role -> module, from the `case` arms of deploy/entrypoint.sh (`cloud) module=cloud_server ;;`)."""
-    arms = re.findall(r"^\s*([a-z]+)\)\s*module=([\w.]+)\s*;;", ENTRYPOINT.read_text(), flags=re.M)
+    arms = re.findall(r"^\s*([a-z-]+)\)\s*module=([\w.]+)\s*;;", ENTRYPOINT.read_text(), flags=re.M)
     return dict(arms)
 
 
@@ -125,6 +127,7 @@ def test_entrypoint_roles_are_the_tiers():
         "edge": "edge_aggregator",
         "client": "client_agent",
         "bootstrap": "fedlora.bootstrap",
+        "store-users": "fedlora.store_users",
     }
 
 
@@ -541,9 +544,13 @@ def fedlora_services() -> dict[str, dict[str, Any]]:
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
-    """container path -> source (volume name or host path)."""
+    """container path -> source (volume name or host path; `volume/subpath` for a volume's folder)."""
     result = {}
     for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            subpath = volume.get("volume", {}).get("subpath")
+            result[volume["target"]] = volume["source"] + (f"/{subpath}" if subpath else "")
+            continue
         source, target = volume.split(":")[:2]
         result[target] = source
     return result
@@ -613,8 +620,8 @@ def test_compose_secrets_come_only_from_the_environment():
                 )
             if variable == f"{PREFIX}STORE_URL":
                 password = urlsplit(placeheld(str(value))).password
-                assert password == "{REDIS_PASSWORD}", (
-                    f"{workload.where}: the Redis password must be a variable"
+                assert password is None, (
+                    f"{workload.where}: the Redis password comes from its own file (STORE_PASSWORD_FILE)"
                 )
     for line in (DEPLOY / ".env.example").read_text().splitlines():
         name, _, value = line.partition("=")
@@ -645,16 +652,39 @@ def test_compose_health_checks_and_start_order():
 
 
 def test_compose_services_keep_apart_in_redis():
-    stores = {}
-    for workload in compose_workloads():
-        url = workload.env.get(f"{PREFIX}STORE_URL")
-        if workload.role in ("cloud", "edge"):
-            assert url is not None and url.startswith("redis://"), (
-                f"{workload.where}: a deployment needs Redis"
-            )
-            parts = urlsplit(placeheld(url))
-            stores[workload.where] = (parts.hostname, parts.port, parts.path)
-    assert len(set(stores.values())) == len(stores), f"two services share a Redis db: {stores}"
+    """Each tier logs in to Redis as its own ACL user (a db number is no boundary), with the password file
+    that store-users wrote into the volume folder only that service mounts, and the ACL file confines that
+    user to the tier's keys."""
+    services = fedlora_services()
+    issuer = services["store-users"]
+    out_dir = issuer["environment"][f"{PREFIX}OUT_DIR"]
+    edge_ids = issuer["environment"][f"{PREFIX}EDGE_IDS"].split(",")
+    issued = _mounts(issuer)[out_dir]
+    logins = {}
+    for name, service in services.items():
+        role, env = service["command"][0], service.get("environment", {})
+        if role not in ("cloud", "edge"):
+            continue
+        assert str(env[f"{PREFIX}STORE_URL"]).startswith("redis://"), f"{name}: a deployment needs Redis"
+        user = env[f"{PREFIX}STORE_USERNAME"]
+        folder, _, file_name = env[f"{PREFIX}STORE_PASSWORD_FILE"].rpartition("/")
+        expected = "cloud" if role == "cloud" else f"edge-{env[f'{PREFIX}EDGE_ID']}"
+        assert _mounts(service)[folder] == f"{issued}/{expected}" and file_name == store_users.PASSWORD_FILE
+        assert user == (
+            store_users.CLOUD_USER if role == "cloud" else store_users.edge_user(env[f"{PREFIX}EDGE_ID"])
+        ), name
+        if role == "edge":
+            assert env[f"{PREFIX}EDGE_ID"] in edge_ids, f"{name}: store-users issues no user for it"
+        logins[name] = user
+    assert len(set(logins.values())) == len(logins), f"two services share a Redis user: {logins}"
+    acl_folder = next(
+        target for target, source in _mounts(services_of_redis()).items() if source == f"{issued}/redis"
+    )
+    assert f"aclfile {acl_folder}/users.acl" in (DEPLOY / "redis-compose.conf").read_text()
+
+
+def services_of_redis() -> dict[str, Any]:
+    return compose()["services"]["redis"]
 
 
 # -- FEDLORA_* variables against the settings classes ---------------------------------------------------------
@@ -776,15 +806,19 @@ def test_admin_shell_variables_are_the_cli_options():
 
 
 # -- Redis ---------------------------------------------------------------------------------------------------
-def _start_redis(conf: Path, folder: Path, password: str) -> tuple[subprocess.Popen[bytes], redis.Redis]:
+def _start_redis(
+    conf: Path, folder: Path, admin: store_users.StoreUser
+) -> tuple[subprocess.Popen[bytes], redis.Redis]:
     port = free_port()
     process = subprocess.Popen(
-        [redis_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password],
+        [redis_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1"],
         cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_connect_timeout=0.5)
+    client = redis.Redis(
+        host="127.0.0.1", port=port, username=admin.name, password=admin.password, socket_connect_timeout=0.5
+    )
     deadline = time.monotonic() + 20
     while True:
         if process.poll() is not None:
@@ -801,8 +835,10 @@ def _start_redis(conf: Path, folder: Path, password: str) -> tuple[subprocess.Po
 
 
 def _localised(text: str, folder: Path) -> str:
-    """The configuration with its `dir` and `include` pointing into `folder` (what the containers mount)."""
+    """The configuration with its `dir`, `include` and `aclfile` pointing into `folder` (what the containers
+    mount; the ACL file is the one `fedlora.store_users` writes there)."""
     text = re.sub(r"^dir .*$", f"dir {folder}", text, flags=re.M)
+    text = re.sub(r"^aclfile .*$", f"aclfile {folder / store_users.ACL_FILE}", text, flags=re.M)
     return re.sub(r"^include .*/redis\.conf$", f"include {folder}/redis.conf", text, flags=re.M)
 
 
@@ -820,8 +856,8 @@ def test_redis_configuration_loads_with_the_durability_of_redis_conf(which, tmp_
     (tmp_path / "redis.conf").write_text(_localised((DEPLOY / "redis.conf").read_text(), tmp_path))
     conf = tmp_path / f"{which}.conf"
     conf.write_text(_localised(redis_configurations()[which], tmp_path))
-    password = "pw-" + "x7Q2mN9rT4vB8kL1"
-    process, client = _start_redis(conf, tmp_path, password)
+    users = store_users.issue_store_users(tmp_path, ["edge-north"])
+    process, client = _start_redis(conf, tmp_path, users.admin)
     try:
         settings = {key: client.config_get(key)[key] for key in ("appendonly", "appendfsync", "save")}
         settings["maxmemory-policy"] = client.config_get("maxmemory-policy")["maxmemory-policy"]
@@ -831,11 +867,18 @@ def test_redis_configuration_loads_with_the_durability_of_redis_conf(which, tmp_
             "save": "",
             "maxmemory-policy": "noeviction",
         }
-        # A connection without the password is refused (a raw socket: redis-py would retry for seconds).
+        # A connection that has not logged in is refused (a raw socket: redis-py would retry for seconds),
+        # and the tiers' users are the ACL file's.
         port = client.connection_pool.connection_kwargs["port"]
         with socket.create_connection(("127.0.0.1", port), timeout=5) as stranger:
             stranger.sendall(b"PING\r\n")
             assert stranger.recv(64).startswith(b"-NOAUTH")
+        assert set(client.acl_users()) == {
+            "default",
+            store_users.ADMIN_USER,
+            store_users.CLOUD_USER,
+            store_users.edge_user("edge-north"),
+        }
     finally:
         client.close()
         process.terminate()

@@ -26,6 +26,7 @@ from services.keys import KEK_ENV, KEK_FILE_ENV, KekError, load_kek
 
 KEK = bytes.fromhex("8f3b0c5e1d2a4f6b7c9e0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f")
 OTHER_KEK = bytes.fromhex("11" * 31 + "12")
+FID = "fed-1"
 PARAMS = [CKKSParams(), PaillierParams(key_bits=1024), PlainParams()]
 
 
@@ -34,19 +35,25 @@ def scheme(request: pytest.FixtureRequest) -> HEScheme[Any]:
     return generate_scheme(request.param)
 
 
+def _bound(scheme: HEScheme[Any]) -> dict[str, Any]:
+    """What the cloud opens a federation's sealed key with: the federation's id and its public key's
+    fingerprint."""
+    return {"federation_id": FID, "fingerprint": scheme.fingerprint}
+
+
 # -- seal / open -----------------------------------------------------------------------------------------
 def test_open_returns_a_scheme_that_decrypts_what_the_original_encrypted(scheme: HEScheme[Any]) -> None:
     x = np.array([0.25, -0.5, 0.125])
-    sealed = seal_secret(scheme, KEK)
+    sealed = seal_secret(scheme, KEK, federation_id=FID)
 
-    opened = open_secret(scheme.params, sealed, KEK)
+    opened = open_secret(scheme.params, sealed, KEK, federation_id=FID, fingerprint=scheme.fingerprint)
 
     assert opened.fingerprint == scheme.fingerprint and opened.has_secret_key
     assert np.max(np.abs(opened.decrypt(scheme.encrypt(x)) - x)) <= scheme.error_bound(count=1, max_abs=0.5)
 
 
 def test_sealing_twice_uses_fresh_nonces_and_hides_the_secret(scheme: HEScheme[Any]) -> None:
-    first, second = seal_secret(scheme, KEK), seal_secret(scheme, KEK)
+    first, second = seal_secret(scheme, KEK, federation_id=FID), seal_secret(scheme, KEK, federation_id=FID)
 
     assert first != second
     assert scheme.secret_bytes()[-64:] not in first
@@ -54,41 +61,47 @@ def test_sealing_twice_uses_fresh_nonces_and_hides_the_secret(scheme: HEScheme[A
 
 def test_wrong_kek_is_refused(scheme: HEScheme[Any]) -> None:
     with pytest.raises(KeyStoreError, match="wrong key-encryption key"):
-        open_secret(scheme.params, seal_secret(scheme, KEK), OTHER_KEK)
+        open_secret(scheme.params, seal_secret(scheme, KEK, federation_id=FID), OTHER_KEK, **_bound(scheme))
 
 
 @pytest.mark.parametrize("where", [0, 5, 6, 20, 38, 42, -20, -1])
 def test_any_tampered_byte_is_refused(scheme: HEScheme[Any], where: int) -> None:
-    sealed = bytearray(seal_secret(scheme, KEK))
+    sealed = bytearray(seal_secret(scheme, KEK, federation_id=FID))
     sealed[where] ^= 0x01
 
     with pytest.raises(KeyStoreError):
-        open_secret(scheme.params, bytes(sealed), KEK)
+        open_secret(scheme.params, bytes(sealed), KEK, **_bound(scheme))
 
 
 @pytest.mark.parametrize("size", [0, 10, 60])
 def test_truncated_sealed_key_is_refused(scheme: HEScheme[Any], size: int) -> None:
     with pytest.raises(KeyStoreError):
-        open_secret(scheme.params, seal_secret(scheme, KEK)[:size], KEK)
+        open_secret(scheme.params, seal_secret(scheme, KEK, federation_id=FID)[:size], KEK, **_bound(scheme))
 
 
 def test_parameters_of_another_kind_are_refused() -> None:
-    sealed = seal_secret(generate_scheme(PlainParams()), KEK)
+    plain = generate_scheme(PlainParams())
+    sealed = seal_secret(plain, KEK, federation_id=FID)
     with pytest.raises(KeyStoreError, match="sealed key is for none"):
-        open_secret(PaillierParams(key_bits=1024), sealed, KEK)
+        open_secret(PaillierParams(key_bits=1024), sealed, KEK, **_bound(plain))
 
 
 def test_changed_parameters_are_refused() -> None:
     scheme = generate_scheme(PaillierParams(key_bits=1024, quant_bits=16))
     with pytest.raises(KeyStoreError, match="parameters changed"):
-        open_secret(PaillierParams(key_bits=1024, quant_bits=12), seal_secret(scheme, KEK), KEK)
+        open_secret(
+            PaillierParams(key_bits=1024, quant_bits=12),
+            seal_secret(scheme, KEK, federation_id=FID),
+            KEK,
+            **_bound(scheme),
+        )
 
 
 @pytest.mark.parametrize("kek", [b"", b"short", bytes(32), b"\xff" * 32, bytes(33)])
 def test_unusable_keks_are_refused(kek: bytes) -> None:
     scheme = generate_scheme(PlainParams())
     with pytest.raises(KeyStoreError, match="key-encryption key"):
-        seal_secret(scheme, kek)
+        seal_secret(scheme, kek, federation_id=FID)
 
 
 def test_sealed_values_open_only_under_their_label_and_kek() -> None:

@@ -1,0 +1,215 @@
+"""The bootstrap's first step: one Redis ACL user per tier, each confined to its own keys and to the commands
+the state store sends, and the default user turned off.
+
+    OUT_DIR/redis/users.acl          Redis' `aclfile` (mode 0644: it holds SHA-256 digests of the passwords,
+                                     never a password; each password is 256 random bits)
+    OUT_DIR/admin/store-password     the operator's user (every command and key: backups, SHUTDOWN, ACL LOAD)
+    OUT_DIR/cloud/store-password     the cloud's user: `~cloud:*` only
+    OUT_DIR/edge-<id>/store-password one user per edge: `~edge:<id>:*` only
+                                     (each password file 0600, its folder given to that tier alone)
+
+Run again, it keeps the passwords it finds and adds users for new edges. `rotate` gives every user a new
+password and keeps the previous one valid beside it (in `store-password.previous`, and both digests in the
+ACL file) until a run with `retire` drops it: load the file (`ACL LOAD`), roll the services onto the new
+passwords, then retire the old ones and load again (docs/security.md, "Store credentials").
+
+`python -m fedlora.store_users` (the image's `store-users` entrypoint), settings from `FEDLORA_*`:
+`FEDLORA_OUT_DIR`, `FEDLORA_EDGE_IDS` (comma-separated), `FEDLORA_ROTATE`, `FEDLORA_RETIRE`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.messages import Identifier
+from services import keyspace
+from services.secret_files import write_secret
+from services.store import REDIS_COMMANDS
+
+ACL_FILE = Path("redis") / "users.acl"
+PASSWORD_FILE = "store-password"  # noqa: S105 - a file name, not a secret
+PREVIOUS_FILE = "store-password.previous"
+ADMIN_USER = "fedlora-admin"
+DEFAULT_USER_LINE = "user default reset off ~* &* +@all"
+CLOUD_USER = "fedlora-cloud"
+
+
+def edge_user(edge_id: str) -> str:
+    return f"fedlora-edge-{edge_id}"
+
+
+class StoreUsersError(RuntimeError):
+    """The users could not be issued: an unreadable or unwritable file, an edge id that is not an id."""
+
+
+@dataclass(frozen=True)
+class StoreUser:
+    """One Redis ACL user: its name, password (and the previous one during a rotation), and what it may do."""
+
+    name: str
+    password: str
+    password_file: Path
+    key_patterns: tuple[str, ...]
+    commands: tuple[str, ...] | None  # None: every command
+    previous: str | None = None
+
+    def acl_line(self) -> str:
+        """Its line of the ACL file: off unless enabled here, passwords as SHA-256 digests, no channel."""
+        digests = [f"#{_sha256(p)}" for p in (self.password, self.previous) if p is not None]
+        keys = [f"~{pattern}" for pattern in self.key_patterns]
+        grants = (
+            ["+@all", "allchannels"]
+            if self.commands is None
+            else ["-@all", *(f"+{c}" for c in self.commands)]
+        )
+        return " ".join(["user", self.name, "reset", "on", *digests, *keys, "resetchannels", *grants])
+
+
+@dataclass(frozen=True)
+class StoreCredentials:
+    """Every user issued into `folder`, and the ACL file Redis loads them from."""
+
+    folder: Path
+    admin: StoreUser
+    cloud: StoreUser
+    edges: dict[str, StoreUser]
+
+    @property
+    def acl_file(self) -> Path:
+        return self.folder / ACL_FILE
+
+    def acl_text(self) -> str:
+        users = [self.admin, self.cloud, *(self.edges[eid] for eid in sorted(self.edges))]
+        # Redis' own default user: off and without a password, so no connection is ever it (one that has not
+        # logged in gets NOAUTH). Its grants are for Redis alone: 7.0 replays an AOF's MULTI/EXEC as the
+        # default user, and a default user without them would drop every transaction at a restart.
+        return "\n".join([DEFAULT_USER_LINE, *(u.acl_line() for u in users)]) + "\n"
+
+
+def issue_store_users(
+    out_dir: Path, edge_ids: Iterable[str], *, rotate: bool = False, retire: bool = False
+) -> StoreCredentials:
+    """Write (or keep) each tier's password file and the ACL file of them all under `out_dir`."""
+    ids = sorted(set(edge_ids))
+    for eid in ids:
+        if not _is_identifier(eid):
+            raise StoreUsersError(f"edge id {eid!r} is not an id (lower-case letters, digits, '_', '.', '-')")
+    admin = _user(out_dir / "admin", ADMIN_USER, (), None, rotate=rotate, retire=retire)
+    cloud = _user(
+        out_dir / "cloud",
+        CLOUD_USER,
+        (keyspace.CLOUD_PREFIX + "*",),
+        REDIS_COMMANDS,
+        rotate=rotate,
+        retire=retire,
+    )
+    edges = {
+        eid: _user(
+            out_dir / f"edge-{eid}",
+            edge_user(eid),
+            (keyspace.edge_prefix(eid) + "*",),
+            REDIS_COMMANDS,
+            rotate=rotate,
+            retire=retire,
+        )
+        for eid in ids
+    }
+    credentials = StoreCredentials(out_dir, admin, cloud, edges)
+    credentials.acl_file.parent.mkdir(parents=True, exist_ok=True)
+    _write_public(credentials.acl_file, credentials.acl_text())
+    return credentials
+
+
+def _user(
+    folder: Path,
+    name: str,
+    patterns: tuple[str, ...],
+    commands: tuple[str, ...] | None,
+    *,
+    rotate: bool,
+    retire: bool,
+) -> StoreUser:
+    """The user whose password lives in `folder`: kept, created, rotated (the old kept beside) or retired."""
+    folder.mkdir(parents=True, exist_ok=True)
+    current_file, previous_file = folder / PASSWORD_FILE, folder / PREVIOUS_FILE
+    try:
+        current = current_file.read_text().strip() if current_file.exists() else None
+        previous = previous_file.read_text().strip() if previous_file.exists() else None
+        if current is None or rotate:
+            if current is not None:
+                write_secret(previous_file, current)
+                previous = current
+            current = secrets.token_urlsafe(32)
+            write_secret(current_file, current)
+        if retire and previous is not None:
+            previous_file.unlink()
+            previous = None
+    except OSError as e:
+        raise StoreUsersError(f"cannot keep the password of {name} in {folder}: {e}") from e
+    return StoreUser(name, current, current_file, patterns, commands, previous)
+
+
+def _write_public(path: Path, text: str) -> None:
+    """The ACL file, readable by the Redis server's own user (it holds digests only)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
+
+
+def _sha256(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def _is_identifier(text: str) -> bool:
+    try:
+        _IDENTIFIER.validate_python(text)
+    except ValidationError:
+        return False
+    return True
+
+
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+class StoreUsersSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True)
+
+    out_dir: Path = Field(description="where the ACL file and the tiers' password folders go")
+    edge_ids: str = Field(
+        default="",
+        pattern=r"^[a-z0-9_.,-]*$",
+        description="the edges sharing this Redis, comma-separated ids (each gets its own user)",
+    )
+    rotate: bool = Field(default=False, description="give every user a new password, keeping the previous")
+    retire: bool = Field(default=False, description="drop the previous passwords kept by a rotation")
+
+
+def run() -> None:
+    try:
+        settings = StoreUsersSettings()  # type: ignore[call-arg]  # pydantic-settings reads the environment
+        credentials = issue_store_users(
+            settings.out_dir,
+            [eid for eid in settings.edge_ids.split(",") if eid],
+            rotate=settings.rotate,
+            retire=settings.retire,
+        )
+    except (ValidationError, StoreUsersError) as e:
+        sys.exit(f"store-users: {e}")
+    print(
+        f"store users for the cloud and {len(credentials.edges)} edge(s): ACL file {credentials.acl_file}, "
+        f"passwords under {credentials.folder}"
+    )
+
+
+if __name__ == "__main__":
+    run()
