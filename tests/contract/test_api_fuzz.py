@@ -54,7 +54,7 @@ HOSPITALS = ("hospital-a", "hospital-b")
 SEED = 20
 # Per operation in the fuzzing phase, and steps per stateful scenario: the module's two runs take about a
 # minute of CPU on a laptop-class core.
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 6
 STATEFUL_STEPS = 6
 PHASES = {"examples", "coverage", "fuzzing", "stateful"}
 POLL_S = 60.0
