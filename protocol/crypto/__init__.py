@@ -15,6 +15,7 @@ from protocol.crypto.ckks import CKKSScheme
 from protocol.crypto.errors import (
     CiphertextError,
     CryptoError,
+    DecryptionRangeError,
     KeyMaterialError,
     KeyStoreError,
     MissingSecretKeyError,
@@ -32,6 +33,7 @@ __all__ = [
     "CKKSScheme",
     "CiphertextError",
     "CryptoError",
+    "DecryptionRangeError",
     "EncryptedVector",
     "HEKind",
     "HEParams",

@@ -18,7 +18,6 @@ encryptions of values in [-1, 1] was 1.3e-8, and 5.5e-8 for a sum of 64 encrypti
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,10 +26,10 @@ import tenseal as ts
 
 from protocol.crypto.base import EncryptedVector, FloatArray, HEScheme
 from protocol.crypto.errors import CiphertextError, KeyMaterialError, MissingSecretKeyError
-from protocol.crypto.params import CKKSParams, HEKind
+from protocol.crypto.params import CKKS_MAX_SUMMANDS, CKKSParams, HEKind
 
 #: Most encryptions one CKKS sum may hold; the value range is divided among them (see module docstring).
-MAX_SUMMANDS = 4096
+MAX_SUMMANDS = CKKS_MAX_SUMMANDS
 _CONTEXT_ERRORS = (RuntimeError, ValueError, TypeError)
 
 CKKSPayload = list[Any]  # one tenseal.CKKSVector per chunk
@@ -138,9 +137,11 @@ class CKKSScheme(HEScheme[CKKSPayload]):
 
     @property
     def max_abs_value(self) -> float:
-        data_bits = sum(self._params.coeff_mod_bit_sizes[:-1])
-        spare = data_bits - self._params.global_scale_bits - 2 - int(math.log2(MAX_SUMMANDS))
-        return float(2 ** min(spare, 30))
+        return self._params.max_abs_value
+
+    @property
+    def wrap_bound(self) -> float:
+        return self._params.wrap_bound
 
     def error_bound(self, *, count: int, max_abs: float) -> float:
         # Independent of max_abs within max_abs_value (module docstring); the argument keeps the contract.
