@@ -540,6 +540,14 @@ class FederationSpec(Message):
                     f"holds up to clip_norm + {SHARE_TAIL_SIGMAS:g} share std = {needed:.4g}; raise he.clip "
                     "(or quant_bits with it to keep precision)"
                 )
+        he_range = self.he.max_abs_value
+        if he_range < self.central_dp.clip_norm:
+            raise ValueError(
+                f"he: its max_abs_value {he_range:g} (what one value may hold so that "
+                f"{self.he.max_summands} summands stay short of the point where a sum wraps) is below "
+                f"central_dp.clip_norm {self.central_dp.clip_norm:g}, which one coordinate can reach alone; "
+                "lower he.global_scale_bits (CKKS) or raise he.clip (packed Paillier)"
+            )
         if (
             self.central_dp.accountant == "prv"
             and self.central_dp.distributed
