@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol import examples as _examples
+from protocol import signing
 from protocol.crypto.params import HEKind, HEParams, PaillierParams
 from protocol.distributions import Distribution
 
@@ -708,15 +709,19 @@ class RoundPlan(Message):
     )
 
     def signing_payload(self) -> bytes:
-        """The bytes the cloud signs: every field but the signature, as canonical JSON. Fields left None are
-        not in it, so a field added later leaves the digest of a plan that does not use it unchanged."""
+        """The bytes the cloud signs: the plan's tag (`protocol.signing.PLAN`), then every field but the
+        signature, as canonical JSON. Fields left None are not in it, so a field added later leaves the
+        digest of a plan that does not use it unchanged."""
+        return signing.tagged(signing.PLAN, self._canonical_fields())
+
+    def _canonical_fields(self) -> bytes:
         return _canonical(self.model_dump(mode="json", exclude={"signature"}, exclude_none=True))
 
     @property
     def sha256(self) -> str:
-        """The plan's digest: hospitals put it in their uploads, edges in their aggregates, and whoever holds
-        another plan for the round refuses them (`plan_mismatch`)."""
-        return _sha256(self.signing_payload())
+        """The plan's digest (of its fields, without the tag): hospitals put it in their uploads, edges in
+        their aggregates, and whoever holds another plan for the round refuses them (`plan_mismatch`)."""
+        return _sha256(self._canonical_fields())
 
     def weight_for(self, num_examples: int) -> float:
         """The weight a client applies to its clipped delta: at most 1, so the sensitivity stays `C`."""
@@ -829,12 +834,13 @@ class ClientUpdate(Message):
     )
 
     def signing_payload(self) -> bytes:
-        """The bytes a client signs: every field but the signatures, the ciphertext by its digest."""
+        """The bytes a client signs: the upload's tag (`protocol.signing.UPLOAD`), then every field but the
+        signatures, the ciphertext by its digest (which covers its envelope's key fingerprint too)."""
         fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "contribution_signature"})
         fields["ciphertext_sha256"] = _sha256(self.ciphertext)
-        if fields["plan_sha256"] is None:  # absent when unset: uploads signed before it existed still verify
+        if fields["plan_sha256"] is None:  # absent when unset
             del fields["plan_sha256"]
-        return _canonical(fields)
+        return signing.tagged(signing.UPLOAD, _canonical(fields))
 
     @property
     def ciphertext_sha256(self) -> str:
@@ -891,12 +897,13 @@ class Contribution(BaseModel):
     )
 
     def signing_payload(self, *, federation_id: str, round_: int) -> bytes:
-        """The bytes the client signs: every field of the line but the signature (fields left None are not
-        in it), with the federation and the round it trained for (the origin round of a late upload), so a
-        line cannot be moved to another federation or round."""
+        """The bytes the client signs: the line's tag (`protocol.signing.CONTRIBUTION`), then every field of
+        the line but the signature (fields left None are not in it), with the federation and the round it
+        trained for (the origin round of a late upload), so a line cannot be moved to another federation or
+        round."""
         fields = self.model_dump(mode="json", exclude={"signature"}, exclude_none=True)
         context = {"federation_id": federation_id, "round": round_, "protocol_version": PROTOCOL_VERSION}
-        return _canonical({**fields, **context})
+        return signing.tagged(signing.CONTRIBUTION, _canonical({**fields, **context}))
 
 
 class LateSum(BaseModel):
@@ -976,6 +983,8 @@ class EdgeAggregate(Message):
         return float(sum(c.weight for c in self.contributions))
 
     def signing_payload(self) -> bytes:
+        """The bytes the edge signs: the aggregate's tag (`protocol.signing.AGGREGATE`), then its fields,
+        each ciphertext by its digest."""
         fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "late", "mask_correction"})
         fields["ciphertext_sha256"] = _sha256(self.ciphertext)
         if self.mask_correction is not None:  # absent when unset, so older signatures still verify
@@ -993,7 +1002,7 @@ class EdgeAggregate(Message):
                 }
                 for bucket in self.late
             ]
-        return _canonical(fields)
+        return signing.tagged(signing.AGGREGATE, _canonical(fields))
 
 
 class EdgeProgress(BaseModel):
