@@ -712,16 +712,14 @@ class RoundPlan(Message):
         """The bytes the cloud signs: the plan's tag (`protocol.signing.PLAN`), then every field but the
         signature, as canonical JSON. Fields left None are not in it, so a field added later leaves the
         digest of a plan that does not use it unchanged."""
-        return signing.tagged(signing.PLAN, self._canonical_fields())
-
-    def _canonical_fields(self) -> bytes:
-        return _canonical(self.model_dump(mode="json", exclude={"signature"}, exclude_none=True))
+        fields = self.model_dump(mode="json", exclude={"signature"}, exclude_none=True)
+        return signing.tagged(signing.PLAN, _canonical(fields))
 
     @property
     def sha256(self) -> str:
-        """The plan's digest (of its fields, without the tag): hospitals put it in their uploads, edges in
-        their aggregates, and whoever holds another plan for the round refuses them (`plan_mismatch`)."""
-        return _sha256(self._canonical_fields())
+        """The plan's digest: hospitals put it in their uploads, edges in their aggregates, and whoever holds
+        another plan for the round refuses them (`plan_mismatch`)."""
+        return _sha256(self.signing_payload())
 
     def weight_for(self, num_examples: int) -> float:
         """The weight a client applies to its clipped delta: at most 1, so the sensitivity stays `C`."""

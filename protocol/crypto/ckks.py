@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import tenseal as ts
 
+from protocol.crypto import seal_container
 from protocol.crypto.base import EncryptedVector, FloatArray, HEScheme
 from protocol.crypto.errors import CiphertextError, KeyMaterialError, MissingSecretKeyError
 from protocol.crypto.params import CKKS_MAX_SUMMANDS, CKKSParams, HEKind
@@ -185,8 +186,15 @@ class CKKSScheme(HEScheme[CKKSPayload]):
             len(params.coeff_mod_bit_sizes) - 1,
             2.0**params.global_scale_bits,
         )
+        members = seal_container.members_bytes(
+            degree=params.poly_modulus_degree, primes=len(params.coeff_mod_bit_sizes) - 1
+        )
         for index, chunk in enumerate(chunks):
             values = min(slots, length - index * slots)
+            try:
+                seal_container.check_chunk(chunk, values=values, scale=wanted[3], max_members=members)
+            except CiphertextError as e:
+                raise CiphertextError(f"CKKS chunk {index}: {e}") from e
             try:
                 vector = ts.ckks_vector_from(self._context, bytes(chunk))
                 size = vector.size()
