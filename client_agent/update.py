@@ -75,7 +75,9 @@ def contribution(
     # Nobody, this process's logs included, knows the noise drawn from the operating system's entropy.
     noise_rng = rng or np.random.default_rng(secrets.randbits(128))
     return _in_range(
-        scheme, add_share(weighted, share, scheme.params, rng=noise_rng), what="the delta with its noise share"
+        scheme,
+        add_share(weighted, share, scheme.params, rng=noise_rng),
+        what="the delta with its noise share",
     )
 
 

@@ -142,7 +142,9 @@ def open_round(
     return plan, status
 
 
-def within_capacity(spec: FederationSpec, clients: Mapping[str, ClientInfo], *, round_: int) -> dict[str, ClientInfo]:
+def within_capacity(
+    spec: FederationSpec, clients: Mapping[str, ClientInfo], *, round_: int
+) -> dict[str, ClientInfo]:
     """The hospitals a round plans: all of them, or, where they are more than one sum of the scheme can hold
     (`he.max_summands`: packed Paillier's `max_clients`, 64 by default; every edge's sum and the cloud's
     total of them must fit), that many, taken in turns by id from an offset that moves on each round, so

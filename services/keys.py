@@ -94,7 +94,9 @@ def _raw_key(data: str | bytes, *, source: str) -> bytes:
     then they are a passphrase or a placeholder typed into the file, not 256 random bits."""
     key = data.encode() if isinstance(data, str) else data
     if len(key) != KEK_BYTES:
-        raise KekError(f"{source} holds {len(key)} bytes; with {KEK_RAW_ENV}=1 it must hold {KEK_BYTES} raw bytes")
+        raise KekError(
+            f"{source} holds {len(key)} bytes; with {KEK_RAW_ENV}=1 it must hold {KEK_BYTES} raw bytes"
+        )
     if all(0x20 <= byte < 0x7F or byte in b"\t\n\r" for byte in key):
         raise KekError(
             f"{source} holds {KEK_BYTES} printable characters: a passphrase, not a raw key; write 32 random "

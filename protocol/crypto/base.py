@@ -201,14 +201,13 @@ class HEScheme(ABC, Generic[PayloadT]):
         ciphertext, or one made under another key (its decryption is noise spread over the whole range)."""
         x = np.asarray(values, dtype=np.float64)
         limit = count * self.max_abs_value
-        bound = limit + self.error_bound(count=count, max_abs=self.max_abs_value) if limit < math.inf else limit
+        bound = (
+            limit + self.error_bound(count=count, max_abs=self.max_abs_value) if limit < math.inf else limit
+        )
         what = f"{count} encryptions can sum to"
         if bound >= self.wrap_bound:
             bound, what = self.wrap_bound, "the scheme represents before it wraps"
-        if bound == math.inf:
-            bad = np.flatnonzero(~np.isfinite(x))
-        else:
-            bad = np.flatnonzero(~(np.abs(x) <= bound))
+        bad = np.flatnonzero(~(np.isfinite(x) & (np.abs(x) <= bound)))
         if bad.size:
             index = int(bad[0])
             raise DecryptionRangeError(

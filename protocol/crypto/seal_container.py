@@ -56,7 +56,9 @@ def check_chunk(chunk: bytes | memoryview, *, values: int, scale: float, max_mem
         elif field in (1, 2) and wire == 2:
             length, pos = _varint(view, pos)
             if length > len(view) - pos:
-                raise CiphertextError(f"CKKS chunk field {field} claims {length} bytes, {len(view) - pos} remain")
+                raise CiphertextError(
+                    f"CKKS chunk field {field} claims {length} bytes, {len(view) - pos} remain"
+                )
             body, pos = view[pos : pos + length], pos + length
             if field == 2:
                 ciphertexts.append(body)
@@ -71,7 +73,9 @@ def check_chunk(chunk: bytes | memoryview, *, values: int, scale: float, max_mem
             scales.append(struct.unpack_from("<d", view, pos)[0])
             pos += 8
         else:
-            raise CiphertextError(f"CKKS chunk holds protobuf field {field} of wire type {wire}, unknown here")
+            raise CiphertextError(
+                f"CKKS chunk holds protobuf field {field} of wire type {wire}, unknown here"
+            )
     if len(ciphertexts) != 1 or sizes != [values] or scales not in ([scale], []):
         raise CiphertextError(
             f"CKKS chunk holds {len(ciphertexts)} ciphertexts of sizes {sizes[:4]} at scales {scales[:2]}, "
@@ -98,7 +102,9 @@ def _check_seal_object(data: memoryview, *, max_members: int) -> None:
     elif compression == _COMPRESSION_ZSTD:
         inflated = _zstd_content_size(body)
     else:
-        raise CiphertextError(f"CKKS ciphertext uses compression mode {compression}; only none and zstd are read")
+        raise CiphertextError(
+            f"CKKS ciphertext uses compression mode {compression}; only none and zstd are read"
+        )
     if inflated > max_members:
         raise CiphertextError(
             f"CKKS ciphertext inflates to {inflated} bytes, a ciphertext of these parameters takes at most "
@@ -132,7 +138,9 @@ def _zstd_content_size(frame: memoryview) -> int:
         pos += 3
         last, kind, size = header & 1, (header >> 1) & 3, header >> 3
         if kind == 3 or size > _ZSTD_MAX_BLOCK:
-            raise CiphertextError(f"CKKS ciphertext's zstd frame has an invalid block (type {kind}, {size} bytes)")
+            raise CiphertextError(
+                f"CKKS ciphertext's zstd frame has an invalid block (type {kind}, {size} bytes)"
+            )
         if kind != 2:  # raw (the bytes themselves) and run-length (one byte, repeated): their size is exact
             stated += size
         pos += 1 if kind == 1 else size

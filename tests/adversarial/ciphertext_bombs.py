@@ -7,7 +7,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-_SEAL_HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, version major, minor, compression, reserved, size
+_SEAL_HEADER = struct.Struct(
+    "<HBBBBHQ"
+)  # magic, header size, version major, minor, compression, reserved, size
 _SEAL_MAGIC = 0xA15E
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _RLE_BLOCK = 1 << 17
@@ -23,7 +25,9 @@ def varint(value: int) -> bytes:
 
 
 def seal_header(compression: int, body_bytes: int) -> bytes:
-    return _SEAL_HEADER.pack(_SEAL_MAGIC, _SEAL_HEADER.size, 4, 3, compression, 0, _SEAL_HEADER.size + body_bytes)
+    return _SEAL_HEADER.pack(
+        _SEAL_MAGIC, _SEAL_HEADER.size, 4, 3, compression, 0, _SEAL_HEADER.size + body_bytes
+    )
 
 
 def zero_ciphertext(parms_id: Sequence[int], *, degree: int, primes: int, scale: float) -> bytes:

@@ -80,7 +80,12 @@ def _clients(count: int, *, edges: int) -> dict[str, ClientInfo]:
     key = SigningKey.generate().public_bytes
     return {
         f"h{i:03d}": ClientInfo(
-            client_id=f"h{i:03d}", edge_id=f"edge-{i % edges}", public_key=key, num_examples=10, rank=2, enrolled_at=T0
+            client_id=f"h{i:03d}",
+            edge_id=f"edge-{i % edges}",
+            public_key=key,
+            num_examples=10,
+            rank=2,
+            enrolled_at=T0,
         )
         for i in range(count)
     }
@@ -96,7 +101,13 @@ def test_65_hospitals_on_packed_paillier_for_64_are_planned_within_its_capacity(
     planned: set[str] = set()
     for round_ in range(2):
         plan, status = open_round(
-            spec, round_=round_, adapter_version=0, layout_digest="0" * 64, clients=clients, now=T0, rounds_closed=0
+            spec,
+            round_=round_,
+            adapter_version=0,
+            layout_digest="0" * 64,
+            clients=clients,
+            now=T0,
+            rounds_closed=0,
         )
         assert len(plan.client_ranks) <= 64
         assert sum(edge.expected_clients for edge in status.edges) == len(plan.client_ranks)
@@ -152,7 +163,9 @@ def test_a_chunk_of_compressed_ciphertexts_is_refused_before_tenseal_inflates_it
     assert result["grown_kib"] < 8 * 1024, result
 
 
-def test_a_printable_32_byte_kek_file_is_not_taken_as_a_raw_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_printable_32_byte_kek_file_is_not_taken_as_a_raw_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Property: a KEK file is read as raw bytes only when the operator opts in (`FEDLORA_KEK_RAW=1`) and
     the bytes are not all printable; a 32-character passphrase is never a key."""
     passphrase = tmp_path / "kek"
@@ -178,12 +191,18 @@ def _signed_payloads() -> dict[str, bytes]:
         "aggregate": EdgeAggregate.model_validate(examples.EDGE_AGGREGATE).signing_payload(),
         "plan": RoundPlan.model_validate(examples.ROUND_PLAN).signing_payload(),
         "advert": KeyAdvert(
-            cohort=cohort, client_id="h1", share_key=bytes(32), mask_key=bytes(32), seed_commitment=bytes(32),
+            cohort=cohort,
+            client_id="h1",
+            share_key=bytes(32),
+            mask_key=bytes(32),
+            seed_commitment=bytes(32),
             signature=bytes(64),
         ).signing_payload(),
         "shares": ShareBundle(cohort=cohort, client_id="h1", sealed={}).signing_payload(),
         "survivors": SurvivorSet(cohort=cohort, survivors=["h1"]).signing_payload(),
-        "unmask": UnmaskShares(cohort=cohort, client_id="h1", seed_shares={}, key_shares={}).signing_payload(),
+        "unmask": UnmaskShares(
+            cohort=cohort, client_id="h1", seed_shares={}, key_shares={}
+        ).signing_payload(),
         "request": StageRequest(cohort=cohort, client_id="h1", stage="roster").signing_payload(),
     }
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from client_agent.errors import PlanRefusedError
 from client_agent.agent import AgentState, ClientAgent, held_out_split
 from client_agent.data import Dataset
+from client_agent.errors import PlanRefusedError
 from client_agent.releases import COUNT_ENTRY
 from client_agent.update import contribution
 from protocol.crypto import CKKSParams, PaillierParams, generate_scheme

@@ -46,9 +46,11 @@ def test_a_ckks_sum_that_wrapped_does_not_decrypt() -> None:
     shows -524,287, `decrypt` refuses it."""
     scheme = generate_scheme(CKKSParams())
     third = scheme._encrypt(np.array([174_763.0]))
-    wrapped = EncryptedVector(scheme.kind, scheme.fingerprint, 1, 3, scheme._add(scheme._add(third, third), third))
+    wrapped = EncryptedVector(
+        scheme.kind, scheme.fingerprint, 1, 3, scheme._add(scheme._add(third, third), third)
+    )
     assert scheme._decrypt(wrapped)[0] == pytest.approx(-524_287.0, abs=1e-3)
-    with pytest.raises(DecryptionRangeError, match="value 0 is -52428[67]"):
+    with pytest.raises(DecryptionRangeError, match=r"value 0 is -52428[67]"):
         scheme.decrypt(wrapped)
 
 
