@@ -7,8 +7,13 @@ into it.
 
 Range. A value is encoded as `round(x * 2^scale_bits)` and decoded modulo the data modulus `q`
 (`2^sum(bits[:-1])`), so a *sum* must keep `|sum| * 2^scale_bits < q / 2` (Cheon et al., ASIACRYPT 2017,
-section 3). We keep one bit more for noise and give `MAX_SUMMANDS` summands their share:
-`|x| <= 2^(log2 q - scale_bits - 2 - log2 MAX_SUMMANDS)`, 64 with the defaults (4096 summands).
+section 3): past that it wraps to a value of the other sign (`CKKSParams.wrap_bound`), which `decrypt`
+refuses. We keep one bit more for noise and give `MAX_SUMMANDS` summands their share:
+`|x| <= 2^(log2 q - scale_bits - 2 - log2 MAX_SUMMANDS)`, 64 with the defaults (4096 summands;
+`CKKSParams.max_abs_value`).
+
+Chunks. TenSEAL inflates every ciphertext a chunk holds before anything checks it, so each chunk is parsed
+and bounded first (`protocol.crypto.seal_container`).
 
 Error. Measured on this machine at N = 8192, scale 2^40: the largest absolute error over 30 x 4096 fresh
 encryptions of values in [-1, 1] was 1.3e-8, and 5.5e-8 for a sum of 64 encryptions of values in
