@@ -8,8 +8,8 @@ into it.
 Range. A value is encoded as `round(x * 2^scale_bits)` and decoded modulo the data modulus `q`
 (`2^sum(bits[:-1])`), so a *sum* must keep `|sum| * 2^scale_bits < q / 2` (Cheon et al., ASIACRYPT 2017,
 section 3): past that it wraps to a value of the other sign (`CKKSParams.wrap_bound`), which `decrypt`
-refuses. We keep one bit more for noise and give `MAX_SUMMANDS` summands their share:
-`|x| <= 2^(log2 q - scale_bits - 2 - log2 MAX_SUMMANDS)`, 64 with the defaults (4096 summands;
+refuses. We keep one bit more for noise and give `CKKS_MAX_SUMMANDS` summands their share:
+`|x| <= 2^(log2 q - scale_bits - 2 - log2 CKKS_MAX_SUMMANDS)`, 64 with the defaults (4096 summands;
 `CKKSParams.max_abs_value`).
 
 Chunks. TenSEAL inflates every ciphertext a chunk holds before anything checks it, so each chunk is parsed
@@ -32,10 +32,8 @@ import tenseal as ts
 from protocol.crypto import seal_container
 from protocol.crypto.base import EncryptedVector, FloatArray, HEScheme
 from protocol.crypto.errors import CiphertextError, KeyMaterialError, MissingSecretKeyError
-from protocol.crypto.params import CKKS_MAX_SUMMANDS, CKKSParams, HEKind
+from protocol.crypto.params import CKKSParams, HEKind
 
-#: Most encryptions one CKKS sum may hold; the value range is divided among them (see module docstring).
-MAX_SUMMANDS = CKKS_MAX_SUMMANDS
 _CONTEXT_ERRORS = (RuntimeError, ValueError, TypeError)
 
 CKKSPayload = list[Any]  # one tenseal.CKKSVector per chunk
@@ -139,7 +137,7 @@ class CKKSScheme(HEScheme[CKKSPayload]):
 
     @property
     def max_summands(self) -> int:
-        return MAX_SUMMANDS
+        return self._params.max_summands
 
     @property
     def max_abs_value(self) -> float:
