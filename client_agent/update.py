@@ -1,5 +1,5 @@
-"""What a hospital encrypts, without a plan, a key or a network: its delta clipped, weighted, clamped to
-the scheme's range, its share of the round's noise added, then encrypted.
+"""What a hospital encrypts, without a plan, a key or a network: its delta clipped, weighted, checked
+against the scheme's range, its share of the round's noise added, then encrypted.
 
 `ClientAgent.make_update` seals its upload here and the one-process simulation (`fedlora.simulation`) seals
 each simulated hospital's upload here too, so that what the experiments measure is what the agent sends.
@@ -25,7 +25,7 @@ from protocol.noise import add_share, clip
 class Sealed:
     """One hospital's upload before it is signed."""
 
-    contribution: np.ndarray  # float64: what was encrypted (clipped, weighted, clamped, noise share added)
+    contribution: np.ndarray  # float64: what was encrypted (clipped, weighted, noise share added)
     ciphertext: bytes
     encrypt_s: float  # the encryption alone, for the `encrypt` timing
 
@@ -53,7 +53,7 @@ def contribution(
     simulation's `insecure_reproducible` runs).
 
     A delta with a NaN or inf (training that diverged) raises `PlanRefusedError` on field `delta`: the
-    round is skipped rather than a NaN clipped, clamped and encrypted (where it crashed the encoder).
+    round is skipped rather than a NaN clipped and encrypted (where it crashed the encoder).
     """
     bad = int(delta.size - np.isfinite(delta).sum())
     if bad:
@@ -69,12 +69,32 @@ def contribution(
         clipped[held] = 0.0
     if clip_norm is not None:
         clipped = clip(clipped, max_norm=clip_norm, ord=clip_ord)
-    weighted = scheme.clip_vector(weight * clipped)
+    weighted = _in_range(scheme, weight * clipped, what="the weighted, clipped delta")
     if share is None:
         return weighted
     # Nobody, this process's logs included, knows the noise drawn from the operating system's entropy.
     noise_rng = rng or np.random.default_rng(secrets.randbits(128))
-    return add_share(weighted, share, scheme.params, rng=noise_rng)
+    return _in_range(
+        scheme,
+        add_share(weighted, share, scheme.params, rng=noise_rng),
+        what="the delta with its noise share",
+    )
+
+
+def _in_range(scheme: HEScheme[Any], values: np.ndarray, *, what: str) -> np.ndarray:
+    """`values` unchanged if every one fits the scheme's range; `PlanRefusedError` (field `delta`, naming
+    how many coordinates and the limit, never a value) otherwise."""
+    limit = scheme.max_abs_value
+    outside = int(np.count_nonzero(np.abs(values) > limit))
+    if outside:
+        raise PlanRefusedError(
+            f"{what} has {outside} coordinates outside the scheme's range [-{limit:g}, {limit:g}]: nothing "
+            "is uploaded this round (the federation's spec leaves too little range for its clip norm)",
+            field="delta",
+            value=f"{outside} coordinates outside",
+            limit=f"{limit:g}",
+        )
+    return values
 
 
 def seal(

@@ -92,7 +92,7 @@ def open_round(
 
     `rounds_closed` places the round on the noise schedule (a failed round does not move it on). The plan
     says in advance which LoRA columns can be published: those below the k-th largest planned rank (of each
-    cohort, in a masking federation).
+    cohort, in a masking federation). It asks no more hospitals than the scheme can sum (`within_capacity`).
     """
     if len(clients) > spec.max_clients:  # enrolments that raced past the cap: plan the first max_clients
         log.warning(
@@ -104,6 +104,7 @@ def open_round(
             },
         )
         clients = dict(sorted(clients.items())[: spec.max_clients])
+    clients = within_capacity(spec, clients, round_=round_)
     dp = spec.central_dp
     share = planned_share(spec, rounds_closed=rounds_closed, clients=len(clients))
     plan = RoundPlan(
@@ -139,6 +140,32 @@ def open_round(
         ),
     )
     return plan, status
+
+
+def within_capacity(
+    spec: FederationSpec, clients: Mapping[str, ClientInfo], *, round_: int
+) -> dict[str, ClientInfo]:
+    """The hospitals a round plans: all of them, or, where they are more than one sum of the scheme can hold
+    (`he.max_summands`: packed Paillier's `max_clients`, 64 by default; every edge's sum and the cloud's
+    total of them must fit), that many, taken in turns by id from an offset that moves on each round, so
+    that every hospital is planned in turn; logged, since a hospital left out sits the round out. Planning
+    them all would make the upload past the capacity overflow its edge's sum and fail the round, every
+    round."""
+    capacity = spec.he.max_summands
+    if capacity is None or len(clients) <= capacity:
+        return dict(clients)
+    ids = sorted(clients)
+    start = (round_ * capacity) % len(ids)
+    chosen = sorted((ids + ids)[start : start + capacity])
+    log.warning(
+        "more hospitals enrolled than one encrypted sum can hold; the round plans them in turns",
+        extra={
+            "federation_id": spec.federation_id,
+            "round": round_,
+            "data": {"enrolled": len(ids), "planned": capacity, "he_max_summands": capacity},
+        },
+    )
+    return {cid: clients[cid] for cid in chosen}
 
 
 def _published_rank(spec: FederationSpec, clients: Mapping[str, ClientInfo]) -> int:

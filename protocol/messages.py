@@ -21,6 +21,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from protocol import examples as _examples
+from protocol import signing
 from protocol.crypto.params import HEKind, HEParams, PaillierParams
 from protocol.distributions import Distribution
 from protocol.wire_schema import Base64, close_pattern_maps
@@ -554,6 +555,14 @@ class FederationSpec(Message):
                     f"holds up to clip_norm + {SHARE_TAIL_SIGMAS:g} share std = {needed:.4g}; raise he.clip "
                     "(or quant_bits with it to keep precision)"
                 )
+        he_range = self.he.max_abs_value
+        if he_range < self.central_dp.clip_norm:
+            raise ValueError(
+                f"he: its max_abs_value {he_range:g} (what one value may hold so that "
+                f"{self.he.max_summands} summands stay short of the point where a sum wraps) is below "
+                f"central_dp.clip_norm {self.central_dp.clip_norm:g}, which one coordinate can reach alone; "
+                "lower he.global_scale_bits (CKKS) or raise he.clip (packed Paillier)"
+            )
         if (
             self.central_dp.accountant == "prv"
             and self.central_dp.distributed
@@ -714,9 +723,11 @@ class RoundPlan(Message):
     )
 
     def signing_payload(self) -> bytes:
-        """The bytes the cloud signs: every field but the signature, as canonical JSON. Fields left None are
-        not in it, so a field added later leaves the digest of a plan that does not use it unchanged."""
-        return _canonical(self.model_dump(mode="json", exclude={"signature"}, exclude_none=True))
+        """The bytes the cloud signs: the plan's tag (`protocol.signing.PLAN`), then every field but the
+        signature, as canonical JSON. Fields left None are not in it, so a field added later leaves the
+        digest of a plan that does not use it unchanged."""
+        fields = self.model_dump(mode="json", exclude={"signature"}, exclude_none=True)
+        return signing.tagged(signing.PLAN, _canonical(fields))
 
     @property
     def sha256(self) -> str:
@@ -827,12 +838,13 @@ class ClientUpdate(Message):
     )
 
     def signing_payload(self) -> bytes:
-        """The bytes a client signs: every field but the signatures, the ciphertext by its digest."""
+        """The bytes a client signs: the upload's tag (`protocol.signing.UPLOAD`), then every field but the
+        signatures, the ciphertext by its digest (which covers its envelope's key fingerprint too)."""
         fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "contribution_signature"})
         fields["ciphertext_sha256"] = _sha256(self.ciphertext)
-        if fields["plan_sha256"] is None:  # absent when unset: uploads signed before it existed still verify
+        if fields["plan_sha256"] is None:  # absent when unset
             del fields["plan_sha256"]
-        return _canonical(fields)
+        return signing.tagged(signing.UPLOAD, _canonical(fields))
 
     @property
     def ciphertext_sha256(self) -> str:
@@ -889,12 +901,13 @@ class Contribution(BaseModel):
     )
 
     def signing_payload(self, *, federation_id: str, round_: int) -> bytes:
-        """The bytes the client signs: every field of the line but the signature (fields left None are not
-        in it), with the federation and the round it trained for (the origin round of a late upload), so a
-        line cannot be moved to another federation or round."""
+        """The bytes the client signs: the line's tag (`protocol.signing.CONTRIBUTION`), then every field of
+        the line but the signature (fields left None are not in it), with the federation and the round it
+        trained for (the origin round of a late upload), so a line cannot be moved to another federation or
+        round."""
         fields = self.model_dump(mode="json", exclude={"signature"}, exclude_none=True)
         context = {"federation_id": federation_id, "round": round_, "protocol_version": PROTOCOL_VERSION}
-        return _canonical({**fields, **context})
+        return signing.tagged(signing.CONTRIBUTION, _canonical({**fields, **context}))
 
 
 class LateSum(BaseModel):
@@ -974,6 +987,8 @@ class EdgeAggregate(Message):
         return float(sum(c.weight for c in self.contributions))
 
     def signing_payload(self) -> bytes:
+        """The bytes the edge signs: the aggregate's tag (`protocol.signing.AGGREGATE`), then its fields,
+        each ciphertext by its digest."""
         fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "late", "mask_correction"})
         fields["ciphertext_sha256"] = _sha256(self.ciphertext)
         if self.mask_correction is not None:  # absent when unset, so older signatures still verify
@@ -991,7 +1006,7 @@ class EdgeAggregate(Message):
                 }
                 for bucket in self.late
             ]
-        return _canonical(fields)
+        return signing.tagged(signing.AGGREGATE, _canonical(fields))
 
 
 class EdgeProgress(BaseModel):

@@ -15,6 +15,7 @@ from protocol.crypto.ckks import CKKSScheme
 from protocol.crypto.errors import (
     CiphertextError,
     CryptoError,
+    DecryptionRangeError,
     KeyBindingError,
     KeyMaterialError,
     KeyStoreError,
@@ -33,6 +34,7 @@ __all__ = [
     "CKKSScheme",
     "CiphertextError",
     "CryptoError",
+    "DecryptionRangeError",
     "EncryptedVector",
     "HEKind",
     "HEParams",

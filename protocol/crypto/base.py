@@ -20,7 +20,13 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol.crypto import envelope
-from protocol.crypto.errors import CiphertextError, CryptoError, MissingSecretKeyError, PackingError
+from protocol.crypto.errors import (
+    CiphertextError,
+    CryptoError,
+    DecryptionRangeError,
+    MissingSecretKeyError,
+    PackingError,
+)
 from protocol.crypto.params import CKKSParams, HEKind, PaillierParams, PlainParams
 
 PayloadT = TypeVar("PayloadT")
@@ -116,6 +122,11 @@ class HEScheme(ABC, Generic[PayloadT]):
     def max_abs_value(self) -> float:
         """Largest |value| `encrypt` accepts (`math.inf` when unbounded)."""
 
+    @property
+    def wrap_bound(self) -> float:
+        """Largest |value| a decryption can show before the plaintext space wraps (`math.inf`: it cannot)."""
+        return math.inf
+
     @abstractmethod
     def error_bound(self, *, count: int, max_abs: float) -> float:
         """Largest absolute error of any value of `decrypt` of a sum of `count` encryptions of vectors
@@ -172,14 +183,38 @@ class HEScheme(ABC, Generic[PayloadT]):
         return acc
 
     def decrypt(self, ciphertext: EncryptedVector[PayloadT]) -> FloatArray:
-        """The plaintext sum, as float64. Needs the secret key (except for the plaintext scheme)."""
+        """The plaintext sum, as float64, range-checked (`in_range`). Needs the secret key (except for the
+        plaintext scheme)."""
         self._check_own(ciphertext)
         if not self.has_secret_key:
             raise MissingSecretKeyError(
                 f"this {self.kind.value} scheme (key {envelope.short_hex(self.fingerprint)}) holds only the "
                 "public key; decryption needs the secret key"
             )
-        return self._decrypt(ciphertext)
+        return self.in_range(self._decrypt(ciphertext), count=ciphertext.count)
+
+    def in_range(self, values: npt.ArrayLike, *, count: int) -> FloatArray:
+        """`values`, a decrypted sum of `count` encryptions, after checking that each lies where `count`
+        encodings can sum to (`|v| <= count * max_abs_value + error_bound`) and short of the wrap point
+        (`wrap_bound`), where a larger sum would have turned into a value of the other sign. Raises
+        `DecryptionRangeError` otherwise, before anything is released: a sum that overflowed, a crafted
+        ciphertext, or one made under another key (its decryption is noise spread over the whole range)."""
+        x = np.asarray(values, dtype=np.float64)
+        limit = count * self.max_abs_value
+        bound = (
+            limit + self.error_bound(count=count, max_abs=self.max_abs_value) if limit < math.inf else limit
+        )
+        what = f"{count} encryptions can sum to"
+        if bound >= self.wrap_bound:
+            bound, what = self.wrap_bound, "the scheme represents before it wraps"
+        bad = np.flatnonzero(~(np.isfinite(x) & (np.abs(x) <= bound)))
+        if bad.size:
+            index = int(bad[0])
+            raise DecryptionRangeError(
+                f"decrypted value {index} is {float(x[index])!r}, outside the +/-{bound:.6g} that {what} "
+                f"({bad.size} values are): the sum is not what it claims"
+            )
+        return x
 
     # -- the exact ring masks live in ----------------------------------------------------------------
     @property

@@ -7,8 +7,13 @@ into it.
 
 Range. A value is encoded as `round(x * 2^scale_bits)` and decoded modulo the data modulus `q`
 (`2^sum(bits[:-1])`), so a *sum* must keep `|sum| * 2^scale_bits < q / 2` (Cheon et al., ASIACRYPT 2017,
-section 3). We keep one bit more for noise and give `MAX_SUMMANDS` summands their share:
-`|x| <= 2^(log2 q - scale_bits - 2 - log2 MAX_SUMMANDS)`, 64 with the defaults (4096 summands).
+section 3): past that it wraps to a value of the other sign (`CKKSParams.wrap_bound`), which `decrypt`
+refuses. We keep one bit more for noise and give `CKKS_MAX_SUMMANDS` summands their share:
+`|x| <= 2^(log2 q - scale_bits - 2 - log2 CKKS_MAX_SUMMANDS)`, 64 with the defaults (4096 summands;
+`CKKSParams.max_abs_value`).
+
+Chunks. TenSEAL inflates every ciphertext a chunk holds before anything checks it, so each chunk is parsed
+and bounded first (`protocol.crypto.seal_container`).
 
 Error. Measured on this machine at N = 8192, scale 2^40: the largest absolute error over 30 x 4096 fresh
 encryptions of values in [-1, 1] was 1.3e-8, and 5.5e-8 for a sum of 64 encryptions of values in
@@ -18,19 +23,17 @@ encryptions of values in [-1, 1] was 1.3e-8, and 5.5e-8 for a sum of 64 encrypti
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tenseal as ts
 
+from protocol.crypto import seal_container
 from protocol.crypto.base import EncryptedVector, FloatArray, HEScheme
 from protocol.crypto.errors import CiphertextError, KeyMaterialError, MissingSecretKeyError
 from protocol.crypto.params import CKKSParams, HEKind
 
-#: Most encryptions one CKKS sum may hold; the value range is divided among them (see module docstring).
-MAX_SUMMANDS = 4096
 _CONTEXT_ERRORS = (RuntimeError, ValueError, TypeError)
 
 CKKSPayload = list[Any]  # one tenseal.CKKSVector per chunk
@@ -134,13 +137,15 @@ class CKKSScheme(HEScheme[CKKSPayload]):
 
     @property
     def max_summands(self) -> int:
-        return MAX_SUMMANDS
+        return self._params.max_summands
 
     @property
     def max_abs_value(self) -> float:
-        data_bits = sum(self._params.coeff_mod_bit_sizes[:-1])
-        spare = data_bits - self._params.global_scale_bits - 2 - int(math.log2(MAX_SUMMANDS))
-        return float(2 ** min(spare, 30))
+        return self._params.max_abs_value
+
+    @property
+    def wrap_bound(self) -> float:
+        return self._params.wrap_bound
 
     def error_bound(self, *, count: int, max_abs: float) -> float:
         # Independent of max_abs within max_abs_value (module docstring); the argument keeps the contract.
@@ -184,8 +189,15 @@ class CKKSScheme(HEScheme[CKKSPayload]):
             len(params.coeff_mod_bit_sizes) - 1,
             2.0**params.global_scale_bits,
         )
+        members = seal_container.members_bytes(
+            degree=params.poly_modulus_degree, primes=len(params.coeff_mod_bit_sizes) - 1
+        )
         for index, chunk in enumerate(chunks):
             values = min(slots, length - index * slots)
+            try:
+                seal_container.check_chunk(chunk, values=values, scale=wanted[3], max_members=members)
+            except CiphertextError as e:
+                raise CiphertextError(f"CKKS chunk {index}: {e}") from e
             try:
                 vector = ts.ckks_vector_from(self._context, bytes(chunk))
                 size = vector.size()

@@ -14,7 +14,10 @@ Layout (big-endian), checked field by field before any byte reaches TenSEAL or g
     payload      the chunks, concatenated, nothing after them
 
 The fingerprint catches honest mistakes (an upload encrypted under last year's key, another federation's
-parameters); it is not an authenticity check: uploads are signed by their senders for that.
+parameters); it is a label, not a proof: anyone can write it into a ciphertext made under another key.
+What binds a ciphertext is its sender's signature over its digest (which covers the fingerprint), and a
+ciphertext under another key that is decrypted anyway gives noise that `HEScheme.decrypt`'s range check
+refuses (tests/adversarial/test_review_issue20_crypto.py).
 """
 
 from __future__ import annotations

@@ -35,3 +35,9 @@ class KeyBindingError(KeyStoreError):
 
 class PackingError(CryptoError):
     """A plaintext cannot be encoded (outside the clip, not finite) or a decrypted sum does not decode."""
+
+
+class DecryptionRangeError(CryptoError):
+    """A decrypted sum holds a value no honest sum of its count can: past what its encryptions can add up
+    to, or past the point where the scheme's plaintexts wrap (a crafted or overflowed ciphertext, or one
+    made under another key). Nothing of such a sum may be released."""

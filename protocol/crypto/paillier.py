@@ -142,11 +142,11 @@ class PaillierScheme(HEScheme[PaillierPayload]):
 
     @property
     def max_summands(self) -> int:
-        return self._params.max_clients
+        return self._params.max_summands
 
     @property
     def max_abs_value(self) -> float:
-        return self._params.clip
+        return self._params.max_abs_value
 
     def error_bound(self, *, count: int, max_abs: float) -> float:
         # Rounding to the nearest step loses at most step / 2 per summand; the rest is float64 rounding,

@@ -46,6 +46,21 @@ class SchemeParams(BaseModel):
         encryption, and the cloud's top-up of them); None: the one the spec's mechanism names."""
         return None
 
+    @property
+    def max_summands(self) -> int | None:
+        """Most encryptions one sum may hold before its values could overflow (None: no limit): a round
+        plans at most this many hospitals (`cloud_server.plans`)."""
+        return None
+
+    @property
+    def max_abs_value(self) -> float:
+        """Largest |value| one encryption may hold, so that `max_summands` of them still decode."""
+        return math.inf
+
+
+#: Most encryptions one CKKS sum may hold; the value range is divided among them (`CKKSParams.max_abs_value`).
+CKKS_MAX_SUMMANDS = 4096
+
 
 class CKKSParams(SchemeParams):
     """TenSEAL CKKS context. The default is add-only: one data prime, no multiplications.
@@ -92,6 +107,24 @@ class CKKSParams(SchemeParams):
         rounding plus the encryption noise, `2^(18 - scale_bits)` per summand at N = 8192 (the bound
         `CKKSScheme.error_bound` states; see `protocol.crypto.ckks`, Error), growing with N."""
         return 2.0 ** (18 - self.global_scale_bits) * max(1.0, self.poly_modulus_degree / 8192)
+
+    @property
+    def wrap_bound(self) -> float:
+        """The largest |value| a decryption can show: past it a sum wraps around the data modulus `q` and
+        decrypts to a value of the other sign (`q / 2 / 2^scale_bits`; Cheon et al., ASIACRYPT 2017, s. 3)."""
+        return 2.0 ** (sum(self.coeff_mod_bit_sizes[:-1]) - 1 - self.global_scale_bits)
+
+    @property
+    def max_summands(self) -> int:
+        return CKKS_MAX_SUMMANDS
+
+    @property
+    def max_abs_value(self) -> float:
+        """The share of the range below the wrap point each of `max_summands` summands gets, with one bit
+        kept for the noise: `2^(log2 q - scale_bits - 2 - log2 max_summands)`, capped at 2^30."""
+        data_bits = sum(self.coeff_mod_bit_sizes[:-1])
+        spare = data_bits - self.global_scale_bits - 2 - int(math.log2(CKKS_MAX_SUMMANDS))
+        return float(2 ** min(spare, 30))
 
 
 class PaillierParams(SchemeParams):
@@ -157,6 +190,14 @@ class PaillierParams(SchemeParams):
         """Most one value in `[-clip, clip]` moves when it is encoded: half a step of rounding to the
         nearest step, plus float64 rounding of `x / step`."""
         return self.step / 2 + 8 * sys.float_info.epsilon * self.clip
+
+    @property
+    def max_summands(self) -> int:
+        return self.max_clients
+
+    @property
+    def max_abs_value(self) -> float:
+        return self.clip
 
     @property
     def lattice_step(self) -> float | None:

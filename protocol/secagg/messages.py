@@ -20,6 +20,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from protocol import signing
 from protocol.messages import MAX_CLIENTS_PER_ROUND, Identifier, Message, Signature
 from protocol.wire_schema import Base64
 
@@ -50,15 +51,17 @@ class KeyAdvert(Message):
     signature: Signature
 
     def signing_payload(self) -> bytes:
-        return b"\x00".join(
-            [
-                b"fedlora/secagg/advert/v1",
-                self.cohort.context(),
-                self.client_id.encode(),
-                self.share_key,
-                self.mask_key,
-                self.seed_commitment,
-            ]
+        return signing.tagged(
+            signing.SECAGG_ADVERT,
+            b"\x00".join(
+                [
+                    self.cohort.context(),
+                    self.client_id.encode(),
+                    self.share_key,
+                    self.mask_key,
+                    self.seed_commitment,
+                ]
+            ),
         )
 
 
@@ -76,7 +79,7 @@ class ShareBundle(Message):
     signature: Signature = b""
 
     def signing_payload(self) -> bytes:
-        return _signed_fields(b"fedlora/secagg/shares/v1", self)
+        return _signed_fields(signing.SECAGG_SHARES, self)
 
 
 class Inbox(Message):
@@ -94,8 +97,9 @@ class SurvivorSet(Message):
     survivors: list[Identifier] = Field(max_length=MAX_CLIENTS_PER_ROUND)
 
     def signing_payload(self) -> bytes:
-        return b"\x00".join(
-            [b"fedlora/secagg/survivors/v1", self.cohort.context(), ",".join(sorted(self.survivors)).encode()]
+        return signing.tagged(
+            signing.SECAGG_SURVIVORS,
+            b"\x00".join([self.cohort.context(), ",".join(sorted(self.survivors)).encode()]),
         )
 
 
@@ -118,7 +122,7 @@ class UnmaskShares(Message):
     signature: Signature = b""
 
     def signing_payload(self) -> bytes:
-        return _signed_fields(b"fedlora/secagg/unmask/v1", self)
+        return _signed_fields(signing.SECAGG_UNMASK, self)
 
 
 class Stage(StrEnum):
@@ -139,10 +143,10 @@ class StageRequest(Message):
     signature: Signature = b""
 
     def signing_payload(self) -> bytes:
-        return _signed_fields(b"fedlora/secagg/request/v1", self)
+        return _signed_fields(signing.SECAGG_REQUEST, self)
 
 
-def _signed_fields(domain: bytes, message: Message) -> bytes:
-    """Canonical JSON of every field but the signature, under a domain tag."""
+def _signed_fields(tag: str, message: Message) -> bytes:
+    """Canonical JSON of every field but the signature, under a domain tag (`protocol.signing`)."""
     fields = message.model_dump(mode="json", exclude={"signature"})
-    return domain + b"\x00" + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    return signing.tagged(tag, json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())

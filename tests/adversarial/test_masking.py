@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from protocol.crypto import PackingError, PaillierParams, generate_scheme, scheme_from_public
-from protocol.messages import EdgeAggregate, RoundState
+from protocol.messages import CentralDPConfig, EdgeAggregate, RoundState
 from protocol.secagg import (
     Cohort,
     Roster,
@@ -40,7 +40,8 @@ MASKED = PaillierParams(key_bits=1024, masking=True, clip=0.1)
 
 
 def masked_spec():  # type: ignore[no-untyped-def]
-    return small_spec(he=MASKED, min_clients_per_edge=2)
+    # A clip norm the fixed-point range covers (a spec with he.clip below it is refused).
+    return small_spec(he=MASKED, min_clients_per_edge=2, central_dp=CentralDPConfig(clip_norm=0.1))
 
 
 def cohort(fed: Federation, edge_id: str, deltas: Mapping[str, np.ndarray], **drop: set[str]) -> CohortRun:

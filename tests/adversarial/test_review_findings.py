@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_aggregator.ledger import ForwardStatus
-from protocol.crypto import envelope
+from protocol.crypto import CiphertextError, envelope
 from protocol.messages import EdgeAggregate
 from protocol.strategies import AggregationStrategy
 from services.http import PeerRefusedError
@@ -244,8 +244,10 @@ async def test_a_ciphertext_in_other_bytes_is_still_a_replay() -> None:
     Edge-1 forwards its round-0 sum of a and b, already decrypted, again as its round-1 sum, after
     appending three bytes to each chunk that TenSEAL's protobuf parser ignores. The envelope's count is
     untouched (2, as the manifest) and nothing is re-encrypted, so this is not the documented
-    re-randomisation hole: the registry keys on SHA-256 of the bytes (`ciphertext_digest`), not of what
-    they parse to. The cloud answers 202 and decrypts the same sum a second time."""
+    re-randomisation hole: the registry keyed on SHA-256 of the bytes (`ciphertext_digest`), not of what
+    they parse to, and the cloud answered 202 and decrypted the same sum a second time. Since issue 20 a
+    CKKS chunk is parsed before TenSEAL sees it (`protocol.crypto.seal_container`) and a protobuf field
+    TenSEAL would skip is refused outright: the other bytes are no ciphertext at all (400)."""
     rng = np.random.default_rng(71)
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(rounds=3, late_uploads=LATE), TOPOLOGY)
@@ -253,14 +255,13 @@ async def test_a_ciphertext_in_other_bytes_is_still_a_replay() -> None:
         old = await round_zero(cloud, fed, rng)
         same = padded(fed, old.ciphertext)
         assert same != old.ciphertext
-        parsed = fed.scheme.deserialize(same)
-        # The very same ciphertext: it parses with the same count and serialises back to the original bytes.
-        assert parsed.count == 2 and fed.scheme.serialize(parsed) == old.ciphertext
+        with pytest.raises(CiphertextError, match="protobuf field 127"):
+            fed.scheme.deserialize(same)
         body = await fed.aggregate(
             cloud, "edge-1", 1, deltas_for(rng, ("client-a", "client-b")), ciphertext=same
         )
 
         response = await fed.post(cloud.http, body)
 
-        assert response.status_code == 409, (response.status_code, response.text)
-        assert response.json()["code"] == "replay"
+        assert response.status_code == 400, (response.status_code, response.text)
+        assert response.json()["code"] == "bad_ciphertext"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from protocol.crypto import PaillierParams, packing
+from protocol.messages import CentralDPConfig
 from protocol.secagg import (
     Cohort,
     CohortId,
@@ -214,7 +215,11 @@ async def test_no_uploaded_column_is_reached_by_fewer_than_k_hospitals_of_a_coho
     it: edge-1's unmasked sum holds client-b's column alone.
     Failed before the fix: `plan.published_rank` was 2; per cohort it is 1."""
     async with running_cloud() as cloud:
-        spec = small_spec(he=PaillierParams(key_bits=1024, masking=True, clip=0.1), min_clients_per_edge=2)
+        spec = small_spec(
+            he=PaillierParams(key_bits=1024, masking=True, clip=0.1),
+            min_clients_per_edge=2,
+            central_dp=CentralDPConfig(clip_norm=0.1),  # he.clip must cover the clip norm
+        )
         fed = await Federation.create(cloud.http, spec, max_ranks={"client-a": 1})
         plan = await fed.start(cloud.http)
         assert plan.client_ranks == {"client-a": 1, "client-b": 2, "client-c": 2, "client-d": 2}

@@ -9,6 +9,7 @@ import pytest
 
 from client_agent.agent import AgentState, ClientAgent, held_out_split
 from client_agent.data import Dataset
+from client_agent.errors import PlanRefusedError
 from client_agent.releases import COUNT_ENTRY
 from client_agent.update import contribution
 from protocol.crypto import CKKSParams, PaillierParams, generate_scheme
@@ -114,20 +115,24 @@ def test_the_count_a_hospital_sends_is_drawn_once_with_noise_and_charged(tmp_pat
     assert np.std(counts) == pytest.approx(10.0, rel=0.5)  # 4.5 standard errors of a 40-draw std
 
 
-def test_a_contribution_clips_in_l1_for_laplace_clamps_to_the_scheme_and_none_clips_nothing(scheme) -> None:
+def test_a_contribution_clips_in_l1_for_laplace_refuses_what_the_scheme_cannot_hold_and_none_clips_nothing(
+    scheme,
+) -> None:
+    """A coordinate outside the scheme's range is refused, never clamped (issue 20, item 5)."""
     # Prepare: a delta of L1 norm 10 and L2 norm 5.
     delta = np.array([5.0, -5.0, 0.0, 0.0])
 
-    # Execute: clipped in L1 to 2 and weighted by a half; unclipped; clamped by a scheme of range 1.
+    # Execute: clipped in L1 to 2 and weighted by a half; unclipped; too wide for a scheme of range 1.
     l1 = contribution(scheme, delta, weight=0.5, clip_norm=2.0, clip_ord=1)
     unclipped = contribution(scheme, delta, weight=1.0, clip_norm=None)
     narrow = generate_scheme(PaillierParams(key_bits=1024, clip=1.0))
-    clamped = contribution(narrow, delta, weight=1.0, clip_norm=4.0)
+    with pytest.raises(PlanRefusedError, match="2 coordinates outside") as refused:
+        contribution(narrow, delta, weight=1.0, clip_norm=4.0)  # 4 / 5 * delta = (4, -4): past 1
 
     # Assert: worked out by hand.
     np.testing.assert_allclose(l1, [0.5, -0.5, 0.0, 0.0])
     np.testing.assert_allclose(unclipped, delta)
-    np.testing.assert_allclose(clamped, [1.0, -1.0, 0.0, 0.0])  # 4 / 5 * delta = (4, -4), clamped to 1
+    assert refused.value.field == "delta"
 
 
 def test_columns_the_plan_holds_back_are_zeroed_before_clipping_and_encrypting(tmp_path, scheme) -> None:

@@ -141,11 +141,15 @@ def test_load_kek_from_the_variable(encode: Any) -> None:
     assert load_kek({KEK_ENV: f"  {encode(KEK)}\n"}) == KEK
 
 
-@pytest.mark.parametrize("content", [KEK, KEK.hex().encode() + b"\n"], ids=["raw", "hex"])
-def test_load_kek_from_a_file(tmp_path: Path, content: bytes) -> None:
+@pytest.mark.parametrize(
+    ("content", "raw"), [(KEK, True), (KEK.hex().encode() + b"\n", False)], ids=["raw", "hex"]
+)
+def test_load_kek_from_a_file(tmp_path: Path, content: bytes, raw: bool) -> None:
+    """A raw file needs the operator's `FEDLORA_KEK_RAW=1` (tests/adversarial/test_review_issue20_crypto.py)."""
     path = tmp_path / "kek"
     path.write_bytes(content)
-    assert load_kek({KEK_FILE_ENV: str(path)}) == KEK
+    extra = {"FEDLORA_KEK_RAW": "1"} if raw else {}
+    assert load_kek({KEK_FILE_ENV: str(path), **extra}) == KEK
 
 
 @pytest.mark.parametrize(
