@@ -177,6 +177,8 @@ class DropReason(StrEnum):
     ROUND_FAILED = "round_failed"  # cloud: the round failed; the aggregates it held are not in any model
     # edge: the round's stored manifest did not read back; it and the sum were quarantined
     RECORD_QUARANTINED = "record_quarantined"
+    # cloud: the edge's packed sum decrypted to a slot above what its uploads can sum to, or past the last slot
+    OUT_OF_RANGE = "out_of_range"
 
 
 #: The longest an edge keeps trying to forward a round after its upload deadline, unless the spec says
