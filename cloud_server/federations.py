@@ -31,7 +31,7 @@ from protocol.crypto import (
     seal_bytes,
     seal_secret,
 )
-from protocol.crypto.params import SchemeParams
+from protocol.crypto.params import HEParams
 from protocol.ffa import AdapterLayout, basis_bytes, seeded_bases
 from protocol.messages import (
     AdapterVersion,
@@ -294,7 +294,7 @@ class FederationService:
         return vector_sha256(raw)
 
     async def central_noise(
-        self, fid: str, round_: int, noise: RoundNoise, params: SchemeParams, *, size: int
+        self, fid: str, round_: int, noise: RoundNoise, params: HEParams, *, size: int
     ) -> npt.NDArray[np.int64] | None:
         """The cloud's noise on `round_`'s sum, in lattice steps (`protocol.aggregation.draw_central`; None
         when the round asks the cloud for none): drawn once by the exact CSPRNG sampler and kept sealed under

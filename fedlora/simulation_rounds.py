@@ -30,7 +30,7 @@ from edge_aggregator.fold import fold, parse_upload
 from fedlora.seeded_sampler import SeededSampler
 from protocol.aggregation import Aggregated, RoundNoise, aggregate, draw_central, round_noise
 from protocol.crypto import HEScheme
-from protocol.crypto.params import SchemeParams
+from protocol.crypto.params import HEParams
 from protocol.ffa import A_SUFFIX, AdapterLayout, fedit_mismatch
 from protocol.messages import Contribution, FederationSpec, schedule_multiplier
 from protocol.samplers import LatticeSampler
@@ -59,11 +59,11 @@ class CentralNoise:
     too (moved to its lattice, to within half of its step), so that two closes differ only by what the
     encryption did to the sums."""
 
-    def __init__(self, sampler: LatticeSampler, params: SchemeParams, *, size: int) -> None:
+    def __init__(self, sampler: LatticeSampler, params: HEParams, *, size: int) -> None:
         self._sampler, self._params, self._size = sampler, params, size
         self._drawn: list[npt.NDArray[np.int64] | None] = []
 
-    def __call__(self, noise: RoundNoise, params: SchemeParams) -> npt.NDArray[np.int64] | None:
+    def __call__(self, noise: RoundNoise, params: HEParams) -> npt.NDArray[np.int64] | None:
         if not self._drawn:
             self._drawn.append(draw_central(noise, self._params, size=self._size, sampler=self._sampler))
         drawn = self._drawn[0]

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol.crypto import CryptoError, EncryptedVector, HEScheme, PackingError
-from protocol.crypto.params import SchemeParams
+from protocol.crypto.params import HEParams
 from protocol.ffa import AdapterLayout
 from protocol.messages import Contribution, DropReason, FederationSpec, NoiseMechanism
 from protocol.noise import distribution_for, lattice_draw
@@ -286,7 +286,7 @@ def aggregate(
     return _held_back(result, global_vector, reached)
 
 
-def central_std(noise: RoundNoise, params: SchemeParams, *, size: int) -> float:
+def central_std(noise: RoundNoise, params: HEParams, *, size: int) -> float:
     """The std of the noise the cloud draws for `noise` on the lattice of `params.noise_step`.
 
     A sum that decrypts onto the lattice (packed Paillier's fixed-point sums) takes `noise.cloud_std` as is.
@@ -305,7 +305,7 @@ def central_std(noise: RoundNoise, params: SchemeParams, *, size: int) -> float:
 
 
 def draw_central(
-    noise: RoundNoise, params: SchemeParams, *, size: int, sampler: LatticeSampler
+    noise: RoundNoise, params: HEParams, *, size: int, sampler: LatticeSampler
 ) -> npt.NDArray[np.int64] | None:
     """The cloud's noise for a round, in steps of `params.noise_step` (None when it adds none): `central_std`
     drawn from the round's distribution (a top-up of shares follows theirs: Skellam under packed Paillier)."""

@@ -26,7 +26,7 @@ from services.keys import KEK_ENV, KEK_FILE_ENV, KekError, load_kek
 
 KEK = bytes.fromhex("8f3b0c5e1d2a4f6b7c9e0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f")
 OTHER_KEK = bytes.fromhex("11" * 31 + "12")
-PARAMS = [CKKSParams(), PaillierParams(key_bits=1024), PlainParams()]
+PARAMS = [CKKSParams(), PaillierParams(), PlainParams()]
 
 
 @pytest.fixture(scope="module", params=PARAMS, ids=lambda p: p.kind.value)
@@ -75,13 +75,13 @@ def test_truncated_sealed_key_is_refused(scheme: HEScheme[Any], size: int) -> No
 def test_parameters_of_another_kind_are_refused() -> None:
     sealed = seal_secret(generate_scheme(PlainParams()), KEK)
     with pytest.raises(KeyStoreError, match="sealed key is for none"):
-        open_secret(PaillierParams(key_bits=1024), sealed, KEK)
+        open_secret(PaillierParams(), sealed, KEK)
 
 
 def test_changed_parameters_are_refused() -> None:
-    scheme = generate_scheme(PaillierParams(key_bits=1024, quant_bits=16))
+    scheme = generate_scheme(PaillierParams(quant_bits=16))
     with pytest.raises(KeyStoreError, match="parameters changed"):
-        open_secret(PaillierParams(key_bits=1024, quant_bits=12), seal_secret(scheme, KEK), KEK)
+        open_secret(PaillierParams(quant_bits=12), seal_secret(scheme, KEK), KEK)
 
 
 @pytest.mark.parametrize("kek", [b"", b"short", bytes(32), b"\xff" * 32, bytes(33)])
