@@ -4,13 +4,14 @@ For a vector of `--size` values (default 1e6, about an adapter of a large LoRA),
 as `protocol.aggregation.draw_central` draws it (OpenDP's discrete Gaussian or Laplace over OpenSSL's
 CSPRNG, `protocol.samplers.OpenDPSampler`, on CKKS's noise lattice) beside what the closer drew before
 (numpy's PCG64 `normal` / `laplace` in floating point), the same std, best of `--repeat` runs, in the same
-process. Prints seconds and the ratio. Run: `.venv/bin/python bench/noise_sampler.py`.
+process. OpenDP's calls release the GIL, so `OpenDPSampler` draws chunks on one thread per CPU. Prints seconds and the ratio. Run: `.venv/bin/python bench/noise_sampler.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -42,7 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     sampler = OpenDPSampler()
     rng = np.random.default_rng(secrets.randbits(128))  # the baseline only: never used for noise
-    print(f"{args.size:,} values, std {STD}, best of {args.repeat}")
+    print(
+        f"{args.size:,} values, std {STD}, best of {args.repeat}, {os.cpu_count()} CPUs (OpenDP: one thread each)"
+    )
     print(f"{'distribution':<12} {'numpy PCG64 (s)':>16} {'OpenDP exact (s)':>17} {'ratio':>7}")
     for distribution, baseline in (
         (Distribution.GAUSSIAN, lambda: rng.normal(0.0, STD, args.size)),

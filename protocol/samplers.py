@@ -17,7 +17,9 @@ Poisson sampler on a generator seeded with 256 bits from the operating system. I
 from __future__ import annotations
 
 import math
+import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -29,6 +31,9 @@ IntArray = npt.NDArray[np.int64]
 class SamplerError(ValueError):
     """A noise scale a sampler cannot draw with (negative, non-finite, or too wide for int64)."""
 
+
+#: Values per OpenDP call: large vectors are drawn in chunks of this many, one thread per CPU.
+CHUNK = 1 << 16
 
 #: The widest noise scale, in lattice steps, a draw accepts: a tail of 40 scales stays inside int64.
 MAX_SCALE = 2.0**56
@@ -83,9 +88,19 @@ class OpenDPSampler:
         import opendp.prelude as dp
 
         dp.enable_features("contrib")  # OpenDP's gate for measurements outside its vetted core
-        domain = dp.vector_domain(dp.atom_domain(T="i64"), size)
-        if kind == "gaussian":
-            measurement = dp.m.make_gaussian(domain, dp.l2_distance(T="i64"), scale=scale)
-        else:
-            measurement = dp.m.make_laplace(domain, dp.l1_distance(T="i64"), scale=scale)
-        return np.asarray(measurement([0] * size), dtype=np.int64)
+
+        def chunk(length: int) -> IntArray:
+            domain = dp.vector_domain(dp.atom_domain(T="i64"), length)
+            if kind == "gaussian":
+                measurement = dp.m.make_gaussian(domain, dp.l2_distance(T="i64"), scale=scale)
+            else:
+                measurement = dp.m.make_laplace(domain, dp.l1_distance(T="i64"), scale=scale)
+            return np.asarray(measurement([0] * length), dtype=np.int64)
+
+        # OpenDP's library is called through ctypes, which releases the GIL: chunks sample in parallel.
+        lengths = [min(CHUNK, size - start) for start in range(0, size, CHUNK)]
+        workers = min(len(lengths), os.cpu_count() or 1)
+        if workers == 1:
+            return chunk(size)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return np.concatenate(list(pool.map(chunk, lengths)))
