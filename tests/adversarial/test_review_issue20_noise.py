@@ -92,7 +92,7 @@ async def test_a_round_with_central_noise_closes_without_a_numpy_generator_and_p
             assert (await fed.post(cloud.http, body)).status_code == 202
 
         status = await cloud.status(fed.fid, 0)
-        assert status.state is RoundState.CLOSED, status.reason
+        assert status.state is RoundState.CLOSED, (status.failure, status.close_error)
         noise = (await cloud.vector(fed.fid, 1) - weighted_mean(deltas["edge-1"] | deltas["edge-2"])) * 4
     # sigma is 1: 1,538 draws hold the std within 20% with room to spare.
     assert float(np.std(noise)) == pytest.approx(1.0, rel=0.2)
@@ -171,7 +171,7 @@ async def test_a_hospital_overflowing_its_packed_slot_costs_its_region_s_sum_not
     async with running_cloud() as cloud:
         fed, deltas = await forged_round(cloud, spec, attack(spec.he))
         status = await cloud.status(fed.fid, 0)
-        assert status.state is RoundState.CLOSED, status.reason
+        assert status.state is RoundState.CLOSED, (status.failure, status.close_error)
         assert status.uploads_dropped == {DropReason.OUT_OF_RANGE: 2}
         assert "edge-1" in status.flagged
         published = await cloud.vector(fed.fid, 1)
