@@ -639,7 +639,8 @@ class FederationSpec(Message):
 class NoiseShare(BaseModel):
     """One client's share of a round's distributed noise (Kairouz et al. 2021, distributed DP).
 
-    `gaussian` (CKKS): add N(0, std^2) to every coordinate of the weighted, clipped delta. `skellam`
+    `gaussian` (CKKS): add the discrete Gaussian of sigma `std / step` times `step` (`HEParams.noise_step`,
+    `protocol.samplers`) to every coordinate of the weighted, clipped delta. `skellam`
     (packed Paillier): add `step * (Poisson(lam) - Poisson(lam))` with `lam = (std / step)^2 / 2`, where
     `step` is the Paillier quantisation step, so the shares stay on the integer lattice and their sum is
     Skellam again (Agarwal et al. 2021). `clients` shares make the round's target std `z C`.
