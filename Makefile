@@ -91,6 +91,7 @@ bench: install
 	$(PY) bench/he_throughput.py
 	$(PY) bench/secagg_cost.py
 	$(PY) bench/local_step.py
+	$(PY) bench/noise_sampler.py
 
 # Every registered experiment in turn (`fedlora experiment --list`), each into runs/experiments/NAME.
 experiments: install

@@ -88,6 +88,7 @@ from protocol.messages import (
     UploadAccepted,
 )
 from protocol.reach import planned_hold
+from protocol.samplers import LatticeSampler
 from protocol.secagg import SecAggError
 from protocol.strategies import strategy_for
 from services.clock import OffsetClock, cloud_sample
@@ -484,7 +485,7 @@ class ClientAgent:
         num_examples: int,
         spend: LocalSpend | None,
         validation: tuple[float, int] | None = None,
-        rng: np.random.Generator | None = None,
+        sampler: LatticeSampler | None = None,
         cohort: CohortSession | None = None,
         layout: AdapterLayout | None = None,
     ) -> ClientUpdate:
@@ -510,7 +511,7 @@ class ClientAgent:
             clip_norm=plan.clip_norm,
             clip_ord=plan.clip_norm_ord,
             share=share,
-            rng=rng,
+            sampler=sampler,
             held=planned_hold(layout, plan.published_rank) if layout is not None else None,
         )
         # In a masking federation the values are masked in the scheme's ring before they are encrypted.

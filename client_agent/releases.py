@@ -19,8 +19,8 @@ other one between the parts. An example is then in exactly one part, and the hos
 larger of the two parts' epsilons (parallel composition, McSherry 2009, "Privacy Integrated Queries",
 Theorem 4), each part's history holding the count release and its own mechanism.
 
-Noise from the operating system's entropy unless a caller passes a generator (tests, and the simulation
-behind its loudly named reproducibility switch).
+Noise from the exact discrete Gaussian sampler over a CSPRNG (`protocol.samplers.OpenDPSampler`) unless a
+caller passes a sampler (tests, and the simulation behind its loudly named reproducibility switch).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from opacus.accountants import create_accountant
 
 from protocol.messages import COUNT_ENTRY as COUNT_ENTRY  # re-exported: what a history starts with
 from protocol.messages import COUNT_NOISE_STD
+from protocol.samplers import LatticeSampler, OpenDPSampler
 
 HistoryEntry = tuple[float, float, int]
 History = tuple[HistoryEntry, ...]
@@ -64,9 +65,9 @@ class ReleaseError(ValueError):
     """A release cannot be made as asked (a budget no noise meets, an empty part, a bad argument)."""
 
 
-def os_generator() -> np.random.Generator:
-    """A numpy generator seeded with 128 bits from the operating system's entropy."""
-    return np.random.default_rng(secrets.randbits(128))
+#: The lattice the held-out loss sum is rounded to before its noise, in units of `loss_clip`: a power of two,
+#: so that the noisy sum is an exact float64.
+LOSS_STEP = 2.0**-20
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,13 @@ class PublicCounts:
         return cls(total, max(1, total - held_out), held_out)
 
 
-def noisy_count(n: int, *, rng: np.random.Generator | None = None) -> int:
-    """`n` released with Gaussian noise of std `COUNT_NOISE_STD` (charge `COUNT_ENTRY` once for it)."""
+def noisy_count(n: int, *, sampler: LatticeSampler | None = None) -> int:
+    """`n` released with discrete Gaussian noise of sigma `COUNT_NOISE_STD` (charge `COUNT_ENTRY` once for
+    it: the discrete Gaussian's RDP is at most the continuous one's, Canonne, Kamath, Steinke 2020)."""
     if n < 0:
         raise ReleaseError(f"an example count cannot be negative, got {n}")
-    draw = (rng or os_generator()).normal(0.0, COUNT_NOISE_STD)
-    return max(1, round(n + float(draw)))
+    draw = (sampler or OpenDPSampler()).discrete_gaussian(sigma=COUNT_NOISE_STD, size=1)
+    return max(1, n + int(draw[0]))
 
 
 def new_split_key() -> bytes:
@@ -203,16 +205,20 @@ def release_loss(
     loss_clip: float,
     noise_multiplier: float,
     public_count: int,
-    rng: np.random.Generator | None = None,
+    sampler: LatticeSampler | None = None,
 ) -> float:
-    """The mean held-out loss as released: per-example losses clipped to `[0, loss_clip]`, summed, Gaussian
-    noise of std `noise_multiplier * loss_clip` (one example moves the sum by at most `loss_clip`), divided by
-    the public held-out count. Clamped at 0 afterwards (post-processing)."""
+    """The mean held-out loss as released: per-example losses clipped to `[0, loss_clip]`, summed, rounded
+    to the lattice of `LOSS_STEP * loss_clip`, discrete Gaussian noise of sigma `noise_multiplier * loss_clip`
+    widened by `1 + LOSS_STEP` (one example moves the rounded sum by at most `loss_clip` plus a step), divided
+    by the public held-out count. Clamped at 0 afterwards (post-processing)."""
     if not loss_clip > 0 or not noise_multiplier > 0 or public_count < 1:
         raise ReleaseError(
             f"loss_clip {loss_clip} and noise_multiplier {noise_multiplier} must be positive and public_count "
             f"{public_count} at least 1"
         )
     clipped = np.clip(np.nan_to_num(np.asarray(losses, dtype=np.float64), nan=loss_clip), 0.0, loss_clip)
-    noise = (rng or os_generator()).normal(0.0, noise_multiplier * loss_clip)
-    return min(MAX_RELEASED_LOSS, max(0.0, (float(clipped.sum()) + float(noise)) / public_count))
+    step = LOSS_STEP * loss_clip
+    sigma = noise_multiplier * (1.0 + LOSS_STEP) / LOSS_STEP
+    noise = (sampler or OpenDPSampler()).discrete_gaussian(sigma=sigma, size=1)
+    noisy = (round(float(clipped.sum()) / step) + int(noise[0])) * step
+    return min(MAX_RELEASED_LOSS, max(0.0, noisy / public_count))

@@ -7,7 +7,6 @@ each simulated hospital's upload here too, so that what the experiments measure 
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from client_agent.errors import PlanRefusedError
 from protocol.crypto import HEScheme
 from protocol.messages import NoiseShare
 from protocol.noise import add_share, clip
+from protocol.samplers import LatticeSampler, OpenDPSampler
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def contribution(
     clip_norm: float | None,
     clip_ord: Literal[1, 2] = 2,
     share: NoiseShare | None = None,
-    rng: np.random.Generator | None = None,
+    sampler: LatticeSampler | None = None,
     held: np.ndarray | None = None,
 ) -> np.ndarray:
     """`delta`, zeroed where the plan holds coordinates back (`held`, from `protocol.reach.planned_hold`:
@@ -49,8 +49,8 @@ def contribution(
     distributed DP (Kairouz et al. 2021).
 
     `clip_norm` None clips nothing: only a simulation's unclipped baseline asks for that, every plan names a
-    norm. The share's noise comes from the operating system's entropy unless `rng` is given (tests, and the
-    simulation's `insecure_reproducible` runs).
+    norm. The share's noise comes from the exact CSPRNG sampler (`protocol.samplers.OpenDPSampler`) unless
+    `sampler` is given (tests, and the simulation's `insecure_reproducible` runs).
 
     A delta with a NaN or inf (training that diverged) raises `PlanRefusedError` on field `delta`: the
     round is skipped rather than a NaN clipped and encrypted (where it crashed the encoder).
@@ -72,11 +72,10 @@ def contribution(
     weighted = _in_range(scheme, weight * clipped, what="the weighted, clipped delta")
     if share is None:
         return weighted
-    # Nobody, this process's logs included, knows the noise drawn from the operating system's entropy.
-    noise_rng = rng or np.random.default_rng(secrets.randbits(128))
+    # Nobody, this process's logs included, knows the noise drawn from the CSPRNG.
     return _in_range(
         scheme,
-        add_share(weighted, share, scheme.params, rng=noise_rng),
+        add_share(weighted, share, scheme.params, sampler=sampler or OpenDPSampler()),
         what="the delta with its noise share",
     )
 

@@ -71,7 +71,7 @@ from cloud_server.telemetry import CloudTelemetry
 from protocol.aggregation import (
     Aggregated,
     LateGroup,
-    MaskedSumError,
+    RefusedSumsError,
     RoundNoise,
     aggregate,
     fold_in,
@@ -81,6 +81,7 @@ from protocol.crypto import CryptoError, KeyBindingError, KeyStoreError
 from protocol.ffa import AdapterLayout, column_energy, seeded_bases
 from protocol.messages import (
     Contribution,
+    DropReason,
     FederationSpec,
     FederationState,
     RoundPlan,
@@ -180,7 +181,7 @@ class CommitKeys:
         return [
             self.record,
             self.status,
-            keyspace.fed_round_noise_seed(fid, self.round),
+            keyspace.fed_round_noise(fid, self.round),
             keyspace.fed_privacy(fid),
             keyspace.fed_validation(fid),
             keyspace.fed_ranks(fid),
@@ -230,7 +231,7 @@ class CommitKeys:
         fid, v_out = self.fid, self.version_out
         updates: dict[str, bytes | None] = {
             self.status: outcome.status.model_dump_json().encode(),
-            keyspace.fed_round_noise_seed(fid, self.round): None,  # the noise is in the adapter now
+            keyspace.fed_round_noise(fid, self.round): None,  # the noise is in the adapter now
             keyspace.fed_adapter(fid, v_out): outcome.vector,
             keyspace.fed_adapter_meta(fid, v_out): outcome.version.model_dump_json().encode(),
             **{self.stats(cid): stats.dump() for cid, stats in outcome.stats.items()},
@@ -439,21 +440,26 @@ class RoundCloser:
             await self.fail(fid, round_, now, reason=reason, forwarded=headers, sealed=sealed, lease=lease)
             return
         remaining: dict[str, bytes] = dict(values)
-        unmaskable: tuple[str, ...] = ()
+        refused: dict[str, DropReason] = {}
         while True:
             prepared = await self._prepare(fid, round_, now, remaining, sealed, lease)
             if prepared is None:
                 return
             try:
                 decrypted = await self._decrypt(fid, prepared, now, sealed, lease)
-            except MaskedSumError as e:
-                # Those edges' masks did not cancel (a forged or partial sum, a wrong correction): the
-                # round closes from the other edges' sums, prepared again without them (noise, charge).
+            except RefusedSumsError as e:
+                # Those edges' sums are out of range (a hospital's bad encoding) or their masks did not
+                # cancel (a forged or partial sum, a wrong correction): the round closes from the other
+                # edges' sums, prepared again without them (noise, charge).
                 log.warning(
-                    "edge sums that do not unmask were left out of the round",
-                    extra={"federation_id": fid, "round": round_, "data": {"edges": list(e.edges)}},
+                    "edge sums that do not decrypt to an honest sum were left out of the round",
+                    extra={
+                        "federation_id": fid,
+                        "round": round_,
+                        "data": {"edges": list(e.edges), "reason": e.reason.value, "error": str(e)},
+                    },
                 )
-                unmaskable += e.edges
+                refused |= dict.fromkeys(e.edges, e.reason)
                 remaining = {edge: v for edge, v in remaining.items() if edge not in e.edges}
                 if not remaining:
                     # Every sum the round holds shows as forwarded, and its uploads as dropped.
@@ -466,13 +472,13 @@ class RoundCloser:
             break
         if decrypted is not None:
             result, metrics = decrypted
-            if unmaskable:
-                result = dataclasses.replace(result, flagged=(*result.flagged, *unmaskable))
+            if refused:
+                result = dataclasses.replace(result, flagged=(*result.flagged, *refused))
                 metrics["edges_flagged"] = float(len(result.flagged))
             release = await self._release(fid, prepared, result, metrics, now=now)
             # Left out of the model, but held and counted: shown forwarded, their uploads dropped.
-            left_out = {edge: unpack_aggregate(values[edge])[0] for edge in unmaskable}
-            release = dataclasses.replace(release, unmaskable=left_out)
+            left_out = {edge: (why, unpack_aggregate(values[edge])[0]) for edge, why in refused.items()}
+            release = dataclasses.replace(release, refused=left_out)
             await self._commit(fid, release, sealed, why=why, lease=lease)
 
     async def _quarantined(
@@ -664,7 +670,8 @@ class RoundCloser:
                 prepared, now, sealed, lease, reason=reason, ends=FederationState.STOPPED
             )
             return None
-        seed = await self._federations.noise_seed(fid, round_)
+        size = prepared.layout.size
+        central = await self._federations.central_noise(fid, round_, noise, spec.he, size=size)
         started = time.perf_counter()
         try:
             result = await asyncio.to_thread(
@@ -677,12 +684,12 @@ class RoundCloser:
                 strategy=strategy_for(spec),
                 noise=noise,
                 rows=[(h.edge_id, h.total_weight) for h in headers.values()],
-                rng=np.random.default_rng(seed),
+                central=central,
                 k=spec.min_clients_per_edge,
                 late=prepared.late,
                 corrections=prepared.corrections,
             )
-        except (KeyStoreError, MaskedSumError):
+        except (KeyStoreError, RefusedSumsError):
             raise
         except CryptoError as e:
             reason = f"the sum of {len(headers)} edge aggregates did not decrypt: {e}"

@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from cloud_server.central_ledger import Ledger
 from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.plans import PlanBoard, ended
 from cloud_server.privacy import report as privacy_report
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
+from protocol.aggregation import RoundNoise, central_std, draw_central
 from protocol.crypto import (
     HEScheme,
     KeyBindingError,
@@ -32,6 +33,7 @@ from protocol.crypto import (
     seal_bytes,
     seal_secret,
 )
+from protocol.crypto.params import HEParams
 from protocol.ffa import AdapterLayout, basis_bytes, seeded_bases
 from protocol.messages import (
     AdapterVersion,
@@ -48,6 +50,7 @@ from protocol.messages import (
     RoundStatus,
 )
 from protocol.privacy_planning import BudgetError, check_budget
+from protocol.samplers import OpenDPSampler
 from protocol.strategies import strategy_for
 from services import keyspace
 from services.clock import TimeSource
@@ -92,6 +95,7 @@ class FederationService:
     ) -> None:
         self._store = store
         self._kek = kek
+        self._sampler = OpenDPSampler()  # the services' only noise source: no seed, no injected generator
         self._clock = clock
         self._model_path = model_path
         self._board = board
@@ -301,17 +305,36 @@ class FederationService:
             raise NotFoundError(f"adapter version {version} of {fid!r} is missing from the store")
         return vector_sha256(raw)
 
-    async def noise_seed(self, fid: str, round_: int) -> int:
-        """The seed of `round_`'s central noise: drawn once, kept sealed under the KEK (whoever reads the
-        store must not be able to subtract the noise from a published adapter), the same for every closer."""
-        key = keyspace.fed_round_noise_seed(fid, round_)
+    async def central_noise(
+        self, fid: str, round_: int, noise: RoundNoise, params: HEParams, *, size: int
+    ) -> npt.NDArray[np.int64] | None:
+        """The cloud's noise on `round_`'s sum, in lattice steps (`protocol.aggregation.draw_central`; None
+        when the round asks the cloud for none): drawn once by the exact CSPRNG sampler and kept sealed under
+        the KEK (whoever reads the store must not be able to subtract it from a published adapter), so every
+        closer of the round that asks for the same noise adds the same. A closer asking for other noise (the
+        round left an edge's sum out, so its shares changed) draws afresh and replaces it."""
+        if noise.cloud_std <= 0:
+            return None
+        key = keyspace.fed_round_noise(fid, round_)
         label = key.encode()
-        fresh = seal_bytes(secrets.token_bytes(32), self._kek, label=label)
-        await self._store.set_if_absent(key, fresh)
-        sealed = await self._store.get(key)
-        if sealed is None:
-            raise NotFoundError(f"the noise seed of round {round_} of {fid!r} vanished from the store")
-        return int.from_bytes(open_bytes(sealed, self._kek, label=label), "big")
+        std = central_std(noise, params, size=size)
+        # What the noise is for, sealed with it: a stored draw for other noise is never reused.
+        tag = f"{noise.mechanism.value}:{noise.distributed}:{params.noise_step!r}:{std!r}:{size}\n".encode()
+        for _ in range(2):
+            sealed = await self._store.get(key)
+            if sealed is not None:
+                stored = open_bytes(sealed, self._kek, label=label)
+                if stored.startswith(tag):
+                    return np.frombuffer(stored[len(tag) :], dtype="<i8").astype(np.int64)
+            drawn = await asyncio.to_thread(draw_central, noise, params, size=size, sampler=self._sampler)
+            assert drawn is not None  # cloud_std > 0
+            fresh = seal_bytes(tag + drawn.astype("<i8").tobytes(), self._kek, label=label)
+            if sealed is not None:
+                await self._store.set(key, fresh)
+                return drawn
+            if await self._store.set_if_absent(key, fresh):
+                return drawn
+        raise NotFoundError(f"the central noise of round {round_} of {fid!r} vanished from the store")
 
     async def require_running(self, fid: str) -> FederationRecord:
         """The record, unless the federation has ended (410)."""

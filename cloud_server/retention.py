@@ -1,7 +1,7 @@
 """Retention: what the cloud forgets of a finished round and of old adapter versions, and when.
 
 Once a round has ended (closed or failed), its bulky keys, the edges' sums with their late buckets and mask
-corrections (`fed_round_aggregates`), their digests and a failed round's noise seed, expire
+corrections (`fed_round_aggregates`), their digests and a failed round's sealed noise, expire
 `retain_round_s` seconds later: a sum is about 32 bytes per adapter value, per edge and round, and a store
 that keeps them all fills up. Adapter vectors older than the last `retain_versions` versions are deleted
 (the current version is always among those kept; a re-based basis, `fed_basis`, is never deleted); such a
@@ -44,11 +44,11 @@ class RetentionPolicy:
 
 def round_bulky_keys(fid: str, round_: int) -> list[str]:
     """The keys of a finished round that grow with the adapter (the sums, with their late buckets and mask
-    corrections inside); a closed round's noise seed is already deleted by its commit."""
+    corrections inside); a closed round's noise is already deleted by its commit."""
     return [
         keyspace.fed_round_aggregates(fid, round_),
         keyspace.fed_round_aggregate_digests(fid, round_),
-        keyspace.fed_round_noise_seed(fid, round_),
+        keyspace.fed_round_noise(fid, round_),
     ]
 
 

@@ -61,8 +61,9 @@ class Release:
     basis_sha256: str  # the digest of the basis the round trained on
     bases: Mapping[str, np.ndarray] | None  # the seeded basis, while the federation may still re-base
     energy: np.ndarray | None  # each LoRA column's share of the update, when ranks may grow
-    # The aggregates the round holds whose sums did not unmask, left out of `headers` and of the model.
-    unmaskable: Mapping[str, StoredAggregate] = field(default_factory=dict)
+    # The aggregates the round holds whose sums are out of range or did not unmask, left out of `headers`
+    # and of the model, with why (`DropReason.OUT_OF_RANGE`, `DropReason.MASKING_FAILED`).
+    refused: Mapping[str, tuple[DropReason, StoredAggregate]] = field(default_factory=dict)
 
     @property
     def version_out(self) -> int:
@@ -104,8 +105,9 @@ class Release:
         counts = {
             DropReason.LATE_LEFT_OUT: int(self.metrics.get("late_left_out", 0)),
             DropReason.FLAGGED: flagged,
-            DropReason.MASKING_FAILED: sum(h.count + h.late_count for h in self.unmaskable.values()),
         }
+        for reason, header in self.refused.values():
+            counts[reason] = counts.get(reason, 0) + header.count + header.late_count
         return {reason: n for reason, n in counts.items() if n > 0}
 
     @cached_property
@@ -236,7 +238,7 @@ def closed_status(release: Release, status: RoundStatus) -> RoundStatus:
     """The round's status closed at `release.now`, with what its release published."""
     result = release.result
     # Every aggregate the round holds shows as forwarded, those left out too (`uploads_dropped` says why).
-    forwarded = {**release.headers, **release.unmaskable}
+    forwarded = {**release.headers, **{edge: header for edge, (_, header) in release.refused.items()}}
     return ended(with_progress(status, forwarded), RoundState.CLOSED, release.now).model_copy(
         update={
             "adapter_version_out": release.version_out,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,7 +39,7 @@ from client_agent.data import Dataset, client_class_counts, partition, plot_heat
 from client_agent.deid import Deidentifier
 from client_agent.export import export_adapter
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
-from client_agent.releases import COUNT_ENTRY, noisy_count, os_generator
+from client_agent.releases import COUNT_ENTRY, noisy_count
 from client_agent.train import (
     DPSettings,
     Features,
@@ -55,7 +54,9 @@ from cloud_server.plans import planned_share
 from cloud_server.privacy import Ledger
 from fedlora import specs
 from fedlora.cohorts import InProcessCohort
+from fedlora.seeded_sampler import SeededSampler
 from fedlora.simulation_rounds import (
+    CentralNoise,
     ClosedRound,
     Contamination,
     EdgeSums,
@@ -66,13 +67,14 @@ from fedlora.simulation_rounds import (
     flipped,
     frozen_factors,
     local_update,
-    share_generator,
+    share_sampler,
     training_seed,
 )
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
 from protocol.crypto.params import HEKind, PlainParams
 from protocol.messages import Contribution, FederationSpec, NoiseShare
 from protocol.reach import planned_hold, published_rank
+from protocol.samplers import OpenDPSampler
 from protocol.secagg import CohortId
 from protocol.strategies import strategy_for
 
@@ -440,10 +442,13 @@ class _Run:
         self.num_labels, self.progress = num_labels, progress
         # Each hospital releases its example count once, with noise, as the agent does; DP-SGD's sample rate,
         # the batch and the manifest's `num_examples` come from it.
-        counts = np.random.default_rng([config.seed, 0xC0C0]) if config.insecure_reproducible else None
+        counts = (
+            SeededSampler(np.random.default_rng([config.seed, 0xC0C0]))
+            if config.insecure_reproducible
+            else None
+        )
         self.public = {
-            name: noisy_count(len(own), rng=counts or os_generator())
-            for name, own in zip(names, features, strict=True)
+            name: noisy_count(len(own), sampler=counts) for name, own in zip(names, features, strict=True)
         }
         self.histories = {name: PrivacyHistory([COUNT_ENTRY]) for name in names}
         self.cloud_scheme = generate_scheme(spec.he)
@@ -542,11 +547,12 @@ class _Run:
             if bits is not None
             else None
         )
-        noise_seed = (
-            (self.config.seed, round_, NOISE_STREAM)
+        sampler = (
+            SeededSampler(np.random.default_rng([self.config.seed, round_, NOISE_STREAM]))
             if self.config.insecure_reproducible
-            else (secrets.randbits(128),)
+            else OpenDPSampler()
         )
+        central = CentralNoise(sampler, self.cloud_scheme.params, size=self.layout.size)
 
         def close(scheme: HEScheme[Any], forwarded: list[bytes]) -> ClosedRound:
             return close_round(
@@ -560,7 +566,7 @@ class _Run:
                 strategy=self.strategy,
                 ledger=self.ledger,
                 round_=round_,
-                noise_seed=noise_seed,
+                central=central,
                 shares_planned=share.clients if share is not None else None,
                 sums=[per_edge[edge] for edge, _ in edge_rows],
                 corrections=corrections if scheme is self.cloud_scheme else None,
@@ -570,7 +576,7 @@ class _Run:
         self.ledger = closed.ledger
         he_error = 0.0
         if plain_edges is not None and plain is not None:
-            # Same noise seed, so the two closes differ only by what the encryption did to the sums.
+            # The same central noise, so the two closes differ only by what the encryption did to the sums.
             reference = close(plain, plain_edges.forwarded()[0])
             he_error = float(
                 np.abs(closed.aggregated.vector.astype(np.float64) - reference.aggregated.vector).max()
@@ -662,8 +668,8 @@ class _Run:
             rng = np.random.default_rng([config.seed, round_, index])
             delta = contaminate(delta, config.contamination, scale=config.contamination_scale, rng=rng)
         # The agent's `make_update` with the plan the cloud would send this federation (uniform weights).
-        share_rng = (
-            share_generator(config.seed, round_=round_, hospital=index)
+        share_draws = (
+            share_sampler(config.seed, round_=round_, hospital=index)
             if config.insecure_reproducible
             else None
         )
@@ -673,7 +679,7 @@ class _Run:
             weight=WEIGHT,
             clip_norm=config.clip_norm,
             share=share,
-            rng=share_rng,
+            sampler=share_draws,
             held=self.held,
         )
         self.public_scheme.precompute(len(values))  # as a hospital could while it trains: not encryption time

@@ -20,16 +20,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from client_agent.model import FFAClassifier
 from client_agent.train import Features, LocalConfig, LocalResult, PrivacyHistory, train_local
 from cloud_server.central_ledger import Ledger
 from cloud_server.privacy_budget import settle_round
 from edge_aggregator.fold import fold, parse_upload
-from protocol.aggregation import Aggregated, RoundNoise, aggregate, round_noise
+from fedlora.seeded_sampler import SeededSampler
+from protocol.aggregation import Aggregated, RoundNoise, aggregate, draw_central, round_noise
 from protocol.crypto import HEScheme
+from protocol.crypto.params import HEParams
 from protocol.ffa import A_SUFFIX, AdapterLayout, fedit_mismatch
 from protocol.messages import Contribution, FederationSpec, schedule_multiplier
+from protocol.samplers import LatticeSampler
 from protocol.strategies import AggregationStrategy
 
 Contamination = Literal["flip", "random"]
@@ -43,10 +47,29 @@ def training_seed(seed: int, *, round_: int, hospital: int) -> int:
     return seed * 1000 + round_ * 100 + hospital
 
 
-def share_generator(seed: int, *, round_: int, hospital: int) -> np.random.Generator:
-    """The generator hospital number `hospital` draws its round-`round_` noise share from in a run that must
-    repeat (the `rng` of `client_agent.update.contribution`)."""
-    return np.random.default_rng([seed, round_, hospital, SHARE_STREAM])
+def share_sampler(seed: int, *, round_: int, hospital: int) -> SeededSampler:
+    """The sampler hospital number `hospital` draws its round-`round_` noise share from in a run that must
+    repeat (the `sampler` of `client_agent.update.contribution`)."""
+    return SeededSampler(np.random.default_rng([seed, round_, hospital, SHARE_STREAM]))
+
+
+class CentralNoise:
+    """The cloud's noise on one simulated round, drawn once on the lattice of the cloud's scheme
+    (`protocol.aggregation.draw_central`) and handed to every close of the round, the plaintext reference's
+    too (moved to its lattice, to within half of its step), so that two closes differ only by what the
+    encryption did to the sums."""
+
+    def __init__(self, sampler: LatticeSampler, params: HEParams, *, size: int) -> None:
+        self._sampler, self._params, self._size = sampler, params, size
+        self._drawn: list[npt.NDArray[np.int64] | None] = []
+
+    def __call__(self, noise: RoundNoise, params: HEParams) -> npt.NDArray[np.int64] | None:
+        if not self._drawn:
+            self._drawn.append(draw_central(noise, self._params, size=self._size, sampler=self._sampler))
+        drawn = self._drawn[0]
+        if drawn is None or params.noise_step == self._params.noise_step:
+            return drawn
+        return np.rint(drawn * (self._params.noise_step / params.noise_step)).astype(np.int64)
 
 
 def flipped(features: Features, *, num_labels: int) -> Features:
@@ -196,7 +219,7 @@ def close_round(
     strategy: AggregationStrategy,
     ledger: Ledger,
     round_: int,
-    noise_seed: Sequence[int],
+    central: CentralNoise,
     shares_planned: int | None = None,
     sums: Sequence[Sequence[Contribution]] | None = None,
     corrections: Sequence[bytes] | None = None,
@@ -223,7 +246,7 @@ def close_round(
         layout=layout,
         strategy=strategy,
         noise=noise,
-        rng=np.random.default_rng(list(noise_seed)),
+        central=central(noise, scheme.params),
         k=spec.min_clients_per_edge,
         rows=rows,
         corrections=corrections,

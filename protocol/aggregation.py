@@ -29,12 +29,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from protocol.crypto import CryptoError, EncryptedVector, HEScheme, PackingError
+from protocol.crypto import CryptoError, DecryptionRangeError, EncryptedVector, HEScheme, PackingError
+from protocol.crypto.params import HEParams
 from protocol.ffa import AdapterLayout
-from protocol.messages import Contribution, FederationSpec, NoiseMechanism
-from protocol.noise import distribution_for, draw
+from protocol.messages import Contribution, DropReason, FederationSpec, NoiseMechanism
+from protocol.noise import distribution_for, lattice_draw
 from protocol.reach import Reach, fits, reach, sum_reach
+from protocol.samplers import LatticeSampler
 from protocol.secagg.cohort import residues_from_bytes, ring_sum
 from protocol.sensitivity import Upload, encoding_slack, norm_order, release_sensitivity
 from protocol.strategies import AggregationError, AggregationStrategy, EdgeRow, RoundSum, RowStrategy
@@ -217,15 +220,19 @@ def aggregate(
     layout: AdapterLayout,
     strategy: AggregationStrategy,
     noise: RoundNoise,
-    rng: np.random.Generator,
+    central: npt.NDArray[np.int64] | None,
     k: int,
     rows: Sequence[tuple[str, float]] | None = None,
     late: Sequence[LateGroup] = (),
     corrections: Sequence[bytes | memoryview | None] | None = None,
 ) -> Aggregated:
     """The next global adapter from the edges' sums and late buckets, with every coordinate held back that a
-    sum decrypted on its own (the on-time total, each late group) reaches with fewer than `k` hospitals. Raises `CryptoError` if a sum does not decrypt, `AggregationError` if the
-    weights or the rows do not fit the sums."""
+    sum decrypted on its own (the on-time total, each late group) reaches with fewer than `k` hospitals.
+    `central` is the cloud's noise in steps of the scheme's noise lattice (`draw_central`; None when the
+    round asks the cloud for none): the decrypted sum is rounded to the lattice and the integers added
+    (`on_lattice`). Raises `RefusedSumsError` naming the edges whose sums are out of range or do not
+    unmask, `CryptoError` if a sum does not decrypt, `AggregationError` if the weights, the rows or the
+    noise do not fit the sums."""
     reached = reach(layout, contributions, k=k, late=[group.contributions for group in late])
     contributions = [*contributions, *(c for group in late for c in group.weighted())]
     total_weight = float(sum(c.weight for c in contributions))
@@ -245,10 +252,10 @@ def aggregate(
         )
     total = scheme.sum(parts)
     started = time.perf_counter()
+    edges = [edge_id for edge_id, _ in rows] if rows else [str(i) for i in range(len(parts))]
     if scheme.ring_bits is None:
-        noisy_sum = scheme.decrypt(total)  # range-checked (`HEScheme.in_range`)
+        noisy_sum = checked_sum(scheme, total, parts, edges=edges)
     else:
-        edges = [edge_id for edge_id, _ in rows] if rows else [str(i) for i in range(len(parts))]
         noisy_sum = unmasked_sum(scheme, parts, corrections or [None] * len(parts), edges=edges)
     decrypt_s = time.perf_counter() - started
     summands = total.count
@@ -259,12 +266,7 @@ def aggregate(
         noisy_sum = noisy_sum + group.factor * scheme.decrypt(late_sum)
         summands += late_sum.count
     if noise.cloud_std > 0:
-        params = scheme.params
-        # A top-up of shares follows the shares' distribution (under packed Paillier: Skellam on their lattice).
-        distribution = distribution_for(noise.mechanism, params, distributed=noise.distributed)
-        noisy_sum = noisy_sum + draw(
-            distribution, std=noise.cloud_std, size=length, rng=rng, step=params.lattice_step
-        )
+        noisy_sum = on_lattice(noisy_sum, central, step=scheme.params.noise_step)
     previous = global_vector.astype(np.float64)
     round_sum = RoundSum(noisy_sum, contributions, layout)
     vector = strategy.next_global(previous, round_sum).astype(np.float32)
@@ -280,6 +282,47 @@ def aggregate(
         column_noise_std=by_column,
     )
     return _held_back(result, global_vector, reached)
+
+
+def central_std(noise: RoundNoise, params: HEParams, *, size: int) -> float:
+    """The std of the noise the cloud draws for `noise` on the lattice of `params.noise_step`.
+
+    A sum that decrypts onto the lattice (packed Paillier's fixed-point sums) takes `noise.cloud_std` as is.
+    Any other (CKKS, plaintext) is rounded to the lattice first (`on_lattice`: discrete noise on a sum off its
+    lattice would tell neighbouring sums apart by their fractional parts), which moves each of the `d`
+    coordinates by up to half a step, so one hospital's reach grows from `R = sensitivity * C` to at most
+    `R + sqrt(d) step` (L2) or `R + d step` (L1). The draw is widened so that the noise on the sum over the
+    grown reach is no less than the ledger's `realised_std / R`."""
+    if noise.cloud_std <= 0 or params.lattice_step is not None:
+        return noise.cloud_std
+    step = params.noise_step
+    reach = noise.sensitivity * noise.clip_norm
+    slack = size * step if noise.mechanism is NoiseMechanism.LAPLACE else math.sqrt(size) * step
+    widened = noise.realised_std * (reach + slack) / reach
+    return math.sqrt(widened**2 - noise.client_std**2)
+
+
+def draw_central(
+    noise: RoundNoise, params: HEParams, *, size: int, sampler: LatticeSampler
+) -> npt.NDArray[np.int64] | None:
+    """The cloud's noise for a round, in steps of `params.noise_step` (None when it adds none): `central_std`
+    drawn from the round's distribution (a top-up of shares follows theirs: Skellam under packed Paillier)."""
+    if noise.cloud_std <= 0:
+        return None
+    distribution = distribution_for(noise.mechanism, params, distributed=noise.distributed)
+    std = central_std(noise, params, size=size)
+    return lattice_draw(distribution, std=std, size=size, sampler=sampler, step=params.noise_step)
+
+
+def on_lattice(
+    values: np.ndarray, central: npt.NDArray[np.int64] | None, *, step: float
+) -> npt.NDArray[np.float64]:
+    """`values` rounded to the lattice of `step`, plus the integer noise `central` (`draw_central`), in the
+    deltas' units: every noisy coordinate is an integer number of steps, whatever the noise."""
+    if central is None or central.shape != values.shape:
+        got = None if central is None else central.shape
+        raise AggregationError(f"the central noise must hold {values.size} integers, got {got}")
+    return (np.rint(values / step).astype(np.int64) + central).astype(np.float64) * step
 
 
 def noise_on_mean(
@@ -302,16 +345,67 @@ def noise_on_mean(
     return float(on_mean.max(initial=0.0)), tuple(float(x) for x in by_column)
 
 
-class MaskedSumError(CryptoError):
+class RefusedSumsError(CryptoError):
+    """Some edges' sums decrypt to values no honest sum of theirs can hold: the round goes on without them,
+    their uploads dropped for `reason`. `edges` names them."""
+
+    reason: DropReason
+
+    def __init__(self, edges: Sequence[str], message: str) -> None:
+        super().__init__(message)
+        self.edges = tuple(edges)
+
+
+class MaskedSumError(RefusedSumsError):
     """Some edges' sums decrypt, with their mask corrections, to values no honest cohort can sum to: their
-    masks did not cancel (a forged, replayed or partial sum, or a wrong correction). `edges` names them."""
+    masks did not cancel (a forged, replayed or partial sum, or a wrong correction)."""
+
+    reason = DropReason.MASKING_FAILED
 
     def __init__(self, edges: Sequence[str]) -> None:
         super().__init__(
+            edges,
             f"the sums of edges {', '.join(edges)} do not unmask: their values lie outside what their "
-            "cohorts can sum to (masks that did not cancel)"
+            "cohorts can sum to (masks that did not cancel)",
         )
-        self.edges = tuple(edges)
+
+
+class OutOfRangeSumError(RefusedSumsError):
+    """Some edges' packed sums decrypt to a slot above what their count of encryptions can sum to, or with
+    bits set above the last slot: a hospital in them encoded a value outside the fixed-point range (one
+    that carries into a neighbouring slot, or past the last one)."""
+
+    reason = DropReason.OUT_OF_RANGE
+
+    def __init__(self, edges: Sequence[str], detail: str) -> None:
+        super().__init__(
+            edges,
+            f"the sums of edges {', '.join(edges)} are out of range: {detail}",
+        )
+
+
+def checked_sum(
+    scheme: HEScheme[Any],
+    total: EncryptedVector[Any],
+    parts: Sequence[EncryptedVector[Any]],
+    *,
+    edges: Sequence[str],
+) -> np.ndarray:
+    """The decrypted `total` of the edges' sums `parts`, range-checked per value (`HEScheme.in_range`) and,
+    packed, per slot (`packing.unpack`). When the check fails, each sum is decrypted on its own (each of at
+    least `k` hospitals, as `unmasked_sum` does) to name the edges whose sums are out of range:
+    `OutOfRangeSumError`, so that one hospital's bad encoding costs its own region's sum, not the round."""
+    try:
+        return scheme.decrypt(total)
+    except (PackingError, DecryptionRangeError) as e:
+        detail = str(e)
+    failed = []
+    for edge_id, part in zip(edges, parts, strict=True):
+        try:
+            scheme.decrypt(part)
+        except (PackingError, DecryptionRangeError):
+            failed.append(edge_id)
+    raise OutOfRangeSumError(failed or list(edges), detail)
 
 
 def unmasked_sum(

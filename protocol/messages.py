@@ -192,6 +192,8 @@ class DropReason(StrEnum):
     ROUND_FAILED = "round_failed"  # cloud: the round failed; the aggregates it held are not in any model
     # edge: the round's stored manifest did not read back; it and the sum were quarantined
     RECORD_QUARANTINED = "record_quarantined"
+    # cloud: the edge's packed sum decrypted to a slot above what its uploads can sum to, or past the last slot
+    OUT_OF_RANGE = "out_of_range"
 
 
 #: The longest an edge keeps trying to forward a round after its upload deadline, unless the spec says
@@ -660,7 +662,8 @@ class FederationSpec(Message):
 class NoiseShare(BaseModel):
     """One client's share of a round's distributed noise (Kairouz et al. 2021, distributed DP).
 
-    `gaussian` (CKKS): add N(0, std^2) to every coordinate of the weighted, clipped delta. `skellam`
+    `gaussian` (CKKS): add the discrete Gaussian of sigma `std / step` times `step` (`HEParams.noise_step`,
+    `protocol.samplers`) to every coordinate of the weighted, clipped delta. `skellam`
     (packed Paillier): add `step * (Poisson(lam) - Poisson(lam))` with `lam = (std / step)^2 / 2`, where
     `step` is the Paillier quantisation step, so the shares stay on the integer lattice and their sum is
     Skellam again (Agarwal et al. 2021). `clients` shares make the round's target std `z C`.

@@ -6,7 +6,8 @@ the cloud (which adds the central noise, or tops up the shares of clients that d
 Distributed noise (Kairouz, Liu, Steinke 2021, "The Distributed Discrete Gaussian Mechanism for Federated
 Learning with Secure Aggregation", arXiv:2102.06387): `n` clients each add independent noise of variance
 `(z C)^2 / n`, so the sum carries `N(0, (z C)^2)` and no party, the decrypting cloud included, ever sees a
-noise-free sum. Under CKKS the shares are Gaussian. Under packed Paillier the plaintexts are fixed-point
+noise-free sum. Under CKKS the shares are discrete Gaussians on the lattice of `HEParams.noise_step`
+(`protocol.samplers`: every draw is an integer times a step, from an exact sampler). Under packed Paillier the plaintexts are fixed-point
 integers, so the shares are Skellam, `Poisson(lam) - Poisson(lam)` steps, which sums to Skellam again
 (Agarwal, Kairouz, Liu 2021, "The Skellam Mechanism for Differentially Private Federated Learning",
 arXiv:2110.04995). If only `m < n` clients contribute, the sum holds `m / n` of the variance: the cloud
@@ -20,10 +21,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from protocol.crypto.params import HEParams
 from protocol.distributions import Distribution
 from protocol.messages import CentralDPConfig, NoiseMechanism, NoiseShare, shares_for
+from protocol.samplers import LatticeSampler, SamplerError
 
 
 class NoiseError(ValueError):
@@ -63,35 +66,43 @@ def skellam_lambda(std: float, step: float) -> float:
     return (std / step) ** 2 / 2.0
 
 
-def draw(
-    distribution: Distribution,
-    *,
-    std: float,
-    size: int,
-    rng: np.random.Generator,
-    step: float | None = None,
-) -> np.ndarray:
-    """`size` draws of zero-mean noise with standard deviation `std`: Gaussian, Laplace (scale
-    `std / sqrt(2)`), or Skellam on the lattice of `step` (exactly a multiple of `step`)."""
+def lattice_draw(
+    distribution: Distribution, *, std: float, size: int, sampler: LatticeSampler, step: float
+) -> npt.NDArray[np.int64]:
+    """`size` draws of zero-mean integer noise whose standard deviation is (at most) `std / step`: the
+    discrete Gaussian of sigma `std / step`, the discrete Laplace of scale `std / (sqrt(2) step)`, or
+    Skellam of variance `(std / step)^2`. Multiplied by `step`, they are noise of std `std` on the lattice
+    of `step` (Canonne, Kamath, Steinke 2020: the discrete Gaussian's variance is below sigma^2)."""
     if std < 0 or not math.isfinite(std):
         raise NoiseError(f"std must be finite and >= 0, got {std}")
-    if std == 0:
-        return np.zeros(size)
-    match distribution:
-        case Distribution.GAUSSIAN:
-            return rng.normal(0.0, std, size)
-        case Distribution.LAPLACE:
-            return rng.laplace(0.0, std / math.sqrt(2.0), size)
-        case Distribution.SKELLAM:
-            if step is None or not step > 0:
-                raise NoiseError(f"skellam noise needs the quantisation step, got {step}")
-            lam = skellam_lambda(std, step)
-            return (rng.poisson(lam, size) - rng.poisson(lam, size)).astype(np.float64) * step
+    if not step > 0 or not math.isfinite(step):
+        raise NoiseError(f"noise needs a positive lattice step, got {step}")
+    units = std / step
+    try:
+        match distribution:
+            case Distribution.GAUSSIAN:
+                return sampler.discrete_gaussian(sigma=units, size=size)
+            case Distribution.LAPLACE:
+                return sampler.discrete_laplace(scale=units / math.sqrt(2.0), size=size)
+            case Distribution.SKELLAM:
+                return sampler.skellam(lam=skellam_lambda(std, step), size=size)
+    except SamplerError as e:
+        raise NoiseError(f"noise of std {std} on the lattice of step {step}: {e}") from e
     raise NoiseError(f"unknown noise distribution {distribution!r}")
 
 
+def draw(
+    distribution: Distribution, *, std: float, size: int, sampler: LatticeSampler, step: float
+) -> np.ndarray:
+    """`lattice_draw`'s integers as float64 multiples of `step`: noise of standard deviation `std` that
+    lies exactly on the lattice (every multiple of a power-of-two step below 2^53 steps is exact)."""
+    return (
+        lattice_draw(distribution, std=std, size=size, sampler=sampler, step=step).astype(np.float64) * step
+    )
+
+
 def add_share(
-    contribution: np.ndarray, share: NoiseShare, he: HEParams, *, rng: np.random.Generator
+    contribution: np.ndarray, share: NoiseShare, he: HEParams, *, sampler: LatticeSampler
 ) -> np.ndarray:
     """The client's weighted, clipped delta with its noise share added, ready to encrypt.
 
@@ -99,7 +110,7 @@ def add_share(
     spec reserves `SHARE_TAIL_SIGMAS` share std for it); a draw outside is refused rather than silently
     clipped, since clipping the noise would weaken it.
     """
-    noise = draw(share.mechanism, std=share.std, size=contribution.size, rng=rng, step=he.lattice_step)
+    noise = draw(share.mechanism, std=share.std, size=contribution.size, sampler=sampler, step=he.noise_step)
     noisy = contribution + noise
     bound = he.value_bound
     if bound is not None:

@@ -170,11 +170,12 @@ def fed_round_forwards(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:forwards"
 
 
-def fed_round_noise_seed(fid: str, round_: int) -> str:
-    # The seed of the round's central noise, sealed under the KEK and written once (SET NX) before the
-    # first decryption: a closer that dies and the one that finishes draw the same noise, so a restart
-    # never yields a second noisy view of the same sum. Deleted when the round commits.
-    return f"cloud:{fid}:round:{round_}:noise-seed"
+def fed_round_noise(fid: str, round_: int) -> str:
+    # The round's central noise (integers in lattice steps, from the exact CSPRNG sampler), sealed under the
+    # KEK and written once (SET NX) before the first decryption: a closer that dies and the one that
+    # finishes add the same noise, so a restart never yields a second noisy view of the same sum. Replaced
+    # only when a closer asks for other noise (an edge's sum left out); deleted when the round commits.
+    return f"cloud:{fid}:round:{round_}:noise"
 
 
 # The closing lease's default TTL (`CloudSettings.close_lease_ttl_s`): its holder renews it every third of it

@@ -107,7 +107,7 @@ _BLOB_HEADER = struct.Struct(">4sB")
 
 
 def seal_bytes(data: bytes, kek: bytes, *, label: bytes) -> bytes:
-    """Any small secret (a round's noise seed) sealed under the KEK and bound to `label`, so it cannot be
+    """Any small secret (a round's central noise) sealed under the KEK and bound to `label`, so it cannot be
     moved to another federation or round: `b"FLSB" | version u8 | nonce (12) | AES-GCM(data) + tag`."""
     aead = AESGCM(_check_kek(kek))
     header = _BLOB_HEADER.pack(_BLOB_MAGIC, BLOB_VERSION)

@@ -25,6 +25,16 @@ class HEKind(StrEnum):
     NONE = "none"  # plaintext sums: only for simulation and for strategies that need per-client updates
 
 
+#: The noise lattice of schemes with real-valued slots (CKKS, plaintext): a power of two, so that every
+#: multiple of it below 2^53 steps is an exact float64, and far below any clip norm (the rounding of a
+#: sum to it adds `sqrt(d)` steps to the sensitivity: `protocol.aggregation.central_sigma`).
+FINE_NOISE_STEP = 2.0**-40
+
+#: The smallest Paillier modulus accepted: 2048 bits, NIST SP 800-57 Part 1's floor for factoring-based
+#: keys (112-bit security) since 2014; 1024-bit moduli have been within reach of factoring efforts for years.
+MIN_PAILLIER_KEY_BITS = 2048
+
+
 class SchemeParams(BaseModel):
     """What every scheme's parameters tell the noise code. The defaults fit a scheme with real-valued
     slots (CKKS, plaintext): noise of any distribution and any size goes in as drawn."""
@@ -40,6 +50,12 @@ class SchemeParams(BaseModel):
     def value_bound(self) -> float | None:
         """Every coordinate, noise included, must lie in `[-value_bound, value_bound]` (None: no bound)."""
         return None
+
+    @property
+    def noise_step(self) -> float:
+        """The lattice DP noise is drawn on (`protocol.samplers`: integer noise times this step): the
+        scheme's quantisation step where it has one, else `FINE_NOISE_STEP`."""
+        return self.lattice_step or FINE_NOISE_STEP
 
     def noise_distribution(self, *, distributed: bool) -> Distribution | None:
         """The distribution the scheme requires of the noise (`distributed`: shares added before
@@ -138,7 +154,7 @@ class PaillierParams(SchemeParams):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal[HEKind.PAILLIER] = HEKind.PAILLIER
-    key_bits: Literal[1024, 2048, 3072, 4096] = 2048
+    key_bits: Literal[2048, 3072, 4096] = 2048
     quant_bits: int = Field(default=16, ge=4, le=32)
     clip: float = Field(default=1.0, gt=0.0, le=1e6)
     max_clients: int = Field(default=64, ge=1, le=1 << 20)
@@ -146,6 +162,16 @@ class PaillierParams(SchemeParams):
     #: encrypting (`protocol.secagg`); a single upload, or any sum other than a whole cohort's, then
     #: decrypts to uniform noise. Costs `headroom_bits + 1` bits per slot.
     masking: bool = False
+
+    @field_validator("key_bits", mode="before")
+    @classmethod
+    def _check_key_bits(cls, value: object) -> object:
+        if isinstance(value, int) and value < MIN_PAILLIER_KEY_BITS:
+            raise ValueError(
+                f"key_bits must be at least {MIN_PAILLIER_KEY_BITS} (2048, 3072 or 4096), got {value}: "
+                "a smaller Paillier modulus can be factored"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_ring(self) -> PaillierParams:

@@ -36,7 +36,7 @@ TOPOLOGY = {
     "edge-1": ("client-a", "client-b", "client-c", "client-d"),
     "edge-2": ("client-e", "client-f", "client-g", "client-h"),
 }
-MASKED = PaillierParams(key_bits=1024, masking=True, clip=0.1)
+MASKED = PaillierParams(masking=True, clip=0.1)
 
 
 def masked_spec():  # type: ignore[no-untyped-def]

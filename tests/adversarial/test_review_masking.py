@@ -193,7 +193,7 @@ def test_one_hospital_can_weigh_up_to_count_times_its_clip_without_failing_the_r
     encodes a value beyond the clip passes as long as the cohort's sum stays within `count * 2 * offset`.
     Here one of four hospitals contributes 3x the clip (the others 0) and the sum decodes to 3x the clip;
     the docs used to say that clipping bounds such a hospital's influence."""
-    params = PaillierParams(key_bits=1024, masking=True, clip=0.1)
+    params = PaillierParams(masking=True, clip=0.1)
     offset = packing.offset(params)
     honest = [offset] * 3  # q = 0
     liar = offset + 3 * offset  # q = 3 * offset, i.e. 3x the clip: no honest encoding reaches it
@@ -216,7 +216,7 @@ async def test_no_uploaded_column_is_reached_by_fewer_than_k_hospitals_of_a_coho
     Failed before the fix: `plan.published_rank` was 2; per cohort it is 1."""
     async with running_cloud() as cloud:
         spec = small_spec(
-            he=PaillierParams(key_bits=1024, masking=True, clip=0.1),
+            he=PaillierParams(masking=True, clip=0.1),
             min_clients_per_edge=2,
             central_dp=CentralDPConfig(clip_norm=0.1),  # he.clip must cover the clip norm
         )

@@ -179,7 +179,7 @@ async def test_a_federation_without_masking_is_joined_only_by_a_hospital_that_op
         await site.agent.enrol(site.peer, EXAMPLES)
         with pytest.raises(SpecRefusedError) as refused:
             await site.agent.federation(site.peer, EXAMPLES)
-    masked = small_spec(he=PaillierParams(key_bits=1024, masking=True))
+    masked = small_spec(he=PaillierParams(masking=True))
     async with hospital(tmp_path / "masked", masked, allow_unmasked=False) as site:
         await site.agent.enrol(site.peer, EXAMPLES)
         spec, _ = await site.agent.federation(site.peer, EXAMPLES)

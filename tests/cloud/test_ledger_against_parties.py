@@ -103,7 +103,7 @@ async def test_an_edge_that_adds_one_hospitals_ciphertext_64_times_is_caught() -
     rng = np.random.default_rng(2)
     z, clip, amplify = 1.0, 1.0, 64
     dp = CentralDPConfig(noise_multiplier=z, clip_norm=clip, delta=DELTA)
-    he = PaillierParams(key_bits=1024, masking=True, clip=clip, max_clients=128)
+    he = PaillierParams(masking=True, clip=clip, max_clients=128)
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(central_dp=dp, he=he))
         await fed.start(cloud.http)

@@ -253,7 +253,7 @@ async def test_when_clients_drop_out_the_cloud_tops_the_noise_up_and_the_ledger_
 async def test_skellam_shares_under_packed_paillier_are_accounted_with_their_rounding() -> None:
     rng = np.random.default_rng(10)
     z, clip = 1.0, 0.5
-    he = PaillierParams(key_bits=1024, clip=8.0, quant_bits=20)
+    he = PaillierParams(clip=8.0, quant_bits=20)
     dp = CentralDPConfig(noise_multiplier=z, clip_norm=clip, distributed=True, delta=DELTA)
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(central_dp=dp, he=he, rounds=1))
@@ -280,7 +280,7 @@ async def test_laplace_noise_under_packed_paillier_is_charged_for_the_rounding_o
     # Prepare: Laplace noise of scale z C against an L1 clip C, uploads encoded by packed Paillier.
     rng = np.random.default_rng(12)
     z = 2.0
-    he = PaillierParams(key_bits=1024)
+    he = PaillierParams()
     dp = CentralDPConfig(mechanism=NoiseMechanism.LAPLACE, noise_multiplier=z, clip_norm=1.0, delta=DELTA)
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(central_dp=dp, he=he, rounds=1))

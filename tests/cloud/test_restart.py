@@ -106,7 +106,7 @@ async def test_a_closer_that_dies_after_decrypting_leaves_the_same_noisy_update_
             await cloud.tick()
         assert (await cloud.status(fed.fid, 0)).state is RoundState.CLOSED, "the round never closed"
         published = await cloud.vector(fed.fid, 1)
-        assert await cloud.store.get(keyspace.fed_round_noise_seed(fed.fid, 0)) is None  # spent
+        assert await cloud.store.get(keyspace.fed_round_noise(fed.fid, 0)) is None  # spent
 
     assert len(computed) == 2
     np.testing.assert_array_equal(computed[0], computed[1])

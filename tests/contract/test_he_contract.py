@@ -448,7 +448,7 @@ class TestCKKS(HESchemeContract):
 class TestPaillier(HESchemeContract):
     @classmethod
     def make_params(cls) -> AnyParams:
-        return PaillierParams(key_bits=1024)
+        return PaillierParams()
 
     @classmethod
     def foreign_params(cls) -> AnyParams:
@@ -604,7 +604,7 @@ class TestPlain(HESchemeContract):
 
     @classmethod
     def foreign_params(cls) -> AnyParams:
-        return PaillierParams(key_bits=1024)
+        return PaillierParams()
 
     def test_non_finite_values_on_the_wire_are_refused(self, scheme: HEScheme[Any]) -> None:
         body = np.array([1.0, np.nan], dtype="<f8").tobytes()

@@ -34,7 +34,7 @@ def test_hospital_agents_run_a_masking_federation_with_one_planned_hospital_abse
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
     spec = make_spec(
         rounds=2,
-        he=PaillierParams(key_bits=1024, masking=True),
+        he=PaillierParams(masking=True),
         training=TrainingConfig(local_steps=2, batch_size=16, max_seq_length=16, learning_rate=0.5),
         round_deadline_s=240,
         upload_deadline_s=180,

@@ -6,7 +6,7 @@ after round.
 
 The simulation runs on the tiny encoder with `insecure_reproducible`, so its hospitals' batches and noise
 shares come from the seed; the agents are handed the same draws through the one derivation both use
-(`fedlora.simulation_rounds.training_seed` and `share_generator`), which makes the comparison exact up to
+(`fedlora.simulation_rounds.training_seed` and `share_sampler`), which makes the comparison exact up to
 CKKS' own rounding. Every case runs at least two rounds, the later ones from the adapter the cloud published;
 FedRot runs three, since its alignment keeps the identity in round 0.
 """
@@ -28,7 +28,7 @@ from client_agent.train import Features, LocalResult
 from edge_aggregator.ledger import ForwardStatus
 from fedlora import simulation, simulation_rounds
 from fedlora.simulation import SimulationConfig, federation_spec, hospital_names, simulate
-from fedlora.simulation_rounds import share_generator, training_seed
+from fedlora.simulation_rounds import share_sampler, training_seed
 from protocol.crypto import CKKSParams, scheme_from_public
 from protocol.messages import ClientEnrolment, FederationCreated, FederationSpec
 from services.model_layout import federation_layout
@@ -190,7 +190,7 @@ async def _through_the_services(
                     result.delta,
                     num_examples=public.train,
                     spend=None,
-                    rng=share_generator(spec.seed, round_=round_, hospital=index),
+                    sampler=share_sampler(spec.seed, round_=round_, hospital=index),
                     layout=model.layout,
                 )
                 await aggregators[edge_of[name]].accept(update, federation_id=fid, round_=round_)

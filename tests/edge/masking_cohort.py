@@ -1,6 +1,6 @@
 """One masking cohort at the in-process edge, driven over HTTP by real `MaskingClient`s.
 
-A masking federation (packed Paillier with `masking=True`, 1024-bit keys for speed) with ten hospitals at
+A masking federation (packed Paillier with `masking=True`, 2048-bit keys) with ten hospitals at
 the edge; each hospital is a `MaskingClient` with its enrolled Ed25519 key, and every message goes through
 the edge's routes (`/federations/{fid}/rounds/{n}/masking/...`). The methods follow the stages in order;
 a stage's hospitals are whoever the test names, so that the others drop there.

@@ -12,6 +12,7 @@ from client_agent.data import Dataset
 from client_agent.errors import PlanRefusedError
 from client_agent.releases import COUNT_ENTRY
 from client_agent.update import contribution
+from fedlora.seeded_sampler import SeededSampler
 from protocol.crypto import CKKSParams, PaillierParams, generate_scheme
 from protocol.ffa import AdapterLayout
 from protocol.messages import LocalSpend, NoiseShare, RoundPlan, Weighting
@@ -47,11 +48,19 @@ def test_the_upload_is_the_clipped_weighted_delta_plus_the_noise_share(tmp_path,
     spend = LocalSpend(epsilon=2.5, delta=1e-5, history=((0.9, 0.04, 48),), budget=8.0)
 
     update = agent(tmp_path).make_update(
-        the_plan, scheme, delta, num_examples=100, spend=spend, rng=np.random.default_rng(42)
+        the_plan,
+        scheme,
+        delta,
+        num_examples=100,
+        spend=spend,
+        sampler=SeededSampler(np.random.default_rng(42)),
     )
 
+    # The share is the seeded sampler's draw in steps of the CKKS noise lattice.
     weight = 100 / 400
-    expected = weight * delta * (0.5 / np.linalg.norm(delta)) + np.random.default_rng(42).normal(0, 0.2, 500)
+    step = scheme.params.noise_step
+    share_draw = SeededSampler(np.random.default_rng(42)).discrete_gaussian(sigma=0.2 / step, size=500)
+    expected = weight * delta * (0.5 / np.linalg.norm(delta)) + share_draw * step
     decrypted = scheme.decrypt(scheme.deserialize(update.ciphertext, expected_length=500))
     np.testing.assert_allclose(decrypted, expected, atol=1e-6)
     assert update.weight == weight and update.noise_share_std == 0.2
@@ -125,7 +134,7 @@ def test_a_contribution_clips_in_l1_for_laplace_refuses_what_the_scheme_cannot_h
     # Execute: clipped in L1 to 2 and weighted by a half; unclipped; too wide for a scheme of range 1.
     l1 = contribution(scheme, delta, weight=0.5, clip_norm=2.0, clip_ord=1)
     unclipped = contribution(scheme, delta, weight=1.0, clip_norm=None)
-    narrow = generate_scheme(PaillierParams(key_bits=1024, clip=1.0))
+    narrow = generate_scheme(PaillierParams(clip=1.0))
     with pytest.raises(PlanRefusedError, match="2 coordinates outside") as refused:
         contribution(narrow, delta, weight=1.0, clip_norm=4.0)  # 4 / 5 * delta = (4, -4): past 1
 

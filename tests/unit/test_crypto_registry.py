@@ -32,7 +32,7 @@ def test_every_scheme_kind_has_one_backend() -> None:
     ("params", "backend"),
     [
         (CKKSParams(), CKKSScheme),
-        (PaillierParams(key_bits=1024), PaillierScheme),
+        (PaillierParams(), PaillierScheme),
         (PlainParams(), PlainScheme),
     ],
     ids=["ckks", "paillier", "none"],

@@ -185,7 +185,7 @@ def test_train_local_without_deidentification_needs_a_confirmation_and_is_logged
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_a_non_finite_delta_skips_the_round_instead_of_reaching_the_encryption(bad: float) -> None:
-    scheme = generate_scheme(PaillierParams(key_bits=1024, clip=1.0))
+    scheme = generate_scheme(PaillierParams(clip=1.0))
     delta = np.array([0.1, bad, -0.2])
 
     with pytest.raises(PlanRefusedError, match="1 non-finite values") as info:

@@ -27,7 +27,7 @@ from services.keys import KEK_ENV, KEK_FILE_ENV, KekError, load_kek
 KEK = bytes.fromhex("8f3b0c5e1d2a4f6b7c9e0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f")
 OTHER_KEK = bytes.fromhex("11" * 31 + "12")
 FID = "fed-1"
-PARAMS = [CKKSParams(), PaillierParams(key_bits=1024), PlainParams()]
+PARAMS = [CKKSParams(), PaillierParams(), PlainParams()]
 
 
 @pytest.fixture(scope="module", params=PARAMS, ids=lambda p: p.kind.value)
@@ -83,14 +83,14 @@ def test_parameters_of_another_kind_are_refused() -> None:
     plain = generate_scheme(PlainParams())
     sealed = seal_secret(plain, KEK, federation_id=FID)
     with pytest.raises(KeyStoreError, match="sealed key is for none"):
-        open_secret(PaillierParams(key_bits=1024), sealed, KEK, **_bound(plain))
+        open_secret(PaillierParams(), sealed, KEK, **_bound(plain))
 
 
 def test_changed_parameters_are_refused() -> None:
-    scheme = generate_scheme(PaillierParams(key_bits=1024, quant_bits=16))
+    scheme = generate_scheme(PaillierParams(quant_bits=16))
     with pytest.raises(KeyStoreError, match="parameters changed"):
         open_secret(
-            PaillierParams(key_bits=1024, quant_bits=12),
+            PaillierParams(quant_bits=12),
             seal_secret(scheme, KEK, federation_id=FID),
             KEK,
             **_bound(scheme),

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from fedlora.seeded_sampler import SeededSampler
 from protocol.crypto.params import CKKSParams, PaillierParams, PlainParams
 from protocol.distributions import Distribution
 from protocol.messages import (
@@ -26,16 +27,15 @@ N = 200_000  # draws per check: the sample std is then within ~0.5% of the true 
 
 @pytest.mark.parametrize("mechanism", list(Distribution))
 def test_many_draws_have_the_target_standard_deviation(mechanism: Distribution) -> None:
-    rng = np.random.default_rng(7)
+    sampler = SeededSampler(np.random.default_rng(7))
     std, step = 0.3, 0.3 / 50
-    noise = draw(mechanism, std=std, size=N, rng=rng, step=step)
+    noise = draw(mechanism, std=std, size=N, sampler=sampler, step=step)
     assert np.std(noise) == pytest.approx(std, rel=0.01)
     assert abs(np.mean(noise)) < 4 * std / math.sqrt(N)
     if mechanism is Distribution.LAPLACE:
         # A Laplace distribution of scale b has mean absolute value b = std / sqrt(2).
         assert np.mean(np.abs(noise)) == pytest.approx(std / math.sqrt(2), rel=0.01)
-    if mechanism is Distribution.SKELLAM:
-        assert np.allclose(noise / step, np.rint(noise / step))  # on the quantisation lattice
+    assert np.allclose(noise / step, np.rint(noise / step))  # every distribution: on the lattice
 
 
 @pytest.mark.parametrize(
@@ -45,9 +45,9 @@ def test_the_shares_of_all_planned_clients_add_up_to_z_c(he) -> None:
     dp = CentralDPConfig(noise_multiplier=1.5, clip_norm=0.5, distributed=True)
     share = share_for(dp, he, multiplier=1.5, planned_clients=5)
     assert share.mechanism == ("skellam" if isinstance(he, PaillierParams) else "gaussian")
-    rng = np.random.default_rng(11)
-    step = he.step if isinstance(he, PaillierParams) else None
-    total = sum(draw(share.mechanism, std=share.std, size=N, rng=rng, step=step) for _ in range(5))
+    sampler = SeededSampler(np.random.default_rng(11))
+    step = he.noise_step
+    total = sum(draw(share.mechanism, std=share.std, size=N, sampler=sampler, step=step) for _ in range(5))
     assert np.std(total) == pytest.approx(1.5 * 0.5, rel=0.01)
 
 
@@ -111,7 +111,7 @@ def test_a_paillier_share_outside_the_fixed_point_range_is_refused_not_clipped()
         CentralDPConfig(noise_multiplier=5.0, distributed=True), he, multiplier=5.0, planned_clients=2
     )
     with pytest.raises(NoiseError, match=r"outside he.clip 1.0"):
-        add_share(np.zeros(1000), share, he, rng=np.random.default_rng(0))
+        add_share(np.zeros(1000), share, he, sampler=SeededSampler(np.random.default_rng(0)))
 
 
 def test_a_spec_without_room_for_skellam_shares_names_he_clip() -> None:

@@ -97,7 +97,7 @@ def test_paillier_rounding_lengthens_a_clipped_upload_but_never_past_the_compute
 
 def test_the_paillier_scheme_decrypts_exactly_the_rounded_vector_the_bound_is_about() -> None:
     # The brute force above uses the packing functions; the scheme must decrypt to the same vector.
-    params = PaillierParams(key_bits=1024, quant_bits=8, clip=4.0)
+    params = PaillierParams(quant_bits=8, clip=4.0)
     scheme = generate_scheme(params)
     assert isinstance(scheme, PaillierScheme)
     rng = np.random.default_rng(2)

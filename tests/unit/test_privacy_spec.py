@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from protocol.crypto import CKKSParams, PaillierParams
 from protocol.messages import CentralDPConfig, FederationSpec
 
-ROOMY = PaillierParams(key_bits=1024, clip=16.0, quant_bits=20)  # room for Skellam shares of z = 1
+ROOMY = PaillierParams(clip=16.0, quant_bits=20)  # room for Skellam shares of z = 1
 
 
 def test_prv_with_skellam_shares_under_packed_paillier_is_refused() -> None:

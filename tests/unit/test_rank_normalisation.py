@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocol.aggregation import RoundNoise, aggregate, noise_on_mean
+from fedlora.seeded_sampler import SeededSampler
+from protocol.aggregation import RoundNoise, aggregate, draw_central, noise_on_mean
 from protocol.crypto import generate_scheme
 from protocol.crypto.params import PlainParams
 from protocol.ffa import AdapterLayout
@@ -113,7 +114,7 @@ def test_the_noise_reported_per_column_is_the_sum_s_over_that_column_s_divisor(
     normalize: bool, k: int, expected: list[float]
 ) -> None:
     scheme = generate_scheme(PlainParams())
-    rng = np.random.default_rng(5)
+    sampler = SeededSampler(np.random.default_rng(5))
     noise = RoundNoise(NoiseMechanism.GAUSSIAN, 2.0, 1.0, False, 0.0, 2.0)  # std 2 on the sum
     result = aggregate(
         scheme,
@@ -123,7 +124,7 @@ def test_the_noise_reported_per_column_is_the_sum_s_over_that_column_s_divisor(
         layout=LAYOUT,
         strategy=FFAStrategy(normalize_rank_columns=normalize),
         noise=noise,
-        rng=rng,
+        central=draw_central(noise, scheme.params, size=LAYOUT.size, sampler=sampler),
         k=k,
     )
 

@@ -175,7 +175,7 @@ def test_aggregate_counts_the_on_time_sum_and_each_late_group_on_their_own() -> 
             layout=LAYOUT,
             strategy=FFAStrategy(),
             noise=noise,
-            rng=rng,
+            central=None,
             k=2,
             late=[late],
         )

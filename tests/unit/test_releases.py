@@ -23,6 +23,7 @@ from client_agent.releases import (
     validation_entry,
 )
 from cloud_server.privacy import local_epsilon
+from fedlora.seeded_sampler import SeededSampler
 from protocol.messages import LocalSpend
 
 
@@ -38,16 +39,16 @@ def google_epsilon(history, delta: float) -> float:
 
 
 def test_the_noisy_count_has_the_documented_spread_and_is_never_below_one() -> None:
-    rng = np.random.default_rng(0)
-    draws = np.array([noisy_count(500, rng=rng) for _ in range(4000)])
+    sampler = SeededSampler(np.random.default_rng(0))
+    draws = np.array([noisy_count(500, sampler=sampler) for _ in range(4000)])
     assert abs(draws.mean() - 500) < 4 * COUNT_NOISE_STD / math.sqrt(draws.size)
     assert draws.std() == pytest.approx(COUNT_NOISE_STD, rel=0.05)
-    assert min(noisy_count(0, rng=rng) for _ in range(200)) == 1
+    assert min(noisy_count(0, sampler=sampler) for _ in range(200)) == 1
     with pytest.raises(ReleaseError, match="cannot be negative"):
         noisy_count(-1)
 
 
-def test_two_counts_without_a_generator_come_from_the_operating_system() -> None:
+def test_two_counts_without_a_sampler_come_from_the_csprng() -> None:
     # Forty draws of std 10 around the same value are all equal with probability far below 1e-30.
     assert len({noisy_count(1000) for _ in range(40)}) > 1
 
@@ -72,11 +73,11 @@ def test_a_budget_the_fixed_releases_already_exceed_is_refused() -> None:
 
 
 def test_the_released_loss_is_the_clipped_mean_plus_calibrated_noise() -> None:
-    rng = np.random.default_rng(1)
+    sampler = SeededSampler(np.random.default_rng(1))
     losses = np.array([0.2, 0.7, 5.0, np.nan, 1.0])  # 5.0 and nan clip to 3.0
     draws = np.array(
         [
-            release_loss(losses, loss_clip=3.0, noise_multiplier=2.0, public_count=5, rng=rng)
+            release_loss(losses, loss_clip=3.0, noise_multiplier=2.0, public_count=5, sampler=sampler)
             for _ in range(20000)
         ]
     )
