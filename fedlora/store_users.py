@@ -182,7 +182,7 @@ _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 
 
 class StoreUsersSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True, allow_inf_nan=False)
 
     out_dir: Path = Field(description="where the ACL file and the tiers' password folders go")
     edge_ids: str = Field(

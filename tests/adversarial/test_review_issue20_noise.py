@@ -167,7 +167,7 @@ async def test_a_hospital_overflowing_its_packed_slot_costs_its_region_s_sum_not
     (range-checked per slot once decrypted on its own) is dropped with reason `out_of_range`, shown in the
     round's status, and the model is the other edge's mean.
     Failed before the fix: the decrypted total failed the slot check and the whole round failed."""
-    spec = small_spec(he=PaillierParams(clip=0.1))
+    spec = small_spec(he=PaillierParams(clip=0.1), central_dp=CentralDPConfig(clip_norm=0.1))
     async with running_cloud() as cloud:
         fed, deltas = await forged_round(cloud, spec, attack(spec.he))
         status = await cloud.status(fed.fid, 0)
