@@ -63,7 +63,7 @@ async def test_a_round_shows_in_the_edge_metrics(make_world: Callable[..., World
         response = await edge.http.get("/metrics")
 
     # Assert
-    assert [r.status_code for r in refused] == [401, 422, 413]
+    assert [r.status_code for r in refused] == [401, 404, 413]
     assert [r.status_code for r in accepted] == [202, 202, 202] and late.status_code == 409
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     samples = parse(response.text)
@@ -74,7 +74,7 @@ async def test_a_round_shows_in_the_edge_metrics(make_world: Callable[..., World
         uploads(FID, "refused", "payload_too_large"): 1,
         uploads(FID, "refused", "round_closed"): 1,
         # The path named another federation: not a label value anyone outside can choose.
-        uploads("", "refused", "invalid_request"): 1,
+        uploads("", "refused", "unknown_federation"): 1,
     }
     # Every body read; the body-size limit refused the oversized one before reading a byte of it.
     read = [refused[0], *accepted, late]
@@ -92,7 +92,7 @@ async def test_a_round_shows_in_the_edge_metrics(make_world: Callable[..., World
     assert value(samples, "fedlora_he_seconds_count", service="edge", operation="add", scheme="ckks") == 2
 
     post = dict(service="edge", method="POST", route=UPLOADS)
-    for status, count in {"202": 3, "401": 1, "422": 1, "413": 1, "409": 1}.items():
+    for status, count in {"202": 3, "401": 1, "404": 1, "413": 1, "409": 1}.items():
         assert value(samples, "fedlora_http_requests_total", **post, status=status) == count
     routes = {dict(labels)["route"] for labels in series(samples, "fedlora_http_requests_total")}
     assert not any(FID in r or "elsewhere" in r for r in routes)  # templates only, never raw paths
