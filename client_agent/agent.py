@@ -78,7 +78,6 @@ from protocol.ffa import (
 from protocol.messages import (
     ClientEnrolment,
     ClientUpdate,
-    Enrolled,
     ErrorCode,
     FederationInfo,
     FederationSpec,
@@ -92,6 +91,7 @@ from protocol.samplers import LatticeSampler
 from protocol.secagg import SecAggError
 from protocol.strategies import strategy_for
 from services.clock import OffsetClock, cloud_sample
+from services.enrolling import enrol
 from services.http import Peer, PeerRefusedError
 from services.identity import SigningKey
 from services.metrics import ClientMetrics
@@ -245,7 +245,6 @@ class ClientAgent:
         if self.state.api_token is not None:
             cloud.set_token(self.state.api_token)
             return
-        cloud.set_token(self.settings.enrolment_token.get_secret_value())
         body = ClientEnrolment(
             client_id=self.settings.client_id,
             edge_id=self.settings.edge_id,
@@ -253,10 +252,10 @@ class ClientAgent:
             num_examples=self.public_count(num_examples),  # the cloud learns the noisy count only
             max_rank=self.settings.max_rank,
         )
-        response = await cloud.request(
-            "POST", f"/federations/{self.fid}/clients", json=body.model_dump(mode="json")
+        token = self.settings.enrolment_token
+        enrolled = await enrol(
+            cloud, self.fid, body, self.key, enrolment_token=token.get_secret_value() if token else None
         )
-        enrolled = Enrolled.model_validate_json(response.content)
         edge_url = self.policy.check_peer_url(enrolled.edge_url, field="edge_url")
         pinned = self.settings.edge_url or self.state.edge_url
         if pinned is not None and pinned != edge_url:

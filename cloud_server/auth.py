@@ -3,7 +3,8 @@
 - admin: `CloudSettings.admin_token` (or, while a new one rolls out, `admin_token_previous`), compared in
   constant time;
 - edge / client: an API token from enrolment, looked up by its SHA-256 in the path's federation;
-- enrolment: the federation's edge or client enrolment token (digests compared in constant time).
+- enrolment: a single-use enrolment token bound to one edge or hospital id, checked by the enrolment itself
+  (`cloud_server.enrolment_tokens.admit`) in the transaction that spends it; a re-enrolment carries none.
 
 A missing, unknown or revoked token is 401 `unauthenticated`; a valid token of the wrong role is 403.
 """
@@ -18,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cloud_server.deps import ContextDep, FederationsDep
+from cloud_server.deps import ContextDep
 from cloud_server.errors import UnauthenticatedError
 from protocol.messages import Role
 from services.errors import ForbiddenError
@@ -29,7 +30,7 @@ log = logging.getLogger("fedlora.cloud")
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="The admin token, a federation's enrolment token, or an edge's or client's API token",
+    description="The admin token, an edge's or client's enrolment token, or its API token",
 )
 
 
@@ -48,6 +49,15 @@ async def bearer_token(
 
 
 TokenDep = Annotated[str, Depends(bearer_token)]
+
+
+async def optional_bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    return credentials.credentials if credentials is not None and credentials.credentials else None
+
+
+OptionalTokenDep = Annotated[str | None, Depends(optional_bearer_token)]
 
 
 async def principal(request: Request, token: TokenDep, context: ContextDep) -> Principal:
@@ -86,18 +96,3 @@ EdgeDep = Annotated[Principal, Depends(_allow(Role.EDGE))]
 AdminOrEdgeDep = Annotated[Principal, Depends(_allow(Role.ADMIN, Role.EDGE))]
 AdminOrClientDep = Annotated[Principal, Depends(_allow(Role.ADMIN, Role.CLIENT))]
 MemberDep = Annotated[Principal, Depends(_allow(Role.ADMIN, Role.EDGE, Role.CLIENT))]
-
-
-def _enrolment_token(role: Role) -> Callable[[str, str, FederationsDep], Awaitable[str]]:
-    async def check(fid: str, token: TokenDep, federations: FederationsDep) -> str:
-        record = await federations.record(fid)
-        expected = record.edge_enrolment_digest if role is Role.EDGE else record.client_enrolment_digest
-        if not tokens_equal(token_digest(token), expected):
-            raise UnauthenticatedError(f"not the {role.value} enrolment token of federation {fid!r}")
-        return fid
-
-    return check
-
-
-EdgeEnrolmentDep = Annotated[str, Depends(_enrolment_token(Role.EDGE))]
-ClientEnrolmentDep = Annotated[str, Depends(_enrolment_token(Role.CLIENT))]

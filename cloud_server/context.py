@@ -9,6 +9,7 @@ from cloud_server.adapters import AdapterService
 from cloud_server.close_attempts import ClosePolicy
 from cloud_server.edge_clocks import EdgeClocks
 from cloud_server.enrolment import EnrolmentService
+from cloud_server.enrolment_tokens import EnrolmentTokenService
 from cloud_server.federations import FederationService
 from cloud_server.plans import PlanBoard
 from cloud_server.retention import Retention, RetentionPolicy
@@ -27,6 +28,7 @@ class CloudContext:
     clock: TimeSource  # the shared time deadlines run on (the store's clock; a test's fake)
     federations: FederationService
     enrolment: EnrolmentService
+    enrolment_tokens: EnrolmentTokenService
     edge_clocks: EdgeClocks
     rounds: RoundService
     adapters: AdapterService
@@ -47,6 +49,7 @@ def build_context(
     model_path = settings.model_path or default_model_path()
     federations = FederationService(store, kek=kek, clock=clock, model_path=model_path, board=board)
     enrolment = EnrolmentService(store, federations, clock=clock)
+    enrolment_tokens = EnrolmentTokenService(store, federations, clock=clock)
     edge_clocks = EdgeClocks(store, federations, clock=clock)
     telemetry = CloudTelemetry(store, federations, enrolment, edge_clocks, metrics)
     rounds = RoundService(
@@ -68,6 +71,7 @@ def build_context(
         clock=clock,
         federations=federations,
         enrolment=enrolment,
+        enrolment_tokens=enrolment_tokens,
         edge_clocks=edge_clocks,
         rounds=rounds,
         adapters=AdapterService(store, federations, clock=clock),

@@ -10,6 +10,7 @@ from cloud_server.adapters import AdapterService
 from cloud_server.context import CloudContext
 from cloud_server.edge_clocks import EdgeClocks
 from cloud_server.enrolment import EnrolmentService
+from cloud_server.enrolment_tokens import EnrolmentTokenService
 from cloud_server.federations import FederationService
 from cloud_server.rounds import RoundService
 
@@ -30,6 +31,10 @@ def _enrolment(context: ContextDep) -> EnrolmentService:
     return context.enrolment
 
 
+def _enrolment_tokens(context: ContextDep) -> EnrolmentTokenService:
+    return context.enrolment_tokens
+
+
 def _rounds(context: ContextDep) -> RoundService:
     return context.rounds
 
@@ -44,6 +49,7 @@ def _edge_clocks(context: ContextDep) -> EdgeClocks:
 
 FederationsDep = Annotated[FederationService, Depends(_federations)]
 EnrolmentDep = Annotated[EnrolmentService, Depends(_enrolment)]
+EnrolmentTokensDep = Annotated[EnrolmentTokenService, Depends(_enrolment_tokens)]
 RoundsDep = Annotated[RoundService, Depends(_rounds)]
 AdaptersDep = Annotated[AdapterService, Depends(_adapters)]
 EdgeClocksDep = Annotated[EdgeClocks, Depends(_edge_clocks)]

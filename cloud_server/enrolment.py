@@ -1,14 +1,21 @@
 """Enrolment of edges and clients: their Ed25519 public keys, and one live API token each.
 
-An identity is its public key: enrolling again with the same key (a restarted edge, a hospital that lost
-its token) gets a fresh token and revokes the old one; another key for a taken id is a conflict.
-The cloud keeps only each token's SHA-256.
+An identity is its public key. A first enrolment spends a single-use enrolment token issued for its id and
+proves possession of its key by signing a challenge (`cloud_server.enrolment_tokens`); enrolling again
+(a restarted edge, a hospital that lost its token) needs only that proof, under the enrolled key, and gets a
+fresh API token, revoking the old one, and changes nothing else (an edge's URL is changed by an admin,
+`set_edge_url`). Another key for a taken id is a conflict. Token, nonce and the federation's count of
+edges or clients (its cap) are all decided in the transaction that writes the enrolment. The cloud keeps
+only each token's SHA-256.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
+from cloud_server.enrolment_tokens import admit, check_proof, consume_challenge
 from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.federations import FederationService
 from cloud_server.records import FINAL_ROUND_STATES, RANKS, ClientStats, FederationRecord, TokenRecord
@@ -99,6 +106,67 @@ def placed(
     )
 
 
+@dataclass(frozen=True)
+class _Admission:
+    """What one enrolment spends, decided in its transaction: its challenge's nonce always; for a new party
+    also its enrolment token (bound to `role` and `subject`) and a place under the federation's `cap`."""
+
+    fid: str
+    role: Role
+    subject: str
+    enrolment_token: str | None
+    request: EdgeEnrolment | ClientEnrolment
+    cap: int
+    now: datetime
+
+    @property
+    def _token_field(self) -> HashField | None:
+        if self.enrolment_token is None:
+            return None
+        return keyspace.fed_enrolment_tokens(self.fid), token_digest(self.enrolment_token)
+
+    @property
+    def _challenge_key(self) -> str:
+        return keyspace.fed_enrolment_challenge(self.fid, self.request.nonce or "")
+
+    @property
+    def _count_key(self) -> str:
+        return keyspace.fed_enrolled_count(self.fid, self.role.value)
+
+    @property
+    def fields(self) -> list[HashField]:
+        return [self._token_field] if self._token_field is not None else []
+
+    @property
+    def keys(self) -> list[str]:
+        return [self._challenge_key, self._count_key]
+
+    def writes(
+        self, read: dict[HashField, bytes | None], current: dict[str, bytes | None], *, new: bool
+    ) -> Writes:
+        """The nonce used, and for a `new` party its token used and the count raised (refused past the cap)."""
+        spent = dict(consume_challenge(current[self._challenge_key], self._challenge_key))
+        if not new:
+            return {}, spent
+        field = self._token_field
+        raw = read[field] if field is not None else None
+        used = admit(raw, role=self.role, subject=self.subject, now=self.now)
+        count = int(current[self._count_key] or b"0")
+        if count >= self.cap:
+            cap_name = "max_edges" if self.role is Role.EDGE else "max_clients"
+            raise ConflictError(
+                f"{self.fid!r} holds {count} {self.role.value}s, its {cap_name} {self.cap}: "
+                f"{self.subject!r} cannot enrol",
+                code=ErrorCode.FEDERATION_FULL,
+                field="edge_id" if self.role is Role.EDGE else "client_id",
+                detail={cap_name: self.cap},
+            )
+        return ({field: used} if field is not None else {}), {
+            **spent,
+            self._count_key: str(count + 1).encode(),
+        }
+
+
 class EnrolmentService:
     def __init__(self, store: StateStore, federations: FederationService, *, clock: TimeSource) -> None:
         self._store = store
@@ -106,36 +174,48 @@ class EnrolmentService:
         self._clock = clock
 
     # -- enrolment ------------------------------------------------------------------------------------
-    async def enrol_edge(self, fid: str, request: EdgeEnrolment) -> tuple[Enrolled, bool]:
+    async def enrol_edge(
+        self, fid: str, request: EdgeEnrolment, enrolment_token: str | None
+    ) -> tuple[Enrolled, bool]:
         """(the answer, whether the edge is new)."""
         await self._federations.require_running(fid)
+        spec = await self._federations.spec(fid)
+        check_proof(fid, request)
+        now = await self._clock()
         info = EdgeInfo(
-            edge_id=request.edge_id,
-            url=request.url,
-            public_key=request.public_key,
-            enrolled_at=await self._clock(),
+            edge_id=request.edge_id, url=request.url, public_key=request.public_key, enrolled_at=now
         )
+        admission = _Admission(fid, Role.EDGE, request.edge_id, enrolment_token, request, spec.max_edges, now)
         token = new_token()
         edge_field = (keyspace.fed_edges(fid), request.edge_id)
         created: list[bool] = []
 
-        def write(read: dict[HashField, bytes | None], _: dict[str, bytes | None]) -> Writes:
+        def write(read: dict[HashField, bytes | None], current: dict[str, bytes | None]) -> Writes:
             raw = read[edge_field]
             existing = EdgeInfo.model_validate_json(raw) if raw is not None else None
-            if existing is not None and existing.public_key != request.public_key:
-                raise ConflictError(
-                    f"edge {request.edge_id!r} is enrolled with another public key", field="public_key"
-                )
+            if existing is not None:
+                if existing.public_key != request.public_key:
+                    raise ConflictError(
+                        f"edge {request.edge_id!r} is enrolled with another public key", field="public_key"
+                    )
+                if existing.url != request.url:
+                    raise ConflictError(
+                        f"edge {request.edge_id!r} is enrolled at {existing.url!r}, not {request.url!r}: a "
+                        "re-enrolment changes no URL; an admin does (PUT /federations/{fid}/edges/{eid}/url)",
+                        code=ErrorCode.EDGE_URL_CHANGED,
+                        field="url",
+                    )
             created[:] = [existing is None]
-            kept = info if existing is None else existing.model_copy(update={"url": request.url})
-            return self._with_token(
-                fid, Role.EDGE, request.edge_id, token, {edge_field: kept.model_dump_json().encode()}
-            )
+            fields, keys = admission.writes(read, current, new=existing is None)
+            if existing is None:
+                fields = {**fields, edge_field: info.model_dump_json().encode()}
+            issued, pointer = self._with_token(fid, Role.EDGE, request.edge_id, token, fields)
+            return issued, {**keys, **pointer}
 
         await self._store.fields_transaction(
-            [edge_field, self._token_field(fid, token)],
+            [edge_field, self._token_field(fid, token), *admission.fields],
             write,
-            keys=[keyspace.fed_subject_token(fid, Role.EDGE.value, request.edge_id)],
+            keys=[keyspace.fed_subject_token(fid, Role.EDGE.value, request.edge_id), *admission.keys],
         )
         log.info(
             "edge enrolled" if created[0] else "edge re-enrolled",
@@ -144,11 +224,31 @@ class EnrolmentService:
         enrolled = Enrolled(federation_id=fid, subject=request.edge_id, role=Role.EDGE, api_token=token)
         return enrolled, created[0]
 
-    async def enrol_client(self, fid: str, request: ClientEnrolment) -> tuple[Enrolled, bool]:
+    async def set_edge_url(self, fid: str, edge_id: str, url: str) -> EdgeInfo:
+        """An admin's change of an enrolled edge's URL (the one hospitals are sent to); 404 if not enrolled."""
+        await self._federations.require_running(fid)
+        edge_field = (keyspace.fed_edges(fid), edge_id)
+        kept: list[EdgeInfo] = []
+
+        def write(read: dict[HashField, bytes | None], _: dict[str, bytes | None]) -> Writes:
+            raw = read[edge_field]
+            if raw is None:
+                raise NotFoundError(f"edge {edge_id!r} is not enrolled in {fid!r}", field="edge_id")
+            kept[:] = [EdgeInfo.model_validate_json(raw).model_copy(update={"url": url})]
+            return {edge_field: kept[0].model_dump_json().encode()}, {}
+
+        await self._store.fields_transaction([edge_field], write)
+        log.warning("edge URL changed by an admin", extra={"federation_id": fid, "edge_id": edge_id})
+        return kept[0]
+
+    async def enrol_client(
+        self, fid: str, request: ClientEnrolment, enrolment_token: str | None
+    ) -> tuple[Enrolled, bool]:
         """(the answer, whether the client is new). A re-enrolment at another edge while a round the hospital
         was asked to join is open leaves the move pending until that round is over (`placed`)."""
         await self._federations.require_running(fid)
         spec = await self._federations.spec(fid)
+        check_proof(fid, request)
         edge = await self.edge(fid, request.edge_id)
         if edge is None:
             raise NotFoundError(f"edge {request.edge_id!r} is not enrolled in {fid!r}", field="edge_id")
@@ -164,13 +264,17 @@ class EnrolmentService:
             max_rank=min(request.max_rank or spec.r_max, spec.r_max),
             enrolled_at=await self._clock(),
         )
-        await self._require_room(fid, spec, request.client_id)
+        admission = _Admission(
+            fid, Role.CLIENT, request.client_id, enrolment_token, request, spec.max_clients, info.enrolled_at
+        )
         token = new_token()
         for _ in range(MAX_ROUND_RACES):
             round_ = (await self._federations.record(fid)).current_round
             try:
                 since = oldest_sum_round(spec, round_) if round_ is not None else 0
-                created, kept = await self._write_client(fid, info, token, round_=round_, since=since)
+                created, kept = await self._write_client(
+                    fid, info, token, admission, round_=round_, since=since
+                )
                 break
             except _RoundMovedOnError:
                 continue  # a round closed meanwhile: decide again against the one open now
@@ -190,28 +294,12 @@ class EnrolmentService:
         )
         return enrolled, created
 
-    async def _require_room(self, fid: str, spec: FederationSpec, client_id: str) -> None:
-        """Refuse a new hospital once the federation holds `spec.max_clients` (a re-enrolment passes).
-        Counted before the write: enrolments racing at the cap can pass it together, and `open_round` plans
-        at most `max_clients` of them, so a plan is always built."""
-        if await self._store.hget(keyspace.fed_clients(fid), client_id) is not None:
-            return
-        enrolled = len(await self._store.hgetall(keyspace.fed_clients(fid)))
-        if enrolled >= spec.max_clients:
-            raise ConflictError(
-                f"{fid!r} holds {enrolled} hospitals, its max_clients {spec.max_clients}: "
-                f"{client_id!r} cannot enrol",
-                code=ErrorCode.FEDERATION_FULL,
-                field="client_id",
-                detail={"max_clients": spec.max_clients},
-            )
-
     async def _write_client(
-        self, fid: str, info: ClientInfo, token: str, *, round_: int | None, since: int
+        self, fid: str, info: ClientInfo, token: str, admission: _Admission, *, round_: int | None, since: int
     ) -> tuple[bool, ClientInfo]:
         """Store `info` (placed against round `round_`, the current one, remembering its edges back to round
-        `since`) with its token, in one transaction with the federation's record and the round's status:
-        (whether the client is new, the record kept)."""
+        `since`) with its token, in one transaction with the federation's record, the round's status and
+        what `admission` spends: (whether the client is new, the record kept)."""
         cid = info.client_id
         planned = round_ is not None and cid in (await self._plan(fid, round_)).client_ranks
         client_field = (keyspace.fed_clients(fid), cid)
@@ -225,24 +313,28 @@ class EnrolmentService:
             raw = read[client_field]
             if raw is None:
                 kept[:] = [(True, info)]
-                return self._with_token(
-                    fid, Role.CLIENT, cid, token, {client_field: info.model_dump_json().encode()}
+            else:
+                existing = ClientInfo.model_validate_json(raw)
+                check_same_hospital(existing, info)
+                status = current[status_key] if status_key is not None else None
+                new = placed(
+                    existing, info, round_=round_, planned=planned, open_=not _over(status), since=since
                 )
-            existing = ClientInfo.model_validate_json(raw)
-            check_same_hospital(existing, info)
-            status = current[status_key] if status_key is not None else None
-            new = placed(existing, info, round_=round_, planned=planned, open_=not _over(status), since=since)
-            kept[:] = [(False, new)]
-            return self._with_token(
-                fid, Role.CLIENT, cid, token, {client_field: new.model_dump_json().encode()}
-            )
+                kept[:] = [(False, new)]
+            fields, spent = admission.writes(read, current, new=raw is None)
+            fields = {**fields, client_field: kept[0][1].model_dump_json().encode()}
+            issued, pointer = self._with_token(fid, Role.CLIENT, cid, token, fields)
+            return issued, {**spent, **pointer}
 
         keys = [
             state_key,
             *([status_key] if status_key else []),
             keyspace.fed_subject_token(fid, "client", cid),
+            *admission.keys,
         ]
-        await self._store.fields_transaction([client_field, self._token_field(fid, token)], write, keys=keys)
+        await self._store.fields_transaction(
+            [client_field, self._token_field(fid, token), *admission.fields], write, keys=keys
+        )
         return kept[0]
 
     async def _plan(self, fid: str, round_: int) -> RoundPlan:

@@ -37,8 +37,6 @@ from protocol.crypto.params import HEParams
 from protocol.ffa import AdapterLayout, basis_bytes, seeded_bases
 from protocol.messages import (
     AdapterVersion,
-    EnrolmentTokenRotation,
-    EnrolmentTokens,
     ErrorCode,
     FederationCreated,
     FederationInfo,
@@ -55,7 +53,7 @@ from protocol.strategies import strategy_for
 from services import keyspace
 from services.clock import TimeSource
 from services.errors import FederationEndedError, InvalidRequestError
-from services.identity import SigningKey, new_token, token_digest
+from services.identity import SigningKey
 from services.model_layout import LayoutError, federation_layout
 from services.store import StateStore, Updates
 from services.stored_records import StoredRecordError, parse_record, read_record
@@ -121,15 +119,12 @@ class FederationService:
         # compare what hospitals were served; the key is kept like the HE secret, sealed under the KEK.
         plan_key = SigningKey.generate()
         sealed_plan_key = seal_bytes(plan_key.private_bytes(), self._kek, label=_plan_key_label(fid))
-        edge_token, client_token = new_token(), new_token()
         now = await self._clock()
         record = FederationRecord(
             created_at=now,
             he_fingerprint=scheme.fingerprint.hex(),
             layout_size=layout[0].size,
             layout_digest=layout[0].digest,
-            edge_enrolment_digest=token_digest(edge_token),
-            client_enrolment_digest=token_digest(client_token),
             plan_public_key=plan_key.public_bytes,
         )
         v0 = AdapterVersion(federation_id=fid, version=0, created_at=now, basis_version=spec.basis_version)
@@ -156,12 +151,7 @@ class FederationService:
         log.info(
             "federation created", extra={"federation_id": fid, "data": {"layout_size": record.layout_size}}
         )
-        return FederationCreated(
-            federation_id=fid,
-            he_fingerprint=record.he_fingerprint,
-            edge_enrolment_token=edge_token,
-            client_enrolment_token=client_token,
-        )
+        return FederationCreated(federation_id=fid, he_fingerprint=record.he_fingerprint)
 
     async def _compute_layout(self, spec: FederationSpec) -> Layout:
         try:
@@ -346,28 +336,6 @@ class FederationService:
                 detail={"state": record.state.value},
             )
         return record
-
-    async def rotate_enrolment_tokens(self, fid: str, rotation: EnrolmentTokenRotation) -> EnrolmentTokens:
-        """Fresh enrolment tokens for `rotation.roles`; the record keeps only their digests, so the old ones
-        stop working in the same write."""
-        await self.spec(fid)
-        tokens = {role: new_token() for role in set(rotation.roles)}
-        record_key = keyspace.fed_state(fid)
-
-        def change(current: dict[str, bytes | None]) -> Updates:
-            record = parse_record(current[record_key] or b"", key=record_key, reader=FederationRecord)
-            update = {f"{role}_enrolment_digest": token_digest(token) for role, token in tokens.items()}
-            return {record_key: record.model_copy(update=update).dump()}
-
-        await self._store.transaction([record_key], change)
-        log.warning(
-            "enrolment tokens rotated", extra={"federation_id": fid, "data": {"roles": sorted(tokens)}}
-        )
-        return EnrolmentTokens(
-            federation_id=fid,
-            edge_enrolment_token=tokens.get("edge"),
-            client_enrolment_token=tokens.get("client"),
-        )
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def pause(self, fid: str) -> FederationInfo:

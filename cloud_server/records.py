@@ -56,8 +56,6 @@ class FederationRecord(Record):
     basis_version: int | None = Field(
         default=None, ge=0, description="the current basis after a re-basing; None: the spec's seeded one"
     )
-    edge_enrolment_digest: Sha256Hex
-    client_enrolment_digest: Sha256Hex
     plan_public_key: bytes | None = Field(
         default=None, description="the plan-signing key's public half; None: created before plans were signed"
     )

@@ -58,7 +58,11 @@ def create_app(
             the_link = HttpCloudLink(
                 settings.cloud_url,
                 federation_id=settings.federation_id,
-                enrolment_token=settings.enrolment_token.get_secret_value(),
+                enrolment_token=(
+                    settings.enrolment_token.get_secret_value()
+                    if settings.enrolment_token is not None
+                    else None
+                ),
                 attempts=5,
                 give_up_after_s=60.0,
                 tokens=StoredToken(the_store, edge_id=settings.edge_id, federation_id=settings.federation_id),

@@ -26,7 +26,9 @@ from protocol.messages import (
     RoundPlan,
 )
 from services.clock import OffsetClock, cloud_sample
+from services.enrolling import enrol
 from services.http import Peer, PeerRefusedError, PeerUnavailableError
+from services.identity import SigningKey
 
 log = logging.getLogger("edge_aggregator.cloud_link")
 
@@ -57,8 +59,9 @@ class CloudLink(ABC):
     `PeerRefusedError` (the cloud said no), `FederationNotActiveError` (from `plan`)."""
 
     @abstractmethod
-    async def enrol(self, enrolment: EdgeEnrolment) -> Enrolled:
-        """Register this edge (idempotent for the same key); later calls use the token it returns."""
+    async def enrol(self, enrolment: EdgeEnrolment, key: SigningKey) -> Enrolled:
+        """Register this edge, proving it holds `key` (the private half of `enrolment.public_key`); idempotent
+        for the same key. Later calls use the token it returns."""
 
     @abstractmethod
     async def federation(self) -> FederationInfo: ...
@@ -87,9 +90,10 @@ class CloudLink(ABC):
 
 
 class HttpCloudLink(CloudLink):
-    """`CloudLink` over HTTP. Enrols with the edge enrolment token, then uses the API token it gets back;
-    if the cloud stops knowing that token (401, a cloud restarted on an empty store), it enrols again once
-    and repeats the request.
+    """`CloudLink` over HTTP. Enrols with the single-use enrolment token issued for this edge's id and a
+    signed challenge (`services.enrolling`), then uses the API token it gets back; if the cloud stops knowing
+    that token (401: another replica enrolled, or the token was revoked), it enrols again once, with the
+    signed challenge alone, and repeats the request.
 
     Replicas of one edge share a `TokenShelf` in their store: the cloud keeps one live token per edge, so a
     replica that enrols revokes the others' token. A replica therefore starts with the shelf's token if
@@ -107,7 +111,7 @@ class HttpCloudLink(CloudLink):
         cloud_url: str,
         *,
         federation_id: str,
-        enrolment_token: str,
+        enrolment_token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         attempts: int = 8,
         give_up_after_s: float = 300.0,
@@ -118,36 +122,27 @@ class HttpCloudLink(CloudLink):
         self._tokens = tokens
         self._clock = clock
         self._enrolment_token = enrolment_token
-        self._enrolment: EdgeEnrolment | None = None
+        self._enrolment: tuple[EdgeEnrolment, SigningKey] | None = None
         self._peer = Peer(
             cloud_url.rstrip("/"), attempts=attempts, give_up_after_s=give_up_after_s, transport=transport
         )
 
-    async def enrol(self, enrolment: EdgeEnrolment) -> Enrolled:
+    async def enrol(self, enrolment: EdgeEnrolment, key: SigningKey) -> Enrolled:
         shared = await self._tokens.load() if self._tokens is not None else None
         if shared is not None:
             # A replica (or this edge before a restart) enrolled already: use its token; a 401 later on
             # makes this replica enrol for itself.
             self._peer.set_token(shared)
-            self._enrolment = enrolment
+            self._enrolment = (enrolment, key)
             return Enrolled(
                 federation_id=self._fid, subject=enrolment.edge_id, role=Role.EDGE, api_token=shared
             )
-        return await self._enrol_anew(enrolment)
+        return await self._enrol_anew(enrolment, key)
 
-    async def _enrol_anew(self, enrolment: EdgeEnrolment) -> Enrolled:
-        response = await self._peer.request(
-            "POST",
-            f"/federations/{self._fid}/edges",
-            content=enrolment.model_dump_json().encode(),
-            headers={
-                "Authorization": f"Bearer {self._enrolment_token}",
-                "Content-Type": "application/json",
-            },
-        )
-        enrolled = Enrolled.model_validate_json(response.content)
+    async def _enrol_anew(self, enrolment: EdgeEnrolment, key: SigningKey) -> Enrolled:
+        enrolled = await enrol(self._peer, self._fid, enrolment, key, enrolment_token=self._enrolment_token)
         self._peer.set_token(enrolled.api_token)
-        self._enrolment = enrolment
+        self._enrolment = (enrolment, key)
         if self._tokens is not None:
             await self._tokens.save(enrolled.api_token)
         return enrolled
@@ -217,7 +212,7 @@ class HttpCloudLink(CloudLink):
     def _edge_id(self) -> str:
         if self._enrolment is None:
             raise RuntimeError("HttpCloudLink.enrol must succeed before other calls")
-        return self._enrolment.edge_id
+        return self._enrolment[0].edge_id
 
     async def _authorised(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
         try:
@@ -237,7 +232,7 @@ class HttpCloudLink(CloudLink):
         log.warning(
             "cloud no longer accepts this edge's token; enrolling again", extra={"code": "unauthenticated"}
         )
-        await self._enrol_anew(self._enrolment)
+        await self._enrol_anew(*self._enrolment)
         return await call()
 
     @staticmethod

@@ -105,7 +105,9 @@ class EdgeRuntime:
         self._tasks.append(asyncio.create_task(self._tick(edge), name="edge-ticker"))
 
     async def _bootstrap(self) -> EdgeAggregator:
-        enrolled = await self._until_done("enrol with the cloud", lambda: self._link.enrol(self._enrolment))
+        enrolled = await self._until_done(
+            "enrol with the cloud", lambda: self._link.enrol(self._enrolment, self._key)
+        )
         self.enrolled = True
         log.info("enrolled with the cloud", extra={"edge_id": enrolled.subject})
         info = await self._until_done("fetch the federation", self._link.federation)

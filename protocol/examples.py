@@ -12,9 +12,10 @@ from typing import Any
 
 FID = "discharge-notes-2026"
 OPENED_AT = "2026-03-01T12:00:00Z"
-# base64 of bytes 0..31 and 32..63: the shape of an Ed25519 public key, plainly not a real one.
-PUBLIC_KEY_NORTH_1 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-PUBLIC_KEY_EDGE = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+# Ed25519 public keys of the private keys 32 x 0x01 and 32 x 0x02: keys are checked to be valid points of
+# prime order, so an example holds a real one (its private half is public, never use it).
+PUBLIC_KEY_NORTH_1 = "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w="
+PUBLIC_KEY_EDGE = "gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q="
 SIGNATURE = "A" * 86 + "=="  # 64 zero bytes where an Ed25519 signature goes
 CIPHERTEXT = (
     "cGxhY2Vob2xkZXI6IGEgc2VyaWFsaXplZCBDS0tTIGNpcGhlcnRleHQ="  # "placeholder: a serialized CKKS ciphertext"
@@ -23,9 +24,7 @@ CIPHERTEXT_SUM = "cGxhY2Vob2xkZXI6IGEgc2VyaWFsaXplZCBDS0tTIHN1bQ=="  # "placehol
 HE_FINGERPRINT = "a51916d1e41da7e1f3d811767615f957108e49bb7c2490024d6f5364d6eeaa8f"
 LAYOUT_DIGEST = "b193374c98185e72bd131e4e6f4495b48de9e055db33a1dd92386e2e85f045e2"
 EDGE_URL = "https://edge-north.example.org:8710"
-PUBLIC_KEY_PLANS = (
-    "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="  # bytes 64..95: the plan-signing key's shape
-)
+PUBLIC_KEY_PLANS = "7UkoxijRwsbq6QM4kFmVYSlZJzpcY/k2NsFGFKyHN9E="  # of the private key 32 x 0x03
 VECTOR_SHA256 = "3f0a9c1e5b7d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a"
 BASIS_SHA256 = "7c2e4a6b8d0f1e3c5a7b9d2f4e6a8c0b1d3f5e7a9c2b4d6f8e0a1c3b5d7f9e2a"
 PLAN_SHA256 = "d41f6a2c8e0b3d5f7a9c1e2b4d6f8a0c3e5b7d9f1a2c4e6b8d0f3a5c7e9b1d2f"
@@ -61,13 +60,33 @@ FEDERATION_SPEC_MINIMAL: dict[str, Any] = {"federation_id": "sentiment-demo"}
 FEDERATION_CREATED: dict[str, Any] = {
     "federation_id": FID,
     "he_fingerprint": HE_FINGERPRINT,
-    "edge_enrolment_token": "example-edge-enrolment-token",
-    "client_enrolment_token": "example-client-enrolment-token",
 }
 
-ENROLMENT_TOKENS: dict[str, Any] = {
+ENROLMENT_TOKEN_REQUEST: dict[str, Any] = {"role": "client", "subject": "hospital-north-1", "ttl_s": 604800}
+ENROLMENT_TOKEN_ID = "5e1d9a3c7b2f4e6a8c0d1f3b5a7c9e2d4f6b8a0c1e3d5f7b9a2c4e6d8f0b1a3c"  # noqa: S105 - a digest
+ENROLMENT_TOKEN_ISSUED: dict[str, Any] = {
     "federation_id": FID,
-    "client_enrolment_token": "example-client-enrolment-token-2",
+    "token_id": ENROLMENT_TOKEN_ID,
+    "role": "client",
+    "subject": "hospital-north-1",
+    "enrolment_token": "example-enrolment-token-not-a-secret",
+    "issued_at": "2026-03-01T11:45:00Z",
+    "expires_at": "2026-03-08T11:45:00Z",
+}
+ENROLMENT_TOKEN_INFO: dict[str, Any] = {
+    "token_id": ENROLMENT_TOKEN_ID,
+    "role": "client",
+    "subject": "hospital-north-1",
+    "issued_at": "2026-03-01T11:45:00Z",
+    "expires_at": "2026-03-08T11:45:00Z",
+    "state": "used",
+    "used_at": "2026-03-01T12:10:00Z",
+}
+ENROLMENT_NONCE = "9f2c4e6a8b0d1f3a5c7e9b2d4f6a8c0e"
+ENROLMENT_CHALLENGE: dict[str, Any] = {
+    "federation_id": FID,
+    "nonce": ENROLMENT_NONCE,
+    "expires_at": "2026-03-01T12:02:00Z",
 }
 
 FEDERATION_INFO: dict[str, Any] = {
@@ -82,7 +101,13 @@ FEDERATION_INFO: dict[str, Any] = {
     "plan_public_key": PUBLIC_KEY_PLANS,
 }
 
-EDGE_ENROLMENT: dict[str, Any] = {"edge_id": "edge-north", "url": EDGE_URL, "public_key": PUBLIC_KEY_EDGE}
+EDGE_ENROLMENT: dict[str, Any] = {
+    "edge_id": "edge-north",
+    "url": EDGE_URL,
+    "public_key": PUBLIC_KEY_EDGE,
+    "nonce": ENROLMENT_NONCE,
+    "signature": SIGNATURE,
+}
 
 CLIENT_ENROLMENT: dict[str, Any] = {
     "client_id": "hospital-north-1",
@@ -90,6 +115,8 @@ CLIENT_ENROLMENT: dict[str, Any] = {
     "public_key": PUBLIC_KEY_NORTH_1,
     "num_examples": 1200,
     "max_rank": 8,
+    "nonce": ENROLMENT_NONCE,
+    "signature": SIGNATURE,
 }
 
 ENROLLED: dict[str, Any] = {

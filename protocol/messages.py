@@ -14,9 +14,17 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -24,6 +32,7 @@ from protocol import examples as _examples
 from protocol import signing
 from protocol.crypto.params import HEKind, HEParams, PaillierParams
 from protocol.distributions import Distribution
+from protocol.ed25519 import check_public_key
 from protocol.wire_schema import Base64, close_pattern_maps
 
 PROTOCOL_VERSION: Literal[1] = 1
@@ -155,9 +164,15 @@ class ErrorCode(StrEnum):
     VERSION_PRUNED = "version_pruned"  # 410: the adapter version's vector is past `retain_versions`
     UNSUPPORTED_VERSION = "unsupported_version"
     CONFLICT = "conflict"
-    # 409: the federation holds `FederationSpec.max_clients` hospitals; a new one cannot enrol
-    # (detail: `max_clients`)
+    # 409: the federation holds `FederationSpec.max_clients` hospitals (or `max_edges` edges); a new one
+    # cannot enrol (detail: `max_clients` or `max_edges`)
     FEDERATION_FULL = "federation_full"
+    # 401: no enrolment token, or one that is unknown, revoked, expired or bound to another role or id
+    BAD_ENROLMENT_TOKEN = "bad_enrolment_token"  # noqa: S105 - a code, not a secret
+    ENROLMENT_TOKEN_USED = "enrolment_token_used"  # noqa: S105 - 409: the token enrolled its party already
+    UNKNOWN_CHALLENGE = "unknown_challenge"  # 409: the enrolment's nonce was never issued, expired or used
+    # 409: an enrolled edge re-enrolled with another URL; an admin changes it (`PUT .../edges/{eid}/url`)
+    EDGE_URL_CHANGED = "edge_url_changed"
     STORE_UNAVAILABLE = "store_unavailable"  # 503: the state store is down; retry, nothing was written
     PLAN_MISMATCH = "plan_mismatch"  # 409: trained under another plan than the one held for the round
     WRONG_COHORT = "wrong_cohort"  # 409: a masking message for another edge's cohort or another round
@@ -493,6 +508,12 @@ class FederationSpec(Message):
         le=MAX_CLIENTS_PER_ROUND,
         description="hospitals the federation enrols at most (a new one past it is refused, 409 "
         "federation_full); at most MAX_CLIENTS_PER_ROUND, the size a round plan holds",
+    )
+    max_edges: int = Field(
+        default=1000,
+        ge=1,
+        le=MAX_CLIENTS_PER_ROUND,
+        description="edges the federation enrols at most (a new one past it is refused, 409 federation_full)",
     )
     quorum: float = Field(
         default=1.0, gt=0.0, le=1.0, description="fraction of an edge's clients it waits for"
@@ -1317,7 +1338,17 @@ class ErrorBody(Message):
 
 
 # -- enrolment and federation info ---------------------------------------------------------------------
-PublicKey = Annotated[bytes, Base64(min_bytes=32, max_bytes=32, description="Ed25519 raw public key")]
+PublicKey = Annotated[
+    bytes,
+    Base64(min_bytes=32, max_bytes=32, description="Ed25519 raw public key (a point of prime order)"),
+    AfterValidator(check_public_key),
+]
+#: The tag every enrolment proof's signed payload starts with: a signature over one can never be taken
+#: for a signature over any other message of the protocol, nor of another version of this one.
+ENROLMENT_SIGNING_TAG = b"fedlora-enrol-v1"
+#: How long an enrolment challenge's nonce may be answered (`EnrolmentChallenge`).
+ENROLMENT_CHALLENGE_TTL_S = 120
+MAX_ENROLMENT_TOKEN_TTL_S = 90 * 24 * 3600
 # Printable ASCII, spelled out: `\s` differs between regex dialects (Python's takes U+0085 as a space,
 # ECMAScript's does not), so a document using it meant one thing to the cloud and another to its clients.
 Url = Annotated[str, Field(pattern=r"^https?://[!-~]{1,2000}$")]
@@ -1329,38 +1360,83 @@ class Role(StrEnum):
     CLIENT = "client"
 
 
+class Signer(Protocol):
+    def sign(self, payload: bytes) -> bytes: ...
+
+
 class FederationCreated(Message):
-    """Returned once when a federation is created: the enrolment tokens to hand out of band."""
+    """Returned once when a federation is created (enrolment tokens are issued per party afterwards)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [_examples.FEDERATION_CREATED]})
 
     federation_id: Identifier
     he_fingerprint: Sha256Hex
-    edge_enrolment_token: str = Field(min_length=16, max_length=256)
-    client_enrolment_token: str = Field(min_length=16, max_length=256)
 
 
-class EnrolmentTokenRotation(Message):
-    """Which enrolment tokens of a federation to replace (admin, after a leak or on a schedule)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"roles": ["client"]}, {"roles": ["edge", "client"]}]}
-    )
-
-    roles: tuple[Literal["edge", "client"], ...] = Field(
-        default=("edge", "client"), min_length=1, max_length=2
-    )
+PartyRole = Literal[Role.EDGE, Role.CLIENT]
 
 
-class EnrolmentTokens(Message):
-    """The new enrolment tokens, returned once; the previous ones stop working at once. Edges and clients
-    already enrolled keep their API tokens."""
+class EnrolmentTokenRequest(Message):
+    """An admin's request for a single-use enrolment token bound to one edge or hospital id."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ENROLMENT_TOKENS]})
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ENROLMENT_TOKEN_REQUEST]})
+
+    role: PartyRole
+    subject: Identifier = Field(description="the one edge or hospital id the token may enrol")
+    ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=MAX_ENROLMENT_TOKEN_TTL_S)
+
+
+class EnrolmentTokenState(StrEnum):
+    ISSUED = "issued"
+    USED = "used"
+    EXPIRED = "expired"
+
+
+class EnrolmentTokenInfo(Message):
+    """An issued enrolment token as the cloud keeps it: its digest (`token_id`), never the token."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ENROLMENT_TOKEN_INFO]})
+
+    token_id: Sha256Hex = Field(description="the SHA-256 of the token: how it is listed and revoked")
+    role: PartyRole
+    subject: Identifier
+    issued_at: datetime
+    expires_at: datetime
+    state: EnrolmentTokenState = EnrolmentTokenState.ISSUED
+    used_at: datetime | None = None
+
+
+class EnrolmentTokenIssued(Message):
+    """A new enrolment token, returned once: hand it to the party it names, out of band."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ENROLMENT_TOKEN_ISSUED]})
 
     federation_id: Identifier
-    edge_enrolment_token: str | None = Field(default=None, min_length=16, max_length=256)
-    client_enrolment_token: str | None = Field(default=None, min_length=16, max_length=256)
+    token_id: Sha256Hex
+    role: PartyRole
+    subject: Identifier
+    enrolment_token: str = Field(min_length=16, max_length=256)
+    issued_at: datetime
+    expires_at: datetime
+
+
+class EnrolmentChallenge(Message):
+    """A single-use nonce an enrolling party signs with the key it enrols (`EdgeEnrolment.signing_payload`,
+    `ClientEnrolment.signing_payload`): proof that it holds the private half."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_examples.ENROLMENT_CHALLENGE]})
+
+    federation_id: Identifier
+    nonce: Nonce
+    expires_at: datetime
+
+
+def enrolment_payload(federation_id: str, role: Role, fields: dict[str, Any]) -> bytes:
+    """What an enrolment proof signs: the tag, then the federation, the role and the enrolment's fields
+    (its id, key, edge and URL, nonce) as canonical JSON, so that a proof for one federation, role, id,
+    key or nonce is no proof for another."""
+    body = {"federation_id": federation_id, "role": role.value, **fields}
+    return ENROLMENT_SIGNING_TAG + b"\n" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
 class FederationInfo(Message):
@@ -1380,22 +1456,51 @@ class FederationInfo(Message):
     )
 
 
-class EdgeEnrolment(Message):
+class _SignedEnrolment(Message):
+    """An enrolment with its proof of possession: `signature` is the enrolled key's signature of
+    `signing_payload` over a nonce the cloud issued (`EnrolmentChallenge`). The cloud refuses one without."""
+
+    role: ClassVar[Role]
+    public_key: PublicKey
+    nonce: Nonce | None = Field(default=None, description="an `EnrolmentChallenge` nonce, used once")
+    signature: Signature | None = Field(
+        default=None, description="the enrolled key's Ed25519 signature of the enrolment's signing payload"
+    )
+
+    def signing_payload(self, federation_id: str) -> bytes:
+        fields = self.model_dump(mode="json", exclude={"signature", "protocol_version"})
+        return enrolment_payload(federation_id, self.role, fields)
+
+    def signed(self, key: Signer, *, federation_id: str, nonce: str) -> Self:
+        """This enrolment answering `nonce`, signed with `key` (the private half of `public_key`)."""
+        with_nonce = self.model_copy(update={"nonce": nonce, "signature": None})
+        return with_nonce.model_copy(
+            update={"signature": key.sign(with_nonce.signing_payload(federation_id))}
+        )
+
+
+class EdgeEnrolment(_SignedEnrolment):
     model_config = ConfigDict(json_schema_extra={"examples": [_examples.EDGE_ENROLMENT]})
+    role: ClassVar[Role] = Role.EDGE
 
     edge_id: Identifier
     url: Url
-    public_key: PublicKey
 
 
-class ClientEnrolment(Message):
+class ClientEnrolment(_SignedEnrolment):
     model_config = ConfigDict(json_schema_extra={"examples": [_examples.CLIENT_ENROLMENT]})
+    role: ClassVar[Role] = Role.CLIENT
 
     client_id: Identifier
     edge_id: Identifier
-    public_key: PublicKey
     num_examples: int = Field(ge=1, le=10**9)
     max_rank: int | None = Field(default=None, ge=1, le=MAX_R)
+
+
+class EdgeUrl(Message):
+    """An admin's new URL for an enrolled edge."""
+
+    url: Url
 
 
 class Enrolled(Message):

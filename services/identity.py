@@ -17,9 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from protocol.ed25519 import PublicKeyError, check_public_key
 from services.secret_files import write_secret
-
-PUBLIC_KEY_BYTES = 32
 
 
 class IdentityError(ValueError):
@@ -64,9 +63,12 @@ class SigningKey:
 
 
 def verify(public_key: bytes, payload: bytes, signature: bytes) -> None:
-    """Raise `IdentityError` unless `signature` is `public_key`'s signature of `payload`."""
-    if len(public_key) != PUBLIC_KEY_BYTES:
-        raise IdentityError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes, got {len(public_key)}")
+    """Raise `IdentityError` unless `signature` is `public_key`'s signature of `payload` and `public_key` a
+    point of prime order (a small-order key verifies forged signatures)."""
+    try:
+        check_public_key(public_key)
+    except PublicKeyError as e:
+        raise IdentityError(str(e)) from e
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, payload)
     except InvalidSignature as e:

@@ -110,6 +110,20 @@ def fed_subject_token(fid: str, role: str, subject: str) -> str:
     return f"cloud:{fid}:token:{role}:{subject}"  # sha256 of the one live API token of an edge or client
 
 
+def fed_enrolment_tokens(fid: str) -> str:
+    # hash: sha256 of a single-use enrolment token -> EnrolmentTokenInfo json (its role, id, expiry, use)
+    return f"cloud:{fid}:enrolment-tokens"
+
+
+def fed_enrolment_challenge(fid: str, nonce: str) -> str:
+    return f"cloud:{fid}:enrolment-challenge:{nonce}"  # b"1" while the nonce may be answered, once
+
+
+def fed_enrolled_count(fid: str, role: str) -> str:
+    # the edges or clients enrolled: written in every new enrolment's transaction, so the cap holds atomically
+    return f"cloud:{fid}:enrolled:{role}"
+
+
 def fed_client_stats(fid: str, client_id: str) -> str:
     return f"cloud:{fid}:client:{client_id}:stats"  # json: rounds contributed, last seen, local epsilon
 

@@ -167,7 +167,11 @@ class EdgeSettings(ServiceSettings):
     federation_id: Identifier
     cloud_url: str
     public_url: str = Field(description="the URL hospitals use to reach this edge")
-    enrolment_token: Secret
+    enrolment_token: Secret | None = Field(
+        default=None,
+        description="the single-use enrolment token an admin issued for this edge's id; needed only to enrol "
+        "the first time (a re-enrolment proves possession of the enrolled key instead)",
+    )
     key_file: Path = Path("edge-key.bin")
     deadline_check_s: float = Field(default=1.0, gt=0, le=60)
     masking_stage_s: float = Field(
@@ -189,7 +193,11 @@ class ClientSettings(ServiceSettings):
     federation_id: Identifier
     edge_id: Identifier
     cloud_url: str
-    enrolment_token: Secret
+    enrolment_token: Secret | None = Field(
+        default=None,
+        description="the single-use enrolment token an admin issued for this hospital's id; needed only to "
+        "enrol the first time (a re-enrolment proves possession of the enrolled key instead)",
+    )
     state_dir: Path = Path("client-state")
     model_path: Path | None = Field(
         default=None, description="base model folder; default: the bundled MiniLM"

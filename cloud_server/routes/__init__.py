@@ -8,10 +8,11 @@ from services.openapi import error_responses
 
 _DESCRIPTIONS = {
     400: "bad request (e.g. `bad_ciphertext`)",
-    401: "`unauthenticated` or `bad_signature`",
+    401: "`unauthenticated`, `bad_signature` or `bad_enrolment_token`",
     403: "`forbidden`: the token's role may not do this",
     404: "`not_found` / `unknown_federation`",
-    409: "`conflict`, `wrong_round`, `round_closed`, `wrong_basis`, `plan_mismatch` or `duplicate_upload`",
+    409: "`conflict`, `wrong_round`, `round_closed`, `wrong_basis`, `plan_mismatch`, `duplicate_upload`; on "
+    "enrolment `federation_full`, `enrolment_token_used`, `unknown_challenge` or `edge_url_changed`",
     410: "`federation_not_active`: the federation has ended; on an adapter version, `version_pruned`: its vector "
     "is past the cloud's `retain_versions`",
     413: "`payload_too_large`",
@@ -28,7 +29,10 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 TAGS = [
     {"name": "health", "description": "Liveness."},
     {"name": "federations", "description": "Create federations and control their lifecycle (admin)."},
-    {"name": "enrolment", "description": "Edges and clients enrol with their enrolment tokens."},
+    {
+        "name": "enrolment",
+        "description": "Single-use enrolment tokens (admin), challenges, and the enrolment of edges and clients.",
+    },
     {"name": "rounds", "description": "Round plans, edge aggregates and round status."},
     {"name": "adapters", "description": "Global adapter versions: raw vectors, PEFT adapters, evaluations."},
     {"name": "dashboard", "description": "The operator dashboard (HTML; it asks for the admin token)."},

@@ -8,8 +8,6 @@ from cloud_server.auth import AdminDep, AdminOrClientDep, MemberDep
 from cloud_server.deps import AdaptersDep, FederationsDep, RoundsDep
 from cloud_server.routes import errors
 from protocol.messages import (
-    EnrolmentTokenRotation,
-    EnrolmentTokens,
     FederationCreated,
     FederationInfo,
     FederationSpec,
@@ -29,7 +27,7 @@ async def create_federation(
     spec: FederationSpec, _: AdminDep, federations: FederationsDep
 ) -> FederationCreated:
     """Generates the HE key pair (the secret sealed with the KEK before it is stored), derives the adapter
-    layout from the base model, stores adapter version 0 (zeros) and returns the enrolment tokens once."""
+    layout from the base model, stores adapter version 0 (zeros) and returns its HE fingerprint; enrolment tokens are issued per edge and hospital afterwards (`POST /federations/{fid}/enrolment-tokens`)."""
     return await federations.create(spec)
 
 
@@ -78,19 +76,6 @@ async def get_privacy(fid: str, _: AdminDep, federations: FederationsDep) -> Pri
     after it; per hospital and round, the example-level epsilon recomputed from its DP-SGD history beside
     the one it reported; what the next round and the whole plan would spend."""
     return await federations.privacy(fid)
-
-
-@router.post(
-    "/{fid}/enrolment-tokens",
-    summary="Replace the edge and/or client enrolment tokens (the old ones stop working)",
-    responses=errors(401, 403, 404, 422),
-)
-async def rotate_enrolment_tokens(
-    fid: str, body: EnrolmentTokenRotation, _: AdminDep, federations: FederationsDep
-) -> EnrolmentTokens:
-    """Returned once, like at creation. Enrolled edges and clients keep their API tokens; only new
-    enrolments (and re-enrolments after a lost API token) need the new enrolment token."""
-    return await federations.rotate_enrolment_tokens(fid, body)
 
 
 @router.post(

@@ -34,10 +34,14 @@ from protocol.messages import (
     EdgeAggregate,
     EdgeEnrolment,
     Enrolled,
+    EnrolmentChallenge,
+    EnrolmentTokenIssued,
+    EnrolmentTokenRequest,
     FederationCreated,
     FederationSpec,
     LateSum,
     LocalSpend,
+    Role,
     RoundPlan,
     RoundStatus,
 )
@@ -66,6 +70,39 @@ async def post_model(
     """POST a wire model as JSON (bytes as base64), with this token or the client's default (admin)."""
     headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
     return await http.post(url, content=body.model_dump_json(), headers=headers)
+
+
+async def issue_enrolment_token(http: httpx.AsyncClient, fid: str, role: Role, subject: str) -> str:
+    """A single-use enrolment token for `subject` as `role`, issued over the API (`http` carries the admin
+    token)."""
+    body = EnrolmentTokenRequest(role=role, subject=subject)
+    response = await post_model(http, f"/federations/{fid}/enrolment-tokens", body, token=ADMIN_TOKEN)
+    assert response.status_code == 201, response.text
+    return EnrolmentTokenIssued.model_validate_json(response.content).enrolment_token
+
+
+async def enrolment_nonce(http: httpx.AsyncClient, fid: str) -> str:
+    response = await http.post(f"/federations/{fid}/enrolment-challenges")
+    assert response.status_code == 201, response.text
+    return EnrolmentChallenge.model_validate_json(response.content).nonce
+
+
+async def post_enrolment(
+    http: httpx.AsyncClient,
+    fid: str,
+    body: EdgeEnrolment | ClientEnrolment,
+    key: SigningKey,
+    *,
+    token: str | None,
+    nonce: str | None = None,
+) -> httpx.Response:
+    """`body` signed by `key` over a fresh challenge (or `nonce`), posted with enrolment `token` (none for a
+    re-enrolment), as `services.enrolling.enrol` does; the raw answer."""
+    signed = body.signed(key, federation_id=fid, nonce=nonce or await enrolment_nonce(http, fid))
+    where = "edges" if isinstance(body, EdgeEnrolment) else "clients"
+    # Blank, not absent, without a token: the harness's client carries the admin token by default.
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}" if token else ""}
+    return await http.post(f"/federations/{fid}/{where}", content=signed.model_dump_json(), headers=headers)
 
 
 def cloud_settings(**overrides: Any) -> CloudSettings:
@@ -159,15 +196,15 @@ class SlowAnswers(httpx.ASGITransport):
 
 
 def edge_link(
-    fed: Federation, transport: httpx.AsyncBaseTransport, local: Clock
+    fed: Federation, transport: httpx.AsyncBaseTransport, local: Clock, enrolment_token: str
 ) -> tuple[HttpCloudLink, OffsetClock]:
-    """An edge's link to `fed`'s in-process cloud over `transport`, and the edge's clock: `local` corrected by
-    the offset to the cloud's time the link measures on every plan poll."""
+    """An edge's link to `fed`'s in-process cloud over `transport` (enrolling with `enrolment_token`), and the
+    edge's clock: `local` corrected by the offset to the cloud's time the link measures on every plan poll."""
     edge_time = OffsetClock(local)
     link = HttpCloudLink(
         "http://cloud",
         federation_id=fed.fid,
-        enrolment_token=fed.created.edge_enrolment_token,
+        enrolment_token=enrolment_token,
         transport=transport,
         clock=edge_time,
     )
@@ -192,13 +229,13 @@ async def edge_core(
     link = HttpCloudLink(
         "http://cloud",
         federation_id=fid,
-        enrolment_token=created.edge_enrolment_token,
+        enrolment_token=await issue_enrolment_token(cloud.http, fid, Role.EDGE, edge_id),
         transport=httpx.ASGITransport(app=cloud.app),
         clock=cloud_time,
     )
     key = key or SigningKey.generate()
     await link.enrol(
-        EdgeEnrolment(edge_id=edge_id, url=f"http://{edge_id}.test:8710", public_key=key.public_bytes)
+        EdgeEnrolment(edge_id=edge_id, url=f"http://{edge_id}.test:8710", public_key=key.public_bytes), key
     )
     info = await link.federation()
     scheme = scheme_from_public(info.spec.he, await link.public_context())
@@ -265,9 +302,8 @@ class Federation:
             body = EdgeEnrolment(
                 edge_id=edge_id, url=f"http://{edge_id}.test:8710", public_key=key.public_bytes
             )
-            response = await post_model(
-                http, f"/federations/{fid}/edges", body, token=created.edge_enrolment_token
-            )
+            token = await issue_enrolment_token(http, fid, Role.EDGE, edge_id)
+            response = await post_enrolment(http, fid, body, key, token=token)
             assert response.status_code == 201, response.text
             edges[edge_id] = Edge(
                 edge_id, key, Enrolled.model_validate_json(response.content).api_token, list(client_ids)
@@ -281,9 +317,8 @@ class Federation:
                     num_examples=(num_examples or {}).get(client_id, 100),
                     max_rank=(max_ranks or {}).get(client_id),
                 )
-                response = await post_model(
-                    http, f"/federations/{fid}/clients", enrolment, token=created.client_enrolment_token
-                )
+                token = await issue_enrolment_token(http, fid, Role.CLIENT, client_id)
+                response = await post_enrolment(http, fid, enrolment, client_keys[client_id], token=token)
                 assert response.status_code == 201, response.text
                 client_tokens[client_id] = Enrolled.model_validate_json(response.content).api_token
         as_edge = bearer(next(iter(edges.values())).token) if edges else None

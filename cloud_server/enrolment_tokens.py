@@ -1,0 +1,187 @@
+"""Enrolment credentials: single-use enrolment tokens bound to one edge or hospital id, and the challenges an
+enrolling party signs with its key.
+
+An admin issues a token for (role, id); the cloud keeps its SHA-256 with an expiry, never the token. The
+token is consumed in the same store transaction that writes the enrolment (`admit`), so it enrols its one
+party once. Every enrolment, a first one or a re-enrolment after a lost API token, also proves possession of
+the key it enrols by signing a nonce the cloud issued (`challenge`, `check_proof`); the nonce is consumed in
+that transaction too (`consume_challenge`), so a proof is never replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timedelta
+
+from cloud_server.errors import ConflictError, NotFoundError, UnauthenticatedError
+from cloud_server.federations import FederationService
+from protocol.messages import (
+    ENROLMENT_CHALLENGE_TTL_S,
+    ClientEnrolment,
+    EdgeEnrolment,
+    EnrolmentChallenge,
+    EnrolmentTokenInfo,
+    EnrolmentTokenIssued,
+    EnrolmentTokenRequest,
+    EnrolmentTokenState,
+    ErrorCode,
+    Role,
+)
+from services import keyspace
+from services.clock import TimeSource
+from services.identity import IdentityError, new_token, token_digest, verify
+from services.store import FieldUpdates, HashField, StateStore, Updates
+
+log = logging.getLogger("fedlora.cloud")
+Writes = tuple[FieldUpdates, Updates]
+
+
+def check_proof(fid: str, request: EdgeEnrolment | ClientEnrolment) -> None:
+    """Raise 401 `bad_signature` unless `request` carries its key's signature of its signing payload for
+    `fid` (which names the role, the id, the key, the edge and URL, and the nonce)."""
+    if request.nonce is None or request.signature is None:
+        raise UnauthenticatedError(
+            "an enrolment proves possession of its key: sign an enrolment challenge's nonce "
+            "(POST /federations/{fid}/enrolment-challenges)",
+            code=ErrorCode.BAD_SIGNATURE,
+            field="signature",
+        )
+    try:
+        verify(request.public_key, request.signing_payload(fid), request.signature)
+    except IdentityError as e:
+        raise UnauthenticatedError(
+            f"the enrolment's signature does not verify under its public_key: {e}",
+            code=ErrorCode.BAD_SIGNATURE,
+            field="signature",
+        ) from e
+
+
+def consume_challenge(current: bytes | None, key: str) -> Updates:
+    """The write that uses the challenge stored under `key` (`current`), or 409 `unknown_challenge`."""
+    if current is None:
+        raise ConflictError(
+            "the enrolment's nonce was never issued, has expired or was used: ask for a new challenge",
+            code=ErrorCode.UNKNOWN_CHALLENGE,
+            field="nonce",
+        )
+    return {key: None}
+
+
+def admit(raw: bytes | None, *, role: Role, subject: str, now: datetime) -> bytes:
+    """The record of an enrolment token (`raw`, None if absent) once it has enrolled `subject` as `role`;
+    401 `bad_enrolment_token` unless it was issued for that role and id and has not expired, 409
+    `enrolment_token_used` if it enrolled its party already."""
+    if raw is None:
+        raise UnauthenticatedError(
+            f"a new {role.value} enrols with an enrolment token issued for its id; this one is unknown or revoked",
+            code=ErrorCode.BAD_ENROLMENT_TOKEN,
+        )
+    record = EnrolmentTokenInfo.model_validate_json(raw)
+    if record.role is not role or record.subject != subject:
+        raise UnauthenticatedError(
+            f"the enrolment token is for {record.role.value} {record.subject!r}, not {role.value} {subject!r}",
+            code=ErrorCode.BAD_ENROLMENT_TOKEN,
+        )
+    if record.state is EnrolmentTokenState.USED:
+        raise ConflictError(
+            f"the enrolment token for {record.subject!r} was used at {record.used_at}; it enrols once",
+            code=ErrorCode.ENROLMENT_TOKEN_USED,
+        )
+    if now >= record.expires_at:
+        raise UnauthenticatedError(
+            f"the enrolment token for {record.subject!r} expired at {record.expires_at}",
+            code=ErrorCode.BAD_ENROLMENT_TOKEN,
+        )
+    used = record.model_copy(update={"state": EnrolmentTokenState.USED, "used_at": now})
+    return used.model_dump_json().encode()
+
+
+class EnrolmentTokenService:
+    """Issue, list and revoke a federation's enrolment tokens (admin), and hand out challenges (anyone)."""
+
+    def __init__(self, store: StateStore, federations: FederationService, *, clock: TimeSource) -> None:
+        self._store = store
+        self._federations = federations
+        self._clock = clock
+
+    async def issue(self, fid: str, request: EnrolmentTokenRequest) -> EnrolmentTokenIssued:
+        await self._federations.require_running(fid)
+        token, now = new_token(), await self._clock()
+        info = EnrolmentTokenInfo(
+            token_id=token_digest(token),
+            role=request.role,
+            subject=request.subject,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=request.ttl_s),
+        )
+        await self._prune(fid, now)
+        await self._store.hset(
+            keyspace.fed_enrolment_tokens(fid), info.token_id, info.model_dump_json().encode()
+        )
+        log.info(
+            "enrolment token issued",
+            extra={"federation_id": fid, "data": {"role": request.role.value, "subject": request.subject}},
+        )
+        return EnrolmentTokenIssued(
+            federation_id=fid,
+            token_id=info.token_id,
+            role=info.role,
+            subject=info.subject,
+            enrolment_token=token,
+            issued_at=info.issued_at,
+            expires_at=info.expires_at,
+        )
+
+    async def list(self, fid: str) -> list[EnrolmentTokenInfo]:
+        """Every token still kept, issued, used or expired (an expired one is kept until the next issue)."""
+        await self._federations.spec(fid)
+        now = await self._clock()
+        raw = await self._store.hgetall(keyspace.fed_enrolment_tokens(fid))
+        tokens = [EnrolmentTokenInfo.model_validate_json(value) for value in raw.values()]
+        return sorted((_as_of(token, now) for token in tokens), key=lambda t: (t.issued_at, t.token_id))
+
+    async def revoke(self, fid: str, token_id: str) -> None:
+        """Forget the token with digest `token_id`: it enrols nobody any more (404 if not kept)."""
+        await self._federations.spec(fid)
+        key = keyspace.fed_enrolment_tokens(fid)
+
+        def forget(read: dict[HashField, bytes | None], _: dict[str, bytes | None]) -> Writes:
+            if read[(key, token_id)] is None:
+                raise NotFoundError(f"no enrolment token {token_id!r} in {fid!r}", field="token_id")
+            return {(key, token_id): None}, {}
+
+        await self._store.fields_transaction([(key, token_id)], forget)
+        log.warning("enrolment token revoked", extra={"federation_id": fid, "data": {"token_id": token_id}})
+
+    async def challenge(self, fid: str) -> EnrolmentChallenge:
+        """A fresh nonce, answerable once within `ENROLMENT_CHALLENGE_TTL_S`."""
+        await self._federations.require_running(fid)
+        nonce, now = secrets.token_hex(16), await self._clock()
+        await self._store.set(
+            keyspace.fed_enrolment_challenge(fid, nonce), b"1", ttl_s=ENROLMENT_CHALLENGE_TTL_S
+        )
+        return EnrolmentChallenge(
+            federation_id=fid, nonce=nonce, expires_at=now + timedelta(seconds=ENROLMENT_CHALLENGE_TTL_S)
+        )
+
+    async def _prune(self, fid: str, now: datetime) -> None:
+        """Drop the records of tokens that expired unused (a used one is kept: it says who enrolled whom)."""
+        key = keyspace.fed_enrolment_tokens(fid)
+
+        def drop_if_expired(read: dict[HashField, bytes | None], _: dict[str, bytes | None]) -> Writes:
+            raw = next(iter(read.values()))
+            expired = raw is not None and _as_of(EnrolmentTokenInfo.model_validate_json(raw), now).state is (
+                EnrolmentTokenState.EXPIRED
+            )
+            return ({field: None for field in read} if expired else {}), {}
+
+        for token_id, raw in (await self._store.hgetall(key)).items():
+            if _as_of(EnrolmentTokenInfo.model_validate_json(raw), now).state is EnrolmentTokenState.EXPIRED:
+                await self._store.fields_transaction([(key, token_id)], drop_if_expired)
+
+
+def _as_of(token: EnrolmentTokenInfo, now: datetime) -> EnrolmentTokenInfo:
+    if token.state is EnrolmentTokenState.ISSUED and now >= token.expires_at:
+        return token.model_copy(update={"state": EnrolmentTokenState.EXPIRED})
+    return token
