@@ -4,7 +4,7 @@
 #   cloud      python -m cloud_server      (port FEDLORA_PORT, default 8700)
 #   edge       python -m edge_aggregator   (port FEDLORA_PORT, default 8710)
 #   client     python -m client_agent      (a hospital's agent; serves nothing)
-#   bootstrap  python -m fedlora.bootstrap (one-shot: create the federation, write its enrolment tokens)
+#   bootstrap  python -m fedlora.bootstrap (one-shot: create the federation, issue each party its enrolment token)
 #   store-users python -m fedlora.store_users (one-shot, before Redis: its ACL file, one user per tier)
 # Anything else runs as given, e.g. `fedlora status` or `fedlora spec validate /etc/fedlora/federation.yaml`.
 set -eu

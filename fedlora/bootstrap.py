@@ -1,16 +1,20 @@
-"""The admin's one-shot deployment step: create the federation from a spec file, keep its enrolment tokens.
+"""The admin's one-shot deployment step: create the federation from a spec file, and issue each edge and
+hospital it names its single-use enrolment token.
 
-`POST /federations` answers the edge and client enrolment tokens once. This writes each into its own
-folder under `FEDLORA_OUT_DIR` (files mode 0600), twice over: the bare token (`enrolment-token`, for
-`kubectl create secret --from-file` or a hand-over to a regional operator or a hospital) and a settings
-file (`enrolment.yaml`: `enrolment_token: ...`) that an edge or a hospital's agent reads through
-`FEDLORA_CONFIG`; the hospitals' file also carries the federation's HE key fingerprint (`he_fingerprint`), so
-that an agent refuses a key swapped in the cloud's store before its first contact. Run again, it changes nothing when the federation exists with the same spec and both
-tokens are on disk; it fails when the federation exists but the tokens are not (they cannot be fetched
-again: create a federation under a new id), or exists with another spec.
+The cloud answers an enrolment token once, bound to one (role, id). This writes each party's into its own
+folder, `FEDLORA_OUT_DIR/edge/<edge id>/` or `.../client/<client id>/` (files mode 0600), twice over: the
+bare token (`enrolment-token`, for `kubectl create secret --from-file` or a hand-over to a regional operator
+or a hospital) and a settings file (`enrolment.yaml`: `enrolment_token: ...`) that the party's edge or agent
+reads through `FEDLORA_CONFIG`; a hospital's file also carries the federation's HE key fingerprint
+(`he_fingerprint`), so that its agent refuses a key swapped in the cloud's store before its first contact. A
+deployment mounts each folder into its one party only. Run again, it
+changes nothing when the federation exists with the same spec and every party's token is on disk, issues
+tokens for the parties whose files are missing (a token once used enrols nobody else: an enrolled party
+re-enrols with its key alone), and fails when the federation exists with another spec.
 
 `python -m fedlora.bootstrap` (the image's `bootstrap` entrypoint), settings from `FEDLORA_*`:
-`FEDLORA_CLOUD_URL`, `FEDLORA_ADMIN_TOKEN`, `FEDLORA_SPEC_FILE`, `FEDLORA_OUT_DIR`.
+`FEDLORA_CLOUD_URL`, `FEDLORA_ADMIN_TOKEN`, `FEDLORA_SPEC_FILE`, `FEDLORA_OUT_DIR`, `FEDLORA_EDGES` and
+`FEDLORA_CLIENTS` (JSON lists of ids).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ import yaml
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fedlora.enrolment_tokens import EnrolmentTokenError, issue_enrolment_token
 from fedlora.specs import SpecError, load_spec
-from protocol.messages import FederationCreated, FederationInfo
+from protocol.messages import FederationCreated, FederationInfo, Identifier, Role
 from services.secret_files import write_secret
 from services.settings import Secret
 
@@ -50,7 +55,16 @@ class BootstrapSettings(BaseSettings):
     cloud_url: str
     admin_token: Secret
     spec_file: Path = Field(description="the federation spec, YAML or JSON (`fedlora spec init`)")
-    out_dir: Path = Field(description="where the enrolment tokens go: `edge/` and `client/` below it")
+    out_dir: Path = Field(
+        description="where the enrolment tokens go: `edge/<id>/` and `client/<id>/` below it"
+    )
+    edges: tuple[Identifier, ...] = Field(default=(), description="the edges to issue enrolment tokens for")
+    clients: tuple[Identifier, ...] = Field(
+        default=(), description="the hospitals to issue enrolment tokens for"
+    )
+    token_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=60, description="how long an issued token may enrol its party"
+    )
     wait_s: float = Field(
         default=300.0, gt=0, le=3600, description="how long to wait for the cloud's /readyz"
     )
@@ -69,12 +83,43 @@ class Outcome(StrEnum):
 class Bootstrapped:
     federation_id: str
     outcome: Outcome
-    edge_dir: Path
-    client_dir: Path
+    folders: dict[tuple[Role, str], Path]  # each party's token folder
+    issued: tuple[str, ...]  # the parties issued a token in this run
 
 
 def _has_tokens(folder: Path) -> bool:
     return (folder / TOKEN_FILE).is_file() and (folder / CONFIG_FILE).is_file()
+
+
+def party_folders(settings: BootstrapSettings) -> dict[tuple[Role, str], Path]:
+    """Where each party's token goes: `out_dir/edge/<id>` and `out_dir/client/<id>`."""
+    folders = {(Role.EDGE, eid): settings.out_dir / EDGE_DIR / eid for eid in settings.edges}
+    return folders | {(Role.CLIENT, cid): settings.out_dir / CLIENT_DIR / cid for cid in settings.clients}
+
+
+async def _issue_missing(
+    http: httpx.AsyncClient,
+    fid: str,
+    folders: dict[tuple[Role, str], Path],
+    ttl_s: int,
+    *,
+    he_fingerprint: str,
+) -> tuple[str, ...]:
+    """Issue and write a token for every party whose folder lacks one (a hospital's with the HE key's
+    fingerprint its agent pins)."""
+    issued = []
+    for (role, subject), folder in folders.items():
+        if _has_tokens(folder):
+            continue
+        try:
+            token = (await issue_enrolment_token(http, fid, role, subject, ttl_s=ttl_s)).enrolment_token
+        except EnrolmentTokenError as e:
+            raise BootstrapError(str(e)) from e
+        write_secret(folder / TOKEN_FILE, token)  # no newline: it becomes a header value
+        pins = {"he_fingerprint": he_fingerprint} if role is Role.CLIENT else {}
+        write_secret(folder / CONFIG_FILE, yaml.safe_dump({"enrolment_token": token, **pins}))
+        issued.append(f"{role.value}:{subject}")
+    return tuple(issued)
 
 
 async def _wait_ready(http: httpx.AsyncClient, wait_s: float) -> None:
@@ -102,8 +147,8 @@ async def bootstrap(
     except SpecError as e:
         raise BootstrapError(str(e)) from e
     fid = spec.federation_id
-    edge_dir, client_dir = settings.out_dir / EDGE_DIR, settings.out_dir / CLIENT_DIR
-    for folder in (edge_dir, client_dir):  # before the cloud hands out tokens that could not be kept
+    folders = party_folders(settings)
+    for folder in folders.values():  # before the cloud hands out tokens that could not be kept
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK):
             raise BootstrapError(f"cannot write to {folder}")
@@ -112,38 +157,28 @@ async def bootstrap(
         base_url=settings.cloud_url.rstrip("/"), headers=headers, transport=transport, timeout=120.0
     ) as http:
         await _wait_ready(http, settings.wait_s)
-        # No retries on the POST: after a lost answer a repeat gets 409 and the tokens would be gone.
         response = await http.post("/federations", json=spec.model_dump(mode="json"))
         if response.status_code == 201:
-            created = FederationCreated.model_validate_json(response.content)
-            for folder, token, pins in (
-                (edge_dir, created.edge_enrolment_token, {}),
-                (client_dir, created.client_enrolment_token, {"he_fingerprint": created.he_fingerprint}),
-            ):
-                write_secret(folder / TOKEN_FILE, token)  # no newline: it becomes a header value
-                write_secret(folder / CONFIG_FILE, yaml.safe_dump({"enrolment_token": token, **pins}))
+            fingerprint = FederationCreated.model_validate_json(response.content).he_fingerprint
+            outcome = Outcome.CREATED
             log.info("federation created", extra={"federation_id": fid})
-            return Bootstrapped(fid, Outcome.CREATED, edge_dir, client_dir)
-        if response.status_code != 409:
+        elif response.status_code == 409:
+            outcome = Outcome.EXISTS
+            existing = await http.get(f"/federations/{fid}")
+            if existing.status_code != 200:
+                raise BootstrapError(f"reading {fid!r} failed: {existing.status_code} {existing.text[:500]}")
+            info = FederationInfo.model_validate_json(existing.content)
+            fingerprint = info.he_fingerprint
+            if info.spec != spec:
+                raise BootstrapError(
+                    f"federation {fid!r} exists with another spec than {settings.spec_file}: a federation's "
+                    "spec cannot change; give the new one another federation_id"
+                )
+        else:
             raise BootstrapError(f"creating {fid!r} failed: {response.status_code} {response.text[:500]}")
-        existing = await http.get(f"/federations/{fid}")
-        if existing.status_code != 200:
-            raise BootstrapError(f"reading {fid!r} failed: {existing.status_code} {existing.text[:500]}")
-    info = FederationInfo.model_validate_json(existing.content)
-    if info.spec != spec:
-        raise BootstrapError(
-            f"federation {fid!r} exists with another spec than {settings.spec_file}: a federation's spec "
-            "cannot change; give the new one another federation_id"
-        )
-    missing = [str(folder) for folder in (edge_dir, client_dir) if not _has_tokens(folder)]
-    if missing:
-        raise BootstrapError(
-            f"federation {fid!r} exists but its enrolment tokens are not in {', '.join(missing)}: the cloud "
-            "gives them out once; copy them from wherever they were written, or create a federation under "
-            "a new federation_id"
-        )
-    log.info("federation exists, tokens on disk", extra={"federation_id": fid})
-    return Bootstrapped(fid, Outcome.EXISTS, edge_dir, client_dir)
+        issued = await _issue_missing(http, fid, folders, settings.token_ttl_s, he_fingerprint=fingerprint)
+    log.info("enrolment tokens on disk", extra={"federation_id": fid, "data": {"issued": list(issued)}})
+    return Bootstrapped(fid, outcome, folders, issued)
 
 
 def run() -> None:
@@ -157,9 +192,8 @@ def run() -> None:
         sys.exit(f"bootstrap: {e}")
     except httpx.HTTPError as e:  # the cloud went away mid-request: run again, it picks up where it can
         sys.exit(f"bootstrap: the request to the cloud failed: {e!r}")
-    print(
-        f"federation {done.federation_id}: {done.outcome.value}; tokens in {done.edge_dir} and {done.client_dir}"
-    )
+    issued = ", ".join(done.issued) or "none (all on disk)"
+    print(f"federation {done.federation_id}: {done.outcome.value}; enrolment tokens issued: {issued}")
 
 
 if __name__ == "__main__":

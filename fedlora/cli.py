@@ -14,6 +14,7 @@ import typer
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+from fedlora.cli_enrolment import enrolment_app
 from fedlora.status_view import privacy_tables
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ spec_app = typer.Typer(
     help="Federation specifications: write a default one, validate one.", no_args_is_help=True
 )
 app.add_typer(spec_app, name="spec")
+app.add_typer(enrolment_app, name="enrolment-token")
 console = Console()
 
 

@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 
 from fedlora.demo_run import DemoRunFolder
+from fedlora.enrolment_tokens import EnrolmentTokenError, issue_enrolment_token
 from fedlora.redis_process import RedisMissingError, RedisProcess, RedisProcessError, redis_binary
 from fedlora.specs import federation_spec
 from protocol.messages import (
@@ -40,6 +41,7 @@ from protocol.messages import (
     FederationCreated,
     FederationInfo,
     FederationSpec,
+    Role,
     RoundStatus,
     Strategy,
 )
@@ -48,6 +50,14 @@ from protocol.strategies import strategy_class
 
 class LaunchError(RuntimeError):
     """A process did not come up, or the federation did not finish in time."""
+
+
+async def _enrolment_token(admin: httpx.AsyncClient, fid: str, role: Role, subject: str) -> str:
+    """The single-use enrolment token the admin issues `subject` before its process starts."""
+    try:
+        return (await issue_enrolment_token(admin, fid, role, subject)).enrolment_token
+    except EnrolmentTokenError as e:
+        raise LaunchError(str(e)) from e
 
 
 @dataclass(frozen=True)
@@ -319,7 +329,7 @@ async def run_demo(
         created_response = await admin.post("/federations", json=spec.model_dump(mode="json"))
         if created_response.status_code != 201:
             raise LaunchError(f"creating the federation failed: {created_response.text}")
-        created = FederationCreated.model_validate_json(created_response.content)
+        FederationCreated.model_validate_json(created_response.content)
 
         summary["phase"] = "starting the edges"
         show()
@@ -336,7 +346,7 @@ async def run_demo(
                     "FEDLORA_FEDERATION_ID": fid,
                     "FEDLORA_CLOUD_URL": cloud_url,
                     "FEDLORA_PUBLIC_URL": edge_urls[edge_id],
-                    "FEDLORA_ENROLMENT_TOKEN": created.edge_enrolment_token,
+                    "FEDLORA_ENROLMENT_TOKEN": await _enrolment_token(admin, fid, Role.EDGE, edge_id),
                     "FEDLORA_KEY_FILE": str(out / "state" / f"{edge_id}.key"),
                     "FEDLORA_PORT": str(port),
                     "FEDLORA_STORE_URL": "memory://",
@@ -366,7 +376,7 @@ async def run_demo(
                     "FEDLORA_FEDERATION_ID": fid,
                     "FEDLORA_EDGE_ID": f"edge-{h % config.edges + 1}",
                     "FEDLORA_CLOUD_URL": cloud_url,
-                    "FEDLORA_ENROLMENT_TOKEN": created.client_enrolment_token,
+                    "FEDLORA_ENROLMENT_TOKEN": await _enrolment_token(admin, fid, Role.CLIENT, client_id),
                     "FEDLORA_STATE_DIR": str(out / "state" / client_id),
                     "FEDLORA_TASK": config.task,
                     "FEDLORA_PARTITION": f"{config.partition}:{h + 1}/{config.hospitals}",

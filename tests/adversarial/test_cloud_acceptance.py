@@ -19,7 +19,7 @@ from tests.cloud.harness import (
     LAYOUT_SIZE,
     Cloud,
     Federation,
-    post_model,
+    post_enrolment,
     running_cloud,
     small_spec,
     weighted_mean,
@@ -153,8 +153,7 @@ async def test_a_hospital_counts_in_one_edge_sum_per_round() -> None:
         moved = ClientEnrolment(
             client_id="client-a", edge_id="edge-2", public_key=info.public_key, num_examples=info.num_examples
         )
-        url = f"/federations/{fed.fid}/clients"
-        enrolled = await post_model(cloud.http, url, moved, token=fed.created.client_enrolment_token)
+        enrolled = await post_enrolment(cloud.http, fed.fid, moved, fed.client_keys["client-a"], token=None)
         assert enrolled.status_code == 200, enrolled.text
         others = deltas_for(rng, ("client-e", "client-f"))
 

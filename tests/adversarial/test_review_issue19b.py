@@ -19,6 +19,7 @@ from protocol.messages import (
     EdgeEnrolment,
     FederationState,
     LateUploadConfig,
+    Role,
     RoundState,
 )
 from services.clock import OffsetClock
@@ -30,7 +31,8 @@ from tests.cloud.harness import (
     Federation,
     SlowAnswers,
     edge_link,
-    post_model,
+    issue_enrolment_token,
+    post_enrolment,
     running_cloud,
     small_spec,
 )
@@ -79,9 +81,7 @@ async def test_a_late_bucket_from_the_edge_a_hospital_left_is_taken_after_it_re_
                 public_key=fed.client_keys["client-c"].public_bytes,
                 num_examples=100,
             )
-            return await post_model(
-                cloud.http, f"/federations/{fed.fid}/clients", body, token=fed.created.client_enrolment_token
-            )
+            return await post_enrolment(cloud.http, fed.fid, body, fed.client_keys["client-c"], token=None)
 
         for r in (0,):
             for edge_id, ids in MOVE_TOPOLOGY.items():
@@ -131,7 +131,7 @@ async def test_an_edge_with_a_clock_days_off_keeps_polling_for_plans() -> None:
         link = HttpCloudLink(
             "http://cloud",
             federation_id=fed.fid,
-            enrolment_token=fed.created.edge_enrolment_token,
+            enrolment_token=await issue_enrolment_token(cloud.http, fed.fid, Role.EDGE, "edge-3"),
             transport=httpx.ASGITransport(app=cloud.app),
             clock=OffsetClock(local),
             attempts=1,
@@ -139,7 +139,8 @@ async def test_an_edge_with_a_clock_days_off_keeps_polling_for_plans() -> None:
         key = SigningKey.generate()
         try:
             await link.enrol(
-                EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes)
+                EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes),
+                key,
             )
             first = await link.plan(None, 0.0)
             assert first is not None and first.round == 0
@@ -252,11 +253,13 @@ async def test_one_slow_plan_poll_does_not_move_the_edge_s_cloud_time() -> None:
         await fed.start(cloud.http)
         local = FakeClock(cloud.clock.now)
         transport = SlowAnswers(cloud.app, local)
-        link, edge_time = edge_link(fed, transport, local)
+        token = await issue_enrolment_token(cloud.http, fed.fid, Role.EDGE, "edge-3")
+        link, edge_time = edge_link(fed, transport, local, token)
         key = SigningKey.generate()
         try:
             await link.enrol(
-                EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes)
+                EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes),
+                key,
             )
             await link.plan(None, 0.0)
             assert edge_time.offset_s == 0.0

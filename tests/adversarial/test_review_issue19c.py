@@ -15,10 +15,23 @@ import pytest
 
 from cloud_server.closing import RoundCloser
 from edge_aggregator.ledger import ForwardStatus
-from protocol.messages import DropReason, EdgeEnrolment, FederationState, RoundState
+from protocol.messages import (
+    DropReason,
+    EdgeEnrolment,
+    FederationState,
+    Role,
+    RoundState,
+)
 from services.identity import SigningKey
 from tests.clock import FakeClock
-from tests.cloud.harness import Federation, SlowAnswers, edge_link, running_cloud, small_spec
+from tests.cloud.harness import (
+    Federation,
+    SlowAnswers,
+    edge_link,
+    issue_enrolment_token,
+    running_cloud,
+    small_spec,
+)
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import World, running_edge
 
@@ -109,12 +122,14 @@ async def test_an_edge_follows_a_step_of_its_own_clock_at_its_next_polls() -> No
         await fed.start(cloud.http)
         local = FakeClock(cloud.clock.now)
         transport = SlowAnswers(cloud.app, local)
-        link, edge_time = edge_link(fed, transport, local)
+        token = await issue_enrolment_token(cloud.http, fed.fid, Role.EDGE, "edge-3")
+        link, edge_time = edge_link(fed, transport, local, token)
         key = SigningKey.generate()
         errors: list[tuple[float, float | None]] = []
         try:
             await link.enrol(
-                EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes)
+                EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes),
+                key,
             )
             transport.delay_s = 0.05
             for _ in range(3):
@@ -233,11 +248,13 @@ async def test_an_answer_whose_stamps_outlast_its_round_trip_does_not_move_the_e
         local = FakeClock(cloud.clock.now)
         transport = Forged(cloud.app, local)
         transport.delay_s = 0.05
-        link, edge_time = edge_link(fed, transport, local)
+        token = await issue_enrolment_token(cloud.http, fed.fid, Role.EDGE, "edge-3")
+        link, edge_time = edge_link(fed, transport, local, token)
         key = SigningKey.generate()
         try:
             await link.enrol(
-                EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes)
+                EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes),
+                key,
             )
             await link.plan(None, 0.0)
             assert edge_time.error_s == 0.025, edge_time.error_s

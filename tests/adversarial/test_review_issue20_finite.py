@@ -29,15 +29,17 @@ from protocol.messages import (
     EdgeAggregate,
     ErrorCode,
     LocalSpend,
+    Role,
     RoundState,
 )
 from services import keyspace
 from services.identity import SigningKey
 from tests.cloud.harness import (
     Federation,
+    issue_enrolment_token,
     one_sum_in,
     past_deadline_with_edge_1_quarantined,
-    post_model,
+    post_enrolment,
     replace_stored_sum,
     running_cloud,
     small_spec,
@@ -199,13 +201,13 @@ async def test_enrolling_past_the_cap_is_refused_and_start_works_at_the_cap() ->
     close/fail aborted, so the federation was stuck.)"""
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(max_clients=4))
-        url = f"/federations/{fed.fid}/clients"
 
         async def enrol(cid: str, key: SigningKey) -> httpx.Response:
             body = ClientEnrolment(
                 client_id=cid, edge_id="edge-1", public_key=key.public_bytes, num_examples=100
             )
-            return await post_model(cloud.http, url, body, token=fed.created.client_enrolment_token)
+            token = await issue_enrolment_token(cloud.http, fed.fid, Role.CLIENT, cid)
+            return await post_enrolment(cloud.http, fed.fid, body, key, token=token)
 
         full = await enrol("client-e", SigningKey.generate())
         assert full.status_code == 409, full.text

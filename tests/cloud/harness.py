@@ -27,6 +27,7 @@ from cloud_server.records import pack_aggregate
 from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.cloud_link import HttpCloudLink
 from edge_aggregator.config import EdgeConfig
+from fedlora.enrolment_tokens import issue_enrolment_token as issue
 from protocol.crypto import CKKSParams, HEScheme, scheme_from_public
 from protocol.messages import (
     ClientEnrolment,
@@ -35,8 +36,6 @@ from protocol.messages import (
     EdgeEnrolment,
     Enrolled,
     EnrolmentChallenge,
-    EnrolmentTokenIssued,
-    EnrolmentTokenRequest,
     FederationCreated,
     FederationSpec,
     LateSum,
@@ -75,10 +74,7 @@ async def post_model(
 async def issue_enrolment_token(http: httpx.AsyncClient, fid: str, role: Role, subject: str) -> str:
     """A single-use enrolment token for `subject` as `role`, issued over the API (`http` carries the admin
     token)."""
-    body = EnrolmentTokenRequest(role=role, subject=subject)
-    response = await post_model(http, f"/federations/{fid}/enrolment-tokens", body, token=ADMIN_TOKEN)
-    assert response.status_code == 201, response.text
-    return EnrolmentTokenIssued.model_validate_json(response.content).enrolment_token
+    return (await issue(http, fid, role, subject)).enrolment_token
 
 
 async def enrolment_nonce(http: httpx.AsyncClient, fid: str) -> str:

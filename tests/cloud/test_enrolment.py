@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from protocol.messages import (
@@ -10,12 +11,19 @@ from protocol.messages import (
     EdgeEnrolment,
     EdgeInfo,
     Enrolled,
-    EnrolmentTokens,
     IdentityKeys,
     Role,
 )
 from services.identity import SigningKey
-from tests.cloud.harness import ADMIN_TOKEN, Federation, bearer, post_model, running_cloud, small_spec
+from tests.cloud.harness import (
+    ADMIN_TOKEN,
+    Federation,
+    bearer,
+    issue_enrolment_token,
+    post_enrolment,
+    running_cloud,
+    small_spec,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -26,11 +34,13 @@ async def test_an_edge_enrols_once_per_key_and_re_enrolment_revokes_the_old_toke
         key = SigningKey.generate()
         body = EdgeEnrolment(edge_id="edge-1", url="http://edge-1.test:8710", public_key=key.public_bytes)
         url = "/federations/fed-1/edges"
+        token = await issue_enrolment_token(cloud.http, fed.fid, Role.EDGE, "edge-1")
 
-        first = await post_model(cloud.http, url, body, token=fed.created.edge_enrolment_token)
-        again = await post_model(cloud.http, url, body, token=fed.created.edge_enrolment_token)
-        hijack = body.model_copy(update={"public_key": SigningKey.generate().public_bytes})
-        conflict = await post_model(cloud.http, url, hijack, token=fed.created.edge_enrolment_token)
+        first = await post_enrolment(cloud.http, fed.fid, body, key, token=token)
+        again = await post_enrolment(cloud.http, fed.fid, body, key, token=None)
+        other = SigningKey.generate()
+        hijack = body.model_copy(update={"public_key": other.public_bytes})
+        conflict = await post_enrolment(cloud.http, fed.fid, hijack, other, token=token)
 
         assert first.status_code == 201 and again.status_code == 200
         old, new = (Enrolled.model_validate_json(r.content) for r in (first, again))
@@ -41,19 +51,18 @@ async def test_an_edge_enrols_once_per_key_and_re_enrolment_revokes_the_old_toke
         assert conflict.status_code == 409 and conflict.json()["field"] == "public_key"
 
 
-async def test_enrolment_needs_the_right_enrolment_token() -> None:
+async def test_enrolment_needs_the_enrolment_token_issued_for_its_id() -> None:
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(), topology={})
-        body = EdgeEnrolment(
-            edge_id="edge-1", url="http://edge-1.test", public_key=SigningKey.generate().public_bytes
-        )
+        key = SigningKey.generate()
+        body = EdgeEnrolment(edge_id="edge-1", url="http://edge-1.test", public_key=key.public_bytes)
+        client_token = await issue_enrolment_token(cloud.http, fed.fid, Role.CLIENT, "edge-1")
 
-        for token in (fed.created.client_enrolment_token, "not-a-token-at-all-0123", None):
-            response = await post_model(cloud.http, "/federations/fed-1/edges", body, token=token)
-            assert response.status_code == 401 and response.json()["code"] == "unauthenticated", response.text
-        unknown = await post_model(
-            cloud.http, "/federations/nope/edges", body, token=fed.created.edge_enrolment_token
-        )
+        for token in (client_token, "not-a-token-at-all-0123", None):
+            response = await post_enrolment(cloud.http, fed.fid, body, key, token=token)
+            assert response.status_code == 401, response.text
+            assert response.json()["code"] == "bad_enrolment_token", response.text
+        unknown = await cloud.http.post("/federations/nope/enrolment-challenges")
         assert unknown.status_code == 404
 
 
@@ -62,23 +71,20 @@ async def test_clients_enrol_at_an_enrolled_edge_with_a_capped_rank() -> None:
         fed = await Federation.create(cloud.http, small_spec(r_max=2), topology={"edge-1": ()})
         url = "/federations/fed-1/clients"
 
-        def enrolment(cid: str, edge: str = "edge-1", max_rank: int | None = None) -> ClientEnrolment:
-            key = SigningKey.generate().public_bytes
-            return ClientEnrolment(
-                client_id=cid, edge_id=edge, public_key=key, num_examples=50, max_rank=max_rank
+        async def enrol(cid: str, edge: str = "edge-1", max_rank: int | None = None) -> httpx.Response:
+            key = SigningKey.generate()
+            body = ClientEnrolment(
+                client_id=cid, edge_id=edge, public_key=key.public_bytes, num_examples=50, max_rank=max_rank
             )
+            token = await issue_enrolment_token(cloud.http, fed.fid, Role.CLIENT, cid)
+            return await post_enrolment(cloud.http, fed.fid, body, key, token=token)
 
-        token = fed.created.client_enrolment_token
-        unknown_edge = await post_model(cloud.http, url, enrolment("client-z", edge="edge-9"), token=token)
+        unknown_edge = await enrol("client-z", edge="edge-9")
         assert unknown_edge.status_code == 404 and unknown_edge.json()["field"] == "edge_id"
         for cid, max_rank in (("client-a", 1), ("client-b", None), ("client-c", 8)):
-            response = await post_model(cloud.http, url, enrolment(cid, max_rank=max_rank), token=token)
+            response = await enrol(cid, max_rank=max_rank)
             assert response.status_code == 201, response.text
             assert Enrolled.model_validate_json(response.content).edge_url == "http://edge-1.test:8710"
-        wrong_role = await post_model(
-            cloud.http, url, enrolment("client-d"), token=fed.created.edge_enrolment_token
-        )
-        assert wrong_role.status_code == 401
 
         listed = await cloud.http.get(
             url, params={"edge_id": "edge-1"}, headers=bearer(fed.edges["edge-1"].token)
@@ -86,51 +92,45 @@ async def test_clients_enrol_at_an_enrolled_edge_with_a_capped_rank() -> None:
         clients = [ClientInfo.model_validate(c) for c in listed.json()]
         assert {c.client_id: c.rank for c in clients} == {"client-a": 1, "client-b": 2, "client-c": 2}
         assert (await cloud.http.get(url, params={"edge_id": "edge-2"})).json() == []
-        client_token = Enrolled.model_validate_json(
-            (await post_model(cloud.http, url, enrolment("client-e"), token=token)).content
-        ).api_token
+        client_token = Enrolled.model_validate_json((await enrol("client-e")).content).api_token
         assert (await cloud.http.get(url, headers=bearer(client_token))).status_code == 403
 
 
-async def test_rotating_the_edge_enrolment_token_revokes_it_and_keeps_enrolled_edges_working() -> None:
+async def test_enrolment_tokens_are_issued_listed_and_revoked_by_the_admin_only() -> None:
     # Prepare: a federation with its two edges and four clients enrolled.
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec())
-        new_edge = EdgeEnrolment(
-            edge_id="edge-3", url="http://edge-3.test:8710", public_key=SigningKey.generate().public_bytes
-        )
-        url = f"/federations/{fed.fid}/edges"
+        key = SigningKey.generate()
+        new_edge = EdgeEnrolment(edge_id="edge-3", url="http://edge-3.test:8710", public_key=key.public_bytes)
+        tokens_url = f"/federations/{fed.fid}/enrolment-tokens"
 
-        # Execute: rotate the edge token only.
-        rotated = await cloud.http.post(f"/federations/{fed.fid}/enrolment-tokens", json={"roles": ["edge"]})
-        tokens = EnrolmentTokens.model_validate_json(rotated.content)
-        with_old = await post_model(cloud.http, url, new_edge, token=fed.created.edge_enrolment_token)
-        assert tokens.edge_enrolment_token is not None
-        with_new = await post_model(cloud.http, url, new_edge, token=tokens.edge_enrolment_token)
-        enrolled_edge = await cloud.http.get(url, headers=bearer(fed.edges["edge-1"].token))
-        client = ClientEnrolment(
-            client_id="client-z",
-            edge_id="edge-3",
-            public_key=SigningKey.generate().public_bytes,
-            num_examples=5,
-        )
-        client_url = f"/federations/{fed.fid}/clients"
-        client_still = await post_model(
-            cloud.http, client_url, client, token=fed.created.client_enrolment_token
+        # Execute: issue a token for edge-3, revoke it, issue another.
+        first = await issue_enrolment_token(cloud.http, fed.fid, Role.EDGE, "edge-3")
+        listed = await cloud.http.get(tokens_url)
+        token_id = next(t["token_id"] for t in listed.json() if t["subject"] == "edge-3")
+        revoked = await cloud.http.delete(f"{tokens_url}/{token_id}")
+        again = await cloud.http.delete(f"{tokens_url}/{token_id}")
+        with_revoked = await post_enrolment(cloud.http, fed.fid, new_edge, key, token=first)
+        second = await issue_enrolment_token(cloud.http, fed.fid, Role.EDGE, "edge-3")
+        with_new = await post_enrolment(cloud.http, fed.fid, new_edge, key, token=second)
+        enrolled_edge = await cloud.http.get(
+            f"/federations/{fed.fid}/edges", headers=bearer(fed.edges["edge-1"].token)
         )
         as_edge = await cloud.http.post(
-            f"/federations/{fed.fid}/enrolment-tokens", json={}, headers=bearer(fed.edges["edge-1"].token)
+            tokens_url, json={"role": "edge", "subject": "edge-9"}, headers=bearer(fed.edges["edge-1"].token)
         )
-        empty = await cloud.http.post(f"/federations/{fed.fid}/enrolment-tokens", json={"roles": []})
+        as_edge_list = await cloud.http.get(tokens_url, headers=bearer(fed.edges["edge-1"].token))
+        admin_role = await cloud.http.post(tokens_url, json={"role": "admin", "subject": "root"})
+        too_short = await cloud.http.post(tokens_url, json={"role": "client", "subject": "h1", "ttl_s": 1})
 
     # Assert
-    assert rotated.status_code == 200 and tokens.client_enrolment_token is None
-    assert tokens.edge_enrolment_token != fed.created.edge_enrolment_token
-    assert with_old.status_code == 401 and with_new.status_code == 201
+    assert listed.status_code == 200 and first not in listed.text
+    assert revoked.status_code == 204 and again.status_code == 404
+    assert with_revoked.status_code == 401 and with_new.status_code == 201
     assert enrolled_edge.status_code == 200  # an enrolled edge's API token is untouched
-    assert client_still.status_code == 201  # the client token was not rotated
-    assert as_edge.status_code == 403
-    assert empty.status_code == 422 and empty.json()["field"] == "roles"
+    assert as_edge.status_code == 403 and as_edge_list.status_code == 403
+    assert admin_role.status_code == 422 and admin_role.json()["field"] == "role"
+    assert too_short.status_code == 422 and too_short.json()["field"] == "ttl_s"
 
 
 async def test_the_previous_admin_token_works_while_a_new_one_rolls_out() -> None:
@@ -147,14 +147,16 @@ async def test_a_client_re_enrolling_with_another_count_is_refused() -> None:
     another count means it drew again (its state folder was lost): a second release nobody would charge."""
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(), topology={"edge-1": ()})
-        url, token = "/federations/fed-1/clients", fed.created.client_enrolment_token
-        key = SigningKey.generate().public_bytes
-        first = ClientEnrolment(client_id="client-a", edge_id="edge-1", public_key=key, num_examples=412)
+        token = await issue_enrolment_token(cloud.http, fed.fid, Role.CLIENT, "client-a")
+        key = SigningKey.generate()
+        first = ClientEnrolment(
+            client_id="client-a", edge_id="edge-1", public_key=key.public_bytes, num_examples=412
+        )
 
-        enrolled = await post_model(cloud.http, url, first, token=token)
-        same = await post_model(cloud.http, url, first, token=token)
-        redrawn = await post_model(
-            cloud.http, url, first.model_copy(update={"num_examples": 398}), token=token
+        enrolled = await post_enrolment(cloud.http, fed.fid, first, key, token=token)
+        same = await post_enrolment(cloud.http, fed.fid, first, key, token=None)
+        redrawn = await post_enrolment(
+            cloud.http, fed.fid, first.model_copy(update={"num_examples": 398}), key, token=None
         )
 
     assert enrolled.status_code == 201 and same.status_code == 200

@@ -30,6 +30,7 @@ from protocol.messages import (
     EdgeEnrolment,
     FederationSpec,
     LocalDPConfig,
+    Role,
     RoundPlan,
     Strategy,
     TrainingConfig,
@@ -38,7 +39,14 @@ from services import keyspace
 from services.http import Peer
 from services.identity import SigningKey
 from services.settings import ClientSettings
-from tests.cloud.harness import Cloud, Federation, post_model, running_cloud, small_spec
+from tests.cloud.harness import (
+    Cloud,
+    Federation,
+    issue_enrolment_token,
+    post_enrolment,
+    running_cloud,
+    small_spec,
+)
 
 pytestmark = pytest.mark.anyio
 EDGE_URL = "https://edge-1.example:8710"
@@ -56,15 +64,18 @@ class Site:
     edge_key: SigningKey
 
     async def enrol_edge(self, url: str) -> None:
-        """Enrol edge-1 (again, with the same key: the cloud then records its new URL)."""
+        """Enrol edge-1 at `url`."""
         body = EdgeEnrolment(edge_id="edge-1", url=url, public_key=self.edge_key.public_bytes)
-        response = await post_model(
-            self.cloud.http,
-            f"/federations/{self.fed.fid}/edges",
-            body,
-            token=self.fed.created.edge_enrolment_token,
+        token = await issue_enrolment_token(self.cloud.http, self.fed.fid, Role.EDGE, "edge-1")
+        response = await post_enrolment(self.cloud.http, self.fed.fid, body, self.edge_key, token=token)
+        assert response.status_code == 201, response.text
+
+    async def move_edge(self, url: str) -> None:
+        """The admin changes edge-1's URL (an edge's re-enrolment never does)."""
+        response = await self.cloud.http.put(
+            f"/federations/{self.fed.fid}/edges/edge-1/url", json={"url": url}
         )
-        assert response.status_code in (200, 201), response.text
+        assert response.status_code == 200, response.text
 
     async def layout(self) -> tuple[Any, dict[str, int]]:
         return await self.cloud.context.federations.layout(self.fed.fid)
@@ -93,7 +104,7 @@ async def hospital(
             "federation_id": spec.federation_id,
             "edge_id": "edge-1",
             "cloud_url": "https://cloud.example",
-            "enrolment_token": fed.created.client_enrolment_token,
+            "enrolment_token": await issue_enrolment_token(cloud.http, fed.fid, Role.CLIENT, "hosp-a"),
             "state_dir": tmp_path / "hosp-a",
             # small_spec federations are CKKS, without masking; the refusal has its own test.
             "allow_unmasked": True,
@@ -223,7 +234,7 @@ async def test_a_re_enrolment_that_names_another_edge_is_refused(tmp_path: Path)
         await site.agent.enrol(site.peer, EXAMPLES)
         await site.agent.federation(site.peer, EXAMPLES)
         # The cloud now sends edge-1's hospitals elsewhere, and the saved API token stops working.
-        await site.enrol_edge("https://edge-elsewhere.example:8710")
+        await site.move_edge("https://edge-elsewhere.example:8710")
         site.agent.state.api_token = "revoked-" + "x" * 32
         site.peer.set_token(site.agent.state.api_token)
         with pytest.raises(PinMismatchError) as refused:
@@ -248,9 +259,10 @@ async def test_a_hospital_moved_mid_round_sits_that_round_out(
     new_url = "https://edge-2.example:8710"
     async with hospital(tmp_path, small_spec(rounds=3)) as site:
         _, plan = await joined(site)
-        body = EdgeEnrolment(edge_id="edge-2", url=new_url, public_key=SigningKey.generate().public_bytes)
-        url = f"/federations/{site.fed.fid}/edges"
-        response = await post_model(site.cloud.http, url, body, token=site.fed.created.edge_enrolment_token)
+        key = SigningKey.generate()
+        body = EdgeEnrolment(edge_id="edge-2", url=new_url, public_key=key.public_bytes)
+        token = await issue_enrolment_token(site.cloud.http, site.fed.fid, Role.EDGE, "edge-2")
+        response = await post_enrolment(site.cloud.http, site.fed.fid, body, key, token=token)
         assert response.status_code == 201, response.text
         # The operator points the agent at edge-2 (settings and state.json), keeping the state folder.
         settings = site.agent.settings.model_copy(

@@ -28,7 +28,7 @@ from tests.cloud.harness import (
     Cloud,
     Federation,
     bearer,
-    post_model,
+    post_enrolment,
     running_cloud,
     small_spec,
     weighted_mean,
@@ -49,8 +49,7 @@ async def move(cloud: Cloud, fed: Federation, client_id: str, edge_id: str) -> E
     body = ClientEnrolment(
         client_id=client_id, edge_id=edge_id, public_key=info.public_key, num_examples=info.num_examples
     )
-    url = f"/federations/{fed.fid}/clients"
-    response = await post_model(cloud.http, url, body, token=fed.created.client_enrolment_token)
+    response = await post_enrolment(cloud.http, fed.fid, body, fed.client_keys[client_id], token=None)
     assert response.status_code == 200, response.text
     return Enrolled.model_validate_json(response.content)
 
@@ -203,7 +202,8 @@ class StallingRedisStore(RedisStore):
 async def test_concurrent_enrolments_lose_nothing(who: str, state_store: StateStore) -> None:
     """Property: an enrolment and the token it issues are written in one transaction, so concurrent
     re-enrolments lose no write: of two re-enrolments of one hospital (or edge) at two cloud replicas on one
-    Redis, exactly one token stays live, and the record the cloud keeps is the one its request asked for.
+    Redis, exactly one token stays live, and the record the cloud keeps is the one its request asked for (for
+    an edge, whose re-enrolment changes no URL, the one it had).
 
     One replica stalls right after writing the record, and the other enrols the same hospital (edge) again
     meanwhile. On main the record and the token's pointer were separate writes: the second request's record
@@ -228,18 +228,12 @@ async def test_concurrent_enrolments_lose_nothing(who: str, state_store: StateSt
                         public_key=client.public_key,
                         num_examples=100,
                     )
-                return EdgeEnrolment(
-                    edge_id="edge-1", url=f"http://edge-1-{n}.test:8710", public_key=edge_key
-                )
+                # An edge's re-enrolment changes no URL: both ask for the one it has.
+                return EdgeEnrolment(edge_id="edge-1", url="http://edge-1.test:8710", public_key=edge_key)
 
             async def enrol(cloud: Cloud, body: ClientEnrolment | EdgeEnrolment) -> str:
-                role = "clients" if who == "hospital" else "edges"
-                token = (
-                    fed.created.client_enrolment_token
-                    if who == "hospital"
-                    else fed.created.edge_enrolment_token
-                )
-                answer = await post_model(cloud.http, f"/federations/{fed.fid}/{role}", body, token=token)
+                key = fed.client_keys["client-a"] if who == "hospital" else fed.edges["edge-1"].key
+                answer = await post_enrolment(cloud.http, fed.fid, body, key, token=None)
                 assert answer.status_code == 200, answer.text
                 return Enrolled.model_validate_json(answer.content).api_token
 

@@ -110,7 +110,7 @@ def test_examples_hold_no_real_looking_secret(document: dict[str, Any]) -> None:
     # Tokens in examples say they are examples; byte fields are short placeholders, never key material.
     for example in examples(document):
         text = str(example.value)
-        for key in ("api_token", "edge_enrolment_token", "client_enrolment_token"):
+        for key in ("api_token", "enrolment_token"):
             value = example.value.get(key) if isinstance(example.value, dict) else None
             assert value is None or "example" in value, f"{example.where}: {key} {value!r}"
         assert "BEGIN" not in text and "PRIVATE" not in text.upper(), example.where

@@ -32,6 +32,7 @@ from protocol.messages import (
     RoundState,
     RoundStatus,
 )
+from services.identity import SigningKey
 
 OPENED = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = OPENED + timedelta(seconds=30)
@@ -76,7 +77,7 @@ def client(client_id: str, edge_id: str, *, rank: int = 1, max_rank: int | None 
     return ClientInfo(
         client_id=client_id,
         edge_id=edge_id,
-        public_key=bytes(32),
+        public_key=SigningKey.from_bytes(bytes([7]) * 32).public_bytes,
         num_examples=10,
         rank=rank,
         enrolled_at=OPENED,
@@ -91,8 +92,6 @@ def record(**overrides: Any) -> FederationRecord:
         "layout_size": LAYOUT.size,
         "layout_digest": "3" * 64,
         "current_round": 0,
-        "edge_enrolment_digest": "4" * 64,
-        "client_enrolment_digest": "5" * 64,
     }
     return FederationRecord(**(values | overrides))
 

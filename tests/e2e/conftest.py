@@ -127,6 +127,15 @@ class CloudProcess(Service):
         )
 
 
+def issue_enrolment_token(cloud: CloudProcess, fid: str, role: str, subject: str) -> str:
+    """A single-use enrolment token for `subject` as `role`, from the admin API."""
+    response = cloud.admin.post(
+        f"/federations/{fid}/enrolment-tokens", json={"role": role, "subject": subject}
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["enrolment_token"])
+
+
 class EdgeProcess(Service):
     """An edge. `name` (default: the edge id) names its log; replicas of one edge share `edge_id` and
     `key_file` and differ in `name` and port. `cloud_url` defaults to the cloud's own (a proxy may stand
@@ -138,7 +147,6 @@ class EdgeProcess(Service):
         tmp_path: Path,
         cloud: CloudProcess,
         edge_id: str,
-        enrolment_token: str,
         fid: str,
         *,
         store_url: str = "memory://",
@@ -154,7 +162,7 @@ class EdgeProcess(Service):
             "FEDLORA_FEDERATION_ID": fid,
             "FEDLORA_CLOUD_URL": cloud_url or cloud.url,
             "FEDLORA_PUBLIC_URL": url,
-            "FEDLORA_ENROLMENT_TOKEN": enrolment_token,
+            "FEDLORA_ENROLMENT_TOKEN": issue_enrolment_token(cloud, fid, "edge", edge_id),
             "FEDLORA_KEY_FILE": str(tmp_path / f"{edge_id}.key"),
             "FEDLORA_PORT": str(self.port),
             "FEDLORA_STORE_URL": store_url,

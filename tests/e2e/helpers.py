@@ -26,7 +26,7 @@ from protocol.messages import (
     RoundStatus,
 )
 from services.identity import SigningKey
-from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
+from tests.e2e.conftest import CloudProcess, EdgeProcess, issue_enrolment_token, poll
 
 FID = "e2e"
 
@@ -51,13 +51,20 @@ def make_spec(**overrides: Any) -> FederationSpec:
     return FederationSpec(**{**fields, **overrides})
 
 
-def enrol(cloud, token, client_id, edge_id, key: SigningKey | None = None) -> tuple[SigningKey, Enrolled]:
+def enrol(cloud, client_id, edge_id, key: SigningKey | None = None) -> tuple[SigningKey, Enrolled]:
+    """Enrol `client_id` at `edge_id` as its agent does: a token the admin issued for it, and a signed
+    challenge."""
     key = key or SigningKey.generate()
-    body = ClientEnrolment(client_id=client_id, edge_id=edge_id, public_key=key.public_bytes, num_examples=10)
+    token = issue_enrolment_token(cloud, FID, "client", client_id)
+    challenge = httpx.post(f"{cloud.url}/federations/{FID}/enrolment-challenges", timeout=30)
+    assert challenge.status_code == 201, challenge.text
+    body = ClientEnrolment(
+        client_id=client_id, edge_id=edge_id, public_key=key.public_bytes, num_examples=10
+    ).signed(key, federation_id=FID, nonce=challenge.json()["nonce"])
     response = httpx.post(
         f"{cloud.url}/federations/{FID}/clients",
-        json=body.model_dump(mode="json"),
-        headers={"Authorization": f"Bearer {token}"},
+        content=body.model_dump_json(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         timeout=30,
     )
     assert response.status_code == 201, response.text
@@ -225,9 +232,7 @@ def start_round(
     rng = np.random.default_rng(seed)
     keys = {}
     for cid, eid in placement.items():
-        keys[cid] = enrol(
-            cloud, created.client_enrolment_token, cid, eid, SigningKey.from_bytes(rng.bytes(32))
-        )[0]
+        keys[cid] = enrol(cloud, cid, eid, SigningKey.from_bytes(rng.bytes(32)))[0]
     info = FederationInfo.model_validate_json(cloud.admin.get(f"/federations/{FID}").content)
     public = cloud.admin.get(f"/federations/{FID}/public-context").content
     scheme = scheme_from_public(info.spec.he, public)

@@ -13,7 +13,7 @@ from client_agent.releases import COUNT_ENTRY
 from protocol.messages import FederationInfo, LocalDPConfig, TrainingConfig
 from services.http import Peer
 from services.settings import ClientSettings
-from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
+from tests.e2e.conftest import CloudProcess, EdgeProcess, issue_enrolment_token, poll
 from tests.e2e.helpers import FID, create_federation, make_spec
 
 
@@ -36,11 +36,11 @@ def agent_for(cloud: CloudProcess, token: str, state_dir, model_dir, **extra) ->
 def test_a_revoked_token_is_replaced_and_a_foreign_state_folder_is_refused(cluster, tmp_path, tiny_model_dir):
     # Prepare: a real cloud and one edge; the hospital enrols once and saves its token.
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
-    created = create_federation(cloud, make_spec())
-    EdgeProcess(cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID)
+    create_federation(cloud, make_spec())
+    EdgeProcess(cluster, tmp_path, cloud, "edge-1", FID)
     poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 1, timeout_s=30, what="edge")
     state_dir = tmp_path / "hospital"
-    token = created.client_enrolment_token
+    token = issue_enrolment_token(cloud, FID, "client", "h-a")
 
     async def first_contact(agent: ClientAgent) -> str:
         peer = Peer(cloud.url, give_up_after_s=30.0)
@@ -79,8 +79,8 @@ def test_a_hospital_whose_policy_refuses_the_federation_exits_non_zero_naming_th
 ):
     # Prepare: a federation asking for local epsilon 50, above the hospital's default budget of 10.
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
-    created = create_federation(cloud, make_spec(local_dp=LocalDPConfig(epsilon=50.0)))
-    EdgeProcess(cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID)
+    create_federation(cloud, make_spec(local_dp=LocalDPConfig(epsilon=50.0)))
+    EdgeProcess(cluster, tmp_path, cloud, "edge-1", FID)
     poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 1, timeout_s=30, what="edge")
     data = tmp_path / "notes.csv"
     data.write_text("text,label\n" + "".join(f"note {i},{i % 2}\n" for i in range(40)))
@@ -94,7 +94,7 @@ def test_a_hospital_whose_policy_refuses_the_federation_exits_non_zero_naming_th
             "FEDLORA_FEDERATION_ID": FID,
             "FEDLORA_EDGE_ID": "edge-1",
             "FEDLORA_CLOUD_URL": cloud.url,
-            "FEDLORA_ENROLMENT_TOKEN": created.client_enrolment_token,
+            "FEDLORA_ENROLMENT_TOKEN": issue_enrolment_token(cloud, FID, "client", "h-a"),
             "FEDLORA_STATE_DIR": str(tmp_path / "state"),
             "FEDLORA_DATA_FILE": str(data),
             "FEDLORA_MODEL_PATH": str(tiny_model_dir),
@@ -115,15 +115,17 @@ def test_the_privacy_history_is_saved_before_the_upload(cluster, tmp_path, tiny_
     # Prepare: a real cloud and edge; one hospital enrolled, the federation started.
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
     spec = make_spec(training=TrainingConfig(local_steps=3, batch_size=16, max_seq_length=16))
-    created = create_federation(cloud, spec)
-    EdgeProcess(cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID)
+    create_federation(cloud, spec)
+    EdgeProcess(cluster, tmp_path, cloud, "edge-1", FID)
     poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 1, timeout_s=30, what="edge")
     notes = tmp_path / "notes.csv"
     notes.write_text(
         "text,label\n" + "".join(f"note {i} {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(40))
     )
     state_dir = tmp_path / "hospital"
-    agent = agent_for(cloud, created.client_enrolment_token, state_dir, tiny_model_dir, data_file=notes)
+    agent = agent_for(
+        cloud, issue_enrolment_token(cloud, FID, "client", "h-a"), state_dir, tiny_model_dir, data_file=notes
+    )
 
     async def enrol() -> None:
         peer = Peer(cloud.url, give_up_after_s=30.0)

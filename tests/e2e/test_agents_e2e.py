@@ -22,7 +22,7 @@ from protocol.messages import (
     PrivacyReport,
     TrainingConfig,
 )
-from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
+from tests.e2e.conftest import CloudProcess, EdgeProcess, issue_enrolment_token, poll
 from tests.e2e.helpers import FID, make_spec
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def write_notes(path, n: int, seed: int) -> None:
 
 
 def start_hospitals(
-    cluster, tmp_path, cloud: CloudProcess, token: str, hospitals: dict[str, str], model_dir, **env: str
+    cluster, tmp_path, cloud: CloudProcess, hospitals: dict[str, str], model_dir, **env: str
 ) -> None:
     """One agent process per hospital (client id -> edge id), each with 40 notes of its own; `env` adds
     `FEDLORA_*` settings (without the prefix)."""
@@ -54,7 +54,7 @@ def start_hospitals(
                 "FEDLORA_FEDERATION_ID": FID,
                 "FEDLORA_EDGE_ID": edge_id,
                 "FEDLORA_CLOUD_URL": cloud.url,
-                "FEDLORA_ENROLMENT_TOKEN": token,
+                "FEDLORA_ENROLMENT_TOKEN": issue_enrolment_token(cloud, FID, "client", client_id),
                 "FEDLORA_STATE_DIR": str(tmp_path / "state" / client_id),
                 "FEDLORA_DATA_FILE": str(data),
                 "FEDLORA_MODEL_PATH": str(model_dir),
@@ -96,15 +96,14 @@ def test_hospital_agents_run_a_private_fedrot_federation_and_the_ledger_checks_o
     )
     response = cloud.admin.post("/federations", json=spec.model_dump(mode="json"))
     assert response.status_code == 201, response.text
-    tokens = FederationCreated.model_validate_json(response.content)
+    FederationCreated.model_validate_json(response.content)
     for edge_id in ("edge-1", "edge-2"):
-        EdgeProcess(cluster, tmp_path, cloud, edge_id, tokens.edge_enrolment_token, FID)
+        EdgeProcess(cluster, tmp_path, cloud, edge_id, FID)
     # A CKKS federation, for its Gaussian shares: the hospitals opt into one without masking.
     start_hospitals(
         cluster,
         tmp_path,
         cloud,
-        tokens.client_enrolment_token,
         HOSPITALS,
         tiny_model_dir,
         ALLOW_UNMASKED="true",

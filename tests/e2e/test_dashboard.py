@@ -53,10 +53,7 @@ def after_one_round(tmp_path_factory, tiny_model_dir) -> Iterator[AfterOneRound]
             upload_deadline_s=540,
         )
         created = create_federation(cloud, spec)
-        edges = [
-            EdgeProcess(cluster, tmp_path, cloud, edge_id, created.edge_enrolment_token, FID)
-            for edge_id in ("edge-1", "edge-2")
-        ]
+        edges = [EdgeProcess(cluster, tmp_path, cloud, edge_id, FID) for edge_id in ("edge-1", "edge-2")]
         placement = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-2", "h-d": "edge-2"}
         fed = start_round(cloud, created, edges, placement, cluster=cluster, seed=3)
         for client_id, edge_id in placement.items():

@@ -78,9 +78,7 @@ def test_cloud_killed_between_aggregates_and_close(cluster, tmp_path, tiny_model
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir, store_url=redis_url)
     created = create_federation(cloud, make_spec(upload_deadline_s=10, round_deadline_s=20))
     edges = {
-        eid: EdgeProcess(
-            cluster, tmp_path, cloud, eid, created.edge_enrolment_token, FID, store_url=redis_url
-        )
+        eid: EdgeProcess(cluster, tmp_path, cloud, eid, FID, store_url=redis_url)
         for eid in ("edge-1", "edge-2", "edge-3")
     }
     placement = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-2", "h-d": "edge-2", "h-e": "edge-3"}
@@ -112,9 +110,7 @@ def test_cloud_killed_between_aggregates_and_close(cluster, tmp_path, tiny_model
 def test_edge_killed_mid_round_keeps_acknowledged_uploads(cluster, tmp_path, tiny_model_dir, redis_url):
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir, store_url=redis_url)
     created = create_federation(cloud, make_spec(**LONG))
-    edge = EdgeProcess(
-        cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID, store_url=redis_url
-    )
+    edge = EdgeProcess(cluster, tmp_path, cloud, "edge-1", FID, store_url=redis_url)
     placement = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-1"}
     fed = start_round(cloud, created, [edge], placement, cluster=cluster, seed=2)
     fed.upload_accepted("h-a", edge)
@@ -137,9 +133,7 @@ def test_edge_killed_mid_round_keeps_acknowledged_uploads(cluster, tmp_path, tin
 def test_hospital_dropout_round_closes_at_deadline(cluster, tmp_path, tiny_model_dir, redis_url):
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir, store_url=redis_url)
     created = create_federation(cloud, make_spec(upload_deadline_s=8, round_deadline_s=30))
-    edge = EdgeProcess(
-        cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID, store_url=redis_url
-    )
+    edge = EdgeProcess(cluster, tmp_path, cloud, "edge-1", FID, store_url=redis_url)
     placement = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-1"}
     fed = start_round(cloud, created, [edge], placement, cluster=cluster, seed=3)
     fed.upload_accepted("h-a", edge)
@@ -166,14 +160,11 @@ def test_lost_forward_answer_is_retried_and_counted_once(cluster, tmp_path, tiny
             tmp_path,
             cloud,
             "edge-1",
-            created.edge_enrolment_token,
             FID,
             store_url=redis_url,
             cloud_url=proxy.url,
         )
-        direct = EdgeProcess(
-            cluster, tmp_path, cloud, "edge-2", created.edge_enrolment_token, FID, store_url=redis_url
-        )
+        direct = EdgeProcess(cluster, tmp_path, cloud, "edge-2", FID, store_url=redis_url)
         placement = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-2", "h-d": "edge-2"}
         fed = start_round(cloud, created, [lossy, direct], placement, cluster=cluster, seed=4)
         fed.upload_accepted("h-a", lossy)
@@ -204,9 +195,7 @@ def test_redis_restart_mid_round_loses_nothing_acknowledged(cluster, tmp_path, t
     try:
         cloud = CloudProcess(cluster, tmp_path, tiny_model_dir, store_url=redis.url)
         created = create_federation(cloud, make_spec(**LONG))
-        edge = EdgeProcess(
-            cluster, tmp_path, cloud, "edge-1", created.edge_enrolment_token, FID, store_url=redis.url
-        )
+        edge = EdgeProcess(cluster, tmp_path, cloud, "edge-1", FID, store_url=redis.url)
         placement = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-1"}
         fed = start_round(cloud, created, [edge], placement, cluster=cluster, seed=5)
         fed.upload_accepted("h-a", edge)
@@ -238,7 +227,6 @@ def test_two_replicas_of_one_edge_share_one_sum(cluster, tmp_path, tiny_model_di
             tmp_path,
             cloud,
             "edge-1",
-            created.edge_enrolment_token,
             FID,
             store_url=redis_url,
             name=f"edge-1.{replica}",

@@ -41,7 +41,7 @@ def test_hospital_agents_run_a_masking_federation_with_one_planned_hospital_abse
     )
     response = cloud.admin.post("/federations", json=spec.model_dump(mode="json"))
     assert response.status_code == 201, response.text
-    tokens = FederationCreated.model_validate_json(response.content)
+    FederationCreated.model_validate_json(response.content)
     edges = {}
     for edge_id in ("edge-1", "edge-2"):
         edges[edge_id] = EdgeProcess(
@@ -49,7 +49,6 @@ def test_hospital_agents_run_a_masking_federation_with_one_planned_hospital_abse
             tmp_path,
             cloud,
             edge_id,
-            tokens.edge_enrolment_token,
             FID,
             env={"FEDLORA_MASKING_STAGE_S": "4"},
         )
@@ -59,8 +58,8 @@ def test_hospital_agents_run_a_masking_federation_with_one_planned_hospital_abse
         what="the edges to enrol",
         cluster=cluster,
     )
-    enrol(cloud, tokens.client_enrolment_token, "h-x", "edge-1")  # planned, never runs
-    start_hospitals(cluster, tmp_path, cloud, tokens.client_enrolment_token, HOSPITALS, tiny_model_dir)
+    enrol(cloud, "h-x", "edge-1")  # planned, never runs
+    start_hospitals(cluster, tmp_path, cloud, HOSPITALS, tiny_model_dir)
     info = run_to_the_end(cloud, cluster, enrolled=6, timeout_s=500)
     assert info.state is FederationState.COMPLETED and info.adapter_version == 2
     for round_ in (0, 1):

@@ -95,9 +95,7 @@ def acknowledge_then_lose_power(
     cloud = CloudProcess(cluster, tmp_path, model_dir, store_url=server.url)
     created = create_federation(cloud, make_spec(upload_deadline_s=120, round_deadline_s=180))
     edges = {
-        eid: EdgeProcess(
-            cluster, tmp_path, cloud, eid, created.edge_enrolment_token, FID, store_url=server.url
-        )
+        eid: EdgeProcess(cluster, tmp_path, cloud, eid, FID, store_url=server.url)
         for eid in ("edge-1", "edge-2")
     }
     fed = start_round(cloud, created, list(edges.values()), PLACEMENT, cluster=cluster, seed=19)

@@ -19,14 +19,12 @@ def test_round_over_real_processes(cluster, tmp_path, tiny_model_dir):
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir)
     created = cloud.admin.post("/federations", json=make_spec().model_dump(mode="json"))
     assert created.status_code == 201, created.text
-    tokens = FederationCreated.model_validate_json(created.content)
-    edges = [
-        EdgeProcess(cluster, tmp_path, cloud, f"edge-{i}", tokens.edge_enrolment_token, FID) for i in (1, 2)
-    ]
+    FederationCreated.model_validate_json(created.content)
+    edges = [EdgeProcess(cluster, tmp_path, cloud, f"edge-{i}", FID) for i in (1, 2)]
     poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 2, timeout_s=30, what="edges")
     # edge-1 gets three hospitals, edge-2 only one: below k = 2, so edge-2 must never forward.
     placement = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-1", "h-d": "edge-2"}
-    keys = {cid: enrol(cloud, tokens.client_enrolment_token, cid, eid)[0] for cid, eid in placement.items()}
+    keys = {cid: enrol(cloud, cid, eid)[0] for cid, eid in placement.items()}
     info = FederationInfo.model_validate_json(cloud.admin.get(f"/federations/{FID}").content)
     public = cloud.admin.get(f"/federations/{FID}/public-context").content
     scheme = scheme_from_public(info.spec.he, public)

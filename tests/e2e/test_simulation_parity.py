@@ -30,9 +30,9 @@ from fedlora import simulation, simulation_rounds
 from fedlora.simulation import SimulationConfig, federation_spec, hospital_names, simulate
 from fedlora.simulation_rounds import share_sampler, training_seed
 from protocol.crypto import CKKSParams, scheme_from_public
-from protocol.messages import ClientEnrolment, FederationCreated, FederationSpec
+from protocol.messages import ClientEnrolment, FederationCreated, FederationSpec, Role
 from services.model_layout import federation_layout
-from tests.cloud.harness import edge_core, post_model, running_cloud
+from tests.cloud.harness import edge_core, issue_enrolment_token, post_enrolment, running_cloud
 from tests.hospitals import hospital_agent
 
 CKKS_TOLERANCE = 1e-5  # four encrypted deltas summed, decrypted, averaged and stored as float32
@@ -156,8 +156,8 @@ async def _through_the_services(
                 public_key=agent.key.public_bytes,
                 num_examples=hospital.public_examples,
             )
-            url = f"/federations/{fid}/clients"
-            response = await post_model(cloud.http, url, enrolment, token=created.client_enrolment_token)
+            token = await issue_enrolment_token(cloud.http, fid, Role.CLIENT, agent.settings.client_id)
+            response = await post_enrolment(cloud.http, fid, enrolment, agent.key, token=token)
             assert response.status_code == 201, response.text
         response = await cloud.http.post(f"/federations/{fid}/start")
         assert response.status_code == 200, response.text

@@ -142,14 +142,13 @@ def _soak(cluster, tmp_path, tiny_model_dir, server, rng, np_rng) -> None:
     # Prepare: the cloud on database 0, edge-1 and edge-2 on 1 and 2 of one Redis, the edges' clocks skewed.
     retention = {"FEDLORA_RETAIN_ROUND_S": str(RETAIN_S), "FEDLORA_RETAIN_VERSIONS": "4"}
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir, retention, store_url=f"{server.url}/0")
-    created = create_federation(cloud, make_spec(rounds=ROUNDS, min_clients_per_edge=2, **DEADLINES))
+    create_federation(cloud, make_spec(rounds=ROUNDS, min_clients_per_edge=2, **DEADLINES))
     edges = {
         eid: EdgeProcess(
             cluster,
             tmp_path,
             cloud,
             eid,
-            created.edge_enrolment_token,
             FID,
             store_url=f"{server.url}/{i + 1}",
             env=skewed(SKEW_S[eid]) | retention,
@@ -157,7 +156,7 @@ def _soak(cluster, tmp_path, tiny_model_dir, server, rng, np_rng) -> None:
         for i, eid in enumerate(sorted(SKEW_S))
     }
     wait_edges_enrolled(cloud, edges, cluster=cluster)
-    keys = {cid: enrol(cloud, created.client_enrolment_token, cid, eid)[0] for cid, eid in PLACEMENT.items()}
+    keys = {cid: enrol(cloud, cid, eid)[0] for cid, eid in PLACEMENT.items()}
     started = cloud.admin.post(f"/federations/{FID}/start")
     assert started.status_code in (200, 201), started.text
     info = FederationInfo.model_validate_json(cloud.admin.get(f"/federations/{FID}").content)

@@ -22,6 +22,7 @@ from protocol.messages import (
     RoundPlan,
 )
 from services.http import PeerRefusedError, PeerUnavailableError
+from services.identity import SigningKey
 
 
 class InMemoryCloud(CloudLink):
@@ -68,7 +69,7 @@ class InMemoryCloud(CloudLink):
         return next(e.public_key for e in reversed(self.enrolments) if e.edge_id == edge_id)
 
     # -- CloudLink --------------------------------------------------------------------------------
-    async def enrol(self, enrolment: EdgeEnrolment) -> Enrolled:
+    async def enrol(self, enrolment: EdgeEnrolment, key: SigningKey) -> Enrolled:
         self.enrolments.append(enrolment)
         return Enrolled(
             federation_id=self.info.spec.federation_id,

@@ -247,14 +247,14 @@ async def test_with_the_real_cloud_a_sum_forwarded_after_the_round_closed_is_in_
         link = HttpCloudLink(
             "http://cloud",
             federation_id=fed.fid,
-            enrolment_token=fed.created.edge_enrolment_token,
+            enrolment_token=None,  # edge-1 is enrolled: it re-enrols with its key alone
             transport=httpx.ASGITransport(app=cloud.app),
             attempts=1,
         )
         enrolment = EdgeEnrolment(
             edge_id="edge-1", url="http://edge-1.test:8710", public_key=key.public_bytes
         )
-        await link.enrol(enrolment)
+        await link.enrol(enrolment, key)
         edge = EdgeAggregator(
             EdgeConfig(edge_id="edge-1", federation=await link.federation()),
             store=state_store,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from protocol.messages import (
     EdgeAggregate,
     EdgeEnrolment,
     Enrolled,
+    EnrolmentChallenge,
     ErrorBody,
     ErrorCode,
     FederationSpec,
@@ -27,7 +29,7 @@ from protocol.messages import (
     RoundPlan,
 )
 from services.http import PeerRefusedError
-from services.identity import SigningKey
+from services.identity import SigningKey, verify
 from services.store import StateStore
 from tests.clock import T0
 from tests.edge.harness import EID, FID, federation_info
@@ -46,6 +48,7 @@ class StubCloud:
     enrolments: list[EdgeEnrolment] = field(default_factory=list)
     roster_queries: list[str] = field(default_factory=list)
     held: dict[str, EdgeAggregate] = field(default_factory=dict)
+    nonces: set[str] = field(default_factory=set)
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -58,13 +61,24 @@ class StubCloud:
         def authorised(authorization: str | None) -> bool:
             return self.live_token is not None and authorization == f"Bearer {self.live_token}"
 
+        @app.post("/federations/{fid}/enrolment-challenges", status_code=201)
+        async def challenge(fid: str) -> Any:
+            nonce = secrets.token_hex(16)
+            self.nonces.add(nonce)
+            return EnrolmentChallenge(federation_id=fid, nonce=nonce, expires_at=T0).model_dump(mode="json")
+
         @app.post("/federations/{fid}/edges", status_code=201)
         async def enrol(
             fid: str, request: Request, authorization: Annotated[str | None, Header()] = None
         ) -> Any:
-            if authorization != f"Bearer {ENROL_TOKEN}":
-                return refuse(401, ErrorCode.UNAUTHENTICATED, "enrolment token required")
             enrolment = EdgeEnrolment.model_validate_json(await request.body())
+            known = any(e.public_key == enrolment.public_key for e in self.enrolments)
+            if authorization != f"Bearer {ENROL_TOKEN}" and not known:
+                return refuse(401, ErrorCode.BAD_ENROLMENT_TOKEN, "enrolment token required")
+            if enrolment.nonce not in self.nonces or enrolment.signature is None:
+                return refuse(409, ErrorCode.UNKNOWN_CHALLENGE, "no such challenge")
+            self.nonces.discard(enrolment.nonce)
+            verify(enrolment.public_key, enrolment.signing_payload(fid), enrolment.signature)
             self.enrolments.append(enrolment)
             self.issued += 1
             self.live_token = f"edge-api-token-{self.issued:04d}"
@@ -159,11 +173,10 @@ async def test_http_cloud_link_speaks_the_cloud_api(secret_scheme: HEScheme[Any]
         enrolment_token=ENROL_TOKEN,
         transport=httpx.ASGITransport(app=stub.app()),
     )
-    enrolment = EdgeEnrolment(
-        edge_id=EID, url="http://edge.test:8710", public_key=SigningKey.generate().public_bytes
-    )
+    key = SigningKey.generate()
+    enrolment = EdgeEnrolment(edge_id=EID, url="http://edge.test:8710", public_key=key.public_bytes)
     try:
-        enrolled = await link.enrol(enrolment)
+        enrolled = await link.enrol(enrolment, key)
         info = await link.federation()
         context = await link.public_context()
         nothing = await link.plan(after_round=None, wait_s=0.0)
@@ -220,12 +233,11 @@ async def test_replicas_share_the_live_token_through_the_store(
         )
         for _ in range(2)
     ]
-    enrolment = EdgeEnrolment(
-        edge_id=EID, url="http://edge.test:8710", public_key=SigningKey.generate().public_bytes
-    )
+    key = SigningKey.generate()
+    enrolment = EdgeEnrolment(edge_id=EID, url="http://edge.test:8710", public_key=key.public_bytes)
     try:
-        first = await links[0].enrol(enrolment)
-        second = await links[1].enrol(enrolment)  # finds the first replica's token: no new enrolment
+        first = await links[0].enrol(enrolment, key)
+        second = await links[1].enrol(enrolment, key)  # finds the first replica's token: no new enrolment
         assert second.api_token == first.api_token and len(stub.enrolments) == 1
         for _ in range(3):
             for link in links:

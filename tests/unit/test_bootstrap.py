@@ -1,5 +1,6 @@
 """`fedlora.bootstrap` against a real cloud app (in-process, in-memory store): it creates the federation
-once, keeps the enrolment tokens where an edge and a hospital read them, and refuses what it cannot fix."""
+once, issues each named edge and hospital its own enrolment token where that party (and no other) reads it,
+and refuses what it cannot fix."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from fedlora.bootstrap import (
     Outcome,
     bootstrap,
 )
-from protocol.messages import EdgeEnrolment
+from protocol.messages import ClientEnrolment, EdgeEnrolment, Role
 from services.identity import SigningKey
 from services.settings import CONFIG_ENV, ClientSettings, EdgeSettings
 from services.store import MemoryStore
@@ -41,6 +42,8 @@ def settings_for(tmp_path: Path, spec_file: Path, **overrides: object) -> Bootst
         "spec_file": spec_file,
         "out_dir": tmp_path / "out",
         "wait_s": 5.0,
+        "edges": ("edge-north", "edge-south"),
+        "clients": ("hospital-a",),
     }
     return BootstrapSettings(**(values | overrides))  # type: ignore[arg-type]
 
@@ -53,26 +56,33 @@ async def _run_twice_then_enrol(tmp_path: Path) -> None:
         first = await bootstrap(settings, transport=transport)
         assert first.outcome is Outcome.CREATED and first.federation_id == "boot-1"
         files = {p: p.read_bytes() for p in sorted((tmp_path / "out").rglob("*")) if p.is_file()}
+        parties = (f"{EDGE_DIR}/edge-north", f"{EDGE_DIR}/edge-south", f"{CLIENT_DIR}/hospital-a")
         assert {p.relative_to(tmp_path / "out").as_posix() for p in files} == {
-            f"{folder}/{name}" for folder in (EDGE_DIR, CLIENT_DIR) for name in (TOKEN_FILE, CONFIG_FILE)
+            f"{party}/{name}" for party in parties for name in (TOKEN_FILE, CONFIG_FILE)
         }
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
+        assert len({p.read_bytes() for p in files if p.name == TOKEN_FILE}) == 3  # one token per party
 
         again = await bootstrap(settings, transport=transport)
-        assert again.outcome is Outcome.EXISTS
+        assert again.outcome is Outcome.EXISTS and again.issued == ()
         assert files == {p: p.read_bytes() for p in files}, "a second run must not touch the tokens"
 
-        # The edge token on disk is the one the cloud accepts, and the settings file gives it to an edge.
-        token = (first.edge_dir / TOKEN_FILE).read_text()
-        body = EdgeEnrolment(
-            edge_id="edge-north", url="http://edge-north:8710", public_key=SigningKey.generate().public_bytes
+        # Each token on disk enrols its own party, and no other.
+        north = (first.folders[(Role.EDGE, "edge-north")] / TOKEN_FILE).read_text()
+        hospital = (first.folders[(Role.CLIENT, "hospital-a")] / TOKEN_FILE).read_text()
+        key = SigningKey.generate()
+        south = EdgeEnrolment(edge_id="edge-south", url="http://edge-south:8710", public_key=key.public_bytes)
+        stolen = await harness.post_enrolment(cloud.http, "boot-1", south, key, token=north)
+        body = south.model_copy(update={"edge_id": "edge-north", "url": "http://edge-north:8710"})
+        enrolled = await harness.post_enrolment(cloud.http, "boot-1", body, key, token=north)
+        client = ClientEnrolment(
+            client_id="hospital-a", edge_id="edge-north", public_key=key.public_bytes, num_examples=10
         )
-        response = await cloud.http.post(
-            "/federations/boot-1/edges",
-            content=body.model_dump_json(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        assert response.status_code == 201, response.text
+        as_edge = await harness.post_enrolment(cloud.http, "boot-1", south, key, token=hospital)
+        hospital_enrolled = await harness.post_enrolment(cloud.http, "boot-1", client, key, token=hospital)
+        assert stolen.status_code == 401 and as_edge.status_code == 401
+        assert enrolled.status_code == 201, enrolled.text
+        assert hospital_enrolled.status_code == 201, hospital_enrolled.text
     return None
 
 
@@ -96,7 +106,7 @@ def test_settings_file_feeds_the_edge_settings(tmp_path, monkeypatch):
                 settings_for(tmp_path, write_spec(tmp_path / "spec.yaml")),
                 transport=httpx.ASGITransport(app=cloud.app),
             )
-        return done.edge_dir
+        return done.folders[(Role.EDGE, "edge-north")]
 
     edge_dir = asyncio.run(scenario())
     configured(
@@ -108,6 +118,7 @@ def test_settings_file_feeds_the_edge_settings(tmp_path, monkeypatch):
         PUBLIC_URL="http://edge-north:8710",
     )
     settings = EdgeSettings()  # type: ignore[call-arg]
+    assert settings.enrolment_token is not None
     assert settings.enrolment_token.get_secret_value() == (edge_dir / TOKEN_FILE).read_text()
 
 
@@ -148,10 +159,12 @@ async def _refusals(tmp_path: Path) -> None:
         with pytest.raises(BootstrapError, match="another spec"):
             await bootstrap(settings_for(tmp_path, other), transport=transport)
 
-        # Tokens lost: nothing can bring them back, and it says so.
-        (tmp_path / "out" / CLIENT_DIR / TOKEN_FILE).unlink()
-        with pytest.raises(BootstrapError, match="gives them out once"):
-            await bootstrap(settings_for(tmp_path, spec_file), transport=transport)
+        # A party's token lost: a run issues that party a new one, and only that party.
+        lost = tmp_path / "out" / CLIENT_DIR / "hospital-a" / TOKEN_FILE
+        before = lost.with_name(CONFIG_FILE).read_text()
+        lost.unlink()
+        rerun = await bootstrap(settings_for(tmp_path, spec_file), transport=transport)
+        assert rerun.issued == ("client:hospital-a",) and lost.with_name(CONFIG_FILE).read_text() != before
 
         # A wrong admin token: the cloud's 401 is reported, nothing written.
         wrong = settings_for(
@@ -162,7 +175,7 @@ async def _refusals(tmp_path: Path) -> None:
         assert not list((tmp_path / "x").rglob("*.yaml"))
 
 
-def test_refuses_a_changed_spec_lost_tokens_and_a_wrong_admin_token(tmp_path):
+def test_refuses_a_changed_spec_and_a_wrong_admin_token_and_reissues_a_lost_token(tmp_path):
     asyncio.run(_refusals(tmp_path))
 
 
