@@ -573,7 +573,9 @@ def compose_workloads() -> list[Workload]:
         (bootstrap.CLIENT_DIR, party): f"{out_dir}/{bootstrap.CLIENT_DIR}/{party}"
         for party in json.loads(boot["environment"][f"{PREFIX}CLIENTS"])
     }
-    written = {_mounts(boot)[folder]: (party, bootstrap.CONFIG_FILE) for (_, party), folder in parties.items()}
+    written = {
+        _mounts(boot)[folder]: (party, bootstrap.CONFIG_FILE) for (_, party), folder in parties.items()
+    }
     workloads = []
     for name, service in services.items():
         role = service["command"][0]
