@@ -1500,6 +1500,8 @@ class ClientEnrolment(_SignedEnrolment):
 class EdgeUrl(Message):
     """An admin's new URL for an enrolled edge."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"url": _examples.EDGE_URL}]})
+
     url: Url
 
 
