@@ -20,9 +20,8 @@ async def issue_enrolment_token(
     http: httpx.AsyncClient, fid: str, role: Role, subject: str, *, ttl_s: int | None = None
 ) -> EnrolmentTokenIssued:
     """A token that enrols `subject` as `role` once; `http` carries the admin token."""
-    body = EnrolmentTokenRequest(
-        role=role, subject=subject, **({"ttl_s": ttl_s} if ttl_s is not None else {})
-    )
+    fields = {"role": role, "subject": subject, **({"ttl_s": ttl_s} if ttl_s is not None else {})}
+    body = EnrolmentTokenRequest.model_validate(fields)  # refuses the admin role, naming the field
     response = await http.post(
         f"/federations/{fid}/enrolment-tokens",
         content=body.model_dump_json(),
