@@ -50,6 +50,8 @@ async def issue_enrolment_token(
 async def list_enrolment_tokens(
     fid: str, _: AdminDep, tokens: EnrolmentTokensDep
 ) -> list[EnrolmentTokenInfo]:
+    """Each token by its digest (`token_id`), with the role and id it enrols, its expiry and whether it was
+    used; an expired unused one is dropped at the next issue."""
     return await tokens.list(fid)
 
 
