@@ -47,6 +47,7 @@ from services.identity import SigningKey
 from services.settings import EdgeSettings
 from services.store import MemoryStore
 from tests.cloud.harness import ADMIN, ADMIN_TOKEN, KEK, bearer, cloud_settings
+from tests.e2e.conftest import issue_enrolment_token
 from tests.e2e.helpers import FID, enrol, make_spec, signed_update
 
 EDGE_ID = "edge-north"
@@ -92,6 +93,7 @@ class World:
     edge_url: str
     created: FederationCreated
     parties: Parties
+    enrolment_tokens: Mapping[str, str]  # role -> a token for the fuzzing's enrolments
 
 
 @dataclass(frozen=True)
@@ -100,21 +102,23 @@ class Parties:
     probe_edge_token: str  # an edge-role token for the fuzzing (its own edge, with no hospitals)
 
 
-def enrol_parties(cloud_url: str, created: FederationCreated) -> Parties:
+def enrol_parties(cloud_url: str, admin: httpx.Client) -> Parties:
     """The hospitals enrolled at `EDGE_ID`, and a second edge the fuzzing uses as its edge credential: the
-    one place that knows how parties enrol (change it when enrolment changes)."""
-    cloud = SimpleNamespace(url=cloud_url)
+    one place that knows how parties enrol (change it when enrolment changes): each with a token the admin
+    issued for its id and a signed challenge."""
+    cloud = SimpleNamespace(url=cloud_url, admin=admin)
     hospitals = {}
     for client_id in HOSPITALS:
-        key, answer = enrol(cloud, created.client_enrolment_token, client_id, EDGE_ID)
+        key, answer = enrol(cloud, client_id, EDGE_ID)
         hospitals[client_id] = (key, answer.api_token)
-    probe = EdgeEnrolment(
-        edge_id="edge-probe", url="http://127.0.0.1:9/", public_key=SigningKey.generate().public_bytes
-    )
+    key = SigningKey.generate()
+    nonce = admin.post(f"/federations/{FID}/enrolment-challenges").json()["nonce"]
+    probe = EdgeEnrolment(edge_id="edge-probe", url="http://127.0.0.1:9/", public_key=key.public_bytes)
+    token = issue_enrolment_token(cloud, FID, "edge", "edge-probe")
     response = httpx.post(
         f"{cloud_url}/federations/{FID}/edges",
-        content=probe.model_dump_json(),
-        headers={**bearer(created.edge_enrolment_token), "Content-Type": "application/json"},
+        content=probe.signed(key, federation_id=FID, nonce=nonce).model_dump_json(),
+        headers={**bearer(token), "Content-Type": "application/json"},
         timeout=30,
     )
     assert response.status_code == 201, response.text
@@ -163,13 +167,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         response = admin.post("/federations", json=spec.model_dump(mode="json"))
         assert response.status_code == 201, response.text
         created = FederationCreated.model_validate_json(response.content)
+        tokens = SimpleNamespace(admin=admin)
         edge_port = free_port()
         edge_settings = EdgeSettings(
             edge_id=EDGE_ID,
             federation_id=FID,
             cloud_url=cloud_url,
             public_url=f"http://127.0.0.1:{edge_port}",
-            enrolment_token=created.edge_enrolment_token,
+            enrolment_token=issue_enrolment_token(tokens, FID, "edge", EDGE_ID),
             key_file=tmp / "edge.key",
             deadline_check_s=1.0,
         )
@@ -178,9 +183,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 lambda: httpx.get(f"{edge_url}/healthz", timeout=10).json().get("ready"),
                 what="the edge to enrol",
             )
-            parties = enrol_parties(cloud_url, created)
+            parties = enrol_parties(cloud_url, admin)
+            # Enrolment tokens for the fuzzing's enrolments (bound to ids it may or may not send).
+            fuzz_tokens = {
+                role: issue_enrolment_token(tokens, FID, role, f"fuzz-{role}") for role in ("edge", "client")
+            }
             run_one_round(admin, edge_url, {cid: key for cid, (key, _) in parties.hospitals.items()})
-            yield World(cloud_url, edge_url, created, parties)
+            yield World(cloud_url, edge_url, created, parties, fuzz_tokens)
 
 
 def fuzz_config(
@@ -206,10 +215,9 @@ def fuzz_config(
 
 @pytest.fixture(scope="module")
 def cloud_schema(world: World) -> BaseSchema:
-    created = world.created
     tokens = {
-        ("POST", "/federations/{fid}/edges"): created.edge_enrolment_token,
-        ("POST", "/federations/{fid}/clients"): created.client_enrolment_token,
+        ("POST", "/federations/{fid}/edges"): world.enrolment_tokens["edge"],
+        ("POST", "/federations/{fid}/clients"): world.enrolment_tokens["client"],
         ("POST", "/federations/{fid}/rounds/{n}/aggregates"): world.parties.probe_edge_token,
     }
     config = fuzz_config(tokens, parameters={"fid": FID})
