@@ -133,13 +133,13 @@ def test_the_hospitals_settings_file_pins_the_federations_he_key(tmp_path, monke
                 transport=httpx.ASGITransport(app=cloud.app),
             )
             info = await cloud.context.federations.info(done.federation_id)
-        return done.client_dir, info.he_fingerprint
+        return done.folders[(Role.CLIENT, "hospital-a")], info.he_fingerprint
 
     client_dir, fingerprint = asyncio.run(scenario())
     configured(
         monkeypatch,
         client_dir,
-        CLIENT_ID="hosp-a",
+        CLIENT_ID="hospital-a",
         FEDERATION_ID="boot-1",
         EDGE_ID="edge-north",
         CLOUD_URL="x",
