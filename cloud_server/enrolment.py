@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from cloud_server.enrolment_tokens import admit, check_proof, consume_challenge
+from cloud_server.enrolment_tokens import Writes, admit, check_proof, consume_challenge
 from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.federations import FederationService
 from cloud_server.records import FINAL_ROUND_STATES, RANKS, ClientStats, FederationRecord, TokenRecord
@@ -36,12 +36,11 @@ from protocol.messages import (
 from services import keyspace
 from services.clock import TimeSource
 from services.identity import new_token, token_digest
-from services.store import FieldUpdates, HashField, StateStore, StoreError, Updates
+from services.store import FieldUpdates, HashField, StateStore, StoreError
 from services.stored_records import StoredRecordError, read_hash_record, read_hash_records, read_record
 
 log = logging.getLogger("fedlora.cloud")
 
-Writes = tuple[FieldUpdates, Updates]
 # How often an enrolment decides again because a round closed between its read and its write.
 MAX_ROUND_RACES = 16
 
