@@ -133,7 +133,7 @@ class EnrolmentTokenService:
             expires_at=info.expires_at,
         )
 
-    async def list(self, fid: str) -> list[EnrolmentTokenInfo]:
+    async def listing(self, fid: str) -> list[EnrolmentTokenInfo]:
         """Every token still kept, issued, used or expired (an expired one is kept until the next issue)."""
         await self._federations.spec(fid)
         now = await self._clock()

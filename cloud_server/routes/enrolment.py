@@ -52,7 +52,7 @@ async def list_enrolment_tokens(
 ) -> list[EnrolmentTokenInfo]:
     """Each token by its digest (`token_id`), with the role and id it enrols, its expiry and whether it was
     used; an expired unused one is dropped at the next issue."""
-    return await tokens.list(fid)
+    return await tokens.listing(fid)
 
 
 @router.delete(
