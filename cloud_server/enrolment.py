@@ -117,6 +117,9 @@ class _Admission:
     request: EdgeEnrolment | ClientEnrolment
     cap: int
     now: datetime
+    #: The roster's size when the count was never written (a federation enrolled before it was kept);
+    #: the first enrolment that passes writes the count, so racing ones still retry on it.
+    uncounted: int = 0
 
     @property
     def _token_field(self) -> HashField | None:
@@ -150,7 +153,8 @@ class _Admission:
         field = self._token_field
         raw = read[field] if field is not None else None
         used = admit(raw, role=self.role, subject=self.subject, now=self.now)
-        count = int(current[self._count_key] or b"0")
+        raw_count = current[self._count_key]
+        count = int(raw_count) if raw_count is not None else self.uncounted
         if count >= self.cap:
             cap_name = "max_edges" if self.role is Role.EDGE else "max_clients"
             raise ConflictError(
@@ -184,7 +188,16 @@ class EnrolmentService:
         info = EdgeInfo(
             edge_id=request.edge_id, url=request.url, public_key=request.public_key, enrolled_at=now
         )
-        admission = _Admission(fid, Role.EDGE, request.edge_id, enrolment_token, request, spec.max_edges, now)
+        admission = _Admission(
+            fid,
+            Role.EDGE,
+            request.edge_id,
+            enrolment_token,
+            request,
+            spec.max_edges,
+            now,
+            uncounted=await self._uncounted(fid, Role.EDGE),
+        )
         token = new_token()
         edge_field = (keyspace.fed_edges(fid), request.edge_id)
         created: list[bool] = []
@@ -264,7 +277,14 @@ class EnrolmentService:
             enrolled_at=await self._clock(),
         )
         admission = _Admission(
-            fid, Role.CLIENT, request.client_id, enrolment_token, request, spec.max_clients, info.enrolled_at
+            fid,
+            Role.CLIENT,
+            request.client_id,
+            enrolment_token,
+            request,
+            spec.max_clients,
+            info.enrolled_at,
+            uncounted=await self._uncounted(fid, Role.CLIENT),
         )
         token = new_token()
         for _ in range(MAX_ROUND_RACES):
@@ -341,6 +361,13 @@ class EnrolmentService:
         if raw is None:
             raise StoreError(f"round {round_} of {fid!r} is current but has no plan")
         return RoundPlan.model_validate_json(raw)
+
+    async def _uncounted(self, fid: str, role: Role) -> int:
+        """The edges or clients enrolled, counted from the roster, if the federation keeps no count yet."""
+        if await self._store.get(keyspace.fed_enrolled_count(fid, role.value)) is not None:
+            return 0
+        roster = keyspace.fed_edges(fid) if role is Role.EDGE else keyspace.fed_clients(fid)
+        return len(await self._store.hgetall(roster))
 
     @staticmethod
     def _token_field(fid: str, token: str) -> HashField:

@@ -10,8 +10,18 @@ import hashlib
 import struct
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from protocol.messages import (
     Contribution,
@@ -59,6 +69,17 @@ class FederationRecord(Record):
     plan_public_key: bytes | None = Field(
         default=None, description="the plan-signing key's public half; None: created before plans were signed"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_shared_enrolment_digests(cls, data: Any) -> Any:
+        """A record written before enrolment tokens were issued per party holds the digests of the shared
+        per-role tokens, which enrol nobody now: dropped when read, so that its federation still opens."""
+        if isinstance(data, dict):
+            return {
+                k: v for k, v in data.items() if k not in ("edge_enrolment_digest", "client_enrolment_digest")
+            }
+        return data
 
     @property
     def ended(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -14,6 +16,7 @@ from protocol.messages import (
     IdentityKeys,
     Role,
 )
+from services import keyspace
 from services.identity import SigningKey
 from tests.cloud.harness import (
     ADMIN_TOKEN,
@@ -183,3 +186,25 @@ async def test_a_hospital_reads_the_identity_keys_of_its_own_edges_hospitals_onl
     assert keys.edge_id == "edge-1"
     assert keys.keys == {c: enrolled[c] for c in ("client-a", "client-b")}
     assert other.status_code == 403 and other.json()["code"] == "forbidden"
+
+
+async def test_a_federation_enrolled_before_counts_were_kept_is_capped_by_its_roster() -> None:
+    """A federation whose store holds no enrolment count (enrolled before the count was kept, its record
+    still naming the shared enrolment tokens' digests) opens, and its cap counts the roster it has."""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(max_clients=4))
+        record_key = keyspace.fed_state(fed.fid)
+        record = json.loads(await cloud.store.get(record_key) or b"{}")
+        record |= {"edge_enrolment_digest": "4" * 64, "client_enrolment_digest": "5" * 64}
+        await cloud.store.set(record_key, json.dumps(record).encode())
+        await cloud.store.delete(keyspace.fed_enrolled_count(fed.fid, Role.CLIENT.value))
+        key = SigningKey.generate()
+        token = await issue_enrolment_token(cloud.http, fed.fid, Role.CLIENT, "client-e")
+        body = ClientEnrolment(
+            client_id="client-e", edge_id="edge-1", public_key=key.public_bytes, num_examples=5
+        )
+        full = await post_enrolment(cloud.http, fed.fid, body, key, token=token)
+        info = await cloud.http.get(f"/federations/{fed.fid}")
+
+    assert info.status_code == 200, info.text
+    assert full.status_code == 409 and full.json()["code"] == "federation_full", full.text
