@@ -117,6 +117,8 @@ class _Admission:
     request: EdgeEnrolment | ClientEnrolment
     cap: int
     now: datetime
+    #: Seconds the enrolment's nonce may still be answered: its used mark lasts that long.
+    nonce_left_s: float = 0.0
     #: The roster's size when the count was never written (a federation enrolled before it was kept);
     #: the first enrolment that passes writes the count, so racing ones still retry on it.
     uncounted: int = 0
@@ -147,7 +149,9 @@ class _Admission:
         self, read: dict[HashField, bytes | None], current: dict[str, bytes | None], *, new: bool
     ) -> Writes:
         """The nonce used, and for a `new` party its token used and the count raised (refused past the cap)."""
-        spent = dict(consume_challenge(current[self._challenge_key], self._challenge_key))
+        spent = dict(
+            consume_challenge(current[self._challenge_key], self._challenge_key, lifetime_s=self.nonce_left_s)
+        )
         if not new:
             return {}, spent
         field = self._token_field
@@ -183,8 +187,8 @@ class EnrolmentService:
         """(the answer, whether the edge is new)."""
         await self._federations.require_running(fid)
         spec = await self._federations.spec(fid)
-        check_proof(fid, request)
         now = await self._clock()
+        nonce_left_s = await check_proof(self._store, fid, request, now)
         info = EdgeInfo(
             edge_id=request.edge_id, url=request.url, public_key=request.public_key, enrolled_at=now
         )
@@ -196,6 +200,7 @@ class EnrolmentService:
             request,
             spec.max_edges,
             now,
+            nonce_left_s=nonce_left_s,
             uncounted=await self._uncounted(fid, Role.EDGE),
         )
         token = new_token()
@@ -260,7 +265,7 @@ class EnrolmentService:
         was asked to join is open leaves the move pending until that round is over (`placed`)."""
         await self._federations.require_running(fid)
         spec = await self._federations.spec(fid)
-        check_proof(fid, request)
+        nonce_left_s = await check_proof(self._store, fid, request, await self._clock())
         edge = await self.edge(fid, request.edge_id)
         if edge is None:
             raise NotFoundError(f"edge {request.edge_id!r} is not enrolled in {fid!r}", field="edge_id")
@@ -284,6 +289,7 @@ class EnrolmentService:
             request,
             spec.max_clients,
             info.enrolled_at,
+            nonce_left_s=nonce_left_s,
             uncounted=await self._uncounted(fid, Role.CLIENT),
         )
         token = new_token()

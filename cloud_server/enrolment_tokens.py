@@ -4,12 +4,19 @@ enrolling party signs with its key.
 An admin issues a token for (role, id); the cloud keeps its SHA-256 with an expiry, never the token. The
 token is consumed in the same store transaction that writes the enrolment (`admit`), so it enrols its one
 party once. Every enrolment, a first one or a re-enrolment after a lost API token, also proves possession of
-the key it enrols by signing a nonce the cloud issued (`challenge`, `check_proof`); the nonce is consumed in
+the key it enrols by signing a nonce the cloud issued (`challenge`, `check_proof`); the nonce is marked used in
 that transaction too (`consume_challenge`), so a proof is never replayed.
+
+Issuing a challenge writes nothing: the nonce carries its expiry and an HMAC under the federation's
+challenge key (`cloud:{fid}:enrolment-challenge-key`, drawn once), so that the unauthenticated challenge route
+cannot fill the store; only an enrolment whose signature verifies writes its nonce's used mark, which expires
+with the nonce.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 from datetime import datetime, timedelta
@@ -31,15 +38,68 @@ from protocol.messages import (
 from services import keyspace
 from services.clock import TimeSource
 from services.identity import IdentityError, new_token, token_digest, verify
-from services.store import FieldUpdates, HashField, StateStore, Updates
+from services.store import Expiring, FieldUpdates, HashField, StateStore, Updates
 
 log = logging.getLogger("fedlora.cloud")
 Writes = tuple[FieldUpdates, Updates]
 
 
-def check_proof(fid: str, request: EdgeEnrolment | ClientEnrolment) -> None:
+_NONCE_TAG = b"fedlora/enrolment-challenge/v1\0"
+_NONCE_RANDOM_BYTES = 12
+_NONCE_MAC_BYTES = 16
+
+
+async def _challenge_key(store: StateStore, fid: str) -> bytes:
+    """The federation's challenge key, drawn from the OS the first time any replica needs it."""
+    key = keyspace.fed_enrolment_challenge_key(fid)
+    raw = await store.get(key)
+    if raw is None:
+        await store.set_if_absent(key, secrets.token_bytes(32))
+        raw = await store.get(key)
+    if raw is None or len(raw) != 32:
+        raise ConflictError(
+            f"the enrolment challenge key of {fid!r} is missing or not 32 bytes",
+            code=ErrorCode.STORED_RECORD_CORRUPT,
+            detail={"key": key},
+        )
+    return raw
+
+
+def _nonce_mac(key: bytes, fid: str, body: bytes) -> bytes:
+    return hmac.new(key, _NONCE_TAG + fid.encode() + b"\0" + body, hashlib.sha256).digest()[:_NONCE_MAC_BYTES]
+
+
+def mint_nonce(key: bytes, fid: str, expires_at: datetime) -> str:
+    """96 random bits, the expiry (whole seconds) and their MAC under the federation's challenge `key`."""
+    body = secrets.token_bytes(_NONCE_RANDOM_BYTES) + int(expires_at.timestamp()).to_bytes(4, "big")
+    return (body + _nonce_mac(key, fid, body)).hex()
+
+
+def nonce_lifetime_s(key: bytes, fid: str, nonce: str, now: datetime) -> float:
+    """Seconds `nonce` may still be answered: 409 `unknown_challenge` unless the cloud minted it for `fid`
+    (its MAC) and it has not expired."""
+    raw = bytes.fromhex(nonce) if len(nonce) % 2 == 0 else b""  # the wire model admits only hex digits
+    body, mac = raw[:-_NONCE_MAC_BYTES], raw[-_NONCE_MAC_BYTES:]
+    left = (
+        int.from_bytes(body[_NONCE_RANDOM_BYTES:], "big") - now.timestamp()
+        if len(body) == _NONCE_RANDOM_BYTES + 4
+        else -1.0
+    )
+    if not hmac.compare_digest(mac, _nonce_mac(key, fid, body)) or left <= 0:
+        raise ConflictError(
+            "the enrolment's nonce was not issued by this federation or has expired: ask for a new challenge",
+            code=ErrorCode.UNKNOWN_CHALLENGE,
+            field="nonce",
+        )
+    return left
+
+
+async def check_proof(
+    store: StateStore, fid: str, request: EdgeEnrolment | ClientEnrolment, now: datetime
+) -> float:
     """Raise 401 `bad_signature` unless `request` carries its key's signature of its signing payload for
-    `fid` (which names the role, the id, the key, the edge and URL, and the nonce)."""
+    `fid` (which names the role, the id, the key, the edge and URL, and the nonce), 409 `unknown_challenge`
+    unless its nonce is one of `fid`'s, unexpired; the seconds the nonce has left."""
     if request.nonce is None or request.signature is None:
         raise UnauthenticatedError(
             "an enrolment proves possession of its key: sign an enrolment challenge's nonce "
@@ -55,17 +115,19 @@ def check_proof(fid: str, request: EdgeEnrolment | ClientEnrolment) -> None:
             code=ErrorCode.BAD_SIGNATURE,
             field="signature",
         ) from e
+    return nonce_lifetime_s(await _challenge_key(store, fid), fid, request.nonce, now)
 
 
-def consume_challenge(current: bytes | None, key: str) -> Updates:
-    """The write that uses the challenge stored under `key` (`current`), or 409 `unknown_challenge`."""
-    if current is None:
+def consume_challenge(current: bytes | None, key: str, *, lifetime_s: float) -> Updates:
+    """The write that marks the nonce under `key` used (`current`: its mark, None while unused) until it
+    expires (`lifetime_s`), or 409 `unknown_challenge` if it was used."""
+    if current is not None:
         raise ConflictError(
-            "the enrolment's nonce was never issued, has expired or was used: ask for a new challenge",
+            "the enrolment's nonce was used: ask for a new challenge",
             code=ErrorCode.UNKNOWN_CHALLENGE,
             field="nonce",
         )
-    return {key: None}
+    return {key: Expiring(b"1", ttl_s=lifetime_s + 1.0)}
 
 
 def admit(raw: bytes | None, *, role: Role, subject: str, now: datetime) -> bytes:
@@ -157,13 +219,10 @@ class EnrolmentTokenService:
     async def challenge(self, fid: str) -> EnrolmentChallenge:
         """A fresh nonce, answerable once within `ENROLMENT_CHALLENGE_TTL_S`."""
         await self._federations.require_running(fid)
-        nonce, now = secrets.token_hex(16), await self._clock()
-        await self._store.set(
-            keyspace.fed_enrolment_challenge(fid, nonce), b"1", ttl_s=ENROLMENT_CHALLENGE_TTL_S
-        )
-        return EnrolmentChallenge(
-            federation_id=fid, nonce=nonce, expires_at=now + timedelta(seconds=ENROLMENT_CHALLENGE_TTL_S)
-        )
+        now = await self._clock()
+        expires_at = now + timedelta(seconds=ENROLMENT_CHALLENGE_TTL_S)
+        nonce = mint_nonce(await _challenge_key(self._store, fid), fid, expires_at)
+        return EnrolmentChallenge(federation_id=fid, nonce=nonce, expires_at=expires_at)
 
     async def _prune(self, fid: str, now: datetime) -> None:
         """Drop the records of tokens that expired unused (a used one is kept: it says who enrolled whom)."""

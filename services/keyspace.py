@@ -116,7 +116,13 @@ def fed_enrolment_tokens(fid: str) -> str:
 
 
 def fed_enrolment_challenge(fid: str, nonce: str) -> str:
-    return f"cloud:{fid}:enrolment-challenge:{nonce}"  # b"1" while the nonce may be answered, once
+    return (
+        f"cloud:{fid}:enrolment-challenge:{nonce}"  # b"1" once an enrolment used the nonce, until it expires
+    )
+
+
+def fed_enrolment_challenge_key(fid: str) -> str:
+    return f"cloud:{fid}:enrolment-challenge-key"  # the HMAC key the federation's challenge nonces carry
 
 
 def fed_enrolled_count(fid: str, role: str) -> str:

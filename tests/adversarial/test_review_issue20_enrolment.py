@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from protocol.ed25519 import PublicKeyError, check_public_key
 from protocol.messages import (
+    ENROLMENT_CHALLENGE_TTL_S,
     ClientEnrolment,
     ClientInfo,
     EdgeEnrolment,
@@ -275,3 +276,37 @@ async def test_a_signature_over_another_federation_role_or_nonce_is_refused() ->
     for refused in (replayed, never_issued):
         assert refused.status_code == 409, refused.text
         assert _code(refused) == ErrorCode.UNKNOWN_CHALLENGE.value
+
+
+async def test_challenges_write_nothing_and_a_nonce_is_its_federation_s_until_it_expires() -> None:
+    """Property: the challenge route (no credential needed) cannot fill the store: issuing a challenge
+    writes nothing but the federation's challenge key, once. A nonce answers only in the federation that
+    issued it, and only until it expires (409 `unknown_challenge`).
+    Failed before the fix: every challenge stored its nonce for 120 s, so anyone could grow the cloud's Redis
+    until it refused the writes rounds need."""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        other = await Federation.create(cloud.http, small_spec("fed-2"))
+        await enrolment_nonce(cloud.http, fed.fid)  # draws the challenge key
+        before = await cloud.store.scan("cloud:")
+        for _ in range(50):
+            await enrolment_nonce(cloud.http, fed.fid)
+        after = await cloud.store.scan("cloud:")
+
+        key = SigningKey.generate()
+
+        async def enrol_with(cid: str, nonce: str) -> httpx.Response:
+            token = await issue_enrolment_token(cloud.http, fed.fid, Role.CLIENT, cid)
+            return await post_enrolment(cloud.http, fed.fid, _client(cid, key), key, token=token, nonce=nonce)
+
+        foreign = await enrol_with("client-h1", await enrolment_nonce(cloud.http, other.fid))
+        stale_nonce = await enrolment_nonce(cloud.http, fed.fid)
+        cloud.clock.advance(ENROLMENT_CHALLENGE_TTL_S + 1)
+        stale = await enrol_with("client-h1", stale_nonce)
+        fresh = await enrol_with("client-h1", await enrolment_nonce(cloud.http, fed.fid))
+
+    assert sorted(after) == sorted(before)
+    for refused in (foreign, stale):
+        assert refused.status_code == 409, refused.text
+        assert _code(refused) == ErrorCode.UNKNOWN_CHALLENGE.value
+    assert fresh.status_code == 201, fresh.text
