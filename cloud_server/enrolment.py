@@ -15,6 +15,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import NonNegativeInt, TypeAdapter
+
 from cloud_server.enrolment_tokens import Writes, admit, check_proof, consume_challenge
 from cloud_server.errors import ConflictError, NotFoundError
 from cloud_server.federations import FederationService
@@ -37,20 +39,29 @@ from services import keyspace
 from services.clock import TimeSource
 from services.identity import new_token, token_digest
 from services.store import FieldUpdates, HashField, StateStore, StoreError
-from services.stored_records import StoredRecordError, read_hash_record, read_hash_records, read_record
+from services.stored_records import (
+    StoredRecordError,
+    parse_record,
+    read_hash_record,
+    read_hash_records,
+    read_record,
+)
 
 log = logging.getLogger("fedlora.cloud")
 
 # How often an enrolment decides again because a round closed between its read and its write.
 MAX_ROUND_RACES = 16
+_COUNT = TypeAdapter(NonNegativeInt)  # an enrolled count, as stored
 
 
 class _RoundMovedOnError(Exception):
     """The current round changed between an enrolment's read of it and its transaction."""
 
 
-def _over(status: bytes | None) -> bool:
-    return status is None or RoundStatus.model_validate_json(status).state in FINAL_ROUND_STATES
+def _over(status: bytes | None, key: str | None) -> bool:
+    if status is None or key is None:
+        return True
+    return parse_record(status, key=key, reader=RoundStatus).state in FINAL_ROUND_STATES
 
 
 def check_same_hospital(existing: ClientInfo, request: ClientInfo) -> None:
@@ -156,9 +167,13 @@ class _Admission:
             return {}, spent
         field = self._token_field
         raw = read[field] if field is not None else None
-        used = admit(raw, role=self.role, subject=self.subject, now=self.now)
+        used = admit(raw, key=field, role=self.role, subject=self.subject, now=self.now)
         raw_count = current[self._count_key]
-        count = int(raw_count) if raw_count is not None else self.uncounted
+        count = (
+            parse_record(raw_count, key=self._count_key, reader=_COUNT)
+            if raw_count is not None
+            else self.uncounted
+        )
         if count >= self.cap:
             cap_name = "max_edges" if self.role is Role.EDGE else "max_clients"
             raise ConflictError(
@@ -209,7 +224,9 @@ class EnrolmentService:
 
         def write(read: dict[HashField, bytes | None], current: dict[str, bytes | None]) -> Writes:
             raw = read[edge_field]
-            existing = EdgeInfo.model_validate_json(raw) if raw is not None else None
+            existing = (
+                parse_record(raw, key=edge_field[0], reader=EdgeInfo, field=edge_field[1]) if raw else None
+            )
             if existing is not None:
                 if existing.public_key != request.public_key:
                     raise ConflictError(
@@ -251,7 +268,8 @@ class EnrolmentService:
             raw = read[edge_field]
             if raw is None:
                 raise NotFoundError(f"edge {edge_id!r} is not enrolled in {fid!r}", field="edge_id")
-            kept[:] = [EdgeInfo.model_validate_json(raw).model_copy(update={"url": url})]
+            edge = parse_record(raw, key=edge_field[0], reader=EdgeInfo, field=edge_field[1])
+            kept[:] = [edge.model_copy(update={"url": url})]
             return {edge_field: kept[0].model_dump_json().encode()}, {}
 
         await self._store.fields_transaction([edge_field], write)
@@ -333,17 +351,23 @@ class EnrolmentService:
         kept: list[tuple[bool, ClientInfo]] = []
 
         def write(read: dict[HashField, bytes | None], current: dict[str, bytes | None]) -> Writes:
-            if FederationRecord.model_validate_json(current[state_key] or b"").current_round != round_:
+            record = parse_record(current[state_key] or b"", key=state_key, reader=FederationRecord)
+            if record.current_round != round_:
                 raise _RoundMovedOnError
             raw = read[client_field]
             if raw is None:
                 kept[:] = [(True, info)]
             else:
-                existing = ClientInfo.model_validate_json(raw)
+                existing = parse_record(raw, key=client_field[0], reader=ClientInfo, field=cid)
                 check_same_hospital(existing, info)
                 status = current[status_key] if status_key is not None else None
                 new = placed(
-                    existing, info, round_=round_, planned=planned, open_=not _over(status), since=since
+                    existing,
+                    info,
+                    round_=round_,
+                    planned=planned,
+                    open_=not _over(status, status_key),
+                    since=since,
                 )
                 kept[:] = [(False, new)]
             fields, spent = admission.writes(read, current, new=raw is None)
@@ -363,10 +387,10 @@ class EnrolmentService:
         return kept[0]
 
     async def _plan(self, fid: str, round_: int) -> RoundPlan:
-        raw = await self._store.get(keyspace.fed_round_plan(fid, round_))
-        if raw is None:
+        plan = await read_record(self._store, keyspace.fed_round_plan(fid, round_), RoundPlan)
+        if plan is None:
             raise StoreError(f"round {round_} of {fid!r} is current but has no plan")
-        return RoundPlan.model_validate_json(raw)
+        return plan
 
     async def _uncounted(self, fid: str, role: Role) -> int:
         """The edges or clients enrolled, counted from the roster, if the federation keeps no count yet."""

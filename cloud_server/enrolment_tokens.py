@@ -39,6 +39,7 @@ from services import keyspace
 from services.clock import TimeSource
 from services.identity import IdentityError, new_token, token_digest, verify
 from services.store import Expiring, FieldUpdates, HashField, StateStore, Updates
+from services.stored_records import StoredRecordError, parse_record, read_hash_records
 
 log = logging.getLogger("fedlora.cloud")
 Writes = tuple[FieldUpdates, Updates]
@@ -130,7 +131,7 @@ def consume_challenge(current: bytes | None, key: str, *, lifetime_s: float) -> 
     return {key: Expiring(b"1", ttl_s=lifetime_s + 1.0)}
 
 
-def admit(raw: bytes | None, *, role: Role, subject: str, now: datetime) -> bytes:
+def admit(raw: bytes | None, *, key: HashField | None, role: Role, subject: str, now: datetime) -> bytes:
     """The record of an enrolment token (`raw`, None if absent) once it has enrolled `subject` as `role`;
     401 `bad_enrolment_token` unless it was issued for that role and id and has not expired, 409
     `enrolment_token_used` if it enrolled its party already."""
@@ -139,7 +140,8 @@ def admit(raw: bytes | None, *, role: Role, subject: str, now: datetime) -> byte
             f"a new {role.value} enrols with an enrolment token issued for its id; this one is unknown or revoked",
             code=ErrorCode.BAD_ENROLMENT_TOKEN,
         )
-    record = EnrolmentTokenInfo.model_validate_json(raw)
+    assert key is not None  # a record was read, so from a field
+    record = parse_record(raw, key=key[0], reader=EnrolmentTokenInfo, field=key[1])
     if record.role is not role or record.subject != subject:
         raise UnauthenticatedError(
             f"the enrolment token is for {record.role.value} {record.subject!r}, not {role.value} {subject!r}",
@@ -199,8 +201,10 @@ class EnrolmentTokenService:
         """Every token still kept, issued, used or expired (an expired one is kept until the next issue)."""
         await self._federations.spec(fid)
         now = await self._clock()
-        raw = await self._store.hgetall(keyspace.fed_enrolment_tokens(fid))
-        tokens = [EnrolmentTokenInfo.model_validate_json(value) for value in raw.values()]
+        records = await read_hash_records(
+            self._store, keyspace.fed_enrolment_tokens(fid), EnrolmentTokenInfo, skip=True
+        )
+        tokens = list(records.values())
         return sorted((_as_of(token, now) for token in tokens), key=lambda t: (t.issued_at, t.token_id))
 
     async def revoke(self, fid: str, token_id: str) -> None:
@@ -228,15 +232,23 @@ class EnrolmentTokenService:
         """Drop the records of tokens that expired unused (a used one is kept: it says who enrolled whom)."""
         key = keyspace.fed_enrolment_tokens(fid)
 
-        def drop_if_expired(read: dict[HashField, bytes | None], _: dict[str, bytes | None]) -> Writes:
-            raw = next(iter(read.values()))
-            expired = raw is not None and _as_of(EnrolmentTokenInfo.model_validate_json(raw), now).state is (
-                EnrolmentTokenState.EXPIRED
-            )
-            return ({field: None for field in read} if expired else {}), {}
+        def expired(raw: bytes | None, token_id: str) -> bool:
+            """Whether the record `raw` expired unused; a record that does not read back (quarantined by
+            `read_hash_records`) counts as expired, so that it never blocks issuing."""
+            if raw is None:
+                return False
+            try:
+                info = parse_record(raw, key=key, reader=EnrolmentTokenInfo, field=token_id)
+            except StoredRecordError:
+                return True
+            return _as_of(info, now).state is EnrolmentTokenState.EXPIRED
 
+        def drop_if_expired(read: dict[HashField, bytes | None], _: dict[str, bytes | None]) -> Writes:
+            return {field: None for field, raw in read.items() if expired(raw, field[1])}, {}
+
+        kept = await read_hash_records(self._store, key, EnrolmentTokenInfo, skip=True)
         for token_id, raw in (await self._store.hgetall(key)).items():
-            if _as_of(EnrolmentTokenInfo.model_validate_json(raw), now).state is EnrolmentTokenState.EXPIRED:
+            if token_id not in kept or expired(raw, token_id):
                 await self._store.fields_transaction([(key, token_id)], drop_if_expired)
 
 
