@@ -9,10 +9,11 @@ from pydantic import ValidationError
 
 from cloud_server.enrolment import placed
 from protocol.messages import ClientInfo, EdgeStint
+from services.identity import SigningKey
 
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 AT_EDGE_1 = ClientInfo(
-    client_id="hosp-a", edge_id="edge-1", public_key=b"k" * 32, num_examples=100, rank=2, enrolled_at=AT
+    client_id="hosp-a", edge_id="edge-1", public_key=SigningKey.generate().public_bytes, num_examples=100, rank=2, enrolled_at=AT
 )
 
 
