@@ -6,13 +6,16 @@ until it is fixed: its docstring states the property that is broken.
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pytest
 
-from protocol.crypto import EncryptedVector, HEScheme
-from protocol.messages import CentralDPConfig, EdgeAggregate, LateUploadConfig, RoundState
+from cloud_server.plans import within_capacity
+from protocol.crypto import EncryptedVector, HEScheme, PaillierParams
+from protocol.messages import CentralDPConfig, ClientInfo, EdgeAggregate, LateUploadConfig, RoundState
 from services import keyspace
 from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_spec
 
@@ -106,3 +109,36 @@ async def test_a_corrupt_sealed_noise_record_does_not_wedge_its_round() -> None:
             await cloud.tick()
         status = await cloud.status(fed.fid, 0)
     assert status.state in (RoundState.CLOSED, RoundState.FAILED), (status.state, status.close_error)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="within_capacity takes turns by id alone: where the enrolled count is a multiple of the capacity "
+    "the windows are fixed, and a region split across two of them never has k hospitals planned",
+)
+def test_every_hospital_has_a_turn_its_region_can_forward_under_the_capacity_cap() -> None:
+    """Property (issue 20, item 5: the plan capped at `he.max_summands`, in turns so that no hospital sits
+    out for ever): over as many rounds as there are hospitals, each hospital is planned in some round
+    together with at least `k - 1` others of its edge, since an edge forwards no sum of fewer than `k`
+    (`min_clients_per_edge`). On main the turns are windows of `capacity` ids in id order starting at
+    `round * capacity mod n`; with 8 hospitals and a capacity of 4 they are always c0-c3 and c4-c7, so
+    edge-2 (c3, c4) has one planned hospital every round and its hospitals never contribute, whatever the
+    number of rounds: a starvation anyone enrolling hospitals (or naming them) can arrange for a region."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    edges = {"c0": "edge-1", "c1": "edge-1", "c2": "edge-1", "c3": "edge-2", "c4": "edge-2"}
+    edges |= {"c5": "edge-3", "c6": "edge-3", "c7": "edge-3"}
+    clients = {
+        cid: ClientInfo(
+            client_id=cid, edge_id=edge, public_key=bytes(32), num_examples=100, rank=2, enrolled_at=now
+        )
+        for cid, edge in edges.items()
+    }
+    spec = small_spec(he=PaillierParams(max_clients=4, clip=0.1), central_dp=CentralDPConfig(clip_norm=0.1))
+    k = spec.min_clients_per_edge
+    counted: set[str] = set()
+    for round_ in range(len(clients)):
+        planned = within_capacity(spec, clients, round_=round_)
+        assert len(planned) <= 4
+        per_edge = Counter(info.edge_id for info in planned.values())
+        counted |= {cid for cid, info in planned.items() if per_edge[info.edge_id] >= k}
+    assert counted == set(clients), sorted(set(clients) - counted)
