@@ -15,6 +15,7 @@ import pytest
 
 from cloud_server.plans import within_capacity
 from protocol.crypto import EncryptedVector, HEScheme, PaillierParams
+from protocol.crypto.params import PlainParams
 from protocol.messages import (
     CentralDPConfig,
     ClientEnrolment,
@@ -233,3 +234,35 @@ async def test_an_edge_running_sum_that_does_not_read_back_never_answers_an_uplo
         await world.store.set(keyspace.edge_sum(EID, FID, 0), value)
         answers = [await edge.upload(world.update(world.hospitals[cid])) for cid in ("hosp-b", "hosp-c")]
     assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the plaintext scheme bounds no value (max_abs_value is inf, so in_range only checks isfinite): a "
+    "finite 1e300 passes every check, the float32 adapter overflows and every close attempt raises",
+)
+async def test_one_plaintext_upload_of_a_huge_finite_value_does_not_fail_the_round() -> None:
+    """Property (issue 20, items 1 and 4): no single hospital's upload fails a round or makes the cloud
+    publish a non-finite adapter. Under `he.kind: none` (the scheme CLAIR needs) an upload is a float64
+    vector checked only to be finite: a coordinate of 1e300 is accepted by the edge and the cloud, its sum
+    decrypts "in range" (the bound is `count * inf`), and the mean overflows float32 to inf. The release
+    then raises a raw `ValidationError` (`AdapterVersion.update_norm` is inf) on every close attempt,
+    until the round fails ("closing the round failed 5 times"), every round that hospital joins. Under
+    plaintext the bad upload is attributable: the edge could refuse it, or the cloud leave its edge out as
+    it does for an out-of-range packed sum."""
+    spec = small_spec(he=PlainParams())
+    rng = np.random.default_rng(9)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec)
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng)
+        deltas["edge-1"]["client-a"][0] = 1e300
+        for edge_id, edge_deltas in deltas.items():
+            await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, edge_deltas))
+        for _ in range(10):  # past every close attempt the policy allows
+            cloud.clock.advance(spec.round_deadline_s)
+            await cloud.tick()
+        status = await cloud.status(fed.fid, 0)
+        published = await cloud.vector(fed.fid, 1) if status.state is RoundState.CLOSED else np.zeros(1)
+    assert status.state is RoundState.CLOSED, (status.state, status.failure)
+    assert np.isfinite(published).all(), published[:3]
