@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from protocol.messages import (
     RoundState,
 )
 from services import keyspace
+from services.keys import KekError, load_kek
 from tests.cloud.harness import LAYOUT_SIZE, Federation, post_model, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import EID, FID, running_edge
@@ -266,3 +268,20 @@ async def test_one_plaintext_upload_of_a_huge_finite_value_does_not_fail_the_rou
         published = await cloud.vector(fed.fid, 1) if status.state is RoundState.CLOSED else np.zeros(1)
     assert status.state is RoundState.CLOSED, (status.state, status.failure)
     assert np.isfinite(published).all(), published[:3]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_raw_key refuses only printable ASCII: a passphrase typed in UTF-8 (any non-ASCII letter) is "
+    "taken as 32 raw key bytes",
+)
+def test_a_utf8_passphrase_in_a_raw_kek_file_is_not_taken_as_a_key(tmp_path: Path) -> None:
+    """Property (issue 20, item 5): raw KEK files only with an explicit opt-in and never printable: a file
+    of 32 bytes that is text someone typed is a passphrase, not 256 random bits, and is refused. The check
+    reads "printable" as ASCII 0x20-0x7e, so `Grüße aus München, Käse!!!!!` (32 bytes of UTF-8, every
+    character printable) loads as the federation's KEK under `FEDLORA_KEK_RAW=1`: the key sealing every HE
+    secret and plan key is then as strong as a guessable sentence."""
+    path = tmp_path / "kek"
+    path.write_bytes("Grüße aus München, Käse!!!!!".encode())
+    with pytest.raises(KekError):
+        load_kek({"FEDLORA_KEK_FILE": str(path), "FEDLORA_KEK_RAW": "1"})
