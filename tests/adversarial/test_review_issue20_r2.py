@@ -6,6 +6,7 @@ until it is fixed: its docstring states the property that is broken.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from cloud_server.plans import within_capacity
+from edge_aggregator.ledger import RoundLedger
 from protocol.crypto import EncryptedVector, HEScheme, PaillierParams
 from protocol.crypto.params import PlainParams
 from protocol.messages import (
@@ -29,6 +31,7 @@ from protocol.messages import (
 )
 from services import keyspace
 from services.keys import KekError, load_kek
+from services.stored_records import StoredRecordError
 from tests.cloud.harness import LAYOUT_SIZE, Federation, post_model, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import EID, FID, running_edge
@@ -285,3 +288,68 @@ def test_a_utf8_passphrase_in_a_raw_kek_file_is_not_taken_as_a_key(tmp_path: Pat
     path.write_bytes("Grüße aus München, Käse!!!!!".encode())
     with pytest.raises(KekError):
         load_kek({"FEDLORA_KEK_FILE": str(path), "FEDLORA_KEK_RAW": "1"})
+
+
+EDGE_ROUND_RECORDS = {
+    "plan": keyspace.edge_plan,
+    "closed": keyspace.edge_closed,
+    "forwarded": keyspace.edge_forwarded,
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the edge's tick raises StoredRecordError at the round's plan, closure or outcome record on every "
+    "check (quarantined as a copy, the record left in place): the round never forwards nor is given up",
+)
+@pytest.mark.parametrize("name", sorted(EDGE_ROUND_RECORDS))
+async def test_an_edge_round_record_that_does_not_read_back_does_not_wedge_the_round(
+    make_world: Any,  # noqa: F811
+    name: str,
+) -> None:
+    """Property (issue 20, item 1): a corrupt record is quarantined, logged and skipped, and a round that
+    cannot proceed fails cleanly with a reason; it never stalls. At the edge, a round whose stored plan
+    (`keyspace.edge_plan`), closure (`edge_closed`) or forward outcome (`edge_forwarded`) does not read back
+    is logged "the deadline check stopped at a stored record that does not read back" on every check, the
+    record stays where it is, and the round is neither forwarded nor given up (its uploads are never counted
+    dropped), an hour past its deadline; with the closure record, every later upload also answers 409. The
+    region's hospitals lose every round until an operator deletes the key by hand."""
+    world = make_world(clients=3, k=2, quorum=1.0)
+    key = EDGE_ROUND_RECORDS[name](EID, FID, 0)
+    async with running_edge(world) as edge:
+        first = await edge.upload(world.update(world.hospitals["hosp-a"]))
+        assert first.status_code == 202, first.text
+        await world.store.set(key, b"{")
+        for cid in ("hosp-b", "hosp-c"):
+            await edge.upload(world.update(world.hospitals[cid]))
+        world.clock.advance(3600)
+        for _ in range(3):  # what the runtime's ticker does: an error is reported, the next check tries again
+            with contextlib.suppress(StoredRecordError):
+                await edge.core.tick()
+        forwarded = len(world.cloud.attempts)
+        dropped = await RoundLedger(world.store, edge_id=EID, federation_id=FID).dropped(0)
+    forwarded_or_given_up = forwarded >= 1 or bool(dropped)
+    assert forwarded_or_given_up
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the received-bytes counter is INCRBY'd in the upload's transaction: a non-integer value makes the "
+    "store refuse it, and every later upload of the round answers 503 store_unavailable",
+)
+async def test_an_edge_byte_counter_that_does_not_read_back_never_answers_an_upload_5xx(
+    make_world: Any,  # noqa: F811
+) -> None:
+    """Property (issue 20, item 1): nothing read back from the store answers a 5xx; a counter that does not
+    read back is quarantined and read as 0 (`RoundLedger._counter` says so for reads). The upload path
+    increments the round's byte counter (`keyspace.edge_bytes`) in its transaction instead, and a value
+    that is not an integer makes the store refuse the whole transaction: every later upload of the round
+    answers 503 `store_unavailable` (a store outage, to the hospital and the operator) and the round never
+    reaches its quorum."""
+    world = make_world(clients=3, k=2, quorum=1.0)
+    async with running_edge(world) as edge:
+        first = await edge.upload(world.update(world.hospitals["hosp-a"]))
+        assert first.status_code == 202, first.text
+        await world.store.set(keyspace.edge_bytes(EID, FID, 0), b"{")
+        answers = [await edge.upload(world.update(world.hospitals[cid])) for cid in ("hosp-b", "hosp-c")]
+    assert [a.status_code for a in answers] == [202, 202], [a.text[:200] for a in answers]
