@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,14 @@ from protocol.messages import (
     CentralDPConfig,
     ClientInfo,
     EdgeAggregate,
+    FederationSpec,
     LateUploadConfig,
     RoundState,
 )
 from services import keyspace
 from services.keys import KekError, load_kek
 from services.stored_records import StoredRecordError
-from tests.cloud.harness import LAYOUT_SIZE, Federation, running_cloud, small_spec
+from tests.cloud.harness import LAYOUT_SIZE, Cloud, Federation, running_cloud, small_spec
 from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
 from tests.edge.harness import EID, FID, running_edge
 
@@ -54,6 +56,31 @@ async def _resigned(fed: Federation, aggregate: EdgeAggregate, **update: Any) ->
     unsigned = aggregate.model_copy(update={**update, "signature": b""})
     key = fed.edges[aggregate.edge_id].key
     return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
+
+
+async def _round_0_past_its_deadlines(
+    cloud: Cloud,
+    spec: FederationSpec,
+    rng: np.random.Generator,
+    *,
+    spoil: Callable[[str], str] | None = None,
+    edit: Callable[[dict[str, dict[str, np.ndarray]]], None] | None = None,
+) -> Federation:
+    """Round 0 of `spec` started, the record `spoil` names written as `{` first, every edge's sum (of deltas
+    `edit` may change) posted, then twelve round deadlines passed, each with a deadline check."""
+    fed = await Federation.create(cloud.http, spec)
+    await fed.start(cloud.http)
+    if spoil is not None:
+        await cloud.store.set(spoil(fed.fid), b"{")
+    deltas = fed.deltas(rng)
+    if edit is not None:
+        edit(deltas)
+    for edge_id, edge_deltas in deltas.items():
+        await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, edge_deltas))
+    for _ in range(12):
+        cloud.clock.advance(spec.round_deadline_s)
+        await cloud.tick()
+    return fed
 
 
 @pytest.mark.xfail(
@@ -107,20 +134,11 @@ async def test_a_corrupt_sealed_noise_record_does_not_wedge_its_round() -> None:
     could draw afresh or fail the round; on main `FederationStore.central_noise` raises `KeyStoreError`,
     which the closer takes for a KEK that does not unwrap ("not the round's fault"): it backs off and tries
     again for ever, the round never closes nor fails, and the federation is stuck at that round."""
-    dp = CentralDPConfig(noise_multiplier=1.0, clip_norm=1.0)
-    spec = small_spec(central_dp=dp)
-    rng = np.random.default_rng(8)
+    spec = small_spec(central_dp=CentralDPConfig(noise_multiplier=1.0, clip_norm=1.0))
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, spec)
-        await fed.start(cloud.http)
-        await cloud.store.set(keyspace.fed_round_noise(fed.fid, 0), b"{")
-        for edge_id, edge_deltas in fed.deltas(rng).items():
-            assert (
-                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, edge_deltas))
-            ).status_code == 202
-        for _ in range(30):
-            cloud.clock.advance(spec.round_deadline_s)
-            await cloud.tick()
+        fed = await _round_0_past_its_deadlines(
+            cloud, spec, np.random.default_rng(8), spoil=lambda fid: keyspace.fed_round_noise(fid, 0)
+        )
         status = await cloud.status(fed.fid, 0)
     assert status.state in (RoundState.CLOSED, RoundState.FAILED), (status.state, status.close_error)
 
@@ -198,17 +216,12 @@ async def test_one_plaintext_upload_of_a_huge_finite_value_does_not_fail_the_rou
     plaintext the bad upload is attributable: the edge could refuse it, or the cloud leave its edge out as
     it does for an out-of-range packed sum."""
     spec = small_spec(he=PlainParams())
-    rng = np.random.default_rng(9)
-    async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, spec)
-        await fed.start(cloud.http)
-        deltas = fed.deltas(rng)
+
+    def huge(deltas: dict[str, dict[str, np.ndarray]]) -> None:
         deltas["edge-1"]["client-a"][0] = 1e300
-        for edge_id, edge_deltas in deltas.items():
-            await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, edge_deltas))
-        for _ in range(10):  # past every close attempt the policy allows
-            cloud.clock.advance(spec.round_deadline_s)
-            await cloud.tick()
+
+    async with running_cloud() as cloud:
+        fed = await _round_0_past_its_deadlines(cloud, spec, np.random.default_rng(9), edit=huge)
         status = await cloud.status(fed.fid, 0)
         published = await cloud.vector(fed.fid, 1) if status.state is RoundState.CLOSED else np.zeros(1)
     assert status.state is RoundState.CLOSED, (status.state, status.failure)
@@ -317,17 +330,10 @@ async def test_a_cloud_record_the_deadline_check_reads_does_not_wedge_the_federa
     (`keyspace.fed_round_close_failures`) are left in place: twelve deadlines later the round is still
     open ("the deadline check stopped at a stored record that does not read back" on every check), and
     round 1 never opens. With the ranks record the edges' sums are refused with 409 as well."""
-    spec = small_spec()
-    rng = np.random.default_rng(10)
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, spec)
-        await fed.start(cloud.http)
-        await cloud.store.set(CLOUD_TICK_RECORDS[name](fed.fid), b"{")
-        for edge_id, edge_deltas in fed.deltas(rng).items():
-            await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, edge_deltas))
-        for _ in range(12):
-            cloud.clock.advance(spec.round_deadline_s)
-            await cloud.tick()
+        fed = await _round_0_past_its_deadlines(
+            cloud, small_spec(), np.random.default_rng(10), spoil=CLOUD_TICK_RECORDS[name]
+        )
         next_round = await cloud.http.get(f"/federations/{fed.fid}/rounds/1")
     assert next_round.status_code == 200, next_round.text
 
@@ -351,16 +357,9 @@ async def test_a_corrupt_bookkeeping_record_is_skipped_and_the_round_closes(name
     the closer reads them while releasing and a value that does not parse fails the close attempt: the
     round fails after `max_attempts` ("closing the round failed 5 times; ... StoredRecordError"), its sums
     dropped; the record stays in place, so the next round's close reads it again."""
-    spec = small_spec()
-    rng = np.random.default_rng(11)
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, spec)
-        await fed.start(cloud.http)
-        await cloud.store.set(BOOKKEEPING_RECORDS[name](fed.fid), b"{")
-        for edge_id, edge_deltas in fed.deltas(rng).items():
-            await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, edge_deltas))
-        for _ in range(12):
-            cloud.clock.advance(spec.round_deadline_s)
-            await cloud.tick()
+        fed = await _round_0_past_its_deadlines(
+            cloud, small_spec(), np.random.default_rng(11), spoil=BOOKKEEPING_RECORDS[name]
+        )
         status = await cloud.status(fed.fid, 0)
     assert status.state is RoundState.CLOSED, status.failure
