@@ -140,6 +140,55 @@ def test_an_edge_redis_user_cannot_stall_the_store_for_the_cloud(busy_redis) -> 
     assert isinstance(outcome[0], redis.exceptions.NoPermissionError), outcome
 
 
+@pytest.fixture
+def full_redis(tmp_path) -> Iterator[tuple[RedisServer, StoreCredentials]]:
+    """As `acl_redis`, with a `maxmemory` 4 MiB above what it uses empty (deploy/k8s sets 768 MiB)."""
+    credentials = issue_store_users(tmp_path / "store-users", EDGES)
+    server = RedisServer(tmp_path / "data", acl=credentials).start()
+    admin = server.admin_client()
+    try:
+        admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + 4 * 2**20)
+    finally:
+        admin.close()
+    yield server, credentials
+    server.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the tiers share one Redis and its maxmemory; Redis has no quota per ACL user, so an edge's user "
+    "fills it with its own keys and the cloud's next write is refused OOM",
+)
+def test_an_edge_redis_user_cannot_fill_the_store_the_cloud_writes_to(full_redis) -> None:
+    """Property: one edge's Redis password cannot stop the cloud's writes (and so every region's rounds):
+    whatever the edge's user writes under its own `edge:{eid}:` prefix, the cloud's next write succeeds.
+
+    (Each tier's user is confined to its prefix, but not in size: with `maxmemory-policy noeviction`, as
+    deploy/ sets it, a loop of large values under `edge:edge-1:` makes every later write of the cloud fail.)"""
+    server, credentials = full_redis
+    edge, cloud = _connect(server, credentials, "edge-1"), _connect(server, credentials, "cloud")
+    written = 0
+    try:
+        # Large values, then small ones to fill what a large one's query buffer left: bounded loops.
+        for size, most in ((64 * 1024, 1000), (1024, 10_000), (16, 10_000)):
+            for _ in range(most):
+                try:
+                    edge.set(f"edge:edge-1:fed-r1:filler:{written}", bytes(size))
+                    written += 1
+                except redis.exceptions.OutOfMemoryError:  # refused: the store is full
+                    break
+        try:
+            cloud.set(keyspace.fed_round_status("fed-r1", 0), b"{}")
+            refused: str | None = None
+        except redis.exceptions.OutOfMemoryError as e:
+            refused = str(e)
+    finally:
+        edge.close()
+        cloud.close()
+
+    assert refused is None, f"after the edge wrote {written} values, the cloud's write: {refused}"
+
+
 # -- an edge's API token -------------------------------------------------------------------------------------
 @pytest.mark.xfail(
     strict=True,
