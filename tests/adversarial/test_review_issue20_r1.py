@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 
 from fedlora.store_users import StoreCredentials, issue_store_users
-from protocol.messages import RoundPlan
+from protocol.messages import ClientEnrolment, RoundPlan
 from services import keyspace
-from tests.cloud.harness import Federation, bearer, running_cloud, small_spec
+from tests.cloud.harness import Federation, bearer, post_enrolment, running_cloud, small_spec
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -236,3 +237,60 @@ async def test_anonymous_challenges_cannot_grow_the_store_without_bound() -> Non
                 assert response.status_code in (429, 503), response.text
 
     assert stored <= ANONYMOUS_CHALLENGES, f"{stored} challenges stored for one anonymous caller"
+
+
+# -- one hospital's enrolled key -----------------------------------------------------------------------------
+def _hospital(fed: Federation, cid: str, edge_id: str, **fields: object) -> ClientEnrolment:
+    key = fed.client_keys[cid]
+    return ClientEnrolment(
+        client_id=cid, edge_id=edge_id, public_key=key.public_bytes, num_examples=100, **fields
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a re-enrolment moves the token pointer and leaves the previous token's record in the tokens hash",
+)
+async def test_re_enrolling_in_a_loop_leaves_no_record_behind() -> None:
+    """Property: what one party's credential makes the cloud store is bounded: a hospital re-enrolling (a
+    proof by its key, no enrolment token) replaces its API token's record, so its federation's token hash
+    holds one record per party however often it re-enrols.
+
+    (Each re-enrolment adds a `TokenRecord` under the new digest and only moves the party's pointer; the
+    revoked records stay for ever, one per loop of a hospital's or edge's own key.)"""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        before = len(await cloud.store.hgetall(keyspace.fed_tokens(fed.fid)))
+        body, key = _hospital(fed, "client-a", "edge-1"), fed.client_keys["client-a"]
+        for _ in range(20):
+            answer = await post_enrolment(cloud.http, fed.fid, body, key, token=None)
+            assert answer.status_code == 200, answer.text
+        after = len(await cloud.store.hgetall(keyspace.fed_tokens(fed.fid)))
+
+    assert before == len(fed.edges) + len(fed.client_tokens)
+    assert after == before, f"{after - before} records left by 20 re-enrolments of one hospital"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a hospital's re-enrolment stores the request's max_rank (and the rank drawn from it)",
+)
+async def test_a_hospitals_re_enrolment_changes_nothing_but_its_api_token() -> None:
+    """Property (docs/security.md, "A re-enrolment changes nothing but the API token"): a hospital that
+    re-enrols at its own edge keeps its enrolled record: `max_rank` and `rank` as the first enrolment set
+    them (the admin's spec and the rank policy decide a rank later, not a re-enrolment)."""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec(), max_ranks={"client-a": 1})
+        before = await cloud.http.get(f"/federations/{fed.fid}/clients?edge_id=edge-1")
+        body = _hospital(fed, "client-a", "edge-1", max_rank=2)
+        again = await post_enrolment(cloud.http, fed.fid, body, fed.client_keys["client-a"], token=None)
+        after = await cloud.http.get(f"/federations/{fed.fid}/clients?edge_id=edge-1")
+
+    assert again.status_code == 200, again.text
+
+    def record(listing: httpx.Response) -> tuple[int, int]:
+        info = next(c for c in listing.json() if c["client_id"] == "client-a")
+        return info["max_rank"], info["rank"]
+
+    assert record(before) == (1, 1)
+    assert record(after) == record(before), record(after)
