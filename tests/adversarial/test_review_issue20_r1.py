@@ -247,10 +247,10 @@ async def test_anonymous_challenges_cannot_grow_the_store_without_bound() -> Non
 
 
 # -- one hospital's enrolled key -----------------------------------------------------------------------------
-def _hospital(fed: Federation, cid: str, edge_id: str, **fields: object) -> ClientEnrolment:
+def _hospital(fed: Federation, cid: str, edge_id: str, *, max_rank: int | None = None) -> ClientEnrolment:
     key = fed.client_keys[cid]
     return ClientEnrolment(
-        client_id=cid, edge_id=edge_id, public_key=key.public_bytes, num_examples=100, **fields
+        client_id=cid, edge_id=edge_id, public_key=key.public_bytes, num_examples=100, max_rank=max_rank
     )
 
 
