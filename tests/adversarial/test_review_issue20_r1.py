@@ -8,8 +8,10 @@ Redis (tests/adversarial/conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,31 +20,40 @@ import redis
 from fedlora.store_users import StoreCredentials, issue_store_users
 from protocol.messages import ClientEnrolment, RoundPlan
 from services import keyspace
+from tests.adversarial.test_review_issue20_store import EDGES, _connect
 from tests.cloud.harness import Federation, bearer, post_enrolment, running_cloud, small_spec
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
-
-EDGES = ("edge-1", "edge-2")
 
 # Challenges an anonymous caller may have the cloud hold for one federation before it is refused: a party
 # enrolling needs one at a time, so a bound in the hundreds serves every federation the caps allow.
 ANONYMOUS_CHALLENGES = 1024
 
 
-@pytest.fixture(scope="module")
-def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, StoreCredentials]]:
-    """A redis-server started with the ACL file the bootstrap issues for a cloud and two edges."""
-    folder = tmp_path_factory.mktemp("acl-redis-r1")
+@contextlib.contextmanager
+def _configured_acl_redis(
+    folder: Path, configure: Callable[[redis.Redis], object]
+) -> Iterator[tuple[RedisServer, StoreCredentials]]:
+    """A redis-server of its own with the ACL file the bootstrap issues for a cloud and two edges (as
+    tests/adversarial/test_review_issue20_store.py's `acl_redis`), `configure`d first by the operator's user."""
     credentials = issue_store_users(folder / "store-users", EDGES)
     server = RedisServer(folder / "data", acl=credentials).start()
-    yield server, credentials
-    server.stop()
+    admin = server.admin_client()
+    try:
+        configure(admin)
+    finally:
+        admin.close()
+    try:
+        yield server, credentials
+    finally:
+        server.stop()
 
 
-def _connect(server: RedisServer, credentials: StoreCredentials, tier: str) -> redis.Redis:
-    user = credentials.cloud if tier == "cloud" else credentials.edges[tier]
-    return redis.Redis(host="127.0.0.1", port=server.port, username=user.name, password=user.password)
+@pytest.fixture
+def acl_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, StoreCredentials]]:
+    with _configured_acl_redis(tmp_path, lambda admin: None) as got:
+        yield got
 
 
 # -- an edge's Redis password --------------------------------------------------------------------------------
@@ -79,17 +90,10 @@ def test_an_edge_redis_user_cannot_list_the_key_names_of_other_tiers(acl_redis) 
 
 
 @pytest.fixture
-def busy_redis(tmp_path) -> Iterator[tuple[RedisServer, StoreCredentials]]:
-    """As `acl_redis`, with Redis answering BUSY after 50 ms of a running script instead of 5 s."""
-    credentials = issue_store_users(tmp_path / "store-users", EDGES)
-    server = RedisServer(tmp_path / "data", acl=credentials).start()
-    admin = server.admin_client()
-    try:
-        admin.config_set("busy-reply-threshold", 50)
-    finally:
-        admin.close()
-    yield server, credentials
-    server.stop()
+def busy_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, StoreCredentials]]:
+    """Redis answering BUSY after 50 ms of a running script instead of 5 s."""
+    with _configured_acl_redis(tmp_path, lambda admin: admin.config_set("busy-reply-threshold", 50)) as got:
+        yield got
 
 
 @pytest.mark.xfail(
@@ -147,17 +151,14 @@ def test_an_edge_redis_user_cannot_stall_the_store_for_the_cloud(busy_redis) -> 
 
 
 @pytest.fixture
-def full_redis(tmp_path) -> Iterator[tuple[RedisServer, StoreCredentials]]:
-    """As `acl_redis`, with a `maxmemory` 4 MiB above what it uses empty (deploy/k8s sets 768 MiB)."""
-    credentials = issue_store_users(tmp_path / "store-users", EDGES)
-    server = RedisServer(tmp_path / "data", acl=credentials).start()
-    admin = server.admin_client()
-    try:
-        admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + 4 * 2**20)
-    finally:
-        admin.close()
-    yield server, credentials
-    server.stop()
+def full_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, StoreCredentials]]:
+    """Redis with a `maxmemory` 4 MiB above what it uses empty (deploy/k8s sets 768 MiB)."""
+
+    def limit(admin: redis.Redis) -> object:
+        return admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + 4 * 2**20)
+
+    with _configured_acl_redis(tmp_path, limit) as got:
+        yield got
 
 
 @pytest.mark.xfail(
