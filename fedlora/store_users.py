@@ -33,7 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from protocol.messages import Identifier
 from services import keyspace
 from services.secret_files import write_secret
-from services.store import REDIS_COMMANDS
+from services.store import EDGE_REDIS_COMMANDS, REDIS_COMMANDS
 
 ACL_FILE = Path("redis") / "users.acl"
 PASSWORD_FILE = "store-password"  # noqa: S105 - a file name, not a secret
@@ -117,7 +117,7 @@ def issue_store_users(
             out_dir / f"edge-{eid}",
             edge_user(eid),
             (keyspace.edge_prefix(eid) + "*",),
-            REDIS_COMMANDS,
+            EDGE_REDIS_COMMANDS,
             rotate=rotate,
             retire=retire,
         )

@@ -611,6 +611,10 @@ REDIS_COMMANDS = (
     *("watch", "unwatch", "multi", "exec", "discard", "eval", "evalsha"),
     *("time", "info", "ping", "echo", "auth", "hello", "select", "quit", "reset"),
 )
+# An edge's user: no scripts. Only the cloud's closer lease compares and deletes in a script
+# (`delete_if_equals`, `expire_if_equals`); a script that never returns would hold Redis' one thread, every
+# other tier answered `BUSY` until the operator's user kills it.
+EDGE_REDIS_COMMANDS = tuple(command for command in REDIS_COMMANDS if command not in ("eval", "evalsha"))
 
 
 # Compare-and-delete and compare-and-expire: one script each, so the check and the write are one step on the

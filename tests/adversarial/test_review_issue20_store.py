@@ -24,7 +24,7 @@ from protocol.crypto import CKKSParams, KeyBindingError, generate_scheme, open_s
 from protocol.messages import FederationState, Role, RoundState
 from services import keyspace
 from services.identity import new_token, token_digest
-from services.store import RedisStore
+from services.store import RedisStore, StoreError
 from tests.cloud.harness import KEK, Federation, bearer, running_cloud, small_spec
 from tests.cloud.test_hospital_policy import EXAMPLES, hospital
 from tests.redis_server import RedisServer
@@ -100,8 +100,9 @@ def test_the_cloud_user_touches_no_edge_key_and_the_default_user_is_off(acl_redi
 
 @pytest.mark.parametrize(("tier", "prefix"), [("cloud", "cloud:"), ("edge-2", "edge:edge-2:")])
 async def test_each_tier_user_runs_every_store_operation_on_its_own_keys(acl_redis, tier, prefix) -> None:
-    """Property: the commands a tier's user may run are every one `RedisStore` sends (a transaction, the
-    compare-and-delete script, SCAN, TIME, INFO memory), so a service runs on its user."""
+    """Property: the commands a tier's user may run are every one `RedisStore` sends for that tier (a
+    transaction, SCAN, TIME, INFO memory; the cloud's compare-and-delete script, which an edge's user may not
+    run), so a service runs on its user."""
     server, credentials = acl_redis
     prefix += f"{secrets.token_hex(4)}:"  # a federation of its own: this test runs once per state store
     user = _user(credentials, tier)
@@ -119,8 +120,13 @@ async def test_each_tier_user_runs_every_store_operation_on_its_own_keys(acl_red
             [(prefix + "h", "f")], lambda fields, keys: ({(prefix + "h", "f"): None}, {})
         )
         assert await store.hset_if_absent_with(prefix + "h2", "f", b"v", keys=[prefix + "b"], fn=lambda c: {})
-        assert await store.expire_if_equals(prefix + "a", b"3", ttl_s=30)
-        assert await store.delete_if_equals(prefix + "a", b"3")
+        if tier == "cloud":  # the closer's lease: the only scripts, and only the cloud's user may run them
+            assert await store.expire_if_equals(prefix + "a", b"3", ttl_s=30)
+            assert await store.delete_if_equals(prefix + "a", b"3")
+        else:
+            with pytest.raises(StoreError, match="(?i)noperm|permission"):
+                await store.delete_if_equals(prefix + "a", b"3")
+            await store.delete(prefix + "a")
         assert await store.expire([prefix + "b"], ttl_s=30) == 1
         assert (await store.ttl_s(prefix + "b") or 0) > 0
         assert await store.scan(prefix) == sorted(prefix + k for k in ("b", "h", "h2", "n"))
