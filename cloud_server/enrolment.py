@@ -101,7 +101,16 @@ def placed(
     before)."""
     now = existing.at_round(round_) if round_ is not None else existing
     before = [stint for stint in now.edges_before if stint.through_round >= since]
-    kept = request.model_copy(update={"enrolled_at": existing.enrolled_at, "edges_before": before})
+    # A re-enrolment rotates the API token and may move the hospital; its rank and cap stay as enrolled (the
+    # spec and the rank policy change a rank, never a re-enrolment).
+    kept = request.model_copy(
+        update={
+            "enrolled_at": existing.enrolled_at,
+            "edges_before": before,
+            "rank": existing.rank,
+            "max_rank": existing.max_rank,
+        }
+    )
     if request.edge_id == now.edge_id or round_ is None:
         return kept
     if planned and open_:
@@ -243,11 +252,14 @@ class EnrolmentService:
             fields, keys = admission.writes(read, current, new=existing is None)
             if existing is None:
                 fields = {**fields, edge_field: info.model_dump_json().encode()}
-            issued, pointer = self._with_token(fid, Role.EDGE, request.edge_id, token, fields)
+            issued, pointer = self._with_token(
+                fid, Role.EDGE, request.edge_id, token, fields, current=current, previous=previous
+            )
             return issued, {**keys, **pointer}
 
+        previous = await self._previous_token(fid, Role.EDGE, request.edge_id)
         await self._store.fields_transaction(
-            [edge_field, self._token_field(fid, token), *admission.fields],
+            [edge_field, self._token_field(fid, token), *admission.fields, *([previous] if previous else [])],
             write,
             keys=[keyspace.fed_subject_token(fid, Role.EDGE.value, request.edge_id), *admission.keys],
         )
@@ -372,7 +384,9 @@ class EnrolmentService:
                 kept[:] = [(False, new)]
             fields, spent = admission.writes(read, current, new=raw is None)
             fields = {**fields, client_field: kept[0][1].model_dump_json().encode()}
-            issued, pointer = self._with_token(fid, Role.CLIENT, cid, token, fields)
+            issued, pointer = self._with_token(
+                fid, Role.CLIENT, cid, token, fields, current=current, previous=previous
+            )
             return issued, {**spent, **pointer}
 
         keys = [
@@ -381,8 +395,16 @@ class EnrolmentService:
             keyspace.fed_subject_token(fid, "client", cid),
             *admission.keys,
         ]
+        previous = await self._previous_token(fid, Role.CLIENT, cid)
         await self._store.fields_transaction(
-            [client_field, self._token_field(fid, token), *admission.fields], write, keys=keys
+            [
+                client_field,
+                self._token_field(fid, token),
+                *admission.fields,
+                *([previous] if previous else []),
+            ],
+            write,
+            keys=keys,
         )
         return kept[0]
 
@@ -403,12 +425,35 @@ class EnrolmentService:
     def _token_field(fid: str, token: str) -> HashField:
         return keyspace.fed_tokens(fid), token_digest(token)
 
-    def _with_token(self, fid: str, role: Role, subject: str, token: str, fields: FieldUpdates) -> Writes:
+    def _with_token(
+        self,
+        fid: str,
+        role: Role,
+        subject: str,
+        token: str,
+        fields: FieldUpdates,
+        *,
+        current: dict[str, bytes | None],
+        previous: HashField | None,
+    ) -> Writes:
         """`fields` with the writes that issue `token` to `subject`: its record under its digest, and the
-        subject's pointer, which decides which of its tokens is live (moving it revokes the previous one)."""
+        subject's pointer, which decides which of its tokens is live (moving it revokes the previous one).
+        The previous token's record (`previous`, read before the transaction) goes too while the pointer
+        (in `current`) still names it, so that re-enrolling in a loop leaves no record behind."""
         field = self._token_field(fid, token)
         pointer = keyspace.fed_subject_token(fid, role.value, subject)
-        return {**fields, field: TokenRecord(role=role, subject=subject).dump()}, {pointer: field[1].encode()}
+        writes: dict[HashField, bytes | None] = {
+            **fields,
+            field: TokenRecord(role=role, subject=subject).dump(),
+        }
+        if previous is not None and current.get(pointer) == previous[1].encode():
+            writes[previous] = None
+        return writes, {pointer: field[1].encode()}
+
+    async def _previous_token(self, fid: str, role: Role, subject: str) -> HashField | None:
+        """The record field of `subject`'s live API token, if it has one."""
+        digest = await self._store.get(keyspace.fed_subject_token(fid, role.value, subject))
+        return (keyspace.fed_tokens(fid), digest.decode()) if digest else None
 
     async def token_subject(self, fid: str, digest: str) -> TokenRecord | None:
         """Who a live API token stands for, or None (unknown or revoked)."""

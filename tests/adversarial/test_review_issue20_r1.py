@@ -248,17 +248,13 @@ def _hospital(fed: Federation, cid: str, edge_id: str, *, max_rank: int | None =
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a re-enrolment moves the token pointer and leaves the previous token's record in the tokens hash",
-)
 async def test_re_enrolling_in_a_loop_leaves_no_record_behind() -> None:
     """Property: what one party's credential makes the cloud store is bounded: a hospital re-enrolling (a
     proof by its key, no enrolment token) replaces its API token's record, so its federation's token hash
     holds one record per party however often it re-enrols.
 
     (Each re-enrolment adds a `TokenRecord` under the new digest and only moves the party's pointer; the
-    revoked records stay for ever, one per loop of a hospital's or edge's own key.)"""
+    revoked records stay for ever, one per loop of a hospital's or edge's own key.) Failed before the fix."""
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec())
         before = len(await cloud.store.hgetall(keyspace.fed_tokens(fed.fid)))
@@ -272,14 +268,11 @@ async def test_re_enrolling_in_a_loop_leaves_no_record_behind() -> None:
     assert after == before, f"{after - before} records left by 20 re-enrolments of one hospital"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a hospital's re-enrolment stores the request's max_rank (and the rank drawn from it)",
-)
 async def test_a_hospitals_re_enrolment_changes_nothing_but_its_api_token() -> None:
     """Property (docs/security.md, "A re-enrolment changes nothing but the API token"): a hospital that
     re-enrols at its own edge keeps its enrolled record: `max_rank` and `rank` as the first enrolment set
-    them (the admin's spec and the rank policy decide a rank later, not a re-enrolment)."""
+    them (the admin's spec and the rank policy decide a rank later, not a re-enrolment). Failed before the
+    fix: the request's max_rank, and the rank drawn from it, replaced them."""
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec(), max_ranks={"client-a": 1})
         before = await cloud.http.get(f"/federations/{fed.fid}/clients?edge_id=edge-1")
