@@ -124,7 +124,7 @@ async def test_each_tier_user_runs_every_store_operation_on_its_own_keys(acl_red
             assert await store.expire_if_equals(prefix + "a", b"3", ttl_s=30)
             assert await store.delete_if_equals(prefix + "a", b"3")
         else:
-            with pytest.raises(StoreError, match="(?i)noperm|permission"):
+            with pytest.raises(StoreError, match=r"(?i)noperm|permission"):
                 await store.delete_if_equals(prefix + "a", b"3")
             await store.delete(prefix + "a")
         assert await store.expire([prefix + "b"], ttl_s=30) == 1

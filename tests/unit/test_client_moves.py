@@ -13,7 +13,12 @@ from services.identity import SigningKey
 
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 AT_EDGE_1 = ClientInfo(
-    client_id="hosp-a", edge_id="edge-1", public_key=SigningKey.generate().public_bytes, num_examples=100, rank=2, enrolled_at=AT
+    client_id="hosp-a",
+    edge_id="edge-1",
+    public_key=SigningKey.generate().public_bytes,
+    num_examples=100,
+    rank=2,
+    enrolled_at=AT,
 )
 
 
