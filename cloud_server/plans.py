@@ -147,25 +147,38 @@ def within_capacity(
 ) -> dict[str, ClientInfo]:
     """The hospitals a round plans: all of them, or, where they are more than one sum of the scheme can hold
     (`he.max_summands`: packed Paillier's `max_clients`, 64 by default; every edge's sum and the cloud's
-    total of them must fit), that many, taken in turns by id from an offset that moves on each round, so
-    that every hospital is planned in turn; logged, since a hospital left out sits the round out. Planning
-    them all would make the upload past the capacity overflow its edge's sum and fail the round, every
-    round."""
+    total of them must fit), that many, in turns by region: each round another edge goes first, and edges
+    are planned whole (or, past what is left, as a window of at least `k` of their hospitals that moves on
+    at each turn), so that every hospital of an edge of `k` or more is planned, with `k - 1` of its own, in
+    turn; an edge's window of fewer than `k` would forward nothing. Logged, since a hospital left out sits
+    the round out. Planning them all would make the upload past the capacity overflow its edge's sum and
+    fail the round, every round."""
     capacity = spec.he.max_summands
     if capacity is None or len(clients) <= capacity:
         return dict(clients)
-    ids = sorted(clients)
-    start = (round_ * capacity) % len(ids)
-    chosen = sorted((ids + ids)[start : start + capacity])
+    k = spec.min_clients_per_edge
+    regions: dict[str, list[str]] = {}
+    for cid in sorted(clients):
+        regions.setdefault(clients[cid].edge_id, []).append(cid)
+    edges = sorted(regions)
+    first, turn = round_ % len(edges), round_ // len(edges)
+    chosen: list[str] = []
+    for edge_id in edges[first:] + edges[:first]:
+        members, room = regions[edge_id], capacity - len(chosen)
+        take = min(len(members), room)
+        if take < min(k, len(members)):
+            continue
+        start = (turn * take) % len(members)
+        chosen += (members + members)[start : start + take]
     log.warning(
-        "more hospitals enrolled than one encrypted sum can hold; the round plans them in turns",
+        "more hospitals enrolled than one encrypted sum can hold; the round plans them in turns by region",
         extra={
             "federation_id": spec.federation_id,
             "round": round_,
-            "data": {"enrolled": len(ids), "planned": capacity, "he_max_summands": capacity},
+            "data": {"enrolled": len(clients), "planned": len(chosen), "he_max_summands": capacity},
         },
     )
-    return {cid: clients[cid] for cid in chosen}
+    return {cid: clients[cid] for cid in sorted(chosen)}
 
 
 def _published_rank(spec: FederationSpec, clients: Mapping[str, ClientInfo]) -> int:

@@ -89,6 +89,16 @@ def _decode(data: str | bytes, *, source: str, raw: bool = False) -> bytes:
     return key
 
 
+def _is_text(key: bytes) -> bool:
+    """Whether `key` reads as printable text in UTF-8 (ASCII or any other script): something typed, which 32
+    random bytes almost never are."""
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(char.isprintable() or char in "\t\n\r" for char in text)
+
+
 def _raw_key(data: str | bytes, *, source: str) -> bytes:
     """The 32 raw bytes of a KEK file (`FEDLORA_KEK_RAW=1`): refused when they are all printable, since
     then they are a passphrase or a placeholder typed into the file, not 256 random bits."""
@@ -97,9 +107,9 @@ def _raw_key(data: str | bytes, *, source: str) -> bytes:
         raise KekError(
             f"{source} holds {len(key)} bytes; with {KEK_RAW_ENV}=1 it must hold {KEK_BYTES} raw bytes"
         )
-    if all(0x20 <= byte < 0x7F or byte in b"\t\n\r" for byte in key):
+    if _is_text(key):
         raise KekError(
-            f"{source} holds {KEK_BYTES} printable characters: a passphrase, not a raw key; write 32 random "
+            f"{source} holds {KEK_BYTES} bytes of printable text: a passphrase, not a raw key; write 32 random "
             f"bytes (or their hex or base64 without {KEK_RAW_ENV})"
         )
     return key

@@ -29,6 +29,7 @@ from protocol.messages import (
     RoundState,
 )
 from services import keyspace
+from services.identity import SigningKey
 from services.keys import KekError, load_kek
 from services.stored_records import StoredRecordError
 from tests.cloud.harness import LAYOUT_SIZE, Cloud, Federation, running_cloud, small_spec
@@ -143,11 +144,6 @@ async def test_a_corrupt_sealed_noise_record_does_not_wedge_its_round() -> None:
     assert status.state in (RoundState.CLOSED, RoundState.FAILED), (status.state, status.close_error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="within_capacity takes turns by id alone: where the enrolled count is a multiple of the capacity "
-    "the windows are fixed, and a region split across two of them never has k hospitals planned",
-)
 def test_every_hospital_has_a_turn_its_region_can_forward_under_the_capacity_cap() -> None:
     """Property (issue 20, item 5: the plan capped at `he.max_summands`, in turns so that no hospital sits
     out for ever): over as many rounds as there are hospitals, each hospital is planned in some round
@@ -155,13 +151,19 @@ def test_every_hospital_has_a_turn_its_region_can_forward_under_the_capacity_cap
     (`min_clients_per_edge`). On main the turns are windows of `capacity` ids in id order starting at
     `round * capacity mod n`; with 8 hospitals and a capacity of 4 they are always c0-c3 and c4-c7, so
     edge-2 (c3, c4) has one planned hospital every round and its hospitals never contribute, whatever the
-    number of rounds: a starvation anyone enrolling hospitals (or naming them) can arrange for a region."""
+    number of rounds: a starvation anyone enrolling hospitals (or naming them) can arrange for a region.
+    Failed before the fix; the turns are now by region."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
     edges = {"c0": "edge-1", "c1": "edge-1", "c2": "edge-1", "c3": "edge-2", "c4": "edge-2"}
     edges |= {"c5": "edge-3", "c6": "edge-3", "c7": "edge-3"}
     clients = {
         cid: ClientInfo(
-            client_id=cid, edge_id=edge, public_key=bytes(32), num_examples=100, rank=2, enrolled_at=now
+            client_id=cid,
+            edge_id=edge,
+            public_key=SigningKey.generate().public_bytes,
+            num_examples=100,
+            rank=2,
+            enrolled_at=now,
         )
         for cid, edge in edges.items()
     }
@@ -228,17 +230,12 @@ async def test_one_plaintext_upload_of_a_huge_finite_value_does_not_fail_the_rou
     assert np.isfinite(published).all(), published[:3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_raw_key refuses only printable ASCII: a passphrase typed in UTF-8 (any non-ASCII letter) is "
-    "taken as 32 raw key bytes",
-)
 def test_a_utf8_passphrase_in_a_raw_kek_file_is_not_taken_as_a_key(tmp_path: Path) -> None:
     """Property (issue 20, item 5): raw KEK files only with an explicit opt-in and never printable: a file
     of 32 bytes that is text someone typed is a passphrase, not 256 random bits, and is refused. The check
     reads "printable" as ASCII 0x20-0x7e, so `Grüße aus München, Käse!!!!!` (32 bytes of UTF-8, every
     character printable) loads as the federation's KEK under `FEDLORA_KEK_RAW=1`: the key sealing every HE
-    secret and plan key is then as strong as a guessable sentence."""
+    secret and plan key is then as strong as a guessable sentence. Failed before the fix."""
     path = tmp_path / "kek"
     path.write_bytes("Grüße aus München, Käse!!!!!".encode())
     with pytest.raises(KekError):
