@@ -8,6 +8,9 @@ failures the round is failed with the last error as its reason. A failure to unw
 round's plan), is counted and shown in the round's status too, but never fails the round, and only the
 replica that failed backs off (`KeyBackoff`, in its memory): it is that replica's fault, not the round's, and
 a replica with the right key closes the round at its next check.
+
+The count is bookkeeping: a stored count that does not read back is quarantined and counting starts afresh
+(`services.stored_records.Discards`), so that it never stops the deadline check.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services import keyspace
 from services.settings import CloudSettings
 from services.store import StateStore, Updates
-from services.stored_records import parse_record, read_record
+from services.stored_records import Discards, read_record
 
 MAX_ERROR_CHARS = 1000
 
@@ -93,7 +96,8 @@ def describe_error(error: BaseException) -> str:
 
 
 async def close_failures(store: StateStore, fid: str, round_: int) -> CloseFailures | None:
-    return await read_record(store, keyspace.fed_round_close_failures(fid, round_), CloseFailures)
+    key = keyspace.fed_round_close_failures(fid, round_)
+    return await read_record(store, key, CloseFailures, bookkeeping=True)
 
 
 async def record_failure(
@@ -103,14 +107,12 @@ async def record_failure(
     key did not unwrap, which is not counted against the round."""
     failures_key = keyspace.fed_round_close_failures(fid, round_)
     recorded: list[CloseFailures] = []
+    discards = Discards()
 
     def count(current: dict[str, bytes | None]) -> Updates:
-        raw = current[failures_key]
-        before = (
-            parse_record(raw, key=failures_key, reader=CloseFailures)
-            if raw
-            else CloseFailures(attempts=0, last_at=now, last_error="")
-        )
+        discards.clear()
+        none = CloseFailures(attempts=0, last_at=now, last_error="")
+        before = discards.parse(current[failures_key], key=failures_key, reader=CloseFailures, empty=none)
         failures = before.model_copy(
             update={
                 "attempts": before.attempts + (0 if of_key else 1),
@@ -123,4 +125,5 @@ async def record_failure(
         return {failures_key: failures.model_dump_json().encode()}
 
     await store.transaction([failures_key], count)
+    await discards.settle(store)
     return recorded[0]

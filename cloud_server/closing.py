@@ -93,7 +93,7 @@ from services import keyspace
 from services.identity import SigningKey
 from services.lease import Lease, Pause
 from services.store import StateStore, StoreError, Updates
-from services.stored_records import parse_record, read_record
+from services.stored_records import Discards, parse_record, read_record
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -102,15 +102,18 @@ def late_groups(spec: FederationSpec, round_: int, values: Mapping[str, bytes]) 
     """The late buckets of a round's stored aggregates, grouped by staleness (least late first)."""
     if spec.late_uploads is None:
         return []
-    by_staleness: dict[int, tuple[list[memoryview], list[Contribution]]] = {}
+    by_staleness: dict[int, tuple[list[memoryview], list[Contribution], list[str]]] = {}
     for edge_id in sorted(values):
         for bucket, ciphertext in unpack_late(values[edge_id]):
-            parts, contributions = by_staleness.setdefault(round_ - bucket.origin_round, ([], []))
+            parts, contributions, edges = by_staleness.setdefault(
+                round_ - bucket.origin_round, ([], [], [])
+            )
             parts.append(ciphertext)
             contributions.extend(bucket.contributions)
+            edges.append(edge_id)
     return [
-        LateGroup(s, spec.late_uploads.factor(s), parts, contributions)
-        for s, (parts, contributions) in sorted(by_staleness.items())
+        LateGroup(s, spec.late_uploads.factor(s), parts, contributions, edges)
+        for s, (parts, contributions, edges) in sorted(by_staleness.items())
     ]
 
 
@@ -205,25 +208,39 @@ class CommitKeys:
         ]
 
     def stored(
-        self, current: Mapping[str, bytes | None], record: FederationRecord, status: RoundStatus
+        self,
+        current: Mapping[str, bytes | None],
+        record: FederationRecord,
+        status: RoundStatus,
+        discards: Discards,
     ) -> Stored:
-        """The state the commit read (`record` and `status` already parsed)."""
-
-        def read(key: str, reader: Any, empty: Any) -> Any:
-            raw = current[key]
-            return parse_record(raw, key=key, reader=reader) if raw else empty
-
+        """The state the commit read (`record` and `status` already parsed). The validation history, the
+        ranks and each contributor's stats are bookkeeping: one that does not parse is read as absent (the
+        history starts afresh, the enrolled ranks hold, the hospital's counts start from zero) and left in
+        `discards` for the caller to discard once the commit is done."""
         ledger_key, validation_key = keyspace.fed_privacy(self.fid), keyspace.fed_validation(self.fid)
+        raw_ledger = current[ledger_key]
+        ranks_key = keyspace.fed_ranks(self.fid)
         return Stored(
             record=record,
             status=status,
-            ledger=read(ledger_key, Ledger, Ledger()),
-            validation=tuple(tuple(pair) for pair in read(validation_key, VALIDATION, [])),
-            ranks=read(keyspace.fed_ranks(self.fid), RANKS, {}),
+            ledger=parse_record(raw_ledger, key=ledger_key, reader=Ledger) if raw_ledger else Ledger(),
+            validation=tuple(
+                tuple(pair)
+                for pair in discards.parse(
+                    current[validation_key], key=validation_key, reader=VALIDATION, empty=[]
+                )
+            ),
+            ranks=discards.parse(current[ranks_key], key=ranks_key, reader=RANKS, empty={}),
             stats={
                 cid: stats
                 for cid in self.contributors
-                if (stats := read(self.stats(cid), ClientStats, None)) is not None
+                if (
+                    stats := discards.parse(
+                        current[self.stats(cid)], key=self.stats(cid), reader=ClientStats, empty=None
+                    )
+                )
+                is not None
             },
         )
 
@@ -731,9 +748,11 @@ class RoundCloser:
         decided: list[RoundOutcome] = []
         stored: list[dict[str, str]] = []
         lost: list[bool] = []
+        discards = Discards()
 
         def commit(current: dict[str, bytes | None]) -> Updates:
             stored[:], lost[:] = [], []
+            discards.clear()
             if not lease.holds(current):
                 lost[:] = [True]  # it lapsed while we decrypted: its next holder closes the round
                 return {}
@@ -745,11 +764,13 @@ class RoundCloser:
             if held != sealed:
                 stored[:] = [held]
                 return {}
-            outcome = round_outcome(release, keys.stored(current, record, status))
+            outcome = round_outcome(release, keys.stored(current, record, status, discards))
             decided[:] = [outcome]
             return keys.writes(outcome, signer)
 
-        if not await self._store.transaction([*keys.all, digests_key, lease.key], commit):
+        committed = await self._store.transaction([*keys.all, digests_key, lease.key], commit)
+        await discards.settle(self._store)
+        if not committed:
             if lost:
                 log.error(
                     "round not committed: its closing lease lapsed while it was decrypted",

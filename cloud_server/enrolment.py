@@ -494,7 +494,8 @@ class EnrolmentService:
         clients = await read_hash_records(self._store, keyspace.fed_clients(fid), ClientInfo, skip=True)
         if round_ is not None:
             clients = {cid: info.at_round(round_) for cid, info in clients.items()}
-        current = await read_record(self._store, keyspace.fed_ranks(fid), RANKS)
+        # Bookkeeping: ranks that do not read back are discarded, and the enrolled ranks hold.
+        current = await read_record(self._store, keyspace.fed_ranks(fid), RANKS, bookkeeping=True)
         if current is not None:  # ranks the policy has grown since enrolment
             for cid, rank in current.items():
                 if cid in clients:
@@ -503,7 +504,8 @@ class EnrolmentService:
             clients = {cid: c for cid, c in clients.items() if c.edge_id == edge_id}
         if with_stats:
             for cid, client in clients.items():
-                stats = await read_record(self._store, keyspace.fed_client_stats(fid, cid), ClientStats)
+                key = keyspace.fed_client_stats(fid, cid)
+                stats = await read_record(self._store, key, ClientStats, bookkeeping=True)
                 if stats is not None:
                     clients[cid] = client.model_copy(update=stats.model_dump())
         return clients

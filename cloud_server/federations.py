@@ -25,6 +25,7 @@ from protocol.aggregation import RoundNoise, central_std, draw_central
 from protocol.crypto import (
     HEScheme,
     KeyBindingError,
+    KeyStoreError,
     generate_scheme,
     key_fingerprint,
     open_bytes,
@@ -56,7 +57,7 @@ from services.errors import FederationEndedError, InvalidRequestError
 from services.identity import SigningKey
 from services.model_layout import LayoutError, federation_layout
 from services.store import StateStore, Updates
-from services.stored_records import StoredRecordError, parse_record, read_record
+from services.stored_records import StoredRecordError, discard, parse_record, read_record
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -302,29 +303,42 @@ class FederationService:
         when the round asks the cloud for none): drawn once by the exact CSPRNG sampler and kept sealed under
         the KEK (whoever reads the store must not be able to subtract it from a published adapter), so every
         closer of the round that asks for the same noise adds the same. A closer asking for other noise (the
-        round left an edge's sum out, so its shares changed) draws afresh and replaces it."""
+        round left an edge's sum out, so its shares changed) draws afresh and replaces it, and so does one
+        whose stored draw does not open (`_opened_noise`). Either way nothing was released with the draw it
+        replaces: the commit that releases a round deletes its noise in the same transaction.
+        `KeyStoreError` if this replica's KEK is not the federation's."""
         if noise.cloud_std <= 0:
             return None
         key = keyspace.fed_round_noise(fid, round_)
-        label = key.encode()
         std = central_std(noise, params, size=size)
         # What the noise is for, sealed with it: a stored draw for other noise is never reused.
         tag = f"{noise.mechanism.value}:{noise.distributed}:{params.noise_step!r}:{std!r}:{size}\n".encode()
         for _ in range(2):
             sealed = await self._store.get(key)
-            if sealed is not None:
-                stored = open_bytes(sealed, self._kek, label=label)
-                if stored.startswith(tag):
-                    return np.frombuffer(stored[len(tag) :], dtype="<i8").astype(np.int64)
+            stored = None if sealed is None else await self._opened_noise(fid, key, sealed)
+            if stored is not None and stored.startswith(tag):
+                return np.frombuffer(stored[len(tag) :], dtype="<i8").astype(np.int64)
             drawn = await asyncio.to_thread(draw_central, noise, params, size=size, sampler=self._sampler)
             assert drawn is not None  # cloud_std > 0
-            fresh = seal_bytes(tag + drawn.astype("<i8").tobytes(), self._kek, label=label)
-            if sealed is not None:
+            fresh = seal_bytes(tag + drawn.astype("<i8").tobytes(), self._kek, label=key.encode())
+            if stored is not None:
                 await self._store.set(key, fresh)
                 return drawn
             if await self._store.set_if_absent(key, fresh):
                 return drawn
         raise NotFoundError(f"the central noise of round {round_} of {fid!r} vanished from the store")
+
+    async def _opened_noise(self, fid: str, key: str, sealed: bytes) -> bytes | None:
+        """The round's stored draw (`key`) opened with the KEK; None when it does not open although the KEK
+        opens the federation's sealed secret (a truncated or foreign write, not a wrong KEK): then it is
+        quarantined and removed (`services.stored_records.discard`), for the caller to draw afresh. A KEK that
+        opens neither raises `KeyStoreError`, which the closer backs off from without failing the round."""
+        try:
+            return open_bytes(sealed, self._kek, label=key.encode())
+        except KeyStoreError as e:
+            await self.secret_scheme(fid)  # raises KeyStoreError itself when the KEK is not the federation's
+            await discard(self._store, StoredRecordError(key, f"the sealed noise does not open: {e}", raw=sealed))
+            return None
 
     async def require_running(self, fid: str) -> FederationRecord:
         """The record, unless the federation has ended (410)."""

@@ -174,6 +174,7 @@ class LateGroup:
     factor: float
     ciphertexts: Sequence[bytes | memoryview]
     contributions: Sequence[Contribution]  # as the hospitals weighted them, before the factor
+    edges: Sequence[str]  # the edge each of `ciphertexts` came from, in their order
 
     def weighted(self) -> list[Contribution]:
         return [c.model_copy(update={"weight": c.weight * self.factor}) for c in self.contributions]
@@ -261,9 +262,11 @@ def aggregate(
     summands = total.count
     # Each staleness is decrypted on its own (an add-only context cannot scale a ciphertext) and weighted
     # in the clear; every bucket inside holds at least k uploads, and `reach` counts the group on its own.
+    # It is range-checked as the on-time sum is: a bucket out of range costs its edge, not the round.
     for group in late:
-        late_sum = scheme.sum([scheme.deserialize(c, expected_length=length) for c in group.ciphertexts])
-        noisy_sum = noisy_sum + group.factor * scheme.decrypt(late_sum)
+        buckets = [scheme.deserialize(c, expected_length=length) for c in group.ciphertexts]
+        late_sum = scheme.sum(buckets)
+        noisy_sum = noisy_sum + group.factor * checked_sum(scheme, late_sum, buckets, edges=group.edges)
         summands += late_sum.count
     if noise.cloud_std > 0:
         noisy_sum = on_lattice(noisy_sum, central, step=scheme.params.noise_step)

@@ -584,7 +584,7 @@ class FederationSpec(Message):
                 f"he: its max_abs_value {he_range:g} (what one value may hold so that "
                 f"{self.he.max_summands} summands stay short of the point where a sum wraps) is below "
                 f"central_dp.clip_norm {self.central_dp.clip_norm:g}, which one coordinate can reach alone; "
-                "lower he.global_scale_bits (CKKS) or raise he.clip (packed Paillier)"
+                "lower he.global_scale_bits (CKKS) or raise he.clip (packed Paillier, plaintext)"
             )
         if (
             self.central_dp.accountant == "prv"

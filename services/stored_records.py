@@ -7,12 +7,18 @@ every request that reads it (issue 20, item 1).
 `parse_record` is for a value a transaction read (it cannot write from inside); `read_record` and
 `read_hash_records` read, parse and quarantine in one call. A list reader skips the bad entry
 (`read_hash_records(..., skip=True)`) so that one corrupt record does not hide the others.
+
+A record that is only bookkeeping (a counter, a history, a cache of what the store holds elsewhere: the
+caller can start it afresh) is read with `read_record(..., bookkeeping=True)`, or inside a transaction
+through `Discards`: one that does not parse is quarantined, removed (`discard`) and read as absent, so that
+no later read stops at it again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -94,15 +100,66 @@ async def quarantine(store: StateStore, error: StoredRecordError) -> str:
     return target
 
 
+async def discard(store: StateStore, error: StoredRecordError) -> str:
+    """Quarantine the bookkeeping record `error` names (a plain key's), then remove it unless it was
+    rewritten meanwhile, and log that it starts afresh; the quarantine key."""
+    target = await quarantine(store, error)
+    removed = await store.delete_if_equals(error.key, error.raw)
+    log.warning(
+        "a bookkeeping record that does not read back was read as absent: it starts afresh",
+        extra={"data": {"key": error.key, "quarantine": target, "removed": removed}},
+    )
+    return target
+
+
+@dataclass
+class Discards:
+    """The bookkeeping records a transaction read as absent because they do not parse (`parse`); `settle`
+    discards them once it is done (a transaction writes nothing beside its updates). `clear` at the start of
+    each run of the transaction's function, which the store may run again."""
+
+    errors: dict[str, StoredRecordError] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.errors.clear()
+
+    def parse(self, raw: bytes | None, *, key: str, reader: Any, empty: Any) -> Any:
+        """`raw` parsed by `reader`; `empty` if there is none or it does not parse (then kept to discard)."""
+        if raw is None:
+            return empty
+        try:
+            return parse_record(raw, key=key, reader=reader)
+        except StoredRecordError as e:
+            self.errors[key] = e
+            return empty
+
+    async def settle(self, store: StateStore) -> None:
+        for error in self.errors.values():
+            await discard(store, error)
+        self.errors.clear()
+
+
 @overload
-async def read_record(store: StateStore, key: str, reader: type[M]) -> M | None: ...
+async def read_record(
+    store: StateStore, key: str, reader: type[M], *, bookkeeping: bool = False
+) -> M | None: ...
 @overload
-async def read_record(store: StateStore, key: str, reader: TypeAdapter[T]) -> T | None: ...
-async def read_record(store: StateStore, key: str, reader: Any) -> Any:
+async def read_record(
+    store: StateStore, key: str, reader: TypeAdapter[T], *, bookkeeping: bool = False
+) -> T | None: ...
+async def read_record(store: StateStore, key: str, reader: Any, *, bookkeeping: bool = False) -> Any:
     """The record at `key` parsed by `reader`, None if there is none; quarantined, then `StoredRecordError`,
-    if it does not parse."""
+    if it does not parse. `bookkeeping`: a record the caller can start afresh; one that does not parse is
+    discarded (`discard`) and read as None instead."""
     raw = await store.get(key)
-    return None if raw is None else await _parsed(store, raw, key=key, reader=reader)
+    if raw is None:
+        return None
+    if not bookkeeping:
+        return await _parsed(store, raw, key=key, reader=reader)
+    discards = Discards()
+    record = discards.parse(raw, key=key, reader=reader, empty=None)
+    await discards.settle(store)
+    return record
 
 
 @overload

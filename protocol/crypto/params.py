@@ -242,12 +242,30 @@ class PaillierParams(SchemeParams):
         return Distribution.SKELLAM if distributed else None
 
 
+#: The widest range a plaintext value may be given: CKKS's per-value range at its default parameters
+#: (`CKKSParams.max_abs_value`), so that a plaintext twin of any federation's uploads fits, and a sum of
+#: `envelope.MAX_COUNT` of them, averaged, stays far inside float32.
+MAX_PLAIN_CLIP = float(2**30)
+
+
 class PlainParams(SchemeParams):
-    """No encryption. Allowed only where every party may legitimately see per-client updates."""
+    """No encryption. Allowed only where every party may legitimately see per-client updates.
+
+    Values are range-checked as the encrypted schemes' are: an upload holds values in `[-clip, clip]`, a
+    decrypted sum of `n` uploads in `n` times that, so a sum holding a value no upload can (a hospital that
+    sent 1e300, which overflows the float32 adapter) is refused and costs its edge, not the round. An honest
+    hospital's weighted, clipped delta has no coordinate above `central_dp.clip_norm` (the spec refuses a
+    `clip` below it); setting `clip` to the clip norm makes the check tight.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal[HEKind.NONE] = HEKind.NONE
+    clip: float = Field(default=MAX_PLAIN_CLIP, gt=0.0, le=MAX_PLAIN_CLIP)
+
+    @property
+    def max_abs_value(self) -> float:
+        return self.clip
 
     @property
     def encoding_error(self) -> float:

@@ -1,5 +1,6 @@
 """The plaintext scheme (`HEKind.NONE`): float64 sums in the same envelope, for simulations and for
 strategies that need per-client updates. Nothing is hidden; anyone holding the public bytes can decrypt.
+Values are bounded by `PlainParams.clip` and sums range-checked against it, as the other schemes' are.
 
 The "key" is a random 32-byte federation id, so that vectors from another federation or run are still
 refused by fingerprint, exactly as with the real schemes.
@@ -7,7 +8,6 @@ refused by fingerprint, exactly as with the real schemes.
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Sequence
 
@@ -71,7 +71,7 @@ class PlainScheme(HEScheme[FloatArray]):
 
     @property
     def max_abs_value(self) -> float:
-        return math.inf
+        return self._params.max_abs_value
 
     def error_bound(self, *, count: int, max_abs: float) -> float:
         # Recursive summation of `count` float64 values: at most (count - 1) eps * sum |x| (Higham, ASNA 4.2).

@@ -45,12 +45,18 @@ def _deltas(rng: np.random.Generator, ids: tuple[str, ...]) -> dict[str, np.ndar
     return {cid: rng.normal(0.0, 0.01, LAYOUT_SIZE) for cid in ids}
 
 
+def _as_is(scheme: HEScheme[Any], values: np.ndarray) -> EncryptedVector[Any]:
+    """What a hospital holding only the public key can upload: `values` encrypted with none of the agent's
+    checks (TenSEAL encrypts any value, the plaintext scheme copies it; only the agent's own `encrypt` and
+    `contribution` check the range)."""
+    return EncryptedVector(scheme.kind, scheme.fingerprint, values.size, 1, scheme._encrypt(values))
+
+
 def _outside_the_range(scheme: HEScheme[Any], length: int) -> EncryptedVector[Any]:
-    """What a hospital holding only the public key can upload under CKKS: an encryption of a value far
-    outside `max_abs_value` (TenSEAL encrypts any value; only the agent's own `encrypt` checks the range)."""
+    """An upload of a value far outside `max_abs_value`."""
     values = np.zeros(length)
     values[0] = 1e6 * scheme.max_abs_value
-    return EncryptedVector(scheme.kind, scheme.fingerprint, length, 1, scheme._encrypt(values))
+    return _as_is(scheme, values)
 
 
 async def _resigned(fed: Federation, aggregate: EdgeAggregate, **update: Any) -> EdgeAggregate:
@@ -65,30 +71,24 @@ async def _round_0_past_its_deadlines(
     rng: np.random.Generator,
     *,
     spoil: Callable[[str], str] | None = None,
-    edit: Callable[[dict[str, dict[str, np.ndarray]]], None] | None = None,
+    forge: Callable[[HEScheme[Any], str, dict[str, np.ndarray]], bytes | None] | None = None,
 ) -> Federation:
-    """Round 0 of `spec` started, the record `spoil` names written as `{` first, every edge's sum (of deltas
-    `edit` may change) posted, then twelve round deadlines passed, each with a deadline check."""
+    """Round 0 of `spec` started, the record `spoil` names written as `{` first, every edge's sum posted
+    (the one `forge` makes from the edge's deltas in place of the honest one, where it makes one), then
+    twelve round deadlines passed, each with a deadline check."""
     fed = await Federation.create(cloud.http, spec)
     await fed.start(cloud.http)
     if spoil is not None:
         await cloud.store.set(spoil(fed.fid), b"{")
-    deltas = fed.deltas(rng)
-    if edit is not None:
-        edit(deltas)
-    for edge_id, edge_deltas in deltas.items():
-        await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, edge_deltas))
+    for edge_id, edge_deltas in fed.deltas(rng).items():
+        forged = forge(fed.scheme, edge_id, edge_deltas) if forge is not None else None
+        await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, edge_deltas, ciphertext=forged))
     for _ in range(12):
         cloud.clock.advance(spec.round_deadline_s)
         await cloud.tick()
     return fed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a late bucket's sum is decrypted with scheme.decrypt outside checked_sum: its range error fails "
-    "the whole round (CryptoError) instead of costing its edge",
-)
 async def test_a_late_bucket_out_of_range_costs_its_edge_not_the_round() -> None:
     """Property (issue 20, item 4): one hospital's out-of-range encoding costs only its own region's sum,
     never the round. Here the hospital uploads late: its upload rides in edge-1's late bucket for round 0 on
@@ -96,7 +96,8 @@ async def test_a_late_bucket_out_of_range_costs_its_edge_not_the_round() -> None
     left out, or edge-1 dropped `out_of_range`), not fail. On main `aggregate` decrypts each late group with
     `scheme.decrypt`, whose `DecryptionRangeError` is not a `RefusedSumsError`: the closer fails the round,
     every round a late bucket holds such an upload (a hospital that uploads late on purpose fails every
-    round of the federation)."""
+    round of the federation). Failed before the fix: round 1 failed ("did not decrypt: decrypted value 0
+    ... outside")."""
     rng = np.random.default_rng(7)
     spec = small_spec(rounds=3, late_uploads=LateUploadConfig(max_staleness=2, decay=0.5))
     async with running_cloud() as cloud:
@@ -122,11 +123,6 @@ async def test_a_late_bucket_out_of_range_costs_its_edge_not_the_round() -> None
     assert status.state is RoundState.CLOSED, status.failure
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="central_noise opens the sealed noise record outside any quarantine: its KeyStoreError is taken "
-    "for a wrong KEK, backed off and never counted, so the round never closes nor fails",
-)
 async def test_a_corrupt_sealed_noise_record_does_not_wedge_its_round() -> None:
     """Property (issue 20, item 1): nothing read back from the store wedges a round; a record that does not
     read back is quarantined and logged, and the round either proceeds or fails cleanly with a reason.
@@ -134,7 +130,8 @@ async def test_a_corrupt_sealed_noise_record_does_not_wedge_its_round() -> None:
     truncated write, or anyone able to write the cloud's keys). Nothing was released with it, so the closer
     could draw afresh or fail the round; on main `FederationStore.central_noise` raises `KeyStoreError`,
     which the closer takes for a KEK that does not unwrap ("not the round's fault"): it backs off and tries
-    again for ever, the round never closes nor fails, and the federation is stuck at that round."""
+    again for ever, the round never closes nor fails, and the federation is stuck at that round. Failed
+    before the fix: round 0 still `aggregating` twelve deadlines later."""
     spec = small_spec(central_dp=CentralDPConfig(noise_multiplier=1.0, clip_norm=1.0))
     async with running_cloud() as cloud:
         fed = await _round_0_past_its_deadlines(
@@ -203,11 +200,6 @@ async def test_an_edge_running_sum_that_does_not_read_back_never_answers_an_uplo
     assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the plaintext scheme bounds no value (max_abs_value is inf, so in_range only checks isfinite): a "
-    "finite 1e300 passes every check, the float32 adapter overflows and every close attempt raises",
-)
 async def test_one_plaintext_upload_of_a_huge_finite_value_does_not_fail_the_round() -> None:
     """Property (issue 20, items 1 and 4): no single hospital's upload fails a round or makes the cloud
     publish a non-finite adapter. Under `he.kind: none` (the scheme CLAIR needs) an upload is a float64
@@ -216,14 +208,21 @@ async def test_one_plaintext_upload_of_a_huge_finite_value_does_not_fail_the_rou
     then raises a raw `ValidationError` (`AdapterVersion.update_norm` is inf) on every close attempt,
     until the round fails ("closing the round failed 5 times"), every round that hospital joins. Under
     plaintext the bad upload is attributable: the edge could refuse it, or the cloud leave its edge out as
-    it does for an out-of-range packed sum."""
+    it does for an out-of-range packed sum (`PlainParams.clip` bounds a plaintext value now). Failed before
+    the fix: round 0 failed after five close attempts (`ValidationError`)."""
     spec = small_spec(he=PlainParams())
 
-    def huge(deltas: dict[str, dict[str, np.ndarray]]) -> None:
-        deltas["edge-1"]["client-a"][0] = 1e300
+    def huge(scheme: HEScheme[Any], edge_id: str, deltas: dict[str, np.ndarray]) -> bytes | None:
+        """Edge-1's sum with client-a's upload holding 1e300, made past the agent's own checks."""
+        if edge_id != "edge-1":
+            return None
+        values = deltas["client-a"].copy()
+        values[0] = 1e300
+        others = [scheme.encrypt(delta) for cid, delta in deltas.items() if cid != "client-a"]
+        return scheme.serialize(scheme.sum([_as_is(scheme, values), *others]))
 
     async with running_cloud() as cloud:
-        fed = await _round_0_past_its_deadlines(cloud, spec, np.random.default_rng(9), edit=huge)
+        fed = await _round_0_past_its_deadlines(cloud, spec, np.random.default_rng(9), forge=huge)
         status = await cloud.status(fed.fid, 0)
         published = await cloud.vector(fed.fid, 1) if status.state is RoundState.CLOSED else np.zeros(1)
     assert status.state is RoundState.CLOSED, (status.state, status.failure)
@@ -313,11 +312,6 @@ CLOUD_TICK_RECORDS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cloud's deadline check reports the StoredRecordError and stops; the record stays, so every "
-    "later check stops at it too: the round never closes nor fails and the next round never opens",
-)
 @pytest.mark.parametrize("name", sorted(CLOUD_TICK_RECORDS))
 async def test_a_cloud_record_the_deadline_check_reads_does_not_wedge_the_federation(name: str) -> None:
     """Property (issue 20, item 1): a record that does not read back is quarantined and skipped, and a round
@@ -326,7 +320,8 @@ async def test_a_cloud_record_the_deadline_check_reads_does_not_wedge_the_federa
     planned ranks (`keyspace.fed_ranks`) and the round's close-failure count
     (`keyspace.fed_round_close_failures`) are left in place: twelve deadlines later the round is still
     open ("the deadline check stopped at a stored record that does not read back" on every check), and
-    round 1 never opens. With the ranks record the edges' sums are refused with 409 as well."""
+    round 1 never opens. With the ranks record the edges' sums are refused with 409 as well. Failed before
+    the fix: `GET .../rounds/1` answered 404."""
     async with running_cloud() as cloud:
         fed = await _round_0_past_its_deadlines(
             cloud, small_spec(), np.random.default_rng(10), spoil=CLOUD_TICK_RECORDS[name]
@@ -341,11 +336,6 @@ BOOKKEEPING_RECORDS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the release reads one hospital's stats (and the validation history) with read_record and lets "
-    "the StoredRecordError fail the close attempt: five attempts later the round fails",
-)
 @pytest.mark.parametrize("name", sorted(BOOKKEEPING_RECORDS))
 async def test_a_corrupt_bookkeeping_record_is_skipped_and_the_round_closes(name: str) -> None:
     """Property (issue 20, item 1): a corrupt record is quarantined, logged and skipped; only a round that
@@ -353,7 +343,8 @@ async def test_a_corrupt_bookkeeping_record_is_skipped_and_the_round_closes(name
     validation-loss history (`keyspace.fed_validation`) are bookkeeping the model does not depend on, yet
     the closer reads them while releasing and a value that does not parse fails the close attempt: the
     round fails after `max_attempts` ("closing the round failed 5 times; ... StoredRecordError"), its sums
-    dropped; the record stays in place, so the next round's close reads it again."""
+    dropped; the record stays in place, so the next round's close reads it again. Failed before the fix:
+    round 0 failed ("closing the round failed 5 times")."""
     async with running_cloud() as cloud:
         fed = await _round_0_past_its_deadlines(
             cloud, small_spec(), np.random.default_rng(11), spoil=BOOKKEEPING_RECORDS[name]

@@ -176,7 +176,11 @@ def test_a_round_that_goes_on_publishes_its_adapter_and_plans_the_next_round_fro
 def test_each_contribution_counts_once_in_the_stats_and_a_hospital_in_time_and_late_twice() -> None:
     # Prepare: client-a in time and late (at weight 1 x decay 0.5), with 3 rounds on record before.
     late = LateGroup(
-        1, 0.5, [b""], [line("client-a", local_epsilon=2.0), line("client-e", local_epsilon=1.0)]
+        1,
+        0.5,
+        [b""],
+        [line("client-a", local_epsilon=2.0), line("client-e", local_epsilon=1.0)],
+        ["edge-1"],
     )
     before = {"client-a": ClientStats(rounds_contributed=3, local_epsilon=1.5)}
     headers = {

@@ -121,8 +121,8 @@ def test_a_late_group_fits_when_it_holds_back_no_column_the_on_time_sum_publishe
 
 
 def test_fold_in_keeps_the_late_groups_that_fit_and_leaves_out_the_others() -> None:
-    fitting = LateGroup(1, 0.5, [], lines("c2 d2"))
-    short = LateGroup(2, 0.25, [], lines("e1 f2"))
+    fitting = LateGroup(1, 0.5, [], lines("c2 d2"), [])
+    short = LateGroup(2, 0.25, [], lines("e1 f2"), [])
 
     kept, left_out = fold_in(lines("a2 b2"), [fitting, short], k=2)
 
@@ -166,6 +166,7 @@ def test_aggregate_counts_the_on_time_sum_and_each_late_group_on_their_own() -> 
             0.5,
             [scheme.serialize(scheme.sum(scheme.encrypt(late_delta[c]) for c in ("c", "d")))],
             [line(c, 2) for c in ("c", "d")],
+            ["edge-1"],
         )
         result = aggregate(
             scheme,
