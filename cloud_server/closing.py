@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 
@@ -105,9 +104,7 @@ def late_groups(spec: FederationSpec, round_: int, values: Mapping[str, bytes]) 
     by_staleness: dict[int, tuple[list[memoryview], list[Contribution], list[str]]] = {}
     for edge_id in sorted(values):
         for bucket, ciphertext in unpack_late(values[edge_id]):
-            parts, contributions, edges = by_staleness.setdefault(
-                round_ - bucket.origin_round, ([], [], [])
-            )
+            parts, contributions, edges = by_staleness.setdefault(round_ - bucket.origin_round, ([], [], []))
             parts.append(ciphertext)
             contributions.extend(bucket.contributions)
             edges.append(edge_id)

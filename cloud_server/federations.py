@@ -337,7 +337,9 @@ class FederationService:
             return open_bytes(sealed, self._kek, label=key.encode())
         except KeyStoreError as e:
             await self.secret_scheme(fid)  # raises KeyStoreError itself when the KEK is not the federation's
-            await discard(self._store, StoredRecordError(key, f"the sealed noise does not open: {e}", raw=sealed))
+            await discard(
+                self._store, StoredRecordError(key, f"the sealed noise does not open: {e}", raw=sealed)
+            )
             return None
 
     async def require_running(self, fid: str) -> FederationRecord:

@@ -16,9 +16,9 @@ no later read stops at it again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -112,13 +112,13 @@ async def discard(store: StateStore, error: StoredRecordError) -> str:
     return target
 
 
-@dataclass
+@dataclasses.dataclass
 class Discards:
     """The bookkeeping records a transaction read as absent because they do not parse (`parse`); `settle`
     discards them once it is done (a transaction writes nothing beside its updates). `clear` at the start of
     each run of the transaction's function, which the store may run again."""
 
-    errors: dict[str, StoredRecordError] = field(default_factory=dict)
+    errors: dict[str, StoredRecordError] = dataclasses.field(default_factory=dict)
 
     def clear(self) -> None:
         self.errors.clear()

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from protocol.crypto import (
     CKKSParams,
     DecryptionRangeError,
     EncryptedVector,
+    PackingError,
     PlainParams,
     generate_scheme,
 )
+from protocol.messages import CentralDPConfig, FederationSpec
 
 
 def test_a_ckks_sum_outside_what_its_count_can_hold_is_refused() -> None:
@@ -54,8 +57,26 @@ def test_a_ckks_sum_that_wrapped_does_not_decrypt() -> None:
         scheme.decrypt(wrapped)
 
 
-def test_a_scheme_without_a_range_takes_any_finite_sum() -> None:
-    scheme = generate_scheme(PlainParams())
-    assert scheme.in_range(np.array([1e300, -1e300]), count=1).tolist() == [1e300, -1e300]
+def test_a_plaintext_sum_outside_what_its_count_can_hold_is_refused() -> None:
+    """The plaintext scheme bounds a value as the others do (`PlainParams.clip`): a sum of two uploads holds
+    at most twice the clip (plus float64 rounding); a finite 1e300, which overflows the float32 adapter, is
+    refused like an infinity, and `encrypt` takes nothing outside the clip."""
+    scheme = generate_scheme(PlainParams(clip=0.5))
+    assert scheme.max_abs_value == 0.5
+    assert scheme.in_range(np.array([1.0, -1.0]), count=2).tolist() == [1.0, -1.0]
+    with pytest.raises(DecryptionRangeError, match=r"value 0 is 1\.0, outside the"):
+        scheme.in_range(np.array([1.0]), count=1)
+    with pytest.raises(DecryptionRangeError, match=r"value 1 is 1e\+300"):
+        scheme.in_range(np.array([0.0, 1e300]), count=1)
     with pytest.raises(DecryptionRangeError, match="value 1 is inf"):
-        scheme.in_range(np.array([1.0, np.inf]), count=1)
+        scheme.in_range(np.array([0.0, np.inf]), count=2)
+    with pytest.raises(PackingError, match="outside"):
+        scheme.encrypt(np.array([0.75]))
+
+
+def test_a_plaintext_clip_below_the_clip_norm_is_refused_and_the_default_is_bounded() -> None:
+    """An honest hospital's clipped, weighted delta reaches `central_dp.clip_norm` in one coordinate, so a
+    spec whose plaintext range is narrower is refused; the default range is finite (2^30, CKKS's)."""
+    with pytest.raises(ValidationError, match=r"raise he.clip \(packed Paillier, plaintext\)"):
+        FederationSpec(federation_id="f", he=PlainParams(clip=0.5), central_dp=CentralDPConfig(clip_norm=1.0))
+    assert generate_scheme(PlainParams()).max_abs_value == 2.0**30
