@@ -7,8 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from protocol.aggregation import RoundNoise
+from protocol.crypto import KeyStoreError
 from protocol.messages import CentralDPConfig, NoiseMechanism, NoiseSchedule, PrivacyReport
 from protocol.messages import schedule_multiplier as noise_multiplier
+from services import keyspace
 from tests.cloud.harness import Federation, running_cloud, small_spec, weighted_mean
 
 pytestmark = pytest.mark.anyio
@@ -119,3 +122,36 @@ def test_the_loose_to_strict_schedule_ramps_the_multiplier_around_its_mean() -> 
     assert noise_multiplier(CentralDPConfig(noise_multiplier=1.0), round_index=3, rounds=5) == 1.0
     off = CentralDPConfig(noise_multiplier=1.0, mechanism=NoiseMechanism.NONE)
     assert noise_multiplier(off, round_index=0, rounds=5) == 0.0
+
+
+async def test_a_sealed_noise_that_does_not_open_is_drawn_afresh_only_under_the_federation_s_kek() -> None:
+    """Property: a round's sealed central noise that does not open is told apart from a wrong KEK by the
+    federation's sealed secret. A replica whose KEK opens neither raises `KeyStoreError` (the closer backs
+    off, never failing the round: issue 19) and leaves the record as it is; under the KEK that opens the
+    secret, a record that does not open is quarantined and a fresh draw replaces it, which every later
+    closer then reads (one noise per round)."""
+    noise = RoundNoise(NoiseMechanism.GAUSSIAN, 1.0, 1.0, False, 0.0, 1.0)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        key = keyspace.fed_round_noise(fed.fid, 0)
+        federations = cloud.context.federations
+        first = await federations.central_noise(fed.fid, 0, noise, fed.spec.he, size=64)
+        kept = await cloud.store.get(key)
+        async with running_cloud(store=cloud.store, kek=bytes(range(32))) as wrong:
+            with pytest.raises(KeyStoreError):
+                await wrong.context.federations.central_noise(fed.fid, 0, noise, fed.spec.he, size=64)
+            await cloud.store.set(key, b"{")
+            with pytest.raises(KeyStoreError):
+                await wrong.context.federations.central_noise(fed.fid, 0, noise, fed.spec.he, size=64)
+        assert await cloud.store.get(key) == b"{"
+        assert await cloud.store.get(keyspace.quarantine_of(key)) is None
+
+        fresh = await federations.central_noise(fed.fid, 0, noise, fed.spec.he, size=64)
+        again = await federations.central_noise(fed.fid, 0, noise, fed.spec.he, size=64)
+        quarantined = await cloud.store.get(keyspace.quarantine_of(key))
+        stored = await cloud.store.get(key)
+    assert kept is not None and first is not None and fresh is not None and again is not None
+    assert quarantined == b"{"
+    assert stored not in (None, b"{", kept)
+    np.testing.assert_array_equal(fresh, again)
+    assert not np.array_equal(fresh, first)  # 64 draws of std 2^40 steps: equal only by a bug
