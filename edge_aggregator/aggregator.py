@@ -325,6 +325,10 @@ class EdgeAggregator:
         closure = await self._ledger.closure(plan.round)
         if closure is not None:
             raise RoundClosedError(f"{what} closed at this edge ({closure.reason.value})")
+        # A round is closed before it is forwarded; an outcome without a closure is a closure that did not
+        # read back (quarantined): the sum is final, and an upload now would reach no model.
+        if await self._ledger.outcome(plan.round) is not None:
+            raise RoundClosedError(f"{what} was forwarded from this edge")
         if self._clock() >= aware(plan.deadline):
             raise RoundClosedError(f"{what}'s upload deadline {plan.deadline.isoformat()} has passed")
 
@@ -451,6 +455,7 @@ class EdgeAggregator:
         now = now or self._clock()
         if self._plan is not None and not self._roster_fresh:
             await self._refresh_roster_quickly()
+        await self._keep_plan()
         tried = set()
         if self._plan is not None and self._ended is None:
             tried.add(self._plan.round)
@@ -461,6 +466,14 @@ class EdgeAggregator:
                 await self._deliver(round_, now)
         if self._ended is not None:
             await self._give_up_held(self._ended, now)
+
+    async def _keep_plan(self) -> None:
+        """Store the plan of the round the edge follows again when the store no longer holds it (one that did
+        not read back was moved to quarantine): the forward and the round's progress read it there. The
+        cloud is its source, and the edge holds the cloud's plan as it adopted it (fetched again at start)."""
+        plan = self._plan
+        if plan is not None and await self._ledger.plan(plan.round) is None:
+            await self._ledger.save_plan(plan)
 
     async def _give_up_held(self, state: FederationState, now: datetime) -> None:
         """Once the federation has ended no round opens any more: every round that still holds uploads and

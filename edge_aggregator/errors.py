@@ -3,7 +3,8 @@ words a request that fails validation and a fault it did not foresee.
 
 `services.asgi.install_error_handlers` turns them into an `ErrorBody`. The core (`aggregator`, `ledger`)
 raises them and never deals in HTTP otherwise. The refusals both services answer with
-(`InvalidRequestError`, `ForbiddenError`, `FederationEndedError`) are in `services.errors`.
+(`InvalidRequestError`, `ForbiddenError`, `FederationEndedError`) are in `services.errors`. One error is
+not a refusal: `UnreadableSumError`, which the ledger turns into a quarantine.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ class SumFullError(ServiceError):
 
     status = 409
     default_code = ErrorCode.CONFLICT
+
+
+class UnreadableSumError(ValueError):
+    """A round's stored running sum does not deserialise under the federation's key (altered in the store,
+    or a truncated write): not the uploading hospital's fault. `RoundLedger` moves it to quarantine with its
+    manifest and the round goes on from an empty sum; it never reaches a route."""
 
 
 class MaskingOffError(ServiceError):

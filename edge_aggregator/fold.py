@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edge_aggregator.errors import BadCiphertextError, SumFullError
+from edge_aggregator.errors import BadCiphertextError, SumFullError, UnreadableSumError
 from protocol.crypto import CryptoError, EncryptedVector, HEScheme
 
 
@@ -40,11 +40,14 @@ def fold(
 ) -> bytes:
     """The new running sum `stored + incoming`, serialised (`incoming` itself if nothing is stored yet).
     `added(seconds)` hears how long the homomorphic addition took; raises `SumFullError` when the sum
-    cannot take another term."""
+    cannot take another term, `UnreadableSumError` when `stored` does not read back (the store's fault, not
+    the client's: the ledger quarantines it)."""
     if stored is None:
         return scheme.serialize(incoming)
-    # Our own bytes: an error here is a corrupted store, not the client's fault (it surfaces as 500).
-    total = scheme.deserialize(stored, expected_length=length)
+    try:
+        total = scheme.deserialize(stored, expected_length=length)
+    except CryptoError as e:
+        raise UnreadableSumError(f"the running sum does not deserialise: {e}") from e
     started = time.perf_counter()
     try:
         scheme.add_into(total, incoming)

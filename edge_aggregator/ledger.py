@@ -17,10 +17,17 @@ An upload changes `sum`, `manifest`, its own ciphertext and its nonce marker (wi
 `StateStore.transaction` that also reads `closed`, so a refused upload never touches the sum, no upload lands
 after the round closed, and no crash leaves a marker that never expires.
 
-A manifest that does not read back (altered in the store, or written before a bound existed) is moved with
-its sum to the quarantine keys (`keyspace.quarantine_of`), logged, and the stored uploads it covered counted
-as dropped (`record_quarantined`); the round then goes on from an empty sum, so one bad record neither fails
-every later upload nor keeps the round from closing (issue 20, item 1).
+A record that does not read back (altered in the store, a truncated write, or written before a bound
+existed) is moved to its quarantine key (`keyspace.quarantine_of`) and logged, and the edge goes on without
+it, so that one bad record neither fails an upload nor stops a round (issue 20, item 1; `_quarantine`):
+- a manifest or a running sum (a round's own, or a late bucket's) goes with its partner, and the stored
+  uploads they covered are counted dropped (`record_quarantined`): the round goes on from an empty sum;
+- a plan, closure or outcome reads as absent, and the edge makes it again from what it holds: the tick writes
+  the plan of the round it follows again (the cloud's plan, held since it was adopted), closes the round
+  again when it is due, and forwards it again (the cloud takes a repeat of a sum once, by idempotency key);
+  an older round's plan is gone for good, and the sums made under it are dropped `plan_missing`;
+- a counter (refused uploads, accepted bytes, drops by reason) is bookkeeping: one that is not a count is
+  quarantined and restarts from 0 in the transaction that adds to it (`_added`), never refusing that write.
 
 Once a round's forward has an outcome, its single uploads are deleted and its sum, manifest and late buckets
 expire `retain_round_s` seconds later (`EdgeSettings.retain_round_s`, docs/operations.md).
@@ -30,23 +37,30 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter
 
-from edge_aggregator.errors import DuplicateUploadError, ReplayError, RoundClosedError
+from edge_aggregator.errors import (
+    DuplicateUploadError,
+    ReplayError,
+    RoundClosedError,
+    UnreadableSumError,
+)
 from protocol.messages import ClientUpdate, Contribution, DropReason, ErrorCode, RoundPlan
 from services import keyspace
-from services.store import Expiring, StateStore, Updates
+from services.store import Expiring, StateStore, TransactionFn, Updates
 from services.stored_records import QUARANTINE_TTL_S, StoredRecordError, parse_record, read_record
 
 log = logging.getLogger("fedlora.edge")
 _MANIFEST = TypeAdapter(dict[str, Contribution])
 _COUNT = TypeAdapter(NonNegativeInt)
+_QUARANTINED = DropReason.RECORD_QUARANTINED
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 #: `fold(stored_sum_or_None) -> new_sum_bytes`: adds the incoming ciphertext to the stored running sum.
 Fold = Callable[[bytes | None], Awaitable[bytes]]
@@ -121,7 +135,7 @@ class RoundLedger:
 
     # -- reads ------------------------------------------------------------------------------------------
     async def plan(self, round_: int) -> RoundPlan | None:
-        return await read_record(self._store, keyspace.edge_plan(self._eid, self._fid, round_), RoundPlan)
+        return await self._round_record(keyspace.edge_plan(self._eid, self._fid, round_), RoundPlan)
 
     async def manifest(self, round_: int) -> dict[str, Contribution]:
         return await self._manifest(round_, round_)
@@ -130,10 +144,10 @@ class RoundLedger:
         return await self._store.get(keyspace.edge_sum(self._eid, self._fid, round_))
 
     async def closure(self, round_: int) -> Closure | None:
-        return await read_record(self._store, keyspace.edge_closed(self._eid, self._fid, round_), Closure)
+        return await self._round_record(keyspace.edge_closed(self._eid, self._fid, round_), Closure)
 
     async def outcome(self, round_: int) -> Outcome | None:
-        return await read_record(self._store, keyspace.edge_forwarded(self._eid, self._fid, round_), Outcome)
+        return await self._round_record(keyspace.edge_forwarded(self._eid, self._fid, round_), Outcome)
 
     async def nonce_seen(self, nonce: str) -> bool:
         return await self._store.get(keyspace.edge_nonce(self._eid, self._fid, nonce)) is not None
@@ -187,6 +201,7 @@ class RoundLedger:
         k_upload = keyspace.edge_upload(self._eid, self._fid, round_, cid)
         k_nonce = keyspace.edge_nonce(self._eid, self._fid, update.nonce)
         k_closed = keyspace.edge_closed(self._eid, self._fid, round_)
+        k_bytes = keyspace.edge_bytes(self._eid, self._fid, round_)
         nonce_record = Expiring(
             json.dumps({"client_id": cid, "round": round_}).encode(), ttl_s=keyspace.NONCE_TTL_S
         )
@@ -202,7 +217,7 @@ class RoundLedger:
             manifest = _load_manifest(current[k_manifest], key=k_manifest)
             if cid in manifest:
                 raise DuplicateUploadError(f"client {cid} is already in round {round_}'s sum")
-            new_sum = await fold(current[k_sum])
+            new_sum = await _folded(fold, current, k_sum)
             manifest[cid] = contribution
             counted = len(manifest)
             return {
@@ -210,12 +225,11 @@ class RoundLedger:
                 k_manifest: _MANIFEST.dump_json(manifest),
                 k_upload: update.ciphertext,
                 k_nonce: nonce_record,
+                **_added(current, {k_bytes: len(update.ciphertext)}),
             }
 
-        await self._healing(
-            lambda: self._store.transaction([k_sum, k_manifest, k_upload, k_nonce, k_closed], compute)
-        )
-        await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, round_), len(update.ciphertext))
+        keys = [k_sum, k_manifest, k_upload, k_nonce, k_closed]
+        await self._healing(lambda: self._commit(keys, compute, counters=[k_bytes]))
         return counted
 
     async def add_late(self, update: ClientUpdate, *, into: int, fold: Fold) -> int:
@@ -233,6 +247,7 @@ class RoundLedger:
         ]
         k_nonce = keyspace.edge_nonce(self._eid, self._fid, update.nonce)
         k_closed = keyspace.edge_closed(self._eid, self._fid, into)
+        k_bytes = keyspace.edge_bytes(self._eid, self._fid, into)
         nonce_record = Expiring(
             json.dumps({"client_id": cid, "round": origin, "folded_into": into}).encode(),
             ttl_s=keyspace.NONCE_TTL_S,
@@ -248,7 +263,7 @@ class RoundLedger:
             bucket = _load_manifest(current[k_manifest], key=k_manifest)
             if any(cid in _load_manifest(current[k], key=k) for k in (k_manifest, k_fresh, *k_earlier)):
                 raise DuplicateUploadError(f"client {cid} already has an upload for round {origin}")
-            new_sum = await fold(current[k_sum])
+            new_sum = await _folded(fold, current, k_sum)
             bucket[cid] = update.manifest_line()
             counted = len(bucket)
             return {
@@ -256,11 +271,11 @@ class RoundLedger:
                 k_manifest: _MANIFEST.dump_json(bucket),
                 k_upload: update.ciphertext,
                 k_nonce: nonce_record,
+                **_added(current, {k_bytes: len(update.ciphertext)}),
             }
 
         keys = [k_sum, k_manifest, k_upload, k_fresh, *k_earlier, k_nonce, k_closed]
-        await self._healing(lambda: self._store.transaction(keys, compute))
-        await self._store.incr(keyspace.edge_bytes(self._eid, self._fid, into), len(update.ciphertext))
+        await self._healing(lambda: self._commit(keys, compute, counters=[k_bytes]))
         return counted
 
     async def late_buckets(self, round_: int) -> dict[int, dict[str, Contribution]]:
@@ -288,7 +303,7 @@ class RoundLedger:
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
         k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
         manifest = await self._manifest(round_, origin)
-        keys = [k_sum, k_manifest, k_dropped, *(k_upload(cid) for cid in manifest)]
+        keys = [k_sum, k_manifest, *(k_upload(cid) for cid in manifest)]
         taken: list[str] = []
 
         async def compute(current: dict[str, bytes | None]) -> Updates:
@@ -300,15 +315,14 @@ class RoundLedger:
             if not out or now.keys() != manifest.keys() or any(u is None for u in uploads):
                 return {}
             taken.extend(out)
-            dropped = int(current[k_dropped] or b"0") + len(out)
             return {
                 k_sum: await resum([u for u in uploads if u is not None]) if kept else None,
                 k_manifest: _MANIFEST.dump_json({cid: now[cid] for cid in kept}),
-                k_dropped: Expiring(str(dropped).encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S),
+                **_added(current, {k_dropped: len(out)}),
                 **{k_upload(cid): None for cid in out},
             }
 
-        await self._healing(lambda: self._store.transaction(keys, compute))
+        await self._healing(lambda: self._commit(keys, compute, counters=[k_dropped]))
         return taken
 
     async def carry(self, round_: int, *, origin: int, into: int, resum: Resum) -> bool:
@@ -347,13 +361,15 @@ class RoundLedger:
     async def close(self, round_: int, closure: Closure) -> tuple[Closure, bool]:
         """Close the round to uploads (once). Returns the closure in force and whether this call wrote it."""
         key = keyspace.edge_closed(self._eid, self._fid, round_)
-        wrote = await self._store.set_if_absent(
-            key, closure.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
-        )
-        if wrote:
-            return closure, True
-        existing = await self.closure(round_)
-        return (existing or closure), False
+        for _ in range(2):  # a second time after a closure that did not read back was moved to quarantine
+            if await self._store.set_if_absent(
+                key, closure.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
+            ):
+                return closure, True
+            existing = await self.closure(round_)
+            if existing is not None:
+                return existing, False
+        return closure, False
 
     async def record(self, round_: int, outcome: Outcome) -> tuple[Outcome, bool]:
         """Record the forward's outcome (once) and count the uploads it drops, in one transaction, so that a
@@ -368,25 +384,20 @@ class RoundLedger:
         def once(current: dict[str, bytes | None]) -> Updates:
             if current[key] is not None:
                 return {}
-            # The counters live as long as the plan.
             return {
                 key: Expiring(outcome.model_dump_json().encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S),
-                **{
-                    counter: Expiring(
-                        str(int(current[counter] or b"0") + count).encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S
-                    )
-                    for counter, count in counters.items()
-                },
+                **_added(current, counters),
             }
 
-        if await self._store.transaction([key, *counters], once):
+        if await self._commit([key], once, counters=counters):
             await self._forget_uploads(round_)
             await self._retain(round_)
             return outcome, True
         return await self.outcome(round_) or outcome, False
 
     async def count_refusal(self, round_: int) -> None:
-        await self._store.incr(keyspace.edge_refused(self._eid, self._fid, round_))
+        key = keyspace.edge_refused(self._eid, self._fid, round_)
+        await self._commit([], lambda current: _added(current, {key: 1}), counters=[key])
 
     # -- helpers ----------------------------------------------------------------------------------------
     async def _count(self, key: str) -> int:
@@ -396,6 +407,19 @@ class RoundLedger:
         except StoredRecordError:
             return 0
 
+    async def _round_record(self, key: str, reader: type[M]) -> M | None:
+        """The round record at `key` (plan, closure, outcome), None if there is none. One that does not read
+        back is moved to quarantine and read as none: the edge makes it again from what it holds (the module
+        docstring says how) instead of stopping at it on every check."""
+        raw = await self._store.get(key)
+        if raw is None:
+            return None
+        try:
+            return parse_record(raw, key=key, reader=reader)
+        except StoredRecordError as e:
+            await self._quarantine(e)
+            return None
+
     async def _manifest(self, round_: int, origin: int) -> dict[str, Contribution]:
         """Round `round_`'s manifest (`origin` == `round_`) or its bucket's for `origin`; quarantined with its
         sum, and read as empty, if it does not read back."""
@@ -403,79 +427,98 @@ class RoundLedger:
         try:
             return _load_manifest(await self._store.get(k_manifest), key=k_manifest)
         except StoredRecordError as e:
-            await self._quarantine_sum(round_, origin, e)
+            await self._quarantine(e)
             return {}
 
     async def _healing(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """`attempt()`, a transaction that reads manifests; once more after quarantining a manifest it found
+        """`attempt()`, a transaction that reads manifests and sums; once more after quarantining one it found
         unreadable (a second unreadable one raises `StoredRecordError`: 409 `stored_record_corrupt`)."""
         try:
             return await attempt()
         except StoredRecordError as e:
-            where = self._sum_of(e.key)
-            if where is None:
+            if self._sum_of(e.key) is None:
                 raise
-            await self._quarantine_sum(*where, e)
+            await self._quarantine(e)
             return await attempt()
 
-    def _sum_of(self, manifest_key: str) -> tuple[int, int] | None:
-        """(round, origin) of a manifest key (`edge_manifest`, `edge_late_manifest`); None for another key."""
-        rest = manifest_key.removeprefix(keyspace.edge_rounds_prefix(self._eid, self._fid))
+    async def _commit(
+        self, keys: Sequence[str], compute: TransactionFn, *, counters: Collection[str] = ()
+    ) -> Updates:
+        """`StateStore.transaction` over `keys` and `counters`, which `compute` adds to with `_added`, and
+        their quarantine keys; logs each counter it restarted. What was written."""
+        spare = {keyspace.quarantine_of(counter): counter for counter in counters}
+        written = await self._store.transaction([*keys, *counters, *spare], compute)
+        for target, counter in spare.items():
+            if target in written:
+                self._log_quarantined(
+                    "a stored counter is not a count: quarantined, and counting again from 0",
+                    key=counter,
+                    target=target,
+                    reason="not a non-negative integer",
+                )
+        return written
+
+    def _sum_of(self, key: str) -> tuple[int, int] | None:
+        """(round, origin) of a sum or manifest key (`edge_sum`, `edge_manifest`, and their late buckets');
+        None for another key."""
+        rest = key.removeprefix(keyspace.edge_rounds_prefix(self._eid, self._fid))
         match rest.split(":"):
-            case [round_, "manifest"] if round_.isdigit():
+            case [round_, "manifest" | "sum"] if round_.isdigit():
                 return int(round_), int(round_)
-            case [round_, "late", origin, "manifest"] if round_.isdigit() and origin.isdigit():
+            case [round_, "late", origin, "manifest" | "sum"] if round_.isdigit() and origin.isdigit():
                 return int(round_), int(origin)
         return None
 
-    async def _quarantine_sum(self, round_: int, origin: int, error: StoredRecordError) -> None:
-        """Move an unreadable manifest and its sum to their quarantine keys, delete the stored uploads they
-        covered and count them dropped (`record_quarantined`), in one transaction; log it (keys and reason,
-        no values). Nothing happens if the manifest was rewritten meanwhile (another replica moved it)."""
-        k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
-        q_sum, q_manifest = keyspace.quarantine_of(k_sum), keyspace.quarantine_of(k_manifest)
-        reason = DropReason.RECORD_QUARANTINED
-        k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
-        uploads = await self._store.scan(k_upload(""))
-        moved: list[int] = []
+    async def _quarantine(self, error: StoredRecordError) -> None:
+        """Move the record `error` names to its quarantine key, in one transaction and only if it still holds
+        what was read (another replica may have moved or rewritten it), and log it (key and reason, never the
+        value). A round's sum or manifest (its own or a late bucket's) goes with its partner, and the stored
+        uploads they covered are deleted and counted dropped (`record_quarantined`)."""
+        where = self._sum_of(error.key)
+        moving, uploads, counters = [error.key], [], []
+        if where is not None:
+            k_sum, k_manifest, k_upload = self._sum_keys(*where)
+            moving = [k_sum, k_manifest]
+            uploads = await self._store.scan(k_upload(""))
+            counters = [keyspace.edge_dropped(self._eid, self._fid, where[1], _QUARANTINED.value)]
+        targets = {key: keyspace.quarantine_of(key) for key in moving}
+        held: list[str] = []
 
         def move(current: dict[str, bytes | None]) -> Updates:
-            moved.clear()
-            if current[k_manifest] != error.raw:
+            if current[error.key] != error.raw:
                 return {}
-            held = [key for key in uploads if current[key] is not None]
-            moved.append(len(held))
-            updates: dict[str, bytes | Expiring | None] = {
-                k_manifest: None,
-                k_sum: None,
-                q_manifest: Expiring(error.raw, ttl_s=QUARANTINE_TTL_S),
-                **dict.fromkeys(held),
+            held[:] = [key for key in uploads if current[key] is not None]
+            copies = {
+                targets[k]: Expiring(v, ttl_s=QUARANTINE_TTL_S)
+                for k in moving
+                if (v := current[k]) is not None
             }
-            if current[k_sum] is not None:
-                updates[q_sum] = Expiring(current[k_sum] or b"", ttl_s=QUARANTINE_TTL_S)
-            if held:
-                dropped = int(current[k_dropped] or b"0") + len(held)
-                updates[k_dropped] = Expiring(str(dropped).encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S)
-            return updates
+            return {
+                **copies,
+                **dict.fromkeys([*moving, *held]),
+                **(_added(current, dict.fromkeys(counters, len(held))) if held else {}),
+            }
 
-        await self._store.transaction([k_sum, k_manifest, k_dropped, q_sum, q_manifest, *uploads], move)
-        if moved:
-            log.error(
-                "a stored manifest does not read back: quarantined with its sum; the round goes on without it",
-                extra={
-                    "federation_id": self._fid,
-                    "round": round_,
-                    "edge_id": self._eid,
-                    "code": ErrorCode.STORED_RECORD_CORRUPT.value,
-                    "data": {
-                        "key": k_manifest,
-                        "quarantine": q_manifest,
-                        "error": error.reason,
-                        "uploads_dropped": moved[0],
-                        "drop_reason": reason.value,
-                    },
-                },
+        if await self._commit([*moving, *targets.values(), *uploads], move, counters=counters):
+            dropped = {"uploads_dropped": len(held), "drop_reason": _QUARANTINED.value} if counters else {}
+            self._log_quarantined(
+                "a stored record does not read back: quarantined; the round goes on without it",
+                key=error.key,
+                target=targets[error.key],
+                reason=error.reason,
+                **dropped,
             )
+
+    def _log_quarantined(self, message: str, *, key: str, target: str, reason: str, **data: object) -> None:
+        log.error(
+            message,
+            extra={
+                "federation_id": self._fid,
+                "edge_id": self._eid,
+                "code": ErrorCode.STORED_RECORD_CORRUPT.value,
+                "data": {"key": key, "quarantine": target, "error": reason, **data},
+            },
+        )
 
     def _sum_keys(self, round_: int, origin: int) -> tuple[str, str, Callable[[str], str]]:
         """Sum, manifest and upload keys of round `round_`'s own sum (`origin` == `round_`) or of its bucket
@@ -526,3 +569,28 @@ class RoundLedger:
 
 def _load_manifest(raw: bytes | None, *, key: str) -> dict[str, Contribution]:
     return parse_record(raw, key=key, reader=_MANIFEST) if raw is not None else {}
+
+
+async def _folded(fold: Fold, current: Mapping[str, bytes | None], key: str) -> bytes:
+    """`fold` over the running sum a transaction read at `key`; `StoredRecordError` (which `_healing`
+    quarantines) when those bytes do not read back."""
+    try:
+        return await fold(current[key])
+    except UnreadableSumError as e:
+        raise StoredRecordError(key, str(e), raw=current[key] or b"") from e
+
+
+def _added(current: Mapping[str, bytes | None], adds: Mapping[str, int]) -> Updates:
+    """The counters `adds` names, each increased by its amount and kept `EDGE_ROUND_TTL_S`. A counter is
+    bookkeeping: one that is not a count is copied to its quarantine key and counts again from 0
+    (`RoundLedger._commit` logs it), so that it never refuses the write it counts."""
+    updates: dict[str, bytes | Expiring | None] = {}
+    for key, by in adds.items():
+        raw = current[key]
+        try:
+            count = 0 if raw is None else parse_record(raw, key=key, reader=_COUNT)
+        except StoredRecordError:
+            count = 0
+            updates[keyspace.quarantine_of(key)] = Expiring(raw or b"", ttl_s=QUARANTINE_TTL_S)
+        updates[key] = Expiring(str(count + by).encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S)
+    return updates

@@ -175,11 +175,6 @@ def test_every_hospital_has_a_turn_its_region_can_forward_under_the_capacity_cap
     assert counted == set(clients), sorted(set(clients) - counted)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge_aggregator.fold.fold deserialises the stored running sum unguarded ('it surfaces as 500'): "
-    "a corrupt edge_sum record answers every later upload of the round with 500",
-)
 @pytest.mark.parametrize("value", [b"{", b""], ids=["garbage", "empty"])
 async def test_an_edge_running_sum_that_does_not_read_back_never_answers_an_upload_500(
     make_world: Any,  # noqa: F811
@@ -190,7 +185,9 @@ async def test_an_edge_running_sum_that_does_not_read_back_never_answers_an_uplo
     this for the manifest). The round's running sum (`keyspace.edge_sum`) is read back by every upload
     (`fold`), and a value that does not deserialise raises a raw `CiphertextError`: every later upload of
     the round answers 500 until the round ends, although each upload is also stored on its own
-    (`keyspace.edge_upload`) and the sum could be rebuilt or the round failed with a reason."""
+    (`keyspace.edge_upload`) and the sum could be rebuilt or the round failed with a reason.
+
+    Failed before the fix: both later uploads answered 500 (`CiphertextError` from `fold`)."""
     world = make_world(clients=3, k=2, quorum=1.0)
     async with running_edge(world) as edge:
         first = await edge.upload(world.update(world.hospitals["hosp-a"]))
@@ -248,11 +245,6 @@ EDGE_ROUND_RECORDS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the edge's tick raises StoredRecordError at the round's plan, closure or outcome record on every "
-    "check (quarantined as a copy, the record left in place): the round never forwards nor is given up",
-)
 @pytest.mark.parametrize("name", sorted(EDGE_ROUND_RECORDS))
 async def test_an_edge_round_record_that_does_not_read_back_does_not_wedge_the_round(
     make_world: Any,  # noqa: F811
@@ -264,7 +256,9 @@ async def test_an_edge_round_record_that_does_not_read_back_does_not_wedge_the_r
     is logged "the deadline check stopped at a stored record that does not read back" on every check, the
     record stays where it is, and the round is neither forwarded nor given up (its uploads are never counted
     dropped), an hour past its deadline; with the closure record, every later upload also answers 409. The
-    region's hospitals lose every round until an operator deletes the key by hand."""
+    region's hospitals lose every round until an operator deletes the key by hand.
+
+    Failed before the fix: nothing was forwarded and nothing counted dropped, for each of the three."""
     world = make_world(clients=3, k=2, quorum=1.0)
     key = EDGE_ROUND_RECORDS[name](EID, FID, 0)
     async with running_edge(world) as edge:
@@ -283,11 +277,6 @@ async def test_an_edge_round_record_that_does_not_read_back_does_not_wedge_the_r
     assert forwarded_or_given_up
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the received-bytes counter is INCRBY'd in the upload's transaction: a non-integer value makes the "
-    "store refuse it, and every later upload of the round answers 503 store_unavailable",
-)
 async def test_an_edge_byte_counter_that_does_not_read_back_never_answers_an_upload_5xx(
     make_world: Any,  # noqa: F811
 ) -> None:
@@ -296,7 +285,9 @@ async def test_an_edge_byte_counter_that_does_not_read_back_never_answers_an_upl
     increments the round's byte counter (`keyspace.edge_bytes`) in its transaction instead, and a value
     that is not an integer makes the store refuse the whole transaction: every later upload of the round
     answers 503 `store_unavailable` (a store outage, to the hospital and the operator) and the round never
-    reaches its quorum."""
+    reaches its quorum.
+
+    Failed before the fix: both later uploads answered 503 `store_unavailable`."""
     world = make_world(clients=3, k=2, quorum=1.0)
     async with running_edge(world) as edge:
         first = await edge.upload(world.update(world.hospitals["hosp-a"]))
