@@ -510,6 +510,7 @@ class RoundLedger:
             )
 
     def _log_quarantined(self, message: str, *, key: str, target: str, reason: str, **data: object) -> None:
+        number = key.removeprefix(keyspace.edge_rounds_prefix(self._eid, self._fid)).split(":", 1)[0]
         log.error(
             message,
             extra={
@@ -517,7 +518,8 @@ class RoundLedger:
                 "edge_id": self._eid,
                 "code": ErrorCode.STORED_RECORD_CORRUPT.value,
                 "data": {"key": key, "quarantine": target, "error": reason, **data},
-            },
+            }
+            | ({"round": int(number)} if number.isdigit() else {}),
         )
 
     def _sum_keys(self, round_: int, origin: int) -> tuple[str, str, Callable[[str], str]]:
