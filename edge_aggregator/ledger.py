@@ -18,16 +18,17 @@ An upload changes `sum`, `manifest`, its own ciphertext and its nonce marker (wi
 after the round closed, and no crash leaves a marker that never expires.
 
 A record that does not read back (altered in the store, a truncated write, or written before a bound
-existed) is moved to its quarantine key (`keyspace.quarantine_of`) and logged, and the edge goes on without
-it, so that one bad record neither fails an upload nor stops a round (issue 20, item 1; `_quarantine`):
-- a manifest or a running sum (a round's own, or a late bucket's) goes with its partner, and the stored
-  uploads they covered are counted dropped (`record_quarantined`): the round goes on from an empty sum;
-- a plan, closure or outcome reads as absent, and the edge makes it again from what it holds: the tick writes
-  the plan of the round it follows again (the cloud's plan, held since it was adopted), closes the round
-  again when it is due, and forwards it again (the cloud takes a repeat of a sum once, by idempotency key);
-  an older round's plan is gone for good, and the sums made under it are dropped `plan_missing`;
-- a counter (refused uploads, accepted bytes, drops by reason) is bookkeeping: one that is not a count is
-  quarantined and restarts from 0 in the transaction that adds to it (`_added`), never refusing that write.
+existed) is quarantined and logged, and the edge goes on without it, so that one bad record neither fails an
+upload nor stops a round (issue 20, item 1):
+- a manifest or a running sum (a round's own, or a late bucket's) is moved with its partner to the
+  quarantine keys, and the stored uploads they covered are counted dropped (`record_quarantined`): the round
+  goes on from an empty sum (`_quarantine_sum`);
+- the rest is bookkeeping the edge can make again (`services.stored_records`, `bookkeeping=True` and
+  `Discards`: quarantined, removed, read as absent). A plan, closure or outcome: the tick stores the plan of
+  the round it follows again (the cloud's plan, held since it was adopted), closes the round again when it
+  is due, and forwards it again (the cloud takes a repeat of a sum once, by idempotency key); an older
+  round's plan is gone, and the sums made under it are dropped `plan_missing`. A counter (refused uploads,
+  accepted bytes, drops by reason) counts again from 0, in the write that adds to it (`_commit`).
 
 Once a round's forward has an outcome, its single uploads are deleted and its sum, manifest and late buckets
 expire `retain_round_s` seconds later (`EdgeSettings.retain_round_s`, docs/operations.md).
@@ -40,6 +41,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
+from inspect import isawaitable
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter
@@ -53,14 +55,18 @@ from edge_aggregator.errors import (
 from protocol.messages import ClientUpdate, Contribution, DropReason, ErrorCode, RoundPlan
 from services import keyspace
 from services.store import Expiring, StateStore, TransactionFn, Updates
-from services.stored_records import QUARANTINE_TTL_S, StoredRecordError, parse_record, read_record
+from services.stored_records import (
+    QUARANTINE_TTL_S,
+    Discards,
+    StoredRecordError,
+    parse_record,
+    read_record,
+)
 
 log = logging.getLogger("fedlora.edge")
 _MANIFEST = TypeAdapter(dict[str, Contribution])
 _COUNT = TypeAdapter(NonNegativeInt)
-_QUARANTINED = DropReason.RECORD_QUARANTINED
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 #: `fold(stored_sum_or_None) -> new_sum_bytes`: adds the incoming ciphertext to the stored running sum.
 Fold = Callable[[bytes | None], Awaitable[bytes]]
@@ -134,8 +140,11 @@ class RoundLedger:
         self._retain_round_s = retain_round_s
 
     # -- reads ------------------------------------------------------------------------------------------
+    # A plan, closure or outcome that does not read back is read as none, and made again (module docstring).
     async def plan(self, round_: int) -> RoundPlan | None:
-        return await self._round_record(keyspace.edge_plan(self._eid, self._fid, round_), RoundPlan)
+        return await read_record(
+            self._store, keyspace.edge_plan(self._eid, self._fid, round_), RoundPlan, bookkeeping=True
+        )
 
     async def manifest(self, round_: int) -> dict[str, Contribution]:
         return await self._manifest(round_, round_)
@@ -144,10 +153,14 @@ class RoundLedger:
         return await self._store.get(keyspace.edge_sum(self._eid, self._fid, round_))
 
     async def closure(self, round_: int) -> Closure | None:
-        return await self._round_record(keyspace.edge_closed(self._eid, self._fid, round_), Closure)
+        return await read_record(
+            self._store, keyspace.edge_closed(self._eid, self._fid, round_), Closure, bookkeeping=True
+        )
 
     async def outcome(self, round_: int) -> Outcome | None:
-        return await self._round_record(keyspace.edge_forwarded(self._eid, self._fid, round_), Outcome)
+        return await read_record(
+            self._store, keyspace.edge_forwarded(self._eid, self._fid, round_), Outcome, bookkeeping=True
+        )
 
     async def nonce_seen(self, nonce: str) -> bool:
         return await self._store.get(keyspace.edge_nonce(self._eid, self._fid, nonce)) is not None
@@ -401,24 +414,8 @@ class RoundLedger:
 
     # -- helpers ----------------------------------------------------------------------------------------
     async def _count(self, key: str) -> int:
-        """A counter's value; one that does not read back is quarantined and read as 0 (it only reports)."""
-        try:
-            return await read_record(self._store, key, _COUNT) or 0
-        except StoredRecordError:
-            return 0
-
-    async def _round_record(self, key: str, reader: type[M]) -> M | None:
-        """The round record at `key` (plan, closure, outcome), None if there is none. One that does not read
-        back is moved to quarantine and read as none: the edge makes it again from what it holds (the module
-        docstring says how) instead of stopping at it on every check."""
-        raw = await self._store.get(key)
-        if raw is None:
-            return None
-        try:
-            return parse_record(raw, key=key, reader=reader)
-        except StoredRecordError as e:
-            await self._quarantine(e)
-            return None
+        """A counter's value; one that does not read back is discarded and read as 0 (it only reports)."""
+        return await read_record(self._store, key, _COUNT, bookkeeping=True) or 0
 
     async def _manifest(self, round_: int, origin: int) -> dict[str, Contribution]:
         """Round `round_`'s manifest (`origin` == `round_`) or its bucket's for `origin`; quarantined with its
@@ -427,7 +424,7 @@ class RoundLedger:
         try:
             return _load_manifest(await self._store.get(k_manifest), key=k_manifest)
         except StoredRecordError as e:
-            await self._quarantine(e)
+            await self._quarantine_sum(round_, origin, e)
             return {}
 
     async def _healing(self, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -436,26 +433,30 @@ class RoundLedger:
         try:
             return await attempt()
         except StoredRecordError as e:
-            if self._sum_of(e.key) is None:
+            where = self._sum_of(e.key)
+            if where is None:
                 raise
-            await self._quarantine(e)
+            await self._quarantine_sum(*where, e)
             return await attempt()
 
     async def _commit(
         self, keys: Sequence[str], compute: TransactionFn, *, counters: Collection[str] = ()
     ) -> Updates:
-        """`StateStore.transaction` over `keys` and `counters`, which `compute` adds to with `_added`, and
-        their quarantine keys; logs each counter it restarted. What was written."""
-        spare = {keyspace.quarantine_of(counter): counter for counter in counters}
-        written = await self._store.transaction([*keys, *counters, *spare], compute)
-        for target, counter in spare.items():
-            if target in written:
-                self._log_quarantined(
-                    "a stored counter is not a count: quarantined, and counting again from 0",
-                    key=counter,
-                    target=target,
-                    reason="not a non-negative integer",
-                )
+        """`StateStore.transaction` over `keys` and `counters`, which `compute` adds to (`_added`). A counter
+        that is not a count reaches `compute` as none, so it counts again from 0, and is then discarded
+        (quarantined, logged): bookkeeping never refuses the write it counts. What was written."""
+        discards = Discards()
+
+        async def run(current: dict[str, bytes | None]) -> Updates:
+            discards.clear()
+            for counter in counters:
+                count = discards.parse(current[counter], key=counter, reader=_COUNT, empty=None)
+                current = current | {counter: None if count is None else str(count).encode()}
+            result = compute(current)
+            return await result if isawaitable(result) else result
+
+        written = await self._store.transaction([*keys, *counters], run)
+        await discards.settle(self._store)
         return written
 
     def _sum_of(self, key: str) -> tuple[int, int] | None:
@@ -469,58 +470,54 @@ class RoundLedger:
                 return int(round_), int(origin)
         return None
 
-    async def _quarantine(self, error: StoredRecordError) -> None:
-        """Move the record `error` names to its quarantine key, in one transaction and only if it still holds
-        what was read (another replica may have moved or rewritten it), and log it (key and reason, never the
-        value). A round's sum or manifest (its own or a late bucket's) goes with its partner, and the stored
-        uploads they covered are deleted and counted dropped (`record_quarantined`)."""
-        where = self._sum_of(error.key)
-        moving, uploads, counters = [error.key], [], []
-        if where is not None:
-            k_sum, k_manifest, k_upload = self._sum_keys(*where)
-            moving = [k_sum, k_manifest]
-            uploads = await self._store.scan(k_upload(""))
-            counters = [keyspace.edge_dropped(self._eid, self._fid, where[1], _QUARANTINED.value)]
-        targets = {key: keyspace.quarantine_of(key) for key in moving}
-        held: list[str] = []
+    async def _quarantine_sum(self, round_: int, origin: int, error: StoredRecordError) -> None:
+        """Move an unreadable manifest or sum and its partner to their quarantine keys, delete the stored
+        uploads they covered and count them dropped (`record_quarantined`), in one transaction; log it (keys
+        and reason, no values). Nothing happens if the record was rewritten meanwhile (another replica moved
+        it)."""
+        k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
+        q_sum, q_manifest = keyspace.quarantine_of(k_sum), keyspace.quarantine_of(k_manifest)
+        reason = DropReason.RECORD_QUARANTINED
+        k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
+        uploads = await self._store.scan(k_upload(""))
+        moved: list[int] = []
 
         def move(current: dict[str, bytes | None]) -> Updates:
+            moved.clear()
             if current[error.key] != error.raw:
                 return {}
-            held[:] = [key for key in uploads if current[key] is not None]
-            copies = {
-                targets[k]: Expiring(v, ttl_s=QUARANTINE_TTL_S)
-                for k in moving
-                if (v := current[k]) is not None
+            held = [key for key in uploads if current[key] is not None]
+            moved.append(len(held))
+            updates: dict[str, bytes | Expiring | None] = {
+                k_manifest: None,
+                k_sum: None,
+                **dict.fromkeys(held),
+                **(_added(current, {k_dropped: len(held)}) if held else {}),
             }
-            return {
-                **copies,
-                **dict.fromkeys([*moving, *held]),
-                **(_added(current, dict.fromkeys(counters, len(held))) if held else {}),
-            }
+            for key, target in ((k_sum, q_sum), (k_manifest, q_manifest)):
+                if (value := current[key]) is not None:
+                    updates[target] = Expiring(value, ttl_s=QUARANTINE_TTL_S)
+            return updates
 
-        if await self._commit([*moving, *targets.values(), *uploads], move, counters=counters):
-            dropped = {"uploads_dropped": len(held), "drop_reason": _QUARANTINED.value} if counters else {}
-            self._log_quarantined(
-                "a stored record does not read back: quarantined; the round goes on without it",
-                key=error.key,
-                target=targets[error.key],
-                reason=error.reason,
-                **dropped,
+        await self._commit([k_sum, k_manifest, q_sum, q_manifest, *uploads], move, counters=[k_dropped])
+        if moved:
+            log.error(
+                "a stored record does not read back: quarantined with its partner (sum or manifest); the "
+                "round goes on without it",
+                extra={
+                    "federation_id": self._fid,
+                    "round": round_,
+                    "edge_id": self._eid,
+                    "code": ErrorCode.STORED_RECORD_CORRUPT.value,
+                    "data": {
+                        "key": error.key,
+                        "quarantine": keyspace.quarantine_of(error.key),
+                        "error": error.reason,
+                        "uploads_dropped": moved[0],
+                        "drop_reason": reason.value,
+                    },
+                },
             )
-
-    def _log_quarantined(self, message: str, *, key: str, target: str, reason: str, **data: object) -> None:
-        number = key.removeprefix(keyspace.edge_rounds_prefix(self._eid, self._fid)).split(":", 1)[0]
-        log.error(
-            message,
-            extra={
-                "federation_id": self._fid,
-                "edge_id": self._eid,
-                "code": ErrorCode.STORED_RECORD_CORRUPT.value,
-                "data": {"key": key, "quarantine": target, "error": reason, **data},
-            }
-            | ({"round": int(number)} if number.isdigit() else {}),
-        )
 
     def _sum_keys(self, round_: int, origin: int) -> tuple[str, str, Callable[[str], str]]:
         """Sum, manifest and upload keys of round `round_`'s own sum (`origin` == `round_`) or of its bucket
@@ -583,16 +580,9 @@ async def _folded(fold: Fold, current: Mapping[str, bytes | None], key: str) -> 
 
 
 def _added(current: Mapping[str, bytes | None], adds: Mapping[str, int]) -> Updates:
-    """The counters `adds` names, each increased by its amount and kept `EDGE_ROUND_TTL_S`. A counter is
-    bookkeeping: one that is not a count is copied to its quarantine key and counts again from 0
-    (`RoundLedger._commit` logs it), so that it never refuses the write it counts."""
-    updates: dict[str, bytes | Expiring | None] = {}
-    for key, by in adds.items():
-        raw = current[key]
-        try:
-            count = 0 if raw is None else parse_record(raw, key=key, reader=_COUNT)
-        except StoredRecordError:
-            count = 0
-            updates[keyspace.quarantine_of(key)] = Expiring(raw or b"", ttl_s=QUARANTINE_TTL_S)
-        updates[key] = Expiring(str(count + by).encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S)
-    return updates
+    """The counters `adds` names, each increased by its amount and kept `EDGE_ROUND_TTL_S`; `current` as
+    `RoundLedger._commit` hands it over (a counter there is a count, or none)."""
+    return {
+        key: Expiring(str(int(current[key] or b"0") + by).encode(), ttl_s=keyspace.EDGE_ROUND_TTL_S)
+        for key, by in adds.items()
+    }
