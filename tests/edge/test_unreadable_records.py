@@ -110,6 +110,15 @@ async def test_a_counter_that_is_not_a_count_is_quarantined_and_counts_again_fro
     assert kept == b"{"
 
 
+async def _forwarded_then_spoiled(world: World, edge: Edge, key: str) -> None:
+    """Hospitals a and b upload, round 0 is forwarded with its outcome recorded, then `key` is spoiled."""
+    for cid in ("hosp-a", "hosp-b"):
+        assert (await edge.upload(world.update(world.hospitals[cid]))).status_code == 202
+    await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
+    await edge.core.tick()  # waits for the forward in flight (one at a time): its outcome is recorded
+    await world.store.set(key, b"{")
+
+
 async def test_an_unreadable_closure_of_a_forwarded_round_does_not_reopen_it(
     make_world: Callable[..., World],
 ) -> None:
@@ -120,11 +129,7 @@ async def test_an_unreadable_closure_of_a_forwarded_round_does_not_reopen_it(
     world = make_world(clients=4, k=2, quorum=0.5)
     key = keyspace.edge_closed(EID, FID, 0)
     async with running_edge(world) as edge:
-        for cid in ("hosp-a", "hosp-b"):
-            assert (await edge.upload(world.update(world.hospitals[cid]))).status_code == 202
-        await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
-        await edge.core.tick()  # waits for the forward in flight (one at a time): its outcome is recorded
-        await world.store.set(key, b"{")
+        await _forwarded_then_spoiled(world, edge, key)
 
         late = await edge.upload(world.update(world.hospitals["hosp-c"]))
         await edge.core.tick()
@@ -151,11 +156,7 @@ async def test_an_unreadable_plan_or_outcome_of_a_delivered_round_is_made_again(
     world = make_world(clients=2, k=2, quorum=1.0)
     key = (keyspace.edge_forwarded if name == "forwarded" else keyspace.edge_plan)(EID, FID, 0)
     async with running_edge(world) as edge:
-        for cid in ("hosp-a", "hosp-b"):
-            assert (await edge.upload(world.update(world.hospitals[cid]))).status_code == 202
-        await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
-        await edge.core.tick()  # waits for the forward in flight (one at a time): its outcome is recorded
-        await world.store.set(key, b"{")
+        await _forwarded_then_spoiled(world, edge, key)
 
         await edge.core.tick()
         outcome = await edge.core.ledger.outcome(0)
