@@ -73,6 +73,7 @@ PROPERTIES = settings(
 )
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 NONCE = "0123456789abcdef0123456789abcdef"
+HOSPITAL_KEY = SigningKey.from_bytes(bytes(range(32))).public_bytes  # a prime-order point, as enrolled
 
 
 @st.composite
@@ -275,7 +276,7 @@ def test_a_manifest_is_refused_with_a_service_error_or_passes(
         cid: ClientInfo(
             client_id=cid,
             edge_id="edge-north",
-            public_key=bytes(range(32)),
+            public_key=HOSPITAL_KEY,
             num_examples=100,
             rank=2,
             enrolled_at=T0,
