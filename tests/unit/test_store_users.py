@@ -10,10 +10,10 @@ import redis
 
 from fedlora.store_users import (
     ADMIN_USER,
-    StoreUsersError,
-    StoreUsersSettings,
     RedisUsers,
     StoreCredentials,
+    StoreUsersError,
+    StoreUsersSettings,
     issue_store_users,
 )
 from services.store import Expiring, RedisStore
