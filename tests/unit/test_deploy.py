@@ -493,6 +493,62 @@ def test_k8s_probes_hit_the_health_routes_on_the_service_port():
             assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"] and named["http"] == port
 
 
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_k8s_each_tier_runs_on_a_redis_of_its_own():
+    """The cloud and each edge reach Redis through a Service that selects one StatefulSet of its own, whose
+    ACL Secret is that tier's instance file (`fedlora.store_users`: its operator and the tier's user only)
+    and whose NetworkPolicy admits that tier's pods alone: no other tier can log in to it nor reach it."""
+    pods = {
+        name: (doc["spec"]["template"]["metadata"]["labels"], doc)
+        for name, doc in k8s_objects()
+        if doc["kind"] in ("Deployment", "StatefulSet")
+    }
+    tiers = {
+        name: labels
+        for name, (labels, _) in pods.items()
+        if labels.get("app.kubernetes.io/component") in ("cloud", "edge")
+    }
+    workloads = {w.where.rsplit("/", 1)[0]: w for w in k8s_workloads()}
+    redis_of: dict[str, str] = {}
+    for name in tiers:
+        workload = workloads[name]
+        host = str(urlsplit(str(workload.env[f"{PREFIX}STORE_URL"])).hostname)
+        service = k8s_find("Service", host)
+        assert service is not None, f"{name}: no Service {host}"
+        selected = [n for n, (lab, doc) in pods.items() if _selects(service["spec"]["selector"], lab)]
+        assert len(selected) == 1 and pods[selected[0]][1]["kind"] == "StatefulSet", f"{host}: {selected}"
+        redis_pod = pods[selected[0]][1]["spec"]["template"]["spec"]
+        (acl,) = [v["secret"]["secretName"] for v in redis_pod["volumes"] if "acl" in v["name"]]
+        secret = k8s_find("Secret", acl)
+        assert secret is not None, f"{host}: no Secret {acl}"
+        role = workload.role
+        instance = _instance_folder("STORE", role, workload.env)
+        assert secret["stringData"]["users.acl"].startswith(f"<{instance}/{store_users.ACL_FILE}"), acl
+        policies = [
+            doc
+            for _, doc in k8s_objects()
+            if doc["kind"] == "NetworkPolicy"
+            and _selects(doc["spec"]["podSelector"]["matchLabels"], pods[selected[0]][0])
+        ]
+        assert len(policies) == 1, f"{host}: {len(policies)} NetworkPolicies"
+        admitted = [
+            other
+            for other, other_labels in tiers.items()
+            if any(
+                _selects(source["podSelector"]["matchLabels"], other_labels)
+                for rule in policies[0]["spec"]["ingress"]
+                for source in rule["from"]
+            )
+        ]
+        assert admitted == [name], f"{host} admits {admitted}"
+        redis_of[name] = host
+    assert {tiers[n]["app.kubernetes.io/component"] for n in redis_of} == {"cloud", "edge"}
+    assert len(set(redis_of.values())) == len(redis_of), f"two tiers share a Redis: {redis_of}"
+
+
 # -- compose --------------------------------------------------------------------------------------------------
 COMPOSE = DEPLOY / "compose.yaml"
 
@@ -906,6 +962,6 @@ def test_redis_configuration_loads_with_the_durability_of_redis_conf(which, inst
         client.close()
         process.terminate()
         process.wait(timeout=10)
-    assert 0 < maxmemory, f"{which}: each instance needs its own maxmemory"
+    assert maxmemory > 0, f"{which}: each instance needs its own maxmemory"
     binds = re.findall(r"^bind (.*)$", redis_configurations()[which], flags=re.M)
     assert binds and "127.0.0.1" not in binds[-1], f"{which}: Redis must listen beyond loopback"
