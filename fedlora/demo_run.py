@@ -2,7 +2,8 @@
 
     runs/demo/
       redis/        the cloud's Redis: its append-only file and redis.log
-      store-users/  its ACL users (`fedlora.store_users`): the ACL file, the cloud's and the admin's passwords
+      store-users/  its ACL users (`fedlora.store_users`): the cloud's Redis instance (`cloud/`: the ACL file,
+                    the cloud's and the admin's passwords); the edges run in memory and have none
       admin-token   the admin token (owner-only)
       kek           the key-encryption key that seals the federation's HE secret, hex (owner-only)
       cloud.yaml    the cloud's other settings (read through FEDLORA_CONFIG); the port and the store's
@@ -22,7 +23,15 @@ from typing import Any
 
 import yaml
 
-from fedlora.store_users import ACL_FILE, CLOUD_USER, PASSWORD_FILE, StoreCredentials, issue_store_users
+from fedlora.store_users import (
+    ACL_FILE,
+    CLOUD_USER,
+    PASSWORD_FILE,
+    SERVICE_DIR,
+    RedisUsers,
+    cloud_folder,
+    issue_store_users,
+)
 from services.keys import KEK_FILE_ENV
 from services.secret_files import write_secret
 from services.settings import CONFIG_ENV
@@ -49,10 +58,10 @@ class DemoRunFolder:
     def store_users_dir(self) -> Path:
         return self.root / "store-users"
 
-    def store_users(self) -> StoreCredentials:
-        """The run's Redis users (the cloud's, confined to `cloud:` keys, and the admin's that stops Redis):
-        issued by the first call of a run, read back by the next ones."""
-        return issue_store_users(self.store_users_dir, ())
+    def store_users(self) -> RedisUsers:
+        """The users of the run's Redis, the cloud's instance (the cloud's, confined to `cloud:` keys, and the
+        admin's that stops Redis): issued by the first call of a run, read back by the next ones."""
+        return issue_store_users(self.store_users_dir, ()).cloud
 
     @property
     def admin_token_file(self) -> Path:
@@ -90,7 +99,7 @@ class DemoRunFolder:
             str(p.relative_to(self.root))
             for p in (
                 self.redis_dir,
-                self.store_users_dir / ACL_FILE,
+                cloud_folder(self.store_users_dir) / ACL_FILE,
                 self.admin_token_file,
                 self.kek_file,
                 self.settings_file,
@@ -112,5 +121,7 @@ class DemoRunFolder:
             "FEDLORA_PORT": str(port),
             "FEDLORA_STORE_URL": store_url,
             "FEDLORA_STORE_USERNAME": CLOUD_USER,
-            "FEDLORA_STORE_PASSWORD_FILE": str((self.store_users_dir / "cloud" / PASSWORD_FILE).resolve()),
+            "FEDLORA_STORE_PASSWORD_FILE": str(
+                (cloud_folder(self.store_users_dir) / SERVICE_DIR / PASSWORD_FILE).resolve()
+            ),
         }

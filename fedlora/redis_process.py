@@ -15,7 +15,7 @@ from typing import Any, Literal, Self
 
 import redis
 
-from fedlora.store_users import StoreCredentials
+from fedlora.store_users import RedisUsers
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -45,7 +45,7 @@ def redis_binary() -> str:
 
 class RedisProcess:
     """One `redis-server` on 127.0.0.1:`port` with its data (AOF) and log (`redis.log`) in `folder`, with the
-    ACL users of `acl` (`fedlora.store_users`) when given: it is then stopped as their admin user.
+    ACL users of one instance `acl` (`fedlora.store_users`) when given: it is then stopped as its admin user.
 
         `start` again after `stop` (or a crash) reuses the folder, so Redis replays the AOF it left there.
         `appendfsync` is Redis' own trade-off: `always` fsyncs before it answers, so a power loss keeps every
@@ -59,7 +59,7 @@ class RedisProcess:
         *,
         port: int,
         appendfsync: Literal["always", "everysec", "no"] = "everysec",
-        acl: StoreCredentials | None = None,
+        acl: RedisUsers | None = None,
     ) -> None:
         self.folder = folder
         self.port = port

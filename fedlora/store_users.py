@@ -1,17 +1,26 @@
-"""The bootstrap's first step: one Redis ACL user per tier, each confined to its own keys and to the commands
-the state store sends, and the default user turned off.
+"""The bootstrap's first step: one Redis instance per tier (the cloud's, and one per edge, each at its own
+site), each knowing only its own operator and its own tier's ACL user, confined to that tier's keys and to
+the commands the state store sends, and the default user turned off.
 
-    OUT_DIR/redis/users.acl          Redis' `aclfile` (mode 0644: it holds SHA-256 digests of the passwords,
-                                     never a password; each password is 256 random bits)
-    OUT_DIR/admin/store-password     the operator's user (every command and key: backups, SHUTDOWN, ACL LOAD)
-    OUT_DIR/cloud/store-password     the cloud's user: `~cloud:*` only
-    OUT_DIR/edge-<id>/store-password one user per edge: `~edge:<id>:*` only
-                                     (each password file 0600, its folder given to that tier alone)
+    OUT_DIR/cloud/                    what the cloud's site needs (the cloud's Redis and the cloud)
+      redis/users.acl                 that Redis' `aclfile`: its operator and `fedlora-cloud` (mode 0644: it
+                                      holds SHA-256 digests of the passwords, never a password; each
+                                      password is 256 random bits)
+      admin/store-password            its operator's user (every command and key: backups, SHUTDOWN, ACL LOAD)
+      service/store-password          the cloud's user: `~cloud:*` only
+    OUT_DIR/edge-<id>/                the same for edge <id>'s own Redis: its own operator, and
+                                      `fedlora-edge-<id>` confined to `~edge:<id>:*` (no script)
+                                      (each password file 0600, each folder given to one container alone)
 
-Run again, it keeps the passwords it finds and adds users for new edges. `rotate` gives every user a new
-password and keeps the previous one valid beside it (in `store-password.previous`, and both digests in the
-ACL file) until a run with `retire` drops it: load the file (`ACL LOAD`), roll the services onto the new
-passwords, then retire the old ones and load again (docs/security.md, "Store credentials").
+Separate instances, because two tiers on one Redis are not kept apart by ACL users alone: Redis has no
+memory quota per user (one tier's writes fill `maxmemory` for all) and SCAN lists key names past a user's
+key patterns. An edge's password logs in nowhere but at its own Redis.
+
+Run again, it keeps the passwords it finds and adds an instance for each new edge. `rotate` gives every user
+a new password and keeps the previous one valid beside it (in `store-password.previous`, and both digests in
+its instance's ACL file) until a run with `retire` drops it: load each file (`ACL LOAD` on its instance),
+roll the services onto the new passwords, then retire the old ones and load again (docs/security.md, "Store
+credentials").
 
 `python -m fedlora.store_users` (the image's `store-users` entrypoint), settings from `FEDLORA_*`:
 `FEDLORA_OUT_DIR`, `FEDLORA_EDGE_IDS` (comma-separated), `FEDLORA_ROTATE`, `FEDLORA_RETIRE`.
@@ -35,7 +44,10 @@ from services import keyspace
 from services.secret_files import write_secret
 from services.store import EDGE_REDIS_COMMANDS, REDIS_COMMANDS
 
+#: Inside an instance's folder: its ACL file, its operator's password, its tier's service password.
 ACL_FILE = Path("redis") / "users.acl"
+ADMIN_DIR = "admin"
+SERVICE_DIR = "service"
 PASSWORD_FILE = "store-password"  # noqa: S105 - a file name, not a secret
 PREVIOUS_FILE = "store-password.previous"
 ADMIN_USER = "fedlora-admin"
@@ -45,6 +57,16 @@ CLOUD_USER = "fedlora-cloud"
 
 def edge_user(edge_id: str) -> str:
     return f"fedlora-edge-{edge_id}"
+
+
+def cloud_folder(out_dir: Path) -> Path:
+    """The folder of the cloud's Redis instance under the issuer's `out_dir`."""
+    return out_dir / "cloud"
+
+
+def edge_folder(out_dir: Path, edge_id: str) -> Path:
+    """The folder of edge `edge_id`'s own Redis instance under the issuer's `out_dir`."""
+    return out_dir / f"edge-{edge_id}"
 
 
 class StoreUsersError(RuntimeError):
@@ -75,58 +97,74 @@ class StoreUser:
 
 
 @dataclass(frozen=True)
-class StoreCredentials:
-    """Every user issued into `folder`, and the ACL file Redis loads them from."""
+class RedisUsers:
+    """The users of one Redis instance, issued into `folder`: its operator and the one tier it serves."""
 
     folder: Path
     admin: StoreUser
-    cloud: StoreUser
-    edges: dict[str, StoreUser]
+    service: StoreUser
 
     @property
     def acl_file(self) -> Path:
         return self.folder / ACL_FILE
 
     def acl_text(self) -> str:
-        users = [self.admin, self.cloud, *(self.edges[eid] for eid in sorted(self.edges))]
         # Redis' own default user: off and without a password, so no connection is ever it (one that has not
         # logged in gets NOAUTH). Its grants are for Redis alone: 7.0 replays an AOF's MULTI/EXEC as the
         # default user, and a default user without them would drop every transaction at a restart.
-        return "\n".join([DEFAULT_USER_LINE, *(u.acl_line() for u in users)]) + "\n"
+        return "\n".join([DEFAULT_USER_LINE, self.admin.acl_line(), self.service.acl_line()]) + "\n"
+
+
+@dataclass(frozen=True)
+class StoreCredentials:
+    """Every Redis instance issued under `folder`: the cloud's, and one per edge by its id."""
+
+    folder: Path
+    cloud: RedisUsers
+    edges: dict[str, RedisUsers]
+
+    def instances(self) -> list[RedisUsers]:
+        return [self.cloud, *(self.edges[eid] for eid in sorted(self.edges))]
 
 
 def issue_store_users(
     out_dir: Path, edge_ids: Iterable[str], *, rotate: bool = False, retire: bool = False
 ) -> StoreCredentials:
-    """Write (or keep) each tier's password file and the ACL file of them all under `out_dir`."""
+    """Write (or keep) each instance's passwords and its ACL file under `out_dir`: the cloud's, each edge's."""
     ids = sorted(set(edge_ids))
     for eid in ids:
         if not _is_identifier(eid):
             raise StoreUsersError(f"edge id {eid!r} is not an id (lower-case letters, digits, '_', '.', '-')")
-    admin = _user(out_dir / "admin", ADMIN_USER, (), None, rotate=rotate, retire=retire)
-    cloud = _user(
-        out_dir / "cloud",
-        CLOUD_USER,
-        (keyspace.CLOUD_PREFIX + "*",),
-        REDIS_COMMANDS,
-        rotate=rotate,
-        retire=retire,
+    cloud = _instance(
+        cloud_folder(out_dir), CLOUD_USER, keyspace.CLOUD_PREFIX, REDIS_COMMANDS, rotate=rotate, retire=retire
     )
     edges = {
-        eid: _user(
-            out_dir / f"edge-{eid}",
+        eid: _instance(
+            edge_folder(out_dir, eid),
             edge_user(eid),
-            (keyspace.edge_prefix(eid) + "*",),
+            keyspace.edge_prefix(eid),
             EDGE_REDIS_COMMANDS,
             rotate=rotate,
             retire=retire,
         )
         for eid in ids
     }
-    credentials = StoreCredentials(out_dir, admin, cloud, edges)
-    credentials.acl_file.parent.mkdir(parents=True, exist_ok=True)
-    _write_public(credentials.acl_file, credentials.acl_text())
-    return credentials
+    return StoreCredentials(out_dir, cloud, edges)
+
+
+def _instance(
+    folder: Path, name: str, prefix: str, commands: tuple[str, ...], *, rotate: bool, retire: bool
+) -> RedisUsers:
+    """One instance's operator and service user `name` (confined to `prefix` and `commands`), and its file."""
+    admin = _user(folder / ADMIN_DIR, ADMIN_USER, (), None, rotate=rotate, retire=retire)
+    service = _user(folder / SERVICE_DIR, name, (prefix + "*",), commands, rotate=rotate, retire=retire)
+    users = RedisUsers(folder, admin, service)
+    try:
+        users.acl_file.parent.mkdir(parents=True, exist_ok=True)
+        _write_public(users.acl_file, users.acl_text())
+    except OSError as e:
+        raise StoreUsersError(f"cannot write the ACL file {users.acl_file}: {e}") from e
+    return users
 
 
 def _user(
@@ -188,7 +226,7 @@ class StoreUsersSettings(BaseSettings):
     edge_ids: str = Field(
         default="",
         pattern=r"^[a-z0-9_.,-]*$",
-        description="the edges sharing this Redis, comma-separated ids (each gets its own user)",
+        description="the edges, comma-separated ids (each gets a Redis instance of its own and its user)",
     )
     rotate: bool = Field(default=False, description="give every user a new password, keeping the previous")
     retire: bool = Field(default=False, description="drop the previous passwords kept by a rotation")
@@ -206,8 +244,8 @@ def run() -> None:
     except (ValidationError, StoreUsersError) as e:
         sys.exit(f"store-users: {e}")
     print(
-        f"store users for the cloud and {len(credentials.edges)} edge(s): ACL file {credentials.acl_file}, "
-        f"passwords under {credentials.folder}"
+        f"store users for the cloud's Redis and {len(credentials.edges)} edge Redis instance(s): ACL files "
+        + ", ".join(str(users.acl_file) for users in credentials.instances())
     )
 
 

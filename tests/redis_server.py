@@ -16,7 +16,7 @@ import pytest
 from fedlora.launcher import free_port
 from fedlora.redis_process import START_TIMEOUT_S, RedisMissingError, RedisProcess
 from fedlora.redis_process import redis_binary as find_redis_binary
-from fedlora.store_users import StoreCredentials
+from fedlora.store_users import RedisUsers
 
 
 def redis_binary() -> str:
@@ -35,7 +35,7 @@ class RedisServer(RedisProcess):
         *,
         port: int | None = None,
         appendfsync: Literal["always", "everysec", "no"] = "always",
-        acl: StoreCredentials | None = None,
+        acl: RedisUsers | None = None,
     ) -> None:
         super().__init__(folder, port=port or free_port(), appendfsync=appendfsync, acl=acl)
 

@@ -2,9 +2,9 @@
 one credential an attacker could have (one edge's Redis password, one edge's API token, no credential at
 all) and reproduces a way it still reaches past its party; each is a strict xfail until fixed.
 
-The Redis tests run a real `redis-server` with the ACL file the bootstrap writes (`fedlora.store_users`),
-as tests/adversarial/test_review_issue20_store.py does; the cloud tests run on the memory store and a real
-Redis (tests/adversarial/conftest.py)."""
+The Redis tests run a real `redis-server` per tier with the ACL file the bootstrap writes for it
+(`fedlora.store_users`), as tests/adversarial/test_review_issue20_store.py does; the cloud tests run on the
+memory store and a real Redis (tests/adversarial/conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,10 @@ import httpx
 import pytest
 import redis
 
-from fedlora.store_users import StoreCredentials, issue_store_users
 from protocol.messages import ClientEnrolment, RoundPlan
 from services import keyspace
-from tests.adversarial.test_review_issue20_store import EDGES, _connect
+from tests.adversarial.test_review_issue20_store import AclRedis, started_acl_redis
 from tests.cloud.harness import Federation, bearer, post_enrolment, running_cloud, small_spec
-from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -32,80 +30,84 @@ ANONYMOUS_CHALLENGES = 1024
 
 
 @contextlib.contextmanager
-def _configured_acl_redis(
-    folder: Path, configure: Callable[[redis.Redis], object]
-) -> Iterator[tuple[RedisServer, StoreCredentials]]:
-    """A redis-server of its own with the ACL file the bootstrap issues for a cloud and two edges (as
-    tests/adversarial/test_review_issue20_store.py's `acl_redis`), `configure`d first by the operator's user."""
-    credentials = issue_store_users(folder / "store-users", EDGES)
-    server = RedisServer(folder / "data", acl=credentials).start()
-    admin = server.admin_client()
-    try:
-        configure(admin)
-    finally:
-        admin.close()
-    try:
-        yield server, credentials
-    finally:
-        server.stop()
+def _configured_acl_redis(folder: Path, configure: Callable[[redis.Redis], object]) -> Iterator[AclRedis]:
+    """The cloud's Redis and each edge's, as tests/adversarial/test_review_issue20_store.py starts them
+    (each with its own ACL file), each `configure`d first by its own operator's user."""
+    with started_acl_redis(folder) as started:
+        for server in started.servers.values():
+            admin = server.admin_client()
+            try:
+                configure(admin)
+            finally:
+                admin.close()
+        yield started
 
 
 @pytest.fixture
-def acl_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, StoreCredentials]]:
+def acl_redis(tmp_path: Path) -> Iterator[AclRedis]:
     with _configured_acl_redis(tmp_path, lambda admin: None) as got:
         yield got
 
 
+def _logs_in(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.AuthenticationError:  # WRONGPASS: no such user there, or another password
+        return False
+
+
 # -- an edge's Redis password --------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="SCAN is keyless: ACL key patterns do not filter its answer, and every tier's user may run it",
-)
-def test_an_edge_redis_user_cannot_list_the_key_names_of_other_tiers(acl_redis) -> None:
+def test_an_edge_redis_user_cannot_list_the_key_names_of_other_tiers(acl_redis: AclRedis) -> None:
     """Property: an edge's Redis user learns nothing of keys outside `edge:{eid}:`, names included. Key
     names carry every hospital's id (`cloud:{fid}:token:client:{cid}`, `cloud:{fid}:client:{cid}:stats`,
     `edge:{other}:{fid}:round:{n}:upload:{cid}`), so listing them shows an edge the hospitals of every other
-    edge, which the cloud's routes refuse it (403 on `GET /clients?edge_id=<other>`)."""
-    server, credentials = acl_redis
-    cloud, edge_2, edge_1 = (_connect(server, credentials, t) for t in ("cloud", "edge-2", "edge-1"))
+    edge, which the cloud's routes refuse it (403 on `GET /clients?edge_id=<other>`).
+
+    Failed before the fix: the tiers shared one Redis, and SCAN is keyless (ACL key patterns do not filter its
+    answer), so edge-1's user listed the cloud's key names and edge-2's. Now each tier has its own Redis: the
+    others' do not know edge-1's user, and its own holds no key of another tier."""
+    cloud, edge_2 = acl_redis.connect("cloud"), acl_redis.connect("edge-2")
+    attempts = {at: acl_redis.connect("edge-1", at=at) for at in ("cloud", "edge-2", "edge-1")}
     try:
         cloud.set(keyspace.fed_subject_token("fed-r1", "client", "client-c"), b"digest")
         edge_2.set(keyspace.edge_upload("edge-2", "fed-r1", 0, "client-c"), b"upload")
+        logged_in = {at: _logs_in(client) for at, client in attempts.items()}
         seen: set[bytes] = set()
-        try:
-            for pattern in ("cloud:*", "edge:edge-2:*"):
-                seen.update(edge_1.scan_iter(match=pattern, count=1000))
-        except redis.exceptions.NoPermissionError:
-            pass  # refusing SCAN outright keeps the names too
-        try:  # the same from a script, which runs under the edge's user
-            _, names = edge_1.eval("return redis.call('SCAN', '0', 'COUNT', '1000')", 0)
-            seen.update(names)
-        except redis.exceptions.ResponseError:
-            pass
+        for at, client in attempts.items():
+            if not logged_in[at]:
+                continue
+            # Refusing SCAN outright keeps the names too.
+            with contextlib.suppress(redis.exceptions.NoPermissionError):
+                seen.update(client.scan_iter(match="*", count=1000))
+            try:  # the same from a script, which runs under the edge's user
+                _, names = client.eval("return redis.call('SCAN', '0', 'COUNT', '1000')", 0)
+                seen.update(names)
+            except redis.exceptions.ResponseError:
+                pass
     finally:
-        for client in (cloud, edge_2, edge_1):
+        for client in (cloud, edge_2, *attempts.values()):
             client.close()
 
+    assert logged_in == {"cloud": False, "edge-2": False, "edge-1": True}
     assert not any(b"client-c" in name for name in seen), sorted(seen)
 
 
 @pytest.fixture
-def busy_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, StoreCredentials]]:
+def busy_redis(tmp_path: Path) -> Iterator[AclRedis]:
     """Redis answering BUSY after 50 ms of a running script instead of 5 s."""
     with _configured_acl_redis(tmp_path, lambda admin: admin.config_set("busy-reply-threshold", 50)) as got:
         yield got
 
 
-def test_an_edge_redis_user_cannot_stall_the_store_for_the_cloud(busy_redis) -> None:
+def test_an_edge_redis_user_cannot_stall_the_store_for_the_cloud(busy_redis: AclRedis) -> None:
     """Property: one edge's Redis password cannot stop the cloud's commands: whatever the edge's user sends,
     the cloud's next command is answered (not `BUSY`), so every other region's round still closes.
 
     (The tier users may run EVAL with any script body; `while true do end` holds Redis' only thread, and
     every other client is answered `BUSY` until SCRIPT KILL, which no tier user may send.) Failed before the
-    fix; an edge's user now runs no script (`EDGE_REDIS_COMMANDS`)."""
-    server, credentials = busy_redis
-    edge, cloud = _connect(server, credentials, "edge-1"), _connect(server, credentials, "cloud")
-    admin = server.admin_client()
+    fix; an edge's user now runs no script (`EDGE_REDIS_COMMANDS`), and its Redis is not the cloud's."""
+    edge, cloud = busy_redis.connect("edge-1"), busy_redis.connect("cloud")
+    admin = busy_redis.servers["edge-1"].admin_client()
     outcome: list[BaseException | object] = []
 
     def run_forever() -> None:
@@ -146,8 +148,8 @@ def test_an_edge_redis_user_cannot_stall_the_store_for_the_cloud(busy_redis) -> 
 
 
 @pytest.fixture
-def full_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, StoreCredentials]]:
-    """Redis with a `maxmemory` 4 MiB above what it uses empty (deploy/k8s sets 768 MiB)."""
+def full_redis(tmp_path: Path) -> Iterator[AclRedis]:
+    """Each Redis with a `maxmemory` 4 MiB above what it uses empty (deploy/k8s sets 768 MiB)."""
 
     def limit(admin: redis.Redis) -> object:
         return admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + 4 * 2**20)
@@ -156,28 +158,27 @@ def full_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, StoreCredentials]]
         yield got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the tiers share one Redis and its maxmemory; Redis has no quota per ACL user, so an edge's user "
-    "fills it with its own keys and the cloud's next write is refused OOM",
-)
-def test_an_edge_redis_user_cannot_fill_the_store_the_cloud_writes_to(full_redis) -> None:
+def test_an_edge_redis_user_cannot_fill_the_store_the_cloud_writes_to(full_redis: AclRedis) -> None:
     """Property: one edge's Redis password cannot stop the cloud's writes (and so every region's rounds):
-    whatever the edge's user writes under its own `edge:{eid}:` prefix, the cloud's next write succeeds.
+    whatever the edge's user writes, the cloud's next write succeeds.
 
-    (Each tier's user is confined to its prefix, but not in size: with `maxmemory-policy noeviction`, as
-    deploy/ sets it, a loop of large values under `edge:edge-1:` makes every later write of the cloud fail.)"""
-    server, credentials = full_redis
-    edge, cloud = _connect(server, credentials, "edge-1"), _connect(server, credentials, "cloud")
-    written = 0
+    Failed before the fix: the tiers shared one Redis and its `maxmemory`, and Redis has no quota per ACL
+    user: with `maxmemory-policy noeviction`, as deploy/ sets it, a loop of large values under the edge's own
+    `edge:{eid}:` prefix made every later write of the cloud fail (OOM). Now the edge's password does not log
+    in at the cloud's Redis, and filling its own Redis leaves the cloud's memory alone."""
+    at_cloud = full_redis.connect("edge-1", at="cloud")
+    edge, cloud = full_redis.connect("edge-1"), full_redis.connect("cloud")
+    written, full = 0, False
     try:
+        reaches_cloud = _logs_in(at_cloud)
         # Large values, then small ones to fill what a large one's query buffer left: bounded loops.
         for size, most in ((64 * 1024, 1000), (1024, 10_000), (16, 10_000)):
             for _ in range(most):
                 try:
                     edge.set(f"edge:edge-1:fed-r1:filler:{written}", bytes(size))
                     written += 1
-                except redis.exceptions.OutOfMemoryError:  # refused: the store is full
+                except redis.exceptions.OutOfMemoryError:  # refused: its own store is full
+                    full = True
                     break
         try:
             cloud.set(keyspace.fed_round_status("fed-r1", 0), b"{}")
@@ -185,9 +186,11 @@ def test_an_edge_redis_user_cannot_fill_the_store_the_cloud_writes_to(full_redis
         except redis.exceptions.OutOfMemoryError as e:
             refused = str(e)
     finally:
-        edge.close()
-        cloud.close()
+        for client in (at_cloud, edge, cloud):
+            client.close()
 
+    assert not reaches_cloud, "edge-1's Redis password logs in at the cloud's Redis"
+    assert full, f"edge-1's own Redis took all {written} values: the fill did not reach maxmemory"
     assert refused is None, f"after the edge wrote {written} values, the cloud's write: {refused}"
 
 

@@ -1,15 +1,17 @@
 """Issue 20, item 3: least privilege in the store. Each test reproduced a way one credential (an edge host's
 Redis password, a write into the store) reached further than its tier; each holds now.
 
-The Redis tests run a real `redis-server` with the ACL file the bootstrap writes (`fedlora.store_users`);
-the cloud tests run on the memory store and a real Redis (tests/adversarial/conftest.py)."""
+The Redis tests run a real `redis-server` per tier, each with the ACL file the bootstrap writes for it
+(`fedlora.store_users`: the cloud's Redis and each edge's are separate instances); the cloud tests run on the memory store and a real Redis (tests/adversarial/conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,31 +36,50 @@ pytestmark = pytest.mark.anyio
 EDGES = ("edge-1", "edge-2")
 
 
-@pytest.fixture(scope="module")
-def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, StoreCredentials]]:
-    """A redis-server started with the ACL file the bootstrap issues for a cloud and two edges."""
-    folder = tmp_path_factory.mktemp("acl-redis")
+@dataclass(frozen=True)
+class AclRedis:
+    """The Redis instances the bootstrap issues users for, each started with its own ACL file: the cloud's
+    and one per edge, each knowing its own tier's user only (as deployed: deploy/compose.yaml, deploy/k8s)."""
+
+    credentials: StoreCredentials
+    servers: dict[str, RedisServer]  # "cloud" or an edge id -> that tier's Redis
+
+    def user(self, tier: str) -> StoreUser:
+        return self.credentials.cloud.service if tier == "cloud" else self.credentials.edges[tier].service
+
+    def connect(self, tier: str, *, at: str | None = None) -> redis.Redis:
+        """A client as `tier`'s user, at its own Redis or at the Redis of tier `at`."""
+        user, server = self.user(tier), self.servers[at or tier]
+        return redis.Redis(host="127.0.0.1", port=server.port, username=user.name, password=user.password)
+
+
+@contextlib.contextmanager
+def started_acl_redis(folder: Path) -> Iterator[AclRedis]:
+    """A redis-server of its own for the cloud and for each of `EDGES`, with the ACL files `fedlora.store_users`
+    issues; stopped on exit."""
     credentials = issue_store_users(folder / "store-users", EDGES)
-    server = RedisServer(folder / "data", acl=credentials).start()
-    yield server, credentials
-    server.stop()
+    instances = {"cloud": credentials.cloud} | credentials.edges
+    servers: dict[str, RedisServer] = {}
+    try:
+        for tier, users in instances.items():
+            servers[tier] = RedisServer(folder / f"data-{tier}", acl=users).start()
+        yield AclRedis(credentials, servers)
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
-def _user(credentials: StoreCredentials, tier: str) -> StoreUser:
-    return credentials.cloud if tier == "cloud" else credentials.edges[tier]
-
-
-def _connect(server: RedisServer, credentials: StoreCredentials, tier: str) -> redis.Redis:
-    user = _user(credentials, tier)
-    return redis.Redis(host="127.0.0.1", port=server.port, username=user.name, password=user.password)
+@pytest.fixture(scope="module")
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
+    with started_acl_redis(tmp_path_factory.mktemp("acl-redis")) as started:
+        yield started
 
 
 # -- Redis users --------------------------------------------------------------------------------------------
 def test_an_edge_user_cannot_write_an_admin_token_record_into_the_clouds_keys(acl_redis) -> None:
     """Property: an edge's Redis user reads and writes its own `edge:{eid}:` keys only: no `cloud:` key (a
     token record with the admin role, the HE public key) and no other edge's key."""
-    server, credentials = acl_redis
-    edge = _connect(server, credentials, "edge-1")
+    edge = acl_redis.connect("edge-1")
     forged = json.dumps({"role": "admin", "subject": "edge-1"})
     try:
         edge.set("edge:edge-1:fed-1:api-token", b"mine")
@@ -82,9 +103,8 @@ def test_an_edge_user_cannot_write_an_admin_token_record_into_the_clouds_keys(ac
 
 
 def test_the_cloud_user_touches_no_edge_key_and_the_default_user_is_off(acl_redis) -> None:
-    server, credentials = acl_redis
-    cloud = _connect(server, credentials, "cloud")
-    anonymous = redis.Redis(host="127.0.0.1", port=server.port)
+    cloud = acl_redis.connect("cloud")
+    anonymous = redis.Redis(host="127.0.0.1", port=acl_redis.servers["cloud"].port)
     try:
         cloud.set(keyspace.fed_spec("fed-1"), b"{}")
         with pytest.raises(redis.exceptions.NoPermissionError):
@@ -103,10 +123,9 @@ async def test_each_tier_user_runs_every_store_operation_on_its_own_keys(acl_red
     """Property: the commands a tier's user may run are every one `RedisStore` sends for that tier (a
     transaction, SCAN, TIME, INFO memory; the cloud's compare-and-delete script, which an edge's user may not
     run), so a service runs on its user."""
-    server, credentials = acl_redis
     prefix += f"{secrets.token_hex(4)}:"  # a federation of its own: this test runs once per state store
-    user = _user(credentials, tier)
-    store = RedisStore(server.url, username=user.name, password=user.password)
+    user = acl_redis.user(tier)
+    store = RedisStore(acl_redis.servers[tier].url, username=user.name, password=user.password)
     try:
         assert await store.ping()
         await store.set(prefix + "a", b"1", ttl_s=60)

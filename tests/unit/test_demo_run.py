@@ -30,7 +30,12 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
 
     # Assert: a new run starts from an empty store, the secrets are owner-only, the settings load back.
     assert list(run.redis_dir.iterdir()) == []
-    for secret in (run.admin_token_file, run.kek_file, users.cloud.password_file, users.admin.password_file):
+    for secret in (
+        run.admin_token_file,
+        run.kek_file,
+        users.service.password_file,
+        users.admin.password_file,
+    ):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     run.check()
     for name in list(os.environ):
@@ -47,7 +52,10 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
     )
     assert load_kek() == bytes.fromhex(kek)
     # The cloud logs in to Redis as its own ACL user, the one the run's ACL file confines to `cloud:` keys.
-    assert (settings.store_username, settings.store_password()) == (users.cloud.name, users.cloud.password)
+    assert (settings.store_username, settings.store_password()) == (
+        users.service.name,
+        users.service.password,
+    )
     assert run.store_users() == users  # `fedlora view` gets the same users back
 
 
@@ -57,6 +65,6 @@ def test_check_names_what_a_folder_lacks(tmp_path) -> None:
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "report.json").write_text("{}")
     with pytest.raises(
-        RunFolderError, match=r"no redis, store-users/redis/users\.acl, admin-token, kek, cloud\.yaml"
+        RunFolderError, match=r"no redis, store-users/cloud/redis/users\.acl, admin-token, kek, cloud\.yaml"
     ):
         DemoRunFolder(tmp_path / "old").check()

@@ -493,6 +493,62 @@ def test_k8s_probes_hit_the_health_routes_on_the_service_port():
             assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"] and named["http"] == port
 
 
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_k8s_each_tier_runs_on_a_redis_of_its_own():
+    """The cloud and each edge reach Redis through a Service that selects one StatefulSet of its own, whose
+    ACL Secret is that tier's instance file (`fedlora.store_users`: its operator and the tier's user only)
+    and whose NetworkPolicy admits that tier's pods alone: no other tier can log in to it nor reach it."""
+    pods = {
+        name: (doc["spec"]["template"]["metadata"]["labels"], doc)
+        for name, doc in k8s_objects()
+        if doc["kind"] in ("Deployment", "StatefulSet")
+    }
+    tiers = {
+        name: labels
+        for name, (labels, _) in pods.items()
+        if labels.get("app.kubernetes.io/component") in ("cloud", "edge")
+    }
+    workloads = {w.where.rsplit("/", 1)[0]: w for w in k8s_workloads()}
+    redis_of: dict[str, str] = {}
+    for name in tiers:
+        workload = workloads[name]
+        host = str(urlsplit(str(workload.env[f"{PREFIX}STORE_URL"])).hostname)
+        service = k8s_find("Service", host)
+        assert service is not None, f"{name}: no Service {host}"
+        selected = [n for n, (lab, doc) in pods.items() if _selects(service["spec"]["selector"], lab)]
+        assert len(selected) == 1 and pods[selected[0]][1]["kind"] == "StatefulSet", f"{host}: {selected}"
+        redis_pod = pods[selected[0]][1]["spec"]["template"]["spec"]
+        (acl,) = [v["secret"]["secretName"] for v in redis_pod["volumes"] if "acl" in v["name"]]
+        secret = k8s_find("Secret", acl)
+        assert secret is not None, f"{host}: no Secret {acl}"
+        role = workload.role
+        instance = _instance_folder("STORE", role, workload.env)
+        assert secret["stringData"]["users.acl"].startswith(f"<{instance}/{store_users.ACL_FILE}"), acl
+        policies = [
+            doc
+            for _, doc in k8s_objects()
+            if doc["kind"] == "NetworkPolicy"
+            and _selects(doc["spec"]["podSelector"]["matchLabels"], pods[selected[0]][0])
+        ]
+        assert len(policies) == 1, f"{host}: {len(policies)} NetworkPolicies"
+        admitted = [
+            other
+            for other, other_labels in tiers.items()
+            if any(
+                _selects(source["podSelector"]["matchLabels"], other_labels)
+                for rule in policies[0]["spec"]["ingress"]
+                for source in rule["from"]
+            )
+        ]
+        assert admitted == [name], f"{host} admits {admitted}"
+        redis_of[name] = host
+    assert {tiers[n]["app.kubernetes.io/component"] for n in redis_of} == {"cloud", "edge"}
+    assert len(set(redis_of.values())) == len(redis_of), f"two tiers share a Redis: {redis_of}"
+
+
 # -- compose --------------------------------------------------------------------------------------------------
 COMPOSE = DEPLOY / "compose.yaml"
 
@@ -525,7 +581,7 @@ def _unknown_service_key(doc: dict[str, Any]) -> None:
 
 
 def _bad_condition(doc: dict[str, Any]) -> None:
-    doc["services"]["cloud"]["depends_on"]["redis"]["condition"] = "service_ready"
+    doc["services"]["cloud"]["depends_on"]["redis-cloud"]["condition"] = "service_ready"
 
 
 def _ports_not_a_list(doc: dict[str, Any]) -> None:
@@ -645,7 +701,8 @@ def test_compose_health_checks_and_start_order():
             port = int(service["environment"][f"{PREFIX}PORT"])
             test = " ".join(service["healthcheck"]["test"])
             assert f"http://127.0.0.1:{port}/readyz" in test, name
-            assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+            own_redis = urlsplit(service["environment"][f"{PREFIX}STORE_URL"]).hostname
+            assert service["depends_on"][own_redis]["condition"] == "service_healthy", name
         if role == "edge":
             assert service["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
         if role == "client":
@@ -659,40 +716,54 @@ def test_compose_health_checks_and_start_order():
     assert services["bootstrap"]["depends_on"]["cloud"]["condition"] == "service_healthy"
 
 
+def _instance_folder(issued: str, role: str, env: dict[str, Any]) -> str:
+    """The folder `fedlora.store_users` issues the Redis instance of this tier into, under `issued`."""
+    root = Path(issued)
+    folder = (
+        store_users.cloud_folder(root)
+        if role == "cloud"
+        else store_users.edge_folder(root, env[f"{PREFIX}EDGE_ID"])
+    )
+    return folder.as_posix()
+
+
 def test_compose_services_keep_apart_in_redis():
-    """Each tier logs in to Redis as its own ACL user (a db number is no boundary), with the password file
-    that store-users wrote into the volume folder only that service mounts, and the ACL file confines that
-    user to the tier's keys."""
-    services = fedlora_services()
+    """Each tier runs on a Redis of its own (one Redis would let one tier's user fill every tier's memory and
+    list every tier's key names): its store URL names a Redis service that mounts that tier's instance folder
+    (its ACL file knows that tier's user alone) and keeps its own data volume; the tier logs in as its own ACL
+    user with the password file that store-users wrote into the folder only that service mounts."""
+    services = compose()["services"]
     issuer = services["store-users"]
     out_dir = issuer["environment"][f"{PREFIX}OUT_DIR"]
     edge_ids = issuer["environment"][f"{PREFIX}EDGE_IDS"].split(",")
     issued = _mounts(issuer)[out_dir]
-    logins = {}
-    for name, service in services.items():
+    acl_folder = re.search(r"^aclfile (.*)/users\.acl$", (DEPLOY / "redis-compose.conf").read_text(), re.M)
+    assert acl_folder is not None
+    redis_of: dict[str, str] = {}
+    for name, service in fedlora_services().items():
         role, env = service["command"][0], service.get("environment", {})
         if role not in ("cloud", "edge"):
             continue
-        assert str(env[f"{PREFIX}STORE_URL"]).startswith("redis://"), f"{name}: a deployment needs Redis"
-        user = env[f"{PREFIX}STORE_USERNAME"]
+        url = urlsplit(str(env[f"{PREFIX}STORE_URL"]))
+        assert url.scheme == "redis", f"{name}: a deployment needs Redis"
+        instance = _instance_folder(issued, role, env)
         folder, _, file_name = env[f"{PREFIX}STORE_PASSWORD_FILE"].rpartition("/")
-        expected = "cloud" if role == "cloud" else f"edge-{env[f'{PREFIX}EDGE_ID']}"
-        assert _mounts(service)[folder] == f"{issued}/{expected}" and file_name == store_users.PASSWORD_FILE
-        assert user == (
+        assert _mounts(service)[folder] == f"{instance}/{store_users.SERVICE_DIR}", name
+        assert file_name == store_users.PASSWORD_FILE
+        assert env[f"{PREFIX}STORE_USERNAME"] == (
             store_users.CLOUD_USER if role == "cloud" else store_users.edge_user(env[f"{PREFIX}EDGE_ID"])
         ), name
         if role == "edge":
-            assert env[f"{PREFIX}EDGE_ID"] in edge_ids, f"{name}: store-users issues no user for it"
-        logins[name] = user
-    assert len(set(logins.values())) == len(logins), f"two services share a Redis user: {logins}"
-    acl_folder = next(
-        target for target, source in _mounts(services_of_redis()).items() if source == f"{issued}/redis"
-    )
-    assert f"aclfile {acl_folder}/users.acl" in (DEPLOY / "redis-compose.conf").read_text()
-
-
-def services_of_redis() -> dict[str, Any]:
-    return compose()["services"]["redis"]
+            assert env[f"{PREFIX}EDGE_ID"] in edge_ids, f"{name}: store-users issues no Redis for it"
+        redis_service = services[url.hostname]
+        assert _mounts(redis_service)[acl_folder[1]] == f"{instance}/redis", (
+            f"{name}: another tier's ACL file"
+        )
+        redis_of[name] = str(url.hostname)
+    assert len(set(redis_of.values())) == len(redis_of), f"two tiers share a Redis: {redis_of}"
+    data = [_mounts(services[host])["/data"] for host in redis_of.values()]
+    assert len(set(data)) == len(data), f"two Redis instances share a data volume: {data}"
+    assert re.search(r"^maxmemory \d+[kmg]b$", (DEPLOY / "redis-compose.conf").read_text(), re.M)
 
 
 # -- FEDLORA_* variables against the settings classes ---------------------------------------------------------
@@ -840,11 +911,11 @@ def _start_redis(
             time.sleep(0.05)
 
 
-def _localised(text: str, folder: Path) -> str:
-    """The configuration with its `dir`, `include` and `aclfile` pointing into `folder` (what the containers
-    mount; the ACL file is the one `fedlora.store_users` writes there)."""
+def _localised(text: str, folder: Path, acl_file: Path) -> str:
+    """The configuration with its `dir` and `include` pointing into `folder` and its `aclfile` at `acl_file`
+    (what the containers mount: the instance's ACL file that `fedlora.store_users` writes)."""
     text = re.sub(r"^dir .*$", f"dir {folder}", text, flags=re.M)
-    text = re.sub(r"^aclfile .*$", f"aclfile {folder / store_users.ACL_FILE}", text, flags=re.M)
+    text = re.sub(r"^aclfile .*$", f"aclfile {acl_file}", text, flags=re.M)
     return re.sub(r"^include .*/redis\.conf$", f"include {folder}/redis.conf", text, flags=re.M)
 
 
@@ -857,16 +928,23 @@ def redis_configurations() -> dict[str, str]:
     }
 
 
+@pytest.mark.parametrize("instance", ["cloud", "edge-north"])
 @pytest.mark.parametrize("which", ["compose", "k8s"])
-def test_redis_configuration_loads_with_the_durability_of_redis_conf(which, tmp_path):
-    (tmp_path / "redis.conf").write_text(_localised((DEPLOY / "redis.conf").read_text(), tmp_path))
+def test_redis_configuration_loads_with_the_durability_of_redis_conf(which, instance, tmp_path):
+    """Each tier's Redis (the cloud's, an edge's) loads the configuration with its own ACL file, which knows
+    its operator and that tier's user only."""
+    issued = store_users.issue_store_users(tmp_path / "store-users", ["edge-north"])
+    users = issued.cloud if instance == "cloud" else issued.edges[instance]
+    (tmp_path / "redis.conf").write_text(
+        _localised((DEPLOY / "redis.conf").read_text(), tmp_path, users.acl_file)
+    )
     conf = tmp_path / f"{which}.conf"
-    conf.write_text(_localised(redis_configurations()[which], tmp_path))
-    users = store_users.issue_store_users(tmp_path, ["edge-north"])
+    conf.write_text(_localised(redis_configurations()[which], tmp_path, users.acl_file))
     process, client = _start_redis(conf, tmp_path, users.admin)
     try:
         settings = {key: client.config_get(key)[key] for key in ("appendonly", "appendfsync", "save")}
         settings["maxmemory-policy"] = client.config_get("maxmemory-policy")["maxmemory-policy"]
+        maxmemory = int(client.config_get("maxmemory")["maxmemory"])
         assert settings == {
             "appendonly": "yes",
             "appendfsync": "always",
@@ -879,15 +957,11 @@ def test_redis_configuration_loads_with_the_durability_of_redis_conf(which, tmp_
         with socket.create_connection(("127.0.0.1", port), timeout=5) as stranger:
             stranger.sendall(b"PING\r\n")
             assert stranger.recv(64).startswith(b"-NOAUTH")
-        assert set(client.acl_users()) == {
-            "default",
-            store_users.ADMIN_USER,
-            store_users.CLOUD_USER,
-            store_users.edge_user("edge-north"),
-        }
+        assert set(client.acl_users()) == {"default", store_users.ADMIN_USER, users.service.name}
     finally:
         client.close()
         process.terminate()
         process.wait(timeout=10)
+    assert maxmemory > 0, f"{which}: each instance needs its own maxmemory"
     binds = re.findall(r"^bind (.*)$", redis_configurations()[which], flags=re.M)
     assert binds and "127.0.0.1" not in binds[-1], f"{which}: Redis must listen beyond loopback"

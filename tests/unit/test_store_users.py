@@ -9,7 +9,9 @@ import pytest
 import redis
 
 from fedlora.store_users import (
-    ACL_FILE,
+    ADMIN_USER,
+    RedisUsers,
+    StoreCredentials,
     StoreUsersError,
     StoreUsersSettings,
     issue_store_users,
@@ -34,12 +36,37 @@ def test_passwords_are_owner_only_kept_on_a_second_run_and_new_edges_added(tmp_p
 
     assert (second.cloud, second.edges["edge-1"]) == (first.cloud, first.edges["edge-1"])
     assert set(second.edges) == {"edge-1", "edge-2"}
-    for user in (second.admin, second.cloud, *second.edges.values()):
+    users = [user for instance in second.instances() for user in (instance.admin, instance.service)]
+    for user in users:
         assert stat.S_IMODE(user.password_file.stat().st_mode) == 0o600, user.name
-    acl = (tmp_path / ACL_FILE).read_text()
-    assert all(user.password not in acl for user in (second.admin, second.cloud, *second.edges.values()))
-    assert acl.splitlines()[0].startswith("user default reset off ")
-    assert "~edge:edge-2:* resetchannels -@all +get" in acl
+    assert len({user.password for user in users}) == len(users), "a password serves two users"
+    for instance in second.instances():
+        acl = instance.acl_file.read_text()
+        assert all(user.password not in acl for user in users)
+        assert acl.splitlines()[0].startswith("user default reset off ")
+    assert "~edge:edge-2:* resetchannels -@all +get" in second.edges["edge-2"].acl_file.read_text()
+
+
+def test_each_redis_instance_knows_only_its_own_tiers_users(tmp_path: Path) -> None:
+    """Property: the cloud's Redis and each edge's know their own operator and their own tier's user only,
+    each operator with a password of its own, so an edge's site holds no password of another instance."""
+    issued = issue_store_users(tmp_path, ["edge-1", "edge-2"])
+
+    def users_of(acl_file: Path) -> list[str]:
+        return [line.split()[1] for line in acl_file.read_text().splitlines()]
+
+    assert users_of(issued.cloud.acl_file) == ["default", ADMIN_USER, "fedlora-cloud"]
+    for eid, instance in issued.edges.items():
+        assert users_of(instance.acl_file) == ["default", ADMIN_USER, f"fedlora-edge-{eid}"]
+    files = {instance.acl_file for instance in issued.instances()}
+    assert len(files) == 3
+    # Each instance's folder holds its own files only: what an edge's site is given.
+    folder = issued.edges["edge-1"].folder
+    assert {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()} == {
+        Path("redis/users.acl"),
+        Path("admin/store-password"),
+        Path("service/store-password"),
+    }
 
 
 def test_an_edge_id_that_is_not_an_id_is_refused(tmp_path: Path) -> None:
@@ -54,31 +81,34 @@ def test_settings_take_comma_separated_edge_ids(tmp_path: Path, monkeypatch: pyt
     assert settings.edge_ids.split(",") == ["edge-north", "edge-south"]
 
 
-def test_a_rotation_keeps_the_old_password_until_it_is_retired(tmp_path: Path) -> None:
-    """Property: between `rotate` and `retire` both passwords log in (after ACL LOAD), so the services can
-    move to the new one without a moment where theirs is refused; after `retire` only the new one does."""
-    before = issue_store_users(tmp_path / "users", ["edge-1"])
+@pytest.mark.parametrize("instance", ["cloud", "edge-1"])
+def test_a_rotation_keeps_the_old_password_until_it_is_retired(tmp_path: Path, instance: str) -> None:
+    """Property: on each Redis instance, between `rotate` and `retire` both passwords of its tier's user log
+    in (after ACL LOAD there), so the service can move to the new one without a moment where its password
+    is refused; after `retire` only the new one does."""
+
+    def of(credentials: StoreCredentials) -> RedisUsers:
+        return credentials.cloud if instance == "cloud" else credentials.edges[instance]
+
+    before = of(issue_store_users(tmp_path / "users", ["edge-1"]))
     server = RedisServer(tmp_path / "data", acl=before).start()
     try:
-        rotated = issue_store_users(tmp_path / "users", ["edge-1"], rotate=True)
+        rotated = of(issue_store_users(tmp_path / "users", ["edge-1"], rotate=True))
         admin = redis.Redis(
             host="127.0.0.1", port=server.port, username=before.admin.name, password=before.admin.password
         )
         admin.acl_load()
-        both = [
-            _logs_in(server, rotated.cloud.name, p) for p in (before.cloud.password, rotated.cloud.password)
-        ]
-        retired = issue_store_users(tmp_path / "users", ["edge-1"], retire=True)
+        name = rotated.service.name
+        both = [_logs_in(server, name, p) for p in (before.service.password, rotated.service.password)]
+        retired = of(issue_store_users(tmp_path / "users", ["edge-1"], retire=True))
         admin.acl_load()
         admin.close()
-        after = [
-            _logs_in(server, retired.cloud.name, p) for p in (before.cloud.password, retired.cloud.password)
-        ]
+        after = [_logs_in(server, name, p) for p in (before.service.password, retired.service.password)]
         server.acl = retired  # stopped as the admin whose password is now the rotated one
     finally:
         server.stop()
 
-    assert rotated.cloud.previous == before.cloud.password != rotated.cloud.password
+    assert rotated.service.previous == before.service.password != rotated.service.password
     assert both == [True, True]
     assert after == [False, True]
 
@@ -92,10 +122,10 @@ def anyio_backend() -> str:
 async def test_a_tier_users_transactions_survive_a_restart(tmp_path: Path) -> None:
     """Property: what a tier's user wrote in a MULTI/EXEC is still there after Redis replays its AOF (Redis
     7.0 replays it as the default user, which is off but keeps its grants for that)."""
-    users = issue_store_users(tmp_path / "users", ["edge-1"])
+    users = issue_store_users(tmp_path / "users", ["edge-1"]).cloud
     server = RedisServer(tmp_path / "data", acl=users).start()
     try:
-        store = RedisStore(server.url, username=users.cloud.name, password=users.cloud.password)
+        store = RedisStore(server.url, username=users.service.name, password=users.service.password)
         # Two writes: Redis logs a MULTI/EXEC in the AOF only around more than one command.
         await store.transaction(
             ["cloud:f:a", "cloud:f:b"], lambda current: {"cloud:f:a": Expiring(b"1", 600), "cloud:f:b": b"2"}
@@ -105,7 +135,7 @@ async def test_a_tier_users_transactions_survive_a_restart(tmp_path: Path) -> No
         await store.close()
         server.stop()
         server.start()
-        store = RedisStore(server.url, username=users.cloud.name, password=users.cloud.password)
+        store = RedisStore(server.url, username=users.service.name, password=users.service.password)
         kept = [await store.get(key) for key in ("cloud:f:a", "cloud:f:b", "cloud:f:lease")]
         ttl_s = await store.ttl_s("cloud:f:a")
         await store.close()
