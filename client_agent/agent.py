@@ -379,15 +379,15 @@ class ClientAgent:
         return RoundPlan.model_validate_json(response.content)
 
     def check_plan(self, plan: RoundPlan, *, num_examples: int) -> None:
-        """Raise `PlanRefusedError` unless the plan is signed with the federation's plan key, is for a round
-        after the last one handled, and passes this hospital's policy (`num_examples`: the public count of the
+        """Raise `PlanRefusedError` unless the plan is signed with the federation's plan key as this hospital's
+        edge's view, is for a round after the last one handled, and passes this hospital's policy (`num_examples`: the public count of the
         examples it would train on)."""
         trusted = self.settings.plan_public_key or self.state.plan_public_key
         if trusted is None:
             raise PlanRefusedError(
                 "no plan key is pinned yet", field="signature", value=None, limit="the federation's plan key"
             )
-        verify_plan(plan, bytes.fromhex(trusted))
+        verify_plan(plan, bytes.fromhex(trusted), edge_id=self.settings.edge_id)
         last = self.state.last_round
         if last is not None and plan.round <= last:
             raise PlanRefusedError(

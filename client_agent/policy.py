@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from client_agent.errors import InsecurePeerError, PlanRefusedError, PolicyRefusalError, SpecRefusedError
 from protocol.crypto.params import HEKind
-from protocol.messages import FederationSpec, LocalDPConfig, RoundPlan, TrainingConfig
+from protocol.messages import FederationSpec, LocalDPConfig, PlanViewError, RoundPlan, TrainingConfig
 from services.identity import IdentityError, verify
 from services.settings import ClientSettings
 
@@ -249,8 +249,14 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def verify_plan(plan: RoundPlan, public_key: bytes) -> None:
-    """Raise `PlanRefusedError` unless `plan` carries the federation's signature."""
+def verify_plan(plan: RoundPlan, public_key: bytes, *, edge_id: str) -> None:
+    """Raise `PlanRefusedError` unless `plan` carries the federation's signature and is the view of this
+    hospital's edge `edge_id`: another edge's view (signed too) holds another digest than its edge's, so an
+    upload under it would be refused there."""
+    try:
+        plan.check_view_for(edge_id)
+    except PlanViewError as e:
+        raise PlanRefusedError(str(e), field=e.field, value=plan.edge_id, limit=edge_id) from e
     if not plan.signature:
         raise PlanRefusedError(
             f"round {plan.round}'s plan is not signed", field="signature", value=None, limit="the plan key's"

@@ -114,6 +114,7 @@ def open_round(
         basis_version=spec.basis_version if basis_version is None else basis_version,
         deadline=now + timedelta(seconds=spec.upload_deadline_s),
         client_ranks={cid: info.rank for cid, info in sorted(clients.items())},
+        client_edges={cid: info.edge_id for cid, info in sorted(clients.items())},
         clip_norm=spec.central_dp.clip_norm,
         training=spec.training,
         local_dp=spec.local_dp,
@@ -202,6 +203,16 @@ def planned_share(spec: FederationSpec, *, rounds_closed: int, clients: int) -> 
     if not dp.distributed or multiplier <= 0 or clients == 0:
         return None
     return share_for(dp, spec.he, multiplier=multiplier, planned_clients=clients)
+
+
+def placed(plan: RoundPlan, clients: Mapping[str, ClientInfo]) -> RoundPlan:
+    """`plan` with `client_edges`: as stored, or, for a plan opened before plans placed their hospitals,
+    each planned hospital's edge in `clients` (the enrolment records as of the plan's round, where the
+    round's accounting placed it too)."""
+    if plan.client_edges is not None:
+        return plan
+    edges = {cid: clients[cid].edge_id for cid in plan.client_ranks if cid in clients}
+    return plan.model_copy(update={"client_edges": edges})
 
 
 def signed(plan: RoundPlan, key: SigningKey | None) -> RoundPlan:

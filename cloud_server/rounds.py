@@ -26,7 +26,7 @@ from cloud_server.enrolment import EnrolmentService
 from cloud_server.errors import BadRequestError, ConflictError, NotFoundError, UnauthenticatedError
 from cloud_server.federations import FederationService
 from cloud_server.manifests import check_late, check_manifest
-from cloud_server.plans import PlanBoard, open_round, signed, wait_for, with_progress
+from cloud_server.plans import PlanBoard, open_round, placed, signed, wait_for, with_progress
 from cloud_server.records import (
     COUNTED,
     FINAL_ROUND_STATES,
@@ -60,6 +60,7 @@ from protocol.messages import (
     FederationInfo,
     FederationSpec,
     FederationState,
+    Role,
     RoundPlan,
     RoundState,
     RoundStatus,
@@ -196,6 +197,27 @@ class RoundService:
             return None
         return await self.plan(fid, record.current_round)
 
+    async def view(self, fid: str, plan: RoundPlan, edge_id: str) -> RoundPlan:
+        """Edge `edge_id`'s view of the stored plan `plan` (unsigned): what it and its hospitals were served,
+        so what their uploads and its sums name (`plan_sha256`)."""
+        if plan.client_edges is None:  # opened before plans placed their hospitals
+            plan = placed(plan, await self._enrolment.clients(fid, with_stats=False, round_=plan.round))
+        return plan.view(edge_id)
+
+    async def plan_for(self, fid: str, plan: RoundPlan, *, role: Role, subject: str) -> RoundPlan:
+        """The stored plan `plan` as a party reads it: whole for the admin; signed as its edge's view for an
+        edge and for a hospital (the edge it is planned at, or the edge it has in the round if it is not
+        planned), so that neither learns another edge's hospitals (issue 20, item 3)."""
+        if role is Role.ADMIN:
+            return plan
+        edge_id = subject if role is Role.EDGE else (plan.client_edges or {}).get(subject)
+        if edge_id is None:
+            clients = await self._enrolment.clients(fid, with_stats=False, round_=plan.round)
+            if subject not in clients:
+                raise NotFoundError(f"no hospital {subject!r} is enrolled in {fid!r}", field="client_id")
+            edge_id = clients[subject].edge_id
+        return signed(await self.view(fid, plan, edge_id), await self._federations.plan_signer(fid))
+
     async def wait_for_plan(self, fid: str, after_round: int, *, wait_s: float) -> RoundPlan | None:
         return await wait_for(
             self._board,
@@ -314,7 +336,9 @@ class RoundService:
                 code=ErrorCode.WRONG_BASIS,
                 field="basis_version",
             )
-        self._check_plan_digest(agg.plan_sha256, plan, field="plan_sha256", edge_id=edge_id)
+        self._check_plan_digest(
+            agg.plan_sha256, await self.view(fid, plan, edge_id), field="plan_sha256", edge_id=edge_id
+        )
         await self._check_not_counted(fid, agg)
         # As of this round: `check_contributions` reads each record at its sum's round, a late bucket's from
         # the edges the hospital had before (`ClientInfo.edges_before`).
@@ -384,8 +408,8 @@ class RoundService:
 
     @staticmethod
     def _check_plan_digest(digest: str | None, plan: RoundPlan, *, field: str, edge_id: str) -> None:
-        """Refuse a sum made under another plan than the one stored for its round: its hospitals, or the
-        edge, were served a plan this cloud did not publish for them all."""
+        """Refuse a sum made under another plan than the edge's view of the one stored for its round
+        (`plan`): its hospitals, or the edge, were served a plan this cloud did not publish for them all."""
         if digest == plan.sha256:
             return
         log.error(
@@ -398,7 +422,8 @@ class RoundService:
             },
         )
         raise ConflictError(
-            f"{field} is {digest}; round {plan.round}'s stored plan has digest {plan.sha256}",
+            f"{field} is {digest}; round {plan.round}'s plan, as edge {edge_id!r} was served it, has digest "
+            f"{plan.sha256}",
             code=ErrorCode.PLAN_MISMATCH,
             field=field,
         )
@@ -446,7 +471,7 @@ class RoundService:
         for index, bucket in enumerate(agg.late):
             self._check_plan_digest(
                 bucket.plan_sha256,
-                plans[bucket.origin_round],
+                await self.view(fid, plans[bucket.origin_round], agg.edge_id),
                 field=f"late.{index}.plan_sha256",
                 edge_id=agg.edge_id,
             )

@@ -53,6 +53,7 @@ from protocol.messages import (
     DropReason,
     EdgeProgress,
     FederationState,
+    PlanViewError,
     RoundPlan,
     UploadAccepted,
 )
@@ -384,6 +385,15 @@ class EdgeAggregator:
                     extra={"round": plan.round, "data": {"error": str(e)}},
                 )
                 return False
+        try:
+            plan.check_view_for(self.config.edge_id)
+        except PlanViewError as e:
+            # Another edge's view, or the whole round's plan: its hospitals hold another plan digest.
+            log.error(
+                "ignoring a plan that is not this edge's view",
+                extra={"round": plan.round, "data": {"error": str(e)}},
+            )
+            return False
         async with self._plan_lock:
             if self._plan is not None and plan.round <= self._plan.round:
                 return False

@@ -699,7 +699,13 @@ class NoiseShare(BaseModel):
 
 
 class RoundPlan(Message):
-    """What the cloud asks of clients in one round."""
+    """What the cloud asks of clients in one round.
+
+    The cloud stores the whole round's plan (`client_edges` set) and shows it to the admin only; an edge, and
+    each of its hospitals, gets that edge's view (`view`): `edge_id` set, `client_ranks` naming only the
+    edge's hospitals, every round-wide field kept. A view is signed on its own, `edge_id` included, so a view
+    for one edge verifies nowhere else; it is the plan its edge and hospitals bind their uploads and sums to
+    (`sha256`)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [_examples.ROUND_PLAN]})
 
@@ -742,9 +748,58 @@ class RoundPlan(Message):
         "(rows of A) below it can be published, since fewer than k hospitals reach the others; the round "
         "holds back any more that fewer than k of the hospitals that do upload reach (`RoundStatus`)",
     )
+    edge_id: Identifier | None = Field(
+        default=None,
+        description="the edge whose view of the round this is: `client_ranks` names its hospitals only "
+        "(what an edge and its hospitals are served); absent in the whole round's plan (the admin's)",
+    )
+    client_edges: dict[Identifier, Identifier] | None = Field(
+        default=None,
+        max_length=MAX_CLIENTS_PER_ROUND,
+        description="the edge each hospital of `client_ranks` uploads through this round: in the whole "
+        "round's plan only, never in an edge's view",
+    )
     signature: Signature = Field(
         default=b"", description="the cloud's Ed25519 signature of `signing_payload()` (FederationInfo's key)"
     )
+
+    @model_validator(mode="after")
+    def _a_view_names_one_edge(self) -> RoundPlan:
+        if self.edge_id is not None and self.client_edges is not None:
+            raise ValueError(
+                f"client_edges is set in edge {self.edge_id!r}'s view: a view names no other edge"
+            )
+        if self.client_edges is not None and self.client_edges.keys() != self.client_ranks.keys():
+            unplaced = sorted(self.client_ranks.keys() ^ self.client_edges.keys())
+            raise ValueError(f"client_edges and client_ranks name different hospitals: {unplaced[:5]}")
+        return self
+
+    def view(self, edge_id: str) -> RoundPlan:
+        """Edge `edge_id`'s view of this whole-round plan, unsigned: its hospitals only (none if it has none
+        in the round), with every other field as planned. Raises `PlanViewError` on a plan that is a view
+        already or that does not say where its hospitals are."""
+        if self.edge_id is not None or self.client_edges is None:
+            raise PlanViewError(
+                f"round {self.round}'s plan has edge_id = {self.edge_id!r} and "
+                f"{'no' if self.client_edges is None else 'a'} client_edges: only the whole round's plan, "
+                "which places every hospital, has views",
+                field="client_edges" if self.client_edges is None else "edge_id",
+            )
+        ranks = {
+            cid: rank for cid, rank in self.client_ranks.items() if self.client_edges.get(cid) == edge_id
+        }
+        return self.model_copy(
+            update={"edge_id": edge_id, "client_ranks": ranks, "client_edges": None, "signature": b""}
+        )
+
+    def check_view_for(self, edge_id: str) -> None:
+        """Raise `PlanViewError` unless this plan is edge `edge_id`'s view: a view served to another edge
+        (or the whole round's plan) must not be followed here, whoever signed it."""
+        if self.edge_id != edge_id:
+            raise PlanViewError(
+                f"round {self.round}'s plan is the view of edge {self.edge_id!r}, not of {edge_id!r}",
+                field="edge_id",
+            )
 
     def signing_payload(self) -> bytes:
         """The bytes the cloud signs: the plan's tag (`protocol.signing.PLAN`), then every field but the
@@ -764,6 +819,14 @@ class RoundPlan(Message):
         if self.weighting is Weighting.CAPPED_EXAMPLES:
             return max(1, min(num_examples, self.weight_cap)) / self.weight_cap
         return 1.0
+
+
+class PlanViewError(ValueError):
+    """A round plan that is not the view asked for (`RoundPlan.view`, `RoundPlan.check_view_for`)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _sha256(data: bytes) -> str:

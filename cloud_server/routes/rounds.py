@@ -99,7 +99,9 @@ async def plan(
     """Edges and clients poll this with the last round they saw: the answer comes as soon as a newer plan
     is published (or 204 after `wait` seconds). Every plan is signed with the federation's plan key
     (`FederationInfo.plan_public_key`) and names the SHA-256 of the adapter and basis bytes it starts from.
-    Nothing while the federation is paused; 410 once it has ended, with its state in `detail`.
+    An edge, and a hospital, is answered with its edge's view (`edge_id` set; `client_ranks` names that
+    edge's hospitals only, every other field is the round's), signed on its own; the admin reads the whole
+    plan (`client_edges` places every hospital). Nothing while the federation is paused; 410 once it has ended, with its state in `detail`.
 
     Every answer carries the cloud's time when the poll arrived and when it was answered (the deadlines'
     clock), from which the caller measures its clock's offset; an edge reports its last measured offset in
@@ -108,6 +110,8 @@ async def plan(
     if clock_offset_s is not None and who.role is Role.EDGE:
         await context.edge_clocks.report(fid, who.subject, clock_offset_s)
     found = await rounds.wait_for_plan(fid, after_round, wait_s=wait)
+    if found is not None:
+        found = await rounds.plan_for(fid, found, role=who.role, subject=who.subject)
     answer = response if found is not None else Response(status_code=204)
     answer.headers[CLOUD_RECEIVED_AT_HEADER] = received_at.isoformat()
     answer.headers[CLOUD_ANSWERED_AT_HEADER] = (await context.clock()).isoformat()
@@ -127,7 +131,7 @@ async def post_aggregate(
     fid: str, n: RoundId, body: EdgeAggregate, edge: EdgeDep, rounds: RoundsDep, response: Response
 ) -> RoundStatus:
     """The cloud checks the edge's signature, the round and basis, the plan digest (`plan_sha256`, and each
-    late bucket's, must be the stored plan's: 409 `plan_mismatch` otherwise), the manifest (clients enrolled
+    late bucket's, must be that of the edge's view of the stored plan: 409 `plan_mismatch` otherwise), the manifest (clients enrolled
     at this edge, in the plan, at least `min_clients_per_edge`) and the ciphertext's header, whose count must
     be the manifest's (400 `bad_ciphertext`), then stores it, refusing a ciphertext it accepted before in any
     round, bucket or edge (409 `replay`) and a client already in an accepted sum for the round (409

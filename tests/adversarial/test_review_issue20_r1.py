@@ -195,16 +195,13 @@ def test_an_edge_redis_user_cannot_fill_the_store_the_cloud_writes_to(full_redis
 
 
 # -- an edge's API token -------------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /plan answers an edge with the whole signed plan, whose client_ranks names every hospital",
-)
 async def test_an_edge_reads_no_other_edges_hospitals_in_the_round_plan() -> None:
     """Property: an edge sees its own hospitals only (issue 20, item 3), through every route: the plan it
     polls names no hospital of another edge.
 
     (`GET /clients?edge_id=edge-2` is 403 for edge-1, but the plan it polls lists client-c and client-d,
-    edge-2's hospitals, with their ranks.)"""
+    edge-2's hospitals, with their ranks.) Failed before the fix; an edge is now served its own view of the
+    plan (`RoundPlan.view`), signed with its edge id."""
     async with running_cloud() as cloud:
         fed = await Federation.create(cloud.http, small_spec())
         await fed.start(cloud.http)

@@ -379,7 +379,7 @@ class Federation:
         encryption); `late` adds buckets of late uploads (origin round -> the clients' deltas, weighted the
         same way). Each client signs its manifest line, naming the digest of its upload, except the `forged`
         ones: clients that never uploaded, whose lines the edge can only sign with a key of its own. Each sum
-        names the digest of its round's plan as `cloud` stored it (as an edge holding that plan does), unless
+        names the digest of the edge's view of its round's plan as `cloud` serves it (as the edge does), unless
         `plan_sha256` names another for the round's own sum."""
         w = dict(weights or {})
 
@@ -418,7 +418,7 @@ class Federation:
                     origin_round=origin,
                     ciphertext=total(bucket),
                     contributions=lines(origin, bucket),
-                    plan_sha256=await stored_plan_sha256(cloud, self.fid, origin),
+                    plan_sha256=await stored_plan_sha256(cloud, self.fid, origin, edge_id),
                 )
             )
         unsigned = EdgeAggregate(
@@ -430,7 +430,7 @@ class Federation:
             contributions=lines(round_, own),
             idempotency_key=idempotency_key or f"{self.fid}:{round_}:{edge_id}",
             late=tuple(buckets),
-            plan_sha256=plan_sha256 or await stored_plan_sha256(cloud, self.fid, round_),
+            plan_sha256=plan_sha256 or await stored_plan_sha256(cloud, self.fid, round_, edge_id),
         )
         key = signer or self.edges[edge_id].key
         return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
@@ -505,10 +505,11 @@ async def stored_plan(cloud: Cloud, fid: str, round_: int) -> RoundPlan | None:
         return None
 
 
-async def stored_plan_sha256(cloud: Cloud, fid: str, round_: int) -> str | None:
-    """The digest of round `round_`'s plan as the cloud stored it (None before the round opened)."""
+async def stored_plan_sha256(cloud: Cloud, fid: str, round_: int, edge_id: str) -> str | None:
+    """The digest of edge `edge_id`'s view of round `round_`'s plan, as the cloud serves it (None before the
+    round opened)."""
     plan = await stored_plan(cloud, fid, round_)
-    return plan.sha256 if plan is not None else None
+    return (await cloud.context.rounds.view(fid, plan, edge_id)).sha256 if plan is not None else None
 
 
 def weighted_mean(deltas: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:

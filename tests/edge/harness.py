@@ -90,8 +90,9 @@ class World:
     def plan(
         self, round_: int = 0, *, clients: Sequence[str] | None = None, basis: int = 0, **fields: Any
     ) -> RoundPlan:
-        """A plan signed with the cloud's plan key, as the cloud publishes it."""
+        """A plan signed with the cloud's plan key, as the cloud publishes it to this edge: its view."""
         names = list(self.hospitals) if clients is None else list(clients)
+        fields.setdefault("edge_id", EID)
         plan = RoundPlan(
             federation_id=FID,
             round=round_,

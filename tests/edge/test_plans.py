@@ -105,6 +105,23 @@ async def test_the_edge_follows_only_plans_signed_with_the_federations_key(
     assert (adopted_forged, adopted_real) == (False, True)
 
 
+async def test_the_edge_follows_only_its_own_view_of_the_round_plan(make_world: Callable[..., World]) -> None:
+    """Property: a view the cloud signed for another edge (or the whole round's plan) is not followed here,
+    though its signature verifies: the edge id is part of what is signed, so a view for edge-1 cannot be
+    replayed as edge-2's, and this edge's hospitals, served its own view, would all be refused under it."""
+    world = make_world(clients=3)
+    async with running_edge(world) as edge:
+        others = await edge.core.adopt(world.plan(1, edge_id="edge-south"))
+        whole = world.plan(1).model_copy(update={"edge_id": None, "signature": b""})
+        whole = whole.model_copy(update={"signature": world.plan_key.sign(whole.signing_payload())})
+        adopted_whole = await edge.core.adopt(whole)
+        renamed = world.plan(1, edge_id="edge-south").model_copy(update={"edge_id": EID})
+        adopted_renamed = await edge.core.adopt(renamed)
+        adopted_own = await edge.core.adopt(world.plan(1))
+
+    assert (others, adopted_whole, adopted_renamed, adopted_own) == (False, False, False, True)
+
+
 async def test_an_agent_served_another_plan_than_its_edge_skips_the_round_and_says_why(
     make_world: Callable[..., World], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
