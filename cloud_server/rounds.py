@@ -413,7 +413,7 @@ class RoundService:
         if digest == plan.sha256:
             return
         log.error(
-            "an edge aggregate was made under another plan than the stored one",
+            "an edge aggregate was made under another plan than its view of the stored one",
             extra={
                 "round": plan.round,
                 "edge_id": edge_id,

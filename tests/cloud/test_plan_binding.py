@@ -1,6 +1,7 @@
 """Plans are the cloud's word, bound to what they start from: every plan the cloud publishes is signed with
 the federation's plan key (sealed under the KEK like the HE secret) and names the SHA-256 of the adapter and
-basis bytes it serves; an edge aggregate made under another plan than the stored one is refused."""
+basis bytes it serves; an edge aggregate made under another plan than its edge's view of the stored one is
+refused."""
 
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ async def test_a_late_bucket_made_under_another_plan_than_its_rounds_is_refused(
 
         refused = await fed.post(cloud.http, tampered)
         accepted = await fed.post(cloud.http, honest)
-        round_0 = await cloud.context.rounds.plan(fed.fid, 0)
+        round_0 = (await cloud.context.rounds.plan(fed.fid, 0)).view("edge-1")
 
     assert honest.late[0].plan_sha256 == round_0.sha256
     assert refused.status_code == 409, refused.text

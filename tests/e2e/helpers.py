@@ -72,6 +72,8 @@ def enrol(cloud, client_id, edge_id, key: SigningKey | None = None) -> tuple[Sig
 
 
 def signed_update(key, client_id, plan, scheme, vector, nonce: str | None = None) -> ClientUpdate:
+    """`client_id`'s signed upload under `plan`: its edge's view of the round plan (`RoundPlan.view`), the
+    plan the edge holds and compares uploads with."""
     unsigned = ClientUpdate(
         federation_id=FID,
         round=plan.round,
@@ -160,7 +162,7 @@ class Federation:
         if client_id not in self._updates:
             h = self.hospitals[client_id]
             self._updates[client_id] = signed_update(
-                h.key, client_id, self.plan, self.scheme, h.vector, h.nonce
+                h.key, client_id, self.plan.view(h.edge_id), self.scheme, h.vector, h.nonce
             )
         return self._updates[client_id]
 

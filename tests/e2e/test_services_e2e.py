@@ -41,10 +41,10 @@ def test_round_over_real_processes(cluster, tmp_path, tiny_model_dir):
     edge_url = {e.edge_id: e.url for e in edges}
 
     # Refusals first: none of them may touch the sum.
-    first = signed_update(keys["h-a"], "h-a", plan, scheme, vectors["h-a"])
+    first = signed_update(keys["h-a"], "h-a", plan.view("edge-1"), scheme, vectors["h-a"])
     unsigned = first.model_copy(update={"signature": b""})
     assert post_upload(edge_url["edge-1"], unsigned).json()["code"] in ("bad_signature", "unauthenticated")
-    stranger = signed_update(SigningKey.generate(), "h-z", plan, scheme, vectors["h-a"])
+    stranger = signed_update(SigningKey.generate(), "h-z", plan.view("edge-1"), scheme, vectors["h-a"])
     refused = post_upload(edge_url["edge-1"], stranger)
     assert (refused.status_code, refused.json()["code"]) == (401, "unauthenticated")
     garbage = first.model_copy(update={"ciphertext": b"\x00garbage" * 100})
@@ -55,7 +55,11 @@ def test_round_over_real_processes(cluster, tmp_path, tiny_model_dir):
 
     # The honest uploads, then a replay of one of them.
     for cid in ("h-a", "h-b", "h-c", "h-d"):
-        update = first if cid == "h-a" else signed_update(keys[cid], cid, plan, scheme, vectors[cid])
+        update = (
+            first
+            if cid == "h-a"
+            else signed_update(keys[cid], cid, plan.view(placement[cid]), scheme, vectors[cid])
+        )
         response = post_upload(edge_url[placement[cid]], update)
         assert response.status_code == 202, response.text
     replay = post_upload(edge_url["edge-1"], first)

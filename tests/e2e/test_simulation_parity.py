@@ -168,11 +168,15 @@ async def _through_the_services(
         for round_ in range(rounds):
             for edge in aggregators.values():
                 assert await edge.refresh_plan()
-            plan = aggregators[edge_of[names[0]]].plan
-            assert plan is not None and plan.round == round_
-            start = (await cloud.vector(fid, plan.adapter_version)).astype(np.float32)
+            # Each hospital trains under its edge's view of the round's plan.
+            views = {edge_id: edge.plan for edge_id, edge in aggregators.items()}
+            assert all(view is not None and view.round == round_ for view in views.values())
+            adapter_version = views[edge_of[names[0]]].adapter_version  # type: ignore[union-attr]
+            start = (await cloud.vector(fid, adapter_version)).astype(np.float32)
             for index, (agent, hospital) in enumerate(zip(agents, hospitals, strict=True)):
                 name = agent.settings.client_id
+                plan = views[edge_of[name]]
+                assert plan is not None
                 model = agent._build_model(spec, plan.client_ranks[name])
                 public = PublicCounts.derive(hospital.public_examples, plan.validation_fraction)
                 result = agent._train(

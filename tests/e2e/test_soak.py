@@ -182,7 +182,11 @@ def _soak(cluster, tmp_path, tiny_model_dir, server, rng, np_rng) -> None:
         for cid in uploading:
             _maybe_crash(rng, cloud, edges, round_, log)
             vector = np_rng.normal(scale=0.05, size=info.layout_size)
-            body = signed_update(keys[cid], cid, plan, scheme, vector).model_dump_json().encode()
+            body = (
+                signed_update(keys[cid], cid, plan.view(PLACEMENT[cid]), scheme, vector)
+                .model_dump_json()
+                .encode()
+            )
             _send(edges[PLACEMENT[cid]], body, round_, cid, vector, log, cluster)
         status = poll(
             lambda r=round_: _ended(cloud, r), timeout_s=180, what=f"round {round_} to end", cluster=cluster

@@ -266,7 +266,8 @@ async def test_with_the_real_cloud_a_sum_forwarded_after_the_round_closed_is_in_
         await edge.refresh_plan()
 
         async def upload(round_: int) -> None:
-            plan = await cloud.context.rounds.plan(fed.fid, round_)
+            # The hospitals' plan: edge-1's view, as the cloud serves it to them.
+            plan = (await cloud.context.rounds.plan(fed.fid, round_)).view("edge-1")
             deltas = {cid: rng.normal(0.0, 0.01, LAYOUT_SIZE) for cid in ("client-a", "client-b")}
             for cid, encrypted in (await fed.uploads(cloud, round_, deltas, {})).items():
                 update = ClientUpdate(

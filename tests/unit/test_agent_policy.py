@@ -124,12 +124,29 @@ def test_a_plan_verifies_only_with_its_federations_key() -> None:
     from tests.unit.test_agent_update import plan
 
     key = SigningKey.generate()
-    unsigned = plan()
+    unsigned = plan(edge_id="edge-1")
     signed = unsigned.model_copy(update={"signature": key.sign(unsigned.signing_payload())})
-    verify_plan(signed, key.public_bytes)
+    verify_plan(signed, key.public_bytes, edge_id="edge-1")
     for bad, key_bytes in ((unsigned, key.public_bytes), (signed, SigningKey.generate().public_bytes)):
         with pytest.raises(PlanRefusedError, match="signed"):
-            verify_plan(bad, key_bytes)
+            verify_plan(bad, key_bytes, edge_id="edge-1")
+
+
+def test_a_plan_verifies_only_as_the_view_of_the_hospitals_own_edge() -> None:
+    """Property: a hospital follows only its own edge's view of a round plan, though another edge's (or the
+    whole plan) carries the cloud's signature too: the edge id is signed, and names the hospitals it shows."""
+    from tests.unit.test_agent_update import plan
+
+    key = SigningKey.generate()
+    refused = []
+    for edge_id in ("edge-2", None):
+        view = plan(edge_id=edge_id)
+        view = view.model_copy(update={"signature": key.sign(view.signing_payload())})
+        with pytest.raises(PlanRefusedError) as e:
+            verify_plan(view, key.public_bytes, edge_id="edge-1")
+        refused.append((e.value.field, e.value.value, e.value.limit))
+
+    assert refused == [("edge_id", "edge-2", "edge-1"), ("edge_id", None, "edge-1")]
 
 
 def test_the_demos_federations_pass_the_default_policy_or_opt_in() -> None:

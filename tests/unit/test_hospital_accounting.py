@@ -47,6 +47,7 @@ def plan(round_: int = 0, **overrides) -> RoundPlan:
         "deadline": datetime(2026, 1, 1, tzinfo=UTC),
         "client_ranks": {"hosp-a": 2},
         "clip_norm": 0.5,
+        "edge_id": "edge-1",  # the view of hosp-a's edge, as the cloud serves it
         "training": TrainingConfig(batch_size=32, local_steps=20),
         "local_dp": LocalDPConfig(epsilon=8.0, delta=DELTA),
     }
