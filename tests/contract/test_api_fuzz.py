@@ -130,7 +130,7 @@ def run_one_round(world_cloud: httpx.Client, edge_url: str, hospitals: Mapping[s
     edge forwards the sum, the cloud closes the round."""
     started = world_cloud.post(f"/federations/{FID}/start")
     assert started.status_code == 200, started.text
-    plan = RoundPlan.model_validate_json(started.content)
+    plan = RoundPlan.model_validate_json(started.content).view(EDGE_ID)  # what the edge and hospitals hold
     wait_for(
         lambda: httpx.get(f"{edge_url}/healthz", timeout=10).json().get("round") == 0,
         what="the edge to follow round 0",

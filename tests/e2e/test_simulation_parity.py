@@ -169,14 +169,13 @@ async def _through_the_services(
             for edge in aggregators.values():
                 assert await edge.refresh_plan()
             # Each hospital trains under its edge's view of the round's plan.
-            views = {edge_id: edge.plan for edge_id, edge in aggregators.items()}
-            assert all(view is not None and view.round == round_ for view in views.values())
-            adapter_version = views[edge_of[names[0]]].adapter_version  # type: ignore[union-attr]
+            views = {edge_id: edge.plan for edge_id, edge in aggregators.items() if edge.plan is not None}
+            assert len(views) == len(aggregators) and {v.round for v in views.values()} == {round_}
+            adapter_version = views[edge_of[names[0]]].adapter_version
             start = (await cloud.vector(fid, adapter_version)).astype(np.float32)
             for index, (agent, hospital) in enumerate(zip(agents, hospitals, strict=True)):
                 name = agent.settings.client_id
                 plan = views[edge_of[name]]
-                assert plan is not None
                 model = agent._build_model(spec, plan.client_ranks[name])
                 public = PublicCounts.derive(hospital.public_examples, plan.validation_fraction)
                 result = agent._train(
