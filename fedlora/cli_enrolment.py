@@ -24,6 +24,8 @@ console = Console()
 CloudOption = Annotated[str, typer.Option(envvar="FEDLORA_CLOUD_URL", help="the cloud's URL")]
 TokenOption = Annotated[str, typer.Option(envvar="FEDLORA_ADMIN_TOKEN", help="admin token")]
 FederationOption = Annotated[str, typer.Option("--federation", help="the federation id")]
+ID_SHOWN = 16  # hex digits of a token's digest `list` shows
+ID_MIN = 8  # the shortest prefix `revoke` takes
 
 
 def _call(cloud: str, token: str, action: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
@@ -73,11 +75,15 @@ def list_(
     from fedlora.enrolment_tokens import list_enrolment_tokens
 
     tokens = _call(cloud, token, lambda http: list_enrolment_tokens(http, federation))
-    table = Table("token id", "role", "id", "state", "expires", "used")  # the full id: revoke takes it
+    # A prefix of the digest (as git shows commits): `revoke` takes any unique prefix of 8 or more.
+    table = Table()
+    table.add_column("token id", no_wrap=True, min_width=ID_SHOWN)
+    for heading in ("role", "id", "state", "expires", "used"):
+        table.add_column(heading)
     for info in tokens:
         used = f"{info.used_at:%Y-%m-%d %H:%M}" if info.used_at else ""
         table.add_row(
-            info.token_id,
+            info.token_id[:ID_SHOWN],
             info.role.value,
             info.subject,
             info.state.value,
@@ -90,12 +96,31 @@ def list_(
 @enrolment_app.command("revoke")
 def revoke(
     federation: FederationOption,
-    token_id: Annotated[str, typer.Argument(help="the token's digest (its SHA-256, the id `list` shows)")],
+    token_id: Annotated[
+        str, typer.Argument(help="the token's digest (its SHA-256), or a unique prefix of it as `list` shows")
+    ],
     cloud: CloudOption = "http://127.0.0.1:8700",
     token: TokenOption = "",
 ) -> None:
     """The token enrols nobody from now on; a party it enrolled stays enrolled."""
-    from fedlora.enrolment_tokens import revoke_enrolment_token
+    from fedlora.enrolment_tokens import list_enrolment_tokens, revoke_enrolment_token
 
-    _call(cloud, token, lambda http: revoke_enrolment_token(http, federation, token_id))
-    console.print(f"revoked {token_id}")
+    if len(token_id) < ID_MIN:
+        console.print(f"[red]a token id needs at least {ID_MIN} hex digits, got {token_id!r}[/red]")
+        raise typer.Exit(2)
+
+    async def matching(http: httpx.AsyncClient) -> list[str]:
+        return [
+            t.token_id
+            for t in await list_enrolment_tokens(http, federation)
+            if t.token_id.startswith(token_id)
+        ]
+
+    matches = _call(cloud, token, matching)
+    if len(matches) != 1:
+        console.print(
+            f"[red]{len(matches)} tokens of {federation!r} start with {token_id!r}: give more of the id[/red]"
+        )
+        raise typer.Exit(1)
+    _call(cloud, token, lambda http: revoke_enrolment_token(http, federation, matches[0]))
+    console.print(f"revoked {matches[0]}")
