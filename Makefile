@@ -70,7 +70,7 @@ test: install redis-server chromium fuse faketime
 test-fast: install redis-server fuse
 	$(PY) -m pytest -q -m "not slow"
 
-# The soak test at its full length (`make test` runs it at 120 rounds).
+# The soak test at its full length (`make test` runs it at 30 rounds).
 soak: install redis-server faketime
 	FEDLORA_SOAK_ROUNDS=300 $(PY) -m pytest -q -s tests/e2e/test_soak.py
 

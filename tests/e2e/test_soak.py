@@ -2,7 +2,7 @@
 
 A cloud and two edges run as `python -m` processes on one real `redis-server` (`appendfsync always`, every
 service Redis-backed). The test plays six hospitals over HTTP for `FEDLORA_SOAK_ROUNDS` rounds (default
-60; `make soak` runs 300) on a tiny adapter, and keeps its own log of every upload an edge answered 202,
+30; `make soak` runs 300) on a tiny adapter, and keeps its own log of every upload an edge answered 202,
 with the vector it carried. Between uploads it `kill -9`s an edge or the cloud at random (seeded) and
 starts it again on the same store; the edges' clocks run a few seconds apart from the cloud's (libfaketime
 preloaded into their processes: the real clock of the process, not a setting of ours); now and then a
@@ -51,7 +51,7 @@ from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 
-ROUNDS = int(os.environ.get("FEDLORA_SOAK_ROUNDS", "60"))
+ROUNDS = int(os.environ.get("FEDLORA_SOAK_ROUNDS", "30"))
 PLACEMENT = {f"hosp-{i}": "edge-1" if i < 3 else "edge-2" for i in range(6)}
 # Each edge's clock against the cloud's, in seconds (libfaketime's relative offsets).
 SKEW_S = {"edge-1": "+3", "edge-2": "-2"}
