@@ -32,7 +32,8 @@ import yaml
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fedlora.enrolment_tokens import EnrolmentTokenError, issue_enrolment_token
+from fedlora.admin_api import ApiError
+from fedlora.enrolment_tokens import issue_enrolment_token
 from fedlora.specs import SpecError, load_spec
 from protocol.messages import FederationCreated, FederationInfo, Identifier, Role
 from services.secret_files import write_secret
@@ -113,7 +114,7 @@ async def _issue_missing(
             continue
         try:
             token = (await issue_enrolment_token(http, fid, role, subject, ttl_s=ttl_s)).enrolment_token
-        except EnrolmentTokenError as e:
+        except ApiError as e:
             raise BootstrapError(str(e)) from e
         write_secret(folder / TOKEN_FILE, token)  # no newline: it becomes a header value
         pins = {"he_fingerprint": he_fingerprint} if role is Role.CLIENT else {}

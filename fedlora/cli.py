@@ -14,7 +14,8 @@ import typer
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from fedlora.cli_enrolment import enrolment_app
+from fedlora.cli_admin import admin_app
+from fedlora.cloud_access import DEFAULT_CLOUD, CaFileOption, CloudOption, TokenFileOption, TokenOption
 from fedlora.status_view import privacy_tables
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ spec_app = typer.Typer(
     help="Federation specifications: write a default one, validate one.", no_args_is_help=True
 )
 app.add_typer(spec_app, name="spec")
-app.add_typer(enrolment_app, name="enrolment-token")
+app.add_typer(admin_app, name="admin")
 console = Console()
 
 
@@ -631,10 +632,10 @@ def client_run() -> None:
 
 @app.command("status")
 def status(
-    cloud: Annotated[
-        str, typer.Option(envvar="FEDLORA_CLOUD_URL", help="the cloud's URL")
-    ] = "http://127.0.0.1:8700",
-    token: Annotated[str, typer.Option(envvar="FEDLORA_ADMIN_TOKEN", help="admin token")] = "",
+    cloud: CloudOption = DEFAULT_CLOUD,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
+    ca_file: CaFileOption = None,
     federation: Annotated[str | None, typer.Option(help="one federation; default: all")] = None,
     watch: Annotated[
         bool,
@@ -648,6 +649,7 @@ def status(
 
     import httpx
 
+    from fedlora.cloud_access import AccessError, CloudAccess, fail
     from fedlora.status_view import StatusError, fetch_status, status_tables
 
     async def once(http: httpx.AsyncClient) -> None:
@@ -672,9 +674,13 @@ def status(
                 await asyncio.sleep(interval)  # the refresh period, not a wait for a condition
 
     async def main() -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(base_url=cloud, headers=headers, timeout=30) as http:
+        async with access.client() as http:
             await (live(http) if watch else once(http))
+
+    try:
+        access = CloudAccess.of(cloud, token=token, token_file=token_file, ca_file=ca_file)
+    except AccessError as e:
+        fail(f"admin_token: {e}", code=2)
 
     try:
         asyncio.run(main())

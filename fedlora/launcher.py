@@ -19,16 +19,17 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 
+from fedlora.admin_api import ApiError, change_lifecycle, create_federation
 from fedlora.demo_run import DemoRunFolder
-from fedlora.enrolment_tokens import EnrolmentTokenError, issue_enrolment_token
+from fedlora.enrolment_tokens import issue_enrolment_token
 from fedlora.redis_process import RedisMissingError, RedisProcess, RedisProcessError, redis_binary
 from fedlora.specs import federation_spec
 from protocol.messages import (
@@ -38,7 +39,6 @@ from protocol.messages import (
     AdapterVersion,
     ClientInfo,
     EdgeProgress,
-    FederationCreated,
     FederationInfo,
     FederationSpec,
     Role,
@@ -47,17 +47,25 @@ from protocol.messages import (
 )
 from protocol.strategies import strategy_class
 
+T = TypeVar("T")
+
 
 class LaunchError(RuntimeError):
     """A process did not come up, or the federation did not finish in time."""
 
 
-async def _enrolment_token(admin: httpx.AsyncClient, fid: str, role: Role, subject: str) -> str:
-    """The single-use enrolment token the admin issues `subject` before its process starts."""
+async def _admin(call: Awaitable[T]) -> T:
+    """An admin call of `fedlora.admin_api` (the code `fedlora admin` runs); a refusal is a `LaunchError`."""
     try:
-        return (await issue_enrolment_token(admin, fid, role, subject)).enrolment_token
-    except EnrolmentTokenError as e:
+        return await call
+    except ApiError as e:
         raise LaunchError(str(e)) from e
+
+
+async def _enrolment_token(admin: httpx.AsyncClient, fid: str, role: Role, subject: str) -> str:
+    """The single-use enrolment token the admin issues `subject` before its process starts, as
+    `fedlora admin tokens issue` does."""
+    return (await _admin(issue_enrolment_token(admin, fid, role, subject))).enrolment_token
 
 
 @dataclass(frozen=True)
@@ -326,10 +334,7 @@ async def run_demo(
         # The dashboard of this run: the token in a file only its owner reads (loopback, one run only).
         summary["dashboard"] = f"{cloud_url}/dashboard (admin token in {run.admin_token_file})"
         spec = config.spec(fid)
-        created_response = await admin.post("/federations", json=spec.model_dump(mode="json"))
-        if created_response.status_code != 201:
-            raise LaunchError(f"creating the federation failed: {created_response.text}")
-        FederationCreated.model_validate_json(created_response.content)
+        await _admin(create_federation(admin, spec))  # as `fedlora admin create` does
 
         summary["phase"] = "starting the edges"
         show()
@@ -401,9 +406,7 @@ async def run_demo(
         summary["accuracy_before"] = before.metrics["accuracy"]
         summary["majority_rate"] = evaluator.majority
 
-        start = await admin.post(f"/federations/{fid}/start")
-        if start.status_code not in (200, 201):
-            raise LaunchError(f"starting the federation failed: {start.text}")
+        await _admin(change_lifecycle(admin, fid, "start"))  # as `fedlora admin start` does
         summary["phase"] = "training"
         show()
 

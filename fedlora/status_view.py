@@ -5,7 +5,7 @@ modes and a test can draw a snapshot of a real cloud.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -110,10 +110,19 @@ def _time(value: datetime | None) -> str:
 def status_tables(snapshot: StatusSnapshot) -> list[RenderableType]:
     """Federations; then per federation shown: the current round per edge, the rounds (accuracy from the
     adapter versions' evaluations: version v is the adapter after round v - 1), clients and privacy."""
+    parts: list[RenderableType] = [federations_table(snapshot.federations)]
+    for fed in snapshot.details:
+        parts += [edge_table(fed), rounds_table(fed), clients_table(fed)]
+        if fed.privacy is not None:
+            parts += privacy_tables(fed.privacy)
+    return parts
+
+
+def federations_table(infos: Iterable[FederationInfo]) -> Table:
     table = Table(title="federations")
     for column in ("id", "state", "round", "adapter", "strategy", "encryption", "rounds", "reason"):
         table.add_column(column)
-    for info in snapshot.federations:
+    for info in infos:
         table.add_row(
             info.spec.federation_id,
             info.state.value,
@@ -124,12 +133,7 @@ def status_tables(snapshot: StatusSnapshot) -> list[RenderableType]:
             str(info.spec.rounds),
             info.reason or "",
         )
-    parts: list[RenderableType] = [table]
-    for fed in snapshot.details:
-        parts += [edge_table(fed), rounds_table(fed), clients_table(fed)]
-        if fed.privacy is not None:
-            parts += privacy_tables(fed.privacy)
-    return parts
+    return table
 
 
 def edge_table(fed: FederationStatus) -> Table:

@@ -1,4 +1,4 @@
-"""`fedlora enrolment-token issue|list|revoke` against a real cloud process on loopback: the admin's commands
+"""`fedlora admin tokens issue|list|revoke` against a real cloud process on loopback: the admin's commands
 issue a token that enrols its one hospital once, list it by digest without the secret, and revoke one that
 then enrols nobody."""
 
@@ -14,7 +14,7 @@ from tests.e2e.helpers import FID, make_spec
 
 def _cli(cloud: CloudProcess, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(
-        app, ["enrolment-token", *args, "--cloud", cloud.url, "--token", cloud.admin_token]
+        app, ["admin", "--cloud", cloud.url, "--token", cloud.admin_token, "tokens", *args]
     )
     return result.exit_code, result.output
 

@@ -1,0 +1,285 @@
+"""`fedlora admin`: the admin's daily work over the cloud's REST API (`fedlora.admin_api`): create a
+federation from a spec file, start, pause, resume and stop it, read its rounds, edges, clients and privacy
+ledger, download an adapter, and handle enrolment tokens (`fedlora.cli_tokens`). Every command prints
+rich tables, or with `--json` the API's own models as JSON for scripts; a refusal is `code: message` on
+stderr with exit status 1. Like `fedlora.cli`, commands import what they need in their bodies."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedlora.cli_tokens import tokens_app
+from fedlora.cloud_access import (
+    DEFAULT_CLOUD,
+    CaFileOption,
+    CloudOption,
+    FederationOption,
+    JsonOption,
+    TokenFileOption,
+    TokenOption,
+    admin_access,
+    emit_json,
+    fail,
+    keep_access,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from fedlora.admin_api import Lifecycle
+    from protocol.messages import FederationInfo
+
+admin_app = typer.Typer(
+    help="Administer federations over the cloud's API (an admin token; --json for scripts).",
+    no_args_is_help=True,
+)
+admin_app.add_typer(tokens_app, name="tokens")
+console = Console()
+
+
+@admin_app.callback()
+def connect(
+    ctx: typer.Context,
+    cloud: CloudOption = DEFAULT_CLOUD,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
+    ca_file: CaFileOption = None,
+) -> None:
+    """The cloud and the admin token every command uses (options, or FEDLORA_CLOUD_URL,
+    FEDLORA_ADMIN_TOKEN or FEDLORA_ADMIN_TOKEN_FILE, FEDLORA_CA_FILE)."""
+    keep_access(ctx, cloud=cloud, token=token, token_file=token_file, ca_file=ca_file)
+
+
+@admin_app.command("create")
+def create(
+    ctx: typer.Context,
+    spec_file: Annotated[Path, typer.Argument(dir_okay=False, help="the federation spec (YAML or JSON)")],
+    as_json: JsonOption = False,
+) -> None:
+    """Create the federation a spec file describes (validated here first; `fedlora spec init` writes one)."""
+    from fedlora.admin_api import create_federation
+    from fedlora.specs import SpecError, load_spec
+
+    try:
+        spec = load_spec(spec_file)
+    except SpecError as e:
+        fail(f"invalid_spec: {e}", code=2)
+    created = admin_access(ctx).run(lambda http: create_federation(http, spec))
+    if as_json:
+        emit_json(created)
+    else:
+        console.print(f"created {created.federation_id} (HE key fingerprint {created.he_fingerprint})")
+
+
+@admin_app.command("federations")
+def federations(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Every federation with its state, round and adapter version."""
+    from fedlora.admin_api import list_federations
+    from fedlora.status_view import federations_table
+
+    infos = admin_access(ctx).run(list_federations)
+    if as_json:
+        emit_json(infos)
+    else:
+        console.print(federations_table(infos))
+
+
+@admin_app.command("show")
+def show(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
+    """One federation's state and spec summary."""
+    from fedlora.admin_api import federation_info
+    from fedlora.status_view import federations_table
+
+    info = admin_access(ctx).run(lambda http: federation_info(http, federation))
+    if as_json:
+        emit_json(info)
+    else:
+        console.print(federations_table([info]))
+
+
+def _lifecycle(ctx: typer.Context, federation: str, action: Lifecycle, as_json: bool) -> None:
+    from fedlora.admin_api import change_lifecycle
+
+    info = admin_access(ctx).run(lambda http: change_lifecycle(http, federation, action))
+    if as_json:
+        emit_json(info)
+    else:
+        console.print(_state_line(info))
+
+
+def _state_line(info: FederationInfo) -> str:
+    round_ = f", round {info.current_round}" if info.current_round is not None else ""
+    reason = f" ({info.reason})" if info.reason else ""
+    return f"{info.spec.federation_id}: {info.state.value}{round_}{reason}"
+
+
+@admin_app.command("start")
+def start(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
+    """Open round 0 (every enrolled hospital is asked to join)."""
+    _lifecycle(ctx, federation, "start", as_json)
+
+
+@admin_app.command("pause")
+def pause(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
+    """No new plans until `resume`; the open round does not close meanwhile."""
+    _lifecycle(ctx, federation, "pause", as_json)
+
+
+@admin_app.command("resume")
+def resume(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
+    """Hand out plans again."""
+    _lifecycle(ctx, federation, "resume", as_json)
+
+
+@admin_app.command("stop")
+def stop(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
+    """Stop for good: the open round fails ("federation stopped")."""
+    _lifecycle(ctx, federation, "stop", as_json)
+
+
+@admin_app.command("rounds")
+def rounds(
+    ctx: typer.Context,
+    federation: FederationOption,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="rounds shown, newest first")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="newest rounds to skip")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Rounds, newest first, with clients, update norm, accuracy and duration."""
+    from fedlora import admin_api
+    from fedlora.status_view import FederationStatus, rounds_table
+
+    async def read(http: httpx.AsyncClient) -> tuple[FederationStatus, int]:
+        page, total = await admin_api.rounds(http, federation, offset=offset, limit=limit)
+        info = await admin_api.federation_info(http, federation)
+        versions = await admin_api.adapter_versions(http, federation)  # their evaluations: accuracy
+        return FederationStatus(info, tuple(page), (), tuple(versions), None), total
+
+    fed, total = admin_access(ctx).run(read)
+    if as_json:
+        emit_json({"total": total, "rounds": fed.rounds})
+    else:
+        console.print(rounds_table(fed))
+        console.print(f"{len(fed.rounds)} of {total} rounds")
+
+
+@admin_app.command("round")
+def round_(
+    ctx: typer.Context,
+    federation: FederationOption,
+    number: Annotated[int, typer.Argument(min=0, help="the round id")],
+    as_json: JsonOption = False,
+) -> None:
+    """One round's state and per-edge progress."""
+    from fedlora import admin_api
+    from fedlora.status_view import FederationStatus, edge_table, rounds_table
+
+    async def read(http: httpx.AsyncClient) -> FederationStatus:
+        status = await admin_api.round_status(http, federation, number)
+        info = await admin_api.federation_info(http, federation)
+        return FederationStatus(info, (status,), (), (), None)
+
+    fed = admin_access(ctx).run(read)
+    if as_json:
+        emit_json(fed.rounds[0])
+    else:
+        console.print(rounds_table(fed))
+        console.print(edge_table(fed))
+
+
+@admin_app.command("clients")
+def clients(
+    ctx: typer.Context,
+    federation: FederationOption,
+    edge: Annotated[str | None, typer.Option(help="only this edge's hospitals")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Enrolled hospitals: edge, rank, examples, rounds contributed, example-level epsilon."""
+    from fedlora import admin_api
+    from fedlora.status_view import FederationStatus, clients_table
+
+    async def read(http: httpx.AsyncClient) -> FederationStatus:
+        found = await admin_api.clients(http, federation, edge_id=edge)
+        info = await admin_api.federation_info(http, federation)
+        return FederationStatus(info, (), tuple(found), (), None)
+
+    fed = admin_access(ctx).run(read)
+    if as_json:
+        emit_json(fed.clients)
+    else:
+        console.print(clients_table(fed))
+
+
+@admin_app.command("edges")
+def edges(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
+    """Enrolled edges: URL, enrolment time and the clock offset each last reported."""
+    from fedlora.admin_api import edges as read_edges
+
+    found = admin_access(ctx).run(lambda http: read_edges(http, federation))
+    if as_json:
+        emit_json(found)
+        return
+    table = Table(title=f"{federation}: edges")
+    for column in ("edge", "url", "enrolled", "clock offset s"):
+        table.add_column(column)
+    for e in found:
+        offset = f"{e.clock.offset_s:+.3f}{' ALERT' if e.clock.alert else ''}" if e.clock else ""
+        table.add_row(e.edge_id, str(e.url), f"{e.enrolled_at:%Y-%m-%d %H:%M}", offset)
+    console.print(table)
+
+
+@admin_app.command("ledger")
+def ledger(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
+    """The privacy ledger: client-level epsilon per round, example-level epsilon per hospital."""
+    from fedlora.admin_api import privacy
+    from fedlora.status_view import privacy_tables
+
+    report = admin_access(ctx).run(lambda http: privacy(http, federation))
+    if as_json:
+        emit_json(report)
+        return
+    for part in privacy_tables(report):
+        console.print(part)
+
+
+@admin_app.command("download")
+def download(
+    ctx: typer.Context,
+    federation: FederationOption,
+    out: Annotated[Path, typer.Option(dir_okay=False, help="where to write the adapter zip")],
+    version: Annotated[int | None, typer.Option(min=0, help="adapter version; default: the latest")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a global adapter as a PEFT adapter zip (`peft.PeftModel.from_pretrained` after unzipping)."""
+    from fedlora import admin_api
+
+    async def read(http: httpx.AsyncClient) -> tuple[int, bytes]:
+        wanted = version
+        if wanted is None:
+            wanted = (await admin_api.federation_info(http, federation)).adapter_version
+        return wanted, await admin_api.adapter_zip(http, federation, wanted)
+
+    got, data = admin_access(ctx).run(read)
+    partial = out.with_name(out.name + ".part")  # never a half-written file under the name asked for
+    try:
+        partial.write_bytes(data)
+        partial.replace(out)
+    except OSError as e:
+        fail(f"out: {out}: {e.strerror}")
+    summary: dict[str, Any] = {
+        "federation_id": federation,
+        "version": got,
+        "path": str(out),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        console.print(f"wrote {out}: adapter version {got}, {len(data):,} bytes, sha256 {summary['sha256']}")

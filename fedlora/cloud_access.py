@@ -1,0 +1,135 @@
+"""How an admin command reaches the cloud: its URL, the admin token (from an option, the environment or a
+file; never printed) and the CA bundle that verifies the cloud's certificate once it speaks https. One copy
+for `fedlora admin` and `fedlora status`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    import httpx
+
+T = TypeVar("T")
+DEFAULT_CLOUD = "http://127.0.0.1:8700"
+
+CloudOption = Annotated[str, typer.Option("--cloud", envvar="FEDLORA_CLOUD_URL", help="the cloud's URL")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar="FEDLORA_ADMIN_TOKEN", show_default=False, help="the admin token"),
+]
+TokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        envvar="FEDLORA_ADMIN_TOKEN_FILE",
+        dir_okay=False,
+        help="a file holding the admin token (instead of --token)",
+    ),
+]
+CaFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-file",
+        envvar="FEDLORA_CA_FILE",
+        dir_okay=False,
+        help="CA bundle (PEM) that verifies the cloud's https certificate; default: the system's",
+    ),
+]
+
+
+class AccessError(ValueError):
+    """The admin token could not be read (the message names the option and the file)."""
+
+
+@dataclass(frozen=True)
+class CloudAccess:
+    url: str
+    token: str
+    ca_file: Path | None = None
+
+    @classmethod
+    def of(cls, url: str, *, token: str | None, token_file: Path | None, ca_file: Path | None) -> CloudAccess:
+        """`--token` or `--token-file` (one, not both); an empty token is refused, as the cloud would."""
+        if token and token_file is not None:
+            raise AccessError("give --token or --token-file, not both")
+        if token_file is not None:
+            try:
+                token = token_file.read_text().strip()
+            except OSError as e:
+                raise AccessError(f"--token-file {str(token_file)!r}: {e.strerror}") from e
+        if not token:
+            raise AccessError("no admin token: give --token, --token-file or FEDLORA_ADMIN_TOKEN(_FILE)")
+        return cls(url=url.rstrip("/"), token=token, ca_file=ca_file)
+
+    def client(self, *, timeout_s: float = 30.0) -> httpx.AsyncClient:
+        """An async client on the cloud's URL with the admin token, verifying https against `ca_file`."""
+        import ssl
+
+        import httpx
+
+        # The system's trust store unless a bundle is named (the federation's own CA, `fedlora.pki`).
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=self.ca_file) if self.ca_file is not None else True
+        )
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout_s, verify=verify)
+
+    def run(self, action: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+        """Run `action` with a client; a refusal is printed as `code: message` on stderr and exits 1."""
+        from fedlora.admin_api import ApiError
+
+        async def main() -> T:
+            async with self.client() as http:
+                return await action(http)
+
+        try:
+            return asyncio.run(main())
+        except ApiError as e:
+            fail(str(e))
+        except OSError as e:  # a CA bundle that cannot be read (ssl.SSLError is one too)
+            fail(f"ca_file: {self.ca_file}: {e.strerror or e}")
+
+
+def fail(message: str, *, code: int = 1) -> NoReturn:
+    """Print `message` to stderr (markup off: an API message may hold brackets) and exit with `code`."""
+    Console(stderr=True).print(message, style="red", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+FederationOption = Annotated[
+    str, typer.Option("--federation", "-f", envvar="FEDLORA_FEDERATION_ID", help="the federation id")
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="print the API's answer as JSON (stable field names) for scripts")
+]
+
+
+def keep_access(
+    ctx: typer.Context, *, cloud: str, token: str | None, token_file: Path | None, ca_file: Path | None
+) -> None:
+    """Keep a command group's connection options for its commands; read (and checked) only when a command
+    runs, so `--help` needs no token."""
+    ctx.obj = lambda: CloudAccess.of(cloud, token=token, token_file=token_file, ca_file=ca_file)
+
+
+def admin_access(ctx: typer.Context) -> CloudAccess:
+    """The `CloudAccess` of the group's options; a missing or unreadable token exits 2, naming the option."""
+    try:
+        access: CloudAccess = ctx.obj()  # a sub-group (`tokens`) inherits its parent's
+    except AccessError as e:
+        fail(f"admin_token: {e}", code=2)
+    return access
+
+
+def emit_json(value: object) -> None:
+    """`value` (API models, lists and dicts of them) as indented JSON on stdout, as the API spells it."""
+    import pydantic_core
+
+    print(pydantic_core.to_json(value, indent=2).decode())
