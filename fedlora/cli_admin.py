@@ -74,7 +74,10 @@ def create(
     if as_json:
         emit_json(created)
     else:
-        console.print(f"created {created.federation_id} (HE key fingerprint {created.he_fingerprint})")
+        # soft_wrap: the fingerprint stays one word to compare with the hospitals' pin
+        console.print(
+            f"created {created.federation_id}, HE key fingerprint {created.he_fingerprint}", soft_wrap=True
+        )
 
 
 @admin_app.command("federations")
@@ -282,4 +285,5 @@ def download(
     if as_json:
         emit_json(summary)
     else:
-        console.print(f"wrote {out}: adapter version {got}, {len(data):,} bytes, sha256 {summary['sha256']}")
+        line = f"wrote {out}: adapter version {got}, {len(data):,} bytes, sha256 {summary['sha256']}"
+        console.print(line, soft_wrap=True)

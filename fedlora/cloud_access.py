@@ -99,7 +99,7 @@ class CloudAccess:
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
     """Print `message` to stderr (markup off: an API message may hold brackets) and exit with `code`."""
-    Console(stderr=True).print(message, style="red", markup=False, highlight=False)
+    Console(stderr=True, soft_wrap=True).print(message, style="red", markup=False, highlight=False)
     raise typer.Exit(code)
 
 

@@ -6,6 +6,7 @@ stderr and a non-zero exit, never a traceback."""
 
 import hashlib
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from fedlora.cli import app
+from fedlora.launcher import Cluster
 from protocol.messages import ClientEnrolment, EdgeEnrolment, Role
 from services.identity import SigningKey, token_digest
 from tests.e2e.conftest import CloudProcess
@@ -53,9 +55,15 @@ def _state(cloud: CloudProcess) -> str:
     return str(cloud.admin.get(f"/federations/{FID}").json()["state"])
 
 
-@pytest.fixture
-def cloud(cluster, tmp_path, tiny_model_dir) -> CloudProcess:
-    return CloudProcess(cluster, tmp_path, tiny_model_dir)
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory, tiny_model_dir) -> Iterator[CloudProcess]:
+    """One cloud for the module's tests (starting one is most of their time)."""
+    folder = tmp_path_factory.mktemp("admin-cli")
+    cluster = Cluster(folder / "logs")
+    try:
+        yield CloudProcess(cluster, folder, tiny_model_dir)
+    finally:
+        cluster.stop()
 
 
 def test_an_admin_runs_a_federation_from_the_cli(cloud, tmp_path):
@@ -120,9 +128,12 @@ def test_an_admin_runs_a_federation_from_the_cli(cloud, tmp_path):
 
 def test_bad_input_is_one_line_with_its_code_and_a_non_zero_exit(cloud, tmp_path):
     bad_spec = tmp_path / "bad.yaml"
-    bad_spec.write_text(yaml.safe_dump({**make_spec().model_dump(mode="json"), "strategy": "no-such-strategy"}))
+    bad_spec.write_text(
+        yaml.safe_dump({**make_spec().model_dump(mode="json"), "strategy": "no-such-strategy"})
+    )
     spec_file = tmp_path / "federation.yaml"
-    spec_file.write_text(yaml.safe_dump(make_spec().model_dump(mode="json")))
+    spec_file.write_text(yaml.safe_dump(make_spec(federation_id="other").model_dump(mode="json")))
+    before = cloud.admin.get("/federations").json()
 
     invalid = _admin(cloud, "create", str(bad_spec))
     unknown = _admin(cloud, "start", "-f", "no-such-federation")
@@ -140,7 +151,7 @@ def test_bad_input_is_one_line_with_its_code_and_a_non_zero_exit(cloud, tmp_path
     assert unknown.stderr.startswith(("not_found: ", "unknown_federation: ")), unknown.stderr
     assert wrong_token.exit_code == 1
     assert wrong_token.stderr.startswith("unauthenticated: "), wrong_token.stderr
-    assert cloud.admin.get("/federations").json() == []  # nothing was created with the wrong token
+    assert cloud.admin.get("/federations").json() == before  # nothing was created with the wrong token
     assert no_token.exit_code == 2 and no_token.stderr.startswith("admin_token: ")
     assert unreachable.exit_code == 1 and unreachable.stderr.startswith("unreachable: ")
     for result in (invalid, unknown, wrong_token, no_token, unreachable):
