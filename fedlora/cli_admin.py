@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fedlora.cli_tokens import tokens_app
@@ -24,7 +23,7 @@ from fedlora.cloud_access import (
     TokenFileOption,
     TokenOption,
     admin_access,
-    emit_json,
+    answer,
     fail,
     keep_access,
 )
@@ -33,14 +32,13 @@ if TYPE_CHECKING:
     import httpx
 
     from fedlora.admin_api import Lifecycle
-    from protocol.messages import FederationInfo
+    from protocol.messages import EdgeInfo, FederationInfo
 
 admin_app = typer.Typer(
     help="Administer federations over the cloud's API (an admin token; --json for scripts).",
     no_args_is_help=True,
 )
 admin_app.add_typer(tokens_app, name="tokens")
-console = Console()
 
 
 @admin_app.callback()
@@ -71,13 +69,8 @@ def create(
     except SpecError as e:
         fail(f"invalid_spec: {e}", code=2)
     created = admin_access(ctx).run(lambda http: create_federation(http, spec))
-    if as_json:
-        emit_json(created)
-    else:
-        # soft_wrap: the fingerprint stays one word to compare with the hospitals' pin
-        console.print(
-            f"created {created.federation_id}, HE key fingerprint {created.he_fingerprint}", soft_wrap=True
-        )
+    line = f"created {created.federation_id}, HE key fingerprint {created.he_fingerprint}"
+    answer(created, lambda: [line], as_json=as_json)
 
 
 @admin_app.command("federations")
@@ -87,33 +80,17 @@ def federations(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from fedlora.status_view import federations_table
 
     infos = admin_access(ctx).run(list_federations)
-    if as_json:
-        emit_json(infos)
-    else:
-        console.print(federations_table(infos))
+    answer(infos, lambda: [federations_table(infos)], as_json=as_json)
 
 
 @admin_app.command("show")
 def show(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
-    """One federation's state and spec summary."""
+    """One federation: state, round, adapter version, strategy, encryption (with --json its whole spec)."""
     from fedlora.admin_api import federation_info
     from fedlora.status_view import federations_table
 
     info = admin_access(ctx).run(lambda http: federation_info(http, federation))
-    if as_json:
-        emit_json(info)
-    else:
-        console.print(federations_table([info]))
-
-
-def _lifecycle(ctx: typer.Context, federation: str, action: Lifecycle, as_json: bool) -> None:
-    from fedlora.admin_api import change_lifecycle
-
-    info = admin_access(ctx).run(lambda http: change_lifecycle(http, federation, action))
-    if as_json:
-        emit_json(info)
-    else:
-        console.print(_state_line(info))
+    answer(info, lambda: [federations_table([info])], as_json=as_json)
 
 
 def _state_line(info: FederationInfo) -> str:
@@ -122,28 +99,22 @@ def _state_line(info: FederationInfo) -> str:
     return f"{info.spec.federation_id}: {info.state.value}{round_}{reason}"
 
 
-@admin_app.command("start")
-def start(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
-    """Open round 0 (every enrolled hospital is asked to join)."""
-    _lifecycle(ctx, federation, "start", as_json)
+def _lifecycle_command(action: Lifecycle, summary: str) -> None:
+    """Register `fedlora admin <action>`: the one call and the federation's state after it."""
+
+    def command(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
+        from fedlora.admin_api import change_lifecycle
+
+        info = admin_access(ctx).run(lambda http: change_lifecycle(http, federation, action))
+        answer(info, lambda: [_state_line(info)], as_json=as_json)
+
+    admin_app.command(action, help=summary)(command)
 
 
-@admin_app.command("pause")
-def pause(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
-    """No new plans until `resume`; the open round does not close meanwhile."""
-    _lifecycle(ctx, federation, "pause", as_json)
-
-
-@admin_app.command("resume")
-def resume(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
-    """Hand out plans again."""
-    _lifecycle(ctx, federation, "resume", as_json)
-
-
-@admin_app.command("stop")
-def stop(ctx: typer.Context, federation: FederationOption, as_json: JsonOption = False) -> None:
-    """Stop for good: the open round fails ("federation stopped")."""
-    _lifecycle(ctx, federation, "stop", as_json)
+_lifecycle_command("start", "Open round 0 (every enrolled hospital is asked to join).")
+_lifecycle_command("pause", "No new plans until `resume`; the open round does not close meanwhile.")
+_lifecycle_command("resume", "Hand out plans again.")
+_lifecycle_command("stop", 'Stop for good: the open round fails ("federation stopped").')
 
 
 @admin_app.command("rounds")
@@ -165,11 +136,8 @@ def rounds(
         return FederationStatus(info, tuple(page), (), tuple(versions), None), total
 
     fed, total = admin_access(ctx).run(read)
-    if as_json:
-        emit_json({"total": total, "rounds": fed.rounds})
-    else:
-        console.print(rounds_table(fed))
-        console.print(f"{len(fed.rounds)} of {total} rounds")
+    shown = f"{len(fed.rounds)} of {total} rounds"
+    answer({"total": total, "rounds": fed.rounds}, lambda: [rounds_table(fed), shown], as_json=as_json)
 
 
 @admin_app.command("round")
@@ -189,11 +157,7 @@ def round_(
         return FederationStatus(info, (status,), (), (), None)
 
     fed = admin_access(ctx).run(read)
-    if as_json:
-        emit_json(fed.rounds[0])
-    else:
-        console.print(rounds_table(fed))
-        console.print(edge_table(fed))
+    answer(fed.rounds[0], lambda: [rounds_table(fed), edge_table(fed)], as_json=as_json)
 
 
 @admin_app.command("clients")
@@ -213,10 +177,7 @@ def clients(
         return FederationStatus(info, (), tuple(found), (), None)
 
     fed = admin_access(ctx).run(read)
-    if as_json:
-        emit_json(fed.clients)
-    else:
-        console.print(clients_table(fed))
+    answer(fed.clients, lambda: [clients_table(fed)], as_json=as_json)
 
 
 @admin_app.command("edges")
@@ -225,16 +186,17 @@ def edges(ctx: typer.Context, federation: FederationOption, as_json: JsonOption 
     from fedlora.admin_api import edges as read_edges
 
     found = admin_access(ctx).run(lambda http: read_edges(http, federation))
-    if as_json:
-        emit_json(found)
-        return
+    answer(found, lambda: [_edges_table(federation, found)], as_json=as_json)
+
+
+def _edges_table(federation: str, found: list[EdgeInfo]) -> Table:
     table = Table(title=f"{federation}: edges")
     for column in ("edge", "url", "enrolled", "clock offset s"):
         table.add_column(column)
     for e in found:
         offset = f"{e.clock.offset_s:+.3f}{' ALERT' if e.clock.alert else ''}" if e.clock else ""
         table.add_row(e.edge_id, str(e.url), f"{e.enrolled_at:%Y-%m-%d %H:%M}", offset)
-    console.print(table)
+    return table
 
 
 @admin_app.command("ledger")
@@ -244,11 +206,7 @@ def ledger(ctx: typer.Context, federation: FederationOption, as_json: JsonOption
     from fedlora.status_view import privacy_tables
 
     report = admin_access(ctx).run(lambda http: privacy(http, federation))
-    if as_json:
-        emit_json(report)
-        return
-    for part in privacy_tables(report):
-        console.print(part)
+    answer(report, lambda: privacy_tables(report), as_json=as_json)
 
 
 @admin_app.command("download")
@@ -282,8 +240,5 @@ def download(
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
-    if as_json:
-        emit_json(summary)
-    else:
-        line = f"wrote {out}: adapter version {got}, {len(data):,} bytes, sha256 {summary['sha256']}"
-        console.print(line, soft_wrap=True)
+    line = f"wrote {out}: adapter version {got}, {len(data):,} bytes, sha256 {summary['sha256']}"
+    answer(summary, lambda: [line], as_json=as_json)

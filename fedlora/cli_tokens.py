@@ -10,17 +10,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedlora.cloud_access import FederationOption, JsonOption, admin_access, emit_json, fail
+from fedlora.cloud_access import FederationOption, JsonOption, admin_access, answer, emit_json, fail
 
 if TYPE_CHECKING:
     import httpx
 
-    from protocol.messages import Role
+    from protocol.messages import EnrolmentTokenInfo, Role
 
 tokens_app = typer.Typer(
     help="Single-use enrolment tokens, one per edge or hospital id.", no_args_is_help=True
 )
-console = Console()
 
 RoleOption = Annotated[str, typer.Option(help="edge or client")]
 PartyOption = Annotated[str, typer.Option("--id", help="the one edge or hospital id the token enrols")]
@@ -54,10 +53,7 @@ def issue(
     issued = admin_access(ctx).run(
         lambda http: issue_enrolment_token(http, federation, as_role, party, ttl_s=ttl_s)
     )
-    if as_json:
-        emit_json(issued)
-    else:
-        print(issued.enrolment_token)
+    answer(issued, lambda: [issued.enrolment_token], as_json=as_json)
 
 
 @tokens_app.command("rotate")
@@ -91,9 +87,10 @@ def list_(ctx: typer.Context, federation: FederationOption, as_json: JsonOption 
     from fedlora.enrolment_tokens import list_enrolment_tokens
 
     tokens = admin_access(ctx).run(lambda http: list_enrolment_tokens(http, federation))
-    if as_json:
-        emit_json(tokens)
-        return
+    answer(tokens, lambda: [_tokens_table(tokens)], as_json=as_json)
+
+
+def _tokens_table(tokens: list[EnrolmentTokenInfo]) -> Table:
     # A prefix of the digest (as git shows commits): `revoke` takes any unique prefix of 8 or more.
     table = Table()
     table.add_column("token id", no_wrap=True, min_width=ID_SHOWN)
@@ -109,7 +106,7 @@ def list_(ctx: typer.Context, federation: FederationOption, as_json: JsonOption 
             f"{info.expires_at:%Y-%m-%d %H:%M}",
             used,
         )
-    console.print(table)
+    return table
 
 
 @tokens_app.command("revoke")
@@ -140,7 +137,4 @@ def revoke(
         return matches[0]
 
     revoked = admin_access(ctx).run(revoke_one)
-    if as_json:
-        emit_json({"revoked": revoked})
-    else:
-        console.print(f"revoked {revoked}")
+    answer({"revoked": revoked}, lambda: [f"revoked {revoked}"], as_json=as_json)

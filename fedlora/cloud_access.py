@@ -5,13 +5,13 @@ for `fedlora admin` and `fedlora status`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 if TYPE_CHECKING:
     import httpx
@@ -133,3 +133,16 @@ def emit_json(value: object) -> None:
     import pydantic_core
 
     print(pydantic_core.to_json(value, indent=2).decode())
+
+
+def answer(value: object, render: Callable[[], Iterable[RenderableType]], *, as_json: bool) -> None:
+    """A command's answer on stdout: `value` as JSON for scripts, or the tables and lines `render` draws."""
+    if as_json:
+        emit_json(value)
+        return
+    console = Console()
+    for part in render():
+        if isinstance(part, str):  # as written, on one line: a token, a digest, a path
+            console.print(part, soft_wrap=True, markup=False, highlight=False)
+        else:
+            console.print(part)
