@@ -21,6 +21,7 @@ from protocol.messages import (
     FederationInfo,
     FederationSpec,
     PrivacyReport,
+    RoundPlan,
     RoundStatus,
 )
 
@@ -132,6 +133,19 @@ async def adapter_versions(http: httpx.AsyncClient, fid: str) -> list[AdapterVer
 async def adapter_zip(http: httpx.AsyncClient, fid: str, version: int) -> bytes:
     """Adapter `version` of `fid` as the PEFT adapter zip the cloud builds."""
     return (await http_get(http, f"/federations/{fid}/adapters/{version}", fid)).content
+
+
+async def adapter_vector(http: httpx.AsyncClient, fid: str, version: int) -> bytes:
+    """Adapter `version`'s raw vector (float32 little-endian), the bytes a plan's `vector_sha256` names."""
+    return (await http_get(http, f"/federations/{fid}/adapters/{version}/vector", fid)).content
+
+
+async def current_plan(http: httpx.AsyncClient, fid: str) -> RoundPlan | None:
+    """The plan of the round now open (the admin's whole plan), or None when none is handed out: not
+    started, paused (204), or ended (410)."""
+    doing = f"reading the current plan of {fid!r}"
+    response = await send(http, "GET", f"/federations/{fid}/plan?after_round=-1", 200, 204, 410, doing=doing)
+    return RoundPlan.model_validate_json(response.content) if response.status_code == 200 else None
 
 
 async def http_get(http: httpx.AsyncClient, path: str, fid: str) -> httpx.Response:

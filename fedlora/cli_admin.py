@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -213,32 +213,57 @@ def ledger(ctx: typer.Context, federation: FederationOption, as_json: JsonOption
 def download(
     ctx: typer.Context,
     federation: FederationOption,
-    out: Annotated[Path, typer.Option(dir_okay=False, help="where to write the adapter zip")],
+    out: Annotated[Path, typer.Option(dir_okay=False, help="the file to write")],
     version: Annotated[int | None, typer.Option(min=0, help="adapter version; default: the latest")] = None,
+    vector: Annotated[
+        bool,
+        typer.Option(
+            "--vector",
+            help="the raw float32 vector instead of the PEFT zip, its SHA-256 checked against the open "
+            "round's signed plan when that plan starts from this version",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a global adapter as a PEFT adapter zip (`peft.PeftModel.from_pretrained` after unzipping)."""
+    """Write a global adapter: a PEFT adapter zip (`peft.PeftModel.from_pretrained` after unzipping), or
+    with --vector the vector the plans name by digest (the zip is built on each request, its bytes differ)."""
     from fedlora import admin_api
 
-    async def read(http: httpx.AsyncClient) -> tuple[int, bytes]:
+    async def read(http: httpx.AsyncClient) -> tuple[int, bytes, str | None]:
         wanted = version
         if wanted is None:
             wanted = (await admin_api.federation_info(http, federation)).adapter_version
-        return wanted, await admin_api.adapter_zip(http, federation, wanted)
+        if not vector:
+            return wanted, await admin_api.adapter_zip(http, federation, wanted), None
+        data = await admin_api.adapter_vector(http, federation, wanted)
+        plan = await admin_api.current_plan(http, federation)
+        if plan is None or plan.adapter_version != wanted or plan.vector_sha256 is None:
+            return wanted, data, None
+        if hashlib.sha256(data).hexdigest() != plan.vector_sha256:
+            raise admin_api.ApiError(
+                "digest_mismatch",
+                f"adapter version {wanted} of {federation!r}: the vector served does not have the SHA-256 "
+                f"round {plan.round}'s plan names ({plan.vector_sha256}); nothing was written",
+            )
+        return wanted, data, f"round {plan.round}'s plan"
 
-    got, data = admin_access(ctx).run(read)
+    got, data, verified = admin_access(ctx).run(read)
     partial = out.with_name(out.name + ".part")  # never a half-written file under the name asked for
     try:
         partial.write_bytes(data)
         partial.replace(out)
     except OSError as e:
         fail(f"out: {out}: {e.strerror}")
-    summary: dict[str, Any] = {
+    digest = hashlib.sha256(data).hexdigest()
+    summary = {
         "federation_id": federation,
         "version": got,
+        "format": "vector" if vector else "zip",
         "path": str(out),
         "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": digest,
+        "verified_against": verified,
     }
-    line = f"wrote {out}: adapter version {got}, {len(data):,} bytes, sha256 {summary['sha256']}"
+    checked = f", matches {verified}" if verified else ""
+    line = f"wrote {out}: adapter version {got}, {len(data):,} bytes, sha256 {digest}{checked}"
     answer(summary, lambda: [line], as_json=as_json)

@@ -91,6 +91,11 @@ def test_an_admin_runs_a_federation_from_the_cli(cloud, tmp_path):
     assert _json(cloud, "pause", "-f", FID)["state"] == "paused" == _state(cloud)
     assert _json(cloud, "resume", "-f", FID)["state"] == "active" == _state(cloud)
 
+    vector_file = tmp_path / "adapter-v0.f32"
+    vector = _json(cloud, "download", "-f", FID, "--vector", "--out", str(vector_file))
+    assert vector_file.read_bytes() == cloud.admin.get(f"/federations/{FID}/adapters/0/vector").content
+    assert vector["verified_against"] == "round 0's plan"  # the open round starts from version 0
+
     listed = _json(cloud, "rounds", "-f", FID)
     one = _json(cloud, "round", "-f", FID, "0")
     ledger = _json(cloud, "ledger", "-f", FID)

@@ -9,6 +9,7 @@ prints them, and Ctrl-C stops the cloud and redis-server.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -111,6 +112,28 @@ def test_view_serves_the_rounds_of_a_finished_demo(tmp_path, tiny_model_dir) -> 
                 rf"│\s*{r['round']}\s*│\s*closed\s*│.*│\s*{r['adapter_version_out']}\s*│\s*{accuracy:.3f}\s*│"
             )
             assert re.search(row, status.stdout), status.stdout
+
+        # The admin CLI reads the same rounds with the run's token file (docs/demo.md's command).
+        admin_rounds = subprocess.run(
+            cli(
+                "admin",
+                "--cloud",
+                url,
+                "--token-file",
+                str(out / "admin-token"),
+                "rounds",
+                "-f",
+                "demo",
+                "--json",
+            ),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert admin_rounds.returncode == 0, admin_rounds.stderr
+        assert json.loads(admin_rounds.stdout) == {"total": len(closed), "rounds": closed}
 
         view.send_signal(signal.SIGINT)  # Ctrl-C
         assert view.wait(timeout=60) == 0, output.read_text()
