@@ -1,7 +1,7 @@
 """The cloud's FastAPI app: federations, enrolment, rounds and adapters over one state store.
 
-    app = create_app(CloudSettings())          # store from settings.store_url, KEK from the environment
-    app = create_app(settings, store=MemoryStore(), kek=kek, time=fake_clock.time)   # tests
+    app = create_app(CloudSettings())          # store from settings.store_url, KEKs from the environment
+    app = create_app(settings, store=MemoryStore(), keks=KekRing(kek), time=fake_clock.time)   # tests
 
 The lifespan builds the store, the services and a deadline task that calls `RoundService.tick` every
 `deadline_check_s`; it also finishes, from the store, any round a previous process left half done.
@@ -25,9 +25,10 @@ from cloud_server.context import build_context
 from cloud_server.errors import NotFoundError, internal_error, invalid_request
 from cloud_server.rounds import RoundService
 from cloud_server.routes import TAGS, adapters, dashboard, enrolment, federations, health, metrics, rounds
+from protocol.crypto import KekRing
 from services.asgi import BodySizeLimit, install_error_handlers
 from services.clock import Clock, TimeSource, store_time, utc_now
-from services.keys import load_kek
+from services.keys import load_keks
 from services.metrics import CloudMetrics, HttpMetrics, routes_named
 from services.openapi import document_unreadable_bodies
 from services.settings import CloudSettings
@@ -50,7 +51,7 @@ def create_app(
     settings: CloudSettings,
     *,
     store: StateStore | None = None,
-    kek: bytes | None = None,
+    keks: KekRing | None = None,
     clock: Clock | None = None,
     time: TimeSource | None = None,
 ) -> FastAPI:
@@ -75,7 +76,7 @@ def create_app(
             context = build_context(
                 settings,
                 store=the_store,
-                kek=kek if kek is not None else load_kek(),
+                keks=keks if keks is not None else load_keks(),
                 clock=shared,
                 metrics=app_metrics,
             )

@@ -15,6 +15,7 @@ from cloud_server.plans import PlanBoard
 from cloud_server.retention import Retention, RetentionPolicy
 from cloud_server.rounds import RoundService
 from cloud_server.telemetry import CloudTelemetry
+from protocol.crypto import KekRing
 from services.clock import TimeSource
 from services.metrics import CloudMetrics
 from services.settings import CloudSettings
@@ -43,11 +44,11 @@ def default_model_path() -> Path:
 
 
 def build_context(
-    settings: CloudSettings, *, store: StateStore, kek: bytes, clock: TimeSource, metrics: CloudMetrics
+    settings: CloudSettings, *, store: StateStore, keks: KekRing, clock: TimeSource, metrics: CloudMetrics
 ) -> CloudContext:
     board = PlanBoard()
     model_path = settings.model_path or default_model_path()
-    federations = FederationService(store, kek=kek, clock=clock, model_path=model_path, board=board)
+    federations = FederationService(store, keks=keks, clock=clock, model_path=model_path, board=board)
     enrolment = EnrolmentService(store, federations, clock=clock)
     enrolment_tokens = EnrolmentTokenService(store, federations, clock=clock)
     edge_clocks = EdgeClocks(store, federations, clock=clock)

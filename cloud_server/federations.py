@@ -24,6 +24,7 @@ from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
 from protocol.aggregation import RoundNoise, central_std, draw_central
 from protocol.crypto import (
     HEScheme,
+    KekRing,
     KeyBindingError,
     KeyStoreError,
     generate_scheme,
@@ -90,10 +91,11 @@ def _plan_key_label(fid: str) -> bytes:
 
 class FederationService:
     def __init__(
-        self, store: StateStore, *, kek: bytes, clock: TimeSource, model_path: str | Path, board: PlanBoard
+        self, store: StateStore, *, keks: KekRing, clock: TimeSource, model_path: str | Path, board: PlanBoard
     ) -> None:
         self._store = store
-        self._kek = kek
+        # New records are sealed under `keks.current`; the previous KEK, during a rotation, only opens.
+        self._keks = keks
         self._sampler = OpenDPSampler()  # the services' only noise source: no seed, no injected generator
         self._clock = clock
         self._model_path = model_path
@@ -115,11 +117,11 @@ class FederationService:
         except BudgetError as e:
             raise InvalidRequestError(str(e), field=e.field, detail=e.detail) from e
         scheme = await asyncio.to_thread(generate_scheme, spec.he)
-        sealed = seal_secret(scheme, self._kek, federation_id=fid)
+        sealed = seal_secret(scheme, self._keks.current, federation_id=fid)
         # Plans are signed so that a hospital can tell the cloud's plan from anyone else's and its edge can
         # compare what hospitals were served; the key is kept like the HE secret, sealed under the KEK.
         plan_key = SigningKey.generate()
-        sealed_plan_key = seal_bytes(plan_key.private_bytes(), self._kek, label=_plan_key_label(fid))
+        sealed_plan_key = seal_bytes(plan_key.private_bytes(), self._keks.current, label=_plan_key_label(fid))
         now = await self._clock()
         record = FederationRecord(
             created_at=now,
@@ -253,7 +255,7 @@ class FederationService:
                 f"{record.he_fingerprint[:12]}...: the public key was swapped in the store"
             )
         return await asyncio.to_thread(
-            lambda: open_secret(spec.he, sealed, self._kek, federation_id=fid, fingerprint=served)
+            lambda: open_secret(spec.he, sealed, self._keks, federation_id=fid, fingerprint=served)
         )
 
     async def plan_signer(self, fid: str) -> SigningKey | None:
@@ -262,7 +264,7 @@ class FederationService:
         sealed = await self._store.get(keyspace.fed_plan_key(fid))
         if sealed is None:
             return None
-        return SigningKey.from_bytes(open_bytes(sealed, self._kek, label=_plan_key_label(fid)))
+        return SigningKey.from_bytes(open_bytes(sealed, self._keks, label=_plan_key_label(fid)))
 
     async def basis_bytes(self, fid: str, version: int) -> bytes:
         """Every module's `A_max` of basis `version` (`protocol.ffa.basis_bytes`): a re-based basis as stored,
@@ -320,7 +322,7 @@ class FederationService:
                 return np.frombuffer(stored[len(tag) :], dtype="<i8").astype(np.int64)
             drawn = await asyncio.to_thread(draw_central, noise, params, size=size, sampler=self._sampler)
             assert drawn is not None  # cloud_std > 0
-            fresh = seal_bytes(tag + drawn.astype("<i8").tobytes(), self._kek, label=key.encode())
+            fresh = seal_bytes(tag + drawn.astype("<i8").tobytes(), self._keks.current, label=key.encode())
             if stored is not None:
                 await self._store.set(key, fresh)
                 return drawn
@@ -334,7 +336,7 @@ class FederationService:
         quarantined and removed (`services.stored_records.discard`), for the caller to draw afresh. A KEK that
         opens neither raises `KeyStoreError`, which the closer backs off from without failing the round."""
         try:
-            return open_bytes(sealed, self._kek, label=key.encode())
+            return open_bytes(sealed, self._keks, label=key.encode())
         except KeyStoreError as e:
             await self.secret_scheme(fid)  # raises KeyStoreError itself when the KEK is not the federation's
             await discard(

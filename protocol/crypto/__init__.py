@@ -21,9 +21,19 @@ from protocol.crypto.errors import (
     KeyStoreError,
     MissingSecretKeyError,
     PackingError,
+    WrongKekError,
 )
 from protocol.crypto.factory import generate_scheme, scheme_for, scheme_from_public, scheme_from_secret
-from protocol.crypto.keystore import derive_kek, open_bytes, open_secret, seal_bytes, seal_secret
+from protocol.crypto.kek_ring import KekRing, kek_id
+from protocol.crypto.keystore import (
+    derive_kek,
+    open_bytes,
+    open_secret,
+    reseal_bytes,
+    reseal_secret,
+    seal_bytes,
+    seal_secret,
+)
 from protocol.crypto.paillier import ObfuscatorPool, PaillierScheme
 from protocol.crypto.params import CKKSParams, HEKind, HEParams, PaillierParams, PlainParams
 from protocol.crypto.plain import PlainScheme
@@ -39,6 +49,7 @@ __all__ = [
     "HEKind",
     "HEParams",
     "HEScheme",
+    "KekRing",
     "KeyBindingError",
     "KeyMaterialError",
     "KeyStoreError",
@@ -49,11 +60,15 @@ __all__ = [
     "PaillierScheme",
     "PlainParams",
     "PlainScheme",
+    "WrongKekError",
     "derive_kek",
     "generate_scheme",
+    "kek_id",
     "key_fingerprint",
     "open_bytes",
     "open_secret",
+    "reseal_bytes",
+    "reseal_secret",
     "scheme_for",
     "scheme_from_public",
     "scheme_from_secret",

@@ -28,6 +28,11 @@ class KeyStoreError(CryptoError):
     """A sealed secret key cannot be opened: wrong key-encryption key, tampered or truncated bytes."""
 
 
+class WrongKekError(KeyStoreError):
+    """A sealed record names (by its KEK id) a key-encryption key this process does not hold: its KEK was
+    rotated away, or the process was started with another federation's KEK."""
+
+
 class KeyBindingError(KeyStoreError):
     """A sealed secret key was asked for under another federation, or beside another public key, than the
     ones it was sealed for: the store holds key material that is not the federation's."""

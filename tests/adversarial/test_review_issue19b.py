@@ -341,7 +341,7 @@ async def test_a_close_that_keeps_failing_on_the_key_backs_off_and_shows_why(
         return await real(self, fid)
 
     monkeypatch.setattr(FederationService, "secret_scheme", counted)
-    async with running_cloud(store=store, clock=clock, kek=bytes(32)) as cloud:
+    async with running_cloud(store=store, clock=clock, kek=bytes(range(32))) as cloud:
         for edge_id, deltas in fed.deltas(np.random.default_rng(5)).items():
             body = await fed.aggregate(cloud, edge_id, 0, deltas)
             assert (await fed.post(cloud.http, body)).status_code == 202

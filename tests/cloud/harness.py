@@ -28,7 +28,7 @@ from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.cloud_link import HttpCloudLink
 from edge_aggregator.config import EdgeConfig
 from fedlora.enrolment_tokens import issue_enrolment_token as issue
-from protocol.crypto import CKKSParams, HEScheme, scheme_from_public
+from protocol.crypto import CKKSParams, HEScheme, KekRing, scheme_from_public
 from protocol.messages import (
     ClientEnrolment,
     Contribution,
@@ -161,6 +161,7 @@ async def running_cloud(
     clock: FakeClock | None = None,
     own_clock: Clock | None = None,
     kek: bytes = KEK,
+    kek_previous: bytes | None = None,
     **settings: Any,
 ) -> AsyncIterator[Cloud]:
     """A cloud app with its lifespan running, and an admin HTTP client bound to it in-process. Its deadlines
@@ -169,7 +170,8 @@ async def running_cloud(
     the_store = store if store is not None else (default_store or MemoryStore())
     the_clock = clock or FakeClock()
     time = None if own_clock is not None else the_clock.time
-    app = create_app(cloud_settings(**settings), store=the_store, kek=kek, clock=own_clock, time=time)
+    keks = KekRing(current=kek, previous=kek_previous)
+    app = create_app(cloud_settings(**settings), store=the_store, keks=keks, clock=own_clock, time=time)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cloud", headers=ADMIN) as http:

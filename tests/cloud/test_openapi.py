@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from cloud_server.app import create_app
 from protocol import messages
+from protocol.crypto import KekRing
 from services.store import MemoryStore
 from tests.cloud.harness import KEK, cloud_settings
 from tests.openapi_checks import examples, operations, request_body_has_example, validate
@@ -47,7 +48,7 @@ MODELS = {
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     """`/openapi.json` as the app serves it (no lifespan needed: the document is built from the routes)."""
-    app = create_app(cloud_settings(), store=MemoryStore(), kek=KEK)
+    app = create_app(cloud_settings(), store=MemoryStore(), keks=KekRing(KEK))
     response = TestClient(app).get("/openapi.json")
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()

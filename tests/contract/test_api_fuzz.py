@@ -41,7 +41,7 @@ from schemathesis.schemas import BaseSchema
 from cloud_server.app import create_app as create_cloud
 from edge_aggregator.app import create_app as create_edge
 from fedlora.launcher import free_port
-from protocol.crypto import scheme_from_public
+from protocol.crypto import KekRing, scheme_from_public
 from protocol.messages import EdgeEnrolment, Enrolled, FederationCreated, RoundPlan
 from services.identity import SigningKey
 from services.settings import EdgeSettings
@@ -158,7 +158,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The cloud and one edge served on loopback, a federation created over the API, the edge and two
     hospitals enrolled, and round 0 run to its close."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    cloud_app = create_cloud(cloud_settings(deadline_check_s=1.0), store=MemoryStore(), kek=KEK)
+    cloud_app = create_cloud(cloud_settings(deadline_check_s=1.0), store=MemoryStore(), keks=KekRing(KEK))
     with (
         served(cloud_app, free_port()) as cloud_url,
         httpx.Client(base_url=cloud_url, headers=ADMIN, timeout=30) as admin,

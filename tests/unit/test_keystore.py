@@ -107,7 +107,7 @@ def test_unusable_keks_are_refused(kek: bytes) -> None:
 def test_sealed_values_open_only_under_their_label_and_kek() -> None:
     seed = bytes(range(32))
     sealed = seal_bytes(seed, KEK, label=b"cloud:fed-1:round:3:noise-seed")
-    assert seed not in sealed and len(sealed) == 5 + 12 + 32 + 16
+    assert seed not in sealed and len(sealed) == 5 + 8 + 12 + 32 + 16  # header, KEK id, nonce, data, tag
     assert open_bytes(sealed, KEK, label=b"cloud:fed-1:round:3:noise-seed") == seed
     with pytest.raises(KeyStoreError, match="round:4"):
         open_bytes(sealed, KEK, label=b"cloud:fed-1:round:4:noise-seed")  # moved to another round
