@@ -198,6 +198,11 @@ def fed_round_noise(fid: str, round_: int) -> str:
     return f"cloud:{fid}:round:{round_}:noise"
 
 
+def fed_rounds_prefix(fid: str) -> str:
+    """The prefix of every per-round key of `fid` (`fed_round_noise` among them)."""
+    return f"cloud:{fid}:round:"
+
+
 # The closing lease's default TTL (`CloudSettings.close_lease_ttl_s`): its holder renews it every third of it
 # while it works; if the holder dies, the round is closed by the next deadline check after it lapses.
 ROUND_CLOSE_LEASE_TTL_S = 120.0
