@@ -145,9 +145,10 @@ def _show(report: RotationReport, *, as_json: bool) -> None:
         print(report.model_dump_json(indent=2))
         return
     previous = report.previous_kek_id or "none"
-    summary = Table(
-        title=f"KEK {report.current_kek_id} (previous: {previous})" + (", dry run" if report.dry_run else "")
-    )
+    console.print(f"current KEK {report.current_kek_id}, previous {previous}")
+    if report.dry_run and report.previous_kek_id is not None:
+        console.print("dry run: nothing written; the stale records are those `rotate` re-seals")
+    summary = Table()
     summary.add_column("sealed records")
     summary.add_column("count", justify="right")
     for state in RecordState:

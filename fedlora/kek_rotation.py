@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from protocol.crypto import KekRing, KeyStoreError, kek_id, reseal_bytes, reseal_secret
+from protocol.crypto import KekRing, KeyStoreError, kek_id, reseal_bytes, reseal_secret, sealed_kek_id
 from services import keyspace
 from services.store import StateStore, Updates
 
@@ -45,7 +45,8 @@ class SealedRecord(BaseModel, frozen=True):
 
 
 class RecordOutcome(BaseModel, frozen=True):
-    """What a run did with one record: never its value, only why it could not (`reason`)."""
+    """What a run found or did with one record: never its value; `reason` says under which KEK a record to
+    re-seal was sealed, or why one does not open."""
 
     key: str
     federation_id: str
@@ -111,18 +112,21 @@ async def reseal_record(
             except KeyStoreError as e:
                 state, reason = RecordState.UNREADABLE, str(e)
             else:
-                state = (
-                    RecordState.CURRENT
-                    if fresh is None
-                    else RecordState.RESEALED
-                    if write
-                    else RecordState.STALE
-                )
+                if fresh is None:
+                    state = RecordState.CURRENT
+                else:
+                    state = RecordState.RESEALED if write else RecordState.STALE
+                    reason = _sealed_under(sealed)
         found.append(RecordOutcome(**record.model_dump(), state=state, reason=reason))
         return {record.key: fresh} if write and fresh is not None else {}
 
     await store.transaction([record.key], reseal)
     return found[0]
+
+
+def _sealed_under(sealed: bytes) -> str:
+    named = sealed_kek_id(sealed)
+    return "sealed before records named their KEK" if named is None else f"sealed under KEK {named.hex()}"
 
 
 async def rotate(

@@ -33,6 +33,7 @@ from protocol.crypto.keystore import (
     reseal_secret,
     seal_bytes,
     seal_secret,
+    sealed_kek_id,
 )
 from protocol.crypto.paillier import ObfuscatorPool, PaillierScheme
 from protocol.crypto.params import CKKSParams, HEKind, HEParams, PaillierParams, PlainParams
@@ -74,4 +75,5 @@ __all__ = [
     "scheme_from_secret",
     "seal_bytes",
     "seal_secret",
+    "sealed_kek_id",
 ]

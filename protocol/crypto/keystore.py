@@ -250,6 +250,13 @@ def _decrypt(
     raise KeyStoreError(f"wrong key-encryption key, or {what} was altered or belongs elsewhere")
 
 
+def sealed_kek_id(sealed: bytes) -> bytes | None:
+    """The id of the KEK a sealed record (`seal_secret`'s or `seal_bytes`') names; None when it names none
+    (an envelope from before envelopes named their KEK). `KeyStoreError` if it is neither kind of record."""
+    envelope = _parse_secret(sealed).envelope if sealed.startswith(SEALED_MAGIC) else _parse_blob(sealed)
+    return envelope.kek_id
+
+
 def _is_current(envelope: _Envelope, used: bytes, keks: KekRing, *, newest: int) -> bool:
     return envelope.version == newest and used == keks.current and envelope.kek_id == keks.current_id
 

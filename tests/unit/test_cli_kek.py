@@ -123,6 +123,7 @@ def test_rotate_reseals_every_record_and_check_then_passes(redis_url: str, kek_e
     report = json.loads(dry.stdout)
     assert report["dry_run"] and report["current_kek_id"] == kek_id(NEW).hex()
     assert [r["state"] for r in report["records"]] == ["stale"] * RECORDS
+    assert {r["reason"] for r in report["records"]} == {f"sealed under KEK {kek_id(OLD).hex()}"}
     assert asyncio.run(_stored(redis_url)) == before
 
     rotated = _kek(kek_env, "rotate", previous=OLD)
