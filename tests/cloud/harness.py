@@ -51,9 +51,9 @@ from services.identity import SigningKey
 from services.settings import CloudSettings
 from services.store import MemoryStore, StateStore
 from tests.clock import FakeClock
+from tests.keks import KEK
 
 ADMIN_TOKEN = "adm-q7Zr2LxW9pN4vK8sT1yB3mH6"
-KEK = bytes.fromhex("8f3b0c5e1d2a4f6b7c9e0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f")
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # One LoRA module (value of layer 5, 384 outputs) padded to r_max = 2, plus the 2 x 384 head and its bias.
 LAYOUT_SIZE = 384 * 2 + 2 * 384 + 2

@@ -16,10 +16,10 @@ from protocol.messages import NoiseMechanism, RoundState
 from services import keyspace
 from services.store import StateStore
 from tests.clock import FakeClock
-from tests.cloud.harness import KEK, Cloud, Federation, running_cloud, small_spec, weighted_mean
+from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec, weighted_mean
+from tests.keks import KEK, NEXT_KEK
 
 pytestmark = pytest.mark.anyio
-NEW_KEK = bytes.fromhex("3c9d7e21a5f04b68c2d1e0f9a8b7c6d5e4f30112233445566778899aabbccdde")
 NOISE = RoundNoise(NoiseMechanism.GAUSSIAN, 1.0, 1.0, False, 0.0, 1.0)
 CKKS_TOLERANCE = 1e-5
 
@@ -54,14 +54,14 @@ async def test_a_rotated_kek_keeps_rounds_closing_and_retires_the_old_kek(state_
         noisy = await Federation.create(old.http, small_spec("fed-b"))
         drawn = await _noise(old, noisy)
 
-    async with running_cloud(store=store, clock=clock, kek=NEW_KEK, kek_previous=KEK) as rolled:
+    async with running_cloud(store=store, clock=clock, kek=NEXT_KEK, kek_previous=KEK) as rolled:
         expected = await _close_round(rolled, fed, 0, fed.deltas(rng))
         np.testing.assert_array_equal(await _noise(rolled, noisy), drawn)
 
-    keks = KekRing(current=NEW_KEK, previous=KEK)
+    keks = KekRing(current=NEXT_KEK, previous=KEK)
     first = await rotate(store, keks, write=True)
     again = await rotate(store, keks, write=True)
-    check = await rotate(store, KekRing(current=NEW_KEK), write=False)
+    check = await rotate(store, KekRing(current=NEXT_KEK), write=False)
 
     assert sorted((r.federation_id, r.kind) for r in first.records) == sorted(
         [(fid, SealedKind.HE_SECRET) for fid in ("fed-a", "fed-b")]
@@ -72,14 +72,14 @@ async def test_a_rotated_kek_keeps_rounds_closing_and_retires_the_old_kek(state_
     assert again.count(RecordState.CURRENT) == 5 and again.count(RecordState.RESEALED) == 0
     assert check.complete
 
-    async with running_cloud(store=store, clock=clock, kek=NEW_KEK) as new:
+    async with running_cloud(store=store, clock=clock, kek=NEXT_KEK) as new:
         expected += await _close_round(new, fed, 1, fed.deltas(rng))
         assert np.max(np.abs(await new.vector(fed.fid, 2) - expected)) < 2 * CKKS_TOLERANCE
         np.testing.assert_array_equal(await _noise(new, noisy), drawn)
 
     async with running_cloud(store=store, clock=clock) as retired:
         federations = retired.context.federations
-        with pytest.raises(WrongKekError, match=KekRing(NEW_KEK).current_id.hex()):
+        with pytest.raises(WrongKekError, match=KekRing(NEXT_KEK).current_id.hex()):
             await federations.secret_scheme(fed.fid)
         with pytest.raises(WrongKekError):
             await federations.plan_signer(fed.fid)
@@ -101,12 +101,12 @@ async def test_a_sealed_key_moved_to_another_federation_stays_refused_across_a_r
     assert moved is not None
     await store.set(keyspace.fed_secret("fed-b"), moved)
 
-    report = await rotate(store, KekRing(current=NEW_KEK, previous=KEK), write=True)
+    report = await rotate(store, KekRing(current=NEXT_KEK, previous=KEK), write=True)
 
     (refused,) = [r for r in report.records if r.state is RecordState.UNREADABLE]
     assert refused.key == keyspace.fed_secret("fed-b") and "fed-a" in (refused.reason or "")
     assert await store.get(keyspace.fed_secret("fed-b")) == moved
-    async with running_cloud(store=store, kek=NEW_KEK) as new:
+    async with running_cloud(store=store, kek=NEXT_KEK) as new:
         await new.context.federations.secret_scheme("fed-a")
         with pytest.raises(KeyBindingError, match="belongs to federation 'fed-a'"):
             await new.context.federations.secret_scheme("fed-b")
@@ -114,6 +114,6 @@ async def test_a_sealed_key_moved_to_another_federation_stays_refused_across_a_r
     resealed = await store.get(keyspace.fed_secret("fed-a"))
     assert resealed is not None
     await store.set(keyspace.fed_secret("fed-b"), resealed)
-    async with running_cloud(store=store, kek=NEW_KEK) as new:
+    async with running_cloud(store=store, kek=NEXT_KEK) as new:
         with pytest.raises(KeyBindingError, match="belongs to federation 'fed-a'"):
             await new.context.federations.secret_scheme("fed-b")

@@ -29,10 +29,8 @@ from protocol.crypto import (
 from services import keyspace
 from services.keys import load_kek
 from services.store import RedisStore, StoreError, TransactionFn, Updates
+from tests.keks import FOREIGN_KEK, KEK, NEXT_KEK
 
-OLD = bytes.fromhex("8f3b0c5e1d2a4f6b7c9e0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f")
-NEW = bytes.fromhex("3c9d7e21a5f04b68c2d1e0f9a8b7c6d5e4f30112233445566778899aabbccdde")
-OTHER = bytes(range(32))
 SCHEME = generate_scheme(PlainParams())
 NOISE_KEY = keyspace.fed_round_noise("fed-1", 3)
 #: Per federation: its HE secret and plan key; fed-1 also has round 3's central noise.
@@ -82,7 +80,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def kek_env(redis_url: str) -> Iterator[dict[str, str]]:
-    yield {"FEDLORA_STORE_URL": redis_url, "FEDLORA_KEK": NEW.hex(), "COLUMNS": "200"}
+    yield {"FEDLORA_STORE_URL": redis_url, "FEDLORA_KEK": NEXT_KEK.hex(), "COLUMNS": "200"}
 
 
 def _kek(env: dict[str, str], *args: str, previous: bytes | None = None):  # type: ignore[no-untyped-def]
@@ -112,30 +110,30 @@ def test_rotate_reseals_every_record_and_check_then_passes(redis_url: str, kek_e
     """The runbook's order: `check` under the new KEK alone fails while records need the old one; a dry run
     lists them and writes nothing; `rotate` with the old KEK as previous re-seals them all; `check` passes
     and every record opens under the new KEK alone."""
-    asyncio.run(_seed(redis_url, OLD))
+    asyncio.run(_seed(redis_url, KEK))
     before = asyncio.run(_stored(redis_url))
 
     failing = _kek(kek_env, "check")
     assert failing.exit_code == 1 and "unreadable" in failing.stdout and NOISE_KEY in failing.stdout
 
-    dry = _kek(kek_env, "rotate", "--dry-run", "--json", previous=OLD)
+    dry = _kek(kek_env, "rotate", "--dry-run", "--json", previous=KEK)
     assert dry.exit_code == 0, dry.output
     report = json.loads(dry.stdout)
-    assert report["dry_run"] and report["current_kek_id"] == kek_id(NEW).hex()
+    assert report["dry_run"] and report["current_kek_id"] == kek_id(NEXT_KEK).hex()
     assert [r["state"] for r in report["records"]] == ["stale"] * RECORDS
-    assert {r["reason"] for r in report["records"]} == {f"sealed under KEK {kek_id(OLD).hex()}"}
+    assert {r["reason"] for r in report["records"]} == {f"sealed under KEK {kek_id(KEK).hex()}"}
     assert asyncio.run(_stored(redis_url)) == before
 
-    rotated = _kek(kek_env, "rotate", previous=OLD)
+    rotated = _kek(kek_env, "rotate", previous=KEK)
     assert rotated.exit_code == 0, rotated.output
     assert _count_row(rotated.stdout, "resealed") == RECORDS
     passing = _kek(kek_env, "check")
     assert passing.exit_code == 0, passing.output
     assert "FEDLORA_KEK_PREVIOUS can be unset" in passing.stdout
     after = asyncio.run(_stored(redis_url))
-    assert _opens_under(after, NEW)
+    assert _opens_under(after, NEXT_KEK)
     with pytest.raises(WrongKekError):
-        _opens_under(after, OLD)
+        _opens_under(after, KEK)
 
 
 def _count_row(table: str, state: str) -> int:
@@ -150,16 +148,16 @@ def _count_row(table: str, state: str) -> int:
 def test_a_record_under_neither_kek_is_reported_by_key_and_left_alone(
     redis_url: str, kek_env: dict[str, str]
 ) -> None:
-    asyncio.run(_seed(redis_url, OLD))
-    foreign = seal_bytes(b"noise", OTHER, label=NOISE_KEY.encode())
+    asyncio.run(_seed(redis_url, KEK))
+    foreign = seal_bytes(b"noise", FOREIGN_KEK, label=NOISE_KEY.encode())
     asyncio.run(_set(redis_url, NOISE_KEY, foreign))
 
-    rotated = _kek(kek_env, "rotate", previous=OLD)
+    rotated = _kek(kek_env, "rotate", previous=KEK)
 
     assert rotated.exit_code == 1
     assert _count_row(rotated.stdout, "resealed") == RECORDS - 1
     assert _count_row(rotated.stdout, "unreadable") == 1
-    assert NOISE_KEY in rotated.stdout and kek_id(OTHER).hex() in rotated.stdout
+    assert NOISE_KEY in rotated.stdout and kek_id(FOREIGN_KEK).hex() in rotated.stdout
     assert asyncio.run(_stored(redis_url))[NOISE_KEY] == foreign
 
 
@@ -191,8 +189,8 @@ class DiesAfterWrites(RedisStore):
 
 @pytest.mark.anyio
 async def test_a_rotation_killed_half_way_ends_consistent_when_run_again(redis_url: str) -> None:
-    await _seed(redis_url, OLD)
-    keks = KekRing(current=NEW, previous=OLD)
+    await _seed(redis_url, KEK)
+    keks = KekRing(current=NEXT_KEK, previous=KEK)
     dying = DiesAfterWrites(redis_url, writes=2)
     with pytest.raises(StoreError, match="killed"):
         await rotate(dying, keks, write=True)
@@ -203,12 +201,12 @@ async def test_a_rotation_killed_half_way_ends_consistent_when_run_again(redis_u
     assert halfway.count(RecordState.CURRENT) == 2 and halfway.count(RecordState.STALE) == RECORDS - 2
 
     again = await rotate(store, keks, write=True)
-    check = await rotate(store, KekRing(current=NEW), write=False)
+    check = await rotate(store, KekRing(current=NEXT_KEK), write=False)
     await store.close()
 
     assert again.count(RecordState.RESEALED) == RECORDS - 2 and again.count(RecordState.CURRENT) == 2
     assert check.complete
-    assert _opens_under(await _stored(redis_url), NEW)
+    assert _opens_under(await _stored(redis_url), NEXT_KEK)
 
 
 class CloudSealsMeanwhile(RedisStore):
@@ -234,11 +232,11 @@ class CloudSealsMeanwhile(RedisStore):
 
 @pytest.mark.anyio
 async def test_a_noise_the_cloud_seals_during_the_rotation_is_not_overwritten(redis_url: str) -> None:
-    await _seed(redis_url, OLD)
-    fresh = seal_bytes(b"noise drawn afresh", NEW, label=NOISE_KEY.encode())
+    await _seed(redis_url, KEK)
+    fresh = seal_bytes(b"noise drawn afresh", NEXT_KEK, label=NOISE_KEY.encode())
     store = CloudSealsMeanwhile(redis_url, fresh=fresh)
 
-    report = await rotate(store, KekRing(current=NEW, previous=OLD), write=True)
+    report = await rotate(store, KekRing(current=NEXT_KEK, previous=KEK), write=True)
     kept = await store.get(NOISE_KEY)
     await store.cloud.close()
     await store.close()
