@@ -65,7 +65,10 @@ def create_app(
         own_store = store is None
         the_store = (
             open_store(
-                settings.store_url, username=settings.store_username, password=settings.store_password()
+                settings.store_url,
+                username=settings.store_username,
+                password=settings.store_password(),
+                tls=settings.store_tls(),
             )
             if store is None
             else store

@@ -46,7 +46,10 @@ def create_app(
             store
             if store is not None
             else open_store(
-                settings.store_url, username=settings.store_username, password=settings.store_password()
+                settings.store_url,
+                username=settings.store_username,
+                password=settings.store_password(),
+                tls=settings.store_tls(),
             )
         )
         app.state.store = the_store  # the error handlers quarantine a record that does not read back

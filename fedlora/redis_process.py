@@ -1,4 +1,5 @@
-"""A `redis-server` this program starts and stops itself: loopback only, one data folder, AOF on.
+"""A `redis-server` this program starts and stops itself: loopback only, one data folder, AOF on, and with
+`tls` TLS only (`rediss://`).
 
 `fedlora demo` keeps its cloud's state in one (under the run folder), `fedlora view` starts it again on
 the same folder, and the tests start theirs the same way (`tests/redis_server.py`). `stop` sends
@@ -15,6 +16,7 @@ from typing import Any, Literal, Self
 
 import redis
 
+from fedlora.store_certs import ServerTLS
 from fedlora.store_users import RedisUsers
 
 START_TIMEOUT_S = 20.0
@@ -46,6 +48,9 @@ def redis_binary() -> str:
 class RedisProcess:
     """One `redis-server` on 127.0.0.1:`port` with its data (AOF) and log (`redis.log`) in `folder`, with the
     ACL users of one instance `acl` (`fedlora.store_users`) when given: it is then stopped as its admin user.
+    With `tls` (`fedlora.store_certs`) it serves TLS only: no plain port (`port 0`), `tls-port` on `port`, and
+    every client must show a certificate of the same CA (`tls-auth-clients yes`) as well as its password; its
+    own admin connections show the server's certificate, which the process holding the server's key may.
 
         `start` again after `stop` (or a crash) reuses the folder, so Redis replays the AOF it left there.
         `appendfsync` is Redis' own trade-off: `always` fsyncs before it answers, so a power loss keeps every
@@ -60,21 +65,25 @@ class RedisProcess:
         port: int,
         appendfsync: Literal["always", "everysec", "no"] = "everysec",
         acl: RedisUsers | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.folder = folder
         self.port = port
         self.appendfsync = appendfsync
         self.acl = acl
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     def admin_client(self, **options: Any) -> redis.Redis:
         """A client as the operator's ACL user when the server runs with `acl`, else Redis' default user."""
         admin = self.acl.admin if self.acl is not None else None
+        tls = self.tls.client().redis_options() | {"ssl": True} if self.tls is not None else {}
         return redis.Redis(
             host="127.0.0.1",
             port=self.port,
             username=admin.name if admin is not None else None,
             password=admin.password if admin is not None else None,
+            **tls,
             **options,
         )
 
@@ -84,7 +93,19 @@ class RedisProcess:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def _listen_args(self) -> tuple[str, ...]:
+        if self.tls is None:
+            return ("--port", str(self.port), "--bind", "127.0.0.1")
+        return (
+            *("--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1"),
+            *("--tls-cert-file", str(self.tls.cert_file.resolve())),
+            *("--tls-key-file", str(self.tls.key_file.resolve())),
+            *("--tls-ca-cert-file", str(self.tls.ca_file.resolve())),
+            *("--tls-auth-clients", "yes"),
+        )
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -97,7 +118,7 @@ class RedisProcess:
             self.process = subprocess.Popen(  # noqa: S603 - Debian's binary, arguments of our own
                 [
                     binary,
-                    *("--port", str(self.port), "--bind", "127.0.0.1"),
+                    *self._listen_args(),
                     *("--dir", str(self.folder.resolve())),
                     *("--appendonly", "yes", "--appendfsync", self.appendfsync),
                     *("--save", ""),  # the AOF is the only persistence, as in deploy/redis.conf

@@ -23,7 +23,10 @@ roll the services onto the new passwords, then retire the old ones and load agai
 credentials").
 
 `python -m fedlora.store_users` (the image's `store-users` entrypoint), settings from `FEDLORA_*`:
-`FEDLORA_OUT_DIR`, `FEDLORA_EDGE_IDS` (comma-separated), `FEDLORA_ROTATE`, `FEDLORA_RETIRE`.
+`FEDLORA_OUT_DIR`, `FEDLORA_EDGE_IDS` (comma-separated), `FEDLORA_ROTATE`, `FEDLORA_RETIRE`. With
+`FEDLORA_CA_DIR` (the federation's CA, `fedlora.pki`; created there if absent) it also issues each instance's
+TLS certificates (`fedlora.store_certs`): its Redis's, its service's and its operator's, beside their
+passwords; `FEDLORA_RENEW_CERTIFICATES` issues them again (docs/security.md, "Redis over TLS").
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from pathlib import Path
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fedlora.pki import CertificateError, load_or_create_authority
+from fedlora.store_certs import DEFAULT_HOSTS, StoreCertificateError, issue_store_certificates
 from protocol.messages import Identifier
 from services import keyspace
 from services.secret_files import write_secret
@@ -230,6 +235,34 @@ class StoreUsersSettings(BaseSettings):
     )
     rotate: bool = Field(default=False, description="give every user a new password, keeping the previous")
     retire: bool = Field(default=False, description="drop the previous passwords kept by a rotation")
+    ca_dir: Path | None = Field(
+        default=None,
+        description="the federation's CA (ca.crt, ca.key; created if absent): set, each Redis instance and its "
+        "users get TLS certificates (rediss://)",
+    )
+    federation_id: Identifier = Field(
+        default="fedlora", description="the federation named in the certificates' fedlora:// URIs"
+    )
+    redis_hosts: str = Field(
+        default=DEFAULT_HOSTS,
+        description="the names each Redis is reached under, comma-separated; {store} is `cloud` or the edge id",
+    )
+    renew_certificates: bool = Field(default=False, description="issue every Redis certificate again")
+
+
+def issue_store_tls(credentials: StoreCredentials, settings: StoreUsersSettings) -> None:
+    """Each instance's certificates from the CA in `settings.ca_dir` (`fedlora.store_certs`)."""
+    if settings.ca_dir is None:
+        return
+    authority = load_or_create_authority(settings.ca_dir, f"fedlora {settings.federation_id} CA")
+    issue_store_certificates(
+        {"cloud": (credentials.cloud.folder, credentials.cloud.service.name)}
+        | {eid: (users.folder, users.service.name) for eid, users in credentials.edges.items()},
+        authority,
+        federation_id=settings.federation_id,
+        hosts=settings.redis_hosts,
+        renew=settings.renew_certificates,
+    )
 
 
 def run() -> None:
@@ -241,11 +274,14 @@ def run() -> None:
             rotate=settings.rotate,
             retire=settings.retire,
         )
-    except (ValidationError, StoreUsersError) as e:
+        issue_store_tls(credentials, settings)
+    except (ValidationError, StoreUsersError, CertificateError, StoreCertificateError) as e:
         sys.exit(f"store-users: {e}")
+    tls = f"; TLS certificates from the CA in {settings.ca_dir}" if settings.ca_dir is not None else ""
     print(
         f"store users for the cloud's Redis and {len(credentials.edges)} edge Redis instance(s): ACL files "
         + ", ".join(str(users.acl_file) for users in credentials.instances())
+        + tls
     )
 
 

@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from protocol.messages import Identifier
 from services import keyspace
+from services.store_tls import StoreTLS
 
 CONFIG_ENV = "FEDLORA_CONFIG"
 MIN_SECRET_CHARS = 16
@@ -58,7 +59,9 @@ class ServiceSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=1, le=65535)
-    store_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
+    store_url: str = Field(
+        default="memory://", description="memory://, redis://host:port/db or rediss://host:port/db (TLS)"
+    )
     store_username: Identifier | None = Field(
         default=None,
         description="the Redis ACL user of this service (`fedlora.store_users` issues one per tier, limited to "
@@ -67,6 +70,19 @@ class ServiceSettings(BaseSettings):
     store_password_file: Path | None = Field(
         default=None,
         description="the file (0600) holding `store_username`'s password, as the bootstrap wrote it",
+    )
+    store_ca_file: Path | None = Field(
+        default=None,
+        description="rediss:// only: the CA bundle (PEM) the Redis server's certificate must chain to; unset: "
+        "the system's trust store. The certificate and its host name are always verified",
+    )
+    store_cert_file: Path | None = Field(
+        default=None,
+        description="rediss:// only: this service's client certificate (PEM), for a Redis that "
+        "asks for one (tls-auth-clients yes); with store_key_file",
+    )
+    store_key_file: Path | None = Field(
+        default=None, description="rediss:// only: the private key (PEM, 0600) of store_cert_file"
     )
     log_level: str = "INFO"
     log_json: bool = True
@@ -80,6 +96,18 @@ class ServiceSettings(BaseSettings):
                 f"got store_username={self.store_username!r}, store_password_file={self.store_password_file!r}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _store_tls_complete(self) -> Self:
+        self.store_tls()  # a client certificate without its key (or the reverse) is refused here
+        return self
+
+    def store_tls(self) -> StoreTLS | None:
+        """The store's TLS files (None when none is set: a rediss:// URL then trusts the system's CAs)."""
+        files = (self.store_ca_file, self.store_cert_file, self.store_key_file)
+        if all(f is None for f in files):
+            return None
+        return StoreTLS(*files)
 
     def store_password(self) -> str | None:
         """The Redis password read from `store_password_file` (None without one)."""

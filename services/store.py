@@ -21,8 +21,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -31,6 +31,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from services.store_tls import StoreTLS
 
 
 @dataclass(frozen=True)
@@ -392,9 +394,11 @@ class RedisStore(StateStore):
         max_connections: int = 32,
         username: str | None = None,
         password: str | None = None,
+        tls: StoreTLS | None = None,
     ) -> None:
         self.url = url
         self._max_attempts = max_transaction_attempts
+        tls_options = _tls_options(url, tls)
         retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), reconnect_attempts)
         # A blocking pool: a burst of requests waits for a free connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -409,6 +413,7 @@ class RedisStore(StateStore):
             # An ACL user of the service's tier (`fedlora.store_users`); a URL that names one wins.
             **({"username": username} if username is not None else {}),
             **({"password": password} if password is not None else {}),
+            **tls_options,
         )
         self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose closes it
 
@@ -697,15 +702,44 @@ def redacted_url(url: str) -> str:
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+TLS_SCHEME = "rediss"
 
 
-def open_store(url: str, *, username: str | None = None, password: str | None = None) -> StateStore:
+def _tls_options(url: str, tls: StoreTLS | None) -> dict[str, Any]:
+    """redis-py's TLS arguments for `url`: the server verified, host name included, for every `rediss://`;
+    a TLS setting on a plain URL, or a URL query that would loosen the check, is refused."""
+    parts = urlsplit(url)
+    if parts.scheme != TLS_SCHEME:
+        if tls is not None:
+            raise StoreError(
+                f"store_url {redacted_url(url)!r} is not rediss:// but TLS settings are given "
+                "(store_ca_file, store_cert_file, store_key_file): use rediss://host:port/db"
+            )
+        return {}
+    loosening = sorted(name for name, _ in parse_qsl(parts.query) if name.startswith("ssl_"))
+    if loosening:
+        raise StoreError(
+            f"store_url {redacted_url(url)!r} sets {', '.join(loosening)}: TLS comes from store_ca_file, "
+            "store_cert_file and store_key_file only, and the server's certificate is always verified"
+        )
+    return (tls or StoreTLS()).redis_options()
+
+
+def open_store(
+    url: str, *, username: str | None = None, password: str | None = None, tls: StoreTLS | None = None
+) -> StateStore:
     """A store from its URL: `memory://` (embedded, lost at exit) or `redis://[:password@]host:port/db`
-    (also `rediss://` for TLS and `unix:///path/redis.sock`), logged in as the ACL user `username` if given."""
+    (also `rediss://` for TLS, with `tls`'s CA and client certificate, and `unix:///path/redis.sock`), logged
+    in as the ACL user `username` if given."""
     if url == "memory://":
+        if tls is not None:
+            raise StoreError(
+                "memory:// takes no TLS settings (store_ca_file, store_cert_file, store_key_file)"
+            )
         return MemoryStore()
     if urlsplit(url).scheme in REDIS_SCHEMES:
-        return RedisStore(url, username=username, password=password)
+        return RedisStore(url, username=username, password=password, tls=tls)
     raise StoreError(
-        f"store_url {redacted_url(url)!r} is not supported: use memory:// or redis://host:port/db"
+        f"store_url {redacted_url(url)!r} is not supported: use memory://, redis://host:port/db or "
+        "rediss://host:port/db"
     )

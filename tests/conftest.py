@@ -4,7 +4,7 @@ loses power (`volatile_disk`)."""
 import pytest
 
 from services.store import MemoryStore, RedisStore
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, issue_tls
 from tests.volatile_disk import VolatileDisk, fuse_missing
 
 
@@ -12,6 +12,17 @@ from tests.volatile_disk import VolatileDisk, fuse_missing
 def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory):
+    """A redis-server for the session that serves TLS only and asks every client for a certificate, with
+    the files of its operator and its service (`fedlora.store_certs`): `(server, InstanceTLS)`."""
+    folder = tmp_path_factory.mktemp("tls-redis")
+    files = issue_tls(folder / "store")
+    server = RedisServer(folder / "data", tls=files.server).start()
+    yield server, files
     server.stop()
 
 

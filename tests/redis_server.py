@@ -14,9 +14,11 @@ from typing import Literal, Self
 import pytest
 
 from fedlora.launcher import free_port
+from fedlora.pki import Authority, new_authority
 from fedlora.redis_process import START_TIMEOUT_S, RedisMissingError, RedisProcess
 from fedlora.redis_process import redis_binary as find_redis_binary
-from fedlora.store_users import RedisUsers
+from fedlora.store_certs import InstanceTLS, ServerTLS, issue_store_certificates
+from fedlora.store_users import CLOUD_USER, RedisUsers
 
 
 def redis_binary() -> str:
@@ -36,8 +38,9 @@ class RedisServer(RedisProcess):
         port: int | None = None,
         appendfsync: Literal["always", "everysec", "no"] = "always",
         acl: RedisUsers | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
-        super().__init__(folder, port=port or free_port(), appendfsync=appendfsync, acl=acl)
+        super().__init__(folder, port=port or free_port(), appendfsync=appendfsync, acl=acl, tls=tls)
 
     def start(self, *, timeout_s: float = START_TIMEOUT_S) -> Self:
         redis_binary()  # a missing binary fails the test with the hint
@@ -55,3 +58,10 @@ class RedisServer(RedisProcess):
             client.flushall()
         finally:
             client.close()
+
+
+def issue_tls(folder: Path, authority: Authority | None = None) -> InstanceTLS:
+    """A cloud Redis instance's certificates in `folder` (as `fedlora.store_users` lays them out), from
+    `authority` or a fresh CA: the server's (valid for 127.0.0.1), its service's and its operator's."""
+    ca = authority or new_authority("fedlora test CA")
+    return issue_store_certificates({"cloud": (folder, CLOUD_USER)}, ca, federation_id="test")["cloud"]

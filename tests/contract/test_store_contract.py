@@ -570,10 +570,36 @@ class TestRedisStore(StoreContract):
         asyncio.run(scenario())
 
 
+class TestRedisStoreOverTLS(StoreContract):
+    """The contract on a Redis that serves TLS only (`rediss://`, the server's certificate and host name
+    verified against the federation's CA, the service's client certificate shown), opened as a service opens
+    its store."""
+
+    clock_injectable = False
+
+    @pytest.fixture(autouse=True)
+    def _server(self, tls_redis):
+        server, files = tls_redis
+        server.flush()
+        self.url, self.tls = server.url, files.service
+        self.opened: list[StateStore] = []
+
+    def make_store(self, clock):
+        store = open_store(self.url, tls=self.tls)
+        self.opened.append(store)
+        return store
+
+    def make_replica(self, store):
+        return self.make_store(None)
+
+    run = TestRedisStore.run
+
+
 def test_open_store_by_url():
     assert isinstance(open_store("memory://"), MemoryStore)
     assert isinstance(open_store("redis://127.0.0.1:6390/2"), RedisStore)
-    with pytest.raises(StoreError, match="memory:// or redis://"):
+    assert isinstance(open_store("rediss://127.0.0.1:6390/2"), RedisStore)
+    with pytest.raises(StoreError, match="memory://, redis://"):
         open_store("postgres://db")
 
 
