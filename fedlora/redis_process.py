@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from fedlora.store_certs import ServerTLS
 from fedlora.store_users import RedisUsers
@@ -159,7 +161,9 @@ class RedisProcess:
         """SHUTDOWN (Redis flushes and fsyncs the AOF), then wait; SIGTERM, then SIGKILL, if it hangs."""
         if not self.alive():
             return
-        client = self.admin_client(socket_connect_timeout=2, socket_timeout=5)
+        # No retry: SHUTDOWN ends in the server closing the connection, which redis-py's default retries
+        # would take for a lost connection and redial a server that is gone, for seconds.
+        client = self.admin_client(socket_connect_timeout=2, socket_timeout=5, retry=Retry(NoBackoff(), 0))
         try:
             client.shutdown()  # redis-py returns once the server has closed the connection
         except redis.RedisError:

@@ -424,7 +424,9 @@ class RedisStore(StateStore):
         try:
             yield
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise StoreError(f"redis at {redacted_url(self.url)} unreachable during {what}: {e}") from e
+            raise StoreError(
+                f"redis at {redacted_url(self.url)} unreachable during {what}: {e}{_plain_hint(self.url, e)}"
+            ) from e
         except WatchError:
             raise
         except RedisError as e:
@@ -703,6 +705,14 @@ def redacted_url(url: str) -> str:
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 TLS_SCHEME = "rediss"
+
+
+def _plain_hint(url: str, error: Exception) -> str:
+    """A hint for a plain `redis://` connection cut at once: what a Redis that serves TLS only does to one."""
+    cut = any(sign in str(error) for sign in ("reset by peer", "closed by server"))
+    if urlsplit(url).scheme != "redis" or not cut:
+        return ""
+    return " (a Redis that serves TLS only cuts a plain connection: if this one does, use rediss://)"
 
 
 def _tls_options(url: str, tls: StoreTLS | None) -> dict[str, Any]:

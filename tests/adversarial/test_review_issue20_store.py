@@ -21,6 +21,8 @@ from pydantic import ValidationError
 
 from client_agent.errors import PinMismatchError
 from cloud_server.records import TokenRecord
+from fedlora.pki import new_authority
+from fedlora.store_certs import InstanceTLS, issue_store_certificates
 from fedlora.store_users import StoreCredentials, StoreUser, issue_store_users
 from protocol.crypto import CKKSParams, KeyBindingError, generate_scheme, open_secret, seal_secret
 from protocol.messages import FederationState, Role, RoundState
@@ -43,27 +45,42 @@ class AclRedis:
 
     credentials: StoreCredentials
     servers: dict[str, RedisServer]  # "cloud" or an edge id -> that tier's Redis
+    tls: dict[str, InstanceTLS] | None = None  # served over TLS only: each instance's certificates
 
     def user(self, tier: str) -> StoreUser:
         return self.credentials.cloud.service if tier == "cloud" else self.credentials.edges[tier].service
 
-    def connect(self, tier: str, *, at: str | None = None) -> redis.Redis:
-        """A client as `tier`'s user, at its own Redis or at the Redis of tier `at`."""
+    def connect(self, tier: str, *, at: str | None = None, anonymous: bool = False) -> redis.Redis:
+        """A client as `tier`'s user (or as nobody), at its own Redis or at the Redis of tier `at`, over TLS
+        with `tier`'s service certificate when the servers serve TLS."""
         user, server = self.user(tier), self.servers[at or tier]
-        return redis.Redis(host="127.0.0.1", port=server.port, username=user.name, password=user.password)
+        login = {} if anonymous else {"username": user.name, "password": user.password}
+        tls = self.tls[tier].service.redis_options() | {"ssl": True} if self.tls is not None else {}
+        return redis.Redis(host="127.0.0.1", port=server.port, **login, **tls)
 
 
 @contextlib.contextmanager
-def started_acl_redis(folder: Path) -> Iterator[AclRedis]:
+def started_acl_redis(folder: Path, *, tls: bool = False) -> Iterator[AclRedis]:
     """A redis-server of its own for the cloud and for each of `EDGES`, with the ACL files `fedlora.store_users`
-    issues; stopped on exit."""
+    issues (and with `tls` serving TLS only, with the certificates `fedlora.store_certs` issues beside them);
+    stopped on exit."""
     credentials = issue_store_users(folder / "store-users", EDGES)
     instances = {"cloud": credentials.cloud} | credentials.edges
+    certificates = (
+        issue_store_certificates(
+            {tier: (users.folder, users.service.name) for tier, users in instances.items()},
+            new_authority("fedlora test CA"),
+            federation_id="test",
+        )
+        if tls
+        else None
+    )
     servers: dict[str, RedisServer] = {}
     try:
         for tier, users in instances.items():
-            servers[tier] = RedisServer(folder / f"data-{tier}", acl=users).start()
-        yield AclRedis(credentials, servers)
+            server_tls = certificates[tier].server if certificates is not None else None
+            servers[tier] = RedisServer(folder / f"data-{tier}", acl=users, tls=server_tls).start()
+        yield AclRedis(credentials, servers, certificates)
     finally:
         for server in servers.values():
             server.stop()
@@ -102,9 +119,19 @@ def test_an_edge_user_cannot_write_an_admin_token_record_into_the_clouds_keys(ac
         edge.close()
 
 
-def test_the_cloud_user_touches_no_edge_key_and_the_default_user_is_off(acl_redis) -> None:
+@pytest.fixture(scope="module")
+def acl_redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
+    with started_acl_redis(tmp_path_factory.mktemp("acl-redis-tls"), tls=True) as started:
+        yield started
+
+
+@pytest.mark.parametrize("transport", ["acl_redis", "acl_redis_tls"])
+def test_the_cloud_user_touches_no_edge_key_and_the_default_user_is_off(request, transport) -> None:
+    """The ACL users confine each tier on plain Redis and on Redis over TLS alike: a client certificate of
+    the federation's CA reaches the server, never past its user's keys."""
+    acl_redis = request.getfixturevalue(transport)
     cloud = acl_redis.connect("cloud")
-    anonymous = redis.Redis(host="127.0.0.1", port=acl_redis.servers["cloud"].port)
+    anonymous = acl_redis.connect("cloud", anonymous=True)
     try:
         cloud.set(keyspace.fed_spec("fed-1"), b"{}")
         with pytest.raises(redis.exceptions.NoPermissionError):
