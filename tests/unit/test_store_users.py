@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import ssl
 import stat
 from pathlib import Path
 
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from fedlora.pki import load_authority, new_authority
+from fedlora.store_certs import instance_tls, issue_store_certificates
 from fedlora.store_users import (
     ADMIN_USER,
     RedisUsers,
@@ -15,8 +22,10 @@ from fedlora.store_users import (
     StoreUsersError,
     StoreUsersSettings,
     issue_store_users,
+    run,
 )
-from services.store import Expiring, RedisStore
+from services.store import Expiring, RedisStore, open_store
+from services.store_tls import StoreTLS
 from tests.redis_server import RedisServer
 
 
@@ -144,3 +153,102 @@ async def test_a_tier_users_transactions_survive_a_restart(tmp_path: Path) -> No
 
     assert kept == [b"1", b"2", b"holder"] and ttl_s is not None
     assert "CRITICAL" not in server.log.read_text()
+
+
+def _tls_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
+    monkeypatch.setenv("FEDLORA_OUT_DIR", str(tmp_path / "store-users"))
+    monkeypatch.setenv("FEDLORA_EDGE_IDS", "edge-north")
+    monkeypatch.setenv("FEDLORA_CA_DIR", str(tmp_path / "ca"))
+    for name, value in extra.items():
+        monkeypatch.setenv(f"FEDLORA_{name.upper()}", value)
+
+
+def _pem(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def test_the_step_issues_each_redis_its_certificates_beside_its_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With FEDLORA_CA_DIR, each instance gets its Redis's certificate (named for compose's and Kubernetes'
+    service, and loopback), its service's and its operator's, all from the one CA; the Redis key is readable
+    by the issuer's group (the Redis container's), the others by their owner only. Run again, it keeps them;
+    FEDLORA_RENEW_CERTIFICATES issues new ones."""
+    _tls_settings(tmp_path, monkeypatch)
+    run()
+    authority = load_authority(tmp_path / "ca")
+    out = tmp_path / "store-users"
+    first = {}
+    for store, folder in (("cloud", out / "cloud"), ("edge-north", out / "edge-edge-north")):
+        files = instance_tls(folder)
+        server = x509.load_pem_x509_certificate(_pem(files.server.cert_file))
+        server.verify_directly_issued_by(authority.certificate)
+        names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert {f"redis-{store}", f"fedlora-redis-{store}", "localhost"} <= set(
+            names.get_values_for_type(x509.DNSName)
+        )
+        assert stat.S_IMODE(files.server.key_file.stat().st_mode) == 0o640
+        for client in (files.service, files.admin):
+            assert client.cert_file is not None and client.key_file is not None and client.ca_file is not None
+            x509.load_pem_x509_certificate(_pem(client.cert_file)).verify_directly_issued_by(
+                authority.certificate
+            )
+            assert stat.S_IMODE(client.key_file.stat().st_mode) == 0o600
+            assert _pem(client.ca_file) == authority.certificate_pem
+        first[store] = _pem(files.server.cert_file)
+    run()
+    assert _pem(instance_tls(out / "cloud").server.cert_file) == first["cloud"]
+    monkeypatch.setenv("FEDLORA_RENEW_CERTIFICATES", "true")
+    run()
+    assert _pem(instance_tls(out / "cloud").server.cert_file) != first["cloud"]
+
+
+def test_a_renewed_certificate_and_a_restart_keep_the_data(tmp_path: Path) -> None:
+    """Rotating a Redis certificate: issue it again, restart Redis (it reads its certificate at start-up):
+    it presents the new one, and the data written before is all there (the AOF is replayed)."""
+    credentials = issue_store_users(tmp_path / "store-users", [])
+    authority = new_authority("fedlora test CA")
+    instances = {"cloud": (credentials.cloud.folder, credentials.cloud.service.name)}
+    files = issue_store_certificates(instances, authority, federation_id="t")["cloud"]
+    server = RedisServer(tmp_path / "data", acl=credentials.cloud, tls=files.server).start()
+    user = credentials.cloud.service
+    before = _presented(server.port, files.service)
+
+    async def write() -> None:
+        store = open_store(server.url, username=user.name, password=user.password, tls=files.service)
+        try:
+            await store.set("cloud:kept", b"before the rotation")
+        finally:
+            await store.close()
+
+    async def read() -> bytes | None:
+        store = open_store(server.url, username=user.name, password=user.password, tls=files.service)
+        try:
+            return await store.get("cloud:kept")
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    server.stop()
+    issue_store_certificates(instances, authority, federation_id="t", renew=True)
+    server.start()
+    try:
+        after = _presented(server.port, files.service)
+        assert asyncio.run(read()) == b"before the rotation"
+    finally:
+        server.stop()
+    assert after.serial_number != before.serial_number
+    assert after.public_bytes(serialization.Encoding.PEM) == _pem(files.server.cert_file)
+
+
+def _presented(port: int, client: StoreTLS) -> x509.Certificate:
+    """The certificate the Redis on `port` presents in a TLS handshake (with `client`'s certificate)."""
+    context = ssl.create_default_context(cafile=str(client.ca_file))
+    context.load_cert_chain(str(client.cert_file), str(client.key_file))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
