@@ -3,7 +3,9 @@
     runs/demo/
       redis/        the cloud's Redis: its append-only file and redis.log
       store-users/  its ACL users (`fedlora.store_users`): the cloud's Redis instance (`cloud/`: the ACL file,
-                    the cloud's and the admin's passwords); the edges run in memory and have none
+                    the cloud's and the admin's passwords, and each one's TLS certificate: Redis serves
+                    `rediss://` only, `fedlora.store_certs`); the edges run in memory and have none
+      ca/           the run's certificate authority (`fedlora.pki`), which signs those certificates
       admin-token   the admin token (owner-only)
       kek           the key-encryption key that seals the federation's HE secret, hex (owner-only)
       cloud.yaml    the cloud's other settings (read through FEDLORA_CONFIG); the port and the store's
@@ -23,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from fedlora.pki import load_or_create_authority
+from fedlora.store_certs import InstanceTLS, instance_tls, issue_store_certificates
 from fedlora.store_users import (
     ACL_FILE,
     CLOUD_USER,
@@ -35,6 +39,7 @@ from fedlora.store_users import (
 from services.keys import KEK_FILE_ENV
 from services.secret_files import write_secret
 from services.settings import CONFIG_ENV
+from services.store_tls import StoreTLS
 
 _SETTINGS_HEADER = (
     "# The demo cloud's settings besides its secrets, port and store (fedlora view starts it again with\n"
@@ -62,6 +67,19 @@ class DemoRunFolder:
         """The users of the run's Redis, the cloud's instance (the cloud's, confined to `cloud:` keys, and the
         admin's that stops Redis): issued by the first call of a run, read back by the next ones."""
         return issue_store_users(self.store_users_dir, ()).cloud
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.root / "ca"
+
+    def store_tls(self) -> InstanceTLS:
+        """The TLS files of the run's Redis (loopback only), its cloud's and its admin's, from the run's CA:
+        issued by the first call, kept by the next ones while still good (`fedlora.store_certs`)."""
+        authority = load_or_create_authority(self.ca_dir, "fedlora demo CA")
+        instance = {"cloud": (cloud_folder(self.store_users_dir), CLOUD_USER)}
+        return issue_store_certificates(
+            instance, authority, federation_id="demo", hosts="localhost,127.0.0.1"
+        )["cloud"]
 
     @property
     def admin_token_file(self) -> Path:
@@ -124,4 +142,13 @@ class DemoRunFolder:
             "FEDLORA_STORE_PASSWORD_FILE": str(
                 (cloud_folder(self.store_users_dir) / SERVICE_DIR / PASSWORD_FILE).resolve()
             ),
+            **_store_tls_env(instance_tls(cloud_folder(self.store_users_dir)).service),
         }
+
+
+def _store_tls_env(files: StoreTLS) -> dict[str, str]:
+    """A service's FEDLORA_STORE_CA_FILE, _CERT_FILE and _KEY_FILE for `files` (absolute paths)."""
+    named = {"CA": files.ca_file, "CERT": files.cert_file, "KEY": files.key_file}
+    return {
+        f"FEDLORA_STORE_{name}_FILE": str(path.resolve()) for name, path in named.items() if path is not None
+    }

@@ -299,7 +299,13 @@ async def run_demo(
     # `fedlora view`. The edges keep theirs in memory: the cloud's rounds already hold each edge's
     # progress, and nothing starts an edge again after the demo. `everysec`: a demo may lose the last
     # second of writes if the machine itself goes down, and the hospitals' uploads are not slowed.
-    redis = RedisProcess(run.redis_dir, port=free_port(), appendfsync="everysec", acl=run.store_users())
+    redis = RedisProcess(
+        run.redis_dir,
+        port=free_port(),
+        appendfsync="everysec",
+        acl=run.store_users(),
+        tls=run.store_tls().server,
+    )
     fid = "demo"
     cloud_port = free_port()
     cloud_url = f"http://127.0.0.1:{cloud_port}"

@@ -26,7 +26,9 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
     run.prepare(admin_token=token, kek_hex=kek, cloud_settings={"host": "127.0.0.1", "long_poll_s": 5.0})
     run.redis_dir.mkdir()  # what the redis-server of the new run creates
     users = run.store_users()
-    env = run.cloud_env(port=8799, store_url="redis://127.0.0.1:6390/0")
+    tls = run.store_tls()
+    certificate = tls.server.cert_file.read_bytes()
+    env = run.cloud_env(port=8799, store_url="rediss://127.0.0.1:6390/0")
 
     # Assert: a new run starts from an empty store, the secrets are owner-only, the settings load back.
     assert list(run.redis_dir.iterdir()) == []
@@ -35,6 +37,8 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
         run.kek_file,
         users.service.password_file,
         users.admin.password_file,
+        tls.service.key_file,
+        run.ca_dir / "ca.key",
     ):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     run.check()
@@ -47,7 +51,7 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
     assert settings.admin_token.get_secret_value() == token
     assert (settings.port, settings.store_url, settings.long_poll_s) == (
         8799,
-        "redis://127.0.0.1:6390/0",
+        "rediss://127.0.0.1:6390/0",
         5.0,
     )
     assert load_kek() == bytes.fromhex(kek)
@@ -56,7 +60,10 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
         users.service.name,
         users.service.password,
     )
+    # ... over TLS, showing its own client certificate of the run's CA.
+    assert settings.store_tls() == tls.service
     assert run.store_users() == users  # `fedlora view` gets the same users back
+    assert run.store_tls() == tls and tls.server.cert_file.read_bytes() == certificate  # and the same files
 
 
 def test_check_names_what_a_folder_lacks(tmp_path) -> None:
