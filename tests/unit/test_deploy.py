@@ -24,6 +24,7 @@ import json
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -49,6 +50,8 @@ from client_agent.data.wheels import CACHE_ENV
 from fedlora import bootstrap, store_users
 from fedlora.cli import app as cli_app
 from fedlora.launcher import free_port
+from fedlora.pki import new_authority
+from fedlora.store_certs import instance_tls, issue_store_certificates
 from protocol.messages import FederationSpec
 from services.keys import KEK_ENV, KEK_FILE_ENV, KekError, load_kek
 from services.settings import (
@@ -59,6 +62,7 @@ from services.settings import (
     Secret,
     ServiceSettings,
 )
+from services.store_tls import StoreTLS
 from tests.redis_server import redis_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -527,6 +531,10 @@ def test_k8s_each_tier_runs_on_a_redis_of_its_own():
         role = workload.role
         instance = _instance_folder("STORE", role, workload.env)
         assert secret["stringData"]["users.acl"].startswith(f"<{instance}/{store_users.ACL_FILE}"), acl
+        # ... and its TLS files (rediss:// only), which the tier's client checks and answers with its own.
+        assert {"redis.crt", "redis.key", "ca.crt"} <= set(secret["stringData"]), acl
+        assert urlsplit(str(workload.env[f"{PREFIX}STORE_URL"])).scheme == "rediss", name
+        assert all(workload.env.get(f"{PREFIX}STORE_{f}_FILE") for f in ("CA", "CERT", "KEY")), name
         policies = [
             doc
             for _, doc in k8s_objects()
@@ -745,11 +753,21 @@ def test_compose_services_keep_apart_in_redis():
         if role not in ("cloud", "edge"):
             continue
         url = urlsplit(str(env[f"{PREFIX}STORE_URL"]))
-        assert url.scheme == "redis", f"{name}: a deployment needs Redis"
+        assert url.scheme == "rediss", f"{name}: a deployment needs Redis over TLS (rediss://)"
         instance = _instance_folder(issued, role, env)
         folder, _, file_name = env[f"{PREFIX}STORE_PASSWORD_FILE"].rpartition("/")
         assert _mounts(service)[folder] == f"{instance}/{store_users.SERVICE_DIR}", name
         assert file_name == store_users.PASSWORD_FILE
+        # Its TLS files are its own too, from the same folder: what `fedlora.store_certs` writes there.
+        service_tls = instance_tls(Path(instance)).service
+        for setting, path in (
+            ("CA", service_tls.ca_file),
+            ("CERT", service_tls.cert_file),
+            ("KEY", service_tls.key_file),
+        ):
+            assert path is not None
+            written = path.relative_to(Path(instance) / store_users.SERVICE_DIR).as_posix()
+            assert env[f"{PREFIX}STORE_{setting}_FILE"] == f"{folder}/{written}", name
         assert env[f"{PREFIX}STORE_USERNAME"] == (
             store_users.CLOUD_USER if role == "cloud" else store_users.edge_user(env[f"{PREFIX}EDGE_ID"])
         ), name
@@ -884,17 +902,25 @@ def test_admin_shell_variables_are_the_cli_options():
 
 # -- Redis ---------------------------------------------------------------------------------------------------
 def _start_redis(
-    conf: Path, folder: Path, admin: store_users.StoreUser
+    conf: Path, folder: Path, admin: store_users.StoreUser, admin_tls: StoreTLS
 ) -> tuple[subprocess.Popen[bytes], redis.Redis]:
+    """The configuration's redis-server on a free TLS port (it has no plain one), and a client of its operator
+    over TLS."""
     port = free_port()
     process = subprocess.Popen(
-        [redis_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1"],
+        [redis_binary(), str(conf), "--tls-port", str(port), "--bind", "127.0.0.1"],
         cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     client = redis.Redis(
-        host="127.0.0.1", port=port, username=admin.name, password=admin.password, socket_connect_timeout=0.5
+        host="127.0.0.1",
+        port=port,
+        username=admin.name,
+        password=admin.password,
+        socket_connect_timeout=0.5,
+        ssl=True,
+        **admin_tls.redis_options(),
     )
     deadline = time.monotonic() + 20
     while True:
@@ -911,11 +937,12 @@ def _start_redis(
             time.sleep(0.05)
 
 
-def _localised(text: str, folder: Path, acl_file: Path) -> str:
-    """The configuration with its `dir` and `include` pointing into `folder` and its `aclfile` at `acl_file`
-    (what the containers mount: the instance's ACL file that `fedlora.store_users` writes)."""
+def _localised(text: str, folder: Path, instance: Path) -> str:
+    """The configuration with its `dir` and `include` pointing into `folder` and what the containers mount at
+    /etc/fedlora-store/redis (the instance's ACL file and TLS files that `fedlora.store_users` writes) at the
+    instance's own folder."""
     text = re.sub(r"^dir .*$", f"dir {folder}", text, flags=re.M)
-    text = re.sub(r"^aclfile .*$", f"aclfile {acl_file}", text, flags=re.M)
+    text = text.replace("/etc/fedlora-store/redis/", f"{instance / 'redis'}/")
     return re.sub(r"^include .*/redis\.conf$", f"include {folder}/redis.conf", text, flags=re.M)
 
 
@@ -932,15 +959,20 @@ def redis_configurations() -> dict[str, str]:
 @pytest.mark.parametrize("which", ["compose", "k8s"])
 def test_redis_configuration_loads_with_the_durability_of_redis_conf(which, instance, tmp_path):
     """Each tier's Redis (the cloud's, an edge's) loads the configuration with its own ACL file, which knows
-    its operator and that tier's user only."""
+    its operator and that tier's user only, and serves TLS only: no plain port, and a client certificate of
+    the federation's CA asked of every client (`fedlora.store_certs`' files, as store-users writes them)."""
     issued = store_users.issue_store_users(tmp_path / "store-users", ["edge-north"])
     users = issued.cloud if instance == "cloud" else issued.edges[instance]
+    store = "cloud" if instance == "cloud" else instance
+    files = issue_store_certificates(
+        {store: (users.folder, users.service.name)}, new_authority("test CA"), federation_id="staging"
+    )[store]
     (tmp_path / "redis.conf").write_text(
-        _localised((DEPLOY / "redis.conf").read_text(), tmp_path, users.acl_file)
+        _localised((DEPLOY / "redis.conf").read_text(), tmp_path, users.folder)
     )
     conf = tmp_path / f"{which}.conf"
-    conf.write_text(_localised(redis_configurations()[which], tmp_path, users.acl_file))
-    process, client = _start_redis(conf, tmp_path, users.admin)
+    conf.write_text(_localised(redis_configurations()[which], tmp_path, users.folder))
+    process, client = _start_redis(conf, tmp_path, users.admin, files.admin)
     try:
         settings = {key: client.config_get(key)[key] for key in ("appendonly", "appendfsync", "save")}
         settings["maxmemory-policy"] = client.config_get("maxmemory-policy")["maxmemory-policy"]
@@ -951,10 +983,19 @@ def test_redis_configuration_loads_with_the_durability_of_redis_conf(which, inst
             "save": "",
             "maxmemory-policy": "noeviction",
         }
-        # A connection that has not logged in is refused (a raw socket: redis-py would retry for seconds),
-        # and the tiers' users are the ACL file's.
+        tls = {key: client.config_get(key)[key] for key in ("port", "tls-auth-clients")}
+        assert tls == {"port": "0", "tls-auth-clients": "yes"}, (
+            f"{which}: TLS only, client certificates asked"
+        )
+        # A connection that shows a certificate but has not logged in is refused (a raw socket: redis-py
+        # would retry for seconds), and the tiers' users are the ACL file's.
         port = client.connection_pool.connection_kwargs["port"]
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as stranger:
+        context = ssl.create_default_context(cafile=str(files.service.ca_file))
+        context.load_cert_chain(str(files.service.cert_file), str(files.service.key_file))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as stranger,
+        ):
             stranger.sendall(b"PING\r\n")
             assert stranger.recv(64).startswith(b"-NOAUTH")
         assert set(client.acl_users()) == {"default", store_users.ADMIN_USER, users.service.name}
