@@ -591,8 +591,9 @@ StoreOption = Annotated[
     str | None,
     typer.Option(
         "--store",
-        help="state store: redis://[:password@]host:port/db (survives restarts, shared by replicas) or "
-        "memory:// (lost at exit); default FEDLORA_STORE_URL, else memory://",
+        help="state store: rediss://host:port/db (Redis over TLS, with FEDLORA_STORE_CA_FILE and the client "
+        "certificate's FEDLORA_STORE_CERT_FILE, FEDLORA_STORE_KEY_FILE; survives restarts, shared by replicas), "
+        "redis://host:port/db, or memory:// (lost at exit); default FEDLORA_STORE_URL, else memory://",
     ),
 ]
 PortOption = Annotated[int | None, typer.Option(help="port to listen on; default FEDLORA_PORT")]
