@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from fedlora.pki import load_or_create_authority
+from fedlora.redis_process import RedisProcess
 from fedlora.store_certs import InstanceTLS, instance_tls, issue_store_certificates
 from fedlora.store_users import (
     ACL_FILE,
@@ -67,6 +68,18 @@ class DemoRunFolder:
         """The users of the run's Redis, the cloud's instance (the cloud's, confined to `cloud:` keys, and the
         admin's that stops Redis): issued by the first call of a run, read back by the next ones."""
         return issue_store_users(self.store_users_dir, ()).cloud
+
+    def redis_process(self, *, port: int) -> RedisProcess:
+        """The run's redis-server on `port`: its data in `redis_dir`, its users' ACL file, TLS only with the
+        run's certificates. `everysec`: a demo may lose the last second of writes if the machine itself goes
+        down, and the hospitals' uploads are not slowed."""
+        return RedisProcess(
+            self.redis_dir,
+            port=port,
+            appendfsync="everysec",
+            acl=self.store_users(),
+            tls=self.store_tls().server,
+        )
 
     @property
     def ca_dir(self) -> Path:

@@ -75,13 +75,7 @@ def start_view(folder: Path, *, port: int, timeout_s: float = START_TIMEOUT_S) -
     run = DemoRunFolder(folder)
     run.check()
     _require_free(port)
-    redis = RedisProcess(
-        run.redis_dir,
-        port=free_port(),
-        appendfsync="everysec",
-        acl=run.store_users(),
-        tls=run.store_tls().server,
-    )
+    redis = run.redis_process(port=free_port())
     cluster = Cluster(run.log_dir)
     cloud_url = f"http://127.0.0.1:{port}"
     try:

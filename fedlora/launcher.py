@@ -30,7 +30,7 @@ import numpy as np
 from fedlora.admin_api import ApiError, change_lifecycle, create_federation
 from fedlora.demo_run import DemoRunFolder
 from fedlora.enrolment_tokens import issue_enrolment_token
-from fedlora.redis_process import RedisMissingError, RedisProcess, RedisProcessError, redis_binary
+from fedlora.redis_process import RedisMissingError, RedisProcessError, redis_binary
 from fedlora.specs import federation_spec
 from protocol.messages import (
     FORWARD_BUDGET_S,
@@ -297,15 +297,8 @@ async def run_demo(
     )
     # The cloud's state (rounds, ledger, adapters, evaluations) outlives the run in redis/, for
     # `fedlora view`. The edges keep theirs in memory: the cloud's rounds already hold each edge's
-    # progress, and nothing starts an edge again after the demo. `everysec`: a demo may lose the last
-    # second of writes if the machine itself goes down, and the hospitals' uploads are not slowed.
-    redis = RedisProcess(
-        run.redis_dir,
-        port=free_port(),
-        appendfsync="everysec",
-        acl=run.store_users(),
-        tls=run.store_tls().server,
-    )
+    # progress, and nothing starts an edge again after the demo.
+    redis = run.redis_process(port=free_port())
     fid = "demo"
     cloud_port = free_port()
     cloud_url = f"http://127.0.0.1:{cloud_port}"
