@@ -137,24 +137,28 @@ class ClosedUnreadError(Exception):
 
 
 async def hospital_request(client: httpx.AsyncClient, job: Job, tally: Tally) -> str | None:
-    """Send `job` until the edge answers for good; the reason of a refusal, None for a 202."""
+    """Send `job` until the edge answers for good; the reason of a refusal, None for a 202, "gave up" when
+    the edge kept answering transiently for `RETRY_FOR_S`."""
     retrying = AsyncRetrying(
         stop=stop_after_delay(RETRY_FOR_S),
         wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
         retry=retry_if_exception_type(RetryableAnswerError),
         reraise=True,
     )
-    async for attempt in retrying:
-        with attempt:
-            began = time.monotonic()
-            try:
-                response = await send(client, job, tally)
-            except ClosedUnreadError:
-                return "reset"
-            if response.status_code == 202:
-                tally.latencies_s.append(time.monotonic() - began)
-                return None
-            return reason_of(response)
+    try:
+        async for attempt in retrying:
+            with attempt:
+                began = time.monotonic()
+                try:
+                    response = await send(client, job, tally)
+                except ClosedUnreadError:
+                    return "reset"
+                if response.status_code == 202:
+                    tally.latencies_s.append(time.monotonic() - began)
+                    return None
+                return reason_of(response)
+    except RetryableAnswerError as e:
+        return f"gave up ({e.reason})"
     raise AssertionError("unreachable: tenacity re-raises")  # pragma: no cover
 
 

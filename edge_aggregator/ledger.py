@@ -36,6 +36,7 @@ expire `retain_round_s` seconds later (`EdgeSettings.retain_round_s`, docs/opera
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -138,6 +139,11 @@ class RoundLedger:
         self._eid = edge_id
         self._fid = federation_id
         self._retain_round_s = retain_round_s
+        # One sum-changing transaction at a time in this process: each rewrites a round's one sum and
+        # manifest, so uploads handled together would only make each other start over (WATCH/MULTI), the
+        # work growing with the square of the concurrency until uploads run out of transaction attempts
+        # (503; bench/edge_load.py at 100 connections). Replicas of the edge still race through the store.
+        self._sum_writes = asyncio.Lock()
 
     # -- reads ------------------------------------------------------------------------------------------
     # A plan, closure or outcome that does not read back is read as none, and made again (module docstring).
@@ -242,7 +248,8 @@ class RoundLedger:
             }
 
         keys = [k_sum, k_manifest, k_upload, k_nonce, k_closed]
-        await self._healing(lambda: self._commit(keys, compute, counters=[k_bytes]))
+        async with self._sum_writes:
+            await self._healing(lambda: self._commit(keys, compute, counters=[k_bytes]))
         return counted
 
     async def add_late(self, update: ClientUpdate, *, into: int, fold: Fold) -> int:
@@ -288,7 +295,8 @@ class RoundLedger:
             }
 
         keys = [k_sum, k_manifest, k_upload, k_fresh, *k_earlier, k_nonce, k_closed]
-        await self._healing(lambda: self._commit(keys, compute, counters=[k_bytes]))
+        async with self._sum_writes:
+            await self._healing(lambda: self._commit(keys, compute, counters=[k_bytes]))
         return counted
 
     async def late_buckets(self, round_: int) -> dict[int, dict[str, Contribution]]:
@@ -335,7 +343,8 @@ class RoundLedger:
                 **{k_upload(cid): None for cid in out},
             }
 
-        await self._healing(lambda: self._commit(keys, compute, counters=[k_dropped]))
+        async with self._sum_writes:
+            await self._healing(lambda: self._commit(keys, compute, counters=[k_dropped]))
         return taken
 
     async def carry(self, round_: int, *, origin: int, into: int, resum: Resum) -> bool:
