@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium fuse faketime soak demo view test test-fast lint format typecheck bench experiments clean
+.PHONY: install redis-server chromium fuse faketime soak edge-load demo view test test-fast lint format typecheck bench experiments clean
 
 install: $(STAMP)
 
@@ -73,6 +73,10 @@ test-fast: install redis-server fuse
 # The soak test at its full length (`make test` runs it at 30 rounds).
 soak: install redis-server faketime
 	FEDLORA_SOAK_ROUNDS=300 $(PY) -m pytest -q -s tests/e2e/test_soak.py
+
+# One edge under 1,000 hospitals' uploads with faults, against real processes (docs/operations.md).
+edge-load: install redis-server
+	$(PY) bench/edge_load.py
 
 lint: install
 	$(VENV)/bin/lint-imports --no-cache

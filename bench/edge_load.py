@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 import numpy as np
 from edge_load_world import (
+    CHEAPEST_CKKS,
     FID,
     KINDS,
     MAX_BODY_BYTES,
@@ -369,8 +370,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     result |= {
         "hospitals": args.hospitals,
         "connections": args.connections,
-        "scheme": "CKKS N=4096, coeff_mod_bit_sizes (60, 49)",
-        "upload_bytes": len(jobs[0].body),
+        "scheme": f"CKKS N={CHEAPEST_CKKS.poly_modulus_degree}, "
+        f"coeff_mod_bit_sizes {CHEAPEST_CKKS.coeff_mod_bit_sizes}",
+        "upload_bytes": max(len(j.body) for j in jobs if j.kind == "upload"),
         "enrol_s": round(enrol_s, 2),
         "acknowledged": len(tally.acknowledged),
         "load_s": round(load_s, 2),
