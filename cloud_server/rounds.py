@@ -69,7 +69,7 @@ from protocol.privacy_planning import first_round_overspend
 from protocol.secagg import SecAggError, residues_from_bytes
 from services import keyspace
 from services.clock import TimeSource
-from services.errors import ForbiddenError, InvalidRequestError
+from services.errors import FederationEndedError, ForbiddenError, InvalidRequestError
 from services.identity import IdentityError, verify
 from services.store import StateStore, Updates
 from services.stored_records import StoredRecordError, parse_record, read_record, report
@@ -309,17 +309,35 @@ class RoundService:
                 code=ErrorCode.BAD_SIGNATURE,
                 field="signature",
             ) from e
-        key = keyspace.fed_round_aggregates(fid, round_)
-        existing = await self._store.hget(key, edge_id)
-        if existing is not None:
-            return await self._repeated(fid, round_, _mark(existing), agg), False
-        # The sum may have been taken and have expired since (retention): its mark is kept for good, so a
-        # retried forward whose answer was lost is known as the same sum, in a stopped federation too.
-        forwards_key = keyspace.fed_round_forwards(fid, round_)
-        held = read_forwards(await self._store.get(forwards_key), key=forwards_key).get(edge_id)
+        held = await self._forwarded(fid, round_, edge_id)
         if held is not None:
             return await self._repeated(fid, round_, held, agg), False
+        try:
+            return await self._check_and_store(fid, round_, agg, edge_id=edge_id)
+        except (ConflictError, FederationEndedError):
+            # Another request of the edge (a retry, another replica of it forwarding the same sum) may have
+            # been stored since the check above, and have closed the round: this one then finds its hospitals
+            # counted or the round over. Answered as a repeat, so that the edge does not take them out of the
+            # sum the cloud holds, or carry that sum on.
+            held = await self._forwarded(fid, round_, edge_id)
+            if held is None:
+                raise
+            return await self._repeated(fid, round_, held, agg), False
 
+    async def _forwarded(self, fid: str, round_: int, edge_id: str) -> ForwardMark | None:
+        """The mark of the sum `edge_id` forwarded for the round, if the cloud holds or held one. The sum may
+        have been taken and have expired since (retention): its mark is kept for good, so a retried forward
+        whose answer was lost is known as the same sum, in a stopped federation too."""
+        existing = await self._store.hget(keyspace.fed_round_aggregates(fid, round_), edge_id)
+        if existing is not None:
+            return _mark(existing)
+        forwards_key = keyspace.fed_round_forwards(fid, round_)
+        return read_forwards(await self._store.get(forwards_key), key=forwards_key).get(edge_id)
+
+    async def _check_and_store(
+        self, fid: str, round_: int, agg: EdgeAggregate, *, edge_id: str
+    ) -> tuple[RoundStatus, bool]:
+        """Check a sum the edge has not forwarded before against the round, then store it once."""
         record = await self._federations.require_running(fid)
         self._check_round(fid, record, round_)
         if (await self._stored_status(fid, round_)).state in FINAL_ROUND_STATES:
@@ -364,7 +382,7 @@ class RoundService:
         now = await self._clock()
         if not await self._store_once(fid, agg, pack_aggregate(agg, received_at=now), digests):
             # Another request of the same edge stored its aggregate between our check and here.
-            stored = await self._store.hget(key, edge_id)
+            stored = await self._store.hget(keyspace.fed_round_aggregates(fid, round_), edge_id)
             return await self._repeated(fid, round_, _mark(stored or b""), agg), False
         log.info(
             "edge aggregate accepted",

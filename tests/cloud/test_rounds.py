@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
-from protocol.messages import ClientInfo, ErrorCode, FederationInfo, RoundPlan, RoundState
+from cloud_server.federations import FederationService
+from cloud_server.rounds import RoundService
+from protocol.messages import (
+    ClientInfo,
+    ErrorCode,
+    FederationInfo,
+    RoundPlan,
+    RoundState,
+    RoundStatus,
+)
 from services.identity import SigningKey
 from tests.cloud.harness import LAYOUT_SIZE, Federation, bearer, running_cloud, small_spec, weighted_mean
 
@@ -107,6 +118,53 @@ async def test_the_same_aggregate_twice_counts_once_and_another_body_is_a_duplic
         assert np.max(np.abs(await cloud.vector(fed.fid, 1) - expected)) < CKKS_TOLERANCE
         late_retry = await fed.post(cloud.http, aggregate)
         assert late_retry.status_code == 200 and late_retry.json()["state"] == "closed"
+
+
+@pytest.mark.parametrize(
+    ("owner", "checked_in", "edge_2_too"),
+    [(RoundService, "_check_not_counted", False), (FederationService, "require_running", True)],
+)
+async def test_the_same_aggregate_from_two_replicas_at_once_is_taken_once_and_both_are_answered(
+    monkeypatch: pytest.MonkeyPatch, owner: type, checked_in: str, edge_2_too: bool
+) -> None:
+    """Property: an edge's sum forwarded again (a retry, or another replica of the edge sending the
+    byte-identical aggregate) is taken once, and every copy is answered with the round's status, however the
+    requests interleave; never 409.
+
+    Two replicas of edge-1 forward the same aggregate at once: the second's check that the edge holds no sum
+    yet runs before the first's store, the rest of its checks after it (and, with `edge_2_too`, after edge-2's
+    sum closed the round). It found its own hospitals counted (409 `duplicate_upload` naming them) or the
+    round over (409 `round_closed`), and the edge, told so, took the hospitals out of its sum or carried it
+    into the next round: the round it had delivered then read 0 uploads (tests/e2e/test_faults.py,
+    `test_two_replicas_of_one_edge_share_one_sum`, failed about 1 run in 3)."""
+    rng = np.random.default_rng(7)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng)
+        aggregate = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
+        other_edge = await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"])
+        real_check = getattr(owner, checked_in)
+        meanwhile: list[httpx.Response] = []
+        hooked = []
+
+        async def other_replica_first(*args: Any) -> Any:
+            if not hooked:  # once: the other replica's own request goes straight through
+                hooked.append(checked_in)
+                meanwhile.append(await fed.post(cloud.http, aggregate))
+                if edge_2_too:
+                    meanwhile.append(await fed.post(cloud.http, other_edge))
+            return await real_check(*args)
+
+        monkeypatch.setattr(owner, checked_in, other_replica_first)
+        second = await fed.post(cloud.http, aggregate)
+        status = await cloud.status(fed.fid, 0)
+
+    assert [r.status_code for r in meanwhile] == [202] * len(meanwhile), [r.text for r in meanwhile]
+    assert second.status_code == 200, second.text
+    assert RoundStatus.model_validate_json(second.content).clients_contributed == status.clients_contributed
+    assert status.clients_contributed == (4 if edge_2_too else 2), status
+    assert status.state is (RoundState.CLOSED if edge_2_too else RoundState.COLLECTING), status
 
 
 async def test_a_sum_of_fewer_than_k_clients_is_refused_and_the_round_stays_open() -> None:
