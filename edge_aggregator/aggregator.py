@@ -634,10 +634,15 @@ class EdgeAggregator:
         plan = plan or await self._ledger.plan(round_)
         outcome = await self._ledger.outcome(round_)
         delivered = outcome if outcome is not None and outcome.status is ForwardStatus.DELIVERED else None
+        accepted = len(await self._ledger.manifest(round_))
+        if not accepted and outcome is not None and outcome.status is not ForwardStatus.CARRIED:
+            # Once the forward has an outcome the manifest is final, and it expires `retain_round_s` later
+            # (the outcome is kept `EDGE_ROUND_TTL_S`): its count is what the outcome recorded.
+            accepted = outcome.count
         return EdgeProgress(
             edge_id=self.config.edge_id,
             expected_clients=len(self.expected_clients(plan)) if plan is not None else 0,
-            uploads_accepted=len(await self._ledger.manifest(round_)),
+            uploads_accepted=accepted,
             uploads_refused=await self._ledger.refused(round_),
             forwarded=delivered is not None,
             bytes_received=await self._ledger.bytes_received(round_),

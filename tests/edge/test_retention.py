@@ -81,6 +81,27 @@ async def test_an_acknowledged_round_is_kept_for_the_retention_window_only(
         assert WINDOW_S < (await store.ttl_s(key) or 0) <= keyspace.NONCE_TTL_S
 
 
+async def test_a_round_s_progress_still_counts_its_uploads_after_its_sum_and_manifest_expired(
+    make_world: Callable[..., World],
+) -> None:
+    """Property: an operator reading `GET /federations/{fid}/rounds/{n}` at the edge after round n was
+    forwarded reads the uploads it took, also once the retention window removed its sum and manifest (the
+    forward's outcome, which records the count, is kept `EDGE_ROUND_TTL_S`); it read 0 with `forwarded: true`."""
+    world = make_world(clients=2, k=2)
+    async with running_edge(world) as edge:
+        await into_round_one(world, edge)  # round 0 forwarded with hosp-a and hosp-b, acknowledged
+        give_up = asyncio.get_running_loop().time() + POLL_S
+        while not (before := await edge.progress(0))["forwarded"]:  # the outcome is written after the answer
+            assert asyncio.get_running_loop().time() < give_up, "round 0's outcome was never recorded"
+            await asyncio.sleep(0.002)
+        # What the retention window's expiry removes.
+        await world.store.delete(keyspace.edge_sum(EID, FID, 0), keyspace.edge_manifest(EID, FID, 0))
+        after = await edge.progress(0)
+
+    assert before["uploads_accepted"] == 2, before
+    assert after == before
+
+
 async def test_the_edge_memory_gauge_grows_when_a_big_value_is_stored(
     make_world: Callable[..., World],
 ) -> None:
