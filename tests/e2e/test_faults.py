@@ -247,7 +247,14 @@ def test_two_replicas_of_one_edge_share_one_sum(cluster, tmp_path, tiny_model_di
     _assert_global(fed, status, ["h-a", "h-b", "h-c", "h-d"])
     assert [(e.edge_id, e.uploads_accepted, e.forwarded) for e in status.edges] == [("edge-1", 4, True)]
     for replica in replicas:
-        progress = poll(lambda r=replica: edge_progress(r), timeout_s=30, what=replica.name, cluster=cluster)
-        assert progress["uploads_accepted"] == 4 and progress["forwarded"] is True
+        # The cloud closed the round in the request that stored the sum; the edge records the forward's
+        # outcome once it reads the answer, a moment later.
+        progress = poll(
+            lambda r=replica: (p := edge_progress(r)) is not None and p["forwarded"] and p,
+            timeout_s=30,
+            what=f"{replica.name} to record round 0 forwarded",
+            cluster=cluster,
+        )
+        assert progress["uploads_accepted"] == 4, progress
     # Both replicas may have sent the (byte-identical) aggregate; the cloud stored it once.
     assert _messages(cloud.log_lines()).count("edge aggregate accepted") == 1
