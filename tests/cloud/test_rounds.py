@@ -14,6 +14,7 @@ from cloud_server.federations import FederationService
 from cloud_server.rounds import RoundService
 from protocol.messages import (
     ClientInfo,
+    EdgeAggregate,
     ErrorCode,
     FederationInfo,
     RoundPlan,
@@ -21,7 +22,15 @@ from protocol.messages import (
     RoundStatus,
 )
 from services.identity import SigningKey
-from tests.cloud.harness import LAYOUT_SIZE, Federation, bearer, running_cloud, small_spec, weighted_mean
+from tests.cloud.harness import (
+    LAYOUT_SIZE,
+    Cloud,
+    Federation,
+    bearer,
+    running_cloud,
+    small_spec,
+    weighted_mean,
+)
 
 pytestmark = pytest.mark.anyio
 CKKS_TOLERANCE = 1e-6
@@ -93,13 +102,19 @@ async def test_a_full_round_sets_the_global_adapter_to_the_weighted_mean_of_the_
         assert [(v["version"], v["round"]) for v in versions] == [(0, None), (1, 0)]
 
 
+async def started_with_edge_1_sum(
+    cloud: Cloud, rng: np.random.Generator
+) -> tuple[Federation, dict[str, dict[str, np.ndarray]], EdgeAggregate]:
+    """A started `small_spec` federation, its deltas per edge, and edge-1's aggregate of round 0 (not sent)."""
+    fed = await Federation.create(cloud.http, small_spec())
+    await fed.start(cloud.http)
+    deltas = fed.deltas(rng)
+    return fed, deltas, await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
+
+
 async def test_the_same_aggregate_twice_counts_once_and_another_body_is_a_duplicate() -> None:
-    rng = np.random.default_rng(2)
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec())
-        await fed.start(cloud.http)
-        deltas = fed.deltas(rng)
-        aggregate = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
+        fed, deltas, aggregate = await started_with_edge_1_sum(cloud, np.random.default_rng(2))
 
         assert (await fed.post(cloud.http, aggregate)).status_code == 202
         repeat = await fed.post(cloud.http, aggregate)
@@ -137,12 +152,8 @@ async def test_the_same_aggregate_from_two_replicas_at_once_is_taken_once_and_bo
     round over (409 `round_closed`), and the edge, told so, took the hospitals out of its sum or carried it
     into the next round: the round it had delivered then read 0 uploads (tests/e2e/test_faults.py,
     `test_two_replicas_of_one_edge_share_one_sum`, failed about 1 run in 3)."""
-    rng = np.random.default_rng(7)
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, small_spec())
-        await fed.start(cloud.http)
-        deltas = fed.deltas(rng)
-        aggregate = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
+        fed, deltas, aggregate = await started_with_edge_1_sum(cloud, np.random.default_rng(7))
         other_edge = await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"])
         real_check = getattr(owner, checked_in)
         meanwhile: list[httpx.Response] = []
