@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from client_agent.data import Dataset, Share, hospital_share, load_file
 from client_agent.deid import Deidentifier
 from client_agent.errors import (
     AgentError,
+    InsecurePeerError,
     LocalBudgetExhaustedError,
     PinMismatchError,
     PlanRefusedError,
@@ -97,6 +99,7 @@ from services.identity import SigningKey
 from services.metrics import ClientMetrics
 from services.secret_files import write_secret
 from services.settings import ClientSettings
+from services.tls import TLSSettingsError, client_context
 
 log = logging.getLogger("client_agent")
 
@@ -599,12 +602,12 @@ class ClientAgent:
         `SpecRefusedError` (an `AgentError`) when this hospital's policy refuses the federation."""
         for line in self.policy.warnings():
             log.warning(line)
-        cloud_url = self.policy.check_peer_url(self.settings.cloud_url, field="cloud_url")
+        cloud_url = self._checked_url(self.settings.cloud_url, field="cloud_url")
         dataset = load_hospital_data(self.settings)
         texts, counts = Deidentifier().deidentify_many(dataset.texts)
         clean = dataclasses.replace(dataset, texts=list(texts))
         log.info("data ready", extra={"data": {"examples": len(texts), "deidentified": dict(counts)}})
-        cloud = Peer(cloud_url, give_up_after_s=3600.0)
+        cloud = Peer(cloud_url, give_up_after_s=3600.0, verify=self._tls_context())
         uploads = 0
         try:
             session = await self._join(cloud, clean)
@@ -634,6 +637,31 @@ class ClientAgent:
             await cloud.close()
         return uploads
 
+    def _checked_url(self, url: str | None, *, field: str) -> str:
+        """`url` if this hospital may call it (`HospitalPolicy.check_peer_url`), and, when https, with the
+        federation's CA to verify the server against: a man in the middle with a certificate from any other CA
+        (a public one included) cannot stand in for the cloud and swap the HE public key."""
+        checked = self.policy.check_peer_url(url, field=field)
+        if checked.startswith("https:") and self.settings.tls_ca_file is None:
+            raise InsecurePeerError(
+                f"{field} = {checked!r} is https but tls_ca_file is not set: set FEDLORA_TLS_CA_FILE to the "
+                "federation's ca.crt, handed out with the enrolment token",
+                field="tls_ca_file",
+                value=None,
+                limit="the federation's CA certificate",
+            )
+        return checked
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        try:
+            return client_context(
+                ca_file=self.settings.tls_ca_file,
+                cert_file=self.settings.tls_cert_file,
+                key_file=self.settings.tls_key_file,
+            )
+        except TLSSettingsError as e:
+            raise AgentError(str(e)) from e
+
     async def _join(self, cloud: Peer, data: Dataset) -> _Session:
         """Enrol (releasing the noisy count), check the federation against this hospital's policy and pin
         its keys, and reach the edge: what every round then needs."""
@@ -641,12 +669,12 @@ class ClientAgent:
         spec, scheme = await self.federation(cloud, len(data))
         if self.settings.data_file is not None:
             data = labelled_for(data, spec)
-        edge_url = self.policy.check_peer_url(self.settings.edge_url or self.state.edge_url, field="edge_url")
+        edge_url = self._checked_url(self.settings.edge_url or self.state.edge_url, field="edge_url")
         return _Session(
             spec=spec,
             scheme=scheme,
             cloud=cloud,
-            edge=Peer(edge_url, give_up_after_s=600.0),
+            edge=Peer(edge_url, give_up_after_s=600.0, verify=self._tls_context()),
             data=data,
             released=self.public_count(len(data)),
         )

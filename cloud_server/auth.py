@@ -7,6 +7,12 @@
   (`cloud_server.enrolment_tokens.admit`) in the transaction that spends it; a re-enrolment carries none.
 
 A missing, unknown or revoked token is 401 `unauthenticated`; a valid token of the wrong role is 403.
+
+Mutual TLS: a cloud that serves TLS (`tls_cert_file`) takes an edge's token, and an edge's enrolment, only
+over a connection whose client certificate (verified against the federation's CA in the handshake) names
+that very edge, `fedlora://<fid>/edge/<edge id>` (`require_edge_certificate`): an edge token stolen
+without the edge's certificate key is useless. Without one: 401 `client_certificate_required`; a
+certificate naming another party: 403 `client_certificate_mismatch`.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud_server.deps import ContextDep
 from cloud_server.errors import UnauthenticatedError
-from protocol.messages import Role
+from protocol.messages import ErrorCode, Role
 from services.errors import ForbiddenError
 from services.identity import token_digest, tokens_equal
+from services.settings import CloudSettings
+from services.tls import party_uri, peer_uris
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -73,11 +81,33 @@ async def principal(request: Request, token: TokenDep, context: ContextDep) -> P
     if fid is not None:
         record = await context.enrolment.token_subject(fid, token_digest(token))
         if record is not None:
+            if record.role is Role.EDGE:
+                require_edge_certificate(request, context.settings, fid, record.subject)
             return Principal(record.role, record.subject)
     raise UnauthenticatedError("unknown or revoked token")
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+def require_edge_certificate(request: Request, settings: CloudSettings, fid: str, edge_id: str) -> None:
+    """Refuse an edge's request unless its connection presented a CA-verified certificate naming
+    `edge_id` in `fid` (a cloud serving plain http, `allow_plain_http`, has no certificates to check)."""
+    if settings.tls_cert_file is None:
+        return
+    expected = party_uri(fid, Role.EDGE.value, edge_id)
+    uris = peer_uris(request.scope)
+    if uris is None:
+        raise UnauthenticatedError(
+            f"edge {edge_id!r} must present its client certificate ({expected}) on this connection",
+            code=ErrorCode.CLIENT_CERTIFICATE_REQUIRED,
+        )
+    if expected not in uris:
+        raise ForbiddenError(
+            f"the connection's client certificate names {uris}, not edge {edge_id!r}",
+            code=ErrorCode.CLIENT_CERTIFICATE_MISMATCH,
+            detail={"expected": expected},
+        )
 
 
 def _allow(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:

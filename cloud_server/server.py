@@ -1,4 +1,5 @@
-"""`python -m cloud_server`: settings from the environment, JSON logs, one uvicorn worker."""
+"""`python -m cloud_server`: settings from the environment, JSON logs, one uvicorn worker, over TLS
+(`services.tls.server_options`) unless `allow_plain_http`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import uvicorn
 from cloud_server.app import create_app
 from services.logs import configure
 from services.settings import CloudSettings, describe
+from services.tls import server_options
 
 
 def run() -> None:
@@ -17,6 +19,16 @@ def run() -> None:
     settings = CloudSettings()  # type: ignore[call-arg]  # admin_token comes from FEDLORA_ADMIN_TOKEN
     log = configure("cloud", level=settings.log_level, json_lines=settings.log_json)
     log.info("starting", extra={"data": describe(settings)})
+    tls = server_options(
+        cert_file=settings.tls_cert_file,
+        key_file=settings.tls_key_file,
+        ca_file=settings.tls_ca_file,
+        allow_plain_http=settings.allow_plain_http,
+    )
+    if not tls:
+        log.warning(
+            "UNSAFE: FEDLORA_ALLOW_PLAIN_HTTP is on: serving plain http, edges are not authenticated by certificate"
+        )
     # One worker: the long-poll wake-ups and the layout cache live in this process (the store is shared).
     uvicorn.run(
         create_app(settings),
@@ -25,4 +37,5 @@ def run() -> None:
         workers=1,
         log_config=None,
         access_log=False,
+        **tls,
     )

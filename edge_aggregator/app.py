@@ -22,6 +22,7 @@ from services.metrics import EdgeMetrics, HttpMetrics, routes_named
 from services.openapi import document_unreadable_bodies
 from services.settings import EdgeSettings, describe
 from services.store import StateStore, open_store
+from services.tls import check_peer_url, client_context, server_options
 
 log = logging.getLogger("edge_aggregator")
 
@@ -59,7 +60,19 @@ def create_app(
             # Fewer attempts per call than Peer's default: every caller here tries again on its own
             # (start-up, the plan loop, the next tick), and a failure shows in the log and /healthz sooner.
             the_link = HttpCloudLink(
-                settings.cloud_url,
+                check_peer_url(
+                    settings.cloud_url,
+                    field="cloud_url",
+                    ca_file=settings.tls_ca_file,
+                    allow_plain_http=settings.allow_plain_http,
+                ),
+                # The cloud verified against the federation's CA, and this edge's certificate presented:
+                # the cloud binds the edge's API token to it (mutual TLS).
+                verify=client_context(
+                    ca_file=settings.tls_ca_file,
+                    cert_file=settings.tls_cert_file,
+                    key_file=settings.tls_key_file,
+                ),
                 federation_id=settings.federation_id,
                 enrolment_token=(
                     settings.enrolment_token.get_secret_value()
@@ -128,4 +141,12 @@ def run(settings: EdgeSettings | None = None) -> None:
     settings = settings or EdgeSettings()  # type: ignore[call-arg]  # pydantic-settings reads the environment
     logs.configure("edge_aggregator", level=settings.log_level, json_lines=settings.log_json)
     log.info("starting edge aggregator", extra={"data": describe(settings)})
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    tls = server_options(
+        cert_file=settings.tls_cert_file,
+        key_file=settings.tls_key_file,
+        ca_file=settings.tls_ca_file,
+        allow_plain_http=settings.allow_plain_http,
+    )
+    if not tls:
+        log.warning("UNSAFE: FEDLORA_ALLOW_PLAIN_HTTP is on: serving plain http")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, **tls)

@@ -7,6 +7,7 @@ embedded setups can give the edge any other implementation.
 from __future__ import annotations
 
 import logging
+import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -113,6 +114,7 @@ class HttpCloudLink(CloudLink):
         federation_id: str,
         enrolment_token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | None = None,
         attempts: int = 8,
         give_up_after_s: float = 300.0,
         tokens: TokenShelf | None = None,
@@ -124,7 +126,11 @@ class HttpCloudLink(CloudLink):
         self._enrolment_token = enrolment_token
         self._enrolment: tuple[EdgeEnrolment, SigningKey] | None = None
         self._peer = Peer(
-            cloud_url.rstrip("/"), attempts=attempts, give_up_after_s=give_up_after_s, transport=transport
+            cloud_url.rstrip("/"),
+            attempts=attempts,
+            give_up_after_s=give_up_after_s,
+            transport=transport,
+            verify=verify,
         )
 
     async def enrol(self, enrolment: EdgeEnrolment, key: SigningKey) -> Enrolled:

@@ -25,13 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from services.secret_files import write_secret
+from services.tls import party_uri
 
 CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
 #: How long a party's certificate is valid unless the caller says otherwise; rotate well before.
 DEFAULT_PARTY_DAYS = 90
 DEFAULT_CA_DAYS = 3650
-_URI_SCHEME = "fedlora"
 
 
 class CertificateError(ValueError):
@@ -74,11 +74,6 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def party_uri(federation_id: str, role: str, party_id: str) -> str:
-    """The URI a party's certificate carries: `fedlora://<federation>/<role>/<id>`."""
-    return f"{_URI_SCHEME}://{federation_id}/{role}/{party_id}"
 
 
 def new_authority(name: str, *, days: int = DEFAULT_CA_DAYS) -> Authority:

@@ -185,6 +185,12 @@ class ErrorCode(StrEnum):
     # 409: a record the service stored does not read back (altered in the store, or written before a bound
     # existed); it was copied to a quarantine key and logged (detail: `key`)
     STORED_RECORD_CORRUPT = "stored_record_corrupt"
+    # 401: an edge's call (or enrolment) to a cloud that serves TLS came over a connection without a client
+    # certificate verified against the federation's CA
+    CLIENT_CERTIFICATE_REQUIRED = "client_certificate_required"
+    # 403: the connection's client certificate does not name the edge (`fedlora://<fid>/edge/<edge id>`)
+    # whose token or enrolment the request carries (detail: `expected`)
+    CLIENT_CERTIFICATE_MISMATCH = "client_certificate_mismatch"
     INTERNAL = "internal"
 
 

@@ -6,6 +6,7 @@ is the peer saying no; it raises `PeerRefusedError` at once with the peer's mach
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,10 +74,17 @@ class Peer:
         give_up_after_s: float = 300.0,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
+        """`verify`: the TLS context for an https peer (`services.tls.client_context`: the federation's CA,
+        and this party's client certificate); None only for plain http peers."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(
-            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=verify if verify is not None else True,
         )
         self._attempts = attempts
         self._max_wait_s = max_wait_s

@@ -87,6 +87,26 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     max_body_bytes: int = Field(default=600 * 1024 * 1024, ge=1024)
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="the federation's CA certificate (`ca.crt`): the only CA this service verifies its peers "
+        "against (servers it calls, and the client certificates presented to it)",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="this party's certificate (`fedlora pki issue`): what it serves with and presents as a "
+        "client (an edge to the cloud)",
+    )
+    tls_key_file: Path | None = Field(default=None, description="the key of tls_cert_file (0600)")
+
+    @model_validator(mode="after")
+    def _tls_pair_complete(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "tls_cert_file and tls_key_file go together: set both or neither, got "
+                f"tls_cert_file={self.tls_cert_file!r}, tls_key_file={self.tls_key_file!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _store_login_complete(self) -> Self:
@@ -141,7 +161,17 @@ class ServiceSettings(BaseSettings):
         return tuple(sources)
 
 
-class CloudSettings(ServiceSettings):
+class ServerSettings(ServiceSettings):
+    """A service that serves HTTP: over TLS (`tls_cert_file`) unless the operator says otherwise."""
+
+    allow_plain_http: bool = Field(
+        default=False,
+        description="UNSAFE: serve (and call peers over) plain http; only behind a TLS-terminating proxy on "
+        "the same host, or in tests. Without it a service with no tls_cert_file refuses to start",
+    )
+
+
+class CloudSettings(ServerSettings):
     port: int = Field(default=8700, ge=1, le=65535)
     admin_token: Secret
     admin_token_previous: Secret | None = Field(
@@ -189,7 +219,7 @@ class CloudSettings(ServiceSettings):
     )
 
 
-class EdgeSettings(ServiceSettings):
+class EdgeSettings(ServerSettings):
     port: int = Field(default=8710, ge=1, le=65535)
     edge_id: Identifier
     federation_id: Identifier

@@ -2,10 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
-from cloud_server.auth import AdminDep, AdminOrEdgeDep, MemberDep, OptionalTokenDep, Principal
-from cloud_server.deps import EdgeClocksDep, EnrolmentDep, EnrolmentTokensDep
+from cloud_server.auth import (
+    AdminDep,
+    AdminOrEdgeDep,
+    MemberDep,
+    OptionalTokenDep,
+    Principal,
+    require_edge_certificate,
+)
+from cloud_server.deps import ContextDep, EdgeClocksDep, EnrolmentDep, EnrolmentTokensDep
 from cloud_server.routes import errors
 from protocol.messages import (
     ClientEnrolment,
@@ -88,18 +95,26 @@ async def enrolment_challenge(fid: str, tokens: EnrolmentTokensDep) -> Enrolment
     summary="Enrol an edge (its enrolment token; a re-enrolment needs only the proof)",
     responses={
         200: {"description": "already enrolled with this key: a fresh token", "model": Enrolled},
-        **errors(401, 404, 409, 410, 422),
+        **errors(401, 403, 404, 409, 410, 422),
     },
 )
 async def enrol_edge(
-    fid: str, body: EdgeEnrolment, token: OptionalTokenDep, enrolment: EnrolmentDep, response: Response
+    fid: str,
+    body: EdgeEnrolment,
+    token: OptionalTokenDep,
+    enrolment: EnrolmentDep,
+    response: Response,
+    request: Request,
+    context: ContextDep,
 ) -> Enrolled:
     """A new edge brings the enrolment token issued for its id (`Authorization: Bearer`), and every
     enrolment a signature of a challenge's nonce by the key it enrols (401 `bad_signature`). Registers the
     edge's URL and Ed25519 public key (every aggregate it forwards must be signed with it) and returns its API
     token once; the cloud keeps only the token's digest. Again with the same key: a fresh API token, nothing
     else changed (another URL is 409 `edge_url_changed`). The same edge id with another key is 409; past
-    `max_edges` 409 `federation_full`."""
+    `max_edges` 409 `federation_full`. A cloud serving TLS enrols an edge only over a connection whose client
+    certificate names it (401 `client_certificate_required`, 403 `client_certificate_mismatch`)."""
+    require_edge_certificate(request, context.settings, fid, body.edge_id)
     enrolled, created = await enrolment.enrol_edge(fid, body, token)
     response.status_code = 201 if created else 200
     return enrolled

@@ -12,13 +12,13 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from services.tls import party_uri
 from fedlora.pki import (
     CertificateError,
     issue,
     load_authority,
     load_or_create_authority,
     new_authority,
-    party_uri,
     save_issued,
 )
 
