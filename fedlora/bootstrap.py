@@ -14,7 +14,8 @@ re-enrols with its key alone), and fails when the federation exists with another
 
 `python -m fedlora.bootstrap` (the image's `bootstrap` entrypoint), settings from `FEDLORA_*`:
 `FEDLORA_CLOUD_URL`, `FEDLORA_ADMIN_TOKEN`, `FEDLORA_SPEC_FILE`, `FEDLORA_OUT_DIR`, `FEDLORA_EDGES` and
-`FEDLORA_CLIENTS` (JSON lists of ids).
+`FEDLORA_CLIENTS` (JSON lists of ids), `FEDLORA_TLS_CA_FILE` (the federation's CA, for an https cloud).
+The parties' certificates are issued before the cloud starts, by `fedlora.pki_setup` into the same folders.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from fedlora.specs import SpecError, load_spec
 from protocol.messages import FederationCreated, FederationInfo, Identifier, Role
 from services.secret_files import write_secret
 from services.settings import Secret
+from services.tls import TLSSettingsError, verify_for
 
 log = logging.getLogger("fedlora.bootstrap")
 
@@ -68,6 +70,11 @@ class BootstrapSettings(BaseSettings):
     )
     wait_s: float = Field(
         default=300.0, gt=0, le=3600, description="how long to wait for the cloud's /readyz"
+    )
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="the federation's ca.crt (`fedlora.pki_setup`): an https cloud is verified against it "
+        "only, so that a man in the middle cannot answer in its place",
     )
 
 
@@ -154,8 +161,16 @@ async def bootstrap(
         if not os.access(folder, os.W_OK):
             raise BootstrapError(f"cannot write to {folder}")
     headers = {"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+    try:
+        verify = verify_for(settings.cloud_url, ca_file=settings.tls_ca_file)
+    except TLSSettingsError as e:
+        raise BootstrapError(str(e)) from e
     async with httpx.AsyncClient(
-        base_url=settings.cloud_url.rstrip("/"), headers=headers, transport=transport, timeout=120.0
+        base_url=settings.cloud_url.rstrip("/"),
+        headers=headers,
+        transport=transport,
+        timeout=120.0,
+        verify=verify,
     ) as http:
         await _wait_ready(http, settings.wait_s)
         response = await http.post("/federations", json=spec.model_dump(mode="json"))

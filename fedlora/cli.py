@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fedlora.cli_admin import admin_app
 from fedlora.cli_kek import kek_app
+from fedlora.cli_pki import pki_app
 from fedlora.cloud_access import DEFAULT_CLOUD, CaFileOption, CloudOption, TokenFileOption, TokenOption
 from fedlora.status_view import privacy_tables
 
@@ -38,6 +39,7 @@ spec_app = typer.Typer(
 app.add_typer(spec_app, name="spec")
 app.add_typer(admin_app, name="admin")
 app.add_typer(kek_app, name="kek")
+app.add_typer(pki_app, name="pki")
 console = Console()
 
 

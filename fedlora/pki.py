@@ -118,8 +118,10 @@ def issue(
     party_id: str,
     hosts: tuple[str, ...] = (),
     days: int = DEFAULT_PARTY_DAYS,
+    now: dt.datetime | None = None,
 ) -> Issued:
-    """A certificate for one party, signed by `authority`. `hosts` are the DNS names and IP addresses it is
+    """A certificate for one party, signed by `authority`, valid from `now` (the current time unless
+    given: a test issues an expired one) for `days`. `hosts` are the DNS names and IP addresses it is
     reached under (a server); a party that is only ever a client passes none."""
     if days < 1:
         raise CertificateError(f"days must be at least 1, got {days}")
@@ -130,7 +132,7 @@ def issue(
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
-    now = _now()
+    now = now or _now()
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"fedlora {federation_id}"),

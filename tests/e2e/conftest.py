@@ -1,10 +1,17 @@
-"""Real processes on loopback: the cloud and edges started with `python -m`, a tiny model on disk."""
+"""Real processes on loopback: the cloud and edges started with `python -m`, a tiny model on disk.
 
+Plain http (`FEDLORA_ALLOW_PLAIN_HTTP`) unless a test passes `tls=` (the session's `federation_ca`): then
+every hop is https against the federation's CA, and each edge presents its own certificate to the cloud.
+"""
+
+import datetime as dt
 import os
 import secrets
 import shutil
 import signal
+import ssl
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,6 +21,8 @@ from transformers import BertConfig, BertModel
 
 from client_agent.model import default_model_path
 from fedlora.launcher import Cluster, Process, free_port
+from fedlora.pki import Authority, issue, new_authority, save_issued
+from services.tls import client_context
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -48,9 +57,77 @@ def poll(predicate, *, timeout_s: float, what: str, cluster: Cluster | None = No
         time.sleep(interval_s)
 
 
-def healthy(url: str) -> bool:
+@dataclass(frozen=True)
+class PartyFiles:
+    """A party's certificate, key and the CA it trusts, as `fedlora.pki.save_issued` wrote them."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FEDLORA_TLS_CERT_FILE": str(self.cert_file),
+            "FEDLORA_TLS_KEY_FILE": str(self.key_file),
+            "FEDLORA_TLS_CA_FILE": str(self.ca_file),
+        }
+
+    def context(self, *, present: bool = False) -> ssl.SSLContext:
+        """Verifies servers against this party's CA; presents this party's certificate when `present`."""
+        context = client_context(
+            ca_file=self.ca_file,
+            cert_file=self.cert_file if present else None,
+            key_file=self.key_file if present else None,
+        )
+        assert context is not None
+        return context
+
+
+class FederationCA:
+    """A CA for the e2e tests (one per session: key generation is cheap, but one is enough) and the parties
+    it issued, each in its own folder."""
+
+    def __init__(
+        self, folder: Path, federation_id: str = "fed-e2e", authority: Authority | None = None
+    ) -> None:
+        self.folder = folder
+        self.federation_id = federation_id
+        self.authority = authority or new_authority(f"fedlora {federation_id} CA")
+
+    def party(
+        self,
+        role: str,
+        party_id: str,
+        *,
+        days: int = 1,
+        now: dt.datetime | None = None,
+        name: str | None = None,
+    ) -> PartyFiles:
+        """A fresh certificate for `party_id` (reachable at 127.0.0.1 and localhost), valid from `now`."""
+        issued = issue(
+            self.authority,
+            federation_id=self.federation_id,
+            role=role,
+            party_id=party_id,
+            hosts=("127.0.0.1", "localhost"),
+            days=days,
+            now=now,
+        )
+        folder = self.folder / (name or f"{role}-{party_id}-{secrets.token_hex(4)}")
+        cert, key = save_issued(issued, folder, "tls", ca_certificate_pem=self.authority.certificate_pem)
+        return PartyFiles(cert, key, folder / "ca.crt")
+
+
+@pytest.fixture(scope="session")
+def federation_ca(tmp_path_factory) -> FederationCA:
+    from tests.e2e.helpers import FID
+
+    return FederationCA(tmp_path_factory.mktemp("pki"), FID)
+
+
+def healthy(url: str, verify: ssl.SSLContext | bool = True) -> bool:
     try:
-        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=2, verify=verify).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -65,7 +142,16 @@ def cluster(tmp_path):
 class Service:
     """One service process of the cluster that a test may `kill` (SIGKILL) and `restart` with the same env."""
 
-    def __init__(self, cluster: Cluster, name: str, module: str, env: dict[str, str], url: str) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        name: str,
+        module: str,
+        env: dict[str, str],
+        url: str,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        self.verify = verify  # what a caller verifies this service with (the CA's context over TLS)
         self.cluster = cluster
         self.name = name
         self.module = module
@@ -76,7 +162,7 @@ class Service:
 
     def _start(self, name: str) -> Process:
         process = self.cluster.start(name, self.module, self.env)
-        poll(lambda: healthy(self.url), timeout_s=60, what=name, cluster=self.cluster)
+        poll(lambda: healthy(self.url, self.verify), timeout_s=60, what=name, cluster=self.cluster)
         return process
 
     def kill(self) -> None:
@@ -108,9 +194,11 @@ class CloudProcess(Service):
         extra_env: dict[str, str] | None = None,
         *,
         store_url: str = "memory://",
+        tls: PartyFiles | None = None,
     ):
         self.admin_token = secrets.token_urlsafe(32)
         self.port = free_port()
+        self.tls = tls
         env = {
             "FEDLORA_ADMIN_TOKEN": self.admin_token,
             "FEDLORA_KEK": secrets.token_hex(32),
@@ -119,11 +207,16 @@ class CloudProcess(Service):
             "FEDLORA_MODEL_PATH": str(model_dir),
             "FEDLORA_DEADLINE_CHECK_S": "0.2",
             "FEDLORA_LOG_JSON": "true",
+            **(tls.env() if tls else {"FEDLORA_ALLOW_PLAIN_HTTP": "true"}),
             **(extra_env or {}),
         }
-        super().__init__(cluster, "cloud", "cloud_server", env, f"http://127.0.0.1:{self.port}")
+        scheme, verify = ("https", tls.context()) if tls else ("http", True)
+        super().__init__(cluster, "cloud", "cloud_server", env, f"{scheme}://127.0.0.1:{self.port}", verify)
         self.admin = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=30
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=30,
+            verify=verify,
         )
 
 
@@ -153,10 +246,12 @@ class EdgeProcess(Service):
         cloud_url: str | None = None,
         name: str | None = None,
         env: dict[str, str] | None = None,
+        tls: PartyFiles | None = None,
     ):
         self.port = free_port()
         self.edge_id = edge_id
-        url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         settings = {
             "FEDLORA_EDGE_ID": edge_id,
             "FEDLORA_FEDERATION_ID": fid,
@@ -167,8 +262,10 @@ class EdgeProcess(Service):
             "FEDLORA_PORT": str(self.port),
             "FEDLORA_STORE_URL": store_url,
             "FEDLORA_DEADLINE_CHECK_S": "0.2",
+            **(tls.env() if tls else {"FEDLORA_ALLOW_PLAIN_HTTP": "true"}),
         } | (env or {})
-        super().__init__(cluster, name or edge_id, "edge_aggregator", settings, url)
+        verify = tls.context() if tls else True
+        super().__init__(cluster, name or edge_id, "edge_aggregator", settings, url, verify)
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

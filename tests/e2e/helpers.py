@@ -5,6 +5,7 @@ computed here independently of the services (the weighted mean of the contribute
 from __future__ import annotations
 
 import secrets
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +57,9 @@ def enrol(cloud, client_id, edge_id, key: SigningKey | None = None) -> tuple[Sig
     challenge."""
     key = key or SigningKey.generate()
     token = issue_enrolment_token(cloud, FID, "client", client_id)
-    challenge = httpx.post(f"{cloud.url}/federations/{FID}/enrolment-challenges", timeout=30)
+    challenge = httpx.post(
+        f"{cloud.url}/federations/{FID}/enrolment-challenges", timeout=30, verify=cloud.verify
+    )
     assert challenge.status_code == 201, challenge.text
     body = ClientEnrolment(
         client_id=client_id, edge_id=edge_id, public_key=key.public_bytes, num_examples=10
@@ -66,6 +69,7 @@ def enrol(cloud, client_id, edge_id, key: SigningKey | None = None) -> tuple[Sig
         content=body.model_dump_json(),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         timeout=30,
+        verify=cloud.verify,
     )
     assert response.status_code == 201, response.text
     return key, Enrolled.model_validate_json(response.content)
@@ -89,7 +93,9 @@ def signed_update(key, client_id, plan, scheme, vector, nonce: str | None = None
     return unsigned.signed(key.sign)
 
 
-def post_upload(edge_url, update_or_body, *, round_=0) -> httpx.Response:
+def post_upload(
+    edge_url, update_or_body, *, round_=0, verify: ssl.SSLContext | bool = True
+) -> httpx.Response:
     content = (
         update_or_body if isinstance(update_or_body, bytes) else update_or_body.model_dump_json().encode()
     )
@@ -98,6 +104,7 @@ def post_upload(edge_url, update_or_body, *, round_=0) -> httpx.Response:
         content=content,
         headers={"Content-Type": "application/json"},
         timeout=30,
+        verify=verify,
     )
 
 
@@ -122,7 +129,7 @@ def adapter_vector(cloud: CloudProcess, version: int) -> np.ndarray:
 def edge_progress(edge: EdgeProcess, round_: int = 0) -> dict[str, Any] | None:
     """The edge's view of the round, or None while it cannot say (starting, unreachable)."""
     try:
-        response = httpx.get(f"{edge.url}/federations/{FID}/rounds/{round_}", timeout=10)
+        response = httpx.get(f"{edge.url}/federations/{FID}/rounds/{round_}", timeout=10, verify=edge.verify)
     except httpx.TransportError:
         return None
     return response.json() if response.status_code == 200 else None
@@ -130,7 +137,7 @@ def edge_progress(edge: EdgeProcess, round_: int = 0) -> dict[str, Any] | None:
 
 def edge_health(edge: EdgeProcess) -> dict[str, Any]:
     try:
-        response = httpx.get(f"{edge.url}/healthz", timeout=10)
+        response = httpx.get(f"{edge.url}/healthz", timeout=10, verify=edge.verify)
     except httpx.TransportError:
         return {}
     return response.json() if response.status_code == 200 else {}
@@ -167,7 +174,7 @@ class Federation:
         return self._updates[client_id]
 
     def upload(self, client_id: str, edge: EdgeProcess) -> httpx.Response:
-        return post_upload(edge.url, self.update(client_id))
+        return post_upload(edge.url, self.update(client_id), verify=edge.verify)
 
     def upload_accepted(self, client_id: str, edge: EdgeProcess) -> None:
         response = self.upload(client_id, edge)
