@@ -111,7 +111,9 @@ def test_a_man_in_the_middle_with_another_cas_certificate_is_refused(
 ):
     """A server holding a certificate for the cloud's very name and address, from any CA but the
     federation's: every client verifying against the federation's CA refuses it before sending a token."""
-    impostor = FederationCA(tmp_path / "mitm", FID, new_authority("fedlora fed-e2e CA")).party("cloud", "cloud")
+    impostor = FederationCA(tmp_path / "mitm", FID, new_authority("fedlora fed-e2e CA")).party(
+        "cloud", "cloud"
+    )
     cloud = CloudProcess(cluster, tmp_path, tiny_model_dir, tls=impostor)
     federation = federation_ca.party("client", "h-a")
 
