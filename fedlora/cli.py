@@ -553,7 +553,8 @@ def view(
         # soft_wrap: a line too long for the terminal still copies and pastes as one command
         console.print(f"dashboard: {running.dashboard_url} (admin token in {token_file})", soft_wrap=True)
         console.print(
-            f'status:    fedlora status --cloud {running.cloud_url} --token "$(cat {token_file})"',
+            f"status:    fedlora status --cloud {running.cloud_url} --ca-file {running.run.party(None).ca_file} "
+            f'--token "$(cat {token_file})"',
             soft_wrap=True,
         )
         console.print(

@@ -5,11 +5,13 @@
       store-users/  its ACL users (`fedlora.store_users`): the cloud's Redis instance (`cloud/`: the ACL file,
                     the cloud's and the admin's passwords, and each one's TLS certificate: Redis serves
                     `rediss://` only, `fedlora.store_certs`); the edges run in memory and have none
-      ca/           the run's certificate authority (`fedlora.pki`), which signs those certificates
+      ca/           the run's certificate authority (`fedlora.pki`), which signs those certificates and the
+                    parties' below
       admin-token   the admin token (owner-only)
       kek           the key-encryption key that seals the federation's HE secret, hex (owner-only)
       cloud.yaml    the cloud's other settings (read through FEDLORA_CONFIG); the port and the store's
                     address are chosen at each start, because the ports of the demo may be taken since
+      tls/          each party's certificate and key: cloud/, edge/<id>/, client/<id>/ (every hop is https)
       logs/ state/ adapter/ report.json   (the launcher's)
 
 `fedlora demo` writes it (`prepare`) and starts its cloud with `cloud_env`; `fedlora view` starts the
@@ -27,6 +29,7 @@ import yaml
 
 from fedlora.pki import load_or_create_authority
 from fedlora.redis_process import RedisProcess
+from fedlora.pki_setup import PartyCertificate, PkiSettings, issue_certificates, party_certificate
 from fedlora.store_certs import InstanceTLS, instance_tls, issue_store_certificates
 from fedlora.store_users import (
     ACL_FILE,
@@ -37,6 +40,7 @@ from fedlora.store_users import (
     cloud_folder,
     issue_store_users,
 )
+from protocol.messages import Role
 from services.keys import KEK_FILE_ENV
 from services.secret_files import write_secret
 from services.settings import CONFIG_ENV
@@ -110,12 +114,34 @@ class DemoRunFolder:
     def log_dir(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    def issue_certificates(self, *, federation_id: str, edges: list[str], clients: list[str]) -> None:
+        """A certificate for the cloud, each edge and each hospital, all on loopback, from the run's CA (the
+        one that signs its Redis' certificates)."""
+        loopback = ("127.0.0.1", "localhost")
+        settings = PkiSettings(
+            ca_dir=self.ca_dir,
+            out_dir=self.tls_dir,
+            federation_id=federation_id,
+            cloud_hosts=loopback,
+            edges=dict.fromkeys(edges, loopback),
+            clients=tuple(clients),
+        )
+        issue_certificates(settings)
+
+    def party(self, role: Role | None, party_id: str = "cloud") -> PartyCertificate:
+        """A party's certificate files (`role` None: the cloud's)."""
+        return party_certificate(self.tls_dir, role, party_id)
+
     def prepare(self, *, admin_token: str, kek_hex: str, cloud_settings: dict[str, Any]) -> None:
         """A new run: an empty store (the previous run's is removed), fresh secrets, the cloud's settings."""
         self.root.mkdir(parents=True, exist_ok=True)
         # A new run is a new federation: the previous run's store and its edges' keys and hospitals' state
         # (API tokens, privacy histories) belong to the old one.
-        for folder in (self.redis_dir, self.store_users_dir, self.root / "state"):
+        for folder in (self.redis_dir, self.store_users_dir, self.root / "state", self.tls_dir):
             if folder.exists():
                 shutil.rmtree(folder)
         write_secret(self.admin_token_file, admin_token)
@@ -134,6 +160,7 @@ class DemoRunFolder:
                 self.admin_token_file,
                 self.kek_file,
                 self.settings_file,
+                self.party(None).cert_file,
             )
             if not p.exists()
         ]
@@ -144,8 +171,9 @@ class DemoRunFolder:
             )
 
     def cloud_env(self, *, port: int, store_url: str) -> dict[str, str]:
-        """The cloud's environment: the settings file, the secrets from their files, port and store."""
-        return {
+        """The cloud's environment: the settings file, the secrets from their files, port and store, and its
+        certificate."""
+        return self.party(None).env() | {
             CONFIG_ENV: str(self.settings_file.resolve()),
             "FEDLORA_ADMIN_TOKEN": self.admin_token_file.read_text().strip(),
             KEK_FILE_ENV: str(self.kek_file.resolve()),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from fedlora.demo_run import DemoRunFolder
 from fedlora.launcher import Cluster, LaunchError, Process, free_port
 from fedlora.redis_process import RedisProcess, RedisProcessError
 from protocol.messages import FederationInfo, FederationState
+from services.tls import client_context
 
 START_TIMEOUT_S = 120.0
 SUPERVISE_EVERY_S = 1.0
@@ -40,7 +42,10 @@ class RunningView:
     def federations(self) -> list[FederationInfo]:
         token = self.run.admin_token_file.read_text().strip()
         response = httpx.get(
-            f"{self.cloud_url}/federations", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            f"{self.cloud_url}/federations",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+            verify=_verify(self.run),
         )
         response.raise_for_status()
         return [FederationInfo.model_validate(f) for f in response.json()]
@@ -77,7 +82,7 @@ def start_view(folder: Path, *, port: int, timeout_s: float = START_TIMEOUT_S) -
     _require_free(port)
     redis = run.redis_process(port=free_port())
     cluster = Cluster(run.log_dir)
-    cloud_url = f"http://127.0.0.1:{port}"
+    cloud_url = f"https://127.0.0.1:{port}"
     try:
         try:
             redis.start()
@@ -85,7 +90,7 @@ def start_view(folder: Path, *, port: int, timeout_s: float = START_TIMEOUT_S) -
             raise LaunchError(str(e)) from e
         cloud = cluster.start("view-cloud", "cloud_server", run.cloud_env(port=port, store_url=redis.url))
         deadline = time.monotonic() + timeout_s
-        while not _healthy(cloud_url):
+        while not _healthy(cloud_url, _verify(run)):
             cluster.check()
             if not cloud.alive():
                 raise LaunchError(f"the cloud exited:\n{cloud.tail()}")
@@ -107,8 +112,15 @@ def _require_free(port: int) -> None:
             raise LaunchError(f"port {port} is in use on 127.0.0.1; pass --port with a free one") from e
 
 
-def _healthy(url: str) -> bool:
+def _verify(run: DemoRunFolder) -> ssl.SSLContext:
+    """The run's CA: the cloud's certificate is verified against it."""
+    context = client_context(ca_file=run.party(None).ca_file)
+    assert context is not None  # a CA file was given
+    return context
+
+
+def _healthy(url: str, verify: ssl.SSLContext) -> bool:
     try:
-        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=2, verify=verify).status_code == 200
     except httpx.TransportError:
         return False

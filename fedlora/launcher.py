@@ -46,6 +46,7 @@ from protocol.messages import (
     Strategy,
 )
 from protocol.strategies import strategy_class
+from services.tls import verify_for
 
 T = TypeVar("T")
 
@@ -300,8 +301,12 @@ async def run_demo(
     # progress, and nothing starts an edge again after the demo.
     redis = run.redis_process(port=free_port())
     fid = "demo"
+    edge_ids = [f"edge-{e + 1}" for e in range(config.edges)]
+    client_ids = [f"hospital-{chr(ord('a') + h)}" for h in range(config.hospitals)]
+    # Every hop on TLS: the run's own CA and a certificate per party, as `fedlora pki init` issues them.
+    run.issue_certificates(federation_id=fid, edges=edge_ids, clients=client_ids)
     cloud_port = free_port()
-    cloud_url = f"http://127.0.0.1:{cloud_port}"
+    cloud_url = f"https://127.0.0.1:{cloud_port}"
     cluster = Cluster(out / "logs")
     started = time.monotonic()
     summary: dict[str, Any] = {"phase": "starting Redis and the cloud"}
@@ -319,7 +324,10 @@ async def run_demo(
             raise LaunchError(str(error)) from error
         cluster.start("cloud", "cloud_server", run.cloud_env(port=cloud_port, store_url=redis.url))
         admin = httpx.AsyncClient(
-            base_url=cloud_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60
+            base_url=cloud_url,
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=60,
+            verify=verify_for(cloud_url, ca_file=run.party(None).ca_file),
         )
 
         async def healthy(client: httpx.AsyncClient) -> bool:
@@ -338,10 +346,9 @@ async def run_demo(
         summary["phase"] = "starting the edges"
         show()
         edge_urls: dict[str, str] = {}
-        for e in range(config.edges):
-            edge_id = f"edge-{e + 1}"
+        for edge_id in edge_ids:
             port = free_port()
-            edge_urls[edge_id] = f"http://127.0.0.1:{port}"
+            edge_urls[edge_id] = f"https://127.0.0.1:{port}"
             cluster.start(
                 edge_id,
                 "edge_aggregator",
@@ -354,6 +361,7 @@ async def run_demo(
                     "FEDLORA_KEY_FILE": str(out / "state" / f"{edge_id}.key"),
                     "FEDLORA_PORT": str(port),
                     "FEDLORA_STORE_URL": "memory://",
+                    **run.party(Role.EDGE, edge_id).env(),
                 },
             )
 
@@ -370,8 +378,7 @@ async def run_demo(
 
         summary["phase"] = "starting the hospitals (load data, de-identify, enrol)"
         show()
-        for h in range(config.hospitals):
-            client_id = f"hospital-{chr(ord('a') + h)}"
+        for h, client_id in enumerate(client_ids):
             cluster.start(
                 client_id,
                 "client_agent",
@@ -388,6 +395,7 @@ async def run_demo(
                     "FEDLORA_THREADS": "1",
                     **({"FEDLORA_MODEL_PATH": str(config.model_path)} if config.model_path else {}),
                     **config.hospital_opt_ins(),
+                    **run.party(Role.CLIENT, client_id).env(),
                 },
             )
         await wait_until(

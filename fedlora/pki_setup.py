@@ -73,15 +73,32 @@ class PartyCertificate:
     def ca_file(self) -> Path:
         return self.folder / CA_CERT_FILE
 
+    def env(self) -> dict[str, str]:
+        """The party's `FEDLORA_TLS_*` settings."""
+        return {
+            "FEDLORA_TLS_CERT_FILE": str(self.cert_file.resolve()),
+            "FEDLORA_TLS_KEY_FILE": str(self.key_file.resolve()),
+            "FEDLORA_TLS_CA_FILE": str(self.ca_file.resolve()),
+        }
+
+
+def party_certificate(out_dir: Path, role: Role | None, party_id: str) -> PartyCertificate:
+    """Where the certificate of `party_id` (`role` None: the cloud) lives below `out_dir`."""
+    if role is None:
+        return PartyCertificate(None, party_id, out_dir / CLOUD_DIR)
+    return PartyCertificate(
+        role, party_id, out_dir / (EDGE_DIR if role is Role.EDGE else CLIENT_DIR) / party_id
+    )
+
 
 def parties(settings: PkiSettings) -> dict[PartyCertificate, tuple[str, ...]]:
     """Every party's certificate folder and the host names its certificate names."""
     out = settings.out_dir
-    folders = {PartyCertificate(None, "cloud", out / CLOUD_DIR): settings.cloud_hosts}
+    folders = {party_certificate(out, None, "cloud"): settings.cloud_hosts}
     for edge_id, hosts in settings.edges.items():
-        folders[PartyCertificate(Role.EDGE, edge_id, out / EDGE_DIR / edge_id)] = hosts or (edge_id,)
+        folders[party_certificate(out, Role.EDGE, edge_id)] = hosts or (edge_id,)
     for client_id in settings.clients:
-        folders[PartyCertificate(Role.CLIENT, client_id, out / CLIENT_DIR / client_id)] = ()
+        folders[party_certificate(out, Role.CLIENT, client_id)] = ()
     return folders
 
 

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from fedlora.launcher import DemoConfig, free_port, run_demo
+from services.tls import client_context
 from tests.e2e.conftest import healthy, poll
 
 pytestmark = pytest.mark.slow
@@ -74,7 +75,11 @@ def test_view_serves_the_rounds_of_a_finished_demo(tmp_path, tiny_model_dir) -> 
         assert stat.S_IMODE((out / secret).stat().st_mode) == 0o600, secret
 
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"  # the demo's cloud serves TLS, with the run's own CA
+    ca_file = out / "tls" / "cloud" / "ca.crt"
+    assert stat.S_IMODE((out / "pki" / "ca.key").stat().st_mode) == 0o600
+    verify = client_context(ca_file=ca_file)
+    assert verify is not None
     token = (out / "admin-token").read_text()
     admin = {"Authorization": f"Bearer {token}"}
     env = {**os.environ, "COLUMNS": "200"}
@@ -84,20 +89,20 @@ def test_view_serves_the_rounds_of_a_finished_demo(tmp_path, tiny_model_dir) -> 
             cli("view", str(out), "--port", str(port)), stdout=handle, stderr=subprocess.STDOUT, env=env
         )
     try:
-        poll(lambda: view.poll() is not None or healthy(url), timeout_s=120, what="the view's cloud")
+        poll(lambda: view.poll() is not None or healthy(url, verify), timeout_s=120, what="the view's cloud")
         assert view.poll() is None, output.read_text()
         assert len(redis_pids(out / "redis")) == 1
 
         # The same closed rounds as at the end of the demo: the deadline check moved nothing on.
-        rounds = httpx.get(f"{url}/federations/demo/rounds", headers=admin, timeout=30)
+        rounds = httpx.get(f"{url}/federations/demo/rounds", headers=admin, timeout=30, verify=verify)
         assert rounds.status_code == 200, rounds.text
         assert rounds.json() == closed
-        assert httpx.get(f"{url}/federations/demo/rounds", timeout=30).status_code == 401
-        info = httpx.get(f"{url}/federations/demo", headers=admin, timeout=30).json()
+        assert httpx.get(f"{url}/federations/demo/rounds", timeout=30, verify=verify).status_code == 401
+        info = httpx.get(f"{url}/federations/demo", headers=admin, timeout=30, verify=verify).json()
         assert info["state"] == "completed" and info["adapter_version"] == 2
 
         status = subprocess.run(
-            cli("status", "--cloud", url, "--token", token),
+            cli("status", "--cloud", url, "--ca-file", str(ca_file), "--token", token),
             capture_output=True,
             text=True,
             env=env,
@@ -145,6 +150,8 @@ def test_view_serves_the_rounds_of_a_finished_demo(tmp_path, tiny_model_dir) -> 
             os.kill(pid, signal.SIGKILL)
     printed = output.read_text()
     assert f"dashboard: {url}/dashboard (admin token in {out / 'admin-token'})" in printed
-    assert f'fedlora status --cloud {url} --token "$(cat {out / "admin-token"})"' in printed
+    assert (
+        f'fedlora status --cloud {url} --ca-file {ca_file} --token "$(cat {out / "admin-token"})"' in printed
+    )
     assert redis_pids(out / "redis") == []
-    assert not healthy(url)
+    assert not healthy(url, verify)

@@ -25,6 +25,7 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
     # Execute
     run.prepare(admin_token=token, kek_hex=kek, cloud_settings={"host": "127.0.0.1", "long_poll_s": 5.0})
     run.redis_dir.mkdir()  # what the redis-server of the new run creates
+    run.issue_certificates(federation_id="demo", edges=["edge-1"], clients=["hospital-a"])
     users = run.store_users()
     tls = run.store_tls()
     certificate = tls.server.cert_file.read_bytes()
@@ -39,6 +40,7 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
         users.admin.password_file,
         tls.service.key_file,
         run.ca_dir / "ca.key",
+        run.party(None).key_file,
     ):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     run.check()
@@ -64,6 +66,12 @@ def test_prepare_keeps_secrets_owner_only_and_the_cloud_env_loads(tmp_path, monk
     assert settings.store_tls() == tls.service
     assert run.store_users() == users  # `fedlora view` gets the same users back
     assert run.store_tls() == tls and tls.server.cert_file.read_bytes() == certificate  # and the same files
+    # The cloud serves TLS with the run's certificate; the CA's key is in no party's folder.
+    assert (settings.tls_cert_file, settings.tls_ca_file) == (
+        run.party(None).cert_file.resolve(),
+        run.party(None).ca_file.resolve(),
+    )
+    assert not list(run.tls_dir.rglob("ca.key"))
 
 
 def test_check_names_what_a_folder_lacks(tmp_path) -> None:

@@ -12,7 +12,6 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from services.tls import party_uri
 from fedlora.pki import (
     CertificateError,
     issue,
@@ -21,6 +20,7 @@ from fedlora.pki import (
     new_authority,
     save_issued,
 )
+from services.tls import party_uri
 
 
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, host: str) -> dict[str, object] | None:
