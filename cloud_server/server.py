@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import uvicorn
 
 from cloud_server.app import create_app
 from services.logs import configure
 from services.settings import CloudSettings, describe
-from services.tls import server_options
+from services.tls import TLSSettingsError, server_options
 
 
 def run() -> None:
@@ -19,12 +20,15 @@ def run() -> None:
     settings = CloudSettings()  # type: ignore[call-arg]  # admin_token comes from FEDLORA_ADMIN_TOKEN
     log = configure("cloud", level=settings.log_level, json_lines=settings.log_json)
     log.info("starting", extra={"data": describe(settings)})
-    tls = server_options(
-        cert_file=settings.tls_cert_file,
-        key_file=settings.tls_key_file,
-        ca_file=settings.tls_ca_file,
-        allow_plain_http=settings.allow_plain_http,
-    )
+    try:
+        tls = server_options(
+            cert_file=settings.tls_cert_file,
+            key_file=settings.tls_key_file,
+            ca_file=settings.tls_ca_file,
+            allow_plain_http=settings.allow_plain_http,
+        )
+    except TLSSettingsError as e:
+        sys.exit(f"cloud settings: {e}")
     if not tls:
         log.warning(
             "UNSAFE: FEDLORA_ALLOW_PLAIN_HTTP is on: serving plain http, edges are not authenticated by certificate"
