@@ -5,6 +5,7 @@
 #   edge       python -m edge_aggregator   (port FEDLORA_PORT, default 8710)
 #   client     python -m client_agent      (a hospital's agent; serves nothing)
 #   bootstrap  python -m fedlora.bootstrap (one-shot: create the federation, issue each party its enrolment token)
+#   pki        python -m fedlora.pki_setup (one-shot, before the cloud: the CA once, each party's TLS certificate)
 #   store-users python -m fedlora.store_users (one-shot, before Redis: its ACL file, one user per tier)
 # Anything else runs as given, e.g. `fedlora status` or `fedlora spec validate /etc/fedlora/federation.yaml`.
 set -eu
@@ -15,9 +16,10 @@ case "$role" in
   edge) module=edge_aggregator ;;
   client) module=client_agent ;;
   bootstrap) module=fedlora.bootstrap ;;
+  pki) module=fedlora.pki_setup ;;
   store-users) module=fedlora.store_users ;;
   "")
-    echo "usage: cloud | edge | client | bootstrap | store-users | COMMAND [ARGS...]" >&2
+    echo "usage: cloud | edge | client | bootstrap | pki | store-users | COMMAND [ARGS...]" >&2
     exit 64
     ;;
   *) exec "$@" ;;

@@ -3,7 +3,8 @@ into that party's own folder, before any service starts (a service refuses to se
 
 Layout under `out_dir` (the bootstrap's, so that a party's certificate sits next to its enrolment token):
 `cloud/tls.crt`, `edge/<edge id>/tls.crt`, `client/<client id>/tls.crt`, each with its `tls.key` (0600)
-and a copy of the CA's `ca.crt`. The CA's own key stays in `ca_dir` (0600), which no service mounts.
+and a copy of the CA's `ca.crt`, and `ca/ca.crt` alone (for the admin's CLI and the bootstrap, which verify
+the cloud and hold no certificate). The CA's own key stays in `ca_dir` (0600), which no service mounts.
 
 Run again, it keeps every certificate on disk and issues only the missing ones; `renew` reissues them all
 from the same CA (certificate rotation, docs/operations.md).
@@ -35,6 +36,7 @@ from protocol.messages import Identifier, Role
 CLOUD_DIR = "cloud"
 EDGE_DIR = "edge"  # the bootstrap's folders (fedlora.bootstrap), so a party mounts one folder
 CLIENT_DIR = "client"
+PUBLIC_DIR = "ca"  # the CA's certificate alone, for the admin's CLI and the bootstrap
 TLS_NAME = "tls"  # tls.crt, tls.key
 
 
@@ -106,6 +108,9 @@ def issue_certificates(settings: PkiSettings, *, renew: bool = False) -> list[Pa
     """Create the CA in `ca_dir` when it has none, and issue every party without a certificate (every
     party with `renew`). Returns the parties issued."""
     authority = load_or_create_authority(settings.ca_dir, f"fedlora {settings.federation_id} CA")
+    public = settings.out_dir / PUBLIC_DIR
+    public.mkdir(parents=True, exist_ok=True)
+    (public / CA_CERT_FILE).write_bytes(authority.certificate_pem)
     issued = []
     for party, hosts in parties(settings).items():
         if party.cert_file.exists() and party.key_file.exists() and not renew:

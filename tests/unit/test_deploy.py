@@ -47,7 +47,7 @@ from pydantic import SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
 from client_agent.data.wheels import CACHE_ENV
-from fedlora import bootstrap, store_users
+from fedlora import bootstrap, pki_setup, store_users
 from fedlora.cli import app as cli_app
 from fedlora.launcher import free_port
 from fedlora.pki import new_authority
@@ -77,6 +77,7 @@ ROLE_SETTINGS: dict[str, type[BaseSettings]] = {
     "edge": EdgeSettings,
     "client": ClientSettings,
     "bootstrap": bootstrap.BootstrapSettings,
+    "pki": pki_setup.PkiSettings,
     "store-users": store_users.StoreUsersSettings,
 }
 #: Variables a service reads outside its settings class: the KEK (services/keys.py), the optional YAML
@@ -86,6 +87,7 @@ EXTRA_VARIABLES: dict[str, set[str]] = {
     "edge": {CONFIG_ENV},
     "client": {CONFIG_ENV, CACHE_ENV},
     "bootstrap": set(),
+    "pki": set(),
     "store-users": set(),
 }
 
@@ -131,6 +133,7 @@ def test_entrypoint_roles_are_the_tiers():
         "edge": "edge_aggregator",
         "client": "client_agent",
         "bootstrap": "fedlora.bootstrap",
+        "pki": "fedlora.pki_setup",
         "store-users": "fedlora.store_users",
     }
 
@@ -708,7 +711,7 @@ def test_compose_health_checks_and_start_order():
         if role in ("cloud", "edge"):
             port = int(service["environment"][f"{PREFIX}PORT"])
             test = " ".join(service["healthcheck"]["test"])
-            assert f"http://127.0.0.1:{port}/readyz" in test, name
+            assert f"https://127.0.0.1:{port}/readyz" in test, name
             own_redis = urlsplit(service["environment"][f"{PREFIX}STORE_URL"]).hostname
             assert service["depends_on"][own_redis]["condition"] == "service_healthy", name
         if role == "edge":
@@ -722,6 +725,7 @@ def test_compose_health_checks_and_start_order():
             )
             assert service["depends_on"][edge]["condition"] == "service_healthy", name
     assert services["bootstrap"]["depends_on"]["cloud"]["condition"] == "service_healthy"
+    assert services["cloud"]["depends_on"]["pki"]["condition"] == "service_completed_successfully"
 
 
 def _instance_folder(issued: str, role: str, env: dict[str, Any]) -> str:
@@ -881,6 +885,32 @@ def test_every_deployed_hospital_accepts_the_spec_files_federation_and_its_peers
         policy = HospitalPolicy(**values)
         policy.check_spec(spec, num_examples=1000)
         policy.check_peer_url(workload.env[f"{PREFIX}CLOUD_URL"], field="cloud_url")
+
+
+def test_every_hop_is_tls_and_no_service_holds_the_ca_key():
+    """Compose and Kubernetes: every cloud and edge serves TLS (a certificate, its key and the federation's
+    CA), every URL a party calls is https with the CA to verify it, nobody opts into plain http, and the
+    CA's key is mounted only into the one-shot pki step."""
+    tls = {f"{PREFIX}TLS_CERT_FILE", f"{PREFIX}TLS_KEY_FILE", f"{PREFIX}TLS_CA_FILE"}
+    for workload in all_workloads():
+        env = workload.env
+        if workload.role in ("cloud", "edge", "client"):
+            assert tls <= set(env), f"{workload.where}: no TLS certificate ({sorted(tls - set(env))})"
+        for variable in ("CLOUD_URL", "PUBLIC_URL", "EDGE_URL"):
+            url = env.get(f"{PREFIX}{variable}")
+            if url is not None:
+                assert url.startswith("https://"), f"{workload.where}: {variable}={url} is not https"
+                assert f"{PREFIX}TLS_CA_FILE" in env, f"{workload.where}: https without the federation's CA"
+        for unsafe in ("ALLOW_PLAIN_HTTP", "ALLOW_INSECURE_HTTP"):
+            assert f"{PREFIX}{unsafe}" not in env, f"{workload.where}: {unsafe}"
+    services = fedlora_services()
+    ca_dir = services["pki"]["environment"][f"{PREFIX}CA_DIR"]
+    ca_volume = _mounts(services["pki"])[ca_dir]
+    holders = [name for name, service in services.items() if ca_volume in _mounts(service).values()]
+    assert holders == ["pki"], f"the CA key volume {ca_volume} is mounted into {holders}"
+    for _, doc in k8s_objects():
+        if doc["kind"] == "Secret":
+            assert "ca.key" not in doc.get("stringData", {}), doc["metadata"]["name"]
 
 
 def test_image_environment_is_settings():
