@@ -66,3 +66,30 @@ def issue_one(
         raise typer.Exit(1) from e
     cert, _ = save_issued(issued, out, TLS_NAME, ca_certificate_pem=authority.certificate_pem)
     print(cert)
+
+
+@pki_app.command("show")
+def show(certificate: Annotated[Path, typer.Argument(help="a tls.crt")]) -> None:
+    """Whom a certificate names, who issued it, and the days it has left (rotate well before 0)."""
+    from cryptography import x509
+
+    from fedlora.pki import days_left
+
+    try:
+        pem = certificate.read_bytes()
+        cert = x509.load_pem_x509_certificate(pem)
+    except (OSError, ValueError) as e:
+        console.print(f"[red]{certificate} cannot be read as a PEM certificate: {e}[/red]")
+        raise typer.Exit(1) from e
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+        hosts = [str(n) for n in names.get_values_for_type(x509.DNSName)] + [
+            str(a) for a in names.get_values_for_type(x509.IPAddress)
+        ]
+    except x509.ExtensionNotFound:
+        uris, hosts = [], []
+    print(f"party:   {', '.join(uris) or cert.subject.rfc4514_string()}")
+    print(f"hosts:   {', '.join(hosts) or '-'}")
+    print(f"issuer:  {cert.issuer.rfc4514_string()}")
+    print(f"expires: {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({days_left(pem):.1f} days left)")

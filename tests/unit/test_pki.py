@@ -112,3 +112,28 @@ def test_the_authority_is_saved_once_and_its_key_is_private(tmp_path: Path) -> N
 def test_a_certificate_for_no_time_is_refused() -> None:
     with pytest.raises(CertificateError, match="days must be at least 1, got 0"):
         issue(new_authority("x"), federation_id="f1", role="edge", party_id="e1", days=0)
+
+
+def test_during_a_ca_rotation_a_bundle_of_both_cas_verifies_parties_of_either(tmp_path: Path) -> None:
+    """docs/operations.md, "Rotate certificates": every party trusts a bundle of the old and the new CA
+    while certificates move from one to the other; a cloud on the old CA's certificate and an edge on the
+    new one's complete mutual TLS in both directions."""
+    old, new = new_authority("fedlora f1 CA"), new_authority("fedlora f1 CA 2")
+    bundle = tmp_path / "bundle.crt"
+    bundle.write_bytes(old.certificate_pem + new.certificate_pem)
+    for server_ca, client_ca in ((old, new), (new, old)):
+        server = issue(server_ca, federation_id="f1", role="cloud", party_id="cloud", hosts=("127.0.0.1",))
+        client = issue(client_ca, federation_id="f1", role="edge", party_id="edge-north")
+        s_cert, s_key, _ = _files(
+            tmp_path, "cloud", (server.certificate_pem, server.key_pem), server_ca.certificate_pem
+        )
+        c_cert, c_key, _ = _files(
+            tmp_path, "edge", (client.certificate_pem, client.key_pem), client_ca.certificate_pem
+        )
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(bundle))
+        server_ctx.load_cert_chain(s_cert, s_key)
+        server_ctx.verify_mode = ssl.CERT_REQUIRED
+        client_ctx = ssl.create_default_context(cafile=str(bundle))
+        client_ctx.load_cert_chain(c_cert, c_key)
+        peer = _handshake(server_ctx, client_ctx, "127.0.0.1")
+        assert peer is not None and ("URI", "fedlora://f1/edge/edge-north") in peer["subjectAltName"]  # type: ignore[operator]
