@@ -8,7 +8,7 @@ client certificate (mutual TLS) can tell which party is on the other end; its DN
 the names the party is reached under. Every certificate may serve both ends of a connection (server and
 client authentication): an edge is the cloud's client and its hospitals' server.
 
-Files: `ca.crt` (public, handed to every party), `ca.key` (mode 0600, the admin's only), and per party
+Files: `ca.crt` (public, handed to every party; a bundle of two CAs while one replaces the other), `ca.key` (mode 0600, the admin's only), and per party
 `<name>.crt` / `<name>.key` (0600) in the party's own folder.
 """
 
@@ -208,7 +208,8 @@ def load_or_create_authority(folder: Path, name: str) -> Authority:
 
 
 def save_issued(issued: Issued, folder: Path, name: str, *, ca_certificate_pem: bytes) -> tuple[Path, Path]:
-    """`<name>.crt`, `<name>.key` (0600) and a copy of the CA's `ca.crt` in `folder`; returns the two paths.
+    """`<name>.crt`, `<name>.key` (0600) and a copy of the CA's `ca.crt` (`write_ca_certificate`) in
+    `folder`; returns the two paths.
     The key is written before the certificate, so a party that reloads on a new certificate never pairs it
     with the old key."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -217,8 +218,17 @@ def save_issued(issued: Issued, folder: Path, name: str, *, ca_certificate_pem: 
     cert_tmp = cert_path.with_name(f".{cert_path.name}.tmp")
     cert_tmp.write_bytes(issued.certificate_pem)
     cert_tmp.replace(cert_path)
-    (folder / CA_CERT_FILE).write_bytes(ca_certificate_pem)
+    write_ca_certificate(folder, ca_certificate_pem)
     return cert_path, key_path
+
+
+def write_ca_certificate(folder: Path, ca_certificate_pem: bytes) -> None:
+    """`ca.crt` in `folder`, unless the one there holds this CA already: a bundle of the old and the new
+    CA, written during a CA rotation, stays as it is."""
+    path = folder / CA_CERT_FILE
+    if path.exists() and ca_certificate_pem.strip() in path.read_bytes():
+        return
+    path.write_bytes(ca_certificate_pem)
 
 
 def days_left(certificate_pem: bytes, *, now: dt.datetime | None = None) -> float:

@@ -30,6 +30,7 @@ from fedlora.pki import (
     issue,
     load_or_create_authority,
     save_issued,
+    write_ca_certificate,
 )
 from protocol.messages import Identifier, Role
 
@@ -110,7 +111,7 @@ def issue_certificates(settings: PkiSettings, *, renew: bool = False) -> list[Pa
     authority = load_or_create_authority(settings.ca_dir, f"fedlora {settings.federation_id} CA")
     public = settings.out_dir / PUBLIC_DIR
     public.mkdir(parents=True, exist_ok=True)
-    (public / CA_CERT_FILE).write_bytes(authority.certificate_pem)
+    write_ca_certificate(public, authority.certificate_pem)
     issued = []
     for party, hosts in parties(settings).items():
         if party.cert_file.exists() and party.key_file.exists() and not renew:
