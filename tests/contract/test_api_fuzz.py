@@ -19,10 +19,8 @@ Deterministic: a fixed seed, schemathesis' deterministic generation and no examp
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -31,8 +29,6 @@ import httpx
 import numpy as np
 import pytest
 import schemathesis
-import uvicorn
-from fastapi import FastAPI
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events
 from schemathesis.engine.recorder import CheckFailureInfo, ScenarioRecorder
@@ -49,6 +45,7 @@ from services.store import MemoryStore
 from tests.cloud.harness import ADMIN, ADMIN_TOKEN, KEK, bearer, cloud_settings
 from tests.e2e.conftest import issue_enrolment_token
 from tests.e2e.helpers import FID, enrol, make_spec, signed_update
+from tests.served import served
 
 EDGE_ID = "edge-north"
 HOSPITALS = ("hospital-a", "hospital-b")
@@ -69,22 +66,6 @@ def wait_for(predicate: Callable[[], Any], *, what: str, timeout_s: float = POLL
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.05)
     return result
-
-
-@contextmanager
-def served(app: FastAPI, port: int) -> Iterator[str]:
-    """`app` served by uvicorn on 127.0.0.1:`port` (lifespan included) until the block ends."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started or not thread.is_alive(), what=f"uvicorn on port {port}")
-        assert server.started, f"uvicorn on port {port} did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=POLL_S)
 
 
 @dataclass(frozen=True)
