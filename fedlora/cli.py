@@ -686,7 +686,7 @@ def status(
     try:
         access = CloudAccess.of(cloud, token=token, token_file=token_file, ca_file=ca_file)
     except AccessError as e:
-        fail(f"admin_token: {e}", code=2)
+        fail(f"{e.setting}: {e}", code=2)
 
     try:
         asyncio.run(main())

@@ -50,7 +50,7 @@ def connect(
     ca_file: CaFileOption = None,
 ) -> None:
     """The cloud and the admin token every command uses (options, or FEDLORA_CLOUD_URL,
-    FEDLORA_ADMIN_TOKEN or FEDLORA_ADMIN_TOKEN_FILE, FEDLORA_CA_FILE)."""
+    FEDLORA_ADMIN_TOKEN or FEDLORA_ADMIN_TOKEN_FILE, FEDLORA_TLS_CA_FILE)."""
     keep_access(ctx, cloud=cloud, token=token, token_file=token_file, ca_file=ca_file)
 
 

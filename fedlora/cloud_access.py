@@ -37,15 +37,20 @@ CaFileOption = Annotated[
     Path | None,
     typer.Option(
         "--ca-file",
-        envvar="FEDLORA_CA_FILE",
+        envvar="FEDLORA_TLS_CA_FILE",
         dir_okay=False,
-        help="CA bundle (PEM) that verifies the cloud's https certificate; default: the system's",
+        help="the federation's CA (ca.crt of `fedlora pki init`): an https cloud is verified against it only",
     ),
 ]
 
 
 class AccessError(ValueError):
-    """The admin token could not be read (the message names the option and the file)."""
+    """The admin token could not be read, or an https cloud has no CA to verify it against; `setting` names
+    the setting at fault (the message, the option and the file)."""
+
+    def __init__(self, message: str, *, setting: str = "admin_token") -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,14 @@ class CloudAccess:
                 raise AccessError(f"--token-file {str(token_file)!r}: {e.strerror}") from e
         if not token:
             raise AccessError("no admin token: give --token, --token-file or FEDLORA_ADMIN_TOKEN(_FILE)")
+        if url.startswith("https:") and ca_file is None:
+            # Never the system's trust store: a certificate a public CA issued for the cloud's name would
+            # let a man in the middle read the admin token.
+            raise AccessError(
+                f"--ca-file is not set: the https cloud {url} is verified against the federation's CA only "
+                "(ca.crt of `fedlora pki init`, or FEDLORA_TLS_CA_FILE)",
+                setting="ca_file",
+            )
         return cls(url=url.rstrip("/"), token=token, ca_file=ca_file)
 
     def client(self, *, timeout_s: float = 30.0) -> httpx.AsyncClient:
@@ -74,7 +87,7 @@ class CloudAccess:
 
         import httpx
 
-        # The system's trust store unless a bundle is named (the federation's own CA, `fedlora.pki`).
+        # The federation's own CA only (`of` refuses https without it); plain http needs none.
         verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=self.ca_file) if self.ca_file is not None else True
         )
@@ -124,7 +137,7 @@ def admin_access(ctx: typer.Context) -> CloudAccess:
     try:
         access: CloudAccess = ctx.obj()  # a sub-group (`tokens`) inherits its parent's
     except AccessError as e:
-        fail(f"admin_token: {e}", code=2)
+        fail(f"{e.setting}: {e}", code=2)
     return access
 
 

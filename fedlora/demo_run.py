@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from fedlora.pki import load_or_create_authority
-from fedlora.redis_process import RedisProcess
 from fedlora.pki_setup import PartyCertificate, PkiSettings, issue_certificates, party_certificate
+from fedlora.redis_process import RedisProcess
 from fedlora.store_certs import InstanceTLS, instance_tls, issue_store_certificates
 from fedlora.store_users import (
     ACL_FILE,

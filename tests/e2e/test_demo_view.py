@@ -124,6 +124,8 @@ def test_view_serves_the_rounds_of_a_finished_demo(tmp_path, tiny_model_dir) -> 
                 "admin",
                 "--cloud",
                 url,
+                "--ca-file",
+                str(ca_file),
                 "--token-file",
                 str(out / "admin-token"),
                 "rounds",

@@ -890,7 +890,7 @@ def test_every_deployed_hospital_accepts_the_spec_files_federation_and_its_peers
 def test_every_hop_is_tls_and_no_service_holds_the_ca_key():
     """Compose and Kubernetes: every cloud and edge serves TLS (a certificate, its key and the federation's
     CA), every URL a party calls is https with the CA to verify it, nobody opts into plain http, and the
-    CA's key is mounted only into the one-shot pki step."""
+    CA's key is mounted only into the one-shot steps that issue certificates (pki, store-users)."""
     tls = {f"{PREFIX}TLS_CERT_FILE", f"{PREFIX}TLS_KEY_FILE", f"{PREFIX}TLS_CA_FILE"}
     for workload in all_workloads():
         env = workload.env
@@ -906,8 +906,10 @@ def test_every_hop_is_tls_and_no_service_holds_the_ca_key():
     services = fedlora_services()
     ca_dir = services["pki"]["environment"][f"{PREFIX}CA_DIR"]
     ca_volume = _mounts(services["pki"])[ca_dir]
-    holders = [name for name, service in services.items() if ca_volume in _mounts(service).values()]
-    assert holders == ["pki"], f"the CA key volume {ca_volume} is mounted into {holders}"
+    holders = sorted(name for name, service in services.items() if ca_volume in _mounts(service).values())
+    # The one-shot issuers only: the HTTP certificates' (pki) and the Redis ones' (store-users), one CA.
+    assert holders == ["pki", "store-users"], f"the CA key volume {ca_volume} is mounted into {holders}"
+    assert _mounts(services["store-users"])[services["store-users"]["environment"][f"{PREFIX}CA_DIR"]] == ca_volume
     for _, doc in k8s_objects():
         if doc["kind"] == "Secret":
             assert "ca.key" not in doc.get("stringData", {}), doc["metadata"]["name"]
