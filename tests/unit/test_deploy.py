@@ -909,7 +909,10 @@ def test_every_hop_is_tls_and_no_service_holds_the_ca_key():
     holders = sorted(name for name, service in services.items() if ca_volume in _mounts(service).values())
     # The one-shot issuers only: the HTTP certificates' (pki) and the Redis ones' (store-users), one CA.
     assert holders == ["pki", "store-users"], f"the CA key volume {ca_volume} is mounted into {holders}"
-    assert _mounts(services["store-users"])[services["store-users"]["environment"][f"{PREFIX}CA_DIR"]] == ca_volume
+    assert (
+        _mounts(services["store-users"])[services["store-users"]["environment"][f"{PREFIX}CA_DIR"]]
+        == ca_volume
+    )
     for _, doc in k8s_objects():
         if doc["kind"] == "Secret":
             assert "ca.key" not in doc.get("stringData", {}), doc["metadata"]["name"]
