@@ -18,6 +18,7 @@ import pytest
 from cloud_server.app import create_app
 from fedlora.launcher import free_port
 from fedlora.pki import new_authority
+from protocol.crypto import KekRing
 from protocol.messages import EdgeEnrolment, Enrolled, EnrolmentChallenge
 from services.identity import SigningKey
 from services.store import MemoryStore
@@ -72,7 +73,7 @@ def test_an_edge_is_taken_only_over_a_connection_presenting_its_own_certificate(
     store = MemoryStore()
     port = free_port()
     with (
-        served(create_app(settings, store=store, kek=KEK), port, **tls) as url,
+        served(create_app(settings, store=store, keks=KekRing(KEK)), port, **tls) as url,
         httpx.Client(base_url=url, headers=ADMIN, verify=cloud.context(), timeout=60) as admin,
     ):
         assert admin.post("/federations", json=small_spec(FID).model_dump(mode="json")).status_code == 201
@@ -122,7 +123,7 @@ def test_an_edge_is_taken_only_over_a_connection_presenting_its_own_certificate(
     renewed = ca.party("cloud", "cloud")
     cloud.cert_file.write_bytes(renewed.cert_file.read_bytes())
     cloud.key_file.write_bytes(renewed.key_file.read_bytes())
-    with served(create_app(settings, store=store, kek=KEK), port, **tls) as url:
+    with served(create_app(settings, store=store, keks=KekRing(KEK)), port, **tls) as url:
         served_pem = ssl.get_server_certificate(("127.0.0.1", port))
         assert served_pem.strip() == renewed.cert_file.read_text().strip()
         assert _edges(url, token, north, cloud).status_code == 200
