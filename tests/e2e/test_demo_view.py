@@ -77,7 +77,7 @@ def test_view_serves_the_rounds_of_a_finished_demo(tmp_path, tiny_model_dir) -> 
     port = free_port()
     url = f"https://127.0.0.1:{port}"  # the demo's cloud serves TLS, with the run's own CA
     ca_file = out / "tls" / "cloud" / "ca.crt"
-    assert stat.S_IMODE((out / "pki" / "ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "ca" / "ca.key").stat().st_mode) == 0o600
     verify = client_context(ca_file=ca_file)
     assert verify is not None
     token = (out / "admin-token").read_text()
