@@ -14,7 +14,6 @@ A refusal names the field, the value and the limit. A spec that fails stops the 
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -27,8 +26,7 @@ from protocol.crypto.params import HEKind
 from protocol.messages import FederationSpec, LocalDPConfig, PlanViewError, RoundPlan, TrainingConfig
 from services.identity import IdentityError, verify
 from services.settings import ClientSettings
-
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+from services.tls import is_loopback
 
 
 class HospitalPolicy(BaseModel):
@@ -203,7 +201,7 @@ class HospitalPolicy(BaseModel):
             raise SpecRefusedError(f"{field} is not set", field=field, value=url, limit="an https URL")
         parts = urlsplit(url)
         if parts.scheme == "https" or (
-            parts.scheme == "http" and (_loopback(parts.hostname) or self.allow_insecure_http)
+            parts.scheme == "http" and (is_loopback(parts.hostname) or self.allow_insecure_http)
         ):
             return url
         raise InsecurePeerError(
@@ -236,17 +234,6 @@ def _floats(value: object, path: str) -> Iterator[tuple[str, float]]:
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             yield from _floats(item, f"{path}[{i}]")
-
-
-def _loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def verify_plan(plan: RoundPlan, public_key: bytes, *, edge_id: str) -> None:

@@ -1,17 +1,16 @@
 """`python -m cloud_server`: settings from the environment, JSON logs, one uvicorn worker, over TLS
-(`services.tls.server_options`) unless `allow_plain_http`."""
+(`services.tls.serving_options`) unless `allow_plain_http`."""
 
 from __future__ import annotations
 
 import os
-import sys
 
 import uvicorn
 
 from cloud_server.app import create_app
 from services.logs import configure
 from services.settings import CloudSettings, describe
-from services.tls import TLSSettingsError, server_options
+from services.tls import serving_options
 
 
 def run() -> None:
@@ -20,19 +19,7 @@ def run() -> None:
     settings = CloudSettings()  # type: ignore[call-arg]  # admin_token comes from FEDLORA_ADMIN_TOKEN
     log = configure("cloud", level=settings.log_level, json_lines=settings.log_json)
     log.info("starting", extra={"data": describe(settings)})
-    try:
-        tls = server_options(
-            cert_file=settings.tls_cert_file,
-            key_file=settings.tls_key_file,
-            ca_file=settings.tls_ca_file,
-            allow_plain_http=settings.allow_plain_http,
-        )
-    except TLSSettingsError as e:
-        sys.exit(f"cloud settings: {e}")
-    if not tls:
-        log.warning(
-            "UNSAFE: FEDLORA_ALLOW_PLAIN_HTTP is on: serving plain http, edges are not authenticated by certificate"
-        )
+    tls = serving_options(settings, service="cloud", log=log)
     # One worker: the long-poll wake-ups and the layout cache live in this process (the store is shared).
     uvicorn.run(
         create_app(settings),

@@ -23,7 +23,7 @@ from services.metrics import EdgeMetrics, HttpMetrics, routes_named
 from services.openapi import document_unreadable_bodies
 from services.settings import EdgeSettings, describe
 from services.store import StateStore, open_store
-from services.tls import TLSSettingsError, check_peer_url, client_context, server_options
+from services.tls import TLSSettingsError, check_peer_url, client_context, serving_options
 
 log = logging.getLogger("edge_aggregator")
 
@@ -142,15 +142,8 @@ def run(settings: EdgeSettings | None = None) -> None:
     settings = settings or EdgeSettings()  # type: ignore[call-arg]  # pydantic-settings reads the environment
     logs.configure("edge_aggregator", level=settings.log_level, json_lines=settings.log_json)
     log.info("starting edge aggregator", extra={"data": describe(settings)})
-    try:
-        tls = server_options(
-            cert_file=settings.tls_cert_file,
-            key_file=settings.tls_key_file,
-            ca_file=settings.tls_ca_file,
-            allow_plain_http=settings.allow_plain_http,
-        )
-        # The cloud link is built in the lifespan; its URL is checked here too, so that a bad one stops
-        # the edge before it serves.
+    tls = serving_options(settings, service="edge", log=log)
+    try:  # checked in the lifespan too (where the link is built); here it stops the edge before it serves
         check_peer_url(
             settings.cloud_url,
             field="cloud_url",
@@ -159,6 +152,4 @@ def run(settings: EdgeSettings | None = None) -> None:
         )
     except TLSSettingsError as e:
         sys.exit(f"edge settings: {e}")
-    if not tls:
-        log.warning("UNSAFE: FEDLORA_ALLOW_PLAIN_HTTP is on: serving plain http")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, **tls)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import ssl
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from services.settings import ServerSettings
 
 _URI_SCHEME = "fedlora"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -65,6 +69,25 @@ def server_options(
         "ssl_cert_reqs": ssl.CERT_OPTIONAL,
         "http": PeerCertH11Protocol,
     }
+
+
+def serving_options(settings: ServerSettings, *, service: str, log: logging.Logger) -> dict[str, Any]:
+    """`server_options` for a service's settings, at its start: a setting that cannot work stops the process
+    with a message naming it; plain http (the operator's opt-in) is logged as unsafe."""
+    try:
+        options = server_options(
+            cert_file=settings.tls_cert_file,
+            key_file=settings.tls_key_file,
+            ca_file=settings.tls_ca_file,
+            allow_plain_http=settings.allow_plain_http,
+        )
+    except TLSSettingsError as e:
+        sys.exit(f"{service} settings: {e}")
+    if not options:
+        log.warning(
+            "UNSAFE: FEDLORA_ALLOW_PLAIN_HTTP is on: serving plain http, no client certificate checked"
+        )
+    return options
 
 
 def client_context(
