@@ -142,6 +142,8 @@ async def start_world(folder: Path, *, model_path: Path | None, spec: Federation
         "FEDLORA_PORT": str(port),
         "FEDLORA_STORE_URL": _database(redis, 0),
         "FEDLORA_DEADLINE_CHECK_S": "0.2",
+        # Plain http on loopback, said explicitly: the run measures the edge's own work on uploads, not TLS.
+        "FEDLORA_ALLOW_PLAIN_HTTP": "true",
         **({"FEDLORA_MODEL_PATH": str(model_path)} if model_path is not None else {}),
     }
     cluster.start("cloud", "cloud_server", cloud_env)
@@ -170,6 +172,7 @@ async def start_world(folder: Path, *, model_path: Path | None, spec: Federation
             "FEDLORA_STORE_URL": _database(redis, 1),
             "FEDLORA_DEADLINE_CHECK_S": "0.2",
             "FEDLORA_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            "FEDLORA_ALLOW_PLAIN_HTTP": "true",
         }
         edge = EdgeService(cluster, edge_env, edge_url, cluster.start("edge", "edge_aggregator", edge_env))
         await wait_until(
