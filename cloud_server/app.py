@@ -19,16 +19,18 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud_server.context import build_context
 from cloud_server.errors import NotFoundError, internal_error, invalid_request
+from cloud_server.limits import CloudAdmission
 from cloud_server.rounds import RoundService
 from cloud_server.routes import TAGS, adapters, dashboard, enrolment, federations, health, metrics, rounds
 from protocol.crypto import KekRing
-from services.asgi import BodySizeLimit, install_error_handlers
+from services import keyspace
+from services.asgi import install_error_handlers
 from services.clock import Clock, TimeSource, store_time, utc_now
 from services.keys import load_keks
+from services.limits import RateLimits, RequestLimits, rate_storage
 from services.metrics import CloudMetrics, HttpMetrics, routes_named
 from services.openapi import document_unreadable_bodies
 from services.settings import CloudSettings
@@ -75,6 +77,11 @@ def create_app(
         )
         shared = time or store_time(the_store)
         app.state.store = the_store  # the error handlers quarantine a record that does not read back
+        app.state.rate_limits = RateLimits(
+            rate_storage(the_store, prefix=keyspace.CLOUD_LIMITS_PREFIX),
+            per_caller=settings.rate_limit,
+            anonymous=settings.anonymous_rate_limit,
+        )
         try:
             context = build_context(
                 settings,
@@ -110,11 +117,11 @@ def create_app(
         app, log=log, invalid_request=invalid_request, internal_error=internal_error, omit_nulls=True
     )
     document_unreadable_bodies(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=_too_large)
     routers = [m.router for m in (health, federations, enrolment, rounds, adapters, dashboard, metrics)]
     for router in routers:
         app.include_router(router)
     api_routes = [route for router in routers for route in router.routes]
+    app.add_middleware(RequestLimits, settings=settings, admit=CloudAdmission(settings), routes=api_routes)
     app.state.metrics = app_metrics
 
     async def known_federation(fid: str) -> bool:
@@ -124,7 +131,7 @@ def create_app(
             return False
         return True
 
-    # Outermost, so that it sees the body-size limit's refusals too.
+    # Outermost, so that it sees the request limits' refusals too.
     app.add_middleware(
         HttpMetrics,
         metrics=app_metrics,
@@ -144,9 +151,3 @@ async def _own_offset(shared: TimeSource, own: Clock) -> dict[str, float]:
     except Exception:  # the store may be down at start-up: the deadline loop retries on its own
         log.warning("could not read the store's clock", exc_info=True)
         return {}
-
-
-def _too_large(message: str) -> Exception:
-    # An HTTP exception: FastAPI answers any other exception raised while it reads a body with a 400. The
-    # error handlers map a 413 to `payload_too_large`.
-    return StarletteHTTPException(413, f"request body is too large: {message}")

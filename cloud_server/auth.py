@@ -25,6 +25,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cloud_server.context import CloudContext
 from cloud_server.deps import ContextDep
 from cloud_server.errors import UnauthenticatedError
 from protocol.messages import ErrorCode, Role
@@ -68,7 +69,9 @@ async def optional_bearer_token(
 OptionalTokenDep = Annotated[str | None, Depends(optional_bearer_token)]
 
 
-async def principal(request: Request, token: TokenDep, context: ContextDep) -> Principal:
+async def resolve_principal(token: str, fid: str | None, context: CloudContext) -> Principal:
+    """The principal `token` names (in federation `fid`, for an edge's or client's API token); 401
+    `unauthenticated` for an unknown or revoked one."""
     if tokens_equal(token, context.settings.admin_token.get_secret_value()):
         return Principal(Role.ADMIN, "admin")
     previous = context.settings.admin_token_previous
@@ -77,7 +80,6 @@ async def principal(request: Request, token: TokenDep, context: ContextDep) -> P
             "a call used the previous admin token; unset FEDLORA_ADMIN_TOKEN_PREVIOUS once rolled out"
         )
         return Principal(Role.ADMIN, "admin")
-    fid = request.path_params.get("fid")
     if fid is not None:
         record = await context.enrolment.token_subject(fid, token_digest(token))
         if record is not None:
@@ -85,6 +87,15 @@ async def principal(request: Request, token: TokenDep, context: ContextDep) -> P
                 require_edge_certificate(request, context.settings, fid, record.subject)
             return Principal(record.role, record.subject)
     raise UnauthenticatedError("unknown or revoked token")
+
+
+async def principal(request: Request, token: TokenDep, context: ContextDep) -> Principal:
+    """The caller, as the request limits resolved it before the body was read (`cloud_server.limits`), or
+    resolved here for an app run without them."""
+    admitted = getattr(request.state, "principal", None)
+    if isinstance(admitted, Principal):
+        return admitted
+    return await resolve_principal(token, request.path_params.get("fid"), context)
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
-from cloud_server.records import StoredAggregate
+from cloud_server.records import ForwardMark, StoredAggregate, forward_mark
 from protocol.crypto import PaillierParams
 from protocol.messages import (
     ClientInfo,
@@ -230,25 +230,32 @@ def ended(status: RoundStatus, state: RoundState, now: datetime) -> RoundStatus:
     return status.model_copy(update={"state": state, "closed_at": now, "duration_s": duration})
 
 
-def with_progress(status: RoundStatus, forwarded: Mapping[str, StoredAggregate]) -> RoundStatus:
-    """`status` with each edge's forwarded aggregate counted in, and when the cloud accepted it."""
+def with_progress(
+    status: RoundStatus, forwarded: Mapping[str, StoredAggregate] | Mapping[str, ForwardMark]
+) -> RoundStatus:
+    """`status` with each edge's forwarded aggregate counted in (its stored header, or its mark: what the
+    status of a round in progress reads), and when the cloud accepted it."""
+    marks = {
+        edge_id: held if isinstance(held, ForwardMark) else forward_mark(held)
+        for edge_id, held in forwarded.items()
+    }
     edges = {e.edge_id: e for e in status.edges}
-    for edge_id, header in forwarded.items():
+    for edge_id, mark in marks.items():
         base = edges.get(edge_id) or EdgeProgress(edge_id=edge_id, expected_clients=0, uploads_accepted=0)
         edges[edge_id] = base.model_copy(
             update={
-                "uploads_accepted": header.count,
+                "uploads_accepted": mark.count or 0,
                 "forwarded": True,
-                "bytes_received": header.ciphertext_bytes,
-                "late_accepted": header.late_count,
-                "forwarded_at": header.received_at,
+                "bytes_received": mark.ciphertext_bytes or 0,
+                "late_accepted": mark.late_count or 0,
+                "forwarded_at": mark.received_at,
             }
         )
     return status.model_copy(
         update={
             "edges": tuple(edges[k] for k in sorted(edges)),
-            "clients_contributed": sum(h.count for h in forwarded.values()),
-            "total_weight": sum(h.total_weight for h in forwarded.values()),
+            "clients_contributed": sum(m.count or 0 for m in marks.values()),
+            "total_weight": sum(m.total_weight or 0.0 for m in marks.values()),
         }
     )
 

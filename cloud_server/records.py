@@ -188,6 +188,26 @@ class ForwardMark(Record):
 
     idempotency_key: str
     ciphertext_sha256: Sha256Hex
+    # What a round's status shows of the sum, so that reading the status never loads a stored ciphertext
+    # (`RoundService.status`); absent in a mark written before they were kept.
+    count: int | None = Field(default=None, ge=0)
+    total_weight: float | None = Field(default=None, ge=0)
+    ciphertext_bytes: int | None = Field(default=None, ge=1)
+    late_count: int | None = Field(default=None, ge=0)
+    received_at: datetime | None = None
+
+
+def forward_mark(header: StoredAggregate) -> ForwardMark:
+    """The mark of a stored sum, from its header."""
+    return ForwardMark(
+        idempotency_key=header.idempotency_key,
+        ciphertext_sha256=header.ciphertext_sha256,
+        count=header.count,
+        total_weight=header.total_weight,
+        ciphertext_bytes=header.ciphertext_bytes,
+        late_count=header.late_count,
+        received_at=header.received_at,
+    )
 
 
 _FORWARDS = TypeAdapter(dict[str, ForwardMark])

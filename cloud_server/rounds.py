@@ -32,12 +32,11 @@ from cloud_server.records import (
     FINAL_ROUND_STATES,
     FederationRecord,
     ForwardMark,
-    StoredAggregate,
     ciphertext_digest,
     dump_forwards,
+    forward_mark,
     pack_aggregate,
     read_forwards,
-    readable_aggregates,
     unpack_aggregate,
 )
 from cloud_server.retention import Retention
@@ -89,12 +88,6 @@ def counted_twice(error: CountedTwiceError) -> ConflictError:
     return ConflictError(str(error), code=code, field=error.field, detail=error.detail)
 
 
-def _headers(values: Mapping[str, bytes]) -> dict[str, StoredAggregate]:
-    """The headers of the stored sums that read back; the closer quarantines the others and fails the round."""
-    readable, _ = readable_aggregates(values)
-    return {edge_id: unpack_aggregate(value)[0] for edge_id, value in readable.items()}
-
-
 def _digests_key(key: str) -> bool:
     """Whether `key` is a round's `fed_round_aggregate_digests`."""
     return key.startswith("cloud:") and key.endswith(":aggregate-digests")
@@ -103,7 +96,7 @@ def _digests_key(key: str) -> bool:
 def _mark(value: bytes) -> ForwardMark:
     """The mark of a stored aggregate value (`keyspace.fed_round_forwards`)."""
     header, _ = unpack_aggregate(value)
-    return ForwardMark(idempotency_key=header.idempotency_key, ciphertext_sha256=header.ciphertext_sha256)
+    return forward_mark(header)
 
 
 class RoundService:
@@ -168,7 +161,9 @@ class RoundService:
         status = await self._stored_status(fid, round_)
         if status.state in FINAL_ROUND_STATES:
             return status
-        forwarded = _headers(await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_)))
+        # The forwards' marks, not the stored sums: a status never loads a ciphertext.
+        forwards_key = keyspace.fed_round_forwards(fid, round_)
+        forwarded = read_forwards(await self._store.get(forwards_key), key=forwards_key)
         if await self._store.get(keyspace.fed_round_sealed(fid, round_)) is not None:
             state = RoundState.AGGREGATING
         else:
@@ -591,9 +586,7 @@ class RoundService:
         seal_key = keyspace.fed_round_sealed(fid, agg.round)
         stored_key = keyspace.fed_round_aggregate_digests(fid, agg.round)
         forwards_key = keyspace.fed_round_forwards(fid, agg.round)
-        mark = ForwardMark(
-            idempotency_key=agg.idempotency_key, ciphertext_sha256=ciphertext_digest(agg.ciphertext)
-        )
+        mark = _mark(value)
 
         def claims(current: dict[str, bytes | None]) -> Updates:
             if current[seal_key] is not None:

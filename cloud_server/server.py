@@ -17,6 +17,10 @@ def run() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     settings = CloudSettings()  # type: ignore[call-arg]  # admin_token comes from FEDLORA_ADMIN_TOKEN
+    try:
+        settings.require_durable_store()
+    except ValueError as e:
+        raise SystemExit(f"cloud not started: {e}") from e
     log = configure("cloud", level=settings.log_level, json_lines=settings.log_json)
     log.info("starting", extra={"data": describe(settings)})
     tls = serving_options(settings, service="cloud", log=log)

@@ -629,6 +629,11 @@ class EdgeAggregator:
         return await self._masking.advance(round_, now or self._clock(), expected=expected)
 
     # -- progress ---------------------------------------------------------------------------------------
+    @property
+    def scheme(self) -> HEScheme[Any]:
+        """The federation's public scheme (its key and parameters), which bounds an upload's size."""
+        return self._scheme
+
     async def progress(self, round_: int) -> EdgeProgress:
         plan = self._plan if self._plan is not None and self._plan.round == round_ else None
         plan = plan or await self._ledger.plan(round_)

@@ -9,16 +9,19 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from limits.aio.storage import MemoryStorage
 
 from edge_aggregator.cloud_link import CloudLink, HttpCloudLink
 from edge_aggregator.credentials import StoredToken
-from edge_aggregator.errors import PayloadTooLargeError, internal_error, invalid_request
+from edge_aggregator.errors import internal_error, invalid_request
+from edge_aggregator.limits import EdgeAdmission
 from edge_aggregator.routes import TAGS, install_openapi, router
 from edge_aggregator.runtime import PLAN_WAIT_S, EdgeRuntime
 from services import logs
-from services.asgi import BodySizeLimit, install_error_handlers
+from services.asgi import install_error_handlers
 from services.clock import Clock, OffsetClock, utc_now
 from services.identity import SigningKey
+from services.limits import RateLimits, RequestLimits
 from services.metrics import EdgeMetrics, HttpMetrics, routes_named
 from services.openapi import document_unreadable_bodies
 from services.settings import EdgeSettings, describe
@@ -55,6 +58,10 @@ def create_app(
             )
         )
         app.state.store = the_store  # the error handlers quarantine a record that does not read back
+        # In memory: the edge's ACL user runs no scripts, and one edge is one process.
+        app.state.rate_limits = RateLimits(
+            MemoryStorage(), per_caller=settings.rate_limit, anonymous=settings.anonymous_rate_limit
+        )
         cloud_time = OffsetClock(clock or utc_now)
         the_link = link
         if the_link is None:
@@ -115,7 +122,7 @@ def create_app(
     )
     install_openapi(app)
     document_unreadable_bodies(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, refuse=PayloadTooLargeError)
+    app.add_middleware(RequestLimits, settings=settings, admit=EdgeAdmission(settings), routes=router.routes)
     install_error_handlers(
         app, log=log, invalid_request=invalid_request, internal_error=internal_error, omit_nulls=False
     )
@@ -125,7 +132,7 @@ def create_app(
     async def own_federation(fid: str) -> bool:
         return fid == settings.federation_id
 
-    # Outermost, so that it sees the body-size limit's refusals too.
+    # Outermost, so that it sees the request limits' refusals too.
     app.add_middleware(
         HttpMetrics,
         metrics=metrics,
@@ -140,6 +147,10 @@ def create_app(
 def run(settings: EdgeSettings | None = None) -> None:
     """`python -m edge_aggregator`: settings from `FEDLORA_*` (and `FEDLORA_CONFIG`), served by uvicorn."""
     settings = settings or EdgeSettings()  # type: ignore[call-arg]  # pydantic-settings reads the environment
+    try:
+        settings.require_durable_store()
+    except ValueError as e:
+        raise SystemExit(f"edge aggregator not started: {e}") from e
     logs.configure("edge_aggregator", level=settings.log_level, json_lines=settings.log_json)
     log.info("starting edge aggregator", extra={"data": describe(settings)})
     tls = serving_options(settings, service="edge", log=log)

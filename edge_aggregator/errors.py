@@ -18,11 +18,6 @@ from protocol.messages import ErrorCode
 from services.errors import InvalidRequestError, ServiceError
 
 
-class PayloadTooLargeError(ServiceError):
-    status = 413
-    default_code = ErrorCode.PAYLOAD_TOO_LARGE
-
-
 class UnknownFederationError(ServiceError):
     status = 404
     default_code = ErrorCode.UNKNOWN_FEDERATION

@@ -361,6 +361,7 @@ async def run_demo(
                     "FEDLORA_KEY_FILE": str(out / "state" / f"{edge_id}.key"),
                     "FEDLORA_PORT": str(port),
                     "FEDLORA_STORE_URL": "memory://",
+                    "FEDLORA_EPHEMERAL_STORE": "1",  # the demo's edges: thrown away at its end
                     **run.party(Role.EDGE, edge_id).env(),
                 },
             )

@@ -151,7 +151,9 @@ class ErrorCode(StrEnum):
     ROUND_CLOSED = "round_closed"
     WRONG_BASIS = "wrong_basis"
     BAD_CIPHERTEXT = "bad_ciphertext"
-    PAYLOAD_TOO_LARGE = "payload_too_large"
+    PAYLOAD_TOO_LARGE = "payload_too_large"  # 413, the route's limit in `detail.limit`
+    # 429 + Retry-After: over the caller's rate limit, its concurrency cap or the long-poll caps
+    TOO_MANY_REQUESTS = "too_many_requests"
     DUPLICATE_UPLOAD = "duplicate_upload"
     # 409: a hospital the aggregate names is already in another edge's accepted sum for that round
     # (detail: `client_ids`, `round`, `counted_at`)

@@ -1,5 +1,4 @@
-"""ASGI pieces the services share: the one place where errors become `ErrorBody` answers, and a
-request-body limit that answers with the same body."""
+"""ASGI pieces the services share: the one place where errors become `ErrorBody` answers."""
 
 from __future__ import annotations
 
@@ -10,14 +9,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.messages import ErrorBody, ErrorCode
 from services.errors import ServiceError
+from services.limits import BodyTooLargeError
 from services.store import StateStore, StoreError
 from services.stored_records import StoredRecordError, quarantine
 
@@ -92,7 +90,8 @@ class _ErrorAnswers:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))
-        return self._answer(exc.status_code, code, str(exc.detail), headers=headers)
+        detail = {"limit": exc.limit} if isinstance(exc, BodyTooLargeError) else None
+        return self._answer(exc.status_code, code, str(exc.detail), headers=headers, detail=detail)
 
     async def store_error(self, request: Request, exc: Exception) -> JSONResponse:
         # A write that moves several keys does so in one transaction: either none of it was written and
@@ -148,49 +147,3 @@ def allowed_methods(request: Request) -> list[str]:
         if match is Match.PARTIAL:
             methods |= getattr(route, "methods", None) or set()
     return sorted(methods)
-
-
-class BodySizeLimit:
-    """413 `payload_too_large` before a byte is read when `Content-Length` is over `max_bytes`, and as soon
-    as a streamed (chunked) body grows past it, so no oversized body is ever buffered.
-
-    The streamed case happens inside the route's body read, so it raises `refuse(message)`: an exception
-    the service's own handlers already turn into its `ErrorBody`. (FastAPI's own limit answers with plain
-    text, which would break the one-error-body contract.)
-    """
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int, refuse: Callable[[str], Exception]) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.refuse = refuse
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = Headers(scope=scope).get("content-length", "").strip()
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            message = self._message(int(declared))
-            log.warning(
-                "request refused", extra={"code": "payload_too_large", "data": {"path": scope.get("path")}}
-            )
-            body = ErrorBody(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message)
-            await JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=413)(
-                scope, receive, send
-            )
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self.refuse(self._message(received))
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _message(self, size: int) -> str:
-        return f"request body has at least {size} bytes, the limit is {self.max_bytes}"

@@ -15,6 +15,9 @@ EDGE_ROUND_TTL_S = 30 * 24 * 3600
 
 #: The prefix of every cloud key: the cloud's Redis user may touch these and nothing else.
 CLOUD_PREFIX = "cloud:"
+# `limits`' rate windows of the cloud's callers (services.limits), inside the cloud's ACL key pattern; each
+# window's key expires with it.
+CLOUD_LIMITS_PREFIX = "cloud:limits"
 
 
 def edge_prefix(eid: str) -> str:

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -60,7 +61,14 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=1, le=65535)
     store_url: str = Field(
-        default="memory://", description="memory://, redis://host:port/db or rediss://host:port/db (TLS)"
+        default="memory://",
+        description="redis://host:port/db or rediss://host:port/db (TLS); memory:// (lost at exit) only with "
+        "ephemeral_store, or in-process",
+    )
+    ephemeral_store: bool = Field(
+        default=False,
+        description="UNSAFE: let `python -m cloud_server` / `python -m edge_aggregator` run on memory://, "
+        "which loses every record (the HE secret included) when the process exits",
     )
     store_username: Identifier | None = Field(
         default=None,
@@ -86,7 +94,41 @@ class ServiceSettings(BaseSettings):
     )
     log_level: str = "INFO"
     log_json: bool = True
-    max_body_bytes: int = Field(default=600 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=600 * 1024 * 1024,
+        ge=1024,
+        description="ceiling of any request body; an upload route's own limit comes from the federation's "
+        "layout and HE scheme (`services.limits.upload_body_bytes`) and is never above this",
+    )
+    max_json_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="limit of a request body on every route that is not an upload"
+    )
+    rate_limit: str = Field(
+        default="1200/minute",
+        description="requests per authenticated caller (admin, edge id or client id), in the `limits` "
+        "notation (`N/second|minute|hour`, several separated by `;`); over it: 429 with Retry-After",
+    )
+    anonymous_rate_limit: str = Field(
+        default="6000/minute",
+        description="requests per client IP on the routes that take no bearer token (health, metrics, "
+        "enrolment, the edge's signed uploads)",
+    )
+    max_concurrent_per_caller: int = Field(
+        default=128, ge=1, description="requests of one caller (or one IP) in progress at once; over it: 429"
+    )
+    max_long_polls: int = Field(
+        default=2000, ge=1, description="long-polls (a plan poll with `wait`) open in this process at once"
+    )
+    max_long_polls_per_caller: int = Field(default=8, ge=1, description="long-polls one caller holds open")
+
+    @field_validator("rate_limit", "anonymous_rate_limit")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as e:
+            raise ValueError(f"must be in the `limits` notation such as '600/minute', got {value!r}") from e
+        return value
     tls_ca_file: Path | None = Field(
         default=None,
         description="the federation's CA certificate (`ca.crt`): the only CA this service verifies its peers "
@@ -128,6 +170,15 @@ class ServiceSettings(BaseSettings):
         if all(f is None for f in files):
             return None
         return StoreTLS(*files)
+
+    def require_durable_store(self) -> None:
+        """Refuse memory:// for a service process unless `ephemeral_store` says it is a throwaway."""
+        if self.store_url == "memory://" and not self.ephemeral_store:
+            raise ValueError(
+                "FEDLORA_STORE_URL is memory://, which loses every record (the HE secret included) when the "
+                "process exits: set FEDLORA_STORE_URL=redis://host:port/db, or FEDLORA_EPHEMERAL_STORE=1 for "
+                "a throwaway run"
+            )
 
     def store_password(self) -> str | None:
         """The Redis password read from `store_password_file` (None without one)."""

@@ -417,6 +417,11 @@ class RedisStore(StateStore):
         )
         self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose closes it
 
+    @property
+    def connection_pool(self) -> aioredis.ConnectionPool:
+        """The store's connections (logged in as its ACL user), for `services.limits`' rate windows."""
+        return self._redis.connection_pool
+
     @contextlib.asynccontextmanager
     async def _errors(self, what: str) -> AsyncIterator[None]:
         task = asyncio.current_task()
@@ -614,6 +619,9 @@ class RedisStore(StateStore):
 #: caller's user too. A new command here is a new grant to every tier's user.
 REDIS_COMMANDS = (
     *("get", "set", "mget", "del", "incrby", "pexpire", "pttl", "scan"),
+    # `limits`' fixed windows (services.limits, the cloud's rate limits): a script of INCRBY and EXPIRE,
+    # loaded once, and TTL for Retry-After
+    *("expire", "ttl", "script|load"),
     *("hget", "hset", "hsetnx", "hgetall", "hexists", "hdel"),
     *("watch", "unwatch", "multi", "exec", "discard", "eval", "evalsha"),
     *("time", "info", "ping", "echo", "auth", "hello", "select", "quit", "reset"),
@@ -621,7 +629,10 @@ REDIS_COMMANDS = (
 # An edge's user: no scripts. Only the cloud's closer lease compares and deletes in a script
 # (`delete_if_equals`, `expire_if_equals`); a script that never returns would hold Redis' one thread, every
 # other tier answered `BUSY` until the operator's user kills it.
-EDGE_REDIS_COMMANDS = tuple(command for command in REDIS_COMMANDS if command not in ("eval", "evalsha"))
+# Without scripts its rate windows are in memory: one edge is one process.
+EDGE_REDIS_COMMANDS = tuple(
+    command for command in REDIS_COMMANDS if command not in ("eval", "evalsha", "script|load")
+)
 
 
 # Compare-and-delete and compare-and-expire: one script each, so the check and the write are one step on the

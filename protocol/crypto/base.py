@@ -304,6 +304,11 @@ class HEScheme(ABC, Generic[PayloadT]):
             expected_length=expected_length,
         )
 
+    def max_ciphertext_bytes(self, length: int) -> int:
+        """The most bytes a serialised ciphertext of `length` values under this scheme takes (what
+        `deserialize` accepts at most): the bound of an upload's size."""
+        return envelope.max_encoded_bytes(self.expectation(length), length)
+
     def deserialize(
         self, data: bytes | bytearray | memoryview, *, expected_length: int | None = None
     ) -> EncryptedVector[PayloadT]:

@@ -81,6 +81,13 @@ class Envelope:
     chunks: list[memoryview]
 
 
+def max_encoded_bytes(expect: Expectation, length: int) -> int:
+    """The most bytes `decode` accepts for a vector of `length` values: header, chunk table, and each
+    chunk at its largest size."""
+    lengths = chunk_lengths(length, expect.slots)
+    return _FIXED.size + _SIZE.size * len(lengths) + sum(expect.chunk_bytes(values)[1] for values in lengths)
+
+
 def encode(*, kind: HEKind, fingerprint: bytes, length: int, count: int, chunks: Sequence[bytes]) -> bytes:
     if len(fingerprint) != FINGERPRINT_BYTES:
         raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {len(fingerprint)}")

@@ -204,6 +204,7 @@ class CloudProcess(Service):
             "FEDLORA_KEK": secrets.token_hex(32),
             "FEDLORA_PORT": str(self.port),
             "FEDLORA_STORE_URL": store_url,
+            "FEDLORA_EPHEMERAL_STORE": str(store_url == "memory://"),
             "FEDLORA_MODEL_PATH": str(model_dir),
             "FEDLORA_DEADLINE_CHECK_S": "0.2",
             "FEDLORA_LOG_JSON": "true",
@@ -261,6 +262,7 @@ class EdgeProcess(Service):
             "FEDLORA_KEY_FILE": str(tmp_path / f"{edge_id}.key"),
             "FEDLORA_PORT": str(self.port),
             "FEDLORA_STORE_URL": store_url,
+            "FEDLORA_EPHEMERAL_STORE": str(store_url == "memory://"),
             "FEDLORA_DEADLINE_CHECK_S": "0.2",
             **(tls.env() if tls else {"FEDLORA_ALLOW_PLAIN_HTTP": "true"}),
         } | (env or {})

@@ -7,11 +7,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.exceptions import HTTPException
 
 from protocol.messages import ErrorBody, ErrorCode
-from services.asgi import BodySizeLimit
+from services.limits import Admission, RequestLimits
 from services.metrics import UNMATCHED, EdgeMetrics, HttpMetrics, error_code, routes_named
+from services.settings import ServiceSettings
 
 MAX_BODY = 1024
 
@@ -38,7 +38,11 @@ def build() -> tuple[FastAPI, EdgeMetrics]:
     metrics = EdgeMetrics()
     app = FastAPI()
     app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY, refuse=lambda m: HTTPException(413, m))
+
+    async def admit(scope: object, route: object, params: object) -> Admission:
+        return Admission("ip:test", MAX_BODY)
+
+    app.add_middleware(RequestLimits, settings=ServiceSettings(), admit=admit, routes=router.routes)
 
     async def known(tid: str) -> bool:
         return tid == "t1"

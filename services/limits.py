@@ -1,0 +1,306 @@
+"""The services' request limits, applied before a route reads a byte of the body:
+
+1. who is calling: the service's `admit` resolves the bearer token of a route that needs one (401 before the
+   body is read or parsed) and names the caller: `admin`, `edge:<id>`, `client:<id>`, or `ip:<host>` on a
+   route that takes no token;
+2. rate: requests per caller in a window (`limits`' fixed window, in the store's Redis where the service
+   shares one between replicas, in memory otherwise), 429 `too_many_requests` with `Retry-After`;
+3. concurrency: requests of one caller in progress in this process, and long-polls open in this process and
+   per caller, 429 with `Retry-After`;
+4. size: the route's body limit (`Admission.body_limit`: an upload's from the federation's layout and HE
+   scheme, `upload_body_bytes`; a JSON route's small), 413 `payload_too_large` from `Content-Length` before
+   the body is read, and as soon as a streamed (chunked) body grows past it.
+
+The concurrency counts are this process's: an open connection holds this process's memory and sockets, so
+this process is what the cap protects (`limits` counts events in windows and has no gauge of work in
+progress).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.errors import StorageError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from protocol.crypto.base import HEScheme
+from protocol.messages import ErrorBody, ErrorCode
+from services.errors import ServiceError
+from services.settings import ServiceSettings
+from services.store import RedisStore, StateStore
+
+log = logging.getLogger("services.limits")
+
+#: Bytes of an upload's JSON beside its ciphertexts (ids, numbers, signature, a manifest line per client).
+UPLOAD_HEADROOM_BYTES = 64 * 1024
+#: Bytes of one client's line in an edge's manifest (`Contribution`, base64 signature included).
+CONTRIBUTION_BYTES = 1024
+_RETRY_CONCURRENT_S = 1
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the service's `admit` decided about a request before its body is read."""
+
+    caller: str  # `admin`, `edge:<id>`, `client:<id>`, or `ip:<host>` on a route without a token
+    body_limit: int
+    long_poll: bool = False
+    #: Put into the request's `scope["state"]` (the resolved principal, which the route then reuses).
+    state: dict[str, Any] | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.caller.startswith("ip:")
+
+
+Admit = Callable[[Scope, BaseRoute | None, dict[str, Any]], Awaitable[Admission]]
+
+
+class BodyTooLargeError(StarletteHTTPException):
+    """413 while a body streams in: an HTTP exception, since FastAPI turns any other exception raised
+    while it reads a body into a 400. The error handlers answer it with `payload_too_large` and the limit."""
+
+    def __init__(self, *, size: int, limit: int) -> None:
+        super().__init__(413, body_too_large_message(size=size, limit=limit))
+        self.limit = limit
+
+
+def body_too_large_message(*, size: int, limit: int) -> str:
+    return f"request body is too large: it has at least {size} bytes, the limit of this route is {limit}"
+
+
+def upload_body_bytes(
+    scheme: HEScheme[Any], *, length: int, ciphertexts: int = 1, extra_bytes: int = 0, clients: int = 0
+) -> int:
+    """The largest JSON body a well-formed upload of `ciphertexts` ciphertexts of `length` values under
+    `scheme` takes: each ciphertext at its largest (`HEScheme.max_ciphertext_bytes`) plus `extra_bytes` of
+    other binary fields, base64 (4 characters per 3 bytes), a manifest line per client, and headroom."""
+    raw = ciphertexts * scheme.max_ciphertext_bytes(length) + extra_bytes
+    return 4 * math.ceil(raw / 3) + clients * CONTRIBUTION_BYTES + UPLOAD_HEADROOM_BYTES
+
+
+def rate_storage(store: StateStore, *, prefix: str) -> Storage:
+    """`limits`' storage: the store's own Redis connections (keys under `prefix`, so that they stay inside the
+    tier's ACL key pattern) so that every replica counts the same window; memory for an in-memory store."""
+    if isinstance(store, RedisStore):
+        return RedisStorage(
+            "async+redis://",
+            implementation="redispy",
+            connection_pool=store.connection_pool,
+            key_prefix=prefix,
+        )
+    return MemoryStorage()
+
+
+class RateLimits:
+    """Per-caller request windows (`ServiceSettings.rate_limit`, `anonymous_rate_limit`) over one storage."""
+
+    def __init__(self, storage: Storage, *, per_caller: str, anonymous: str) -> None:
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._per_caller = parse_many(per_caller)
+        self._anonymous = parse_many(anonymous)
+
+    async def retry_after(self, caller: str, *, anonymous: bool) -> tuple[int, RateLimitItem] | None:
+        """Count one request of `caller`; None while it is inside its limits, else (seconds until the window
+        that refused it resets, that limit). A storage that fails lets the request through (logged): the
+        routes answer 503 themselves when the store is down, and a limiter must not turn that into 429s."""
+        for item in self._anonymous if anonymous else self._per_caller:
+            try:
+                if await self._limiter.hit(item, caller):
+                    continue
+                stats = await self._limiter.get_window_stats(item, caller)
+            except (StorageError, OSError) as e:
+                log.warning("rate limit not checked: its storage failed: %s", e)
+                return None
+            return max(1, math.ceil(stats.reset_time - time.time())), item
+        return None
+
+
+@dataclass
+class _InFlight:
+    """Requests and long-polls in progress in this process, by caller."""
+
+    requests: Counter[str]
+    long_polls: Counter[str]
+
+    @contextlib.contextmanager
+    def holding(self, counter: Counter[str], caller: str) -> Any:
+        counter[caller] += 1
+        try:
+            yield
+        finally:
+            counter[caller] -= 1
+            if counter[caller] <= 0:
+                del counter[caller]
+
+
+class RequestLimits:
+    """The ASGI middleware of the module docstring. `admit` runs first; the rate limits live on
+    `app.state.rate_limits` (built in the lifespan, over the store); before the lifespan has built them no
+    rate is counted."""
+
+    def __init__(
+        self, app: ASGIApp, *, settings: ServiceSettings, admit: Admit, routes: Sequence[BaseRoute]
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.admit = admit
+        self.routes = routes
+        self._in_flight = _InFlight(Counter(), Counter())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route, params = _route_of(scope, self.routes)
+        try:
+            admission = await self.admit(scope, route, params)
+        except ServiceError as e:
+            await _refuse(scope, receive, send, e.status, e.code, e.message, headers=dict(e.headers))
+            return
+        if admission.state:
+            scope.setdefault("state", {}).update(admission.state)
+        refusal = await self._over_rate(scope, admission) or self._over_concurrency(admission)
+        if refusal is not None:
+            message, retry_s, detail = refusal
+            log.warning(
+                "request refused",
+                extra={"code": "too_many_requests", "data": {"path": scope.get("path"), **detail}},
+            )
+            await _refuse(
+                scope,
+                receive,
+                send,
+                429,
+                ErrorCode.TOO_MANY_REQUESTS,
+                message,
+                headers={"Retry-After": str(retry_s)},
+                detail=detail | {"retry_after_s": retry_s},
+            )
+            return
+        limit = min(admission.body_limit, self.settings.max_body_bytes)
+        declared = Headers(scope=scope).get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            log.warning(
+                "request refused", extra={"code": "payload_too_large", "data": {"path": scope.get("path")}}
+            )
+            await _refuse(
+                scope,
+                receive,
+                send,
+                413,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                body_too_large_message(size=int(declared), limit=limit),
+                detail={"limit": limit},
+            )
+            return
+        async with self._holding(admission):
+            await self.app(scope, _limited(receive, limit), send)
+
+    async def _over_rate(self, scope: Scope, admission: Admission) -> tuple[str, int, dict[str, Any]] | None:
+        rates = getattr(scope["app"].state, "rate_limits", None) if "app" in scope else None
+        if not isinstance(rates, RateLimits):
+            return None
+        over = await rates.retry_after(admission.caller, anonymous=admission.anonymous)
+        if over is None:
+            return None
+        retry_s, item = over
+        return (
+            f"{admission.caller} is over its rate limit of {item}; retry after {retry_s} s",
+            retry_s,
+            {"limit": str(item)},
+        )
+
+    def _over_concurrency(self, admission: Admission) -> tuple[str, int, dict[str, Any]] | None:
+        settings, caller = self.settings, admission.caller
+        if self._in_flight.requests[caller] >= settings.max_concurrent_per_caller:
+            return (
+                f"{caller} has {settings.max_concurrent_per_caller} requests in progress, the most it may",
+                _RETRY_CONCURRENT_S,
+                {"max_concurrent_per_caller": settings.max_concurrent_per_caller},
+            )
+        if not admission.long_poll:
+            return None
+        if self._in_flight.long_polls[caller] >= settings.max_long_polls_per_caller:
+            return (
+                f"{caller} holds {settings.max_long_polls_per_caller} long-polls open, the most it may",
+                _RETRY_CONCURRENT_S,
+                {"max_long_polls_per_caller": settings.max_long_polls_per_caller},
+            )
+        if self._in_flight.long_polls.total() >= settings.max_long_polls:
+            return (
+                f"this service holds {settings.max_long_polls} long-polls open, the most it takes",
+                _RETRY_CONCURRENT_S,
+                {"max_long_polls": settings.max_long_polls},
+            )
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, admission: Admission) -> AsyncIterator[None]:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._in_flight.holding(self._in_flight.requests, admission.caller))
+            if admission.long_poll:
+                stack.enter_context(self._in_flight.holding(self._in_flight.long_polls, admission.caller))
+            yield
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLargeError(size=received, limit=limit)
+        return message
+
+    return limited
+
+
+def _route_of(scope: Scope, routes: Sequence[BaseRoute]) -> tuple[BaseRoute | None, dict[str, Any]]:
+    """The route of `routes` (the app's API routes, their paths whole) that serves the request and its path
+    parameters (None for an unknown path)."""
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            return route, dict(child.get("path_params", {}))
+    return None, {}
+
+
+def client_host(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"ip:{client[0]}" if client else "ip:unknown"
+
+
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    code: ErrorCode,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    body = ErrorBody(code=code, message=message, detail=detail)
+    response = JSONResponse(
+        body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers
+    )
+    await response(scope, receive, send)
