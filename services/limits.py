@@ -131,7 +131,7 @@ class RateLimits:
 
 
 @dataclass
-class _InFlight:
+class InFlight:
     """Requests and long-polls in progress in this process, by caller."""
 
     requests: Counter[str]
@@ -160,7 +160,7 @@ class RequestLimits:
         self.settings = settings
         self.admit = admit
         self.routes = routes
-        self._in_flight = _InFlight(Counter(), Counter())
+        self.in_flight = InFlight(Counter(), Counter())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -227,7 +227,7 @@ class RequestLimits:
 
     def _over_concurrency(self, admission: Admission) -> tuple[str, int, dict[str, Any]] | None:
         settings, caller = self.settings, admission.caller
-        if self._in_flight.requests[caller] >= settings.max_concurrent_per_caller:
+        if self.in_flight.requests[caller] >= settings.max_concurrent_per_caller:
             return (
                 f"{caller} has {settings.max_concurrent_per_caller} requests in progress, the most it may",
                 _RETRY_CONCURRENT_S,
@@ -235,13 +235,13 @@ class RequestLimits:
             )
         if not admission.long_poll:
             return None
-        if self._in_flight.long_polls[caller] >= settings.max_long_polls_per_caller:
+        if self.in_flight.long_polls[caller] >= settings.max_long_polls_per_caller:
             return (
                 f"{caller} holds {settings.max_long_polls_per_caller} long-polls open, the most it may",
                 _RETRY_CONCURRENT_S,
                 {"max_long_polls_per_caller": settings.max_long_polls_per_caller},
             )
-        if self._in_flight.long_polls.total() >= settings.max_long_polls:
+        if self.in_flight.long_polls.total() >= settings.max_long_polls:
             return (
                 f"this service holds {settings.max_long_polls} long-polls open, the most it takes",
                 _RETRY_CONCURRENT_S,
@@ -252,9 +252,9 @@ class RequestLimits:
     @contextlib.asynccontextmanager
     async def _holding(self, admission: Admission) -> AsyncIterator[None]:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self._in_flight.holding(self._in_flight.requests, admission.caller))
+            stack.enter_context(self.in_flight.holding(self.in_flight.requests, admission.caller))
             if admission.long_poll:
-                stack.enter_context(self._in_flight.holding(self._in_flight.long_polls, admission.caller))
+                stack.enter_context(self.in_flight.holding(self.in_flight.long_polls, admission.caller))
             yield
 
 
