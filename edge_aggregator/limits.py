@@ -4,8 +4,8 @@ The edge takes no bearer tokens: a hospital proves who it is with the signature 
 cannot be checked before the body is read, so every caller is its client IP. Body limits:
 
 - `POST .../uploads`: the largest well-formed `ClientUpdate` of the federation's layout and HE scheme;
-- the masking stages' posts: `max_json_body_bytes` and a line (a sealed share, a signature) per hospital the
-  federation may hold;
+- the masking stages' posts: `max_json_body_bytes` and a line (a sealed share, a signature) per hospital of
+  the cohort (the hospitals the edge's current plan names);
 - every other route: `max_json_body_bytes`.
 """
 
@@ -39,6 +39,6 @@ class EdgeAdmission:
         if isinstance(route, APIRoute) and edge is not None:
             if route.name == _UPLOAD_ROUTE:
                 limit = upload_body_bytes(edge.scheme, length=edge.config.layout_size)
-            elif route.name in _MASKING_ROUTES:
-                limit += edge.config.spec.max_clients * CONTRIBUTION_BYTES
+            elif route.name in _MASKING_ROUTES and edge.plan is not None:
+                limit += len(edge.plan.client_ranks) * CONTRIBUTION_BYTES
         return Admission(client_host(scope), limit)

@@ -26,7 +26,9 @@ def counting(reads: Counter[str], read: Callable[..., Any]) -> Callable[..., Any
     return counted
 
 
-async def test_round_status_and_rounds_list_never_read_the_stored_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_round_status_and_rounds_list_never_read_the_stored_sums(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """An edge's sum is in, then replaced in the store by 8 MiB of garbage: `GET /rounds/0` and `GET /rounds`
     still answer with the edge's count and bytes, and no read touches the sums' key."""
     async with running_cloud() as cloud:
