@@ -39,9 +39,43 @@ UNREADABLE_BODY = {
 }
 
 
+#: `services.limits` answers any operation 429 (rate, concurrency, long-polls) before it runs.
+TOO_MANY_REQUESTS = {
+    "description": "`too_many_requests`: over the caller's rate window, concurrency cap or long-poll caps; "
+    "retry after `Retry-After` seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorBody"},
+            "example": {
+                "code": "too_many_requests",
+                "message": "client:hospital-a is over its rate limit of 1200 per 1 minute; retry after 12 s",
+                "detail": {"limit": "1200 per 1 minute", "retry_after_s": 12},
+            },
+        }
+    },
+}
+#: ... and 413 to any that reads a body, from `Content-Length` or as it streams.
+BODY_TOO_LARGE = {
+    "description": "`payload_too_large`: the body is over this route's limit (`detail.limit`, bytes)",
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorBody"},
+            "example": {
+                "code": "payload_too_large",
+                "message": "request body is too large: it has at least 70000 bytes, the limit of this route is "
+                "65536",
+                "detail": {"limit": 65536},
+            },
+        }
+    },
+}
+
+
 def document_unreadable_bodies(app: FastAPI) -> None:
     """Add `UNREADABLE_BODY` as the 400 of every operation of `app` that reads a body and documents no 400
-    of its own, routes added later included (the document is built on its first request)."""
+    of its own, `BODY_TOO_LARGE` as its 413, and `TOO_MANY_REQUESTS` as every operation's 429 (the request
+    limits', `services.limits`), routes added later included (the document is built on its first request)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -49,8 +83,12 @@ def document_unreadable_bodies(app: FastAPI) -> None:
             document = generate()
             for item in document.get("paths", {}).values():
                 for operation in item.values():
-                    if isinstance(operation, dict) and "requestBody" in operation:
+                    if not isinstance(operation, dict) or "responses" not in operation:
+                        continue
+                    operation["responses"].setdefault("429", TOO_MANY_REQUESTS)
+                    if "requestBody" in operation:
                         operation["responses"].setdefault("400", UNREADABLE_BODY)
+                        operation["responses"].setdefault("413", BODY_TOO_LARGE)
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -629,7 +629,7 @@ REDIS_COMMANDS = (
 # An edge's user: no scripts. Only the cloud's closer lease compares and deletes in a script
 # (`delete_if_equals`, `expire_if_equals`); a script that never returns would hold Redis' one thread, every
 # other tier answered `BUSY` until the operator's user kills it.
-# Without scripts its rate windows are in memory: one edge is one process.
+# Without scripts its rate windows are in each replica's memory (services.limits).
 EDGE_REDIS_COMMANDS = tuple(
     command for command in REDIS_COMMANDS if command not in ("eval", "evalsha", "script|load")
 )
