@@ -30,7 +30,7 @@ from services import keyspace
 from services.asgi import install_error_handlers
 from services.clock import Clock, TimeSource, store_time, utc_now
 from services.keys import load_keks
-from services.limits import RateLimits, RequestLimits, rate_storage
+from services.limits import RateLimits, RequestLimits
 from services.metrics import CloudMetrics, HttpMetrics, routes_named
 from services.openapi import document_unreadable_bodies
 from services.settings import CloudSettings
@@ -77,8 +77,9 @@ def create_app(
         )
         shared = time or store_time(the_store)
         app.state.store = the_store  # the error handlers quarantine a record that does not read back
-        app.state.rate_limits = RateLimits(
-            rate_storage(the_store, prefix=keyspace.CLOUD_LIMITS_PREFIX),
+        rate_limits = app.state.rate_limits = RateLimits.over_store(
+            the_store,
+            prefix=keyspace.CLOUD_LIMITS_PREFIX,
             per_caller=settings.rate_limit,
             anonymous=settings.anonymous_rate_limit,
         )
@@ -103,6 +104,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
+            await rate_limits.close()
             if own_store:
                 await the_store.close()
 

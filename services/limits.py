@@ -31,6 +31,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
+from redis.asyncio import ConnectionPool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
@@ -93,26 +94,42 @@ def upload_body_bytes(
     return 4 * math.ceil(raw / 3) + clients * CONTRIBUTION_BYTES + UPLOAD_HEADROOM_BYTES
 
 
-def rate_storage(store: StateStore, *, prefix: str) -> Storage:
-    """`limits`' storage: the store's own Redis connections (keys under `prefix`, so that they stay inside the
-    tier's ACL key pattern) so that every replica counts the same window; memory for an in-memory store."""
-    if isinstance(store, RedisStore):
-        return RedisStorage(
-            "async+redis://",
-            implementation="redispy",
-            connection_pool=store.connection_pool,
-            key_prefix=prefix,
-        )
-    return MemoryStorage()
+#: The longest a rate-window check waits for Redis before it lets the request through.
+RATE_STORE_TIMEOUT_S = 0.5
 
 
 class RateLimits:
     """Per-caller request windows (`ServiceSettings.rate_limit`, `anonymous_rate_limit`) over one storage."""
 
-    def __init__(self, storage: Storage, *, per_caller: str, anonymous: str) -> None:
+    def __init__(
+        self, storage: Storage, *, per_caller: str, anonymous: str, pool: ConnectionPool | None = None
+    ) -> None:
         self._limiter = FixedWindowRateLimiter(storage)
         self._per_caller = parse_many(per_caller)
         self._anonymous = parse_many(anonymous)
+        self._pool = pool
+
+    @classmethod
+    def over_store(cls, store: StateStore, *, prefix: str, per_caller: str, anonymous: str) -> RateLimits:
+        """Windows in the store's Redis (keys under `prefix`, inside the tier's ACL key pattern), so that every
+        replica counts the same window, over connections that fail fast; in memory for an in-memory store.
+        Close it (`close`) when the app stops."""
+        if not isinstance(store, RedisStore):
+            return cls(MemoryStorage(), per_caller=per_caller, anonymous=anonymous)
+        pool = store.fail_fast_pool(timeout_s=RATE_STORE_TIMEOUT_S)
+        storage = RedisStorage(
+            "async+redis://",
+            implementation="redispy",
+            wrap_exceptions=True,
+            # `limits` types its options as scalars; its redis-py bridge builds the client on this pool
+            connection_pool=pool,  # type: ignore[arg-type]
+            key_prefix=prefix,
+        )
+        return cls(storage, per_caller=per_caller, anonymous=anonymous, pool=pool)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def retry_after(self, caller: str, *, anonymous: bool) -> tuple[int, RateLimitItem] | None:
         """Count one request of `caller`; None while it is inside its limits, else (seconds until the window

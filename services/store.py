@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -417,10 +417,19 @@ class RedisStore(StateStore):
         )
         self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose closes it
 
-    @property
-    def connection_pool(self) -> aioredis.ConnectionPool:
-        """The store's connections (logged in as its ACL user), for `services.limits`' rate windows."""
-        return self._redis.connection_pool
+    def fail_fast_pool(self, *, timeout_s: float, max_connections: int = 16) -> aioredis.ConnectionPool:
+        """Connections to the store's server as its ACL user (and over its TLS), without the store's retries:
+        for `services.limits`' rate windows, which a request must not wait seconds on while Redis is away."""
+        own = self._redis.connection_pool
+        kwargs = {
+            **own.connection_kwargs,
+            "retry": Retry(NoBackoff(), 0),
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+        }
+        return aioredis.ConnectionPool(
+            connection_class=own.connection_class, max_connections=max_connections, **kwargs
+        )
 
     @contextlib.asynccontextmanager
     async def _errors(self, what: str) -> AsyncIterator[None]:

@@ -97,9 +97,9 @@ async def test_a_closed_and_a_failed_round_show_in_the_cloud_metrics() -> None:
     assert value(samples, "fedlora_bytes_received_total", service="cloud", federation=fid) == sum(
         len(r.request.content) for r in sent_to_fed
     )
-    assert value(samples, "fedlora_bytes_received_total", service="cloud", federation="") == len(
-        stranger.request.content
-    )
+    # The stranger's token names no edge of "nope": refused before its body was read, none of it received.
+    assert stranger.status_code == 401
+    assert value(samples, "fedlora_bytes_received_total", service="cloud", federation="") == 0
     assert value(samples, "fedlora_bytes_sent_total", service="cloud", federation=fid) == len(
         vector.content
     ) + len(peft_zip.content)
