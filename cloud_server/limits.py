@@ -56,8 +56,7 @@ class CloudAdmission:
         limit = json_limit
         if route.name == _UPLOAD_ROUTE and isinstance(fid, str):
             limit = await _aggregate_limit(context, fid, default=json_limit)
-        wait = QueryParams(scope.get("query_string", b"")).get("wait", "0")
-        long_poll = route.name == _LONG_POLL_ROUTE and wait not in ("", "0", "0.0")
+        long_poll = route.name == _LONG_POLL_ROUTE and _waits(scope)
         return Admission(caller, limit, long_poll=long_poll, state=state)
 
     def _authenticated(self, route: APIRoute) -> bool:
@@ -67,6 +66,15 @@ class CloudAdmission:
         if known is None:
             known = self._needs_token[id(route)] = _depends_on(route.dependant, principal)
         return known
+
+
+def _waits(scope: Scope) -> bool:
+    """Whether a plan poll asks to wait (an unreadable `wait` counts: the route answers it 422)."""
+    wait = QueryParams(scope.get("query_string", b"")).get("wait", "0")
+    try:
+        return float(wait) > 0
+    except ValueError:
+        return True
 
 
 def _depends_on(dependant: Any, call: Any) -> bool:
