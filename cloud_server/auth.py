@@ -24,6 +24,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Scope
 
 from cloud_server.context import CloudContext
 from cloud_server.deps import ContextDep
@@ -69,9 +70,10 @@ async def optional_bearer_token(
 OptionalTokenDep = Annotated[str | None, Depends(optional_bearer_token)]
 
 
-async def resolve_principal(token: str, fid: str | None, context: CloudContext) -> Principal:
-    """The principal `token` names (in federation `fid`, for an edge's or client's API token); 401
-    `unauthenticated` for an unknown or revoked one."""
+async def resolve_principal(token: str, fid: str | None, context: CloudContext, *, scope: Scope) -> Principal:
+    """The principal `token` names (in federation `fid`, for an edge's or client's API token) on the
+    connection of `scope` (an edge's must carry its certificate); 401 `unauthenticated` for an unknown or
+    revoked token."""
     if tokens_equal(token, context.settings.admin_token.get_secret_value()):
         return Principal(Role.ADMIN, "admin")
     previous = context.settings.admin_token_previous
@@ -84,7 +86,7 @@ async def resolve_principal(token: str, fid: str | None, context: CloudContext) 
         record = await context.enrolment.token_subject(fid, token_digest(token))
         if record is not None:
             if record.role is Role.EDGE:
-                require_edge_certificate(request, context.settings, fid, record.subject)
+                require_edge_certificate(scope, context.settings, fid, record.subject)
             return Principal(record.role, record.subject)
     raise UnauthenticatedError("unknown or revoked token")
 
@@ -95,19 +97,19 @@ async def principal(request: Request, token: TokenDep, context: ContextDep) -> P
     admitted = getattr(request.state, "principal", None)
     if isinstance(admitted, Principal):
         return admitted
-    return await resolve_principal(token, request.path_params.get("fid"), context)
+    return await resolve_principal(token, request.path_params.get("fid"), context, scope=request.scope)
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
-def require_edge_certificate(request: Request, settings: CloudSettings, fid: str, edge_id: str) -> None:
+def require_edge_certificate(scope: Scope, settings: CloudSettings, fid: str, edge_id: str) -> None:
     """Refuse an edge's request unless its connection presented a CA-verified certificate naming
     `edge_id` in `fid` (a cloud serving plain http, `allow_plain_http`, has no certificates to check)."""
     if settings.tls_cert_file is None:
         return
     expected = party_uri(fid, Role.EDGE.value, edge_id)
-    uris = peer_uris(request.scope)
+    uris = peer_uris(scope)
     if uris is None:
         raise UnauthenticatedError(
             f"edge {edge_id!r} must present its client certificate ({expected}) on this connection",

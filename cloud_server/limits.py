@@ -50,7 +50,7 @@ class CloudAdmission:
             scheme, token = get_authorization_scheme_param(Headers(scope=scope).get("authorization"))
             if scheme.lower() != "bearer" or not token:
                 raise UnauthenticatedError("this endpoint needs `Authorization: Bearer <token>`")
-            who = await resolve_principal(token, fid, context)
+            who = await resolve_principal(token, fid, context, scope=scope)
             caller = "admin" if who.role is Role.ADMIN else f"{who.role.value}:{who.subject}"
             state = {"principal": who}
         limit = json_limit

@@ -596,7 +596,8 @@ StoreOption = Annotated[
         "--store",
         help="state store: rediss://host:port/db (Redis over TLS, with FEDLORA_STORE_CA_FILE and the client "
         "certificate's FEDLORA_STORE_CERT_FILE, FEDLORA_STORE_KEY_FILE; survives restarts, shared by replicas), "
-        "redis://host:port/db, or memory:// (lost at exit); default FEDLORA_STORE_URL, else memory://",
+        "redis://host:port/db, or memory:// (lost at exit: refused unless FEDLORA_EPHEMERAL_STORE=1); default "
+        "FEDLORA_STORE_URL",
     ),
 ]
 PortOption = Annotated[int | None, typer.Option(help="port to listen on; default FEDLORA_PORT")]

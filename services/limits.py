@@ -187,7 +187,17 @@ class RequestLimits:
         try:
             admission = await self.admit(scope, route, params)
         except ServiceError as e:
-            await _refuse(scope, receive, send, e.status, e.code, e.message, headers=dict(e.headers))
+            await _refuse(
+                scope,
+                receive,
+                send,
+                e.status,
+                e.code,
+                e.message,
+                headers=dict(e.headers),
+                field=e.field,
+                detail=e.detail,
+            )
             return
         if admission.state:
             scope.setdefault("state", {}).update(admission.state)
@@ -314,9 +324,10 @@ async def _refuse(
     message: str,
     *,
     headers: dict[str, str] | None = None,
+    field: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    body = ErrorBody(code=code, message=message, detail=detail)
+    body = ErrorBody(code=code, message=message, field=field, detail=detail)
     response = JSONResponse(
         body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers
     )

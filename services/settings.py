@@ -129,6 +129,7 @@ class ServiceSettings(BaseSettings):
         except ValueError as e:
             raise ValueError(f"must be in the `limits` notation such as '600/minute', got {value!r}") from e
         return value
+
     tls_ca_file: Path | None = Field(
         default=None,
         description="the federation's CA certificate (`ca.crt`): the only CA this service verifies its peers "

@@ -114,7 +114,7 @@ async def enrol_edge(
     else changed (another URL is 409 `edge_url_changed`). The same edge id with another key is 409; past
     `max_edges` 409 `federation_full`. A cloud serving TLS enrols an edge only over a connection whose client
     certificate names it (401 `client_certificate_required`, 403 `client_certificate_mismatch`)."""
-    require_edge_certificate(request, context.settings, fid, body.edge_id)
+    require_edge_certificate(request.scope, context.settings, fid, body.edge_id)
     enrolled, created = await enrolment.enrol_edge(fid, body, token)
     response.status_code = 201 if created else 200
     return enrolled
