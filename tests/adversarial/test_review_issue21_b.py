@@ -5,15 +5,32 @@ product breaks."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from limits.aio.storage import MemoryStorage
 
+from cloud_server.app import create_app
+from fedlora.launcher import free_port
+from protocol.crypto import KekRing
 from services.limits import RateLimits
-from services.store import RedisStore
-from tests.cloud.harness import ADMIN_TOKEN, Cloud, Federation, bearer, running_cloud, small_spec
+from services.store import MemoryStore, RedisStore
+from tests.cloud.harness import (
+    ADMIN,
+    ADMIN_TOKEN,
+    KEK,
+    Cloud,
+    Federation,
+    bearer,
+    cloud_settings,
+    running_cloud,
+    small_spec,
+)
 from tests.redis_server import RedisServer
+from tests.served import served
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +56,9 @@ async def test_a_party_cannot_spend_the_rate_window_of_the_same_id_in_another_fe
         fed_b = await Federation.create(cloud.http, small_spec("fed-b"))
         tight_rates(cloud, per_caller="2/minute")
         b_edge = bearer(fed_b.edges["edge-1"].token)
-        spent = [(await cloud.http.get("/federations/fed-b/edges", headers=b_edge)).status_code for _ in range(3)]
+        spent = [
+            (await cloud.http.get("/federations/fed-b/edges", headers=b_edge)).status_code for _ in range(3)
+        ]
         victim = await cloud.http.get("/federations/fed-a/edges", headers=bearer(fed_a.edges["edge-1"].token))
 
     assert spent == [200, 200, 429]  # fed-b's edge-1 is over its own window
@@ -60,7 +79,9 @@ async def test_requests_with_refused_tokens_are_counted_against_the_callers_wind
         tight_rates(cloud, per_caller="5/minute", anonymous="5/minute")
         answers = [
             (
-                await cloud.http.get("/federations/fed-a/edges", headers=bearer(f"guessed-token-{i:04d}-xxxxxxxx"))
+                await cloud.http.get(
+                    "/federations/fed-a/edges", headers=bearer(f"guessed-token-{i:04d}-xxxxxxxx")
+                )
             ).status_code
             for i in range(50)
         ]
@@ -103,3 +124,47 @@ def test_a_token_request_while_the_store_is_away_is_503_store_unavailable_as_for
     # main: 500 `internal`, "internal error (StoreError); see the cloud's log"
     assert (as_edge.status_code, as_edge.json()["code"]) == (503, "store_unavailable"), as_edge.text
     assert "Retry-After" in as_edge.headers
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cloud_server.plans.wait_for never listens for the client's disconnect: a plan poll whose client is "
+    "gone keeps its long-poll slot (and rechecks the store) for the rest of its wait",
+)
+def test_a_long_poll_whose_client_is_gone_frees_its_slot() -> None:
+    """A long-poll slot is held by a client that is waiting: once the client's connection closes, the cloud
+    stops waiting for it and its slot (`max_long_polls_per_caller`, `max_long_polls`) is free for the next
+    poll. On main, under a real uvicorn, the poll goes on for its whole wait (up to `long_poll_s`, 25 s by
+    default) with nobody to answer, so a hospital whose connection dropped is refused 429 for that long, and a
+    caller that opens and drops polls keeps the service's long-poll cap full for free."""
+    long_poll_s = 4.5
+    settings = cloud_settings(
+        long_poll_s=long_poll_s, max_long_polls_per_caller=1, rate_limit="100000/minute"
+    )
+    app = create_app(settings, store=MemoryStore(), keks=KekRing(KEK))
+    with served(app, free_port()) as url:
+
+        async def hospital_token() -> str:
+            async with httpx.AsyncClient(base_url=url, headers=ADMIN, timeout=30) as admin:
+                fed = await Federation.create(admin, small_spec())
+                await fed.start(admin)
+            return fed.client_tokens["client-a"]
+
+        token = asyncio.run(hospital_token())
+        poll = f"/federations/fed-1/plan?after_round=0&wait={long_poll_s:g}"
+        with httpx.Client(base_url=url, headers=bearer(token), timeout=30) as http:
+            dropped = socket.create_connection(("127.0.0.1", urlsplit(url).port or 0))
+            dropped.sendall(
+                f"GET {poll} HTTP/1.1\r\nHost: cloud\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+            )
+            quick = "/federations/fed-1/plan?after_round=0&wait=0.01"
+            # Until the dropped poll holds the caller's one slot (its request is in once this is refused).
+            held = next((i for i in range(1000) if http.get(quick).status_code == 429), None)
+            assert held is not None, "the first poll never held a long-poll slot"
+            dropped.close()
+            deadline = time.monotonic() + long_poll_s / 3
+            answers = []
+            while time.monotonic() < deadline and (not answers or answers[-1] == 429):
+                answers.append(http.get(quick).status_code)
+
+    assert answers[-1] == 204, answers[-5:]  # main: 429 "client:client-a holds 1 long-polls open" throughout
