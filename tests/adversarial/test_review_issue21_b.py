@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -94,7 +95,9 @@ async def test_requests_with_refused_tokens_are_counted_against_the_callers_wind
     reason="services.limits: the bearer token is resolved in the request-limits middleware, outside the "
     "app's exception handlers, so a StoreError there is a 500 `internal` instead of 503 `store_unavailable`",
 )
-def test_a_token_request_while_the_store_is_away_is_503_store_unavailable_as_for_the_admin(tmp_path) -> None:
+def test_a_token_request_while_the_store_is_away_is_503_store_unavailable_as_for_the_admin(
+    tmp_path: Path,
+) -> None:
     """With the store's Redis away, every request that needs it is answered 503 `store_unavailable` with
     `Retry-After` (a failure worth retrying, docs/api.md), whoever calls: the admin's `GET .../edges` is, but
     an edge's or hospital's (whose token the request limits resolve in the store before the route runs) is a
@@ -163,7 +166,7 @@ def test_a_long_poll_whose_client_is_gone_frees_its_slot() -> None:
             assert held is not None, "the first poll never held a long-poll slot"
             dropped.close()
             deadline = time.monotonic() + long_poll_s / 3
-            answers = []
+            answers: list[int] = []
             while time.monotonic() < deadline and (not answers or answers[-1] == 429):
                 answers.append(http.get(quick).status_code)
 
