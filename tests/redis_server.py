@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from fedlora.launcher import free_port
 from fedlora.pki import Authority, new_authority
@@ -28,6 +31,18 @@ def redis_binary() -> str:
         pytest.fail(str(e))
 
 
+def no_retry() -> Retry:
+    """No reconnecting. redis-py's default retries a command three times after a connection error, with a
+    backoff that sleeps up to seconds each time: after a refused login (its AuthenticationError is a
+    ConnectionError), and at every poll while a server is still starting."""
+    return Retry(NoBackoff(), 0)
+
+
+def redis_client(port: int, **options: Any) -> redis.Redis:
+    """A client of a test's redis-server on loopback that fails at once (`no_retry`)."""
+    return redis.Redis(host="127.0.0.1", port=port, retry=no_retry(), **options)
+
+
 class RedisServer(RedisProcess):
     """`kill` is `kill -9`; `start` again reuses the folder, so the AOF written before the kill is replayed."""
 
@@ -41,6 +56,10 @@ class RedisServer(RedisProcess):
         tls: ServerTLS | None = None,
     ) -> None:
         super().__init__(folder, port=port or free_port(), appendfsync=appendfsync, acl=acl, tls=tls)
+
+    def admin_client(self, **options: Any) -> redis.Redis:
+        """The operator's client, failing at once (`no_retry`): `start` polls the starting server with it."""
+        return super().admin_client(**({"retry": no_retry()} | options))
 
     def start(self, *, timeout_s: float = START_TIMEOUT_S) -> Self:
         redis_binary()  # a missing binary fails the test with the hint

@@ -31,7 +31,7 @@ from services.identity import new_token, token_digest
 from services.store import RedisStore, StoreError
 from tests.cloud.harness import KEK, Federation, bearer, running_cloud, small_spec
 from tests.cloud.test_hospital_policy import EXAMPLES, hospital
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_client
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +56,7 @@ class AclRedis:
         user, server = self.user(tier), self.servers[at or tier]
         login = {} if anonymous else {"username": user.name, "password": user.password}
         tls = self.tls[tier].service.redis_options() | {"ssl": True} if self.tls is not None else {}
-        return redis.Redis(host="127.0.0.1", port=server.port, **login, **tls)
+        return redis_client(server.port, **login, **tls)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis
 
 from cloud_server import closing
 from cloud_server.close_attempts import ClosePolicy
@@ -26,7 +25,7 @@ from services import keyspace
 from services.store import MemoryStore, StateStore
 from tests.clock import FakeClock, Turns
 from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec, weighted_mean
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_client
 
 pytestmark = pytest.mark.anyio
 BOUND_S = 30.0  # the longest any step here may take before the test gives up
@@ -288,7 +287,7 @@ async def test_a_close_that_a_full_redis_refuses_holds_the_lease_for_its_back_of
     rng = np.random.default_rng(10)
     held = HeldDecryptions(closing.aggregate)
     monkeypatch.setattr(closing, "aggregate", held)
-    admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    admin = redis_client(redis_server.port)
     policy = admin.config_get("maxmemory-policy")["maxmemory-policy"]
     try:
         async with running_cloud(store=state_store, close_retry_s=1.0) as cloud:

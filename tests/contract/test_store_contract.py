@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from services.store import (
@@ -20,6 +19,7 @@ from services.store import (
     redacted_url,
 )
 from tests.clock import FakeClock
+from tests.redis_server import redis_client
 
 
 class StoreContract:
@@ -524,7 +524,7 @@ class TestRedisStore(StoreContract):
     def test_compare_and_delete_works_when_redis_is_full(self, store, redis_server):
         # `maxmemory` reached with `noeviction` refuses every write that adds data; a lease's holder must
         # still release (and renew) it, or the round waits out the whole TTL.
-        client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+        client = redis_client(redis_server.port)
 
         policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
 

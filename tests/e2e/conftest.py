@@ -207,6 +207,9 @@ class CloudProcess(Service):
             "FEDLORA_EPHEMERAL_STORE": str(store_url == "memory://"),
             "FEDLORA_MODEL_PATH": str(model_dir),
             "FEDLORA_DEADLINE_CHECK_S": "0.2",
+            # Uvicorn's shutdown waits for the requests in flight: an edge's plan long-poll held it up to the
+            # 25 s default, so every cluster's teardown waited out `Cluster.stop`'s 10 s and then killed it.
+            "FEDLORA_LONG_POLL_S": "2",
             "FEDLORA_LOG_JSON": "true",
             **(tls.env() if tls else {"FEDLORA_ALLOW_PLAIN_HTTP": "true"}),
             **(extra_env or {}),

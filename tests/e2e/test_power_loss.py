@@ -36,7 +36,7 @@ from tests.e2e.helpers import (
     round_status,
     start_round,
 )
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_client
 from tests.volatile_disk import VolatileDisk
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def dataset(client: redis.Redis) -> dict[bytes, object]:
 
 
 def _read(server: RedisServer) -> dict[bytes, object]:
-    client = redis.Redis(host="127.0.0.1", port=server.port)
+    client = redis_client(server.port)
     try:
         return dataset(client)
     finally:

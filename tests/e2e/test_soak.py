@@ -29,7 +29,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis
 
 from protocol.crypto import scheme_from_public
 from protocol.messages import FederationInfo, RoundPlan, RoundStatus
@@ -47,7 +46,7 @@ from tests.e2e.helpers import (
     signed_update,
     wait_edges_enrolled,
 )
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_client
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +99,7 @@ def kept_bytes(port: int, dbs: range) -> int:
     and allocator slack, which move with the load, and the sums of the rounds still inside the window.)"""
     total = 0
     for db in dbs:
-        client = redis.Redis(host="127.0.0.1", port=port, db=db)
+        client = redis_client(port, db=db)
         try:
             for key in client.scan_iter(count=1000):
                 ttl_ms = client.pttl(key)
@@ -115,7 +114,7 @@ def largest_keys(port: int, dbs: range, n: int = 15) -> list[tuple[int, int, str
     """The `n` largest keys (bytes, database, key), for the message of a failed memory check."""
     sizes: list[tuple[int, int, str]] = []
     for db in dbs:
-        client = redis.Redis(host="127.0.0.1", port=port, db=db)
+        client = redis_client(port, db=db)
         try:
             sizes += [
                 (int(client.memory_usage(k, samples=0) or 0), db, k.decode()) for k in client.scan_iter()

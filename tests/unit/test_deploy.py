@@ -63,7 +63,7 @@ from services.settings import (
     ServiceSettings,
 )
 from services.store_tls import StoreTLS
-from tests.redis_server import redis_binary
+from tests.redis_server import redis_binary, redis_client
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -948,9 +948,8 @@ def _start_redis(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    client = redis.Redis(
-        host="127.0.0.1",
-        port=port,
+    client = redis_client(
+        port,
         username=admin.name,
         password=admin.password,
         socket_connect_timeout=0.5,

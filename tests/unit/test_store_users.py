@@ -26,11 +26,11 @@ from fedlora.store_users import (
 )
 from services.store import Expiring, RedisStore, open_store
 from services.store_tls import StoreTLS
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_client
 
 
 def _logs_in(server: RedisServer, name: str, password: str) -> bool:
-    client = redis.Redis(host="127.0.0.1", port=server.port, username=name, password=password)
+    client = redis_client(server.port, username=name, password=password)
     try:
         return bool(client.ping())
     except redis.exceptions.AuthenticationError:
@@ -103,9 +103,7 @@ def test_a_rotation_keeps_the_old_password_until_it_is_retired(tmp_path: Path, i
     server = RedisServer(tmp_path / "data", acl=before).start()
     try:
         rotated = of(issue_store_users(tmp_path / "users", ["edge-1"], rotate=True))
-        admin = redis.Redis(
-            host="127.0.0.1", port=server.port, username=before.admin.name, password=before.admin.password
-        )
+        admin = redis_client(server.port, username=before.admin.name, password=before.admin.password)
         admin.acl_load()
         name = rotated.service.name
         both = [_logs_in(server, name, p) for p in (before.service.password, rotated.service.password)]

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 
-import redis
-
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_client
 from tests.volatile_disk import VolatileDisk
 
 
@@ -47,14 +45,14 @@ def test_only_fsynced_data_survives_a_power_cut(volatile_disk):
 def _keys_after_power_cut(disk: VolatileDisk, appendfsync) -> int:
     server = RedisServer(disk.mountpoint / "redis", appendfsync=appendfsync).start()
     try:
-        client = redis.Redis(host="127.0.0.1", port=server.port)
+        client = redis_client(server.port)
         for i in range(50):
             assert client.set(f"acknowledged:{i}", i)  # OK from Redis: an acknowledged write
         client.close()
         server.kill()
         disk.power_cut()
         server.start()
-        client = redis.Redis(host="127.0.0.1", port=server.port)
+        client = redis_client(server.port)
         count = int(client.dbsize())
         client.close()
         return count
