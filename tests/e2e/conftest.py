@@ -216,11 +216,14 @@ class CloudProcess(Service):
         }
         scheme, verify = ("https", tls.context()) if tls else ("http", True)
         super().__init__(cluster, "cloud", "cloud_server", env, f"{scheme}://127.0.0.1:{self.port}", verify)
+        # No idle connection kept: the test never closes this client, and over TLS the cloud's shutdown waited
+        # for a kept-alive one's close_notify until `Cluster.stop` killed it 10 s later.
         self.admin = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {self.admin_token}"},
             timeout=30,
             verify=verify,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
 
