@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from fedlora.cli import app
+from tests.cloud.harness import Federation, running_cloud, small_spec
 from tests.keks import NEXT_KEK
+
+pytestmark = pytest.mark.anyio
 
 
 @pytest.mark.xfail(
@@ -36,3 +40,35 @@ def test_kek_check_reaches_the_clouds_tls_redis_with_the_clouds_own_settings(tls
     result = CliRunner().invoke(app, ["kek", "check", "--json"], env=env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["records"] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the cloud answers a repeat by idempotency key and main ciphertext digest only: a body with the same "
+    "two and another manifest is answered 200 as if it were the sum it holds",
+)
+async def test_a_body_that_differs_from_the_held_sum_in_its_manifest_is_not_answered_as_a_repeat() -> None:
+    """A 200 to a forward the cloud already holds a sum for is only given for the byte-identical sum
+    (docs/api.md: the same sum again is taken, counted once; another is 409 `duplicate_upload`). Edge-1's
+    second body keeps the held sum's idempotency key and ciphertext but signs another manifest (client-a at
+    weight 0.5, fresh nonces): the edge would record hospitals counted at weights the cloud never counted.
+    It must be refused with 409 `duplicate_upload`, as a body with another ciphertext is."""
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        deltas = fed.deltas(np.random.default_rng(21))["edge-1"]
+        held = await fed.aggregate(cloud, "edge-1", 0, deltas)
+        assert (await fed.post(cloud.http, held)).status_code == 202
+        other = await fed.aggregate(
+            cloud,
+            "edge-1",
+            0,
+            deltas,
+            ciphertext=held.ciphertext,
+            idempotency_key=held.idempotency_key,
+            weights={"client-a": 0.5},
+        )
+        assert other.contributions != held.contributions
+        answer = await fed.post(cloud.http, other)
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["code"] == "duplicate_upload"
