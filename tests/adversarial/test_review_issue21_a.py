@@ -4,15 +4,21 @@ docs/privacy.md, as a strict xfail until it is fixed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cloud_server.retention import Retention, RetentionPolicy
 from fedlora.cli import app
+from fedlora.kek_rotation import RecordState, rotate
+from protocol.crypto import KekRing, open_bytes, seal_bytes
+from services import keyspace
+from services.store import RedisStore
 from tests.cloud.harness import Federation, running_cloud, small_spec
-from tests.keks import NEXT_KEK
+from tests.keks import KEK, NEXT_KEK
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +78,37 @@ async def test_a_body_that_differs_from_the_held_sum_in_its_manifest_is_not_answ
         answer = await fed.post(cloud.http, other)
     assert answer.status_code == 409, answer.text
     assert answer.json()["code"] == "duplicate_upload"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="kek rotate re-seals with a plain SET inside its transaction, which drops the record's TTL: a "
+    "failed round's sealed central noise, set to expire by retention, is kept for good",
+)
+def test_a_rotation_keeps_the_expiry_retention_gave_a_sealed_noise(redis_url: str) -> None:
+    """Re-sealing changes how a record is sealed, nothing else (docs/operations.md, "Rotating the KEK"; the
+    retention window of docs/privacy.md): a failed round keeps its sealed central noise until retention's
+    window ends (`Retention.round_ended` gives it a TTL), and after `fedlora kek rotate` re-sealed it under
+    the new KEK it must still expire then, not stay in the store for good."""
+    noise_key = keyspace.fed_round_noise("fed-1", 0)
+
+    async def scenario() -> tuple[float | None, float | None]:
+        store = RedisStore(redis_url)
+        try:
+            await store.hset(keyspace.federations(), "fed-1", b"2026-12-06T00:00:00+00:00")
+            await store.set(noise_key, seal_bytes(b"tag\nnoise", KEK, label=noise_key.encode()))
+            await Retention(store, RetentionPolicy(round_s=3600.0, versions=2)).round_ended(
+                "fed-1", 0, adapter_version=0
+            )
+            before = await store.ttl_s(noise_key)
+            report = await rotate(store, KekRing(current=NEXT_KEK, previous=KEK), write=True)
+            resealed = [r.key for r in report.records if r.state is RecordState.RESEALED]
+            assert resealed == [noise_key], report
+            assert open_bytes(await store.get(noise_key) or b"", NEXT_KEK, label=noise_key.encode())
+            return before, await store.ttl_s(noise_key)
+        finally:
+            await store.close()
+
+    before, after = asyncio.run(scenario())
+    assert before is not None and before > 3000
+    assert after is not None and after > 3000, f"the re-sealed noise has no expiry any more (TTL {after})"
