@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -112,3 +115,52 @@ def test_a_rotation_keeps_the_expiry_retention_gave_a_sealed_noise(redis_url: st
     before, after = asyncio.run(scenario())
     assert before is not None and before > 3000
     assert after is not None and after > 3000, f"the re-sealed noise has no expiry any more (TTL {after})"
+
+
+@pytest.fixture
+def hostile_cloud() -> Iterator[Callable[[int, bytes], str]]:
+    """A compromised cloud on loopback: every GET is answered with the status and body given; the URL."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def serve(status: int, body: bytes) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fedlora admin validates a 200 answer's body outside its error handling: a body that is not the "
+    "API's model escapes as a pydantic ValidationError traceback",
+)
+@pytest.mark.parametrize("body", [b"<html>maintenance</html>", b"[{}]"])
+def test_an_answer_that_is_not_the_apis_model_is_a_refusal_not_a_traceback(
+    hostile_cloud: Callable[[int, bytes], str], body: bytes
+) -> None:
+    """A malicious or broken cloud (or a proxy in front of it) cannot make `fedlora admin` trace back: a
+    200 whose body is not the API's model is reported as a one-line refusal on stderr, with a non-zero
+    exit status and nothing on stdout (docs/operations.md, "Daily administration"), for `--json` scripts too,
+    and the admin token appears nowhere in what it prints."""
+    url = hostile_cloud(200, body)
+    token = "admin-token-never-printed"  # noqa: S105 - a test value
+    result = CliRunner().invoke(app, ["admin", "--cloud", url, "--token", token, "federations", "--json"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stdout == "" and token not in result.output
