@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 from cloud_server.retention import Retention, RetentionPolicy
 from fedlora.cli import app
 from fedlora.kek_rotation import RecordState, rotate
-from protocol.crypto import KekRing, open_bytes, open_secret, scheme_from_public, seal_bytes
+from protocol.aggregation import RoundNoise
+from protocol.crypto import KekRing, KeyStoreError, open_bytes, open_secret, scheme_from_public, seal_bytes
+from protocol.messages import NoiseMechanism
 from services import keyspace
 from services.store import MemoryStore, RedisStore, StoreError
 from tests.cloud.harness import Federation, running_cloud, small_spec
@@ -210,3 +212,32 @@ def test_after_rotate_and_check_pass_every_sealed_secret_opens_under_the_new_kek
         open_secret(spec.he, sealed, NEXT_KEK, federation_id="fed-cut", fingerprint=fingerprint)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a replica on the old KEK alone takes a round's noise sealed under the new KEK for a corrupt record "
+    "(its KEK still opens the federation's secret): it quarantines and deletes it and draws another noise",
+)
+async def test_during_the_roll_a_replica_on_the_old_kek_keeps_the_noise_a_new_replica_drew() -> None:
+    """During a KEK roll, replicas on the old KEK, on both, and on the new one with the old as previous run
+    side by side (docs/operations.md, "Rotating the KEK", steps 2-3), and a round's central noise is drawn
+    once and every closer of the round adds the same (`FederationService.central_noise`). A replica already
+    on the new KEK draws round 0's noise (sealed under the new KEK); a replica not yet rolled must then not
+    take that record for a corrupt one, delete it and add other noise: it backs off (`KeyStoreError`) or
+    adds the same."""
+    noise = RoundNoise(NoiseMechanism.GAUSSIAN, 1.0, 1.0, False, 0.0, 1.0)
+    async with running_cloud(kek=KEK) as old:
+        fed = await Federation.create(old.http, small_spec())
+        key = keyspace.fed_round_noise(fed.fid, 0)
+        async with running_cloud(store=old.store, kek=NEXT_KEK, kek_previous=KEK) as rolled:
+            drawn = await rolled.context.federations.central_noise(fed.fid, 0, noise, fed.spec.he, size=64)
+        sealed = await old.store.get(key)
+        try:
+            added = await old.context.federations.central_noise(fed.fid, 0, noise, fed.spec.he, size=64)
+        except KeyStoreError:
+            added = drawn  # backing off until the replica is rolled is what it may do
+        kept = await old.store.get(key)
+    assert drawn is not None and added is not None
+    assert kept == sealed, "the new replica's sealed noise was replaced"
+    np.testing.assert_array_equal(added, drawn)
