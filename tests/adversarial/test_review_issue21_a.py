@@ -161,7 +161,7 @@ def test_an_answer_that_is_not_the_apis_model_is_a_refusal_not_a_traceback(
     exit status and nothing on stdout (docs/operations.md, "Daily administration"), for `--json` scripts too,
     and the admin token appears nowhere in what it prints."""
     url = hostile_cloud(200, body)
-    token = "admin-token-never-printed"  # noqa: S105 - a test value
+    token = "admin-token-never-printed"
     result = CliRunner().invoke(app, ["admin", "--cloud", url, "--token", token, "federations", "--json"])
     assert result.exit_code != 0
     assert isinstance(result.exception, SystemExit), repr(result.exception)
