@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from cloud_server.retention import Retention, RetentionPolicy
 from fedlora.cli import app
 from fedlora.kek_rotation import RecordState, rotate
+from fedlora.store_certs import InstanceTLS
 from protocol.aggregation import RoundNoise
 from protocol.crypto import KekRing, KeyStoreError, open_bytes, open_secret, scheme_from_public, seal_bytes
 from protocol.messages import NoiseMechanism
@@ -24,6 +25,7 @@ from services import keyspace
 from services.store import MemoryStore, RedisStore, StoreError
 from tests.cloud.harness import Federation, running_cloud, small_spec
 from tests.keks import KEK, NEXT_KEK
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +35,9 @@ pytestmark = pytest.mark.anyio
     reason="fedlora kek rotate/check open the cloud's Redis without the store's TLS settings "
     "(FEDLORA_STORE_CA_FILE, _CERT_FILE, _KEY_FILE): against the deployed rediss:// Redis they cannot connect",
 )
-def test_kek_check_reaches_the_clouds_tls_redis_with_the_clouds_own_settings(tls_redis) -> None:
+def test_kek_check_reaches_the_clouds_tls_redis_with_the_clouds_own_settings(
+    tls_redis: tuple[RedisServer, InstanceTLS],
+) -> None:
     """`fedlora kek rotate` and `fedlora kek check` read the cloud's own store settings and run where the
     cloud runs (docs/operations.md, "Rotating the KEK"): with the settings the cloud itself reaches its
     TLS-only Redis with (rediss://, the federation's CA, the service's client certificate), `check` reaches

@@ -51,7 +51,7 @@ def refusing_both_at_once(world: World, client_id: str) -> list[list[str]]:
             )
         await honest(aggregate, within_s=within_s)
 
-    world.cloud.forward = forward  # type: ignore[method-assign]
+    world.cloud.forward = forward
     return seen
 
 
