@@ -23,6 +23,7 @@ from protocol.crypto import KekRing, KeyStoreError, open_bytes, open_secret, sch
 from protocol.messages import NoiseMechanism
 from services import keyspace
 from services.store import MemoryStore, RedisStore, StoreError
+from tests.adversarial.test_store_tls import _refusal
 from tests.cloud.harness import Federation, running_cloud, small_spec
 from tests.keks import KEK, NEXT_KEK
 from tests.redis_server import RedisServer
@@ -131,11 +132,8 @@ def hostile_cloud() -> Iterator[Callable[[int, bytes], str]]:
     def serve(status: int, body: bytes) -> str:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                self.wfile.write(head.encode() + body)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -258,17 +256,8 @@ def test_a_store_password_given_in_the_url_query_is_never_printed() -> None:
     its user part (`redis://host:port/0?password=...` logs in), so a password there must be masked in the
     store's description and in the error a refused connection raises, as one in the user part is."""
     password = "hunter2-in-the-query"
-    unreachable = RedisStore(f"redis://127.0.0.1:1/0?password={password}", reconnect_attempts=0)
-
-    async def refusal() -> str:
-        try:
-            with pytest.raises(StoreError) as refused:
-                await unreachable.get("k")
-            return str(refused.value)
-        finally:
-            await unreachable.close()
-
-    described = unreachable.describe()
-    message = asyncio.run(refusal())
+    url = f"redis://127.0.0.1:1/0?password={password}"
+    described = RedisStore(url).describe()
+    message = _refusal(url, None)
     assert password not in described, described
     assert password not in message, message
