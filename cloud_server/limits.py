@@ -1,6 +1,6 @@
 """What the cloud's request limits (`services.limits`) need to know of a request before its body is read:
-its caller (the bearer token resolved, 401 here for a route that needs one), its body limit and whether it
-is a long-poll.
+its caller (the bearer token resolved, 401 here for a route that needs one; `edge:<federation>/<id>`,
+`client:<federation>/<id>` or `admin`), its body limit and whether it is a long-poll.
 
 - `POST .../rounds/{n}/aggregate` (an edge's sum): the federation's largest well-formed aggregate, from its
   layout and HE scheme: the round's ciphertext and one per late bucket the spec allows, the masking
@@ -51,7 +51,8 @@ class CloudAdmission:
             if scheme.lower() != "bearer" or not token:
                 raise UnauthenticatedError("this endpoint needs `Authorization: Bearer <token>`")
             who = await resolve_principal(token, fid, context, scope=scope)
-            caller = "admin" if who.role is Role.ADMIN else f"{who.role.value}:{who.subject}"
+            # An edge's or hospital's id is unique in its federation only: the federation is part of its key.
+            caller = "admin" if who.role is Role.ADMIN else f"{who.role.value}:{fid}/{who.subject}"
             state = {"principal": who}
         limit = json_limit
         if route.name == _UPLOAD_ROUTE and isinstance(fid, str):

@@ -7,7 +7,6 @@ re-reads the store every `RECHECK_S`, so a plan published by another process is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -58,18 +57,35 @@ async def wait_for(
     lookup: Callable[[], Awaitable[RoundPlan | None]],
     *,
     wait_s: float,
+    gone: Callable[[], Awaitable[object]] | None = None,
 ) -> RoundPlan | None:
-    """`lookup()` until it gives a plan or `wait_s` seconds pass (then None). `lookup` may raise."""
+    """`lookup()` until it gives a plan or `wait_s` seconds pass (then None). `lookup` may raise.
+
+    `gone()` returns once nobody waits for the answer any more (the poll's client disconnected): the wait
+    ends then, with None, so that the poll's long-poll slot is free at once, not at the end of its wait."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    while True:
-        event = board.event(fid)
-        plan = await lookup()
-        remaining = deadline - loop.time()
-        if plan is not None or remaining <= 0:
-            return plan
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=min(remaining, RECHECK_S))
+    watch = asyncio.ensure_future(gone()) if gone is not None else loop.create_future()
+    try:
+        while True:
+            event = board.event(fid)
+            plan = await lookup()
+            remaining = deadline - loop.time()
+            if plan is not None or remaining <= 0:
+                return plan
+            woken = asyncio.ensure_future(event.wait())
+            try:
+                await asyncio.wait(
+                    {woken, watch}, timeout=min(remaining, RECHECK_S), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                woken.cancel()
+            if watch.done():
+                return None
+    finally:
+        watch.cancel()
+        if watch.done() and not watch.cancelled():
+            watch.exception()  # a watch that failed (its connection broke) ended the wait as a disconnect
 
 
 def open_round(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -213,12 +213,22 @@ class RoundService:
             edge_id = clients[subject].edge_id
         return signed(await self.view(fid, plan, edge_id), await self._federations.plan_signer(fid))
 
-    async def wait_for_plan(self, fid: str, after_round: int, *, wait_s: float) -> RoundPlan | None:
+    async def wait_for_plan(
+        self,
+        fid: str,
+        after_round: int,
+        *,
+        wait_s: float,
+        gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> RoundPlan | None:
+        """A plan after `after_round`, waiting up to `wait_s` (capped at `long_poll_s`) or until `gone()`
+        returns (the poll's client disconnected)."""
         return await wait_for(
             self._board,
             fid,
             lambda: self.current_plan(fid, after_round),
             wait_s=min(wait_s, self._long_poll_s),
+            gone=gone,
         )
 
     # -- start ----------------------------------------------------------------------------------------

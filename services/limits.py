@@ -1,8 +1,9 @@
 """The services' request limits, applied before a route reads a byte of the body:
 
 1. who is calling: the service's `admit` resolves the bearer token of a route that needs one (401 before the
-   body is read or parsed) and names the caller: `admin`, `edge:<id>`, `client:<id>`, or `ip:<host>` on a
-   route that takes no token;
+   body is read or parsed) and names the caller: `admin`, `edge:<federation>/<id>`,
+   `client:<federation>/<id>`, or `ip:<host>` on a route that takes no token; a request whose token is refused
+   is charged to its client IP's anonymous window (so guessing tokens is answered 429 once it is over);
 2. rate: requests per caller in a window (`limits`' fixed window, in the store's Redis where the service
    shares one between replicas, in memory otherwise), 429 `too_many_requests` with `Retry-After`;
 3. concurrency: requests of one caller in progress in this process, and long-polls open in this process and
@@ -10,6 +11,10 @@
 4. size: the route's body limit (`Admission.body_limit`: an upload's from the federation's layout and HE
    scheme, `upload_body_bytes`; a JSON route's small), 413 `payload_too_large` from `Content-Length` before
    the body is read, and as soon as a streamed (chunked) body grows past it.
+
+A refusal raised here (a `ServiceError`, a store that fails while a token is resolved, a corrupt record) is
+answered by the app's own exception handlers (`services.asgi.install_error_handlers`), with the bodies and
+headers a route's would get.
 
 The concurrency counts are this process's: an open connection holds this process's memory and sockets, so
 this process is what the cap protects (`limits` counts events in windows and has no gauge of work in
@@ -19,13 +24,14 @@ progress).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -34,12 +40,12 @@ from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.crypto.base import HEScheme
-from protocol.messages import ErrorBody, ErrorCode
+from protocol.messages import ErrorCode
 from services.errors import ServiceError
 from services.settings import ServiceSettings
 from services.store import RedisStore, StateStore
@@ -57,7 +63,8 @@ _RETRY_CONCURRENT_S = 1
 class Admission:
     """What the service's `admit` decided about a request before its body is read."""
 
-    caller: str  # `admin`, `edge:<id>`, `client:<id>`, or `ip:<host>` on a route without a token
+    #: `admin`, `edge:<federation>/<id>`, `client:<federation>/<id>`, or `ip:<host>` on a route without a token
+    caller: str
     body_limit: int
     long_poll: bool = False
     #: Put into the request's `scope["state"]` (the resolved principal, which the route then reuses).
@@ -78,6 +85,22 @@ class BodyTooLargeError(StarletteHTTPException):
     def __init__(self, *, size: int, limit: int) -> None:
         super().__init__(413, body_too_large_message(size=size, limit=limit))
         self.limit = limit
+
+
+class TooManyRequestsError(ServiceError):
+    """429: the caller is over a rate window or holds too many requests or long-polls open; `Retry-After`
+    says when to try again."""
+
+    status = 429
+    default_code = ErrorCode.TOO_MANY_REQUESTS
+
+    def __init__(self, message: str, *, retry_after_s: int, detail: dict[str, Any]) -> None:
+        super().__init__(message, detail=detail | {"retry_after_s": retry_after_s})
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> Mapping[str, str]:  # type: ignore[override]
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 def body_too_large_message(*, size: int, limit: int) -> str:
@@ -183,98 +206,77 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        try:
+            admission = await self._admission(scope)
+        except Exception as e:
+            await answer_error(scope, receive, send, e)
+            return
+        async with self._holding(admission):
+            await self.app(scope, _limited(receive, admission.body_limit), send)
+
+    async def _admission(self, scope: Scope) -> Admission:
+        """The request's admission, its body limit capped by `max_body_bytes`; a refusal is raised."""
         route, params = _route_of(scope, self.routes)
         try:
             admission = await self.admit(scope, route, params)
         except ServiceError as e:
-            await _refuse(
-                scope,
-                receive,
-                send,
-                e.status,
-                e.code,
-                e.message,
-                headers=dict(e.headers),
-                field=e.field,
-                detail=e.detail,
-            )
-            return
+            if e.status == 401:
+                # A refused token is charged to its client IP: otherwise tokens could be tried without limit.
+                await self._check_rate(scope, Admission(client_host(scope), 0))
+            raise
         if admission.state:
             scope.setdefault("state", {}).update(admission.state)
-        refusal = await self._over_rate(scope, admission) or self._over_concurrency(admission)
-        if refusal is not None:
-            message, retry_s, detail = refusal
-            log.warning(
-                "request refused",
-                extra={"code": "too_many_requests", "data": {"path": scope.get("path"), **detail}},
-            )
-            await _refuse(
-                scope,
-                receive,
-                send,
-                429,
-                ErrorCode.TOO_MANY_REQUESTS,
-                message,
-                headers={"Retry-After": str(retry_s)},
-                detail=detail | {"retry_after_s": retry_s},
-            )
-            return
+        await self._check_rate(scope, admission)
+        self._check_concurrency(scope, admission)
         limit = min(admission.body_limit, self.settings.max_body_bytes)
         declared = Headers(scope=scope).get("content-length", "").strip()
         if declared.isdigit() and int(declared) > limit:
             log.warning(
                 "request refused", extra={"code": "payload_too_large", "data": {"path": scope.get("path")}}
             )
-            await _refuse(
-                scope,
-                receive,
-                send,
-                413,
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                body_too_large_message(size=int(declared), limit=limit),
-                detail={"limit": limit},
-            )
-            return
-        async with self._holding(admission):
-            await self.app(scope, _limited(receive, limit), send)
+            raise BodyTooLargeError(size=int(declared), limit=limit)
+        return replace(admission, body_limit=limit)
 
-    async def _over_rate(self, scope: Scope, admission: Admission) -> tuple[str, int, dict[str, Any]] | None:
+    async def _check_rate(self, scope: Scope, admission: Admission) -> None:
         rates = getattr(scope["app"].state, "rate_limits", None) if "app" in scope else None
         if not isinstance(rates, RateLimits):
-            return None
+            return
         over = await rates.retry_after(admission.caller, anonymous=admission.anonymous)
         if over is None:
-            return None
+            return
         retry_s, item = over
-        return (
+        _refuse(
+            scope,
             f"{admission.caller} is over its rate limit of {item}; retry after {retry_s} s",
             retry_s,
             {"limit": str(item)},
         )
 
-    def _over_concurrency(self, admission: Admission) -> tuple[str, int, dict[str, Any]] | None:
+    def _check_concurrency(self, scope: Scope, admission: Admission) -> None:
         settings, caller = self.settings, admission.caller
         if self.in_flight.requests[caller] >= settings.max_concurrent_per_caller:
-            return (
+            _refuse(
+                scope,
                 f"{caller} has {settings.max_concurrent_per_caller} requests in progress, the most it may",
                 _RETRY_CONCURRENT_S,
                 {"max_concurrent_per_caller": settings.max_concurrent_per_caller},
             )
         if not admission.long_poll:
-            return None
+            return
         if self.in_flight.long_polls[caller] >= settings.max_long_polls_per_caller:
-            return (
+            _refuse(
+                scope,
                 f"{caller} holds {settings.max_long_polls_per_caller} long-polls open, the most it may",
                 _RETRY_CONCURRENT_S,
                 {"max_long_polls_per_caller": settings.max_long_polls_per_caller},
             )
         if self.in_flight.long_polls.total() >= settings.max_long_polls:
-            return (
+            _refuse(
+                scope,
                 f"this service holds {settings.max_long_polls} long-polls open, the most it takes",
                 _RETRY_CONCURRENT_S,
                 {"max_long_polls": settings.max_long_polls},
             )
-        return None
 
     @contextlib.asynccontextmanager
     async def _holding(self, admission: Admission) -> AsyncIterator[None]:
@@ -315,20 +317,23 @@ def client_host(scope: Scope) -> str:
     return f"ip:{client[0]}" if client else "ip:unknown"
 
 
-async def _refuse(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    code: ErrorCode,
-    message: str,
-    *,
-    headers: dict[str, str] | None = None,
-    field: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    body = ErrorBody(code=code, message=message, field=field, detail=detail)
-    response = JSONResponse(
-        body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers
+def _refuse(scope: Scope, message: str, retry_s: int, detail: dict[str, Any]) -> NoReturn:
+    log.warning(
+        "request refused",
+        extra={"code": "too_many_requests", "data": {"path": scope.get("path"), **detail}},
     )
+    raise TooManyRequestsError(message, retry_after_s=retry_s, detail=detail)
+
+
+async def answer_error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Answer `exc`, raised before the app runs, as the app answers it when a route raises it: with the
+    app's exception handler for the nearest class of `exc` (the lookup Starlette's own makes), so that one
+    mapping of errors to answers serves both. An app without one lets `exc` through."""
+    handlers = getattr(scope.get("app"), "exception_handlers", {})
+    handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+    if handler is None:
+        raise exc
+    response = handler(Request(scope, receive), exc)
+    if inspect.isawaitable(response):
+        response = await response
     await response(scope, receive, send)

@@ -84,6 +84,7 @@ async def plan(
     who: MemberDep,
     rounds: RoundsDep,
     context: ContextDep,
+    request: Request,
     response: Response,
     after_round: Annotated[int, Query(ge=-1, description="answer only with a round greater than this")] = -1,
     wait: Annotated[float, Query(ge=0, le=300, description="seconds to wait (capped by the cloud)")] = 0.0,
@@ -105,17 +106,25 @@ async def plan(
 
     Every answer carries the cloud's time when the poll arrived and when it was answered (the deadlines'
     clock), from which the caller measures its clock's offset; an edge reports its last measured offset in
-    `clock_offset_s` (kept for `GET /edges` and the `fedlora_edge_clock_offset_seconds` gauge)."""
+    `clock_offset_s` (kept for `GET /edges` and the `fedlora_edge_clock_offset_seconds` gauge). A poll whose
+    caller disconnects stops waiting at once (its long-poll slot is free for the next)."""
     received_at = await context.clock()
     if clock_offset_s is not None and who.role is Role.EDGE:
         await context.edge_clocks.report(fid, who.subject, clock_offset_s)
-    found = await rounds.wait_for_plan(fid, after_round, wait_s=wait)
+    found = await rounds.wait_for_plan(fid, after_round, wait_s=wait, gone=lambda: disconnected(request))
     if found is not None:
         found = await rounds.plan_for(fid, found, role=who.role, subject=who.subject)
     answer = response if found is not None else Response(status_code=204)
     answer.headers[CLOUD_RECEIVED_AT_HEADER] = received_at.isoformat()
     answer.headers[CLOUD_ANSWERED_AT_HEADER] = (await context.clock()).isoformat()
     return found if found is not None else answer
+
+
+async def disconnected(request: Request) -> None:
+    """Return once the request's client has gone: a plan poll has no body, so every message the server
+    sends after the (empty) request is its `http.disconnect`."""
+    while (await request.receive())["type"] != "http.disconnect":
+        continue
 
 
 @router.post(

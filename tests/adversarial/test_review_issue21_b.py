@@ -1,6 +1,5 @@
-"""Adversarial review of issue 21's TLS and request limits: each strict xfail reproduces an open defect (it
-passes while the defect exists; whoever fixes it removes the marker). Each docstring states the property the
-product breaks."""
+"""Adversarial review of issue 21's TLS and request limits: each test reproduced a defect the review found
+(once a strict xfail, a normal test since the fix). Each docstring states the property the product keeps."""
 
 from __future__ import annotations
 
@@ -42,11 +41,6 @@ def tight_rates(cloud: Cloud, *, per_caller: str, anonymous: str = "1000/minute"
     cloud.app.state.rate_limits = RateLimits(MemoryStorage(), per_caller=per_caller, anonymous=anonymous)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services.limits: the caller key is `<role>:<subject>` without the federation, so two federations' "
-    "parties of the same id share one rate window (and one concurrency and long-poll count)",
-)
 async def test_a_party_cannot_spend_the_rate_window_of_the_same_id_in_another_federation() -> None:
     """Rate limits keyed by identity are charged to the caller only: `edge-1` of federation `fed-b` using up
     its own window leaves `edge-1` of `fed-a` (another party, another token, another certificate URI)
@@ -66,10 +60,6 @@ async def test_a_party_cannot_spend_the_rate_window_of_the_same_id_in_another_fe
     assert victim.status_code == 200, victim.text  # main: 429 "edge:edge-1 is over its rate limit"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services.limits: a request whose bearer token is refused (401) is counted in no rate window",
-)
 async def test_requests_with_refused_tokens_are_counted_against_the_callers_window() -> None:
     """Every request is charged to some window before the service does work for it: one that presents an
     unknown token (401) counts against its client IP's `anonymous_rate_limit`, so a caller cannot try
@@ -90,11 +80,6 @@ async def test_requests_with_refused_tokens_are_counted_against_the_callers_wind
     assert 429 in answers, answers  # main: 50 x 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services.limits: the bearer token is resolved in the request-limits middleware, outside the "
-    "app's exception handlers, so a StoreError there is a 500 `internal` instead of 503 `store_unavailable`",
-)
 def test_a_token_request_while_the_store_is_away_is_503_store_unavailable_as_for_the_admin(
     tmp_path: Path,
 ) -> None:
@@ -129,11 +114,6 @@ def test_a_token_request_while_the_store_is_away_is_503_store_unavailable_as_for
     assert "Retry-After" in as_edge.headers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cloud_server.plans.wait_for never listens for the client's disconnect: a plan poll whose client is "
-    "gone keeps its long-poll slot (and rechecks the store) for the rest of its wait",
-)
 def test_a_long_poll_whose_client_is_gone_frees_its_slot() -> None:
     """A long-poll slot is held by a client that is waiting: once the client's connection closes, the cloud
     stops waiting for it and its slot (`max_long_polls_per_caller`, `max_long_polls`) is free for the next
