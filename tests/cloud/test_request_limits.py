@@ -149,10 +149,10 @@ async def test_open_long_polls_are_capped_per_caller_and_per_service() -> None:
         one, two = (fed.edges[e].token for e in ("edge-1", "edge-2"))
         plan = f"/federations/{fed.fid}/plan?after_round=0&wait=5"
         first = asyncio.create_task(cloud.http.get(plan, headers=bearer(one)))
-        await until_held(cloud.app, "long_polls", "edge:edge-1")
+        await until_held(cloud.app, "long_polls", f"edge:{fed.fid}/edge-1")
         again = await cloud.http.get(plan, headers=bearer(one))
         second = asyncio.create_task(cloud.http.get(plan, headers=bearer(two)))
-        await until_held(cloud.app, "long_polls", "edge:edge-2")
+        await until_held(cloud.app, "long_polls", f"edge:{fed.fid}/edge-2")
         admin = await cloud.http.get(plan)
         short = await cloud.http.get(f"/federations/{fed.fid}/plan?after_round=-1")
         for task in (first, second):
@@ -173,7 +173,7 @@ async def test_a_caller_over_its_concurrency_cap_is_refused_429() -> None:
         held = asyncio.create_task(
             cloud.http.get(f"/federations/{fed.fid}/plan?after_round=0&wait=5", headers=bearer(token))
         )
-        await until_held(cloud.app, "requests", "edge:edge-1")
+        await until_held(cloud.app, "requests", f"edge:{fed.fid}/edge-1")
         refused = await cloud.http.get(f"/federations/{fed.fid}", headers=bearer(token))
         held.cancel()
         await asyncio.gather(held, return_exceptions=True)
