@@ -98,6 +98,7 @@ class TooManyRequestsError(ServiceError):
         super().__init__(message, detail=detail | {"retry_after_s": retry_after_s})
         self.retry_after_s = retry_after_s
 
+    # Per refusal, not per class as `ServiceError.headers` is: the seconds left of the window that refused it.
     @property
     def headers(self) -> Mapping[str, str]:  # type: ignore[override]
         return {"Retry-After": str(self.retry_after_s)}
