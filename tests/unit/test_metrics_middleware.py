@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_aggregator.errors import internal_error, invalid_request
 from protocol.messages import ErrorBody, ErrorCode
-from services.asgi import install_error_handlers
 from services.limits import Admission, RequestLimits
 from services.metrics import UNMATCHED, EdgeMetrics, HttpMetrics, error_code, routes_named
 from services.settings import ServiceSettings
+from tests.error_handlers import with_edge_error_handlers
 
 MAX_BODY = 1024
 
@@ -42,14 +39,7 @@ def build() -> tuple[FastAPI, EdgeMetrics]:
     metrics = EdgeMetrics()
     app = FastAPI()
     app.include_router(router)
-    # The request limits answer their refusals with the app's error handlers, as a service's app has them.
-    install_error_handlers(
-        app,
-        log=logging.getLogger("test"),
-        invalid_request=invalid_request,
-        internal_error=internal_error,
-        omit_nulls=False,
-    )
+    with_edge_error_handlers(app)
 
     async def admit(scope: object, route: object, params: object) -> Admission:
         return Admission("ip:test", MAX_BODY)

@@ -3,21 +3,18 @@ answered by the app's own exception handlers, as the same error raised by a rout
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute
 from starlette.types import Scope
 
-from edge_aggregator.errors import internal_error, invalid_request
 from services import keyspace
-from services.asgi import install_error_handlers
 from services.limits import Admission, RequestLimits
 from services.settings import ServiceSettings
 from services.store import MemoryStore, StoreError
 from services.stored_records import StoredRecordError
+from tests.error_handlers import with_edge_error_handlers
 
 RECORD_KEY = "cloud:fed:f1:spec"
 
@@ -40,13 +37,7 @@ def app_admitting_with(error: Exception, store: MemoryStore) -> FastAPI:
     app = FastAPI()
     app.include_router(router)
     app.state.store = store
-    install_error_handlers(
-        app,
-        log=logging.getLogger("test"),
-        invalid_request=invalid_request,
-        internal_error=internal_error,
-        omit_nulls=False,
-    )
+    with_edge_error_handlers(app)
     app.add_middleware(RequestLimits, settings=ServiceSettings(), admit=admit, routes=router.routes)
     return app
 
