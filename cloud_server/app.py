@@ -34,7 +34,7 @@ from services.limits import RateLimits, RequestLimits
 from services.metrics import CloudMetrics, HttpMetrics, routes_named
 from services.openapi import document_unreadable_bodies
 from services.settings import CloudSettings
-from services.store import StateStore, open_store
+from services.store import StateStore
 
 log = logging.getLogger("fedlora.cloud")
 
@@ -66,12 +66,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store = store is None
         the_store = (
-            open_store(
-                settings.store_url,
-                username=settings.store_username,
-                password=settings.store_password(),
-                tls=settings.store_tls(),
-            )
+            settings.open_store()
             if store is None
             else store
         )

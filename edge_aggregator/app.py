@@ -25,7 +25,7 @@ from services.limits import RateLimits, RequestLimits
 from services.metrics import EdgeMetrics, HttpMetrics, routes_named
 from services.openapi import document_unreadable_bodies
 from services.settings import EdgeSettings, describe
-from services.store import StateStore, open_store
+from services.store import StateStore
 from services.tls import TLSSettingsError, check_peer_url, client_context, serving_options
 
 log = logging.getLogger("edge_aggregator")
@@ -50,12 +50,7 @@ def create_app(
         the_store = (
             store
             if store is not None
-            else open_store(
-                settings.store_url,
-                username=settings.store_username,
-                password=settings.store_password(),
-                tls=settings.store_tls(),
-            )
+            else settings.open_store()
         )
         app.state.store = the_store  # the error handlers quarantine a record that does not read back
         # In memory: the edge's ACL user runs no scripts, and one edge is one process.

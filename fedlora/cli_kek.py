@@ -104,7 +104,7 @@ def _run(keks: Callable[[], KekRing], *, write: bool, as_json: bool) -> Rotation
     from protocol.crypto import KeyStoreError
     from services.keys import KekError
     from services.settings import ServiceSettings
-    from services.store import StoreError, open_store
+    from services.store import StoreError
 
     try:
         settings = ServiceSettings()
@@ -113,9 +113,7 @@ def _run(keks: Callable[[], KekRing], *, write: bool, as_json: bool) -> Rotation
             raise StoreError(
                 "FEDLORA_STORE_URL is memory://: set it to the cloud's Redis (redis:// or rediss://)"
             )
-        store = open_store(
-            settings.store_url, username=settings.store_username, password=settings.store_password()
-        )
+        store = settings.open_store()
     except (KekError, KeyStoreError, StoreError, ValidationError, ValueError) as e:
         errors.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from limits import parse_many
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
@@ -22,6 +22,9 @@ from pydantic_settings import (
 from protocol.messages import Identifier
 from services import keyspace
 from services.store_tls import StoreTLS
+
+if TYPE_CHECKING:
+    from services.store import StateStore
 
 CONFIG_ENV = "FEDLORA_CONFIG"
 MIN_SECRET_CHARS = 16
@@ -180,6 +183,15 @@ class ServiceSettings(BaseSettings):
                 "process exits: set FEDLORA_STORE_URL=redis://host:port/db, or FEDLORA_EPHEMERAL_STORE=1 for "
                 "a throwaway run"
             )
+
+    def open_store(self) -> StateStore:
+        """The store these settings name, logged in and over TLS as they say: how every process that
+        reaches a service's store opens it (the service itself, `fedlora kek`)."""
+        from services.store import open_store
+
+        return open_store(
+            self.store_url, username=self.store_username, password=self.store_password(), tls=self.store_tls()
+        )
 
     def store_password(self) -> str | None:
         """The Redis password read from `store_password_file` (None without one)."""

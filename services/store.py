@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -713,14 +713,25 @@ def _glob_escape(text: str) -> str:
 
 
 def redacted_url(url: str) -> str:
-    """`url` with any password replaced, for logs and health answers."""
+    """`url` with every credential masked, for logs, errors and health answers: the password of its user
+    part, and the value of each query parameter redis-py logs in with (`?password=...`, `?username=...`)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        netloc = f"{user}:***@{host}{port}"
+    query = [
+        (name, "***" if name.lower() in _CREDENTIAL_PARAMETERS else value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    masked = urlencode(query, safe="*") if any(value == "***" for _, value in query) else parts.query
+    return urlunsplit(parts._replace(netloc=netloc, query=masked))
+
+
+#: The URL query parameters redis-py reads a login from (`redis.connection.parse_url`).
+_CREDENTIAL_PARAMETERS = frozenset({"password", "username"})
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")

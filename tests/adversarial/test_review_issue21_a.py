@@ -31,11 +31,6 @@ from tests.redis_server import RedisServer
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fedlora kek rotate/check open the cloud's Redis without the store's TLS settings "
-    "(FEDLORA_STORE_CA_FILE, _CERT_FILE, _KEY_FILE): against the deployed rediss:// Redis they cannot connect",
-)
 def test_kek_check_reaches_the_clouds_tls_redis_with_the_clouds_own_settings(
     tls_redis: tuple[RedisServer, InstanceTLS],
 ) -> None:
@@ -245,11 +240,6 @@ async def test_during_the_roll_a_replica_on_the_old_kek_keeps_the_noise_a_new_re
     np.testing.assert_array_equal(added, drawn)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redacted_url masks a password in the URL's user part only; redis-py also logs in with "
-    "?password=... in the query, which describe() (the /readyz answer, the start-up log) and StoreError print",
-)
 def test_a_store_password_given_in_the_url_query_is_never_printed() -> None:
     """Nothing prints the store's password (services/settings.py `describe`, the cloud's `/readyz`: "the
     store's address, never its password"). redis-py takes the password from the URL's query as well as from
