@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from protocol.crypto import KekRing, KeyStoreError, kek_id, reseal_bytes, reseal_secret, sealed_kek_id
 from services import keyspace
-from services.store import StateStore, Updates
+from services.store import KeepingExpiry, StateStore, Updates
 
 
 class SealedKind(enum.StrEnum):
@@ -71,21 +71,38 @@ class RotationReport(BaseModel, frozen=True):
 
 
 async def sealed_records(store: StateStore) -> list[SealedRecord]:
-    """Every record sealed under the KEK in the cloud's store, federation by federation."""
-    records = []
-    for fid in sorted(await store.hgetall(keyspace.federations())):
-        records.append(
-            SealedRecord(key=keyspace.fed_secret(fid), federation_id=fid, kind=SealedKind.HE_SECRET)
-        )
-        records.append(
-            SealedRecord(key=keyspace.fed_plan_key(fid), federation_id=fid, kind=SealedKind.PLAN_KEY)
-        )
-        rounds = keyspace.fed_rounds_prefix(fid)
-        for key in await store.scan(rounds):
-            number = key[len(rounds) :].removesuffix(":noise")
-            if number.isdigit() and key == keyspace.fed_round_noise(fid, int(number)):
-                records.append(SealedRecord(key=key, federation_id=fid, kind=SealedKind.ROUND_NOISE))
-    return records
+    """Every record sealed under the KEK in the cloud's store, federation by federation: found by its key's
+    shape over the whole of the cloud's keyspace (SCAN), so a federation that is not listed in
+    `keyspace.federations()` (a create cut before it was listed) is re-sealed and checked too; a listed
+    federation's HE secret and plan key are named even when missing (reported gone)."""
+    found: dict[str, SealedRecord] = {}
+    for fid in await store.hgetall(keyspace.federations()):
+        for key, kind in (
+            (keyspace.fed_secret(fid), SealedKind.HE_SECRET),
+            (keyspace.fed_plan_key(fid), SealedKind.PLAN_KEY),
+        ):
+            found[key] = SealedRecord(key=key, federation_id=fid, kind=kind)
+    for key in await store.scan(keyspace.CLOUD_PREFIX):
+        record = _sealed_record(key)
+        if record is not None:
+            found[key] = record
+    return sorted(found.values(), key=lambda r: (r.federation_id, r.kind is SealedKind.ROUND_NOISE, r.key))
+
+
+def _sealed_record(key: str) -> SealedRecord | None:
+    """The sealed record stored at `key`, told by the key's shape (`services.keyspace`), or None."""
+    fid = key[len(keyspace.CLOUD_PREFIX) :].partition(":")[0]  # a federation id holds no colon
+    if not fid:
+        return None
+    if key == keyspace.fed_secret(fid):
+        return SealedRecord(key=key, federation_id=fid, kind=SealedKind.HE_SECRET)
+    if key == keyspace.fed_plan_key(fid):
+        return SealedRecord(key=key, federation_id=fid, kind=SealedKind.PLAN_KEY)
+    rounds = keyspace.fed_rounds_prefix(fid)
+    number = key[len(rounds) :].removesuffix(":noise") if key.startswith(rounds) else ""
+    if number.isdigit() and key == keyspace.fed_round_noise(fid, int(number)):
+        return SealedRecord(key=key, federation_id=fid, kind=SealedKind.ROUND_NOISE)
+    return None
 
 
 def resealed(record: SealedRecord, sealed: bytes, keks: KekRing) -> bytes | None:
@@ -118,7 +135,7 @@ async def reseal_record(
                     state = RecordState.RESEALED if write else RecordState.STALE
                     reason = _sealed_under(sealed)
         found.append(RecordOutcome(**record.model_dump(), state=state, reason=reason))
-        return {record.key: fresh} if write and fresh is not None else {}
+        return {record.key: KeepingExpiry(fresh)} if write and fresh is not None else {}
 
     await store.transaction([record.key], reseal)
     return found[0]

@@ -7,7 +7,8 @@ that must happen once goes through `set_if_absent` (`SET NX`), `transaction` (WA
 `hset_if_absent_with` (a hash field and plain keys in one WATCH/MULTI/EXEC) or `fields_transaction` (a
 read-modify-write of hash fields and plain keys), so a retried request never counts twice and concurrent
 ones lose no write. A transaction writes a value that must expire as `Expiring(value, ttl_s)`: the value and its
-TTL land in the same step (Redis `SET ... PX` inside the MULTI), so no crash leaves it without its TTL.
+TTL land in the same step (Redis `SET ... PX` inside the MULTI), so no crash leaves it without its TTL; one
+that replaces a value in place as `KeepingExpiry(value)` (Redis `SET ... KEEPTTL`), which keeps its TTL.
 """
 
 from __future__ import annotations
@@ -56,7 +57,16 @@ class MemoryUse:
     max_bytes: int | None
 
 
-Updates = Mapping[str, bytes | Expiring | None]  # key -> new value (with a TTL: `Expiring`), None deletes
+@dataclass(frozen=True)
+class KeepingExpiry:
+    """A transaction's write of `value` over a key that keeps the key's remaining TTL (or its lack of one):
+    a record rewritten in place, such as one re-sealed under a new KEK, expires when it would have."""
+
+    value: bytes
+
+
+# key -> new value (with a TTL: `Expiring`; keeping the key's own: `KeepingExpiry`), None deletes
+Updates = Mapping[str, bytes | Expiring | KeepingExpiry | None]
 TransactionFn = Callable[[dict[str, bytes | None]], Updates | Awaitable[Updates]]
 T = TypeVar("T")
 HashField = tuple[str, str]  # (hash key, field)
@@ -365,12 +375,15 @@ class MemoryStore(StateStore):
                 self._expiry.pop(key, None)
             elif isinstance(value, Expiring):
                 self._set(key, value.value, value.ttl_s)
+            elif isinstance(value, KeepingExpiry):
+                _check_bytes(key, value.value)
+                self._values[key] = bytes(value.value)  # its deadline in `_expiry`, if any, stays
             else:
                 self._set(key, value, None)
 
 
 class RedisStore(StateStore):
-    """The store in a Redis server (5 or newer), through `redis.asyncio`.
+    """The store in a Redis server (6.0 or newer: ACL users, `SET ... KEEPTTL`), through `redis.asyncio`.
 
     - once-only writes are `SET NX` (with `PX` for a TTL) and `HSETNX`;
     - `transaction` is optimistic: WATCH the keys, read them, let `fn` compute, then MULTI/EXEC the writes;
@@ -681,6 +694,8 @@ def _queue_writes(pipe: Pipeline, updates: Updates) -> None:
             pipe.delete(key)
         elif isinstance(value, Expiring):
             pipe.set(key, value.value, px=_millis(value.ttl_s))
+        elif isinstance(value, KeepingExpiry):
+            pipe.set(key, value.value, keepttl=True)
         else:
             pipe.set(key, value)
 
@@ -701,7 +716,7 @@ def _check_updates(keys: Sequence[str], updates: Updates) -> None:
         raise StoreError(f"transaction wrote keys it did not read: {sorted(unknown)}")
     for key, value in updates.items():
         if value is not None:
-            _check_bytes(key, value.value if isinstance(value, Expiring) else value)
+            _check_bytes(key, value.value if isinstance(value, Expiring | KeepingExpiry) else value)
 
 
 def _millis(ttl_s: float | None) -> int | None:

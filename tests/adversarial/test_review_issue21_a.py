@@ -85,11 +85,6 @@ async def test_a_body_that_differs_from_the_held_sum_in_its_manifest_is_not_answ
     assert answer.json()["code"] == "duplicate_upload"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kek rotate re-seals with a plain SET inside its transaction, which drops the record's TTL: a "
-    "failed round's sealed central noise, set to expire by retention, is kept for good",
-)
 def test_a_rotation_keeps_the_expiry_retention_gave_a_sealed_noise(redis_url: str) -> None:
     """Re-sealing changes how a record is sealed, nothing else (docs/operations.md, "Rotating the KEK"; the
     retention window of docs/privacy.md): a failed round keeps its sealed central noise until retention's
@@ -179,12 +174,6 @@ class IndexOutage(MemoryStore):
         await super().hset(key, field, value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="create writes a federation's sealed keys in one transaction and lists it in cloud:federations "
-    "in another write; kek rotate/check only see listed federations, so a create cut between the two "
-    "leaves a sealed HE secret the rotation never re-seals while check passes",
-)
 def test_after_rotate_and_check_pass_every_sealed_secret_opens_under_the_new_kek_alone() -> None:
     """After `fedlora kek rotate` and `fedlora kek check` pass, the new KEK alone opens every sealed record
     of every federation in the store (docs/operations.md, "Rotating the KEK": FEDLORA_KEK_PREVIOUS can then

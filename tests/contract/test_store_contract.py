@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from services.store import (
     Expiring,
+    KeepingExpiry,
     MemoryStore,
     RedisStore,
     StateStore,
@@ -231,6 +232,30 @@ class StoreContract:
                 clock.advance(6)
                 assert await store.get("nonce") is None
                 assert await store.get("sum") == b"s"
+
+        self.run(scenario())
+
+    def test_a_write_keeping_the_expiry_leaves_each_keys_ttl_as_it_was(self, store, clock):
+        async def scenario():
+            await store.set("noise", b"sealed-old", ttl_s=100)
+            await store.set("secret", b"sealed-old")
+
+            def fn(values):
+                return {
+                    key: KeepingExpiry(value.replace(b"old", b"new"))
+                    for key, value in values.items()
+                    if value
+                }
+
+            await store.transaction(["noise", "secret"], fn)
+            assert await store.get("noise") == b"sealed-new"
+            assert await store.get("secret") == b"sealed-new"
+            assert 99 < (await store.ttl_s("noise") or 0) <= 100  # the remaining TTL, not none
+            assert await store.ttl_s("secret") is None  # no TTL stays none
+            if self.clock_injectable:
+                clock.advance(101)
+                assert await store.get("noise") is None
+                assert await store.get("secret") == b"sealed-new"
 
         self.run(scenario())
 
@@ -607,4 +632,9 @@ def test_redacted_url_hides_the_password():
     assert redacted_url("redis://:s3cret@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redacted_url("redis://ops:s3cret@cache/1") == "redis://ops:***@cache/1"
     assert redacted_url("redis://cache:6379/0") == "redis://cache:6379/0"
+    # redis-py also logs in with the URL's query parameters
+    assert redacted_url("redis://cache/0?password=s3cret&db=1") == "redis://cache/0?password=***&db=1"
+    assert redacted_url("rediss://:a@cache/0?username=ops&Password=b") == (
+        "rediss://:***@cache/0?username=***&Password=***"
+    )
     assert "s3cret" not in RedisStore("redis://:s3cret@cache:6379/0").describe()
