@@ -148,8 +148,13 @@ class FederationService:
                 raise ConflictError(f"federation {fid!r} already exists", field="federation_id")
             return writes
 
-        await self._store.transaction(list(writes), claim)
-        await self._store.hset(keyspace.federations(), fid, now.isoformat().encode())
+        # Listed in the same transaction as its keys: a create the store cuts leaves everything or nothing,
+        # never sealed keys that `fedlora kek rotate` and retention would not find by the listing.
+        listed = await self._store.hset_if_absent_with(
+            keyspace.federations(), fid, now.isoformat().encode(), keys=list(writes), fn=claim
+        )
+        if not listed:
+            raise ConflictError(f"federation {fid!r} already exists", field="federation_id")
         self._specs[fid], self._layouts[fid], self._public[fid] = spec, layout, scheme
         log.info(
             "federation created", extra={"federation_id": fid, "data": {"layout_size": record.layout_size}}

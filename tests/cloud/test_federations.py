@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
 from protocol.crypto import scheme_from_public
 from protocol.messages import FederationCreated, FederationInfo, FederationState
+from services.store import FieldsTransactionFn, HashField, MemoryStore, StoreError, TransactionFn, Updates
 from tests.cloud.harness import ADMIN_TOKEN, LAYOUT_SIZE, Federation, bearer, running_cloud, small_spec
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +38,56 @@ async def test_create_stores_a_sealed_key_and_a_zero_adapter() -> None:
         for key in await cloud.store.scan("cloud:fed-1:"):
             value = await cloud.store.get(key)
             assert value is None or secret[-64:] not in value, key
+
+
+class OneWriteLost(MemoryStore):
+    """The cloud's store, unreachable for the `lose`-th write once `armed` (a transaction or a hash write)."""
+
+    def __init__(self, lose: int) -> None:
+        super().__init__()
+        self.lose, self.writes, self.armed = lose, 0, False
+
+    def _write_reaches(self, what: str) -> None:
+        if self.armed:
+            self.writes += 1
+            if self.writes == self.lose:
+                raise StoreError(f"redis unreachable during {what}")
+
+    async def transaction(self, keys: Sequence[str], fn: TransactionFn) -> Updates:
+        self._write_reaches("a transaction")
+        return await super().transaction(keys, fn)
+
+    async def hset(self, key: str, field: str, value: bytes) -> None:
+        self._write_reaches(f"HSET {key}")
+        await super().hset(key, field, value)
+
+    async def hset_if_absent_with(
+        self, key: str, field: str, value: bytes, *, keys: Sequence[str], fn: TransactionFn
+    ) -> bool:
+        self._write_reaches(f"a transaction with HSETNX {key}")
+        return await super().hset_if_absent_with(key, field, value, keys=keys, fn=fn)
+
+    async def fields_transaction(
+        self, fields: Sequence[HashField], fn: FieldsTransactionFn, *, keys: Sequence[str] = ()
+    ) -> None:
+        self._write_reaches("a transaction on hash fields")
+        await super().fields_transaction(fields, fn, keys=keys)
+
+
+@pytest.mark.parametrize("lose", [1, 2])
+async def test_a_create_cut_by_a_store_outage_leaves_no_federation_that_is_not_listed(lose: int) -> None:
+    """A federation is created in one store write, its listing in `cloud:federations` included: whichever
+    write of a create the store loses, the cloud either serves the federation and lists it (and so
+    `fedlora kek rotate` and retention see it) or knows nothing of it."""
+    store = OneWriteLost(lose)
+    async with running_cloud(store=store) as cloud:
+        store.armed = True
+        created = await cloud.http.post("/federations", json=small_spec().model_dump(mode="json"))
+        store.armed = False
+        served = (await cloud.http.get("/federations/fed-1")).status_code
+        listed = [f["spec"]["federation_id"] for f in (await cloud.http.get("/federations")).json()]
+    assert created.status_code in (201, 503), created.text
+    assert (served, listed) in ((200, ["fed-1"]), (404, [])), (created.status_code, served, listed)
 
 
 async def test_a_second_federation_with_the_same_id_is_a_conflict() -> None:
