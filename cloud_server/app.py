@@ -65,11 +65,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store = store is None
-        the_store = (
-            settings.open_store()
-            if store is None
-            else store
-        )
+        the_store = settings.open_store() if store is None else store
         shared = time or store_time(the_store)
         app.state.store = the_store  # the error handlers quarantine a record that does not read back
         rate_limits = app.state.rate_limits = RateLimits.over_store(

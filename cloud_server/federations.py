@@ -27,6 +27,7 @@ from protocol.crypto import (
     KekRing,
     KeyBindingError,
     KeyStoreError,
+    WrongKekError,
     generate_scheme,
     key_fingerprint,
     open_bytes,
@@ -313,7 +314,7 @@ class FederationService:
         round left an edge's sum out, so its shares changed) draws afresh and replaces it, and so does one
         whose stored draw does not open (`_opened_noise`). Either way nothing was released with the draw it
         replaces: the commit that releases a round deletes its noise in the same transaction.
-        `KeyStoreError` if this replica's KEK is not the federation's."""
+        `KeyStoreError` if this replica's KEK is not the federation's, or not the one the stored draw names."""
         if noise.cloud_std <= 0:
             return None
         key = keyspace.fed_round_noise(fid, round_)
@@ -339,9 +340,14 @@ class FederationService:
         """The round's stored draw (`key`) opened with the KEK; None when it does not open although the KEK
         opens the federation's sealed secret (a truncated or foreign write, not a wrong KEK): then it is
         quarantined and removed (`services.stored_records.discard`), for the caller to draw afresh. A KEK that
-        opens neither raises `KeyStoreError`, which the closer backs off from without failing the round."""
+        opens neither raises `KeyStoreError`, which the closer backs off from without failing the round; so
+        does a draw sealed under a KEK this replica does not hold (`WrongKekError`: during a KEK roll, one a
+        replica on the new KEK drew), which is left as it is for that replica to close the round with: noise
+        is never drawn twice for a round because of a KEK mismatch."""
         try:
             return open_bytes(sealed, self._keks, label=key.encode())
+        except WrongKekError:
+            raise
         except KeyStoreError as e:
             await self.secret_scheme(fid)  # raises KeyStoreError itself when the KEK is not the federation's
             await discard(

@@ -47,11 +47,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        the_store = (
-            store
-            if store is not None
-            else settings.open_store()
-        )
+        the_store = store if store is not None else settings.open_store()
         app.state.store = the_store  # the error handlers quarantine a record that does not read back
         # In memory: the edge's ACL user runs no scripts, and one edge is one process.
         app.state.rate_limits = RateLimits(

@@ -194,11 +194,6 @@ def test_after_rotate_and_check_pass_every_sealed_secret_opens_under_the_new_kek
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a replica on the old KEK alone takes a round's noise sealed under the new KEK for a corrupt record "
-    "(its KEK still opens the federation's secret): it quarantines and deletes it and draws another noise",
-)
 async def test_during_the_roll_a_replica_on_the_old_kek_keeps_the_noise_a_new_replica_drew() -> None:
     """During a KEK roll, replicas on the old KEK, on both, and on the new one with the old as previous run
     side by side (docs/operations.md, "Rotating the KEK", steps 2-3), and a round's central noise is drawn

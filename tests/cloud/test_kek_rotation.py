@@ -12,7 +12,7 @@ import pytest
 from fedlora.kek_rotation import RecordState, SealedKind, rotate
 from protocol.aggregation import RoundNoise
 from protocol.crypto import KekRing, KeyBindingError, WrongKekError
-from protocol.messages import NoiseMechanism, RoundState
+from protocol.messages import CentralDPConfig, NoiseMechanism, RoundState
 from services import keyspace
 from services.store import StateStore
 from tests.clock import FakeClock
@@ -117,3 +117,39 @@ async def test_a_sealed_key_moved_to_another_federation_stays_refused_across_a_r
     async with running_cloud(store=store, kek=NEXT_KEK) as new:
         with pytest.raises(KeyBindingError, match="belongs to federation 'fed-a'"):
             await new.context.federations.secret_scheme("fed-b")
+
+
+async def test_during_the_roll_a_replica_on_the_old_kek_backs_off_a_round_whose_noise_it_cannot_open(
+    state_store: StateStore,
+) -> None:
+    """Property: a round's central noise is never deleted or drawn again because of a KEK mismatch.
+
+    During a roll (docs/operations.md, "Rotating the KEK") a replica on the new KEK draws round 0's noise,
+    sealed under the new KEK. Both edges' sums then reach a replica still on the old KEK alone, which opens
+    the federation's secret but not that noise (`WrongKekError`): its close backs off, counted as a failure
+    of the key (never the round's), leaving the sealed noise byte for byte and quarantining nothing. The
+    replica on the new KEK then closes the round."""
+    store, clock = state_store, FakeClock()
+    dp = CentralDPConfig(mechanism=NoiseMechanism.GAUSSIAN, noise_multiplier=1.0, clip_norm=1.0, delta=1e-5)
+    async with running_cloud(store=store, clock=clock) as old:
+        fed = await Federation.create(old.http, small_spec(central_dp=dp))
+        await fed.start(old.http)
+        key = keyspace.fed_round_noise(fed.fid, 0)
+        async with running_cloud(store=store, clock=clock, kek=NEXT_KEK, kek_previous=KEK) as rolled:
+            await _noise(rolled, fed)
+            sealed = await store.get(key)
+            for edge_id, deltas in fed.deltas(np.random.default_rng(71)).items():
+                body = await fed.aggregate(old, edge_id, 0, deltas)
+                assert (await fed.post(old.http, body)).status_code == 202
+            backed_off = await old.status(fed.fid, 0)
+            kept = await store.get(key)
+            quarantined = await store.get(keyspace.quarantine_of(key))
+            clock.advance(60.0)
+            await rolled.tick()
+            closed = await rolled.status(fed.fid, 0)
+
+    assert sealed is not None and quarantined is None
+    assert kept == sealed, "the old replica deleted or replaced the noise the rolled one drew"
+    assert backed_off.state is not RoundState.FAILED and backed_off.close_attempts >= 1, backed_off
+    assert backed_off.close_error is not None and KekRing(NEXT_KEK).current_id.hex() in backed_off.close_error
+    assert closed.state is RoundState.CLOSED, closed
