@@ -55,7 +55,7 @@ from edge_aggregator.errors import (
 )
 from protocol.messages import ClientUpdate, Contribution, DropReason, ErrorCode, RoundPlan
 from services import keyspace
-from services.store import Expiring, StateStore, TransactionFn, Updates
+from services.store import Expiring, StateStore, TransactionFn, Updates, Write
 from services.stored_records import (
     QUARANTINE_TTL_S,
     Discards,
@@ -497,7 +497,7 @@ class RoundLedger:
                 return {}
             held = [key for key in uploads if current[key] is not None]
             moved.append(len(held))
-            updates: dict[str, bytes | Expiring | None] = {
+            updates: dict[str, Write] = {
                 k_manifest: None,
                 k_sum: None,
                 **dict.fromkeys(held),

@@ -65,8 +65,9 @@ class KeepingExpiry:
     value: bytes
 
 
-# key -> new value (with a TTL: `Expiring`; keeping the key's own: `KeepingExpiry`), None deletes
-Updates = Mapping[str, bytes | Expiring | KeepingExpiry | None]
+# A key's new value (with a TTL: `Expiring`; keeping the key's own: `KeepingExpiry`); None deletes it.
+Write = bytes | Expiring | KeepingExpiry | None
+Updates = Mapping[str, Write]  # key -> its write
 TransactionFn = Callable[[dict[str, bytes | None]], Updates | Awaitable[Updates]]
 T = TypeVar("T")
 HashField = tuple[str, str]  # (hash key, field)
