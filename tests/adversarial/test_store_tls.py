@@ -52,7 +52,11 @@ def test_a_client_that_trusts_another_ca_is_refused_with_the_url_redacted(tls_re
 def test_a_client_without_a_certificate_is_refused(tls_redis) -> None:
     server, files = tls_redis
     message = _refusal(_url(server.port), StoreTLS(ca_file=files.service.ca_file))
-    assert "certificate required" in message.lower() and PASSWORD not in message
+    # TLS 1.3: the server refuses the missing certificate after the client's side of the handshake is done,
+    # with a `certificate required` alert; a client that has written its first command by then may read
+    # the reset instead of the alert. Either way nothing was answered.
+    assert any(why in message.lower() for why in ("certificate required", "connection reset")), message
+    assert PASSWORD not in message
 
 
 def test_a_plain_client_on_the_tls_port_is_told_to_use_rediss(tls_redis) -> None:
