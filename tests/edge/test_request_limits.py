@@ -4,10 +4,14 @@ answered 429 with `Retry-After`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from typing import Any
 
+import httpx
 import pytest
 
+from edge_aggregator.app import create_app
 from tests.edge.harness import FID, World, running_edge
 
 pytestmark = pytest.mark.anyio
@@ -49,3 +53,35 @@ async def test_a_client_ip_over_its_window_is_answered_429(make_world: Callable[
     refused = answers[3]
     assert (refused.status_code, refused.json()["code"]) == (429, "too_many_requests")
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+async def test_an_upload_to_an_edge_still_starting_is_503_with_retry_after_not_413(
+    make_world: Callable[..., World],
+) -> None:
+    """Until the edge has enrolled it knows no layout to size an upload by. A well-formed upload sent then
+    (a restarted edge's hospitals retry at once) must be told to come back (503 + `Retry-After`), not refused
+    for good as too large (413, which a hospital does not retry): the load test lost its round that way."""
+    world = make_world(clients=3)
+    enrolling = asyncio.Event()
+    held = asyncio.Event()
+    cloud_enrol = world.cloud.enrol
+
+    async def enrol_later(enrolment: Any, key: Any) -> Any:
+        enrolling.set()
+        await held.wait()
+        return await cloud_enrol(enrolment, key)
+
+    world.cloud.enrol = enrol_later
+    real = world.update(world.hospitals["hosp-a"])
+    app = create_app(world.settings, store=world.store, link=world.cloud, clock=world.clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://edge-north.test") as http:
+            await asyncio.wait_for(enrolling.wait(), timeout=10)
+            early = await http.post(
+                f"/federations/{FID}/rounds/0/uploads", content=real.model_dump_json(), headers=JSON
+            )
+            held.set()
+
+    assert early.status_code == 503, early.text
+    assert int(early.headers["Retry-After"]) >= 1
