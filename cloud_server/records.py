@@ -165,6 +165,8 @@ class StoredAggregate(Record):
     late: tuple[StoredLate, ...] = ()
     plan_sha256: Sha256Hex | None = None
     mask_correction_bytes: int = Field(default=0, ge=0)  # after the late buckets' ciphertexts
+    # `EdgeAggregate.signed_sha256`; absent in a sum stored before it was kept.
+    signed_sha256: Sha256Hex | None = None
 
     @property
     def count(self) -> int:
@@ -188,6 +190,9 @@ class ForwardMark(Record):
 
     idempotency_key: str
     ciphertext_sha256: Sha256Hex
+    # The digest of the whole signed sum (`EdgeAggregate.signed_sha256`), so that only the byte-identical sum
+    # is taken as a repeat; absent in a mark written before it was kept.
+    signed_sha256: Sha256Hex | None = None
     # What a round's status shows of the sum, so that reading the status never loads a stored ciphertext
     # (`RoundService.status`); absent in a mark written before they were kept.
     count: int | None = Field(default=None, ge=0)
@@ -202,6 +207,7 @@ def forward_mark(header: StoredAggregate) -> ForwardMark:
     return ForwardMark(
         idempotency_key=header.idempotency_key,
         ciphertext_sha256=header.ciphertext_sha256,
+        signed_sha256=header.signed_sha256,
         count=header.count,
         total_weight=header.total_weight,
         ciphertext_bytes=header.ciphertext_bytes,
@@ -247,6 +253,7 @@ def pack_aggregate(aggregate: EdgeAggregate, *, received_at: datetime) -> bytes:
         received_at=received_at,
         plan_sha256=aggregate.plan_sha256,
         mask_correction_bytes=len(aggregate.mask_correction or b""),
+        signed_sha256=aggregate.signed_sha256,
         late=tuple(
             StoredLate(
                 origin_round=bucket.origin_round,

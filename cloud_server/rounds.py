@@ -643,11 +643,17 @@ class RoundService:
 
     async def _repeated(self, fid: str, round_: int, held: ForwardMark, agg: EdgeAggregate) -> RoundStatus:
         """The answer to a sum of an edge whose sum for the round the cloud holds or held (`held`): the same
-        sum again (idempotency key and ciphertext digest) is taken, counted once, with the round's status
-        (whatever the round or the federation became since); another is 409 `duplicate_upload`."""
-        if held.idempotency_key == agg.idempotency_key and held.ciphertext_sha256 == ciphertext_digest(
-            agg.ciphertext
-        ):
+        sum again (the digest of all it signed: manifest, nonces, every ciphertext) is taken, counted once,
+        with the round's status (whatever the round or the federation became since); another, even under the
+        same idempotency key and ciphertext, is 409 `duplicate_upload`. A mark kept before the signed digest
+        was (`ForwardMark.signed_sha256` None) is matched by idempotency key and ciphertext digest."""
+        same = (
+            held.signed_sha256 == agg.signed_sha256
+            if held.signed_sha256 is not None
+            else held.idempotency_key == agg.idempotency_key
+            and held.ciphertext_sha256 == ciphertext_digest(agg.ciphertext)
+        )
+        if same:
             return await self.status(fid, round_)
         raise ConflictError(
             f"edge {agg.edge_id!r} already forwarded another aggregate for round {round_}",

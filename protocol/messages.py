@@ -1103,6 +1103,12 @@ class EdgeAggregate(Message):
             ]
         return signing.tagged(signing.AGGREGATE, _canonical(fields))
 
+    @property
+    def signed_sha256(self) -> str:
+        """The digest of what the edge signed (`signing_payload`): the whole aggregate but its signature, so
+        two aggregates with the same one are the same sum, manifest and every ciphertext included."""
+        return _sha256(self.signing_payload())
+
 
 class EdgeProgress(BaseModel):
     """One edge's part in a round: counts only, never client ids (the cloud's view in `RoundStatus.edges`,

@@ -53,11 +53,6 @@ def test_kek_check_reaches_the_clouds_tls_redis_with_the_clouds_own_settings(
     assert json.loads(result.stdout)["records"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cloud answers a repeat by idempotency key and main ciphertext digest only: a body with the same "
-    "two and another manifest is answered 200 as if it were the sum it holds",
-)
 async def test_a_body_that_differs_from_the_held_sum_in_its_manifest_is_not_answered_as_a_repeat() -> None:
     """A 200 to a forward the cloud already holds a sum for is only given for the byte-identical sum
     (docs/api.md: the same sum again is taken, counted once; another is 409 `duplicate_upload`). Edge-1's
