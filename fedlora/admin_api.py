@@ -3,11 +3,14 @@ through its lifecycle, read its rounds, parties and privacy ledger, fetch an ada
 `fedlora admin`, the demo launcher and the tests; `http` carries the admin token (`fedlora.cloud_access`).
 
 A refusal raises `ApiError` with the cloud's machine-readable `code` (its `ErrorBody`), so a caller
-tells `wrong_round` from `not_found` without parsing text."""
+tells `wrong_round` from `not_found` without parsing text; so does an answer that is not the API's model
+(`bad_answer`, e.g. a proxy's HTML page under 200) or that grows past `ANSWER_MAX_BYTES`
+(`answer_too_large`, read as a stream and dropped there, so a hostile cloud cannot fill the admin's memory)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -25,8 +28,19 @@ from protocol.messages import (
     RoundStatus,
 )
 
+T = TypeVar("T")
 Lifecycle = Literal["start", "pause", "resume", "stop"]
 
+#: The most an answer may hold: JSON answers (a page of rounds, every client of a large federation), and an
+#: adapter (its PEFT zip or raw vector).
+ANSWER_MAX_BYTES = 64 * 1024 * 1024
+ADAPTER_MAX_BYTES = 2 * 1024 * 1024 * 1024
+
+_CREATED = TypeAdapter(FederationCreated)
+_FEDERATION = TypeAdapter(FederationInfo)
+_ROUND = TypeAdapter(RoundStatus)
+_PRIVACY = TypeAdapter(PrivacyReport)
+_PLAN = TypeAdapter(RoundPlan)
 _FEDERATIONS = TypeAdapter(list[FederationInfo])
 _ROUNDS = TypeAdapter(list[RoundStatus])
 _CLIENTS = TypeAdapter(list[ClientInfo])
@@ -45,7 +59,20 @@ class ApiError(RuntimeError):
         super().__init__(f"{code}: {message}")
 
 
-def check(response: httpx.Response, *expected: int, doing: str) -> httpx.Response:
+@dataclass(frozen=True)
+class Answer:
+    """A response read whole, within its size bound."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+def check(response: Answer, *expected: int, doing: str) -> Answer:
     """`response` if its status is one of `expected`; otherwise the cloud's refusal as an `ApiError`
     (a body that is no `ErrorBody`, e.g. a proxy's page, becomes code `http_<status>`)."""
     if response.status_code in expected:
@@ -53,41 +80,76 @@ def check(response: httpx.Response, *expected: int, doing: str) -> httpx.Respons
     try:
         body = ErrorBody.model_validate_json(response.content)
     except ValidationError:
+        excerpt = " ".join(response.text[:300].split())  # one line, whatever the page's layout
         raise ApiError(
-            f"http_{response.status_code}", f"{doing}: {response.text[:300]}", status=response.status_code
+            f"http_{response.status_code}", f"{doing}: {excerpt}", status=response.status_code
         ) from None
     where = f" ({body.field})" if body.field else ""
     raise ApiError(body.code.value, f"{doing}: {body.message}{where}", status=response.status_code)
 
 
+def parse(reader: TypeAdapter[T], response: Answer, *, doing: str) -> T:
+    """The API's model in `response`'s body; `ApiError` `bad_answer` for a body that is not it."""
+    try:
+        return reader.validate_json(response.content)
+    except ValidationError as e:
+        first = e.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise ApiError(
+            "bad_answer",
+            f"{doing}: the cloud's answer (HTTP {response.status_code}, {len(response.content):,} bytes) is not "
+            f"the API's model: {where}: {first['msg']}",
+            status=response.status_code,
+        ) from None
+
+
 async def send(
-    http: httpx.AsyncClient, method: str, path: str, *expected: int, doing: str, body: BaseModel | None = None
-) -> httpx.Response:
-    """One request; `ApiError` for a refusal or a cloud that cannot be reached."""
+    http: httpx.AsyncClient,
+    method: str,
+    path: str,
+    *expected: int,
+    doing: str,
+    body: BaseModel | None = None,
+    max_bytes: int | None = None,
+) -> Answer:
+    """One request, its answer read as a stream up to `max_bytes` (default `ANSWER_MAX_BYTES`); `ApiError` for a refusal, a cloud that
+    cannot be reached (`unreachable`), or an answer past the bound (`answer_too_large`)."""
+    max_bytes = ANSWER_MAX_BYTES if max_bytes is None else max_bytes
     content = body.model_dump_json() if body is not None else None
     headers = {"Content-Type": "application/json"} if body is not None else None
+    too_large = ApiError(
+        "answer_too_large", f"{doing}: the cloud's answer is over {max_bytes:,} bytes; nothing of it was kept"
+    )
     try:
-        response = await http.request(method, path, content=content, headers=headers)
+        async with http.stream(method, path, content=content, headers=headers) as response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise too_large
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise too_large
+                chunks.append(chunk)
     except httpx.TransportError as e:
         raise ApiError("unreachable", f"{doing}: cannot reach the cloud at {http.base_url}: {e}") from e
-    return check(response, *expected, doing=doing)
+    answer = Answer(response.status_code, response.headers, b"".join(chunks))
+    return check(answer, *expected, doing=doing)
 
 
 async def create_federation(http: httpx.AsyncClient, spec: FederationSpec) -> FederationCreated:
     """A new federation under `spec`: the cloud generates its HE keys and adapter version 0."""
-    fid = spec.federation_id
-    response = await send(http, "POST", "/federations", 201, doing=f"creating {fid!r}", body=spec)
-    return FederationCreated.model_validate_json(response.content)
+    doing = f"creating {spec.federation_id!r}"
+    return parse(_CREATED, await send(http, "POST", "/federations", 201, doing=doing, body=spec), doing=doing)
 
 
 async def list_federations(http: httpx.AsyncClient) -> list[FederationInfo]:
-    response = await send(http, "GET", "/federations", 200, doing="listing the federations")
-    return _FEDERATIONS.validate_json(response.content)
+    return await read(http, "/federations", _FEDERATIONS, doing="listing the federations")
 
 
 async def federation_info(http: httpx.AsyncClient, fid: str) -> FederationInfo:
-    response = await send(http, "GET", f"/federations/{fid}", 200, doing=f"reading {fid!r}")
-    return FederationInfo.model_validate_json(response.content)
+    return await read(http, f"/federations/{fid}", _FEDERATION, doing=f"reading {fid!r}")
 
 
 async def change_lifecycle(http: httpx.AsyncClient, fid: str, action: Lifecycle) -> FederationInfo:
@@ -101,43 +163,56 @@ async def rounds(
     http: httpx.AsyncClient, fid: str, *, offset: int = 0, limit: int = 50
 ) -> tuple[list[RoundStatus], int]:
     """A page of rounds, newest first, and how many rounds have opened."""
-    response = await http_get(http, f"/federations/{fid}/rounds?offset={offset}&limit={limit}", fid)
-    return _ROUNDS.validate_json(response.content), int(response.headers.get("X-Total-Count", "0"))
+    path = f"/federations/{fid}/rounds?offset={offset}&limit={limit}"
+    doing = _reading(path, fid)
+    response = await send(http, "GET", path, 200, doing=doing)
+    total = response.headers.get("X-Total-Count", "0")
+    if not total.isdigit():
+        raise ApiError("bad_answer", f"{doing}: X-Total-Count {total[:40]!r} is not a count", status=200)
+    return parse(_ROUNDS, response, doing=doing), int(total)
 
 
 async def round_status(http: httpx.AsyncClient, fid: str, round_: int) -> RoundStatus:
-    response = await http_get(http, f"/federations/{fid}/rounds/{round_}", fid)
-    return RoundStatus.model_validate_json(response.content)
+    path = f"/federations/{fid}/rounds/{round_}"
+    return await read(http, path, _ROUND, doing=_reading(path, fid))
 
 
 async def clients(http: httpx.AsyncClient, fid: str, *, edge_id: str | None = None) -> list[ClientInfo]:
     query = f"?edge_id={edge_id}" if edge_id is not None else ""
-    return _CLIENTS.validate_json((await http_get(http, f"/federations/{fid}/clients{query}", fid)).content)
+    path = f"/federations/{fid}/clients{query}"
+    return await read(http, path, _CLIENTS, doing=_reading(path, fid))
 
 
 async def edges(http: httpx.AsyncClient, fid: str) -> list[EdgeInfo]:
-    return _EDGES.validate_json((await http_get(http, f"/federations/{fid}/edges", fid)).content)
+    path = f"/federations/{fid}/edges"
+    return await read(http, path, _EDGES, doing=_reading(path, fid))
 
 
 async def privacy(http: httpx.AsyncClient, fid: str) -> PrivacyReport:
-    return PrivacyReport.model_validate_json(
-        (await http_get(http, f"/federations/{fid}/privacy", fid)).content
-    )
+    path = f"/federations/{fid}/privacy"
+    return await read(http, path, _PRIVACY, doing=_reading(path, fid))
 
 
 async def adapter_versions(http: httpx.AsyncClient, fid: str) -> list[AdapterVersion]:
     """Every adapter version, oldest first, with its latest evaluation."""
-    return _VERSIONS.validate_json((await http_get(http, f"/federations/{fid}/adapters", fid)).content)
+    path = f"/federations/{fid}/adapters"
+    return await read(http, path, _VERSIONS, doing=_reading(path, fid))
 
 
 async def adapter_zip(http: httpx.AsyncClient, fid: str, version: int) -> bytes:
     """Adapter `version` of `fid` as the PEFT adapter zip the cloud builds."""
-    return (await http_get(http, f"/federations/{fid}/adapters/{version}", fid)).content
+    path = f"/federations/{fid}/adapters/{version}"
+    return (
+        await send(http, "GET", path, 200, doing=_reading(path, fid), max_bytes=ADAPTER_MAX_BYTES)
+    ).content
 
 
 async def adapter_vector(http: httpx.AsyncClient, fid: str, version: int) -> bytes:
     """Adapter `version`'s raw vector (float32 little-endian), the bytes a plan's `vector_sha256` names."""
-    return (await http_get(http, f"/federations/{fid}/adapters/{version}/vector", fid)).content
+    path = f"/federations/{fid}/adapters/{version}/vector"
+    return (
+        await send(http, "GET", path, 200, doing=_reading(path, fid), max_bytes=ADAPTER_MAX_BYTES)
+    ).content
 
 
 async def current_plan(http: httpx.AsyncClient, fid: str) -> RoundPlan | None:
@@ -145,8 +220,13 @@ async def current_plan(http: httpx.AsyncClient, fid: str) -> RoundPlan | None:
     started, paused (204), or ended (410)."""
     doing = f"reading the current plan of {fid!r}"
     response = await send(http, "GET", f"/federations/{fid}/plan?after_round=-1", 200, 204, 410, doing=doing)
-    return RoundPlan.model_validate_json(response.content) if response.status_code == 200 else None
+    return parse(_PLAN, response, doing=doing) if response.status_code == 200 else None
 
 
-async def http_get(http: httpx.AsyncClient, path: str, fid: str) -> httpx.Response:
-    return await send(http, "GET", path, 200, doing=f"reading {path.split('?')[0]} of {fid!r}")
+async def read(http: httpx.AsyncClient, path: str, reader: TypeAdapter[T], *, doing: str) -> T:
+    """GET `path` (200) as the API's model `reader` reads."""
+    return parse(reader, await send(http, "GET", path, 200, doing=doing), doing=doing)
+
+
+def _reading(path: str, fid: str) -> str:
+    return f"reading {path.split('?')[0]} of {fid!r}"

@@ -687,7 +687,7 @@ def status(
     try:
         access = CloudAccess.of(cloud, token=token, token_file=token_file, ca_file=ca_file)
     except AccessError as e:
-        fail(f"{e.setting}: {e}", code=2)
+        fail(e.setting, str(e), exit_code=2)
 
     try:
         asyncio.run(main())

@@ -2,7 +2,7 @@
 federation from a spec file, start, pause, resume and stop it, read its rounds, edges, clients and privacy
 ledger, download an adapter, and handle enrolment tokens (`fedlora.cli_tokens`). Every command prints
 rich tables, or with `--json` the API's own models as JSON for scripts; a refusal is `code: message` on
-stderr with exit status 1. Like `fedlora.cli`, commands import what they need in their bodies."""
+stderr with exit status 1 (with `--json`, `{"error": {"code": ..., "message": ...}}` there instead). Like `fedlora.cli`, commands import what they need in their bodies."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from rich.table import Table
 from fedlora.cli_tokens import tokens_app
 from fedlora.cloud_access import (
     DEFAULT_CLOUD,
+    DEFAULT_TIMEOUT_S,
     CaFileOption,
     CloudOption,
     FederationOption,
     JsonOption,
+    TimeoutOption,
     TokenFileOption,
     TokenOption,
     admin_access,
@@ -48,10 +50,12 @@ def connect(
     token: TokenOption = None,
     token_file: TokenFileOption = None,
     ca_file: CaFileOption = None,
+    timeout_s: TimeoutOption = DEFAULT_TIMEOUT_S,
 ) -> None:
     """The cloud and the admin token every command uses (options, or FEDLORA_CLOUD_URL,
-    FEDLORA_ADMIN_TOKEN or FEDLORA_ADMIN_TOKEN_FILE, FEDLORA_TLS_CA_FILE)."""
-    keep_access(ctx, cloud=cloud, token=token, token_file=token_file, ca_file=ca_file)
+    FEDLORA_ADMIN_TOKEN or FEDLORA_ADMIN_TOKEN_FILE, FEDLORA_TLS_CA_FILE), and the bound on each
+    command's whole time (FEDLORA_ADMIN_TIMEOUT_S)."""
+    keep_access(ctx, cloud=cloud, token=token, token_file=token_file, ca_file=ca_file, timeout_s=timeout_s)
 
 
 @admin_app.command("create")
@@ -67,7 +71,7 @@ def create(
     try:
         spec = load_spec(spec_file)
     except SpecError as e:
-        fail(f"invalid_spec: {e}", code=2)
+        fail("invalid_spec", str(e), exit_code=2, as_json=as_json)
     created = admin_access(ctx).run(lambda http: create_federation(http, spec))
     line = f"created {created.federation_id}, HE key fingerprint {created.he_fingerprint}"
     answer(created, lambda: [line], as_json=as_json)
@@ -253,7 +257,7 @@ def download(
         partial.write_bytes(data)
         partial.replace(out)
     except OSError as e:
-        fail(f"out: {out}: {e.strerror}")
+        fail("out", f"{out}: {e.strerror}", as_json=as_json)
     digest = hashlib.sha256(data).hexdigest()
     summary = {
         "federation_id": federation,

@@ -29,11 +29,11 @@ ID_SHOWN = 16  # hex digits of a token's digest `list` shows
 ID_MIN = 8  # the shortest prefix `revoke` takes
 
 
-def _role(role: str) -> Role:
+def _role(role: str, *, as_json: bool) -> Role:
     from protocol.messages import Role
 
     if role not in ("edge", "client"):
-        fail(f"invalid_request: --role must be edge or client, got {role!r}", code=2)
+        fail("invalid_request", f"--role must be edge or client, got {role!r}", exit_code=2, as_json=as_json)
     return Role(role)
 
 
@@ -49,7 +49,7 @@ def issue(
     """Print a new token once (nothing else on stdout): hand it to the party out of band."""
     from fedlora.enrolment_tokens import issue_enrolment_token
 
-    as_role = _role(role)
+    as_role = _role(role, as_json=as_json)
     issued = admin_access(ctx).run(
         lambda http: issue_enrolment_token(http, federation, as_role, party, ttl_s=ttl_s)
     )
@@ -69,7 +69,7 @@ def rotate(
     lost one). An enrolled party needs none: it re-enrols with its own key (exit 1, `already_enrolled`)."""
     from fedlora.enrolment_tokens import rotate_enrolment_token
 
-    as_role = _role(role)
+    as_role = _role(role, as_json=as_json)
     rotated = admin_access(ctx).run(
         lambda http: rotate_enrolment_token(http, federation, as_role, party, ttl_s=ttl_s)
     )
@@ -123,7 +123,8 @@ def revoke(
     from fedlora.enrolment_tokens import list_enrolment_tokens, revoke_enrolment_token
 
     if len(token_id) < ID_MIN:
-        fail(f"invalid_request: a token id needs at least {ID_MIN} hex digits, got {token_id!r}", code=2)
+        message = f"a token id needs at least {ID_MIN} hex digits, got {token_id!r}"
+        fail("invalid_request", message, exit_code=2, as_json=as_json)
 
     async def revoke_one(http: httpx.AsyncClient) -> str:
         tokens = await list_enrolment_tokens(http, federation)

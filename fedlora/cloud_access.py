@@ -1,12 +1,18 @@
 """How an admin command reaches the cloud: its URL, the admin token (from an option, the environment or a
-file; never printed) and the CA bundle that verifies the cloud's certificate once it speaks https. One copy
-for `fedlora admin` and `fedlora status`."""
+file; never printed), the CA bundle that verifies the cloud's certificate once it speaks https, and the bound
+on a command's whole time. One copy for `fedlora admin` and `fedlora status`.
+
+A refusal is one line, `code: message`, on stderr with a non-zero exit status; with `--json` it is the JSON
+object `{"error": {"code": ..., "message": ...}}` on stderr instead, so a script reads JSON either way
+(stdout holds answers only)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
@@ -18,6 +24,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DEFAULT_CLOUD = "http://127.0.0.1:8700"
+DEFAULT_TIMEOUT_S = 120.0
+READ_TIMEOUT_S = 30.0  # each connect, read and write; `CloudAccess.timeout_s` bounds them all together
 
 CloudOption = Annotated[str, typer.Option("--cloud", envvar="FEDLORA_CLOUD_URL", help="the cloud's URL")]
 TokenOption = Annotated[
@@ -44,6 +52,17 @@ CaFileOption = Annotated[
 ]
 
 
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        envvar="FEDLORA_ADMIN_TIMEOUT_S",
+        min=1.0,
+        help="seconds a command may take in all, every request and read of it together",
+    ),
+]
+
+
 class AccessError(ValueError):
     """The admin token could not be read, or an https cloud has no CA to verify it against; `setting` names
     the setting at fault (the message, the option and the file)."""
@@ -58,9 +77,19 @@ class CloudAccess:
     url: str
     token: str
     ca_file: Path | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S  # a command's whole time (`run`), not each read's
+    json_errors: bool = False  # a refusal as a JSON error object (`fail`)
 
     @classmethod
-    def of(cls, url: str, *, token: str | None, token_file: Path | None, ca_file: Path | None) -> CloudAccess:
+    def of(
+        cls,
+        url: str,
+        *,
+        token: str | None,
+        token_file: Path | None,
+        ca_file: Path | None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> CloudAccess:
         """`--token` or `--token-file` (one, not both); an empty token is refused, as the cloud would."""
         if token and token_file is not None:
             raise AccessError("give --token or --token-file, not both")
@@ -79,9 +108,9 @@ class CloudAccess:
                 "(ca.crt of `fedlora pki init`, or FEDLORA_TLS_CA_FILE)",
                 setting="ca_file",
             )
-        return cls(url=url.rstrip("/"), token=token, ca_file=ca_file)
+        return cls(url=url.rstrip("/"), token=token, ca_file=ca_file, timeout_s=timeout_s)
 
-    def client(self, *, timeout_s: float = 30.0) -> httpx.AsyncClient:
+    def client(self) -> httpx.AsyncClient:
         """An async client on the cloud's URL with the admin token, verifying https against `ca_file`."""
         import ssl
 
@@ -92,28 +121,40 @@ class CloudAccess:
             ssl.create_default_context(cafile=self.ca_file) if self.ca_file is not None else True
         )
         headers = {"Authorization": f"Bearer {self.token}"}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout_s, verify=verify)
+        return httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=min(READ_TIMEOUT_S, self.timeout_s), verify=verify
+        )
 
     def run(self, action: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
-        """Run `action` with a client; a refusal is printed as `code: message` on stderr and exits 1."""
+        """Run `action` with a client, all of it within `timeout_s`; a refusal (`fail`) exits 1: the cloud's,
+        `bad_answer`, `answer_too_large`, `unreachable`, or `timeout` when the time is up."""
         from fedlora.admin_api import ApiError
 
         async def main() -> T:
-            async with self.client() as http:
+            async with asyncio.timeout(self.timeout_s), self.client() as http:
                 return await action(http)
 
         try:
             return asyncio.run(main())
         except ApiError as e:
-            fail(str(e))
+            fail(e.code, e.message, as_json=self.json_errors)
+        except TimeoutError:
+            message = f"no whole answer from the cloud at {self.url} within {self.timeout_s:g} s (--timeout)"
+            fail("timeout", message, as_json=self.json_errors)
         except OSError as e:  # a CA bundle that cannot be read (ssl.SSLError is one too)
-            fail(f"ca_file: {self.ca_file}: {e.strerror or e}")
+            fail("ca_file", f"{self.ca_file}: {e.strerror or e}", as_json=self.json_errors)
 
 
-def fail(message: str, *, code: int = 1) -> NoReturn:
-    """Print `message` to stderr (markup off: an API message may hold brackets) and exit with `code`."""
-    Console(stderr=True, soft_wrap=True).print(message, style="red", markup=False, highlight=False)
-    raise typer.Exit(code)
+def fail(code: str, message: str, *, exit_code: int = 1, as_json: bool = False) -> NoReturn:
+    """A refusal on stderr and exit with `exit_code`: `code: message` on one line (markup off: an API
+    message may hold brackets), or with `as_json` the object `{"error": {"code": ..., "message": ...}}`."""
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message}}), file=sys.stderr)
+    else:
+        Console(stderr=True, soft_wrap=True).print(
+            f"{code}: {message}", style="red", markup=False, highlight=False
+        )
+    raise typer.Exit(exit_code)
 
 
 FederationOption = Annotated[
@@ -125,20 +166,30 @@ JsonOption = Annotated[
 
 
 def keep_access(
-    ctx: typer.Context, *, cloud: str, token: str | None, token_file: Path | None, ca_file: Path | None
+    ctx: typer.Context,
+    *,
+    cloud: str,
+    token: str | None,
+    token_file: Path | None,
+    ca_file: Path | None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Keep a command group's connection options for its commands; read (and checked) only when a command
     runs, so `--help` needs no token."""
-    ctx.obj = lambda: CloudAccess.of(cloud, token=token, token_file=token_file, ca_file=ca_file)
+    ctx.obj = lambda: CloudAccess.of(
+        cloud, token=token, token_file=token_file, ca_file=ca_file, timeout_s=timeout_s
+    )
 
 
 def admin_access(ctx: typer.Context) -> CloudAccess:
-    """The `CloudAccess` of the group's options; a missing or unreadable token exits 2, naming the option."""
+    """The `CloudAccess` of the group's options, its refusals in JSON when the command was given `--json`; a
+    missing or unreadable token exits 2, naming the option."""
+    as_json = bool(ctx.params.get("as_json", False))
     try:
         access: CloudAccess = ctx.obj()  # a sub-group (`tokens`) inherits its parent's
     except AccessError as e:
-        fail(f"{e.setting}: {e}", code=2)
-    return access
+        fail(e.setting, str(e), exit_code=2, as_json=as_json)
+    return replace(access, json_errors=as_json)
 
 
 def emit_json(value: object) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import TypeAdapter
 
-from fedlora.admin_api import ApiError, clients, edges, send
+from fedlora.admin_api import ApiError, clients, edges, parse, send
 from protocol.messages import (
     EnrolmentTokenInfo,
     EnrolmentTokenIssued,
@@ -18,6 +18,7 @@ from protocol.messages import (
     Role,
 )
 
+_ISSUED = TypeAdapter(EnrolmentTokenIssued)
 _TOKENS = TypeAdapter(list[EnrolmentTokenInfo])
 
 
@@ -35,14 +36,14 @@ async def issue_enrolment_token(
     body = EnrolmentTokenRequest.model_validate(fields)  # refuses the admin role, naming the field
     doing = f"issuing an enrolment token for {role.value} {subject!r} in {fid!r}"
     response = await send(http, "POST", f"/federations/{fid}/enrolment-tokens", 201, doing=doing, body=body)
-    return EnrolmentTokenIssued.model_validate_json(response.content)
+    return parse(_ISSUED, response, doing=doing)
 
 
 async def list_enrolment_tokens(http: httpx.AsyncClient, fid: str) -> list[EnrolmentTokenInfo]:
     """Every token the cloud keeps for `fid`, issued, used or expired, without secrets."""
     doing = f"listing the enrolment tokens of {fid!r}"
     response = await send(http, "GET", f"/federations/{fid}/enrolment-tokens", 200, doing=doing)
-    return _TOKENS.validate_json(response.content)
+    return parse(_TOKENS, response, doing=doing)
 
 
 async def revoke_enrolment_token(http: httpx.AsyncClient, fid: str, token_id: str) -> None:

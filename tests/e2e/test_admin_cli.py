@@ -142,6 +142,7 @@ def test_bad_input_is_one_line_with_its_code_and_a_non_zero_exit(cloud, tmp_path
 
     invalid = _admin(cloud, "create", str(bad_spec))
     unknown = _admin(cloud, "start", "-f", "no-such-federation")
+    unknown_json = _admin(cloud, "show", "-f", "no-such-federation", "--json")
     wrong_token = _admin(cloud, "create", str(spec_file), token="not-the-admin-token")
     no_token = CliRunner().invoke(
         app, ["admin", "--cloud", cloud.url, "federations"], env={"FEDLORA_ADMIN_TOKEN": ""}
@@ -154,11 +155,19 @@ def test_bad_input_is_one_line_with_its_code_and_a_non_zero_exit(cloud, tmp_path
     assert invalid.stderr.startswith("invalid_spec: ") and "strategy" in invalid.stderr, invalid.stderr
     assert unknown.exit_code == 1
     assert unknown.stderr.startswith(("not_found: ", "unknown_federation: ")), unknown.stderr
+    # With --json the refusal is a JSON object on stderr (docs/operations.md), stdout left for answers.
+    assert unknown_json.exit_code == 1 and unknown_json.stdout == "", unknown_json.output
+    assert json.loads(unknown_json.stderr) == {
+        "error": {
+            "code": "unknown_federation",
+            "message": "reading 'no-such-federation': no federation 'no-such-federation' (fid)",
+        }
+    }
     assert wrong_token.exit_code == 1
     assert wrong_token.stderr.startswith("unauthenticated: "), wrong_token.stderr
     assert cloud.admin.get("/federations").json() == before  # nothing was created with the wrong token
     assert no_token.exit_code == 2 and no_token.stderr.startswith("admin_token: ")
     assert unreachable.exit_code == 1 and unreachable.stderr.startswith("unreachable: ")
-    for result in (invalid, unknown, wrong_token, no_token, unreachable):
+    for result in (invalid, unknown, unknown_json, wrong_token, no_token, unreachable):
         assert "Traceback" not in result.output
         assert "not-the-admin-token" not in result.output  # a token is never echoed

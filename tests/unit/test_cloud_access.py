@@ -78,7 +78,8 @@ def test_the_ca_file_verifies_the_cloud_and_the_token_file_is_sent(https_cloud, 
     assert json.loads(verified[1]) == []
     # Without the federation's CA an https cloud is not called at all (never the system's trust store).
     assert unverified[0] == 2
-    assert unverified[2].startswith("ca_file: --ca-file is not set"), unverified
+    refusal = json.loads(unverified[2])["error"]  # --json: the refusal is a JSON object on stderr too
+    assert refusal["code"] == "ca_file" and refusal["message"].startswith("--ca-file is not set"), unverified
     assert wrong[0] == 1 and wrong[2].startswith("unauthenticated: "), wrong
     for _, out, err in (verified, unverified, wrong):
         assert TOKEN not in out + err
