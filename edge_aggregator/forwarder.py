@@ -2,12 +2,14 @@
 contributions, and its outcome recorded once.
 
 The aggregate is deterministic (contributions sorted by client, Ed25519 signatures are deterministic), so a
-retry after a lost answer is byte-identical and the cloud counts it once by idempotency key and digest.
+retry after a lost answer is byte-identical and the cloud counts it once (it compares the digest of all the
+edge signed).
 A cloud that cannot be reached leaves the round pending (no outcome): the next tick tries again. A refusal
 that names clients the cloud will not count in this sum (counted at another edge, a replayed upload, a
 manifest line that does not verify with the key enrolled now) takes them out of it, counted as dropped
 (`client_refused`), and forwards the others again, as long as the sum still holds `min_clients_per_edge`
-(not a masked sum: see `_deliver`).
+(not a masked sum: see `_deliver`); a replica that finds them taken out by a sibling replica already forwards
+what the store holds, counting nothing (`_taken_out_elsewhere`).
 
 What a 202 to a hospital promises (docs/api.md): its update reaches a model, or a visible record says why
 not. A forward retries for at most `FederationSpec.forward_budget_s` past the round's upload deadline, which
@@ -108,7 +110,9 @@ class Forwarder:
             # A masked sum cannot lose a hospital: its cohort's correction covers exactly the survivors it
             # unmasked, and without one of them the rest no longer unmasks (the cohort would have to unmask
             # again with that hospital counted as dropped).
-            if mask_correction is None and await self._take_out(round_, e):
+            if mask_correction is None and (
+                await self._take_out(round_, e) or await self._taken_out_elsewhere(round_, aggregate, e)
+            ):
                 return await self._deliver(round_, now, None)
             return await self._refused(round_, now, aggregate, e, late_drops)
         return await self._delivered(round_, now, aggregate, late_drops)
@@ -326,6 +330,34 @@ class Forwarder:
                 },
             )
         return bool(taken)
+
+    async def _taken_out_elsewhere(
+        self, round_: int, aggregate: EdgeAggregate, refusal: PeerRefusedError
+    ) -> bool:
+        """Whether the clients `refusal` names were in the sum `aggregate` carried and are out of it in the
+        store now: another replica of this edge, refused the same sum at the same time, took them out (and
+        counted them) first. The forward is then the sibling's to finish: forwarding what the store holds now
+        sends the sibling's sum again, byte for byte (the cloud answers the copy 200, counted once), or finds
+        the outcome the sibling recorded, and nothing is counted dropped twice or recorded refused while the
+        cloud counts the rest. Each such retry follows a sum that shrank in the store, so the retries end."""
+        named = refusal.detail.get("client_ids")
+        origin = refusal.detail.get("round", round_)
+        if refusal.code not in _NAMES_CLIENTS or not isinstance(named, list) or not isinstance(origin, int):
+            return False
+        if origin == round_:
+            sent = {c.client_id for c in aggregate.contributions}
+            now = await self._ledger.manifest(round_)
+        else:
+            sent = {c.client_id for b in aggregate.late if b.origin_round == origin for c in b.contributions}
+            now = (await self._ledger.late_buckets(round_)).get(origin, {})
+        refused = {str(cid) for cid in named}
+        elsewhere = bool(refused & sent) and not refused & now.keys()
+        if elsewhere:
+            log.info(
+                "the refused clients were taken out by another replica; forwarding what the store holds",
+                extra={"round": round_, "edge_id": self.config.edge_id, "code": refusal.code},
+            )
+        return elsewhere
 
     async def _late_sums(self, round_: int, plan: RoundPlan, k: int) -> tuple[list[LateSum], list[Drop]]:
         """The round's buckets of late uploads that go with its aggregate: those of at least `k` (the rule

@@ -55,11 +55,6 @@ def refusing_both_at_once(world: World, client_id: str) -> list[list[str]]:
     return seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the replica whose exclusion finds the refused hospital already taken out by the other replica "
-    "records the whole round refused (every upload dropped) before the other's re-forward of the rest lands",
-)
 async def test_two_replicas_refused_one_hospital_at_once_deliver_the_rest_and_drop_it_once(
     make_world: Callable[..., World],  # noqa: F811
 ) -> None:
