@@ -112,8 +112,9 @@ async def send(
     body: BaseModel | None = None,
     max_bytes: int | None = None,
 ) -> Answer:
-    """One request, its answer read as a stream up to `max_bytes` (default `ANSWER_MAX_BYTES`); `ApiError` for a refusal, a cloud that
-    cannot be reached (`unreachable`), or an answer past the bound (`answer_too_large`)."""
+    """One request, its answer read as a stream up to `max_bytes` (default `ANSWER_MAX_BYTES`); `ApiError`
+    for a refusal, a cloud that cannot be reached (`unreachable`), or an answer past the bound
+    (`answer_too_large`)."""
     max_bytes = ANSWER_MAX_BYTES if max_bytes is None else max_bytes
     content = body.model_dump_json() if body is not None else None
     headers = {"Content-Type": "application/json"} if body is not None else None

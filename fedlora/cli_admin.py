@@ -2,7 +2,8 @@
 federation from a spec file, start, pause, resume and stop it, read its rounds, edges, clients and privacy
 ledger, download an adapter, and handle enrolment tokens (`fedlora.cli_tokens`). Every command prints
 rich tables, or with `--json` the API's own models as JSON for scripts; a refusal is `code: message` on
-stderr with exit status 1 (with `--json`, `{"error": {"code": ..., "message": ...}}` there instead). Like `fedlora.cli`, commands import what they need in their bodies."""
+stderr with exit status 1 (with `--json`, `{"error": {"code": ..., "message": ...}}` there instead). Like
+`fedlora.cli`, commands import what they need in their bodies."""
 
 from __future__ import annotations
 

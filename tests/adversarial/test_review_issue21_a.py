@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from services import keyspace
 from services.store import MemoryStore, RedisStore
 from tests.adversarial.test_store_tls import _refusal
 from tests.cloud.harness import Federation, running_cloud, small_spec
+from tests.hostile_http import Answer, answering_server  # noqa: F401
 from tests.keks import KEK, NEXT_KEK
 from tests.redis_server import RedisServer
 
@@ -110,28 +110,17 @@ def test_a_rotation_keeps_the_expiry_retention_gave_a_sealed_noise(redis_url: st
 
 
 @pytest.fixture
-def hostile_cloud() -> Iterator[Callable[[int, bytes], str]]:
+def hostile_cloud(answering_server: Callable[[Answer], str]) -> Callable[[int, bytes], str]:  # noqa: F811
     """A compromised cloud on loopback: every GET is answered with the status and body given; the URL."""
-    servers: list[ThreadingHTTPServer] = []
 
     def serve(status: int, body: bytes) -> str:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                self.wfile.write(head.encode() + body)
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            handler.wfile.write(head.encode() + body)
 
-            def log_message(self, *args: object) -> None:
-                pass
+        return answering_server(answer)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return serve
 
 
 @pytest.mark.parametrize("body", [b"<html>maintenance</html>", b"[{}]"])

@@ -3,49 +3,17 @@ API's model, an answer that never ends, one that trickles in a byte at a time. E
 `code: message` refusal on stderr with exit status 1 (with `--json`, `{"error": {...}}` there), never a
 traceback, never memory or time without bound (docs/operations.md, "Daily administration")."""
 
-import contextlib
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-import pytest
 from typer.testing import CliRunner
 
 from fedlora import admin_api
 from fedlora.cli import app
+from tests.hostile_http import answering_server  # noqa: F401
 
 TOKEN = "admin-token-never-printed"
-Answer = Callable[[BaseHTTPRequestHandler], None]
-
-
-@pytest.fixture
-def bad_cloud() -> Iterator[Callable[[Answer], str]]:
-    """A server on loopback that answers every GET as `answer` writes it; the URL."""
-    servers: list[ThreadingHTTPServer] = []
-
-    def serve(answer: Answer) -> str:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                with contextlib.suppress(OSError):  # the admin hung up, as it should
-                    answer(self)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def _endless(handler: BaseHTTPRequestHandler, chunk: bytes, *, pause_s: float = 0.0) -> None:
@@ -65,7 +33,7 @@ def _admin(url: str, *args: str) -> tuple[int, str, str, BaseException | None]:
     return result.exit_code, result.stdout, result.stderr, result.exception
 
 
-def test_a_200_that_is_not_the_apis_model_is_bad_answer_in_both_forms(bad_cloud):
+def test_a_200_that_is_not_the_apis_model_is_bad_answer_in_both_forms(answering_server):  # noqa: F811
     def html(handler: BaseHTTPRequestHandler) -> None:
         body = b"<html>\n<h1>maintenance</h1>\n</html>"
         handler.send_response(200)
@@ -73,7 +41,7 @@ def test_a_200_that_is_not_the_apis_model_is_bad_answer_in_both_forms(bad_cloud)
         handler.end_headers()
         handler.wfile.write(body)
 
-    url = bad_cloud(html)
+    url = answering_server(html)
     code, out, err, raised = _admin(url, "federations")
     assert (code, out) == (1, "") and isinstance(raised, SystemExit), (code, out, err)
     assert err.startswith("bad_answer: listing the federations: ") and err.count("\n") == 1, err
@@ -85,20 +53,20 @@ def test_a_200_that_is_not_the_apis_model_is_bad_answer_in_both_forms(bad_cloud)
     assert TOKEN not in out + err
 
 
-def test_an_answer_past_the_size_bound_is_dropped_there(bad_cloud, monkeypatch):
+def test_an_answer_past_the_size_bound_is_dropped_there(answering_server, monkeypatch):  # noqa: F811
     """An endless body ends the command at the bound (`answer_too_large`), read as a stream: were it read
     whole first, the command would never end."""
     monkeypatch.setattr(admin_api, "ANSWER_MAX_BYTES", 64 * 1024)
-    url = bad_cloud(lambda handler: _endless(handler, b"[" * 16384))
+    url = answering_server(lambda handler: _endless(handler, b"[" * 16384))
     code, out, err, _ = _admin(url, "federations", "--json")
     assert (code, out) == (1, ""), (code, out, err)
     refusal = json.loads(err)["error"]
     assert refusal["code"] == "answer_too_large" and "65,536 bytes" in refusal["message"], refusal
 
 
-def test_the_timeout_bounds_the_whole_command_not_each_read(bad_cloud):
+def test_the_timeout_bounds_the_whole_command_not_each_read(answering_server):  # noqa: F811
     """A cloud that sends a byte every 0.1 s never lets a read wait 30 s, yet the command ends at --timeout."""
-    url = bad_cloud(lambda handler: _endless(handler, b" ", pause_s=0.1))
+    url = answering_server(lambda handler: _endless(handler, b" ", pause_s=0.1))
     code, out, err, _ = _admin(url, "--timeout", "1", "federations")
     assert (code, out) == (1, ""), (code, out, err)
     assert err.startswith("timeout: no whole answer from the cloud") and "within 1 s" in err, err
