@@ -38,13 +38,13 @@ class RecordState(enum.StrEnum):
     GONE = "gone"  # deleted between listing and re-sealing (a round that committed)
 
 
-class SealedRecord(BaseModel, frozen=True):
+class SealedRecord(BaseModel, frozen=True, allow_inf_nan=False):
     key: str
     federation_id: str
     kind: SealedKind
 
 
-class RecordOutcome(BaseModel, frozen=True):
+class RecordOutcome(BaseModel, frozen=True, allow_inf_nan=False):
     """What a run found or did with one record: never its value; `reason` says under which KEK a record to
     re-seal was sealed, or why one does not open."""
 
@@ -55,7 +55,7 @@ class RecordOutcome(BaseModel, frozen=True):
     reason: str | None = None
 
 
-class RotationReport(BaseModel, frozen=True):
+class RotationReport(BaseModel, frozen=True, allow_inf_nan=False):
     current_kek_id: str
     previous_kek_id: str | None
     dry_run: bool

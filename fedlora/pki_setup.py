@@ -42,7 +42,7 @@ TLS_NAME = "tls"  # tls.crt, tls.key
 
 
 class PkiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="FEDLORA_", extra="ignore", frozen=True, allow_inf_nan=False)
 
     ca_dir: Path = Field(description="where the CA's ca.crt and ca.key (0600) live; no service mounts it")
     out_dir: Path = Field(description="the parties' folders: cloud/, edge/<id>/, client/<id>/")

@@ -82,6 +82,7 @@ def test_an_edge_with_an_https_cloud_and_no_ca_stops_at_start(party) -> None:
         public_url="https://edge-1.example:8710",
         tls_cert_file=cert,
         tls_key_file=key,
+        ephemeral_store=True,  # past the durable-store check, which comes first
     )
     with pytest.raises(SystemExit, match="tls_ca_file is not set"):
         run_edge(settings)
