@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from edge_aggregator.aggregator import EdgeAggregator
-from edge_aggregator.errors import NotReadyError
 from edge_aggregator.runtime import EdgeRuntime
 
 
@@ -20,12 +19,7 @@ RuntimeDep = Annotated[EdgeRuntime, Depends(get_runtime)]
 
 
 def get_edge(runtime: RuntimeDep) -> EdgeAggregator:
-    if runtime.aggregator is None:
-        raise NotReadyError(
-            "edge is starting: not yet enrolled with the cloud or without the federation's key"
-            + (f" ({runtime.last_error})" if runtime.last_error else "")
-        )
-    return runtime.aggregator
+    return runtime.ready_aggregator()
 
 
 EdgeDep = Annotated[EdgeAggregator, Depends(get_edge)]

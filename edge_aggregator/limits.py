@@ -21,7 +21,6 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 from starlette.types import Scope
 
-from edge_aggregator.errors import NotReadyError
 from edge_aggregator.runtime import EdgeRuntime
 from services.limits import CONTRIBUTION_BYTES, Admission, client_host, upload_body_bytes
 from services.settings import EdgeSettings
@@ -39,16 +38,14 @@ class EdgeAdmission:
     async def __call__(self, scope: Scope, route: BaseRoute | None, params: dict[str, Any]) -> Admission:
         limit = self.settings.max_json_body_bytes
         runtime: EdgeRuntime | None = getattr(scope["app"].state, "runtime", None)
-        edge = runtime.aggregator if runtime is not None else None
         takes_a_sized_body = isinstance(route, APIRoute) and (
             route.name == _UPLOAD_ROUTE or route.name in _MASKING_ROUTES
         )
-        if edge is None and takes_a_sized_body:
+        edge = runtime.aggregator if runtime is not None else None
+        if runtime is not None and takes_a_sized_body:
             # Not enrolled yet: no layout or cohort to size the body by. The route would answer the same
             # once the body is read; a 413 here would tell a hospital to give up on a well-formed upload.
-            raise NotReadyError(
-                "edge is starting: not yet enrolled with the cloud or without the federation's key"
-            )
+            edge = runtime.ready_aggregator()
         if isinstance(route, APIRoute) and edge is not None:
             if route.name == _UPLOAD_ROUTE:
                 limit = upload_body_bytes(edge.scheme, length=edge.config.layout_size)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.cloud_link import CloudLink, FederationNotActiveError
 from edge_aggregator.config import EdgeConfig
+from edge_aggregator.errors import NotReadyError
 from protocol.crypto import HEScheme, KeyMaterialError, scheme_from_public
 from protocol.messages import EdgeEnrolment, FederationInfo
 from services.clock import Clock
@@ -61,6 +62,16 @@ class EdgeRuntime:
         self.enrolled = False
         self.last_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def ready_aggregator(self) -> EdgeAggregator:
+        """The aggregator once the edge has enrolled and holds the federation's key; `NotReadyError` (503,
+        `Retry-After`) before, naming the last error of the start-up."""
+        if self.aggregator is None:
+            raise NotReadyError(
+                "edge is starting: not yet enrolled with the cloud or without the federation's key"
+                + (f" ({self.last_error})" if self.last_error else "")
+            )
+        return self.aggregator
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._run(), name="edge-bootstrap"))
