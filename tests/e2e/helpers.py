@@ -30,6 +30,10 @@ from services.identity import SigningKey
 from tests.e2e.conftest import CloudProcess, EdgeProcess, issue_enrolment_token, poll
 
 FID = "e2e"
+#: Notes per hospital. The agent checks the spec against its public count, drawn once with noise of std
+#: `COUNT_NOISE_STD` = 10; at 40 notes, 0.8% of draws fell below the default min_batch_size of 16 and the
+#: hospital refused the federation (CI, 2026-12-07). At 120 the count falls below 16 with p < 1e-16.
+NOTES = 120
 
 
 def make_spec(**overrides: Any) -> FederationSpec:

@@ -14,7 +14,7 @@ from protocol.messages import FederationInfo, LocalDPConfig, TrainingConfig
 from services.http import Peer
 from services.settings import ClientSettings
 from tests.e2e.conftest import CloudProcess, EdgeProcess, issue_enrolment_token, poll
-from tests.e2e.helpers import FID, create_federation, make_spec
+from tests.e2e.helpers import FID, NOTES, create_federation, make_spec
 
 
 def agent_for(cloud: CloudProcess, token: str, state_dir, model_dir, **extra) -> ClientAgent:
@@ -120,7 +120,7 @@ def test_the_privacy_history_is_saved_before_the_upload(cluster, tmp_path, tiny_
     poll(lambda: len(cloud.admin.get(f"/federations/{FID}/edges").json()) == 1, timeout_s=30, what="edge")
     notes = tmp_path / "notes.csv"
     notes.write_text(
-        "text,label\n" + "".join(f"note {i} {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(40))
+        "text,label\n" + "".join(f"note {i} {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(NOTES))
     )
     state_dir = tmp_path / "hospital"
     agent = agent_for(
@@ -130,7 +130,7 @@ def test_the_privacy_history_is_saved_before_the_upload(cluster, tmp_path, tiny_
     async def enrol() -> None:
         peer = Peer(cloud.url, give_up_after_s=30.0)
         try:
-            await agent.enrol(peer, 40)
+            await agent.enrol(peer, NOTES)
         finally:
             await peer.close()
 

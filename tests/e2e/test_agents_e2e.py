@@ -23,7 +23,7 @@ from protocol.messages import (
     TrainingConfig,
 )
 from tests.e2e.conftest import CloudProcess, EdgeProcess, issue_enrolment_token, poll
-from tests.e2e.helpers import FID, make_spec
+from tests.e2e.helpers import FID, NOTES, make_spec
 
 pytestmark = pytest.mark.slow
 HOSPITALS = {"h-a": "edge-1", "h-b": "edge-1", "h-c": "edge-2", "h-d": "edge-2"}
@@ -41,11 +41,11 @@ def write_notes(path, n: int, seed: int) -> None:
 def start_hospitals(
     cluster, tmp_path, cloud: CloudProcess, hospitals: dict[str, str], model_dir, **env: str
 ) -> None:
-    """One agent process per hospital (client id -> edge id), each with 40 notes of its own; `env` adds
+    """One agent process per hospital (client id -> edge id), each with `NOTES` notes of its own; `env` adds
     `FEDLORA_*` settings (without the prefix)."""
     for index, (client_id, edge_id) in enumerate(hospitals.items()):
         data = tmp_path / f"{client_id}.csv"
-        write_notes(data, 40, seed=index)
+        write_notes(data, NOTES, seed=index)
         cluster.start(
             client_id,
             "client_agent",
