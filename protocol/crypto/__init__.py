@@ -35,7 +35,8 @@ from protocol.crypto.keystore import (
     seal_secret,
     sealed_kek_id,
 )
-from protocol.crypto.paillier import ObfuscatorPool, PaillierScheme
+from protocol.crypto.obfuscators import ObfuscatorPool
+from protocol.crypto.paillier import PaillierScheme
 from protocol.crypto.params import CKKSParams, HEKind, HEParams, PaillierParams, PlainParams
 from protocol.crypto.plain import PlainScheme
 

@@ -5,16 +5,16 @@ Encryption with `g = n + 1` (Paillier, EUROCRYPT 1999; phe's choice): `c = (1 + 
 `params.slots` fixed-point values (`protocol.crypto.packing`), which is what makes it affordable: one
 2048-bit key carries 93 values at 16 bits with 6 bits of headroom for 64 clients, 5.5 bytes per value.
 
-Almost all of the encryption cost is the obfuscator `r^n mod n^2` (~15 ms at 2048 bits here). It does not
-depend on the data, so `precompute` (or an `ObfuscatorPool` filled in a background thread) computes them
-while the client trains and `encrypt` only multiplies. Each obfuscator is popped from the pool and used
-once: reusing one would let anyone divide two ciphertexts and learn the difference of their plaintexts.
+Almost all of the encryption cost is the obfuscator `r^n mod n^2`. It does not depend on the data, so
+`precompute` (or an `ObfuscatorPool` filled in a background thread) computes them while the client trains,
+by Damgard-Jurik-Nielsen's short exponents on a fixed base over every core (`protocol.crypto.obfuscators`,
+which states the exponent length and why it is safe), and `encrypt` only packs and multiplies. Each
+obfuscator is popped from the pool and used once. Decryption runs by CRT over threads
+(`protocol.crypto.paillier_crt`).
 """
 
 from __future__ import annotations
 
-import secrets
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,52 +26,11 @@ from protocol.crypto import packing
 from protocol.crypto.base import EncryptedVector, FloatArray, HEScheme, UIntArray
 from protocol.crypto.envelope import chunk_lengths
 from protocol.crypto.errors import CiphertextError, KeyMaterialError, MissingSecretKeyError
+from protocol.crypto.obfuscators import ObfuscatorPool, default_workers
+from protocol.crypto.paillier_crt import CrtDecryptor
 from protocol.crypto.params import HEKind, PaillierParams
 
 PaillierPayload = list[Any]  # one gmpy2.mpz ciphertext per chunk
-
-
-class ObfuscatorPool:
-    """Precomputed Paillier obfuscators `r^n mod n^2`, `r` from `secrets`. Each is handed out once.
-
-    `fill` and `take` may run in different threads (deque appends and pops are atomic).
-    """
-
-    def __init__(self, n: int) -> None:
-        self._n = gmpy2.mpz(n)
-        self._n_square = self._n * self._n
-        self._items: deque[Any] = deque()
-
-    @property
-    def n(self) -> int:
-        return int(self._n)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def fill(self, count: int) -> None:
-        """Compute `count` more obfuscators."""
-        if count < 0:
-            raise ValueError(f"count must be >= 0, got {count}")
-        for _ in range(count):
-            self._items.append(self.fresh())
-
-    def fresh(self) -> Any:
-        """One new obfuscator, computed now."""
-        while True:
-            r = gmpy2.mpz(secrets.randbelow(int(self._n) - 1) + 1)
-            if gmpy2.gcd(r, self._n) == 1:  # fails with probability ~2^-1023; a hit would factor n
-                return gmpy2.powmod(r, self._n, self._n_square)
-
-    def take(self, count: int) -> list[Any]:
-        """`count` obfuscators, from the pool while it lasts, computed inline after that."""
-        out = []
-        for _ in range(count):
-            try:
-                out.append(self._items.popleft())
-            except IndexError:
-                out.append(self.fresh())
-        return out
 
 
 class PaillierScheme(HEScheme[PaillierPayload]):
@@ -88,6 +47,7 @@ class PaillierScheme(HEScheme[PaillierPayload]):
         self._private_key = (
             None if primes is None else phe_paillier.PaillierPrivateKey(self._public_key, *primes)
         )
+        self._decryptor = None if primes is None else CrtDecryptor(*primes)
         self._pool = ObfuscatorPool(int(n))
 
     # -- construction -------------------------------------------------------------------------------
@@ -160,7 +120,8 @@ class PaillierScheme(HEScheme[PaillierPayload]):
         return self._pool
 
     def precompute(self, length: int) -> None:
-        """Fill the pool with the obfuscators one vector of `length` values needs."""
+        """Fill the pool with the obfuscators one vector of `length` values needs, over every core once
+        there are enough of them to be worth starting workers (`ObfuscatorPool.fill`)."""
         self._pool.fill(len(chunk_lengths(length, self.slots)))
 
     @property
@@ -179,8 +140,15 @@ class PaillierScheme(HEScheme[PaillierPayload]):
 
     def _encrypt_packed(self, plaintexts: list[int]) -> PaillierPayload:
         obfuscators = self._pool.take(len(plaintexts))
-        n, n_square = self._n, self._n_square
-        return [(1 + n * m) * r % n_square for m, r in zip(plaintexts, obfuscators, strict=True)]
+        n = self._n
+        # (1 + n m) r = r + n (m r mod n) mod n^2, and r + n (m r mod n) < n^2 + n^2: one subtraction at
+        # most, and products of half the size of (1 + n m) r.
+        n_square = self._n_square
+        out = []
+        for m, r in zip(plaintexts, obfuscators, strict=True):
+            c = r + n * (m * r % n)
+            out.append(c - n_square if c >= n_square else c)
+        return out
 
     def _decrypt_residues(self, ciphertext: EncryptedVector[PaillierPayload]) -> UIntArray:
         return packing.ring_reduce(self._decrypt_slots(ciphertext), self._params)
@@ -190,9 +158,9 @@ class PaillierScheme(HEScheme[PaillierPayload]):
         return packing.dequantise(sums, self._params)
 
     def _decrypt_slots(self, ciphertext: EncryptedVector[PaillierPayload]) -> UIntArray:
-        if self._private_key is None:  # HEScheme.decrypt checks this first; kept for direct callers
+        if self._decryptor is None:  # HEScheme.decrypt checks this first; kept for direct callers
             raise MissingSecretKeyError("this Paillier scheme holds only the public key n")
-        plaintexts = [self._private_key.raw_decrypt(int(c)) for c in ciphertext.payload]
+        plaintexts = self._decryptor.decrypt(ciphertext.payload, workers=default_workers())
         return packing.unpack_slots(plaintexts, ciphertext.length, self._params)
 
     def _add(self, a: PaillierPayload, b: PaillierPayload) -> PaillierPayload:
