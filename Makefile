@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium fuse faketime soak edge-load demo view test test-fast lint format typecheck bench experiments clean
+.PHONY: install redis-server chromium fuse faketime soak edge-load demo view test test-fast lint format typecheck bench bench-paillier experiments clean
 
 install: $(STAMP)
 
@@ -91,7 +91,11 @@ format: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-bench: install
+# Packed Paillier's hospital and cloud paths, old against new, in one run (docs/benchmarks.md).
+bench-paillier: install
+	$(PY) bench/paillier_speed.py
+
+bench: install bench-paillier
 	$(PY) bench/he_throughput.py
 	$(PY) bench/secagg_cost.py
 	$(PY) bench/local_step.py

@@ -711,9 +711,15 @@ class ClientAgent:
             if session.validation is not None
             else None
         )
-        result = await asyncio.to_thread(
-            self._train, model, session.features, start, plan, session.spec, public
-        )
+        # The encryption's data-independent work (Paillier's obfuscators, over every core) runs while the
+        # model trains, so that sealing the update only packs and multiplies.
+        precompute = asyncio.create_task(asyncio.to_thread(session.scheme.precompute, model.layout.size))
+        try:
+            result = await asyncio.to_thread(
+                self._train, model, session.features, start, plan, session.spec, public
+            )
+        finally:
+            await precompute
         # Written before the upload: a crash after it must not drop these releases from the account.
         self.state.save(self.state_path)
         self.metrics.local_training.labels(self.fid).observe(time.perf_counter() - started)

@@ -22,7 +22,8 @@ divide two ciphertexts and learn the difference of their plaintexts. Two draws r
 about `draws^2 / 2^(k/2 + 1)`.
 
 `fill` spreads the work over worker processes (gmpy2 holds the GIL through a multiplication, so threads
-would take turns); each builds its own table for `h` and draws its own exponents from the OS.
+would take turns); each builds its own table for `h` once, when the pool first needs it, and draws its own
+exponents from the OS. The workers stay for the pool's life (`close`, or when the pool is collected).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import multiprocessing
 import os
 import secrets
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -68,6 +70,9 @@ class ObfuscatorPool:
         self._lock = threading.Lock()
         self._base: Any = None  # h, drawn on first use (edges and the cloud never encrypt)
         self._table: FixedBase | None = None
+        self._executor: ProcessPoolExecutor | None = None
+        self._executor_workers = 0
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
     def n(self) -> int:
@@ -111,14 +116,31 @@ class ObfuscatorPool:
             return
         tasks = min(count, workers * _BATCHES_PER_WORKER)
         sizes = [count // tasks + (1 if i < count % tasks else 0) for i in range(tasks)]
-        with ProcessPoolExecutor(
+        for batch in self._workers(workers).map(powers_from_os, sizes):
+            self._items.extend(gmpy2.from_binary(b) for b in batch)
+
+    def _workers(self, workers: int) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is not None and self._executor_workers == workers:
+                return self._executor
+        self.close()
+        executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
             initializer=init_worker,
             initargs=(int(self._base), int(self._n_square), self._exponent_bits),
-        ) as executor:
-            for batch in executor.map(powers_from_os, sizes):
-                self._items.extend(gmpy2.from_binary(b) for b in batch)
+        )
+        with self._lock:
+            self._executor, self._executor_workers = executor, workers
+            self._finalizer = weakref.finalize(self, executor.shutdown, wait=False, cancel_futures=True)
+        return executor
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (the obfuscators already made stay)."""
+        with self._lock:
+            finalizer, self._finalizer, self._executor = self._finalizer, None, None
+        if finalizer is not None:
+            finalizer()
 
     def fresh(self) -> Any:
         """One new obfuscator, computed now."""
