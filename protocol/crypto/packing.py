@@ -46,20 +46,26 @@ def pack(q: IntArray, params: PaillierParams) -> list[int]:
 
 
 def pack_slots(values: UIntArray, params: PaillierParams) -> list[int]:
-    """Non-negative slot values (each below `2^slot_bits`) laid side by side, `params.slots` per integer."""
+    """Non-negative slot values (each below `2^slot_bits`) laid side by side, `params.slots` per integer.
+
+    Built in 64-bit little-endian words: slot `i` of every chunk starts at the same bit `i * slot_bits` of
+    its chunk, so one numpy pass per slot position ORs it into its word (and the next, where it straddles
+    one) for all chunks at once; each chunk's words then become one integer."""
     slots, bits = params.slots, params.slot_bits
     n_chunks = -(-values.size // slots)
-    shifted = np.zeros(n_chunks * slots, dtype=np.uint64)
-    shifted[: values.size] = values
-    shifts = np.arange(bits, dtype=np.uint64)
-    width = packed_bytes(params)
-    out: list[int] = []
-    for start in range(0, n_chunks, _BLOCK_CHUNKS):
-        block = shifted[start * slots : (start + _BLOCK_CHUNKS) * slots].reshape(-1, slots)
-        bit_rows = ((block[..., None] >> shifts) & np.uint64(1)).astype(np.uint8).reshape(len(block), -1)
-        raw = np.packbits(bit_rows, axis=1, bitorder="little").tobytes()
-        out.extend(int.from_bytes(raw[i : i + width], "little") for i in range(0, len(raw), width))
-    return out
+    words_per_chunk = -(-slots * bits // 64)
+    grid = np.zeros((n_chunks, slots), dtype=np.uint64)
+    grid.reshape(-1)[: values.size] = values
+    words = np.zeros((n_chunks, words_per_chunk), dtype="<u8")
+    for slot in range(slots):
+        word, shift = divmod(slot * bits, 64)
+        column = grid[:, slot]
+        words[:, word] |= column << np.uint64(shift)
+        if shift + bits > 64:  # straddles into the next word (slot_bits <= 64: never two words on)
+            words[:, word + 1] |= column >> np.uint64(64 - shift)
+    raw = memoryview(words.tobytes())
+    size = words_per_chunk * 8
+    return [int.from_bytes(raw[i : i + size], "little") for i in range(0, len(raw), size)]
 
 
 def unpack_slots(packed: list[int], length: int, params: PaillierParams) -> UIntArray:

@@ -183,7 +183,7 @@ class PaillierScheme(HEScheme[PaillierPayload]):
 
     def _dump_chunks(self, payload: PaillierPayload) -> Sequence[bytes]:
         width = self._width
-        return [int(c).to_bytes(width, "big") for c in payload]
+        return [c.to_bytes(width, "big") for c in payload]  # mpz writes its bytes without an int copy
 
     def _chunk_bytes(self, values: int) -> tuple[int, int]:
         return self._width, self._width
