@@ -57,13 +57,15 @@ class FixedBase:
     def power(self, exponent: int) -> Any:
         """`base^exponent mod modulus` as a gmpy2 `mpz`."""
         if not 0 <= exponent < 1 << self._bits:
-            raise ValueError(f"exponent must lie in [0, 2^{self._bits}), got a {exponent.bit_length()}-bit value")
+            raise ValueError(
+                f"exponent must lie in [0, 2^{self._bits}), got a {exponent.bit_length()}-bit value"
+            )
         m = self._modulus
-        acc = gmpy2.mpz(1)
+        acc = None
         for row, digit in zip(self._rows, exponent.to_bytes(self._width, "little"), strict=True):
             if digit:
-                acc = acc * row[digit] % m
-        return acc
+                acc = row[digit] if acc is None else acc * row[digit] % m
+        return gmpy2.mpz(1) if acc is None else acc
 
     def power_from_os(self) -> Any:
         """`base^a` for a fresh `a` drawn uniformly from `[0, 2^exponent_bits)` by the operating system's

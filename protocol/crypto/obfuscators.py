@@ -8,7 +8,8 @@ electronic voting", Int. J. Inf. Secur. 9, 2010: the variant with faster encrypt
 `a` drawn afresh from the operating system (`secrets`) with `ceil(k / 2)` bits (1,024 at 2048-bit keys).
 `h^a = ((-x^2)^a)^n` is the `n`-th power of an element of `Z*_n`, so a ciphertext is exactly what it was:
 decryption, keys and the wire format are unchanged. `h^a` comes from a fixed-base table for `h`
-(`protocol.crypto.fixed_base`), about 16 times cheaper than a fresh `r^n`.
+(`protocol.crypto.fixed_base`): at most `ceil(k / 16) - 1` multiplications modulo `n^2` (127 at 2048 bits),
+where a fresh `r^n` takes about `k` squarings and a few hundred multiplications.
 
 Security. Were `a` uniform modulo the order of `h`, `h^a` would be a uniform `n`-th power in the group `h`
 generates, and semantic security would rest on the decisional composite residuosity assumption as for

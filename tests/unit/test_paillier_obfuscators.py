@@ -113,7 +113,7 @@ def test_obfuscators_ignore_every_seedable_generator(cloud: PaillierScheme) -> N
     draws = []
     for _ in range(2):
         random.seed(0)
-        np.random.seed(0)  # noqa: NPY002 -- the global generator a careless encoder would use
+        np.random.seed(0)  # the global generator a careless encoder would draw from
         draws.append([int(o) for o in ObfuscatorPool(n).take(3)])
     # Assert
     assert not set(draws[0]) & set(draws[1])
