@@ -1,4 +1,4 @@
-"""The HE benchmark runs end to end in its quick mode (real TenSEAL and phe, tiny sizes)."""
+"""The benchmarks run end to end in their quick modes (real TenSEAL, phe and gmpy2, tiny sizes)."""
 
 from tests.bench_run import run_quick
 
@@ -12,3 +12,18 @@ def test_quick_bench_prints_its_tables() -> None:
     for row in ("CKKS", "Paillier packed+pre", "Paillier naive", "plain float32"):
         assert row in out
     assert "target packed <= 8 B/param" in out
+
+
+def test_quick_paillier_speed_prints_each_figure() -> None:
+    out = run_quick("paillier_speed.py", timeout=120)
+
+    for line in (
+        "old r^n, fresh r",
+        "fixed base h^a",
+        "pack + multiply + serialise",
+        "bytes per value",
+        "offline cost of one upload's obfuscators",
+        "CRT batches, 1 thread",
+        "load average",
+    ):
+        assert line in out
