@@ -68,7 +68,7 @@ from client_agent.train import (
     train_local,
 )
 from client_agent.update import contribution, seal
-from protocol.crypto import HEScheme, scheme_from_public
+from protocol.crypto import CryptoError, HEScheme, scheme_from_public
 from protocol.ffa import (
     AdapterLayout,
     LayoutError,
@@ -719,7 +719,7 @@ class ClientAgent:
                 self._train, model, session.features, start, plan, session.spec, public
             )
         finally:
-            await precompute
+            await self._precomputed(precompute, plan.round)
         # Written before the upload: a crash after it must not drop these releases from the account.
         self.state.save(self.state_path)
         self.metrics.local_training.labels(self.fid).observe(time.perf_counter() - started)
@@ -755,6 +755,18 @@ class ClientAgent:
                 },
             )
         return held
+
+    @staticmethod
+    async def _precomputed(task: asyncio.Task[None], round_: int) -> None:
+        """Wait for the encryption's precomputation. If it failed (a worker process killed), the encryption
+        computes what is missing itself: slower, never wrong, so the round goes on."""
+        try:
+            await task
+        except CryptoError as e:
+            log.warning(
+                "precomputing the encryption failed; it will be computed while encrypting",
+                extra={"round": round_, "code": "precompute_failed", "data": {"why": str(e)}},
+            )
 
     async def _cohort(self, session: _Session, plan: RoundPlan) -> CohortSession:
         """This hospital's place in its edge's masking cohort for `plan`'s round, joined before training.

@@ -36,6 +36,7 @@ import threading
 import weakref
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import gmpy2
@@ -117,8 +118,12 @@ class ObfuscatorPool:
             return
         tasks = min(count, workers * _BATCHES_PER_WORKER)
         sizes = [count // tasks + (1 if i < count % tasks else 0) for i in range(tasks)]
-        for batch in self._workers(workers).map(powers_from_os, sizes):
-            self._items.extend(gmpy2.from_binary(b) for b in batch)
+        try:
+            for batch in self._workers(workers).map(powers_from_os, sizes):
+                self._items.extend(gmpy2.from_binary(b) for b in batch)
+        except BrokenProcessPool as e:
+            self.close()  # the next fill starts new workers
+            raise CryptoError(f"an obfuscator worker process stopped: {e}") from e
 
     def _workers(self, workers: int) -> ProcessPoolExecutor:
         with self._lock:

@@ -4,7 +4,9 @@ numpy sums of the plaintexts."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 
 import gmpy2
 import numpy as np
@@ -159,3 +161,21 @@ def test_a_bad_fill_raises_a_crypto_error_naming_the_field(
     with pytest.raises(CryptoError, match=message):
         pool.fill(count, workers=workers)
     assert len(pool) == 0
+
+
+def test_a_killed_worker_raises_a_crypto_error_and_the_next_fill_starts_new_ones(
+    cloud: PaillierScheme,
+) -> None:
+    # Prepare: a pool whose two workers are running, one of them then killed
+    n = int.from_bytes(cloud.public_bytes(), "big")
+    pool = ObfuscatorPool(n)
+    pool.fill(4, workers=2)
+    executor = pool._executor
+    assert executor is not None
+    os.kill(next(iter(executor._processes)), signal.SIGKILL)
+    # Execute / Assert: the fill says what happened, keeps what it had, and the next one works
+    with pytest.raises(CryptoError, match="an obfuscator worker process stopped"):
+        pool.fill(200, workers=2)
+    pool.fill(4, workers=2)
+    assert len(pool) >= 8
+    pool.close()
