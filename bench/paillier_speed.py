@@ -14,7 +14,8 @@ Prints, for a 2048-bit key at the default parameters:
 
 Each rate is measured on a sample of chunks and holds per chunk (every chunk costs the same); the offline
 cost per round is the sample's rate extrapolated. Other jobs share this machine's cores: read the ratios
-(each against a baseline measured in the same run), and the load average printed beside them.
+(each against a baseline measured in the same run), the load average printed beside them, and the cores
+each all-core step obtained (its CPU seconds over its wall seconds).
 """
 
 from __future__ import annotations
@@ -65,6 +66,22 @@ def rate(values: float, seconds_taken: float) -> str:
     return f"{values / seconds_taken:.3g} values/s"
 
 
+def children_cpu_s() -> float:
+    """CPU seconds the live worker processes of this one have used (Linux `/proc`)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for child in multiprocessing.active_children():
+        with open(f"/proc/{child.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def cores_obtained(cpu_s: float, wall_s: float) -> str:
+    """How many cores the work got: CPU seconds over wall seconds (other jobs take the rest)."""
+    return f"{cpu_s / wall_s:.2f} cores obtained"
+
+
 def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -98,15 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     pool.fill(1, workers=1)  # this process's table
     table_s = seconds(lambda: type(pool)(n).fill(1, workers=1))
     one_count = max(1, args.chunks // 4)
-    new_one = seconds(lambda: pool.fill(one_count, workers=1)) / one_count
+    cpu_before, wall_before = time.process_time(), time.perf_counter()
+    pool.fill(one_count, workers=1)
+    one_wall = time.perf_counter() - wall_before
+    one_cores = cores_obtained(time.process_time() - cpu_before, one_wall)
+    new_one = one_wall / one_count
     pool.fill(cores, workers=cores)  # start the workers and build their tables
-    new_all = seconds(lambda: pool.fill(args.chunks, workers=cores)) / args.chunks
+    cpu_before, wall_before = children_cpu_s(), time.perf_counter()
+    pool.fill(args.chunks, workers=cores)
+    fill_wall = time.perf_counter() - wall_before
+    fill_cores = cores_obtained(children_cpu_s() - cpu_before, fill_wall)
+    new_all = fill_wall / args.chunks
     print(f"\nobfuscators ({load()})")
     print(f"  old r^n, fresh r       1 core: {rate(slots, old_one)}   {cores} cores: {rate(slots, old_all)}")
     print(
-        f"  fixed base h^a         1 core: {rate(slots, new_one)} ({old_one / new_one:.1f}x old)   "
+        f"  fixed base h^a         1 core: {rate(slots, new_one)} ({old_one / new_one:.1f}x old; {one_cores})   "
         f"{cores} cores: {rate(slots, new_all)} ({old_all / new_all:.1f}x old, "
-        f"{new_one / new_all:.2f}x its 1 core)"
+        f"{new_one / new_all:.2f}x its 1 core; {fill_cores})"
     )
     print(f"  table for one base: {table_s:.2f} s, {pool.exponent_bits}-bit exponents")
 
@@ -149,14 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     old_sample = payload[: max(1, args.old_chunks)]
     phe_s = seconds(lambda: [phe_key.raw_decrypt(int(c)) for c in old_sample]) / len(old_sample)
     decryptor = CrtDecryptor(p, q)
-    crt_one = seconds(lambda: decryptor.decrypt(payload, workers=1)) / len(payload)
-    crt_all = seconds(lambda: decryptor.decrypt(payload, workers=cores)) / len(payload)
+    cpu_before, wall_before = time.process_time(), time.perf_counter()
+    decryptor.decrypt(payload, workers=1)
+    crt_one_wall = time.perf_counter() - wall_before
+    crt_one_cores = cores_obtained(time.process_time() - cpu_before, crt_one_wall)
+    crt_one = crt_one_wall / len(payload)
+    cpu_before, wall_before = time.process_time(), time.perf_counter()
+    decryptor.decrypt(payload, workers=cores)
+    crt_wall = time.perf_counter() - wall_before
+    crt_cores = cores_obtained(time.process_time() - cpu_before, crt_wall)
+    crt_all = crt_wall / len(payload)
     print(f"\ndecryption ({load()})")
     print(f"  phe raw_decrypt, one at a time: {rate(slots, phe_s)}")
-    print(f"  CRT batches, 1 thread: {rate(slots, crt_one)} ({phe_s / crt_one:.2f}x phe)")
+    print(f"  CRT batches, 1 thread: {rate(slots, crt_one)} ({phe_s / crt_one:.2f}x phe; {crt_one_cores})")
     print(
         f"  CRT batches, {cores} threads: {rate(slots, crt_all)} ({phe_s / crt_all:.2f}x phe, "
-        f"{crt_one / crt_all:.2f}x 1 thread); a round of {args.round_values:,} values: "
+        f"{crt_one / crt_all:.2f}x 1 thread; {crt_cores}); a round of {args.round_values:,} values: "
         f"{chunks * crt_all:.1f} s (phe: {chunks * phe_s:.1f} s)"
     )
     assert np.allclose(cloud.decrypt(ciphertext), x, atol=params.step)
