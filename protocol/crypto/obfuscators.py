@@ -51,8 +51,10 @@ _BATCHES_PER_WORKER = 4  # smaller tasks than one per worker, so that a slow cor
 
 
 def default_workers() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0))
+    """The cores this process may run on (all of the machine's where the OS cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class ObfuscatorPool:
