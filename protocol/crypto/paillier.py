@@ -1,4 +1,4 @@
-"""Packed Paillier: phe for key generation and CRT decryption, gmpy2 for the arithmetic.
+"""Packed Paillier: phe for key generation, gmpy2 for the arithmetic.
 
 Encryption with `g = n + 1` (Paillier, EUROCRYPT 1999; phe's choice): `c = (1 + n m) r^n mod n^2`, since
 `(n + 1)^m = 1 + n m mod n^2`. Adding plaintexts multiplies ciphertexts. Each plaintext `m` packs
