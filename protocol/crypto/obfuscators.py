@@ -126,6 +126,9 @@ class ObfuscatorPool:
         except BrokenProcessPool as e:
             self.close()  # the next fill starts new workers
             raise CryptoError(f"an obfuscator worker process stopped: {e}") from e
+        except OSError as e:  # no process could be started (limits, a sandbox)
+            self.close()
+            raise CryptoError(f"obfuscator worker processes could not start: {e}") from e
 
     def _workers(self, workers: int) -> ProcessPoolExecutor:
         with self._lock:
