@@ -129,8 +129,11 @@ async def _healthy(url: str) -> bool:
         return False
 
 
-async def start_world(folder: Path, *, model_path: Path | None, spec: FederationSpec) -> World:
-    """Redis, the cloud with `spec` created, and the edge enrolled (its store on database 1)."""
+async def start_world(
+    folder: Path, *, model_path: Path | None, spec: FederationSpec, max_body_bytes: int = MAX_BODY_BYTES
+) -> World:
+    """Redis, the cloud with `spec` created, and the edge enrolled (its store on database 1), taking request
+    bodies up to `max_body_bytes` (an upload's own limit, set by the layout and scheme, applies below it)."""
     redis = RedisProcess(folder / "redis", port=free_port(), appendfsync="everysec")
     await asyncio.to_thread(redis.start)
     cluster = Cluster(folder / "logs")
@@ -171,7 +174,7 @@ async def start_world(folder: Path, *, model_path: Path | None, spec: Federation
             "FEDLORA_PORT": str(edge_port),
             "FEDLORA_STORE_URL": _database(redis, 1),
             "FEDLORA_DEADLINE_CHECK_S": "0.2",
-            "FEDLORA_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            "FEDLORA_MAX_BODY_BYTES": str(max_body_bytes),
             "FEDLORA_ALLOW_PLAIN_HTTP": "true",
         }
         edge = EdgeService(cluster, edge_env, edge_url, cluster.start("edge", "edge_aggregator", edge_env))

@@ -2,7 +2,10 @@
 
 `EdgeAggregator.accept` runs docs/api.md's checks in the documented order and raises one `ServiceError`
 subclass per refusal code. Only an upload that passed every check reaches `RoundLedger.add`, the one
-store transaction that changes the sum, the manifest and the nonce marker together.
+store transaction that stores its ciphertext with its manifest line and nonce marker; it is acknowledged once
+stored. The folder (`edge_aggregator.folder`) adds stored uploads into the round's sum off the request path
+(`fold_pending`, run by the edge's background loop), and a round is forwarded only once its sums hold every
+upload it accepted.
 
 A round closes here once (`RoundLedger.close`, SET NX) when `ceil(quorum * expected)` of its clients have
 uploaded, at its deadline, or when the cloud published a later round; it is then forwarded once, and only
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -42,7 +46,8 @@ from edge_aggregator.errors import (
     WrongCohortError,
     WrongRoundError,
 )
-from edge_aggregator.fold import fold, parse_upload, sum_uploads
+from edge_aggregator.fold import parse_upload, sum_uploads
+from edge_aggregator.folder import Folder
 from edge_aggregator.forwarder import Forwarder
 from edge_aggregator.ledger import CloseReason, Closure, Drop, ForwardStatus, Outcome, RoundLedger
 from edge_aggregator.masking import MaskingStages, Posted, Produced
@@ -115,8 +120,21 @@ class EdgeAggregator:
         self._plan_lock = asyncio.Lock()
         self._roster_lock = asyncio.Lock()
         self.wake = asyncio.Event()  # set when a round may be ready to forward; the ticker waits on it
-        # TenSEAL work runs off the event loop, one operation at a time.
+        self.fold_wake = asyncio.Event()  # set when an upload was stored; the folding loop waits on it
+        # TenSEAL work runs off the event loop, one operation at a time: the checks of the request path on
+        # one thread, the folder's additions on another, so that an upload never waits behind a fold.
         self._crypto = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-he")
+        self._folding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-fold")
+        kind = scheme.kind.value
+        self._folder = Folder(
+            self._ledger,
+            scheme=scheme,
+            length=config.layout_size,
+            run=self._run_fold,
+            resum=self._resum,
+            added=lambda seconds: self._metrics.he_observed("add", kind, seconds),
+            observe=self._metrics.phase_observed,
+        )
         self._masking = self._masking_stages(config, store, scheme)
 
     def _masking_stages(
@@ -157,16 +175,26 @@ class EdgeAggregator:
             log.warning("federation has ended", extra={"data": {"state": state.value if state else None}})
         self._ended = state or FederationState.STOPPED
 
+    @property
+    def folder(self) -> Folder:
+        return self._folder
+
+    @property
+    def metrics(self) -> EdgeMetrics:
+        return self._metrics
+
     async def close(self) -> None:
         self._crypto.shutdown(wait=False, cancel_futures=True)
+        self._folding.shutdown(wait=False, cancel_futures=True)
 
     # -- uploads ----------------------------------------------------------------------------------------
     async def accept(
         self, update: ClientUpdate, *, federation_id: str | None = None, round_: int | None = None
     ) -> UploadAccepted:
-        """Check `update` (against the request path's federation and round when given) and add it into its
-        round's sum, or, when it is late and the federation takes late uploads, into the open round's bucket
-        for its round. Raises a `ServiceError` on refusal."""
+        """Check `update` (against the request path's federation and round when given) and store it for its
+        round's sum, or, when it is late and the federation takes late uploads, for the open round's bucket
+        for its round; the folder adds it in later. Raises a `ServiceError` on refusal."""
+        started = time.perf_counter()
         self._check_path(update, federation_id, round_)
         client = await self._enrolled_client(update.client_id)
         _check_signature(client, update.signing_payload(), update.signature, what="upload")
@@ -198,13 +226,18 @@ class EdgeAggregator:
             raise ReplayError(f"nonce {update.nonce} was already used", field="nonce")
         if update.client_id in await self._ledger.manifest(update.round):
             raise DuplicateUploadError(f"client {update.client_id} is already in round {update.round}'s sum")
-        incoming = await self._parse(update.ciphertext)
+        await self._parse(update.ciphertext)
+        checked = time.perf_counter()
+        capacity = self._scheme.max_summands
         if into is not None:
-            count = await self._ledger.add_late(
-                update, into=into.round, fold=lambda stored: self._fold(stored, incoming)
-            )
+            count = await self._ledger.add_late(update, into=into.round, capacity=capacity)
+        else:
+            count = await self._ledger.add(update, capacity=capacity)
+        self._metrics.phase_observed("checks", checked - started)
+        self._metrics.phase_observed("store", time.perf_counter() - checked)
+        self.fold_wake.set()
+        if into is not None:
             return UploadAccepted(count=count, folded_into_round=into.round)
-        count = await self._ledger.add(update, lambda stored: self._fold(stored, incoming))
         target = await self._quorum(plan)
         if target is not None and count >= target:
             self.wake.set()
@@ -338,18 +371,14 @@ class EdgeAggregator:
             lambda: parse_upload(self._scheme, data, length=self.config.layout_size)
         )
 
-    async def _fold(self, stored: bytes | None, incoming: EncryptedVector[Any]) -> bytes:
-        """The new running sum: `stored + incoming`, serialised (`edge_aggregator.fold.fold`)."""
-        kind = self._scheme.kind.value
-        return await self._run_crypto(
-            lambda: fold(
-                self._scheme,
-                stored,
-                incoming,
-                length=self.config.layout_size,
-                added=lambda seconds: self._metrics.he_observed("add", kind, seconds),
-            )
-        )
+    async def fold_pending(self) -> None:
+        """Fold the stored uploads of the round the edge follows into its sums (a round another process folds
+        is left to it); wake the ticker when that round is closed and now all folded, to forward it."""
+        plan = self._plan
+        if plan is None or not await self._folder.pending(plan.round):
+            return
+        if await self._folder.settle(plan.round) and await self._ledger.closure(plan.round) is not None:
+            self.wake.set()
 
     async def _resum(self, uploads: Sequence[bytes]) -> bytes:
         """The sum of some stored uploads again (`edge_aggregator.fold.sum_uploads`)."""
@@ -359,6 +388,9 @@ class EdgeAggregator:
 
     async def _run_crypto(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._crypto, fn)
+
+    async def _run_fold(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._folding, fn)
 
     # -- plans and roster -------------------------------------------------------------------------------
     async def refresh_plan(self, wait_s: float = 0.0) -> bool:
@@ -508,7 +540,11 @@ class EdgeAggregator:
 
     async def _deliver(self, round_: int, now: datetime) -> Outcome | None:
         """Forward closed `round_` once; in a masking federation only once its cohort unmasked, with the
-        correction, and never when the cohort failed (the outcome says why)."""
+        correction, and never when the cohort failed (the outcome says why). Not before its sums hold every
+        upload it accepted: the folder runs here if no other process is folding them (else the next tick
+        forwards it)."""
+        if await self._ledger.outcome(round_) is None and not await self._folder.settle(round_):
+            return None
         correction = None
         if self._masking is not None and await self._ledger.outcome(round_) is None:
             await self._advance_masking(round_, now)

@@ -1,7 +1,8 @@
 """The edge's arithmetic, without a store or an event loop: read one upload's ciphertext, add it into a
 round's running sum, sum stored uploads again.
 
-`EdgeAggregator` runs these on its crypto thread around its store transactions; the one-process simulation
+`EdgeAggregator` checks uploads on its crypto thread, and its folder (`edge_aggregator.folder`) adds stored
+uploads into a `RunningSum` on its own thread, between its store reads and checkpoints; the one-process simulation
 (`fedlora.simulation_rounds.EdgeSums`) runs them to hold its edges' sums, so that what the experiments
 measure is what an edge adds.
 """
@@ -56,6 +57,50 @@ def fold(
     if added is not None:
         added(time.perf_counter() - started)
     return scheme.serialize(total)
+
+
+class RunningSum:
+    """A round's sum while the folder adds stored uploads into it: the stored sum read once, then one upload
+    at a time, so that memory holds the sum and one upload, whatever the cohort. `added(seconds)` hears how
+    long each homomorphic addition took."""
+
+    def __init__(
+        self,
+        scheme: HEScheme[Any],
+        stored: bytes | None,
+        *,
+        length: int,
+        added: Callable[[float], None] | None = None,
+    ) -> None:
+        self._scheme = scheme
+        self._length = length
+        self._added = added
+        self._total: EncryptedVector[Any] | None = None
+        if stored is not None:
+            try:
+                self._total = scheme.deserialize(stored, expected_length=length)
+            except CryptoError as e:
+                raise UnreadableSumError(f"the running sum does not deserialise: {e}") from e
+
+    def add(self, upload: bytes) -> None:
+        """Add one stored upload; `BadCiphertextError` when it does not read back as one, `SumFullError` when
+        the sum cannot take another term."""
+        incoming = parse_upload(self._scheme, upload, length=self._length)
+        if self._total is None:
+            self._total = incoming
+            return
+        started = time.perf_counter()
+        try:
+            self._scheme.add_into(self._total, incoming)
+        except CryptoError as e:
+            raise SumFullError(f"cannot add this upload to the round's sum: {e}") from e
+        if self._added is not None:
+            self._added(time.perf_counter() - started)
+
+    def dump(self) -> bytes:
+        if self._total is None:
+            raise ValueError("a sum needs at least one upload")
+        return self._scheme.serialize(self._total)
 
 
 def sum_uploads(scheme: HEScheme[Any], uploads: Sequence[bytes], *, length: int) -> bytes:

@@ -1,10 +1,14 @@
-"""What the edge keeps of each round in the `StateStore`, and the one transaction that adds an upload.
+"""What the edge keeps of each round in the `StateStore`: the transaction that stores an upload, and the
+checkpoints of the folder that adds stored uploads into the round's sum.
 
 Per round (key names in `services.keyspace`):
-- `sum`: the running ciphertext, one serialised `EncryptedVector` however many clients contributed;
-- `manifest`: JSON `{client id: Contribution}`, each line signed by its client;
-- `upload:{client id}`: each ciphertext added to the sum, until the forward has an outcome (the sum can then
-  be rebuilt without a client the cloud refuses it with, `exclude`);
+- `manifest`: JSON `{client id: Contribution}`, each line signed by its client: every accepted upload;
+- `upload:{client id}`: each accepted ciphertext, stored before the upload is acknowledged and kept until the
+  forward has an outcome (the sum can then be rebuilt without a client the cloud refuses it with, `exclude`);
+- `sum`: the running ciphertext, one serialised `EncryptedVector` however many clients contributed, and
+  `folded`: the `FoldCheckpoint` naming the clients whose uploads it holds. Both are written together, by the
+  folder (`edge_aggregator.folder`) off the request path, or by `exclude` and `carry`; the manifest's other
+  clients are accepted and not yet added;
 - `plan`: the `RoundPlan` as the edge adopted it (basis version and expected clients survive a restart);
 - `closed`: a `Closure`, written once (SET NX); no upload joins the sum after it;
 - `forwarded`: the forward's `Outcome`, written once;
@@ -13,9 +17,12 @@ Per round (key names in `services.keyspace`):
 - counters of refused uploads, accepted ciphertext bytes, and uploads dropped by reason (`DropReason`).
 Per nonce: a marker that outlives any round it could be replayed into, written with its TTL.
 
-An upload changes `sum`, `manifest`, its own ciphertext and its nonce marker (with its TTL) in one
-`StateStore.transaction` that also reads `closed`, so a refused upload never touches the sum, no upload lands
-after the round closed, and no crash leaves a marker that never expires.
+An upload changes `manifest`, its own ciphertext and its nonce marker (with its TTL) in one
+`StateStore.transaction` that also reads `closed` and never the sum, so a refused upload writes nothing, no
+upload lands after the round closed, an acknowledged one is stored, and no crash leaves a marker that never
+expires. A folder's checkpoint writes the sum and `folded` only while it holds the round's fold lease and
+`folded` is still what it started from (`checkpoint`): a folder killed before it lands loses nothing (its
+successor starts from the last checkpoint) and one that lands never counts an upload twice.
 
 A record that does not read back (altered in the store, a truncated write, or written before a bound
 existed) is quarantined and logged, and the edge goes on without it, so that one bad record neither fails an
@@ -39,7 +46,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from inspect import isawaitable
@@ -47,14 +56,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter
 
-from edge_aggregator.errors import (
-    DuplicateUploadError,
-    ReplayError,
-    RoundClosedError,
-    UnreadableSumError,
-)
+from edge_aggregator.errors import DuplicateUploadError, ReplayError, RoundClosedError, SumFullError
 from protocol.messages import ClientUpdate, Contribution, DropReason, ErrorCode, RoundPlan
 from services import keyspace
+from services.lease import Lease, Pause
 from services.store import Expiring, StateStore, TransactionFn, Updates, Write
 from services.stored_records import (
     QUARANTINE_TTL_S,
@@ -69,8 +74,6 @@ _MANIFEST = TypeAdapter(dict[str, Contribution])
 _COUNT = TypeAdapter(NonNegativeInt)
 T = TypeVar("T")
 
-#: `fold(stored_sum_or_None) -> new_sum_bytes`: adds the incoming ciphertext to the stored running sum.
-Fold = Callable[[bytes | None], Awaitable[bytes]]
 #: `resum(uploads) -> sum_bytes`: the sum of some stored uploads, serialised.
 Resum = Callable[[Sequence[bytes]], Awaitable[bytes]]
 
@@ -106,6 +109,30 @@ class Drop(BaseModel):
     count: int = Field(ge=1)
 
 
+class FoldCheckpoint(BaseModel):
+    """What a round's running sum holds: the clients whose uploads were added into it (`covers`), and a token
+    each write draws again (`epoch`), so that a checkpoint lands only on the state its folder started from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    covers: tuple[str, ...] = ()
+    epoch: str = Field(default_factory=lambda: secrets.token_hex(8))
+
+    def dump(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+@dataclass(frozen=True)
+class FoldStart:
+    """A folder's starting point: the stored sum, the checkpoint it holds (and its bytes, to compare at the
+    checkpoint), and the accepted uploads not yet in it, in client order."""
+
+    stored: bytes | None
+    checkpoint: FoldCheckpoint
+    raw: bytes
+    pending: tuple[str, ...]
+
+
 class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -139,11 +166,10 @@ class RoundLedger:
         self._eid = edge_id
         self._fid = federation_id
         self._retain_round_s = retain_round_s
-        # One sum-changing transaction at a time in this process: each rewrites a round's one sum and
-        # manifest, so uploads handled together would only make each other start over (WATCH/MULTI), the
-        # work growing with the square of the concurrency until uploads run out of transaction attempts
-        # (503; bench/edge_load.py at 100 connections). Replicas of the edge still race through the store.
-        self._sum_writes = asyncio.Lock()
+        # One manifest-changing transaction at a time in this process: each rewrites a round's manifest, so
+        # uploads stored together would only make each other start over (WATCH/MULTI) and send their
+        # ciphertext again. Replicas of the edge still race through the store.
+        self._manifest_writes = asyncio.Lock()
 
     # -- reads ------------------------------------------------------------------------------------------
     # A plan, closure or outcome that does not read back is read as none, and made again (module docstring).
@@ -157,6 +183,70 @@ class RoundLedger:
 
     async def sum_bytes(self, round_: int) -> bytes | None:
         return await self._store.get(keyspace.edge_sum(self._eid, self._fid, round_))
+
+    async def origins(self, round_: int) -> list[int]:
+        """The rounds whose uploads round `round_` holds: its own (when it has a manifest) and those of its
+        buckets of late uploads."""
+        own = [round_] if await self._store.get(keyspace.edge_manifest(self._eid, self._fid, round_)) else []
+        return own + sorted(await self.late_buckets(round_))
+
+    async def unfolded(self, round_: int, origin: int) -> list[str]:
+        """The clients whose accepted uploads are not yet in round `round_`'s sum for `origin` (a late bucket's
+        when it differs from `round_`)."""
+        return list((await self.fold_start(round_, origin)).pending)
+
+    async def fold_start(self, round_: int, origin: int) -> FoldStart:
+        """Where a folder of round `round_`'s sum for `origin` starts; a manifest, sum or checkpoint that does
+        not read back is quarantined first (with its partners), and the round goes on from an empty sum."""
+        return await self._healing(lambda: self._fold_start(round_, origin))
+
+    async def _fold_start(self, round_: int, origin: int) -> FoldStart:
+        k_sum, k_manifest, _ = self._sum_keys(round_, origin)
+        k_folded = self._folded_key(round_, origin)
+        manifest = _load_manifest(await self._store.get(k_manifest), key=k_manifest)
+        raw = await self._store.get(k_folded)
+        stored = await self._store.get(k_sum)
+        checkpoint = _load_checkpoint(raw, stored, key=k_folded, sum_key=k_sum)
+        if raw is None:
+            # A first checkpoint that covers nothing, so that every later write to the sum changes it.
+            raw = checkpoint.dump()
+            if not await self._store.set_if_absent(k_folded, raw, ttl_s=keyspace.EDGE_ROUND_TTL_S):
+                return await self._fold_start(round_, origin)
+        pending = tuple(sorted(manifest.keys() - set(checkpoint.covers)))
+        return FoldStart(stored=stored, checkpoint=checkpoint, raw=raw, pending=pending)
+
+    async def stored_upload(self, round_: int, origin: int, client_id: str) -> bytes | None:
+        _, _, k_upload = self._sum_keys(round_, origin)
+        return await self._store.get(k_upload(client_id))
+
+    async def take_fold_lease(self, round_: int, origin: int, *, ttl_s: float, pause: Pause) -> Lease | None:
+        """The lease of round `round_`'s one folder for `origin`, None while another holds it."""
+        key = keyspace.edge_fold_lease(self._eid, self._fid, round_, origin)
+        return await Lease.take(self._store, key, ttl_s=ttl_s, pause=pause)
+
+    async def holds(self, lease: Lease) -> bool:
+        """Whether `lease` is still its holder's in the store."""
+        return await self._store.get(lease.key) == lease.token
+
+    async def checkpoint(
+        self, round_: int, origin: int, *, lease: Lease, start: FoldStart, total: bytes, added: Sequence[str]
+    ) -> bool:
+        """Write `total`, the sum `start` read plus the uploads of `added`, and the checkpoint that names them,
+        in one transaction; nothing (False) unless `lease` is still held and the checkpoint is still the one
+        `start` read (no other write to the sum came in between: `exclude`, `carry`, a quarantine)."""
+        k_sum, _, _ = self._sum_keys(round_, origin)
+        k_folded = self._folded_key(round_, origin)
+        covers = tuple(sorted({*start.checkpoint.covers, *added}))
+        checkpoint = FoldCheckpoint(covers=covers).dump()
+
+        def land(current: dict[str, bytes | None]) -> Updates:
+            if not lease.holds(current) or current[k_folded] != start.raw:
+                return {}
+            ttl = keyspace.EDGE_ROUND_TTL_S
+            return {k_sum: Expiring(total, ttl_s=ttl), k_folded: Expiring(checkpoint, ttl_s=ttl)}
+
+        # The store writes only keys its transaction read: the sum is read too (once per batch).
+        return bool(await self._store.transaction([lease.key, k_folded, k_sum], land))
 
     async def closure(self, round_: int) -> Closure | None:
         return await read_record(
@@ -208,14 +298,15 @@ class RoundLedger:
             ttl_s=keyspace.EDGE_ROUND_TTL_S,
         )
 
-    async def add(self, update: ClientUpdate, fold: Fold) -> int:
-        """Add `update` to its round's sum, manifest and nonces atomically; the number of contributions after.
+    async def add(self, update: ClientUpdate, *, capacity: int) -> int:
+        """Store `update` with its round's manifest line and nonce, atomically; the number of contributions
+        after. The folder adds it into the sum later; the sum is neither read nor written here.
 
         Re-checks inside the transaction what the caller checked before (closed, replay, duplicate), since
-        another upload may have committed in between. Raises the matching `ServiceError`; nothing is written.
+        another upload may have committed in between, and refuses an upload past the `capacity` summands the
+        scheme can add (`SumFullError`). Raises the matching `ServiceError`; nothing is written.
         """
         round_, cid = update.round, update.client_id
-        k_sum = keyspace.edge_sum(self._eid, self._fid, round_)
         k_manifest = keyspace.edge_manifest(self._eid, self._fid, round_)
         k_upload = keyspace.edge_upload(self._eid, self._fid, round_, cid)
         k_nonce = keyspace.edge_nonce(self._eid, self._fid, update.nonce)
@@ -236,28 +327,27 @@ class RoundLedger:
             manifest = _load_manifest(current[k_manifest], key=k_manifest)
             if cid in manifest:
                 raise DuplicateUploadError(f"client {cid} is already in round {round_}'s sum")
-            new_sum = await _folded(fold, current, k_sum)
+            _check_capacity(len(manifest), capacity, what=f"round {round_}'s sum")
             manifest[cid] = contribution
             counted = len(manifest)
             return {
-                k_sum: new_sum,
                 k_manifest: _MANIFEST.dump_json(manifest),
                 k_upload: update.ciphertext,
                 k_nonce: nonce_record,
                 **_added(current, {k_bytes: len(update.ciphertext)}),
             }
 
-        keys = [k_sum, k_manifest, k_upload, k_nonce, k_closed]
-        async with self._sum_writes:
+        keys = [k_manifest, k_upload, k_nonce, k_closed]
+        async with self._manifest_writes:
             await self._healing(lambda: self._commit(keys, compute, counters=[k_bytes]))
         return counted
 
-    async def add_late(self, update: ClientUpdate, *, into: int, fold: Fold) -> int:
-        """Add a late upload (made for `update.round`, closed here) to round `into`'s bucket for that round,
-        atomically with its nonce; the bucket's size after. Refused, with nothing written, once `into` has
-        closed, on a replayed nonce, or when the client is already in its round's sum or bucket."""
+    async def add_late(self, update: ClientUpdate, *, into: int, capacity: int) -> int:
+        """Store a late upload (made for `update.round`, closed here) in round `into`'s bucket for that round,
+        atomically with its nonce; the bucket's size after (the folder adds it into the bucket's sum). Refused,
+        with nothing written, once `into` has closed, on a replayed nonce, when the client is already in its
+        round's sum or bucket, or past the scheme's `capacity` summands."""
         origin, cid = update.round, update.client_id
-        k_sum = keyspace.edge_late_sum(self._eid, self._fid, into, origin)
         k_manifest = keyspace.edge_late_manifest(self._eid, self._fid, into, origin)
         k_upload = keyspace.edge_late_upload(self._eid, self._fid, into, origin, cid)
         k_fresh = keyspace.edge_manifest(self._eid, self._fid, origin)
@@ -283,19 +373,18 @@ class RoundLedger:
             bucket = _load_manifest(current[k_manifest], key=k_manifest)
             if any(cid in _load_manifest(current[k], key=k) for k in (k_manifest, k_fresh, *k_earlier)):
                 raise DuplicateUploadError(f"client {cid} already has an upload for round {origin}")
-            new_sum = await _folded(fold, current, k_sum)
+            _check_capacity(len(bucket), capacity, what=f"round {into}'s bucket for round {origin}")
             bucket[cid] = update.manifest_line()
             counted = len(bucket)
             return {
-                k_sum: new_sum,
                 k_manifest: _MANIFEST.dump_json(bucket),
                 k_upload: update.ciphertext,
                 k_nonce: nonce_record,
                 **_added(current, {k_bytes: len(update.ciphertext)}),
             }
 
-        keys = [k_sum, k_manifest, k_upload, k_fresh, *k_earlier, k_nonce, k_closed]
-        async with self._sum_writes:
+        keys = [k_manifest, k_upload, k_fresh, *k_earlier, k_nonce, k_closed]
+        async with self._manifest_writes:
             await self._healing(lambda: self._commit(keys, compute, counters=[k_bytes]))
         return counted
 
@@ -322,9 +411,10 @@ class RoundLedger:
         when it holds none of them, or when an upload to rebuild from is missing: the sum is then left as it
         is)."""
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
+        k_folded = self._folded_key(round_, origin)
         k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
         manifest = await self._manifest(round_, origin)
-        keys = [k_sum, k_manifest, *(k_upload(cid) for cid in manifest)]
+        keys = [k_sum, k_manifest, k_folded, *(k_upload(cid) for cid in manifest)]
         taken: list[str] = []
 
         async def compute(current: dict[str, bytes | None]) -> Updates:
@@ -338,12 +428,13 @@ class RoundLedger:
             taken.extend(out)
             return {
                 k_sum: await resum([u for u in uploads if u is not None]) if kept else None,
+                k_folded: FoldCheckpoint(covers=tuple(kept)).dump() if kept else None,
                 k_manifest: _MANIFEST.dump_json({cid: now[cid] for cid in kept}),
                 **_added(current, {k_dropped: len(out)}),
                 **{k_upload(cid): None for cid in out},
             }
 
-        async with self._sum_writes:
+        async with self._manifest_writes:
             await self._healing(lambda: self._commit(keys, compute, counters=[k_dropped]))
         return taken
 
@@ -351,13 +442,15 @@ class RoundLedger:
         """Add closed round `round_`'s sum of uploads made for `origin` (its own sum when `origin` == `round_`,
         else its bucket for `origin`) into round `into`'s bucket for `origin`, with its manifest lines and
         uploads, in one transaction. True once they are there (by this call or an earlier one), False when
-        `into` has closed (nothing written: try a later round)."""
+        `into` has closed (nothing written: try a later round). The bucket's checkpoint then covers what both
+        sums held; an upload the source had not folded yet is pending in the bucket, for its folder."""
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
         d_sum, d_manifest, d_upload = self._sum_keys(into, origin)
+        k_folded, d_folded = self._folded_key(round_, origin), self._folded_key(into, origin)
         k_closed = keyspace.edge_closed(self._eid, self._fid, into)
         source = await self._manifest(round_, origin)
         await self._manifest(into, origin)  # the bucket it joins, quarantined first if it does not read back
-        keys = [k_sum, k_manifest, d_sum, d_manifest, k_closed]
+        keys = [k_sum, k_manifest, k_folded, d_sum, d_manifest, d_folded, k_closed]
         keys += [key for cid in source for key in (k_upload(cid), d_upload(cid))]
         placed = False
 
@@ -369,10 +462,15 @@ class RoundLedger:
             if placed or current[k_closed] is not None or moving.keys() != source.keys():
                 return {}
             placed = True
+            held = [
+                _load_checkpoint(current[folded], current[summed], key=folded, sum_key=summed).covers
+                for folded, summed in ((d_folded, d_sum), (k_folded, k_sum))
+            ]
             parts = [part for part in (current[d_sum], current[k_sum]) if part is not None]
             uploads = {d_upload(cid): current[k_upload(cid)] for cid in moving}
             return {
-                d_sum: await resum(parts),
+                d_sum: await resum(parts) if parts else None,
+                d_folded: FoldCheckpoint(covers=tuple(sorted({*held[0], *held[1]}))).dump(),
                 d_manifest: _MANIFEST.dump_json(there | moving),
                 **{key: value for key, value in uploads.items() if value is not None},
             }
@@ -473,9 +571,11 @@ class RoundLedger:
         None for another key."""
         rest = key.removeprefix(keyspace.edge_rounds_prefix(self._eid, self._fid))
         match rest.split(":"):
-            case [round_, "manifest" | "sum"] if round_.isdigit():
+            case [round_, "manifest" | "sum" | "folded"] if round_.isdigit():
                 return int(round_), int(round_)
-            case [round_, "late", origin, "manifest" | "sum"] if round_.isdigit() and origin.isdigit():
+            case [round_, "late", origin, "manifest" | "sum" | "folded"] if (
+                round_.isdigit() and origin.isdigit()
+            ):
                 return int(round_), int(origin)
         return None
 
@@ -485,6 +585,7 @@ class RoundLedger:
         and reason, no values). Nothing happens if the record was rewritten meanwhile (another replica moved
         it)."""
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
+        k_folded = self._folded_key(round_, origin)
         q_sum, q_manifest = keyspace.quarantine_of(k_sum), keyspace.quarantine_of(k_manifest)
         reason = DropReason.RECORD_QUARANTINED
         k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
@@ -500,6 +601,7 @@ class RoundLedger:
             updates: dict[str, Write] = {
                 k_manifest: None,
                 k_sum: None,
+                k_folded: None,
                 **dict.fromkeys(held),
                 **(_added(current, {k_dropped: len(held)}) if held else {}),
             }
@@ -508,7 +610,9 @@ class RoundLedger:
                     updates[target] = Expiring(value, ttl_s=QUARANTINE_TTL_S)
             return updates
 
-        await self._commit([k_sum, k_manifest, q_sum, q_manifest, *uploads], move, counters=[k_dropped])
+        await self._commit(
+            [k_sum, k_manifest, k_folded, q_sum, q_manifest, *uploads], move, counters=[k_dropped]
+        )
         if moved:
             log.error(
                 "a stored record does not read back: quarantined with its partner (sum or manifest); the "
@@ -527,6 +631,12 @@ class RoundLedger:
                     },
                 },
             )
+
+    def _folded_key(self, round_: int, origin: int) -> str:
+        """The checkpoint of round `round_`'s sum for `origin` (`_sum_keys`)."""
+        if origin == round_:
+            return keyspace.edge_folded(self._eid, self._fid, round_)
+        return keyspace.edge_late_folded(self._eid, self._fid, round_, origin)
 
     def _sum_keys(self, round_: int, origin: int) -> tuple[str, str, Callable[[str], str]]:
         """Sum, manifest and upload keys of round `round_`'s own sum (`origin` == `round_`) or of its bucket
@@ -551,6 +661,7 @@ class RoundLedger:
         late = await self._store.scan(keyspace.edge_late_prefix(self._eid, self._fid, round_))
         keys = [
             keyspace.edge_sum(self._eid, self._fid, round_),
+            keyspace.edge_folded(self._eid, self._fid, round_),
             keyspace.edge_manifest(self._eid, self._fid, round_),
             *late,
         ]
@@ -579,13 +690,23 @@ def _load_manifest(raw: bytes | None, *, key: str) -> dict[str, Contribution]:
     return parse_record(raw, key=key, reader=_MANIFEST) if raw is not None else {}
 
 
-async def _folded(fold: Fold, current: Mapping[str, bytes | None], key: str) -> bytes:
-    """`fold` over the running sum a transaction read at `key`; `StoredRecordError` (which `_healing`
-    quarantines) when those bytes do not read back."""
-    try:
-        return await fold(current[key])
-    except UnreadableSumError as e:
-        raise StoredRecordError(key, str(e), raw=current[key] or b"") from e
+def _load_checkpoint(raw: bytes | None, stored: bytes | None, *, key: str, sum_key: str) -> FoldCheckpoint:
+    """The checkpoint stored at `key` (an empty one when there is none and no sum); `StoredRecordError`
+    (which `_healing` quarantines) when it does not read back, or when a sum is stored without one, since
+    nothing then says which uploads it holds."""
+    if raw is None:
+        if stored is not None:
+            raise StoredRecordError(
+                sum_key, "a running sum without the checkpoint that names its uploads", raw=stored
+            )
+        return FoldCheckpoint()
+    return parse_record(raw, key=key, reader=FoldCheckpoint)
+
+
+def _check_capacity(count: int, capacity: int, *, what: str) -> None:
+    """`SumFullError` when a sum of `count` uploads cannot take another (`HEScheme.max_summands`)."""
+    if count >= capacity:
+        raise SumFullError(f"{what} holds {count} uploads, as many as the scheme can add ({capacity})")
 
 
 def _added(current: Mapping[str, bytes | None], adds: Mapping[str, int]) -> Updates:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Request, Response
@@ -210,13 +211,18 @@ async def upload(
     goes into its origin round's bucket instead: `folded_into_round` says which round carries it."""
     client_id: str | None = None
     try:
+        started = time.perf_counter()
         body = await request.body()  # the size limit applies while this reads
+        received = time.perf_counter()
         try:
             update = ClientUpdate.model_validate_json(body)
         except ValidationError as e:
             raise from_validation_error(e) from e
+        parsed = time.perf_counter()
         client_id = update.client_id
         accepted = await edge.accept(update, federation_id=federation_id, round_=round_number)
+        edge.metrics.phase_observed("receive", received - started)
+        edge.metrics.phase_observed("parse", parsed - received)
     except ServiceError as e:
         log.warning(
             "upload refused",

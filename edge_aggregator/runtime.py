@@ -114,6 +114,7 @@ class EdgeRuntime:
         self.aggregator = edge
         self._tasks.append(asyncio.create_task(self._follow_plans(edge), name="edge-plans"))
         self._tasks.append(asyncio.create_task(self._tick(edge), name="edge-ticker"))
+        self._tasks.append(asyncio.create_task(self._fold(edge), name="edge-folder"))
 
     async def _bootstrap(self) -> EdgeAggregator:
         enrolled = await self._until_done(
@@ -197,6 +198,22 @@ class EdgeRuntime:
             delay = FIRST_BACKOFF_S
             if not adopted and loop.time() - started < FIRST_BACKOFF_S:
                 await asyncio.sleep(FIRST_BACKOFF_S)  # a cloud that answers at once must not make us spin
+
+    async def _fold(self, edge: EdgeAggregator) -> None:
+        """Fold stored uploads into their round's sum as they arrive (`EdgeAggregator.fold_pending`), and every
+        `deadline_check_s` in case another process's folder stopped (its lease lapsed)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.deadline_check_s):
+                    await edge.fold_wake.wait()
+            edge.fold_wake.clear()
+            try:
+                await edge.fold_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if not await report(self._store, e, what="the folder", extra={}):
+                    log.exception("folding failed")
 
     async def _tick(self, edge: EdgeAggregator) -> None:
         """Check quorum and deadlines every `deadline_check_s`, and at once when an upload may complete a

@@ -212,6 +212,11 @@ ROUND_CLOSE_LEASE_TTL_S = 120.0
 
 
 # -- edge ----------------------------------------------------------------------------------------------
+# The folder's lease TTL: it renews it every third of it while it adds; a folder killed mid-batch is
+# succeeded once it lapses, from the last checkpoint.
+EDGE_FOLD_LEASE_TTL_S = 30.0
+
+
 def edge_sum(eid: str, fid: str, round_: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:sum"
 
@@ -223,13 +228,26 @@ def edge_manifest(eid: str, fid: str, round_: int) -> str:
 
 
 def edge_upload(eid: str, fid: str, round_: int, client_id: str) -> str:
-    # One hospital's ciphertext as it was added to the round's sum, kept until the forward has an outcome:
-    # the sum can be rebuilt without a hospital the cloud refuses it with (counted at another edge).
+    # One hospital's ciphertext as it was accepted: stored before the upload is acknowledged, added to the
+    # round's sum by the folder, and kept until the forward has an outcome: the sum can be rebuilt without a
+    # hospital the cloud refuses it with (counted at another edge).
     return f"edge:{eid}:{fid}:round:{round_}:upload:{client_id}"
 
 
 def edge_uploads_prefix(eid: str, fid: str, round_: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:upload:"
+
+
+def edge_folded(eid: str, fid: str, round_: int) -> str:
+    # json `FoldCheckpoint`: the clients whose uploads the round's `edge_sum` holds (the folder's checkpoint,
+    # written with the sum): the manifest's other clients are accepted and not yet added.
+    return f"edge:{eid}:{fid}:round:{round_}:folded"
+
+
+def edge_fold_lease(eid: str, fid: str, round_: int, origin: int) -> str:
+    """The lease of the one folder (`services.lease`) that adds round `round_`'s stored uploads made for
+    `origin` (its own when `origin` == `round_`, else its bucket of late ones) into their sum."""
+    return f"edge:{eid}:{fid}:round:{round_}:folding:{origin}"
 
 
 def edge_forwarded(eid: str, fid: str, round_: int) -> str:
@@ -243,6 +261,10 @@ def edge_late_sum(eid: str, fid: str, round_: int, origin: int) -> str:
 
 def edge_late_manifest(eid: str, fid: str, round_: int, origin: int) -> str:
     return f"edge:{eid}:{fid}:round:{round_}:late:{origin}:manifest"
+
+
+def edge_late_folded(eid: str, fid: str, round_: int, origin: int) -> str:
+    return f"edge:{eid}:{fid}:round:{round_}:late:{origin}:folded"
 
 
 def edge_late_upload(eid: str, fid: str, round_: int, origin: int, client_id: str) -> str:

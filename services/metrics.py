@@ -187,9 +187,26 @@ class ServiceMetrics(Metrics):
         self.uploads_dropped.labels(self.service, federation, reason.value).inc(count)
 
 
+#: Where an upload's time goes at the edge: the request path (its answer waits for these), then the folder.
+UploadPhase = Literal["receive", "parse", "checks", "store", "fold_read", "fold_add", "checkpoint"]
+
+
 class EdgeMetrics(ServiceMetrics):
     def __init__(self) -> None:
         super().__init__("edge")
+        self.upload_phase = Histogram(
+            "fedlora_edge_upload_phase_seconds",
+            "Seconds spent on accepted uploads, by phase: receive (the body read), parse (JSON and base64), "
+            "checks (identity, signatures, plan, ciphertext), store (the write before the answer); then the "
+            "folder's fold_read (an upload read from the store), fold_add (deserialised and added), "
+            "checkpoint (a batch's sum serialised and written)",
+            ["phase"],
+            registry=self.registry,
+            buckets=HE_BUCKETS,
+        )
+
+    def phase_observed(self, phase: UploadPhase, seconds: float) -> None:
+        self.upload_phase.labels(phase).observe(seconds)
 
 
 class CloudMetrics(ServiceMetrics):

@@ -1,0 +1,195 @@
+"""The folder: adds a round's stored uploads into its running sum, off the request path.
+
+An accepted upload is stored and acknowledged (`RoundLedger.add`); the folder adds it in later. One folder per
+round's sum across every process and replica of the edge: it holds the sum's lease in the store
+(`RoundLedger.take_fold_lease`, `services.lease`), reads the last checkpoint (the stored sum and the clients
+it covers), adds the manifest's other uploads one at a time (memory holds the sum and one upload, however
+large the cohort) and every `batch` uploads writes the new sum with the clients it now covers in one fenced
+transaction (`RoundLedger.checkpoint`). A folder killed at any point loses nothing and counts nothing twice:
+what it added since its last checkpoint is in no stored sum, and its successor starts from that checkpoint.
+
+The additions run on one thread of their own: TenSEAL's and gmpy2's additions and deserialisation hold the
+GIL (more threads made them slower, docs/operations.md), so a second thread would only take turns with the
+first; the edge's request path checks uploads on another thread, so that acceptance never waits behind a
+fold. More cores fold more rounds (or replicas share the rounds), one sum per folder.
+
+A forward waits until the round's sums hold every accepted upload (`settle`); an upload that no longer reads
+back from the store is taken out of the round, counted dropped (`record_quarantined`), as a sum that does not
+read back is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from functools import partial
+from typing import Any, TypeVar
+
+from edge_aggregator.errors import BadCiphertextError
+from edge_aggregator.fold import RunningSum
+from edge_aggregator.ledger import FoldStart, Resum, RoundLedger
+from protocol.crypto import HEScheme
+from protocol.messages import DropReason, ErrorCode
+from services import keyspace
+from services.lease import Lease, Pause
+from services.metrics import UploadPhase
+
+log = logging.getLogger("edge_aggregator")
+T = TypeVar("T")
+
+#: Uploads added between two checkpoints: each checkpoint writes the whole sum once.
+FOLD_BATCH = 8
+
+Run = Callable[[Callable[[], T]], Awaitable[T]]
+
+
+class FoldStep(StrEnum):
+    """Where a folder is, for a hook that watches it (tests stop a folder there, as a kill would)."""
+
+    ADDED = "added"  # an upload is in the sum in memory, not yet in any checkpoint
+    CHECKPOINTED = "checkpointed"  # a checkpoint landed; the next batch has not started
+
+
+Step = Callable[[FoldStep], Awaitable[None]]
+
+
+async def _no_step(step: FoldStep) -> None:
+    return None
+
+
+class Folder:
+    """Adds one edge's stored uploads into their rounds' sums, one folder per sum across processes."""
+
+    def __init__(
+        self,
+        ledger: RoundLedger,
+        *,
+        scheme: HEScheme[Any],
+        length: int,
+        run: Run[Any],
+        resum: Resum,
+        added: Callable[[float], None] | None = None,
+        observe: Callable[[UploadPhase, float], None] | None = None,
+        batch: int = FOLD_BATCH,
+        lease_ttl_s: float = keyspace.EDGE_FOLD_LEASE_TTL_S,
+        pause: Pause = asyncio.sleep,
+        step: Step = _no_step,
+    ) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        self._ledger = ledger
+        self._scheme = scheme
+        self._length = length
+        self._run = run
+        self._resum = resum
+        self._added = added
+        self._observe = observe or (lambda phase, seconds: None)
+        self._batch = batch
+        self._lease_ttl_s = lease_ttl_s
+        self._pause = pause
+        self._step = step
+        # In this process, one caller at a time per sum: a second one waits for the first instead of finding
+        # the lease held and giving up (the ticker settling a round the background folder is adding to).
+        self._local: dict[tuple[int, int], asyncio.Lock] = {}
+
+    async def settle(self, round_: int) -> bool:
+        """Fold every accepted upload of round `round_` (its own and its late buckets') into their sums; True
+        once they all are, False while another process holds a lease (try again later)."""
+        settled = True
+        for origin in await self._ledger.origins(round_):
+            settled = await self.fold(round_, origin) and settled
+        return settled
+
+    async def pending(self, round_: int) -> bool:
+        """Whether round `round_` holds accepted uploads not yet in its sums."""
+        for origin in await self._ledger.origins(round_):
+            if await self._ledger.unfolded(round_, origin):
+                return True
+        return False
+
+    async def fold(self, round_: int, origin: int) -> bool:
+        """Fold round `round_`'s pending uploads for `origin`; True once none is pending, False while another
+        process holds the lease or this one lost it."""
+        if not await self._ledger.unfolded(round_, origin):
+            return True
+        async with self._lock(round_, origin):
+            lease = await self._ledger.take_fold_lease(
+                round_, origin, ttl_s=self._lease_ttl_s, pause=self._pause
+            )
+            if lease is None:
+                return False
+            async with lease.renewed():
+                return await self._fold_held(round_, origin, lease)
+
+    async def _fold_held(self, round_: int, origin: int, lease: Lease) -> bool:
+        while not lease.lost:
+            start = await self._ledger.fold_start(round_, origin)
+            if not start.pending:
+                return True
+            batch = await self._add_batch(round_, origin, start)
+            if batch is None:
+                continue  # the round changed under it (an upload taken out): read it again
+            running, clients = batch
+            started = time.perf_counter()
+            total = await self._run(running.dump)
+            landed = await self._ledger.checkpoint(
+                round_, origin, lease=lease, start=start, total=total, added=clients
+            )
+            self._observe("checkpoint", time.perf_counter() - started)
+            if not landed:
+                if not await self._ledger.holds(lease):
+                    return False
+                continue  # another write to the sum came first (`exclude`, `carry`): from the new state
+            await self._step(FoldStep.CHECKPOINTED)
+        return False
+
+    async def _add_batch(
+        self, round_: int, origin: int, start: FoldStart
+    ) -> tuple[RunningSum, list[str]] | None:
+        """The sum `start` read plus the next `batch` pending uploads, and their clients; None when one of
+        them is gone from the store or no longer reads back (taken out: the caller starts again)."""
+        total = await self._run(
+            lambda: RunningSum(self._scheme, start.stored, length=self._length, added=self._added)
+        )
+        clients: list[str] = []
+        for client_id in start.pending[: self._batch]:
+            started = time.perf_counter()
+            upload = await self._ledger.stored_upload(round_, origin, client_id)
+            read = time.perf_counter()
+            if upload is None:
+                return None
+            try:
+                await self._run(partial(total.add, upload))
+            except BadCiphertextError as e:
+                await self._take_out_unreadable(round_, origin, client_id, e)
+                return None
+            self._observe("fold_read", read - started)
+            self._observe("fold_add", time.perf_counter() - read)
+            clients.append(client_id)
+            await self._step(FoldStep.ADDED)
+        return total, clients
+
+    async def _take_out_unreadable(
+        self, round_: int, origin: int, client_id: str, error: BadCiphertextError
+    ) -> None:
+        """Take a stored upload that no longer reads back (altered in the store) out of its round, counted
+        dropped (`record_quarantined`), and log it, as the ledger does for a sum."""
+        reason = DropReason.RECORD_QUARANTINED
+        taken = await self._ledger.exclude(
+            round_, [client_id], origin=origin, resum=self._resum, reason=reason
+        )
+        log.error(
+            "a stored upload does not read back: taken out of its round's sum",
+            extra={
+                "round": round_,
+                "client_id": client_id,
+                "code": ErrorCode.STORED_RECORD_CORRUPT.value,
+                "data": {"origin": origin, "error": str(error), "taken_out": bool(taken)},
+            },
+        )
+
+    def _lock(self, round_: int, origin: int) -> asyncio.Lock:
+        return self._local.setdefault((round_, origin), asyncio.Lock())
