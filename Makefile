@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium fuse faketime soak edge-load demo view test test-fast lint format typecheck bench bench-paillier experiments clean
+.PHONY: install redis-server chromium fuse faketime soak edge-load edge-ingest demo view test test-fast lint format typecheck bench bench-paillier experiments clean
 
 install: $(STAMP)
 
@@ -77,6 +77,10 @@ soak: install redis-server faketime
 # One edge under 1,000 hospitals' uploads with faults, against real processes (docs/operations.md).
 edge-load: install redis-server
 	$(PY) bench/edge_load.py
+
+# How fast one edge ingests 150 k- and 1 M-value uploads, 1 and 100 at a time, and where the time goes.
+edge-ingest: install redis-server
+	$(PY) bench/edge_ingest.py
 
 lint: install
 	$(VENV)/bin/lint-imports --no-cache

@@ -373,12 +373,11 @@ class EdgeAggregator:
 
     async def fold_pending(self) -> None:
         """Fold the stored uploads of the round the edge follows into its sums (a round another process folds
-        is left to it); wake the ticker when that round is closed and now all folded, to forward it."""
+        is left to it). The ticker needs no wake: its forward folds what is left, waiting for this process's
+        folder, and tries again at its next tick while another process's holds the lease."""
         plan = self._plan
-        if plan is None or not await self._folder.pending(plan.round):
-            return
-        if await self._folder.settle(plan.round) and await self._ledger.closure(plan.round) is not None:
-            self.wake.set()
+        if plan is not None:
+            await self._folder.settle(plan.round)
 
     async def _resum(self, uploads: Sequence[bytes]) -> bytes:
         """The sum of some stored uploads again (`edge_aggregator.fold.sum_uploads`)."""

@@ -103,26 +103,32 @@ class Folder:
             settled = await self.fold(round_, origin) and settled
         return settled
 
-    async def pending(self, round_: int) -> bool:
-        """Whether round `round_` holds accepted uploads not yet in its sums."""
-        for origin in await self._ledger.origins(round_):
-            if await self._ledger.unfolded(round_, origin):
-                return True
-        return False
-
     async def fold(self, round_: int, origin: int) -> bool:
         """Fold round `round_`'s pending uploads for `origin`; True once none is pending, False while another
         process holds the lease or this one lost it."""
         if not await self._ledger.unfolded(round_, origin):
             return True
         async with self._lock(round_, origin):
-            lease = await self._ledger.take_fold_lease(
-                round_, origin, ttl_s=self._lease_ttl_s, pause=self._pause
-            )
+            lease = await self._take(round_, origin)
             if lease is None:
                 return False
             async with lease.renewed():
                 return await self._fold_held(round_, origin, lease)
+
+    async def _take(self, round_: int, origin: int) -> Lease | None:
+        """The sum's lease, or None. A cancellation (the process shutting down) that arrives while the store
+        takes it waits for the answer and gives a lease taken back: else it would stay held, by nobody, until
+        its TTL, and hold up the round's forward after a restart."""
+        taking = asyncio.ensure_future(
+            self._ledger.take_fold_lease(round_, origin, ttl_s=self._lease_ttl_s, pause=self._pause)
+        )
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            lease = await taking
+            if lease is not None:
+                await lease.release()
+            raise
 
     async def _fold_held(self, round_: int, origin: int, lease: Lease) -> bool:
         while not lease.lost:

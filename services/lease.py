@@ -72,9 +72,12 @@ class Lease:
             yield self
         finally:
             renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
-            await self._release()
+            try:
+                # `wait`, not `await renewal`: a cancellation of this task arriving here must propagate, and
+                # suppressing the renewal's CancelledError would swallow it (the caller's loop would go on).
+                await asyncio.wait({renewal})
+            finally:
+                await self._release()
 
     async def _renew(self) -> None:
         while True:
@@ -89,6 +92,10 @@ class Lease:
                 self.lost = True
                 log.warning("lease %s lapsed and is gone or held by another: renewal stopped", self.key)
                 return
+
+    async def release(self) -> None:
+        """Give the lease back now (or leave it to lapse as `keep_for` set), outside `renewed`."""
+        await self._release()
 
     async def _release(self) -> None:
         try:

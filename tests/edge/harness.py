@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -19,6 +19,9 @@ from fastapi import FastAPI
 
 from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.app import create_app
+from edge_aggregator.fold import sum_uploads
+from edge_aggregator.folder import Folder, Step
+from edge_aggregator.ledger import RoundLedger
 from edge_aggregator.runtime import EdgeRuntime
 from protocol.crypto import HEScheme
 from protocol.messages import (
@@ -35,6 +38,7 @@ from services.settings import EdgeSettings
 from services.store import StateStore
 from tests.clock import T0, FakeClock
 
+T = TypeVar("T")
 FID = "fed-test"
 EID = "edge-north"
 LENGTH = 1000
@@ -152,8 +156,29 @@ class World:
         )
         return unsigned.signed((signer or hospital.key).sign)
 
+    def folder(self, *, step: Step | None = None, batch: int = 4) -> Folder:
+        """A folder of the edge's rounds on this world's store, as another replica's would be, adding on the
+        event loop."""
+
+        async def resum(uploads: Sequence[bytes]) -> bytes:
+            return sum_uploads(self.public, uploads, length=LENGTH)
+
+        ledger = RoundLedger(self.store, edge_id=EID, federation_id=FID)
+        extra: dict[str, Any] = {} if step is None else {"step": step}
+        return Folder(
+            ledger, scheme=self.public, length=LENGTH, run=_inline, resum=resum, batch=batch, **extra
+        )
+
     async def stored_sum(self, round_: int = 0) -> npt.NDArray[np.float64]:
-        """Decrypt the edge's running sum straight from the store (only the test holds the secret)."""
+        """Decrypt the edge's running sum straight from the store (only the test holds the secret), once it
+        holds every stored upload of the round: folded here unless the edge's own folder is at it."""
+        folder = self.folder()
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + POLL_S
+        while not await folder.settle(round_):
+            if loop.time() > give_up:
+                raise AssertionError(f"round {round_}'s uploads were not folded in {POLL_S} s")
+            await asyncio.sleep(0.002)
         raw = await self.store.get(keyspace.edge_sum(EID, FID, round_))
         assert raw is not None, f"no sum stored for round {round_}"
         return self.secret.decrypt(self.secret.deserialize(raw))
@@ -163,6 +188,10 @@ class World:
 
     def decrypt(self, ciphertext: bytes) -> npt.NDArray[np.float64]:
         return self.secret.decrypt(self.secret.deserialize(ciphertext))
+
+
+async def _inline(fn: Callable[[], T]) -> T:
+    return fn()
 
 
 def federation_info(

@@ -12,29 +12,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
-from edge_aggregator.fold import sum_uploads
-from edge_aggregator.folder import Folder, FoldStep, Step
+from edge_aggregator.folder import FoldStep, Step
 from edge_aggregator.ledger import RoundLedger
 from protocol.messages import DropReason
 from services import keyspace
-from tests.edge.harness import EID, FID, LENGTH, World
+from tests.edge.harness import EID, FID, World
 
 pytestmark = pytest.mark.anyio
 T = TypeVar("T")
 ATOL = 1e-5
 
 
-class Killed(Exception):
+class KilledError(Exception):
     """The injected fault: the folder stops where a kill -9 would have stopped it."""
 
 
 def kill_at(step: FoldStep, *, after: int) -> Step:
-    """A step hook that raises `Killed` the `after`-th time the folder reaches `step`."""
+    """A step hook that raises `KilledError` the `after`-th time the folder reaches `step`."""
     seen = 0
 
     async def hook(reached: FoldStep) -> None:
@@ -42,21 +41,9 @@ def kill_at(step: FoldStep, *, after: int) -> Step:
         if reached is step:
             seen += 1
             if seen == after:
-                raise Killed(f"{step.value} #{after}")
+                raise KilledError(f"{step.value} #{after}")
 
     return hook
-
-
-async def inline(fn: Callable[[], T]) -> T:
-    return fn()
-
-
-def folder_of(world: World, ledger: RoundLedger, *, step: Step | None = None, batch: int = 4) -> Folder:
-    async def resum(uploads: Sequence[bytes]) -> bytes:
-        return sum_uploads(world.public, uploads, length=LENGTH)
-
-    extra: dict[str, Any] = {} if step is None else {"step": step}
-    return Folder(ledger, scheme=world.public, length=LENGTH, run=inline, resum=resum, batch=batch, **extra)
 
 
 async def stored_round(world: World) -> RoundLedger:
@@ -83,7 +70,7 @@ async def test_uploads_stored_but_never_folded_are_folded_by_the_next_folder(
     assert await ledger.unfolded(0, 0) == sorted(world.hospitals)
 
     # Execute: a folder of a restarted process.
-    settled = await folder_of(world, ledger).settle(0)
+    settled = await world.folder().settle(0)
 
     # Assert: every stored upload is in the sum, once.
     assert settled and await ledger.unfolded(0, 0) == []
@@ -104,16 +91,17 @@ async def test_a_folder_killed_anywhere_loses_nothing_and_counts_nothing_twice(
     # Prepare: seven stored uploads, folded in batches of 4 by a folder that is killed at `step`.
     world = make_world(clients=7)
     ledger = await stored_round(world)
-    with pytest.raises(Killed):
-        await folder_of(world, ledger, step=kill_at(step, after=after)).settle(0)
+    with pytest.raises(KilledError):
+        await world.folder(step=kill_at(step, after=after)).settle(0)
     names = sorted(world.hospitals)
     # What the store holds after the kill: the last checkpoint's sum, naming exactly what it holds.
     assert await ledger.unfolded(0, 0) == names[checkpointed:]
     if checkpointed:
-        np.testing.assert_allclose(await world.stored_sum(), expected(world, names[:checkpointed]), atol=ATOL)
+        as_stored = world.decrypt(await world.store.get(keyspace.edge_sum(EID, FID, 0)) or b"")
+        np.testing.assert_allclose(as_stored, expected(world, names[:checkpointed]), atol=ATOL)
 
     # Execute: its successor.
-    assert await folder_of(world, ledger).settle(0)
+    assert await world.folder().settle(0)
 
     # Assert: the exact sum of the seven uploads.
     assert await ledger.unfolded(0, 0) == []
@@ -130,7 +118,7 @@ async def test_one_folder_per_round_and_a_folder_that_lost_its_lease_writes_noth
     assert other is not None
 
     # Execute / Assert: this replica's folder leaves the round to it.
-    assert not await folder_of(world, ledger).settle(0)
+    assert not await world.folder().settle(0)
     assert not await world.has_sum()
 
     # Prepare: the lease lapses while a slow folder has added uploads in memory; a second folder takes over.
@@ -140,10 +128,10 @@ async def test_one_folder_per_round_and_a_folder_that_lost_its_lease_writes_noth
     async def overtaken(reached: FoldStep) -> None:
         if reached is FoldStep.ADDED and not successor:
             await world.store.delete(keyspace.edge_fold_lease(EID, FID, 0, 0))
-            successor.append(await folder_of(world, ledger).settle(0))
+            successor.append(await world.folder().settle(0))
 
     # Execute: the slow folder goes on after its successor folded everything.
-    slow = await folder_of(world, ledger, step=overtaken).settle(0)
+    slow = await world.folder(step=overtaken).settle(0)
 
     # Assert: the successor folded every upload once; the slow folder's checkpoint was refused.
     assert successor == [True] and not slow
@@ -160,7 +148,7 @@ async def test_a_stored_upload_that_no_longer_reads_back_is_taken_out_and_counte
     await world.store.set(keyspace.edge_upload(EID, FID, 0, "hosp-b"), b"not a ciphertext")
 
     # Execute
-    assert await folder_of(world, ledger).settle(0)
+    assert await world.folder().settle(0)
 
     # Assert: the sum holds the three others; the fourth is out of the manifest and counted dropped.
     others = ["hosp-a", "hosp-c", "hosp-d"]
