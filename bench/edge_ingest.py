@@ -157,7 +157,7 @@ def fitting(values: int, *, one: int, many: int, connections: int) -> tuple[int,
     body = 45 * values  # CKKS at N = 8192: 32 bytes a value, and base64 in JSON
     uploads = max(2, available // 4 // (2 * body) - one)
     if uploads < many:
-        print(f"{values:,} values: {many} concurrent uploads capped at {uploads} by the memory available")
+        print(f"{values:,} values: {many} uploads sent concurrently cut to {uploads} by the memory available")
     wide = max(1, min(connections, min(uploads, many), available // 4 // (4 * body)))
     if wide < connections:
         print(f"{values:,} values: {connections} concurrent uploads capped at {wide} by the memory available")

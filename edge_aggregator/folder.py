@@ -28,7 +28,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
 
-from edge_aggregator.errors import BadCiphertextError
+from edge_aggregator.errors import BadCiphertextError, UnreadableSumError
 from edge_aggregator.fold import RunningSum
 from edge_aggregator.ledger import FoldStart, Resum, RoundLedger
 from protocol.crypto import HEScheme
@@ -135,7 +135,13 @@ class Folder:
             start = await self._ledger.fold_start(round_, origin)
             if not start.pending:
                 return True
-            batch = await self._add_batch(round_, origin, start)
+            try:
+                batch = await self._add_batch(round_, origin, start)
+            except UnreadableSumError as e:
+                # Altered in the store: quarantined, as the ledger does with a record that does not read back.
+                raw = start.stored or b""
+                await self._ledger.quarantine_unreadable_sum(round_, origin, raw=raw, reason=str(e))
+                continue
             if batch is None:
                 continue  # the round changed under it (an upload taken out): read it again
             running, clients = batch

@@ -210,7 +210,7 @@ class RoundLedger:
         if raw is None:
             # A first checkpoint that covers nothing, so that every later write to the sum changes it.
             raw = checkpoint.dump()
-            if not await self._store.set_if_absent(k_folded, raw, ttl_s=keyspace.EDGE_ROUND_TTL_S):
+            if not await self._store.set_if_absent(k_folded, raw):
                 return await self._fold_start(round_, origin)
         pending = tuple(sorted(manifest.keys() - set(checkpoint.covers)))
         return FoldStart(stored=stored, checkpoint=checkpoint, raw=raw, pending=pending)
@@ -223,6 +223,12 @@ class RoundLedger:
         """The lease of round `round_`'s one folder for `origin`, None while another holds it."""
         key = keyspace.edge_fold_lease(self._eid, self._fid, round_, origin)
         return await Lease.take(self._store, key, ttl_s=ttl_s, pause=pause)
+
+    async def quarantine_unreadable_sum(self, round_: int, origin: int, *, raw: bytes, reason: str) -> None:
+        """The folder found round `round_`'s stored sum for `origin` (`raw`) does not deserialise: quarantine
+        it with its manifest, and count the uploads they covered dropped (module docstring)."""
+        k_sum, _, _ = self._sum_keys(round_, origin)
+        await self._quarantine_sum(round_, origin, StoredRecordError(k_sum, reason, raw=raw))
 
     async def holds(self, lease: Lease) -> bool:
         """Whether `lease` is still its holder's in the store."""
@@ -242,8 +248,8 @@ class RoundLedger:
         def land(current: dict[str, bytes | None]) -> Updates:
             if not lease.holds(current) or current[k_folded] != start.raw:
                 return {}
-            ttl = keyspace.EDGE_ROUND_TTL_S
-            return {k_sum: Expiring(total, ttl_s=ttl), k_folded: Expiring(checkpoint, ttl_s=ttl)}
+            # No TTL, as the manifest: the round's outcome gives them the retention window (`_retain`).
+            return {k_sum: total, k_folded: checkpoint}
 
         # The store writes only keys its transaction read: the sum is read too (once per batch).
         return bool(await self._store.transaction([lease.key, k_folded, k_sum], land))

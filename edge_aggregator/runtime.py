@@ -202,32 +202,26 @@ class EdgeRuntime:
     async def _fold(self, edge: EdgeAggregator) -> None:
         """Fold stored uploads into their round's sum as they arrive (`EdgeAggregator.fold_pending`), and every
         `deadline_check_s` in case another process's folder stopped (its lease lapsed)."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.deadline_check_s):
-                    await edge.fold_wake.wait()
-            edge.fold_wake.clear()
-            try:
-                await edge.fold_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                if not await report(self._store, e, what="the folder", extra={}):
-                    log.exception("folding failed")
+        await self._on_wake(edge.fold_wake, edge.fold_pending, what="the folder")
 
     async def _tick(self, edge: EdgeAggregator) -> None:
         """Check quorum and deadlines every `deadline_check_s`, and at once when an upload may complete a
         quorum or a plan arrives."""
+        await self._on_wake(edge.wake, edge.tick, what="the deadline check")
+
+    async def _on_wake(self, wake: asyncio.Event, work: Callable[[], Awaitable[None]], *, what: str) -> None:
+        """`work()` whenever `wake` is set, and every `deadline_check_s`; a failure is reported and the loop
+        goes on."""
         while True:
             # `asyncio.timeout`, not `wait_for`, which on 3.11 can swallow the shutdown's cancellation.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.deadline_check_s):
-                    await edge.wake.wait()
-            edge.wake.clear()
+                    await wake.wait()
+            wake.clear()
             try:
-                await edge.tick()
+                await work()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                if not await report(self._store, e, what="the deadline check", extra={}):
-                    log.exception("deadline check failed")
+                if not await report(self._store, e, what=what, extra={}):
+                    log.exception(f"{what} failed")

@@ -160,3 +160,25 @@ async def test_a_stored_upload_that_no_longer_reads_back_is_taken_out_and_counte
 async def _never() -> None:
     """A lease renewal pause that never ends: the test drives the lease by hand."""
     await asyncio.Event().wait()
+
+
+async def test_a_stored_sum_that_no_longer_reads_back_is_quarantined_and_its_uploads_counted_dropped(
+    make_world: Callable[..., World],
+) -> None:
+    # Prepare: three uploads folded; the sum is then altered in the store; a fourth upload is stored.
+    world = make_world(clients=4)
+    ledger = RoundLedger(world.store, edge_id=EID, federation_id=FID)
+    names = sorted(world.hospitals)
+    for name in names[:3]:
+        await ledger.add(world.update(world.hospitals[name]), capacity=world.public.max_summands)
+    assert await world.folder().settle(0)
+    await world.store.set(keyspace.edge_sum(EID, FID, 0), b"not a ciphertext")
+    await ledger.add(world.update(world.hospitals[names[3]]), capacity=world.public.max_summands)
+
+    # Execute
+    assert await world.folder().settle(0)
+
+    # Assert: the round goes on from an empty sum; what the altered sum and its manifest covered is dropped.
+    assert await ledger.manifest(0) == {}
+    assert not await world.has_sum()
+    assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: 4}
