@@ -205,10 +205,11 @@ async def metrics(runtime: RuntimeDep) -> Response:
 async def upload(
     federation_id: str, round_number: RoundNumber, request: Request, edge: EdgeDep
 ) -> UploadAccepted:
-    """Add one signed, encrypted `ClientUpdate` into the round's running sum. The checks run in the order
-    of docs/api.md ("Edge"), each with its own code; only an upload that passes them all touches the sum,
-    in one store transaction with its manifest entry and nonce. A late upload (the federation allows them)
-    goes into its origin round's bucket instead: `folded_into_round` says which round carries it."""
+    """Take one signed, encrypted `ClientUpdate` for the round's running sum. The checks run in the order
+    of docs/api.md ("Edge"), each with its own code; only an upload that passes them all is stored, in one
+    store transaction with its manifest entry and nonce, before the answer; the edge's folder adds it into
+    the sum later. A late upload (the federation allows them) goes into its origin round's bucket instead:
+    `folded_into_round` says which round carries it."""
     client_id: str | None = None
     try:
         started = time.perf_counter()
