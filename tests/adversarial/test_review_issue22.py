@@ -1,0 +1,259 @@
+"""Adversarial review of issue 22's two changes: the streaming edge (stored uploads folded off the request
+path by one leased folder per sum) and fast Paillier encryption (DJN obfuscators on a fixed base, CRT
+decryption over threads). Strict xfails reproduce open defects; the unmarked tests probe promises that held.
+
+The edge's faults are injected into a real store (both backends, as the cloud's tests run): a stored upload
+deleted or altered after its 202, as an operator, an eviction or an attacker with store access would leave it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gmpy2
+import numpy as np
+import pytest
+from phe import paillier as phe_paillier
+
+from edge_aggregator.fold import sum_uploads
+from edge_aggregator.folder import Folder
+from edge_aggregator.ledger import RoundLedger
+from protocol.crypto import PaillierParams, generate_scheme
+from protocol.crypto.errors import CiphertextError
+from protocol.crypto.fixed_base import FixedBase
+from protocol.crypto.obfuscators import ObfuscatorPool
+from protocol.crypto.paillier import PaillierScheme
+from protocol.crypto.paillier_crt import BATCH, CrtDecryptor
+from protocol.messages import DropReason
+from services import keyspace
+from tests.edge.conftest import client_scheme, make_world, secret_scheme  # noqa: F401
+from tests.edge.harness import EID, FID, LENGTH, World, _inline
+
+ATOL = 1e-5
+#: Passes over a round's starting point after which a folder is taken to be spinning: a healthy settle of a
+#: handful of uploads reads it a few times (once per batch, once more to see nothing is pending).
+SPIN_LIMIT = 50
+
+
+class SpinningError(Exception):
+    """The injected bound: the folder read its starting point SPIN_LIMIT times without finishing."""
+
+
+class CountingLedger(RoundLedger):
+    """The edge's ledger, raising `SpinningError` once a folder has read its starting point SPIN_LIMIT times
+    (a folder that never yields to the event loop cannot be stopped by a timeout)."""
+
+    starts = 0
+
+    async def fold_start(self, round_: int, origin: int) -> Any:
+        self.starts += 1
+        if self.starts > SPIN_LIMIT:
+            raise SpinningError(f"fold_start read {self.starts} times for round {round_}")
+        return await super().fold_start(round_, origin)
+
+
+def counting_folder(world: World, *, seen: list[int] | None = None, batch: int = 4) -> Folder:
+    """`World.folder` on a `CountingLedger`; `seen` records how many uploads each re-sum held at once."""
+
+    async def resum(uploads: Sequence[bytes]) -> bytes:
+        if seen is not None:
+            seen.append(len(uploads))
+        return sum_uploads(world.public, uploads, length=LENGTH)
+
+    ledger = CountingLedger(world.store, edge_id=EID, federation_id=FID)
+    return Folder(ledger, scheme=world.public, length=LENGTH, run=_inline, resum=resum, batch=batch)
+
+
+async def stored_round(world: World) -> RoundLedger:
+    """Every hospital's upload for round 0 accepted and stored, none folded."""
+    ledger = RoundLedger(world.store, edge_id=EID, federation_id=FID)
+    for hospital in world.hospitals.values():
+        await ledger.add(world.update(hospital), capacity=world.public.max_summands)
+    return ledger
+
+
+def expected(world: World, clients: Sequence[str]) -> np.ndarray:
+    return np.sum([world.hospitals[c].vector for c in clients], axis=0)
+
+
+# -- A. the streaming edge ---------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    raises=SpinningError,
+    reason="folder: a manifest line whose stored upload is gone makes _add_batch return None and the fold "
+    "loop read the same start again, forever, without yielding: the round never settles",
+)
+async def test_an_acknowledged_upload_missing_from_the_store_does_not_stop_the_round(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    """Promise A(3): an altered or malformed stored upload cannot stop the round; it is taken out and counted
+    dropped. Here the upload's key is gone (evicted, deleted by hand) while the manifest still names it."""
+    # Prepare: four stored uploads; one of them then disappears from the store.
+    world = make_world(clients=4)
+    ledger = await stored_round(world)
+    await world.store.delete(keyspace.edge_upload(EID, FID, 0, "hosp-b"))
+
+    # Execute
+    settled = await counting_folder(world).settle(0)
+
+    # Assert: the round settles with the three others, and the fourth is counted dropped.
+    others = ["hosp-a", "hosp-c", "hosp-d"]
+    assert settled
+    np.testing.assert_allclose(await world.stored_sum(), expected(world, others), atol=ATOL)
+    assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: 1}
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    raises=CiphertextError,
+    reason="folder: taking out the first altered upload re-sums every other stored upload (exclude's resum), "
+    "the second altered one among them, and its CiphertextError escapes settle: the round stops",
+)
+async def test_two_altered_stored_uploads_do_not_stop_the_round(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    """Promise A(3): altered stored uploads cannot stop the round or poison the sum; each is quarantined and
+    counted dropped, and the sum holds exactly the others."""
+    # Prepare: five stored uploads; two altered in the store after their 202.
+    world = make_world(clients=5)
+    ledger = await stored_round(world)
+    for name in ("hosp-b", "hosp-d"):
+        await world.store.set(keyspace.edge_upload(EID, FID, 0, name), b"not a ciphertext")
+
+    # Execute
+    settled = await counting_folder(world).settle(0)
+
+    # Assert
+    others = ["hosp-a", "hosp-c", "hosp-e"]
+    assert settled
+    np.testing.assert_allclose(await world.stored_sum(), expected(world, others), atol=ATOL)
+    assert sorted(await ledger.manifest(0)) == others
+    assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: 2}
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="folder: one altered upload makes exclude read every other stored upload of the round in one "
+    "transaction and re-sum them all at once: the folder's memory grows with the cohort",
+)
+async def test_quarantining_an_altered_upload_holds_a_few_ciphertexts_not_the_cohort(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    """Promise A(4): the folder's memory is bounded by a few ciphertexts, whatever the cohort. Taking out one
+    altered upload must not hold the whole cohort's ciphertexts at once (here 11 of 12)."""
+    # Prepare: twelve stored uploads, the last one in client order altered; folded in batches of 4.
+    world = make_world(clients=12)
+    ledger = await stored_round(world)
+    names = sorted(world.hospitals)
+    await world.store.set(keyspace.edge_upload(EID, FID, 0, names[-1]), b"not a ciphertext")
+    seen: list[int] = []
+
+    # Execute
+    assert await counting_folder(world, seen=seen).settle(0)
+
+    # Assert: the upload is out and the sum exact; no step held more ciphertexts than a batch's worth.
+    assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: 1}
+    np.testing.assert_allclose(await world.stored_sum(), expected(world, names[:-1]), atol=ATOL)
+    assert max(seen, default=0) <= 4, f"one re-sum held {max(seen)} ciphertexts at once"
+
+
+# -- B. fast Paillier -----------------------------------------------------------------------------------------
+
+KEY_BITS = 2048  # the smallest size the params accept
+
+
+@pytest.fixture(scope="module")
+def paillier() -> PaillierScheme:
+    scheme = generate_scheme(PaillierParams(key_bits=KEY_BITS))
+    assert isinstance(scheme, PaillierScheme)
+    return scheme
+
+
+def test_crt_decryption_equals_phe_for_edge_plaintexts(paillier: PaillierScheme) -> None:
+    """Promise B: decryption equals phe's for every chunk, including 0, 1, n - 1, the packing limit
+    (`2^(slots * slot_bits) - 1`) and values around n / 2, in batches that straddle BATCH, on 1 and 4 threads."""
+    # Prepare: raw plaintexts at the edges, encrypted with pool obfuscators.
+    n = paillier.pool.n
+    params = paillier.params
+    limit = (1 << (params.slots * params.slot_bits)) - 1
+    rng = random.Random(22)
+    plaintexts = [0, 1, 2, n - 1, n - 2, n // 2, n // 2 + 1, limit, limit - 1]
+    plaintexts += [rng.randrange(n) for _ in range(BATCH + 7 - len(plaintexts))]
+    ciphertexts = paillier._encrypt_packed(plaintexts)
+    private = paillier._private_key
+    assert private is not None
+    decryptor = CrtDecryptor(private.p, private.q)
+
+    # Execute
+    one = decryptor.decrypt(ciphertexts, workers=1)
+    four = decryptor.decrypt(ciphertexts, workers=4)
+
+    # Assert: phe's private key reads the same plaintexts.
+    by_phe = [private.raw_decrypt(int(c)) for c in ciphertexts]
+    assert by_phe == plaintexts
+    assert [int(m) for m in one] == plaintexts == [int(m) for m in four]
+
+
+def test_every_obfuscator_is_an_nth_residue_and_handed_out_once(paillier: PaillierScheme) -> None:
+    """Promise B: each obfuscator is used once and is an n-th residue (so it decrypts to 0 under phe's key),
+    whether it came from worker processes, from the calling process, or was computed inline past the pool."""
+    # Prepare: a pool filled over 2 worker processes and then in-process.
+    pool = ObfuscatorPool(paillier.pool.n)
+    try:
+        pool.fill(40, workers=2)
+        pool.fill(10, workers=1)
+
+        # Execute: more than the pool holds.
+        taken = pool.take(60)
+    finally:
+        pool.close()
+
+    # Assert: all distinct, and each is E(0) under the real key.
+    private = paillier._private_key
+    assert private is not None
+    assert len({int(r) for r in taken}) == 60
+    assert all(private.raw_decrypt(int(r)) == 0 for r in taken)
+    assert len(pool) == 0
+
+
+def test_obfuscators_ignore_every_seeded_generator(paillier: PaillierScheme) -> None:
+    """Promise B: the base's x and every exponent come from the OS: two pools built after seeding `random` and
+    numpy identically share no obfuscator and no base."""
+    draws = []
+    for _ in range(2):
+        random.seed(22)
+        np.random.seed(22)  # the global generator, which must not matter
+        pool = ObfuscatorPool(paillier.pool.n)
+        draws.append({int(r) for r in pool.take(8)})
+    assert not draws[0] & draws[1]
+
+
+def test_fixed_base_table_equals_powmod_at_the_exponent_limits() -> None:
+    """Promise B: the fixed-base window gives `pow(h, a, m)` for a = 0, 1, every single-digit boundary and
+    2^bits - 1, and refuses an exponent of bits + 1 bits."""
+    m = gmpy2.mpz(2**521 - 1) ** 2
+    h = gmpy2.mpz(3) ** 101 % m
+    table = FixedBase(int(h), int(m), exponent_bits=30)
+    exponents = [0, 1, 255, 256, 257, 2**16 - 1, 2**16, 2**24, 2**30 - 1]
+    assert [table.power(a) for a in exponents] == [gmpy2.powmod(h, a, m) for a in exponents]
+    with pytest.raises(ValueError, match="exponent must lie in"):
+        table.power(2**30)
+
+
+def test_a_ciphertext_encrypted_fast_decrypts_with_phe_private_key(paillier: PaillierScheme) -> None:
+    """Promise B: ciphertexts decrypt exactly as before: phe's `decrypt` of a fast ciphertext built on phe's
+    EncryptedNumber reads the packed plaintext."""
+    n = paillier.pool.n
+    public = phe_paillier.PaillierPublicKey(n)
+    private = paillier._private_key
+    assert private is not None
+    [c] = paillier._encrypt_packed([123456789])
+    assert private.decrypt(phe_paillier.EncryptedNumber(public, int(c))) == 123456789
