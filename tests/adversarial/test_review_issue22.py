@@ -78,63 +78,62 @@ def expected(world: World, clients: Sequence[str]) -> np.ndarray:
     return np.sum([world.hospitals[c].vector for c in clients], axis=0)
 
 
+async def assert_round_holds(
+    world: World, ledger: RoundLedger, others: Sequence[str], *, dropped: int
+) -> None:
+    """Round 0's manifest and sum hold exactly `others`, and `dropped` uploads are counted quarantined."""
+    assert sorted(await ledger.manifest(0)) == sorted(others)
+    np.testing.assert_allclose(await world.stored_sum(), expected(world, others), atol=ATOL)
+    assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: dropped}
+
+
 # -- A. the streaming edge ---------------------------------------------------------------------------------
 
 
-@pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
+def damaged(uploads: dict[str, bytes | None], *, raises: type[Exception], reason: str) -> Any:
+    """A `damage` case that reproduces an open defect (a strict xfail raising `raises`)."""
+    marks = pytest.mark.xfail(strict=True, raises=raises, reason=reason)
+    return pytest.param(uploads, id="-".join(sorted(uploads)), marks=marks)
+
+
+MISSING = damaged(
+    {"hosp-b": None},
     raises=SpinningError,
     reason="folder: a manifest line whose stored upload is gone makes _add_batch return None and the fold "
     "loop read the same start again, forever, without yielding: the round never settles",
 )
-async def test_an_acknowledged_upload_missing_from_the_store_does_not_stop_the_round(
-    make_world: Callable[..., World],  # noqa: F811
-) -> None:
-    """Promise A(3): an altered or malformed stored upload cannot stop the round; it is taken out and counted
-    dropped. Here the upload's key is gone (evicted, deleted by hand) while the manifest still names it."""
-    # Prepare: four stored uploads; one of them then disappears from the store.
-    world = make_world(clients=4)
-    ledger = await stored_round(world)
-    await world.store.delete(keyspace.edge_upload(EID, FID, 0, "hosp-b"))
-
-    # Execute
-    settled = await counting_folder(world).settle(0)
-
-    # Assert: the round settles with the three others, and the fourth is counted dropped.
-    others = ["hosp-a", "hosp-c", "hosp-d"]
-    assert settled
-    np.testing.assert_allclose(await world.stored_sum(), expected(world, others), atol=ATOL)
-    assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: 1}
+TWO_ALTERED = damaged(
+    {"hosp-b": b"not a ciphertext", "hosp-d": b"not a ciphertext"},
+    raises=CiphertextError,
+    reason="folder: taking out the first altered upload re-sums every other stored upload (exclude's "
+    "resum), the second altered one among them, and its CiphertextError escapes settle: the round stops",
+)
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    raises=CiphertextError,
-    reason="folder: taking out the first altered upload re-sums every other stored upload (exclude's resum), "
-    "the second altered one among them, and its CiphertextError escapes settle: the round stops",
-)
-async def test_two_altered_stored_uploads_do_not_stop_the_round(
+@pytest.mark.parametrize("damage", [MISSING, TWO_ALTERED])
+async def test_damaged_stored_uploads_do_not_stop_the_round(
     make_world: Callable[..., World],  # noqa: F811
+    damage: dict[str, bytes | None],
 ) -> None:
-    """Promise A(3): altered stored uploads cannot stop the round or poison the sum; each is quarantined and
-    counted dropped, and the sum holds exactly the others."""
-    # Prepare: five stored uploads; two altered in the store after their 202.
+    """Promise A(3): an altered or malformed stored upload cannot stop the round or poison the sum; each is
+    taken out and counted dropped, and the sum holds exactly the others. `damage` names the uploads altered
+    in the store after their 202 (None: the key is gone, evicted or deleted by hand, while the manifest still
+    names it)."""
+    # Prepare: five stored uploads, some damaged in the store.
     world = make_world(clients=5)
     ledger = await stored_round(world)
-    for name in ("hosp-b", "hosp-d"):
-        await world.store.set(keyspace.edge_upload(EID, FID, 0, name), b"not a ciphertext")
+    for name, value in damage.items():
+        key = keyspace.edge_upload(EID, FID, 0, name)
+        await (world.store.delete(key) if value is None else world.store.set(key, value))
 
     # Execute
     settled = await counting_folder(world).settle(0)
 
     # Assert
-    others = ["hosp-a", "hosp-c", "hosp-e"]
     assert settled
-    np.testing.assert_allclose(await world.stored_sum(), expected(world, others), atol=ATOL)
-    assert sorted(await ledger.manifest(0)) == others
-    assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: 2}
+    others = sorted(world.hospitals.keys() - damage.keys())
+    await assert_round_holds(world, ledger, others, dropped=len(damage))
 
 
 @pytest.mark.anyio
@@ -160,19 +159,17 @@ async def test_quarantining_an_altered_upload_holds_a_few_ciphertexts_not_the_co
     assert await counting_folder(world, seen=seen).settle(0)
 
     # Assert: the upload is out and the sum exact; no step held more ciphertexts than a batch's worth.
-    assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: 1}
-    np.testing.assert_allclose(await world.stored_sum(), expected(world, names[:-1]), atol=ATOL)
+    await assert_round_holds(world, ledger, names[:-1], dropped=1)
     assert max(seen, default=0) <= 4, f"one re-sum held {max(seen)} ciphertexts at once"
 
 
 # -- B. fast Paillier -----------------------------------------------------------------------------------------
 
-KEY_BITS = 2048  # the smallest size the params accept
-
 
 @pytest.fixture(scope="module")
 def paillier() -> PaillierScheme:
-    scheme = generate_scheme(PaillierParams(key_bits=KEY_BITS))
+    """A federation's packed Paillier key pair at the smallest size the params accept."""
+    scheme = generate_scheme(PaillierParams(key_bits=2048))
     assert isinstance(scheme, PaillierScheme)
     return scheme
 
