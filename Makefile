@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium fuse faketime soak edge-load edge-ingest demo view test test-fast lint format typecheck bench bench-paillier experiments clean
+.PHONY: install redis-server chromium fuse faketime soak edge-load edge-ingest demo view test test-fast lint format typecheck bench bench-paillier experiments image deploy-test clean
 
 install: $(STAMP)
 
@@ -81,6 +81,16 @@ edge-load: install redis-server
 # How fast one edge ingests 150 k- and 1 M-value uploads, 1 and 100 at a time, and where the time goes.
 edge-ingest: install redis-server
 	$(PY) bench/edge_ingest.py
+
+# The image of deploy/Dockerfile and the Redis image of deploy/compose.yaml, with podman from a Debian base
+# built here (debootstrap): no registry is pulled from (deploy/image.sh installs podman when missing).
+image:
+	deploy/image.sh
+
+# deploy/compose.yaml in containers: one round, then a round with an edge and its Redis killed mid-round
+# (deploy/deploy_test.py; docs/operations.md, "The compose fault drill").
+deploy-test: install image
+	$(PY) deploy/deploy_test.py
 
 lint: install
 	$(VENV)/bin/lint-imports --no-cache

@@ -749,6 +749,13 @@ def test_compose_services_keep_apart_in_redis():
     out_dir = issuer["environment"][f"{PREFIX}OUT_DIR"]
     edge_ids = issuer["environment"][f"{PREFIX}EDGE_IDS"].split(",")
     issued = _mounts(issuer)[out_dir]
+    # The volumes store-users mounts below its output folder, by what each holds there: a Redis or a
+    # service mounts its instance folder's volume, never the whole output.
+    issued_as = {
+        source: f"{issued}/{target.removeprefix(out_dir + '/')}"
+        for target, source in _mounts(issuer).items()
+        if target.startswith(out_dir + "/")
+    }
     acl_folder = re.search(r"^aclfile (.*)/users\.acl$", (DEPLOY / "redis-compose.conf").read_text(), re.M)
     assert acl_folder is not None
     redis_of: dict[str, str] = {}
@@ -760,7 +767,7 @@ def test_compose_services_keep_apart_in_redis():
         assert url.scheme == "rediss", f"{name}: a deployment needs Redis over TLS (rediss://)"
         instance = _instance_folder(issued, role, env)
         folder, _, file_name = env[f"{PREFIX}STORE_PASSWORD_FILE"].rpartition("/")
-        assert _mounts(service)[folder] == f"{instance}/{store_users.SERVICE_DIR}", name
+        assert issued_as[_mounts(service)[folder]] == f"{instance}/{store_users.SERVICE_DIR}", name
         assert file_name == store_users.PASSWORD_FILE
         # Its TLS files are its own too, from the same folder: what `fedlora.store_certs` writes there.
         service_tls = instance_tls(Path(instance)).service
@@ -778,7 +785,7 @@ def test_compose_services_keep_apart_in_redis():
         if role == "edge":
             assert env[f"{PREFIX}EDGE_ID"] in edge_ids, f"{name}: store-users issues no Redis for it"
         redis_service = services[url.hostname]
-        assert _mounts(redis_service)[acl_folder[1]] == f"{instance}/redis", (
+        assert issued_as[_mounts(redis_service)[acl_folder[1]]] == f"{instance}/redis", (
             f"{name}: another tier's ACL file"
         )
         redis_of[name] = str(url.hostname)
