@@ -765,7 +765,9 @@ def test_compose_services_keep_apart_in_redis():
     issued = out_dir
     # The volumes store-users writes into, by the folder each is mounted at there: a Redis or a service
     # mounts its own instance folder's volume, never the whole output.
-    issued_as = {source: target for target, source in _mounts(issuer).items() if target.startswith(out_dir + "/")}
+    issued_as = {
+        source: target for target, source in _mounts(issuer).items() if target.startswith(out_dir + "/")
+    }
     acl_folder = re.search(r"^aclfile (.*)/users\.acl$", (DEPLOY / "redis-compose.conf").read_text(), re.M)
     assert acl_folder is not None
     redis_of: dict[str, str] = {}
