@@ -218,6 +218,9 @@ def report(drill: Drill, first: dict[str, Any], second: dict[str, Any]) -> bool:
             f"lost {lost}, adapter v{status['adapter_version_in']} -> v{status['adapter_version_out']}",
             flush=True,
         )
+    if second["forwarded_at_kill"]:
+        ok = False
+        print("  the kill came after edge-north forwarded its sum: round 1 was not hit mid-round", flush=True)
     ledger = second["ledger"]
     local = {c["client_id"]: c["local_epsilon"] for c in ledger["clients"]}
     ok &= sorted(local) == sorted(HOSPITALS) and all(e is not None and e > 0 for e in local.values())
