@@ -26,6 +26,7 @@ def _compose_podman():
     spec = importlib.util.spec_from_file_location("compose_podman", ROOT / "deploy" / "compose_podman.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
