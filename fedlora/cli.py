@@ -237,8 +237,11 @@ def _run_simulation(config: object, *, title: str) -> None:
     import warnings
 
     from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fedlora.simulation import HospitalRound, RoundReport, SimulationConfig, simulate
+    from fedlora.simulation import RoundReport, SimulationConfig, simulate
+    from fedlora.simulation_engines import EngineError
+    from fedlora.simulation_hospitals import HospitalRound
 
     assert isinstance(config, SimulationConfig)
     warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
@@ -260,7 +263,16 @@ def _run_simulation(config: object, *, title: str) -> None:
     ):
         rounds.add_column(column, justify="right")
 
+    # Hospitals report as they finish (in any order under Ray): one bar across each round's hospitals.
+    bar = Progress(
+        TextColumn("round {task.fields[round]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )
+    task = bar.add_task("hospitals", total=config.hospitals, round=0)
+
     def on_hospital(round_: int, row: HospitalRound) -> None:
+        if bar.tasks[0].fields["round"] != round_:
+            bar.reset(task, total=config.hospitals, round=round_)
+        bar.advance(task)
         eps = f"{row.epsilon:.2f}" if row.epsilon is not None else "no DP"
         table.add_row(
             str(round_),
@@ -291,8 +303,12 @@ def _run_simulation(config: object, *, title: str) -> None:
     from rich.console import Group
 
     console.print(f"[bold]{title}[/bold]: loading data, de-identifying, encoding with the frozen layers...")
-    with Live(Group(table, rounds), console=console, refresh_per_second=2):
-        result = simulate(config, on_hospital=on_hospital, on_round=on_round)
+    with Live(Group(table, rounds, bar), console=console, refresh_per_second=2):
+        try:
+            result = simulate(config, on_hospital=on_hospital, on_round=on_round)
+        except EngineError as e:
+            console.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from e
     console.print()
     console.print(
         f"held-out accuracy {result.accuracy_before:.3f} before -> {result.accuracy_after:.3f} after "
@@ -320,7 +336,9 @@ def simulate_command(
     ] = False,
     rank: Annotated[int, typer.Option()] = 2,
     max_train_examples: Annotated[int, typer.Option()] = 8000,
-    threads: Annotated[int, typer.Option()] = 2,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads (per Ray worker); default 2 in one process, 1 under Ray")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="run folder: adapter, heatmap, report")] = Path("runs/simulate"),
     strategy: Annotated[
@@ -350,10 +368,28 @@ def simulate_command(
             "INSECURE: whoever knows the seed can subtract the noise",
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="where hospitals train: process (one after another here), ray (in parallel, Ray workers) "
+            "or auto (ray above 16 hospitals or with a Ray address, else process)"
+        ),
+    ] = "auto",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAY_ADDRESS", help="a Ray cluster (host:port or ray://host:port); default: a local one"
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="ray: hospital workers, each with --threads CPUs; default: CPUs / threads"),
+    ] = None,
 ) -> None:
-    """Run a federation in one process (same model, DP, encryption and aggregation code as the services,
-    no HTTP)."""
+    """Run a federation without HTTP (same model, DP, encryption and aggregation code as the services),
+    its hospitals in this process or in parallel through Ray."""
     from fedlora.simulation import SimulationConfig, SimulationError
+    from fedlora.simulation_engines import default_engine
 
     if partition not in ("iid", "mild", "severe", "dirichlet"):
         raise typer.BadParameter(f"partition must be iid, mild, severe or dirichlet, got {partition!r}")
@@ -363,6 +399,9 @@ def simulate_command(
         raise typer.BadParameter(f"strategy must be ffa, fedit, fedrot or clair, got {strategy!r}")
     if contamination not in ("flip", "random"):
         raise typer.BadParameter(f"contamination must be flip or random, got {contamination!r}")
+    if engine not in ("auto", "process", "ray"):
+        raise typer.BadParameter(f"engine must be auto, process or ray, got {engine!r}")
+    chosen = default_engine(hospitals, ray_address=ray_address) if engine == "auto" else engine
     try:
         config = SimulationConfig(
             task=task,
@@ -378,7 +417,7 @@ def simulate_command(
             masking=masking,
             rank=rank,
             max_train_examples=max_train_examples,
-            threads=threads,
+            threads=threads or (1 if chosen == "ray" else 2),
             seed=seed,
             out_dir=out,
             strategy=strategy,  # type: ignore[arg-type]
@@ -389,12 +428,14 @@ def simulate_command(
             contamination=contamination,  # type: ignore[arg-type]
             contamination_scale=contamination_scale,
             insecure_reproducible=insecure_reproducible,
+            engine=chosen,  # type: ignore[arg-type]
+            ray_address=ray_address if chosen == "ray" else None,
+            workers=workers if chosen == "ray" else None,
         )
     except SimulationError as e:
         raise typer.BadParameter(str(e)) from e
-    _run_simulation(
-        config, title=f"{hospitals} hospitals, {edges} edges, {strategy}, {scheme}, {task} ({partition})"
-    )
+    title = f"{hospitals} hospitals, {edges} edges, {strategy}, {scheme}, {task} ({partition}), {chosen}"
+    _run_simulation(config, title=title)
 
 
 @app.command("demo")
@@ -707,9 +748,26 @@ def experiment(
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="a tiny configuration (a smoke test)")] = False,
     list_: Annotated[bool, typer.Option("--list", help="list the experiments and exit")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(help="where each federation's hospitals train: process (in turn) or ray (in parallel)"),
+    ] = "process",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAY_ADDRESS", help="ray: a cluster (host:port or ray://host:port); default a local one"
+        ),
+    ] = None,
 ) -> None:
     """Run a named experiment (tables, CSV, plots, config and models in its results folder)."""
-    from fedlora.experiments import EXPERIMENTS, UnknownExperimentError, get_experiment
+    from fedlora.experiments import (
+        EXPERIMENTS,
+        Engine,
+        ExperimentEngineError,
+        UnknownExperimentError,
+        get_experiment,
+    )
+    from fedlora.simulation_engines import EngineError
 
     if list_:
         table = Table(title="experiments")
@@ -727,6 +785,9 @@ def experiment(
     except UnknownExperimentError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
+    if engine not in ("process", "ray"):
+        raise typer.BadParameter(f"engine must be process or ray, got {engine!r}")
+    chosen = Engine(engine, ray_address if engine == "ray" else None)  # type: ignore[arg-type]
     import logging
     import sys
 
@@ -751,7 +812,10 @@ def experiment(
     folder = out if out is not None else Path("runs/experiments") / (f"{name}-quick" if quick else name)
     try:
         with logging_redirect_tqdm(loggers=[logger]):
-            results = spec.run(folder, quick=quick)
+            results = spec.run(folder, quick=quick, engine=chosen)
+    except (EngineError, ExperimentEngineError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

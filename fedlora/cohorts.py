@@ -1,13 +1,15 @@
 """One edge's masking cohort in one process: the simulation's hospitals and edge, with the protocol's own
 `MaskingClient`s, routing and correction (`protocol.secagg`) and real Ed25519 identities, without HTTP.
 
-The hospitals join before they train (as the agent does): `seal_for(name)` then masks and encrypts that
-hospital's contribution; `correction(survivors)` is what the edge forwards beside the survivors' sum.
+The hospitals join before they train (as the agent does): `seal_for(name, ...)` then gives what masks and
+encrypts that hospital's contribution; `correction(survivors)` is what the edge forwards beside the
+survivors' sum.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,26 @@ from protocol.secagg import (
     residue_bytes,
     route,
 )
+from protocol.secagg.cohort import reduce
 from services.identity import SigningKey, verifier
+
+
+@dataclass(frozen=True)
+class MaskedSeal:
+    """One member's masked encryption (the `encrypt` of `client_agent.update.seal`). It holds the member's
+    masks for one round and no key, so it pickles to a simulation worker in another process: masking adds
+    them in `Z_(2^bits)`, which is what `MaskingClient.mask` adds to its values."""
+
+    mask: np.ndarray
+    bits: int
+
+    def __call__(self, scheme: HEScheme[Any], values: np.ndarray) -> bytes:
+        if scheme.ring_bits != self.bits:
+            raise ValueError(
+                f"the masks are in a ring of {self.bits} bits, the scheme's has {scheme.ring_bits}"
+            )
+        masked = reduce(scheme.residues(values) + self.mask, self.bits)
+        return scheme.serialize(scheme.encrypt_residues(masked))
 
 
 class InProcessCohort:
@@ -45,16 +66,11 @@ class InProcessCohort:
             self._cohort, [c.share(self._cohort.roster) for c in self._clients.values()]
         )
 
-    def seal_for(self, member: str) -> Callable[[HEScheme[Any], np.ndarray], bytes]:
-        """How `member` encrypts: its values in the scheme's ring, masked, encrypted, serialised."""
-
-        def seal(scheme: HEScheme[Any], values: np.ndarray) -> bytes:
-            bits = scheme.ring_bits
-            assert bits is not None, "masking needs a scheme with an exact ring"
-            masked = self._clients[member].mask(self._inboxes[member], scheme.residues(values), bits=bits)
-            return scheme.serialize(scheme.encrypt_residues(masked))
-
-        return seal
+    def seal_for(self, member: str, *, bits: int, length: int) -> MaskedSeal:
+        """How `member` encrypts a contribution of `length` values in a ring of `bits` bits: its masks, drawn
+        now (the member's `MaskingClient.mask` of zeros), added to the values in the scheme's ring."""
+        zeros = np.zeros(length, dtype=np.uint64)
+        return MaskedSeal(self._clients[member].mask(self._inboxes[member], zeros, bits=bits), bits)
 
     def correction(self, survivors: Sequence[str], *, bits: int, length: int) -> bytes:
         """The survivors sign their list, answer the unmask request, and the edge computes the correction."""

@@ -40,35 +40,36 @@ from client_agent.deid import Deidentifier
 from client_agent.export import export_adapter
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.releases import COUNT_ENTRY, noisy_count
-from client_agent.train import (
-    DPSettings,
-    Features,
-    LocalConfig,
-    LocalResult,
-    PrivacyHistory,
-    encode,
-    evaluate,
-)
-from client_agent.update import Sealed, contribution, seal
+from client_agent.train import DPSettings, Features, PrivacyHistory, encode, evaluate
 from cloud_server.plans import planned_share
 from cloud_server.privacy import Ledger
 from fedlora import specs
 from fedlora.cohorts import InProcessCohort
 from fedlora.seeded_sampler import SeededSampler
+from fedlora.simulation_engines import (
+    EngineName,
+    HospitalEngine,
+    InProcessEngine,
+    RayEngine,
+    check_ray,
+)
+from fedlora.simulation_hospitals import (
+    WEIGHT,
+    HospitalJob,
+    HospitalOutcome,
+    HospitalRound,
+    HospitalSettings,
+    HospitalSite,
+)
 from fedlora.simulation_rounds import (
     CentralNoise,
     ClosedRound,
     Contamination,
     EdgeSums,
     close_round,
-    contaminate,
     contaminated_hospitals,
     factor_mismatch,
-    flipped,
     frozen_factors,
-    local_update,
-    share_sampler,
-    training_seed,
 )
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
 from protocol.crypto.params import HEKind, PlainParams
@@ -84,7 +85,6 @@ Partitioning = Literal["iid", "mild", "severe", "dirichlet"]
 StrategyName = Literal["ffa", "fedit", "fedrot", "clair"]
 # The cloud draws each round's noise from (seed, round, this): a stream no hospital's training uses.
 NOISE_STREAM = 0x401CE
-WEIGHT = 1.0  # every hospital's weight: uniform weights keep the client-level sensitivity at `C`
 
 
 class SimulationError(ValueError):
@@ -143,8 +143,25 @@ class SimulationConfig:
     #: instead of the operating system's entropy, so anyone who knows the seed can subtract the noise. The services have
     #: no such switch.
     insecure_reproducible: bool = False
+    #: Where the hospitals run: one after another in this process, or in parallel in Ray workers
+    #: (`fedlora.simulation_engines`); the same seed gives the same global vector either way.
+    engine: EngineName = "process"
+    #: ray only: the cluster's address (host:port, ray://host:port or auto); None: RAY_ADDRESS if set,
+    #: else a Ray instance started on this machine for the run.
+    ray_address: str | None = None
+    #: ray only: how many workers share the hospitals; None: the cluster's CPUs over `threads`.
+    workers: int | None = None
 
     def __post_init__(self) -> None:
+        if self.engine not in ("process", "ray"):
+            raise SimulationError(f"engine must be 'process' or 'ray', got {self.engine!r}")
+        if self.engine != "ray" and (self.ray_address is not None or self.workers is not None):
+            raise SimulationError(
+                f"ray_address {self.ray_address!r} and workers {self.workers!r} need engine 'ray', "
+                f"got {self.engine!r}"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise SimulationError(f"workers must be at least 1, got {self.workers}")
         if self.hospitals < 1:
             raise SimulationError(f"hospitals must be at least 1, got {self.hospitals}")
         if not 1 <= self.edges <= self.hospitals:
@@ -166,20 +183,6 @@ class SimulationConfig:
         # The strategy, scheme and noise must make a federation the services would accept (the label count
         # only sizes the head, so any will do here).
         federation_spec(self, num_labels=2)
-
-
-@dataclass
-class HospitalRound:
-    hospital: str
-    edge: str
-    examples: int
-    accuracy_local: float
-    epsilon: float | None
-    upload_bytes: int
-    seconds: float
-    encrypt_s: float = 0.0
-    contaminated: bool = False
-    delta_norm: float = 0.0  # L2 norm of what the hospital uploaded, before encryption
 
 
 @dataclass
@@ -293,6 +296,8 @@ def simulate(
     progress: bool = False,
 ) -> SimulationReport:
     """Run the federation; `on_global(round, vector)` sees the global adapter after each round."""
+    if config.engine == "ray":
+        check_ray(config.ray_address)
     torch.set_num_threads(config.threads)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     if config.insecure_reproducible:
@@ -344,36 +349,55 @@ def simulate(
         strategy=config.strategy,
         contaminated=list(run.contaminated),
     )
-    for round_ in range(config.rounds):
-        started = time.perf_counter()
-        round_report, global_vector = run.round(round_, global_vector, on_hospital=on_hospital)
-        model.load_global(global_vector)
-        round_report.loss, round_report.accuracy = evaluate(model, test_features)
-        round_report.seconds = time.perf_counter() - started
-        log.info(
-            "round closed",
-            extra={
-                "round": round_,
-                "data": {
-                    "accuracy": round_report.accuracy,
-                    "mismatch": round_report.mismatch,
-                    "central_epsilon": round_report.central_epsilon,
-                    "flagged": round_report.flagged_hospitals,
-                },
-            },
-        )
-        report.rounds.append(round_report)
-        report.accuracy_after = round_report.accuracy
-        report.central_epsilon = round_report.central_epsilon
-        if on_global is not None:
-            on_global(round_, global_vector.copy())
-        if on_round is not None:
-            on_round(round_report)
+    engine = run.engine()
+    try:
+        for round_ in range(config.rounds):
+            global_vector = _round(run, engine, report, round_, global_vector, test_features, on_hospital)
+            if on_global is not None:
+                on_global(round_, global_vector.copy())
+            if on_round is not None:
+                on_round(report.rounds[-1])
+    finally:
+        engine.close()
 
     adapter_dir = export_adapter(model, global_vector, config.out_dir / "adapter", base_model=spec.base_model)
     report.adapter_dir = str(adapter_dir)
     (config.out_dir / "report.json").write_text(report.to_json())
     return report
+
+
+def _round(
+    run: _Run,
+    engine: HospitalEngine,
+    report: SimulationReport,
+    round_: int,
+    global_vector: np.ndarray,
+    test_features: Features,
+    on_hospital: Callable[[int, HospitalRound], None] | None,
+) -> np.ndarray:
+    """One round, evaluated on the test set and appended to `report`; the next global vector."""
+    started = time.perf_counter()
+    round_report, global_vector = run.round(round_, global_vector, engine, on_hospital=on_hospital)
+    model = run.model
+    model.load_global(global_vector)
+    round_report.loss, round_report.accuracy = evaluate(model, test_features)
+    round_report.seconds = time.perf_counter() - started
+    log.info(
+        "round closed",
+        extra={
+            "round": round_,
+            "data": {
+                "accuracy": round_report.accuracy,
+                "mismatch": round_report.mismatch,
+                "central_epsilon": round_report.central_epsilon,
+                "flagged": round_report.flagged_hospitals,
+            },
+        },
+    )
+    report.rounds.append(round_report)
+    report.accuracy_after = round_report.accuracy
+    report.central_epsilon = round_report.central_epsilon
+    return global_vector
 
 
 # The frozen prefix's outputs of the last few data sets encoded in this process: an experiment runs many
@@ -472,64 +496,118 @@ class _Run:
             if config.epsilon is not None
             else None
         )
+        self.hospital_settings = HospitalSettings(
+            spec=spec,
+            public_key=self.cloud_scheme.public_bytes(),
+            num_labels=num_labels,
+            model_path=config.model_path,
+            rank=config.rank,
+            steps=config.steps,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            threads=config.threads,
+            clip_norm=config.clip_norm,
+            held=self.held,
+            dp=self.dp,
+            contamination=config.contamination,
+            contamination_scale=config.contamination_scale,
+            seed=config.seed,
+            insecure_reproducible=config.insecure_reproducible,
+            progress=progress,
+        )
+
+    def engine(self) -> HospitalEngine:
+        """Where this run's hospitals train: this process (on the run's own model and scheme) or Ray."""
+        if self.config.engine == "ray":
+            return RayEngine(
+                self.hospital_settings,
+                self.features,
+                address=self.config.ray_address,
+                workers=self.config.workers,
+            )
+        site = HospitalSite(
+            self.hospital_settings,
+            self.model,
+            dict(enumerate(self.features)),
+            scheme=self.public_scheme,
+            strategy=self.strategy,
+        )
+        return InProcessEngine(site)
+
+    def jobs(
+        self, round_: int, share: NoiseShare | None
+    ) -> tuple[list[HospitalJob], dict[str, InProcessCohort]]:
+        """Every hospital's part of round `round_` and the round's masking cohorts by edge: a masking
+        federation's cohorts join, and its hospitals draw their masks, before anyone trains."""
+        cohorts = self._cohorts(round_)
+        bits = self.public_scheme.ring_bits
+        jobs = []
+        for index, name in enumerate(self.names):
+            edge = self._edge_of(index)
+            cohort = cohorts.get(edge)
+            jobs.append(
+                HospitalJob(
+                    round_=round_,
+                    index=index,
+                    name=name,
+                    edge=edge,
+                    public_examples=self.public[name],
+                    history=self.histories[name],
+                    share=share,
+                    contaminated=name in self.contaminated,
+                    encrypt=cohort.seal_for(name, bits=bits, length=self.layout.size)
+                    if cohort is not None and bits is not None
+                    else None,
+                )
+            )
+        return jobs, cohorts
 
     def round(
         self,
         round_: int,
         global_vector: np.ndarray,
+        engine: HospitalEngine,
         *,
         on_hospital: Callable[[int, HospitalRound], None] | None = None,
     ) -> tuple[RoundReport, np.ndarray]:
-        """Every hospital trains and uploads, the edges add, the cloud closes: the round's report (without
-        the test figures) and the next global vector."""
+        """Every hospital trains and uploads (on `engine`), the edges add, the cloud closes: the round's
+        report (without the test figures) and the next global vector."""
         edges = EdgeSums(self.public_scheme, self.layout.size)
         plain = self.plain_scheme
         plain_edges = EdgeSums(plain, self.layout.size) if plain is not None else None
         contributions: list[Contribution] = []
         per_edge: dict[str, list[Contribution]] = {}
         uploaded: list[np.ndarray] = []  # each hospital's adapter as it enters the sum
-        rows: list[HospitalRound] = []
         # Every hospital is in every round's plan; round `round_` is the `round_`-th to close.
         share = planned_share(self.spec, rounds_closed=round_, clients=len(self.names))
-        cohorts = self._cohorts(round_)
-        for index, name in enumerate(self.names):
-            started = time.perf_counter()
-            edge = self._edge_of(index)
-            cohort = cohorts.get(edge)
-            result, upload = self._hospital(
-                round_, index, global_vector, share, encrypt=cohort.seal_for(name) if cohort else None
-            )
-            edges.add(edge, upload.ciphertext, WEIGHT)
+        jobs, cohorts = self.jobs(round_, share)
+        outcomes: dict[int, HospitalOutcome] = {}
+        for outcome in engine.run(jobs, global_vector):
+            outcomes[outcome.index] = outcome
+            if on_hospital is not None:
+                on_hospital(round_, outcome.row)
+        # The edges add the uploads in the hospitals' order, whatever order they finished in.
+        rows = [outcomes[index].row for index in range(len(jobs))]
+        for job in jobs:
+            outcome = outcomes[job.index]
+            upload = outcome.sealed
+            self.histories[job.name] = outcome.history
+            edges.add(job.edge, upload.ciphertext, WEIGHT)
             if plain_edges is not None and plain is not None:
-                plain_edges.add(edge, plain.serialize(plain.encrypt(upload.contribution)), WEIGHT)
+                plain_edges.add(job.edge, plain.serialize(plain.encrypt(upload.contribution)), WEIGHT)
             uploaded.append(global_vector.astype(np.float64) + upload.contribution)
             contribution = Contribution(
-                client_id=name,
+                client_id=job.name,
                 weight=WEIGHT,
-                num_examples=self.public[name],
+                num_examples=job.public_examples,
                 rank=self.config.rank,
-                nonce=f"{round_:016x}{index:016x}",
+                nonce=f"{round_:016x}{job.index:016x}",
                 ciphertext_sha256=hashlib.sha256(upload.ciphertext).hexdigest(),
-                local_epsilon=result.epsilon,
+                local_epsilon=outcome.row.epsilon,
                 noise_share_std=share.std if share is not None else None,
             )
             contributions.append(contribution)
-            per_edge.setdefault(edge, []).append(contribution)
-            row = HospitalRound(
-                name,
-                edge,
-                result.num_examples,
-                result.accuracy_after,
-                result.epsilon,
-                len(upload.ciphertext),
-                time.perf_counter() - started,
-                encrypt_s=upload.encrypt_s,
-                contaminated=name in self.contaminated,
-                delta_norm=float(np.linalg.norm(upload.contribution)),
-            )
-            rows.append(row)
-            if on_hospital is not None:
-                on_hospital(round_, row)
+            per_edge.setdefault(job.edge, []).append(contribution)
 
         frozen_a = None if self.layout.trains_a else frozen_factors(self.model)
         mismatch = factor_mismatch(self.layout, uploaded, rank=self.config.rank, frozen_a=frozen_a)
@@ -624,63 +702,3 @@ class _Run:
             )
             for edge, names in members.items()
         }
-
-    def _hospital(
-        self,
-        round_: int,
-        index: int,
-        global_vector: np.ndarray,
-        share: NoiseShare | None,
-        *,
-        encrypt: Callable[[HEScheme[Any], np.ndarray], bytes] | None = None,
-    ) -> tuple[LocalResult, Sealed]:
-        """Hospital `index` trains from `global_vector` and seals its delta as the agent does (`share`: its
-        noise share, when the round asks for distributed DP; `encrypt`: its masking cohort's, if any)."""
-        config, name = self.config, self.names[index]
-        own = self.features[index]
-        bad = name in self.contaminated
-        if bad and config.contamination == "flip":
-            own = flipped(own, num_labels=self.num_labels)
-        public = self.public[name]
-        local = LocalConfig(
-            steps=config.steps,
-            batch_size=min(config.batch_size, public),
-            learning_rate=config.learning_rate,
-            insecure_seed=training_seed(config.seed, round_=round_, hospital=index)
-            if config.insecure_reproducible
-            else None,
-            threads=config.threads,
-            progress=self.progress,
-            dp=self.dp,
-        )
-        result = local_update(
-            self.model,
-            own,
-            global_vector=global_vector,
-            config=local,
-            history=self.histories[name],
-            strategy=self.strategy,
-            round_=round_,
-            public_examples=public,
-        )
-        delta = result.delta
-        if bad:
-            rng = np.random.default_rng([config.seed, round_, index])
-            delta = contaminate(delta, config.contamination, scale=config.contamination_scale, rng=rng)
-        # The agent's `make_update` with the plan the cloud would send this federation (uniform weights).
-        share_draws = (
-            share_sampler(config.seed, round_=round_, hospital=index)
-            if config.insecure_reproducible
-            else None
-        )
-        values = contribution(
-            self.public_scheme,
-            delta,
-            weight=WEIGHT,
-            clip_norm=config.clip_norm,
-            share=share,
-            sampler=share_draws,
-            held=self.held,
-        )
-        self.public_scheme.precompute(len(values))  # as a hospital could while it trains: not encryption time
-        return result, seal(self.public_scheme, values, encrypt=encrypt)

@@ -6,14 +6,33 @@ experiment module when called, so listing the registry imports neither torch nor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from fedlora.simulation_engines import EngineName
+
+if TYPE_CHECKING:
+    from fedlora.experiments.sim_runs import SimSettings
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where an experiment's simulated federations run their hospitals (`fedlora.simulation_engines`):
+    the results are the same either way, so config.json records it beside the settings."""
+
+    name: EngineName = "process"
+    ray_address: str | None = None
+
+
+class ExperimentEngineError(ValueError):
+    """The experiment cannot run its hospitals on the engine asked for."""
 
 
 class ExperimentRun(Protocol):
-    def __call__(self, out_dir: Path, *, quick: bool) -> Path:
-        """Run the experiment into ``out_dir`` (a tiny configuration if ``quick``); return its results.md."""
+    def __call__(self, out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
+        """Run the experiment into ``out_dir`` (a tiny configuration if ``quick``, its federations' hospitals
+        on ``engine``); return its results.md."""
         ...
 
 
@@ -32,9 +51,18 @@ class UnknownExperimentError(KeyError):
         return f"unknown experiment {self.name!r}; known: {', '.join(sorted(EXPERIMENTS))}"
 
 
-def _vit_baseline(out_dir: Path, *, quick: bool) -> Path:
+def on_engine(settings: SimSettings, engine: Engine) -> SimSettings:
+    return replace(settings, engine=engine.name, ray_address=engine.ray_address)
+
+
+def _vit_baseline(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
     from fedlora.experiments.vit_baseline import ViTBaselineConfig, run_vit_baseline
 
+    if engine.name != "process":
+        raise ExperimentEngineError(
+            f"vit-baseline trains its own small federation in one process; engine {engine.name!r} applies "
+            "to the experiments built on `fedlora simulate`"
+        )
     config = ViTBaselineConfig.quick() if quick else ViTBaselineConfig()
     return run_vit_baseline(config, out_dir).files["markdown"]
 
@@ -42,34 +70,41 @@ def _vit_baseline(out_dir: Path, *, quick: bool) -> Path:
 def _paper_table(name: Literal["privacy", "heterogeneity", "rank", "alpha"]) -> ExperimentRun:
     """One of the FFA-LoRA paper's tables as simulated federations (`fedlora.experiments.paper_tables`)."""
 
-    def run(out_dir: Path, *, quick: bool) -> Path:
+    def run(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
         from fedlora.experiments.paper_tables import TableConfig, run_table
 
         config = TableConfig.quick(name) if quick else TableConfig.default(name)
+        config = replace(config, engine=engine.name, ray_address=engine.ray_address)
         return run_table(config, out_dir).files["markdown"]
 
     return run
 
 
-def _secagg(out_dir: Path, *, quick: bool) -> Path:
+def _secagg(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
     from fedlora.experiments.secagg import SecAggConfig, run_secagg
 
     config = SecAggConfig.quick() if quick else SecAggConfig()
-    return run_secagg(config, out_dir).files["markdown"]
+    return run_secagg(replace(config, simulation=on_engine(config.simulation, engine)), out_dir).files[
+        "markdown"
+    ]
 
 
-def _strategies(out_dir: Path, *, quick: bool) -> Path:
+def _strategies(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
     from fedlora.experiments.strategies import StrategiesConfig, run_strategies
 
     config = StrategiesConfig.quick() if quick else StrategiesConfig()
-    return run_strategies(config, out_dir).files["markdown"]
+    return run_strategies(replace(config, simulation=on_engine(config.simulation, engine)), out_dir).files[
+        "markdown"
+    ]
 
 
-def _clair(out_dir: Path, *, quick: bool) -> Path:
+def _clair(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
     from fedlora.experiments.robustness import ClairConfig, run_clair
 
     config = ClairConfig.quick() if quick else ClairConfig()
-    return run_clair(config, out_dir).files["markdown"]
+    return run_clair(replace(config, simulation=on_engine(config.simulation, engine)), out_dir).files[
+        "markdown"
+    ]
 
 
 EXPERIMENTS: dict[str, ExperimentSpec] = {

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from fedlora.simulation import Partitioning, RoundReport, SimulationConfig, simulate
+from fedlora.simulation_engines import EngineName
 
 Experiment = Literal["privacy", "heterogeneity", "rank", "alpha"]
 Method = Literal["ffa", "fedit"]
@@ -107,6 +108,8 @@ class TableConfig:
     threads: int = 1
     deidentify: bool = False
     model_path: str | None = None  # None: all-MiniLM-L6-v2 from its PyPI package
+    engine: EngineName = "process"  # where each federation's hospitals run; the results are the same
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.experiment not in EXPERIMENT_NAMES:
@@ -241,6 +244,8 @@ def simulation_config(
         # An experiment must repeat exactly (its config.json reruns it), so its noise comes from the seed.
         insecure_reproducible=True,
         model_path=Path(config.model_path) if config.model_path is not None else None,
+        engine=config.engine,
+        ray_address=config.ray_address,
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 from fedlora.experiments.sim_report import Row, write_csv
 from fedlora.simulation import Partitioning, SimulationConfig, SimulationReport, simulate
+from fedlora.simulation_engines import EngineName
 
 log = logging.getLogger("fedlora.experiments.sim")
 
@@ -51,6 +52,8 @@ class SimSettings:
     deidentify: bool = True
     model_path: str | None = None  # None: all-MiniLM-L6-v2 from its PyPI package
     layers_to_transform: tuple[int, ...] | None = None  # None: the simulation's default (4 and 5)
+    engine: EngineName = "process"  # where each federation's hospitals run; the results are the same
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("rounds", "steps", "batch_size", "max_train_examples", "max_test_examples", "threads"):

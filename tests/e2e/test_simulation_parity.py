@@ -26,7 +26,7 @@ import pytest
 from client_agent.releases import PublicCounts
 from client_agent.train import Features, LocalResult
 from edge_aggregator.ledger import ForwardStatus
-from fedlora import simulation, simulation_rounds
+from fedlora import simulation_hospitals, simulation_rounds
 from fedlora.simulation import SimulationConfig, federation_spec, hospital_names, simulate
 from fedlora.simulation_rounds import share_sampler, training_seed
 from protocol.crypto import CKKSParams, scheme_from_public
@@ -90,7 +90,7 @@ def _simulated(config: SimulationConfig, monkeypatch: pytest.MonkeyPatch) -> Sim
     norms: list[float] = []
     hooked: dict[int, float] = {}
     raw: list[np.ndarray] = []
-    trained, prepared = simulation_rounds.train_local, simulation.local_update
+    trained, prepared = simulation_rounds.train_local, simulation_hospitals.local_update
 
     def train_noted(*args: object, **kwargs: object) -> LocalResult:
         result = trained(*args, **kwargs)  # type: ignore[arg-type]
@@ -107,7 +107,7 @@ def _simulated(config: SimulationConfig, monkeypatch: pytest.MonkeyPatch) -> Sim
         return result
 
     monkeypatch.setattr(simulation_rounds, "train_local", train_noted)
-    monkeypatch.setattr(simulation, "local_update", prepared_noted)
+    monkeypatch.setattr(simulation_hospitals, "local_update", prepared_noted)
     vectors: list[np.ndarray] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

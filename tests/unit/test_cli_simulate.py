@@ -1,5 +1,7 @@
 """`fedlora simulate` hands its new settings to the simulation, which refuses what the services would."""
 
+import socket
+
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +26,8 @@ def _flat(text: str) -> str:
         (["--contaminated", "9"], "contaminated must lie in [0, hospitals=4]"),
         (["--strategy", "fedavg"], "strategy must be ffa, fedit, fedrot or clair"),
         (["--contamination", "swap"], "contamination must be flip or random"),
+        (["--engine", "dask"], "engine must be auto, process or ray"),
+        (["--engine", "process", "--workers", "2"], "need engine 'ray'"),
     ],
 )
 def test_simulate_refuses_settings_the_services_would_refuse(args, reason):
@@ -31,6 +35,18 @@ def test_simulate_refuses_settings_the_services_would_refuse(args, reason):
 
     assert result.exit_code == 2
     assert reason in _flat(result.output)
+
+
+def test_simulate_names_an_unreachable_ray_address_before_loading_anything(tmp_path):
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+
+    result = CliRunner().invoke(app, ["simulate", "--ray-address", address, "--out", str(tmp_path)])
+
+    assert result.exit_code == 2
+    assert f"ray_address '{address}' is unreachable" in _flat(result.output)
+    assert not any(tmp_path.iterdir())  # refused before the data, the model and the run folder
 
 
 def test_simulate_refuses_masking_without_paillier():

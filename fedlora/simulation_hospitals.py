@@ -1,0 +1,187 @@
+"""A simulated hospital's round, wherever it runs: in the simulation's own process or in a Ray worker.
+
+The simulation's driver decides everything a round's hospital needs from the run (its round, its noisy
+count, its DP history so far, its noise share, its masks) and writes it into a `HospitalJob`; a
+`HospitalSite` (one per process: a model, the public scheme, the strategy, the hospitals' encoded data)
+trains and seals it as the agent does and answers a `HospitalOutcome`. Every seeded draw a job makes is
+derived from (seed, round, hospital index), never from the order the jobs run in, so the one-process path
+and a pool of workers give the same uploads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.train import DPSettings, Features, LocalConfig, PrivacyHistory
+from client_agent.update import Sealed, contribution, seal
+from fedlora.cohorts import MaskedSeal
+from fedlora.simulation_rounds import (
+    Contamination,
+    contaminate,
+    flipped,
+    local_update,
+    share_sampler,
+    training_seed,
+)
+from protocol.crypto import HEScheme, scheme_from_public
+from protocol.messages import FederationSpec, NoiseShare
+from protocol.strategies import AggregationStrategy, strategy_for
+
+WEIGHT = 1.0  # every hospital's weight: uniform weights keep the client-level sensitivity at `C`
+
+
+@dataclass
+class HospitalRound:
+    hospital: str
+    edge: str
+    examples: int
+    accuracy_local: float
+    epsilon: float | None
+    upload_bytes: int
+    seconds: float
+    encrypt_s: float = 0.0
+    contaminated: bool = False
+    delta_norm: float = 0.0  # L2 norm of what the hospital uploaded, before encryption
+
+
+@dataclass(frozen=True)
+class HospitalSettings:
+    """What every hospital of a run trains and seals with (the simulation's config, as far as a hospital
+    sees it): picklable, so that a worker in another process builds its `HospitalSite` from it."""
+
+    spec: FederationSpec
+    public_key: bytes  # the scheme's public material; no hospital ever holds the secret
+    num_labels: int
+    model_path: Path | None  # None: the base model of `default_model_path()` where the site runs
+    rank: int
+    steps: int
+    batch_size: int
+    learning_rate: float
+    threads: int
+    clip_norm: float | None
+    held: np.ndarray | None  # `protocol.reach.planned_hold`: coordinates no hospital uploads
+    dp: DPSettings | None
+    contamination: Contamination
+    contamination_scale: float
+    seed: int
+    insecure_reproducible: bool
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class HospitalJob:
+    """One hospital's part of one round, as the driver decided it."""
+
+    round_: int
+    index: int
+    name: str
+    edge: str
+    public_examples: int
+    history: PrivacyHistory  # its DP-SGD history before this round
+    share: NoiseShare | None
+    contaminated: bool
+    encrypt: MaskedSeal | None  # its masking cohort's seal, if the federation masks
+
+
+@dataclass(frozen=True)
+class HospitalOutcome:
+    index: int
+    row: HospitalRound
+    sealed: Sealed
+    history: PrivacyHistory  # after this round
+
+
+class HospitalSite:
+    """The hospitals' side of one process: a model standing in for every hospital's copy (each round
+    starts with `load_global`), the public scheme, the strategy, and the encoded examples of the
+    hospitals it serves, by index."""
+
+    def __init__(
+        self,
+        settings: HospitalSettings,
+        model: FFAClassifier,
+        features: Mapping[int, Features],
+        *,
+        scheme: HEScheme[Any] | None = None,
+        strategy: AggregationStrategy | None = None,
+    ) -> None:
+        self.settings, self.model, self.features = settings, model, dict(features)
+        self.scheme = scheme or scheme_from_public(settings.spec.he, settings.public_key)
+        self.strategy = strategy or strategy_for(settings.spec)
+
+    @classmethod
+    def build(cls, settings: HospitalSettings, features: Mapping[int, Features]) -> HospitalSite:
+        """A site in a fresh process: its own copy of the base model with the federation's adapter."""
+        model_path = settings.model_path or default_model_path()
+        model = FFAClassifier(
+            load_encoder(model_path), AdapterSpec.from_federation(settings.spec), rank=settings.rank
+        )
+        return cls(settings, model, features)
+
+    def work(self, job: HospitalJob, global_vector: np.ndarray) -> HospitalOutcome:
+        """Hospital `job.index` trains from `global_vector` and seals its delta as the agent does (its noise
+        share when the round asks for distributed DP; its cohort's masks when the federation masks)."""
+        started = time.perf_counter()
+        s = self.settings
+        own = self.features[job.index]
+        if job.contaminated and s.contamination == "flip":
+            own = flipped(own, num_labels=s.num_labels)
+        reproducible = s.insecure_reproducible
+        local = LocalConfig(
+            steps=s.steps,
+            batch_size=min(s.batch_size, job.public_examples),
+            learning_rate=s.learning_rate,
+            insecure_seed=training_seed(s.seed, round_=job.round_, hospital=job.index)
+            if reproducible
+            else None,
+            threads=s.threads,
+            progress=s.progress,
+            dp=s.dp,
+        )
+        history = PrivacyHistory(list(job.history.entries))
+        result = local_update(
+            self.model,
+            own,
+            global_vector=global_vector,
+            config=local,
+            history=history,
+            strategy=self.strategy,
+            round_=job.round_,
+            public_examples=job.public_examples,
+        )
+        delta = result.delta
+        if job.contaminated:
+            rng = np.random.default_rng([s.seed, job.round_, job.index])
+            delta = contaminate(delta, s.contamination, scale=s.contamination_scale, rng=rng)
+        # The agent's `make_update` with the plan the cloud would send this federation (uniform weights).
+        values = contribution(
+            self.scheme,
+            delta,
+            weight=WEIGHT,
+            clip_norm=s.clip_norm,
+            share=job.share,
+            sampler=share_sampler(s.seed, round_=job.round_, hospital=job.index) if reproducible else None,
+            held=s.held,
+        )
+        self.scheme.precompute(len(values))  # as a hospital could while it trains: not encryption time
+        sealed = seal(self.scheme, values, encrypt=job.encrypt)
+        row = HospitalRound(
+            job.name,
+            job.edge,
+            result.num_examples,
+            result.accuracy_after,
+            result.epsilon,
+            len(sealed.ciphertext),
+            time.perf_counter() - started,
+            encrypt_s=sealed.encrypt_s,
+            contaminated=job.contaminated,
+            delta_norm=float(np.linalg.norm(sealed.contribution)),
+        )
+        return HospitalOutcome(job.index, row, sealed, history)
