@@ -429,8 +429,8 @@ def simulate_command(
             contamination_scale=contamination_scale,
             insecure_reproducible=insecure_reproducible,
             engine=chosen,  # type: ignore[arg-type]
-            ray_address=ray_address if chosen == "ray" else None,
-            workers=workers if chosen == "ray" else None,
+            ray_address=ray_address if chosen == "ray" else None,  # RAY_ADDRESS may be set for other runs
+            workers=workers,
         )
     except SimulationError as e:
         raise typer.BadParameter(str(e)) from e

@@ -1,4 +1,4 @@
-"""A whole federation in one process: hospitals train, encrypt and upload; edges add; the cloud decrypts the sum.
+"""A whole federation without HTTP: hospitals train, encrypt and upload; edges add; the cloud decrypts the sum.
 
 This is a launcher, like the CLI: the one layer allowed to know every tier. It runs the same code paths as
 the services (the model, DP-SGD and FedRot's alignment from `client_agent`, `HEScheme` from
@@ -11,6 +11,8 @@ without HTTP, so that experiments and the demo are fast and reproducible:
    factors toward the global ones, as the agent does) and seals its delta with the agent's own
    `client_agent.update` (`contribution`, then `seal`): clipped to `C` when one is set, uniformly weighted,
    its share of the round's noise added under distributed DP, encrypted; `contaminated` hospitals flip their labels or send noise;
+   the hospitals run one after another in this process or in parallel in Ray workers
+   (`fedlora.simulation_engines`, `SimulationConfig.engine`), with the same results for the same seed;
 3. each edge reads and adds it into one running sum with the edge's own `edge_aggregator.fold`, holding no
    secret;
 4. the cloud closes the round as `cloud_server.closing` does: the round's noise (`round_noise`), the
