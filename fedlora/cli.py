@@ -233,6 +233,14 @@ def train_local(
         console.print(f"report written to {report}")
 
 
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="RAY_ADDRESS", help="ray: a cluster (host:port or ray://host:port); default a local one"
+    ),
+]
+
+
 def _run_simulation(config: object, *, title: str) -> None:
     import warnings
 
@@ -375,12 +383,7 @@ def simulate_command(
             "or auto (ray above 16 hospitals or with a Ray address, else process)"
         ),
     ] = "auto",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            envvar="RAY_ADDRESS", help="a Ray cluster (host:port or ray://host:port); default: a local one"
-        ),
-    ] = None,
+    ray_address: RayAddressOption = None,
     workers: Annotated[
         int | None,
         typer.Option(help="ray: hospital workers, each with --threads CPUs; default: CPUs / threads"),
@@ -752,12 +755,7 @@ def experiment(
         str,
         typer.Option(help="where each federation's hospitals train: process (in turn) or ray (in parallel)"),
     ] = "process",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            envvar="RAY_ADDRESS", help="ray: a cluster (host:port or ray://host:port); default a local one"
-        ),
-    ] = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Run a named experiment (tables, CSV, plots, config and models in its results folder)."""
     from fedlora.experiments import (

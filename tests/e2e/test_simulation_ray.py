@@ -20,6 +20,7 @@ import pytest
 
 from fedlora.simulation import SimulationConfig, SimulationReport, simulate
 from fedlora.simulation_engines import RayNotInstalledError, RayUnreachableError
+from tests.e2e.test_simulation_parity import _config as parity_config
 
 ray = pytest.importorskip("ray")
 
@@ -32,32 +33,9 @@ def ray_session():
 
 
 def _config(tmp_path: Path, model_dir: Path, **overrides: object) -> SimulationConfig:
-    values: dict[str, object] = {
-        "hospitals": 4,
-        "edges": 2,
-        "partition": "iid",
-        "rounds": 2,
-        "steps": 4,
-        "batch_size": 16,
-        "max_train_examples": 240,
-        "max_test_examples": 32,
-        "epsilon": None,
-        "scheme": "paillier",
-        "masking": True,
-        "central_noise": 0.5,
-        "clip_norm": 0.05,
-        "distributed_noise": True,
-        "target_modules": ("query", "value"),
-        "layers_to_transform": (1,),
-        "rank": 2,
-        "threads": 1,
-        "deidentify": False,
-        "model_path": model_dir,
-        "out_dir": tmp_path,
-        "seed": 5,
-        "insecure_reproducible": True,
-    }
-    return SimulationConfig(**(values | overrides))  # type: ignore[arg-type]
+    """The parity test's federation, on packed Paillier with masking and distributed noise."""
+    secure = {"scheme": "paillier", "masking": True, "central_noise": 0.5, "distributed_noise": True}
+    return parity_config(tmp_path, model_dir, **(secure | overrides))
 
 
 def _run(config: SimulationConfig) -> tuple[SimulationReport, list[np.ndarray], list[tuple[int, str]]]:
