@@ -71,17 +71,24 @@ class InProcessEngine:
 def default_engine(hospitals: int, *, ray_address: str | None) -> EngineName:
     """`fedlora simulate`'s engine when none is named: Ray when a cluster is named (`ray_address` or
     RAY_ADDRESS) or above `RAY_FROM_HOSPITALS` hospitals, else this process."""
-    if ray_address or os.environ.get("RAY_ADDRESS") or hospitals > RAY_FROM_HOSPITALS:
+    if cluster_address(ray_address) is not None or hospitals > RAY_FROM_HOSPITALS:
         return "ray"
     return "process"
 
 
-def check_ray(address: str | None) -> None:
-    """Fail before a run's data and model load when Ray is missing or the named cluster does not answer."""
-    import_ray()
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target:
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster a run names: `address`, else RAY_ADDRESS; None: a new instance on this machine."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_ray(address: str | None) -> ModuleType:
+    """Ray, once it is installed and the cluster the run names answers: the simulation calls it before its
+    data and model load, so that either failure comes first."""
+    ray = import_ray()
+    target = cluster_address(address)
+    if target is not None:
         probe(target)
+    return ray
 
 
 def import_ray() -> ModuleType:
@@ -116,9 +123,10 @@ class RayEngine:
     hospital's data travels once, when the pool starts, and only its job and the global vector each round.
 
     Each actor asks Ray for `threads` CPUs (Ray sets its OMP_NUM_THREADS to that) and sets torch's threads
-    to that, so the pool never asks more of a machine than it has. A Ray session already open in this process (a test module's, an
-    experiment's) is used and left open; otherwise the engine opens one (on the cluster at `address`, or
-    on this machine) and closes it.
+    to that, so the pool never asks more of a machine than it has; by default there are as many workers as
+    the cluster's CPUs hold. A named cluster (`address`, else RAY_ADDRESS) must answer first. A Ray session
+    already open in this process (a test module's, a notebook's) is used and left open; otherwise the
+    engine opens one (on the named cluster, or a new one on this machine) and closes it.
     """
 
     def __init__(
@@ -129,17 +137,19 @@ class RayEngine:
         address: str | None = None,
         workers: int | None = None,
     ) -> None:
-        ray = import_ray()
-        self._ray = ray
-        target = address or os.environ.get("RAY_ADDRESS") or None
-        if target is not None:
-            probe(target)
+        ray = self._ray = check_ray(address)
         self._owns_session = not ray.is_initialized()
         if self._owns_session:
-            _connect(ray, target)
+            _connect(ray, cluster_address(address))
         threads = settings.threads
-        count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
-        count = min(count, len(features))
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if workers is not None and workers * threads > cpus:
+            # Ray would hold the actors it cannot place until CPUs appear: on a fixed cluster, forever.
+            raise EngineError(
+                f"workers {workers} of {threads} thread(s) each need {workers * threads} CPUs; "
+                f"the Ray cluster has {cpus}"
+            )
+        count = min(workers or max(1, cpus // threads), len(features))
         actor = ray.remote(num_cpus=threads)(_HospitalWorker)
         self._workers = [
             actor.remote(settings, {i: f for i, f in enumerate(features) if i % count == w})

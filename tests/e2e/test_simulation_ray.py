@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fedlora.simulation import SimulationConfig, SimulationReport, simulate
-from fedlora.simulation_engines import RayNotInstalledError, RayUnreachableError
+from fedlora.simulation_engines import EngineError, RayNotInstalledError, RayUnreachableError
 from tests.e2e.test_simulation_parity import _config as parity_config
 
 ray = pytest.importorskip("ray")
@@ -112,4 +112,12 @@ def test_without_ray_installed_the_ray_engine_says_how_to_install_it(
     config = _config(tmp_path, tiny_model_dir, engine="ray")
 
     with pytest.raises(RayNotInstalledError, match=r"pip install 'ray"):
+        simulate(config)
+
+
+def test_more_workers_than_the_cluster_has_cpus_for_are_refused(ray_session, tiny_model_dir, tmp_path):
+    # Ray would hold the third actor until a CPU appears, which on this session's two never happens.
+    config = _config(tmp_path, tiny_model_dir, engine="ray", workers=3)
+
+    with pytest.raises(EngineError, match="workers 3 of 1 thread"):
         simulate(config)
