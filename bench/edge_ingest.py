@@ -37,6 +37,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from edge_load_world import (
+    EDGE_ID,
     FID,
     World,
     enrol_hospitals,
@@ -171,7 +172,8 @@ async def one_size(folder: Path, values: int, *, one: int, many: int, connection
     )
     try:
         hospitals = await enrol_hospitals(world, one + many, concurrency=8)
-        info, plan = await start_round(world)
+        info, whole_plan = await start_round(world)
+        plan = whole_plan.view(EDGE_ID)
         public = (await world.admin.get(f"/federations/{FID}/public-context")).content
         scheme = scheme_from_public(info.spec.he, public)
         rng = np.random.default_rng(0)

@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,15 +43,19 @@ import httpx
 import numpy as np
 from edge_load_world import (
     CHEAPEST_CKKS,
+    EDGE_ID,
     FID,
     KINDS,
     MAX_BODY_BYTES,
     ONE_HOT,
     Hospital,
+    Memory,
     World,
+    adapter_vector,
     encrypt_uploads,
     enrol_hospitals,
     load_spec,
+    round_outcome,
     rss_bytes,
     signed_upload,
     start_round,
@@ -63,7 +65,6 @@ from rich.console import Console
 from rich.table import Table
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-from fedlora.launcher import wait_until
 from protocol.messages import RoundPlan, RoundStatus
 from services.identity import SigningKey
 
@@ -192,21 +193,6 @@ def probes(
     return jobs
 
 
-@dataclass
-class Memory:
-    """Peak resident memory of the edge process, and of the restarted one after it, sampled every 20 ms."""
-
-    peak: dict[int, int] = field(default_factory=dict)  # pid -> bytes
-
-    async def sample(self, pid: Callable[[], int], stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            current = pid()
-            if (rss := rss_bytes(current)) is not None:
-                self.peak[current] = max(self.peak.get(current, 0), rss)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.02)
-
-
 async def run_load(
     world: World,
     jobs: list[Job],
@@ -273,19 +259,6 @@ async def run_load(
     return tally, tally.last_ack_at - began, down_s
 
 
-async def round_outcome(world: World, *, timeout_s: float) -> RoundStatus:
-    async def ended() -> RoundStatus | None:
-        response = await world.admin.get(f"/federations/{FID}/rounds/0")
-        if response.status_code != 200:
-            return None
-        status = RoundStatus.model_validate_json(response.content)
-        return status if status.state.value in ("closed", "failed") else None
-
-    return await wait_until(
-        ended, timeout_s=timeout_s, what="round 0 to end", cluster=world.cluster, interval_s=0.5
-    )
-
-
 async def audit(world: World, status: RoundStatus, tally: Tally, hospitals: list[Hospital]) -> dict[str, Any]:
     """Compare what the edge acknowledged with what reached the cloud: the hospitals the cloud counted for
     the round (from the edge's manifest) and, per kind, the round's decrypted mean times their number."""
@@ -295,8 +268,8 @@ async def audit(world: World, status: RoundStatus, tally: Tally, hospitals: list
     counted_by_manifest = np.bincount([kind_of[c] for c in in_manifest], minlength=KINDS)
     decrypted = np.zeros(KINDS)
     if status.state.value == "closed" and status.adapter_version_out is not None:
-        before = await _adapter(world, status.adapter_version_in)
-        after = await _adapter(world, status.adapter_version_out)
+        before = await adapter_vector(world, status.adapter_version_in)
+        after = await adapter_vector(world, status.adapter_version_out)
         decrypted = (after - before)[:KINDS].astype(np.float64) * status.clients_contributed / ONE_HOT
     in_sum = np.rint(decrypted).astype(int)
     acknowledged = set(tally.acknowledged)
@@ -315,12 +288,6 @@ async def audit(world: World, status: RoundStatus, tally: Tally, hospitals: list
     }
 
 
-async def _adapter(world: World, version: int) -> np.ndarray:
-    response = await world.admin.get(f"/federations/{FID}/adapters/{version}/vector")
-    response.raise_for_status()
-    return np.frombuffer(response.content, dtype="<f4")
-
-
 def percentile_ms(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else float("nan")
 
@@ -337,7 +304,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             began = time.monotonic()
             hospitals = await enrol_hospitals(world, args.hospitals, concurrency=args.enrol_concurrency)
             enrol_s = time.monotonic() - began
-            info, plan = await start_round(world)
+            info, whole_plan = await start_round(world)
+            plan = whole_plan.view(EDGE_ID)
             ciphertexts = await encrypt_uploads(world, info, hospitals)
             jobs = [Job("upload", h, signed_upload(h, plan, ciphertexts[h.client_id])) for h in hospitals]
             jobs += probes(hospitals, plan, ciphertexts, rng)
@@ -345,7 +313,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             idle_rss = rss_bytes(world.edge.pid) or 0
             memory = Memory()
             stop = asyncio.Event()
-            sampler = asyncio.create_task(memory.sample(lambda: world.edge.pid, stop))
+            sampler = asyncio.create_task(memory.sample(lambda: [world.edge.pid], stop))
             tally, load_s, down_s = await run_load(
                 world,
                 jobs,

@@ -1,6 +1,7 @@
-"""The federation `edge_load.py` loads: a real `redis-server`, a cloud and one edge started as `python -m`
-processes on loopback, a thousand hospitals enrolled as their agents enrol (`services.enrolling.enrol`), and
-the hospitals' signed uploads built before the load starts.
+"""The federation `edge_load.py` and `round_scale.py` load: a real `redis-server`, a cloud and one edge or
+more started as `python -m` processes on loopback, hospitals enrolled as their agents enrol
+(`services.enrolling.enrol`, spread over the edges in turn), and the hospitals' signed uploads built before
+the load starts.
 
 Each hospital uploads an encryption of the one-hot vector `ONE_HOT * e_k`, `k = index % KINDS`: the
 round's decrypted mean, times the number of hospitals the cloud counted, then says how many uploads of each
@@ -12,10 +13,12 @@ from any hospital, as a replay, so hospitals sharing a precomputed ciphertext wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -24,7 +27,7 @@ import numpy as np
 from fedlora.enrolment_tokens import issue_enrolment_token
 from fedlora.launcher import Cluster, LaunchError, Process, free_port, wait_until
 from fedlora.redis_process import RedisProcess
-from protocol.crypto import CKKSParams, scheme_from_public
+from protocol.crypto import CKKSParams, HEParams, scheme_from_public
 from protocol.messages import (
     CentralDPConfig,
     ClientEnrolment,
@@ -34,13 +37,21 @@ from protocol.messages import (
     NoiseMechanism,
     Role,
     RoundPlan,
+    RoundStatus,
 )
 from services.enrolling import enrol
 from services.http import Peer
 from services.identity import SigningKey
 
 FID = "edge-load"
-EDGE_ID = "edge-load-1"
+
+
+def edge_id_of(index: int) -> str:
+    """The id of the `index`-th edge a world starts (0-based)."""
+    return f"edge-load-{index + 1}"
+
+
+EDGE_ID = edge_id_of(0)
 KINDS = 16  # distinct ciphertexts; hospital i uploads kind i % KINDS
 ONE_HOT = 0.5  # the value of a kind's one coordinate: far inside CKKS' range, far above its error
 #: The cheapest CKKS the spec allows: N = 4096 (2048 slots, one 64 kB ciphertext for a small layout), the
@@ -51,21 +62,29 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 START_TIMEOUT_S = 120.0
 
 
-def load_spec(*, deadline_s: float) -> FederationSpec:
-    """One round, every hospital at the one edge, closing when all have uploaded (quorum 1.0); no central
-    noise, so the published update is the exact mean of the uploads."""
+def load_spec(
+    *,
+    deadline_s: float,
+    he: HEParams = CHEAPEST_CKKS,
+    target_modules: tuple[str, ...] = ("value",),
+    layers: tuple[int, ...] = (1,),
+    r_max: int = 1,
+) -> FederationSpec:
+    """One round, closing when every hospital has uploaded (quorum 1.0); no central noise, so the published
+    update is the exact mean of the uploads. The default adapter is one LoRA module at rank 1 under the
+    cheapest CKKS; `round_scale.py` asks for larger ones."""
     return FederationSpec(
         federation_id=FID,
-        target_modules=("value",),
-        layers_to_transform=(1,),
-        r_max=1,
+        target_modules=target_modules,
+        layers_to_transform=layers,
+        r_max=r_max,
         rounds=1,
         min_clients_per_edge=2,
         quorum=1.0,
         central_dp=CentralDPConfig(mechanism=NoiseMechanism.NONE, noise_multiplier=0.0),
         round_deadline_s=deadline_s + 60,
         upload_deadline_s=deadline_s,
-        he=CHEAPEST_CKKS,
+        he=he,
     )
 
 
@@ -74,6 +93,7 @@ class Hospital:
     client_id: str
     key: SigningKey
     kind: int
+    edge_id: str = EDGE_ID
 
 
 @dataclass
@@ -81,6 +101,7 @@ class EdgeService:
     """The edge process: `kill` is SIGKILL of its process group, `restart` starts it on the same store."""
 
     cluster: Cluster
+    edge_id: str
     env: dict[str, str]
     url: str
     process: Process
@@ -97,7 +118,9 @@ class EdgeService:
 
     async def restart(self) -> None:
         self.restarts += 1
-        self.process = self.cluster.start(f"edge.restart{self.restarts}", "edge_aggregator", self.env)
+        self.process = self.cluster.start(
+            f"{self.edge_id}.restart{self.restarts}", "edge_aggregator", self.env
+        )
         await wait_until(
             lambda: _healthy(self.url), timeout_s=START_TIMEOUT_S, what="the edge", cluster=self.cluster
         )
@@ -108,8 +131,14 @@ class World:
     cluster: Cluster
     redis: RedisProcess
     cloud_url: str
+    cloud: Process
     admin: httpx.AsyncClient
-    edge: EdgeService
+    edges: list[EdgeService]
+
+    @property
+    def edge(self) -> EdgeService:
+        """The first edge: the only one `edge_load.py` starts."""
+        return self.edges[0]
 
     async def close(self) -> None:
         await self.admin.aclose()
@@ -130,10 +159,15 @@ async def _healthy(url: str) -> bool:
 
 
 async def start_world(
-    folder: Path, *, model_path: Path | None, spec: FederationSpec, max_body_bytes: int = MAX_BODY_BYTES
+    folder: Path,
+    *,
+    model_path: Path | None,
+    spec: FederationSpec,
+    edges: int = 1,
+    max_body_bytes: int | None = MAX_BODY_BYTES,
 ) -> World:
-    """Redis, the cloud with `spec` created, and the edge enrolled (its store on database 1), taking request
-    bodies up to `max_body_bytes` (an upload's own limit, set by the layout and scheme, applies below it)."""
+    """Redis, the cloud with `spec` created, and `edges` edges enrolled (edge k's store on database k + 1);
+    `max_body_bytes` is each edge's request-body ceiling (None: the services' default)."""
     redis = RedisProcess(folder / "redis", port=free_port(), appendfsync="everysec")
     await asyncio.to_thread(redis.start)
     cluster = Cluster(folder / "logs")
@@ -145,15 +179,16 @@ async def start_world(
         "FEDLORA_PORT": str(port),
         "FEDLORA_STORE_URL": _database(redis, 0),
         "FEDLORA_DEADLINE_CHECK_S": "0.2",
-        # Plain http on loopback, said explicitly: the run measures the edge's own work on uploads, not TLS.
+        # Plain http on loopback, said explicitly: the runs measure the services' work on uploads, not TLS.
         "FEDLORA_ALLOW_PLAIN_HTTP": "true",
         **({"FEDLORA_MODEL_PATH": str(model_path)} if model_path is not None else {}),
     }
-    cluster.start("cloud", "cloud_server", cloud_env)
+    cloud = cluster.start("cloud", "cloud_server", cloud_env)
     cloud_url = f"http://127.0.0.1:{port}"
     admin = httpx.AsyncClient(
         base_url=cloud_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60
     )
+    world = World(cluster, redis, cloud_url, cloud, admin, [])
     try:
         await wait_until(
             lambda: _healthy(cloud_url), timeout_s=START_TIMEOUT_S, what="the cloud", cluster=cluster
@@ -161,56 +196,71 @@ async def start_world(
         created = await admin.post("/federations", json=spec.model_dump(mode="json"))
         if created.status_code != 201:
             raise LaunchError(f"creating the federation failed: {created.status_code} {created.text[:500]}")
-        edge_port = free_port()
-        edge_url = f"http://127.0.0.1:{edge_port}"
-        token = await issue_enrolment_token(admin, FID, Role.EDGE, EDGE_ID)
-        edge_env = {
-            "FEDLORA_EDGE_ID": EDGE_ID,
-            "FEDLORA_FEDERATION_ID": FID,
-            "FEDLORA_CLOUD_URL": cloud_url,
-            "FEDLORA_PUBLIC_URL": edge_url,
-            "FEDLORA_ENROLMENT_TOKEN": token.enrolment_token,
-            "FEDLORA_KEY_FILE": str(folder / "edge.key"),
-            "FEDLORA_PORT": str(edge_port),
-            "FEDLORA_STORE_URL": _database(redis, 1),
-            "FEDLORA_DEADLINE_CHECK_S": "0.2",
-            "FEDLORA_MAX_BODY_BYTES": str(max_body_bytes),
-            "FEDLORA_ALLOW_PLAIN_HTTP": "true",
-        }
-        edge = EdgeService(cluster, edge_env, edge_url, cluster.start("edge", "edge_aggregator", edge_env))
-        await wait_until(
-            lambda: _healthy(edge_url), timeout_s=START_TIMEOUT_S, what="the edge", cluster=cluster
-        )
+        for index in range(edges):
+            world.edges.append(await _start_edge(world, folder, index, max_body_bytes=max_body_bytes))
+        for edge in world.edges:
+            await wait_until(
+                lambda edge=edge: _healthy(edge.url),
+                timeout_s=START_TIMEOUT_S,
+                what=edge.edge_id,
+                cluster=cluster,
+            )
 
-        async def edge_enrolled() -> bool:
+        async def edges_enrolled() -> bool:
             response = await admin.get(f"/federations/{FID}/edges")
-            return response.status_code == 200 and EDGE_ID in {e["edge_id"] for e in response.json()}
+            enrolled = {e["edge_id"] for e in response.json()} if response.status_code == 200 else set()
+            return {edge.edge_id for edge in world.edges} <= enrolled
 
-        await wait_until(edge_enrolled, timeout_s=START_TIMEOUT_S, what="the edge to enrol", cluster=cluster)
+        await wait_until(
+            edges_enrolled, timeout_s=START_TIMEOUT_S, what="the edges to enrol", cluster=cluster
+        )
     except BaseException:
-        await admin.aclose()
-        cluster.stop()
-        redis.stop()
+        await world.close()
         raise
-    return World(cluster, redis, cloud_url, admin, edge)
+    return world
+
+
+async def _start_edge(world: World, folder: Path, index: int, *, max_body_bytes: int | None) -> EdgeService:
+    """Edge `index` started with an enrolment token of its own, its store on database `index + 1`."""
+    edge_id = edge_id_of(index)
+    edge_port = free_port()
+    edge_url = f"http://127.0.0.1:{edge_port}"
+    token = await issue_enrolment_token(world.admin, FID, Role.EDGE, edge_id)
+    edge_env = {
+        "FEDLORA_EDGE_ID": edge_id,
+        "FEDLORA_FEDERATION_ID": FID,
+        "FEDLORA_CLOUD_URL": world.cloud_url,
+        "FEDLORA_PUBLIC_URL": edge_url,
+        "FEDLORA_ENROLMENT_TOKEN": token.enrolment_token,
+        "FEDLORA_KEY_FILE": str(folder / f"{edge_id}.key"),
+        "FEDLORA_PORT": str(edge_port),
+        "FEDLORA_STORE_URL": _database(world.redis, index + 1),
+        "FEDLORA_DEADLINE_CHECK_S": "0.2",
+        **({"FEDLORA_MAX_BODY_BYTES": str(max_body_bytes)} if max_body_bytes is not None else {}),
+        "FEDLORA_ALLOW_PLAIN_HTTP": "true",
+    }
+    process = world.cluster.start(edge_id, "edge_aggregator", edge_env)
+    return EdgeService(world.cluster, edge_id, edge_env, edge_url, process)
 
 
 async def enrol_hospitals(world: World, count: int, *, concurrency: int) -> list[Hospital]:
-    """`count` hospitals enrolled at the edge as their agents enrol: an enrolment token the admin issued for
-    each id, then a signed challenge (`services.enrolling.enrol`), `concurrency` at a time."""
+    """`count` hospitals enrolled as their agents enrol, hospital `i` at edge `i % edges`: an enrolment
+    token the admin issued for each id, then a signed challenge (`services.enrolling.enrol`), `concurrency`
+    at a time."""
     gate = asyncio.Semaphore(concurrency)
     peer = Peer(world.cloud_url, attempts=4)
 
     async def one(index: int) -> Hospital:
         client_id = f"hosp-{index:05d}"
+        edge_id = world.edges[index % len(world.edges)].edge_id
         key = SigningKey.generate()
         async with gate:
             token = await issue_enrolment_token(world.admin, FID, Role.CLIENT, client_id)
             enrolment = ClientEnrolment(
-                client_id=client_id, edge_id=EDGE_ID, public_key=key.public_bytes, num_examples=10
+                client_id=client_id, edge_id=edge_id, public_key=key.public_bytes, num_examples=10
             )
             await enrol(peer, FID, enrolment, key, enrolment_token=token.enrolment_token)
-        return Hospital(client_id, key, index % KINDS)
+        return Hospital(client_id, key, index % KINDS, edge_id)
 
     try:
         return list(await asyncio.gather(*(one(i) for i in range(count))))
@@ -219,24 +269,29 @@ async def enrol_hospitals(world: World, count: int, *, concurrency: int) -> list
 
 
 async def start_round(world: World) -> tuple[FederationInfo, RoundPlan]:
-    """Start the federation and wait until the edge follows round 0; its info and the edge's view of the plan."""
+    """Start the federation and wait until every edge follows round 0; its info and the whole round's plan
+    (`RoundPlan.view(edge_id)` is what an edge's hospitals sign against)."""
     started = await world.admin.post(f"/federations/{FID}/start")
     if started.status_code not in (200, 201):
         raise LaunchError(f"starting the federation failed: {started.status_code} {started.text[:500]}")
     info = FederationInfo.model_validate_json((await world.admin.get(f"/federations/{FID}")).content)
     plan = RoundPlan.model_validate_json((await world.admin.get(f"/federations/{FID}/plan")).content)
 
-    async def edge_follows() -> bool:
+    async def follows(edge: EdgeService) -> bool:
         try:
             async with httpx.AsyncClient(timeout=5) as client:
-                return (await client.get(f"{world.edge.url}/healthz")).json().get("round") == 0
+                return (await client.get(f"{edge.url}/healthz")).json().get("round") == 0
         except httpx.TransportError:
             return False
 
-    await wait_until(
-        edge_follows, timeout_s=START_TIMEOUT_S, what="the edge to follow round 0", cluster=world.cluster
-    )
-    return info, plan.view(EDGE_ID)
+    for edge in world.edges:
+        await wait_until(
+            lambda edge=edge: follows(edge),
+            timeout_s=START_TIMEOUT_S,
+            what=f"{edge.edge_id} to follow round 0",
+            cluster=world.cluster,
+        )
+    return info, plan
 
 
 def kind_vector(kind: int, size: int) -> np.ndarray:
@@ -289,3 +344,41 @@ def rss_bytes(pid: int) -> int | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return None
+
+
+@dataclass
+class Memory:
+    """Peak resident memory of each process `sample` is given, by pid (a restarted one has a new pid),
+    sampled every 20 ms."""
+
+    peak: dict[int, int] = field(default_factory=dict)  # pid -> bytes
+
+    async def sample(self, pids: Callable[[], Iterable[int]], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for pid in pids():
+                if (rss := rss_bytes(pid)) is not None:
+                    self.peak[pid] = max(self.peak.get(pid, 0), rss)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.02)
+
+
+async def round_outcome(world: World, *, timeout_s: float, interval_s: float = 0.5) -> RoundStatus:
+    """Round 0's status once it has closed or failed, polled every `interval_s`."""
+
+    async def ended() -> RoundStatus | None:
+        response = await world.admin.get(f"/federations/{FID}/rounds/0")
+        if response.status_code != 200:
+            return None
+        status = RoundStatus.model_validate_json(response.content)
+        return status if status.state.value in ("closed", "failed") else None
+
+    return await wait_until(
+        ended, timeout_s=timeout_s, what="round 0 to end", cluster=world.cluster, interval_s=interval_s
+    )
+
+
+async def adapter_vector(world: World, version: int) -> np.ndarray:
+    """Global adapter `version` as the cloud serves it (float32)."""
+    response = await world.admin.get(f"/federations/{FID}/adapters/{version}/vector")
+    response.raise_for_status()
+    return np.frombuffer(response.content, dtype="<f4")
