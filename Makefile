@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium fuse faketime soak edge-load edge-ingest demo view test test-fast lint format typecheck bench bench-paillier experiments image deploy-test clean
+.PHONY: install redis-server chromium fuse faketime soak edge-load edge-ingest round-scale demo view test test-fast lint format typecheck bench bench-paillier experiments image deploy-test clean
 
 install: $(STAMP)
 
@@ -91,6 +91,12 @@ image:
 # (deploy/deploy_test.py; docs/operations.md, "The compose fault drill").
 deploy-test: install image
 	$(PY) deploy/deploy_test.py
+
+# One full round with a cloud, 4 edges and simulated hospitals, secure against plaintext over the same
+# services (README, figures). `make round-scale ROUND_SCALE_ARGS=--quick` runs a small one in minutes.
+ROUND_SCALE_ARGS ?= --sizes 150k,1M --hospitals 10,100
+round-scale: install redis-server
+	$(PY) bench/round_scale.py $(ROUND_SCALE_ARGS)
 
 lint: install
 	$(VENV)/bin/lint-imports --no-cache
