@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -200,7 +201,7 @@ async def start_world(
             world.edges.append(await _start_edge(world, folder, index, max_body_bytes=max_body_bytes))
         for edge in world.edges:
             await wait_until(
-                lambda edge=edge: _healthy(edge.url),
+                functools.partial(_healthy, edge.url),
                 timeout_s=START_TIMEOUT_S,
                 what=edge.edge_id,
                 cluster=cluster,
@@ -286,7 +287,7 @@ async def start_round(world: World) -> tuple[FederationInfo, RoundPlan]:
 
     for edge in world.edges:
         await wait_until(
-            lambda edge=edge: follows(edge),
+            functools.partial(follows, edge),
             timeout_s=START_TIMEOUT_S,
             what=f"{edge.edge_id} to follow round 0",
             cluster=world.cluster,

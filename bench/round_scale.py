@@ -56,6 +56,7 @@ from edge_load_world import (
     start_world,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
@@ -126,9 +127,8 @@ def update_vector(seed: int, index: int, size: int) -> np.ndarray:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(params_json: str, kind: str, public: bytes) -> None:
-    params = {"paillier": PaillierParams, "ckks": CKKSParams, "none": PlainParams}[kind]
-    _WORKER["scheme"] = scheme_from_public(params.model_validate_json(params_json), public)
+def _worker_init(params_json: str, public: bytes) -> None:
+    _WORKER["scheme"] = scheme_from_public(TypeAdapter(HEParams).validate_json(params_json), public)
 
 
 def _encrypt_one(seed: int, index: int, size: int, path: str) -> tuple[float, float, int, int]:
@@ -158,7 +158,7 @@ async def encrypt_all(
     with ProcessPoolExecutor(
         max_workers=workers,
         initializer=_worker_init,
-        initargs=(spec.he.model_dump_json(), spec.he.kind.value, public),
+        initargs=(spec.he.model_dump_json(), public),
     ) as pool:
         costs = await asyncio.gather(
             *(
