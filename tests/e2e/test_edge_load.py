@@ -18,16 +18,13 @@ refusal (`tests/edge/`).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.bench_run import run_bench
+
 pytestmark = pytest.mark.slow
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "edge_load.py"
 HOSPITALS = 200
 CONNECTIONS = 50
 MIB = 2**20
@@ -48,21 +45,14 @@ def test_one_edge_under_load_and_a_kill_loses_no_acknowledged_upload(
 ):
     # Prepare / Execute: the bench, as `make bench` runs it, on the tiny model.
     figures = tmp_path / "figures.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            f"--hospitals={hospitals}",
-            f"--connections={connections}",
-            f"--model-path={tiny_model_dir}",
-            f"--json={figures}",
-            f"--keep={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_bench(
+        "edge_load.py",
+        f"--hospitals={hospitals}",
+        f"--connections={connections}",
+        f"--model-path={tiny_model_dir}",
+        f"--json={figures}",
+        f"--keep={tmp_path / 'run'}",
         timeout=540,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
     )
     print(result.stdout)
     assert figures.exists(), result.stderr[-4000:]

@@ -16,16 +16,13 @@ covers the bench, and the services' round itself is covered by the fast e2e test
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.bench_run import run_bench
+
 pytestmark = pytest.mark.slow
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "round_scale.py"
 HOSPITALS = 10
 PAILLIER_SLOTS = 2047 // (16 + 4)  # key_bits - 1 over quant_bits + ceil(log2(10 hospitals))
 PAILLIER_STEP = 1.0 / (2**15 - 1)  # clip 1.0 over 2^(quant_bits - 1) - 1
@@ -35,13 +32,8 @@ PAILLIER_STEP = 1.0 / (2**15 - 1)  # clip 1.0 over 2^(quant_bits - 1) - 1
 def test_quick_round_closes_under_every_scheme_with_the_mean_sent(tmp_path):
     # Prepare / Execute: the quick configuration, every scheme.
     figures = tmp_path / "figures.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", f"--json={figures}", f"--keep={tmp_path / 'run'}"],
-        capture_output=True,
-        text=True,
-        timeout=840,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
+    result = run_bench(
+        "round_scale.py", "--quick", f"--json={figures}", f"--keep={tmp_path / 'run'}", timeout=840
     )
     print(result.stdout)
     assert figures.exists(), result.stderr[-4000:]
