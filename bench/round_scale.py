@@ -455,7 +455,10 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                     folder.mkdir(parents=True, exist_ok=True)
                     result = await run_config(config, folder, args)
                 result["load_average"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-                console.print(json.dumps(result))
+                console.print(
+                    f"  {result['round_state']}, {result['acknowledged']} acknowledged, {result['wall_s']} s "
+                    f"(load {result['load_average']})"
+                )
                 results.append(result)
     with_ratios(results)
     report(console, results)
