@@ -36,7 +36,7 @@ import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from rich.table import Table
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 from transformers import BertConfig
 
+from fedlora.launcher import Cluster, LaunchError
 from protocol.crypto import CKKSParams, HEParams, PaillierParams, PlainParams, scheme_from_public
 from protocol.messages import MAX_R, FederationInfo, RoundPlan
 from services.identity import SigningKey
@@ -191,8 +192,9 @@ class EdgeTally:
     refused: dict[str, int] = field(default_factory=dict)
 
 
-async def post_upload(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
-    """POST `body` until the edge answers other than transiently, for at most `RETRY_FOR_S`."""
+async def post_upload(client: httpx.AsyncClient, body: bytes, cluster: Cluster) -> httpx.Response:
+    """POST `body` until the edge answers other than transiently, for at most `RETRY_FOR_S`; a
+    `LaunchError` at once if a service has died (`Cluster.check`), which no retry brings back."""
     retrying = AsyncRetrying(
         stop=stop_after_delay(RETRY_FOR_S),
         wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
@@ -201,6 +203,7 @@ async def post_upload(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
     )
     async for attempt in retrying:
         with attempt:
+            cluster.check()
             try:
                 response = await client.post(
                     f"/federations/{FID}/rounds/0/uploads",
@@ -233,7 +236,7 @@ async def upload_all(
                 while queue:
                     body = await asyncio.to_thread(queue.pop().read_bytes)
                     tally.first_sent = min(tally.first_sent, time.monotonic())
-                    response = await post_upload(client, body)
+                    response = await post_upload(client, body, world.cluster)
                     del body
                     if response.status_code == 202:
                         tally.acknowledged += 1
@@ -479,15 +482,30 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                 with tempfile.TemporaryDirectory(prefix="round-scale-") as scratch:
                     folder = (args.keep / f"{scheme}-{size}-{hospitals}") if args.keep else Path(scratch)
                     folder.mkdir(parents=True, exist_ok=True)
-                    result = await run_config(config, folder, args)
+                    try:
+                        result = await run_config(config, folder, args)
+                    except (LaunchError, TransientAnswerError, httpx.HTTPError, OSError) as e:
+                        # A configuration past what the machine holds (a service killed for memory, a full
+                        # disk) is a result too: it is reported, and the run goes on to the next one.
+                        result = {
+                            **asdict(config),
+                            "round_state": "error",
+                            "error": f"{type(e).__name__}: {e}",
+                        }
                 result["load_average"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-                console.print(
-                    f"  {result['round_state']}, {result['acknowledged']} acknowledged, {result['wall_s']} s "
-                    f"(load {result['load_average']})"
-                )
+                if "error" in result:
+                    console.print(f"  [red]{result['error']}[/red] (load {result['load_average']})")
+                else:
+                    console.print(
+                        f"  {result['round_state']}, {result['acknowledged']} acknowledged, "
+                        f"{result['wall_s']} s (load {result['load_average']})"
+                    )
                 results.append(result)
-    with_ratios(results)
-    report(console, results)
+    done = with_ratios([r for r in results if "error" not in r])
+    report(console, done)
+    for r in results:
+        if "error" in r:
+            console.print(f"{r['scheme']}, {r['values']:,} values, {r['hospitals']} hospitals: {r['error']}")
     return results
 
 
@@ -529,7 +547,7 @@ def main() -> None:
     results = asyncio.run(main_async(args))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
-    failed = [r for r in results if r["round_state"] != "closed" or r["acknowledged"] != r["hospitals"]]
+    failed = [r for r in results if r["round_state"] != "closed" or r.get("acknowledged") != r["hospitals"]]
     raise SystemExit(1 if failed else 0)
 
 
