@@ -94,7 +94,7 @@ deploy-test: install image
 
 # One full round with a cloud, 4 edges and simulated hospitals, secure against plaintext over the same
 # services (README, figures). `make round-scale ROUND_SCALE_ARGS=--quick` runs a small one in minutes.
-ROUND_SCALE_ARGS ?= --sizes 150k,1M --hospitals 10,100
+ROUND_SCALE_ARGS ?= --sizes 150k,1M --hospitals 10
 round-scale: install redis-server
 	$(PY) bench/round_scale.py $(ROUND_SCALE_ARGS)
 
