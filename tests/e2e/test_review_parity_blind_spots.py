@@ -28,7 +28,7 @@ def test_the_parity_test_fails_when_the_edge_s_aggregator_and_the_agent_s_strate
         raise AssertionError("the services' own code ran")
 
     monkeypatch.setattr(EdgeAggregator, "accept", broken)
-    monkeypatch.setattr(EdgeAggregator, "_fold", broken)
+    monkeypatch.setattr(EdgeAggregator, "_run_fold", broken)
     monkeypatch.setattr(ClientAgent, "_train", broken)
 
     with pytest.raises(AssertionError):
