@@ -106,6 +106,7 @@ class EdgeAggregator:
             signing_key=signing_key,
             metrics=self._metrics,
             resum=self._resum,
+            settle=lambda round_: self._folder.settle(round_),
             current_round=lambda: self._plan.round if self._plan is not None else None,
             ended=lambda: self._ended is not None,
         )
@@ -131,7 +132,6 @@ class EdgeAggregator:
             scheme=scheme,
             length=config.layout_size,
             run=self._run_fold,
-            resum=self._resum,
             added=lambda seconds: self._metrics.he_observed("add", kind, seconds),
             observe=self._metrics.phase_observed,
         )

@@ -13,9 +13,11 @@ GIL (more threads made them slower, docs/operations.md), so a second thread woul
 first; the edge's request path checks uploads on another thread, so that acceptance never waits behind a
 fold. More cores fold more rounds (or replicas share the rounds), one sum per folder.
 
-A forward waits until the round's sums hold every accepted upload (`settle`); an upload that no longer reads
-back from the store is taken out of the round, counted dropped (`record_quarantined`), as a sum that does not
-read back is.
+A forward waits until the round's sums hold every accepted upload (`settle`); a stored upload that is gone
+from the store (evicted, deleted by hand) or no longer reads back (altered) is taken out of the round, counted
+dropped (`record_quarantined`), as a sum that does not read back is, and the fold goes on with the others.
+Taking an upload out sums nothing (`RoundLedger.exclude`): one the sum does not hold yet simply leaves the
+manifest; one it holds resets the sum, and the folder adds the others again, in checkpointed batches.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any, TypeVar
 
 from edge_aggregator.errors import BadCiphertextError, UnreadableSumError
 from edge_aggregator.fold import RunningSum
-from edge_aggregator.ledger import FoldStart, Resum, RoundLedger
+from edge_aggregator.ledger import FoldStart, RoundLedger
 from protocol.crypto import HEScheme
 from protocol.messages import DropReason, ErrorCode
 from services import keyspace
@@ -70,7 +72,6 @@ class Folder:
         scheme: HEScheme[Any],
         length: int,
         run: Run[Any],
-        resum: Resum,
         added: Callable[[float], None] | None = None,
         observe: Callable[[UploadPhase, float], None] | None = None,
         batch: int = FOLD_BATCH,
@@ -84,7 +85,6 @@ class Folder:
         self._scheme = scheme
         self._length = length
         self._run = run
-        self._resum = resum
         self._added = added
         self._observe = observe or (lambda phase, seconds: None)
         self._batch = batch
@@ -132,6 +132,8 @@ class Folder:
 
     async def _fold_held(self, round_: int, origin: int, lease: Lease) -> bool:
         while not lease.lost:
+            if await self._ledger.outcome(round_) is not None:
+                return True  # forwarded or given up: the sums are final, and the uploads forgotten
             start = await self._ledger.fold_start(round_, origin)
             if not start.pending:
                 return True
@@ -143,7 +145,7 @@ class Folder:
                 await self._ledger.quarantine_unreadable_sum(round_, origin, raw=raw, reason=str(e))
                 continue
             if batch is None:
-                continue  # the round changed under it (an upload taken out): read it again
+                continue  # an upload was taken out (or had left the round): read the round again
             running, clients = batch
             started = time.perf_counter()
             total = await self._run(running.dump)
@@ -171,9 +173,9 @@ class Folder:
             started = time.perf_counter()
             upload = await self._ledger.stored_upload(round_, origin, client_id)
             read = time.perf_counter()
-            if upload is None:
-                return None
             try:
+                if upload is None:
+                    raise BadCiphertextError("the stored upload is gone from the store", field="ciphertext")
                 await self._run(partial(total.add, upload))
             except BadCiphertextError as e:
                 await self._take_out_unreadable(round_, origin, client_id, e)
@@ -187,12 +189,11 @@ class Folder:
     async def _take_out_unreadable(
         self, round_: int, origin: int, client_id: str, error: BadCiphertextError
     ) -> None:
-        """Take a stored upload that no longer reads back (altered in the store) out of its round, counted
-        dropped (`record_quarantined`), and log it, as the ledger does for a sum."""
+        """Take a stored upload that is gone or no longer reads back (altered in the store) out of its round,
+        counted dropped (`record_quarantined`), and log it, as the ledger does for a sum. Nothing is taken out
+        when the manifest no longer names it (taken out meanwhile, and its upload deleted with it)."""
         reason = DropReason.RECORD_QUARANTINED
-        taken = await self._ledger.exclude(
-            round_, [client_id], origin=origin, resum=self._resum, reason=reason
-        )
+        taken = await self._ledger.exclude(round_, [client_id], origin=origin, reason=reason)
         log.error(
             "a stored upload does not read back: taken out of its round's sum",
             extra={

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from edge_aggregator.cloud_link import CloudLink
@@ -64,6 +64,7 @@ class Forwarder:
         signing_key: SigningKey,
         metrics: ServiceMetrics,
         resum: Resum,
+        settle: Callable[[int], Awaitable[bool]],
         current_round: Callable[[], int | None],
         ended: Callable[[], bool],
     ) -> None:
@@ -73,6 +74,9 @@ class Forwarder:
         self._link = link
         self._key = signing_key
         self._resum = resum
+        # Folds a round's stored uploads into its sums (`Folder.settle`): after clients are taken out, the sum
+        # is added again before the others are forwarded.
+        self._settle = settle
         self._current_round = current_round  # the round of the plan the edge follows now
         self._ended = ended  # whether the cloud said the federation ended: no later round will open
         self._lock = asyncio.Lock()  # two triggers in one process never send at the same time
@@ -113,6 +117,10 @@ class Forwarder:
             if mask_correction is None and (
                 await self._take_out(round_, e) or await self._taken_out_elsewhere(round_, aggregate, e)
             ):
+                # Taking clients out resets a sum that held them: forwarded again once the folder has added
+                # the others back (else pending, for the next tick).
+                if not await self._settle(round_):
+                    return None
                 return await self._deliver(round_, now, None)
             return await self._refused(round_, now, aggregate, e, late_drops)
         return await self._delivered(round_, now, aggregate, late_drops)
@@ -305,9 +313,7 @@ class Forwarder:
         if refusal.code not in _NAMES_CLIENTS or not isinstance(named, list) or not isinstance(origin, int):
             return False
         reason = DropReason.CLIENT_REFUSED
-        taken = await self._ledger.exclude(
-            round_, [str(cid) for cid in named], origin=origin, resum=self._resum, reason=reason
-        )
+        taken = await self._ledger.exclude(round_, [str(cid) for cid in named], origin=origin, reason=reason)
         if taken:
             # `exclude` counted them in the store with the exclusion; the process that took them out counts
             # them in the metric and logs them.

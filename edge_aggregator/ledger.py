@@ -4,7 +4,8 @@ checkpoints of the folder that adds stored uploads into the round's sum.
 Per round (key names in `services.keyspace`):
 - `manifest`: JSON `{client id: Contribution}`, each line signed by its client: every accepted upload;
 - `upload:{client id}`: each accepted ciphertext, stored before the upload is acknowledged and kept until the
-  forward has an outcome (the sum can then be rebuilt without a client the cloud refuses it with, `exclude`);
+  forward has an outcome (a client the cloud refuses is taken out, `exclude`, and the folder adds the others
+  again, one at a time);
 - `sum`: the running ciphertext, one serialised `EncryptedVector` however many clients contributed, and
   `folded`: the `FoldCheckpoint` naming the clients whose uploads it holds. Both are written together, by the
   folder (`edge_aggregator.folder`) off the request path, or by `exclude` and `carry`; the manifest's other
@@ -74,7 +75,7 @@ _MANIFEST = TypeAdapter(dict[str, Contribution])
 _COUNT = TypeAdapter(NonNegativeInt)
 T = TypeVar("T")
 
-#: `resum(uploads) -> sum_bytes`: the sum of some stored uploads, serialised.
+#: `resum(sums) -> sum_bytes`: the sum of two stored sums, serialised (`carry` joins a sum into a bucket's).
 Resum = Callable[[Sequence[bytes]], Awaitable[bytes]]
 
 
@@ -408,40 +409,54 @@ class RoundLedger:
         return await self._store.get(keyspace.edge_late_sum(self._eid, self._fid, round_, origin))
 
     async def exclude(
-        self, round_: int, client_ids: Collection[str], *, origin: int, resum: Resum, reason: DropReason
+        self, round_: int, client_ids: Collection[str], *, origin: int, reason: DropReason
     ) -> list[str]:
-        """Take `client_ids` out of closed round `round_`'s sum (`origin` == `round_`) or out of its bucket of
-        late uploads for `origin`: the manifest without them, the sum rebuilt from the other clients' stored
-        uploads, and those taken out counted as dropped for `reason` (under `origin`), in one transaction, so
-        that an acknowledged upload is never out of the sum without being counted. The clients taken out (none
-        when it holds none of them, or when an upload to rebuild from is missing: the sum is then left as it
-        is)."""
+        """Take `client_ids` out of round `round_`'s sum (`origin` == `round_`) or out of its bucket of late
+        uploads for `origin`: the manifest without them and those taken out counted as dropped for `reason`
+        (under `origin`), in one transaction, so that an acknowledged upload is never out of the sum without
+        being counted. The clients taken out (none when it holds none of them, or once round `round_`'s
+        forward has an outcome: its sums are final then, and its uploads forgotten on purpose).
+
+        Nothing is summed here: when the sum holds one of them, the sum and its checkpoint are reset, and the
+        folder adds the other clients' stored uploads again, one at a time and checkpointed as any fold
+        (memory: the sum and one upload, whatever the cohort); else the sum stays and only its checkpoint's
+        epoch changes, so that no folder that read the manifest before lands a checkpoint naming them. Their
+        stored uploads are then deleted by key (their values never read); a crash in between leaves keys no
+        manifest names, deleted with the round's uploads (`_forget_uploads`)."""
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
         k_folded = self._folded_key(round_, origin)
         k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
-        manifest = await self._manifest(round_, origin)
-        keys = [k_sum, k_manifest, k_folded, *(k_upload(cid) for cid in manifest)]
+        k_forwarded = keyspace.edge_forwarded(self._eid, self._fid, round_)
+        await self._manifest(round_, origin)  # quarantined first if it does not read back
         taken: list[str] = []
 
-        async def compute(current: dict[str, bytes | None]) -> Updates:
+        def compute(current: dict[str, bytes | None]) -> Updates:
             taken.clear()
+            if current[k_forwarded] is not None:
+                return {}
             now = _load_manifest(current[k_manifest], key=k_manifest)
+            checkpoint = _load_checkpoint(current[k_folded], current[k_sum], key=k_folded, sum_key=k_sum)
             out = sorted(set(client_ids) & now.keys())
-            kept = sorted(now.keys() - set(out))
-            uploads = [current.get(k_upload(cid)) for cid in kept]
-            if not out or now.keys() != manifest.keys() or any(u is None for u in uploads):
+            if not out:
                 return {}
             taken.extend(out)
+            kept = {cid: now[cid] for cid in sorted(now.keys() - set(out))}
+            covers = () if set(out) & set(checkpoint.covers) else checkpoint.covers
             return {
-                k_sum: await resum([u for u in uploads if u is not None]) if kept else None,
-                k_folded: FoldCheckpoint(covers=tuple(kept)).dump() if kept else None,
-                k_manifest: _MANIFEST.dump_json({cid: now[cid] for cid in kept}),
+                **({k_sum: None} if not covers else {}),
+                k_folded: FoldCheckpoint(covers=covers).dump() if kept else None,
+                k_manifest: _MANIFEST.dump_json(kept),
                 **_added(current, {k_dropped: len(out)}),
-                **{k_upload(cid): None for cid in out},
             }
 
         async with self._manifest_writes:
-            await self._healing(lambda: self._commit(keys, compute, counters=[k_dropped]))
+            await self._healing(
+                lambda: self._commit(
+                    [k_sum, k_manifest, k_folded, k_forwarded], compute, counters=[k_dropped]
+                )
+            )
+        if taken:
+            await self._store.delete(*(k_upload(cid) for cid in taken))
         return taken
 
     async def carry(self, round_: int, *, origin: int, into: int, resum: Resum) -> bool:
@@ -586,39 +601,45 @@ class RoundLedger:
         return None
 
     async def _quarantine_sum(self, round_: int, origin: int, error: StoredRecordError) -> None:
-        """Move an unreadable manifest or sum and its partner to their quarantine keys, delete the stored
-        uploads they covered and count them dropped (`record_quarantined`), in one transaction; log it (keys
-        and reason, no values). Nothing happens if the record was rewritten meanwhile (another replica moved
-        it)."""
+        """Move an unreadable manifest or sum and its partner to their quarantine keys and count the stored
+        uploads they covered dropped (`record_quarantined`), in one transaction, then delete those uploads by
+        key (their values are never read: memory holds no ciphertext of the cohort); log it (keys and reason,
+        no values). Nothing happens if the record was rewritten meanwhile (another replica moved it)."""
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
         k_folded = self._folded_key(round_, origin)
         q_sum, q_manifest = keyspace.quarantine_of(k_sum), keyspace.quarantine_of(k_manifest)
         reason = DropReason.RECORD_QUARANTINED
         k_dropped = keyspace.edge_dropped(self._eid, self._fid, origin, reason.value)
-        uploads = await self._store.scan(k_upload(""))
         moved: list[int] = []
+        listed: list[bytes | None] = [None]
+        uploads: list[str] = []
 
         def move(current: dict[str, bytes | None]) -> Updates:
             moved.clear()
-            if current[error.key] != error.raw:
-                return {}
-            held = [key for key in uploads if current[key] is not None]
-            moved.append(len(held))
+            if current[error.key] != error.raw or current[k_manifest] != listed[0]:
+                return {}  # moved by another replica, or (manifest changed) the uploads listed are stale
+            moved.append(len(uploads))
             updates: dict[str, Write] = {
                 k_manifest: None,
                 k_sum: None,
                 k_folded: None,
-                **dict.fromkeys(held),
-                **(_added(current, {k_dropped: len(held)}) if held else {}),
+                **(_added(current, {k_dropped: len(uploads)}) if uploads else {}),
             }
             for key, target in ((k_sum, q_sum), (k_manifest, q_manifest)):
                 if (value := current[key]) is not None:
                     updates[target] = Expiring(value, ttl_s=QUARANTINE_TTL_S)
             return updates
 
-        await self._commit(
-            [k_sum, k_manifest, k_folded, q_sum, q_manifest, *uploads], move, counters=[k_dropped]
-        )
+        # The uploads are listed by key before the transaction, under the manifest read just before them: an
+        # upload stored in between changes the manifest, and the listing is taken again.
+        while await self._store.get(error.key) == error.raw:
+            listed[0] = await self._store.get(k_manifest)
+            uploads[:] = await self._store.scan(k_upload(""))
+            await self._commit([k_sum, k_manifest, k_folded, q_sum, q_manifest], move, counters=[k_dropped])
+            if moved:
+                break
+        if moved and uploads:
+            await self._store.delete(*uploads)
         if moved:
             log.error(
                 "a stored record does not read back: quarantined with its partner (sum or manifest); the "

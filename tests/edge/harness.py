@@ -19,7 +19,6 @@ from fastapi import FastAPI
 
 from edge_aggregator.aggregator import EdgeAggregator
 from edge_aggregator.app import create_app
-from edge_aggregator.fold import sum_uploads
 from edge_aggregator.folder import Folder, Step
 from edge_aggregator.ledger import RoundLedger
 from edge_aggregator.runtime import EdgeRuntime
@@ -160,14 +159,9 @@ class World:
         """A folder of the edge's rounds on this world's store, as another replica's would be, adding on the
         event loop."""
 
-        async def resum(uploads: Sequence[bytes]) -> bytes:
-            return sum_uploads(self.public, uploads, length=LENGTH)
-
         ledger = RoundLedger(self.store, edge_id=EID, federation_id=FID)
         extra: dict[str, Any] = {} if step is None else {"step": step}
-        return Folder(
-            ledger, scheme=self.public, length=LENGTH, run=_inline, resum=resum, batch=batch, **extra
-        )
+        return Folder(ledger, scheme=self.public, length=LENGTH, run=_inline, batch=batch, **extra)
 
     async def stored_sum(self, round_: int = 0) -> npt.NDArray[np.float64]:
         """Decrypt the edge's running sum straight from the store (only the test holds the secret), once it
