@@ -28,9 +28,13 @@ successor starts from the last checkpoint) and one that lands never counts an up
 A record that does not read back (altered in the store, a truncated write, or written before a bound
 existed) is quarantined and logged, and the edge goes on without it, so that one bad record neither fails an
 upload nor stops a round (issue 20, item 1):
-- a manifest or a running sum (a round's own, or a late bucket's) is moved with its partner to the
-  quarantine keys, and the stored uploads they covered are counted dropped (`record_quarantined`): the round
-  goes on from an empty sum (`_quarantine_sum`);
+- a running sum or its checkpoint (a round's own, or a late bucket's) whose manifest reads back is moved
+  to the quarantine keys alone, and the folder sums the round's stored uploads again from an empty sum: every
+  upload is still stored on its own until the round's outcome, so none is dropped for it
+  (`_quarantine_sum`);
+- a manifest that does not read back is moved with its sum, and the stored uploads it named are counted
+  dropped (`record_quarantined`): without it the edge cannot say whose they are; the round goes on from an
+  empty sum;
 - the rest is bookkeeping the edge can make again (`services.stored_records`, `bookkeeping=True` and
   `Discards`: quarantined, removed, read as absent). A plan, closure or outcome: the tick stores the plan of
   the round it follows again (the cloud's plan, held since it was adopted), closes the round again when it
@@ -613,11 +617,26 @@ class RoundLedger:
         moved: list[int] = []
         listed: list[bytes | None] = [None]
         uploads: list[str] = []
+        resummed = [False]
 
         def move(current: dict[str, bytes | None]) -> Updates:
             moved.clear()
             if current[error.key] != error.raw or current[k_manifest] != listed[0]:
                 return {}  # moved by another replica, or (manifest changed) the uploads listed are stale
+            if error.key != k_manifest and _reads_back(current[k_manifest], key=k_manifest):
+                # The uploads are still stored one by one: the folder sums them again from an empty sum.
+                uploads.clear()
+                resummed[0] = True
+                moved.append(0)
+                kept = {k_sum: (current[k_sum], q_sum)}
+                if error.key == k_folded:
+                    kept[k_folded] = (current[k_folded], keyspace.quarantine_of(k_folded))
+                updates_: dict[str, Write] = {k_sum: None, k_folded: None}
+                for value, target in kept.values():
+                    if value is not None:
+                        updates_[target] = Expiring(value, ttl_s=QUARANTINE_TTL_S)
+                return updates_
+            resummed[0] = False
             moved.append(len(uploads))
             updates: dict[str, Write] = {
                 k_manifest: None,
@@ -635,15 +654,22 @@ class RoundLedger:
         while await self._store.get(error.key) == error.raw:
             listed[0] = await self._store.get(k_manifest)
             uploads[:] = await self._store.scan(k_upload(""))
-            await self._commit([k_sum, k_manifest, k_folded, q_sum, q_manifest], move, counters=[k_dropped])
+            await self._commit(
+                [k_sum, k_manifest, k_folded, q_sum, q_manifest, keyspace.quarantine_of(k_folded)],
+                move,
+                counters=[k_dropped],
+            )
             if moved:
                 break
         if moved and uploads:
             await self._store.delete(*uploads)
         if moved:
             log.error(
-                "a stored record does not read back: quarantined with its partner (sum or manifest); the "
-                "round goes on without it",
+                "a stored record does not read back: quarantined; the round goes on, summing its stored uploads "
+                "again"
+                if resummed[0]
+                else "a stored manifest does not read back: quarantined with its sum; the round goes on without "
+                "the uploads it named",
                 extra={
                     "federation_id": self._fid,
                     "round": round_,
@@ -711,6 +737,15 @@ class RoundLedger:
             if (rest == suffix or rest.startswith(suffix + ":")) and number.isdigit():
                 rounds.add(int(number))
         return sorted(rounds)
+
+
+def _reads_back(raw: bytes | None, *, key: str) -> bool:
+    """Whether a stored manifest (`raw`, None when absent) deserialises."""
+    try:
+        _load_manifest(raw, key=key)
+    except StoredRecordError:
+        return False
+    return True
 
 
 def _load_manifest(raw: bytes | None, *, key: str) -> dict[str, Contribution]:

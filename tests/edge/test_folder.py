@@ -162,7 +162,7 @@ async def _never() -> None:
     await asyncio.Event().wait()
 
 
-async def test_a_stored_sum_that_no_longer_reads_back_is_quarantined_and_its_uploads_counted_dropped(
+async def test_a_stored_sum_that_no_longer_reads_back_is_quarantined_and_its_uploads_summed_again(
     make_world: Callable[..., World],
 ) -> None:
     # Prepare: three uploads folded; the sum is then altered in the store; a fourth upload is stored.
@@ -178,7 +178,10 @@ async def test_a_stored_sum_that_no_longer_reads_back_is_quarantined_and_its_upl
     # Execute
     assert await world.folder().settle(0)
 
-    # Assert: the round goes on from an empty sum; what the altered sum and its manifest covered is dropped.
-    assert await ledger.manifest(0) == {}
-    assert not await world.has_sum()
-    assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: 4}
+    # Assert: the altered sum is kept in quarantine alone; the stored uploads are summed again, none dropped.
+    assert sorted(await ledger.manifest(0)) == names
+    np.testing.assert_allclose(await world.stored_sum(), expected(world), atol=ATOL)
+    assert await ledger.dropped(0) == {}
+    assert (
+        await world.store.get(keyspace.quarantine_of(keyspace.edge_sum(EID, FID, 0))) == b"not a ciphertext"
+    )

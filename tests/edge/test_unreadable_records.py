@@ -19,37 +19,40 @@ pytestmark = pytest.mark.anyio
 ATOL = 1e-5
 
 
-async def test_a_running_sum_that_does_not_read_back_is_quarantined_and_the_round_forwards_the_others(
+async def test_a_running_sum_that_does_not_read_back_is_quarantined_and_the_round_sums_the_uploads_again(
     make_world: Callable[..., World],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Property: a stored running sum that does not deserialise goes to quarantine with its manifest, the
-    upload it held is counted dropped (`record_quarantined`), and the round closes and forwards the uploads
-    that came after, summed from an empty sum. Failed before the fix: every later upload answered 500."""
-    # Prepare: hospital a's upload in the sum, then the sum overwritten.
+    """Property: a stored running sum that does not deserialise goes to quarantine alone; the manifest stays,
+    and the folder sums the round's stored uploads again from an empty sum, so no acknowledged upload is
+    dropped for it and the round forwards all of them. Whether the folder had folded hospital a's upload
+    before the sum was altered or not, the outcome is the same. (Before the streaming edge a's upload lived
+    only in the sum and was counted dropped; once each upload was stored on its own, quarantining the sum with
+    its manifest dropped b's acknowledged upload too, and the round forwarded nothing: CI, 2026-12-07.)"""
+    # Prepare: hospital a's upload stored, then the sum overwritten.
     world = make_world(clients=3, k=2, quorum=0.5)
     k_sum, k_manifest = keyspace.edge_sum(EID, FID, 0), keyspace.edge_manifest(EID, FID, 0)
     async with running_edge(world) as edge:
         assert (await edge.upload(world.update(world.hospitals["hosp-a"]))).status_code == 202
-        manifest = await world.store.get(k_manifest)
         await world.store.set(k_sum, b"not a ciphertext")
 
-        # Execute: two more uploads reach the quorum of 2.
-        answers = [await edge.upload(world.update(world.hospitals[cid])) for cid in ("hosp-b", "hosp-c")]
+        # Execute: hospital b's upload reaches the quorum of 2.
+        answer = await edge.upload(world.update(world.hospitals["hosp-b"]))
         await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
         dropped = await RoundLedger(world.store, edge_id=EID, federation_id=FID).dropped(0)
         kept = [await world.store.get(keyspace.quarantine_of(key)) for key in (k_sum, k_manifest)]
 
-    # Assert: b and c forwarded, their sum exact; a counted dropped; both records kept for the operator.
-    assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+    # Assert: a and b forwarded, their sum exact; nothing dropped; the altered sum kept for the operator.
+    assert answer.status_code == 202, answer.text
     forwarded = world.cloud.attempts[0]
-    assert sorted(c.client_id for c in forwarded.contributions) == ["hosp-b", "hosp-c"]
-    expected = world.hospitals["hosp-b"].vector + world.hospitals["hosp-c"].vector
+    assert sorted(c.client_id for c in forwarded.contributions) == ["hosp-a", "hosp-b"]
+    expected = world.hospitals["hosp-a"].vector + world.hospitals["hosp-b"].vector
     np.testing.assert_allclose(world.decrypt(forwarded.ciphertext), expected, atol=ATOL)
-    assert dropped == {DropReason.RECORD_QUARANTINED: 1}
-    assert kept == [b"not a ciphertext", manifest]
+    assert dropped == {}
+    assert kept == [b"not a ciphertext", None]
     lines = [r for r in caplog.records if "quarantined" in r.getMessage()]
     assert lines and lines[0].__dict__["data"]["key"] == k_sum
+    assert lines[0].__dict__["data"]["uploads_dropped"] == 0
 
 
 async def _refused_upload(world: World, edge: Edge) -> tuple[str, int]:
