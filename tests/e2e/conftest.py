@@ -43,6 +43,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def as_from_a_terminal() -> None:
+    """`preexec_fn` of a child the test stops with Ctrl-C (SIGINT): SIGINT at its default, as a shell in a
+    terminal starts it. A suite started in the background inherits SIGINT ignored, and a Python child then
+    never raises KeyboardInterrupt (a clean-clone `.ci/run` started with `&` hung here)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def poll(predicate, *, timeout_s: float, what: str, cluster: Cluster | None = None, interval_s: float = 0.1):
     """Call `predicate` until it returns something truthy; fail after `timeout_s` (no unbounded waits)."""
     deadline = time.monotonic() + timeout_s

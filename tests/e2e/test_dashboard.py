@@ -22,7 +22,7 @@ import pytest
 
 from fedlora.launcher import Cluster
 from protocol.messages import CentralDPConfig, PrivacyReport
-from tests.e2e.conftest import CloudProcess, EdgeProcess, poll
+from tests.e2e.conftest import CloudProcess, EdgeProcess, as_from_a_terminal, poll
 from tests.e2e.helpers import FID, create_federation, make_spec, round_status, start_round
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -175,6 +175,7 @@ def test_status_watch_redraws_the_tables_until_interrupted(after_one_round, tmp_
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=as_from_a_terminal,
         )
     try:
 

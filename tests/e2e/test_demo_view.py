@@ -23,7 +23,7 @@ import pytest
 
 from fedlora.launcher import DemoConfig, free_port, run_demo
 from services.tls import client_context
-from tests.e2e.conftest import healthy, poll
+from tests.e2e.conftest import as_from_a_terminal, healthy, poll
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,11 @@ def test_view_serves_the_rounds_of_a_finished_demo(tmp_path, tiny_model_dir) -> 
     output = tmp_path / "view.out"
     with output.open("wb") as handle:
         view = subprocess.Popen(
-            cli("view", str(out), "--port", str(port)), stdout=handle, stderr=subprocess.STDOUT, env=env
+            cli("view", str(out), "--port", str(port)),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=as_from_a_terminal,
         )
     try:
         poll(lambda: view.poll() is not None or healthy(url, verify), timeout_s=120, what="the view's cloud")
