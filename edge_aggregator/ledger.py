@@ -605,10 +605,10 @@ class RoundLedger:
         return None
 
     async def _quarantine_sum(self, round_: int, origin: int, error: StoredRecordError) -> None:
-        """Move an unreadable manifest or sum and its partner to their quarantine keys and count the stored
-        uploads they covered dropped (`record_quarantined`), in one transaction, then delete those uploads by
-        key (their values are never read: memory holds no ciphertext of the cohort); log it (keys and reason,
-        no values). Nothing happens if the record was rewritten meanwhile (another replica moved it)."""
+        """Move an unreadable sum or checkpoint to its quarantine key, the uploads being summed again (module
+        docstring); or an unreadable manifest with its sum, counting the stored uploads it named dropped
+        (`record_quarantined`), in one transaction, then deleting those uploads by key (their values are never
+        read: memory holds no ciphertext of the cohort); log it (keys and reason, no values). Nothing happens if the record was rewritten meanwhile (another replica moved it)."""
         k_sum, k_manifest, k_upload = self._sum_keys(round_, origin)
         k_folded = self._folded_key(round_, origin)
         q_sum, q_manifest = keyspace.quarantine_of(k_sum), keyspace.quarantine_of(k_manifest)
@@ -623,30 +623,24 @@ class RoundLedger:
             moved.clear()
             if current[error.key] != error.raw or current[k_manifest] != listed[0]:
                 return {}  # moved by another replica, or (manifest changed) the uploads listed are stale
-            if error.key != k_manifest and _reads_back(current[k_manifest], key=k_manifest):
-                # The uploads are still stored one by one: the folder sums them again from an empty sum.
+            # A sum or checkpoint under a manifest that reads back: the uploads are still stored one by one,
+            # so the folder sums them again from an empty sum and none is dropped.
+            resummed[0] = error.key != k_manifest and _reads_back(current[k_manifest], key=k_manifest)
+            if resummed[0]:
                 uploads.clear()
-                resummed[0] = True
-                moved.append(0)
-                kept = {k_sum: (current[k_sum], q_sum)}
-                if error.key == k_folded:
-                    kept[k_folded] = (current[k_folded], keyspace.quarantine_of(k_folded))
-                updates_: dict[str, Write] = {k_sum: None, k_folded: None}
-                for value, target in kept.values():
-                    if value is not None:
-                        updates_[target] = Expiring(value, ttl_s=QUARANTINE_TTL_S)
-                return updates_
-            resummed[0] = False
             moved.append(len(uploads))
             updates: dict[str, Write] = {
-                k_manifest: None,
                 k_sum: None,
                 k_folded: None,
+                **({} if resummed[0] else {k_manifest: None}),
                 **(_added(current, {k_dropped: len(uploads)}) if uploads else {}),
             }
-            for key, target in ((k_sum, q_sum), (k_manifest, q_manifest)):
-                if (value := current[key]) is not None:
-                    updates[target] = Expiring(value, ttl_s=QUARANTINE_TTL_S)
+            # Kept for the operator beside the sum: the manifest dropped with it, or the checkpoint that did
+            # not read back.
+            partner = k_manifest if not resummed[0] else k_folded if error.key == k_folded else None
+            for key in (k_sum, partner):
+                if key is not None and (value := current[key]) is not None:
+                    updates[keyspace.quarantine_of(key)] = Expiring(value, ttl_s=QUARANTINE_TTL_S)
             return updates
 
         # The uploads are listed by key before the transaction, under the manifest read just before them: an
