@@ -15,10 +15,12 @@ from typing import Any, Literal
 import numpy as np
 
 from client_agent.errors import PlanRefusedError
-from protocol.crypto import HEScheme
+from protocol.crypto import HEParams, HEScheme
 from protocol.messages import NoiseShare
 from protocol.noise import add_share, clip
+from protocol.rounding import conditional_round, rounding_bound
 from protocol.samplers import LatticeSampler, OpenDPSampler
+from protocol.sensitivity import upload_sensitivity
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,20 @@ def contribution(
     share: NoiseShare | None = None,
     sampler: LatticeSampler | None = None,
     held: np.ndarray | None = None,
+    rounding_rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """`delta`, zeroed where the plan holds coordinates back (`held`, from `protocol.reach.planned_hold`:
     LoRA columns fewer than `k` planned hospitals reach, which the cloud must not decrypt one hospital's
     value of), clipped to norm `clip_norm` (L2, or L1 for Laplace noise), weighted (at most 1, so one hospital
     moves the sum by at most `C`), clamped to the scheme's range (packed Paillier encodes a bounded one;
-    CKKS' is far wider than any delta), plus this hospital's noise `share` when the round asks for
-    distributed DP (Kairouz et al. 2021).
+    CKKS' is far wider than any delta), rounded at random onto the quantisation lattice where the scheme asks
+    for it (packed Paillier with `rounding: stochastic`: `rounded`), plus this hospital's noise `share` when
+    the round asks for distributed DP (Kairouz et al. 2021).
 
     `clip_norm` None clips nothing: only a simulation's unclipped baseline asks for that, every plan names a
     norm. The share's noise comes from the exact CSPRNG sampler (`protocol.samplers.OpenDPSampler`) unless
-    `sampler` is given (tests, and the simulation's `insecure_reproducible` runs).
+    `sampler` is given (tests, and the simulation's `insecure_reproducible` runs); the rounding's likewise
+    from the operating system unless `rounding_rng` is given.
 
     A delta with a NaN or inf (training that diverged) raises `PlanRefusedError` on field `delta`: the
     round is skipped rather than a NaN clipped and encrypted (where it crashed the encoder).
@@ -70,6 +75,10 @@ def contribution(
     if clip_norm is not None:
         clipped = clip(clipped, max_norm=clip_norm, ord=clip_ord)
     weighted = _in_range(scheme, weight * clipped, what="the weighted, clipped delta")
+    if scheme.params.rounding_step is not None:
+        weighted = rounded(
+            weighted, scheme.params, clip_norm=clip_norm, clip_ord=clip_ord, weight=weight, rng=rounding_rng
+        )
     if share is None:
         return weighted
     # Nobody, this process's logs included, knows the noise drawn from the CSPRNG.
@@ -78,6 +87,31 @@ def contribution(
         add_share(weighted, share, scheme.params, sampler=sampler or OpenDPSampler()),
         what="the delta with its noise share",
     )
+
+
+def rounded(
+    values: np.ndarray,
+    he: HEParams,
+    *,
+    clip_norm: float | None,
+    clip_ord: Literal[1, 2],
+    weight: float,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """`values` rounded at random onto `he`'s lattice (`protocol.rounding.conditional_round`), with
+    the L2 norm bound the ledger charges for an upload of this weight (`protocol.sensitivity.
+    upload_sensitivity`): the one place the hospital's rounding and the cloud's sensitivity meet. An L1 clip
+    (Laplace noise) is charged a whole step a coordinate whatever the L2 norm, and an unclipped simulation
+    baseline is charged nothing, so their rounding is held to the bound of the vector's own norm, which a
+    try meets with probability at least `1 - ROUNDING_BETA`."""
+    step = he.rounding_step
+    if step is None:
+        raise ValueError(f"he.kind {he.kind.value!r} with these parameters does not round at random")
+    if clip_norm is not None and clip_ord == 2:
+        bound = upload_sensitivity(he, clip_norm=clip_norm, size=values.size, ord=2, weight=weight)
+    else:
+        bound = rounding_bound(float(np.linalg.norm(values)), step=step, size=values.size)
+    return conditional_round(values, step=step, bound=bound, rng=rng).astype(np.float64) * step
 
 
 def _in_range(scheme: HEScheme[Any], values: np.ndarray, *, what: str) -> np.ndarray:

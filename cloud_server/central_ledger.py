@@ -91,7 +91,9 @@ def current_entry(spec: FederationSpec, entry: RoundPrivacy, *, layout_size: int
     update: dict[str, object] = {}
     if entry.encoding_slack is None:
         order = norm_order(entry.mechanism)
-        slack = encoding_slack(spec.he, size=layout_size, ord=order) / entry.clip_norm
+        slack = (
+            encoding_slack(spec.he, clip_norm=entry.clip_norm, size=layout_size, ord=order) / entry.clip_norm
+        )
         sensitivity = entry.sensitivity + slack * late_factor(spec.late_uploads, round_=entry.round)
         rescale = entry.sensitivity / sensitivity
         update |= {

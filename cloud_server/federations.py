@@ -22,6 +22,7 @@ from cloud_server.plans import PlanBoard, ended
 from cloud_server.privacy import report as privacy_report
 from cloud_server.records import FINAL_ROUND_STATES, FederationRecord
 from protocol.aggregation import RoundNoise, central_std, draw_central
+from protocol.compression import CompressionError, plan_compression
 from protocol.crypto import (
     HEScheme,
     KekRing,
@@ -113,6 +114,12 @@ class FederationService:
         if await self._store.get(keyspace.fed_spec(fid)) is not None:
             raise ConflictError(f"federation {fid!r} already exists", field="federation_id")
         layout = await self._compute_layout(spec)
+        try:
+            # With `compression` the cloud plans the bits for this adapter's size; the spec it stores, and
+            # hospitals follow, carries them.
+            spec = plan_compression(spec, layout_size=layout[0].size)
+        except CompressionError as e:
+            raise InvalidRequestError(str(e), field=e.field, detail=e.detail) from e
         try:
             check_budget(spec, layout_size=layout[0].size)
         except BudgetError as e:

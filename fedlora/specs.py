@@ -46,7 +46,9 @@ class FlatSpec(TypedDict, total=False):
     scheme: SchemeName
     masking: bool  # packed Paillier only: mask uploads below the encryption (protocol.secagg)
     he_clip: float  # packed Paillier: the fixed-point range of each coordinate, noise shares included
-    quant_bits: int  # packed Paillier: bits per coordinate within that range
+    # packed Paillier: bits per coordinate within that range; "auto": the fewest the DP noise allows, which
+    # the cloud plans for the adapter's size (`FederationSpec.compression`), the hospitals rounding at random
+    quant_bits: int | Literal["auto"]
     epsilon: float | None
     dp_sgd: bool
     delta: float
@@ -104,6 +106,10 @@ def federation_spec(**flat: Unpack[FlatSpec]) -> FederationSpec:
     for name, value in flat.items():
         if name in ("scheme", "masking") or (name in ("he_clip", "quant_bits") and not paillier):
             continue  # packed Paillier's encoding; other schemes have none
+        if name == "quant_bits" and value == "auto":
+            values["compression"] = {"bits": "auto"}
+            values["he"]["rounding"] = "stochastic"
+            continue
         if name == "epsilon":
             local_dp = values.setdefault("local_dp", {})
             local_dp.setdefault("enabled", value is not None)

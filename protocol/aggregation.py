@@ -115,7 +115,7 @@ def round_noise(
     sensitivity = release_sensitivity(
         uploads, he=spec.he, clip_norm=dp.clip_norm, size=layout_size, ord=order
     )
-    slack = encoding_slack(spec.he, size=layout_size, ord=order) / dp.clip_norm
+    slack = encoding_slack(spec.he, clip_norm=dp.clip_norm, size=layout_size, ord=order) / dp.clip_norm
     if multiplier <= 0 or not dp.noisy:
         return RoundNoise(
             NoiseMechanism.NONE,

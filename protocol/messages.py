@@ -420,6 +420,39 @@ class LateUploadConfig(BaseModel):
         return self.decay**staleness
 
 
+class Compression(BaseModel):
+    """Upload compression under packed Paillier (seed 001's "INT8" transport): hospitals round their
+    clipped update at random onto the quantisation lattice (`he.rounding: stochastic`, `protocol.rounding`)
+    and the federation quantises to the fewest bits whose rounding stays within these tolerances
+    (`protocol.compression.choose_quant_bits`): the aggregate's rounding error at most `error_fraction` of
+    the DP noise's std, and the sensitivity the ledger charges at most `(1 + inflation_fraction) C`.
+
+    `bits` `auto`: the cloud chooses `he.quant_bits` and `he.clip` (the least range the update and the noise
+    shares need) when it creates the federation, for its adapter's size, and stores the spec with them;
+    `given`: the spec's own `he.quant_bits` and `he.clip` are kept, and the cloud refuses the federation (422
+    naming `he.quant_bits`) when they are too few for its noise.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    bits: Literal["auto", "given"] = Field(
+        default="auto",
+        description="auto: the cloud sets he.quant_bits and he.clip; given: it checks the spec's own",
+    )
+    error_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        description="the sum's rounding error std (sqrt(n) step / 2) over the DP noise std, at most",
+    )
+    inflation_fraction: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="what the rounding adds to the sensitivity, over the clip norm, at most",
+    )
+
+
 class TrainingConfig(BaseModel):
     """Local optimisation settings a round plan hands to clients."""
 
@@ -488,6 +521,11 @@ class FederationSpec(Message):
     #: The default federation has the full guarantee of docs/security.md: packed Paillier with the uploads
     #: masked below it, with room for a delta of norm 1 plus distributed noise shares at 20 bits a value.
     he: HEParams = Field(default_factory=lambda: PaillierParams(masking=True, clip=4.0, quant_bits=20))
+    compression: Compression | None = Field(
+        default=None,
+        description="quantise uploads to the fewest bits the DP noise allows, rounding at random (packed "
+        "Paillier with Gaussian central noise); None: he.quant_bits as given",
+    )
     local_dp: LocalDPConfig = Field(default_factory=LocalDPConfig)
     central_dp: CentralDPConfig = Field(default_factory=CentralDPConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -575,7 +613,9 @@ class FederationSpec(Message):
                 "each update with a fraction of the noise; choose 'ckks' or 'paillier'"
             )
         bound = self.he.value_bound
-        if self.central_dp.distributed and bound is not None:
+        # With compression `auto` the cloud sets he.clip to this range itself (`protocol.compression`).
+        auto_range = self.compression is not None and self.compression.bits == "auto"
+        if self.central_dp.distributed and bound is not None and not auto_range:
             # Every noisy coordinate must fit the fixed-point range, or packing would clip the noise.
             needed = self.central_dp.clip_norm + SHARE_TAIL_SIGMAS * max_share_std(
                 self.central_dp, min_clients=self.min_clients_per_edge
@@ -586,6 +626,7 @@ class FederationSpec(Message):
                     f"holds up to clip_norm + {SHARE_TAIL_SIGMAS:g} share std = {needed:.4g}; raise he.clip "
                     "(or quant_bits with it to keep precision)"
                 )
+        self._check_compression()
         he_range = self.he.max_abs_value
         if he_range < self.central_dp.clip_norm:
             raise ValueError(
@@ -657,6 +698,30 @@ class FederationSpec(Message):
                 f"{self.min_clients_per_edge}: no cohort could be summed"
             )
         return self
+
+    def _check_compression(self) -> None:
+        """What `compression` needs of the rest of the spec; the bits themselves depend on the adapter's
+        size, which the cloud checks when it creates the federation (`protocol.compression`)."""
+        compression = self.compression
+        if compression is None:
+            return
+        if not isinstance(self.he, PaillierParams):
+            raise ValueError(
+                f"compression quantises packed Paillier slots, got he.kind {self.he.kind.value!r}; set he.kind "
+                "'paillier' or compression to null"
+            )
+        dp = self.central_dp
+        if not dp.noisy or dp.mechanism is not NoiseMechanism.GAUSSIAN:
+            raise ValueError(
+                f"compression sizes the rounding against Gaussian central noise, got central_dp.mechanism "
+                f"{dp.mechanism.value!r} with noise_multiplier {dp.noise_multiplier}; set a noise multiplier "
+                "and mechanism 'gaussian', or compression to null"
+            )
+        if compression.bits == "given" and self.he.rounding != "stochastic":
+            raise ValueError(
+                f"compression with bits 'given' needs he.rounding 'stochastic' (its tolerances are for "
+                f"randomised rounding), got {self.he.rounding!r}"
+            )
 
     @property
     def deadline_margin_s(self) -> float:

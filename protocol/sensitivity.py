@@ -10,10 +10,17 @@ plaintext scheme moves nothing. With `|r_i| <= e`, the triangle inequality gives
 one upload. The Skellam mechanism under packed Paillier counts the same rounding in quantisation steps
 (Agarwal, Kairouz, Liu 2021, arXiv:2110.04995, Section 4).
 
+Under packed Paillier with `rounding: stochastic` the hospital rounds its weighted, clipped update onto the
+lattice of step `g` at random and draws again until the rounded vector's L2 norm is at most
+`rounding_bound(w C)`, `sqrt(c^2 + g^2 d / 4 + g (c + g sqrt(d) / 2))` at `c = w C` (Kairouz, Liu, Steinke
+2021, arXiv:2102.06387, section 4; `protocol.rounding`): the upload's L2 reach is that bound, which holds
+with certainty, and the encoding adds nothing more (the update is on the lattice). Its L1 reach is
+`w C + d g`, every coordinate moving by less than a step.
+
 A late upload (`FederationSpec.late_uploads`) is decrypted in its bucket and multiplied by `decay ** s`
 afterwards, so its whole reach, rounding included, is scaled by that factor. A hospital can be in one
 release fresh and late once for each earlier round the spec allows, so its reach is the sum over its
-uploads of `factor * (min(w, 1) C + slack)`.
+uploads of `factor * upload_sensitivity(w)` (`factor * (min(w, 1) C + slack)` where the encoding rounds).
 
 Pure: no I/O, nothing imported from outside `protocol`.
 """
@@ -27,6 +34,7 @@ from typing import Literal
 
 from protocol.crypto.params import HEParams
 from protocol.messages import FederationSpec, LateUploadConfig, NoiseMechanism
+from protocol.rounding import rounding_bound
 
 NormOrder = Literal[1, 2]
 
@@ -42,17 +50,24 @@ def encoding_error(he: HEParams) -> float:
     return he.encoding_error
 
 
-def encoding_slack(he: HEParams, *, size: int, ord: NormOrder) -> float:
-    """How much encoding can lengthen one upload of `size` coordinates, in the norm of order `ord`."""
-    return encoding_error(he) * (size if ord == 1 else math.sqrt(size))
+def encoding_slack(he: HEParams, *, clip_norm: float, size: int, ord: NormOrder) -> float:
+    """How much encoding can lengthen one upload of `size` coordinates clipped to `clip_norm`, in the norm
+    of order `ord`: at weight 1, the most it adds."""
+    return upload_sensitivity(he, clip_norm=clip_norm, size=size, ord=ord) - clip_norm
 
 
 def upload_sensitivity(
     he: HEParams, *, clip_norm: float, size: int, ord: NormOrder, weight: float = 1.0
 ) -> float:
     """How far one upload clipped to `clip_norm` and weighted by `weight` moves a decrypted sum, in the
-    units of the deltas: `min(weight, 1) C` plus the encoding's slack."""
-    return min(weight, 1.0) * clip_norm + encoding_slack(he, size=size, ord=ord)
+    units of the deltas: `min(weight, 1) C` plus the encoding's slack, or under randomised rounding (L2)
+    the norm bound the hospital's rounding is conditioned on. A hospital rounds to this bound
+    (`client_agent.update.contribution`), so what it encodes and what the ledger charges cannot differ."""
+    reach = min(weight, 1.0) * clip_norm
+    step = he.rounding_step
+    if step is not None and ord == 2:
+        return rounding_bound(reach, step=step, size=size)
+    return reach + encoding_error(he) * (size if ord == 1 else math.sqrt(size))
 
 
 @dataclass(frozen=True)
@@ -69,13 +84,17 @@ def release_sensitivity(
     uploads: Iterable[Upload], *, he: HEParams, clip_norm: float, size: int, ord: NormOrder
 ) -> float:
     """In clip norms, the most one hospital moves a release holding `uploads`: the largest sum over one
-    hospital's uploads of `factor * (min(weight, 1) C + slack) / C`. At least one full upload's reach, the
-    bound for a hospital that could have taken part at weight 1."""
-    single = upload_sensitivity(he, clip_norm=clip_norm, size=size, ord=ord)
-    slack = single - clip_norm
+    hospital's uploads of `factor * upload_sensitivity(weight) / C` (`min(weight, 1) C + slack` where the
+    encoding rounds). At least one full upload's reach, the bound for a hospital that could have taken part
+    at weight 1."""
+
+    def one(weight: float) -> float:
+        return upload_sensitivity(he, clip_norm=clip_norm, size=size, ord=ord, weight=weight)
+
+    single = one(1.0)
     reach: dict[str, float] = {}
     for u in uploads:
-        reach[u.client_id] = reach.get(u.client_id, 0.0) + u.factor * (min(u.weight, 1.0) * clip_norm + slack)
+        reach[u.client_id] = reach.get(u.client_id, 0.0) + u.factor * one(u.weight)
     return max([single, *reach.values()]) / clip_norm
 
 

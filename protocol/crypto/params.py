@@ -52,6 +52,12 @@ class SchemeParams(BaseModel):
         return None
 
     @property
+    def rounding_step(self) -> float | None:
+        """The lattice a hospital rounds its clipped update onto at random before encrypting
+        (`protocol.rounding`); None: the scheme's encoding rounds it (to the nearest step) or keeps it."""
+        return None
+
+    @property
     def noise_step(self) -> float:
         """The lattice DP noise is drawn on (`protocol.samplers`: integer noise times this step): the
         scheme's quantisation step where it has one, else `FINE_NOISE_STEP`."""
@@ -148,7 +154,11 @@ class PaillierParams(SchemeParams):
 
     Each value is clipped to `[-clip, clip]` and quantised to `quant_bits` bits. Each slot keeps
     `ceil(log2(max_clients))` extra bits so that a sum of up to `max_clients` encryptions never carries
-    into the next slot.
+    into the next slot. `rounding` says how a hospital's clipped update reaches the quantisation lattice:
+    `nearest` (the encoding rounds each value to its nearest step) or `stochastic` (the hospital rounds it
+    at random, without bias and with a certain norm bound, before its noise share: `protocol.rounding`),
+    which costs the sensitivity far less at a coarse step (`protocol.sensitivity`) and so lets a federation
+    quantise to fewer bits (`FederationSpec.compression`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -158,6 +168,7 @@ class PaillierParams(SchemeParams):
     quant_bits: int = Field(default=16, ge=4, le=32)
     clip: float = Field(default=1.0, gt=0.0, le=1e6)
     max_clients: int = Field(default=64, ge=1, le=1 << 20)
+    rounding: Literal["nearest", "stochastic"] = "nearest"
     #: Hospitals add pairwise and self masks to their values in the ring `Z_(2^ring_bits)` before
     #: encrypting (`protocol.secagg`); a single upload, or any sum other than a whole cohort's, then
     #: decrypts to uniform noise. Costs `headroom_bits + 1` bits per slot.
@@ -214,8 +225,13 @@ class PaillierParams(SchemeParams):
     @property
     def encoding_error(self) -> float:
         """Most one value in `[-clip, clip]` moves when it is encoded: half a step of rounding to the
-        nearest step, plus float64 rounding of `x / step`."""
-        return self.step / 2 + 8 * sys.float_info.epsilon * self.clip
+        nearest step (a whole step when rounded at random), plus float64 rounding of `x / step`."""
+        rounding = self.step if self.rounding == "stochastic" else self.step / 2
+        return rounding + 8 * sys.float_info.epsilon * self.clip
+
+    @property
+    def rounding_step(self) -> float | None:
+        return self.step if self.rounding == "stochastic" else None
 
     @property
     def max_summands(self) -> int:
