@@ -37,6 +37,7 @@ from protocol.messages import (
     Enrolled,
     EnrolmentChallenge,
     FederationCreated,
+    FederationInfo,
     FederationSpec,
     LateSum,
     LocalSpend,
@@ -292,6 +293,10 @@ class Federation:
         assert response.status_code == 201, response.text
         created = FederationCreated.model_validate_json(response.content)
         fid = spec.federation_id
+        # The spec as the cloud stored it: with `compression` it planned the quantisation bits.
+        response = await http.get(f"/federations/{fid}")
+        assert response.status_code == 200, response.text
+        spec = FederationInfo.model_validate_json(response.content).spec
         edges: dict[str, Edge] = {}
         client_tokens: dict[str, str] = {}
         client_keys: dict[str, SigningKey] = {}
