@@ -19,7 +19,11 @@ first (`HEScheme.precompute`, the part a real hospital does while it trains: "of
 ("online"). After the round starts each hospital signs its upload against its edge's plan, and the timed
 part begins: every upload sent to its edge over `--connections` connections per edge, until the cloud
 reports the round closed. `he.kind 'none'` (`PlainParams`) is the plaintext path: the same services, the
-same signed uploads, float64 values in the clear.
+same signed uploads, float64 values in the clear. `paillier-auto` is packed Paillier compressed
+(`FederationSpec.compression`): central Gaussian noise at z = 1 on the sum, the cloud choosing the fewest
+quantisation bits that noise allows for the adapter's size, the hospitals rounding at random to them
+(`client_agent.update.contribution`, as every hospital's update goes through here); its `max err` carries
+the noise the cloud adds (std z C / hospitals on the mean).
 
 It prints, per configuration: the round's wall time (first upload sent to the round closed) and its ratio
 to the plaintext round of the same size and cohort; bytes per value of one upload's ciphertext and of its
@@ -66,15 +70,18 @@ from rich.table import Table
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 from transformers import BertConfig
 
+from client_agent.update import contribution
 from fedlora.launcher import Cluster, LaunchError
 from protocol.crypto import CKKSParams, HEParams, PaillierParams, PlainParams, scheme_from_public
-from protocol.messages import MAX_R, FederationInfo, RoundPlan
+from protocol.messages import MAX_R, CentralDPConfig, Compression, FederationInfo, FederationSpec, RoundPlan
 from services.identity import SigningKey
 
 EDGES = 4
 SIZES = {"20k": 20_000, "150k": 150_000, "1M": 1_000_000, "4M": 4_000_000}
-SCHEMES = ("none", "paillier", "ckks")
+SCHEMES = ("none", "paillier", "paillier-auto", "ckks")
 UPDATE_NORM = 0.5  # each simulated update's L2 norm: inside central_dp.clip_norm (1.0), as a clipped delta is
+CLIP_NORM = 1.0
+AUTO_NOISE = 1.0  # paillier-auto: z of the cloud's Gaussian noise, which the bits are chosen against
 RETRY_FOR_S = 300.0  # a hospital's patience with an edge that answers 429 or 503
 MIB = 2**20
 
@@ -89,11 +96,21 @@ class Config:
         """The scheme's parameters: Paillier at 16 bits a value with room in each slot for the whole
         cohort's sum (unmasked: the bench measures encryption and transport, not the masking protocol);
         CKKS at its default (N = 8192, two 60-bit primes); plaintext clipped as Paillier is."""
-        if self.scheme == "paillier":
+        if self.scheme.startswith("paillier"):  # paillier-auto: the cloud replaces the bits and the range
             return PaillierParams(key_bits=2048, quant_bits=16, clip=1.0, max_clients=max(2, self.hospitals))
         if self.scheme == "ckks":
             return CKKSParams()
         return PlainParams(clip=1.0)
+
+    def spec(self, spec: FederationSpec) -> FederationSpec:
+        """`spec` with this scheme's privacy: paillier-auto compresses against central noise at z =
+        `AUTO_NOISE`; the others as `load_spec` makes them (no noise: the published mean is exact)."""
+        if self.scheme != "paillier-auto":
+            return spec
+        dp = CentralDPConfig(noise_multiplier=AUTO_NOISE, clip_norm=CLIP_NORM)
+        return FederationSpec.model_validate(
+            spec.model_dump() | {"central_dp": dp, "compression": Compression()}
+        )
 
 
 def layout_shape(values: int) -> tuple[int, int, int]:
@@ -151,7 +168,8 @@ def _encrypt_one(seed: int, index: int, size: int, path: str) -> tuple[float, fl
     scheme.precompute(size)
     offline = time.process_time() - began
     began = time.process_time()
-    data = scheme.serialize(scheme.encrypt(vector))
+    # Clipped (a no-op at UPDATE_NORM) and, where the spec asks, rounded at random, as the agent does.
+    data = scheme.serialize(scheme.encrypt(contribution(scheme, vector, weight=1.0, clip_norm=CLIP_NORM)))
     online = time.process_time() - began
     Path(path).write_bytes(data)
     return offline, online, len(data), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -324,12 +342,14 @@ def expected_mean(seed: int, hospitals: int, size: int) -> np.ndarray:
 async def run_config(config: Config, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One round of `config` in a world of its own; its figures."""
     model, layers, rank = write_model(folder, config.values)
-    spec = load_spec(
-        deadline_s=args.deadline_s,
-        he=config.he(),
-        target_modules=("query", "value"),
-        layers=layers,
-        r_max=rank,
+    spec = config.spec(
+        load_spec(
+            deadline_s=args.deadline_s,
+            he=config.he(),
+            target_modules=("query", "value"),
+            layers=layers,
+            r_max=rank,
+        )
     )
     world = await start_world(folder, model_path=model, spec=spec, edges=EDGES, max_body_bytes=None)
     try:
@@ -372,6 +392,8 @@ async def run_config(config: Config, folder: Path, args: argparse.Namespace) -> 
         "acknowledged": sum(t.acknowledged for t in tallies.values()),
         "refused": {r: n for t in tallies.values() for r, n in t.refused.items()},
         "wall_s": round(wall_s, 2),
+        "quant_bits": info.spec.he.quant_bits if isinstance(info.spec.he, PaillierParams) else None,
+        "slots": info.spec.he.slots if isinstance(info.spec.he, PaillierParams | CKKSParams) else None,
         "ciphertext_bytes_per_value": round(costs["ciphertext_bytes"] / info.layout_size, 3),
         "body_bytes_per_value": round(body_bytes / info.layout_size, 3),
         "uploads_per_s_per_edge": [round(r, 2) for r in rates],
@@ -423,6 +445,8 @@ def report(console: Console, results: list[dict[str, Any]]) -> None:
                 "scheme",
                 "values",
                 "hosp.",
+                "bits",
+                "slots/ct",
                 "ct B/value",
                 "x f32",
                 "body B/value",
@@ -452,6 +476,8 @@ def report(console: Console, results: list[dict[str, Any]]) -> None:
         )
         sizes.add_row(
             *row,
+            "-" if r.get("quant_bits") is None else str(r["quant_bits"]),
+            "-" if r.get("slots") is None else str(r["slots"]),
             f"{r['ciphertext_bytes_per_value']:.2f}",
             f"{r['ciphertext_bytes_per_value'] / 4:.2f}",
             f"{r['body_bytes_per_value']:.2f}",
@@ -472,10 +498,11 @@ def report(console: Console, results: list[dict[str, Any]]) -> None:
     )
     console.print(sizes)
     console.print(
-        "ct: one upload's ciphertext; body: its signed HTTP body (JSON, ciphertext in base64); x f32: "
+        "bits: packed Paillier's quantisation bits (paillier-auto: chosen by the cloud for the noise); "
+        "slots/ct: values per ciphertext; ct: one upload's ciphertext; body: its signed HTTP body (JSON, ciphertext in base64); x f32: "
         "against 4 bytes a value; RSS: peak resident memory during the round (edge: the busiest; sim.: the "
         "process sending the uploads; enc.: one encryption worker); max err: the published mean against "
-        "the mean of the vectors sent."
+        "the mean of the vectors sent (paillier-auto: with the cloud's noise on it)."
     )
 
 
