@@ -36,7 +36,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from protocol.crypto.params import PaillierParams
-from protocol.messages import SHARE_TAIL_SIGMAS, FederationSpec, max_share_std, schedule_multiplier
+from protocol.messages import (
+    SHARE_TAIL_SIGMAS,
+    Compression,
+    FederationSpec,
+    max_share_std,
+    schedule_multiplier,
+)
 from protocol.rounding import rounding_bound
 
 #: The bits `PaillierParams.quant_bits` allows.
@@ -157,16 +163,24 @@ def aggregate_noise_std(spec: FederationSpec) -> float:
     return smallest * dp.clip_norm
 
 
+def _compressed(spec: FederationSpec) -> tuple[Compression, PaillierParams]:
+    """`spec`'s compression and its packed Paillier parameters (`FederationSpec` refuses compression under
+    another scheme; this narrows the types and refuses a spec without compression)."""
+    compression, he = spec.compression, spec.he
+    if compression is None or not isinstance(he, PaillierParams):
+        raise CompressionError(
+            f"no compression to plan under he.kind {he.kind.value!r}: set compression and he.kind 'paillier'",
+            field="compression",
+            value=None if compression is None else compression.bits,
+        )
+    return compression, he
+
+
 def spec_plan(spec: FederationSpec, *, layout_size: int, clip: float | None = None) -> QuantPlan:
     """`choose_quant_bits` for `spec`'s compression: its clip norm, `layout_size` values, the least noisy
     round's noise, `he.max_clients` uploads a sum, its largest noise share."""
-    compression, he, dp = spec.compression, spec.he, spec.central_dp
-    if compression is None or not isinstance(he, PaillierParams):
-        raise CompressionError(
-            "compression quantises packed Paillier slots: set he.kind 'paillier'",
-            field="he.kind",
-            value=he.kind,
-        )
+    compression, he = _compressed(spec)
+    dp = spec.central_dp
     shares = max_share_std(dp, min_clients=spec.min_clients_per_edge) if dp.distributed else 0.0
     return choose_quant_bits(
         clip_norm=dp.clip_norm,
@@ -189,15 +203,9 @@ def plan_compression(spec: FederationSpec, *, layout_size: int) -> FederationSpe
     Raises `CompressionError` naming the field at fault: `he.quant_bits` with the given bits when they are
     too few (the fewest that would do in `detail`), `he.clip` when the range is too narrow, or the spec's
     field that refuses the planned parameters (masking's ring past 64 bits)."""
-    compression, he = spec.compression, spec.he
-    if compression is None:
+    if spec.compression is None:
         return spec
-    if not isinstance(he, PaillierParams):
-        raise CompressionError(
-            "compression quantises packed Paillier slots: set he.kind 'paillier'",
-            field="he.kind",
-            value=he.kind,
-        )
+    compression, he = _compressed(spec)
     if compression.bits == "given":
         plan = spec_plan(spec, layout_size=layout_size, clip=he.clip)
         if he.quant_bits < plan.quant_bits:
