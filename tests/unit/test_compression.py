@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from client_agent.update import contribution
+from fedlora.specs import federation_spec
 from protocol.aggregation import round_noise
 from protocol.compression import CompressionError, choose_quant_bits, plan_compression, spec_plan
 from protocol.crypto import CKKSParams, PaillierParams, PaillierScheme
@@ -197,3 +198,11 @@ def test_a_sum_of_hospitals_rounded_to_auto_bits_decrypts_within_the_stated_erro
     assert np.sqrt(np.mean(error**2)) <= bound * 1.05
     assert abs(error.mean()) <= 6 * bound / math.sqrt(size)
     assert bound <= plan.error_std <= 0.1 * plan.noise_std
+
+
+def test_the_flat_settings_ask_for_auto_bits_by_name() -> None:
+    flat = federation_spec(
+        federation_id="f", scheme="paillier", quant_bits="auto", central_noise=0.5, clip_norm=1.0
+    )
+    assert flat.compression == Compression(bits="auto")
+    assert isinstance(flat.he, PaillierParams) and flat.he.rounding == "stochastic"
