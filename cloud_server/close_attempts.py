@@ -30,12 +30,14 @@ MAX_ERROR_CHARS = 1000
 
 @dataclass(frozen=True)
 class ClosePolicy:
-    """How a round is closed: the lease's TTL and how often a failing close is tried (CloudSettings)."""
+    """How a round is closed: the lease's TTL, how often a failing close is tried, and the worker processes
+    its decryption may use (None: every core) (CloudSettings)."""
 
     lease_ttl_s: float
     max_attempts: int
     retry_s: float
     retry_max_s: float
+    decrypt_workers: int | None = None
 
     @classmethod
     def from_settings(cls, settings: CloudSettings) -> ClosePolicy:
@@ -44,6 +46,7 @@ class ClosePolicy:
             max_attempts=settings.close_max_attempts,
             retry_s=settings.close_retry_s,
             retry_max_s=settings.close_retry_max_s,
+            decrypt_workers=settings.decrypt_workers,
         )
 
     def delay_s(self, failures: int) -> float:

@@ -31,7 +31,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,11 +61,10 @@ from cloud_server.records import (
     StoredAggregate,
     readable_aggregates,
     unpack_aggregate,
-    unpack_late,
-    unpack_mask_correction,
 )
 from cloud_server.retention import Retention
 from cloud_server.round_outcome import Release, RoundOutcome, Stored, round_outcome, still_open
+from cloud_server.stored_sums import StoredSums
 from cloud_server.telemetry import CloudTelemetry
 from protocol.aggregation import (
     Aggregated,
@@ -97,19 +96,20 @@ from services.stored_records import Discards, parse_record, read_record
 log = logging.getLogger("fedlora.cloud")
 
 
-def late_groups(spec: FederationSpec, round_: int, values: Mapping[str, bytes]) -> list[LateGroup]:
-    """The late buckets of a round's stored aggregates, grouped by staleness (least late first)."""
+def late_groups(spec: FederationSpec, round_: int, sums: StoredSums) -> list[LateGroup]:
+    """The late buckets of a round's stored aggregates, grouped by staleness (least late first); their
+    ciphertexts are read from the store when the decryption reaches them."""
     if spec.late_uploads is None:
         return []
-    by_staleness: dict[int, tuple[list[memoryview], list[Contribution], list[str]]] = {}
-    for edge_id in sorted(values):
-        for bucket, ciphertext in unpack_late(values[edge_id]):
+    by_staleness: dict[int, tuple[list[tuple[str, int]], list[Contribution], list[str]]] = {}
+    for edge_id, header in sums.headers.items():
+        for index, bucket in enumerate(header.late):
             parts, contributions, edges = by_staleness.setdefault(round_ - bucket.origin_round, ([], [], []))
-            parts.append(ciphertext)
+            parts.append((edge_id, index))
             contributions.extend(bucket.contributions)
             edges.append(edge_id)
     return [
-        LateGroup(s, spec.late_uploads.factor(s), parts, contributions, edges)
+        LateGroup(s, spec.late_uploads.factor(s), sums.late(parts), contributions, edges)
         for s, (parts, contributions, edges) in sorted(by_staleness.items())
     ]
 
@@ -143,8 +143,9 @@ class PreparedRound:
     round: int
     record: FederationRecord  # as read before decrypting
     headers: Mapping[str, StoredAggregate]
-    ciphertexts: list[memoryview]  # each edge's sum, in the order of `headers`
-    corrections: list[memoryview | None]  # each masking cohort's mask correction, in the same order
+    # Each edge's sum, in the order of `headers`, read from the store when indexed (`StoredSums`).
+    ciphertexts: Sequence[memoryview]
+    corrections: Sequence[memoryview | None]  # each masking cohort's mask correction, in the same order
     late: list[LateGroup]  # the late groups folded in
     late_left_out: int  # late uploads left out (`protocol.aggregation.fold_in`)
     noise: RoundNoise
@@ -443,17 +444,17 @@ class RoundCloser:
         sealed = await self._seal(fid, round_, now)
         if not sealed:
             return
-        values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
-        readable, unreadable = await self._quarantined(fid, round_, values, sealed)
+        readable, unreadable = await self._read_sums(fid, round_, sealed)
         if unreadable:
             # A sealed sum cannot be left out unnoticed: the round fails, the readable sums shown forwarded.
             reason = (
                 f"stored edge sums that do not read back were quarantined: {', '.join(sorted(unreadable))}"
             )
-            headers = {edge: unpack_aggregate(v)[0] for edge, v in readable.items()}
-            await self.fail(fid, round_, now, reason=reason, forwarded=headers, sealed=sealed, lease=lease)
+            await self.fail(
+                fid, round_, now, reason=reason, forwarded=readable.headers, sealed=sealed, lease=lease
+            )
             return
-        remaining: dict[str, bytes] = dict(values)
+        remaining = readable
         refused: dict[str, DropReason] = {}
         while True:
             prepared = await self._prepare(fid, round_, now, remaining, sealed, lease)
@@ -474,12 +475,17 @@ class RoundCloser:
                     },
                 )
                 refused |= dict.fromkeys(e.edges, e.reason)
-                remaining = {edge: v for edge, v in remaining.items() if edge not in e.edges}
-                if not remaining:
+                remaining = remaining.without(e.edges)
+                if not remaining.edges:
                     # Every sum the round holds shows as forwarded, and its uploads as dropped.
-                    every = {edge: unpack_aggregate(v)[0] for edge, v in values.items()}
                     await self.fail(
-                        fid, round_, now, reason=str(e), forwarded=every, sealed=sealed, lease=lease
+                        fid,
+                        round_,
+                        now,
+                        reason=str(e),
+                        forwarded=readable.headers,
+                        sealed=sealed,
+                        lease=lease,
                     )
                     return
                 continue
@@ -491,41 +497,58 @@ class RoundCloser:
                 metrics["edges_flagged"] = float(len(result.flagged))
             release = await self._release(fid, prepared, result, metrics, now=now)
             # Left out of the model, but held and counted: shown forwarded, their uploads dropped.
-            left_out = {edge: (why, unpack_aggregate(values[edge])[0]) for edge, why in refused.items()}
+            left_out = {edge: (why, readable.headers[edge]) for edge, why in refused.items()}
             release = dataclasses.replace(release, refused=left_out)
             await self._commit(fid, release, sealed, why=why, lease=lease)
 
-    async def _quarantined(
-        self, fid: str, round_: int, values: Mapping[str, bytes], sealed: Mapping[str, str]
-    ) -> tuple[dict[str, bytes], dict[str, str]]:
-        """`readable_aggregates(values, sealed)`, each unreadable value copied to its quarantine key
-        (`keyspace.fed_quarantine`, for the retention window) and logged with the key it came from and why it
-        does not read back (a value that is not the one recorded when the round was sealed included)."""
-        readable, unreadable = readable_aggregates(values, sealed)
-        for edge_id, why in sorted(unreadable.items()):
-            if edge_id not in values:
-                log.error(
-                    "a stored edge sum recorded when the round was sealed is gone",
-                    extra={"federation_id": fid, "round": round_, "data": {"edge_id": edge_id}},
-                )
-                continue
-            target = keyspace.fed_quarantine(fid, f"round:{round_}:aggregate:{edge_id}")
-            # Kept as long as the round's own sums (`RetentionPolicy.round_s`), for the operator to inspect.
-            await self._store.set(target, values[edge_id], ttl_s=self._retention.policy.round_s)
+    async def _read_sums(
+        self, fid: str, round_: int, sealed: Mapping[str, str]
+    ) -> tuple[StoredSums, dict[str, str]]:
+        """The round's stored sums that read back (`readable_aggregates` against `sealed`), their headers
+        read one value at a time and the values left in the store (`StoredSums`), and edge id -> why for each
+        other, each unreadable value copied to its quarantine key (`keyspace.fed_quarantine`, for the
+        retention window) and logged with the key it came from and why it does not read back (a value that
+        is not the one recorded when the round was sealed included)."""
+        key = keyspace.fed_round_aggregates(fid, round_)
+        headers: dict[str, StoredAggregate] = {}
+        unreadable: dict[str, str] = {}
+        for edge_id in sorted(set(await self._store.hkeys(key)) | set(sealed)):
+            value = await self._store.hget(key, edge_id)
+            held = {} if value is None else {edge_id: value}
+            readable, why = readable_aggregates(held, {e: d for e, d in sealed.items() if e == edge_id})
+            if readable:
+                headers[edge_id] = unpack_aggregate(readable[edge_id])[0]
+            else:
+                unreadable |= why
+                await self._quarantine(fid, round_, edge_id, value, why[edge_id])
+            del value, held, readable  # one edge's value in memory at a time
+        sums = StoredSums(self._store, key, headers, sealed, asyncio.get_running_loop())
+        return sums, unreadable
+
+    async def _quarantine(self, fid: str, round_: int, edge_id: str, value: bytes | None, why: str) -> None:
+        """Copy an edge sum that does not read back to its quarantine key, and log it (or that it is gone)."""
+        if value is None:
             log.error(
-                "a stored edge sum does not read back: quarantined",
-                extra={
-                    "federation_id": fid,
-                    "round": round_,
-                    "data": {
-                        "key": keyspace.fed_round_aggregates(fid, round_),
-                        "edge_id": edge_id,
-                        "quarantine": target,
-                        "error": why,
-                    },
-                },
+                "a stored edge sum recorded when the round was sealed is gone",
+                extra={"federation_id": fid, "round": round_, "data": {"edge_id": edge_id}},
             )
-        return readable, unreadable
+            return
+        target = keyspace.fed_quarantine(fid, f"round:{round_}:aggregate:{edge_id}")
+        # Kept as long as the round's own sums (`RetentionPolicy.round_s`), for the operator to inspect.
+        await self._store.set(target, value, ttl_s=self._retention.policy.round_s)
+        log.error(
+            "a stored edge sum does not read back: quarantined",
+            extra={
+                "federation_id": fid,
+                "round": round_,
+                "data": {
+                    "key": keyspace.fed_round_aggregates(fid, round_),
+                    "edge_id": edge_id,
+                    "quarantine": target,
+                    "error": why,
+                },
+            },
+        )
 
     async def _give_up(
         self, fid: str, round_: int, now: datetime, failures: CloseFailures, lease: Lease
@@ -535,10 +558,10 @@ class RoundCloser:
         sealed = await self._seal(fid, round_, now)
         if sealed is None:
             return  # over meanwhile
-        values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
         reason = f"closing the round failed {failures.attempts} times; the last error: {failures.last_error}"
         try:
-            prepared = await self._prepare(fid, round_, now, values, sealed, lease)
+            readable, _ = await self._read_sums(fid, round_, sealed)
+            prepared = await self._prepare(fid, round_, now, readable, sealed, lease)
         except Exception as e:
             log.error(
                 "the failing round's noise could not be computed: no ledger entry for the sums it holds: %s",
@@ -565,17 +588,16 @@ class RoundCloser:
         round_: int,
         spec: FederationSpec,
         record: FederationRecord,
-        values: Mapping[str, bytes],
+        sums: StoredSums,
     ) -> tuple[dict[str, StoredAggregate], list[LateGroup], list[LateGroup], RoundNoise]:
-        """The edge sums `values` holds (edge id -> header), the late buckets that count and those left out, and
+        """The edge sums `sums` holds (edge id -> header), the late buckets that count and those left out, and
         the noise the round's release carries."""
-        unpacked = (unpack_aggregate(values[edge_id]) for edge_id in sorted(values))
-        headers = {header.edge_id: header for header, _ in unpacked}
+        headers = {header.edge_id: header for header in sums.headers.values()}
         layout, _ = await self._federations.layout(fid)
         plan_key = keyspace.fed_round_plan(fid, round_)
         plan = parse_record(await self._store.get(plan_key) or b"", key=plan_key, reader=RoundPlan)
         fresh = [c for header in headers.values() for c in header.contributions]
-        late, left_out = fold_in(fresh, late_groups(spec, round_, values), k=spec.min_clients_per_edge)
+        late, left_out = fold_in(fresh, late_groups(spec, round_, sums), k=spec.min_clients_per_edge)
         if left_out:
             _log_left_out(fid, round_, left_out)
         noise = round_noise(
@@ -596,7 +618,7 @@ class RoundCloser:
         fid: str,
         round_: int,
         now: datetime,
-        values: Mapping[str, bytes],
+        sums: StoredSums,
         sealed: Mapping[str, str],
         lease: Lease,
     ) -> PreparedRound | None:
@@ -606,7 +628,6 @@ class RoundCloser:
         record = await self._federations.record(fid)
         if record.current_round != round_ or await self._is_over(fid, round_):
             return None  # closed by someone else between our look and the lease
-        unpacked = [unpack_aggregate(values[edge_id]) for edge_id in sorted(values)]
         layout, _ = await self._federations.layout(fid)
         previous_key = keyspace.fed_adapter(fid, record.adapter_version)
         previous_raw = await self._store.get(previous_key)
@@ -615,14 +636,14 @@ class RoundCloser:
                 f"adapter version {record.adapter_version} of {fid!r} is missing from the store"
             )
         previous = vector_from_bytes(previous_raw, layout.size, key=previous_key)
-        headers, late, left_out, noise = await self._noise(fid, round_, spec, record, values)
+        headers, late, left_out, noise = await self._noise(fid, round_, spec, record, sums)
         prepared = PreparedRound(
             spec,
             round_,
             record,
             headers,
-            [ciphertext for _, ciphertext in unpacked],
-            [unpack_mask_correction(values[edge_id]) for edge_id in sorted(values)],
+            sums.ciphertexts,
+            sums.corrections,
             late,
             sum(len(g.contributions) for g in left_out),
             noise,
@@ -702,6 +723,7 @@ class RoundCloser:
                 k=spec.min_clients_per_edge,
                 late=prepared.late,
                 corrections=prepared.corrections,
+                workers=self._policy.decrypt_workers,
             )
         except (KeyStoreError, RefusedSumsError):
             raise
@@ -870,9 +892,8 @@ class RoundCloser:
             sealed = await self._seal(fid, round_, now)
             if sealed is None:
                 continue  # over meanwhile: go on to the round opened after it, if any
-            values = await self._store.hgetall(keyspace.fed_round_aggregates(fid, round_))
             spec = await self._federations.spec(fid)
-            readable, _ = await self._quarantined(fid, round_, values, sealed)
+            readable, _ = await self._read_sums(fid, round_, sealed)
             headers, _, _, noise = await self._noise(fid, round_, spec, record, readable)
             if await self.fail(
                 fid,

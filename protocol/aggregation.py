@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol.crypto import CryptoError, DecryptionRangeError, EncryptedVector, HEScheme, PackingError
+from protocol.crypto.base import UIntArray
 from protocol.crypto.params import HEParams
 from protocol.ffa import AdapterLayout
 from protocol.messages import Contribution, DropReason, FederationSpec, NoiseMechanism
@@ -226,9 +227,13 @@ def aggregate(
     rows: Sequence[tuple[str, float]] | None = None,
     late: Sequence[LateGroup] = (),
     corrections: Sequence[bytes | memoryview | None] | None = None,
+    workers: int | None = None,
 ) -> Aggregated:
     """The next global adapter from the edges' sums and late buckets, with every coordinate held back that a
     sum decrypted on its own (the on-time total, each late group) reaches with fewer than `k` hospitals.
+    `ciphertexts`, `corrections` and each late group's ciphertexts are read one at a time, in order, each
+    dropped once added (`fold`): a sequence that reads each item from a store when it is indexed keeps no
+    more than two ciphertexts in memory. `workers`: the processes a decryption may use (`HEScheme.decrypt`).
     `central` is the cloud's noise in steps of the scheme's noise lattice (`draw_central`; None when the
     round asks the cloud for none): the decrypted sum is rounded to the lattice and the integers added
     (`on_lattice`). Raises `RefusedSumsError` naming the edges whose sums are out of range or do not
@@ -240,34 +245,43 @@ def aggregate(
     if total_weight <= 0:
         raise AggregationError(f"the contributions' total weight must be positive, got {total_weight}")
     length = int(global_vector.size)
-    parts = [scheme.deserialize(c, expected_length=length) for c in ciphertexts]
     if isinstance(strategy, RowStrategy):
         if late:
             raise AggregationError(
                 f"strategy {strategy.kind.value!r} cannot take late buckets, got {len(late)}"
             )
         return _held_back(
-            _by_rows(scheme, parts, global_vector=global_vector, rows=rows or [], strategy=strategy),
+            _by_rows(scheme, ciphertexts, global_vector=global_vector, rows=rows or [], strategy=strategy),
             global_vector,
             reached,
         )
-    total = scheme.sum(parts)
-    started = time.perf_counter()
-    edges = [edge_id for edge_id, _ in rows] if rows else [str(i) for i in range(len(parts))]
+    edges = [edge_id for edge_id, _ in rows] if rows else [str(i) for i in range(len(ciphertexts))]
     if scheme.ring_bits is None:
-        noisy_sum = checked_sum(scheme, total, parts, edges=edges)
+        total = fold(scheme, ciphertexts, length=length)
+        started = time.perf_counter()
+        noisy_sum = checked_sum(scheme, total, ciphertexts, edges=edges, workers=workers)
     else:
-        noisy_sum = unmasked_sum(scheme, parts, corrections or [None] * len(parts), edges=edges)
+        started = time.perf_counter()
+        total, noisy_sum = unmasked_sum(
+            scheme,
+            ciphertexts,
+            corrections or [None] * len(ciphertexts),
+            edges=edges,
+            length=length,
+            workers=workers,
+        )
     decrypt_s = time.perf_counter() - started
     summands = total.count
+    del total  # the late groups' sums need the memory
     # Each staleness is decrypted on its own (an add-only context cannot scale a ciphertext) and weighted
     # in the clear; every bucket inside holds at least k uploads, and `reach` counts the group on its own.
     # It is range-checked as the on-time sum is: a bucket out of range costs its edge, not the round.
     for group in late:
-        buckets = [scheme.deserialize(c, expected_length=length) for c in group.ciphertexts]
-        late_sum = scheme.sum(buckets)
-        noisy_sum = noisy_sum + group.factor * checked_sum(scheme, late_sum, buckets, edges=group.edges)
+        late_sum = fold(scheme, group.ciphertexts, length=length)
         summands += late_sum.count
+        noisy_sum = noisy_sum + group.factor * checked_sum(
+            scheme, late_sum, group.ciphertexts, edges=group.edges, workers=workers
+        )
     if noise.cloud_std > 0:
         noisy_sum = on_lattice(noisy_sum, central, step=scheme.params.noise_step)
     previous = global_vector.astype(np.float64)
@@ -387,25 +401,48 @@ class OutOfRangeSumError(RefusedSumsError):
         )
 
 
+def fold(
+    scheme: HEScheme[Any], ciphertexts: Sequence[bytes | memoryview], *, length: int
+) -> EncryptedVector[Any]:
+    """The homomorphic sum of the serialised `ciphertexts` of `length` values each, deserialised one at a
+    time and dropped once added: in memory, the running sum and the one being added, however many there
+    are. Raises `CiphertextError` on one that does not parse, `CryptoError` on none."""
+    total: EncryptedVector[Any] | None = None
+    for index in range(len(ciphertexts)):
+        part = scheme.deserialize(ciphertexts[index], expected_length=length)
+        if total is None:
+            total = part  # deserialised here, so owned: it can be the running sum
+        else:
+            scheme.add_into(total, part)
+        del part
+    if total is None:
+        raise CryptoError("cannot sum an empty sequence of ciphertexts")
+    return total
+
+
 def checked_sum(
     scheme: HEScheme[Any],
     total: EncryptedVector[Any],
-    parts: Sequence[EncryptedVector[Any]],
+    ciphertexts: Sequence[bytes | memoryview],
     *,
     edges: Sequence[str],
+    workers: int | None = None,
 ) -> np.ndarray:
-    """The decrypted `total` of the edges' sums `parts`, range-checked per value (`HEScheme.in_range`) and,
-    packed, per slot (`packing.unpack`). When the check fails, each sum is decrypted on its own (each of at
-    least `k` hospitals, as `unmasked_sum` does) to name the edges whose sums are out of range:
-    `OutOfRangeSumError`, so that one hospital's bad encoding costs its own region's sum, not the round."""
+    """The decrypted `total` of the edges' serialised sums `ciphertexts`, range-checked per value
+    (`HEScheme.in_range`) and, packed, per slot (`packing.unpack`). When the check fails, each sum is read
+    again and decrypted on its own (each of at least `k` hospitals, as `unmasked_sum` does) to name the edges
+    whose sums are out of range: `OutOfRangeSumError`, so that one hospital's bad encoding costs its own
+    region's sum, not the round."""
     try:
-        return scheme.decrypt(total)
+        return scheme.decrypt(total, workers=workers)
     except (PackingError, DecryptionRangeError) as e:
         detail = str(e)
     failed = []
-    for edge_id, part in zip(edges, parts, strict=True):
+    for index, edge_id in enumerate(edges):
         try:
-            scheme.decrypt(part)
+            scheme.decrypt(
+                scheme.deserialize(ciphertexts[index], expected_length=total.length), workers=workers
+            )
         except (PackingError, DecryptionRangeError):
             failed.append(edge_id)
     raise OutOfRangeSumError(failed or list(edges), detail)
@@ -413,39 +450,55 @@ def checked_sum(
 
 def unmasked_sum(
     scheme: HEScheme[Any],
-    parts: Sequence[EncryptedVector[Any]],
+    ciphertexts: Sequence[bytes | memoryview],
     corrections: Sequence[bytes | memoryview | None],
     *,
     edges: Sequence[str],
-) -> np.ndarray:
-    """The sum of masking cohorts' sums: decrypt the total's ring residues once, add every cohort's mask
-    correction, and decode with the range check. When the check fails, each sum is decrypted on its own
-    (each is a whole cohort's, so of at least `k` hospitals) to name the edges whose masks did not cancel:
-    `MaskedSumError`."""
+    length: int,
+    workers: int | None = None,
+) -> tuple[EncryptedVector[Any], np.ndarray]:
+    """The total of masking cohorts' serialised sums `ciphertexts` of `length` values, and its values:
+    the sums and their mask corrections folded one edge at a time (`fold`), the total's ring residues
+    decrypted once, the corrections' sum added, and decoded with the range check. When the check fails,
+    each sum is read again and decrypted on its own (each is a whole cohort's, so of at least `k`
+    hospitals) to name the edges whose masks did not cancel: `MaskedSumError`."""
     bits = scheme.ring_bits
     assert bits is not None
-    length = parts[0].length
-    fixes = []
-    for edge_id, correction in zip(edges, corrections, strict=True):
-        if correction is None:
-            raise MaskedSumError([edge_id])
-        fixes.append(residues_from_bytes(bytes(correction), bits=bits, length=length))
-    total = scheme.sum(parts)
+    if len(corrections) != len(ciphertexts):
+        raise AggregationError(
+            f"each of the {len(ciphertexts)} sums needs a mask correction, got {len(corrections)}"
+        )
+    fix = np.zeros(length, dtype=np.uint64)
+    for index, edge_id in enumerate(edges):
+        fix = ring_sum(
+            [fix, _correction(corrections[index], edge_id, bits=bits, length=length)], bits, length
+        )
+    total = fold(scheme, ciphertexts, length=length)
     try:
-        return scheme.decode_residues(
-            ring_sum([scheme.decrypt_residues(total), *fixes], bits, length), count=total.count
+        return total, scheme.decode_residues(
+            ring_sum([scheme.decrypt_residues(total, workers=workers), fix], bits, length), count=total.count
         )
     except PackingError:
         pass
     failed = []
-    for edge_id, part, fix in zip(edges, parts, fixes, strict=True):
+    for index, edge_id in enumerate(edges):
+        part = scheme.deserialize(ciphertexts[index], expected_length=length)
+        own = _correction(corrections[index], edge_id, bits=bits, length=length)
         try:
             scheme.decode_residues(
-                ring_sum([scheme.decrypt_residues(part), fix], bits, length), count=part.count
+                ring_sum([scheme.decrypt_residues(part, workers=workers), own], bits, length),
+                count=part.count,
             )
         except PackingError:
             failed.append(edge_id)
     raise MaskedSumError(failed or list(edges))
+
+
+def _correction(correction: bytes | memoryview | None, edge_id: str, *, bits: int, length: int) -> UIntArray:
+    """An edge's mask correction as ring residues; `MaskedSumError` naming it when it sent none."""
+    if correction is None:
+        raise MaskedSumError([edge_id])
+    return residues_from_bytes(bytes(correction), bits=bits, length=length)
 
 
 def _held_back(result: Aggregated, global_vector: np.ndarray, reached: Reach) -> Aggregated:
@@ -464,26 +517,29 @@ def _held_back(result: Aggregated, global_vector: np.ndarray, reached: Reach) ->
 
 def _by_rows(
     scheme: HEScheme[Any],
-    parts: Sequence[Any],
+    ciphertexts: Sequence[bytes | memoryview],
     *,
     global_vector: np.ndarray,
     rows: Sequence[tuple[str, float]],
     strategy: RowStrategy,
 ) -> Aggregated:
-    """A strategy over each edge's sum (plaintext federations only): `rows` names each part's edge and
-    total weight, in the order of `parts`."""
-    if len(rows) != len(parts):
-        raise AggregationError(f"rows must name each of the {len(parts)} edge sums, got {len(rows)} rows")
+    """A strategy over each edge's sum (plaintext federations only): `rows` names each serialised sum's
+    edge and total weight, in the order of `ciphertexts`."""
+    if len(rows) != len(ciphertexts):
+        raise AggregationError(
+            f"rows must name each of the {len(ciphertexts)} edge sums, got {len(rows)} rows"
+        )
     previous = global_vector.astype(np.float64)
-    edge_rows = [
-        EdgeRow(edge_id, scheme.decrypt(part), weight)
-        for (edge_id, weight), part in zip(rows, parts, strict=True)
-    ]
+    edge_rows, summands = [], 0
+    for index, (edge_id, weight) in enumerate(rows):
+        part = scheme.deserialize(ciphertexts[index], expected_length=global_vector.size)
+        edge_rows.append(EdgeRow(edge_id, scheme.decrypt(part), weight))
+        summands += part.count
     vector, flagged = strategy.combine_rows(previous, edge_rows)
     return Aggregated(
         vector=vector.astype(np.float32),
         update_norm=0.0,
         noise_std=0.0,
-        summands=sum(p.count for p in parts),
+        summands=summands,
         flagged=flagged,
     )

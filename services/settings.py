@@ -281,6 +281,13 @@ class CloudSettings(ServerSettings):
     close_retry_max_s: float = Field(
         default=300.0, gt=0, le=86_400.0, description="the longest back-off between two close attempts"
     )
+    decrypt_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="worker processes a round's decryption is spread over (packed Paillier; a small sum stays "
+        "in the cloud's process); unset: every core the cloud may run on",
+    )
 
 
 class EdgeSettings(ServerSettings):

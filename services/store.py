@@ -123,6 +123,10 @@ class StateStore(ABC):
     async def hgetall(self, key: str) -> dict[str, bytes]: ...
 
     @abstractmethod
+    async def hkeys(self, key: str) -> list[str]:
+        """The fields of the hash at `key`, sorted, without reading their values (which may be large)."""
+
+    @abstractmethod
     async def scan(self, prefix: str) -> list[str]:
         """Every key starting with `prefix`, sorted."""
 
@@ -295,6 +299,11 @@ class MemoryStore(StateStore):
         async with self._lock:
             self._expire(key)
             return dict(self._hashes.get(key, {}))
+
+    async def hkeys(self, key: str) -> list[str]:
+        async with self._lock:
+            self._expire(key)
+            return sorted(self._hashes.get(key, {}))
 
     async def scan(self, prefix: str) -> list[str]:
         async with self._lock:
@@ -522,6 +531,10 @@ class RedisStore(StateStore):
         async with self._errors(f"HGETALL {key}"):
             raw = await self._redis.hgetall(key)
             return {_text(name): _raw(value) or b"" for name, value in raw.items()}
+
+    async def hkeys(self, key: str) -> list[str]:
+        async with self._errors(f"HKEYS {key}"):
+            return sorted(_text(name) for name in await self._redis.hkeys(key))
 
     async def scan(self, prefix: str) -> list[str]:
         pattern = _glob_escape(prefix) + "*"

@@ -27,6 +27,7 @@ from protocol.crypto.errors import (
     MissingSecretKeyError,
     PackingError,
 )
+from protocol.crypto.obfuscators import default_workers
 from protocol.crypto.params import CKKSParams, HEKind, PaillierParams, PlainParams
 
 PayloadT = TypeVar("PayloadT")
@@ -35,6 +36,15 @@ FloatArray = npt.NDArray[np.float64]
 UIntArray = npt.NDArray[np.uint64]
 
 _FINGERPRINT_DOMAIN = b"fedlora/he-key/v1\x00"
+
+
+def decrypt_workers(workers: int | None) -> int:
+    """The worker processes a decryption may use: `workers`, or every core this process may run on."""
+    if workers is None:
+        return default_workers()
+    if workers < 1:
+        raise CryptoError(f"workers must be >= 1, got {workers}")
+    return workers
 
 
 def key_fingerprint(params: AnyParams, public_bytes: bytes) -> bytes:
@@ -182,16 +192,17 @@ class HEScheme(ABC, Generic[PayloadT]):
             self.add_into(acc, ciphertext)
         return acc
 
-    def decrypt(self, ciphertext: EncryptedVector[PayloadT]) -> FloatArray:
+    def decrypt(self, ciphertext: EncryptedVector[PayloadT], *, workers: int | None = None) -> FloatArray:
         """The plaintext sum, as float64, range-checked (`in_range`). Needs the secret key (except for the
-        plaintext scheme)."""
+        plaintext scheme). `workers`: the processes a backend may spread a large decryption over (None:
+        every core this process may use; see `decrypt_workers`)."""
         self._check_own(ciphertext)
         if not self.has_secret_key:
             raise MissingSecretKeyError(
                 f"this {self.kind.value} scheme (key {envelope.short_hex(self.fingerprint)}) holds only the "
                 "public key; decryption needs the secret key"
             )
-        return self.in_range(self._decrypt(ciphertext), count=ciphertext.count)
+        return self.in_range(self._decrypt(ciphertext, decrypt_workers(workers)), count=ciphertext.count)
 
     def in_range(self, values: npt.ArrayLike, *, count: int) -> FloatArray:
         """`values`, a decrypted sum of `count` encryptions, after checking that each lies where `count`
@@ -248,13 +259,16 @@ class HEScheme(ABC, Generic[PayloadT]):
             raise PackingError(f"residue {int(np.argmax(r >> np.uint64(bits) > 0))} is outside [0, 2^{bits})")
         return EncryptedVector(self.kind, self.fingerprint, r.size, 1, self._encrypt_residues(r))
 
-    def decrypt_residues(self, ciphertext: EncryptedVector[PayloadT]) -> UIntArray:
-        """The sum of the residues in `ciphertext`, reduced into the ring (masks not yet removed)."""
+    def decrypt_residues(
+        self, ciphertext: EncryptedVector[PayloadT], *, workers: int | None = None
+    ) -> UIntArray:
+        """The sum of the residues in `ciphertext`, reduced into the ring (masks not yet removed); `workers`
+        as for `decrypt`."""
         self._ring("decrypt residues")
         self._check_own(ciphertext)
         if not self.has_secret_key:
             raise MissingSecretKeyError(f"this {self.kind.value} scheme holds only the public key")
-        return self._decrypt_residues(ciphertext)
+        return self._decrypt_residues(ciphertext, decrypt_workers(workers))
 
     def decode_residues(self, residues: npt.NDArray[np.uint64], *, count: int) -> FloatArray:
         """The values of a sum of `count` encodings, from its unmasked residues. Raises `PackingError` where
@@ -275,7 +289,7 @@ class HEScheme(ABC, Generic[PayloadT]):
     def _encrypt_residues(self, residues: UIntArray) -> PayloadT:
         raise CryptoError(f"{self.kind.value} has no exact ring")
 
-    def _decrypt_residues(self, ciphertext: EncryptedVector[PayloadT]) -> UIntArray:
+    def _decrypt_residues(self, ciphertext: EncryptedVector[PayloadT], workers: int) -> UIntArray:
         raise CryptoError(f"{self.kind.value} has no exact ring")
 
     def _decode_residues(self, residues: UIntArray, count: int) -> FloatArray:
@@ -379,7 +393,8 @@ class HEScheme(ABC, Generic[PayloadT]):
     def _copy(self, payload: PayloadT) -> PayloadT: ...
 
     @abstractmethod
-    def _decrypt(self, ciphertext: EncryptedVector[PayloadT]) -> FloatArray: ...
+    def _decrypt(self, ciphertext: EncryptedVector[PayloadT], workers: int) -> FloatArray:
+        """The plaintext of `ciphertext`, over at most `workers` processes where the backend gains by it."""
 
     @abstractmethod
     def _dump_chunks(self, payload: PayloadT) -> Sequence[bytes]: ...

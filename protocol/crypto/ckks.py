@@ -166,7 +166,9 @@ class CKKSScheme(HEScheme[CKKSPayload]):
     def _copy(self, payload: CKKSPayload) -> CKKSPayload:
         return [v.copy() for v in payload]
 
-    def _decrypt(self, ciphertext: EncryptedVector[CKKSPayload]) -> FloatArray:
+    def _decrypt(self, ciphertext: EncryptedVector[CKKSPayload], workers: int) -> FloatArray:
+        # In this thread, whatever `workers`: a small share of a round (`bench/cloud_decrypt.py`), and
+        # workers would need the secret context and every chunk pickled to them.
         # The key is passed explicitly: a vector made by a public-only scheme is linked to that context.
         secret_key = self._context.secret_key()
         parts = [np.asarray(v.decrypt(secret_key), dtype=np.float64) for v in ciphertext.payload]

@@ -46,3 +46,9 @@ class DecryptionRangeError(CryptoError):
     """A decrypted sum holds a value no honest sum of its count can: past what its encryptions can add up
     to, or past the point where the scheme's plaintexts wrap (a crafted or overflowed ciphertext, or one
     made under another key). Nothing of such a sum may be released."""
+
+
+class DecryptionWorkerError(RuntimeError):
+    """A worker process that decrypts a share of a sum failed or died (killed, out of memory): nothing was
+    decrypted and nothing is wrong with the sum, so the same decryption may be tried again. Not a
+    `CryptoError`, which says the ciphertext or the key is at fault."""

@@ -9,8 +9,8 @@ Almost all of the encryption cost is the obfuscator `r^n mod n^2`. It does not d
 `precompute` (or an `ObfuscatorPool` filled in a background thread) computes them while the client trains,
 by Damgard-Jurik-Nielsen's short exponents on a fixed base over every core (`protocol.crypto.obfuscators`,
 which states the exponent length and why it is safe), and `encrypt` only packs and multiplies. Each
-obfuscator is popped from the pool and used once. Decryption runs by CRT over threads
-(`protocol.crypto.paillier_crt`).
+obfuscator is popped from the pool and used once. Decryption runs by CRT over worker
+processes (`protocol.crypto.paillier_crt`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from protocol.crypto import packing
 from protocol.crypto.base import EncryptedVector, FloatArray, HEScheme, UIntArray
 from protocol.crypto.envelope import chunk_lengths
 from protocol.crypto.errors import CiphertextError, KeyMaterialError, MissingSecretKeyError
-from protocol.crypto.obfuscators import ObfuscatorPool, default_workers
+from protocol.crypto.obfuscators import ObfuscatorPool
 from protocol.crypto.paillier_crt import CrtDecryptor
 from protocol.crypto.params import HEKind, PaillierParams
 
@@ -150,17 +150,17 @@ class PaillierScheme(HEScheme[PaillierPayload]):
             out.append(c - n_square if c >= n_square else c)
         return out
 
-    def _decrypt_residues(self, ciphertext: EncryptedVector[PaillierPayload]) -> UIntArray:
-        return packing.ring_reduce(self._decrypt_slots(ciphertext), self._params)
+    def _decrypt_residues(self, ciphertext: EncryptedVector[PaillierPayload], workers: int) -> UIntArray:
+        return packing.ring_reduce(self._decrypt_slots(ciphertext, workers), self._params)
 
     def _decode_residues(self, residues: UIntArray, count: int) -> FloatArray:
         sums = packing.shifted_sums(residues, count=count, params=self._params)
         return packing.dequantise(sums, self._params)
 
-    def _decrypt_slots(self, ciphertext: EncryptedVector[PaillierPayload]) -> UIntArray:
+    def _decrypt_slots(self, ciphertext: EncryptedVector[PaillierPayload], workers: int) -> UIntArray:
         if self._decryptor is None:  # HEScheme.decrypt checks this first; kept for direct callers
             raise MissingSecretKeyError("this Paillier scheme holds only the public key n")
-        plaintexts = self._decryptor.decrypt(ciphertext.payload, workers=default_workers())
+        plaintexts = self._decryptor.decrypt(ciphertext.payload, workers=workers)
         return packing.unpack_slots(plaintexts, ciphertext.length, self._params)
 
     def _add(self, a: PaillierPayload, b: PaillierPayload) -> PaillierPayload:
@@ -175,8 +175,8 @@ class PaillierScheme(HEScheme[PaillierPayload]):
     def _copy(self, payload: PaillierPayload) -> PaillierPayload:
         return list(payload)  # mpz values are never mutated in place
 
-    def _decrypt(self, ciphertext: EncryptedVector[PaillierPayload]) -> FloatArray:
-        slots = self._decrypt_slots(ciphertext)
+    def _decrypt(self, ciphertext: EncryptedVector[PaillierPayload], workers: int) -> FloatArray:
+        slots = self._decrypt_slots(ciphertext, workers)
         if self._params.masking:  # unmasked residues of a masking federation: reduce into the ring first
             slots = packing.ring_reduce(slots, self._params)
         return self._decode_residues(slots, ciphertext.count)

@@ -1,24 +1,36 @@
-"""Paillier decryption by the Chinese remainder theorem, many ciphertexts at a time over threads.
+"""Paillier decryption by the Chinese remainder theorem, many ciphertexts at a time over worker processes.
 
 For `n = p q` and `c = (1 + n m) r^n mod n^2`: `m mod p = L_p(c^(p-1) mod p^2) h_p mod p` with
 `L_p(x) = (x - 1) / p` and `h_p = L_p((1 + n)^(p-1) mod p^2)^-1 mod p`, the same modulo `q`, then CRT
 (Paillier, EUROCRYPT 1999, section 7; phe's `raw_decrypt` computes exactly this, one ciphertext at a time).
-The two exponentiations are nearly all the cost; `gmpy2.powmod_base_list` runs them for a whole batch with
-the GIL released, so batches on a thread pool use every core in one process: the secret key never leaves
-it, and nothing is pickled.
+The two exponentiations are nearly all the cost, and gmpy2 holds the GIL through them (threads take turns:
+`bench/cloud_decrypt.py` measures it), so a large sum is cut into slices that worker processes decrypt,
+each returning its slice's plaintexts in gmpy2's binary form. The workers are started for one call and
+stopped after it (spawned, never forked from a process that runs threads): `p` and `q` reach them with each
+slice over the pool's pipes and live no longer than the call. A worker that fails or dies raises
+`DecryptionWorkerError`, which decrypted nothing and leaves the caller free to call again.
 """
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import gmpy2
 
-#: Ciphertexts per task: large enough that a task's exponentiations dwarf its Python overhead, small
-#: enough that the batches of one sum spread over the threads.
+from protocol.crypto.errors import DecryptionWorkerError
+
+#: Ciphertexts per `powmod_base_list` call: large enough that its exponentiations dwarf the Python overhead
+#: around it.
 BATCH = 32
+#: Below this many ciphertexts a decryption stays in the calling process: starting workers (a fresh
+#: interpreter each) costs more than the work.
+PARALLEL_MIN = 512
+_SLICES_PER_WORKER = 4  # more slices than workers, so that a slow core does not hold the others up
 
 
 class _Half:
@@ -44,18 +56,42 @@ class CrtDecryptor:
             raise ValueError("p and q must be two distinct odd primes")
         small, large = sorted((gmpy2.mpz(p), gmpy2.mpz(q)))
         n = small * large
+        self._primes = (int(small), int(large))
         self._p, self._q = _Half(small, n), _Half(large, n)
         self._p_inverse = gmpy2.invert(small, large)
 
     def decrypt(self, ciphertexts: Sequence[Any], *, workers: int = 1) -> list[Any]:
-        """The plaintexts of `ciphertexts`, in order; `workers` threads share the batches."""
+        """The plaintexts of `ciphertexts`, in order, over `workers` processes once there are
+        `PARALLEL_MIN` of them (else in this process). Raises `DecryptionWorkerError` if a worker fails."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        batches = [ciphertexts[i : i + BATCH] for i in range(0, len(ciphertexts), BATCH)]
-        if workers == 1 or len(batches) < 2:
-            return [m for batch in batches for m in self._batch(batch)]
-        with ThreadPoolExecutor(max_workers=min(workers, len(batches))) as executor:
-            return [m for done in executor.map(self._batch, batches) for m in done]
+        if workers == 1 or len(ciphertexts) < PARALLEL_MIN:
+            return self.decrypt_here(ciphertexts)
+        tasks = min(len(ciphertexts), workers * _SLICES_PER_WORKER)
+        bounds = [len(ciphertexts) * i // tasks for i in range(tasks + 1)]
+        slices = [
+            [gmpy2.to_binary(gmpy2.mpz(c)) for c in ciphertexts[start:end]]
+            for start, end in itertools.pairwise(bounds)
+        ]
+        out: list[Any] = []
+        try:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, tasks),
+                mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
+            ) as executor:
+                for done in executor.map(decrypt_slice, [self._primes] * tasks, slices):
+                    out.extend(gmpy2.from_binary(m) for m in done)
+        except BrokenProcessPool as e:
+            raise DecryptionWorkerError(f"a decryption worker process stopped: {e}") from e
+        except OSError as e:  # no process could be started (limits, a sandbox)
+            raise DecryptionWorkerError(f"decryption worker processes could not start: {e}") from e
+        except Exception as e:  # raised inside a worker: re-raised here by the pool
+            raise DecryptionWorkerError(f"a decryption worker failed: {type(e).__name__}: {e}") from e
+        return out
+
+    def decrypt_here(self, ciphertexts: Sequence[Any]) -> list[Any]:
+        """The plaintexts of `ciphertexts`, in order, in the calling thread."""
+        return [m for i in range(0, len(ciphertexts), BATCH) for m in self._batch(ciphertexts[i : i + BATCH])]
 
     def _batch(self, ciphertexts: Sequence[Any]) -> list[Any]:
         p, q, p_inverse = self._p.p, self._q.p, self._p_inverse
@@ -63,3 +99,10 @@ class CrtDecryptor:
             mp + (mq - mp) * p_inverse % q * p
             for mp, mq in zip(self._p.residues(ciphertexts), self._q.residues(ciphertexts), strict=True)
         ]
+
+
+def decrypt_slice(primes: tuple[int, int], ciphertexts: Sequence[bytes]) -> list[bytes]:
+    """A worker's task: the plaintexts of `ciphertexts` (gmpy2's binary form, both ways) under `primes`."""
+    decryptor = CrtDecryptor(*primes)
+    plaintexts = decryptor.decrypt_here([gmpy2.from_binary(c) for c in ciphertexts])
+    return [gmpy2.to_binary(m) for m in plaintexts]

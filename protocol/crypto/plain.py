@@ -89,7 +89,7 @@ class PlainScheme(HEScheme[FloatArray]):
     def _copy(self, payload: FloatArray) -> FloatArray:
         return payload.copy()
 
-    def _decrypt(self, ciphertext: EncryptedVector[FloatArray]) -> FloatArray:
+    def _decrypt(self, ciphertext: EncryptedVector[FloatArray], workers: int) -> FloatArray:
         return ciphertext.payload.copy()
 
     def _dump_chunks(self, payload: FloatArray) -> Sequence[bytes]:

@@ -162,6 +162,8 @@ class StoreContract:
             assert await store.hget("h", "b") == b"2"
             assert await store.hgetall("h") == {"a": b"1", "b": b"2"}
             assert await store.hgetall("none") == {}
+            assert await store.hkeys("h") == ["a", "b"]
+            assert await store.hkeys("none") == []
 
         self.run(scenario())
 

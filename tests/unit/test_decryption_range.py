@@ -52,7 +52,7 @@ def test_a_ckks_sum_that_wrapped_does_not_decrypt() -> None:
     wrapped = EncryptedVector(
         scheme.kind, scheme.fingerprint, 1, 3, scheme._add(scheme._add(third, third), third)
     )
-    assert scheme._decrypt(wrapped)[0] == pytest.approx(-524_287.0, abs=1e-3)
+    assert scheme._decrypt(wrapped, 1)[0] == pytest.approx(-524_287.0, abs=1e-3)
     with pytest.raises(DecryptionRangeError, match=r"value 0 is -52428[67]"):
         scheme.decrypt(wrapped)
 

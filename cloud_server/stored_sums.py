@@ -1,0 +1,112 @@
+"""A sealed round's edge sums, read from the store one edge at a time, never all at once.
+
+Closing a round reads each stored edge sum twice. The first pass (`RoundCloser._read_sums`) checks each value
+against the digest recorded when the round was sealed and keeps only its header. The decryption then reads
+each edge's value again when it is that edge's turn (`StoredSums.ciphertexts`, `corrections`, a late group's
+`ciphertexts`: sequences indexed from the decrypting thread), checks its digest once more, and drops it once
+added (`protocol.aggregation.fold`): the cloud holds the running sum and one edge's value, however many edges
+the round has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Generic, TypeVar, overload
+
+from cloud_server.records import StoredAggregate, unpack_aggregate, unpack_late, unpack_mask_correction
+from services.store import StateStore
+
+
+class StoredSumChangedError(RuntimeError):
+    """An edge sum in the store is no longer the value recorded when its round was sealed, or is gone, between
+    two reads of one close: the attempt fails (counted and retried), and the next one quarantines it."""
+
+
+class StoredSums:
+    """The readable edge sums of a sealed round: each edge's header, read once, and the values read again
+    from the store when indexed. Indexing blocks: it runs from a thread other than the event loop's."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        key: str,
+        headers: Mapping[str, StoredAggregate],
+        sealed: Mapping[str, str],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """`key`: the round's hash of edge sums; `headers`: edge id -> header of each sum that read back;
+        `sealed`: edge id -> sha256 of its value when the round was sealed; `loop`: the loop `store` runs on."""
+        self._store, self._key, self._sealed, self._loop = store, key, dict(sealed), loop
+        self.headers = {edge_id: headers[edge_id] for edge_id in sorted(headers)}
+        self._edges = list(self.headers)
+        self._last: tuple[str, bytes] | None = None  # the value read last: its ciphertext, correction, late
+
+    @property
+    def edges(self) -> list[str]:
+        return list(self._edges)
+
+    def without(self, edges: Sequence[str]) -> StoredSums:
+        """These sums less `edges`' (a round that goes on without the sums it refused)."""
+        kept = {e: h for e, h in self.headers.items() if e not in edges}
+        return StoredSums(self._store, self._key, kept, self._sealed, self._loop)
+
+    @property
+    def ciphertexts(self) -> Sequence[memoryview]:
+        """Each edge's own sum, in the order of `edges`."""
+        return _Lazy(self._edges, lambda edge_id: unpack_aggregate(self.value(edge_id))[1])
+
+    @property
+    def corrections(self) -> Sequence[memoryview | None]:
+        """Each edge's mask correction (None where it has none), in the order of `edges`."""
+        return _Lazy(self._edges, lambda edge_id: unpack_mask_correction(self.value(edge_id)))
+
+    def late(self, buckets: Sequence[tuple[str, int]]) -> Sequence[memoryview]:
+        """The ciphertexts of late `buckets`, each (edge id, index of the bucket in that edge's sum)."""
+        return _Lazy(buckets, lambda bucket: unpack_late(self.value(bucket[0]))[bucket[1]][1])
+
+    def value(self, edge_id: str) -> bytes:
+        """`edge_id`'s stored value, as sealed; `StoredSumChangedError` if it is no longer that one."""
+        if self._last is not None and self._last[0] == edge_id:
+            return self._last[1]
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError("StoredSums reads block: index it from a worker thread, not the event loop")
+        self._last = None  # dropped before the next value arrives: one edge's value in memory at a time
+        value = asyncio.run_coroutine_threadsafe(self._store.hget(self._key, edge_id), self._loop).result()
+        if value is None or hashlib.sha256(value).hexdigest() != self._sealed.get(edge_id):
+            raise StoredSumChangedError(
+                f"edge {edge_id!r}'s sum in {self._key} is "
+                + ("gone" if value is None else "not the value recorded when the round was sealed")
+            )
+        self._last = (edge_id, value)
+        return value
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lazy(Sequence[V], Generic[K, V]):
+    """`load(key)` for each of `keys`, computed when indexed and never kept."""
+
+    def __init__(self, keys: Sequence[K], load: Callable[[K], V]) -> None:
+        self._keys, self._load = list(keys), load
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @overload
+    def __getitem__(self, index: int) -> V: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[V]: ...
+
+    def __getitem__(self, index: int | slice) -> V | list[V]:
+        if isinstance(index, slice):
+            return [self._load(key) for key in self._keys[index]]
+        return self._load(self._keys[index])
