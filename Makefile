@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install redis-server chromium fuse faketime soak edge-load edge-ingest round-scale demo view test test-fast lint format typecheck bench bench-paillier experiments image deploy-test clean
+.PHONY: install redis-server chromium fuse faketime soak edge-load edge-ingest round-scale demo view test test-fast lint format typecheck bench bench-paillier bench-cloud experiments image deploy-test clean
 
 install: $(STAMP)
 
@@ -115,7 +115,11 @@ typecheck: install
 bench-paillier: install
 	$(PY) bench/paillier_speed.py
 
-bench: install bench-paillier
+# The cloud's decryption over threads against processes, and its memory closing a round (docs/benchmarks.md).
+bench-cloud: install redis-server
+	$(PY) bench/cloud_decrypt.py
+
+bench: install bench-paillier bench-cloud
 	$(PY) bench/he_throughput.py
 	$(PY) bench/secagg_cost.py
 	$(PY) bench/local_step.py

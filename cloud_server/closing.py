@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -59,12 +60,10 @@ from cloud_server.records import (
     ClientStats,
     FederationRecord,
     StoredAggregate,
-    readable_aggregates,
-    unpack_aggregate,
 )
 from cloud_server.retention import Retention
 from cloud_server.round_outcome import Release, RoundOutcome, Stored, round_outcome, still_open
-from cloud_server.stored_sums import StoredSums
+from cloud_server.stored_sums import StoredSums, read_sums
 from cloud_server.telemetry import CloudTelemetry
 from protocol.aggregation import (
     Aggregated,
@@ -509,21 +508,12 @@ class RoundCloser:
         other, each unreadable value copied to its quarantine key (`keyspace.fed_quarantine`, for the
         retention window) and logged with the key it came from and why it does not read back (a value that
         is not the one recorded when the round was sealed included)."""
-        key = keyspace.fed_round_aggregates(fid, round_)
-        headers: dict[str, StoredAggregate] = {}
-        unreadable: dict[str, str] = {}
-        for edge_id in sorted(set(await self._store.hkeys(key)) | set(sealed)):
-            value = await self._store.hget(key, edge_id)
-            held = {} if value is None else {edge_id: value}
-            readable, why = readable_aggregates(held, {e: d for e, d in sealed.items() if e == edge_id})
-            if readable:
-                headers[edge_id] = unpack_aggregate(readable[edge_id])[0]
-            else:
-                unreadable |= why
-                await self._quarantine(fid, round_, edge_id, value, why[edge_id])
-            del value, held, readable  # one edge's value in memory at a time
-        sums = StoredSums(self._store, key, headers, sealed, asyncio.get_running_loop())
-        return sums, unreadable
+        return await read_sums(
+            self._store,
+            keyspace.fed_round_aggregates(fid, round_),
+            sealed,
+            quarantine=functools.partial(self._quarantine, fid, round_),
+        )
 
     async def _quarantine(self, fid: str, round_: int, edge_id: str, value: bytes | None, why: str) -> None:
         """Copy an edge sum that does not read back to its quarantine key, and log it (or that it is gone)."""

@@ -1,6 +1,6 @@
 """A sealed round's edge sums, read from the store one edge at a time, never all at once.
 
-Closing a round reads each stored edge sum twice. The first pass (`RoundCloser._read_sums`) checks each value
+Closing a round reads each stored edge sum twice. The first pass (`read_sums`) checks each value
 against the digest recorded when the round was sealed and keeps only its header. The decryption then reads
 each edge's value again when it is that edge's turn (`StoredSums.ciphertexts`, `corrections`, a late group's
 `ciphertexts`: sequences indexed from the decrypting thread), checks its digest once more, and drops it once
@@ -12,16 +12,46 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar, overload
 
-from cloud_server.records import StoredAggregate, unpack_aggregate, unpack_late, unpack_mask_correction
+from cloud_server.records import (
+    StoredAggregate,
+    readable_aggregates,
+    unpack_aggregate,
+    unpack_late,
+    unpack_mask_correction,
+)
 from services.store import StateStore
 
 
 class StoredSumChangedError(RuntimeError):
     """An edge sum in the store is no longer the value recorded when its round was sealed, or is gone, between
     two reads of one close: the attempt fails (counted and retried), and the next one quarantines it."""
+
+
+Quarantine = Callable[[str, bytes | None, str], Awaitable[None]]
+
+
+async def read_sums(
+    store: StateStore, key: str, sealed: Mapping[str, str], *, quarantine: Quarantine
+) -> tuple[StoredSums, dict[str, str]]:
+    """The sums in the hash `key` that read back (`readable_aggregates` against `sealed`, edge id -> sha256
+    of each value when the round was sealed), one value in memory at a time, and edge id -> why for each
+    other, handed with its value (None: gone) to `quarantine` as it is found. Runs on the loop `store` uses."""
+    headers: dict[str, StoredAggregate] = {}
+    unreadable: dict[str, str] = {}
+    for edge_id in sorted(set(await store.hkeys(key)) | set(sealed)):
+        value = await store.hget(key, edge_id)
+        held = {} if value is None else {edge_id: value}
+        readable, why = readable_aggregates(held, {e: d for e, d in sealed.items() if e == edge_id})
+        if readable:
+            headers[edge_id] = unpack_aggregate(readable[edge_id])[0]
+        else:
+            unreadable |= why
+            await quarantine(edge_id, value, why[edge_id])
+        del value, held, readable
+    return StoredSums(store, key, headers, sealed, asyncio.get_running_loop()), unreadable
 
 
 class StoredSums:

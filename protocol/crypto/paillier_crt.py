@@ -27,9 +27,10 @@ from protocol.crypto.errors import DecryptionWorkerError
 #: Ciphertexts per `powmod_base_list` call: large enough that its exponentiations dwarf the Python overhead
 #: around it.
 BATCH = 32
-#: Below this many ciphertexts a decryption stays in the calling process: starting workers (a fresh
-#: interpreter each) costs more than the work.
-PARALLEL_MIN = 512
+#: Below this many ciphertexts (about 190,000 values at 2048 bits) a decryption stays in the calling
+#: process: starting workers (a fresh interpreter each, importing this package) costs a good share of the
+#: work saved.
+PARALLEL_MIN = 2048
 _SLICES_PER_WORKER = 4  # more slices than workers, so that a slow core does not hold the others up
 
 
@@ -60,12 +61,15 @@ class CrtDecryptor:
         self._p, self._q = _Half(small, n), _Half(large, n)
         self._p_inverse = gmpy2.invert(small, large)
 
-    def decrypt(self, ciphertexts: Sequence[Any], *, workers: int = 1) -> list[Any]:
-        """The plaintexts of `ciphertexts`, in order, over `workers` processes once there are
-        `PARALLEL_MIN` of them (else in this process). Raises `DecryptionWorkerError` if a worker fails."""
+    def decrypt(
+        self, ciphertexts: Sequence[Any], *, workers: int = 1, parallel_min: int | None = None
+    ) -> list[Any]:
+        """The plaintexts of `ciphertexts`, in order, over `workers` processes once there are `parallel_min`
+        of them (None: `PARALLEL_MIN`), else in this process. Raises `DecryptionWorkerError` if a worker
+        fails."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        if workers == 1 or len(ciphertexts) < PARALLEL_MIN:
+        if workers == 1 or len(ciphertexts) < (PARALLEL_MIN if parallel_min is None else parallel_min):
             return self.decrypt_here(ciphertexts)
         tasks = min(len(ciphertexts), workers * _SLICES_PER_WORKER)
         bounds = [len(ciphertexts) * i // tasks for i in range(tasks + 1)]
