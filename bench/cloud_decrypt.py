@@ -26,7 +26,6 @@ import itertools
 import math
 import multiprocessing
 import os
-import resource
 import secrets
 import tempfile
 import time
@@ -38,6 +37,7 @@ from typing import Any
 
 import gmpy2
 import numpy as np
+from paillier_speed import joined_children_cpu_s
 
 from cloud_server.records import pack_aggregate, unpack_aggregate
 from cloud_server.stored_sums import read_sums
@@ -70,14 +70,9 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def timed_cores(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     """`fn()`, its wall seconds, and the cores this process and its joined children obtained meanwhile."""
-    cpu_before = time.process_time() + children_cpu_s()
+    cpu_before = time.process_time() + joined_children_cpu_s()
     out, seconds = timed(fn)
-    return out, seconds, (time.process_time() + children_cpu_s() - cpu_before) / seconds
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # worker processes, once joined
-    return usage.ru_utime + usage.ru_stime
+    return out, seconds, (time.process_time() + joined_children_cpu_s() - cpu_before) / seconds
 
 
 def paillier_decryption(values: int, workers: int) -> None:
@@ -107,7 +102,7 @@ def paillier_decryption(values: int, workers: int) -> None:
         f"{threads_cores:.2f} cores obtained"
     )
     spread, processes_s, processes_cores = timed_cores(
-        lambda: decryptor.decrypt(ciphertexts, workers=workers)
+        lambda: decryptor.decrypt(ciphertexts, workers=workers, parallel_min=1)
     )
     print(
         f"  {workers} processes:           {rate(values, processes_s)}, {one_s / processes_s:.2f}x 1 thread, "
@@ -245,9 +240,9 @@ def main() -> int:
     parser.add_argument("--values", type=int, default=1_000_000)
     parser.add_argument("--edges", type=int, default=4)
     parser.add_argument("--workers", type=int, default=default_workers())
-    parser.add_argument("--quick", action="store_true", help="50,000 values: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="20,000 values: a smoke test")
     args = parser.parse_args()
-    values = 50_000 if args.quick else args.values
+    values = 20_000 if args.quick else args.values
     started = time.perf_counter()
     print(f"cloud decryption bench: {values:,} values, {args.workers} workers, {load()}")
     paillier_decryption(values, args.workers)

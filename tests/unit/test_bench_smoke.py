@@ -27,3 +27,19 @@ def test_quick_paillier_speed_prints_each_figure() -> None:
         "load average",
     ):
         assert line in out
+
+
+def test_quick_cloud_decrypt_prints_each_figure() -> None:
+    out = run_quick("cloud_decrypt.py", timeout=180)
+
+    for line in (
+        "1 thread:",
+        "2 threads:" if "2 workers" in out else "threads:",
+        "processes:",
+        "CKKS decryption",
+        "before: peak RSS",
+        "streaming: peak RSS",
+        "streaming / before, memory grown",
+        "load average",
+    ):
+        assert line in out
