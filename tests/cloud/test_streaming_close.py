@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
 
+from cloud_server import closing
 from cloud_server.records import StoredAggregate, pack_aggregate
 from cloud_server.stored_sums import StoredSumChangedError, read_sums
 from protocol.crypto import DecryptionWorkerError, PaillierParams, generate_scheme, paillier_crt
 from protocol.messages import EdgeAggregate, RoundState
+from services import keyspace
 from services.store import StateStore
 from tests.cloud.harness import Federation, running_cloud, small_spec, weighted_mean
 from tests.crt_faults import dying_slice, raising_slice
@@ -70,6 +73,56 @@ async def test_a_round_of_three_paillier_edges_closes_over_worker_processes_afte
         assert isinstance(spec.he, PaillierParams)
         bound = 6 * spec.he.encoding_error / 9.0 + 1e-6  # and float32 rounding of the published vector
         assert np.max(np.abs(await cloud.vector(fed.fid, 1) - expected)) <= bound
+
+
+async def test_an_edge_sum_altered_while_the_round_decrypts_fails_the_attempt_and_the_next_quarantines_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stored edge sum that changes after the closer's first read (which found it as sealed) is refused
+    when the decryption reads it again: the attempt fails with `StoredSumChangedError`, counted, nothing
+    decrypted from it; the next attempt's first read quarantines it and the round fails naming it."""
+    # Prepare: the decryption alters edge-2's stored sum before it reads the sums again.
+    rng = np.random.default_rng(23)
+    loop = asyncio.get_running_loop()
+    real = closing.aggregate
+    altered: list[bytes] = []
+
+    def altering(*args: object, **kwargs: object) -> object:
+        def on_loop(coroutine: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+        value = on_loop(cloud.store.hget(key, "edge-2"))
+        altered.append(value[:-1] + bytes([value[-1] ^ 1]))
+        on_loop(cloud.store.hset(key, "edge-2", altered[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(closing, "aggregate", altering)
+    async with running_cloud(close_retry_s=10.0) as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        key = keyspace.fed_round_aggregates(fed.fid, 0)
+        deltas = fed.deltas(rng)
+
+        # Execute
+        for edge_id in ("edge-1", "edge-2"):
+            aggregate = await fed.aggregate(cloud, edge_id, 0, deltas[edge_id])
+            assert (await fed.post(cloud.http, aggregate)).status_code == 202
+        retrying = await cloud.status(fed.fid, 0)
+        monkeypatch.undo()
+        cloud.clock.advance(10.0)
+        await cloud.tick()
+        failed = await cloud.status(fed.fid, 0)
+        quarantined = await cloud.store.get(keyspace.fed_quarantine(fed.fid, "round:0:aggregate:edge-2"))
+
+    # Assert
+    assert retrying.state is RoundState.AGGREGATING and retrying.close_attempts == 1
+    assert retrying.close_error == (
+        f"StoredSumChangedError: edge 'edge-2''s sum in {key} is not the value recorded when the round was "
+        "sealed"
+    )
+    assert failed.state is RoundState.FAILED
+    assert failed.failure == "stored edge sums that do not read back were quarantined: edge-2"
+    assert quarantined == altered[0]
 
 
 def stored(edge_id: str, ciphertext: bytes) -> bytes:
