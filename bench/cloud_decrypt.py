@@ -4,6 +4,7 @@ Prints, in one run on this machine:
 - packed Paillier decryption (CRT, a 2048-bit key) of a sum of `--values` values: values/s on 1 thread, on
   N threads (slices of the sum on a thread pool, what the cloud did before) and on N worker processes
   (`protocol.crypto.paillier_crt`, what it does now), each against 1 thread;
+- a masking round's unmasking of `--edges` mask corrections of that length (beside the decryption);
 - CKKS decryption of the same length on 1 thread and on N threads;
 - the cloud's peak memory closing a round of `--edges` CKKS edge sums of `--values` values stored in a real
   redis-server: every stored sum read and deserialised at once (before) against the streaming reader
@@ -48,6 +49,7 @@ from protocol.crypto import CKKSParams, PaillierParams, generate_scheme, scheme_
 from protocol.crypto.obfuscators import default_workers
 from protocol.crypto.paillier_crt import CrtDecryptor
 from protocol.messages import EdgeAggregate
+from protocol.secagg.cohort import residue_bytes, residues_from_bytes, ring_sum
 from services.store import RedisStore
 
 SEED = 22
@@ -110,6 +112,29 @@ def paillier_decryption(values: int, workers: int) -> None:
     )
     if not one == threaded == spread:
         raise AssertionError("threads or processes decrypted other plaintexts than one thread")
+
+
+def unmasking(values: int, edges: int) -> None:
+    """What a masking round's unmasking adds beside its decryption: each edge's mask correction read from
+    its wire form and added to the running ring sum, as `protocol.aggregation.unmasked_sum` does."""
+    params = PaillierParams(masking=True)
+    bits = generate_scheme(params).ring_bits
+    assert bits is not None
+    rng = np.random.default_rng(SEED)
+    corrections = [
+        residue_bytes(rng.integers(0, 1 << bits, values, dtype=np.uint64), bits) for _ in range(edges)
+    ]
+
+    def unmask() -> np.ndarray:
+        fix = np.zeros(values, dtype=np.uint64)
+        for correction in corrections:
+            fix = ring_sum([fix, residues_from_bytes(correction, bits=bits, length=values)], bits, values)
+        return fix
+
+    _, seconds = timed(unmask)
+    print(
+        f"\nunmasking {edges} edges' mask corrections of {values:,} values: {seconds:.3f} s on 1 thread; {load()}"
+    )
 
 
 def ckks_decryption(values: int, workers: int) -> None:
@@ -246,6 +271,7 @@ def main() -> int:
     started = time.perf_counter()
     print(f"cloud decryption bench: {values:,} values, {args.workers} workers, {load()}")
     paillier_decryption(values, args.workers)
+    unmasking(values, args.edges)
     ckks_decryption(values, args.workers)
     closing_memory(values, args.edges)
     print(f"\ntotal bench time {time.perf_counter() - started:.1f} s; {load()}")
