@@ -256,20 +256,13 @@ def aggregate(
             reached,
         )
     edges = [edge_id for edge_id, _ in rows] if rows else [str(i) for i in range(len(ciphertexts))]
+    total = fold(scheme, ciphertexts, length=length)
+    started = time.perf_counter()
     if scheme.ring_bits is None:
-        total = fold(scheme, ciphertexts, length=length)
-        started = time.perf_counter()
         noisy_sum = checked_sum(scheme, total, ciphertexts, edges=edges, workers=workers)
     else:
-        started = time.perf_counter()
-        total, noisy_sum = unmasked_sum(
-            scheme,
-            ciphertexts,
-            corrections or [None] * len(ciphertexts),
-            edges=edges,
-            length=length,
-            workers=workers,
-        )
+        fixes = corrections or [None] * len(ciphertexts)
+        noisy_sum = unmasked_sum(scheme, total, ciphertexts, fixes, edges=edges, workers=workers)
     decrypt_s = time.perf_counter() - started
     summands = total.count
     del total  # the late groups' sums need the memory
@@ -450,20 +443,21 @@ def checked_sum(
 
 def unmasked_sum(
     scheme: HEScheme[Any],
+    total: EncryptedVector[Any],
     ciphertexts: Sequence[bytes | memoryview],
     corrections: Sequence[bytes | memoryview | None],
     *,
     edges: Sequence[str],
-    length: int,
     workers: int | None = None,
-) -> tuple[EncryptedVector[Any], np.ndarray]:
-    """The total of masking cohorts' serialised sums `ciphertexts` of `length` values, and its values:
-    the sums and their mask corrections folded one edge at a time (`fold`), the total's ring residues
-    decrypted once, the corrections' sum added, and decoded with the range check. When the check fails,
-    each sum is read again and decrypted on its own (each is a whole cohort's, so of at least `k`
-    hospitals) to name the edges whose masks did not cancel: `MaskedSumError`."""
+) -> np.ndarray:
+    """The values of `total`, the sum of masking cohorts' serialised sums `ciphertexts`: its ring residues
+    decrypted once, every cohort's mask correction added (read one at a time into a running ring sum), and
+    decoded with the range check. When the check fails, each sum is read again and decrypted on its own
+    (each is a whole cohort's, so of at least `k` hospitals) to name the edges whose masks did not cancel:
+    `MaskedSumError`."""
     bits = scheme.ring_bits
     assert bits is not None
+    length = total.length
     if len(corrections) != len(ciphertexts):
         raise AggregationError(
             f"each of the {len(ciphertexts)} sums needs a mask correction, got {len(corrections)}"
@@ -473,9 +467,8 @@ def unmasked_sum(
         fix = ring_sum(
             [fix, _correction(corrections[index], edge_id, bits=bits, length=length)], bits, length
         )
-    total = fold(scheme, ciphertexts, length=length)
     try:
-        return total, scheme.decode_residues(
+        return scheme.decode_residues(
             ring_sum([scheme.decrypt_residues(total, workers=workers), fix], bits, length), count=total.count
         )
     except PackingError:
