@@ -321,6 +321,19 @@ def signed_upload(
 ) -> bytes:
     """The hospital's signed upload for `plan`'s round with a fresh nonce, as JSON; `key` or `client_id`
     forge one (signed with another key, or by an id nobody enrolled)."""
+    update = signed_update(hospital, plan, ciphertext, key=key, client_id=client_id)
+    return update.model_dump_json().encode()
+
+
+def signed_update(
+    hospital: Hospital,
+    plan: RoundPlan,
+    ciphertext: bytes,
+    *,
+    key: SigningKey | None = None,
+    client_id: str | None = None,
+) -> ClientUpdate:
+    """The hospital's signed upload for `plan`'s round with a fresh nonce (`signed_upload`, unserialised)."""
     unsigned = ClientUpdate(
         federation_id=FID,
         round=plan.round,
@@ -333,7 +346,7 @@ def signed_upload(
         ciphertext=ciphertext,
         plan_sha256=plan.sha256,
     )
-    return unsigned.signed((key or hospital.key).sign).model_dump_json().encode()
+    return unsigned.signed((key or hospital.key).sign)
 
 
 def rss_bytes(pid: int) -> int | None:

@@ -92,6 +92,7 @@ from protocol.reach import planned_hold
 from protocol.samplers import LatticeSampler
 from protocol.secagg import SecAggError
 from protocol.strategies import strategy_for
+from protocol.upload_frame import UPLOAD_FRAME_MEDIA_TYPE, encode_upload
 from services.clock import OffsetClock, cloud_sample
 from services.enrolling import enrol
 from services.http import Peer, PeerRefusedError
@@ -564,9 +565,10 @@ class ClientAgent:
 
     async def _upload_once(self, edge: Peer, update: ClientUpdate) -> bool:
         path = f"/federations/{self.fid}/rounds/{update.round}/uploads"
-        body = update.model_dump_json().encode()
+        # The binary frame: the ciphertext's bytes as they are, no base64 to encode here and decode there.
+        body = encode_upload(update)
         try:
-            response = await edge.request("POST", path, content=body, headers=_JSON)
+            response = await edge.request("POST", path, content=body, headers=_FRAME)
         except PeerRefusedError as e:
             self.metrics.sent(self.fid, len(body))  # the edge read it before it refused
             if e.code in ALREADY_HELD:
@@ -1002,7 +1004,7 @@ class ClientAgent:
         return dataclasses.replace(result, delta=delta)
 
 
-_JSON = {"Content-Type": "application/json"}
+_FRAME = {"Content-Type": UPLOAD_FRAME_MEDIA_TYPE}
 
 
 def _aware(moment: datetime) -> datetime:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from edge_aggregator.cloud_link import CloudLink, FederationNotActiveError
@@ -47,14 +48,16 @@ from edge_aggregator.errors import (
     WrongRoundError,
 )
 from edge_aggregator.fold import parse_upload, sum_uploads
-from edge_aggregator.folder import Folder
+from edge_aggregator.folder import FOLD_BATCH, Folder
 from edge_aggregator.forwarder import Forwarder
+from edge_aggregator.handoff import Handoff
 from edge_aggregator.ledger import CloseReason, Closure, Drop, ForwardStatus, Outcome, RoundLedger
 from edge_aggregator.masking import MaskingStages, Posted, Produced
 from protocol.crypto import EncryptedVector, HEScheme
 from protocol.messages import (
     ClientInfo,
     ClientUpdate,
+    Contribution,
     DropReason,
     EdgeProgress,
     FederationState,
@@ -127,6 +130,8 @@ class EdgeAggregator:
         self._crypto = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-he")
         self._folding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-fold")
         kind = scheme.kind.value
+        # The last few uploads checked here, for this process's folder to add without reading them back.
+        self._handoff = Handoff(capacity=FOLD_BATCH)
         self._folder = Folder(
             self._ledger,
             scheme=scheme,
@@ -134,6 +139,7 @@ class EdgeAggregator:
             run=self._run_fold,
             added=lambda seconds: self._metrics.he_observed("add", kind, seconds),
             observe=self._metrics.phase_observed,
+            handoff=self._handoff,
         )
         self._masking = self._masking_stages(config, store, scheme)
 
@@ -197,12 +203,10 @@ class EdgeAggregator:
         started = time.perf_counter()
         self._check_path(update, federation_id, round_)
         client = await self._enrolled_client(update.client_id)
-        _check_signature(client, update.signing_payload(), update.signature, what="upload")
-        # The cloud verifies the manifest line too: one it would refuse must not enter the sum.
-        line = update.manifest_line().signing_payload(federation_id=update.federation_id, round_=update.round)
-        _check_signature(
-            client, line, update.contribution_signature, what="manifest line", field="contribution_signature"
-        )
+        signing = time.perf_counter()
+        # Off the event loop: the ciphertext's digest reads every byte (hashlib lets the loop run meanwhile).
+        line = await self._run_crypto(partial(_signed_line, client, update))
+        signed = time.perf_counter()
         plan, into = await self._plan_for_upload(update.round)
         for basis in {plan.basis_version, into.basis_version if into is not None else plan.basis_version}:
             if update.basis_version != basis:
@@ -226,14 +230,22 @@ class EdgeAggregator:
             raise ReplayError(f"nonce {update.nonce} was already used", field="nonce")
         if update.client_id in await self._ledger.manifest(update.round):
             raise DuplicateUploadError(f"client {update.client_id} is already in round {update.round}'s sum")
-        await self._parse(update.ciphertext)
+        validating = time.perf_counter()
+        vector = await self._parse(update.ciphertext)
         checked = time.perf_counter()
         capacity = self._scheme.max_summands
         if into is not None:
-            count = await self._ledger.add_late(update, into=into.round, capacity=capacity)
+            count = await self._ledger.add_late(update, into=into.round, capacity=capacity, line=line)
         else:
-            count = await self._ledger.add(update, capacity=capacity)
-        self._metrics.phase_observed("checks", checked - started)
+            count = await self._ledger.add(update, capacity=capacity, line=line)
+        sum_round = into.round if into is not None else update.round
+        self._handoff.put(
+            sum_round, update.round, update.client_id, digest=line.ciphertext_sha256, vector=vector
+        )
+        signature, validate = signed - signing, checked - validating
+        self._metrics.phase_observed("signature", signature)
+        self._metrics.phase_observed("validate", validate)
+        self._metrics.phase_observed("checks", checked - started - signature - validate)
         self._metrics.phase_observed("store", time.perf_counter() - checked)
         self.fold_wake.set()
         if into is not None:
@@ -691,6 +703,22 @@ class EdgeAggregator:
             uploads_dropped=await self._ledger.dropped(round_),
             carried_into_round=outcome.carried_into if outcome is not None else None,
         )
+
+
+def _signed_line(client: ClientInfo, update: ClientUpdate) -> Contribution:
+    """`update`'s manifest line, once the upload's signature and the line's verify with `client`'s key: the
+    cloud verifies the line too, and one it would refuse must not enter the sum. The ciphertext's digest,
+    which both cover, is computed once."""
+    digest = update.ciphertext_sha256
+    _check_signature(
+        client, update.signing_payload(ciphertext_sha256=digest), update.signature, what="upload"
+    )
+    line = update.manifest_line(ciphertext_sha256=digest)
+    payload = line.signing_payload(federation_id=update.federation_id, round_=update.round)
+    _check_signature(
+        client, payload, update.contribution_signature, what="manifest line", field="contribution_signature"
+    )
+    return line
 
 
 def _check_signature(

@@ -82,10 +82,9 @@ class RunningSum:
             except CryptoError as e:
                 raise UnreadableSumError(f"the running sum does not deserialise: {e}") from e
 
-    def add(self, upload: bytes) -> None:
-        """Add one stored upload; `BadCiphertextError` when it does not read back as one, `SumFullError` when
-        the sum cannot take another term."""
-        incoming = parse_upload(self._scheme, upload, length=self._length)
+    def add(self, incoming: EncryptedVector[Any]) -> None:
+        """Add one upload (`parse_upload` of a stored one); `SumFullError` when the sum cannot take another
+        term."""
         if self._total is None:
             self._total = incoming
             return

@@ -8,6 +8,10 @@ large the cohort) and every `batch` uploads writes the new sum with the clients 
 transaction (`RoundLedger.checkpoint`). A folder killed at any point loses nothing and counts nothing twice:
 what it added since its last checkpoint is in no stored sum, and its successor starts from that checkpoint.
 
+Uploads this process stored come to its folder checked and deserialised (`edge_aggregator.handoff`, the last
+`FOLD_BATCH` of them), so it adds those without reading them back from the store or deserialising them
+again; it adds them first, and reads any other from the store.
+
 The additions run on one thread of their own: TenSEAL's and gmpy2's additions and deserialisation hold the
 GIL (more threads made them slower, docs/operations.md), so a second thread would only take turns with the
 first; the edge's request path checks uploads on another thread, so that acceptance never waits behind a
@@ -31,9 +35,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 from edge_aggregator.errors import BadCiphertextError, UnreadableSumError
-from edge_aggregator.fold import RunningSum
+from edge_aggregator.fold import RunningSum, parse_upload
+from edge_aggregator.handoff import Handoff
 from edge_aggregator.ledger import FoldStart, RoundLedger
-from protocol.crypto import HEScheme
+from protocol.crypto import EncryptedVector, HEScheme
 from protocol.messages import DropReason, ErrorCode
 from services import keyspace
 from services.lease import Lease, Pause
@@ -78,6 +83,7 @@ class Folder:
         lease_ttl_s: float = keyspace.EDGE_FOLD_LEASE_TTL_S,
         pause: Pause = asyncio.sleep,
         step: Step = _no_step,
+        handoff: Handoff | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
@@ -91,6 +97,7 @@ class Folder:
         self._lease_ttl_s = lease_ttl_s
         self._pause = pause
         self._step = step
+        self._handoff = handoff or Handoff(capacity=0)
         # In this process, one caller at a time per sum: a second one waits for the first instead of finding
         # the lease held and giving up (the ticker settling a round the background folder is adding to).
         self._local: dict[tuple[int, int], asyncio.Lock] = {}
@@ -169,22 +176,38 @@ class Folder:
             lambda: RunningSum(self._scheme, start.stored, length=self._length, added=self._added)
         )
         clients: list[str] = []
-        for client_id in start.pending[: self._batch]:
-            started = time.perf_counter()
-            upload = await self._ledger.stored_upload(round_, origin, client_id)
-            read = time.perf_counter()
-            try:
-                if upload is None:
-                    raise BadCiphertextError("the stored upload is gone from the store", field="ciphertext")
-                await self._run(partial(total.add, upload))
-            except BadCiphertextError as e:
-                await self._take_out_unreadable(round_, origin, client_id, e)
-                return None
-            self._observe("fold_read", read - started)
-            self._observe("fold_add", time.perf_counter() - read)
+        # Uploads the hand-off holds first (the order of a batch changes nothing in the sum), then by client.
+        handed = partial(self._handoff.holds, round_, origin)
+        for client_id in sorted(start.pending, key=lambda cid: not handed(cid))[: self._batch]:
+            digest = start.digests.get(client_id, "")
+            incoming = self._handoff.take(round_, origin, client_id, digest=digest)
+            if incoming is None:
+                incoming = await self._read(round_, origin, client_id)
+            if incoming is None:
+                return None  # taken out: the caller reads the round again
+            added = time.perf_counter()
+            await self._run(partial(total.add, incoming))
+            self._observe("fold_add", time.perf_counter() - added)
             clients.append(client_id)
             await self._step(FoldStep.ADDED)
         return total, clients
+
+    async def _read(self, round_: int, origin: int, client_id: str) -> EncryptedVector[Any] | None:
+        """A stored upload, read from the store and deserialised; None once one that is gone or no longer
+        reads back was taken out of its round."""
+        started = time.perf_counter()
+        upload = await self._ledger.stored_upload(round_, origin, client_id)
+        read = time.perf_counter()
+        try:
+            if upload is None:
+                raise BadCiphertextError("the stored upload is gone from the store", field="ciphertext")
+            incoming = await self._run(partial(parse_upload, self._scheme, upload, length=self._length))
+        except BadCiphertextError as e:
+            await self._take_out_unreadable(round_, origin, client_id, e)
+            return None
+        self._observe("fold_read", read - started)
+        self._observe("fold_parse", time.perf_counter() - read)
+        return incoming
 
     async def _take_out_unreadable(
         self, round_: int, origin: int, client_id: str, error: BadCiphertextError

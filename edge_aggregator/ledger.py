@@ -53,7 +53,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from inspect import isawaitable
@@ -130,12 +130,14 @@ class FoldCheckpoint(BaseModel):
 @dataclass(frozen=True)
 class FoldStart:
     """A folder's starting point: the stored sum, the checkpoint it holds (and its bytes, to compare at the
-    checkpoint), and the accepted uploads not yet in it, in client order."""
+    checkpoint), the accepted uploads not yet in it, in client order, and the SHA-256 of each one's
+    ciphertext (from its signed manifest line)."""
 
     stored: bytes | None
     checkpoint: FoldCheckpoint
     raw: bytes
     pending: tuple[str, ...]
+    digests: Mapping[str, str] = field(default_factory=dict)
 
 
 class Outcome(BaseModel):
@@ -218,7 +220,8 @@ class RoundLedger:
             if not await self._store.set_if_absent(k_folded, raw):
                 return await self._fold_start(round_, origin)
         pending = tuple(sorted(manifest.keys() - set(checkpoint.covers)))
-        return FoldStart(stored=stored, checkpoint=checkpoint, raw=raw, pending=pending)
+        digests = {cid: manifest[cid].ciphertext_sha256 for cid in pending}
+        return FoldStart(stored=stored, checkpoint=checkpoint, raw=raw, pending=pending, digests=digests)
 
     async def stored_upload(self, round_: int, origin: int, client_id: str) -> bytes | None:
         _, _, k_upload = self._sum_keys(round_, origin)
@@ -309,9 +312,9 @@ class RoundLedger:
             ttl_s=keyspace.EDGE_ROUND_TTL_S,
         )
 
-    async def add(self, update: ClientUpdate, *, capacity: int) -> int:
-        """Store `update` with its round's manifest line and nonce, atomically; the number of contributions
-        after. The folder adds it into the sum later; the sum is neither read nor written here.
+    async def add(self, update: ClientUpdate, *, capacity: int, line: Contribution | None = None) -> int:
+        """Store `update` with its round's manifest line (`line`, when the caller made it already: its
+        `manifest_line()`) and nonce, atomically; the number of contributions after. The folder adds it into the sum later; the sum is neither read nor written here.
 
         Re-checks inside the transaction what the caller checked before (closed, replay, duplicate), since
         another upload may have committed in between, and refuses an upload past the `capacity` summands the
@@ -326,7 +329,7 @@ class RoundLedger:
         nonce_record = Expiring(
             json.dumps({"client_id": cid, "round": round_}).encode(), ttl_s=keyspace.NONCE_TTL_S
         )
-        contribution = update.manifest_line()
+        contribution = line or update.manifest_line()
         counted = 0
 
         async def compute(current: dict[str, bytes | None]) -> Updates:
@@ -353,9 +356,11 @@ class RoundLedger:
             await self._healing(lambda: self._commit(keys, compute, counters=[k_bytes]))
         return counted
 
-    async def add_late(self, update: ClientUpdate, *, into: int, capacity: int) -> int:
-        """Store a late upload (made for `update.round`, closed here) in round `into`'s bucket for that round,
-        atomically with its nonce; the bucket's size after (the folder adds it into the bucket's sum). Refused,
+    async def add_late(
+        self, update: ClientUpdate, *, into: int, capacity: int, line: Contribution | None = None
+    ) -> int:
+        """Store a late upload (made for `update.round`, closed here; `line` its manifest line, as `add`) in
+        round `into`'s bucket for that round, atomically with its nonce; the bucket's size after (the folder adds it into the bucket's sum). Refused,
         with nothing written, once `into` has closed, on a replayed nonce, when the client is already in its
         round's sum or bucket, or past the scheme's `capacity` summands."""
         origin, cid = update.round, update.client_id
@@ -373,6 +378,7 @@ class RoundLedger:
             json.dumps({"client_id": cid, "round": origin, "folded_into": into}).encode(),
             ttl_s=keyspace.NONCE_TTL_S,
         )
+        contribution = line or update.manifest_line()
         counted = 0
 
         async def compute(current: dict[str, bytes | None]) -> Updates:
@@ -385,7 +391,7 @@ class RoundLedger:
             if any(cid in _load_manifest(current[k], key=k) for k in (k_manifest, k_fresh, *k_earlier)):
                 raise DuplicateUploadError(f"client {cid} already has an upload for round {origin}")
             _check_capacity(len(bucket), capacity, what=f"round {into}'s bucket for round {origin}")
-            bucket[cid] = update.manifest_line()
+            bucket[cid] = contribution
             counted = len(bucket)
             return {
                 k_manifest: _MANIFEST.dump_json(bucket),

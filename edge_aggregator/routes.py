@@ -27,7 +27,8 @@ from protocol.secagg import (
     UnmaskRequest,
     UnmaskShares,
 )
-from services.errors import ServiceError
+from protocol.upload_frame import UPLOAD_FRAME_MEDIA_TYPE, UploadFrameError, decode_upload
+from services.errors import InvalidRequestError, ServiceError
 from services.metrics import CONTENT_TYPE
 from services.openapi import error_responses
 from services.store import StoreError
@@ -197,7 +198,16 @@ async def metrics(runtime: RuntimeDep) -> Response:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"$ref": _COMPONENT_REF.format(model="ClientUpdate")}}
+                "application/json": {"schema": {"$ref": _COMPONENT_REF.format(model="ClientUpdate")}},
+                UPLOAD_FRAME_MEDIA_TYPE: {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": 'The same `ClientUpdate` as a binary frame (docs/api.md, "Edge"): '
+                        "`FLUP`, version 1, the header's length (4 bytes) and the header (the other fields "
+                        "as JSON), the ciphertext's length (8 bytes) and the ciphertext's bytes",
+                    }
+                },
             },
         }
     },
@@ -205,7 +215,8 @@ async def metrics(runtime: RuntimeDep) -> Response:
 async def upload(
     federation_id: str, round_number: RoundNumber, request: Request, edge: EdgeDep
 ) -> UploadAccepted:
-    """Take one signed, encrypted `ClientUpdate` for the round's running sum. The checks run in the order
+    """Take one signed, encrypted `ClientUpdate` for the round's running sum, as JSON or as the binary frame
+    (`application/octet-stream`: the ciphertext's bytes as they are, after the other fields). The checks run in the order
     of docs/api.md ("Edge"), each with its own code; only an upload that passes them all is stored, in one
     store transaction with its manifest entry and nonce, before the answer; the edge's folder adds it into
     the sum later. A late upload (the federation allows them) goes into its origin round's bucket instead:
@@ -215,10 +226,8 @@ async def upload(
         started = time.perf_counter()
         body = await request.body()  # the size limit applies while this reads
         received = time.perf_counter()
-        try:
-            update = ClientUpdate.model_validate_json(body)
-        except ValidationError as e:
-            raise from_validation_error(e) from e
+        update = _parse_upload(body, request.headers.get("content-type", ""))
+        del body  # the update holds the ciphertext: memory holds one copy while the upload is checked
         parsed = time.perf_counter()
         client_id = update.client_id
         accepted = await edge.accept(update, federation_id=federation_id, round_=round_number)
@@ -248,6 +257,18 @@ async def upload(
         },
     )
     return accepted
+
+
+def _parse_upload(body: bytes, content_type: str) -> ClientUpdate:
+    """The body as a `ClientUpdate`: the binary frame (`protocol.upload_frame`) or JSON (any other type)."""
+    try:
+        if content_type.partition(";")[0].strip().lower() == UPLOAD_FRAME_MEDIA_TYPE:
+            return decode_upload(body)
+        return ClientUpdate.model_validate_json(body)
+    except ValidationError as e:
+        raise from_validation_error(e) from e
+    except UploadFrameError as e:
+        raise InvalidRequestError(str(e), field=e.field) from e
 
 
 @router.get(

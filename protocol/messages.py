@@ -997,11 +997,13 @@ class ClientUpdate(Message):
         "which the edge forwards in its manifest and the cloud verifies",
     )
 
-    def signing_payload(self) -> bytes:
+    def signing_payload(self, *, ciphertext_sha256: str | None = None) -> bytes:
         """The bytes a client signs: the upload's tag (`protocol.signing.UPLOAD`), then every field but the
-        signatures, the ciphertext by its digest (which covers its envelope's key fingerprint too)."""
+        signatures, the ciphertext by its digest (which covers its envelope's key fingerprint too).
+        `ciphertext_sha256`: `self.ciphertext_sha256` when the caller computed it already (it reads every
+        byte of the ciphertext)."""
         fields = self.model_dump(mode="json", exclude={"signature", "ciphertext", "contribution_signature"})
-        fields["ciphertext_sha256"] = _sha256(self.ciphertext)
+        fields["ciphertext_sha256"] = ciphertext_sha256 or _sha256(self.ciphertext)
         if fields["plan_sha256"] is None:  # absent when unset
             del fields["plan_sha256"]
         return signing.tagged(signing.UPLOAD, _canonical(fields))
@@ -1010,16 +1012,16 @@ class ClientUpdate(Message):
     def ciphertext_sha256(self) -> str:
         return _sha256(self.ciphertext)
 
-    def manifest_line(self) -> Contribution:
+    def manifest_line(self, *, ciphertext_sha256: str | None = None) -> Contribution:
         """The line an edge's manifest carries for this upload: who, with which weight and rank, not what;
-        signed with `contribution_signature`."""
+        signed with `contribution_signature`. `ciphertext_sha256` as for `signing_payload`."""
         return Contribution(
             client_id=self.client_id,
             weight=self.weight,
             num_examples=self.num_examples,
             rank=self.rank,
             nonce=self.nonce,
-            ciphertext_sha256=self.ciphertext_sha256,
+            ciphertext_sha256=ciphertext_sha256 or self.ciphertext_sha256,
             local_epsilon=self.local_epsilon,
             local_privacy=self.local_privacy,
             noise_share_std=self.noise_share_std,

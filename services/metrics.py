@@ -188,7 +188,18 @@ class ServiceMetrics(Metrics):
 
 
 #: Where an upload's time goes at the edge: the request path (its answer waits for these), then the folder.
-UploadPhase = Literal["receive", "parse", "checks", "store", "fold_read", "fold_add", "checkpoint"]
+UploadPhase = Literal[
+    "receive",
+    "parse",
+    "signature",
+    "validate",
+    "checks",
+    "store",
+    "fold_read",
+    "fold_parse",
+    "fold_add",
+    "checkpoint",
+]
 
 
 class EdgeMetrics(ServiceMetrics):
@@ -196,10 +207,13 @@ class EdgeMetrics(ServiceMetrics):
         super().__init__("edge")
         self.upload_phase = Histogram(
             "fedlora_edge_upload_phase_seconds",
-            "Seconds spent on accepted uploads, by phase: receive (the body read), parse (JSON and base64), "
-            "checks (identity, signatures, plan, ciphertext), store (the write before the answer); then the "
-            "folder's fold_read (an upload read from the store), fold_add (deserialised and added), "
-            "checkpoint (a batch's sum serialised and written)",
+            "Seconds spent on accepted uploads, by phase: receive (the body read), parse (the body into a "
+            "ClientUpdate: JSON and base64, or the binary frame), signature (the upload's and its manifest "
+            "line's, the ciphertext's digest included), validate (the ciphertext deserialised and checked "
+            "against the key and layout), checks (the rest: roster, plan, round, nonce, manifest), store (the "
+            "write before the answer); then the folder's fold_read (an upload read from the store), "
+            "fold_parse (deserialised again), fold_add (the homomorphic addition), checkpoint (a batch's sum "
+            "serialised and written)",
             ["phase"],
             registry=self.registry,
             buckets=HE_BUCKETS,

@@ -31,6 +31,7 @@ from protocol.messages import (
     FederationState,
     RoundPlan,
 )
+from protocol.upload_frame import UPLOAD_FRAME_MEDIA_TYPE
 from services import keyspace
 from services.identity import SigningKey
 from services.settings import EdgeSettings
@@ -225,6 +226,14 @@ class Edge:
             f"/federations/{federation_id}/rounds/{n}/uploads",
             content=update.model_dump_json(),
             headers={"Content-Type": "application/json"},
+        )
+
+    async def upload_frame(self, body: bytes, *, round_: int = 0) -> httpx.Response:
+        """POST `body` as the binary upload frame (`protocol.upload_frame`), as the hospitals' agents send."""
+        return await self.http.post(
+            f"/federations/{FID}/rounds/{round_}/uploads",
+            content=body,
+            headers={"Content-Type": UPLOAD_FRAME_MEDIA_TYPE},
         )
 
     async def progress(self, round_: int = 0) -> dict[str, Any]:
