@@ -234,14 +234,17 @@ class EdgeAggregator:
         vector = await self._parse(update.ciphertext)
         checked = time.perf_counter()
         capacity = self._scheme.max_summands
-        if into is not None:
-            count = await self._ledger.add_late(update, into=into.round, capacity=capacity, line=line)
-        else:
-            count = await self._ledger.add(update, capacity=capacity, line=line)
-        sum_round = into.round if into is not None else update.round
-        self._handoff.put(
-            sum_round, update.round, update.client_id, digest=line.ciphertext_sha256, vector=vector
-        )
+        # Held before the store commits: a folder that sees the manifest line then finds it held.
+        held = (into.round if into is not None else update.round, update.round, update.client_id)
+        self._handoff.put(*held, digest=line.ciphertext_sha256, vector=vector)
+        try:
+            if into is not None:
+                count = await self._ledger.add_late(update, into=into.round, capacity=capacity, line=line)
+            else:
+                count = await self._ledger.add(update, capacity=capacity, line=line)
+        except BaseException:
+            self._handoff.discard(*held, digest=line.ciphertext_sha256)
+            raise
         signature, validate = signed - signing, checked - validating
         self._metrics.phase_observed("signature", signature)
         self._metrics.phase_observed("validate", validate)

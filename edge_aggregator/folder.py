@@ -97,7 +97,7 @@ class Folder:
         self._lease_ttl_s = lease_ttl_s
         self._pause = pause
         self._step = step
-        self._handoff = handoff or Handoff(capacity=0)
+        self._handoff = handoff if handoff is not None else Handoff(capacity=0)
         # In this process, one caller at a time per sum: a second one waits for the first instead of finding
         # the lease held and giving up (the ticker settling a round the background folder is adding to).
         self._local: dict[tuple[int, int], asyncio.Lock] = {}

@@ -41,8 +41,8 @@ class Handoff:
     def put(
         self, round_: int, origin: int, client_id: str, *, digest: str, vector: EncryptedVector[Any]
     ) -> None:
-        """Hold `vector`, the checked ciphertext whose bytes (SHA-256 `digest`) were stored for `client_id` in
-        round `round_`'s sum for `origin`."""
+        """Hold `vector`, the checked ciphertext whose bytes (SHA-256 `digest`) are stored for `client_id` in
+        round `round_`'s sum for `origin` (`discard` it if the store refuses them)."""
         if self._capacity == 0:
             return
         key = (round_, origin, client_id)
@@ -50,6 +50,13 @@ class Handoff:
         self._entries[key] = _Entry(digest, vector)
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
+
+    def discard(self, round_: int, origin: int, client_id: str, *, digest: str) -> None:
+        """Forget the ciphertext `put` held for an upload the store then refused (if it is still that one)."""
+        key = (round_, origin, client_id)
+        entry = self._entries.get(key)
+        if entry is not None and entry.digest == digest:
+            del self._entries[key]
 
     def holds(self, round_: int, origin: int, client_id: str) -> bool:
         return (round_, origin, client_id) in self._entries
