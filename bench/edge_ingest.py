@@ -49,7 +49,7 @@ from protocol.crypto import CKKSParams, HEParams, PaillierParams, PlainParams, s
 from protocol.messages import CentralDPConfig, ClientUpdate, FederationSpec, NoiseMechanism
 
 REQUEST_STAGES = ("receive", "parse", "signature", "validate", "checks", "store")
-FOLD_STAGES = ("fold_read", "fold_parse", "fold_add", "checkpoint")
+FOLD_STAGES = ("sum_read", "fold_read", "fold_parse", "fold_add", "checkpoint")
 STAGES = REQUEST_STAGES + FOLD_STAGES
 LAYERS = {149_506: 9, 1_050_626: 64}  # adapter values -> BERT layers (hidden 1024, rank 16, `value`)
 DISTINCT = 2  # distinct ciphertexts the hospitals send (each upload is signed with its own nonce)

@@ -141,11 +141,12 @@ class Folder:
         while not lease.lost:
             if await self._ledger.outcome(round_) is not None:
                 return True  # forwarded or given up: the sums are final, and the uploads forgotten
+            resumed = time.perf_counter()
             start = await self._ledger.fold_start(round_, origin)
             if not start.pending:
                 return True
             try:
-                batch = await self._add_batch(round_, origin, start)
+                batch = await self._add_batch(round_, origin, start, resumed=resumed)
             except UnreadableSumError as e:
                 # Altered in the store: quarantined, as the ledger does with a record that does not read back.
                 raw = start.stored or b""
@@ -168,13 +169,15 @@ class Folder:
         return False
 
     async def _add_batch(
-        self, round_: int, origin: int, start: FoldStart
+        self, round_: int, origin: int, start: FoldStart, *, resumed: float
     ) -> tuple[RunningSum, list[str]] | None:
         """The sum `start` read plus the next `batch` pending uploads, and their clients; None when one of
-        them is gone from the store or no longer reads back (taken out: the caller starts again)."""
+        them is gone from the store or no longer reads back (taken out: the caller starts again). `resumed`:
+        when the folder started reading `start` (`sum_read` times that and the sum's deserialisation)."""
         total = await self._run(
             lambda: RunningSum(self._scheme, start.stored, length=self._length, added=self._added)
         )
+        self._observe("sum_read", time.perf_counter() - resumed)
         clients: list[str] = []
         # Uploads the hand-off holds first (the order of a batch changes nothing in the sum), then by client.
         handed = partial(self._handoff.holds, round_, origin)

@@ -195,6 +195,7 @@ UploadPhase = Literal[
     "validate",
     "checks",
     "store",
+    "sum_read",
     "fold_read",
     "fold_parse",
     "fold_add",
@@ -211,7 +212,9 @@ class EdgeMetrics(ServiceMetrics):
             "ClientUpdate: JSON and base64, or the binary frame), signature (the upload's and its manifest "
             "line's, the ciphertext's digest included), validate (the ciphertext deserialised and checked "
             "against the key and layout), checks (the rest: roster, plan, round, nonce, manifest), store (the "
-            "write before the answer); then the folder's fold_read (an upload read from the store), "
+            "write before the answer); then the folder's sum_read (once a batch: the round's manifest, "
+            "checkpoint and running sum read back, and the sum deserialised), fold_read (an upload read "
+            "from the store), "
             "fold_parse (deserialised again), fold_add (the homomorphic addition), checkpoint (a batch's sum "
             "serialised and written)",
             ["phase"],

@@ -191,13 +191,19 @@ class PaillierScheme(HEScheme[PaillierPayload]):
     def _load_chunks(self, chunks: list[memoryview], length: int) -> PaillierPayload:
         n, n_square = self._n, self._n_square
         payload = []
+        # Every chunk is invertible modulo n^2 iff each is prime to n = pq, iff the product of them all modulo n
+        # is: it is 0 modulo p exactly when one of them is. One gcd, not one per chunk; the chunk at fault is
+        # looked for only when the product fails.
+        product = gmpy2.mpz(1)
         for index, chunk in enumerate(chunks):
             c = gmpy2.mpz(int.from_bytes(chunk, "big"))
             if not 0 < c < n_square:
                 raise CiphertextError(f"Paillier chunk {index} is not in [1, n^2) for this key")
-            if gmpy2.gcd(c, n) != 1:
-                raise CiphertextError(f"Paillier chunk {index} is not invertible modulo n^2")
+            product = product * c % n
             payload.append(c)
+        if gmpy2.gcd(product, n) != 1:
+            index = next(i for i, c in enumerate(payload) if gmpy2.gcd(c, n) != 1)
+            raise CiphertextError(f"Paillier chunk {index} is not invertible modulo n^2")
         return payload
 
 

@@ -562,6 +562,21 @@ class TestPaillier(HESchemeContract):
             with pytest.raises(CiphertextError, match=reason):
                 scheme.deserialize(forged)
 
+    def test_a_chunk_sharing_a_factor_with_n_is_refused_among_good_ones(self, scheme: PaillierScheme) -> None:
+        """The chunks are checked invertible together (one gcd of their product with n): one that is not, in
+        the middle of good ones, is still refused, and named."""
+        size = scheme.params.key_bits // 8
+        p = int.from_bytes(scheme.secret_bytes()[size : 2 * size], "big")
+        width = (2 * scheme.params.key_bits) // 8
+        good = scheme.encrypt(np.zeros(3 * scheme.slots)).payload
+        chunks = [int(c).to_bytes(width, "big") for c in good]
+        chunks[1] = (3 * p).to_bytes(width, "big")
+        forged = envelope.encode(
+            kind=scheme.kind, fingerprint=scheme.fingerprint, length=3 * scheme.slots, count=1, chunks=chunks
+        )
+        with pytest.raises(CiphertextError, match="chunk 1 is not invertible"):
+            scheme.deserialize(forged)
+
     def test_public_bytes_are_n_alone(self, scheme: PaillierScheme, params: AnyParams) -> None:
         secret = scheme.secret_bytes()
         size = scheme.params.key_bits // 8
