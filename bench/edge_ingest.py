@@ -8,7 +8,7 @@ Everything is real: `redis-server`, the cloud and the edge as `python -m` proces
 (`bench/edge_load_world.py`), hospitals enrolled through the cloud, uploads encrypted under the federation's
 public key (CKKS at the federation's default parameters, packed Paillier at 16 bits a value, or no
 encryption), signed, and sent to the edge's public upload route with httpx, as the binary frame the
-hospitals' agents send (`ClientUpdate.framed`) or as JSON. The adapter's size comes from the base model's
+hospitals' agents send (`protocol.upload_frame`) or as JSON. The adapter's size comes from the base model's
 config (a BERT-shaped config of hidden size 1024, `value` targeted in every layer at rank 16: 9 layers give
 149,506 values, 64 layers 1,050,626).
 
@@ -143,7 +143,7 @@ async def run_wave(
     url = f"/federations/{FID}/rounds/0/uploads"
     content_type = "application/json"
     if binary:  # imported here: `--body json` measures an edge from before the binary body too
-        from protocol.messages import UPLOAD_FRAME_MEDIA_TYPE
+        from protocol.upload_frame import UPLOAD_FRAME_MEDIA_TYPE
 
         content_type = UPLOAD_FRAME_MEDIA_TYPE
 
@@ -220,7 +220,11 @@ async def one_scheme(
 
 
 def body_of(update: ClientUpdate, *, binary: bool) -> bytes:
-    return update.framed() if binary else update.model_dump_json().encode()
+    if not binary:
+        return update.model_dump_json().encode()
+    from protocol.upload_frame import encode_upload  # as UPLOAD_FRAME_MEDIA_TYPE (`run_wave`)
+
+    return encode_upload(update)
 
 
 def report_waves(waves: list[Wave]) -> None:
