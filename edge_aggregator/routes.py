@@ -194,20 +194,18 @@ async def metrics(runtime: RuntimeDep) -> Response:
     response_model=UploadAccepted,
     response_model_exclude_none=True,
     responses=errors(400, 401, 403, 404, 409, 410, 413, 422, 503),
+    # The binary frame (`protocol.upload_frame`) is described in words, not listed as a media type: any bytes
+    # are a valid `format: binary` string, and a document must not call a body valid that the edge refuses.
     openapi_extra={
         "requestBody": {
+            "description": "A `ClientUpdate` as JSON; or, with `Content-Type: application/octet-stream`, the "
+            'same update as a binary frame (docs/api.md, "Edge"): `FLUP`, version 1, the header\'s length '
+            "(4 bytes, big-endian) and the header (the other fields as JSON), the ciphertext's length (8 "
+            "bytes) and the ciphertext's bytes; a body that is not a frame is 422 `invalid_request` naming "
+            "the part",
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": _COMPONENT_REF.format(model="ClientUpdate")}},
-                UPLOAD_FRAME_MEDIA_TYPE: {
-                    "schema": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": 'The same `ClientUpdate` as a binary frame (docs/api.md, "Edge"): '
-                        "`FLUP`, version 1, the header's length (4 bytes) and the header (the other fields "
-                        "as JSON), the ciphertext's length (8 bytes) and the ciphertext's bytes",
-                    }
-                },
             },
         }
     },
