@@ -225,7 +225,6 @@ async def upload(
         body = await request.body()  # the size limit applies while this reads
         received = time.perf_counter()
         update = _parse_upload(body, request.headers.get("content-type", ""))
-        del body  # the update holds the ciphertext: memory holds one copy while the upload is checked
         parsed = time.perf_counter()
         client_id = update.client_id
         accepted = await edge.accept(update, federation_id=federation_id, round_=round_number)
