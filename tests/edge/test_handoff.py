@@ -5,12 +5,14 @@ a bounded number of them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
 
 from edge_aggregator.handoff import Handoff
+from protocol.crypto import EncryptedVector, HEScheme
 from protocol.upload_frame import encode_upload
 from tests.edge.harness import LENGTH, POLL_S, Edge, World, running_edge
 from tests.metrics_text import metric_value
@@ -54,31 +56,31 @@ async def folded(edge: Edge, uploads: int) -> None:
         await asyncio.sleep(0.002)
 
 
-async def test_a_held_ciphertext_is_taken_only_for_the_digest_the_manifest_names(
-    make_world: Callable[..., World],
-) -> None:
-    world = make_world(clients=3)
-    vector = world.public.encrypt(np.zeros(LENGTH))
+def holding(scheme: HEScheme[Any], clients: Sequence[str]) -> tuple[EncryptedVector[Any], Handoff]:
+    """A hand-off of capacity 2 that was given one ciphertext for each of `clients`, its digest the client's
+    name."""
+    vector = scheme.encrypt(np.zeros(LENGTH))
     handoff = Handoff(capacity=2)
-    handoff.put(0, 0, "hosp-a", digest="a" * 64, vector=vector)
-    handoff.put(0, 0, "hosp-b", digest="b" * 64, vector=vector)
+    for client in clients:
+        handoff.put(0, 0, client, digest=client, vector=vector)
+    return vector, handoff
+
+
+def test_a_held_ciphertext_is_taken_only_for_the_digest_the_manifest_names(
+    client_scheme: HEScheme[Any],
+) -> None:
+    vector, handoff = holding(client_scheme, ["hosp-a", "hosp-b"])
 
     other = handoff.take(0, 0, "hosp-a", digest="c" * 64)  # replaced in the store meanwhile
-    again = handoff.take(0, 0, "hosp-a", digest="a" * 64)  # taken once, whatever the digest
-    held = handoff.take(0, 0, "hosp-b", digest="b" * 64)
+    again = handoff.take(0, 0, "hosp-a", digest="hosp-a")  # taken once, whatever the digest
+    held = handoff.take(0, 0, "hosp-b", digest="hosp-b")
 
     assert (other, again, held) == (None, None, vector)
     assert len(handoff) == 0
 
 
-async def test_the_hand_off_holds_at_most_its_capacity_dropping_the_oldest(
-    make_world: Callable[..., World],
-) -> None:
-    world = make_world(clients=3)
-    vector = world.public.encrypt(np.zeros(LENGTH))
-    handoff = Handoff(capacity=2)
-    for client in ("hosp-a", "hosp-b", "hosp-c"):
-        handoff.put(0, 0, client, digest=client, vector=vector)
+def test_the_hand_off_holds_at_most_its_capacity_dropping_the_oldest(client_scheme: HEScheme[Any]) -> None:
+    _, handoff = holding(client_scheme, ["hosp-a", "hosp-b", "hosp-c"])
 
     assert len(handoff) == 2
     assert [handoff.holds(0, 0, c) for c in ("hosp-a", "hosp-b", "hosp-c")] == [False, True, True]
