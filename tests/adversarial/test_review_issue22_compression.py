@@ -14,9 +14,11 @@ import math
 import numpy as np
 import pytest
 
-from client_agent.update import rounded
+from client_agent.errors import PlanRefusedError
+from client_agent.update import contribution, rounded
+from fedlora.specs import federation_spec
 from protocol.compression import CompressionError, plan_compression
-from protocol.crypto import PaillierParams
+from protocol.crypto import PaillierParams, PaillierScheme
 from protocol.messages import CentralDPConfig, Compression, FederationSpec, LateUploadConfig
 from protocol.rounding import ROUNDING_BETA, conditional_round, rounding_bound
 from protocol.sensitivity import Upload, release_sensitivity
@@ -31,12 +33,13 @@ def planned(
     late: LateUploadConfig | None = None,
     max_clients: int = 16,
     z: float = 1.0,
+    clip_norm: float = C,
 ) -> PaillierParams:
     """The packed Paillier parameters the cloud stores for a compressed federation of `size` values."""
     spec = FederationSpec(
         federation_id="f",
         he=PaillierParams(max_clients=max_clients),
-        central_dp=CentralDPConfig(noise_multiplier=z, clip_norm=C, distributed=distributed),
+        central_dp=CentralDPConfig(noise_multiplier=z, clip_norm=clip_norm, distributed=distributed),
         compression=Compression(),
         late_uploads=late,
     )
@@ -112,6 +115,53 @@ def test_the_stated_error_holds_for_a_release_with_late_uploads() -> None:
     sigma = z * C
     assert g / 2 * math.sqrt(n) <= 0.1 * sigma  # what the plan checked: the fresh sum alone
     assert error_std <= 0.1 * sigma, f"{error_std / sigma:.3f} sigma"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="auto plans he.clip = C exactly without distributed noise, and clipping a one-hot delta to C in "
+    "float64 can leave its coordinate one ulp above C: the hospital's own range check refuses the upload",
+)
+def test_a_one_hot_delta_clipped_to_the_norm_fits_the_planned_range() -> None:
+    """Property (overflow/range): with auto bits the value range holds any clipped update, so a legitimate
+    upload is never refused. Input: a compressed federation with central Gaussian noise (no shares) and
+    clip norm C = 0.3, for which the cloud plans `he.clip = C` exactly; a hospital whose delta is
+    `18.5 e_1` (norm 18.5, clipped to C). Expected: `contribution` returns the rounded update (one
+    coordinate of 0.3, which the range holds). Observed: `clip` scales by `0.3 / 18.5`, leaving
+    `18.5 * (0.3 / 18.5) = 0.30000000000000004 > 0.3`, and `contribution` raises `PlanRefusedError`
+    ("1 coordinates outside the scheme's range"): that hospital sits out every round its delta points along
+    one axis (about 5% of magnitudes for a C that is not a power of two)."""
+    c, size = 0.3, 1_000
+    he = planned(size=size, clip_norm=c)
+    assert he.clip == c  # the plan's range is the clip norm itself
+    delta = np.zeros(size)
+    delta[7] = 18.5
+    assert delta[7] * (c / 18.5) > c  # float64's clip lands one ulp past the range
+    scheme = PaillierScheme.generate(he)
+    try:
+        values = contribution(scheme, delta, weight=1.0, clip_norm=c, rounding_rng=np.random.default_rng(0))
+    except PlanRefusedError as e:
+        pytest.fail(f"a legitimate clipped update was refused: {e}")
+    assert abs(values[7]) <= he.clip
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FederationSpec checks the submitted he.clip against the clip norm before the cloud plans it, "
+    "so bits 'auto' (which sets he.clip itself) is refused for any clip norm above the default range",
+)
+def test_auto_bits_accept_a_clip_norm_above_the_unplanned_range() -> None:
+    """Property (bad specs are refused, good ones accepted): with `compression.bits` `auto` the cloud sets
+    `he.clip` to the least range the update needs (docs/privacy.md), so the submitted `he.clip` is not the
+    spec's to get right. Input: the flat settings `scheme='paillier', quant_bits='auto', central_noise=0.5,
+    clip_norm=2.0` (the documented way to ask for compression), and the same as a `FederationSpec`.
+    Expected: accepted, then planned with `he.clip >= 2`. Observed: `SpecError`/`ValidationError` "its
+    max_abs_value 1 ... is below central_dp.clip_norm 2 ... raise he.clip": a range auto would have set."""
+    flat = federation_spec(
+        federation_id="f", scheme="paillier", quant_bits="auto", central_noise=0.5, clip_norm=2.0
+    )
+    he = plan_compression(flat, layout_size=1_000).he
+    assert isinstance(he, PaillierParams) and he.clip >= 2.0
 
 
 @pytest.mark.parametrize("size", [1, 16, 2_306, 150_000])
