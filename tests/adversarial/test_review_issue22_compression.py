@@ -247,3 +247,20 @@ def test_bad_compression_specs_are_refused_naming_the_field() -> None:
     with pytest.raises(CompressionError) as refused:
         plan_compression(wide, layout_size=100)
     assert refused.value.field.startswith("he")
+
+
+def test_an_l1_clipped_upload_rounded_at_random_lies_within_its_l1_charge() -> None:
+    """Held: under Laplace noise (L1 clip) with `he.rounding: stochastic` and no compression, the ledger
+    charges `w C + d (g + 8 eps clip)` in L1; every coordinate moves by less than a step, so the rounded
+    upload's L1 norm stays within it, here for coordinates all just past a lattice point."""
+    size, weight = 5_000, 0.8
+    he = PaillierParams(quant_bits=6, clip=1.0, rounding="stochastic")
+    g = step_of(he)
+    rng = np.random.default_rng(5)
+    delta = (np.floor(rng.uniform(0, 3, size)) + 1e-6) * g * rng.choice([-1.0, 1.0], size)
+    delta *= C / float(np.abs(delta).sum())  # L1 norm C
+    values = rounded(weight * delta, he, clip_norm=C, clip_ord=1, weight=weight, rng=rng)
+    charged = release_sensitivity([Upload("h", weight)], he=he, clip_norm=C, size=size, ord=1) * C
+    units = values / g
+    assert np.array_equal(units, np.rint(units))
+    assert float(np.abs(values).sum()) <= weight * C + size * g <= charged
