@@ -27,6 +27,7 @@ from fedlora.simulation_rounds import (
     contaminate,
     flipped,
     local_update,
+    rounding_rng,
     share_sampler,
     training_seed,
 )
@@ -169,6 +170,7 @@ class HospitalSite:
             share=job.share,
             sampler=share_sampler(s.seed, round_=job.round_, hospital=job.index) if reproducible else None,
             held=s.held,
+            rounding_rng=rounding_rng(s.seed, round_=job.round_, hospital=job.index) if reproducible else None,
         )
         self.scheme.precompute(len(values))  # as a hospital could while it trains: not encryption time
         sealed = seal(self.scheme, values, encrypt=job.encrypt)

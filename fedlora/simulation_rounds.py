@@ -39,6 +39,8 @@ from protocol.strategies import AggregationStrategy
 Contamination = Literal["flip", "random"]
 # A hospital draws its noise share from (seed, round, hospital index, this).
 SHARE_STREAM = 0x5BA2E
+# ... and its randomised rounding onto the quantisation lattice from (seed, round, hospital index, this).
+ROUNDING_STREAM = 0x20D
 
 
 def training_seed(seed: int, *, round_: int, hospital: int) -> int:
@@ -51,6 +53,12 @@ def share_sampler(seed: int, *, round_: int, hospital: int) -> SeededSampler:
     """The sampler hospital number `hospital` draws its round-`round_` noise share from in a run that must
     repeat (the `sampler` of `client_agent.update.contribution`)."""
     return SeededSampler(np.random.default_rng([seed, round_, hospital, SHARE_STREAM]))
+
+
+def rounding_rng(seed: int, *, round_: int, hospital: int) -> np.random.Generator:
+    """The generator hospital number `hospital` rounds its round-`round_` update with in a run that must
+    repeat (the `rounding_rng` of `client_agent.update.contribution`)."""
+    return np.random.default_rng([seed, round_, hospital, ROUNDING_STREAM])
 
 
 class CentralNoise:

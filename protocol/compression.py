@@ -2,23 +2,31 @@
 carries (seed 001's "INT8" transport, issue 22 item 4).
 
 A hospital rounds its clipped update at random onto the lattice of step `g = clip / (2^(b-1) - 1)` for `b`
-quantisation bits (`protocol.rounding`), so each coordinate of one upload carries a zero-mean error of
-variance at most `g^2 / 4`, and a sum of `n` uploads at most `n g^2 / 4`: independent of the data, like the
-DP noise of std `sigma = z C` the sum carries anyway. Fewer bits put more slots in one Paillier plaintext
+quantisation bits (`protocol.rounding`), so each coordinate of one upload carries an error of mean square
+at most `g^2 / 4 / (1 - beta)` (`beta = 2^-40`, the conditioning's), and a release that sums `n` uploads
+fresh and `n` in each late bucket `s` rounds old weighted `decay^s` (`FederationSpec.late_uploads`) at most
+`W g^2 / 4 / (1 - beta)` with `W = n (1 + sum_s decay^(2s))`: independent of the data, like the DP noise of
+std `sigma = z C` the release carries anyway. Fewer bits put more slots in one Paillier plaintext
 (`PaillierParams.slots`), so fewer ciphertexts per upload, until the rounding's error is no longer small
 beside the noise or its sensitivity inflation no longer small beside `C`. `choose_quant_bits` returns the
 fewest `b` such that
 
-  (a) the aggregate's rounding error is a small part of the noise: `sqrt(n) g / 2 <= error_fraction sigma`;
+  (a) the release's rounding error is a small part of the noise:
+      `sqrt(W / (1 - beta)) g / 2 <= error_fraction sigma`;
   (b) the sensitivity the ledger charges grows little: `rounding_bound(C) - C <= inflation_fraction C`,
       `rounding_bound(C) = min(sqrt(C^2 + g^2 d / 4 + g (C + g sqrt(d) / 2)), C + g sqrt(d))` (Kairouz, Liu,
-      Steinke 2021, arXiv:2102.06387, section 4, at `beta = exp(-1/2)`);
+      Steinke 2021, arXiv:2102.06387, section 4, at `beta = 2^-40`, whose tail term is `7.4 g (C + ...)`);
   (c) the value range holds the update and the noise shares with the overflow margin the spec keeps:
-      `clip >= C + SHARE_TAIL_SIGMAS s` for the largest share std `s` (0 without distributed noise).
+      `clip >= (C + SHARE_TAIL_SIGMAS s) (1 + RANGE_MARGIN)` for the largest share std `s` (0 without
+      distributed noise); the margin holds a coordinate that float64 clipping left a few ulps past `C`.
 
-So the error a compressed federation states is: the published sum differs from the sum of the clipped
-updates by its DP noise plus a rounding error of std at most `error_fraction` of that noise (a variance
-`error_fraction^2` of the noise's), unbiased; and its epsilon is charged for a sensitivity at most
+So the error a compressed federation states is: the published sum differs from the sum of the clipped,
+weighted updates by its DP noise plus a rounding error of root mean square at most `error_fraction` times
+the noise's std on every coordinate, and unbiased up to the conditioning: the error's mean, as a whole
+vector in L2, is at most `V (g / 2) sqrt(beta) / (1 - beta)` with `V = n sum_s decay^s`
+(`protocol.rounding.rounding_bias` per upload), which is `sqrt(V^2 beta / W)` of the rounding's own std
+`sqrt(W) g / 2`: below `2^-10` of it for fresh sums (`n <= 2^20`), below `2^-6` with any late buckets
+(`V^2 <= W n (S + 1)` by Cauchy-Schwarz, `S + 1 <= 101`). Its epsilon is charged for a sensitivity at most
 `(1 + inflation_fraction) C`.
 
 The cloud plans it when it creates a federation (`plan_compression`, with the adapter's size `d`), and the
@@ -40,13 +48,21 @@ from protocol.messages import (
     SHARE_TAIL_SIGMAS,
     Compression,
     FederationSpec,
+    LateUploadConfig,
     max_share_std,
     schedule_multiplier,
 )
-from protocol.rounding import rounding_bound
+from protocol.rounding import ROUNDING_BETA, rounding_bound
 
 #: The bits `PaillierParams.quant_bits` allows.
 MIN_QUANT_BITS, MAX_QUANT_BITS = 4, 32
+
+#: The planned range's margin over what a clipped coordinate and its noise share need, as a fraction of it.
+#: `protocol.noise.clip` scales a vector by `C / ||x||` in float64, so a one-hot delta lands a few ulps past
+#: `C` (18.5 * (0.3 / 18.5) is 0.30000000000000004): a range of exactly `C` refused that hospital. `2^-20`
+#: is far above float64's error and far below anything the step or the sensitivity notice; the ledger still
+#: charges the clip norm `C`, which the hospital's conditional rounding holds the upload to regardless.
+RANGE_MARGIN = 2.0**-20
 
 
 class CompressionError(ValueError):
@@ -67,7 +83,7 @@ class QuantPlan:
     quant_bits: int
     clip: float  # the value range: every coordinate, noise share included, lies in [-clip, clip]
     step: float  # g = clip / (2^(quant_bits - 1) - 1)
-    error_std: float  # sqrt(n) g / 2: the most std the rounding adds to a coordinate of the sum
+    error_std: float  # sqrt(W / (1 - beta)) g / 2: the most the rounding adds to a coordinate of a release (rms)
     noise_std: float  # sigma: the DP noise's std on a coordinate of the sum
     sensitivity: float  # rounding_bound(C): one upload's L2 reach, what the ledger charges
     clip_norm: float
@@ -83,22 +99,37 @@ class QuantPlan:
         return self.sensitivity / self.clip_norm - 1.0
 
 
-def value_range(*, clip_norm: float, share_std: float) -> float:
-    """(c): the least `clip` that holds one coordinate of a clipped update (at most `C`) plus a noise share
-    out to `SHARE_TAIL_SIGMAS` of its std (the margin `FederationSpec` checks)."""
+def needed_range(*, clip_norm: float, share_std: float) -> float:
+    """The range one coordinate of a clipped update (at most `C`) plus a noise share out to
+    `SHARE_TAIL_SIGMAS` of its std needs (the margin `FederationSpec` checks)."""
     return clip_norm + SHARE_TAIL_SIGMAS * share_std
 
 
+def value_range(*, clip_norm: float, share_std: float) -> float:
+    """(c): the range `auto` plans, `needed_range` with `RANGE_MARGIN` over it for float64's clipping."""
+    return needed_range(clip_norm=clip_norm, share_std=share_std) * (1.0 + RANGE_MARGIN)
+
+
+def release_weight(late: LateUploadConfig | None, *, rounds: int) -> float:
+    """`1 + sum_s decay^(2s)`: a release's rounding variance over one bucket's, for the fresh sum and a late
+    bucket for each `1 <= s <= min(max_staleness, rounds - 1)` (each decrypted alone and weighted `decay^s`,
+    so its rounding variance is `decay^(2s)` of a fresh sum's)."""
+    if late is None:
+        return 1.0
+    return sum(late.factor(s) ** 2 for s in range(min(late.max_staleness, max(rounds - 1, 0)) + 1))
+
+
 def quant_plan(
-    quant_bits: int, *, clip: float, clip_norm: float, size: int, noise_std: float, summands: int
+    quant_bits: int, *, clip: float, clip_norm: float, size: int, noise_std: float, summands: float
 ) -> QuantPlan:
-    """The error and the sensitivity of rounding at random to `quant_bits` bits over `[-clip, clip]`."""
+    """The error and the sensitivity of rounding at random to `quant_bits` bits over `[-clip, clip]`, for a
+    release of `summands` uploads, each counted by its weight squared (`W`)."""
     step = clip / ((1 << (quant_bits - 1)) - 1)
     return QuantPlan(
         quant_bits=quant_bits,
         clip=clip,
         step=step,
-        error_std=math.sqrt(summands) * step / 2.0,
+        error_std=math.sqrt(summands / (1.0 - ROUNDING_BETA)) * step / 2.0,
         noise_std=noise_std,
         sensitivity=rounding_bound(clip_norm, step=step, size=size),
         clip_norm=clip_norm,
@@ -110,16 +141,16 @@ def choose_quant_bits(
     clip_norm: float,
     size: int,
     noise_std: float,
-    summands: int,
+    summands: float,
     error_fraction: float,
     inflation_fraction: float,
     share_std: float = 0.0,
     clip: float | None = None,
 ) -> QuantPlan:
     """The fewest quantisation bits, over the range `clip` (None: the least range that holds the update and
-    the noise shares, `value_range`), such that a sum of `summands` uploads of `size` values clipped to
-    `clip_norm` and rounded at random carries a rounding error of std `sqrt(n) g / 2` at most
-    `error_fraction * noise_std`, and one upload's sensitivity `rounding_bound(C)` is at most
+    the noise shares, `value_range`), such that a release of `summands` uploads (each counted by its weight
+    squared, `W`) of `size` values clipped to `clip_norm` and rounded at random carries a rounding error of
+    root mean square `sqrt(W / (1 - beta)) g / 2` at most `error_fraction * noise_std`, and one upload's sensitivity `rounding_bound(C)` is at most
     `(1 + inflation_fraction) C` (the module docstring states the three conditions).
 
     Raises `CompressionError` (field `he.quant_bits`) when even `MAX_QUANT_BITS` bits are too few, or
@@ -130,9 +161,9 @@ def choose_quant_bits(
             field="central_dp.noise_multiplier",
             value=noise_std,
         )
-    least = value_range(clip_norm=clip_norm, share_std=share_std)
+    least = needed_range(clip_norm=clip_norm, share_std=share_std)
     if clip is None:
-        clip = least
+        clip = value_range(clip_norm=clip_norm, share_std=share_std)
     elif clip < least:
         raise CompressionError(
             f"he.clip {clip:g} is below the {least:.6g} a coordinate needs (clip_norm plus "
@@ -178,7 +209,8 @@ def _compressed(spec: FederationSpec) -> tuple[Compression, PaillierParams]:
 
 def spec_plan(spec: FederationSpec, *, layout_size: int, clip: float | None = None) -> QuantPlan:
     """`choose_quant_bits` for `spec`'s compression: its clip norm, `layout_size` values, the least noisy
-    round's noise, `he.max_clients` uploads a sum, its largest noise share."""
+    round's noise, `he.max_clients` uploads a sum and a release of the fresh sum and its late buckets
+    (`release_weight`), its largest noise share."""
     compression, he = _compressed(spec)
     dp = spec.central_dp
     shares = max_share_std(dp, min_clients=spec.min_clients_per_edge) if dp.distributed else 0.0
@@ -186,7 +218,7 @@ def spec_plan(spec: FederationSpec, *, layout_size: int, clip: float | None = No
         clip_norm=dp.clip_norm,
         size=layout_size,
         noise_std=aggregate_noise_std(spec),
-        summands=he.max_clients,
+        summands=he.max_clients * release_weight(spec.late_uploads, rounds=spec.rounds),
         error_fraction=compression.error_fraction,
         inflation_fraction=compression.inflation_fraction,
         share_std=shares,
@@ -215,7 +247,7 @@ def plan_compression(spec: FederationSpec, *, layout_size: int) -> FederationSpe
                 clip_norm=plan.clip_norm,
                 size=layout_size,
                 noise_std=plan.noise_std,
-                summands=he.max_clients,
+                summands=he.max_clients * release_weight(spec.late_uploads, rounds=spec.rounds),
             )
             raise CompressionError(
                 f"he.quant_bits {he.quant_bits} is too few for this federation's noise at {layout_size} values: "
@@ -229,14 +261,15 @@ def plan_compression(spec: FederationSpec, *, layout_size: int) -> FederationSpe
         return spec
     plan = spec_plan(spec, layout_size=layout_size)
     fields = {"quant_bits": plan.quant_bits, "clip": plan.clip, "rounding": "stochastic"}
+    planned_range = f"the planned {plan.quant_bits} bits over [-{plan.clip:.6g}, {plan.clip:.6g}] are refused"
     try:
-        return FederationSpec.model_validate(spec.model_dump() | {"he": he.model_dump() | fields})
+        planned = FederationSpec.model_validate(spec.model_dump() | {"he": he.model_dump() | fields})
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "he"
-        raise CompressionError(
-            f"the planned {plan.quant_bits} bits over [-{plan.clip:.6g}, {plan.clip:.6g}] are refused: "
-            f"{first['msg']}",
-            field=where,
-            value=plan.quant_bits,
-        ) from e
+        raise CompressionError(f"{planned_range}: {first['msg']}", field=where, value=plan.quant_bits) from e
+    # The spec's validator leaves an `auto` spec's ring to the planned bits: checked here.
+    ring = planned.he.ring_problem() if isinstance(planned.he, PaillierParams) else None
+    if ring is not None:
+        raise CompressionError(f"{planned_range}: {ring}", field="he.quant_bits", value=plan.quant_bits)
+    return planned

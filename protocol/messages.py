@@ -627,8 +627,13 @@ class FederationSpec(Message):
                     "(or quant_bits with it to keep precision)"
                 )
         self._check_compression()
+        # With `auto` the submitted he.quant_bits and he.clip are placeholders: the cloud plans both and
+        # checks the planned ones (`protocol.compression.plan_compression`).
+        ring = self.he.ring_problem() if isinstance(self.he, PaillierParams) and not auto_range else None
+        if ring is not None:
+            raise ValueError(f"he: {ring}")
         he_range = self.he.max_abs_value
-        if he_range < self.central_dp.clip_norm:
+        if he_range < self.central_dp.clip_norm and not auto_range:
             raise ValueError(
                 f"he: its max_abs_value {he_range:g} (what one value may hold so that "
                 f"{self.he.max_summands} summands stay short of the point where a sum wraps) is below "

@@ -13,11 +13,20 @@ least `1 - beta` (their Lemma on randomised rounding),
 
 and always `||round(x)||_2 <= c + g sqrt(d)` (every coordinate moves by less than a step). The hospital
 draws again until the rounded vector meets the smaller of the two (`conditional_round`), so the bound holds
-with certainty and is the sensitivity the ledger charges (`protocol.sensitivity`). The bound sits about one
-standard deviation of `||round(x)||^2` above its mean even for the worst input (every coordinate half a
-step past a lattice point, where each rounding is a coin toss), so few tries fail, and conditioning on so
-likely an event moves a coordinate's mean by a small fraction of a step, the less the more coordinates
-share the norm (`tests/unit/test_rounding.py` measures both).
+with certainty and is the sensitivity the ledger charges (`protocol.sensitivity`).
+
+Conditioning costs unbiasedness only where a try can fail, and by little when tries rarely fail. Let `e` be
+one try's error (independent, zero-mean coordinates, each of variance at most `g^2 / 4`) and `F` the event
+that it fails the bound, of probability `p <= beta`. For any unit vector `u`, `E[<u, e> | not F] =
+-E[<u, e> 1_F] / (1 - p)`, and by Cauchy-Schwarz `|E[<u, e> 1_F]| <= sqrt(E[<u, e>^2]) sqrt(p) <= (g / 2)
+sqrt(p)`: the mean of the kept rounding lies within `(g / 2) sqrt(beta) / (1 - beta)` of `x` in L2, the
+whole vector at once (`rounding_bias`), and each coordinate's mean square error is at most
+`(g^2 / 4) / (1 - beta)`. The paper's `beta = exp(-1/2)` allows a bias of a whole step; the `beta` here,
+`2^-40`, allows `2^-21` of a step per upload, so that even `2^20` hospitals summed carry a bias below
+`2^-10` of the sum's rounding std (`protocol.compression`). A small `beta` lengthens the bound by its
+`sqrt(2 ln(1 / beta)) = 7.4` tail, which costs little where it matters: at a million coordinates the
+`g^2 d / 4` term dominates it; below about 14 coordinates the cap `c + g sqrt(d)` is the smaller of the two,
+and there every try meets it, so nothing is redrawn and the rounding is exactly unbiased.
 
 The rounding's randomness comes from the operating system (a generator seeded with 256 bits of
 `secrets`), as the noise shares' does (`protocol.samplers`): a seed someone else knows would let them undo
@@ -37,15 +46,15 @@ import numpy.typing as npt
 
 IntArray = npt.NDArray[np.int64]
 
-#: `beta` of the bound: `exp(-1/2)`, the paper's choice in its experiments, so `sqrt(2 ln(1 / beta)) = 1`.
-#: A try fails the bound with probability at most `beta`, so a hospital rounds at most `1 / (1 - beta)`
-#: (about 2.5) times on average; a larger `beta` would tighten the bound and cost more tries.
-ROUNDING_BETA = math.exp(-0.5)
+#: `beta` of the bound: a try fails it with probability at most `2^-40`, so the conditioning moves the
+#: rounding's mean by at most `2^-21` of a step (`rounding_bias`) and a hospital almost never rounds twice.
+#: The paper's experiments use `exp(-1/2)`, whose bias bound is a whole step (the module docstring).
+ROUNDING_BETA = 2.0**-40
 
 #: Tries before `conditional_round` gives up: each fails with probability at most `ROUNDING_BETA`, so all of
-#: them fail with probability below `ROUNDING_BETA ** 200 = e^-100`; reaching it means the input was longer
+#: them fail with probability below `ROUNDING_BETA ** 8 = 2^-320`; reaching it means the input was longer
 #: than the norm the bound was computed for.
-MAX_TRIES = 200
+MAX_TRIES = 8
 
 
 class RoundingError(ValueError):
@@ -66,6 +75,13 @@ def rounding_bound(norm: float, *, step: float, size: int, beta: float = ROUNDIN
     tail = math.sqrt(2.0 * math.log(1.0 / beta))
     conditioned = math.sqrt(norm * norm + step * step * size / 4.0 + tail * step * (norm + step * root / 2.0))
     return min(conditioned, norm + step * root)
+
+
+def rounding_bias(*, step: float, beta: float = ROUNDING_BETA) -> float:
+    """The most the mean of a conditionally rounded vector lies from the vector itself, in L2 over all its
+    coordinates: `(step / 2) sqrt(beta) / (1 - beta)` for a bound that a try fails with probability at most
+    `beta` (the module docstring's Cauchy-Schwarz argument)."""
+    return step / 2.0 * math.sqrt(beta) / (1.0 - beta)
 
 
 def conditional_round(

@@ -25,7 +25,7 @@ from phe import paillier as phe_paillier
 from protocol.crypto import packing
 from protocol.crypto.base import EncryptedVector, FloatArray, HEScheme, UIntArray
 from protocol.crypto.envelope import chunk_lengths
-from protocol.crypto.errors import CiphertextError, KeyMaterialError, MissingSecretKeyError
+from protocol.crypto.errors import CiphertextError, KeyMaterialError, MissingSecretKeyError, PackingError
 from protocol.crypto.obfuscators import ObfuscatorPool
 from protocol.crypto.paillier_crt import CrtDecryptor
 from protocol.crypto.params import HEKind, PaillierParams
@@ -39,6 +39,9 @@ class PaillierScheme(HEScheme[PaillierPayload]):
     kind = HEKind.PAILLIER
 
     def __init__(self, params: PaillierParams, n: int, primes: tuple[int, int] | None = None) -> None:
+        problem = params.ring_problem()
+        if problem is not None:
+            raise PackingError(problem)
         self._params = params
         self._n = gmpy2.mpz(n)
         self._n_square = self._n * self._n

@@ -184,14 +184,16 @@ class PaillierParams(SchemeParams):
             )
         return value
 
-    @model_validator(mode="after")
-    def _check_ring(self) -> PaillierParams:
+    def ring_problem(self) -> str | None:
+        """Why these parameters cannot mask (slots past the 64 bits the encoding holds), or None. Checked by
+        `FederationSpec` on the bits it is given, by `protocol.compression` on the bits it plans (with
+        `compression.bits: auto` the submitted `quant_bits` is only a placeholder), and by the scheme."""
         if self.masking and self.slot_bits > 64:
-            raise ValueError(
+            return (
                 f"masking needs slots of {self.slot_bits} bits at quant_bits={self.quant_bits} and "
                 f"max_clients={self.max_clients}, above the 64 this encoding holds; lower either"
             )
-        return self
+        return None
 
     @property
     def headroom_bits(self) -> int:
