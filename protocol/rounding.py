@@ -51,10 +51,10 @@ IntArray = npt.NDArray[np.int64]
 #: The paper's experiments use `exp(-1/2)`, whose bias bound is a whole step (the module docstring).
 ROUNDING_BETA = 2.0**-40
 
-#: Tries before `conditional_round` gives up: each fails with probability at most `ROUNDING_BETA`, so all of
-#: them fail with probability below `ROUNDING_BETA ** 8 = 2^-320`; reaching it means the input was longer
-#: than the norm the bound was computed for.
-MAX_TRIES = 8
+#: Tries before `conditional_round` gives up: each fails with probability at most the bound's `beta`, so all
+#: of them fail with probability below `2^-8000` at `ROUNDING_BETA` and `e^-100` even at the paper's
+#: `exp(-1/2)`; reaching it means the input was longer than the norm the bound was computed for.
+MAX_TRIES = 200
 
 
 class RoundingError(ValueError):

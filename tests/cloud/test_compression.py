@@ -20,13 +20,16 @@ Z, CLIP = 0.5, 1.0
 
 async def test_the_cloud_plans_the_bits_and_the_ledger_charges_the_rounding_bound() -> None:
     """Property: with `compression` the stored spec carries the fewest bits the noise allows (here (b)
-    binds: the step `g` is the root of `(d/4 + sqrt(d)/2) g^2 + C g = 0.1025 C^2`, 0.0147 at d = 1,538;
-    the range is C, so `1 / (2^(b-1) - 1) <= g` from b = 8), hospitals round at random, and the round's ledger
-    entry is charged `sqrt(C^2 + g^2 d / 4 + g (C + g sqrt(d) / 2))`, below the `C + sqrt(d) g / 2` that
-    nearest rounding is charged (1.016 C against 1.154 C): a ledger charging the old slack fails here."""
-    a = LAYOUT_SIZE / 4 + math.sqrt(LAYOUT_SIZE) / 2
-    by_inflation = (-CLIP + math.sqrt(CLIP**2 + 4 * a * 0.1025 * CLIP**2)) / (2 * a)
-    bits = 1 + math.ceil(math.log2(CLIP / by_inflation + 1))
+    binds: with the tail `t = sqrt(2 ln 2^40)` of `beta = 2^-40`, the step `g` is the root of
+    `(d/4 + t sqrt(d)/2) g^2 + t C g = 0.1025 C^2`, 0.00855 at d = 1,538; the range is `C (1 + 2^-20)`, so
+    `1 / (2^(b-1) - 1) <= g` from b = 8), hospitals round at random, and the round's ledger entry is charged
+    `sqrt(C^2 + g^2 d / 4 + t g (C + g sqrt(d) / 2))`, below the `C + sqrt(d) g / 2` that nearest rounding
+    is charged (1.045 C against 1.154 C): a ledger charging the old slack fails here."""
+    tail = math.sqrt(2 * 40 * math.log(2))
+    a = LAYOUT_SIZE / 4 + tail * math.sqrt(LAYOUT_SIZE) / 2
+    by_inflation = (-tail * CLIP + math.sqrt((tail * CLIP) ** 2 + 4 * a * 0.1025 * CLIP**2)) / (2 * a)
+    clip = CLIP * (1 + 2**-20)
+    bits = 1 + math.ceil(math.log2(clip / by_inflation + 1))
     spec = small_spec(
         he=PaillierParams(max_clients=4),
         central_dp=CentralDPConfig(noise_multiplier=Z, clip_norm=CLIP),
@@ -37,7 +40,7 @@ async def test_the_cloud_plans_the_bits_and_the_ledger_charges_the_rounding_boun
         fed = await Federation.create(cloud.http, spec)
         he = fed.spec.he
         assert isinstance(he, PaillierParams)
-        assert bits == 8 and (he.quant_bits, he.clip, he.rounding) == (bits, CLIP, "stochastic")
+        assert bits == 8 and (he.quant_bits, he.clip, he.rounding) == (bits, clip, "stochastic")
         await fed.start(cloud.http)
         rng = np.random.default_rng(5)
         deltas = fed.deltas(rng, scale=0.005)
@@ -49,7 +52,7 @@ async def test_the_cloud_plans_the_bits_and_the_ledger_charges_the_rounding_boun
         entry = PrivacyReport.model_validate_json(response.content).central_rounds[0]
 
     g, d = he.step, LAYOUT_SIZE
-    charged = math.sqrt(CLIP**2 + g * g * d / 4 + g * (CLIP + g * math.sqrt(d) / 2)) / CLIP
+    charged = math.sqrt(CLIP**2 + g * g * d / 4 + tail * g * (CLIP + g * math.sqrt(d) / 2)) / CLIP
     assert math.isclose(entry.sensitivity, charged, rel_tol=1e-9)
     assert entry.sensitivity < (CLIP + math.sqrt(d) * g / 2) / CLIP - 0.1
 

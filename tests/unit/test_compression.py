@@ -2,9 +2,9 @@
 them, and a real packed Paillier sum of hospitals that rounded at random to them.
 
 The expected bits are worked out by hand from the three conditions in the module docstring: (a)
-`sqrt(n) g / 2 <= f_a sigma`; (b) `g^2 d / 4 + g (C + g sqrt(d) / 2) <= ((1 + f_b)^2 - 1) C^2` (the
-rounding bound at `beta = exp(-1/2)`, squared), a quadratic in `g`; (c) `clip = C + 8 s`; then the fewest
-`b` with `clip / (2^(b-1) - 1) <= g`.
+`sqrt(n / (1 - beta)) g / 2 <= f_a sigma`; (b) `g^2 d / 4 + t g (C + g sqrt(d) / 2) <= ((1 + f_b)^2 - 1) C^2`
+(the rounding bound at `beta = 2^-40`, tail `t = sqrt(2 ln(1 / beta))`, squared), a quadratic in `g`; (c)
+`clip = (C + 8 s) (1 + 2^-20)`; then the fewest `b` with `clip / (2^(b-1) - 1) <= g`.
 """
 
 from __future__ import annotations
@@ -23,16 +23,20 @@ from protocol.crypto import CKKSParams, PaillierParams, PaillierScheme
 from protocol.messages import CentralDPConfig, Compression, Contribution, FederationSpec
 from protocol.sensitivity import Upload, release_sensitivity, upload_sensitivity
 
+BETA = 2.0**-40
+TAIL = math.sqrt(2 * math.log(1 / BETA))
+MARGIN = 1 + 2.0**-20
+
 
 def largest_step(
     *, clip_norm: float, size: int, noise_std: float, summands: int, fa: float, fb: float
 ) -> float:
     """The largest step (a) and (b) allow, solved by hand: (a) directly, (b) as the positive root of
-    `(d/4 + sqrt(d)/2) g^2 + C g - ((1 + fb)^2 - 1) C^2`."""
-    by_error = 2 * fa * noise_std / math.sqrt(summands)
-    a = size / 4 + math.sqrt(size) / 2
+    `(d/4 + t sqrt(d)/2) g^2 + t C g - ((1 + fb)^2 - 1) C^2`."""
+    by_error = 2 * fa * noise_std * math.sqrt((1 - BETA) / summands)
+    a = size / 4 + TAIL * math.sqrt(size) / 2
     c = ((1 + fb) ** 2 - 1) * clip_norm**2
-    by_inflation = (-clip_norm + math.sqrt(clip_norm**2 + 4 * a * c)) / (2 * a)
+    by_inflation = (-TAIL * clip_norm + math.sqrt((TAIL * clip_norm) ** 2 + 4 * a * c)) / (2 * a)
     return min(by_error, by_inflation)
 
 
@@ -43,9 +47,9 @@ def fewest_bits(clip: float, step: float) -> int:
 @pytest.mark.parametrize(
     ("size", "noise_std", "summands", "share_std", "bits", "clip"),
     [
-        (10_000, 0.5, 16, 0.0, 9, 1.0),  # (b) binds: g <= 0.006147, 1 / g = 162.7 -> 2^8 - 1 = 255
-        (100, 0.01, 100, 0.0, 14, 1.0),  # (a) binds: g <= 2e-4, 1 / g = 5000 -> 2^13 - 1 = 8191
-        (10_000, 0.5, 16, 0.25, 10, 3.0),  # (c): clip 1 + 8 * 0.25 = 3, 3 / 0.006147 = 488 -> 2^9 - 1
+        (10_000, 0.5, 16, 0.0, 9, MARGIN),  # (b) binds: g <= 0.004816, 1 / g = 207.6 -> 2^8 - 1 = 255
+        (100, 0.01, 100, 0.0, 14, MARGIN),  # (a) binds: g <= 2e-4, 1 / g = 5000 -> 2^13 - 1 = 8191
+        (10_000, 0.5, 16, 0.25, 11, 3 * MARGIN),  # (c): clip 1 + 8 * 0.25 = 3, 3 / 0.004816 = 623 -> 2^10 - 1
     ],
 )
 def test_the_chooser_returns_the_fewest_bits_worked_out_by_hand(
@@ -96,13 +100,13 @@ def spec(
 def test_auto_sets_the_fewest_bits_the_least_range_and_random_rounding() -> None:
     planned = plan_compression(spec(he=PaillierParams(max_clients=16)), layout_size=10_000)
     assert isinstance(planned.he, PaillierParams)
-    assert (planned.he.quant_bits, planned.he.clip, planned.he.rounding) == (9, 1.0, "stochastic")
+    assert (planned.he.quant_bits, planned.he.clip, planned.he.rounding) == (9, MARGIN, "stochastic")
     assert plan_compression(planned, layout_size=10_000) == planned  # planning again changes nothing
 
-    # With distributed shares (k = 2, z C / sqrt(2) each) the range grows to C + 8 z C / sqrt(2).
+    # With distributed shares (k = 2, z C / sqrt(2) each) the range grows to (C + 8 z C / sqrt(2)) (1 + 2^-20).
     shared = plan_compression(spec(he=PaillierParams(max_clients=16), distributed=True), layout_size=10_000)
     assert isinstance(shared.he, PaillierParams)
-    assert shared.he.clip == pytest.approx(1.0 + 8 * 0.5 / math.sqrt(2))
+    assert shared.he.clip == pytest.approx((1.0 + 8 * 0.5 / math.sqrt(2)) * MARGIN, rel=1e-12)
 
 
 def test_given_bits_too_few_for_the_noise_are_refused_naming_the_field() -> None:
@@ -149,7 +153,7 @@ def test_the_ledger_charges_the_rounding_bound_not_the_nearest_rounding_slack() 
     c = 1.0
 
     def by_hand(norm: float) -> float:
-        return math.sqrt(norm**2 + g * g * size / 4 + g * (norm + g * math.sqrt(size) / 2))
+        return math.sqrt(norm**2 + g * g * size / 4 + TAIL * g * (norm + g * math.sqrt(size) / 2))
 
     lines = [
         Contribution(
@@ -206,3 +210,43 @@ def test_the_flat_settings_ask_for_auto_bits_by_name() -> None:
     )
     assert flat.compression == Compression(bits="auto")
     assert isinstance(flat.he, PaillierParams) and flat.he.rounding == "stochastic"
+
+
+def test_auto_specs_are_validated_on_their_planned_bits_not_the_placeholders() -> None:
+    """Property: with `bits: auto` the submitted `he.quant_bits` and `he.clip` are placeholders the cloud
+    replaces, so neither the range check (`he.clip` below the clip norm) nor the masking ring check (slots
+    past 64 bits: 32 + 2 * 16 + 1 = 65 at 32 bits and 2^16 hospitals a sum) refuses them; the planned bits
+    are checked instead. Without `auto` both refusals stand."""
+    he = PaillierParams(masking=True, quant_bits=32, max_clients=1 << 16, clip=0.5)
+    dp = CentralDPConfig(noise_multiplier=0.5, clip_norm=2.0, distributed=True)
+    auto = FederationSpec(federation_id="f", he=he, central_dp=dp, compression=Compression())
+    planned = plan_compression(auto, layout_size=10_000).he
+    assert isinstance(planned, PaillierParams)
+    assert planned.ring_problem() is None and planned.clip >= 2.0 and planned.quant_bits < 32
+    with pytest.raises(ValidationError, match="above the 64 this encoding holds"):
+        FederationSpec(federation_id="f", he=he.model_copy(update={"clip": 8.0}), central_dp=dp)
+    with pytest.raises(ValidationError, match="below central_dp.clip_norm 2"):
+        FederationSpec(
+            federation_id="f", he=PaillierParams(clip=0.5), central_dp=dp.model_copy(update={"distributed": False})
+        )
+
+
+def test_the_planned_error_counts_the_late_buckets() -> None:
+    """Property: a release sums the fresh uploads and a late bucket for each earlier round the spec allows,
+    weighted `decay^s`, so the plan sizes the rounding for `n (1 + sum_s decay^(2s))` uploads: at decay 0.5
+    and 2 rounds late, `16 * (1 + 1/4 + 1/16) = 21` (worked by hand); the planned error then holds."""
+    from protocol.messages import LateUploadConfig
+
+    late = LateUploadConfig(max_staleness=2, decay=0.5)
+    spec_late = FederationSpec(
+        federation_id="f",
+        he=PaillierParams(max_clients=16),
+        central_dp=CentralDPConfig(noise_multiplier=0.05, clip_norm=1.0),
+        compression=Compression(),
+        late_uploads=late,
+    )
+    plan = spec_plan(spec_late, layout_size=1_000)
+    assert plan.error_std == pytest.approx(math.sqrt(21 / (1 - BETA)) * plan.step / 2)
+    assert plan.error_std <= 0.1 * 0.05
+    fresh = spec_plan(spec_late.model_copy(update={"late_uploads": None}), layout_size=1_000)
+    assert fresh.step >= plan.step
