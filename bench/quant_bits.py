@@ -112,7 +112,8 @@ def table(console: Console) -> None:
                 )
     console.print(grid)
     console.print(
-        "err / noise std: the sum's rounding error std bound sqrt(n) g / 2 over the noise std z C; sens. +: "
+        "err / noise std: the sum's rounding error bound sqrt(n / (1 - beta)) g / 2 over the noise std z C; "
+        "sens. +: "
         "what rounding adds to one upload's L2 sensitivity, over C (randomised: the conditional bound; "
         "nearest: sqrt(d) g / 2, at the chosen bits and at the baseline's); baseline: packed Paillier "
         "rounded to the nearest step, 16 bits over [-1, 1] unmasked, the secure default's 20 over [-4, 4] "

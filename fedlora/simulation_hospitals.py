@@ -162,6 +162,7 @@ class HospitalSite:
             rng = np.random.default_rng([s.seed, job.round_, job.index])
             delta = contaminate(delta, s.contamination, scale=s.contamination_scale, rng=rng)
         # The agent's `make_update` with the plan the cloud would send this federation (uniform weights).
+        seeded_rounding = rounding_rng(s.seed, round_=job.round_, hospital=job.index) if reproducible else None
         values = contribution(
             self.scheme,
             delta,
@@ -170,7 +171,7 @@ class HospitalSite:
             share=job.share,
             sampler=share_sampler(s.seed, round_=job.round_, hospital=job.index) if reproducible else None,
             held=s.held,
-            rounding_rng=rounding_rng(s.seed, round_=job.round_, hospital=job.index) if reproducible else None,
+            rounding_rng=seeded_rounding,
         )
         self.scheme.precompute(len(values))  # as a hospital could while it trains: not encryption time
         sealed = seal(self.scheme, values, encrypt=job.encrypt)

@@ -14,8 +14,8 @@ fewest `b` such that
   (a) the release's rounding error is a small part of the noise:
       `sqrt(W / (1 - beta)) g / 2 <= error_fraction sigma`;
   (b) the sensitivity the ledger charges grows little: `rounding_bound(C) - C <= inflation_fraction C`,
-      `rounding_bound(C) = min(sqrt(C^2 + g^2 d / 4 + g (C + g sqrt(d) / 2)), C + g sqrt(d))` (Kairouz, Liu,
-      Steinke 2021, arXiv:2102.06387, section 4, at `beta = 2^-40`, whose tail term is `7.4 g (C + ...)`);
+      `rounding_bound(C) = min(sqrt(C^2 + g^2 d / 4 + t g (C + g sqrt(d) / 2)), C + g sqrt(d))` (Kairouz, Liu,
+      Steinke 2021, arXiv:2102.06387, section 4, at `beta = 2^-40`: the tail `t = sqrt(2 ln(1 / beta)) = 7.4`);
   (c) the value range holds the update and the noise shares with the overflow margin the spec keeps:
       `clip >= (C + SHARE_TAIL_SIGMAS s) (1 + RANGE_MARGIN)` for the largest share std `s` (0 without
       distributed noise); the margin holds a coordinate that float64 clipping left a few ulps past `C`.
@@ -83,7 +83,7 @@ class QuantPlan:
     quant_bits: int
     clip: float  # the value range: every coordinate, noise share included, lies in [-clip, clip]
     step: float  # g = clip / (2^(quant_bits - 1) - 1)
-    error_std: float  # sqrt(W / (1 - beta)) g / 2: the most the rounding adds to a coordinate of a release (rms)
+    error_std: float  # sqrt(W / (1 - beta)) g / 2: the rounding's rms on a coordinate of a release
     noise_std: float  # sigma: the DP noise's std on a coordinate of the sum
     sensitivity: float  # rounding_bound(C): one upload's L2 reach, what the ledger charges
     clip_norm: float

@@ -12,7 +12,8 @@ one upload. The Skellam mechanism under packed Paillier counts the same rounding
 
 Under packed Paillier with `rounding: stochastic` the hospital rounds its weighted, clipped update onto the
 lattice of step `g` at random and draws again until the rounded vector's L2 norm is at most
-`rounding_bound(w C)`, `sqrt(c^2 + g^2 d / 4 + g (c + g sqrt(d) / 2))` at `c = w C` (Kairouz, Liu, Steinke
+`rounding_bound(w C)`, `sqrt(c^2 + g^2 d / 4 + t g (c + g sqrt(d) / 2))` at `c = w C` and the tail
+`t = sqrt(2 ln(1 / beta)) = 7.4` of `beta = 2^-40` (never more than `c + g sqrt(d)`; Kairouz, Liu, Steinke
 2021, arXiv:2102.06387, section 4; `protocol.rounding`): the upload's L2 reach is that bound, which holds
 with certainty, and the encoding adds nothing more (the update is on the lattice). Its L1 reach is
 `w C + d g`, every coordinate moving by less than a step.

@@ -225,9 +225,11 @@ def test_auto_specs_are_validated_on_their_planned_bits_not_the_placeholders() -
     assert planned.ring_problem() is None and planned.clip >= 2.0 and planned.quant_bits < 32
     with pytest.raises(ValidationError, match="above the 64 this encoding holds"):
         FederationSpec(federation_id="f", he=he.model_copy(update={"clip": 8.0}), central_dp=dp)
-    with pytest.raises(ValidationError, match="below central_dp.clip_norm 2"):
+    with pytest.raises(ValidationError, match=r"below central_dp\.clip_norm 2"):
         FederationSpec(
-            federation_id="f", he=PaillierParams(clip=0.5), central_dp=dp.model_copy(update={"distributed": False})
+            federation_id="f",
+            he=PaillierParams(clip=0.5),
+            central_dp=dp.model_copy(update={"distributed": False}),
         )
 
 
