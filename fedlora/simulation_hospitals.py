@@ -162,7 +162,9 @@ class HospitalSite:
             rng = np.random.default_rng([s.seed, job.round_, job.index])
             delta = contaminate(delta, s.contamination, scale=s.contamination_scale, rng=rng)
         # The agent's `make_update` with the plan the cloud would send this federation (uniform weights).
-        seeded_rounding = rounding_rng(s.seed, round_=job.round_, hospital=job.index) if reproducible else None
+        seeded_rounding = (
+            rounding_rng(s.seed, round_=job.round_, hospital=job.index) if reproducible else None
+        )
         values = contribution(
             self.scheme,
             delta,
