@@ -20,6 +20,7 @@ from fedlora.specs import federation_spec
 from protocol.aggregation import round_noise
 from protocol.compression import CompressionError, choose_quant_bits, plan_compression, spec_plan
 from protocol.crypto import CKKSParams, PaillierParams, PaillierScheme
+from protocol.crypto.errors import PackingError
 from protocol.messages import CentralDPConfig, Compression, Contribution, FederationSpec
 from protocol.sensitivity import Upload, release_sensitivity, upload_sensitivity
 
@@ -225,6 +226,8 @@ def test_auto_specs_are_validated_on_their_planned_bits_not_the_placeholders() -
     assert planned.ring_problem() is None and planned.clip >= 2.0 and planned.quant_bits < 32
     with pytest.raises(ValidationError, match="above the 64 this encoding holds"):
         FederationSpec(federation_id="f", he=he.model_copy(update={"clip": 8.0}), central_dp=dp)
+    with pytest.raises(PackingError, match="above the 64 this encoding holds"):
+        PaillierScheme.generate(he)  # nor can a scheme be built on the placeholders
     with pytest.raises(ValidationError, match=r"below central_dp\.clip_norm 2"):
         FederationSpec(
             federation_id="f",
