@@ -58,12 +58,13 @@ def test_the_rounding_is_unbiased_for_a_concentrated_update_at_small_d() -> None
     """Property: docs/privacy.md states the released sum differs from the sum of the clipped, weighted
     updates by the noise plus a rounding error that is unbiased (up to a fraction of a step) with std at
     most `error_fraction` of the noise's. Input: a federation of d = 16 values with distributed noise
-    (the cloud plans 9 bits over [-6.66, 6.66]); every one of its 16 hospitals has the update `e_1` (norm
-    C) and weight `w = (K + 0.4) g`. Unconditioned randomised rounding goes up with probability 0.4; the
-    bound the hospital is held to, `rounding_bound(w C)`, is about `w C + g / 2 + 2 g^2 / w`, and going up
-    lengthens the vector by `0.6 g`, so every try that goes up is redrawn and the coordinate always goes
-    down. Expected: mean rounded coordinate `w` (unbiased), the sum's error within `0.1 sigma`. Observed:
-    always `K g` (a bias of `-0.4 g` each), the sum's error `16 * 0.4 g = 0.167 sigma` every round."""
+    (the cloud planned 9 bits over [-6.66, 6.66] at the paper's `beta = exp(-1/2)`, 10 at `2^-40`); every
+    one of its 16 hospitals has the update `e_1` (norm C) and weight `w = (K + 0.4) g`. Unconditioned
+    randomised rounding goes up with probability 0.4; the bound the hospital was held to at `exp(-1/2)`,
+    `rounding_bound(w C)`, is about `w C + g / 2 + 2 g^2 / w`, and going up lengthens the vector by `0.6 g`,
+    so every try that went up was redrawn and the coordinate always went down. Expected: mean rounded
+    coordinate `w` (unbiased), the sum's error within `0.1 sigma`. Observed before the fix: always `K g` (a
+    bias of `-0.4 g` each), the sum's error `16 * 0.4 g = 0.167 sigma` every round."""
     size = 16
     he = planned(size=size, distributed=True)
     g = step_of(he)
