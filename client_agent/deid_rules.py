@@ -110,7 +110,7 @@ _GIVEN_NAMES = _words(
 _ED_NAMES = _words("Mohammed Muhammed Mohamed Ahmed Rasheed Waleed Khaled Saeed Hamed Javed Zayed Sayed")
 
 
-def _looks_like_verb(word: str) -> bool:
+def looks_like_verb(word: str) -> bool:
     return len(word) >= 6 and word.endswith("ed") and word not in _ED_NAMES
 
 
@@ -142,7 +142,7 @@ def _trim_name(text: str, start: int, end: int, *, leading: str, eponyms: bool) 
             kept.pop()
             break
     words = [text[s:e] for s, e in kept]
-    if not words or all(len(w.rstrip(".")) == 1 for w in words) or _looks_like_verb(words[0]):
+    if not words or all(len(w.rstrip(".")) == 1 for w in words) or looks_like_verb(words[0]):
         return None
     new_start, new_end = kept[0][0], kept[-1][1]
     if eponyms and words[-1] in EPONYMS and text[new_end : new_end + 1] in ("'", "’"):

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoTokenizer
 
 from client_agent.data import Dataset, load_file, load_task, train_test_split
-from client_agent.deid import Deidentifier
+from client_agent.deid import DeidEngine, Deidentifier, make_finder
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.train import DPSettings, LocalConfig, PrivacyHistory, encode, train_local
 
@@ -32,6 +32,7 @@ class LocalRunConfig:
     test_fraction: float = 0.1
     max_examples: int | None = None
     deidentify: bool = True
+    deid_engine: DeidEngine = "presidio"
     model_path: Path | None = None
     target_modules: tuple[str, ...] = ("value",)
     layers_to_transform: tuple[int, ...] | None = (4, 5)
@@ -94,7 +95,7 @@ def run_local(config: LocalRunConfig) -> LocalRunReport:
     dataset = load_data(config)
     deid_counts: dict[str, int] = {}
     if config.deidentify:
-        deidentifier = Deidentifier()
+        deidentifier = Deidentifier(finder=make_finder(config.deid_engine))
         texts, counts = deidentifier.deidentify_many(dataset.texts)
         deid_counts = dict(counts)
         dataset = Dataset(

@@ -21,6 +21,7 @@ from fedlora.cloud_access import DEFAULT_CLOUD, CaFileOption, CloudOption, Token
 from fedlora.status_view import privacy_tables
 
 if TYPE_CHECKING:
+    from client_agent.deid import DeidEngine
     from protocol.messages import FederationSpec
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,6 +46,15 @@ console = Console()
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _deid_engine(value: str) -> DeidEngine:
+    from client_agent.deid import DEID_ENGINES  # spaCy and Presidio load only for the commands that use them
+
+    for engine in DEID_ENGINES:
+        if value == engine:
+            return engine
+    raise typer.BadParameter(f"--deid-engine must be one of {', '.join(DEID_ENGINES)}, got {value!r}")
 
 
 @spec_app.command("init")
@@ -149,6 +159,9 @@ def train_local(
     layers: Annotated[str, typer.Option(help="comma-separated layer indices; 'all' for every layer")] = "4,5",
     max_examples: Annotated[int | None, typer.Option(help="cap the training examples (quick checks)")] = None,
     deidentify: Annotated[bool, typer.Option(help="replace names, IDs, dates... before tokenising")] = True,
+    deid_engine: Annotated[
+        str, typer.Option(help="what finds PHI: 'presidio' (Presidio with our rules) or 'rules' (ours alone)")
+    ] = "presidio",
     raw_text_confirmed: Annotated[
         bool,
         typer.Option(
@@ -198,6 +211,7 @@ def train_local(
         layers_to_transform=None if layers == "all" else tuple(int(i) for i in _csv(layers)),
         max_examples=max_examples,
         deidentify=deidentify,
+        deid_engine=_deid_engine(deid_engine),
         threads=threads,
         seed=seed,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from limits import parse_many
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
@@ -332,6 +332,10 @@ class ClientSettings(ServiceSettings):
         default=None, description="base model folder; default: the bundled MiniLM"
     )
     data_file: Path | None = None
+    deid_engine: Literal["presidio", "rules"] = Field(
+        default="presidio",
+        description="what finds PHI before tokenising: Presidio with our rules (default), or our rules alone",
+    )
     task: str | None = None
     partition: str | None = Field(default=None, description="e.g. 'mild:2/4' = mild split, hospital 2 of 4")
     max_train_examples: int | None = None

@@ -62,71 +62,331 @@ class Note:
 
 
 # --- vocabulary: many origins ------------------------------------------------------------------------------
-GIVEN = """
-Nkechi Chukwuemeka Oluwaseun Adaeze Kwame Abena Kofi Yaw Thandiwe Sipho Zanele Tendai Wanjiru Kipchoge
-Amara Folasade Babajide Chiamaka Obinna Ngozi Xiaoling Wei Jun Huiying Zhiwei Yanmei Haoran Qiong
-Minh Thuy Huong Quang Duc Lan Anh Jae-won Seo-yeon Min-jun Ji-ho Hye-jin Dong-hyun Hiroshi Keiko Takumi
-Haruka Ryota Sakura Tomoko Arjun Lakshmi Venkatesh Deepika Sunita Harpreet Gurpreet Anjali Prakash Meenakshi
-Siddharth Kavitha Rajesh Farida Youssef Omar Layla Nadia Karim Samira Tariq Leila Rania Bilal Ayşe Mehmet
-Emre Zeynep Burak Elif Oksana Bogdan Wojciech Agnieszka Małgorzata Krzysztof Zofia Tomasz Siobhan Padraig
-Niamh Aoife Ciaran Eilidh Rhys Cerys Gwyneth Dafydd Guadalupe Ximena Alejandro Itzel Rodrigo Valentina Joaquín
-Mateus Thiago Graça Ifeoma Tsehay Abebe Meseret Yohannes Fiifi Eero Aino Juha Sigrid Bjørn Astrid Katarzyna
-Giorgos Eleni Dimitra Vasilis Nikolaos Sione Malia Tevita Leilani Kalani Ahanu Winona Talulah Chayton Esi
-Rosalind Cornelius Eudora Thaddeus Wilhelmina Bartholomew Octavia Percival Marisol Dolores Anselm Hortense
-""".split()
-FAMILY = """
-Okonkwo Adeyemi Eze Mensah Asante Boateng Nkosi Dlamini Moyo Kamau Otieno Mwangi Okafor Nwosu Balogun
-Zhang Liu Huang Zhou Xu Sun Guo Nguyen Tran Pham Le Vo Hoang Park Kim Choi Jung Kang Yoon Tanaka Watanabe
-Yamamoto Nakamura Kobayashi Suzuki Patel Sharma Iyer Reddy Gupta Menon Chatterjee Venkataraman Singh Gill
-Haddad Khoury Mansour Nasser Aziz Farouk Hassanein Yılmaz Demir Kaya Öztürk Kowalczyk Wiśniewski Zieliński
-Nowak Lewandowska O'Sullivan McGillicuddy Ní Bhriain Fitzgerald MacLeod Llewellyn Pritchard Hernández
-Gutiérrez Ramírez Castillo Villanueva Quispe Mamani Oliveira Gonçalves Tesfaye Haile Gebremedhin Mekonnen
-Virtanen Korhonen Lindqvist Johansson Andersen Papadopoulos Georgiou Konstantinidis Tuilagi Fifita Kahananui
-Begay Yazzie Tsosie Whitehorse Abernathy Featherstonehaugh Blackwood Thistlethwaite Van der Merwe De la Cruz
-Rasmussen Oyelaran Okoro Achterberg Vukovic Petrović Horvat Novak Dragomir Popescu Ionescu Szabó Nagy
-""".split("\n")
+GIVEN = [
+    "Nkechi",
+    "Chukwuemeka",
+    "Oluwaseun",
+    "Adaeze",
+    "Kwame",
+    "Abena",
+    "Kofi",
+    "Yaw",
+    "Thandiwe",
+    "Sipho",
+    "Zanele",
+    "Tendai",
+    "Wanjiru",
+    "Kipchoge",
+    "Amara",
+    "Folasade",
+    "Babajide",
+    "Chiamaka",
+    "Obinna",
+    "Ngozi",
+    "Xiaoling",
+    "Wei",
+    "Jun",
+    "Huiying",
+    "Zhiwei",
+    "Yanmei",
+    "Haoran",
+    "Qiong",
+    "Minh",
+    "Thuy",
+    "Huong",
+    "Quang",
+    "Duc",
+    "Lan",
+    "Anh",
+    "Jae-won",
+    "Seo-yeon",
+    "Min-jun",
+    "Ji-ho",
+    "Hye-jin",
+    "Dong-hyun",
+    "Hiroshi",
+    "Keiko",
+    "Takumi",
+    "Haruka",
+    "Ryota",
+    "Sakura",
+    "Tomoko",
+    "Arjun",
+    "Lakshmi",
+    "Venkatesh",
+    "Deepika",
+    "Sunita",
+    "Harpreet",
+    "Gurpreet",
+    "Anjali",
+    "Prakash",
+    "Meenakshi",
+    "Siddharth",
+    "Kavitha",
+    "Rajesh",
+    "Farida",
+    "Youssef",
+    "Omar",
+    "Layla",
+    "Nadia",
+    "Karim",
+    "Samira",
+    "Tariq",
+    "Leila",
+    "Rania",
+    "Bilal",
+    "Ayşe",
+    "Mehmet",
+    "Emre",
+    "Zeynep",
+    "Burak",
+    "Elif",
+    "Oksana",
+    "Bogdan",
+    "Wojciech",
+    "Agnieszka",
+    "Małgorzata",
+    "Krzysztof",
+    "Zofia",
+    "Tomasz",
+    "Siobhan",
+    "Padraig",
+    "Niamh",
+    "Aoife",
+    "Ciaran",
+    "Eilidh",
+    "Rhys",
+    "Cerys",
+    "Gwyneth",
+    "Dafydd",
+    "Guadalupe",
+    "Ximena",
+    "Alejandro",
+    "Itzel",
+    "Rodrigo",
+    "Valentina",
+    "Joaquín",
+    "Mateus",
+    "Thiago",
+    "Graça",
+    "Ifeoma",
+    "Tsehay",
+    "Abebe",
+    "Meseret",
+    "Yohannes",
+    "Fiifi",
+    "Eero",
+    "Aino",
+    "Juha",
+    "Sigrid",
+    "Bjørn",
+    "Astrid",
+    "Katarzyna",
+    "Giorgos",
+    "Eleni",
+    "Dimitra",
+    "Vasilis",
+    "Nikolaos",
+    "Sione",
+    "Malia",
+    "Tevita",
+    "Leilani",
+    "Kalani",
+    "Ahanu",
+    "Winona",
+    "Talulah",
+    "Chayton",
+    "Esi",
+    "Rosalind",
+    "Cornelius",
+    "Eudora",
+    "Thaddeus",
+    "Wilhelmina",
+    "Bartholomew",
+    "Octavia",
+    "Percival",
+    "Marisol",
+    "Dolores",
+    "Anselm",
+    "Hortense",
+]
+FAMILY = [
+    "",
+    "Okonkwo Adeyemi Eze Mensah Asante Boateng Nkosi Dlamini Moyo Kamau Otieno Mwangi Okafor Nwosu Balogun",
+    "Zhang Liu Huang Zhou Xu Sun Guo Nguyen Tran Pham Le Vo Hoang Park Kim Choi Jung Kang Yoon Tanaka Watanabe",
+    "Yamamoto Nakamura Kobayashi Suzuki Patel Sharma Iyer Reddy Gupta Menon Chatterjee Venkataraman Singh Gill",
+    "Haddad Khoury Mansour Nasser Aziz Farouk Hassanein Yılmaz Demir Kaya Öztürk Kowalczyk Wiśniewski Zieliński",
+    "Nowak Lewandowska O'Sullivan McGillicuddy Ní Bhriain Fitzgerald MacLeod Llewellyn Pritchard Hernández",
+    "Gutiérrez Ramírez Castillo Villanueva Quispe Mamani Oliveira Gonçalves Tesfaye Haile Gebremedhin Mekonnen",
+    "Virtanen Korhonen Lindqvist Johansson Andersen Papadopoulos Georgiou Konstantinidis Tuilagi Fifita Kahananui",
+    "Begay Yazzie Tsosie Whitehorse Abernathy Featherstonehaugh Blackwood Thistlethwaite Van der Merwe De la Cruz",
+    "Rasmussen Oyelaran Okoro Achterberg Vukovic Petrović Horvat Novak Dragomir Popescu Ionescu Szabó Nagy",
+    "",
+]
 FAMILY_NAMES = [w for line in FAMILY for w in line.split() if w]
 # Two-word surnames kept whole
 FAMILY_NAMES += ["Ní Bhriain", "Van der Merwe", "De la Cruz", "bin Rashid", "Abu-Lughod", "Al-Masri"]
-FAMILY_NAMES = [w for w in FAMILY_NAMES if w not in {"Ní", "Bhriain", "Van", "der", "Merwe", "De", "la", "Cruz"}]
+FAMILY_NAMES = [
+    w for w in FAMILY_NAMES if w not in {"Ní", "Bhriain", "Van", "der", "Merwe", "De", "la", "Cruz"}
+]
 
 CITIES = [
-    ("Lowell", "MA", "01852"), ("Worcester", "MA", "01608"), ("Springfield", "IL", "62704"),
-    ("Ann Arbor", "MI", "48104"), ("Tucson", "AZ", "85719"), ("Boise", "ID", "83702"),
-    ("Duluth", "MN", "55802"), ("Chattanooga", "TN", "37402"), ("Scranton", "PA", "18503"),
-    ("Bakersfield", "CA", "93301"), ("Fargo", "ND", "58102"), ("Gallup", "NM", "87301"),
-    ("Hilo", "HI", "96720"), ("Missoula", "MT", "59801"), ("Burlington", "VT", "05401"),
-    ("Lubbock", "TX", "79401"), ("Savannah", "GA", "31401"), ("Yakima", "WA", "98901"),
-    ("Paterson", "NJ", "07501"), ("Dearborn", "MI", "48126"), ("Flagstaff", "AZ", "86001"),
-    ("Kalamazoo", "MI", "49007"), ("Bangor", "ME", "04401"), ("Shreveport", "LA", "71101"),
-    ("Cheyenne", "WY", "82001"), ("Pawtucket", "RI", "02860"), ("Sioux Falls", "SD", "57104"),
-    ("Poughkeepsie", "NY", "12601"), ("Terre Haute", "IN", "47807"), ("Eau Claire", "WI", "54701"),
-    ("Brockton", "MA", "02301"), ("Chicopee", "MA", "01013"), ("Tuscaloosa", "AL", "35401"),
-    ("Pueblo", "CO", "81003"), ("Wilmington", "DE", "19801"), ("Anchorage", "AK", "99501"),
+    ("Lowell", "MA", "01852"),
+    ("Worcester", "MA", "01608"),
+    ("Springfield", "IL", "62704"),
+    ("Ann Arbor", "MI", "48104"),
+    ("Tucson", "AZ", "85719"),
+    ("Boise", "ID", "83702"),
+    ("Duluth", "MN", "55802"),
+    ("Chattanooga", "TN", "37402"),
+    ("Scranton", "PA", "18503"),
+    ("Bakersfield", "CA", "93301"),
+    ("Fargo", "ND", "58102"),
+    ("Gallup", "NM", "87301"),
+    ("Hilo", "HI", "96720"),
+    ("Missoula", "MT", "59801"),
+    ("Burlington", "VT", "05401"),
+    ("Lubbock", "TX", "79401"),
+    ("Savannah", "GA", "31401"),
+    ("Yakima", "WA", "98901"),
+    ("Paterson", "NJ", "07501"),
+    ("Dearborn", "MI", "48126"),
+    ("Flagstaff", "AZ", "86001"),
+    ("Kalamazoo", "MI", "49007"),
+    ("Bangor", "ME", "04401"),
+    ("Shreveport", "LA", "71101"),
+    ("Cheyenne", "WY", "82001"),
+    ("Pawtucket", "RI", "02860"),
+    ("Sioux Falls", "SD", "57104"),
+    ("Poughkeepsie", "NY", "12601"),
+    ("Terre Haute", "IN", "47807"),
+    ("Eau Claire", "WI", "54701"),
+    ("Brockton", "MA", "02301"),
+    ("Chicopee", "MA", "01013"),
+    ("Tuscaloosa", "AL", "35401"),
+    ("Pueblo", "CO", "81003"),
+    ("Wilmington", "DE", "19801"),
+    ("Anchorage", "AK", "99501"),
 ]
-STREET_WORDS = """Wren Hollow Maple Cedar Juniper Lakeshore Pine Ridge Orchard Willow Harbor Magnolia Chestnut
-Elm Birch Quarry Mill Sycamore Briar Foxglove Heron Cobblestone Meadowlark Aspen Canyon Bluebonnet Kingfisher
-Tamarack Prospect Union Liberty Franklin Beacon Commonwealth Dorchester""".split()
-STREET_TYPES = ["Rd", "Road", "St", "Street", "Ave", "Avenue", "Lane", "Ln", "Drive", "Dr", "Blvd", "Court",
-                "Way", "Terrace", "Place", "Circle", "Pkwy", "Trail"]
+STREET_WORDS = [
+    "Wren",
+    "Hollow",
+    "Maple",
+    "Cedar",
+    "Juniper",
+    "Lakeshore",
+    "Pine",
+    "Ridge",
+    "Orchard",
+    "Willow",
+    "Harbor",
+    "Magnolia",
+    "Chestnut",
+    "Elm",
+    "Birch",
+    "Quarry",
+    "Mill",
+    "Sycamore",
+    "Briar",
+    "Foxglove",
+    "Heron",
+    "Cobblestone",
+    "Meadowlark",
+    "Aspen",
+    "Canyon",
+    "Bluebonnet",
+    "Kingfisher",
+    "Tamarack",
+    "Prospect",
+    "Union",
+    "Liberty",
+    "Franklin",
+    "Beacon",
+    "Commonwealth",
+    "Dorchester",
+]
+STREET_TYPES = [
+    "Rd",
+    "Road",
+    "St",
+    "Street",
+    "Ave",
+    "Avenue",
+    "Lane",
+    "Ln",
+    "Drive",
+    "Dr",
+    "Blvd",
+    "Court",
+    "Way",
+    "Terrace",
+    "Place",
+    "Circle",
+    "Pkwy",
+    "Trail",
+]
 FACILITIES = [
-    "Beth Israel Deaconess Medical Center", "Beth Israel Deaconess", "St. Mary's Hospital", "St. Mary's",
-    "Massachusetts General Hospital", "Mass General", "Cedars-Sinai Medical Center", "Mount Sinai Hospital",
-    "Brigham and Women's Hospital", "Our Lady of Lourdes Hospital", "Johns Hopkins Hospital",
-    "Good Samaritan Medical Center", "Lakeside Family Clinic", "Willow Creek Nursing Home",
-    "Sunrise Rehabilitation Center", "Maple Grove Dialysis Unit", "St. Jude Children's Research Hospital",
-    "Sacred Heart Hospice", "Riverside Community Health Center", "Northgate Urgent Care",
-    "Saint Vincent's Infirmary", "Baystate Medical Center", "Mercy General", "Hope Valley Behavioral Health",
-    "Pine Ridge Indian Health Service Hospital", "Kapiolani Medical Center", "Harborview Medical Center",
-    "St. Luke's", "Tufts Medical Center", "Boston Children's",
+    "Beth Israel Deaconess Medical Center",
+    "Beth Israel Deaconess",
+    "St. Mary's Hospital",
+    "St. Mary's",
+    "Massachusetts General Hospital",
+    "Mass General",
+    "Cedars-Sinai Medical Center",
+    "Mount Sinai Hospital",
+    "Brigham and Women's Hospital",
+    "Our Lady of Lourdes Hospital",
+    "Johns Hopkins Hospital",
+    "Good Samaritan Medical Center",
+    "Lakeside Family Clinic",
+    "Willow Creek Nursing Home",
+    "Sunrise Rehabilitation Center",
+    "Maple Grove Dialysis Unit",
+    "St. Jude Children's Research Hospital",
+    "Sacred Heart Hospice",
+    "Riverside Community Health Center",
+    "Northgate Urgent Care",
+    "Saint Vincent's Infirmary",
+    "Baystate Medical Center",
+    "Mercy General",
+    "Hope Valley Behavioral Health",
+    "Pine Ridge Indian Health Service Hospital",
+    "Kapiolani Medical Center",
+    "Harborview Medical Center",
+    "St. Luke's",
+    "Tufts Medical Center",
+    "Boston Children's",
 ]
 AGE_WORDS = {
-    90: "ninety", 91: "ninety-one", 92: "ninety-two", 93: "ninety-three", 94: "ninety-four",
-    95: "ninety-five", 96: "ninety-six", 97: "ninety-seven", 98: "ninety-eight", 99: "ninety-nine",
-    100: "one hundred", 101: "one hundred and one", 102: "one hundred two", 104: "one hundred four",
+    90: "ninety",
+    91: "ninety-one",
+    92: "ninety-two",
+    93: "ninety-three",
+    94: "ninety-four",
+    95: "ninety-five",
+    96: "ninety-six",
+    97: "ninety-seven",
+    98: "ninety-eight",
+    99: "ninety-nine",
+    100: "one hundred",
+    101: "one hundred and one",
+    102: "one hundred two",
+    104: "one hundred four",
 }
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 DOMAINS = ["example.org", "mail.example.com", "patientmail.example.net", "clinic-example.org"]
 
 # Filler that holds no PHI: clinical content a de-identifier must leave alone.
@@ -183,28 +443,55 @@ class _Draw:
     def date(self) -> str:
         y, m, d = self.rng.randint(1998, 2024), self.rng.randint(1, 12), self.rng.randint(1, 28)
         month = MONTHS[m - 1]
-        return self.pick([
-            f"{m:02d}/{d:02d}/{y}", f"{m}/{d}/{y % 100:02d}", f"{y}-{m:02d}-{d:02d}", f"{month} {d}, {y}",
-            f"{d} {month[:3]} {y}", f"{month[:3]}. {d}", f"{m}-{d}-{y}", f"{month} {d}",
-            f"{d:02d}.{m:02d}.{y}",
-        ])
+        return self.pick(
+            [
+                f"{m:02d}/{d:02d}/{y}",
+                f"{m}/{d}/{y % 100:02d}",
+                f"{y}-{m:02d}-{d:02d}",
+                f"{month} {d}, {y}",
+                f"{d} {month[:3]} {y}",
+                f"{month[:3]}. {d}",
+                f"{m}-{d}-{y}",
+                f"{month} {d}",
+                f"{d:02d}.{m:02d}.{y}",
+            ]
+        )
 
     def phone(self) -> str:
         a, b, c = self.rng.randint(201, 989), self.rng.randint(200, 999), self.rng.randint(0, 9999)
-        return self.pick([f"({a}) {b}-{c:04d}", f"{a}-{b}-{c:04d}", f"{a}.{b}.{c:04d}",
-                          f"+1 {a} {b} {c:04d}", f"1-{a}-{b}-{c:04d}", f"{a} {b} {c:04d}"])
+        return self.pick(
+            [
+                f"({a}) {b}-{c:04d}",
+                f"{a}-{b}-{c:04d}",
+                f"{a}.{b}.{c:04d}",
+                f"+1 {a} {b} {c:04d}",
+                f"1-{a}-{b}-{c:04d}",
+                f"{a} {b} {c:04d}",
+            ]
+        )
 
     def ssn(self) -> str:
         a, b, c = self.rng.randint(100, 665), self.rng.randint(10, 99), self.rng.randint(1000, 9999)
         return self.pick([f"{a}-{b}-{c}", f"{a} {b} {c}", f"{a}{b}{c}", f"{a}.{b}.{c}"])
 
     def mrn(self) -> str:
-        return self.pick([f"{self.rng.randint(0, 99999999):08d}", f"{self.rng.randint(1000, 9999)}-{self.rng.randint(100, 999)}",
-                          f"A{self.rng.randint(1000000, 9999999)}", f"MR{self.rng.randint(100000, 999999)}"])
+        return self.pick(
+            [
+                f"{self.rng.randint(0, 99999999):08d}",
+                f"{self.rng.randint(1000, 9999)}-{self.rng.randint(100, 999)}",
+                f"A{self.rng.randint(1000000, 9999999)}",
+                f"MR{self.rng.randint(100000, 999999)}",
+            ]
+        )
 
     def account(self) -> str:
-        return self.pick([f"{self.rng.randint(10, 99)}-{self.rng.randint(1000, 9999)}-{self.rng.randint(1, 9)}",
-                          f"{self.rng.randint(1000000000, 9999999999)}", f"AC-{self.rng.randint(100000, 999999)}"])
+        return self.pick(
+            [
+                f"{self.rng.randint(10, 99)}-{self.rng.randint(1000, 9999)}-{self.rng.randint(1, 9)}",
+                f"{self.rng.randint(1000000000, 9999999999)}",
+                f"AC-{self.rng.randint(100000, 999999)}",
+            ]
+        )
 
     def street(self) -> str:
         number = self.rng.randint(3, 9899)
@@ -222,9 +509,13 @@ class _Draw:
         return f"{user or 'pt'}@{self.pick(DOMAINS)}"
 
     def url(self) -> str:
-        return self.pick([f"https://portal.example.org/patients/{self.rng.randint(1000, 99999)}",
-                          f"http://mychart.example.com/p/{self.rng.randint(100, 9999)}",
-                          f"www.example-health.org/records/{self.rng.randint(10000, 99999)}"])
+        return self.pick(
+            [
+                f"https://portal.example.org/patients/{self.rng.randint(1000, 99999)}",
+                f"http://mychart.example.com/p/{self.rng.randint(100, 9999)}",
+                f"www.example-health.org/records/{self.rng.randint(10000, 99999)}",
+            ]
+        )
 
     def ip(self) -> str:
         if self.rng.random() < 0.15:
@@ -273,7 +564,7 @@ def _discharge(d: _Draw) -> Note:
 
 def _triage(d: _Draw) -> Note:
     n = Note("ED triage")
-    years, age = d.age()
+    _years, age = d.age()
     n.say("ED TRIAGE ")
     n.put(K.DATE, d.date())
     n.say(" 14:32\n")
@@ -333,7 +624,7 @@ def _referral(d: _Draw) -> Note:
     n.say(" (DOB ")
     n.put(K.DATE, d.date())
     n.say("), a ")
-    years, age = d.age()
+    _years, age = d.age()
     n.put(K.AGE, age)
     n.say(" year old retired teacher with atrial fibrillation. " + d.filler())
     n.say("Please call my office at ")
@@ -404,19 +695,19 @@ def _portal(d: _Draw) -> Note:
     n.put(K.IP, d.ip())
     n.say(" via ")
     n.put(K.URL, d.url())
-    n.say(".\n\"Hi, this is ")
+    n.say('.\n"Hi, this is ')
     n.put(K.NAME, given.lower() if d.rng.random() < 0.3 else given)
     n.say(" ")
     n.put(K.NAME, family)
     n.say(". My mother is ")
-    years, age = d.age()
+    _years, age = d.age()
     n.put(K.AGE, age)
     n.say(" now and still lives alone in ")
     city, _, _ = d.pick(CITIES)
     n.put(K.CITY, city)
     n.say(". Can she get a flu shot? My cell is ")
     n.put(K.PHONE, d.phone())
-    n.say(".\"\n" + d.filler(1) + "\n")
+    n.say('."\n' + d.filler(1) + "\n")
     return n
 
 
@@ -425,7 +716,7 @@ def _social_work(d: _Draw) -> Note:
     n.say("Social work: met with patient and niece ")
     n.put(K.NAME, d.full_name(casing="title"))
     n.say(". Patient, aged ")
-    years, age = d.age()
+    years, _age = d.age()
     n.put(K.AGE, str(years))
     n.say(", moved from ")
     city, _, _ = d.pick(CITIES)
@@ -467,7 +758,7 @@ def _radiology(d: _Draw) -> Note:
 
 def _consult(d: _Draw) -> Note:
     n = Note("consult note")
-    years, age = d.age()
+    _years, age = d.age()
     n.say("Geriatrics consult requested by ")
     n.say(d.pick(["Dr. ", "Prof. ", "Nurse "]))
     n.put(K.NAME, d.full_name(casing="title"))
@@ -534,8 +825,20 @@ def _billing(d: _Draw) -> Note:
     return n
 
 
-STYLES = [_discharge, _triage, _progress, _referral, _phone_call, _registration, _portal, _social_work,
-          _radiology, _consult, _nursing, _billing]
+STYLES = [
+    _discharge,
+    _triage,
+    _progress,
+    _referral,
+    _phone_call,
+    _registration,
+    _portal,
+    _social_work,
+    _radiology,
+    _consult,
+    _nursing,
+    _billing,
+]
 
 
 def generate_notes(n: int, *, seed: int) -> list[Note]:
