@@ -12,65 +12,14 @@ Presidio's recognisers alone, and the default (Presidio with ours).
 from __future__ import annotations
 
 import argparse
-import time
-from collections import Counter
-from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
 
 from client_agent.deid_presidio import PresidioFinder
 from client_agent.deid_rules import RuleFinder
-from client_agent.phi import PHIFinder, Span
-from tests.deid_notes import Note, SafeHarbor, generate_notes
-
-
-@dataclass
-class Score:
-    """Per Safe Harbor type: identifiers planted and removed; per placeholder type: spans and hits."""
-
-    planted: Counter[str] = field(default_factory=Counter)
-    removed: Counter[str] = field(default_factory=Counter)
-    spans: Counter[str] = field(default_factory=Counter)
-    true_spans: Counter[str] = field(default_factory=Counter)
-    misses: list[tuple[str, str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def recall(self, kind: str) -> float:
-        return self.removed[kind] / self.planted[kind] if self.planted[kind] else float("nan")
-
-    def precision(self, label: str | None = None) -> float:
-        spans = self.spans[label] if label else sum(self.spans.values())
-        hits = self.true_spans[label] if label else sum(self.true_spans.values())
-        return hits / spans if spans else float("nan")
-
-    def overall_recall(self) -> float:
-        return sum(self.removed.values()) / sum(self.planted.values())
-
-
-def score_note(note: Note, found: list[Span], score: Score) -> None:
-    covered = set()
-    for span in found:
-        covered.update(range(span.start, span.end))
-        score.spans[span.kind.value] += 1
-        if any(span.start < p.end and span.end > p.start for p in note.planted):
-            score.true_spans[span.kind.value] += 1
-    for p in note.planted:
-        score.planted[p.kind] += 1
-        if all(i in covered for i in range(p.start, p.end) if note.text[i].isalnum()):
-            score.removed[p.kind] += 1
-        else:
-            context = note.text[max(0, p.start - 30) : p.end + 10].replace("\n", " ")
-            score.misses.append((p.kind, p.value, context))
-
-
-def evaluate(finder: PHIFinder, notes: list[Note]) -> Score:
-    score = Score()
-    started = time.perf_counter()
-    for note in notes:
-        score_note(note, finder.find(note.text), score)
-    score.seconds = time.perf_counter() - started
-    return score
+from client_agent.phi import PHIFinder
+from tests.deid_notes import SafeHarbor, evaluate, generate_notes
 
 
 def finders() -> dict[str, PHIFinder]:

@@ -21,6 +21,7 @@ import logging
 import secrets
 import ssl
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,6 +175,14 @@ def load_hospital_data(settings: ClientSettings) -> Dataset:
     return hospital_share(
         settings.task, Share.parse(settings.partition), max_train_examples=settings.max_train_examples
     )
+
+
+def deidentified_hospital_data(settings: ClientSettings) -> tuple[Dataset, Counter[str]]:
+    """The hospital's data with its PHI replaced by the finder `settings.deid_engine` names (Presidio with
+    our rules unless it says "rules"), and how many spans of each type went."""
+    dataset = load_hospital_data(settings)
+    texts, counts = Deidentifier(finder=make_finder(settings.deid_engine)).deidentify_many(dataset.texts)
+    return dataclasses.replace(dataset, texts=list(texts)), counts
 
 
 def labelled_for(dataset: Dataset, spec: FederationSpec) -> Dataset:
@@ -605,12 +614,8 @@ class ClientAgent:
         for line in self.policy.warnings():
             log.warning(line)
         cloud_url = self._checked_url(self.settings.cloud_url, field="cloud_url")
-        dataset = load_hospital_data(self.settings)
-        texts, counts = Deidentifier(finder=make_finder(self.settings.deid_engine)).deidentify_many(
-            dataset.texts
-        )
-        clean = dataclasses.replace(dataset, texts=list(texts))
-        log.info("data ready", extra={"data": {"examples": len(texts), "deidentified": dict(counts)}})
+        clean, counts = deidentified_hospital_data(self.settings)
+        log.info("data ready", extra={"data": {"examples": len(clean), "deidentified": dict(counts)}})
         cloud = Peer(cloud_url, give_up_after_s=3600.0, verify=self._tls_context())
         uploads = 0
         try:

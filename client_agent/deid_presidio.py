@@ -427,11 +427,15 @@ class PresidioFinder(PHIFinder):
         return merged
 
 
-_LEADING_TITLE = re.compile(r"(?i:(?:dear|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt)\.?[ \t]+)+")
+_LEADING_TITLE = re.compile(
+    r"(?i:(?:dear|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt|daughter|son|wife|husband|niece|nephew|mother|"
+    r"father|sister|brother|caregiver|partner|spouse)\.?,?[ \t]+)+"
+)
 
 
 def _after_title(text: str, start: int, end: int) -> int:
-    """Where an NER span starts once a title it took in is left out ("Dr Patel": the title stays)."""
+    """Where a name starts once a title or relation it took in is left out ("Dr Patel", "Daughter Amara":
+    the word before the name stays)."""
     match = _LEADING_TITLE.match(text, start, end)
     return match.end() if match else start
 

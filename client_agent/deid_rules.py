@@ -83,7 +83,7 @@ _DISEASE_NOUN = (
 _DISEASE_AFTER = re.compile(rf"(?:['’]s?)?(?:-[A-Z][\w'’]*)*[ \t-]+{_DISEASE_NOUN}\b", re.I)
 # Common given names whose spelling is neither an English word nor (as far as we know) a drug brand;
 # "Charlotte", "Camila", "Heather", "Skyla", "Portia", "Ella", "Yasmin" and the like are brands.
-_GIVEN_NAMES = _words(
+GIVEN_NAMES = _words(
     """
     James John Robert Michael David Richard Joseph Thomas Charles Christopher Daniel Matthew Anthony Donald
     Steven Stephen Paul Andrew Joshua Kenneth Kevin Brian George Timothy Ronald Edward Jason Jeffrey Ryan
@@ -354,7 +354,7 @@ def _rules(given_names: bool) -> list[_Rule]:
         rule(PHI.AGE, 20, _AGE_OVER_89, _age_post),
     ]
     if given_names:
-        alternation = "|".join(sorted(_GIVEN_NAMES, key=lambda n: (-len(n), n)))
+        alternation = "|".join(sorted(GIVEN_NAMES, key=lambda n: (-len(n), n)))
         pattern = rf"\b(?P<phi>(?:{alternation})(?:[ \t]+(?:[A-Z]\.[ \t]*)?{_TOKEN})?)\b"
         rules.append(rule(PHI.NAME, 30, pattern, _given_name_post))
     return rules

@@ -13,8 +13,12 @@ their own), so that a detected span overlapping no planted identifier is a false
 from __future__ import annotations
 
 import random
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from client_agent.phi import PHIFinder, Span
 
 
 class SafeHarbor(StrEnum):
@@ -845,3 +849,55 @@ def generate_notes(n: int, *, seed: int) -> list[Note]:
     """``n`` notes cycling through every style, each with its planted identifiers."""
     draw = _Draw(random.Random(seed))
     return [STYLES[i % len(STYLES)](draw) for i in range(n)]
+
+
+# --- scoring -----------------------------------------------------------------------------------------
+@dataclass
+class Score:
+    """Per Safe Harbor type: identifiers planted and removed; per placeholder type: spans and hits."""
+
+    planted: Counter[str] = field(default_factory=Counter)
+    removed: Counter[str] = field(default_factory=Counter)
+    spans: Counter[str] = field(default_factory=Counter)
+    true_spans: Counter[str] = field(default_factory=Counter)
+    misses: list[tuple[str, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def recall(self, kind: str) -> float:
+        return self.removed[kind] / self.planted[kind] if self.planted[kind] else float("nan")
+
+    def precision(self, label: str | None = None) -> float:
+        spans = self.spans[label] if label else sum(self.spans.values())
+        hits = self.true_spans[label] if label else sum(self.true_spans.values())
+        return hits / spans if spans else float("nan")
+
+    def overall_recall(self) -> float:
+        return sum(self.removed.values()) / sum(self.planted.values())
+
+
+def score_note(note: Note, found: list[Span], score: Score) -> None:
+    """An identifier is removed when every letter and digit of it lies in a found span (an SSN that keeps
+    six digits is a miss); a found span overlapping no planted identifier is a false positive."""
+    covered = set()
+    for span in found:
+        covered.update(range(span.start, span.end))
+        score.spans[span.kind.value] += 1
+        if any(span.start < p.end and span.end > p.start for p in note.planted):
+            score.true_spans[span.kind.value] += 1
+    for p in note.planted:
+        score.planted[p.kind] += 1
+        if all(i in covered for i in range(p.start, p.end) if note.text[i].isalnum()):
+            score.removed[p.kind] += 1
+        else:
+            context = note.text[max(0, p.start - 30) : p.end + 10].replace("\n", " ")
+            score.misses.append((p.kind, p.value, context))
+
+
+def evaluate(finder: PHIFinder, notes: list[Note]) -> Score:
+    """``finder``'s recall per Safe Harbor type and precision per placeholder type on ``notes``."""
+    score = Score()
+    started = time.perf_counter()
+    for note in notes:
+        score_note(note, finder.find(note.text), score)
+    score.seconds = time.perf_counter() - started
+    return score
