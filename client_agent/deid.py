@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Literal
 
-from client_agent.deid_presidio import PresidioFinder
 from client_agent.deid_rules import RuleFinder
 from client_agent.phi import PHI, DeidError, PHIFinder, Span
 
@@ -35,6 +34,10 @@ _MIN_KEY_BYTES = 16
 def make_finder(engine: DeidEngine) -> PHIFinder:
     """The finder an engine name stands for (the agent's ``deid_engine`` setting, ``--deid-engine``)."""
     if engine == "presidio":
+        # Imported here: spaCy, Presidio and the drug lexicon take seconds to import, and only the
+        # commands that de-identify need them.
+        from client_agent.deid_presidio import PresidioFinder
+
         return PresidioFinder()
     if engine == "rules":
         return RuleFinder()
@@ -74,7 +77,7 @@ class Deidentifier:
             raise DeidError(f"`tag_chars` must lie in 4..64, got {tag_chars}")
         self._key = key
         self._tag_chars = tag_chars
-        self.finder = finder if finder is not None else PresidioFinder()
+        self.finder = finder if finder is not None else make_finder("presidio")
 
     def find(self, text: str) -> list[Span]:
         """The PHI spans in ``text``, non-overlapping and in order (the finder's)."""

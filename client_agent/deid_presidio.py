@@ -42,6 +42,7 @@ from presidio_analyzer.predefined_recognizers import (
     UsSsnRecognizer,
 )
 from spacy.language import Language
+from spacy.pipeline import Lemmatizer
 from spacy.tokens import Token
 
 from client_agent.deid_rules import EPONYMS, STOP_WORDS, RuleFinder, looks_like_verb
@@ -265,7 +266,10 @@ def _english_words(nlp: Language) -> frozenset[str]:
     """The words of spaCy's lemmatizer index (WordNet's nouns, verbs, adjectives and adverbs)."""
     if "lemmatizer" not in nlp.pipe_names:
         return frozenset()
-    lookups = nlp.get_pipe("lemmatizer").lookups
+    lemmatizer = nlp.get_pipe("lemmatizer")
+    if not isinstance(lemmatizer, Lemmatizer):
+        return frozenset()
+    lookups = lemmatizer.lookups
     if not lookups.has_table("lemma_index"):
         return frozenset()
     index = lookups.get_table("lemma_index")
@@ -343,7 +347,7 @@ _IGNORED_NER_LABELS = [
 ]
 
 
-def _nlp_engine(model: str) -> SpacyNlpEngine:
+def _nlp_engine(model: str) -> tuple[SpacyNlpEngine, Language]:
     # Presidio downloads a model that is not installed; a hospital's machine must not, so refuse first.
     if not (spacy.util.is_package(model) or Path(model).is_dir()):
         raise DeidError(f"`spacy_model` must be an installed spaCy model package or folder, got {model!r}")
@@ -362,7 +366,9 @@ def _nlp_engine(model: str) -> SpacyNlpEngine:
         ),
     )
     engine.load()
-    return engine
+    if engine.nlp is None or "en" not in engine.nlp:
+        raise DeidError(f"`spacy_model` {model!r} did not load as an English pipeline")
+    return engine, engine.nlp["en"]
 
 
 class PresidioFinder(PHIFinder):
@@ -379,8 +385,8 @@ class PresidioFinder(PHIFinder):
     ) -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise DeidError(f"`score_threshold` must lie in 0..1, got {score_threshold}")
-        nlp_engine = _nlp_engine(spacy_model)
-        english = _english_words(nlp_engine.nlp["en"])
+        nlp_engine, nlp = _nlp_engine(spacy_model)
+        english = _english_words(nlp)
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in (
             SpacyRecognizer(supported_entities=["PERSON", "LOCATION", "ORGANIZATION"]),
