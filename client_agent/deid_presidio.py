@@ -38,7 +38,6 @@ from presidio_analyzer.predefined_recognizers import (
     IpRecognizer,
     PhoneRecognizer,
     SpacyRecognizer,
-    UrlRecognizer,
     UsSsnRecognizer,
 )
 from spacy.language import Language
@@ -104,7 +103,7 @@ _NOT_A_NAME = (
 )
 # Words after which a person's name follows: relationships, conversation, a letter's salutation; a name
 # introducing oneself may be written in lower case, any other is capitalised.
-_SELF_CUE = r"(?i:this[ \t]+is|my[ \t]+name[ \t]+is|i[ \t]+am|i['’]m)"
+_SELF_CUE = r"(?i:this[ \t]+is|my[ \t]+name[ \t]+is)"
 _PERSON_CUE = (
     r"(?i:spoke|speaking|met|talked|discussed|visited|accompanied|seen)[ \t]+(?i:with|by|to)"
     r"|(?i:seeing|called|hi|hello|dear|sincerely|regards)"
@@ -226,7 +225,7 @@ def _our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "TITLED_NAME",
             "name before a credential",
-            rf"\b{name}(?=,?[ \t]+(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|PharmD)\b)",
+            rf"\b(?:{_NAME_WORD},[ \t]*{_NAME_WORD}|{name})(?=,?[ \t]+(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|PharmD)\b)",
             0.6,
         ),
     ]
@@ -239,31 +238,33 @@ _NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "SUBJECT_NAME"}
 
 def _implausible(value: str, entity: str) -> bool:
     """An NER span that is a number, an abbreviation ("CT", "SSN"), a label, an eponym, a drug (by the
-    ``drug-named-entity-recognition`` lexicon: spaCy's small model takes "Zoloft" for a person), or a
-    one-word organisation (facilities are found by their own patterns; one-word "organisations" in
-    notes are drugs and lab tests)."""
+    ``drug-named-entity-recognition`` lexicon: spaCy's small model takes "Zoloft" for a person), or one
+    word alone: the small model tags most unknown capitalised words (drug brands above all) as people,
+    places or organisations, and a name or place with a cue is found by the patterns; a lone subject
+    ("Sigrid slept well") by :class:`_SubjectNameRecognizer`."""
     words = [w for w in re.split(r"[\s-]+", value.strip(" .,:;")) if w]
     if not words or any(c.isdigit() for c in value) or value.rstrip().endswith(":") or value.islower():
         return True
     if (
         words[0] in _NOT_NAMES
         or any(w in EPONYMS for w in words)
-        or (entity == "ORGANIZATION" and len(words) == 1)
+        or (len(words) == 1 and entity != "SUBJECT_NAME")
     ):
         return True
     if all((w.isupper() and len(w) <= 5) or w in _NOT_NAMES for w in words):
         return True
-    return len(find_drugs(words, is_ignore_case=True)) == len(words)
+    return bool(find_drugs(value.split(), is_ignore_case=True) or find_drugs(words, is_ignore_case=True))
 
 
-def _not_a_name(value: str) -> bool:
-    """A word after a title that is a verb or a stop word ("My Dr. Told me", "my Dr. Prescribed it")."""
+def _not_a_name(value: str, english_words: frozenset[str]) -> bool:
+    """A word after a title that is a verb, a stop word or, in lower case, an English verb, adjective or
+    adverb ("My Dr. Told me", "my Dr. Prescribed it", "the dr said"; WordNet's nouns hold surnames)."""
     first = value.split()[0] if value.split() else ""
-    return first in _NOT_NAMES or looks_like_verb(first)
+    return first in _NOT_NAMES or looks_like_verb(first) or (first.islower() and first in english_words)
 
 
-def _english_words(nlp: Language) -> frozenset[str]:
-    """The words of spaCy's lemmatizer index (WordNet's nouns, verbs, adjectives and adverbs)."""
+def _english_words(nlp: Language, parts: tuple[str, ...] = ("noun", "verb", "adj", "adv")) -> frozenset[str]:
+    """The words of spaCy's lemmatizer index (WordNet's) for the parts of speech asked for."""
     if "lemmatizer" not in nlp.pipe_names:
         return frozenset()
     lemmatizer = nlp.get_pipe("lemmatizer")
@@ -273,7 +274,7 @@ def _english_words(nlp: Language) -> frozenset[str]:
     if not lookups.has_table("lemma_index"):
         return frozenset()
     index = lookups.get_table("lemma_index")
-    return frozenset(word for pos in ("noun", "verb", "adj", "adv") if pos in index for word in index[pos])
+    return frozenset(word for pos in parts if pos in index for word in index[pos])
 
 
 class _SubjectNameRecognizer(EntityRecognizer):
@@ -387,13 +388,13 @@ class PresidioFinder(PHIFinder):
             raise DeidError(f"`score_threshold` must lie in 0..1, got {score_threshold}")
         nlp_engine, nlp = _nlp_engine(spacy_model)
         english = _english_words(nlp)
+        self._not_nouns = _english_words(nlp, ("verb", "adj", "adv"))
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in (
             SpacyRecognizer(supported_entities=["PERSON", "LOCATION", "ORGANIZATION"]),
             PhoneRecognizer(supported_regions=("US", "GB", "CA")),
             UsSsnRecognizer(),
             IpRecognizer(),
-            UrlRecognizer(),
             DateRecognizer(),
             *([_RuleRecognizer(), _SubjectNameRecognizer(english), *_our_patterns()] if ours else []),
         ):
@@ -409,7 +410,7 @@ class PresidioFinder(PHIFinder):
             start, end = _trimmed(text, result.start, result.end)
             if kind is PHI.NAME:
                 start = _after_title(text, start, end)
-                if result.entity_type == "TITLED_NAME" and _not_a_name(text[start:end]):
+                if result.entity_type == "TITLED_NAME" and _not_a_name(text[start:end], self._not_nouns):
                     continue
             if result.entity_type in _NER_ENTITIES and _implausible(text[start:end], result.entity_type):
                 continue
