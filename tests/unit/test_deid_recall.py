@@ -12,10 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from client_agent.agent import deidentified_hospital_data
 from client_agent.deid_presidio import PresidioFinder
 from client_agent.deid_rules import GIVEN_NAMES
+from fedlora.cli import app
 from services.settings import ClientSettings
 from tests.deid_notes import GIVEN, SafeHarbor, Score, evaluate, generate_notes
 from tests.hospitals import ENROLMENT_TOKEN
@@ -77,3 +80,22 @@ def test_the_agents_data_path_removes_what_our_rules_alone_missed(tmp_path: Path
     ]
     assert counts == {"FACILITY": 1, "NAME": 1, "ADDRESS": 1, "AGE": 1, "ID": 1}
     assert "[NAME] Deaconess Medical Center" in by_rules.texts[0] and "7305" in by_rules.texts[0]
+
+
+def test_an_unknown_deid_engine_is_refused_naming_it(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.csv")  # refused before the data is read
+
+    result = CliRunner().invoke(app, ["train-local", "--data", missing, "--deid-engine", "regex"])
+
+    assert result.exit_code == 2
+    assert "--deid-engine" in result.output and "regex" in result.output
+    assert "cannot read file" not in result.output
+    with pytest.raises(ValidationError, match="deid_engine"):
+        ClientSettings(
+            client_id="hosp-a",
+            federation_id="onco",
+            edge_id="edge-1",
+            cloud_url="https://cloud.example",
+            enrolment_token=ENROLMENT_TOKEN,
+            deid_engine="regex",  # type: ignore[arg-type]
+        )
