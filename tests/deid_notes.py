@@ -64,6 +64,14 @@ class Note:
         self.planted.append(Planted(len(self.text), len(self.text) + len(value), kind, value))
         self.text += value
 
+    def write(self, *parts: str | tuple[SafeHarbor, str]) -> None:
+        """Text and planted identifiers in order: a string is said, a (type, value) pair is planted."""
+        for part in parts:
+            if isinstance(part, str):
+                self.say(part)
+            else:
+                self.put(*part)
+
 
 # --- vocabulary: many origins ------------------------------------------------------------------------------
 GIVEN = [
@@ -540,123 +548,139 @@ K = SafeHarbor
 # --- note styles -----------------------------------------------------------------------------------------
 def _discharge(d: _Draw) -> Note:
     n = Note("discharge summary")
-    n.say("DISCHARGE SUMMARY\nPatient Name: ")
-    n.put(K.NAME, d.full_name())
-    n.say("\nMRN: ")
-    n.put(K.MRN, d.mrn())
-    n.say("   Account #: ")
-    n.put(K.ACCOUNT, d.account())
-    n.say("\nAdmission Date: ")
-    n.put(K.DATE, d.date())
-    n.say("   Discharge Date: ")
-    n.put(K.DATE, d.date())
-    n.say("\nAttending: ")
-    n.put(K.NAME, d.full_name(casing="title"))
-    n.say(", MD\nHospital course: admitted to ")
-    n.put(K.FACILITY, d.pick(FACILITIES))
-    n.say(" with community-acquired pneumonia. " + d.filler())
-    n.say("Discharged to ")
-    n.put(K.FACILITY, d.pick(FACILITIES))
-    n.say(" for rehabilitation. Follow-up with ")
-    n.say(d.pick(["Dr. ", "Dr "]))
-    n.put(K.NAME, d.family())
-    n.say(" on ")
-    n.put(K.DATE, d.date())
-    n.say(".\n")
+    n.write(
+        "DISCHARGE SUMMARY\nPatient Name: ",
+        (K.NAME, d.full_name()),
+        "\nMRN: ",
+        (K.MRN, d.mrn()),
+        "   Account #: ",
+        (K.ACCOUNT, d.account()),
+        "\nAdmission Date: ",
+        (K.DATE, d.date()),
+        "   Discharge Date: ",
+        (K.DATE, d.date()),
+        "\nAttending: ",
+        (K.NAME, d.full_name(casing="title")),
+        ", MD\nHospital course: admitted to ",
+        (K.FACILITY, d.pick(FACILITIES)),
+        " with community-acquired pneumonia. " + d.filler(),
+        "Discharged to ",
+        (K.FACILITY, d.pick(FACILITIES)),
+        " for rehabilitation. Follow-up with ",
+        d.pick(["Dr. ", "Dr "]),
+        (K.NAME, d.family()),
+        " on ",
+        (K.DATE, d.date()),
+        ".\n",
+    )
     return n
 
 
 def _triage(d: _Draw) -> Note:
     n = Note("ED triage")
     _years, age = d.age()
-    n.say("ED TRIAGE ")
-    n.put(K.DATE, d.date())
-    n.say(" 14:32\n")
-    n.put(K.NAME, d.full_name(casing="caps"))
-    n.say(" is a ")
-    n.put(K.AGE, age)
-    n.say(d.pick(["-year-old", " year old", " yo", " y/o"]) + " " + d.pick(["woman", "man", "patient"]))
-    n.say(" brought by ambulance from home in ")
+    n.write(
+        "ED TRIAGE ",
+        (K.DATE, d.date()),
+        " 14:32\n",
+        (K.NAME, d.full_name(casing="caps")),
+        " is a ",
+        (K.AGE, age),
+        d.pick(["-year-old", " year old", " yo", " y/o"]) + " " + d.pick(["woman", "man", "patient"]),
+        " brought by ambulance from home in ",
+    )
     city, _, _ = d.pick(CITIES)
-    n.put(K.CITY, city)
-    n.say(" after a fall. " + d.filler())
-    n.say("Contact: son ")
-    n.put(K.NAME, d.given())
-    n.say(" at ")
-    n.put(K.PHONE, d.phone())
-    n.say(".\n")
+    n.write(
+        (K.CITY, city),
+        " after a fall. " + d.filler(),
+        "Contact: son ",
+        (K.NAME, d.given()),
+        " at ",
+        (K.PHONE, d.phone()),
+        ".\n",
+    )
     return n
 
 
 def _progress(d: _Draw) -> Note:
     n = Note("progress note (SOAP)")
     given, family = d.given(), d.family()
-    n.say("Progress Note - ")
-    n.put(K.DATE, d.date())
-    n.say("\nS: ")
-    n.say(d.pick(["Mr. ", "Mrs. ", "Ms. "]))
-    n.put(K.NAME, family)
-    n.say(" reports less dyspnea overnight. Her daughter ")
-    n.put(K.NAME, f"{d.given()} {d.family()}")
-    n.say(" was at the bedside. ")
-    n.say("O: " + d.filler(3))
-    n.say("A/P: improving. Discussed with ")
-    n.say(d.pick(["dr. ", "Dr. ", "DR. "]))
-    n.put(K.NAME, d.family().lower())
-    n.say(" from cardiology.\nSigned: ")
-    n.put(K.NAME, f"{given} {family}")
-    n.say(", RN\n")
+    n.write(
+        "Progress Note - ",
+        (K.DATE, d.date()),
+        "\nS: ",
+        d.pick(["Mr. ", "Mrs. ", "Ms. "]),
+        (K.NAME, family),
+        " reports less dyspnea overnight. Her daughter ",
+        (K.NAME, f"{d.given()} {d.family()}"),
+        " was at the bedside. ",
+        "O: " + d.filler(3),
+        "A/P: improving. Discussed with ",
+        d.pick(["dr. ", "Dr. ", "DR. "]),
+        (K.NAME, d.family().lower()),
+        " from cardiology.\nSigned: ",
+        (K.NAME, f"{given} {family}"),
+        ", RN\n",
+    )
     return n
 
 
 def _referral(d: _Draw) -> Note:
     n = Note("referral letter")
     city, state, zip_code = d.pick(CITIES)
-    n.put(K.FACILITY, d.pick(FACILITIES))
-    n.say("\n")
-    n.put(K.STREET, d.street())
-    n.say("\n")
-    n.put(K.CITY, city)
-    n.say(", " + state + " ")
-    n.put(K.ZIP, zip_code)
-    n.say("\n\n")
-    n.put(K.DATE, d.date())
-    n.say("\n\nDear Dr. ")
-    n.put(K.NAME, d.family())
-    n.say(",\n\nThank you for seeing ")
-    n.put(K.NAME, d.full_name(casing="title"))
-    n.say(" (DOB ")
-    n.put(K.DATE, d.date())
-    n.say("), a ")
+    n.write(
+        (K.FACILITY, d.pick(FACILITIES)),
+        "\n",
+        (K.STREET, d.street()),
+        "\n",
+        (K.CITY, city),
+        ", " + state + " ",
+        (K.ZIP, zip_code),
+        "\n\n",
+        (K.DATE, d.date()),
+        "\n\nDear Dr. ",
+        (K.NAME, d.family()),
+        ",\n\nThank you for seeing ",
+        (K.NAME, d.full_name(casing="title")),
+        " (DOB ",
+        (K.DATE, d.date()),
+        "), a ",
+    )
     _years, age = d.age()
-    n.put(K.AGE, age)
-    n.say(" year old retired teacher with atrial fibrillation. " + d.filler())
-    n.say("Please call my office at ")
-    n.put(K.PHONE, d.phone())
-    n.say(" or fax results to ")
-    n.put(K.FAX, d.phone())
-    n.say(".\n\nSincerely,\n")
-    n.put(K.NAME, d.full_name(casing="title"))
-    n.say(", MD\n")
+    n.write(
+        (K.AGE, age),
+        " year old retired teacher with atrial fibrillation. " + d.filler(),
+        "Please call my office at ",
+        (K.PHONE, d.phone()),
+        " or fax results to ",
+        (K.FAX, d.phone()),
+        ".\n\nSincerely,\n",
+        (K.NAME, d.full_name(casing="title")),
+        ", MD\n",
+    )
     return n
 
 
 def _phone_call(d: _Draw) -> Note:
     n = Note("telephone encounter")
     given, family = d.given(), d.family()
-    n.say("Telephone encounter ")
-    n.put(K.DATE, d.date())
-    n.say(". Spoke with ")
-    n.put(K.NAME, f"{given} {family}")
-    n.say(", the patient's caregiver, at ")
-    n.put(K.PHONE, d.phone())
-    n.say(". She asked that results be e-mailed to ")
-    n.put(K.EMAIL, d.email(given, family))
-    n.say(". " + d.filler(1))
-    n.say("Pharmacy in ")
+    n.write(
+        "Telephone encounter ",
+        (K.DATE, d.date()),
+        ". Spoke with ",
+        (K.NAME, f"{given} {family}"),
+        ", the patient's caregiver, at ",
+        (K.PHONE, d.phone()),
+        ". She asked that results be e-mailed to ",
+        (K.EMAIL, d.email(given, family)),
+        ". " + d.filler(1),
+        "Pharmacy in ",
+    )
     city, _, _ = d.pick(CITIES)
-    n.put(K.CITY, city)
-    n.say(" notified.\n")
+    n.write(
+        (K.CITY, city),
+        " notified.\n",
+    )
     return n
 
 
@@ -664,168 +688,192 @@ def _registration(d: _Draw) -> Note:
     n = Note("registration form")
     given, family = d.given(), d.family()
     city, state, zip_code = d.pick(CITIES)
-    n.say("PATIENT REGISTRATION\nName: ")
-    n.put(K.NAME, f"{family.upper()}, {given.upper()}")
-    n.say("\nSSN: ")
-    n.put(K.SSN, d.ssn())
-    n.say("\nMailing address: ")
-    n.put(K.PO_BOX, d.po_box())
-    n.say(", ")
-    n.put(K.CITY, city)
-    n.say(", " + state + " ")
-    n.put(K.ZIP, zip_code)
-    n.say("\nHome: ")
-    n.put(K.STREET, d.street())
-    n.say("\nPhone: ")
-    n.put(K.PHONE, d.phone())
-    n.say("   Fax: ")
-    n.put(K.FAX, d.phone())
-    n.say("\nEmail: ")
-    n.put(K.EMAIL, d.email(given, family))
-    n.say("\nMedical record number: ")
-    n.put(K.MRN, d.mrn())
-    n.say("\nBilling account: ")
-    n.put(K.ACCOUNT, d.account())
-    n.say("\n")
+    n.write(
+        "PATIENT REGISTRATION\nName: ",
+        (K.NAME, f"{family.upper()}, {given.upper()}"),
+        "\nSSN: ",
+        (K.SSN, d.ssn()),
+        "\nMailing address: ",
+        (K.PO_BOX, d.po_box()),
+        ", ",
+        (K.CITY, city),
+        ", " + state + " ",
+        (K.ZIP, zip_code),
+        "\nHome: ",
+        (K.STREET, d.street()),
+        "\nPhone: ",
+        (K.PHONE, d.phone()),
+        "   Fax: ",
+        (K.FAX, d.phone()),
+        "\nEmail: ",
+        (K.EMAIL, d.email(given, family)),
+        "\nMedical record number: ",
+        (K.MRN, d.mrn()),
+        "\nBilling account: ",
+        (K.ACCOUNT, d.account()),
+        "\n",
+    )
     return n
 
 
 def _portal(d: _Draw) -> Note:
     n = Note("patient portal message")
     given, family = d.given(), d.family()
-    n.say("Portal message received ")
-    n.put(K.DATE, d.date())
-    n.say(" from IP ")
-    n.put(K.IP, d.ip())
-    n.say(" via ")
-    n.put(K.URL, d.url())
-    n.say('.\n"Hi, this is ')
-    n.put(K.NAME, given.lower() if d.rng.random() < 0.3 else given)
-    n.say(" ")
-    n.put(K.NAME, family)
-    n.say(". My mother is ")
+    n.write(
+        "Portal message received ",
+        (K.DATE, d.date()),
+        " from IP ",
+        (K.IP, d.ip()),
+        " via ",
+        (K.URL, d.url()),
+        '.\n"Hi, this is ',
+        (K.NAME, given.lower() if d.rng.random() < 0.3 else given),
+        " ",
+        (K.NAME, family),
+        ". My mother is ",
+    )
     _years, age = d.age()
-    n.put(K.AGE, age)
-    n.say(" now and still lives alone in ")
+    n.write(
+        (K.AGE, age),
+        " now and still lives alone in ",
+    )
     city, _, _ = d.pick(CITIES)
-    n.put(K.CITY, city)
-    n.say(". Can she get a flu shot? My cell is ")
-    n.put(K.PHONE, d.phone())
-    n.say('."\n' + d.filler(1) + "\n")
+    n.write(
+        (K.CITY, city),
+        ". Can she get a flu shot? My cell is ",
+        (K.PHONE, d.phone()),
+        '."\n' + d.filler(1) + "\n",
+    )
     return n
 
 
 def _social_work(d: _Draw) -> Note:
     n = Note("social work note")
-    n.say("Social work: met with patient and niece ")
-    n.put(K.NAME, d.full_name(casing="title"))
-    n.say(". Patient, aged ")
+    n.write(
+        "Social work: met with patient and niece ",
+        (K.NAME, d.full_name(casing="title")),
+        ". Patient, aged ",
+    )
     years, _age = d.age()
-    n.put(K.AGE, str(years))
-    n.say(", moved from ")
+    n.write(
+        (K.AGE, str(years)),
+        ", moved from ",
+    )
     city, _, _ = d.pick(CITIES)
-    n.put(K.CITY, city)
-    n.say(" to ")
-    n.put(K.FACILITY, d.pick(FACILITIES))
-    n.say(" on ")
-    n.put(K.DATE, d.date())
-    n.say(". Medicaid application pending; SSN ")
-    n.put(K.SSN, d.ssn())
-    n.say(" verified. Lives at ")
-    n.put(K.STREET, d.street())
-    n.say(". " + d.filler(1) + "\n")
+    n.write(
+        (K.CITY, city),
+        " to ",
+        (K.FACILITY, d.pick(FACILITIES)),
+        " on ",
+        (K.DATE, d.date()),
+        ". Medicaid application pending; SSN ",
+        (K.SSN, d.ssn()),
+        " verified. Lives at ",
+        (K.STREET, d.street()),
+        ". " + d.filler(1) + "\n",
+    )
     return n
 
 
 def _radiology(d: _Draw) -> Note:
     n = Note("radiology report")
-    n.say("EXAM: CT chest with contrast\nPATIENT: ")
-    n.put(K.NAME, d.full_name(casing="caps"))
-    n.say("  MR#: ")
-    n.put(K.MRN, d.mrn())
-    n.say("  DOS: ")
-    n.put(K.DATE, d.date())
-    n.say("\nCOMPARISON: ")
-    n.put(K.DATE, d.date())
-    n.say(" at ")
-    n.put(K.FACILITY, d.pick(FACILITIES))
-    n.say(".\nFINDINGS: No pulmonary embolism. " + d.filler(1))
-    n.say("\nImages: ")
-    n.put(K.URL, d.url())
-    n.say(" (PACS node ")
-    n.put(K.IP, d.ip())
-    n.say(")\nDictated by: ")
-    n.put(K.NAME, d.full_name())
-    n.say("\n")
+    n.write(
+        "EXAM: CT chest with contrast\nPATIENT: ",
+        (K.NAME, d.full_name(casing="caps")),
+        "  MR#: ",
+        (K.MRN, d.mrn()),
+        "  DOS: ",
+        (K.DATE, d.date()),
+        "\nCOMPARISON: ",
+        (K.DATE, d.date()),
+        " at ",
+        (K.FACILITY, d.pick(FACILITIES)),
+        ".\nFINDINGS: No pulmonary embolism. " + d.filler(1),
+        "\nImages: ",
+        (K.URL, d.url()),
+        " (PACS node ",
+        (K.IP, d.ip()),
+        ")\nDictated by: ",
+        (K.NAME, d.full_name()),
+        "\n",
+    )
     return n
 
 
 def _consult(d: _Draw) -> Note:
     n = Note("consult note")
     _years, age = d.age()
-    n.say("Geriatrics consult requested by ")
-    n.say(d.pick(["Dr. ", "Prof. ", "Nurse "]))
-    n.put(K.NAME, d.full_name(casing="title"))
-    n.say(" for a ")
-    n.put(K.AGE, age)
-    n.say("-year-old with delirium. ")
-    n.say("The patient, ")
-    n.put(K.NAME, d.full_name(casing="title"))
-    n.say(", was transferred from ")
-    n.put(K.FACILITY, d.pick(FACILITIES))
-    n.say(" yesterday. " + d.filler(2))
-    n.say("Old records faxed from ")
-    n.put(K.FAX, d.phone())
-    n.say(". Account ")
-    n.put(K.ACCOUNT, d.account())
-    n.say(" flagged for review.\n")
+    n.write(
+        "Geriatrics consult requested by ",
+        d.pick(["Dr. ", "Prof. ", "Nurse "]),
+        (K.NAME, d.full_name(casing="title")),
+        " for a ",
+        (K.AGE, age),
+        "-year-old with delirium. ",
+        "The patient, ",
+        (K.NAME, d.full_name(casing="title")),
+        ", was transferred from ",
+        (K.FACILITY, d.pick(FACILITIES)),
+        " yesterday. " + d.filler(2),
+        "Old records faxed from ",
+        (K.FAX, d.phone()),
+        ". Account ",
+        (K.ACCOUNT, d.account()),
+        " flagged for review.\n",
+    )
     return n
 
 
 def _nursing(d: _Draw) -> Note:
     n = Note("nursing note")
     given = d.given()
-    n.say("0700 ")
-    n.put(K.DATE, d.date())
-    n.say(": ")
-    n.put(K.NAME, given)
-    n.say(" slept well. Husband ")
-    n.put(K.NAME, f"{d.given()} {d.family()}")
-    n.say(" called from ")
-    n.put(K.CITY, d.pick(CITIES)[0])
-    n.say(" and asked that mail go to ")
-    n.put(K.PO_BOX, d.po_box())
-    n.say(". " + d.filler(2))
-    n.say("Handed over to ")
-    n.put(K.NAME, d.full_name())
-    n.say(", RN.\n")
+    n.write(
+        "0700 ",
+        (K.DATE, d.date()),
+        ": ",
+        (K.NAME, given),
+        " slept well. Husband ",
+        (K.NAME, f"{d.given()} {d.family()}"),
+        " called from ",
+        (K.CITY, d.pick(CITIES)[0]),
+        " and asked that mail go to ",
+        (K.PO_BOX, d.po_box()),
+        ". " + d.filler(2),
+        "Handed over to ",
+        (K.NAME, d.full_name()),
+        ", RN.\n",
+    )
     return n
 
 
 def _billing(d: _Draw) -> Note:
     n = Note("billing note")
-    n.say("Claim for ")
-    n.put(K.NAME, d.full_name(casing="last_first"))
-    n.say(", acct no. ")
-    n.put(K.ACCOUNT, d.account())
-    n.say(", SSN ")
-    n.put(K.SSN, d.ssn())
-    n.say(", MRN ")
-    n.put(K.MRN, d.mrn())
-    n.say(", service date ")
-    n.put(K.DATE, d.date())
-    n.say(" at ")
-    n.put(K.FACILITY, d.pick(FACILITIES))
-    n.say(". Guarantor address ")
-    n.put(K.STREET, d.street())
-    n.say(", ")
+    n.write(
+        "Claim for ",
+        (K.NAME, d.full_name(casing="last_first")),
+        ", acct no. ",
+        (K.ACCOUNT, d.account()),
+        ", SSN ",
+        (K.SSN, d.ssn()),
+        ", MRN ",
+        (K.MRN, d.mrn()),
+        ", service date ",
+        (K.DATE, d.date()),
+        " at ",
+        (K.FACILITY, d.pick(FACILITIES)),
+        ". Guarantor address ",
+        (K.STREET, d.street()),
+        ", ",
+    )
     city, state, zip_code = d.pick(CITIES)
-    n.put(K.CITY, city)
-    n.say(" " + state + " ")
-    n.put(K.ZIP, zip_code)
-    n.say(". Questions: ")
-    n.put(K.EMAIL, d.email(d.given(), d.family()))
-    n.say("\n")
+    n.write(
+        (K.CITY, city),
+        " " + state + " ",
+        (K.ZIP, zip_code),
+        ". Questions: ",
+        (K.EMAIL, d.email(d.given(), d.family())),
+        "\n",
+    )
     return n
 
 

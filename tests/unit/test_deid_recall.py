@@ -19,9 +19,8 @@ from client_agent.agent import deidentified_hospital_data
 from client_agent.deid_presidio import PresidioFinder
 from client_agent.deid_rules import GIVEN_NAMES
 from fedlora.cli import app
-from services.settings import ClientSettings
 from tests.deid_notes import GIVEN, SafeHarbor, Score, evaluate, generate_notes
-from tests.hospitals import ENROLMENT_TOKEN
+from tests.hospitals import hospital_settings
 
 NOTES = generate_notes(200, seed=24)
 
@@ -61,15 +60,7 @@ def test_the_agents_data_path_removes_what_our_rules_alone_missed(tmp_path: Path
     )
     path = tmp_path / "notes.csv"
     path.write_text(f'text,label\n"{note}",yes\n', encoding="utf-8")
-    settings = ClientSettings(
-        client_id="hosp-a",
-        federation_id="onco",
-        edge_id="edge-1",
-        cloud_url="https://cloud.example",
-        enrolment_token=ENROLMENT_TOKEN,
-        state_dir=tmp_path / "state",
-        data_file=path,
-    )
+    settings = hospital_settings(tmp_path, data_file=path)
 
     clean, counts = deidentified_hospital_data(settings)
     by_rules, _ = deidentified_hospital_data(settings.model_copy(update={"deid_engine": "rules"}))
@@ -91,11 +82,4 @@ def test_an_unknown_deid_engine_is_refused_naming_it(tmp_path: Path) -> None:
     assert "--deid-engine" in result.output and "regex" in result.output
     assert "cannot read file" not in result.output
     with pytest.raises(ValidationError, match="deid_engine"):
-        ClientSettings(
-            client_id="hosp-a",
-            federation_id="onco",
-            edge_id="edge-1",
-            cloud_url="https://cloud.example",
-            enrolment_token=ENROLMENT_TOKEN,
-            deid_engine="regex",  # type: ignore[arg-type]
-        )
+        hospital_settings(tmp_path, deid_engine="regex")

@@ -27,8 +27,7 @@ from fedlora.cli import app
 from protocol.crypto import PaillierParams, generate_scheme
 from protocol.ffa import AdapterLayout, LayoutError, basis_bytes, basis_from_bytes, seeded_bases
 from protocol.messages import FederationSpec, RoundPlan
-from services.settings import ClientSettings
-from tests.hospitals import ENROLMENT_TOKEN, hospital_agent
+from tests.hospitals import ENROLMENT_TOKEN, hospital_agent, hospital_settings
 from tests.unit.test_agent_policy import policy
 from tests.unit.test_agent_update import plan
 
@@ -78,15 +77,7 @@ def test_a_bad_byte_is_located_by_offset_not_shown(tmp_path: Path) -> None:
 
 def test_a_label_the_federation_lacks_is_counted_not_echoed(tmp_path: Path) -> None:
     path = write(tmp_path / "d.csv", f"text,label\nnote one,yes\nnote two,{SECRET}\n")
-    settings = ClientSettings(
-        client_id="hosp-a",
-        federation_id="onco",
-        edge_id="edge-1",
-        cloud_url="https://cloud.example",
-        enrolment_token=ENROLMENT_TOKEN,
-        state_dir=tmp_path / "state",
-        data_file=path,
-    )
+    settings = hospital_settings(tmp_path, data_file=path)
     spec = FederationSpec(federation_id="onco", num_labels=2, label_names=("no", "yes"))
 
     with pytest.raises(AgentError, match="1 labels that federation 'onco' does not have") as info:
