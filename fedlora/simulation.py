@@ -243,14 +243,15 @@ def prepared_data(config: SimulationConfig) -> tuple[FederationSpec, Dataset, Da
     spec = federation_spec(config, num_labels=train.n_classes)
     if config.deidentify:
         # Each hospital de-identifies its own texts before tokenising; the evaluation set goes the same way.
-        train, test = _deidentified(train), _deidentified(test)
+        deidentifier = Deidentifier()  # one spaCy model load for both
+        train, test = _deidentified(train, deidentifier), _deidentified(test, deidentifier)
     kind = config.partition if config.partition != "dirichlet" else f"dirichlet-{config.dirichlet_alpha}"
     parts = partition(train.label_array(), kind=kind, n_clients=config.hospitals, seed=config.seed)
     return spec, train, test, list(parts)
 
 
-def _deidentified(dataset: Dataset) -> Dataset:
-    texts, _ = Deidentifier().deidentify_many(dataset.texts)
+def _deidentified(dataset: Dataset, deidentifier: Deidentifier) -> Dataset:
+    texts, _ = deidentifier.deidentify_many(dataset.texts)
     return Dataset(texts, dataset.labels, dataset.label_names, dataset.name, dataset.meta)
 
 
