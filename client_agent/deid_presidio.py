@@ -58,6 +58,7 @@ _ENTITY_PHI: dict[str, tuple[PHI, int]] = {
     "PHONE_NUMBER": (PHI.PHONE, 85),
     "PO_BOX": (PHI.ADDRESS, 80),
     "FACILITY": (PHI.FACILITY, 78),
+    "CUED_FACILITY": (PHI.FACILITY, 78),
     "ADDRESS": (PHI.ADDRESS, 77),
     "ACCOUNT": (PHI.ID, 77),
     "AGE_OVER_89": (PHI.AGE, 76),
@@ -148,10 +149,10 @@ def _our_patterns() -> list[EntityRecognizer]:
             0.7,
         ),
         _pattern(
-            "FACILITY",
+            "CUED_FACILITY",
             "facility after a transfer verb",
-            r"(?<=\b(?i:transferred|admitted|discharged|moved|referred|sent|seen|treated|followed)[ \t](?:from|to|at|by)[ \t])"
-            rf"(?:the[ \t]+)?{_CAP}(?:[ \t]+(?:and[ \t]+|of[ \t]+)?{_CAP}){{0,4}}",
+            r"(?<=\b(?i:transferred|admitted|discharged|moved|referred|sent|seen|treated|followed)[ \t](?:from|to|at)[ \t])"
+            rf"(?:the[ \t]+)?(?!{_TITLE}[ \t]){_CAP}(?:[ \t]+(?:and[ \t]+|of[ \t]+)?{_CAP}){{0,4}}",
             0.5,
         ),
         _pattern(
@@ -261,6 +262,14 @@ def _not_a_name(value: str, english_words: frozenset[str]) -> bool:
     adverb ("My Dr. Told me", "my Dr. Prescribed it", "the dr said"; WordNet's nouns hold surnames)."""
     first = value.split()[0] if value.split() else ""
     return first in _NOT_NAMES or looks_like_verb(first) or (first.islower() and first in english_words)
+
+
+def _not_a_place(value: str, english_words: frozenset[str]) -> bool:
+    """What follows "admitted to" and is not a facility's name: a unit ("ICU"), a word ("Home")."""
+    words = [w for w in value.split() if w.lower() != "the"]
+    if all((w.isupper() and len(w) <= 5) or w in _NOT_NAMES for w in words):
+        return True
+    return len(words) == 1 and words[0].lower() in english_words
 
 
 def _english_words(nlp: Language, parts: tuple[str, ...] = ("noun", "verb", "adj", "adv")) -> frozenset[str]:
@@ -387,7 +396,7 @@ class PresidioFinder(PHIFinder):
         if not 0.0 <= score_threshold <= 1.0:
             raise DeidError(f"`score_threshold` must lie in 0..1, got {score_threshold}")
         nlp_engine, nlp = _nlp_engine(spacy_model)
-        english = _english_words(nlp)
+        english = self._english = _english_words(nlp)
         self._not_nouns = _english_words(nlp, ("verb", "adj", "adv"))
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in (
@@ -412,6 +421,8 @@ class PresidioFinder(PHIFinder):
                 start = _after_title(text, start, end)
                 if result.entity_type == "TITLED_NAME" and _not_a_name(text[start:end], self._not_nouns):
                     continue
+            if result.entity_type == "CUED_FACILITY" and _not_a_place(text[start:end], self._english):
+                continue
             if result.entity_type in _NER_ENTITIES and _implausible(text[start:end], result.entity_type):
                 continue
             if end > start:

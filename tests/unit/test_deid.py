@@ -149,6 +149,7 @@ UNTOUCHED = [
     "I take St. John's wort. Wilson disease was excluded. Stevens-Johnson syndrome on lamotrigine.",
     "Took 2 tablets at 10:30 and again at 14:00. Dose increased to 1.5 mg in 2019.",
     "Ward 7B, bed 12. Seen in March.",
+    "Admitted to ICU overnight. Discharged to Home with services. Referred to Cardiology.",
 ]
 
 
