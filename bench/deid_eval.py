@@ -13,6 +13,7 @@ patient reviews (the bundled drug_condition data), where nearly every span is ov
 from __future__ import annotations
 
 import argparse
+import os
 from collections import Counter
 
 from rich.console import Console
@@ -114,6 +115,7 @@ def main() -> None:
         console.print(
             f"{n}: {scores[n].seconds / len(notes) * 1000:.1f} ms a note ({scores[n].seconds / base:.1f}x our rules)"
         )
+    console.print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     if args.reviews:
         print_review_spans(console, args.reviews)
     for kind, value, context in scores[names[-1]].misses[: args.misses]:
