@@ -59,7 +59,7 @@ from edge_load_world import (
     enrol_hospitals,
     load_spec,
     round_outcome,
-    signed_upload,
+    signed_update,
     start_round,
     start_world,
 )
@@ -74,6 +74,7 @@ from client_agent.update import contribution
 from fedlora.launcher import Cluster, LaunchError
 from protocol.crypto import CKKSParams, HEParams, PaillierParams, PlainParams, scheme_from_public
 from protocol.messages import MAX_R, CentralDPConfig, Compression, FederationInfo, FederationSpec, RoundPlan
+from protocol.upload_frame import UPLOAD_FRAME_MEDIA_TYPE, encode_upload
 from services.identity import SigningKey
 
 EDGES = 4
@@ -234,7 +235,7 @@ async def post_upload(client: httpx.AsyncClient, body: bytes, cluster: Cluster) 
                 response = await client.post(
                     f"/federations/{FID}/rounds/0/uploads",
                     content=body,
-                    headers={"Content-Type": "application/json"},
+                    headers={"Content-Type": UPLOAD_FRAME_MEDIA_TYPE},
                 )
             except httpx.TransportError as e:
                 raise TransientAnswerError(type(e).__name__) from e
@@ -282,12 +283,14 @@ def _sign_one(hospital: tuple[str, bytes, int, str], view_json: str, folder: str
     body's bytes. In a worker process, so that the sender's memory is the sending's alone."""
     client_id, key, kind, edge_id = hospital
     ciphertext = Path(folder) / f"{index}.ct"
-    body = signed_upload(
-        Hospital(client_id, SigningKey.from_bytes(key), kind, edge_id),
-        RoundPlan.model_validate_json(view_json),
-        ciphertext.read_bytes(),
+    body = encode_upload(
+        signed_update(
+            Hospital(client_id, SigningKey.from_bytes(key), kind, edge_id),
+            RoundPlan.model_validate_json(view_json),
+            ciphertext.read_bytes(),
+        )
     )
-    (Path(folder) / f"{index}.json").write_bytes(body)
+    (Path(folder) / f"{index}.frame").write_bytes(body)
     ciphertext.unlink()
     return len(body)
 
@@ -315,7 +318,7 @@ async def sign_all(
         )
     bodies: dict[str, list[Path]] = {edge_id: [] for edge_id in views}
     for index, h in enumerate(hospitals):
-        bodies[h.edge_id].append(folder / f"{index}.json")
+        bodies[h.edge_id].append(folder / f"{index}.frame")
     return bodies, max(sizes)
 
 
@@ -499,7 +502,7 @@ def report(console: Console, results: list[dict[str, Any]]) -> None:
     console.print(sizes)
     console.print(
         "bits: packed Paillier's quantisation bits (paillier-auto: chosen by the cloud for the noise); "
-        "slots/ct: values per ciphertext; ct: one upload's ciphertext; body: its signed HTTP body (JSON, ciphertext in base64); x f32: "
+        "slots/ct: values per ciphertext; ct: one upload's ciphertext; body: its signed HTTP body (the binary upload frame hospitals send); x f32: "
         "against 4 bytes a value; RSS: peak resident memory during the round (edge: the busiest; sim.: the "
         "process sending the uploads; enc.: one encryption worker); max err: the published mean against "
         "the mean of the vectors sent (paillier-auto: with the cloud's noise on it)."
