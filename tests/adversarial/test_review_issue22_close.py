@@ -1,0 +1,127 @@
+"""Adversarial review of issue 22's streamed cloud close (`cloud_server/stored_sums.py`, `protocol.aggregation.fold`,
+`checked_sum`, `cloud_server/closing.py`): reproductions of promises that do not hold, as strict xfails.
+
+The attacker is a neighbour that can write the cloud's store before the round is sealed (the threat the
+seal's digests are there for): it adds a hash field to the round's sums, with its digest recorded, whose
+value is another edge's stored sum. The receive path keys a sum's field and its header by the same edge id,
+so only such a write makes them differ; the close trusts the field for the ciphertexts and the header for
+the contributions and the edge names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cloud_server import closing
+from cloud_server.records import pack_aggregate
+from protocol.crypto import PaillierParams
+from protocol.messages import CentralDPConfig, EdgeAggregate, RoundState
+from services import keyspace
+from tests.adversarial.test_review_issue20_noise import carry_into_the_next_slot, forged_upload
+from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec, weighted_mean
+
+# The attacks run against the in-process cloud on both stores, as the cloud's own tests do.
+from tests.cloud.conftest import (  # noqa: F401
+    _every_cloud_on_the_state_store,
+    anyio_backend,
+    pytest_generate_tests,
+)
+
+pytestmark = pytest.mark.anyio
+#: Decryptions of one round after which a close is taken to be looping: an honest close of three stored
+#: sums decrypts the total, then at most once more for each edge it refuses.
+DECRYPT_LIMIT = 8
+
+
+class LoopingCloseError(Exception):
+    """The injected bound: one round was decrypted DECRYPT_LIMIT times."""
+
+
+async def store_under_another_field(cloud: Cloud, fed: Federation, aggregate: EdgeAggregate, field: str) -> None:
+    """Write `aggregate` (packed as `receive` packs it) into round 0's sums under hash field `field`, and its
+    digest into the round's aggregate digests, as a neighbour with store access would before the seal."""
+    value = pack_aggregate(aggregate, received_at=cloud.clock())
+    await cloud.store.hset(keyspace.fed_round_aggregates(fed.fid, 0), field, value)
+    digests_key = keyspace.fed_round_aggregate_digests(fed.fid, 0)
+    digests = json.loads(await cloud.store.get(digests_key) or b"{}")
+    digests[field] = hashlib.sha256(value).hexdigest()
+    await cloud.store.set(digests_key, json.dumps(digests).encode())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the close folds every hash field's ciphertext but keys contributions and rows by the header's "
+    "edge id: a copy of edge-1's sum under field edge-3 is added twice and counted once",
+)
+async def test_a_sum_stored_under_a_field_that_is_not_its_edge_never_reaches_the_published_model() -> None:
+    """Property: the cloud publishes a global built only from sums it checked as its edges' own: a stored sum
+    whose header names another edge than the hash field it is stored under (here edge-1's sum copied under
+    field `edge-3`, its digest recorded before the seal) is refused (quarantined, the round failed naming
+    it, as a sum that does not read back is) or left out, never added beside the original. Observed: the
+    round closes, the fold adds three ciphertexts (edge-1's twice) while the weights count edge-1's two
+    hospitals once, so the published model is (2 S1 + S2) / 4 instead of the mean of the four deltas."""
+    rng = np.random.default_rng(2201)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng)
+        first = await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"])
+        await store_under_another_field(cloud, fed, first, "edge-3")
+        for body in (first, await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"])):
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        status = await cloud.status(fed.fid, 0)
+        published = await cloud.vector(fed.fid, 1) if status.state is RoundState.CLOSED else None
+
+    every = {cid: d for edge in deltas.values() for cid, d in edge.items()}
+    if published is None:
+        assert status.state is RoundState.FAILED and "edge-3" in (status.failure or "")
+    else:
+        np.testing.assert_allclose(published, weighted_mean(every), atol=1e-4)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RefusedSumsError names the header's edge id; `StoredSums.without` drops hash fields, so a refused "
+    "sum stored under another field is never removed and `_close`'s `while True` decrypts the round forever",
+)
+async def test_a_refused_sum_under_another_field_does_not_make_the_close_decrypt_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Property: one close attempt ends (closed, failed, or counted and retried) after at most one decryption
+    of the total plus one per edge it refuses; it never loops. Input: a Paillier round whose edge-2 sum is
+    out of range (a hospital's packed slot carries into the next), and a copy of that sum stored under hash
+    field `edge-3` with its digest recorded before the seal. Observed: the total fails the range check, the
+    per-edge check names `edge-2` (the header's id), `remaining.without(["edge-2"])` removes field edge-2
+    only, the copy under edge-3 fails the next total the same way, and the loop goes on: the close decrypts
+    the round again and again (cut here at DECRYPT_LIMIT) while it renews its lease."""
+    rng = np.random.default_rng(2202)
+    real = closing.aggregate
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) >= DECRYPT_LIMIT:
+            raise LoopingCloseError(f"round decrypted {len(calls)} times in one close")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(closing, "aggregate", counted)
+    spec = small_spec(he=PaillierParams(clip=0.1), central_dp=CentralDPConfig(clip_norm=0.1))
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, spec)
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng)
+        honest = fed.scheme.encrypt(deltas["edge-2"]["client-d"])
+        forged = forged_upload(fed.scheme, honest.length, chunk=0, add=carry_into_the_next_slot(spec.he))
+        total = fed.scheme.serialize(fed.scheme.sum([forged, honest]))
+        second = await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"], ciphertext=total)
+        await store_under_another_field(cloud, fed, second, "edge-3")
+        for body in (await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"]), second):
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        status = await cloud.status(fed.fid, 0)
+
+    assert len(calls) <= 3, (len(calls), status.state, status.close_error)
