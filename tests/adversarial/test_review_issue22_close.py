@@ -10,8 +10,10 @@ field for the ciphertexts and the header for the contributions and the edge name
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ import pytest
 
 from cloud_server import closing
 from cloud_server.records import pack_aggregate
-from protocol.crypto import PaillierParams
+from protocol.crypto import PaillierParams, paillier_crt
 from protocol.crypto.base import HEScheme
 from protocol.messages import CentralDPConfig, EdgeAggregate, RoundState
 from services import keyspace
@@ -179,3 +181,51 @@ async def test_the_close_decrypts_no_stored_sum_of_fewer_than_k_hospitals(
 
     assert counts, (status.state, status.failure, status.close_error)
     assert min(counts) >= spec.min_clients_per_edge, (counts, status.state, status.failure)
+
+
+class NoProcesses(ProcessPoolExecutor):
+    """A process pool on a host whose process limit is reached (a container's pids limit, RLIMIT_NPROC):
+    starting a worker fails as `fork`/`spawn` does there, with EAGAIN."""
+
+    def _spawn_process(self) -> None:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DecryptionWorkerError is retried as it came, over processes every time: when no worker can "
+    "start, every attempt fails the same way and the honest round fails after close_max_attempts",
+)
+async def test_an_honest_round_closes_when_no_decryption_worker_can_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Property: an honest round is never failed for want of decryption worker processes: the cloud holds
+    the key and can decrypt in its own process (`FEDLORA_DECRYPT_WORKERS=1` does), so a `DecryptionWorkerError`
+    that says no worker could start (or that keeps recurring) is followed by a decryption in the cloud's
+    process, and the round closes to the mean of its hospitals' deltas. Input: a two-edge Paillier round
+    whose sums are decrypted over 2 workers (every sum, however small) on a host where starting a process
+    fails with EAGAIN. Observed: each attempt fails with `DecryptionWorkerError: decryption worker processes
+    could not start`, is counted, and after `close_max_attempts` the round fails, its honest sums shown
+    forwarded and their uploads lost to the model."""
+    rng = np.random.default_rng(2204)
+    monkeypatch.setattr(paillier_crt, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(paillier_crt, "ProcessPoolExecutor", NoProcesses)
+    settings = {"decrypt_workers": 2, "close_retry_s": 10.0, "close_max_attempts": 2}
+    async with running_cloud(**settings) as cloud:
+        fed = await Federation.create(cloud.http, small_spec(he=PaillierParams()))
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng)
+        for edge_id in ("edge-1", "edge-2"):
+            body = await fed.aggregate(cloud, edge_id, 0, deltas[edge_id])
+            assert (await fed.post(cloud.http, body)).status_code == 202
+        first = await cloud.status(fed.fid, 0)
+        cloud.clock.advance(60.0)
+        await cloud.tick()
+        status = await cloud.status(fed.fid, 0)
+        published = await cloud.vector(fed.fid, 1) if status.state is RoundState.CLOSED else None
+
+    assert first.close_error is not None and "could not start" in first.close_error, first.close_error
+    assert status.state is RoundState.CLOSED, (status.state, status.failure)
+    every = {cid: d for edge in deltas.values() for cid, d in edge.items()}
+    assert published is not None
+    np.testing.assert_allclose(published, weighted_mean(every), atol=1e-4)
