@@ -34,7 +34,7 @@ from tests.cloud.conftest import (  # noqa: F401
     anyio_backend,
     pytest_generate_tests,
 )
-from tests.cloud.harness import Cloud, Federation, running_cloud, small_spec, weighted_mean
+from tests.cloud.harness import LAYOUT_SIZE, Cloud, Federation, running_cloud, small_spec, weighted_mean
 
 pytestmark = pytest.mark.anyio
 #: Decryptions of one round after which a close is taken to be looping: an honest close of three stored
@@ -57,6 +57,30 @@ async def store_under_another_field(
     digests = json.loads(await cloud.store.get(digests_key) or b"{}")
     digests[field] = hashlib.sha256(value).hexdigest()
     await cloud.store.set(digests_key, json.dumps(digests).encode())
+
+
+#: A Paillier spec whose packed slots a hospital's forged upload can carry out of (`carry_into_the_next_slot`).
+PAILLIER = small_spec(he=PaillierParams(clip=0.1), central_dp=CentralDPConfig(clip_norm=0.1))
+
+
+async def out_of_range_round(cloud: Cloud, rng: np.random.Generator) -> tuple[Federation, EdgeAggregate]:
+    """A started `PAILLIER` federation and edge-2's signed sum for round 0 (not posted), out of range: its
+    client-c uploaded a packed slot that carries into the next."""
+    fed = await Federation.create(cloud.http, PAILLIER)
+    await fed.start(cloud.http)
+    deltas = fed.deltas(rng)
+    honest = fed.scheme.encrypt(deltas["edge-2"]["client-d"])
+    forged = forged_upload(fed.scheme, honest.length, chunk=0, add=carry_into_the_next_slot(PAILLIER.he))
+    total = fed.scheme.serialize(fed.scheme.sum([forged, honest]))
+    return fed, await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"], ciphertext=total)
+
+
+async def post_edge_1_then(
+    cloud: Cloud, fed: Federation, rng: np.random.Generator, second: EdgeAggregate
+) -> None:
+    """Post an honest edge-1 sum, then `second` (the round closes once both edges forwarded)."""
+    for body in (await fed.aggregate(cloud, "edge-1", 0, fed.deltas(rng)["edge-1"]), second):
+        assert (await fed.post(cloud.http, body)).status_code == 202
 
 
 @pytest.mark.xfail(
@@ -116,18 +140,10 @@ async def test_a_refused_sum_under_another_field_does_not_make_the_close_decrypt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(closing, "aggregate", counted)
-    spec = small_spec(he=PaillierParams(clip=0.1), central_dp=CentralDPConfig(clip_norm=0.1))
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, spec)
-        await fed.start(cloud.http)
-        deltas = fed.deltas(rng)
-        honest = fed.scheme.encrypt(deltas["edge-2"]["client-d"])
-        forged = forged_upload(fed.scheme, honest.length, chunk=0, add=carry_into_the_next_slot(spec.he))
-        total = fed.scheme.serialize(fed.scheme.sum([forged, honest]))
-        second = await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"], ciphertext=total)
+        fed, second = await out_of_range_round(cloud, rng)
         await store_under_another_field(cloud, fed, second, "edge-3")
-        for body in (await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"]), second):
-            assert (await fed.post(cloud.http, body)).status_code == 202
+        await post_edge_1_then(cloud, fed, rng, second)
         status = await cloud.status(fed.fid, 0)
 
     assert len(calls) <= 3, (len(calls), status.state, status.close_error)
@@ -157,30 +173,22 @@ async def test_the_close_decrypts_no_stored_sum_of_fewer_than_k_hospitals(
         return real(self, ciphertext, **kwargs)
 
     monkeypatch.setattr(HEScheme, "decrypt", recorded)
-    spec = small_spec(he=PaillierParams(clip=0.1), central_dp=CentralDPConfig(clip_norm=0.1))
     async with running_cloud() as cloud:
-        fed = await Federation.create(cloud.http, spec)
-        await fed.start(cloud.http)
-        deltas = fed.deltas(rng)
+        fed, second = await out_of_range_round(cloud, rng)
         lone = await fed.aggregate(
             cloud,
             "edge-3",
             0,
-            {"client-z": rng.normal(0.0, 0.01, deltas["edge-1"]["client-a"].size)},
+            {"client-z": rng.normal(0.0, 0.01, LAYOUT_SIZE)},
             signer=SigningKey.generate(),
             plan_sha256="0" * 64,
         )
         await store_under_another_field(cloud, fed, lone, "edge-3")
-        honest = fed.scheme.encrypt(deltas["edge-2"]["client-d"])
-        forged = forged_upload(fed.scheme, honest.length, chunk=0, add=carry_into_the_next_slot(spec.he))
-        total = fed.scheme.serialize(fed.scheme.sum([forged, honest]))
-        second = await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"], ciphertext=total)
-        for body in (await fed.aggregate(cloud, "edge-1", 0, deltas["edge-1"]), second):
-            assert (await fed.post(cloud.http, body)).status_code == 202
+        await post_edge_1_then(cloud, fed, rng, second)
         status = await cloud.status(fed.fid, 0)
 
     assert counts, (status.state, status.failure, status.close_error)
-    assert min(counts) >= spec.min_clients_per_edge, (counts, status.state, status.failure)
+    assert min(counts) >= PAILLIER.min_clients_per_edge, (counts, status.state, status.failure)
 
 
 class NoProcesses(ProcessPoolExecutor):
