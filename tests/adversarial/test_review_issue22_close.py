@@ -60,7 +60,8 @@ async def store_under_another_field(
 
 
 #: A Paillier spec whose packed slots a hospital's forged upload can carry out of (`carry_into_the_next_slot`).
-PAILLIER = small_spec(he=PaillierParams(clip=0.1), central_dp=CentralDPConfig(clip_norm=0.1))
+PACKED = PaillierParams(clip=0.1)
+PAILLIER = small_spec(he=PACKED, central_dp=CentralDPConfig(clip_norm=0.1))
 
 
 async def out_of_range_round(cloud: Cloud, rng: np.random.Generator) -> tuple[Federation, EdgeAggregate]:
@@ -70,7 +71,7 @@ async def out_of_range_round(cloud: Cloud, rng: np.random.Generator) -> tuple[Fe
     await fed.start(cloud.http)
     deltas = fed.deltas(rng)
     honest = fed.scheme.encrypt(deltas["edge-2"]["client-d"])
-    forged = forged_upload(fed.scheme, honest.length, chunk=0, add=carry_into_the_next_slot(PAILLIER.he))
+    forged = forged_upload(fed.scheme, honest.length, chunk=0, add=carry_into_the_next_slot(PACKED))
     total = fed.scheme.serialize(fed.scheme.sum([forged, honest]))
     return fed, await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"], ciphertext=total)
 
@@ -218,8 +219,7 @@ async def test_an_honest_round_closes_when_no_decryption_worker_can_start(
     rng = np.random.default_rng(2204)
     monkeypatch.setattr(paillier_crt, "PARALLEL_MIN", 1)
     monkeypatch.setattr(paillier_crt, "ProcessPoolExecutor", NoProcesses)
-    settings = {"decrypt_workers": 2, "close_retry_s": 10.0, "close_max_attempts": 2}
-    async with running_cloud(**settings) as cloud:
+    async with running_cloud(decrypt_workers=2, close_retry_s=10.0, close_max_attempts=2) as cloud:
         fed = await Federation.create(cloud.http, small_spec(he=PaillierParams()))
         await fed.start(cloud.http)
         deltas = fed.deltas(rng)
