@@ -188,12 +188,12 @@ def close_round(
             raise AssertionError(f"edge {edge_id}'s sum does not read back: {why}")
 
         try:
-            sums, _ = await read_sums(store, KEY, sealed, quarantine=quarantine)
+            sums, _, _ = await read_sums(store, KEY, sealed, quarantine=quarantine)
             ciphertexts = sums.ciphertexts
 
             def decrypt() -> np.ndarray:
                 total = fold(scheme, ciphertexts, length=length)
-                return checked_sum(scheme, total, ciphertexts, edges=sums.edges)
+                return checked_sum(scheme, total, ciphertexts, edges=sums.edges, k=1)
 
             return await asyncio.to_thread(decrypt)
         finally:

@@ -341,7 +341,7 @@ def paillier_rates(
     out: list[np.ndarray] = []
     dec_t, dec_m = paired(
         lambda: today.decrypt(total_t),
-        lambda: out.append(unmasked_sum(masked, total_m, [wire_m], [fix], edges=["edge-1"])),
+        lambda: out.append(unmasked_sum(masked, total_m, [wire_m], [fix], edges=["edge-1"], k=n)),
         repeat=5,
     )
     error = float(np.max(np.abs(out[0] - values.sum(axis=0))))

@@ -67,6 +67,7 @@ from cloud_server.records import (
 from cloud_server.retention import Retention
 from cloud_server.round_outcome import Release, RoundOutcome, Stored, round_outcome, still_open
 from cloud_server.stored_sums import StoredSums, read_sums
+from cloud_server.sum_checks import SumChecks
 from cloud_server.telemetry import CloudTelemetry
 from protocol.aggregation import (
     Aggregated,
@@ -77,7 +78,7 @@ from protocol.aggregation import (
     fold_in,
     round_noise,
 )
-from protocol.crypto import CryptoError, KeyBindingError, KeyStoreError
+from protocol.crypto import CryptoError, KeyBindingError, KeyStoreError, WorkersUnavailableError
 from protocol.ffa import AdapterLayout, column_energy, seeded_bases
 from protocol.messages import (
     Contribution,
@@ -125,6 +126,11 @@ def _log_left_out(fid: str, round_: int, left_out: list[LateGroup]) -> None:
             "data": {str(g.staleness): [c.client_id for c in g.contributions] for g in left_out},
         },
     )
+
+
+def _named(why: Mapping[str, str]) -> str:
+    """`field: why; ...` for the sums `why` names."""
+    return "; ".join(f"{field}: {reason}" for field, reason in sorted(why.items()))
 
 
 def stored_digests(values: Mapping[str, bytes]) -> dict[str, str]:
@@ -296,9 +302,15 @@ class RoundCloser:
         telemetry: CloudTelemetry,
         retention: Retention,
         policy: ClosePolicy,
+        checks: SumChecks,
         pause: Pause = asyncio.sleep,
     ) -> None:
-        """`pause` waits between renewals of the closing lease (tests pass one they drive)."""
+        """`checks`: receive's checks, made again on each stored sum before it is decrypted; `pause` waits
+        between renewals of the closing lease (tests pass one they drive)."""
+        self._checks = checks
+        # Set once worker processes could not start on this host: every decryption after it stays in this
+        # process (`_aggregate`).
+        self._workers_unavailable = False
         self._telemetry = telemetry
         self._retention = retention
         self._policy = policy
@@ -446,7 +458,7 @@ class RoundCloser:
         sealed = await self._seal(fid, round_, now)
         if not sealed:
             return
-        readable, unreadable = await self._read_sums(fid, round_, sealed)
+        readable, unreadable, quarantined = await self._read_sums(fid, round_, sealed)
         if unreadable:
             # A sealed sum cannot be left out unnoticed: the round fails, the readable sums shown forwarded.
             reason = (
@@ -456,6 +468,17 @@ class RoundCloser:
                 fid, round_, now, reason=reason, forwarded=readable.headers, sealed=sealed, lease=lease
             )
             return
+        if quarantined:
+            # Not sums `receive` would have taken from their fields' edges (another edge's sum, an edge not
+            # enrolled, fewer than k hospitals): never decrypted, and the round goes on from the others.
+            log.error(
+                "stored edge sums that fail receive's checks were quarantined and left out of the round",
+                extra={"federation_id": fid, "round": round_, "data": quarantined},
+            )
+            if not readable.edges:
+                reason = f"every stored edge sum was quarantined: {_named(quarantined)}"
+                await self.fail(fid, round_, now, reason=reason, sealed=sealed, lease=lease)
+                return
         remaining = readable
         refused: dict[str, DropReason] = {}
         while True:
@@ -476,20 +499,22 @@ class RoundCloser:
                         "data": {"edges": list(e.edges), "reason": e.reason.value, "error": str(e)},
                     },
                 )
-                refused |= dict.fromkeys(e.edges, e.reason)
-                remaining = remaining.without(e.edges)
-                if not remaining.edges:
-                    # Every sum the round holds shows as forwarded, and its uploads as dropped.
+                progress = [edge for edge in e.edges if edge in remaining.edges]
+                if not progress or not (remaining := remaining.without(progress)).edges:
+                    # Every sum the round holds shows as forwarded, and its uploads as dropped. A refusal that
+                    # names no sum still in the round would make the next attempt the same one: it ends here.
+                    reason = str(e) if progress else f"{e} (no sum left in the round is named: {e.edges})"
                     await self.fail(
                         fid,
                         round_,
                         now,
-                        reason=str(e),
+                        reason=reason,
                         forwarded=readable.headers,
                         sealed=sealed,
                         lease=lease,
                     )
                     return
+                refused |= dict.fromkeys(progress, e.reason)
                 continue
             break
         if decrypted is not None:
@@ -497,6 +522,8 @@ class RoundCloser:
             if refused:
                 result = dataclasses.replace(result, flagged=(*result.flagged, *refused))
                 metrics["edges_flagged"] = float(len(result.flagged))
+            if quarantined:
+                metrics["sums_quarantined"] = float(len(quarantined))
             release = await self._release(fid, prepared, result, metrics, now=now)
             # Left out of the model, but held and counted: shown forwarded, their uploads dropped.
             left_out = {edge: (why, readable.headers[edge]) for edge, why in refused.items()}
@@ -505,17 +532,20 @@ class RoundCloser:
 
     async def _read_sums(
         self, fid: str, round_: int, sealed: Mapping[str, str]
-    ) -> tuple[StoredSums, dict[str, str]]:
-        """The round's stored sums that read back (`readable_aggregates` against `sealed`), their headers
-        read one value at a time and the values left in the store (`StoredSums`), and edge id -> why for each
-        other, each unreadable value copied to its quarantine key (`keyspace.fed_quarantine`, for the
-        retention window) and logged with the key it came from and why it does not read back (a value that
-        is not the one recorded when the round was sealed included)."""
+    ) -> tuple[StoredSums, dict[str, str], dict[str, str]]:
+        """The round's stored sums that read back (`readable_aggregates` against `sealed`) and pass receive's
+        checks again (`SumChecks.stored`: stored under their own edge's hash field, that edge enrolled and
+        its signature good, at least `k` of its hospitals in the manifest), their headers read one value at a
+        time and the values left in the store (`StoredSums`); hash field -> why for each that does not read
+        back; and hash field -> why for each that fails the checks. Each of the last two is copied to its
+        quarantine key (`keyspace.fed_quarantine`, for the retention window) and logged with the key it came
+        from and why (a value that is not the one recorded when the round was sealed included)."""
         return await read_sums(
             self._store,
             keyspace.fed_round_aggregates(fid, round_),
             sealed,
             quarantine=functools.partial(self._quarantine, fid, round_),
+            check=functools.partial(self._checks.stored, fid, round_),
         )
 
     async def _quarantine(self, fid: str, round_: int, edge_id: str, value: bytes | None, why: str) -> None:
@@ -530,7 +560,7 @@ class RoundCloser:
         # Kept as long as the round's own sums (`RetentionPolicy.round_s`), for the operator to inspect.
         await self._store.set(target, value, ttl_s=self._retention.policy.round_s)
         log.error(
-            "a stored edge sum does not read back: quarantined",
+            "a stored edge sum does not read back, or is not a sum its edge could have had taken: quarantined",
             extra={
                 "federation_id": fid,
                 "round": round_,
@@ -553,7 +583,7 @@ class RoundCloser:
             return  # over meanwhile
         reason = f"closing the round failed {failures.attempts} times; the last error: {failures.last_error}"
         try:
-            readable, _ = await self._read_sums(fid, round_, sealed)
+            readable, _, _ = await self._read_sums(fid, round_, sealed)
             prepared = await self._prepare(fid, round_, now, readable, sealed, lease)
         except Exception as e:
             log.error(
@@ -585,7 +615,7 @@ class RoundCloser:
     ) -> tuple[dict[str, StoredAggregate], list[LateGroup], list[LateGroup], RoundNoise]:
         """The edge sums `sums` holds (edge id -> header), the late buckets that count and those left out, and
         the noise the round's release carries."""
-        headers = {header.edge_id: header for header in sums.headers.values()}
+        headers = dict(sums.headers)  # by hash field, which `read_sums` holds to each header's edge id
         layout, _ = await self._federations.layout(fid)
         plan_key = keyspace.fed_round_plan(fid, round_)
         plan = parse_record(await self._store.get(plan_key) or b"", key=plan_key, reader=RoundPlan)
@@ -702,21 +732,24 @@ class RoundCloser:
         central = await self._federations.central_noise(fid, round_, noise, spec.he, size=size)
         started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(
-                aggregate,
-                scheme,
-                prepared.ciphertexts,
-                global_vector=prepared.previous,
-                contributions=[c for header in headers.values() for c in header.contributions],
-                layout=prepared.layout,
-                strategy=strategy_for(spec),
-                noise=noise,
-                rows=[(h.edge_id, h.total_weight) for h in headers.values()],
-                central=central,
-                k=spec.min_clients_per_edge,
-                late=prepared.late,
-                corrections=prepared.corrections,
-                workers=self._policy.decrypt_workers,
+            result = await self._aggregate(
+                fid,
+                round_,
+                functools.partial(
+                    aggregate,
+                    scheme,
+                    prepared.ciphertexts,
+                    global_vector=prepared.previous,
+                    contributions=[c for header in headers.values() for c in header.contributions],
+                    layout=prepared.layout,
+                    strategy=strategy_for(spec),
+                    noise=noise,
+                    rows=[(edge_id, h.total_weight) for edge_id, h in headers.items()],
+                    central=central,
+                    k=spec.min_clients_per_edge,
+                    late=prepared.late,
+                    corrections=prepared.corrections,
+                ),
             )
         except (KeyStoreError, RefusedSumsError):
             raise
@@ -746,6 +779,23 @@ class RoundCloser:
                 extra={"federation_id": fid, "round": round_, "data": {"edges": list(result.flagged)}},
             )
         return result, metrics
+
+    async def _aggregate(self, fid: str, round_: int, decrypt: Callable[..., Aggregated]) -> Aggregated:
+        """`decrypt(workers=...)` in a worker thread, over `ClosePolicy.decrypt_workers` processes; if no
+        worker process can start on this host (`WorkersUnavailableError`), in this process, now and for every
+        decryption after it (said once). A worker that dies mid-work stays a failed attempt, retried."""
+        if not self._workers_unavailable:
+            try:
+                return await asyncio.to_thread(decrypt, workers=self._policy.decrypt_workers)
+            except WorkersUnavailableError as e:
+                self._workers_unavailable = True
+                log.warning(
+                    "decryption worker processes cannot start on this host (%s): this cloud decrypts in its "
+                    "own process from now on (FEDLORA_DECRYPT_WORKERS=1 says so at start)",
+                    e,
+                    extra={"federation_id": fid, "round": round_},
+                )
+        return await asyncio.to_thread(decrypt, workers=1)
 
     async def _commit(
         self, fid: str, release: Release, sealed: Mapping[str, str], *, why: str, lease: Lease
@@ -886,7 +936,7 @@ class RoundCloser:
             if sealed is None:
                 continue  # over meanwhile: go on to the round opened after it, if any
             spec = await self._federations.spec(fid)
-            readable, _ = await self._read_sums(fid, round_, sealed)
+            readable, _, _ = await self._read_sums(fid, round_, sealed)
             headers, _, _, noise = await self._noise(fid, round_, spec, record, readable)
             if await self.fail(
                 fid,

@@ -30,6 +30,7 @@ from protocol.messages import (
     FederationSpec,
     FederationState,
     Identifier,
+    LateSum,
     Role,
     RoundState,
     Sha256Hex,
@@ -268,6 +269,35 @@ def pack_aggregate(aggregate: EdgeAggregate, *, received_at: datetime) -> bytes:
     late = b"".join(bucket.ciphertext for bucket in aggregate.late)
     correction = aggregate.mask_correction or b""
     return _HEADER_LENGTH.pack(len(header)) + header + aggregate.ciphertext + late + correction
+
+
+def stored_edge_aggregate(value: bytes, *, federation_id: str) -> EdgeAggregate:
+    """The `EdgeAggregate` of `federation_id` that `pack_aggregate` stored as `value`, signature included, so
+    that the close can check it as `receive` did (`cloud_server.sum_checks`). Raises `ValueError` (pydantic's
+    `ValidationError` is one) if it does not read back as one."""
+    header, own = unpack_aggregate(value)
+    correction = unpack_mask_correction(value)
+    return EdgeAggregate(
+        federation_id=federation_id,
+        round=header.round,
+        basis_version=header.basis_version,
+        edge_id=header.edge_id,
+        ciphertext=bytes(own),
+        contributions=header.contributions,
+        idempotency_key=header.idempotency_key,
+        signature=header.signature,
+        late=tuple(
+            LateSum(
+                origin_round=bucket.origin_round,
+                ciphertext=bytes(ciphertext),
+                contributions=bucket.contributions,
+                plan_sha256=bucket.plan_sha256,
+            )
+            for bucket, ciphertext in unpack_late(value)
+        ),
+        plan_sha256=header.plan_sha256,
+        mask_correction=None if correction is None else bytes(correction),
+    )
 
 
 def unpack_aggregate(value: bytes) -> tuple[StoredAggregate, memoryview]:

@@ -16,17 +16,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from cloud_server.close_attempts import ClosePolicy, close_failures
 from cloud_server.closing import RoundCloser, read_digests, stored_digests
 from cloud_server.enrolment import EnrolmentService
-from cloud_server.errors import BadRequestError, ConflictError, NotFoundError, UnauthenticatedError
+from cloud_server.errors import BadRequestError, ConflictError, NotFoundError
 from cloud_server.federations import FederationService
-from cloud_server.manifests import check_late, check_manifest
-from cloud_server.plans import PlanBoard, open_round, placed, signed, wait_for, with_progress
+from cloud_server.plans import PlanBoard, open_round, signed, wait_for, with_progress
 from cloud_server.records import (
     COUNTED,
     FINAL_ROUND_STATES,
@@ -40,6 +39,7 @@ from cloud_server.records import (
     unpack_aggregate,
 )
 from cloud_server.retention import Retention
+from cloud_server.sum_checks import SumChecks
 from cloud_server.telemetry import CloudTelemetry
 from protocol.acceptance import (
     CountedElsewhereError,
@@ -53,11 +53,9 @@ from protocol.acceptance import (
 )
 from protocol.crypto import CiphertextError, EncryptedVector
 from protocol.messages import (
-    ClientInfo,
     EdgeAggregate,
     ErrorCode,
     FederationInfo,
-    FederationSpec,
     FederationState,
     Role,
     RoundPlan,
@@ -68,8 +66,7 @@ from protocol.privacy_planning import first_round_overspend
 from protocol.secagg import SecAggError, residues_from_bytes
 from services import keyspace
 from services.clock import TimeSource
-from services.errors import FederationEndedError, ForbiddenError, InvalidRequestError
-from services.identity import IdentityError, verify
+from services.errors import FederationEndedError
 from services.store import StateStore, Updates
 from services.stored_records import StoredRecordError, parse_record, read_record, report
 
@@ -119,6 +116,7 @@ class RoundService:
         self._board = board
         self._clock = clock
         self._long_poll_s = long_poll_s
+        self._checks = SumChecks(store, federations, enrolment)
         self._closer = RoundCloser(
             store,
             federations,
@@ -127,6 +125,7 @@ class RoundService:
             telemetry=telemetry,
             retention=retention,
             policy=closing,
+            checks=self._checks,
         )
 
     async def stop(self, fid: str) -> FederationInfo:
@@ -144,11 +143,7 @@ class RoundService:
 
     # -- reading --------------------------------------------------------------------------------------
     async def plan(self, fid: str, round_: int) -> RoundPlan:
-        plan = await read_record(self._store, keyspace.fed_round_plan(fid, round_), RoundPlan)
-        if plan is None:
-            await self._federations.spec(fid)
-            raise NotFoundError(f"round {round_} of {fid!r} has not opened", field="round")
-        return plan
+        return await self._checks.plan(fid, round_)
 
     async def _stored_status(self, fid: str, round_: int) -> RoundStatus:
         status = await read_record(self._store, keyspace.fed_round_status(fid, round_), RoundStatus)
@@ -193,11 +188,8 @@ class RoundService:
         return await self.plan(fid, record.current_round)
 
     async def view(self, fid: str, plan: RoundPlan, edge_id: str) -> RoundPlan:
-        """Edge `edge_id`'s view of the stored plan `plan` (unsigned): what it and its hospitals were served,
-        so what their uploads and its sums name (`plan_sha256`)."""
-        if plan.client_edges is None:  # opened before plans placed their hospitals
-            plan = placed(plan, await self._enrolment.clients(fid, with_stats=False, round_=plan.round))
-        return plan.view(edge_id)
+        """Edge `edge_id`'s view of the stored plan `plan` (`SumChecks.view`)."""
+        return await self._checks.view(fid, plan, edge_id)
 
     async def plan_for(self, fid: str, plan: RoundPlan, *, role: Role, subject: str) -> RoundPlan:
         """The stored plan `plan` as a party reads it: whole for the admin; signed as its edge's view for an
@@ -291,29 +283,7 @@ class RoundService:
         self, fid: str, round_: int, agg: EdgeAggregate, *, edge_id: str
     ) -> tuple[RoundStatus, bool]:
         """Accept an edge's signed sum: (the round's status, whether this call stored it)."""
-        if agg.federation_id != fid:
-            raise InvalidRequestError(
-                f"body is for federation {agg.federation_id!r}, path for {fid!r}", field="federation_id"
-            )
-        if agg.round != round_:
-            raise InvalidRequestError(
-                f"body is for round {agg.round}, path for round {round_}", field="round"
-            )
-        if agg.edge_id != edge_id:
-            raise ForbiddenError(
-                f"this token is edge {edge_id!r}'s; the aggregate names {agg.edge_id!r}", field="edge_id"
-            )
-        edge = await self._enrolment.edge(fid, edge_id)
-        if edge is None:
-            raise UnauthenticatedError(f"edge {edge_id!r} is not enrolled in {fid!r}")
-        try:
-            verify(edge.public_key, agg.signing_payload(), agg.signature)
-        except IdentityError as e:
-            raise UnauthenticatedError(
-                f"the aggregate's signature is not edge {edge_id!r}'s: {e}",
-                code=ErrorCode.BAD_SIGNATURE,
-                field="signature",
-            ) from e
+        await self._checks.signed(fid, round_, agg, edge_id=edge_id)
         held = await self._forwarded(fid, round_, edge_id)
         if held is not None:
             return await self._repeated(fid, round_, held, agg), False
@@ -352,29 +322,9 @@ class RoundService:
         if await self._store.get(keyspace.fed_round_sealed(fid, round_)) is not None:
             raise self._sealed(fid, round_)
         spec = await self._federations.spec(fid)
-        plan = await self.plan(fid, round_)
-        if agg.basis_version != plan.basis_version:
-            raise ConflictError(
-                f"basis_version {agg.basis_version}; round {round_} uses {plan.basis_version}",
-                code=ErrorCode.WRONG_BASIS,
-                field="basis_version",
-            )
-        self._check_plan_digest(
-            agg.plan_sha256, await self.view(fid, plan, edge_id), field="plan_sha256", edge_id=edge_id
-        )
+        plan = await self._checks.made_under_plan(fid, agg)
         await self._check_not_counted(fid, agg)
-        # As of this round: `check_contributions` reads each record at its sum's round, a late bucket's from
-        # the edges the hospital had before (`ClientInfo.edges_before`).
-        clients = await self._enrolment.clients(fid, with_stats=False, round_=round_)
-        check_manifest(
-            agg,
-            plan=plan,
-            clients=clients,
-            min_clients=spec.min_clients_per_edge,
-            max_weight=1.0 if spec.central_dp.noisy else None,
-        )
-        if agg.late:
-            await self._check_late(fid, agg, spec=spec, clients=clients)
+        await self._checks.manifests(fid, agg, plan=plan, spec=spec)
         digests = [await self._check_ciphertext(fid, agg.ciphertext, count=agg.count, field="ciphertext")]
         await self._check_mask_correction(fid, agg)
         for index, bucket in enumerate(agg.late):
@@ -430,28 +380,6 @@ class RoundService:
         )
 
     @staticmethod
-    def _check_plan_digest(digest: str | None, plan: RoundPlan, *, field: str, edge_id: str) -> None:
-        """Refuse a sum made under another plan than the edge's view of the one stored for its round
-        (`plan`): its hospitals, or the edge, were served a plan this cloud did not publish for them all."""
-        if digest == plan.sha256:
-            return
-        log.error(
-            "an edge aggregate was made under another plan than its view of the stored one",
-            extra={
-                "round": plan.round,
-                "edge_id": edge_id,
-                "code": ErrorCode.PLAN_MISMATCH.value,
-                "data": {"field": field, "plan_sha256": digest, "stored": plan.sha256},
-            },
-        )
-        raise ConflictError(
-            f"{field} is {digest}; round {plan.round}'s plan, as edge {edge_id!r} was served it, has digest "
-            f"{plan.sha256}",
-            code=ErrorCode.PLAN_MISMATCH,
-            field=field,
-        )
-
-    @staticmethod
     def _check_round(fid: str, record: FederationRecord, round_: int) -> None:
         current = record.current_round
         if current is None:
@@ -472,39 +400,6 @@ class RoundService:
                 field="round",
                 detail={"current_round": current},
             )
-
-    async def _check_late(
-        self, fid: str, agg: EdgeAggregate, *, spec: FederationSpec, clients: Mapping[str, ClientInfo]
-    ) -> None:
-        """Late buckets: allowed, not too late, each manifest valid against its own round's plan and basis
-        (that no client counts twice for one round is claimed with the aggregate, in `_store_once`)."""
-        late = spec.late_uploads
-        plans = {}
-        for bucket in agg.late:
-            if late is not None and agg.round - bucket.origin_round <= late.max_staleness:
-                plans[bucket.origin_round] = await self.plan(fid, bucket.origin_round)
-        check_late(
-            agg,
-            plans=plans,
-            clients=clients,
-            min_clients=spec.min_clients_per_edge,
-            max_staleness=late.max_staleness if late is not None else None,
-            max_weight=1.0 if spec.central_dp.noisy else None,
-        )
-        for index, bucket in enumerate(agg.late):
-            self._check_plan_digest(
-                bucket.plan_sha256,
-                await self.view(fid, plans[bucket.origin_round], agg.edge_id),
-                field=f"late.{index}.plan_sha256",
-                edge_id=agg.edge_id,
-            )
-            if plans[bucket.origin_round].basis_version != agg.basis_version:
-                raise ConflictError(
-                    f"round {bucket.origin_round} used basis version {plans[bucket.origin_round].basis_version}, "
-                    f"round {agg.round} uses {agg.basis_version}: its late uploads cannot be added",
-                    code=ErrorCode.WRONG_BASIS,
-                    field=f"late.{index}.origin_round",
-                )
 
     async def _check_ciphertext(self, fid: str, ciphertext: bytes, *, count: int, field: str) -> str:
         """Raise unless `ciphertext` parses under the federation's key and counts `count` encryptions; its

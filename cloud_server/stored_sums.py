@@ -31,27 +31,41 @@ class StoredSumChangedError(RuntimeError):
 
 
 Quarantine = Callable[[str, bytes | None, str], Awaitable[None]]
+#: Why the value stored under a hash field is not a sum `receive` would have taken from that field's edge
+#: (None: it is one): `cloud_server.sum_checks.SumChecks.stored`.
+Check = Callable[[str, bytes], Awaitable[str | None]]
 
 
 async def read_sums(
-    store: StateStore, key: str, sealed: Mapping[str, str], *, quarantine: Quarantine
-) -> tuple[StoredSums, dict[str, str]]:
+    store: StateStore,
+    key: str,
+    sealed: Mapping[str, str],
+    *,
+    quarantine: Quarantine,
+    check: Check | None = None,
+) -> tuple[StoredSums, dict[str, str], dict[str, str]]:
     """The sums in the hash `key` that read back (`readable_aggregates` against `sealed`, edge id -> sha256
-    of each value when the round was sealed), one value in memory at a time, and edge id -> why for each
-    other, handed with its value (None: gone) to `quarantine` as it is found. Runs on the loop `store` uses."""
+    of each value when the round was sealed) and pass `check`, one value in memory at a time; hash field ->
+    why for each that does not read back; and hash field -> why for each that reads back but fails `check`
+    (never decrypted: not a sum its field's edge could have had taken). Each of the last two is handed with
+    its value (None: gone) to `quarantine` as it is found. Runs on the loop `store` uses."""
     headers: dict[str, StoredAggregate] = {}
     unreadable: dict[str, str] = {}
+    refused: dict[str, str] = {}
     for edge_id in sorted(set(await store.hkeys(key)) | set(sealed)):
         value = await store.hget(key, edge_id)
         held = {} if value is None else {edge_id: value}
         readable, why = readable_aggregates(held, {e: d for e, d in sealed.items() if e == edge_id})
-        if readable:
-            headers[edge_id] = unpack_aggregate(readable[edge_id])[0]
-        else:
+        if not readable:
             unreadable |= why
             await quarantine(edge_id, value, why[edge_id])
+        elif value is not None and check is not None and (fails := await check(edge_id, value)) is not None:
+            refused[edge_id] = fails
+            await quarantine(edge_id, value, fails)
+        else:
+            headers[edge_id] = unpack_aggregate(readable[edge_id])[0]
         del value, held, readable
-    return StoredSums(store, key, headers, sealed, asyncio.get_running_loop()), unreadable
+    return StoredSums(store, key, headers, sealed, asyncio.get_running_loop()), unreadable, refused
 
 
 class StoredSums:
@@ -78,7 +92,9 @@ class StoredSums:
         return list(self._edges)
 
     def without(self, edges: Sequence[str]) -> StoredSums:
-        """These sums less `edges`' (a round that goes on without the sums it refused)."""
+        """These sums less those stored under the hash fields `edges` (a round that goes on without the sums
+        it refused). A sum is known by its hash field everywhere in the close, which `read_sums`'s `check`
+        holds to its header's edge id."""
         kept = {e: h for e, h in self.headers.items() if e not in edges}
         return StoredSums(self._store, self._key, kept, self._sealed, self._loop)
 

@@ -259,10 +259,10 @@ def aggregate(
     total = fold(scheme, ciphertexts, length=length)
     started = time.perf_counter()
     if scheme.ring_bits is None:
-        noisy_sum = checked_sum(scheme, total, ciphertexts, edges=edges, workers=workers)
+        noisy_sum = checked_sum(scheme, total, ciphertexts, edges=edges, k=k, workers=workers)
     else:
         fixes = corrections or [None] * len(ciphertexts)
-        noisy_sum = unmasked_sum(scheme, total, ciphertexts, fixes, edges=edges, workers=workers)
+        noisy_sum = unmasked_sum(scheme, total, ciphertexts, fixes, edges=edges, k=k, workers=workers)
     decrypt_s = time.perf_counter() - started
     summands = total.count
     del total  # the late groups' sums need the memory
@@ -273,7 +273,7 @@ def aggregate(
         late_sum = fold(scheme, group.ciphertexts, length=length)
         summands += late_sum.count
         noisy_sum = noisy_sum + group.factor * checked_sum(
-            scheme, late_sum, group.ciphertexts, edges=group.edges, workers=workers
+            scheme, late_sum, group.ciphertexts, edges=group.edges, k=k, workers=workers
         )
     if noise.cloud_std > 0:
         noisy_sum = on_lattice(noisy_sum, central, step=scheme.params.noise_step)
@@ -419,26 +419,40 @@ def checked_sum(
     ciphertexts: Sequence[bytes | memoryview],
     *,
     edges: Sequence[str],
+    k: int,
     workers: int | None = None,
 ) -> np.ndarray:
     """The decrypted `total` of the edges' serialised sums `ciphertexts`, range-checked per value
-    (`HEScheme.in_range`) and, packed, per slot (`packing.unpack`). When the check fails, each sum is read
-    again and decrypted on its own (each of at least `k` hospitals, as `unmasked_sum` does) to name the edges
-    whose sums are out of range: `OutOfRangeSumError`, so that one hospital's bad encoding costs its own
-    region's sum, not the round."""
+    (`HEScheme.in_range`) and, packed, per slot (`packing.unpack`). When the check fails, each sum of at
+    least `k` encryptions is read again and decrypted on its own to name the edges whose sums are out of
+    range: `OutOfRangeSumError`, so that one hospital's bad encoding costs its own region's sum, not the
+    round. A sum of fewer than `k` is never decrypted on its own (`_alone`): it is named with them."""
     try:
         return scheme.decrypt(total, workers=workers)
     except (PackingError, DecryptionRangeError) as e:
         detail = str(e)
     failed = []
     for index, edge_id in enumerate(edges):
+        part = _alone(scheme, ciphertexts[index], length=total.length, k=k)
+        if part is None:
+            failed.append(edge_id)
+            continue
         try:
-            scheme.decrypt(
-                scheme.deserialize(ciphertexts[index], expected_length=total.length), workers=workers
-            )
+            scheme.decrypt(part, workers=workers)
         except (PackingError, DecryptionRangeError):
             failed.append(edge_id)
+        del part
     raise OutOfRangeSumError(failed or list(edges), detail)
+
+
+def _alone(
+    scheme: HEScheme[Any], ciphertext: bytes | memoryview, *, length: int, k: int
+) -> EncryptedVector[Any] | None:
+    """`ciphertext` parsed to be decrypted on its own, or None when it holds fewer than `k` encryptions:
+    decrypted alone it would show fewer than `k` hospitals' uploads (the store may hold such a value: the
+    cloud's close checks each stored sum, and this is the last line)."""
+    part = scheme.deserialize(ciphertext, expected_length=length)
+    return part if part.count >= k else None
 
 
 def unmasked_sum(
@@ -448,13 +462,14 @@ def unmasked_sum(
     corrections: Sequence[bytes | memoryview | None],
     *,
     edges: Sequence[str],
+    k: int,
     workers: int | None = None,
 ) -> np.ndarray:
     """The values of `total`, the sum of masking cohorts' serialised sums `ciphertexts`: its ring residues
     decrypted once, every cohort's mask correction added (read one at a time into a running ring sum), and
     decoded with the range check. When the check fails, each sum is read again and decrypted on its own
-    (each is a whole cohort's, so of at least `k` hospitals) to name the edges whose masks did not cancel:
-    `MaskedSumError`."""
+    (each is a whole cohort's, so of at least `k` hospitals; one of fewer is named, never decrypted) to
+    name the edges whose masks did not cancel: `MaskedSumError`."""
     bits = scheme.ring_bits
     assert bits is not None
     length = total.length
@@ -475,7 +490,10 @@ def unmasked_sum(
         pass
     failed = []
     for index, edge_id in enumerate(edges):
-        part = scheme.deserialize(ciphertexts[index], expected_length=length)
+        part = _alone(scheme, ciphertexts[index], length=length, k=k)
+        if part is None:
+            failed.append(edge_id)
+            continue
         own = _correction(corrections[index], edge_id, bits=bits, length=length)
         try:
             scheme.decode_residues(

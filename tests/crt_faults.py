@@ -14,3 +14,8 @@ def dying_slice(primes: tuple[int, int], ciphertexts: list[bytes]) -> list[bytes
 def raising_slice(primes: tuple[int, int], ciphertexts: list[bytes]) -> list[bytes]:
     """A decryption worker's task that raises inside its worker."""
     raise ArithmeticError("injected")
+
+
+def dying_start(started: object) -> None:
+    """A decryption worker's initializer that kills its worker process before it says it started."""
+    os._exit(1)

@@ -22,6 +22,7 @@ from protocol.crypto.errors import (
     KeyStoreError,
     MissingSecretKeyError,
     PackingError,
+    WorkersUnavailableError,
     WrongKekError,
 )
 from protocol.crypto.factory import generate_scheme, scheme_for, scheme_from_public, scheme_from_secret
@@ -64,6 +65,7 @@ __all__ = [
     "PaillierScheme",
     "PlainParams",
     "PlainScheme",
+    "WorkersUnavailableError",
     "WrongKekError",
     "derive_kek",
     "generate_scheme",

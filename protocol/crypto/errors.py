@@ -52,3 +52,9 @@ class DecryptionWorkerError(RuntimeError):
     """A worker process that decrypts a share of a sum failed or died (killed, out of memory): nothing was
     decrypted and nothing is wrong with the sum, so the same decryption may be tried again. Not a
     `CryptoError`, which says the ciphertext or the key is at fault."""
+
+
+class WorkersUnavailableError(DecryptionWorkerError):
+    """No decryption worker process could start (a process limit reached: `fork`/`spawn` failing with
+    EAGAIN, or every worker dying before it ran): nothing was decrypted, and the caller, which holds the key,
+    can decrypt in its own process instead."""

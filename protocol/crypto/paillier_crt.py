@@ -8,7 +8,9 @@ The two exponentiations are nearly all the cost, and gmpy2 holds the GIL through
 each returning its slice's plaintexts in gmpy2's binary form. The workers are started for one call and
 stopped after it (spawned, never forked from a process that runs threads): `p` and `q` reach them with each
 slice over the pool's pipes and live no longer than the call. A worker that fails or dies raises
-`DecryptionWorkerError`, which decrypted nothing and leaves the caller free to call again.
+`DecryptionWorkerError`, which decrypted nothing and leaves the caller free to call again; when no worker
+could start at all (a process limit), it is a `WorkersUnavailableError`, and the caller, which holds the key,
+can decrypt in its own process (`workers=1`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import gmpy2
 
-from protocol.crypto.errors import DecryptionWorkerError
+from protocol.crypto.errors import DecryptionWorkerError, WorkersUnavailableError
 
 #: Ciphertexts per `powmod_base_list` call: large enough that its exponentiations dwarf the Python overhead
 #: around it.
@@ -66,7 +68,7 @@ class CrtDecryptor:
     ) -> list[Any]:
         """The plaintexts of `ciphertexts`, in order, over `workers` processes once there are `parallel_min`
         of them (None: `PARALLEL_MIN`), else in this process. Raises `DecryptionWorkerError` if a worker
-        fails."""
+        fails, `WorkersUnavailableError` (one) if none could start."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if workers == 1 or len(ciphertexts) < (PARALLEL_MIN if parallel_min is None else parallel_min):
@@ -78,17 +80,27 @@ class CrtDecryptor:
             for start, end in itertools.pairwise(bounds)
         ]
         out: list[Any] = []
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        started = context.Event()  # set by the first worker that starts
         try:
             with ProcessPoolExecutor(
                 max_workers=min(workers, tasks),
-                mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
+                mp_context=context,
+                initializer=_started,
+                initargs=(started,),
             ) as executor:
-                for done in executor.map(decrypt_slice, [self._primes] * tasks, slices):
-                    out.extend(gmpy2.from_binary(m) for m in done)
+                try:
+                    futures = [executor.submit(decrypt_slice, self._primes, part) for part in slices]
+                except OSError as e:  # no process could be started (a process limit, a sandbox)
+                    raise WorkersUnavailableError(f"decryption worker processes could not start: {e}") from e
+                for future in futures:
+                    out.extend(gmpy2.from_binary(m) for m in future.result())
+        except DecryptionWorkerError:
+            raise
         except BrokenProcessPool as e:
+            if not started.is_set():
+                raise WorkersUnavailableError(f"no decryption worker process started: {e}") from e
             raise DecryptionWorkerError(f"a decryption worker process stopped: {e}") from e
-        except OSError as e:  # no process could be started (limits, a sandbox)
-            raise DecryptionWorkerError(f"decryption worker processes could not start: {e}") from e
         except Exception as e:  # raised inside a worker: re-raised here by the pool
             raise DecryptionWorkerError(f"a decryption worker failed: {type(e).__name__}: {e}") from e
         return out
@@ -103,6 +115,11 @@ class CrtDecryptor:
             mp + (mq - mp) * p_inverse % q * p
             for mp, mq in zip(self._p.residues(ciphertexts), self._q.residues(ciphertexts), strict=True)
         ]
+
+
+def _started(started: Any) -> None:
+    """A worker's initializer: says that a worker process started (a `multiprocessing` event)."""
+    started.set()
 
 
 def decrypt_slice(primes: tuple[int, int], ciphertexts: Sequence[bytes]) -> list[bytes]:

@@ -20,6 +20,7 @@ from cloud_server.close_attempts import ClosePolicy
 from cloud_server.closing import RoundCloser
 from cloud_server.plans import PlanBoard
 from cloud_server.retention import Retention, RetentionPolicy
+from cloud_server.sum_checks import SumChecks
 from protocol.messages import FederationInfo, RoundState
 from services import keyspace
 from services.store import MemoryStore, StateStore
@@ -176,6 +177,7 @@ async def test_the_closer_renews_its_lease_while_it_decrypts(
                 telemetry=context.telemetry,
                 retention=Retention(store, RetentionPolicy(round_s=3600.0, versions=8)),
                 policy=policy,
+                checks=SumChecks(store, context.federations, context.enrolment),
                 pause=turns.pause if on_memory else asyncio.sleep,
             )
             lease_key = keyspace.fed_round_closing(fed.fid, 0)

@@ -161,7 +161,7 @@ async def test_the_reader_quarantines_what_does_not_read_back_and_refuses_a_sum_
         quarantined[edge_id] = (value, why)
 
     # Execute
-    sums, unreadable = await read_sums(state_store, KEY, sealed, quarantine=quarantine)
+    sums, unreadable, _ = await read_sums(state_store, KEY, sealed, quarantine=quarantine)
     first = await asyncio.to_thread(lambda: bytes(sums.ciphertexts[0]))
     await state_store.hset(KEY, "edge-2", values["edge-1"])
 
