@@ -15,9 +15,10 @@ store refuses to count (Redis full) keeps the lease for its back-off instead. Be
 a round's aggregates to close or fail it, the round is sealed (`_seal`: one transaction that writes the seal
 and reads which sums the round holds); `receive` stores no sum into a sealed round (409), and the commit
 writes nothing unless the sums stored are exactly those it decrypted. The sums are read one edge at a time
-and folded into a running sum (`stored_sums`), never all held at once, and a packed Paillier total is
-decrypted over `ClosePolicy.decrypt_workers` processes; a worker that dies is a failed attempt like any
-other, retried from the stored sums. The central noise
+and folded into a running sum (`stored_sums`), never all held at once, each first checked again as `receive`
+checked it (`sum_checks`: a sum that fails is quarantined and never decrypted), and a packed Paillier total
+is decrypted over `ClosePolicy.decrypt_workers` processes; a worker that dies is a failed attempt like any
+other, retried from the stored sums, and when none can start the cloud decrypts in its own process. The central noise
 comes from a seed written once per round (sealed under the KEK), so whichever closer commits, the global
 update is the same one: a crash never produces two differently-noised views of the same sum.
 

@@ -1,7 +1,8 @@
 """A sealed round's edge sums, read from the store one edge at a time, never all at once.
 
 Closing a round reads each stored edge sum twice. The first pass (`read_sums`) checks each value
-against the digest recorded when the round was sealed and keeps only its header. The decryption then reads
+against the digest recorded when the round was sealed and against `receive`'s checks (its `check`:
+`cloud_server.sum_checks`), and keeps only its header; a sum is known by its hash field from then on. The decryption then reads
 each edge's value again when it is that edge's turn (`StoredSums.ciphertexts`, `corrections`, a late group's
 `ciphertexts`: sequences indexed from the decrypting thread), checks its digest once more, and drops it once
 added (`protocol.aggregation.fold`): the cloud holds the running sum and one edge's value, however many edges

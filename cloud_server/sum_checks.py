@@ -58,8 +58,9 @@ class SumChecks:
         return plan.view(edge_id)
 
     async def signed(self, fid: str, round_: int, agg: EdgeAggregate, *, edge_id: str) -> None:
-        """Raise unless `agg` is for `fid`'s round `round_`, names `edge_id`, and is signed by that edge's
-        enrolled key (401 if the edge is not enrolled or the signature is not its)."""
+        """Raise unless `agg` is for `fid`'s round `round_`, names `edge_id` (the edge whose token posted it,
+        or the hash field it is stored under), and is signed by that edge's enrolled key (401 if the edge is
+        not enrolled or the signature is not its)."""
         if agg.federation_id != fid:
             raise InvalidRequestError(
                 f"body is for federation {agg.federation_id!r}, path for {fid!r}", field="federation_id"
@@ -70,7 +71,9 @@ class SumChecks:
             )
         if agg.edge_id != edge_id:
             raise ForbiddenError(
-                f"this token is edge {edge_id!r}'s; the aggregate names {agg.edge_id!r}", field="edge_id"
+                f"the sum is taken as edge {edge_id!r}'s (its token; at the close, its hash field in the store); "
+                f"the aggregate names {agg.edge_id!r}",
+                field="edge_id",
             )
         edge = await self._enrolment.edge(fid, edge_id)
         if edge is None:
