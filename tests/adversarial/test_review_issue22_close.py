@@ -79,6 +79,19 @@ async def out_of_range_round(cloud: Cloud, rng: np.random.Generator) -> tuple[Fe
     return fed, await fed.aggregate(cloud, "edge-2", 0, deltas["edge-2"], ciphertext=total)
 
 
+def decrypted_counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The encryptions each `HEScheme.decrypt` call is given from now on, in order (a list it fills)."""
+    counts: list[int] = []
+    real = HEScheme.decrypt
+
+    def recorded(self: Any, ciphertext: Any, **kwargs: Any) -> Any:
+        counts.append(ciphertext.count)
+        return real(self, ciphertext, **kwargs)
+
+    monkeypatch.setattr(HEScheme, "decrypt", recorded)
+    return counts
+
+
 async def post_edge_1_then(
     cloud: Cloud, fed: Federation, rng: np.random.Generator, second: EdgeAggregate
 ) -> None:
@@ -154,14 +167,7 @@ async def test_the_close_decrypts_no_stored_sum_of_fewer_than_k_hospitals(
     decrypts each stored sum on its own to find the edge at fault, and the one-upload ciphertext is
     decrypted alone (count 1), handing the curious cloud one hospital's update without the round's noise."""
     rng = np.random.default_rng(2203)
-    counts: list[int] = []
-    real = HEScheme.decrypt
-
-    def recorded(self: Any, ciphertext: Any, **kwargs: Any) -> Any:
-        counts.append(ciphertext.count)
-        return real(self, ciphertext, **kwargs)
-
-    monkeypatch.setattr(HEScheme, "decrypt", recorded)
+    counts = decrypted_counts(monkeypatch)
     async with running_cloud() as cloud:
         fed, second = await out_of_range_round(cloud, rng)
         lone = await fed.aggregate(

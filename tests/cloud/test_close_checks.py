@@ -5,8 +5,6 @@ process can start (`protocol.crypto.paillier_crt`). Real crypto, the in-process 
 
 from __future__ import annotations
 
-import errno
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -15,19 +13,24 @@ import pytest
 from cloud_server import closing
 from protocol.aggregation import OutOfRangeSumError, checked_sum, fold
 from protocol.crypto import PaillierParams, WorkersUnavailableError, generate_scheme, paillier_crt
-from protocol.crypto.base import HEScheme
 from protocol.messages import RoundState
 from services import keyspace
 from services.identity import SigningKey
 from tests.adversarial.test_review_issue20_noise import carry_into_the_next_slot, forged_upload
-from tests.adversarial.test_review_issue22_close import store_under_another_field
+from tests.adversarial.test_review_issue22_close import (
+    NoProcesses,
+    decrypted_counts,
+    store_under_another_field,
+)
 from tests.cloud.harness import Federation, running_cloud, small_spec, weighted_mean
 from tests.crt_faults import dying_start
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_stored_sum_not_signed_by_its_edge_is_quarantined_and_the_round_closes_from_the_others() -> None:
+async def test_a_stored_sum_not_signed_by_its_edge_is_quarantined_and_the_round_closes_from_the_others() -> (
+    None
+):
     """A sum stored, with its digest, under edge-2's hash field before the seal, naming edge-2 and its two
     hospitals (each line signed by its hospital) but signed by a key that is not edge-2's enrolled one, is
     never decrypted: the close copies it to quarantine, and at the deadline the round closes to the mean
@@ -90,26 +93,12 @@ def test_the_per_edge_range_check_never_decrypts_a_sum_of_fewer_than_k_on_its_ow
     honest = scheme.sum([scheme.encrypt(rng.normal(0.0, 0.01, length)) for _ in range(2)])
     lone = forged_upload(scheme, length, chunk=0, add=carry_into_the_next_slot(params))
     wires = [scheme.serialize(honest), scheme.serialize(lone)]
-    counts: list[int] = []
-    real = HEScheme.decrypt
-
-    def recorded(self: Any, ciphertext: Any, **kwargs: Any) -> Any:
-        counts.append(ciphertext.count)
-        return real(self, ciphertext, **kwargs)
-
-    monkeypatch.setattr(HEScheme, "decrypt", recorded)
+    counts = decrypted_counts(monkeypatch)
     with pytest.raises(OutOfRangeSumError) as refused:
         checked_sum(scheme, fold(scheme, wires, length=length), wires, edges=["edge-1", "edge-3"], k=2)
 
     assert refused.value.edges == ("edge-3",)
     assert counts == [3, 2]  # the total, then edge-1's sum alone; never the one upload
-
-
-class NoProcesses(ProcessPoolExecutor):
-    """A process pool on a host whose process limit is reached: starting a worker fails with EAGAIN."""
-
-    def _spawn_process(self) -> None:
-        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
 
 
 def test_a_decryption_whose_workers_cannot_start_says_so_apart_from_one_whose_worker_died(
