@@ -31,6 +31,11 @@ ATOL = 1e-5
 pytestmark = pytest.mark.anyio
 
 
+def open_defect(reason: str) -> pytest.MarkDecorator:
+    """The mark of a test that reproduces an open defect: a strict xfail, `reason` saying why it fails."""
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
 async def stored(world: World, names: list[str]) -> RoundLedger:
     """`names`' uploads for round 0 stored as a sibling replica's request path stores them (nothing folded,
     nothing held in any hand-off)."""
@@ -43,9 +48,8 @@ async def stored(world: World, names: list[str]) -> RoundLedger:
 # -- 1, 3 and 5: what is folded is what was signed -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the folder deserialises a stored upload and adds it without comparing its SHA-256 with the "
+@open_defect(
+    "the folder deserialises a stored upload and adds it without comparing its SHA-256 with the "
     "signed manifest line's: a valid ciphertext written over another is folded",
 )
 async def test_a_stored_upload_rewritten_with_another_valid_ciphertext_is_not_folded(
@@ -73,9 +77,8 @@ async def test_a_stored_upload_rewritten_with_another_valid_ciphertext_is_not_fo
     assert await ledger.dropped(0) == {DropReason.RECORD_QUARANTINED: 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the folder reads the stored running sum and builds on it without checking that it holds the "
+@open_defect(
+    "the folder reads the stored running sum and builds on it without checking that it holds the "
     "uploads its checkpoint names (its envelope count, or any authenticator): an older sum written back is "
     "forwarded",
 )
@@ -115,9 +118,8 @@ async def test_a_running_sum_rolled_back_in_the_store_is_not_forwarded(
     np.testing.assert_allclose(world.decrypt(forwarded.ciphertext), expected, atol=ATOL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a checkpoint rewritten to name an upload its sum does not hold is believed: the upload is never "
+@open_defect(
+    "a checkpoint rewritten to name an upload its sum does not hold is believed: the upload is never "
     "folded, and the sum kept says it holds fewer encryptions than its manifest names",
 )
 async def test_a_checkpoint_naming_an_unfolded_upload_does_not_leave_it_out(
@@ -155,9 +157,8 @@ async def test_a_checkpoint_naming_an_unfolded_upload_does_not_leave_it_out(
 HUGE_EXAMPLES = 10**400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validation_examples has no upper bound: the edge accepts and forwards 10**400, and the cloud's "
+@open_defect(
+    "validation_examples has no upper bound: the edge accepts and forwards 10**400, and the cloud's "
     "close multiplies it by a float (OverflowError)",
 )
 async def test_an_accepted_upload_with_a_huge_validation_examples_cannot_stop_the_round() -> None:
