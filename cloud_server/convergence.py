@@ -11,15 +11,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from protocol.messages import Contribution, ConvergenceConfig
+from protocol.messages import MAX_EXAMPLES, Contribution, ConvergenceConfig
 
 
 def round_validation_loss(contributions: Sequence[Contribution]) -> float | None:
-    """The example-weighted mean of the reported validation losses; None if nobody reported one."""
+    """The example-weighted mean of the reported validation losses; None if nobody reported one.
+
+    A line stating more held-out examples than `MAX_EXAMPLES` (an edge refuses such an upload; one that
+    slipped in, from an edge without the bound) is left out of the mean: its count as a float overflows, and
+    the close that computes this must not fail for one hospital's report."""
     reported = [
         (c.validation_loss, c.validation_examples or 1)
         for c in contributions
-        if c.validation_loss is not None
+        if c.validation_loss is not None and (c.validation_examples or 1) <= MAX_EXAMPLES
     ]
     if not reported:
         return None

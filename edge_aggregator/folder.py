@@ -18,7 +18,8 @@ first; the edge's request path checks uploads on another thread, so that accepta
 fold. More cores fold more rounds (or replicas share the rounds), one sum per folder.
 
 A forward waits until the round's sums hold every accepted upload (`settle`); a stored upload that is gone
-from the store (evicted, deleted by hand) or no longer reads back (altered) is taken out of the round, counted
+from the store (evicted, deleted by hand), is not the bytes its client signed (its SHA-256 is not its signed
+manifest line's: another valid ciphertext written over it) or no longer reads back (altered) is taken out of the round, counted
 dropped (`record_quarantined`), as a sum that does not read back is, and the fold goes on with the others.
 Taking an upload out sums nothing (`RoundLedger.exclude`): one the sum does not hold yet simply leaves the
 manifest; one it holds resets the sum, and the folder adds the others again, in checkpointed batches.
@@ -27,6 +28,8 @@ manifest; one it holds resets the sum, and the folder adds the others again, in 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -185,7 +188,7 @@ class Folder:
             digest = start.digests.get(client_id, "")
             incoming = self._handoff.take(round_, origin, client_id, digest=digest)
             if incoming is None:
-                incoming = await self._read(round_, origin, client_id)
+                incoming = await self._read(round_, origin, client_id, digest=digest)
             if incoming is None:
                 return None  # taken out: the caller reads the round again
             added = time.perf_counter()
@@ -195,15 +198,26 @@ class Folder:
             await self._step(FoldStep.ADDED)
         return total, clients
 
-    async def _read(self, round_: int, origin: int, client_id: str) -> EncryptedVector[Any] | None:
-        """A stored upload, read from the store and deserialised; None once one that is gone or no longer
-        reads back was taken out of its round."""
+    async def _read(
+        self, round_: int, origin: int, client_id: str, *, digest: str
+    ) -> EncryptedVector[Any] | None:
+        """A stored upload, read from the store, checked against `digest` (the SHA-256 its client signed in its
+        manifest line) and deserialised; None once one that is gone, is not the bytes its client signed (a
+        valid ciphertext written over it: it would deserialise) or no longer reads back was taken out of its
+        round."""
         started = time.perf_counter()
         upload = await self._ledger.stored_upload(round_, origin, client_id)
         read = time.perf_counter()
         try:
             if upload is None:
                 raise BadCiphertextError("the stored upload is gone from the store", field="ciphertext")
+            stored_digest = await self._run(partial(_sha256, upload))
+            if not hmac.compare_digest(stored_digest, digest):
+                raise BadCiphertextError(
+                    f"the stored upload's SHA-256 {stored_digest[:16]}… is not the {digest[:16]}… its client "
+                    "signed in its manifest line",
+                    field="ciphertext",
+                )
             incoming = await self._run(partial(parse_upload, self._scheme, upload, length=self._length))
         except BadCiphertextError as e:
             await self._take_out_unreadable(round_, origin, client_id, e)
@@ -232,3 +246,7 @@ class Folder:
 
     def _lock(self, round_: int, origin: int) -> asyncio.Lock:
         return self._local.setdefault((round_, origin), asyncio.Lock())
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

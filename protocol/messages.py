@@ -56,6 +56,12 @@ MAX_EPSILON = 1e4
 #: The largest noise multiplier (sigma) an accountant history may carry: beyond it an RDP term is below
 #: 1e-12 (alpha / (2 sigma^2)), so a larger sigma spends nothing more and is refused rather than kept.
 MAX_NOISE_MULTIPLIER = 1e6
+#: The most examples a hospital may state it trained on or held out (as at enrolment). A count reaches float
+#: arithmetic (the round's example-weighted validation loss); an unbounded one (10**400, which JSON carries)
+#: no float can hold.
+MAX_EXAMPLES = 10**9
+#: The largest std of a distributed-noise share an upload may declare (`NoiseShare.std`'s bound).
+MAX_SHARE_STD = 1e6
 
 #: A module name as PEFT matches it (`query`, `attention.self.value`): ASCII, as the schema states it.
 ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
@@ -771,7 +777,7 @@ class NoiseShare(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     mechanism: Literal[Distribution.GAUSSIAN, Distribution.SKELLAM]
-    std: float = Field(gt=0.0, le=1e6, description="per coordinate, in the units of the delta")
+    std: float = Field(gt=0.0, le=MAX_SHARE_STD, description="per coordinate, in the units of the delta")
     clients: int = Field(ge=1, le=MAX_CLIENTS_PER_ROUND, description="shares sized for this many clients")
     noise_multiplier: float = Field(gt=0.0, description="the round's z")
 
@@ -978,7 +984,7 @@ class ClientUpdate(Message):
         description="already applied by the client before encrypting (`RoundPlan.weight_for`); in "
         "[MIN_WEIGHT, MAX_WEIGHT] = [1e-6, 1e6]",
     )
-    num_examples: int = Field(ge=0)
+    num_examples: int = Field(ge=0, le=MAX_EXAMPLES, description="at most MAX_EXAMPLES = 10**9")
     nonce: Nonce
     ciphertext: Ciphertext
     local_epsilon: float | None = Field(
@@ -986,12 +992,17 @@ class ClientUpdate(Message):
     )
     local_privacy: LocalSpend | None = None
     noise_share_std: float | None = Field(
-        default=None, ge=0.0, description="std of the distributed-noise share the client added"
+        default=None,
+        ge=0.0,
+        le=MAX_SHARE_STD,
+        description="std of the distributed-noise share the client added; at most MAX_SHARE_STD = 1e6",
     )
     validation_loss: float | None = Field(
         default=None, ge=0.0, le=1e6, description="loss of the round's starting adapter on held-out data"
     )
-    validation_examples: int | None = Field(default=None, ge=1)
+    validation_examples: int | None = Field(
+        default=None, ge=1, le=MAX_EXAMPLES, description="held-out examples; at most MAX_EXAMPLES = 10**9"
+    )
     signature: Signature = b""
     plan_sha256: Sha256Hex | None = Field(
         default=None, description="`RoundPlan.sha256` of the plan the client trained under (signed)"
