@@ -53,6 +53,7 @@ from edge_aggregator.forwarder import Forwarder
 from edge_aggregator.handoff import Handoff
 from edge_aggregator.ledger import CloseReason, Closure, Drop, ForwardStatus, Outcome, RoundLedger
 from edge_aggregator.masking import MaskingStages, Posted, Produced
+from edge_aggregator.sum_seal import SumSeal
 from protocol.crypto import EncryptedVector, HEScheme
 from protocol.messages import (
     ClientInfo,
@@ -99,6 +100,7 @@ class EdgeAggregator:
             store,
             edge_id=config.edge_id,
             federation_id=config.federation_id,
+            seal=SumSeal.derive(signing_key, edge_id=config.edge_id, federation_id=config.federation_id),
             retain_round_s=config.retain_round_s,
         )
         self._metrics = metrics or EdgeMetrics()  # a registry nobody serves, unless the app passes its own

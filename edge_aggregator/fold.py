@@ -96,6 +96,11 @@ class RunningSum:
         if self._added is not None:
             self._added(time.perf_counter() - started)
 
+    @property
+    def count(self) -> int:
+        """The encryptions the sum holds (its envelope's count; 0 before the first)."""
+        return self._total.count if self._total is not None else 0
+
     def dump(self) -> bytes:
         if self._total is None:
             raise ValueError("a sum needs at least one upload")

@@ -181,6 +181,12 @@ class Folder:
             lambda: RunningSum(self._scheme, start.stored, length=self._length, added=self._added)
         )
         self._observe("sum_read", time.perf_counter() - resumed)
+        if total.count != len(start.checkpoint.covers):
+            # Its checkpoint's MAC verified: the sum's envelope lies about its count, or the MAC key is out.
+            raise UnreadableSumError(
+                f"the running sum holds {total.count} encryptions, its checkpoint names "
+                f"{len(start.checkpoint.covers)} uploads"
+            )
         clients: list[str] = []
         # Uploads the hand-off holds first (the order of a batch changes nothing in the sum), then by client.
         handed = partial(self._handoff.holds, round_, origin)

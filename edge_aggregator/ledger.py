@@ -49,6 +49,7 @@ expire `retain_round_s` seconds later (`EdgeSettings.retain_round_s`, docs/opera
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
@@ -62,7 +63,8 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter
 
 from edge_aggregator.errors import DuplicateUploadError, ReplayError, RoundClosedError, SumFullError
-from protocol.messages import ClientUpdate, Contribution, DropReason, ErrorCode, RoundPlan
+from edge_aggregator.sum_seal import SumSeal
+from protocol.messages import ClientUpdate, Contribution, DropReason, ErrorCode, RoundPlan, Sha256Hex
 from services import keyspace
 from services.lease import Lease, Pause
 from services.store import Expiring, StateStore, TransactionFn, Updates, Write
@@ -115,13 +117,17 @@ class Drop(BaseModel):
 
 
 class FoldCheckpoint(BaseModel):
-    """What a round's running sum holds: the clients whose uploads were added into it (`covers`), and a token
-    each write draws again (`epoch`), so that a checkpoint lands only on the state its folder started from."""
+    """What a round's running sum holds: the clients whose uploads were added into it (`covers`), a token
+    each write draws again (`epoch`), so that a checkpoint lands only on the state its folder started from,
+    the SHA-256 of the sum it was written with (None: no sum), and the edge's MAC of all of it
+    (`edge_aggregator.sum_seal`), so that neither can be rolled back or rewritten in the store unseen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     covers: tuple[str, ...] = ()
     epoch: str = Field(default_factory=lambda: secrets.token_hex(8))
+    sum_sha256: Sha256Hex | None = None
+    mac: str = Field(default="", max_length=128)
 
     def dump(self) -> bytes:
         return self.model_dump_json().encode()
@@ -165,11 +171,13 @@ class RoundLedger:
         *,
         edge_id: str,
         federation_id: str,
+        seal: SumSeal,
         retain_round_s: float = keyspace.EDGE_ROUND_TTL_S,
     ) -> None:
         if not retain_round_s > 0:
             raise ValueError(f"retain_round_s must be positive, got {retain_round_s}")
         self._store = store
+        self._seal = seal
         self._eid = edge_id
         self._fid = federation_id
         self._retain_round_s = retain_round_s
@@ -213,7 +221,7 @@ class RoundLedger:
         manifest = _load_manifest(await self._store.get(k_manifest), key=k_manifest)
         raw = await self._store.get(k_folded)
         stored = await self._store.get(k_sum)
-        checkpoint = _load_checkpoint(raw, stored, key=k_folded, sum_key=k_sum)
+        checkpoint = self._load_checkpoint(round_, origin, raw, stored)
         if raw is None:
             # A first checkpoint that covers nothing, so that every later write to the sum changes it.
             raw = checkpoint.dump()
@@ -251,7 +259,7 @@ class RoundLedger:
         k_sum, _, _ = self._sum_keys(round_, origin)
         k_folded = self._folded_key(round_, origin)
         covers = tuple(sorted({*start.checkpoint.covers, *added}))
-        checkpoint = FoldCheckpoint(covers=covers).dump()
+        checkpoint = self._sealed(round_, origin, covers=covers, total=total).dump()
 
         def land(current: dict[str, bytes | None]) -> Updates:
             if not lease.holds(current) or current[k_folded] != start.raw:
@@ -445,16 +453,17 @@ class RoundLedger:
             if current[k_forwarded] is not None:
                 return {}
             now = _load_manifest(current[k_manifest], key=k_manifest)
-            checkpoint = _load_checkpoint(current[k_folded], current[k_sum], key=k_folded, sum_key=k_sum)
+            checkpoint = self._load_checkpoint(round_, origin, current[k_folded], current[k_sum])
             out = sorted(set(client_ids) & now.keys())
             if not out:
                 return {}
             taken.extend(out)
             kept = {cid: now[cid] for cid in sorted(now.keys() - set(out))}
             covers = () if set(out) & set(checkpoint.covers) else checkpoint.covers
+            total = current[k_sum] if covers else None
             return {
                 **({k_sum: None} if not covers else {}),
-                k_folded: FoldCheckpoint(covers=covers).dump() if kept else None,
+                k_folded: self._sealed(round_, origin, covers=covers, total=total).dump() if kept else None,
                 k_manifest: _MANIFEST.dump_json(kept),
                 **_added(current, {k_dropped: len(out)}),
             }
@@ -494,14 +503,16 @@ class RoundLedger:
                 return {}
             placed = True
             held = [
-                _load_checkpoint(current[folded], current[summed], key=folded, sum_key=summed).covers
-                for folded, summed in ((d_folded, d_sum), (k_folded, k_sum))
+                self._load_checkpoint(r, origin, current[folded], current[summed]).covers
+                for r, folded, summed in ((into, d_folded, d_sum), (round_, k_folded, k_sum))
             ]
             parts = [part for part in (current[d_sum], current[k_sum]) if part is not None]
             uploads = {d_upload(cid): current[k_upload(cid)] for cid in moving}
+            total = await resum(parts) if parts else None
+            covers = tuple(sorted({*held[0], *held[1]}))
             return {
-                d_sum: await resum(parts) if parts else None,
-                d_folded: FoldCheckpoint(covers=tuple(sorted({*held[0], *held[1]}))).dump(),
+                d_sum: total,
+                d_folded: self._sealed(into, origin, covers=covers, total=total).dump(),
                 d_manifest: _MANIFEST.dump_json(there | moving),
                 **{key: value for key, value in uploads.items() if value is not None},
             }
@@ -685,6 +696,51 @@ class RoundLedger:
                 },
             )
 
+    def _sealed(
+        self, round_: int, origin: int, *, covers: Sequence[str], total: bytes | None
+    ) -> FoldCheckpoint:
+        """A fresh checkpoint of round `round_`'s sum for `origin`: `total` (None: no sum), holding `covers`,
+        with a new epoch and the edge's MAC."""
+        epoch = secrets.token_hex(8)
+        digest = _sha256(total)
+        mac = self._seal.tag(round_=round_, origin=origin, covers=covers, epoch=epoch, sum_sha256=digest)
+        return FoldCheckpoint(covers=tuple(covers), epoch=epoch, sum_sha256=digest, mac=mac)
+
+    def _load_checkpoint(
+        self, round_: int, origin: int, raw: bytes | None, stored: bytes | None
+    ) -> FoldCheckpoint:
+        """The checkpoint of round `round_`'s sum for `origin` (`raw`, with the sum `stored`); a fresh one
+        when there is neither. `StoredRecordError` (which `_healing` quarantines, the uploads then summed
+        again) when it does not read back, when a sum is stored without one (nothing says which uploads it
+        holds), when its MAC does not verify (rewritten in the store: `covers` naming an upload the sum does
+        not hold, or written before checkpoints carried a MAC) or when the sum is not the one it was written
+        with (an older sum written back)."""
+        k_sum, _, _ = self._sum_keys(round_, origin)
+        key = self._folded_key(round_, origin)
+        if raw is None:
+            if stored is not None:
+                raise StoredRecordError(
+                    k_sum, "a running sum without the checkpoint that names its uploads", raw=stored
+                )
+            return self._sealed(round_, origin, covers=(), total=None)
+        checkpoint = parse_record(raw, key=key, reader=FoldCheckpoint)
+        if not self._seal.verify(
+            checkpoint.mac,
+            round_=round_,
+            origin=origin,
+            covers=checkpoint.covers,
+            epoch=checkpoint.epoch,
+            sum_sha256=checkpoint.sum_sha256,
+        ):
+            raise StoredRecordError(
+                key, "the checkpoint's MAC does not verify under this edge's key", raw=raw
+            )
+        if _sha256(stored) != checkpoint.sum_sha256:
+            raise StoredRecordError(
+                key, "the stored running sum is not the one its checkpoint was written with", raw=raw
+            )
+        return checkpoint
+
     def _folded_key(self, round_: int, origin: int) -> str:
         """The checkpoint of round `round_`'s sum for `origin` (`_sum_keys`)."""
         if origin == round_:
@@ -752,17 +808,8 @@ def _load_manifest(raw: bytes | None, *, key: str) -> dict[str, Contribution]:
     return parse_record(raw, key=key, reader=_MANIFEST) if raw is not None else {}
 
 
-def _load_checkpoint(raw: bytes | None, stored: bytes | None, *, key: str, sum_key: str) -> FoldCheckpoint:
-    """The checkpoint stored at `key` (an empty one when there is none and no sum); `StoredRecordError`
-    (which `_healing` quarantines) when it does not read back, or when a sum is stored without one, since
-    nothing then says which uploads it holds."""
-    if raw is None:
-        if stored is not None:
-            raise StoredRecordError(
-                sum_key, "a running sum without the checkpoint that names its uploads", raw=stored
-            )
-        return FoldCheckpoint()
-    return parse_record(raw, key=key, reader=FoldCheckpoint)
+def _sha256(data: bytes | None) -> str | None:
+    return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
 def _check_capacity(count: int, capacity: int, *, what: str) -> None:

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from cloud_server.plans import within_capacity
-from edge_aggregator.ledger import RoundLedger
 from protocol.crypto import EncryptedVector, HEScheme, PaillierParams
 from protocol.crypto.params import PlainParams
 from protocol.messages import (
@@ -272,7 +271,7 @@ async def test_an_edge_round_record_that_does_not_read_back_does_not_wedge_the_r
             with contextlib.suppress(StoredRecordError):
                 await edge.core.tick()
         forwarded = len(world.cloud.attempts)
-        dropped = await RoundLedger(world.store, edge_id=EID, federation_id=FID).dropped(0)
+        dropped = await world.ledger().dropped(0)
     forwarded_or_given_up = forwarded >= 1 or bool(dropped)
     assert forwarded_or_given_up
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_aggregator.ledger import RoundLedger
 from fedlora.demo_run import DemoRunFolder
 from protocol.messages import ClientEnrolment, DropReason, EdgeEnrolment, ErrorCode, Role, RoundState
 from services import keyspace
@@ -74,7 +73,7 @@ async def test_an_edge_manifest_that_does_not_read_back_is_quarantined_and_the_r
             answer = await edge.upload(world.update(world.hospitals[cid]))
             assert answer.status_code == 202, answer.text
         await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
-        dropped = await RoundLedger(world.store, edge_id=EID, federation_id=FID).dropped(0)
+        dropped = await world.ledger().dropped(0)
         quarantined = await world.store.get(keyspace.quarantine_of(manifest_key))
     assert {c.client_id for c in world.cloud.attempts[0].contributions} == {"hosp-b", "hosp-c"}
     assert dropped.get(DropReason.RECORD_QUARANTINED) == 1, dropped

@@ -19,6 +19,7 @@ import pytest
 
 from edge_aggregator.folder import Folder
 from edge_aggregator.ledger import RoundLedger
+from edge_aggregator.sum_seal import SumSeal
 from protocol.crypto import PaillierParams, generate_scheme
 from protocol.crypto.obfuscators import ObfuscatorPool
 from protocol.crypto.paillier import PaillierScheme
@@ -54,7 +55,8 @@ class CountingLedger(RoundLedger):
 
 def counting_folder(world: World, *, batch: int = 4) -> Folder:
     """`World.folder` on a `CountingLedger`."""
-    ledger = CountingLedger(world.store, edge_id=EID, federation_id=FID)
+    seal = SumSeal.derive(world.edge_key, edge_id=EID, federation_id=FID)
+    ledger = CountingLedger(world.store, edge_id=EID, federation_id=FID, seal=seal)
     return Folder(ledger, scheme=world.public, length=LENGTH, run=_inline, batch=batch)
 
 
@@ -82,7 +84,7 @@ def watch_upload_reads(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> li
 
 async def stored_round(world: World) -> RoundLedger:
     """Every hospital's upload for round 0 accepted and stored, none folded."""
-    ledger = RoundLedger(world.store, edge_id=EID, federation_id=FID)
+    ledger = world.ledger()
     for hospital in world.hospitals.values():
         await ledger.add(world.update(hospital), capacity=world.public.max_summands)
     return ledger
@@ -175,7 +177,7 @@ async def test_a_quarantined_sum_is_summed_again_one_upload_at_a_time(
     # Prepare: five uploads folded, the sum altered, a sixth upload stored (the folder reads the sum for it).
     world = make_world(clients=6)
     names = sorted(world.hospitals)
-    ledger = RoundLedger(world.store, edge_id=EID, federation_id=FID)
+    ledger = world.ledger()
     for name in names[:-1]:
         await ledger.add(world.update(world.hospitals[name]), capacity=world.public.max_summands)
     assert await counting_folder(world).settle(0)

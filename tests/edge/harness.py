@@ -22,6 +22,7 @@ from edge_aggregator.app import create_app
 from edge_aggregator.folder import Folder, Step
 from edge_aggregator.ledger import RoundLedger
 from edge_aggregator.runtime import EdgeRuntime
+from edge_aggregator.sum_seal import SumSeal
 from protocol.crypto import HEScheme
 from protocol.messages import (
     ClientInfo,
@@ -156,11 +157,22 @@ class World:
         )
         return unsigned.signed((signer or hospital.key).sign)
 
+    @property
+    def edge_key(self) -> SigningKey:
+        """The edge's private key, from its key file (created here if the edge has not started yet): what
+        every replica of the edge loads."""
+        return SigningKey.load_or_create(self.settings.key_file)
+
+    def ledger(self) -> RoundLedger:
+        """The edge's ledger on this world's store, as another replica's would be (the edge's key file)."""
+        seal = SumSeal.derive(self.edge_key, edge_id=EID, federation_id=FID)
+        return RoundLedger(self.store, edge_id=EID, federation_id=FID, seal=seal)
+
     def folder(self, *, step: Step | None = None, batch: int = 4) -> Folder:
         """A folder of the edge's rounds on this world's store, as another replica's would be, adding on the
         event loop."""
 
-        ledger = RoundLedger(self.store, edge_id=EID, federation_id=FID)
+        ledger = self.ledger()
         extra: dict[str, Any] = {} if step is None else {"step": step}
         return Folder(ledger, scheme=self.public, length=LENGTH, run=_inline, batch=batch, **extra)
 

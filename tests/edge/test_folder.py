@@ -49,7 +49,7 @@ def kill_at(step: FoldStep, *, after: int) -> Step:
 async def stored_round(world: World) -> RoundLedger:
     """Every hospital's upload for round 0 accepted and stored, none folded: the edge killed between storing
     and folding."""
-    ledger = RoundLedger(world.store, edge_id=EID, federation_id=FID)
+    ledger = world.ledger()
     for hospital in world.hospitals.values():
         await ledger.add(world.update(hospital), capacity=world.public.max_summands)
     return ledger
@@ -167,7 +167,7 @@ async def test_a_stored_sum_that_no_longer_reads_back_is_quarantined_and_its_upl
 ) -> None:
     # Prepare: three uploads folded; the sum is then altered in the store; a fourth upload is stored.
     world = make_world(clients=4)
-    ledger = RoundLedger(world.store, edge_id=EID, federation_id=FID)
+    ledger = world.ledger()
     names = sorted(world.hospitals)
     for name in names[:3]:
         await ledger.add(world.update(world.hospitals[name]), capacity=world.public.max_summands)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import pytest
 
-from edge_aggregator.ledger import ForwardStatus, RoundLedger
+from edge_aggregator.ledger import ForwardStatus
 from protocol.messages import DropReason
 from services import keyspace
 from tests.edge.harness import EID, FID, Edge, World, running_edge, until
@@ -39,7 +39,7 @@ async def test_a_running_sum_that_does_not_read_back_is_quarantined_and_the_roun
         # Execute: hospital b's upload reaches the quorum of 2.
         answer = await edge.upload(world.update(world.hospitals["hosp-b"]))
         await until(lambda: len(world.cloud.attempts) == 1, what="round 0's forward")
-        dropped = await RoundLedger(world.store, edge_id=EID, federation_id=FID).dropped(0)
+        dropped = await world.ledger().dropped(0)
         kept = [await world.store.get(keyspace.quarantine_of(key)) for key in (k_sum, k_manifest)]
 
     # Assert: a and b forwarded, their sum exact; nothing dropped; the altered sum kept for the operator.
