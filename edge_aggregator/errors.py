@@ -93,6 +93,12 @@ class UnreadableSumError(ValueError):
     manifest and the round goes on from an empty sum; it never reaches a route."""
 
 
+class UnsettledError(ValueError):
+    """A round's stored sum no longer holds every upload its manifest names when the forward reads it (a sum
+    or checkpoint altered in the store after the round settled, quarantined by that read): the forward waits
+    for the folder to sum the uploads again; it never reaches a route."""
+
+
 class MaskingOffError(ServiceError):
     """The federation does not mask below the encryption: it has no masking stages."""
 

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 
 from edge_aggregator.cloud_link import CloudLink
 from edge_aggregator.config import EdgeConfig, aware
+from edge_aggregator.errors import UnsettledError
 from edge_aggregator.ledger import Drop, ForwardStatus, Outcome, Resum, RoundLedger
 from protocol.messages import Contribution, DropReason, EdgeAggregate, ErrorCode, LateSum, RoundPlan
 from services.http import PeerRefusedError, PeerUnavailableError
@@ -97,10 +98,13 @@ class Forwarder:
         manifest = await self._ledger.manifest(round_)
         plan = await self._ledger.plan(round_)
         k = self.config.spec.min_clients_per_edge
-        ciphertext = await self._ledger.sum_bytes(round_)
-        if len(manifest) < k or plan is None or ciphertext is None:
-            return await self._skip(round_, now, manifest, missing=len(manifest) >= k)
-        late, late_drops = await self._late_sums(round_, plan, k)
+        try:
+            ciphertext = await self._settled_sum(round_, round_) if len(manifest) >= k else None
+            if len(manifest) < k or plan is None or ciphertext is None:
+                return await self._skip(round_, now, manifest, missing=len(manifest) >= k)
+            late, late_drops = await self._late_sums(round_, plan, k)
+        except UnsettledError:
+            return None  # a sum altered since the round settled was quarantined: the next tick folds again
         aggregate = self._signed(round_, plan, manifest, ciphertext, late, mask_correction)
         try:
             await self._link.forward(aggregate, within_s=self._budget_left(plan, now))
@@ -373,7 +377,7 @@ class Forwarder:
         sums: list[LateSum] = []
         drops: list[Drop] = []
         for origin, bucket in (await self._ledger.late_buckets(round_)).items():
-            ciphertext = await self._ledger.late_sum_bytes(round_, origin)
+            ciphertext = await self._settled_sum(round_, origin)
             origin_plan = await self._ledger.plan(origin)
             if not bucket:
                 continue
@@ -395,6 +399,18 @@ class Forwarder:
                     )
                 )
         return sums, drops
+
+    async def _settled_sum(self, round_: int, origin: int) -> bytes | None:
+        """Round `round_`'s sum for `origin`, read with its checkpoint and checked against it (MAC, digest):
+        the bytes forwarded are the bytes checked, whatever the store holds a moment later. `UnsettledError`
+        when it no longer holds every upload its manifest names (altered in the store after the round
+        settled: quarantined by the read, and summed again by the folder)."""
+        start = await self._ledger.fold_start(round_, origin)
+        if start.pending:
+            raise UnsettledError(
+                f"round {round_}'s sum for round {origin} lacks {len(start.pending)} uploads"
+            )
+        return start.stored
 
     def _signed(
         self,

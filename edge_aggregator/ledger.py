@@ -196,9 +196,6 @@ class RoundLedger:
     async def manifest(self, round_: int) -> dict[str, Contribution]:
         return await self._manifest(round_, round_)
 
-    async def sum_bytes(self, round_: int) -> bytes | None:
-        return await self._store.get(keyspace.edge_sum(self._eid, self._fid, round_))
-
     async def origins(self, round_: int) -> list[int]:
         """The rounds whose uploads round `round_` holds: its own (when it has a manifest) and those of its
         buckets of late uploads."""
@@ -422,9 +419,6 @@ class RoundLedger:
             if rest == "manifest" and origin.isdigit():
                 buckets[int(origin)] = await self._manifest(round_, int(origin))
         return dict(sorted(buckets.items()))
-
-    async def late_sum_bytes(self, round_: int, origin: int) -> bytes | None:
-        return await self._store.get(keyspace.edge_late_sum(self._eid, self._fid, round_, origin))
 
     async def exclude(
         self, round_: int, client_ids: Collection[str], *, origin: int, reason: DropReason
