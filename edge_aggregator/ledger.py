@@ -218,7 +218,9 @@ class RoundLedger:
         manifest = _load_manifest(await self._store.get(k_manifest), key=k_manifest)
         raw = await self._store.get(k_folded)
         stored = await self._store.get(k_sum)
-        checkpoint = self._load_checkpoint(round_, origin, raw, stored)
+        # Hashed on a thread (hashlib lets go of the GIL): a sum of 1 M CKKS values is 32 MB.
+        digest = await asyncio.to_thread(_sha256, stored)
+        checkpoint = self._load_checkpoint(round_, origin, raw, stored, digest=digest)
         if raw is None:
             # A first checkpoint that covers nothing, so that every later write to the sum changes it.
             raw = checkpoint.dump()
@@ -256,7 +258,8 @@ class RoundLedger:
         k_sum, _, _ = self._sum_keys(round_, origin)
         k_folded = self._folded_key(round_, origin)
         covers = tuple(sorted({*start.checkpoint.covers, *added}))
-        checkpoint = self._sealed(round_, origin, covers=covers, total=total).dump()
+        digest = await asyncio.to_thread(_sha256, total)  # off the event loop, as in `_fold_start`
+        checkpoint = self._sealed(round_, origin, covers=covers, total=total, digest=digest).dump()
 
         def land(current: dict[str, bytes | None]) -> Updates:
             if not lease.holds(current) or current[k_folded] != start.raw:
@@ -691,24 +694,36 @@ class RoundLedger:
             )
 
     def _sealed(
-        self, round_: int, origin: int, *, covers: Sequence[str], total: bytes | None
+        self,
+        round_: int,
+        origin: int,
+        *,
+        covers: Sequence[str],
+        total: bytes | None,
+        digest: str | None = None,
     ) -> FoldCheckpoint:
-        """A fresh checkpoint of round `round_`'s sum for `origin`: `total` (None: no sum), holding `covers`,
-        with a new epoch and the edge's MAC."""
+        """A fresh checkpoint of round `round_`'s sum for `origin`: `total` (None: no sum; `digest` its
+        SHA-256 when the caller computed it), holding `covers`, with a new epoch and the edge's MAC."""
         epoch = secrets.token_hex(8)
-        digest = _sha256(total)
+        digest = digest if digest is not None else _sha256(total)
         mac = self._seal.tag(round_=round_, origin=origin, covers=covers, epoch=epoch, sum_sha256=digest)
         return FoldCheckpoint(covers=tuple(covers), epoch=epoch, sum_sha256=digest, mac=mac)
 
     def _load_checkpoint(
-        self, round_: int, origin: int, raw: bytes | None, stored: bytes | None
+        self,
+        round_: int,
+        origin: int,
+        raw: bytes | None,
+        stored: bytes | None,
+        *,
+        digest: str | None = None,
     ) -> FoldCheckpoint:
         """The checkpoint of round `round_`'s sum for `origin` (`raw`, with the sum `stored`); a fresh one
         when there is neither. `StoredRecordError` (which `_healing` quarantines, the uploads then summed
         again) when it does not read back, when a sum is stored without one (nothing says which uploads it
         holds), when its MAC does not verify (rewritten in the store: `covers` naming an upload the sum does
         not hold, or written before checkpoints carried a MAC) or when the sum is not the one it was written
-        with (an older sum written back)."""
+        with (an older sum written back). `digest`: `stored`'s SHA-256, when the caller computed it."""
         k_sum, _, _ = self._sum_keys(round_, origin)
         key = self._folded_key(round_, origin)
         if raw is None:
@@ -729,7 +744,7 @@ class RoundLedger:
             raise StoredRecordError(
                 key, "the checkpoint's MAC does not verify under this edge's key", raw=raw
             )
-        if _sha256(stored) != checkpoint.sum_sha256:
+        if (digest if digest is not None else _sha256(stored)) != checkpoint.sum_sha256:
             raise StoredRecordError(
                 key, "the stored running sum is not the one its checkpoint was written with", raw=raw
             )
