@@ -984,6 +984,7 @@ class ClientAgent:
             steps=plan.training.local_steps,
             batch_size=batch_size,
             learning_rate=plan.training.learning_rate,
+            head_learning_rate=plan.training.head_learning_rate,
             optimizer=plan.training.optimizer,
             insecure_seed=insecure_seed,
             threads=self.settings.threads,

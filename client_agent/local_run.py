@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 from client_agent.data import Dataset, load_file, load_task, train_test_split
 from client_agent.deid import DeidEngine, Deidentifier, make_finder
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.recipe import HEAD_LEARNING_RATE
 from client_agent.train import DPSettings, LocalConfig, PrivacyHistory, encode, train_local
 
 
@@ -44,6 +45,7 @@ class LocalRunConfig:
     steps: int = 96
     batch_size: int = 492
     learning_rate: float = 2.0
+    head_learning_rate: float | None = HEAD_LEARNING_RATE  # None: `learning_rate`
     max_seq_length: int = 32
     epsilon: float | None = 8.0
     delta: float = 1e-5
@@ -151,6 +153,7 @@ def run_local(config: LocalRunConfig) -> LocalRunReport:
         steps=config.steps,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
+        head_learning_rate=config.head_learning_rate,
         threads=config.threads,
         progress=config.progress,
         dp=dp,

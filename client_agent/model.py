@@ -273,14 +273,18 @@ class FFAClassifier(nn.Module):
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         return hidden
 
-    def forward_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits from the hidden states at the split layer."""
+    def embedding_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled sentence embedding the head reads, from the hidden states at the split layer."""
         bert = self._bert()
         mask = self._additive_mask(attention_mask, hidden.dtype)
         for layer in bert.encoder.layer[self.split_layer :]:
             hidden = layer(hidden, attention_mask=mask)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        return self.head(pool(hidden, attention_mask))
+        return pool(hidden, attention_mask)
+
+    def forward_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from the hidden states at the split layer."""
+        return self.head(self.embedding_from(hidden, attention_mask))
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.forward_from(hidden, attention_mask)

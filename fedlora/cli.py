@@ -14,6 +14,7 @@ import typer
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+from client_agent.recipe import HEAD_LEARNING_RATE
 from fedlora.cli_admin import admin_app
 from fedlora.cli_kek import kek_app
 from fedlora.cli_pki import pki_app
@@ -351,6 +352,12 @@ def simulate_command(
     steps: Annotated[int, typer.Option(help="DP-SGD steps per hospital per round")] = 24,
     batch_size: Annotated[int, typer.Option()] = 256,
     learning_rate: Annotated[float, typer.Option()] = 2.0,
+    head_learning_rate: Annotated[
+        float,
+        typer.Option(
+            help="the head weight's own learning rate; 0 = the adapter's (the recipe before issue 23)"
+        ),
+    ] = HEAD_LEARNING_RATE,
     epsilon: Annotated[float, typer.Option(help="each hospital's example-level budget; 0 = no DP")] = 8.0,
     scheme: Annotated[str, typer.Option(help="ckks, paillier or none")] = "ckks",
     masking: Annotated[
@@ -429,6 +436,7 @@ def simulate_command(
             steps=steps,
             batch_size=batch_size,
             learning_rate=learning_rate,
+            head_learning_rate=head_learning_rate if head_learning_rate > 0 else None,
             epsilon=epsilon if epsilon > 0 else None,
             scheme=scheme,  # type: ignore[arg-type]
             masking=masking,
@@ -462,6 +470,12 @@ def demo(
     rounds: Annotated[int, typer.Option()] = 3,
     epsilon: Annotated[float, typer.Option(help="each hospital's example-level budget; 0 = no DP")] = 8.0,
     steps: Annotated[int, typer.Option(help="DP-SGD steps per hospital per round")] = 16,
+    head_learning_rate: Annotated[
+        float,
+        typer.Option(
+            help="the head weight's own learning rate; 0 = the adapter's (the recipe before issue 23)"
+        ),
+    ] = HEAD_LEARNING_RATE,
     central_noise: Annotated[
         float, typer.Option(help="client-level DP: z of the noise on each round's sum; 0 = off")
     ] = 0.25,
@@ -494,6 +508,7 @@ def demo(
         rounds=rounds,
         epsilon=epsilon,
         steps=steps,
+        head_learning_rate=head_learning_rate if head_learning_rate > 0 else None,
         central_noise=central_noise,
         distributed=distributed,
         strategy=Strategy(strategy),

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
+from client_agent.recipe import HEAD_LEARNING_RATE
 from fedlora.admin_api import ApiError, change_lifecycle, create_federation
 from fedlora.demo_run import DemoRunFolder
 from fedlora.enrolment_tokens import issue_enrolment_token
@@ -82,6 +83,7 @@ class DemoConfig:
     steps: int = 16
     batch_size: int = 256
     learning_rate: float = 2.0
+    head_learning_rate: float | None = HEAD_LEARNING_RATE  # None: `learning_rate`, the old recipe
     max_seq_length: int = 32
     rank: int = 2
     min_clients_per_edge: int = 2
@@ -129,6 +131,7 @@ class DemoConfig:
             central_noise=central_noise,
             distributed=self.distributed and central_noise > 0,
             learning_rate=self.learning_rate,
+            head_learning_rate=self.head_learning_rate,
             steps=self.steps,
             batch_size=self.batch_size,
             max_seq_length=self.max_seq_length,

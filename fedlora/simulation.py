@@ -41,6 +41,7 @@ from client_agent.data import Dataset, client_class_counts, partition, plot_heat
 from client_agent.deid import Deidentifier
 from client_agent.export import export_adapter
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.recipe import HEAD_LEARNING_RATE
 from client_agent.releases import COUNT_ENTRY, noisy_count
 from client_agent.train import DPSettings, Features, PrivacyHistory, encode, evaluate
 from cloud_server.plans import planned_share
@@ -104,6 +105,8 @@ class SimulationConfig:
     steps: int = 24
     batch_size: int = 256
     learning_rate: float = 2.0
+    #: The head's own rate (`LocalConfig.head_learning_rate`); None: `learning_rate`, the old recipe.
+    head_learning_rate: float | None = HEAD_LEARNING_RATE
     max_seq_length: int = 32
     max_train_examples: int | None = 8000
     test_fraction: float = 0.1
@@ -278,6 +281,7 @@ def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationS
             central_delta=config.central_delta,
             distributed=config.distributed_noise,
             learning_rate=config.learning_rate,
+            head_learning_rate=config.head_learning_rate,
             steps=config.steps,
             batch_size=config.batch_size,
             max_seq_length=config.max_seq_length,

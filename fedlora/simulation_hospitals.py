@@ -139,6 +139,7 @@ class HospitalSite:
             steps=s.steps,
             batch_size=min(s.batch_size, job.public_examples),
             learning_rate=s.learning_rate,
+            head_learning_rate=s.spec.training.head_learning_rate,
             insecure_seed=training_seed(s.seed, round_=job.round_, hospital=job.index)
             if reproducible
             else None,

@@ -58,6 +58,7 @@ class FlatSpec(TypedDict, total=False):
     central_delta: float
     distributed: bool
     learning_rate: float
+    head_learning_rate: float | None
     steps: int
     batch_size: int
     max_seq_length: int
@@ -79,6 +80,7 @@ _FIELDS: dict[str, tuple[str | None, str]] = {
     "central_delta": ("central_dp", "delta"),
     "distributed": ("central_dp", "distributed"),
     "learning_rate": ("training", "learning_rate"),
+    "head_learning_rate": ("training", "head_learning_rate"),
     "steps": ("training", "local_steps"),
     "batch_size": ("training", "batch_size"),
     "max_seq_length": ("training", "max_seq_length"),

@@ -465,6 +465,10 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     learning_rate: float = Field(default=0.5, gt=0.0, le=100.0)
+    #: The classification head's own rate (None: `learning_rate`): its input is a unit-norm sentence
+    #: embedding, so at the adapter's rate its weight grows too slowly to move predictions off the class
+    #: prior (docs/results.md, "A recipe that learns").
+    head_learning_rate: float | None = Field(default=None, gt=0.0, le=1000.0)
     local_steps: int = Field(default=20, ge=1, le=100_000)
     batch_size: int = Field(default=32, ge=1, le=65_536)
     max_seq_length: int = Field(default=64, ge=8, le=4096)

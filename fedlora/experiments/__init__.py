@@ -107,7 +107,24 @@ def _clair(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
     ]
 
 
+def _central(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
+    from fedlora.experiments.central import CentralConfig, run_central
+
+    if engine.name != "process":
+        raise ExperimentEngineError(
+            f"central trains one model in one process; engine {engine.name!r} applies to the experiments "
+            "built on `fedlora simulate`"
+        )
+    config = CentralConfig.quick() if quick else CentralConfig()
+    return run_central(config, out_dir)[1]["markdown"]
+
+
 EXPERIMENTS: dict[str, ExperimentSpec] = {
+    "central": ExperimentSpec(
+        run=_central,
+        description="the yardstick: the demo's adapter trained on all the hospitals' data in one place, "
+        "no DP (tuned) and DP-SGD",
+    ),
     "vit-baseline": ExperimentSpec(
         run=_vit_baseline,
         description="seed 004: FedAvg (full) vs FedLoRA on a small ViT, 5,000 MNIST digits, Dirichlet(0.5)",

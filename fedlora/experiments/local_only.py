@@ -48,6 +48,7 @@ def _train_alone(config: SimulationConfig) -> list[tuple[str, float]]:
                 steps=config.steps,
                 batch_size=min(config.batch_size, len(own)),
                 learning_rate=config.learning_rate,
+                head_learning_rate=config.head_learning_rate,
                 # An experiment repeats exactly; this baseline trains without DP, so the seed protects nothing.
                 insecure_seed=training_seed(config.seed, round_=round_, hospital=index),
                 threads=config.threads,

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from client_agent.recipe import HEAD_LEARNING_RATE
 from fedlora.simulation import Partitioning, RoundReport, SimulationConfig, simulate
 from fedlora.simulation_engines import EngineName
 
@@ -88,6 +89,9 @@ class TableConfig:
     alpha: float = 8.0
     #: The learning rate at `alpha`; the alpha experiment keeps `learning_rate * alpha` fixed.
     learning_rate: float = 2.0
+    #: The head's own rate, the same in every setting (the alpha axis scales `B`'s step, not the head's);
+    #: None: `learning_rate`, the recipe these tables were first run with.
+    head_learning_rate: float | None = HEAD_LEARNING_RATE
     hospitals: int = 3
     edges: int = 3
     rounds: int = 2
@@ -224,6 +228,7 @@ def simulation_config(
         steps=config.steps,
         batch_size=config.batch_size,
         learning_rate=setting.learning_rate,
+        head_learning_rate=config.head_learning_rate,
         max_seq_length=config.max_seq_length,
         max_train_examples=config.max_train_examples,
         test_fraction=config.test_fraction,

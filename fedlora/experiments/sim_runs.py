@@ -23,6 +23,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from client_agent.recipe import HEAD_LEARNING_RATE
 from fedlora.experiments.sim_report import Row, write_csv
 from fedlora.simulation import Partitioning, SimulationConfig, SimulationReport, simulate
 from fedlora.simulation_engines import EngineName
@@ -41,6 +42,7 @@ class SimSettings:
     steps: int = 8
     batch_size: int = 64
     learning_rate: float = 2.0
+    head_learning_rate: float | None = HEAD_LEARNING_RATE  # None: `learning_rate`, the old recipe
     max_train_examples: int = 2000
     max_test_examples: int = 500
     max_seq_length: int = 32

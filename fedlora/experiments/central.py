@@ -1,0 +1,245 @@
+"""The centralised yardstick: the federation's model trained on the union of the hospitals' data in one place.
+
+Same data path as the demo and `fedlora simulate` (`fedlora.simulation.prepared_data`: the seeded task split,
+de-identification, MiniLM's frozen lower layers encoded once), the same FFA-LoRA adapter and head, trained
+with the agent's own `train_local` for as many example-gradients as the federation computes in all
+(`hospitals x rounds x steps` steps of the same batch). Three rows, all on the demo's held-out set:
+
+- a linear probe: logistic regression on the frozen, mean-pooled embeddings (no adapter, no DP), the
+  weakest centralised model;
+- the adapter without DP, its learning rate chosen on a validation part of the training pool (a tenth,
+  seeded) among `learning_rates`;
+- the adapter with DP-SGD at the federation's example-level epsilon, at the recipe's learning rates.
+
+The adapter rows train on the other nine tenths of the pool, so they see slightly less data than the
+federation; the probe is fitted on the same nine tenths.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.train import DPSettings, Features, LocalConfig, evaluate, train_local
+from fedlora.experiments.sim_report import markdown_table, write_csv
+from fedlora.simulation import SimulationConfig, encoded, prepared_data
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    """The federation to measure against (the demo's by default) and how the central model is tuned."""
+
+    federation: SimulationConfig = field(
+        default_factory=lambda: SimulationConfig(scheme="none", steps=16, insecure_reproducible=True)
+    )
+    #: Candidates for the no-DP adapter's learning rate, chosen on the validation part.
+    learning_rates: tuple[float, ...] = (0.5, 2.0, 8.0)
+    validation_fraction: float = 0.1
+    #: Steps at the federation's batch; None: as many as the federation's hospitals take in all.
+    steps: int | None = None
+
+    @classmethod
+    def quick(cls) -> CentralConfig:
+        """The smoke-test size: 60 training examples, 2 steps, one candidate rate."""
+        federation = SimulationConfig(
+            scheme="none",
+            hospitals=2,
+            edges=1,
+            rounds=1,
+            steps=2,
+            batch_size=16,
+            max_train_examples=60,
+            max_test_examples=40,
+            insecure_reproducible=True,
+        )
+        return cls(federation=federation, learning_rates=(2.0,))
+
+    @property
+    def total_steps(self) -> int:
+        f = self.federation
+        return self.steps if self.steps is not None else f.hospitals * f.rounds * f.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["federation"] = {
+            k: str(v) if isinstance(v, Path) else v for k, v in values["federation"].items()
+        }
+        return values
+
+
+@dataclass(frozen=True)
+class CentralRow:
+    model: str
+    learning_rate: float | None
+    head_learning_rate: float | None
+    validation_accuracy: float
+    test_accuracy: float
+    epsilon: float | None
+    steps: int
+    seconds: float
+
+
+def run_central(config: CentralConfig, out_dir: Path) -> tuple[list[CentralRow], dict[str, Path]]:
+    """Train the three centralised models and write results.md, results.csv and config.json."""
+    with warnings.catch_warnings():
+        # Opacus and transformers warn on every pass; the figures go to the table.
+        warnings.simplefilter("ignore")
+        rows, majority = _measure(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "config": out_dir / "config.json",
+        "csv": write_csv([asdict(r) for r in rows], out_dir / "results.csv"),
+        "markdown": out_dir / "results.md",
+    }
+    files["config"].write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
+    files["markdown"].write_text(report(config, rows, majority))
+    return rows, files
+
+
+def _measure(config: CentralConfig) -> tuple[list[CentralRow], float]:
+    fed = config.federation
+    torch.set_num_threads(fed.threads)
+    spec, train, test, _ = prepared_data(fed)
+    model_path = fed.model_path or default_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=fed.rank)
+    pool_features = encoded(model, tokenizer, model_path, train, fed.max_seq_length)
+    test_features = encoded(model, tokenizer, model_path, test, fed.max_seq_length)
+    fit, validation = _split(pool_features, fraction=config.validation_fraction, seed=fed.seed)
+    start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
+    majority = float(np.bincount(test_features.labels.numpy()).max() / len(test_features))
+
+    rows = [_probe(model, start, fit, validation, test_features)]
+    candidates = [
+        _adapter(model, start, fit, validation, test_features, config, learning_rate=lr, dp=None)
+        for lr in config.learning_rates
+    ]
+    rows.append(max(candidates, key=lambda r: r.validation_accuracy))
+    dp = (
+        DPSettings(epsilon=fed.epsilon, delta=fed.delta, max_grad_norm=fed.max_grad_norm)
+        if fed.epsilon is not None
+        else None
+    )
+    if dp is not None:
+        rows.append(
+            _adapter(
+                model, start, fit, validation, test_features, config, learning_rate=fed.learning_rate, dp=dp
+            )
+        )
+    return rows, majority
+
+
+def _split(features: Features, *, fraction: float, seed: int) -> tuple[Features, Features]:
+    order = np.random.default_rng([seed, 0xCE]).permutation(len(features))
+    cut = max(1, round(fraction * len(features)))
+    pick = lambda idx: Features(  # noqa: E731
+        features.hidden[idx], features.mask[idx], features.labels[idx]
+    )
+    return pick(torch.as_tensor(order[cut:])), pick(torch.as_tensor(order[:cut]))
+
+
+@torch.no_grad()
+def _embeddings(model: FFAClassifier, features: Features) -> np.ndarray:
+    parts = [
+        model.embedding_from(features.hidden[s : s + 256], features.mask[s : s + 256]).numpy()
+        for s in range(0, len(features), 256)
+    ]
+    return np.concatenate(parts)
+
+
+def _probe(
+    model: FFAClassifier, start: np.ndarray, fit: Features, validation: Features, test: Features
+) -> CentralRow:
+    """Logistic regression (scikit-learn, L2, C = 1) on the frozen pooled embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    started = time.perf_counter()
+    model.load_global(start)
+    probe = LogisticRegression(max_iter=2000).fit(_embeddings(model, fit), fit.labels.numpy())
+    score = lambda f: float(probe.score(_embeddings(model, f), f.labels.numpy()))  # noqa: E731
+    return CentralRow(
+        model="linear probe (frozen embeddings, no DP)",
+        learning_rate=None,
+        head_learning_rate=None,
+        validation_accuracy=score(validation),
+        test_accuracy=score(test),
+        epsilon=None,
+        steps=0,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _adapter(
+    model: FFAClassifier,
+    start: np.ndarray,
+    fit: Features,
+    validation: Features,
+    test: Features,
+    config: CentralConfig,
+    *,
+    learning_rate: float,
+    dp: DPSettings | None,
+) -> CentralRow:
+    """The adapter and head trained in one place for `config.total_steps` steps of the federation's batch."""
+    fed = config.federation
+    local = LocalConfig(
+        steps=config.total_steps,
+        batch_size=min(fed.batch_size, len(fit)),
+        learning_rate=learning_rate,
+        head_learning_rate=fed.head_learning_rate,
+        insecure_seed=fed.seed,
+        threads=fed.threads,
+        progress=False,
+        dp=dp,
+    )
+    started = time.perf_counter()
+    result = train_local(model, fit, global_vector=start, config=local, evaluation=validation)
+    model.load_global(start + result.delta)
+    return CentralRow(
+        model="FFA-LoRA adapter, no DP" if dp is None else f"FFA-LoRA adapter, DP-SGD epsilon {dp.epsilon:g}",
+        learning_rate=learning_rate,
+        head_learning_rate=fed.head_learning_rate,
+        validation_accuracy=result.accuracy_after,
+        test_accuracy=evaluate(model, test)[1],
+        epsilon=result.epsilon,
+        steps=config.total_steps,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def report(config: CentralConfig, rows: list[CentralRow], majority: float) -> str:
+    fed = config.federation
+    columns = [
+        ("model", "model"),
+        ("learning_rate", "lr (adapter)"),
+        ("head_learning_rate", "lr (head)"),
+        ("validation_accuracy", "validation accuracy"),
+        ("test_accuracy", "test accuracy"),
+        ("epsilon", "epsilon"),
+        ("steps", "steps"),
+        ("seconds", "seconds"),
+    ]
+    return (
+        "# The centralised yardstick\n\n"
+        f"`fedlora experiment central`: {fed.task}, the union of the training pool ({fed.max_train_examples} "
+        f"snippets at most, a tenth of it held out to choose the no-DP learning rate among "
+        f"{', '.join(f'{lr:g}' for lr in config.learning_rates)}), MiniLM with FFA-LoRA rank {fed.rank} on "
+        f"`{', '.join(fed.target_modules)}` of layers {fed.layers_to_transform}, {config.total_steps} steps "
+        f"of batch {fed.batch_size} (the federation's {fed.hospitals} hospitals x {fed.rounds} rounds x "
+        f"{fed.steps} steps), sequences of {fed.max_seq_length} tokens, seed {fed.seed}. Test set: "
+        f"{fed.max_test_examples} held-out snippets (majority class {majority:.3f}).\n\n"
+        + markdown_table([asdict(r) for r in rows], columns)
+    )
+
+
+def with_federation(config: CentralConfig, **changes: Any) -> CentralConfig:
+    return replace(config, federation=replace(config.federation, **changes))
