@@ -261,13 +261,18 @@ def generators(insecure_seed: int | None) -> tuple[torch.Generator, torch.Genera
 
 
 def parameter_groups(model: FFAClassifier, config: LocalConfig) -> list[dict[str, object]]:
-    """The optimiser's parameter groups: the head's weight at `head_learning_rate`, the rest (the adapter
-    and the head's bias) at `learning_rate`. The bias keeps the adapter's rate: its curvature does not
-    shrink with the embedding's coordinates, and at the weight's rate a step would overshoot it."""
-    weight = model.head.weight
-    rest = [p for p in model.trainable_parameters() if p is not weight]
+    """The optimiser's parameter groups, in the model's parameter order (DP-SGD draws its noise in that
+    order): the adapter and the head's bias at `learning_rate`, the head's weight at `head_learning_rate`.
+    The bias keeps the adapter's rate: its curvature does not shrink with the embedding's coordinates, and at
+    the weight's rate its steps overshoot."""
+    weight, bias = model.head.weight, model.head.bias
+    adapter = [p for p in model.trainable_parameters() if p is not weight and p is not bias]
     head_lr = config.head_learning_rate if config.head_learning_rate is not None else config.learning_rate
-    return [{"params": rest, "lr": config.learning_rate}, {"params": [weight], "lr": head_lr}]
+    return [
+        {"params": adapter, "lr": config.learning_rate},
+        {"params": [weight], "lr": head_lr},
+        {"params": [bias], "lr": config.learning_rate},
+    ]
 
 
 def train_local(
