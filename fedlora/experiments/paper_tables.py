@@ -175,6 +175,8 @@ class TableConfig:
         fields = dict(values)
         if "seed" in fields:  # written before tables ran several seeds
             fields["seeds"] = (fields.pop("seed"),)
+        # Written before the head had its own rate: those tables ran the head at the adapter's rate.
+        fields.setdefault("head_learning_rate", None)
         for name in ("methods", "epsilons", "partitions", "ranks", "alphas", "seeds"):
             if name in fields:
                 fields[name] = tuple(fields[name])

@@ -87,6 +87,8 @@ class SimSettings:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SimSettings:
         fields_ = dict(values)
+        # Written before the head had its own rate: those runs trained the head at the adapter's rate.
+        fields_.setdefault("head_learning_rate", None)
         if fields_.get("layers_to_transform") is not None:  # a JSON list
             fields_["layers_to_transform"] = tuple(fields_["layers_to_transform"])
         return cls(**fields_)

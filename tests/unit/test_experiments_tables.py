@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from client_agent.recipe import HEAD_LEARNING_RATE
 from fedlora.cli import app
 from fedlora.experiments import EXPERIMENTS
 from fedlora.experiments.paper_tables import (
@@ -142,6 +143,17 @@ def test_a_config_written_with_one_seed_reads_back_as_that_seed(tmp_path: Path) 
     written["config"]["seed"] = 4
     path.write_text(json.dumps(written))
     assert read_config(path) == replace(TableConfig.default("rank"), seeds=(4,))
+
+
+def test_a_config_written_before_the_head_had_its_own_rate_reruns_the_old_recipe(tmp_path: Path) -> None:
+    """A table's config.json from before `head_learning_rate` ran the head at the adapter's rate, and a rerun
+    from it must too (None), not the new default."""
+    path = write_config(TableConfig.default("privacy"), tmp_path / "config.json", hospitals={})
+    written = json.loads(path.read_text())
+    assert written["config"]["head_learning_rate"] == HEAD_LEARNING_RATE
+    del written["config"]["head_learning_rate"]
+    path.write_text(json.dumps(written))
+    assert read_config(path) == replace(TableConfig.default("privacy"), head_learning_rate=None)
 
 
 def _rows() -> list[Row]:
