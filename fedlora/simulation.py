@@ -253,6 +253,32 @@ def prepared_data(config: SimulationConfig) -> tuple[FederationSpec, Dataset, Da
     return spec, train, test, list(parts)
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """What a baseline of a run trains from: the run's spec, a model for it, the encoded train and test
+    sets, each hospital's indices into the train set and the adapter's version-0 vector."""
+
+    spec: FederationSpec
+    model: FFAClassifier
+    train: Features
+    test: Features
+    parts: list[np.ndarray]
+    start: np.ndarray
+
+
+def prepared_run(config: SimulationConfig) -> PreparedRun:
+    """`prepared_data` with the model built and both sets encoded, as the run's hospitals encode them."""
+    torch.set_num_threads(config.threads)
+    spec, train, test, parts = prepared_data(config)
+    model_path = config.model_path or default_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
+    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length)
+    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length)
+    start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
+    return PreparedRun(spec, model, train_features, test_features, parts, start)
+
+
 def _deidentified(dataset: Dataset, deidentifier: Deidentifier) -> Dataset:
     texts, _ = deidentifier.deidentify_many(dataset.texts)
     return Dataset(texts, dataset.labels, dataset.label_names, dataset.name, dataset.meta)

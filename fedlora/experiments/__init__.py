@@ -55,14 +55,19 @@ def on_engine(settings: SimSettings, engine: Engine) -> SimSettings:
     return replace(settings, engine=engine.name, ray_address=engine.ray_address)
 
 
+def in_process_only(name: str, what: str, engine: Engine) -> None:
+    """Refuse an engine other than `process` for an experiment that does not run `fedlora simulate`."""
+    if engine.name != "process":
+        raise ExperimentEngineError(
+            f"{name} {what} in one process; engine {engine.name!r} applies to the experiments built on "
+            "`fedlora simulate`"
+        )
+
+
 def _vit_baseline(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
     from fedlora.experiments.vit_baseline import ViTBaselineConfig, run_vit_baseline
 
-    if engine.name != "process":
-        raise ExperimentEngineError(
-            f"vit-baseline trains its own small federation in one process; engine {engine.name!r} applies "
-            "to the experiments built on `fedlora simulate`"
-        )
+    in_process_only("vit-baseline", "trains its own small federation", engine)
     config = ViTBaselineConfig.quick() if quick else ViTBaselineConfig()
     return run_vit_baseline(config, out_dir).files["markdown"]
 
@@ -110,11 +115,7 @@ def _clair(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
 def _central(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
     from fedlora.experiments.central import CentralConfig, run_central
 
-    if engine.name != "process":
-        raise ExperimentEngineError(
-            f"central trains one model in one process; engine {engine.name!r} applies to the experiments "
-            "built on `fedlora simulate`"
-        )
+    in_process_only("central", "trains one model", engine)
     config = CentralConfig.quick() if quick else CentralConfig()
     return run_central(config, out_dir)[1]["markdown"]
 

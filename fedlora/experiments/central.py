@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
-from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.model import FFAClassifier
 from client_agent.train import DPSettings, Features, LocalConfig, evaluate, train_local
 from fedlora.experiments.sim_report import markdown_table, write_csv
-from fedlora.simulation import SimulationConfig, encoded, prepared_data
+from fedlora.simulation import SimulationConfig, prepared_run
 
 
 @dataclass(frozen=True)
@@ -107,15 +106,9 @@ def run_central(config: CentralConfig, out_dir: Path) -> tuple[list[CentralRow],
 
 def _measure(config: CentralConfig) -> tuple[list[CentralRow], float]:
     fed = config.federation
-    torch.set_num_threads(fed.threads)
-    spec, train, test, _ = prepared_data(fed)
-    model_path = fed.model_path or default_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=fed.rank)
-    pool_features = encoded(model, tokenizer, model_path, train, fed.max_seq_length)
-    test_features = encoded(model, tokenizer, model_path, test, fed.max_seq_length)
-    fit, validation = _split(pool_features, fraction=config.validation_fraction, seed=fed.seed)
-    start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
+    run = prepared_run(fed)
+    model, test_features, start = run.model, run.test, run.start
+    fit, validation = _split(run.train, fraction=config.validation_fraction, seed=fed.seed)
     majority = float(np.bincount(test_features.labels.numpy()).max() / len(test_features))
 
     rows = [_probe(model, start, fit, validation, test_features)]

@@ -13,11 +13,9 @@ from __future__ import annotations
 import warnings
 
 import torch
-from transformers import AutoTokenizer
 
-from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.train import Features, LocalConfig, evaluate, train_local
-from fedlora.simulation import SimulationConfig, encoded, hospital_names, prepared_data
+from fedlora.simulation import SimulationConfig, hospital_names, prepared_run
 from fedlora.simulation_rounds import training_seed
 
 
@@ -30,16 +28,10 @@ def local_only(config: SimulationConfig) -> list[tuple[str, float]]:
 
 
 def _train_alone(config: SimulationConfig) -> list[tuple[str, float]]:
-    torch.set_num_threads(config.threads)
-    spec, train, test, parts = prepared_data(config)
-    model_path = config.model_path or default_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
-    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length)
-    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length)
-    start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
+    run = prepared_run(config)
+    model, train_features, test_features, start = run.model, run.train, run.test, run.start
     results = []
-    for index, (name, part) in enumerate(zip(hospital_names(config.hospitals), parts, strict=True)):
+    for index, (name, part) in enumerate(zip(hospital_names(config.hospitals), run.parts, strict=True)):
         idx = torch.as_tensor(part)
         own = Features(train_features.hidden[idx], train_features.mask[idx], train_features.labels[idx])
         vector = start.copy()
