@@ -28,6 +28,9 @@ def _config(tmp_path, model_dir, **overrides):
         steps=8,
         batch_size=16,
         learning_rate=2.0,
+        # The head at the adapter's rate: these runs check aggregation, masking and CLAIR's flags on the
+        # tiny model, whose deltas were sized for that rate (the recipe's is tests/unit/test_recipe.py's).
+        head_learning_rate=None,
         max_train_examples=240,
         max_test_examples=64,
         epsilon=None,
