@@ -227,7 +227,7 @@ def report(config: CentralConfig, rows: list[CentralRow], majority: float) -> st
         f"snippets at most, a tenth of it held out to choose the no-DP learning rate among "
         f"{', '.join(f'{lr:g}' for lr in config.learning_rates)}), MiniLM with FFA-LoRA rank {fed.rank} on "
         f"`{', '.join(fed.target_modules)}` of layers {fed.layers_to_transform}, {config.total_steps} steps "
-        f"of batch {fed.batch_size} (the federation's {fed.hospitals} hospitals x {fed.rounds} rounds x "
+        f"of batch {fed.batch_size} (the federation: {fed.hospitals} hospitals x {fed.rounds} rounds x "
         f"{fed.steps} steps), sequences of {fed.max_seq_length} tokens, seed {fed.seed}. Test set: "
         f"{fed.max_test_examples} held-out snippets (majority class {majority:.3f}).\n\n"
         + markdown_table([asdict(r) for r in rows], columns)
