@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import regex
+
 import spacy
 from drug_named_entity_recognition import find_drugs
 from presidio_analyzer import (
@@ -38,12 +40,14 @@ from presidio_analyzer.predefined_recognizers import (
     IpRecognizer,
     PhoneRecognizer,
     SpacyRecognizer,
+    UrlRecognizer,
     UsSsnRecognizer,
 )
 from spacy.language import Language
 from spacy.pipeline import Lemmatizer
 from spacy.tokens import Token
 
+from client_agent.deid_context import case_normalised, context_recognizers
 from client_agent.deid_rules import EPONYMS, STOP_WORDS, RuleFinder, looks_like_verb
 from client_agent.phi import PHI, PLACEHOLDER, DeidError, PHIFinder, Span
 
@@ -63,6 +67,7 @@ _ENTITY_PHI: dict[str, tuple[PHI, int]] = {
     "ACCOUNT": (PHI.ID, 77),
     "AGE_OVER_89": (PHI.AGE, 76),
     "TITLED_NAME": (PHI.NAME, 74),
+    "COMMA_NAME": (PHI.NAME, 74),
     "DATE_TIME": (PHI.DATE, 50),
     "PERSON": (PHI.NAME, 40),
     "SUBJECT_NAME": (PHI.NAME, 40),
@@ -87,7 +92,11 @@ _ENTITY_PHI.update({f"RULE_{kind}": (kind, _KIND_RANK[kind] - 1) for kind in PHI
 _FACILITY_HEAD = (
     r"(?:Hospital|Medical[ \t]+Cent(?:er|re)|Health[ \t]+(?:Cent(?:er|re)|System|Service)|Clinic|Infirmary|"
     r"Hospice|Nursing[ \t]+Home|Rehabilitation[ \t]+Cent(?:er|re)|Care[ \t]+Cent(?:er|re)|Urgent[ \t]+Care|"
-    r"Dialysis[ \t]+(?:Unit|Cent(?:er|re))|Behavioral[ \t]+Health|Children['’]s|Medical[ \t]+Group|General)"
+    r"Dialysis[ \t]+(?:Unit|Cent(?:er|re))|Behavioral[ \t]+Health|Children['’]s|Medical[ \t]+Group|General|"
+    r"Women['’]s[ \t]+Health|Pediatrics|Paediatrics|Family[ \t]+(?:Medicine|Practice)|Medical[ \t]+Associates|"
+    r"Surgery[ \t]+Cent(?:er|re)|Surgical[ \t]+Cent(?:er|re)|Cancer[ \t]+Cent(?:er|re)|Imaging[ \t]+Cent(?:er|re)|"
+    r"Memorial|Health[ \t]+Partners|Physicians|Memory[ \t]+Care|Skilled[ \t]+Nursing(?:[ \t]+Facility)?|"
+    r"Assisted[ \t]+Living|Rehab(?:[ \t]+Cent(?:er|re))?|Dialysis|H[oô]pital)"
 )
 # Presidio compiles patterns with the `regex` module: \p{Lu} is any capital, and lookbehinds may vary.
 _CAP = r"\p{Lu}[\w'’-]*"
@@ -98,6 +107,13 @@ _PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|mac)"
 _NUMBER_WORD = r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen)"
 _TITLE = r"(?i:dr|mr|mrs|ms|mx|miss|prof|nurse)\.?"
 _NAME_LABEL = r"(?i:patient|pt|name|dictated[ \t]+by|signed(?:[ \t]+by)?|attending|guardian|caregiver)"
+# A line's label naming a person's role ("REF PHYS:", "PT NAME", "Emergency contact:"); the name after it.
+_ROLE_LABEL = (
+    r"(?i:(?:pt|patient)(?:['’]s)?(?:[ \t]+name)?|name|(?:ref(?:erring)?|attending|admitting|primary)[ \t]+"
+    r"(?:phys(?:ician)?|dr|doctor|md|provider|clinician)|ref[ \t]+by|attending|physician|provider|pcp|nurse|"
+    r"rn|np|surgeon|resident|fellow|(?:emergency[ \t]+)?contact|nok|next[ \t]+of[ \t]+kin|guardian|"
+    r"caregiver|informant|interpreter|dictated[ \t]+by|signed(?:[ \t]+by)?|cc|author|seen[ \t]+by)"
+)
 _NOT_A_NAME = (
     r"(?!(?i:a|an|the|my|our|your|his|her|their|not|to|in|on|at|by|for|from|with|and|or|no|yes|it|this|that|is|was|"
     r"has|had|who|will|just|also|here|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt)\b)"
@@ -151,8 +167,9 @@ def _our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "CUED_FACILITY",
             "facility after a transfer verb",
-            r"(?<=\b(?i:transferred|admitted|discharged|moved|referred|sent|seen|treated|followed)[ \t](?:from|to|at)[ \t])"
-            rf"(?:the[ \t]+)?(?!{_TITLE}[ \t]){_CAP}(?:[ \t]+(?:and[ \t]+|of[ \t]+)?{_CAP}){{0,4}}",
+            r"(?<=\b(?i:transfer(?:red)?|admitted|discharged|moved|referred|sent|seen|treated|followed|"
+            r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?)[ \t](?i:from|to|at)[ \t])"
+            rf"(?:the[ \t]+)?(?:(?i:st|saint)\.?[ \t]+)?(?!{_TITLE}[ \t]){_CAP}(?:[ \t]+(?:and[ \t]+|of[ \t]+)?{_CAP}){{0,4}}",
             0.5,
         ),
         _pattern(
@@ -161,7 +178,9 @@ def _our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "ADDRESS",
             "street address",
-            rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_CAP}[ \t]+){{1,4}}{_STREET_SUFFIX}(?:,?[ \t]+(?i:apt|suite|unit|#)\.?[ \t]*\w+)?",
+            rf"\b(?:(?i:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{1,6}}[A-Za-z]?[ \t]+"
+            rf"(?:[NSEW]\.?[ \t]+)?(?:{_CAP}[ \t]+){{1,4}}{_STREET_SUFFIX}"
+            r"(?:,?[ \t]*(?:(?i:apt|suite|unit|flat)\.?[ \t]*|\#[ \t]*)\w+)?",
             0.7,
         ),
         _pattern(
@@ -223,6 +242,14 @@ def _our_patterns() -> list[EntityRecognizer]:
             rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}",
             0.5,
         ),
+        _pattern(
+            "TITLED_NAME",
+            "name after a person's role as a label",
+            rf"(?<=(?:^|\||[ \t]{{2}})[ \t]*{_ROLE_LABEL}[ \t]*[:#-]?[ \t]+)"
+            rf"(?:{_NAME_WORD}(?:[ \t]+{_NAME_WORD})?,[ \t]*{_NAME_WORD}(?:[ \t]+{_NAME_WORD})?|{name})",
+            0.6,
+        ),
+        _pattern("COMMA_NAME", "surname, given name", rf"\b{_NAME_WORD},[ \t]*{_NAME_WORD}\b(?![ \t]*:)", 0.5),
         _pattern(
             "TITLED_NAME",
             "name before a credential",
@@ -405,13 +432,27 @@ class PresidioFinder(PHIFinder):
             UsSsnRecognizer(),
             IpRecognizer(),
             DateRecognizer(),
-            *([_RuleRecognizer(), _SubjectNameRecognizer(english), *_our_patterns()] if ours else []),
+            UrlRecognizer(),
+            *(
+                [_RuleRecognizer(), _SubjectNameRecognizer(english), *_our_patterns(), *context_recognizers()]
+                if ours
+                else []
+            ),
         ):
             registry.add_recognizer(recognizer)
+        self._word_forms = english | _inflected_words(nlp)
+        self._ours = ours
         self._threshold = score_threshold
         self._engine = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
 
     def candidates(self, text: str) -> list[Span]:
+        """What the analyzer finds in the text and, where a line is all capitals or all lower case, in
+        its case-normalised copy (same offsets)."""
+        spans = self._spans(text)
+        normalised = case_normalised(text, self._word_forms) if self._ours else text
+        return spans + self._spans(normalised) if normalised != text else spans
+
+    def _spans(self, text: str) -> list[Span]:
         found = self._engine.analyze(text, language="en", score_threshold=self._threshold)
         spans = []
         for result in found:
@@ -421,6 +462,10 @@ class PresidioFinder(PHIFinder):
                 start = _after_title(text, start, end)
                 if result.entity_type == "TITLED_NAME" and _not_a_name(text[start:end], self._not_nouns):
                     continue
+                if result.entity_type == "COMMA_NAME" and self._common_words(text[start:end]):
+                    continue
+                if self._ours:
+                    end = self._name_end(text, end)
             if result.entity_type == "CUED_FACILITY" and _not_a_place(text[start:end], self._english):
                 continue
             if result.entity_type in _NER_ENTITIES and _implausible(text[start:end], result.entity_type):
@@ -428,6 +473,20 @@ class PresidioFinder(PHIFinder):
             if end > start:
                 spans.append(Span(start, end, kind, priority))
         return spans
+
+    def _common_words(self, value: str) -> bool:
+        """A "Surname, Given" candidate with an English word or a drug in it ("Nausea, Vomiting")."""
+        words = [w.strip(" ,") for w in value.split(",")]
+        return any(w.lower() in self._word_forms or w in _NOT_NAMES for w in words) or bool(
+            find_drugs(words, is_ignore_case=True)
+        )
+
+    def _name_end(self, text: str, end: int) -> int:
+        """A name's end moved past the capitalised words after it that are not English words: the second
+        half of a double surname ("Villanueva Soto") that NER left out."""
+        while (match := _NEXT_WORD.match(text, end)) and not self._common_words(match.group(1)):
+            end = match.end()
+        return end
 
     def find(self, text: str) -> list[Span]:
         """The union of overlapping candidates, typed by the highest-priority one; placeholders kept."""
@@ -449,6 +508,21 @@ _LEADING_TITLE = re.compile(
     r"(?i:(?:dear|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt|daughter|son|wife|husband|niece|nephew|mother|"
     r"father|sister|brother|caregiver|partner|spouse)\.?,?[ \t]+)+"
 )
+
+
+_NEXT_WORD = regex.compile(r"[ \t]+(\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)?)\b(?![ \t]*:)")
+
+
+def _inflected_words(nlp: Language) -> frozenset[str]:
+    """Irregular forms from spaCy's lemmatizer ("came", "told") and its stop words."""
+    words: set[str] = set(nlp.Defaults.stop_words)
+    lemmatizer = nlp.get_pipe("lemmatizer") if "lemmatizer" in nlp.pipe_names else None
+    if isinstance(lemmatizer, Lemmatizer) and lemmatizer.lookups.has_table("lemma_exc"):
+        table = lemmatizer.lookups.get_table("lemma_exc")
+        for pos in ("noun", "verb", "adj", "adv"):
+            if pos in table:
+                words.update(table[pos])
+    return frozenset(words)
 
 
 def _after_title(text: str, start: int, end: int) -> int:

@@ -1,0 +1,172 @@
+"""Presidio recognisers for identifiers that only their context or their case gives away.
+
+A bare "483-5890", "95764-216" or "9/21" is a phone number, a record number or a date only beside a word
+that says so ("call", "chart", "discharged"): each is a Presidio ``PatternRecognizer`` whose score stays
+under the finder's threshold unless Presidio's context enhancer finds one of its context words before it.
+A note written in capitals ("TRANSFER FROM MERCY VALLEY MEDICAL CENTER") or in lower case ("bed 12 is juan
+pablo") hides names from spaCy's NER and from patterns that key on a capital: :func:`case_normalised`
+writes such lines in title case, offsets unchanged, for a second pass of the analyzer.
+"""
+
+from __future__ import annotations
+
+import re
+
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
+
+# Under the default threshold (0.3) alone; Presidio adds 0.35 when a context word comes before the value.
+_CONTEXT_ONLY = 0.1
+
+_STATE_NAMES = (
+    r"Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|Florida|Georgia|Hawaii|Idaho|"
+    r"Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|Massachusetts|Michigan|Minnesota|"
+    r"Mississippi|Missouri|Montana|Nebraska|Nevada|New[ \t]+Hampshire|New[ \t]+Jersey|New[ \t]+Mexico|"
+    r"New[ \t]+York|North[ \t]+Carolina|North[ \t]+Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode[ \t]+Island|"
+    r"South[ \t]+Carolina|South[ \t]+Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|"
+    r"West[ \t]+Virginia|Wisconsin|Wyoming"
+)
+_STATE_CODES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|"
+    "OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC"
+)
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+# A month in capitals ("MAR 08 2023", "14TH OF JANUARY"), whole or cut to three or four letters.
+_MONTH_CAPS = "|".join([m.upper() for m in _MONTHS] + [m[:3].upper() for m in _MONTHS] + ["SEPT"])
+_MONTH_TITLE = "|".join([m[:3] for m in _MONTHS] + ["Sept"])
+_DAY_WORD = r"(?:[12]\d|3[01]|0?[1-9])(?:ST|ND|RD|TH|st|nd|rd|th)?"
+_PLACE_WORD = r"\p{Lu}\p{Ll}+(?:['’]\p{Ll}+)?"
+_ZIP = r"\d{5}(?:-\d{4})?(?![\w-])"
+# A value made of letter/digit groups joined by dashes or spaces, at least one digit ("35A-8807-26").
+_CODE = r"(?<![\w-])(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
+_MIXED = r"(?<![\w-])(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{5,9}(?![\w-])"
+
+
+def _recognizer(entity: str, name: str, regex: str, score: float, context: list[str] | None = None) -> PatternRecognizer:
+    return PatternRecognizer(
+        supported_entity=entity,
+        name=name,
+        patterns=[Pattern(name, regex, score)],
+        context=context,
+        global_regex_flags=re.MULTILINE,
+    )
+
+
+def context_recognizers() -> list[EntityRecognizer]:
+    """Numbers, dates, ages and places told apart by a neighbouring word or their shape."""
+    street_suffix = (
+        r"(?:street|st|road|rd|avenue|ave|lane|ln|drive|dr|boulevard|blvd|court|ct|place|pl|way|terrace|"
+        r"circle|parkway|pkwy|highway|hwy|trail|pike|crossing|square)\b\.?"
+    )
+    return [
+        _recognizer(
+            "DATE_TIME",
+            "month in capitals or before a dash",
+            rf"\b(?:{_DAY_WORD}[ \t]+(?:OF[ \t]+|of[ \t]+)?)?(?:{_MONTH_CAPS})\b\.?"
+            rf"(?:[ \t-]+{_DAY_WORD}\b)?(?:,?[ \t-]+(?:19|20)\d{{2}}\b)?(?<=\d|\d[A-Za-z]{{2}})"
+            rf"|\b(?:{_MONTH_TITLE})-\d{{1,2}}\b",
+            0.6,
+        ),
+        _recognizer(
+            "ADDRESS",
+            "street address in lower case",
+            rf"\b(?:(?:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{3,6}}[ \t]+(?:[nsew]\.?[ \t]+)?"
+            rf"(?:\p{{Ll}}+[ \t]+){{1,3}}{street_suffix}(?:,?[ \t]*(?:(?:apt|unit|suite|flat)\.?[ \t]*|\#)\w+)?",
+            0.5,
+        ),
+        _recognizer(
+            "ADDRESS",
+            "town after an address",
+            rf"(?<=(?:\b{street_suffix}|\b(?i:box|route|rr)[ \t]*\#?\d+)(?:,?[ \t]*(?:(?:apt|unit|suite|flat)\.?[ \t]*|\#)\w+)?"
+            r",?[ \t]+(?:in[ \t]+)?)(?!(?i:in|at|and|with|for)\b)\p{L}[\p{L}'’]+(?:[ \t]+\p{L}[\p{L}'’]+){0,2}(?=[ \t]*[.,;(]|[ \t]*$)",
+            0.5,
+        ),
+        _recognizer(
+            "PHONE_NUMBER",
+            "local seven-digit number",
+            r"(?<![\w/.-])\d{3}[-.]\d{4}(?![\w/-]|\.\d)",
+            _CONTEXT_ONLY,
+            ["phone", "tel", "telephone", "call", "called", "cell", "mobile", "pager", "fax", "reach", "number",
+             "contact", "home", "work", "ext", "manager", "office"],
+        ),
+        _recognizer("PHONE_NUMBER", "extension", r"\b(?i:ext(?:ension)?\.?|x)[ \t]*\d{1,6}\b(?<=\d)", 0.1,
+                    ["phone", "tel", "call", "number", "fax", "cell", "pager"]),
+        _recognizer(
+            "ACCOUNT",
+            "code after an identifier word",
+            rf"{_CODE}|{_MIXED}",
+            _CONTEXT_ONLY,
+            ["chart", "mrn", "record", "serial", "sn", "insurance", "policy", "member", "subscriber", "plan",
+             "licence", "license", "dl", "plate", "tag", "registration", "vin", "vehicle", "id", "device",
+             "model", "lot", "number", "no", "pacemaker", "dea", "npi", "implant", "medicaid", "medicare", "group"],
+        ),
+        _recognizer("ACCOUNT", "vehicle identification number",
+                    r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}\b", 0.6),
+        _recognizer(
+            "DATE_TIME",
+            "month and day",
+            r"(?<![\w/.-])(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)",
+            _CONTEXT_ONLY,
+            ["date", "discharged", "discharge", "admitted", "admission", "admit", "visit", "seen", "appointment",
+             "appt", "follow", "surgery", "since", "on", "last", "next", "dc", "until", "from", "procedure",
+             "dated", "returned", "started", "stopped", "dob", "birth", "study", "compared", "note", "prior"],
+        ),
+        _recognizer(
+            "AGE_OVER_89",
+            "age over 89 with a unit",
+            r"\b(?:9\d|1[01]\d)(?=[ \t-]*(?i:y\.[ \t]?o\.|y/o|yo\b|yrs?\b|years?[ \t-]+(?:of[ \t]+age|old)\b)"
+            r"|[ \t]?(?:[MF]|yo[MF])\b)",
+            0.6,
+        ),
+        _recognizer(
+            "ADDRESS",
+            "city before a ZIP",
+            rf"(?<![\w,])(?:{_PLACE_WORD}[ \t]+){{0,2}}{_PLACE_WORD},?[ \t]+(?:(?:{_STATE_CODES}|{_STATE_NAMES}),?[ \t]+)?{_ZIP}",
+            0.5,
+        ),
+        _recognizer("ADDRESS", "state and ZIP", rf"\b(?:{_STATE_NAMES}),?[ \t]+{_ZIP}", 0.6),
+        _recognizer(
+            "ADDRESS",
+            "rural route",
+            r"\b(?i:RR|R\.R\.|rural[ \t]+route|HC|highway[ \t]+contract)[ \t]*\#?\d+(?:[ \t,]+(?i:box)[ \t]*\#?\d+)?\b",
+            0.6,
+        ),
+    ]
+
+
+# A line is written in one case when at most this share of its letters is in the other ("100F" in chat).
+_MIXED_CASE = 0.1
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+
+
+def case_normalised(text: str, english: frozenset[str]) -> str:
+    """The text with each line written in capitals or in lower case put in title case, offsets
+    kept: a capitals line fully ("MERCY VALLEY MEDICAL CENTER" -> "Mercy Valley Medical Center"), a
+    lower-case line only in the words that are not English ("bed 12 is juan" -> "bed 12 is Juan"), so that
+    the words around a name still read as words. A word whose title case changes its length stays."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        letters = [c for c in line if c.isalpha()]
+        uppers = sum(c.isupper() for c in letters)
+        if len(letters) < 4 or _MIXED_CASE < uppers / len(letters) < 1 - _MIXED_CASE:
+            lines.append(line)
+            continue
+        upper = uppers > len(letters) / 2
+
+        def title(match: re.Match[str], upper: bool = upper) -> str:
+            word = match.group()
+            if not (word.isupper() if upper else word.islower()) or (not upper and _is_english(word, english)):
+                return word
+            titled = word[:1].upper() + word[1:].lower()
+            return titled if len(titled) == len(word) else word
+
+        lines.append(_WORD.sub(title, line))
+    return "".join(lines)
+
+
+def _is_english(word: str, english: frozenset[str]) -> bool:
+    """A word, or its stem less a plural or tense ending, in the English word list."""
+    lower = word.lower()
+    if len(lower) <= 3 or lower in english:
+        return True
+    return any(lower.endswith(end) and lower[: -len(end)] in english for end in ("s", "es", "ed", "d", "ing"))
