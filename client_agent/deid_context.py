@@ -35,7 +35,7 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 _MONTH_CAPS = "|".join([m.upper() for m in _MONTHS] + [m[:3].upper() for m in _MONTHS] + ["SEPT"])
 _MONTH_TITLE = "|".join([m[:3] for m in _MONTHS] + ["Sept"])
 _DAY_WORD = r"(?:[12]\d|3[01]|0?[1-9])(?:ST|ND|RD|TH|st|nd|rd|th)?"
-_PLACE_WORD = r"\p{Lu}\p{Ll}+(?:['’]\p{Ll}+)?"
+_PLACE_WORD = rf"(?!(?:{_STATE_NAMES})\b)\p{{Lu}}\p{{Ll}}+(?:['’]\p{{Ll}}+)?"
 _ZIP = r"\d{5}(?:-\d{4})?(?![\w-])"
 # A value made of letter/digit groups joined by dashes or spaces, at least one digit ("35A-8807-26").
 _CODE = r"(?<![\w-])(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
@@ -121,10 +121,11 @@ def context_recognizers() -> list[EntityRecognizer]:
         _recognizer(
             "ADDRESS",
             "city before a ZIP",
-            rf"(?<![\w,])(?:{_PLACE_WORD}[ \t]+){{0,2}}{_PLACE_WORD},?[ \t]+(?:(?:{_STATE_CODES}|{_STATE_NAMES}),?[ \t]+)?{_ZIP}",
+            rf"(?<![\w,])(?:{_PLACE_WORD}[ \t]+){{0,2}}{_PLACE_WORD}(?=,?[ \t]+(?:(?:{_STATE_CODES}|{_STATE_NAMES}),?[ \t]+)?{_ZIP})"
+            rf"|(?<=\b{_PLACE_WORD},?[ \t]+){_ZIP}",
             0.5,
         ),
-        _recognizer("ADDRESS", "state and ZIP", rf"\b(?:{_STATE_NAMES}),?[ \t]+{_ZIP}", 0.6),
+        _recognizer("ADDRESS", "ZIP after a state", rf"(?<=\b(?:{_STATE_NAMES}),?[ \t]+){_ZIP}", 0.6),
         _recognizer(
             "ADDRESS",
             "rural route",
@@ -134,8 +135,10 @@ def context_recognizers() -> list[EntityRecognizer]:
     ]
 
 
-# A line is written in one case when at most this share of its letters is in the other ("100F" in chat).
+# A line is in lower case when at most this share of its letters are capitals ("100F" in chat), in
+# capitals when at least this share of its words are (an IPv6 address's "db8" beside them).
 _MIXED_CASE = 0.1
+_CAPITALS_LINE = 0.6
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 
 
@@ -147,11 +150,12 @@ def case_normalised(text: str, english: frozenset[str]) -> str:
     lines = []
     for line in text.splitlines(keepends=True):
         letters = [c for c in line if c.isalpha()]
-        uppers = sum(c.isupper() for c in letters)
-        if len(letters) < 4 or _MIXED_CASE < uppers / len(letters) < 1 - _MIXED_CASE:
+        words = [w for w in _WORD.findall(line) if len(w) > 1]
+        upper = bool(words) and sum(w.isupper() for w in words) >= _CAPITALS_LINE * len(words)
+        lower = bool(letters) and sum(c.isupper() for c in letters) <= _MIXED_CASE * len(letters)
+        if len(letters) < 4 or not (upper or lower):
             lines.append(line)
             continue
-        upper = uppers > len(letters) / 2
 
         def title(match: re.Match[str], upper: bool = upper) -> str:
             word = match.group()
@@ -167,6 +171,6 @@ def case_normalised(text: str, english: frozenset[str]) -> str:
 def _is_english(word: str, english: frozenset[str]) -> bool:
     """A word, or its stem less a plural or tense ending, in the English word list."""
     lower = word.lower()
-    if len(lower) <= 3 or lower in english:
+    if len(lower) <= 2 or lower in english:
         return True
     return any(lower.endswith(end) and lower[: -len(end)] in english for end in ("s", "es", "ed", "d", "ing"))

@@ -123,7 +123,7 @@ _NOT_A_NAME = (
 _SELF_CUE = r"(?i:this[ \t]+is|my[ \t]+name[ \t]+is)"
 _PERSON_CUE = (
     r"(?i:spoke|speaking|met|talked|discussed|visited|accompanied|seen)[ \t]+(?i:with|by|to)"
-    r"|(?i:seeing|called|hi|hello|dear|sincerely|regards)"
+    r"|(?i:seeing|called|hi|hello|dear|sincerely|regards|pcp|gp)"
     r"|(?i:daughter|son|wife|husband|niece|nephew|mother|father|sister|brother|caregiver|partner|spouse)"
     r"|(?i:for|re|regarding)(?=[ \t]+\p{Lu}[\p{L}'’-]+,[ \t]*\p{Lu})"
 )
@@ -169,7 +169,8 @@ def _our_patterns() -> list[EntityRecognizer]:
             "facility after a transfer verb",
             r"(?<=\b(?i:transfer(?:red)?|admitted|discharged|moved|referred|sent|seen|treated|followed|"
             r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?)[ \t](?i:from|to|at)[ \t])"
-            rf"(?:the[ \t]+)?(?:(?i:st|saint)\.?[ \t]+)?(?!{_TITLE}[ \t]){_CAP}(?:[ \t]+(?:and[ \t]+|of[ \t]+)?{_CAP}){{0,4}}",
+            rf"(?:the[ \t]+)?(?:(?i:st|saint)\.?[ \t]+\p{{L}}+|(?!{_TITLE}[ \t]){_CAP})"
+            rf"(?:[ \t]+(?:and[ \t]+|of[ \t]+)?(?:{_CAP}|(?i:{_FACILITY_HEAD}|rehab|home))){{0,4}}",
             0.5,
         ),
         _pattern(
@@ -245,11 +246,24 @@ def _our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "TITLED_NAME",
             "name after a person's role as a label",
-            rf"(?<=(?:^|\||[ \t]{{2}})[ \t]*{_ROLE_LABEL}[ \t]*[:#-]?[ \t]+)"
+            rf"(?<=(?:^|\||[ \t]{{2}})[ \t]*{_ROLE_LABEL}[ \t]*[:#|-]?[ \t]+)"
             rf"(?:{_NAME_WORD}(?:[ \t]+{_NAME_WORD})?,[ \t]*{_NAME_WORD}(?:[ \t]+{_NAME_WORD})?|{name})",
             0.6,
         ),
         _pattern("COMMA_NAME", "surname, given name", rf"\b{_NAME_WORD},[ \t]*{_NAME_WORD}\b(?![ \t]*:)", 0.5),
+        _pattern(
+            "COMMA_NAME",
+            "SURNAME, GIVEN in capitals",
+            rf"\b{_CAPS_WORD}(?:[ \t]+{_CAPS_WORD})?,[ \t]*{_CAPS_WORD}(?:[ \t]+{_CAPS_WORD})?\b(?![ \t]*:)(?<=(?:\p{{L}}[^\p{{L}}]*){{8}})",
+            0.5,
+        ),
+        _pattern(
+            "ADDRESS",
+            "town after a facility",
+            rf"(?<=\b(?:{_FACILITY_HEAD}|Clinic)[ \t]+(?i:in|at)[ \t]+)"
+            r"\p{Lu}[\p{L}'’-]+(?:[ \t]+(?:\p{Lu}|d['’])[\p{L}'’-]+){0,2}",
+            0.5,
+        ),
         _pattern(
             "TITLED_NAME",
             "name before a credential",
@@ -448,14 +462,16 @@ class PresidioFinder(PHIFinder):
     def candidates(self, text: str) -> list[Span]:
         """What the analyzer finds in the text and, where a line is all capitals or all lower case, in
         its case-normalised copy (same offsets)."""
-        spans = self._spans(text)
+        spans = self._spans(text, normalised=False)
         normalised = case_normalised(text, self._word_forms) if self._ours else text
-        return spans + self._spans(normalised) if normalised != text else spans
+        return spans + self._spans(normalised, normalised=True) if normalised != text else spans
 
-    def _spans(self, text: str) -> list[Span]:
+    def _spans(self, text: str, *, normalised: bool) -> list[Span]:
         found = self._engine.analyze(text, language="en", score_threshold=self._threshold)
         spans = []
         for result in found:
+            if normalised and result.entity_type == "SUBJECT_NAME":
+                continue  # every unknown word of a lower-case line is capitalised there, drugs included
             kind, priority = _ENTITY_PHI[result.entity_type]
             start, end = _trimmed(text, result.start, result.end)
             if kind is PHI.NAME:
@@ -476,10 +492,11 @@ class PresidioFinder(PHIFinder):
 
     def _common_words(self, value: str) -> bool:
         """A "Surname, Given" candidate with an English word or a drug in it ("Nausea, Vomiting")."""
-        words = [w.strip(" ,") for w in value.split(",")]
-        return any(w.lower() in self._word_forms or w in _NOT_NAMES for w in words) or bool(
-            find_drugs(words, is_ignore_case=True)
-        )
+        words = [w.strip("'’") for w in re.split(r"[\s,]+", value) if w.strip("'’")]
+        return any(
+            w.lower() in self._word_forms or w.lower() in self._english or w in _NOT_NAMES or w.title() in _NOT_NAMES
+            for w in words
+        ) or bool(find_drugs(words, is_ignore_case=True))
 
     def _name_end(self, text: str, end: int) -> int:
         """A name's end moved past the capitalised words after it that are not English words: the second
@@ -510,7 +527,7 @@ _LEADING_TITLE = re.compile(
 )
 
 
-_NEXT_WORD = regex.compile(r"[ \t]+(\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)?)\b(?![ \t]*:)")
+_NEXT_WORD = regex.compile(rf"(?:[ \t]+{_PARTICLE})*[ \t]+(\p{{Lu}}\p{{Ll}}+(?:-\p{{Lu}}\p{{Ll}}+)?)\b(?![ \t]*:)")
 
 
 def _inflected_words(nlp: Language) -> frozenset[str]:
