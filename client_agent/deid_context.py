@@ -35,8 +35,12 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 _MONTH_CAPS = "|".join([m.upper() for m in _MONTHS] + [m[:3].upper() for m in _MONTHS] + ["SEPT"])
 _MONTH_TITLE = "|".join([m[:3] for m in _MONTHS] + ["Sept"])
 _DAY_WORD = r"(?:[12]\d|3[01]|0?[1-9])(?:ST|ND|RD|TH|st|nd|rd|th)?"
+# Top-level domains, in lower case only ("weeks.My" is two sentences).
+_TLDS = "com|org|net|edu|gov|info|io|me|ly|co|us|uk|ca|au|de|fr|in|ng|za|nz|ie"
+# What follows a number that is a dose or a duration, not a house number.
+_UNIT_WORDS = r"(?:mg|mcg|ml|g|iu|units?|mm|cc|pills?|tablets?|caps?|days?|weeks?|months?|years?|times?|hours?)\b"
 _PLACE_WORD = rf"(?!(?:{_STATE_NAMES})\b)\p{{Lu}}\p{{Ll}}+(?:['’]\p{{Ll}}+)?"
-_ZIP = r"\d{5}(?:-\d{4})?(?![\w-])"
+_ZIP = r"\d{5}(?:-\d{4})?(?![\w-]|[ \t]*\d)"  # "07700 900123" is a phone number
 # A value made of letter/digit groups joined by dashes or spaces, at least one digit ("35A-8807-26").
 _CODE = r"(?<![\w-])(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
 _MIXED = r"(?<![\w-])(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{5,9}(?![\w-])"
@@ -60,6 +64,12 @@ def context_recognizers() -> list[EntityRecognizer]:
     )
     return [
         _recognizer(
+            "URL",
+            "web address without a scheme",
+            rf"(?<![\w@.-])(?:[a-z0-9-]+\.)+(?:{_TLDS})\b(?:/[^\s<>\"')\]]*[\w/])?",
+            0.6,
+        ),
+        _recognizer(
             "DATE_TIME",
             "month in capitals or before a dash",
             rf"\b(?:{_DAY_WORD}[ \t]+(?:OF[ \t]+|of[ \t]+)?)?(?:{_MONTH_CAPS})\b\.?"
@@ -70,14 +80,14 @@ def context_recognizers() -> list[EntityRecognizer]:
         _recognizer(
             "ADDRESS",
             "street address in lower case",
-            rf"\b(?:(?:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{3,6}}[ \t]+(?:[nsew]\.?[ \t]+)?"
+            rf"\b(?:(?:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{3,6}}[ \t]+(?!{_UNIT_WORDS})(?:[nsew]\.?[ \t]+)?"
             rf"(?:\p{{Ll}}+[ \t]+){{1,3}}{street_suffix}(?:,?[ \t]*(?:(?:apt|unit|suite|flat)\.?[ \t]*|\#)\w+)?",
             0.5,
         ),
         _recognizer(
             "ADDRESS",
             "town after an address",
-            rf"(?<=(?:\b{street_suffix}|\b(?i:box|route|rr)[ \t]*\#?\d+)(?:,?[ \t]*(?:(?:apt|unit|suite|flat)\.?[ \t]*|\#)\w+)?"
+            rf"(?<=(?:\b\d{{1,6}}[ \t]+(?:\S+[ \t]+){{1,4}}{street_suffix}|\b(?i:box|route|rr)[ \t]*\#?\d+)(?:,?[ \t]*(?:(?:apt|unit|suite|flat)\.?[ \t]*|\#)\w+)?"
             r",?[ \t]+(?:in[ \t]+)?)(?!(?i:in|at|and|with|for)\b)\p{L}[\p{L}'’]+(?:[ \t]+\p{L}[\p{L}'’]+){0,2}(?=[ \t]*[.,;(]|[ \t]*$)",
             0.5,
         ),
@@ -96,20 +106,20 @@ def context_recognizers() -> list[EntityRecognizer]:
             "code after an identifier word",
             rf"{_CODE}|{_MIXED}",
             _CONTEXT_ONLY,
-            ["chart", "mrn", "record", "serial", "sn", "insurance", "policy", "member", "subscriber", "plan",
-             "licence", "license", "dl", "plate", "tag", "registration", "vin", "vehicle", "id", "device",
-             "model", "lot", "number", "no", "pacemaker", "dea", "npi", "implant", "medicaid", "medicare", "group"],
+            ["chart", "mrn", "record", "serial", "insurance", "policy", "member", "subscriber", "licence",
+             "license", "plate", "registration", "vin", "vehicle", "device", "pacemaker", "dea", "npi", "implant", "medicaid", "medicare", "group"],
         ),
         _recognizer("ACCOUNT", "vehicle identification number",
                     r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}\b", 0.6),
         _recognizer(
             "DATE_TIME",
             "month and day",
-            r"(?<![\w/.-])(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)",
+            r"(?<![\w/.-])(?<!(?i:pain|score|scale|rated|level)[ \t:]{1,3})"
+            r"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)",  # "7/10" is a rating
             _CONTEXT_ONLY,
-            ["date", "discharged", "discharge", "admitted", "admission", "admit", "visit", "seen", "appointment",
-             "appt", "follow", "surgery", "since", "on", "last", "next", "dc", "until", "from", "procedure",
-             "dated", "returned", "started", "stopped", "dob", "birth", "study", "compared", "note", "prior"],
+            ["date", "discharged", "discharge", "admitted", "admission", "visit", "seen", "appointment", "appt",
+             "surgery", "procedure", "dated", "returned", "started", "stopped", "dob", "birth", "study",
+             "compared", "note", "prior"],
         ),
         _recognizer(
             "AGE_OVER_89",
@@ -170,7 +180,9 @@ def case_normalised(text: str, english: frozenset[str]) -> str:
 
 def _is_english(word: str, english: frozenset[str]) -> bool:
     """A word, or its stem less a plural or tense ending, in the English word list."""
-    lower = word.lower()
+    lower = re.split(r"['’]", word.lower())[0]  # "you'll", "doctor's"
     if len(lower) <= 2 or lower in english:
+        return True
+    if lower.endswith("ies") and lower[:-3] + "y" in english:
         return True
     return any(lower.endswith(end) and lower[: -len(end)] in english for end in ("s", "es", "ed", "d", "ing"))

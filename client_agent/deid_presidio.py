@@ -40,7 +40,6 @@ from presidio_analyzer.predefined_recognizers import (
     IpRecognizer,
     PhoneRecognizer,
     SpacyRecognizer,
-    UrlRecognizer,
     UsSsnRecognizer,
 )
 from spacy.language import Language
@@ -247,7 +246,8 @@ def _our_patterns() -> list[EntityRecognizer]:
             "TITLED_NAME",
             "name after a person's role as a label",
             rf"(?<=(?:^|\||[ \t]{{2}})[ \t]*{_ROLE_LABEL}[ \t]*[:#|-]?[ \t]+)"
-            rf"(?:{_NAME_WORD}(?:[ \t]+{_NAME_WORD})?,[ \t]*{_NAME_WORD}(?:[ \t]+{_NAME_WORD})?|{name})",
+            rf"(?:{_NAME_WORD}(?:[ ]{_NAME_WORD})?,[ \t]*{_NAME_WORD}(?:[ ]{_NAME_WORD})?"
+            rf"|{_NAME_WORD}(?:[ ](?:{_PARTICLE}[ ])*{_NAME_WORD}){{0,3}})\b(?!:)",
             0.6,
         ),
         _pattern("COMMA_NAME", "surname, given name", rf"\b{_NAME_WORD},[ \t]*{_NAME_WORD}\b(?![ \t]*:)", 0.5),
@@ -446,7 +446,6 @@ class PresidioFinder(PHIFinder):
             UsSsnRecognizer(),
             IpRecognizer(),
             DateRecognizer(),
-            UrlRecognizer(),
             *(
                 [_RuleRecognizer(), _SubjectNameRecognizer(english), *_our_patterns(), *context_recognizers()]
                 if ours
@@ -462,16 +461,16 @@ class PresidioFinder(PHIFinder):
     def candidates(self, text: str) -> list[Span]:
         """What the analyzer finds in the text and, where a line is all capitals or all lower case, in
         its case-normalised copy (same offsets)."""
-        spans = self._spans(text, normalised=False)
+        spans = self._spans(text)
         normalised = case_normalised(text, self._word_forms) if self._ours else text
-        return spans + self._spans(normalised, normalised=True) if normalised != text else spans
+        return spans + self._spans(normalised, original=text) if normalised != text else spans
 
-    def _spans(self, text: str, *, normalised: bool) -> list[Span]:
+    def _spans(self, text: str, *, original: str | None = None) -> list[Span]:
         found = self._engine.analyze(text, language="en", score_threshold=self._threshold)
         spans = []
         for result in found:
-            if normalised and result.entity_type == "SUBJECT_NAME":
-                continue  # every unknown word of a lower-case line is capitalised there, drugs included
+            if original is not None and not _from_recased_words(result, text, original):
+                continue
             kind, priority = _ENTITY_PHI[result.entity_type]
             start, end = _trimmed(text, result.start, result.end)
             if kind is PHI.NAME:
@@ -493,6 +492,8 @@ class PresidioFinder(PHIFinder):
     def _common_words(self, value: str) -> bool:
         """A "Surname, Given" candidate with an English word or a drug in it ("Nausea, Vomiting")."""
         words = [w.strip("'’") for w in re.split(r"[\s,]+", value) if w.strip("'’")]
+        if any(re.search(r"['’](?i:s|ll|re|ve|d|t|m)$", w) for w in words):
+            return True  # "SSRI's, SSNRI's", "tries, you'll"
         return any(
             w.lower() in self._word_forms or w.lower() in self._english or w in _NOT_NAMES or w.title() in _NOT_NAMES
             for w in words
@@ -527,6 +528,24 @@ _LEADING_TITLE = re.compile(
 )
 
 
+def _from_recased_words(result: RecognizerResult, text: str, original: str) -> bool:
+    """Whether a span of the case-normalised text owes itself to the new case: a pattern's span lies on a
+    recased line; a named entity's words were all recased but for particles ("Fatima Zahra el Amrani",
+    not "Distal Bicep" from "distal bicep"). A subject is never taken from it: every unknown word of a
+    lower-case line is capitalised there, drug names included."""
+    if result.entity_type == "SUBJECT_NAME":
+        return False
+    if result.entity_type not in _NER_ENTITIES:
+        line_start = text.rfind("\n", 0, result.start) + 1
+        line_end = text.find("\n", result.end) % (len(text) + 1)
+        return text[line_start:line_end] != original[line_start:line_end]
+    words = list(_WORD_SPAN.finditer(text, result.start, result.end))
+    recased = [m.group() != original[m.start() : m.end()] for m in words]
+    return any(recased) and all(r or _PARTICLE_WORD.fullmatch(m.group()) for m, r in zip(words, recased, strict=True))
+
+
+_WORD_SPAN = regex.compile(r"\p{L}[\p{L}'’]*")
+_PARTICLE_WORD = regex.compile(_PARTICLE)
 _NEXT_WORD = regex.compile(rf"(?:[ \t]+{_PARTICLE})*[ \t]+(\p{{Lu}}\p{{Ll}}+(?:-\p{{Lu}}\p{{Ll}}+)?)\b(?![ \t]*:)")
 
 
