@@ -139,7 +139,8 @@ def context_recognizers() -> list[EntityRecognizer]:
         _recognizer(
             "ADDRESS",
             "rural route",
-            r"\b(?i:RR|R\.R\.|rural[ \t]+route|HC|highway[ \t]+contract)[ \t]*\#?\d+(?:[ \t,]+(?i:box)[ \t]*\#?\d+)?\b",
+            r"\b(?i:rural[ \t]+route|highway[ \t]+contract)[ \t]*\#?\d+(?:[ \t,]+(?i:box)[ \t]*\#?\d+)?\b"
+            r"|\b(?i:RR|R\.R\.|HC)[ \t]*\#?\d+[ \t,]+(?i:box)[ \t]*\#?\d+\b",  # "RR 18" alone is a breathing rate
             0.6,
         ),
     ]

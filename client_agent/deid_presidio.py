@@ -113,6 +113,7 @@ _ROLE_LABEL = (
     r"rn|np|surgeon|resident|fellow|(?:emergency[ \t]+)?contact|nok|next[ \t]+of[ \t]+kin|guardian|"
     r"caregiver|informant|interpreter|dictated[ \t]+by|signed(?:[ \t]+by)?|cc|author|seen[ \t]+by)"
 )
+_ROLE_RECOGNIZER = "name after a person's role as a label"
 _NOT_A_NAME = (
     r"(?!(?i:a|an|the|my|our|your|his|her|their|not|to|in|on|at|by|for|from|with|and|or|no|yes|it|this|that|is|was|"
     r"has|had|who|will|just|also|here|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt)\b)"
@@ -244,7 +245,7 @@ def _our_patterns() -> list[EntityRecognizer]:
         ),
         _pattern(
             "TITLED_NAME",
-            "name after a person's role as a label",
+            _ROLE_RECOGNIZER,
             rf"(?<=(?:^|\||[ \t]{{2}})[ \t]*{_ROLE_LABEL}[ \t]*[:#|-]?[ \t]+)"
             rf"(?:{_NAME_WORD}(?:[ ]{_NAME_WORD})?,[ \t]*{_NAME_WORD}(?:[ ]{_NAME_WORD})?"
             rf"|{_NAME_WORD}(?:[ ](?:{_PARTICLE}[ ])*{_NAME_WORD}){{0,3}})\b(?!:)",
@@ -469,9 +470,9 @@ class PresidioFinder(PHIFinder):
         found = self._engine.analyze(text, language="en", score_threshold=self._threshold)
         spans = []
         for result in found:
-            if original is not None and not _from_recased_words(result, text, original):
-                continue
             kind, priority = _ENTITY_PHI[result.entity_type]
+            if not self._header_or_recased_ok(result, kind, text, original):
+                continue
             start, end = _trimmed(text, result.start, result.end)
             if kind is PHI.NAME:
                 start = _after_title(text, start, end)
@@ -498,6 +499,20 @@ class PresidioFinder(PHIFinder):
             w.lower() in self._word_forms or w.lower() in self._english or w in _NOT_NAMES or w.title() in _NOT_NAMES
             for w in words
         ) or bool(find_drugs(words, is_ignore_case=True))
+
+    def _header_or_recased_ok(self, result: RecognizerResult, kind: PHI, text: str, original: str | None) -> bool:
+        """Whether a span of the case-normalised pass (``original`` given) owes itself to the new case, and
+        a name found there or after a role label is more than English words ("PATIENT REGISTRATION",
+        "ED TRIAGE": a header read as a name)."""
+        if original is not None and not _from_recased_words(result, text, original):
+            return False
+        recased_name = original is not None and (result.entity_type in _NER_ENTITIES or kind is PHI.NAME)
+        by_role = result.recognition_metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY) == _ROLE_RECOGNIZER
+        return not ((recased_name or by_role) and self._all_common(result, text))
+
+    def _all_common(self, result: RecognizerResult, text: str) -> bool:
+        words = _WORD_SPAN.findall(text, result.start, result.end)
+        return all(len(w) <= 2 or self._common_words(w) for w in words)
 
     def _name_end(self, text: str, end: int) -> int:
         """A name's end moved past the capitalised words after it that are not English words: the second
