@@ -29,8 +29,20 @@ _STATE_CODES = (
     "AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|"
     "OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC"
 )
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 # A month in capitals ("MAR 08 2023", "14TH OF JANUARY"), whole or cut to three or four letters.
 _MONTH_CAPS = "|".join([m.upper() for m in _MONTHS] + [m[:3].upper() for m in _MONTHS] + ["SEPT"])
 _MONTH_TITLE = "|".join([m[:3] for m in _MONTHS] + ["Sept"])
@@ -38,7 +50,9 @@ _DAY_WORD = r"(?:[12]\d|3[01]|0?[1-9])(?:ST|ND|RD|TH|st|nd|rd|th)?"
 # Top-level domains, in lower case only ("weeks.My" is two sentences).
 _TLDS = "com|org|net|edu|gov|info|io|me|ly|co|us|uk|ca|au|de|fr|in|ng|za|nz|ie"
 # What follows a number that is a dose or a duration, not a house number.
-_UNIT_WORDS = r"(?:mg|mcg|ml|g|iu|units?|mm|cc|pills?|tablets?|caps?|days?|weeks?|months?|years?|times?|hours?)\b"
+_UNIT_WORDS = (
+    r"(?:mg|mcg|ml|g|iu|units?|mm|cc|pills?|tablets?|caps?|days?|weeks?|months?|years?|times?|hours?)\b"
+)
 _PLACE_WORD = rf"(?!(?:{_STATE_NAMES})\b)\p{{Lu}}\p{{Ll}}+(?:['’]\p{{Ll}}+)?"
 _ZIP = r"\d{5}(?:-\d{4})?(?![\w-]|[ \t]*\d)"  # "07700 900123" is a phone number
 # A value made of letter/digit groups joined by dashes or spaces, at least one digit ("35A-8807-26").
@@ -46,12 +60,14 @@ _CODE = r"(?<![\w-])(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
 _MIXED = r"(?<![\w-])(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{5,9}(?![\w-])"
 
 
-def _recognizer(entity: str, name: str, regex: str, score: float, context: list[str] | None = None) -> PatternRecognizer:
+def _recognizer(
+    entity: str, name: str, regex: str, score: float, context: list[str] | None = None
+) -> PatternRecognizer:
     return PatternRecognizer(
         supported_entity=entity,
         name=name,
         patterns=[Pattern(name, regex, score)],
-        context=context,
+        context=context or [],
         global_regex_flags=re.MULTILINE,
     )
 
@@ -96,30 +112,98 @@ def context_recognizers() -> list[EntityRecognizer]:
             "local seven-digit number",
             r"(?<![\w/.-])\d{3}[-.]\d{4}(?![\w/-]|\.\d)",
             _CONTEXT_ONLY,
-            ["phone", "tel", "telephone", "call", "called", "cell", "mobile", "pager", "fax", "reach", "number",
-             "contact", "home", "work", "ext", "manager", "office"],
+            [
+                "phone",
+                "tel",
+                "telephone",
+                "call",
+                "called",
+                "cell",
+                "mobile",
+                "pager",
+                "fax",
+                "reach",
+                "number",
+                "contact",
+                "home",
+                "work",
+                "ext",
+                "manager",
+                "office",
+            ],
         ),
-        _recognizer("PHONE_NUMBER", "extension", r"\b(?i:ext(?:ension)?\.?|x)[ \t]*\d{1,6}\b(?<=\d)", 0.1,
-                    ["phone", "tel", "call", "number", "fax", "cell", "pager"]),
+        _recognizer(
+            "PHONE_NUMBER",
+            "extension",
+            r"\b(?i:ext(?:ension)?\.?|x)[ \t]*\d{1,6}\b(?<=\d)",
+            0.1,
+            ["phone", "tel", "call", "number", "fax", "cell", "pager"],
+        ),
         _recognizer(
             "ACCOUNT",
             "code after an identifier word",
             rf"{_CODE}|{_MIXED}",
             _CONTEXT_ONLY,
-            ["chart", "mrn", "record", "serial", "insurance", "policy", "member", "subscriber", "licence",
-             "license", "plate", "registration", "vin", "vehicle", "device", "pacemaker", "dea", "npi", "implant", "medicaid", "medicare", "group"],
+            [
+                "chart",
+                "mrn",
+                "record",
+                "serial",
+                "insurance",
+                "policy",
+                "member",
+                "subscriber",
+                "licence",
+                "license",
+                "plate",
+                "registration",
+                "vin",
+                "vehicle",
+                "device",
+                "pacemaker",
+                "dea",
+                "npi",
+                "implant",
+                "medicaid",
+                "medicare",
+                "group",
+            ],
         ),
-        _recognizer("ACCOUNT", "vehicle identification number",
-                    r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}\b", 0.6),
+        _recognizer(
+            "ACCOUNT",
+            "vehicle identification number",
+            r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}\b",
+            0.6,
+        ),
         _recognizer(
             "DATE_TIME",
             "month and day",
             r"(?<![\w/.-])(?<!(?i:pain|score|scale|rated|level)[ \t:]{1,3})"
             r"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)",  # "7/10" is a rating
             _CONTEXT_ONLY,
-            ["date", "discharged", "discharge", "admitted", "admission", "visit", "seen", "appointment", "appt",
-             "surgery", "procedure", "dated", "returned", "started", "stopped", "dob", "birth", "study",
-             "compared", "note", "prior"],
+            [
+                "date",
+                "discharged",
+                "discharge",
+                "admitted",
+                "admission",
+                "visit",
+                "seen",
+                "appointment",
+                "appt",
+                "surgery",
+                "procedure",
+                "dated",
+                "returned",
+                "started",
+                "stopped",
+                "dob",
+                "birth",
+                "study",
+                "compared",
+                "note",
+                "prior",
+            ],
         ),
         _recognizer(
             "AGE_OVER_89",
@@ -170,7 +254,9 @@ def case_normalised(text: str, english: frozenset[str]) -> str:
 
         def title(match: re.Match[str], upper: bool = upper) -> str:
             word = match.group()
-            if not (word.isupper() if upper else word.islower()) or (not upper and _is_english(word, english)):
+            if not (word.isupper() if upper else word.islower()) or (
+                not upper and _is_english(word, english)
+            ):
                 return word
             titled = word[:1].upper() + word[1:].lower()
             return titled if len(titled) == len(word) else word

@@ -23,7 +23,6 @@ import re
 from pathlib import Path
 
 import regex
-
 import spacy
 from drug_named_entity_recognition import find_drugs
 from presidio_analyzer import (
@@ -251,7 +250,9 @@ def _our_patterns() -> list[EntityRecognizer]:
             rf"|{_NAME_WORD}(?:[ ](?:{_PARTICLE}[ ])*{_NAME_WORD}){{0,3}})\b(?!:)",
             0.6,
         ),
-        _pattern("COMMA_NAME", "surname, given name", rf"\b{_NAME_WORD},[ \t]*{_NAME_WORD}\b(?![ \t]*:)", 0.5),
+        _pattern(
+            "COMMA_NAME", "surname, given name", rf"\b{_NAME_WORD},[ \t]*{_NAME_WORD}\b(?![ \t]*:)", 0.5
+        ),
         _pattern(
             "COMMA_NAME",
             "SURNAME, GIVEN in capitals",
@@ -496,11 +497,16 @@ class PresidioFinder(PHIFinder):
         if any(re.search(r"['’](?i:s|ll|re|ve|d|t|m)$", w) for w in words):
             return True  # "SSRI's, SSNRI's", "tries, you'll"
         return any(
-            w.lower() in self._word_forms or w.lower() in self._english or w in _NOT_NAMES or w.title() in _NOT_NAMES
+            w.lower() in self._word_forms
+            or w.lower() in self._english
+            or w in _NOT_NAMES
+            or w.title() in _NOT_NAMES
             for w in words
         ) or bool(find_drugs(words, is_ignore_case=True))
 
-    def _header_or_recased_ok(self, result: RecognizerResult, kind: PHI, text: str, original: str | None) -> bool:
+    def _header_or_recased_ok(
+        self, result: RecognizerResult, kind: PHI, text: str, original: str | None
+    ) -> bool:
         """Whether a span of the case-normalised pass (``original`` given) owes itself to the new case, and
         a name found there or after a role label is more than English words ("PATIENT REGISTRATION",
         "ED TRIAGE": a header read as a name)."""
@@ -556,12 +562,16 @@ def _from_recased_words(result: RecognizerResult, text: str, original: str) -> b
         return text[line_start:line_end] != original[line_start:line_end]
     words = list(_WORD_SPAN.finditer(text, result.start, result.end))
     recased = [m.group() != original[m.start() : m.end()] for m in words]
-    return any(recased) and all(r or _PARTICLE_WORD.fullmatch(m.group()) for m, r in zip(words, recased, strict=True))
+    return any(recased) and all(
+        r or _PARTICLE_WORD.fullmatch(m.group()) for m, r in zip(words, recased, strict=True)
+    )
 
 
 _WORD_SPAN = regex.compile(r"\p{L}[\p{L}'’]*")
 _PARTICLE_WORD = regex.compile(_PARTICLE)
-_NEXT_WORD = regex.compile(rf"(?:[ \t]+{_PARTICLE})*[ \t]+(\p{{Lu}}\p{{Ll}}+(?:-\p{{Lu}}\p{{Ll}}+)?)\b(?![ \t]*:)")
+_NEXT_WORD = regex.compile(
+    rf"(?:[ \t]+{_PARTICLE})*[ \t]+(\p{{Lu}}\p{{Ll}}+(?:-\p{{Lu}}\p{{Ll}}+)?)\b(?![ \t]*:)"
+)
 
 
 def _inflected_words(nlp: Language) -> frozenset[str]:
