@@ -88,8 +88,8 @@ def context_recognizers() -> list[EntityRecognizer]:
         _recognizer(
             "DATE_TIME",
             "month in capitals or before a dash",
-            rf"\b(?:{_DAY_WORD}[ \t]+(?:OF[ \t]+|of[ \t]+)?)?(?:{_MONTH_CAPS})\b\.?"
-            rf"(?:[ \t-]+{_DAY_WORD}\b)?(?:,?[ \t-]+(?:19|20)\d{{2}}\b)?(?<=\d|\d[A-Za-z]{{2}})"
+            rf"\b{_DAY_WORD}[ \t-]+(?:OF[ \t]+|of[ \t]+)?(?:{_MONTH_CAPS})\b(?:,?[ \t-]+(?:19|20)\d{{2}}\b)?"
+            rf"|\b(?:{_MONTH_CAPS})\b\.?[ \t-]+{_DAY_WORD}\b(?:,?[ \t-]+(?:19|20)\d{{2}}\b)?"
             rf"|\b(?:{_MONTH_TITLE})-\d{{1,2}}\b",
             0.6,
         ),
@@ -186,6 +186,7 @@ def context_recognizers() -> list[EntityRecognizer]:
                 "discharged",
                 "discharge",
                 "admitted",
+                "admit",
                 "admission",
                 "visit",
                 "seen",

@@ -159,6 +159,13 @@ def _our_patterns() -> list[EntityRecognizer]:
         ),
         _pattern(
             "FACILITY",
+            "facility named after its head noun, or a home with a name",
+            rf"\b(?:H[oô]pital|Hospital|Clinique|Klinikum)[ \t]+(?:(?:de|du|of)[ \t]+(?:la[ \t]+|the[ \t]+)?)?{_CAP}"
+            rf"|\b(?:{_CAP}[ \t]+){{2,3}}Home\b",
+            0.7,
+        ),
+        _pattern(
+            "FACILITY",
             "facility named for a saint",
             r"\b(?:St\.?|Saint)[ \t]+\p{Lu}\p{Ll}+['’]s\b(?![ \t]+wort)",
             0.7,
@@ -168,7 +175,8 @@ def _our_patterns() -> list[EntityRecognizer]:
             "facility after a transfer verb",
             r"(?<=\b(?i:transfer(?:red)?|admitted|discharged|moved|referred|sent|seen|treated|followed|"
             r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?)[ \t](?i:from|to|at)[ \t])"
-            rf"(?:the[ \t]+)?(?:(?i:st|saint)\.?[ \t]+\p{{L}}+|(?!{_TITLE}[ \t]){_CAP})"
+            rf"(?:the[ \t]+)?(?:(?i:st|saint)\.?[ \t]+\p{{L}}+|\p{{Ll}}+(?=[ \t]+(?i:{_FACILITY_HEAD}|rehab)\b)"
+            rf"|(?!{_TITLE}[ \t]){_CAP})"
             rf"(?:[ \t]+(?:and[ \t]+|of[ \t]+)?(?:{_CAP}|(?i:{_FACILITY_HEAD}|rehab|home))){{0,4}}",
             0.5,
         ),
