@@ -160,7 +160,8 @@ def _our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "FACILITY",
             "facility named after its head noun, or a home with a name",
-            rf"\b(?:H[oô]pital|Hospital|Clinique|Klinikum)[ \t]+(?:(?:de|du|of)[ \t]+(?:la[ \t]+|the[ \t]+)?)?{_CAP}"
+            rf"\b(?:H[oô]pital|Hospital|Clinique|Klinikum)[ \t]+(?:(?:de|du|of)[ \t]+(?:la[ \t]+|the[ \t]+)?)?"
+            rf"(?!(?i:no|number|id|records?|ward|unit|admission|stay|course|day)\b){_CAP}"
             rf"|\b(?:{_CAP}[ \t]+){{2,3}}Home\b",
             0.7,
         ),
