@@ -29,23 +29,12 @@ _STATE_CODES = (
     "AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|"
     "OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC"
 )
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 # A month in capitals ("MAR 08 2023", "14TH OF JANUARY"), whole or cut to three or four letters.
-_MONTH_CAPS = "|".join([m.upper() for m in _MONTHS] + [m[:3].upper() for m in _MONTHS] + ["SEPT"])
-_MONTH_TITLE = "|".join([m[:3] for m in _MONTHS] + ["Sept"])
+_MONTH_CAPS = (
+    "JANUARY|FEBRUARY|MARCH|APRIL|MAY|JUNE|JULY|AUGUST|SEPTEMBER|OCTOBER|NOVEMBER|DECEMBER|"
+    "JAN|FEB|MAR|APR|JUN|JUL|AUG|SEPT?|OCT|NOV|DEC"
+)
+_MONTH_TITLE = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec"
 _DAY_WORD = r"(?:[12]\d|3[01]|0?[1-9])(?:ST|ND|RD|TH|st|nd|rd|th)?"
 # Top-level domains, in lower case only ("weeks.My" is two sentences).
 _TLDS = "com|org|net|edu|gov|info|io|me|ly|co|us|uk|ca|au|de|fr|in|ng|za|nz|ie"
