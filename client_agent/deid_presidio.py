@@ -11,7 +11,13 @@ scoring at least ``score_threshold`` is PHI. The recognisers:
 * our rules (:class:`client_agent.deid_rules.RuleFinder`): labelled fields, titles and sign-offs, keyed
   IDs, street addresses, ages over 89; Presidio has no equivalent of these and they add recall;
 * a few patterns for what neither covers: facility names, PO boxes, ages over 89 in words, names after
-  a title in any case, names in capitals after a field label.
+  a title in any case, names in capitals after a field label or a person's role, "Surname, Given";
+* bare values told apart by Presidio context words (local phone numbers, codes near "chart" or "serial",
+  month and day) and shapes (VINs, scheme-less URLs, months in capitals), from
+  :mod:`client_agent.deid_context`.
+
+A line written all in capitals or in lower case is analysed a second time in a case-normalised copy with
+the same offsets (:func:`client_agent.deid_context.case_normalised`), keeping what the new case found.
 
 Where spans overlap, their union is removed (the type of the highest-priority one names it): a partial
 overlap must not leave half an identifier behind.
