@@ -658,7 +658,7 @@ REDIS_COMMANDS = (
     # `limits`' fixed windows (services.limits, the cloud's rate limits): a script of INCRBY and EXPIRE,
     # loaded once, and TTL for Retry-After
     *("expire", "ttl", "script|load"),
-    *("hget", "hset", "hsetnx", "hgetall", "hexists", "hdel"),
+    *("hget", "hset", "hsetnx", "hgetall", "hkeys", "hexists", "hdel"),
     *("watch", "unwatch", "multi", "exec", "discard", "eval", "evalsha"),
     *("time", "info", "ping", "echo", "auth", "hello", "select", "quit", "reset"),
 )

@@ -3,13 +3,17 @@
 
 import asyncio
 import random
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from fedlora.store_users import StoreUser
 from services.store import (
+    REDIS_COMMANDS,
     Expiring,
     KeepingExpiry,
     MemoryStore,
@@ -595,6 +599,31 @@ class TestRedisStore(StoreContract):
                 await store.close()
 
         asyncio.run(scenario())
+
+
+class TestRedisStoreAsTheCloudsUser(TestRedisStore):
+    """The contract as the cloud runs it: logged in as an ACL user granted exactly `REDIS_COMMANDS`, as
+    `fedlora.store_users` writes it. A command a `RedisStore` method sends without a grant fails here (the
+    cloud's close once read stored sums with HKEYS, which no user was granted: every demo round failed)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_url, redis_server):
+        self.password = secrets.token_urlsafe(16)
+        user = StoreUser("contract-cloud", self.password, Path("unused"), ("*",), REDIS_COMMANDS)
+        admin = redis_client(redis_server.port)
+        try:
+            admin.execute_command("ACL", "SETUSER", *user.acl_line().split()[1:])
+        finally:
+            admin.close()
+        self.url = f"redis://contract-cloud:{self.password}@127.0.0.1:{redis_server.port}/0"
+        self.opened: list[RedisStore] = []
+
+    def test_a_command_outside_the_grant_is_refused(self, store):
+        async def scenario():
+            with pytest.raises(aioredis.ResponseError, match="no permissions"):
+                await store._redis.execute_command("FLUSHALL")
+
+        self.run(scenario())
 
 
 class TestRedisStoreOverTLS(StoreContract):
