@@ -13,7 +13,7 @@ import logging
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,9 +31,14 @@ log = logging.getLogger("fedlora.experiments.secagg")
 
 @dataclass(frozen=True)
 class SecAggConfig:
-    """Four hospitals behind two edges, FFA-LoRA, 3 rounds of 2 local steps."""
+    """Four hospitals behind two edges, FFA-LoRA, 3 rounds of 2 local steps.
 
-    simulation: SimSettings = field(default_factory=lambda: SimSettings(steps=2))
+    The training is the adapter's single learning rate (`head_learning_rate` None, the recipe before the
+    head's own rate): this experiment measures the crypto, its runs clip nothing, and the head's own rate
+    moves head coordinates past the simulation's packed-Paillier range [-1, 1], so that hospitals would
+    refuse to upload (`PlanRefusedError`)."""
+
+    simulation: SimSettings = field(default_factory=lambda: SimSettings(steps=2, head_learning_rate=None))
     hospitals: int = 4
     edges: int = 2
     strategy: Literal["ffa", "fedit", "fedrot"] = "ffa"
@@ -47,7 +52,7 @@ class SecAggConfig:
 
     @classmethod
     def quick(cls) -> SecAggConfig:
-        return cls(simulation=SimSettings.quick(), hospitals=2, edges=1)
+        return cls(simulation=replace(SimSettings.quick(), head_learning_rate=None), hospitals=2, edges=1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

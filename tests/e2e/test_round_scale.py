@@ -40,7 +40,7 @@ def test_quick_round_closes_under_every_scheme_with_the_mean_sent(tmp_path):
     runs = {run["scheme"]: run for run in json.loads(figures.read_text())}
 
     # Assert: each round closed with every hospital acknowledged and counted.
-    assert set(runs) == {"none", "paillier", "ckks"}
+    assert set(runs) == {"none", "paillier", "paillier-auto", "ckks"}
     for run in runs.values():
         assert run["round_state"] == "closed", run
         assert run["acknowledged"] == run["clients_contributed"] == HOSPITALS, run
@@ -62,4 +62,9 @@ def test_quick_round_closes_under_every_scheme_with_the_mean_sent(tmp_path):
     # Only the Paillier hospital has an offline part (its obfuscators), and the cloud decrypts under it.
     assert runs["paillier"]["hospital_offline_s"] > 0 and runs["none"]["hospital_offline_s"] == 0
     assert runs["paillier"]["cloud_decrypt_s"] > 0
+    # Compression: the cloud plans fewer bits than 16 for its noise, so more values share a ciphertext and an
+    # upload is smaller; the published mean carries the cloud's noise, so its error is not checked here.
+    assert runs["paillier-auto"]["quant_bits"] < runs["paillier"]["quant_bits"] == 16
+    auto_bytes = runs["paillier-auto"]["ciphertext_bytes_per_value"]
+    assert auto_bytes < runs["paillier"]["ciphertext_bytes_per_value"]
     assert result.returncode == 0, result.stderr[-4000:]
