@@ -22,7 +22,7 @@ import math
 import secrets
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -275,6 +275,18 @@ def parameter_groups(model: FFAClassifier, config: LocalConfig) -> list[dict[str
     ]
 
 
+#: The mean loss of a batch (the loader's tensors, in the dataset's order) under `model`: each example's loss
+#: averaged over the batch, so that Opacus' "mean" reduction gives every example's own gradient.
+BatchLoss = Callable[[torch.nn.Module, Sequence[torch.Tensor]], torch.Tensor]
+
+
+def classification_loss(model: torch.nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of a batch of `(hidden, mask, labels)` rows (`Features`)."""
+    hidden, mask, labels = batch
+    logits = model(hidden, mask)
+    return F.cross_entropy(logits, labels, reduction="sum") / labels.numel()
+
+
 def train_local(
     model: FFAClassifier,
     train: Features,
@@ -304,39 +316,15 @@ def train_local(
         if config.optimizer == "sgd"
         else torch.optim.Adam(groups, lr=config.learning_rate)
     )
-    sampling, noise = generators(config.insecure_seed)
-    epsilon = sigma = rate = None
-    if config.dp is None:
-        sampler = RandomSampler(
-            dataset, replacement=True, num_samples=config.steps * config.batch_size, generator=sampling
-        )
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler)
-        _run_steps(model, optimizer, loader, config, clip_norm=config.max_grad_norm)
-    else:
-        if history is None:
-            history = PrivacyHistory(list(config.dp.spent_before))
-        counted = public_examples if public_examples is not None else len(train)
-        rate = sample_rate_for(counted, config.batch_size)
-        sigma = noise_multiplier_for(config.dp, sample_rate=rate, steps_per_round=config.steps)
-        count = StepCount()
-        try:
-            _dp_steps(
-                model,
-                optimizer,
-                dataset,
-                config,
-                sample_rate=rate,
-                sigma=sigma,
-                expected_batch=counted * rate,
-                sampling=sampling,
-                noise=noise,
-                count=count,
-            )
-        finally:
-            # Every step that ran is spent, even if a later one failed.
-            if count.done:
-                history.entries[:] = appended(history.entries, (sigma, rate, count.done))
-        epsilon = epsilon_of(history.entries, delta=config.dp.delta, accountant=config.dp.accountant)
+    spent = run_steps(
+        model,
+        optimizer,
+        dataset,
+        config,
+        history=history,
+        public_examples=public_examples if public_examples is not None else len(train),
+    )
+    epsilon, sigma, rate = spent if spent is not None else (None, None, None)
     seconds = time.perf_counter() - started
     loss_after, acc_after = evaluate(model, held_out, batch_size=config.eval_batch_size)
     return LocalResult(
@@ -354,6 +342,53 @@ def train_local(
     )
 
 
+def run_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset: TensorDataset,
+    config: LocalConfig,
+    *,
+    history: PrivacyHistory | None,
+    public_examples: int,
+    batch_loss: BatchLoss = classification_loss,
+) -> tuple[float, float, float] | None:
+    """`config.steps` steps of any task's model on `dataset` (whose rows `batch_loss` reads): DP-SGD when
+    `config.dp` is set, accounted in `history` (extended in place); returns `(epsilon, sigma, sample_rate)`,
+    or None without DP. `public_examples` is the count that sets the sample rate and the expected batch."""
+    sampling, noise = generators(config.insecure_seed)
+    if config.dp is None:
+        sampler = RandomSampler(
+            dataset, replacement=True, num_samples=config.steps * config.batch_size, generator=sampling
+        )
+        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler)
+        _run_steps(model, optimizer, loader, config, clip_norm=config.max_grad_norm, batch_loss=batch_loss)
+        return None
+    if history is None:
+        history = PrivacyHistory(list(config.dp.spent_before))
+    rate = sample_rate_for(public_examples, config.batch_size)
+    sigma = noise_multiplier_for(config.dp, sample_rate=rate, steps_per_round=config.steps)
+    count = StepCount()
+    try:
+        _dp_steps(
+            model,
+            optimizer,
+            dataset,
+            config,
+            sample_rate=rate,
+            sigma=sigma,
+            expected_batch=public_examples * rate,
+            sampling=sampling,
+            noise=noise,
+            count=count,
+            batch_loss=batch_loss,
+        )
+    finally:
+        # Every step that ran is spent, even if a later one failed.
+        if count.done:
+            history.entries[:] = appended(history.entries, (sigma, rate, count.done))
+    return epsilon_of(history.entries, delta=config.dp.delta, accountant=config.dp.accountant), sigma, rate
+
+
 def _dp_steps(
     model: FFAClassifier,
     optimizer: torch.optim.Optimizer,
@@ -366,6 +401,7 @@ def _dp_steps(
     sampling: torch.Generator,
     noise: torch.Generator,
     count: StepCount,
+    batch_loss: BatchLoss,
 ) -> None:
     """`config.steps` DP-SGD steps with Opacus' parts wired by hand, so that both random sources are ours:
     per-example gradients (hooks), a Poisson loader on `sampling`, clipping and Gaussian noise on `noise`.
@@ -389,7 +425,7 @@ def _dp_steps(
         )
         loader = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling)
         try:
-            _run_steps(gs_model, dp_optimizer, loader, config, count=count)
+            _run_steps(gs_model, dp_optimizer, loader, config, count=count, batch_loss=batch_loss)
         finally:
             # Unhook so that the next round can wrap the same model again.
             gs_model._close()
@@ -410,23 +446,23 @@ def _run_steps(
     *,
     clip_norm: float | None = None,
     count: StepCount | None = None,
+    batch_loss: BatchLoss = classification_loss,
 ) -> None:
     model.train()
     count = count if count is not None else StepCount()
     params = [p for p in model.parameters() if p.requires_grad]
     bar = tqdm(total=config.steps, desc="training", unit="step", disable=not config.progress, leave=False)
     while count.done < config.steps:
-        for hidden, mask, labels in loader:
+        for batch in loader:
             optimizer.zero_grad(set_to_none=True)
-            if labels.numel() == 0:
+            if batch[0].shape[0] == 0:
                 # An empty Poisson batch is still a DP step: no example, only the noise. The encoder cannot
                 # run on zero rows, so the per-example gradients are set empty by hand.
                 for p in params:
                     p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
                 optimizer.step()
             else:
-                logits = model(hidden, mask)
-                loss = F.cross_entropy(logits, labels, reduction="sum") / labels.numel()
+                loss = batch_loss(model, batch)
                 loss.backward()
                 if clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)

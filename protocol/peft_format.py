@@ -44,12 +44,15 @@ def adapter_files(
     layers_to_transform: Sequence[int] | None,
     base_model: str,
     head_info: Mapping[str, object],
+    task_type: str | None = None,
+    fan_in_fan_out: bool = False,
 ) -> AdapterFiles:
     """The bytes of a PEFT adapter directory holding the global adapter `vector`.
 
     `in_features` maps each LoRA module (canonical name, without peft's prefix) to the input width of
     the linear layer it adapts, which fixes the shape of `A_max`. `bases` (module -> `A_max`) replaces the
-    seeded basis for an adapter in a re-based basis version.
+    seeded basis for an adapter in a re-based basis version. `task_type` is peft's (`"CAUSAL_LM"` makes
+    `PeftModel.from_pretrained` a `PeftModelForCausalLM`); `fan_in_fan_out` is True for GPT-2's `Conv1D`.
     """
     tensors = layout.unflatten(np.asarray(vector, dtype=np.float32))
     weights: dict[str, np.ndarray] = {}
@@ -70,7 +73,7 @@ def adapter_files(
         weights[f"{PEFT_PREFIX}{entry.name}.lora_B.weight"] = np.ascontiguousarray(tensors[entry.name])
     config: dict[str, object] = {
         "peft_type": "LORA",
-        "task_type": None,
+        "task_type": task_type,
         "base_model_name_or_path": base_model,
         "r": layout.r_max,
         "lora_alpha": alpha,
@@ -78,7 +81,7 @@ def adapter_files(
         "target_modules": sorted(target_modules),
         "layers_to_transform": list(layers_to_transform) if layers_to_transform is not None else None,
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": fan_in_fan_out,
         "inference_mode": True,
         "init_lora_weights": True,
         "use_rslora": False,
