@@ -125,10 +125,6 @@ class FFACausalLM(nn.Module):
             r_max=self.spec.r_max,
         )
 
-    @property
-    def config(self) -> Any:
-        return self.lm.base_model.model.config
-
     def _install_frozen_basis(self) -> None:
         with torch.no_grad():
             for name, layer in self.lora_layers().items():

@@ -390,7 +390,7 @@ def run_steps(
 
 
 def _dp_steps(
-    model: FFAClassifier,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     dataset: TensorDataset,
     config: LocalConfig,
