@@ -401,7 +401,7 @@ def _dp_steps(
     sampling: torch.Generator,
     noise: torch.Generator,
     count: StepCount,
-    batch_loss: BatchLoss,
+    batch_loss: BatchLoss = classification_loss,
 ) -> None:
     """`config.steps` DP-SGD steps with Opacus' parts wired by hand, so that both random sources are ours:
     per-example gradients (hooks), a Poisson loader on `sampling`, clipping and Gaussian noise on `noise`.

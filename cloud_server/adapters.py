@@ -10,7 +10,7 @@ import zipfile
 from cloud_server.errors import NotFoundError, VersionPrunedError
 from cloud_server.federations import FederationService, vector_from_bytes
 from protocol.ffa import basis_from_bytes
-from protocol.messages import AdapterEvaluation, AdapterVersion
+from protocol.messages import AdapterEvaluation, AdapterVersion, TaskType
 from protocol.peft_format import adapter_files
 from services import keyspace
 from services.clock import TimeSource
@@ -119,6 +119,8 @@ class AdapterService:
                 layers_to_transform=spec.layers_to_transform,
                 base_model=spec.base_model,
                 head_info={**HEAD_INFO, "num_labels": spec.num_labels},
+                # A causal LM's folder is a PeftModelForCausalLM's (it has no head of ours: no head file).
+                task_type="CAUSAL_LM" if spec.task_type is TaskType.CAUSAL_LM else None,
             )
             buffer = io.BytesIO()
             with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
