@@ -59,6 +59,18 @@ class QAFeatures:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def subset(self, indices: Sequence[int] | np.ndarray) -> QAFeatures:
+        """The pairs at `indices`, in that order."""
+        idx = [int(i) for i in indices]
+        rows = torch.as_tensor(idx, dtype=torch.long)
+        return QAFeatures(
+            self.input_ids[rows],
+            self.attention_mask[rows],
+            self.answer_mask[rows],
+            tuple(self.prompts[i] for i in idx),
+            tuple(self.answers[i] for i in idx),
+        )
+
 
 def _ids(tokenizer: object, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+import torch
 from transformers import AutoTokenizer
 
 from client_agent.causal_export import export_causal_adapter
@@ -24,6 +25,7 @@ from client_agent.causal_lm import FFACausalLM, load_causal_lm
 from client_agent.causal_train import (
     QAFeatures,
     encode_pairs,
+    evaluate_answers,
     exact_match,
     example_answer_losses,
     train_causal,
@@ -99,6 +101,14 @@ class TaskKind(ABC):
         """Each example's loss under the model as it is (the held-out loss a hospital releases with DP)."""
 
     @abstractmethod
+    def evaluate(self, model: Any, features: Any) -> tuple[float, float]:
+        """Mean loss and a cheap accuracy (a class's; an answer's tokens, teacher-forced), every round."""
+
+    @abstractmethod
+    def rows(self, features: Any, indices: np.ndarray) -> Any:
+        """The encoded examples at `indices` (one hospital's share of an encoded set)."""
+
+    @abstractmethod
     def score(self, model: Any, tokenizer: Any, features: Any) -> float:
         """The task's quality figure in [0, 1]: accuracy, or exact match of the generated answers."""
 
@@ -141,6 +151,13 @@ class SequenceClassification(TaskKind):
 
     def example_losses(self, model: FFAClassifier, features: Features) -> np.ndarray:
         return example_losses(model, features)
+
+    def evaluate(self, model: FFAClassifier, features: Features) -> tuple[float, float]:
+        return evaluate(model, features)
+
+    def rows(self, features: Features, indices: np.ndarray) -> Features:
+        idx = torch.as_tensor(indices)
+        return Features(features.hidden[idx], features.mask[idx], features.labels[idx])
 
     def score(self, model: FFAClassifier, tokenizer: Any, features: Features) -> float:
         return evaluate(model, features)[1]
@@ -186,6 +203,12 @@ class CausalLM(TaskKind):
 
     def example_losses(self, model: FFACausalLM, features: QAFeatures) -> np.ndarray:
         return example_answer_losses(model, features)
+
+    def evaluate(self, model: FFACausalLM, features: QAFeatures) -> tuple[float, float]:
+        return evaluate_answers(model, features)
+
+    def rows(self, features: QAFeatures, indices: np.ndarray) -> QAFeatures:
+        return features.subset(indices)
 
     def score(self, model: FFACausalLM, tokenizer: Any, features: QAFeatures) -> float:
         return exact_match(model, tokenizer, features)

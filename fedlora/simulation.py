@@ -38,12 +38,13 @@ import torch
 from transformers import AutoTokenizer
 
 from client_agent.data import Dataset, client_class_counts, partition, plot_heatmap, task_split
+from client_agent.data.tasks import QA_TASKS
 from client_agent.deid import Deidentifier
-from client_agent.export import export_adapter
-from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.model import default_model_path
 from client_agent.recipe import HEAD_LEARNING_RATE
 from client_agent.releases import COUNT_ENTRY, noisy_count
-from client_agent.train import DPSettings, Features, PrivacyHistory, encode, evaluate
+from client_agent.tasks import TaskKind, task_for
+from client_agent.train import DPSettings, Features, PrivacyHistory, encode
 from cloud_server.plans import planned_share
 from cloud_server.privacy import Ledger
 from fedlora import specs
@@ -76,7 +77,7 @@ from fedlora.simulation_rounds import (
 )
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
 from protocol.crypto.params import HEKind, PlainParams
-from protocol.messages import Contribution, FederationSpec, NoiseShare
+from protocol.messages import Contribution, FederationSpec, NoiseShare, TaskType
 from protocol.reach import planned_hold, published_rank
 from protocol.samplers import OpenDPSampler
 from protocol.secagg import CohortId
@@ -185,6 +186,10 @@ class SimulationConfig:
             raise SimulationError(
                 f"central_noise {self.central_noise} is calibrated to the clip norm: set clip_norm too"
             )
+        if self.task in QA_TASKS and self.contaminated and self.contamination == "flip":
+            raise SimulationError(
+                f"contamination 'flip' flips class labels; task {self.task!r} answers in text: use 'random'"
+            )
         # The strategy, scheme and noise must make a federation the services would accept (the label count
         # only sizes the head, so any will do here).
         federation_spec(self, num_labels=2)
@@ -259,9 +264,9 @@ class PreparedRun:
     sets, each hospital's indices into the train set and the adapter's version-0 vector."""
 
     spec: FederationSpec
-    model: FFAClassifier
-    train: Features
-    test: Features
+    model: Any  # the task's model (`client_agent.tasks`)
+    train: Any
+    test: Any
     parts: list[np.ndarray]
     start: np.ndarray
 
@@ -271,10 +276,11 @@ def prepared_run(config: SimulationConfig) -> PreparedRun:
     torch.set_num_threads(config.threads)
     spec, train, test, parts = prepared_data(config)
     model_path = config.model_path or default_model_path()
+    task = task_for(spec)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
-    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length)
-    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length)
+    model = task.build_model(model_path, spec, rank=config.rank)
+    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length, task=task)
+    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length, task=task)
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     return PreparedRun(spec, model, train_features, test_features, parts, start)
 
@@ -290,6 +296,7 @@ def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationS
     try:
         return specs.federation_spec(
             federation_id="simulation",
+            task_type=TaskType.CAUSAL_LM if config.task in QA_TASKS else TaskType.SEQUENCE_CLASSIFICATION,
             num_labels=num_labels,
             target_modules=config.target_modules,
             layers_to_transform=config.layers_to_transform,
@@ -349,17 +356,22 @@ def simulate(
     )
 
     model_path = config.model_path or default_model_path()
+    task = task_for(spec)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     # One model object stands in for every hospital's copy: each round starts with load_global.
-    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
-    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length, progress=progress)
-    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length, progress=progress)
+    model = task.build_model(model_path, spec, rank=config.rank)
+    train_features = encoded(
+        model, tokenizer, model_path, train, config.max_seq_length, progress=progress, task=task
+    )
+    test_features = encoded(
+        model, tokenizer, model_path, test, config.max_seq_length, progress=progress, task=task
+    )
     run = _Run(
         config,
         spec,
         model,
         names,
-        [_features(train_features, part) for part in parts],
+        [task.rows(train_features, part) for part in parts],
         contaminated_hospitals(names, config.contaminated, seed=config.seed),
         num_labels=train.n_classes,
         progress=progress,
@@ -368,7 +380,7 @@ def simulate(
     # Adapter version 0 as the cloud makes it: B and the head zero, A (when trained) at the seeded basis.
     global_vector = run.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     model.load_global(global_vector)
-    _, accuracy_before = evaluate(model, test_features)
+    _, accuracy_before = task.evaluate(model, test_features)
     counts = np.bincount(test.label_array(), minlength=test.n_classes)
     report = SimulationReport(
         task=config.task,
@@ -393,7 +405,7 @@ def simulate(
     finally:
         engine.close()
 
-    adapter_dir = export_adapter(model, global_vector, config.out_dir / "adapter", base_model=spec.base_model)
+    adapter_dir = task.export(model, global_vector, config.out_dir / "adapter", base_model=spec.base_model)
     report.adapter_dir = str(adapter_dir)
     (config.out_dir / "report.json").write_text(report.to_json())
     return report
@@ -405,7 +417,7 @@ def _round(
     report: SimulationReport,
     round_: int,
     global_vector: np.ndarray,
-    test_features: Features,
+    test_features: Any,
     on_hospital: Callable[[int, HospitalRound], None] | None,
 ) -> np.ndarray:
     """One round, evaluated on the test set and appended to `report`; the next global vector."""
@@ -413,7 +425,7 @@ def _round(
     round_report, global_vector = run.round(round_, global_vector, engine, on_hospital=on_hospital)
     model = run.model
     model.load_global(global_vector)
-    round_report.loss, round_report.accuracy = evaluate(model, test_features)
+    round_report.loss, round_report.accuracy = task_for(run.spec).evaluate(model, test_features)
     round_report.seconds = time.perf_counter() - started
     log.info(
         "round closed",
@@ -440,16 +452,20 @@ _ENCODED_KEEP = 4
 
 
 def encoded(
-    model: FFAClassifier,
+    model: Any,
     tokenizer: object,
     model_path: Path,
     dataset: Dataset,
     max_length: int,
     *,
     progress: bool = False,
-) -> Features:
-    """`client_agent.train.encode` of `dataset`, memoised on what decides its output: the base model, the
-    layer the frozen prefix ends at, the sequence length and the texts and labels themselves."""
+    task: TaskKind | None = None,
+) -> Any:
+    """`dataset` as the task's model reads it. A classifier's (`client_agent.train.encode`) is memoised on
+    what decides its output: the base model, the layer the frozen prefix ends at, the sequence length and
+    the texts and labels themselves; a causal LM's token ids are cheap, and computed each time."""
+    if task is not None and task.task_type is not TaskType.SEQUENCE_CLASSIFICATION:
+        return task.encode(model, tokenizer, dataset, max_length=max_length)
     folder = Path(model_path).resolve()
     # The weights' files by name, size and modification time: a folder rewritten in place is another model.
     files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
@@ -472,11 +488,6 @@ def hospital_names(count: int) -> list[str]:
     return [f"hospital-{i + 1:03d}" for i in range(count)]
 
 
-def _features(features: Features, part: np.ndarray) -> Features:
-    idx = torch.as_tensor(part)
-    return Features(features.hidden[idx], features.mask[idx], features.labels[idx])
-
-
 class _Run:
     """The parties of one simulated federation: the hospitals' data and DP histories, the keys (the cloud
     holds the secret; hospitals and edges only ever see the public material), the cloud's ledger."""
@@ -485,9 +496,9 @@ class _Run:
         self,
         config: SimulationConfig,
         spec: FederationSpec,
-        model: FFAClassifier,
+        model: Any,
         names: list[str],
-        features: list[Features],
+        features: list[Any],
         contaminated: tuple[str, ...],
         *,
         num_labels: int,

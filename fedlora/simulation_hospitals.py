@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
-from client_agent.train import DPSettings, Features, LocalConfig, PrivacyHistory
+from client_agent.model import default_model_path
+from client_agent.tasks import task_for
+from client_agent.train import DPSettings, LocalConfig, PrivacyHistory
 from client_agent.update import Sealed, contribution, seal
 from fedlora.cohorts import MaskedSeal
 from fedlora.simulation_rounds import (
@@ -107,8 +108,8 @@ class HospitalSite:
     def __init__(
         self,
         settings: HospitalSettings,
-        model: FFAClassifier,
-        features: Mapping[int, Features],
+        model: Any,  # the task's model (`client_agent.tasks`)
+        features: Mapping[int, Any],
         *,
         scheme: HEScheme[Any] | None = None,
         strategy: AggregationStrategy | None = None,
@@ -118,12 +119,10 @@ class HospitalSite:
         self.strategy = strategy or strategy_for(settings.spec)
 
     @classmethod
-    def build(cls, settings: HospitalSettings, features: Mapping[int, Features]) -> HospitalSite:
+    def build(cls, settings: HospitalSettings, features: Mapping[int, Any]) -> HospitalSite:
         """A site in a fresh process: its own copy of the base model with the federation's adapter."""
         model_path = settings.model_path or default_model_path()
-        model = FFAClassifier(
-            load_encoder(model_path), AdapterSpec.from_federation(settings.spec), rank=settings.rank
-        )
+        model = task_for(settings.spec).build_model(model_path, settings.spec, rank=settings.rank)
         return cls(settings, model, features)
 
     def work(self, job: HospitalJob, global_vector: np.ndarray) -> HospitalOutcome:
@@ -157,6 +156,7 @@ class HospitalSite:
             strategy=self.strategy,
             round_=job.round_,
             public_examples=job.public_examples,
+            task=task_for(s.spec),
         )
         delta = result.delta
         if job.contaminated:

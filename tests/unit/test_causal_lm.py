@@ -24,6 +24,7 @@ from client_agent.data.tasks import drug_condition, drug_condition_qa, load_task
 from client_agent.model import AdapterSpec, FFAClassifier, ModelError, default_model_path
 from client_agent.tasks import CausalLM, SequenceClassification, task_for
 from client_agent.train import DPSettings, LocalConfig, TrainingError, encode, train_local
+from fedlora.simulation import SimulationConfig, SimulationError, simulate
 from protocol.ffa import frozen_basis
 from protocol.messages import FederationSpec, TaskType
 from services.model_layout import federation_layout
@@ -289,3 +290,55 @@ def test_drug_condition_qa_asks_for_the_condition() -> None:
     assert qa.label_names[:3] == ("Birth Control", "Depression", "Pain")  # the answers are the conditions
     for text, prompt in zip(conditions.texts, qa.texts, strict=True):
         assert prompt == f"Review: {text}\nCondition?"
+
+
+# -- the one-process simulation ------------------------------------------------------------------------------------
+def test_the_simulation_runs_a_causal_federation_whose_adapter_loads_with_stock_peft(
+    llama_dir, tmp_path
+) -> None:
+    config = SimulationConfig(
+        task="drug_condition_qa",
+        hospitals=3,
+        edges=1,
+        partition="iid",
+        rounds=1,
+        steps=2,
+        batch_size=8,
+        learning_rate=0.5,
+        max_train_examples=90,
+        max_test_examples=16,
+        max_seq_length=24,
+        epsilon=8.0,
+        scheme="ckks",
+        target_modules=("q_proj", "v_proj"),
+        layers_to_transform=(1,),
+        rank=2,
+        threads=1,
+        deidentify=False,
+        model_path=llama_dir,
+        out_dir=tmp_path,
+        insecure_reproducible=True,
+    )
+    vectors: list[np.ndarray] = []
+    report = simulate(config, on_global=lambda _, vector: vectors.append(vector))
+
+    assert len(vectors) == 1 and vectors[0].shape == ((32 + 16) * 2,)  # B of q_proj and v_proj, no head
+    assert np.abs(vectors[0]).max() > 0
+    assert all(
+        row.epsilon is not None and 0 < row.epsilon <= 8.0 * 1.01 for row in report.rounds[0].hospitals
+    )
+    stock = peft.PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(llama_dir), report.adapter_dir
+    )
+    spec = AdapterSpec(num_labels=2, r_max=2, alpha=8.0, **LLAMA)
+    ours = FFACausalLM(load_causal_lm(llama_dir), spec, rank=2)
+    ours.load_global(vectors[0])
+    ids = torch.tensor([[101, 2000, 2001, 2002, 2003]])
+    with torch.no_grad():
+        expected = stock(input_ids=ids).logits
+    torch.testing.assert_close(ours(ids, torch.ones_like(ids)), expected, atol=1e-5, rtol=0)
+
+
+def test_the_simulation_refuses_label_flipping_on_answers(llama_dir, tmp_path) -> None:
+    with pytest.raises(SimulationError, match="contamination 'flip' flips class labels"):
+        SimulationConfig(task="drug_condition_qa", contaminated=1, model_path=llama_dir, out_dir=tmp_path)
