@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, RenderableType
@@ -409,6 +409,17 @@ def simulate_command(
         int | None,
         typer.Option(help="ray: hospital workers, each with --threads CPUs; default: CPUs / threads"),
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="base model folder (a causal LM for --task drug_condition_qa); default: MiniLM"),
+    ] = None,
+    target_modules: Annotated[
+        str | None, typer.Option(help="comma-separated, e.g. q_proj,v_proj for Llama; default: value")
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(help="comma-separated layer indices, or 'all'; default: 4,5 (MiniLM's last two)"),
+    ] = None,
 ) -> None:
     """Run a federation without HTTP (same model, DP, encryption and aggregation code as the services),
     its hospitals in this process or in parallel through Ray."""
@@ -426,6 +437,13 @@ def simulate_command(
     if engine not in ("auto", "process", "ray"):
         raise typer.BadParameter(f"engine must be auto, process or ray, got {engine!r}")
     chosen = default_engine(hospitals, ray_address=ray_address) if engine == "auto" else engine
+    overrides: dict[str, Any] = {}  # what is not given keeps SimulationConfig's default
+    if model is not None:
+        overrides["model_path"] = model
+    if target_modules is not None:
+        overrides["target_modules"] = _csv(target_modules)
+    if layers is not None:
+        overrides["layers_to_transform"] = None if layers == "all" else tuple(int(i) for i in _csv(layers))
     try:
         config = SimulationConfig(
             task=task,
@@ -456,6 +474,7 @@ def simulate_command(
             engine=chosen,  # type: ignore[arg-type]
             ray_address=ray_address if chosen == "ray" else None,  # RAY_ADDRESS may be set for other runs
             workers=workers,
+            **overrides,
         )
     except SimulationError as e:
         raise typer.BadParameter(str(e)) from e
