@@ -629,6 +629,11 @@ class FederationSpec(Message):
                 f"max_clock_skew_s ({self.max_clock_skew_s}) = {needed:g}: an edge that forwards at its "
                 "upload deadline must reach the cloud before the round closes there"
             )
+        if self.task_type is TaskType.CAUSAL_LM and self.strategy in (Strategy.FEDIT, Strategy.FEDROT):
+            raise ValueError(
+                f"task_type 'causal_lm' trains B alone (FFA-LoRA): strategy must be 'ffa' or 'clair', got "
+                f"{self.strategy.value!r}"
+            )
         if self.central_dp.distributed and self.he.kind is HEKind.NONE:
             raise ValueError(
                 "central_dp.distributed protects only an encrypted sum: with he.kind 'none' the edge would see "

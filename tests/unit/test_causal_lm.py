@@ -342,3 +342,9 @@ def test_the_simulation_runs_a_causal_federation_whose_adapter_loads_with_stock_
 def test_the_simulation_refuses_label_flipping_on_answers(llama_dir, tmp_path) -> None:
     with pytest.raises(SimulationError, match="contamination 'flip' flips class labels"):
         SimulationConfig(task="drug_condition_qa", contaminated=1, model_path=llama_dir, out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("strategy", ["fedit", "fedrot"])
+def test_a_causal_federation_that_would_train_a_is_refused_by_name(strategy) -> None:
+    with pytest.raises(ValueError, match=f"task_type 'causal_lm' trains B alone .* got '{strategy}'"):
+        FederationSpec(federation_id="causal", task_type=TaskType.CAUSAL_LM, strategy=strategy)
