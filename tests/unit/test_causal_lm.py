@@ -161,8 +161,10 @@ def test_answer_loss_by_hand() -> None:
 
 # -- DP-SGD -------------------------------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")
-def test_per_example_gradients_are_unaffected_by_padding(llama_dir, tokenizer) -> None:
-    model = FFACausalLM(load_causal_lm(llama_dir), spec_of(LLAMA), rank=2)
+@pytest.mark.parametrize(("family", "targets"), [("llama", LLAMA), ("gpt2", GPT2)])
+def test_per_example_gradients_are_unaffected_by_padding(request, tokenizer, family, targets) -> None:
+    folder = request.getfixturevalue(f"{family}_dir")
+    model = FFACausalLM(load_causal_lm(folder), spec_of(targets), rank=2)
     model.load_global(np.random.default_rng(1).normal(size=model.layout.size).astype(np.float32))
     batch = encode_pairs(tokenizer, PROMPTS, ANSWERS, max_length=24)  # the second is the longer
     gs = GradSampleModule(model, batch_first=True, loss_reduction="mean")
