@@ -505,6 +505,20 @@ def demo(
         str, typer.Option(help="ffa (A frozen, exact), fedit (A and B averaged) or fedrot (aligned first)")
     ] = "ffa",
     out: Annotated[Path, typer.Option(help="run folder: adapter, logs, report")] = Path("runs/demo"),
+    task: Annotated[
+        str, typer.Option(help="bundled task; drug_condition_qa fine-tunes a causal LM (--model)")
+    ] = "rt_sentiment",
+    partition: Annotated[
+        str, typer.Option(help="mild (label skew, two classes only), severe, iid or dirichlet-ALPHA")
+    ] = "mild",
+    model: Annotated[
+        Path | None,
+        typer.Option(help="base model folder (a causal LM for drug_condition_qa); default: MiniLM"),
+    ] = None,
+    target_modules: Annotated[
+        str, typer.Option(help="comma-separated; e.g. q_proj,v_proj for a Llama")
+    ] = "value",
+    layers: Annotated[str, typer.Option(help="comma-separated layer indices the adapter is on")] = "4,5",
 ) -> None:
     """A cloud, two edges and four hospitals as separate processes on loopback: FFA-LoRA, DP-SGD, packed
     Paillier with the uploads masked below it (secure aggregation), client-level noise added in shares by
@@ -532,6 +546,11 @@ def demo(
         distributed=distributed,
         strategy=Strategy(strategy),
         out_dir=out,
+        task=task,
+        partition=partition,
+        model_path=model,
+        target_modules=_csv(target_modules),
+        layers=tuple(int(i) for i in _csv(layers)),
     )
     rule = strategy_class(config.strategy)
     encryption = (
@@ -546,8 +565,8 @@ def demo(
     )
     console.print(
         f"[bold]fedlora demo[/bold]: cloud + {edges} edges + {hospitals} hospitals on loopback; "
-        f"{rounds} rounds of LoRA ({strategy}) with DP-SGD (epsilon {epsilon}), {noise} and {encryption} on Rotten Tomatoes "
-        f"({config.partition} label skew). Logs: {out / 'logs'}"
+        f"{rounds} rounds of LoRA ({strategy}) with DP-SGD (epsilon {epsilon}), {noise} and {encryption} on {task} "
+        f"({config.partition} split). Logs: {out / 'logs'}"
     )
     for variable in config.hospital_opt_ins():
         console.print(
