@@ -55,6 +55,7 @@ class QAFeatures:
     answer_mask: torch.Tensor
     prompts: tuple[tuple[int, ...], ...]  # each prompt's ids (after truncation), for generation
     answers: tuple[tuple[int, ...], ...]  # each answer's ids without eos, for exact match
+    special: Specials  # the tokenizer's eos and pad, for generation
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -69,6 +70,7 @@ class QAFeatures:
             self.answer_mask[rows],
             tuple(self.prompts[i] for i in idx),
             tuple(self.answers[i] for i in idx),
+            self.special,
         )
 
 
@@ -107,7 +109,7 @@ def encode_pairs(
         input_ids[i, : len(ids)] = torch.tensor(ids)
         attention[i, : len(ids)] = 1
         answer_mask[i, len(prompt_ids) : len(ids)] = 1
-    return QAFeatures(input_ids, attention, answer_mask, tuple(kept_prompts), tuple(kept_answers))
+    return QAFeatures(input_ids, attention, answer_mask, tuple(kept_prompts), tuple(kept_answers), special)
 
 
 @torch.no_grad()
@@ -139,9 +141,10 @@ def example_answer_losses(model: FFACausalLM, features: QAFeatures, *, batch_siz
 
 @torch.no_grad()
 def greedy_answers(
-    model: FFACausalLM, features: QAFeatures, special: Specials, *, batch_size: int = 32
+    model: FFACausalLM, features: QAFeatures, *, batch_size: int = 32
 ) -> list[tuple[int, ...]]:
     """Each prompt's greedy continuation up to (without) eos, at most as long as the longest answer + 1."""
+    special = features.special
     longest = max(len(answer) for answer in features.answers) + 1
     out: list[tuple[int, ...]] = []
     for start in range(0, len(features), batch_size):
@@ -160,20 +163,10 @@ def greedy_answers(
     return out
 
 
-def exact_match(
-    model: FFACausalLM, tokenizer: object, features: QAFeatures, *, batch_size: int = 32
-) -> float:
-    """The fraction of prompts whose greedy answer is the reference, compared as decoded text (case and
-    spacing folded, so that a tokenizer's lower-casing or spacing never counts as a miss)."""
-    special = Specials.of(tokenizer)
-    generated = greedy_answers(model, features, special, batch_size=batch_size)
-
-    def text(ids: Sequence[int]) -> str:
-        decoded = tokenizer.decode(list(ids), skip_special_tokens=True)  # type: ignore[attr-defined]
-        return " ".join(str(decoded).casefold().split())
-
-    hits = sum(text(got) == text(want) for got, want in zip(generated, features.answers, strict=True))
-    return hits / len(features)
+def exact_match(model: FFACausalLM, features: QAFeatures, *, batch_size: int = 32) -> float:
+    """The fraction of prompts whose greedy answer (up to eos) is exactly the reference answer's tokens."""
+    generated = greedy_answers(model, features, batch_size=batch_size)
+    return sum(got == want for got, want in zip(generated, features.answers, strict=True)) / len(features)
 
 
 def train_causal(

@@ -102,7 +102,7 @@ class TaskKind(ABC):
 
     @abstractmethod
     def evaluate(self, model: Any, features: Any) -> tuple[float, float]:
-        """Mean loss and a cheap accuracy (a class's; an answer's tokens, teacher-forced), every round."""
+        """Mean loss and the task's accuracy (a class's; the exact match of greedy answers) on a held-out set."""
 
     @abstractmethod
     def rows(self, features: Any, indices: np.ndarray) -> Any:
@@ -205,13 +205,15 @@ class CausalLM(TaskKind):
         return example_answer_losses(model, features)
 
     def evaluate(self, model: FFACausalLM, features: QAFeatures) -> tuple[float, float]:
-        return evaluate_answers(model, features)
+        """Mean answer loss and the exact match of the greedy answers (the task's own measure)."""
+        loss, _ = evaluate_answers(model, features)
+        return loss, exact_match(model, features)
 
     def rows(self, features: QAFeatures, indices: np.ndarray) -> QAFeatures:
         return features.subset(indices)
 
     def score(self, model: FFACausalLM, tokenizer: Any, features: QAFeatures) -> float:
-        return exact_match(model, tokenizer, features)
+        return exact_match(model, features)
 
     def export(
         self, model: FFACausalLM, global_vector: np.ndarray, folder: str | Path, *, base_model: str

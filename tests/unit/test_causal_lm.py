@@ -226,7 +226,7 @@ def test_training_without_dp_learns_the_answers_and_exact_match_reads_them(llama
     model = FFACausalLM(load_causal_lm(llama_dir), spec_of(targets), rank=4)
     features = encode_pairs(tokenizer, PROMPTS, ANSWERS, max_length=16)
     swapped = encode_pairs(tokenizer, PROMPTS, ANSWERS[::-1], max_length=16)
-    assert exact_match(model, tokenizer, features) == 0.0
+    assert exact_match(model, features) == 0.0
     config = LocalConfig(
         steps=300,
         batch_size=2,
@@ -241,8 +241,8 @@ def test_training_without_dp_learns_the_answers_and_exact_match_reads_them(llama
     )
 
     assert result.accuracy_after == 1.0 and result.loss_after < result.loss_before
-    assert exact_match(model, tokenizer, features) == 1.0
-    assert exact_match(model, tokenizer, swapped) == 0.0
+    assert exact_match(model, features) == 1.0
+    assert exact_match(model, swapped) == 0.0
 
 
 # -- the standard export -----------------------------------------------------------------------------------------
