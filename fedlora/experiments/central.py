@@ -30,7 +30,7 @@ import torch
 from client_agent.model import FFAClassifier
 from client_agent.train import DPSettings, Features, LocalConfig, evaluate, train_local
 from fedlora.experiments.sim_report import markdown_table, write_csv
-from fedlora.simulation import SimulationConfig, prepared_run
+from fedlora.simulation import PreparedRun, SimulationConfig, prepared_run
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,13 @@ def run_central(config: CentralConfig, out_dir: Path) -> tuple[list[CentralRow],
 
 
 def _measure(config: CentralConfig) -> tuple[list[CentralRow], float]:
+    return measure_on(config, prepared_run(config.federation))
+
+
+def measure_on(config: CentralConfig, run: PreparedRun) -> tuple[list[CentralRow], float]:
+    """The three rows (probe, tuned no-DP adapter, DP adapter) on `run`, prepared from `config.federation`,
+    and the test set's majority rate."""
     fed = config.federation
-    run = prepared_run(fed)
     model, test_features, start = run.model, run.test, run.start
     fit, validation = _split(run.train, fraction=config.validation_fraction, seed=fed.seed)
     majority = float(np.bincount(test_features.labels.numpy()).max() / len(test_features))
