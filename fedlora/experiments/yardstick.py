@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fedlora.experiments.central import CentralConfig, measure_on
+from fedlora.experiments.central import CentralConfig, candidates, measure_on
 from fedlora.experiments.local_only import alone_on
 from fedlora.experiments.sim_report import markdown_table, plot_bars, write_csv
 from fedlora.simulation import Partitioning, SimulationConfig, StrategyName, prepared_run, simulate
@@ -71,8 +71,9 @@ class YardstickConfig:
     partitions: tuple[Partitioning, ...] = ("iid", "mild", "severe")
     #: The split of the LoRA (FedIT) row and of the hospitals-alone rows.
     lora_partition: Partitioning = "mild"
-    #: Candidates for the centralised no-DP adapter's learning rate.
+    #: Candidates for the centralised no-DP adapter: the recipe's SGD at these rates, Adam at those.
     learning_rates: tuple[float, ...] = (2.0, 8.0)
+    adam_learning_rates: tuple[float, ...] = (1e-3, 3e-3)
     seeds: tuple[int, ...] = (0, 1, 2)
     #: Issue 23's goal: federated FFA-LoRA with DP within this many points of the centralised no-DP model.
     goal_points: float = 3.0
@@ -82,8 +83,12 @@ class YardstickConfig:
             raise YardstickConfigError(f"seeds must be distinct non-negative integers, got {self.seeds}")
         if not self.partitions:
             raise YardstickConfigError("partitions is empty: the table needs at least one federated split")
-        if not self.learning_rates or any(not lr > 0 for lr in self.learning_rates):
-            raise YardstickConfigError(f"learning_rates must be positive, got {self.learning_rates}")
+        rates = self.learning_rates + self.adam_learning_rates
+        if not rates or any(not lr > 0 for lr in rates):
+            raise YardstickConfigError(
+                f"learning_rates {self.learning_rates} and adam_learning_rates {self.adam_learning_rates} "
+                "must name at least one rate, all positive"
+            )
         if self.federation.epsilon is None:
             raise YardstickConfigError("federation.epsilon is None: the table compares DP runs at an epsilon")
 
@@ -96,6 +101,7 @@ class YardstickConfig:
             ),
             seeds=(0,),
             learning_rates=(2.0,),
+            adam_learning_rates=(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +123,7 @@ class Measurement:
     epsilon: float | None
     seconds: float
     learning_rate: float | None = None
+    optimizer: str | None = None  # the centralised adapters' (the tuned no-DP one's choice)
 
 
 @dataclass
@@ -125,6 +132,14 @@ class YardstickResult:
     measurements: list[Measurement]
     seconds: float
     files: dict[str, Path] = field(default_factory=dict)
+
+
+def central_config(config: YardstickConfig, federation: SimulationConfig | None = None) -> CentralConfig:
+    return CentralConfig(
+        federation=federation or config.federation,
+        learning_rates=config.learning_rates,
+        adam_learning_rates=config.adam_learning_rates,
+    )
 
 
 def federated_row(partition: str, strategy: str) -> str:
@@ -155,13 +170,20 @@ def _seed(config: YardstickConfig, seed: int, out_dir: Path, clock: Callable[[],
     out: list[Measurement] = []
 
     run = prepared_run(base)
-    central = CentralConfig(federation=base, learning_rates=config.learning_rates)
+    central = central_config(config, base)
     rows, majority = measure_on(central, run)
     names = {0: PROBE, 1: CENTRAL_PLAIN, 2: CENTRAL_DP}
     for i, row in enumerate(rows):
         out.append(
             Measurement(
-                names[i], seed, row.test_accuracy, majority, row.epsilon, row.seconds, row.learning_rate
+                names[i],
+                seed,
+                row.test_accuracy,
+                majority,
+                row.epsilon,
+                row.seconds,
+                row.learning_rate,
+                row.optimizer,
             )
         )
     _logged(out[-len(rows) :])
@@ -301,8 +323,8 @@ def report(result: YardstickResult) -> str:
         f"{majority:.3f} on average), MiniLM with FFA-LoRA rank {fed.rank} on `{', '.join(fed.target_modules)}` "
         f"of layers {fed.layers_to_transform}, learning rates {fed.learning_rate:g} (adapter) and "
         f"{fed.head_learning_rate} (head), {fed.rounds} rounds of {fed.steps} steps of batch {fed.batch_size}; "
-        f"the centralised adapters take the same {steps} steps in one place (no-DP learning rate chosen among "
-        f"{', '.join(f'{lr:g}' for lr in config.learning_rates)} on a validation tenth). DP rows: "
+        f"the centralised adapters take the same {steps} steps in one place (the no-DP one's optimiser and rate "
+        f"chosen among {candidates(central_config(config))} on a validation tenth). DP rows: "
         f"example-level epsilon {fed.epsilon:g} at delta {fed.delta:g} per hospital. Seeds "
         f"{', '.join(str(s) for s in config.seeds)}; each draws its own split, shares, batches and noise. "
         f"{result.seconds:.0f} s in all.\n\n"
