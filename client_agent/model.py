@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import peft
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import logging as hf_logging
@@ -37,6 +36,7 @@ from protocol.ffa import (
 )
 from protocol.messages import FederationSpec
 from protocol.strategies import strategy_class
+from services.modeling_fedlora import mean_pool as pool  # the exported model pools with the same function
 
 PEFT_PREFIX = "base_model.model."
 
@@ -292,11 +292,3 @@ class FFAClassifier(nn.Module):
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.forward_from(self.embed_frozen(input_ids, attention_mask), attention_mask)
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens, L2-normalised: the sentence embedding all-MiniLM-L6-v2 was trained for."""
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    summed = (hidden * weights).sum(dim=1)
-    counts = weights.sum(dim=1).clamp(min=1.0)
-    return F.normalize(summed / counts, p=2.0, dim=-1)

@@ -411,7 +411,13 @@ def simulate(
     finally:
         engine.close()
 
-    adapter_dir = export_adapter(model, global_vector, config.out_dir / "adapter", base_model=spec.base_model)
+    adapter_dir = export_adapter(
+        model,
+        global_vector,
+        config.out_dir / "adapter",
+        base_model=spec.base_model,
+        label_names=spec.label_names,
+    )
     report.adapter_dir = str(adapter_dir)
     (config.out_dir / "report.json").write_text(report.to_json())
     return report
