@@ -262,9 +262,16 @@ class FFAClassifier(nn.Module):
     def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is (`client_agent.device`); inputs given on another device are moved there."""
+        return self.head.weight.device
+
     @torch.no_grad()
     def embed_frozen(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Hidden states entering the first adapted layer; nothing below it trains, so they can be cached."""
+        """Hidden states entering the first adapted layer; nothing below it trains, so they can be cached.
+        They are on the model's device."""
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         bert = self._bert()
         hidden = bert.embeddings(input_ids=input_ids)
         mask = self._additive_mask(attention_mask, hidden.dtype)
@@ -291,4 +298,5 @@ class FFAClassifier(nn.Module):
 
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        attention_mask = attention_mask.to(self.device)
         return self.forward_from(self.embed_frozen(input_ids, attention_mask), attention_mask)
