@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
-from transformers import BertModel, PretrainedConfig, RobertaModel, XLMRobertaModel
+from transformers import BertModel, CamembertModel, PretrainedConfig, RobertaModel, XLMRobertaModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 
@@ -80,9 +80,14 @@ class FedLoraXLMRobertaClassifier(MeanPoolClassifierMixin, XLMRobertaModel):
     pass
 
 
+class FedLoraCamembertClassifier(MeanPoolClassifierMixin, CamembertModel):
+    pass
+
+
 #: The class for each base model type (`config.json`'s `model_type`).
 CLASSIFIERS: dict[str, type[MeanPoolClassifierMixin]] = {
     "bert": FedLoraBertClassifier,
     "roberta": FedLoraRobertaClassifier,
     "xlm-roberta": FedLoraXLMRobertaClassifier,
+    "camembert": FedLoraCamembertClassifier,
 }

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 from safetensors.numpy import load as load_safetensors
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, ErnieConfig, ErnieModel
 
 from client_agent.model import AdapterSpec, default_model_path, load_encoder
 from protocol.ffa import frozen_basis
@@ -103,3 +103,27 @@ async def test_the_zip_the_demo_downloads_runs_in_a_stock_pipeline(tmp_path, sta
     assert_same_scores(
         stock, project_probabilities(ours, AutoTokenizer.from_pretrained(base), labels), labels
     )
+
+
+@pytest.mark.parametrize("state_store", ["memory"], indirect=True)
+async def test_a_base_model_the_shipped_classifier_cannot_wrap_is_refused_by_name(
+    tmp_path, state_store
+) -> None:
+    """An encoder the layout accepts but `modeling_fedlora.py` has no class for (ERNIE): the zip is a 422
+    naming `base_model` and the model type, and the raw vector is still served."""
+    base = tmp_path / "tiny-ernie"
+    ErnieModel(
+        ErnieConfig(
+            vocab_size=100, hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=64
+        )
+    ).save_pretrained(base)
+    async with running_cloud(model_path=base) as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        refused = await cloud.http.get(f"/federations/{fed.fid}/adapters/0")
+        vector = await cloud.http.get(f"/federations/{fed.fid}/adapters/0/vector")
+
+    assert refused.status_code == 422
+    body = refused.json()
+    assert body["code"] == "invalid_request" and body["field"] == "base_model"
+    assert "got 'ernie'" in body["message"]
+    assert vector.status_code == 200
