@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig
+from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from client_agent.export import export_adapter, load_exported
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
@@ -32,21 +32,24 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(default_model_path())
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory, tokenizer) -> Path:
-    """A tiny random BERT saved as a model folder, as a hospital's base model would be."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
+def save_tiny_base(folder: Path, tokenizer, kind: str) -> Path:
+    """A tiny random encoder saved as a model folder, as a hospital's base model would be."""
+    sizes = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64}
     torch.manual_seed(11)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    if kind == "bert":
+        BertModel(
+            BertConfig(vocab_size=tokenizer.vocab_size, **sizes), add_pooling_layer=False
+        ).save_pretrained(folder)
+    else:  # RoBERTa: position ids counted from its padding id, one token type
+        config = RobertaConfig(vocab_size=tokenizer.vocab_size, type_vocab_size=1, pad_token_id=0, **sizes)
+        RobertaModel(config, add_pooling_layer=False).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, tokenizer) -> Path:
+    return save_tiny_base(tmp_path_factory.mktemp("tiny-bert"), tokenizer, "bert")
 
 
 def global_vector_for(model: FFAClassifier, seed: int) -> np.ndarray:
@@ -54,6 +57,7 @@ def global_vector_for(model: FFAClassifier, seed: int) -> np.ndarray:
 
 
 def test_a_tiny_bert_export_runs_in_a_stock_pipeline_with_the_projects_scores(tokenizer, tiny_base, tmp_path):
+    """The stock pipeline and the project's own reader (`load_exported`) both give the project's scores."""
     model = FFAClassifier(load_encoder(tiny_base), SPEC, rank=2)
     vector = global_vector_for(model, seed=5)
     folder = export_adapter(model, vector, tmp_path / "adapter", base_model="tiny-bert", label_names=LABELS)
@@ -69,6 +73,19 @@ def test_a_tiny_bert_export_runs_in_a_stock_pipeline_with_the_projects_scores(to
     batch = tokenizer(STOCK_TEXTS[0], return_tensors="pt")
     probabilities = torch.softmax(loaded(batch["input_ids"], batch["attention_mask"])[0], dim=-1)
     assert [float(p) for p in probabilities] == pytest.approx([ours[0][label] for label in LABELS], abs=1e-6)
+
+
+def test_a_tiny_roberta_export_runs_in_a_stock_pipeline_with_the_projects_scores(tokenizer, tmp_path):
+    base = save_tiny_base(tmp_path / "tiny-roberta", tokenizer, "roberta")
+    model = FFAClassifier(load_encoder(base), SPEC, rank=4)
+    vector = global_vector_for(model, seed=8)
+    folder = export_adapter(
+        model, vector, tmp_path / "adapter", base_model="tiny-roberta", label_names=LABELS
+    )
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["FedLoraRobertaClassifier"]
+    ours = project_probabilities(global_model_at_rmax(load_encoder(base), SPEC, vector), tokenizer, LABELS)
+
+    assert_same_scores(run_stock_loader(folder, base, tmp_path), ours, LABELS)
 
 
 @pytest.mark.slow
