@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,13 @@ from fedlora.experiments.yardstick import (
     summarise,
     verdicts,
 )
-from fedlora.simulation import SimulationConfig, SimulationError, prepared_run, simulate
+from fedlora.simulation import (
+    SimulationConfig,
+    SimulationError,
+    prepared_data,
+    prepared_run,
+    simulate,
+)
 
 IID = federated_row("iid", "ffa")
 
@@ -162,6 +168,27 @@ def test_central_adapters_compute_no_more_example_gradients_than_the_federation(
     assert central_dp[0].example_gradients <= 1.1 * federation
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the centralised models train on nine tenths of the whole pool, but the mild and severe label "
+    "splits drop the rows their class proportions cannot use: at the yardstick's size the hospitals of the "
+    "mild split (the split of the LoRA and hospitals-alone rows too) hold 2,478-2,574 of the 3,000 "
+    "snippets, the central adapters train on 2,700, examples no hospital holds among them; central.py's "
+    "docstring says the central model sees 'slightly less data than the federation'",
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_central_models_train_on_no_more_than_the_hospitals_hold_together(seed):
+    # The yardstick's federation and per-seed base (`yardstick._seed`: the central rows are prepared from
+    # `lora_partition`, mild). Data only: no model is built.
+    config = YardstickConfig()
+    base = replace(config.federation, seed=seed, partition=config.lora_partition)
+    _, train, _, parts = prepared_data(base)
+    union = len(set(np.concatenate(parts).tolist()))
+    # `CentralConfig.validation_fraction` (a tenth) of the pool is held out, the rest is trained on.
+    central = len(train) - round(0.1 * len(train))
+    assert central <= union
+
+
 # -- promise 3: the gaps and the verdicts ---------------------------------------------------------------
 
 
@@ -273,6 +300,52 @@ def test_a_paillier_strategies_grid_builds_its_federations(tmp_path):
     for label, cell in config.grid():
         simulation = config.simulation.simulation(tmp_path / label, **cell)
         assert simulation.scheme == "paillier" and simulation.clip_norm is not None
+
+
+#: `SecAggConfig.quick().to_dict()` as commit c8dc582 (before the clip rule) wrote it into config.json; its
+#: runs recorded `clip_norm: null` for every scheme.
+SECAGG_BEFORE_THE_CLIP_RULE: dict[str, Any] = {
+    "simulation": {
+        "rounds": 1,
+        "steps": 2,
+        "batch_size": 16,
+        "learning_rate": 2.0,
+        "head_learning_rate": None,
+        "max_train_examples": 60,
+        "max_test_examples": 40,
+        "max_seq_length": 32,
+        "partition": "mild",
+        "epsilon": None,
+        "rank": 2,
+        "seed": 0,
+        "threads": 1,
+        "deidentify": True,
+        "model_path": None,
+        "layers_to_transform": None,
+        "engine": "process",
+        "ray_address": None,
+    },
+    "hospitals": 2,
+    "edges": 1,
+    "strategy": "ffa",
+    "schemes": ["none", "ckks", "paillier"],
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SecAggConfig records no clip norm, and its grid now clips every scheme to 1.0: a config.json "
+    "written before the rule (its runs unclipped, clip_norm null in its 'simulations') reruns as clipped "
+    "federations without a word, so the rerun does not reproduce the figures it was written with",
+)
+@pytest.mark.parametrize("scheme", ["none", "ckks"])
+def test_an_old_secagg_config_json_reruns_the_federations_it_recorded(scheme, tmp_path):
+    from fedlora.experiments.secagg import SecAggConfig
+
+    config = SecAggConfig.from_dict(SECAGG_BEFORE_THE_CLIP_RULE)
+    cells = dict(config.grid())
+    rerun = config.simulation.simulation(tmp_path / scheme, **cells[scheme])
+    assert rerun.clip_norm is None  # what the recorded run of this scheme clipped to
 
 
 @pytest.mark.xfail(
