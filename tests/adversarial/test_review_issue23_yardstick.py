@@ -379,3 +379,39 @@ def test_more_hospitals_than_paillier_sums_hold_are_refused_up_front(tiny_model_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         simulate(config)  # must not stop mid-run once the configuration is accepted
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SimulationConfig(scheme='paillier', masking=True, clip_norm=1.0) with an edge of one hospital "
+    "(3 hospitals behind 2 edges) is accepted, then the run stops once the data is encoded with "
+    "SecAggError 'the roster has 1 hospitals; a cohort needs at least 2', which names neither `edges` nor "
+    "`hospitals`",
+)
+def test_a_masking_federation_with_a_lone_hospital_behind_an_edge_is_refused_up_front(
+    tiny_model_dir, tmp_path
+):
+    # Hospitals go to edges round robin (hospital i to edge i % edges): 3 behind 2 edges leaves edge-2 one.
+    make = lambda: _tiny(  # noqa: E731
+        tiny_model_dir,
+        tmp_path,
+        hospitals=3,
+        edges=2,
+        steps=1,
+        batch_size=8,
+        max_train_examples=60,
+        partition="iid",
+        epsilon=None,
+        target_modules=("value",),
+        scheme="paillier",
+        masking=True,
+        clip_norm=1.0,
+    )
+    try:
+        config = make()
+    except SimulationError as e:
+        assert "edges" in str(e)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        simulate(config)  # must not stop once the configuration is accepted
