@@ -32,6 +32,7 @@ import numpy as np
 
 from client_agent.data import Dataset, Share, hospital_share, load_file
 from client_agent.deid import Deidentifier, make_finder
+from client_agent.device import resolve_device
 from client_agent.errors import (
     AgentError,
     InsecurePeerError,
@@ -244,6 +245,7 @@ class ClientAgent:
         if not self.state_path.exists():
             self.state.save(self.state_path)
         self.model_path = model_path or settings.model_path or default_model_path()
+        self.device = resolve_device(settings.device)  # DeviceError names FEDLORA_DEVICE and its value
         self.fid = settings.federation_id
         self.policy = HospitalPolicy.from_settings(settings)
         # Deadlines come from the cloud: checked in its time, measured on every plan poll.
@@ -900,7 +902,7 @@ class ClientAgent:
         return features, task.encode(model, tokenizer, held_out, max_length=max_length)
 
     def _build_model(self, spec: FederationSpec, rank: int) -> Any:
-        return task_for(spec).build_model(self.model_path, spec, rank=rank)
+        return task_for(spec).build_model(self.model_path, spec, rank=rank).to(self.device)
 
     def _dp_settings(self, plan: RoundPlan, spec: FederationSpec) -> DPSettings | None:
         dp = plan.local_dp

@@ -38,7 +38,6 @@ def export_causal_adapter(
         target_modules=spec.target_modules,
         layers_to_transform=spec.layers_to_transform,
         base_model=base_model,
-        head_info={},
         task_type=PEFT_TASK_TYPE,
         fan_in_fan_out=model.fan_in_fan_out,
     )

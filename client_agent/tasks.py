@@ -12,7 +12,7 @@ for a causal LM its texts are the prompts and `label_names[label]` is each promp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -113,8 +113,16 @@ class TaskKind(ABC):
         """The task's quality figure in [0, 1]: accuracy, or exact match of the generated answers."""
 
     @abstractmethod
-    def export(self, model: Any, global_vector: np.ndarray, folder: str | Path, *, base_model: str) -> Path:
-        """The global adapter as a standard PEFT adapter folder."""
+    def export(
+        self,
+        model: Any,
+        global_vector: np.ndarray,
+        folder: str | Path,
+        *,
+        base_model: str,
+        label_names: Sequence[str] | None = None,
+    ) -> Path:
+        """The global adapter as a standard PEFT adapter folder (`label_names`: a classifier's labels)."""
 
 
 class SequenceClassification(TaskKind):
@@ -163,9 +171,15 @@ class SequenceClassification(TaskKind):
         return evaluate(model, features)[1]
 
     def export(
-        self, model: FFAClassifier, global_vector: np.ndarray, folder: str | Path, *, base_model: str
+        self,
+        model: FFAClassifier,
+        global_vector: np.ndarray,
+        folder: str | Path,
+        *,
+        base_model: str,
+        label_names: Sequence[str] | None = None,
     ) -> Path:
-        return export_adapter(model, global_vector, folder, base_model=base_model)
+        return export_adapter(model, global_vector, folder, base_model=base_model, label_names=label_names)
 
 
 class CausalLM(TaskKind):
@@ -216,7 +230,13 @@ class CausalLM(TaskKind):
         return exact_match(model, features)
 
     def export(
-        self, model: FFACausalLM, global_vector: np.ndarray, folder: str | Path, *, base_model: str
+        self,
+        model: FFACausalLM,
+        global_vector: np.ndarray,
+        folder: str | Path,
+        *,
+        base_model: str,
+        label_names: Sequence[str] | None = None,
     ) -> Path:
         return export_causal_adapter(model, global_vector, folder, base_model=base_model)
 

@@ -377,8 +377,12 @@ def simulate_command(
         float, typer.Option(help="client-level DP: z of the noise on each round's sum; 0 = off")
     ] = 0.0,
     clip_norm: Annotated[
-        float, typer.Option(help="C: each hospital's delta is clipped to this L2 norm; 0 = no clip")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="C: each hospital's delta is clipped to this L2 norm; 0 = no clip; default: no clip, but "
+            "under --scheme paillier the services' 1.0 (its fixed-point range holds only clipped deltas)"
+        ),
+    ] = None,
     distributed: Annotated[
         bool, typer.Option(help="hospitals add the client-level noise in shares before encrypting")
     ] = False,
@@ -423,7 +427,7 @@ def simulate_command(
 ) -> None:
     """Run a federation without HTTP (same model, DP, encryption and aggregation code as the services),
     its hospitals in this process or in parallel through Ray."""
-    from fedlora.simulation import SimulationConfig, SimulationError
+    from fedlora.simulation import SimulationConfig, SimulationError, simulation_clip_norm
     from fedlora.simulation_engines import default_engine
 
     if partition not in ("iid", "mild", "severe", "dirichlet"):
@@ -465,7 +469,7 @@ def simulate_command(
             out_dir=out,
             strategy=strategy,  # type: ignore[arg-type]
             central_noise=central_noise,
-            clip_norm=clip_norm if clip_norm > 0 else None,
+            clip_norm=simulation_clip_norm(clip_norm, scheme=scheme),
             distributed_noise=distributed,
             contaminated=contaminated,
             contamination=contamination,  # type: ignore[arg-type]

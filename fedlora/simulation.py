@@ -77,7 +77,7 @@ from fedlora.simulation_rounds import (
 )
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
 from protocol.crypto.params import HEKind, PlainParams
-from protocol.messages import Contribution, FederationSpec, NoiseShare, TaskType
+from protocol.messages import CentralDPConfig, Contribution, FederationSpec, NoiseShare, TaskType
 from protocol.reach import planned_hold, published_rank
 from protocol.samplers import OpenDPSampler
 from protocol.secagg import CohortId
@@ -91,8 +91,20 @@ StrategyName = Literal["ffa", "fedit", "fedrot", "clair"]
 NOISE_STREAM = 0x401CE
 
 
+#: The services' clip norm when a spec names none (`CentralDPConfig.clip_norm`): every plan clips to it.
+DEFAULT_CLIP_NORM: float = CentralDPConfig.model_fields["clip_norm"].default
+
+
 class SimulationError(ValueError):
     """The simulation cannot run as configured."""
+
+
+def simulation_clip_norm(given: float | None, *, scheme: str) -> float | None:
+    """`fedlora simulate`'s clip norm: `given` (0: no clip); unset, none except under packed Paillier,
+    whose bounded range holds only clipped deltas, where the services' default."""
+    if given is None:
+        return DEFAULT_CLIP_NORM if scheme == "paillier" else None
+    return given if given > 0 else None
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,12 @@ class SimulationConfig:
             raise SimulationError(f"clip_norm must be positive, got {self.clip_norm}")
         if self.central_noise < 0:
             raise SimulationError(f"central_noise must be non-negative, got {self.central_noise}")
+        if self.scheme == "paillier" and self.clip_norm is None:
+            raise SimulationError(
+                "scheme 'paillier' packs each value into a bounded fixed-point range, which an unclipped delta "
+                "can leave (the hospitals would refuse to upload): set clip_norm, as every plan of the "
+                f"services does (their default is {DEFAULT_CLIP_NORM:g})"
+            )
         if self.central_noise > 0 and self.clip_norm is None:
             raise SimulationError(
                 f"central_noise {self.central_noise} is calibrated to the clip norm: set clip_norm too"
@@ -405,7 +423,13 @@ def simulate(
     finally:
         engine.close()
 
-    adapter_dir = task.export(model, global_vector, config.out_dir / "adapter", base_model=spec.base_model)
+    adapter_dir = task.export(
+        model,
+        global_vector,
+        config.out_dir / "adapter",
+        base_model=spec.base_model,
+        label_names=spec.label_names,
+    )
     report.adapter_dir = str(adapter_dir)
     (config.out_dir / "report.json").write_text(report.to_json())
     return report

@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ import torch
 from client_agent.model import FFAClassifier
 from client_agent.train import DPSettings, Features, LocalConfig, evaluate, train_local
 from fedlora.experiments.sim_report import markdown_table, write_csv
-from fedlora.simulation import SimulationConfig, prepared_run
+from fedlora.simulation import PreparedRun, SimulationConfig, prepared_run
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,12 @@ class CentralConfig:
     federation: SimulationConfig = field(
         default_factory=lambda: SimulationConfig(scheme="none", steps=16, insecure_reproducible=True)
     )
-    #: Candidates for the no-DP adapter's learning rate, chosen on the validation part.
+    #: Candidates for the no-DP adapter's learning rate with the recipe's SGD (the head's weight at the
+    #: federation's head rate, the batch gradient clipped to 1), chosen on the validation part.
     learning_rates: tuple[float, ...] = (0.5, 2.0, 8.0)
+    #: More candidates: Adam at these rates for every parameter, no clipping (the usual non-private
+    #: fine-tuning recipe, which DP-SGD's clipped, noisy steps do not suit).
+    adam_learning_rates: tuple[float, ...] = (1e-3, 3e-3)
     validation_fraction: float = 0.1
     #: Steps at the federation's batch; None: as many as the federation's hospitals take in all.
     steps: int | None = None
@@ -60,7 +64,7 @@ class CentralConfig:
             max_test_examples=40,
             insecure_reproducible=True,
         )
-        return cls(federation=federation, learning_rates=(2.0,))
+        return cls(federation=federation, learning_rates=(2.0,), adam_learning_rates=())
 
     @property
     def total_steps(self) -> int:
@@ -85,6 +89,7 @@ class CentralRow:
     epsilon: float | None
     steps: int
     seconds: float
+    optimizer: str | None = None
 
 
 def run_central(config: CentralConfig, out_dir: Path) -> tuple[list[CentralRow], dict[str, Path]]:
@@ -105,8 +110,13 @@ def run_central(config: CentralConfig, out_dir: Path) -> tuple[list[CentralRow],
 
 
 def _measure(config: CentralConfig) -> tuple[list[CentralRow], float]:
+    return measure_on(config, prepared_run(config.federation))
+
+
+def measure_on(config: CentralConfig, run: PreparedRun) -> tuple[list[CentralRow], float]:
+    """The three rows (probe, tuned no-DP adapter, DP adapter) on `run`, prepared from `config.federation`,
+    and the test set's majority rate."""
     fed = config.federation
-    run = prepared_run(fed)
     model, test_features, start = run.model, run.test, run.start
     fit, validation = _split(run.train, fraction=config.validation_fraction, seed=fed.seed)
     majority = float(np.bincount(test_features.labels.numpy()).max() / len(test_features))
@@ -115,6 +125,11 @@ def _measure(config: CentralConfig) -> tuple[list[CentralRow], float]:
     candidates = [
         _adapter(model, start, fit, validation, test_features, config, learning_rate=lr, dp=None)
         for lr in config.learning_rates
+    ] + [
+        _adapter(
+            model, start, fit, validation, test_features, config, learning_rate=lr, dp=None, optimizer="adam"
+        )
+        for lr in config.adam_learning_rates
     ]
     rows.append(max(candidates, key=lambda r: r.validation_accuracy))
     dp = (
@@ -181,14 +196,19 @@ def _adapter(
     *,
     learning_rate: float,
     dp: DPSettings | None,
+    optimizer: Literal["sgd", "adam"] = "sgd",
 ) -> CentralRow:
-    """The adapter and head trained in one place for `config.total_steps` steps of the federation's batch."""
+    """The adapter and head trained in one place for `config.total_steps` steps of the federation's batch:
+    with the recipe's SGD, or with Adam at one rate for every parameter and no clipping (no DP only)."""
     fed = config.federation
+    adam = optimizer == "adam"
     local = LocalConfig(
         steps=config.total_steps,
         batch_size=min(fed.batch_size, len(fit)),
         learning_rate=learning_rate,
-        head_learning_rate=fed.head_learning_rate,
+        head_learning_rate=None if adam else fed.head_learning_rate,
+        optimizer=optimizer,
+        max_grad_norm=None if adam else LocalConfig.max_grad_norm,
         insecure_seed=fed.seed,
         threads=fed.threads,
         progress=False,
@@ -200,12 +220,13 @@ def _adapter(
     return CentralRow(
         model="FFA-LoRA adapter, no DP" if dp is None else f"FFA-LoRA adapter, DP-SGD epsilon {dp.epsilon:g}",
         learning_rate=learning_rate,
-        head_learning_rate=fed.head_learning_rate,
+        head_learning_rate=None if adam else fed.head_learning_rate,
         validation_accuracy=result.accuracy_after,
         test_accuracy=evaluate(model, test)[1],
         epsilon=result.epsilon,
         steps=config.total_steps,
         seconds=time.perf_counter() - started,
+        optimizer=optimizer,
     )
 
 
@@ -213,6 +234,7 @@ def report(config: CentralConfig, rows: list[CentralRow], majority: float) -> st
     fed = config.federation
     columns = [
         ("model", "model"),
+        ("optimizer", "optimiser"),
         ("learning_rate", "lr (adapter)"),
         ("head_learning_rate", "lr (head)"),
         ("validation_accuracy", "validation accuracy"),
@@ -225,7 +247,7 @@ def report(config: CentralConfig, rows: list[CentralRow], majority: float) -> st
         "# The centralised yardstick\n\n"
         f"`fedlora experiment central`: {fed.task}, the union of the training pool ({fed.max_train_examples} "
         f"snippets at most, a tenth of it held out to choose the no-DP learning rate among "
-        f"{', '.join(f'{lr:g}' for lr in config.learning_rates)}), MiniLM with FFA-LoRA rank {fed.rank} on "
+        f"{candidates(config)}), MiniLM with FFA-LoRA rank {fed.rank} on "
         f"`{', '.join(fed.target_modules)}` of layers {fed.layers_to_transform}, {config.total_steps} steps "
         f"of batch {fed.batch_size} (the federation: {fed.hospitals} hospitals x {fed.rounds} rounds x "
         f"{fed.steps} steps), sequences of {fed.max_seq_length} tokens, seed {fed.seed}. Test set: "
@@ -236,3 +258,10 @@ def report(config: CentralConfig, rows: list[CentralRow], majority: float) -> st
 
 def with_federation(config: CentralConfig, **changes: Any) -> CentralConfig:
     return replace(config, federation=replace(config.federation, **changes))
+
+
+def candidates(config: CentralConfig) -> str:
+    """The no-DP candidates in words, for the reports."""
+    sgd = [f"SGD {lr:g}" for lr in config.learning_rates]
+    adam = [f"Adam {lr:g}" for lr in config.adam_learning_rates]
+    return ", ".join(sgd + adam)

@@ -15,7 +15,7 @@ import warnings
 import torch
 
 from client_agent.train import Features, LocalConfig, evaluate, train_local
-from fedlora.simulation import SimulationConfig, hospital_names, prepared_run
+from fedlora.simulation import PreparedRun, SimulationConfig, hospital_names, prepared_run
 from fedlora.simulation_rounds import training_seed
 
 
@@ -28,7 +28,11 @@ def local_only(config: SimulationConfig) -> list[tuple[str, float]]:
 
 
 def _train_alone(config: SimulationConfig) -> list[tuple[str, float]]:
-    run = prepared_run(config)
+    return alone_on(config, prepared_run(config))
+
+
+def alone_on(config: SimulationConfig, run: PreparedRun) -> list[tuple[str, float]]:
+    """`local_only` on `run`, already prepared from `config`."""
     model, train_features, test_features, start = run.model, run.train, run.test, run.start
     results = []
     for index, (name, part) in enumerate(zip(hospital_names(config.hospitals), run.parts, strict=True)):

@@ -13,7 +13,7 @@ import logging
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from fedlora.experiments.sim_report import markdown_table, plot_bars, plot_lines
 from fedlora.experiments.sim_runs import SimRun, SimSettings, run_grid, write_outputs
+from fedlora.simulation import DEFAULT_CLIP_NORM
 from fedlora.specs import he_params
 from protocol.crypto import generate_scheme, scheme_from_public
 
@@ -33,12 +34,11 @@ log = logging.getLogger("fedlora.experiments.secagg")
 class SecAggConfig:
     """Four hospitals behind two edges, FFA-LoRA, 3 rounds of 2 local steps.
 
-    The training is the adapter's single learning rate (`head_learning_rate` None, the recipe before the
-    head's own rate): this experiment measures the crypto, its runs clip nothing, and the head's own rate
-    moves head coordinates past the simulation's packed-Paillier range [-1, 1], so that hospitals would
-    refuse to upload (`PlanRefusedError`)."""
+    Every scheme's hospitals clip their deltas to the services' default norm (`DEFAULT_CLIP_NORM`), as
+    every plan of the services does: packed Paillier's fixed-point range holds only clipped deltas, and the
+    same clip under every scheme keeps the accuracies comparable."""
 
-    simulation: SimSettings = field(default_factory=lambda: SimSettings(steps=2, head_learning_rate=None))
+    simulation: SimSettings = field(default_factory=lambda: SimSettings(steps=2))
     hospitals: int = 4
     edges: int = 2
     strategy: Literal["ffa", "fedit", "fedrot"] = "ffa"
@@ -52,7 +52,7 @@ class SecAggConfig:
 
     @classmethod
     def quick(cls) -> SecAggConfig:
-        return cls(simulation=replace(SimSettings.quick(), head_learning_rate=None), hospitals=2, edges=1)
+        return cls(simulation=SimSettings.quick(), hospitals=2, edges=1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +67,16 @@ class SecAggConfig:
     def grid(self) -> list[tuple[str, dict[str, Any]]]:
         """(label, the cell's SimulationConfig fields), one per scheme."""
         return [
-            (scheme, dict(scheme=scheme, hospitals=self.hospitals, edges=self.edges, strategy=self.strategy))
+            (
+                scheme,
+                dict(
+                    scheme=scheme,
+                    hospitals=self.hospitals,
+                    edges=self.edges,
+                    strategy=self.strategy,
+                    clip_norm=DEFAULT_CLIP_NORM,
+                ),
+            )
             for scheme in self.schemes
         ]
 
