@@ -9,7 +9,9 @@ tried to break and found kept (they guard them from now on).
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ from client_agent.train import DPSettings, LocalConfig, TrainingError
 from protocol.ffa import frozen_basis
 from protocol.messages import FederationSpec, TaskType
 from services.model_layout import LayoutError, federation_layout
+from tests.cloud.harness import Federation, bearer, running_cloud, small_spec
 from tests.decoders import save_decoder, tiny_gpt2, tiny_llama
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -263,3 +266,72 @@ def test_a_rebased_adapter_exported_by_the_hospital_loads_with_stock_peft(
         theirs = stock(input_ids=ids, attention_mask=mask).logits
     assert ours.abs().max() > 0
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+
+
+# -- the cloud's side, in-process on both stores -------------------------------------------------------------
+@pytest.mark.anyio
+@pytest.mark.filterwarnings("ignore:fan_in_fan_out is set to False")
+async def test_the_clouds_gpt2_zip_loads_with_stock_peft_and_gives_the_projects_logits(
+    gpt2_dir, tmp_path
+) -> None:
+    """(4) The cloud writes `fan_in_fan_out: false` in a GPT-2 adapter's config (its `adapter_files` call
+    does not pass it); stock peft corrects it per module with a warning, and the logits still agree."""
+    spec = small_spec(
+        "causal-gpt2",
+        task_type=TaskType.CAUSAL_LM,
+        base_model="tiny-gpt2",
+        target_modules=("c_attn",),
+        layers_to_transform=(1,),
+    )
+    async with running_cloud(model_path=gpt2_dir) as cloud:
+        fed = await Federation.create(cloud.http, spec)
+        await fed.start(cloud.http)
+        rng = np.random.default_rng(5)
+        size = federation_layout(spec, gpt2_dir)[0].size
+        for edge in fed.edges.values():
+            deltas = {cid: rng.normal(0.0, 0.3, size) for cid in edge.clients}
+            aggregate = await fed.aggregate(cloud, edge.edge_id, 0, deltas)
+            assert (await fed.post(cloud.http, aggregate)).status_code == 202
+        vector = (await cloud.vector(fed.fid, 1)).astype(np.float32)
+        response = await cloud.http.get(
+            f"/federations/{fed.fid}/adapters/1", headers=bearer(fed.client_tokens["client-a"])
+        )
+    assert response.status_code == 200, response.text
+    out = tmp_path / "cloud-zip"
+    zipfile.ZipFile(io.BytesIO(response.content)).extractall(out)
+
+    at_r_max = AdapterSpec(
+        num_labels=2,
+        r_max=spec.r_max,
+        alpha=spec.lora_alpha,
+        seed=spec.seed,
+        target_modules=spec.target_modules,
+        layers_to_transform=spec.layers_to_transform,
+    )
+    model = FFACausalLM(load_causal_lm(gpt2_dir), at_r_max, rank=spec.r_max)
+    model.load_global(vector)
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102, 2054]])
+    mask = torch.ones_like(ids)
+    stock = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(gpt2_dir, local_files_only=True), out
+    ).eval()
+    with torch.no_grad():
+        ours = model(ids, mask)
+        theirs = stock(input_ids=ids, attention_mask=mask).logits
+    assert np.abs(vector).max() > 0
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="POST /federations with a sequence_classification spec (the default) on a cloud whose model is a "
+    "decoder: federation_layout's TypeError escapes _compute_layout (it maps only LayoutError to a 4xx), so "
+    "the request dies instead of answering 400 with a code naming task_type",
+)
+async def test_the_cloud_answers_a_classification_spec_on_its_decoder_with_a_4xx(llama_dir) -> None:
+    spec = small_spec("classify-on-llama", target_modules=("q_proj",), layers_to_transform=(1,))
+    async with running_cloud(model_path=llama_dir) as cloud:
+        response = await cloud.http.post("/federations", json=spec.model_dump(mode="json"))
+    assert 400 <= response.status_code < 500 and "task_type" in response.text
