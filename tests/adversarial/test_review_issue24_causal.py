@@ -26,7 +26,7 @@ from client_agent.causal_train import encode_pairs, exact_match, train_causal
 from client_agent.model import AdapterSpec, ModelError
 from client_agent.train import DPSettings, LocalConfig, TrainingError
 from protocol.ffa import frozen_basis
-from protocol.messages import FederationSpec, TaskType
+from protocol.messages import FederationSpec, TaskType, TrainingConfig
 from services.model_layout import LayoutError, federation_layout
 from tests.cloud.harness import Federation, bearer, running_cloud, small_spec
 from tests.decoders import save_decoder, tiny_gpt2, tiny_llama
@@ -335,3 +335,20 @@ async def test_the_cloud_answers_a_classification_spec_on_its_decoder_with_a_4xx
     async with running_cloud(model_path=llama_dir) as cloud:
         response = await cloud.http.post("/federations", json=spec.model_dump(mode="json"))
     assert 400 <= response.status_code < 500 and "task_type" in response.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=DID_NOT_RAISE,
+    reason="a causal_lm spec accepts training.head_learning_rate, a setting for the classification head a "
+    "causal LM does not have: train_causal never reads it, so the federation's stated head rate is silently "
+    "ignored (the strategies that train A are refused by name; this head setting is not)",
+)
+def test_a_causal_spec_with_a_head_setting_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="head_learning_rate"):
+        FederationSpec(
+            federation_id="causal",
+            task_type=TaskType.CAUSAL_LM,
+            target_modules=("q_proj",),
+            training=TrainingConfig(head_learning_rate=5.0),
+        )
