@@ -265,8 +265,7 @@ def prepared_data(config: SimulationConfig) -> tuple[FederationSpec, Dataset, Da
     spec = federation_spec(config, num_labels=train.n_classes)
     if config.deidentify:
         # Each hospital de-identifies its own texts before tokenising; the evaluation set goes the same way.
-        deidentifier = Deidentifier()  # one spaCy model load for both
-        train, test = _deidentified(train, deidentifier), _deidentified(test, deidentifier)
+        train, test = _deidentified_pair(train, test)
     kind = config.partition if config.partition != "dirichlet" else f"dirichlet-{config.dirichlet_alpha}"
     parts = partition(train.label_array(), kind=kind, n_clients=config.hospitals, seed=config.seed)
     return spec, train, test, list(parts)
@@ -296,6 +295,23 @@ def prepared_run(config: SimulationConfig) -> PreparedRun:
     test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length)
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     return PreparedRun(spec, model, train_features, test_features, parts, start)
+
+
+# The de-identified texts of the last few train/test pairs of this process: an experiment runs many
+# federations (and baselines) over the same split, and the NER pass is slower than the encoding.
+_DEIDENTIFIED: dict[str, tuple[Dataset, Dataset]] = {}
+
+
+def _deidentified_pair(train: Dataset, test: Dataset) -> tuple[Dataset, Dataset]:
+    """`train` and `test` de-identified, memoised on everything they hold (the recognisers are fixed)."""
+    parts = [[d.name, d.label_names, d.texts, d.labels, dict(d.meta)] for d in (train, test)]
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    if key not in _DEIDENTIFIED:
+        if len(_DEIDENTIFIED) >= _ENCODED_KEEP:
+            _DEIDENTIFIED.pop(next(iter(_DEIDENTIFIED)))
+        deidentifier = Deidentifier()  # one spaCy model load for both
+        _DEIDENTIFIED[key] = (_deidentified(train, deidentifier), _deidentified(test, deidentifier))
+    return _DEIDENTIFIED[key]
 
 
 def _deidentified(dataset: Dataset, deidentifier: Deidentifier) -> Dataset:

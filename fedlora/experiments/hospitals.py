@@ -51,8 +51,8 @@ VARIANCE = "dynamic ranks, variance growth"
 
 def _full_settings() -> SimSettings:
     return SimSettings(
-        rounds=8,
-        steps=10,
+        rounds=6,
+        steps=8,
         batch_size=32,
         max_train_examples=10_000,  # the whole pool: drug_condition has 360 reviews
         max_test_examples=10_000,
@@ -82,7 +82,7 @@ class HospitalsConfig:
     low_rank: int = 2  # the second fixed-rank row, and the common rank of the re-basing
     examples_for_r_max: int = 64  # data_size: a hospital with this many reviews starts at r_max
     grow_energy: float = 1.0  # `RankPolicy.grow_energy` of the energy-growth row
-    rebase_after: int = 5  # the round (0-based) after which the dynamic rows re-base to `low_rank`
+    rebase_after: int = 3  # the round (0-based) after which the dynamic rows re-base to `low_rank`
     seeds: tuple[int, ...] = (0, 1, 2)
     central_learning_rates: tuple[float, ...] = (0.5, 2.0, 8.0)
 
@@ -315,7 +315,7 @@ def summarise(finals: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "macro_auc_sd": auc_sd,
                 "accuracy": accuracy,
                 "accuracy_sd": accuracy_sd,
-                "values_sent": sent[model],
+                "values_sent": round(sent[model]),
                 "sent_vs_fixed": sent[model] / sent[reference]
                 if reference and sent[reference] and rows[0]["kind"] == "federated"
                 else None,
@@ -384,6 +384,7 @@ def figures(result: HospitalsResult, out_dir: Path) -> dict[str, Path]:
 def results_markdown(result: HospitalsResult) -> str:
     config, sim = result.config, result.config.simulation
     rebase = config.rebase_after + 1
+    layers = ", ".join(str(i) for i in sim.layers_to_transform or SimulationConfig.layers_to_transform or ())
     return (
         "# Seed 001's hospitals: dynamic ranks under DP, against the centralised model and each hospital alone\n\n"
         + markdown_table(result.summary, SUMMARY_COLUMNS)
@@ -394,8 +395,8 @@ def results_markdown(result: HospitalsResult) -> str:
         f"{sim.rounds} rounds of {sim.steps} DP-SGD steps (epsilon {sim.epsilon:g} per hospital over the "
         f"run, delta {SimulationConfig.delta:g}), expected batch "
         f"{sim.batch_size} (at most the hospital's size), lr {sim.learning_rate:g} (head "
-        f"{sim.head_learning_rate}), sequences of {sim.max_seq_length} tokens, FFA-LoRA on MiniLM's "
-        f"`value` of layers 4 and 5, {config.scheme}{' with pairwise masking' if config.masking else ''} "
+        f"{sim.head_learning_rate or sim.learning_rate:g}), sequences of {sim.max_seq_length} tokens, FFA-LoRA on "
+        f"`value` of layers {layers}, {config.scheme}{' with pairwise masking' if config.masking else ''} "
         f"over {config.edges} edges (k = 2). Fixed rows: every hospital at that rank. Dynamic rows: r_max "
         f"{sim.rank}; the first rank from the hospital's released (noisy) example count (`data_size`, "
         f"{config.examples_for_r_max} reviews give r_max); growth by the published update's column energy "
