@@ -75,10 +75,12 @@ class HospitalsConfig:
     test_fraction: float = 0.25
     scheme: Literal["ckks", "paillier", "none"] = "paillier"
     masking: bool = True
-    #: Packed Paillier's fixed-point range and bits: the head's learning rate moves its weights by more than
-    #: the default range of 1 in a round, and a hospital refuses to upload an update outside the range.
-    he_clip: float = 16.0
-    he_quant_bits: int = 24
+    #: Packed Paillier's fixed-point range and bits: the head's learning rate (and DP-SGD's noise at it)
+    #: moves single weights by more than the default range of 1 in a round, and a hospital refuses to upload
+    #: an update outside the range. Each hospital's delta is clipped to L2 norm `he_clip` (no noise is added
+    #: for it), which keeps every coordinate in range whatever the noise draws.
+    he_clip: float = 64.0
+    he_quant_bits: int = 28
     low_rank: int = 2  # the second fixed-rank row, and the common rank of the re-basing
     examples_for_r_max: int = 64  # data_size: a hospital with this many reviews starts at r_max
     grow_energy: float = 1.0  # `RankPolicy.grow_energy` of the energy-growth row
@@ -129,6 +131,7 @@ class HospitalsConfig:
             masking=self.masking,
             he_clip=self.he_clip,
             he_quant_bits=self.he_quant_bits,
+            clip_norm=self.he_clip,
             seed=seed,
         )
         values.update(changes)
@@ -397,7 +400,8 @@ def results_markdown(result: HospitalsResult) -> str:
         f"{sim.batch_size} (at most the hospital's size), lr {sim.learning_rate:g} (head "
         f"{sim.head_learning_rate or sim.learning_rate:g}), sequences of {sim.max_seq_length} tokens, FFA-LoRA on "
         f"`value` of layers {layers}, {config.scheme}{' with pairwise masking' if config.masking else ''} "
-        f"over {config.edges} edges (k = 2). Fixed rows: every hospital at that rank. Dynamic rows: r_max "
+        f"over {config.edges} edges (k = 2; {config.he_quant_bits}-bit fixed point in [-{config.he_clip:g}, "
+        f"{config.he_clip:g}], each hospital's delta clipped to L2 norm {config.he_clip:g} to stay in it). Fixed rows: every hospital at that rank. Dynamic rows: r_max "
         f"{sim.rank}; the first rank from the hospital's released (noisy) example count (`data_size`, "
         f"{config.examples_for_r_max} reviews give r_max); growth by the published update's column energy "
         f"(threshold {config.grow_energy:g}) or by the variance of the hospital's own uploads (at most the "
