@@ -43,7 +43,7 @@ def _values(rank):
 
 
 def test_every_row_on_the_same_test_set(hospitals):
-    config, result, _ = hospitals
+    _, result, _ = hospitals
     models = [row["model"] for row in result.summary]
     assert models == [
         "fixed rank 4",

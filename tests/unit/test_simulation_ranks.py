@@ -129,10 +129,7 @@ def test_macro_auc_is_the_mean_of_one_vs_rest_aucs():
     labels = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
     probabilities = rng.dirichlet(np.ones(3), size=len(labels))
     by_hand = np.mean(
-        [
-            _pairwise_auc(probabilities[labels == c, c], probabilities[labels != c, c])
-            for c in range(3)
-        ]
+        [_pairwise_auc(probabilities[labels == c, c], probabilities[labels != c, c]) for c in range(3)]
     )
     assert macro_auc(labels, probabilities) == pytest.approx(by_hand)
     # A class missing from the labels: the mean over the classes present.
