@@ -4,9 +4,9 @@ DP-SGD at example-level epsilon 8, their uploads masked and encrypted (packed Pa
 The data is the bundled `drug_condition` task (a drugs.com review -> one of the 5 most frequent
 conditions), a quarter held out as the common test set. The skew is a Dirichlet(0.5) label split
 (Hsu et al. 2019) over the training pool: each condition's reviews are dealt to the hospitals in Dirichlet
-proportions, so the hospitals differ both in size (a few dozen to over a hundred reviews) and in case mix
-(one mostly birth control, like a women's clinic; another mostly depression and anxiety, like a
-psychiatric one), which is how hospitals of one region differ.
+proportions, so the hospitals differ both in size (about twenty to about ninety reviews) and in case mix
+(one almost only birth control, like a women's clinic; others mostly pain, acne or depression), which is
+how the hospitals of one region differ.
 
 Rows, every one on the same test set, reported by macro one-vs-rest AUC, accuracy and the adapter values
 the hospitals sent:
