@@ -320,3 +320,93 @@ def test_label_and_base_names_stay_data_in_the_cloud_zip_entries(tokenizer, tmp_
             archive.writestr(name, data)
     with zipfile.ZipFile(archive_path) as archive:
         assert all("/" not in name and ".." not in name for name in archive.namelist())
+
+
+# -- (4) bad input to the export -------------------------------------------------------------------------
+
+
+def tiny_model(tokenizer, folder: Path) -> FFAClassifier:
+    return FFAClassifier(load_encoder(save_tiny_base(folder, tokenizer)), SPEC, rank=SPEC.r_max)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="export_adapter writes a NaN/inf global vector as it is: the folder then answers NaN scores",
+)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_global_vector_is_refused_by_name(tokenizer, tmp_path, bad):
+    """A global vector with one non-finite value (a corrupt download, a broken decryption) is written into
+    `adapter_model.safetensors` without a word; a typed error naming the vector is expected, and nothing
+    written."""
+    model = tiny_model(tokenizer, tmp_path / "base")
+    vector = np.zeros(model.layout.size, dtype=np.float32)
+    vector[3] = bad
+    folder = tmp_path / "adapter"
+
+    with pytest.raises(ValueError, match=r"(?i)vector"):
+        export_adapter(model, vector, folder, base_model="tiny", label_names=LABELS)
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="classifier_files checks only the count and distinctness of label_names: an empty name (which "
+    "FederationSpec.label_names refuses, min_length 1) or a non-string is written into id2label",
+)
+@pytest.mark.parametrize("names", [("", "neutral", "positive"), (0, 1, 2)], ids=["empty", "not-a-string"])
+def test_a_label_name_the_federation_spec_would_refuse_is_refused_by_the_export(tokenizer, tmp_path, names):
+    """The federation's wire spec says a label name is a string of 1 to 128 characters; `export_adapter`
+    (fed `Dataset.label_names` by `client_agent.local_run`) accepts "" and integers, and the pipeline then
+    answers with a blank label or an int where the spec promises names."""
+    from services.classifier_export import ClassifierExportError
+
+    model = tiny_model(tokenizer, tmp_path / "base")
+    vector = np.zeros(model.layout.size, dtype=np.float32)
+
+    with pytest.raises(ClassifierExportError, match="label_names"):
+        export_adapter(model, vector, tmp_path / "adapter", base_model="tiny", label_names=names)
+
+
+# -- (5) FEDLORA_DEVICE -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:-1", "cuda:x", "cuda0", "cuda:1"])
+def test_a_malformed_or_absent_device_stops_the_agent_naming_the_variable(value):
+    """Held: `resolve_device` refuses these by the variable and the value (cuda:1 with one device), and
+    never falls back to the CPU."""
+    from client_agent.device import DeviceError, resolve_device
+
+    with pytest.raises(DeviceError, match=rf"FEDLORA_DEVICE.*{re.escape(repr(value))}"):
+        resolve_device(value, cuda_devices=1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ClientSettings.device has max_length=16: a longer FEDLORA_DEVICE is refused by pydantic, whose "
+    "message names the field `device`, never the variable FEDLORA_DEVICE (docs/operations.md promises it)",
+)
+def test_a_long_malformed_device_stops_the_agent_naming_the_variable(tmp_path):
+    """`FEDLORA_DEVICE=cuda:0,cuda:1,cuda:2` (an operator asking for three GPUs): `python -m client_agent`
+    stops, but says `device: String should have at most 16 characters`, unlike every shorter bad value."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FEDLORA_")}
+    env.update(
+        FEDLORA_DEVICE="cuda:0,cuda:1,cuda:2",
+        FEDLORA_CLIENT_ID="client-a",
+        FEDLORA_FEDERATION_ID="fed-1",
+        FEDLORA_EDGE_ID="edge-1",
+        FEDLORA_CLOUD_URL="http://127.0.0.1:9",
+        FEDLORA_STATE_DIR=str(tmp_path / "state"),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "client_agent"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode != 0
+    assert "FEDLORA_DEVICE" in done.stderr and "cuda:0,cuda:1,cuda:2" in done.stderr, done.stderr[-1500:]
