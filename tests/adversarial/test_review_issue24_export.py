@@ -23,7 +23,14 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    RobertaConfig,
+    RobertaModel,
+)
 
 from client_agent.export import export_adapter
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
@@ -250,6 +257,29 @@ def test_a_base_saved_in_float16_is_run_in_float32_by_both(tokenizer, tmp_path):
 
     assert next(load_encoder(base).parameters()).dtype == torch.float32
     assert_same(stock_scores(adapter, base, tmp_path, [SHORT]), project_scores(base, vector, [SHORT]))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the README's snippet loads the base checkpoint into the shipped class, which has a `classifier` "
+    "of the federation's size: a base that is itself a classifier with another number of labels stops "
+    "from_pretrained with a size mismatch (ignore_mismatched_sizes is False); the project drops that head",
+)
+def test_a_base_that_is_a_classifier_with_other_labels_runs_in_the_pipeline(tokenizer, tmp_path):
+    """The issue's own example: a hospital adapts the clinical BERT it already uses for coding notes, a
+    `BertForSequenceClassification` checkpoint with 5 labels, in a federation of 3. The project (bare
+    `AutoModel`, its own head) trains and scores it; the README's snippet cannot load it. (With the same
+    number of labels it loads, and peft's `modules_to_save` replaces the old head: that held.)"""
+    base = tmp_path / "base"
+    torch.manual_seed(11)
+    sizes = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64}
+    config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=5, **sizes)
+    BertForSequenceClassification(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    adapter, vector = exported(base, tmp_path / "adapter")
+    ours = project_scores(base, vector, [SHORT])
+
+    assert_same(stock_scores(adapter, base, tmp_path, [SHORT]), ours)
 
 
 # -- (3) what code a hospital's loader executes ------------------------------------------------------------
