@@ -130,13 +130,6 @@ def _observing(calls: list[Call], real: Callable[..., Any]) -> Callable[..., Any
     return observed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the centralised adapters take hospitals x rounds x steps steps of the federation's whole batch, "
-    "but a hospital holding fewer examples than a batch takes steps of its own size: with 20 examples a "
-    "hospital and batch 64 the no-DP central model computes 3.2x the federation's example-gradients and the "
-    "DP one 1.8x, while the report says they take 'the same steps'",
-)
 def test_central_adapters_compute_no_more_example_gradients_than_the_federation(
     tiny_model_dir, tmp_path, monkeypatch
 ):
@@ -221,13 +214,6 @@ def test_an_unknown_partition_is_refused_up_front():
 # -- promise 4: the DP rows spend the stated epsilon ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the centralised adapters always train with insecure_seed = the federation's seed, also when "
-    "the federation asks for insecure_reproducible=False: the DP-SGD row's noise and Poisson batches are "
-    "then a function of a public seed (two runs give the same adapter bit for bit), so its 'epsilon 8' "
-    "protects nothing while the federation's rows draw from the OS",
-)
 def test_the_central_dp_row_draws_its_noise_from_the_os_unless_told_otherwise(tiny_model_dir, tmp_path):
     federation = _tiny(tiny_model_dir, tmp_path, insecure_reproducible=False)
     config = CentralConfig(federation=federation, learning_rates=(2.0,), adam_learning_rates=())
@@ -246,13 +232,6 @@ def test_the_central_dp_row_draws_its_noise_from_the_os_unless_told_otherwise(ti
 # -- promise 5: the packed-Paillier rule ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the paper tables' TableConfig has a `scheme` but no clip norm, and its federations set none: "
-    "TableConfig(scheme='paillier'), and a config.json of a paillier table written before the head had its "
-    "own rate, both accepted before commit b8ab677, are now refused with 'set clip_norm', a field "
-    "TableConfig does not have",
-)
 def test_a_paillier_paper_table_is_still_accepted_and_clips():
     # A config.json of a paillier privacy table as written before `head_learning_rate` existed (the head at
     # the adapter's rate, which kept every coordinate inside packed Paillier's range).
@@ -261,12 +240,6 @@ def test_a_paillier_paper_table_is_still_accepted_and_clips():
     assert config.scheme == "paillier"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the strategies experiment has a `scheme` but no clip norm: StrategiesConfig(scheme='paillier') "
-    "is accepted, then every cell's SimulationConfig is refused ('set clip_norm', a field neither "
-    "StrategiesConfig nor SimSettings has) when the grid runs; before commit b8ab677 the cells were built",
-)
 def test_a_paillier_strategies_grid_builds_its_federations(tmp_path):
     config = StrategiesConfig(scheme="paillier")
     for label, cell in config.grid():
@@ -304,12 +277,6 @@ SECAGG_BEFORE_THE_CLIP_RULE: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SecAggConfig records no clip norm, and its grid now clips every scheme to 1.0: a config.json "
-    "written before the rule (its runs unclipped, clip_norm null in its 'simulations') reruns as clipped "
-    "federations without a word, so the rerun does not reproduce the figures it was written with",
-)
 @pytest.mark.parametrize("scheme", ["none", "ckks"])
 def test_an_old_secagg_config_json_reruns_the_federations_it_recorded(scheme, tmp_path):
     from fedlora.experiments.secagg import SecAggConfig
