@@ -210,7 +210,22 @@ class SimulationConfig:
             )
         # The strategy, scheme and noise must make a federation the services would accept (the label count
         # only sizes the head, so any will do here).
-        federation_spec(self, num_labels=2)
+        spec = federation_spec(self, num_labels=2)
+        # Every edge's sum and the cloud's total of them hold every hospital (`_Run._edge_of`).
+        capacity = spec.he.max_summands
+        if capacity is not None and self.hospitals > capacity:
+            raise SimulationError(
+                f"hospitals={self.hospitals} (behind edges={self.edges}) is more than one sum of scheme "
+                f"{self.scheme!r} holds (he.max_summands={capacity}): the cloud's total of the edges' sums "
+                "would overflow mid-round"
+            )
+        smallest_edge = self.hospitals // self.edges  # hospital i goes to edge i % edges
+        if self.masking and smallest_edge < spec.min_clients_per_edge:
+            raise SimulationError(
+                f"masking needs at least {spec.min_clients_per_edge} hospitals behind every edge (a cohort "
+                f"of one is no cohort), but hospitals={self.hospitals} behind edges={self.edges} leave an "
+                f"edge {smallest_edge}: lower edges or add hospitals"
+            )
 
 
 @dataclass

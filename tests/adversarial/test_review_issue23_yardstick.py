@@ -287,12 +287,6 @@ def test_an_old_secagg_config_json_reruns_the_federations_it_recorded(scheme, tm
     assert rerun.clip_norm is None  # what the recorded run of this scheme clipped to
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SimulationConfig(scheme='paillier', clip_norm=1.0) with more hospitals behind the sum than "
-    "packed Paillier's max_clients (64) is accepted, and the run stops mid-round: the edge refuses the 65th "
-    "upload (SumFullError; with 2 edges the cloud refuses the total, CiphertextError)",
-)
 def test_more_hospitals_than_paillier_sums_hold_are_refused_up_front(tiny_model_dir, tmp_path):
     # 65 hospitals behind one edge, 4 examples each: one more than the 64 summands a packed slot holds.
     hospitals = 65
@@ -320,13 +314,6 @@ def test_more_hospitals_than_paillier_sums_hold_are_refused_up_front(tiny_model_
         simulate(config)  # must not stop mid-run once the configuration is accepted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SimulationConfig(scheme='paillier', masking=True, clip_norm=1.0) with an edge of one hospital "
-    "(3 hospitals behind 2 edges) is accepted, then the run stops once the data is encoded with "
-    "SecAggError 'the roster has 1 hospitals; a cohort needs at least 2', which names neither `edges` nor "
-    "`hospitals`",
-)
 def test_a_masking_federation_with_a_lone_hospital_behind_an_edge_is_refused_up_front(
     tiny_model_dir, tmp_path
 ):
