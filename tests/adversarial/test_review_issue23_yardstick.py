@@ -1,8 +1,8 @@
 """Adversarial review of issue 23's yardstick table (`fedlora experiment yardstick`) and of the simulation's
 packed-Paillier clip rule (`SimulationConfig` refuses paillier without a clip norm).
 
-Each test is a defect the review reproduced, marked `xfail(strict=True)`: it fails today and must pass once
-the defect is fixed (then the mark comes off). The expected values are worked out here, from the data and the
+Each test is a defect the review reproduced, first marked `xfail(strict=True)`; the defects are fixed and
+the tests stay as regression tests. The expected values are worked out here, from the data and the
 configurations, never by calling the code under test for them. The federations run on the tiny randomly
 initialised BERT of the e2e tests (`tiny_model_dir`, re-exported by this folder's conftest), so each test
 takes seconds.
@@ -78,12 +78,6 @@ def _m(row: str, seed: int, accuracy: float, majority: float = 0.5) -> Measureme
 # -- promise 1: one test set, never seen in training ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rt_sentiment holds 55 texts more than once and task_split splits rows, not texts: at the "
-    "yardstick's size (3,000 training, 1,000 test snippets) 2-3 test snippets per seed are also in the "
-    "training pool every row trains on (and the no-DP candidate is chosen on)",
-)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_no_test_snippet_is_in_the_training_pool(seed):
     # The yardstick's own sizes (`yardstick._federation`): 3,000 training and 1,000 test snippets.
