@@ -36,7 +36,7 @@ from fedlora.simulation_engines import EngineName
 
 log = logging.getLogger("fedlora.experiments.sim")
 #: The scheme of a cell that names none.
-_SCHEME_DEFAULT: str = next(f.default for f in fields(SimulationConfig) if f.name == "scheme")
+_SCHEME_DEFAULT: str = str(next(f.default for f in fields(SimulationConfig) if f.name == "scheme"))
 
 
 @dataclass(frozen=True)

@@ -131,9 +131,11 @@ class YardstickConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> YardstickConfig:
         """The config `to_dict` wrote into config.json (JSON lists back to tuples, paths back to paths)."""
-        fields_ = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k != "federation"}
+        fields_: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k != "federation"
+        }
         if "federation" in values:
-            federation = {
+            federation: dict[str, Any] = {
                 k: tuple(v) if isinstance(v, list) else v for k, v in dict(values["federation"]).items()
             }
             for name in ("model_path", "out_dir"):
