@@ -1,0 +1,102 @@
+"""Checks that drop what a recogniser found but is not PHI, and trim a span to the identifier.
+
+spaCy's small model tags most unknown capitalised words (drug brands above all) as people, places or
+organisations; a pattern keyed on a title or a cue also catches words that are not names ("my Dr. Told
+me"). These functions are the analyser's precision step (:mod:`client_agent.deid_presidio`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import regex
+from drug_named_entity_recognition import find_drugs
+from presidio_analyzer import RecognizerResult
+
+from client_agent.deid_patterns import PARTICLE
+from client_agent.deid_recognizers import NOT_NAMES
+from client_agent.deid_rules import EPONYMS, looks_like_verb
+
+NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "SUBJECT_NAME"})
+
+
+def implausible(value: str, entity: str) -> bool:
+    """An NER span that is a number, an abbreviation ("CT", "SSN"), a label, an eponym, a drug (by the
+    ``drug-named-entity-recognition`` lexicon: spaCy's small model takes "Zoloft" for a person), or one
+    word alone: the small model tags most unknown capitalised words (drug brands above all) as people,
+    places or organisations, and a name or place with a cue is found by the patterns; a lone subject
+    ("Sigrid slept well") by :class:`SubjectNameRecognizer`."""
+    words = [w for w in re.split(r"[\s-]+", value.strip(" .,:;")) if w]
+    if not words or any(c.isdigit() for c in value) or value.rstrip().endswith(":") or value.islower():
+        return True
+    if (
+        words[0] in NOT_NAMES
+        or any(w in EPONYMS for w in words)
+        or (len(words) == 1 and entity != "SUBJECT_NAME")
+    ):
+        return True
+    if all((w.isupper() and len(w) <= 5) or w in NOT_NAMES for w in words):
+        return True
+    return bool(find_drugs(value.split(), is_ignore_case=True) or find_drugs(words, is_ignore_case=True))
+
+
+def not_a_name(value: str, english_words: frozenset[str]) -> bool:
+    """A word after a title that is a verb, a stop word or, in lower case, an English verb, adjective or
+    adverb ("My Dr. Told me", "my Dr. Prescribed it", "the dr said"; WordNet's nouns hold surnames)."""
+    first = value.split()[0] if value.split() else ""
+    return first in NOT_NAMES or looks_like_verb(first) or (first.islower() and first in english_words)
+
+
+def not_a_place(value: str, english_words: frozenset[str]) -> bool:
+    """What follows "admitted to" and is not a facility's name: a unit ("ICU"), a word ("Home")."""
+    words = [w for w in value.split() if w.lower() != "the"]
+    if all((w.isupper() and len(w) <= 5) or w in NOT_NAMES for w in words):
+        return True
+    return len(words) == 1 and words[0].lower() in english_words
+
+
+_LEADING_TITLE = re.compile(
+    r"(?i:(?:dear|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt|daughter|son|wife|husband|niece|nephew|mother|"
+    r"father|sister|brother|caregiver|partner|spouse)\.?,?[ \t]+)+"
+)
+
+
+def from_recased_words(result: RecognizerResult, text: str, original: str) -> bool:
+    """Whether a span of the case-normalised text owes itself to the new case: a pattern's span lies on a
+    recased line; a named entity's words were all recased but for particles ("Fatima Zahra el Amrani",
+    not "Distal Bicep" from "distal bicep"). A subject is never taken from it: every unknown word of a
+    lower-case line is capitalised there, drug names included."""
+    if result.entity_type == "SUBJECT_NAME":
+        return False
+    if result.entity_type not in NER_ENTITIES:
+        line_start = text.rfind("\n", 0, result.start) + 1
+        line_end = text.find("\n", result.end) % (len(text) + 1)
+        return text[line_start:line_end] != original[line_start:line_end]
+    words = list(WORD_SPAN.finditer(text, result.start, result.end))
+    recased = [m.group() != original[m.start() : m.end()] for m in words]
+    return any(recased) and all(
+        r or _PARTICLE_WORD.fullmatch(m.group()) for m, r in zip(words, recased, strict=True)
+    )
+
+
+WORD_SPAN = regex.compile(r"\p{L}[\p{L}'’]*")
+_PARTICLE_WORD = regex.compile(PARTICLE)
+NEXT_WORD = regex.compile(
+    rf"(?:[ \t]+{PARTICLE})*[ \t]+(\p{{Lu}}\p{{Ll}}+(?:-\p{{Lu}}\p{{Ll}}+)?)\b(?![ \t]*:)"
+)
+
+
+def after_title(text: str, start: int, end: int) -> int:
+    """Where a name starts once a title or relation it took in is left out ("Dr Patel", "Daughter Amara":
+    the word before the name stays)."""
+    match = _LEADING_TITLE.match(text, start, end)
+    return match.end() if match else start
+
+
+def trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """Without surrounding spaces and trailing punctuation (NER spans sometimes carry them)."""
+    while start < end and text[start] in " \t\n":
+        start += 1
+    while end > start and text[end - 1] in " \t\n.,;:":
+        end -= 1
+    return start, end
