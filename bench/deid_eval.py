@@ -31,9 +31,9 @@ from tests.deid_sets import SETS, TYPES, SetScore, score
 
 def finders() -> dict[str, PHIFinder]:
     return {
-        "our rules": RuleFinder(),
-        "Presidio alone": PresidioFinder(ours=False),
-        "Presidio + ours": PresidioFinder(),
+        "rules": RuleFinder(),
+        "Presidio": PresidioFinder(ours=False),
+        "default": PresidioFinder(),
     }
 
 
@@ -76,7 +76,7 @@ def recall_table(scores: dict[str, dict[str, SetScore]], table_box: box.Box) -> 
     table = Table(title="Recall per Safe Harbor type", box=table_box)
     table.add_column("type")
     for set_name, by_finder in scores.items():
-        table.add_column(f"{set_name}: planted", justify="right")
+        table.add_column(f"{set_name} n", justify="right")
         for finder_name in by_finder:
             table.add_column(finder_name, justify="right")
     for kind in [*TYPES, None]:
@@ -100,7 +100,7 @@ def precision_table(scores: dict[str, dict[str, SetScore]], table_box: box.Box) 
     table.add_column("placeholder")
     for set_name, by_finder in scores.items():
         for finder_name in by_finder:
-            table.add_column(f"{set_name}: {finder_name}", justify="right")
+            table.add_column(f"{set_name} {finder_name}", justify="right")
     for label in [*(p.value for p in PHI), None]:
         cells = []
         for by_finder in scores.values():
@@ -141,8 +141,13 @@ def main() -> None:
     for set_name in chosen:
         build, _ = SETS[set_name]
         notes = build(args.notes, seeds[set_name])
-        scores[f"{set_name} ({seeds[set_name]})"] = {name: score(f, notes) for name, f in built.items()}
-    console.print(f"{args.notes} notes a set; seeds in brackets")
+        scores[set_name] = {name: score(f, notes) for name, f in built.items()}
+    console.print(
+        f"{args.notes} notes a set; seeds "
+        + ", ".join(f"{name} {seeds[name]}" for name in chosen)
+        + "; finders: rules = our rules alone (deid_engine 'rules'), Presidio = Presidio's recognisers alone, "
+        "default = Presidio with ours (deid_engine 'presidio')"
+    )
     console.print(recall_table(scores, table_box))
     console.print(precision_table(scores, table_box))
     for set_name, by_finder in scores.items():

