@@ -307,4 +307,6 @@ def is_english(word: str, english: frozenset[str]) -> bool:
         return True
     if lower.endswith("ies") and lower[:-3] + "y" in english:
         return True
+    if lower.endswith("ing") and lower[:-3] + "e" in english:
+        return True  # "having", "producing"
     return any(lower.endswith(end) and lower[: -len(end)] in english for end in ("s", "es", "ed", "d", "ing"))

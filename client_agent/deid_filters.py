@@ -55,12 +55,16 @@ def not_a_place(value: str, english_words: frozenset[str], not_nouns: frozenset[
     words = [w for w in value.split() if w.lower() != "the"]
     if all((w.isupper() and len(w) <= 5) or w in NOT_NAMES for w in words):
         return True
-    if len(words) == 1 and words[0].lower() in english_words:
+    if len(words) == 1 and is_english(words[0], english_words):
         return True
     head = _FACILITY_HEAD.search(value)
     if value.islower() and head:
         before = [w for w in value[: head.start()].split() if w != "the"]
-        return len(before) <= 1 and all(is_english(w, not_nouns) for w in before)
+        if not before or (
+            before[0] not in ("our", "st", "st.", "saint") and is_english(before[0], not_nouns)
+        ):
+            return True  # "my local pharmacy", "find a pharmacy"
+        return len(before) == 1 and is_english(before[0], not_nouns)
     return False
 
 
@@ -137,7 +141,8 @@ def from_recased_words(result: RecognizerResult, text: str, original: str) -> bo
 
 
 _FACILITY_HEAD = regex.compile(rf"(?i:\b(?:{FACILITY_HEAD}|rehab)\b)")
-_LOCATIVE = regex.compile(r"\b(?i:in|from|to|near|of|at|outside|around|visiting)[ \t]+$")
+# "to" and "at" are left out: "switched to Junel" (a drug brand spaCy takes for a place)
+_LOCATIVE = regex.compile(r"\b(?i:in|from|near|outside|around|visiting)[ \t]+$")
 _PRODUCT_LABEL = regex.compile(
     r"\b(?i:model|lot|ref|cat(?:alog)?|part)\.?[ \t]*(?:(?i:no|number)\.?|\#)?[ \t]*[:#]?[ \t]*$"
 )

@@ -246,7 +246,10 @@ class PresidioFinder(PHIFinder):
             if (
                 result.entity_type in NER_ENTITIES
                 and implausible(text[start:end], result.entity_type)
-                and not lone_place(text, start, end, result.entity_type, self._not_noun_forms)
+                and not (
+                    original is None
+                    and lone_place(text, start, end, result.entity_type, self._not_noun_forms)
+                )
             ):
                 continue
             if end > start:
