@@ -186,6 +186,13 @@ def context_recognizers() -> list[EntityRecognizer]:
         ),
         _recognizer(
             "ACCOUNT",
+            "record number in brackets after a patient's name",  # "Pt: LUO, JING (196-88-18)"
+            r"(?<=^[ \t]*(?i:pt|patient|name|patient[ \t]+name)[ \t]*:[^\n(]{2,60}\([ \t]*)"
+            r"(?=[\w-]*\d{3})[A-Z0-9][A-Z0-9-]{4,14}(?=[ \t]*\))",
+            0.6,
+        ),
+        _recognizer(
+            "ACCOUNT",
             "vehicle identification number",
             r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}\b",
             0.6,

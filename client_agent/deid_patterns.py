@@ -191,6 +191,13 @@ def our_patterns() -> list[EntityRecognizer]:
         ),
         _pattern(
             "TITLED_NAME",
+            "name in brackets after a conversation verb",  # "discussed with cardiology (Zeynep Rezaei)"
+            rf"(?<=\b(?i:discussed|spoke|talked|consulted|called|paged|d/w)\b[^.\n()]{{0,60}}\([ \t]*(?:{_TITLE}[ \t]*)?)"
+            rf"(?:{_INITIAL}|{_NAME_WORD}[ \t]+)(?:{PARTICLE}[ \t]+)*{_NAME_WORD}(?=[ \t]*\))",
+            0.6,
+        ),
+        _pattern(
+            "TITLED_NAME",
             "name introducing oneself",
             rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}",
             0.5,

@@ -78,6 +78,7 @@ def test_precision_stays_high(heldout_score: SetScore) -> None:
         ("Medicare MBI 5TG2HJ4KD77 on file.", [("ID", "5TG2HJ4KD77")]),
         # ages over 89 before a sex
         ("AGE/SEX: 93/M", [("AGE", "93")]),
+        ("Pt: KWARTENG, ESI (271-90-53)", [("NAME", "KWARTENG, ESI"), ("ID", "271-90-53")]),
     ],
 )
 def test_forms_the_held_out_notes_showed_are_removed(
@@ -97,6 +98,7 @@ def test_forms_the_held_out_notes_showed_are_removed(
         ("CC: fall. TEMITOPE ADEWALE, 95 yo F, found on floor.", "TEMITOPE ADEWALE"),
         ("Re: Thuy Duong Vo, DOB unknown", "Thuy Duong Vo"),
         ("Name: Okonjo, Ifeyinwa T.", "Okonjo, Ifeyinwa T"),  # a span's trailing full stop is trimmed
+        ("Plan discussed with nephrology (Chidera Obi) today.", "Chidera Obi"),
     ],
 )
 def test_names_after_a_cue_before_a_credential_or_an_age(
