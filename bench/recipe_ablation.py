@@ -4,7 +4,8 @@ Runs FFA-LoRA federations on MiniLM's cached features with the agent's own `trai
 Opacus) and the plain mean of the hospitals' deltas (FFA-LoRA's aggregate; no encryption, no central noise,
 which would not change the mean), and prints per round the test accuracy, the share of inputs predicted as
 class 1, the head's bias gap `b1 - b0` and the norm of its weight gap `|w1 - w0|`: whether the head learns
-the class prior or the features.
+the class prior or the features. It also prints the mean L2 norm of one hospital's delta, split into the
+adapter's `B` and the head: what a client-level clip (the demo's: norm 1) scales down.
 
     .venv/bin/python bench/recipe_ablation.py paper iid iid,head_lr=20 iid,bias=0.33 iid,lr=5
 
@@ -13,7 +14,7 @@ rank 8, epsilon 6, 400 test snippets), `demo` the demo's (4 hospitals, 8,000 sni
 steps of batch 256, rank 2, epsilon 8, 1,000 test snippets), `quick` a smoke size. Each further argument
 is a partition (iid, mild, severe) and options: `lr` (the adapter's and the bias' rate), `head_lr` (the head
 weight's rate; default: the adapter's, the old recipe), `eps` (0: no DP), `bias` (the head's initial `b1 -
-b0`, e.g. the log-odds of the class prior), `seed`. Batches and DP noise come from the seed so that a row
+b0`, e.g. the log-odds of the class prior), `seed`, `rounds` (fewer than the setting's). Batches and DP noise come from the seed so that a row
 repeats (never so in the services). Figures in docs/results.md, "A recipe that learns".
 """
 
@@ -95,7 +96,9 @@ def run(row: str, fed: Federation, default_seed: int) -> None:
     vector = layout.flatten(start)
     histories = [PrivacyHistory() for _ in shares]
     started = time.perf_counter()
-    for round_ in range(fed.rounds):
+    rounds = int(opts.get("rounds", fed.rounds))
+    n_b = sum(entry.size for entry in layout.lora)
+    for round_ in range(rounds):
         deltas = []
         for index, (share, history) in enumerate(zip(shares, histories, strict=True)):
             config = LocalConfig(
@@ -110,6 +113,8 @@ def run(row: str, fed: Federation, default_seed: int) -> None:
             deltas.append(
                 train_local(model, share, global_vector=vector, config=config, history=history).delta
             )
+        b_norm = float(np.mean([np.linalg.norm(d[:n_b]) for d in deltas]))
+        head_norm = float(np.mean([np.linalg.norm(d[n_b:]) for d in deltas]))
         vector = vector + np.mean(deltas, axis=0)
         model.load_global(vector)
         _, accuracy = evaluate(model, test)
@@ -124,7 +129,8 @@ def run(row: str, fed: Federation, default_seed: int) -> None:
         print(
             f"{row:28s} round {round_ + 1}: accuracy {accuracy:.3f}  predicted class 1 "
             f"{float(predicted.float().mean()):.3f}  b1-b0 {head[HEAD_BIAS][1] - head[HEAD_BIAS][0]:+.3f}  "
-            f"|w1-w0| {np.linalg.norm(head[HEAD_WEIGHT][1] - head[HEAD_WEIGHT][0]):.2f}",
+            f"|w1-w0| {np.linalg.norm(head[HEAD_WEIGHT][1] - head[HEAD_WEIGHT][0]):.2f}  "
+            f"hospital |delta|: B {b_norm:.2f} head {head_norm:.2f}",
             flush=True,
         )
     majority = float(np.bincount(test.labels.numpy()).max() / len(test))

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from client_agent.agent import AgentError, ClientAgent
 from client_agent.data import DataError
+from client_agent.device import DeviceError
 from services.logs import configure
 from services.metrics import serve
 from services.settings import ClientSettings
@@ -29,7 +30,10 @@ def run() -> None:
     import torch
 
     torch.set_num_threads(settings.threads)
-    agent = ClientAgent(settings)
+    try:
+        agent = ClientAgent(settings)
+    except DeviceError as e:
+        sys.exit(f"client agent settings: {e}")
     if settings.metrics_port is not None:
         serve(agent.metrics, host=settings.host, port=settings.metrics_port)
         log.info(

@@ -26,12 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from transformers import AutoTokenizer
 
 from client_agent.data import Dataset, Share, hospital_share, load_file
 from client_agent.deid import Deidentifier, make_finder
+from client_agent.device import resolve_device
 from client_agent.errors import (
     AgentError,
     InsecurePeerError,
@@ -41,7 +42,7 @@ from client_agent.errors import (
     SpecRefusedError,
 )
 from client_agent.masking import COHORT_GRACE_S, CohortSession
-from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.model import default_model_path
 from client_agent.policy import HospitalPolicy, check_digest, verify_plan
 from client_agent.releases import (
     BUDGET_ROUNDING,
@@ -56,17 +57,14 @@ from client_agent.releases import (
     release_loss,
     validation_entry,
 )
+from client_agent.tasks import TaskKind, task_for
 from client_agent.train import (
     BudgetExhaustedError,
     DPSettings,
-    Features,
     LocalConfig,
     LocalResult,
     PrivacyHistory,
     check_budget,
-    encode,
-    example_losses,
-    train_local,
 )
 from client_agent.update import contribution, seal
 from protocol.crypto import CryptoError, HEScheme, scheme_from_public
@@ -87,6 +85,7 @@ from protocol.messages import (
     IdentityKeys,
     LocalSpend,
     RoundPlan,
+    TaskType,
     UploadAccepted,
 )
 from protocol.reach import planned_hold
@@ -213,9 +212,9 @@ class _Session:
     edge: Peer
     data: Dataset
     released: int  # the public, noisy example count
-    model: FFAClassifier | None = None
-    features: Features | None = None
-    validation: Features | None = None
+    model: Any = None  # the task's model (`client_agent.tasks`): an FFAClassifier or an FFACausalLM
+    features: Any = None
+    validation: Any = None
     basis_digest: str | None = None  # of the basis installed in `model`; None: its seeded one
 
 
@@ -246,6 +245,7 @@ class ClientAgent:
         if not self.state_path.exists():
             self.state.save(self.state_path)
         self.model_path = model_path or settings.model_path or default_model_path()
+        self.device = resolve_device(settings.device)  # DeviceError names FEDLORA_DEVICE and its value
         self.fid = settings.federation_id
         self.policy = HospitalPolicy.from_settings(settings)
         # Deadlines come from the cloud: checked in its time, measured on every plan poll.
@@ -676,8 +676,8 @@ class ClientAgent:
         its keys, and reach the edge: what every round then needs."""
         await self.enrol(cloud, len(data))
         spec, scheme = await self.federation(cloud, len(data))
-        if self.settings.data_file is not None:
-            data = labelled_for(data, spec)
+        if self.settings.data_file is not None and spec.task_type is TaskType.SEQUENCE_CLASSIFICATION:
+            data = labelled_for(data, spec)  # a causal LM's labels are its answers, whatever they are
         edge_url = self._checked_url(self.settings.edge_url or self.state.edge_url, field="edge_url")
         return _Session(
             spec=spec,
@@ -799,16 +799,17 @@ class ClientAgent:
 
     async def _model_for(
         self, session: _Session, plan: RoundPlan, rank: int, train: Dataset, held_out: Dataset | None
-    ) -> FFAClassifier:
+    ) -> Any:
         """The model at `rank` with the plan's basis installed, its inputs encoded once per model. A basis
         that is not the plan's digest raises `PlanRefusedError`."""
         model = session.model
         if model is None or model.rank != rank:
             model = session.model = self._build_model(session.spec, rank)
             session.basis_digest = None
-            tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+            task = task_for(session.spec)
+            tokenizer = task.tokenizer(self.model_path)
             session.features, session.validation = await asyncio.to_thread(
-                self._encode, model, tokenizer, train, held_out, plan.training.max_seq_length
+                self._encode, task, model, tokenizer, train, held_out, plan.training.max_seq_length
             )
         bases, digest = await self.basis(
             session.cloud, plan, session.spec, layout=model.layout, in_features=model.in_features()
@@ -888,15 +889,20 @@ class ClientAgent:
 
     @staticmethod
     def _encode(
-        model: FFAClassifier, tokenizer: object, train: Dataset, held_out: Dataset | None, max_length: int
-    ) -> tuple[Features, Features | None]:
-        features = encode(model, tokenizer, train.texts, train.labels, max_length=max_length)
+        task: TaskKind,
+        model: Any,
+        tokenizer: object,
+        train: Dataset,
+        held_out: Dataset | None,
+        max_length: int,
+    ) -> tuple[Any, Any | None]:
+        features = task.encode(model, tokenizer, train, max_length=max_length)
         if held_out is None:
             return features, None
-        return features, encode(model, tokenizer, held_out.texts, held_out.labels, max_length=max_length)
+        return features, task.encode(model, tokenizer, held_out, max_length=max_length)
 
-    def _build_model(self, spec: FederationSpec, rank: int) -> FFAClassifier:
-        return FFAClassifier(load_encoder(self.model_path), AdapterSpec.from_federation(spec), rank=rank)
+    def _build_model(self, spec: FederationSpec, rank: int) -> Any:
+        return task_for(spec).build_model(self.model_path, spec, rank=rank).to(self.device)
 
     def _dp_settings(self, plan: RoundPlan, spec: FederationSpec) -> DPSettings | None:
         dp = plan.local_dp
@@ -913,8 +919,8 @@ class ClientAgent:
 
     def _held_out_loss(
         self,
-        model: FFAClassifier,
-        validation: Features,
+        model: Any,
+        validation: Any,
         start: np.ndarray,
         plan: RoundPlan,
         spec: FederationSpec,
@@ -944,7 +950,7 @@ class ClientAgent:
             return None
         model.load_global(start)
         loss = release_loss(
-            example_losses(model, validation),
+            task_for(spec).example_losses(model, validation),
             loss_clip=spec.convergence.loss_clip,
             noise_multiplier=sigma,
             public_count=public.held_out,
@@ -954,8 +960,8 @@ class ClientAgent:
 
     def _train(
         self,
-        model: FFAClassifier,
-        features: Features,
+        model: Any,
+        features: Any,
         start: np.ndarray,
         plan: RoundPlan,
         spec: FederationSpec,
@@ -992,7 +998,7 @@ class ClientAgent:
             dp=settings,
         )
         try:
-            result = train_local(
+            result = task_for(spec).train(
                 model,
                 features,
                 global_vector=start,

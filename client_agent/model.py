@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import peft
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import logging as hf_logging
@@ -37,6 +36,7 @@ from protocol.ffa import (
 )
 from protocol.messages import FederationSpec
 from protocol.strategies import strategy_class
+from services.modeling_fedlora import mean_pool as pool  # the exported model pools with the same function
 
 PEFT_PREFIX = "base_model.model."
 
@@ -262,9 +262,16 @@ class FFAClassifier(nn.Module):
     def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is (`client_agent.device`); inputs given on another device are moved there."""
+        return self.head.weight.device
+
     @torch.no_grad()
     def embed_frozen(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Hidden states entering the first adapted layer; nothing below it trains, so they can be cached."""
+        """Hidden states entering the first adapted layer; nothing below it trains, so they can be cached.
+        They are on the model's device."""
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         bert = self._bert()
         hidden = bert.embeddings(input_ids=input_ids)
         mask = self._additive_mask(attention_mask, hidden.dtype)
@@ -291,12 +298,5 @@ class FFAClassifier(nn.Module):
 
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        attention_mask = attention_mask.to(self.device)
         return self.forward_from(self.embed_frozen(input_ids, attention_mask), attention_mask)
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens, L2-normalised: the sentence embedding all-MiniLM-L6-v2 was trained for."""
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    summed = (hidden * weights).sum(dim=1)
-    counts = weights.sum(dim=1).clamp(min=1.0)
-    return F.normalize(summed / counts, p=2.0, dim=-1)

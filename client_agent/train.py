@@ -22,7 +22,7 @@ import math
 import secrets
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -125,6 +125,14 @@ class Features:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def rows(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.hidden[rows], self.mask[rows], self.labels[rows]
+
+
+def on_device(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`tensors` moved to `device` (the model's): features stay on the CPU, each batch moves."""
+    return tuple(tensor.to(device) for tensor in tensors)
+
 
 @dataclass(frozen=True)
 class LocalResult:
@@ -167,7 +175,8 @@ def encode(
             return_tensors="pt",
         )
         mask = batch["attention_mask"]
-        hidden_parts.append(model.embed_frozen(batch["input_ids"], mask))
+        # Kept on the CPU: a training step moves only its batch to the model's device.
+        hidden_parts.append(model.embed_frozen(batch["input_ids"], mask).cpu())
         mask_parts.append(mask)
     return Features(
         hidden=torch.cat(hidden_parts), mask=torch.cat(mask_parts), labels=torch.as_tensor(list(labels))
@@ -179,10 +188,10 @@ def evaluate(model: FFAClassifier, features: Features, *, batch_size: int = 256)
     """Mean cross-entropy and accuracy."""
     total_loss, correct = 0.0, 0
     for start in range(0, len(features), batch_size):
-        sl = slice(start, start + batch_size)
-        logits = model.forward_from(features.hidden[sl], features.mask[sl])
-        total_loss += F.cross_entropy(logits, features.labels[sl], reduction="sum").item()
-        correct += int((logits.argmax(-1) == features.labels[sl]).sum())
+        hidden, mask, labels = on_device(model.device, *features.rows(slice(start, start + batch_size)))
+        logits = model.forward_from(hidden, mask)
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += int((logits.argmax(-1) == labels).sum())
     return total_loss / len(features), correct / len(features)
 
 
@@ -191,9 +200,9 @@ def example_losses(model: FFAClassifier, features: Features, *, batch_size: int 
     """Each example's cross-entropy under the model as it is (float64, one per example)."""
     parts = []
     for start in range(0, len(features), batch_size):
-        sl = slice(start, start + batch_size)
-        logits = model.forward_from(features.hidden[sl], features.mask[sl])
-        parts.append(F.cross_entropy(logits, features.labels[sl], reduction="none").double().numpy())
+        hidden, mask, labels = on_device(model.device, *features.rows(slice(start, start + batch_size)))
+        logits = model.forward_from(hidden, mask)
+        parts.append(F.cross_entropy(logits, labels, reduction="none").double().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -249,15 +258,19 @@ def check_budget(
     return after
 
 
-def generators(insecure_seed: int | None) -> tuple[torch.Generator, torch.Generator]:
+def generators(
+    insecure_seed: int | None, *, noise_device: torch.device | None = None
+) -> tuple[torch.Generator, torch.Generator]:
     """(batch sampling, noise) generators: seeded from the operating system's entropy, or, for experiments
-    and tests that must repeat a run, from `insecure_seed`."""
+    and tests that must repeat a run, from `insecure_seed`. The sampler draws on the CPU; the noise is drawn
+    where the gradients are (Opacus draws it on their device), so its generator lives on `noise_device`."""
     seeds = (
         (secrets.randbits(63), secrets.randbits(63))
         if insecure_seed is None
         else (insecure_seed, insecure_seed + 0x5EED)
     )
-    return torch.Generator().manual_seed(seeds[0]), torch.Generator().manual_seed(seeds[1])
+    noise = torch.Generator(device=noise_device or torch.device("cpu"))
+    return torch.Generator().manual_seed(seeds[0]), noise.manual_seed(seeds[1])
 
 
 def parameter_groups(model: FFAClassifier, config: LocalConfig) -> list[dict[str, object]]:
@@ -273,6 +286,18 @@ def parameter_groups(model: FFAClassifier, config: LocalConfig) -> list[dict[str
         {"params": [weight], "lr": head_lr},
         {"params": [bias], "lr": config.learning_rate},
     ]
+
+
+#: The mean loss of a batch (the loader's tensors, in the dataset's order) under `model`: each example's loss
+#: averaged over the batch, so that Opacus' "mean" reduction gives every example's own gradient.
+BatchLoss = Callable[[torch.nn.Module, Sequence[torch.Tensor]], torch.Tensor]
+
+
+def classification_loss(model: torch.nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of a batch of `(hidden, mask, labels)` rows (`Features`)."""
+    hidden, mask, labels = batch
+    logits = model(hidden, mask)
+    return F.cross_entropy(logits, labels, reduction="sum") / labels.numel()
 
 
 def train_local(
@@ -304,39 +329,15 @@ def train_local(
         if config.optimizer == "sgd"
         else torch.optim.Adam(groups, lr=config.learning_rate)
     )
-    sampling, noise = generators(config.insecure_seed)
-    epsilon = sigma = rate = None
-    if config.dp is None:
-        sampler = RandomSampler(
-            dataset, replacement=True, num_samples=config.steps * config.batch_size, generator=sampling
-        )
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler)
-        _run_steps(model, optimizer, loader, config, clip_norm=config.max_grad_norm)
-    else:
-        if history is None:
-            history = PrivacyHistory(list(config.dp.spent_before))
-        counted = public_examples if public_examples is not None else len(train)
-        rate = sample_rate_for(counted, config.batch_size)
-        sigma = noise_multiplier_for(config.dp, sample_rate=rate, steps_per_round=config.steps)
-        count = StepCount()
-        try:
-            _dp_steps(
-                model,
-                optimizer,
-                dataset,
-                config,
-                sample_rate=rate,
-                sigma=sigma,
-                expected_batch=counted * rate,
-                sampling=sampling,
-                noise=noise,
-                count=count,
-            )
-        finally:
-            # Every step that ran is spent, even if a later one failed.
-            if count.done:
-                history.entries[:] = appended(history.entries, (sigma, rate, count.done))
-        epsilon = epsilon_of(history.entries, delta=config.dp.delta, accountant=config.dp.accountant)
+    spent = run_steps(
+        model,
+        optimizer,
+        dataset,
+        config,
+        history=history,
+        public_examples=public_examples if public_examples is not None else len(train),
+    )
+    epsilon, sigma, rate = spent if spent is not None else (None, None, None)
     seconds = time.perf_counter() - started
     loss_after, acc_after = evaluate(model, held_out, batch_size=config.eval_batch_size)
     return LocalResult(
@@ -354,8 +355,55 @@ def train_local(
     )
 
 
+def run_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset: TensorDataset,
+    config: LocalConfig,
+    *,
+    history: PrivacyHistory | None,
+    public_examples: int,
+    batch_loss: BatchLoss = classification_loss,
+) -> tuple[float, float, float] | None:
+    """`config.steps` steps of any task's model on `dataset` (whose rows `batch_loss` reads): DP-SGD when
+    `config.dp` is set, accounted in `history` (extended in place); returns `(epsilon, sigma, sample_rate)`,
+    or None without DP. `public_examples` is the count that sets the sample rate and the expected batch."""
+    sampling, noise = generators(config.insecure_seed, noise_device=_device_of(model))
+    if config.dp is None:
+        sampler = RandomSampler(
+            dataset, replacement=True, num_samples=config.steps * config.batch_size, generator=sampling
+        )
+        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler)
+        _run_steps(model, optimizer, loader, config, clip_norm=config.max_grad_norm, batch_loss=batch_loss)
+        return None
+    if history is None:
+        history = PrivacyHistory(list(config.dp.spent_before))
+    rate = sample_rate_for(public_examples, config.batch_size)
+    sigma = noise_multiplier_for(config.dp, sample_rate=rate, steps_per_round=config.steps)
+    count = StepCount()
+    try:
+        _dp_steps(
+            model,
+            optimizer,
+            dataset,
+            config,
+            sample_rate=rate,
+            sigma=sigma,
+            expected_batch=public_examples * rate,
+            sampling=sampling,
+            noise=noise,
+            count=count,
+            batch_loss=batch_loss,
+        )
+    finally:
+        # Every step that ran is spent, even if a later one failed.
+        if count.done:
+            history.entries[:] = appended(history.entries, (sigma, rate, count.done))
+    return epsilon_of(history.entries, delta=config.dp.delta, accountant=config.dp.accountant), sigma, rate
+
+
 def _dp_steps(
-    model: FFAClassifier,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     dataset: TensorDataset,
     config: LocalConfig,
@@ -366,6 +414,7 @@ def _dp_steps(
     sampling: torch.Generator,
     noise: torch.Generator,
     count: StepCount,
+    batch_loss: BatchLoss = classification_loss,
 ) -> None:
     """`config.steps` DP-SGD steps with Opacus' parts wired by hand, so that both random sources are ours:
     per-example gradients (hooks), a Poisson loader on `sampling`, clipping and Gaussian noise on `noise`.
@@ -389,7 +438,7 @@ def _dp_steps(
         )
         loader = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling)
         try:
-            _run_steps(gs_model, dp_optimizer, loader, config, count=count)
+            _run_steps(gs_model, dp_optimizer, loader, config, count=count, batch_loss=batch_loss)
         finally:
             # Unhook so that the next round can wrap the same model again.
             gs_model._close()
@@ -410,23 +459,24 @@ def _run_steps(
     *,
     clip_norm: float | None = None,
     count: StepCount | None = None,
+    batch_loss: BatchLoss = classification_loss,
 ) -> None:
     model.train()
     count = count if count is not None else StepCount()
     params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
     bar = tqdm(total=config.steps, desc="training", unit="step", disable=not config.progress, leave=False)
     while count.done < config.steps:
-        for hidden, mask, labels in loader:
+        for batch in loader:
             optimizer.zero_grad(set_to_none=True)
-            if labels.numel() == 0:
+            if batch[0].shape[0] == 0:
                 # An empty Poisson batch is still a DP step: no example, only the noise. The encoder cannot
                 # run on zero rows, so the per-example gradients are set empty by hand.
                 for p in params:
-                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)  # type: ignore[attr-defined]
                 optimizer.step()
             else:
-                logits = model(hidden, mask)
-                loss = F.cross_entropy(logits, labels, reduction="sum") / labels.numel()
+                loss = batch_loss(model, on_device(device, *batch))
                 loss.backward()
                 if clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
@@ -438,3 +488,8 @@ def _run_steps(
                 break
     bar.close()
     model.eval()
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    """Where `model`'s parameters live (the noise of its DP steps is drawn there)."""
+    return next(model.parameters()).device

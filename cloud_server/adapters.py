@@ -10,15 +10,14 @@ import zipfile
 from cloud_server.errors import NotFoundError, VersionPrunedError
 from cloud_server.federations import FederationService, vector_from_bytes
 from protocol.ffa import basis_from_bytes
-from protocol.messages import AdapterEvaluation, AdapterVersion
+from protocol.messages import AdapterEvaluation, AdapterVersion, TaskType
 from protocol.peft_format import adapter_files
 from services import keyspace
+from services.classifier_export import ClassifierExportError, classifier_files, read_base_config
 from services.clock import TimeSource
+from services.errors import InvalidRequestError
 from services.store import StateStore
 from services.stored_records import read_record
-
-# What the exported head is: the mean-pooled, L2-normalised linear head the client agent trains.
-HEAD_INFO = {"pooling": "mean", "normalize": True}
 
 
 class AdapterService:
@@ -94,7 +93,9 @@ class AdapterService:
         return (await self._federations.spec(fid)).basis_version
 
     async def peft_zip(self, fid: str, version: int) -> bytes:
-        """A zip of the PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`, head)."""
+        """A zip of the exported adapter: the PEFT adapter (`adapter_config.json`, `adapter_model.safetensors`
+        with the head) and the model it adapts (`config.json` of the cloud's base model, `modeling_fedlora.py`),
+        which stock `transformers` + `peft` load (`services.classifier_export`)."""
         raw = await self.vector(fid, version)
         spec = await self._federations.spec(fid)
         layout, in_features = await self._federations.layout(fid)
@@ -118,12 +119,29 @@ class AdapterService:
                 target_modules=spec.target_modules,
                 layers_to_transform=spec.layers_to_transform,
                 base_model=spec.base_model,
-                head_info={**HEAD_INFO, "num_labels": spec.num_labels},
+                # A causal LM's folder is a PeftModelForCausalLM's (it has no head of ours).
+                task_type="CAUSAL_LM" if spec.task_type is TaskType.CAUSAL_LM else None,
+            )
+            model_files = (
+                classifier_files(
+                    base_config=read_base_config(self._federations.model_path),
+                    num_labels=spec.num_labels,
+                    label_names=spec.label_names,
+                )
+                if layout.head
+                else {}
             )
             buffer = io.BytesIO()
             with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for name, data in sorted(files.files.items()):
+                for name, data in sorted({**files.files, **model_files}.items()):
                     archive.writestr(name, data)
             return buffer.getvalue()
 
-        return await asyncio.to_thread(build)
+        try:
+            return await asyncio.to_thread(build)
+        except ClassifierExportError as e:
+            raise InvalidRequestError(
+                f"adapter version {version} of {fid!r} cannot be exported as a transformers classifier: {e} "
+                "(its raw vector is at .../vector)",
+                field="base_model",
+            ) from e

@@ -234,6 +234,11 @@ class FederationService:
                 continue  # indexed, but its creation never committed
         return infos
 
+    @property
+    def model_path(self) -> Path:
+        """The base model folder this cloud computes layouts (and exports classifiers) from."""
+        return Path(self._model_path)
+
     async def layout(self, fid: str) -> Layout:
         cached = self._layouts.get(fid)
         if cached is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, RenderableType
@@ -377,8 +377,12 @@ def simulate_command(
         float, typer.Option(help="client-level DP: z of the noise on each round's sum; 0 = off")
     ] = 0.0,
     clip_norm: Annotated[
-        float, typer.Option(help="C: each hospital's delta is clipped to this L2 norm; 0 = no clip")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="C: each hospital's delta is clipped to this L2 norm; 0 = no clip; default: no clip, but "
+            "under --scheme paillier the services' 1.0 (its fixed-point range holds only clipped deltas)"
+        ),
+    ] = None,
     distributed: Annotated[
         bool, typer.Option(help="hospitals add the client-level noise in shares before encrypting")
     ] = False,
@@ -409,10 +413,21 @@ def simulate_command(
         int | None,
         typer.Option(help="ray: hospital workers, each with --threads CPUs; default: CPUs / threads"),
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="base model folder (a causal LM for --task drug_condition_qa); default: MiniLM"),
+    ] = None,
+    target_modules: Annotated[
+        str | None, typer.Option(help="comma-separated, e.g. q_proj,v_proj for Llama; default: value")
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(help="comma-separated layer indices, or 'all'; default: 4,5 (MiniLM's last two)"),
+    ] = None,
 ) -> None:
     """Run a federation without HTTP (same model, DP, encryption and aggregation code as the services),
     its hospitals in this process or in parallel through Ray."""
-    from fedlora.simulation import SimulationConfig, SimulationError
+    from fedlora.simulation import SimulationConfig, SimulationError, simulation_clip_norm
     from fedlora.simulation_engines import default_engine
 
     if partition not in ("iid", "mild", "severe", "dirichlet"):
@@ -426,6 +441,13 @@ def simulate_command(
     if engine not in ("auto", "process", "ray"):
         raise typer.BadParameter(f"engine must be auto, process or ray, got {engine!r}")
     chosen = default_engine(hospitals, ray_address=ray_address) if engine == "auto" else engine
+    overrides: dict[str, Any] = {}  # what is not given keeps SimulationConfig's default
+    if model is not None:
+        overrides["model_path"] = model
+    if target_modules is not None:
+        overrides["target_modules"] = _csv(target_modules)
+    if layers is not None:
+        overrides["layers_to_transform"] = None if layers == "all" else tuple(int(i) for i in _csv(layers))
     try:
         config = SimulationConfig(
             task=task,
@@ -447,7 +469,7 @@ def simulate_command(
             out_dir=out,
             strategy=strategy,  # type: ignore[arg-type]
             central_noise=central_noise,
-            clip_norm=clip_norm if clip_norm > 0 else None,
+            clip_norm=simulation_clip_norm(clip_norm, scheme=scheme),
             distributed_noise=distributed,
             contaminated=contaminated,
             contamination=contamination,  # type: ignore[arg-type]
@@ -456,6 +478,7 @@ def simulate_command(
             engine=chosen,  # type: ignore[arg-type]
             ray_address=ray_address if chosen == "ray" else None,  # RAY_ADDRESS may be set for other runs
             workers=workers,
+            **overrides,
         )
     except SimulationError as e:
         raise typer.BadParameter(str(e)) from e
@@ -486,6 +509,20 @@ def demo(
         str, typer.Option(help="ffa (A frozen, exact), fedit (A and B averaged) or fedrot (aligned first)")
     ] = "ffa",
     out: Annotated[Path, typer.Option(help="run folder: adapter, logs, report")] = Path("runs/demo"),
+    task: Annotated[
+        str, typer.Option(help="bundled task; drug_condition_qa fine-tunes a causal LM (--model)")
+    ] = "rt_sentiment",
+    partition: Annotated[
+        str, typer.Option(help="mild (label skew, two classes only), severe, iid or dirichlet-ALPHA")
+    ] = "mild",
+    model: Annotated[
+        Path | None,
+        typer.Option(help="base model folder (a causal LM for drug_condition_qa); default: MiniLM"),
+    ] = None,
+    target_modules: Annotated[
+        str, typer.Option(help="comma-separated; e.g. q_proj,v_proj for a Llama")
+    ] = "value",
+    layers: Annotated[str, typer.Option(help="comma-separated layer indices the adapter is on")] = "4,5",
 ) -> None:
     """A cloud, two edges and four hospitals as separate processes on loopback: FFA-LoRA, DP-SGD, packed
     Paillier with the uploads masked below it (secure aggregation), client-level noise added in shares by
@@ -513,6 +550,11 @@ def demo(
         distributed=distributed,
         strategy=Strategy(strategy),
         out_dir=out,
+        task=task,
+        partition=partition,
+        model_path=model,
+        target_modules=_csv(target_modules),
+        layers=tuple(int(i) for i in _csv(layers)),
     )
     rule = strategy_class(config.strategy)
     encryption = (
@@ -527,8 +569,8 @@ def demo(
     )
     console.print(
         f"[bold]fedlora demo[/bold]: cloud + {edges} edges + {hospitals} hospitals on loopback; "
-        f"{rounds} rounds of LoRA ({strategy}) with DP-SGD (epsilon {epsilon}), {noise} and {encryption} on Rotten Tomatoes "
-        f"({config.partition} label skew). Logs: {out / 'logs'}"
+        f"{rounds} rounds of LoRA ({strategy}) with DP-SGD (epsilon {epsilon}), {noise} and {encryption} on {task} "
+        f"({config.partition} split). Logs: {out / 'logs'}"
     )
     for variable in config.hospital_opt_ins():
         console.print(

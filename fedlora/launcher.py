@@ -45,6 +45,7 @@ from protocol.messages import (
     Role,
     RoundStatus,
     Strategy,
+    TaskType,
 )
 from protocol.strategies import strategy_class
 from services.tls import verify_for
@@ -97,6 +98,7 @@ class DemoConfig:
     #: The base model for the cloud, the hospitals and the evaluation; None = the bundled MiniLM.
     model_path: Path | None = None
     layers: tuple[int, ...] = (4, 5)  # the layers the adapter is on (MiniLM's last two)
+    target_modules: tuple[str, ...] = ("value",)  # e.g. ("q_proj", "v_proj") for a Llama
 
     def hospital_opt_ins(self) -> dict[str, str]:
         """The unsafe options the demo's hospitals must opt into, as `FEDLORA_*` variables. A hospital's own
@@ -112,10 +114,13 @@ class DemoConfig:
     def spec(self, federation_id: str) -> FederationSpec:
         rule = strategy_class(self.strategy)
         central_noise = self.central_noise if rule.allows_central_noise else 0.0
+        from client_agent.data.tasks import QA_TASKS
+
         return federation_spec(
             federation_id=federation_id,
+            task_type=TaskType.CAUSAL_LM if self.task in QA_TASKS else TaskType.SEQUENCE_CLASSIFICATION,
             num_labels=2,
-            target_modules=("value",),
+            target_modules=self.target_modules,
             layers_to_transform=self.layers,
             rank=self.rank,
             alpha=8.0,
@@ -240,17 +245,16 @@ class Evaluator:
         from transformers.utils import logging as hf_logging
 
         from client_agent.data import task_split
-        from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
-        from client_agent.train import encode
+        from client_agent.model import default_model_path
+        from client_agent.tasks import task_for
 
         hf_logging.set_verbosity_error()
         _, test = task_split(config.task, max_test_examples=config.max_test_examples)
         path = config.model_path or default_model_path()
-        self.model = FFAClassifier(load_encoder(path), AdapterSpec.from_federation(spec), rank=spec.r_max)
+        self.task = task_for(spec)
+        self.model = self.task.build_model(path, spec, rank=spec.r_max)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.features = encode(
-            self.model, tokenizer, test.texts, test.labels, max_length=config.max_seq_length
-        )
+        self.features = self.task.encode(self.model, tokenizer, test, max_length=config.max_seq_length)
         counts = np.bincount(test.label_array(), minlength=test.n_classes)
         self.majority = float(counts.max() / counts.sum())
         self.dataset = f"{config.task}:test"
@@ -260,7 +264,6 @@ class Evaluator:
 
         `basis` is the version's basis as `GET /federations/{fid}/basis/{v}` serves it, for a version
         trained in a re-based basis; None: the seeded one this model was built with."""
-        from client_agent.train import evaluate
         from protocol.ffa import basis_from_bytes, seeded_bases
 
         layout, in_features = self.model.layout, self.model.in_features()
@@ -272,7 +275,7 @@ class Evaluator:
                 seeded_bases(layout, in_features, seed=spec.seed, basis_version=spec.basis_version)
             )
         self.model.load_global(vector)
-        loss, accuracy = evaluate(self.model, self.features)
+        loss, accuracy = self.task.evaluate(self.model, self.features)
         return AdapterEvaluation(
             metrics={"accuracy": accuracy, "loss": loss}, examples=len(self.features), dataset=self.dataset
         )

@@ -38,12 +38,13 @@ import torch
 from transformers import AutoTokenizer
 
 from client_agent.data import Dataset, client_class_counts, partition, plot_heatmap, task_split
+from client_agent.data.tasks import QA_TASKS
 from client_agent.deid import Deidentifier
-from client_agent.export import export_adapter
-from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from client_agent.model import default_model_path
 from client_agent.recipe import HEAD_LEARNING_RATE
 from client_agent.releases import COUNT_ENTRY, noisy_count
-from client_agent.train import DPSettings, Features, PrivacyHistory, encode, evaluate
+from client_agent.tasks import TaskKind, task_for
+from client_agent.train import DPSettings, Features, PrivacyHistory, encode
 from cloud_server.plans import planned_share
 from cloud_server.privacy import Ledger
 from fedlora import specs
@@ -80,7 +81,7 @@ from fedlora.simulation_rounds import (
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
 from protocol.crypto.params import HEKind, PlainParams
 from protocol.ffa import rebase_adapter, seeded_bases
-from protocol.messages import Contribution, FederationSpec, NoiseShare
+from protocol.messages import CentralDPConfig, Contribution, FederationSpec, NoiseShare, TaskType
 from protocol.reach import planned_hold, published_rank
 from protocol.samplers import OpenDPSampler
 from protocol.secagg import CohortId
@@ -94,8 +95,20 @@ StrategyName = Literal["ffa", "fedit", "fedrot", "clair"]
 NOISE_STREAM = 0x401CE
 
 
+#: The services' clip norm when a spec names none (`CentralDPConfig.clip_norm`): every plan clips to it.
+DEFAULT_CLIP_NORM: float = CentralDPConfig.model_fields["clip_norm"].default
+
+
 class SimulationError(ValueError):
     """The simulation cannot run as configured."""
+
+
+def simulation_clip_norm(given: float | None, *, scheme: str) -> float | None:
+    """`fedlora simulate`'s clip norm: `given` (0: no clip); unset, none except under packed Paillier,
+    whose bounded range holds only clipped deltas, where the services' default."""
+    if given is None:
+        return DEFAULT_CLIP_NORM if scheme == "paillier" else None
+    return given if given > 0 else None
 
 
 @dataclass(frozen=True)
@@ -190,13 +203,38 @@ class SimulationConfig:
             raise SimulationError(f"clip_norm must be positive, got {self.clip_norm}")
         if self.central_noise < 0:
             raise SimulationError(f"central_noise must be non-negative, got {self.central_noise}")
+        if self.scheme == "paillier" and self.clip_norm is None:
+            raise SimulationError(
+                "scheme 'paillier' packs each value into a bounded fixed-point range, which an unclipped delta "
+                "can leave (the hospitals would refuse to upload): set clip_norm, as every plan of the "
+                f"services does (their default is {DEFAULT_CLIP_NORM:g})"
+            )
         if self.central_noise > 0 and self.clip_norm is None:
             raise SimulationError(
                 f"central_noise {self.central_noise} is calibrated to the clip norm: set clip_norm too"
             )
+        if self.task in QA_TASKS and self.contaminated and self.contamination == "flip":
+            raise SimulationError(
+                f"contamination 'flip' flips class labels; task {self.task!r} answers in text: use 'random'"
+            )
         # The strategy, scheme and noise must make a federation the services would accept (the label count
         # only sizes the head, so any will do here).
-        federation_spec(self, num_labels=2)
+        spec = federation_spec(self, num_labels=2)
+        # Every edge's sum and the cloud's total of them hold every hospital (`_Run._edge_of`).
+        capacity = spec.he.max_summands
+        if capacity is not None and self.hospitals > capacity:
+            raise SimulationError(
+                f"hospitals={self.hospitals} (behind edges={self.edges}) is more than one sum of scheme "
+                f"{self.scheme!r} holds (he.max_summands={capacity}): the cloud's total of the edges' sums "
+                "would overflow mid-round"
+            )
+        smallest_edge = self.hospitals // self.edges  # hospital i goes to edge i % edges
+        if self.masking and smallest_edge < spec.min_clients_per_edge:
+            raise SimulationError(
+                f"masking needs at least {spec.min_clients_per_edge} hospitals behind every edge (a cohort "
+                f"of one is no cohort), but hospitals={self.hospitals} behind edges={self.edges} leave an "
+                f"edge {smallest_edge}: lower edges or add hospitals"
+            )
 
 
 @dataclass
@@ -277,9 +315,9 @@ class PreparedRun:
     sets, each hospital's indices into the train set and the adapter's version-0 vector."""
 
     spec: FederationSpec
-    model: FFAClassifier
-    train: Features
-    test: Features
+    model: Any  # the task's model (`client_agent.tasks`)
+    train: Any
+    test: Any
     parts: list[np.ndarray]
     start: np.ndarray
 
@@ -289,10 +327,11 @@ def prepared_run(config: SimulationConfig) -> PreparedRun:
     torch.set_num_threads(config.threads)
     spec, train, test, parts = prepared_data(config)
     model_path = config.model_path or default_model_path()
+    task = task_for(spec)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
-    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length)
-    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length)
+    model = task.build_model(model_path, spec, rank=config.rank)
+    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length, task=task)
+    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length, task=task)
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     return PreparedRun(spec, model, train_features, test_features, parts, start)
 
@@ -324,6 +363,7 @@ def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationS
     encryption or central noise)."""
     flat = specs.FlatSpec(
         federation_id="simulation",
+        task_type=TaskType.CAUSAL_LM if config.task in QA_TASKS else TaskType.SEQUENCE_CLASSIFICATION,
         num_labels=num_labels,
         target_modules=config.target_modules,
         layers_to_transform=config.layers_to_transform,
@@ -393,17 +433,22 @@ def simulate(
     )
 
     model_path = config.model_path or default_model_path()
+    task = task_for(spec)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     # One model object stands in for every hospital's copy: each round starts with load_global.
-    model = FFAClassifier(load_encoder(model_path), AdapterSpec.from_federation(spec), rank=config.rank)
-    train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length, progress=progress)
-    test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length, progress=progress)
+    model = task.build_model(model_path, spec, rank=config.rank)
+    train_features = encoded(
+        model, tokenizer, model_path, train, config.max_seq_length, progress=progress, task=task
+    )
+    test_features = encoded(
+        model, tokenizer, model_path, test, config.max_seq_length, progress=progress, task=task
+    )
     run = _Run(
         config,
         spec,
         model,
         names,
-        [_features(train_features, part) for part in parts],
+        [task.rows(train_features, part) for part in parts],
         contaminated_hospitals(names, config.contaminated, seed=config.seed),
         num_labels=train.n_classes,
         progress=progress,
@@ -413,8 +458,8 @@ def simulate(
     # Adapter version 0 as the cloud makes it: B and the head zero, A (when trained) at the seeded basis.
     global_vector = run.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     model.load_global(global_vector)
-    _, accuracy_before = evaluate(model, test_features)
-    auc_before = macro_auc(test_features.labels.numpy(), class_probabilities(model, test_features))
+    _, accuracy_before = task.evaluate(model, test_features)
+    auc_before = _auc(spec, model, test_features)
     counts = np.bincount(test.label_array(), minlength=test.n_classes)
     report = SimulationReport(
         task=config.task,
@@ -442,7 +487,13 @@ def simulate(
     finally:
         engine.close()
 
-    adapter_dir = export_adapter(model, global_vector, config.out_dir / "adapter", base_model=spec.base_model)
+    adapter_dir = task.export(
+        model,
+        global_vector,
+        config.out_dir / "adapter",
+        base_model=spec.base_model,
+        label_names=spec.label_names,
+    )
     report.adapter_dir = str(adapter_dir)
     (config.out_dir / "report.json").write_text(report.to_json())
     return report
@@ -454,7 +505,7 @@ def _round(
     report: SimulationReport,
     round_: int,
     global_vector: np.ndarray,
-    test_features: Features,
+    test_features: Any,
     on_hospital: Callable[[int, HospitalRound], None] | None,
 ) -> np.ndarray:
     """One round, evaluated on the test set and appended to `report`; the next global vector."""
@@ -462,10 +513,8 @@ def _round(
     round_report, global_vector = run.round(round_, global_vector, engine, on_hospital=on_hospital)
     model = run.model
     model.load_global(global_vector)
-    round_report.loss, round_report.accuracy = evaluate(model, test_features)
-    round_report.macro_auc = macro_auc(
-        test_features.labels.numpy(), class_probabilities(model, test_features)
-    )
+    round_report.loss, round_report.accuracy = task_for(run.spec).evaluate(model, test_features)
+    round_report.macro_auc = _auc(run.spec, model, test_features)
     round_report.seconds = time.perf_counter() - started
     log.info(
         "round closed",
@@ -493,16 +542,20 @@ _ENCODED_KEEP = 4
 
 
 def encoded(
-    model: FFAClassifier,
+    model: Any,
     tokenizer: object,
     model_path: Path,
     dataset: Dataset,
     max_length: int,
     *,
     progress: bool = False,
-) -> Features:
-    """`client_agent.train.encode` of `dataset`, memoised on what decides its output: the base model, the
-    layer the frozen prefix ends at, the sequence length and the texts and labels themselves."""
+    task: TaskKind | None = None,
+) -> Any:
+    """`dataset` as the task's model reads it. A classifier's (`client_agent.train.encode`) is memoised on
+    what decides its output: the base model, the layer the frozen prefix ends at, the sequence length and
+    the texts and labels themselves; a causal LM's token ids are cheap, and computed each time."""
+    if task is not None and task.task_type is not TaskType.SEQUENCE_CLASSIFICATION:
+        return task.encode(model, tokenizer, dataset, max_length=max_length)
     folder = Path(model_path).resolve()
     # The weights' files by name, size and modification time: a folder rewritten in place is another model.
     files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
@@ -525,11 +578,6 @@ def hospital_names(count: int) -> list[str]:
     return [f"hospital-{i + 1:03d}" for i in range(count)]
 
 
-def _features(features: Features, part: np.ndarray) -> Features:
-    idx = torch.as_tensor(part)
-    return Features(features.hidden[idx], features.mask[idx], features.labels[idx])
-
-
 class _Run:
     """The parties of one simulated federation: the hospitals' data and DP histories, the keys (the cloud
     holds the secret; hospitals and edges only ever see the public material), the cloud's ledger."""
@@ -538,9 +586,9 @@ class _Run:
         self,
         config: SimulationConfig,
         spec: FederationSpec,
-        model: FFAClassifier,
+        model: Any,
         names: list[str],
-        features: list[Features],
+        features: list[Any],
         contaminated: tuple[str, ...],
         *,
         num_labels: int,
@@ -845,3 +893,10 @@ class _Run:
             )
             for edge, names in members.items()
         }
+
+
+def _auc(spec: FederationSpec, model: Any, test_features: Any) -> float | None:
+    """The macro one-vs-rest AUC of a classifier on the test set; None for a causal LM (exact match only)."""
+    if spec.task_type is not TaskType.SEQUENCE_CLASSIFICATION:
+        return None
+    return macro_auc(test_features.labels.numpy(), class_probabilities(model, test_features))

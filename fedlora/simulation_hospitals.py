@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
-from client_agent.train import DPSettings, Features, LocalConfig, PrivacyHistory
+from client_agent.model import default_model_path
+from client_agent.tasks import task_for
+from client_agent.train import DPSettings, LocalConfig, PrivacyHistory
 from client_agent.update import Sealed, contribution, seal
 from fedlora.cohorts import MaskedSeal
 from fedlora.simulation_rounds import (
@@ -110,8 +111,8 @@ class HospitalSite:
     def __init__(
         self,
         settings: HospitalSettings,
-        model: FFAClassifier,
-        features: Mapping[int, Features],
+        model: Any,  # the task's model (`client_agent.tasks`)
+        features: Mapping[int, Any],
         *,
         scheme: HEScheme[Any] | None = None,
         strategy: AggregationStrategy | None = None,
@@ -123,22 +124,20 @@ class HospitalSite:
         self.strategy = strategy or strategy_for(settings.spec)
 
     @classmethod
-    def build(cls, settings: HospitalSettings, features: Mapping[int, Features]) -> HospitalSite:
+    def build(cls, settings: HospitalSettings, features: Mapping[int, Any]) -> HospitalSite:
         """A site in a fresh process: its own copy of the base model with the federation's adapter."""
         model_path = settings.model_path or default_model_path()
-        model = FFAClassifier(
-            load_encoder(model_path), AdapterSpec.from_federation(settings.spec), rank=settings.rank
-        )
+        model = task_for(settings.spec).build_model(model_path, settings.spec, rank=settings.rank)
         return cls(settings, model, features)
 
-    def model_for(self, rank: int, bases: Mapping[str, np.ndarray] | None) -> FFAClassifier:
+    def model_for(self, rank: int, bases: Mapping[str, np.ndarray] | None) -> Any:
         """The site's model at `rank` (the agent's `_model_for`: a model per rank, since peft fixes a LoRA
         module's rank when it injects it), with `bases` installed when the federation re-based."""
         model = self.models.get(rank)
         if model is None:
             model_path = self.settings.model_path or default_model_path()
-            spec = AdapterSpec.from_federation(self.settings.spec)
-            model = self.models[rank] = FFAClassifier(load_encoder(model_path), spec, rank=rank)
+            task = task_for(self.settings.spec)
+            model = self.models[rank] = task.build_model(model_path, self.settings.spec, rank=rank)
         if bases is not None and self.installed.get(rank) is not bases:
             model.install_basis(bases)
             self.installed[rank] = bases
@@ -176,6 +175,7 @@ class HospitalSite:
             strategy=self.strategy,
             round_=job.round_,
             public_examples=job.public_examples,
+            task=task_for(s.spec),
         )
         delta = result.delta
         if job.contaminated:

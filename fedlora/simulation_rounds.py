@@ -24,7 +24,8 @@ import numpy.typing as npt
 import torch
 
 from client_agent.model import FFAClassifier
-from client_agent.train import Features, LocalConfig, LocalResult, PrivacyHistory, train_local
+from client_agent.tasks import SequenceClassification, TaskKind
+from client_agent.train import Features, LocalConfig, LocalResult, PrivacyHistory
 from cloud_server.central_ledger import Ledger
 from cloud_server.privacy_budget import settle_round
 from edge_aggregator.fold import fold, parse_upload
@@ -157,8 +158,8 @@ def factor_mismatch(
 
 
 def local_update(
-    model: FFAClassifier,
-    features: Features,
+    model: Any,
+    features: Any,
     *,
     global_vector: np.ndarray,
     config: LocalConfig,
@@ -166,11 +167,13 @@ def local_update(
     strategy: AggregationStrategy,
     round_: int,
     public_examples: int | None = None,
+    task: TaskKind | None = None,
 ) -> LocalResult:
     """One hospital's round as the agent's `_train` runs it: local training (at the sample rate of its
     public count), then the strategy's client-side hook on the delta (FedRot: the rotation of the trained
-    factors toward the global ones, `B A` unchanged)."""
-    result = train_local(
+    factors toward the global ones, `B A` unchanged). `task`: the federation's task type (None: the
+    classifier's)."""
+    result = (task or SequenceClassification()).train(
         model,
         features,
         global_vector=global_vector,

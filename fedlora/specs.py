@@ -15,7 +15,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from protocol.crypto.params import CKKSParams, HEParams, PaillierParams, PlainParams
-from protocol.messages import FederationSpec, Strategy
+from protocol.messages import FederationSpec, Strategy, TaskType
 
 SchemeName = Literal["ckks", "paillier", "none"]
 
@@ -36,6 +36,7 @@ class FlatSpec(TypedDict, total=False):
     the epsilon given; `clip_norm` None keeps the default clip norm."""
 
     federation_id: str
+    task_type: TaskType | str
     num_labels: int
     target_modules: tuple[str, ...]
     layers_to_transform: tuple[int, ...] | None

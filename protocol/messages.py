@@ -105,6 +105,13 @@ class Strategy(StrEnum):
     CLAIR = "clair"
 
 
+class TaskType(StrEnum):
+    """What the hospitals' model learns (`client_agent.tasks`): a label per text, or an answer per prompt."""
+
+    SEQUENCE_CLASSIFICATION = "sequence_classification"  # encoder + FFA-LoRA + mean-pooled linear head
+    CAUSAL_LM = "causal_lm"  # decoder + FFA-LoRA, loss on the answer tokens of instruction/answer pairs
+
+
 class NoiseMechanism(StrEnum):
     GAUSSIAN = "gaussian"
     LAPLACE = "laplace"
@@ -509,6 +516,11 @@ class FederationSpec(Message):
 
     federation_id: Identifier
     base_model: str = Field(default="sentence-transformers/all-MiniLM-L6-v2", min_length=1, max_length=256)
+    task_type: TaskType = Field(
+        default=TaskType.SEQUENCE_CLASSIFICATION,
+        description="sequence_classification: an encoder with a trained head (num_labels classes); causal_lm: "
+        "a decoder (AutoModelForCausalLM) whose adapter alone trains, with no head (num_labels unused)",
+    )
     num_labels: int = Field(default=2, ge=2, le=10_000)
     label_names: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] | None = Field(
         default=None,
@@ -616,6 +628,11 @@ class FederationSpec(Message):
                 f"{self.deadline_margin_s:g}) must cover forward_budget_s ({self.forward_budget_s}) + "
                 f"max_clock_skew_s ({self.max_clock_skew_s}) = {needed:g}: an edge that forwards at its "
                 "upload deadline must reach the cloud before the round closes there"
+            )
+        if self.task_type is TaskType.CAUSAL_LM and self.strategy in (Strategy.FEDIT, Strategy.FEDROT):
+            raise ValueError(
+                f"task_type 'causal_lm' trains B alone (FFA-LoRA): strategy must be 'ffa' or 'clair', got "
+                f"{self.strategy.value!r}"
             )
         if self.central_dp.distributed and self.he.kind is HEKind.NONE:
             raise ValueError(

@@ -3,7 +3,9 @@
 Built from the flat global vector and the public basis alone, so any tier can produce it without torch.
 The adapter has rank `r_max`: `A` is `A_max` rebuilt from the seed and `B` is the global padded `B`, with
 `lora_alpha = alpha` so that peft's scaling `lora_alpha / r_max` is the federation's fixed scaling.
-The classification head is not part of the encoder, so it goes in a file of its own beside the adapter.
+A classification head is saved the way peft saves a `SEQ_CLS` adapter's `modules_to_save`: under
+`base_model.model.classifier.*` in the same weights file, with `task_type` `SEQ_CLS`. The model class that
+has that `classifier` (mean pooling, L2 normalisation, linear) ships beside it: `services.classifier_export`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 from safetensors.numpy import save as save_safetensors
 
-from protocol.ffa import A_SUFFIX, AdapterLayout, frozen_basis
+from protocol.ffa import A_SUFFIX, HEAD_BIAS, HEAD_WEIGHT, AdapterLayout, frozen_basis
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-HEAD_WEIGHTS = "fedlora_head.safetensors"
-HEAD_CONFIG = "fedlora_head.json"
+#: Where the head's tensors go in the adapter: the module the exported model names `classifier`.
+HEAD_MODULE = "classifier"
+HEAD_KEYS = {HEAD_WEIGHT: f"{PEFT_PREFIX}{HEAD_MODULE}.weight", HEAD_BIAS: f"{PEFT_PREFIX}{HEAD_MODULE}.bias"}
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,16 @@ def adapter_files(
     target_modules: Sequence[str],
     layers_to_transform: Sequence[int] | None,
     base_model: str,
-    head_info: Mapping[str, object],
+    task_type: str | None = None,
+    fan_in_fan_out: bool = False,
 ) -> AdapterFiles:
     """The bytes of a PEFT adapter directory holding the global adapter `vector`.
 
     `in_features` maps each LoRA module (canonical name, without peft's prefix) to the input width of
     the linear layer it adapts, which fixes the shape of `A_max`. `bases` (module -> `A_max`) replaces the
-    seeded basis for an adapter in a re-based basis version.
+    seeded basis for an adapter in a re-based basis version. A layout with a head gives a `SEQ_CLS` adapter
+    whose `modules_to_save` is the head; without one, `task_type` is peft's (`"CAUSAL_LM"` makes
+    `PeftModel.from_pretrained` a `PeftModelForCausalLM`). `fan_in_fan_out` is True for GPT-2's `Conv1D`.
     """
     tensors = layout.unflatten(np.asarray(vector, dtype=np.float32))
     weights: dict[str, np.ndarray] = {}
@@ -68,9 +74,12 @@ def adapter_files(
             )
         weights[f"{PEFT_PREFIX}{entry.name}.lora_A.weight"] = np.ascontiguousarray(a_max)
         weights[f"{PEFT_PREFIX}{entry.name}.lora_B.weight"] = np.ascontiguousarray(tensors[entry.name])
+    has_head = bool(layout.head)
+    for entry in layout.head:
+        weights[HEAD_KEYS[entry.name]] = np.ascontiguousarray(tensors[entry.name])
     config: dict[str, object] = {
         "peft_type": "LORA",
-        "task_type": None,
+        "task_type": "SEQ_CLS" if has_head else task_type,
         "base_model_name_or_path": base_model,
         "r": layout.r_max,
         "lora_alpha": alpha,
@@ -78,21 +87,17 @@ def adapter_files(
         "target_modules": sorted(target_modules),
         "layers_to_transform": list(layers_to_transform) if layers_to_transform is not None else None,
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": fan_in_fan_out,
         "inference_mode": True,
         "init_lora_weights": True,
         "use_rslora": False,
         "use_dora": False,
-        "modules_to_save": None,
+        "modules_to_save": [HEAD_MODULE] if has_head else None,
         "rank_pattern": {},
         "alpha_pattern": {},
     }
-    head = {entry.name: np.ascontiguousarray(tensors[entry.name]) for entry in layout.head}
     files = {
         ADAPTER_CONFIG: json.dumps(config, indent=2, sort_keys=True).encode(),
         ADAPTER_WEIGHTS: save_safetensors(weights, metadata={"format": "pt"}),
     }
-    if head:
-        files[HEAD_WEIGHTS] = save_safetensors(head, metadata={"format": "pt"})
-        files[HEAD_CONFIG] = json.dumps(dict(head_info), indent=2, sort_keys=True).encode()
     return AdapterFiles(files=files)

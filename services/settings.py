@@ -340,6 +340,12 @@ class ClientSettings(ServiceSettings):
     partition: str | None = Field(default=None, description="e.g. 'mild:2/4' = mild split, hospital 2 of 4")
     max_train_examples: int | None = None
     threads: int = Field(default=1, ge=1, le=256)
+    device: str = Field(
+        default="auto",
+        max_length=16,
+        description="where the hospital trains: auto (the first CUDA device when torch sees one, else the "
+        "CPU), cpu, cuda or cuda:N (client_agent/device.py); the encryption and masking stay on the CPU",
+    )
     poll_s: float = Field(default=2.0, gt=0, le=300)
     max_rank: int = Field(
         default=16,

@@ -80,6 +80,21 @@ def drug_condition(cache_dir: str | Path | None = None, *, top_k: int = DEFAULT_
     return _dataset(name, DRUG_REVIEWS, kept, label_names, [index[r["condition"]] for r in kept])
 
 
+#: The instruction of `drug_condition_qa`; the answer is the condition's name.
+CONDITION_PROMPT = "Review: {review}\nCondition?"
+
+
+def drug_condition_qa(cache_dir: str | Path | None = None) -> Dataset:
+    """`drug_condition` as instruction/answer pairs for a causal LM: each text is the prompt "Review: ...
+    Condition?" and its answer is its label's name (`label_names[label]`), scored by exact match."""
+    conditions = drug_condition(cache_dir)
+    texts = [CONDITION_PROMPT.format(review=text) for text in conditions.texts]
+    return Dataset(texts, conditions.labels, conditions.label_names, "drug_condition_qa", conditions.meta)
+
+
+#: Tasks whose texts are prompts and whose label names are the answers (`client_agent.tasks.CausalLM`).
+QA_TASKS = frozenset({"drug_condition_qa"})
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -90,6 +105,12 @@ TASKS: dict[str, Task] = {
             "drug_condition",
             f"drug reviews, the {DEFAULT_TOP_CONDITIONS} most frequent conditions",
             lambda cache_dir: drug_condition(cache_dir),
+        ),
+        Task(
+            "drug_condition_qa",
+            f"drug reviews as 'Review: ... Condition?' prompts, answered by one of the "
+            f"{DEFAULT_TOP_CONDITIONS} most frequent conditions (causal LM, exact match)",
+            drug_condition_qa,
         ),
     )
 }

@@ -57,8 +57,9 @@ async def vector(fid: str, version: Version, _: AdminOrClientDep, adapters: Adap
     responses={200: {"content": {"application/zip": {}}}, **errors(401, 403, 404, 410, 422)},
 )
 async def peft_adapter(fid: str, version: Version, _: AdminOrClientDep, adapters: AdaptersDep) -> Response:
-    """`adapter_config.json` + `adapter_model.safetensors` (loads with `peft.PeftModel.from_pretrained`) and
-    the classification head beside them."""
+    """`adapter_config.json` + `adapter_model.safetensors` (loads with `peft.PeftModel.from_pretrained`, the
+    head as `modules_to_save`) and, for a classifier, the model it adapts (`config.json`,
+    `modeling_fedlora.py`): stock `transformers` + `peft` run it in `pipeline("text-classification")`."""
     data = await adapters.peft_zip(fid, version)
     headers = {"Content-Disposition": f'attachment; filename="{fid}-adapter-v{version}.zip"'}
     return Response(data, media_type="application/zip", headers=headers)

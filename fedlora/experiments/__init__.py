@@ -129,7 +129,22 @@ def _hospitals(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path
     ]
 
 
+def _yardstick(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> Path:
+    from fedlora.experiments.yardstick import YardstickConfig, run_yardstick
+
+    config = YardstickConfig.quick() if quick else YardstickConfig()
+    config = replace(
+        config, federation=replace(config.federation, engine=engine.name, ray_address=engine.ray_address)
+    )
+    return run_yardstick(config, out_dir).files["markdown"]
+
+
 EXPERIMENTS: dict[str, ExperimentSpec] = {
+    "yardstick": ExperimentSpec(
+        run=_yardstick,
+        description="issue 23's table: centralised (no DP, DP) vs federated FFA-LoRA (IID, mild, severe), "
+        "LoRA and each hospital alone, one test set, three seeds",
+    ),
     "central": ExperimentSpec(
         run=_central,
         description="the yardstick: the demo's adapter trained on all the hospitals' data in one place, "

@@ -35,7 +35,14 @@ from typing import Any, Literal
 
 from client_agent.model import FFAClassifier
 from client_agent.train import DPSettings, Features
-from fedlora.experiments.central import CentralConfig, _adapter, _split
+from fedlora.experiments.central import (
+    CentralConfig,
+    _adapter,
+    _rows,
+    central_batch,
+    central_split,
+    central_steps,
+)
 from fedlora.experiments.local_only import each_alone
 from fedlora.experiments.sim_report import markdown_table, plot_bars, plot_lines
 from fedlora.experiments.sim_runs import SimRun, SimSettings, run_simulation, write_outputs
@@ -256,17 +263,37 @@ def central_finals(sim: SimulationConfig, *, learning_rates: Sequence[float]) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus and transformers warn on every pass
         run = prepared_run(sim)
-        fit, validation = _split(run.train, fraction=config.validation_fraction, seed=sim.seed)
+        fit_idx, validation_idx = central_split(run.parts, fraction=config.validation_fraction, seed=sim.seed)
+        fit, validation = _rows(run.train, fit_idx), _rows(run.train, validation_idx)
+        steps = central_steps(sim, run.parts, batch_size=central_batch(sim, len(fit)))
         candidates = []
         for lr in learning_rates:
-            row = _adapter(run.model, run.start, fit, validation, run.test, config, learning_rate=lr, dp=None)
+            row = _adapter(
+                run.model,
+                run.start,
+                fit,
+                validation,
+                run.test,
+                config,
+                learning_rate=lr,
+                dp=None,
+                steps=steps,
+            )
             candidates.append((row, _scores(run.model, run.test)))
         plain, plain_scores = max(candidates, key=lambda c: c[0].validation_accuracy)
         if sim.epsilon is None:
             raise ValueError("the centralised DP row needs the federation's epsilon, got None")
         dp = DPSettings(epsilon=sim.epsilon, delta=sim.delta, max_grad_norm=sim.max_grad_norm)
         private = _adapter(
-            run.model, run.start, fit, validation, run.test, config, learning_rate=sim.learning_rate, dp=dp
+            run.model,
+            run.start,
+            fit,
+            validation,
+            run.test,
+            config,
+            learning_rate=sim.learning_rate,
+            dp=dp,
+            steps=steps,
         )
         private_scores = _scores(run.model, run.test)
     return [

@@ -20,7 +20,7 @@ import torch
 
 from client_agent.model import FFAClassifier
 from client_agent.train import DPSettings, Features, LocalConfig, PrivacyHistory, evaluate, train_local
-from fedlora.simulation import SimulationConfig, hospital_names, prepared_run
+from fedlora.simulation import PreparedRun, SimulationConfig, hospital_names, prepared_run
 from fedlora.simulation_rounds import training_seed
 
 T = TypeVar("T")
@@ -42,10 +42,23 @@ def each_alone(
         return _train_alone(config, read=read, private=private)
 
 
+def alone_on(config: SimulationConfig, run: PreparedRun) -> list[tuple[str, float]]:
+    """`local_only` on `run`, already prepared from `config`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _train_alone(
+            config, read=lambda name, model, test: (name, evaluate(model, test)[1]), private=False, run=run
+        )
+
+
 def _train_alone(
-    config: SimulationConfig, *, read: Callable[[str, FFAClassifier, Features], T], private: bool
+    config: SimulationConfig,
+    *,
+    read: Callable[[str, FFAClassifier, Features], T],
+    private: bool,
+    run: PreparedRun | None = None,
 ) -> list[T]:
-    run = prepared_run(config)
+    run = run if run is not None else prepared_run(config)
     model, train_features, test_features, start = run.model, run.train, run.test, run.start
     dp = (
         DPSettings(

@@ -4,3 +4,6 @@ from tests.cloud.conftest import (  # noqa: F401
     anyio_backend,
     pytest_generate_tests,
 )
+
+# The simulation and experiment reviews train on the e2e tests' tiny model.
+from tests.e2e.conftest import tiny_model_dir  # noqa: F401

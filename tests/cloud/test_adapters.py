@@ -9,9 +9,13 @@ import zipfile
 import numpy as np
 import pytest
 from safetensors.numpy import load as load_safetensors
+from transformers import AutoTokenizer, ErnieConfig, ErnieModel
 
+from client_agent.model import AdapterSpec, default_model_path, load_encoder
 from protocol.ffa import frozen_basis
 from tests.cloud.harness import Federation, bearer, running_cloud, small_spec
+from tests.models import global_model_at_rmax
+from tests.stock_pipeline import assert_same_scores, project_probabilities, run_stock_loader
 
 pytestmark = pytest.mark.anyio
 MODULE = "encoder.layer.5.attention.self.value"
@@ -66,3 +70,60 @@ async def test_vectors_and_versions_need_an_admin_or_a_client_and_an_existing_ve
         missing = await cloud.http.get(f"{url}/5/vector")
         assert missing.status_code == 404 and missing.json()["field"] == "version"
         assert [v["version"] for v in (await cloud.http.get(url)).json()] == [0]
+
+
+@pytest.mark.slow
+# The zip is built from the stored vector alone: one store is enough for the slow part.
+@pytest.mark.parametrize("state_store", ["memory"], indirect=True)
+async def test_the_zip_the_demo_downloads_runs_in_a_stock_pipeline(tmp_path, state_store) -> None:
+    """Issue 24, item 4: the cloud's zip (what `make demo` unpacks into runs/demo/adapter), unzipped, runs in
+    `pipeline("text-classification")` through the README's snippet with stock `transformers` + `peft`, and
+    gives the project's own probabilities for the same version on the cloud's base model (MiniLM)."""
+    rng = np.random.default_rng(32)
+    async with running_cloud() as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        await fed.start(cloud.http)
+        deltas = fed.deltas(rng, scale=0.5)  # large enough that the head moves the scores off uniform
+        for edge_id in ("edge-1", "edge-2"):
+            assert (
+                await fed.post(cloud.http, await fed.aggregate(cloud, edge_id, 0, deltas[edge_id]))
+            ).status_code == 202
+        vector = await cloud.vector(fed.fid, 1)
+        response = await cloud.http.get(f"/federations/{fed.fid}/adapters/1")
+    assert response.status_code == 200
+    folder = tmp_path / "adapter"
+    zipfile.ZipFile(io.BytesIO(response.content)).extractall(folder)
+    assert {"config.json", "modeling_fedlora.py"} <= {path.name for path in folder.iterdir()}
+    base = default_model_path()
+    labels = [f"LABEL_{i}" for i in range(fed.spec.num_labels)]
+    ours = global_model_at_rmax(load_encoder(base), AdapterSpec.from_federation(fed.spec), vector)
+
+    stock = run_stock_loader(folder, base, tmp_path)
+
+    assert_same_scores(
+        stock, project_probabilities(ours, AutoTokenizer.from_pretrained(base), labels), labels
+    )
+
+
+@pytest.mark.parametrize("state_store", ["memory"], indirect=True)
+async def test_a_base_model_the_shipped_classifier_cannot_wrap_is_refused_by_name(
+    tmp_path, state_store
+) -> None:
+    """An encoder the layout accepts but `modeling_fedlora.py` has no class for (ERNIE): the zip is a 422
+    naming `base_model` and the model type, and the raw vector is still served."""
+    base = tmp_path / "tiny-ernie"
+    ErnieModel(
+        ErnieConfig(
+            vocab_size=100, hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=64
+        )
+    ).save_pretrained(base)
+    async with running_cloud(model_path=base) as cloud:
+        fed = await Federation.create(cloud.http, small_spec())
+        refused = await cloud.http.get(f"/federations/{fed.fid}/adapters/0")
+        vector = await cloud.http.get(f"/federations/{fed.fid}/adapters/0/vector")
+
+    assert refused.status_code == 422
+    body = refused.json()
+    assert body["code"] == "invalid_request" and body["field"] == "base_model"
+    assert "got 'ernie'" in body["message"]
+    assert vector.status_code == 200

@@ -40,7 +40,7 @@ def test_three_models_on_the_same_test_set(central):
     assert probe.model.startswith("linear probe") and probe.steps == 0
     # The adapters train for as many steps as the federation's hospitals take in all.
     assert plain.steps == private.steps == config.federation.hospitals * config.federation.steps == 4
-    assert plain.epsilon is None and plain.learning_rate in config.learning_rates
+    assert plain.epsilon is None and plain.learning_rate in config.learning_rates + config.adam_learning_rates
     assert private.epsilon == pytest.approx(8.0, rel=1e-3)
     assert all(0.0 <= r.test_accuracy <= 1.0 for r in rows)
 
@@ -51,3 +51,12 @@ def test_files_are_where_the_experiments_write(central):
     assert json.loads(files["config"].read_text())["learning_rates"] == list(config.learning_rates)
     assert "linear probe" in files["markdown"].read_text()
     assert len(files["csv"].read_text().strip().splitlines()) == 1 + len(rows)
+
+
+def test_adam_candidates_are_tried_without_the_head_rate(central):
+    config, rows, files = central
+    plain = rows[1]
+    assert plain.optimizer in ("sgd", "adam")
+    if plain.optimizer == "adam":
+        assert plain.head_learning_rate is None and plain.learning_rate in config.adam_learning_rates
+    assert "Adam 0.001" in files["markdown"].read_text()

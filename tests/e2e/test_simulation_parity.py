@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client_agent import tasks
 from client_agent.releases import PublicCounts
 from client_agent.train import Features, LocalResult
 from edge_aggregator.ledger import ForwardStatus
-from fedlora import simulation_hospitals, simulation_rounds
+from fedlora import simulation_hospitals
 from fedlora.simulation import SimulationConfig, federation_spec, hospital_names, simulate
 from fedlora.simulation_rounds import share_sampler, training_seed
 from protocol.crypto import CKKSParams, scheme_from_public
@@ -90,7 +91,8 @@ def _simulated(config: SimulationConfig, monkeypatch: pytest.MonkeyPatch) -> Sim
     norms: list[float] = []
     hooked: dict[int, float] = {}
     raw: list[np.ndarray] = []
-    trained, prepared = simulation_rounds.train_local, simulation_hospitals.local_update
+    # Local training as the classification task runs it (`client_agent.tasks`), the agent and the simulation alike.
+    trained, prepared = tasks.train_local, simulation_hospitals.local_update
 
     def train_noted(*args: object, **kwargs: object) -> LocalResult:
         result = trained(*args, **kwargs)  # type: ignore[arg-type]
@@ -106,7 +108,7 @@ def _simulated(config: SimulationConfig, monkeypatch: pytest.MonkeyPatch) -> Sim
         hooked[round_] = max(hooked.get(round_, 0.0), float(np.abs(result.delta - raw.pop()).max()))
         return result
 
-    monkeypatch.setattr(simulation_rounds, "train_local", train_noted)
+    monkeypatch.setattr(tasks, "train_local", train_noted)
     monkeypatch.setattr(simulation_hospitals, "local_update", prepared_noted)
     vectors: list[np.ndarray] = []
     with warnings.catch_warnings():

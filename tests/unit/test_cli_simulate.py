@@ -22,6 +22,7 @@ def _flat(text: str) -> str:
             "noise_multiplier to 0",
         ),
         (["--central-noise", "1"], "set clip_norm too"),
+        (["--scheme", "paillier", "--clip-norm", "0"], "scheme 'paillier' packs each value"),
         (["--distributed", "--clip-norm", "1"], "distributed needs noise"),
         (["--contaminated", "9"], "contaminated must lie in [0, hospitals=4]"),
         (["--strategy", "fedavg"], "strategy must be ffa, fedit, fedrot or clair"),
@@ -69,3 +70,15 @@ def test_spec_validate_says_what_a_federation_without_masking_leaves_unprotected
     assert unmasked.exit_code == 0 and text.count("not protected:") == 2
     assert "an edge colluding with the cloud can decrypt one hospital's upload" in text
     assert "reveals its secret key" in text
+
+
+def test_simulate_clips_under_paillier_unless_told_otherwise():
+    """Packed Paillier's range holds only clipped deltas: unset, the clip is the services' default there and
+    none elsewhere; a given clip norm is kept, 0 asks for none (which the paillier simulation then refuses)."""
+    from fedlora.simulation import DEFAULT_CLIP_NORM, simulation_clip_norm
+
+    assert DEFAULT_CLIP_NORM == 1.0
+    assert simulation_clip_norm(None, scheme="paillier") == 1.0
+    assert simulation_clip_norm(None, scheme="ckks") is None
+    assert simulation_clip_norm(2.5, scheme="paillier") == 2.5
+    assert simulation_clip_norm(0.0, scheme="ckks") is None
