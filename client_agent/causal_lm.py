@@ -26,6 +26,7 @@ from transformers.pytorch_utils import Conv1D
 
 from client_agent.model import PEFT_PREFIX, AdapterSpec, ModelError
 from protocol.ffa import AdapterLayout, client_lora_alpha, frozen_basis, natural_key
+from services.model_layout import LayoutError, lora_targets
 
 #: Dropout settings of the common decoder configs: DP-SGD trains without dropout, and the exported adapter
 #: must give the training model's logits.
@@ -64,15 +65,19 @@ class FFACausalLM(nn.Module):
             )
         for param in base.parameters():
             param.requires_grad_(False)
-        targets = [
-            module
-            for name, module in base.named_modules()
-            if name.rsplit(".", 1)[-1] in spec.target_modules and isinstance(module, nn.Linear | Conv1D)
-        ]
-        if not targets:
-            raise ModelError(
-                f"target_modules {list(spec.target_modules)} match no linear layer of {type(base).__name__}"
+        try:
+            # The cloud's rule (`services.model_layout`): the same refusals, the same modules adapted.
+            targets = lora_targets(
+                base,
+                spec.target_modules,
+                spec.layers_to_transform,
+                num_layers=int(base.config.num_hidden_layers),
             )
+        except LayoutError as e:
+            raise ModelError(str(e)) from e
+        max_positions = getattr(base.config, "max_position_embeddings", None)
+        #: The longest sequence the base model can place (None: its config does not say).
+        self.max_positions: int | None = int(max_positions) if max_positions is not None else None
         lora_config = peft.LoraConfig(
             r=rank,
             # peft types lora_alpha as int but computes scaling = lora_alpha / r, which a float keeps exact.
@@ -84,7 +89,7 @@ class FFACausalLM(nn.Module):
             lora_dropout=0.0,
             bias="none",
             # GPT-2's Conv1D stores its weight as (in, out): peft must know, or it transposes the update.
-            fan_in_fan_out=isinstance(targets[0], Conv1D),
+            fan_in_fan_out=any(isinstance(base.get_submodule(name), Conv1D) for name in targets),
             task_type=peft.TaskType.CAUSAL_LM,
         )
         try:

@@ -173,7 +173,7 @@ class FederationService:
         try:
             return await asyncio.to_thread(federation_layout, spec, self._model_path)
         except LayoutError as e:
-            raise InvalidRequestError(str(e), field="target_modules") from e
+            raise InvalidRequestError(str(e), field=e.field) from e
 
     # -- lookup ---------------------------------------------------------------------------------------
     async def spec(self, fid: str) -> FederationSpec:

@@ -160,7 +160,7 @@ def test_federation_layout_matches_the_client_model():
             "encoder.layer.5.attention.self.value": 384,
         }
     )
-    with pytest.raises(LayoutError, match="match no linear layer"):
+    with pytest.raises(LayoutError, match=r"target_modules \['nope'\]: 'nope' matches no module"):
         federation_layout(FederationSpec(federation_id="x", target_modules=("nope",)), default_model_path())
 
 
