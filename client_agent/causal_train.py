@@ -82,7 +82,9 @@ def encode_pairs(
     tokenizer: object, prompts: Sequence[str], answers: Sequence[str], *, max_length: int
 ) -> QAFeatures:
     """`bos? prompt answer eos`, padded to `max_length`. A prompt too long loses its *first* tokens (the
-    question at its end stays); an answer that leaves no room for a prompt token raises `TrainingError`."""
+    question at its end stays); an answer that leaves no room for a prompt token raises `TrainingError`, and
+    so do an answer with no token (nothing to learn, and an empty generation would score as exact) and a
+    prompt with no token (greedy generation has nothing to continue)."""
     if len(prompts) != len(answers):
         raise TrainingError(f"got {len(prompts)} prompts but {len(answers)} answers")
     if not prompts:
@@ -90,14 +92,19 @@ def encode_pairs(
     special = Specials.of(tokenizer)
     head = [special.bos] if special.bos is not None else []
     rows, kept_prompts, kept_answers = [], [], []
-    for prompt, answer in zip(prompts, answers, strict=True):
+    for index, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
         answer_ids = _ids(tokenizer, " " + answer)
+        if not answer_ids:
+            raise TrainingError(f"answers[{index}] {answer!r} has no token: every answer needs one")
+        text_ids = _ids(tokenizer, prompt)
+        if not text_ids:
+            raise TrainingError(f"prompts[{index}] {prompt!r} has no token: every prompt needs one")
         room = max_length - len(head) - len(answer_ids) - 1
         if room < 1:
             raise TrainingError(
                 f"max_length {max_length} leaves no room for a prompt before answer {answer!r}"
             )
-        prompt_ids = head + _ids(tokenizer, prompt)[-room:]
+        prompt_ids = head + text_ids[-room:]
         rows.append((prompt_ids, [*answer_ids, special.eos]))
         kept_prompts.append(tuple(prompt_ids))
         kept_answers.append(tuple(answer_ids))
@@ -112,11 +119,23 @@ def encode_pairs(
     return QAFeatures(input_ids, attention, answer_mask, tuple(kept_prompts), tuple(kept_answers), special)
 
 
+def check_fits(model: FFACausalLM, features: QAFeatures) -> None:
+    """Raise `TrainingError` naming `max_seq_length` when the padded sequences are longer than the base
+    model's positions (GPT-2 would fail mid-round indexing its position embedding)."""
+    length = int(features.input_ids.shape[1])
+    if model.max_positions is not None and length > model.max_positions:
+        raise TrainingError(
+            f"max_seq_length {length} exceeds the base model's {model.max_positions} positions "
+            "(max_position_embeddings)"
+        )
+
+
 @torch.no_grad()
 def evaluate_answers(
     model: FFACausalLM, features: QAFeatures, *, batch_size: int = 64
 ) -> tuple[float, float]:
     """Mean answer loss (per example) and the teacher-forced accuracy of the answer tokens."""
+    check_fits(model, features)
     losses = example_answer_losses(model, features, batch_size=batch_size)
     correct = total = 0
     for start in range(0, len(features), batch_size):
@@ -181,9 +200,11 @@ def train_causal(
 ) -> LocalResult:
     """One round of local training of `B` from the global adapter (`train_local`'s contract: the padded
     delta and the figures; `history` extended in place under DP). Accuracy is the answer tokens'."""
+    held_out = evaluation if evaluation is not None else train
+    check_fits(model, train)
+    check_fits(model, held_out)
     torch.set_num_threads(config.threads)
     model.load_global(global_vector)
-    held_out = evaluation if evaluation is not None else train
     loss_before, acc_before = evaluate_answers(model, held_out, batch_size=config.eval_batch_size)
     started = time.perf_counter()
     params = model.trainable_parameters()

@@ -116,9 +116,10 @@ class DemoConfig:
         central_noise = self.central_noise if rule.allows_central_noise else 0.0
         from client_agent.data.tasks import QA_TASKS
 
+        causal = self.task in QA_TASKS
         return federation_spec(
             federation_id=federation_id,
-            task_type=TaskType.CAUSAL_LM if self.task in QA_TASKS else TaskType.SEQUENCE_CLASSIFICATION,
+            task_type=TaskType.CAUSAL_LM if causal else TaskType.SEQUENCE_CLASSIFICATION,
             num_labels=2,
             target_modules=self.target_modules,
             layers_to_transform=self.layers,
@@ -136,7 +137,8 @@ class DemoConfig:
             central_noise=central_noise,
             distributed=self.distributed and central_noise > 0,
             learning_rate=self.learning_rate,
-            head_learning_rate=self.head_learning_rate,
+            # The head's rate is a classifier's: a causal LM has no head, and its spec refuses one.
+            head_learning_rate=None if causal else self.head_learning_rate,
             steps=self.steps,
             batch_size=self.batch_size,
             max_seq_length=self.max_seq_length,

@@ -361,9 +361,10 @@ def _deidentified(dataset: Dataset, deidentifier: Deidentifier) -> Dataset:
 def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationSpec:
     """The federation the run simulates, through the spec's own validator (which refuses, e.g., clair with
     encryption or central noise)."""
+    causal = config.task in QA_TASKS
     flat = specs.FlatSpec(
         federation_id="simulation",
-        task_type=TaskType.CAUSAL_LM if config.task in QA_TASKS else TaskType.SEQUENCE_CLASSIFICATION,
+        task_type=TaskType.CAUSAL_LM if causal else TaskType.SEQUENCE_CLASSIFICATION,
         num_labels=num_labels,
         target_modules=config.target_modules,
         layers_to_transform=config.layers_to_transform,
@@ -381,7 +382,8 @@ def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationS
         central_delta=config.central_delta,
         distributed=config.distributed_noise,
         learning_rate=config.learning_rate,
-        head_learning_rate=config.head_learning_rate,
+        # The head's rate is a classifier's: a causal LM has no head, and its spec refuses one.
+        head_learning_rate=None if causal else config.head_learning_rate,
         steps=config.steps,
         batch_size=config.batch_size,
         max_seq_length=config.max_seq_length,

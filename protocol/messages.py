@@ -634,6 +634,11 @@ class FederationSpec(Message):
                 f"task_type 'causal_lm' trains B alone (FFA-LoRA): strategy must be 'ffa' or 'clair', got "
                 f"{self.strategy.value!r}"
             )
+        if self.task_type is TaskType.CAUSAL_LM and self.training.head_learning_rate is not None:
+            raise ValueError(
+                "task_type 'causal_lm' has no classification head: training.head_learning_rate must be unset, "
+                f"got {self.training.head_learning_rate}"
+            )
         if self.central_dp.distributed and self.he.kind is HEKind.NONE:
             raise ValueError(
                 "central_dp.distributed protects only an encrypted sum: with he.kind 'none' the edge would see "

@@ -3,8 +3,9 @@ under DP-SGD, the cloud's layout from the config alone, the stock PEFT export an
 federation can be given.
 
 Tiny random Llama and GPT-2 models from configs (tests/decoders.py), MiniLM's tokenizer, nothing from a hub.
-Each strict xfail is a reproduction of a promise that does not hold; the plain tests are promises the review
-tried to break and found kept (they guard them from now on).
+The first tests reproduce promises the review found broken (once strict xfails, now fixed: the cloud and the
+hospital share peft's matching rule and refuse by name what FFA-LoRA cannot adapt); the rest are promises the
+review tried to break and found kept. All of them guard those promises from now on.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPTS = ["Review: it cleared my skin in weeks\nCondition?", "Review: no more cramps\nCondition?"]
 ANSWERS = ["Acne", "Birth Control"]
-#: `pytest.raises` that did not see its exception fails the test with this.
-DID_NOT_RAISE = pytest.fail.Exception
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +71,14 @@ def federation(target_modules: tuple[str, ...], layers: tuple[int, ...] | None =
 
 
 # -- (3) the cloud's layout from the config against the hospital's model -------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="peft adapts an nn.Embedding target with lora_embedding_A/B, not lora_A: FFACausalLM's "
-    "_install_frozen_basis dies with KeyError 'default', while the cloud's federation_layout skips the "
-    "embedding and accepts the federation with a layout that lacks it",
-)
 @pytest.mark.parametrize(
     ("family", "targets"), [("llama", ("q_proj", "embed_tokens")), ("gpt2", ("c_attn", "wte"))]
 )
 def test_an_embedding_target_is_refused_by_name_or_laid_out_as_the_hospital_does(
     request, family, targets
 ) -> None:
+    """peft adapts an embedding with lora_embedding_A/B, which FFA-LoRA's frozen basis does not cover: the cloud
+    refuses such a target by name (or, if it accepts it, lays it out as the hospital's model does)."""
     folder = request.getfixturevalue(f"{family}_dir")
     try:
         cloud, cloud_in = federation_layout(federation(targets), folder)
@@ -96,14 +90,9 @@ def test_an_embedding_target_is_refused_by_name_or_laid_out_as_the_hospital_does
     assert model.layout.digest == cloud.digest and model.in_features() == cloud_in
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DID_NOT_RAISE,
-    reason="the cloud keeps only nn.Linear/Conv1D targets and accepts ('q_proj', 'self_attn'); every "
-    "hospital then refuses the same spec (peft: 'Target module LlamaAttention is not supported'), so the "
-    "federation is created and can never run a round",
-)
 def test_the_cloud_refuses_a_target_that_no_hospital_can_adapt(llama_dir) -> None:
+    """A target matching a module that is not a linear layer (Llama's attention block) is refused by the
+    hospital and by the cloud alike, so no federation is created that can never run a round."""
     targets = ("q_proj", "self_attn")
     with pytest.raises(ModelError, match="self_attn"):  # the hospital refuses it (this part holds)
         FFACausalLM(load_causal_lm(llama_dir), adapter(targets), rank=2)
@@ -111,32 +100,19 @@ def test_the_cloud_refuses_a_target_that_no_hospital_can_adapt(llama_dir) -> Non
         federation_layout(federation(targets), llama_dir)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="federation_layout builds AutoModel.from_config(config, add_pooling_layer=False) for a "
-    "sequence_classification spec (the default task_type) whatever the model: on a Llama cloud it raises "
-    "TypeError (LlamaModel.__init__ got an unexpected keyword argument), which the cloud's _compute_layout "
-    "does not catch (it maps only LayoutError to a 4xx)",
-)
 def test_a_classification_spec_on_a_decoder_cloud_is_refused_by_name(llama_dir) -> None:
+    """A sequence_classification spec (the default) on a decoder is refused with a LayoutError naming task_type."""
     spec = FederationSpec(federation_id="causal", target_modules=("q_proj",))  # task_type left at its default
     with pytest.raises(LayoutError, match="task_type"):
         federation_layout(spec, llama_dir)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="peft matches a target equal to a whole module name ('lm_head') before it looks at "
-    "layers_to_transform, so the hospital adapts lm_head whatever the layers (Llama: 122,216 values = "
-    "lm_head 30,522 x 4 + q_proj 32 x 4); the cloud's lora_targets drops lm_head, which has no layer index "
-    "(128 values): the federation is created with a layout no hospital's upload can match",
-)
 @pytest.mark.parametrize(
     ("family", "targets"), [("llama", ("q_proj", "lm_head")), ("gpt2", ("c_attn", "lm_head"))]
 )
 def test_a_top_level_target_with_layers_is_laid_out_as_the_hospital_does(request, family, targets) -> None:
+    """peft matches a target equal to a whole module name ('lm_head') whatever layers_to_transform says: the
+    cloud follows the same rule (or refuses by name), so its layout is the hospital's."""
     folder = request.getfixturevalue(f"{family}_dir")
     try:
         cloud, cloud_in = federation_layout(federation(targets, (1,)), folder)
@@ -148,18 +124,13 @@ def test_a_top_level_target_with_layers_is_laid_out_as_the_hospital_does(request
     assert model.layout.digest == cloud.digest and model.in_features() == cloud_in
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="target_modules allows dots (ModuleName) and peft matches a dotted suffix ('self_attn.v_proj', "
-    "GPT-2's 'mlp.c_proj' as opposed to 'attn.c_proj'), so the hospital adapts it; the cloud's lora_targets "
-    "compares only the last name part and drops it (Llama: hospital 384 values, cloud 256)",
-)
 @pytest.mark.parametrize(
     ("family", "targets"),
     [("llama", ("q_proj", "self_attn.v_proj")), ("gpt2", ("c_attn", "mlp.c_proj"))],
 )
 def test_a_dotted_target_is_laid_out_as_the_hospital_does(request, family, targets) -> None:
+    """peft matches a dotted suffix ('self_attn.v_proj', GPT-2's 'mlp.c_proj'): the cloud's layout equals the
+    hospital's (or the cloud refuses the target by name)."""
     folder = request.getfixturevalue(f"{family}_dir")
     try:
         cloud, cloud_in = federation_layout(federation(targets), folder)
@@ -172,13 +143,8 @@ def test_a_dotted_target_is_laid_out_as_the_hospital_does(request, family, targe
 
 
 # -- (5) bad input: a typed error naming the field and the value ---------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    raises=DID_NOT_RAISE,
-    reason="a misspelt target beside a real one ('v_prj' beside 'q_proj') is silently dropped by peft and by "
-    "the cloud: the federation trains q_proj alone and nobody is told",
-)
 def test_an_unknown_target_module_beside_a_known_one_is_refused_by_name(llama_dir) -> None:
+    """A misspelt target beside a real one is refused by name by the cloud and by the hospital, not dropped."""
     targets = ("q_proj", "v_prj")
     with pytest.raises(LayoutError, match="v_prj"):
         federation_layout(federation(targets), llama_dir)
@@ -186,13 +152,8 @@ def test_an_unknown_target_module_beside_a_known_one_is_refused_by_name(llama_di
         FFACausalLM(load_causal_lm(llama_dir), adapter(targets), rank=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DID_NOT_RAISE,
-    reason="layers_to_transform (1, 5) on a 2-layer model is accepted by the cloud and the hospital alike: "
-    "layer 5 does not exist and is silently ignored (only a tuple with no existing layer is refused)",
-)
 def test_a_layer_index_out_of_range_is_refused_by_name(llama_dir) -> None:
+    """A layer index the model does not have, beside one it has, is refused by name by the cloud and the hospital."""
     layers = (1, 5)
     with pytest.raises(LayoutError, match="5"):
         federation_layout(federation(("q_proj",), layers), llama_dir)
@@ -200,26 +161,17 @@ def test_a_layer_index_out_of_range_is_refused_by_name(llama_dir) -> None:
         FFACausalLM(load_causal_lm(llama_dir), adapter(("q_proj",), layers), rank=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DID_NOT_RAISE,
-    reason="encode_pairs accepts an empty (or blank) answer: ' ' tokenises to nothing, the example trains the "
-    "model to answer with eos at once and exact match counts an empty generation as correct",
-)
 @pytest.mark.parametrize("answer", ["", "   "])
 def test_an_empty_answer_is_refused_by_name(tokenizer, answer) -> None:
+    """An empty or blank answer (no token: nothing to learn, and an empty generation would count as exact) is
+    refused naming the answer."""
     with pytest.raises((TrainingError, ValueError), match="answer"):
         encode_pairs(tokenizer, PROMPTS[:1], [answer], max_length=24)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="with a tokenizer that has no bos (MiniLM's, the tests' and the demo's) an empty prompt encodes to "
-    "zero prompt tokens: encode_pairs accepts it, and greedy generation then crashes mid-round on a "
-    "0-length input ('cannot reshape tensor of 0 elements')",
-)
 def test_an_empty_prompt_is_refused_by_name_or_scored(llama_dir, tokenizer) -> None:
+    """A prompt with no token (MiniLM's tokenizer has no bos) is refused naming the prompt, or scored without a
+    crash."""
     try:
         features = encode_pairs(tokenizer, [""], ["Acne"], max_length=16)
     except (TrainingError, ValueError) as e:
@@ -229,14 +181,9 @@ def test_an_empty_prompt_is_refused_by_name_or_scored(llama_dir, tokenizer) -> N
     assert 0.0 <= exact_match(model, features) <= 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="TrainingConfig allows max_seq_length up to 4096 and every sequence is right-padded to it; GPT-2 "
-    "has n_positions positions (128 here, 1024 for the real one), so training crashes mid-round with "
-    "IndexError in the position embedding instead of a typed error naming max_seq_length",
-)
 def test_a_max_seq_length_beyond_the_models_positions_is_refused_by_name(gpt2_dir, tokenizer) -> None:
+    """Sequences longer than GPT-2's positions are refused before training with a typed error naming
+    max_seq_length and the value, not an IndexError mid-round."""
     model = FFACausalLM(load_causal_lm(gpt2_dir), adapter(("c_attn",)), rank=2)
     config = LocalConfig(steps=1, batch_size=2, learning_rate=0.1, progress=False, insecure_seed=0)
     try:
@@ -369,28 +316,16 @@ async def test_the_clouds_gpt2_zip_loads_with_stock_peft_and_gives_the_projects_
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="POST /federations with a sequence_classification spec (the default) on a cloud whose model is a "
-    "decoder: federation_layout's TypeError escapes _compute_layout (it maps only LayoutError to a 4xx), so "
-    "the request dies instead of answering 400 with a code naming task_type",
-)
 async def test_the_cloud_answers_a_classification_spec_on_its_decoder_with_a_4xx(llama_dir) -> None:
+    """POST /federations with a classification spec on a decoder cloud answers a 4xx naming task_type."""
     spec = small_spec("classify-on-llama", target_modules=("q_proj",), layers_to_transform=(1,))
     async with running_cloud(model_path=llama_dir) as cloud:
         response = await cloud.http.post("/federations", json=spec.model_dump(mode="json"))
     assert 400 <= response.status_code < 500 and "task_type" in response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DID_NOT_RAISE,
-    reason="a causal_lm spec accepts training.head_learning_rate, a setting for the classification head a "
-    "causal LM does not have: train_causal never reads it, so the federation's stated head rate is silently "
-    "ignored (the strategies that train A are refused by name; this head setting is not)",
-)
 def test_a_causal_spec_with_a_head_setting_is_refused_by_name() -> None:
+    """A causal LM has no classification head: a causal spec that sets training.head_learning_rate is refused."""
     with pytest.raises(ValueError, match="head_learning_rate"):
         FederationSpec(
             federation_id="causal",
