@@ -324,6 +324,36 @@ async def test_the_cloud_answers_a_classification_spec_on_its_decoder_with_a_4xx
     assert 400 <= response.status_code < 500 and "task_type" in response.text
 
 
+@pytest.mark.anyio
+async def test_the_cloud_names_the_field_of_each_adapter_it_cannot_lay_out(llama_dir) -> None:
+    """POST /federations on a Llama cloud: each spec the hospitals would refuse (or could not train) is a 422
+    `invalid_request` whose `field` is the one at fault and whose message holds the value."""
+    causal: dict[str, object] = {"task_type": TaskType.CAUSAL_LM, "layers_to_transform": (1,)}
+    cases = [
+        (dict(causal, target_modules=("q_proj", "v_prj")), "target_modules", "v_prj"),
+        (dict(causal, target_modules=("q_proj", "embed_tokens")), "target_modules", "embed_tokens"),
+        (dict(causal, target_modules=("q_proj",), layers_to_transform=(1, 5)), "layers_to_transform", "[5]"),
+        (
+            dict(causal, target_modules=("q_proj",), training=TrainingConfig(max_seq_length=200)),
+            "training.max_seq_length",
+            "200",
+        ),
+        (
+            {"target_modules": ("q_proj",), "layers_to_transform": (1,)},
+            "task_type",
+            "sequence_classification",
+        ),
+    ]
+    async with running_cloud(model_path=llama_dir) as cloud:
+        for i, (overrides, field, value) in enumerate(cases):
+            spec = small_spec(f"refused-{i}", **overrides)
+            response = await cloud.http.post("/federations", json=spec.model_dump(mode="json"))
+            body = response.json()
+            assert response.status_code == 422, (field, response.text)
+            assert (body["code"], body["field"]) == ("invalid_request", field)
+            assert value in body["message"]
+
+
 def test_a_causal_spec_with_a_head_setting_is_refused_by_name() -> None:
     """A causal LM has no classification head: a causal spec that sets training.head_learning_rate is refused."""
     with pytest.raises(ValueError, match="head_learning_rate"):
