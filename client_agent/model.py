@@ -36,6 +36,7 @@ from protocol.ffa import (
 )
 from protocol.messages import FederationSpec
 from protocol.strategies import strategy_class
+from services.model_layout import LayoutError, lora_targets
 from services.modeling_fedlora import mean_pool as pool  # the exported model pools with the same function
 
 PEFT_PREFIX = "base_model.model."
@@ -116,6 +117,12 @@ class FFAClassifier(nn.Module):
         layers = spec.layers_to_transform
         if layers is not None and any(not 0 <= i < n_layers for i in layers):
             raise ModelError(f"layers_to_transform {list(layers)} outside the model's {n_layers} layers")
+        try:
+            # The cloud's rule (`services.model_layout`): a target that matches nothing (a misspelt one beside
+            # a real one) or a module that is not a linear layer is refused, not dropped by peft.
+            lora_targets(encoder, spec.target_modules, layers, num_layers=n_layers)
+        except LayoutError as e:
+            raise ModelError(str(e)) from e
         lora_config = peft.LoraConfig(
             r=rank,
             # peft types lora_alpha as int but computes scaling = lora_alpha / r, which a float keeps exact.

@@ -51,7 +51,7 @@ def lora_targets(
     outside = [index for index in layers or () if not 0 <= index < num_layers]
     if outside:
         raise LayoutError(
-            f"layers_to_transform {list(layers or ())}: {outside} outside the model's {num_layers} layers",
+            f"layers_to_transform {list(layers or ())} outside the model's {num_layers} layers: {outside}",
             field="layers_to_transform",
         )
     modules = list(model.named_modules())

@@ -123,6 +123,11 @@ def test_bad_configurations_are_refused(tokenizer):
         FFAClassifier(tiny_encoder(tokenizer), AdapterSpec(num_labels=2, layers_to_transform=(7,)), rank=1)
     with pytest.raises(ModelError, match="target_modules"):
         FFAClassifier(tiny_encoder(tokenizer), AdapterSpec(num_labels=2, target_modules=("nope",)), rank=1)
+    # A misspelt target beside a real one: peft alone would adapt `value` and drop `valu` silently.
+    with pytest.raises(ModelError, match=r"target_modules \['value', 'valu'\]: 'valu' matches no module"):
+        FFAClassifier(
+            tiny_encoder(tokenizer), AdapterSpec(num_labels=2, target_modules=("value", "valu")), rank=1
+        )
     with pytest.raises(TrainingError, match="epsilon must be positive"):
         DPSettings(epsilon=0)
 
