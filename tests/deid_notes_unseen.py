@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-UNSEEN_SEED = 4_2024
+UNSEEN_SEED = 42024
 UNSEEN_NOTE_COUNT = 220
 
 KINDS = (
