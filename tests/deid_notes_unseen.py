@@ -336,7 +336,7 @@ class _Faker:
             (
                 "VIN",
                 "VEHICLE",
-                f"1{self.letters(2)}{self.digits(2)}{self.letters(1)}{self.digits(5)}{self.letters(1)}{self.digits(6)}",
+                f"1{self.letters(2)}{self.digits(2)}{self.letters(1)}{self.digits(5)}{self.letters(1)}{self.digits(5)}",  # 17 characters, as every VIN
             ),
             ("passport", "LICENCE", f"{self.digits(9)}"),
         )

@@ -28,3 +28,9 @@ def test_every_kind_and_genre_is_planted_many_times() -> None:
 def test_the_set_is_reproducible_from_its_seed() -> None:
     assert unseen_notes() == unseen_notes()
     assert unseen_notes(seed=1) != unseen_notes()
+
+
+def test_vehicle_identification_numbers_have_seventeen_characters_and_no_i_o_q() -> None:
+    vins = [s.text for note in unseen_notes() for s in note.spans if s.kind == "VEHICLE" and len(s.text) > 8]
+    assert vins
+    assert all(len(v) == 17 and not set(v) & set("IOQ") for v in vins)
