@@ -33,6 +33,7 @@ from client_agent.causal_train import (
 from client_agent.data.dataset import Dataset
 from client_agent.export import export_adapter
 from client_agent.model import AdapterSpec, FFAClassifier, load_encoder
+from services.classifier_export import DEFAULT_MAX_LENGTH
 from client_agent.train import (
     Features,
     LocalConfig,
@@ -121,8 +122,10 @@ class TaskKind(ABC):
         *,
         base_model: str,
         label_names: Sequence[str] | None = None,
+        max_length: int | None = None,
     ) -> Path:
-        """The global adapter as a standard PEFT adapter folder (`label_names`: a classifier's labels)."""
+        """The global adapter as a standard PEFT adapter folder (`label_names`: a classifier's labels;
+        `max_length`: the federation's `max_seq_length`, where a classifier's pipeline truncates)."""
 
 
 class SequenceClassification(TaskKind):
@@ -178,8 +181,16 @@ class SequenceClassification(TaskKind):
         *,
         base_model: str,
         label_names: Sequence[str] | None = None,
+        max_length: int | None = None,
     ) -> Path:
-        return export_adapter(model, global_vector, folder, base_model=base_model, label_names=label_names)
+        return export_adapter(
+            model,
+            global_vector,
+            folder,
+            base_model=base_model,
+            label_names=label_names,
+            max_length=DEFAULT_MAX_LENGTH if max_length is None else max_length,
+        )
 
 
 class CausalLM(TaskKind):
@@ -237,6 +248,7 @@ class CausalLM(TaskKind):
         *,
         base_model: str,
         label_names: Sequence[str] | None = None,
+        max_length: int | None = None,
     ) -> Path:
         return export_causal_adapter(model, global_vector, folder, base_model=base_model)
 
