@@ -33,7 +33,6 @@ from client_agent.causal_train import (
 from client_agent.data.dataset import Dataset
 from client_agent.export import export_adapter
 from client_agent.model import AdapterSpec, FFAClassifier, load_encoder
-from services.classifier_export import DEFAULT_MAX_LENGTH
 from client_agent.train import (
     Features,
     LocalConfig,
@@ -46,6 +45,7 @@ from client_agent.train import (
 )
 from protocol.ffa import AdapterLayout
 from protocol.messages import FederationSpec, TaskType
+from services.classifier_export import DEFAULT_MAX_LENGTH
 
 
 class AdapterModel(Protocol):

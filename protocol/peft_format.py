@@ -65,7 +65,7 @@ def adapter_files(
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:  # a corrupt download or a broken decryption: an adapter that answers NaN scores
         raise AdapterVectorError(
-            f"vector holds {bad.size} non-finite values (first at index {bad[0]}: {values[bad[0]]!r}): "
+            f"vector holds {bad.size} non-finite values (first at index {bad[0]}: {float(values[bad[0]])}): "
             "not an adapter to export"
         )
     tensors = layout.unflatten(values)
