@@ -11,7 +11,7 @@ from cloud_server.errors import NotFoundError, VersionPrunedError
 from cloud_server.federations import FederationService, vector_from_bytes
 from protocol.ffa import basis_from_bytes
 from protocol.messages import AdapterEvaluation, AdapterVersion, TaskType
-from protocol.peft_format import AdapterVectorError, adapter_files
+from protocol.peft_format import adapter_files
 from services import keyspace
 from services.classifier_export import ClassifierExportError, classifier_files, read_base_config
 from services.clock import TimeSource
@@ -145,8 +145,4 @@ class AdapterService:
                 f"adapter version {version} of {fid!r} cannot be exported as a transformers classifier: {e} "
                 "(its raw vector is at .../vector)",
                 field="base_model",
-            ) from e
-        except AdapterVectorError as e:
-            raise InvalidRequestError(
-                f"adapter version {version} of {fid!r} cannot be exported: {e}", field="vector"
             ) from e
