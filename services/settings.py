@@ -350,18 +350,6 @@ class ClientSettings(ServiceSettings):
         "CPU), cpu, cuda or cuda:N (client_agent/device.py); the encryption and masking stay on the CPU",
     )
 
-    @field_validator("device")
-    @classmethod
-    def _device_is_short(cls, value: str) -> str:
-        # Named by its variable, as client_agent.device names every other refused value; the grammar itself
-        # (auto | cpu | cuda | cuda:N) is checked there, against the devices the machine has.
-        if len(value) > MAX_DEVICE_CHARS:
-            raise ValueError(
-                f"FEDLORA_DEVICE must be auto, cpu, cuda or cuda:N (at most {MAX_DEVICE_CHARS} characters), "
-                f"got {value!r}"
-            )
-        return value
-
     poll_s: float = Field(default=2.0, gt=0, le=300)
     max_rank: int = Field(
         default=16,
@@ -441,6 +429,18 @@ class ClientSettings(ServiceSettings):
         le=65535,
         description="serve Prometheus metrics at http://{host}:{metrics_port}/metrics (off when unset)",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_short(cls, value: str) -> str:
+        # Named by its variable, as client_agent.device names every other refused value; the grammar itself
+        # (auto | cpu | cuda | cuda:N) is checked there, against the devices the machine has.
+        if len(value) > MAX_DEVICE_CHARS:
+            raise ValueError(
+                f"FEDLORA_DEVICE must be auto, cpu, cuda or cuda:N (at most {MAX_DEVICE_CHARS} characters), "
+                f"got {value!r}"
+            )
+        return value
 
 
 def describe(settings: BaseSettings) -> dict[str, Any]:
