@@ -45,8 +45,10 @@ _UNIT_WORDS = (
 _PLACE_WORD = rf"(?!(?:{_STATE_NAMES})\b)\p{{Lu}}\p{{Ll}}+(?:['’]\p{{Ll}}+)?"
 _ZIP = r"\d{5}(?:-\d{4})?(?![\w-]|[ \t]*\d)"  # "07700 900123" is a phone number
 # A value made of letter/digit groups joined by dashes or spaces, at least one digit ("35A-8807-26").
-_CODE = r"(?<![\w-])(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
-_MIXED = r"(?<![\w-])(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{5,9}(?![\w-])"
+_CODE = r"(?<![\w-])(?!(?:ICD|CPT|DSM|HCPCS)-)(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
+# A month and a day without a year, not a rating ("7/10").
+_MONTH_DAY = r"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)"
+_MIXED = r"(?<![\w-])(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{5,12}(?![\w-])"  # an MBI has 11
 
 
 def _recognizer(
@@ -79,7 +81,10 @@ def context_recognizers() -> list[EntityRecognizer]:
             "month in capitals or before a dash",
             rf"\b{_DAY_WORD}[ \t-]+(?:OF[ \t]+|of[ \t]+)?(?:{_MONTH_CAPS})\b(?:,?[ \t-]+(?:19|20)\d{{2}}\b)?"
             rf"|\b(?:{_MONTH_CAPS})\b\.?[ \t-]+{_DAY_WORD}\b(?:,?[ \t-]+(?:19|20)\d{{2}}\b)?"
-            rf"|\b(?:{_MONTH_TITLE})-\d{{1,2}}\b",
+            rf"|\b(?:{_MONTH_TITLE})-\d{{1,2}}\b"
+            # "30JUL2022", "09Sept2021", "20-Sept-2020", "May. 17 1919"
+            rf"|\b{_DAY_WORD}-?(?:{_MONTH_CAPS}|{_MONTH_TITLE})-?(?:19|20)\d{{2}}\b"
+            rf"|\b(?:{_MONTH_TITLE}|{_MONTH_CAPS})\.[ \t]+{_DAY_WORD}\b(?:,?[ \t]+(?:19|20)\d{{2}}\b)?",
             0.6,
         ),
         _recognizer(
@@ -92,8 +97,11 @@ def context_recognizers() -> list[EntityRecognizer]:
         _recognizer(
             "ADDRESS",
             "town after an address",
-            rf"(?<=(?:\b\d{{1,6}}[ \t]+(?:\S+[ \t]+){{1,4}}{street_suffix}|\b(?i:box|route|rr)[ \t]*\#?\d+)(?:,?[ \t]*(?:(?:apt|unit|suite|flat)\.?[ \t]*|\#)\w+)?"
-            r",?[ \t]+(?:in[ \t]+)?)(?!(?i:in|at|and|with|for)\b)\p{L}[\p{L}'’]+(?:[ \t]+\p{L}[\p{L}'’]+){0,2}(?=[ \t]*[.,;(]|[ \t]*$)",
+            rf"(?<=(?:\b\d{{1,6}}[ \t]+(?:\S+[ \t]+){{1,4}}(?i:{street_suffix})|\b(?i:box|route|rr)[ \t]*\#?\d+"
+            # a street named without its number, capitalised ("on Elm St in Flushing")
+            r"|\b(?:\p{Lu}[\p{L}'’-]*[ \t]+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Way|"
+            rf"Terrace|Court|Ct|Place|Parkway|Pkwy|Highway|Hwy|Circle)\.?)(?:,?[ \t]*(?:(?:apt|unit|suite|flat)\.?[ \t]*|\#)\w+)?"
+            r"(?:,[ \t]*(?:in[ \t]+)?|[ \t]+in[ \t]+))(?!(?i:in|at|and|with|for)\b)\p{L}[\p{L}'’]+(?:[ \t]+\p{L}[\p{L}'’]+){0,2}(?=[ \t]*[.,;(]|[ \t]*$)",
             0.5,
         ),
         _recognizer(
@@ -123,6 +131,14 @@ def context_recognizers() -> list[EntityRecognizer]:
         ),
         _recognizer(
             "PHONE_NUMBER",
+            # Spelled NXX-XXXX, no dose or duration after it: a local number (spaCy counts "call" as a
+            # stop word, so Presidio never takes it for context)
+            "local seven-digit number with a dash",
+            rf"(?<![\w/.-])[2-9]\d{{2}}-\d{{4}}(?![\w/-]|\.\d)(?![ \t]*(?:%|{_UNIT_WORDS}))",
+            0.4,
+        ),
+        _recognizer(
+            "PHONE_NUMBER",
             "extension",
             r"\b(?i:ext(?:ension)?\.?|x)[ \t]*\d{1,6}\b(?<=\d)",
             0.1,
@@ -144,6 +160,8 @@ def context_recognizers() -> list[EntityRecognizer]:
                 "subscriber",
                 "licence",
                 "license",
+                "coverage",
+                "beneficiary",
                 "plate",
                 "registration",
                 "vin",
@@ -160,6 +178,21 @@ def context_recognizers() -> list[EntityRecognizer]:
         ),
         _recognizer(
             "ACCOUNT",
+            # Context words match as substrings ("id" is in "covid"): a short label must come right before
+            "code after a short label",
+            r"(?<=\b(?i:lic|rec|sn|s/n|udi|mbi|id|dl)\.?(?:[ \t]*(?i:no|number|\#)\.?)?[ \t]*[:#]?[ \t]*)"
+            rf"(?:{_CODE}|{_MIXED}|\d{{5,}}\b)",
+            0.6,
+        ),
+        _recognizer(
+            "ACCOUNT",
+            "record number in brackets after a patient's name",  # "Pt: LUO, JING (196-88-18)"
+            r"(?<=^[ \t]*(?i:pt|patient|name|patient[ \t]+name)[ \t]*:[^\n(]{2,60}\([ \t]*)"
+            r"(?=[\w-]*\d{3})[A-Z0-9][A-Z0-9-]{4,14}(?=[ \t]*\))",
+            0.6,
+        ),
+        _recognizer(
+            "ACCOUNT",
             "vehicle identification number",
             r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}\b",
             0.6,
@@ -167,7 +200,7 @@ def context_recognizers() -> list[EntityRecognizer]:
         _recognizer(
             "DATE_TIME",
             "month and day",
-            r"(?<![\w/.-])(?<!(?i:pain|score|scale|rated|level)[ \t:]{1,3})"
+            r"(?<![\w/.-])(?<!(?i:pain|score|scale|rated|level|strength|power|grade)[ \t:]{1,3})"
             r"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)",  # "7/10" is a rating
             _CONTEXT_ONLY,
             [
@@ -196,10 +229,31 @@ def context_recognizers() -> list[EntityRecognizer]:
             ],
         ),
         _recognizer(
+            "DATE_TIME",
+            "month and day after a preposition or a label, or before a time",
+            rf"(?<=\b(?i:on|since|through|thru|until|till|before|after|dated|due|transcribed|dictated|"
+            rf"received|collected|signed|effective|starting|ending)[ \t]*:?[ \t]+){_MONTH_DAY}"
+            rf"|(?<![\w/.-]){_MONTH_DAY}(?=[ \t]+(?:[01]\d|2[0-3]):?[0-5]\d\b)",
+            0.6,
+        ),
+        _recognizer(
+            "ACCOUNT",
+            "unique device identifier (GS1)",
+            r"\(01\)\d{14}(?:\(\d{2,4}\)[A-Za-z0-9-]+)*",
+            0.7,
+        ),
+        _recognizer(
+            "ACCOUNT",
+            "licence plate",
+            r"(?<=\b(?i:plates?|tags?|registration|reg\.?)(?:[ \t]+(?i:no\.?|number|\#))?[ \t]*[:#]?[ \t]*)"
+            r"(?=[A-Z0-9 -]*\d)(?=[A-Z0-9 -]*[A-Z])[A-Z0-9]{1,4}[ -]?[A-Z0-9]{1,4}\b",
+            0.6,
+        ),
+        _recognizer(
             "AGE_OVER_89",
             "age over 89 with a unit",
             r"\b(?:9\d|1[01]\d)(?=[ \t-]*(?i:y\.[ \t]?o\.|y/o|yo\b|yrs?\b|years?[ \t-]+(?:of[ \t]+age|old)\b)"
-            r"|[ \t]?(?:[MF]|yo[MF])\b)",
+            r"|[ \t/]?(?:[MF]|yo[MF])\b)",
             0.6,
         ),
         _recognizer(
@@ -244,9 +298,7 @@ def case_normalised(text: str, english: frozenset[str]) -> str:
 
         def title(match: re.Match[str], upper: bool = upper) -> str:
             word = match.group()
-            if not (word.isupper() if upper else word.islower()) or (
-                not upper and _is_english(word, english)
-            ):
+            if not (word.isupper() if upper else word.islower()) or (not upper and is_english(word, english)):
                 return word
             titled = word[:1].upper() + word[1:].lower()
             return titled if len(titled) == len(word) else word
@@ -255,11 +307,13 @@ def case_normalised(text: str, english: frozenset[str]) -> str:
     return "".join(lines)
 
 
-def _is_english(word: str, english: frozenset[str]) -> bool:
+def is_english(word: str, english: frozenset[str]) -> bool:
     """A word, or its stem less a plural or tense ending, in the English word list."""
     lower = re.split(r"['’]", word.lower())[0]  # "you'll", "doctor's"
     if len(lower) <= 2 or lower in english:
         return True
     if lower.endswith("ies") and lower[:-3] + "y" in english:
         return True
+    if lower.endswith("ing") and lower[:-3] + "e" in english:
+        return True  # "having", "producing"
     return any(lower.endswith(end) and lower[: -len(end)] in english for end in ("s", "es", "ed", "d", "ing"))

@@ -59,3 +59,23 @@ class PHIFinder(ABC):
                 chosen.append(cand)
                 taken.append((cand.start, cand.end))
         return sorted(chosen, key=lambda s: s.start)
+
+
+def union_of_overlaps(candidates: list[Span], text: str) -> list[Span]:
+    """Overlapping candidates merged into their union, typed by the highest-priority one, in order.
+
+    A partial overlap must not leave half an identifier behind, so the union is removed rather than the
+    winner alone. Placeholders already in ``text`` are left alone.
+    """
+    taken = [m.span() for m in PLACEHOLDER.finditer(text)]
+    merged: list[Span] = []
+    for span in sorted(candidates, key=lambda s: (s.start, -s.end)):
+        if any(span.start < end and span.end > start for start, end in taken):
+            continue
+        if merged and span.start < merged[-1].end:
+            last = merged[-1]
+            top = last if last.priority >= span.priority else span
+            merged[-1] = Span(last.start, max(last.end, span.end), top.kind, top.priority)
+        else:
+            merged.append(span)
+    return merged

@@ -60,13 +60,22 @@ def task_split(
     max_train_examples: int | None = None,
     max_test_examples: int | None = None,
 ) -> tuple[Dataset, Dataset]:
-    """The federation-wide train pool and held-out test set of a bundled task, capped and seeded."""
+    """The federation-wide train pool and held-out test set of a bundled task, capped and seeded.
+
+    A task may hold the same text in several rows (Rotten Tomatoes does), and the split is of rows: a test
+    row whose exact text is also in the (capped) train pool is dropped after the split, so that no test
+    example was trained on, and the test set may hold a few rows fewer than `max_test_examples`. Dropping
+    them leaves every other row where the seeded split put it."""
     train, test = train_test_split(load_task(task), test_fraction=test_fraction, seed=seed)
     rng = np.random.default_rng(seed)
     if max_train_examples is not None and len(train) > max_train_examples:
         train = train.subset(rng.permutation(len(train))[:max_train_examples])
     if max_test_examples is not None and len(test) > max_test_examples:
         test = test.subset(rng.permutation(len(test))[:max_test_examples])
+    seen = set(train.texts)
+    unseen = [row for row, text in enumerate(test.texts) if text not in seen]
+    if len(unseen) < len(test):
+        test = test.subset(unseen)
     return train, test
 
 

@@ -2,17 +2,20 @@
 
 Same data path as the demo and `fedlora simulate` (`fedlora.simulation.prepared_data`: the seeded task split,
 de-identification, MiniLM's frozen lower layers encoded once), the same FFA-LoRA adapter and head, trained
-with the agent's own `train_local` for as many example-gradients as the federation computes in all
-(`hospitals x rounds x steps` steps of the same batch). Three rows, all on the demo's held-out set:
+with the agent's own `train_local` on the examples the federation's hospitals hold together (the union of
+their shares, `PreparedRun.parts`: a label split leaves out the rows its class proportions cannot use), for
+no more example-gradients than the federation computes in all: every hospital's step takes a batch of
+`min(batch, its share)`, so the central run takes `rounds x steps x sum(min(batch, share))` examples, in
+steps of its own batch (`central_steps`). Three rows, all on the demo's held-out set:
 
 - a linear probe: logistic regression on the frozen, mean-pooled embeddings (no adapter, no DP), the
   weakest centralised model;
-- the adapter without DP, its learning rate chosen on a validation part of the training pool (a tenth,
+- the adapter without DP, its learning rate chosen on a validation part of the hospitals' union (a tenth,
   seeded) among `learning_rates`;
 - the adapter with DP-SGD at the federation's example-level epsilon, at the recipe's learning rates.
 
-The adapter rows train on the other nine tenths of the pool, so they see slightly less data than the
-federation; the probe is fitted on the same nine tenths.
+The adapter rows train on the other nine tenths of the union, so they see slightly less data than the
+federation's hospitals together; the probe is fitted on the same nine tenths.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +51,8 @@ class CentralConfig:
     #: fine-tuning recipe, which DP-SGD's clipped, noisy steps do not suit).
     adam_learning_rates: tuple[float, ...] = (1e-3, 3e-3)
     validation_fraction: float = 0.1
-    #: Steps at the federation's batch; None: as many as the federation's hospitals take in all.
+    #: Steps at the federation's batch; None: as many example-gradients as the federation's hospitals
+    #: compute in all (`central_steps`).
     steps: int | None = None
 
     @classmethod
@@ -65,11 +70,6 @@ class CentralConfig:
             insecure_reproducible=True,
         )
         return cls(federation=federation, learning_rates=(2.0,), adam_learning_rates=())
-
-    @property
-    def total_steps(self) -> int:
-        f = self.federation
-        return self.steps if self.steps is not None else f.hospitals * f.rounds * f.steps
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -90,6 +90,8 @@ class CentralRow:
     steps: int
     seconds: float
     optimizer: str | None = None
+    batch_size: int | None = None  # the adapters' (None: the probe)
+    examples: int = 0  # trained on: the union of the hospitals' shares less the validation part
 
 
 def run_central(config: CentralConfig, out_dir: Path) -> tuple[list[CentralRow], dict[str, Path]]:
@@ -113,21 +115,65 @@ def _measure(config: CentralConfig) -> tuple[list[CentralRow], float]:
     return measure_on(config, prepared_run(config.federation))
 
 
+def federation_example_gradients(federation: SimulationConfig, parts: Sequence[np.ndarray]) -> int:
+    """Examples the federation's hospitals take a gradient of in all: each of a hospital's `rounds x steps`
+    steps takes a batch of at most its share (`fedlora.simulation_hospitals`: `min(batch, examples)`)."""
+    per_step = sum(min(federation.batch_size, len(part)) for part in parts)
+    return federation.rounds * federation.steps * per_step
+
+
+def central_batch(federation: SimulationConfig, fit_examples: int) -> int:
+    """The central run's batch: the federation's, or all of the examples it fits on when they are fewer."""
+    return max(1, min(federation.batch_size, fit_examples))
+
+
+def central_steps(federation: SimulationConfig, parts: Sequence[np.ndarray], *, batch_size: int) -> int:
+    """Steps of `batch_size` that take no more example-gradients than the federation's hospitals (at least
+    one step)."""
+    return max(1, federation_example_gradients(federation, parts) // batch_size)
+
+
+def central_split(
+    parts: Sequence[np.ndarray], *, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the train set of the central models' fit and validation parts: the union of the
+    hospitals' shares, a seeded `fraction` of it held out for validation."""
+    union = np.unique(np.concatenate(parts))
+    order = np.random.default_rng([seed, 0xCE]).permutation(len(union))
+    cut = max(1, round(fraction * len(union)))
+    return union[order[cut:]], union[order[:cut]]
+
+
 def measure_on(config: CentralConfig, run: PreparedRun) -> tuple[list[CentralRow], float]:
     """The three rows (probe, tuned no-DP adapter, DP adapter) on `run`, prepared from `config.federation`,
     and the test set's majority rate."""
     fed = config.federation
     model, test_features, start = run.model, run.test, run.start
-    fit, validation = _split(run.train, fraction=config.validation_fraction, seed=fed.seed)
+    fit_idx, validation_idx = central_split(run.parts, fraction=config.validation_fraction, seed=fed.seed)
+    fit, validation = _rows(run.train, fit_idx), _rows(run.train, validation_idx)
+    steps = (
+        config.steps
+        if config.steps is not None
+        else central_steps(fed, run.parts, batch_size=central_batch(fed, len(fit)))
+    )
     majority = float(np.bincount(test_features.labels.numpy()).max() / len(test_features))
 
     rows = [_probe(model, start, fit, validation, test_features)]
     candidates = [
-        _adapter(model, start, fit, validation, test_features, config, learning_rate=lr, dp=None)
+        _adapter(model, start, fit, validation, test_features, config, learning_rate=lr, dp=None, steps=steps)
         for lr in config.learning_rates
     ] + [
         _adapter(
-            model, start, fit, validation, test_features, config, learning_rate=lr, dp=None, optimizer="adam"
+            model,
+            start,
+            fit,
+            validation,
+            test_features,
+            config,
+            learning_rate=lr,
+            dp=None,
+            optimizer="adam",
+            steps=steps,
         )
         for lr in config.adam_learning_rates
     ]
@@ -140,19 +186,23 @@ def measure_on(config: CentralConfig, run: PreparedRun) -> tuple[list[CentralRow
     if dp is not None:
         rows.append(
             _adapter(
-                model, start, fit, validation, test_features, config, learning_rate=fed.learning_rate, dp=dp
+                model,
+                start,
+                fit,
+                validation,
+                test_features,
+                config,
+                learning_rate=fed.learning_rate,
+                dp=dp,
+                steps=steps,
             )
         )
     return rows, majority
 
 
-def _split(features: Features, *, fraction: float, seed: int) -> tuple[Features, Features]:
-    order = np.random.default_rng([seed, 0xCE]).permutation(len(features))
-    cut = max(1, round(fraction * len(features)))
-    pick = lambda idx: Features(  # noqa: E731
-        features.hidden[idx], features.mask[idx], features.labels[idx]
-    )
-    return pick(torch.as_tensor(order[cut:])), pick(torch.as_tensor(order[:cut]))
+def _rows(features: Features, indices: np.ndarray) -> Features:
+    idx = torch.as_tensor(indices)
+    return Features(features.hidden[idx], features.mask[idx], features.labels[idx])
 
 
 @torch.no_grad()
@@ -183,6 +233,7 @@ def _probe(
         epsilon=None,
         steps=0,
         seconds=time.perf_counter() - started,
+        examples=len(fit),
     )
 
 
@@ -197,19 +248,22 @@ def _adapter(
     learning_rate: float,
     dp: DPSettings | None,
     optimizer: Literal["sgd", "adam"] = "sgd",
+    steps: int,
 ) -> CentralRow:
-    """The adapter and head trained in one place for `config.total_steps` steps of the federation's batch:
-    with the recipe's SGD, or with Adam at one rate for every parameter and no clipping (no DP only)."""
+    """The adapter and head trained in one place for `steps` steps of the federation's batch (`fit`'s size
+    when smaller): with the recipe's SGD, or with Adam at one rate for every parameter and no clipping (no
+    DP only). DP-SGD's noise and batches come from the OS unless the federation is
+    `insecure_reproducible`, as the federation's own hospitals' do."""
     fed = config.federation
     adam = optimizer == "adam"
     local = LocalConfig(
-        steps=config.total_steps,
-        batch_size=min(fed.batch_size, len(fit)),
+        steps=steps,
+        batch_size=central_batch(fed, len(fit)),
         learning_rate=learning_rate,
         head_learning_rate=None if adam else fed.head_learning_rate,
         optimizer=optimizer,
         max_grad_norm=None if adam else LocalConfig.max_grad_norm,
-        insecure_seed=fed.seed,
+        insecure_seed=fed.seed if fed.insecure_reproducible else None,
         threads=fed.threads,
         progress=False,
         dp=dp,
@@ -224,9 +278,11 @@ def _adapter(
         validation_accuracy=result.accuracy_after,
         test_accuracy=evaluate(model, test)[1],
         epsilon=result.epsilon,
-        steps=config.total_steps,
+        steps=steps,
         seconds=time.perf_counter() - started,
         optimizer=optimizer,
+        batch_size=local.batch_size,
+        examples=len(fit),
     )
 
 
@@ -243,15 +299,18 @@ def report(config: CentralConfig, rows: list[CentralRow], majority: float) -> st
         ("steps", "steps"),
         ("seconds", "seconds"),
     ]
+    adapter = rows[-1]
     return (
         "# The centralised yardstick\n\n"
-        f"`fedlora experiment central`: {fed.task}, the union of the training pool ({fed.max_train_examples} "
-        f"snippets at most, a tenth of it held out to choose the no-DP learning rate among "
-        f"{candidates(config)}), MiniLM with FFA-LoRA rank {fed.rank} on "
-        f"`{', '.join(fed.target_modules)}` of layers {fed.layers_to_transform}, {config.total_steps} steps "
-        f"of batch {fed.batch_size} (the federation: {fed.hospitals} hospitals x {fed.rounds} rounds x "
-        f"{fed.steps} steps), sequences of {fed.max_seq_length} tokens, seed {fed.seed}. Test set: "
-        f"{fed.max_test_examples} held-out snippets (majority class {majority:.3f}).\n\n"
+        f"`fedlora experiment central`: {fed.task}, the union of the {fed.hospitals} hospitals' shares of the "
+        f"federation's {fed.partition} split of at most {fed.max_train_examples} training snippets (a tenth "
+        f"of it held out to choose the no-DP learning rate among {candidates(config)}; {adapter.examples} "
+        f"trained on), MiniLM with FFA-LoRA rank {fed.rank} on `{', '.join(fed.target_modules)}` of layers "
+        f"{fed.layers_to_transform}, {adapter.steps} steps of batch {adapter.batch_size}: no more "
+        f"example-gradients than the federation's hospitals take in all ({fed.rounds} rounds x {fed.steps} "
+        f"steps, each of a batch of {fed.batch_size} or the hospital's whole share when smaller), sequences "
+        f"of {fed.max_seq_length} tokens, seed {fed.seed}. Test set: {fed.max_test_examples} held-out "
+        f"snippets at most (majority class {majority:.3f}).\n\n"
         + markdown_table([asdict(r) for r in rows], columns)
     )
 

@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from client_agent.recipe import HEAD_LEARNING_RATE
-from fedlora.simulation import Partitioning, RoundReport, SimulationConfig, simulate
+from fedlora.simulation import (
+    Partitioning,
+    RoundReport,
+    SimulationConfig,
+    simulate,
+    simulation_clip_norm,
+)
 from fedlora.simulation_engines import EngineName
 
 Experiment = Literal["privacy", "heterogeneity", "rank", "alpha"]
@@ -239,6 +245,9 @@ def simulation_config(
         delta=config.delta,
         max_grad_norm=config.max_grad_norm,
         scheme=config.scheme,
+        # The tables set no clip norm: none, except under packed Paillier, whose fixed-point range holds
+        # only clipped deltas (the services' default, as `fedlora simulate` clips).
+        clip_norm=simulation_clip_norm(None, scheme=config.scheme),
         target_modules=config.target_modules,
         layers_to_transform=config.layers_to_transform,
         rank=setting.rank,

@@ -21,7 +21,7 @@ import numpy as np
 
 from fedlora.experiments.sim_report import markdown_table, plot_bars, plot_lines
 from fedlora.experiments.sim_runs import SimRun, SimSettings, run_grid, write_outputs
-from fedlora.simulation import DEFAULT_CLIP_NORM
+from fedlora.simulation import DEFAULT_CLIP_NORM, simulation_clip_norm
 from fedlora.specs import he_params
 from protocol.crypto import generate_scheme, scheme_from_public
 
@@ -34,21 +34,26 @@ log = logging.getLogger("fedlora.experiments.secagg")
 class SecAggConfig:
     """Four hospitals behind two edges, FFA-LoRA, 3 rounds of 2 local steps.
 
-    Every scheme's hospitals clip their deltas to the services' default norm (`DEFAULT_CLIP_NORM`), as
-    every plan of the services does: packed Paillier's fixed-point range holds only clipped deltas, and the
-    same clip under every scheme keeps the accuracies comparable."""
+    Every scheme's hospitals clip their deltas to `clip_norm` (the services' default norm,
+    `DEFAULT_CLIP_NORM`), as every plan of the services does: packed Paillier's fixed-point range holds only
+    clipped deltas, and the same clip under every scheme keeps the accuracies comparable. `clip_norm` None
+    (a config.json written before the field, whose runs clipped nothing) clips no scheme but Paillier, which
+    cannot run unclipped."""
 
     simulation: SimSettings = field(default_factory=lambda: SimSettings(steps=2))
     hospitals: int = 4
     edges: int = 2
     strategy: Literal["ffa", "fedit", "fedrot"] = "ffa"
     schemes: tuple[Scheme, ...] = SCHEMES
+    clip_norm: float | None = DEFAULT_CLIP_NORM
 
     def __post_init__(self) -> None:
         if not 1 <= self.edges <= self.hospitals:
             raise ValueError(f"`edges` must lie in [1, hospitals={self.hospitals}], got {self.edges}")
         if not self.schemes or any(s not in SCHEMES for s in self.schemes):
             raise ValueError(f"`schemes` must be a non-empty subset of {SCHEMES}, got {self.schemes}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"`clip_norm` must be positive or None (no clip), got {self.clip_norm}")
 
     @classmethod
     def quick(cls) -> SecAggConfig:
@@ -62,10 +67,19 @@ class SecAggConfig:
         fields_ = dict(values)
         fields_["simulation"] = SimSettings.from_dict(fields_.get("simulation", {}))
         fields_["schemes"] = tuple(fields_.get("schemes", SCHEMES))
+        # Written before the field: those runs clipped no scheme.
+        fields_.setdefault("clip_norm", None)
         return cls(**fields_)
 
     def grid(self) -> list[tuple[str, dict[str, Any]]]:
         """(label, the cell's SimulationConfig fields), one per scheme."""
+        if self.clip_norm is None and "paillier" in self.schemes:
+            log.warning(
+                "secagg: clip_norm is None (a config written before the field, whose runs clipped nothing), "
+                "but packed Paillier cannot run unclipped: its cell clips to %g, the others to nothing, so "
+                "the Paillier cell does not rerun the recorded one",
+                DEFAULT_CLIP_NORM,
+            )
         return [
             (
                 scheme,
@@ -74,7 +88,9 @@ class SecAggConfig:
                     hospitals=self.hospitals,
                     edges=self.edges,
                     strategy=self.strategy,
-                    clip_norm=DEFAULT_CLIP_NORM,
+                    clip_norm=self.clip_norm
+                    if self.clip_norm is not None
+                    else simulation_clip_norm(None, scheme=scheme),
                 ),
             )
             for scheme in self.schemes
@@ -241,6 +257,14 @@ def figures(result: SecAggResult, out_dir: Path) -> dict[str, Path]:
     return files
 
 
+def _clip_words(config: SecAggConfig) -> str:
+    if config.clip_norm is not None:
+        return f"L2 norm {config.clip_norm:g}"
+    if "paillier" in config.schemes:
+        return f"nothing (Paillier, which cannot run unclipped: L2 norm {DEFAULT_CLIP_NORM:g})"
+    return "nothing"
+
+
 def results_markdown(result: SecAggResult) -> str:
     config, sim = result.config, result.config.simulation
     return (
@@ -252,7 +276,8 @@ def results_markdown(result: SecAggResult) -> str:
         f"strategy {config.strategy}, {sim.rounds} round(s) of {sim.steps} local step(s) (batch "
         f"{sim.batch_size}, lr {sim.learning_rate:g}), {sim.partition} split of at most "
         f"{sim.max_train_examples:,} Rotten Tomatoes snippets, {sim.max_test_examples:,} test, sequence "
-        f"{sim.max_seq_length}, rank {sim.rank}, DP-SGD "
+        f"{sim.max_seq_length}, rank {sim.rank}, each hospital's delta clipped to "
+        f"{_clip_words(config)}, DP-SGD "
         f"{'off' if sim.epsilon is None else f'epsilon {sim.epsilon:g}'}, seed {sim.seed}, {sim.threads} "
         "thread(s). Bytes per upload is the serialised ciphertext one hospital sends (none: the plaintext "
         "envelope); encrypt is per upload, add is all edges' deserialise-and-add per round, decrypt the "

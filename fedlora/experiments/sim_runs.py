@@ -25,10 +25,19 @@ from typing import Any, Protocol, TypeVar
 
 from client_agent.recipe import HEAD_LEARNING_RATE
 from fedlora.experiments.sim_report import Row, write_csv
-from fedlora.simulation import Partitioning, SimulationConfig, SimulationReport, simulate
+from fedlora.simulation import (
+    Partitioning,
+    SimulationConfig,
+    SimulationReport,
+    simulate,
+    simulation_clip_norm,
+)
 from fedlora.simulation_engines import EngineName
+from fedlora.simulation_ranks import RankPlanner
 
 log = logging.getLogger("fedlora.experiments.sim")
+#: The scheme of a cell that names none.
+_SCHEME_DEFAULT: str = str(next(f.default for f in fields(SimulationConfig) if f.name == "scheme"))
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,11 @@ class SimSettings:
         if values["layers_to_transform"] is None:
             del values["layers_to_transform"]
         values.update(cell)
+        if "clip_norm" not in cell:
+            # A cell that sets no clip norm clips none, except under packed Paillier, whose fixed-point range
+            # holds only clipped deltas (the services' default, as `fedlora simulate` clips).
+            scheme = values.get("scheme", _SCHEME_DEFAULT)
+            values["clip_norm"] = simulation_clip_norm(None, scheme=scheme)
         # An experiment must repeat exactly (its config.json reruns it), so its noise comes from the seed.
         return SimulationConfig(out_dir=out_dir, insecure_reproducible=True, **values)
 
@@ -105,13 +119,14 @@ class SimRun:
     wall_s: float
 
 
-def run_simulation(label: str, config: SimulationConfig) -> SimRun:
+def run_simulation(label: str, config: SimulationConfig, *, ranks: RankPlanner | None = None) -> SimRun:
+    """`simulate(config)` (its hospitals' ranks planned by `ranks`, if given), timed, its warnings muted."""
     sizes: list[int] = []
     started = time.perf_counter()
     with warnings.catch_warnings():
         # Opacus and transformers warn on every hospital's round; the figures go to the report.
         warnings.simplefilter("ignore")
-        report = simulate(config, on_global=lambda _, vector: sizes.append(len(vector)))
+        report = simulate(config, on_global=lambda _, vector: sizes.append(len(vector)), ranks=ranks)
     wall = time.perf_counter() - started
     log.info(
         "%s: accuracy %.3f -> %.3f over %d round(s), %.0f s",

@@ -1,8 +1,8 @@
 """Adversarial review of issue 23's yardstick table (`fedlora experiment yardstick`) and of the simulation's
 packed-Paillier clip rule (`SimulationConfig` refuses paillier without a clip norm).
 
-Each test is a defect the review reproduced, marked `xfail(strict=True)`: it fails today and must pass once
-the defect is fixed (then the mark comes off). The expected values are worked out here, from the data and the
+Each test is a defect the review reproduced, first marked `xfail(strict=True)`; the defects are fixed and
+the tests stay as regression tests. The expected values are worked out here, from the data and the
 configurations, never by calling the code under test for them. The federations run on the tiny randomly
 initialised BERT of the e2e tests (`tiny_model_dir`, re-exported by this folder's conftest), so each test
 takes seconds.
@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+import client_agent.tasks as tasks_module
 import fedlora.experiments.central as central_module
-import fedlora.simulation_rounds as rounds_module
 from client_agent.data.shares import task_split
-from fedlora.experiments.central import CentralConfig, measure_on
+from fedlora.experiments.central import CentralConfig, central_split, measure_on
 from fedlora.experiments.paper_tables import TableConfig
 from fedlora.experiments.strategies import StrategiesConfig
 from fedlora.experiments.yardstick import (
@@ -78,12 +78,6 @@ def _m(row: str, seed: int, accuracy: float, majority: float = 0.5) -> Measureme
 # -- promise 1: one test set, never seen in training ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rt_sentiment holds 55 texts more than once and task_split splits rows, not texts: at the "
-    "yardstick's size (3,000 training, 1,000 test snippets) 2-3 test snippets per seed are also in the "
-    "training pool every row trains on (and the no-DP candidate is chosen on)",
-)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_no_test_snippet_is_in_the_training_pool(seed):
     # The yardstick's own sizes (`yardstick._federation`): 3,000 training and 1,000 test snippets.
@@ -130,13 +124,6 @@ def _observing(calls: list[Call], real: Callable[..., Any]) -> Callable[..., Any
     return observed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the centralised adapters take hospitals x rounds x steps steps of the federation's whole batch, "
-    "but a hospital holding fewer examples than a batch takes steps of its own size: with 20 examples a "
-    "hospital and batch 64 the no-DP central model computes 3.2x the federation's example-gradients and the "
-    "DP one 1.8x, while the report says they take 'the same steps'",
-)
 def test_central_adapters_compute_no_more_example_gradients_than_the_federation(
     tiny_model_dir, tmp_path, monkeypatch
 ):
@@ -151,7 +138,8 @@ def test_central_adapters_compute_no_more_example_gradients_than_the_federation(
     central_calls: list[Call] = []
     federated_calls: list[Call] = []
     monkeypatch.setattr(central_module, "train_local", _observing(central_calls, central_module.train_local))
-    monkeypatch.setattr(rounds_module, "train_local", _observing(federated_calls, rounds_module.train_local))
+    # The simulated hospitals train through the task interface (`client_agent.tasks`).
+    monkeypatch.setattr(tasks_module, "train_local", _observing(federated_calls, tasks_module.train_local))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         measure_on(central_config(config, base), prepared_run(base))
@@ -168,14 +156,6 @@ def test_central_adapters_compute_no_more_example_gradients_than_the_federation(
     assert central_dp[0].example_gradients <= 1.1 * federation
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the centralised models train on nine tenths of the whole pool, but the mild and severe label "
-    "splits drop the rows their class proportions cannot use: at the yardstick's size the hospitals of the "
-    "mild split (the split of the LoRA and hospitals-alone rows too) hold 2,478-2,574 of the 3,000 "
-    "snippets, the central adapters train on 2,700, examples no hospital holds among them; central.py's "
-    "docstring says the central model sees 'slightly less data than the federation'",
-)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_central_models_train_on_no_more_than_the_hospitals_hold_together(seed):
     # The yardstick's federation and per-seed base (`yardstick._seed`: the central rows are prepared from
@@ -183,21 +163,18 @@ def test_central_models_train_on_no_more_than_the_hospitals_hold_together(seed):
     config = YardstickConfig()
     base = replace(config.federation, seed=seed, partition=config.lora_partition)
     _, train, _, parts = prepared_data(base)
-    union = len(set(np.concatenate(parts).tolist()))
-    # `CentralConfig.validation_fraction` (a tenth) of the pool is held out, the rest is trained on.
-    central = len(train) - round(0.1 * len(train))
-    assert central <= union
+    union = set(np.concatenate(parts).tolist())
+    assert len(union) < len(train)  # the mild split leaves rows of the pool to no hospital
+    # The central models fit on one part and choose their rate on the other (`measure_on`).
+    fit, validation = central_split(parts, fraction=CentralConfig().validation_fraction, seed=seed)
+    assert set(fit.tolist()) | set(validation.tolist()) <= union
+    assert not set(fit.tolist()) & set(validation.tolist())
+    assert len(fit) == len(union) - round(0.1 * len(union))
 
 
 # -- promise 3: the gaps and the verdicts ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a federated row exactly 3 points under the centralised model (0.770 vs 0.800 on 1,000 test "
-    "snippets) is 'within 3 points', but 100 * (0.77 - 0.80) is -3.0000000000000027 in floating point and "
-    "verdicts() reports it '**missed by 0.0**'",
-)
 def test_a_gap_of_exactly_the_goal_is_met():
     # Accuracies on a 1,000-snippet test set are multiples of 1/1000: 770/1000 against 800/1000 is a gap of
     # exactly -3 points, the goal's edge ("within 3 points").
@@ -208,12 +185,6 @@ def test_a_gap_of_exactly_the_goal_is_met():
     assert "**met**" in goal[0], goal[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="summarise() takes each row's mean over the seeds it has and its gap over the seeds the "
-    "centralised model has, without a word: with seed 2 missing the federated row's mean reads 3 points "
-    "above the centralised mean (73.0 vs 70.0) while its paired gap is -2, and nothing says a seed is missing",
-)
 def test_a_row_missing_for_a_seed_cannot_silently_shift_its_mean():
     # Prepare: central 0.80, 0.70, 0.60 on seeds 0-2; the IID federation 0.78 and 0.68 on seeds 0 and 1
     # (paired gaps -2, -2), its seed 2 missing (a run that failed, a CSV merged from two folders). Its mean,
@@ -225,22 +196,11 @@ def test_a_row_missing_for_a_seed_cannot_silently_shift_its_mean():
         summarise(ms)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="YardstickConfig accepts a repeated partition: each seed then measures the same row twice, "
-    "summarise() counts it as two seeds (per_seed, sd over 2n values) and the verdicts list it twice",
-)
 def test_a_repeated_partition_is_refused():
     with pytest.raises(YardstickConfigError, match="partitions"):
         YardstickConfig(partitions=("iid", "iid"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="YardstickConfig accepts a partition no split knows ('severe-ish'): the run fails only after "
-    "every centralised and hospital-alone row of the first seed has trained, with a PartitionError that "
-    "names neither YardstickConfig nor the field",
-)
 def test_an_unknown_partition_is_refused_up_front():
     with pytest.raises(YardstickConfigError, match="partitions"):
         YardstickConfig(partitions=("iid", "mild", "severe-ish"))
@@ -249,13 +209,6 @@ def test_an_unknown_partition_is_refused_up_front():
 # -- promise 4: the DP rows spend the stated epsilon ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the centralised adapters always train with insecure_seed = the federation's seed, also when "
-    "the federation asks for insecure_reproducible=False: the DP-SGD row's noise and Poisson batches are "
-    "then a function of a public seed (two runs give the same adapter bit for bit), so its 'epsilon 8' "
-    "protects nothing while the federation's rows draw from the OS",
-)
 def test_the_central_dp_row_draws_its_noise_from_the_os_unless_told_otherwise(tiny_model_dir, tmp_path):
     federation = _tiny(tiny_model_dir, tmp_path, insecure_reproducible=False)
     config = CentralConfig(federation=federation, learning_rates=(2.0,), adam_learning_rates=())
@@ -274,13 +227,6 @@ def test_the_central_dp_row_draws_its_noise_from_the_os_unless_told_otherwise(ti
 # -- promise 5: the packed-Paillier rule ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the paper tables' TableConfig has a `scheme` but no clip norm, and its federations set none: "
-    "TableConfig(scheme='paillier'), and a config.json of a paillier table written before the head had its "
-    "own rate, both accepted before commit b8ab677, are now refused with 'set clip_norm', a field "
-    "TableConfig does not have",
-)
 def test_a_paillier_paper_table_is_still_accepted_and_clips():
     # A config.json of a paillier privacy table as written before `head_learning_rate` existed (the head at
     # the adapter's rate, which kept every coordinate inside packed Paillier's range).
@@ -289,12 +235,6 @@ def test_a_paillier_paper_table_is_still_accepted_and_clips():
     assert config.scheme == "paillier"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the strategies experiment has a `scheme` but no clip norm: StrategiesConfig(scheme='paillier') "
-    "is accepted, then every cell's SimulationConfig is refused ('set clip_norm', a field neither "
-    "StrategiesConfig nor SimSettings has) when the grid runs; before commit b8ab677 the cells were built",
-)
 def test_a_paillier_strategies_grid_builds_its_federations(tmp_path):
     config = StrategiesConfig(scheme="paillier")
     for label, cell in config.grid():
@@ -332,12 +272,6 @@ SECAGG_BEFORE_THE_CLIP_RULE: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SecAggConfig records no clip norm, and its grid now clips every scheme to 1.0: a config.json "
-    "written before the rule (its runs unclipped, clip_norm null in its 'simulations') reruns as clipped "
-    "federations without a word, so the rerun does not reproduce the figures it was written with",
-)
 @pytest.mark.parametrize("scheme", ["none", "ckks"])
 def test_an_old_secagg_config_json_reruns_the_federations_it_recorded(scheme, tmp_path):
     from fedlora.experiments.secagg import SecAggConfig
@@ -348,12 +282,6 @@ def test_an_old_secagg_config_json_reruns_the_federations_it_recorded(scheme, tm
     assert rerun.clip_norm is None  # what the recorded run of this scheme clipped to
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SimulationConfig(scheme='paillier', clip_norm=1.0) with more hospitals behind the sum than "
-    "packed Paillier's max_clients (64) is accepted, and the run stops mid-round: the edge refuses the 65th "
-    "upload (SumFullError; with 2 edges the cloud refuses the total, CiphertextError)",
-)
 def test_more_hospitals_than_paillier_sums_hold_are_refused_up_front(tiny_model_dir, tmp_path):
     # 65 hospitals behind one edge, 4 examples each: one more than the 64 summands a packed slot holds.
     hospitals = 65
@@ -381,13 +309,6 @@ def test_more_hospitals_than_paillier_sums_hold_are_refused_up_front(tiny_model_
         simulate(config)  # must not stop mid-run once the configuration is accepted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SimulationConfig(scheme='paillier', masking=True, clip_norm=1.0) with an edge of one hospital "
-    "(3 hospitals behind 2 edges) is accepted, then the run stops once the data is encoded with "
-    "SecAggError 'the roster has 1 hospitals; a cohort needs at least 2', which names neither `edges` nor "
-    "`hospitals`",
-)
 def test_a_masking_federation_with_a_lone_hospital_behind_an_edge_is_refused_up_front(
     tiny_model_dir, tmp_path
 ):

@@ -101,3 +101,19 @@ def test_bad_config_is_refused():
         YardstickConfig(seeds=(0, 0))
     with pytest.raises(YardstickConfigError, match="learning_rates"):
         YardstickConfig(learning_rates=(0.0,))
+
+
+def test_config_json_reads_back(yardstick, tmp_path):
+    config, result = yardstick
+    # What run_yardstick wrote into config.json, read back: the same config, paths and tuples included.
+    assert YardstickConfig.from_dict(json.loads(result.files["config"].read_text())) == config
+    changed = replace(
+        YardstickConfig(),
+        federation=replace(config.federation, out_dir=tmp_path / "runs"),
+        partitions=("severe", "iid"),
+        lora_partition="iid",
+        seeds=(3,),
+    )
+    assert YardstickConfig.from_dict(json.loads(json.dumps(changed.to_dict()))) == changed
+    with pytest.raises(YardstickConfigError, match="lora_partition"):
+        YardstickConfig.from_dict({**changed.to_dict(), "lora_partition": "mild-ish"})

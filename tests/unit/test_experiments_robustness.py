@@ -76,6 +76,34 @@ def test_secagg_grid_changes_only_the_scheme():
     assert [cell["scheme"] for _, cell in grid] == ["none", "ckks", "paillier"]
     others = [{k: v for k, v in cell.items() if k != "scheme"} for _, cell in grid]
     assert all(o == others[0] for o in others)
+    assert others[0]["clip_norm"] == 1.0  # the services' default, recorded in config.json
+
+
+def test_an_old_secagg_config_clips_only_the_paillier_cell(tmp_path, caplog):
+    # Prepare: config.json's "config" as written before `clip_norm` existed (those runs clipped nothing)
+    old = SecAggConfig.quick().to_dict()
+    del old["clip_norm"]
+    # Execute
+    config = SecAggConfig.from_dict(old)
+    with caplog.at_level("WARNING", logger="fedlora.experiments.secagg"):
+        cells = dict(config.grid())
+    # Assert: none and ckks rerun unclipped, Paillier clips to 1.0 (it cannot run without), and says so
+    assert config.clip_norm is None
+    assert {scheme: cell["clip_norm"] for scheme, cell in cells.items()} == {
+        "none": None,
+        "ckks": None,
+        "paillier": 1.0,
+    }
+    assert "cannot run unclipped" in caplog.text
+    for scheme, cell in cells.items():
+        assert config.simulation.simulation(tmp_path / scheme, **cell).clip_norm == cell["clip_norm"]
+
+
+def test_a_paillier_strategies_cell_clips_to_the_services_default(tmp_path):
+    for _, cell in StrategiesConfig(scheme="paillier").grid():
+        assert SimSettings().simulation(tmp_path, **cell).clip_norm == 1.0
+    for _, cell in StrategiesConfig(scheme="ckks").grid():
+        assert SimSettings().simulation(tmp_path, **cell).clip_norm is None
 
 
 def test_contaminated_count_rounds_a_fraction_of_the_hospitals():

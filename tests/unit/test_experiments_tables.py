@@ -103,6 +103,20 @@ def test_every_run_shares_the_base_federation() -> None:
     }
     assert config.seeds == (0, 1, 2)
     assert sorted({sim.seed for sim in sims}) == [0, 1, 2]
+    assert {sim.clip_norm for sim in sims} == {None}  # CKKS: the tables clip nothing
+
+
+@pytest.mark.parametrize("experiment", ["privacy", "heterogeneity", "rank", "alpha"])
+def test_a_paillier_table_clips_to_the_services_default(experiment: str) -> None:
+    # Packed Paillier's fixed-point range holds only clipped deltas: every run clips to 1.0, as
+    # `fedlora simulate --scheme paillier` does.
+    config = replace(TableConfig.default(experiment), scheme="paillier")  # type: ignore[arg-type]
+    sims = [
+        simulation_config(config, s, m, seed=0, out_dir=Path("x"))
+        for s in expand(config)
+        for m in config.methods
+    ]
+    assert {(sim.scheme, sim.clip_norm) for sim in sims} == {("paillier", 1.0)}
 
 
 def test_a_bad_config_names_the_field() -> None:

@@ -1,0 +1,170 @@
+"""Checks that drop what a recogniser found but is not PHI, and trim a span to the identifier.
+
+spaCy's small model tags most unknown capitalised words (drug brands above all) as people, places or
+organisations; a pattern keyed on a title or a cue also catches words that are not names ("my Dr. Told
+me"). These functions are the analyser's precision step (:mod:`client_agent.deid_presidio`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import regex
+from drug_named_entity_recognition import find_drugs
+from presidio_analyzer import RecognizerResult
+
+from client_agent.deid_context import is_english
+from client_agent.deid_patterns import FACILITY_HEAD, PARTICLE
+from client_agent.deid_recognizers import NOT_NAMES
+from client_agent.deid_rules import EPONYMS, looks_like_verb
+
+NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "SUBJECT_NAME"})
+
+
+def implausible(value: str, entity: str) -> bool:
+    """An NER span that is a number, an abbreviation ("CT", "SSN"), a label, an eponym, a drug (by the
+    ``drug-named-entity-recognition`` lexicon: spaCy's small model takes "Zoloft" for a person), or one
+    word alone: the small model tags most unknown capitalised words (drug brands above all) as people,
+    places or organisations, and a name or place with a cue is found by the patterns; a lone subject
+    ("Sigrid slept well") by :class:`SubjectNameRecognizer`."""
+    words = [w for w in re.split(r"[\s-]+", value.strip(" .,:;")) if w]
+    if not words or any(c.isdigit() for c in value) or value.rstrip().endswith(":") or value.islower():
+        return True
+    if (
+        words[0] in NOT_NAMES
+        or any(w in EPONYMS for w in words)
+        or (len(words) == 1 and entity != "SUBJECT_NAME")
+    ):
+        return True
+    if all((w.isupper() and len(w) <= 5) or w in NOT_NAMES for w in words):
+        return True
+    return bool(find_drugs(value.split(), is_ignore_case=True) or find_drugs(words, is_ignore_case=True))
+
+
+def not_a_name(value: str, english_words: frozenset[str]) -> bool:
+    """A word after a title that is a verb, a stop word or, in lower case, an English verb, adjective or
+    adverb ("My Dr. Told me", "my Dr. Prescribed it", "the dr said"; WordNet's nouns hold surnames)."""
+    first = value.split()[0] if value.split() else ""
+    return first in NOT_NAMES or looks_like_verb(first) or (first.islower() and first in english_words)
+
+
+def not_a_place(value: str, english_words: frozenset[str], not_nouns: frozenset[str]) -> bool:
+    """What follows "admitted to" and is not a facility's name: a unit ("ICU"), a word ("Home"), or in
+    lower case one adjective, verb or stop word before the head noun ("a walk-in clinic", "the dental
+    clinic"; a noun may be a name: "cleveland clinic")."""
+    words = [w for w in value.split() if w.lower() != "the"]
+    if all((w.isupper() and len(w) <= 5) or w in NOT_NAMES for w in words):
+        return True
+    if len(words) == 1 and is_english(words[0], english_words):
+        return True
+    head = _FACILITY_HEAD.search(value)
+    if value.islower() and head:
+        before = [w for w in value[: head.start()].split() if w != "the"]
+        if not before or (
+            before[0] not in ("our", "st", "st.", "saint") and is_english(before[0], not_nouns)
+        ):
+            return True  # "my local pharmacy", "find a pharmacy"
+        return len(before) == 1 and is_english(before[0], not_nouns)
+    return False
+
+
+def lone_place(text: str, start: int, end: int, entity: str, english_words: frozenset[str]) -> bool:
+    """A one-word place that spaCy found after a locative preposition ("in Toledo", "from Lagos") and that
+    is not an English word, an abbreviation, a label or a drug: :func:`implausible` drops one-word
+    entities, and a town named alone is the commonest form of it."""
+    value = text[start:end]
+    return (
+        entity == "LOCATION"
+        and bool(_LOCATIVE.search(text, max(0, start - 16), start))
+        and value[:1].isupper()
+        and value.isalpha()
+        and not (value.isupper() and len(value) <= 5)
+        and value not in NOT_NAMES
+        and not is_english(value, english_words)
+        and not find_drugs([value], is_ignore_case=True)
+    )
+
+
+def product_code(text: str, start: int) -> bool:
+    """An identifier after "model", "lot", "ref" or "catalog": it names a product or a batch, not a
+    person (Safe Harbor's device identifiers are serial numbers)."""
+    return bool(_PRODUCT_LABEL.search(text, max(0, start - 24), start))
+
+
+def lower_case_name(
+    text: str, start: int, end: int, *, from_end: bool, least: int, english_words: frozenset[str]
+) -> tuple[int, int] | None:
+    """The run of words in ``text[start:end]`` that are not English words nor drugs, from its start (a
+    name after a cue) or from its end (a name before a credential), with particles inside ("connor van
+    der berg"); None when it has fewer than ``least`` words."""
+    words = list(_LOWER_WORD.finditer(text, start, end))
+    if from_end:
+        words.reverse()
+    kept: list[regex.Match[str]] = []
+    pending: list[regex.Match[str]] = []
+    for word in words:
+        if kept and _PARTICLE_WORD.fullmatch(word.group()):
+            pending.append(word)
+            continue
+        if is_english(word.group(), english_words) or find_drugs([word.group()], is_ignore_case=True):
+            break
+        kept += [*pending, word]
+        pending = []
+    if len([w for w in kept if not _PARTICLE_WORD.fullmatch(w.group())]) < least:
+        return None
+    first, last = (kept[-1], kept[0]) if from_end else (kept[0], kept[-1])
+    return first.start(), last.end()
+
+
+_LEADING_TITLE = re.compile(
+    r"(?i:(?:dear|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt|daughter|son|wife|husband|niece|nephew|mother|"
+    r"father|sister|brother|caregiver|partner|spouse)\.?,?[ \t]+)+"
+)
+
+
+def from_recased_words(result: RecognizerResult, text: str, original: str) -> bool:
+    """Whether a span of the case-normalised text owes itself to the new case: a pattern's span lies on a
+    recased line; a named entity's words were all recased but for particles ("Fatima Zahra el Amrani",
+    not "Distal Bicep" from "distal bicep"). A subject is never taken from it: every unknown word of a
+    lower-case line is capitalised there, drug names included."""
+    if result.entity_type == "SUBJECT_NAME":
+        return False
+    if result.entity_type not in NER_ENTITIES:
+        line_start = text.rfind("\n", 0, result.start) + 1
+        line_end = text.find("\n", result.end) % (len(text) + 1)
+        return text[line_start:line_end] != original[line_start:line_end]
+    words = list(WORD_SPAN.finditer(text, result.start, result.end))
+    recased = [m.group() != original[m.start() : m.end()] for m in words]
+    return any(recased) and all(
+        r or _PARTICLE_WORD.fullmatch(m.group()) for m, r in zip(words, recased, strict=True)
+    )
+
+
+_FACILITY_HEAD = regex.compile(rf"(?i:\b(?:{FACILITY_HEAD}|rehab)\b)")
+# "to" and "at" are left out: "switched to Junel" (a drug brand spaCy takes for a place)
+_LOCATIVE = regex.compile(r"\b(?i:in|from|near|outside|around|visiting)[ \t]+$")
+_PRODUCT_LABEL = regex.compile(
+    r"\b(?i:model|lot|ref|cat(?:alog)?|part)\.?[ \t]*(?:(?i:no|number)\.?|\#)?[ \t]*[:#]?[ \t]*$"
+)
+_LOWER_WORD = regex.compile(r"\p{Ll}[\p{Ll}'’-]+")
+WORD_SPAN = regex.compile(r"\p{L}[\p{L}'’]*")
+_PARTICLE_WORD = regex.compile(PARTICLE)
+NEXT_WORD = regex.compile(
+    rf"(?:[ \t]+{PARTICLE})*[ \t]+(\p{{Lu}}\p{{Ll}}+(?:-\p{{Lu}}\p{{Ll}}+)?)\b(?![ \t]*:)"
+)
+
+
+def after_title(text: str, start: int, end: int) -> int:
+    """Where a name starts once a title or relation it took in is left out ("Dr Patel", "Daughter Amara":
+    the word before the name stays)."""
+    match = _LEADING_TITLE.match(text, start, end)
+    return match.end() if match else start
+
+
+def trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """Without surrounding spaces and trailing punctuation (NER spans sometimes carry them)."""
+    while start < end and text[start] in " \t\n":
+        start += 1
+    while end > start and text[end - 1] in " \t\n.,;:":
+        end -= 1
+    return start, end

@@ -1,0 +1,282 @@
+"""Our Presidio pattern recognisers: what neither Presidio's recognisers nor our rules find.
+
+Facility names by their head noun or a cue, PO boxes, account numbers, ages over 89 in words, and names
+by the cue that announces them (a title in any case, a field label, a person's role, a relationship word,
+a credential after the name, "Surname, Given"). Each is a ``PatternRecognizer`` whose entity name maps to
+a placeholder type in :mod:`client_agent.deid_presidio`; the filters that drop implausible matches are in
+:mod:`client_agent.deid_filters`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
+
+FACILITY_HEAD = (
+    r"(?:Hospital|Medical[ \t]+Cent(?:er|re)|Health[ \t]+(?:Cent(?:er|re)|System|Service)|Clinic|Infirmary|"
+    r"Hospice|Nursing[ \t]+Home|Rehabilitation[ \t]+Cent(?:er|re)|Care[ \t]+Cent(?:er|re)|Urgent[ \t]+Care|"
+    r"Dialysis[ \t]+(?:Unit|Cent(?:er|re))|Behavioral[ \t]+Health|Children['’]s|Medical[ \t]+Group|General|"
+    r"Women['’]s[ \t]+Health|Pediatrics|Paediatrics|Family[ \t]+(?:Medicine|Practice)|Medical[ \t]+Associates|"
+    r"Surgery[ \t]+Cent(?:er|re)|Surgical[ \t]+Cent(?:er|re)|Cancer[ \t]+Cent(?:er|re)|Imaging[ \t]+Cent(?:er|re)|"
+    r"Memorial|Health[ \t]+Partners|Physicians|Memory[ \t]+Care|Skilled[ \t]+Nursing(?:[ \t]+Facility)?|"
+    r"Assisted[ \t]+Living|Rehab(?:[ \t]+Cent(?:er|re))?|Dialysis|H[oô]pital|Pharmacy|Associates|Institute|"
+    r"Nursing[ \t]+(?:and|&)[ \t]+Rehabilitation|Senior[ \t]+Living|Home[ \t]+Care|Adult[ \t]+Day(?:[ \t]+Health)?)"
+)
+# Presidio compiles patterns with the `regex` module: \p{Lu} is any capital, and lookbehinds may vary.
+_CAP = r"\p{Lu}[\w'’-]*"
+_NAME_WORD = r"\p{Lu}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
+_ANY_NAME_WORD = r"\p{L}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
+_CAPS_WORD = r"\p{Lu}[\p{Lu}'’-]+"
+PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|mac)"
+# Credentials written after a clinician's name ("Amal Darwish, LICSW").
+CREDENTIAL = (
+    r"(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|PharmD|LPN|LVN|CNA|CRNA|CNM|LICSW|LCSW|MSW|CDE|CDCES|MBBS|FNP(?:-BC)?|"
+    r"APRN|DNP|DPM|DDS|DMD|RPh|BSN|MSN)\b"
+)
+_INITIAL = r"(?:\p{Lu}\.[ \t]*)"
+_NUMBER_WORD = r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen)"
+_TITLE = r"(?i:dr|mr|mrs|ms|mx|miss|prof|nurse)\.?"
+_NAME_LABEL = r"(?i:patient|pt|name|dictated[ \t]+by|signed(?:[ \t]+by)?|attending|guardian|caregiver)"
+# A line's label naming a person's role ("REF PHYS:", "PT NAME", "Emergency contact:"); the name after it.
+_ROLE_LABEL = (
+    r"(?i:(?:pt|patient)(?:['’]s)?(?:[ \t]+name)?|name|(?:ref(?:erring)?|attending|admitting|primary)[ \t]+"
+    r"(?:phys(?:ician)?|dr|doctor|md|provider|clinician)|ref[ \t]+by|attending|physician|provider|pcp|nurse|"
+    r"rn|np|surgeon|resident|fellow|(?:emergency[ \t]+)?contact|nok|next[ \t]+of[ \t]+kin|guardian|"
+    r"caregiver|informant|interpreter|dictated[ \t]+by|signed(?:[ \t]+by)?|cc|author|seen[ \t]+by|re|"
+    r"subject|from|to)"
+)
+ROLE_RECOGNIZER = "name after a person's role as a label"
+_NOT_A_NAME = (
+    r"(?!(?i:a|an|the|my|our|your|his|her|their|not|to|in|on|at|by|for|from|with|and|or|no|yes|it|this|that|is|was|"
+    r"has|had|who|will|just|also|here|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt)\b)"
+)
+# Words after which a person's name follows: relationships, conversation, a letter's salutation; a name
+# introducing oneself may be written in lower case, any other is capitalised.
+_SELF_CUE = r"(?i:this[ \t]+is|my[ \t]+name[ \t]+is)"
+_PERSON_CUE = (
+    r"(?i:spoke|speaking|met|talked|discussed|visited|accompanied|seen)[ \t]+(?i:with|by|to)"
+    r"|(?i:seeing|called|hi|hello|dear|sincerely|regards|thanks|thank[ \t]+you|cheers|pcp|gp)"
+    r"|(?i:daughter|son|wife|husband|niece|nephew|mother|father|sister|brother|caregiver|partner|spouse)"
+    r"|(?i:grandson|granddaughter|grandmother|grandfather|aunt|uncle|cousin|guardian|friend|neighbou?r)"
+    r"|(?i:coordinator|manager|worker|therapist|aide|chaplain|pharmacist|dietitian|navigator|liaison|"
+    r"interpreter|translator|educator|counselor|counsellor)"
+    r"|(?i:for|re|regarding)(?=[ \t]+\p{Lu}[\p{L}'’-]+,[ \t]*\p{Lu})"
+)
+_PLACE_CUE = (
+    r"(?i:lives?|living|resides?|residing|home|moved|relocated|called|pharmacy|born|travell?ed)"
+    r"(?:[ \t]+(?i:alone|here|there))?[ \t]+(?i:in|from|near|to)"
+)
+_STREET_SUFFIX = (
+    r"(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|"
+    r"Cir|Parkway|Pkwy|Highway|Hwy|Trail|Trl|Path|Pike|Loop|Run|Crossing|Xing|Square|Sq|Row|Alley|Plaza)\b\.?"
+)
+
+
+def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecognizer:
+    # Case matters to these patterns: Presidio's default flags would ignore it.
+    return PatternRecognizer(
+        supported_entity=entity,
+        name=name,
+        patterns=[Pattern(name, regex, score)],
+        global_regex_flags=re.MULTILINE,
+    )
+
+
+def our_patterns() -> list[EntityRecognizer]:
+    """What neither Presidio nor our rules find."""
+    name = rf"{_INITIAL}?{_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}"
+    middle = r"(?:[ \t]+\p{Lu}\.)?"  # "Hamdan, Yousef F."
+    return [
+        _pattern(
+            "FACILITY",
+            "facility by its head noun",
+            rf"\b(?:(?:St\.?|Saint|Mount|Mt\.?|Our[ \t]+Lady[ \t]+of)[ \t]+)?(?:{_CAP}[ \t]+(?:(?:and|of|for)[ \t]+)?){{1,5}}"
+            rf"{FACILITY_HEAD}\b(?:[ \t]+(?:Hospital|Medical[ \t]+Cent(?:er|re)|Research[ \t]+Hospital))?",
+            0.8,
+        ),
+        _pattern(
+            "FACILITY",
+            "facility named after its head noun, or a home with a name",
+            rf"\b(?:H[oô]pital|Hospital|Clinique|Klinikum)[ \t]+(?:(?:de|du|of|for)[ \t]+(?:la[ \t]+|the[ \t]+)?)?"
+            rf"(?!(?i:no|number|id|records?|ward|unit|admission|stay|course|day)\b){_CAP}(?:[ \t]+{_CAP}){{0,2}}"
+            rf"|\b(?:{_CAP}[ \t]+){{2,3}}Home\b",
+            0.7,
+        ),
+        _pattern(
+            "FACILITY",
+            "facility named for a saint",
+            r"\b(?:St\.?|Saint)[ \t]+\p{Lu}\p{Ll}+['’]s\b(?![ \t]+wort)",
+            0.7,
+        ),
+        _pattern(
+            "CUED_FACILITY",
+            "facility after a transfer verb",
+            r"(?<=\b(?i:transfer(?:red)?|admitted|discharged|moved|referred|sent|seen|treated|followed|"
+            r"report(?:ed|s)?|records?|notes?|went|go|goes|going|gone|presented|ED|ER|"
+            r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?)[ \t](?i:from|to|at)[ \t])"
+            rf"(?:the[ \t]+)?(?:(?:(?i:st|saint)\.?[ \t]+)?(?:\p{{Ll}}[\p{{Ll}}'’.-]*[ \t]+){{0,4}}\p{{Ll}}[\p{{Ll}}'’-]*"
+            rf"(?=[ \t]+(?i:{FACILITY_HEAD}|rehab)\b)|(?i:st|saint)\.?[ \t]+\p{{L}}+"
+            rf"|(?!{_TITLE}[ \t]){_CAP})"
+            rf"(?:[ \t]+(?:and[ \t]+|of[ \t]+)?(?:{_CAP}|(?i:{FACILITY_HEAD}|rehab|home))){{0,4}}",
+            0.5,
+        ),
+        _pattern(
+            "PO_BOX", "PO box", r"(?i:\b(?:P\.?[ \t]?O\.?|Post[ \t]+Office)[ \t]*Box[ \t]*#?[ \t]*\d+\b)", 0.9
+        ),
+        _pattern(
+            "ADDRESS",
+            "street address",
+            rf"\b(?:(?i:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{1,6}}[A-Za-z]?[ \t]+"
+            rf"(?:[NSEW]\.?[ \t]+)?(?:{_CAP}[ \t]+){{1,4}}{_STREET_SUFFIX}"
+            r"(?:,?[ \t]*(?:(?i:apt|suite|unit|flat)\.?[ \t]*|\#[ \t]*)\w+)?",
+            0.7,
+        ),
+        _pattern(
+            "ADDRESS",
+            "place after a living verb",
+            rf"(?<=\b{_PLACE_CUE}[ \t])\p{{Lu}}\p{{Ll}}+(?:[ \t]+\p{{Lu}}\p{{Ll}}+)?"
+            # "lives with her son, Anil, in Yonkers": the place after whom the patient lives with
+            r"|(?<=\b(?i:lives?|living|resides?|residing|stays?|staying)[ \t]+(?i:with|alone)\b[^.\n;]{0,60}?"
+            r"[ \t](?i:in|near)[ \t])\p{Lu}\p{Ll}+(?:[ \t]+\p{Lu}\p{Ll}+)?",
+            0.5,
+        ),
+        _pattern(
+            "ACCOUNT",
+            "account number",
+            r"(?<=\b(?i:acc(?:oun)?t|acct)\.?(?:[ \t]*(?i:no|number|\#)\.?)?[ \t]*[:#]?[ \t]*)"
+            r"(?=[\w-]*\d{2})[A-Za-z0-9][\w-]{3,}",
+            0.7,
+        ),
+        _pattern(
+            "PHONE_NUMBER",
+            "phone with trunk prefix",
+            r"(?<![\w-])1[- .]\(?\d{3}\)?[- .]\d{3}[- .]\d{4}\b",
+            0.7,
+        ),
+        _pattern(
+            "AGE_OVER_89",
+            "age over 89 in words",
+            rf"(?i:\b(?:ninety(?:[- ]{_NUMBER_WORD})?|one[ \t]+hundred(?:[ \t]+(?:and[ \t]+)?{_NUMBER_WORD})?)\b)"
+            r"(?=[- ](?:years?|yrs?|y/?o)\b|[ \t]+now\b)"
+            r"|(?<=\b(?:is|turned|aged|age)[ \t])(?i:ninety(?:[- ]\w+)?|one[ \t]+hundred(?:[ \t]+(?:and[ \t]+)?\w+)?)\b"
+            rf"|(?i:\b(?:ninety(?:-{_NUMBER_WORD})?|one[ \t]+hundred(?:[ \t]+{_NUMBER_WORD})?))(?=[ \t]?(?:[MF]|yo)\b)",
+            0.7,
+        ),
+        _pattern(
+            "AGE_OVER_89",
+            "age over 89 after is/turned",
+            r"(?<=\b(?:is|turned|aged|age)[ \t])(?:9\d|1[01]\d)\b(?![ \t]*(?:%|mg|mm|bpm|/|\.\d))",
+            0.6,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name after a title, any case",
+            rf"(?<=\b{_TITLE}[ \t]){_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}",
+            0.6,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name after a label, in capitals or surname first",
+            rf"(?<={_NAME_LABEL}:[ \t]*)(?:{_CAPS_WORD}(?:,?[ \t]+{_CAPS_WORD}){{1,3}}\b|{_NAME_WORD},[ \t]*{_NAME_WORD}{middle})"
+            rf"|(?m:^){_CAPS_WORD}(?:[ \t]+{_CAPS_WORD}){{1,3}}(?=[ \t]+is[ \t]+an?\b)",
+            0.6,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name after a cue",
+            rf"(?<=\b(?:{_PERSON_CUE})\b,?(?:[ \t]+|[ \t]*\n[ \t]*)){_NOT_A_NAME}"
+            rf"(?:{_NAME_WORD},[ \t]*{_NAME_WORD}|{name})",
+            0.5,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name in brackets after a conversation verb",  # "discussed with cardiology (Zeynep Rezaei)"
+            rf"(?<=\b(?i:discussed|spoke|talked|consulted|called|paged|d/w)\b[^.\n()]{{0,60}}\([ \t]*(?:{_TITLE}[ \t]*)?)"
+            rf"(?:{_INITIAL}|{_NAME_WORD}[ \t]+)(?:{PARTICLE}[ \t]+)*{_NAME_WORD}(?=[ \t]*\))",
+            0.6,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name introducing oneself",
+            rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}",
+            0.5,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            ROLE_RECOGNIZER,
+            rf"(?<=(?:^|\||[ \t]{{2}})[ \t]*{_ROLE_LABEL}[ \t]*[:#|-]?[ \t]+)"
+            rf"(?:{_NAME_WORD}(?:[ ]{_NAME_WORD})?,[ \t]*(?!{CREDENTIAL}){_NAME_WORD}(?:[ ]{_NAME_WORD})?"
+            rf"|{_NAME_WORD}(?:[ ](?:{PARTICLE}[ ])*{_NAME_WORD}){{0,3}})\b(?!:)",
+            0.6,
+        ),
+        _pattern(
+            "COMMA_NAME",
+            "surname, given name",
+            rf"\b{_NAME_WORD},[ \t]*(?!{CREDENTIAL}){_NAME_WORD}\b{middle}(?![ \t]*:)",
+            0.5,
+        ),
+        _pattern(
+            "COMMA_NAME",
+            "SURNAME, GIVEN in capitals",
+            rf"\b{_CAPS_WORD}(?:[ \t]+{_CAPS_WORD})?,[ \t]*{_CAPS_WORD}(?:[ \t]+{_CAPS_WORD})?\b(?![ \t]*:)(?<=(?:\p{{L}}[^\p{{L}}]*){{8}})",
+            0.5,
+        ),
+        _pattern(
+            "ADDRESS",
+            "town after a facility",
+            rf"(?<=\b(?:{FACILITY_HEAD}|Clinic)[ \t]+(?i:in|at)[ \t]+)"
+            r"\p{Lu}[\p{L}'’-]+(?:[ \t]+(?:\p{Lu}|d['’])[\p{L}'’-]+){0,2}",
+            0.5,
+        ),
+        _pattern(
+            "TITLED_NAME",
+            "name before a credential",
+            rf"(?<![\p{{L}}.])(?!{CREDENTIAL})(?:{_NAME_WORD},[ \t]*{_NAME_WORD}|{name})(?=,?[ \t]+{CREDENTIAL})",
+            0.6,
+        ),
+        _pattern(
+            "AGED_NAME",
+            "name before an age",
+            rf"\b(?:{_CAPS_WORD}|{_NAME_WORD})(?:[ \t]+(?:{PARTICLE}[ \t]+)*(?:{_CAPS_WORD}|{_NAME_WORD})){{1,3}}"
+            r"(?=,[ \t]+(?:an?[ \t]+)?(?:\d{1,3}|(?i:\p{L}+ty(?:-\p{L}+)?|one[ \t]+hundred))[ \t-]*"
+            r"(?i:y/o|y\.o\.|yo|years?|yrs?|[mf])\b|,[ \t]+(?i:woman|man|male|female|boy|girl)\b)",
+            0.6,
+        ),
+        _pattern(
+            "ADDRESS",
+            "street name without a number",
+            rf"(?<=\b(?i:on|off|along|near|onto|at)[ \t]+)(?:{_CAP}[ \t]+){{1,3}}"
+            r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Way|Terrace|Court|Ct|Place|Parkway|"
+            r"Pkwy|Highway|Hwy|Circle)\b\.?",
+            0.6,
+        ),
+        *_lower_case_names(),
+    ]
+
+
+def _lower_case_names() -> list[EntityRecognizer]:
+    """Names typed in lower case after a cue or before a credential ("husband wei chen", "-- jelena
+    melnyk, LPN"): the span takes every lower-case word there, and the analyser keeps only the run of
+    words that are not English words (:func:`client_agent.deid_filters.lower_case_name`)."""
+    words = r"\p{Ll}[\p{Ll}'’-]+(?:[ \t]+\p{Ll}[\p{Ll}'’-]+){0,3}"
+    relation = (
+        r"daughter|son|wife|husband|niece|nephew|mother|father|sister|brother|caregiver|partner|spouse|"
+        r"grandson|granddaughter|grandmother|grandfather|aunt|uncle|cousin|friend|neighbou?r"
+    )
+    return [
+        _pattern(
+            "LOWER_NAME_AFTER",
+            "lower-case name after a cue",
+            rf"(?<=\b(?i:{relation}|thanks|thank[ \t]+you),?[ \t]+){words}",
+            0.5,
+        ),
+        # after "pt" a lone lower-case word is more often clinical shorthand than a name: two at least
+        _pattern("LOWER_NAME_PT", "lower-case name after pt", rf"(?<=\b(?i:pt|patient)[ \t]+){words}", 0.5),
+        _pattern(
+            "LOWER_NAME_BEFORE",
+            "lower-case name before a credential",
+            rf"\b{words}(?=,?[ \t]+{CREDENTIAL})",
+            0.5,
+        ),
+    ]
