@@ -65,18 +65,22 @@ from fedlora.simulation_hospitals import (
     HospitalSettings,
     HospitalSite,
 )
+from fedlora.simulation_ranks import RankPlanner, RoundSeen
 from fedlora.simulation_rounds import (
     CentralNoise,
     ClosedRound,
     Contamination,
     EdgeSums,
+    class_probabilities,
     close_round,
     contaminated_hospitals,
     factor_mismatch,
     frozen_factors,
+    macro_auc,
 )
 from protocol.crypto import HEScheme, generate_scheme, scheme_from_public
 from protocol.crypto.params import HEKind, PlainParams
+from protocol.ffa import rebase_adapter, seeded_bases
 from protocol.messages import CentralDPConfig, Contribution, FederationSpec, NoiseShare, TaskType
 from protocol.reach import planned_hold, published_rank
 from protocol.samplers import OpenDPSampler
@@ -130,6 +134,11 @@ class SimulationConfig:
     scheme: Literal["ckks", "paillier", "none"] = "ckks"
     #: paillier only: hospitals mask their uploads below the encryption in per-edge cohorts (protocol.secagg)
     masking: bool = False
+    #: paillier only: each coordinate's fixed-point range `[-he_clip, he_clip]` (None: the scheme's default,
+    #: 1); a hospital whose update leaves it refuses to upload, as the agent does
+    he_clip: float | None = None
+    #: paillier only: bits per coordinate of the fixed-point encoding (None: the scheme's default, 16)
+    he_quant_bits: int | None = None
     target_modules: tuple[str, ...] = ("value",)
     layers_to_transform: tuple[int, ...] | None = (4, 5)
     rank: int = 2
@@ -249,6 +258,14 @@ class RoundReport:
     encrypt_s: float = 0.0  # all hospitals together
     add_s: float = 0.0  # all edges together
     decrypt_s: float = 0.0  # the cloud's decryption of the total (clair: its whole per-edge aggregation)
+    ranks: dict[str, int] = field(default_factory=dict)  # the rank each hospital trained at this round
+    #: Adapter values the hospitals trained and uploaded this round, all together: each hospital's first
+    #: `rank` columns of every `B` and the head, less what the plan held back. (On the wire each upload is
+    #: padded to `r_max`, so its bytes do not shrink with the rank.)
+    values_sent: int = 0
+    rebased_rank: int | None = None  # the common rank the adapter was re-based to after this round
+    rebase_kept_energy: float | None = None  # the share of `B A`'s energy the re-basing kept
+    macro_auc: float | None = None  # on the test set, one-vs-rest (`simulation_rounds.macro_auc`)
 
 
 @dataclass
@@ -266,6 +283,8 @@ class SimulationReport:
     strategy: str = "ffa"
     contaminated: list[str] = field(default_factory=list)
     central_epsilon: float | None = None
+    macro_auc_before: float | None = None
+    macro_auc_after: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
@@ -284,8 +303,7 @@ def prepared_data(config: SimulationConfig) -> tuple[FederationSpec, Dataset, Da
     spec = federation_spec(config, num_labels=train.n_classes)
     if config.deidentify:
         # Each hospital de-identifies its own texts before tokenising; the evaluation set goes the same way.
-        deidentifier = Deidentifier()  # one spaCy model load for both
-        train, test = _deidentified(train, deidentifier), _deidentified(test, deidentifier)
+        train, test = _deidentified_pair(train, test)
     kind = config.partition if config.partition != "dirichlet" else f"dirichlet-{config.dirichlet_alpha}"
     parts = partition(train.label_array(), kind=kind, n_clients=config.hospitals, seed=config.seed)
     return spec, train, test, list(parts)
@@ -318,6 +336,23 @@ def prepared_run(config: SimulationConfig) -> PreparedRun:
     return PreparedRun(spec, model, train_features, test_features, parts, start)
 
 
+# The de-identified texts of the last few train/test pairs of this process: an experiment runs many
+# federations (and baselines) over the same split, and the NER pass is slower than the encoding.
+_DEIDENTIFIED: dict[str, tuple[Dataset, Dataset]] = {}
+
+
+def _deidentified_pair(train: Dataset, test: Dataset) -> tuple[Dataset, Dataset]:
+    """`train` and `test` de-identified, memoised on everything they hold (the recognisers are fixed)."""
+    parts = [[d.name, d.label_names, d.texts, d.labels, dict(d.meta)] for d in (train, test)]
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    if key not in _DEIDENTIFIED:
+        if len(_DEIDENTIFIED) >= _ENCODED_KEEP:
+            _DEIDENTIFIED.pop(next(iter(_DEIDENTIFIED)))
+        deidentifier = Deidentifier()  # one spaCy model load for both
+        _DEIDENTIFIED[key] = (_deidentified(train, deidentifier), _deidentified(test, deidentifier))
+    return _DEIDENTIFIED[key]
+
+
 def _deidentified(dataset: Dataset, deidentifier: Deidentifier) -> Dataset:
     texts, _ = deidentifier.deidentify_many(dataset.texts)
     return Dataset(texts, dataset.labels, dataset.label_names, dataset.name, dataset.meta)
@@ -326,36 +361,42 @@ def _deidentified(dataset: Dataset, deidentifier: Deidentifier) -> Dataset:
 def federation_spec(config: SimulationConfig, *, num_labels: int) -> FederationSpec:
     """The federation the run simulates, through the spec's own validator (which refuses, e.g., clair with
     encryption or central noise)."""
+    flat = specs.FlatSpec(
+        federation_id="simulation",
+        task_type=TaskType.CAUSAL_LM if config.task in QA_TASKS else TaskType.SEQUENCE_CLASSIFICATION,
+        num_labels=num_labels,
+        target_modules=config.target_modules,
+        layers_to_transform=config.layers_to_transform,
+        rank=config.rank,
+        alpha=config.alpha,
+        seed=config.seed,
+        strategy=config.strategy,
+        scheme=config.scheme,
+        masking=config.masking,
+        epsilon=config.epsilon,
+        delta=config.delta,
+        max_grad_norm=config.max_grad_norm,
+        central_noise=config.central_noise,
+        clip_norm=config.clip_norm,
+        central_delta=config.central_delta,
+        distributed=config.distributed_noise,
+        learning_rate=config.learning_rate,
+        head_learning_rate=config.head_learning_rate,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        max_seq_length=config.max_seq_length,
+        rounds=config.rounds,
+        # k = 2, the least any spec allows: an edge of the run with one hospital still sums it (the
+        # simulation forwards every edge's sum), as the experiments with one hospital per edge ask.
+        min_clients_per_edge=2,
+    )
+    # Only packed Paillier has a fixed-point encoding; other schemes ignore these.
+    if config.he_clip is not None:
+        flat["he_clip"] = config.he_clip
+    if config.he_quant_bits is not None:
+        flat["quant_bits"] = config.he_quant_bits
     try:
-        return specs.federation_spec(
-            federation_id="simulation",
-            task_type=TaskType.CAUSAL_LM if config.task in QA_TASKS else TaskType.SEQUENCE_CLASSIFICATION,
-            num_labels=num_labels,
-            target_modules=config.target_modules,
-            layers_to_transform=config.layers_to_transform,
-            rank=config.rank,
-            alpha=config.alpha,
-            seed=config.seed,
-            strategy=config.strategy,
-            scheme=config.scheme,
-            masking=config.masking,
-            epsilon=config.epsilon,
-            delta=config.delta,
-            max_grad_norm=config.max_grad_norm,
-            central_noise=config.central_noise,
-            clip_norm=config.clip_norm,
-            central_delta=config.central_delta,
-            distributed=config.distributed_noise,
-            learning_rate=config.learning_rate,
-            head_learning_rate=config.head_learning_rate,
-            steps=config.steps,
-            batch_size=config.batch_size,
-            max_seq_length=config.max_seq_length,
-            rounds=config.rounds,
-            # k = 2, the least any spec allows: an edge of the run with one hospital still sums it (the
-            # simulation forwards every edge's sum), as the experiments with one hospital per edge ask.
-            min_clients_per_edge=2,
-        )
+        return specs.federation_spec(**flat)
     except specs.SpecError as e:
         raise SimulationError(f"the simulated federation is not a valid FederationSpec: {e}") from e
 
@@ -367,8 +408,11 @@ def simulate(
     on_round: Callable[[RoundReport], None] | None = None,
     on_global: Callable[[int, np.ndarray], None] | None = None,
     progress: bool = False,
+    ranks: RankPlanner | None = None,
 ) -> SimulationReport:
-    """Run the federation; `on_global(round, vector)` sees the global adapter after each round."""
+    """Run the federation; `on_global(round, vector)` sees the global adapter after each round. `ranks`
+    plans every hospital's rank round by round (seed 001's dynamic ranks, `fedlora.simulation_ranks`);
+    None: every hospital at `config.rank`."""
     if config.engine == "ray":
         check_ray(config.ray_address)
     torch.set_num_threads(config.threads)
@@ -408,12 +452,14 @@ def simulate(
         contaminated_hospitals(names, config.contaminated, seed=config.seed),
         num_labels=train.n_classes,
         progress=progress,
+        ranks=ranks,
     )
 
     # Adapter version 0 as the cloud makes it: B and the head zero, A (when trained) at the seeded basis.
     global_vector = run.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
     model.load_global(global_vector)
     _, accuracy_before = task.evaluate(model, test_features)
+    auc_before = _auc(spec, model, test_features)
     counts = np.bincount(test.label_array(), minlength=test.n_classes)
     report = SimulationReport(
         task=config.task,
@@ -422,6 +468,8 @@ def simulate(
         majority_rate=float(counts.max() / counts.sum()),
         accuracy_before=accuracy_before,
         accuracy_after=accuracy_before,
+        macro_auc_before=auc_before,
+        macro_auc_after=auc_before,
         heatmap=str(heatmap),
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         strategy=config.strategy,
@@ -431,6 +479,7 @@ def simulate(
     try:
         for round_ in range(config.rounds):
             global_vector = _round(run, engine, report, round_, global_vector, test_features, on_hospital)
+            global_vector = run.plan_ranks(report.rounds[-1], global_vector)
             if on_global is not None:
                 on_global(round_, global_vector.copy())
             if on_round is not None:
@@ -444,6 +493,7 @@ def simulate(
         config.out_dir / "adapter",
         base_model=spec.base_model,
         label_names=spec.label_names,
+        max_length=spec.training.max_seq_length,
     )
     report.adapter_dir = str(adapter_dir)
     (config.out_dir / "report.json").write_text(report.to_json())
@@ -465,6 +515,7 @@ def _round(
     model = run.model
     model.load_global(global_vector)
     round_report.loss, round_report.accuracy = task_for(run.spec).evaluate(model, test_features)
+    round_report.macro_auc = _auc(run.spec, model, test_features)
     round_report.seconds = time.perf_counter() - started
     log.info(
         "round closed",
@@ -480,6 +531,7 @@ def _round(
     )
     report.rounds.append(round_report)
     report.accuracy_after = round_report.accuracy
+    report.macro_auc_after = round_report.macro_auc
     report.central_epsilon = round_report.central_epsilon
     return global_vector
 
@@ -542,6 +594,7 @@ class _Run:
         *,
         num_labels: int,
         progress: bool,
+        ranks: RankPlanner | None = None,
     ) -> None:
         self.config, self.spec, self.model = config, spec, model
         self.layout = model.layout
@@ -563,10 +616,19 @@ class _Run:
         # The same close over plaintext sums, to measure what the encryption changed.
         self.plain_scheme = generate_scheme(PlainParams()) if spec.he.kind is not HEKind.NONE else None
         self.strategy = strategy_for(spec)
-        # Every hospital trains at `config.rank`, so the plan's published rank is that rank (with `k` of them).
-        self.held = planned_hold(
-            self.layout, published_rank([config.rank] * len(names), k=spec.min_clients_per_edge)
+        # Every hospital trains at `config.rank` (r_max) unless a planner assigns ranks; the basis is the
+        # seeded one until a re-basing broadcasts another.
+        self.planner = ranks
+        self.ranks = (
+            ranks.initial(self.public, layout=self.layout)
+            if ranks is not None
+            else {name: config.rank for name in names}
         )
+        self._check_ranks()
+        self.bases: dict[str, np.ndarray] | None = None
+        self.uploads: dict[str, np.ndarray] = {}  # each hospital's last upload, for the planner
+        # The global adapter the last round started from (the planner is shown each round's update).
+        self.previous = self.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
         self.ledger = Ledger()
         self.dp = (
             DPSettings(
@@ -590,7 +652,6 @@ class _Run:
             learning_rate=config.learning_rate,
             threads=config.threads,
             clip_norm=config.clip_norm,
-            held=self.held,
             dp=self.dp,
             contamination=config.contamination,
             contamination_scale=config.contamination_scale,
@@ -624,6 +685,10 @@ class _Run:
         federation's cohorts join, and its hospitals draw their masks, before anyone trains."""
         cohorts = self._cohorts(round_)
         bits = self.public_scheme.ring_bits
+        # The plan's published rank: the columns at least `k` of the round's hospitals reach.
+        held = planned_hold(
+            self.layout, published_rank(self.ranks.values(), k=self.spec.min_clients_per_edge)
+        )
         jobs = []
         for index, name in enumerate(self.names):
             edge = self._edge_of(index)
@@ -641,6 +706,9 @@ class _Run:
                     encrypt=cohort.seal_for(name, bits=bits, length=self.layout.size)
                     if cohort is not None and bits is not None
                     else None,
+                    rank=self.ranks[name],
+                    held=held,
+                    bases=self.bases,
                 )
             )
         return jobs, cohorts
@@ -679,11 +747,12 @@ class _Run:
             if plain_edges is not None and plain is not None:
                 plain_edges.add(job.edge, plain.serialize(plain.encrypt(upload.contribution)), WEIGHT)
             uploaded.append(global_vector.astype(np.float64) + upload.contribution)
+            self.uploads[job.name] = np.asarray(upload.contribution, dtype=np.float64)
             contribution = Contribution(
                 client_id=job.name,
                 weight=WEIGHT,
                 num_examples=job.public_examples,
-                rank=self.config.rank,
+                rank=job.rank,
                 nonce=f"{round_:016x}{job.index:016x}",
                 ciphertext_sha256=hashlib.sha256(upload.ciphertext).hexdigest(),
                 local_epsilon=outcome.row.epsilon,
@@ -763,8 +832,48 @@ class _Run:
             encrypt_s=sum(r.encrypt_s for r in rows),
             add_s=edges.add_s,
             decrypt_s=aggregated.decrypt_s if aggregated.decrypt_s is not None else closed.seconds,
+            ranks={job.name: job.rank for job in jobs},
+            values_sent=sum(self._values_sent(job.rank, job.held) for job in jobs),
         )
         return report, aggregated.vector
+
+    def _values_sent(self, rank: int, held: np.ndarray | None) -> int:
+        reach = self.layout.lora_column_mask(rank) > 0
+        return int(np.count_nonzero(reach & ~held if held is not None else reach))
+
+    def _check_ranks(self) -> None:
+        bad = {name: r for name, r in self.ranks.items() if not 1 <= r <= self.config.rank}
+        if bad or set(self.ranks) != set(self.names):
+            raise SimulationError(
+                f"ranks must name every hospital with a rank in [1, rank={self.config.rank}] (the run's "
+                f"r_max), got {self.ranks}"
+            )
+
+    def plan_ranks(self, report: RoundReport, global_vector: np.ndarray) -> np.ndarray:
+        """After a round: the planner's ranks for the next one and, when it re-bases, the global adapter in
+        the new basis (`protocol.ffa.rebase_adapter`, as the cloud's `round_outcome.rebase_of` does), which
+        every model installs. The global vector the next round starts from."""
+        if self.planner is None:
+            return global_vector
+        update = global_vector - self.previous
+        step = self.planner.after_round(
+            RoundSeen(report.round, dict(self.ranks), update, dict(self.uploads)), layout=self.layout
+        )
+        self.ranks = dict(step.ranks)
+        self._check_ranks()
+        if step.rebase_rank is not None:
+            bases = self.bases or seeded_bases(
+                self.layout,
+                self.model.in_features(),
+                seed=self.spec.seed,
+                basis_version=self.spec.basis_version,
+            )
+            rebased = rebase_adapter(self.layout, global_vector, bases, rank=step.rebase_rank)
+            self.bases, global_vector = rebased.bases, rebased.vector
+            self.model.install_basis(rebased.bases)
+            report.rebased_rank, report.rebase_kept_energy = step.rebase_rank, rebased.kept_energy
+        self.previous = global_vector
+        return global_vector
 
     def _edge_of(self, index: int) -> str:
         return f"edge-{index % self.config.edges + 1}"
@@ -785,3 +894,10 @@ class _Run:
             )
             for edge, names in members.items()
         }
+
+
+def _auc(spec: FederationSpec, model: Any, test_features: Any) -> float | None:
+    """The macro one-vs-rest AUC of a classifier on the test set; None for a causal LM (exact match only)."""
+    if spec.task_type is not TaskType.SEQUENCE_CLASSIFICATION:
+        return None
+    return macro_auc(test_features.labels.numpy(), class_probabilities(model, test_features))

@@ -62,13 +62,12 @@ class HospitalSettings:
     public_key: bytes  # the scheme's public material; no hospital ever holds the secret
     num_labels: int
     model_path: Path | None  # None: the base model of `default_model_path()` where the site runs
-    rank: int
+    rank: int  # the rank of the site's own model (the run's `rank`, `r_max`); a job may ask for a lower one
     steps: int
     batch_size: int
     learning_rate: float
     threads: int
     clip_norm: float | None
-    held: np.ndarray | None  # `protocol.reach.planned_hold`: coordinates no hospital uploads
     dp: DPSettings | None
     contamination: Contamination
     contamination_scale: float
@@ -90,6 +89,10 @@ class HospitalJob:
     share: NoiseShare | None
     contaminated: bool
     encrypt: MaskedSeal | None  # its masking cohort's seal, if the federation masks
+    rank: int  # its LoRA rank this round (the plan's): it trains and uploads the first `rank` columns of B
+    held: np.ndarray | None  # `protocol.reach.planned_hold` of the round's plan: coordinates it zeroes
+    #: The broadcast basis (`A_max` per module) after a re-basing; None: the seeded one of the spec.
+    bases: Mapping[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ class HospitalSite:
         strategy: AggregationStrategy | None = None,
     ) -> None:
         self.settings, self.model, self.features = settings, model, dict(features)
+        self.models = {model.rank: model}  # one model per rank a job asks for, built when first asked
+        self.installed: dict[int, Mapping[str, np.ndarray]] = {}  # by rank: the broadcast basis installed
         self.scheme = scheme or scheme_from_public(settings.spec.he, settings.public_key)
         self.strategy = strategy or strategy_for(settings.spec)
 
@@ -125,11 +130,25 @@ class HospitalSite:
         model = task_for(settings.spec).build_model(model_path, settings.spec, rank=settings.rank)
         return cls(settings, model, features)
 
+    def model_for(self, rank: int, bases: Mapping[str, np.ndarray] | None) -> Any:
+        """The site's model at `rank` (the agent's `_model_for`: a model per rank, since peft fixes a LoRA
+        module's rank when it injects it), with `bases` installed when the federation re-based."""
+        model = self.models.get(rank)
+        if model is None:
+            model_path = self.settings.model_path or default_model_path()
+            task = task_for(self.settings.spec)
+            model = self.models[rank] = task.build_model(model_path, self.settings.spec, rank=rank)
+        if bases is not None and self.installed.get(rank) is not bases:
+            model.install_basis(bases)
+            self.installed[rank] = bases
+        return model
+
     def work(self, job: HospitalJob, global_vector: np.ndarray) -> HospitalOutcome:
         """Hospital `job.index` trains from `global_vector` and seals its delta as the agent does (its noise
         share when the round asks for distributed DP; its cohort's masks when the federation masks)."""
         started = time.perf_counter()
         s = self.settings
+        model = self.model_for(job.rank, job.bases)
         own = self.features[job.index]
         if job.contaminated and s.contamination == "flip":
             own = flipped(own, num_labels=s.num_labels)
@@ -148,7 +167,7 @@ class HospitalSite:
         )
         history = PrivacyHistory(list(job.history.entries))
         result = local_update(
-            self.model,
+            model,
             own,
             global_vector=global_vector,
             config=local,
@@ -173,7 +192,7 @@ class HospitalSite:
             clip_norm=s.clip_norm,
             share=job.share,
             sampler=share_sampler(s.seed, round_=job.round_, hospital=job.index) if reproducible else None,
-            held=s.held,
+            held=job.held,
             rounding_rng=seeded_rounding,
         )
         self.scheme.precompute(len(values))  # as a hospital could while it trains: not encryption time

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from client_agent.model import FFAClassifier
 from client_agent.tasks import SequenceClassification, TaskKind
@@ -274,3 +275,37 @@ def close_round(
         rounds_closed_after=round_ + 1,
     )
     return ClosedRound(result, noise, settled.ledger, settled.epsilon, seconds)
+
+
+@torch.no_grad()
+def class_probabilities(model: FFAClassifier, features: Features, *, batch_size: int = 256) -> np.ndarray:
+    """The model's softmax over the classes for every example, `(examples, classes)`, float64."""
+    parts = [
+        torch.softmax(
+            model.forward_from(features.hidden[s : s + batch_size], features.mask[s : s + batch_size]), -1
+        )
+        .double()
+        .numpy()
+        for s in range(0, len(features), batch_size)
+    ]
+    return np.concatenate(parts)
+
+
+def macro_auc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Macro one-vs-rest ROC AUC (scikit-learn's `roc_auc_score(multi_class="ovr", average="macro")`; for two
+    classes its binary AUC of class 1). A class absent from `labels` has no AUC: the mean is then over the
+    one-vs-rest AUCs of the classes present, each computed as the macro average computes it. None when
+    fewer than two classes are present."""
+
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    n_classes = probabilities.shape[1]
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None
+    if n_classes == 2:
+        return float(roc_auc_score(labels, probabilities[:, 1]))
+    if len(present) == n_classes:
+        return float(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"))
+    return float(np.mean([roc_auc_score(labels == c, probabilities[:, c]) for c in present]))

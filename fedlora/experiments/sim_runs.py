@@ -33,6 +33,7 @@ from fedlora.simulation import (
     simulation_clip_norm,
 )
 from fedlora.simulation_engines import EngineName
+from fedlora.simulation_ranks import RankPlanner
 
 log = logging.getLogger("fedlora.experiments.sim")
 #: The scheme of a cell that names none.
@@ -118,13 +119,14 @@ class SimRun:
     wall_s: float
 
 
-def run_simulation(label: str, config: SimulationConfig) -> SimRun:
+def run_simulation(label: str, config: SimulationConfig, *, ranks: RankPlanner | None = None) -> SimRun:
+    """`simulate(config)` (its hospitals' ranks planned by `ranks`, if given), timed, its warnings muted."""
     sizes: list[int] = []
     started = time.perf_counter()
     with warnings.catch_warnings():
         # Opacus and transformers warn on every hospital's round; the figures go to the report.
         warnings.simplefilter("ignore")
-        report = simulate(config, on_global=lambda _, vector: sizes.append(len(vector)))
+        report = simulate(config, on_global=lambda _, vector: sizes.append(len(vector)), ranks=ranks)
     wall = time.perf_counter() - started
     log.info(
         "%s: accuracy %.3f -> %.3f over %d round(s), %.0f s",

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+import client_agent.tasks as tasks_module
 import fedlora.experiments.central as central_module
-import fedlora.simulation_rounds as rounds_module
 from client_agent.data.shares import task_split
 from fedlora.experiments.central import CentralConfig, central_split, measure_on
 from fedlora.experiments.paper_tables import TableConfig
@@ -138,7 +138,8 @@ def test_central_adapters_compute_no_more_example_gradients_than_the_federation(
     central_calls: list[Call] = []
     federated_calls: list[Call] = []
     monkeypatch.setattr(central_module, "train_local", _observing(central_calls, central_module.train_local))
-    monkeypatch.setattr(rounds_module, "train_local", _observing(federated_calls, rounds_module.train_local))
+    # The simulated hospitals train through the task interface (`client_agent.tasks`).
+    monkeypatch.setattr(tasks_module, "train_local", _observing(federated_calls, tasks_module.train_local))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         measure_on(central_config(config, base), prepared_run(base))
