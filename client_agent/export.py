@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 
 from client_agent.model import HEAD_BIAS, HEAD_WEIGHT, FFAClassifier, pool
 from protocol.peft_format import ADAPTER_WEIGHTS, HEAD_KEYS, adapter_files
-from services.classifier_export import classifier_files
+from services.classifier_export import DEFAULT_MAX_LENGTH, classifier_files
 
 
 def export_adapter(
@@ -32,13 +32,16 @@ def export_adapter(
     *,
     base_model: str,
     label_names: Sequence[str] | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
 ) -> Path:
     """Write the global adapter held in `global_vector` (padded to `r_max`) into `folder`.
 
     `base_model` is written as `base_model_name_or_path`: a portable name, not this machine's path. `A` is
     the basis `model` holds: the seeded one, or the broadcast one it installed after a re-base, so
     `global_vector` must be a version trained in that basis. `label_names` (the federation's) become the
-    labels `pipeline` answers with; None: `LABEL_0`, `LABEL_1`, ...
+    labels `pipeline` answers with; None: `LABEL_0`, `LABEL_1`, ... `max_length` is the federation's
+    `max_seq_length`, where the README's snippet truncates. Nothing is written when the vector or the
+    labels are refused (`AdapterVectorError`, `ClassifierExportError`).
     """
     spec = model.spec
     files = adapter_files(
@@ -55,7 +58,7 @@ def export_adapter(
     )
     base_config = cast(PreTrainedModel, model.encoder.get_base_model()).config.to_dict()
     model_files = classifier_files(
-        base_config=base_config, num_labels=spec.num_labels, label_names=label_names
+        base_config=base_config, num_labels=spec.num_labels, label_names=label_names, max_length=max_length
     )
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,9 @@ class AdapterSpec:
 
 
 def load_encoder(model_path: str | Path) -> PreTrainedModel:
-    """A pretrained encoder from a local folder, offline, with dropout off (DP-SGD trains without it)."""
+    """A pretrained encoder from a local folder, offline, with dropout off (DP-SGD trains without it), in
+    float32 whatever the checkpoint's dtype: per-example clipping must hold in float32
+    (`client_agent.device`), and the head and the exported model compute in float32."""
     path = Path(model_path)
     if not (path / "config.json").is_file():
         raise ModelError(f"model_path {str(path)!r} has no config.json: not a Hugging Face model folder")
@@ -95,6 +97,7 @@ def load_encoder(model_path: str | Path) -> PreTrainedModel:
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
             attn_implementation="eager",
+            dtype=torch.float32,
         )
     finally:
         hf_logging.set_verbosity(verbosity)

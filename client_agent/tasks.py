@@ -45,6 +45,7 @@ from client_agent.train import (
 )
 from protocol.ffa import AdapterLayout
 from protocol.messages import FederationSpec, TaskType
+from services.classifier_export import DEFAULT_MAX_LENGTH
 
 
 class AdapterModel(Protocol):
@@ -121,8 +122,10 @@ class TaskKind(ABC):
         *,
         base_model: str,
         label_names: Sequence[str] | None = None,
+        max_length: int | None = None,
     ) -> Path:
-        """The global adapter as a standard PEFT adapter folder (`label_names`: a classifier's labels)."""
+        """The global adapter as a standard PEFT adapter folder (`label_names`: a classifier's labels;
+        `max_length`: the federation's `max_seq_length`, where a classifier's pipeline truncates)."""
 
 
 class SequenceClassification(TaskKind):
@@ -178,8 +181,16 @@ class SequenceClassification(TaskKind):
         *,
         base_model: str,
         label_names: Sequence[str] | None = None,
+        max_length: int | None = None,
     ) -> Path:
-        return export_adapter(model, global_vector, folder, base_model=base_model, label_names=label_names)
+        return export_adapter(
+            model,
+            global_vector,
+            folder,
+            base_model=base_model,
+            label_names=label_names,
+            max_length=DEFAULT_MAX_LENGTH if max_length is None else max_length,
+        )
 
 
 class CausalLM(TaskKind):
@@ -237,6 +248,7 @@ class CausalLM(TaskKind):
         *,
         base_model: str,
         label_names: Sequence[str] | None = None,
+        max_length: int | None = None,
     ) -> Path:
         return export_causal_adapter(model, global_vector, folder, base_model=base_model)
 

@@ -170,6 +170,9 @@ def encode(
         batch = tokenizer(  # type: ignore[operator]
             list(texts[start : start + batch_size]),
             padding="max_length",
+            # Right padding keeps the real tokens at absolute positions 0..n-1, as a text tokenised
+            # alone (the pipeline's way) has them; a left-padding tokenizer would shift them.
+            padding_side="right",
             truncation=True,
             max_length=max_length,
             return_tensors="pt",

@@ -127,6 +127,7 @@ class AdapterService:
                     base_config=read_base_config(self._federations.model_path),
                     num_labels=spec.num_labels,
                     label_names=spec.label_names,
+                    max_length=spec.training.max_seq_length,
                 )
                 if layout.head
                 else {}

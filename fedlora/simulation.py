@@ -495,6 +495,7 @@ def simulate(
         config.out_dir / "adapter",
         base_model=spec.base_model,
         label_names=spec.label_names,
+        max_length=spec.training.max_seq_length,
     )
     report.adapter_dir = str(adapter_dir)
     (config.out_dir / "report.json").write_text(report.to_json())

@@ -27,6 +27,10 @@ HEAD_MODULE = "classifier"
 HEAD_KEYS = {HEAD_WEIGHT: f"{PEFT_PREFIX}{HEAD_MODULE}.weight", HEAD_BIAS: f"{PEFT_PREFIX}{HEAD_MODULE}.bias"}
 
 
+class AdapterVectorError(ValueError):
+    """The global vector cannot be written as an adapter (non-finite values)."""
+
+
 @dataclass(frozen=True)
 class AdapterFiles:
     """File name -> bytes of an exported adapter directory."""
@@ -57,7 +61,14 @@ def adapter_files(
     whose `modules_to_save` is the head; without one, `task_type` is peft's (`"CAUSAL_LM"` makes
     `PeftModel.from_pretrained` a `PeftModelForCausalLM`). `fan_in_fan_out` is True for GPT-2's `Conv1D`.
     """
-    tensors = layout.unflatten(np.asarray(vector, dtype=np.float32))
+    values = np.asarray(vector, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:  # a corrupt download or a broken decryption: an adapter that answers NaN scores
+        raise AdapterVectorError(
+            f"vector holds {bad.size} non-finite values (first at index {bad[0]}: {float(values[bad[0]])}): "
+            "not an adapter to export"
+        )
+    tensors = layout.unflatten(values)
     weights: dict[str, np.ndarray] = {}
     for entry in layout.lora:
         if layout.trains_a:  # FedIT / FedRot: the global `A` is in the vector

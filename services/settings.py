@@ -317,6 +317,10 @@ class EdgeSettings(ServerSettings):
     )
 
 
+#: The longest `FEDLORA_DEVICE` accepted ("cuda:" and a device index).
+MAX_DEVICE_CHARS = 16
+
+
 class ClientSettings(ServiceSettings):
     client_id: Identifier
     federation_id: Identifier
@@ -342,10 +346,10 @@ class ClientSettings(ServiceSettings):
     threads: int = Field(default=1, ge=1, le=256)
     device: str = Field(
         default="auto",
-        max_length=16,
         description="where the hospital trains: auto (the first CUDA device when torch sees one, else the "
         "CPU), cpu, cuda or cuda:N (client_agent/device.py); the encryption and masking stay on the CPU",
     )
+
     poll_s: float = Field(default=2.0, gt=0, le=300)
     max_rank: int = Field(
         default=16,
@@ -425,6 +429,18 @@ class ClientSettings(ServiceSettings):
         le=65535,
         description="serve Prometheus metrics at http://{host}:{metrics_port}/metrics (off when unset)",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_short(cls, value: str) -> str:
+        # Named by its variable, as client_agent.device names every other refused value; the grammar itself
+        # (auto | cpu | cuda | cuda:N) is checked there, against the devices the machine has.
+        if len(value) > MAX_DEVICE_CHARS:
+            raise ValueError(
+                f"FEDLORA_DEVICE must be auto, cpu, cuda or cuda:N (at most {MAX_DEVICE_CHARS} characters), "
+                f"got {value!r}"
+            )
+        return value
 
 
 def describe(settings: BaseSettings) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""The three synthetic note sets in one form, and one scorer for all of them.
+"""The four synthetic note sets in one form, and one scorer for all of them.
 
 Each generator records its planted identifiers its own way (`tests/deid_notes.py`,
-`tests/deid_notes_independent.py`, `tests/deid_notes_heldout.py`); here each note becomes a text with
+`tests/deid_notes_independent.py`, `tests/deid_notes_heldout.py`,
+`tests/deid_notes_unseen.py`); here each note becomes a text with
 `(start, end, type)` triples under one vocabulary of Safe Harbor types, so that a finder is measured the
-same way on all three. The criterion is the one the first two scorers use: an identifier counts as
+same way on all four. The criterion is the one the first two scorers use: an identifier counts as
 removed only when every letter and digit of it lies inside a removed span (an SSN that keeps six digits
 is a miss), and a removed span that overlaps no planted identifier is a false positive.
 """
@@ -19,6 +20,7 @@ from client_agent.phi import PHIFinder
 from tests.deid_notes import generate_notes
 from tests.deid_notes_heldout import heldout_notes
 from tests.deid_notes_independent import generate_independent_notes
+from tests.deid_notes_unseen import UNSEEN_SEED, unseen_notes
 
 # Safe Harbor types in the order tables list them; every set's own names map onto these.
 TYPES = (
@@ -63,11 +65,21 @@ def heldout_set(n: int, seed: int) -> list[LabelledNote]:
     ]
 
 
+def unseen_set(n: int, seed: int) -> list[LabelledNote]:
+    """`tests/deid_notes_unseen.py`, written without reading the de-identifier or the other sets, and
+    never used to tune it: its types are already this module's."""
+    return [
+        LabelledNote(note.text, tuple((s.start, s.end, s.kind) for s in note.spans))
+        for note in unseen_notes(seed=seed, count=n)
+    ]
+
+
 # (name, builder, default seed)
 SETS: dict[str, tuple[Callable[[int, int], list[LabelledNote]], int]] = {
     "first": (first_set, 24),
     "independent": (independent_set, 2024),
     "held-out": (heldout_set, 20261207),
+    "unseen": (unseen_set, UNSEEN_SEED),
 }
 
 

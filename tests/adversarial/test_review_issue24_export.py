@@ -1,7 +1,7 @@
 """Issue 24, items 3 and 4, reviewed from a fresh context: the exported classification adapter in a stock
 `pipeline("text-classification")` (README, "Using the exported adapter") and `FEDLORA_DEVICE`.
 
-Each strict xfail reproduces a promise that does not hold on main at 9f56a02; the passing tests are attacks
+Each test was a strict xfail reproducing a promise that did not hold on main at 9f56a02 (now fixed) or an attack
 that held. The stock side is always the README's snippet, as written, in a fresh interpreter that imports
 nothing of the project (`run_readme_snippet`); the project's side is its own evaluation path
 (`client_agent.train.encode` at the federation's `max_seq_length`, then `FFAClassifier.forward_from`) for the
@@ -166,11 +166,6 @@ def test_odd_label_names_five_labels_and_a_roberta_padding_id_hold(tokenizer, tm
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classifier_files keeps the base config's problem_type: the pipeline then applies a sigmoid "
-    "(multi_label_classification) or nothing (regression) to logits the project trains with a softmax",
-)
 @pytest.mark.parametrize("problem_type", ["multi_label_classification", "regression"])
 def test_a_base_config_with_a_problem_type_still_gets_softmax_scores(tokenizer, tmp_path, problem_type):
     """A hospital's base that was itself fine-tuned for a task (a clinical BERT for multi-label coding) has
@@ -184,11 +179,6 @@ def test_a_base_config_with_a_problem_type_still_gets_softmax_scores(tokenizer, 
     assert_same(stock, project_scores(base, vector, [SHORT]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the export records no sequence length: the README's truncation=True cuts at the tokenizer's "
-    "model_max_length (512) while the federation trains and evaluates at max_seq_length (64)",
-)
 def test_a_long_input_gets_the_scores_the_project_evaluates(tokenizer, tmp_path):
     """A note longer than the federation's `max_seq_length`: the project classifies its first 64 tokens
     (`encode(..., truncation=True, max_length=max_seq_length)`), the stock pipeline all ~300 of them, so
@@ -204,11 +194,6 @@ def test_a_long_input_gets_the_scores_the_project_evaluates(tokenizer, tmp_path)
     assert_same(stock[1:], ours[1:])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with no sequence length in the export, a base whose tokenizer allows more tokens than its "
-    "position embeddings (128 here) crashes the README's pipeline on a long note the project classifies",
-)
 def test_a_long_input_on_a_base_with_few_positions_is_classified(tokenizer, tmp_path):
     """The base has 128 positions and the MiniLM tokenizer's `model_max_length` of 512 (sentence-transformers
     checkpoints ship such pairs: MiniLM's own model card truncates at 256). The federation trains at 64
@@ -224,11 +209,6 @@ def test_a_long_input_on_a_base_with_few_positions_is_classified(tokenizer, tmp_
     assert_same([{item["label"]: item["score"] for item in answers[0]}], ours)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="encode pads every text to max_seq_length on the tokenizer's side and passes no position ids: "
-    "with a left-padding tokenizer the project's BERT sees shifted positions, the unpadded pipeline does not",
-)
 def test_a_left_padding_tokenizer_gives_the_projects_scores(tokenizer, tmp_path):
     """A base whose tokenizer pads on the left (`padding_side: left` in tokenizer_config.json). The project's
     evaluation pads a short text to 64 tokens on the left, so BERT's absolute positions of the real tokens
@@ -240,12 +220,6 @@ def test_a_left_padding_tokenizer_gives_the_projects_scores(tokenizer, tmp_path)
     assert_same(stock_scores(adapter, base, tmp_path, [SHORT]), project_scores(base, vector, [SHORT]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers 5 loads with dtype='auto': load_encoder gives a float16 encoder for a base saved in "
-    "float16 (the project's float32 head then raises RuntimeError on the first forward), and the exported "
-    "config.json keeps dtype float16, so the stock pipeline runs in half precision (~2e-4 off)",
-)
 def test_a_base_saved_in_float16_is_run_in_float32_by_both(tokenizer, tmp_path):
     """A hospital's base checkpoint saved in float16, as most recent checkpoints are. `client_agent.device`
     rules out 16-bit arithmetic for DP-SGD (clipping must hold in float32), yet `load_encoder` keeps the
@@ -259,12 +233,6 @@ def test_a_base_saved_in_float16_is_run_in_float32_by_both(tokenizer, tmp_path):
     assert_same(stock_scores(adapter, base, tmp_path, [SHORT]), project_scores(base, vector, [SHORT]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the README's snippet loads the base checkpoint into the shipped class, which has a `classifier` "
-    "of the federation's size: a base that is itself a classifier with another number of labels stops "
-    "from_pretrained with a size mismatch (ignore_mismatched_sizes is False); the project drops that head",
-)
 def test_a_base_that_is_a_classifier_with_other_labels_runs_in_the_pipeline(tokenizer, tmp_path):
     """The issue's own example: a hospital adapts the clinical BERT it already uses for coding notes, a
     `BertForSequenceClassification` checkpoint with 5 labels, in a federation of 3. The project (bare
@@ -287,12 +255,6 @@ def test_a_base_that_is_a_classifier_with_other_labels_runs_in_the_pipeline(toke
 MARKER_CODE = "\nimport pathlib as _p\n_p.Path({marker!r}).write_text('the shipped file ran')\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the README's snippet executes whatever modeling_fedlora.py the folder holds: no digest of the "
-    "genuine file is checked (the zip from the cloud carries none; `admin download --vector` checks the "
-    "vector's SHA-256 against the signed plan, the zip with its code is never checked)",
-)
 def test_a_tampered_model_file_in_the_adapter_is_not_executed(tokenizer, tmp_path):
     """A cloud (or anyone on the way of a zip a hospital unpacks) appends one statement to the shipped model
     file. The README's snippet, run as written, executes it: here it writes a marker file; it could read
@@ -310,11 +272,6 @@ def test_a_tampered_model_file_in_the_adapter_is_not_executed(tokenizer, tmp_pat
     assert done.returncode != 0, "the README's loader accepted a model file that is not the genuine one"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the README's snippet takes the class from config.json's auto_map unchecked: a zip's config.json "
-    "can name any other module shipped beside it, and that module runs",
-)
 def test_an_auto_map_naming_another_module_is_not_followed(tokenizer, tmp_path):
     """The genuine `modeling_fedlora.py` is left untouched (a digest check of that one file would pass); the
     zip adds `helpers.py`, a copy of it with one statement more, and its config.json's `auto_map` names
@@ -387,10 +344,6 @@ def tiny_model(tokenizer, folder: Path) -> FFAClassifier:
     return FFAClassifier(load_encoder(save_tiny_base(folder, tokenizer)), SPEC, rank=SPEC.r_max)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export_adapter writes a NaN/inf global vector as it is: the folder then answers NaN scores",
-)
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_a_non_finite_global_vector_is_refused_by_name(tokenizer, tmp_path, bad):
     """A global vector with one non-finite value (a corrupt download, a broken decryption) is written into
@@ -406,11 +359,6 @@ def test_a_non_finite_global_vector_is_refused_by_name(tokenizer, tmp_path, bad)
     assert not folder.exists() or not any(folder.iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classifier_files checks only the count and distinctness of label_names: an empty name (which "
-    "FederationSpec.label_names refuses, min_length 1) or a non-string is written into id2label",
-)
 @pytest.mark.parametrize("names", [("", "neutral", "positive"), (0, 1, 2)], ids=["empty", "not-a-string"])
 def test_a_label_name_the_federation_spec_would_refuse_is_refused_by_the_export(tokenizer, tmp_path, names):
     """The federation's wire spec says a label name is a string of 1 to 128 characters; `export_adapter`
@@ -438,11 +386,6 @@ def test_a_malformed_or_absent_device_stops_the_agent_naming_the_variable(value)
         resolve_device(value, cuda_devices=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClientSettings.device has max_length=16: a longer FEDLORA_DEVICE is refused by pydantic, whose "
-    "message names the field `device`, never the variable FEDLORA_DEVICE (docs/operations.md promises it)",
-)
 def test_a_long_malformed_device_stops_the_agent_naming_the_variable(tmp_path):
     """`FEDLORA_DEVICE=cuda:0,cuda:1,cuda:2` (an operator asking for three GPUs): `python -m client_agent`
     stops, but says `device: String should have at most 16 characters`, unlike every shorter bad value."""

@@ -6,6 +6,7 @@ of the project's own inference model for the same global vector (`tests.models.g
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -17,9 +18,16 @@ from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, Ro
 
 from client_agent.export import export_adapter, load_exported
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
+from protocol.peft_format import AdapterVectorError
 from services.classifier_export import ClassifierExportError, classifier_files
 from tests.models import global_model_at_rmax
-from tests.stock_pipeline import STOCK_TEXTS, assert_same_scores, project_probabilities, run_stock_loader
+from tests.stock_pipeline import (
+    STOCK_TEXTS,
+    assert_same_scores,
+    project_probabilities,
+    readme_snippet,
+    run_stock_loader,
+)
 
 SPEC = AdapterSpec(
     num_labels=3, target_modules=("query", "value"), layers_to_transform=(1, 2), r_max=4, alpha=4.0, seed=7
@@ -112,11 +120,19 @@ def test_the_exported_config_names_the_shipped_class_and_the_labels():
             "hidden_size": 32,
             "architectures": ["BertModel"],
             "_name_or_path": "/x",
+            "problem_type": "multi_label_classification",
+            "dtype": "float16",
+            "torch_dtype": "float16",
         },
         num_labels=2,
         label_names=None,
+        max_length=48,
     )
     config = json.loads(files["config.json"])
+    # Softmax scores in float32, truncated where the federation trains, whatever the base's checkpoint says.
+    assert config["problem_type"] == "single_label_classification"
+    assert config["dtype"] == "float32" and "torch_dtype" not in config
+    assert config["fedlora_max_length"] == 48
     assert config["auto_map"] == {
         "AutoModelForSequenceClassification": "modeling_fedlora.FedLoraBertClassifier"
     }
@@ -142,9 +158,37 @@ def test_a_roberta_config_gets_the_roberta_class():
         ({"base_config": {"model_type": "gpt2"}}, r"model_type must be one of .* got 'gpt2'"),
         ({"label_names": ["a", "a"]}, r"label_names must name 2 distinct classes, got \['a', 'a'\]"),
         ({"num_labels": 1, "label_names": ["a"]}, r"num_labels must be at least 2, got 1"),
+        ({"label_names": ["a", "b" * 129]}, r"label_names must be strings of 1 to 128 characters, got 'bbb"),
+        ({"label_names": ["a", None]}, r"label_names must be strings of 1 to 128 characters, got None"),
+        ({"max_length": 0}, r"max_length must be a positive number of tokens, got 0"),
     ],
 )
 def test_what_cannot_be_exported_is_refused_by_name(kwargs, message):
     arguments = {"base_config": {"model_type": "bert"}, "num_labels": 2, "label_names": None, **kwargs}
     with pytest.raises(ClassifierExportError, match=message):
         classifier_files(**arguments)
+
+
+def test_the_readme_publishes_the_digest_of_the_shipped_model_file():
+    """The README's snippet refuses any `modeling_fedlora.py` whose SHA-256 is not the one it prints: that
+    digest must be the shipped file's, so a change to the file fails here until the README follows."""
+    published = re.findall(r'^GENUINE = "([0-9a-f]{64})"$', readme_snippet(), flags=re.MULTILINE)
+    shipped = classifier_files(base_config={"model_type": "bert"}, num_labels=2, label_names=None)[
+        "modeling_fedlora.py"
+    ]
+    modeling_file = Path(__file__).resolve().parents[2] / "services" / "modeling_fedlora.py"
+
+    assert published == [hashlib.sha256(modeling_file.read_bytes()).hexdigest()]
+    assert shipped == modeling_file.read_bytes()
+
+
+def test_a_vector_with_a_nan_stops_the_export_before_any_file(tokenizer, tiny_base, tmp_path):
+    model = FFAClassifier(load_encoder(tiny_base), SPEC, rank=SPEC.r_max)
+    vector = np.zeros(model.layout.size, dtype=np.float32)
+    vector[[2, 9]] = [np.nan, -np.inf]
+
+    with pytest.raises(
+        AdapterVectorError, match=r"vector holds 2 non-finite values \(first at index 2: nan\)"
+    ):
+        export_adapter(model, vector, tmp_path / "adapter", base_model="tiny")
+    assert not (tmp_path / "adapter").exists()
