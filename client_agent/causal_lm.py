@@ -12,9 +12,8 @@ The same FFA-LoRA as the classifier (`client_agent.model`), on a model with no h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import peft
@@ -24,8 +23,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from client_agent.model import PEFT_PREFIX, AdapterSpec, ModelError
-from protocol.ffa import AdapterLayout, client_lora_alpha, frozen_basis, natural_key
+from client_agent.ffa_lora import FFALoRA, ModelError
+from client_agent.model import AdapterSpec
+from protocol.ffa import AdapterLayout, client_lora_alpha
 from services.model_layout import LayoutError, lora_targets
 
 #: Dropout settings of the common decoder configs: DP-SGD trains without dropout, and the exported adapter
@@ -52,7 +52,7 @@ def load_causal_lm(model_path: str | Path) -> PreTrainedModel:
     return model
 
 
-class FFACausalLM(nn.Module):
+class FFACausalLM(FFALoRA, nn.Module):
     """A causal LM with FFA-LoRA on the spec's target modules and layers; only `B` trains."""
 
     def __init__(self, base: PreTrainedModel, spec: AdapterSpec, *, rank: int) -> None:
@@ -111,81 +111,12 @@ class FFACausalLM(nn.Module):
         self._install_frozen_basis()
 
     # -- structure -----------------------------------------------------------------------------------
-    def lora_layers(self) -> dict[str, Any]:
-        """Canonical module name (without peft's prefix) -> peft LoraLayer, in natural order."""
-        found = {
-            name.removeprefix(PEFT_PREFIX): module
-            for name, module in self.lm.named_modules()
-            if isinstance(module, peft.tuners.lora.LoraLayer)
-        }
-        return {name: found[name] for name in sorted(found, key=natural_key)}
-
-    def in_features(self) -> dict[str, int]:
-        return {name: layer.in_features for name, layer in self.lora_layers().items()}
+    def peft_root(self) -> nn.Module:
+        return self.lm
 
     @property
     def layout(self) -> AdapterLayout:
-        return AdapterLayout.build(
-            lora_out_features={name: layer.out_features for name, layer in self.lora_layers().items()},
-            r_max=self.spec.r_max,
-        )
-
-    def _install_frozen_basis(self) -> None:
-        with torch.no_grad():
-            for name, layer in self.lora_layers().items():
-                a_max = frozen_basis(
-                    seed=self.spec.seed,
-                    basis_version=self.spec.basis_version,
-                    module=name,
-                    r_max=self.spec.r_max,
-                    in_features=layer.in_features,
-                )
-                layer.lora_A["default"].weight.copy_(torch.from_numpy(a_max[: self.rank]))
-                layer.lora_A["default"].weight.requires_grad_(False)
-                layer.lora_B["default"].weight.zero_()
-                layer.lora_B["default"].weight.requires_grad_(True)
-
-    def install_basis(self, bases: Mapping[str, np.ndarray]) -> None:
-        """Use a broadcast basis (a re-based basis version): each module's frozen `A` becomes the first `rank`
-        rows of `bases[module]` (`r_max x in_features`)."""
-        layers = self.lora_layers()
-        for name, layer in layers.items():
-            a_max = bases.get(name)
-            if a_max is None or a_max.shape != (self.spec.r_max, layer.in_features):
-                shape = None if a_max is None else a_max.shape
-                raise ModelError(
-                    f"basis for {name} has shape {shape}, expected ({self.spec.r_max}, {layer.in_features})"
-                )
-        with torch.no_grad():
-            for name, layer in layers.items():
-                rows = np.asarray(bases[name][: self.rank], np.float32)
-                layer.lora_A["default"].weight.copy_(torch.from_numpy(rows))
-        self.bases = {name: np.asarray(bases[name], np.float32).copy() for name in layers}
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    # -- the global adapter as a flat vector ---------------------------------------------------------
-    def state_tensors(self) -> dict[str, np.ndarray]:
-        """Current `B` (rank columns) of every module."""
-        return {
-            name: layer.lora_B["default"].weight.detach().cpu().numpy().copy()
-            for name, layer in self.lora_layers().items()
-        }
-
-    def load_global(self, vector: np.ndarray) -> None:
-        """Set every `B` to the first `rank` columns of the global padded `B` in `vector`."""
-        tensors = self.layout.unflatten(vector, rank=self.rank)
-        with torch.no_grad():
-            for name, layer in self.lora_layers().items():
-                layer.lora_B["default"].weight.copy_(torch.from_numpy(tensors[name]))
-
-    def delta_from(self, global_vector: np.ndarray) -> np.ndarray:
-        """The padded update `current - global` over the columns this client trains; zero elsewhere."""
-        layout = self.layout
-        start = layout.unflatten(global_vector, rank=self.rank)
-        now = self.state_tensors()
-        return layout.flatten({name: now[name] - start[name] for name in now})
+        return AdapterLayout.build(lora_out_features=self.lora_out_features(), r_max=self.spec.r_max)
 
     # -- forward -------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

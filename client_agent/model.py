@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from client_agent.ffa_lora import FFALoRA, ModelError
 from protocol.fedrot import align
 from protocol.ffa import (
     A_SUFFIX,
@@ -31,19 +31,11 @@ from protocol.ffa import (
     HEAD_WEIGHT,
     AdapterLayout,
     client_lora_alpha,
-    frozen_basis,
-    natural_key,
 )
 from protocol.messages import FederationSpec
 from protocol.strategies import strategy_class
 from services.model_layout import LayoutError, lora_targets
 from services.modeling_fedlora import mean_pool as pool  # the exported model pools with the same function
-
-PEFT_PREFIX = "base_model.model."
-
-
-class ModelError(ValueError):
-    """The base model or the adapter configuration cannot be used."""
 
 
 def default_model_path() -> Path:
@@ -103,7 +95,7 @@ def load_encoder(model_path: str | Path) -> PreTrainedModel:
         hf_logging.set_verbosity(verbosity)
 
 
-class FFAClassifier(nn.Module):
+class FFAClassifier(FFALoRA, nn.Module):
     """Encoder + FFA-LoRA + mean-pooled linear head, with the frozen prefix split off for caching."""
 
     def __init__(self, encoder: PreTrainedModel, spec: AdapterSpec, *, rank: int) -> None:
@@ -151,75 +143,22 @@ class FFAClassifier(nn.Module):
         self._install_frozen_basis()
 
     # -- structure -----------------------------------------------------------------------------------
-    def lora_layers(self) -> dict[str, Any]:
-        """Canonical module name (without peft's prefix) -> peft LoraLayer, in natural order."""
-        found = {
-            name.removeprefix(PEFT_PREFIX): module
-            for name, module in self.encoder.named_modules()
-            if isinstance(module, peft.tuners.lora.LoraLayer)
-        }
-        return {name: found[name] for name in sorted(found, key=natural_key)}
-
-    def in_features(self) -> dict[str, int]:
-        return {name: layer.in_features for name, layer in self.lora_layers().items()}
+    def peft_root(self) -> nn.Module:
+        return self.encoder
 
     @property
     def layout(self) -> AdapterLayout:
         return AdapterLayout.build(
-            lora_out_features={name: layer.out_features for name, layer in self.lora_layers().items()},
+            lora_out_features=self.lora_out_features(),
             r_max=self.spec.r_max,
             head_shapes={HEAD_WEIGHT: tuple(self.head.weight.shape), HEAD_BIAS: tuple(self.head.bias.shape)},
             lora_in_features=self.in_features() if self.spec.train_a else None,
         )
 
-    def _install_frozen_basis(self) -> None:
-        with torch.no_grad():
-            for name, layer in self.lora_layers().items():
-                a_max = frozen_basis(
-                    seed=self.spec.seed,
-                    basis_version=self.spec.basis_version,
-                    module=name,
-                    r_max=self.spec.r_max,
-                    in_features=layer.in_features,
-                )
-                lora_a = layer.lora_A["default"].weight
-                lora_a.copy_(torch.from_numpy(a_max[: self.rank]))
-                lora_a.requires_grad_(self.spec.train_a)
-                layer.lora_B["default"].weight.zero_()
-                layer.lora_B["default"].weight.requires_grad_(True)
-
-    def install_basis(self, bases: Mapping[str, np.ndarray]) -> None:
-        """Use a broadcast basis (a re-based basis version) instead of the seeded one: each module's frozen
-        `A` becomes the first `rank` rows of `bases[module]` (`r_max x in_features`)."""
-        if self.spec.train_a:
-            raise ModelError("a broadcast basis replaces a frozen A; this model trains A")
-        with torch.no_grad():
-            for name, layer in self.lora_layers().items():
-                a_max = bases.get(name)
-                if a_max is None or a_max.shape != (self.spec.r_max, layer.in_features):
-                    shape = None if a_max is None else a_max.shape
-                    raise ModelError(
-                        f"basis for {name} has shape {shape}, expected ({self.spec.r_max}, {layer.in_features})"
-                    )
-            for name, layer in self.lora_layers().items():
-                layer.lora_A["default"].weight.copy_(
-                    torch.from_numpy(np.asarray(bases[name][: self.rank], np.float32))
-                )
-        self.bases = {name: np.asarray(bases[name], np.float32).copy() for name in self.lora_layers()}
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
     # -- the global adapter as a flat vector ---------------------------------------------------------
     def state_tensors(self) -> dict[str, np.ndarray]:
         """Current `B` (rank columns) of every module, `A` (rank rows) when it trains, and the head."""
-        out = {
-            name: layer.lora_B["default"].weight.detach().cpu().numpy().copy()
-            for name, layer in self.lora_layers().items()
-        }
-        if self.spec.train_a:
-            for name, layer in self.lora_layers().items():
-                out[name + A_SUFFIX] = layer.lora_A["default"].weight.detach().cpu().numpy().copy()
+        out = super().state_tensors()
         out[HEAD_WEIGHT] = self.head.weight.detach().cpu().numpy().copy()
         out[HEAD_BIAS] = self.head.bias.detach().cpu().numpy().copy()
         return out
@@ -228,21 +167,10 @@ class FFAClassifier(nn.Module):
         """Set `B` (the first `rank` columns of the global padded `B`), `A` when it trains (its first `rank`
         rows) and the head from a global vector."""
         tensors = self.layout.unflatten(vector, rank=self.rank)
+        self._load_tensors(tensors)
         with torch.no_grad():
-            for name, layer in self.lora_layers().items():
-                layer.lora_B["default"].weight.copy_(torch.from_numpy(tensors[name]))
-                if self.spec.train_a:
-                    layer.lora_A["default"].weight.copy_(torch.from_numpy(tensors[name + A_SUFFIX]))
             self.head.weight.copy_(torch.from_numpy(tensors[HEAD_WEIGHT]))
             self.head.bias.copy_(torch.from_numpy(tensors[HEAD_BIAS]))
-
-    def delta_from(self, global_vector: np.ndarray) -> np.ndarray:
-        """The padded update `current - global` over the columns this client trains; zero elsewhere."""
-        layout = self.layout
-        start = layout.unflatten(global_vector, rank=self.rank)
-        now = self.state_tensors()
-        deltas: Mapping[str, np.ndarray] = {name: now[name] - start[name] for name in now}
-        return layout.flatten(deltas)
 
     def align_to(self, global_vector: np.ndarray, *, round_index: int, strength: float = 1.0) -> None:
         """FedRot-LoRA: rotate each module's trained `(B, A)` toward the global factors in `global_vector`
