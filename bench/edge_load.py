@@ -70,14 +70,15 @@ from services.identity import SigningKey
 
 UPLOADS = f"/federations/{FID}/rounds/0/uploads"
 RETRY_FOR_S = 180.0  # a hospital's patience with an edge that does not answer
-#: What each probe must be refused with (a replay near the round's end may meet it closed).
+#: What each probe must be refused with. A replay near the round's end may meet it closed, or, once the
+#: cloud has closed the federation's only round, the federation finished (410): refused either way.
 EXPECTED = {
     "malformed": {"422 invalid_request"},
     "oversized": {"413 payload_too_large", "reset"},
     "unauthenticated": {"401 unauthenticated"},
     "bad signature": {"401 bad_signature"},
-    "replayed": {"409 replay", "409 round_closed"},
-    "duplicate": {"409 duplicate_upload", "409 round_closed"},
+    "replayed": {"409 replay", "409 round_closed", "410 federation_not_active"},
+    "duplicate": {"409 duplicate_upload", "409 round_closed", "410 federation_not_active"},
 }
 
 
