@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-import torch
 from transformers import AutoTokenizer
 
 from client_agent.causal_export import export_causal_adapter
@@ -167,8 +166,7 @@ class SequenceClassification(TaskKind):
         return evaluate(model, features)
 
     def rows(self, features: Features, indices: np.ndarray) -> Features:
-        idx = torch.as_tensor(indices)
-        return Features(features.hidden[idx], features.mask[idx], features.labels[idx])
+        return features.subset(indices)
 
     def score(self, model: FFAClassifier, tokenizer: Any, features: Features) -> float:
         return evaluate(model, features)[1]

@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -127,6 +127,11 @@ class Features:
 
     def rows(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.hidden[rows], self.mask[rows], self.labels[rows]
+
+    def subset(self, indices: Any) -> Features:
+        """The examples at `indices` (an index array or tensor), in that order."""
+        idx = torch.as_tensor(indices)
+        return Features(self.hidden[idx], self.mask[idx], self.labels[idx])
 
 
 def on_device(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:

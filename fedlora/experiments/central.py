@@ -201,8 +201,7 @@ def measure_on(config: CentralConfig, run: PreparedRun) -> tuple[list[CentralRow
 
 
 def _rows(features: Features, indices: np.ndarray) -> Features:
-    idx = torch.as_tensor(indices)
-    return Features(features.hidden[idx], features.mask[idx], features.labels[idx])
+    return features.subset(indices)
 
 
 @torch.no_grad()

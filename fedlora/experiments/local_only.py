@@ -16,8 +16,6 @@ import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
-import torch
-
 from client_agent.model import FFAClassifier
 from client_agent.train import DPSettings, Features, LocalConfig, PrivacyHistory, evaluate, train_local
 from fedlora.simulation import PreparedRun, SimulationConfig, hospital_names, prepared_run
@@ -72,8 +70,7 @@ def _train_alone(
     )
     results = []
     for index, (name, part) in enumerate(zip(hospital_names(config.hospitals), run.parts, strict=True)):
-        idx = torch.as_tensor(part)
-        own = Features(train_features.hidden[idx], train_features.mask[idx], train_features.labels[idx])
+        own = train_features.subset(part)
         vector, history = start.copy(), PrivacyHistory()
         for round_ in range(config.rounds):
             seed = training_seed(config.seed, round_=round_, hospital=index)
