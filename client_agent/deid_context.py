@@ -36,6 +36,18 @@ _MONTH_CAPS = (
 )
 _MONTH_TITLE = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec"
 _DAY_WORD = r"(?:[12]\d|3[01]|0?[1-9])(?:ST|ND|RD|TH|st|nd|rd|th)?"
+# "the MAR. 6 mm nodule": a medication administration record and a size, not March 6.
+_NO_MEASURE = r"(?![ \t]*(?:(?i:mm|cm|mg|mcg|ml|kg|g)\b|%))"
+_MONTH_WORD = (
+    r"(?i:january|february|march|april|may|june|july|august|september|october|november|december|"
+    r"jan|feb|mar|apr|jun|jul|aug|sept?|oct|nov|dec)\.?"
+)
+# The day of the week is part of the date it names ("Friday, August 15"): Safe Harbor removes every
+# element of a date but the year, and a weekday with a month and day narrows the year down.
+_WEEKDAY = (
+    r"(?i:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+    r"|(?:Mon|Tue|Tues|Wed|Thu|Thur|Thurs|Fri|Sat|Sun|MON|TUE|TUES|WED|THU|THUR|THURS|FRI|SAT|SUN)\.?"
+)
 # Top-level domains, in lower case only ("weeks.My" is two sentences).
 _TLDS = "com|org|net|edu|gov|info|io|me|ly|co|us|uk|ca|au|de|fr|in|ng|za|nz|ie"
 # What follows a number that is a dose or a duration, not a house number.
@@ -48,6 +60,8 @@ _ZIP = r"\d{5}(?:-\d{4})?(?![\w-]|[ \t]*\d)"  # "07700 900123" is a phone number
 _CODE = r"(?<![\w-])(?!(?:ICD|CPT|DSM|HCPCS)-)(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
 # A month and a day without a year, not a rating ("7/10").
 _MONTH_DAY = r"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)"
+# After a word that announces a date ("on 8/10", "seen 3/10") a tenth is a day, not a rating.
+_MONTH_DAY_ANY = r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)"
 _MIXED = r"(?<![\w-])(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{5,12}(?![\w-])"  # an MBI has 11
 
 
@@ -80,11 +94,19 @@ def context_recognizers() -> list[EntityRecognizer]:
             "DATE_TIME",
             "month in capitals or before a dash",
             rf"\b{_DAY_WORD}[ \t-]+(?:OF[ \t]+|of[ \t]+)?(?:{_MONTH_CAPS})\b(?:,?[ \t-]+(?:19|20)\d{{2}}\b)?"
-            rf"|\b(?:{_MONTH_CAPS})\b\.?[ \t-]+{_DAY_WORD}\b(?:,?[ \t-]+(?:19|20)\d{{2}}\b)?"
+            rf"|\b(?:{_MONTH_CAPS})\b\.?[ \t-]+{_DAY_WORD}\b{_NO_MEASURE}(?:,?[ \t-]+(?:19|20)\d{{2}}\b)?"
             rf"|\b(?:{_MONTH_TITLE})-\d{{1,2}}\b"
             # "30JUL2022", "09Sept2021", "20-Sept-2020", "May. 17 1919"
             rf"|\b{_DAY_WORD}-?(?:{_MONTH_CAPS}|{_MONTH_TITLE})-?(?:19|20)\d{{2}}\b"
-            rf"|\b(?:{_MONTH_TITLE}|{_MONTH_CAPS})\.[ \t]+{_DAY_WORD}\b(?:,?[ \t]+(?:19|20)\d{{2}}\b)?",
+            rf"|\b(?:{_MONTH_TITLE}|{_MONTH_CAPS})\.[ \t]+{_DAY_WORD}\b{_NO_MEASURE}(?:,?[ \t]+(?:19|20)\d{{2}}\b)?",
+            0.6,
+        ),
+        _recognizer(
+            "DATE_TIME",
+            "weekday with a date",
+            rf"\b(?:{_WEEKDAY}),?[ \t]+(?:{_MONTH_WORD}[ \t]+{_DAY_WORD}\b(?:,?[ \t]+(?:19|20)\d{{2}}\b)?"
+            rf"|(?:the[ \t]+)?{_DAY_WORD}[ \t]+(?:of[ \t]+)?{_MONTH_WORD}(?![\w])(?:,?[ \t]+(?:19|20)\d{{2}}\b)?"
+            r"|(?:0?[1-9]|1[0-2])[/.-](?:0?[1-9]|[12]\d|3[01])(?:[/.-](?:19|20)?\d{2})?(?![\w/]|\.\d))",
             0.6,
         ),
         _recognizer(
@@ -136,6 +158,14 @@ def context_recognizers() -> list[EntityRecognizer]:
             "local seven-digit number with a dash",
             rf"(?<![\w/.-])[2-9]\d{{2}}-\d{{4}}(?![\w/-]|\.\d)(?![ \t]*(?:%|{_UNIT_WORDS}))",
             0.4,
+        ),
+        _recognizer(
+            "PHONE_NUMBER",
+            # an extension written after the number it belongs to ("555-201-3344 ext. 12", "x 4410")
+            "phone number with its extension",
+            r"(?<![\w+-])(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}[ \t]*,?[ \t]*"
+            r"(?i:ext(?:ension)?\.?|x)[ \t]*\d{1,6}\b",
+            0.6,
         ),
         _recognizer(
             "PHONE_NUMBER",
@@ -200,7 +230,7 @@ def context_recognizers() -> list[EntityRecognizer]:
         _recognizer(
             "DATE_TIME",
             "month and day",
-            r"(?<![\w/.-])(?<!(?i:pain|score|scale|rated|level|strength|power|grade)[ \t:]{1,3})"
+            r"(?<![\w/.-])(?<!(?i:pain|score|scale|rated|level|strength|power|grade|apgars?)[ \t:]{1,3})"
             r"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)",  # "7/10" is a rating
             _CONTEXT_ONLY,
             [
@@ -232,8 +262,11 @@ def context_recognizers() -> list[EntityRecognizer]:
             "DATE_TIME",
             "month and day after a preposition or a label, or before a time",
             rf"(?<=\b(?i:on|since|through|thru|until|till|before|after|dated|due|transcribed|dictated|"
-            rf"received|collected|signed|effective|starting|ending)[ \t]*:?[ \t]+){_MONTH_DAY}"
-            rf"|(?<![\w/.-]){_MONTH_DAY}(?=[ \t]+(?:[01]\d|2[0-3]):?[0-5]\d\b)",
+            rf"received|collected|signed|effective|starting|ending|sent|seen|check|recheck|visit|appt)"
+            rf"[ \t]*:?[ \t]+){_MONTH_DAY_ANY}"
+            rf"|(?<![\w/.-]){_MONTH_DAY}(?=[ \t]+(?:(?:[01]?\d|2[0-3]):[0-5]\d|(?:[01]\d|2[0-3])[0-5]\d)\b)"
+            # a letter's date on a line of its own
+            rf"|^[ \t]*{_MONTH_DAY}(?=[ \t]*$)",
             0.6,
         ),
         _recognizer(

@@ -14,14 +14,31 @@ from drug_named_entity_recognition import find_drugs
 from presidio_analyzer import RecognizerResult
 
 from client_agent.deid_context import is_english
-from client_agent.deid_patterns import FACILITY_HEAD, PARTICLE
+from client_agent.deid_patterns import DEPARTMENT_WORDS, FACILITY_HEAD, PARTICLE
 from client_agent.deid_recognizers import NOT_NAMES
 from client_agent.deid_rules import EPONYMS, looks_like_verb
+
+# Words that end a name's run in a field ("ioana kim and ...", "amara abdi for ...").
+_STOP = frozenset(
+    {"a", "an", "and", "or", "the", "for", "with", "to", "of", "in", "on", "at", "by", "from", "is", "was"}
+)
 
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "SUBJECT_NAME"})
 
 
-def implausible(value: str, entity: str) -> bool:
+def eponym_surname(words: list[str], english_words: frozenset[str]) -> bool:
+    """A surname that is also an eponym, before words that are neither English nor eponyms ("Baker Eleni",
+    "Wilson, Amara"): a person, where "Baker cyst" or "Wilson disease" is not."""
+    rest = [w.strip(",.") for w in words[1:] if len(w.strip(",.")) > 1]
+    return (
+        len(words) > 1
+        and words[0].strip(",.").title() in EPONYMS
+        and bool(rest)
+        and not any(w in NOT_NAMES or w.title() in NOT_NAMES or is_english(w, english_words) for w in rest)
+    )
+
+
+def implausible(value: str, entity: str, english_words: frozenset[str] = frozenset()) -> bool:
     """An NER span that is a number, an abbreviation ("CT", "SSN"), a label, an eponym, a drug (by the
     ``drug-named-entity-recognition`` lexicon: spaCy's small model takes "Zoloft" for a person), or one
     word alone: the small model tags most unknown capitalised words (drug brands above all) as people,
@@ -30,6 +47,10 @@ def implausible(value: str, entity: str) -> bool:
     words = [w for w in re.split(r"[\s-]+", value.strip(" .,:;")) if w]
     if not words or any(c.isdigit() for c in value) or value.rstrip().endswith(":") or value.islower():
         return True
+    if words[0][:1].islower() and words[0] != "the" and not _PARTICLE_WORD.fullmatch(words[0]):
+        return True  # "mL. Specimen": a unit before a sentence, not "van Gogh"
+    if entity == "PERSON" and english_words and eponym_surname(words, english_words):
+        return bool(find_drugs(words, is_ignore_case=True))
     if (
         words[0] in NOT_NAMES
         or any(w in EPONYMS for w in words)
@@ -43,19 +64,33 @@ def implausible(value: str, entity: str) -> bool:
 
 def not_a_name(value: str, english_words: frozenset[str]) -> bool:
     """A word after a title that is a verb, a stop word or, in lower case, an English verb, adjective or
-    adverb ("My Dr. Told me", "my Dr. Prescribed it", "the dr said"; WordNet's nouns hold surnames)."""
-    first = value.split()[0] if value.split() else ""
-    return first in NOT_NAMES or looks_like_verb(first) or (first.islower() and first in english_words)
+    adverb ("My Dr. Told me", "my Dr. Prescribed it", "the dr said"; WordNet's nouns hold surnames). A
+    name ending in "-ed" that is no English verb ("Mildred") and an eponym before a given name ("Baker
+    Eleni") are names."""
+    words = value.split()
+    first = words[0] if words else ""
+    if eponym_surname(words, english_words):
+        return False
+    return (
+        first in NOT_NAMES
+        or (looks_like_verb(first) and is_english(first, english_words))
+        or (first.islower() and first in english_words)
+    )
 
 
 def not_a_place(value: str, english_words: frozenset[str], not_nouns: frozenset[str]) -> bool:
-    """What follows "admitted to" and is not a facility's name: a unit ("ICU"), a word ("Home"), or in
-    lower case one adjective, verb or stop word before the head noun ("a walk-in clinic", "the dental
-    clinic"; a noun may be a name: "cleveland clinic")."""
+    """What follows "admitted to" and is not a facility's name: a unit ("ICU"), a department ("Radiology"),
+    a common place ("Home", "Work"), or in lower case one adjective, verb or stop word before the head
+    noun ("a walk-in clinic", "the dental clinic"; a noun may be a name: "cleveland clinic", and one
+    capitalised noun may be a hospital's: "works at Parkland")."""
     words = [w for w in value.split() if w.lower() != "the"]
-    if all((w.isupper() and len(w) <= 5) or w in NOT_NAMES for w in words):
+    if all((w.isupper() and len(w) <= 5) or w in NOT_NAMES for w in words) or department(value):
         return True
-    if len(words) == 1 and is_english(words[0], english_words):
+    if len(words) == 1 and (
+        is_english(words[0], not_nouns)
+        or words[0].lower() in COMMON_PLACES
+        or (words[0].islower() and is_english(words[0], english_words))
+    ):
         return True
     head = _FACILITY_HEAD.search(value)
     if value.islower() and head:
@@ -66,6 +101,32 @@ def not_a_place(value: str, english_words: frozenset[str], not_nouns: frozenset[
             return True  # "my local pharmacy", "find a pharmacy"
         return len(before) == 1 and is_english(before[0], not_nouns)
     return False
+
+
+def department(value: str) -> bool:
+    """A name made only of department, specialty and service words ("CARDIOLOGY DEVICE CLINIC", "Home
+    Health Skilled Nursing"): a service, not a facility that places a patient."""
+    words = [w.lower() for w in WORD_SPAN.findall(value)]
+    return bool(words) and all(w in DEPARTMENT_WORDS or w in _STOP for w in words)
+
+
+def heading(value: str, english_words: frozenset[str]) -> bool:
+    """A note's heading rather than a facility on its letterhead: written in capitals ("OPERATIVE
+    REPORT"), or only English verbs, adjectives, adverbs, stop words and department words ("Discharge
+    Summary", "Radiology Report")."""
+    words = WORD_SPAN.findall(value)
+    return value.isupper() or all(
+        w.lower() in DEPARTMENT_WORDS or w in NOT_NAMES or is_english(w, english_words) for w in words
+    )
+
+
+def clinical_eponym(text: str, start: int, end: int) -> bool:
+    """A capitalised word that names a score, a grade, a device or a sign, by what follows it ("Braden
+    score 14", "Jackson-Pratt drain", "Gleason 3+4", "Mallampati II"), not a person or a place."""
+    words = WORD_SPAN.findall(text, start, end)
+    if len(words) == 2 and _ROMAN_GRADE.fullmatch(words[1]):
+        return True
+    return bool(_CLINICAL_AFTER.match(text, end))
 
 
 def lone_place(text: str, start: int, end: int, entity: str, english_words: frozenset[str]) -> bool:
@@ -92,12 +153,29 @@ def product_code(text: str, start: int) -> bool:
 
 
 def lower_case_name(
-    text: str, start: int, end: int, *, from_end: bool, least: int, english_words: frozenset[str]
+    text: str,
+    start: int,
+    end: int,
+    *,
+    from_end: bool,
+    least: int,
+    english_words: frozenset[str],
+    field: bool = False,
 ) -> tuple[int, int] | None:
     """The run of words in ``text[start:end]`` that are not English words nor drugs, from its start (a
     name after a cue) or from its end (a name before a credential), with particles inside ("connor van
-    der berg"); None when it has fewer than ``least`` words."""
+    der berg"); None when it has fewer than ``least`` words. With ``field`` (the value of a field such as
+    "Patient:") two or three words whose first is a name are a name whole, English words after it too
+    ("yael brown")."""
     words = list(_LOWER_WORD.finditer(text, start, end))
+    if (
+        field
+        and 2 <= len(words) <= 3
+        and not is_english(words[0].group(), english_words)
+        and not find_drugs([w.group() for w in words], is_ignore_case=True)
+        and not any(w.group() in _STOP for w in words)
+    ):
+        return words[0].start(), words[-1].end()
     if from_end:
         words.reverse()
     kept: list[regex.Match[str]] = []
@@ -141,6 +219,16 @@ def from_recased_words(result: RecognizerResult, text: str, original: str) -> bo
 
 
 _FACILITY_HEAD = regex.compile(rf"(?i:\b(?:{FACILITY_HEAD}|rehab)\b)")
+_ROMAN_GRADE = regex.compile(r"I{1,3}|IV")
+_CLINICAL_AFTER = regex.compile(
+    r"[ \t]*(?i:score|scale|class|classification|grade|drain|catheter|tube|stage|criteria|sign|test|index|"
+    r"maneuver|manoeuvre|stockings?|splint)\b|[ \t]+(?:I{1,3}|IV)\b|[ \t]+\d+[+/]\d"
+)
+# One-word places that are not facilities after "at" or "to" ("at Home", "went to Work").
+COMMON_PLACES = frozenset(
+    {"home", "work", "school", "church", "bed", "bedside", "night", "noon", "rest", "baseline", "office"}
+    | {"college", "university", "camp", "jail", "prison", "court", "shelter", "lunch", "dinner", "breakfast"}
+)
 # "to" and "at" are left out: "switched to Junel" (a drug brand spaCy takes for a place)
 _LOCATIVE = regex.compile(r"\b(?i:in|from|near|outside|around|visiting)[ \t]+$")
 _PRODUCT_LABEL = regex.compile(
@@ -148,7 +236,9 @@ _PRODUCT_LABEL = regex.compile(
 )
 _LOWER_WORD = regex.compile(r"\p{Ll}[\p{Ll}'’-]+")
 WORD_SPAN = regex.compile(r"\p{L}[\p{L}'’]*")
-_PARTICLE_WORD = regex.compile(PARTICLE)
+PARTICLE_WORD = _PARTICLE_WORD = regex.compile(PARTICLE)
+# "NGOZI L" after "HADDAD,": one capital, not "A" or "I" before a lower-case word (an article, a pronoun)
+MIDDLE_INITIAL = regex.compile(r"[ \t]+(?![AI][ \t]+\p{Ll})\p{Lu}\.?(?![\p{L}\d'’-])")
 NEXT_WORD = regex.compile(
     rf"(?:[ \t]+{PARTICLE})*[ \t]+(\p{{Lu}}\p{{Ll}}+(?:-\p{{Lu}}\p{{Ll}}+)?)\b(?![ \t]*:)"
 )

