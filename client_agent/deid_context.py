@@ -57,7 +57,11 @@ _UNIT_WORDS = (
 _PLACE_WORD = rf"(?!(?:{_STATE_NAMES})\b)\p{{Lu}}\p{{Ll}}+(?:['’]\p{{Ll}}+)?"
 _ZIP = r"\d{5}(?:-\d{4})?(?![\w-]|[ \t]*\d)"  # "07700 900123" is a phone number
 # A value made of letter/digit groups joined by dashes or spaces, at least one digit ("35A-8807-26").
-_CODE = r"(?<![\w-])(?!(?:ICD|CPT|DSM|HCPCS)-)(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
+# Not a percentage range or a questionnaire's score ("EF 35-40%", "PHQ-9 score 17").
+_CODE = (
+    r"(?<![\w-])(?!(?:ICD|CPT|DSM|HCPCS)-)(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
+    r"(?![ \t]*(?:%|(?i:score|points?)\b))"
+)
 # A month and a day without a year, not a rating ("7/10").
 _MONTH_DAY = r"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)"
 # After a word that announces a date ("on 8/10", "seen 3/10") a tenth is a day, not a rating.
@@ -122,7 +126,7 @@ def context_recognizers() -> list[EntityRecognizer]:
             rf"(?<=(?:\b\d{{1,6}}[ \t]+(?:\S+[ \t]+){{1,4}}(?i:{street_suffix})|\b(?i:box|route|rr)[ \t]*\#?\d+"
             # a street named without its number, capitalised ("on Elm St in Flushing")
             r"|\b(?:\p{Lu}[\p{L}'’-]*[ \t]+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Way|"
-            rf"Terrace|Court|Ct|Place|Parkway|Pkwy|Highway|Hwy|Circle)\.?)(?:,?[ \t]*(?:(?:apt|unit|suite|flat)\.?[ \t]*|\#)\w+)?"
+            rf"Terrace|Court|Ct|Place|Parkway|Pkwy|Highway|Hwy|Circle)\.?)(?:,?[ \t]*(?:(?i:apt|unit|suite|flat)\.?[ \t]*|\#)\w+)?"
             r"(?:,[ \t]*(?:in[ \t]+)?|[ \t]+in[ \t]+))(?!(?i:in|at|and|with|for)\b)\p{L}[\p{L}'’]+(?:[ \t]+\p{L}[\p{L}'’]+){0,2}(?=[ \t]*[.,;(]|[ \t]*$)",
             0.5,
         ),

@@ -78,11 +78,22 @@ def not_a_name(value: str, english_words: frozenset[str]) -> bool:
     )
 
 
-def not_a_place(value: str, english_words: frozenset[str], not_nouns: frozenset[str]) -> bool:
+def not_a_place(
+    value: str, english_words: frozenset[str], not_nouns: frozenset[str], *, place: bool = False
+) -> bool:
     """What follows "admitted to" and is not a facility's name: a unit ("ICU"), a department ("Radiology"),
     a common place ("Home", "Work"), or in lower case one adjective, verb or stop word before the head
     noun ("a walk-in clinic", "the dental clinic"; a noun may be a name: "cleveland clinic", and one
-    capitalised noun may be a hospital's: "works at Parkland")."""
+    capitalised noun may be a hospital's: "works at Parkland"). With ``place`` (where a person is from)
+    a capitalised word may be any English word but a month or a day ("from Flint", not "from March"), and
+    a drug is no place ("switched from Zoloft")."""
+    if place:
+        words = WORD_SPAN.findall(value)
+        return (
+            bool(find_drugs(words, is_ignore_case=True))
+            or department(value)
+            or any(w in NOT_NAMES or w.lower() in COMMON_PLACES or _CALENDAR.fullmatch(w) for w in words)
+        )
     words = [w for w in value.split() if w.lower() != "the"]
     if all((w.isupper() and len(w) <= 5) or w in NOT_NAMES for w in words) or department(value):
         return True
@@ -220,6 +231,10 @@ def from_recased_words(result: RecognizerResult, text: str, original: str) -> bo
 
 _FACILITY_HEAD = regex.compile(rf"(?i:\b(?:{FACILITY_HEAD}|rehab)\b)")
 _ROMAN_GRADE = regex.compile(r"I{1,3}|IV")
+_CALENDAR = regex.compile(
+    r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|"
+    r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|(?:mon|tues|wednes|thurs|fri|satur|sun)day)"
+)
 _CLINICAL_AFTER = regex.compile(
     r"[ \t]*(?i:score|scale|class|classification|grade|drain|catheter|tube|stage|criteria|sign|test|index|"
     r"maneuver|manoeuvre|stockings?|splint)\b|[ \t]+(?:I{1,3}|IV)\b|[ \t]+\d+[+/]\d"
@@ -238,7 +253,9 @@ _LOWER_WORD = regex.compile(r"\p{Ll}[\p{Ll}'’-]+")
 WORD_SPAN = regex.compile(r"\p{L}[\p{L}'’]*")
 PARTICLE_WORD = _PARTICLE_WORD = regex.compile(PARTICLE)
 # "NGOZI L" after "HADDAD,": one capital, not "A" or "I" before a lower-case word (an article, a pronoun)
-MIDDLE_INITIAL = regex.compile(r"[ \t]+(?![AI][ \t]+\p{Ll})\p{Lu}\.?(?![\p{L}\d'’-])")
+MIDDLE_INITIAL = regex.compile(
+    r"[ \t]+(?![AI][ \t]+(?!(?:at|on|in|of|to|for|and|or|with|by|from|is|was|as)\b)\p{Ll})\p{Lu}\.?(?![\p{L}\d'’-])"
+)
 NEXT_WORD = regex.compile(
     rf"(?:[ \t]+{PARTICLE})*[ \t]+(\p{{Lu}}\p{{Ll}}+(?:-\p{{Lu}}\p{{Ll}}+)?)\b(?![ \t]*:)"
 )

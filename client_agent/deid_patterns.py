@@ -223,6 +223,15 @@ _PLACE_CUE = (
     r"(?i:lives?|living|resides?|residing|home|moved|relocated|called|pharmacy|born|travell?ed)"
     r"(?:[ \t]+(?i:alone|here|there))?[ \t]+(?i:in|from|near|to)"
 )
+# Street words that come before the name in Spanish, Portuguese, French and Italian addresses ("Calle del
+# Sol", "Rua das Flores", "Rue de la Paix", "Via Roma"), and the particles inside such names.
+_ROMANCE_STREET = (
+    r"(?:Calle|Avenida|Avda\.?|Av\.|Camino|Paseo|Carrera|Carretera|Callej[oó]n|Calzada|Ronda|Rambla|Plaza|"
+    r"Rua|Travessa|Estrada|Alameda|Largo|Rue|Chemin|All[ée]e|Quai|Via|Viale|Corso|Piazza|Vicolo)"
+)
+_STREET_PARTICLE = (
+    r"(?:de|del|de[ \t]+la|de[ \t]+los|de[ \t]+las|la|las|los|el|do|da|dos|das|du|des|di|della|dei)"
+)
 _STREET_SUFFIX = (
     r"(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|"
     r"Cir|Parkway|Pkwy|Highway|Hwy|Trail|Trl|Path|Pike|Loop|Run|Crossing|Xing|Square|Sq|Row|Alley|Plaza)\b\.?"
@@ -288,9 +297,24 @@ def our_patterns() -> list[EntityRecognizer]:
             "ADDRESS",
             "street address",
             rf"\b(?:(?i:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{1,6}}[A-Za-z]?[ \t]+"
-            rf"(?:[NSEW]\.?[ \t]+)?(?:{_CAP}[ \t]+){{1,4}}{_STREET_SUFFIX}"
+            rf"(?:[NSEW]\.?[ \t]+)?{_CAP}[ \t]+(?:(?:{_CAP}|{_STREET_PARTICLE})[ \t]+){{0,4}}{_STREET_SUFFIX}"
             r"(?:,?[ \t]*(?:(?i:apt|suite|unit|flat)\.?[ \t]*|\#[ \t]*)\w+)?",
             0.7,
+        ),
+        _pattern(
+            "ADDRESS",
+            "street address named in Spanish, Portuguese, French or Italian",
+            rf"\b\d{{1,6}}[A-Za-z]?[ \t]+{_ROMANCE_STREET}[ \t]+(?:(?:{_CAP}|{_STREET_PARTICLE})[ \t]+){{0,4}}{_CAP}"
+            rf"(?:[ \t]+{_STREET_SUFFIX})?(?:,?[ \t]*(?:(?i:apt|suite|unit|flat)\.?[ \t]*|\#[ \t]*)\w+)?",
+            0.7,
+        ),
+        _pattern(
+            "CUED_PLACE",
+            "place a person comes from",
+            # "a 62-year-old teacher from Flint", "originally from San Juan": where a patient is from
+            r"(?<=\b(?:(?i:year[- ]old|y/?o|yo|originally|native|is|are|was|were|moved|relocated|immigrated|"
+            r"emigrated|came))\b[^.\n;]{0,40}?[ \t](?i:from)[ \t])\p{Lu}\p{Ll}+(?:[ \t]+\p{Lu}\p{Ll}+)?",
+            0.5,
         ),
         _pattern(
             "ADDRESS",
@@ -367,7 +391,7 @@ def our_patterns() -> list[EntityRecognizer]:
             ROLE_RECOGNIZER,
             rf"(?<=(?:^|\||[ \t]{{2}})[ \t]*{_ROLE_LABEL}[ \t]*[:#|-]?[ \t]+)"
             rf"(?:{_NAME_WORD}(?:[ ]{_NAME_WORD})?,[ \t]*(?!{CREDENTIAL}){_GIVEN}(?:[ ]{_NAME_WORD})?"
-            rf"|{_NAME_WORD}(?:[ ](?:{PARTICLE}[ ])*{_NAME_WORD}){{0,3}})\b(?!:)",
+            rf"|{_NAME_WORD}(?:[ ](?:{PARTICLE}[ ]|St\.[ ]?)*{_NAME_WORD}){{0,3}})\b(?!:)",
             0.6,
         ),
         _pattern(

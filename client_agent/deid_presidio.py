@@ -94,6 +94,7 @@ _ENTITY_PHI: dict[str, tuple[PHI, int]] = {
     "CUED_FACILITY": (PHI.FACILITY, 78),
     "FACILITY_LINE": (PHI.FACILITY, 60),
     "ADDRESS": (PHI.ADDRESS, 77),
+    "CUED_PLACE": (PHI.ADDRESS, 77),
     "ACCOUNT": (PHI.ID, 77),
     "AGE_OVER_89": (PHI.AGE, 76),
     "TITLED_NAME": (PHI.NAME, 74),
@@ -253,6 +254,10 @@ class PresidioFinder(PHIFinder):
                 text[start:end], self._english, self._not_noun_forms
             ):
                 continue
+            if result.entity_type == "CUED_PLACE" and not_a_place(
+                text[start:end], self._english, self._not_noun_forms, place=True
+            ):
+                continue
             if result.entity_type == "FACILITY_LINE" and (
                 original is not None or heading(text[start:end], self._not_noun_forms)
             ):
@@ -287,6 +292,13 @@ class PresidioFinder(PHIFinder):
             for w in words
         ) or bool(find_drugs(words, is_ignore_case=True))
 
+    def _not_noun_words(self, value: str) -> bool:
+        """Words that are English verbs, adjectives, adverbs or stop words, labels or drugs."""
+        words = [w.strip("'’") for w in re.split(r"[\s,]+", value) if w.strip("'’")]
+        return any(
+            is_english(w, self._not_noun_forms) or w in NOT_NAMES or w.title() in NOT_NAMES for w in words
+        ) or bool(find_drugs(words, is_ignore_case=True))
+
     def _not_comma_name(self, value: str) -> bool:
         """A "Surname, Given" candidate that is a list of words ("Nausea, Vomiting", "Tylenol, Advil"): a
         given name that is an English word, or a surname that is a stop word or a drug. A surname may be
@@ -294,7 +306,13 @@ class PresidioFinder(PHIFinder):
         surname, _, given = value.partition(",")
         surnames = [w for w in re.split(r"[\s.]+", surname) if w and not PARTICLE_WORD.fullmatch(w.lower())]
         given = " ".join(w for w in given.split() if len(w.strip(".")) > 1)  # "RANGI M.": not the initial
-        if self._common_words(given) or any(re.search(r"['’](?i:s|ll|re|ve|d|t|m)$", w) for w in surnames):
+        # A given name may be a noun too ("Yilmaz, Tala"); two nouns are a list ("CHEST, ABDOMEN").
+        noun_pair = self._common_words(given) and all(self._common_words(w) for w in surnames)
+        if (
+            noun_pair
+            or self._not_noun_words(given)
+            or any(re.search(r"['’](?i:s|ll|re|ve|d|t|m)$", w) for w in surnames)
+        ):
             return True
         stop = [
             w
