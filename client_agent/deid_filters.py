@@ -206,7 +206,7 @@ def lower_case_name(
 
 
 _LEADING_TITLE = re.compile(
-    r"(?i:(?:dear|dr|mr|mrs|ms|mx|miss|prof|nurse|patient|pt|daughter|son|wife|husband|niece|nephew|mother|"
+    r"(?i:(?:dear|dr|mr|mrs|ms|mx|miss|prof|nurse|np|patient|pt|daughter|son|wife|husband|niece|nephew|mother|"
     r"father|sister|brother|caregiver|partner|spouse)\.?,?[ \t]+)+"
 )
 
