@@ -122,12 +122,16 @@ def department(value: str) -> bool:
 
 
 def heading(value: str, english_words: frozenset[str]) -> bool:
-    """A note's heading rather than a facility on its letterhead: written in capitals ("OPERATIVE
-    REPORT"), or only English verbs, adjectives, adverbs, stop words and department words ("Discharge
-    Summary", "Radiology Report")."""
+    """A note's heading or a signer's role rather than a facility on its letterhead: written in capitals
+    ("OPERATIVE REPORT"), or only English verbs, adjectives, adverbs, stop words, department words and
+    clinicians' roles ("Discharge Summary", "Radiology Report", "Consultant Neurologist")."""
     words = WORD_SPAN.findall(value)
     return value.isupper() or all(
-        w.lower() in DEPARTMENT_WORDS or w in NOT_NAMES or is_english(w, english_words) for w in words
+        w.lower() in DEPARTMENT_WORDS
+        or w in NOT_NAMES
+        or is_english(w, english_words)
+        or _CLINICIAN.fullmatch(w.lower())
+        for w in words
     )
 
 
@@ -231,6 +235,11 @@ def from_recased_words(result: RecognizerResult, text: str, original: str) -> bo
 
 _FACILITY_HEAD = regex.compile(rf"(?i:\b(?:{FACILITY_HEAD}|rehab)\b)")
 _ROMAN_GRADE = regex.compile(r"I{1,3}|IV")
+# A clinician's role: "Consultant", "Neurologist", "Psychiatrist", "Pediatrician", "Paramedic".
+_CLINICIAN = regex.compile(
+    r"\p{L}+(?:olog|iatr)ists?|\p{L}+icians?|paramedics?|consultants?|attendings?|residents?|registrars?|"
+    r"surgeons?|nurses?|practitioners?|specialists?|therapists?|fellows?|interns?|pharmacists?|midwi(?:fe|ves)"
+)
 _CALENDAR = regex.compile(
     r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|"
     r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|(?:mon|tues|wednes|thurs|fri|satur|sun)day)"
