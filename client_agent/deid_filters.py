@@ -199,8 +199,14 @@ def lower_case_name(
         if kept and _PARTICLE_WORD.fullmatch(word.group()):
             pending.append(word)
             continue
-        if is_english(word.group(), english_words) or find_drugs([word.group()], is_ignore_case=True):
-            break
+        irish = _IRISH.fullmatch(word.group())  # "o'sullivan", "d'souza": not the letter "o"
+        if not irish and (
+            is_english(word.group(), english_words)
+            or _CLINICIAN.fullmatch(word.group())
+            or word.group() in _ROLE_NOUNS
+            or find_drugs([word.group()], is_ignore_case=True)
+        ):
+            break  # "social worker siobhan ...": a role, not a name
         kept += [*pending, word]
         pending = []
     if len([w for w in kept if not _PARTICLE_WORD.fullmatch(w.group())]) < least:
@@ -235,6 +241,11 @@ def from_recased_words(result: RecognizerResult, text: str, original: str) -> bo
 
 _FACILITY_HEAD = regex.compile(rf"(?i:\b(?:{FACILITY_HEAD}|rehab)\b)")
 _ROMAN_GRADE = regex.compile(r"I{1,3}|IV")
+_ROLE_NOUNS = frozenset(
+    {"worker", "manager", "coordinator", "navigator", "aide", "chaplain", "liaison", "interpreter"}
+    | {"translator", "educator", "counselor", "counsellor", "dietitian", "technician", "tech", "clerk"}
+)
+_IRISH = regex.compile(r"(?i:o|d|mc|mac)['’]\p{L}{2,}")
 # A clinician's role: "Consultant", "Neurologist", "Psychiatrist", "Pediatrician", "Paramedic".
 _CLINICIAN = regex.compile(
     r"\p{L}+(?:olog|iatr)ists?|\p{L}+icians?|paramedics?|consultants?|attendings?|residents?|registrars?|"

@@ -184,6 +184,8 @@ _ANY_NAME_WORD = r"\p{L}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)*"
 _GIVEN = rf"(?!(?:DOB|DOD|MRN|SSN|ID|MR|DX|HX|RX|FAX|TEL|AGE|SEX|ACCT|NPI|DEA)\b){_NAME_WORD}"
 _CAPS_WORD = r"\p{Lu}[\p{Lu}'’-]+"
 PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|mac)"
+# A surname with particles inside ("Van der Berg", "de la Cruz").
+_SURNAME = rf"(?:(?:{_NAME_WORD}[ \t]+)?(?:(?i:{PARTICLE})[ \t]+)+)?{_NAME_WORD}"
 # Credentials written after a clinician's name ("Amal Darwish, LICSW").
 CREDENTIAL = (
     r"(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|PharmD|LPN|LVN|CNA|CRNA|CNM|LICSW|LCSW|MSW|CDE|CDCES|MBBS|FNP(?:-BC)?|"
@@ -213,6 +215,7 @@ _SELF_CUE = r"(?i:this[ \t]+is|my[ \t]+name[ \t]+is)"
 _PERSON_CUE = (
     r"(?i:spoke|speaking|met|talked|discussed|visited|accompanied|seen)[ \t]+(?i:with|by|to)"
     r"|(?i:seeing|called|hi|hello|dear|sincerely|regards|thanks|thank[ \t]+you|cheers|pcp|gp)"
+    r"|(?i:my|our)[ \t]+(?i:patient|client)"
     r"|(?i:daughter|son|wife|husband|niece|nephew|mother|father|sister|brother|caregiver|partner|spouse)"
     r"|(?i:grandson|granddaughter|grandmother|grandfather|aunt|uncle|cousin|guardian|friend|neighbou?r)"
     r"|(?i:coordinator|manager|worker|therapist|aide|chaplain|pharmacist|dietitian|navigator|liaison|"
@@ -279,6 +282,7 @@ def our_patterns() -> list[EntityRecognizer]:
             "facility after a transfer verb",
             r"(?<=\b(?i:transfer(?:red)?|admitted|discharged|moved|referred|sent|seen|treated|followed|"
             r"report(?:ed|s)?|records?|notes?|went|go|goes|going|gone|presented|ED|ER|admissions?|"
+            r"stud(?:y|ies)|imaging|films|images|results|labs|"
             r"works?|worked|working|employed|volunteers?|"
             r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?)[ \t](?i:from|to|at)[ \t]"
             # an appointment with someone at a place: "follow-up with Dr. Rao at Parkland on 3/4"
@@ -312,8 +316,9 @@ def our_patterns() -> list[EntityRecognizer]:
             "CUED_PLACE",
             "place a person comes from",
             # "a 62-year-old teacher from Flint", "originally from San Juan": where a patient is from
-            r"(?<=\b(?:(?i:year[- ]old|y/?o|yo|originally|native|is|are|was|were|moved|relocated|immigrated|"
-            r"emigrated|came))\b[^.\n;]{0,40}?[ \t](?i:from)[ \t])\p{Lu}\p{Ll}+(?:[ \t]+\p{Lu}\p{Ll}+)?",
+            r"(?<=\b(?i:year[- ]old|y/?o|yo)\b[^.\n;]{0,40}?[ \t](?i:from)[ \t]"
+            r"|\b(?i:is|are|was|were|originally|native|moved|relocated|immigrated|emigrated|came)[ \t]+"
+            r"(?:(?i:here|originally)[ \t]+)?(?i:from)[ \t])\p{Lu}\p{Ll}+(?:[ \t]+\p{Lu}\p{Ll}+)?(?![\w'’-])",
             0.5,
         ),
         _pattern(
@@ -397,7 +402,7 @@ def our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "COMMA_NAME",
             "surname, given name",
-            rf"\b{_NAME_WORD},[ \t]*(?!{CREDENTIAL}){_GIVEN}\b{middle}(?![ \t]*:)",
+            rf"(?<![\p{{L}}.])(?:{_SURNAME}),[ \t]*(?!{CREDENTIAL}){_GIVEN}\b{middle}(?![ \t]*:)",
             0.5,
         ),
         _pattern(
@@ -418,7 +423,8 @@ def our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "TITLED_NAME",
             "name before a credential",
-            rf"(?<![\p{{L}}.])(?!{CREDENTIAL})(?:{_NAME_WORD},[ \t]*{_NAME_WORD}|{name})(?=,?[ \t]+{CREDENTIAL}(?![ \t]*:))",
+            rf"(?<![\p{{L}}.])(?!{CREDENTIAL})(?:{_SURNAME},[ \t]*{_NAME_WORD}(?:[ \t]+\p{{Lu}}\.?)?|{name})"
+            rf"(?=,?[ \t]+{CREDENTIAL}(?![ \t]*:))",
             0.6,
         ),
         _pattern(

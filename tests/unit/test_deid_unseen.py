@@ -60,6 +60,8 @@ def test_precision_stays_high(unseen_score: SetScore) -> None:
         # a number with its extension
         ("Reach the office at 608-555-0142 ext. 31 weekdays.", [("PHONE", "608-555-0142 ext. 31")]),
         ("Desk (414) 555-0199 x7 staffed.", [("PHONE", "(414) 555-0199 x7")]),
+        # an SSN written with spaces after its label, even where its first group is not a valid one
+        ("SSN 900 12 3456 on the form.", [("ID", "900 12 3456")]),
     ],
 )
 def test_ids_dates_and_phones(finder: PresidioFinder, text: str, expected: list[tuple[str, str]]) -> None:
@@ -83,6 +85,13 @@ def test_ids_dates_and_phones(finder: PresidioFinder, text: str, expected: list[
         ("Patient: zainab okafor, MRN 5531209", "zainab okafor"),
         ("Prescriber: tomasz wierzbicki, DEA on file", "tomasz wierzbicki"),
         ("Case manager ngozi eze, 555-0110", "ngozi eze"),
+        ("Social worker siobhan o'keeffe, LICSW, called.", "siobhan o'keeffe"),
+        # a comma name before a credential, with particles or an English given name and an initial
+        ("Assistant: De la Fuente, Inmaculada, PA-C", "De la Fuente, Inmaculada"),
+        ("Charge nurse: ABERNATHY, GRACE L, RN on duty", "ABERNATHY, GRACE L"),
+        # after "Mr."/"Ms." a surname that is a verb; a patient named in a letter
+        ("Mr. Wished is stable.", "Wished"),
+        ("I write on behalf of my patient, Oyelaran Ifeoma, about coverage.", "Oyelaran Ifeoma"),
     ],
 )
 def test_names(finder: PresidioFinder, text: str, name: str) -> None:
@@ -101,6 +110,7 @@ def test_names(finder: PresidioFinder, text: str, name: str) -> None:
         ("Prior admission to Elmhurst Manor in 2019.", "Elmhurst Manor", "FACILITY"),
         ("Discharged to St. Brigid's Home with hospice.", "St. Brigid's Home", "FACILITY"),
         ("Seen at Oakridge Family Health last week.", "Oakridge Family Health", "FACILITY"),
+        ("Outside imaging from Kettering dated last spring.", "Kettering", "FACILITY"),
         # a city after a flat number, a place a patient is from
         ("Moved to 12 Birch Lane, Apt 3F, Mankato, with her son.", "Mankato", "ADDRESS"),
         ("A 58-year-old welder from Ypsilanti, here for chest pain.", "Ypsilanti", "ADDRESS"),
