@@ -220,6 +220,17 @@ def context_recognizers() -> list[EntityRecognizer]:
         ),
         _recognizer(
             "ACCOUNT",
+            # a laboratory's or pathology department's specimen number ("Accession: S17-10225"), and an
+            # SSN written with spaces after its label (Presidio's SSN recogniser refuses invalid areas
+            # such as 666 or 9xx, which a form may still hold)
+            "accession, specimen or social security number after its label",
+            r"(?<=\b(?i:accession|(?:specimen|surgical[ \t]+pathology|path(?:ology)?)[ \t]+(?:id|number|no\.?|\#))"
+            r"[ \t]*(?:(?i:no|number|\#)\.?)?[ \t]*[:#]?[ \t]*)(?=[\w-]*\d{3})[A-Za-z0-9][A-Za-z0-9-]{3,19}\b"
+            r"|(?<=\b(?i:SSN|social[ \t]+security(?:[ \t]+(?:number|no\.?|\#))?)[ \t]*[:#]?[ \t]*)\d{3}[ ]\d{2}[ ]\d{4}\b",
+            0.6,
+        ),
+        _recognizer(
+            "ACCOUNT",
             "record number in brackets after a patient's name",  # "Pt: LUO, JING (196-88-18)"
             r"(?<=^[ \t]*(?i:pt|patient|name|patient[ \t]+name)[ \t]*:[^\n(]{2,60}\([ \t]*)"
             r"(?=[\w-]*\d{3})[A-Z0-9][A-Z0-9-]{4,14}(?=[ \t]*\))",

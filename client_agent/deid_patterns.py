@@ -402,7 +402,7 @@ def our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "COMMA_NAME",
             "surname, given name",
-            rf"(?<![\p{{L}}.])(?:{_SURNAME}),[ \t]*(?!{CREDENTIAL}){_GIVEN}\b{middle}(?![ \t]*:)",
+            rf"(?<![\w.])(?:{_SURNAME}),[ \t]*(?!{CREDENTIAL}){_GIVEN}\b{middle}(?![ \t]*:)",
             0.5,
         ),
         _pattern(

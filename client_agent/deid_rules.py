@@ -243,8 +243,6 @@ _ID_LABEL = (
     r"claim|chart|encounter|visit|admission|medicare|medicaid|passport|licen[cs]e|employee|"
     r"national[ \t]+insurance|"
     r"social[ \t]+security)[ \t]+(?:id|identifier|number|no\.?|\#)|record(?:[ \t]+(?:number|no\.?))?|"
-    # a laboratory's or pathology department's specimen number: "Accession: S17-10225"
-    r"accession|(?:specimen|surgical[ \t]+pathology|path(?:ology)?)[ \t]+(?:id|number|no\.?|\#)|"
     r"N(?:HS|I)(?:[ \t]+(?:number|no\.?))?|CHI(?:[ \t]+(?:number|no\.?))?|SSN|NINO|ID)"
 )
 _RELATION = (
@@ -270,10 +268,7 @@ _SIGN_OFF = (
 
 _LABEL_SEP = r"[ \t]*(?:[:#=]|\bis\b)?[ \t]*\#?[ \t]*"
 # "943 476 5919" continues, "3 days" does not; a National Insurance number has spaced pairs.
-_ID_VALUE = (
-    r"[A-Z]{2}[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]\b|\d{3}[ ]\d{2}[ ]\d{4}\b"  # NINO; an SSN with spaces
-    r"|[A-Za-z0-9][A-Za-z0-9/-]*(?:[ ]\d{3,4}\b){0,3}"
-)
+_ID_VALUE = r"[A-Z]{2}[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]\b|[A-Za-z0-9][A-Za-z0-9/-]*(?:[ ]\d{3,4}\b){0,3}"
 _DOB_LABEL = r"(?i:DOB|D\.O\.B\.?|date[ \t]+of[ \t]+birth|born(?:[ \t]+on)?|birth[ \t]?date)"
 _PHONE_LABEL = (
     r"(?i:tel(?:ephone)?|phone|mob(?:ile)?|cell|fax|pager|bleep|ext(?:ension)?|contact[ \t]+(?:no|number))"
