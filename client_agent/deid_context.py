@@ -59,7 +59,9 @@ _ZIP = r"\d{5}(?:-\d{4})?(?![\w-]|[ \t]*\d)"  # "07700 900123" is a phone number
 # A value made of letter/digit groups joined by dashes or spaces, at least one digit ("35A-8807-26").
 # Not a percentage range or a questionnaire's score ("EF 35-40%", "PHQ-9 score 17").
 _CODE = (
-    r"(?<![\w-])(?!(?:ICD|CPT|DSM|HCPCS)-)(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
+    # nor a code-set's name nor a spinal level ("C5-C6", "L4-L5", "T12-L1")
+    r"(?<![\w-])(?!(?:ICD|CPT|DSM|HCPCS)-)(?![CTLS]\d{1,2}-[CTLS]\d{1,2}(?![\w-]))"
+    r"(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
     r"(?![ \t]*(?:%|(?i:score|points?)\b))"
 )
 # A month and a day without a year, not a rating ("7/10").

@@ -71,6 +71,8 @@ class SubjectNameRecognizer(EntityRecognizer):
             and token.is_title
             and token.text not in NOT_NAMES
             and token.lower_ not in self._english
+            # "Prescriber: A. Rao": a field's label, which the parser may take for a subject
+            and not (token.i + 1 < len(token.doc) and token.nbor(1).text == ":")
         )
 
     def analyze(

@@ -146,6 +146,8 @@ def test_places_and_facilities(finder: PresidioFinder, text: str, value: str, ki
         "A 4 mm nodule on the MAR. 4 mm unchanged.",
         "EF 45-50% on echo. PHQ-9 score 11.",
         "Triage RN: to reassess in one hour.",
+        "Serial 4471. Levels C4-C5 and T12-L1 narrowed.",
+        "Given ABVD in 2011. Reviewer: on leave.",
         "Switched from Zoloft in March.",
     ],
 )
