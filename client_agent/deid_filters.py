@@ -14,9 +14,10 @@ from drug_named_entity_recognition import find_drugs
 from presidio_analyzer import RecognizerResult
 
 from client_agent.deid_context import is_english
-from client_agent.deid_patterns import DEPARTMENT_WORDS, FACILITY_HEAD, PARTICLE
+from client_agent.deid_patterns import FACILITY_HEAD, PARTICLE
 from client_agent.deid_recognizers import NOT_NAMES
 from client_agent.deid_rules import EPONYMS, looks_like_verb
+from client_agent.deid_words import CLINICIAN, COMMON_PLACES, DEPARTMENT_WORDS, ROLE_NOUNS
 
 # Words that end a name's run in a field ("ioana kim and ...", "amara abdi for ...").
 _STOP = frozenset(
@@ -130,7 +131,7 @@ def heading(value: str, english_words: frozenset[str]) -> bool:
         w.lower() in DEPARTMENT_WORDS
         or w in NOT_NAMES
         or is_english(w, english_words)
-        or _CLINICIAN.fullmatch(w.lower())
+        or CLINICIAN.fullmatch(w.lower())
         for w in words
     )
 
@@ -202,8 +203,8 @@ def lower_case_name(
         irish = _IRISH.fullmatch(word.group())  # "o'sullivan", "d'souza": not the letter "o"
         if not irish and (
             is_english(word.group(), english_words)
-            or _CLINICIAN.fullmatch(word.group())
-            or word.group() in _ROLE_NOUNS
+            or CLINICIAN.fullmatch(word.group())
+            or word.group() in ROLE_NOUNS
             or find_drugs([word.group()], is_ignore_case=True)
         ):
             break  # "social worker siobhan ...": a role, not a name
@@ -241,16 +242,7 @@ def from_recased_words(result: RecognizerResult, text: str, original: str) -> bo
 
 _FACILITY_HEAD = regex.compile(rf"(?i:\b(?:{FACILITY_HEAD}|rehab)\b)")
 _ROMAN_GRADE = regex.compile(r"I{1,3}|IV")
-_ROLE_NOUNS = frozenset(
-    {"worker", "manager", "coordinator", "navigator", "aide", "chaplain", "liaison", "interpreter"}
-    | {"translator", "educator", "counselor", "counsellor", "dietitian", "technician", "tech", "clerk"}
-)
 _IRISH = regex.compile(r"(?i:o|d|mc|mac)['’]\p{L}{2,}")
-# A clinician's role: "Consultant", "Neurologist", "Psychiatrist", "Pediatrician", "Paramedic".
-_CLINICIAN = regex.compile(
-    r"\p{L}+(?:olog|iatr)ists?|\p{L}+icians?|paramedics?|consultants?|attendings?|residents?|registrars?|"
-    r"surgeons?|nurses?|practitioners?|specialists?|therapists?|fellows?|interns?|pharmacists?|midwi(?:fe|ves)"
-)
 _CALENDAR = regex.compile(
     r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|"
     r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|(?:mon|tues|wednes|thurs|fri|satur|sun)day)"
@@ -258,11 +250,6 @@ _CALENDAR = regex.compile(
 _CLINICAL_AFTER = regex.compile(
     r"[ \t]*(?i:score|scale|class|classification|grade|drain|catheter|tube|stage|criteria|sign|test|index|"
     r"maneuver|manoeuvre|stockings?|splint)\b|[ \t]+(?:I{1,3}|IV)\b|[ \t]+\d+[+/]\d"
-)
-# One-word places that are not facilities after "at" or "to" ("at Home", "went to Work").
-COMMON_PLACES = frozenset(
-    {"home", "work", "school", "church", "bed", "bedside", "night", "noon", "rest", "baseline", "office"}
-    | {"college", "university", "camp", "jail", "prison", "court", "shelter", "lunch", "dinner", "breakfast"}
 )
 # "to" and "at" are left out: "switched to Junel" (a drug brand spaCy takes for a place)
 _LOCATIVE = regex.compile(r"\b(?i:in|from|near|outside|around|visiting)[ \t]+$")

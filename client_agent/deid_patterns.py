@@ -13,6 +13,8 @@ import re
 
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
 
+from client_agent.deid_words import ROMANCE_STREET, STREET_PARTICLE
+
 FACILITY_HEAD = (
     r"(?:Hospital|Medical[ \t]+Cent(?:er|re)|Health[ \t]+(?:Cent(?:er|re)|System|Service)|Clinic|Infirmary|"
     r"Hospice|Nursing[ \t]+Home|Rehabilitation[ \t]+Cent(?:er|re)|Care[ \t]+Cent(?:er|re)|Urgent[ \t]+Care|"
@@ -29,153 +31,6 @@ FACILITY_HEAD = (
 )
 # What follows a facility's name and belongs to it ("Hope Hospice House", "St. Anne's Home").
 _FACILITY_TAIL = r"(?:[ \t]+(?:Hospital|Medical[ \t]+Cent(?:er|re)|Research[ \t]+Hospital|House|Home|Campus|Manor|Pavilion))?"
-# Hospital departments, specialties and services (after the specialties of the American Board of Medical
-# Specialties and common ward names): a "Cardiology Device Clinic" or "Home Health Skilled Nursing" made
-# of these alone names a service, not a place that identifies anyone.
-DEPARTMENT_WORDS = frozenset(
-    [
-        "allergy",
-        "anesthesia",
-        "anesthesiology",
-        "audiology",
-        "behavioral",
-        "breast",
-        "cardiac",
-        "cardiology",
-        "cardiothoracic",
-        "care",
-        "child",
-        "colorectal",
-        "critical",
-        "dental",
-        "dentistry",
-        "dermatology",
-        "device",
-        "devices",
-        "diabetes",
-        "dialysis",
-        "emergency",
-        "endocrine",
-        "endocrinology",
-        "endoscopy",
-        "ent",
-        "family",
-        "fertility",
-        "gastroenterology",
-        "general",
-        "genetics",
-        "geriatric",
-        "geriatrics",
-        "gynecology",
-        "hand",
-        "health",
-        "heart",
-        "hematology",
-        "hepatology",
-        "home",
-        "hospice",
-        "hospitalist",
-        "icu",
-        "imaging",
-        "immunology",
-        "infectious",
-        "infusion",
-        "intensive",
-        "internal",
-        "interventional",
-        "lab",
-        "laboratory",
-        "maternity",
-        "medical",
-        "medicine",
-        "memory",
-        "mental",
-        "neonatal",
-        "neurology",
-        "neurosurgery",
-        "nephrology",
-        "nuclear",
-        "nursing",
-        "nutrition",
-        "obstetrics",
-        "occupational",
-        "oncology",
-        "ophthalmology",
-        "optometry",
-        "oral",
-        "orthopaedic",
-        "orthopaedics",
-        "orthopedic",
-        "orthopedics",
-        "otolaryngology",
-        "outpatient",
-        "inpatient",
-        "pacemaker",
-        "pain",
-        "palliative",
-        "pathology",
-        "pediatric",
-        "pediatrics",
-        "paediatric",
-        "paediatrics",
-        "pharmacy",
-        "physical",
-        "plastic",
-        "podiatry",
-        "primary",
-        "psychiatry",
-        "psychology",
-        "pulmonary",
-        "pulmonology",
-        "radiation",
-        "radiology",
-        "rehabilitation",
-        "rehab",
-        "renal",
-        "respiratory",
-        "rheumatology",
-        "skilled",
-        "sleep",
-        "social",
-        "speech",
-        "spine",
-        "sports",
-        "surgery",
-        "surgical",
-        "therapy",
-        "thoracic",
-        "transplant",
-        "trauma",
-        "urgent",
-        "urology",
-        "vascular",
-        "women's",
-        "womens",
-        "wound",
-        "ambulatory",
-        "day",
-        "unit",
-        "department",
-        "division",
-        "service",
-        "services",
-        "center",
-        "centre",
-        "clinic",
-        "clinics",
-        "program",
-        "team",
-        "ward",
-        "floor",
-        "adult",
-        "senior",
-        "living",
-        "assisted",
-        "urgent",
-        "walk-in",
-        "walk",
-    ]
-)
 # Presidio compiles patterns with the `regex` module: \p{Lu} is any capital, and lookbehinds may vary.
 _CAP = r"\p{Lu}[\w'’-]*"
 _NAME_WORD = r"\p{Lu}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)*"  # "Ben-David-Fonoti"
@@ -225,15 +80,6 @@ _PERSON_CUE = (
 _PLACE_CUE = (
     r"(?i:lives?|living|resides?|residing|home|moved|relocated|called|pharmacy|born|travell?ed)"
     r"(?:[ \t]+(?i:alone|here|there))?[ \t]+(?i:in|from|near|to)"
-)
-# Street words that come before the name in Spanish, Portuguese, French and Italian addresses ("Calle del
-# Sol", "Rua das Flores", "Rue de la Paix", "Via Roma"), and the particles inside such names.
-_ROMANCE_STREET = (
-    r"(?:Calle|Avenida|Avda\.?|Av\.|Camino|Paseo|Carrera|Carretera|Callej[oó]n|Calzada|Ronda|Rambla|Plaza|"
-    r"Rua|Travessa|Estrada|Alameda|Largo|Rue|Chemin|All[ée]e|Quai|Via|Viale|Corso|Piazza|Vicolo)"
-)
-_STREET_PARTICLE = (
-    r"(?:de|del|de[ \t]+la|de[ \t]+los|de[ \t]+las|la|las|los|el|do|da|dos|das|du|des|di|della|dei)"
 )
 _STREET_SUFFIX = (
     r"(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Place|Pl|Way|Terrace|Ter|Circle|"
@@ -301,14 +147,14 @@ def our_patterns() -> list[EntityRecognizer]:
             "ADDRESS",
             "street address",
             rf"\b(?:(?i:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{1,6}}[A-Za-z]?[ \t]+"
-            rf"(?:[NSEW]\.?[ \t]+)?{_CAP}[ \t]+(?:(?:{_CAP}|{_STREET_PARTICLE})[ \t]+){{0,4}}{_STREET_SUFFIX}"
+            rf"(?:[NSEW]\.?[ \t]+)?{_CAP}[ \t]+(?:(?:{_CAP}|{STREET_PARTICLE})[ \t]+){{0,4}}{_STREET_SUFFIX}"
             r"(?:,?[ \t]*(?:(?i:apt|suite|unit|flat)\.?[ \t]*|\#[ \t]*)\w+)?",
             0.7,
         ),
         _pattern(
             "ADDRESS",
             "street address named in Spanish, Portuguese, French or Italian",
-            rf"\b\d{{1,6}}[A-Za-z]?[ \t]+{_ROMANCE_STREET}[ \t]+(?:(?:{_CAP}|{_STREET_PARTICLE})[ \t]+){{0,4}}{_CAP}"
+            rf"\b\d{{1,6}}[A-Za-z]?[ \t]+{ROMANCE_STREET}[ \t]+(?:(?:{_CAP}|{STREET_PARTICLE})[ \t]+){{0,4}}{_CAP}"
             rf"(?:[ \t]+{_STREET_SUFFIX})?(?:,?[ \t]*(?:(?i:apt|suite|unit|flat)\.?[ \t]*|\#[ \t]*)\w+)?",
             0.7,
         ),

@@ -26,7 +26,7 @@ This module is the analyser pipeline: the spaCy engine, the registry, and the pa
 results that types, trims and filters each span. Our recognisers are in :mod:`client_agent.deid_patterns`
 (patterns), :mod:`client_agent.deid_recognizers` (rules and proper-noun subjects) and
 :mod:`client_agent.deid_context` (context words, case normalisation); the precision filters in
-:mod:`client_agent.deid_filters`; the replacement with placeholders in :mod:`client_agent.deid`.
+:mod:`client_agent.deid_filters`; the general word lists both use in :mod:`client_agent.deid_words`; the replacement with placeholders in :mod:`client_agent.deid`.
 """
 
 from __future__ import annotations
