@@ -17,7 +17,7 @@ from client_agent.deid_context import is_english
 from client_agent.deid_patterns import FACILITY_HEAD, PARTICLE
 from client_agent.deid_recognizers import NOT_NAMES
 from client_agent.deid_rules import EPONYMS, looks_like_verb
-from client_agent.deid_words import CLINICIAN, COMMON_PLACES, DEPARTMENT_WORDS, ROLE_NOUNS
+from client_agent.deid_words import CLINICIAN, COMMON_PLACES, DEPARTMENT_WORDS, ROLE_NOUNS, SECTION_WORDS
 
 # Words that end a name's run in a field ("ioana kim and ...", "amara abdi for ...").
 _STOP = frozenset(
@@ -124,11 +124,13 @@ def department(value: str) -> bool:
 
 def heading(value: str, english_words: frozenset[str]) -> bool:
     """A note's heading or a signer's role rather than a facility on its letterhead: written in capitals
-    ("OPERATIVE REPORT"), or only English verbs, adjectives, adverbs, stop words, department words and
-    clinicians' roles ("Discharge Summary", "Radiology Report", "Consultant Neurologist")."""
+    ("OPERATIVE REPORT"), or only English verbs, adjectives, adverbs, stop words, section-title and
+    department words and clinicians' roles ("Chief Complaint", "History of Present Illness", "Radiology
+    Report", "Consultant Neurologist")."""
     words = WORD_SPAN.findall(value)
     return value.isupper() or all(
         w.lower() in DEPARTMENT_WORDS
+        or w.lower() in SECTION_WORDS
         or w in NOT_NAMES
         or is_english(w, english_words)
         or CLINICIAN.fullmatch(w.lower())

@@ -35,6 +35,18 @@ DEPARTMENT_WORDS = _words(
     walk
     """
 )
+# Words of a clinical note's section and document titles (after the section and document names of HL7
+# C-CDA and common note types): a line of these is a heading, not a facility on a letterhead.
+SECTION_WORDS = _words(
+    """
+    chief complaint complaints history present illness assessment plan review systems physical exam
+    examination hospital course impression findings indication indications procedure procedures
+    medication medications allergies allergy results labs vitals vital signs summary note notes report
+    consult consultation progress discharge admission instructions diagnosis diagnoses problem problems
+    subjective objective past family social surgical medical encounter visit telephone triage intake
+    operative pathology radiology letter referral follow-up followup clinic addendum disposition hpi ros
+    """
+)
 # Roles written before a person's name ("social worker siobhan ..."): they end a lower-case name's run.
 ROLE_NOUNS = _words(
     "worker manager coordinator navigator aide chaplain liaison interpreter translator educator counselor "

@@ -136,6 +136,8 @@ def test_places_and_facilities(finder: PresidioFinder, text: str, value: str, ki
         "DERMATOLOGY WOUND CLINIC\nFollow-up of a venous ulcer.",
         "SLEEP MEDICINE CLINIC note for CPAP titration.",
         "Discharge Summary\nCourse uncomplicated.",
+        "Chief Complaint\nChest pain for two days.",
+        "History of Present Illness\nShe reports a cough.",
         # eponymous scores, drains and grades
         "Braden score 16 on admission.",
         "Penrose drain removed on day two.",
