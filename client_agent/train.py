@@ -400,7 +400,10 @@ def run_steps(
     for group in optimizer.param_groups:
         if group.get(NOISE_SCALED):
             group["lr"] = head_rate_under_noise(
-                group["lr"], config.learning_rate, noise_multiplier=sigma, expected_batch=public_examples * rate
+                group["lr"],
+                config.learning_rate,
+                noise_multiplier=sigma,
+                expected_batch=public_examples * rate,
             )
     count = StepCount()
     try:

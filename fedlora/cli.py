@@ -45,6 +45,25 @@ app.add_typer(pki_app, name="pki")
 console = Console()
 
 
+def _head_learning_rate(given: float | None, *, task: str) -> float | None:
+    """The head's rate from `--head-learning-rate`: the recipe's when not given, the adapter's for 0. A
+    causal LM has no head, so a rate given for one is refused rather than dropped."""
+    from client_agent.data.tasks import QA_TASKS
+
+    if given is not None and given < 0:
+        raise typer.BadParameter(f"must be positive or 0, got {given:g}", param_hint="--head-learning-rate")
+    if task in QA_TASKS:
+        if given:
+            raise typer.BadParameter(
+                f"task {task!r} fine-tunes a causal LM, which has no head; got {given:g}",
+                param_hint="--head-learning-rate",
+            )
+        return None
+    if given is None:
+        return HEAD_LEARNING_RATE
+    return given if given > 0 else None
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -353,11 +372,12 @@ def simulate_command(
     batch_size: Annotated[int, typer.Option()] = 256,
     learning_rate: Annotated[float, typer.Option()] = 2.0,
     head_learning_rate: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="the head weight's own learning rate; 0 = the adapter's (the recipe before issue 23)"
+            help=f"the head weight's own learning rate (default {HEAD_LEARNING_RATE:g}, lowered under DP-SGD "
+            "as the noise grows); 0 = the adapter's (the recipe before issue 23); refused for a causal LM"
         ),
-    ] = HEAD_LEARNING_RATE,
+    ] = None,
     epsilon: Annotated[float, typer.Option(help="each hospital's example-level budget; 0 = no DP")] = 8.0,
     scheme: Annotated[str, typer.Option(help="ckks, paillier or none")] = "ckks",
     masking: Annotated[
@@ -427,8 +447,14 @@ def simulate_command(
 ) -> None:
     """Run a federation without HTTP (same model, DP, encryption and aggregation code as the services),
     its hospitals in this process or in parallel through Ray."""
+    from client_agent.device import DeviceError, training_device
     from fedlora.simulation import SimulationConfig, SimulationError, simulation_clip_norm
     from fedlora.simulation_engines import default_engine
+
+    try:
+        training_device()  # the hospitals train where FEDLORA_DEVICE says; refused before anything loads
+    except DeviceError as e:
+        raise typer.BadParameter(str(e)) from e
 
     if partition not in ("iid", "mild", "severe", "dirichlet"):
         raise typer.BadParameter(f"partition must be iid, mild, severe or dirichlet, got {partition!r}")
@@ -458,7 +484,7 @@ def simulate_command(
             steps=steps,
             batch_size=batch_size,
             learning_rate=learning_rate,
-            head_learning_rate=head_learning_rate if head_learning_rate > 0 else None,
+            head_learning_rate=_head_learning_rate(head_learning_rate, task=task),
             epsilon=epsilon if epsilon > 0 else None,
             scheme=scheme,  # type: ignore[arg-type]
             masking=masking,
@@ -494,11 +520,12 @@ def demo(
     epsilon: Annotated[float, typer.Option(help="each hospital's example-level budget; 0 = no DP")] = 8.0,
     steps: Annotated[int, typer.Option(help="DP-SGD steps per hospital per round")] = 16,
     head_learning_rate: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="the head weight's own learning rate; 0 = the adapter's (the recipe before issue 23)"
+            help=f"the head weight's own learning rate (default {HEAD_LEARNING_RATE:g}, lowered under DP-SGD "
+            "as the noise grows); 0 = the adapter's (the recipe before issue 23); refused for a causal LM"
         ),
-    ] = HEAD_LEARNING_RATE,
+    ] = None,
     central_noise: Annotated[
         float, typer.Option(help="client-level DP: z of the noise on each round's sum; 0 = off")
     ] = 0.25,
@@ -545,7 +572,7 @@ def demo(
         rounds=rounds,
         epsilon=epsilon,
         steps=steps,
-        head_learning_rate=head_learning_rate if head_learning_rate > 0 else None,
+        head_learning_rate=_head_learning_rate(head_learning_rate, task=task),
         central_noise=central_noise,
         distributed=distributed,
         strategy=Strategy(strategy),

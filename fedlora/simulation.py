@@ -40,6 +40,7 @@ from transformers import AutoTokenizer
 from client_agent.data import Dataset, client_class_counts, partition, plot_heatmap, task_split
 from client_agent.data.tasks import QA_TASKS
 from client_agent.deid import Deidentifier
+from client_agent.device import training_device
 from client_agent.model import default_model_path
 from client_agent.recipe import HEAD_LEARNING_RATE
 from client_agent.releases import COUNT_ENTRY, noisy_count
@@ -329,7 +330,7 @@ def prepared_run(config: SimulationConfig) -> PreparedRun:
     model_path = config.model_path or default_model_path()
     task = task_for(spec)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = task.build_model(model_path, spec, rank=config.rank)
+    model = task.build_model(model_path, spec, rank=config.rank).to(training_device())
     train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length, task=task)
     test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length, task=task)
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
@@ -438,7 +439,7 @@ def simulate(
     task = task_for(spec)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     # One model object stands in for every hospital's copy: each round starts with load_global.
-    model = task.build_model(model_path, spec, rank=config.rank)
+    model = task.build_model(model_path, spec, rank=config.rank).to(training_device())
     train_features = encoded(
         model, tokenizer, model_path, train, config.max_seq_length, progress=progress, task=task
     )

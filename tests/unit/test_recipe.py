@@ -120,7 +120,9 @@ def test_train_local_lowers_the_heads_rate_for_its_own_noise_and_keeps_it_withou
     common = dict(steps=4, batch_size=64, learning_rate=2.0, head_learning_rate=20.0, insecure_seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        noisy = train_local(model, share, global_vector=vector, config=LocalConfig(**common, dp=dp, progress=False))
+        noisy = train_local(
+            model, share, global_vector=vector, config=LocalConfig(**common, dp=dp, progress=False)
+        )
         plain = train_local(model, share, global_vector=vector, config=LocalConfig(**common, progress=False))
     assert noisy.noise_multiplier is not None and noisy.sample_rate is not None
     expected = max(2.0, 20.0 * 0.0065 / (noisy.noise_multiplier / (600 * noisy.sample_rate)))
