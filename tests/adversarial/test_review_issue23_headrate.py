@@ -166,6 +166,36 @@ def test_the_central_dp_row_reports_the_head_rate_it_trained_at(tiny_model_dir, 
     assert noisy.head_learning_rate is not None and 2.0 <= noisy.head_learning_rate < 20.0
 
 
+def test_a_causal_lm_under_dp_sgd_keeps_one_rate_and_reports_no_head(tmp_path):
+    """The causal path shares run_steps: no group of its optimiser is the head's, so DP-SGD changes no rate,
+    and its result reports no head rate."""
+    from transformers import AutoTokenizer
+
+    from client_agent.causal_lm import FFACausalLM, causal_lm_loss, load_causal_lm
+    from client_agent.causal_train import encode_pairs, train_causal
+    from tests.decoders import save_decoder, tiny_gpt2
+
+    folder = save_decoder(tiny_gpt2(), tmp_path / "gpt2")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    spec = AdapterSpec(num_labels=2, r_max=2, alpha=8.0, seed=7, target_modules=("c_attn",))
+    model = FFACausalLM(load_causal_lm(folder), spec, rank=2)
+    features = encode_pairs(
+        tokenizer, ["Review: no more cramps\nCondition?"] * 40, ["Birth Control"] * 40, max_length=24
+    )
+    config = _dp_config(steps=2, batch_size=8, learning_rate=0.5, head_learning_rate=None)
+    vector = model.layout.initial_vector(seed=7, basis_version=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = train_causal(model, features, global_vector=vector, config=config)
+        optimizer = torch.optim.SGD(model.trainable_parameters(), lr=0.5)
+        dataset = TensorDataset(features.input_ids, features.attention_mask, features.answer_mask)
+        run_steps(
+            model, optimizer, dataset, config, history=None, public_examples=40, batch_loss=causal_lm_loss
+        )
+    assert result.epsilon is not None and result.head_learning_rate is None
+    assert [group["lr"] for group in optimizer.param_groups] == [0.5]
+
+
 # -- 2. --head-learning-rate -------------------------------------------------------------------------------
 
 
