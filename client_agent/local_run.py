@@ -94,6 +94,7 @@ def load_data(config: LocalRunConfig) -> Dataset:
 
 
 def run_local(config: LocalRunConfig) -> LocalRunReport:
+    device = training_device()  # DeviceError names FEDLORA_DEVICE before anything loads
     torch.set_num_threads(config.threads)
     dataset = load_data(config)
     deid_counts: dict[str, int] = {}
@@ -124,7 +125,7 @@ def run_local(config: LocalRunConfig) -> LocalRunReport:
         alpha=config.alpha,
         seed=config.basis_seed,
     )
-    model = FFAClassifier(encoder, spec, rank=config.rank).to(training_device())
+    model = FFAClassifier(encoder, spec, rank=config.rank).to(device)
 
     started = time.perf_counter()
     train_features = encode(

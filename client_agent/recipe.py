@@ -17,7 +17,9 @@ head's weight noise of deviation `rate * sigma * C / batch`. The rate of 20 was 
 epsilon 1 (sigma 2.6, batches of 64: 0.040) the full rate put six times that noise on each step of the head
 and ended below the class prior. So the head's rate keeps the noise per step at most what it was where the
 rate was measured: `rate * min(1, HEAD_NOISE_REFERENCE / (sigma / batch))`, never below the adapter's rate
-(the old recipe); without DP it is the full rate. A rate falling with the square of the noise (which holds
+(the old recipe) unless the head's own rate is lower; without DP it is the full rate. `sigma / batch` is the
+noise relative to the clip norm `C`, which bounds the signal too, so the rule holds at any `C`. Under Adam,
+whose steps are scaled by the gradients' own size, the rate is left as set. A rate falling with the square of the noise (which holds
 SGD's stationary excess loss fixed instead) was measured too and learned less on an IID federation; the
 measurements are in docs/results.md, "The head's rate under DP noise".
 """
@@ -37,7 +39,7 @@ def head_rate_under_noise(
 ) -> float:
     """The head's learning rate for a DP-SGD run with this noise multiplier and expected batch: the full
     `head_rate` while `noise_multiplier / expected_batch` is at most `HEAD_NOISE_REFERENCE`, smaller in
-    proportion above it, and never below `adapter_rate`."""
+    proportion above it, and never below `adapter_rate` (a `head_rate` already at or below it is kept)."""
     if head_rate <= adapter_rate or noise_multiplier <= 0:
         return head_rate
     noise = noise_multiplier / max(expected_batch, 1.0)

@@ -385,7 +385,7 @@ def run_steps(
     """`config.steps` steps of any task's model on `dataset` (whose rows `batch_loss` reads): DP-SGD when
     `config.dp` is set, accounted in `history` (extended in place); returns `(epsilon, sigma, sample_rate)`,
     or None without DP. `public_examples` is the count that sets the sample rate and the expected batch."""
-    sampling, noise = generators(config.insecure_seed, noise_device=_device_of(model))
+    sampling, noise = generators(config.insecure_seed, noise_device=device_of(model))
     if config.dp is None:
         sampler = RandomSampler(
             dataset, replacement=True, num_samples=config.steps * config.batch_size, generator=sampling
@@ -397,14 +397,13 @@ def run_steps(
         history = PrivacyHistory(list(config.dp.spent_before))
     rate = sample_rate_for(public_examples, config.batch_size)
     sigma = noise_multiplier_for(config.dp, sample_rate=rate, steps_per_round=config.steps)
-    for group in optimizer.param_groups:
-        if group.get(NOISE_SCALED):
-            group["lr"] = head_rate_under_noise(
-                group["lr"],
-                config.learning_rate,
-                noise_multiplier=sigma,
-                expected_batch=public_examples * rate,
-            )
+    expected_batch = divided_by(public_examples * rate)
+    if isinstance(optimizer, torch.optim.SGD):  # Adam scales its steps by the gradients' own size
+        for group in optimizer.param_groups:
+            if group.get(NOISE_SCALED):
+                group["lr"] = head_rate_under_noise(
+                    group["lr"], config.learning_rate, noise_multiplier=sigma, expected_batch=expected_batch
+                )
     count = StepCount()
     try:
         _dp_steps(
@@ -457,7 +456,7 @@ def _dp_steps(
             optimizer,
             noise_multiplier=sigma,
             max_grad_norm=config.dp.max_grad_norm,
-            expected_batch_size=max(1, int(expected_batch)),
+            expected_batch_size=divided_by(expected_batch),
             loss_reduction="mean",
             generator=noise,
         )
@@ -467,6 +466,11 @@ def _dp_steps(
         finally:
             # Unhook so that the next round can wrap the same model again.
             gs_model._close()
+
+
+def divided_by(expected_batch: float) -> int:
+    """The batch DP-SGD divides its noisy sum by: the expected batch, whole (Opacus takes an int)."""
+    return max(1, int(expected_batch))
 
 
 @dataclass
@@ -515,6 +519,6 @@ def _run_steps(
     model.eval()
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
+def device_of(model: torch.nn.Module) -> torch.device:
     """Where `model`'s parameters live (the noise of its DP steps is drawn there)."""
     return next(model.parameters()).device

@@ -48,9 +48,12 @@ console = Console()
 def _head_learning_rate(given: float | None, *, task: str) -> float | None:
     """The head's rate from `--head-learning-rate`: the recipe's when not given, the adapter's for 0. A
     causal LM has no head, so a rate given for one is refused rather than dropped."""
-    from client_agent.data.tasks import QA_TASKS
+    import math
 
-    if given is not None and given < 0:
+    from client_agent.data.tasks import QA_TASKS
+    from protocol.messages import TrainingConfig
+
+    if given is not None and not given >= 0:  # NaN too
         raise typer.BadParameter(f"must be positive or 0, got {given:g}", param_hint="--head-learning-rate")
     if task in QA_TASKS:
         if given:
@@ -59,6 +62,12 @@ def _head_learning_rate(given: float | None, *, task: str) -> float | None:
                 param_hint="--head-learning-rate",
             )
         return None
+    # The spec's own bound, so that the demo refuses before it starts its services, as simulate does.
+    limit = next(m.le for m in TrainingConfig.model_fields["head_learning_rate"].metadata if hasattr(m, "le"))
+    if given is not None and not (math.isfinite(given) and given <= limit):
+        raise typer.BadParameter(
+            f"must be at most {limit:g}, got {given:g}", param_hint="--head-learning-rate"
+        )
     if given is None:
         return HEAD_LEARNING_RATE
     return given if given > 0 else None
@@ -209,6 +218,7 @@ def train_local(
         )
 
     from client_agent.data import DataError
+    from client_agent.device import DeviceError
     from client_agent.local_run import LocalRunConfig, run_local
 
     warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
@@ -237,7 +247,7 @@ def train_local(
     )
     try:
         result = run_local(config)
-    except DataError as e:
+    except (DataError, DeviceError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
     table = Table(title=f"local FFA-LoRA on {result.data}")

@@ -3,8 +3,10 @@
 `--head-learning-rate` (`fedlora.cli._head_learning_rate`), and `FEDLORA_DEVICE` for whatever trains outside
 an agent (`client_agent.device.training_device`).
 
-Every strict xfail reproduces a promise the review found broken; the plain tests are promises it tried to
-break and found kept. Tiny random models built from configs (tests/unit/test_recipe.py's classifier, the
+The review reproduced twelve broken promises as strict xfails (the head's rate computed for the fractional
+batch, the central row's reported rate, a NaN or out-of-range rate, devices checked after loading, Ray
+workers' device, CPU inputs meeting a model on a GPU); all are fixed and are plain tests now, beside the
+promises it tried to break and found kept. Tiny random models built from configs (tests/unit/test_recipe.py's classifier, the
 e2e tests' saved 2-layer BERT, tests/decoders.py's GPT-2), nothing from a hub. The tests marked `cuda` need
 a GPU: they reproduce what only a model on another device than its CPU inputs meets, and are skipped here.
 """
@@ -70,13 +72,6 @@ def _dp_config(**overrides) -> LocalConfig:
 # -- 1. the head's rate under DP noise ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="run_steps feeds head_rate_under_noise the float expected batch public_examples * q (62.5 here) while "
-    "the DPOptimizer divides the noisy sum by max(1, int(expected_batch)) (62): the head's rate is computed "
-    "for a noise 0.8% smaller than the one its steps carry (client_agent/train.py:400-406 vs 460)",
-)
 def test_the_head_rate_follows_the_batch_the_noise_is_actually_divided_by():
     """1,000 examples in batches of 64: q = 1/16, expected batch 62.5, and Opacus divides the noise by 62.
     The promise: rate = max(adapter, head * min(1, 0.0065 / (sigma / 62)))."""
@@ -138,13 +133,6 @@ def test_the_lowered_rate_spends_exactly_the_epsilon_and_sigma_of_the_adapters_r
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="fedlora/experiments/central.py:275 reports the federation's configured head rate (20) in the DP-SGD "
-    "row's `lr (head)` (results.csv, results.md, the yardstick's table) although train_local lowered it for the "
-    "noise and returned the rate it used in LocalResult.head_learning_rate",
-)
 def test_the_central_dp_row_reports_the_head_rate_it_trained_at(tiny_model_dir, tmp_path):
     """The quick central run: 16-example batches at epsilon 8 put far more noise on each step than the
     reference, so the DP row's head must report a rate below 20; the row without DP keeps 20."""
@@ -199,12 +187,6 @@ def test_a_causal_lm_under_dp_sgd_keeps_one_rate_and_reports_no_head(tmp_path):
 # -- 2. --head-learning-rate -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="fedlora/cli.py:48-64: a NaN rate is neither < 0 nor > 0, so _head_learning_rate turns it into None "
-    "(the adapter's rate) instead of refusing it by name; the run goes on as if 0 had been given",
-)
 def test_a_nan_head_rate_is_refused_by_name_not_read_as_zero(tmp_path):
     """`--hospitals 0` makes the run stop at the config either way: a refusal of the rate would come first."""
     args = ["simulate", "--head-learning-rate", "nan", "--hospitals", "0", "--out", str(tmp_path)]
@@ -214,13 +196,6 @@ def test_a_nan_head_rate_is_refused_by_name_not_read_as_zero(tmp_path):
     assert "--head-learning-rate" in _flat(result.output) and "nan" in _flat(result.output)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="fedlora/cli.py:48-64 lets any finite or infinite positive rate through; the demo's spec refuses "
-    "head_learning_rate above 1000 only at fedlora/launcher.py:351, after Redis and the cloud started and the "
-    "run folder was written, and as an uncaught SpecError (exit 1), not a named refusal with exit 2",
-)
 def test_the_demo_refuses_a_head_rate_its_spec_cannot_hold_before_anything_starts(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--head-learning-rate", "5000", "--out", str(out)])
@@ -300,13 +275,6 @@ def _simulation(out_dir: Path, model_dir: Path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="fedlora/simulation.py:442 resolves FEDLORA_DEVICE only after the run folder, the data, the class "
-    "heatmap, the tokenizer and the base model: an experiment (which calls simulate, not the CLI) is refused "
-    "after it loaded everything and wrote hospitals_by_class.png",
-)
 def test_simulate_as_the_experiments_call_it_refuses_an_absent_device_before_anything_loads(
     absent_device, tiny_model_dir, tmp_path
 ):
@@ -318,12 +286,6 @@ def test_simulate_as_the_experiments_call_it_refuses_an_absent_device_before_any
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="fedlora/simulation.py:331-333 (prepared_run, the experiments' baselines) loads the tokenizer and the "
-    "model before asking FEDLORA_DEVICE: with a device the machine lacks, a missing model is what it reports",
-)
 def test_prepared_run_refuses_an_absent_device_before_it_loads_the_model(absent_device, tmp_path):
     from fedlora.simulation import prepared_run
 
@@ -338,12 +300,6 @@ def _hospital_csv(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ModelError,
-    reason="client_agent/local_run.py:117-127 loads the encoder and the tokenizer before asking FEDLORA_DEVICE: "
-    "with a device the machine lacks, a missing model is what it reports",
-)
 def test_the_local_preflight_refuses_an_absent_device_before_it_loads_the_encoder(absent_device, tmp_path):
     from client_agent.local_run import LocalRunConfig, run_local
 
@@ -361,12 +317,6 @@ def test_the_local_preflight_refuses_an_absent_device_before_it_loads_the_encode
         run_local(config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="fedlora/cli.py:158-250: `fedlora train-local` neither checks FEDLORA_DEVICE up front nor maps "
-    "DeviceError: after loading the data and MiniLM the run dies with a DeviceError traceback (exit 1)",
-)
 def test_train_local_refuses_an_absent_device_by_name_with_exit_2(absent_device, tmp_path):
     args = [
         "train-local",
@@ -398,14 +348,6 @@ def test_simulate_on_the_cpu_trains_where_fedlora_device_says(monkeypatch, tiny_
     assert report.macro_auc_after is not None and math.isfinite(report.macro_auc_after)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="fedlora/simulation_engines.py:153-157 starts the actors without the driver's FEDLORA_DEVICE (no "
-    "runtime_env): each worker's HospitalSite (fedlora/simulation_hospitals.py:131-132) reads the variable of "
-    "the environment its Ray session started with (or a cluster's), so the driver's setting is not what the "
-    "hospitals train on",
-)
 def test_ray_workers_train_where_the_driver_s_fedlora_device_says(monkeypatch, tiny_model_dir, tmp_path):
     """A Ray session opened earlier in this process (a notebook's, as RayEngine allows) while FEDLORA_DEVICE
     named a device this machine lacks; the run then says cpu. The hospitals must train on the cpu."""
@@ -438,13 +380,6 @@ def _cpu_features(n: int) -> Features:
 
 
 @cuda
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="fedlora/simulation_rounds.py:281-291: class_probabilities runs forward_from on the CPU features and "
-    "calls .numpy() on the GPU logits; simulate (fedlora/simulation.py:906, AUC before round 1) now meets it "
-    "whenever FEDLORA_DEVICE resolves to a GPU, auto included",
-)
 def test_the_auc_of_a_model_on_the_gpu_is_computed_from_cpu_features():
     from fedlora.simulation_rounds import class_probabilities
 
@@ -455,12 +390,6 @@ def test_the_auc_of_a_model_on_the_gpu_is_computed_from_cpu_features():
 
 
 @cuda
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="fedlora/experiments/central.py:208-213: _embeddings runs embedding_from on the CPU features and "
-    "calls .numpy() on the GPU embedding; prepared_run (fedlora/simulation.py:333) now puts the model there",
-)
 def test_the_linear_probe_of_a_model_on_the_gpu_embeds_cpu_features():
     from fedlora.experiments.central import _embeddings
 
@@ -469,13 +398,6 @@ def test_the_linear_probe_of_a_model_on_the_gpu_embeds_cpu_features():
 
 
 @cuda
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="client_agent/causal_train.py:134-178 (evaluate_answers, example_answer_losses at 157, greedy_answers at 177): "
-    "they hand the CPU token ids to the model and call .numpy() on its output; train_causal "
-    "evaluates first, so a causal simulation (fedlora/simulation.py:442 moves its model) fails on a GPU",
-)
 def test_a_causal_lm_on_the_gpu_trains_and_evaluates_from_cpu_token_ids(tmp_path):
     from transformers import AutoTokenizer
 
