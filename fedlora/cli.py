@@ -864,14 +864,26 @@ def experiment(
         typer.Option(help="where each federation's hospitals train: process (in turn) or ray (in parallel)"),
     ] = "process",
     ray_address: RayAddressOption = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE (repeatable): change one setting of a paper table (privacy, heterogeneity, rank, "
+            "alpha); VALUE is JSON, e.g. --set 'methods=[\"ffa\"]' --set head_learning_rate=null",
+        ),
+    ] = None,
 ) -> None:
     """Run a named experiment (tables, CSV, plots, config and models in its results folder)."""
+    import json
+
     from fedlora.experiments import (
         EXPERIMENTS,
         Engine,
         ExperimentEngineError,
+        ExperimentSettingError,
         UnknownExperimentError,
         get_experiment,
+        run_paper_table,
     )
     from fedlora.simulation_engines import EngineError
 
@@ -894,6 +906,15 @@ def experiment(
     if engine not in ("process", "ray"):
         raise typer.BadParameter(f"engine must be process or ray, got {engine!r}")
     chosen = Engine(engine, ray_address if engine == "ray" else None)  # type: ignore[arg-type]
+    settings: dict[str, Any] = {}
+    for item in set_ or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"must be KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            settings[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[key.strip()] = text  # a bare word: a string (e.g. partition=iid)
     import logging
     import sys
 
@@ -915,11 +936,18 @@ def experiment(
 
     transformers_logging.disable_progress_bar()
     # A quick run never overwrites the full run's results.
-    folder = out if out is not None else Path("runs/experiments") / (f"{name}-quick" if quick else name)
+    # A variant (--set) never overwrites the table's own results either.
+    default = f"{name}-quick" if quick else name
+    folder = (
+        out if out is not None else Path("runs/experiments") / (f"{default}-set" if settings else default)
+    )
     try:
         with logging_redirect_tqdm(loggers=[logger]):
-            results = spec.run(folder, quick=quick, engine=chosen)
-    except (EngineError, ExperimentEngineError) as e:
+            if settings:
+                results = run_paper_table(name, folder, settings=settings, quick=quick, engine=chosen)
+            else:
+                results = spec.run(folder, quick=quick, engine=chosen)
+    except (EngineError, ExperimentEngineError, ExperimentSettingError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
     finally:

@@ -26,7 +26,7 @@ from torch.utils.data import TensorDataset
 from typer.testing import CliRunner
 
 from client_agent.device import DeviceError
-from client_agent.model import AdapterSpec, ModelError
+from client_agent.model import AdapterSpec
 from client_agent.train import (
     DPSettings,
     Features,
