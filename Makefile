@@ -15,12 +15,17 @@ install: $(STAMP)
 
 # torch first, pinned: that version is a CPU build on this machine's disk. Anything installed after it
 # only checks that the pinned torch satisfies its range and never pulls a CUDA build.
+# A .venv that is a link to another checkout's (a git worktree sharing it) is that checkout's to install:
+# an editable install from here would point its packages at this worktree.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==$(TORCH_VERSION)
-	$(PIP) install --quiet -e '.[dev]'
-	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$(TORCH_VERSION)') else f'torch was replaced: {v}')"
+	@if [ -L $(VENV) ]; then echo "$(VENV) links to another checkout's environment: not reinstalling from here"; exit 0; fi; \
+	set -e; \
+	echo "setting up $(VENV): torch $(TORCH_VERSION) (CPU build), then this project and its tools"; \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	$(PIP) install --quiet --upgrade pip; \
+	$(PIP) install --quiet torch==$(TORCH_VERSION); \
+	$(PIP) install --quiet -e '.[dev]'; \
+	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$(TORCH_VERSION)') else f'torch was replaced: {v}')"; \
 	touch $(STAMP)
 
 # The tests and the demo start their own redis-server on a free loopback port; this only makes sure the

@@ -18,7 +18,15 @@ import torch
 from torch.utils.data import TensorDataset
 
 from client_agent.causal_lm import FFACausalLM, answer_loss, causal_lm_loss
-from client_agent.train import LocalConfig, LocalResult, PrivacyHistory, TrainingError, run_steps
+from client_agent.train import (
+    LocalConfig,
+    LocalResult,
+    PrivacyHistory,
+    TrainingError,
+    device_of,
+    on_device,
+    run_steps,
+)
 
 
 @dataclass(frozen=True)
@@ -140,8 +148,13 @@ def evaluate_answers(
     correct = total = 0
     for start in range(0, len(features), batch_size):
         sl = slice(start, start + batch_size)
-        ids, mask = features.input_ids[sl], features.answer_mask[sl][:, 1:].bool()
-        predicted = model(ids, features.attention_mask[sl])[:, :-1].argmax(-1)
+        ids, mask, attention = on_device(
+            device_of(model),
+            features.input_ids[sl],
+            features.answer_mask[sl][:, 1:].bool(),
+            features.attention_mask[sl],
+        )
+        predicted = model(ids, attention)[:, :-1].argmax(-1)
         correct += int((predicted == ids[:, 1:])[mask].sum())
         total += int(mask.sum())
     return float(losses.mean()), correct / max(total, 1)
@@ -153,8 +166,10 @@ def example_answer_losses(model: FFACausalLM, features: QAFeatures, *, batch_siz
     parts = []
     for start in range(0, len(features), batch_size):
         sl = slice(start, start + batch_size)
-        logits = model(features.input_ids[sl], features.attention_mask[sl])
-        parts.append(answer_loss(logits, features.input_ids[sl], features.answer_mask[sl]).double().numpy())
+        ids, attention, answer = on_device(
+            device_of(model), features.input_ids[sl], features.attention_mask[sl], features.answer_mask[sl]
+        )
+        parts.append(answer_loss(model(ids, attention), ids, answer).double().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -174,6 +189,7 @@ def greedy_answers(
         for i, prompt in enumerate(prompts):
             ids[i, width - len(prompt) :] = torch.tensor(prompt)
             mask[i, width - len(prompt) :] = 1
+        ids, mask = on_device(device_of(model), ids, mask)
         new = model.generate(
             ids, mask, max_new_tokens=longest, eos_token_id=special.eos, pad_token_id=special.pad
         )

@@ -13,7 +13,9 @@ trained part is small (the adapted layers on cached hidden states), so float32 c
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 
 import torch
 
@@ -44,3 +46,9 @@ def resolve_device(setting: str, *, cuda_devices: int | None = None) -> torch.de
             + ("" if count else " (no CUDA build or no GPU); use auto or cpu")
         )
     return torch.device("cuda", index)
+
+
+def training_device(environ: Mapping[str, str] = os.environ) -> torch.device:
+    """The device `FEDLORA_DEVICE` names in `environ` (default auto), for whatever trains outside an agent:
+    `fedlora simulate` and its experiments, a hospital's local pre-flight."""
+    return resolve_device(environ.get(VARIABLE, "auto"))

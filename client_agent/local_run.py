@@ -19,6 +19,7 @@ from transformers import AutoTokenizer
 
 from client_agent.data import Dataset, load_file, load_task, train_test_split
 from client_agent.deid import DeidEngine, Deidentifier, make_finder
+from client_agent.device import training_device
 from client_agent.model import AdapterSpec, FFAClassifier, default_model_path, load_encoder
 from client_agent.recipe import HEAD_LEARNING_RATE
 from client_agent.train import DPSettings, LocalConfig, PrivacyHistory, encode, train_local
@@ -93,6 +94,7 @@ def load_data(config: LocalRunConfig) -> Dataset:
 
 
 def run_local(config: LocalRunConfig) -> LocalRunReport:
+    device = training_device()  # DeviceError names FEDLORA_DEVICE before anything loads
     torch.set_num_threads(config.threads)
     dataset = load_data(config)
     deid_counts: dict[str, int] = {}
@@ -123,7 +125,7 @@ def run_local(config: LocalRunConfig) -> LocalRunReport:
         alpha=config.alpha,
         seed=config.basis_seed,
     )
-    model = FFAClassifier(encoder, spec, rank=config.rank)
+    model = FFAClassifier(encoder, spec, rank=config.rank).to(device)
 
     started = time.perf_counter()
     train_features = encode(

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from client_agent.model import FFAClassifier
+from client_agent.recipe import head_rate_under_noise
 from client_agent.releases import BUDGET_ROUNDING, History, appended, calibrate, epsilon_of
 
 
@@ -152,6 +153,8 @@ class LocalResult:
     epsilon: float | None = None
     noise_multiplier: float | None = None
     sample_rate: float | None = None
+    #: The rate the head's weight trained at (after `run_steps` lowered it for the noise); None: no head.
+    head_learning_rate: float | None = None
 
 
 def encode(
@@ -281,9 +284,14 @@ def generators(
     return torch.Generator().manual_seed(seeds[0]), noise.manual_seed(seeds[1])
 
 
+#: The key of an optimiser group whose rate `run_steps` lowers as the DP noise grows (the head's weight).
+NOISE_SCALED = "fedlora_noise_scaled"
+
+
 def parameter_groups(model: FFAClassifier, config: LocalConfig) -> list[dict[str, object]]:
     """The optimiser's parameter groups, in the model's parameter order (DP-SGD draws its noise in that
-    order): the adapter and the head's bias at `learning_rate`, the head's weight at `head_learning_rate`.
+    order): the adapter and the head's bias at `learning_rate`, the head's weight at `head_learning_rate`
+    (under DP-SGD, lowered by `run_steps` as the noise grows: `client_agent.recipe`).
     The bias keeps the adapter's rate: its curvature does not shrink with the embedding's coordinates, and at
     the weight's rate its steps overshoot."""
     weight, bias = model.head.weight, model.head.bias
@@ -291,7 +299,7 @@ def parameter_groups(model: FFAClassifier, config: LocalConfig) -> list[dict[str
     head_lr = config.head_learning_rate if config.head_learning_rate is not None else config.learning_rate
     return [
         {"params": adapter, "lr": config.learning_rate},
-        {"params": [weight], "lr": head_lr},
+        {"params": [weight], "lr": head_lr, NOISE_SCALED: True},
         {"params": [bias], "lr": config.learning_rate},
     ]
 
@@ -360,6 +368,7 @@ def train_local(
         epsilon=epsilon,
         noise_multiplier=sigma,
         sample_rate=rate,
+        head_learning_rate=float(optimizer.param_groups[1]["lr"]),
     )
 
 
@@ -376,7 +385,7 @@ def run_steps(
     """`config.steps` steps of any task's model on `dataset` (whose rows `batch_loss` reads): DP-SGD when
     `config.dp` is set, accounted in `history` (extended in place); returns `(epsilon, sigma, sample_rate)`,
     or None without DP. `public_examples` is the count that sets the sample rate and the expected batch."""
-    sampling, noise = generators(config.insecure_seed, noise_device=_device_of(model))
+    sampling, noise = generators(config.insecure_seed, noise_device=device_of(model))
     if config.dp is None:
         sampler = RandomSampler(
             dataset, replacement=True, num_samples=config.steps * config.batch_size, generator=sampling
@@ -388,6 +397,13 @@ def run_steps(
         history = PrivacyHistory(list(config.dp.spent_before))
     rate = sample_rate_for(public_examples, config.batch_size)
     sigma = noise_multiplier_for(config.dp, sample_rate=rate, steps_per_round=config.steps)
+    expected_batch = divided_by(public_examples * rate)
+    if isinstance(optimizer, torch.optim.SGD):  # Adam scales its steps by the gradients' own size
+        for group in optimizer.param_groups:
+            if group.get(NOISE_SCALED):
+                group["lr"] = head_rate_under_noise(
+                    group["lr"], config.learning_rate, noise_multiplier=sigma, expected_batch=expected_batch
+                )
     count = StepCount()
     try:
         _dp_steps(
@@ -440,7 +456,7 @@ def _dp_steps(
             optimizer,
             noise_multiplier=sigma,
             max_grad_norm=config.dp.max_grad_norm,
-            expected_batch_size=max(1, int(expected_batch)),
+            expected_batch_size=divided_by(expected_batch),
             loss_reduction="mean",
             generator=noise,
         )
@@ -450,6 +466,11 @@ def _dp_steps(
         finally:
             # Unhook so that the next round can wrap the same model again.
             gs_model._close()
+
+
+def divided_by(expected_batch: float) -> int:
+    """The batch DP-SGD divides its noisy sum by: the expected batch, whole (Opacus takes an int)."""
+    return max(1, int(expected_batch))
 
 
 @dataclass
@@ -498,6 +519,6 @@ def _run_steps(
     model.eval()
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
+def device_of(model: torch.nn.Module) -> torch.device:
     """Where `model`'s parameters live (the noise of its DP steps is drawn there)."""
     return next(model.parameters()).device

@@ -45,6 +45,34 @@ app.add_typer(pki_app, name="pki")
 console = Console()
 
 
+def _head_learning_rate(given: float | None, *, task: str) -> float | None:
+    """The head's rate from `--head-learning-rate`: the recipe's when not given, the adapter's for 0. A
+    causal LM has no head, so a rate given for one is refused rather than dropped."""
+    import math
+
+    from client_agent.data.tasks import QA_TASKS
+    from protocol.messages import TrainingConfig
+
+    if given is not None and not given >= 0:  # NaN too
+        raise typer.BadParameter(f"must be positive or 0, got {given:g}", param_hint="--head-learning-rate")
+    if task in QA_TASKS:
+        if given:
+            raise typer.BadParameter(
+                f"task {task!r} fine-tunes a causal LM, which has no head; got {given:g}",
+                param_hint="--head-learning-rate",
+            )
+        return None
+    # The spec's own bound, so that the demo refuses before it starts its services, as simulate does.
+    limit = next(m.le for m in TrainingConfig.model_fields["head_learning_rate"].metadata if hasattr(m, "le"))
+    if given is not None and not (math.isfinite(given) and given <= limit):
+        raise typer.BadParameter(
+            f"must be at most {limit:g}, got {given:g}", param_hint="--head-learning-rate"
+        )
+    if given is None:
+        return HEAD_LEARNING_RATE
+    return given if given > 0 else None
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -190,6 +218,7 @@ def train_local(
         )
 
     from client_agent.data import DataError
+    from client_agent.device import DeviceError
     from client_agent.local_run import LocalRunConfig, run_local
 
     warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
@@ -218,7 +247,7 @@ def train_local(
     )
     try:
         result = run_local(config)
-    except DataError as e:
+    except (DataError, DeviceError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
     table = Table(title=f"local FFA-LoRA on {result.data}")
@@ -353,11 +382,12 @@ def simulate_command(
     batch_size: Annotated[int, typer.Option()] = 256,
     learning_rate: Annotated[float, typer.Option()] = 2.0,
     head_learning_rate: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="the head weight's own learning rate; 0 = the adapter's (the recipe before issue 23)"
+            help=f"the head weight's own learning rate (default {HEAD_LEARNING_RATE:g}, lowered under DP-SGD "
+            "as the noise grows); 0 = the adapter's (the recipe before issue 23); refused for a causal LM"
         ),
-    ] = HEAD_LEARNING_RATE,
+    ] = None,
     epsilon: Annotated[float, typer.Option(help="each hospital's example-level budget; 0 = no DP")] = 8.0,
     scheme: Annotated[str, typer.Option(help="ckks, paillier or none")] = "ckks",
     masking: Annotated[
@@ -427,8 +457,14 @@ def simulate_command(
 ) -> None:
     """Run a federation without HTTP (same model, DP, encryption and aggregation code as the services),
     its hospitals in this process or in parallel through Ray."""
+    from client_agent.device import DeviceError, training_device
     from fedlora.simulation import SimulationConfig, SimulationError, simulation_clip_norm
     from fedlora.simulation_engines import default_engine
+
+    try:
+        training_device()  # the hospitals train where FEDLORA_DEVICE says; refused before anything loads
+    except DeviceError as e:
+        raise typer.BadParameter(str(e)) from e
 
     if partition not in ("iid", "mild", "severe", "dirichlet"):
         raise typer.BadParameter(f"partition must be iid, mild, severe or dirichlet, got {partition!r}")
@@ -458,7 +494,7 @@ def simulate_command(
             steps=steps,
             batch_size=batch_size,
             learning_rate=learning_rate,
-            head_learning_rate=head_learning_rate if head_learning_rate > 0 else None,
+            head_learning_rate=_head_learning_rate(head_learning_rate, task=task),
             epsilon=epsilon if epsilon > 0 else None,
             scheme=scheme,  # type: ignore[arg-type]
             masking=masking,
@@ -494,11 +530,12 @@ def demo(
     epsilon: Annotated[float, typer.Option(help="each hospital's example-level budget; 0 = no DP")] = 8.0,
     steps: Annotated[int, typer.Option(help="DP-SGD steps per hospital per round")] = 16,
     head_learning_rate: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="the head weight's own learning rate; 0 = the adapter's (the recipe before issue 23)"
+            help=f"the head weight's own learning rate (default {HEAD_LEARNING_RATE:g}, lowered under DP-SGD "
+            "as the noise grows); 0 = the adapter's (the recipe before issue 23); refused for a causal LM"
         ),
-    ] = HEAD_LEARNING_RATE,
+    ] = None,
     central_noise: Annotated[
         float, typer.Option(help="client-level DP: z of the noise on each round's sum; 0 = off")
     ] = 0.25,
@@ -545,7 +582,7 @@ def demo(
         rounds=rounds,
         epsilon=epsilon,
         steps=steps,
-        head_learning_rate=head_learning_rate if head_learning_rate > 0 else None,
+        head_learning_rate=_head_learning_rate(head_learning_rate, task=task),
         central_noise=central_noise,
         distributed=distributed,
         strategy=Strategy(strategy),
@@ -827,14 +864,26 @@ def experiment(
         typer.Option(help="where each federation's hospitals train: process (in turn) or ray (in parallel)"),
     ] = "process",
     ray_address: RayAddressOption = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE (repeatable): change one setting of a paper table (privacy, heterogeneity, rank, "
+            "alpha); VALUE is JSON, e.g. --set 'methods=[\"ffa\"]' --set head_learning_rate=null",
+        ),
+    ] = None,
 ) -> None:
     """Run a named experiment (tables, CSV, plots, config and models in its results folder)."""
+    import json
+
     from fedlora.experiments import (
         EXPERIMENTS,
         Engine,
         ExperimentEngineError,
+        ExperimentSettingError,
         UnknownExperimentError,
         get_experiment,
+        run_paper_table,
     )
     from fedlora.simulation_engines import EngineError
 
@@ -857,6 +906,15 @@ def experiment(
     if engine not in ("process", "ray"):
         raise typer.BadParameter(f"engine must be process or ray, got {engine!r}")
     chosen = Engine(engine, ray_address if engine == "ray" else None)  # type: ignore[arg-type]
+    settings: dict[str, Any] = {}
+    for item in set_ or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"must be KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            settings[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[key.strip()] = text  # a bare word: a string (e.g. partition=iid)
     import logging
     import sys
 
@@ -878,11 +936,18 @@ def experiment(
 
     transformers_logging.disable_progress_bar()
     # A quick run never overwrites the full run's results.
-    folder = out if out is not None else Path("runs/experiments") / (f"{name}-quick" if quick else name)
+    # A variant (--set) never overwrites the table's own results either.
+    default = f"{name}-quick" if quick else name
+    folder = (
+        out if out is not None else Path("runs/experiments") / (f"{default}-set" if settings else default)
+    )
     try:
         with logging_redirect_tqdm(loggers=[logger]):
-            results = spec.run(folder, quick=quick, engine=chosen)
-    except (EngineError, ExperimentEngineError) as e:
+            if settings:
+                results = run_paper_table(name, folder, settings=settings, quick=quick, engine=chosen)
+            else:
+                results = spec.run(folder, quick=quick, engine=chosen)
+    except (EngineError, ExperimentEngineError, ExperimentSettingError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
     finally:

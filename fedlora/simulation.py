@@ -40,6 +40,7 @@ from transformers import AutoTokenizer
 from client_agent.data import Dataset, client_class_counts, partition, plot_heatmap, task_split
 from client_agent.data.tasks import QA_TASKS
 from client_agent.deid import Deidentifier
+from client_agent.device import training_device
 from client_agent.model import default_model_path
 from client_agent.recipe import HEAD_LEARNING_RATE
 from client_agent.releases import COUNT_ENTRY, noisy_count
@@ -324,12 +325,13 @@ class PreparedRun:
 
 def prepared_run(config: SimulationConfig) -> PreparedRun:
     """`prepared_data` with the model built and both sets encoded, as the run's hospitals encode them."""
+    device = training_device()  # DeviceError names FEDLORA_DEVICE before anything loads
     torch.set_num_threads(config.threads)
     spec, train, test, parts = prepared_data(config)
     model_path = config.model_path or default_model_path()
     task = task_for(spec)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = task.build_model(model_path, spec, rank=config.rank)
+    model = task.build_model(model_path, spec, rank=config.rank).to(device)
     train_features = encoded(model, tokenizer, model_path, train, config.max_seq_length, task=task)
     test_features = encoded(model, tokenizer, model_path, test, config.max_seq_length, task=task)
     start = model.layout.initial_vector(seed=spec.seed, basis_version=spec.basis_version)
@@ -415,6 +417,7 @@ def simulate(
     """Run the federation; `on_global(round, vector)` sees the global adapter after each round. `ranks`
     plans every hospital's rank round by round (seed 001's dynamic ranks, `fedlora.simulation_ranks`);
     None: every hospital at `config.rank`."""
+    device = training_device()  # DeviceError names FEDLORA_DEVICE before anything loads
     if config.engine == "ray":
         check_ray(config.ray_address)
     torch.set_num_threads(config.threads)
@@ -438,7 +441,7 @@ def simulate(
     task = task_for(spec)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     # One model object stands in for every hospital's copy: each round starts with load_global.
-    model = task.build_model(model_path, spec, rank=config.rank)
+    model = task.build_model(model_path, spec, rank=config.rank).to(device)
     train_features = encoded(
         model, tokenizer, model_path, train, config.max_seq_length, progress=progress, task=task
     )

@@ -150,7 +150,7 @@ class RayEngine:
                 f"the Ray cluster has {cpus}"
             )
         count = min(workers or max(1, cpus // threads), len(features))
-        actor = ray.remote(num_cpus=threads)(_HospitalWorker)
+        actor = ray.remote(num_cpus=threads)(_HospitalWorker).options(**_device_options(ray, count))
         self._workers = [
             actor.remote(settings, {i: f for i, f in enumerate(features) if i % count == w})
             for w in range(count)
@@ -192,3 +192,18 @@ class _HospitalWorker:
 
     def work(self, job: HospitalJob, global_vector: np.ndarray) -> HospitalOutcome:
         return self._site.work(job, global_vector)
+
+
+def _device_options(ray: ModuleType, count: int) -> dict[str, Any]:
+    """The workers train where the driver's `FEDLORA_DEVICE` says, whatever the environment their Ray session
+    started with: the variable travels in their runtime environment, and a CUDA device is shared among them
+    as a fraction of the cluster's GPUs (Ray hides the GPUs from an actor that asks for none)."""
+    from client_agent.device import VARIABLE, training_device
+
+    options: dict[str, Any] = {}
+    if VARIABLE in os.environ:
+        options["runtime_env"] = {"env_vars": {VARIABLE: os.environ[VARIABLE]}}
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if training_device().type == "cuda" and gpus > 0:
+        options["num_gpus"] = min(1.0, gpus / count)
+    return options

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from client_agent.device import training_device
 from client_agent.model import default_model_path
 from client_agent.tasks import task_for
 from client_agent.train import DPSettings, LocalConfig, PrivacyHistory
@@ -128,6 +129,7 @@ class HospitalSite:
         """A site in a fresh process: its own copy of the base model with the federation's adapter."""
         model_path = settings.model_path or default_model_path()
         model = task_for(settings.spec).build_model(model_path, settings.spec, rank=settings.rank)
+        model = model.to(training_device())
         return cls(settings, model, features)
 
     def model_for(self, rank: int, bases: Mapping[str, np.ndarray] | None) -> Any:
@@ -137,7 +139,8 @@ class HospitalSite:
         if model is None:
             model_path = self.settings.model_path or default_model_path()
             task = task_for(self.settings.spec)
-            model = self.models[rank] = task.build_model(model_path, self.settings.spec, rank=rank)
+            model = task.build_model(model_path, self.settings.spec, rank=rank).to(training_device())
+            self.models[rank] = model
         if bases is not None and self.installed.get(rank) is not bases:
             model.install_basis(bases)
             self.installed[rank] = bases

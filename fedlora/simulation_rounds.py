@@ -25,7 +25,7 @@ import torch
 
 from client_agent.model import FFAClassifier
 from client_agent.tasks import SequenceClassification, TaskKind
-from client_agent.train import Features, LocalConfig, LocalResult, PrivacyHistory
+from client_agent.train import Features, LocalConfig, LocalResult, PrivacyHistory, on_device
 from cloud_server.central_ledger import Ledger
 from cloud_server.privacy_budget import settle_round
 from edge_aggregator.fold import fold, parse_upload
@@ -280,14 +280,12 @@ def close_round(
 @torch.no_grad()
 def class_probabilities(model: FFAClassifier, features: Features, *, batch_size: int = 256) -> np.ndarray:
     """The model's softmax over the classes for every example, `(examples, classes)`, float64."""
-    parts = [
-        torch.softmax(
-            model.forward_from(features.hidden[s : s + batch_size], features.mask[s : s + batch_size]), -1
+    parts = []
+    for s in range(0, len(features), batch_size):
+        hidden, mask = on_device(
+            model.device, features.hidden[s : s + batch_size], features.mask[s : s + batch_size]
         )
-        .double()
-        .numpy()
-        for s in range(0, len(features), batch_size)
-    ]
+        parts.append(torch.softmax(model.forward_from(hidden, mask), -1).double().cpu().numpy())
     return np.concatenate(parts)
 
 

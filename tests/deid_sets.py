@@ -1,10 +1,10 @@
-"""The four synthetic note sets in one form, and one scorer for all of them.
+"""The five synthetic note sets in one form, and one scorer for all of them.
 
 Each generator records its planted identifiers its own way (`tests/deid_notes.py`,
 `tests/deid_notes_independent.py`, `tests/deid_notes_heldout.py`,
-`tests/deid_notes_unseen.py`); here each note becomes a text with
+`tests/deid_notes_unseen.py`, `tests/deid_notes_fifth.py`); here each note becomes a text with
 `(start, end, type)` triples under one vocabulary of Safe Harbor types, so that a finder is measured the
-same way on all four. The criterion is the one the first two scorers use: an identifier counts as
+same way on all five. The criterion is the one the first two scorers use: an identifier counts as
 removed only when every letter and digit of it lies inside a removed span (an SSN that keeps six digits
 is a miss), and a removed span that overlaps no planted identifier is a false positive.
 """
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from client_agent.phi import PHIFinder
 from tests.deid_notes import generate_notes
+from tests.deid_notes_fifth import FIFTH_SEED, fifth_notes
 from tests.deid_notes_heldout import heldout_notes
 from tests.deid_notes_independent import generate_independent_notes
 from tests.deid_notes_unseen import UNSEEN_SEED, unseen_notes
@@ -74,12 +75,22 @@ def unseen_set(n: int, seed: int) -> list[LabelledNote]:
     ]
 
 
+def fifth_set(n: int, seed: int) -> list[LabelledNote]:
+    """`tests/deid_notes_fifth.py`, written without reading the de-identifier or the other sets, and
+    committed before it was ever scored: its types are already this module's."""
+    return [
+        LabelledNote(note.text, tuple((s.start, s.end, s.kind) for s in note.spans))
+        for note in fifth_notes(seed=seed, count=n)
+    ]
+
+
 # (name, builder, default seed)
 SETS: dict[str, tuple[Callable[[int, int], list[LabelledNote]], int]] = {
     "first": (first_set, 24),
     "independent": (independent_set, 2024),
     "held-out": (heldout_set, 20261207),
     "unseen": (unseen_set, UNSEEN_SEED),
+    "fifth": (fifth_set, FIFTH_SEED),
 }
 
 

@@ -6,9 +6,10 @@ experiment module when called, so listing the registry imports neither torch nor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fedlora.simulation_engines import EngineName
 
@@ -70,6 +71,40 @@ def _vit_baseline(out_dir: Path, *, quick: bool, engine: Engine = Engine()) -> P
     in_process_only("vit-baseline", "trains its own small federation", engine)
     config = ViTBaselineConfig.quick() if quick else ViTBaselineConfig()
     return run_vit_baseline(config, out_dir).files["markdown"]
+
+
+#: The experiments whose settings `fedlora experiment NAME --set KEY=VALUE` may change.
+PAPER_TABLES = ("privacy", "heterogeneity", "rank", "alpha")
+
+
+class ExperimentSettingError(ValueError):
+    """A `--set` names no setting of the experiment, or an experiment that takes none."""
+
+
+def run_paper_table(
+    name: str, out_dir: Path, *, settings: Mapping[str, Any], quick: bool, engine: Engine = Engine()
+) -> Path:
+    """One of the paper tables with some of its settings changed (`TableConfig`'s fields, e.g. `methods`,
+    `epsilons`, `head_learning_rate`, `seeds`): a variant, or a rerun of a results folder's config.json."""
+    from fedlora.experiments.paper_tables import TableConfig, TableConfigError, run_table
+
+    if name not in PAPER_TABLES:
+        raise ExperimentSettingError(
+            f"--set applies to {', '.join(PAPER_TABLES)}; {name!r} takes no settings"
+        )
+    config = TableConfig.quick(name) if quick else TableConfig.default(name)  # type: ignore[arg-type]
+    values = config.to_dict()
+    unknown = sorted(set(settings) - set(values) - {"experiment"})
+    if unknown or "experiment" in settings:
+        raise ExperimentSettingError(
+            f"{name} has no setting {', '.join(unknown) or 'experiment'}; settings: {', '.join(sorted(values))}"
+        )
+    values.update(settings, engine=engine.name, ray_address=engine.ray_address)
+    try:
+        changed = TableConfig.from_dict(values)
+    except (TableConfigError, TypeError, ValueError) as e:
+        raise ExperimentSettingError(f"{name}: {e}") from e
+    return run_table(changed, out_dir).files["markdown"]
 
 
 def _paper_table(name: Literal["privacy", "heterogeneity", "rank", "alpha"]) -> ExperimentRun:

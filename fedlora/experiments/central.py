@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from client_agent.model import FFAClassifier
-from client_agent.train import DPSettings, Features, LocalConfig, evaluate, train_local
+from client_agent.train import DPSettings, Features, LocalConfig, evaluate, on_device, train_local
 from fedlora.experiments.sim_report import markdown_table, write_csv
 from fedlora.simulation import PreparedRun, SimulationConfig, prepared_run
 
@@ -206,10 +206,10 @@ def _rows(features: Features, indices: np.ndarray) -> Features:
 
 @torch.no_grad()
 def _embeddings(model: FFAClassifier, features: Features) -> np.ndarray:
-    parts = [
-        model.embedding_from(features.hidden[s : s + 256], features.mask[s : s + 256]).numpy()
-        for s in range(0, len(features), 256)
-    ]
+    parts = []
+    for s in range(0, len(features), 256):
+        hidden, mask = on_device(model.device, features.hidden[s : s + 256], features.mask[s : s + 256])
+        parts.append(model.embedding_from(hidden, mask).cpu().numpy())
     return np.concatenate(parts)
 
 
@@ -273,7 +273,7 @@ def _adapter(
     return CentralRow(
         model="FFA-LoRA adapter, no DP" if dp is None else f"FFA-LoRA adapter, DP-SGD epsilon {dp.epsilon:g}",
         learning_rate=learning_rate,
-        head_learning_rate=None if adam else fed.head_learning_rate,
+        head_learning_rate=None if adam else result.head_learning_rate,  # as trained: lowered under DP noise
         validation_accuracy=result.accuracy_after,
         test_accuracy=evaluate(model, test)[1],
         epsilon=result.epsilon,

@@ -425,7 +425,7 @@ def results_markdown(result: HospitalsResult) -> str:
         f"{sim.rounds} rounds of {sim.steps} DP-SGD steps (epsilon {sim.epsilon:g} per hospital over the "
         f"run, delta {SimulationConfig.delta:g}), expected batch "
         f"{sim.batch_size} (at most the hospital's size), lr {sim.learning_rate:g} (head "
-        f"{sim.head_learning_rate or sim.learning_rate:g}), sequences of {sim.max_seq_length} tokens, FFA-LoRA on "
+        f"{sim.head_learning_rate or sim.learning_rate:g}, at most: lowered as the DP noise grows), sequences of {sim.max_seq_length} tokens, FFA-LoRA on "
         f"`value` of layers {layers}, {config.scheme}{' with pairwise masking' if config.masking else ''} "
         f"over {config.edges} edges (k = 2; {config.he_quant_bits}-bit fixed point in [-{config.he_clip:g}, "
         f"{config.he_clip:g}], each hospital's delta clipped to L2 norm {config.he_clip:g} to stay in it). Fixed rows: every hospital at that rank. Dynamic rows: r_max "

@@ -29,6 +29,8 @@ def _flat(text: str) -> str:
         (["--contamination", "swap"], "contamination must be flip or random"),
         (["--engine", "dask"], "engine must be auto, process or ray"),
         (["--engine", "process", "--workers", "2"], "need engine 'ray'"),
+        (["--head-learning-rate", "-1"], "must be positive or 0, got -1"),
+        (["--task", "drug_condition_qa", "--head-learning-rate", "20"], "which has no head; got 20"),
     ],
 )
 def test_simulate_refuses_settings_the_services_would_refuse(args, reason):
@@ -82,3 +84,23 @@ def test_simulate_clips_under_paillier_unless_told_otherwise():
     assert simulation_clip_norm(None, scheme="ckks") is None
     assert simulation_clip_norm(2.5, scheme="paillier") == 2.5
     assert simulation_clip_norm(0.0, scheme="ckks") is None
+
+
+@pytest.mark.parametrize("command", ["simulate", "demo"])
+def test_a_head_rate_given_for_a_causal_lm_is_refused_not_dropped(command, tmp_path):
+    """The default rate equals the recipe's 20, so only an explicit rate can be refused: it is, by name."""
+    args = [command, "--task", "drug_condition_qa", "--head-learning-rate", "20", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 2
+    assert "--head-learning-rate" in _flat(result.output) and "no head" in _flat(result.output)
+    assert not any(tmp_path.iterdir())
+
+
+def test_simulate_refuses_a_device_this_machine_lacks_before_loading_anything(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDLORA_DEVICE", "cuda:7")
+    result = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path)])
+
+    assert result.exit_code == 2
+    assert "FEDLORA_DEVICE='cuda:7' but torch sees" in _flat(result.output)
+    assert not any(tmp_path.iterdir())

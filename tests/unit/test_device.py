@@ -122,3 +122,13 @@ def test_dp_training_runs_on_the_resolved_device():
     assert result.delta.shape == (model.layout.size,) and np.isfinite(result.delta).all()
     assert np.abs(result.delta).max() > 0
     assert result.epsilon is not None and 0 < result.epsilon <= 8.0 * (1 + 1e-6)
+
+
+def test_training_device_reads_fedlora_device_from_the_environment_and_defaults_to_auto():
+    from client_agent.device import training_device
+
+    expected_auto = torch.device("cuda:0") if torch.cuda.device_count() else torch.device("cpu")
+    assert training_device({}) == expected_auto
+    assert training_device({"FEDLORA_DEVICE": "cpu"}) == torch.device("cpu")
+    with pytest.raises(DeviceError, match="FEDLORA_DEVICE must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        training_device({"FEDLORA_DEVICE": "tpu"})

@@ -270,3 +270,49 @@ def test_quick_privacy_runs_end_to_end(tmp_path: Path) -> None:
     dp = [line for line in lines if line["setting"] == "eps=1" and line["round"] == "1"]
     assert all(0 < float(line["epsilon"]) <= 1.0 + 1e-6 for line in dp)
     assert read_config(out / "config.json") == TableConfig.quick("privacy")
+
+
+def test_set_changes_a_tables_settings_and_its_config_json_records_them(tmp_path: Path) -> None:
+    """`--set` values are JSON: a list, null and a bare word each reach the table, and nothing else moves."""
+    out = tmp_path / "variant"
+    args = ["experiment", "privacy", "--quick", "--out", str(out)]
+    args += ["--set", 'methods=["ffa"]', "--set", "epsilons=[1.0]", "--set", "head_learning_rate=null"]
+    args += ["--set", "partition=iid"]
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    expected = replace(
+        TableConfig.quick("privacy"),
+        methods=("ffa",),
+        epsilons=(1.0,),
+        head_learning_rate=None,
+        partition="iid",
+    )
+    assert read_config(out / "config.json") == expected
+    with (out / "results.csv").open() as handle:
+        assert {(line["setting"], line["method"]) for line in csv.DictReader(handle)} == {("eps=1", "ffa")}
+
+
+@pytest.mark.parametrize(
+    ("name", "item", "reason"),
+    [
+        ("privacy", "epsilon_s=[1]", "privacy has no setting epsilon_s"),
+        ("privacy", "experiment=rank", "privacy has no setting experiment"),
+        ("privacy", 'methods=["fedavg"]', "fedavg"),
+        ("privacy", "noequals", "must be KEY=VALUE, got 'noequals'"),
+        (
+            "secagg",
+            "rounds=2",
+            "--set applies to privacy, heterogeneity, rank, alpha; 'secagg' takes no settings",
+        ),
+    ],
+)
+def test_set_refuses_what_the_table_cannot_take_before_anything_runs(
+    name, item, reason, tmp_path: Path
+) -> None:
+    out = tmp_path / "refused"
+    result = CliRunner().invoke(app, ["experiment", name, "--quick", "--out", str(out), "--set", item])
+
+    assert result.exit_code == 2, result.output
+    assert reason in " ".join(result.output.replace("│", " ").split())
+    assert not out.exists()

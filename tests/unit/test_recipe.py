@@ -17,7 +17,7 @@ import torch
 from transformers import BertConfig
 
 from client_agent.model import AdapterSpec, FFAClassifier
-from client_agent.recipe import HEAD_LEARNING_RATE
+from client_agent.recipe import HEAD_LEARNING_RATE, head_rate_under_noise
 from client_agent.releases import epsilon_of
 from client_agent.train import DPSettings, Features, LocalConfig, PrivacyHistory, evaluate, train_local
 from tests.models import encoder_from_config
@@ -94,3 +94,38 @@ def test_the_head_rate_spends_no_privacy_budget(runs):
     """The rate acts after clipping and noise: both recipes spend the same epsilon, within the target."""
     assert runs["recipe"][2] == runs["old"][2]
     assert max(runs["recipe"][2]) <= EPSILON * (1 + 1e-6)
+
+
+def test_the_head_keeps_its_full_rate_up_to_the_reference_noise_and_loses_it_in_proportion_above():
+    """`rate * min(1, 0.0065 / (sigma / batch))`, never below the adapter's rate (worked by hand)."""
+    assert head_rate_under_noise(20.0, 2.0, noise_multiplier=0.83, expected_batch=128) == 20.0  # 0.0065
+    assert head_rate_under_noise(20.0, 2.0, noise_multiplier=0.4, expected_batch=128) == 20.0
+    # The privacy table's federation at epsilon 6: sigma 0.891 over batches of 64, noise 0.0139.
+    assert head_rate_under_noise(20.0, 2.0, noise_multiplier=0.891, expected_batch=64) == pytest.approx(
+        20.0 * 0.0065 * 64 / 0.891
+    )
+    assert head_rate_under_noise(20.0, 2.0, noise_multiplier=10.0, expected_batch=64) == 2.0  # the floor
+    assert head_rate_under_noise(20.0, 2.0, noise_multiplier=0.0, expected_batch=64) == 20.0
+    assert head_rate_under_noise(1.0, 2.0, noise_multiplier=5.0, expected_batch=8) == 1.0  # no higher rate
+
+
+def test_train_local_lowers_the_heads_rate_for_its_own_noise_and_keeps_it_without_dp():
+    """A hospital with 600 examples in batches of 64 at epsilon 8 draws more noise than the reference:
+    its head trains at the lowered rate, which the result reports; without DP at the full rate."""
+    generator = torch.Generator().manual_seed(5)
+    share = _features(600, generator)
+    model = _tiny_model()
+    vector = model.layout.initial_vector(seed=0, basis_version=0)
+    dp = DPSettings(epsilon=8.0, rounds=1)
+    common = dict(steps=4, batch_size=64, learning_rate=2.0, head_learning_rate=20.0, insecure_seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        noisy = train_local(
+            model, share, global_vector=vector, config=LocalConfig(**common, dp=dp, progress=False)
+        )
+        plain = train_local(model, share, global_vector=vector, config=LocalConfig(**common, progress=False))
+    assert noisy.noise_multiplier is not None and noisy.sample_rate is not None
+    expected = max(2.0, 20.0 * 0.0065 / (noisy.noise_multiplier / (600 * noisy.sample_rate)))
+    assert 2.0 < expected < 20.0
+    assert noisy.head_learning_rate == pytest.approx(expected)
+    assert plain.head_learning_rate == 20.0
