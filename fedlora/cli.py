@@ -431,6 +431,9 @@ def simulate_command(
             "INSECURE: whoever knows the seed can subtract the noise",
         ),
     ] = False,
+    deidentify: Annotated[
+        bool, typer.Option(help="each hospital de-identifies its texts first, as the agent does")
+    ] = True,
     engine: Annotated[
         str,
         typer.Option(
@@ -511,6 +514,7 @@ def simulate_command(
             contamination=contamination,  # type: ignore[arg-type]
             contamination_scale=contamination_scale,
             insecure_reproducible=insecure_reproducible,
+            deidentify=deidentify,
             engine=chosen,  # type: ignore[arg-type]
             ray_address=ray_address if chosen == "ray" else None,  # RAY_ADDRESS may be set for other runs
             workers=workers,
