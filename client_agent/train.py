@@ -368,7 +368,7 @@ def train_local(
         epsilon=epsilon,
         noise_multiplier=sigma,
         sample_rate=rate,
-        head_learning_rate=float(optimizer.param_groups[1]["lr"]),
+        head_learning_rate=next(float(g["lr"]) for g in optimizer.param_groups if g.get(NOISE_SCALED)),
     )
 
 
