@@ -295,8 +295,11 @@ def context_recognizers() -> list[EntityRecognizer]:
         _recognizer(
             "ACCOUNT",
             "licence plate",
-            r"(?<=\b(?i:plates?|tags?|registration|reg\.?)(?:[ \t]+(?i:no\.?|number|\#))?[ \t]*[:#]?[ \t]*)"
-            r"(?=[A-Z0-9 -]*\d)(?=[A-Z0-9 -]*[A-Z])[A-Z0-9]{1,4}[ -]?[A-Z0-9]{1,4}\b",
+            # up to three groups joined by a space or a dash ("8 TRW 441", "2-DMV-773"), after "plate",
+            # "tag", "plates read", "plate number is"
+            r"(?<=\b(?i:plates?|tags?|registration|reg\.?)(?:[ \t]+(?i:no\.?|number|\#))?[ \t]*[:#]?[ \t]*"
+            r"(?:(?i:is|reads?|read|was|of)[ \t]+)?)"
+            r"(?=[A-Z0-9 -]*\d)(?=[A-Z0-9 -]*[A-Z])[A-Z0-9]{1,4}(?:[ -]?[A-Z0-9]{1,4}){0,2}\b",
             0.6,
         ),
         _recognizer(

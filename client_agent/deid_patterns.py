@@ -87,6 +87,15 @@ _STREET_SUFFIX = (
 )
 
 
+# A unit after the street's type, with or without a comma ("Apt 2", ", Unit 12", "Lot 14", "#7B").
+UNIT = (
+    r"(?:,?[ \t]*(?:(?i:apt|apartment|suite|ste|unit|flat|lot|space|spc|trailer|trlr|rm|room|bldg|building|"
+    r"fl|floor)\.?[ \t]*\#?[ \t]*|\#[ \t]*)(?=\w*\d|\p{Lu}\b)\w+){0,2}"
+)
+# A direction before the street's name, spelled or abbreviated ("North", "N.", "NE", "Southwest").
+DIRECTION = r"(?:(?:North|South)(?:east|west)?|East|West|[NS][EW]?|[EW])\.?"
+
+
 def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecognizer:
     # Case matters to these patterns: Presidio's default flags would ignore it.
     return PatternRecognizer(
@@ -147,15 +156,15 @@ def our_patterns() -> list[EntityRecognizer]:
             "ADDRESS",
             "street address",
             rf"\b(?:(?i:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{1,6}}[A-Za-z]?[ \t]+"
-            rf"(?:[NSEW]\.?[ \t]+)?{_CAP}[ \t]+(?:(?:{_CAP}|{STREET_PARTICLE})[ \t]+){{0,4}}{_STREET_SUFFIX}"
-            r"(?:,?[ \t]*(?:(?i:apt|suite|unit|flat)\.?[ \t]*|\#[ \t]*)\w+)?",
+            rf"(?:{DIRECTION}[ \t]+)?{_CAP}\.?[ \t]+(?:(?:{_CAP}\.?|{STREET_PARTICLE})[ \t]+){{0,4}}{_STREET_SUFFIX}"
+            rf"{UNIT}",
             0.7,
         ),
         _pattern(
             "ADDRESS",
             "street address named in Spanish, Portuguese, French or Italian",
             rf"\b\d{{1,6}}[A-Za-z]?[ \t]+{ROMANCE_STREET}[ \t]+(?:(?:{_CAP}|{STREET_PARTICLE})[ \t]+){{0,4}}{_CAP}"
-            rf"(?:[ \t]+{_STREET_SUFFIX})?(?:,?[ \t]*(?:(?i:apt|suite|unit|flat)\.?[ \t]*|\#[ \t]*)\w+)?",
+            rf"(?:[ \t]+{_STREET_SUFFIX})?{UNIT}",
             0.7,
         ),
         _pattern(

@@ -48,6 +48,7 @@ from presidio_analyzer.predefined_recognizers import (
 from spacy.language import Language
 
 from client_agent.deid_context import case_normalised, context_recognizers, is_english
+from client_agent.deid_cues import cue_recognizers
 from client_agent.deid_filters import (
     MIDDLE_INITIAL,
     NER_ENTITIES,
@@ -206,7 +207,13 @@ class PresidioFinder(PHIFinder):
             IpRecognizer(),
             DateRecognizer(),
             *(
-                [RuleRecognizer(), SubjectNameRecognizer(english), *our_patterns(), *context_recognizers()]
+                [
+                    RuleRecognizer(),
+                    SubjectNameRecognizer(english),
+                    *our_patterns(),
+                    *context_recognizers(),
+                    *cue_recognizers(),
+                ]
                 if ours
                 else []
             ),
