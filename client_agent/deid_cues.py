@@ -13,7 +13,7 @@ import re
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
 
 from client_agent.deid_patterns import DIRECTION, UNIT
-from client_agent.deid_words import STREET_PARTICLE
+from client_agent.deid_words import STREET_PARTICLE, WELL_KNOWN_HOSPITALS
 
 _SSN_WORD = r"(?i:ssn|ss\#|soc(?:ial)?[ \t]+sec(?:urity)?(?:[ \t]+(?:number|no\.?|\#))?)"
 _LAST_FOUR = r"(?i:last|final)[ \t]+(?:4|four)(?:[ \t]+(?i:digits?|numbers?))?"
@@ -64,6 +64,14 @@ def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecogni
 def cue_recognizers() -> list[EntityRecognizer]:
     """Partial SSNs, labelled licence numbers, month/day dates and street addresses, each after its cue."""
     return [
+        # Presidio's deny list, case-sensitive: "Hopkins", "Cedars-Sinai" named bare
+        PatternRecognizer(
+            supported_entity="FACILITY",
+            name="well-known hospital named bare",
+            deny_list=list(WELL_KNOWN_HOSPITALS),
+            deny_list_score=0.6,
+            global_regex_flags=re.MULTILINE,
+        ),
         _pattern(
             "ADDRESS",
             "street address after where a person lives",

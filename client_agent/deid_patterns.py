@@ -139,7 +139,12 @@ def our_patterns() -> list[EntityRecognizer]:
             r"report(?:ed|s)?|records?|notes?|went|go|goes|going|gone|presented|ED|ER|admissions?|"
             r"stud(?:y|ies)|imaging|films|images|results|labs|"
             r"works?|worked|working|employed|volunteers?|"
-            r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?)[ \t](?i:from|to|at)[ \t]"
+            r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?|"
+            # a transport, a birth, care received at a place ("flown to", "delivered at", "prenatal care at")
+            r"transported|taken|flown|airlifted|life[- ]?flighted|diverted|delivered|born|care|dialy[sz]es|"
+            r"dialysis|infusions?|hospitali[sz]ed|evaluated|stabili[sz]ed|operated[ \t]+on)[ \t](?i:from|to|at)[ \t]"
+            # a clinician of a place ("Dr. Osei of Baystate")
+            r"|\b(?:Dr|Doctor)\.?[ \t]+(?:\p{Lu}[\p{L}'’-]*\.?[ \t]+){0,2}\p{Lu}[\p{L}'’-]+,?[ \t]+(?:of|from|at)[ \t]"
             # an appointment with someone at a place: "follow-up with Dr. Rao at Parkland on 3/4"
             r"|\b(?i:follow[- ]?up|appointment|appt|visit)[ \t]+(?i:with)[ \t](?:[^.\n;]|(?<=\b(?i:dr|mr|mrs|ms|st))\.){1,40}?"
             r"[ \t](?i:at)[ \t])"
@@ -305,7 +310,9 @@ def our_patterns() -> list[EntityRecognizer]:
             # signer's credential ("Sincerely, A. Rao, MD\nBellevue"), optionally with a unit after a dash
             rf"(?:(?<=\A(?:[^\n]*\n){{0,2}}[ \t]*)|(?<={CREDENTIAL}[ \t]*\n[ \t]*))"
             rf"(?:(?:St\.?|Mount|Mt\.?)[ \t]+)?{_NAME_WORD}(?:[ \t]+(?:(?:of|and|&|the|on)[ \t]+)?{_NAME_WORD}){{0,4}}"
-            r"(?=[ \t]*$|[ \t]+[-–—][ \t]+\S)",
+            # or before a unit or a theatre ("Brookhaven 4 West", "Sentara Leigh OR 5")
+            r"(?=[ \t]*$|[ \t]+[-–—][ \t]+\S|[ \t]+\d{1,2}[ \t]?(?:West|East|North|South|[NSEW])\b"
+            r"|[ \t]+(?:OR|Room|Rm|Bay|Pod|Suite)[ \t]*\#?\d)",
             0.5,
         ),
         *_lower_case_names(),

@@ -71,3 +71,26 @@ ROMANCE_STREET = (
 STREET_PARTICLE = (
     r"(?:de|del|de[ \t]+la|de[ \t]+los|de[ \t]+las|la|las|los|el|do|da|dos|das|du|des|di|della|dei)"
 )
+# Large US hospitals and health systems often named bare, without "Hospital" or "Medical Center" ("seen at
+# Hopkins", "films from Cedars"), from public lists of the largest US hospitals and systems; "|" joins the
+# words of one name. Only names that are not English words ("Duke", "Rush", "Temple", "Providence" stay
+# out), matched case-sensitively.
+WELL_KNOWN_HOSPITALS = tuple(
+    name.replace("|", " ")
+    for name in sorted(
+        _words(
+            """
+    Johns|Hopkins Hopkins Mayo|Clinic Mayo Mass|General Massachusetts|General MGH Brigham|and|Women's
+    Brigham Cedars-Sinai Cedars|Sinai Cedars Mount|Sinai Mt.|Sinai NewYork-Presbyterian Sloan|Kettering
+    Memorial|Sloan|Kettering MSKCC MD|Anderson Dana-Farber Dana|Farber Beth|Israel|Deaconess Beth|Israel
+    Parkland Bellevue Harborview Grady Kaiser|Permanente Kaiser Intermountain Geisinger Ochsner Vanderbilt
+    Emory Baylor|Scott|and|White Barnes-Jewish Barnes|Jewish Henry|Ford Montefiore Maimonides Lenox|Hill
+    Hackensack Christiana ChristianaCare Inova Sentara Carilion UPMC Yale|New|Haven Yale-New|Haven
+    Dartmouth-Hitchcock Lahey Baystate Kaleida Erlanger Piedmont Wellstar Novant Prisma|Health Moffitt
+    Shands Froedtert Hennepin Allina Essentia Sanford|Health Avera Scripps Loma|Linda Hoag Kapiolani
+    Nemours Lurie Stroger Jacobi Northwell MultiCare PeaceHealth OhioHealth MedStar WakeMed Beaumont
+    Sutter UCSF UCHealth NYU|Langone Langone Kettering|Health Fairview Atrium|Health Advocate|Aurora
+    """
+        )
+    )
+)
