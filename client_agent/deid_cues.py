@@ -12,7 +12,7 @@ import re
 
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
 
-from client_agent.deid_patterns import DIRECTION, UNIT
+from client_agent.deid_patterns import DIRECTION, PARTICLE, UNIT
 from client_agent.deid_words import STREET_PARTICLE, WELL_KNOWN_HOSPITALS
 
 _SSN_WORD = r"(?i:ssn|ss\#|soc(?:ial)?[ \t]+sec(?:urity)?(?:[ \t]+(?:number|no\.?|\#))?)"
@@ -52,6 +52,17 @@ _IBERIAN_STREET = (
 )
 
 
+_PERSON_WORD = r"\p{Lu}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)*"
+# A line's label whose value is the patient's name, whatever words it is made of ("Patient: April Fox").
+_PATIENT_LABEL = r"(?i:patient|pt|patient['’]?s[ \t]+name|name|full[ \t]+name|decedent|deceased|client)"
+_NICKNAME_CUE = (
+    r"(?i:prefers|preferred[ \t]+name|goes[ \t]+by|called|nick[- ]?named?|a\.?k\.?a\.?|known[ \t]+as)"
+    r"(?:[ \t]+(?i:to[ \t]+be[ \t]+called))?"
+)
+# A handoff line that puts the bed first: "bay 16: Okafor, 57 y/o", "Rm 12: Castellanos, 71M".
+_BED = r"(?i:bay|bed|rm|room|pod|stretcher|hall(?:way)?|chair)[ \t]*\#?[ \t]*\d{1,3}[A-Za-z]?"
+
+
 def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecognizer:
     return PatternRecognizer(
         supported_entity=entity,
@@ -62,8 +73,35 @@ def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecogni
 
 
 def cue_recognizers() -> list[EntityRecognizer]:
-    """Partial SSNs, labelled licence numbers, month/day dates and street addresses, each after its cue."""
+    """Partial SSNs, labelled licence numbers, month/day dates, street addresses, facilities and names,
+    each after its cue."""
     return [
+        _pattern(
+            "LABELLED_NAME",
+            "the whole value of a patient's name field",
+            rf"(?<=^[ \t]*{_PATIENT_LABEL}[ \t]*:[ \t]*){_PERSON_WORD}"
+            rf"(?:[ \t]+(?:\p{{Lu}}\.?|(?:{PARTICLE}[ \t]+)*{_PERSON_WORD})){{1,3}}"
+            r"(?=[ \t]*(?:$|[,;|(]|[ \t]{2}|[ \t]+(?:DOB|MRN|Age|Sex|DOD|ID)\b))",
+            0.6,
+        ),
+        _pattern(
+            "NICKNAME",
+            "name a patient goes by",
+            # in quotes after the cue ("prefers 'Gretchen'", "goes by \"Bubba\"")
+            rf"(?<=\b{_NICKNAME_CUE}[ \t]*:?[ \t]*[\"“'‘])\p{{L}}[\p{{L}}'’.-]*(?:[ \t]+\p{{L}}[\p{{L}}'’.-]*){{0,2}}"
+            r"(?=[\"”'’])"
+            # capitalised without quotes after a cue that can only name ("prefers to be called Tito")
+            r"|(?<=\b(?i:prefers[ \t]+to[ \t]+be[ \t]+called|goes[ \t]+by|nick[- ]?named|known[ \t]+as)[ \t]+)"
+            rf"{_PERSON_WORD}",
+            0.6,
+        ),
+        _pattern(
+            "AGED_NAME",
+            "surname after a bed on a handoff line",
+            rf"(?<=^[ \t]*{_BED}[ \t]*[:)\-–—][ \t]*){_PERSON_WORD}"
+            r"(?=,?[ \t]+\d{1,3}[ \t-]*(?i:y/?o|yo|y\.o\.|yrs?|years?|[mf])\b|,?[ \t]+\d{1,3}[MF]\b)",
+            0.6,
+        ),
         # Presidio's deny list, case-sensitive: "Hopkins", "Cedars-Sinai" named bare
         PatternRecognizer(
             supported_entity="FACILITY",

@@ -79,6 +79,20 @@ def not_a_name(value: str, english_words: frozenset[str]) -> bool:
     )
 
 
+def not_a_field_name(value: str) -> bool:
+    """The value of a patient's name field, or a name in quotes, that is not a person's name: a label, a
+    stop word, a section or department word or a drug ("Patient: Alert and Oriented", "prefers
+    'Tylenol'"). English words otherwise stay names there ("Patient: April Fox")."""
+    words = WORD_SPAN.findall(value)
+    return any(
+        ((w in NOT_NAMES or w.title() in NOT_NAMES) and not _CALENDAR.fullmatch(w))  # "April", "June"
+        or w.lower() in _STOP
+        or w.lower() in SECTION_WORDS
+        or w.lower() in DEPARTMENT_WORDS
+        for w in words
+    ) or bool(find_drugs(words, is_ignore_case=True))
+
+
 def not_a_place(
     value: str, english_words: frozenset[str], not_nouns: frozenset[str], *, place: bool = False
 ) -> bool:

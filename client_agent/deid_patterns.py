@@ -50,14 +50,17 @@ _INITIAL = r"(?:\p{Lu}\.[ \t]*)"
 _NUMBER_WORD = r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen)"
 # "NP" (nurse practitioner) is written before a name as "Dr" is; after a comma it is a credential.
 _TITLE = r"(?:(?i:dr|mr|mrs|ms|mx|miss|prof|nurse)\.?|(?<![,-][ \t]?)NP)"
-_NAME_LABEL = r"(?i:patient|pt|name|dictated[ \t]+by|signed(?:[ \t]+by)?|attending|guardian|caregiver)"
+_NAME_LABEL = (
+    r"(?i:patient|pt|name|dictated[ \t]+by|signed(?:[ \t]+by)?|attending|guardian|caregiver|decedent|deceased|"
+    r"client|insured|subscriber)"
+)
 # A line's label naming a person's role ("REF PHYS:", "PT NAME", "Emergency contact:"); the name after it.
 _ROLE_LABEL = (
     r"(?i:(?:pt|patient)(?:['’]s)?(?:[ \t]+name)?|name|(?:ref(?:erring)?|attending|admitting|primary)[ \t]+"
     r"(?:phys(?:ician)?|dr|doctor|md|provider|clinician)|ref[ \t]+by|attending|physician|provider|pcp|nurse|"
     r"rn|np|surgeon|resident|fellow|(?:emergency[ \t]+)?contact|nok|next[ \t]+of[ \t]+kin|guardian|"
     r"caregiver|informant|interpreter|dictated[ \t]+by|signed(?:[ \t]+by)?|cc|author|seen[ \t]+by|re|"
-    r"subject|from|to)"
+    r"subject|from|to|decedent|deceased|client)"
 )
 ROLE_RECOGNIZER = "name after a person's role as a label"
 _NOT_A_NAME = (
@@ -227,7 +230,7 @@ def our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "TITLED_NAME",
             "name after a label, in capitals or surname first",
-            rf"(?<={_NAME_LABEL}:[ \t]*)(?:{_CAPS_WORD}(?:,?[ \t]+{_CAPS_WORD}){{1,3}}\b|{_NAME_WORD},[ \t]*{_NAME_WORD}{middle})"
+            rf"(?<={_NAME_LABEL}:[ \t]*)(?:{_CAPS_WORD}(?:,?[ \t]+(?:\p{{Lu}}\.?[ \t]+)?{_CAPS_WORD}){{1,3}}\b|{_NAME_WORD},[ \t]*{_NAME_WORD}{middle})"
             rf"|(?m:^){_CAPS_WORD}(?:[ \t]+{_CAPS_WORD}){{1,3}}(?=[ \t]+is[ \t]+an?\b)",
             0.6,
         ),
@@ -334,13 +337,15 @@ def _lower_case_names() -> list[EntityRecognizer]:
     field = (
         r"re|patient|pt|name|patient[ \t]+name|prescriber|prescribed[ \t]+by|from|to|attending|surgeon|"
         r"assistant|anesthesia|anesthesiologist|ordering(?:[ \t]+(?:physician|provider))?|provider|"
-        r"physician|nurse|rn|np|resident|pcp|author|signed(?:[ \t]+by)?"
+        r"physician|nurse|rn|np|resident|pcp|author|signed(?:[ \t]+by)?|decedent|deceased|client"
     )
     return [
         _pattern(
             "LOWER_NAME_AFTER",
             "lower-case name after a cue",
-            rf"(?<=\b(?i:{relation}|thanks|thank[ \t]+you),?[ \t]+){words}",
+            # and a patient introducing themself in a message ("hi, it's dolores ...", "im ...")
+            rf"(?<=\b(?i:{relation}|thanks|thank[ \t]+you|it['’]?s|i['’]?m|i[ \t]+am|this[ \t]+is|my[ \t]+name[ \t]+is)"
+            rf",?[ \t]+){words}",
             0.5,
         ),
         # after "pt" a lone lower-case word is more often clinical shorthand than a name: two at least

@@ -63,6 +63,7 @@ from client_agent.deid_filters import (
     implausible,
     lone_place,
     lower_case_name,
+    not_a_field_name,
     not_a_name,
     not_a_place,
     product_code,
@@ -102,6 +103,8 @@ _ENTITY_PHI: dict[str, tuple[PHI, int]] = {
     "TITLED_NAME": (PHI.NAME, 74),
     "COMMA_NAME": (PHI.NAME, 74),
     "AGED_NAME": (PHI.NAME, 74),
+    "LABELLED_NAME": (PHI.NAME, 74),
+    "NICKNAME": (PHI.NAME, 74),
     "LOWER_NAME_AFTER": (PHI.NAME, 74),
     "LOWER_NAME_PT": (PHI.NAME, 74),
     "LOWER_NAME_FIELD": (PHI.NAME, 74),
@@ -259,6 +262,8 @@ class PresidioFinder(PHIFinder):
             elif result.entity_type == "AGED_NAME" and all(
                 is_english(w, self._not_noun_forms) for w in WORD_SPAN.findall(text, start, end)
             ):
+                continue
+            if result.entity_type in ("LABELLED_NAME", "NICKNAME") and not_a_field_name(text[start:end]):
                 continue
             if kind is PHI.ID and product_code(text, start):
                 continue
