@@ -123,8 +123,8 @@ def cue_recognizers() -> list[EntityRecognizer]:
             "US_SSN",
             "last four digits of a social security number",
             # "SSN ending 4471", "SSN on file ending in 7714", "ssn last four 1946", "SSN (last 4): 3307"
-            rf"(?<=\b{_SSN_WORD}[^\n.;\d]{{0,24}}?(?:\b(?i:ending|ends|last|final)\b(?:[ \t]+(?:4|four))?)"
-            r"[^\n.;\d]{0,16}?)(?<![\w-])\d{4}(?![\w-])"
+            rf"(?<=\b(?:{_SSN_WORD}[^\n.;\d]{{0,24}}?|(?i:social)[ \t]+)\b(?i:ending|ends|(?:last|final)[ \t]+(?:4|four))\b"
+            r"[^\n.;\d]{0,16}?)(?<!\w)(?<!\w-)\d{4}(?![\w-])"
             # "last 4 of SSN 0932", "last four of social security: 2231"
             rf"|(?<=\b{_LAST_FOUR}[ \t]+(?i:of[ \t]+)?(?:(?i:the|his|her|their|pt['’]?s|patient['’]?s)[ \t]+)?"
             rf"{_SSN_WORD}[ \t]*[:#-]?[ \t]*(?:(?i:is|was)[ \t]+)?)\d{{4}}(?![\w-])"

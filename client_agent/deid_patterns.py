@@ -38,7 +38,8 @@ _ANY_NAME_WORD = r"\p{L}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)*"
 # A given name after "Surname," is not the next field's label ("Baker Eleni, DOB ...").
 _GIVEN = rf"(?!(?:DOB|DOD|MRN|SSN|ID|MR|DX|HX|RX|FAX|TEL|AGE|SEX|ACCT|NPI|DEA)\b){_NAME_WORD}"
 _CAPS_WORD = r"\p{Lu}[\p{Lu}'’-]+"
-PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|mac)"
+# Irish "Ó"/"Ní" ("Seán Ó Briain") are written capitalised or not.
+PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|Ní|ó|Ó|nic|Nic|mac)"
 # A surname with particles inside ("Van der Berg", "de la Cruz").
 _SURNAME = rf"(?:(?:{_NAME_WORD}[ \t]+)?(?:(?i:{PARTICLE})[ \t]+)+)?{_NAME_WORD}"
 # Credentials written after a clinician's name ("Amal Darwish, LICSW").
