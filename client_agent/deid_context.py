@@ -64,10 +64,12 @@ _CODE = (
     r"(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
     r"(?![ \t]*(?:%|(?i:score|points?)\b))"
 )
+# A fraction of something or a dose, not a date ("2/3 of visits", "1/4 tab").
+FRACTION_AFTER = r"(?![ \t]*(?:%|(?i:of|tabs?|tablets?|caps?|capsules?|mg|ml|dose|strength)\b))"
 # A month and a day without a year, not a rating ("7/10").
-_MONTH_DAY = r"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)"
+_MONTH_DAY = rf"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d){FRACTION_AFTER}"
 # After a word that announces a date ("on 8/10", "seen 3/10") a tenth is a day, not a rating.
-_MONTH_DAY_ANY = r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)"
+_MONTH_DAY_ANY = rf"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d){FRACTION_AFTER}"
 _MIXED = r"(?<![\w-])(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{5,12}(?![\w-])"  # an MBI has 11
 
 
@@ -248,7 +250,7 @@ def context_recognizers() -> list[EntityRecognizer]:
             "DATE_TIME",
             "month and day",
             r"(?<![\w/.-])(?<!(?i:pain|score|scale|rated|level|strength|power|grade|apgars?)[ \t:]{1,3})"
-            r"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d)",  # "7/10" is a rating
+            rf"(?:0?[1-9]|1[0-2])/(?!10\b)(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d){FRACTION_AFTER}",  # "7/10": a rating
             _CONTEXT_ONLY,
             [
                 "date",

@@ -12,6 +12,7 @@ import re
 
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
 
+from client_agent.deid_context import FRACTION_AFTER
 from client_agent.deid_patterns import DIRECTION, PARTICLE, UNIT
 from client_agent.deid_words import STREET_PARTICLE, WELL_KNOWN_HOSPITALS
 
@@ -22,12 +23,15 @@ _LAST_FOUR = r"(?i:last|final)[ \t]+(?:4|four)(?:[ \t]+(?i:digits?|numbers?))?"
 _LICENCE_VALUE = (
     r"(?<![\w.-])(?=[A-Za-z0-9.-]*\d)[A-Za-z0-9]{1,9}(?:[.-][A-Za-z0-9]{1,9}){1,5}(?![\w-]|\.\w)"
     r"|(?<![\w.-])(?=[A-Za-z0-9]*\d)[A-Za-z0-9]{5,20}\b"
+    r"|(?<![\w.-])\d{3,5}(?:[ ]\d{2,5}){1,3}\b"  # digit groups with spaces: "1102 3349 872"
 )
 _LICENCE_LABEL = (
     r"(?i:(?:driver['’]?s?|driving|drivers|professional|nursing|medical|state)[ \t]+licen[cs]e|"
     r"licen[cs]e|lic|dl|d/l)"
 )
-_MONTH_DAY = r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d|[ \t]*(?:%|(?i:mg|tab|tabs|of)\b))"
+_MONTH_DAY = rf"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\w/]|\.\d){FRACTION_AFTER}"
+# A proper fraction ("by 1/2"), which after "by" is a fraction, not a date.
+_PROPER_FRACTION = r"(?:1/[2-8]|2/[3-8]|3/[4-8]|4/[5-8]|5/[6-8]|6/[78]|7/8)(?!\d)"
 
 
 _WORD = r"\p{Lu}[\p{L}'’-]*"
@@ -146,8 +150,8 @@ def cue_recognizers() -> list[EntityRecognizer]:
             # fraction ("reduce by 1/2")
             r"(?<=\b(?i:lmp|lnmp|edd|edc|shift|week[ \t]+of|(?:come|coming|came|be|back)[ \t]+in(?:[ \t]+on)?|"
             r"began|begun|onset|due|rtc|return(?:ed|ing)?|f/u|follow[- ]?up|surgery|scheduled|booked)"
-            rf"[ \t]*:?[ \t]+){_MONTH_DAY}"
-            rf"|(?<=\b(?i:by|goals?[ \t]+by)[ \t]+)(?!(?:1/[2-8]|[2-7]/[3-8])(?!\d)){_MONTH_DAY}",
+            rf"[ \t]*:?[ \t]+(?:(?i:approx\.?|approximately|about|around|~|on|of|was|is|=)[ \t]*)?){_MONTH_DAY}"
+            rf"|(?<=\b(?i:by|goals?[ \t]+by)[ \t]+)(?!{_PROPER_FRACTION}){_MONTH_DAY}",
             0.6,
         ),
     ]

@@ -146,7 +146,8 @@ def our_patterns() -> list[EntityRecognizer]:
             r"(?:came|brought|arrived)(?:[ \t]+(?:in|over|here))?|"
             # a transport, a birth, care received at a place ("flown to", "delivered at", "prenatal care at")
             r"transported|taken|flown|airlifted|life[- ]?flighted|diverted|delivered|born|care|dialy[sz]es|"
-            r"dialysis|infusions?|hospitali[sz]ed|evaluated|stabili[sz]ed|operated[ \t]+on)[ \t](?i:from|to|at)[ \t]"
+            r"dialysis|infusions?|hospitali[sz]ed|evaluated|stabili[sz]ed|operated[ \t]+on|f/u|follow[- ]?up|"
+            r"appt|appointment)[ \t](?i:from|to|at)[ \t]"
             # a clinician of a place ("Dr. Osei of Baystate")
             r"|\b(?:Dr|Doctor)\.?[ \t]+(?:\p{Lu}[\p{L}'’-]*\.?[ \t]+){0,2}\p{Lu}[\p{L}'’-]+,?[ \t]+(?:of|from|at)[ \t]"
             # an appointment with someone at a place: "follow-up with Dr. Rao at Parkland on 3/4"
@@ -332,7 +333,7 @@ def _lower_case_names() -> list[EntityRecognizer]:
         r"daughter|son|wife|husband|niece|nephew|mother|father|sister|brother|caregiver|partner|spouse|"
         r"grandson|granddaughter|grandmother|grandfather|aunt|uncle|cousin|friend|neighbou?r|"
         r"(?:case|care)[ \t]+manager|coordinator|social[ \t]+worker|pharmacist|navigator|"
-        r"dr\.?|np|nurse[ \t]+practitioner|mrs?\.?|ms\.?"
+        r"dr\.?|np|nurse[ \t]+practitioner|mrs?\.?|ms\.?|mom|mum|dad|grandma|grandpa|nana|granny|papa|auntie"
     )
     # a field whose value is a person ("Re: amara abdi, DOB ...", "Patient: ioana kim, MRN ...")
     field = (
@@ -345,7 +346,7 @@ def _lower_case_names() -> list[EntityRecognizer]:
             "LOWER_NAME_AFTER",
             "lower-case name after a cue",
             # and a patient introducing themself in a message ("hi, it's dolores ...", "im ...")
-            rf"(?<=\b(?i:{relation}|thanks|thank[ \t]+you|it['’]?s|i['’]?m|i[ \t]+am|this[ \t]+is|my[ \t]+name[ \t]+is)"
+            rf"(?<=\b(?i:{relation}|thanks|thank[ \t]+you|love|xoxo|it['’]?s|i['’]?m|i[ \t]+am|this[ \t]+is|my[ \t]+name[ \t]+is)"
             rf",?[ \t]+){words}",
             0.5,
         ),

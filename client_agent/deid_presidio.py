@@ -24,8 +24,9 @@ overlap must not leave half an identifier behind (:func:`client_agent.phi.union_
 
 This module is the analyser pipeline: the spaCy engine, the registry, and the pass over Presidio's
 results that types, trims and filters each span. Our recognisers are in :mod:`client_agent.deid_patterns`
-(patterns), :mod:`client_agent.deid_recognizers` (rules and proper-noun subjects) and
-:mod:`client_agent.deid_context` (context words, case normalisation); the precision filters in
+(patterns), :mod:`client_agent.deid_recognizers` (rules and proper-noun subjects),
+:mod:`client_agent.deid_context` (context words, case normalisation) and :mod:`client_agent.deid_cues`
+(values a cue phrase announces: partial SSNs, licences, month/day dates, addresses, names); the precision filters in
 :mod:`client_agent.deid_filters`; the general word lists both use in :mod:`client_agent.deid_words`; the replacement with placeholders in :mod:`client_agent.deid`.
 """
 

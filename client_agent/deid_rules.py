@@ -31,7 +31,9 @@ def _words(text: str) -> frozenset[str]:
 # --- vocabulary -----------------------------------------------------------------------------------------
 _TITLES = r"(?:Dr|Doctor|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse|Sister|Rev|Patient|Pt)"
 _PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|della|la|le|ten|ter|bin|ibn|al)"
-_UP, _LOW = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"  # Latin-1 letters too: "Müller", "João"
+# Latin-1 and Latin Extended-A letters too ("Müller", "João", "Zielińska"); the extended block mixes
+# capitals and small letters, so it is in both.
+_UP, _LOW = "A-ZÀ-ÖØ-Þ\u0100-\u017f", "a-zß-öø-ÿ\u0100-\u017f"
 _TOKEN = rf"(?:Mc|Mac|O['’]|D['’])?[{_UP}][{_LOW}]+(?:-(?:Mc|Mac|O['’])?[{_UP}][{_LOW}]+)?"
 _INITIALS = rf"(?:[{_UP}]\.[ \t]?|[{_UP}][ \t]){{0,3}}"
 # One to three name tokens on one line, optional initials and lower-case particles ("van der Berg").

@@ -207,6 +207,51 @@ MIXED: list[Case] = [
     ("Last 4 weeks SSN card lost; HR 88 by 4/5 days", [], []),
 ]
 
+# A third batch, written after the second's fixes, for the same purpose.
+MIXED_AGAIN: list[Case] = [
+    ("Golden Acres staff report poor intake.", ["Golden Acres"], []),
+    ("Called Shady Oaks to update the nurse.", ["Shady Oaks"], []),
+    ("Pt from Sunset Village memory unit.", ["Sunset Village"], []),
+    ("Returned to Cedar Lodge this afternoon.", ["Cedar Lodge"], []),
+    ("SNF placement: Willow Glen accepted.", ["Willow Glen"], []),
+    ("NH: Rolling Hills, contact the DON.", ["Rolling Hills"], []),
+    ("EMS from Brightwater Commons, found on floor.", ["Brightwater Commons"], []),
+    ("Transfer to Lakeshore; accepting Dr. Ngo.", ["Lakeshore", "Ngo"], []),
+    ("Ortho f/u at Riverbend in 2 wks.", ["Riverbend"], []),
+    ("Seen by wife Summer Lake at bedside.", ["Summer", "Lake"], []),
+    ("Daughter Hope Baker will call.", ["Hope", "Baker"], []),
+    ("PATIENT NAME: ROBIN BIRD", ["ROBIN", "BIRD"], []),
+    ("Pt: Amber Rose Field, 44F", ["Amber", "Rose", "Field"], []),
+    ("Contact: Sky Young (sister)", ["Sky", "Young"], []),
+    ("Ms. Hunter-Gray was seen today.", ["Hunter-Gray"], []),
+    ("sorry to bother, it's rosalind from room 4", ["rosalind"], []),
+    ("hello this is beatriz núñez, calling about refill", ["beatriz", "núñez"], []),
+    ("love, nana josefina", ["josefina"], []),
+    ("Rm 3 - WATANABE, KENJI 72M", ["WATANABE", "KENJI"], []),
+    ("Family: son, Björn Ekström-Lind, present.", ["Björn", "Ekström-Lind"], []),
+    ("Met with Jean-Luc Ó Dálaigh.", ["Jean-Luc", "Ó", "Dálaigh"], []),
+    ("Ref: Dr. Katarzyna W. Nowak-Zielińska", ["Katarzyna", "W", "Nowak-Zielińska"], []),
+    ("Day shift 9/10: pt calm.", ["9/10"], []),
+    ("LNMP approx 1/28.", ["1/28"], []),
+    ("Can we move my appt to 10/14?", ["10/14"], []),
+    ("Wound check by 6/3, sutures out 6/10.", ["6/3"], []),
+    ("Surgery booked 11/21, pre-op 11/14.", ["11/21", "11/14"], []),
+    (
+        "Pain 3/10 today, 5/10 yesterday; MMT 4/5; GCS 15/15; Apgars 8/9.",
+        [],
+        ["3/10", "5/10", "4/5", "15/15", "8/9"],
+    ),
+    ("Seen 2/3 of visits; 1/4 tab; O2 2/L; I/O 1200/800.", [], ["2/3", "1/4", "1200/800"]),
+    ("SSN ending in 2 weeks? no, the card expires", [], []),
+    ("Plate and screw fixation; tag 1 of 2 removed", [], ["1 of 2"]),
+    ("DL# 1102 3349 872", ["1102 3349 872"], []),
+    ("plate # BZ-7731-K", ["BZ-7731-K"], []),
+    ("Lives at 14B Harbor Court, Lot 2", ["14B Harbor Court, Lot 2"], []),
+    ("He stays at 55 Ocean Blvd. Ste 200 per note.", ["55 Ocean Blvd. Ste 200"], []),
+    ("Address: 2 Dr. Martin Luther King Jr. Pkwy, Apt 1", ["2 Dr. Martin Luther King Jr. Pkwy, Apt 1"], []),
+    ("Mailing address Av. Paulista 1578, São Paulo", ["Av. Paulista 1578"], []),
+]
+
 ALL: list[tuple[str, Case]] = [
     *(("STREET_ADDRESS", c) for c in STREET_ADDRESSES),
     *(("SSN", c) for c in PARTIAL_SSNS),
@@ -216,6 +261,7 @@ ALL: list[tuple[str, Case]] = [
     *(("NAME", c) for c in NAMES),
     *(("DATE", c) for c in DATES),
     *(("MIXED", c) for c in MIXED),
+    *(("MIXED", c) for c in MIXED_AGAIN),
 ]
 
 
