@@ -13,7 +13,7 @@ import re
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
 
 from client_agent.deid_context import FRACTION_AFTER
-from client_agent.deid_patterns import DIRECTION, PARTICLE, UNIT
+from client_agent.deid_patterns import DIRECTION, ORDINAL, PARTICLE, UNIT
 from client_agent.deid_words import STREET_PARTICLE, WELL_KNOWN_HOSPITALS
 
 _SSN_WORD = r"(?i:ssn|ss\#|soc(?:ial)?[ \t]+sec(?:urity)?(?:[ \t]+(?:number|no\.?|\#))?)"
@@ -118,7 +118,7 @@ def cue_recognizers() -> list[EntityRecognizer]:
             "ADDRESS",
             "street address after where a person lives",
             rf"(?<=\b{_HOME_CUE}[ \t]+)\d{{1,6}}[A-Za-z]?(?:-\d{{1,4}})?[ \t]+(?:{DIRECTION}[ \t]+)?"
-            rf"(?:{_WORD}\.?[ \t]+){{0,3}}{_WORD}{UNIT}",
+            rf"(?:(?:{_WORD}\.?|{ORDINAL})[ \t]+){{0,3}}{_WORD}{UNIT}",
             0.6,
         ),
         _pattern("ADDRESS", "German or Dutch street address", _GERMANIC_STREET, 0.6),

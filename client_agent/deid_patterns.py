@@ -96,6 +96,8 @@ UNIT = (
     r"(?:,?[ \t]*(?:(?i:apt|apartment|suite|ste|unit|flat|lot|space|spc|trailer|trlr|rm|room|bldg|building|"
     r"fl|floor)\.?[ \t]*\#?[ \t]*|\#[ \t]*)(?=\w*\d|\p{Lu}\b)\w+){0,2}"
 )
+# A numbered street ("5th Street", "42nd Ave").
+ORDINAL = r"\d{1,3}(?:st|nd|rd|th)"
 # A direction before the street's name, spelled or abbreviated ("North", "N.", "NE", "Southwest").
 DIRECTION = r"(?:(?:North|South)(?:east|west)?|East|West|[NS][EW]?|[EW])\.?"
 
@@ -166,7 +168,7 @@ def our_patterns() -> list[EntityRecognizer]:
             "ADDRESS",
             "street address",
             rf"\b(?:(?i:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{1,6}}[A-Za-z]?[ \t]+"
-            rf"(?:{DIRECTION}[ \t]+)?{_CAP}\.?[ \t]+(?:(?:{_CAP}\.?|{STREET_PARTICLE})[ \t]+){{0,4}}{_STREET_SUFFIX}"
+            rf"(?:{DIRECTION}[ \t]+)?(?:{_CAP}\.?|{ORDINAL})[ \t]+(?:(?:{_CAP}\.?|{STREET_PARTICLE})[ \t]+){{0,4}}{_STREET_SUFFIX}"
             rf"{UNIT}",
             0.7,
         ),

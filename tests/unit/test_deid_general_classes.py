@@ -252,6 +252,36 @@ MIXED_AGAIN: list[Case] = [
     ("Mailing address Av. Paulista 1578, São Paulo", ["Av. Paulista 1578"], []),
 ]
 
+# A fourth batch, written after the third's fixes.
+MIXED_FOURTH: list[Case] = [
+    ("Pt lives at 219 Avenue C, Apt 4R.", ["219 Avenue C, Apt 4R"], []),
+    ("Discharged home to 3 Lower Ridge Rd., Unit B", ["3 Lower Ridge Rd., Unit B"], []),
+    ("Bed at 77 NW 5th Street Trlr 12", ["77 NW 5th Street Trlr 12"], []),
+    ("address: Kirchweg 4, 8000 Zürich", ["Kirchweg 4"], []),
+    ("Grandmother lives at Avenida Insurgentes Sur 1602.", ["Avenida Insurgentes Sur 1602"], []),
+    ("The last 4 digits of her SSN are 2290.", ["2290"], []),
+    ("SSN: XXX-XX-7310", ["7310"], []),
+    ("ssn ending 0045 verified", ["0045"], []),
+    ("Lic #: MD.45521-A", ["MD.45521-A"], []),
+    ("driver's license # DL-22-889-1", ["DL-22-889-1"], []),
+    ("Tag number: 3 HJK 22", ["3 HJK 22"], []),
+    ("license plate: CA 7ABC123", ["7ABC123"], []),
+    ("She receives dialysis at Northgate Renal.", ["Northgate Renal"], []),
+    ("Dr. Fofana of Lakeridge Pediatrics called.", ["Lakeridge"], []),
+    ("Hx obtained from Aunt Marigold Pearson.", ["Marigold", "Pearson"], []),
+    ("PATIENT: ELIAS B. VANTERPOOL", ["ELIAS", "VANTERPOOL"], []),
+    ("Pt: Ivy Frost\nAge: 34", ["Ivy", "Frost"], []),
+    ('Goes by "Deke" and Dad.', ["Deke"], []),
+    ("hiya its zuzanna, feeling better", ["zuzanna"], []),
+    ("bed 22: Farouk, 49 yo M s/p lap chole", ["Farouk"], []),
+    ("Paged Dr. Anneliese von Trapp-Müller.", ["Anneliese", "von", "Trapp-Müller"], []),
+    ("Evening shift 2/10: no events.", ["2/10"], []),
+    ("Call back re: appointment moved to 4/2.", ["4/2"], []),
+    ("LMP: 3/8", ["3/8"], []),
+    ("VAS 4/10, FEV1/FVC 0.7, 1/3 of dose given", [], ["4/10", "1/3"]),
+    ("Strength 4+/5; reflexes 2/4; tone 1/4", [], ["2/4", "1/4"]),
+]
+
 ALL: list[tuple[str, Case]] = [
     *(("STREET_ADDRESS", c) for c in STREET_ADDRESSES),
     *(("SSN", c) for c in PARTIAL_SSNS),
@@ -262,6 +292,7 @@ ALL: list[tuple[str, Case]] = [
     *(("DATE", c) for c in DATES),
     *(("MIXED", c) for c in MIXED),
     *(("MIXED", c) for c in MIXED_AGAIN),
+    *(("MIXED", c) for c in MIXED_FOURTH),
 ]
 
 
