@@ -337,6 +337,13 @@ def _lower_case_names() -> list[EntityRecognizer]:
         r"(?:case|care)[ \t]+manager|coordinator|social[ \t]+worker|pharmacist|navigator|"
         r"dr\.?|np|nurse[ \t]+practitioner|mrs?\.?|ms\.?|mom|mum|dad|grandma|grandpa|nana|granny|papa|auntie"
     )
+    # a patient introducing themself in a message: after a greeting, since "it's"/"i'm" alone are more
+    # often followed by a noun ("i'm gonna", "it's effectiveness") than by a name
+    self_intro = (
+        r"(?:hi|hey|hello|hiya|morning|evening|sorry(?:[ \t]+to[ \t]+bother(?:[ \t]+you)?)?)\b[ \t,!.-]*"
+        r"(?:it['’]?s|its|this[ \t]+is|i['’]?m|im|i[ \t]+am)"
+        r"|my[ \t]+name[ \t]+is"
+    )
     # a field whose value is a person ("Re: amara abdi, DOB ...", "Patient: ioana kim, MRN ...")
     field = (
         r"re|patient|pt|name|patient[ \t]+name|prescriber|prescribed[ \t]+by|from|to|attending|surgeon|"
@@ -347,8 +354,8 @@ def _lower_case_names() -> list[EntityRecognizer]:
         _pattern(
             "LOWER_NAME_AFTER",
             "lower-case name after a cue",
-            # and a patient introducing themself in a message ("hi, it's dolores ...", "im ...")
-            rf"(?<=\b(?i:{relation}|thanks|thank[ \t]+you|love|xoxo|it['’]?s|i['’]?m|i[ \t]+am|this[ \t]+is|my[ \t]+name[ \t]+is)"
+            # and a patient introducing themself in a message ("hi, it's dolores ...")
+            rf"(?<=\b(?i:{relation}|thanks|thank[ \t]+you|love(?=,)|xoxo|{self_intro})"
             rf",?[ \t]+){words}",
             0.5,
         ),

@@ -148,6 +148,12 @@ NAMES: list[Case] = [
     # look-alikes: a patient's state after the label, a symptom in a message
     ("Patient: Medical Clinic Note\nSeen today.", [], ["Medical", "Clinic", "Note"]),
     ("hi, it's swollen again and it's red", [], ["swollen", "red"]),
+    # "it's"/"i'm" without a greeting before them are followed by nouns and slang, not names
+    (
+        "Honestly i'm gonna keep going; today i am week two and it's effectiveness is ok",
+        [],
+        ["gonna", "week", "effectiveness"],
+    ),
     ("bed 4: Stable, 88 yo, no events", [], ["Stable"]),
 ]
 
