@@ -1,10 +1,10 @@
-"""The five synthetic note sets in one form, and one scorer for all of them.
+"""The six synthetic note sets in one form, and one scorer for all of them.
 
 Each generator records its planted identifiers its own way (`tests/deid_notes.py`,
 `tests/deid_notes_independent.py`, `tests/deid_notes_heldout.py`,
-`tests/deid_notes_unseen.py`, `tests/deid_notes_fifth.py`); here each note becomes a text with
+`tests/deid_notes_unseen.py`, `tests/deid_notes_fifth.py`, `tests/deid_notes_sixth.py`); here each note becomes a text with
 `(start, end, type)` triples under one vocabulary of Safe Harbor types, so that a finder is measured the
-same way on all five. The criterion is the one the first two scorers use: an identifier counts as
+same way on all six. The criterion is the one the first two scorers use: an identifier counts as
 removed only when every letter and digit of it lies inside a removed span (an SSN that keeps six digits
 is a miss), and a removed span that overlaps no planted identifier is a false positive.
 """
@@ -21,6 +21,7 @@ from tests.deid_notes import generate_notes
 from tests.deid_notes_fifth import FIFTH_SEED, fifth_notes
 from tests.deid_notes_heldout import heldout_notes
 from tests.deid_notes_independent import generate_independent_notes
+from tests.deid_notes_sixth import SIXTH_SEED, sixth_notes
 from tests.deid_notes_unseen import UNSEEN_SEED, unseen_notes
 
 # Safe Harbor types in the order tables list them; every set's own names map onto these.
@@ -84,6 +85,16 @@ def fifth_set(n: int, seed: int) -> list[LabelledNote]:
     ]
 
 
+def sixth_set(n: int, seed: int) -> list[LabelledNote]:
+    """`tests/deid_notes_sixth.py`, written by a helper with a fresh context without reading the
+    de-identifier or the other sets, and committed before it was first scored: its types are already
+    this module's."""
+    return [
+        LabelledNote(note.text, tuple((s.start, s.end, s.kind) for s in note.spans))
+        for note in sixth_notes(n, seed=seed)
+    ]
+
+
 # (name, builder, default seed)
 SETS: dict[str, tuple[Callable[[int, int], list[LabelledNote]], int]] = {
     "first": (first_set, 24),
@@ -91,6 +102,7 @@ SETS: dict[str, tuple[Callable[[int, int], list[LabelledNote]], int]] = {
     "held-out": (heldout_set, 20261207),
     "unseen": (unseen_set, UNSEEN_SEED),
     "fifth": (fifth_set, FIFTH_SEED),
+    "sixth": (sixth_set, SIXTH_SEED),
 }
 
 

@@ -47,6 +47,9 @@ Experiment = Literal["privacy", "heterogeneity", "rank", "alpha"]
 Method = Literal["ffa", "fedit"]
 EXPERIMENT_NAMES: tuple[Experiment, ...] = get_args(Experiment)
 METHODS: tuple[Method, ...] = ("ffa", "fedit")
+#: LoRA's (FedIT's) learning rate in the tables: at FFA-LoRA's 2.0 its IID runs ended at the majority class;
+#: at 0.5 they learn (docs/results.md, "LoRA's own learning rate").
+FEDIT_LEARNING_RATE = 0.5
 METHOD_LABELS: dict[str, str] = {"ffa": "FFA-LoRA", "fedit": "LoRA (FedIT)"}
 PAPER_TABLES: dict[Experiment, str] = {"privacy": "1", "heterogeneity": "2", "rank": "4", "alpha": "7"}
 log = logging.getLogger(__name__)
@@ -98,6 +101,10 @@ class TableConfig:
     #: The head's own rate, the same in every setting (the alpha axis scales `B`'s step, not the head's);
     #: None: `learning_rate`, the recipe these tables were first run with.
     head_learning_rate: float | None = HEAD_LEARNING_RATE
+    #: LoRA's (FedIT's) own rate at `alpha`, which the alpha experiment scales as `learning_rate`; None:
+    #: `learning_rate`, as these tables were first run. FedIT also trains `A`, and at FFA-LoRA's rate its IID
+    #: runs ended at the majority class (docs/results.md, "LoRA's own learning rate").
+    fedit_learning_rate: float | None = FEDIT_LEARNING_RATE
     hospitals: int = 3
     edges: int = 3
     rounds: int = 2
@@ -141,6 +148,10 @@ class TableConfig:
             raise TableConfigError(f"`epsilons` must be positive or None (no DP), got {self.epsilons}")
         if not self.alpha > 0:
             raise TableConfigError(f"`alpha` must be positive, got {self.alpha}")
+        if self.fedit_learning_rate is not None and not 0 < self.fedit_learning_rate <= 1000:
+            raise TableConfigError(
+                f"`fedit_learning_rate` must lie in (0, 1000] or be None, got {self.fedit_learning_rate}"
+            )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise TableConfigError(f"`seeds` must be distinct non-negative integers, got {self.seeds}")
         # Every setting must make a federation the simulation (and the services' spec) accepts.
@@ -183,6 +194,8 @@ class TableConfig:
             fields["seeds"] = (fields.pop("seed"),)
         # Written before the head had its own rate: those tables ran the head at the adapter's rate.
         fields.setdefault("head_learning_rate", None)
+        # Written before LoRA had its own rate: both methods ran at `learning_rate`.
+        fields.setdefault("fedit_learning_rate", None)
         for name in ("methods", "epsilons", "partitions", "ranks", "alphas", "seeds"):
             if name in fields:
                 fields[name] = tuple(fields[name])
@@ -224,6 +237,14 @@ def expand(config: TableConfig) -> list[Setting]:
     ]
 
 
+def method_learning_rate(config: TableConfig, setting: Setting, method: Method) -> float:
+    """The rate `method` trains `setting` at: the setting's, or for FedIT its own `fedit_learning_rate` scaled
+    the same way (the alpha experiment divides both by `alpha / config.alpha`)."""
+    if method == "fedit" and config.fedit_learning_rate is not None:
+        return setting.learning_rate * config.fedit_learning_rate / config.learning_rate
+    return setting.learning_rate
+
+
 def simulation_config(
     config: TableConfig, setting: Setting, method: Method, *, seed: int, out_dir: Path
 ) -> SimulationConfig:
@@ -235,7 +256,7 @@ def simulation_config(
         rounds=config.rounds,
         steps=config.steps,
         batch_size=config.batch_size,
-        learning_rate=setting.learning_rate,
+        learning_rate=method_learning_rate(config, setting, method),
         head_learning_rate=config.head_learning_rate,
         max_seq_length=config.max_seq_length,
         max_train_examples=config.max_train_examples,

@@ -211,7 +211,13 @@ def results_markdown(result: TableResult) -> str:
         )
     base = (
         f"{config.hospitals} hospitals over {config.edges} edge(s), {config.partition} label split, "
-        f"rank {config.rank}, alpha {config.alpha:g}, learning rate {config.learning_rate:g}, "
+        f"rank {config.rank}, alpha {config.alpha:g}, learning rate {config.learning_rate:g}"
+        + (
+            f" (LoRA's {config.fedit_learning_rate:g})"
+            if config.fedit_learning_rate is not None and "fedit" in config.methods
+            else ""
+        )
+        + ", "
         f"{'no DP' if config.epsilon is None else f'example-level epsilon {config.epsilon:g}'} "
         f"(delta {config.delta:g}, per-example clip {config.max_grad_norm:g})"
     )

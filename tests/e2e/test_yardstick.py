@@ -60,6 +60,10 @@ def test_every_row_for_every_seed(yardstick):
     private = [m for m in result.measurements if m.row == CENTRAL_DP or m.row.startswith("federated")]
     assert all(m.epsilon == pytest.approx(8.0, rel=1e-3) for m in private)
     assert all(m.epsilon is None for m in result.measurements if m.row in (CENTRAL_PLAIN, ALONE_MEAN))
+    # LoRA (FedIT) trains at its own rate, FFA-LoRA at the federation's.
+    rates = {m.row: m.learning_rate for m in result.measurements if m.row.startswith("federated")}
+    assert rates[federated_row("mild", "fedit")] == config.lora_learning_rate == 0.5
+    assert {rates[federated_row(p, "ffa")] for p in config.partitions} == {config.federation.learning_rate}
 
 
 def test_files_and_the_csv_round_trip(yardstick):
@@ -101,6 +105,9 @@ def test_bad_config_is_refused():
         YardstickConfig(seeds=(0, 0))
     with pytest.raises(YardstickConfigError, match="learning_rates"):
         YardstickConfig(learning_rates=(0.0,))
+    for bad in (0.0, -2.0, 1e4):
+        with pytest.raises(YardstickConfigError, match=f"lora_learning_rate.*{bad}"):
+            YardstickConfig(lora_learning_rate=bad)
 
 
 def test_config_json_reads_back(yardstick, tmp_path):
@@ -115,5 +122,9 @@ def test_config_json_reads_back(yardstick, tmp_path):
         seeds=(3,),
     )
     assert YardstickConfig.from_dict(json.loads(json.dumps(changed.to_dict()))) == changed
+    # A config.json from before the LoRA row had its own rate reruns it at the federation's.
+    old = changed.to_dict()
+    del old["lora_learning_rate"]
+    assert YardstickConfig.from_dict(old) == replace(changed, lora_learning_rate=None)
     with pytest.raises(YardstickConfigError, match="lora_partition"):
         YardstickConfig.from_dict({**changed.to_dict(), "lora_partition": "mild-ish"})

@@ -16,6 +16,7 @@ from fedlora.cli import app
 from fedlora.experiments import EXPERIMENTS
 from fedlora.experiments.paper_tables import (
     EXPERIMENT_NAMES,
+    FEDIT_LEARNING_RATE,
     Row,
     TableConfig,
     TableConfigError,
@@ -81,13 +82,43 @@ def test_alpha_scales_the_learning_rate_so_lr_times_alpha_is_fixed() -> None:
     settings = expand(config)
     assert [s.alpha for s in settings] == [2.0, 8.0, 32.0, 128.0]
     assert [s.learning_rate for s in settings] == pytest.approx([8.0, 2.0, 0.5, 0.125])
-    sims = [simulation_config(config, s, "fedit", seed=0, out_dir=Path("x")) for s in settings]
+    sims = [simulation_config(config, s, "ffa", seed=0, out_dir=Path("x")) for s in settings]
     assert [(sim.alpha, sim.learning_rate) for sim in sims] == [
         (2.0, 8.0),
         (8.0, 2.0),
         (32.0, 0.5),
         (128.0, 0.125),
     ]
+    # LoRA's own rate (0.5 at alpha 8) keeps its `lr * alpha` = 4 fixed the same way.
+    sims = [simulation_config(config, s, "fedit", seed=0, out_dir=Path("x")) for s in settings]
+    assert [(sim.alpha, sim.learning_rate) for sim in sims] == [
+        (2.0, 2.0),
+        (8.0, 0.5),
+        (32.0, 0.125),
+        (128.0, 0.03125),
+    ]
+
+
+@pytest.mark.parametrize("experiment", ["privacy", "heterogeneity", "rank"])
+def test_lora_trains_at_its_own_rate_and_ffa_at_the_tables(experiment: str) -> None:
+    config = TableConfig.default(experiment)  # type: ignore[arg-type]
+    rates = {
+        (m, simulation_config(config, s, m, seed=0, out_dir=Path("x")).learning_rate)
+        for s in expand(config)
+        for m in config.methods
+    }
+    assert rates == {("ffa", 2.0), ("fedit", FEDIT_LEARNING_RATE)}
+    assert FEDIT_LEARNING_RATE == 0.5
+    same = replace(config, fedit_learning_rate=None)
+    assert {
+        simulation_config(same, s, "fedit", seed=0, out_dir=Path("x")).learning_rate for s in expand(same)
+    } == {2.0}
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, 1001.0])
+def test_a_bad_lora_rate_names_the_field(value: float) -> None:
+    with pytest.raises(TableConfigError, match=f"`fedit_learning_rate`.*{value}"):
+        TableConfig("privacy", fedit_learning_rate=value)
 
 
 def test_every_run_shares_the_base_federation() -> None:
@@ -168,6 +199,15 @@ def test_a_config_written_before_the_head_had_its_own_rate_reruns_the_old_recipe
     del written["config"]["head_learning_rate"]
     path.write_text(json.dumps(written))
     assert read_config(path) == replace(TableConfig.default("privacy"), head_learning_rate=None)
+
+
+def test_a_config_written_before_lora_had_its_own_rate_reruns_both_at_one_rate(tmp_path: Path) -> None:
+    path = write_config(TableConfig.default("heterogeneity"), tmp_path / "config.json", hospitals={})
+    written = json.loads(path.read_text())
+    assert written["config"]["fedit_learning_rate"] == FEDIT_LEARNING_RATE
+    del written["config"]["fedit_learning_rate"]
+    path.write_text(json.dumps(written))
+    assert read_config(path) == replace(TableConfig.default("heterogeneity"), fedit_learning_rate=None)
 
 
 def _rows() -> list[Row]:
