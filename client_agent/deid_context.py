@@ -64,6 +64,10 @@ _CODE = (
     r"(?=[\w-]*\d)[A-Z0-9]{1,8}(?:-[A-Z0-9]{1,8}){1,4}(?![\w-])"
     r"(?![ \t]*(?:%|(?i:score|points?)\b))"
 )
+# Between a cue and its value in a lookbehind: an optional colon and a few spaces or tabs. Bounded, since
+# a lookbehind is tried at every position of a run of spaces, and unbounded runs on both sides of the
+# colon would scan the whole run back, once per split of it (cubic in the run's length).
+CUE_GAP = r"(?:[ \t]{0,8}:)?[ \t]{1,8}"
 # A fraction of something or a dose, not a date ("2/3 of visits", "1/4 tab").
 FRACTION_AFTER = r"(?![ \t]*(?:%|(?i:of|tabs?|tablets?|caps?|capsules?|mg|ml|dose|strength)\b))"
 # A month and a day without a year, not a rating ("7/10").
@@ -282,7 +286,7 @@ def context_recognizers() -> list[EntityRecognizer]:
             "month and day after a preposition or a label, or before a time",
             rf"(?<=\b(?i:on|since|through|thru|until|till|before|after|dated|due|transcribed|dictated|"
             rf"received|collected|signed|effective|starting|ending|sent|seen|check|recheck|visit|appt)"
-            rf"[ \t]*:?[ \t]+){_MONTH_DAY_ANY}"
+            rf"{CUE_GAP}){_MONTH_DAY_ANY}"
             rf"|(?<![\w/.-]){_MONTH_DAY}(?=[ \t]+(?:(?:[01]?\d|2[0-3]):[0-5]\d|(?:[01]\d|2[0-3])[0-5]\d)\b)"
             # a letter's date on a line of its own
             rf"|^[ \t]*{_MONTH_DAY}(?=[ \t]*$)",
@@ -299,9 +303,10 @@ def context_recognizers() -> list[EntityRecognizer]:
             "licence plate",
             # up to three groups joined by a space or a dash ("8 TRW 441", "2-DMV-773"), after "plate",
             # "tag", "plates read", "plate number is"
-            r"(?<=\b(?i:plates?|tags?|registration|reg\.?)(?:[ \t]+(?i:no\.?|number|\#))?[ \t]*[:#]?[ \t]*"
-            r"(?:(?i:is|reads?|read|was|of)[ \t]+)?)"
-            r"(?=[A-Z0-9 -]*\d)(?=[A-Z0-9 -]*[A-Z])[A-Z0-9]{1,4}(?:[ -]?[A-Z0-9]{1,4}){0,2}\b",
+            r"(?<=\b(?i:plates?|tags?|registration|reg\.?)(?:[ \t]{1,8}(?i:no\.?|number|\#))?(?:[ \t]{0,8}[:#])?"
+            r"[ \t]{0,8}(?:(?i:is|reads?|read|was|of)[ \t]{1,8})?)"
+            # a plate is at most 14 characters: the lookaheads for its digit and letter look no further
+            r"(?=[A-Z0-9 -]{0,13}\d)(?=[A-Z0-9 -]{0,13}[A-Z])[A-Z0-9]{1,4}(?:[ -]?[A-Z0-9]{1,4}){0,2}\b",
             0.6,
         ),
         _recognizer(

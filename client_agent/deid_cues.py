@@ -12,7 +12,7 @@ import re
 
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
 
-from client_agent.deid_context import FRACTION_AFTER
+from client_agent.deid_context import CUE_GAP, FRACTION_AFTER
 from client_agent.deid_patterns import DIRECTION, ORDINAL, PARTICLE, UNIT
 from client_agent.deid_words import STREET_PARTICLE, WELL_KNOWN_HOSPITALS
 
@@ -84,7 +84,7 @@ def cue_recognizers() -> list[EntityRecognizer]:
             "LABELLED_NAME",
             "the whole value of a patient's name field",
             rf"(?<=^[ \t]*{_PATIENT_LABEL}[ \t]*:[ \t]*){_PERSON_WORD}"
-            rf"(?:[ \t]+(?:\p{{Lu}}\.?|(?:{PARTICLE}[ \t]+)*{_PERSON_WORD})){{1,3}}"
+            rf"(?:[ \t]+(?:\p{{Lu}}\.?|(?:{PARTICLE}[ \t]+){{0,3}}{_PERSON_WORD})){{1,3}}"
             r"(?=[ \t]*(?:$|[,;|(]|[ \t]{2}|[ \t]+(?:DOB|MRN|Age|Sex|DOD|ID)\b))",
             0.6,
         ),
@@ -150,8 +150,8 @@ def cue_recognizers() -> list[EntityRecognizer]:
             # fraction ("reduce by 1/2")
             r"(?<=\b(?i:lmp|lnmp|edd|edc|shift|week[ \t]+of|(?:come|coming|came|be|back)[ \t]+in(?:[ \t]+on)?|"
             r"began|begun|onset|due|rtc|return(?:ed|ing)?|f/u|follow[- ]?up|surgery|scheduled|booked)"
-            rf"[ \t]*:?[ \t]+(?:(?i:approx\.?|approximately|about|around|~|on|of|was|is|=)[ \t]*)?){_MONTH_DAY}"
-            rf"|(?<=\b(?i:by|goals?[ \t]+by)[ \t]+)(?!{_PROPER_FRACTION}){_MONTH_DAY}",
+            rf"{CUE_GAP}(?:(?i:approx\.?|approximately|about|around|~|on|of|was|is|=)[ \t]{{0,8}})?){_MONTH_DAY}"
+            rf"|(?<=\b(?i:by|goals?[ \t]+by)[ \t]{{1,8}})(?!{_PROPER_FRACTION}){_MONTH_DAY}",
             0.6,
         ),
     ]

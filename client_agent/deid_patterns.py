@@ -38,10 +38,13 @@ _ANY_NAME_WORD = r"\p{L}[\p{L}'’]+(?:-\p{L}[\p{L}'’]*)*"
 # A given name after "Surname," is not the next field's label ("Baker Eleni, DOB ...").
 _GIVEN = rf"(?!(?:DOB|DOD|MRN|SSN|ID|MR|DX|HX|RX|FAX|TEL|AGE|SEX|ACCT|NPI|DEA)\b){_NAME_WORD}"
 _CAPS_WORD = r"\p{Lu}[\p{Lu}'’-]+"
+# The start of a word, not a letter after a hyphen or an apostrophe inside one: `\b` there would try a
+# match again after every hyphen of a long hyphenated token, each scanning to its end (quadratic).
+WORD_START = r"(?<![\w'’-])"
 # Irish "Ó"/"Ní" ("Seán Ó Briain") are written capitalised or not.
 PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|Ní|ó|Ó|nic|Nic|mac)"
 # A surname with particles inside ("Van der Berg", "de la Cruz").
-_SURNAME = rf"(?:(?:{_NAME_WORD}[ \t]+)?(?:(?i:{PARTICLE})[ \t]+)+)?{_NAME_WORD}"
+_SURNAME = rf"(?:(?:{_NAME_WORD}[ \t]+)?(?:(?i:{PARTICLE})[ \t]+){{1,3}})?{_NAME_WORD}"
 # Credentials written after a clinician's name ("Amal Darwish, LICSW").
 CREDENTIAL = (
     r"(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|PharmD|LPN|LVN|CNA|CRNA|CNM|LICSW|LCSW|MSW|CDE|CDCES|MBBS|FNP(?:-BC)?|"
@@ -114,13 +117,13 @@ def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecogni
 
 def our_patterns() -> list[EntityRecognizer]:
     """What neither Presidio nor our rules find."""
-    name = rf"{_INITIAL}?{_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}"
+    name = rf"{_INITIAL}?{_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}){{0,2}}"
     middle = r"(?:[ \t]+\p{Lu}\.)?"  # "Hamdan, Yousef F."
     return [
         _pattern(
             "FACILITY",
             "facility by its head noun",
-            rf"\b(?:(?:St\.?|Saint|Mount|Mt\.?|Our[ \t]+Lady[ \t]+of)[ \t]+)?(?:{_CAP}[ \t]+(?:(?:and|of|for)[ \t]+)?){{1,5}}"
+            rf"{WORD_START}(?:(?:St\.?|Saint|Mount|Mt\.?|Our[ \t]+Lady[ \t]+of)[ \t]+)?(?:{_CAP}[ \t]+(?:(?:and|of|for)[ \t]+)?){{1,5}}"
             rf"{FACILITY_HEAD}\b{_FACILITY_TAIL}",
             0.8,
         ),
@@ -129,7 +132,7 @@ def our_patterns() -> list[EntityRecognizer]:
             "facility named after its head noun, or a home with a name",
             rf"\b(?:H[oô]pital|Hospital|Clinique|Klinikum)[ \t]+(?:(?:de|du|of|for)[ \t]+(?:la[ \t]+|the[ \t]+)?)?"
             rf"(?!(?i:no|number|id|records?|ward|unit|admission|stay|course|day)\b){_CAP}(?:[ \t]+{_CAP}){{0,2}}"
-            rf"|\b(?:{_CAP}[ \t]+){{2,3}}Home\b",
+            rf"|{WORD_START}(?:{_CAP}[ \t]+){{2,3}}Home\b",
             0.7,
         ),
         _pattern(
@@ -228,7 +231,7 @@ def our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "TITLED_NAME",
             "name after a title, any case",
-            rf"(?<=\b{_TITLE}[ \t]){_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}",
+            rf"(?<=\b{_TITLE}[ \t]){_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}){{0,2}}",
             0.6,
         ),
         _pattern(
@@ -249,13 +252,13 @@ def our_patterns() -> list[EntityRecognizer]:
             "TITLED_NAME",
             "name in brackets after a conversation verb",  # "discussed with cardiology (Zeynep Rezaei)"
             rf"(?<=\b(?i:discussed|spoke|talked|consulted|called|paged|d/w)\b[^.\n()]{{0,60}}\([ \t]*(?:{_TITLE}[ \t]*)?)"
-            rf"(?:{_INITIAL}|{_NAME_WORD}[ \t]+)(?:{PARTICLE}[ \t]+)*{_NAME_WORD}(?=[ \t]*\))",
+            rf"(?:{_INITIAL}|{_NAME_WORD}[ \t]+)(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}(?=[ \t]*\))",
             0.6,
         ),
         _pattern(
             "TITLED_NAME",
             "name introducing oneself",
-            rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+)*{_NAME_WORD}){{0,2}}",
+            rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}){{0,2}}",
             0.5,
         ),
         _pattern(
@@ -290,14 +293,14 @@ def our_patterns() -> list[EntityRecognizer]:
         _pattern(
             "TITLED_NAME",
             "name before a credential",
-            rf"(?<![\p{{L}}.])(?!{CREDENTIAL})(?:{_SURNAME},[ \t]*{_NAME_WORD}(?:[ \t]+\p{{Lu}}\.?)?|{name})"
+            rf"(?<![\p{{L}}.'’-])(?!{CREDENTIAL})(?:{_SURNAME},[ \t]*{_NAME_WORD}(?:[ \t]+\p{{Lu}}\.?)?|{name})"
             rf"(?=,?[ \t]+{CREDENTIAL}(?![ \t]*:))",
             0.6,
         ),
         _pattern(
             "AGED_NAME",
             "name before an age",
-            rf"\b(?:{_CAPS_WORD}|{_NAME_WORD})(?:[ \t]+(?:{PARTICLE}[ \t]+)*(?:{_CAPS_WORD}|{_NAME_WORD})){{1,3}}"
+            rf"{WORD_START}(?:{_CAPS_WORD}|{_NAME_WORD})(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}(?:{_CAPS_WORD}|{_NAME_WORD})){{1,3}}"
             r"(?=,[ \t]+(?:an?[ \t]+)?(?:\d{1,3}|(?i:\p{L}+ty(?:-\p{L}+)?|one[ \t]+hundred))[ \t-]*"
             r"(?i:y/o|y\.o\.|yo|years?|yrs?|[mf])\b|,[ \t]+(?i:woman|man|male|female|boy|girl)\b)",
             0.6,
@@ -367,7 +370,7 @@ def _lower_case_names() -> list[EntityRecognizer]:
         _pattern(
             "LOWER_NAME_BEFORE",
             "lower-case name before a credential",
-            rf"\b{words}(?=,?[ \t]+{CREDENTIAL}(?![ \t]*:))",
+            rf"{WORD_START}{words}(?=,?[ \t]+{CREDENTIAL}(?![ \t]*:))",
             0.5,
         ),
     ]

