@@ -8,7 +8,7 @@ removed in the forms people write them, and ordinary clinical text is kept.
 The timing tests feed the default finder about 50 kB of one shape built to make a regular expression
 backtrack (a run of spaces, one long hyphenated word, a run of particles), and compare the time with an
 ordinary note of the same length: before the fixes each shape took minutes (quadratic or cubic
-backtracking in a lookbehind or a lookahead), so the bound (five seconds plus four times the ordinary
+backtracking in a lookbehind or a lookahead, or spaCy's tokenizer on one long token of punctuation), so the bound (five seconds plus four times the ordinary
 note) is far from both.
 """
 
@@ -69,6 +69,11 @@ BACKTRACKING_SHAPES: list[tuple[str, str]] = [
     ("run-of-particles", _repeat("Ó ")),
     # a facility's head noun after capitalised words: a word boundary after every hyphen
     ("hyphenated-capitals-and-digits", _repeat("A1-")),
+    # spaCy's tokenizer strips a suffix or prefix character from a token at a time, each strip rescanning
+    # the token: one long token of punctuation, or of "'s", took minutes
+    ("run-of-apostrophes", _repeat("'")),
+    ("run-of-possessives", _repeat("'s")),
+    ("run-of-percent-signs", _repeat("%")),
 ]
 
 
