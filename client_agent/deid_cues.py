@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 
-from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
+from presidio_analyzer import EntityRecognizer, PatternRecognizer
 
 from client_agent.deid_context import CUE_GAP, FRACTION_AFTER
-from client_agent.deid_patterns import DIRECTION, ORDINAL, PARTICLE, UNIT
+from client_agent.deid_patterns import DIRECTION, ORDINAL, PARTICLE, UNIT, case_pattern
 from client_agent.deid_words import STREET_PARTICLE, WELL_KNOWN_HOSPITALS
 
 _SSN_WORD = r"(?i:ssn|ss\#|soc(?:ial)?[ \t]+sec(?:urity)?(?:[ \t]+(?:number|no\.?|\#))?)"
@@ -67,20 +67,11 @@ _NICKNAME_CUE = (
 _BED = r"(?i:bay|bed|rm|room|pod|stretcher|hall(?:way)?|chair)[ \t]*\#?[ \t]*\d{1,3}[A-Za-z]?"
 
 
-def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecognizer:
-    return PatternRecognizer(
-        supported_entity=entity,
-        name=name,
-        patterns=[Pattern(name, regex, score)],
-        global_regex_flags=re.MULTILINE,
-    )
-
-
 def cue_recognizers() -> list[EntityRecognizer]:
     """Partial SSNs, labelled licence numbers, month/day dates, street addresses, facilities and names,
     each after its cue."""
     return [
-        _pattern(
+        case_pattern(
             "LABELLED_NAME",
             "the whole value of a patient's name field",
             rf"(?<=^[ \t]*{_PATIENT_LABEL}[ \t]*:[ \t]*){_PERSON_WORD}"
@@ -88,7 +79,7 @@ def cue_recognizers() -> list[EntityRecognizer]:
             r"(?=[ \t]*(?:$|[,;|(]|[ \t]{2}|[ \t]+(?:DOB|MRN|Age|Sex|DOD|ID)\b))",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "NICKNAME",
             "name a patient goes by",
             # in quotes after the cue ("prefers 'Gretchen'", "goes by \"Bubba\"")
@@ -99,7 +90,7 @@ def cue_recognizers() -> list[EntityRecognizer]:
             rf"{_PERSON_WORD}",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "AGED_NAME",
             "surname after a bed on a handoff line",
             rf"(?<=^[ \t]*{_BED}[ \t]*[:)\-–—][ \t]*){_PERSON_WORD}"
@@ -114,16 +105,16 @@ def cue_recognizers() -> list[EntityRecognizer]:
             deny_list_score=0.6,
             global_regex_flags=re.MULTILINE,
         ),
-        _pattern(
+        case_pattern(
             "ADDRESS",
             "street address after where a person lives",
             rf"(?<=\b{_HOME_CUE}[ \t]+)\d{{1,6}}[A-Za-z]?(?:-\d{{1,4}})?[ \t]+(?:{DIRECTION}[ \t]+)?"
             rf"(?:(?:{_WORD}\.?|{ORDINAL})[ \t]+){{0,3}}{_WORD}{UNIT}",
             0.6,
         ),
-        _pattern("ADDRESS", "German or Dutch street address", _GERMANIC_STREET, 0.6),
-        _pattern("ADDRESS", "Spanish or Portuguese street address, number after", _IBERIAN_STREET, 0.6),
-        _pattern(
+        case_pattern("ADDRESS", "German or Dutch street address", _GERMANIC_STREET, 0.6),
+        case_pattern("ADDRESS", "Spanish or Portuguese street address, number after", _IBERIAN_STREET, 0.6),
+        case_pattern(
             "US_SSN",
             "last four digits of a social security number",
             # "SSN ending 4471", "SSN on file ending in 7714", "ssn last four 1946", "SSN (last 4): 3307"
@@ -136,14 +127,14 @@ def cue_recognizers() -> list[EntityRecognizer]:
             r"|(?<![\w*#-])(?:[xX]{3}|\*{3}|\#{3})[- ]?(?:[xX]{2}|\*{2}|\#{2})[- ]?\d{4}(?![\w-])",
             0.8,
         ),
-        _pattern(
+        case_pattern(
             "ACCOUNT",
             "licence number after its label",
             rf"(?<=\b{_LICENCE_LABEL}\.?(?:[ \t]*(?i:no|number|\#)\.?)?[ \t]*[:#]?[ \t]*(?:(?i:is)[ \t]+)?)"
             rf"(?:{_LICENCE_VALUE})",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "DATE_TIME",
             "month and day after a word that dates it",
             # a tenth here is a day ("night shift 4/10"), not a rating; after "by" a fraction is a

@@ -105,8 +105,9 @@ ORDINAL = r"\d{1,3}(?:st|nd|rd|th)"
 DIRECTION = r"(?:(?:North|South)(?:east|west)?|East|West|[NS][EW]?|[EW])\.?"
 
 
-def _pattern(entity: str, name: str, regex: str, score: float) -> PatternRecognizer:
-    # Case matters to these patterns: Presidio's default flags would ignore it.
+def case_pattern(entity: str, name: str, regex: str, score: float) -> PatternRecognizer:
+    """One Presidio pattern recogniser whose regex keeps its case (Presidio's default flags ignore it) and
+    reads `^`/`$` at every line."""
     return PatternRecognizer(
         supported_entity=entity,
         name=name,
@@ -120,14 +121,14 @@ def our_patterns() -> list[EntityRecognizer]:
     name = rf"{_INITIAL}?{_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}){{0,2}}"
     middle = r"(?:[ \t]+\p{Lu}\.)?"  # "Hamdan, Yousef F."
     return [
-        _pattern(
+        case_pattern(
             "FACILITY",
             "facility by its head noun",
             rf"{WORD_START}(?:(?:St\.?|Saint|Mount|Mt\.?|Our[ \t]+Lady[ \t]+of)[ \t]+)?(?:{_CAP}[ \t]+(?:(?:and|of|for)[ \t]+)?){{1,5}}"
             rf"{FACILITY_HEAD}\b{_FACILITY_TAIL}",
             0.8,
         ),
-        _pattern(
+        case_pattern(
             "FACILITY",
             "facility named after its head noun, or a home with a name",
             rf"\b(?:H[oô]pital|Hospital|Clinique|Klinikum)[ \t]+(?:(?:de|du|of|for)[ \t]+(?:la[ \t]+|the[ \t]+)?)?"
@@ -135,13 +136,13 @@ def our_patterns() -> list[EntityRecognizer]:
             rf"|{WORD_START}(?:{_CAP}[ \t]+){{2,3}}Home\b",
             0.7,
         ),
-        _pattern(
+        case_pattern(
             "FACILITY",
             "facility named for a saint",
             rf"\b(?:St\.?|Saint)[ \t]+\p{{Lu}}\p{{Ll}}+['’]s\b(?![ \t]+wort){_FACILITY_TAIL}",
             0.7,
         ),
-        _pattern(
+        case_pattern(
             "CUED_FACILITY",
             "facility after a transfer verb",
             r"(?<=\b(?i:transfer(?:red)?|admitted|discharged|moved|referred|sent|seen|treated|followed|"
@@ -164,10 +165,10 @@ def our_patterns() -> list[EntityRecognizer]:
             rf"(?:[ \t]+(?:and[ \t]+|of[ \t]+)?(?:{_CAP}|(?i:{FACILITY_HEAD}|rehab|home))){{0,4}}",
             0.5,
         ),
-        _pattern(
+        case_pattern(
             "PO_BOX", "PO box", r"(?i:\b(?:P\.?[ \t]?O\.?|Post[ \t]+Office)[ \t]*Box[ \t]*#?[ \t]*\d+\b)", 0.9
         ),
-        _pattern(
+        case_pattern(
             "ADDRESS",
             "street address",
             rf"\b(?:(?i:flat|apt|apartment|unit|suite)\.?[ \t]*\w+,?[ \t]+)?\d{{1,6}}[A-Za-z]?[ \t]+"
@@ -175,14 +176,14 @@ def our_patterns() -> list[EntityRecognizer]:
             rf"{UNIT}",
             0.7,
         ),
-        _pattern(
+        case_pattern(
             "ADDRESS",
             "street address named in Spanish, Portuguese, French or Italian",
             rf"\b\d{{1,6}}[A-Za-z]?[ \t]+{ROMANCE_STREET}[ \t]+(?:(?:{_CAP}|{STREET_PARTICLE})[ \t]+){{0,4}}{_CAP}"
             rf"(?:[ \t]+{_STREET_SUFFIX})?{UNIT}",
             0.7,
         ),
-        _pattern(
+        case_pattern(
             "CUED_PLACE",
             "place a person comes from",
             # "a 62-year-old teacher from Flint", "originally from San Juan": where a patient is from
@@ -191,7 +192,7 @@ def our_patterns() -> list[EntityRecognizer]:
             r"(?:(?i:here|originally)[ \t]+)?(?i:from)[ \t])\p{Lu}\p{Ll}+(?:[ \t]+\p{Lu}\p{Ll}+)?(?![\w'’-])",
             0.5,
         ),
-        _pattern(
+        case_pattern(
             "ADDRESS",
             "place after a living verb",
             rf"(?<=\b{_PLACE_CUE}[ \t])\p{{Lu}}\p{{Ll}}+(?:[ \t]+\p{{Lu}}\p{{Ll}}+)?"
@@ -200,20 +201,20 @@ def our_patterns() -> list[EntityRecognizer]:
             r"[ \t](?i:in|near)[ \t])\p{Lu}\p{Ll}+(?:[ \t]+\p{Lu}\p{Ll}+)?",
             0.5,
         ),
-        _pattern(
+        case_pattern(
             "ACCOUNT",
             "account number",
             r"(?<=\b(?i:acc(?:oun)?t|acct)\.?(?:[ \t]*(?i:no|number|\#)\.?)?[ \t]*[:#]?[ \t]*)"
             r"(?=[\w-]*\d{2})[A-Za-z0-9][\w-]{3,}",
             0.7,
         ),
-        _pattern(
+        case_pattern(
             "PHONE_NUMBER",
             "phone with trunk prefix",
             r"(?<![\w-])1[- .]\(?\d{3}\)?[- .]\d{3}[- .]\d{4}\b",
             0.7,
         ),
-        _pattern(
+        case_pattern(
             "AGE_OVER_89",
             "age over 89 in words",
             rf"(?i:\b(?:ninety(?:[- ]{_NUMBER_WORD})?|one[ \t]+hundred(?:[ \t]+(?:and[ \t]+)?{_NUMBER_WORD})?)\b)"
@@ -222,46 +223,46 @@ def our_patterns() -> list[EntityRecognizer]:
             rf"|(?i:\b(?:ninety(?:-{_NUMBER_WORD})?|one[ \t]+hundred(?:[ \t]+{_NUMBER_WORD})?))(?=[ \t]?(?:[MF]|yo)\b)",
             0.7,
         ),
-        _pattern(
+        case_pattern(
             "AGE_OVER_89",
             "age over 89 after is/turned",
             r"(?<=\b(?:is|turned|aged|age)[ \t])(?:9\d|1[01]\d)\b(?![ \t]*(?:%|mg|mm|bpm|/|\.\d))",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "TITLED_NAME",
             "name after a title, any case",
             rf"(?<=\b{_TITLE}[ \t]){_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}){{0,2}}",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "TITLED_NAME",
             "name after a label, in capitals or surname first",
             rf"(?<={_NAME_LABEL}:[ \t]*)(?:{_CAPS_WORD}(?:,?[ \t]+(?:\p{{Lu}}\.?[ \t]+)?{_CAPS_WORD}){{1,3}}\b|{_NAME_WORD},[ \t]*{_NAME_WORD}{middle})"
             rf"|(?m:^){_CAPS_WORD}(?:[ \t]+{_CAPS_WORD}){{1,3}}(?=[ \t]+is[ \t]+an?\b)",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "TITLED_NAME",
             "name after a cue",
             rf"(?<=\b(?:{_PERSON_CUE})\b,?(?:[ \t]+|[ \t]*\n[ \t]*)){_NOT_A_NAME}"
             rf"(?:{_NAME_WORD},[ \t]*{_NAME_WORD}|{name})",
             0.5,
         ),
-        _pattern(
+        case_pattern(
             "TITLED_NAME",
             "name in brackets after a conversation verb",  # "discussed with cardiology (Zeynep Rezaei)"
             rf"(?<=\b(?i:discussed|spoke|talked|consulted|called|paged|d/w)\b[^.\n()]{{0,60}}\([ \t]*(?:{_TITLE}[ \t]*)?)"
             rf"(?:{_INITIAL}|{_NAME_WORD}[ \t]+)(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}(?=[ \t]*\))",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "TITLED_NAME",
             "name introducing oneself",
             rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}){{0,2}}",
             0.5,
         ),
-        _pattern(
+        case_pattern(
             "TITLED_NAME",
             ROLE_RECOGNIZER,
             rf"(?<=(?:^|\||[ \t]{{2}})[ \t]*{_ROLE_LABEL}[ \t]*[:#|-]?[ \t]+)"
@@ -269,13 +270,13 @@ def our_patterns() -> list[EntityRecognizer]:
             rf"|{_NAME_WORD}(?:[ ](?:{PARTICLE}[ ]|St\.[ ]?)*{_NAME_WORD}){{0,3}})\b(?!:)",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "COMMA_NAME",
             "surname, given name",
             rf"(?<![\w.])(?:{_SURNAME}),[ \t]*(?!{CREDENTIAL}){_GIVEN}\b{middle}(?![ \t]*:)",
             0.5,
         ),
-        _pattern(
+        case_pattern(
             "COMMA_NAME",
             "SURNAME, GIVEN in capitals",
             # particles and "ST." before the surname: "DE LA CRUZ, THANH", "ST. PIERRE, LEILA"
@@ -283,21 +284,21 @@ def our_patterns() -> list[EntityRecognizer]:
             r"(?![ \t]*:)(?<=(?:\p{L}[^\p{L}]*){8})",
             0.5,
         ),
-        _pattern(
+        case_pattern(
             "ADDRESS",
             "town after a facility",
             rf"(?<=\b(?:{FACILITY_HEAD}|Clinic)[ \t]+(?i:in|at)[ \t]+)"
             r"\p{Lu}[\p{L}'’-]+(?:[ \t]+(?:\p{Lu}|d['’])[\p{L}'’-]+){0,2}",
             0.5,
         ),
-        _pattern(
+        case_pattern(
             "TITLED_NAME",
             "name before a credential",
             rf"(?<![\p{{L}}.'’-])(?!{CREDENTIAL})(?:{_SURNAME},[ \t]*{_NAME_WORD}(?:[ \t]+\p{{Lu}}\.?)?|{name})"
             rf"(?=,?[ \t]+{CREDENTIAL}(?![ \t]*:))",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "AGED_NAME",
             "name before an age",
             rf"{WORD_START}(?:{_CAPS_WORD}|{_NAME_WORD})(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}(?:{_CAPS_WORD}|{_NAME_WORD})){{1,3}}"
@@ -305,7 +306,7 @@ def our_patterns() -> list[EntityRecognizer]:
             r"(?i:y/o|y\.o\.|yo|years?|yrs?|[mf])\b|,[ \t]+(?i:woman|man|male|female|boy|girl)\b)",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "ADDRESS",
             "street name without a number",
             rf"(?<=\b(?i:on|off|along|near|onto|at)[ \t]+)(?:{_CAP}[ \t]+){{1,3}}"
@@ -313,7 +314,7 @@ def our_patterns() -> list[EntityRecognizer]:
             r"Pkwy|Highway|Hwy|Circle)\b\.?",
             0.6,
         ),
-        _pattern(
+        case_pattern(
             "FACILITY_LINE",
             "facility named on a letterhead or under a signature",
             # a short line of capitalised words among a note's first three lines, or on the line after a
@@ -354,7 +355,7 @@ def _lower_case_names() -> list[EntityRecognizer]:
         r"physician|nurse|rn|np|resident|pcp|author|signed(?:[ \t]+by)?|decedent|deceased|client"
     )
     return [
-        _pattern(
+        case_pattern(
             "LOWER_NAME_AFTER",
             "lower-case name after a cue",
             # and a patient introducing themself in a message ("hi, it's dolores ...")
@@ -363,11 +364,13 @@ def _lower_case_names() -> list[EntityRecognizer]:
             0.5,
         ),
         # after "pt" a lone lower-case word is more often clinical shorthand than a name: two at least
-        _pattern("LOWER_NAME_PT", "lower-case name after pt", rf"(?<=\b(?i:pt|patient)[ \t]+){words}", 0.5),
-        _pattern(
+        case_pattern(
+            "LOWER_NAME_PT", "lower-case name after pt", rf"(?<=\b(?i:pt|patient)[ \t]+){words}", 0.5
+        ),
+        case_pattern(
             "LOWER_NAME_FIELD", "lower-case name in a field", rf"(?<=\b(?i:{field})[ \t]*:[ \t]*){words}", 0.5
         ),
-        _pattern(
+        case_pattern(
             "LOWER_NAME_BEFORE",
             "lower-case name before a credential",
             rf"{WORD_START}{words}(?=,?[ \t]+{CREDENTIAL}(?![ \t]*:))",
