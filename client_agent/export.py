@@ -85,7 +85,7 @@ def load_exported(encoder: nn.Module, folder: str | Path) -> ExportedClassifier:
     """Load an exported adapter onto `encoder` (a freshly loaded bare base model, no head): the LoRA modules
     with peft, the head from the adapter's weights."""
     path = Path(folder)
-    config = peft.PeftConfig.from_pretrained(str(path))
+    config = peft.LoraConfig.from_pretrained(str(path))
     # The bare encoder has no `classifier` to wrap: peft loads the LoRA modules, the head is set below.
     config.task_type = None
     config.modules_to_save = None
