@@ -13,7 +13,7 @@ import re
 from presidio_analyzer import EntityRecognizer, PatternRecognizer
 
 from client_agent.deid_context import CUE_GAP, FRACTION_AFTER
-from client_agent.deid_patterns import DIRECTION, ORDINAL, PARTICLE, UNIT, case_pattern
+from client_agent.deid_patterns import DIRECTION, ORDINAL, PARTICLES, UNIT, case_pattern
 from client_agent.deid_words import STREET_PARTICLE, WELL_KNOWN_HOSPITALS
 
 _SSN_WORD = r"(?i:ssn|ss\#|soc(?:ial)?[ \t]+sec(?:urity)?(?:[ \t]+(?:number|no\.?|\#))?)"
@@ -75,7 +75,7 @@ def cue_recognizers() -> list[EntityRecognizer]:
             "LABELLED_NAME",
             "the whole value of a patient's name field",
             rf"(?<=^[ \t]*{_PATIENT_LABEL}[ \t]*:[ \t]*){_PERSON_WORD}"
-            rf"(?:[ \t]+(?:\p{{Lu}}\.?|(?:{PARTICLE}[ \t]+){{0,3}}{_PERSON_WORD})){{1,3}}"
+            rf"(?:[ \t]+(?:\p{{Lu}}\.?|{PARTICLES}{_PERSON_WORD})){{1,3}}"
             r"(?=[ \t]*(?:$|[,;|(]|[ \t]{2}|[ \t]+(?:DOB|MRN|Age|Sex|DOD|ID)\b))",
             0.6,
         ),

@@ -43,6 +43,10 @@ _CAPS_WORD = r"\p{Lu}[\p{Lu}'’-]+"
 WORD_START = r"(?<![\w'’-])"
 # Irish "Ó"/"Ní" ("Seán Ó Briain") are written capitalised or not.
 PARTICLE = r"(?:van|von|de|der|den|da|di|du|del|la|le|bin|ibn|al|abu|ní|Ní|ó|Ó|nic|Nic|mac)"
+# At most three particles in a row: an unbounded run would be rescanned from each of its particles.
+PARTICLES = rf"(?:{PARTICLE}[ \t]+){{0,3}}"
+# Up to two more words of a name after its first, particles between them ("Ana de la Cruz").
+_MORE_NAME_WORDS = rf"(?:[ \t]+{PARTICLES}{_NAME_WORD}){{0,2}}"
 # A surname with particles inside ("Van der Berg", "de la Cruz").
 _SURNAME = rf"(?:(?:{_NAME_WORD}[ \t]+)?(?:(?i:{PARTICLE})[ \t]+){{1,3}})?{_NAME_WORD}"
 # Credentials written after a clinician's name ("Amal Darwish, LICSW").
@@ -118,7 +122,7 @@ def case_pattern(entity: str, name: str, regex: str, score: float) -> PatternRec
 
 def our_patterns() -> list[EntityRecognizer]:
     """What neither Presidio nor our rules find."""
-    name = rf"{_INITIAL}?{_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}){{0,2}}"
+    name = rf"{_INITIAL}?{_NAME_WORD}{_MORE_NAME_WORDS}"
     middle = r"(?:[ \t]+\p{Lu}\.)?"  # "Hamdan, Yousef F."
     return [
         case_pattern(
@@ -232,7 +236,7 @@ def our_patterns() -> list[EntityRecognizer]:
         case_pattern(
             "TITLED_NAME",
             "name after a title, any case",
-            rf"(?<=\b{_TITLE}[ \t]){_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}){{0,2}}",
+            rf"(?<=\b{_TITLE}[ \t]){_ANY_NAME_WORD}{_MORE_NAME_WORDS}",
             0.6,
         ),
         case_pattern(
@@ -253,13 +257,13 @@ def our_patterns() -> list[EntityRecognizer]:
             "TITLED_NAME",
             "name in brackets after a conversation verb",  # "discussed with cardiology (Zeynep Rezaei)"
             rf"(?<=\b(?i:discussed|spoke|talked|consulted|called|paged|d/w)\b[^.\n()]{{0,60}}\([ \t]*(?:{_TITLE}[ \t]*)?)"
-            rf"(?:{_INITIAL}|{_NAME_WORD}[ \t]+)(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}(?=[ \t]*\))",
+            rf"(?:{_INITIAL}|{_NAME_WORD}[ \t]+){PARTICLES}{_NAME_WORD}(?=[ \t]*\))",
             0.6,
         ),
         case_pattern(
             "TITLED_NAME",
             "name introducing oneself",
-            rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_WORD}(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}{_NAME_WORD}){{0,2}}",
+            rf"(?<=\b{_SELF_CUE}[ \t]+){_NOT_A_NAME}{_ANY_NAME_WORD}{_MORE_NAME_WORDS}",
             0.5,
         ),
         case_pattern(
@@ -301,7 +305,7 @@ def our_patterns() -> list[EntityRecognizer]:
         case_pattern(
             "AGED_NAME",
             "name before an age",
-            rf"{WORD_START}(?:{_CAPS_WORD}|{_NAME_WORD})(?:[ \t]+(?:{PARTICLE}[ \t]+){{0,3}}(?:{_CAPS_WORD}|{_NAME_WORD})){{1,3}}"
+            rf"{WORD_START}(?:{_CAPS_WORD}|{_NAME_WORD})(?:[ \t]+{PARTICLES}(?:{_CAPS_WORD}|{_NAME_WORD})){{1,3}}"
             r"(?=,[ \t]+(?:an?[ \t]+)?(?:\d{1,3}|(?i:\p{L}+ty(?:-\p{L}+)?|one[ \t]+hundred))[ \t-]*"
             r"(?i:y/o|y\.o\.|yo|years?|yrs?|[mf])\b|,[ \t]+(?i:woman|man|male|female|boy|girl)\b)",
             0.6,
